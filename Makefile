@@ -1,0 +1,36 @@
+# vmunit's build and test entry points. `make check` is the project's test command.
+
+CARGO ?= cargo
+X86_GUESTS := $(notdir $(patsubst %/Cargo.toml,%,$(wildcard tests-x86/*/Cargo.toml)))
+X86_PACKAGES := $(addprefix -p ,$(X86_GUESTS))
+
+.PHONY: all runner guests check test lint clean
+
+all: runner guests
+
+runner:
+	$(CARGO) build --release -p vmunit-runner
+
+guests:
+	$(CARGO) build --release --target x86_64-unknown-none $(X86_PACKAGES)
+
+# Clippy on the host crates and on every guest, warnings denied.
+lint:
+	$(CARGO) clippy -q --all-targets -p vmunit -p vmunit-runner -- -D warnings
+	$(CARGO) clippy -q --release --target x86_64-unknown-none $(X86_PACKAGES) -- -D warnings
+
+# The framework's own tests: runtime unit tests, runner unit tests, and the fixture guests
+# whose known outcomes (pass, fail, skip, panic, exception, triple fault, hang, KVM internal
+# error) the runner must classify correctly.
+test:
+	$(CARGO) test -q -p vmunit -p vmunit-runner
+
+# Everything: lint, the framework's tests, then the guest suite under the default
+# accelerator (KVM when usable) and under TCG. The last line is the runner's summary.
+check: lint test
+	./run_tests -j 2
+	./run_tests -j 2 --accel tcg
+
+clean:
+	$(CARGO) clean
+	rm -rf logs logs.old

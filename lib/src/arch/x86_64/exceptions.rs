@@ -1,0 +1,533 @@
+//! x86_64 exceptions: GDT/TSS, a full 256-vector IDT, the register frame, dispatch, and the
+//! machinery behind `catch_exception` and `trap_exceptions`.
+//!
+//! Every vector enters through a 16-byte assembly stub that pushes a dummy error code when
+//! the CPU pushes none, then the vector number, and jumps to a common path that saves the
+//! general registers into an [`ExceptionFrame`] and calls [`exception_dispatch`].
+
+use core::arch::{asm, global_asm};
+use core::fmt;
+use core::mem::size_of;
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+use x86_64::VirtAddr;
+use x86_64::instructions::segmentation::{CS, DS, ES, SS, Segment};
+use x86_64::instructions::tables::load_tss;
+use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector};
+use x86_64::structures::idt::{Entry, EntryOptions, InterruptDescriptorTable};
+use x86_64::structures::tss::TaskStateSegment;
+
+/// The registers saved on every exception, in the order the entry path pushes them
+/// (lowest address first), followed by the frame the CPU pushed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+#[allow(missing_docs)]
+pub struct ExceptionFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    /// The vector number pushed by the stub.
+    pub vector: u64,
+    /// The CPU's error code, or 0 for vectors without one.
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+// The assembly below pushes 15 registers, a vector and an error code over the CPU's 5-word frame.
+const _: () = assert!(size_of::<ExceptionFrame>() == 22 * 8);
+const _: () = assert!(core::mem::offset_of!(ExceptionFrame, vector) == 15 * 8);
+const _: () = assert!(core::mem::offset_of!(ExceptionFrame, rip) == 17 * 8);
+
+/// An x86 interrupt vector number.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
+pub struct Vector(pub u8);
+
+#[allow(missing_docs)]
+impl Vector {
+    pub const DE: Vector = Vector(0);
+    pub const DB: Vector = Vector(1);
+    pub const NMI: Vector = Vector(2);
+    pub const BP: Vector = Vector(3);
+    pub const OF: Vector = Vector(4);
+    pub const BR: Vector = Vector(5);
+    pub const UD: Vector = Vector(6);
+    pub const NM: Vector = Vector(7);
+    pub const DF: Vector = Vector(8);
+    pub const TS: Vector = Vector(10);
+    pub const NP: Vector = Vector(11);
+    pub const SS: Vector = Vector(12);
+    pub const GP: Vector = Vector(13);
+    pub const PF: Vector = Vector(14);
+    pub const MF: Vector = Vector(16);
+    pub const AC: Vector = Vector(17);
+    pub const MC: Vector = Vector(18);
+    pub const XM: Vector = Vector(19);
+    pub const VE: Vector = Vector(20);
+    pub const CP: Vector = Vector(21);
+
+    /// The SDM mnemonic of an exception vector ("#GP"), or "IRQ" for vectors 32..=255.
+    pub fn name(self) -> &'static str {
+        const NAMES: [&str; 32] = [
+            "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "#CSO", "#TS", "#NP",
+            "#SS", "#GP", "#PF", "#15", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP", "#22", "#23",
+            "#24", "#25", "#26", "#27", "#HV", "#VC", "#SX", "#31",
+        ];
+        NAMES.get(usize::from(self.0)).copied().unwrap_or("IRQ")
+    }
+
+    /// Whether the CPU pushes an error code for this vector.
+    pub fn has_error_code(self) -> bool {
+        matches!(self.0, 8 | 10..=14 | 17 | 21 | 29 | 30)
+    }
+}
+
+impl fmt::Display for Vector {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{} ({})", self.name(), self.0)
+    }
+}
+
+/// An exception as a test sees it: what was raised, where, and with which error code.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Exception {
+    /// The vector that was raised.
+    pub vector: Vector,
+    /// The error code the CPU pushed (0 when the vector has none).
+    pub error_code: u64,
+    /// The RIP the CPU pushed: the faulting instruction for faults, the next one for traps.
+    pub rip: u64,
+    /// CR2 at the time of a #PF (the faulting linear address), 0 for other vectors.
+    pub address: u64,
+}
+
+impl fmt::Display for Exception {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{} at rip {:#x}", self.vector, self.rip)?;
+        if self.vector.has_error_code() {
+            write!(formatter, ", error code {:#x}", self.error_code)?;
+        }
+        if self.vector == Vector::PF {
+            write!(formatter, ", address {:#x}", self.address)?;
+        }
+        Ok(())
+    }
+}
+
+/// Page-fault error code bits (SDM Vol. 3, 4.7).
+#[allow(missing_docs)]
+pub mod page_fault {
+    pub const PRESENT: u64 = 1 << 0;
+    pub const WRITE: u64 = 1 << 1;
+    pub const USER: u64 = 1 << 2;
+    pub const RESERVED: u64 = 1 << 3;
+    pub const FETCH: u64 = 1 << 4;
+}
+
+/// Segment selectors of the runtime's GDT.
+#[allow(missing_docs)]
+pub mod selector {
+    pub const KERNEL_CODE: u16 = 0x08;
+    pub const KERNEL_DATA: u16 = 0x10;
+    pub const USER_DATA: u16 = 0x18 | 3;
+    pub const USER_CODE: u16 = 0x20 | 3;
+    pub const TSS: u16 = 0x28;
+}
+
+/// The IST slot (1-based in the IDT, 0-based in the TSS) of the #DF, NMI and #MC stack.
+const EMERGENCY_STACK_INDEX: u16 = 0;
+const EMERGENCY_STACK_SIZE: usize = 16 * 1024;
+
+/// The stack the CPU switches to for #DF, NMI and #MC: only the CPU writes it.
+#[repr(C, align(16))]
+struct EmergencyStack(core::cell::UnsafeCell<[u8; EMERGENCY_STACK_SIZE]>);
+
+// SAFETY: no Rust code reads or writes the stack's bytes; only its address is taken.
+unsafe impl Sync for EmergencyStack {}
+
+static EMERGENCY_STACK: EmergencyStack =
+    EmergencyStack(core::cell::UnsafeCell::new([0; EMERGENCY_STACK_SIZE]));
+
+static TSS: spin::Lazy<TaskStateSegment> = spin::Lazy::new(|| {
+    let mut tss = TaskStateSegment::new();
+    let top = EMERGENCY_STACK.0.get().cast::<u8>().wrapping_add(EMERGENCY_STACK_SIZE);
+    tss.interrupt_stack_table[usize::from(EMERGENCY_STACK_INDEX)] = VirtAddr::from_ptr(top);
+    tss
+});
+
+static GDT: spin::Lazy<GlobalDescriptorTable> = spin::Lazy::new(|| {
+    let mut gdt = GlobalDescriptorTable::new();
+    gdt.append(Descriptor::kernel_code_segment());
+    gdt.append(Descriptor::kernel_data_segment());
+    gdt.append(Descriptor::user_data_segment());
+    gdt.append(Descriptor::user_code_segment());
+    gdt.append(Descriptor::tss_segment(&TSS));
+    gdt
+});
+
+unsafe extern "C" {
+    /// The first of 256 16-byte entry stubs defined in the assembly below.
+    static vmunit_vector_stubs: u8;
+}
+
+const STUB_SIZE: u64 = 16;
+
+/// Points an IDT entry at the stub of `vector`.
+fn install<F>(entry: &mut Entry<F>, vector: u8) -> &mut EntryOptions {
+    let stubs = &raw const vmunit_vector_stubs as u64;
+    // SAFETY: each stub is a valid interrupt entry that saves the full register state, calls
+    // the dispatcher and returns with IRETQ.
+    unsafe { entry.set_handler_addr(VirtAddr::new(stubs + u64::from(vector) * STUB_SIZE)) }
+}
+
+/// Points an IDT entry at the stub of `vector`, entered on the emergency IST stack: #DF,
+/// NMI and #MC may strike when the current stack is unusable (a stack overflow, say).
+fn install_emergency<F>(entry: &mut Entry<F>, vector: u8) {
+    // SAFETY: the index names the TSS's emergency stack, which only these three vectors use
+    // (none of them can nest in practice: a second #DF is a triple fault anyway).
+    unsafe { install(entry, vector).set_stack_index(EMERGENCY_STACK_INDEX) };
+}
+
+static IDT: spin::Lazy<InterruptDescriptorTable> = spin::Lazy::new(|| {
+    let mut idt = InterruptDescriptorTable::new();
+    install(&mut idt.divide_error, 0);
+    install(&mut idt.debug, 1);
+    install_emergency(&mut idt.non_maskable_interrupt, 2);
+    install(&mut idt.breakpoint, 3);
+    install(&mut idt.overflow, 4);
+    install(&mut idt.bound_range_exceeded, 5);
+    install(&mut idt.invalid_opcode, 6);
+    install(&mut idt.device_not_available, 7);
+    install_emergency(&mut idt.double_fault, 8);
+    install(&mut idt.invalid_tss, 10);
+    install(&mut idt.segment_not_present, 11);
+    install(&mut idt.stack_segment_fault, 12);
+    install(&mut idt.general_protection_fault, 13);
+    install(&mut idt.page_fault, 14);
+    install(&mut idt.x87_floating_point, 16);
+    install(&mut idt.alignment_check, 17);
+    install_emergency(&mut idt.machine_check, 18);
+    install(&mut idt.simd_floating_point, 19);
+    install(&mut idt.virtualization, 20);
+    install(&mut idt.cp_protection_exception, 21);
+    install(&mut idt.hv_injection_exception, 28);
+    install(&mut idt.vmm_communication_exception, 29);
+    install(&mut idt.security_exception, 30);
+    for vector in 32..=255u8 {
+        install(&mut idt[vector], vector);
+    }
+    idt
+});
+
+/// Loads the runtime's GDT (with a TSS whose IST holds the #DF/NMI/#MC stack) and IDT.
+pub(crate) fn init() {
+    GDT.load();
+    // SAFETY: the selector names the ring-0 64-bit code segment of the GDT just loaded.
+    unsafe { CS::set_reg(SegmentSelector(selector::KERNEL_CODE)) };
+    for register in [SS::set_reg, DS::set_reg, ES::set_reg] {
+        // SAFETY: the selector names the ring-0 data segment of the GDT just loaded.
+        unsafe { register(SegmentSelector(selector::KERNEL_DATA)) };
+    }
+    // SAFETY: the selector names the available 64-bit TSS of the GDT just loaded.
+    unsafe { load_tss(SegmentSelector(selector::TSS)) };
+    IDT.load();
+}
+
+global_asm!(
+    r#"
+    .section .text.vmunit_vectors, "ax"
+    .balign 16
+    .global vmunit_vector_stubs
+    vmunit_vector_stubs:
+    .set vector, 0
+    .rept 256
+        .balign 16
+        .if (vector == 8) || ((vector >= 10) && (vector <= 14)) || (vector == 17) || (vector == 21) || (vector == 29) || (vector == 30)
+        .else
+            push $0
+        .endif
+        push $vector
+        jmp vmunit_exception_common
+        .set vector, vector + 1
+    .endr
+
+    vmunit_exception_common:
+        push %rax
+        push %rbx
+        push %rcx
+        push %rdx
+        push %rsi
+        push %rdi
+        push %rbp
+        push %r8
+        push %r9
+        push %r10
+        push %r11
+        push %r12
+        push %r13
+        push %r14
+        push %r15
+        cld
+        mov %rsp, %rdi          /* 22 words below the CPU's 16-byte aligned frame: aligned */
+        call {dispatch}
+        pop %r15
+        pop %r14
+        pop %r13
+        pop %r12
+        pop %r11
+        pop %r10
+        pop %r9
+        pop %r8
+        pop %rbp
+        pop %rdi
+        pop %rsi
+        pop %rdx
+        pop %rcx
+        pop %rbx
+        pop %rax
+        add $16, %rsp           /* vector and error code */
+        iretq
+    "#,
+    dispatch = sym exception_dispatch,
+    options(att_syntax)
+);
+
+/// Where `catch_exception` resumes after an exception: the state `vmunit_try_call` saved.
+#[repr(C)]
+struct CatchContext {
+    /// RSP inside `vmunit_try_call` after it saved the callee-saved registers.
+    stack_pointer: u64,
+    /// RFLAGS at the call, restored on recovery (so a stray TF or AC does not leak out).
+    flags: u64,
+    /// The exception that ended the closure, filled in by the dispatcher.
+    exception: Option<Exception>,
+    /// The enclosing context, restored when this one ends.
+    previous: *mut CatchContext,
+}
+
+const _: () = assert!(core::mem::offset_of!(CatchContext, stack_pointer) == 0);
+const _: () = assert!(core::mem::offset_of!(CatchContext, flags) == 8);
+
+/// How many CPUs the per-CPU exception state supports (indexed by initial APIC ID).
+pub(crate) const MAX_CPUS: usize = 256;
+
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_CONTEXT: AtomicPtr<CatchContext> = AtomicPtr::new(core::ptr::null_mut());
+static CATCH_CONTEXTS: [AtomicPtr<CatchContext>; MAX_CPUS] = [NO_CONTEXT; MAX_CPUS];
+
+/// A recorder for `trap_exceptions`: which vectors to resume from, and what was seen.
+struct TrapRecorder {
+    vectors: &'static [Vector],
+    seen: alloc::vec::Vec<Exception>,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_RECORDER: AtomicPtr<TrapRecorder> = AtomicPtr::new(core::ptr::null_mut());
+static TRAP_RECORDERS: [AtomicPtr<TrapRecorder>; MAX_CPUS] = [NO_RECORDER; MAX_CPUS];
+
+/// Exceptions and interrupts handled so far (for tests that check delivery counts).
+pub(crate) static EXCEPTION_COUNT: AtomicUsize = AtomicUsize::new(0);
+
+global_asm!(
+    r#"
+    .section .text.vmunit_try_call, "ax"
+    /* u64 vmunit_try_call(CatchContext *context, void (*function)(void *), void *data)
+     * Returns 0 when `function` returned, 1 when an exception ended it (the dispatcher then
+     * resumes at vmunit_try_recover on the stack pointer saved here). */
+    .global vmunit_try_call
+    vmunit_try_call:
+        push %rbp
+        push %rbx
+        push %r12
+        push %r13
+        push %r14
+        push %r15
+        sub $8, %rsp            /* 16-byte alignment for the call below */
+        mov %rsp, 0(%rdi)
+        pushfq
+        pop %rax
+        mov %rax, 8(%rdi)
+        mov %rdx, %rdi
+        call *%rsi
+        xor %eax, %eax
+    vmunit_try_return:
+        add $8, %rsp
+        pop %r15
+        pop %r14
+        pop %r13
+        pop %r12
+        pop %rbx
+        pop %rbp
+        ret
+    .global vmunit_try_recover
+    vmunit_try_recover:
+        mov $1, %eax
+        jmp vmunit_try_return
+    "#,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    /// `context` points at a `CatchContext`; the assembly writes its first two words only.
+    fn vmunit_try_call(
+        context: *mut u64,
+        function: extern "C" fn(*mut u8),
+        data: *mut u8,
+    ) -> u64;
+    static vmunit_try_recover: u8;
+}
+
+fn cpu_index() -> usize {
+    super::smp::cpu_index() % MAX_CPUS
+}
+
+/// Runs `function` and returns its result, or the exception that interrupted it.
+///
+/// On an exception the closure's frames are abandoned without running destructors, like
+/// `longjmp`: anything it owned leaks, and locks it held stay held.
+pub fn catch_exception<R, F: FnOnce() -> R>(function: F) -> Result<R, Exception> {
+    struct Call<F, R> {
+        function: Option<F>,
+        result: Option<R>,
+    }
+    extern "C" fn trampoline<F: FnOnce() -> R, R>(data: *mut u8) {
+        // SAFETY: `data` is the `Call` that `catch_exception` passed to `vmunit_try_call`,
+        // alive and exclusively ours for the duration of the call.
+        let call = unsafe { &mut *data.cast::<Call<F, R>>() };
+        if let Some(function) = call.function.take() {
+            call.result = Some(function());
+        }
+    }
+
+    let mut call = Call { function: Some(function), result: None };
+    let slot = &CATCH_CONTEXTS[cpu_index()];
+    let mut context = CatchContext {
+        stack_pointer: 0,
+        flags: 0,
+        exception: None,
+        previous: slot.load(Ordering::Relaxed),
+    };
+    slot.store(&raw mut context, Ordering::Release);
+    // SAFETY: `vmunit_try_call` follows the C ABI, saves the callee-saved registers, and
+    // either returns normally or is resumed by the dispatcher on its own saved stack with
+    // those registers intact; `context` and `call` outlive the call.
+    let interrupted = unsafe {
+        vmunit_try_call((&raw mut context).cast(), trampoline::<F, R>, (&raw mut call).cast())
+    };
+    slot.store(context.previous, Ordering::Release);
+    match (interrupted, context.exception, call.result) {
+        (0, _, Some(result)) => Ok(result),
+        (_, Some(exception), _) => Err(exception),
+        _ => unreachable!("vmunit_try_call returned without a result or an exception"),
+    }
+}
+
+/// Runs `function`, recording each exception whose vector is in `vectors` and resuming after
+/// it with IRETQ (the handler returns). Only for trap-class exceptions (#DB, #BP, #OF, ...),
+/// which resume after the instruction: a resumed fault would repeat forever.
+pub fn trap_exceptions<R>(
+    vectors: &'static [Vector],
+    function: impl FnOnce() -> R,
+) -> (R, alloc::vec::Vec<Exception>) {
+    let mut recorder = TrapRecorder { vectors, seen: alloc::vec::Vec::with_capacity(16) };
+    let slot = &TRAP_RECORDERS[cpu_index()];
+    let previous = slot.swap(&raw mut recorder, Ordering::AcqRel);
+    let result = function();
+    slot.store(previous, Ordering::Release);
+    (result, recorder.seen)
+}
+
+fn read_cr2() -> u64 {
+    x86_64::registers::control::Cr2::read_raw()
+}
+
+/// The Rust side of every vector: recover into `catch_exception`, record for
+/// `trap_exceptions`, or report the unexpected exception and abort the test.
+extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
+    EXCEPTION_COUNT.fetch_add(1, Ordering::Relaxed);
+    let vector = Vector(frame.vector as u8);
+    let exception = Exception {
+        vector,
+        error_code: frame.error_code,
+        rip: frame.rip,
+        address: if vector == Vector::PF { read_cr2() } else { 0 },
+    };
+    let cpu = cpu_index();
+
+    let recorder = TRAP_RECORDERS[cpu].load(Ordering::Acquire);
+    if !recorder.is_null() {
+        // SAFETY: a non-null recorder is the live `TrapRecorder` of a `trap_exceptions` call
+        // on this CPU, which is suspended while its exceptions are handled here.
+        let recorder = unsafe { &mut *recorder };
+        if recorder.vectors.contains(&vector) {
+            if recorder.seen.len() < recorder.seen.capacity() {
+                recorder.seen.push(exception);
+            }
+            return;
+        }
+    }
+
+    let context = CATCH_CONTEXTS[cpu].load(Ordering::Acquire);
+    if !context.is_null() && vector.0 < 32 {
+        // SAFETY: a non-null context is the live `CatchContext` of a `catch_exception` call on
+        // this CPU; its closure is what just faulted.
+        let context = unsafe { &mut *context };
+        context.exception = Some(exception);
+        frame.rip = &raw const vmunit_try_recover as u64;
+        frame.rsp = context.stack_pointer;
+        frame.rflags = context.flags;
+        frame.cs = u64::from(selector::KERNEL_CODE);
+        frame.ss = u64::from(selector::KERNEL_DATA);
+        return;
+    }
+
+    crate::console::emergency_unlock();
+    crate::println!("Unhandled exception {} {} at ip {:#018x}", vector.0, vector.name(), frame.rip);
+    crate::println!(
+        "error_code={:#018x} rflags={:#018x} cs={:#06x} ss={:#06x} cr2={:#018x}",
+        frame.error_code,
+        frame.rflags,
+        frame.cs,
+        frame.ss,
+        read_cr2()
+    );
+    crate::println!(
+        "rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}",
+        frame.rax, frame.rbx, frame.rcx, frame.rdx
+    );
+    crate::println!(
+        "rsi={:#018x} rdi={:#018x} rbp={:#018x} rsp={:#018x}",
+        frame.rsi, frame.rdi, frame.rbp, frame.rsp
+    );
+    crate::println!(
+        "r8 ={:#018x} r9 ={:#018x} r10={:#018x} r11={:#018x}",
+        frame.r8, frame.r9, frame.r10, frame.r11
+    );
+    crate::println!(
+        "r12={:#018x} r13={:#018x} r14={:#018x} r15={:#018x}",
+        frame.r12, frame.r13, frame.r14, frame.r15
+    );
+    crate::runtime::abort(format_args!("unhandled exception {} at ip {:#x}", vector.name(), frame.rip));
+}
+
+/// Enables interrupts and halts until one arrives, then disables them again.
+pub fn wait_for_interrupt() {
+    // SAFETY: STI;HLT is the architectural idle sequence; the interrupt shadow of STI makes
+    // the pair atomic, and CLI restores the runtime's interrupts-off default.
+    unsafe { asm!("sti", "hlt", "cli", options(nomem, nostack)) };
+}

@@ -1,0 +1,323 @@
+//! Safe wrappers for the x86 instructions tests exercise. Each one that can fault runs under
+//! [`catch_exception`] and returns the exception instead of ending the test.
+//!
+//! These are deliberate hardware probes: they execute the raw instruction (no compiler
+//! checks) so that a test can observe what the CPU, or the hypervisor emulating it, does.
+
+use core::arch::asm;
+use core::arch::x86_64::CpuidResult;
+
+use super::exceptions::{Exception, catch_exception};
+
+/// CPUID with `leaf` and `subleaf`.
+pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
+    core::arch::x86_64::__cpuid_count(leaf, subleaf)
+}
+
+/// Whether CPUID reports a feature: `register` is the output register's value for the leaf.
+pub fn has_feature(leaf: u32, subleaf: u32, register: Register, bit: u32) -> bool {
+    let maximum = cpuid(leaf & 0x8000_0000, 0).eax;
+    if leaf > maximum {
+        return false;
+    }
+    let result = cpuid(leaf, subleaf);
+    let value = match register {
+        Register::Eax => result.eax,
+        Register::Ebx => result.ebx,
+        Register::Ecx => result.ecx,
+        Register::Edx => result.edx,
+    };
+    value & (1 << bit) != 0
+}
+
+/// A CPUID output register.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[allow(missing_docs)]
+pub enum Register {
+    Eax,
+    Ebx,
+    Ecx,
+    Edx,
+}
+
+/// RDMSR of `index`, or the exception (#GP for a nonexistent MSR).
+pub fn rdmsr_safe(index: u32) -> Result<u64, Exception> {
+    catch_exception(|| {
+        let (low, high): (u32, u32);
+        // SAFETY: RDMSR only reads; a fault is caught.
+        unsafe { asm!("rdmsr", in("ecx") index, out("eax") low, out("edx") high, options(nomem, nostack)) };
+        (u64::from(high) << 32) | u64::from(low)
+    })
+}
+
+/// WRMSR of `value` to `index`, or the exception (#GP for reserved bits, non-canonical
+/// addresses or nonexistent MSRs).
+///
+/// This is a hardware poke: a value that breaks the runtime (clearing EFER.LME, say) is the
+/// test's responsibility, as in kvm-unit-tests.
+pub fn wrmsr_safe(index: u32, value: u64) -> Result<(), Exception> {
+    catch_exception(|| {
+        // SAFETY: WRMSR changes CPU state, not memory the compiler knows about; a fault is
+        // caught.
+        unsafe {
+            asm!("wrmsr", in("ecx") index, in("eax") value as u32, in("edx") (value >> 32) as u32,
+                 options(nostack))
+        };
+    })
+}
+
+/// RDTSC.
+pub fn rdtsc() -> u64 {
+    let (low, high): (u32, u32);
+    // SAFETY: RDTSC reads the time-stamp counter (CR4.TSD is never set by the runtime).
+    unsafe { asm!("rdtsc", out("eax") low, out("edx") high, options(nomem, nostack)) };
+    (u64::from(high) << 32) | u64::from(low)
+}
+
+/// RDTSCP: the TSC and IA32_TSC_AUX, or #UD where the CPU lacks it.
+pub fn rdtscp_safe() -> Result<(u64, u32), Exception> {
+    catch_exception(|| {
+        let (low, high, auxiliary): (u32, u32, u32);
+        // SAFETY: RDTSCP only reads; #UD is caught.
+        unsafe {
+            asm!("rdtscp", out("eax") low, out("edx") high, out("ecx") auxiliary, options(nomem, nostack))
+        };
+        ((u64::from(high) << 32) | u64::from(low), auxiliary)
+    })
+}
+
+/// RDPID: IA32_TSC_AUX, or #UD where the CPU lacks it.
+pub fn rdpid_safe() -> Result<u64, Exception> {
+    catch_exception(|| {
+        let value: u64;
+        // SAFETY: RDPID only reads; #UD is caught.
+        unsafe { asm!("rdpid {}", out(reg) value, options(nomem, nostack)) };
+        value
+    })
+}
+
+/// RDRAND: (value, carry flag: whether the value is valid), or #UD.
+pub fn rdrand_safe() -> Result<(u64, bool), Exception> {
+    catch_exception(|| {
+        let (value, valid): (u64, u8);
+        // SAFETY: RDRAND only writes its register and the flags; #UD is caught.
+        unsafe { asm!("rdrand {}", "setc {}", out(reg) value, out(reg_byte) valid, options(nomem, nostack)) };
+        (value, valid != 0)
+    })
+}
+
+/// RDSEED: (value, carry flag), or #UD.
+pub fn rdseed_safe() -> Result<(u64, bool), Exception> {
+    catch_exception(|| {
+        let (value, valid): (u64, u8);
+        // SAFETY: RDSEED only writes its register and the flags; #UD is caught.
+        unsafe { asm!("rdseed {}", "setc {}", out(reg) value, out(reg_byte) valid, options(nomem, nostack)) };
+        (value, valid != 0)
+    })
+}
+
+/// Reads the 64-bit word at `address`, or the exception (#PF, #GP for non-canonical).
+pub fn probe_read(address: u64) -> Result<u64, Exception> {
+    catch_exception(|| {
+        let value: u64;
+        // SAFETY: the load is outside Rust's memory model (inline assembly); any fault is
+        // caught and becomes the result.
+        unsafe { asm!("mov {value}, qword ptr [{address}]", address = in(reg) address, value = out(reg) value, options(nostack, readonly)) };
+        value
+    })
+}
+
+/// Writes the 64-bit word `value` at `address`, or returns the exception.
+///
+/// # Safety
+/// `address` must not hold memory that Rust code owns (use a `TestPage`).
+pub unsafe fn probe_write(address: u64, value: u64) -> Result<(), Exception> {
+    catch_exception(|| {
+        // SAFETY: the caller guarantees the target is not Rust-owned memory; faults are caught.
+        unsafe { asm!("mov qword ptr [{address}], {value}", address = in(reg) address, value = in(reg) value, options(nostack)) };
+    })
+}
+
+/// Calls the code at `address`, or returns the exception its fetch or execution raised.
+///
+/// # Safety
+/// The code at `address` must follow the C ABI and return.
+pub unsafe fn probe_call(address: u64) -> Result<(), Exception> {
+    catch_exception(|| {
+        // SAFETY: the caller guarantees the code is a C-ABI function that returns.
+        unsafe { asm!("call {address}", address = in(reg) address, clobber_abi("C")) };
+    })
+}
+
+/// Executes UD2; returns the exception (#UD) and the instruction's address.
+pub fn ud2() -> (Result<(), Exception>, u64) {
+    let mut address = 0u64;
+    let slot = &raw mut address;
+    let result = catch_exception(|| {
+        // SAFETY: the address is stored through `slot` before UD2 raises #UD (register
+        // outputs of an asm block that faults are never written back); #UD is caught.
+        unsafe { asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: ud2", slot = in(reg) slot, scratch = out(reg) _, options(nostack)) };
+    });
+    (result, address)
+}
+
+/// Executes UD2 without catching the #UD: it goes to the enclosing `catch_exception`, or, as
+/// an unexpected exception, ends the test.
+pub fn raise_invalid_opcode() {
+    // SAFETY: the #UD is either caught by an enclosing catch (which abandons this frame) or
+    // ends the test; no Rust state is left inconsistent.
+    unsafe { asm!("ud2", options(nomem, nostack)) };
+}
+
+/// Executes INT3; returns the address of the instruction after it (where a #BP handler
+/// that returns resumes).
+pub fn int3() -> u64 {
+    let after: u64;
+    // SAFETY: INT3 raises #BP, a trap: the runtime's handler either records and returns
+    // (trap_exceptions), recovers (catch_exception) or aborts the test.
+    unsafe { asm!("int3", "2: lea {after}, [rip + 2b]", after = out(reg) after, options(nomem, nostack)) };
+    after
+}
+
+/// Executes INT1 (ICEBP, opcode F1); returns the address of the instruction after it.
+pub fn int1() -> u64 {
+    let after: u64;
+    // SAFETY: INT1 raises #DB as a trap; see `int3`.
+    unsafe { asm!(".byte 0xf1", "2: lea {after}, [rip + 2b]", after = out(reg) after, options(nomem, nostack)) };
+    after
+}
+
+/// Executes `INT n` for a software interrupt `vector` known at compile time.
+pub fn software_interrupt<const VECTOR: u8>() -> u64 {
+    let after: u64;
+    // SAFETY: INT n enters the IDT gate of `VECTOR`, which the runtime handles like INT3.
+    unsafe { asm!("int {vector}", "2: lea {after}, [rip + 2b]", vector = const VECTOR, after = out(reg) after, options(nomem, nostack)) };
+    after
+}
+
+/// DIV of the 128-bit `high:low` by `divisor` with the raw instruction: #DE for a zero
+/// divisor or a quotient that does not fit in 64 bits. Returns (quotient, remainder).
+pub fn divide(high: u64, low: u64, divisor: u64) -> Result<(u64, u64), Exception> {
+    catch_exception(|| {
+        let (quotient, remainder): (u64, u64);
+        // SAFETY: DIV only touches RAX/RDX and the flags; #DE is caught.
+        unsafe {
+            asm!("div {divisor}", divisor = in(reg) divisor, inout("rax") low => quotient,
+                 inout("rdx") high => remainder, options(nomem, nostack))
+        };
+        (quotient, remainder)
+    })
+}
+
+/// Loads `selector` into FS (then restores the null selector): #GP(selector) for a selector
+/// beyond the GDT limit or of the wrong type, #NP(selector) for a not-present segment.
+pub fn load_fs(selector: u16) -> Result<(), Exception> {
+    catch_exception(|| {
+        // SAFETY: the runtime does not use FS; the FS base is reset to 0 by loading null
+        // and only for the duration of this probe.
+        unsafe { asm!("mov fs, {0:x}", "xor {1:e}, {1:e}", "mov fs, {1:x}", in(reg) selector, out(reg) _, options(nomem, nostack)) };
+    })
+}
+
+/// Reads through RBP at `address`: a non-canonical address raises #SS(0), since RBP-based
+/// accesses use the stack segment.
+pub fn stack_segment_read(address: u64) -> Result<u64, Exception> {
+    catch_exception(|| {
+        let value: u64;
+        // SAFETY: RBP is saved and restored around the access (and restored by the catch on a
+        // fault); the load is outside Rust's memory model.
+        unsafe {
+            asm!("push rbp", "mov rbp, {address}", "mov {value}, qword ptr [rbp]", "pop rbp",
+                 address = in(reg) address, value = out(reg) value, options(readonly))
+        };
+        value
+    })
+}
+
+/// Executes the x87 instruction FNINIT: #NM when CR0.TS (or CR0.EM) is set.
+pub fn x87_fninit() -> Result<(), Exception> {
+    catch_exception(|| {
+        // SAFETY: FNINIT resets the x87 state, which no Rust code on this soft-float target
+        // uses; #NM is caught.
+        unsafe { asm!("fninit", options(nomem, nostack)) };
+    })
+}
+
+/// CR0.
+pub fn read_cr0() -> u64 {
+    x86_64::registers::control::Cr0::read_raw()
+}
+
+/// CR4.
+pub fn read_cr4() -> u64 {
+    x86_64::registers::control::Cr4::read_raw()
+}
+
+/// Writes CR0, or returns the exception (#GP for reserved bits or invalid combinations).
+///
+/// A hardware poke: clearing PG or PE, say, breaks the runtime; tests toggle TS, AM, WP.
+pub fn write_cr0_safe(value: u64) -> Result<(), Exception> {
+    catch_exception(|| {
+        // SAFETY: see above; faults are caught.
+        unsafe { asm!("mov cr0, {}", in(reg) value, options(nostack)) };
+    })
+}
+
+/// Writes CR4, or returns the exception (#GP for reserved or unsupported bits).
+pub fn write_cr4_safe(value: u64) -> Result<(), Exception> {
+    catch_exception(|| {
+        // SAFETY: as for `write_cr0_safe`.
+        unsafe { asm!("mov cr4, {}", in(reg) value, options(nostack)) };
+    })
+}
+
+/// DR6.
+pub fn read_dr6() -> u64 {
+    let value: u64;
+    // SAFETY: reading a debug register has no side effects at CPL0.
+    unsafe { asm!("mov {}, dr6", out(reg) value, options(nomem, nostack)) };
+    value
+}
+
+/// Writes DR6.
+pub fn write_dr6(value: u64) {
+    // SAFETY: DR6 is a status register; writing it has no effect beyond its own contents.
+    unsafe { asm!("mov dr6, {}", in(reg) value, options(nomem, nostack)) };
+}
+
+/// Single-steps two NOPs with RFLAGS.TF and returns the addresses right after each of them,
+/// where the #DB traps are expected. TF is set by POPFQ, so the first trap follows the
+/// first NOP; the steps that turn TF off again trap as well (three more #DB).
+pub fn single_step_two_nops() -> [u64; 2] {
+    let (first, second): (u64, u64);
+    // SAFETY: TF makes each instruction trap with #DB; the runtime's handler records and
+    // returns (`trap_exceptions`). TF is cleared before the block ends.
+    unsafe {
+        asm!(
+            "lea {first}, [rip + 3f]",
+            "lea {second}, [rip + 4f]",
+            "pushfq",
+            "or qword ptr [rsp], 0x100",
+            "popfq",
+            "nop",
+            "3: nop",
+            "4: pushfq",
+            "and qword ptr [rsp], ~0x100",
+            "popfq",
+            first = out(reg) first,
+            second = out(reg) second,
+        )
+    };
+    [first, second]
+}
+
+/// RDTSC fenced by LFENCE on both sides: the read happens after every earlier instruction
+/// has completed and before any later one starts, so it can be ordered against RDTSCP and
+/// against other reads (plain RDTSC may execute early or late).
+pub fn rdtsc_ordered() -> u64 {
+    let (low, high): (u32, u32);
+    // SAFETY: LFENCE only orders execution and RDTSC reads the time-stamp counter
+    // (CR4.TSD is never set by the runtime); neither touches memory or the stack.
+    unsafe { asm!("lfence", "rdtsc", "lfence", out("eax") low, out("edx") high, options(nomem, nostack)) };
+    (u64::from(high) << 32) | u64::from(low)
+}

@@ -1,0 +1,217 @@
+//! x86_64 MMU: the runtime's identity page tables and the page map/unmap/protect primitives.
+//!
+//! The runtime identity maps physical memory from 0 to 4 GiB with 2 MiB pages, except the
+//! 2 MiB blocks that hold the image, which use 4 KiB pages so that page 0 (null) and the boot
+//! stack's guard page can stay unmapped. The 3..4 GiB hole (MMIO) is mapped uncached.
+//! Mapping a 4 KiB page inside a 2 MiB one splits it first.
+
+use x86_64::PhysAddr;
+use x86_64::registers::control::{Cr3, Cr3Flags};
+use x86_64::registers::model_specific::{Efer, EferFlags};
+use x86_64::structures::paging::page_table::PageTableEntry;
+use x86_64::structures::paging::{PageTable, PageTableFlags, PhysFrame};
+
+use crate::memory::{PAGE_SIZE, Protection};
+
+const HUGE_PAGE_SIZE: u64 = 2 * 1024 * 1024;
+const IDENTITY_MAP_END: u64 = 4 << 30;
+const MMIO_HOLE_START: u64 = 3 << 30;
+
+unsafe extern "C" {
+    static __image_end: u8;
+    static __boot_stack_guard: u8;
+}
+
+/// Serialises every change to the page tables.
+static PAGE_TABLE_LOCK: spin::Mutex<()> = spin::Mutex::new(());
+
+/// Allocates a zeroed page table; returns its physical (= virtual) address.
+fn allocate_table() -> u64 {
+    let address = crate::memory::allocate_frame().expect("out of memory for page tables");
+    // SAFETY: the frame is fresh from the frame allocator, identity mapped and page aligned.
+    unsafe { (address as usize as *mut PageTable).write_bytes(0, 1) };
+    address
+}
+
+/// The page table at physical `address`.
+fn table(address: u64) -> &'static mut PageTable {
+    // SAFETY: page tables are frames the runtime allocated from identity-mapped RAM; every
+    // caller holds the page table lock (or runs before anything else exists, in `init`), and
+    // keeps the reference only for the duration of one walk.
+    unsafe { &mut *(address as usize as *mut PageTable) }
+}
+
+/// The physical address of the active PML4.
+fn root() -> u64 {
+    Cr3::read().0.start_address().as_u64()
+}
+
+fn indices(virtual_address: u64) -> [usize; 4] {
+    [39, 30, 21, 12].map(|shift| ((virtual_address >> shift) & 0x1ff) as usize)
+}
+
+/// Walks to the level-1 entry of `virtual_address`, creating tables and splitting 2 MiB and
+/// 1 GiB pages on the way. Returns `None` only when `create` is false and a level is absent.
+fn leaf_entry(root: u64, virtual_address: u64, create: bool) -> Option<&'static mut PageTableEntry> {
+    let table_flags = PageTableFlags::PRESENT | PageTableFlags::WRITABLE | PageTableFlags::USER_ACCESSIBLE;
+    let [l4, l3, l2, l1] = indices(virtual_address);
+    let mut current = root;
+    for (level, index) in [(4, l4), (3, l3), (2, l2)] {
+        let entry = &mut table(current)[index];
+        if entry.is_unused() {
+            if !create {
+                return None;
+            }
+            entry.set_addr(PhysAddr::new(allocate_table()), table_flags);
+        } else if entry.flags().contains(PageTableFlags::HUGE_PAGE) {
+            // Split: the new table maps the same range with pages one level smaller.
+            let size = if level == 3 { 1u64 << 30 } else { HUGE_PAGE_SIZE };
+            let child_size = size / 512;
+            let base = entry.addr().as_u64();
+            let mut flags = entry.flags();
+            if level == 2 {
+                flags.remove(PageTableFlags::HUGE_PAGE);
+            }
+            let next = allocate_table();
+            for (child_index, child) in table(next).iter_mut().enumerate() {
+                child.set_addr(PhysAddr::new(base + child_index as u64 * child_size), flags);
+            }
+            let upper_flags = (entry.flags() - PageTableFlags::HUGE_PAGE) | table_flags;
+            entry.set_addr(PhysAddr::new(next), upper_flags);
+        }
+        current = entry.addr().as_u64();
+    }
+    Some(&mut table(current)[l1])
+}
+
+fn flush(virtual_address: u64) {
+    x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(virtual_address));
+}
+
+fn leaf_flags(protection: Protection) -> PageTableFlags {
+    let mut flags = PageTableFlags::PRESENT;
+    if protection.write {
+        flags |= PageTableFlags::WRITABLE;
+    }
+    if protection.user {
+        flags |= PageTableFlags::USER_ACCESSIBLE;
+    }
+    if !protection.execute && no_execute_supported() {
+        flags |= PageTableFlags::NO_EXECUTE;
+    }
+    flags
+}
+
+/// Whether the CPU has NX (CPUID 0x8000_0001 EDX[20]), so that EFER.NXE can be set.
+pub fn no_execute_supported() -> bool {
+    let extended = core::arch::x86_64::__cpuid(0x8000_0000).eax;
+    extended >= 0x8000_0001 && core::arch::x86_64::__cpuid(0x8000_0001).edx & (1 << 20) != 0
+}
+
+/// Builds the runtime's page tables and switches to them.
+pub(crate) fn init() {
+    if no_execute_supported() {
+        // SAFETY: NXE only gives meaning to bit 63 of page table entries, which the runtime
+        // sets only when NX is supported.
+        unsafe { Efer::update(|flags| flags.insert(EferFlags::NO_EXECUTE_ENABLE)) };
+    }
+    let image_end = &raw const __image_end as u64;
+    let rw = PageTableFlags::PRESENT | PageTableFlags::WRITABLE;
+    let upper = rw | PageTableFlags::USER_ACCESSIBLE;
+    // Fill fresh tables with plain stores, each entry once, before CR3 points at them: under
+    // shadow paging every store into a live page table is a trapped, emulated write.
+    let root = allocate_table();
+    let pdpt = allocate_table();
+    table(root)[0].set_addr(PhysAddr::new(pdpt), upper);
+    for gigabyte in 0..IDENTITY_MAP_END >> 30 {
+        let directory = allocate_table();
+        table(pdpt)[gigabyte as usize].set_addr(PhysAddr::new(directory), upper);
+        for (index, entry) in table(directory).iter_mut().enumerate() {
+            let block = (gigabyte << 30) + index as u64 * HUGE_PAGE_SIZE;
+            let mut flags = rw;
+            if block >= MMIO_HOLE_START {
+                flags |= PageTableFlags::NO_CACHE | PageTableFlags::WRITE_THROUGH;
+            }
+            if block < image_end {
+                let page_table = allocate_table();
+                for (page_index, page) in table(page_table).iter_mut().enumerate() {
+                    page.set_addr(PhysAddr::new(block + page_index as u64 * PAGE_SIZE), flags);
+                }
+                entry.set_addr(PhysAddr::new(page_table), upper);
+            } else {
+                entry.set_addr(PhysAddr::new(block), flags | PageTableFlags::HUGE_PAGE);
+            }
+        }
+    }
+    // Page 0 stays unmapped so that null pointer accesses fault, and so does the guard page
+    // under the boot stack.
+    for hole in [0, &raw const __boot_stack_guard as u64] {
+        leaf_entry(root, hole, false).expect("the image blocks use 4 KiB pages").set_unused();
+    }
+    let frame = PhysFrame::containing_address(PhysAddr::new(root));
+    // SAFETY: the new tables identity map everything the old ones did (the image, the stack,
+    // RAM and MMIO below 4 GiB) except the two holes, which nothing uses.
+    unsafe { Cr3::write(frame, Cr3Flags::empty()) };
+}
+
+/// Maps the 4 KiB page at `virtual_address` to the frame at `physical_address`.
+///
+/// # Safety
+/// Nothing may hold a reference into the page's old contents, and the new mapping must not
+/// alias memory that Rust code owns, unless the caller accounts for that.
+pub unsafe fn map_page(virtual_address: u64, physical_address: u64, protection: Protection) {
+    let _guard = PAGE_TABLE_LOCK.lock();
+    let entry = leaf_entry(root(), virtual_address, true).expect("creating tables never fails");
+    entry.set_addr(PhysAddr::new(physical_address), leaf_flags(protection));
+    flush(virtual_address);
+}
+
+/// Unmaps the 4 KiB page at `virtual_address`; returns the physical address it mapped.
+///
+/// # Safety
+/// Nothing may access the page afterwards except to observe the page fault.
+pub unsafe fn unmap_page(virtual_address: u64) -> Option<u64> {
+    let _guard = PAGE_TABLE_LOCK.lock();
+    let entry = leaf_entry(root(), virtual_address, false)?;
+    let physical = (!entry.is_unused()).then(|| entry.addr().as_u64());
+    entry.set_unused();
+    flush(virtual_address);
+    physical
+}
+
+/// Changes the protection of the mapped 4 KiB page at `virtual_address`.
+///
+/// # Safety
+/// Code that relies on the old permissions (writes through `&mut`, say) must not run on it.
+pub unsafe fn protect_page(virtual_address: u64, protection: Protection) -> bool {
+    let _guard = PAGE_TABLE_LOCK.lock();
+    let Some(entry) = leaf_entry(root(), virtual_address, false) else {
+        return false;
+    };
+    if entry.is_unused() {
+        return false;
+    }
+    let physical = entry.addr();
+    entry.set_addr(physical, leaf_flags(protection));
+    flush(virtual_address);
+    true
+}
+
+/// The physical address `virtual_address` translates to, if it is mapped.
+pub fn translate(virtual_address: u64) -> Option<u64> {
+    let _guard = PAGE_TABLE_LOCK.lock();
+    let [l4, l3, l2, l1] = indices(virtual_address);
+    let mut current = root();
+    for (level, index) in [(4, l4), (3, l3), (2, l2), (1, l1)] {
+        let entry = &table(current)[index];
+        if entry.is_unused() || !entry.flags().contains(PageTableFlags::PRESENT) {
+            return None;
+        }
+        if level == 1 || entry.flags().contains(PageTableFlags::HUGE_PAGE) {
+            let size = 1u64 << (12 + 9 * (level - 1));
+            return Some(entry.addr().as_u64() + (virtual_address & (size - 1)));
+        }
+        current = entry.addr().as_u64();
+    }
+    None
+}

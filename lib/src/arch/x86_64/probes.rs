@@ -1,0 +1,419 @@
+//! probes: more safe wrappers for exception and paging tests, each of which reports where its
+//! instruction sits so that a test can check the RIP an exception was delivered with.
+//!
+//! The faulting probes return `(result, address)`: the outcome under [`catch_exception`] and
+//! the address of the probed instruction (for faults the RIP the CPU must push, for traps the
+//! address after it, as each function's documentation says).
+//!
+//! The address is stored to memory (a local of the probe, through `slot`) by the assembly
+//! *before* the probed instruction: an assembly output register would never be written when
+//! the instruction faults, since `catch_exception` abandons the block.
+
+use core::arch::asm;
+
+use super::exceptions::{Exception, catch_exception, selector};
+use crate::memory::{PAGE_SIZE, Protection, TestPage};
+
+/// DIV of the 128-bit `high:low` by `divisor`: #DE for a zero divisor or a quotient above
+/// 64 bits. Returns (quotient, remainder) or the exception, and the address of the DIV.
+pub fn divide_unsigned(high: u64, low: u64, divisor: u64) -> (Result<(u64, u64), Exception>, u64) {
+    let mut address = 0u64;
+    let slot = &raw mut address;
+    let result = catch_exception(|| {
+        let (quotient, remainder): (u64, u64);
+        // SAFETY: `slot` points at a live local of this probe, written once before the probed
+        // instruction. DIV only touches RAX, RDX and the flags; `lea` computes an address; #DE is
+        // caught.
+        unsafe {
+            asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: div {divisor}",
+                 scratch = out(reg) _, slot = in(reg) slot,
+                 divisor = in(reg) divisor, inout("rax") low => quotient, inout("rdx") high => remainder,
+                 options(nostack))
+        };
+        (quotient, remainder)
+    });
+    (result, address)
+}
+
+/// IDIV of the signed 128-bit `high:low` by `divisor`: #DE for a zero divisor or a quotient
+/// outside the signed 64-bit range (i64::MIN / -1). Returns (quotient, remainder) or the
+/// exception, and the address of the IDIV.
+pub fn divide_signed(high: i64, low: u64, divisor: i64) -> (Result<(i64, i64), Exception>, u64) {
+    let mut address = 0u64;
+    let slot = &raw mut address;
+    let result = catch_exception(|| {
+        let (quotient, remainder): (i64, i64);
+        // SAFETY: `slot` points at a live local of this probe, written once before the probed
+        // instruction. IDIV only touches RAX, RDX and the flags; #DE is caught.
+        unsafe {
+            asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: idiv {divisor}",
+                 scratch = out(reg) _, slot = in(reg) slot,
+                 divisor = in(reg) divisor, inout("rax") low as i64 => quotient,
+                 inout("rdx") high => remainder, options(nostack))
+        };
+        (quotient, remainder)
+    });
+    (result, address)
+}
+
+/// Reads the 64-bit word at `address` (#PF, or #GP(0) when non-canonical); returns the word
+/// or the exception, and the address of the load instruction.
+pub fn read_at(address: u64) -> (Result<u64, Exception>, u64) {
+    let mut instruction = 0u64;
+    let slot = &raw mut instruction;
+    let result = catch_exception(|| {
+        let value: u64;
+        // SAFETY: `slot` points at a live local of this probe, written once before the probed
+        // instruction. The load is outside Rust's memory model (inline assembly) and only reads;
+        // any fault is caught.
+        unsafe {
+            asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}",
+                 "2: mov {value}, qword ptr [{address}]", scratch = out(reg) _, slot = in(reg) slot, address = in(reg) address, value = out(reg) value,
+                 options(nostack))
+        };
+        value
+    });
+    (result, instruction)
+}
+
+/// Reads the 64-bit word at `address` through RBP, so with the stack segment: #SS(0) when
+/// non-canonical. Returns the word or the exception, and the address of the load.
+pub fn stack_read_at(address: u64) -> (Result<u64, Exception>, u64) {
+    let mut instruction = 0u64;
+    let slot = &raw mut instruction;
+    let result = catch_exception(|| {
+        let value: u64;
+        // SAFETY: `slot` points at a live local of this probe, written once before the probed
+        // instruction. RBP is saved and restored around the access (and restored by the catch on a
+        // fault, which resumes with the callee-saved registers of `catch_exception`); the
+        // load only reads and is outside Rust's memory model.
+        unsafe {
+            asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "push rbp",
+                 "mov rbp, {address}", "2: mov {value}, qword ptr [rbp]", "pop rbp",
+                 scratch = out(reg) _, slot = in(reg) slot, address = in(reg) address, value = out(reg) value)
+        };
+        value
+    });
+    (result, instruction)
+}
+
+/// Loads `selector` into FS and then the null selector: #GP(selector) for a selector beyond
+/// the GDT limit or naming a system segment. Returns the outcome and the address of the
+/// loading MOV.
+pub fn load_fs_at(selector: u16) -> (Result<(), Exception>, u64) {
+    let mut instruction = 0u64;
+    let slot = &raw mut instruction;
+    let result = catch_exception(|| {
+        // SAFETY: `slot` points at a live local of this probe, written once before the probed
+        // instruction. The runtime does not use FS (its base is not used either); it is left null.
+        unsafe {
+            asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: mov fs, {selector:x}",
+                 "xor {selector:e}, {selector:e}", "mov fs, {selector:x}", scratch = out(reg) _, slot = in(reg) slot,
+                 selector = inout(reg) u64::from(selector) => _, options(nostack))
+        };
+    });
+    (result, instruction)
+}
+
+/// Loads `selector` into SS, then the runtime's kernel data selector again: #GP(0) for a null
+/// selector whose RPL differs from the CPL, #GP(selector) for a selector with RPL or DPL
+/// other than the CPL or naming a non-writable segment. Returns the outcome and the address
+/// of the loading MOV.
+pub fn load_ss_at(selector: u16) -> (Result<(), Exception>, u64) {
+    let mut instruction = 0u64;
+    let slot = &raw mut instruction;
+    let result = catch_exception(|| {
+        // SAFETY: `slot` points at a live local of this probe, written once before the probed
+        // instruction. SS holds its new value for one instruction only (MOV SS also blocks
+        // interrupts and debug traps until the next one), then the runtime's value returns; on
+        // a fault the catch restores SS as well.
+        unsafe {
+            asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: mov ss, {selector:x}",
+                 "mov ss, {kernel:x}", scratch = out(reg) _, slot = in(reg) slot, selector = in(reg) u64::from(selector),
+                 kernel = in(reg) u64::from(selector::KERNEL_DATA), options(nostack))
+        };
+    });
+    (result, instruction)
+}
+
+/// The limit of the loaded GDT (its size in bytes minus one), from SGDT.
+pub fn gdt_limit() -> u16 {
+    x86_64::instructions::tables::sgdt().limit
+}
+
+/// Executes the x87 FNINIT: #NM when CR0.TS or CR0.EM is set. Returns the outcome and the
+/// address of the FNINIT.
+pub fn fninit_at() -> (Result<(), Exception>, u64) {
+    let mut instruction = 0u64;
+    let slot = &raw mut instruction;
+    let result = catch_exception(|| {
+        // SAFETY: `slot` points at a live local of this probe, written once before the probed
+        // instruction. FNINIT resets the x87 state, which nothing on this soft-float target uses;
+        // #NM is caught.
+        unsafe { asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: fninit",
+                 scratch = out(reg) _, slot = in(reg) slot, options(nostack)) };
+    });
+    (result, instruction)
+}
+
+/// Executes WAIT (FWAIT): #NM when both CR0.TS and CR0.MP are set (and not otherwise; no x87
+/// exception is pending after FNINIT). Returns the outcome and the address of the WAIT.
+pub fn fwait_at() -> (Result<(), Exception>, u64) {
+    let mut instruction = 0u64;
+    let slot = &raw mut instruction;
+    let result = catch_exception(|| {
+        // SAFETY: `slot` points at a live local of this probe, written once before the probed
+        // instruction. WAIT only checks for pending x87 exceptions; any exception is caught.
+        unsafe { asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: fwait",
+                 scratch = out(reg) _, slot = in(reg) slot, options(nostack)) };
+    });
+    (result, instruction)
+}
+
+/// Executes NOP with a LOCK prefix (F0 90): #UD, since NOP cannot be locked. Returns the
+/// outcome and the address of the instruction.
+pub fn locked_nop_at() -> (Result<(), Exception>, u64) {
+    let mut instruction = 0u64;
+    let slot = &raw mut instruction;
+    let result = catch_exception(|| {
+        // SAFETY: `slot` points at a live local of this probe, written once before the probed
+        // instruction. The instruction does nothing if it does not fault; #UD is caught.
+        unsafe { asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: .byte 0xf0, 0x90",
+                 scratch = out(reg) _, slot = in(reg) slot, options(nostack)) };
+    });
+    (result, instruction)
+}
+
+/// Executes the opcode of INTO (CE), invalid in 64-bit mode: #UD. Returns the outcome and the
+/// address of the instruction.
+pub fn into_at() -> (Result<(), Exception>, u64) {
+    let mut instruction = 0u64;
+    let slot = &raw mut instruction;
+    let result = catch_exception(|| {
+        // SAFETY: `slot` points at a live local of this probe, written once before the probed
+        // instruction. In 64-bit mode CE is #UD; were it executed as INTO with OF clear it would do
+        // nothing, and with OF set the #OF would be caught.
+        unsafe { asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: .byte 0xce",
+                 scratch = out(reg) _, slot = in(reg) slot, options(nostack)) };
+    });
+    (result, instruction)
+}
+
+/// Executes MOV RAX, CR1 (0F 20 C8): CR1 does not exist, so #UD. Returns the outcome and the
+/// address of the instruction.
+pub fn read_cr1_at() -> (Result<(), Exception>, u64) {
+    let mut instruction = 0u64;
+    let slot = &raw mut instruction;
+    let result = catch_exception(|| {
+        // SAFETY: `slot` points at a live local of this probe, written once before the probed
+        // instruction. The instruction only writes RAX (declared clobbered) if it does not fault;
+        // #UD is caught.
+        unsafe {
+            asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: .byte 0x0f, 0x20, 0xc8",
+                 scratch = out(reg) _, slot = in(reg) slot,
+                 out("rax") _, options(nostack))
+        };
+    });
+    (result, instruction)
+}
+
+/// Single-steps NOP, XOR, CPUID (an instruction hypervisors emulate), then the PUSHFQ, AND
+/// and POPFQ that clear TF again, and returns the addresses after each of those six
+/// instructions: where the six #DB traps are expected (POPFQ sets TF without a trap after
+/// itself, and the POPFQ that clears TF still traps). Run it under `trap_exceptions` with
+/// `Vector::DB`.
+pub fn single_step_with_cpuid() -> [u64; 6] {
+    let mut after = [0u64; 6];
+    // SAFETY: TF makes each instruction trap with #DB, which the runtime's handler records and
+    // returns from (`trap_exceptions`); TF is cleared before the block ends. RBX, which
+    // CPUID overwrites and LLVM reserves, is saved in a register and restored; the stores go
+    // to `after`, which the block owns.
+    unsafe {
+        asm!(
+            "mov {saved}, rbx",
+            "pushfq",
+            "or qword ptr [rsp], 0x100",
+            "popfq",
+            "nop",
+            "2: xor eax, eax",
+            "3: cpuid",
+            "4: pushfq",
+            "5: and qword ptr [rsp], ~0x100",
+            "6: popfq",
+            "7: mov rbx, {saved}",
+            "lea {scratch}, [rip + 2b]",
+            "mov qword ptr [{after}], {scratch}",
+            "lea {scratch}, [rip + 3b]",
+            "mov qword ptr [{after} + 8], {scratch}",
+            "lea {scratch}, [rip + 4b]",
+            "mov qword ptr [{after} + 16], {scratch}",
+            "lea {scratch}, [rip + 5b]",
+            "mov qword ptr [{after} + 24], {scratch}",
+            "lea {scratch}, [rip + 6b]",
+            "mov qword ptr [{after} + 32], {scratch}",
+            "lea {scratch}, [rip + 7b]",
+            "mov qword ptr [{after} + 40], {scratch}",
+            saved = out(reg) _,
+            scratch = out(reg) _,
+            after = in(reg) after.as_mut_ptr(),
+            out("eax") _, out("ecx") _, out("edx") _,
+        )
+    };
+    after
+}
+
+/// DR7 bits of breakpoint 0: local enable, and the condition and length fields.
+const DR7_L0: u64 = 1 << 0;
+const DR7_RW0_WRITE: u64 = 0b01 << 16;
+const DR7_LEN0_8_BYTES: u64 = 0b10 << 18;
+/// DR7's bit 10 reads as 1; the value with every breakpoint off.
+const DR7_DEFAULT: u64 = 1 << 10;
+
+/// The word a data breakpoint watches (never referenced by Rust code but through atomics).
+static WATCHED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+fn write_dr0(value: u64) {
+    // SAFETY: DR0 only holds a breakpoint address, which DR7 enables or not.
+    unsafe { asm!("mov dr0, {}", in(reg) value, options(nomem, nostack)) };
+}
+
+fn write_dr7(value: u64) {
+    // SAFETY: the callers enable only breakpoints whose #DB they handle, and disable them
+    // before returning.
+    unsafe { asm!("mov dr7, {}", in(reg) value, options(nomem, nostack)) };
+}
+
+/// DR7.
+pub fn read_dr7() -> u64 {
+    let value: u64;
+    // SAFETY: reading a debug register has no side effects at CPL0.
+    unsafe { asm!("mov {}, dr7", out(reg) value, options(nomem, nostack)) };
+    value
+}
+
+/// Arms breakpoint 0 (DR0/DR7) on writes to an 8-byte word, stores `value` there, and
+/// disarms it. The store must raise a #DB trap with DR6.B0 set, delivered after the store:
+/// run it under `trap_exceptions` with `Vector::DB`. Returns the address after the store
+/// and the word read back.
+pub fn watched_store(value: u64) -> (u64, u64) {
+    let word = WATCHED.as_ptr();
+    write_dr0(word as u64);
+    write_dr7(DR7_DEFAULT | DR7_L0 | DR7_RW0_WRITE | DR7_LEN0_8_BYTES);
+    let after: u64;
+    // SAFETY: the store goes to WATCHED, an atomic that Rust code only accesses atomically
+    // (an aligned 8-byte MOV is atomic); the #DB it raises is a trap that returns.
+    unsafe {
+        asm!("mov qword ptr [{word}], {value}", "2: lea {after}, [rip + 2b]", word = in(reg) word,
+             value = in(reg) value, after = out(reg) after, options(nostack))
+    };
+    write_dr7(DR7_DEFAULT);
+    (after, WATCHED.load(core::sync::atomic::Ordering::SeqCst))
+}
+
+/// Arms breakpoint 0 as an instruction breakpoint on a NOP and executes it: the #DB is a
+/// fault, delivered with RIP at the NOP before it executes. Returns the outcome (the #DB
+/// under `catch_exception`) and the NOP's address; the breakpoint is disarmed either way.
+pub fn instruction_breakpoint() -> (Result<(), Exception>, u64) {
+    let mut target = 0u64;
+    let target_slot = &raw mut target;
+    let result = catch_exception(|| {
+        // SAFETY: DR0 gets the address of the NOP below and DR7 enables it as an instruction
+        // breakpoint; the #DB fault before the NOP is caught. The store goes to `target`,
+        // which this function owns and reads only after the block.
+        unsafe {
+            asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "mov dr0, {scratch}",
+                 "mov dr7, {enable}", "2: nop", scratch = out(reg) _, slot = in(reg) target_slot,
+                 enable = in(reg) DR7_DEFAULT | DR7_L0, options(nostack))
+        };
+    });
+    write_dr7(DR7_DEFAULT);
+    (result, target)
+}
+
+/// The CPU's physical-address width (CPUID 0x8000_0008 EAX[7:0]), or 36 when not reported.
+pub fn physical_address_bits() -> u32 {
+    if core::arch::x86_64::__cpuid(0x8000_0000).eax >= 0x8000_0008 {
+        core::arch::x86_64::__cpuid(0x8000_0008).eax & 0xff
+    } else {
+        36
+    }
+}
+
+/// Sets `bit` in the page-table entry that maps `page`, a reserved bit: one of the address
+/// bits from the CPU's physical-address width up to 51. Any access to the page then raises a
+/// #PF with the RSVD and P bits; `page.map(..)` rewrites the entry without it.
+///
+/// # Panics
+/// When `bit` is not such a reserved address bit, or the page is not mapped.
+pub fn set_reserved_address_bit(page: &TestPage, bit: u32) {
+    assert!(
+        (physical_address_bits()..=51).contains(&bit),
+        "bit {bit} is not a reserved physical-address bit"
+    );
+    let mut table = x86_64::registers::control::Cr3::read().0.start_address().as_u64();
+    let address = page.address();
+    for shift in [39u32, 30, 21, 12] {
+        let entry = (table + ((address >> shift) & 0x1ff) * 8) as usize as *mut u64;
+        // SAFETY: page tables are identity-mapped frames of the runtime; the entries above
+        // the leaf are only read, and the leaf is the one mapping `page`, which the
+        // `TestPage` owns and nothing references. Tests run on one CPU, so the runtime's
+        // page-table lock has no other user meanwhile.
+        let value = unsafe { entry.read_volatile() };
+        assert!(value & 1 != 0, "the page at {address:#x} is not mapped");
+        if shift == 12 {
+            // SAFETY: as above; a reserved bit only makes accesses to the page fault.
+            unsafe { entry.write_volatile(value | (1 << bit)) };
+            x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(address));
+            return;
+        }
+        assert!(value & (1 << 7) == 0, "the page at {address:#x} is inside a large page");
+        table = value & 0x000f_ffff_ffff_f000;
+    }
+}
+
+/// A virtual page that shows the frame of any [`TestPage`] it borrows: remapping it from
+/// frame to frame exercises page-table updates and TLB invalidation, and the data each frame
+/// holds must show through whatever the mapping.
+pub struct Window<'a> {
+    /// Provides the virtual page (and a frame to show at first); freed on drop.
+    placeholder: TestPage,
+    shown: core::marker::PhantomData<&'a TestPage>,
+}
+
+impl<'a> Window<'a> {
+    /// A new window, showing a zeroed frame of its own.
+    pub fn new() -> Window<'a> {
+        Window { placeholder: TestPage::new(), shown: core::marker::PhantomData }
+    }
+
+    /// The window's virtual address.
+    pub fn address(&self) -> u64 {
+        self.placeholder.address()
+    }
+
+    /// Maps the window onto `page`'s frame with `protection`.
+    pub fn show(&mut self, page: &'a TestPage, protection: Protection) {
+        // SAFETY: the window's virtual page belongs to it alone; the frame belongs to `page`,
+        // which no Rust reference points into and which stays allocated while borrowed.
+        unsafe { super::mmu::map_page(self.address(), page.frame(), protection) };
+    }
+
+    /// Reads the 64-bit word at `offset` through the window.
+    pub fn read(&self, offset: u64) -> Result<u64, Exception> {
+        assert!(offset + 8 <= PAGE_SIZE, "offset {offset} is outside the page");
+        super::instructions::probe_read(self.address() + offset)
+    }
+
+    /// Writes the 64-bit word at `offset` through the window.
+    pub fn write(&self, offset: u64, value: u64) -> Result<(), Exception> {
+        assert!(offset + 8 <= PAGE_SIZE, "offset {offset} is outside the page");
+        // SAFETY: the window shows a TestPage frame, which no Rust object occupies.
+        unsafe { super::instructions::probe_write(self.address() + offset, value) }
+    }
+}
+
+impl Default for Window<'_> {
+    fn default() -> Self {
+        Window::new()
+    }
+}

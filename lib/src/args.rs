@@ -1,0 +1,55 @@
+//! The test's arguments: the kernel command line (`-append`) split into words.
+
+/// The most arguments a test receives.
+pub const MAX_ARGS: usize = 64;
+
+/// Splits `line` at ASCII whitespace into at most [`MAX_ARGS`] words.
+pub fn split(line: &str) -> ([&str; MAX_ARGS], usize) {
+    let mut words = [""; MAX_ARGS];
+    let mut count = 0;
+    for word in line.split_ascii_whitespace().take(MAX_ARGS) {
+        words[count] = word;
+        count += 1;
+    }
+    (words, count)
+}
+
+/// The value of the first `key=value` argument for `key`.
+pub fn value<'a>(args: &[&'a str], key: &str) -> Option<&'a str> {
+    args.iter().find_map(|word| value_of(word, key))
+}
+
+/// The value in `word` if it reads `key=value` (arguments and environment lines alike).
+pub fn value_of<'a>(word: &'a str, key: &str) -> Option<&'a str> {
+    word.strip_prefix(key)?.strip_prefix('=')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_on_any_whitespace() {
+        let (words, count) = split("  a b\tc=d \n e ");
+        assert_eq!(&words[..count], &["a", "b", "c=d", "e"]);
+        let (_, none) = split("   ");
+        assert_eq!(none, 0);
+    }
+
+    #[test]
+    fn keeps_at_most_the_maximum() {
+        let line = "x ".repeat(MAX_ARGS + 5);
+        assert_eq!(split(&line).1, MAX_ARGS);
+    }
+
+    #[test]
+    fn finds_key_values() {
+        let args = ["smp=2", "mem", "mem=128"];
+        assert_eq!(value(&args, "mem"), Some("128"));
+        assert_eq!(value(&args, "smp"), Some("2"));
+        assert_eq!(value(&args, "sm"), None);
+        assert_eq!(value_of("HOST_KVM_MODULE=kvm_pvm", "HOST_KVM_MODULE"), Some("kvm_pvm"));
+        assert_eq!(value_of("EMPTY=", "EMPTY"), Some(""));
+        assert_eq!(value_of("ACCEL=kvm", "ACC"), None);
+    }
+}

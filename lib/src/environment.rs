@@ -1,0 +1,37 @@
+//! The guest's environment: `KEY=VALUE` lines that the runner passes as the initrd, as
+//! kvm-unit-tests does (ACCEL, HOST_KERNEL, HOST_KVM_MODULE, ...). Tests use it to tell
+//! known host defects apart precisely, e.g. to skip an instruction a host cannot emulate.
+
+/// The most bytes of environment kept.
+const CAPACITY: usize = 4096;
+
+struct Environment {
+    text: [u8; CAPACITY],
+    length: usize,
+}
+
+static ENVIRONMENT: spin::Once<Environment> = spin::Once::new();
+
+/// Keeps a copy of the environment bytes the boot code found (call once, early).
+pub(crate) fn init(bytes: &[u8]) {
+    ENVIRONMENT.call_once(|| {
+        let length = bytes.len().min(CAPACITY);
+        let mut text = [0; CAPACITY];
+        text[..length].copy_from_slice(&bytes[..length]);
+        Environment { text, length }
+    });
+}
+
+/// The value of `key` in the environment, if the runner set it.
+pub fn env(key: &str) -> Option<&'static str> {
+    let environment = ENVIRONMENT.get()?;
+    let text = core::str::from_utf8(&environment.text[..environment.length]).ok()?;
+    text.lines().find_map(|line| crate::args::value_of(line, key))
+}
+
+/// Whether the test runs under `kvm_pvm`, a software KVM that emulates ring-0 guest code
+/// with KVM's instruction emulator. That emulator lacks SSE, XGETBV/XSETBV and INT3: each of
+/// them stops the VM with a "KVM internal error", so tests skip them there, saying why.
+pub fn instruction_emulating_kvm() -> bool {
+    env("ACCEL") == Some("kvm") && env("HOST_KVM_MODULE") == Some("kvm_pvm")
+}

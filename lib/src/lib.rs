@@ -1,0 +1,70 @@
+//! vmunit: the guest runtime of vmunit's tiny test kernels.
+//!
+//! It boots the guest (PVH on x86_64), sets up a console, exceptions, page tables and a heap,
+//! splits the command line into arguments and calls the test's `main`, registered with
+//! [`main!`]. Tests report through kvm-unit-tests-compatible macros ([`report!`] and friends)
+//! and end with [`report_summary`].
+//!
+//! ```ignore
+//! #![no_std]
+//! #![no_main]
+//! use vmunit::{report, report_summary};
+//! vmunit::main!(main);
+//! fn main(_args: &[&str]) -> i32 {
+//!     report!(1 + 1 == 2, "arithmetic works");
+//!     report_summary()
+//! }
+//! ```
+//!
+//! Only the reporting logic ([`report`]) and argument splitting ([`args`]) build on the host,
+//! where they are unit tested; everything else exists on bare-metal targets only.
+
+#![no_std]
+#![allow(unsafe_code)] // The runtime is where the unsafe code lives; test crates deny it.
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
+#[cfg(target_os = "none")]
+extern crate alloc;
+
+pub mod args;
+pub mod report;
+
+#[cfg(target_os = "none")]
+pub mod arch;
+#[cfg(target_os = "none")]
+pub mod console;
+#[cfg(target_os = "none")]
+pub mod environment;
+#[cfg(target_os = "none")]
+pub mod memory;
+#[cfg(target_os = "none")]
+mod reporting;
+#[cfg(target_os = "none")]
+pub mod runtime;
+
+#[cfg(target_os = "none")]
+pub use arch::{Exception, Vector, catch_exception, trap_exceptions};
+#[cfg(target_os = "none")]
+pub use reporting::{PrefixGuard, __push_prefix, __report_info, __report_kind, prefix, report_summary};
+#[cfg(target_os = "none")]
+pub use environment::env;
+#[cfg(target_os = "none")]
+pub use runtime::exit;
+
+/// Registers the test's entry point: `vmunit::main!(main);` with `fn main(args: &[&str]) -> i32`.
+///
+/// The runtime calls it after boot with the words of the kernel command line (`-append`,
+/// the runner's `test_args`) and exits with the code it returns, normally
+/// [`report_summary()`]'s.
+#[macro_export]
+macro_rules! main {
+    ($function:path) => {
+        /// The runtime's hook into this test (see `vmunit::main!`).
+        #[allow(unsafe_code)]
+        #[unsafe(no_mangle)]
+        pub fn vmunit_test_main(args: &[&str]) -> i32 {
+            let main: fn(&[&str]) -> i32 = $function;
+            main(args)
+        }
+    };
+}

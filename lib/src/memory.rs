@@ -1,0 +1,209 @@
+//! Memory: the global heap, the page-frame allocator, and [`TestPage`], a page that tests
+//! may map, unmap and protect safely.
+//!
+//! Free RAM is split at boot: half feeds the heap (`alloc::vec::Vec`, `Box`, ...), half the
+//! page-frame allocator, whose frames back page tables and test pages. Memory is identity
+//! mapped, so a frame's physical address is also a usable pointer.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use buddy_system_allocator::{FrameAllocator, LockedHeap};
+
+use crate::arch::{self, Exception};
+
+/// The size of a page and of a frame.
+pub const PAGE_SIZE: u64 = 4096;
+
+/// Access rights of a mapped page.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Protection {
+    /// Writes are allowed.
+    pub write: bool,
+    /// Instruction fetches are allowed (where the CPU supports no-execute).
+    pub execute: bool,
+    /// User-mode (ring 3 / EL0) accesses are allowed.
+    pub user: bool,
+}
+
+impl Protection {
+    /// Read only, no execute.
+    pub const READ_ONLY: Protection = Protection { write: false, execute: false, user: false };
+    /// Read and write, no execute.
+    pub const READ_WRITE: Protection = Protection { write: true, execute: false, user: false };
+    /// Read and execute.
+    pub const READ_EXECUTE: Protection = Protection { write: false, execute: true, user: false };
+    /// Everything, for the kernel.
+    pub const READ_WRITE_EXECUTE: Protection = Protection { write: true, execute: true, user: false };
+}
+
+/// Heap blocks are powers of two up to 2^(32-1) bytes.
+#[global_allocator]
+static HEAP: LockedHeap<32> = LockedHeap::empty();
+
+/// Frames are counted in pages; blocks up to 2^27 pages.
+static FRAMES: spin::Mutex<Option<FrameAllocator<28>>> = spin::Mutex::new(None);
+
+static HEAP_BYTES: AtomicU64 = AtomicU64::new(0);
+static FRAME_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Hands the free physical ranges `(start, end)` to the heap and the frame allocator.
+pub(crate) fn init(free: &[(u64, u64)]) {
+    let align_up = |value: u64| value.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    let total: u64 = free.iter().map(|&(start, end)| end.saturating_sub(align_up(start))).sum();
+    // Whole pages only: the frame allocator must not share a page with the heap.
+    let mut heap_left = total / 2 / PAGE_SIZE * PAGE_SIZE;
+    let mut allocator = FrameAllocator::new();
+    let mut frame_ranges = [(0, 0); 64];
+    let mut frame_range_count = 0;
+    for &(start, end) in free {
+        let start = align_up(start);
+        let end = end / PAGE_SIZE * PAGE_SIZE;
+        if start >= end {
+            continue;
+        }
+        let heap_end = (start + heap_left).min(end);
+        if heap_end > start {
+            // SAFETY: the range is free RAM (the caller excluded the image and firmware
+            // data), identity mapped, and given to the heap exactly once.
+            unsafe { HEAP.lock().add_to_heap(start as usize, heap_end as usize) };
+            heap_left -= heap_end - start;
+            HEAP_BYTES.fetch_add(heap_end - start, Ordering::Relaxed);
+        }
+        if end > heap_end && frame_range_count < frame_ranges.len() {
+            frame_ranges[frame_range_count] = (heap_end, end);
+            frame_range_count += 1;
+        }
+    }
+    // Only now: the frame allocator's free lists live on the heap.
+    for &(start, end) in &frame_ranges[..frame_range_count] {
+        allocator.add_frame((start / PAGE_SIZE) as usize, (end / PAGE_SIZE) as usize);
+        FRAME_BYTES.fetch_add(end - start, Ordering::Relaxed);
+    }
+    *FRAMES.lock() = Some(allocator);
+}
+
+/// Allocates `count` physically contiguous frames; returns the first one's address.
+pub fn allocate_frames(count: usize) -> Option<u64> {
+    let frame = FRAMES.lock().as_mut()?.alloc(count)?;
+    Some(frame as u64 * PAGE_SIZE)
+}
+
+/// Allocates one frame.
+pub fn allocate_frame() -> Option<u64> {
+    allocate_frames(1)
+}
+
+/// Returns frames from [`allocate_frames`].
+pub fn free_frames(address: u64, count: usize) {
+    if let Some(allocator) = FRAMES.lock().as_mut() {
+        allocator.dealloc((address / PAGE_SIZE) as usize, count);
+    }
+}
+
+/// Bytes given to the heap and to the frame allocator at boot.
+pub fn sizes() -> (u64, u64) {
+    (HEAP_BYTES.load(Ordering::Relaxed), FRAME_BYTES.load(Ordering::Relaxed))
+}
+
+/// Where [`TestPage`]s are mapped: a virtual range that the identity map leaves alone.
+const TEST_WINDOW_START: u64 = 0x0000_0100_0000_0000;
+static NEXT_TEST_PAGE: AtomicU64 = AtomicU64::new(TEST_WINDOW_START);
+
+/// A page owned by a test, mapped at its own virtual address, that the test may unmap,
+/// remap and protect to provoke page faults, and access through fault-catching probes.
+///
+/// No Rust reference ever points into it, so changing its mapping cannot break memory
+/// safety. Its frame stays reachable through the identity map at [`TestPage::frame`].
+pub struct TestPage {
+    address: u64,
+    frame: u64,
+}
+
+impl TestPage {
+    /// Allocates a zeroed frame and maps it read-write at a fresh virtual address.
+    ///
+    /// # Panics
+    /// When no frame is left.
+    pub fn new() -> TestPage {
+        let frame = allocate_frame().expect("out of frames for a TestPage");
+        // SAFETY: the frame is fresh from the allocator and identity mapped.
+        unsafe { (frame as usize as *mut u8).write_bytes(0, PAGE_SIZE as usize) };
+        let address = NEXT_TEST_PAGE.fetch_add(PAGE_SIZE, Ordering::Relaxed);
+        let page = TestPage { address, frame };
+        page.map(Protection::READ_WRITE);
+        page
+    }
+
+    /// The page's virtual address.
+    pub fn address(&self) -> u64 {
+        self.address
+    }
+
+    /// The page's frame (physical address, also identity mapped).
+    pub fn frame(&self) -> u64 {
+        self.frame
+    }
+
+    /// Maps the page (again) with `protection`.
+    pub fn map(&self, protection: Protection) {
+        // SAFETY: the page's virtual address belongs to this TestPage alone and nothing
+        // holds a reference into it.
+        unsafe { arch::mmu::map_page(self.address, self.frame, protection) };
+    }
+
+    /// Unmaps the page; accesses then raise page faults.
+    pub fn unmap(&self) {
+        // SAFETY: as for `map`; later accesses go through fault-catching probes.
+        unsafe { arch::mmu::unmap_page(self.address) };
+    }
+
+    /// Changes the page's protection.
+    pub fn protect(&self, protection: Protection) {
+        self.map(protection);
+    }
+
+    /// Reads the 64-bit word at `offset` through the page's mapping.
+    pub fn read(&self, offset: u64) -> Result<u64, Exception> {
+        arch::instructions::probe_read(self.word(offset))
+    }
+
+    /// Writes the 64-bit word at `offset` through the page's mapping.
+    pub fn write(&self, offset: u64, value: u64) -> Result<(), Exception> {
+        // SAFETY: the address lies in this page, which no Rust object occupies.
+        unsafe { arch::instructions::probe_write(self.word(offset), value) }
+    }
+
+    /// Stores `code` at `offset` through the identity map (whatever the page's mapping).
+    pub fn store_code(&self, offset: u64, code: &[u8]) {
+        assert!(offset + code.len() as u64 <= PAGE_SIZE, "code does not fit in the page");
+        // SAFETY: the bytes lie inside this page's frame, owned by this TestPage.
+        unsafe {
+            core::ptr::copy_nonoverlapping(code.as_ptr(), (self.frame + offset) as usize as *mut u8, code.len())
+        };
+    }
+
+    /// Calls the code at `offset` through the page's mapping (store a `ret` there first).
+    pub fn call(&self, offset: u64) -> Result<(), Exception> {
+        // SAFETY: the page holds code the test stored with `store_code`, which by contract
+        // returns; a fetch fault is caught.
+        unsafe { arch::instructions::probe_call(self.address + offset) }
+    }
+
+    fn word(&self, offset: u64) -> u64 {
+        assert!(offset + 8 <= PAGE_SIZE, "offset {offset} is outside the page");
+        self.address + offset
+    }
+}
+
+impl Default for TestPage {
+    fn default() -> Self {
+        TestPage::new()
+    }
+}
+
+impl Drop for TestPage {
+    fn drop(&mut self) {
+        self.unmap();
+        free_frames(self.frame, 1);
+    }
+}

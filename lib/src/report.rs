@@ -1,0 +1,308 @@
+//! kvm-unit-tests-compatible reporting: `PASS:`/`FAIL:`/`SKIP:`/`XFAIL:`/`XPASS:`/`KFAIL:`/
+//! `INFO:` lines with `prefix: ` chains, and the closing `SUMMARY:` line and exit code.
+//!
+//! The counting and formatting logic ([`Tally`], [`Prefixes`]) is plain data so that it is
+//! unit tested on the host; the macros print through the console.
+
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicU32, Ordering};
+
+/// How one report line counts.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Kind {
+    /// `report!` that held.
+    Pass,
+    /// `report!` that did not hold: an unexpected failure.
+    Fail,
+    /// `report_xfail!` with the failure expected, and it failed.
+    ExpectedFail,
+    /// `report_xfail!` with the failure expected, but it passed: unexpected.
+    UnexpectedPass,
+    /// `report_kfail!` with a known failure that happened: not counted as unexpected.
+    KnownFail,
+    /// `report_skip!`.
+    Skip,
+}
+
+impl Kind {
+    /// Classifies a report, as kvm-unit-tests' `va_report` does.
+    pub fn of(pass: bool, expected_fail: bool, known_fail: bool) -> Kind {
+        match (pass, expected_fail, known_fail) {
+            (true, true, _) => Kind::UnexpectedPass,
+            (false, true, _) => Kind::ExpectedFail,
+            (false, false, true) => Kind::KnownFail,
+            (true, false, _) => Kind::Pass,
+            (false, false, false) => Kind::Fail,
+        }
+    }
+
+    /// The line's leading word.
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Pass => "PASS",
+            Kind::Fail => "FAIL",
+            Kind::ExpectedFail => "XFAIL",
+            Kind::UnexpectedPass => "XPASS",
+            Kind::KnownFail => "KFAIL",
+            Kind::Skip => "SKIP",
+        }
+    }
+
+    /// Whether the outcome counts as good (kvm-unit-tests' `report` return value).
+    pub fn is_ok(self) -> bool {
+        !matches!(self, Kind::Fail | Kind::UnexpectedPass)
+    }
+}
+
+/// Guest exit codes, as kvm-unit-tests uses them. QEMU's status is `(code << 1) | 1`.
+pub mod exit_code {
+    /// Every report passed (QEMU status 1).
+    pub const PASS: i32 = 0;
+    /// At least one unexpected failure (QEMU status 3).
+    pub const FAIL: i32 = 1;
+    /// Every report was skipped: 77 >> 1, so that QEMU's status is 77 as in kvm-unit-tests.
+    pub const SKIP: i32 = 77 >> 1;
+    /// A panic or unexpected exception (QEMU status 127, kvm-unit-tests' abort()).
+    pub const ABORT: i32 = 63;
+}
+
+/// Counters behind the `SUMMARY:` line.
+#[derive(Default)]
+pub struct Tally {
+    tests: AtomicU32,
+    failures: AtomicU32,
+    known_failures: AtomicU32,
+    expected_failures: AtomicU32,
+    skipped: AtomicU32,
+}
+
+/// A snapshot of a [`Tally`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Counts {
+    /// Report lines, skips included.
+    pub tests: u32,
+    /// Unexpected failures (FAIL and XPASS).
+    pub failures: u32,
+    /// KFAIL lines.
+    pub known_failures: u32,
+    /// XFAIL lines.
+    pub expected_failures: u32,
+    /// SKIP lines.
+    pub skipped: u32,
+}
+
+impl Tally {
+    /// An empty tally.
+    pub const fn new() -> Tally {
+        Tally {
+            tests: AtomicU32::new(0),
+            failures: AtomicU32::new(0),
+            known_failures: AtomicU32::new(0),
+            expected_failures: AtomicU32::new(0),
+            skipped: AtomicU32::new(0),
+        }
+    }
+
+    /// Counts one report line.
+    pub fn record(&self, kind: Kind) {
+        self.tests.fetch_add(1, Ordering::Relaxed);
+        let counter = match kind {
+            Kind::Pass => return,
+            Kind::Fail | Kind::UnexpectedPass => &self.failures,
+            Kind::KnownFail => &self.known_failures,
+            Kind::ExpectedFail => &self.expected_failures,
+            Kind::Skip => &self.skipped,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The counts so far.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            tests: self.tests.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            known_failures: self.known_failures.load(Ordering::Relaxed),
+            expected_failures: self.expected_failures.load(Ordering::Relaxed),
+            skipped: self.skipped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Counts {
+    /// The exit code kvm-unit-tests' `report_summary` returns for these counts.
+    pub fn exit_code(&self) -> i32 {
+        if self.tests == self.skipped {
+            exit_code::SKIP
+        } else if self.failures > 0 {
+            exit_code::FAIL
+        } else {
+            exit_code::PASS
+        }
+    }
+}
+
+impl fmt::Display for Counts {
+    /// `SUMMARY: N tests[, M unexpected failures][, K known failures][, X expected failures][, S skipped]`
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "SUMMARY: {} tests", self.tests)?;
+        if self.failures > 0 {
+            write!(formatter, ", {} unexpected failures", self.failures)?;
+        }
+        if self.known_failures > 0 {
+            write!(formatter, ", {} known failures", self.known_failures)?;
+        }
+        if self.expected_failures > 0 {
+            write!(formatter, ", {} expected failures", self.expected_failures)?;
+        }
+        if self.skipped > 0 {
+            write!(formatter, ", {} skipped", self.skipped)?;
+        }
+        Ok(())
+    }
+}
+
+/// The prefix chain, kept as text: each prefix followed by `": "`, as kvm-unit-tests does.
+pub struct Prefixes {
+    text: [u8; Prefixes::CAPACITY],
+    length: usize,
+}
+
+/// The separator kvm-unit-tests puts after each prefix; a prefix may not contain it.
+pub const PREFIX_DELIMITER: &str = ": ";
+
+impl Prefixes {
+    /// The longest prefix chain, in bytes.
+    pub const CAPACITY: usize = 256;
+
+    /// No prefixes.
+    pub const fn new() -> Prefixes {
+        Prefixes { text: [0; Prefixes::CAPACITY], length: 0 }
+    }
+
+    /// Appends `prefix` (formatted) and the delimiter.
+    ///
+    /// # Panics
+    /// If the prefix contains the delimiter or the chain would exceed [`Self::CAPACITY`], as
+    /// kvm-unit-tests asserts.
+    pub fn push(&mut self, prefix: fmt::Arguments<'_>) {
+        let start = self.length;
+        self.write_fmt(prefix).expect("report prefix chain exceeds 256 bytes");
+        assert!(
+            !self.as_str()[start..].contains(PREFIX_DELIMITER),
+            "report prefix {:?} contains the delimiter {PREFIX_DELIMITER:?}",
+            &self.as_str()[start..]
+        );
+        self.write_str(PREFIX_DELIMITER).expect("report prefix chain exceeds 256 bytes");
+    }
+
+    /// Removes the last prefix, if any.
+    pub fn pop(&mut self) {
+        let text = self.as_str();
+        let without_last = text.strip_suffix(PREFIX_DELIMITER).unwrap_or(text);
+        self.length = match without_last.rfind(PREFIX_DELIMITER) {
+            Some(index) => index + PREFIX_DELIMITER.len(),
+            None => 0,
+        };
+    }
+
+    /// The chain as printed before a message (`"msr: EFER: "`), or `""`.
+    pub fn as_str(&self) -> &str {
+        // Only `write_str` fills `text`, with whole `str`s, so it is always valid UTF-8.
+        core::str::from_utf8(&self.text[..self.length]).unwrap_or("")
+    }
+}
+
+impl Write for Prefixes {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let end = self.length + text.len();
+        if end > Self::CAPACITY {
+            return Err(fmt::Error);
+        }
+        self.text[self.length..end].copy_from_slice(text.as_bytes());
+        self.length = end;
+        Ok(())
+    }
+}
+
+impl Default for Prefixes {
+    fn default() -> Self {
+        Prefixes::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::*;
+    use std::format;
+
+    #[test]
+    fn kinds_follow_kvm_unit_tests() {
+        assert_eq!(Kind::of(true, false, false), Kind::Pass);
+        assert_eq!(Kind::of(false, false, false), Kind::Fail);
+        assert_eq!(Kind::of(false, true, false), Kind::ExpectedFail);
+        assert_eq!(Kind::of(true, true, false), Kind::UnexpectedPass);
+        assert_eq!(Kind::of(false, false, true), Kind::KnownFail);
+        assert_eq!(Kind::of(true, false, true), Kind::Pass);
+        assert!(!Kind::UnexpectedPass.is_ok());
+        assert!(Kind::KnownFail.is_ok());
+        assert_eq!(Kind::UnexpectedPass.label(), "XPASS");
+    }
+
+    #[test]
+    fn summary_line_and_exit_code() {
+        let tally = Tally::new();
+        assert_eq!(format!("{}", tally.counts()), "SUMMARY: 0 tests");
+        assert_eq!(tally.counts().exit_code(), exit_code::SKIP, "no tests at all counts as skipped");
+        tally.record(Kind::Pass);
+        tally.record(Kind::Skip);
+        assert_eq!(format!("{}", tally.counts()), "SUMMARY: 2 tests, 1 skipped");
+        assert_eq!(tally.counts().exit_code(), exit_code::PASS);
+        tally.record(Kind::ExpectedFail);
+        tally.record(Kind::KnownFail);
+        assert_eq!(tally.counts().exit_code(), exit_code::PASS);
+        tally.record(Kind::Fail);
+        tally.record(Kind::UnexpectedPass);
+        assert_eq!(
+            format!("{}", tally.counts()),
+            "SUMMARY: 6 tests, 2 unexpected failures, 1 known failures, 1 expected failures, 1 skipped"
+        );
+        assert_eq!(tally.counts().exit_code(), exit_code::FAIL);
+    }
+
+    #[test]
+    fn all_skipped_exits_so_that_qemu_reports_77() {
+        let tally = Tally::new();
+        tally.record(Kind::Skip);
+        assert_eq!((tally.counts().exit_code() << 1) | 1, 77);
+    }
+
+    #[test]
+    fn prefixes_push_and_pop() {
+        let mut prefixes = Prefixes::new();
+        prefixes.push(format_args!("msr"));
+        prefixes.push(format_args!("EFER {}", 1));
+        assert_eq!(prefixes.as_str(), "msr: EFER 1: ");
+        prefixes.pop();
+        assert_eq!(prefixes.as_str(), "msr: ");
+        prefixes.pop();
+        assert_eq!(prefixes.as_str(), "");
+        prefixes.pop();
+        assert_eq!(prefixes.as_str(), "");
+    }
+
+    #[test]
+    #[should_panic(expected = "contains the delimiter")]
+    fn prefix_with_delimiter_is_refused() {
+        Prefixes::new().push(format_args!("a: b"));
+    }
+
+    #[test]
+    #[should_panic(expected = "exceeds 256 bytes")]
+    fn overlong_prefix_chain_is_refused() {
+        let mut prefixes = Prefixes::new();
+        for _ in 0..100 {
+            prefixes.push(format_args!("prefix"));
+        }
+    }
+}

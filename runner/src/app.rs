@@ -1,0 +1,909 @@
+//! One invocation of the runner: select runs, decide skips, build guests, run QEMU (in
+//! parallel), print kvm-unit-tests-style result lines and totals, and write logs.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use crate::config::{Accel, Arch, Config, ConfigError, TestEntry, parse_duration};
+use crate::execute::{self, ExecuteError, Sinks};
+use crate::guests::{self, BuildError};
+use crate::outcome::{Outcome, Verdict, classify};
+use crate::qemu::{self, ArchProfile, LaunchSpec, QemuCommand};
+use crate::select::{Choice, SelectError, Selection};
+use crate::workspace;
+
+/// The runner's own environment variables, read once so tests can supply their own.
+#[derive(Clone, Debug, Default)]
+pub struct Environment {
+    /// `QEMU`: the QEMU binary to use instead of `qemu-system-<arch>`.
+    pub qemu: Option<String>,
+    /// `TIMEOUT`: overrides every run's timeout; 0 disables timeouts.
+    pub timeout: Option<String>,
+    /// `MAX_SMP`: the CPU count for `smp = "max"` and the cap on every count.
+    pub max_smp: Option<String>,
+    /// `MACHINE`: overrides every run's machine type.
+    pub machine: Option<String>,
+}
+
+impl Environment {
+    /// The values of this process's environment (empty values count as unset).
+    pub fn from_process() -> Environment {
+        let read = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+        Environment {
+            qemu: read("QEMU"),
+            timeout: read("TIMEOUT"),
+            max_smp: read("MAX_SMP"),
+            machine: read("MACHINE"),
+        }
+    }
+}
+
+/// Everything one invocation was asked to do.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The workspace root (holds tests-x86/, tests-aarch64/, target/).
+    pub workspace: PathBuf,
+    /// The unittests.toml to read.
+    pub config: PathBuf,
+    /// Which runs.
+    pub selection: Selection,
+    /// How many runs at once (at least 1).
+    pub jobs: usize,
+    /// Print each QEMU command before it runs, show nodefault skips, let cargo speak.
+    pub verbose: bool,
+    /// Print commands instead of running them.
+    pub dry_run: bool,
+    /// The accelerator (`--accel` / `ACCEL`); else kvm when usable, else tcg.
+    pub accel: Option<Accel>,
+    /// Run only guests of this architecture; others SKIP.
+    pub arch: Option<Arch>,
+    /// Build the guests first.
+    pub build: bool,
+    /// Arguments after `--`, appended to every QEMU command line.
+    pub extra_qemu_args: Vec<String>,
+    /// Where logs go (the previous content moves to `<dir>.old`).
+    pub log_dir: PathBuf,
+    /// The runner's environment variables.
+    pub environment: Environment,
+}
+
+impl Options {
+    /// Defaults for a workspace: its unittests.toml, logs/, one job, build first.
+    pub fn new(workspace: &Path) -> Options {
+        Options {
+            workspace: workspace.to_path_buf(),
+            config: workspace.join(workspace::CONFIG_FILE),
+            selection: Selection::default(),
+            jobs: 1,
+            verbose: false,
+            dry_run: false,
+            accel: None,
+            arch: None,
+            build: true,
+            extra_qemu_args: Vec::new(),
+            log_dir: workspace.join("logs"),
+            environment: Environment::default(),
+        }
+    }
+}
+
+/// Why an invocation stopped before reporting results.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// unittests.toml is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A test name matched nothing, or a pattern is bad.
+    #[error(transparent)]
+    Select(#[from] SelectError),
+    /// A bad option or environment value.
+    #[error("{0}")]
+    Usage(String),
+    /// A guest failed to build.
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// QEMU is not installed.
+    #[error("{0} not found; run scripts/install-deps (as root) to install QEMU")]
+    QemuMissing(String),
+    /// Logs could not be written.
+    #[error("{0}")]
+    Io(String),
+    /// Ctrl-C (or SIGTERM).
+    #[error("interrupted")]
+    Interrupted,
+}
+
+impl AppError {
+    /// The runner's exit status for this error: 130 when interrupted, else 2.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            AppError::Interrupted => 130,
+            _ => 2,
+        }
+    }
+}
+
+/// The result of one run.
+#[derive(Clone, Debug)]
+pub struct TestResult {
+    /// The run's name.
+    pub name: String,
+    /// Its outcome.
+    pub outcome: Outcome,
+    /// Wall time QEMU ran (zero when not run).
+    pub duration: Duration,
+    /// Its log file, when QEMU ran.
+    pub log: Option<PathBuf>,
+}
+
+/// Pass/fail/skip counts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Passed runs.
+    pub passed: usize,
+    /// Failed runs (including timeouts, crashes and errors).
+    pub failed: usize,
+    /// Skipped runs.
+    pub skipped: usize,
+}
+
+impl std::fmt::Display for Totals {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            formatter,
+            "{} passed, {} failed, {} skipped",
+            self.passed, self.failed, self.skipped
+        )
+    }
+}
+
+/// The results of an invocation, in unittests.toml order.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// One per run reported.
+    pub results: Vec<TestResult>,
+}
+
+impl Report {
+    /// Counts by verdict.
+    pub fn totals(&self) -> Totals {
+        let mut totals = Totals::default();
+        for result in &self.results {
+            match result.outcome.verdict() {
+                Verdict::Pass => totals.passed += 1,
+                Verdict::Fail => totals.failed += 1,
+                Verdict::Skip => totals.skipped += 1,
+            }
+        }
+        totals
+    }
+
+    /// 0 when everything passed or skipped, 1 on any failure.
+    pub fn exit_code(&self) -> u8 {
+        u8::from(self.totals().failed > 0)
+    }
+
+    /// The outcome of the run called `name`.
+    pub fn outcome(&self, name: &str) -> Option<&Outcome> {
+        self.results
+            .iter()
+            .find(|result| result.name == name)
+            .map(|result| &result.outcome)
+    }
+}
+
+/// What to do with one selected run.
+#[derive(Clone, Debug)]
+enum Decision {
+    /// Report it as skipped.
+    Skip(String),
+    /// nodefault and not asked for: mention only with -v.
+    Nodefault,
+    /// Run it.
+    Run { arch: Arch, accel: Accel },
+}
+
+#[derive(Clone, Debug)]
+struct Planned {
+    entry: TestEntry,
+    explicit: bool,
+    decision: Decision,
+}
+
+/// Settings from the environment, checked.
+struct Resolved {
+    timeout: Option<Duration>,
+    max_smp: Option<u32>,
+    host_cpus: u32,
+}
+
+fn resolve_environment(environment: &Environment) -> Result<Resolved, AppError> {
+    let timeout = environment
+        .timeout
+        .as_deref()
+        .map(|text| {
+            parse_duration(text).map_err(|error| AppError::Usage(format!("TIMEOUT: {error}")))
+        })
+        .transpose()?;
+    let max_smp = environment
+        .max_smp
+        .as_deref()
+        .map(|text| match text.trim().parse::<u32>() {
+            Ok(count) if count >= 1 => Ok(count),
+            _ => Err(AppError::Usage(format!(
+                "MAX_SMP: '{text}' is not an integer >= 1"
+            ))),
+        })
+        .transpose()?;
+    let host_cpus = std::thread::available_parallelism()
+        .map_or(1, |count| u32::try_from(count.get()).unwrap_or(1));
+    Ok(Resolved {
+        timeout,
+        max_smp,
+        host_cpus,
+    })
+}
+
+fn kvm_usable() -> bool {
+    static USABLE: OnceLock<bool> = OnceLock::new();
+    *USABLE.get_or_init(qemu::kvm_usable)
+}
+
+/// The accelerator a guest of `arch` runs with: the one asked for, else kvm when the guest
+/// matches the host and /dev/kvm is usable, else tcg.
+pub fn current_accel(requested: Option<Accel>, arch: Option<Arch>) -> Accel {
+    requested.unwrap_or_else(|| {
+        let native = arch.or_else(Arch::host) == Arch::host();
+        if native && kvm_usable() {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        }
+    })
+}
+
+/// Loads the config and decides what happens to each selected run (before building).
+fn plan(options: &Options) -> Result<(Config, Vec<Planned>), AppError> {
+    let config = Config::load(&options.config)?;
+    let choices = options.selection.choose(&config.entries)?;
+    let mut planned = Vec::new();
+    for (entry, choice) in config.entries.iter().zip(choices) {
+        // Every entry's arch is checked, so a wrong one is found whatever is selected.
+        let arch = entry.resolve_arch(&options.workspace, &config)?;
+        let explicit = match choice {
+            Choice::Excluded => continue,
+            Choice::Nodefault => {
+                planned.push(Planned {
+                    entry: entry.clone(),
+                    explicit: false,
+                    decision: Decision::Nodefault,
+                });
+                continue;
+            }
+            Choice::Selected { explicit } => explicit,
+        };
+        let accel = current_accel(options.accel, arch);
+        let decision = match arch {
+            Some(arch) if options.arch.is_some_and(|wanted| wanted != arch) => {
+                Decision::Skip(format!("{arch} only"))
+            }
+            _ if entry.accel.is_some_and(|only| only != accel) => Decision::Skip(format!(
+                "{} only, but ACCEL={accel}",
+                entry.accel.map_or("", Accel::name)
+            )),
+            Some(arch)
+                if workspace::crate_directory(&options.workspace, arch, &entry.file).is_dir() =>
+            {
+                Decision::Run { arch, accel }
+            }
+            _ => Decision::Skip(format!("Test file '{}' not found", entry.file)),
+        };
+        planned.push(Planned {
+            entry: entry.clone(),
+            explicit,
+            decision,
+        });
+    }
+    Ok((config, planned))
+}
+
+/// The names of the runs a selection would run (for `-l`).
+pub fn list(options: &Options) -> Result<Vec<String>, AppError> {
+    let (_, planned) = plan(options)?;
+    Ok(planned
+        .into_iter()
+        .filter(|planned| !matches!(planned.decision, Decision::Nodefault))
+        .map(|planned| planned.entry.name)
+        .collect())
+}
+
+/// The QEMU command of one run.
+fn command_for(
+    options: &Options,
+    resolved: &Resolved,
+    entry: &TestEntry,
+    arch: Arch,
+    accel: Accel,
+) -> QemuCommand {
+    let profile = ArchProfile::of(arch);
+    let machine = options
+        .environment
+        .machine
+        .as_deref()
+        .or(entry.machine.as_deref())
+        .unwrap_or(profile.default_machine);
+    let image = workspace::image_path(&options.workspace, arch, &entry.file);
+    let qboot = Path::new(qemu::QBOOT_PATH);
+    let environment_file = environment_path(&options.log_dir, &entry.name);
+    qemu::build_command(&LaunchSpec {
+        profile,
+        program: options
+            .environment
+            .qemu
+            .clone()
+            .unwrap_or_else(|| profile.default_program()),
+        machine,
+        accel,
+        smp: entry.smp.resolve(resolved.max_smp, resolved.host_cpus),
+        image: &image,
+        test_args: &entry.test_args,
+        qemu_params: &entry.qemu_params,
+        extra_args: &options.extra_qemu_args,
+        qboot: qboot.is_file().then(|| qboot.to_path_buf()),
+        environment_file: Some(&environment_file),
+    })
+}
+
+/// Where a run's guest environment file is written: beside its log, so the command line in
+/// the log can be rerun by hand.
+fn environment_path(directory: &Path, name: &str) -> PathBuf {
+    directory.join(format!("{name}.env"))
+}
+
+/// Builds the guests that will run, grouped by architecture.
+fn build_guests(options: &Options, planned: &[Planned]) -> Result<(), AppError> {
+    let mut by_arch: BTreeMap<Arch, Vec<&str>> = BTreeMap::new();
+    for item in planned {
+        if let Decision::Run { arch, .. } = item.decision {
+            let files = by_arch.entry(arch).or_default();
+            if !files.contains(&item.entry.file.as_str()) {
+                files.push(&item.entry.file);
+            }
+        }
+    }
+    for (arch, files) in by_arch {
+        if let Err(error) = guests::build(&options.workspace, arch, &files, options.verbose) {
+            return Err(if execute::interrupted() {
+                AppError::Interrupted
+            } else {
+                error.into()
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Makes sure every QEMU binary needed exists, installing QEMU once when possible.
+fn ensure_qemu(options: &Options, programs: &[String]) -> Result<(), AppError> {
+    let missing: Vec<&String> = programs
+        .iter()
+        .filter(|program| !qemu::program_exists(program))
+        .collect();
+    let Some(first) = missing.first() else {
+        return Ok(());
+    };
+    let installer = options.workspace.join("scripts/install-deps");
+    let can_install = options.environment.qemu.is_none()
+        && nix::unistd::geteuid().is_root()
+        && qemu::program_exists("apt-get")
+        && installer.is_file();
+    if can_install {
+        eprintln!("vmunit: {first} not found; running scripts/install-deps");
+        let installed = Command::new(&installer)
+            .status()
+            .is_ok_and(|status| status.success());
+        if let Some(still) = programs
+            .iter()
+            .find(|program| !qemu::program_exists(program))
+        {
+            if !installed && execute::interrupted() {
+                return Err(AppError::Interrupted);
+            }
+            return Err(AppError::QemuMissing(still.clone()));
+        }
+        return Ok(());
+    }
+    Err(AppError::QemuMissing((*first).clone()))
+}
+
+/// Moves `dir` to `<dir>.old` (replacing that) and creates it anew.
+fn rotate_logs(directory: &Path) -> Result<(), AppError> {
+    let io_error = |what: &str, path: &Path, error: std::io::Error| {
+        AppError::Io(format!("cannot {what} {}: {error}", path.display()))
+    };
+    if directory.exists() {
+        let mut old = directory.as_os_str().to_owned();
+        old.push(".old");
+        let old = PathBuf::from(old);
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(|error| io_error("remove", &old, error))?;
+        }
+        std::fs::rename(directory, &old).map_err(|error| io_error("move", directory, error))?;
+    }
+    std::fs::create_dir_all(directory).map_err(|error| io_error("create", directory, error))
+}
+
+/// The log file name of a run.
+fn log_path(directory: &Path, name: &str) -> PathBuf {
+    directory.join(format!("{}.log", name.replace(['/', '\\'], "_")))
+}
+
+/// A path as the user would type it: relative to the current directory when inside it.
+fn shown(path: &Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|current| path.strip_prefix(current).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
+/// The report line, with the verdict coloured on a terminal.
+fn display_line(name: &str, outcome: &Outcome, colour: bool) -> String {
+    let line = outcome.report_line(name);
+    if !colour {
+        return line;
+    }
+    let code = match outcome.verdict() {
+        Verdict::Pass => "32",
+        Verdict::Fail => "31",
+        Verdict::Skip => "33",
+    };
+    format!("\x1b[{code}m{}\x1b[0m{}", &line[..4], &line[4..])
+}
+
+/// Runs one planned run to its result.
+fn run_one(
+    options: &Options,
+    resolved: &Resolved,
+    item: &Planned,
+    arch: Arch,
+    accel: Accel,
+    live: bool,
+) -> Option<TestResult> {
+    let entry = &item.entry;
+    let image = workspace::image_path(&options.workspace, arch, &entry.file);
+    if !options.dry_run && !image.is_file() {
+        let outcome = Outcome::Skip {
+            reason: format!("Test file '{}' not found", shown(&image)),
+        };
+        return Some(TestResult {
+            name: entry.name.clone(),
+            outcome,
+            duration: Duration::ZERO,
+            log: None,
+        });
+    }
+    let command = command_for(options, resolved, entry, arch, accel);
+    let line = command.shell_line();
+    if options.dry_run {
+        println!("{line}");
+        return None;
+    }
+    if options.verbose {
+        println!("{line}");
+    }
+    let path = log_path(&options.log_dir, &entry.name);
+    let environment = crate::environment::guest_environment(accel);
+    if let Err(error) = std::fs::write(environment_path(&options.log_dir, &entry.name), environment) {
+        let outcome = Outcome::QemuError { reason: format!("cannot write the guest environment: {error}") };
+        return Some(TestResult { name: entry.name.clone(), outcome, duration: Duration::ZERO, log: None });
+    }
+    let mut log = File::create(&path).ok().map(BufWriter::new);
+    if let Some(log) = log.as_mut() {
+        let _ = writeln!(log, "{line}");
+    }
+    let timeout = entry.effective_timeout(resolved.timeout);
+    let sinks = Sinks {
+        log: log.as_mut().map(|log| log as &mut dyn Write),
+        live,
+    };
+    let (outcome, duration) = match execute::execute(&command, timeout, sinks) {
+        Ok(execution) => {
+            let method = ArchProfile::of(arch).exit_method;
+            (
+                classify(execution.exit, &execution.transcript, method),
+                execution.duration,
+            )
+        }
+        Err(ExecuteError::Interrupted) => return None,
+        Err(error @ ExecuteError::Spawn { .. }) => (
+            Outcome::QemuError {
+                reason: error.to_string(),
+            },
+            Duration::ZERO,
+        ),
+    };
+    if let Some(mut log) = log {
+        let _ = writeln!(log, "{}", outcome.report_line(&entry.name));
+        let _ = log.flush();
+    }
+    Some(TestResult {
+        name: entry.name.clone(),
+        outcome,
+        duration,
+        log: Some(path),
+    })
+}
+
+/// Runs the selection: the whole invocation except `-l`. Prints a line per run and the totals.
+pub fn run(options: &Options) -> Result<Report, AppError> {
+    let resolved = resolve_environment(&options.environment)?;
+    let (_, planned) = plan(options)?;
+    if options.build && !options.dry_run {
+        build_guests(options, &planned)?;
+    }
+    if !options.dry_run {
+        let mut programs: Vec<String> = Vec::new();
+        for item in &planned {
+            if let Decision::Run { arch, .. } = item.decision {
+                let program = options
+                    .environment
+                    .qemu
+                    .clone()
+                    .unwrap_or_else(|| ArchProfile::of(arch).default_program());
+                if !programs.contains(&program) {
+                    programs.push(program);
+                }
+            }
+        }
+        ensure_qemu(options, &programs)?;
+        rotate_logs(&options.log_dir)?;
+    }
+
+    let runnable = planned
+        .iter()
+        .filter(|item| matches!(item.decision, Decision::Run { .. }))
+        .count();
+    // Interactive single-test mode: one test named explicitly, or extra QEMU arguments given.
+    let selected: Vec<&Planned> = planned
+        .iter()
+        .filter(|item| !matches!(item.decision, Decision::Nodefault))
+        .collect();
+    let single_named = matches!(selected.as_slice(), [only] if only.explicit);
+    let live = runnable >= 1
+        && (runnable == 1 || options.jobs == 1)
+        && (single_named || !options.extra_qemu_args.is_empty());
+    let colour = std::io::stdout().is_terminal();
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<TestResult>>> = Mutex::new(vec![None; planned.len()]);
+    let print_lock = Mutex::new(());
+    let worker = || {
+        loop {
+            let index = next.fetch_add(1, Ordering::SeqCst);
+            let Some(item) = planned.get(index) else {
+                break;
+            };
+            if execute::interrupted() {
+                break;
+            }
+            let result = match &item.decision {
+                Decision::Nodefault if options.verbose => Some(TestResult {
+                    name: item.entry.name.clone(),
+                    outcome: Outcome::Skip {
+                        reason: "test marked as manual run only".to_owned(),
+                    },
+                    duration: Duration::ZERO,
+                    log: None,
+                }),
+                Decision::Nodefault => None,
+                Decision::Skip(reason) => Some(TestResult {
+                    name: item.entry.name.clone(),
+                    outcome: Outcome::Skip {
+                        reason: reason.clone(),
+                    },
+                    duration: Duration::ZERO,
+                    log: None,
+                }),
+                Decision::Run { arch, accel } => {
+                    run_one(options, &resolved, item, *arch, *accel, live)
+                }
+            };
+            let Some(result) = result else { continue };
+            if execute::interrupted() {
+                break;
+            }
+            {
+                let _guard = print_lock
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if !(options.dry_run && result.outcome.verdict() != Verdict::Skip) {
+                    println!("{}", display_line(&result.name, &result.outcome, colour));
+                }
+                if result.outcome.verdict() == Verdict::Fail {
+                    let log = result.log.as_deref().map(shown).unwrap_or_default();
+                    println!(
+                        "    log: {log}; reproduce alone with: ./run_tests {}",
+                        shlex::try_quote(&result.name).unwrap_or_default()
+                    );
+                }
+            }
+            results
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)[index] = Some(result);
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..options.jobs.max(1).min(planned.len().max(1)) {
+            scope.spawn(worker);
+        }
+        worker();
+    });
+    if execute::interrupted() {
+        return Err(AppError::Interrupted);
+    }
+    let report = Report {
+        results: results
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .into_iter()
+            .flatten()
+            .collect(),
+    };
+    if options.dry_run {
+        return Ok(report);
+    }
+    let totals = report.totals();
+    println!("{totals}");
+    write_summary(options, &report, totals);
+    Ok(report)
+}
+
+/// Writes `<log_dir>/SUMMARY`: the commit tested and the results.
+fn write_summary(options: &Options, report: &Report, totals: Totals) {
+    let commit = Command::new("git")
+        .arg("-C")
+        .arg(&options.workspace)
+        .args(["rev-parse", "--verify", "--quiet", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .filter(|commit| !commit.is_empty())
+        .unwrap_or_else(|| "none".to_owned());
+    let mut text = format!("commit: {commit}\n");
+    for result in &report.results {
+        text.push_str(&result.outcome.report_line(&result.name));
+        text.push('\n');
+    }
+    text.push_str(&format!("{totals}\n"));
+    let _ = std::fs::write(options.log_dir.join("SUMMARY"), text);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workspace_with(config: &str) -> (tempfile::TempDir, Options) {
+        let directory = tempfile::tempdir().unwrap();
+        let root = directory.path();
+        std::fs::write(root.join("unittests.toml"), config).unwrap();
+        std::fs::write(root.join("Cargo.toml"), "").unwrap();
+        std::fs::create_dir_all(root.join("tests-x86/xguest")).unwrap();
+        std::fs::create_dir_all(root.join("tests-aarch64/aguest")).unwrap();
+        let mut options = Options::new(root);
+        options.build = false;
+        (directory, options)
+    }
+
+    fn decisions(options: &Options) -> Vec<(String, String)> {
+        plan(options)
+            .unwrap()
+            .1
+            .into_iter()
+            .map(|planned| (planned.entry.name, format!("{:?}", planned.decision)))
+            .collect()
+    }
+
+    #[test]
+    fn skip_decisions() {
+        let (_directory, mut options) = workspace_with(
+            r#"
+[x]
+file = "xguest"
+[a]
+file = "aguest"
+[kvm-only]
+file = "xguest"
+accel = "kvm"
+[missing]
+[manual]
+file = "xguest"
+groups = ["nodefault"]
+"#,
+        );
+        options.accel = Some(Accel::Tcg);
+        options.arch = Some(Arch::X86_64);
+        let decisions = decisions(&options);
+        assert_eq!(decisions[0].1, "Run { arch: X86_64, accel: Tcg }");
+        assert_eq!(decisions[1].1, "Skip(\"aarch64 only\")");
+        assert_eq!(decisions[2].1, "Skip(\"kvm only, but ACCEL=tcg\")");
+        assert_eq!(decisions[3].1, "Skip(\"Test file 'missing' not found\")");
+        assert_eq!(decisions[4].1, "Nodefault");
+        assert_eq!(list(&options).unwrap(), ["x", "a", "kvm-only", "missing"]);
+    }
+
+    #[test]
+    fn arch_mismatch_is_a_config_error() {
+        let (_directory, options) = workspace_with(
+            "[ok]\nfile = \"xguest\"\n[bad]\nfile = \"xguest\"\narch = \"aarch64\"\n",
+        );
+        let error = plan(&options).unwrap_err();
+        assert!(matches!(error, AppError::Config(_)));
+        assert_eq!(error.exit_code(), 2);
+        assert!(error.to_string().contains(":5:8: [bad] arch:"), "{error}");
+    }
+
+    #[test]
+    fn environment_values() {
+        let environment = Environment {
+            timeout: Some("2m".into()),
+            max_smp: Some("3".into()),
+            ..Environment::default()
+        };
+        let resolved = resolve_environment(&environment).unwrap();
+        assert_eq!(resolved.timeout, Some(Duration::from_secs(120)));
+        assert_eq!(resolved.max_smp, Some(3));
+        for bad in [
+            Environment {
+                timeout: Some("x".into()),
+                ..Environment::default()
+            },
+            Environment {
+                max_smp: Some("0".into()),
+                ..Environment::default()
+            },
+        ] {
+            assert!(matches!(resolve_environment(&bad), Err(AppError::Usage(_))));
+        }
+    }
+
+    #[test]
+    fn commands_honour_environment() {
+        let (_directory, mut options) = workspace_with(
+            "[x]\nfile = \"xguest\"\nsmp = \"max\"\nmachine = \"pc\"\nqemu_params = \"-m 64\"\n",
+        );
+        options.environment = Environment {
+            qemu: Some("/opt/qemu".into()),
+            machine: Some("microvm".into()),
+            max_smp: Some("2".into()),
+            ..Environment::default()
+        };
+        options.extra_qemu_args = vec!["-d".into(), "int".into()];
+        let resolved = resolve_environment(&options.environment).unwrap();
+        let (_, planned) = plan(&options).unwrap();
+        let command = command_for(
+            &options,
+            &resolved,
+            &planned[0].entry,
+            Arch::X86_64,
+            Accel::Tcg,
+        );
+        let line = command.shell_line();
+        assert!(
+            line.starts_with(
+                "/opt/qemu -nodefaults -display none -no-reboot -machine microvm -accel tcg"
+            ),
+            "{line}"
+        );
+        assert!(line.contains("-smp 2 "), "{line}");
+        assert!(line.ends_with("-m 64 -d int"), "{line}");
+    }
+
+    #[test]
+    fn unknown_name_is_an_error() {
+        let (_directory, mut options) = workspace_with("[x]\nfile = \"xguest\"\n");
+        options.selection.names = vec!["nope".into()];
+        let error = run(&options).unwrap_err();
+        assert_eq!(error.to_string(), "no test matches 'nope'");
+        assert_eq!(error.exit_code(), 2);
+    }
+
+    #[test]
+    fn totals_and_exit_codes() {
+        let result = |outcome: Outcome| TestResult {
+            name: "t".into(),
+            outcome,
+            duration: Duration::ZERO,
+            log: None,
+        };
+        let report = Report {
+            results: vec![
+                result(Outcome::Pass { summary: None }),
+                result(Outcome::Skip { reason: "x".into() }),
+                result(Outcome::Timeout {
+                    after: Duration::from_secs(1),
+                }),
+                result(Outcome::HypervisorError { reason: "x".into() }),
+            ],
+        };
+        assert_eq!(report.totals().to_string(), "1 passed, 2 failed, 1 skipped");
+        assert_eq!(report.exit_code(), 1);
+        let report = Report {
+            results: vec![result(Outcome::Skip { reason: "x".into() })],
+        };
+        assert_eq!(report.exit_code(), 0);
+        assert_eq!(AppError::Interrupted.exit_code(), 130);
+    }
+
+    #[test]
+    fn fake_qemu_end_to_end() {
+        let (directory, mut options) = workspace_with(
+            "[good]\nfile = \"xguest\"\ntest_args = \"pass\"\n[bad]\nfile = \"xguest\"\ntest_args = \"x\"\n",
+        );
+        let image = workspace::image_path(directory.path(), Arch::X86_64, "xguest");
+        std::fs::create_dir_all(image.parent().unwrap()).unwrap();
+        std::fs::write(&image, "").unwrap();
+        // A fake QEMU: passes when -append says "pass", else fails to start like a bad option.
+        let fake = directory.path().join("fake-qemu");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\ncase \"$*\" in *'-append pass'*) echo 'SUMMARY: 1 tests'; echo 'EXIT: STATUS=1'; exit 1;; esac\n\
+             echo 'fake-qemu: bad option' >&2; exit 1\n",
+        )
+        .unwrap();
+        std::process::Command::new("chmod")
+            .arg("+x")
+            .arg(&fake)
+            .status()
+            .unwrap();
+        options.environment.qemu = Some(fake.display().to_string());
+        options.accel = Some(Accel::Tcg);
+        options.jobs = 2;
+        let report = run(&options).unwrap();
+        assert_eq!(
+            report.outcome("good"),
+            Some(&Outcome::Pass {
+                summary: Some("1 tests".into())
+            })
+        );
+        assert!(matches!(
+            report.outcome("bad"),
+            Some(Outcome::QemuError { .. })
+        ));
+        assert_eq!(report.exit_code(), 1);
+        let log = std::fs::read_to_string(directory.path().join("logs/bad.log")).unwrap();
+        let lines: Vec<&str> = log.lines().collect();
+        assert!(
+            lines[0].starts_with(&format!("{} -nodefaults", fake.display())),
+            "{log}"
+        );
+        assert!(lines[0].contains(" -append x -initrd "), "{log}");
+        assert!(lines[0].ends_with("logs/bad.env"), "{log}");
+        let environment = std::fs::read_to_string(directory.path().join("logs/bad.env")).unwrap();
+        assert!(environment.starts_with("ACCEL=tcg\n"), "{environment}");
+        assert_eq!(lines[1], "fake-qemu: bad option");
+        assert!(
+            lines
+                .last()
+                .unwrap()
+                .starts_with("FAIL bad (QEMU error: QEMU exited with status 1"),
+            "{log}"
+        );
+        let summary = std::fs::read_to_string(directory.path().join("logs/SUMMARY")).unwrap();
+        assert!(
+            summary.starts_with("commit: ") && summary.ends_with("1 passed, 1 failed, 0 skipped\n"),
+            "{summary}"
+        );
+        // A second run keeps the first one's logs in logs.old.
+        run(&options).unwrap();
+        assert!(directory.path().join("logs.old/bad.log").is_file());
+    }
+}

@@ -1,0 +1,822 @@
+//! unittests.toml: one table per test run, with the keys of kvm-unit-tests' unittests.cfg sections.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Unexpected, Visitor};
+
+/// Timeout of a run when neither the table nor `TIMEOUT` gives one.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A guest architecture.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, clap::ValueEnum,
+)]
+pub enum Arch {
+    /// 64-bit x86, guests in `tests-x86/`.
+    #[serde(rename = "x86_64")]
+    #[value(name = "x86_64")]
+    X86_64,
+    /// 64-bit Arm, guests in `tests-aarch64/`.
+    #[serde(rename = "aarch64")]
+    #[value(name = "aarch64")]
+    Aarch64,
+}
+
+impl Arch {
+    /// Every architecture, in the order the runner handles them.
+    pub const ALL: [Arch; 2] = [Arch::X86_64, Arch::Aarch64];
+
+    /// The name used in unittests.toml and in `qemu-system-<name>`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64",
+            Arch::Aarch64 => "aarch64",
+        }
+    }
+
+    /// The workspace directory that holds this architecture's guest crates.
+    pub fn test_directory(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "tests-x86",
+            Arch::Aarch64 => "tests-aarch64",
+        }
+    }
+
+    /// The Rust target triple guests of this architecture are built for.
+    pub fn target(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64-unknown-none",
+            Arch::Aarch64 => "aarch64-unknown-none",
+        }
+    }
+
+    /// The architecture of the machine the runner itself runs on, when it is one of ours.
+    pub fn host() -> Option<Arch> {
+        match std::env::consts::ARCH {
+            "x86_64" => Some(Arch::X86_64),
+            "aarch64" => Some(Arch::Aarch64),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.name())
+    }
+}
+
+/// A QEMU accelerator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    /// The kernel's hypervisor, /dev/kvm.
+    Kvm,
+    /// QEMU's software emulation.
+    Tcg,
+}
+
+impl Accel {
+    /// The name QEMU's `-accel` option takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        }
+    }
+}
+
+impl fmt::Display for Accel {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.name())
+    }
+}
+
+impl FromStr for Accel {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "kvm" => Ok(Accel::Kvm),
+            "tcg" => Ok(Accel::Tcg),
+            other => Err(format!(
+                "unknown accelerator '{other}', expected 'kvm' or 'tcg'"
+            )),
+        }
+    }
+}
+
+/// The `smp` key: a CPU count or "max".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Smp {
+    /// This many CPUs (at least 1), capped by `MAX_SMP`.
+    Count(u32),
+    /// `MAX_SMP`, else the host's CPU count.
+    Max,
+}
+
+impl Default for Smp {
+    fn default() -> Self {
+        Smp::Count(1)
+    }
+}
+
+impl Smp {
+    /// The CPU count to give QEMU, given `MAX_SMP` (if set) and the host's CPU count.
+    pub fn resolve(self, max_smp: Option<u32>, host_cpus: u32) -> u32 {
+        match self {
+            Smp::Max => max_smp.unwrap_or(host_cpus).max(1),
+            Smp::Count(count) => max_smp.map_or(count, |limit| count.min(limit.max(1))),
+        }
+    }
+}
+
+const SMP_EXPECTED: &str = "an integer >= 1 or \"max\"";
+
+impl<'de> Deserialize<'de> for Smp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct SmpVisitor;
+        impl Visitor<'_> for SmpVisitor {
+            type Value = Smp;
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str(SMP_EXPECTED)
+            }
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<Smp, E> {
+                match u32::try_from(value) {
+                    Ok(count) if count >= 1 => Ok(Smp::Count(count)),
+                    _ => Err(E::invalid_value(Unexpected::Signed(value), &SMP_EXPECTED)),
+                }
+            }
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<Smp, E> {
+                match u32::try_from(value) {
+                    Ok(count) if count >= 1 => Ok(Smp::Count(count)),
+                    _ => Err(E::invalid_value(Unexpected::Unsigned(value), &SMP_EXPECTED)),
+                }
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Smp, E> {
+                if value == "max" {
+                    Ok(Smp::Max)
+                } else {
+                    Err(E::invalid_value(Unexpected::Str(value), &SMP_EXPECTED))
+                }
+            }
+        }
+        deserializer.deserialize_any(SmpVisitor)
+    }
+}
+
+/// Parses a duration the way `timeout(1)` does: a number (fractions allowed) with an optional
+/// suffix `s`, `m`, `h` or `d`; a bare number is seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.char_indices().last() {
+        Some((index, suffix @ ('s' | 'm' | 'h' | 'd'))) => (&text[..index], suffix),
+        _ => (text, 's'),
+    };
+    let value: f64 = number
+        .parse()
+        .ok()
+        .filter(|value: &f64| value.is_finite() && *value >= 0.0)
+        .ok_or_else(|| {
+            format!("invalid duration '{text}', expected seconds or a number with s, m, h or d")
+        })?;
+    let scale = match unit {
+        'm' => 60.0,
+        'h' => 3600.0,
+        'd' => 86400.0,
+        _ => 1.0,
+    };
+    Duration::try_from_secs_f64(value * scale)
+        .map_err(|error| format!("invalid duration '{text}': {error}"))
+}
+
+/// Renders a duration the way the runner reports it: "2s", "1.5s".
+pub fn format_duration(duration: Duration) -> String {
+    if duration.subsec_nanos() == 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{}s", (duration.as_secs_f64() * 1000.0).round() / 1000.0)
+    }
+}
+
+/// The `timeout` key: whole seconds or a string such as "90s" or "2m"; 0 disables the timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TimeoutSetting(Duration);
+
+const TIMEOUT_EXPECTED: &str = "seconds as an integer >= 0 or a string such as \"90s\" or \"2m\"";
+
+impl<'de> Deserialize<'de> for TimeoutSetting {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TimeoutVisitor;
+        impl Visitor<'_> for TimeoutVisitor {
+            type Value = TimeoutSetting;
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str(TIMEOUT_EXPECTED)
+            }
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<TimeoutSetting, E> {
+                u64::try_from(value)
+                    .map(|seconds| TimeoutSetting(Duration::from_secs(seconds)))
+                    .map_err(|_| E::invalid_value(Unexpected::Signed(value), &TIMEOUT_EXPECTED))
+            }
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<TimeoutSetting, E> {
+                Ok(TimeoutSetting(Duration::from_secs(value)))
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<TimeoutSetting, E> {
+                parse_duration(value).map(TimeoutSetting).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(TimeoutVisitor)
+    }
+}
+
+/// Accepts an array of strings, or one string that `split` turns into a list.
+struct ListVisitor {
+    split: fn(&str) -> Result<Vec<String>, String>,
+    expecting: &'static str,
+}
+
+impl<'de> Visitor<'de> for ListVisitor {
+    type Value = Vec<String>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.expecting)
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Vec<String>, E> {
+        (self.split)(value).map_err(E::custom)
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut sequence: A) -> Result<Vec<String>, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = sequence.next_element::<String>()? {
+            items.push(item);
+        }
+        Ok(items)
+    }
+}
+
+fn shell_words<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    deserializer.deserialize_any(ListVisitor {
+        split: |text| {
+            shlex::split(text).ok_or_else(|| {
+                format!("cannot split '{text}' into shell words (unbalanced quotes?)")
+            })
+        },
+        expecting: "an array of strings or a string of shell words",
+    })
+}
+
+fn whitespace_words<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    deserializer.deserialize_any(ListVisitor {
+        split: |text| Ok(text.split_whitespace().map(str::to_owned).collect()),
+        expecting: "an array of strings or a whitespace-separated string",
+    })
+}
+
+fn arguments<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    deserializer.deserialize_any(ListVisitor {
+        split: |text| {
+            Ok(if text.is_empty() {
+                Vec::new()
+            } else {
+                vec![text.to_owned()]
+            })
+        },
+        expecting: "a string or an array of strings",
+    })
+}
+
+/// One table as written in the file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntry {
+    file: Option<String>,
+    arch: Option<toml::Spanned<Arch>>,
+    smp: Option<Smp>,
+    #[serde(default, deserialize_with = "shell_words")]
+    qemu_params: Vec<String>,
+    #[serde(default, deserialize_with = "arguments")]
+    test_args: Vec<String>,
+    #[serde(default, deserialize_with = "whitespace_words")]
+    groups: Vec<String>,
+    accel: Option<Accel>,
+    timeout: Option<TimeoutSetting>,
+    machine: Option<String>,
+}
+
+/// One test run: a table of unittests.toml with its defaults filled in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestEntry {
+    /// The table name: the run's name in output and logs.
+    pub name: String,
+    /// The guest crate and binary name (`file`, else the table name).
+    pub file: String,
+    /// The `arch` key, if given.
+    pub arch: Option<Arch>,
+    /// Byte range of the `arch` value in the file, for error messages.
+    pub arch_span: Option<Range<usize>>,
+    /// The `smp` key (default 1).
+    pub smp: Smp,
+    /// Extra QEMU parameters, appended after the runner's defaults.
+    pub qemu_params: Vec<String>,
+    /// Arguments for the guest; passed joined by spaces as `-append`.
+    pub test_args: Vec<String>,
+    /// The run's groups.
+    pub groups: Vec<String>,
+    /// The only accelerator this run may use, if any.
+    pub accel: Option<Accel>,
+    /// The `timeout` key (zero disables the timeout); `None` means the default.
+    pub timeout: Option<Duration>,
+    /// The QEMU machine type, if not the architecture's default.
+    pub machine: Option<String>,
+}
+
+impl TestEntry {
+    /// Whether the run belongs to `group`.
+    pub fn in_group(&self, group: &str) -> bool {
+        self.groups.iter().any(|own| own == group)
+    }
+
+    /// The timeout in force given the `TIMEOUT` environment value; `None` when disabled.
+    pub fn effective_timeout(&self, environment_timeout: Option<Duration>) -> Option<Duration> {
+        let timeout = environment_timeout
+            .or(self.timeout)
+            .unwrap_or(DEFAULT_TIMEOUT);
+        (!timeout.is_zero()).then_some(timeout)
+    }
+
+    /// Where the guest crate lives: the architecture its directory implies, if any.
+    /// An `arch` key that disagrees with the directory is an error.
+    pub fn resolve_arch(
+        &self,
+        workspace: &Path,
+        config: &Config,
+    ) -> Result<Option<Arch>, ConfigError> {
+        let found = Arch::ALL.into_iter().find(|arch| {
+            workspace
+                .join(arch.test_directory())
+                .join(&self.file)
+                .is_dir()
+        });
+        match (self.arch, found) {
+            (Some(given), Some(found)) if given != found => {
+                let offset = self.arch_span.as_ref().map_or(0, |span| span.start);
+                Err(config.error_at(
+                    offset,
+                    format!(
+                        "[{}] arch: '{given}' disagrees with where the crate lives: {}/{}/ holds {found} guests",
+                        self.name,
+                        found.test_directory(),
+                        self.file
+                    ),
+                ))
+            }
+            (_, Some(found)) => Ok(Some(found)),
+            (given, None) => Ok(given),
+        }
+    }
+}
+
+/// A parsed unittests.toml.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file it was read from, as given.
+    pub path: PathBuf,
+    /// The runs, in file order.
+    pub entries: Vec<TestEntry>,
+    source: String,
+}
+
+/// An error in unittests.toml, located at a line and column.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {message}")]
+    Read {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The file's content is wrong.
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column (in characters).
+        column: usize,
+        /// What is wrong, naming the table and key.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and parses a unittests.toml file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.display().to_string(),
+            message: error.to_string(),
+        })?;
+        Config::parse(path, source)
+    }
+
+    /// Parses unittests.toml content; `path` is only used in messages.
+    pub fn parse(path: &Path, source: String) -> Result<Config, ConfigError> {
+        let mut config = Config {
+            path: path.to_path_buf(),
+            entries: Vec::new(),
+            source,
+        };
+        let raw: IndexMap<String, RawEntry> = match toml::from_str(&config.source) {
+            Ok(raw) => raw,
+            Err(error) => {
+                let offset = error.span().map_or(0, |span| span.start);
+                let message = error.message().trim().replace('\n', " ");
+                let message = match config.locate_key(offset) {
+                    (Some(table), Some(key)) => format!("[{table}] {key}: {message}"),
+                    (Some(table), None) => format!("[{table}]: {message}"),
+                    (None, Some(key)) => format!("{key}: {message}"),
+                    (None, None) => message,
+                };
+                return Err(config.error_at(offset, message));
+            }
+        };
+        config.entries = raw
+            .into_iter()
+            .map(|(name, raw)| TestEntry {
+                file: raw.file.unwrap_or_else(|| name.clone()),
+                arch: raw.arch.as_ref().map(|arch| *arch.get_ref()),
+                arch_span: raw.arch.as_ref().map(toml::Spanned::span),
+                smp: raw.smp.unwrap_or_default(),
+                qemu_params: raw.qemu_params,
+                test_args: raw.test_args,
+                groups: raw.groups,
+                accel: raw.accel,
+                timeout: raw.timeout.map(|timeout| timeout.0),
+                machine: raw.machine,
+                name,
+            })
+            .collect();
+        Ok(config)
+    }
+
+    /// An error at byte `offset` of the file.
+    pub fn error_at(&self, offset: usize, message: String) -> ConfigError {
+        let (line, column) = line_column(&self.source, offset);
+        ConfigError::Invalid {
+            path: self.path.display().to_string(),
+            line,
+            column,
+            message,
+        }
+    }
+
+    /// The table and key around byte `offset`, for naming them in a message.
+    fn locate_key(&self, offset: usize) -> (Option<String>, Option<String>) {
+        let offset = offset.min(self.source.len());
+        let line_start = self.source[..offset]
+            .rfind('\n')
+            .map_or(0, |index| index + 1);
+        let line_end = self.source[offset..]
+            .find('\n')
+            .map_or(self.source.len(), |index| offset + index);
+        let line = &self.source[line_start..line_end];
+        let table = self.source[..line_end]
+            .lines()
+            .rev()
+            .find_map(table_header)
+            .map(str::to_owned);
+        let key = line
+            .split_once('=')
+            .map(|(key, _)| key.trim().trim_matches(['"', '\'']))
+            .filter(|key| !key.is_empty() && !key.starts_with('['))
+            .map(str::to_owned);
+        (table, key)
+    }
+}
+
+/// The table name of a `[name]` header line.
+fn table_header(line: &str) -> Option<&str> {
+    let line = line.trim();
+    let inner = line.strip_prefix('[')?;
+    let end = inner.rfind(']')?;
+    let name = inner[..end].trim().trim_start_matches('[');
+    let name = name.trim_end_matches(']').trim().trim_matches(['"', '\'']);
+    (!name.is_empty()).then_some(name)
+}
+
+/// 1-based line and character column of byte `offset` in `source`.
+pub fn line_column(source: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(source.len());
+    while !source.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &source[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |index| index + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("unittests.toml"), text.to_owned())
+    }
+
+    fn error(text: &str) -> (usize, usize, String) {
+        match parse(text) {
+            Err(ConfigError::Invalid {
+                path,
+                line,
+                column,
+                message,
+            }) => {
+                assert_eq!(path, "unittests.toml");
+                (line, column, message)
+            }
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let config = parse("[msr]\n").unwrap();
+        let entry = &config.entries[0];
+        assert_eq!(entry.name, "msr");
+        assert_eq!(entry.file, "msr");
+        assert_eq!(entry.arch, None);
+        assert_eq!(entry.smp, Smp::Count(1));
+        assert!(
+            entry.qemu_params.is_empty() && entry.test_args.is_empty() && entry.groups.is_empty()
+        );
+        assert_eq!(entry.accel, None);
+        assert_eq!(entry.timeout, None);
+        assert_eq!(entry.machine, None);
+        assert_eq!(entry.effective_timeout(None), Some(DEFAULT_TIMEOUT));
+    }
+
+    #[test]
+    fn every_key_array_forms() {
+        let config = parse(
+            r#"
+[one]
+file = "guest"
+arch = "aarch64"
+smp = 4
+qemu_params = ["-device", "foo,bar=1"]
+test_args = ["a", "b=c"]
+groups = ["g1", "nodefault"]
+accel = "tcg"
+timeout = 30
+machine = "microvm"
+"#,
+        )
+        .unwrap();
+        let entry = &config.entries[0];
+        assert_eq!(entry.file, "guest");
+        assert_eq!(entry.arch, Some(Arch::Aarch64));
+        assert!(entry.arch_span.is_some());
+        assert_eq!(entry.smp, Smp::Count(4));
+        assert_eq!(entry.qemu_params, ["-device", "foo,bar=1"]);
+        assert_eq!(entry.test_args, ["a", "b=c"]);
+        assert_eq!(entry.groups, ["g1", "nodefault"]);
+        assert!(entry.in_group("nodefault"));
+        assert_eq!(entry.accel, Some(Accel::Tcg));
+        assert_eq!(entry.timeout, Some(Duration::from_secs(30)));
+        assert_eq!(entry.machine.as_deref(), Some("microvm"));
+    }
+
+    #[test]
+    fn every_key_string_forms() {
+        let config = parse(
+            r#"
+[two]
+smp = "max"
+qemu_params = "-device 'foo bar' -m 256"
+test_args = "selftest-arg1 key=value"
+groups = "g1  g2"
+timeout = "2m"
+accel = "kvm"
+arch = "x86_64"
+"#,
+        )
+        .unwrap();
+        let entry = &config.entries[0];
+        assert_eq!(entry.smp, Smp::Max);
+        assert_eq!(entry.qemu_params, ["-device", "foo bar", "-m", "256"]);
+        assert_eq!(entry.test_args, ["selftest-arg1 key=value"]);
+        assert_eq!(entry.groups, ["g1", "g2"]);
+        assert_eq!(entry.timeout, Some(Duration::from_secs(120)));
+        assert_eq!(entry.accel, Some(Accel::Kvm));
+        assert_eq!(entry.arch, Some(Arch::X86_64));
+    }
+
+    #[test]
+    fn order_is_kept() {
+        let config = parse("[zeta]\n[alpha]\n[\"mid dle\"]\n").unwrap();
+        let names: Vec<_> = config
+            .entries
+            .iter()
+            .map(|entry| entry.name.as_str())
+            .collect();
+        assert_eq!(names, ["zeta", "alpha", "mid dle"]);
+    }
+
+    #[test]
+    fn the_project_file_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../unittests.toml");
+        let config = Config::load(&path).unwrap();
+        let hang = config
+            .entries
+            .iter()
+            .find(|entry| entry.name == "fixture-hang")
+            .unwrap();
+        assert_eq!(hang.timeout, Some(Duration::from_secs(2)));
+        assert_eq!(hang.file, "fixture");
+    }
+
+    #[test]
+    fn unknown_key() {
+        let (line, column, message) =
+            error("[msr]\nfile = \"msr\"\n\n[cpuid]\nsmp = 2\nbogus = 1\n");
+        assert_eq!((line, column), (6, 1));
+        assert!(
+            message.starts_with("[cpuid] bogus: unknown field `bogus`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn wrong_types() {
+        let (line, column, message) = error("[a]\nfile = 3\n");
+        assert_eq!((line, column), (2, 8));
+        assert!(
+            message.starts_with("[a] file: invalid type: integer"),
+            "{message}"
+        );
+
+        let (line, _, message) = error("[a]\n[b]\ngroups = [\"x\", 2]\n");
+        assert_eq!(line, 3);
+        assert!(message.starts_with("[b] groups: invalid type"), "{message}");
+
+        let (_, _, message) = error("[a]\ntimeout = true\n");
+        assert!(
+            message.starts_with("[a] timeout: invalid type: boolean"),
+            "{message}"
+        );
+        let (_, _, message) = error("[a]\ntimeout = \"soon\"\n");
+        assert!(
+            message.starts_with("[a] timeout: invalid duration"),
+            "{message}"
+        );
+        let (_, _, message) = error("[a]\ntimeout = -1\n");
+        assert!(
+            message.starts_with("[a] timeout: invalid value"),
+            "{message}"
+        );
+        let (_, _, message) = error("[a]\nqemu_params = \"-foo 'bar\"\n");
+        assert!(
+            message.starts_with("[a] qemu_params: cannot split"),
+            "{message}"
+        );
+        let (_, _, message) = error("[a]\naccel = \"hvf\"\n");
+        assert!(
+            message.starts_with("[a] accel: unknown variant `hvf`"),
+            "{message}"
+        );
+        let (_, _, message) = error("test = 1\n");
+        assert!(
+            message.starts_with("test: invalid type: integer"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn smp_zero_and_bad_strings() {
+        let (line, column, message) = error("[a]\nfile = \"x\"\nsmp = 0\n");
+        assert_eq!((line, column), (3, 7));
+        assert!(
+            message.starts_with("[a] smp: invalid value: integer `0`"),
+            "{message}"
+        );
+        let (_, _, message) = error("[a]\nsmp = \"many\"\n");
+        assert!(
+            message.starts_with("[a] smp: invalid value: string \"many\""),
+            "{message}"
+        );
+        let (_, _, message) = error("[a]\nsmp = -3\n");
+        assert!(message.contains("smp"), "{message}");
+    }
+
+    #[test]
+    fn bad_arch_value() {
+        let (line, column, message) = error("[a]\narch = \"arm\"\n");
+        assert_eq!((line, column), (2, 8));
+        assert!(
+            message.starts_with("[a] arch: unknown variant `arm`"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn syntax_error() {
+        let (line, _, message) = error("[a]\nfile = \"x\n");
+        assert_eq!(line, 2);
+        assert!(message.starts_with("[a] file:"), "{message}");
+        let (line, _, _) = error("[a]\n[a]\n");
+        assert_eq!(line, 2);
+    }
+
+    #[test]
+    fn errors_display_file_line_column() {
+        let error = parse("[a]\nsmp = 0\n").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("unittests.toml:2:7: [a] smp: "),
+            "{error}"
+        );
+        assert_eq!(error.to_string().lines().count(), 1);
+    }
+
+    #[test]
+    fn smp_resolution() {
+        assert_eq!(Smp::Max.resolve(None, 8), 8);
+        assert_eq!(Smp::Max.resolve(Some(2), 8), 2);
+        assert_eq!(Smp::Count(4).resolve(None, 2), 4);
+        assert_eq!(Smp::Count(4).resolve(Some(2), 8), 2);
+        assert_eq!(Smp::Count(1).resolve(Some(2), 8), 1);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("3x").is_err());
+        assert_eq!(format_duration(Duration::from_secs(2)), "2s");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
+    }
+
+    #[test]
+    fn timeouts() {
+        let config = parse("[a]\ntimeout = 0\n[b]\ntimeout = \"5s\"\n").unwrap();
+        assert_eq!(config.entries[0].effective_timeout(None), None);
+        assert_eq!(
+            config.entries[1].effective_timeout(None),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            config.entries[1].effective_timeout(Some(Duration::from_secs(7))),
+            Some(Duration::from_secs(7))
+        );
+        assert_eq!(
+            config.entries[1].effective_timeout(Some(Duration::ZERO)),
+            None
+        );
+    }
+
+    #[test]
+    fn arch_inferred_from_directory() {
+        let workspace = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(workspace.path().join("tests-x86/xguest")).unwrap();
+        std::fs::create_dir_all(workspace.path().join("tests-aarch64/aguest")).unwrap();
+        let config = parse(
+            "[x]\nfile = \"xguest\"\n[a]\nfile = \"aguest\"\n[missing]\n[bad]\nfile = \"xguest\"\narch = \"aarch64\"\n",
+        )
+        .unwrap();
+        let resolve = |index: usize| config.entries[index].resolve_arch(workspace.path(), &config);
+        assert_eq!(resolve(0), Ok(Some(Arch::X86_64)));
+        assert_eq!(resolve(1), Ok(Some(Arch::Aarch64)));
+        assert_eq!(resolve(2), Ok(None));
+        let error = resolve(3).unwrap_err().to_string();
+        assert!(
+            error.starts_with("unittests.toml:8:8: [bad] arch: 'aarch64' disagrees"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn positions() {
+        assert_eq!(line_column("ab\ncd", 0), (1, 1));
+        assert_eq!(line_column("ab\ncd", 4), (2, 2));
+        assert_eq!(line_column("é\nx", 3), (2, 1));
+    }
+}

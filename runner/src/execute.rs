@@ -1,0 +1,507 @@
+//! Running one QEMU process: spawn it in its own process group, read its stdout (the guest's
+//! serial console) and stderr as lines, log them, enforce the timeout, kill QEMU at once on a
+//! hypervisor error, and kill every running QEMU on Ctrl-C.
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use crate::outcome::{ProcessExit, Stream, Transcript};
+use crate::qemu::QemuCommand;
+
+/// Longest line kept whole; longer output is split into lines of this many bytes.
+const MAX_LINE_BYTES: usize = 16 * 1024;
+/// How long QEMU gets to exit after SIGTERM before SIGKILL.
+const TERMINATE_GRACE: Duration = Duration::from_millis(500);
+/// How long to keep reading output after QEMU was killed.
+const DRAIN_TIME: Duration = Duration::from_millis(500);
+/// How often to poll a child that closed its pipes but has not exited.
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
+
+/// The process groups of running QEMUs, and whether the runner was interrupted.
+struct Registry {
+    interrupted: bool,
+    groups: Vec<i32>,
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    interrupted: false,
+    groups: Vec::new(),
+});
+
+fn registry() -> MutexGuard<'static, Registry> {
+    REGISTRY
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Kills every running QEMU process group (SIGTERM, then SIGKILL) and stops new ones from
+/// starting. For the Ctrl-C handler.
+pub fn interrupt_all() {
+    let groups = {
+        let mut registry = registry();
+        registry.interrupted = true;
+        registry.groups.clone()
+    };
+    for group in &groups {
+        signal_group(*group, Signal::SIGTERM);
+    }
+    if !groups.is_empty() {
+        thread::sleep(TERMINATE_GRACE);
+        for group in &groups {
+            signal_group(*group, Signal::SIGKILL);
+        }
+    }
+}
+
+/// Whether `interrupt_all` was called.
+pub fn interrupted() -> bool {
+    registry().interrupted
+}
+
+fn signal_group(group: i32, signal: Signal) {
+    // The group may already be gone; nothing to do then.
+    let _ = killpg(Pid::from_raw(group), signal);
+}
+
+/// What went wrong starting QEMU.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    /// The program could not be started.
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why.
+        source: io::Error,
+    },
+    /// The runner was interrupted, so nothing more is started.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// Where a run's lines go besides the transcript.
+pub struct Sinks<'a> {
+    /// The log file, if any: every line, in arrival order.
+    pub log: Option<&'a mut dyn Write>,
+    /// Echo serial lines to stdout and QEMU's stderr lines to stderr as they arrive.
+    pub live: bool,
+}
+
+/// How one QEMU run went.
+#[derive(Debug)]
+pub struct Execution {
+    /// How QEMU ended.
+    pub exit: ProcessExit,
+    /// What it printed.
+    pub transcript: Transcript,
+    /// Wall time from spawn to exit.
+    pub duration: Duration,
+}
+
+enum Event {
+    Line(Stream, String),
+    Closed,
+}
+
+/// Runs `command` to completion (or timeout, or hypervisor error), stdin from /dev/null.
+pub fn execute(
+    command: &QemuCommand,
+    timeout: Option<Duration>,
+    sinks: Sinks<'_>,
+) -> Result<Execution, ExecuteError> {
+    let Sinks { mut log, live } = sinks;
+    let mut process = Command::new(&command.program);
+    process
+        .args(&command.args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let start = Instant::now();
+    let mut child = {
+        let mut registry = registry();
+        if registry.interrupted {
+            return Err(ExecuteError::Interrupted);
+        }
+        let child = process.spawn().map_err(|source| ExecuteError::Spawn {
+            program: command.program.clone(),
+            source,
+        })?;
+        registry.groups.push(group_of(&child));
+        child
+    };
+    let group = group_of(&child);
+
+    let (sender, receiver) = mpsc::channel();
+    let mut readers = Vec::new();
+    if let Some(stdout) = child.stdout.take() {
+        let sender = sender.clone();
+        readers.push(thread::spawn(move || pump(stdout, Stream::Serial, &sender)));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        let sender = sender.clone();
+        readers.push(thread::spawn(move || pump(stderr, Stream::Stderr, &sender)));
+    }
+    drop(sender);
+
+    let deadline = timeout.map(|timeout| start + timeout);
+    let mut transcript = Transcript::new();
+    let mut open = readers.len();
+    let mut killed: Option<Option<Duration>> = None;
+    let mut drain_until: Option<Instant> = None;
+    let mut record = |stream: Stream, line: &str, transcript: &mut Transcript| {
+        if let Some(log) = log.as_mut() {
+            // A log that cannot be written must not stop the run.
+            let _ = writeln!(log, "{line}");
+        }
+        if live {
+            match stream {
+                Stream::Serial => println!("{line}"),
+                Stream::Stderr => eprintln!("{line}"),
+            }
+        }
+        transcript.push(stream, line)
+    };
+    while open > 0 {
+        let wait_until = drain_until.or(deadline);
+        let event = match wait_until {
+            Some(until) => receiver.recv_timeout(until.saturating_duration_since(Instant::now())),
+            None => receiver.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match event {
+            Ok(Event::Line(stream, line)) => {
+                if record(stream, &line, &mut transcript) && killed.is_none() {
+                    terminate(&mut child, group);
+                    killed = Some(None);
+                    drain_until = Some(Instant::now() + DRAIN_TIME);
+                }
+            }
+            Ok(Event::Closed) => open -= 1,
+            Err(RecvTimeoutError::Timeout) if killed.is_none() => {
+                terminate(&mut child, group);
+                killed = Some(timeout);
+                drain_until = Some(Instant::now() + DRAIN_TIME);
+            }
+            Err(_) => break,
+        }
+    }
+    // Both pipes are closed (or we stopped draining): reap QEMU, still under the timeout.
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None)
+                if killed.is_none()
+                    && deadline.is_some_and(|deadline| Instant::now() >= deadline) =>
+            {
+                terminate(&mut child, group);
+                killed = Some(timeout);
+            }
+            Ok(None) => thread::sleep(POLL_INTERVAL),
+            Err(_) => break None,
+        }
+    };
+    let duration = start.elapsed();
+    // Stragglers in QEMU's group, if any, go too; then the group is no longer ours.
+    signal_group(group, Signal::SIGKILL);
+    registry().groups.retain(|running| *running != group);
+    if drain_until.is_none() {
+        for reader in readers {
+            let _ = reader.join();
+        }
+    }
+    while let Ok(Event::Line(stream, line)) = receiver.try_recv() {
+        record(stream, &line, &mut transcript);
+    }
+
+    let exit = match killed {
+        Some(Some(after)) => ProcessExit::TimedOut(after),
+        _ => process_exit(status),
+    };
+    Ok(Execution {
+        exit,
+        transcript,
+        duration,
+    })
+}
+
+fn group_of(child: &Child) -> i32 {
+    i32::try_from(child.id()).unwrap_or(i32::MAX)
+}
+
+fn process_exit(status: Option<ExitStatus>) -> ProcessExit {
+    match status {
+        Some(status) => match (status.code(), status.signal()) {
+            (Some(code), _) => ProcessExit::Exited(code),
+            (None, Some(signal)) => ProcessExit::Signaled(signal),
+            (None, None) => ProcessExit::Exited(-1),
+        },
+        None => ProcessExit::Exited(-1),
+    }
+}
+
+/// SIGTERM to the group, SIGKILL if the leader is still alive after a grace period.
+fn terminate(child: &mut Child, group: i32) {
+    signal_group(group, Signal::SIGTERM);
+    let give_up = Instant::now() + TERMINATE_GRACE;
+    while Instant::now() < give_up {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        thread::sleep(POLL_INTERVAL);
+    }
+    signal_group(group, Signal::SIGKILL);
+}
+
+/// Reads `stream` as lines (lossy UTF-8, at most `MAX_LINE_BYTES` each) into `sender`.
+fn pump(stream: impl Read, which: Stream, sender: &mpsc::Sender<Event>) {
+    let mut reader = BufReader::new(stream);
+    let mut buffer = Vec::new();
+    loop {
+        buffer.clear();
+        match read_line_bounded(&mut reader, &mut buffer, MAX_LINE_BYTES) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {
+                let line = String::from_utf8_lossy(&buffer);
+                let line = line.trim_end_matches(['\n', '\r']).to_owned();
+                if sender.send(Event::Line(which, line)).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = sender.send(Event::Closed);
+}
+
+/// Reads up to and including a newline, or `limit` bytes, whichever comes first.
+fn read_line_bounded(
+    reader: &mut impl BufRead,
+    buffer: &mut Vec<u8>,
+    limit: usize,
+) -> io::Result<usize> {
+    let mut total = 0;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(available) => available,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        if available.is_empty() {
+            return Ok(total);
+        }
+        let room = limit - total;
+        let window = &available[..available.len().min(room)];
+        let (taken, done) = match window.iter().position(|byte| *byte == b'\n') {
+            Some(index) => (index + 1, true),
+            None => (window.len(), window.len() == room),
+        };
+        buffer.extend_from_slice(&window[..taken]);
+        reader.consume(taken);
+        total += taken;
+        if done {
+            return Ok(total);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::{ExitMethod, Outcome, Verdict, classify};
+
+    fn shell(script: &str) -> QemuCommand {
+        QemuCommand {
+            program: "/bin/sh".into(),
+            args: vec!["-c".into(), script.into()],
+        }
+    }
+
+    fn run(script: &str, timeout: Option<Duration>) -> (Execution, Vec<u8>) {
+        let mut log = Vec::new();
+        let execution = execute(
+            &shell(script),
+            timeout,
+            Sinks {
+                log: Some(&mut log),
+                live: false,
+            },
+        )
+        .unwrap();
+        (execution, log)
+    }
+
+    #[test]
+    fn bounded_lines() {
+        let mut reader = io::Cursor::new(b"ab\ncdefgh\n\nxyz".to_vec());
+        let mut lines = Vec::new();
+        loop {
+            let mut buffer = Vec::new();
+            if read_line_bounded(&mut reader, &mut buffer, 4).unwrap() == 0 {
+                break;
+            }
+            lines.push(String::from_utf8(buffer).unwrap());
+        }
+        assert_eq!(lines, ["ab\n", "cdef", "gh\n", "\n", "xyz"]);
+    }
+
+    #[test]
+    fn pass_through_a_fake_qemu() {
+        let (execution, log) = run(
+            "echo 'PASS: a'; echo 'SUMMARY: 1 tests'; echo 'warn' >&2; echo 'EXIT: STATUS=1'; exit 1",
+            None,
+        );
+        assert_eq!(execution.exit, ProcessExit::Exited(1));
+        let outcome = classify(
+            execution.exit,
+            &execution.transcript,
+            ExitMethod::StatusDevice,
+        );
+        assert_eq!(
+            outcome,
+            Outcome::Pass {
+                summary: Some("1 tests".into())
+            }
+        );
+        let log = String::from_utf8(log).unwrap();
+        assert!(
+            log.contains("PASS: a\n") && log.contains("warn\n") && log.contains("EXIT: STATUS=1\n"),
+            "{log}"
+        );
+    }
+
+    #[test]
+    fn qemu_that_fails_to_start_is_never_a_pass() {
+        for program in ["/bin/false", "/usr/bin/false"] {
+            if std::path::Path::new(program).exists() {
+                let command = QemuCommand {
+                    program: program.into(),
+                    args: vec!["-kernel".into(), "x".into()],
+                };
+                let execution = execute(
+                    &command,
+                    None,
+                    Sinks {
+                        log: None,
+                        live: false,
+                    },
+                )
+                .unwrap();
+                let outcome = classify(
+                    execution.exit,
+                    &execution.transcript,
+                    ExitMethod::StatusDevice,
+                );
+                assert!(matches!(outcome, Outcome::QemuError { .. }), "{outcome:?}");
+            }
+        }
+        let (execution, _) = run("echo 'qemu: -foo: invalid option' >&2; exit 1", None);
+        let outcome = classify(
+            execution.exit,
+            &execution.transcript,
+            ExitMethod::StatusDevice,
+        );
+        assert!(
+            matches!(outcome, Outcome::QemuError { ref reason } if reason.contains("invalid option")),
+            "{outcome:?}"
+        );
+    }
+
+    #[test]
+    fn missing_program() {
+        let command = QemuCommand {
+            program: "/nonexistent/qemu".into(),
+            args: Vec::new(),
+        };
+        assert!(matches!(
+            execute(
+                &command,
+                None,
+                Sinks {
+                    log: None,
+                    live: false
+                }
+            ),
+            Err(ExecuteError::Spawn { .. })
+        ));
+    }
+
+    #[test]
+    fn timeout_kills_the_whole_group() {
+        let marker = tempfile::NamedTempFile::new().unwrap();
+        let path = marker.path().display().to_string();
+        // A grandchild that would write the marker file if it outlived the kill.
+        let script = format!("(sleep 2; echo alive > {path}) & echo started; sleep 30");
+        let (execution, _) = run(&script, Some(Duration::from_millis(300)));
+        assert_eq!(
+            execution.exit,
+            ProcessExit::TimedOut(Duration::from_millis(300))
+        );
+        assert!(
+            execution.duration < Duration::from_secs(2),
+            "{:?}",
+            execution.duration
+        );
+        assert_eq!(
+            execution.transcript.serial_lines().collect::<Vec<_>>(),
+            ["started"]
+        );
+        thread::sleep(Duration::from_millis(2500));
+        assert_eq!(std::fs::read_to_string(marker.path()).unwrap(), "");
+    }
+
+    #[test]
+    fn hypervisor_error_kills_at_once() {
+        let script = "echo 'PASS: a'; echo 'KVM internal error. Suberror: 1' >&2; echo 'emulation failure' >&2; \
+                      trap '' TERM; sleep 60";
+        let (execution, log) = run(script, Some(Duration::from_secs(60)));
+        assert!(
+            execution.duration < Duration::from_secs(2),
+            "{:?}",
+            execution.duration
+        );
+        let outcome = classify(
+            execution.exit,
+            &execution.transcript,
+            ExitMethod::StatusDevice,
+        );
+        assert_eq!(
+            outcome,
+            Outcome::HypervisorError {
+                reason: "KVM internal error. Suberror: 1".into()
+            }
+        );
+        let log = String::from_utf8(log).unwrap();
+        assert!(log.contains("KVM internal error"), "{log}");
+    }
+
+    #[test]
+    fn signals_are_crashes() {
+        let (execution, _) = run("kill -SEGV $$", None);
+        assert_eq!(execution.exit, ProcessExit::Signaled(11));
+        let outcome = classify(
+            execution.exit,
+            &execution.transcript,
+            ExitMethod::StatusDevice,
+        );
+        assert_eq!(outcome.report_line("t"), "FAIL t (terminated on SIGSEGV)");
+        assert_eq!(outcome.verdict(), Verdict::Fail);
+    }
+
+    #[test]
+    fn long_and_binary_output() {
+        let (execution, log) = run(
+            "head -c 40000 /dev/zero | tr '\\0' 'x'; printf '\\377\\n'; exit 0",
+            None,
+        );
+        assert_eq!(execution.exit, ProcessExit::Exited(0));
+        assert!(execution.transcript.serial_lines().count() >= 3);
+        assert!(log.len() > 40000);
+    }
+}

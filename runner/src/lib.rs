@@ -1,0 +1,12 @@
+//! vmunit-runner library: configuration, command-line building, execution and classification of
+//! guest test runs under QEMU, shared by the `vmunit-runner` binary and its integration tests.
+
+pub mod app;
+pub mod config;
+pub mod environment;
+pub mod execute;
+pub mod guests;
+pub mod outcome;
+pub mod qemu;
+pub mod select;
+pub mod workspace;

@@ -1,0 +1,157 @@
+//! vmunit-runner's command line: parses options (clap), installs the Ctrl-C handler, and runs
+//! the selected guest tests through the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use vmunit_runner::app::{self, AppError, Environment, Options};
+use vmunit_runner::config::{Accel, Arch};
+use vmunit_runner::execute;
+use vmunit_runner::select::Selection;
+use vmunit_runner::workspace;
+
+const ENVIRONMENT_HELP: &str = "\
+Environment variables:
+  QEMU      QEMU binary to run instead of qemu-system-<arch>
+  ACCEL     accelerator, kvm or tcg (default: kvm when /dev/kvm is usable, else tcg)
+  TIMEOUT   timeout for every test, overriding unittests.toml (\"90s\", \"2m\"; 0 disables)
+  MAX_SMP   CPU count for smp = \"max\" and upper bound for every smp value (default: nproc)
+  MACHINE   QEMU machine type for every test (default: q35 on x86_64, virt on aarch64)
+
+Exit status: 0 all passed or skipped, 1 a test failed, 2 usage, config or build error,
+130 interrupted.";
+
+/// Builds the vmunit guest tests and runs them under QEMU, kvm-unit-tests style.
+#[derive(Parser, Debug)]
+#[command(name = "vmunit-runner", version, after_help = ENVIRONMENT_HELP)]
+struct Cli {
+    /// Tests to run: names or glob patterns from unittests.toml (default: all)
+    #[arg(value_name = "TESTS")]
+    tests: Vec<String>,
+
+    /// Run up to N tests in parallel
+    #[arg(short = 'j', long = "jobs", value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: u16,
+
+    /// Run only tests in GROUP (repeatable, or a comma-separated list)
+    #[arg(
+        short = 'g',
+        long = "group",
+        value_name = "GROUP",
+        value_delimiter = ','
+    )]
+    groups: Vec<String>,
+
+    /// Also run tests in group nodefault
+    #[arg(short = 'a', long = "all")]
+    all: bool,
+
+    /// Print each QEMU command before it runs; show nodefault tests that were left out
+    #[arg(short = 'v', long = "verbose")]
+    verbose: bool,
+
+    /// List the selected tests and exit
+    #[arg(short = 'l', long = "list")]
+    list: bool,
+
+    /// Dry run: print the QEMU command lines instead of running them
+    #[arg(short = 'n', long = "dry-run")]
+    dry_run: bool,
+
+    /// Accelerator to use [default: kvm when /dev/kvm is usable, else tcg]
+    #[arg(long, value_enum, env = "ACCEL", value_name = "ACCEL")]
+    accel: Option<Accel>,
+
+    /// Run only guests of this architecture (others SKIP)
+    #[arg(long, value_enum, value_name = "ARCH")]
+    arch: Option<Arch>,
+
+    /// Do not build the guests first
+    #[arg(long)]
+    no_build: bool,
+
+    /// Read test runs from PATH instead of <workspace>/unittests.toml
+    #[arg(long, value_name = "PATH")]
+    config: Option<PathBuf>,
+
+    /// Write logs to DIR instead of <workspace>/logs
+    #[arg(long, value_name = "DIR")]
+    log_dir: Option<PathBuf>,
+
+    /// Extra QEMU arguments, appended to every command line (after --)
+    #[arg(last = true, value_name = "EXTRA_QEMU_ARGS")]
+    extra_qemu_args: Vec<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            if execute::interrupted() || matches!(error, AppError::Interrupted) {
+                eprintln!("vmunit: interrupted");
+                return ExitCode::from(130);
+            }
+            eprintln!("{}", message(&error));
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+/// The one line printed for an error: config errors start with file:line:col.
+fn message(error: &AppError) -> String {
+    match error {
+        AppError::Config(error) => error.to_string(),
+        other => format!("vmunit: {other}"),
+    }
+}
+
+fn run(cli: Cli) -> Result<u8, AppError> {
+    let workspace = workspace::locate()
+        .or_else(|| {
+            cli.config
+                .as_deref()
+                .and_then(|config| config.parent())
+                .map(PathBuf::from)
+        })
+        .ok_or_else(|| {
+            AppError::Usage(format!(
+                "cannot find the workspace: no {} here or above",
+                workspace::CONFIG_FILE
+            ))
+        })?;
+    let mut options = Options::new(&workspace);
+    if let Some(config) = cli.config {
+        options.config = config;
+    }
+    if let Some(log_dir) = cli.log_dir {
+        options.log_dir = log_dir;
+    }
+    options.selection = Selection {
+        names: cli.tests,
+        groups: cli.groups,
+        all: cli.all,
+    };
+    options.jobs = usize::from(cli.jobs);
+    options.verbose = cli.verbose;
+    options.dry_run = cli.dry_run;
+    options.accel = cli.accel;
+    options.arch = cli.arch;
+    options.build = !cli.no_build;
+    options.extra_qemu_args = cli.extra_qemu_args;
+    options.environment = Environment::from_process();
+
+    if cli.list {
+        for name in app::list(&options)? {
+            println!("{name}");
+        }
+        return Ok(0);
+    }
+    if let Err(error) = ctrlc::set_handler(execute::interrupt_all) {
+        eprintln!("vmunit: cannot install the Ctrl-C handler: {error}");
+    }
+    let report = app::run(&options)?;
+    Ok(report.exit_code())
+}

@@ -1,0 +1,352 @@
+//! QEMU command lines: the per-architecture defaults and the assembly of one run's command.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{Accel, Arch};
+use crate::outcome::ExitMethod;
+
+/// Where Debian's QEMU packages put qboot, the fast firmware used on pc/q35 when present.
+pub const QBOOT_PATH: &str = "/usr/share/qemu/qboot.rom";
+/// Guest memory in MiB.
+pub const MEMORY_MIB: u32 = 128;
+
+/// How to run guests of one architecture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArchProfile {
+    /// The architecture.
+    pub arch: Arch,
+    /// The machine type used when neither the table nor `MACHINE` names one.
+    pub default_machine: &'static str,
+    /// Options that give the guest its way to report a result and make QEMU exit.
+    pub exit_options: &'static [&'static str],
+    /// How the guest's result shows in QEMU's exit.
+    pub exit_method: ExitMethod,
+    /// Whether qboot may be used (on machines `uses_qboot` accepts).
+    pub qboot: bool,
+    /// The `-cpu` model under TCG.
+    pub cpu_tcg: &'static str,
+    /// The `-cpu` model under KVM.
+    pub cpu_kvm: &'static str,
+}
+
+/// x86_64: q35, qboot, isa-debug-exit.
+pub const X86_64: ArchProfile = ArchProfile {
+    arch: Arch::X86_64,
+    default_machine: "q35",
+    exit_options: &["-device", "isa-debug-exit,iobase=0xf4,iosize=0x4"],
+    exit_method: ExitMethod::StatusDevice,
+    qboot: true,
+    cpu_tcg: "max",
+    // QEMU 10 aborts at start under some KVMs (software ones such as kvm_pvm) that refuse
+    // IA32_ARCH_CAPABILITIES (MSR 0x10a), which `max` enables; a table can still pick its own
+    // `-cpu` through qemu_params, which come later.
+    cpu_kvm: "max,-arch-capabilities",
+};
+
+/// aarch64: virt with semihosting for the exit status.
+pub const AARCH64: ArchProfile = ArchProfile {
+    arch: Arch::Aarch64,
+    default_machine: "virt",
+    exit_options: &["-semihosting"],
+    exit_method: ExitMethod::StatusDevice,
+    qboot: false,
+    cpu_tcg: "max",
+    cpu_kvm: "max",
+};
+
+impl ArchProfile {
+    /// The profile of an architecture.
+    pub fn of(arch: Arch) -> &'static ArchProfile {
+        match arch {
+            Arch::X86_64 => &X86_64,
+            Arch::Aarch64 => &AARCH64,
+        }
+    }
+
+    /// The `-cpu` model for an accelerator.
+    pub fn cpu_model(&self, accel: Accel) -> &'static str {
+        match accel {
+            Accel::Kvm => self.cpu_kvm,
+            Accel::Tcg => self.cpu_tcg,
+        }
+    }
+
+    /// The QEMU binary's default name: `qemu-system-<arch>`.
+    pub fn default_program(&self) -> String {
+        format!("qemu-system-{}", self.arch.name())
+    }
+}
+
+/// Whether a machine type is pc or q35 (including versioned names), where qboot works.
+pub fn uses_qboot(machine: &str) -> bool {
+    matches!(machine, "pc" | "q35") || machine.starts_with("pc-")
+}
+
+/// A program and its arguments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QemuCommand {
+    /// The QEMU binary (a name looked up in PATH, or a path).
+    pub program: String,
+    /// Its arguments.
+    pub args: Vec<String>,
+}
+
+impl QemuCommand {
+    /// The command shell-quoted, ready to paste into a shell.
+    pub fn shell_line(&self) -> String {
+        std::iter::once(self.program.as_str())
+            .chain(self.args.iter().map(String::as_str))
+            .map(quote)
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// Quotes a word for a POSIX shell, leaving words of harmless characters as they are.
+pub fn quote(word: &str) -> String {
+    let harmless =
+        |character: char| character.is_ascii_alphanumeric() || "_-+=/.,:@%".contains(character);
+    if !word.is_empty() && word.chars().all(harmless) {
+        return word.to_owned();
+    }
+    shlex::try_quote(word).map_or_else(|_| format!("{word:?}"), |quoted| quoted.into_owned())
+}
+
+/// Everything one run's command line depends on.
+#[derive(Clone, Debug)]
+pub struct LaunchSpec<'a> {
+    /// How to run this architecture.
+    pub profile: &'static ArchProfile,
+    /// The QEMU binary.
+    pub program: String,
+    /// The machine type.
+    pub machine: &'a str,
+    /// The accelerator.
+    pub accel: Accel,
+    /// CPU count.
+    pub smp: u32,
+    /// The guest image.
+    pub image: &'a Path,
+    /// The guest's arguments, joined by spaces into `-append`.
+    pub test_args: &'a [String],
+    /// The table's `qemu_params`.
+    pub qemu_params: &'a [String],
+    /// Arguments given after `--` on the runner's command line.
+    pub extra_args: &'a [String],
+    /// qboot's path, when it exists on this host.
+    pub qboot: Option<PathBuf>,
+    /// The guest environment file, passed as the initrd (see `environment.rs`).
+    pub environment_file: Option<&'a Path>,
+}
+
+/// Builds the QEMU command line: the runner's defaults, then `qemu_params`, then the extra
+/// arguments, so that later ones override earlier ones.
+pub fn build_command(spec: &LaunchSpec<'_>) -> QemuCommand {
+    let mut args: Vec<String> = [
+        "-nodefaults",
+        "-display",
+        "none",
+        "-no-reboot",
+        "-machine",
+        spec.machine,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    if let Some(qboot) = spec
+        .qboot
+        .as_ref()
+        .filter(|_| spec.profile.qboot && uses_qboot(spec.machine))
+    {
+        args.extend(["-bios".to_owned(), qboot.display().to_string()]);
+    }
+    args.extend(
+        [
+            "-accel",
+            spec.accel.name(),
+            "-cpu",
+            spec.profile.cpu_model(spec.accel),
+            "-m",
+            &MEMORY_MIB.to_string(),
+            "-smp",
+            &spec.smp.to_string(),
+        ]
+        .map(str::to_owned),
+    );
+    args.extend(
+        spec.profile
+            .exit_options
+            .iter()
+            .map(|option| (*option).to_owned()),
+    );
+    args.extend(["-serial", "stdio", "-kernel"].map(str::to_owned));
+    args.push(spec.image.display().to_string());
+    if !spec.test_args.is_empty() {
+        args.extend(["-append".to_owned(), spec.test_args.join(" ")]);
+    }
+    if let Some(file) = spec.environment_file {
+        args.extend(["-initrd".to_owned(), file.display().to_string()]);
+    }
+    args.extend(spec.qemu_params.iter().cloned());
+    args.extend(spec.extra_args.iter().cloned());
+    QemuCommand {
+        program: spec.program.clone(),
+        args,
+    }
+}
+
+/// Whether /dev/kvm can be opened for reading and writing.
+pub fn kvm_usable() -> bool {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok()
+}
+
+/// Whether `program` can be run: an existing file if it names a path, else found in PATH.
+pub fn program_exists(program: &str) -> bool {
+    if program.contains('/') {
+        return Path::new(program).is_file();
+    }
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|directory| directory.join(program).is_file())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec<'a>(machine: &'a str, image: &'a Path) -> LaunchSpec<'a> {
+        LaunchSpec {
+            profile: &X86_64,
+            program: "qemu-system-x86_64".into(),
+            machine,
+            accel: Accel::Tcg,
+            smp: 1,
+            image,
+            test_args: &[],
+            qemu_params: &[],
+            extra_args: &[],
+            qboot: Some(PathBuf::from(QBOOT_PATH)),
+            environment_file: None,
+        }
+    }
+
+    #[test]
+    fn x86_defaults() {
+        let image = Path::new("/w/target/x86_64-unknown-none/release/msr");
+        let command = build_command(&spec("q35", image));
+        assert_eq!(
+            command.shell_line(),
+            "qemu-system-x86_64 -nodefaults -display none -no-reboot -machine q35 -bios /usr/share/qemu/qboot.rom \
+             -accel tcg -cpu max -m 128 -smp 1 -device isa-debug-exit,iobase=0xf4,iosize=0x4 -serial stdio \
+             -kernel /w/target/x86_64-unknown-none/release/msr"
+        );
+    }
+
+    #[test]
+    fn qboot_only_on_pc_and_q35() {
+        let image = Path::new("guest");
+        for (machine, expected) in [
+            ("q35", true),
+            ("pc", true),
+            ("pc-q35-10.0", true),
+            ("microvm", false),
+        ] {
+            let command = build_command(&spec(machine, image));
+            assert_eq!(
+                command.args.contains(&"-bios".to_owned()),
+                expected,
+                "{machine}"
+            );
+        }
+        let mut without = spec("q35", image);
+        without.qboot = None;
+        assert!(!build_command(&without).args.contains(&"-bios".to_owned()));
+        let mut arm = spec("virt", image);
+        arm.profile = &AARCH64;
+        let command = build_command(&arm);
+        assert!(!command.args.contains(&"-bios".to_owned()));
+        assert!(command.args.contains(&"-semihosting".to_owned()));
+        assert!(
+            !command
+                .args
+                .iter()
+                .any(|arg| arg.contains("isa-debug-exit"))
+        );
+    }
+
+    #[test]
+    fn order_of_user_arguments() {
+        let image = Path::new("guest");
+        let test_args = ["selftest-arg1".to_owned(), "key=value".to_owned()];
+        let qemu_params = ["-m".to_owned(), "256".to_owned()];
+        let extra = ["-d".to_owned(), "int".to_owned()];
+        let mut spec = spec("q35", image);
+        spec.accel = Accel::Kvm;
+        spec.smp = 4;
+        spec.test_args = &test_args;
+        spec.qemu_params = &qemu_params;
+        spec.extra_args = &extra;
+        let command = build_command(&spec);
+        let tail: Vec<&str> = command
+            .args
+            .iter()
+            .map(String::as_str)
+            .rev()
+            .take(8)
+            .collect();
+        assert_eq!(
+            tail,
+            [
+                "int",
+                "-d",
+                "256",
+                "-m",
+                "selftest-arg1 key=value",
+                "-append",
+                "guest",
+                "-kernel"
+            ]
+        );
+        let position = |word: &str| command.args.iter().position(|arg| arg == word).unwrap();
+        assert!(position("-m") < position("256") && position("256") < position("-append") + 10);
+        assert_eq!(command.args[position("-accel") + 1], "kvm");
+        assert_eq!(command.args[position("-cpu") + 1], "max,-arch-capabilities");
+        assert_eq!(command.args[position("-smp") + 1], "4");
+        assert!(
+            command
+                .shell_line()
+                .contains("-append 'selftest-arg1 key=value'")
+        );
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(
+            quote("isa-debug-exit,iobase=0xf4"),
+            "isa-debug-exit,iobase=0xf4"
+        );
+        assert_eq!(quote("a b"), "'a b'");
+        assert_eq!(quote(""), "''");
+        assert_eq!(quote("it's"), "\"it's\"");
+    }
+
+    #[test]
+    fn no_append_without_arguments() {
+        assert!(
+            !build_command(&spec("q35", Path::new("g")))
+                .args
+                .contains(&"-append".to_owned())
+        );
+    }
+
+    #[test]
+    fn program_lookup() {
+        assert!(program_exists("sh"));
+        assert!(program_exists("/bin/sh"));
+        assert!(!program_exists("/nonexistent/qemu"));
+        assert!(!program_exists("qemu-system-does-not-exist"));
+    }
+}

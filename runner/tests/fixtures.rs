@@ -1,0 +1,273 @@
+//! Integration tests: the fixture guests of unittests.toml (group selftest-negative) must be
+//! classified as expected under the default accelerator and under TCG, and the command line must
+//! fail cleanly on a broken config or a QEMU that exits at once.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use vmunit_runner::app::{self, Environment, Options, Report};
+use vmunit_runner::config::{Accel, Arch};
+use vmunit_runner::outcome::Outcome;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The runner binary with the runner's environment variables cleared.
+fn runner() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_vmunit-runner"));
+    for variable in ["QEMU", "ACCEL", "TIMEOUT", "MAX_SMP", "MACHINE"] {
+        command.env_remove(variable);
+    }
+    command.current_dir(workspace());
+    command
+}
+
+fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Builds (through the runner's own cargo step) and runs the selftest-negative fixtures.
+fn run_fixtures(accel: Option<Accel>) -> Report {
+    let root = workspace();
+    assert!(
+        root.join("tests-x86/fixture/Cargo.toml").is_file(),
+        "the fixture guest crate tests-x86/fixture does not exist: these tests cannot pass without it"
+    );
+    let logs = tempfile::tempdir().unwrap();
+    let mut options = Options::new(&root);
+    options.selection.groups = vec!["selftest-negative".to_owned()];
+    options.accel = accel;
+    options.jobs = 2;
+    options.log_dir = logs.path().join("logs");
+    options.environment = Environment::default();
+    app::run(&options).unwrap_or_else(|error| panic!("the runner failed: {error}"))
+}
+
+fn check(report: &Report, kvm: bool) {
+    let outcome = |name: &str| {
+        report
+            .outcome(name)
+            .unwrap_or_else(|| panic!("no result for {name} in {report:#?}"))
+            .clone()
+    };
+    let expect = |name: &str, matches: fn(&Outcome) -> bool| {
+        let found = outcome(name);
+        assert!(matches(&found), "{name}: unexpected outcome {found:?}");
+    };
+    expect("fixture-pass", |outcome| {
+        matches!(outcome, Outcome::Pass { .. })
+    });
+    expect("fixture-fail", |outcome| {
+        matches!(outcome, Outcome::Fail { .. })
+    });
+    expect("fixture-skip", |outcome| {
+        matches!(outcome, Outcome::Skip { .. })
+    });
+    expect("fixture-panic", |outcome| {
+        matches!(outcome, Outcome::Crash { reason } if reason.contains("panicked at") && reason.contains("on purpose"))
+    });
+    expect("fixture-exception", |outcome| {
+        matches!(outcome, Outcome::Crash { reason } if reason.contains("#UD"))
+    });
+    expect("fixture-triple-fault", |outcome| {
+        matches!(outcome, Outcome::Crash { reason } if reason.contains("triple fault"))
+    });
+    expect("fixture-false-pass", |outcome| {
+        matches!(outcome, Outcome::Fail { .. })
+    });
+    assert_eq!(
+        outcome("fixture-hang"),
+        Outcome::Timeout {
+            after: Duration::from_secs(2)
+        }
+    );
+    let internal = report
+        .results
+        .iter()
+        .find(|result| result.name == "fixture-kvm-internal-error")
+        .unwrap();
+    if kvm && vmunit_runner::environment::host_kvm_module() != "kvm_pvm" {
+        // A KVM that runs SSE natively has no internal error to show.
+        assert!(matches!(internal.outcome, Outcome::Pass { .. }), "{:?}", internal.outcome);
+    } else if kvm {
+        // kvm_pvm emulates ring-0 code and its emulator lacks SSE: QEMU pauses the VM.
+        assert!(
+            matches!(&internal.outcome, Outcome::HypervisorError { reason } if reason.contains("KVM internal error")),
+            "{:?}",
+            internal.outcome
+        );
+        assert!(
+            internal.duration < Duration::from_secs(5),
+            "took {:?}",
+            internal.duration
+        );
+    } else {
+        assert!(
+            matches!(&internal.outcome, Outcome::Skip { reason } if reason.contains("kvm only")),
+            "{:?}",
+            internal.outcome
+        );
+    }
+    let expected_passes = if kvm && vmunit_runner::environment::host_kvm_module() != "kvm_pvm" { 2 } else { 1 };
+    assert_eq!(report.totals().passed, expected_passes, "{report:#?}");
+}
+
+#[test]
+fn fixtures_under_the_default_accelerator() {
+    let kvm = app::current_accel(None, Some(Arch::X86_64)) == Accel::Kvm;
+    check(&run_fixtures(None), kvm);
+}
+
+#[test]
+fn fixtures_under_tcg() {
+    check(&run_fixtures(Some(Accel::Tcg)), false);
+}
+
+#[test]
+fn broken_config_is_one_located_line_and_exit_2() {
+    let directory = tempfile::tempdir().unwrap();
+    let config = directory.path().join("unittests.toml");
+    std::fs::write(
+        &config,
+        "[msr]\nfile = \"msr\"\n\n[cpuid]\nsmp = 2\nbogus = true\n",
+    )
+    .unwrap();
+    for extra in [&["-l"][..], &["--no-build"][..]] {
+        let output = runner()
+            .arg("--config")
+            .arg(&config)
+            .args(extra)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(2), "{stdout}{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        let expected = format!(
+            "{}:6:1: [cpuid] bogus: unknown field `bogus`",
+            config.display()
+        );
+        assert!(stderr.starts_with(&expected), "{stderr}");
+    }
+    std::fs::write(&config, "[msr]\nsmp = 0\n").unwrap();
+    let output = runner()
+        .arg("--config")
+        .arg(&config)
+        .arg("-l")
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr.contains("unittests.toml:2:7: [msr] smp: "),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn unknown_test_name_is_exit_2() {
+    let output = runner().args(["-l", "no-such-test*"]).output().unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(2));
+    assert_eq!(stderr.trim(), "vmunit: no test matches 'no-such-test*'");
+}
+
+#[test]
+fn listing_and_dry_run() {
+    let output = runner()
+        .args(["-l", "-g", "selftest-negative"])
+        .output()
+        .unwrap();
+    let (stdout, _) = text(&output);
+    assert!(output.status.success());
+    let config = vmunit_runner::config::Config::load(&workspace().join("unittests.toml")).unwrap();
+    let negative: Vec<&str> = config
+        .entries
+        .iter()
+        .filter(|entry| entry.in_group("selftest-negative"))
+        .map(|entry| entry.name.as_str())
+        .collect();
+    assert_eq!(stdout.lines().collect::<Vec<_>>(), negative);
+    let output = runner().arg("-l").output().unwrap();
+    let (stdout, _) = text(&output);
+    assert!(
+        !stdout.contains("fixture-"),
+        "nodefault runs are listed: {stdout}"
+    );
+
+    let output = runner()
+        .args(["-n", "--accel", "tcg", "selftest", "--", "-d", "int"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    if workspace().join("tests-x86/selftest").is_dir() {
+        let line = stdout.lines().next().unwrap_or_default();
+        assert!(
+            line.starts_with("qemu-system-x86_64 -nodefaults"),
+            "{stdout}"
+        );
+        assert!(
+            line.contains("-accel tcg") && line.contains("-append 'selftest-arg1 key=value'"),
+            "{line}"
+        );
+        assert!(line.ends_with(" -d int"), "{line}");
+    }
+}
+
+#[test]
+fn qemu_that_exits_1_at_once_is_never_a_pass() {
+    // A workspace of its own with one guest image, so no real guest needs to build.
+    let directory = tempfile::tempdir().unwrap();
+    let root = directory.path();
+    std::fs::write(root.join("Cargo.toml"), "").unwrap();
+    std::fs::write(
+        root.join("unittests.toml"),
+        "[fake-pass]\nfile = \"fake\"\ntest_args = \"pass\"\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(root.join("tests-x86/fake")).unwrap();
+    let image = root.join("target/x86_64-unknown-none/release/fake");
+    std::fs::create_dir_all(image.parent().unwrap()).unwrap();
+    std::fs::write(&image, "").unwrap();
+    let fake = root.join("qemu");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'qemu: unsupported option' >&2\nexit 1\n",
+    )
+    .unwrap();
+    Command::new("chmod").arg("+x").arg(&fake).status().unwrap();
+    for program in [fake.as_path(), Path::new("/bin/false")] {
+        let output = runner()
+            .current_dir(root)
+            .env_remove("CARGO_TARGET_DIR")
+            .env("QEMU", program)
+            .args(["--no-build", "--accel", "tcg", "fake-pass"])
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+        assert!(
+            stdout
+                .contains("FAIL fake-pass (QEMU error: QEMU exited with status 1 and no EXIT line"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("./run_tests fake-pass"), "{stdout}");
+        assert!(
+            stdout.ends_with("0 passed, 1 failed, 0 skipped\n"),
+            "{stdout}"
+        );
+        let log = std::fs::read_to_string(root.join("logs/fake-pass.log")).unwrap();
+        assert!(
+            log.starts_with(&format!("{} -nodefaults", program.display())),
+            "{log}"
+        );
+    }
+}
