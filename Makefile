@@ -14,8 +14,9 @@ runner:
 guests:
 	$(CARGO) build --release --target x86_64-unknown-none $(X86_PACKAGES)
 
-# Clippy on the host crates and on every guest, warnings denied.
+# Formatting, and clippy on the host crates and on every guest, warnings denied.
 lint:
+	$(CARGO) fmt --check
 	$(CARGO) clippy -q --all-targets -p vmunit -p vmunit-runner -- -D warnings
 	$(CARGO) clippy -q --release --target x86_64-unknown-none $(X86_PACKAGES) -- -D warnings
 

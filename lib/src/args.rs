@@ -48,7 +48,10 @@ mod tests {
         assert_eq!(value(&args, "mem"), Some("128"));
         assert_eq!(value(&args, "smp"), Some("2"));
         assert_eq!(value(&args, "sm"), None);
-        assert_eq!(value_of("HOST_KVM_MODULE=kvm_pvm", "HOST_KVM_MODULE"), Some("kvm_pvm"));
+        assert_eq!(
+            value_of("HOST_KVM_MODULE=kvm_pvm", "HOST_KVM_MODULE"),
+            Some("kvm_pvm")
+        );
         assert_eq!(value_of("EMPTY=", "EMPTY"), Some(""));
         assert_eq!(value_of("ACCEL=kvm", "ACC"), None);
     }

@@ -29,9 +29,18 @@ pub fn env(key: &str) -> Option<&'static str> {
     text.lines().find_map(|line| crate::args::value_of(line, key))
 }
 
+/// The host's KVM module (`kvm_intel`, `kvm_amd`, `kvm_pvm`) when the test runs under KVM.
+pub fn kvm_module() -> Option<&'static str> {
+    if env("ACCEL") == Some("kvm") {
+        env("HOST_KVM_MODULE")
+    } else {
+        None
+    }
+}
+
 /// Whether the test runs under `kvm_pvm`, a software KVM that emulates ring-0 guest code
 /// with KVM's instruction emulator. That emulator lacks SSE, XGETBV/XSETBV and INT3: each of
 /// them stops the VM with a "KVM internal error", so tests skip them there, saying why.
 pub fn instruction_emulating_kvm() -> bool {
-    env("ACCEL") == Some("kvm") && env("HOST_KVM_MODULE") == Some("kvm_pvm")
+    kvm_module() == Some("kvm_pvm")
 }

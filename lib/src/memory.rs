@@ -27,13 +27,29 @@ pub struct Protection {
 
 impl Protection {
     /// Read only, no execute.
-    pub const READ_ONLY: Protection = Protection { write: false, execute: false, user: false };
+    pub const READ_ONLY: Protection = Protection {
+        write: false,
+        execute: false,
+        user: false,
+    };
     /// Read and write, no execute.
-    pub const READ_WRITE: Protection = Protection { write: true, execute: false, user: false };
+    pub const READ_WRITE: Protection = Protection {
+        write: true,
+        execute: false,
+        user: false,
+    };
     /// Read and execute.
-    pub const READ_EXECUTE: Protection = Protection { write: false, execute: true, user: false };
+    pub const READ_EXECUTE: Protection = Protection {
+        write: false,
+        execute: true,
+        user: false,
+    };
     /// Everything, for the kernel.
-    pub const READ_WRITE_EXECUTE: Protection = Protection { write: true, execute: true, user: false };
+    pub const READ_WRITE_EXECUTE: Protection = Protection {
+        write: true,
+        execute: true,
+        user: false,
+    };
 }
 
 /// Heap blocks are powers of two up to 2^(32-1) bytes.
@@ -49,7 +65,10 @@ static FRAME_BYTES: AtomicU64 = AtomicU64::new(0);
 /// Hands the free physical ranges `(start, end)` to the heap and the frame allocator.
 pub(crate) fn init(free: &[(u64, u64)]) {
     let align_up = |value: u64| value.div_ceil(PAGE_SIZE) * PAGE_SIZE;
-    let total: u64 = free.iter().map(|&(start, end)| end.saturating_sub(align_up(start))).sum();
+    let total: u64 = free
+        .iter()
+        .map(|&(start, end)| end.saturating_sub(align_up(start)))
+        .sum();
     // Whole pages only: the frame allocator must not share a page with the heap.
     let mut heap_left = total / 2 / PAGE_SIZE * PAGE_SIZE;
     let mut allocator = FrameAllocator::new();
@@ -102,7 +121,10 @@ pub fn free_frames(address: u64, count: usize) {
 
 /// Bytes given to the heap and to the frame allocator at boot.
 pub fn sizes() -> (u64, u64) {
-    (HEAP_BYTES.load(Ordering::Relaxed), FRAME_BYTES.load(Ordering::Relaxed))
+    (
+        HEAP_BYTES.load(Ordering::Relaxed),
+        FRAME_BYTES.load(Ordering::Relaxed),
+    )
 }
 
 /// Where [`TestPage`]s are mapped: a virtual range that the identity map leaves alone.
@@ -175,10 +197,17 @@ impl TestPage {
 
     /// Stores `code` at `offset` through the identity map (whatever the page's mapping).
     pub fn store_code(&self, offset: u64, code: &[u8]) {
-        assert!(offset + code.len() as u64 <= PAGE_SIZE, "code does not fit in the page");
+        assert!(
+            offset + code.len() as u64 <= PAGE_SIZE,
+            "code does not fit in the page"
+        );
         // SAFETY: the bytes lie inside this page's frame, owned by this TestPage.
         unsafe {
-            core::ptr::copy_nonoverlapping(code.as_ptr(), (self.frame + offset) as usize as *mut u8, code.len())
+            core::ptr::copy_nonoverlapping(
+                code.as_ptr(),
+                (self.frame + offset) as usize as *mut u8,
+                code.len(),
+            )
         };
     }
 

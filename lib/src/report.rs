@@ -176,7 +176,10 @@ impl Prefixes {
 
     /// No prefixes.
     pub const fn new() -> Prefixes {
-        Prefixes { text: [0; Prefixes::CAPACITY], length: 0 }
+        Prefixes {
+            text: [0; Prefixes::CAPACITY],
+            length: 0,
+        }
     }
 
     /// Appends `prefix` (formatted) and the delimiter.
@@ -186,13 +189,15 @@ impl Prefixes {
     /// kvm-unit-tests asserts.
     pub fn push(&mut self, prefix: fmt::Arguments<'_>) {
         let start = self.length;
-        self.write_fmt(prefix).expect("report prefix chain exceeds 256 bytes");
+        self.write_fmt(prefix)
+            .expect("report prefix chain exceeds 256 bytes");
         assert!(
             !self.as_str()[start..].contains(PREFIX_DELIMITER),
             "report prefix {:?} contains the delimiter {PREFIX_DELIMITER:?}",
             &self.as_str()[start..]
         );
-        self.write_str(PREFIX_DELIMITER).expect("report prefix chain exceeds 256 bytes");
+        self.write_str(PREFIX_DELIMITER)
+            .expect("report prefix chain exceeds 256 bytes");
     }
 
     /// Removes the last prefix, if any.
@@ -253,7 +258,11 @@ mod tests {
     fn summary_line_and_exit_code() {
         let tally = Tally::new();
         assert_eq!(format!("{}", tally.counts()), "SUMMARY: 0 tests");
-        assert_eq!(tally.counts().exit_code(), exit_code::SKIP, "no tests at all counts as skipped");
+        assert_eq!(
+            tally.counts().exit_code(),
+            exit_code::SKIP,
+            "no tests at all counts as skipped"
+        );
         tally.record(Kind::Pass);
         tally.record(Kind::Skip);
         assert_eq!(format!("{}", tally.counts()), "SUMMARY: 2 tests, 1 skipped");

@@ -71,6 +71,57 @@ pub struct Options {
     pub log_dir: PathBuf,
     /// The runner's environment variables.
     pub environment: Environment,
+    /// Run this one image instead of unittests.toml's selection (`--kernel`).
+    pub kernel: Option<Kernel>,
+}
+
+/// An image to run on its own (`--kernel`, used by `cargo run` through scripts/cargo-runner).
+#[derive(Clone, Debug)]
+pub struct Kernel {
+    /// The ELF image.
+    pub image: PathBuf,
+    /// Its architecture, from the ELF header.
+    pub arch: Arch,
+    /// Guest arguments replacing the entry's `test_args`, if given.
+    pub append: Option<String>,
+}
+
+/// ELF `e_machine` values of the guest architectures.
+const ELF_MACHINE_X86_64: u16 = 62;
+const ELF_MACHINE_AARCH64: u16 = 183;
+
+impl Kernel {
+    /// Describes `image`, reading its architecture from the ELF header.
+    pub fn new(image: &Path, append: Option<String>) -> Result<Kernel, AppError> {
+        let header = std::fs::read(image)
+            .map_err(|error| AppError::Usage(format!("cannot read {}: {error}", image.display())))?;
+        let machine = header
+            .get(..20)
+            .filter(|header| header.starts_with(b"\x7fELF"))
+            .map(|header| u16::from_le_bytes([header[18], header[19]]));
+        let arch = match machine {
+            Some(ELF_MACHINE_X86_64) => Arch::X86_64,
+            Some(ELF_MACHINE_AARCH64) => Arch::Aarch64,
+            _ => {
+                return Err(AppError::Usage(format!(
+                    "{} is not an x86_64 or aarch64 ELF image",
+                    image.display()
+                )));
+            }
+        };
+        Ok(Kernel {
+            image: image.to_path_buf(),
+            arch,
+            append,
+        })
+    }
+
+    /// The run's name: the image's file name.
+    fn name(&self) -> String {
+        self.image
+            .file_name()
+            .map_or_else(|| "kernel".to_owned(), |name| name.to_string_lossy().into_owned())
+    }
 }
 
 impl Options {
@@ -89,6 +140,7 @@ impl Options {
             extra_qemu_args: Vec::new(),
             log_dir: workspace.join("logs"),
             environment: Environment::default(),
+            kernel: None,
         }
     }
 }
@@ -227,9 +279,7 @@ fn resolve_environment(environment: &Environment) -> Result<Resolved, AppError> 
     let timeout = environment
         .timeout
         .as_deref()
-        .map(|text| {
-            parse_duration(text).map_err(|error| AppError::Usage(format!("TIMEOUT: {error}")))
-        })
+        .map(|text| parse_duration(text).map_err(|error| AppError::Usage(format!("TIMEOUT: {error}"))))
         .transpose()?;
     let max_smp = environment
         .max_smp
@@ -241,8 +291,8 @@ fn resolve_environment(environment: &Environment) -> Result<Resolved, AppError> 
             ))),
         })
         .transpose()?;
-    let host_cpus = std::thread::available_parallelism()
-        .map_or(1, |count| u32::try_from(count.get()).unwrap_or(1));
+    let host_cpus =
+        std::thread::available_parallelism().map_or(1, |count| u32::try_from(count.get()).unwrap_or(1));
     Ok(Resolved {
         timeout,
         max_smp,
@@ -271,6 +321,9 @@ pub fn current_accel(requested: Option<Accel>, arch: Option<Arch>) -> Accel {
 /// Loads the config and decides what happens to each selected run (before building).
 fn plan(options: &Options) -> Result<(Config, Vec<Planned>), AppError> {
     let config = Config::load(&options.config)?;
+    if let Some(kernel) = &options.kernel {
+        return Ok((config.clone(), vec![plan_kernel(options, &config, kernel)]));
+    }
     let choices = options.selection.choose(&config.entries)?;
     let mut planned = Vec::new();
     for (entry, choice) in config.entries.iter().zip(choices) {
@@ -297,9 +350,7 @@ fn plan(options: &Options) -> Result<(Config, Vec<Planned>), AppError> {
                 "{} only, but ACCEL={accel}",
                 entry.accel.map_or("", Accel::name)
             )),
-            Some(arch)
-                if workspace::crate_directory(&options.workspace, arch, &entry.file).is_dir() =>
-            {
+            Some(arch) if workspace::crate_directory(&options.workspace, arch, &entry.file).is_dir() => {
                 Decision::Run { arch, accel }
             }
             _ => Decision::Skip(format!("Test file '{}' not found", entry.file)),
@@ -311,6 +362,38 @@ fn plan(options: &Options) -> Result<(Config, Vec<Planned>), AppError> {
         });
     }
     Ok((config, planned))
+}
+
+/// The one run of `--kernel`: the unittests.toml entry of the same name supplies smp,
+/// qemu_params, test_args and the rest when there is one.
+fn plan_kernel(options: &Options, config: &Config, kernel: &Kernel) -> Planned {
+    let name = kernel.name();
+    let mut entry = config
+        .entries
+        .iter()
+        .find(|entry| entry.name == name)
+        .cloned()
+        .unwrap_or_else(|| TestEntry::ad_hoc(&name));
+    if let Some(append) = &kernel.append {
+        entry.test_args = append.split_whitespace().map(str::to_owned).collect();
+    }
+    let accel = current_accel(options.accel, Some(kernel.arch));
+    Planned {
+        entry,
+        explicit: true,
+        decision: Decision::Run {
+            arch: kernel.arch,
+            accel,
+        },
+    }
+}
+
+/// The image a run boots: `--kernel`'s, else the guest crate's release build.
+fn image_for(options: &Options, arch: Arch, entry: &TestEntry) -> PathBuf {
+    match &options.kernel {
+        Some(kernel) => kernel.image.clone(),
+        None => workspace::image_path(&options.workspace, arch, &entry.file),
+    }
 }
 
 /// The names of the runs a selection would run (for `-l`).
@@ -338,7 +421,7 @@ fn command_for(
         .as_deref()
         .or(entry.machine.as_deref())
         .unwrap_or(profile.default_machine);
-    let image = workspace::image_path(&options.workspace, arch, &entry.file);
+    let image = image_for(options, arch, entry);
     let qboot = Path::new(qemu::QBOOT_PATH);
     let environment_file = environment_path(&options.log_dir, &entry.name);
     qemu::build_command(&LaunchSpec {
@@ -408,10 +491,7 @@ fn ensure_qemu(options: &Options, programs: &[String]) -> Result<(), AppError> {
         let installed = Command::new(&installer)
             .status()
             .is_ok_and(|status| status.success());
-        if let Some(still) = programs
-            .iter()
-            .find(|program| !qemu::program_exists(program))
-        {
+        if let Some(still) = programs.iter().find(|program| !qemu::program_exists(program)) {
             if !installed && execute::interrupted() {
                 return Err(AppError::Interrupted);
             }
@@ -478,7 +558,7 @@ fn run_one(
     live: bool,
 ) -> Option<TestResult> {
     let entry = &item.entry;
-    let image = workspace::image_path(&options.workspace, arch, &entry.file);
+    let image = image_for(options, arch, entry);
     if !options.dry_run && !image.is_file() {
         let outcome = Outcome::Skip {
             reason: format!("Test file '{}' not found", shown(&image)),
@@ -502,8 +582,15 @@ fn run_one(
     let path = log_path(&options.log_dir, &entry.name);
     let environment = crate::environment::guest_environment(accel);
     if let Err(error) = std::fs::write(environment_path(&options.log_dir, &entry.name), environment) {
-        let outcome = Outcome::QemuError { reason: format!("cannot write the guest environment: {error}") };
-        return Some(TestResult { name: entry.name.clone(), outcome, duration: Duration::ZERO, log: None });
+        let outcome = Outcome::QemuError {
+            reason: format!("cannot write the guest environment: {error}"),
+        };
+        return Some(TestResult {
+            name: entry.name.clone(),
+            outcome,
+            duration: Duration::ZERO,
+            log: None,
+        });
     }
     let mut log = File::create(&path).ok().map(BufWriter::new);
     if let Some(log) = log.as_mut() {
@@ -611,9 +698,7 @@ pub fn run(options: &Options) -> Result<Report, AppError> {
                     duration: Duration::ZERO,
                     log: None,
                 }),
-                Decision::Run { arch, accel } => {
-                    run_one(options, &resolved, item, *arch, *accel, live)
-                }
+                Decision::Run { arch, accel } => run_one(options, &resolved, item, *arch, *accel, live),
             };
             let Some(result) = result else { continue };
             if execute::interrupted() {
@@ -634,9 +719,7 @@ pub fn run(options: &Options) -> Result<Report, AppError> {
                     );
                 }
             }
-            results
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)[index] = Some(result);
+            results.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[index] = Some(result);
         }
     };
     std::thread::scope(|scope| {
@@ -742,9 +825,8 @@ groups = ["nodefault"]
 
     #[test]
     fn arch_mismatch_is_a_config_error() {
-        let (_directory, options) = workspace_with(
-            "[ok]\nfile = \"xguest\"\n[bad]\nfile = \"xguest\"\narch = \"aarch64\"\n",
-        );
+        let (_directory, options) =
+            workspace_with("[ok]\nfile = \"xguest\"\n[bad]\nfile = \"xguest\"\narch = \"aarch64\"\n");
         let error = plan(&options).unwrap_err();
         assert!(matches!(error, AppError::Config(_)));
         assert_eq!(error.exit_code(), 2);
@@ -789,18 +871,10 @@ groups = ["nodefault"]
         options.extra_qemu_args = vec!["-d".into(), "int".into()];
         let resolved = resolve_environment(&options.environment).unwrap();
         let (_, planned) = plan(&options).unwrap();
-        let command = command_for(
-            &options,
-            &resolved,
-            &planned[0].entry,
-            Arch::X86_64,
-            Accel::Tcg,
-        );
+        let command = command_for(&options, &resolved, &planned[0].entry, Arch::X86_64, Accel::Tcg);
         let line = command.shell_line();
         assert!(
-            line.starts_with(
-                "/opt/qemu -nodefaults -display none -no-reboot -machine microvm -accel tcg"
-            ),
+            line.starts_with("/opt/qemu -nodefaults -display none -no-reboot -machine microvm -accel tcg"),
             "{line}"
         );
         assert!(line.contains("-smp 2 "), "{line}");
@@ -874,10 +948,7 @@ groups = ["nodefault"]
                 summary: Some("1 tests".into())
             })
         );
-        assert!(matches!(
-            report.outcome("bad"),
-            Some(Outcome::QemuError { .. })
-        ));
+        assert!(matches!(report.outcome("bad"), Some(Outcome::QemuError { .. })));
         assert_eq!(report.exit_code(), 1);
         let log = std::fs::read_to_string(directory.path().join("logs/bad.log")).unwrap();
         let lines: Vec<&str> = log.lines().collect();

@@ -14,9 +14,7 @@ use serde::de::{self, Deserializer, Unexpected, Visitor};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A guest architecture.
-#[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, clap::ValueEnum,
-)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, clap::ValueEnum)]
 pub enum Arch {
     /// 64-bit x86, guests in `tests-x86/`.
     #[serde(rename = "x86_64")]
@@ -105,9 +103,7 @@ impl FromStr for Accel {
         match text {
             "kvm" => Ok(Accel::Kvm),
             "tcg" => Ok(Accel::Tcg),
-            other => Err(format!(
-                "unknown accelerator '{other}', expected 'kvm' or 'tcg'"
-            )),
+            other => Err(format!("unknown accelerator '{other}', expected 'kvm' or 'tcg'")),
         }
     }
 }
@@ -192,8 +188,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         'd' => 86400.0,
         _ => 1.0,
     };
-    Duration::try_from_secs_f64(value * scale)
-        .map_err(|error| format!("invalid duration '{text}': {error}"))
+    Duration::try_from_secs_f64(value * scale).map_err(|error| format!("invalid duration '{text}': {error}"))
 }
 
 /// Renders a duration the way the runner reports it: "2s", "1.5s".
@@ -264,9 +259,8 @@ impl<'de> Visitor<'de> for ListVisitor {
 fn shell_words<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
     deserializer.deserialize_any(ListVisitor {
         split: |text| {
-            shlex::split(text).ok_or_else(|| {
-                format!("cannot split '{text}' into shell words (unbalanced quotes?)")
-            })
+            shlex::split(text)
+                .ok_or_else(|| format!("cannot split '{text}' into shell words (unbalanced quotes?)"))
         },
         expecting: "an array of strings or a string of shell words",
     })
@@ -338,6 +332,23 @@ pub struct TestEntry {
 }
 
 impl TestEntry {
+    /// A run with every key at its default, for an image given on the command line.
+    pub fn ad_hoc(name: &str) -> TestEntry {
+        TestEntry {
+            name: name.to_owned(),
+            file: name.to_owned(),
+            arch: None,
+            arch_span: None,
+            smp: Smp::default(),
+            qemu_params: Vec::new(),
+            test_args: Vec::new(),
+            groups: Vec::new(),
+            accel: None,
+            timeout: None,
+            machine: None,
+        }
+    }
+
     /// Whether the run belongs to `group`.
     pub fn in_group(&self, group: &str) -> bool {
         self.groups.iter().any(|own| own == group)
@@ -345,25 +356,16 @@ impl TestEntry {
 
     /// The timeout in force given the `TIMEOUT` environment value; `None` when disabled.
     pub fn effective_timeout(&self, environment_timeout: Option<Duration>) -> Option<Duration> {
-        let timeout = environment_timeout
-            .or(self.timeout)
-            .unwrap_or(DEFAULT_TIMEOUT);
+        let timeout = environment_timeout.or(self.timeout).unwrap_or(DEFAULT_TIMEOUT);
         (!timeout.is_zero()).then_some(timeout)
     }
 
     /// Where the guest crate lives: the architecture its directory implies, if any.
     /// An `arch` key that disagrees with the directory is an error.
-    pub fn resolve_arch(
-        &self,
-        workspace: &Path,
-        config: &Config,
-    ) -> Result<Option<Arch>, ConfigError> {
-        let found = Arch::ALL.into_iter().find(|arch| {
-            workspace
-                .join(arch.test_directory())
-                .join(&self.file)
-                .is_dir()
-        });
+    pub fn resolve_arch(&self, workspace: &Path, config: &Config) -> Result<Option<Arch>, ConfigError> {
+        let found = Arch::ALL
+            .into_iter()
+            .find(|arch| workspace.join(arch.test_directory()).join(&self.file).is_dir());
         match (self.arch, found) {
             (Some(given), Some(found)) if given != found => {
                 let offset = self.arch_span.as_ref().map_or(0, |span| span.start);
@@ -482,9 +484,7 @@ impl Config {
     /// The table and key around byte `offset`, for naming them in a message.
     fn locate_key(&self, offset: usize) -> (Option<String>, Option<String>) {
         let offset = offset.min(self.source.len());
-        let line_start = self.source[..offset]
-            .rfind('\n')
-            .map_or(0, |index| index + 1);
+        let line_start = self.source[..offset].rfind('\n').map_or(0, |index| index + 1);
         let line_end = self.source[offset..]
             .find('\n')
             .map_or(self.source.len(), |index| offset + index);
@@ -556,9 +556,7 @@ mod tests {
         assert_eq!(entry.file, "msr");
         assert_eq!(entry.arch, None);
         assert_eq!(entry.smp, Smp::Count(1));
-        assert!(
-            entry.qemu_params.is_empty() && entry.test_args.is_empty() && entry.groups.is_empty()
-        );
+        assert!(entry.qemu_params.is_empty() && entry.test_args.is_empty() && entry.groups.is_empty());
         assert_eq!(entry.accel, None);
         assert_eq!(entry.timeout, None);
         assert_eq!(entry.machine, None);
@@ -624,11 +622,7 @@ arch = "x86_64"
     #[test]
     fn order_is_kept() {
         let config = parse("[zeta]\n[alpha]\n[\"mid dle\"]\n").unwrap();
-        let names: Vec<_> = config
-            .entries
-            .iter()
-            .map(|entry| entry.name.as_str())
-            .collect();
+        let names: Vec<_> = config.entries.iter().map(|entry| entry.name.as_str()).collect();
         assert_eq!(names, ["zeta", "alpha", "mid dle"]);
     }
 
@@ -647,8 +641,7 @@ arch = "x86_64"
 
     #[test]
     fn unknown_key() {
-        let (line, column, message) =
-            error("[msr]\nfile = \"msr\"\n\n[cpuid]\nsmp = 2\nbogus = 1\n");
+        let (line, column, message) = error("[msr]\nfile = \"msr\"\n\n[cpuid]\nsmp = 2\nbogus = 1\n");
         assert_eq!((line, column), (6, 1));
         assert!(
             message.starts_with("[cpuid] bogus: unknown field `bogus`"),
@@ -675,30 +668,18 @@ arch = "x86_64"
             "{message}"
         );
         let (_, _, message) = error("[a]\ntimeout = \"soon\"\n");
-        assert!(
-            message.starts_with("[a] timeout: invalid duration"),
-            "{message}"
-        );
+        assert!(message.starts_with("[a] timeout: invalid duration"), "{message}");
         let (_, _, message) = error("[a]\ntimeout = -1\n");
-        assert!(
-            message.starts_with("[a] timeout: invalid value"),
-            "{message}"
-        );
+        assert!(message.starts_with("[a] timeout: invalid value"), "{message}");
         let (_, _, message) = error("[a]\nqemu_params = \"-foo 'bar\"\n");
-        assert!(
-            message.starts_with("[a] qemu_params: cannot split"),
-            "{message}"
-        );
+        assert!(message.starts_with("[a] qemu_params: cannot split"), "{message}");
         let (_, _, message) = error("[a]\naccel = \"hvf\"\n");
         assert!(
             message.starts_with("[a] accel: unknown variant `hvf`"),
             "{message}"
         );
         let (_, _, message) = error("test = 1\n");
-        assert!(
-            message.starts_with("test: invalid type: integer"),
-            "{message}"
-        );
+        assert!(message.starts_with("test: invalid type: integer"), "{message}");
     }
 
     #[test]
@@ -741,9 +722,7 @@ arch = "x86_64"
     fn errors_display_file_line_column() {
         let error = parse("[a]\nsmp = 0\n").unwrap_err();
         assert!(
-            error
-                .to_string()
-                .starts_with("unittests.toml:2:7: [a] smp: "),
+            error.to_string().starts_with("unittests.toml:2:7: [a] smp: "),
             "{error}"
         );
         assert_eq!(error.to_string().lines().count(), 1);
@@ -787,10 +766,7 @@ arch = "x86_64"
             config.entries[1].effective_timeout(Some(Duration::from_secs(7))),
             Some(Duration::from_secs(7))
         );
-        assert_eq!(
-            config.entries[1].effective_timeout(Some(Duration::ZERO)),
-            None
-        );
+        assert_eq!(config.entries[1].effective_timeout(Some(Duration::ZERO)), None);
     }
 
     #[test]

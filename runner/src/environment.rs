@@ -28,7 +28,10 @@ pub fn guest_environment(accel: Accel) -> String {
         ("HOST_KERNEL", host_kernel()),
         ("HOST_KVM_MODULE", host_kvm_module().to_owned()),
     ];
-    pairs.iter().map(|(key, value)| format!("{key}={value}\n")).collect()
+    pairs
+        .iter()
+        .map(|(key, value)| format!("{key}={value}\n"))
+        .collect()
 }
 
 #[cfg(test)]

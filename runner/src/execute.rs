@@ -37,9 +37,7 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
 });
 
 fn registry() -> MutexGuard<'static, Registry> {
-    REGISTRY
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    REGISTRY.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Kills every running QEMU process group (SIGTERM, then SIGKILL) and stops new ones from
@@ -197,10 +195,7 @@ pub fn execute(
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break Some(status),
-            Ok(None)
-                if killed.is_none()
-                    && deadline.is_some_and(|deadline| Instant::now() >= deadline) =>
-            {
+            Ok(None) if killed.is_none() && deadline.is_some_and(|deadline| Instant::now() >= deadline) => {
                 terminate(&mut child, group);
                 killed = Some(timeout);
             }
@@ -281,11 +276,7 @@ fn pump(stream: impl Read, which: Stream, sender: &mpsc::Sender<Event>) {
 }
 
 /// Reads up to and including a newline, or `limit` bytes, whichever comes first.
-fn read_line_bounded(
-    reader: &mut impl BufRead,
-    buffer: &mut Vec<u8>,
-    limit: usize,
-) -> io::Result<usize> {
+fn read_line_bounded(reader: &mut impl BufRead, buffer: &mut Vec<u8>, limit: usize) -> io::Result<usize> {
     let mut total = 0;
     loop {
         let available = match reader.fill_buf() {
@@ -358,11 +349,7 @@ mod tests {
             None,
         );
         assert_eq!(execution.exit, ProcessExit::Exited(1));
-        let outcome = classify(
-            execution.exit,
-            &execution.transcript,
-            ExitMethod::StatusDevice,
-        );
+        let outcome = classify(execution.exit, &execution.transcript, ExitMethod::StatusDevice);
         assert_eq!(
             outcome,
             Outcome::Pass {
@@ -393,20 +380,12 @@ mod tests {
                     },
                 )
                 .unwrap();
-                let outcome = classify(
-                    execution.exit,
-                    &execution.transcript,
-                    ExitMethod::StatusDevice,
-                );
+                let outcome = classify(execution.exit, &execution.transcript, ExitMethod::StatusDevice);
                 assert!(matches!(outcome, Outcome::QemuError { .. }), "{outcome:?}");
             }
         }
         let (execution, _) = run("echo 'qemu: -foo: invalid option' >&2; exit 1", None);
-        let outcome = classify(
-            execution.exit,
-            &execution.transcript,
-            ExitMethod::StatusDevice,
-        );
+        let outcome = classify(execution.exit, &execution.transcript, ExitMethod::StatusDevice);
         assert!(
             matches!(outcome, Outcome::QemuError { ref reason } if reason.contains("invalid option")),
             "{outcome:?}"
@@ -439,10 +418,7 @@ mod tests {
         // A grandchild that would write the marker file if it outlived the kill.
         let script = format!("(sleep 2; echo alive > {path}) & echo started; sleep 30");
         let (execution, _) = run(&script, Some(Duration::from_millis(300)));
-        assert_eq!(
-            execution.exit,
-            ProcessExit::TimedOut(Duration::from_millis(300))
-        );
+        assert_eq!(execution.exit, ProcessExit::TimedOut(Duration::from_millis(300)));
         assert!(
             execution.duration < Duration::from_secs(2),
             "{:?}",
@@ -466,11 +442,7 @@ mod tests {
             "{:?}",
             execution.duration
         );
-        let outcome = classify(
-            execution.exit,
-            &execution.transcript,
-            ExitMethod::StatusDevice,
-        );
+        let outcome = classify(execution.exit, &execution.transcript, ExitMethod::StatusDevice);
         assert_eq!(
             outcome,
             Outcome::HypervisorError {
@@ -485,11 +457,7 @@ mod tests {
     fn signals_are_crashes() {
         let (execution, _) = run("kill -SEGV $$", None);
         assert_eq!(execution.exit, ProcessExit::Signaled(11));
-        let outcome = classify(
-            execution.exit,
-            &execution.transcript,
-            ExitMethod::StatusDevice,
-        );
+        let outcome = classify(execution.exit, &execution.transcript, ExitMethod::StatusDevice);
         assert_eq!(outcome.report_line("t"), "FAIL t (terminated on SIGSEGV)");
         assert_eq!(outcome.verdict(), Verdict::Fail);
     }

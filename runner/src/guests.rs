@@ -45,12 +45,7 @@ pub fn build_command(workspace: &Path, arch: Arch, files: &[&str], verbose: bool
 }
 
 /// Builds the guest crates `files` for `arch`; cargo's messages go to the terminal.
-pub fn build(
-    workspace: &Path,
-    arch: Arch,
-    files: &[&str],
-    verbose: bool,
-) -> Result<(), BuildError> {
+pub fn build(workspace: &Path, arch: Arch, files: &[&str], verbose: bool) -> Result<(), BuildError> {
     if files.is_empty() {
         return Ok(());
     }

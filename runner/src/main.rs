@@ -36,12 +36,7 @@ struct Cli {
     jobs: u16,
 
     /// Run only tests in GROUP (repeatable, or a comma-separated list)
-    #[arg(
-        short = 'g',
-        long = "group",
-        value_name = "GROUP",
-        value_delimiter = ','
-    )]
+    #[arg(short = 'g', long = "group", value_name = "GROUP", value_delimiter = ',')]
     groups: Vec<String>,
 
     /// Also run tests in group nodefault
@@ -81,6 +76,15 @@ struct Cli {
     log_dir: Option<PathBuf>,
 
     /// Extra QEMU arguments, appended to every command line (after --)
+    /// Boot this ELF image on its own instead of unittests.toml's selection (settings come
+    /// from the entry of the same name, if any); `cargo run` of a test crate uses this
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["tests", "groups", "all", "list"])]
+    kernel: Option<PathBuf>,
+
+    /// With --kernel: the guest's arguments, replacing the entry's test_args
+    #[arg(long, value_name = "ARGS", requires = "kernel")]
+    append: Option<String>,
+
     #[arg(last = true, value_name = "EXTRA_QEMU_ARGS")]
     extra_qemu_args: Vec<String>,
 }
@@ -142,6 +146,10 @@ fn run(cli: Cli) -> Result<u8, AppError> {
     options.build = !cli.no_build;
     options.extra_qemu_args = cli.extra_qemu_args;
     options.environment = Environment::from_process();
+    if let Some(image) = &cli.kernel {
+        options.kernel = Some(app::Kernel::new(image, cli.append.clone())?);
+        options.build = false;
+    }
 
     if cli.list {
         for name in app::list(&options)? {

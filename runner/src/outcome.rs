@@ -322,9 +322,7 @@ impl Outcome {
             Outcome::Fail { reason } | Outcome::Skip { reason } | Outcome::Crash { reason } => {
                 Some(reason.clone())
             }
-            Outcome::Timeout { after } => {
-                Some(format!("timeout; duration={}", format_duration(*after)))
-            }
+            Outcome::Timeout { after } => Some(format!("timeout; duration={}", format_duration(*after))),
             Outcome::HypervisorError { reason } => Some(format!("hypervisor error: {reason}")),
             Outcome::QemuError { reason } => Some(format!("QEMU error: {reason}")),
         }
@@ -479,12 +477,7 @@ mod tests {
     fn pass() {
         let outcome = run(
             1,
-            &[
-                "PASS: one",
-                "PASS: two",
-                "SUMMARY: 2 tests",
-                "EXIT: STATUS=1",
-            ],
+            &["PASS: one", "PASS: two", "SUMMARY: 2 tests", "EXIT: STATUS=1"],
             &[],
         );
         assert_eq!(
@@ -494,10 +487,7 @@ mod tests {
             }
         );
         assert_eq!(outcome.report_line("selftest"), "PASS selftest (2 tests)");
-        assert_eq!(
-            run(1, &["EXIT: STATUS=1\r"], &[]).report_line("x"),
-            "PASS x"
-        );
+        assert_eq!(run(1, &["EXIT: STATUS=1\r"], &[]).report_line("x"), "PASS x");
     }
 
     #[test]
@@ -532,10 +522,7 @@ mod tests {
         assert_eq!(outcome.verdict(), Verdict::Fail);
         let outcome = run(
             1,
-            &[
-                "SUMMARY: 3 tests, 1 known failures, 1 skipped",
-                "EXIT: STATUS=1",
-            ],
+            &["SUMMARY: 3 tests, 1 known failures, 1 skipped", "EXIT: STATUS=1"],
             &[],
         );
         assert_eq!(outcome.verdict(), Verdict::Pass);
@@ -557,10 +544,7 @@ mod tests {
                 reason: "2 unexpected failures".into()
             }
         );
-        assert_eq!(
-            outcome.report_line("msr"),
-            "FAIL msr (2 unexpected failures)"
-        );
+        assert_eq!(outcome.report_line("msr"), "FAIL msr (2 unexpected failures)");
         let outcome = run(3, &["FAIL: b", "EXIT: STATUS=3"], &[]);
         assert_eq!(
             outcome,
@@ -627,10 +611,7 @@ mod tests {
         );
         let outcome = run(
             127,
-            &[
-                "Unhandled exception 14 #PF at rip=0x1234",
-                "EXIT: STATUS=127",
-            ],
+            &["Unhandled exception 14 #PF at rip=0x1234", "EXIT: STATUS=127"],
             &[],
         );
         assert_eq!(
@@ -675,7 +656,9 @@ mod tests {
         assert_eq!(
             outcome,
             Outcome::QemuError {
-                reason: "QEMU exited with status 1 and no EXIT line: qemu-system-x86_64: -foo: invalid option".into()
+                reason:
+                    "QEMU exited with status 1 and no EXIT line: qemu-system-x86_64: -foo: invalid option"
+                        .into()
             }
         );
         assert_eq!(run(1, &[], &[]).verdict(), Verdict::Fail);
@@ -720,16 +703,9 @@ mod tests {
         let expected = Outcome::HypervisorError {
             reason: "KVM internal error. Suberror: 1".into(),
         };
+        assert_eq!(classify(ProcessExit::Signaled(15), &transcript, DEVICE), expected);
         assert_eq!(
-            classify(ProcessExit::Signaled(15), &transcript, DEVICE),
-            expected
-        );
-        assert_eq!(
-            classify(
-                ProcessExit::TimedOut(Duration::from_secs(1)),
-                &transcript,
-                DEVICE
-            ),
+            classify(ProcessExit::TimedOut(Duration::from_secs(1)), &transcript, DEVICE),
             expected
         );
         assert_eq!(run(0, &[], &["emulation failure"]).verdict(), Verdict::Fail);

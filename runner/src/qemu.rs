@@ -104,8 +104,7 @@ impl QemuCommand {
 
 /// Quotes a word for a POSIX shell, leaving words of harmless characters as they are.
 pub fn quote(word: &str) -> String {
-    let harmless =
-        |character: char| character.is_ascii_alphanumeric() || "_-+=/.,:@%".contains(character);
+    let harmless = |character: char| character.is_ascii_alphanumeric() || "_-+=/.,:@%".contains(character);
     if !word.is_empty() && word.chars().all(harmless) {
         return word.to_owned();
     }
@@ -208,9 +207,8 @@ pub fn program_exists(program: &str) -> bool {
     if program.contains('/') {
         return Path::new(program).is_file();
     }
-    std::env::var_os("PATH").is_some_and(|path| {
-        std::env::split_paths(&path).any(|directory| directory.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|directory| directory.join(program).is_file()))
 }
 
 #[cfg(test)]
@@ -255,11 +253,7 @@ mod tests {
             ("microvm", false),
         ] {
             let command = build_command(&spec(machine, image));
-            assert_eq!(
-                command.args.contains(&"-bios".to_owned()),
-                expected,
-                "{machine}"
-            );
+            assert_eq!(command.args.contains(&"-bios".to_owned()), expected, "{machine}");
         }
         let mut without = spec("q35", image);
         without.qboot = None;
@@ -269,12 +263,7 @@ mod tests {
         let command = build_command(&arm);
         assert!(!command.args.contains(&"-bios".to_owned()));
         assert!(command.args.contains(&"-semihosting".to_owned()));
-        assert!(
-            !command
-                .args
-                .iter()
-                .any(|arg| arg.contains("isa-debug-exit"))
-        );
+        assert!(!command.args.iter().any(|arg| arg.contains("isa-debug-exit")));
     }
 
     #[test]
@@ -290,13 +279,7 @@ mod tests {
         spec.qemu_params = &qemu_params;
         spec.extra_args = &extra;
         let command = build_command(&spec);
-        let tail: Vec<&str> = command
-            .args
-            .iter()
-            .map(String::as_str)
-            .rev()
-            .take(8)
-            .collect();
+        let tail: Vec<&str> = command.args.iter().map(String::as_str).rev().take(8).collect();
         assert_eq!(
             tail,
             [
@@ -315,19 +298,12 @@ mod tests {
         assert_eq!(command.args[position("-accel") + 1], "kvm");
         assert_eq!(command.args[position("-cpu") + 1], "max,-arch-capabilities");
         assert_eq!(command.args[position("-smp") + 1], "4");
-        assert!(
-            command
-                .shell_line()
-                .contains("-append 'selftest-arg1 key=value'")
-        );
+        assert!(command.shell_line().contains("-append 'selftest-arg1 key=value'"));
     }
 
     #[test]
     fn quoting() {
-        assert_eq!(
-            quote("isa-debug-exit,iobase=0xf4"),
-            "isa-debug-exit,iobase=0xf4"
-        );
+        assert_eq!(quote("isa-debug-exit,iobase=0xf4"), "isa-debug-exit,iobase=0xf4");
         assert_eq!(quote("a b"), "'a b'");
         assert_eq!(quote(""), "''");
         assert_eq!(quote("it's"), "\"it's\"");

@@ -45,9 +45,8 @@ impl Selection {
             .names
             .iter()
             .map(|name| {
-                Pattern::new(name).map_err(|error| {
-                    SelectError(format!("bad test name pattern '{name}': {error}"))
-                })
+                Pattern::new(name)
+                    .map_err(|error| SelectError(format!("bad test name pattern '{name}': {error}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
         for (name, pattern) in self.names.iter().zip(&patterns) {
@@ -66,8 +65,8 @@ impl Selection {
             .iter()
             .map(|entry| {
                 let explicit = self.names.contains(&entry.name);
-                let named = patterns.is_empty()
-                    || patterns.iter().any(|pattern| pattern.matches(&entry.name));
+                let named =
+                    patterns.is_empty() || patterns.iter().any(|pattern| pattern.matches(&entry.name));
                 let grouped = groups.iter().any(|group| entry.in_group(group));
                 if !named || (!groups.is_empty() && !grouped) {
                     Choice::Excluded

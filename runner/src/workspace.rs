@@ -11,9 +11,7 @@ pub const CONFIG_FILE: &str = "unittests.toml";
 pub fn locate_from(start: &Path) -> Option<PathBuf> {
     start
         .ancestors()
-        .find(|directory| {
-            directory.join(CONFIG_FILE).is_file() && directory.join("Cargo.toml").is_file()
-        })
+        .find(|directory| directory.join(CONFIG_FILE).is_file() && directory.join("Cargo.toml").is_file())
         .map(Path::to_path_buf)
 }
 

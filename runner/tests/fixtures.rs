@@ -62,24 +62,21 @@ fn check(report: &Report, kvm: bool) {
         let found = outcome(name);
         assert!(matches(&found), "{name}: unexpected outcome {found:?}");
     };
-    expect("fixture-pass", |outcome| {
-        matches!(outcome, Outcome::Pass { .. })
-    });
-    expect("fixture-fail", |outcome| {
-        matches!(outcome, Outcome::Fail { .. })
-    });
-    expect("fixture-skip", |outcome| {
-        matches!(outcome, Outcome::Skip { .. })
-    });
-    expect("fixture-panic", |outcome| {
-        matches!(outcome, Outcome::Crash { reason } if reason.contains("panicked at") && reason.contains("on purpose"))
-    });
-    expect("fixture-exception", |outcome| {
-        matches!(outcome, Outcome::Crash { reason } if reason.contains("#UD"))
-    });
-    expect("fixture-triple-fault", |outcome| {
-        matches!(outcome, Outcome::Crash { reason } if reason.contains("triple fault"))
-    });
+    expect("fixture-pass", |outcome| matches!(outcome, Outcome::Pass { .. }));
+    expect("fixture-fail", |outcome| matches!(outcome, Outcome::Fail { .. }));
+    expect("fixture-skip", |outcome| matches!(outcome, Outcome::Skip { .. }));
+    expect(
+        "fixture-panic",
+        |outcome| matches!(outcome, Outcome::Crash { reason } if reason.contains("panicked at") && reason.contains("on purpose")),
+    );
+    expect(
+        "fixture-exception",
+        |outcome| matches!(outcome, Outcome::Crash { reason } if reason.contains("#UD")),
+    );
+    expect(
+        "fixture-triple-fault",
+        |outcome| matches!(outcome, Outcome::Crash { reason } if reason.contains("triple fault")),
+    );
     expect("fixture-false-pass", |outcome| {
         matches!(outcome, Outcome::Fail { .. })
     });
@@ -96,7 +93,11 @@ fn check(report: &Report, kvm: bool) {
         .unwrap();
     if kvm && vmunit_runner::environment::host_kvm_module() != "kvm_pvm" {
         // A KVM that runs SSE natively has no internal error to show.
-        assert!(matches!(internal.outcome, Outcome::Pass { .. }), "{:?}", internal.outcome);
+        assert!(
+            matches!(internal.outcome, Outcome::Pass { .. }),
+            "{:?}",
+            internal.outcome
+        );
     } else if kvm {
         // kvm_pvm emulates ring-0 code and its emulator lacks SSE: QEMU pauses the VM.
         assert!(
@@ -116,7 +117,11 @@ fn check(report: &Report, kvm: bool) {
             internal.outcome
         );
     }
-    let expected_passes = if kvm && vmunit_runner::environment::host_kvm_module() != "kvm_pvm" { 2 } else { 1 };
+    let expected_passes = if kvm && vmunit_runner::environment::host_kvm_module() != "kvm_pvm" {
+        2
+    } else {
+        1
+    };
     assert_eq!(report.totals().passed, expected_passes, "{report:#?}");
 }
 
@@ -150,25 +155,14 @@ fn broken_config_is_one_located_line_and_exit_2() {
         let (stdout, stderr) = text(&output);
         assert_eq!(output.status.code(), Some(2), "{stdout}{stderr}");
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        let expected = format!(
-            "{}:6:1: [cpuid] bogus: unknown field `bogus`",
-            config.display()
-        );
+        let expected = format!("{}:6:1: [cpuid] bogus: unknown field `bogus`", config.display());
         assert!(stderr.starts_with(&expected), "{stderr}");
     }
     std::fs::write(&config, "[msr]\nsmp = 0\n").unwrap();
-    let output = runner()
-        .arg("--config")
-        .arg(&config)
-        .arg("-l")
-        .output()
-        .unwrap();
+    let output = runner().arg("--config").arg(&config).arg("-l").output().unwrap();
     let (_, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(2));
-    assert!(
-        stderr.contains("unittests.toml:2:7: [msr] smp: "),
-        "{stderr}"
-    );
+    assert!(stderr.contains("unittests.toml:2:7: [msr] smp: "), "{stderr}");
 }
 
 #[test]
@@ -181,10 +175,7 @@ fn unknown_test_name_is_exit_2() {
 
 #[test]
 fn listing_and_dry_run() {
-    let output = runner()
-        .args(["-l", "-g", "selftest-negative"])
-        .output()
-        .unwrap();
+    let output = runner().args(["-l", "-g", "selftest-negative"]).output().unwrap();
     let (stdout, _) = text(&output);
     assert!(output.status.success());
     let config = vmunit_runner::config::Config::load(&workspace().join("unittests.toml")).unwrap();
@@ -210,10 +201,7 @@ fn listing_and_dry_run() {
     assert!(output.status.success(), "{stderr}");
     if workspace().join("tests-x86/selftest").is_dir() {
         let line = stdout.lines().next().unwrap_or_default();
-        assert!(
-            line.starts_with("qemu-system-x86_64 -nodefaults"),
-            "{stdout}"
-        );
+        assert!(line.starts_with("qemu-system-x86_64 -nodefaults"), "{stdout}");
         assert!(
             line.contains("-accel tcg") && line.contains("-append 'selftest-arg1 key=value'"),
             "{line}"
@@ -238,11 +226,7 @@ fn qemu_that_exits_1_at_once_is_never_a_pass() {
     std::fs::create_dir_all(image.parent().unwrap()).unwrap();
     std::fs::write(&image, "").unwrap();
     let fake = root.join("qemu");
-    std::fs::write(
-        &fake,
-        "#!/bin/sh\necho 'qemu: unsupported option' >&2\nexit 1\n",
-    )
-    .unwrap();
+    std::fs::write(&fake, "#!/bin/sh\necho 'qemu: unsupported option' >&2\nexit 1\n").unwrap();
     Command::new("chmod").arg("+x").arg(&fake).status().unwrap();
     for program in [fake.as_path(), Path::new("/bin/false")] {
         let output = runner()
@@ -255,15 +239,11 @@ fn qemu_that_exits_1_at_once_is_never_a_pass() {
         let (stdout, stderr) = text(&output);
         assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
         assert!(
-            stdout
-                .contains("FAIL fake-pass (QEMU error: QEMU exited with status 1 and no EXIT line"),
+            stdout.contains("FAIL fake-pass (QEMU error: QEMU exited with status 1 and no EXIT line"),
             "{stdout}"
         );
         assert!(stdout.contains("./run_tests fake-pass"), "{stdout}");
-        assert!(
-            stdout.ends_with("0 passed, 1 failed, 0 skipped\n"),
-            "{stdout}"
-        );
+        assert!(stdout.ends_with("0 passed, 1 failed, 0 skipped\n"), "{stdout}");
         let log = std::fs::read_to_string(root.join("logs/fake-pass.log")).unwrap();
         assert!(
             log.starts_with(&format!("{} -nodefaults", program.display())),

@@ -28,20 +28,39 @@ fn main(args: &[&str]) -> i32 {
 fn check_arguments(args: &[&str]) {
     let _prefix = prefix("argv");
     report!(args.len() == 2, "two arguments from -append (got {})", args.len());
-    report!(args.first() == Some(&"selftest-arg1"), "first argument is selftest-arg1 (got {:?})", args.first());
-    report!(vmunit::args::value(args, "key") == Some("value"), "key=value is found as key -> value");
+    report!(
+        args.first() == Some(&"selftest-arg1"),
+        "first argument is selftest-arg1 (got {:?})",
+        args.first()
+    );
+    report!(
+        vmunit::args::value(args, "key") == Some("value"),
+        "key=value is found as key -> value"
+    );
 }
 
 fn check_heap() {
     let _prefix = prefix("heap");
     let (heap_bytes, frame_bytes) = memory::sizes();
-    report!(heap_bytes >= 16 << 20, "the heap has at least 16 MiB with -m 128 (has {heap_bytes})");
-    report!(frame_bytes >= 16 << 20, "the frame allocator has at least 16 MiB (has {frame_bytes})");
+    report!(
+        heap_bytes >= 16 << 20,
+        "the heap has at least 16 MiB with -m 128 (has {heap_bytes})"
+    );
+    report!(
+        frame_bytes >= 16 << 20,
+        "the frame allocator has at least 16 MiB (has {frame_bytes})"
+    );
 
     let numbers: Vec<u64> = (0..10_000).collect();
-    report!(numbers.iter().sum::<u64>() == 49_995_000, "a 10000-element Vec holds what was pushed");
+    report!(
+        numbers.iter().sum::<u64>() == 49_995_000,
+        "a 10000-element Vec holds what was pushed"
+    );
     let boxed = Box::new([0x5au8; 4096]);
-    report!(boxed.iter().all(|&byte| byte == 0x5a), "a 4 KiB Box holds its contents");
+    report!(
+        boxed.iter().all(|&byte| byte == 0x5a),
+        "a 4 KiB Box holds its contents"
+    );
 
     // Touch one word per page: under an instruction-emulating hypervisor, filling 8 MiB byte
     // by byte takes seconds.
@@ -50,12 +69,22 @@ fn check_heap() {
     for (page, word) in big.iter_mut().step_by(words_per_page).enumerate() {
         *word = page as u64 ^ 0xa5a5;
     }
-    let intact = big.iter().step_by(words_per_page).enumerate().all(|(page, &word)| word == page as u64 ^ 0xa5a5);
-    report!(intact, "an 8 MiB allocation holds a word written in each of its pages");
+    let intact = big
+        .iter()
+        .step_by(words_per_page)
+        .enumerate()
+        .all(|(page, &word)| word == page as u64 ^ 0xa5a5);
+    report!(
+        intact,
+        "an 8 MiB allocation holds a word written in each of its pages"
+    );
     let address = big.as_ptr() as usize;
     drop(big);
     let again: Vec<u64> = Vec::with_capacity((8 << 20) / 8);
-    report!(again.as_ptr() as usize == address, "freeing 8 MiB makes the same block available again");
+    report!(
+        again.as_ptr() as usize == address,
+        "freeing 8 MiB makes the same block available again"
+    );
 }
 
 fn check_frames() {
@@ -63,8 +92,13 @@ fn check_frames() {
     let first = memory::allocate_frame();
     let second = memory::allocate_frame();
     report!(first.is_some() && second.is_some(), "two frames can be allocated");
-    let (Some(first), Some(second)) = (first, second) else { return };
-    report!(first % PAGE_SIZE == 0 && second % PAGE_SIZE == 0, "frames are page aligned ({first:#x}, {second:#x})");
+    let (Some(first), Some(second)) = (first, second) else {
+        return;
+    };
+    report!(
+        first % PAGE_SIZE == 0 && second % PAGE_SIZE == 0,
+        "frames are page aligned ({first:#x}, {second:#x})"
+    );
     report!(first != second, "two allocations return different frames");
     let block = memory::allocate_frames(4);
     report!(
@@ -72,7 +106,10 @@ fn check_frames() {
         "a block of 4 frames is aligned to its size ({block:x?})"
     );
     memory::free_frames(second, 1);
-    report!(memory::allocate_frame() == Some(second), "a freed frame is handed out again");
+    report!(
+        memory::allocate_frame() == Some(second),
+        "a freed frame is handed out again"
+    );
     memory::free_frames(first, 1);
     memory::free_frames(second, 1);
     if let Some(block) = block {
@@ -95,11 +132,19 @@ fn check_exceptions() {
     );
 
     let result = divide(0, 1, 0);
-    report!(matches!(result, Err(exception) if exception.vector == Vector::DE), "DIV by zero raises #DE (got {result:x?})");
-    report!(divide(0, 100, 7) == Ok((14, 2)), "DIV without a fault returns quotient and remainder");
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::DE),
+        "DIV by zero raises #DE (got {result:x?})"
+    );
+    report!(
+        divide(0, 100, 7) == Ok((14, 2)),
+        "DIV without a fault returns quotient and remainder"
+    );
 
     if vmunit::environment::instruction_emulating_kvm() {
-        report_skip!("#BP: this host's kvm_pvm cannot emulate INT3 (the VM would stop with a KVM internal error)");
+        report_skip!(
+            "#BP: this host's kvm_pvm cannot emulate INT3 (the VM would stop with a KVM internal error)"
+        );
     } else {
         let caught = catch_exception(int3);
         report!(
@@ -134,12 +179,24 @@ fn check_exceptions() {
 fn check_paging() {
     let _prefix = prefix("paging");
     let page = TestPage::new();
-    report!(page.write(8, 0x1122_3344_5566_7788).is_ok(), "a new test page is writable");
-    report!(page.read(8) == Ok(0x1122_3344_5566_7788), "a new test page reads back what was written");
-    report!(mmu::translate(page.address() + 8) == Some(page.frame() + 8), "translate() finds the page's frame");
+    report!(
+        page.write(8, 0x1122_3344_5566_7788).is_ok(),
+        "a new test page is writable"
+    );
+    report!(
+        page.read(8) == Ok(0x1122_3344_5566_7788),
+        "a new test page reads back what was written"
+    );
+    report!(
+        mmu::translate(page.address() + 8) == Some(page.frame() + 8),
+        "translate() finds the page's frame"
+    );
 
     page.protect(Protection::READ_ONLY);
-    report!(page.read(8) == Ok(0x1122_3344_5566_7788), "a read-only page is still readable");
+    report!(
+        page.read(8) == Ok(0x1122_3344_5566_7788),
+        "a read-only page is still readable"
+    );
     let result = page.write(8, 0);
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::PF
@@ -149,7 +206,10 @@ fn check_paging() {
     );
 
     page.unmap();
-    report!(mmu::translate(page.address()).is_none(), "translate() finds nothing for an unmapped page");
+    report!(
+        mmu::translate(page.address()).is_none(),
+        "translate() finds nothing for an unmapped page"
+    );
     let result = page.read(16);
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::PF
@@ -159,5 +219,8 @@ fn check_paging() {
     );
 
     page.map(Protection::READ_WRITE);
-    report!(page.read(8) == Ok(0x1122_3344_5566_7788), "after mapping the page again its contents are intact");
+    report!(
+        page.read(8) == Ok(0x1122_3344_5566_7788),
+        "after mapping the page again its contents are intact"
+    );
 }

@@ -84,9 +84,9 @@ impl Vector {
     /// The SDM mnemonic of an exception vector ("#GP"), or "IRQ" for vectors 32..=255.
     pub fn name(self) -> &'static str {
         const NAMES: [&str; 32] = [
-            "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "#CSO", "#TS", "#NP",
-            "#SS", "#GP", "#PF", "#15", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP", "#22", "#23",
-            "#24", "#25", "#26", "#27", "#HV", "#VC", "#SX", "#31",
+            "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "#CSO", "#TS", "#NP", "#SS",
+            "#GP", "#PF", "#15", "#MF", "#AC", "#MC", "#XM", "#VE", "#CP", "#22", "#23", "#24", "#25", "#26",
+            "#27", "#HV", "#VC", "#SX", "#31",
         ];
         NAMES.get(usize::from(self.0)).copied().unwrap_or("IRQ")
     }
@@ -165,7 +165,11 @@ static EMERGENCY_STACK: EmergencyStack =
 
 static TSS: spin::Lazy<TaskStateSegment> = spin::Lazy::new(|| {
     let mut tss = TaskStateSegment::new();
-    let top = EMERGENCY_STACK.0.get().cast::<u8>().wrapping_add(EMERGENCY_STACK_SIZE);
+    let top = EMERGENCY_STACK
+        .0
+        .get()
+        .cast::<u8>()
+        .wrapping_add(EMERGENCY_STACK_SIZE);
     tss.interrupt_stack_table[usize::from(EMERGENCY_STACK_INDEX)] = VirtAddr::from_ptr(top);
     tss
 });
@@ -384,11 +388,7 @@ global_asm!(
 
 unsafe extern "C" {
     /// `context` points at a `CatchContext`; the assembly writes its first two words only.
-    fn vmunit_try_call(
-        context: *mut u64,
-        function: extern "C" fn(*mut u8),
-        data: *mut u8,
-    ) -> u64;
+    fn vmunit_try_call(context: *mut u64, function: extern "C" fn(*mut u8), data: *mut u8) -> u64;
     static vmunit_try_recover: u8;
 }
 
@@ -414,7 +414,10 @@ pub fn catch_exception<R, F: FnOnce() -> R>(function: F) -> Result<R, Exception>
         }
     }
 
-    let mut call = Call { function: Some(function), result: None };
+    let mut call = Call {
+        function: Some(function),
+        result: None,
+    };
     let slot = &CATCH_CONTEXTS[cpu_index()];
     let mut context = CatchContext {
         stack_pointer: 0,
@@ -427,7 +430,11 @@ pub fn catch_exception<R, F: FnOnce() -> R>(function: F) -> Result<R, Exception>
     // either returns normally or is resumed by the dispatcher on its own saved stack with
     // those registers intact; `context` and `call` outlive the call.
     let interrupted = unsafe {
-        vmunit_try_call((&raw mut context).cast(), trampoline::<F, R>, (&raw mut call).cast())
+        vmunit_try_call(
+            (&raw mut context).cast(),
+            trampoline::<F, R>,
+            (&raw mut call).cast(),
+        )
     };
     slot.store(context.previous, Ordering::Release);
     match (interrupted, context.exception, call.result) {
@@ -444,7 +451,10 @@ pub fn trap_exceptions<R>(
     vectors: &'static [Vector],
     function: impl FnOnce() -> R,
 ) -> (R, alloc::vec::Vec<Exception>) {
-    let mut recorder = TrapRecorder { vectors, seen: alloc::vec::Vec::with_capacity(16) };
+    let mut recorder = TrapRecorder {
+        vectors,
+        seen: alloc::vec::Vec::with_capacity(16),
+    };
     let slot = &TRAP_RECORDERS[cpu_index()];
     let previous = slot.swap(&raw mut recorder, Ordering::AcqRel);
     let result = function();
@@ -497,7 +507,12 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
     }
 
     crate::console::emergency_unlock();
-    crate::println!("Unhandled exception {} {} at ip {:#018x}", vector.0, vector.name(), frame.rip);
+    crate::println!(
+        "Unhandled exception {} {} at ip {:#018x}",
+        vector.0,
+        vector.name(),
+        frame.rip
+    );
     crate::println!(
         "error_code={:#018x} rflags={:#018x} cs={:#06x} ss={:#06x} cr2={:#018x}",
         frame.error_code,
@@ -508,21 +523,37 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
     );
     crate::println!(
         "rax={:#018x} rbx={:#018x} rcx={:#018x} rdx={:#018x}",
-        frame.rax, frame.rbx, frame.rcx, frame.rdx
+        frame.rax,
+        frame.rbx,
+        frame.rcx,
+        frame.rdx
     );
     crate::println!(
         "rsi={:#018x} rdi={:#018x} rbp={:#018x} rsp={:#018x}",
-        frame.rsi, frame.rdi, frame.rbp, frame.rsp
+        frame.rsi,
+        frame.rdi,
+        frame.rbp,
+        frame.rsp
     );
     crate::println!(
         "r8 ={:#018x} r9 ={:#018x} r10={:#018x} r11={:#018x}",
-        frame.r8, frame.r9, frame.r10, frame.r11
+        frame.r8,
+        frame.r9,
+        frame.r10,
+        frame.r11
     );
     crate::println!(
         "r12={:#018x} r13={:#018x} r14={:#018x} r15={:#018x}",
-        frame.r12, frame.r13, frame.r14, frame.r15
+        frame.r12,
+        frame.r13,
+        frame.r14,
+        frame.r15
     );
-    crate::runtime::abort(format_args!("unhandled exception {} at ip {:#x}", vector.name(), frame.rip));
+    crate::runtime::abort(format_args!(
+        "unhandled exception {} at ip {:#x}",
+        vector.name(),
+        frame.rip
+    ));
 }
 
 /// Enables interrupts and halts until one arrives, then disables them again.

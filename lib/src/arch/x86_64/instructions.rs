@@ -122,7 +122,9 @@ pub fn probe_read(address: u64) -> Result<u64, Exception> {
         let value: u64;
         // SAFETY: the load is outside Rust's memory model (inline assembly); any fault is
         // caught and becomes the result.
-        unsafe { asm!("mov {value}, qword ptr [{address}]", address = in(reg) address, value = out(reg) value, options(nostack, readonly)) };
+        unsafe {
+            asm!("mov {value}, qword ptr [{address}]", address = in(reg) address, value = out(reg) value, options(nostack, readonly))
+        };
         value
     })
 }
@@ -134,7 +136,9 @@ pub fn probe_read(address: u64) -> Result<u64, Exception> {
 pub unsafe fn probe_write(address: u64, value: u64) -> Result<(), Exception> {
     catch_exception(|| {
         // SAFETY: the caller guarantees the target is not Rust-owned memory; faults are caught.
-        unsafe { asm!("mov qword ptr [{address}], {value}", address = in(reg) address, value = in(reg) value, options(nostack)) };
+        unsafe {
+            asm!("mov qword ptr [{address}], {value}", address = in(reg) address, value = in(reg) value, options(nostack))
+        };
     })
 }
 
@@ -156,7 +160,9 @@ pub fn ud2() -> (Result<(), Exception>, u64) {
     let result = catch_exception(|| {
         // SAFETY: the address is stored through `slot` before UD2 raises #UD (register
         // outputs of an asm block that faults are never written back); #UD is caught.
-        unsafe { asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: ud2", slot = in(reg) slot, scratch = out(reg) _, options(nostack)) };
+        unsafe {
+            asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: ud2", slot = in(reg) slot, scratch = out(reg) _, options(nostack))
+        };
     });
     (result, address)
 }
@@ -183,7 +189,9 @@ pub fn int3() -> u64 {
 pub fn int1() -> u64 {
     let after: u64;
     // SAFETY: INT1 raises #DB as a trap; see `int3`.
-    unsafe { asm!(".byte 0xf1", "2: lea {after}, [rip + 2b]", after = out(reg) after, options(nomem, nostack)) };
+    unsafe {
+        asm!(".byte 0xf1", "2: lea {after}, [rip + 2b]", after = out(reg) after, options(nomem, nostack))
+    };
     after
 }
 
@@ -191,7 +199,9 @@ pub fn int1() -> u64 {
 pub fn software_interrupt<const VECTOR: u8>() -> u64 {
     let after: u64;
     // SAFETY: INT n enters the IDT gate of `VECTOR`, which the runtime handles like INT3.
-    unsafe { asm!("int {vector}", "2: lea {after}, [rip + 2b]", vector = const VECTOR, after = out(reg) after, options(nomem, nostack)) };
+    unsafe {
+        asm!("int {vector}", "2: lea {after}, [rip + 2b]", vector = const VECTOR, after = out(reg) after, options(nomem, nostack))
+    };
     after
 }
 
@@ -215,7 +225,9 @@ pub fn load_fs(selector: u16) -> Result<(), Exception> {
     catch_exception(|| {
         // SAFETY: the runtime does not use FS; the FS base is reset to 0 by loading null
         // and only for the duration of this probe.
-        unsafe { asm!("mov fs, {0:x}", "xor {1:e}, {1:e}", "mov fs, {1:x}", in(reg) selector, out(reg) _, options(nomem, nostack)) };
+        unsafe {
+            asm!("mov fs, {0:x}", "xor {1:e}, {1:e}", "mov fs, {1:x}", in(reg) selector, out(reg) _, options(nomem, nostack))
+        };
     })
 }
 

@@ -146,7 +146,9 @@ pub(crate) fn init() {
     // Page 0 stays unmapped so that null pointer accesses fault, and so does the guard page
     // under the boot stack.
     for hole in [0, &raw const __boot_stack_guard as u64] {
-        leaf_entry(root, hole, false).expect("the image blocks use 4 KiB pages").set_unused();
+        leaf_entry(root, hole, false)
+            .expect("the image blocks use 4 KiB pages")
+            .set_unused();
     }
     let frame = PhysFrame::containing_address(PhysAddr::new(root));
     // SAFETY: the new tables identity map everything the old ones did (the image, the stack,

@@ -150,8 +150,10 @@ pub fn fninit_at() -> (Result<(), Exception>, u64) {
         // SAFETY: `slot` points at a live local of this probe, written once before the probed
         // instruction. FNINIT resets the x87 state, which nothing on this soft-float target uses;
         // #NM is caught.
-        unsafe { asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: fninit",
-                 scratch = out(reg) _, slot = in(reg) slot, options(nostack)) };
+        unsafe {
+            asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: fninit",
+                 scratch = out(reg) _, slot = in(reg) slot, options(nostack))
+        };
     });
     (result, instruction)
 }
@@ -164,8 +166,10 @@ pub fn fwait_at() -> (Result<(), Exception>, u64) {
     let result = catch_exception(|| {
         // SAFETY: `slot` points at a live local of this probe, written once before the probed
         // instruction. WAIT only checks for pending x87 exceptions; any exception is caught.
-        unsafe { asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: fwait",
-                 scratch = out(reg) _, slot = in(reg) slot, options(nostack)) };
+        unsafe {
+            asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: fwait",
+                 scratch = out(reg) _, slot = in(reg) slot, options(nostack))
+        };
     });
     (result, instruction)
 }
@@ -178,8 +182,10 @@ pub fn locked_nop_at() -> (Result<(), Exception>, u64) {
     let result = catch_exception(|| {
         // SAFETY: `slot` points at a live local of this probe, written once before the probed
         // instruction. The instruction does nothing if it does not fault; #UD is caught.
-        unsafe { asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: .byte 0xf0, 0x90",
-                 scratch = out(reg) _, slot = in(reg) slot, options(nostack)) };
+        unsafe {
+            asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: .byte 0xf0, 0x90",
+                 scratch = out(reg) _, slot = in(reg) slot, options(nostack))
+        };
     });
     (result, instruction)
 }
@@ -193,8 +199,10 @@ pub fn into_at() -> (Result<(), Exception>, u64) {
         // SAFETY: `slot` points at a live local of this probe, written once before the probed
         // instruction. In 64-bit mode CE is #UD; were it executed as INTO with OF clear it would do
         // nothing, and with OF set the #OF would be caught.
-        unsafe { asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: .byte 0xce",
-                 scratch = out(reg) _, slot = in(reg) slot, options(nostack)) };
+        unsafe {
+            asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: .byte 0xce",
+                 scratch = out(reg) _, slot = in(reg) slot, options(nostack))
+        };
     });
     (result, instruction)
 }
@@ -366,7 +374,10 @@ pub fn set_reserved_address_bit(page: &TestPage, bit: u32) {
             x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(address));
             return;
         }
-        assert!(value & (1 << 7) == 0, "the page at {address:#x} is inside a large page");
+        assert!(
+            value & (1 << 7) == 0,
+            "the page at {address:#x} is inside a large page"
+        );
         table = value & 0x000f_ffff_ffff_f000;
     }
 }
@@ -383,7 +394,10 @@ pub struct Window<'a> {
 impl<'a> Window<'a> {
     /// A new window, showing a zeroed frame of its own.
     pub fn new() -> Window<'a> {
-        Window { placeholder: TestPage::new(), shown: core::marker::PhantomData }
+        Window {
+            placeholder: TestPage::new(),
+            shown: core::marker::PhantomData,
+        }
     }
 
     /// The window's virtual address.

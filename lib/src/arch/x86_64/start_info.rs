@@ -133,12 +133,17 @@ impl BootInfo {
         }
         if info.module_count > 0 && info.module_list_address != 0 {
             // SAFETY: the loader's module list holds `module_count` entries.
-            let module = unsafe { (info.module_list_address as usize as *const ModuleEntry).read_unaligned() };
+            let module =
+                unsafe { (info.module_list_address as usize as *const ModuleEntry).read_unaligned() };
             let length = (module.size as usize).min(MAX_ENVIRONMENT);
             // SAFETY: the module's `size` bytes at `address` were loaded by QEMU; we copy at
             // most that many into our own buffer.
             unsafe {
-                core::ptr::copy_nonoverlapping(module.address as usize as *const u8, boot.environment.as_mut_ptr(), length)
+                core::ptr::copy_nonoverlapping(
+                    module.address as usize as *const u8,
+                    boot.environment.as_mut_ptr(),
+                    length,
+                )
             };
             boot.environment_length = length;
         }

@@ -1,0 +1,638 @@
+//! msr: read/write round trips of architectural MSRs, and the #GP that non-canonical
+//! addresses, reserved bits, read-only and write-only MSRs, and nonexistent MSRs must raise.
+//!
+//! Like kvm-unit-tests' msr test, two arguments `<index> <value>` (hexadecimal) test only
+//! that MSR: it must take the value and give it back.
+//!
+//! QEMU's TCG does not raise #GP for most invalid MSR accesses (target/i386/tcg/system/
+//! misc_helper.c ignores unknown MSRs and unchecked values: "XXX: exception?"). Those checks
+//! report KFAIL when CPUID leaf 0x40000000 says TCG, and FAIL anywhere else. Likewise the
+//! software KVM `kvm_pvm` (told by the runner's guest environment) accepts invalid PAT memory
+//! types, ignores writes to IA32_TSC, and lets the unadvertised mitigation MSRs be accessed:
+//! KFAIL there.
+#![no_std]
+#![no_main]
+
+use vmunit::arch::instructions::{
+    Register, cpuid, has_feature, rdmsr_safe, rdpid_safe, rdtsc, rdtscp_safe, wrmsr_safe,
+};
+use vmunit::{Exception, Vector, prefix, report, report_info, report_kfail, report_skip, report_summary};
+
+vmunit::main!(main);
+
+const SYSENTER_CS: u32 = 0x174;
+const SYSENTER_ESP: u32 = 0x175;
+const SYSENTER_EIP: u32 = 0x176;
+const MISC_ENABLE: u32 = 0x1a0;
+const PAT: u32 = 0x277;
+const TSC: u32 = 0x10;
+const SPEC_CTRL: u32 = 0x48;
+const PRED_CMD: u32 = 0x49;
+const FLUSH_CMD: u32 = 0x10b;
+const APIC_BASE: u32 = 0x1b;
+const MCG_CAP: u32 = 0x179;
+const MC0_CTL: u32 = 0x400;
+const EFER: u32 = 0xc000_0080;
+const STAR: u32 = 0xc000_0081;
+const LSTAR: u32 = 0xc000_0082;
+const CSTAR: u32 = 0xc000_0083;
+const SYSCALL_MASK: u32 = 0xc000_0084;
+const FS_BASE: u32 = 0xc000_0100;
+const GS_BASE: u32 = 0xc000_0101;
+const KERNEL_GS_BASE: u32 = 0xc000_0102;
+const TSC_AUX: u32 = 0xc000_0103;
+
+const EFER_SCE: u64 = 1 << 0;
+const EFER_LME: u64 = 1 << 8;
+
+/// A canonical address with bits above 32 set (kvm-unit-tests' `addr_64`).
+const ADDRESS: u64 = 0x0000_1234_5678_9abc;
+/// kvm-unit-tests' NONCANONICAL: not canonical for 48- or 57-bit linear addresses.
+const NONCANONICAL: u64 = 0xaaaa_aaaa_aaaa_aaaa;
+
+/// What the test knows about where it runs.
+struct Machine {
+    intel: bool,
+    /// CPUID leaf 0x40000000 says "TCGTCGTCGTCG": QEMU's TCG, whose MSR gaps are known.
+    tcg: bool,
+    /// The runner says the host's KVM is kvm_pvm, whose MSR gaps are known.
+    pvm: bool,
+}
+
+/// Which hypervisors are known to miss a check (it reports KFAIL there, FAIL elsewhere).
+#[derive(Clone, Copy)]
+enum Gap {
+    /// None: the check must hold everywhere.
+    None,
+    /// QEMU's TCG.
+    Tcg,
+    /// QEMU's TCG and kvm_pvm.
+    TcgAndPvm,
+}
+
+impl Machine {
+    /// Whether this machine is known to miss a check with `gap`.
+    fn known(&self, gap: Gap) -> bool {
+        match gap {
+            Gap::None => false,
+            Gap::Tcg => self.tcg,
+            Gap::TcgAndPvm => self.tcg || self.pvm,
+        }
+    }
+}
+
+impl Machine {
+    fn detect() -> Self {
+        let leaf = cpuid(0, 0);
+        let intel = [leaf.ebx, leaf.edx, leaf.ecx] == words(b"GenuineIntel");
+        let hypervisor = cpuid(0x4000_0000, 0);
+        let tcg = [hypervisor.ebx, hypervisor.ecx, hypervisor.edx] == words(b"TCGTCGTCGTCG");
+        let pvm = vmunit::environment::kvm_module() == Some("kvm_pvm");
+        Machine { intel, tcg, pvm }
+    }
+}
+
+fn words(text: &[u8; 12]) -> [u32; 3] {
+    let word =
+        |index: usize| u32::from_le_bytes([text[index], text[index + 1], text[index + 2], text[index + 3]]);
+    [word(0), word(4), word(8)]
+}
+
+/// How an MSR access ended, for messages.
+struct Outcome<T>(Result<T, Exception>);
+
+impl<T> core::fmt::Display for Outcome<T> {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match &self.0 {
+            Ok(_) => formatter.write_str("no exception"),
+            Err(exception) => write!(formatter, "{}", exception.vector),
+        }
+    }
+}
+
+fn is_gp<T>(result: &Result<T, Exception>) -> bool {
+    matches!(
+        result,
+        Err(Exception {
+            vector: Vector::GP,
+            ..
+        })
+    )
+}
+
+/// Writes `value`, reads it back, restores the original; reports whether it read back.
+fn round_trip(name: &str, index: u32, value: u64) {
+    let original = match rdmsr_safe(index) {
+        Ok(original) => original,
+        Err(exception) => {
+            report!(
+                false,
+                "{name} ({index:#x}) round-trips {value:#x} (RDMSR raised {})",
+                exception.vector
+            );
+            return;
+        }
+    };
+    let written = wrmsr_safe(index, value);
+    let read = rdmsr_safe(index);
+    let restored = wrmsr_safe(index, original);
+    match (written, read) {
+        (Ok(()), Ok(read)) => report!(
+            read == value,
+            "{name} ({index:#x}) round-trips {value:#x} (read {read:#x})"
+        ),
+        (written, read) => report!(
+            false,
+            "{name} ({index:#x}) round-trips {value:#x} (WRMSR: {}, RDMSR: {})",
+            Outcome(written),
+            Outcome(read)
+        ),
+    };
+    if restored.is_err() {
+        report!(
+            false,
+            "{name} ({index:#x}) takes back its original value {original:#x}"
+        );
+    }
+}
+
+/// Round trips of several values, reported as one check.
+fn round_trips(name: &str, index: u32, values: &[u64]) {
+    let Ok(original) = rdmsr_safe(index) else {
+        report!(
+            false,
+            "{name} ({index:#x}) round-trips {values:x?} (RDMSR faults)"
+        );
+        return;
+    };
+    let mut failure = None;
+    for &value in values {
+        let written = wrmsr_safe(index, value);
+        let read = rdmsr_safe(index);
+        if written.is_err() || read != Ok(value) {
+            failure = Some((value, Outcome(written), read));
+            break;
+        }
+    }
+    let _ = wrmsr_safe(index, original);
+    match failure {
+        None => report!(true, "{name} ({index:#x}) round-trips {values:x?}"),
+        Some((value, written, read)) => report!(
+            false,
+            "{name} ({index:#x}) round-trips {values:x?} ({value:#x}: WRMSR {written}, read {read:x?})"
+        ),
+    };
+}
+
+/// WRMSR of `value` must raise #GP; `gap` names the hypervisors known not to (KFAIL there).
+/// A write that wrongly succeeds is undone.
+fn expect_write_gp(machine: &Machine, gap: Gap, name: &str, index: u32, value: u64) {
+    let original = rdmsr_safe(index);
+    let result = wrmsr_safe(index, value);
+    if let (Ok(()), Ok(original)) = (&result, original) {
+        let _ = wrmsr_safe(index, original);
+    }
+    report_kfail!(
+        machine.known(gap),
+        is_gp(&result),
+        "WRMSR({name} {index:#x}, {value:#x}) raises #GP (got {})",
+        Outcome(result)
+    );
+}
+
+/// RDMSR must raise #GP.
+fn expect_read_gp(machine: &Machine, gap: Gap, name: &str, index: u32) {
+    let result = rdmsr_safe(index);
+    report_kfail!(
+        machine.known(gap),
+        is_gp(&result),
+        "RDMSR({name} {index:#x}) raises #GP (got {})",
+        Outcome(result)
+    );
+}
+
+/// WRMSR of `value` must succeed.
+fn expect_write_ok(name: &str, index: u32, value: u64) {
+    let result = wrmsr_safe(index, value);
+    report!(
+        result.is_ok(),
+        "WRMSR({name} {index:#x}, {value:#x}) succeeds (got {})",
+        Outcome(result)
+    );
+}
+
+fn parse_hex(text: &str) -> Option<u64> {
+    let digits = text
+        .strip_prefix("0x")
+        .or_else(|| text.strip_prefix("0X"))
+        .unwrap_or(text);
+    u64::from_str_radix(digits, 16).ok()
+}
+
+fn main(args: &[&str]) -> i32 {
+    if let [index, value] = args
+        && let (Some(index), Some(value)) = (parse_hex(index), parse_hex(value))
+    {
+        test_custom(index, value);
+        return report_summary();
+    }
+    let machine = Machine::detect();
+    report_info!(
+        "vendor {}, TCG signature {}",
+        if machine.intel { "Intel" } else { "not Intel" },
+        machine.tcg
+    );
+    test_sysenter(&machine);
+    test_syscall(&machine);
+    test_segment_bases(&machine);
+    test_efer(&machine);
+    test_pat(&machine);
+    test_misc_enable(&machine);
+    test_tsc(&machine);
+    test_tsc_aux(&machine);
+    test_nonexistent(&machine);
+    test_x2apic_off(&machine);
+    test_mitigations(&machine);
+    test_machine_check(&machine);
+    report_summary()
+}
+
+/// `msr <index> <value>`: the MSR takes the value and gives it back (EFER: the value's bits
+/// are set on top of the current ones, since LME/LMA cannot change in long mode).
+fn test_custom(index: u64, value: u64) {
+    let Ok(index) = u32::try_from(index) else {
+        report!(false, "MSR index {index:#x} fits in 32 bits");
+        return;
+    };
+    let _prefix = vmunit::prefix!("MSR {index:#x}");
+    let value = if index == EFER {
+        value | rdmsr_safe(EFER).unwrap_or(0)
+    } else {
+        value
+    };
+    round_trip("custom MSR", index, value);
+}
+
+fn test_sysenter(machine: &Machine) {
+    let _prefix = prefix("SYSENTER");
+    round_trip("SYSENTER_CS", SYSENTER_CS, 0x1234);
+    // Intel keeps 64-bit SYSENTER_ESP/EIP for 64-bit SYSENTER; AMD has no 64-bit SYSENTER and
+    // keeps only bits 31:0 (KVM emulates the upper half only for Intel guests). AMD: check
+    // a 32-bit value, and only show what happens to a 64-bit one.
+    let value = if machine.intel {
+        ADDRESS
+    } else {
+        ADDRESS & 0xffff_ffff
+    };
+    for (name, index) in [("SYSENTER_ESP", SYSENTER_ESP), ("SYSENTER_EIP", SYSENTER_EIP)] {
+        round_trip(name, index, value);
+        if !machine.intel
+            && let Ok(original) = rdmsr_safe(index)
+        {
+            let written = wrmsr_safe(index, ADDRESS);
+            let read = rdmsr_safe(index);
+            let _ = wrmsr_safe(index, original);
+            report_info!(
+                "{name} after writing {ADDRESS:#x} (not architectural on AMD): {written:x?}, {read:x?}"
+            );
+        }
+        // Intel's WRMSR checks these for canonical addresses, but KVM makes the value
+        // canonical instead of raising #GP (AMD ignores bits 63:32), so no #GP check here.
+    }
+}
+
+fn test_syscall(machine: &Machine) {
+    let _prefix = prefix("SYSCALL");
+    round_trip("STAR", STAR, 0x0023_0010_1234_5678);
+    round_trip("SYSCALL_MASK", SYSCALL_MASK, 0xffff_ffff);
+    for (name, index) in [("LSTAR", LSTAR), ("CSTAR", CSTAR)] {
+        round_trip(name, index, ADDRESS);
+        expect_write_gp(machine, Gap::Tcg, name, index, NONCANONICAL);
+    }
+}
+
+fn test_segment_bases(machine: &Machine) {
+    let _prefix = prefix("segment bases");
+    for (name, index) in [
+        ("FS_BASE", FS_BASE),
+        ("GS_BASE", GS_BASE),
+        ("KERNEL_GS_BASE", KERNEL_GS_BASE),
+    ] {
+        round_trip(name, index, ADDRESS);
+        expect_write_gp(machine, Gap::Tcg, name, index, NONCANONICAL);
+    }
+}
+
+fn test_efer(machine: &Machine) {
+    let _prefix = prefix("EFER");
+    let Ok(original) = rdmsr_safe(EFER) else {
+        report!(false, "RDMSR(EFER) succeeds");
+        return;
+    };
+    report!(
+        original & EFER_LME != 0,
+        "EFER.LME is set in long mode (EFER {original:#x})"
+    );
+    // As kvm-unit-tests: the test value is SCE on top of the current bits (LME/LMA cannot
+    // change in long mode); also clear SCE again.
+    round_trip("EFER", EFER, original | EFER_SCE);
+    round_trip("EFER", EFER, original & !EFER_SCE);
+    // Bits 1-7, 9, 16, 19 and 22-63 are reserved for Intel and AMD alike.
+    for bit in [1, 7, 63] {
+        expect_write_gp(machine, Gap::Tcg, "EFER", EFER, original | (1 << bit));
+    }
+    // SDM: changing LME while CR0.PG=1 raises #GP.
+    expect_write_gp(machine, Gap::Tcg, "EFER", EFER, original & !EFER_LME);
+}
+
+fn test_pat(machine: &Machine) {
+    let _prefix = prefix("PAT");
+    // Entry 0 stays write-back (the runtime's mappings use it); the others take each valid
+    // type: WT, UC-, UC, WC, WP.
+    round_trip("PAT", PAT, 0x0007_0501_0007_0406);
+    round_trip("PAT", PAT, 0x0000_0000_0707_0706);
+    let Ok(original) = rdmsr_safe(PAT) else {
+        return;
+    };
+    // Types 2 and 3 are reserved encodings, and bits 7:3 of each entry are reserved.
+    for (entry, bad_type) in [(1, 0x02u64), (3, 0x03), (7, 0x02), (5, 0x08), (2, 0x80)] {
+        let shift = entry * 8;
+        let value = (original & !(0xff << shift)) | (bad_type << shift);
+        expect_write_gp(machine, Gap::TcgAndPvm, "PAT", PAT, value);
+    }
+}
+
+fn test_misc_enable(machine: &Machine) {
+    let _prefix = prefix("MISC_ENABLE");
+    if !machine.intel {
+        report_skip!("IA32_MISC_ENABLE is Intel's; the vendor is not GenuineIntel");
+        return;
+    }
+    // kvm-unit-tests' value, keeping the read-only bits 7, 11 and 12 as they are.
+    let keep = 0x1880;
+    let Ok(original) = rdmsr_safe(MISC_ENABLE) else {
+        report!(false, "RDMSR(MISC_ENABLE) succeeds on an Intel CPU");
+        return;
+    };
+    round_trip(
+        "MISC_ENABLE",
+        MISC_ENABLE,
+        (0x4_00c5_0809 & !keep) | (original & keep),
+    );
+}
+
+/// IA32_TSC: a write sets the counter, which then keeps counting from there.
+fn test_tsc(machine: &Machine) {
+    let _prefix = prefix("TSC");
+    const TOLERANCE: u64 = 1 << 30;
+    let before = rdtsc();
+    let read = rdmsr_safe(TSC);
+    let after = rdtsc();
+    report_kfail!(
+        machine.known(Gap::Tcg),
+        matches!(read, Ok(value) if before <= value && value <= after),
+        "RDMSR(TSC) lies between two RDTSCs {before:#x}..={after:#x} (got {:x?})",
+        read
+    );
+    // Jump 2^40 ahead, so that a TSC that ignores the write stays below the target.
+    let target = before.wrapping_add(1 << 40);
+    let mut landed = None;
+    for _ in 0..3 {
+        if wrmsr_safe(TSC, target).is_err() {
+            break;
+        }
+        let read = rdtsc();
+        landed = Some(read);
+        if read.wrapping_sub(target) < TOLERANCE {
+            break;
+        }
+    }
+    let moved_on = rdmsr_safe(TSC);
+    match landed {
+        Some(read) => {
+            report_kfail!(
+                machine.known(Gap::TcgAndPvm),
+                read.wrapping_sub(target) < TOLERANCE,
+                "after WRMSR(TSC, {target:#x}) RDTSC reads at most {TOLERANCE:#x} more (got {read:#x})"
+            );
+            report_kfail!(
+                machine.known(Gap::TcgAndPvm),
+                matches!(moved_on, Ok(value) if value >= read && value.wrapping_sub(target) < TOLERANCE * 2),
+                "RDMSR(TSC) then counts on from {read:#x} (got {:x?})",
+                moved_on
+            );
+        }
+        None => {
+            report!(false, "WRMSR(TSC, {target:#x}) succeeds");
+        }
+    }
+    // Put the counter back where it would have been, if the write took.
+    if let Ok(now) = moved_on {
+        let elapsed = now.wrapping_sub(target);
+        if elapsed < TOLERANCE * 2 {
+            let _ = wrmsr_safe(TSC, before.wrapping_add(elapsed));
+        }
+    }
+}
+
+fn test_tsc_aux(machine: &Machine) {
+    let _prefix = prefix("TSC_AUX");
+    let rdtscp = has_feature(0x8000_0001, 0, Register::Edx, 27);
+    let rdpid = has_feature(7, 0, Register::Ecx, 22);
+    if !rdtscp && !rdpid {
+        // The SDM lists IA32_TSC_AUX only where RDTSCP or RDPID exists.
+        expect_read_gp(machine, Gap::Tcg, "TSC_AUX", TSC_AUX);
+        expect_write_gp(machine, Gap::Tcg, "TSC_AUX", TSC_AUX, 0);
+        return;
+    }
+    let Ok(original) = rdmsr_safe(TSC_AUX) else {
+        report!(false, "RDMSR(TSC_AUX) succeeds with RDTSCP or RDPID advertised");
+        return;
+    };
+    let value = 0x1234_5678;
+    round_trip("TSC_AUX", TSC_AUX, value);
+    let _ = wrmsr_safe(TSC_AUX, value);
+    if rdtscp {
+        let result = rdtscp_safe();
+        report!(
+            matches!(result, Ok((_, aux)) if aux == value as u32),
+            "RDTSCP returns TSC_AUX {value:#x} in ECX (got {result:x?})"
+        );
+    }
+    if rdpid {
+        let result = rdpid_safe();
+        report!(
+            matches!(result, Ok(aux) if aux == value),
+            "RDPID returns TSC_AUX {value:#x} (got {result:x?})"
+        );
+    }
+    // Bits 63:32 are reserved: Intel raises #GP; AMD processors ignore them (read as 0),
+    // so for AMD either behaviour is right as long as the upper half does not stick.
+    let high = value | (1 << 40);
+    if machine.intel {
+        expect_write_gp(machine, Gap::Tcg, "TSC_AUX", TSC_AUX, high);
+    } else {
+        let result = wrmsr_safe(TSC_AUX, high);
+        let read = rdmsr_safe(TSC_AUX);
+        report_kfail!(
+            machine.tcg,
+            is_gp(&result) || matches!(read, Ok(read) if read == value),
+            "WRMSR(TSC_AUX, {high:#x}) raises #GP or drops bits 63:32 on AMD (WRMSR: {}, read {read:x?})",
+            Outcome(result)
+        );
+    }
+    let _ = wrmsr_safe(TSC_AUX, original);
+}
+
+/// MSR indices outside every architectural and vendor range.
+fn test_nonexistent(machine: &Machine) {
+    let _prefix = prefix("nonexistent");
+    for index in [0x0000_2fff_u32, 0x8000_0000, 0xdead_beef, 0xffff_ffff] {
+        expect_read_gp(machine, Gap::Tcg, "nonexistent MSR", index);
+        expect_write_gp(machine, Gap::Tcg, "nonexistent MSR", index, 0);
+    }
+}
+
+/// In xAPIC mode (IA32_APIC_BASE.EXTD clear) the x2APIC MSRs do not exist.
+fn test_x2apic_off(machine: &Machine) {
+    let _prefix = prefix("x2APIC MSRs");
+    let Ok(apic_base) = rdmsr_safe(APIC_BASE) else {
+        report!(false, "RDMSR(APIC_BASE) succeeds");
+        return;
+    };
+    if apic_base & (1 << 10) != 0 {
+        report_skip!("x2APIC mode is enabled (APIC_BASE {apic_base:#x})");
+        return;
+    }
+    for (name, index) in [
+        ("x2APIC ID", 0x802),
+        ("x2APIC version", 0x803),
+        ("x2APIC TPR", 0x808),
+        ("x2APIC ICR", 0x830),
+    ] {
+        expect_read_gp(machine, Gap::None, name, index);
+        expect_write_gp(machine, Gap::None, name, index, 0);
+    }
+}
+
+/// kvm-unit-tests' mitigation MSRs: PRED_CMD and FLUSH_CMD are write-only commands that exist
+/// only when advertised; SPEC_CTRL takes the bits of the advertised features.
+fn test_mitigations(machine: &Machine) {
+    let _prefix = prefix("mitigations");
+    let intel_feature = |bit| has_feature(7, 0, Register::Edx, bit);
+    let amd_feature = |bit| has_feature(0x8000_0008, 0, Register::Ebx, bit);
+    report_info!(
+        "CPUID.7.0:EDX {:#010x}, CPUID.80000008H:EBX {:#010x}",
+        if cpuid(0, 0).eax >= 7 { cpuid(7, 0).edx } else { 0 },
+        if cpuid(0x8000_0000, 0).eax >= 0x8000_0008 {
+            cpuid(0x8000_0008, 0).ebx
+        } else {
+            0
+        }
+    );
+    let mut spec_ctrl_bits = 0u64;
+    if intel_feature(26) || amd_feature(14) {
+        spec_ctrl_bits |= 1 << 0; // IBRS
+    }
+    if intel_feature(27) || amd_feature(15) {
+        spec_ctrl_bits |= 1 << 1; // STIBP
+    }
+    if intel_feature(31) || amd_feature(24) {
+        spec_ctrl_bits |= 1 << 2; // SSBD
+    }
+    if spec_ctrl_bits != 0 {
+        for value in 0..=spec_ctrl_bits {
+            if value & spec_ctrl_bits == value {
+                round_trip("SPEC_CTRL", SPEC_CTRL, value);
+            }
+        }
+    } else {
+        expect_read_gp(machine, Gap::TcgAndPvm, "SPEC_CTRL", SPEC_CTRL);
+        expect_write_gp(machine, Gap::TcgAndPvm, "SPEC_CTRL", SPEC_CTRL, 0);
+    }
+
+    expect_read_gp(machine, Gap::TcgAndPvm, "PRED_CMD", PRED_CMD);
+    let ibpb = intel_feature(26) || amd_feature(12) || has_feature(0x8000_0021, 0, Register::Eax, 27);
+    for value in [0, 1] {
+        if ibpb {
+            expect_write_ok("PRED_CMD", PRED_CMD, value);
+        } else {
+            expect_write_gp(machine, Gap::TcgAndPvm, "PRED_CMD", PRED_CMD, value);
+        }
+    }
+
+    expect_read_gp(machine, Gap::TcgAndPvm, "FLUSH_CMD", FLUSH_CMD);
+    let flush_l1d = intel_feature(28);
+    for value in [0, 1] {
+        if flush_l1d {
+            expect_write_ok("FLUSH_CMD", FLUSH_CMD, value);
+        } else {
+            expect_write_gp(machine, Gap::TcgAndPvm, "FLUSH_CMD", FLUSH_CMD, value);
+        }
+    }
+}
+
+/// kvm-unit-tests' MCE bank checks: IA32_MCG_CAP[7:0] banks of CTL/STATUS/ADDR/MISC, up to
+/// 32 banks (0x400..=0x47f); the banks beyond the count do not exist.
+fn test_machine_check(machine: &Machine) {
+    let _prefix = prefix("machine check");
+    if !has_feature(1, 0, Register::Edx, 14) {
+        report_skip!("MCA (CPUID.1:EDX[14]) is not advertised");
+        return;
+    }
+    let capabilities = match rdmsr_safe(MCG_CAP) {
+        Ok(capabilities) => capabilities,
+        Err(exception) => {
+            report!(
+                false,
+                "RDMSR(MCG_CAP) succeeds with MCA advertised (got {})",
+                exception.vector
+            );
+            return;
+        }
+    };
+    let banks = (capabilities & 0xff) as u32;
+    report_info!("MCG_CAP {capabilities:#x}: {banks} banks");
+    report!(
+        banks <= 32,
+        "MCG_CAP[7:0] counts at most 32 banks, all below the VMX MSRs at 0x480 (got {banks})"
+    );
+    // SDM: IA32_MCG_CAP is read-only.
+    expect_write_gp(machine, Gap::Tcg, "MCG_CAP", MCG_CAP, capabilities);
+    for bank in 0..banks.min(32) {
+        let base = MC0_CTL + 4 * bank;
+        let _bank = vmunit::prefix!("MC{bank}");
+        round_trips("CTL", base, &[0, u64::MAX]);
+        // MCi_CTL: only P6 processors restrict the values to all 0s or all 1s (KVM keeps that
+        // rule and kvm-unit-tests checks it); later processors take any mask: not checked.
+        round_trips("STATUS", base + 1, &[0]);
+        // SDM 15.3.2.2: writing 1s to IA32_MCi_STATUS raises #GP (AMD: unless the
+        // non-architectural HWCR.McStatusWrEn is set, which no VMM sets by default).
+        expect_write_gp(machine, Gap::Tcg, "STATUS", base + 1, 1);
+        round_trips("ADDR", base + 2, &[0, u64::MAX, NONCANONICAL]);
+        round_trips("MISC", base + 3, &[0, u64::MAX, NONCANONICAL]);
+    }
+    for bank in banks..32 {
+        let base = MC0_CTL + 4 * bank;
+        let mut bad = None;
+        for index in base..base + 4 {
+            let read = rdmsr_safe(index);
+            let write = wrmsr_safe(index, 0);
+            if !is_gp(&read) || !is_gp(&write) {
+                bad = Some((index, Outcome(read), Outcome(write)));
+                break;
+            }
+        }
+        match bad {
+            None => report!(
+                true,
+                "bank {bank} beyond the count: RDMSR and WRMSR(0) of its 4 MSRs raise #GP"
+            ),
+            Some((index, read, write)) => report_kfail!(
+                machine.tcg,
+                false,
+                "bank {bank} beyond the count: RDMSR and WRMSR(0) of its 4 MSRs raise #GP (MSR {index:#x}: RDMSR {read}, WRMSR {write})"
+            ),
+        };
+    }
+}

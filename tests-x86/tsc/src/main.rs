@@ -1,0 +1,310 @@
+//! tsc: the time-stamp counter never goes backwards, RDTSCP reads it in order with RDTSC,
+//! writes to IA32_TSC and IA32_TSC_ADJUST move it, and IA32_TSC_AUX reaches RDTSCP and RDPID.
+//!
+//! QEMU's TCG implements neither IA32_TSC (MSR 0x10: reads 0, ignores writes) nor
+//! IA32_TSC_ADJUST, and keeps bits 63:32 of TSC_AUX (target/i386/tcg/system/misc_helper.c):
+//! those checks report KFAIL when CPUID leaf 0x40000000 says TCG, and FAIL anywhere else.
+#![no_std]
+#![no_main]
+
+use vmunit::arch::instructions::{
+    Register, cpuid, has_feature, rdmsr_safe, rdpid_safe, rdtsc, rdtsc_ordered, rdtscp_safe, wrmsr_safe,
+};
+use vmunit::{Exception, Vector, prefix, report, report_info, report_kfail, report_skip, report_summary};
+
+vmunit::main!(main);
+
+const TSC: u32 = 0x10;
+const TSC_ADJUST: u32 = 0x3b;
+const TSC_AUX: u32 = 0xc000_0103;
+
+/// How far the counter may run between a write and the read that checks it: 2^30 ticks, a
+/// quarter second or more at today's TSC rates.
+const TOLERANCE: u64 = 1 << 30;
+/// kvm-unit-tests' test value for TSC writes and adjustments.
+const BIG: u64 = 100_000_000_000;
+
+/// What the test knows about where it runs.
+struct Machine {
+    intel: bool,
+    /// CPUID leaf 0x40000000 says "TCGTCGTCGTCG": QEMU's TCG, whose gaps are known.
+    tcg: bool,
+    /// The runner says the host's KVM is kvm_pvm, which applies no offset to the guest's TSC:
+    /// writes to IA32_TSC and IA32_TSC_ADJUST are stored but do not move RDTSC.
+    pvm: bool,
+}
+
+fn signature(leaf: u32, order: [usize; 3]) -> [u8; 12] {
+    let result = cpuid(leaf, 0);
+    let registers = [result.ebx, result.ecx, result.edx];
+    let mut bytes = [0; 12];
+    for (chunk, index) in bytes.chunks_exact_mut(4).zip(order) {
+        chunk.copy_from_slice(&registers[index].to_le_bytes());
+    }
+    bytes
+}
+
+fn main(_args: &[&str]) -> i32 {
+    let machine = Machine {
+        // Leaf 0 spells the vendor in EBX, EDX, ECX; leaf 0x40000000 in EBX, ECX, EDX.
+        intel: signature(0, [0, 2, 1]) == *b"GenuineIntel",
+        tcg: signature(0x4000_0000, [0, 1, 2]) == *b"TCGTCGTCGTCG",
+        pvm: vmunit::environment::kvm_module() == Some("kvm_pvm"),
+    };
+    report_info!("Intel vendor: {}, TCG signature: {}", machine.intel, machine.tcg);
+    test_monotonic();
+    test_rdtscp_order();
+    // TSC_ADJUST first: it starts at 0 only until IA32_TSC is written.
+    test_tsc_adjust(&machine);
+    test_tsc_write(&machine);
+    test_tsc_aux(&machine);
+    report_summary()
+}
+
+/// Many back-to-back RDTSCs never go backwards, and the counter moves.
+fn test_monotonic() {
+    let _prefix = prefix("RDTSC");
+    const READS: u32 = 100_000;
+    let first = rdtsc();
+    let mut previous = first;
+    let mut backwards = 0;
+    let mut worst = 0;
+    for _ in 0..READS {
+        let now = rdtsc();
+        if now < previous {
+            backwards += 1;
+            worst = worst.max(previous - now);
+        }
+        previous = now;
+    }
+    report!(
+        backwards == 0,
+        "{READS} consecutive RDTSCs never go backwards (went back {backwards} times, by up to {worst:#x})"
+    );
+    report!(
+        previous > first,
+        "the TSC advances over {READS} reads (from {first:#x} to {previous:#x})"
+    );
+    let (start, end) = (rdtsc_ordered(), rdtsc_ordered());
+    report!(
+        end > start,
+        "two LFENCE-ordered RDTSCs increase ({start:#x} then {end:#x})"
+    );
+}
+
+/// RDTSCP waits for earlier instructions, so fenced RDTSCs around it bracket its value.
+fn test_rdtscp_order() {
+    let _prefix = prefix("RDTSCP");
+    if !has_feature(0x8000_0001, 0, Register::Edx, 27) {
+        report_skip!("RDTSCP is not advertised (CPUID.80000001H:EDX[27])");
+        return;
+    }
+    const ROUNDS: u32 = 10_000;
+    let mut failure = None;
+    for _ in 0..ROUNDS {
+        let before = rdtsc_ordered();
+        let during = rdtscp_safe();
+        let after = rdtsc_ordered();
+        match during {
+            Ok((value, _)) if before <= value && value <= after => {}
+            _ => {
+                failure = Some((before, during, after));
+                break;
+            }
+        }
+    }
+    match failure {
+        None => report!(
+            true,
+            "in {ROUNDS} rounds RDTSCP lies between the fenced RDTSCs before and after it"
+        ),
+        Some((before, during, after)) => report!(
+            false,
+            "in {ROUNDS} rounds RDTSCP lies between the fenced RDTSCs before and after it (got {before:#x}, {during:x?}, {after:#x})"
+        ),
+    };
+}
+
+/// Writes IA32_TSC (up to three tries, in case something stalls the guest between the write
+/// and the read); returns the first RDTSC after the write that took, or the last one.
+fn write_tsc(value: u64) -> Result<u64, Exception> {
+    let mut read = 0;
+    for _ in 0..3 {
+        wrmsr_safe(TSC, value)?;
+        read = rdtsc();
+        if read.wrapping_sub(value) < TOLERANCE {
+            break;
+        }
+    }
+    Ok(read)
+}
+
+/// IA32_TSC: the counter takes a written value, forward or backward, and counts on from it.
+fn test_tsc_write(machine: &Machine) {
+    let _prefix = prefix("IA32_TSC");
+    let before = rdtsc_ordered();
+    let read = rdmsr_safe(TSC);
+    let after = rdtsc_ordered();
+    report_kfail!(
+        machine.tcg,
+        matches!(read, Ok(value) if before <= value && value <= after),
+        "RDMSR(IA32_TSC) lies between the RDTSCs around it, {before:#x}..={after:#x} (got {read:x?})"
+    );
+    let start = rdtsc();
+    // Far ahead, then back by far more than the tolerance, twice: a write that does not
+    // take leaves the counter far from each target.
+    let targets = [start.wrapping_add(1 << 40), start.wrapping_add(1 << 39), BIG];
+    for target in targets {
+        match write_tsc(target) {
+            Ok(read) => {
+                report_kfail!(
+                    machine.tcg || machine.pvm,
+                    read.wrapping_sub(target) < TOLERANCE,
+                    "after WRMSR(IA32_TSC, {target:#x}) RDTSC reads it plus less than {TOLERANCE:#x} (got {read:#x})"
+                );
+                let later = [rdtsc(), rdtsc(), rdtsc()];
+                report!(
+                    read <= later[0] && later[0] <= later[1] && later[1] <= later[2],
+                    "the TSC keeps increasing after the write (got {read:#x}, then {later:x?})"
+                );
+            }
+            Err(exception) => {
+                report!(
+                    false,
+                    "WRMSR(IA32_TSC, {target:#x}) succeeds (got {})",
+                    exception.vector
+                );
+            }
+        }
+    }
+    // Leave the counter about where it would have been without the writes.
+    let elapsed = rdtsc().wrapping_sub(BIG);
+    if elapsed < TOLERANCE * 4 {
+        let _ = wrmsr_safe(TSC, start.wrapping_add(elapsed));
+    }
+}
+
+/// IA32_TSC_ADJUST (CPUID.7.0:EBX[1]): adding to it moves the TSC by the same amount, and a
+/// write to IA32_TSC adds the TSC's change to it (SDM 18.17.3).
+fn test_tsc_adjust(machine: &Machine) {
+    let _prefix = prefix("TSC_ADJUST");
+    if !has_feature(7, 0, Register::Ebx, 1) {
+        report_skip!("IA32_TSC_ADJUST is not advertised (CPUID.7.0:EBX[1])");
+        return;
+    }
+    let initial = rdmsr_safe(TSC_ADJUST);
+    report!(
+        initial == Ok(0),
+        "IA32_TSC_ADJUST is 0 before anything wrote the TSC (got {initial:x?})"
+    );
+    let Ok(initial) = initial else { return };
+
+    let before = rdtsc_ordered();
+    let written = wrmsr_safe(TSC_ADJUST, initial.wrapping_add(BIG));
+    let after = rdtsc_ordered();
+    let read = rdmsr_safe(TSC_ADJUST);
+    report!(
+        written.is_ok() && read == Ok(initial.wrapping_add(BIG)),
+        "IA32_TSC_ADJUST reads back {:#x} after it was written (WRMSR {written:x?}, read {read:x?})",
+        initial.wrapping_add(BIG)
+    );
+    let jump = after.wrapping_sub(before);
+    report_kfail!(
+        machine.tcg || machine.pvm,
+        (BIG..BIG + TOLERANCE).contains(&jump),
+        "adding {BIG:#x} to IA32_TSC_ADJUST moves the TSC ahead by that much (moved {jump:#x})"
+    );
+
+    let before = rdtsc_ordered();
+    let _ = wrmsr_safe(TSC_ADJUST, initial);
+    let after = rdtsc_ordered();
+    let jump = before.wrapping_sub(after);
+    report_kfail!(
+        machine.tcg || machine.pvm,
+        (BIG - TOLERANCE..=BIG).contains(&jump),
+        "taking {BIG:#x} off IA32_TSC_ADJUST again moves the TSC back by that much, less the time between (moved back {jump:#x})"
+    );
+
+    // A write to IA32_TSC changes TSC_ADJUST by the same delta.
+    let adjust_before = rdmsr_safe(TSC_ADJUST).unwrap_or(0);
+    let tsc_before = rdtsc_ordered();
+    let target = tsc_before.wrapping_add(BIG);
+    let _ = wrmsr_safe(TSC, target);
+    let adjust_after = rdmsr_safe(TSC_ADJUST).unwrap_or(0);
+    let delta = adjust_after.wrapping_sub(adjust_before);
+    report_kfail!(
+        machine.tcg,
+        delta <= BIG && BIG - delta < TOLERANCE,
+        "WRMSR(IA32_TSC) {BIG:#x} ahead adds about {BIG:#x} to IA32_TSC_ADJUST (added {delta:#x})"
+    );
+    // Undo: the counter goes back by BIG, and so does the adjustment.
+    let now = rdtsc();
+    let _ = wrmsr_safe(TSC, now.wrapping_sub(BIG));
+    let restored = rdmsr_safe(TSC_ADJUST);
+    report_info!("IA32_TSC_ADJUST after undoing the TSC write: {restored:x?}");
+}
+
+/// IA32_TSC_AUX reaches RDTSCP's ECX and RDPID; bits 63:32 are reserved.
+fn test_tsc_aux(machine: &Machine) {
+    let _prefix = prefix("TSC_AUX");
+    let rdtscp = has_feature(0x8000_0001, 0, Register::Edx, 27);
+    let rdpid = has_feature(7, 0, Register::Ecx, 22);
+    if !rdtscp && !rdpid {
+        report_skip!("neither RDTSCP (CPUID.80000001H:EDX[27]) nor RDPID (CPUID.7.0:ECX[22]) is advertised");
+        return;
+    }
+    let original = rdmsr_safe(TSC_AUX).unwrap_or(0);
+    for value in [0u64, 10, 0x100, 0x8000_0001, 0xffff_ffff] {
+        let written = wrmsr_safe(TSC_AUX, value);
+        if let Err(exception) = written {
+            report!(
+                false,
+                "WRMSR(TSC_AUX, {value:#x}) succeeds (got {})",
+                exception.vector
+            );
+            continue;
+        }
+        if rdtscp {
+            let result = rdtscp_safe();
+            report!(
+                matches!(result, Ok((_, aux)) if u64::from(aux) == value),
+                "RDTSCP returns TSC_AUX {value:#x} in ECX (got {result:x?})"
+            );
+        }
+        if rdpid {
+            let result = rdpid_safe();
+            report!(
+                matches!(result, Ok(aux) if aux == value),
+                "RDPID returns TSC_AUX {value:#x}, zero-extended (got {result:x?})"
+            );
+        }
+    }
+    // Bits 63:32 are reserved: Intel raises #GP; AMD processors ignore them (read as 0),
+    // so for AMD either is right as long as the upper half does not stick.
+    let value = 0x1234_5678;
+    let _ = wrmsr_safe(TSC_AUX, value);
+    let high = value | (1 << 40);
+    let result = wrmsr_safe(TSC_AUX, high);
+    let read = rdmsr_safe(TSC_AUX);
+    let gp = matches!(
+        result,
+        Err(Exception {
+            vector: Vector::GP,
+            ..
+        })
+    );
+    if machine.intel {
+        report_kfail!(
+            machine.tcg,
+            gp,
+            "WRMSR(TSC_AUX, {high:#x}) raises #GP: bits 63:32 are reserved (got {result:x?})"
+        );
+    } else {
+        report_kfail!(
+            machine.tcg,
+            gp || read == Ok(value),
+            "WRMSR(TSC_AUX, {high:#x}) raises #GP or drops the reserved bits 63:32 on AMD (WRMSR {result:x?}, read {read:x?})"
+        );
+    }
+    let _ = wrmsr_safe(TSC_AUX, original);
+}
