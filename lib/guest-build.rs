@@ -9,5 +9,7 @@ fn main() {
     println!("cargo::rustc-link-arg-bins=-T{script}");
     println!("cargo::rustc-link-arg-bins=--no-pie");
     println!("cargo::rustc-link-arg-bins=-zmax-page-size=4096");
+    // One read-write-execute segment, sections not page aligned: no padding in the file.
+    println!("cargo::rustc-link-arg-bins=--omagic");
     println!("cargo::rerun-if-changed={script}");
 }

@@ -77,9 +77,11 @@ impl ArchProfile {
     }
 }
 
-/// Whether a machine type is pc or q35 (including versioned names), where qboot works.
+/// Whether a machine type is pc, q35 (including versioned names) or microvm, where qboot
+/// boots PVH kernels: about 0.1 s faster than SeaBIOS under TCG, and seconds faster under a
+/// software KVM (microvm's default firmware takes 8 s there).
 pub fn uses_qboot(machine: &str) -> bool {
-    matches!(machine, "pc" | "q35") || machine.starts_with("pc-")
+    matches!(machine, "pc" | "q35" | "microvm") || machine.starts_with("pc-")
 }
 
 /// A program and its arguments.
@@ -244,13 +246,14 @@ mod tests {
     }
 
     #[test]
-    fn qboot_only_on_pc_and_q35() {
+    fn qboot_only_on_pc_q35_and_microvm() {
         let image = Path::new("guest");
         for (machine, expected) in [
             ("q35", true),
             ("pc", true),
             ("pc-q35-10.0", true),
-            ("microvm", false),
+            ("microvm", true),
+            ("isapc", false),
         ] {
             let command = build_command(&spec(machine, image));
             assert_eq!(command.args.contains(&"-bios".to_owned()), expected, "{machine}");

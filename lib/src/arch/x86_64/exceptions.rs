@@ -163,7 +163,12 @@ unsafe impl Sync for EmergencyStack {}
 static EMERGENCY_STACK: EmergencyStack =
     EmergencyStack(core::cell::UnsafeCell::new([0; EMERGENCY_STACK_SIZE]));
 
-static TSS: spin::Lazy<TaskStateSegment> = spin::Lazy::new(|| {
+// `spin::Once` rather than `Lazy`: an all-zero initial value lands in .bss, not in the file.
+static TSS: spin::Once<TaskStateSegment> = spin::Once::new();
+static GDT: spin::Once<GlobalDescriptorTable> = spin::Once::new();
+static IDT: spin::Once<InterruptDescriptorTable> = spin::Once::new();
+
+fn new_tss() -> TaskStateSegment {
     let mut tss = TaskStateSegment::new();
     let top = EMERGENCY_STACK
         .0
@@ -172,17 +177,17 @@ static TSS: spin::Lazy<TaskStateSegment> = spin::Lazy::new(|| {
         .wrapping_add(EMERGENCY_STACK_SIZE);
     tss.interrupt_stack_table[usize::from(EMERGENCY_STACK_INDEX)] = VirtAddr::from_ptr(top);
     tss
-});
+}
 
-static GDT: spin::Lazy<GlobalDescriptorTable> = spin::Lazy::new(|| {
+fn new_gdt(tss: &'static TaskStateSegment) -> GlobalDescriptorTable {
     let mut gdt = GlobalDescriptorTable::new();
     gdt.append(Descriptor::kernel_code_segment());
     gdt.append(Descriptor::kernel_data_segment());
     gdt.append(Descriptor::user_data_segment());
     gdt.append(Descriptor::user_code_segment());
-    gdt.append(Descriptor::tss_segment(&TSS));
+    gdt.append(Descriptor::tss_segment(tss));
     gdt
-});
+}
 
 unsafe extern "C" {
     /// The first of 256 16-byte entry stubs defined in the assembly below.
@@ -207,7 +212,7 @@ fn install_emergency<F>(entry: &mut Entry<F>, vector: u8) {
     unsafe { install(entry, vector).set_stack_index(EMERGENCY_STACK_INDEX) };
 }
 
-static IDT: spin::Lazy<InterruptDescriptorTable> = spin::Lazy::new(|| {
+fn new_idt() -> InterruptDescriptorTable {
     let mut idt = InterruptDescriptorTable::new();
     install(&mut idt.divide_error, 0);
     install(&mut idt.debug, 1);
@@ -236,11 +241,12 @@ static IDT: spin::Lazy<InterruptDescriptorTable> = spin::Lazy::new(|| {
         install(&mut idt[vector], vector);
     }
     idt
-});
+}
 
 /// Loads the runtime's GDT (with a TSS whose IST holds the #DF/NMI/#MC stack) and IDT.
 pub(crate) fn init() {
-    GDT.load();
+    let tss = TSS.call_once(new_tss);
+    GDT.call_once(|| new_gdt(tss)).load();
     // SAFETY: the selector names the ring-0 64-bit code segment of the GDT just loaded.
     unsafe { CS::set_reg(SegmentSelector(selector::KERNEL_CODE)) };
     for register in [SS::set_reg, DS::set_reg, ES::set_reg] {
@@ -249,7 +255,7 @@ pub(crate) fn init() {
     }
     // SAFETY: the selector names the available 64-bit TSS of the GDT just loaded.
     unsafe { load_tss(SegmentSelector(selector::TSS)) };
-    IDT.load();
+    IDT.call_once(new_idt).load();
 }
 
 global_asm!(

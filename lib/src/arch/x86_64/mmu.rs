@@ -1,24 +1,21 @@
 //! x86_64 MMU: the runtime's identity page tables and the page map/unmap/protect primitives.
 //!
-//! The runtime identity maps physical memory from 0 to 4 GiB with 2 MiB pages, except the
-//! 2 MiB blocks that hold the image, which use 4 KiB pages so that page 0 (null) and the boot
-//! stack's guard page can stay unmapped. The 3..4 GiB hole (MMIO) is mapped uncached.
-//! Mapping a 4 KiB page inside a 2 MiB one splits it first.
+//! The boot trampoline identity maps physical memory from 0 to 4 GiB with 2 MiB pages; the
+//! runtime keeps those tables and edits them with the x86_64 crate's types. Page 0 (null)
+//! and the boot stack's guard page stay unmapped. Mapping, unmapping or protecting a 4 KiB
+//! page inside a 2 MiB one splits it first.
 
 use x86_64::PhysAddr;
-use x86_64::registers::control::{Cr3, Cr3Flags};
+use x86_64::registers::control::Cr3;
 use x86_64::registers::model_specific::{Efer, EferFlags};
 use x86_64::structures::paging::page_table::PageTableEntry;
-use x86_64::structures::paging::{PageTable, PageTableFlags, PhysFrame};
+use x86_64::structures::paging::{PageTable, PageTableFlags};
 
-use crate::memory::{PAGE_SIZE, Protection};
+use crate::memory::Protection;
 
 const HUGE_PAGE_SIZE: u64 = 2 * 1024 * 1024;
-const IDENTITY_MAP_END: u64 = 4 << 30;
-const MMIO_HOLE_START: u64 = 3 << 30;
 
 unsafe extern "C" {
-    static __image_end: u8;
     static __boot_stack_guard: u8;
 }
 
@@ -108,52 +105,26 @@ pub fn no_execute_supported() -> bool {
     extended >= 0x8000_0001 && core::arch::x86_64::__cpuid(0x8000_0001).edx & (1 << 20) != 0
 }
 
-/// Builds the runtime's page tables and switches to them.
+/// Takes over the boot trampoline's identity map (0..4 GiB in 2 MiB pages) and punches the
+/// runtime's holes into it: page 0, so that null pointers fault, and the boot stack's guard
+/// page. Walking to those pages splits their 2 MiB blocks into 4 KiB pages.
+///
+/// The tables are edited in place rather than rebuilt: under shadow paging (software KVM)
+/// a CR3 switch throws the shadow away and every later first touch of a page traps, which
+/// made a rebuild cost about 30 ms of a 250 ms boot.
 pub(crate) fn init() {
     if no_execute_supported() {
         // SAFETY: NXE only gives meaning to bit 63 of page table entries, which the runtime
         // sets only when NX is supported.
         unsafe { Efer::update(|flags| flags.insert(EferFlags::NO_EXECUTE_ENABLE)) };
     }
-    let image_end = &raw const __image_end as u64;
-    let rw = PageTableFlags::PRESENT | PageTableFlags::WRITABLE;
-    let upper = rw | PageTableFlags::USER_ACCESSIBLE;
-    // Fill fresh tables with plain stores, each entry once, before CR3 points at them: under
-    // shadow paging every store into a live page table is a trapped, emulated write.
-    let root = allocate_table();
-    let pdpt = allocate_table();
-    table(root)[0].set_addr(PhysAddr::new(pdpt), upper);
-    for gigabyte in 0..IDENTITY_MAP_END >> 30 {
-        let directory = allocate_table();
-        table(pdpt)[gigabyte as usize].set_addr(PhysAddr::new(directory), upper);
-        for (index, entry) in table(directory).iter_mut().enumerate() {
-            let block = (gigabyte << 30) + index as u64 * HUGE_PAGE_SIZE;
-            let mut flags = rw;
-            if block >= MMIO_HOLE_START {
-                flags |= PageTableFlags::NO_CACHE | PageTableFlags::WRITE_THROUGH;
-            }
-            if block < image_end {
-                let page_table = allocate_table();
-                for (page_index, page) in table(page_table).iter_mut().enumerate() {
-                    page.set_addr(PhysAddr::new(block + page_index as u64 * PAGE_SIZE), flags);
-                }
-                entry.set_addr(PhysAddr::new(page_table), upper);
-            } else {
-                entry.set_addr(PhysAddr::new(block), flags | PageTableFlags::HUGE_PAGE);
-            }
+    let _guard = PAGE_TABLE_LOCK.lock();
+    for hole in [0, &raw const __boot_stack_guard as u64] {
+        if let Some(entry) = leaf_entry(root(), hole, false) {
+            entry.set_unused();
+            flush(hole);
         }
     }
-    // Page 0 stays unmapped so that null pointer accesses fault, and so does the guard page
-    // under the boot stack.
-    for hole in [0, &raw const __boot_stack_guard as u64] {
-        leaf_entry(root, hole, false)
-            .expect("the image blocks use 4 KiB pages")
-            .set_unused();
-    }
-    let frame = PhysFrame::containing_address(PhysAddr::new(root));
-    // SAFETY: the new tables identity map everything the old ones did (the image, the stack,
-    // RAM and MMIO below 4 GiB) except the two holes, which nothing uses.
-    unsafe { Cr3::write(frame, Cr3Flags::empty()) };
 }
 
 /// Maps the 4 KiB page at `virtual_address` to the frame at `physical_address`.
