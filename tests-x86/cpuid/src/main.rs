@@ -10,7 +10,8 @@
 #![no_main]
 
 use vmunit::arch::instructions::{
-    Register, cpuid, has_feature, rdpid_safe, rdrand_safe, rdseed_safe, rdtscp_safe, read_cr4,
+    Register, cpu_vendor, cpuid, has_feature, hypervisor_signature, rdpid_safe, rdrand_safe, rdseed_safe,
+    rdtscp_safe, read_cr4,
 };
 use vmunit::{Exception, Vector, prefix, report, report_info, report_skip, report_summary};
 
@@ -56,15 +57,6 @@ const KNOWN_VENDORS: [&[u8; 12]; 8] = [
 const HYPERVISOR_BASE: u32 = 0x4000_0000;
 const EXTENDED_BASE: u32 = 0x8000_0000;
 
-/// Twelve bytes from three CPUID registers, in the order given.
-fn bytes_of(registers: [u32; 3]) -> [u8; 12] {
-    let mut bytes = [0; 12];
-    for (chunk, register) in bytes.chunks_exact_mut(4).zip(registers) {
-        chunk.copy_from_slice(&register.to_le_bytes());
-    }
-    bytes
-}
-
 /// The bytes as text for messages: printable ASCII as is, anything else as `\xNN`.
 struct Shown<'a>(&'a [u8]);
 
@@ -80,11 +72,6 @@ impl core::fmt::Display for Shown<'_> {
         }
         formatter.write_str("\"")
     }
-}
-
-fn vendor() -> [u8; 12] {
-    let leaf = cpuid(0, 0);
-    bytes_of([leaf.ebx, leaf.edx, leaf.ecx])
 }
 
 fn main(args: &[&str]) -> i32 {
@@ -114,7 +101,7 @@ fn main(args: &[&str]) -> i32 {
 
 fn check_vendor() {
     let _prefix = prefix("vendor");
-    let vendor = vendor();
+    let vendor = cpu_vendor();
     report_info!("vendor {}", Shown(&vendor));
     let printable = vendor.iter().all(|byte| (0x20..0x7f).contains(byte));
     report!(
@@ -191,7 +178,7 @@ fn check_hypervisor_leaves(expected: Option<Accelerator>) -> Option<Accelerator>
     );
 
     let leaf = cpuid(HYPERVISOR_BASE, 0);
-    let signature = bytes_of([leaf.ebx, leaf.ecx, leaf.edx]);
+    let signature = hypervisor_signature();
     report_info!(
         "leaf 0x40000000: eax {:#x}, signature {}",
         leaf.eax,
@@ -386,7 +373,7 @@ fn check_topology_leaf(leaf: u32, apic_id: u32) -> Option<Topology> {
 /// runs only for Intel's vendor string.
 fn check_out_of_range_leaves() {
     let _prefix = prefix("out-of-range leaves");
-    let vendor = vendor();
+    let vendor = cpu_vendor();
     if vendor != *b"GenuineIntel" {
         report_skip!(
             "returning the highest basic leaf for out-of-range leaves is Intel's rule; vendor is {}",

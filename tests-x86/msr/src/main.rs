@@ -14,7 +14,8 @@
 #![no_main]
 
 use vmunit::arch::instructions::{
-    Register, cpuid, has_feature, rdmsr_safe, rdpid_safe, rdtsc, rdtscp_safe, wrmsr_safe,
+    Register, cpu_vendor, cpuid, has_feature, hypervisor_signature, rdmsr_safe, rdpid_safe, rdtsc,
+    rdtscp_safe, wrmsr_safe,
 };
 use vmunit::{Exception, Vector, prefix, report, report_info, report_kfail, report_skip, report_summary};
 
@@ -83,19 +84,11 @@ impl Machine {
 
 impl Machine {
     fn detect() -> Self {
-        let leaf = cpuid(0, 0);
-        let intel = [leaf.ebx, leaf.edx, leaf.ecx] == words(b"GenuineIntel");
-        let hypervisor = cpuid(0x4000_0000, 0);
-        let tcg = [hypervisor.ebx, hypervisor.ecx, hypervisor.edx] == words(b"TCGTCGTCGTCG");
+        let intel = cpu_vendor() == *b"GenuineIntel";
+        let tcg = hypervisor_signature() == *b"TCGTCGTCGTCG";
         let pvm = vmunit::environment::kvm_module() == Some("kvm_pvm");
         Machine { intel, tcg, pvm }
     }
-}
-
-fn words(text: &[u8; 12]) -> [u32; 3] {
-    let word =
-        |index: usize| u32::from_le_bytes([text[index], text[index + 1], text[index + 2], text[index + 3]]);
-    [word(0), word(4), word(8)]
 }
 
 /// How an MSR access ended, for messages.

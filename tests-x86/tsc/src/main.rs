@@ -8,7 +8,8 @@
 #![no_main]
 
 use vmunit::arch::instructions::{
-    Register, cpuid, has_feature, rdmsr_safe, rdpid_safe, rdtsc, rdtsc_ordered, rdtscp_safe, wrmsr_safe,
+    Register, cpu_vendor, has_feature, hypervisor_signature, rdmsr_safe, rdpid_safe, rdtsc, rdtsc_ordered,
+    rdtscp_safe, wrmsr_safe,
 };
 use vmunit::{Exception, Vector, prefix, report, report_info, report_kfail, report_skip, report_summary};
 
@@ -34,21 +35,10 @@ struct Machine {
     pvm: bool,
 }
 
-fn signature(leaf: u32, order: [usize; 3]) -> [u8; 12] {
-    let result = cpuid(leaf, 0);
-    let registers = [result.ebx, result.ecx, result.edx];
-    let mut bytes = [0; 12];
-    for (chunk, index) in bytes.chunks_exact_mut(4).zip(order) {
-        chunk.copy_from_slice(&registers[index].to_le_bytes());
-    }
-    bytes
-}
-
 fn main(_args: &[&str]) -> i32 {
     let machine = Machine {
-        // Leaf 0 spells the vendor in EBX, EDX, ECX; leaf 0x40000000 in EBX, ECX, EDX.
-        intel: signature(0, [0, 2, 1]) == *b"GenuineIntel",
-        tcg: signature(0x4000_0000, [0, 1, 2]) == *b"TCGTCGTCGTCG",
+        intel: cpu_vendor() == *b"GenuineIntel",
+        tcg: hypervisor_signature() == *b"TCGTCGTCGTCG",
         pvm: vmunit::environment::kvm_module() == Some("kvm_pvm"),
     };
     report_info!("Intel vendor: {}, TCG signature: {}", machine.intel, machine.tcg);

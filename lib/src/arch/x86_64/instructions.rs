@@ -30,6 +30,28 @@ pub fn has_feature(leaf: u32, subleaf: u32, register: Register, bit: u32) -> boo
     value & (1 << bit) != 0
 }
 
+/// Twelve bytes from three CPUID output registers, in the order given.
+fn text_of(registers: [u32; 3]) -> [u8; 12] {
+    let mut bytes = [0; 12];
+    for (chunk, register) in bytes.chunks_exact_mut(4).zip(registers) {
+        chunk.copy_from_slice(&register.to_le_bytes());
+    }
+    bytes
+}
+
+/// The CPU vendor string of CPUID leaf 0 (EBX, EDX, ECX), e.g. `*b"GenuineIntel"`.
+pub fn cpu_vendor() -> [u8; 12] {
+    let leaf = cpuid(0, 0);
+    text_of([leaf.ebx, leaf.edx, leaf.ecx])
+}
+
+/// The hypervisor signature of CPUID leaf 0x4000_0000 (EBX, ECX, EDX), e.g.
+/// `*b"KVMKVMKVM\0\0\0"` or `*b"TCGTCGTCGTCG"`; meaningful when CPUID.1:ECX[31] is set.
+pub fn hypervisor_signature() -> [u8; 12] {
+    let leaf = cpuid(0x4000_0000, 0);
+    text_of([leaf.ebx, leaf.ecx, leaf.edx])
+}
+
 /// A CPUID output register.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[allow(missing_docs)]
