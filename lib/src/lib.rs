@@ -47,7 +47,9 @@ pub use arch::{Exception, Vector, catch_exception, trap_exceptions};
 #[cfg(target_os = "none")]
 pub use environment::env;
 #[cfg(target_os = "none")]
-pub use reporting::{__push_prefix, __report_info, __report_kind, PrefixGuard, prefix, report_summary};
+pub use reporting::{
+    __push_prefix, __report_info, __report_kind, PrefixGuard, known_failure, prefix, report_summary,
+};
 #[cfg(target_os = "none")]
 pub use runtime::exit;
 

@@ -352,34 +352,15 @@ pub fn physical_address_bits() -> u32 {
 /// #PF with the RSVD and P bits; `page.map(..)` rewrites the entry without it.
 ///
 /// # Panics
-/// When `bit` is not such a reserved address bit, or the page is not mapped.
+/// When `bit` is not such a reserved address bit.
 pub fn set_reserved_address_bit(page: &TestPage, bit: u32) {
     assert!(
         (physical_address_bits()..=51).contains(&bit),
         "bit {bit} is not a reserved physical-address bit"
     );
-    let mut table = x86_64::registers::control::Cr3::read().0.start_address().as_u64();
-    let address = page.address();
-    for shift in [39u32, 30, 21, 12] {
-        let entry = (table + ((address >> shift) & 0x1ff) * 8) as usize as *mut u64;
-        // SAFETY: page tables are identity-mapped frames of the runtime; the entries above
-        // the leaf are only read, and the leaf is the one mapping `page`, which the
-        // `TestPage` owns and nothing references. Tests run on one CPU, so the runtime's
-        // page-table lock has no other user meanwhile.
-        let value = unsafe { entry.read_volatile() };
-        assert!(value & 1 != 0, "the page at {address:#x} is not mapped");
-        if shift == 12 {
-            // SAFETY: as above; a reserved bit only makes accesses to the page fault.
-            unsafe { entry.write_volatile(value | (1 << bit)) };
-            x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(address));
-            return;
-        }
-        assert!(
-            value & (1 << 7) == 0,
-            "the page at {address:#x} is inside a large page"
-        );
-        table = value & 0x000f_ffff_ffff_f000;
-    }
+    // SAFETY: the virtual page belongs to `page`, and the entry still names the page's own
+    // frame: the reserved bit (inside the entry's address field) only makes every access fault.
+    unsafe { super::mmu::map_page(page.address(), page.frame() | (1 << bit), Protection::READ_WRITE) };
 }
 
 /// A virtual page that shows the frame of any [`TestPage`] it borrows: remapping it from
