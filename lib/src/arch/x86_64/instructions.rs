@@ -355,3 +355,51 @@ pub fn rdtsc_ordered() -> u64 {
     unsafe { asm!("lfence", "rdtsc", "lfence", out("eax") low, out("edx") high, options(nomem, nostack)) };
     (u64::from(high) << 32) | u64::from(low)
 }
+
+/// XGETBV of extended control register `index`: XCR0 for 0, or #UD (CR4.OSXSAVE clear) or
+/// #GP (an unknown register).
+///
+/// A hypervisor probe: under this project's software KVM (kvm_pvm) it stops the VM with a
+/// "KVM internal error" instead of running.
+pub fn xgetbv_safe(index: u32) -> Result<u64, Exception> {
+    catch_exception(|| {
+        let (low, high): (u32, u32);
+        // SAFETY: XGETBV only reads an extended control register; faults are caught.
+        unsafe { asm!("xgetbv", in("ecx") index, out("eax") low, out("edx") high, options(nomem, nostack)) };
+        (u64::from(high) << 32) | u64::from(low)
+    })
+}
+
+/// XSETBV of `value` into extended control register `index`, or the exception (#GP for an
+/// invalid XCR0 value, #UD with CR4.OSXSAVE clear). Setting state components the runtime
+/// never uses (SSE, AVX) is harmless: this soft-float code saves no vector state.
+pub fn xsetbv_safe(index: u32, value: u64) -> Result<(), Exception> {
+    catch_exception(|| {
+        // SAFETY: XSETBV only changes which state components XSAVE manages; faults are caught.
+        unsafe {
+            asm!("xsetbv", in("ecx") index, in("eax") value as u32, in("edx") (value >> 32) as u32,
+                 options(nomem, nostack))
+        };
+    })
+}
+
+/// Clears XMM0 with XORPS: an SSE instruction (CR4.OSFXSR must be set, or it raises #UD).
+///
+/// A hypervisor probe: this soft-float code never uses XMM registers, and under kvm_pvm an
+/// SSE instruction stops the VM with a "KVM internal error".
+pub fn sse_clear_xmm0() -> Result<(), Exception> {
+    catch_exception(|| {
+        // SAFETY: XORPS only writes XMM0, which no Rust code on this soft-float target uses.
+        unsafe { asm!("xorps xmm0, xmm0", out("xmm0") _, options(nomem, nostack)) };
+    })
+}
+
+/// CLWB of the cache line holding `address` (write it back, keep it cached), or #UD where the
+/// CPU lacks CLWB (CPUID.7.0:EBX[24]).
+pub fn clwb_safe(address: *const u8) -> Result<(), Exception> {
+    catch_exception(|| {
+        // SAFETY: CLWB changes no architectural state visible to Rust: the line keeps its
+        // contents; only its write-back to memory is forced.
+        unsafe { asm!("clwb [{}]", in(reg) address, options(nostack, readonly)) };
+    })
+}
