@@ -4,7 +4,7 @@ CARGO ?= cargo
 X86_GUESTS := $(notdir $(patsubst %/Cargo.toml,%,$(wildcard tests-x86/*/Cargo.toml)))
 X86_PACKAGES := $(addprefix -p ,$(X86_GUESTS))
 
-.PHONY: all runner guests check test lint clean
+.PHONY: all runner guests check test lint clean new-test
 
 all: runner guests
 
@@ -31,6 +31,10 @@ test:
 check: lint test
 	./run_tests -j 2
 	./run_tests -j 2 --accel tcg
+
+# Scaffolds a test: make new-test ARCH=x86_64 NAME=my-test (see scripts/new-test).
+new-test:
+	scripts/new-test $(ARCH) $(NAME)
 
 clean:
 	$(CARGO) clean
