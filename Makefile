@@ -4,7 +4,7 @@ CARGO ?= cargo
 X86_GUESTS := $(notdir $(patsubst %/Cargo.toml,%,$(wildcard tests-x86/*/Cargo.toml)))
 X86_PACKAGES := $(addprefix -p ,$(X86_GUESTS))
 
-.PHONY: all runner guests check test lint clean new-test
+.PHONY: all runner guests check test lint clean new-test standalone install uninstall
 
 all: runner guests
 
@@ -31,6 +31,25 @@ test:
 check: lint test
 	./run_tests -j 2
 	./run_tests -j 2 --accel tcg
+
+# Standalone tests: one shell script per unittests.toml entry in tests/, with the guest image
+# embedded; they need only QEMU and a POSIX shell (see runner/src/standalone.rs).
+PREFIX ?= /usr/local
+DESTDIR ?=
+STANDALONE_DIRECTORY := tests
+INSTALL_DIRECTORY = $(DESTDIR)$(PREFIX)/share/vmunit
+
+standalone: guests runner
+	rm -rf $(STANDALONE_DIRECTORY)
+	./run_tests --standalone $(STANDALONE_DIRECTORY)
+
+install: standalone
+	install -d $(INSTALL_DIRECTORY)/tests
+	install -m 755 $(STANDALONE_DIRECTORY)/* $(INSTALL_DIRECTORY)/tests/
+	install -m 755 scripts/vmunit-run-all $(INSTALL_DIRECTORY)/vmunit-run-all
+
+uninstall:
+	rm -rf $(INSTALL_DIRECTORY)
 
 # Scaffolds a test: make new-test ARCH=x86_64 NAME=my-test (see scripts/new-test).
 new-test:

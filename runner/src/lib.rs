@@ -9,4 +9,5 @@ pub mod guests;
 pub mod outcome;
 pub mod qemu;
 pub mod select;
+pub mod standalone;
 pub mod workspace;

@@ -76,6 +76,11 @@ struct Cli {
     log_dir: Option<PathBuf>,
 
     /// Extra QEMU arguments, appended to every command line (after --)
+    /// Write one standalone shell script per unittests.toml entry into DIR (guest image
+    /// embedded, QEMU configuration baked in) and exit; the guests must be built
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["tests", "kernel", "list"])]
+    standalone: Option<PathBuf>,
+
     /// Boot this ELF image on its own instead of unittests.toml's selection (settings come
     /// from the entry of the same name, if any); `cargo run` of a test crate uses this
     #[arg(long, value_name = "PATH", conflicts_with_all = ["tests", "groups", "all", "list"])]
@@ -146,6 +151,17 @@ fn run(cli: Cli) -> Result<u8, AppError> {
     options.build = !cli.no_build;
     options.extra_qemu_args = cli.extra_qemu_args;
     options.environment = Environment::from_process();
+    if let Some(directory) = &cli.standalone {
+        let config = vmunit_runner::config::Config::load(&options.config)?;
+        let written = vmunit_runner::standalone::write_all(&options.workspace, &config, directory)
+            .map_err(|error| AppError::Usage(error.to_string()))?;
+        println!(
+            "wrote {} standalone tests to {}",
+            written.len(),
+            directory.display()
+        );
+        return Ok(0);
+    }
     if let Some(image) = &cli.kernel {
         options.kernel = Some(app::Kernel::new(image, cli.append.clone())?);
         options.build = false;

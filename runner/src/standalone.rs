@@ -1,0 +1,313 @@
+//! Standalone tests (`make standalone`): one POSIX shell script per unittests.toml entry, with
+//! the guest image embedded (gzip, SHA-256 checked before use) and the entry's QEMU
+//! configuration baked in, so a test runs on a machine that has only QEMU and a shell.
+//!
+//! A script honours `QEMU`, `ACCEL`, `TIMEOUT` and extra QEMU arguments on its command line,
+//! and prints the same `PASS|FAIL|SKIP name (reason)` line as the runner, exiting 0 when the
+//! test passed or was skipped and 1 when it failed (2 when it could not run at all).
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use sha2::{Digest, Sha256};
+
+use crate::config::{Accel, Arch, Config, ConfigError, Smp, TestEntry};
+use crate::outcome::ExitMethod;
+use crate::qemu::{self, ArchProfile, LaunchSpec, QemuCommand};
+use crate::workspace;
+
+/// Placeholders that `build_command` receives and the script replaces at run time.
+const IMAGE_PLACEHOLDER: &str = "@VMUNIT_IMAGE@";
+const ENVIRONMENT_PLACEHOLDER: &str = "@VMUNIT_ENVIRONMENT@";
+const SMP_PLACEHOLDER: u32 = u32::MAX;
+
+/// Why standalone scripts could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum StandaloneError {
+    /// unittests.toml is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A guest image is missing: build the guests first.
+    #[error("{}: no such image; build the guests first (make guests)", .0.display())]
+    MissingImage(PathBuf),
+    /// Reading an image or writing a script failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StandaloneError + '_ {
+    move |source| StandaloneError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes `<directory>/<name>` for every entry of `config` whose crate exists; returns them.
+pub fn write_all(
+    workspace: &Path,
+    config: &Config,
+    directory: &Path,
+) -> Result<Vec<PathBuf>, StandaloneError> {
+    std::fs::create_dir_all(directory).map_err(io_error(directory))?;
+    let mut written = Vec::new();
+    for entry in &config.entries {
+        let Some(arch) = entry.resolve_arch(workspace, config)? else {
+            continue;
+        };
+        let image = workspace::image_path(workspace, arch, &entry.file);
+        if !image.is_file() {
+            return Err(StandaloneError::MissingImage(image));
+        }
+        let bytes = std::fs::read(&image).map_err(io_error(&image))?;
+        let path = directory.join(&entry.name);
+        let script = script(entry, arch, &bytes).map_err(io_error(&path))?;
+        std::fs::write(&path, script).map_err(io_error(&path))?;
+        make_executable(&path).map_err(io_error(&path))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+fn make_executable(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+}
+
+/// The QEMU arguments of `entry` under `accel`, as shell words, with the image, the
+/// environment file and (for `smp = "max"`) the CPU count left to the script.
+fn shell_arguments(entry: &TestEntry, arch: Arch, accel: Accel) -> String {
+    let profile = ArchProfile::of(arch);
+    let smp = match entry.smp {
+        Smp::Count(count) => count,
+        Smp::Max => SMP_PLACEHOLDER,
+    };
+    let command: QemuCommand = qemu::build_command(&LaunchSpec {
+        profile,
+        program: profile.default_program(),
+        machine: entry.machine.as_deref().unwrap_or(profile.default_machine),
+        accel,
+        smp,
+        image: Path::new(IMAGE_PLACEHOLDER),
+        test_args: &entry.test_args,
+        qemu_params: &entry.qemu_params,
+        extra_args: &[],
+        qboot: Some(PathBuf::from(qemu::QBOOT_PATH)),
+        environment_file: Some(Path::new(ENVIRONMENT_PLACEHOLDER)),
+    });
+    let smp_text = SMP_PLACEHOLDER.to_string();
+    command
+        .args
+        .iter()
+        .map(|word| match word.as_str() {
+            IMAGE_PLACEHOLDER => "\"$image\"".to_owned(),
+            ENVIRONMENT_PLACEHOLDER => "\"$environment\"".to_owned(),
+            word if word == smp_text => "\"$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)\"".to_owned(),
+            word => qemu::quote(word),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The script for one entry: a shell header, then the gzip-compressed image.
+pub fn script(entry: &TestEntry, arch: Arch, image: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::best());
+    encoder.write_all(image)?;
+    let payload = encoder.finish()?;
+    let digest = Sha256::digest(&payload);
+    let sha256 = digest.iter().fold(String::new(), |mut text, byte| {
+        let _ = write!(text, "{byte:02x}");
+        text
+    });
+    let profile = ArchProfile::of(arch);
+    let only_accel = entry.accel.map_or("", Accel::name);
+    let timeout = entry
+        .effective_timeout(None)
+        .map_or(0, |timeout| timeout.as_secs());
+    // Anything but a status device may power off with status 0, the EXIT line carrying the result.
+    let exit_method = if matches!(profile.exit_method, ExitMethod::StatusDevice) {
+        "status"
+    } else {
+        "power-off"
+    };
+    let header = HEADER
+        .replace("@NAME@", &qemu::quote(&entry.name))
+        .replace("@PROGRAM@", &profile.default_program())
+        .replace("@ONLY_ACCEL@", only_accel)
+        .replace("@TIMEOUT@", &timeout.to_string())
+        .replace("@EXIT_METHOD@", exit_method)
+        .replace("@SHA256@", &sha256)
+        .replace("@KVM_ARGUMENTS@", &shell_arguments(entry, arch, Accel::Kvm))
+        .replace("@TCG_ARGUMENTS@", &shell_arguments(entry, arch, Accel::Tcg));
+    // The payload starts at a fixed, zero-padded byte offset written into the header.
+    let width = 10;
+    let placeholder = format!("@{:0>width$}@", 0, width = width - 2);
+    // `tail -c +N` counts from 1, and a newline ends the header.
+    let offset = header.len() + 2;
+    let header = header.replace(&placeholder, &format!("{offset:0>width$}"));
+    let mut script = header.into_bytes();
+    script.push(b'\n');
+    script.extend_from_slice(&payload);
+    Ok(script)
+}
+
+/// The standalone script's shell part; `@...@` fields are filled in by [`script`].
+const HEADER: &str = r#"#!/bin/sh
+# vmunit standalone test @NAME@, generated by `make standalone` from unittests.toml: do not edit.
+# Usage: ./@NAME@ [EXTRA QEMU ARGUMENTS...]   Environment: QEMU, ACCEL (kvm|tcg), TIMEOUT (seconds; 0: none)
+# Prints `PASS|FAIL|SKIP @NAME@ (reason)`; exits 0 (passed or skipped), 1 (failed), 2 (could not run).
+# The guest image follows the script, gzip-compressed, at byte PAYLOAD_OFFSET.
+set -u
+NAME=@NAME@
+ONLY_ACCEL='@ONLY_ACCEL@'
+TIMEOUT_SECONDS=${TIMEOUT:-@TIMEOUT@}
+EXIT_METHOD='@EXIT_METHOD@'
+PAYLOAD_SHA256='@SHA256@'
+PAYLOAD_OFFSET=@00000000@
+QBOOT=/usr/share/qemu/qboot.rom
+
+result() { # result VERDICT REASON EXIT_STATUS
+    printf '%s %s (%s)\n' "$1" "$NAME" "$2"
+    exit "$3"
+}
+
+accel=${ACCEL:-}
+if [ -z "$accel" ]; then
+    if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then accel=kvm; else accel=tcg; fi
+fi
+accel_name=${accel%%,*}
+case "$accel_name" in kvm | tcg) ;; *) result FAIL "ACCEL=$accel_name is neither kvm nor tcg" 2 ;; esac
+if [ -n "$ONLY_ACCEL" ] && [ "$accel_name" != "$ONLY_ACCEL" ]; then
+    result SKIP "$ONLY_ACCEL only, but ACCEL=$accel_name" 0
+fi
+case "$TIMEOUT_SECONDS" in '' | *[!0-9]*) result FAIL "TIMEOUT=$TIMEOUT_SECONDS is not a number of seconds" 2 ;; esac
+qemu=${QEMU:-@PROGRAM@}
+command -v "$qemu" >/dev/null 2>&1 || result FAIL "$qemu not found: install QEMU" 2
+
+temporary=$(mktemp -d "${TMPDIR:-/tmp}/vmunit.XXXXXX") || result FAIL "cannot create a temporary directory" 2
+qemu_pid=''
+watchdog_pid=''
+cleanup() {
+    [ -n "$qemu_pid" ] && kill -KILL "$qemu_pid" 2>/dev/null
+    [ -n "$watchdog_pid" ] && kill -KILL "$watchdog_pid" 2>/dev/null
+    rm -rf "$temporary"
+}
+trap cleanup EXIT
+trap 'cleanup; trap - EXIT; exit 130' INT
+trap 'cleanup; trap - EXIT; exit 143' TERM HUP
+
+image=$temporary/image
+environment=$temporary/environment
+tail -c +"$PAYLOAD_OFFSET" "$0" > "$image.gz" || result FAIL "cannot read the embedded image" 2
+if command -v sha256sum >/dev/null 2>&1; then
+    sum=$(sha256sum < "$image.gz")
+elif command -v shasum >/dev/null 2>&1; then
+    sum=$(shasum -a 256 < "$image.gz")
+else
+    result FAIL "neither sha256sum nor shasum is installed: cannot verify the embedded image" 2
+fi
+[ "${sum%% *}" = "$PAYLOAD_SHA256" ] || result FAIL "the embedded image is corrupt (SHA-256 mismatch): copy the file again" 2
+gzip -dc < "$image.gz" > "$image" || result FAIL "the embedded image does not decompress" 2
+
+kvm_module=none
+for module in kvm_intel kvm_amd kvm_pvm; do
+    [ -d "/sys/module/$module" ] && kvm_module=$module
+done
+{
+    printf 'ACCEL=%s\n' "$accel_name"
+    printf 'HOST_KERNEL=%s\n' "$(uname -r)"
+    printf 'HOST_KVM_MODULE=%s\n' "$kvm_module"
+} > "$environment"
+
+# The caller's extra QEMU arguments come last, after the baked-in ones; -bios is dropped
+# where this machine has no qboot.
+extra_count=$#
+if [ "$accel_name" = kvm ]; then
+    set -- "$@" @KVM_ARGUMENTS@
+else
+    set -- "$@" @TCG_ARGUMENTS@
+fi
+total=$#
+index=0
+skip_next=''
+for word in "$@"; do
+    index=$((index + 1))
+    [ "$index" -le "$extra_count" ] && continue
+    [ "$index" -gt "$total" ] && break
+    if [ -n "$skip_next" ]; then skip_next=''; continue; fi
+    if [ "$word" = -bios ] && [ ! -f "$QBOOT" ]; then skip_next=yes; continue; fi
+    set -- "$@" "$word"
+done
+index=0
+for word in "$@"; do
+    index=$((index + 1))
+    [ "$index" -gt "$extra_count" ] && break
+    set -- "$@" "$word"
+done
+shift "$total"
+
+output=$temporary/output
+errors=$temporary/errors
+"$qemu" "$@" < /dev/null > "$output" 2> "$errors" &
+qemu_pid=$!
+start=$(date +%s)
+ended=''
+while kill -0 "$qemu_pid" 2>/dev/null; do
+    # QEMU pauses a VM after a KVM internal error instead of exiting: fail at once.
+    if grep -q 'KVM internal error' "$errors" 2>/dev/null; then ended=hypervisor; break; fi
+    if [ "$TIMEOUT_SECONDS" -gt 0 ] && [ $(($(date +%s) - start)) -ge "$TIMEOUT_SECONDS" ]; then
+        ended=timeout
+        break
+    fi
+    sleep 0.02 2>/dev/null || sleep 1
+done
+if [ -n "$ended" ]; then
+    kill -TERM "$qemu_pid" 2>/dev/null
+    sleep 1
+    kill -KILL "$qemu_pid" 2>/dev/null
+fi
+wait "$qemu_pid"
+status=$?
+qemu_pid=''
+tr -d '\r' < "$output"
+cat "$errors" >&2
+
+case "$ended" in
+    hypervisor) result FAIL "hypervisor error: $(grep -m 1 'KVM internal error' "$errors")" 1 ;;
+    timeout) result FAIL "timeout; duration=${TIMEOUT_SECONDS}s" 1 ;;
+esac
+exit_line=$(grep -a '^EXIT: STATUS=' "$output" | head -n 1 | tr -d '\r')
+if [ -z "$exit_line" ]; then
+    [ "$status" -gt 128 ] && result FAIL "terminated on signal $((status - 128))" 1
+    [ "$status" -eq 0 ] && result FAIL "triple fault or reset: QEMU exited with status 0 and no EXIT line" 1
+    result FAIL "QEMU error: QEMU exited with status $status and no EXIT line: $(tail -n 1 "$errors")" 1
+fi
+exit_status=${exit_line#EXIT: STATUS=}
+case "$exit_status" in '' | *[!0-9]*) result FAIL "QEMU error: malformed line '$exit_line'" 1 ;; esac
+if [ "$status" -ne "$exit_status" ] && { [ "$EXIT_METHOD" = status ] || [ "$status" -ne 0 ]; }; then
+    result FAIL "QEMU error: QEMU exited with status $status but the guest printed '$exit_line'" 1
+fi
+summary=$(grep -a '^SUMMARY: ' "$output" | tail -n 1 | tr -d '\r')
+summary=${summary#SUMMARY: }
+failures=$(grep -a -c '^FAIL: ' "$output")
+case $((exit_status >> 1)) in
+    0)
+        [ "$failures" -gt 0 ] && result FAIL "exit code 0 but $failures FAIL lines printed" 1
+        result PASS "$summary" 0
+        ;;
+    1) result FAIL "$(printf '%s\n' "$summary" | sed -n 's/.*, \([0-9]* unexpected failures\).*/\1/p')" 1 ;;
+    38)
+        skip=$(grep -a '^SKIP: ' "$output" | tail -n 1 | tr -d '\r')
+        result SKIP "${skip#SKIP: }" 0
+        ;;
+    63) result FAIL "$(grep -a -m 1 -e '^ABORT: ' -e '^Unhandled exception' "$output" | tr -d '\r')" 1 ;;
+    *) result FAIL "exit code $((exit_status >> 1))" 1 ;;
+esac
+exit 2"#;
