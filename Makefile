@@ -3,8 +3,10 @@
 CARGO ?= cargo
 X86_GUESTS := $(notdir $(patsubst %/Cargo.toml,%,$(wildcard tests-x86/*/Cargo.toml)))
 X86_PACKAGES := $(addprefix -p ,$(X86_GUESTS))
+AARCH64_GUESTS := $(notdir $(patsubst %/Cargo.toml,%,$(wildcard tests-aarch64/*/Cargo.toml)))
+AARCH64_PACKAGES := $(addprefix -p ,$(AARCH64_GUESTS))
 
-.PHONY: all runner guests check test lint clean new-test standalone install uninstall
+.PHONY: all runner guests check test lint clean bench new-test standalone install uninstall
 
 all: runner guests
 
@@ -13,22 +15,26 @@ runner:
 
 guests:
 	$(CARGO) build --release --target x86_64-unknown-none $(X86_PACKAGES)
+	$(CARGO) build --release --target aarch64-unknown-none $(AARCH64_PACKAGES)
 
 # Formatting, and clippy on the host crates and on every guest, warnings denied.
 lint:
 	$(CARGO) fmt --check
-	$(CARGO) clippy -q --all-targets -p vmunit -p vmunit-runner -- -D warnings
+	$(CARGO) clippy -q --all-targets -p vmunit -p vmunit-macros -p vmunit-runner -- -D warnings
 	$(CARGO) clippy -q --release --target x86_64-unknown-none $(X86_PACKAGES) -- -D warnings
+	$(CARGO) clippy -q --release --target aarch64-unknown-none $(AARCH64_PACKAGES) -- -D warnings
 
 # The framework's own tests: runtime unit tests, runner unit tests, and the fixture guests
 # whose known outcomes (pass, fail, skip, panic, exception, triple fault, hang, KVM internal
 # error) the runner must classify correctly.
 test:
-	$(CARGO) test -q -p vmunit -p vmunit-runner
+	$(CARGO) test -q -p vmunit -p vmunit-macros -p vmunit-runner
 
-# Everything: lint, the framework's tests, then the guest suite under the default
-# accelerator (KVM when usable) and under TCG. The last line is the runner's summary.
+# Everything: lint, the framework's tests, the commands of docs/ (scripts/test-docs), then the
+# guest suite under the default accelerator (KVM when usable) and under TCG. The last line is
+# the runner's summary.
 check: lint test
+	scripts/test-docs
 	./run_tests -j 2
 	./run_tests -j 2 --accel tcg
 
@@ -54,6 +60,10 @@ uninstall:
 # Scaffolds a test: make new-test ARCH=x86_64 NAME=my-test (see scripts/new-test).
 new-test:
 	scripts/new-test $(ARCH) $(NAME)
+
+# Timings and sizes on this machine, written to BENCHMARKS.md (a few minutes).
+bench:
+	scripts/bench
 
 clean:
 	$(CARGO) clean

@@ -24,6 +24,22 @@ pub fn value_of<'a>(word: &'a str, key: &str) -> Option<&'a str> {
     word.strip_prefix(key)?.strip_prefix('=')
 }
 
+/// Whether `name` matches the glob `pattern`: `*` any run of characters, `?` one character.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    fn matches(pattern: &[u8], name: &[u8]) -> bool {
+        match (pattern.first(), name.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => {
+                matches(&pattern[1..], name) || (!name.is_empty() && matches(pattern, &name[1..]))
+            }
+            (Some(b'?'), Some(_)) => matches(&pattern[1..], &name[1..]),
+            (Some(expected), Some(found)) if expected == found => matches(&pattern[1..], &name[1..]),
+            _ => false,
+        }
+    }
+    matches(pattern.as_bytes(), name.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,6 +56,19 @@ mod tests {
     fn keeps_at_most_the_maximum() {
         let line = "x ".repeat(MAX_ARGS + 5);
         assert_eq!(split(&line).1, MAX_ARGS);
+    }
+
+    #[test]
+    fn globs_match_whole_names() {
+        assert!(glob_match("heap", "heap"));
+        assert!(!glob_match("heap", "heap_big"));
+        assert!(glob_match("heap*", "heap_big"));
+        assert!(glob_match("*big", "heap_big"));
+        assert!(glob_match("h?ap", "heap"));
+        assert!(!glob_match("h?ap", "hap"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a*b*c", "axxbyyc"));
+        assert!(!glob_match("a*b*c", "axxbyy"));
     }
 
     #[test]

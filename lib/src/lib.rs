@@ -41,6 +41,8 @@ pub mod memory;
 mod reporting;
 #[cfg(target_os = "none")]
 pub mod runtime;
+#[cfg(target_os = "none")]
+pub mod subtest;
 
 #[cfg(target_os = "none")]
 pub use arch::{Exception, Vector, catch_exception, trap_exceptions};
@@ -51,7 +53,29 @@ pub use reporting::{
     __push_prefix, __report_info, __report_kind, PrefixGuard, known_failure, prefix, report_summary,
 };
 #[cfg(target_os = "none")]
-pub use runtime::exit;
+pub use runtime::{args, exit};
+/// Marks `fn name()` as a subtest (see [`subtests!`]): `#[vmunit::test]`,
+/// `#[vmunit::test(ignore)]`, `#[vmunit::test(should_fault)]`, `#[vmunit::test(should_fault = PF)]`.
+pub use vmunit_macros::test;
+
+/// Makes the test run its `#[vmunit::test]` subtests: `vmunit::subtests!();`, or with a suite
+/// set-up and tear-down, `vmunit::subtests!(init = set_up, exit = tear_down);`. Arguments
+/// without `=` select subtests by name or glob; see `vmunit::subtest`.
+#[macro_export]
+macro_rules! subtests {
+    () => {
+        $crate::main!(__vmunit_run_subtests);
+        fn __vmunit_run_subtests(args: &[&str]) -> i32 {
+            $crate::subtest::run_all(args, None, None)
+        }
+    };
+    (init = $init:path, exit = $exit:path $(,)?) => {
+        $crate::main!(__vmunit_run_subtests);
+        fn __vmunit_run_subtests(args: &[&str]) -> i32 {
+            $crate::subtest::run_all(args, Some($init), Some($exit))
+        }
+    };
+}
 
 /// Registers the test's entry point: `vmunit::main!(main);` with `fn main(args: &[&str]) -> i32`.
 ///

@@ -39,6 +39,19 @@ pub(crate) fn with_prefixes<R>(function: impl FnOnce(&str) -> R) -> R {
     }
 }
 
+/// The length of the prefix chain, to restore with [`truncate_prefixes`].
+pub(crate) fn prefix_depth() -> usize {
+    PREFIXES.lock().as_str().len()
+}
+
+/// Cuts the prefix chain back to `depth` (a length [`prefix_depth`] returned).
+pub(crate) fn truncate_prefixes(depth: usize) {
+    let mut prefixes = PREFIXES.lock();
+    while prefixes.as_str().len() > depth {
+        prefixes.pop();
+    }
+}
+
 /// The counts so far.
 pub(crate) fn counts() -> Counts {
     TALLY.counts()

@@ -11,12 +11,48 @@ unsafe extern "Rust" {
     fn vmunit_test_main(args: &[&str]) -> i32;
 }
 
+/// The command line, kept for the program's lifetime so that [`args`] can lend its words.
+struct CommandLine {
+    text: [u8; CommandLine::CAPACITY],
+    length: usize,
+}
+
+impl CommandLine {
+    const CAPACITY: usize = 2048;
+
+    fn text(&self) -> &str {
+        core::str::from_utf8(&self.text[..self.length]).unwrap_or("")
+    }
+}
+
+static COMMAND_LINE: spin::Once<CommandLine> = spin::Once::new();
+static ARGUMENTS: spin::Once<([&'static str; crate::args::MAX_ARGS], usize)> = spin::Once::new();
+
+/// The test's arguments (the words of `-append`), as `main` receives them: for code that
+/// `main` does not call directly, such as `#[vmunit::test]` subtests.
+pub fn args() -> &'static [&'static str] {
+    match ARGUMENTS.get() {
+        Some((words, count)) => &words[..*count],
+        None => &[],
+    }
+}
+
 /// Called by the architecture's boot code once the machine is set up.
 pub(crate) fn start(command_line: &str) -> ! {
-    let (words, count) = crate::args::split(command_line);
+    let line = COMMAND_LINE.call_once(|| {
+        // Cut at a character boundary: the text must stay valid UTF-8.
+        let mut length = command_line.len().min(CommandLine::CAPACITY);
+        while !command_line.is_char_boundary(length) {
+            length -= 1;
+        }
+        let mut text = [0; CommandLine::CAPACITY];
+        text[..length].copy_from_slice(&command_line.as_bytes()[..length]);
+        CommandLine { text, length }
+    });
+    let (words, count) = ARGUMENTS.call_once(|| crate::args::split(line.text()));
     // SAFETY: `vmunit::main!` defines `vmunit_test_main` with exactly this signature; a test
     // crate without it fails to link.
-    let code = unsafe { vmunit_test_main(&words[..count]) };
+    let code = unsafe { vmunit_test_main(&words[..*count]) };
     exit(code)
 }
 

@@ -3,19 +3,21 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufWriter, IsTerminal, Write};
+use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use crate::config::{Accel, Arch, Config, ConfigError, TestEntry, parse_duration};
+use crate::config::{Accel, Arch, Config, ConfigError, Requirement, TestEntry, parse_duration};
 use crate::execute::{self, ExecuteError, Sinks};
 use crate::guests::{self, BuildError};
-use crate::outcome::{Outcome, Verdict, classify};
+use crate::outcome::{Outcome, Stream, Verdict, classify};
+use crate::output::{self, Format, GuestLine, Printer, shown};
 use crate::qemu::{self, ArchProfile, LaunchSpec, QemuCommand};
 use crate::select::{Choice, SelectError, Selection};
+use crate::symbolise::{self, CrashAddresses};
 use crate::workspace;
 
 /// The runner's own environment variables, read once so tests can supply their own.
@@ -73,6 +75,22 @@ pub struct Options {
     pub environment: Environment,
     /// Run this one image instead of unittests.toml's selection (`--kernel`).
     pub kernel: Option<Kernel>,
+    /// Guest environment variables from `--env KEY=VALUE`, after the tables' `env`.
+    pub guest_variables: Vec<(String, String)>,
+    /// The output format.
+    pub format: Format,
+    /// Where to write a JUnit XML report, if anywhere.
+    pub junit: Option<PathBuf>,
+    /// Colour the verdicts (plain format).
+    pub colour: bool,
+    /// Show a live progress line (plain format).
+    pub progress: bool,
+    /// Run only this part of the selection.
+    pub shard: Option<Shard>,
+    /// Select the runs that failed in the last run (from `<log_dir>/results.json`).
+    pub rerun_failed: bool,
+    /// Print nothing: the caller reads the returned report (the libtest harness).
+    pub quiet: bool,
 }
 
 /// An image to run on its own (`--kernel`, used by `cargo run` through scripts/cargo-runner).
@@ -141,6 +159,14 @@ impl Options {
             log_dir: workspace.join("logs"),
             environment: Environment::default(),
             kernel: None,
+            guest_variables: Vec::new(),
+            format: Format::Plain,
+            junit: None,
+            colour: false,
+            progress: false,
+            shard: None,
+            rerun_failed: false,
+            quiet: false,
         }
     }
 }
@@ -192,6 +218,24 @@ pub struct TestResult {
     pub duration: Duration,
     /// Its log file, when QEMU ran.
     pub log: Option<PathBuf>,
+    /// The guest's report lines (at most `output::MAX_REPORT_LINES`).
+    pub report: Vec<GuestLine>,
+    /// Lines shown under the result line, such as a crash's symbolised address.
+    pub notes: Vec<String>,
+}
+
+impl TestResult {
+    /// The result of a run decided without running QEMU.
+    pub fn not_run(name: &str, outcome: Outcome) -> TestResult {
+        TestResult {
+            name: name.to_owned(),
+            outcome,
+            duration: Duration::ZERO,
+            log: None,
+            report: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
 }
 
 /// Pass/fail/skip counts.
@@ -324,7 +368,20 @@ fn plan(options: &Options) -> Result<(Config, Vec<Planned>), AppError> {
     if let Some(kernel) = &options.kernel {
         return Ok((config.clone(), vec![plan_kernel(options, &config, kernel)]));
     }
-    let choices = options.selection.choose(&config.entries)?;
+    let mut selection = options.selection.clone();
+    if options.rerun_failed {
+        let failed = failed_last_time(&options.log_dir)?;
+        let failed: Vec<String> = failed
+            .into_iter()
+            .filter(|name| config.entries.iter().any(|entry| entry.name == *name))
+            .collect();
+        if failed.is_empty() {
+            return Ok((config, Vec::new()));
+        }
+        selection.names = failed.iter().map(|name| glob::Pattern::escape(name)).collect();
+        selection.all = true;
+    }
+    let choices = selection.choose(&config.entries)?;
     let mut planned = Vec::new();
     for (entry, choice) in config.entries.iter().zip(choices) {
         // Every entry's arch is checked, so a wrong one is found whatever is selected.
@@ -339,17 +396,39 @@ fn plan(options: &Options) -> Result<(Config, Vec<Planned>), AppError> {
                 });
                 continue;
             }
-            Choice::Selected { explicit } => explicit,
+            // Runs chosen by --rerun-failed are not named by the user: no interactive mode.
+            Choice::Selected { explicit } => explicit && !options.rerun_failed,
         };
         let accel = current_accel(options.accel, arch);
+        let machine = arch.map(|arch| machine_for(options, entry, arch));
         let decision = match arch {
             Some(arch) if options.arch.is_some_and(|wanted| wanted != arch) => {
                 Decision::Skip(format!("{arch} only"))
+            }
+            _ if entry.disabled.is_some() => Decision::Skip(format!(
+                "disabled: {}",
+                entry.disabled.as_deref().unwrap_or_default()
+            )),
+            Some(_)
+                if entry
+                    .disabled_if
+                    .as_ref()
+                    .is_some_and(|condition| condition.holds(accel, machine.unwrap_or_default())) =>
+            {
+                Decision::Skip(format!(
+                    "disabled if {}",
+                    entry
+                        .disabled_if
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
+                ))
             }
             _ if entry.accel.is_some_and(|only| only != accel) => Decision::Skip(format!(
                 "{} only, but ACCEL={accel}",
                 entry.accel.map_or("", Accel::name)
             )),
+            _ if let Some(reason) = unmet_host_requirement(&entry.requires, accel) => Decision::Skip(reason),
             Some(arch) if workspace::crate_directory(&options.workspace, arch, &entry.file).is_dir() => {
                 Decision::Run { arch, accel }
             }
@@ -361,7 +440,95 @@ fn plan(options: &Options) -> Result<(Config, Vec<Planned>), AppError> {
             decision,
         });
     }
+    if let Some(shard) = options.shard {
+        planned = shard.select(planned, |item| matches!(item.decision, Decision::Nodefault));
+    }
     Ok((config, planned))
+}
+
+/// One of N deterministic parts of the selected runs (`--shard K/N`): the K-th of every N
+/// runs in unittests.toml order, counting the runs the selection reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    /// Which part, from 1.
+    pub index: usize,
+    /// How many parts.
+    pub count: usize,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("'{text}' is not K/N with 1 <= K <= N");
+        let (index, count) = text.split_once('/').ok_or_else(bad)?;
+        let index: usize = index.trim().parse().map_err(|_| bad())?;
+        let count: usize = count.trim().parse().map_err(|_| bad())?;
+        if index == 0 || index > count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl Shard {
+    /// Keeps this shard's items. Items `quiet` says are not reported (nodefault runs, shown
+    /// only with -v) do not count, and stay in shard 1 only, so every shard reports a disjoint
+    /// part and together they report everything once.
+    fn select<T>(self, items: Vec<T>, quiet: impl Fn(&T) -> bool) -> Vec<T> {
+        let mut position = 0;
+        items
+            .into_iter()
+            .filter(|item| {
+                if quiet(item) {
+                    return self.index == 1;
+                }
+                position += 1;
+                (position - 1) % self.count == self.index - 1
+            })
+            .collect()
+    }
+}
+
+/// The record of a run's results, `<log_dir>/results.json`, that `--rerun-failed` reads.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct ResultsRecord {
+    /// The commit tested, or "none".
+    commit: String,
+    /// One per run reported.
+    results: Vec<RecordedResult>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct RecordedResult {
+    name: String,
+    /// PASS, FAIL or SKIP.
+    verdict: String,
+    /// The outcome's kind (`output::outcome_kind`).
+    outcome: String,
+    duration_secs: f64,
+}
+
+/// The file name of the results record in the log directory.
+pub const RESULTS_FILE: &str = "results.json";
+
+/// The names of the runs that failed in the run that wrote `<log_dir>/results.json`.
+fn failed_last_time(log_dir: &Path) -> Result<Vec<String>, AppError> {
+    let path = log_dir.join(RESULTS_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|error| {
+        AppError::Usage(format!(
+            "--rerun-failed: cannot read the last run's results {}: {error}",
+            shown(&path)
+        ))
+    })?;
+    let record: ResultsRecord = serde_json::from_str(&text)
+        .map_err(|error| AppError::Usage(format!("--rerun-failed: {}: {error}", shown(&path))))?;
+    Ok(record
+        .results
+        .into_iter()
+        .filter(|result| result.verdict == Verdict::Fail.to_string())
+        .map(|result| result.name)
+        .collect())
 }
 
 /// The one run of `--kernel`: the unittests.toml entry of the same name supplies smp,
@@ -396,14 +563,178 @@ fn image_for(options: &Options, arch: Arch, entry: &TestEntry) -> PathBuf {
     }
 }
 
+/// One unittests.toml entry as a test case of the libtest harness (runner/tests/guests.rs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Case {
+    /// The run's name.
+    pub name: String,
+    /// Why it would be skipped, decided without booting anything (arch, accel, disabled,
+    /// requires, missing crate; devices ask QEMU once); `None` when it would run.
+    pub skip: Option<String>,
+    /// In group nodefault: run only when asked for by name.
+    pub nodefault: bool,
+}
+
+/// Every entry of the config as a case, in file order, cheaply (nothing is built or booted).
+pub fn cases(options: &Options) -> Result<Vec<Case>, AppError> {
+    let mut everything = options.clone();
+    everything.selection = Selection {
+        all: true,
+        ..Selection::default()
+    };
+    everything.shard = None;
+    everything.rerun_failed = false;
+    let (_, planned) = plan(&everything)?;
+    Ok(planned
+        .into_iter()
+        .map(|item| Case {
+            nodefault: item.entry.in_group(crate::select::NODEFAULT_GROUP),
+            skip: match item.decision {
+                Decision::Skip(reason) => Some(reason),
+                // Devices too, so that a harness that cannot skip at run time lists them.
+                Decision::Run { arch, .. } => unmet_device_requirement(
+                    &item.entry.requires,
+                    &options
+                        .environment
+                        .qemu
+                        .clone()
+                        .unwrap_or_else(|| ArchProfile::of(arch).default_program()),
+                ),
+                Decision::Nodefault => None,
+            },
+            name: item.entry.name,
+        })
+        .collect())
+}
+
+/// Builds the guests of the runs called `names` (once, grouped by architecture).
+pub fn build_runs(options: &Options, names: &[String]) -> Result<(), AppError> {
+    let (_, planned) = plan(options)?;
+    let wanted: Vec<Planned> = planned
+        .into_iter()
+        .filter(|item| names.contains(&item.entry.name))
+        .collect();
+    build_guests(options, &wanted)
+}
+
 /// The names of the runs a selection would run (for `-l`).
 pub fn list(options: &Options) -> Result<Vec<String>, AppError> {
+    Ok(list_with_subtests(options)?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect())
+}
+
+/// The runs a selection would run, each with the `#[vmunit::test]` subtests its image
+/// declares (read from the ELF; empty when the image is not built or declares none).
+pub fn list_with_subtests(options: &Options) -> Result<Vec<(String, Vec<String>)>, AppError> {
     let (_, planned) = plan(options)?;
     Ok(planned
         .into_iter()
         .filter(|planned| !matches!(planned.decision, Decision::Nodefault))
-        .map(|planned| planned.entry.name)
+        .map(|planned| {
+            let subtests = match planned.decision {
+                Decision::Run { arch, .. } => {
+                    crate::subtests::names(&image_for(options, arch, &planned.entry)).unwrap_or_default()
+                }
+                _ => Vec::new(),
+            };
+            (planned.entry.name, subtests)
+        })
         .collect())
+}
+
+/// `--probe-maxsmp`: the most CPUs QEMU accepts for the machine (`MACHINE`, else the
+/// architecture's default) under the accelerator, and a sentence on where the number comes from.
+pub fn probe_max_smp(options: &Options) -> Result<(u32, String), AppError> {
+    let arch = options.arch.or_else(Arch::host).unwrap_or(Arch::X86_64);
+    let profile = ArchProfile::of(arch);
+    let accel = current_accel(options.accel, Some(arch));
+    let machine = options
+        .environment
+        .machine
+        .as_deref()
+        .unwrap_or(profile.default_machine);
+    let program = options
+        .environment
+        .qemu
+        .clone()
+        .unwrap_or_else(|| profile.default_program());
+    ensure_qemu(options, std::slice::from_ref(&program))?;
+    let limits = qemu::probe_smp_limits(&program, profile, machine, accel).map_err(AppError::Usage)?;
+    let maximum = limits
+        .maximum()
+        .ok_or_else(|| AppError::Usage(format!("{program} named no CPU limit")))?;
+    let mut detail = format!(
+        "machine {machine} under {accel}: QEMU accepts at most {maximum} CPUs (machine limit {}",
+        limits.machine.unwrap_or(maximum)
+    );
+    if let Some(kvm) = limits.kvm_maximum {
+        detail.push_str(&format!(", KVM limit {kvm}"));
+    }
+    if let Some(recommended) = limits.kvm_recommended {
+        detail.push_str(&format!(", KVM recommends at most {recommended}"));
+    }
+    detail.push(')');
+    Ok((maximum, detail))
+}
+
+/// The machine type of a run: `MACHINE`, else the table's, else the architecture's default.
+fn machine_for<'a>(options: &'a Options, entry: &'a TestEntry, arch: Arch) -> &'a str {
+    options
+        .environment
+        .machine
+        .as_deref()
+        .or(entry.machine.as_deref())
+        .unwrap_or(ArchProfile::of(arch).default_machine)
+}
+
+/// The first of `requires` that the host lacks and that needs no QEMU to check (`kvm`,
+/// `root`), as a skip reason.
+fn unmet_host_requirement(requires: &[Requirement], accel: Accel) -> Option<String> {
+    requires.iter().find_map(|requirement| match requirement {
+        Requirement::Kvm if accel != Accel::Kvm => Some(format!("requires kvm, but ACCEL={accel}")),
+        Requirement::Kvm if !kvm_usable() => Some("requires kvm, but /dev/kvm is not usable".to_owned()),
+        Requirement::Root if !nix::unistd::geteuid().is_root() => {
+            Some("requires root, but the runner is not root".to_owned())
+        }
+        _ => None,
+    })
+}
+
+/// The first device of `requires` that `program` lacks, as a skip reason. QEMU is asked once
+/// per program and run (`-device help`).
+fn unmet_device_requirement(requires: &[Requirement], program: &str) -> Option<String> {
+    requires.iter().find_map(|requirement| {
+        let Requirement::Device(device) = requirement else {
+            return None;
+        };
+        match qemu::devices(program) {
+            Ok(devices) if devices.contains(device) => None,
+            Ok(_) => Some(format!("requires device {device}, which {program} lacks")),
+            Err(error) => Some(format!("requires device {device}, but {error}")),
+        }
+    })
+}
+
+/// The guest environment: the runner's variables (`environment::guest_environment`), then the
+/// table's `env`, then `--env`; a later value of a key replaces an earlier one in place.
+fn merged_environment(base: &str, layers: &[&[(String, String)]]) -> String {
+    let mut pairs: Vec<(String, String)> = base
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect();
+    for (key, value) in layers.iter().flat_map(|layer| layer.iter()) {
+        match pairs.iter_mut().find(|(existing, _)| existing == key) {
+            Some(pair) => pair.1.clone_from(value),
+            None => pairs.push((key.clone(), value.clone())),
+        }
+    }
+    pairs
+        .iter()
+        .map(|(key, value)| format!("{key}={value}\n"))
+        .collect()
 }
 
 /// The QEMU command of one run.
@@ -415,12 +746,7 @@ fn command_for(
     accel: Accel,
 ) -> QemuCommand {
     let profile = ArchProfile::of(arch);
-    let machine = options
-        .environment
-        .machine
-        .as_deref()
-        .or(entry.machine.as_deref())
-        .unwrap_or(profile.default_machine);
+    let machine = machine_for(options, entry, arch);
     let image = image_for(options, arch, entry);
     let qboot = Path::new(qemu::QBOOT_PATH);
     let environment_file = environment_path(&options.log_dir, &entry.name);
@@ -524,30 +850,6 @@ fn log_path(directory: &Path, name: &str) -> PathBuf {
     directory.join(format!("{}.log", name.replace(['/', '\\'], "_")))
 }
 
-/// A path as the user would type it: relative to the current directory when inside it.
-fn shown(path: &Path) -> String {
-    std::env::current_dir()
-        .ok()
-        .and_then(|current| path.strip_prefix(current).ok().map(Path::to_path_buf))
-        .unwrap_or_else(|| path.to_path_buf())
-        .display()
-        .to_string()
-}
-
-/// The report line, with the verdict coloured on a terminal.
-fn display_line(name: &str, outcome: &Outcome, colour: bool) -> String {
-    let line = outcome.report_line(name);
-    if !colour {
-        return line;
-    }
-    let code = match outcome.verdict() {
-        Verdict::Pass => "32",
-        Verdict::Fail => "31",
-        Verdict::Skip => "33",
-    };
-    format!("\x1b[{code}m{}\x1b[0m{}", &line[..4], &line[4..])
-}
-
 /// Runs one planned run to its result.
 fn run_one(
     options: &Options,
@@ -556,19 +858,13 @@ fn run_one(
     arch: Arch,
     accel: Accel,
     live: bool,
+    printer: &Printer,
 ) -> Option<TestResult> {
     let entry = &item.entry;
     let image = image_for(options, arch, entry);
     if !options.dry_run && !image.is_file() {
-        let outcome = Outcome::Skip {
-            reason: format!("Test file '{}' not found", shown(&image)),
-        };
-        return Some(TestResult {
-            name: entry.name.clone(),
-            outcome,
-            duration: Duration::ZERO,
-            log: None,
-        });
+        let reason = format!("Test file '{}' not found", shown(&image));
+        return Some(TestResult::not_run(&entry.name, Outcome::Skip { reason }));
     }
     let command = command_for(options, resolved, entry, arch, accel);
     let line = command.shell_line();
@@ -576,30 +872,48 @@ fn run_one(
         println!("{line}");
         return None;
     }
+    if let Some(reason) = unmet_device_requirement(&entry.requires, &command.program) {
+        return Some(TestResult::not_run(&entry.name, Outcome::Skip { reason }));
+    }
     if options.verbose {
-        println!("{line}");
+        printer.message(&line);
     }
     let path = log_path(&options.log_dir, &entry.name);
-    let environment = crate::environment::guest_environment(accel);
+    let environment = merged_environment(
+        &crate::environment::guest_environment(accel),
+        &[&entry.env, &options.guest_variables],
+    );
     if let Err(error) = std::fs::write(environment_path(&options.log_dir, &entry.name), environment) {
         let outcome = Outcome::QemuError {
             reason: format!("cannot write the guest environment: {error}"),
         };
-        return Some(TestResult {
-            name: entry.name.clone(),
-            outcome,
-            duration: Duration::ZERO,
-            log: None,
-        });
+        return Some(TestResult::not_run(&entry.name, outcome));
     }
     let mut log = File::create(&path).ok().map(BufWriter::new);
     if let Some(log) = log.as_mut() {
         let _ = writeln!(log, "{line}");
     }
     let timeout = entry.effective_timeout(resolved.timeout);
+    printer.started(&entry.name, arch.name(), accel.name(), &line);
+    let mut report: Vec<GuestLine> = Vec::new();
+    let mut crashes = CrashAddresses::default();
+    let mut observe = |stream: Stream, text: &str| {
+        if stream != Stream::Serial {
+            return;
+        }
+        crashes.observe(text);
+        if report.len() >= output::MAX_REPORT_LINES {
+            return;
+        }
+        if let Some(guest_line) = output::parse_report_line(text) {
+            printer.report_line(&entry.name, &guest_line);
+            report.push(guest_line);
+        }
+    };
     let sinks = Sinks {
         log: log.as_mut().map(|log| log as &mut dyn Write),
         live,
+        observer: Some(&mut observe),
     };
     let (outcome, duration) = match execute::execute(&command, timeout, sinks) {
         Ok(execution) => {
@@ -617,8 +931,16 @@ fn run_one(
             Duration::ZERO,
         ),
     };
+    let notes = if outcome.verdict() == Verdict::Fail && !crashes.addresses().is_empty() {
+        symbolise::notes(&image, crashes.addresses(), &options.workspace)
+    } else {
+        Vec::new()
+    };
     if let Some(mut log) = log {
         let _ = writeln!(log, "{}", outcome.report_line(&entry.name));
+        for note in &notes {
+            let _ = writeln!(log, "    {note}");
+        }
         let _ = log.flush();
     }
     Some(TestResult {
@@ -626,13 +948,25 @@ fn run_one(
         outcome,
         duration,
         log: Some(path),
+        report,
+        notes,
     })
+}
+
+/// The selected runs' result in a dry run: skips are shown, runs print their command.
+fn dry_run_line(result: &TestResult) {
+    if result.outcome.verdict() == Verdict::Skip {
+        println!("{}", output::display_line(&result.name, &result.outcome, false));
+    }
 }
 
 /// Runs the selection: the whole invocation except `-l`. Prints a line per run and the totals.
 pub fn run(options: &Options) -> Result<Report, AppError> {
     let resolved = resolve_environment(&options.environment)?;
     let (_, planned) = plan(options)?;
+    if let Some(junit) = &options.junit {
+        output::check_writable(junit).map_err(AppError::Usage)?;
+    }
     if options.build && !options.dry_run {
         build_guests(options, &planned)?;
     }
@@ -654,6 +988,9 @@ pub fn run(options: &Options) -> Result<Report, AppError> {
         rotate_logs(&options.log_dir)?;
     }
 
+    if options.rerun_failed && planned.is_empty() {
+        eprintln!("vmunit: --rerun-failed: no run failed last time");
+    }
     let runnable = planned
         .iter()
         .filter(|item| matches!(item.decision, Decision::Run { .. }))
@@ -666,11 +1003,24 @@ pub fn run(options: &Options) -> Result<Report, AppError> {
     let single_named = matches!(selected.as_slice(), [only] if only.explicit);
     let live = runnable >= 1
         && (runnable == 1 || options.jobs == 1)
-        && (single_named || !options.extra_qemu_args.is_empty());
-    let colour = std::io::stdout().is_terminal();
+        && (single_named || !options.extra_qemu_args.is_empty())
+        && options.format == Format::Plain
+        && !options.quiet;
+    let printer = if options.quiet {
+        Printer::silent()
+    } else {
+        Printer::new(options.format, options.colour, options.progress && !live)
+    };
+    if !options.dry_run {
+        let reported = if options.verbose {
+            planned.len()
+        } else {
+            selected.len()
+        };
+        printer.begin(reported);
+    }
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<TestResult>>> = Mutex::new(vec![None; planned.len()]);
-    let print_lock = Mutex::new(());
     let worker = || {
         loop {
             let index = next.fetch_add(1, Ordering::SeqCst);
@@ -681,43 +1031,31 @@ pub fn run(options: &Options) -> Result<Report, AppError> {
                 break;
             }
             let result = match &item.decision {
-                Decision::Nodefault if options.verbose => Some(TestResult {
-                    name: item.entry.name.clone(),
-                    outcome: Outcome::Skip {
+                Decision::Nodefault if options.verbose => Some(TestResult::not_run(
+                    &item.entry.name,
+                    Outcome::Skip {
                         reason: "test marked as manual run only".to_owned(),
                     },
-                    duration: Duration::ZERO,
-                    log: None,
-                }),
+                )),
                 Decision::Nodefault => None,
-                Decision::Skip(reason) => Some(TestResult {
-                    name: item.entry.name.clone(),
-                    outcome: Outcome::Skip {
+                Decision::Skip(reason) => Some(TestResult::not_run(
+                    &item.entry.name,
+                    Outcome::Skip {
                         reason: reason.clone(),
                     },
-                    duration: Duration::ZERO,
-                    log: None,
-                }),
-                Decision::Run { arch, accel } => run_one(options, &resolved, item, *arch, *accel, live),
+                )),
+                Decision::Run { arch, accel } => {
+                    run_one(options, &resolved, item, *arch, *accel, live, &printer)
+                }
             };
             let Some(result) = result else { continue };
             if execute::interrupted() {
                 break;
             }
-            {
-                let _guard = print_lock
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if !(options.dry_run && result.outcome.verdict() != Verdict::Skip) {
-                    println!("{}", display_line(&result.name, &result.outcome, colour));
-                }
-                if result.outcome.verdict() == Verdict::Fail {
-                    let log = result.log.as_deref().map(shown).unwrap_or_default();
-                    println!(
-                        "    log: {log}; reproduce alone with: ./run_tests {}",
-                        shlex::try_quote(&result.name).unwrap_or_default()
-                    );
-                }
+            if options.dry_run {
+                dry_run_line(&result);
+            } else {
+                printer.finished(&result);
             }
             results.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[index] = Some(result);
         }
@@ -743,8 +1081,13 @@ pub fn run(options: &Options) -> Result<Report, AppError> {
         return Ok(report);
     }
     let totals = report.totals();
-    println!("{totals}");
+    if let Some(junit) = &options.junit
+        && let Err(error) = output::write_junit(junit, &report.results)
+    {
+        eprintln!("vmunit: cannot write {}: {error}", junit.display());
+    }
     write_summary(options, &report, totals);
+    printer.end(&report.results, totals);
     Ok(report)
 }
 
@@ -768,6 +1111,22 @@ fn write_summary(options: &Options, report: &Report, totals: Totals) {
     }
     text.push_str(&format!("{totals}\n"));
     let _ = std::fs::write(options.log_dir.join("SUMMARY"), text);
+    let record = ResultsRecord {
+        commit,
+        results: report
+            .results
+            .iter()
+            .map(|result| RecordedResult {
+                name: result.name.clone(),
+                verdict: result.outcome.verdict().to_string(),
+                outcome: output::outcome_kind(&result.outcome).to_owned(),
+                duration_secs: result.duration.as_secs_f64(),
+            })
+            .collect(),
+    };
+    if let Ok(json) = serde_json::to_string_pretty(&record) {
+        let _ = std::fs::write(options.log_dir.join(RESULTS_FILE), json + "\n");
+    }
 }
 
 #[cfg(test)]
@@ -821,6 +1180,140 @@ groups = ["nodefault"]
         assert_eq!(decisions[3].1, "Skip(\"Test file 'missing' not found\")");
         assert_eq!(decisions[4].1, "Nodefault");
         assert_eq!(list(&options).unwrap(), ["x", "a", "kvm-only", "missing"]);
+    }
+
+    #[test]
+    fn disabled_and_required() {
+        let (_directory, mut options) = workspace_with(
+            r#"
+[off]
+file = "xguest"
+disabled = "flaky"
+[off-tcg]
+file = "xguest"
+disabled_if = { accel = "tcg" }
+[off-kvm]
+file = "xguest"
+disabled_if = { accel = "kvm" }
+[off-microvm]
+file = "xguest"
+disabled_if = { machine = "microvm" }
+[needs-kvm]
+file = "xguest"
+requires = ["kvm"]
+[needs-device]
+file = "xguest"
+requires = ["device:pci-testdev"]
+"#,
+        );
+        options.accel = Some(Accel::Tcg);
+        let first = decisions(&options);
+        let run = "Run { arch: X86_64, accel: Tcg }";
+        assert_eq!(first[0].1, "Skip(\"disabled: flaky\")");
+        assert_eq!(first[1].1, "Skip(\"disabled if accel = tcg\")");
+        assert_eq!(first[2].1, run);
+        assert_eq!(first[3].1, run);
+        assert_eq!(first[4].1, "Skip(\"requires kvm, but ACCEL=tcg\")");
+        // Devices are checked against QEMU just before the run, not while planning.
+        assert_eq!(first[5].1, run);
+        options.environment.machine = Some("microvm".into());
+        assert_eq!(
+            decisions(&options)[3].1,
+            "Skip(\"disabled if machine = microvm\")"
+        );
+    }
+
+    #[test]
+    fn shards() {
+        assert_eq!("2/3".parse::<Shard>(), Ok(Shard { index: 2, count: 3 }));
+        for bad in ["0/3", "4/3", "1", "a/b", "1/0", ""] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+        let items: Vec<i32> = (1..=8).collect();
+        let quiet = |item: &i32| *item == 4;
+        let parts: Vec<Vec<i32>> = (1..=3)
+            .map(|index| Shard { index, count: 3 }.select(items.clone(), quiet))
+            .collect();
+        assert_eq!(parts, [vec![1, 4, 5, 8], vec![2, 6], vec![3, 7]]);
+    }
+
+    #[test]
+    fn cases_for_the_harness() {
+        let (_directory, mut options) = workspace_with(
+            "[x]\nfile = \"xguest\"\n[off]\nfile = \"xguest\"\ndisabled = \"no\"\n\
+             [manual]\nfile = \"xguest\"\ngroups = [\"nodefault\"]\n",
+        );
+        options.accel = Some(Accel::Tcg);
+        options.selection.names = vec!["x".into()];
+        let cases = cases(&options).unwrap();
+        let case = |name: &str, skip: Option<&str>, nodefault: bool| Case {
+            name: name.into(),
+            skip: skip.map(str::to_owned),
+            nodefault,
+        };
+        assert_eq!(
+            cases,
+            [
+                case("x", None, false),
+                case("off", Some("disabled: no"), false),
+                case("manual", None, true)
+            ]
+        );
+    }
+
+    #[test]
+    fn guest_environment_layers() {
+        let base = "ACCEL=tcg\nHOST_KERNEL=6.1\n";
+        let table = [
+            ("A".to_owned(), "1".to_owned()),
+            ("B".to_owned(), "x y".to_owned()),
+        ];
+        let command_line = [
+            ("A".to_owned(), "2".to_owned()),
+            ("ACCEL".to_owned(), "kvm".to_owned()),
+        ];
+        assert_eq!(
+            merged_environment(base, &[&table, &command_line]),
+            "ACCEL=kvm\nHOST_KERNEL=6.1\nA=2\nB=x y\n"
+        );
+        assert_eq!(merged_environment(base, &[]), base);
+    }
+
+    #[test]
+    fn device_requirements_ask_qemu() {
+        let (directory, mut options) = workspace_with(
+            "[has]\nfile = \"xguest\"\nrequires = [\"device:pci-testdev\"]\nenv = { T = \"table\" }\n\
+             [lacks]\nfile = \"xguest\"\nrequires = [\"device:no-such-device\"]\n",
+        );
+        let image = workspace::image_path(directory.path(), Arch::X86_64, "xguest");
+        std::fs::create_dir_all(image.parent().unwrap()).unwrap();
+        std::fs::write(&image, "").unwrap();
+        let fake = directory.path().join("fake-qemu");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\ncase \"$*\" in *'-device help'*) echo 'name \"pci-testdev\", bus PCI'; exit 0;; esac\n\
+             echo 'EXIT: STATUS=1'; exit 1\n",
+        )
+        .unwrap();
+        std::process::Command::new("chmod")
+            .arg("+x")
+            .arg(&fake)
+            .status()
+            .unwrap();
+        options.environment.qemu = Some(fake.display().to_string());
+        options.accel = Some(Accel::Tcg);
+        options.guest_variables = vec![("CLI".into(), "yes".into())];
+        let report = run(&options).unwrap();
+        assert_eq!(report.outcome("has"), Some(&Outcome::Pass { summary: None }));
+        assert_eq!(
+            report.outcome("lacks"),
+            Some(&Outcome::Skip {
+                reason: format!("requires device no-such-device, which {} lacks", fake.display())
+            })
+        );
+        let environment = std::fs::read_to_string(directory.path().join("logs/has.env")).unwrap();
+        assert!(environment.starts_with("ACCEL=tcg\n"), "{environment}");
+        assert!(environment.ends_with("T=table\nCLI=yes\n"), "{environment}");
     }
 
     #[test]
@@ -893,12 +1386,7 @@ groups = ["nodefault"]
 
     #[test]
     fn totals_and_exit_codes() {
-        let result = |outcome: Outcome| TestResult {
-            name: "t".into(),
-            outcome,
-            duration: Duration::ZERO,
-            log: None,
-        };
+        let result = |outcome: Outcome| TestResult::not_run("t", outcome);
         let report = Report {
             results: vec![
                 result(Outcome::Pass { summary: None }),

@@ -286,6 +286,151 @@ fn arguments<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, 
     })
 }
 
+/// A host property a run needs (the `requires` key), checked before it boots: a run whose
+/// requirement the host lacks is skipped with the reason.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Requirement {
+    /// `"kvm"`: the run uses the kvm accelerator (so /dev/kvm is usable).
+    Kvm,
+    /// `"root"`: the runner runs as root.
+    Root,
+    /// `"device:<name>"`: QEMU has this device (`qemu -device help` lists it).
+    Device(String),
+}
+
+/// The prefix of a device requirement.
+const DEVICE_PREFIX: &str = "device:";
+const REQUIREMENT_EXPECTED: &str = "\"kvm\", \"root\" or \"device:<QEMU device name>\"";
+
+impl fmt::Display for Requirement {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Requirement::Kvm => formatter.write_str("kvm"),
+            Requirement::Root => formatter.write_str("root"),
+            Requirement::Device(name) => write!(formatter, "{DEVICE_PREFIX}{name}"),
+        }
+    }
+}
+
+impl FromStr for Requirement {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "kvm" => Ok(Requirement::Kvm),
+            "root" => Ok(Requirement::Root),
+            _ => match text.strip_prefix(DEVICE_PREFIX) {
+                Some(name) if is_device_name(name) => Ok(Requirement::Device(name.to_owned())),
+                _ => Err(format!(
+                    "unknown requirement '{text}', expected {REQUIREMENT_EXPECTED}"
+                )),
+            },
+        }
+    }
+}
+
+/// Whether `name` can be a QEMU device name: letters, digits, `-`, `_`, `.` and `,`.
+fn is_device_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|character| character.is_ascii_alphanumeric() || "-_.".contains(character))
+}
+
+impl<'de> Deserialize<'de> for Requirement {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(de::Error::custom)
+    }
+}
+
+/// The `disabled_if` key: a condition under which the run is skipped. Every key given must
+/// match; at least one must be given.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, try_from = "RawCondition")]
+pub struct Condition {
+    /// Disabled under this accelerator.
+    pub accel: Option<Accel>,
+    /// Disabled on this machine type.
+    pub machine: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCondition {
+    accel: Option<Accel>,
+    machine: Option<String>,
+}
+
+impl TryFrom<RawCondition> for Condition {
+    type Error = String;
+
+    fn try_from(raw: RawCondition) -> Result<Self, Self::Error> {
+        if raw.accel.is_none() && raw.machine.is_none() {
+            return Err("an empty condition; give `accel` and/or `machine`".to_owned());
+        }
+        Ok(Condition {
+            accel: raw.accel,
+            machine: raw.machine,
+        })
+    }
+}
+
+impl Condition {
+    /// Whether the condition holds for a run under `accel` on `machine`.
+    pub fn holds(&self, accel: Accel, machine: &str) -> bool {
+        self.accel.is_none_or(|wanted| wanted == accel)
+            && self.machine.as_deref().is_none_or(|wanted| wanted == machine)
+    }
+}
+
+impl fmt::Display for Condition {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(accel) = self.accel {
+            parts.push(format!("accel = {accel}"));
+        }
+        if let Some(machine) = &self.machine {
+            parts.push(format!("machine = {machine}"));
+        }
+        formatter.write_str(&parts.join(" and "))
+    }
+}
+
+/// The `env` key: extra `KEY=VALUE` lines for the guest environment, checked so that every
+/// pair stays one line of the file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "IndexMap<String, String>")]
+pub struct GuestVariables(pub Vec<(String, String)>);
+
+impl TryFrom<IndexMap<String, String>> for GuestVariables {
+    type Error = String;
+
+    fn try_from(map: IndexMap<String, String>) -> Result<Self, Self::Error> {
+        map.into_iter()
+            .map(|(key, value)| check_variable(&key, &value).map(|()| (key, value)))
+            .collect::<Result<Vec<_>, _>>()
+            .map(GuestVariables)
+    }
+}
+
+/// Checks one guest environment variable: the key is a shell-style name, the value one line.
+pub fn check_variable(key: &str, value: &str) -> Result<(), String> {
+    let mut characters = key.chars();
+    let starts_well = characters
+        .next()
+        .is_some_and(|first| first.is_ascii_alphabetic() || first == '_');
+    if !starts_well || !characters.all(|character| character.is_ascii_alphanumeric() || character == '_') {
+        return Err(format!(
+            "bad variable name '{key}', expected letters, digits and _ (not starting with a digit)"
+        ));
+    }
+    if value.contains(['\n', '\r', '\0']) {
+        return Err(format!("the value of {key} must be one line"));
+    }
+    Ok(())
+}
+
 /// One table as written in the file.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -302,6 +447,12 @@ struct RawEntry {
     accel: Option<Accel>,
     timeout: Option<TimeoutSetting>,
     machine: Option<String>,
+    #[serde(default)]
+    requires: Vec<Requirement>,
+    disabled: Option<String>,
+    disabled_if: Option<Condition>,
+    #[serde(default)]
+    env: GuestVariables,
 }
 
 /// One test run: a table of unittests.toml with its defaults filled in.
@@ -329,6 +480,14 @@ pub struct TestEntry {
     pub timeout: Option<Duration>,
     /// The QEMU machine type, if not the architecture's default.
     pub machine: Option<String>,
+    /// Host properties the run needs; it is skipped without them.
+    pub requires: Vec<Requirement>,
+    /// Why the run is disabled (`disabled = "reason"`): it is always skipped.
+    pub disabled: Option<String>,
+    /// When the run is skipped (`disabled_if = { accel = "tcg" }`).
+    pub disabled_if: Option<Condition>,
+    /// Extra guest environment variables (`env = { KEY = "VALUE" }`).
+    pub env: Vec<(String, String)>,
 }
 
 impl TestEntry {
@@ -346,6 +505,10 @@ impl TestEntry {
             accel: None,
             timeout: None,
             machine: None,
+            requires: Vec::new(),
+            disabled: None,
+            disabled_if: None,
+            env: Vec::new(),
         }
     }
 
@@ -464,6 +627,10 @@ impl Config {
                 accel: raw.accel,
                 timeout: raw.timeout.map(|timeout| timeout.0),
                 machine: raw.machine,
+                requires: raw.requires,
+                disabled: raw.disabled,
+                disabled_if: raw.disabled_if,
+                env: raw.env.0,
                 name,
             })
             .collect();
@@ -787,6 +954,93 @@ arch = "x86_64"
             error.starts_with("unittests.toml:8:8: [bad] arch: 'aarch64' disagrees"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn requirements_conditions_and_variables() {
+        let config = parse(
+            r#"
+[a]
+requires = ["kvm", "root", "device:pci-testdev"]
+disabled_if = { accel = "tcg" }
+env = { FOO = "bar baz", _X1 = "" }
+[b]
+disabled = "broken on every host"
+disabled_if = { machine = "microvm", accel = "kvm" }
+"#,
+        )
+        .unwrap();
+        let entry = &config.entries[0];
+        assert_eq!(
+            entry.requires,
+            [
+                Requirement::Kvm,
+                Requirement::Root,
+                Requirement::Device("pci-testdev".into())
+            ]
+        );
+        assert_eq!(entry.requires[2].to_string(), "device:pci-testdev");
+        let condition = entry.disabled_if.as_ref().unwrap();
+        assert!(condition.holds(Accel::Tcg, "q35") && !condition.holds(Accel::Kvm, "q35"));
+        assert_eq!(condition.to_string(), "accel = tcg");
+        assert_eq!(
+            entry.env,
+            [
+                ("FOO".to_owned(), "bar baz".to_owned()),
+                ("_X1".to_owned(), String::new())
+            ]
+        );
+        let entry = &config.entries[1];
+        assert_eq!(entry.disabled.as_deref(), Some("broken on every host"));
+        let condition = entry.disabled_if.as_ref().unwrap();
+        assert!(condition.holds(Accel::Kvm, "microvm") && !condition.holds(Accel::Kvm, "q35"));
+        assert_eq!(condition.to_string(), "accel = kvm and machine = microvm");
+        assert!(TestEntry::ad_hoc("x").requires.is_empty());
+    }
+
+    #[test]
+    fn bad_requirements_conditions_and_variables() {
+        let (line, column, message) = error("[a]\nrequires = [\"kvm\", \"x2apic\"]\n");
+        assert_eq!(line, 2);
+        assert!(column > 1, "{column}");
+        assert!(
+            message.starts_with("[a] requires: unknown requirement 'x2apic'"),
+            "{message}"
+        );
+        let (_, _, message) = error("[a]\nrequires = [\"device:\"]\n");
+        assert!(message.contains("unknown requirement 'device:'"), "{message}");
+        let (_, _, message) = error("[a]\nrequires = \"kvm\"\n");
+        assert!(message.starts_with("[a] requires: invalid type"), "{message}");
+        let (line, _, message) = error("[a]\ndisabled_if = { accel = \"hvf\" }\n");
+        assert_eq!(line, 2);
+        assert!(
+            message.starts_with("[a] disabled_if: unknown variant `hvf`"),
+            "{message}"
+        );
+        let (_, _, message) = error("[a]\ndisabled_if = { cpu = \"max\" }\n");
+        assert!(
+            message.starts_with("[a] disabled_if: unknown field `cpu`"),
+            "{message}"
+        );
+        let (_, _, message) = error("[a]\ndisabled_if = {}\n");
+        assert!(
+            message.starts_with("[a] disabled_if: an empty condition"),
+            "{message}"
+        );
+        let (_, _, message) = error("[a]\nenv = { \"1X\" = \"y\" }\n");
+        assert!(
+            message.starts_with("[a] env: bad variable name '1X'"),
+            "{message}"
+        );
+        let (_, _, message) = error("[a]\nenv = { X = \"a\\nb\" }\n");
+        assert!(
+            message.starts_with("[a] env: the value of X must be one line"),
+            "{message}"
+        );
+        let (_, _, message) = error("[a]\nenv = { X = 1 }\n");
+        assert!(message.starts_with("[a] env: invalid type: integer"), "{message}");
+        let (_, _, message) = error("[a]\ndisabled = true\n");
+        assert!(message.starts_with("[a] disabled: invalid type"), "{message}");
     }
 
     #[test]

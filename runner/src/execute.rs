@@ -18,6 +18,8 @@ use crate::qemu::QemuCommand;
 
 /// Longest line kept whole; longer output is split into lines of this many bytes.
 const MAX_LINE_BYTES: usize = 16 * 1024;
+/// How many lines may wait between the pipe readers and the run's loop.
+const CHANNEL_LINES: usize = 1024;
 /// How long QEMU gets to exit after SIGTERM before SIGKILL.
 const TERMINATE_GRACE: Duration = Duration::from_millis(500);
 /// How long to keep reading output after QEMU was killed.
@@ -85,12 +87,17 @@ pub enum ExecuteError {
     Interrupted,
 }
 
+/// A callback that sees every line of a run as it arrives.
+pub type LineObserver<'a> = dyn FnMut(Stream, &str) + 'a;
+
 /// Where a run's lines go besides the transcript.
 pub struct Sinks<'a> {
     /// The log file, if any: every line, in arrival order.
     pub log: Option<&'a mut dyn Write>,
     /// Echo serial lines to stdout and QEMU's stderr lines to stderr as they arrive.
     pub live: bool,
+    /// Called with every line as it arrives.
+    pub observer: Option<&'a mut LineObserver<'a>>,
 }
 
 /// How one QEMU run went.
@@ -115,7 +122,11 @@ pub fn execute(
     timeout: Option<Duration>,
     sinks: Sinks<'_>,
 ) -> Result<Execution, ExecuteError> {
-    let Sinks { mut log, live } = sinks;
+    let Sinks {
+        mut log,
+        live,
+        mut observer,
+    } = sinks;
     let mut process = Command::new(&command.program);
     process
         .args(&command.args)
@@ -138,7 +149,9 @@ pub fn execute(
     };
     let group = group_of(&child);
 
-    let (sender, receiver) = mpsc::channel();
+    // Bounded, so that a guest printing faster than the log is written blocks in its pipe
+    // instead of filling the runner's memory.
+    let (sender, receiver) = mpsc::sync_channel(CHANNEL_LINES);
     let mut readers = Vec::new();
     if let Some(stdout) = child.stdout.take() {
         let sender = sender.clone();
@@ -159,6 +172,9 @@ pub fn execute(
         if let Some(log) = log.as_mut() {
             // A log that cannot be written must not stop the run.
             let _ = writeln!(log, "{line}");
+        }
+        if let Some(observer) = observer.as_mut() {
+            observer(stream, line);
         }
         if live {
             match stream {
@@ -256,7 +272,7 @@ fn terminate(child: &mut Child, group: i32) {
 }
 
 /// Reads `stream` as lines (lossy UTF-8, at most `MAX_LINE_BYTES` each) into `sender`.
-fn pump(stream: impl Read, which: Stream, sender: &mpsc::Sender<Event>) {
+fn pump(stream: impl Read, which: Stream, sender: &mpsc::SyncSender<Event>) {
     let mut reader = BufReader::new(stream);
     let mut buffer = Vec::new();
     loop {
@@ -322,6 +338,7 @@ mod tests {
             Sinks {
                 log: Some(&mut log),
                 live: false,
+                observer: None,
             },
         )
         .unwrap();
@@ -377,6 +394,7 @@ mod tests {
                     Sinks {
                         log: None,
                         live: false,
+                        observer: None,
                     },
                 )
                 .unwrap();
@@ -404,7 +422,8 @@ mod tests {
                 None,
                 Sinks {
                     log: None,
-                    live: false
+                    live: false,
+                    observer: None,
                 }
             ),
             Err(ExecuteError::Spawn { .. })

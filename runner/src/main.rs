@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use vmunit_runner::app::{self, AppError, Environment, Options};
-use vmunit_runner::config::{Accel, Arch};
+use vmunit_runner::app::{self, AppError, Environment, Options, Shard};
+use vmunit_runner::config::{self, Accel, Arch};
 use vmunit_runner::execute;
+use vmunit_runner::output::{self, Format};
 use vmunit_runner::select::Selection;
 use vmunit_runner::workspace;
 
@@ -18,6 +19,7 @@ Environment variables:
   TIMEOUT   timeout for every test, overriding unittests.toml (\"90s\", \"2m\"; 0 disables)
   MAX_SMP   CPU count for smp = \"max\" and upper bound for every smp value (default: nproc)
   MACHINE   QEMU machine type for every test (default: q35 on x86_64, virt on aarch64)
+  NO_COLOR  when set and not empty, no colour even on a terminal
 
 Exit status: 0 all passed or skipped, 1 a test failed, 2 usage, config or build error,
 130 interrupted.";
@@ -75,7 +77,6 @@ struct Cli {
     #[arg(long, value_name = "DIR")]
     log_dir: Option<PathBuf>,
 
-    /// Extra QEMU arguments, appended to every command line (after --)
     /// Write one standalone shell script per unittests.toml entry into DIR (guest image
     /// embedded, QEMU configuration baked in) and exit; the guests must be built
     #[arg(long, value_name = "DIR", conflicts_with_all = ["tests", "kernel", "list"])]
@@ -90,8 +91,47 @@ struct Cli {
     #[arg(long, value_name = "ARGS", requires = "kernel")]
     append: Option<String>,
 
+    /// Run only part K of N of the selection (1 <= K <= N): every N-th run from the K-th
+    #[arg(long, value_name = "K/N", conflicts_with = "kernel")]
+    shard: Option<Shard>,
+
+    /// Run the tests that failed in the last run (as recorded in <log-dir>/results.json)
+    #[arg(long, conflicts_with_all = ["tests", "kernel"])]
+    rerun_failed: bool,
+
+    /// Print the most CPUs QEMU accepts for the machine (MACHINE, else the default) under the
+    /// accelerator, and exit (details on stderr)
+    #[arg(long, conflicts_with_all = ["tests", "kernel", "list", "dry_run"])]
+    probe_maxsmp: bool,
+
+    /// Output format: plain lines, TAP version 13, or JSON lines (one object per event)
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Format::Plain)]
+    format: Format,
+
+    /// Print TAP version 13 (the same as --format tap)
+    #[arg(short = 't', long = "tap", conflicts_with = "format")]
+    tap: bool,
+
+    /// Also write a JUnit XML report to FILE
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+
+    /// Add KEY=VALUE to every guest's environment file (repeatable; overrides the tables' env)
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_variable)]
+    guest_variables: Vec<(String, String)>,
+
+    /// Extra QEMU arguments, appended to every command line (after --)
     #[arg(last = true, value_name = "EXTRA_QEMU_ARGS")]
     extra_qemu_args: Vec<String>,
+}
+
+/// Parses `--env KEY=VALUE`.
+fn parse_variable(text: &str) -> Result<(String, String), String> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| format!("'{text}' is not KEY=VALUE"))?;
+    config::check_variable(key, value)?;
+    Ok((key.to_owned(), value.to_owned()))
 }
 
 fn main() -> ExitCode {
@@ -151,6 +191,13 @@ fn run(cli: Cli) -> Result<u8, AppError> {
     options.build = !cli.no_build;
     options.extra_qemu_args = cli.extra_qemu_args;
     options.environment = Environment::from_process();
+    options.guest_variables = cli.guest_variables;
+    options.format = if cli.tap { Format::Tap } else { cli.format };
+    options.junit = cli.junit;
+    options.shard = cli.shard;
+    options.rerun_failed = cli.rerun_failed;
+    options.colour = output::colour_wanted();
+    options.progress = std::io::IsTerminal::is_terminal(&std::io::stdout());
     if let Some(directory) = &cli.standalone {
         let config = vmunit_runner::config::Config::load(&options.config)?;
         let written = vmunit_runner::standalone::write_all(&options.workspace, &config, directory)
@@ -167,9 +214,21 @@ fn run(cli: Cli) -> Result<u8, AppError> {
         options.build = false;
     }
 
+    if cli.probe_maxsmp {
+        let (maximum, detail) = app::probe_max_smp(&options)?;
+        eprintln!("vmunit: {detail}");
+        println!("{maximum}");
+        return Ok(0);
+    }
     if cli.list {
-        for name in app::list(&options)? {
+        // With -v, each run's subtests (read from its image) follow it, indented.
+        for (name, subtests) in app::list_with_subtests(&options)? {
             println!("{name}");
+            if options.verbose {
+                for subtest in subtests {
+                    println!("    {subtest}");
+                }
+            }
         }
         return Ok(0);
     }

@@ -71,6 +71,10 @@ pub enum ExitMethod {
     /// The guest powers off (Arm PSCI SYSTEM_OFF): QEMU exits with 0 and the EXIT line alone
     /// carries the result.
     PowerOff,
+    /// The guest exits through Arm semihosting when QEMU offers it (QEMU's status then equals
+    /// the EXIT line's) and powers off otherwise (status 0; the EXIT line alone carries the
+    /// result). A power-off without an EXIT line is never a pass.
+    SemihostingOrPowerOff,
 }
 
 /// Which of QEMU's streams a line came from.
@@ -365,6 +369,9 @@ pub fn classify(exit: ProcessExit, transcript: &Transcript, method: ExitMethod) 
     let agrees = match (reported, method) {
         (Some(reported), ExitMethod::StatusDevice) => i64::from(reported) == i64::from(status),
         (Some(_), ExitMethod::PowerOff) => status == 0,
+        (Some(reported), ExitMethod::SemihostingOrPowerOff) => {
+            i64::from(reported) == i64::from(status) || status == 0
+        }
         (None, _) => false,
     };
     match reported {
@@ -775,6 +782,36 @@ mod tests {
         let transcript = Transcript::from_lines(&["EXIT: STATUS=1"], &[]);
         assert!(matches!(
             classify(ProcessExit::Exited(1), &transcript, method),
+            Outcome::QemuError { .. }
+        ));
+    }
+
+    #[test]
+    fn semihosting_or_power_off_method() {
+        let method = ExitMethod::SemihostingOrPowerOff;
+        let passed = Transcript::from_lines(&["SUMMARY: 1 tests", "EXIT: STATUS=1"], &[]);
+        for status in [1, 0] {
+            assert_eq!(
+                classify(ProcessExit::Exited(status), &passed, method).verdict(),
+                Verdict::Pass,
+                "status {status}"
+            );
+        }
+        let failed = Transcript::from_lines(&["FAIL: x", "EXIT: STATUS=3"], &[]);
+        for status in [3, 0] {
+            assert_eq!(
+                classify(ProcessExit::Exited(status), &failed, method).verdict(),
+                Verdict::Fail
+            );
+        }
+        // PSCI SYSTEM_OFF with no EXIT line: QEMU exits with 0, never a pass.
+        let silent = Transcript::from_lines(&["PASS: a"], &[]);
+        assert!(matches!(
+            classify(ProcessExit::Exited(0), &silent, method),
+            Outcome::Crash { .. }
+        ));
+        assert!(matches!(
+            classify(ProcessExit::Exited(3), &passed, method),
             Outcome::QemuError { .. }
         ));
     }

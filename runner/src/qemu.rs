@@ -7,6 +7,8 @@ use crate::outcome::ExitMethod;
 
 /// Where Debian's QEMU packages put qboot, the fast firmware used on pc/q35 when present.
 pub const QBOOT_PATH: &str = "/usr/share/qemu/qboot.rom";
+/// The fw_cfg file that carries the guest environment where `-initrd` cannot (aarch64 ELF).
+pub const ENVIRONMENT_FW_CFG_NAME: &str = "opt/vmunit/environment";
 /// Guest memory in MiB.
 pub const MEMORY_MIB: u32 = 128;
 
@@ -23,6 +25,9 @@ pub struct ArchProfile {
     pub exit_method: ExitMethod,
     /// Whether qboot may be used (on machines `uses_qboot` accepts).
     pub qboot: bool,
+    /// Whether the guest environment also goes into fw_cfg (as [`ENVIRONMENT_FW_CFG_NAME`]):
+    /// QEMU's Arm `virt` loads `-initrd` only for Linux-image kernels, not for ELF ones.
+    pub environment_in_fw_cfg: bool,
     /// The `-cpu` model under TCG.
     pub cpu_tcg: &'static str,
     /// The `-cpu` model under KVM.
@@ -36,6 +41,7 @@ pub const X86_64: ArchProfile = ArchProfile {
     exit_options: &["-device", "isa-debug-exit,iobase=0xf4,iosize=0x4"],
     exit_method: ExitMethod::StatusDevice,
     qboot: true,
+    environment_in_fw_cfg: false,
     cpu_tcg: "max",
     // QEMU 10 aborts at start under some KVMs (software ones such as kvm_pvm) that refuse
     // IA32_ARCH_CAPABILITIES (MSR 0x10a), which `max` enables; a table can still pick its own
@@ -43,15 +49,17 @@ pub const X86_64: ArchProfile = ArchProfile {
     cpu_kvm: "max,-arch-capabilities",
 };
 
-/// aarch64: virt with semihosting for the exit status.
+/// aarch64: virt with a GICv3 and semihosting for the exit status. Without semihosting (KVM
+/// on an Arm host) the guest powers off through PSCI and its EXIT line carries the status.
 pub const AARCH64: ArchProfile = ArchProfile {
     arch: Arch::Aarch64,
-    default_machine: "virt",
+    default_machine: "virt,gic-version=3",
     exit_options: &["-semihosting"],
-    exit_method: ExitMethod::StatusDevice,
+    exit_method: ExitMethod::SemihostingOrPowerOff,
     qboot: false,
+    environment_in_fw_cfg: true,
     cpu_tcg: "max",
-    cpu_kvm: "max",
+    cpu_kvm: "host",
 };
 
 impl ArchProfile {
@@ -186,6 +194,14 @@ pub fn build_command(spec: &LaunchSpec<'_>) -> QemuCommand {
     }
     if let Some(file) = spec.environment_file {
         args.extend(["-initrd".to_owned(), file.display().to_string()]);
+        if spec.profile.environment_in_fw_cfg {
+            // QEMU's option syntax escapes a comma in a value by doubling it.
+            let path = file.display().to_string().replace(',', ",,");
+            args.extend([
+                "-fw_cfg".to_owned(),
+                format!("name={ENVIRONMENT_FW_CFG_NAME},file={path}"),
+            ]);
+        }
     }
     args.extend(spec.qemu_params.iter().cloned());
     args.extend(spec.extra_args.iter().cloned());
@@ -193,6 +209,127 @@ pub fn build_command(spec: &LaunchSpec<'_>) -> QemuCommand {
         program: spec.program.clone(),
         args,
     }
+}
+
+/// The device names `program -device help` lists, asked once per program and cached.
+pub fn devices(program: &str) -> Result<std::collections::HashSet<String>, String> {
+    type Cache = std::collections::HashMap<String, Result<std::collections::HashSet<String>, String>>;
+    static CACHE: std::sync::Mutex<Option<Cache>> = std::sync::Mutex::new(None);
+    let mut cache = CACHE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    cache
+        .get_or_insert_with(Cache::new)
+        .entry(program.to_owned())
+        .or_insert_with(|| {
+            let output = std::process::Command::new(program)
+                .args(["-nodefaults", "-device", "help"])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .map_err(|error| format!("cannot run {program} -device help: {error}"))?;
+            if !output.status.success() {
+                return Err(format!("{program} -device help failed ({})", output.status));
+            }
+            Ok(parse_device_help(&String::from_utf8_lossy(&output.stdout)))
+        })
+        .clone()
+}
+
+/// The names in `-device help` output: lines such as `name "pci-testdev", bus PCI, desc "..."`.
+pub fn parse_device_help(text: &str) -> std::collections::HashSet<String> {
+    text.lines()
+        .filter_map(|line| line.trim_start().strip_prefix("name \""))
+        .filter_map(|rest| rest.split_once('"').map(|(name, _)| name.to_owned()))
+        .collect()
+}
+
+/// A CPU count no machine accepts, so that QEMU names its limit (kvm-unit-tests' probe asks
+/// the same way).
+pub const PROBE_SMP: u32 = 1_000_000;
+/// A kernel path that does not exist, so that a probe that passes the checks stops at once.
+const PROBE_KERNEL: &str = "/nonexistent/vmunit-probe-kernel";
+
+/// The CPU limits QEMU reported for a machine and accelerator.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SmpLimits {
+    /// "The max CPUs supported by machine '...' is N".
+    pub machine: Option<u32>,
+    /// "... exceeds the maximum cpus supported by KVM (N)".
+    pub kvm_maximum: Option<u32>,
+    /// "... exceeds the recommended cpus supported by KVM (N)" (a warning).
+    pub kvm_recommended: Option<u32>,
+}
+
+impl SmpLimits {
+    /// The most CPUs QEMU accepts: the smallest hard limit found.
+    pub fn maximum(&self) -> Option<u32> {
+        self.machine.into_iter().chain(self.kvm_maximum).min()
+    }
+
+    /// Adds the limits named in QEMU's messages.
+    pub fn parse(&mut self, text: &str) {
+        let number_in_parentheses = |line: &str| {
+            let start = line.rfind('(')?;
+            line[start + 1..].split(')').next()?.trim().parse().ok()
+        };
+        for line in text.lines() {
+            if line.contains("max CPUs supported by machine") {
+                self.machine = line.rsplit(' ').next().and_then(|last| last.trim().parse().ok());
+            } else if line.contains("maximum cpus supported by KVM") {
+                self.kvm_maximum = number_in_parentheses(line);
+            } else if line.contains("recommended cpus supported by KVM") && self.kvm_recommended.is_none() {
+                self.kvm_recommended = number_in_parentheses(line);
+            }
+        }
+    }
+}
+
+/// Asks QEMU for the CPU limits of `machine` under `accel`: first with an absurd `-smp` for
+/// the machine's limit, then under KVM with that limit for KVM's.
+pub fn probe_smp_limits(
+    program: &str,
+    profile: &ArchProfile,
+    machine: &str,
+    accel: Accel,
+) -> Result<SmpLimits, String> {
+    let ask = |smp: u32| -> Result<String, String> {
+        let output = std::process::Command::new(program)
+            .args([
+                "-nodefaults",
+                "-display",
+                "none",
+                "-machine",
+                machine,
+                "-accel",
+                accel.name(),
+            ])
+            .args([
+                "-cpu",
+                profile.cpu_model(accel),
+                "-smp",
+                &smp.to_string(),
+                "-kernel",
+                PROBE_KERNEL,
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|error| format!("cannot run {program}: {error}"))?;
+        Ok(String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let mut limits = SmpLimits::default();
+    let first = ask(PROBE_SMP)?;
+    limits.parse(&first);
+    let Some(machine_limit) = limits.machine else {
+        let reason = first
+            .lines()
+            .find(|line| !line.trim().is_empty())
+            .unwrap_or("no message");
+        return Err(format!(
+            "{program} did not name the CPU limit of machine {machine}: {reason}"
+        ));
+    };
+    if accel == Accel::Kvm {
+        limits.parse(&ask(machine_limit)?);
+    }
+    Ok(limits)
 }
 
 /// Whether /dev/kvm can be opened for reading and writing.
@@ -305,6 +442,27 @@ mod tests {
     }
 
     #[test]
+    fn aarch64_defaults() {
+        let image = Path::new("/w/target/aarch64-unknown-none/release/timer");
+        let mut arm = spec(AARCH64.default_machine, image);
+        arm.profile = &AARCH64;
+        arm.program = "qemu-system-aarch64".into();
+        assert_eq!(
+            build_command(&arm).shell_line(),
+            "qemu-system-aarch64 -nodefaults -display none -no-reboot -machine virt,gic-version=3 \
+             -accel tcg -cpu max -m 128 -smp 1 -semihosting -serial stdio \
+             -kernel /w/target/aarch64-unknown-none/release/timer"
+        );
+        assert_eq!(AARCH64.cpu_model(Accel::Kvm), "host");
+        let environment = Path::new("/logs/a,b.environment");
+        arm.environment_file = Some(environment);
+        assert!(build_command(&arm).shell_line().ends_with(
+            "-initrd /logs/a,b.environment -fw_cfg name=opt/vmunit/environment,file=/logs/a,,b.environment"
+        ));
+        assert_eq!(AARCH64.exit_method, ExitMethod::SemihostingOrPowerOff);
+    }
+
+    #[test]
     fn quoting() {
         assert_eq!(quote("isa-debug-exit,iobase=0xf4"), "isa-debug-exit,iobase=0xf4");
         assert_eq!(quote("a b"), "'a b'");
@@ -319,6 +477,38 @@ mod tests {
                 .args
                 .contains(&"-append".to_owned())
         );
+    }
+
+    #[test]
+    fn device_help() {
+        let listed = parse_device_help(
+            "Misc devices:\nname \"pci-testdev\", bus PCI, desc \"PCI Test Device\"\nname \"isa-debug-exit\", bus ISA\n",
+        );
+        assert!(listed.contains("pci-testdev") && listed.contains("isa-debug-exit"));
+        assert_eq!(listed.len(), 2);
+        assert!(devices("/nonexistent/qemu").is_err());
+    }
+
+    #[test]
+    fn smp_limit_messages() {
+        let mut limits = SmpLimits::default();
+        limits.parse("qemu-system-x86_64: Invalid SMP CPUs 1000000. The max CPUs supported by machine 'pc-q35-10.0' is 4096\n");
+        assert_eq!(limits.machine, Some(4096));
+        assert_eq!(limits.maximum(), Some(4096));
+        limits.parse(
+            "qemu-system-x86_64: -accel kvm: warning: Number of SMP cpus requested (4096) exceeds the recommended cpus supported by KVM (2)\n\
+             qemu-system-x86_64: -accel kvm: Number of SMP cpus requested (4096) exceeds the maximum cpus supported by KVM (1024)\n",
+        );
+        assert_eq!(
+            limits,
+            SmpLimits {
+                machine: Some(4096),
+                kvm_maximum: Some(1024),
+                kvm_recommended: Some(2)
+            }
+        );
+        assert_eq!(limits.maximum(), Some(1024));
+        assert_eq!(SmpLimits::default().maximum(), None);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Accel, Arch, Config, ConfigError, Smp, TestEntry};
+use crate::config::{Accel, Arch, Config, ConfigError, Requirement, Smp, TestEntry};
 use crate::outcome::ExitMethod;
 use crate::qemu::{self, ArchProfile, LaunchSpec, QemuCommand};
 use crate::workspace;
@@ -138,6 +138,8 @@ pub fn script(entry: &TestEntry, arch: Arch, image: &[u8]) -> std::io::Result<Ve
         "power-off"
     };
     let header = HEADER
+        .replace("@RULES@", &rules(entry, profile))
+        .replace("@ENTRY_ENVIRONMENT@", &entry_environment(entry))
         .replace("@NAME@", &qemu::quote(&entry.name))
         .replace("@PROGRAM@", &profile.default_program())
         .replace("@ONLY_ACCEL@", only_accel)
@@ -156,6 +158,67 @@ pub fn script(entry: &TestEntry, arch: Arch, image: &[u8]) -> std::io::Result<Ve
     script.push(b'\n');
     script.extend_from_slice(&payload);
     Ok(script)
+}
+
+/// Shell lines that skip the run as the runner would: `disabled`, `disabled_if` and `requires`.
+/// What is fixed when the script is written (the machine) is decided here; what depends on the
+/// machine the script runs on (the accelerator, /dev/kvm, root, QEMU's devices) is tested there.
+fn rules(entry: &TestEntry, profile: &ArchProfile) -> String {
+    let mut lines = String::new();
+    if let Some(reason) = &entry.disabled {
+        let _ = writeln!(
+            lines,
+            "result SKIP {} 0",
+            qemu::quote(&format!("disabled: {reason}"))
+        );
+    }
+    if let Some(condition) = &entry.disabled_if {
+        let machine = entry.machine.as_deref().unwrap_or(profile.default_machine);
+        if condition
+            .machine
+            .as_deref()
+            .is_none_or(|wanted| wanted == machine)
+        {
+            let reason = qemu::quote(&format!("disabled if {condition}"));
+            match condition.accel {
+                Some(accel) => {
+                    let _ = writeln!(
+                        lines,
+                        "[ \"$accel_name\" = {} ] && result SKIP {reason} 0",
+                        accel.name()
+                    );
+                }
+                None => {
+                    let _ = writeln!(lines, "result SKIP {reason} 0");
+                }
+            }
+        }
+    }
+    for requirement in &entry.requires {
+        let line = match requirement {
+            Requirement::Kvm => concat!(
+                "[ \"$accel_name\" = kvm ] || result SKIP \"requires kvm, but ACCEL=$accel_name\" 0\n",
+                "{ [ -r /dev/kvm ] && [ -w /dev/kvm ]; } || result SKIP 'requires kvm, but /dev/kvm is not usable' 0"
+            )
+            .to_owned(),
+            Requirement::Root => "[ \"$(id -u)\" = 0 ] || result SKIP 'requires root, but the test is not root' 0".to_owned(),
+            Requirement::Device(device) => format!(
+                "\"$qemu\" -device help 2>/dev/null | grep -q '\"{device}\"' || result SKIP \"requires device {device}, which $qemu lacks\" 0"
+            ),
+        };
+        lines.push_str(&line);
+        lines.push('\n');
+    }
+    lines
+}
+
+/// The table's `env` pairs as `printf` lines appended to the guest environment file.
+fn entry_environment(entry: &TestEntry) -> String {
+    entry
+        .env
+        .iter()
+        .map(|(key, value)| format!("    printf '%s\\n' {}\n", qemu::quote(&format!("{key}={value}"))))
+        .collect()
 }
 
 /// The standalone script's shell part; `@...@` fields are filled in by [`script`].
@@ -190,7 +253,7 @@ fi
 case "$TIMEOUT_SECONDS" in '' | *[!0-9]*) result FAIL "TIMEOUT=$TIMEOUT_SECONDS is not a number of seconds" 2 ;; esac
 qemu=${QEMU:-@PROGRAM@}
 command -v "$qemu" >/dev/null 2>&1 || result FAIL "$qemu not found: install QEMU" 2
-
+@RULES@
 temporary=$(mktemp -d "${TMPDIR:-/tmp}/vmunit.XXXXXX") || result FAIL "cannot create a temporary directory" 2
 qemu_pid=''
 watchdog_pid=''
@@ -224,7 +287,7 @@ done
     printf 'ACCEL=%s\n' "$accel_name"
     printf 'HOST_KERNEL=%s\n' "$(uname -r)"
     printf 'HOST_KVM_MODULE=%s\n' "$kvm_module"
-} > "$environment"
+@ENTRY_ENVIRONMENT@} > "$environment"
 
 # The caller's extra QEMU arguments come last, after the baked-in ones; -bios is dropped
 # where this machine has no qboot.

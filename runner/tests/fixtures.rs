@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use vmunit_runner::app::{self, Environment, Options, Report};
 use vmunit_runner::config::{Accel, Arch};
-use vmunit_runner::outcome::Outcome;
+use vmunit_runner::outcome::{Outcome, Verdict};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -35,7 +35,8 @@ fn text(output: &Output) -> (String, String) {
 }
 
 /// Builds (through the runner's own cargo step) and runs the selftest-negative fixtures.
-fn run_fixtures(accel: Option<Accel>) -> Report {
+/// The report, and the directory holding its logs (removed when dropped).
+fn run_fixtures(accel: Option<Accel>) -> (Report, tempfile::TempDir) {
     let root = workspace();
     assert!(
         root.join("tests-x86/fixture/Cargo.toml").is_file(),
@@ -48,7 +49,8 @@ fn run_fixtures(accel: Option<Accel>) -> Report {
     options.jobs = 2;
     options.log_dir = logs.path().join("logs");
     options.environment = Environment::default();
-    app::run(&options).unwrap_or_else(|error| panic!("the runner failed: {error}"))
+    let report = app::run(&options).unwrap_or_else(|error| panic!("the runner failed: {error}"));
+    (report, logs)
 }
 
 fn check(report: &Report, kvm: bool) {
@@ -80,6 +82,67 @@ fn check(report: &Report, kvm: bool) {
     expect("fixture-false-pass", |outcome| {
         matches!(outcome, Outcome::Fail { .. })
     });
+    // The crash address is resolved against the image: the fixture's main is on the stack.
+    let exception = report
+        .results
+        .iter()
+        .find(|result| result.name == "fixture-exception")
+        .unwrap();
+    assert!(
+        exception
+            .notes
+            .first()
+            .is_some_and(|note| note.starts_with("at ") && note.contains(".rs:")),
+        "{:?}",
+        exception.notes
+    );
+    assert!(
+        exception
+            .notes
+            .iter()
+            .any(|note| note.contains("at main (tests-x86/fixture/src/main.rs:")),
+        "{:?}",
+        exception.notes
+    );
+    let log = std::fs::read_to_string(exception.log.as_ref().unwrap()).unwrap();
+    assert!(
+        log.ends_with(&format!("    {}\n", exception.notes.last().unwrap())),
+        "{log}"
+    );
+    // Subtests: each way a subtest can end is reported on its own, and a fault in one does
+    // not stop the next; a selection of the passing ones passes.
+    expect(
+        "fixture-subtests",
+        |outcome| matches!(outcome, Outcome::Fail { reason } if reason == "2 unexpected failures"),
+    );
+    let subtests = report
+        .results
+        .iter()
+        .find(|result| result.name == "fixture-subtests")
+        .unwrap();
+    let log = std::fs::read_to_string(subtests.log.as_ref().unwrap()).unwrap();
+    let report_lines: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains(": ") && !line.starts_with("INFO"))
+        .collect();
+    for expected in [
+        "PASS: passes: a check inside a subtest",
+        "FAIL: faults_unexpectedly: returns without an exception (got #UD",
+        "PASS: should_fault_any: faults, as expected (#UD",
+        "PASS: should_fault_invalid_opcode: faults with UD, as expected (got #UD",
+        "FAIL: should_fault_but_returns: faults, as expected (it returned)",
+        "SKIP: ignored: ignored: name it on the command line to run it",
+        "SUMMARY: 6 tests, 2 unexpected failures, 1 skipped",
+    ] {
+        assert!(
+            report_lines.iter().any(|line| line.starts_with(expected)),
+            "{expected:?} in {log}"
+        );
+    }
+    expect(
+        "fixture-subtests-selected",
+        |outcome| matches!(outcome, Outcome::Pass { summary: Some(summary) } if summary == "3 tests"),
+    );
     assert_eq!(
         outcome("fixture-hang"),
         Outcome::Timeout {
@@ -117,23 +180,30 @@ fn check(report: &Report, kvm: bool) {
             internal.outcome
         );
     }
+    // fixture-pass and fixture-subtests-selected, and fixture-kvm-internal-error where SSE runs.
     let expected_passes = if kvm && vmunit_runner::environment::host_kvm_module() != "kvm_pvm" {
-        2
+        3
     } else {
-        1
+        2
     };
-    assert_eq!(report.totals().passed, expected_passes, "{report:#?}");
+    // The group also holds other architectures' fixtures (runner/tests/aarch64_fixtures.rs).
+    let passed = report
+        .results
+        .iter()
+        .filter(|result| result.name.starts_with("fixture-") && result.outcome.verdict() == Verdict::Pass)
+        .count();
+    assert_eq!(passed, expected_passes, "{report:#?}");
 }
 
 #[test]
 fn fixtures_under_the_default_accelerator() {
     let kvm = app::current_accel(None, Some(Arch::X86_64)) == Accel::Kvm;
-    check(&run_fixtures(None), kvm);
+    check(&run_fixtures(None).0, kvm);
 }
 
 #[test]
 fn fixtures_under_tcg() {
-    check(&run_fixtures(Some(Accel::Tcg)), false);
+    check(&run_fixtures(Some(Accel::Tcg)).0, false);
 }
 
 #[test]

@@ -36,13 +36,15 @@ fn scripts(directory: &Path) -> PathBuf {
         &config_path,
         "[fixture-pass]\nfile = \"fixture\"\ntest_args = \"pass\"\n\n\
          [fixture-fail]\nfile = \"fixture\"\ntest_args = \"fail\"\n\n\
-         [fixture-tcg-only]\nfile = \"fixture\"\ntest_args = \"pass\"\naccel = \"tcg\"\n",
+         [fixture-tcg-only]\nfile = \"fixture\"\ntest_args = \"pass\"\naccel = \"tcg\"\n\n\
+         [fixture-disabled]\nfile = \"fixture\"\ndisabled = \"broken on purpose\"\n\n\
+         [fixture-disabled-under-tcg]\nfile = \"fixture\"\ntest_args = \"pass\"\ndisabled_if = { accel = \"tcg\" }\n",
     )
     .unwrap();
     let config = Config::load(&config_path).unwrap();
     let output = directory.join("standalone");
     let written = standalone::write_all(&root, &config, &output).unwrap();
-    assert_eq!(written.len(), 3);
+    assert_eq!(written.len(), 5);
     output
 }
 
@@ -72,7 +74,13 @@ fn standalone_scripts_run_anywhere_and_judge_like_the_runner() {
     let scripts = scripts(temporary.path());
     // Copy two scripts somewhere else entirely: they must carry everything they need.
     let away = tempfile::tempdir().unwrap();
-    for name in ["fixture-pass", "fixture-fail", "fixture-tcg-only"] {
+    for name in [
+        "fixture-pass",
+        "fixture-fail",
+        "fixture-tcg-only",
+        "fixture-disabled",
+        "fixture-disabled-under-tcg",
+    ] {
         std::fs::copy(scripts.join(name), away.path().join(name)).unwrap();
     }
 
@@ -90,6 +98,29 @@ fn standalone_scripts_run_anywhere_and_judge_like_the_runner() {
     assert_eq!(
         last_line(&skipped),
         "SKIP fixture-tcg-only (tcg only, but ACCEL=kvm)"
+    );
+
+    let disabled = run(&away.path().join("fixture-disabled"), &[("ACCEL", "tcg")]);
+    assert_eq!(disabled.status.code(), Some(0), "{disabled:?}");
+    assert_eq!(
+        last_line(&disabled),
+        "SKIP fixture-disabled (disabled: broken on purpose)"
+    );
+    let disabled_here = run(
+        &away.path().join("fixture-disabled-under-tcg"),
+        &[("ACCEL", "tcg")],
+    );
+    assert_eq!(
+        last_line(&disabled_here),
+        "SKIP fixture-disabled-under-tcg (disabled if accel = tcg)"
+    );
+    let enabled_there = run(
+        &away.path().join("fixture-disabled-under-tcg"),
+        &[("ACCEL", "kvm"), ("QEMU", "/bin/false")],
+    );
+    assert!(
+        !last_line(&enabled_there).starts_with("SKIP"),
+        "{enabled_there:?}"
     );
 
     let no_qemu = run(

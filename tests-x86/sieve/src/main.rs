@@ -1,6 +1,9 @@
 //! sieve: the heap allocator and paging under stress: prime sieves in large buffers (static,
 //! heap, repeated), and a sieve kept in test pages that are remapped, protected and freed.
 //!
+//! Its parts are `#[vmunit::test]` subtests: `static_memory`, `heap`, `bitmap`, `paged`
+//! (arguments without `=` pick some by name or glob; `max=N` and `pages=N` scale it down).
+//!
 //! Like kvm-unit-tests' sieve, the result of each sieve is compared with the known count of
 //! primes: a hypervisor that loses or corrupts guest memory (a stale TLB entry, a wrong shadow
 //! page table, a page lost on remapping) changes the count.
@@ -16,9 +19,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 use vmunit::arch::page_fault::{PRESENT, WRITE};
 use vmunit::arch::probes::Window;
 use vmunit::memory::{self, PAGE_SIZE, Protection, TestPage};
-use vmunit::{Vector, prefix, report, report_info, report_skip, report_summary};
-
-vmunit::main!(main);
+use vmunit::{Vector, report, report_info, report_skip};
 
 /// (limit, number of primes below it).
 const KNOWN_COUNTS: [(usize, usize); 5] = [
@@ -44,9 +45,6 @@ const WORDS_PER_PAGE: usize = PAGE_SIZE as usize / 8;
 /// How often the paged sieve's pages go through protect / unmap / remap.
 const ROUNDS: usize = 3;
 
-/// The parts of the test; arguments naming some of them run only those.
-const PARTS: [&str; 4] = ["static", "heap", "bitmap", "paged"];
-
 /// How big the test is: `max=<limit>` caps the sieves' limits and `pages=<count>` sets how many
 /// test pages hold the paged sieve (at most 64). A hypervisor that emulates every instruction
 /// needs smaller values to finish in time: under this host's kvm_pvm (told by the runner's
@@ -59,9 +57,6 @@ struct Scale {
 impl Scale {
     fn parse(args: &[&str]) -> Scale {
         let mut scale = if vmunit::environment::instruction_emulating_kvm() {
-            report_info!(
-                "kvm_pvm emulates every instruction: max=20000 pages=4 unless arguments say otherwise"
-            );
             Scale {
                 max: 20_000,
                 pages: 4,
@@ -87,24 +82,57 @@ impl Scale {
     }
 }
 
-fn main(args: &[&str]) -> i32 {
+vmunit::subtests!(init = describe, exit = finish);
+
+/// The suite's set-up: says what the subtests will work with.
+fn describe() {
     let (heap, frames) = memory::sizes();
     report_info!("heap {} KiB, frames {} KiB", heap / 1024, frames / 1024);
-    let scale = Scale::parse(args);
-    let selected = |part: &str| !args.iter().any(|argument| PARTS.contains(argument)) || args.contains(&part);
-    if selected("static") {
-        static_sieve(&scale);
+    let scale = Scale::parse(vmunit::args());
+    report_info!(
+        "sieve limits up to {}, paged sieve over {} pages",
+        scale.max,
+        scale.pages
+    );
+    if vmunit::environment::instruction_emulating_kvm() {
+        report_info!("kvm_pvm emulates every instruction: smaller limits unless arguments say otherwise");
     }
-    if selected("heap") {
-        heap_sieves(heap, &scale);
+}
+
+/// The suite's tear-down: every frame the subtests took is back.
+fn finish() {
+    let frame = memory::allocate_frames(1);
+    report!(
+        frame.is_some(),
+        "frames can still be allocated after the subtests"
+    );
+    if let Some(frame) = frame {
+        memory::free_frames(frame, 1);
     }
-    if selected("bitmap") {
-        bitmap_sieve(heap, &scale);
-    }
-    if selected("paged") {
-        paged_sieve(&scale);
-    }
-    report_summary()
+}
+
+/// The sieve in a static buffer.
+#[vmunit::test]
+fn static_memory() {
+    static_sieve(&Scale::parse(vmunit::args()));
+}
+
+/// Sieves in heap buffers of several sizes, and many buffers at once.
+#[vmunit::test]
+fn heap() {
+    heap_sieves(memory::sizes().0, &Scale::parse(vmunit::args()));
+}
+
+/// A bit-per-number sieve in one large heap buffer.
+#[vmunit::test]
+fn bitmap() {
+    bitmap_sieve(memory::sizes().0, &Scale::parse(vmunit::args()));
+}
+
+/// A sieve whose pages are protected, unmapped and remapped between rounds.
+#[vmunit::test]
+fn paged() {
+    paged_sieve(&Scale::parse(vmunit::args()));
 }
 
 /// kvm-unit-tests' sieve: one byte per number; returns how many primes lie below `data.len()`.
@@ -126,7 +154,6 @@ fn sieve(data: &mut [u8]) -> usize {
 }
 
 fn static_sieve(scale: &Scale) {
-    let _prefix = prefix("static");
     let Some(&(size, expected)) = KNOWN_COUNTS
         .iter()
         .rev()
@@ -162,7 +189,6 @@ fn static_sieve(scale: &Scale) {
 /// Sieves of every known size in fresh heap buffers, the largest one three times over, as
 /// kvm-unit-tests does with its 100 MB "virtual" buffer.
 fn heap_sieves(heap: u64, scale: &Scale) {
-    let _prefix = prefix("heap");
     // The buddy heap rounds each block up to a power of two; leave room for everything else.
     let fits = |size: usize| (size.next_power_of_two() as u64) <= heap / 2;
     for &(limit, expected) in KNOWN_COUNTS.iter().filter(|&&(limit, _)| limit <= scale.max) {
@@ -241,7 +267,6 @@ fn bit_sieve(limit: usize) -> (Vec<u64>, usize) {
 }
 
 fn bitmap_sieve(heap: u64, scale: &Scale) {
-    let _prefix = prefix("bitmap");
     let limits = KNOWN_COUNTS
         .iter()
         .copied()
@@ -315,7 +340,6 @@ fn greatest_common_divisor(mut a: usize, mut b: usize) -> usize {
 /// window and freed: the count must survive every change of mapping, and the frames must be
 /// allocatable again afterwards.
 fn paged_sieve(scale: &Scale) {
-    let _prefix = prefix("paged");
     let page_count = scale.pages;
     let limit = page_count * BITS_PER_PAGE;
     let (bitmap, expected) = prime_bitmap(limit);

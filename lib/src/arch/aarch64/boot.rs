@@ -1,0 +1,179 @@
+//! aarch64 early boot: the ELF entry `_start`, the PSCI CPU_ON entry of secondary CPUs, the drop
+//! from EL2 to EL1, and the boot page tables that turn the MMU on before any Rust code runs.
+//!
+//! QEMU enters `_start` at EL1 (EL2 with `-M virt,virtualization=on`) with the MMU and caches
+//! off, x0 = 0 for an ELF kernel (the DTB then sits at RAM base) and CPACR_EL1.FPEN = 0. The
+//! target is hard-float, so FP/SIMD is enabled first. With the MMU off every data access is
+//! Device memory, where unaligned accesses and exclusives (spin locks) fault: the assembly builds
+//! a minimal identity map (0..1 GiB device, 1..4 GiB normal write-back, 1 GiB blocks) and turns
+//! the MMU on before calling Rust. Rust's `mmu` module then edits these tables in place.
+
+use core::arch::global_asm;
+
+use super::smp::{MAX_CPUS, STACK_SIZE};
+
+/// MAIR_EL1: attribute 0 is Device-nGnRnE, attribute 1 Normal write-back (read/write allocate).
+pub(crate) const MAIR: u64 = 0xff << 8;
+/// The MAIR index of device memory.
+pub(crate) const ATTRIBUTE_DEVICE: u64 = 0;
+/// The MAIR index of normal memory.
+pub(crate) const ATTRIBUTE_NORMAL: u64 = 1;
+/// TCR_EL1 without IPS: T0SZ = 16 (48-bit VA, 4 levels from level 0), inner/outer write-back
+/// walks, inner shareable, 4 KiB granule, EPD1 (no TTBR1 walks).
+const TCR_BASE: u64 = 16 | 1 << 8 | 1 << 10 | 3 << 12 | 1 << 23;
+/// SCTLR_EL1: the v8.0 RES1 bits (SPAN among them: PSTATE.PAN stays 0), then M, C and I.
+const SCTLR: u64 = 0x30d0_0800 | 1 << 0 | 1 << 2 | 1 << 12;
+
+const _: () = assert!(TCR_BASE == 0x80_3510);
+const _: () = assert!(SCTLR == 0x30d0_1805);
+const _: () = assert!(
+    STACK_SIZE == 64 * 1024 && MAX_CPUS == 8,
+    "link.ld reserves 8 stacks of 64 KiB"
+);
+
+global_asm!(
+    r#"
+    .section .bss.vmunit_page_tables, "aw", @nobits
+    .balign 4096
+    .global vmunit_boot_l0
+    vmunit_boot_l0: .skip 4096
+    vmunit_boot_l1: .skip 4096
+
+    .section .text.boot, "ax"
+    .global _start
+    _start:
+        mov x19, x0                     /* the DTB address, or 0 */
+        bl vmunit_to_el1
+        mov x9, #(3 << 20)              /* CPACR_EL1.FPEN: no FP/SIMD traps */
+        msr cpacr_el1, x9
+        isb
+
+        /* Clear the BSS (the boot page tables live there too), MMU still off. */
+        adrp x9, __bss_start
+        add x9, x9, :lo12:__bss_start
+        adrp x10, __bss_end
+        add x10, x10, :lo12:__bss_end
+    1:  cmp x9, x10
+        b.hs 2f
+        stp xzr, xzr, [x9], #16
+        b 1b
+    2:
+        /* L0[0] -> L1; L1[0]: 0..1 GiB device; L1[1..4]: 1..4 GiB normal, EL1 only. */
+        adrp x9, vmunit_boot_l0
+        adrp x10, vmunit_boot_l1
+        orr x11, x10, #3
+        str x11, [x9]
+        movz x11, #0x0401               /* block, attribute 0, AF */
+        movk x11, #0x0060, lsl #48      /* PXN, UXN */
+        str x11, [x10]
+        movz x11, #0x0705               /* block, attribute 1, inner shareable, AF */
+        movk x11, #0x4000, lsl #16
+        str x11, [x10, #8]
+        movz x12, #0x4000, lsl #16        /* 1 GiB */
+        add x11, x11, x12
+        str x11, [x10, #16]
+        add x11, x11, x12
+        str x11, [x10, #24]
+
+        bl vmunit_enable_mmu
+        mov x0, x19
+        mov x1, #0
+        b vmunit_enter_rust
+
+    /* PSCI CPU_ON entry of a secondary CPU: x0 = its CPU index (the context id). */
+    .global vmunit_secondary_entry
+    vmunit_secondary_entry:
+        mov x19, x0
+        bl vmunit_to_el1
+        mov x9, #(3 << 20)
+        msr cpacr_el1, x9
+        isb
+        bl vmunit_enable_mmu
+        mov x0, #0
+        mov x1, x19
+        b vmunit_enter_rust
+
+    /* x0: rust_entry's argument; x1: CPU index. Switches to that CPU's stack. */
+    vmunit_enter_rust:
+        msr spsel, #1
+        adrp x9, __stacks_start
+        add x9, x9, :lo12:__stacks_start
+        add x10, x1, #1
+        add x9, x9, x10, lsl #16        /* top of stack number x1 (64 KiB each) */
+        mov sp, x9
+        msr tpidr_el1, x1
+        mov x29, #0
+        mov x30, #0
+        cbnz x1, 3f
+        bl {rust_entry}
+        b .
+    3:  mov x0, x1
+        bl {secondary_entry}
+        b .
+
+    /* Returns at EL1h when entered at EL2 (interrupts masked); clobbers x9. */
+    vmunit_to_el1:
+        mrs x9, CurrentEL
+        cmp x9, #(2 << 2)
+        b.ne 4f
+        mov x9, #(1 << 31)              /* HCR_EL2.RW: EL1 is AArch64 */
+        msr hcr_el2, x9
+        mov x9, #3                      /* CNTHCTL_EL2.EL1PCTEN | EL1PCEN */
+        msr cnthctl_el2, x9
+        msr cntvoff_el2, xzr
+        mov x9, #0x33ff                 /* CPTR_EL2: no FP/SIMD traps */
+        msr cptr_el2, x9
+        msr hstr_el2, xzr
+        mrs x9, id_aa64pfr0_el1
+        ubfx x9, x9, #24, #4            /* GIC system registers implemented? */
+        cbz x9, 5f
+        mov x9, #0xf                    /* ICC_SRE_EL2: SRE, DFB, DIB, Enable (EL1 may use SRE) */
+        msr icc_sre_el2, x9
+    5:  mrs x9, midr_el1
+        msr vpidr_el2, x9
+        mrs x9, mpidr_el1
+        msr vmpidr_el2, x9
+        mov x9, #0x3c5                  /* EL1h, DAIF masked */
+        msr spsr_el2, x9
+        msr elr_el2, x30
+        eret
+    4:  ret
+
+    /* Loads MAIR, TCR and TTBR0 with the boot tables and turns the MMU and caches on. */
+    vmunit_enable_mmu:
+        mov x9, #{mair}
+        msr mair_el1, x9
+        mrs x10, id_aa64mmfr0_el1
+        and x10, x10, #0xf              /* PARange, capped at 48 bits */
+        mov x11, #5
+        cmp x10, x11
+        csel x10, x10, x11, ls
+        movz x9, #{tcr_low}
+        movk x9, #{tcr_high}, lsl #16
+        orr x9, x9, x10, lsl #32        /* IPS */
+        msr tcr_el1, x9
+        adrp x9, vmunit_boot_l0
+        msr ttbr0_el1, x9
+        dsb sy
+        tlbi vmalle1
+        dsb nsh
+        isb
+        movz x9, #{sctlr_low}
+        movk x9, #{sctlr_high}, lsl #16
+        msr sctlr_el1, x9
+        isb
+        ret
+    "#,
+    rust_entry = sym super::rust_entry,
+    secondary_entry = sym super::smp::secondary_entry,
+    mair = const MAIR,
+    tcr_low = const TCR_BASE & 0xffff,
+    tcr_high = const TCR_BASE >> 16,
+    sctlr_low = const SCTLR & 0xffff,
+    sctlr_high = const SCTLR >> 16,
+);
+
+unsafe extern "C" {
+    /// The PSCI CPU_ON entry point of secondary CPUs (x0 = CPU index), defined above.
+    pub(crate) static vmunit_secondary_entry: u8;
+}

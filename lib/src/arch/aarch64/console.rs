@@ -1,0 +1,60 @@
+//! aarch64 console: the PL011 UART of QEMU's `virt` machine (its base from the device tree).
+
+use core::fmt;
+
+/// The PL011's data register.
+const DATA: u64 = 0x00;
+/// The PL011's flag register; bit 5 is TXFF (transmit FIFO full).
+const FLAGS: u64 = 0x18;
+const TRANSMIT_FULL: u32 = 1 << 5;
+
+/// The serial port the runtime prints to.
+pub struct Console {
+    base: Option<u64>,
+}
+
+impl Console {
+    /// A console that is not yet initialised (it drops output until [`Console::init`]).
+    pub const fn new() -> Console {
+        Console { base: None }
+    }
+
+    /// Uses the PL011 the device tree names (QEMU's firmware-less boot leaves it enabled).
+    pub fn init(&mut self) {
+        self.base = super::device_tree::platform().uart;
+    }
+
+    fn send(base: u64, byte: u8) {
+        let flags = (base + FLAGS) as usize as *const u32;
+        let data = (base + DATA) as usize as *mut u32;
+        // SAFETY: `base` is the PL011 of the device tree, identity mapped as device memory; its
+        // flag register is read-only and reading it has no side effect.
+        while unsafe { flags.read_volatile() } & TRANSMIT_FULL != 0 {
+            core::hint::spin_loop();
+        }
+        // SAFETY: as above; writing the data register queues one byte for transmission.
+        unsafe { data.write_volatile(u32::from(byte)) };
+    }
+}
+
+impl Default for Console {
+    fn default() -> Self {
+        Console::new()
+    }
+}
+
+impl fmt::Write for Console {
+    /// Writes the bytes, `\n` as `\r\n`.
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let Some(base) = self.base else {
+            return Ok(());
+        };
+        for byte in text.bytes() {
+            if byte == b'\n' {
+                Console::send(base, b'\r');
+            }
+            Console::send(base, byte);
+        }
+        Ok(())
+    }
+}

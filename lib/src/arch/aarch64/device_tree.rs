@@ -1,0 +1,247 @@
+//! The device tree QEMU hands the guest: what the runtime needs of it, read once at boot into a
+//! plain [`Platform`] (the DTB itself lives in RAM that is then given to the allocators).
+
+use fdt::Fdt;
+
+use super::smp::MAX_CPUS;
+
+/// The RAM base of QEMU's `virt` machine, where it puts the DTB of an ELF kernel.
+pub const VIRT_RAM_BASE: u64 = 0x4000_0000;
+/// The DTB header's magic number (big-endian in memory).
+const FDT_MAGIC: u32 = 0xd00d_feed;
+/// The most memory ranges kept.
+pub const MAX_MEMORY_RANGES: usize = 8;
+/// The longest kernel command line kept, in bytes.
+const BOOTARGS_CAPACITY: usize = 1024;
+
+/// How PSCI calls reach the firmware (the DTB's `/psci` `method`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PsciConduit {
+    /// `hvc #0`.
+    Hvc,
+    /// `smc #0`.
+    Smc,
+}
+
+/// The interrupt controller the DTB describes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct GicInfo {
+    /// 2 or 3.
+    pub version: u8,
+    /// The distributor's base address.
+    pub distributor: u64,
+    /// GICv3: the first redistributor region's base; GICv2: the CPU interface's base.
+    pub redistributor: u64,
+    /// The size of that region.
+    pub redistributor_size: u64,
+}
+
+/// The machine as the device tree describes it.
+#[derive(Clone, Debug)]
+pub struct Platform {
+    /// Where the DTB was found.
+    pub dtb_address: u64,
+    /// RAM ranges `(start, end)`.
+    pub memory: [(u64, u64); MAX_MEMORY_RANGES],
+    /// How many entries of `memory` are used.
+    pub memory_count: usize,
+    /// The MPIDR affinity (the `reg` of each `/cpus/cpu@N`), in DTB order: CPU index -> MPIDR.
+    pub cpu_mpidrs: [u64; MAX_CPUS],
+    /// How many CPUs the DTB lists (up to [`MAX_CPUS`]).
+    pub cpu_count: usize,
+    /// How many CPUs the DTB lists in all (may exceed [`MAX_CPUS`]).
+    pub cpus_listed: usize,
+    /// The PL011 UART's base address.
+    pub uart: Option<u64>,
+    /// The GIC.
+    pub gic: Option<GicInfo>,
+    /// The PSCI conduit.
+    pub psci: Option<PsciConduit>,
+    /// The initrd's `(start, end)` from `/chosen`.
+    pub initrd: Option<(u64, u64)>,
+    /// QEMU's fw_cfg device's base address.
+    pub fw_cfg: Option<u64>,
+    /// The timer's PPIs as INTIDs: (non-secure physical, virtual).
+    pub timer_interrupts: Option<(u32, u32)>,
+    bootargs: [u8; BOOTARGS_CAPACITY],
+    bootargs_length: usize,
+}
+
+impl Platform {
+    /// The RAM ranges.
+    pub fn memory(&self) -> &[(u64, u64)] {
+        &self.memory[..self.memory_count]
+    }
+
+    /// The total RAM size in bytes.
+    pub fn memory_size(&self) -> u64 {
+        self.memory().iter().map(|(start, end)| end - start).sum()
+    }
+
+    /// The MPIDRs of the CPUs the runtime can use.
+    pub fn mpidrs(&self) -> &[u64] {
+        &self.cpu_mpidrs[..self.cpu_count]
+    }
+
+    /// `/chosen/bootargs` (QEMU's `-append`), empty when absent.
+    pub fn bootargs(&self) -> &str {
+        core::str::from_utf8(&self.bootargs[..self.bootargs_length]).unwrap_or("")
+    }
+}
+
+static PLATFORM: spin::Once<Platform> = spin::Once::new();
+
+/// The platform read at boot.
+///
+/// # Panics
+/// Before boot has read the device tree (never, for test code).
+pub fn platform() -> &'static Platform {
+    PLATFORM.get().expect("the device tree is read at boot")
+}
+
+/// The platform, or `None` before boot has read the device tree (or when it could not).
+pub fn try_platform() -> Option<&'static Platform> {
+    PLATFORM.get()
+}
+
+/// Finds the DTB (at `x0`, or at RAM base for an ELF kernel) and reads the platform from it.
+/// Returns a description of the problem when there is no usable DTB or it lacks a required node.
+pub(crate) fn init(x0: u64) -> Result<&'static Platform, &'static str> {
+    let address = [x0, VIRT_RAM_BASE]
+        .into_iter()
+        .find(|&address| address != 0 && has_magic(address))
+        .ok_or(
+            "no device tree: neither x0 nor RAM base holds a DTB (is the image linked 1 MiB above RAM?)",
+        )?;
+    // SAFETY: a DTB header with the right magic sits at `address` in identity-mapped RAM that
+    // nothing writes before the platform has been copied out of it.
+    let fdt = unsafe { Fdt::from_ptr(address as usize as *const u8) }.map_err(|_| "the DTB is malformed")?;
+    let platform = read(&fdt, address)?;
+    Ok(PLATFORM.call_once(|| platform))
+}
+
+fn has_magic(address: u64) -> bool {
+    // SAFETY: both candidates lie in RAM, which the boot map covers; the read is aligned.
+    let word = unsafe { (address as usize as *const u32).read_volatile() };
+    u32::from_be(word) == FDT_MAGIC
+}
+
+fn read(fdt: &Fdt<'_>, dtb_address: u64) -> Result<Platform, &'static str> {
+    let mut platform = Platform {
+        dtb_address,
+        memory: [(0, 0); MAX_MEMORY_RANGES],
+        memory_count: 0,
+        cpu_mpidrs: [0; MAX_CPUS],
+        cpu_count: 0,
+        cpus_listed: 0,
+        uart: None,
+        gic: None,
+        psci: None,
+        initrd: None,
+        timer_interrupts: None,
+        fw_cfg: None,
+        bootargs: [0; BOOTARGS_CAPACITY],
+        bootargs_length: 0,
+    };
+    // `Fdt::memory()` and `cpus()` panic when the nodes are missing: walk the nodes instead.
+    for node in fdt.all_nodes() {
+        let is_memory = node
+            .property("device_type")
+            .and_then(|property| property.as_str())
+            == Some("memory");
+        if !is_memory {
+            continue;
+        }
+        for region in node.reg().into_iter().flatten() {
+            let start = region.starting_address as u64;
+            let size = region.size.unwrap_or(0) as u64;
+            if size > 0 && platform.memory_count < MAX_MEMORY_RANGES {
+                platform.memory[platform.memory_count] = (start, start + size);
+                platform.memory_count += 1;
+            }
+        }
+    }
+    if platform.memory_count == 0 {
+        return Err("the DTB has no memory node with a non-empty reg");
+    }
+    let cpus = fdt.find_node("/cpus").ok_or("the DTB has no /cpus node")?;
+    for cpu in cpus.children() {
+        let is_cpu = cpu.property("device_type").and_then(|property| property.as_str()) == Some("cpu");
+        let Some(mpidr) = cpu.property("reg").and_then(|property| property.as_usize()) else {
+            continue;
+        };
+        if !is_cpu {
+            continue;
+        }
+        if platform.cpu_count < MAX_CPUS {
+            platform.cpu_mpidrs[platform.cpu_count] = mpidr as u64;
+            platform.cpu_count += 1;
+        }
+        platform.cpus_listed += 1;
+    }
+    if platform.cpu_count == 0 {
+        return Err("the DTB's /cpus lists no cpu with a reg");
+    }
+    platform.uart = fdt
+        .find_compatible(&["arm,pl011"])
+        .and_then(|node| node.reg()?.next())
+        .map(|region| region.starting_address as u64);
+    platform.gic = gic(fdt);
+    platform.fw_cfg = fdt
+        .find_compatible(&["qemu,fw-cfg-mmio"])
+        .and_then(|node| node.reg()?.next())
+        .map(|region| region.starting_address as u64);
+    platform.psci = fdt
+        .find_node("/psci")
+        .and_then(|node| node.property("method")?.as_str())
+        .and_then(|method| match method {
+            "hvc" => Some(PsciConduit::Hvc),
+            "smc" => Some(PsciConduit::Smc),
+            _ => None,
+        });
+    if let Some(chosen) = fdt.find_node("/chosen") {
+        let cell = |name| chosen.property(name).and_then(|property| property.as_usize());
+        if let (Some(start), Some(end)) = (cell("linux,initrd-start"), cell("linux,initrd-end")) {
+            platform.initrd = (end > start).then_some((start as u64, end as u64));
+        }
+        if let Some(arguments) = chosen.property("bootargs").and_then(|property| property.as_str()) {
+            let length = arguments.len().min(BOOTARGS_CAPACITY);
+            platform.bootargs[..length].copy_from_slice(&arguments.as_bytes()[..length]);
+            platform.bootargs_length = length;
+        }
+    }
+    platform.timer_interrupts = fdt
+        .find_compatible(&["arm,armv8-timer", "arm,armv7-timer"])
+        .and_then(|node| {
+            // Four interrupts of three cells (type, number, flags): secure physical,
+            // non-secure physical, virtual, hypervisor. PPI n is INTID 16 + n.
+            let cells: [usize; 12] = {
+                let mut cells = [0; 12];
+                let mut iterator = node.property("interrupts")?.value.chunks_exact(4);
+                for cell in &mut cells {
+                    let bytes = iterator.next()?;
+                    *cell = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+                }
+                cells
+            };
+            Some((16 + cells[4] as u32, 16 + cells[7] as u32))
+        });
+    Ok(platform)
+}
+
+fn gic(fdt: &Fdt<'_>) -> Option<GicInfo> {
+    let (version, node) = if let Some(node) = fdt.find_compatible(&["arm,gic-v3"]) {
+        (3, node)
+    } else {
+        (2, fdt.find_compatible(&["arm,cortex-a15-gic", "arm,gic-400"])?)
+    };
+    let mut regions = node.reg()?;
+    let distributor = regions.next()?;
+    let second = regions.next()?;
+    Some(GicInfo {
+        version,
+        distributor: distributor.starting_address as u64,
+        redistributor: second.starting_address as u64,
+        redistributor_size: second.size.unwrap_or(0) as u64,
+    })
+}

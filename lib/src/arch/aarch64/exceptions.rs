@@ -1,0 +1,677 @@
+//! aarch64 exceptions: the VBAR_EL1 vector table, the register frame, dispatch, and the
+//! machinery behind `catch_exception`, `trap_exceptions` and EL0 (user mode) runs.
+//!
+//! Each of the 16 vectors saves x0/x1, puts its index (the *kind*: 4 × origin + type, origin
+//! 0 current EL on SP_EL0, 1 current EL on SP_ELx, 2 lower EL AArch64, 3 lower EL AArch32;
+//! type 0 synchronous, 1 IRQ, 2 FIQ, 3 SError) in x1 and jumps to a common path that saves
+//! the rest of an [`ExceptionFrame`], including the FP/SIMD registers (Rust code uses them
+//! freely on this hard-float target), and calls [`exception_dispatch`].
+
+use core::arch::global_asm;
+use core::fmt;
+use core::mem::{offset_of, size_of};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+
+use super::smp::{MAX_CPUS, cpu_index};
+
+/// The registers saved on every exception, in memory order; the assembly below writes it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExceptionFrame {
+    /// x0..x30.
+    pub x: [u64; 31],
+    /// The interrupted stack pointer (SP_EL0 when the exception came from EL0).
+    pub sp: u64,
+    /// ELR_EL1: where the exception returns to.
+    pub elr: u64,
+    /// SPSR_EL1: the interrupted PSTATE.
+    pub spsr: u64,
+    /// ESR_EL1.
+    pub esr: u64,
+    /// FAR_EL1.
+    pub far: u64,
+    /// The vector's index in the table (see the module documentation).
+    pub kind: u64,
+    padding: u64,
+    /// q0..q31.
+    pub q: [u128; 32],
+    /// FPCR.
+    pub fpcr: u64,
+    /// FPSR.
+    pub fpsr: u64,
+}
+
+const FRAME_SIZE: usize = 832;
+const _: () = assert!(size_of::<ExceptionFrame>() == FRAME_SIZE);
+const _: () = assert!(offset_of!(ExceptionFrame, sp) == 248);
+const _: () = assert!(offset_of!(ExceptionFrame, elr) == 256);
+const _: () = assert!(offset_of!(ExceptionFrame, esr) == 272);
+const _: () = assert!(offset_of!(ExceptionFrame, kind) == 288);
+const _: () = assert!(offset_of!(ExceptionFrame, q) == 304);
+const _: () = assert!(offset_of!(ExceptionFrame, fpcr) == 816);
+
+/// An exception class: ESR_EL1.EC (bits 31:26).
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ExceptionClass(pub u8);
+
+/// The portable name of an exception kind (`Vector` on x86).
+pub use ExceptionClass as Vector;
+
+#[allow(missing_docs)]
+impl ExceptionClass {
+    pub const UNKNOWN: ExceptionClass = ExceptionClass(0x00);
+    pub const WFX: ExceptionClass = ExceptionClass(0x01);
+    pub const FP_ACCESS: ExceptionClass = ExceptionClass(0x07);
+    pub const ILLEGAL_STATE: ExceptionClass = ExceptionClass(0x0e);
+    pub const SVC64: ExceptionClass = ExceptionClass(0x15);
+    pub const HVC64: ExceptionClass = ExceptionClass(0x16);
+    pub const SMC64: ExceptionClass = ExceptionClass(0x17);
+    pub const SYSTEM_REGISTER: ExceptionClass = ExceptionClass(0x18);
+    pub const INSTRUCTION_ABORT_LOWER: ExceptionClass = ExceptionClass(0x20);
+    pub const INSTRUCTION_ABORT: ExceptionClass = ExceptionClass(0x21);
+    pub const PC_ALIGNMENT: ExceptionClass = ExceptionClass(0x22);
+    pub const DATA_ABORT_LOWER: ExceptionClass = ExceptionClass(0x24);
+    pub const DATA_ABORT: ExceptionClass = ExceptionClass(0x25);
+    pub const SP_ALIGNMENT: ExceptionClass = ExceptionClass(0x26);
+    pub const FP_EXCEPTION: ExceptionClass = ExceptionClass(0x2c);
+    pub const SERROR: ExceptionClass = ExceptionClass(0x2f);
+    pub const BREAKPOINT_LOWER: ExceptionClass = ExceptionClass(0x30);
+    pub const BREAKPOINT: ExceptionClass = ExceptionClass(0x31);
+    pub const SOFTWARE_STEP_LOWER: ExceptionClass = ExceptionClass(0x32);
+    pub const SOFTWARE_STEP: ExceptionClass = ExceptionClass(0x33);
+    pub const WATCHPOINT_LOWER: ExceptionClass = ExceptionClass(0x34);
+    pub const WATCHPOINT: ExceptionClass = ExceptionClass(0x35);
+    pub const BRK64: ExceptionClass = ExceptionClass(0x3c);
+
+    /// The class of an ESR value.
+    pub fn of(esr: u64) -> ExceptionClass {
+        ExceptionClass(((esr >> 26) & 0x3f) as u8)
+    }
+
+    /// The Arm ARM's short name of the class.
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            0x00 => "UNKNOWN",
+            0x01 => "WFx",
+            0x07 => "FP_ASIMD_ACCESS",
+            0x0e => "ILLEGAL_STATE",
+            0x15 => "SVC64",
+            0x16 => "HVC64",
+            0x17 => "SMC64",
+            0x18 => "SYS64",
+            0x20 => "IABT_EL0",
+            0x21 => "IABT_EL1",
+            0x22 => "PC_ALIGN",
+            0x24 => "DABT_EL0",
+            0x25 => "DABT_EL1",
+            0x26 => "SP_ALIGN",
+            0x2c => "FP_EXC64",
+            0x2f => "SERROR",
+            0x30 => "BREAKPT_EL0",
+            0x31 => "BREAKPT_EL1",
+            0x32 => "SOFTSTP_EL0",
+            0x33 => "SOFTSTP_EL1",
+            0x34 => "WATCHPT_EL0",
+            0x35 => "WATCHPT_EL1",
+            0x3c => "BRK64",
+            _ => "RESERVED",
+        }
+    }
+}
+
+impl fmt::Debug for ExceptionClass {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, formatter)
+    }
+}
+
+impl fmt::Display for ExceptionClass {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{} (EC {:#04x})", self.name(), self.0)
+    }
+}
+
+/// A synchronous exception as a test sees it (`Debug` prints the `Display` form).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Exception {
+    /// ESR_EL1.EC.
+    pub class: ExceptionClass,
+    /// ESR_EL1 in full (ISS in bits 24:0).
+    pub esr: u64,
+    /// ELR_EL1: the faulting instruction, or the one after an SVC/HVC/SMC.
+    pub elr: u64,
+    /// FAR_EL1 (meaningful for aborts and alignment faults).
+    pub far: u64,
+    /// Whether it was taken from EL0.
+    pub from_user: bool,
+}
+
+impl Exception {
+    /// ISS (ESR bits 24:0); the immediate of SVC, HVC and BRK in its low 16 bits.
+    pub fn iss(&self) -> u64 {
+        self.esr & 0x1ff_ffff
+    }
+}
+
+impl fmt::Debug for Exception {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, formatter)
+    }
+}
+
+impl fmt::Display for Exception {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            formatter,
+            "{} from EL{} at ELR {:#x}, ESR {:#x}, FAR {:#x}",
+            self.class,
+            if self.from_user { 0 } else { 1 },
+            self.elr,
+            self.esr,
+            self.far
+        )
+    }
+}
+
+/// The index of the SVC that ends a user-mode run (see [`run_in_user_mode`]).
+const USER_EXIT_SVC: u64 = 0xfffe;
+/// SPSR value for EL0t with D, A, I and F masked.
+const SPSR_EL0_MASKED: u64 = 0x3c0;
+/// SPSR mode EL1h.
+const SPSR_EL1H: u64 = 0x5;
+
+global_asm!(
+    r#"
+    .macro VMUNIT_VECTOR kind
+        .balign 0x80
+        sub sp, sp, #{frame_size}
+        stp x0, x1, [sp, #0]
+        mov x1, #\kind
+        b vmunit_exception_common
+    .endm
+
+    .section .text.vmunit_vectors, "ax"
+    .balign 2048
+    .global vmunit_vectors
+    vmunit_vectors:
+    VMUNIT_VECTOR 0
+    VMUNIT_VECTOR 1
+    VMUNIT_VECTOR 2
+    VMUNIT_VECTOR 3
+    VMUNIT_VECTOR 4
+    VMUNIT_VECTOR 5
+    VMUNIT_VECTOR 6
+    VMUNIT_VECTOR 7
+    VMUNIT_VECTOR 8
+    VMUNIT_VECTOR 9
+    VMUNIT_VECTOR 10
+    VMUNIT_VECTOR 11
+    VMUNIT_VECTOR 12
+    VMUNIT_VECTOR 13
+    VMUNIT_VECTOR 14
+    VMUNIT_VECTOR 15
+
+    vmunit_exception_common:
+        stp x2, x3, [sp, #16]
+        stp x4, x5, [sp, #32]
+        stp x6, x7, [sp, #48]
+        stp x8, x9, [sp, #64]
+        stp x10, x11, [sp, #80]
+        stp x12, x13, [sp, #96]
+        stp x14, x15, [sp, #112]
+        stp x16, x17, [sp, #128]
+        stp x18, x19, [sp, #144]
+        stp x20, x21, [sp, #160]
+        stp x22, x23, [sp, #176]
+        stp x24, x25, [sp, #192]
+        stp x26, x27, [sp, #208]
+        stp x28, x29, [sp, #224]
+        str x30, [sp, #240]
+        mrs x2, elr_el1
+        mrs x3, spsr_el1
+        stp x2, x3, [sp, #256]
+        mrs x2, esr_el1
+        mrs x4, far_el1
+        stp x2, x4, [sp, #272]
+        str x1, [sp, #288]
+        tst x3, #0xf                    /* SPSR.M[3:0] == 0: from EL0 */
+        b.ne 1f
+        mrs x2, sp_el0
+        b 2f
+    1:  add x2, sp, #{frame_size}
+    2:  str x2, [sp, #248]
+        add x2, sp, #304
+        stp q0, q1, [x2, #0]
+        stp q2, q3, [x2, #32]
+        stp q4, q5, [x2, #64]
+        stp q6, q7, [x2, #96]
+        stp q8, q9, [x2, #128]
+        stp q10, q11, [x2, #160]
+        stp q12, q13, [x2, #192]
+        stp q14, q15, [x2, #224]
+        stp q16, q17, [x2, #256]
+        stp q18, q19, [x2, #288]
+        stp q20, q21, [x2, #320]
+        stp q22, q23, [x2, #352]
+        stp q24, q25, [x2, #384]
+        stp q26, q27, [x2, #416]
+        stp q28, q29, [x2, #448]
+        stp q30, q31, [x2, #480]
+        mrs x3, fpcr
+        mrs x4, fpsr
+        add x5, x2, #512
+        stp x3, x4, [x5]
+
+        mov x0, sp
+        bl {dispatch}
+
+        add x2, sp, #304
+        ldp q0, q1, [x2, #0]
+        ldp q2, q3, [x2, #32]
+        ldp q4, q5, [x2, #64]
+        ldp q6, q7, [x2, #96]
+        ldp q8, q9, [x2, #128]
+        ldp q10, q11, [x2, #160]
+        ldp q12, q13, [x2, #192]
+        ldp q14, q15, [x2, #224]
+        ldp q16, q17, [x2, #256]
+        ldp q18, q19, [x2, #288]
+        ldp q20, q21, [x2, #320]
+        ldp q22, q23, [x2, #352]
+        ldp q24, q25, [x2, #384]
+        ldp q26, q27, [x2, #416]
+        ldp q28, q29, [x2, #448]
+        ldp q30, q31, [x2, #480]
+        add x5, x2, #512
+        ldp x3, x4, [x5]
+        msr fpcr, x3
+        msr fpsr, x4
+        ldp x2, x3, [sp, #256]
+        msr elr_el1, x2
+        msr spsr_el1, x3
+        tst x3, #0xf
+        b.ne 3f
+        ldr x2, [sp, #248]
+        msr sp_el0, x2
+    3:  ldp x0, x1, [sp, #0]
+        ldp x2, x3, [sp, #16]
+        ldp x4, x5, [sp, #32]
+        ldp x6, x7, [sp, #48]
+        ldp x8, x9, [sp, #64]
+        ldp x10, x11, [sp, #80]
+        ldp x12, x13, [sp, #96]
+        ldp x14, x15, [sp, #112]
+        ldp x16, x17, [sp, #128]
+        ldp x18, x19, [sp, #144]
+        ldp x20, x21, [sp, #160]
+        ldp x22, x23, [sp, #176]
+        ldp x24, x25, [sp, #192]
+        ldp x26, x27, [sp, #208]
+        ldp x28, x29, [sp, #224]
+        ldr x30, [sp, #240]
+        add sp, sp, #{frame_size}
+        eret
+    "#,
+    frame_size = const FRAME_SIZE,
+    dispatch = sym exception_dispatch,
+);
+
+unsafe extern "C" {
+    static vmunit_vectors: u8;
+}
+
+/// Points VBAR_EL1 at the vector table (on each CPU).
+pub(crate) fn init() {
+    use aarch64_cpu::registers::{VBAR_EL1, Writeable};
+    VBAR_EL1.set(&raw const vmunit_vectors as u64);
+    aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
+}
+
+/// Where `catch_exception` resumes after an exception: the state `vmunit_try_call` saved.
+#[repr(C)]
+struct CatchContext {
+    /// SP inside `vmunit_try_call` after it saved the callee-saved registers.
+    stack_pointer: u64,
+    /// DAIF at the call, restored on recovery.
+    daif: u64,
+    /// The exception that ended the closure, filled in by the dispatcher.
+    exception: Option<Exception>,
+    /// The enclosing context, restored when this one ends.
+    previous: *mut CatchContext,
+}
+
+const _: () = assert!(offset_of!(CatchContext, stack_pointer) == 0);
+const _: () = assert!(offset_of!(CatchContext, daif) == 8);
+
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_CONTEXT: AtomicPtr<CatchContext> = AtomicPtr::new(core::ptr::null_mut());
+static CATCH_CONTEXTS: [AtomicPtr<CatchContext>; MAX_CPUS] = [NO_CONTEXT; MAX_CPUS];
+
+/// A recorder for `trap_exceptions`: which classes to resume from, and what was seen.
+struct TrapRecorder {
+    classes: &'static [ExceptionClass],
+    seen: alloc::vec::Vec<Exception>,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_RECORDER: AtomicPtr<TrapRecorder> = AtomicPtr::new(core::ptr::null_mut());
+static TRAP_RECORDERS: [AtomicPtr<TrapRecorder>; MAX_CPUS] = [NO_RECORDER; MAX_CPUS];
+
+/// The IRQ handler (0: none): called for every IRQ, with IRQs masked.
+static IRQ_HANDLER: AtomicUsize = AtomicUsize::new(0);
+
+/// Exceptions and interrupts handled so far (for tests that check delivery counts).
+pub(crate) static EXCEPTION_COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs the function every IRQ goes to (the GIC driver's dispatcher), or none.
+pub fn set_irq_handler(handler: Option<fn()>) {
+    IRQ_HANDLER.store(handler.map_or(0, |handler| handler as usize), Ordering::Release);
+}
+
+global_asm!(
+    r#"
+    .section .text.vmunit_try_call, "ax"
+    /* u64 vmunit_try_call(CatchContext *context, void (*function)(void *), void *data)
+     * Returns 0 when `function` returned, 1 when an exception ended it (the dispatcher then
+     * resumes at vmunit_try_recover with x0 = context). */
+    .global vmunit_try_call
+    vmunit_try_call:
+        stp x29, x30, [sp, #-160]!
+        stp x19, x20, [sp, #16]
+        stp x21, x22, [sp, #32]
+        stp x23, x24, [sp, #48]
+        stp x25, x26, [sp, #64]
+        stp x27, x28, [sp, #80]
+        stp d8, d9, [sp, #96]
+        stp d10, d11, [sp, #112]
+        stp d12, d13, [sp, #128]
+        stp d14, d15, [sp, #144]
+        mov x9, sp
+        str x9, [x0]
+        mrs x9, daif
+        str x9, [x0, #8]
+        mov x0, x2
+        blr x1
+        mov x0, #0
+    vmunit_try_return:
+        ldp x19, x20, [sp, #16]
+        ldp x21, x22, [sp, #32]
+        ldp x23, x24, [sp, #48]
+        ldp x25, x26, [sp, #64]
+        ldp x27, x28, [sp, #80]
+        ldp d8, d9, [sp, #96]
+        ldp d10, d11, [sp, #112]
+        ldp d12, d13, [sp, #128]
+        ldp d14, d15, [sp, #144]
+        ldp x29, x30, [sp], #160
+        ret
+    .global vmunit_try_recover
+    vmunit_try_recover:
+        ldr x9, [x0]
+        mov sp, x9
+        mov x0, #1
+        b vmunit_try_return
+
+    /* Enters EL0 at vmunit_user_entry: x0 = data, x1 = function, x2 = the EL0 stack top. */
+    .global vmunit_enter_user
+    vmunit_enter_user:
+        msr sp_el0, x2
+        adr x9, vmunit_user_entry
+        msr elr_el1, x9
+        mov x9, #{spsr_el0}
+        msr spsr_el1, x9
+        eret
+    vmunit_user_entry:
+        blr x1
+        svc #{user_exit}
+        b .
+    "#,
+    spsr_el0 = const SPSR_EL0_MASKED,
+    user_exit = const USER_EXIT_SVC,
+);
+
+unsafe extern "C" {
+    /// `context` points at a `CatchContext`; the assembly writes its first two words only.
+    fn vmunit_try_call(context: *mut u64, function: extern "C" fn(*mut u8), data: *mut u8) -> u64;
+    static vmunit_try_recover: u8;
+    /// Never returns: the SVC that ends the EL0 run (or an exception) is caught.
+    fn vmunit_enter_user(data: *mut u8, function: extern "C" fn(*mut u8), stack_top: u64);
+}
+
+/// Runs `function` and returns its result, or the exception that interrupted it.
+///
+/// On an exception the closure's frames are abandoned without running destructors, like
+/// `longjmp`: anything it owned leaks, and locks it held stay held.
+pub fn catch_exception<R, F: FnOnce() -> R>(function: F) -> Result<R, Exception> {
+    struct Call<F, R> {
+        function: Option<F>,
+        result: Option<R>,
+    }
+    extern "C" fn trampoline<F: FnOnce() -> R, R>(data: *mut u8) {
+        // SAFETY: `data` is the `Call` that `catch_exception` passed to `vmunit_try_call`,
+        // alive and exclusively ours for the duration of the call.
+        let call = unsafe { &mut *data.cast::<Call<F, R>>() };
+        if let Some(function) = call.function.take() {
+            call.result = Some(function());
+        }
+    }
+
+    let mut call = Call {
+        function: Some(function),
+        result: None,
+    };
+    let slot = &CATCH_CONTEXTS[cpu_index()];
+    let mut context = CatchContext {
+        stack_pointer: 0,
+        daif: 0,
+        exception: None,
+        previous: slot.load(Ordering::Relaxed),
+    };
+    slot.store(&raw mut context, Ordering::Release);
+    // SAFETY: `vmunit_try_call` follows the C ABI, saves the callee-saved registers, and
+    // either returns normally or is resumed by the dispatcher at `vmunit_try_recover`, which
+    // restores its saved stack pointer and those registers; `context` and `call` outlive it.
+    let interrupted = unsafe {
+        vmunit_try_call(
+            (&raw mut context).cast(),
+            trampoline::<F, R>,
+            (&raw mut call).cast(),
+        )
+    };
+    slot.store(context.previous, Ordering::Release);
+    match (interrupted, context.exception, call.result) {
+        (0, _, Some(result)) => Ok(result),
+        (_, Some(exception), _) => Err(exception),
+        _ => unreachable!("vmunit_try_call returned without a result or an exception"),
+    }
+}
+
+/// One 16 KiB EL0 stack per CPU, in the image's data (which EL0 may access; see mmu.rs).
+#[repr(C, align(16))]
+struct UserStacks(core::cell::UnsafeCell<[[u8; USER_STACK_SIZE]; MAX_CPUS]>);
+const USER_STACK_SIZE: usize = 16 * 1024;
+// SAFETY: no Rust code reads or writes the stacks' bytes; only EL0 code on its own CPU does.
+unsafe impl Sync for UserStacks {}
+static USER_STACKS: UserStacks = UserStacks(core::cell::UnsafeCell::new([[0; USER_STACK_SIZE]; MAX_CPUS]));
+
+/// Runs `function` at EL0 on a small user stack and returns its result, or the first
+/// exception it raised (taken from EL0, so `from_user` is set).
+///
+/// At EL0 the closure may use its stack, the image's code and statics, but not the heap,
+/// the console, system registers, or `catch_exception` (those raise exceptions, which end
+/// the run and are returned). Interrupts stay masked.
+pub fn run_in_user_mode<R, F: FnOnce() -> R>(function: F) -> Result<R, Exception> {
+    struct Call<F, R> {
+        function: Option<F>,
+        result: Option<R>,
+    }
+    extern "C" fn trampoline<F: FnOnce() -> R, R>(data: *mut u8) {
+        // SAFETY: `data` is the `Call` of `run_in_user_mode`, which waits for this EL0 run.
+        let call = unsafe { &mut *data.cast::<Call<F, R>>() };
+        if let Some(function) = call.function.take() {
+            call.result = Some(function());
+        }
+    }
+    let mut call = Call {
+        function: Some(function),
+        result: None,
+    };
+    let stack_top = USER_STACKS.0.get().cast::<u8>() as u64 + ((cpu_index() + 1) * USER_STACK_SIZE) as u64;
+    let data = (&raw mut call).cast::<u8>();
+    let outcome = catch_exception(|| {
+        // SAFETY: the EL0 code is `trampoline`, which ends with the SVC that
+        // `catch_exception` catches (as it does any other exception); the stack is this CPU's
+        // user stack, which nothing else uses.
+        unsafe { vmunit_enter_user(data, trampoline::<F, R>, stack_top) }
+    });
+    match outcome {
+        Err(exception)
+            if exception.from_user
+                && exception.class == ExceptionClass::SVC64
+                && exception.iss() & 0xffff == USER_EXIT_SVC =>
+        {
+            call.result.ok_or(exception)
+        }
+        Err(exception) => Err(exception),
+        Ok(()) => unreachable!("vmunit_enter_user returned"),
+    }
+}
+
+/// Runs `function`, recording each synchronous exception whose class is in `classes` and
+/// resuming after the instruction that raised it (ELR + 4, except for SVC/HVC/SMC, whose ELR
+/// already points after them).
+pub fn trap_exceptions<R>(
+    classes: &'static [ExceptionClass],
+    function: impl FnOnce() -> R,
+) -> (R, alloc::vec::Vec<Exception>) {
+    let mut recorder = TrapRecorder {
+        classes,
+        seen: alloc::vec::Vec::with_capacity(16),
+    };
+    let slot = &TRAP_RECORDERS[cpu_index()];
+    let previous = slot.swap(&raw mut recorder, Ordering::AcqRel);
+    let result = function();
+    slot.store(previous, Ordering::Release);
+    (result, recorder.seen)
+}
+
+/// One line of the register dump, formatted without allocating (the heap may be what broke).
+struct RegisterLine {
+    text: [u8; 96],
+    length: usize,
+}
+
+impl RegisterLine {
+    fn push(&mut self, index: usize, value: u64) {
+        use core::fmt::Write;
+        let _ = write!(self, "x{index:<2}={value:#018x} ");
+    }
+
+    fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.text[..self.length])
+            .unwrap_or("")
+            .trim_end()
+    }
+}
+
+impl fmt::Write for RegisterLine {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        let end = (self.length + text.len()).min(self.text.len());
+        let count = end - self.length;
+        self.text[self.length..end].copy_from_slice(&text.as_bytes()[..count]);
+        self.length = end;
+        Ok(())
+    }
+}
+
+/// The Rust side of every vector: IRQs to the registered handler; synchronous exceptions
+/// recorded for `trap_exceptions`, recovered into `catch_exception`, or reported and fatal.
+extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
+    EXCEPTION_COUNT.fetch_add(1, Ordering::Relaxed);
+    let kind = frame.kind;
+    let cpu = cpu_index();
+    if kind & 3 == 1 {
+        let handler = IRQ_HANDLER.load(Ordering::Acquire);
+        if handler != 0 {
+            // SAFETY: a nonzero value was stored by `set_irq_handler` from a `fn()`.
+            let handler: fn() = unsafe { core::mem::transmute::<usize, fn()>(handler) };
+            handler();
+            return;
+        }
+    }
+    let exception = Exception {
+        class: ExceptionClass::of(frame.esr),
+        esr: frame.esr,
+        elr: frame.elr,
+        far: frame.far,
+        from_user: kind >= 8,
+    };
+    if kind & 3 == 0 {
+        let recorder = TRAP_RECORDERS[cpu].load(Ordering::Acquire);
+        if !recorder.is_null() {
+            // SAFETY: a non-null recorder is the live `TrapRecorder` of a `trap_exceptions`
+            // call on this CPU, which is suspended while its exceptions are handled here.
+            let recorder = unsafe { &mut *recorder };
+            if recorder.classes.contains(&exception.class) {
+                if recorder.seen.len() < recorder.seen.capacity() {
+                    recorder.seen.push(exception);
+                }
+                let calls = [
+                    ExceptionClass::SVC64,
+                    ExceptionClass::HVC64,
+                    ExceptionClass::SMC64,
+                ];
+                if !calls.contains(&exception.class) {
+                    frame.elr += 4;
+                }
+                return;
+            }
+        }
+        let context = CATCH_CONTEXTS[cpu].load(Ordering::Acquire);
+        if !context.is_null() {
+            // SAFETY: a non-null context is the live `CatchContext` of a `catch_exception`
+            // call on this CPU; its closure is what just faulted.
+            let context = unsafe { &mut *context };
+            context.exception = Some(exception);
+            frame.elr = &raw const vmunit_try_recover as u64;
+            frame.x[0] = (&raw mut *context) as u64;
+            frame.spsr = (context.daif & 0x3c0) | SPSR_EL1H;
+            return;
+        }
+    }
+
+    crate::console::emergency_unlock();
+    let what = match kind & 3 {
+        0 => "synchronous exception",
+        1 => "IRQ",
+        2 => "FIQ",
+        _ => "SError",
+    };
+    crate::println!(
+        "Unhandled exception: {what} ({}) from EL{} on CPU {cpu}, vector kind {kind}",
+        exception.class,
+        if exception.from_user { 0 } else { 1 }
+    );
+    crate::println!(
+        "ESR={:#018x} FAR={:#018x} ELR={:#018x} SPSR={:#018x} SP={:#018x}",
+        frame.esr,
+        frame.far,
+        frame.elr,
+        frame.spsr,
+        frame.sp
+    );
+    for (row, registers) in frame.x.chunks(4).enumerate() {
+        let mut line = RegisterLine {
+            text: [0; 96],
+            length: 0,
+        };
+        for (column, value) in registers.iter().enumerate() {
+            line.push(row * 4 + column, *value);
+        }
+        crate::println!("{}", line.as_str());
+    }
+    crate::runtime::abort(format_args!(
+        "unhandled {what}: {} at ELR {:#x}",
+        exception.class, frame.elr
+    ));
+}

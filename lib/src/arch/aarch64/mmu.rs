@@ -1,0 +1,234 @@
+//! aarch64 MMU: the runtime's identity map and the page map/unmap/protect primitives.
+//!
+//! The boot assembly maps 0..1 GiB as device memory and 1..4 GiB as normal memory with 1 GiB
+//! blocks (4 KiB granule, 48-bit VA, TTBR0 only). [`init`] then gives the image's pages their
+//! rights: the code read-only and executable at EL1 and EL0, the data read-write at both and
+//! executable nowhere (so that [`run_in_user_mode`](super::run_in_user_mode) closures can run),
+//! and unmaps page 0 so that null pointers fault.
+//! Mapping a 4 KiB page inside a block splits the block first.
+
+use core::arch::asm;
+
+use super::boot::{ATTRIBUTE_DEVICE, ATTRIBUTE_NORMAL};
+use crate::memory::Protection;
+
+const VALID: u64 = 1 << 0;
+/// Table (levels 0-2) or page (level 3), as opposed to block.
+const TABLE_OR_PAGE: u64 = 1 << 1;
+const ATTRIBUTE_SHIFT: u64 = 2;
+/// AP[1]: EL0 may access.
+const AP_USER: u64 = 1 << 6;
+/// AP[2]: read-only.
+const AP_READ_ONLY: u64 = 1 << 7;
+const INNER_SHAREABLE: u64 = 3 << 8;
+const ACCESS_FLAG: u64 = 1 << 10;
+const PXN: u64 = 1 << 53;
+const UXN: u64 = 1 << 54;
+const ADDRESS_MASK: u64 = 0x0000_ffff_ffff_f000;
+const ENTRIES: usize = 512;
+
+unsafe extern "C" {
+    static __image_start: u8;
+    static __text_end: u8;
+    static __image_end: u8;
+}
+
+/// Serialises every change to the page tables.
+static PAGE_TABLE_LOCK: spin::Mutex<()> = spin::Mutex::new(());
+
+type Table = [u64; ENTRIES];
+
+fn allocate_table() -> u64 {
+    let address = crate::memory::allocate_frame().expect("out of memory for page tables");
+    // SAFETY: the frame is fresh from the frame allocator, identity mapped and page aligned.
+    unsafe { (address as usize as *mut Table).write_bytes(0, 1) };
+    address
+}
+
+/// The table at physical `address`.
+fn table(address: u64) -> &'static mut Table {
+    // SAFETY: tables are the boot tables or frames the runtime allocated, identity mapped;
+    // callers hold the page table lock (or run before other CPUs exist) and keep the
+    // reference for one walk only.
+    unsafe { &mut *(address as usize as *mut Table) }
+}
+
+fn root() -> u64 {
+    use aarch64_cpu::registers::{Readable, TTBR0_EL1};
+    TTBR0_EL1.get() & ADDRESS_MASK
+}
+
+fn indices(virtual_address: u64) -> [usize; 4] {
+    [39, 30, 21, 12].map(|shift| ((virtual_address >> shift) & 0x1ff) as usize)
+}
+
+/// Walks to the level-3 entry of `virtual_address`, creating tables and splitting blocks on
+/// the way. Returns `None` only when `create` is false and a level is absent.
+fn leaf_entry(virtual_address: u64, create: bool) -> Option<&'static mut u64> {
+    let [l0, l1, l2, l3] = indices(virtual_address);
+    let mut current = root();
+    for (level, index) in [(0u32, l0), (1, l1), (2, l2)] {
+        let entry = &mut table(current)[index];
+        if *entry & VALID == 0 {
+            if !create {
+                return None;
+            }
+            *entry = allocate_table() | VALID | TABLE_OR_PAGE;
+        } else if *entry & TABLE_OR_PAGE == 0 {
+            // A block: the new table maps the same range with entries one level smaller.
+            let child_size = 1u64 << (12 + 9 * (2 - level));
+            let attributes = *entry & !ADDRESS_MASK & !(VALID | TABLE_OR_PAGE);
+            let child_type = if level == 2 { VALID | TABLE_OR_PAGE } else { VALID };
+            let base = *entry & ADDRESS_MASK;
+            let next = allocate_table();
+            for (child_index, child) in table(next).iter_mut().enumerate() {
+                *child = (base + child_index as u64 * child_size) | attributes | child_type;
+            }
+            barrier_after_table_write();
+            *entry = next | VALID | TABLE_OR_PAGE;
+        }
+        current = *entry & ADDRESS_MASK;
+    }
+    Some(&mut table(current)[l3])
+}
+
+fn barrier_after_table_write() {
+    // SAFETY: a barrier: makes table writes visible to the walker; touches no Rust memory.
+    unsafe { asm!("dsb ishst", options(nostack, preserves_flags)) };
+}
+
+fn flush(virtual_address: u64) {
+    // SAFETY: orders the table write before the TLB invalidation of this one page on every
+    // CPU, then waits for it; no Rust-visible memory changes.
+    unsafe {
+        asm!("dsb ishst", "tlbi vaae1is, {page}", "dsb ish", "isb",
+             page = in(reg) (virtual_address >> 12) & 0xfff_ffff_ffff, options(nostack, preserves_flags))
+    };
+}
+
+/// The page descriptor bits (without address) of normal memory with `protection`.
+fn leaf_bits(protection: Protection) -> u64 {
+    let mut bits =
+        VALID | TABLE_OR_PAGE | ATTRIBUTE_NORMAL << ATTRIBUTE_SHIFT | INNER_SHAREABLE | ACCESS_FLAG;
+    if protection.user {
+        bits |= AP_USER;
+    }
+    if !protection.write {
+        bits |= AP_READ_ONLY;
+    }
+    // A page EL0 may write is never executable at EL1 (the architecture implies PXN too).
+    if !protection.execute || (protection.user && protection.write) {
+        bits |= PXN;
+    }
+    if !(protection.execute && protection.user) {
+        bits |= UXN;
+    }
+    bits
+}
+
+/// Whether a descriptor maps device memory.
+pub fn is_device(descriptor: u64) -> bool {
+    (descriptor >> ATTRIBUTE_SHIFT) & 7 == ATTRIBUTE_DEVICE
+}
+
+/// Gives the image's pages their rights (see the module documentation).
+pub(crate) fn init() {
+    let _guard = PAGE_TABLE_LOCK.lock();
+    let start = &raw const __image_start as u64;
+    let text_end = &raw const __text_end as u64;
+    let end = &raw const __image_end as u64;
+    let code = Protection {
+        write: false,
+        execute: true,
+        user: true,
+    };
+    let data = Protection {
+        write: true,
+        execute: false,
+        user: true,
+    };
+    for page in (start..end).step_by(4096) {
+        let protection = if page < text_end { code } else { data };
+        let entry = leaf_entry(page, true).expect("creating tables never fails");
+        *entry = page | leaf_bits(protection);
+    }
+    // Page 0 (flash on `virt`, which the runtime never uses) stays unmapped: null pointers fault.
+    *leaf_entry(0, true).expect("creating tables never fails") = 0;
+    // SAFETY: invalidates every TLB entry of this CPU (the only one running), after the
+    // table writes; no Rust-visible memory changes.
+    unsafe {
+        asm!(
+            "dsb ishst",
+            "tlbi vmalle1",
+            "dsb ish",
+            "isb",
+            options(nostack, preserves_flags)
+        )
+    };
+}
+
+/// Maps the 4 KiB page at `virtual_address` to the frame at `physical_address`.
+///
+/// # Safety
+/// Nothing may hold a reference into the page's old contents, and the new mapping must not
+/// alias memory that Rust code owns, unless the caller accounts for that.
+pub unsafe fn map_page(virtual_address: u64, physical_address: u64, protection: Protection) {
+    let _guard = PAGE_TABLE_LOCK.lock();
+    let entry = leaf_entry(virtual_address, true).expect("creating tables never fails");
+    *entry = (physical_address & ADDRESS_MASK) | leaf_bits(protection);
+    flush(virtual_address);
+}
+
+/// Unmaps the 4 KiB page at `virtual_address`; returns the physical address it mapped.
+///
+/// # Safety
+/// Nothing may access the page afterwards except to observe the fault.
+pub unsafe fn unmap_page(virtual_address: u64) -> Option<u64> {
+    let _guard = PAGE_TABLE_LOCK.lock();
+    let entry = leaf_entry(virtual_address, false)?;
+    let physical = (*entry & VALID != 0).then_some(*entry & ADDRESS_MASK);
+    *entry = 0;
+    flush(virtual_address);
+    physical
+}
+
+/// Changes the protection of the mapped 4 KiB page at `virtual_address`.
+///
+/// # Safety
+/// Code that relies on the old permissions (writes through `&mut`, say) must not run on it.
+pub unsafe fn protect_page(virtual_address: u64, protection: Protection) -> bool {
+    let _guard = PAGE_TABLE_LOCK.lock();
+    let Some(entry) = leaf_entry(virtual_address, false) else {
+        return false;
+    };
+    if *entry & VALID == 0 {
+        return false;
+    }
+    *entry = (*entry & ADDRESS_MASK) | leaf_bits(protection);
+    flush(virtual_address);
+    true
+}
+
+/// The descriptor that maps `virtual_address` and its level (0..=3), if it is mapped.
+pub fn descriptor(virtual_address: u64) -> Option<(u64, u32)> {
+    let _guard = PAGE_TABLE_LOCK.lock();
+    let mut current = root();
+    for (level, index) in indices(virtual_address).into_iter().enumerate() {
+        let entry = table(current)[index];
+        if entry & VALID == 0 {
+            return None;
+        }
+        if level == 3 || entry & TABLE_OR_PAGE == 0 {
+            return Some((entry, level as u32));
+        }
+        current = entry & ADDRESS_MASK;
+    }
+    None
+}
+
+/// The physical address `virtual_address` translates to, if it is mapped.
+pub fn translate(virtual_address: u64) -> Option<u64> {
+    let (entry, level) = descriptor(virtual_address)?;
+    let size = 1u64 << (12 + 9 * (3 - level));
+    Some((entry & ADDRESS_MASK & !(size - 1)) + (virtual_address & (size - 1)))
+}

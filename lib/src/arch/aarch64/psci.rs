@@ -1,0 +1,100 @@
+//! PSCI (Arm DEN 0022): calls to the firmware (QEMU itself on `virt`) through the conduit the
+//! device tree names, `hvc` or `smc`.
+
+use core::arch::asm;
+
+use super::device_tree::{PsciConduit, try_platform};
+
+/// PSCI function identifiers (SMC32 forms for the argument-less calls, SMC64 otherwise).
+#[allow(missing_docs)]
+pub mod function {
+    pub const VERSION: u32 = 0x8400_0000;
+    pub const CPU_OFF: u32 = 0x8400_0002;
+    pub const CPU_ON: u32 = 0xc400_0003;
+    pub const AFFINITY_INFO: u32 = 0xc400_0004;
+    pub const SYSTEM_OFF: u32 = 0x8400_0008;
+    pub const SYSTEM_RESET: u32 = 0x8400_0009;
+    pub const FEATURES: u32 = 0x8400_000a;
+}
+
+/// PSCI return codes.
+#[allow(missing_docs)]
+pub mod status {
+    pub const SUCCESS: i64 = 0;
+    pub const NOT_SUPPORTED: i64 = -1;
+    pub const INVALID_PARAMETERS: i64 = -2;
+    pub const DENIED: i64 = -3;
+    pub const ALREADY_ON: i64 = -4;
+    pub const ON_PENDING: i64 = -5;
+    pub const INTERNAL_FAILURE: i64 = -6;
+    pub const NOT_PRESENT: i64 = -7;
+    pub const DISABLED: i64 = -8;
+    pub const INVALID_ADDRESS: i64 = -9;
+}
+
+/// AFFINITY_INFO results.
+#[allow(missing_docs)]
+pub mod affinity {
+    pub const ON: i64 = 0;
+    pub const OFF: i64 = 1;
+    pub const ON_PENDING: i64 = 2;
+}
+
+/// The conduit, `hvc` when the device tree names none (QEMU's default without EL2).
+pub fn conduit() -> PsciConduit {
+    try_platform()
+        .and_then(|platform| platform.psci)
+        .unwrap_or(PsciConduit::Hvc)
+}
+
+/// Makes PSCI call `function` with three arguments; returns x0 (a status or a result).
+///
+/// This is a raw firmware call: SYSTEM_OFF, SYSTEM_RESET and CPU_OFF do not return, and a
+/// CPU_ON entry point must be code that can run with the MMU off.
+pub fn call(function: u32, first: u64, second: u64, third: u64) -> i64 {
+    let mut result = u64::from(function);
+    match conduit() {
+        // SAFETY: an SMCCC call into the hypervisor (QEMU's PSCI): it reads x0..x3, returns in
+        // x0 and may clobber x1..x17 (SMCCC 1.0); memory is not touched.
+        PsciConduit::Hvc => unsafe {
+            asm!("hvc #0", inout("x0") result, inout("x1") first => _, inout("x2") second => _,
+                 inout("x3") third => _, out("x4") _, out("x5") _, out("x6") _, out("x7") _,
+                 out("x8") _, out("x9") _, out("x10") _, out("x11") _, out("x12") _, out("x13") _,
+                 out("x14") _, out("x15") _, out("x16") _, out("x17") _, options(nostack))
+        },
+        // SAFETY: as above, through the secure monitor conduit.
+        PsciConduit::Smc => unsafe {
+            asm!("smc #0", inout("x0") result, inout("x1") first => _, inout("x2") second => _,
+                 inout("x3") third => _, out("x4") _, out("x5") _, out("x6") _, out("x7") _,
+                 out("x8") _, out("x9") _, out("x10") _, out("x11") _, out("x12") _, out("x13") _,
+                 out("x14") _, out("x15") _, out("x16") _, out("x17") _, options(nostack))
+        },
+    }
+    result as i64
+}
+
+/// PSCI_VERSION: (major, minor).
+pub fn version() -> (u16, u16) {
+    let version = call(function::VERSION, 0, 0, 0) as u32;
+    ((version >> 16) as u16, version as u16)
+}
+
+/// CPU_ON of the CPU with affinity `mpidr` at physical `entry`, which gets `context` in x0.
+pub fn cpu_on(mpidr: u64, entry: u64, context: u64) -> i64 {
+    call(function::CPU_ON, mpidr, entry, context)
+}
+
+/// AFFINITY_INFO of the CPU `mpidr` (level 0): [`affinity::ON`], `OFF` or `ON_PENDING`.
+pub fn affinity_info(mpidr: u64) -> i64 {
+    call(function::AFFINITY_INFO, mpidr, 0, 0)
+}
+
+/// CPU_OFF of the calling CPU; returns only on failure (with the status).
+pub fn cpu_off() -> i64 {
+    call(function::CPU_OFF, 0, 0, 0)
+}
+
+/// SYSTEM_OFF: QEMU exits with status 0. Returns only if PSCI is broken.
+pub fn system_off() {
+    call(function::SYSTEM_OFF, 0, 0, 0);
+}

@@ -1,0 +1,55 @@
+//! The subtests a guest image declares with `#[vmunit::test]`: their names, read from the
+//! image's `vmunit_test_names` section (NUL-terminated `LINE:NAME` records, the line
+//! zero-padded), as probe-rs reads embedded-test's; listed in the order they run.
+
+use std::path::Path;
+
+use object::{Object, ObjectSection};
+
+/// The section `#[vmunit::test]` writes each subtest's name into.
+const NAMES_SECTION: &str = "vmunit_test_names";
+
+/// The subtest names in `image`, in the order they run; empty when it declares none.
+pub fn names(image: &Path) -> Result<Vec<String>, String> {
+    let bytes = std::fs::read(image).map_err(|error| format!("{}: {error}", image.display()))?;
+    let file = object::File::parse(&*bytes).map_err(|error| format!("{}: {error}", image.display()))?;
+    let Some(section) = file.section_by_name(NAMES_SECTION) else {
+        return Ok(Vec::new());
+    };
+    let data = section
+        .data()
+        .map_err(|error| format!("{}: {error}", image.display()))?;
+    Ok(parse(data))
+}
+
+/// Splits the NUL-terminated records (alignment padding yields empty pieces), orders them by
+/// their zero-padded line, and keeps the names.
+fn parse(data: &[u8]) -> Vec<String> {
+    let mut records: Vec<String> = data
+        .split(|&byte| byte == 0)
+        .filter(|record| !record.is_empty())
+        .map(|record| String::from_utf8_lossy(record).into_owned())
+        .collect();
+    records.sort();
+    records
+        .into_iter()
+        .map(|record| match record.split_once(':') {
+            Some((_, name)) => name.to_owned(),
+            None => record,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    #[test]
+    fn names_are_nul_terminated_and_padding_is_skipped() {
+        assert_eq!(
+            parse(b"00000120:paged\x0000000020:heap\x00\x00\x0000000200:bitmap\x00"),
+            ["heap", "paged", "bitmap"]
+        );
+        assert!(parse(b"").is_empty());
+    }
+}

@@ -1,0 +1,64 @@
+//! Integration tests: the aarch64 fixture guests of unittests.toml (tests-aarch64/arm-fixture,
+//! group selftest-negative) must be classified as expected under TCG. The one Arm-specific
+//! ending is PSCI SYSTEM_OFF without an EXIT line: QEMU exits with 0, which must never pass.
+
+use std::path::{Path, PathBuf};
+
+use vmunit_runner::app::{self, Environment, Options};
+use vmunit_runner::config::{Accel, Arch};
+use vmunit_runner::outcome::Outcome;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+#[test]
+fn aarch64_fixtures_are_classified() {
+    let root = workspace();
+    assert!(
+        root.join("tests-aarch64/arm-fixture/Cargo.toml").is_file(),
+        "the fixture guest crate tests-aarch64/arm-fixture does not exist"
+    );
+    let logs = tempfile::tempdir().unwrap();
+    let mut options = Options::new(&root);
+    options.selection.groups = vec!["selftest-negative".to_owned()];
+    options.arch = Some(Arch::Aarch64);
+    options.accel = Some(Accel::Tcg);
+    options.jobs = 2;
+    options.log_dir = logs.path().join("logs");
+    options.environment = Environment::default();
+    let report = app::run(&options).unwrap_or_else(|error| panic!("the runner failed: {error}"));
+    let expect = |name: &str, matches: fn(&Outcome) -> bool| {
+        let found = report
+            .outcome(name)
+            .unwrap_or_else(|| panic!("no result for {name} in {report:#?}"));
+        assert!(matches(found), "{name}: unexpected outcome {found:?}");
+    };
+    expect("arm-fixture-pass", |outcome| {
+        matches!(outcome, Outcome::Pass { .. })
+    });
+    expect("arm-fixture-fail", |outcome| {
+        matches!(outcome, Outcome::Fail { .. })
+    });
+    expect("arm-fixture-skip", |outcome| {
+        matches!(outcome, Outcome::Skip { .. })
+    });
+    expect(
+        "arm-fixture-panic",
+        |outcome| matches!(outcome, Outcome::Crash { reason } if reason.contains("panicked at") && reason.contains("on purpose")),
+    );
+    expect(
+        "arm-fixture-exception",
+        |outcome| matches!(outcome, Outcome::Crash { reason } if reason.contains("UNKNOWN (EC 0x00)")),
+    );
+    expect("arm-fixture-hang", |outcome| {
+        matches!(outcome, Outcome::Timeout { .. })
+    });
+    expect(
+        "arm-fixture-psci-off-no-exit",
+        |outcome| matches!(outcome, Outcome::Crash { reason } if reason.contains("no EXIT line")),
+    );
+}

@@ -1,0 +1,201 @@
+//! The runner's output formats, through the binary and a fake QEMU: the plain lines and
+//! summary, TAP version 13, JSON lines and JUnit XML.
+
+mod support;
+
+use support::{FakeWorkspace, config_of, text};
+
+fn workspace() -> FakeWorkspace {
+    FakeWorkspace::new(&format!(
+        "{}[off]\nfile = \"xguest\"\ndisabled = \"not today\"\n",
+        config_of(&[
+            ("good", "pass"),
+            ("bad", "fail"),
+            ("empty", "skip"),
+            ("slow", "sleep:0.3")
+        ])
+    ))
+}
+
+#[test]
+fn plain_ends_with_slowest_then_totals() {
+    let workspace = workspace();
+    let output = workspace.runner().args(["-j", "2"]).output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.last(), Some(&"2 passed, 1 failed, 2 skipped"), "{stdout}");
+    let slowest = lines[lines.len() - 2];
+    assert!(slowest.starts_with("slowest: slow 0."), "{stdout}");
+    assert_eq!(slowest.matches(", ").count(), 2, "{slowest}");
+    assert!(stdout.contains("SKIP off (disabled: not today)\n"), "{stdout}");
+    assert!(!stdout.contains('\x1b'), "colour without a terminal: {stdout}");
+}
+
+#[test]
+fn tap() {
+    let workspace = workspace();
+    let output = workspace.runner().arg("--tap").output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    let expected_start = "TAP version 13\n1..5\n    # Subtest: good\n    ok 1 - first check\n    \
+                          ok 2 - second \\# check\n    1..2\nok 1 - good (2 tests)\n    # Subtest: bad\n    \
+                          ok 1 - a check that holds\n    not ok 2 - a check that fails\n    1..2\nnot ok 2 - bad\n  ---\n  \
+                          outcome: fail\n  message: \"1 unexpected failures\"\n  log: ";
+    assert!(stdout.starts_with(expected_start), "{stdout}");
+    assert!(
+        stdout.contains("    ok 1 - nothing to do # SKIP\n    1..1\nok 3 - empty # SKIP nothing to do\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("ok 5 - off # SKIP disabled: not today\n"),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("# 2 passed, 1 failed, 2 skipped\n"), "{stdout}");
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|line| line.starts_with("ok ") || line.starts_with("not ok "))
+            .count(),
+        5
+    );
+}
+
+#[test]
+fn json_events() {
+    let workspace = workspace();
+    let output = workspace
+        .runner()
+        .args(["--format", "json", "-j", "2"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{line}: {error}")))
+        .collect();
+    let of = |name: &str, event: &str| -> Vec<&serde_json::Value> {
+        events
+            .iter()
+            .filter(|value| value["name"] == name && value["event"] == event)
+            .collect()
+    };
+    assert_eq!(of("bad", "start").len(), 1);
+    let reports = of("bad", "report");
+    assert_eq!(reports.len(), 2);
+    assert_eq!(reports[1]["result"], "FAIL");
+    assert_eq!(reports[1]["text"], "a check that fails");
+    let end = of("bad", "end");
+    assert_eq!(end[0]["verdict"], "FAIL");
+    assert_eq!(end[0]["outcome"], "fail");
+    assert!(end[0]["duration_secs"].as_f64().unwrap() > 0.0);
+    let position = |wanted: &serde_json::Value| events.iter().position(|value| value == wanted).unwrap();
+    assert!(position(of("bad", "start")[0]) < position(reports[0]));
+    assert!(position(reports[1]) < position(end[0]));
+    assert!(of("off", "start").is_empty());
+    assert_eq!(of("off", "end")[0]["outcome"], "skip");
+    assert!(!events.iter().any(|value| value["event"] == "message"));
+    let output = workspace
+        .runner()
+        .args(["--format", "json", "-v", "good"])
+        .output()
+        .unwrap();
+    let (stdout, _) = text(&output);
+    let first: serde_json::Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!(first["event"], "message", "{stdout}");
+    assert!(
+        first["text"].as_str().unwrap().contains(" -append pass "),
+        "{stdout}"
+    );
+    let summary = events.last().unwrap();
+    assert_eq!(summary["event"], "summary");
+    assert_eq!(
+        (
+            summary["passed"].as_u64(),
+            summary["failed"].as_u64(),
+            summary["skipped"].as_u64()
+        ),
+        (Some(2), Some(1), Some(2))
+    );
+}
+
+#[test]
+fn junit_file() {
+    let workspace = workspace();
+    let path = workspace.root().join("out/junit.xml");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let output = workspace.runner().arg("--junit").arg(&path).output().unwrap();
+    let (stdout, _) = text(&output);
+    assert!(stdout.ends_with("2 passed, 1 failed, 2 skipped\n"), "{stdout}");
+    let xml = std::fs::read_to_string(&path).unwrap();
+    assert!(xml.contains("tests=\"5\" skipped=\"2\" failures=\"1\""), "{xml}");
+    assert!(
+        xml.contains("<failure message=\"1 unexpected failures\" type=\"fail\""),
+        "{xml}"
+    );
+    assert!(xml.contains("<skipped message=\"disabled: not today\""), "{xml}");
+    assert!(xml.contains("FAIL: a check that fails\n--- "), "{xml}");
+    let output = workspace
+        .runner()
+        .args(["--junit", "/nonexistent/dir/j.xml"])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("vmunit: cannot write /nonexistent/dir/j.xml"),
+        "{stderr}"
+    );
+}
+
+/// Runs the runner on a pseudo-terminal (util-linux `script`), returning what the terminal got.
+fn on_terminal(workspace: &FakeWorkspace, no_colour: bool) -> String {
+    let command = workspace.runner();
+    let mut words = vec![command.get_program().to_string_lossy().into_owned()];
+    words.extend(command.get_args().map(|arg| arg.to_string_lossy().into_owned()));
+    words.extend(["-j".into(), "2".into()]);
+    let line = shlex::try_join(words.iter().map(String::as_str)).unwrap();
+    let mut script = std::process::Command::new("script");
+    script
+        .args(["-qec", &line, "/dev/null"])
+        .current_dir(workspace.root());
+    for (key, value) in command.get_envs() {
+        match value {
+            Some(value) => script.env(key, value),
+            None => script.env_remove(key),
+        };
+    }
+    if no_colour {
+        script.env("NO_COLOR", "1");
+    }
+    let output = script.output().unwrap();
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[test]
+fn colour_and_progress_only_on_a_terminal() {
+    assert!(
+        std::path::Path::new("/usr/bin/script").exists(),
+        "util-linux's script is needed to test terminal output"
+    );
+    let workspace = workspace();
+    let screen = on_terminal(&workspace, false);
+    assert!(
+        screen.contains("\x1b[32mPASS\x1b[0m good (2 tests)"),
+        "{screen:?}"
+    );
+    assert!(screen.contains("\x1b[31mFAIL\x1b[0m bad"), "{screen:?}");
+    assert!(screen.contains("] running: "), "no progress line: {screen:?}");
+    // No progress line is left on the last line, which is the plain totals.
+    assert!(screen.contains("\nslowest: slow 0.3"), "{screen:?}");
+    let last = screen.trim_end().rsplit('\n').next().unwrap();
+    assert_eq!(
+        last.trim_end_matches('\r'),
+        "2 passed, 1 failed, 2 skipped",
+        "{screen:?}"
+    );
+    let screen = on_terminal(&workspace, true);
+    assert!(!screen.contains("\x1b[3"), "NO_COLOR ignored: {screen:?}");
+    assert!(screen.contains("PASS good (2 tests)"), "{screen:?}");
+}

@@ -1,0 +1,112 @@
+//! Shared by the runner's integration tests: a throwaway workspace whose guests are empty
+//! files and whose QEMU is a shell script that behaves as the guest's arguments say.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The fake QEMU: acts on the word after `-append`.
+/// `pass`, `fail`, `skip`: report lines and the matching exit; `sleep:<seconds>`: pass after a
+/// pause; `flood:<MiB>`: that many MiB of 64-byte lines and a 1 MiB line, then pass;
+/// `tagged:<tag>`: 300 report lines naming the tag; `binary`: invalid UTF-8 then pass;
+/// `signal`: QEMU kills itself with SIGSEGV; `lines:<count>`: numbered report lines then pass.
+pub const FAKE_QEMU: &str = r#"#!/bin/sh
+case "$*" in *'-device help'*) echo 'name "pci-testdev", bus PCI'; exit 0;; esac
+mode=none
+while [ $# -gt 0 ]; do
+    if [ "$1" = "-append" ]; then mode=$2; fi
+    shift
+done
+case "$mode" in
+pass) echo 'PASS: first check'; echo 'PASS: second # check'; echo 'SUMMARY: 2 tests'; echo 'EXIT: STATUS=1'; exit 1;;
+fail) echo 'PASS: a check that holds'; echo 'FAIL: a check that fails'; echo 'SUMMARY: 2 tests, 1 unexpected failures'; echo 'EXIT: STATUS=3'; exit 3;;
+skip) echo 'SKIP: nothing to do'; echo 'SUMMARY: 1 tests, 1 skipped'; echo 'EXIT: STATUS=77'; exit 77;;
+sleep:*) sleep "${mode#sleep:}"; echo 'PASS: slept'; echo 'EXIT: STATUS=1'; exit 1;;
+flood:*) yes 'a line of flood, 64 bytes with its newline: 0123456789abcdefghi' | head -c "$((${mode#flood:} * 1048576))"; head -c 1048576 /dev/zero | tr '\0' 'x'; echo; echo 'PASS: survived'; echo 'EXIT: STATUS=1'; exit 1;;
+tagged:*) tag=${mode#tagged:}; i=0; while [ $i -lt 300 ]; do echo "PASS: $tag line $i"; i=$((i + 1)); done; echo 'EXIT: STATUS=1'; exit 1;;
+binary) printf 'PASS: bad \377\376 bytes\n\377\000\001\n'; echo 'EXIT: STATUS=1'; exit 1;;
+signal) echo 'PASS: before the crash'; kill -SEGV $$;;
+lines:*) i=0; while [ $i -lt "${mode#lines:}" ]; do echo "PASS: line $i of $mode"; i=$((i + 1)); done; echo 'EXIT: STATUS=1'; exit 1;;
+*) echo "fake-qemu: unknown mode $mode" >&2; exit 1;;
+esac
+"#;
+
+/// A workspace with one guest crate (`xguest`, an empty image) and the fake QEMU.
+pub struct FakeWorkspace {
+    /// Keeps the directory alive.
+    pub directory: tempfile::TempDir,
+}
+
+impl FakeWorkspace {
+    /// A workspace whose unittests.toml is `config`; every table should use `file = "xguest"`.
+    pub fn new(config: &str) -> FakeWorkspace {
+        let directory = tempfile::tempdir().unwrap();
+        let root = directory.path();
+        std::fs::write(root.join("Cargo.toml"), "").unwrap();
+        std::fs::write(root.join("unittests.toml"), config).unwrap();
+        std::fs::create_dir_all(root.join("tests-x86/xguest")).unwrap();
+        let image = root.join("target/x86_64-unknown-none/release/xguest");
+        std::fs::create_dir_all(image.parent().unwrap()).unwrap();
+        std::fs::write(&image, "").unwrap();
+        std::fs::write(root.join("qemu"), FAKE_QEMU).unwrap();
+        Command::new("chmod")
+            .arg("+x")
+            .arg(root.join("qemu"))
+            .status()
+            .unwrap();
+        FakeWorkspace { directory }
+    }
+
+    /// The workspace root.
+    pub fn root(&self) -> &Path {
+        self.directory.path()
+    }
+
+    /// The fake QEMU's path.
+    pub fn qemu(&self) -> PathBuf {
+        self.root().join("qemu")
+    }
+
+    /// The runner binary in this workspace: fake QEMU, TCG, no build, clean environment.
+    pub fn runner(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_vmunit-runner"));
+        for variable in [
+            "QEMU",
+            "ACCEL",
+            "TIMEOUT",
+            "MAX_SMP",
+            "MACHINE",
+            "NO_COLOR",
+            "CARGO_TARGET_DIR",
+        ] {
+            command.env_remove(variable);
+        }
+        command
+            .current_dir(self.root())
+            .env("QEMU", self.qemu())
+            .env("ACCEL", "tcg")
+            .arg("--no-build");
+        command
+    }
+
+    /// Reads a file of the workspace.
+    pub fn read(&self, path: &str) -> String {
+        std::fs::read_to_string(self.root().join(path)).unwrap_or_else(|error| panic!("{path}: {error}"))
+    }
+}
+
+/// A config of tables named `name`, each running `xguest` with its mode.
+pub fn config_of(runs: &[(&str, &str)]) -> String {
+    runs.iter()
+        .map(|(name, mode)| format!("[{name}]\nfile = \"xguest\"\ntest_args = \"{mode}\"\n"))
+        .collect()
+}
+
+/// stdout and stderr as text.
+pub fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

@@ -1,0 +1,245 @@
+//! arm-selftest: the aarch64 runtime itself, in kvm-unit-tests' arm selftest modes:
+//! `setup smp=N mem=M` (the device tree agrees with QEMU's -smp and -m; heap, pages),
+//! `vectors-kernel` and `vectors-user` (exceptions at EL1 and from EL0, with ESR/ELR/FAR
+//! checked), and `smp` (every CPU runs and has the device tree's MPIDR).
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use vmunit::arch::device_tree::platform;
+use vmunit::arch::instructions::{
+    breakpoint, current_el, load_at, raise_undefined_instruction, supervisor_call, undefined_instruction,
+    user_load, user_supervisor_call,
+};
+use vmunit::arch::smp::{MAX_CPUS, cpu_count, current_mpidr, mpidr_of, on_cpus};
+use vmunit::arch::{ExceptionClass, mmu, run_in_user_mode};
+use vmunit::memory::{Protection, TestPage};
+use vmunit::{args, prefix, report, report_summary};
+
+vmunit::main!(main);
+
+fn main(arguments: &[&str]) -> i32 {
+    match arguments.first().copied() {
+        Some("setup") => setup(arguments),
+        Some("vectors-kernel") => vectors_kernel(),
+        Some("vectors-user") => vectors_user(),
+        Some("smp") => smp(),
+        other => {
+            report!(false, "a known mode was given (got {other:?})");
+        }
+    }
+    report_summary()
+}
+
+/// ISS.DFSC of a translation fault at level 3.
+const TRANSLATION_FAULT_LEVEL3: u64 = 0b00_0111;
+/// ISS.DFSC permission faults (levels 0-3): 0b0011xx.
+const PERMISSION_FAULT: u64 = 0b00_1100;
+
+fn setup(arguments: &[&str]) {
+    let _prefix = prefix("setup");
+    report!(
+        current_el() == 1,
+        "the runtime runs at EL1 (CurrentEL.EL {})",
+        current_el()
+    );
+    let platform = platform();
+    match args::value(arguments, "mem").and_then(|value| value.parse::<u64>().ok()) {
+        Some(mebibytes) => report!(
+            platform.memory_size() == mebibytes << 20,
+            "the DTB's memory is mem={mebibytes} MiB (got {} bytes in {} ranges)",
+            platform.memory_size(),
+            platform.memory_count
+        ),
+        None => report!(false, "a mem=<MiB> argument was given"),
+    };
+    match args::value(arguments, "smp").and_then(|value| value.parse::<usize>().ok()) {
+        Some(cpus) => report!(
+            platform.cpus_listed == cpus && cpu_count() == cpus.min(MAX_CPUS),
+            "the DTB lists smp={cpus} CPUs (got {})",
+            platform.cpus_listed
+        ),
+        None => report!(false, "an smp=<count> argument was given"),
+    };
+    report!(
+        current_mpidr() == mpidr_of(0),
+        "the boot CPU is the DTB's first CPU (MPIDR {:#x}, DTB {:#x})",
+        current_mpidr(),
+        mpidr_of(0)
+    );
+    report!(platform.uart.is_some(), "the DTB names a PL011 UART");
+    report!(platform.psci.is_some(), "the DTB names a PSCI conduit");
+    let accel = vmunit::env("ACCEL");
+    report!(
+        matches!(accel, Some("tcg" | "kvm")),
+        "the runner's guest environment arrives through fw_cfg (ACCEL={accel:?})"
+    );
+
+    let numbers: alloc::vec::Vec<u64> = (0..10_000).collect();
+    report!(
+        numbers.iter().sum::<u64>() == 49_995_000,
+        "a 10000-element Vec holds what was pushed"
+    );
+
+    let page = TestPage::new();
+    report!(
+        mmu::translate(page.address()) == Some(page.frame()),
+        "a TestPage translates to its frame"
+    );
+    report!(
+        page.write(8, 0x1234_5678).is_ok() && page.read(8) == Ok(0x1234_5678),
+        "a TestPage reads back what was written"
+    );
+    page.protect(Protection::READ_ONLY);
+    let write = page.write(16, 1);
+    report!(
+        matches!(write, Err(exception) if exception.class == ExceptionClass::DATA_ABORT
+            && exception.far == page.address() + 16
+            && exception.iss() & 0b11_1100 == PERMISSION_FAULT
+            && exception.iss() & (1 << 6) != 0),
+        "a write to a read-only page is a permission-fault write data abort at its address ({write:?})"
+    );
+    page.unmap();
+    let read = page.read(0);
+    report!(
+        matches!(read, Err(exception) if exception.class == ExceptionClass::DATA_ABORT
+            && exception.far == page.address()
+            && exception.iss() & 0x3f == TRANSLATION_FAULT_LEVEL3),
+        "a read of an unmapped page is a level-3 translation fault at its address ({read:?})"
+    );
+    report!(
+        mmu::translate(page.address()).is_none(),
+        "an unmapped page does not translate"
+    );
+    let null = vmunit::arch::instructions::probe_read(0);
+    report!(
+        matches!(null, Err(exception) if exception.class == ExceptionClass::DATA_ABORT && exception.far == 0),
+        "a null pointer read is a data abort at address 0 (got {null:?})"
+    );
+}
+
+fn vectors_kernel() {
+    let _prefix = prefix("vectors-kernel");
+    let (result, address) = undefined_instruction();
+    report!(
+        matches!(result, Err(exception) if exception.class == ExceptionClass::UNKNOWN
+            && exception.elr == address && !exception.from_user),
+        "UDF raises an EC 0x00 exception with ELR at the UDF ({address:#x}; got {result:?})"
+    );
+    let (result, address) = supervisor_call::<0x123>();
+    report!(
+        matches!(result, Err(exception) if exception.class == ExceptionClass::SVC64
+            && exception.iss() & 0xffff == 0x123 && exception.elr == address),
+        "SVC #0x123 raises SVC64 with its immediate and ELR after it ({address:#x}; got {result:?})"
+    );
+    let (result, address) = breakpoint::<0x42>();
+    report!(
+        matches!(result, Err(exception) if exception.class == ExceptionClass::BRK64
+            && exception.iss() & 0xffff == 0x42 && exception.elr == address),
+        "BRK #0x42 raises BRK64 with its immediate and ELR at the BRK ({address:#x}; got {result:?})"
+    );
+    let page = TestPage::new();
+    page.unmap();
+    let (result, address) = load_at(page.address() + 0x18);
+    report!(
+        matches!(result, Err(exception) if exception.class == ExceptionClass::DATA_ABORT
+            && exception.elr == address && exception.far == page.address() + 0x18
+            && exception.iss() & 0x3f == TRANSLATION_FAULT_LEVEL3),
+        "a load from an unmapped page is a data abort with ELR at the load and FAR at the address ({address:#x}; got {result:?})"
+    );
+    let nested = vmunit::catch_exception(|| {
+        let inner = undefined_instruction().0.is_err();
+        raise_undefined_instruction();
+        inner
+    });
+    report!(
+        matches!(nested, Err(exception) if exception.class == ExceptionClass::UNKNOWN),
+        "nested catch_exception: the inner catch returns and the outer one still catches"
+    );
+}
+
+fn vectors_user() {
+    let _prefix = prefix("vectors-user");
+    let result = run_in_user_mode(|| core::hint::black_box(6) * 7);
+    report!(
+        result == Ok(42),
+        "a closure runs at EL0 and returns its value (got {result:?})"
+    );
+    let result = run_in_user_mode(raise_undefined_instruction);
+    report!(
+        matches!(result, Err(exception) if exception.class == ExceptionClass::UNKNOWN && exception.from_user),
+        "UDF at EL0 raises EC 0x00 taken from EL0 (got {result:?})"
+    );
+    let result = run_in_user_mode(user_supervisor_call);
+    report!(
+        matches!(result, Err(exception) if exception.class == ExceptionClass::SVC64
+            && exception.from_user && exception.iss() & 0xffff == 0),
+        "SVC #0 at EL0 raises SVC64 from EL0 (got {result:?})"
+    );
+    let page = TestPage::new();
+    page.unmap();
+    let address = page.address();
+    let result = run_in_user_mode(|| user_load(address));
+    report!(
+        matches!(result, Err(exception) if exception.class == ExceptionClass::DATA_ABORT_LOWER
+            && exception.far == address && exception.iss() & 0x3f == TRANSLATION_FAULT_LEVEL3),
+        "a load from an unmapped page at EL0 is a lower-EL data abort at its address (got {result:?})"
+    );
+    let kernel_page = TestPage::new();
+    let address = kernel_page.address();
+    let result = run_in_user_mode(|| user_load(address));
+    report!(
+        matches!(result, Err(exception) if exception.class == ExceptionClass::DATA_ABORT_LOWER
+            && exception.far == address && exception.iss() & 0b11_1100 == PERMISSION_FAULT),
+        "a load from an EL1-only page at EL0 is a permission fault (got {result:?})"
+    );
+    kernel_page.protect(Protection {
+        write: true,
+        execute: false,
+        user: true,
+    });
+    report!(
+        kernel_page.write(0, 99).is_ok(),
+        "the page can be made user-accessible"
+    );
+    let result = run_in_user_mode(|| user_load(address));
+    report!(result == Ok(99), "EL0 then reads it (got {result:?})");
+}
+
+static SEEN_MPIDR: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(u64::MAX) }; MAX_CPUS];
+static RAN: AtomicUsize = AtomicUsize::new(0);
+
+fn record(cpu: usize) {
+    SEEN_MPIDR[cpu].store(current_mpidr(), Ordering::Release);
+    RAN.fetch_add(1, Ordering::AcqRel);
+}
+
+fn smp() {
+    let _prefix = prefix("smp");
+    let count = cpu_count();
+    report!(count >= 2, "there are at least 2 CPUs (got {count})");
+    on_cpus(record);
+    report!(
+        RAN.load(Ordering::Acquire) == count,
+        "every CPU ran the function once ({} of {count})",
+        RAN.load(Ordering::Acquire)
+    );
+    for (cpu, seen) in SEEN_MPIDR.iter().enumerate().take(count) {
+        let seen = seen.load(Ordering::Acquire);
+        report!(
+            seen == mpidr_of(cpu),
+            "CPU {cpu} has the DTB's MPIDR {:#x} (got {seen:#x})",
+            mpidr_of(cpu)
+        );
+    }
+    on_cpus(record);
+    report!(
+        RAN.load(Ordering::Acquire) == 2 * count,
+        "a second round runs on every CPU again ({} of {})",
+        RAN.load(Ordering::Acquire),
+        2 * count
+    );
+}

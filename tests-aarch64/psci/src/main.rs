@@ -1,0 +1,125 @@
+//! psci: the PSCI firmware interface (QEMU's): version, PSCI_FEATURES, an invalid function,
+//! and with two or more CPUs CPU_ON, AFFINITY_INFO, CPU_OFF and CPU_ON of a CPU already on.
+#![no_std]
+#![no_main]
+
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use vmunit::arch::psci::{self, affinity, function, status};
+use vmunit::arch::smp::{cpu_count, cpu_off, mpidr_of, on_cpu, on_cpu_async, start_cpu};
+use vmunit::arch::timer;
+use vmunit::{report, report_skip, report_summary};
+
+vmunit::main!(main);
+
+/// A function number in the PSCI range that PSCI does not define.
+const UNDEFINED_FUNCTION: u32 = 0x8400_001f;
+
+fn main(_arguments: &[&str]) -> i32 {
+    let (major, minor) = psci::version();
+    report!(
+        major == 1 || (major, minor) == (0, 2),
+        "PSCI_VERSION is 0.2 or 1.x (got {major}.{minor})"
+    );
+    let result = psci::call(UNDEFINED_FUNCTION, 0, 0, 0);
+    report!(
+        result == status::NOT_SUPPORTED,
+        "an undefined function id returns NOT_SUPPORTED (got {result})"
+    );
+    if major >= 1 {
+        let features = psci::call(function::FEATURES, u64::from(function::CPU_ON), 0, 0);
+        report!(
+            features >= 0,
+            "PSCI_FEATURES says CPU_ON is implemented (got {features})"
+        );
+        let features = psci::call(function::FEATURES, u64::from(UNDEFINED_FUNCTION), 0, 0);
+        report!(
+            features == status::NOT_SUPPORTED,
+            "PSCI_FEATURES of an undefined function is NOT_SUPPORTED (got {features})"
+        );
+    }
+    let result = psci::affinity_info(mpidr_of(0));
+    report!(
+        result == affinity::ON,
+        "AFFINITY_INFO of the boot CPU is ON (got {result})"
+    );
+    if cpu_count() < 2 {
+        report_skip!("CPU_ON and CPU_OFF need -smp 2 or more");
+    } else {
+        cpu_on_off();
+    }
+    report_summary()
+}
+
+static RAN_ON: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+fn record(cpu: usize) {
+    RAN_ON.store(cpu, Ordering::Release);
+}
+
+fn turn_off(cpu: usize) {
+    cpu_off(cpu);
+}
+
+/// Polls AFFINITY_INFO of `mpidr` until it is `wanted` or a second of counter time passed.
+fn wait_for_affinity(mpidr: u64, wanted: i64) -> i64 {
+    let deadline = timer::virtual_count() + timer::frequency();
+    loop {
+        let state = psci::affinity_info(mpidr);
+        if state == wanted || timer::virtual_count() > deadline {
+            return state;
+        }
+    }
+}
+
+fn cpu_on_off() {
+    let mpidr = mpidr_of(1);
+    let state = psci::affinity_info(mpidr);
+    report!(
+        state == affinity::OFF,
+        "AFFINITY_INFO of CPU 1 before CPU_ON is OFF (got {state})"
+    );
+    let result = start_cpu(1);
+    report!(
+        result == status::SUCCESS,
+        "CPU_ON of CPU 1 succeeds (got {result})"
+    );
+    on_cpu(1, record);
+    report!(
+        RAN_ON.load(Ordering::Acquire) == 1,
+        "CPU 1 runs a function after CPU_ON"
+    );
+    let state = psci::affinity_info(mpidr);
+    report!(
+        state == affinity::ON,
+        "AFFINITY_INFO of CPU 1 is ON (got {state})"
+    );
+    // The entry address is never used: the CPU is already on.
+    let result = psci::cpu_on(mpidr, 0x4010_0000, 1);
+    report!(
+        result == status::ALREADY_ON,
+        "CPU_ON of a CPU that is on returns ALREADY_ON (got {result})"
+    );
+    let result = psci::cpu_on(0xff_ff00, 0x4010_0000, 0);
+    report!(
+        result == status::INVALID_PARAMETERS,
+        "CPU_ON of an MPIDR with no CPU returns INVALID_PARAMETERS (got {result})"
+    );
+    on_cpu_async(1, turn_off);
+    let state = wait_for_affinity(mpidr, affinity::OFF);
+    report!(
+        state == affinity::OFF,
+        "after CPU_OFF, AFFINITY_INFO of CPU 1 is OFF (got {state})"
+    );
+    RAN_ON.store(usize::MAX, Ordering::Release);
+    let result = start_cpu(1);
+    report!(
+        result == status::SUCCESS,
+        "CPU_ON of CPU 1 again succeeds (got {result})"
+    );
+    on_cpu(1, record);
+    report!(
+        RAN_ON.load(Ordering::Acquire) == 1,
+        "CPU 1 runs a function after the second CPU_ON"
+    );
+}
