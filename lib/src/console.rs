@@ -19,6 +19,31 @@ pub fn print(arguments: fmt::Arguments<'_>) {
     let _ = CONSOLE.lock().write_fmt(arguments);
 }
 
+/// A byte the host sent to the console (the serial port's input), if one is waiting.
+pub fn read_byte() -> Option<u8> {
+    CONSOLE.lock().read_byte()
+}
+
+/// Reads one line of console input into `line` (without the `\r\n` or `\n`), polling until
+/// it ends, the buffer is full, or `give_up()` says to stop; returns the bytes read, or `None`
+/// when it gave up with no line.
+pub fn read_line(line: &mut [u8], mut give_up: impl FnMut() -> bool) -> Option<usize> {
+    let mut length = 0;
+    while length < line.len() {
+        match read_byte() {
+            Some(b'\n') => return Some(length),
+            Some(b'\r') => {}
+            Some(byte) => {
+                line[length] = byte;
+                length += 1;
+            }
+            None if give_up() => return None,
+            None => core::hint::spin_loop(),
+        }
+    }
+    Some(length)
+}
+
 /// Frees the console lock if the code that an exception or panic interrupted held it, so
 /// that the report of what went wrong can be printed. Only for the abort path.
 pub(crate) fn emergency_unlock() {

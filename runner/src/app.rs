@@ -915,13 +915,18 @@ fn run_one(
         live,
         observer: Some(&mut observe),
     };
-    let (outcome, duration) = match execute::execute(&command, timeout, sinks) {
+    let (outcome, duration) = match execute::execute_interactive(&command, timeout, sinks, &entry.expect) {
         Ok(execution) => {
             let method = ArchProfile::of(arch).exit_method;
-            (
-                classify(execution.exit, &execution.transcript, method),
-                execution.duration,
-            )
+            let outcome = classify(execution.exit, &execution.transcript, method);
+            // A failed console script fails the run; a run that failed anyway keeps its reason.
+            let outcome = match execution.script_failure {
+                Some(failure) if outcome.verdict() != Verdict::Fail => Outcome::Fail {
+                    reason: format!("console script: {failure}"),
+                },
+                _ => outcome,
+            };
+            (outcome, execution.duration)
         }
         Err(ExecuteError::Interrupted) => return None,
         Err(error @ ExecuteError::Spawn { .. }) => (

@@ -344,6 +344,53 @@ impl<'de> Deserialize<'de> for Requirement {
     }
 }
 
+/// How long an `expect` step waits when it names no `timeout`.
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One step of an `expect` script: `{ send = "text" }` writes the text to the guest's console
+/// (the serial port's input), `{ expect = "text", timeout = "5s" }` waits for an output line
+/// that contains the text.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawStep")]
+pub enum Step {
+    /// Send this text to the guest.
+    Send(String),
+    /// Wait, at most `timeout`, for a serial line containing `text`.
+    Expect {
+        /// The text to find in a line.
+        text: String,
+        /// How long to wait for it.
+        timeout: Duration,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    send: Option<String>,
+    expect: Option<String>,
+    timeout: Option<TimeoutSetting>,
+}
+
+impl TryFrom<RawStep> for Step {
+    type Error = String;
+
+    fn try_from(raw: RawStep) -> Result<Self, Self::Error> {
+        match (raw.send, raw.expect, raw.timeout) {
+            (Some(text), None, None) => Ok(Step::Send(text)),
+            (None, Some(text), timeout) if !text.is_empty() => Ok(Step::Expect {
+                text,
+                timeout: timeout.map_or(DEFAULT_STEP_TIMEOUT, |setting| setting.0),
+            }),
+            (None, Some(_), _) => Err("an `expect` step needs non-empty text".to_owned()),
+            (Some(_), None, Some(_)) => Err("a `send` step takes no `timeout`".to_owned()),
+            _ => Err(
+                "each step is either { send = \"...\" } or { expect = \"...\", timeout = ... }".to_owned(),
+            ),
+        }
+    }
+}
+
 /// The `disabled_if` key: a condition under which the run is skipped. Every key given must
 /// match; at least one must be given.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -435,6 +482,8 @@ pub fn check_variable(key: &str, value: &str) -> Result<(), String> {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEntry {
+    #[serde(default)]
+    expect: Vec<Step>,
     file: Option<String>,
     arch: Option<toml::Spanned<Arch>>,
     smp: Option<Smp>,
@@ -488,6 +537,8 @@ pub struct TestEntry {
     pub disabled_if: Option<Condition>,
     /// Extra guest environment variables (`env = { KEY = "VALUE" }`).
     pub env: Vec<(String, String)>,
+    /// The `expect` script: console input to send and output to wait for, in order.
+    pub expect: Vec<Step>,
 }
 
 impl TestEntry {
@@ -509,6 +560,7 @@ impl TestEntry {
             disabled: None,
             disabled_if: None,
             env: Vec::new(),
+            expect: Vec::new(),
         }
     }
 
@@ -631,6 +683,7 @@ impl Config {
                 disabled: raw.disabled,
                 disabled_if: raw.disabled_if,
                 env: raw.env.0,
+                expect: raw.expect,
                 name,
             })
             .collect();

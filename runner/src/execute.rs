@@ -4,7 +4,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Mutex, MutexGuard};
 use std::thread;
@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
+use crate::config::Step;
 use crate::outcome::{ProcessExit, Stream, Transcript};
 use crate::qemu::QemuCommand;
 
@@ -109,6 +110,8 @@ pub struct Execution {
     pub transcript: Transcript,
     /// Wall time from spawn to exit.
     pub duration: Duration,
+    /// Why the `expect` script failed, if it did (the run then failed, whatever QEMU said).
+    pub script_failure: Option<String>,
 }
 
 enum Event {
@@ -122,6 +125,95 @@ pub fn execute(
     timeout: Option<Duration>,
     sinks: Sinks<'_>,
 ) -> Result<Execution, ExecuteError> {
+    execute_interactive(command, timeout, sinks, &[])
+}
+
+/// Where an `expect` script stands during a run.
+struct Script<'a> {
+    steps: &'a [Step],
+    /// The step being carried out.
+    next: usize,
+    /// When the current `expect` step gives up.
+    step_deadline: Option<Instant>,
+    input: Option<ChildStdin>,
+    failure: Option<String>,
+}
+
+impl Script<'_> {
+    /// Sends every `send` step from the current one on, up to the next `expect`, and starts
+    /// that step's clock.
+    fn advance(&mut self) {
+        while let Some(step) = self.steps.get(self.next) {
+            match step {
+                Step::Send(text) => {
+                    let sent = self
+                        .input
+                        .as_mut()
+                        .map(|input| input.write_all(text.as_bytes()).and_then(|()| input.flush()));
+                    if let Some(Err(error)) = sent {
+                        self.failure = Some(format!(
+                            "step {}: sending {text:?} failed: {error}",
+                            self.next + 1
+                        ));
+                        return;
+                    }
+                    self.next += 1;
+                }
+                Step::Expect { timeout, .. } => {
+                    self.step_deadline = Some(Instant::now() + *timeout);
+                    return;
+                }
+            }
+        }
+        // Done: the guest's input ends here.
+        self.step_deadline = None;
+        self.input = None;
+    }
+
+    /// Checks a serial line against the current `expect` step.
+    fn saw(&mut self, line: &str) {
+        if let Some(Step::Expect { text, .. }) = self.steps.get(self.next)
+            && line.contains(text.as_str())
+        {
+            self.next += 1;
+            self.advance();
+        }
+    }
+
+    /// The current step timed out.
+    fn timed_out(&mut self) {
+        if let Some(Step::Expect { text, timeout }) = self.steps.get(self.next) {
+            self.failure = Some(format!(
+                "expect step {}: no line with {text:?} within {}s",
+                self.next + 1,
+                timeout.as_secs_f64()
+            ));
+        }
+        self.step_deadline = None;
+    }
+
+    /// After the run: a step still waiting is a failure too.
+    fn finish(&mut self) {
+        if self.failure.is_none()
+            && let Some(Step::Expect { text, .. }) = self.steps.get(self.next)
+        {
+            self.failure = Some(format!(
+                "expect step {}: QEMU ended before a line with {text:?}",
+                self.next + 1
+            ));
+        }
+    }
+}
+
+/// Runs `command` like [`execute`], feeding its serial input from an `expect` script: `send`
+/// steps are written to QEMU's stdin (`-serial stdio`), `expect` steps wait for a serial line.
+/// A step that times out kills QEMU and fails the run.
+pub fn execute_interactive(
+    command: &QemuCommand,
+    timeout: Option<Duration>,
+    sinks: Sinks<'_>,
+    steps: &[Step],
+) -> Result<Execution, ExecuteError> {
     let Sinks {
         mut log,
         live,
@@ -130,7 +222,11 @@ pub fn execute(
     let mut process = Command::new(&command.program);
     process
         .args(&command.args)
-        .stdin(Stdio::null())
+        .stdin(if steps.is_empty() {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
@@ -164,6 +260,14 @@ pub fn execute(
     drop(sender);
 
     let deadline = timeout.map(|timeout| start + timeout);
+    let mut script = Script {
+        steps,
+        next: 0,
+        step_deadline: None,
+        input: child.stdin.take(),
+        failure: None,
+    };
+    script.advance();
     let mut transcript = Transcript::new();
     let mut open = readers.len();
     let mut killed: Option<Option<Duration>> = None;
@@ -185,13 +289,19 @@ pub fn execute(
         transcript.push(stream, line)
     };
     while open > 0 {
-        let wait_until = drain_until.or(deadline);
+        let wait_until = match (drain_until.or(deadline), script.step_deadline) {
+            (Some(run), Some(step)) => Some(run.min(step)),
+            (run, step) => run.or(step),
+        };
         let event = match wait_until {
             Some(until) => receiver.recv_timeout(until.saturating_duration_since(Instant::now())),
             None => receiver.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
         match event {
             Ok(Event::Line(stream, line)) => {
+                if stream == Stream::Serial {
+                    script.saw(&line);
+                }
                 if record(stream, &line, &mut transcript) && killed.is_none() {
                     terminate(&mut child, group);
                     killed = Some(None);
@@ -199,6 +309,14 @@ pub fn execute(
                 }
             }
             Ok(Event::Closed) => open -= 1,
+            Err(RecvTimeoutError::Timeout)
+                if killed.is_none() && script.step_deadline.is_some_and(|step| Instant::now() >= step) =>
+            {
+                script.timed_out();
+                terminate(&mut child, group);
+                killed = Some(None);
+                drain_until = Some(Instant::now() + DRAIN_TIME);
+            }
             Err(RecvTimeoutError::Timeout) if killed.is_none() => {
                 terminate(&mut child, group);
                 killed = Some(timeout);
@@ -236,10 +354,12 @@ pub fn execute(
         Some(Some(after)) => ProcessExit::TimedOut(after),
         _ => process_exit(status),
     };
+    script.finish();
     Ok(Execution {
         exit,
         transcript,
         duration,
+        script_failure: script.failure,
     })
 }
 

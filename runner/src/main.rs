@@ -11,6 +11,7 @@ use vmunit_runner::execute;
 use vmunit_runner::output::{self, Format};
 use vmunit_runner::select::Selection;
 use vmunit_runner::workspace;
+use vmunit_runner::{eprintln, println};
 
 const ENVIRONMENT_HELP: &str = "\
 Environment variables:

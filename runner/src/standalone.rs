@@ -165,6 +165,9 @@ pub fn script(entry: &TestEntry, arch: Arch, image: &[u8]) -> std::io::Result<Ve
 /// machine the script runs on (the accelerator, /dev/kvm, root, QEMU's devices) is tested there.
 fn rules(entry: &TestEntry, profile: &ArchProfile) -> String {
     let mut lines = String::new();
+    if !entry.expect.is_empty() {
+        lines.push_str("result SKIP 'needs the runner: its expect script talks to the console' 0\n");
+    }
     if let Some(reason) = &entry.disabled {
         let _ = writeln!(
             lines,

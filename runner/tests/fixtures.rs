@@ -143,6 +143,11 @@ fn check(report: &Report, kvm: bool) {
         "fixture-subtests-selected",
         |outcome| matches!(outcome, Outcome::Pass { summary: Some(summary) } if summary == "3 tests"),
     );
+    // A console script whose line never comes fails the run, though the guest passed.
+    expect("fixture-console-timeout", |outcome| {
+        matches!(outcome, Outcome::Fail { reason }
+            if reason == "console script: expect step 1: QEMU ended before a line with \"a line that never comes\"")
+    });
     assert_eq!(
         outcome("fixture-hang"),
         Outcome::Timeout {

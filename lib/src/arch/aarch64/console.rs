@@ -7,6 +7,8 @@ const DATA: u64 = 0x00;
 /// The PL011's flag register; bit 5 is TXFF (transmit FIFO full).
 const FLAGS: u64 = 0x18;
 const TRANSMIT_FULL: u32 = 1 << 5;
+/// Flag register bit 4, RXFE: the receive FIFO is empty.
+const RECEIVE_EMPTY: u32 = 1 << 4;
 
 /// The serial port the runtime prints to.
 pub struct Console {
@@ -22,6 +24,20 @@ impl Console {
     /// Uses the PL011 the device tree names (QEMU's firmware-less boot leaves it enabled).
     pub fn init(&mut self) {
         self.base = super::device_tree::platform().uart;
+    }
+
+    /// A byte the host sent, if one is waiting (the receive FIFO is not empty).
+    pub fn read_byte(&mut self) -> Option<u8> {
+        let base = self.base?;
+        let flags = (base + FLAGS) as usize as *const u32;
+        let data = (base + DATA) as usize as *const u32;
+        // SAFETY: `base` is the device tree's PL011, identity mapped as device memory; reading
+        // the flag register has no side effect.
+        if unsafe { flags.read_volatile() } & RECEIVE_EMPTY != 0 {
+            return None;
+        }
+        // SAFETY: as above; reading the data register takes the byte out of the receive FIFO.
+        Some(unsafe { data.read_volatile() } as u8)
     }
 
     fn send(base: u64, byte: u8) {

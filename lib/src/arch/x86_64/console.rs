@@ -24,6 +24,13 @@ impl Console {
     }
 }
 
+impl Console {
+    /// A byte the host sent, if one is waiting in the receive buffer.
+    pub fn read_byte(&mut self) -> Option<u8> {
+        self.0.as_mut()?.inner_mut().try_receive_byte().ok()
+    }
+}
+
 impl Default for Console {
     fn default() -> Self {
         Console::new()
