@@ -19,7 +19,7 @@ Environment variables:
   ACCEL     accelerator, kvm or tcg (default: kvm when /dev/kvm is usable, else tcg)
   TIMEOUT   timeout for every test, overriding unittests.toml (\"90s\", \"2m\"; 0 disables)
   MAX_SMP   CPU count for smp = \"max\" and upper bound for every smp value (default: nproc)
-  MACHINE   QEMU machine type for every test (default: q35 on x86_64, virt on aarch64)
+  MACHINE   QEMU machine type for every test (default: microvm on x86_64, virt on aarch64)
   NO_COLOR  when set and not empty, no colour even on a terminal
 
 Exit status: 0 all passed or skipped, 1 a test failed, 2 usage, config or build error,

@@ -34,10 +34,12 @@ pub struct ArchProfile {
     pub cpu_kvm: &'static str,
 }
 
-/// x86_64: q35, qboot, isa-debug-exit.
+/// x86_64: microvm, qboot, isa-debug-exit. microvm (no PCI, no ACPI tables) boots twice as fast
+/// as q35 under this project's software KVM (0.13 s against 0.25 s, BENCHMARKS.md); tests that
+/// need PCI, ACPI or a richer topology name `machine = "q35"`.
 pub const X86_64: ArchProfile = ArchProfile {
     arch: Arch::X86_64,
-    default_machine: "q35",
+    default_machine: "microvm",
     exit_options: &["-device", "isa-debug-exit,iobase=0xf4,iosize=0x4"],
     exit_method: ExitMethod::StatusDevice,
     qboot: true,

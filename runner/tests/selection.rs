@@ -141,6 +141,7 @@ fn probe_maxsmp_reads_qemus_limits() {
         let output = workspace
             .runner()
             .env("QEMU", &probe)
+            .env("MACHINE", "q35")
             .args(["--probe-maxsmp", "--accel", accel])
             .output()
             .unwrap();
