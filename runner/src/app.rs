@@ -850,6 +850,9 @@ fn log_path(directory: &Path, name: &str) -> PathBuf {
     directory.join(format!("{}.log", name.replace(['/', '\\'], "_")))
 }
 
+/// How many of a failed run's `FAIL:` lines are shown under its verdict.
+const SHOWN_FAIL_LINES: usize = 3;
+
 /// Runs one planned run to its result.
 fn run_one(
     options: &Options,
@@ -915,8 +918,17 @@ fn run_one(
         live,
         observer: Some(&mut observe),
     };
+    // The first failing report lines, shown under a FAIL so that it says what failed.
+    let mut failure_lines: Vec<String> = Vec::new();
     let (outcome, duration) = match execute::execute_interactive(&command, timeout, sinks, &entry.expect) {
         Ok(execution) => {
+            failure_lines = execution
+                .transcript
+                .fail_lines()
+                .iter()
+                .take(SHOWN_FAIL_LINES)
+                .cloned()
+                .collect();
             let method = ArchProfile::of(arch).exit_method;
             let outcome = classify(execution.exit, &execution.transcript, method);
             // A failed console script fails the run; a run that failed anyway keeps its reason.
@@ -936,11 +948,14 @@ fn run_one(
             Duration::ZERO,
         ),
     };
-    let notes = if outcome.verdict() == Verdict::Fail && !crashes.addresses().is_empty() {
+    let mut notes = if outcome.verdict() == Verdict::Fail && !crashes.addresses().is_empty() {
         symbolise::notes(&image, crashes.addresses(), &options.workspace)
     } else {
         Vec::new()
     };
+    if outcome.verdict() == Verdict::Fail {
+        notes.extend(failure_lines);
+    }
     if let Some(mut log) = log {
         let _ = writeln!(log, "{}", outcome.report_line(&entry.name));
         for note in &notes {

@@ -192,6 +192,11 @@ impl Transcript {
         }
     }
 
+    /// The first `FAIL:` lines the guest printed (at most ten), whole.
+    pub fn fail_lines(&self) -> &[String] {
+        &self.fail_lines
+    }
+
     /// The recent serial lines.
     pub fn serial_lines(&self) -> impl Iterator<Item = &str> {
         self.serial.iter().map(String::as_str)

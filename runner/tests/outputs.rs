@@ -41,7 +41,8 @@ fn tap() {
     let expected_start = "TAP version 13\n1..5\n    # Subtest: good\n    ok 1 - first check\n    \
                           ok 2 - second \\# check\n    1..2\nok 1 - good (2 tests)\n    # Subtest: bad\n    \
                           ok 1 - a check that holds\n    not ok 2 - a check that fails\n    1..2\nnot ok 2 - bad\n  ---\n  \
-                          outcome: fail\n  message: \"1 unexpected failures\"\n  log: ";
+                          outcome: fail\n  message: \"1 unexpected failures\"\n  \
+                          # FAIL: a check that fails\n  log: ";
     assert!(stdout.starts_with(expected_start), "{stdout}");
     assert!(
         stdout.contains("    ok 1 - nothing to do # SKIP\n    1..1\nok 3 - empty # SKIP nothing to do\n"),

@@ -1,0 +1,157 @@
+//! reproducers: one minimal subtest per known defect of this project's software KVM (kvm_pvm),
+//! each the smallest check that shows it and each its own unittests.toml entry (group
+//! `reproducers`), named after what it shows. Each passes where the architecture is followed
+//! (TCG, or hardware KVM, unless a comment says otherwise) and shows the defect under kvm_pvm:
+//! a FAIL line, or a "KVM internal error" that the runner reports as a hypervisor error.
+//!
+//! The x86 SSE, XGETBV/XSETBV and CLWB defects have crates of their own (sse-instruction,
+//! xgetbv-xsetbv, clwb).
+#![no_std]
+#![no_main]
+
+use vmunit::arch::instructions::{
+    Register, has_feature, int3, rdmsr_safe, rdtsc, rdtscp_safe, read_cr0, read_cr4, read_dr6,
+    software_interrupt, write_cr0_safe, write_cr4_safe, write_dr6, wrmsr_safe,
+};
+use vmunit::arch::probes::{fninit_at, fwait_at, watched_store};
+use vmunit::{Vector, report, report_skip, trap_exceptions};
+
+vmunit::subtests!();
+
+const PAT: u32 = 0x277;
+const TSC: u32 = 0x10;
+const SPEC_CTRL: u32 = 0x48;
+const CR0_MP: u64 = 1 << 1;
+const CR0_TS: u64 = 1 << 3;
+
+/// INT3 delivers #BP through the IDT and resumes after it (kvm_pvm: KVM internal error).
+#[vmunit::test]
+fn int3_delivers_breakpoint() {
+    let (after, traps) = trap_exceptions(&[Vector::BP], int3);
+    report!(
+        traps.len() == 1 && traps[0].rip == after,
+        "INT3 raises one #BP that resumes at {after:#x} (got {traps:x?})"
+    );
+}
+
+/// INT n to a vector above 31 enters its gate (kvm_pvm: KVM internal error).
+#[vmunit::test]
+fn int_n_enters_its_gate() {
+    let (after, traps) = trap_exceptions(&[Vector(32)], software_interrupt::<32>);
+    report!(
+        traps.len() == 1 && traps[0].rip == after,
+        "INT 32 enters vector 32 and resumes at {after:#x} (got {traps:x?})"
+    );
+}
+
+/// RDTSCP raises #UD where CPUID does not advertise it (its entry hides it with -rdtscp;
+/// kvm_pvm: KVM internal error).
+#[vmunit::test]
+fn unadvertised_rdtscp_raises_invalid_opcode() {
+    if has_feature(0x8000_0001, 0, Register::Edx, 27) {
+        report_skip!("RDTSCP is advertised (CPUID.80000001H:EDX[27]); run with -cpu ...,-rdtscp");
+        return;
+    }
+    let result = rdtscp_safe();
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::UD),
+        "RDTSCP unadvertised raises #UD (got {result:x?})"
+    );
+}
+
+/// WAIT with CR0.TS and CR0.MP set raises #NM (kvm_pvm: KVM internal error).
+#[vmunit::test]
+fn wait_with_task_switched_raises_device_not_available() {
+    let cr0 = read_cr0();
+    let _ = fninit_at();
+    let set = write_cr0_safe(cr0 | CR0_TS | CR0_MP);
+    let (result, address) = fwait_at();
+    let restored = write_cr0_safe(cr0);
+    report!(
+        set.is_ok()
+            && restored.is_ok()
+            && matches!(result, Err(exception) if exception.vector == Vector::NM && exception.rip == address),
+        "WAIT with CR0.TS and MP raises #NM at {address:#x} (got {result:x?})"
+    );
+}
+
+/// WRMSR of an invalid memory type (2) into IA32_PAT raises #GP (kvm_pvm accepts it).
+#[vmunit::test]
+fn pat_rejects_invalid_memory_types() {
+    let Ok(original) = rdmsr_safe(PAT) else {
+        report_skip!("IA32_PAT cannot be read");
+        return;
+    };
+    let invalid = (original & !0xff) | 0x02;
+    let result = wrmsr_safe(PAT, invalid);
+    if result.is_ok() {
+        let _ = wrmsr_safe(PAT, original);
+    }
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::GP),
+        "WRMSR(IA32_PAT, {invalid:#x}) with memory type 2 raises #GP (got {result:x?})"
+    );
+}
+
+/// WRMSR to IA32_TSC moves RDTSC to the written value (kvm_pvm stores it and RDTSC ignores
+/// it; QEMU's TCG ignores the write altogether).
+#[vmunit::test]
+fn tsc_write_moves_rdtsc() {
+    let before = rdtsc();
+    let target = before.wrapping_add(1 << 40);
+    let written = wrmsr_safe(TSC, target);
+    let read = rdtsc();
+    let _ = wrmsr_safe(TSC, before.wrapping_add(read.wrapping_sub(target)));
+    report!(
+        written.is_ok() && read.wrapping_sub(target) < 1 << 32,
+        "after WRMSR(IA32_TSC, {target:#x}) RDTSC reads it plus a little (got {read:#x}, WRMSR {written:x?})"
+    );
+}
+
+/// RDMSR of IA32_SPEC_CTRL raises #GP when CPUID advertises none of IBRS, STIBP or SSBD
+/// (kvm_pvm reads it anyway).
+#[vmunit::test]
+fn unadvertised_spec_ctrl_raises_general_protection() {
+    let advertised = has_feature(7, 0, Register::Edx, 26)
+        || has_feature(7, 0, Register::Edx, 27)
+        || has_feature(7, 0, Register::Edx, 31)
+        || has_feature(0x8000_0008, 0, Register::Ebx, 14)
+        || has_feature(0x8000_0008, 0, Register::Ebx, 15)
+        || has_feature(0x8000_0008, 0, Register::Ebx, 24);
+    if advertised {
+        report_skip!("CPUID advertises a SPEC_CTRL feature");
+        return;
+    }
+    let result = rdmsr_safe(SPEC_CTRL);
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::GP),
+        "RDMSR(IA32_SPEC_CTRL) without the feature raises #GP (got {result:x?})"
+    );
+}
+
+/// A data breakpoint (DR0, write, 8 bytes) fires after the watched store (kvm_pvm never fires).
+#[vmunit::test]
+fn data_breakpoint_fires() {
+    write_dr6(0xffff_0ff0);
+    let ((after, _), traps) = trap_exceptions(&[Vector::DB], || watched_store(0x5a5a));
+    let dr6 = read_dr6();
+    report!(
+        traps.len() == 1 && traps[0].rip == after && dr6 & 1 != 0,
+        "a store to the watched word raises one #DB after it with DR6.B0 (got {traps:x?}, DR6 {dr6:#x})"
+    );
+}
+
+/// Setting CR4 bit 63 (reserved) raises #GP(0) (kvm_pvm drops bits 63:32).
+#[vmunit::test]
+fn cr4_high_bits_raise_general_protection() {
+    let cr4 = read_cr4();
+    let result = write_cr4_safe(cr4 | 1 << 63);
+    let after = read_cr4();
+    if after != cr4 {
+        let _ = write_cr4_safe(cr4);
+    }
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::GP && exception.error_code == 0),
+        "setting reserved CR4 bit 63 raises #GP(0) (got {result:x?})"
+    );
+}
