@@ -222,6 +222,8 @@ pub struct TestResult {
     pub report: Vec<GuestLine>,
     /// Lines shown under the result line, such as a crash's symbolised address.
     pub notes: Vec<String>,
+    /// The `#[vmunit::test]` subtests its image declares, in the order they run.
+    pub subtests: Vec<String>,
 }
 
 impl TestResult {
@@ -234,6 +236,7 @@ impl TestResult {
             log: None,
             report: Vec::new(),
             notes: Vec::new(),
+            subtests: Vec::new(),
         }
     }
 }
@@ -970,6 +973,7 @@ fn run_one(
         log: Some(path),
         report,
         notes,
+        subtests: crate::subtests::names(&image).unwrap_or_default(),
     })
 }
 

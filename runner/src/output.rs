@@ -488,10 +488,59 @@ pub fn write_junit(path: &Path, results: &[TestResult]) -> std::io::Result<()> {
     suite.set_time(total);
     let mut report = Report::new("vmunit");
     report.add_test_suite(suite);
+    // A run with subtests also gets a suite of its own: one testcase per subtest.
+    for result in results.iter().filter(|result| !result.subtests.is_empty()) {
+        report.add_test_suite(subtest_suite(result));
+    }
     let text = report
         .to_string()
         .map_err(|error| std::io::Error::other(error.to_string()))?;
     std::fs::write(path, text)
+}
+
+/// The JUnit suite of a run's subtests: each subtest's report lines are those under its
+/// prefix (`subtest: ...`); it failed if one of them did, and was skipped if all were.
+fn subtest_suite(result: &TestResult) -> quick_junit::TestSuite {
+    use quick_junit::{NonSuccessKind, TestCase, TestCaseStatus, TestSuite};
+    let mut suite = TestSuite::new(result.name.as_str());
+    for subtest in &result.subtests {
+        let prefix = format!("{subtest}: ");
+        let lines: Vec<&GuestLine> = result
+            .report
+            .iter()
+            .filter(|line| line.text.starts_with(&prefix))
+            .collect();
+        let failed = lines
+            .iter()
+            .find(|line| matches!(line.kind, LineKind::Fail | LineKind::UnexpectedPass));
+        let status = if let Some(line) = failed {
+            let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            status.set_message(line.text.as_str());
+            status
+        } else if lines.is_empty() || lines.iter().all(|line| line.kind == LineKind::Skip) {
+            // No line at all: not selected, or the run ended before it.
+            let mut status = TestCaseStatus::skipped();
+            status.set_message(if lines.is_empty() {
+                "no report line"
+            } else {
+                "skipped"
+            });
+            status
+        } else {
+            TestCaseStatus::success()
+        };
+        let mut case = TestCase::new(subtest.as_str(), status);
+        case.set_classname(result.name.as_str());
+        let out: String = lines
+            .iter()
+            .map(|line| format!("{}: {}\n", line.kind.label(), line.text))
+            .collect();
+        if !out.is_empty() {
+            case.set_system_out_lossy(out.as_bytes());
+        }
+        suite.add_test_case(case);
+    }
+    suite
 }
 
 /// A JUnit target path checked to be writable before anything runs.
@@ -556,6 +605,39 @@ mod tests {
             "slowest: b 3.00s, d 0.20s, e 0.15s"
         );
         assert_eq!(slowest_line(&results[2..3]), None);
+    }
+
+    #[test]
+    fn junit_nests_subtests() {
+        let directory = tempfile::tempdir().unwrap();
+        let line = |kind: LineKind, text: &str| GuestLine {
+            kind,
+            text: text.into(),
+        };
+        let results = [TestResult {
+            report: vec![
+                line(LineKind::Pass, "first: holds"),
+                line(LineKind::Fail, "second: breaks"),
+                line(LineKind::Skip, "third: ignored"),
+            ],
+            subtests: vec!["first".into(), "second".into(), "third".into(), "fourth".into()],
+            ..TestResult::not_run(
+                "t",
+                Outcome::Fail {
+                    reason: "1 unexpected failures".into(),
+                },
+            )
+        }];
+        let path = directory.path().join("junit.xml");
+        write_junit(&path, &results).unwrap();
+        let xml = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            xml.contains(r#"<testsuite name="t" tests="4" skipped="2" errors="0" failures="1">"#),
+            "{xml}"
+        );
+        assert!(xml.contains(r#"<testcase name="first" classname="t">"#), "{xml}");
+        assert!(xml.contains(r#"<failure message="second: breaks""#), "{xml}");
+        assert!(xml.contains(r#"<skipped message="no report line""#), "{xml}");
     }
 
     #[test]
