@@ -151,31 +151,21 @@ pub mod selector {
 
 /// The IST slot (1-based in the IDT, 0-based in the TSS) of the #DF, NMI and #MC stack.
 const EMERGENCY_STACK_INDEX: u16 = 0;
-const EMERGENCY_STACK_SIZE: usize = 16 * 1024;
 
-/// The stack the CPU switches to for #DF, NMI and #MC: only the CPU writes it.
-#[repr(C, align(16))]
-struct EmergencyStack(core::cell::UnsafeCell<[u8; EMERGENCY_STACK_SIZE]>);
-
-// SAFETY: no Rust code reads or writes the stack's bytes; only its address is taken.
-unsafe impl Sync for EmergencyStack {}
-
-static EMERGENCY_STACK: EmergencyStack =
-    EmergencyStack(core::cell::UnsafeCell::new([0; EMERGENCY_STACK_SIZE]));
-
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_TSS: spin::Once<TaskStateSegment> = spin::Once::new();
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_GDT: spin::Once<GlobalDescriptorTable> = spin::Once::new();
 // `spin::Once` rather than `Lazy`: an all-zero initial value lands in .bss, not in the file.
-static TSS: spin::Once<TaskStateSegment> = spin::Once::new();
-static GDT: spin::Once<GlobalDescriptorTable> = spin::Once::new();
+// Each CPU has its own TSS (its emergency stack) and so its own GDT; all share the IDT.
+static TSS: [spin::Once<TaskStateSegment>; MAX_CPUS] = [NO_TSS; MAX_CPUS];
+static GDT: [spin::Once<GlobalDescriptorTable>; MAX_CPUS] = [NO_GDT; MAX_CPUS];
 static IDT: spin::Once<InterruptDescriptorTable> = spin::Once::new();
 
-fn new_tss() -> TaskStateSegment {
+fn new_tss(cpu: usize) -> TaskStateSegment {
     let mut tss = TaskStateSegment::new();
-    let top = EMERGENCY_STACK
-        .0
-        .get()
-        .cast::<u8>()
-        .wrapping_add(EMERGENCY_STACK_SIZE);
-    tss.interrupt_stack_table[usize::from(EMERGENCY_STACK_INDEX)] = VirtAddr::from_ptr(top);
+    let top = VirtAddr::new(super::smp::emergency_stack_top(cpu));
+    tss.interrupt_stack_table[usize::from(EMERGENCY_STACK_INDEX)] = top;
     tss
 }
 
@@ -243,10 +233,10 @@ fn new_idt() -> InterruptDescriptorTable {
     idt
 }
 
-/// Loads the runtime's GDT (with a TSS whose IST holds the #DF/NMI/#MC stack) and IDT.
-pub(crate) fn init() {
-    let tss = TSS.call_once(new_tss);
-    GDT.call_once(|| new_gdt(tss)).load();
+/// Loads CPU `cpu`'s GDT (with a TSS whose IST holds its #DF/NMI/#MC stack) and the IDT.
+pub(crate) fn init_cpu(cpu: usize) {
+    let tss = TSS[cpu].call_once(|| new_tss(cpu));
+    GDT[cpu].call_once(|| new_gdt(tss)).load();
     // SAFETY: the selector names the ring-0 64-bit code segment of the GDT just loaded.
     unsafe { CS::set_reg(SegmentSelector(selector::KERNEL_CODE)) };
     for register in [SS::set_reg, DS::set_reg, ES::set_reg] {
@@ -333,8 +323,7 @@ struct CatchContext {
 const _: () = assert!(core::mem::offset_of!(CatchContext, stack_pointer) == 0);
 const _: () = assert!(core::mem::offset_of!(CatchContext, flags) == 8);
 
-/// How many CPUs the per-CPU exception state supports (indexed by initial APIC ID).
-pub(crate) const MAX_CPUS: usize = 256;
+use super::smp::MAX_CPUS;
 
 #[allow(clippy::declare_interior_mutable_const)]
 const NO_CONTEXT: AtomicPtr<CatchContext> = AtomicPtr::new(core::ptr::null_mut());
@@ -399,7 +388,7 @@ unsafe extern "C" {
 }
 
 fn cpu_index() -> usize {
-    super::smp::cpu_index() % MAX_CPUS
+    super::smp::cpu_index()
 }
 
 /// Runs `function` and returns its result, or the exception that interrupted it.

@@ -5,6 +5,7 @@ mod boot;
 pub mod console;
 pub mod exceptions;
 pub mod exit;
+pub mod fw_cfg;
 pub mod instructions;
 pub mod mmu;
 pub mod probes;
@@ -27,7 +28,7 @@ unsafe extern "C" {
 
 /// Called by the boot assembly in long mode, on the boot stack, with the PVH start info.
 pub(crate) extern "C" fn rust_entry(start_info_address: u32) -> ! {
-    exceptions::init();
+    exceptions::init_cpu(0);
     crate::console::init();
     // SAFETY: `start_info_address` is %ebx from the PVH entry, and nothing has written to
     // low memory yet.
@@ -49,5 +50,6 @@ pub(crate) extern "C" fn rust_entry(start_info_address: u32) -> ! {
     }
     crate::memory::init(&free[..count]);
     mmu::init();
+    smp::init();
     crate::runtime::start(boot.command_line())
 }

@@ -1,11 +1,373 @@
-//! x86_64 CPU identity.
+//! x86_64 SMP: bringing up the application processors (INIT-SIPI-SIPI through a real-mode
+//! trampoline below 1 MiB), per-CPU stacks, and running functions on other CPUs.
 //!
-//! Only the boot CPU runs today (bringing up application processors with INIT-SIPI-SIPI is
-//! future work), so every per-CPU table has one live slot. The index must stay cheap: it
-//! is read on every exception and every `catch_exception`, and CPUID, the obvious source of
-//! an APIC ID, is a VM exit costing about 90 µs under this project's software KVM.
+//! Each CPU owns a 64 KiB slot of the linker script's stack region: an unmapped guard page,
+//! its stack, and its #DF/NMI/#MC stack. A CPU's index is therefore its stack pointer's slot:
+//! cheap (it is read on every exception and `catch_exception`) and independent of anything a
+//! test may change (GS_BASE, TSC_AUX), unlike CPUID's APIC ID, a VM exit of about 90 µs under
+//! this project's software KVM. The CPU count comes from fw_cfg (`FW_CFG_NB_CPUS`), which pc,
+//! q35 and microvm all have.
 
-/// The index of the running CPU in per-CPU tables (0: the boot CPU).
-pub fn cpu_index() -> usize {
-    0
+use core::arch::{asm, global_asm};
+use core::ptr::null_mut;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+
+use super::fw_cfg;
+use super::instructions::rdtsc;
+
+/// The most CPUs the runtime brings up (the stack region's slots).
+pub const MAX_CPUS: usize = 16;
+/// One CPU's slot in the stack region.
+const SLOT_SIZE: u64 = 64 * 1024;
+const GUARD_SIZE: u64 = 4096;
+/// The CPU's stack, above its guard page.
+const STACK_SIZE: u64 = 48 * 1024;
+
+/// Where the trampoline is copied: page 8, so that the SIPI vector is 0x08.
+const TRAMPOLINE: u64 = 0x8000;
+const SIPI_VECTOR: u32 = (TRAMPOLINE >> 12) as u32;
+
+/// The local APIC in xAPIC mode, and its registers used here.
+const APIC_BASE: u64 = 0xfee0_0000;
+const APIC_SPURIOUS: u64 = 0xf0;
+const APIC_ICR_LOW: u64 = 0x300;
+/// SVR: the APIC is software-enabled, spurious interrupts go to vector 0xff.
+const APIC_ENABLED_SPURIOUS_FF: u32 = 0x1ff;
+/// ICR: all excluding self, level assert, INIT.
+const ICR_INIT_ALL_BUT_SELF: u32 = 0x000c_4500;
+/// ICR: all excluding self, start-up to the trampoline's page.
+const ICR_STARTUP_ALL_BUT_SELF: u32 = 0x000c_4600 | SIPI_VECTOR;
+/// ICR delivery status: the IPI is still being sent.
+const ICR_PENDING: u32 = 1 << 12;
+
+/// TSC ticks that are at least this long on a TSC of up to 3 GHz.
+const TEN_MILLISECONDS: u64 = 30_000_000;
+const TWO_HUNDRED_MICROSECONDS: u64 = 600_000;
+const ONE_SECOND: u64 = 3_000_000_000;
+
+unsafe extern "C" {
+    static __cpu_stacks_start: u8;
+    static vmunit_ap_trampoline_start: u8;
+    static vmunit_ap_trampoline_end: u8;
+    static vmunit_ap_cr3: u8;
+    static vmunit_ap_efer: u8;
 }
+
+/// The next application processor's index: each one takes a ticket on entry.
+static NEXT_INDEX: AtomicU32 = AtomicU32::new(1);
+/// CPUs running, the boot CPU included.
+static ONLINE: AtomicUsize = AtomicUsize::new(1);
+
+fn slot_base(index: usize) -> u64 {
+    &raw const __cpu_stacks_start as u64 + index as u64 * SLOT_SIZE
+}
+
+/// The guard page below CPU `index`'s stack.
+pub(crate) fn guard_page(index: usize) -> u64 {
+    slot_base(index)
+}
+
+/// The top of CPU `index`'s #DF/NMI/#MC stack (the rest of its slot, above its stack).
+pub(crate) fn emergency_stack_top(index: usize) -> u64 {
+    slot_base(index) + SLOT_SIZE
+}
+
+/// The index of the running CPU: 0 for the boot CPU, then in the order the others came up.
+pub fn cpu_index() -> usize {
+    let stack: u64;
+    // SAFETY: reading RSP has no effect.
+    unsafe { asm!("mov {}, rsp", out(reg) stack, options(nomem, nostack, preserves_flags)) };
+    let offset = stack.wrapping_sub(&raw const __cpu_stacks_start as u64);
+    // A stack outside the region (none is today) counts as the boot CPU's.
+    ((offset / SLOT_SIZE) as usize).min(MAX_CPUS - 1)
+}
+
+/// How many CPUs run (the boot CPU and the application processors that came up).
+pub fn cpu_count() -> usize {
+    ONLINE.load(Ordering::Acquire)
+}
+
+/// Work posted to a CPU: the function (type-erased), and whether it has run.
+struct Job {
+    function: *const (),
+    call: unsafe fn(*const ()),
+    done: AtomicBool,
+}
+
+impl Job {
+    fn new<F: Fn() + Sync>(function: &F) -> Job {
+        Job {
+            function: (function as *const F).cast(),
+            call: call::<F>,
+            done: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Calls the `F` at `function`.
+///
+/// # Safety
+/// `function` must point at a live `F`.
+unsafe fn call<F: Fn()>(function: *const ()) {
+    // SAFETY: the caller guarantees `function` is a live `F`.
+    unsafe { (*function.cast::<F>())() }
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_JOB: AtomicPtr<Job> = AtomicPtr::new(null_mut());
+/// Each CPU's mailbox: the job it is to run next.
+static MAILBOXES: [AtomicPtr<Job>; MAX_CPUS] = [NO_JOB; MAX_CPUS];
+
+fn post(cpu: usize, job: &Job) {
+    let job = (job as *const Job).cast_mut();
+    while MAILBOXES[cpu]
+        .compare_exchange(null_mut(), job, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        core::hint::spin_loop();
+    }
+}
+
+fn wait(job: &Job) {
+    while !job.done.load(Ordering::Acquire) {
+        core::hint::spin_loop();
+    }
+}
+
+/// Runs `function` on CPU `cpu` and waits until it has returned.
+///
+/// # Panics
+/// When `cpu` is not running.
+pub fn on_cpu<F: Fn() + Sync>(cpu: usize, function: F) {
+    assert!(
+        cpu < cpu_count(),
+        "CPU {cpu} is not running ({} are)",
+        cpu_count()
+    );
+    if cpu == cpu_index() {
+        function();
+        return;
+    }
+    let job = Job::new(&function);
+    post(cpu, &job);
+    wait(&job);
+}
+
+/// Runs `function` on every running CPU at once (this one too) and waits for all of them.
+pub fn on_cpus<F: Fn() + Sync>(function: F) {
+    let me = cpu_index();
+    let count = cpu_count();
+    let jobs: [Job; MAX_CPUS] = core::array::from_fn(|_| Job::new(&function));
+    for (cpu, job) in jobs.iter().enumerate().take(count).filter(|(cpu, _)| *cpu != me) {
+        post(cpu, job);
+    }
+    function();
+    for (_, job) in jobs.iter().enumerate().take(count).filter(|(cpu, _)| *cpu != me) {
+        wait(job);
+    }
+}
+
+/// Runs `function` on CPU `cpu` without waiting for it (the function and its job are
+/// leaked: they must outlive a caller that does not wait).
+///
+/// # Panics
+/// When `cpu` is not running, or is this CPU.
+pub fn on_cpu_async<F: Fn() + Sync + Send + 'static>(cpu: usize, function: F) {
+    assert!(
+        cpu < cpu_count() && cpu != cpu_index(),
+        "CPU {cpu} is not another running CPU"
+    );
+    let function: &'static F = alloc::boxed::Box::leak(alloc::boxed::Box::new(function));
+    let job: &'static Job = alloc::boxed::Box::leak(alloc::boxed::Box::new(Job::new(function)));
+    post(cpu, job);
+}
+
+/// An application processor's life after bring-up: run what its mailbox receives.
+fn serve(me: usize) -> ! {
+    loop {
+        let job = MAILBOXES[me].load(Ordering::Acquire);
+        if job.is_null() {
+            core::hint::spin_loop();
+            continue;
+        }
+        // SAFETY: a posted job stays alive until its `done` is set (`on_cpu` and `on_cpus`
+        // wait for it; `on_cpu_async` leaks it), and its function is `Sync`.
+        let job = unsafe { &*job };
+        // SAFETY: as above: the function outlives the job, and `call` matches its type.
+        unsafe { (job.call)(job.function) };
+        MAILBOXES[me].store(null_mut(), Ordering::Release);
+        job.done.store(true, Ordering::Release);
+    }
+}
+
+/// Called by the trampoline in long mode, on the new CPU's own stack.
+extern "C" fn ap_entry(index: u32) -> ! {
+    let index = index as usize;
+    super::exceptions::init_cpu(index);
+    ONLINE.fetch_add(1, Ordering::AcqRel);
+    serve(index)
+}
+
+fn apic_write(register: u64, value: u32) {
+    // SAFETY: the xAPIC page is identity mapped; writing its registers sends IPIs and sets the
+    // spurious vector, nothing in memory.
+    unsafe { ((APIC_BASE + register) as usize as *mut u32).write_volatile(value) };
+}
+
+fn apic_read(register: u64) -> u32 {
+    // SAFETY: as for `apic_write`; reading the ICR or SVR has no side effect.
+    unsafe { ((APIC_BASE + register) as usize as *const u32).read_volatile() }
+}
+
+fn send_ipi(command: u32) {
+    apic_write(APIC_ICR_LOW, command);
+    let start = rdtsc();
+    while apic_read(APIC_ICR_LOW) & ICR_PENDING != 0 && rdtsc().wrapping_sub(start) < TEN_MILLISECONDS {
+        core::hint::spin_loop();
+    }
+}
+
+fn delay(ticks: u64) {
+    let start = rdtsc();
+    while rdtsc().wrapping_sub(start) < ticks {
+        core::hint::spin_loop();
+    }
+}
+
+/// Brings up the application processors that QEMU created (at most [`MAX_CPUS`] in all).
+pub(crate) fn init() {
+    let wanted = usize::from(fw_cfg::read_u16(fw_cfg::CPU_COUNT)).clamp(1, MAX_CPUS);
+    if wanted == 1 {
+        return;
+    }
+    for index in 1..wanted {
+        // SAFETY: the guard page lies in the stack region, which nothing else uses.
+        unsafe { super::mmu::unmap_page(guard_page(index)) };
+    }
+    let start = &raw const vmunit_ap_trampoline_start;
+    let length = &raw const vmunit_ap_trampoline_end as usize - start as usize;
+    let offset = |symbol: *const u8| symbol as u64 - start as u64;
+    let (cr3, _) = x86_64::registers::control::Cr3::read();
+    let efer = x86_64::registers::model_specific::Efer::read_raw();
+    // SAFETY: page 8 (below 1 MiB) is identity mapped and used by nothing after boot: the
+    // PVH start info was copied out, and the allocators start at 1 MiB. The trampoline
+    // fits in it, and CR3 and EFER fit in their 32-bit fields (the tables and bits are below
+    // 4 GiB and in the low word).
+    unsafe {
+        core::ptr::copy_nonoverlapping(start, TRAMPOLINE as usize as *mut u8, length);
+    }
+    let patch = |symbol: *const u8, value: u32| {
+        // SAFETY: as above: the field lies inside the trampoline's copy.
+        unsafe { ((TRAMPOLINE + offset(symbol)) as usize as *mut u32).write_volatile(value) };
+    };
+    patch(&raw const vmunit_ap_cr3, cr3.start_address().as_u64() as u32);
+    patch(&raw const vmunit_ap_efer, efer as u32);
+
+    apic_write(APIC_SPURIOUS, APIC_ENABLED_SPURIOUS_FF);
+    send_ipi(ICR_INIT_ALL_BUT_SELF);
+    delay(TEN_MILLISECONDS);
+    send_ipi(ICR_STARTUP_ALL_BUT_SELF);
+    delay(TWO_HUNDRED_MICROSECONDS);
+    send_ipi(ICR_STARTUP_ALL_BUT_SELF);
+    let start = rdtsc();
+    while cpu_count() < wanted && rdtsc().wrapping_sub(start) < ONE_SECOND {
+        core::hint::spin_loop();
+    }
+    if cpu_count() < wanted {
+        crate::println!("INFO: only {} of {wanted} CPUs came up", cpu_count());
+    }
+}
+
+// The trampoline, copied to TRAMPOLINE: real mode, then protected mode, then long mode with
+// the boot CPU's page tables, then a jump to `vmunit_ap_long_mode` in the image.
+global_asm!(
+    r#"
+    .section .rodata.vmunit_ap_trampoline, "a"
+    .set TRAMPOLINE, {trampoline}
+    .code16
+    .global vmunit_ap_trampoline_start
+    vmunit_ap_trampoline_start:
+        cli
+        cld
+        xor %ax, %ax
+        mov %ax, %ds
+        lgdtl TRAMPOLINE + (ap_gdt_pointer - vmunit_ap_trampoline_start)
+        mov %cr0, %eax
+        or $1, %eax
+        mov %eax, %cr0
+        ljmpl $0x08, $(TRAMPOLINE + (ap_protected - vmunit_ap_trampoline_start))
+    .code32
+    ap_protected:
+        mov $0x10, %ax
+        mov %ax, %ds
+        mov %ax, %es
+        mov %ax, %ss
+        mov %cr4, %eax
+        or $0x20, %eax                  /* CR4.PAE */
+        mov %eax, %cr4
+        mov TRAMPOLINE + (vmunit_ap_cr3 - vmunit_ap_trampoline_start), %eax
+        mov %eax, %cr3
+        mov $0xc0000080, %ecx           /* IA32_EFER: the boot CPU's LME and NXE */
+        rdmsr
+        or TRAMPOLINE + (vmunit_ap_efer - vmunit_ap_trampoline_start), %eax
+        wrmsr
+        mov %cr0, %eax
+        or $0x80010001, %eax            /* CR0.PG | CR0.WP | CR0.PE */
+        mov %eax, %cr0
+        ljmp $0x18, $(TRAMPOLINE + (ap_long - vmunit_ap_trampoline_start))
+    .code64
+    ap_long:
+        movabs $vmunit_ap_long_mode, %rax
+        jmp *%rax
+    .balign 8
+    ap_gdt:
+        .quad 0
+        .quad 0x00cf9a000000ffff        /* 0x08: 32-bit code */
+        .quad 0x00cf92000000ffff        /* 0x10: data */
+        .quad 0x00af9a000000ffff        /* 0x18: 64-bit code */
+    ap_gdt_pointer:
+        .word 4 * 8 - 1
+        .long TRAMPOLINE + (ap_gdt - vmunit_ap_trampoline_start)
+    .global vmunit_ap_cr3
+    vmunit_ap_cr3:
+        .long 0
+    .global vmunit_ap_efer
+    vmunit_ap_efer:
+        .long 0
+    .global vmunit_ap_trampoline_end
+    vmunit_ap_trampoline_end:
+
+    .section .text.vmunit_ap_long_mode, "ax"
+    .global vmunit_ap_long_mode
+    vmunit_ap_long_mode:
+        mov $0x10, %eax
+        mov %eax, %ds
+        mov %eax, %es
+        mov %eax, %ss
+        xor %eax, %eax
+        mov %eax, %fs
+        mov %eax, %gs
+        mov $1, %eax
+        lock xadd %eax, {next_index}(%rip)
+        cmp ${max_cpus}, %eax
+        jae 2f
+        mov %eax, %edi                  /* ap_entry(index) */
+        shl $16, %rax                   /* index * 64 KiB */
+        movabs $__cpu_stacks_start + {stack_offset}, %rsp
+        add %rax, %rsp
+        xor %ebp, %ebp
+        call {ap_entry}
+    2:  cli                             /* more CPUs than slots: park this one */
+        hlt
+        jmp 2b
+    "#,
+    trampoline = const TRAMPOLINE,
+    next_index = sym NEXT_INDEX,
+    max_cpus = const MAX_CPUS,
+    stack_offset = const GUARD_SIZE + STACK_SIZE,
+    ap_entry = sym ap_entry,
+    options(att_syntax)
+);
+
+const _: () = assert!(SLOT_SIZE == 1 << 16, "vmunit_ap_long_mode shifts the index by 16");
+const _: () = assert!(GUARD_SIZE + STACK_SIZE < SLOT_SIZE);
