@@ -501,6 +501,24 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
         return;
     }
 
+    if vector.0 >= 32 {
+        let handler = INTERRUPT_HANDLERS[usize::from(vector.0)].load(Ordering::Acquire);
+        if handler != 0 {
+            // SAFETY: non-zero entries are `InterruptHandler`s that `set_interrupt_handler`
+            // stored; a fn pointer and a usize have the same size.
+            let handler = unsafe { core::mem::transmute::<usize, InterruptHandler>(handler) };
+            handler(vector.0);
+            if vector.0 != super::apic::SPURIOUS_VECTOR {
+                super::apic::end_of_interrupt();
+            }
+            return;
+        }
+        if vector.0 == super::apic::SPURIOUS_VECTOR {
+            // A spurious interrupt needs no end of interrupt, and is no error.
+            return;
+        }
+    }
+
     crate::console::emergency_unlock();
     crate::println!(
         "Unhandled exception {} {} at ip {:#018x}",
@@ -549,6 +567,27 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
         vector.name(),
         frame.rip
     ));
+}
+
+/// An interrupt handler: runs in interrupt context with the vector it was registered for; the
+/// runtime signals the APIC's end of interrupt after it returns. It must not allocate (the
+/// heap's lock does not mask interrupts) and should only record what happened.
+pub type InterruptHandler = fn(vector: u8);
+
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_HANDLER: AtomicUsize = AtomicUsize::new(0);
+/// The handler of each vector (as usize; 0: none). Shared by all CPUs.
+static INTERRUPT_HANDLERS: [AtomicUsize; 256] = [NO_HANDLER; 256];
+
+/// Installs `handler` for interrupt `vector` (32..=255), or removes it with `None`; an
+/// interrupt on a vector without one is an unexpected exception, which ends the test.
+///
+/// # Panics
+/// For an exception vector (below 32).
+pub fn set_interrupt_handler(vector: u8, handler: Option<InterruptHandler>) {
+    assert!(vector >= 32, "vector {vector} is an exception, not an interrupt");
+    let value = handler.map_or(0, |handler| handler as usize);
+    INTERRUPT_HANDLERS[usize::from(vector)].store(value, Ordering::Release);
 }
 
 /// Enables interrupts and halts until one arrives, then disables them again.

@@ -1,6 +1,7 @@
 //! The x86_64 architecture: PVH boot, COM1 console, GDT/IDT exceptions, 4-level paging and
 //! isa-debug-exit, plus safe wrappers for the instructions tests exercise.
 
+pub mod apic;
 mod boot;
 pub mod console;
 pub mod exceptions;
@@ -12,7 +13,12 @@ pub mod probes;
 pub mod smp;
 pub mod start_info;
 
-pub use exceptions::{Exception, ExceptionFrame, Vector, catch_exception, page_fault, trap_exceptions};
+pub use exceptions::{
+    Exception, ExceptionFrame, InterruptHandler, Vector, catch_exception, page_fault, set_interrupt_handler,
+    trap_exceptions,
+};
+/// Interrupt flag control: `enable`, `disable`, `are_enabled`, `without_interrupts`.
+pub use x86_64::instructions::interrupts;
 
 use start_info::BootInfo;
 
@@ -50,6 +56,7 @@ pub(crate) extern "C" fn rust_entry(start_info_address: u32) -> ! {
     }
     crate::memory::init(&free[..count]);
     mmu::init();
+    apic::enable();
     smp::init();
     crate::runtime::start(boot.command_line())
 }

@@ -12,7 +12,7 @@ use core::arch::{asm, global_asm};
 use core::ptr::null_mut;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
-use super::fw_cfg;
+use super::{apic, fw_cfg};
 use super::instructions::rdtsc;
 
 /// The most CPUs the runtime brings up (the stack region's slots).
@@ -27,18 +27,10 @@ const STACK_SIZE: u64 = 48 * 1024;
 const TRAMPOLINE: u64 = 0x8000;
 const SIPI_VECTOR: u32 = (TRAMPOLINE >> 12) as u32;
 
-/// The local APIC in xAPIC mode, and its registers used here.
-const APIC_BASE: u64 = 0xfee0_0000;
-const APIC_SPURIOUS: u64 = 0xf0;
-const APIC_ICR_LOW: u64 = 0x300;
-/// SVR: the APIC is software-enabled, spurious interrupts go to vector 0xff.
-const APIC_ENABLED_SPURIOUS_FF: u32 = 0x1ff;
 /// ICR: all excluding self, level assert, INIT.
 const ICR_INIT_ALL_BUT_SELF: u32 = 0x000c_4500;
 /// ICR: all excluding self, start-up to the trampoline's page.
 const ICR_STARTUP_ALL_BUT_SELF: u32 = 0x000c_4600 | SIPI_VECTOR;
-/// ICR delivery status: the IPI is still being sent.
-const ICR_PENDING: u32 = 1 << 12;
 
 /// TSC ticks that are at least this long on a TSC of up to 3 GHz.
 const TEN_MILLISECONDS: u64 = 30_000_000;
@@ -204,27 +196,9 @@ fn serve(me: usize) -> ! {
 extern "C" fn ap_entry(index: u32) -> ! {
     let index = index as usize;
     super::exceptions::init_cpu(index);
+    apic::enable();
     ONLINE.fetch_add(1, Ordering::AcqRel);
     serve(index)
-}
-
-fn apic_write(register: u64, value: u32) {
-    // SAFETY: the xAPIC page is identity mapped; writing its registers sends IPIs and sets the
-    // spurious vector, nothing in memory.
-    unsafe { ((APIC_BASE + register) as usize as *mut u32).write_volatile(value) };
-}
-
-fn apic_read(register: u64) -> u32 {
-    // SAFETY: as for `apic_write`; reading the ICR or SVR has no side effect.
-    unsafe { ((APIC_BASE + register) as usize as *const u32).read_volatile() }
-}
-
-fn send_ipi(command: u32) {
-    apic_write(APIC_ICR_LOW, command);
-    let start = rdtsc();
-    while apic_read(APIC_ICR_LOW) & ICR_PENDING != 0 && rdtsc().wrapping_sub(start) < TEN_MILLISECONDS {
-        core::hint::spin_loop();
-    }
 }
 
 fn delay(ticks: u64) {
@@ -263,12 +237,12 @@ pub(crate) fn init() {
     patch(&raw const vmunit_ap_cr3, cr3.start_address().as_u64() as u32);
     patch(&raw const vmunit_ap_efer, efer as u32);
 
-    apic_write(APIC_SPURIOUS, APIC_ENABLED_SPURIOUS_FF);
-    send_ipi(ICR_INIT_ALL_BUT_SELF);
+    // Whether each IPI went shows in how many CPUs come up, below.
+    let _ = apic::send_command(0, ICR_INIT_ALL_BUT_SELF);
     delay(TEN_MILLISECONDS);
-    send_ipi(ICR_STARTUP_ALL_BUT_SELF);
+    let _ = apic::send_command(0, ICR_STARTUP_ALL_BUT_SELF);
     delay(TWO_HUNDRED_MICROSECONDS);
-    send_ipi(ICR_STARTUP_ALL_BUT_SELF);
+    let _ = apic::send_command(0, ICR_STARTUP_ALL_BUT_SELF);
     let start = rdtsc();
     while cpu_count() < wanted && rdtsc().wrapping_sub(start) < ONE_SECOND {
         core::hint::spin_loop();

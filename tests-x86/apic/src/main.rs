@@ -1,0 +1,200 @@
+//! apic: the local APIC in xAPIC mode, checked as kvm-unit-tests' apic test does where it
+//! applies: IA32_APIC_BASE, the ID and version registers, a self-IPI, TPR masking, an IPI to
+//! another CPU (with smp >= 2), and a one-shot LVT timer interrupt. Every wait is bounded: an
+//! interrupt that never comes is a FAIL, never a hang.
+#![no_std]
+#![no_main]
+
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+
+use vmunit::arch::apic::{self, register};
+use vmunit::arch::instructions::{cpuid, rdmsr_safe, rdtsc};
+use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu, on_cpu_async};
+use vmunit::arch::{interrupts, set_interrupt_handler};
+use vmunit::{report, report_skip, report_summary};
+
+vmunit::main!(main);
+
+const IA32_APIC_BASE: u32 = 0x1b;
+const APIC_GLOBAL_ENABLE: u64 = 1 << 11;
+const APIC_BOOT_PROCESSOR: u64 = 1 << 8;
+
+const SELF_VECTOR: u8 = 0x40;
+const REMOTE_VECTOR: u8 = 0x41;
+const TIMER_VECTOR: u8 = 0x42;
+/// Priority class 5: masked by a task priority of class 6.
+const MASKED_VECTOR: u8 = 0x50;
+
+/// TSC ticks that are at least half a second on a TSC of up to 3 GHz: how long to wait for
+/// an interrupt that must come.
+const PATIENCE: u64 = 1_500_000_000;
+/// How long to wait for one that must not come (delivery takes microseconds).
+const SETTLE: u64 = 150_000_000;
+
+static SELF_IPIS: AtomicU32 = AtomicU32::new(0);
+static MASKED_IPIS: AtomicU32 = AtomicU32::new(0);
+static TIMER_INTERRUPTS: AtomicU32 = AtomicU32::new(0);
+/// The CPU that handled the remote IPI, plus one (0: none yet).
+static REMOTE_CPU: AtomicUsize = AtomicUsize::new(0);
+
+fn count(counter: &AtomicU32) {
+    counter.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Waits with interrupts enabled until `done` holds or `ticks` pass; returns `done()`.
+fn wait_for(ticks: u64, done: impl Fn() -> bool) -> bool {
+    let start = rdtsc();
+    interrupts::enable();
+    while !done() && rdtsc().wrapping_sub(start) < ticks {
+        core::hint::spin_loop();
+    }
+    interrupts::disable();
+    done()
+}
+
+fn main(_args: &[&str]) -> i32 {
+    check_base_and_identity();
+    check_self_ipi();
+    check_task_priority();
+    check_remote_ipi();
+    check_timer();
+    report_summary()
+}
+
+fn check_base_and_identity() {
+    let base = rdmsr_safe(IA32_APIC_BASE).unwrap_or(0);
+    report!(
+        base & APIC_GLOBAL_ENABLE != 0,
+        "IA32_APIC_BASE has the APIC globally enabled ({base:#x})"
+    );
+    report!(
+        base & 0xf_ffff_f000 == apic::BASE,
+        "the APIC sits at {:#x} ({base:#x})",
+        apic::BASE
+    );
+    report!(
+        base & APIC_BOOT_PROCESSOR != 0,
+        "IA32_APIC_BASE.BSP is set on the boot CPU ({base:#x})"
+    );
+    if cpu_count() >= 2 {
+        let other = AtomicUsize::new(0);
+        on_cpu(1, || {
+            other.store(rdmsr_safe(IA32_APIC_BASE).unwrap_or(0) as usize, Ordering::SeqCst)
+        });
+        let other = other.load(Ordering::SeqCst) as u64;
+        report!(
+            other & APIC_BOOT_PROCESSOR == 0,
+            "IA32_APIC_BASE.BSP is clear on CPU 1 ({other:#x})"
+        );
+    }
+    let initial = cpuid(1, 0).ebx >> 24;
+    report!(
+        apic::id() == initial,
+        "the ID register matches CPUID's initial APIC ID {initial} (got {})",
+        apic::id()
+    );
+    let version = apic::read(register::VERSION);
+    report!(
+        (0x10..=0x15).contains(&(version & 0xff)),
+        "the version register names an integrated APIC, 0x10..0x15 ({version:#x})"
+    );
+    report!(
+        (version >> 16) & 0xff >= 4,
+        "the APIC has at least 5 LVT entries ({version:#x})"
+    );
+}
+
+fn check_self_ipi() {
+    set_interrupt_handler(SELF_VECTOR, Some(|_| count(&SELF_IPIS)));
+    report!(
+        apic::self_ipi(SELF_VECTOR),
+        "a self-IPI on {SELF_VECTOR:#x} is sent"
+    );
+    let delivered = wait_for(PATIENCE, || SELF_IPIS.load(Ordering::SeqCst) > 0);
+    report!(delivered, "the self-IPI is delivered once interrupts are enabled");
+    report!(
+        SELF_IPIS.load(Ordering::SeqCst) == 1,
+        "it is delivered exactly once (got {})",
+        SELF_IPIS.load(Ordering::SeqCst)
+    );
+    report!(
+        !apic::vector_bit(register::IN_SERVICE, SELF_VECTOR),
+        "after the end of interrupt it is no longer in service"
+    );
+}
+
+fn check_task_priority() {
+    set_interrupt_handler(MASKED_VECTOR, Some(|_| count(&MASKED_IPIS)));
+    apic::write(register::TASK_PRIORITY, 0x60);
+    let _ = apic::self_ipi(MASKED_VECTOR);
+    let early = wait_for(SETTLE, || MASKED_IPIS.load(Ordering::SeqCst) > 0);
+    report!(
+        !early,
+        "with TPR 0x60, a self-IPI on {MASKED_VECTOR:#x} (class 5) is held back"
+    );
+    report!(
+        apic::vector_bit(register::REQUEST, MASKED_VECTOR),
+        "the held-back vector is pending in the IRR"
+    );
+    apic::write(register::TASK_PRIORITY, 0);
+    let delivered = wait_for(PATIENCE, || MASKED_IPIS.load(Ordering::SeqCst) > 0);
+    report!(delivered, "lowering TPR to 0 delivers it");
+}
+
+fn check_remote_ipi() {
+    if cpu_count() < 2 {
+        report_skip!("an IPI to another CPU needs smp >= 2");
+        return;
+    }
+    let target = AtomicU32::new(0);
+    on_cpu(1, || target.store(apic::id(), Ordering::SeqCst));
+    let target = target.load(Ordering::SeqCst);
+    set_interrupt_handler(
+        REMOTE_VECTOR,
+        Some(|_| REMOTE_CPU.store(cpu_index() + 1, Ordering::SeqCst)),
+    );
+    // CPU 1 listens with interrupts enabled, for a bounded time.
+    on_cpu_async(1, || {
+        let _ = wait_for(2 * PATIENCE, || REMOTE_CPU.load(Ordering::SeqCst) != 0);
+    });
+    report!(
+        apic::send_ipi(target, REMOTE_VECTOR),
+        "an IPI on {REMOTE_VECTOR:#x} to APIC ID {target} is sent"
+    );
+    let start = rdtsc();
+    while REMOTE_CPU.load(Ordering::SeqCst) == 0 && rdtsc().wrapping_sub(start) < 2 * PATIENCE {
+        core::hint::spin_loop();
+    }
+    let handled_on = REMOTE_CPU.load(Ordering::SeqCst);
+    report!(
+        handled_on == 2,
+        "the IPI is handled on CPU 1 (got CPU {})",
+        handled_on.wrapping_sub(1) as isize
+    );
+}
+
+fn check_timer() {
+    set_interrupt_handler(TIMER_VECTOR, Some(|_| count(&TIMER_INTERRUPTS)));
+    apic::write(register::TIMER_DIVIDE, 0b1011); // divide by 1
+    apic::write(register::TIMER, u32::from(TIMER_VECTOR)); // one-shot, unmasked
+    apic::write(register::TIMER_INITIAL_COUNT, 10_000_000);
+    let first = apic::read(register::TIMER_CURRENT_COUNT);
+    let second = apic::read(register::TIMER_CURRENT_COUNT);
+    report!(
+        first <= 10_000_000 && second < first,
+        "the one-shot timer counts down from 10000000 (read {first}, then {second})"
+    );
+    let fired = wait_for(PATIENCE, || TIMER_INTERRUPTS.load(Ordering::SeqCst) > 0);
+    report!(fired, "the timer interrupt on {TIMER_VECTOR:#x} arrives");
+    let fired_again = wait_for(SETTLE, || TIMER_INTERRUPTS.load(Ordering::SeqCst) > 1);
+    report!(
+        !fired_again,
+        "a one-shot timer fires once (got {})",
+        TIMER_INTERRUPTS.load(Ordering::SeqCst)
+    );
+    report!(
+        apic::read(register::TIMER_CURRENT_COUNT) == 0,
+        "after firing, the one-shot timer's current count is 0"
+    );
+    apic::write(register::TIMER, apic::MASKED);
+}
