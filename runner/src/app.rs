@@ -63,6 +63,8 @@ pub struct Options {
     pub dry_run: bool,
     /// The accelerator (`--accel` / `ACCEL`); else kvm when usable, else tcg.
     pub accel: Option<Accel>,
+    /// QEMU properties of the accelerator (`ACCEL=tcg,thread=multi`), if any.
+    pub accel_properties: Option<String>,
     /// Run only guests of this architecture; others SKIP.
     pub arch: Option<Arch>,
     /// Build the guests first.
@@ -153,6 +155,7 @@ impl Options {
             verbose: false,
             dry_run: false,
             accel: None,
+            accel_properties: None,
             arch: None,
             build: true,
             extra_qemu_args: Vec::new(),
@@ -762,6 +765,7 @@ fn command_for(
             .unwrap_or_else(|| profile.default_program()),
         machine,
         accel,
+        accel_properties: options.accel_properties.as_deref(),
         smp: entry.smp.resolve(resolved.max_smp, resolved.host_cpus),
         image: &image,
         test_args: &entry.test_args,
@@ -1090,9 +1094,6 @@ pub fn run(options: &Options) -> Result<Report, AppError> {
         }
         worker();
     });
-    if execute::interrupted() {
-        return Err(AppError::Interrupted);
-    }
     let report = Report {
         results: results
             .into_inner()
@@ -1101,6 +1102,13 @@ pub fn run(options: &Options) -> Result<Report, AppError> {
             .flatten()
             .collect(),
     };
+    if execute::interrupted() {
+        // A partial summary: the runs that finished before the interruption.
+        let totals = report.totals();
+        println!("{totals} (interrupted: the other runs did not finish)");
+        write_summary(options, &report, totals);
+        return Err(AppError::Interrupted);
+    }
     if options.dry_run {
         return Ok(report);
     }

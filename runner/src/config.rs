@@ -344,6 +344,40 @@ impl<'de> Deserialize<'de> for Requirement {
     }
 }
 
+/// The accelerator as `ACCEL`/`--accel` give it: a name and optional QEMU properties
+/// (`tcg,thread=multi`, `kvm,kernel-irqchip=split`), passed as `-accel NAME,PROPERTIES`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccelSetting {
+    /// kvm or tcg.
+    pub accel: Accel,
+    /// What follows the first comma, if anything.
+    pub properties: Option<String>,
+}
+
+impl std::str::FromStr for AccelSetting {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (name, properties) = match text.split_once(',') {
+            Some((name, properties)) => (name, Some(properties.to_owned())),
+            None => (text, None),
+        };
+        let accel = match name {
+            "kvm" => Accel::Kvm,
+            "tcg" => Accel::Tcg,
+            _ => {
+                return Err(format!(
+                    "{name:?} is neither kvm nor tcg (properties may follow: tcg,thread=multi)"
+                ));
+            }
+        };
+        if properties.as_deref().is_some_and(str::is_empty) {
+            return Err("a comma after the accelerator needs properties after it".to_owned());
+        }
+        Ok(AccelSetting { accel, properties })
+    }
+}
+
 /// How long an `expect` step waits when it names no `timeout`.
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -747,6 +781,29 @@ pub fn line_column(source: &str, offset: usize) -> (usize, usize) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn accel_settings_take_properties() {
+        let plain: AccelSetting = "kvm".parse().unwrap();
+        assert_eq!(
+            plain,
+            AccelSetting {
+                accel: Accel::Kvm,
+                properties: None
+            }
+        );
+        let with: AccelSetting = "tcg,thread=multi,tb-size=64".parse().unwrap();
+        assert_eq!(with.accel, Accel::Tcg);
+        assert_eq!(with.properties.as_deref(), Some("thread=multi,tb-size=64"));
+        assert!(
+            "hvf"
+                .parse::<AccelSetting>()
+                .unwrap_err()
+                .contains("neither kvm nor tcg")
+        );
+        assert!("kvm,".parse::<AccelSetting>().is_err());
+    }
+
     use super::*;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use vmunit_runner::app::{self, AppError, Environment, Options, Shard};
-use vmunit_runner::config::{self, Accel, Arch};
+use vmunit_runner::config::{self, Arch};
 use vmunit_runner::execute;
 use vmunit_runner::output::{self, Format};
 use vmunit_runner::select::Selection;
@@ -16,7 +16,8 @@ use vmunit_runner::{eprintln, println};
 const ENVIRONMENT_HELP: &str = "\
 Environment variables:
   QEMU      QEMU binary to run instead of qemu-system-<arch>
-  ACCEL     accelerator, kvm or tcg (default: kvm when /dev/kvm is usable, else tcg)
+  ACCEL     accelerator, kvm or tcg, with optional QEMU properties: tcg,thread=multi
+            (default: kvm when /dev/kvm is usable, else tcg)
   TIMEOUT   timeout for every test, overriding unittests.toml (\"90s\", \"2m\"; 0 disables)
   MAX_SMP   CPU count for smp = \"max\" and upper bound for every smp value (default: nproc)
   MACHINE   QEMU machine type for every test (default: microvm on x86_64, virt on aarch64)
@@ -58,9 +59,10 @@ struct Cli {
     #[arg(short = 'n', long = "dry-run")]
     dry_run: bool,
 
-    /// Accelerator to use [default: kvm when /dev/kvm is usable, else tcg]
-    #[arg(long, value_enum, env = "ACCEL", value_name = "ACCEL")]
-    accel: Option<Accel>,
+    /// Accelerator to use, kvm or tcg, optionally with QEMU properties (tcg,thread=multi)
+    /// [default: kvm when /dev/kvm is usable, else tcg]
+    #[arg(long, env = "ACCEL", value_name = "ACCEL")]
+    accel: Option<vmunit_runner::config::AccelSetting>,
 
     /// Run only guests of this architecture (others SKIP)
     #[arg(long, value_enum, value_name = "ARCH")]
@@ -187,7 +189,8 @@ fn run(cli: Cli) -> Result<u8, AppError> {
     options.jobs = usize::from(cli.jobs);
     options.verbose = cli.verbose;
     options.dry_run = cli.dry_run;
-    options.accel = cli.accel;
+    options.accel = cli.accel.as_ref().map(|setting| setting.accel);
+    options.accel_properties = cli.accel.and_then(|setting| setting.properties);
     options.arch = cli.arch;
     options.build = !cli.no_build;
     options.extra_qemu_args = cli.extra_qemu_args;

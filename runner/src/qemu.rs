@@ -134,6 +134,8 @@ pub struct LaunchSpec<'a> {
     pub machine: &'a str,
     /// The accelerator.
     pub accel: Accel,
+    /// Its QEMU properties (`thread=multi`), if any.
+    pub accel_properties: Option<&'a str>,
     /// CPU count.
     pub smp: u32,
     /// The guest image.
@@ -170,10 +172,14 @@ pub fn build_command(spec: &LaunchSpec<'_>) -> QemuCommand {
     {
         args.extend(["-bios".to_owned(), qboot.display().to_string()]);
     }
+    let accel = match spec.accel_properties {
+        Some(properties) => format!("{},{properties}", spec.accel.name()),
+        None => spec.accel.name().to_owned(),
+    };
     args.extend(
         [
             "-accel",
-            spec.accel.name(),
+            &accel,
             "-cpu",
             spec.profile.cpu_model(spec.accel),
             "-m",
@@ -362,6 +368,7 @@ mod tests {
             program: "qemu-system-x86_64".into(),
             machine,
             accel: Accel::Tcg,
+            accel_properties: None,
             smp: 1,
             image,
             test_args: &[],
@@ -382,6 +389,16 @@ mod tests {
              -accel tcg -cpu max -m 128 -smp 1 -device isa-debug-exit,iobase=0xf4,iosize=0x4 -serial stdio \
              -kernel /w/target/x86_64-unknown-none/release/msr"
         );
+    }
+
+    #[test]
+    fn accel_properties_follow_the_name() {
+        let image = Path::new("guest");
+        let mut with = spec("q35", image);
+        with.accel_properties = Some("thread=multi");
+        let command = build_command(&with);
+        let at = command.args.iter().position(|word| word == "-accel").unwrap();
+        assert_eq!(command.args[at + 1], "tcg,thread=multi");
     }
 
     #[test]

@@ -94,6 +94,7 @@ fn shell_arguments(entry: &TestEntry, arch: Arch, accel: Accel) -> String {
         program: profile.default_program(),
         machine: entry.machine.as_deref().unwrap_or(profile.default_machine),
         accel,
+        accel_properties: None,
         smp,
         image: Path::new(IMAGE_PLACEHOLDER),
         test_args: &entry.test_args,

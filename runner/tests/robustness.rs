@@ -242,3 +242,61 @@ proptest! {
         check_loaded(&source)?;
     }
 }
+
+/// Ctrl-C during a parallel run: the runner kills every QEMU process group, prints the
+/// totals of what finished, and exits 130.
+#[test]
+fn interrupting_a_parallel_run_leaves_no_qemu_behind() {
+    // A sleep length no other process on the machine uses, to find leftovers by.
+    let marker = "sleep:37.25";
+    let workspace = FakeWorkspace::new(&config_of(&[
+        ("quick", "pass"),
+        ("slow-a", marker),
+        ("slow-b", marker),
+    ]));
+    let mut runner = workspace
+        .runner()
+        .args(["-j", "3"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let leftovers = || {
+        std::process::Command::new("pgrep")
+            .args(["-f", "sleep 37.25"])
+            .output()
+            .map(|output| String::from_utf8_lossy(&output.stdout).lines().count())
+            .unwrap_or(0)
+    };
+    let started = std::time::Instant::now();
+    while leftovers() < 2 && started.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(leftovers(), 2, "both slow runs should be running");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(runner.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = runner.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the runner did not exit after Ctrl-C"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let output = runner.wait_with_output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(status.code(), Some(130), "{stdout}{stderr}");
+    assert!(stdout.contains("PASS quick (2 tests)\n"), "{stdout}");
+    assert!(
+        stdout.ends_with("1 passed, 0 failed, 0 skipped (interrupted: the other runs did not finish)\n"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("vmunit: interrupted"), "{stderr}");
+    assert_eq!(leftovers(), 0, "QEMU processes outlived the runner");
+}
