@@ -12,8 +12,8 @@ use core::arch::{asm, global_asm};
 use core::ptr::null_mut;
 use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 
-use super::{apic, fw_cfg};
 use super::instructions::rdtsc;
+use super::{apic, fw_cfg};
 
 /// The most CPUs the runtime brings up (the stack region's slots).
 pub const MAX_CPUS: usize = 16;
