@@ -57,6 +57,12 @@ fn aarch64_fixtures_are_classified() {
     expect("arm-fixture-hang", |outcome| {
         matches!(outcome, Outcome::Timeout { .. })
     });
+    // The overflow faults on the guard page below the kernel stack (SP_EL0) and is reported
+    // from the exception stack (SP_EL1): a crash, never a hang (Timeout).
+    expect(
+        "arm-fixture-stack-overflow",
+        |outcome| matches!(outcome, Outcome::Crash { reason } if reason.contains("DABT_EL1")),
+    );
     expect(
         "arm-fixture-psci-off-no-exit",
         |outcome| matches!(outcome, Outcome::Crash { reason } if reason.contains("no EXIT line")),

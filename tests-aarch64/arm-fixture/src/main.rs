@@ -1,8 +1,10 @@
 //! arm-fixture: an aarch64 guest whose outcome is chosen by its first argument, so that the
 //! framework's own tests can check that the runner classifies every kind of ending correctly.
 //!
-//! pass, fail, skip, panic, exception (an undefined instruction), hang, and psci-off-no-exit
-//! (PSCI SYSTEM_OFF without an EXIT line: QEMU exits with 0, which must never read as a pass).
+//! pass, fail, skip, panic, exception (an undefined instruction), hang, psci-off-no-exit
+//! (PSCI SYSTEM_OFF without an EXIT line: QEMU exits with 0, which must never read as a pass),
+//! and stack-overflow (unbounded recursion runs into the stack's guard page: the runtime must
+//! report it, from its separate exception stack, and end the test rather than hang).
 #![no_std]
 #![no_main]
 
@@ -40,6 +42,10 @@ fn main(args: &[&str]) -> i32 {
         "hang" => loop {
             wait_for_interrupt();
         },
+        "stack-overflow" => {
+            report!(recurse(0) > 0, "unbounded recursion returned");
+            report_summary()
+        }
         "psci-off-no-exit" => {
             report!(
                 true,
@@ -52,4 +58,13 @@ fn main(args: &[&str]) -> i32 {
             vmunit::exit(1)
         }
     }
+}
+
+/// Recurses without end, 1 KiB of stack per call, until the stack overflows.
+fn recurse(depth: u64) -> u64 {
+    let frame = core::hint::black_box([depth as u8; 1024]);
+    if depth == u64::MAX {
+        return 0;
+    }
+    recurse(depth + 1) + u64::from(frame[depth as usize % 1024])
 }

@@ -114,6 +114,40 @@ fn setup(arguments: &[&str]) {
         mmu::translate(page.address()).is_none(),
         "an unmapped page does not translate"
     );
+    // RAM is split to pages at boot, so that no block holding memory in use is split later
+    // (that would need break-before-make on live memory).
+    let mut blocks = 0;
+    let mut first_block = None;
+    for &(start, end) in platform.memory() {
+        for address in [start, start + (end - start) / 2, end - 4096] {
+            if let Some((descriptor, level)) = mmu::descriptor(address)
+                && level != 3
+            {
+                blocks += 1;
+                first_block.get_or_insert((address, level, descriptor));
+            }
+        }
+    }
+    report!(
+        blocks == 0,
+        "RAM (first, middle, last page of each range) is mapped by 4 KiB pages ({blocks} by blocks, first \
+         {first_block:x?})"
+    );
+    let guards: alloc::vec::Vec<u64> = vmunit::arch::exceptions::stack_guard_pages().take(2).collect();
+    for (guard, which) in guards.iter().zip(["stack (SP_EL0)", "exception stack (SP_EL1)"]) {
+        let read = vmunit::arch::instructions::probe_read(*guard);
+        report!(
+            matches!(read, Err(exception) if exception.class == ExceptionClass::DATA_ABORT
+                && exception.far == *guard
+                && exception.iss() & 0x3f == TRANSLATION_FAULT_LEVEL3),
+            "the guard page below CPU 0's {which} at {guard:#x} is unmapped: level-3 translation fault \
+             (got {read:?})"
+        );
+        report!(
+            mmu::translate(*guard + 4096).is_some(),
+            "the page above that guard is mapped"
+        );
+    }
     let null = vmunit::arch::instructions::probe_read(0);
     report!(
         matches!(null, Err(exception) if exception.class == ExceptionClass::DATA_ABORT && exception.far == 0),

@@ -1,5 +1,8 @@
 //! fpu: the FP/SIMD register file (v0-v31, FPCR, FPSR) survives a synchronous exception (BRK,
-//! resumed by the runtime) and an IRQ whose handler itself uses SIMD registers.
+//! resumed by the runtime), an IRQ whose handler itself uses SIMD registers, and work on
+//! another CPU: while one CPU holds its values in the registers, the other (through `on_cpu`)
+//! loads different values, takes a BRK and sends the first an IPI; then the roles swap. Each
+//! CPU must keep its own values.
 #![no_std]
 #![no_main]
 
@@ -7,33 +10,41 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use vmunit::arch::ExceptionClass;
 use vmunit::arch::gic::{self, SgiTarget};
-use vmunit::arch::instructions::{RoundTripEvent, vector_register_round_trip};
-use vmunit::{report, report_summary, trap_exceptions};
+use vmunit::arch::instructions::{FpEvent, FpState, fp_state_round_trip, set_fpcr, set_fpsr};
+use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu, on_cpu_async};
+use vmunit::arch::timer;
+use vmunit::{prefix, report, report_skip, report_summary, trap_exceptions};
 
 vmunit::main!(main);
 
 const SGI: u32 = 2;
 /// FPCR.RMode = 0b11 (round towards zero) and FPCR.FZ: a value the runtime never sets.
 const FPCR_PATTERN: u64 = 3 << 22 | 1 << 24;
+/// FPCR.RMode = 0b01 (towards +infinity) and FPCR.DN: the other CPU's value.
+const FPCR_OTHER: u64 = 1 << 22 | 1 << 25;
+/// FPSR.QC, IDC, OFC and IOC.
+const FPSR_PATTERN: u64 = 1 << 27 | 1 << 7 | 1 << 2 | 1;
+/// FPSR.QC, IXC, UFC and DZC: the other CPU's value.
+const FPSR_OTHER: u64 = 1 << 27 | 1 << 4 | 1 << 3 | 1 << 1;
+/// The FPCR bits this test sets (others may read as 0 where not implemented).
+const FPCR_MASK: u64 = 3 << 22 | 1 << 24 | 1 << 25;
+/// The FPSR bits this test sets.
+const FPSR_MASK: u64 = 1 << 27 | 0x9f;
 
 fn main(_arguments: &[&str]) -> i32 {
-    let before = pattern(0x11);
-    let (after, fpcr, traps) = {
-        let (result, seen) = trap_exceptions(&[ExceptionClass::BRK64], || {
-            vector_register_round_trip(&before, FPCR_PATTERN, RoundTripEvent::Breakpoint)
+    {
+        let _prefix = prefix("exception");
+        let before = FpState::pattern(0x11, FPCR_PATTERN, FPSR_PATTERN);
+        let (after, seen) = trap_exceptions(&[ExceptionClass::BRK64], || {
+            fp_state_round_trip(&before, FpEvent::Breakpoint)
         });
-        (result.0, result.1, seen.len())
-    };
-    report!(traps == 1, "the BRK was taken and resumed once (got {traps})");
-    report!(
-        after == before,
-        "v0-v31 hold their values across a BRK exception ({})",
-        first_difference(&before, &after)
-    );
-    report!(
-        fpcr & FPCR_PATTERN == FPCR_PATTERN,
-        "FPCR keeps RMode and FZ across the exception (got {fpcr:#x})"
-    );
+        report!(
+            seen.len() == 1,
+            "the BRK was taken and resumed once (got {})",
+            seen.len()
+        );
+        check_state(&before, &after, "a BRK exception");
+    }
 
     if let Err(problem) = gic::init() {
         report!(false, "the GICv3 initialises: {problem}");
@@ -41,28 +52,173 @@ fn main(_arguments: &[&str]) -> i32 {
     }
     gic::set_handler(SGI, Some(simd_handler));
     gic::enable_private(SGI);
-    let before = pattern(0x5a);
-    gic::send_sgi(SGI, SgiTarget::Cpu(0));
-    let (after, fpcr) = vector_register_round_trip(&before, FPCR_PATTERN, RoundTripEvent::InterruptWindow);
+    {
+        let _prefix = prefix("interrupt");
+        let before = FpState::pattern(0x5a, FPCR_PATTERN, FPSR_PATTERN);
+        let handled = HANDLED[0].load(Ordering::Acquire);
+        gic::send_sgi(SGI, SgiTarget::Cpu(0));
+        let after = fp_state_round_trip(&before, FpEvent::InterruptWindow);
+        let count = HANDLED[0].load(Ordering::Acquire) - handled;
+        report!(
+            count == 1,
+            "the SGI was handled inside the register round trip (got {count})"
+        );
+        check_state(&before, &after, "an IRQ whose handler uses SIMD");
+    }
+
+    let _prefix = prefix("cpu-switch");
+    if cpu_count() < 2 {
+        report_skip!(
+            "the CPU switch needs 2 CPUs (got {}; run with smp >= 2)",
+            cpu_count()
+        );
+        return report_summary();
+    }
+    on_cpu(1, set_up_cpu);
     report!(
-        HANDLED.load(Ordering::Acquire) == 1,
-        "the SGI was handled inside the register round trip"
+        GIC_READY.load(Ordering::Acquire) == 1,
+        "the GICv3 initialises on CPU 1"
     );
-    report!(
-        after == before,
-        "v0-v31 hold their values across an IRQ whose handler uses SIMD ({})",
-        first_difference(&before, &after)
-    );
-    report!(
-        fpcr & FPCR_PATTERN == FPCR_PATTERN,
-        "FPCR keeps RMode and FZ across the IRQ (got {fpcr:#x})"
-    );
+    for (holder, worker) in [(0, 1), (1, 0)] {
+        let _prefix = prefix!("CPU {holder} holds, CPU {worker} works");
+        LOADED.store(0, Ordering::Release);
+        DONE.store(0, Ordering::Release);
+        IPI_SEEN.store(0, Ordering::Release);
+        HOLDER.store(holder as u32, Ordering::Release);
+        if holder == 0 {
+            on_cpu_async(worker, work);
+            hold(0);
+            // Wait for the worker to finish completely before the roles swap.
+            on_cpu(worker, |_| {});
+        } else {
+            on_cpu_async(holder, hold);
+            work(0);
+            on_cpu(holder, |_| {});
+        }
+        let held = *RESULTS[0].lock();
+        let worked = *RESULTS[1].lock();
+        report!(
+            DONE.load(Ordering::Acquire) == 1,
+            "the worker ran while CPU {holder} held its registers (expected loaded 1 and done 1, got {} and {})",
+            LOADED.load(Ordering::Acquire),
+            DONE.load(Ordering::Acquire)
+        );
+        let seen = IPI_SEEN.load(Ordering::Acquire);
+        report!(
+            seen == 1,
+            "CPU {holder} took the worker's IPI while holding its registers (expected 1, got {seen})"
+        );
+        match (held, worked) {
+            (Some(held), Some(worked)) => {
+                check_state(&holder_state(), &held, "another CPU's work and its IPI");
+                check_state(&worker_state(), &worked, "a BRK, on the worker CPU");
+            }
+            _ => {
+                report!(
+                    false,
+                    "both CPUs returned their registers (holder {}, worker {})",
+                    held.is_some(),
+                    worked.is_some()
+                );
+            }
+        }
+    }
     report_summary()
 }
 
-static HANDLED: AtomicU32 = AtomicU32::new(0);
+/// The holder's values: what it loads and must read back.
+fn holder_state() -> FpState {
+    FpState::pattern(0xa5, FPCR_PATTERN, FPSR_PATTERN)
+}
 
-/// An IRQ handler that works the SIMD registers hard (the compiler vectorises this).
+/// The worker's values, different in every byte and bit field from the holder's.
+fn worker_state() -> FpState {
+    FpState::pattern(0x3c, FPCR_OTHER, FPSR_OTHER)
+}
+
+fn check_state(expected: &FpState, got: &FpState, event: &str) {
+    let difference = expected.first_vector_difference(got);
+    report!(
+        difference.is_none(),
+        "v0-v31 hold their values across {event} (first differing register: {difference:?})"
+    );
+    report!(
+        got.fpcr & FPCR_MASK == expected.fpcr,
+        "FPCR keeps {:#x} across {event} (got {:#x})",
+        expected.fpcr,
+        got.fpcr
+    );
+    report!(
+        got.fpsr & FPSR_MASK == expected.fpsr,
+        "FPSR keeps {:#x} across {event} (got {:#x})",
+        expected.fpsr,
+        got.fpsr
+    );
+}
+
+/// The state each role returned: index 0 the holder, 1 the worker.
+static RESULTS: [spin::Mutex<Option<FpState>>; 2] = [const { spin::Mutex::new(None) }; 2];
+/// Set by the holder once its registers hold its values.
+static LOADED: AtomicU32 = AtomicU32::new(0);
+/// Set by the worker once it ran and the holder took its IPI.
+static DONE: AtomicU32 = AtomicU32::new(0);
+/// Set when the holder's handler ran for the worker's SGI.
+static IPI_SEEN: AtomicU32 = AtomicU32::new(0);
+/// The holder's CPU index.
+static HOLDER: AtomicU32 = AtomicU32::new(0);
+/// Set when CPU 1's GIC interface is ready.
+static GIC_READY: AtomicU32 = AtomicU32::new(0);
+/// SGIs handled, per CPU.
+static HANDLED: [AtomicU32; 2] = [const { AtomicU32::new(0) }; 2];
+
+fn set_up_cpu(_cpu: usize) {
+    if gic::init().is_ok() {
+        gic::enable_private(SGI);
+        GIC_READY.store(1, Ordering::Release);
+    }
+}
+
+/// A second of polls (at least), so that a lost worker cannot hang the test.
+fn polls() -> u64 {
+    1 << 26
+}
+
+/// The holder: loads its values, waits with IRQs unmasked for the worker, reads them back.
+fn hold(_cpu: usize) {
+    *RESULTS[0].lock() = None;
+    let after = fp_state_round_trip(
+        &holder_state(),
+        FpEvent::Handshake {
+            loaded: &LOADED,
+            done: &DONE,
+            polls: polls(),
+        },
+    );
+    *RESULTS[0].lock() = Some(after);
+}
+
+/// The worker: waits until the holder holds its values, runs its own round trip with a BRK,
+/// sends the holder an SGI and waits until the holder took it.
+fn work(_cpu: usize) {
+    *RESULTS[1].lock() = None;
+    let deadline = timer::virtual_count() + 5 * timer::frequency();
+    while LOADED.load(Ordering::Acquire) == 0 && timer::virtual_count() < deadline {
+        core::hint::spin_loop();
+    }
+    let (after, _) = trap_exceptions(&[ExceptionClass::BRK64], || {
+        fp_state_round_trip(&worker_state(), FpEvent::Breakpoint)
+    });
+    *RESULTS[1].lock() = Some(after);
+    let holder = HOLDER.load(Ordering::Acquire) as usize;
+    gic::send_sgi(SGI, SgiTarget::Cpu(holder));
+    while IPI_SEEN.load(Ordering::Acquire) == 0 && timer::virtual_count() < deadline {
+        core::hint::spin_loop();
+    }
+    DONE.store(1, Ordering::Release);
+}
+
+/// An IRQ handler that works the SIMD registers hard (the compiler vectorises this), then
+/// overwrites all of v0-v31 and leaves FPCR and FPSR changed.
 fn simd_handler(_intid: u32, _cpu: usize) {
     let mut values = core::hint::black_box([1.25f64; 64]);
     for (index, value) in values.iter_mut().enumerate() {
@@ -70,27 +226,15 @@ fn simd_handler(_intid: u32, _cpu: usize) {
     }
     let copy = core::hint::black_box(values);
     core::hint::black_box(copy.iter().sum::<f64>());
-    HANDLED.fetch_add(1, Ordering::AcqRel);
-}
-
-fn pattern(seed: u8) -> [u8; 512] {
-    core::array::from_fn(|index| (index as u8).wrapping_mul(7) ^ seed)
-}
-
-fn first_difference(before: &[u8; 512], after: &[u8; 512]) -> alloc_free::Difference {
-    alloc_free::Difference(before.iter().zip(after).position(|(a, b)| a != b))
-}
-
-mod alloc_free {
-    //! Formatting of the first differing register without allocating.
-    /// The byte index of the first difference, if any.
-    pub struct Difference(pub Option<usize>);
-    impl core::fmt::Display for Difference {
-        fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-            match self.0 {
-                None => write!(formatter, "all equal"),
-                Some(index) => write!(formatter, "v{} differs first, byte {}", index / 16, index % 16),
-            }
-        }
+    // Every vector register, FPCR and FPSR get other values.
+    fp_state_round_trip(&FpState::pattern(0xff, 0, 0x9f), FpEvent::Nothing);
+    set_fpcr(0);
+    set_fpsr(0x9f);
+    let cpu = cpu_index();
+    if let Some(count) = HANDLED.get(cpu) {
+        count.fetch_add(1, Ordering::AcqRel);
+    }
+    if cpu == HOLDER.load(Ordering::Acquire) as usize {
+        IPI_SEEN.store(1, Ordering::Release);
     }
 }

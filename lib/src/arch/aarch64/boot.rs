@@ -6,11 +6,13 @@
 //! target is hard-float, so FP/SIMD is enabled first. With the MMU off every data access is
 //! Device memory, where unaligned accesses and exclusives (spin locks) fault: the assembly builds
 //! a minimal identity map (0..1 GiB device, 1..4 GiB normal write-back, 1 GiB blocks) and turns
-//! the MMU on before calling Rust. Rust's `mmu` module then edits these tables in place.
+//! the MMU on before calling Rust. Rust's `mmu` module then edits these tables in place. What
+//! was written with the MMU off (the BSS and its boot tables) went straight to memory: its
+//! cache lines are invalidated before the MMU and caches go on, so no stale line can hide it.
 
 use core::arch::global_asm;
 
-use super::smp::{MAX_CPUS, STACK_SIZE};
+use super::smp::{EXCEPTION_STACK_SIZE, MAX_CPUS, STACK_SIZE};
 
 /// MAIR_EL1: attribute 0 is Device-nGnRnE, attribute 1 Normal write-back (read/write allocate).
 pub(crate) const MAIR: u64 = 0xff << 8;
@@ -27,8 +29,8 @@ const SCTLR: u64 = 0x30d0_0800 | 1 << 0 | 1 << 2 | 1 << 12;
 const _: () = assert!(TCR_BASE == 0x80_3510);
 const _: () = assert!(SCTLR == 0x30d0_1805);
 const _: () = assert!(
-    STACK_SIZE == 64 * 1024 && MAX_CPUS == 8,
-    "link.ld reserves 8 stacks of 64 KiB"
+    STACK_SIZE == 64 * 1024 && EXCEPTION_STACK_SIZE == 16 * 1024 && MAX_CPUS == 8,
+    "link.ld reserves 8 stacks of 64 KiB and 8 exception stacks of 16 KiB"
 );
 
 global_asm!(
@@ -75,6 +77,24 @@ global_asm!(
         add x11, x11, x12
         str x11, [x10, #24]
 
+        /* The BSS, boot tables included, was written with the MMU off, straight to memory:
+         * drop any stale cache lines of it before cacheable accesses and table walks begin. */
+        adrp x9, __bss_start
+        add x9, x9, :lo12:__bss_start
+        adrp x10, __bss_end
+        add x10, x10, :lo12:__bss_end
+        mrs x12, ctr_el0
+        ubfx x12, x12, #16, #4          /* DminLine: log2 of the line size in words */
+        mov x13, #4
+        lsl x13, x13, x12
+        sub x12, x13, #1
+        bic x9, x9, x12
+    6:  dc ivac, x9
+        add x9, x9, x13
+        cmp x9, x10
+        b.lo 6b
+        dsb sy
+
         bl vmunit_enable_mmu
         mov x0, x19
         mov x1, #0
@@ -93,12 +113,19 @@ global_asm!(
         mov x1, x19
         b vmunit_enter_rust
 
-    /* x0: rust_entry's argument; x1: CPU index. Switches to that CPU's stack. */
+    /* x0: rust_entry's argument; x1: CPU index. SP_EL1 gets that CPU's exception stack, and
+     * the kernel runs on SP_EL0 (EL1t) with that CPU's stack: a kernel stack overflow then
+     * faults onto a stack that still works. */
     vmunit_enter_rust:
         msr spsel, #1
+        add x10, x1, #1
+        adrp x9, __exception_stacks_start
+        add x9, x9, :lo12:__exception_stacks_start
+        add x9, x9, x10, lsl #14        /* top of exception stack number x1 (16 KiB each) */
+        mov sp, x9
+        msr spsel, #0
         adrp x9, __stacks_start
         add x9, x9, :lo12:__stacks_start
-        add x10, x1, #1
         add x9, x9, x10, lsl #16        /* top of stack number x1 (64 KiB each) */
         mov sp, x9
         msr tpidr_el1, x1

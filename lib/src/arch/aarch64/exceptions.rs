@@ -6,13 +6,20 @@
 //! type 0 synchronous, 1 IRQ, 2 FIQ, 3 SError) in x1 and jumps to a common path that saves
 //! the rest of an [`ExceptionFrame`], including the FP/SIMD registers (Rust code uses them
 //! freely on this hard-float target), and calls [`exception_dispatch`].
+//!
+//! The kernel runs on SP_EL0 (EL1t, vector kinds 0-3) and exceptions on SP_EL1, a separate
+//! 16 KiB stack per CPU: a kernel stack overflow faults on the unmapped guard page below the
+//! kernel stack and is reported from a stack that works. Each exception stack is aligned to
+//! its size and its lowest page is a guard too; every vector checks, before storing anything,
+//! that SP_EL1 is above that page, so that nested exceptions that exhaust it (a handler that
+//! faults again and again) end the test instead of faulting forever.
 
 use core::arch::global_asm;
 use core::fmt;
 use core::mem::{offset_of, size_of};
 use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
-use super::smp::{MAX_CPUS, cpu_index};
+use super::smp::{EXCEPTION_STACK_SIZE, MAX_CPUS, STACK_SIZE, cpu_index};
 
 /// The registers saved on every exception, in memory order; the assembly below writes it.
 #[repr(C)]
@@ -177,17 +184,29 @@ impl fmt::Display for Exception {
 const USER_EXIT_SVC: u64 = 0xfffe;
 /// SPSR value for EL0t with D, A, I and F masked.
 const SPSR_EL0_MASKED: u64 = 0x3c0;
-/// SPSR mode EL1h.
+/// SPSR mode EL1h (SP_EL1: exception handlers).
 const SPSR_EL1H: u64 = 0x5;
+/// SPSR mode EL1t (SP_EL0: the kernel).
+const SPSR_EL1T: u64 = 0x4;
 
 global_asm!(
     r#"
     .macro VMUNIT_VECTOR kind
         .balign 0x80
         sub sp, sp, #{frame_size}
+        /* x0 <-> SP without a scratch register: is SP in the guard page (offset below 4 KiB
+         * in its 16 KiB-aligned stack)? */
+        add sp, sp, x0
+        sub x0, sp, x0
+        tst x0, #0x3000
+        b.eq 1f
+        sub x0, sp, x0
+        sub sp, sp, x0
         stp x0, x1, [sp, #0]
         mov x1, #\kind
         b vmunit_exception_common
+    1:  mov x0, #\kind
+        b vmunit_exception_stack_overflow
     .endm
 
     .section .text.vmunit_vectors, "ax"
@@ -210,6 +229,18 @@ global_asm!(
     VMUNIT_VECTOR 13
     VMUNIT_VECTOR 14
     VMUNIT_VECTOR 15
+
+    /* x0: the vector kind. Abandons this CPU's exception stack and reports. */
+    vmunit_exception_stack_overflow:
+        mrs x9, tpidr_el1
+        and x9, x9, #{cpu_mask}
+        add x9, x9, #1
+        adrp x10, __exception_stacks_start
+        add x10, x10, :lo12:__exception_stacks_start
+        add x10, x10, x9, lsl #14
+        mov sp, x10
+        bl {overflow}
+        b .
 
     vmunit_exception_common:
         stp x2, x3, [sp, #16]
@@ -234,7 +265,7 @@ global_asm!(
         mrs x4, far_el1
         stp x2, x4, [sp, #272]
         str x1, [sp, #288]
-        tst x3, #0xf                    /* SPSR.M[3:0] == 0: from EL0 */
+        tst x3, #1                      /* SPSR.M[0] == 0: EL0t or EL1t, on SP_EL0 */
         b.ne 1f
         mrs x2, sp_el0
         b 2f
@@ -289,7 +320,7 @@ global_asm!(
         ldp x2, x3, [sp, #256]
         msr elr_el1, x2
         msr spsr_el1, x3
-        tst x3, #0xf
+        tst x3, #1
         b.ne 3f
         ldr x2, [sp, #248]
         msr sp_el0, x2
@@ -314,7 +345,12 @@ global_asm!(
     "#,
     frame_size = const FRAME_SIZE,
     dispatch = sym exception_dispatch,
+    overflow = sym exception_stack_overflow,
+    cpu_mask = const MAX_CPUS - 1,
 );
+
+const _: () = assert!(MAX_CPUS.is_power_of_two());
+const _: () = assert!(EXCEPTION_STACK_SIZE == 0x4000, "the vectors test SP bits 13:12");
 
 unsafe extern "C" {
     static vmunit_vectors: u8;
@@ -332,7 +368,8 @@ pub(crate) fn init() {
 struct CatchContext {
     /// SP inside `vmunit_try_call` after it saved the callee-saved registers.
     stack_pointer: u64,
-    /// DAIF at the call, restored on recovery.
+    /// DAIF at the call, restored on recovery, ORed with SPSel (bit 0: which stack the call
+    /// ran on, SP_EL0 for kernel code, SP_EL1 inside an exception handler).
     daif: u64,
     /// The exception that ended the closure, filled in by the dispatcher.
     exception: Option<Exception>,
@@ -389,6 +426,8 @@ global_asm!(
         mov x9, sp
         str x9, [x0]
         mrs x9, daif
+        mrs x10, spsel
+        orr x9, x9, x10
         str x9, [x0, #8]
         mov x0, x2
         blr x1
@@ -412,9 +451,12 @@ global_asm!(
         mov x0, #1
         b vmunit_try_return
 
-    /* Enters EL0 at vmunit_user_entry: x0 = data, x1 = function, x2 = the EL0 stack top. */
+    /* Enters EL0 at vmunit_user_entry: x0 = data, x1 = function, x2 = the EL0 stack top.
+     * SP_EL0 is the kernel's stack, and MSR SP_EL0 is undefined while SPSel selects it: switch
+     * to SP_EL1 first (unused until the ERET; the kernel SP is in the CatchContext). */
     .global vmunit_enter_user
     vmunit_enter_user:
+        msr spsel, #1
         msr sp_el0, x2
         adr x9, vmunit_user_entry
         msr elr_el1, x9
@@ -635,7 +677,12 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
             context.exception = Some(exception);
             frame.elr = &raw const vmunit_try_recover as u64;
             frame.x[0] = (&raw mut *context) as u64;
-            frame.spsr = (context.daif & 0x3c0) | SPSR_EL1H;
+            let mode = if context.daif & 1 != 0 {
+                SPSR_EL1H
+            } else {
+                SPSR_EL1T
+            };
+            frame.spsr = (context.daif & 0x3c0) | mode;
             return;
         }
     }
@@ -652,6 +699,14 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
         exception.class,
         if exception.from_user { 0 } else { 1 }
     );
+    let overflowed = stack_guard_owner(exception.far).filter(|_| {
+        kind & 3 == 0
+            && !exception.from_user
+            && matches!(
+                exception.class,
+                ExceptionClass::DATA_ABORT | ExceptionClass::SP_ALIGNMENT
+            )
+    });
     crate::println!(
         "ESR={:#018x} FAR={:#018x} ELR={:#018x} SPSR={:#018x} SP={:#018x}",
         frame.esr,
@@ -670,8 +725,57 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
         }
         crate::println!("{}", line.as_str());
     }
+    if let Some(owner) = overflowed {
+        crate::runtime::abort(format_args!(
+            "stack overflow: CPU {owner}'s stack ran into its guard page (unhandled {what}: {} at ELR \
+             {:#x}, FAR {:#x}, SP {:#x})",
+            exception.class, frame.elr, exception.far, frame.sp
+        ));
+    }
     crate::runtime::abort(format_args!(
         "unhandled {what}: {} at ELR {:#x}",
         exception.class, frame.elr
     ));
+}
+
+unsafe extern "C" {
+    static __stacks_start: u8;
+    static __exception_stacks_start: u8;
+}
+
+/// The guard pages (unmapped, lowest page) of each CPU's kernel stack and exception stack, in
+/// CPU order: kernel, exception, kernel, exception, ...
+pub fn stack_guard_pages() -> impl Iterator<Item = u64> {
+    let kernel = &raw const __stacks_start as u64;
+    let exception = &raw const __exception_stacks_start as u64;
+    (0..MAX_CPUS as u64).flat_map(move |cpu| {
+        [
+            kernel + cpu * STACK_SIZE as u64,
+            exception + cpu * EXCEPTION_STACK_SIZE as u64,
+        ]
+    })
+}
+
+/// The CPU whose kernel-stack guard page holds `address`, if any.
+fn stack_guard_owner(address: u64) -> Option<usize> {
+    let kernel = &raw const __stacks_start as u64;
+    (0..MAX_CPUS).find(|&cpu| {
+        let guard = kernel + (cpu * STACK_SIZE) as u64;
+        (guard..guard + 4096).contains(&address)
+    })
+}
+
+/// Called by a vector, on a fresh exception stack, when SP_EL1 reached its guard page:
+/// exceptions nested until the exception stack ran out. Ends the test.
+extern "C" fn exception_stack_overflow(kind: u64) -> ! {
+    use aarch64_cpu::registers::{ELR_EL1, ESR_EL1, FAR_EL1, Readable};
+    crate::console::emergency_unlock();
+    crate::runtime::abort(format_args!(
+        "exception stack overflow on CPU {}: nested exceptions exhausted SP_EL1 (vector kind {kind}, \
+         ESR {:#x}, ELR {:#x}, FAR {:#x})",
+        cpu_index(),
+        ESR_EL1.get(),
+        ELR_EL1.get(),
+        FAR_EL1.get()
+    ))
 }

@@ -6,6 +6,7 @@
 //! `catch_exception` abandons the block.
 
 use core::arch::asm;
+use core::sync::atomic::AtomicU32;
 
 use super::exceptions::{Exception, catch_exception};
 
@@ -186,31 +187,118 @@ pub fn isb() {
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }
 
-/// What happens between loading and storing the vector registers in
-/// [`vector_register_round_trip`].
+/// FPCR, the floating-point control register.
+pub fn fpcr() -> u64 {
+    let value: u64;
+    // SAFETY: reads a register EL1 may read; no memory access.
+    unsafe { asm!("mrs {value}, fpcr", value = out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Writes FPCR (rounding mode, flush-to-zero, default NaN, trap enables).
+pub fn set_fpcr(value: u64) {
+    // SAFETY: FPCR only changes how later FP instructions compute; no memory access.
+    unsafe { asm!("msr fpcr, {value}", value = in(reg) value, options(nomem, nostack, preserves_flags)) };
+}
+
+/// FPSR, the floating-point status register (cumulative exception flags, QC).
+pub fn fpsr() -> u64 {
+    let value: u64;
+    // SAFETY: reads a register EL1 may read; no memory access.
+    unsafe { asm!("mrs {value}, fpsr", value = out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Writes FPSR.
+pub fn set_fpsr(value: u64) {
+    // SAFETY: FPSR holds status flags only; no memory access.
+    unsafe { asm!("msr fpsr, {value}", value = in(reg) value, options(nomem, nostack, preserves_flags)) };
+}
+
+/// The FP/SIMD state a test loads into the registers and reads back: v0-v31, FPCR, FPSR.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum RoundTripEvent {
+pub struct FpState {
+    /// v0..v31, 16 bytes each, in register order.
+    pub vectors: [u8; 512],
+    /// FPCR.
+    pub fpcr: u64,
+    /// FPSR (the cumulative exception flags and QC are the bits that hold a value).
+    pub fpsr: u64,
+}
+
+impl FpState {
+    /// A state whose 512 vector bytes are all distinct functions of `seed`.
+    pub fn pattern(seed: u8, fpcr: u64, fpsr: u64) -> FpState {
+        FpState {
+            vectors: core::array::from_fn(|index| (index as u8).wrapping_mul(7) ^ seed),
+            fpcr,
+            fpsr,
+        }
+    }
+
+    /// The first vector register that differs from `other`'s, if any.
+    pub fn first_vector_difference(&self, other: &FpState) -> Option<usize> {
+        self.vectors
+            .iter()
+            .zip(&other.vectors)
+            .position(|(mine, theirs)| mine != theirs)
+            .map(|byte| byte / 16)
+    }
+}
+
+/// What happens while [`fp_state_round_trip`] holds the state in the registers.
+#[derive(Clone, Copy, Debug)]
+pub enum FpEvent<'a> {
+    /// Nothing: the registers are stored back at once (for handlers that must overwrite
+    /// every FP/SIMD register).
+    Nothing,
     /// `brk #0x77`, which `trap_exceptions` records and resumes after.
     Breakpoint,
     /// A pending IRQ, taken while IRQs are briefly unmasked.
     InterruptWindow,
+    /// Stores 1 to `loaded` once the registers hold the state, then waits, IRQs unmasked
+    /// between polls (so that IPIs are taken), until `done` is nonzero or `polls` polls passed:
+    /// another CPU meanwhile runs its own work and interrupts this one.
+    Handshake {
+        /// Set (release) when the state is in the registers.
+        loaded: &'a AtomicU32,
+        /// Polled (acquire) until nonzero.
+        done: &'a AtomicU32,
+        /// The most polls before giving up (the caller then sees `done` still 0).
+        polls: u64,
+    },
 }
 
-/// Loads `values` into v0-v31 and `fpcr` into FPCR, lets `event` happen, stores v0-v31 back;
-/// returns them and FPCR as read afterwards (then restores the old FPCR). For tests that the
-/// FP/SIMD state survives exceptions: `Breakpoint` must run under `trap_exceptions` of
-/// BRK64, `InterruptWindow` with an IRQ pending (it unmasks IRQs for one ISB).
-pub fn vector_register_round_trip(values: &[u8; 512], fpcr: u64, event: RoundTripEvent) -> ([u8; 512], u64) {
-    let mut out = [0u8; 512];
+/// Loads `state` into v0-v31, FPCR and FPSR, lets `event` happen, and returns the registers
+/// as they are afterwards (FPCR and FPSR are then restored). For tests that the FP/SIMD state
+/// survives exceptions, interrupts and other CPUs' work: `Breakpoint` must run under
+/// `trap_exceptions` of BRK64, `InterruptWindow` with an IRQ pending.
+pub fn fp_state_round_trip(state: &FpState, event: FpEvent<'_>) -> FpState {
+    let mut out = FpState {
+        vectors: [0; 512],
+        fpcr: 0,
+        fpsr: 0,
+    };
+    let (mode, loaded, done, polls) = match event {
+        FpEvent::Nothing => (3u64, core::ptr::null(), core::ptr::null(), 0),
+        FpEvent::Breakpoint => (0, core::ptr::null(), core::ptr::null(), 0),
+        FpEvent::InterruptWindow => (1, core::ptr::null(), core::ptr::null(), 0),
+        FpEvent::Handshake { loaded, done, polls } => {
+            (2, loaded.as_ptr().cast_const(), done.as_ptr().cast_const(), polls)
+        }
+    };
     let fpcr_after: u64;
-    let interrupt = u64::from(event == RoundTripEvent::InterruptWindow);
-    // SAFETY: reads `values` and writes `out` (512 bytes each, live locals); every vector
-    // register is declared clobbered and FPCR is restored; the BRK is resumed by
-    // `trap_exceptions` and an IRQ's handler returns.
+    let fpsr_after: u64;
+    // SAFETY: reads `state.vectors` and writes `out.vectors` (512 bytes each, live); `loaded`
+    // and `done` point at live atomics accessed with atomic instructions; every vector
+    // register is declared clobbered and FPCR/FPSR are restored; the BRK is resumed by
+    // `trap_exceptions` and IRQ handlers return.
     unsafe {
         asm!(
-            "mrs {saved}, fpcr",
-            "msr fpcr, {pattern}",
+            "mrs {saved_fpcr}, fpcr",
+            "mrs {saved_fpsr}, fpsr",
+            "msr fpcr, {fpcr_pattern}",
+            "msr fpsr, {fpsr_pattern}",
             "ld1 {{v0.16b, v1.16b, v2.16b, v3.16b}}, [{input}], #64",
             "ld1 {{v4.16b, v5.16b, v6.16b, v7.16b}}, [{input}], #64",
             "ld1 {{v8.16b, v9.16b, v10.16b, v11.16b}}, [{input}], #64",
@@ -219,12 +307,27 @@ pub fn vector_register_round_trip(values: &[u8; 512], fpcr: u64, event: RoundTri
             "ld1 {{v20.16b, v21.16b, v22.16b, v23.16b}}, [{input}], #64",
             "ld1 {{v24.16b, v25.16b, v26.16b, v27.16b}}, [{input}], #64",
             "ld1 {{v28.16b, v29.16b, v30.16b, v31.16b}}, [{input}], #64",
-            "cbnz {interrupt}, 2f",
-            "brk #0x77",
+            "cmp {mode}, #1",
+            "b.eq 2f",
+            "b.lo 6f",
+            "cmp {mode}, #2",
+            "b.eq 4f",
+            "b 3f",
+            "6: brk #0x77",
             "b 3f",
             "2: msr daifclr, #2",
             "isb",
             "msr daifset, #2",
+            "b 3f",
+            "4: mov {scratch:w}, #1",
+            "stlr {scratch:w}, [{loaded}]",
+            "5: msr daifclr, #2",
+            "isb",
+            "msr daifset, #2",
+            "ldar {scratch:w}, [{done}]",
+            "cbnz {scratch:w}, 3f",
+            "subs {polls}, {polls}, #1",
+            "b.hi 5b",
             "3: st1 {{v0.16b, v1.16b, v2.16b, v3.16b}}, [{output}], #64",
             "st1 {{v4.16b, v5.16b, v6.16b, v7.16b}}, [{output}], #64",
             "st1 {{v8.16b, v9.16b, v10.16b, v11.16b}}, [{output}], #64",
@@ -234,20 +337,30 @@ pub fn vector_register_round_trip(values: &[u8; 512], fpcr: u64, event: RoundTri
             "st1 {{v24.16b, v25.16b, v26.16b, v27.16b}}, [{output}], #64",
             "st1 {{v28.16b, v29.16b, v30.16b, v31.16b}}, [{output}], #64",
             "mrs {fpcr}, fpcr",
-            "msr fpcr, {saved}",
-            saved = out(reg) _,
-            pattern = in(reg) fpcr,
-            input = inout(reg) values.as_ptr() => _,
-            output = inout(reg) out.as_mut_ptr() => _,
-            interrupt = in(reg) interrupt,
+            "mrs {fpsr}, fpsr",
+            "msr fpcr, {saved_fpcr}",
+            "msr fpsr, {saved_fpsr}",
+            saved_fpcr = out(reg) _,
+            saved_fpsr = out(reg) _,
+            fpcr_pattern = in(reg) state.fpcr,
+            fpsr_pattern = in(reg) state.fpsr,
+            input = inout(reg) state.vectors.as_ptr() => _,
+            output = inout(reg) out.vectors.as_mut_ptr() => _,
+            mode = in(reg) mode,
+            loaded = in(reg) loaded,
+            done = in(reg) done,
+            polls = inout(reg) polls => _,
+            scratch = out(reg) _,
             fpcr = out(reg) fpcr_after,
+            fpsr = out(reg) fpsr_after,
             out("v0") _, out("v1") _, out("v2") _, out("v3") _, out("v4") _, out("v5") _, out("v6") _,
             out("v7") _, out("v8") _, out("v9") _, out("v10") _, out("v11") _, out("v12") _, out("v13") _,
             out("v14") _, out("v15") _, out("v16") _, out("v17") _, out("v18") _, out("v19") _,
             out("v20") _, out("v21") _, out("v22") _, out("v23") _, out("v24") _, out("v25") _,
             out("v26") _, out("v27") _, out("v28") _, out("v29") _, out("v30") _, out("v31") _,
-            options(nostack),
         )
     };
-    (out, fpcr_after)
+    out.fpcr = fpcr_after;
+    out.fpsr = fpsr_after;
+    out
 }

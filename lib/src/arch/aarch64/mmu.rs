@@ -4,10 +4,19 @@
 //! blocks (4 KiB granule, 48-bit VA, TTBR0 only). [`init`] then gives the image's pages their
 //! rights: the code read-only and executable at EL1 and EL0, the data read-write at both and
 //! executable nowhere (so that [`run_in_user_mode`](super::run_in_user_mode) closures can run),
-//! and unmaps page 0 so that null pointers fault.
-//! Mapping a 4 KiB page inside a block splits the block first.
+//! and unmaps page 0 so that null pointers fault, and the lowest page of every CPU's stacks
+//! (guard pages, see exceptions.rs).
+//!
+//! Mapping a 4 KiB page inside a block splits the block first. Replacing a live block with a
+//! table is a change of block size, which the architecture allows only through
+//! break-before-make (invalid entry, TLB invalidation, then the table), or the TLB may hold
+//! both and conflict. A break makes the whole block fault for a moment, so [`init`] splits, on
+//! the boot CPU alone, every block that holds memory in use (the image, all RAM, page 0's
+//! device block) down to 4 KiB pages, swapping each entry with the MMU briefly off (nothing
+//! translates during the swap; the entry's cache line is cleaned and invalidated around the
+//! uncached store). Later splits, of blocks outside RAM, use break-before-make.
 
-use core::arch::asm;
+use core::arch::{asm, global_asm};
 
 use super::boot::{ATTRIBUTE_DEVICE, ATTRIBUTE_NORMAL};
 use crate::memory::Protection;
@@ -26,6 +35,7 @@ const PXN: u64 = 1 << 53;
 const UXN: u64 = 1 << 54;
 const ADDRESS_MASK: u64 = 0x0000_ffff_ffff_f000;
 const ENTRIES: usize = 512;
+const BLOCK_2M: u64 = 2 << 20;
 
 unsafe extern "C" {
     static __image_start: u8;
@@ -62,9 +72,23 @@ fn indices(virtual_address: u64) -> [usize; 4] {
     [39, 30, 21, 12].map(|shift| ((virtual_address >> shift) & 0x1ff) as usize)
 }
 
+/// How a block is replaced by a table.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Split {
+    /// Break-before-make: the block's range faults between the break and the make.
+    BreakBeforeMake,
+    /// With the MMU off on this CPU, the only one running (see [`init`]).
+    MmuOff,
+}
+
 /// Walks to the level-3 entry of `virtual_address`, creating tables and splitting blocks on
 /// the way. Returns `None` only when `create` is false and a level is absent.
 fn leaf_entry(virtual_address: u64, create: bool) -> Option<&'static mut u64> {
+    walk(virtual_address, create, Split::BreakBeforeMake)
+}
+
+/// [`leaf_entry`], splitting blocks the `split` way.
+fn walk(virtual_address: u64, create: bool, split: Split) -> Option<&'static mut u64> {
     let [l0, l1, l2, l3] = indices(virtual_address);
     let mut current = root();
     for (level, index) in [(0u32, l0), (1, l1), (2, l2)] {
@@ -85,11 +109,64 @@ fn leaf_entry(virtual_address: u64, create: bool) -> Option<&'static mut u64> {
                 *child = (base + child_index as u64 * child_size) | attributes | child_type;
             }
             barrier_after_table_write();
-            *entry = next | VALID | TABLE_OR_PAGE;
+            let block_address = virtual_address & !((child_size << 9) - 1);
+            replace_block(entry, next | VALID | TABLE_OR_PAGE, block_address, split);
         }
         current = *entry & ADDRESS_MASK;
     }
     Some(&mut table(current)[l3])
+}
+
+/// Replaces the block descriptor `entry` (mapping `block_address`) by `table`, see [`Split`].
+fn replace_block(entry: &mut u64, table: u64, block_address: u64, split: Split) {
+    match split {
+        Split::BreakBeforeMake => {
+            *entry = 0;
+            flush(block_address);
+            *entry = table;
+            barrier_after_table_write();
+        }
+        Split::MmuOff => {
+            // SAFETY: only the boot CPU runs (init); `entry` is a live descriptor, written with
+            // the MMU off by assembly that touches no other memory; the table it installs maps
+            // the same addresses with the same attributes, so nothing Rust sees changes.
+            unsafe { vmunit_replace_entry_mmu_off(&raw mut *entry, table) };
+        }
+    }
+}
+
+global_asm!(
+    r#"
+    .section .text.vmunit_replace_entry_mmu_off, "ax"
+    /* x0: a page table entry's address; x1: its new value. Writes it with the MMU off, IRQs
+     * masked, with no stack use: nothing is translated while the descriptor changes. */
+    .global vmunit_replace_entry_mmu_off
+    vmunit_replace_entry_mmu_off:
+        mrs x4, daif
+        msr daifset, #0xf
+        dc civac, x0                    /* the line's latest data to memory, no cached copy */
+        dsb sy
+        mrs x2, sctlr_el1
+        bic x3, x2, #1                  /* SCTLR_EL1.M */
+        msr sctlr_el1, x3
+        isb
+        str x1, [x0]                    /* uncached: straight to memory */
+        dsb sy
+        dc ivac, x0                     /* drop a copy speculation may have refilled */
+        dsb sy
+        tlbi vmalle1
+        dsb nsh
+        isb
+        msr sctlr_el1, x2
+        isb
+        msr daif, x4
+        ret
+    "#
+);
+
+unsafe extern "C" {
+    /// See the assembly above.
+    fn vmunit_replace_entry_mmu_off(entry: *mut u64, value: u64);
 }
 
 fn barrier_after_table_write() {
@@ -147,13 +224,26 @@ pub(crate) fn init() {
         execute: false,
         user: true,
     };
+    let live = |address| walk(address, true, Split::MmuOff).expect("creating tables never fails");
+    // All mapped RAM to 4 KiB pages, 2 MiB at a time (a walk splits one 2 MiB block); RAM
+    // that the boot tables leave unmapped stays so.
+    for &(ram_start, ram_end) in super::device_tree::platform().memory() {
+        let mut address = ram_start & !(BLOCK_2M - 1);
+        while address < ram_end {
+            walk(address, false, Split::MmuOff);
+            address += BLOCK_2M;
+        }
+    }
     for page in (start..end).step_by(4096) {
         let protection = if page < text_end { code } else { data };
-        let entry = leaf_entry(page, true).expect("creating tables never fails");
-        *entry = page | leaf_bits(protection);
+        *live(page) = page | leaf_bits(protection);
     }
     // Page 0 (flash on `virt`, which the runtime never uses) stays unmapped: null pointers fault.
-    *leaf_entry(0, true).expect("creating tables never fails") = 0;
+    *live(0) = 0;
+    // The lowest page of every CPU's kernel and exception stack: overflows fault there.
+    for guard in super::exceptions::stack_guard_pages() {
+        *live(guard) = 0;
+    }
     // SAFETY: invalidates every TLB entry of this CPU (the only one running), after the
     // table writes; no Rust-visible memory changes.
     unsafe {

@@ -3,6 +3,7 @@
 //! exit), GICv3 and the generic timer, plus safe wrappers for the instructions tests exercise.
 
 mod boot;
+pub mod cache;
 pub mod console;
 pub mod device_tree;
 pub mod exceptions;

@@ -12,8 +12,10 @@ use super::psci;
 
 /// How many CPUs the runtime supports (link.ld reserves a stack for each).
 pub const MAX_CPUS: usize = 8;
-/// Each CPU's stack size.
+/// Each CPU's stack size (SP_EL0, the kernel's), its lowest page an unmapped guard.
 pub const STACK_SIZE: usize = 64 * 1024;
+/// Each CPU's exception stack size (SP_EL1), its lowest page an unmapped guard.
+pub const EXCEPTION_STACK_SIZE: usize = 16 * 1024;
 
 /// The MPIDR affinity fields (Aff3, Aff2, Aff1, Aff0).
 pub const MPIDR_AFFINITY_MASK: u64 = 0xff_00ff_ffff;
