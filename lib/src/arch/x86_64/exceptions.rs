@@ -391,28 +391,11 @@ fn cpu_index() -> usize {
     super::smp::cpu_index()
 }
 
-/// Runs `function` and returns its result, or the exception that interrupted it.
-///
-/// On an exception the closure's frames are abandoned without running destructors, like
-/// `longjmp`: anything it owned leaks, and locks it held stay held.
-pub fn catch_exception<R, F: FnOnce() -> R>(function: F) -> Result<R, Exception> {
-    struct Call<F, R> {
-        function: Option<F>,
-        result: Option<R>,
-    }
-    extern "C" fn trampoline<F: FnOnce() -> R, R>(data: *mut u8) {
-        // SAFETY: `data` is the `Call` that `catch_exception` passed to `vmunit_try_call`,
-        // alive and exclusively ours for the duration of the call.
-        let call = unsafe { &mut *data.cast::<Call<F, R>>() };
-        if let Some(function) = call.function.take() {
-            call.result = Some(function());
-        }
-    }
+pub use crate::catch::catch_exception;
 
-    let mut call = Call {
-        function: Some(function),
-        result: None,
-    };
+/// The architecture's half of [`catch_exception`]: calls `function(data)` under a catch
+/// context of this CPU; returns the exception that ended it, or `None` when it returned.
+pub(crate) fn try_call(function: extern "C" fn(*mut u8), data: *mut u8) -> Option<Exception> {
     let slot = &CATCH_CONTEXTS[cpu_index()];
     let mut context = CatchContext {
         stack_pointer: 0,
@@ -423,20 +406,10 @@ pub fn catch_exception<R, F: FnOnce() -> R>(function: F) -> Result<R, Exception>
     slot.store(&raw mut context, Ordering::Release);
     // SAFETY: `vmunit_try_call` follows the C ABI, saves the callee-saved registers, and
     // either returns normally or is resumed by the dispatcher on its own saved stack with
-    // those registers intact; `context` and `call` outlive the call.
-    let interrupted = unsafe {
-        vmunit_try_call(
-            (&raw mut context).cast(),
-            trampoline::<F, R>,
-            (&raw mut call).cast(),
-        )
-    };
+    // those registers intact; `context` and `data` outlive the call.
+    let interrupted = unsafe { vmunit_try_call((&raw mut context).cast(), function, data) };
     slot.store(context.previous, Ordering::Release);
-    match (interrupted, context.exception, call.result) {
-        (0, _, Some(result)) => Ok(result),
-        (_, Some(exception), _) => Err(exception),
-        _ => unreachable!("vmunit_try_call returned without a result or an exception"),
-    }
+    (interrupted != 0).then_some(context.exception).flatten()
 }
 
 /// Runs `function`, recording each exception whose vector is in `vectors` and resuming after
