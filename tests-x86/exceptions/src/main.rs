@@ -13,12 +13,14 @@ use alloc::string::String;
 use core::fmt::Debug;
 
 use vmunit::arch::instructions::{
-    hypervisor_signature, int1, int3, read_cr0, read_cr4, read_dr6, single_step_two_nops, software_interrupt,
-    ud2, write_cr0_safe, write_cr4_safe, write_dr6,
+    hypervisor_signature, int1, int3, read_cr0, read_cr4, read_dr6, read_unguarded,
+    read_with_alignment_check, single_step_two_nops, software_interrupt, ud2, write_cr0_safe, write_cr4_safe,
+    write_dr6,
 };
 use vmunit::arch::mmu::no_execute_supported;
-use vmunit::arch::page_fault::{FETCH, PRESENT, RESERVED, WRITE};
+use vmunit::arch::page_fault::{FETCH, PRESENT, RESERVED, USER, WRITE};
 use vmunit::arch::probes;
+use vmunit::arch::run_in_user_mode;
 use vmunit::memory::{Protection, TestPage};
 use vmunit::{
     Exception, Vector, known_failure, prefix, report, report_info, report_skip, report_summary,
@@ -41,6 +43,7 @@ const CR0_EM: u64 = 1 << 2;
 const CR0_TS: u64 = 1 << 3;
 const CR0_WP: u64 = 1 << 16;
 const CR0_NW: u64 = 1 << 29;
+const CR0_AM: u64 = 1 << 18;
 const CR0_CD: u64 = 1 << 30;
 
 /// A vector outside the exception range, for INT n.
@@ -84,7 +87,7 @@ fn main(_args: &[&str]) -> i32 {
     stack_segment();
     page_fault();
     device_not_available();
-    needs_ring3();
+    user_mode();
     // Last: checks that stop the VM (or hang the vCPU) on some hypervisors, skipped there
     // with the reason.
     if host().pvm {
@@ -771,11 +774,84 @@ fn wait_device_not_available() {
     );
 }
 
-fn needs_ring3() {
-    report_skip!(
-        "#AC: alignment checks (CR0.AM with RFLAGS.AC) apply at CPL 3 only; the runtime cannot run ring-3 code yet"
-    );
-    report_skip!(
-        "#PF: the USER error-code bit needs a ring-3 access; the runtime cannot run ring-3 code yet"
-    );
+/// The address a user-mode probe reads (set by the kernel before each run).
+static USER_TARGET: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Two words to read from, misaligned, at CPL 3 (the image is user-accessible).
+static ALIGNMENT_TARGET: [u64; 2] = [0x0123_4567_89ab_cdef; 2];
+
+extern "C" fn user_read() {
+    let _ = read_unguarded(USER_TARGET.load(core::sync::atomic::Ordering::SeqCst));
+}
+
+extern "C" fn user_misaligned_read() {
+    let _ = read_with_alignment_check(USER_TARGET.load(core::sync::atomic::Ordering::SeqCst));
+}
+
+/// Exceptions from ring 3: #AC (CR0.AM with RFLAGS.AC, a misaligned load) and the USER bit
+/// of #PF.
+fn user_mode() {
+    use core::sync::atomic::Ordering::SeqCst;
+    {
+        let _prefix = prefix("#AC");
+        let misaligned = ALIGNMENT_TARGET.as_ptr() as u64 + 1;
+        USER_TARGET.store(misaligned, SeqCst);
+        let cr0 = read_cr0();
+        let without = run_in_user_mode(user_misaligned_read);
+        let reason = "this host's kvm_pvm raises #AC with the guest's CR0.AM clear";
+        known_failure(host().pvm, reason, || {
+            report!(
+                without.is_ok(),
+                "with CR0.AM clear, a misaligned load with RFLAGS.AC at CPL 3 works (got {without:x?})"
+            )
+        });
+        let set = write_cr0_safe(cr0 | CR0_AM);
+        let with = run_in_user_mode(user_misaligned_read);
+        let restored = write_cr0_safe(cr0);
+        known_failure(
+            host().tcg,
+            "QEMU's TCG does not implement alignment checking",
+            || {
+                report!(
+                    set.is_ok()
+                        && restored.is_ok()
+                        && matches!(with, Err(e) if e.vector == Vector::AC && e.error_code == 0),
+                    "with CR0.AM set, a misaligned load with RFLAGS.AC at CPL 3 raises #AC(0) (got {with:x?})"
+                )
+            },
+        );
+        USER_TARGET.store(ALIGNMENT_TARGET.as_ptr() as u64, SeqCst);
+        let aligned = run_in_user_mode(user_misaligned_read);
+        report!(
+            aligned.is_ok(),
+            "an aligned load with RFLAGS.AC at CPL 3 raises nothing (got {aligned:x?})"
+        );
+    }
+    {
+        let _prefix = prefix("#PF");
+        let _user = prefix("user");
+        let page = TestPage::new();
+        USER_TARGET.store(page.address() + 8, SeqCst);
+        let supervisor = run_in_user_mode(user_read);
+        report!(
+            matches!(supervisor, Err(e) if e.vector == Vector::PF && e.error_code & (PRESENT | USER | WRITE | FETCH) == PRESENT | USER && e.address == page.address() + 8),
+            "a CPL-3 read of a supervisor page raises #PF with P and U set (got {supervisor:x?})"
+        );
+        page.map(Protection {
+            write: true,
+            execute: false,
+            user: true,
+        });
+        let allowed = run_in_user_mode(user_read);
+        report!(
+            allowed.is_ok(),
+            "a CPL-3 read of a user page works (got {allowed:x?})"
+        );
+        page.unmap();
+        let unmapped = run_in_user_mode(user_read);
+        report!(
+            matches!(unmapped, Err(e) if e.vector == Vector::PF && e.error_code & (PRESENT | USER) == USER),
+            "a CPL-3 read of an unmapped page raises #PF with U set and P clear (got {unmapped:x?})"
+        );
+    }
 }

@@ -11,9 +11,10 @@
 
 use vmunit::arch::instructions::{
     Register, has_feature, int3, rdmsr_safe, rdtsc, rdtscp_safe, read_cr0, read_cr4, read_dr6,
-    software_interrupt, write_cr0_safe, write_cr4_safe, write_dr6, wrmsr_safe,
+    read_with_alignment_check, software_interrupt, write_cr0_safe, write_cr4_safe, write_dr6, wrmsr_safe,
 };
 use vmunit::arch::probes::{fninit_at, fwait_at, watched_store};
+use vmunit::arch::run_in_user_mode;
 use vmunit::{Vector, report, report_skip, trap_exceptions};
 
 vmunit::subtests!();
@@ -153,5 +154,23 @@ fn cr4_high_bits_raise_general_protection() {
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::GP && exception.error_code == 0),
         "setting reserved CR4 bit 63 raises #GP(0) (got {result:x?})"
+    );
+}
+
+/// Two words to read from, misaligned, in user mode.
+static MISALIGNED: [u64; 2] = [0; 2];
+
+extern "C" fn misaligned_read_with_alignment_check() {
+    let _ = read_with_alignment_check(MISALIGNED.as_ptr() as u64 + 1);
+}
+
+/// At CPL 3 with RFLAGS.AC set but CR0.AM clear, a misaligned load raises nothing
+/// (kvm_pvm raises #AC: the host's CR0.AM seems to apply).
+#[vmunit::test]
+fn alignment_check_needs_cr0_am() {
+    let result = run_in_user_mode(misaligned_read_with_alignment_check);
+    report!(
+        result.is_ok(),
+        "with CR0.AM clear, a misaligned CPL-3 load with RFLAGS.AC works (got {result:x?})"
     );
 }

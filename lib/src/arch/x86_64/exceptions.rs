@@ -166,6 +166,7 @@ fn new_tss(cpu: usize) -> TaskStateSegment {
     let mut tss = TaskStateSegment::new();
     let top = VirtAddr::new(super::smp::emergency_stack_top(cpu));
     tss.interrupt_stack_table[usize::from(EMERGENCY_STACK_INDEX)] = top;
+    tss.privilege_stack_table[0] = VirtAddr::new(super::smp::privilege_stack_top(cpu));
     tss
 }
 
@@ -540,6 +541,73 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
         vector.name(),
         frame.rip
     ));
+}
+
+/// The user-mode stack of each CPU, in the image (whose pages user mode may access).
+#[repr(C, align(16))]
+struct UserStacks(core::cell::UnsafeCell<[[u8; USER_STACK_SIZE]; MAX_CPUS]>);
+const USER_STACK_SIZE: usize = 8 * 1024;
+// SAFETY: no Rust code reads or writes the stacks' bytes; only user-mode code on its own CPU.
+unsafe impl Sync for UserStacks {}
+static USER_STACKS: UserStacks = UserStacks(core::cell::UnsafeCell::new([[0; USER_STACK_SIZE]; MAX_CPUS]));
+
+global_asm!(
+    r#"
+    .section .text.vmunit_user, "ax"
+    /* vmunit_enter_user(function, stack_top): IRETQ to CPL 3 at vmunit_user_entry. */
+    .global vmunit_enter_user
+    vmunit_enter_user:
+        pushq ${user_data}
+        pushq %rsi
+        pushq $0x2                      /* RFLAGS: reserved bit 1; IF, AC and TF clear */
+        pushq ${user_code}
+        leaq vmunit_user_entry(%rip), %rax
+        pushq %rax
+        iretq
+    /* At CPL 3: call the function (in %rdi), then return to the kernel with a #UD at the
+       known address vmunit_user_return. A #UD is delivered by every hypervisor; INT n from
+       user mode is not (this project's kvm_pvm drops it). */
+    vmunit_user_entry:
+        call *%rdi
+    .global vmunit_user_return
+    vmunit_user_return:
+        ud2
+    "#,
+    user_data = const selector::USER_DATA,
+    user_code = const selector::USER_CODE,
+    options(att_syntax)
+);
+
+unsafe extern "C" {
+    fn vmunit_enter_user(function: extern "C" fn(), stack_top: u64) -> !;
+    static vmunit_user_return: u8;
+}
+
+/// Runs `function` at CPL 3 (user mode) on this CPU's user stack, with interrupts off, and
+/// returns to the kernel: `Ok(())` when it returned, or the exception that ended it (a
+/// user-mode #PF has the USER error-code bit set). The image's pages (code, data, this stack)
+/// are made user-accessible on first use; memory elsewhere is as the page tables say.
+///
+/// The function runs in ring 3: no port I/O (so no printing), no privileged instructions.
+pub fn run_in_user_mode(function: extern "C" fn()) -> Result<(), Exception> {
+    super::mmu::allow_user_access_to_image();
+    let stack = USER_STACKS
+        .0
+        .get()
+        .cast::<u8>()
+        .wrapping_add((cpu_index() + 1) * USER_STACK_SIZE) as u64;
+    let outcome = catch_exception(|| {
+        // SAFETY: `vmunit_enter_user` leaves through the #UD at `vmunit_user_return` or another
+        // exception, which the enclosing catch turns into a return here; the stack is this
+        // CPU's user stack.
+        unsafe { vmunit_enter_user(function, stack) }
+    });
+    let returned = &raw const vmunit_user_return as u64;
+    match outcome {
+        Err(exception) if exception.vector == Vector::UD && exception.rip == returned => Ok(()),
+        Err(exception) => Err(exception),
+        Ok(()) => unreachable!("vmunit_enter_user never returns"),
+    }
 }
 
 /// An interrupt handler: runs in interrupt context with the vector it was registered for; the

@@ -403,3 +403,39 @@ pub fn clwb_safe(address: *const u8) -> Result<(), Exception> {
         unsafe { asm!("clwb [{}]", in(reg) address, options(nostack, readonly)) };
     })
 }
+
+/// Reads the 64-bit word at `address` without catching a fault: for code that runs where
+/// `catch_exception` cannot (user mode, under `run_in_user_mode`, which catches instead). In
+/// the kernel, a fault here is an unexpected exception that ends the test.
+pub fn read_unguarded(address: u64) -> u64 {
+    let value: u64;
+    // SAFETY: the load is outside Rust's memory model (inline assembly); a fault is caught by
+    // the enclosing `run_in_user_mode`/`catch_exception`, or ends the test.
+    unsafe {
+        asm!("mov {value}, qword ptr [{address}]", address = in(reg) address, value = out(reg) value, options(nostack, readonly))
+    };
+    value
+}
+
+/// Like [`read_unguarded`], with RFLAGS.AC set around the load: at CPL 3 with CR0.AM set, a
+/// misaligned `address` raises #AC(0).
+pub fn read_with_alignment_check(address: u64) -> u64 {
+    let value: u64;
+    // SAFETY: as for `read_unguarded`; AC is set only for the one load and cleared after it
+    // (POPFQ may change AC at any privilege level).
+    unsafe {
+        asm!(
+            "pushfq",
+            "or qword ptr [rsp], 0x40000",
+            "popfq",
+            "mov {value}, qword ptr [{address}]",
+            "pushfq",
+            "and qword ptr [rsp], ~0x40000",
+            "popfq",
+            address = in(reg) address,
+            value = out(reg) value,
+            options(readonly)
+        )
+    };
+    value
+}

@@ -11,12 +11,53 @@ use x86_64::registers::model_specific::{Efer, EferFlags};
 use x86_64::structures::paging::page_table::PageTableEntry;
 use x86_64::structures::paging::{PageTable, PageTableFlags};
 
-use crate::memory::Protection;
+use crate::memory::{PAGE_SIZE, Protection};
 
 const HUGE_PAGE_SIZE: u64 = 2 * 1024 * 1024;
 
 unsafe extern "C" {
     static __boot_stack_guard: u8;
+    static __image_start: u8;
+    static __image_end: u8;
+}
+
+static USER_IMAGE: spin::Once<()> = spin::Once::new();
+
+/// Makes the image's pages (code, data, BSS, stacks) accessible to user mode, once: sets the
+/// USER bit in their entries and in the tables above them. SMEP and SMAP stay off, so the
+/// kernel keeps its access too.
+pub(crate) fn allow_user_access_to_image() {
+    USER_IMAGE.call_once(|| {
+        let _guard = PAGE_TABLE_LOCK.lock();
+        let user = PageTableFlags::USER_ACCESSIBLE;
+        let start = &raw const __image_start as u64;
+        let end = &raw const __image_end as u64;
+        for page in (start..end).step_by(PAGE_SIZE as usize) {
+            let [l4, l3, l2, l1] = indices(page);
+            let mut current = root();
+            for index in [l4, l3, l2] {
+                let entry = &mut table(current)[index];
+                if entry.is_unused() {
+                    break;
+                }
+                if !entry.flags().contains(user) {
+                    // Upper entries only widen access: their leaves decide.
+                    entry.set_flags(entry.flags() | user);
+                }
+                if entry.flags().contains(PageTableFlags::HUGE_PAGE) {
+                    break;
+                }
+                current = entry.addr().as_u64();
+                if index == l2 {
+                    let leaf = &mut table(current)[l1];
+                    if !leaf.is_unused() && !leaf.flags().contains(user) {
+                        leaf.set_flags(leaf.flags() | user);
+                    }
+                }
+            }
+        }
+        x86_64::instructions::tlb::flush_all();
+    });
 }
 
 /// Serialises every change to the page tables.

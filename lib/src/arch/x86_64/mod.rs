@@ -14,8 +14,8 @@ pub mod smp;
 pub mod start_info;
 
 pub use exceptions::{
-    Exception, ExceptionFrame, InterruptHandler, Vector, catch_exception, page_fault, set_interrupt_handler,
-    trap_exceptions,
+    Exception, ExceptionFrame, InterruptHandler, Vector, catch_exception, page_fault, run_in_user_mode,
+    set_interrupt_handler, trap_exceptions,
 };
 /// Interrupt flag control: `enable`, `disable`, `are_enabled`, `without_interrupts`.
 pub use x86_64::instructions::interrupts;

@@ -2,7 +2,7 @@
 //! trampoline below 1 MiB), per-CPU stacks, and running functions on other CPUs.
 //!
 //! Each CPU owns a 64 KiB slot of the linker script's stack region: an unmapped guard page,
-//! its stack, and its #DF/NMI/#MC stack. A CPU's index is therefore its stack pointer's slot:
+//! its stack, its privilege stack (for entries from user mode) and its #DF/NMI/#MC stack. A CPU's index is therefore its stack pointer's slot:
 //! cheap (it is read on every exception and `catch_exception`) and independent of anything a
 //! test may change (GS_BASE, TSC_AUX), unlike CPUID's APIC ID, a VM exit of about 90 µs under
 //! this project's software KVM. The CPU count comes from fw_cfg (`FW_CFG_NB_CPUS`), which pc,
@@ -21,7 +21,9 @@ pub const MAX_CPUS: usize = 16;
 const SLOT_SIZE: u64 = 64 * 1024;
 const GUARD_SIZE: u64 = 4096;
 /// The CPU's stack, above its guard page.
-const STACK_SIZE: u64 = 48 * 1024;
+const STACK_SIZE: u64 = 40 * 1024;
+/// Above it, the stack the CPU switches to when user-mode code is interrupted (TSS.RSP0).
+const PRIVILEGE_STACK_SIZE: u64 = 8 * 1024;
 
 /// Where the trampoline is copied: page 8, so that the SIPI vector is 0x08.
 const TRAMPOLINE: u64 = 0x8000;
@@ -59,7 +61,13 @@ pub(crate) fn guard_page(index: usize) -> u64 {
     slot_base(index)
 }
 
-/// The top of CPU `index`'s #DF/NMI/#MC stack (the rest of its slot, above its stack).
+/// The top of CPU `index`'s privilege stack: where interrupts and exceptions from user mode
+/// arrive (TSS.RSP0).
+pub(crate) fn privilege_stack_top(index: usize) -> u64 {
+    slot_base(index) + GUARD_SIZE + STACK_SIZE + PRIVILEGE_STACK_SIZE
+}
+
+/// The top of CPU `index`'s #DF/NMI/#MC stack (the rest of its slot, above the others).
 pub(crate) fn emergency_stack_top(index: usize) -> u64 {
     slot_base(index) + SLOT_SIZE
 }
@@ -344,4 +352,4 @@ global_asm!(
 );
 
 const _: () = assert!(SLOT_SIZE == 1 << 16, "vmunit_ap_long_mode shifts the index by 16");
-const _: () = assert!(GUARD_SIZE + STACK_SIZE < SLOT_SIZE);
+const _: () = assert!(GUARD_SIZE + STACK_SIZE + PRIVILEGE_STACK_SIZE + 8 * 1024 <= SLOT_SIZE);
