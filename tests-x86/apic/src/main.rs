@@ -1,17 +1,21 @@
-//! apic: the local APIC in xAPIC mode, checked as kvm-unit-tests' apic test does where it
-//! applies: IA32_APIC_BASE, the ID and version registers, a self-IPI, TPR masking, an IPI to
-//! another CPU (with smp >= 2), and a one-shot LVT timer interrupt. Every wait is bounded: an
+//! apic: the local APIC, checked as kvm-unit-tests' apic test does where it applies:
+//! IA32_APIC_BASE, the ID and version registers, a self-IPI, TPR masking, an IPI to another
+//! CPU (with smp >= 2), and a one-shot LVT timer interrupt. Every wait is bounded: an
 //! interrupt that never comes is a FAIL, never a hang.
+//!
+//! With the argument `x2apic`, every CPU switches to x2APIC mode first and the same checks
+//! run through the x2APIC MSRs, followed by x2APIC's own rules (SELF IPI reserved bits, no
+//! direct return to xAPIC mode).
 #![no_std]
 #![no_main]
 
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use vmunit::arch::apic::{self, register};
-use vmunit::arch::instructions::{cpuid, rdmsr_safe, rdtsc};
-use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu, on_cpu_async};
+use vmunit::arch::instructions::{cpuid, hypervisor_signature, rdmsr_safe, rdtsc, wrmsr_safe};
+use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu, on_cpu_async, on_cpus};
 use vmunit::arch::{interrupts, set_interrupt_handler};
-use vmunit::{report, report_skip, report_summary};
+use vmunit::{Vector, known_failure, report, report_skip, report_summary};
 
 vmunit::main!(main);
 
@@ -52,13 +56,75 @@ fn wait_for(ticks: u64, done: impl Fn() -> bool) -> bool {
     done()
 }
 
-fn main(_args: &[&str]) -> i32 {
+fn main(args: &[&str]) -> i32 {
+    let x2apic = args.contains(&"x2apic");
+    if x2apic {
+        if !apic::x2apic_supported() {
+            report_skip!("x2APIC: CPUID.1:ECX[21] is clear");
+            return report_summary();
+        }
+        let switched = AtomicUsize::new(0);
+        on_cpus(|| {
+            if apic::enable_x2apic().is_ok() {
+                switched.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        let switched = switched.load(Ordering::SeqCst);
+        report!(
+            switched == cpu_count(),
+            "every CPU switches to x2APIC mode ({switched} of {})",
+            cpu_count()
+        );
+    }
     check_base_and_identity();
     check_self_ipi();
     check_task_priority();
     check_remote_ipi();
     check_timer();
+    if x2apic {
+        check_x2apic_rules();
+    }
     report_summary()
+}
+
+/// x2APIC's own rules (SDM Vol. 3, 11.12): IA32_APIC_BASE.EXTD is set, the SELF IPI
+/// register's bits 31:8 are reserved, and x2APIC mode cannot go back to xAPIC mode directly.
+fn check_x2apic_rules() {
+    let _prefix = vmunit::prefix("x2APIC");
+    let base = rdmsr_safe(apic::APIC_BASE_MSR).unwrap_or(0);
+    report!(
+        base & apic::EXTENDED_MODE != 0,
+        "IA32_APIC_BASE.EXTD is set ({base:#x})"
+    );
+    let reserved = wrmsr_safe(apic::SELF_IPI_MSR, 0x100 | u64::from(SELF_VECTOR));
+    let tcg = hypervisor_signature() == *b"TCGTCGTCGTCG";
+    known_failure(
+        tcg,
+        "QEMU's TCG ignores the SELF IPI register's reserved bits",
+        || {
+            report!(
+                matches!(reserved, Err(e) if e.vector == Vector::GP),
+                "a SELF IPI with reserved bits 31:8 set raises #GP (got {reserved:x?})"
+            )
+        },
+    );
+    let direct = wrmsr_safe(
+        apic::APIC_BASE_MSR,
+        (base & !apic::EXTENDED_MODE) | apic::GLOBAL_ENABLE,
+    );
+    report!(
+        matches!(direct, Err(e) if e.vector == Vector::GP),
+        "going from x2APIC straight to xAPIC mode raises #GP (got {direct:x?})"
+    );
+    let back = apic::return_to_xapic();
+    report!(
+        back.is_ok(),
+        "x2APIC goes back to xAPIC mode through the disabled state (got {back:x?})"
+    );
+    report!(
+        apic::read(register::ID) >> 24 == apic::id(),
+        "the xAPIC ID register works again"
+    );
 }
 
 fn check_base_and_identity() {

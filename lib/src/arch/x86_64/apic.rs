@@ -1,5 +1,12 @@
-//! x86_64 local APIC, in xAPIC mode (MMIO at 0xfee0_0000): identity, end of interrupt,
-//! inter-processor interrupts and the LVT timer.
+//! x86_64 local APIC: identity, end of interrupt, inter-processor interrupts and the LVT
+//! timer, in xAPIC mode (MMIO at 0xfee0_0000) or, per CPU after [`enable_x2apic`], in x2APIC
+//! mode (MSRs 0x800 + offset / 16; a 64-bit ICR; the SELF IPI register).
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use super::exceptions::Exception;
+use super::instructions::{Register, has_feature, rdmsr_safe, wrmsr_safe};
+use super::smp::{MAX_CPUS, cpu_index};
 
 /// The xAPIC's physical (and, identity mapped, virtual) address.
 pub const BASE: u64 = 0xfee0_0000;
@@ -33,17 +40,73 @@ const TO_SELF: u32 = 0b01 << 18;
 /// LVT mask bit.
 pub const MASKED: u32 = 1 << 16;
 
-/// Reads an xAPIC register.
+/// IA32_APIC_BASE and its mode bits.
+pub const APIC_BASE_MSR: u32 = 0x1b;
+/// IA32_APIC_BASE.EN: the APIC is enabled.
+pub const GLOBAL_ENABLE: u64 = 1 << 11;
+/// IA32_APIC_BASE.EXTD: x2APIC mode.
+pub const EXTENDED_MODE: u64 = 1 << 10;
+/// The first x2APIC MSR; register `offset` is MSR `X2APIC_MSR_BASE + offset / 16`.
+pub const X2APIC_MSR_BASE: u32 = 0x800;
+/// The x2APIC SELF IPI register (no xAPIC counterpart).
+pub const SELF_IPI_MSR: u32 = 0x83f;
+
+/// Which CPUs run their APIC in x2APIC mode.
+static X2APIC: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
+
+/// Whether this CPU's APIC is in x2APIC mode (as the runtime set it).
+pub fn x2apic_mode() -> bool {
+    X2APIC[cpu_index()].load(Ordering::Relaxed)
+}
+
+/// The x2APIC MSR of register `offset`.
+pub fn msr_of(offset: u64) -> u32 {
+    X2APIC_MSR_BASE + (offset >> 4) as u32
+}
+
+/// Reads an APIC register (through MMIO or its x2APIC MSR, as this CPU's mode says).
 pub fn read(offset: u64) -> u32 {
+    if x2apic_mode() {
+        return rdmsr_safe(msr_of(offset)).unwrap_or(0) as u32;
+    }
     // SAFETY: the xAPIC page is identity mapped; reading its registers has no side effect
     // on memory (the offsets the runtime uses have none on the APIC either).
     unsafe { ((BASE + offset) as usize as *const u32).read_volatile() }
 }
 
-/// Writes an xAPIC register: a hardware poke (IPIs, timer, priorities), not a memory write.
+/// Writes an APIC register: a hardware poke (IPIs, timer, priorities), not a memory write.
 pub fn write(offset: u64, value: u32) {
+    if x2apic_mode() {
+        let _ = wrmsr_safe(msr_of(offset), u64::from(value));
+        return;
+    }
     // SAFETY: as for `read`; a register write changes APIC state, not memory.
     unsafe { ((BASE + offset) as usize as *mut u32).write_volatile(value) };
+}
+
+/// Whether CPUID advertises x2APIC (CPUID.1:ECX[21]).
+pub fn x2apic_supported() -> bool {
+    has_feature(1, 0, Register::Ecx, 21)
+}
+
+/// Switches this CPU's APIC to x2APIC mode (IA32_APIC_BASE.EXTD), or returns the #GP.
+pub fn enable_x2apic() -> Result<(), Exception> {
+    let base = rdmsr_safe(APIC_BASE_MSR)?;
+    wrmsr_safe(APIC_BASE_MSR, base | GLOBAL_ENABLE | EXTENDED_MODE)?;
+    X2APIC[cpu_index()].store(true, Ordering::Relaxed);
+    enable();
+    Ok(())
+}
+
+/// Back from x2APIC to xAPIC mode the only legal way: disabled first, then enabled (the APIC's
+/// state is reset on the way). Returns the #GP if a step faults.
+pub fn return_to_xapic() -> Result<(), Exception> {
+    let base = rdmsr_safe(APIC_BASE_MSR)?;
+    wrmsr_safe(APIC_BASE_MSR, base & !(GLOBAL_ENABLE | EXTENDED_MODE))?;
+    X2APIC[cpu_index()].store(false, Ordering::Relaxed);
+    wrmsr_safe(APIC_BASE_MSR, (base & !EXTENDED_MODE) | GLOBAL_ENABLE)?;
+    enable();
+    Ok(())
 }
 
 /// Software-enables this CPU's APIC, with spurious interrupts on [`SPURIOUS_VECTOR`].
@@ -51,9 +114,9 @@ pub fn enable() {
     write(register::SPURIOUS, SOFTWARE_ENABLE | u32::from(SPURIOUS_VECTOR));
 }
 
-/// This CPU's APIC ID (xAPIC: bits 31:24 of the ID register).
+/// This CPU's APIC ID (xAPIC: bits 31:24 of the ID register; x2APIC: all 32 bits).
 pub fn id() -> u32 {
-    read(register::ID) >> 24
+    if x2apic_mode() { read(register::ID) } else { read(register::ID) >> 24 }
 }
 
 /// Signals the end of the interrupt being serviced.
@@ -67,6 +130,11 @@ const COMMAND_POLLS: u32 = 1_000_000;
 /// Sends an interrupt command (the ICR's low word, with `destination` in its high word);
 /// returns whether the APIC reported it sent, in bounded time.
 pub fn send_command(destination: u32, command: u32) -> bool {
+    if x2apic_mode() {
+        // One 64-bit ICR with a 32-bit destination; WRMSR completes the send.
+        let value = (u64::from(destination) << 32) | u64::from(command);
+        return wrmsr_safe(msr_of(register::COMMAND_LOW), value).is_ok();
+    }
     write(register::COMMAND_HIGH, destination << 24);
     write(register::COMMAND_LOW, command);
     (0..COMMAND_POLLS).any(|_| read(register::COMMAND_LOW) & COMMAND_PENDING == 0)
@@ -77,8 +145,11 @@ pub fn send_ipi(destination: u32, vector: u8) -> bool {
     send_command(destination, u32::from(vector))
 }
 
-/// Sends a fixed interrupt on `vector` to this CPU.
+/// Sends a fixed interrupt on `vector` to this CPU (x2APIC: through the SELF IPI register).
 pub fn self_ipi(vector: u8) -> bool {
+    if x2apic_mode() {
+        return wrmsr_safe(SELF_IPI_MSR, u64::from(vector)).is_ok();
+    }
     send_command(0, TO_SELF | u32::from(vector))
 }
 
