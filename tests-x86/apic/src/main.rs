@@ -1,6 +1,6 @@
 //! apic: the local APIC, checked as kvm-unit-tests' apic test does where it applies:
 //! IA32_APIC_BASE, the ID and version registers, a self-IPI, TPR masking, an IPI to another
-//! CPU (with smp >= 2), and a one-shot LVT timer interrupt. Every wait is bounded: an
+//! CPU (with smp >= 2), and the LVT timer in one-shot, periodic and TSC-deadline modes. Every wait is bounded: an
 //! interrupt that never comes is a FAIL, never a hang.
 //!
 //! With the argument `x2apic`, every CPU switches to x2APIC mode first and the same checks
@@ -12,7 +12,9 @@
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use vmunit::arch::apic::{self, register};
-use vmunit::arch::instructions::{cpuid, hypervisor_signature, rdmsr_safe, rdtsc, wrmsr_safe};
+use vmunit::arch::instructions::{
+    Register, cpuid, has_feature, hypervisor_signature, rdmsr_safe, rdtsc, wrmsr_safe,
+};
 use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu, on_cpu_async, on_cpus};
 use vmunit::arch::{interrupts, set_interrupt_handler};
 use vmunit::{Vector, known_failure, report, report_skip, report_summary};
@@ -22,6 +24,11 @@ vmunit::main!(main);
 const IA32_APIC_BASE: u32 = 0x1b;
 const APIC_GLOBAL_ENABLE: u64 = 1 << 11;
 const APIC_BOOT_PROCESSOR: u64 = 1 << 8;
+
+const IA32_TSC_DEADLINE: u32 = 0x6e0;
+/// LVT timer modes (bits 18:17).
+const LVT_TIMER_PERIODIC: u32 = 0b01 << 17;
+const LVT_TIMER_TSC_DEADLINE: u32 = 0b10 << 17;
 
 const SELF_VECTOR: u8 = 0x40;
 const REMOTE_VECTOR: u8 = 0x41;
@@ -261,6 +268,39 @@ fn check_timer() {
     report!(
         apic::read(register::TIMER_CURRENT_COUNT) == 0,
         "after firing, the one-shot timer's current count is 0"
+    );
+    apic::write(register::TIMER, apic::MASKED);
+
+    // Periodic: the count reloads and the interrupt keeps coming.
+    TIMER_INTERRUPTS.store(0, Ordering::SeqCst);
+    apic::write(register::TIMER, LVT_TIMER_PERIODIC | u32::from(TIMER_VECTOR));
+    apic::write(register::TIMER_INITIAL_COUNT, 1_000_000);
+    let repeated = wait_for(PATIENCE, || TIMER_INTERRUPTS.load(Ordering::SeqCst) >= 3);
+    apic::write(register::TIMER, apic::MASKED);
+    apic::write(register::TIMER_INITIAL_COUNT, 0);
+    report!(
+        repeated,
+        "a periodic timer fires again and again (3 interrupts wanted, got {})",
+        TIMER_INTERRUPTS.load(Ordering::SeqCst)
+    );
+
+    // TSC-deadline: the interrupt comes once the TSC passes IA32_TSC_DEADLINE.
+    if !has_feature(1, 0, Register::Ecx, 24) {
+        report_skip!("TSC-deadline mode: CPUID.1:ECX[24] is clear");
+        return;
+    }
+    TIMER_INTERRUPTS.store(0, Ordering::SeqCst);
+    apic::write(register::TIMER, LVT_TIMER_TSC_DEADLINE | u32::from(TIMER_VECTOR));
+    let armed = wrmsr_safe(IA32_TSC_DEADLINE, rdtsc() + 10_000_000);
+    let fired = wait_for(PATIENCE, || TIMER_INTERRUPTS.load(Ordering::SeqCst) > 0);
+    report!(
+        armed.is_ok() && fired,
+        "a TSC-deadline timer fires after its deadline (WRMSR {armed:x?})"
+    );
+    let cleared = rdmsr_safe(IA32_TSC_DEADLINE);
+    report!(
+        cleared == Ok(0),
+        "IA32_TSC_DEADLINE reads 0 once the timer has fired (got {cleared:x?})"
     );
     apic::write(register::TIMER, apic::MASKED);
 }
