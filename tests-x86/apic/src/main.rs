@@ -21,8 +21,7 @@ use vmunit::{Vector, known_failure, report, report_skip, report_summary};
 
 vmunit::main!(main);
 
-const IA32_APIC_BASE: u32 = 0x1b;
-const APIC_GLOBAL_ENABLE: u64 = 1 << 11;
+/// IA32_APIC_BASE.BSP: this is the boot processor.
 const APIC_BOOT_PROCESSOR: u64 = 1 << 8;
 
 const IA32_TSC_DEADLINE: u32 = 0x6e0;
@@ -135,9 +134,9 @@ fn check_x2apic_rules() {
 }
 
 fn check_base_and_identity() {
-    let base = rdmsr_safe(IA32_APIC_BASE).unwrap_or(0);
+    let base = rdmsr_safe(apic::APIC_BASE_MSR).unwrap_or(0);
     report!(
-        base & APIC_GLOBAL_ENABLE != 0,
+        base & apic::GLOBAL_ENABLE != 0,
         "IA32_APIC_BASE has the APIC globally enabled ({base:#x})"
     );
     report!(
@@ -152,7 +151,10 @@ fn check_base_and_identity() {
     if cpu_count() >= 2 {
         let other = AtomicUsize::new(0);
         on_cpu(1, || {
-            other.store(rdmsr_safe(IA32_APIC_BASE).unwrap_or(0) as usize, Ordering::SeqCst)
+            other.store(
+                rdmsr_safe(apic::APIC_BASE_MSR).unwrap_or(0) as usize,
+                Ordering::SeqCst,
+            )
         });
         let other = other.load(Ordering::SeqCst) as u64;
         report!(
