@@ -116,7 +116,11 @@ pub fn enable() {
 
 /// This CPU's APIC ID (xAPIC: bits 31:24 of the ID register; x2APIC: all 32 bits).
 pub fn id() -> u32 {
-    if x2apic_mode() { read(register::ID) } else { read(register::ID) >> 24 }
+    if x2apic_mode() {
+        read(register::ID)
+    } else {
+        read(register::ID) >> 24
+    }
 }
 
 /// Signals the end of the interrupt being serviced.
