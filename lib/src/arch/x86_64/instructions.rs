@@ -439,3 +439,49 @@ pub fn read_with_alignment_check(address: u64) -> u64 {
     };
     value
 }
+
+/// SGDT: the GDTR (limit, base). Raises #GP(0) at CPL 3 with CR4.UMIP set.
+pub fn store_gdtr() -> (u16, u64) {
+    let mut table = [0u8; 10];
+    // SAFETY: SGDT writes 10 bytes into `table`, which is ours and 10 bytes long.
+    unsafe { asm!("sgdt [{}]", in(reg) table.as_mut_ptr(), options(nostack)) };
+    (
+        u16::from_le_bytes([table[0], table[1]]),
+        u64::from_le_bytes(table[2..].try_into().unwrap_or([0; 8])),
+    )
+}
+
+/// SIDT: the IDTR (limit, base). Raises #GP(0) at CPL 3 with CR4.UMIP set.
+pub fn store_idtr() -> (u16, u64) {
+    let mut table = [0u8; 10];
+    // SAFETY: SIDT writes 10 bytes into `table`, which is ours and 10 bytes long.
+    unsafe { asm!("sidt [{}]", in(reg) table.as_mut_ptr(), options(nostack)) };
+    (
+        u16::from_le_bytes([table[0], table[1]]),
+        u64::from_le_bytes(table[2..].try_into().unwrap_or([0; 8])),
+    )
+}
+
+/// SLDT: the LDTR selector. Raises #GP(0) at CPL 3 with CR4.UMIP set.
+pub fn store_ldtr() -> u16 {
+    let selector: u16;
+    // SAFETY: SLDT only writes its register operand.
+    unsafe { asm!("sldt {:x}", out(reg) selector, options(nomem, nostack, preserves_flags)) };
+    selector
+}
+
+/// STR: the task register's selector. Raises #GP(0) at CPL 3 with CR4.UMIP set.
+pub fn store_task_register() -> u16 {
+    let selector: u16;
+    // SAFETY: STR only writes its register operand.
+    unsafe { asm!("str {:x}", out(reg) selector, options(nomem, nostack, preserves_flags)) };
+    selector
+}
+
+/// SMSW: the low bits of CR0. Raises #GP(0) at CPL 3 with CR4.UMIP set.
+pub fn store_machine_status() -> u64 {
+    let status: u64;
+    // SAFETY: SMSW only writes its register operand.
+    unsafe { asm!("smsw {}", out(reg) status, options(nomem, nostack, preserves_flags)) };
+    status
+}

@@ -1,0 +1,74 @@
+//! umip: User-Mode Instruction Prevention (kvm-unit-tests' umip test): with CR4.UMIP set,
+//! SGDT, SIDT, SLDT, SMSW and STR raise #GP(0) at CPL 3, while at CPL 0, and at CPL 3 with
+//! UMIP clear, they run (SDM Vol. 3, 2.5).
+#![no_std]
+#![no_main]
+
+use vmunit::arch::instructions::{
+    Register, has_feature, read_cr4, store_gdtr, store_idtr, store_ldtr, store_machine_status,
+    store_task_register, write_cr4_safe,
+};
+use vmunit::arch::run_in_user_mode;
+use vmunit::{Vector, prefix, report, report_skip, report_summary};
+
+vmunit::main!(main);
+
+/// CR4.UMIP.
+const CR4_UMIP: u64 = 1 << 11;
+
+extern "C" fn user_sgdt() {
+    let _ = store_gdtr();
+}
+extern "C" fn user_sidt() {
+    let _ = store_idtr();
+}
+extern "C" fn user_sldt() {
+    let _ = store_ldtr();
+}
+extern "C" fn user_smsw() {
+    let _ = store_machine_status();
+}
+extern "C" fn user_str() {
+    let _ = store_task_register();
+}
+
+/// The instructions UMIP covers, each as a CPL-3 function.
+const INSTRUCTIONS: [(&str, extern "C" fn()); 5] = [
+    ("SGDT", user_sgdt),
+    ("SIDT", user_sidt),
+    ("SLDT", user_sldt),
+    ("SMSW", user_smsw),
+    ("STR", user_str),
+];
+
+fn main(_args: &[&str]) -> i32 {
+    if !has_feature(7, 0, Register::Ecx, 2) {
+        report_skip!("UMIP: CPUID.7.0:ECX[2] is clear");
+        return report_summary();
+    }
+    let cr4 = read_cr4();
+    {
+        let _prefix = prefix("UMIP clear");
+        for (name, function) in INSTRUCTIONS {
+            let result = run_in_user_mode(function);
+            report!(result.is_ok(), "{name} at CPL 3 runs (got {result:x?})");
+        }
+    }
+    let set = write_cr4_safe(cr4 | CR4_UMIP);
+    report!(set.is_ok(), "CR4.UMIP can be set (got {set:x?})");
+    {
+        let _prefix = prefix("UMIP set");
+        let (limit, _) = store_gdtr();
+        report!(limit > 0, "SGDT at CPL 0 still runs (GDT limit {limit:#x})");
+        report!(store_task_register() != 0, "STR at CPL 0 still runs");
+        for (name, function) in INSTRUCTIONS {
+            let result = run_in_user_mode(function);
+            report!(
+                matches!(result, Err(e) if e.vector == Vector::GP && e.error_code == 0),
+                "{name} at CPL 3 raises #GP(0) (got {result:x?})"
+            );
+        }
+    }
+    report!(write_cr4_safe(cr4).is_ok(), "CR4 is restored to {cr4:#x}");
+    report_summary()
+}
