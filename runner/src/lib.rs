@@ -2,11 +2,11 @@
 //! guest test runs under QEMU, shared by the `vmunit-runner` binary and its integration tests.
 
 /// `println!` for the runner: output to a stdout that was closed (`./run_tests | head`) is
-/// dropped instead of panicking with a backtrace. Shadows std's in this crate and `main.rs`.
+/// dropped instead of ending the run. Shadows std's in this crate and `main.rs`.
 #[macro_export]
 macro_rules! println {
     ($($argument:tt)*) => {
-        $crate::write_line(&mut ::std::io::stdout(), format_args!($($argument)*))
+        $crate::write_line(false, format_args!($($argument)*))
     };
 }
 
@@ -14,14 +14,26 @@ macro_rules! println {
 #[macro_export]
 macro_rules! eprintln {
     ($($argument:tt)*) => {
-        $crate::write_line(&mut ::std::io::stderr(), format_args!($($argument)*))
+        $crate::write_line(true, format_args!($($argument)*))
     };
 }
 
-/// Writes one line, ignoring a closed stream (the reader went away; nothing is left to tell).
+/// The message std's printing panics with when the stream is closed; `main.rs` keeps the panic
+/// hook quiet about it.
+pub const CLOSED_STREAM_PANIC: &str = "failed printing to";
+
+/// Writes one line through std's printing (so that test harnesses still capture it), and
+/// drops it when the stream is closed: std panics then, and the panic ends here.
 #[doc(hidden)]
-pub fn write_line(stream: &mut impl std::io::Write, line: std::fmt::Arguments<'_>) {
-    let _ = writeln!(stream, "{line}");
+pub fn write_line(to_stderr: bool, line: std::fmt::Arguments<'_>) {
+    let print = std::panic::AssertUnwindSafe(|| {
+        if to_stderr {
+            ::std::eprintln!("{line}");
+        } else {
+            ::std::println!("{line}");
+        }
+    });
+    let _ = std::panic::catch_unwind(print);
 }
 
 pub mod app;

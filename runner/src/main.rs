@@ -138,6 +138,15 @@ fn parse_variable(text: &str) -> Result<(String, String), String> {
 }
 
 fn main() -> ExitCode {
+    // A reader that goes away (`./run_tests | head`) makes std's printing panic; `write_line`
+    // catches that panic, and this hook keeps it from printing a message and backtrace.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let message = info.payload_as_str().unwrap_or_default();
+        if !message.starts_with(vmunit_runner::CLOSED_STREAM_PANIC) {
+            default_hook(info);
+        }
+    }));
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => ExitCode::from(code),

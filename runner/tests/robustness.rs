@@ -300,3 +300,25 @@ fn interrupting_a_parallel_run_leaves_no_qemu_behind() {
     assert!(stderr.contains("vmunit: interrupted"), "{stderr}");
     assert_eq!(leftovers(), 0, "QEMU processes outlived the runner");
 }
+
+/// A reader that goes away (`./run_tests | head`): the runner neither panics nor loses its
+/// exit status.
+#[test]
+fn a_closed_stdout_is_no_panic() {
+    let workspace = FakeWorkspace::new(&config_of(&[("first", "pass"), ("second", "fail")]));
+    let mut runner = workspace
+        .runner()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(runner.stdout.take());
+    let output = runner.wait_with_output().unwrap();
+    let (_, stderr) = text(&output);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "the failed run still decides the status: {stderr}"
+    );
+}
