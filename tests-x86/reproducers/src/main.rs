@@ -10,7 +10,7 @@
 #![no_main]
 
 use vmunit::arch::instructions::{
-    Register, has_feature, int3, rdmsr_safe, rdtsc, rdtscp_safe, read_cr0, read_cr4, read_dr6,
+    Register, has_feature, int3, invpcid_safe, rdmsr_safe, rdtsc, rdtscp_safe, read_cr0, read_cr4, read_dr6,
     read_with_alignment_check, software_interrupt, write_cr0_safe, write_cr4_safe, write_dr6, wrmsr_safe,
 };
 use vmunit::arch::probes::{fninit_at, fwait_at, watched_store};
@@ -172,5 +172,20 @@ fn alignment_check_needs_cr0_am() {
     report!(
         result.is_ok(),
         "with CR0.AM clear, a misaligned CPL-3 load with RFLAGS.AC works (got {result:x?})"
+    );
+}
+
+/// INVPCID raises #UD where CPUID does not advertise it (its entry hides it with -invpcid;
+/// kvm_pvm: KVM internal error).
+#[vmunit::test]
+fn unadvertised_invpcid_raises_invalid_opcode() {
+    if has_feature(7, 0, Register::Ebx, 10) {
+        report_skip!("INVPCID is advertised (CPUID.7.0:EBX[10]); run with -cpu ...,-invpcid");
+        return;
+    }
+    let result = invpcid_safe(2, 0, 0);
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::UD),
+        "INVPCID unadvertised raises #UD (got {result:x?})"
     );
 }

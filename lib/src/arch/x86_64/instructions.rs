@@ -485,3 +485,34 @@ pub fn store_machine_status() -> u64 {
     unsafe { asm!("smsw {}", out(reg) status, options(nomem, nostack, preserves_flags)) };
     status
 }
+
+/// CR3.
+pub fn read_cr3() -> u64 {
+    let value: u64;
+    // SAFETY: reading CR3 has no side effects at CPL 0.
+    unsafe { asm!("mov {}, cr3", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// Writes CR3, or returns the exception. A hardware poke: the value must keep the runtime's
+/// page tables (only the flag and PCID bits 11:0 may differ), or the runtime breaks.
+pub fn write_cr3_safe(value: u64) -> Result<(), Exception> {
+    catch_exception(|| {
+        // SAFETY: see above; a fault is caught.
+        unsafe { asm!("mov cr3, {}", in(reg) value, options(nostack)) };
+    })
+}
+
+/// INVPCID of `kind` (0: one address, 1: one PCID, 2: all including global, 3: all but
+/// global) for `pcid` and `address`, or the exception (#UD without INVPCID, #GP for a bad
+/// kind or a non-zero PCID while CR4.PCIDE is clear).
+pub fn invpcid_safe(kind: u64, pcid: u64, address: u64) -> Result<(), Exception> {
+    let descriptor: [u64; 2] = [pcid, address];
+    catch_exception(|| {
+        // SAFETY: INVPCID only reads its 16-byte descriptor, which lives on this stack frame,
+        // and invalidates TLB entries; a fault is caught.
+        unsafe {
+            asm!("invpcid {}, [{}]", in(reg) kind, in(reg) descriptor.as_ptr(), options(nostack, readonly))
+        };
+    })
+}
