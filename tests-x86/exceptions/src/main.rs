@@ -774,30 +774,17 @@ fn wait_device_not_available() {
     );
 }
 
-/// The address a user-mode probe reads (set by the kernel before each run).
-static USER_TARGET: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
-
 /// Two words to read from, misaligned, at CPL 3 (the image is user-accessible).
 static ALIGNMENT_TARGET: [u64; 2] = [0x0123_4567_89ab_cdef; 2];
-
-extern "C" fn user_read() {
-    let _ = read_unguarded(USER_TARGET.load(core::sync::atomic::Ordering::SeqCst));
-}
-
-extern "C" fn user_misaligned_read() {
-    let _ = read_with_alignment_check(USER_TARGET.load(core::sync::atomic::Ordering::SeqCst));
-}
 
 /// Exceptions from ring 3: #AC (CR0.AM with RFLAGS.AC, a misaligned load) and the USER bit
 /// of #PF.
 fn user_mode() {
-    use core::sync::atomic::Ordering::SeqCst;
     {
         let _prefix = prefix("#AC");
         let misaligned = ALIGNMENT_TARGET.as_ptr() as u64 + 1;
-        USER_TARGET.store(misaligned, SeqCst);
         let cr0 = read_cr0();
-        let without = run_in_user_mode(user_misaligned_read);
+        let without = run_in_user_mode(|| read_with_alignment_check(misaligned));
         let reason = "this host's kvm_pvm raises #AC with the guest's CR0.AM clear";
         known_failure(host().pvm, reason, || {
             report!(
@@ -806,7 +793,7 @@ fn user_mode() {
             )
         });
         let set = write_cr0_safe(cr0 | CR0_AM);
-        let with = run_in_user_mode(user_misaligned_read);
+        let with = run_in_user_mode(|| read_with_alignment_check(misaligned));
         let restored = write_cr0_safe(cr0);
         known_failure(
             host().tcg,
@@ -820,19 +807,19 @@ fn user_mode() {
                 )
             },
         );
-        USER_TARGET.store(ALIGNMENT_TARGET.as_ptr() as u64, SeqCst);
-        let aligned = run_in_user_mode(user_misaligned_read);
+        let aligned = run_in_user_mode(|| read_with_alignment_check(ALIGNMENT_TARGET.as_ptr() as u64));
         report!(
-            aligned.is_ok(),
-            "an aligned load with RFLAGS.AC at CPL 3 raises nothing (got {aligned:x?})"
+            matches!(aligned, Ok(value) if value == ALIGNMENT_TARGET[0]),
+            "an aligned load with RFLAGS.AC at CPL 3 raises nothing and reads {:#x} (got {aligned:x?})",
+            ALIGNMENT_TARGET[0]
         );
     }
     {
         let _prefix = prefix("#PF");
         let _user = prefix("user");
         let page = TestPage::new();
-        USER_TARGET.store(page.address() + 8, SeqCst);
-        let supervisor = run_in_user_mode(user_read);
+        let target = page.address() + 8;
+        let supervisor = run_in_user_mode(|| read_unguarded(target));
         report!(
             matches!(supervisor, Err(e) if e.vector == Vector::PF && e.error_code & (PRESENT | USER | WRITE | FETCH) == PRESENT | USER && e.address == page.address() + 8),
             "a CPL-3 read of a supervisor page raises #PF with P and U set (got {supervisor:x?})"
@@ -842,13 +829,13 @@ fn user_mode() {
             execute: false,
             user: true,
         });
-        let allowed = run_in_user_mode(user_read);
+        let allowed = run_in_user_mode(|| read_unguarded(target));
         report!(
             allowed.is_ok(),
             "a CPL-3 read of a user page works (got {allowed:x?})"
         );
         page.unmap();
-        let unmapped = run_in_user_mode(user_read);
+        let unmapped = run_in_user_mode(|| read_unguarded(target));
         report!(
             matches!(unmapped, Err(e) if e.vector == Vector::PF && e.error_code & (PRESENT | USER) == USER),
             "a CPL-3 read of an unmapped page raises #PF with U set and P clear (got {unmapped:x?})"

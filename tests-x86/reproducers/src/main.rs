@@ -160,15 +160,11 @@ fn cr4_high_bits_raise_general_protection() {
 /// Two words to read from, misaligned, in user mode.
 static MISALIGNED: [u64; 2] = [0; 2];
 
-extern "C" fn misaligned_read_with_alignment_check() {
-    let _ = read_with_alignment_check(MISALIGNED.as_ptr() as u64 + 1);
-}
-
 /// At CPL 3 with RFLAGS.AC set but CR0.AM clear, a misaligned load raises nothing
 /// (kvm_pvm raises #AC: the host's CR0.AM seems to apply).
 #[vmunit::test]
 fn alignment_check_needs_cr0_am() {
-    let result = run_in_user_mode(misaligned_read_with_alignment_check);
+    let result = run_in_user_mode(|| read_with_alignment_check(MISALIGNED.as_ptr() as u64 + 1));
     report!(
         result.is_ok(),
         "with CR0.AM clear, a misaligned CPL-3 load with RFLAGS.AC works (got {result:x?})"

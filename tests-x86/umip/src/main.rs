@@ -16,29 +16,23 @@ vmunit::main!(main);
 /// CR4.UMIP.
 const CR4_UMIP: u64 = 1 << 11;
 
-extern "C" fn user_sgdt() {
-    let _ = store_gdtr();
-}
-extern "C" fn user_sidt() {
-    let _ = store_idtr();
-}
-extern "C" fn user_sldt() {
-    let _ = store_ldtr();
-}
-extern "C" fn user_smsw() {
-    let _ = store_machine_status();
-}
-extern "C" fn user_str() {
-    let _ = store_task_register();
-}
-
-/// The instructions UMIP covers, each as a CPL-3 function.
-const INSTRUCTIONS: [(&str, extern "C" fn()); 5] = [
-    ("SGDT", user_sgdt),
-    ("SIDT", user_sidt),
-    ("SLDT", user_sldt),
-    ("SMSW", user_smsw),
-    ("STR", user_str),
+/// The instructions UMIP covers, each as a function to run at CPL 3.
+const INSTRUCTIONS: [(&str, fn()); 5] = [
+    ("SGDT", || {
+        let _ = store_gdtr();
+    }),
+    ("SIDT", || {
+        let _ = store_idtr();
+    }),
+    ("SLDT", || {
+        let _ = store_ldtr();
+    }),
+    ("SMSW", || {
+        let _ = store_machine_status();
+    }),
+    ("STR", || {
+        let _ = store_task_register();
+    }),
 ];
 
 fn main(_args: &[&str]) -> i32 {

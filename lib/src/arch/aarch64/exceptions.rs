@@ -516,28 +516,14 @@ static USER_STACKS: UserStacks = UserStacks(core::cell::UnsafeCell::new([[0; USE
 /// the console, system registers, or `catch_exception` (those raise exceptions, which end
 /// the run and are returned). Interrupts stay masked.
 pub fn run_in_user_mode<R, F: FnOnce() -> R>(function: F) -> Result<R, Exception> {
-    struct Call<F, R> {
-        function: Option<F>,
-        result: Option<R>,
-    }
-    extern "C" fn trampoline<F: FnOnce() -> R, R>(data: *mut u8) {
-        // SAFETY: `data` is the `Call` of `run_in_user_mode`, which waits for this EL0 run.
-        let call = unsafe { &mut *data.cast::<Call<F, R>>() };
-        if let Some(function) = call.function.take() {
-            call.result = Some(function());
-        }
-    }
-    let mut call = Call {
-        function: Some(function),
-        result: None,
-    };
+    let mut call = crate::catch::Call::new(function);
     let stack_top = USER_STACKS.0.get().cast::<u8>() as u64 + ((cpu_index() + 1) * USER_STACK_SIZE) as u64;
-    let data = (&raw mut call).cast::<u8>();
+    let data = call.as_data();
     let outcome = catch_exception(|| {
-        // SAFETY: the EL0 code is `trampoline`, which ends with the SVC that
+        // SAFETY: the EL0 code is the call's trampoline, which ends with the SVC that
         // `catch_exception` catches (as it does any other exception); the stack is this CPU's
         // user stack, which nothing else uses.
-        unsafe { vmunit_enter_user(data, trampoline::<F, R>, stack_top) }
+        unsafe { vmunit_enter_user(data, crate::catch::Call::<F, R>::trampoline, stack_top) }
     });
     match outcome {
         Err(exception)
@@ -545,7 +531,7 @@ pub fn run_in_user_mode<R, F: FnOnce() -> R>(function: F) -> Result<R, Exception
                 && exception.class == ExceptionClass::SVC64
                 && exception.iss() & 0xffff == USER_EXIT_SVC =>
         {
-            call.result.ok_or(exception)
+            call.into_result().ok_or(exception)
         }
         Err(exception) => Err(exception),
         Ok(()) => unreachable!("vmunit_enter_user returned"),

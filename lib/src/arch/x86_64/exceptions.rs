@@ -554,21 +554,22 @@ static USER_STACKS: UserStacks = UserStacks(core::cell::UnsafeCell::new([[0; USE
 global_asm!(
     r#"
     .section .text.vmunit_user, "ax"
-    /* vmunit_enter_user(function, stack_top): IRETQ to CPL 3 at vmunit_user_entry. */
+    /* vmunit_enter_user(data, function, stack_top): IRETQ to CPL 3 at vmunit_user_entry,
+       with %rdi (data) and %rsi (function) kept for it. */
     .global vmunit_enter_user
     vmunit_enter_user:
         pushq ${user_data}
-        pushq %rsi
+        pushq %rdx
         pushq $0x2                      /* RFLAGS: reserved bit 1; IF, AC and TF clear */
         pushq ${user_code}
         leaq vmunit_user_entry(%rip), %rax
         pushq %rax
         iretq
-    /* At CPL 3: call the function (in %rdi), then return to the kernel with a #UD at the
+    /* At CPL 3: call function(data), then return to the kernel with a #UD at the
        known address vmunit_user_return. A #UD is delivered by every hypervisor; INT n from
        user mode is not (this project's kvm_pvm drops it). */
     vmunit_user_entry:
-        call *%rdi
+        call *%rsi
     .global vmunit_user_return
     vmunit_user_return:
         ud2
@@ -579,18 +580,22 @@ global_asm!(
 );
 
 unsafe extern "C" {
-    fn vmunit_enter_user(function: extern "C" fn(), stack_top: u64) -> !;
+    fn vmunit_enter_user(data: *mut u8, function: extern "C" fn(*mut u8), stack_top: u64) -> !;
     static vmunit_user_return: u8;
 }
 
 /// Runs `function` at CPL 3 (user mode) on this CPU's user stack, with interrupts off, and
-/// returns to the kernel: `Ok(())` when it returned, or the exception that ended it (a
-/// user-mode #PF has the USER error-code bit set). The image's pages (code, data, this stack)
-/// are made user-accessible on first use; memory elsewhere is as the page tables say.
+/// returns to the kernel: the closure's result, or the exception that ended it (a user-mode
+/// #PF has the USER error-code bit set). The image's pages (code, data, stacks, so also what
+/// the closure captured) are made user-accessible on first use; memory elsewhere is as the
+/// page tables say.
 ///
-/// The function runs in ring 3: no port I/O (so no printing), no privileged instructions.
-pub fn run_in_user_mode(function: extern "C" fn()) -> Result<(), Exception> {
+/// The closure runs in ring 3: no port I/O (so no printing), no privileged instructions, no
+/// heap.
+pub fn run_in_user_mode<R, F: FnOnce() -> R>(function: F) -> Result<R, Exception> {
     super::mmu::allow_user_access_to_image();
+    let mut call = crate::catch::Call::new(function);
+    let data = call.as_data();
     let stack = USER_STACKS
         .0
         .get()
@@ -600,11 +605,13 @@ pub fn run_in_user_mode(function: extern "C" fn()) -> Result<(), Exception> {
         // SAFETY: `vmunit_enter_user` leaves through the #UD at `vmunit_user_return` or another
         // exception, which the enclosing catch turns into a return here; the stack is this
         // CPU's user stack.
-        unsafe { vmunit_enter_user(function, stack) }
+        unsafe { vmunit_enter_user(data, crate::catch::Call::<F, R>::trampoline, stack) }
     });
     let returned = &raw const vmunit_user_return as u64;
     match outcome {
-        Err(exception) if exception.vector == Vector::UD && exception.rip == returned => Ok(()),
+        Err(exception) if exception.vector == Vector::UD && exception.rip == returned => {
+            call.into_result().ok_or(exception)
+        }
         Err(exception) => Err(exception),
         Ok(()) => unreachable!("vmunit_enter_user never returns"),
     }
