@@ -1165,6 +1165,15 @@ fn write_summary(options: &Options, report: &Report, totals: Totals) {
 mod tests {
     use super::*;
 
+    /// Writes an executable shell script that stands in for QEMU; returns its path.
+    fn fake_qemu(directory: &std::path::Path, script: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let path = directory.join("fake-qemu");
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path.display().to_string()
+    }
+
     fn workspace_with(config: &str) -> (tempfile::TempDir, Options) {
         let directory = tempfile::tempdir().unwrap();
         let root = directory.path();
@@ -1322,19 +1331,12 @@ requires = ["device:pci-testdev"]
         let image = workspace::image_path(directory.path(), Arch::X86_64, "xguest");
         std::fs::create_dir_all(image.parent().unwrap()).unwrap();
         std::fs::write(&image, "").unwrap();
-        let fake = directory.path().join("fake-qemu");
-        std::fs::write(
-            &fake,
+        let fake = fake_qemu(
+            directory.path(),
             "#!/bin/sh\ncase \"$*\" in *'-device help'*) echo 'name \"pci-testdev\", bus PCI'; exit 0;; esac\n\
              echo 'EXIT: STATUS=1'; exit 1\n",
-        )
-        .unwrap();
-        std::process::Command::new("chmod")
-            .arg("+x")
-            .arg(&fake)
-            .status()
-            .unwrap();
-        options.environment.qemu = Some(fake.display().to_string());
+        );
+        options.environment.qemu = Some(fake.clone());
         options.accel = Some(Accel::Tcg);
         options.guest_variables = vec![("CLI".into(), "yes".into())];
         let report = run(&options).unwrap();
@@ -1342,7 +1344,7 @@ requires = ["device:pci-testdev"]
         assert_eq!(
             report.outcome("lacks"),
             Some(&Outcome::Skip {
-                reason: format!("requires device no-such-device, which {} lacks", fake.display())
+                reason: format!("requires device no-such-device, which {fake} lacks")
             })
         );
         let environment = std::fs::read_to_string(directory.path().join("logs/has.env")).unwrap();
@@ -1449,19 +1451,12 @@ requires = ["device:pci-testdev"]
         std::fs::create_dir_all(image.parent().unwrap()).unwrap();
         std::fs::write(&image, "").unwrap();
         // A fake QEMU: passes when -append says "pass", else fails to start like a bad option.
-        let fake = directory.path().join("fake-qemu");
-        std::fs::write(
-            &fake,
+        let fake = fake_qemu(
+            directory.path(),
             "#!/bin/sh\ncase \"$*\" in *'-append pass'*) echo 'SUMMARY: 1 tests'; echo 'EXIT: STATUS=1'; exit 1;; esac\n\
              echo 'fake-qemu: bad option' >&2; exit 1\n",
-        )
-        .unwrap();
-        std::process::Command::new("chmod")
-            .arg("+x")
-            .arg(&fake)
-            .status()
-            .unwrap();
-        options.environment.qemu = Some(fake.display().to_string());
+        );
+        options.environment.qemu = Some(fake.clone());
         options.accel = Some(Accel::Tcg);
         options.jobs = 2;
         let report = run(&options).unwrap();
@@ -1475,10 +1470,7 @@ requires = ["device:pci-testdev"]
         assert_eq!(report.exit_code(), 1);
         let log = std::fs::read_to_string(directory.path().join("logs/bad.log")).unwrap();
         let lines: Vec<&str> = log.lines().collect();
-        assert!(
-            lines[0].starts_with(&format!("{} -nodefaults", fake.display())),
-            "{log}"
-        );
+        assert!(lines[0].starts_with(&format!("{fake} -nodefaults")), "{log}");
         assert!(lines[0].contains(" -append x -initrd "), "{log}");
         assert!(lines[0].ends_with("logs/bad.env"), "{log}");
         let environment = std::fs::read_to_string(directory.path().join("logs/bad.env")).unwrap();
