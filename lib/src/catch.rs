@@ -1,8 +1,70 @@
 //! `catch_exception`: run a closure and get its result, or the exception that ended it. The
-//! architecture supplies only `exceptions::try_call`, the setjmp-like entry that the exception
-//! dispatcher resumes when the closure faults.
+//! architecture supplies only the assembly: `vmunit_try_call`, a setjmp-like entry, and
+//! `vmunit_try_recover`, where its exception dispatcher resumes the innermost
+//! [`CatchContext`] when the closure faults.
+
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::arch::Exception;
+use crate::arch::smp::{MAX_CPUS, cpu_index};
+
+/// Where `catch_exception` resumes after an exception: the state `vmunit_try_call` saved.
+#[repr(C)]
+pub(crate) struct CatchContext {
+    /// The stack pointer inside `vmunit_try_call` after it saved the callee-saved registers.
+    pub(crate) stack_pointer: u64,
+    /// Processor state at the call, restored on recovery: RFLAGS on x86 (so a stray TF or AC
+    /// does not leak out); on aarch64 DAIF ORed with SPSel (bit 0: the stack the call ran
+    /// on, SP_EL0 for kernel code, SP_EL1 inside an exception handler).
+    pub(crate) state: u64,
+    /// The exception that ended the closure, filled in by the dispatcher.
+    pub(crate) exception: Option<Exception>,
+    /// The enclosing context, restored when this one ends.
+    previous: *mut CatchContext,
+}
+
+// The assembly writes the first two words.
+const _: () = assert!(core::mem::offset_of!(CatchContext, stack_pointer) == 0);
+const _: () = assert!(core::mem::offset_of!(CatchContext, state) == 8);
+
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_CONTEXT: AtomicPtr<CatchContext> = AtomicPtr::new(core::ptr::null_mut());
+/// Each CPU's innermost live context (null: none).
+static CATCH_CONTEXTS: [AtomicPtr<CatchContext>; MAX_CPUS] = [NO_CONTEXT; MAX_CPUS];
+
+/// The running CPU's innermost live `CatchContext`, or null: for the exception dispatcher,
+/// which may treat a non-null one as exclusively its own while the faulting closure is
+/// suspended.
+pub(crate) fn innermost_context() -> *mut CatchContext {
+    CATCH_CONTEXTS[cpu_index()].load(Ordering::Acquire)
+}
+
+unsafe extern "C" {
+    /// Defined by each architecture's exceptions.rs: saves the callee-saved registers, the
+    /// stack pointer and `state` into `context`, calls `function(data)` and returns 0; or,
+    /// resumed by the dispatcher at `vmunit_try_recover`, returns 1. `context` points at a
+    /// `CatchContext`, of which the assembly writes the first two words only.
+    fn vmunit_try_call(context: *mut u64, function: extern "C" fn(*mut u8), data: *mut u8) -> u64;
+}
+
+/// Calls `function(data)` under a new innermost context of this CPU; returns the exception
+/// that ended it, or `None` when it returned.
+fn try_call(function: extern "C" fn(*mut u8), data: *mut u8) -> Option<Exception> {
+    let slot = &CATCH_CONTEXTS[cpu_index()];
+    let mut context = CatchContext {
+        stack_pointer: 0,
+        state: 0,
+        exception: None,
+        previous: slot.load(Ordering::Relaxed),
+    };
+    slot.store(&raw mut context, Ordering::Release);
+    // SAFETY: `vmunit_try_call` follows the C ABI, saves the callee-saved registers, and
+    // either returns normally or is resumed by the dispatcher at `vmunit_try_recover`, which
+    // restores its saved stack pointer and those registers; `context` and `data` outlive it.
+    let interrupted = unsafe { vmunit_try_call((&raw mut context).cast(), function, data) };
+    slot.store(context.previous, Ordering::Release);
+    (interrupted != 0).then_some(context.exception).flatten()
+}
 
 /// A closure and the slot for its result, handed through assembly as one `*mut u8`: the
 /// shared currency of `catch_exception` and the architectures' `run_in_user_mode`.
@@ -49,7 +111,7 @@ impl<F: FnOnce() -> R, R> Call<F, R> {
 /// `longjmp`: anything it owned leaks, and locks it held stay held.
 pub fn catch_exception<R, F: FnOnce() -> R>(function: F) -> Result<R, Exception> {
     let mut call = Call::new(function);
-    let exception = crate::arch::exceptions::try_call(Call::<F, R>::trampoline, call.as_data());
+    let exception = try_call(Call::<F, R>::trampoline, call.as_data());
     match (exception, call.into_result()) {
         (None, Some(result)) => Ok(result),
         (Some(exception), _) => Err(exception),

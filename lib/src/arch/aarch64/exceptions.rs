@@ -363,27 +363,6 @@ pub(crate) fn init() {
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }
 
-/// Where `catch_exception` resumes after an exception: the state `vmunit_try_call` saved.
-#[repr(C)]
-struct CatchContext {
-    /// SP inside `vmunit_try_call` after it saved the callee-saved registers.
-    stack_pointer: u64,
-    /// DAIF at the call, restored on recovery, ORed with SPSel (bit 0: which stack the call
-    /// ran on, SP_EL0 for kernel code, SP_EL1 inside an exception handler).
-    daif: u64,
-    /// The exception that ended the closure, filled in by the dispatcher.
-    exception: Option<Exception>,
-    /// The enclosing context, restored when this one ends.
-    previous: *mut CatchContext,
-}
-
-const _: () = assert!(offset_of!(CatchContext, stack_pointer) == 0);
-const _: () = assert!(offset_of!(CatchContext, daif) == 8);
-
-#[allow(clippy::declare_interior_mutable_const)]
-const NO_CONTEXT: AtomicPtr<CatchContext> = AtomicPtr::new(core::ptr::null_mut());
-static CATCH_CONTEXTS: [AtomicPtr<CatchContext>; MAX_CPUS] = [NO_CONTEXT; MAX_CPUS];
-
 /// A recorder for `trap_exceptions`: which classes to resume from, and what was seen.
 struct TrapRecorder {
     classes: &'static [ExceptionClass],
@@ -473,33 +452,12 @@ global_asm!(
 );
 
 unsafe extern "C" {
-    /// `context` points at a `CatchContext`; the assembly writes its first two words only.
-    fn vmunit_try_call(context: *mut u64, function: extern "C" fn(*mut u8), data: *mut u8) -> u64;
     static vmunit_try_recover: u8;
     /// Never returns: the SVC that ends the EL0 run (or an exception) is caught.
     fn vmunit_enter_user(data: *mut u8, function: extern "C" fn(*mut u8), stack_top: u64);
 }
 
 pub use crate::catch::catch_exception;
-
-/// The architecture's half of [`catch_exception`]: calls `function(data)` under a catch
-/// context of this CPU; returns the exception that ended it, or `None` when it returned.
-pub(crate) fn try_call(function: extern "C" fn(*mut u8), data: *mut u8) -> Option<Exception> {
-    let slot = &CATCH_CONTEXTS[cpu_index()];
-    let mut context = CatchContext {
-        stack_pointer: 0,
-        daif: 0,
-        exception: None,
-        previous: slot.load(Ordering::Relaxed),
-    };
-    slot.store(&raw mut context, Ordering::Release);
-    // SAFETY: `vmunit_try_call` follows the C ABI, saves the callee-saved registers, and
-    // either returns normally or is resumed by the dispatcher at `vmunit_try_recover`, which
-    // restores its saved stack pointer and those registers; `context` and `data` outlive it.
-    let interrupted = unsafe { vmunit_try_call((&raw mut context).cast(), function, data) };
-    slot.store(context.previous, Ordering::Release);
-    (interrupted != 0).then_some(context.exception).flatten()
-}
 
 /// One 16 KiB EL0 stack per CPU, in the image's data (which EL0 may access; see mmu.rs).
 #[repr(C, align(16))]
@@ -628,7 +586,7 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
                 return;
             }
         }
-        let context = CATCH_CONTEXTS[cpu].load(Ordering::Acquire);
+        let context = crate::catch::innermost_context();
         if !context.is_null() {
             // SAFETY: a non-null context is the live `CatchContext` of a `catch_exception`
             // call on this CPU; its closure is what just faulted.
@@ -636,12 +594,12 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
             context.exception = Some(exception);
             frame.elr = &raw const vmunit_try_recover as u64;
             frame.x[0] = (&raw mut *context) as u64;
-            let mode = if context.daif & 1 != 0 {
+            let mode = if context.state & 1 != 0 {
                 SPSR_EL1H
             } else {
                 SPSR_EL1T
             };
-            frame.spsr = (context.daif & 0x3c0) | mode;
+            frame.spsr = (context.state & 0x3c0) | mode;
             return;
         }
     }

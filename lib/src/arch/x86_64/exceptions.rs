@@ -17,6 +17,8 @@ use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector
 use x86_64::structures::idt::{Entry, EntryOptions, InterruptDescriptorTable};
 use x86_64::structures::tss::TaskStateSegment;
 
+use super::smp::MAX_CPUS;
+
 /// The registers saved on every exception, in the order the entry path pushes them
 /// (lowest address first), followed by the frame the CPU pushed.
 #[repr(C)]
@@ -308,28 +310,6 @@ global_asm!(
     options(att_syntax)
 );
 
-/// Where `catch_exception` resumes after an exception: the state `vmunit_try_call` saved.
-#[repr(C)]
-struct CatchContext {
-    /// RSP inside `vmunit_try_call` after it saved the callee-saved registers.
-    stack_pointer: u64,
-    /// RFLAGS at the call, restored on recovery (so a stray TF or AC does not leak out).
-    flags: u64,
-    /// The exception that ended the closure, filled in by the dispatcher.
-    exception: Option<Exception>,
-    /// The enclosing context, restored when this one ends.
-    previous: *mut CatchContext,
-}
-
-const _: () = assert!(core::mem::offset_of!(CatchContext, stack_pointer) == 0);
-const _: () = assert!(core::mem::offset_of!(CatchContext, flags) == 8);
-
-use super::smp::MAX_CPUS;
-
-#[allow(clippy::declare_interior_mutable_const)]
-const NO_CONTEXT: AtomicPtr<CatchContext> = AtomicPtr::new(core::ptr::null_mut());
-static CATCH_CONTEXTS: [AtomicPtr<CatchContext>; MAX_CPUS] = [NO_CONTEXT; MAX_CPUS];
-
 /// A recorder for `trap_exceptions`: which vectors to resume from, and what was seen.
 struct TrapRecorder {
     vectors: &'static [Vector],
@@ -383,8 +363,6 @@ global_asm!(
 );
 
 unsafe extern "C" {
-    /// `context` points at a `CatchContext`; the assembly writes its first two words only.
-    fn vmunit_try_call(context: *mut u64, function: extern "C" fn(*mut u8), data: *mut u8) -> u64;
     static vmunit_try_recover: u8;
 }
 
@@ -393,25 +371,6 @@ fn cpu_index() -> usize {
 }
 
 pub use crate::catch::catch_exception;
-
-/// The architecture's half of [`catch_exception`]: calls `function(data)` under a catch
-/// context of this CPU; returns the exception that ended it, or `None` when it returned.
-pub(crate) fn try_call(function: extern "C" fn(*mut u8), data: *mut u8) -> Option<Exception> {
-    let slot = &CATCH_CONTEXTS[cpu_index()];
-    let mut context = CatchContext {
-        stack_pointer: 0,
-        flags: 0,
-        exception: None,
-        previous: slot.load(Ordering::Relaxed),
-    };
-    slot.store(&raw mut context, Ordering::Release);
-    // SAFETY: `vmunit_try_call` follows the C ABI, saves the callee-saved registers, and
-    // either returns normally or is resumed by the dispatcher on its own saved stack with
-    // those registers intact; `context` and `data` outlive the call.
-    let interrupted = unsafe { vmunit_try_call((&raw mut context).cast(), function, data) };
-    slot.store(context.previous, Ordering::Release);
-    (interrupted != 0).then_some(context.exception).flatten()
-}
 
 /// Runs `function`, recording each exception whose vector is in `vectors` and resuming after
 /// it with IRETQ (the handler returns). Only for trap-class exceptions (#DB, #BP, #OF, ...),
@@ -461,7 +420,7 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
         }
     }
 
-    let context = CATCH_CONTEXTS[cpu].load(Ordering::Acquire);
+    let context = crate::catch::innermost_context();
     if !context.is_null() && vector.0 < 32 {
         // SAFETY: a non-null context is the live `CatchContext` of a `catch_exception` call on
         // this CPU; its closure is what just faulted.
@@ -469,7 +428,7 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
         context.exception = Some(exception);
         frame.rip = &raw const vmunit_try_recover as u64;
         frame.rsp = context.stack_pointer;
-        frame.rflags = context.flags;
+        frame.rflags = context.state;
         frame.cs = u64::from(selector::KERNEL_CODE);
         frame.ss = u64::from(selector::KERNEL_DATA);
         return;
