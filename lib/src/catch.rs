@@ -1,12 +1,15 @@
-//! `catch_exception`: run a closure and get its result, or the exception that ended it. The
-//! architecture supplies only the assembly: `vmunit_try_call`, a setjmp-like entry, and
-//! `vmunit_try_recover`, where its exception dispatcher resumes the innermost
-//! [`CatchContext`] when the closure faults.
+//! `catch_exception`: run a closure and get its result, or the exception that ended it; and
+//! `trap_exceptions`: run a closure, recording the exceptions it raised and resuming after
+//! each. The architecture supplies the assembly (`vmunit_try_call`, a setjmp-like entry, and
+//! `vmunit_try_recover`, where its dispatcher resumes the innermost [`CatchContext`]) and
+//! the dispatcher, which asks this module what to do with an exception.
 
 use core::sync::atomic::{AtomicPtr, Ordering};
 
-use crate::arch::Exception;
+use alloc::vec::Vec;
+
 use crate::arch::smp::{MAX_CPUS, cpu_index};
+use crate::arch::{Exception, Vector};
 
 /// Where `catch_exception` resumes after an exception: the state `vmunit_try_call` saved.
 #[repr(C)]
@@ -117,4 +120,54 @@ pub fn catch_exception<R, F: FnOnce() -> R>(function: F) -> Result<R, Exception>
         (Some(exception), _) => Err(exception),
         (None, None) => unreachable!("try_call returned without a result or an exception"),
     }
+}
+
+/// A recorder for `trap_exceptions`: which vectors to resume from, and what was seen.
+struct TrapRecorder {
+    vectors: &'static [Vector],
+    seen: Vec<Exception>,
+}
+
+#[allow(clippy::declare_interior_mutable_const)]
+const NO_RECORDER: AtomicPtr<TrapRecorder> = AtomicPtr::new(core::ptr::null_mut());
+/// Each CPU's innermost live recorder (null: none).
+static TRAP_RECORDERS: [AtomicPtr<TrapRecorder>; MAX_CPUS] = [NO_RECORDER; MAX_CPUS];
+
+/// Runs `function`, recording (up to 16 of) the exceptions whose vector is in `vectors` and
+/// resuming after the instruction that raised each; returns its result and what was seen.
+///
+/// How it resumes is the architecture's. On x86 the handler returns with IRETQ, so only
+/// trap-class exceptions (#DB, #BP, #OF, ...) fit: a resumed fault would repeat forever. On
+/// aarch64 (where `Vector` is the exception class) it resumes at ELR + 4, except after
+/// SVC/HVC/SMC, whose ELR already points after them.
+pub fn trap_exceptions<R>(vectors: &'static [Vector], function: impl FnOnce() -> R) -> (R, Vec<Exception>) {
+    let mut recorder = TrapRecorder {
+        vectors,
+        seen: Vec::with_capacity(16),
+    };
+    let slot = &TRAP_RECORDERS[cpu_index()];
+    let previous = slot.swap(&raw mut recorder, Ordering::AcqRel);
+    let result = function();
+    slot.store(previous, Ordering::Release);
+    (result, recorder.seen)
+}
+
+/// For the exception dispatcher: records `exception` if the running CPU's innermost
+/// `trap_exceptions` asked for `vector`, and returns whether it did (the dispatcher then
+/// resumes after the instruction). It does not allocate.
+pub(crate) fn record_trap(vector: Vector, exception: Exception) -> bool {
+    let recorder = TRAP_RECORDERS[cpu_index()].load(Ordering::Acquire);
+    if recorder.is_null() {
+        return false;
+    }
+    // SAFETY: a non-null recorder is the live `TrapRecorder` of a `trap_exceptions` call on
+    // this CPU, which is suspended while its exceptions are handled.
+    let recorder = unsafe { &mut *recorder };
+    if !recorder.vectors.contains(&vector) {
+        return false;
+    }
+    if recorder.seen.len() < recorder.seen.capacity() {
+        recorder.seen.push(exception);
+    }
+    true
 }

@@ -17,7 +17,7 @@
 use core::arch::global_asm;
 use core::fmt;
 use core::mem::{offset_of, size_of};
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use super::smp::{EXCEPTION_STACK_SIZE, MAX_CPUS, STACK_SIZE, cpu_index};
 
@@ -363,16 +363,6 @@ pub(crate) fn init() {
     aarch64_cpu::asm::barrier::isb(aarch64_cpu::asm::barrier::SY);
 }
 
-/// A recorder for `trap_exceptions`: which classes to resume from, and what was seen.
-struct TrapRecorder {
-    classes: &'static [ExceptionClass],
-    seen: alloc::vec::Vec<Exception>,
-}
-
-#[allow(clippy::declare_interior_mutable_const)]
-const NO_RECORDER: AtomicPtr<TrapRecorder> = AtomicPtr::new(core::ptr::null_mut());
-static TRAP_RECORDERS: [AtomicPtr<TrapRecorder>; MAX_CPUS] = [NO_RECORDER; MAX_CPUS];
-
 /// The IRQ handler (0: none): called for every IRQ, with IRQs masked.
 static IRQ_HANDLER: AtomicUsize = AtomicUsize::new(0);
 
@@ -457,7 +447,7 @@ unsafe extern "C" {
     fn vmunit_enter_user(data: *mut u8, function: extern "C" fn(*mut u8), stack_top: u64);
 }
 
-pub use crate::catch::catch_exception;
+pub use crate::catch::{catch_exception, trap_exceptions};
 
 /// One 16 KiB EL0 stack per CPU, in the image's data (which EL0 may access; see mmu.rs).
 #[repr(C, align(16))]
@@ -494,24 +484,6 @@ pub fn run_in_user_mode<R, F: FnOnce() -> R>(function: F) -> Result<R, Exception
         Err(exception) => Err(exception),
         Ok(()) => unreachable!("vmunit_enter_user returned"),
     }
-}
-
-/// Runs `function`, recording each synchronous exception whose class is in `classes` and
-/// resuming after the instruction that raised it (ELR + 4, except for SVC/HVC/SMC, whose ELR
-/// already points after them).
-pub fn trap_exceptions<R>(
-    classes: &'static [ExceptionClass],
-    function: impl FnOnce() -> R,
-) -> (R, alloc::vec::Vec<Exception>) {
-    let mut recorder = TrapRecorder {
-        classes,
-        seen: alloc::vec::Vec::with_capacity(16),
-    };
-    let slot = &TRAP_RECORDERS[cpu_index()];
-    let previous = slot.swap(&raw mut recorder, Ordering::AcqRel);
-    let result = function();
-    slot.store(previous, Ordering::Release);
-    (result, recorder.seen)
 }
 
 /// One line of the register dump, formatted without allocating (the heap may be what broke).
@@ -566,25 +538,16 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
         from_user: kind >= 8,
     };
     if kind & 3 == 0 {
-        let recorder = TRAP_RECORDERS[cpu].load(Ordering::Acquire);
-        if !recorder.is_null() {
-            // SAFETY: a non-null recorder is the live `TrapRecorder` of a `trap_exceptions`
-            // call on this CPU, which is suspended while its exceptions are handled here.
-            let recorder = unsafe { &mut *recorder };
-            if recorder.classes.contains(&exception.class) {
-                if recorder.seen.len() < recorder.seen.capacity() {
-                    recorder.seen.push(exception);
-                }
-                let calls = [
-                    ExceptionClass::SVC64,
-                    ExceptionClass::HVC64,
-                    ExceptionClass::SMC64,
-                ];
-                if !calls.contains(&exception.class) {
-                    frame.elr += 4;
-                }
-                return;
+        if crate::catch::record_trap(exception.class, exception) {
+            let calls = [
+                ExceptionClass::SVC64,
+                ExceptionClass::HVC64,
+                ExceptionClass::SMC64,
+            ];
+            if !calls.contains(&exception.class) {
+                frame.elr += 4;
             }
+            return;
         }
         let context = crate::catch::innermost_context();
         if !context.is_null() {

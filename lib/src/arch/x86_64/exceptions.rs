@@ -8,7 +8,7 @@
 use core::arch::{asm, global_asm};
 use core::fmt;
 use core::mem::size_of;
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use x86_64::VirtAddr;
 use x86_64::instructions::segmentation::{CS, DS, ES, SS, Segment};
@@ -17,7 +17,7 @@ use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector
 use x86_64::structures::idt::{Entry, EntryOptions, InterruptDescriptorTable};
 use x86_64::structures::tss::TaskStateSegment;
 
-use super::smp::MAX_CPUS;
+use super::smp::{MAX_CPUS, cpu_index};
 
 /// The registers saved on every exception, in the order the entry path pushes them
 /// (lowest address first), followed by the frame the CPU pushed.
@@ -310,16 +310,6 @@ global_asm!(
     options(att_syntax)
 );
 
-/// A recorder for `trap_exceptions`: which vectors to resume from, and what was seen.
-struct TrapRecorder {
-    vectors: &'static [Vector],
-    seen: alloc::vec::Vec<Exception>,
-}
-
-#[allow(clippy::declare_interior_mutable_const)]
-const NO_RECORDER: AtomicPtr<TrapRecorder> = AtomicPtr::new(core::ptr::null_mut());
-static TRAP_RECORDERS: [AtomicPtr<TrapRecorder>; MAX_CPUS] = [NO_RECORDER; MAX_CPUS];
-
 /// Exceptions and interrupts handled so far (for tests that check delivery counts).
 pub(crate) static EXCEPTION_COUNT: AtomicUsize = AtomicUsize::new(0);
 
@@ -366,29 +356,7 @@ unsafe extern "C" {
     static vmunit_try_recover: u8;
 }
 
-fn cpu_index() -> usize {
-    super::smp::cpu_index()
-}
-
-pub use crate::catch::catch_exception;
-
-/// Runs `function`, recording each exception whose vector is in `vectors` and resuming after
-/// it with IRETQ (the handler returns). Only for trap-class exceptions (#DB, #BP, #OF, ...),
-/// which resume after the instruction: a resumed fault would repeat forever.
-pub fn trap_exceptions<R>(
-    vectors: &'static [Vector],
-    function: impl FnOnce() -> R,
-) -> (R, alloc::vec::Vec<Exception>) {
-    let mut recorder = TrapRecorder {
-        vectors,
-        seen: alloc::vec::Vec::with_capacity(16),
-    };
-    let slot = &TRAP_RECORDERS[cpu_index()];
-    let previous = slot.swap(&raw mut recorder, Ordering::AcqRel);
-    let result = function();
-    slot.store(previous, Ordering::Release);
-    (result, recorder.seen)
-}
+pub use crate::catch::{catch_exception, trap_exceptions};
 
 fn read_cr2() -> u64 {
     x86_64::registers::control::Cr2::read_raw()
@@ -405,19 +373,8 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
         rip: frame.rip,
         address: if vector == Vector::PF { read_cr2() } else { 0 },
     };
-    let cpu = cpu_index();
-
-    let recorder = TRAP_RECORDERS[cpu].load(Ordering::Acquire);
-    if !recorder.is_null() {
-        // SAFETY: a non-null recorder is the live `TrapRecorder` of a `trap_exceptions` call
-        // on this CPU, which is suspended while its exceptions are handled here.
-        let recorder = unsafe { &mut *recorder };
-        if recorder.vectors.contains(&vector) {
-            if recorder.seen.len() < recorder.seen.capacity() {
-                recorder.seen.push(exception);
-            }
-            return;
-        }
+    if crate::catch::record_trap(vector, exception) {
+        return;
     }
 
     let context = crate::catch::innermost_context();
