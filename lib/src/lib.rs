@@ -45,6 +45,8 @@ mod reporting;
 pub mod runtime;
 #[cfg(target_os = "none")]
 pub mod subtest;
+#[cfg(target_os = "none")]
+pub mod time;
 
 #[cfg(target_os = "none")]
 pub use arch::{Exception, Vector, catch_exception, trap_exceptions};

@@ -15,8 +15,9 @@ use vmunit::arch::apic::{self, register};
 use vmunit::arch::instructions::{
     Register, cpuid, has_feature, hypervisor_signature, rdmsr_safe, rdtsc, wrmsr_safe,
 };
+use vmunit::arch::set_interrupt_handler;
 use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu, on_cpu_async, on_cpus};
-use vmunit::arch::{interrupts, set_interrupt_handler};
+use vmunit::time::wait_until;
 use vmunit::{Vector, known_failure, report, report_skip, report_summary};
 
 vmunit::main!(main);
@@ -35,11 +36,10 @@ const TIMER_VECTOR: u8 = 0x42;
 /// Priority class 5: masked by a task priority of class 6.
 const MASKED_VECTOR: u8 = 0x50;
 
-/// TSC ticks that are at least half a second on a TSC of up to 3 GHz: how long to wait for
-/// an interrupt that must come.
-const PATIENCE: u64 = 1_500_000_000;
-/// How long to wait for one that must not come (delivery takes microseconds).
-const SETTLE: u64 = 150_000_000;
+/// Milliseconds to wait for an interrupt that must come.
+const PATIENCE: u64 = 500;
+/// Milliseconds to wait for one that must not come (delivery takes microseconds).
+const SETTLE: u64 = 50;
 
 static SELF_IPIS: AtomicU32 = AtomicU32::new(0);
 static MASKED_IPIS: AtomicU32 = AtomicU32::new(0);
@@ -49,17 +49,6 @@ static REMOTE_CPU: AtomicUsize = AtomicUsize::new(0);
 
 fn count(counter: &AtomicU32) {
     counter.fetch_add(1, Ordering::SeqCst);
-}
-
-/// Waits with interrupts enabled until `done` holds or `ticks` pass; returns `done()`.
-fn wait_for(ticks: u64, done: impl Fn() -> bool) -> bool {
-    let start = rdtsc();
-    interrupts::enable();
-    while !done() && rdtsc().wrapping_sub(start) < ticks {
-        core::hint::spin_loop();
-    }
-    interrupts::disable();
-    done()
 }
 
 fn main(args: &[&str]) -> i32 {
@@ -185,7 +174,7 @@ fn check_self_ipi() {
         apic::self_ipi(SELF_VECTOR),
         "a self-IPI on {SELF_VECTOR:#x} is sent"
     );
-    let delivered = wait_for(PATIENCE, || SELF_IPIS.load(Ordering::SeqCst) > 0);
+    let delivered = wait_until(PATIENCE, || SELF_IPIS.load(Ordering::SeqCst) > 0);
     report!(delivered, "the self-IPI is delivered once interrupts are enabled");
     report!(
         SELF_IPIS.load(Ordering::SeqCst) == 1,
@@ -202,7 +191,7 @@ fn check_task_priority() {
     set_interrupt_handler(MASKED_VECTOR, Some(|_| count(&MASKED_IPIS)));
     apic::write(register::TASK_PRIORITY, 0x60);
     let _ = apic::self_ipi(MASKED_VECTOR);
-    let early = wait_for(SETTLE, || MASKED_IPIS.load(Ordering::SeqCst) > 0);
+    let early = wait_until(SETTLE, || MASKED_IPIS.load(Ordering::SeqCst) > 0);
     report!(
         !early,
         "with TPR 0x60, a self-IPI on {MASKED_VECTOR:#x} (class 5) is held back"
@@ -212,7 +201,7 @@ fn check_task_priority() {
         "the held-back vector is pending in the IRR"
     );
     apic::write(register::TASK_PRIORITY, 0);
-    let delivered = wait_for(PATIENCE, || MASKED_IPIS.load(Ordering::SeqCst) > 0);
+    let delivered = wait_until(PATIENCE, || MASKED_IPIS.load(Ordering::SeqCst) > 0);
     report!(delivered, "lowering TPR to 0 delivers it");
 }
 
@@ -230,16 +219,13 @@ fn check_remote_ipi() {
     );
     // CPU 1 listens with interrupts enabled, for a bounded time.
     on_cpu_async(1, || {
-        let _ = wait_for(2 * PATIENCE, || REMOTE_CPU.load(Ordering::SeqCst) != 0);
+        let _ = wait_until(2 * PATIENCE, || REMOTE_CPU.load(Ordering::SeqCst) != 0);
     });
     report!(
         apic::send_ipi(target, REMOTE_VECTOR),
         "an IPI on {REMOTE_VECTOR:#x} to APIC ID {target} is sent"
     );
-    let start = rdtsc();
-    while REMOTE_CPU.load(Ordering::SeqCst) == 0 && rdtsc().wrapping_sub(start) < 2 * PATIENCE {
-        core::hint::spin_loop();
-    }
+    let _ = wait_until(2 * PATIENCE, || REMOTE_CPU.load(Ordering::SeqCst) != 0);
     let handled_on = REMOTE_CPU.load(Ordering::SeqCst);
     report!(
         handled_on == 2,
@@ -259,9 +245,9 @@ fn check_timer() {
         first <= 10_000_000 && second < first,
         "the one-shot timer counts down from 10000000 (read {first}, then {second})"
     );
-    let fired = wait_for(PATIENCE, || TIMER_INTERRUPTS.load(Ordering::SeqCst) > 0);
+    let fired = wait_until(PATIENCE, || TIMER_INTERRUPTS.load(Ordering::SeqCst) > 0);
     report!(fired, "the timer interrupt on {TIMER_VECTOR:#x} arrives");
-    let fired_again = wait_for(SETTLE, || TIMER_INTERRUPTS.load(Ordering::SeqCst) > 1);
+    let fired_again = wait_until(SETTLE, || TIMER_INTERRUPTS.load(Ordering::SeqCst) > 1);
     report!(
         !fired_again,
         "a one-shot timer fires once (got {})",
@@ -277,7 +263,7 @@ fn check_timer() {
     TIMER_INTERRUPTS.store(0, Ordering::SeqCst);
     apic::write(register::TIMER, LVT_TIMER_PERIODIC | u32::from(TIMER_VECTOR));
     apic::write(register::TIMER_INITIAL_COUNT, 1_000_000);
-    let repeated = wait_for(PATIENCE, || TIMER_INTERRUPTS.load(Ordering::SeqCst) >= 3);
+    let repeated = wait_until(PATIENCE, || TIMER_INTERRUPTS.load(Ordering::SeqCst) >= 3);
     apic::write(register::TIMER, apic::MASKED);
     apic::write(register::TIMER_INITIAL_COUNT, 0);
     report!(
@@ -294,7 +280,7 @@ fn check_timer() {
     TIMER_INTERRUPTS.store(0, Ordering::SeqCst);
     apic::write(register::TIMER, LVT_TIMER_TSC_DEADLINE | u32::from(TIMER_VECTOR));
     let armed = wrmsr_safe(IA32_TSC_DEADLINE, rdtsc() + 10_000_000);
-    let fired = wait_for(PATIENCE, || TIMER_INTERRUPTS.load(Ordering::SeqCst) > 0);
+    let fired = wait_until(PATIENCE, || TIMER_INTERRUPTS.load(Ordering::SeqCst) > 0);
     report!(
         armed.is_ok() && fired,
         "a TSC-deadline timer fires after its deadline (WRMSR {armed:x?})"

@@ -22,6 +22,16 @@ pub use exceptions::{
     trap_exceptions,
 };
 
+/// IRQ masking under the names x86_64 uses (`enable`, `disable`, `are_enabled`).
+pub mod interrupts {
+    pub use super::instructions::{disable_interrupts as disable, enable_interrupts as enable};
+
+    /// Whether IRQs are unmasked.
+    pub fn are_enabled() -> bool {
+        !super::instructions::interrupts_masked()
+    }
+}
+
 unsafe extern "C" {
     static __image_end: u8;
 }

@@ -22,6 +22,11 @@ pub fn frequency() -> u64 {
     CNTFRQ_EL0.get()
 }
 
+/// The runtime's clock, as on x86_64: the virtual count.
+pub fn count() -> u64 {
+    virtual_count()
+}
+
 /// The virtual count (CNTVCT_EL0), read after an ISB so that it is not read early.
 pub fn virtual_count() -> u64 {
     super::instructions::isb();

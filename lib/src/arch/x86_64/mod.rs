@@ -12,6 +12,7 @@ pub mod mmu;
 pub mod probes;
 pub mod smp;
 pub mod start_info;
+pub mod timer;
 
 pub use exceptions::{
     Exception, ExceptionFrame, InterruptHandler, Vector, catch_exception, page_fault, run_in_user_mode,
