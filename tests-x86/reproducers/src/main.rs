@@ -9,12 +9,15 @@
 #![no_std]
 #![no_main]
 
+use core::sync::atomic::{AtomicU32, Ordering};
 use vmunit::arch::instructions::{
     Register, has_feature, int3, invpcid_safe, rdmsr_safe, rdtsc, rdtscp_safe, read_cr0, read_cr4, read_dr6,
     read_with_alignment_check, software_interrupt, write_cr0_safe, write_cr4_safe, write_dr6, wrmsr_safe,
 };
 use vmunit::arch::probes::{fninit_at, fwait_at, watched_store};
-use vmunit::arch::run_in_user_mode;
+
+use vmunit::arch::apic;
+use vmunit::arch::{run_in_user_mode, set_interrupt_handler};
 use vmunit::{Vector, report, report_skip, trap_exceptions};
 
 vmunit::subtests!();
@@ -183,5 +186,29 @@ fn unadvertised_invpcid_raises_invalid_opcode() {
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::UD),
         "INVPCID unadvertised raises #UD (got {result:x?})"
+    );
+}
+
+/// NMIs sent to a CPU while its NMI handler runs leave one NMI pending, not two (SDM Vol. 3,
+/// 6.7.1: the processor blocks NMIs until the handler's IRET; kvm_pvm delivers a third).
+#[vmunit::test]
+fn nmis_during_nmi_handler_leave_one_pending() {
+    static NMIS: AtomicU32 = AtomicU32::new(0);
+    set_interrupt_handler(
+        Vector::NMI.0,
+        Some(|_| {
+            if NMIS.fetch_add(1, Ordering::SeqCst) == 0 {
+                apic::send_nmi(apic::id());
+                apic::send_nmi(apic::id());
+            }
+        }),
+    );
+    apic::send_nmi(apic::id());
+    vmunit::time::delay(100);
+    set_interrupt_handler(Vector::NMI.0, None);
+    let received = NMIS.load(Ordering::SeqCst);
+    report!(
+        received == 2,
+        "two NMIs sent from the NMI handler add one NMI after it: 2 in all (got {received})"
     );
 }

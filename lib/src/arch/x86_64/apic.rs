@@ -37,6 +37,10 @@ const SOFTWARE_ENABLE: u32 = 1 << 8;
 const COMMAND_PENDING: u32 = 1 << 12;
 /// ICR destination shorthands.
 const TO_SELF: u32 = 0b01 << 18;
+/// ICR delivery mode NMI (to a physical destination: the Self shorthand allows only Fixed).
+const DELIVERY_NMI: u32 = 0b100 << 8;
+/// ICR level: assert (required for every delivery mode but INIT de-assert).
+const ASSERT: u32 = 1 << 14;
 /// LVT mask bit.
 pub const MASKED: u32 = 1 << 16;
 
@@ -155,6 +159,11 @@ pub fn self_ipi(vector: u8) -> bool {
         return wrmsr_safe(SELF_IPI_MSR, u64::from(vector)).is_ok();
     }
     send_command(0, TO_SELF | u32::from(vector))
+}
+
+/// Sends an NMI to the CPU whose APIC ID is `destination` (which may be this CPU's own).
+pub fn send_nmi(destination: u32) -> bool {
+    send_command(destination, DELIVERY_NMI | ASSERT)
 }
 
 /// Whether `vector`'s bit is set in the 256-bit register array at `base` (IRR or ISR).

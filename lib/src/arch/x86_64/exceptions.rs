@@ -376,6 +376,14 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
     if crate::catch::record_trap(vector, exception) {
         return;
     }
+    if vector == Vector::NMI
+        && let Some(handler) = registered_handler(vector.0)
+    {
+        // An NMI is asynchronous: it belongs to its handler even inside `catch_exception`,
+        // and needs no end of interrupt.
+        handler(vector.0);
+        return;
+    }
 
     let context = crate::catch::innermost_context();
     if !context.is_null() && vector.0 < 32 {
@@ -392,11 +400,7 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
     }
 
     if vector.0 >= 32 {
-        let handler = INTERRUPT_HANDLERS[usize::from(vector.0)].load(Ordering::Acquire);
-        if handler != 0 {
-            // SAFETY: non-zero entries are `InterruptHandler`s that `set_interrupt_handler`
-            // stored; a fn pointer and a usize have the same size.
-            let handler = unsafe { core::mem::transmute::<usize, InterruptHandler>(handler) };
+        if let Some(handler) = registered_handler(vector.0) {
             handler(vector.0);
             if vector.0 != super::apic::SPURIOUS_VECTOR {
                 super::apic::end_of_interrupt();
@@ -543,15 +547,27 @@ const NO_HANDLER: AtomicUsize = AtomicUsize::new(0);
 /// The handler of each vector (as usize; 0: none). Shared by all CPUs.
 static INTERRUPT_HANDLERS: [AtomicUsize; 256] = [NO_HANDLER; 256];
 
-/// Installs `handler` for interrupt `vector` (32..=255), or removes it with `None`; an
-/// interrupt on a vector without one is an unexpected exception, which ends the test.
+/// Installs `handler` for interrupt `vector` (32..=255, or 2 for the NMI), or removes it with
+/// `None`; an interrupt on a vector without one is an unexpected exception, which ends the
+/// test. The NMI handler runs on the CPU's IST stack, and there is no end of interrupt for it.
 ///
 /// # Panics
-/// For an exception vector (below 32).
+/// For an exception vector (below 32) other than the NMI's.
 pub fn set_interrupt_handler(vector: u8, handler: Option<InterruptHandler>) {
-    assert!(vector >= 32, "vector {vector} is an exception, not an interrupt");
+    assert!(
+        vector >= 32 || vector == Vector::NMI.0,
+        "vector {vector} is an exception, not an interrupt"
+    );
     let value = handler.map_or(0, |handler| handler as usize);
     INTERRUPT_HANDLERS[usize::from(vector)].store(value, Ordering::Release);
+}
+
+/// The handler registered for `vector`, if any.
+fn registered_handler(vector: u8) -> Option<InterruptHandler> {
+    let handler = INTERRUPT_HANDLERS[usize::from(vector)].load(Ordering::Acquire);
+    // SAFETY: non-zero entries are `InterruptHandler`s that `set_interrupt_handler` stored; a
+    // fn pointer and a usize have the same size.
+    (handler != 0).then(|| unsafe { core::mem::transmute::<usize, InterruptHandler>(handler) })
 }
 
 /// Enables interrupts and halts until one arrives, then disables them again.
