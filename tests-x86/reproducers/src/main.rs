@@ -16,7 +16,7 @@ use vmunit::arch::instructions::{
 };
 use vmunit::arch::probes::{fninit_at, fwait_at, watched_store};
 
-use vmunit::arch::apic;
+use vmunit::arch::{apic, syscall};
 use vmunit::arch::{run_in_user_mode, set_interrupt_handler};
 use vmunit::{Vector, report, report_skip, trap_exceptions};
 
@@ -210,5 +210,46 @@ fn nmis_during_nmi_handler_leave_one_pending() {
     report!(
         received == 2,
         "two NMIs sent from the NMI handler add one NMI after it: 2 in all (got {received})"
+    );
+}
+
+/// SYSCALL at CPL 3 with EFER.SCE clear raises #UD (kvm_pvm enters LSTAR, here 0, and the VM
+/// does not recover: the run crashes).
+#[vmunit::test]
+fn syscall_disabled_raises_invalid_opcode() {
+    report!(syscall::disable().is_ok(), "EFER.SCE can be cleared");
+    let result = run_in_user_mode(|| syscall::syscall(0, false));
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::UD),
+        "SYSCALL at CPL 3 with EFER.SCE clear raises #UD (got {result:x?})"
+    );
+}
+
+/// SYSCALL from CPL 3 and SYSRET back return the entry's RAX (kvm_pvm: #GP(0) at the SYSRET).
+#[vmunit::test]
+fn sysret_returns_to_user_mode() {
+    report!(syscall::enable(1 << 9).is_ok(), "SYSCALL can be enabled");
+    let result = run_in_user_mode(|| syscall::syscall(1, false).value);
+    let _ = syscall::disable();
+    report!(
+        matches!(result, Ok(2)),
+        "SYSCALL with RAX 1 comes back through SYSRET with RAX 2 (got {result:x?})"
+    );
+}
+
+/// The SYSCALL entry runs with CS and SS from STAR and FMASK's IF clear (kvm_pvm: CS 0x33,
+/// SS 0x2b, IF set).
+#[vmunit::test]
+fn syscall_loads_star_selectors() {
+    report!(syscall::enable(1 << 9).is_ok(), "SYSCALL can be enabled");
+    let _ = run_in_user_mode(|| syscall::syscall(1, false));
+    let _ = syscall::disable();
+    let (entry, _) = syscall::last_entry();
+    report!(
+        entry.code_segment == 0x08 && entry.stack_segment == 0x10 && entry.kernel_flags & (1 << 9) == 0,
+        "the entry runs with CS 0x8, SS 0x10 and IF clear (got CS {:#x}, SS {:#x}, RFLAGS {:#x})",
+        entry.code_segment,
+        entry.stack_segment,
+        entry.kernel_flags
     );
 }

@@ -12,6 +12,7 @@ pub mod mmu;
 pub mod probes;
 pub mod smp;
 pub mod start_info;
+pub mod syscall;
 pub mod timer;
 
 pub use exceptions::{

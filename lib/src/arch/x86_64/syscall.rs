@@ -1,0 +1,339 @@
+//! SYSCALL/SYSRET: the fast system-call MSRs (EFER.SCE, STAR, LSTAR, FMASK) and a kernel entry
+//! that records what SYSCALL loaded, then returns to user mode with SYSRET.
+//!
+//! The entry runs on the caller's stack (SYSCALL switches none) with interrupts masked by
+//! FMASK, stores into one global [`Entry`] record and returns `RAX + 1`; tests use it on one CPU
+//! at a time. The GDT's user data and code selectors follow each other (0x18, 0x20), as
+//! SYSRET's `STAR[63:48] + 8` and `+ 16` require.
+
+use core::arch::{asm, global_asm};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use super::exceptions::selector;
+use super::instructions::{rdmsr_safe, wrmsr_safe};
+use super::{Exception, catch_exception};
+
+/// IA32_EFER and its SCE bit (SYSCALL enable).
+pub const EFER: u32 = 0xc000_0080;
+/// EFER.SCE.
+pub const EFER_SCE: u64 = 1 << 0;
+/// IA32_STAR: SYSCALL's CS in bits 47:32, SYSRET's selector base in bits 63:48.
+pub const STAR: u32 = 0xc000_0081;
+/// IA32_LSTAR: the 64-bit SYSCALL entry point.
+pub const LSTAR: u32 = 0xc000_0082;
+/// IA32_CSTAR: the compatibility-mode SYSCALL entry point (AMD).
+pub const CSTAR: u32 = 0xc000_0083;
+/// IA32_FMASK: RFLAGS bits SYSCALL clears.
+pub const FMASK: u32 = 0xc000_0084;
+
+/// The STAR value for the runtime's GDT: SYSCALL loads CS 0x08 and SS 0x10; SYSRET loads
+/// SS 0x10 + 8 = 0x1b and CS 0x10 + 16 = 0x23 (with RPL 3).
+pub const STAR_VALUE: u64 = (((selector::KERNEL_DATA) as u64) << 48) | ((selector::KERNEL_CODE as u64) << 32);
+
+/// What the kernel entry saw on its last SYSCALL.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Entry {
+    /// RCX: the address after the SYSCALL.
+    pub return_address: u64,
+    /// R11: RFLAGS at the SYSCALL.
+    pub saved_flags: u64,
+    /// RFLAGS in the kernel, after FMASK.
+    pub kernel_flags: u64,
+    /// RSP in the kernel (SYSCALL does not switch stacks).
+    pub stack_pointer: u64,
+    /// CS in the kernel.
+    pub code_segment: u16,
+    /// SS in the kernel.
+    pub stack_segment: u16,
+    /// Padding, zero.
+    pub reserved: u32,
+}
+
+const _: () = assert!(size_of::<Entry>() == 40);
+
+/// The record the entry writes (offsets fixed by `Entry`'s layout).
+#[repr(transparent)]
+struct Record(core::cell::UnsafeCell<Entry>);
+// SAFETY: only the entry writes the record, and Rust reads it (volatile) only between SYSCALLs.
+unsafe impl Sync for Record {}
+#[unsafe(no_mangle)]
+static VMUNIT_SYSCALL_ENTRY_RECORD: Record = Record(core::cell::UnsafeCell::new(Entry {
+    return_address: 0,
+    saved_flags: 0,
+    kernel_flags: 0,
+    stack_pointer: 0,
+    code_segment: 0,
+    stack_segment: 0,
+    reserved: 0,
+}));
+/// How many SYSCALLs the entry took.
+#[unsafe(no_mangle)]
+static VMUNIT_SYSCALL_COUNT: AtomicU64 = AtomicU64::new(0);
+/// When not zero, the address SYSRET returns to instead of RCX (to try non-canonical ones).
+#[unsafe(no_mangle)]
+static VMUNIT_SYSRET_TARGET: AtomicU64 = AtomicU64::new(0);
+
+global_asm!(
+    r#"
+    .section .text.vmunit_syscall, "ax"
+    .global vmunit_syscall_entry
+    vmunit_syscall_entry:
+        mov [rip + VMUNIT_SYSCALL_ENTRY_RECORD + 0], rcx
+        mov [rip + VMUNIT_SYSCALL_ENTRY_RECORD + 8], r11
+        mov [rip + VMUNIT_SYSCALL_ENTRY_RECORD + 24], rsp
+        mov word ptr [rip + VMUNIT_SYSCALL_ENTRY_RECORD + 32], cs
+        mov word ptr [rip + VMUNIT_SYSCALL_ENTRY_RECORD + 34], ss
+        /* The caller's stack: the kernel keeps its access to user pages (no SMAP). */
+        pushfq
+        pop qword ptr [rip + VMUNIT_SYSCALL_ENTRY_RECORD + 16]
+        lock inc qword ptr [rip + VMUNIT_SYSCALL_COUNT]
+        cmp qword ptr [rip + VMUNIT_SYSRET_TARGET], 0
+        je 2f
+        mov rcx, [rip + VMUNIT_SYSRET_TARGET]
+    2:
+        inc rax
+    .global vmunit_sysret_instruction
+    vmunit_sysret_instruction:
+        sysretq
+
+    /* vmunit_traced_syscall(): SYSCALL with TF set by the POPF before it. */
+    .global vmunit_traced_syscall
+    vmunit_traced_syscall:
+        pushfq
+        or qword ptr [rsp], 0x100
+        popfq
+        syscall
+    .global vmunit_traced_syscall_return
+    vmunit_traced_syscall_return:
+        nop
+        pushfq
+        and qword ptr [rsp], -0x101
+        popfq
+        ret
+    "#
+);
+
+unsafe extern "C" {
+    static vmunit_syscall_entry: u8;
+    static vmunit_sysret_instruction: u8;
+    static vmunit_traced_syscall_return: u8;
+    /// Clobbers RAX, RCX and R11 (SysV: RAX, RCX and R11 are caller-saved).
+    fn vmunit_traced_syscall();
+}
+
+/// The kernel entry's address (for LSTAR).
+pub fn entry_address() -> u64 {
+    &raw const vmunit_syscall_entry as u64
+}
+
+/// The address of the entry's SYSRET instruction (where Intel CPUs raise #GP for a
+/// non-canonical return address).
+pub fn sysret_address() -> u64 {
+    &raw const vmunit_sysret_instruction as u64
+}
+
+/// Sets EFER.SCE, STAR, LSTAR (the runtime's entry) and FMASK on this CPU.
+pub fn enable(flags_mask: u64) -> Result<(), Exception> {
+    wrmsr_safe(STAR, STAR_VALUE)?;
+    wrmsr_safe(LSTAR, entry_address())?;
+    wrmsr_safe(FMASK, flags_mask)?;
+    wrmsr_safe(EFER, rdmsr_safe(EFER)? | EFER_SCE)
+}
+
+/// Clears EFER.SCE on this CPU: SYSCALL and SYSRET raise #UD.
+pub fn disable() -> Result<(), Exception> {
+    wrmsr_safe(EFER, rdmsr_safe(EFER)? & !EFER_SCE)
+}
+
+/// The entry's record of the last SYSCALL, and how many it took.
+pub fn last_entry() -> (Entry, u64) {
+    // SAFETY: the record is written only by the entry, on this CPU, while this code is not
+    // running; a volatile copy reads it whole.
+    let entry = unsafe { core::ptr::read_volatile(VMUNIT_SYSCALL_ENTRY_RECORD.0.get()) };
+    (entry, VMUNIT_SYSCALL_COUNT.load(Ordering::SeqCst))
+}
+
+/// Makes the entry's SYSRET return to `address` instead of RCX (0: RCX again).
+pub fn set_sysret_target(address: u64) {
+    VMUNIT_SYSRET_TARGET.store(address, Ordering::SeqCst);
+}
+
+/// What user-mode code saw around one SYSCALL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Return {
+    /// RAX after SYSRET (the entry returns RAX + 1).
+    pub value: u64,
+    /// The address after the SYSCALL instruction.
+    pub return_address: u64,
+    /// RFLAGS right before the SYSCALL.
+    pub flags_before: u64,
+    /// RFLAGS after SYSRET.
+    pub flags_after: u64,
+    /// CS after SYSRET.
+    pub code_segment: u16,
+    /// SS after SYSRET.
+    pub stack_segment: u16,
+}
+
+/// SYSCALL with RAX = `value` and RFLAGS.DF set as `direction` says (DF is cleared again
+/// after). Meant for user mode (`run_in_user_mode`); at CPL 0 it needs LSTAR to point at code
+/// that returns without SYSRET (see [`kernel_syscall`]).
+pub fn syscall(value: u64, direction: bool) -> Return {
+    let (result, return_address, flags_before, flags_after, code_segment, stack_segment): (
+        u64,
+        u64,
+        u64,
+        u64,
+        u16,
+        u16,
+    );
+    // SAFETY: SYSCALL enters the runtime's entry, which touches only its record and returns to
+    // the next instruction with SYSRET; RCX and R11 are declared clobbered, DF is cleared
+    // before the block ends.
+    unsafe {
+        asm!(
+            "test {direction}, {direction}",
+            "jz 3f",
+            "std",
+            "3:",
+            "pushfq",
+            "pop {before}",
+            "lea {address}, [rip + 4f]",
+            "syscall",
+            "4:",
+            "pushfq",
+            "pop {after}",
+            "cld",
+            "mov {cs:x}, cs",
+            "mov {ss:x}, ss",
+            direction = in(reg) u64::from(direction),
+            before = out(reg) flags_before,
+            address = out(reg) return_address,
+            after = out(reg) flags_after,
+            cs = out(reg) code_segment,
+            ss = out(reg) stack_segment,
+            inout("rax") value => result,
+            out("rcx") _,
+            out("r11") _,
+        );
+    }
+    Return {
+        value: result,
+        return_address,
+        flags_before,
+        flags_after,
+        code_segment,
+        stack_segment,
+    }
+}
+
+/// SYSCALL with RFLAGS.TF set by POPF just before it, for user mode. With TF in FMASK no #DB
+/// comes at the end of SYSCALL; SYSRET restores TF from R11, so a single-step #DB comes at
+/// the end of SYSRET, at [`traced_syscall_return_address`]. Should it not come, TF is cleared
+/// one instruction later, after a #DB there.
+pub fn traced_syscall() {
+    // SAFETY: the routine sets TF only around its SYSCALL and clears it again; the #DB it
+    // causes is caught by the enclosing `run_in_user_mode`. It clobbers RAX, RCX and R11.
+    unsafe { vmunit_traced_syscall() };
+}
+
+/// Where SYSRET returns to in [`traced_syscall`].
+pub fn traced_syscall_return_address() -> u64 {
+    &raw const vmunit_traced_syscall_return as u64
+}
+
+/// SYSRET at the current privilege level with RCX the next instruction and R11 the current
+/// RFLAGS: at CPL 3 it raises #GP(0); with EFER.SCE clear, #UD.
+pub fn sysret() -> Result<(), Exception> {
+    catch_exception(|| {
+        // SAFETY: SYSRET faults at CPL 3 and with SCE clear; were it to complete at CPL 0,
+        // it would continue at CPL 3 at the next instruction with the same flags (the
+        // image's pages are user-accessible once user mode has run).
+        unsafe {
+            asm!(
+                "pushfq",
+                "pop r11",
+                "lea rcx, [rip + 5f]",
+                "sysretq",
+                "5:",
+                out("rcx") _,
+                out("r11") _,
+            );
+        }
+    })
+}
+
+/// What a SYSCALL at CPL 0 loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelSyscall {
+    /// RCX: the address after the SYSCALL.
+    pub return_address: u64,
+    /// The address of the instruction after the SYSCALL (also its target).
+    pub next_instruction: u64,
+    /// R11: RFLAGS at the SYSCALL.
+    pub saved_flags: u64,
+    /// RFLAGS after it (FMASK applied).
+    pub flags_after: u64,
+    /// CS after it (`STAR[47:32]`).
+    pub code_segment: u16,
+    /// SS after it (`STAR[47:32] + 8`).
+    pub stack_segment: u16,
+}
+
+/// SYSCALL at CPL 0 with LSTAR pointing at the next instruction (kvm-unit-tests' "lazy load"
+/// check) and RFLAGS.DF set: returns what it loaded, or its exception (#UD with SCE clear).
+/// LSTAR is restored after.
+pub fn kernel_syscall() -> Result<KernelSyscall, Exception> {
+    let saved_lstar = rdmsr_safe(LSTAR)?;
+    let result = catch_exception(|| {
+        let (return_address, next_instruction, saved_flags, flags_after, code_segment, stack_segment): (
+            u64,
+            u64,
+            u64,
+            u64,
+            u16,
+            u16,
+        );
+        // SAFETY: LSTAR is pointed at the instruction after SYSCALL, so it continues in
+        // place at CPL 0 with the runtime's own selectors (STAR_VALUE) and FMASK applied; DF
+        // is cleared again. RAX, RCX, RDX and R11 are declared clobbered.
+        unsafe {
+            asm!(
+                "lea rax, [rip + 6f]",
+                "mov {next}, rax",
+                "mov rdx, rax",
+                "shr rdx, 32",
+                "mov ecx, {lstar}",
+                "wrmsr",
+                "std",
+                "syscall",
+                "6:",
+                "pushfq",
+                "pop {after}",
+                "cld",
+                "mov {cs:x}, cs",
+                "mov {ss:x}, ss",
+                lstar = const LSTAR,
+                next = out(reg) next_instruction,
+                after = out(reg) flags_after,
+                cs = out(reg) code_segment,
+                ss = out(reg) stack_segment,
+                out("rax") _,
+                out("rdx") _,
+                out("rcx") return_address,
+                out("r11") saved_flags,
+            );
+        }
+        KernelSyscall {
+            return_address,
+            next_instruction,
+            saved_flags,
+            flags_after,
+            code_segment,
+            stack_segment,
+        }
+    });
+    wrmsr_safe(LSTAR, saved_lstar)?;
+    result
+}

@@ -1,0 +1,291 @@
+//! syscall: SYSCALL and SYSRET (kvm-unit-tests' syscall test, and more): EFER.SCE, what
+//! SYSCALL loads from STAR, LSTAR and FMASK at CPL 0 and from CPL 3, SYSRET's return to CPL 3,
+//! the single-step trap at the end of SYSRET, SYSRET at CPL 3, and a non-canonical return
+//! address (SDM Vol. 2B SYSCALL/SYSRET; AMD APM Vol. 3).
+#![no_std]
+#![no_main]
+
+use vmunit::arch::exceptions::selector;
+use vmunit::arch::instructions::{cpu_vendor, hypervisor_signature, wrmsr_safe};
+use vmunit::arch::run_in_user_mode;
+use vmunit::arch::syscall::{
+    self, CSTAR, LSTAR, STAR, STAR_VALUE, kernel_syscall, last_entry, set_sysret_target, syscall, sysret,
+    traced_syscall, traced_syscall_return_address,
+};
+use vmunit::environment::instruction_emulating_kvm;
+use vmunit::{Vector, catch_exception, known_failure, prefix, report, report_skip, report_summary};
+
+vmunit::main!(main);
+
+const FLAGS_TF: u64 = 1 << 8;
+const FLAGS_IF: u64 = 1 << 9;
+const FLAGS_DF: u64 = 1 << 10;
+const FLAGS_NT: u64 = 1 << 14;
+const FLAGS_AC: u64 = 1 << 18;
+/// What FMASK clears, as Linux and kvm-unit-tests set it.
+const MASK: u64 = FLAGS_TF | FLAGS_DF | FLAGS_IF | FLAGS_NT | FLAGS_AC;
+/// The lowest non-canonical address with 48-bit virtual addresses.
+const NON_CANONICAL: u64 = 1 << 47;
+
+/// kvm_pvm: SYSRET raises #GP(0) at CPL 0, even to a canonical address (reproduce-sysret).
+fn pvm() -> bool {
+    instruction_emulating_kvm()
+}
+
+/// QEMU's TCG.
+fn tcg() -> bool {
+    hypervisor_signature() == *b"TCGTCGTCGTCG"
+}
+
+fn main(_args: &[&str]) -> i32 {
+    let intel = cpu_vendor() == *b"GenuineIntel";
+    vmunit::report_info!("IF at start: {}", vmunit::arch::interrupts::are_enabled());
+    check_disabled();
+    report!(
+        syscall::enable(MASK).is_ok(),
+        "EFER.SCE, STAR, LSTAR and FMASK can be written"
+    );
+    check_kernel_syscall();
+    check_user_syscall();
+    check_single_step();
+    check_sysret_rules(intel);
+    check_msrs();
+    report!(syscall::disable().is_ok(), "EFER.SCE can be cleared again");
+    report_summary()
+}
+
+/// With EFER.SCE clear, SYSCALL and SYSRET raise #UD at any privilege level.
+fn check_disabled() {
+    let _prefix = prefix("EFER.SCE clear");
+    report!(syscall::disable().is_ok(), "EFER.SCE can be cleared");
+    let kernel = kernel_syscall();
+    report!(
+        matches!(kernel, Err(e) if e.vector == Vector::UD),
+        "SYSCALL at CPL 0 raises #UD (got {kernel:x?})"
+    );
+    if pvm() {
+        report_skip!(
+            "SYSCALL at CPL 3: kvm_pvm jumps to LSTAR (0) instead of raising #UD, and the kernel \
+             then faults on port I/O (reproduce-syscall-disabled)"
+        );
+    } else {
+        let user = run_in_user_mode(|| syscall(0, false));
+        report!(
+            matches!(user, Err(e) if e.vector == Vector::UD),
+            "SYSCALL at CPL 3 raises #UD (got {user:x?})"
+        );
+    }
+    // Under kvm_pvm SYSRET runs anyway: it reaches CPL 3 in kernel code, whose pages are not
+    // user-accessible yet (no run_in_user_mode has run there), and the fetch fault is caught.
+    let result = catch_exception(sysret);
+    known_failure(
+        pvm(),
+        "kvm_pvm runs SYSRET with EFER.SCE clear (reproduce-sysret)",
+        || {
+            report!(
+                matches!(result, Ok(Err(e)) if e.vector == Vector::UD),
+                "SYSRET at CPL 0 raises #UD (got {result:x?})"
+            );
+        },
+    );
+}
+
+/// SYSCALL at CPL 0 with LSTAR at the next instruction (kvm-unit-tests' "MSR_*STAR eager
+/// loading"): RCX, R11, CS and SS from STAR, and RFLAGS masked by FMASK.
+fn check_kernel_syscall() {
+    let _prefix = prefix("CPL 0");
+    let entry = match kernel_syscall() {
+        Ok(entry) => entry,
+        Err(exception) => {
+            report!(false, "SYSCALL at CPL 0 continues at LSTAR (got {exception:x?})");
+            return;
+        }
+    };
+    report!(
+        entry.return_address == entry.next_instruction,
+        "RCX holds the address after SYSCALL ({:#x}; got {:#x})",
+        entry.next_instruction,
+        entry.return_address
+    );
+    report!(
+        entry.saved_flags & FLAGS_DF != 0,
+        "R11 holds RFLAGS at SYSCALL, DF set (got {:#x})",
+        entry.saved_flags
+    );
+    report!(
+        entry.flags_after & MASK == 0,
+        "RFLAGS after SYSCALL has FMASK's bits clear (got {:#x})",
+        entry.flags_after
+    );
+    report!(
+        entry.code_segment == selector::KERNEL_CODE,
+        "CS is STAR[47:32] = {:#x} (got {:#x})",
+        selector::KERNEL_CODE,
+        entry.code_segment
+    );
+    report!(
+        entry.stack_segment == selector::KERNEL_DATA,
+        "SS is STAR[47:32] + 8 = {:#x} (got {:#x})",
+        selector::KERNEL_DATA,
+        entry.stack_segment
+    );
+}
+
+/// SYSCALL from CPL 3 enters LSTAR at CPL 0; SYSRET returns to CPL 3 with RFLAGS from R11.
+fn check_user_syscall() {
+    let _prefix = prefix("CPL 3");
+    let (_, count_before) = last_entry();
+    let result = run_in_user_mode(|| syscall(41, true));
+    let (entry, count) = last_entry();
+    report!(
+        count == count_before + 1,
+        "the kernel entry ran once ({} SYSCALLs)",
+        count - count_before
+    );
+    known_failure(
+        pvm(),
+        "kvm_pvm's SYSCALL from CPL 3 loads CS 0x33 and SS 0x2b, and leaves IF set \
+         (reproduce-syscall-selectors)",
+        || {
+            report!(
+                entry.code_segment == selector::KERNEL_CODE && entry.stack_segment == selector::KERNEL_DATA,
+                "the entry runs with CS {:#x} and SS {:#x} (got {:#x}, {:#x})",
+                selector::KERNEL_CODE,
+                selector::KERNEL_DATA,
+                entry.code_segment,
+                entry.stack_segment
+            );
+            report!(
+                entry.saved_flags & FLAGS_DF != 0 && entry.kernel_flags & MASK == 0,
+                "the entry's R11 is RFLAGS at SYSCALL, DF set, and its RFLAGS has FMASK's bits clear \
+                 (got R11 {:#x}, RFLAGS {:#x})",
+                entry.saved_flags,
+                entry.kernel_flags
+            );
+        },
+    );
+    known_failure(
+        pvm(),
+        "kvm_pvm raises #GP(0) on SYSRET (reproduce-sysret)",
+        || {
+            let returned = match result {
+                Ok(returned) => returned,
+                Err(exception) => {
+                    report!(
+                        false,
+                        "SYSCALL from CPL 3 returns through SYSRET (got {exception:x?})"
+                    );
+                    return;
+                }
+            };
+            report!(
+                returned.value == 42,
+                "RAX 41 comes back as 42, from the entry (got {})",
+                returned.value
+            );
+            report!(
+                entry.return_address == returned.return_address,
+                "the entry's RCX is the address after SYSCALL ({:#x}; got {:#x})",
+                returned.return_address,
+                entry.return_address
+            );
+            report!(
+                entry.saved_flags == returned.flags_before,
+                "the entry's R11 is exactly RFLAGS at SYSCALL ({:#x}; got {:#x})",
+                returned.flags_before,
+                entry.saved_flags
+            );
+            report!(
+                returned.code_segment == selector::USER_CODE && returned.stack_segment == selector::USER_DATA,
+                "SYSRET loads CS STAR[63:48] + 16 = {:#x} and SS STAR[63:48] + 8 = {:#x} (got {:#x}, {:#x})",
+                selector::USER_CODE,
+                selector::USER_DATA,
+                returned.code_segment,
+                returned.stack_segment
+            );
+            report!(
+                returned.flags_after == returned.flags_before,
+                "SYSRET restores RFLAGS from R11, DF set again ({:#x}; got {:#x})",
+                returned.flags_before,
+                returned.flags_after
+            );
+        },
+    );
+}
+
+/// kvm-unit-tests' "syscall TF handling": TF set before SYSCALL is cleared by FMASK, so no #DB
+/// comes in the kernel; SYSRET loads TF from R11, and the single-step #DB comes at its end, in
+/// user mode, before the next user instruction.
+fn check_single_step() {
+    let (_, count_before) = last_entry();
+    let result = run_in_user_mode(traced_syscall);
+    let (_, count) = last_entry();
+    let expected = traced_syscall_return_address();
+    report!(
+        count == count_before + 1,
+        "TF: the SYSCALL reaches the entry without a #DB on the way ({} SYSCALLs)",
+        count - count_before
+    );
+    known_failure(
+        pvm(),
+        "kvm_pvm raises #GP(0) on SYSRET (reproduce-sysret)",
+        || {
+            report!(
+                matches!(result, Err(e) if e.vector == Vector::DB && e.rip == expected),
+                "TF: the single-step #DB comes at the end of SYSRET, at {expected:#x} (got {result:x?})"
+            );
+        },
+    );
+}
+
+/// SYSRET is privileged, and a non-canonical return address faults: at CPL 0 on Intel
+/// (#GP(0) at the SYSRET), at CPL 3 on AMD (the fetch at the new address faults).
+fn check_sysret_rules(intel: bool) {
+    let at_user = run_in_user_mode(sysret);
+    report!(
+        matches!(at_user, Err(e) if e.vector == Vector::GP && e.error_code == 0),
+        "SYSRET at CPL 3 raises #GP(0) (got {at_user:x?})"
+    );
+    set_sysret_target(NON_CANONICAL);
+    let result = run_in_user_mode(|| syscall(0, false));
+    set_sysret_target(0);
+    let sysret_address = syscall::sysret_address();
+    if intel {
+        known_failure(tcg(), "QEMU's TCG follows AMD here, whatever the vendor", || {
+            report!(
+                matches!(result, Err(e) if e.vector == Vector::GP && e.error_code == 0 && e.rip == sysret_address),
+                "Intel: SYSRET to non-canonical {NON_CANONICAL:#x} raises #GP(0) at CPL 0, at the SYSRET ({sysret_address:#x}; got {result:x?})"
+            );
+        });
+    } else {
+        known_failure(
+            pvm(),
+            "kvm_pvm raises #GP(0) on SYSRET (reproduce-sysret)",
+            || {
+                report!(
+                    matches!(result, Err(e) if e.rip != sysret_address && matches!(e.vector, Vector::GP | Vector::PF)),
+                    "AMD: SYSRET to non-canonical {NON_CANONICAL:#x} completes and the fetch there faults at CPL 3 (got {result:x?})"
+                );
+            },
+        );
+    }
+}
+
+/// LSTAR and CSTAR hold canonical addresses only; STAR takes any value.
+fn check_msrs() {
+    known_failure(tcg(), "QEMU's TCG stores non-canonical LSTAR and CSTAR", || {
+        for (name, msr) in [("LSTAR", LSTAR), ("CSTAR", CSTAR)] {
+            let result = wrmsr_safe(msr, NON_CANONICAL);
+            report!(
+                matches!(result, Err(e) if e.vector == Vector::GP),
+                "WRMSR({name}, {NON_CANONICAL:#x}) raises #GP (got {result:x?})"
+            );
+        }
+    });
+    let _ = wrmsr_safe(LSTAR, syscall::entry_address());
+    let result = wrmsr_safe(STAR, STAR_VALUE);
+    report!(
+        result.is_ok(),
+        "WRMSR(STAR, {STAR_VALUE:#x}) works (got {result:x?})"
+    );
+}
