@@ -47,6 +47,8 @@ pub mod runtime;
 pub mod subtest;
 #[cfg(target_os = "none")]
 pub mod time;
+#[cfg(target_os = "none")]
+mod work;
 
 #[cfg(target_os = "none")]
 pub use arch::{Exception, Vector, catch_exception, trap_exceptions};

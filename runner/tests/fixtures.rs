@@ -80,9 +80,10 @@ fn check(report: &Report, kvm: bool) {
         |outcome| matches!(outcome, Outcome::Crash { reason } if reason.contains("triple fault")),
     );
     // An interrupt that never arrives: the guest's bounded wait ends in its own FAIL line.
-    expect("fixture-lost-interrupt", |outcome| {
-        matches!(outcome, Outcome::Fail { reason } if reason == "1 unexpected failures")
-    });
+    expect(
+        "fixture-lost-interrupt",
+        |outcome| matches!(outcome, Outcome::Fail { reason } if reason == "1 unexpected failures"),
+    );
     expect("fixture-false-pass", |outcome| {
         matches!(outcome, Outcome::Fail { .. })
     });

@@ -14,7 +14,7 @@ use vmunit::arch::instructions::{
     breakpoint, current_el, load_at, raise_undefined_instruction, supervisor_call, undefined_instruction,
     user_load, user_supervisor_call,
 };
-use vmunit::arch::smp::{MAX_CPUS, cpu_count, current_mpidr, mpidr_of, on_cpus};
+use vmunit::arch::smp::{MAX_CPUS, cpu_count, cpu_index, current_mpidr, mpidr_of, on_cpus};
 use vmunit::arch::{ExceptionClass, mmu, run_in_user_mode};
 use vmunit::memory::{Protection, TestPage};
 use vmunit::{args, prefix, report, report_summary};
@@ -255,7 +255,7 @@ fn smp() {
     let _prefix = prefix("smp");
     let count = cpu_count();
     report!(count >= 2, "there are at least 2 CPUs (got {count})");
-    on_cpus(record);
+    on_cpus(|| record(cpu_index()));
     report!(
         RAN.load(Ordering::Acquire) == count,
         "every CPU ran the function once ({} of {count})",
@@ -269,7 +269,7 @@ fn smp() {
             mpidr_of(cpu)
         );
     }
-    on_cpus(record);
+    on_cpus(|| record(cpu_index()));
     report!(
         RAN.load(Ordering::Acquire) == 2 * count,
         "a second round runs on every CPU again ({} of {})",

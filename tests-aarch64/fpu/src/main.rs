@@ -87,13 +87,13 @@ fn main(_arguments: &[&str]) -> i32 {
         HOLDER.store(holder as u32, Ordering::Release);
         if holder == 0 {
             on_cpu_async(worker, work);
-            hold(0);
+            hold();
             // Wait for the worker to finish completely before the roles swap.
-            on_cpu(worker, |_| {});
+            on_cpu(worker, || {});
         } else {
             on_cpu_async(holder, hold);
-            work(0);
-            on_cpu(holder, |_| {});
+            work();
+            on_cpu(holder, || {});
         }
         let held = *RESULTS[0].lock();
         let worked = *RESULTS[1].lock();
@@ -171,7 +171,7 @@ static GIC_READY: AtomicU32 = AtomicU32::new(0);
 /// SGIs handled, per CPU.
 static HANDLED: [AtomicU32; 2] = [const { AtomicU32::new(0) }; 2];
 
-fn set_up_cpu(_cpu: usize) {
+fn set_up_cpu() {
     if gic::init().is_ok() {
         gic::enable_private(SGI);
         GIC_READY.store(1, Ordering::Release);
@@ -184,7 +184,7 @@ fn polls() -> u64 {
 }
 
 /// The holder: loads its values, waits with IRQs unmasked for the worker, reads them back.
-fn hold(_cpu: usize) {
+fn hold() {
     *RESULTS[0].lock() = None;
     let after = fp_state_round_trip(
         &holder_state(),
@@ -199,7 +199,7 @@ fn hold(_cpu: usize) {
 
 /// The worker: waits until the holder holds its values, runs its own round trip with a BRK,
 /// sends the holder an SGI and waits until the holder took it.
-fn work(_cpu: usize) {
+fn work() {
     *RESULTS[1].lock() = None;
     let deadline = timer::virtual_count() + 5 * timer::frequency();
     while LOADED.load(Ordering::Acquire) == 0 && timer::virtual_count() < deadline {

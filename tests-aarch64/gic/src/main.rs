@@ -9,7 +9,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use vmunit::arch::gic::{self, SgiTarget, distributor};
 use vmunit::arch::instructions::wait_for_interrupt_enabled;
-use vmunit::arch::smp::{MAX_CPUS, cpu_count, on_cpu_async, on_cpus};
+use vmunit::arch::smp::{MAX_CPUS, cpu_count, cpu_index, on_cpu_async, on_cpus};
 use vmunit::arch::timer;
 use vmunit::{prefix, report, report_skip, report_summary};
 
@@ -60,7 +60,7 @@ fn post_receivers(cpus: &[usize]) {
     for &cpu in cpus {
         READY[cpu].store(false, Ordering::Release);
         RECEIVED[cpu].store(false, Ordering::Release);
-        on_cpu_async(cpu, receive);
+        on_cpu_async(cpu, move || receive(cpu));
     }
     for &cpu in cpus {
         while !READY[cpu].load(Ordering::Acquire) {
@@ -92,7 +92,7 @@ fn ipi() {
         report_skip!("IPIs to other CPUs need -smp 2 or more");
         return;
     }
-    on_cpus(setup_cpu);
+    on_cpus(|| setup_cpu(cpu_index()));
     let all_ready = (1..cpu_count()).all(|cpu| READY[cpu].load(Ordering::Acquire));
     report!(
         all_ready,

@@ -6,7 +6,7 @@
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use vmunit::arch::psci::{self, affinity, function, status};
-use vmunit::arch::smp::{cpu_count, cpu_off, mpidr_of, on_cpu, on_cpu_async, start_cpu};
+use vmunit::arch::smp::{cpu_count, cpu_index, cpu_off, mpidr_of, on_cpu, on_cpu_async, start_cpu};
 use vmunit::arch::timer;
 use vmunit::{report, report_skip, report_summary};
 
@@ -53,12 +53,12 @@ fn main(_arguments: &[&str]) -> i32 {
 
 static RAN_ON: AtomicUsize = AtomicUsize::new(usize::MAX);
 
-fn record(cpu: usize) {
-    RAN_ON.store(cpu, Ordering::Release);
+fn record() {
+    RAN_ON.store(cpu_index(), Ordering::Release);
 }
 
-fn turn_off(cpu: usize) {
-    cpu_off(cpu);
+fn turn_off() {
+    cpu_off(cpu_index());
 }
 
 /// Polls AFFINITY_INFO of `mpidr` until it is `wanted` or a second of counter time passed.

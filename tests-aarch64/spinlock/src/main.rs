@@ -16,7 +16,7 @@ const ROUNDS: u64 = 20_000;
 static LOCKED: spin::Mutex<u64> = spin::Mutex::new(0);
 static ATOMIC: AtomicU64 = AtomicU64::new(0);
 
-fn work(_cpu: usize) {
+fn work() {
     for _ in 0..ROUNDS {
         let mut value = LOCKED.lock();
         // A separate read and write: another CPU inside the lock at the same time loses one.

@@ -1,10 +1,11 @@
 //! aarch64 CPUs: identity (TPIDR_EL1 holds the CPU index), bring-up of secondary CPUs through
-//! PSCI CPU_ON, and running functions on them ([`on_cpu`], [`on_cpus`]).
+//! PSCI CPU_ON, and running closures on them ([`on_cpu`], [`on_cpus`], [`on_cpu_async`]).
 //!
 //! CPU indexes follow the device tree's `/cpus` order; index 0 is the boot CPU. A secondary
-//! CPU, once started, waits (WFE) for work posted by [`on_cpu`] and reports completion.
+//! CPU, once started, waits (WFE) for work posted by [`on_cpu`] (started on demand) and
+//! reports completion (SEV).
 
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use aarch64_cpu::registers::{MPIDR_EL1, Readable, TPIDR_EL1};
 
@@ -23,12 +24,6 @@ pub const MPIDR_AFFINITY_MASK: u64 = 0xff_00ff_ffff;
 #[allow(clippy::declare_interior_mutable_const)]
 const NOT_ONLINE: AtomicBool = AtomicBool::new(false);
 static ONLINE: [AtomicBool; MAX_CPUS] = [NOT_ONLINE; MAX_CPUS];
-#[allow(clippy::declare_interior_mutable_const)]
-const ZERO: AtomicUsize = AtomicUsize::new(0);
-/// Per CPU: the `fn(usize)` to run next, 0 when idle.
-static WORK: [AtomicUsize; MAX_CPUS] = [ZERO; MAX_CPUS];
-/// Per CPU: how many functions it completed.
-static COMPLETED: [AtomicUsize; MAX_CPUS] = [ZERO; MAX_CPUS];
 
 /// The index of the running CPU in per-CPU tables (0: the boot CPU).
 pub fn cpu_index() -> usize {
@@ -60,19 +55,7 @@ pub(crate) extern "C" fn secondary_entry(cpu: usize) -> ! {
     super::exceptions::init();
     ONLINE[cpu].store(true, Ordering::Release);
     aarch64_cpu::asm::sev();
-    loop {
-        let work = WORK[cpu].load(Ordering::Acquire);
-        if work == 0 {
-            aarch64_cpu::asm::wfe();
-            continue;
-        }
-        // SAFETY: nonzero values are stored by `post` from a `fn(usize)`.
-        let function: fn(usize) = unsafe { core::mem::transmute::<usize, fn(usize)>(work) };
-        function(cpu);
-        WORK[cpu].store(0, Ordering::Release);
-        COMPLETED[cpu].fetch_add(1, Ordering::AcqRel);
-        aarch64_cpu::asm::sev();
-    }
+    crate::work::serve(cpu)
 }
 
 /// Starts CPU `cpu` through PSCI CPU_ON if it is not online, and waits until it runs.
@@ -100,61 +83,32 @@ pub fn start_cpu(cpu: usize) -> i64 {
     0
 }
 
-fn post(cpu: usize, function: fn(usize)) -> usize {
+pub use crate::work::{on_cpu, on_cpu_async, on_cpus};
+
+/// Starts CPU `cpu` if needed, before work is posted to it.
+///
+/// # Panics
+/// When PSCI CPU_ON fails.
+pub(crate) fn make_ready(cpu: usize) {
     let status = start_cpu(cpu);
     assert!(status == 0, "PSCI CPU_ON of CPU {cpu} failed with {status}");
-    while WORK[cpu].load(Ordering::Acquire) != 0 {
-        aarch64_cpu::asm::wfe();
-    }
-    let before = COMPLETED[cpu].load(Ordering::Acquire);
-    WORK[cpu].store(function as usize, Ordering::Release);
+}
+
+/// What a CPU does while it waits for work or for a job to finish: WFE.
+pub(crate) fn idle() {
+    aarch64_cpu::asm::wfe();
+}
+
+/// Wakes CPUs waiting in [`idle`]: SEV.
+pub(crate) fn wake() {
     aarch64_cpu::asm::sev();
-    before
-}
-
-fn wait(cpu: usize, before: usize) {
-    while COMPLETED[cpu].load(Ordering::Acquire) == before {
-        aarch64_cpu::asm::wfe();
-    }
-}
-
-/// Runs `function(cpu)` on CPU `cpu` (starting it if needed) and waits for it to return.
-pub fn on_cpu(cpu: usize, function: fn(usize)) {
-    if cpu == cpu_index() {
-        function(cpu);
-        return;
-    }
-    let before = post(cpu, function);
-    wait(cpu, before);
-}
-
-/// Posts `function(cpu)` to CPU `cpu` (starting it if needed) without waiting for it: for
-/// functions that do not return, such as [`cpu_off`].
-pub fn on_cpu_async(cpu: usize, function: fn(usize)) {
-    post(cpu, function);
-}
-
-/// Runs `function(cpu)` on every CPU, the calling one included, and waits for all of them.
-pub fn on_cpus(function: fn(usize)) {
-    let me = cpu_index();
-    let mut before = [0; MAX_CPUS];
-    for (cpu, count) in before.iter_mut().enumerate().take(cpu_count()) {
-        if cpu != me {
-            *count = post(cpu, function);
-        }
-    }
-    function(me);
-    for (cpu, &count) in before.iter().enumerate().take(cpu_count()) {
-        if cpu != me {
-            wait(cpu, count);
-        }
-    }
 }
 
 /// Turns the calling secondary CPU off with PSCI CPU_OFF; returns the status if that fails.
 pub fn cpu_off(cpu: usize) -> i64 {
     ONLINE[cpu].store(false, Ordering::Release);
-    WORK[cpu].store(0, Ordering::Release);
+    // The job that called this does not return: free the mailbox for the next start.
+    crate::work::abandon(cpu);
     let status = psci::cpu_off();
     ONLINE[cpu].store(true, Ordering::Release);
     status

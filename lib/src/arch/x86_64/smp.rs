@@ -9,8 +9,7 @@
 //! q35 and microvm all have.
 
 use core::arch::{asm, global_asm};
-use core::ptr::null_mut;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use super::instructions::rdtsc;
 use super::{apic, fw_cfg};
@@ -87,118 +86,27 @@ pub fn cpu_count() -> usize {
     ONLINE.load(Ordering::Acquire)
 }
 
-/// Work posted to a CPU: the function (type-erased), and whether it has run.
-struct Job {
-    function: *const (),
-    call: unsafe fn(*const ()),
-    done: AtomicBool,
-}
+pub use crate::work::{on_cpu, on_cpu_async, on_cpus};
 
-impl Job {
-    fn new<F: Fn() + Sync>(function: &F) -> Job {
-        Job {
-            function: (function as *const F).cast(),
-            call: call::<F>,
-            done: AtomicBool::new(false),
-        }
-    }
-}
-
-/// Calls the `F` at `function`.
-///
-/// # Safety
-/// `function` must point at a live `F`.
-unsafe fn call<F: Fn()>(function: *const ()) {
-    // SAFETY: the caller guarantees `function` is a live `F`.
-    unsafe { (*function.cast::<F>())() }
-}
-
-#[allow(clippy::declare_interior_mutable_const)]
-const NO_JOB: AtomicPtr<Job> = AtomicPtr::new(null_mut());
-/// Each CPU's mailbox: the job it is to run next.
-static MAILBOXES: [AtomicPtr<Job>; MAX_CPUS] = [NO_JOB; MAX_CPUS];
-
-fn post(cpu: usize, job: &Job) {
-    let job = (job as *const Job).cast_mut();
-    while MAILBOXES[cpu]
-        .compare_exchange(null_mut(), job, Ordering::AcqRel, Ordering::Acquire)
-        .is_err()
-    {
-        core::hint::spin_loop();
-    }
-}
-
-fn wait(job: &Job) {
-    while !job.done.load(Ordering::Acquire) {
-        core::hint::spin_loop();
-    }
-}
-
-/// Runs `function` on CPU `cpu` and waits until it has returned.
+/// Checks that CPU `cpu` runs, before work is posted to it.
 ///
 /// # Panics
-/// When `cpu` is not running.
-pub fn on_cpu<F: Fn() + Sync>(cpu: usize, function: F) {
+/// When it does not.
+pub(crate) fn make_ready(cpu: usize) {
     assert!(
         cpu < cpu_count(),
         "CPU {cpu} is not running ({} are)",
         cpu_count()
     );
-    if cpu == cpu_index() {
-        function();
-        return;
-    }
-    let job = Job::new(&function);
-    post(cpu, &job);
-    wait(&job);
 }
 
-/// Runs `function` on every running CPU at once (this one too) and waits for all of them.
-pub fn on_cpus<F: Fn() + Sync>(function: F) {
-    let me = cpu_index();
-    let count = cpu_count();
-    let jobs: [Job; MAX_CPUS] = core::array::from_fn(|_| Job::new(&function));
-    for (cpu, job) in jobs.iter().enumerate().take(count).filter(|(cpu, _)| *cpu != me) {
-        post(cpu, job);
-    }
-    function();
-    for (_, job) in jobs.iter().enumerate().take(count).filter(|(cpu, _)| *cpu != me) {
-        wait(job);
-    }
+/// What a CPU does while it waits for work or for a job to finish: spin.
+pub(crate) fn idle() {
+    core::hint::spin_loop();
 }
 
-/// Runs `function` on CPU `cpu` without waiting for it (the function and its job are
-/// leaked: they must outlive a caller that does not wait).
-///
-/// # Panics
-/// When `cpu` is not running, or is this CPU.
-pub fn on_cpu_async<F: Fn() + Sync + Send + 'static>(cpu: usize, function: F) {
-    assert!(
-        cpu < cpu_count() && cpu != cpu_index(),
-        "CPU {cpu} is not another running CPU"
-    );
-    let function: &'static F = alloc::boxed::Box::leak(alloc::boxed::Box::new(function));
-    let job: &'static Job = alloc::boxed::Box::leak(alloc::boxed::Box::new(Job::new(function)));
-    post(cpu, job);
-}
-
-/// An application processor's life after bring-up: run what its mailbox receives.
-fn serve(me: usize) -> ! {
-    loop {
-        let job = MAILBOXES[me].load(Ordering::Acquire);
-        if job.is_null() {
-            core::hint::spin_loop();
-            continue;
-        }
-        // SAFETY: a posted job stays alive until its `done` is set (`on_cpu` and `on_cpus`
-        // wait for it; `on_cpu_async` leaks it), and its function is `Sync`.
-        let job = unsafe { &*job };
-        // SAFETY: as above: the function outlives the job, and `call` matches its type.
-        unsafe { (job.call)(job.function) };
-        MAILBOXES[me].store(null_mut(), Ordering::Release);
-        job.done.store(true, Ordering::Release);
-    }
-}
+/// Tells waiting CPUs that a mailbox or a job changed: nothing to do, they spin.
+pub(crate) fn wake() {}
 
 /// Called by the trampoline in long mode, on the new CPU's own stack.
 extern "C" fn ap_entry(index: u32) -> ! {
@@ -206,7 +114,7 @@ extern "C" fn ap_entry(index: u32) -> ! {
     super::exceptions::init_cpu(index);
     apic::enable();
     ONLINE.fetch_add(1, Ordering::AcqRel);
-    serve(index)
+    crate::work::serve(index)
 }
 
 fn delay(ticks: u64) {

@@ -1,0 +1,123 @@
+//! Running closures on other CPUs: one mailbox per CPU holding a type-erased job, shared by
+//! both architectures' `smp::{on_cpu, on_cpus, on_cpu_async}`. The arch supplies
+//! `smp::{cpu_index, cpu_count, make_ready, idle, wake}`.
+
+use core::ptr::null_mut;
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+
+use crate::arch::smp::{MAX_CPUS, cpu_count, cpu_index, idle, make_ready, wake};
+
+/// Work posted to a CPU: the function (type-erased), and whether it has run.
+struct Job {
+    function: *const (),
+    call: unsafe fn(*const ()),
+    done: AtomicBool,
+}
+
+impl Job {
+    fn new<F: Fn() + Sync>(function: &F) -> Job {
+        Job {
+            function: (function as *const F).cast(),
+            call: call::<F>,
+            done: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Calls the `F` at `function`.
+///
+/// # Safety
+/// `function` must point at a live `F`.
+unsafe fn call<F: Fn()>(function: *const ()) {
+    // SAFETY: the caller guarantees `function` is a live `F`.
+    unsafe { (*function.cast::<F>())() }
+}
+
+/// Each CPU's mailbox: the job it is to run next.
+static MAILBOXES: [AtomicPtr<Job>; MAX_CPUS] = [const { AtomicPtr::new(null_mut()) }; MAX_CPUS];
+
+fn post(cpu: usize, job: &Job) {
+    make_ready(cpu);
+    let job = (job as *const Job).cast_mut();
+    while MAILBOXES[cpu]
+        .compare_exchange(null_mut(), job, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
+        idle();
+    }
+    wake();
+}
+
+fn wait(job: &Job) {
+    while !job.done.load(Ordering::Acquire) {
+        idle();
+    }
+}
+
+/// Runs `function` on CPU `cpu` and waits until it has returned.
+///
+/// # Panics
+/// When `cpu` does not exist (or, on aarch64, cannot be started).
+pub fn on_cpu<F: Fn() + Sync>(cpu: usize, function: F) {
+    if cpu == cpu_index() {
+        function();
+        return;
+    }
+    let job = Job::new(&function);
+    post(cpu, &job);
+    wait(&job);
+}
+
+/// Runs `function` on every CPU at once (this one too) and waits for all of them.
+pub fn on_cpus<F: Fn() + Sync>(function: F) {
+    let me = cpu_index();
+    let count = cpu_count();
+    let jobs: [Job; MAX_CPUS] = core::array::from_fn(|_| Job::new(&function));
+    let others = || jobs.iter().enumerate().take(count).filter(|(cpu, _)| *cpu != me);
+    for (cpu, job) in others() {
+        post(cpu, job);
+    }
+    function();
+    for (_, job) in others() {
+        wait(job);
+    }
+}
+
+/// Runs `function` on CPU `cpu` without waiting for it (the function and its job are
+/// leaked: they must outlive a caller that does not wait). For functions that may not return,
+/// such as aarch64's `cpu_off`.
+///
+/// # Panics
+/// When `cpu` does not exist, or is this CPU.
+pub fn on_cpu_async<F: Fn() + Sync + Send + 'static>(cpu: usize, function: F) {
+    assert!(cpu != cpu_index(), "CPU {cpu} is this CPU");
+    let function: &'static F = alloc::boxed::Box::leak(alloc::boxed::Box::new(function));
+    let job: &'static Job = alloc::boxed::Box::leak(alloc::boxed::Box::new(Job::new(function)));
+    post(cpu, job);
+}
+
+/// A secondary CPU's life once up: run what its mailbox receives, idling in between.
+pub(crate) fn serve(me: usize) -> ! {
+    loop {
+        let job = MAILBOXES[me].load(Ordering::Acquire);
+        if job.is_null() {
+            idle();
+            continue;
+        }
+        // SAFETY: a posted job stays alive until its `done` is set (`on_cpu` and `on_cpus`
+        // wait for it; `on_cpu_async` leaks it), and its function is `Sync`.
+        let job = unsafe { &*job };
+        // SAFETY: as above: the function outlives the job, and `call` matches its type.
+        unsafe { (job.call)(job.function) };
+        MAILBOXES[me].store(null_mut(), Ordering::Release);
+        job.done.store(true, Ordering::Release);
+        wake();
+    }
+}
+
+/// Empties CPU `cpu`'s mailbox without completing its job: for a job that never returns
+/// (the CPU turns itself off), so that the CPU can take work again once restarted.
+#[allow(dead_code, reason = "only aarch64 turns CPUs off (PSCI CPU_OFF)")]
+pub(crate) fn abandon(cpu: usize) {
+    MAILBOXES[cpu].store(null_mut(), Ordering::Release);
+}
