@@ -16,8 +16,9 @@ use vmunit::arch::instructions::{
 };
 use vmunit::arch::probes::{fninit_at, fwait_at, watched_store};
 
+use vmunit::arch::probes::interrupt_window;
 use vmunit::arch::{apic, syscall};
-use vmunit::arch::{run_in_user_mode, set_interrupt_handler};
+use vmunit::arch::{run_in_user_mode, set_gate_present, set_interrupt_handler};
 use vmunit::{Vector, report, report_skip, trap_exceptions};
 
 vmunit::subtests!();
@@ -251,5 +252,43 @@ fn syscall_loads_star_selectors() {
         entry.code_segment,
         entry.stack_segment,
         entry.kernel_flags
+    );
+}
+
+/// A self-IPI pending at STI is delivered after the instruction that follows STI, before CLI
+/// (kvm_pvm: not in the window; only a later HLT or exit lets it in).
+#[vmunit::test]
+fn pending_interrupt_arrives_in_sti_window() {
+    static HANDLED: AtomicU32 = AtomicU32::new(0);
+    set_interrupt_handler(
+        0x40,
+        Some(|_| {
+            HANDLED.fetch_add(1, Ordering::SeqCst);
+        }),
+    );
+    apic::self_ipi(0x40);
+    interrupt_window();
+    let in_window = HANDLED.load(Ordering::SeqCst);
+    let _ = vmunit::time::wait_until(100, || HANDLED.load(Ordering::SeqCst) > 0);
+    set_interrupt_handler(0x40, None);
+    report!(
+        in_window == 1,
+        "the pending self-IPI is delivered in STI; NOP; CLI (got {in_window}, then {} in all)",
+        HANDLED.load(Ordering::SeqCst)
+    );
+}
+
+/// An external interrupt through a not-present IDT gate raises #NP with EXT set in the
+/// error code (SDM Vol. 3, 6.13; kvm_pvm and QEMU's TCG leave it clear).
+#[vmunit::test]
+fn external_interrupt_fault_sets_external_event_bit() {
+    set_gate_present(0x40, false);
+    apic::self_ipi(0x40);
+    let result = vmunit::catch_exception(|| vmunit::time::wait_until(100, || false));
+    set_gate_present(0x40, true);
+    apic::end_of_interrupt();
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::NP && exception.error_code == 0x40 << 3 | 2 | 1),
+        "vector 0x40 through a not-present gate raises #NP(0x203: gate, IDT, EXT) (got {result:x?})"
     );
 }

@@ -162,7 +162,13 @@ const NO_GDT: spin::Once<GlobalDescriptorTable> = spin::Once::new();
 // Each CPU has its own TSS (its emergency stack) and so its own GDT; all share the IDT.
 static TSS: [spin::Once<TaskStateSegment>; MAX_CPUS] = [NO_TSS; MAX_CPUS];
 static GDT: [spin::Once<GlobalDescriptorTable>; MAX_CPUS] = [NO_GDT; MAX_CPUS];
-static IDT: spin::Once<InterruptDescriptorTable> = spin::Once::new();
+static IDT: spin::Once<SharedIdt> = spin::Once::new();
+
+/// The IDT all CPUs share. After it is built, only [`set_gate_present`] changes it.
+struct SharedIdt(core::cell::UnsafeCell<InterruptDescriptorTable>);
+// SAFETY: the table is written once before any CPU loads it, and afterwards only one gate's
+// present bit at a time, by tests that own that vector; the CPUs read it.
+unsafe impl Sync for SharedIdt {}
 
 fn new_tss(cpu: usize) -> TaskStateSegment {
     let mut tss = TaskStateSegment::new();
@@ -248,7 +254,26 @@ pub(crate) fn init_cpu(cpu: usize) {
     }
     // SAFETY: the selector names the available 64-bit TSS of the GDT just loaded.
     unsafe { load_tss(SegmentSelector(selector::TSS)) };
-    IDT.call_once(new_idt).load();
+    let idt = IDT.call_once(|| SharedIdt(core::cell::UnsafeCell::new(new_idt())));
+    // SAFETY: the table was built above and is not being written; the reference ends here.
+    let table = unsafe { &*idt.0.get() };
+    // SAFETY: the table is static, so it stays valid while loaded.
+    unsafe { table.load_unsafe() };
+}
+
+/// Marks the IDT gate of interrupt `vector` (32..=255) present or not present, on every CPU
+/// (they share the IDT). An interrupt through a not-present gate raises #NP with the gate in
+/// the error code: `vector << 3 | IDT (2) | EXT (1 for an external event)`.
+///
+/// # Panics
+/// For an exception vector (below 32).
+pub fn set_gate_present(vector: u8, present: bool) {
+    assert!(vector >= 32, "vector {vector} is an exception, not an interrupt");
+    let idt = IDT.get().expect("the IDT is built at boot");
+    // SAFETY: the gate is rewritten in place (same handler) with one present bit changed; no
+    // Rust reference to the table is alive, and the CPUs read whole gates.
+    let table = unsafe { &mut *idt.0.get() };
+    install(&mut table[vector], vector).set_present(present);
 }
 
 global_asm!(

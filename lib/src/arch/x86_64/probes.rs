@@ -412,3 +412,44 @@ impl Default for Window<'_> {
         Window::new()
     }
 }
+
+/// STI; NOP; CLI: an interrupt window of one instruction, in which pending interrupts are
+/// delivered (after the STI shadow).
+pub fn interrupt_window() {
+    // SAFETY: the runtime's handlers run in the window; interrupts are off again after it.
+    unsafe { asm!("sti", "nop", "cli", options(nomem, nostack)) };
+}
+
+/// STI; INT `VECTOR`; CLI: the software interrupt runs in the STI shadow, so it is delivered
+/// before any pending external interrupt, which comes right after it.
+pub fn software_interrupt_in_interrupt_shadow<const VECTOR: u8>() {
+    // SAFETY: INT n enters the runtime's gate of `VECTOR`; interrupts are off again after it.
+    unsafe { asm!("sti", "int {vector}", "cli", vector = const VECTOR, options(nomem, nostack)) };
+}
+
+/// Opens an interrupt window of `iterations` PAUSE loops with RSP at `stack_pointer`: a
+/// pending interrupt is then delivered onto that stack. On an unmapped page, the push faults
+/// (#PF), and so does the #PF's own push: a #DF, on its IST stack, which is returned.
+pub fn interrupt_window_on_stack(stack_pointer: u64, iterations: u32) -> Result<(), Exception> {
+    catch_exception(|| {
+        // SAFETY: RSP is restored right after the window; an exception in the window is
+        // recovered by the enclosing catch, which restores RSP itself. Nothing but the
+        // interrupt frame is pushed on the borrowed stack.
+        unsafe {
+            asm!(
+                "mov {saved}, rsp",
+                "mov rsp, {stack}",
+                "sti",
+                "2:",
+                "pause",
+                "dec {count:e}",
+                "jnz 2b",
+                "cli",
+                "mov rsp, {saved}",
+                saved = out(reg) _,
+                stack = in(reg) stack_pointer,
+                count = inout(reg) iterations.max(1) => _,
+            );
+        }
+    })
+}
