@@ -16,6 +16,7 @@ use vmunit::arch::instructions::{
 };
 use vmunit::arch::probes::{fninit_at, fwait_at, watched_store};
 
+use vmunit::arch::debug::{record_debug_exceptions, single_step_mov_ss};
 use vmunit::arch::probes::interrupt_window;
 use vmunit::arch::{apic, syscall};
 use vmunit::arch::{run_in_user_mode, set_gate_present, set_interrupt_handler};
@@ -290,5 +291,21 @@ fn external_interrupt_fault_sets_external_event_bit() {
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::NP && exception.error_code == 0x40 << 3 | 2 | 1),
         "vector 0x40 through a not-present gate raises #NP(0x203: gate, IDT, EXT) (got {result:x?})"
+    );
+}
+
+/// With TF set, MOV SS at CPL 0 holds the single-step #DB back until after the next
+/// instruction (kvm_pvm delivers it right after MOV SS).
+#[vmunit::test]
+fn mov_ss_holds_back_single_step() {
+    let (after, seen) = record_debug_exceptions(single_step_mov_ss);
+    let after = after.unwrap_or([0; 5]);
+    let first = seen.first().map(|exception| exception.rip);
+    report!(
+        first == Some(after[2]),
+        "the first single-step #DB comes after the instruction after MOV SS, at {:#x} (MOV SS \
+         ends at {:#x}; got {first:x?})",
+        after[2],
+        after[1]
     );
 }

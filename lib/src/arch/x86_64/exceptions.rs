@@ -398,6 +398,15 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
         rip: frame.rip,
         address: if vector == Vector::PF { read_cr2() } else { 0 },
     };
+    if vector == Vector::DB {
+        let hook = DEBUG_HANDLER.load(Ordering::Acquire);
+        if hook != 0 {
+            // SAFETY: non-zero values are `DebugHandler`s that `set_debug_handler` stored.
+            let hook = unsafe { core::mem::transmute::<usize, DebugHandler>(hook) };
+            hook(frame);
+            return;
+        }
+    }
     if crate::catch::record_trap(vector, exception) {
         return;
     }
@@ -585,6 +594,19 @@ pub fn set_interrupt_handler(vector: u8, handler: Option<InterruptHandler>) {
     );
     let value = handler.map_or(0, |handler| handler as usize);
     INTERRUPT_HANDLERS[usize::from(vector)].store(value, Ordering::Release);
+}
+
+/// A #DB handler that takes every #DB (on any CPU) instead of the usual dispatch, and resumes
+/// with the frame it may edit (RF after an instruction breakpoint, TF cleared, ...).
+pub type DebugHandler = fn(frame: &mut ExceptionFrame);
+
+/// The installed [`DebugHandler`] (as usize; 0: none).
+static DEBUG_HANDLER: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs `handler` for every #DB, or removes it with `None`; `vmunit::arch::debug` records
+/// #DBs with it. It must not allocate or take locks.
+pub fn set_debug_handler(handler: Option<DebugHandler>) {
+    DEBUG_HANDLER.store(handler.map_or(0, |handler| handler as usize), Ordering::Release);
 }
 
 /// The handler registered for `vector`, if any.

@@ -4,6 +4,7 @@
 pub mod apic;
 mod boot;
 pub mod console;
+pub mod debug;
 pub mod exceptions;
 pub mod exit;
 pub mod fw_cfg;
