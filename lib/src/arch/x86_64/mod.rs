@@ -10,6 +10,7 @@ pub mod exit;
 pub mod fw_cfg;
 pub mod instructions;
 pub mod mmu;
+pub mod pmu;
 pub mod probes;
 pub mod smp;
 pub mod start_info;
