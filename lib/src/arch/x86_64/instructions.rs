@@ -516,3 +516,292 @@ pub fn invpcid_safe(kind: u64, pcid: u64, address: u64) -> Result<(), Exception>
         };
     })
 }
+
+/// The hypercall instructions of the two hardware virtualization extensions. Outside a
+/// virtual machine's guest mode both raise #UD; KVM accepts either one on any host (it
+/// rewrites the other vendor's instruction to its own).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum HypercallInstruction {
+    /// Intel VT-x VMCALL (0F 01 C1).
+    Vmcall,
+    /// AMD-V VMMCALL (0F 01 D9).
+    Vmmcall,
+}
+
+impl HypercallInstruction {
+    /// The instruction's three bytes.
+    pub const fn bytes(self) -> [u8; 3] {
+        match self {
+            HypercallInstruction::Vmcall => [0x0f, 0x01, 0xc1],
+            HypercallInstruction::Vmmcall => [0x0f, 0x01, 0xd9],
+        }
+    }
+
+    /// The mnemonic.
+    pub const fn name(self) -> &'static str {
+        match self {
+            HypercallInstruction::Vmcall => "VMCALL",
+            HypercallInstruction::Vmmcall => "VMMCALL",
+        }
+    }
+}
+
+/// Stores `instruction` followed by RET at `offset` in `page` (through the identity map, so
+/// whatever the page's mapping), for [`call_hypercall_unguarded`].
+pub fn store_hypercall(page: &crate::memory::TestPage, offset: u64, instruction: HypercallInstruction) {
+    let [first, second, third] = instruction.bytes();
+    page.store_code(offset, &[first, second, third, 0xc3]);
+}
+
+/// Executes `instruction` with `number` in RAX (KVM's hypercall number; its arguments in RBX,
+/// RCX, RDX and RSI are whatever those registers hold) from a copy stored at `offset` in
+/// `page` and followed by RET. Returns RAX after it, or the exception, whose RIP is
+/// `page.address() + offset` for a fault on the instruction. The page must be mapped
+/// executable. Running a copy keeps the image's own code intact where the hypervisor
+/// rewrites the instruction: read the page afterwards to see.
+pub fn hypercall_in_page(
+    page: &crate::memory::TestPage,
+    offset: u64,
+    instruction: HypercallInstruction,
+    number: u64,
+) -> Result<u64, Exception> {
+    store_hypercall(page, offset, instruction);
+    let address = page.address() + offset;
+    catch_exception(|| {
+        let result: u64;
+        // SAFETY: the page holds the hypercall instruction and RET, just stored; the call
+        // returns (or faults, and the fault is caught). A hypervisor writes at most RAX (and
+        // the rewritten instruction bytes, inside the page); the C ABI's other registers are
+        // declared clobbered anyway.
+        unsafe {
+            asm!("call {address}", address = in(reg) address, inout("rax") number => result,
+                 clobber_abi("C"))
+        };
+        result
+    })
+}
+
+/// Like [`hypercall_in_page`], for user mode: calls what [`store_hypercall`] stored at
+/// `offset` in `page` (mapped executable for user mode) without catching a fault, for code
+/// under `run_in_user_mode`, which catches instead. If the page does not hold a hypercall
+/// and RET there, it raises #UD (UD2 in this function) instead of calling it.
+pub fn call_hypercall_unguarded(page: &crate::memory::TestPage, offset: u64, number: u64) -> u64 {
+    let address = page.address() + offset;
+    let code = (read_unguarded(address) as u32).to_le_bytes();
+    let expected = |instruction: HypercallInstruction| {
+        let [first, second, third] = instruction.bytes();
+        code == [first, second, third, 0xc3]
+    };
+    if !expected(HypercallInstruction::Vmcall) && !expected(HypercallInstruction::Vmmcall) {
+        raise_invalid_opcode();
+    }
+    let result: u64;
+    // SAFETY: the code at `address` was just checked to be a hypercall and RET, which
+    // returns; a fault goes to the enclosing `run_in_user_mode`. A hypervisor writes at most
+    // RAX; the C ABI's other registers are declared clobbered anyway.
+    unsafe {
+        asm!("call {address}", address = in(reg) address, inout("rax") number => result,
+             clobber_abi("C"))
+    };
+    result
+}
+
+/// The first non-canonical address above the lower half of a 48-bit address space.
+pub const NON_CANONICAL_START: u64 = 1 << 47;
+
+/// Runs `code` placed so that it ends exactly at [`NON_CANONICAL_START`], on a page mapped
+/// there (read, write, execute) for this call only, with `rax` in RAX. Code that runs off its
+/// end makes the CPU fetch from a non-canonical address: #GP(0) with RIP =
+/// `NON_CANONICAL_START`. Returns the exception that ended the run (`Ok` only if `code`
+/// returns with RET); `code` then holds the bytes as the page held them afterwards (a
+/// hypervisor may rewrite instructions). The rest of the page holds UD2s.
+///
+/// # Panics
+/// When `code` is longer than a page or no frame is left.
+pub fn run_at_canonical_edge(code: &mut [u8], rax: u64) -> Result<(), Exception> {
+    use crate::memory::{PAGE_SIZE, Protection, allocate_frame, free_frames};
+    assert!(code.len() as u64 <= PAGE_SIZE, "the code does not fit in a page");
+    let page = NON_CANONICAL_START - PAGE_SIZE;
+    let frame = allocate_frame().expect("out of frames for the canonical edge page");
+    let start = frame + PAGE_SIZE - code.len() as u64;
+    // SAFETY: the frame is fresh from the frame allocator, identity mapped, and owned here
+    // until it is freed below; nothing else refers to it.
+    unsafe {
+        let bytes = core::slice::from_raw_parts_mut(frame as usize as *mut u8, PAGE_SIZE as usize);
+        for pair in bytes.chunks_exact_mut(2) {
+            // UD2, so that a stray jump into the page faults at once.
+            pair.copy_from_slice(&[0x0f, 0x0b]);
+        }
+        bytes[(PAGE_SIZE as usize - code.len())..].copy_from_slice(code);
+    }
+    // SAFETY: the top page of the lower canonical half belongs to nothing else in the
+    // runtime (the identity map ends at 4 GiB, test pages live far below), and it maps a
+    // frame owned here.
+    unsafe { super::mmu::map_page(page, frame, Protection::READ_WRITE_EXECUTE) };
+    let entry = NON_CANONICAL_START - code.len() as u64;
+    let result = catch_exception(|| {
+        // SAFETY: the code at `entry` is the caller's; whatever it raises is caught, and the
+        // C ABI's registers are declared clobbered.
+        unsafe { asm!("call {entry}", entry = in(reg) entry, inout("rax") rax => _, clobber_abi("C")) };
+    });
+    // SAFETY: the copy reads the frame through the identity map, still owned here.
+    unsafe {
+        core::ptr::copy_nonoverlapping(start as usize as *const u8, code.as_mut_ptr(), code.len());
+    }
+    // SAFETY: nothing refers to the page any more.
+    unsafe { super::mmu::unmap_page(page) };
+    free_frames(frame, 1);
+    result
+}
+
+/// The cache-line and fence instructions of kvm-unit-tests' memory test, with the CPUID bit
+/// that advertises each (where it is clear, the instruction raises #UD).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum MemoryInstruction {
+    /// CLFLUSH m8: CPUID.1:EDX[19].
+    Clflush,
+    /// CLFLUSHOPT m8: CPUID.7.0:EBX[23].
+    Clflushopt,
+    /// CLWB m8: CPUID.7.0:EBX[24].
+    Clwb,
+    /// SFENCE: CPUID.1:EDX[25] (SSE).
+    Sfence,
+    /// LFENCE: CPUID.1:EDX[26] (SSE2).
+    Lfence,
+    /// MFENCE: CPUID.1:EDX[26] (SSE2).
+    Mfence,
+}
+
+impl MemoryInstruction {
+    /// Every instruction, in kvm-unit-tests' order.
+    pub const ALL: [MemoryInstruction; 6] = [
+        MemoryInstruction::Clflush,
+        MemoryInstruction::Sfence,
+        MemoryInstruction::Lfence,
+        MemoryInstruction::Mfence,
+        MemoryInstruction::Clflushopt,
+        MemoryInstruction::Clwb,
+    ];
+
+    /// The mnemonic.
+    pub const fn name(self) -> &'static str {
+        match self {
+            MemoryInstruction::Clflush => "CLFLUSH",
+            MemoryInstruction::Clflushopt => "CLFLUSHOPT",
+            MemoryInstruction::Clwb => "CLWB",
+            MemoryInstruction::Sfence => "SFENCE",
+            MemoryInstruction::Lfence => "LFENCE",
+            MemoryInstruction::Mfence => "MFENCE",
+        }
+    }
+
+    /// The CPUID bit that advertises it: (leaf, subleaf, register, bit).
+    pub const fn cpuid_bit(self) -> (u32, u32, Register, u32) {
+        match self {
+            MemoryInstruction::Clflush => (1, 0, Register::Edx, 19),
+            MemoryInstruction::Clflushopt => (7, 0, Register::Ebx, 23),
+            MemoryInstruction::Clwb => (7, 0, Register::Ebx, 24),
+            MemoryInstruction::Sfence => (1, 0, Register::Edx, 25),
+            MemoryInstruction::Lfence | MemoryInstruction::Mfence => (1, 0, Register::Edx, 26),
+        }
+    }
+
+    /// Whether CPUID advertises it.
+    pub fn advertised(self) -> bool {
+        let (leaf, subleaf, register, bit) = self.cpuid_bit();
+        has_feature(leaf, subleaf, register, bit)
+    }
+
+    /// Whether it takes a memory operand (the cache-line instructions do, the fences not).
+    pub const fn has_operand(self) -> bool {
+        matches!(
+            self,
+            MemoryInstruction::Clflush | MemoryInstruction::Clflushopt | MemoryInstruction::Clwb
+        )
+    }
+}
+
+/// Executes `instruction` (on the cache line of `address`, for those that take an operand):
+/// the outcome (#UD where the CPU lacks it; for the cache-line instructions the faults of a
+/// byte load from `address`: #PF, #GP(0) for a non-canonical address) and the instruction's
+/// address.
+pub fn memory_instruction_at(
+    instruction: MemoryInstruction,
+    address: *const u8,
+) -> (Result<(), Exception>, u64) {
+    let mut location = 0u64;
+    let slot = &raw mut location;
+    let result = catch_exception(|| {
+        // Each arm: `slot` points at a live local, written once before the probed instruction;
+        // faults are caught.
+        match instruction {
+            // SAFETY: see above; CLFLUSH writes the line back and evicts it; memory's contents stay.
+            MemoryInstruction::Clflush => unsafe {
+                asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: clflush byte ptr [{address}]",
+                     scratch = out(reg) _, slot = in(reg) slot, address = in(reg) address, options(nostack))
+            },
+            // SAFETY: see above; CLFLUSHOPT, like CLFLUSH, leaves memory's contents unchanged.
+            MemoryInstruction::Clflushopt => unsafe {
+                asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: clflushopt byte ptr [{address}]",
+                     scratch = out(reg) _, slot = in(reg) slot, address = in(reg) address, options(nostack))
+            },
+            // SAFETY: see above; CLWB writes the line back; memory's contents stay.
+            MemoryInstruction::Clwb => unsafe {
+                asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: clwb byte ptr [{address}]",
+                     scratch = out(reg) _, slot = in(reg) slot, address = in(reg) address, options(nostack))
+            },
+            // SAFETY: see above; SFENCE only orders stores.
+            MemoryInstruction::Sfence => unsafe {
+                asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: sfence",
+                     scratch = out(reg) _, slot = in(reg) slot, options(nostack))
+            },
+            // SAFETY: see above; LFENCE only orders execution.
+            MemoryInstruction::Lfence => unsafe {
+                asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: lfence",
+                     scratch = out(reg) _, slot = in(reg) slot, options(nostack))
+            },
+            // SAFETY: see above; MFENCE only orders loads and stores.
+            MemoryInstruction::Mfence => unsafe {
+                asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: mfence",
+                     scratch = out(reg) _, slot = in(reg) slot, options(nostack))
+            },
+        }
+    });
+    (result, location)
+}
+
+/// RDPRU of processor register `register` (0: MPERF, 1: APERF; AMD APM Vol. 3): (EDX:EAX,
+/// the carry flag, set when the value is valid), or the exception (#UD where CPUID.80000008H:
+/// EBX[4] is clear), and the instruction's address.
+pub fn rdpru_at(register: u32) -> (Result<(u64, bool), Exception>, u64) {
+    let mut location = 0u64;
+    let slot = &raw mut location;
+    let result = catch_exception(|| {
+        let (low, high): (u32, u32);
+        let valid: u8;
+        // SAFETY: `slot` points at a live local, written once before the probed instruction.
+        // RDPRU (0F 01 FD, spelled in bytes for assemblers that lack it) only writes EDX:EAX
+        // and the flags; #UD is caught.
+        unsafe {
+            asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: .byte 0x0f, 0x01, 0xfd",
+                 "setc {valid}", scratch = out(reg) _, slot = in(reg) slot, valid = out(reg_byte) valid,
+                 in("ecx") register, out("eax") low, out("edx") high, options(nostack))
+        };
+        ((u64::from(high) << 32) | u64::from(low), valid != 0)
+    });
+    (result, location)
+}
+
+/// Like [`rdpru_at`] without catching a fault: for user mode, under `run_in_user_mode`
+/// (which catches instead). Returns EDX:EAX and the carry flag.
+pub fn rdpru_unguarded(register: u32) -> (u64, bool) {
+    let (low, high): (u32, u32);
+    let valid: u8;
+    // SAFETY: RDPRU only writes EDX:EAX and the flags; a #UD goes to the enclosing
+    // `run_in_user_mode` (or `catch_exception`), or ends the test.
+    unsafe {
+        asm!(".byte 0x0f, 0x01, 0xfd", "setc {valid}", valid = out(reg_byte) valid, in("ecx") register,
+             out("eax") low, out("edx") high, options(nomem, nostack))
+    };
+    ((u64::from(high) << 32) | u64::from(low), valid != 0)
+}
