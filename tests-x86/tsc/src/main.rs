@@ -35,13 +35,18 @@ struct Machine {
     pvm: bool,
 }
 
-fn main(_args: &[&str]) -> i32 {
+fn main(args: &[&str]) -> i32 {
     let machine = Machine {
         intel: cpu_vendor() == *b"GenuineIntel",
         tcg: hypervisor_signature() == *b"TCGTCGTCGTCG",
         pvm: vmunit::environment::kvm_module() == Some("kvm_pvm"),
     };
     report_info!("Intel vendor: {}, TCG signature: {}", machine.intel, machine.tcg);
+    if args.contains(&"tsc_adjust") {
+        // kvm-unit-tests' tsc_adjust entry: the TSC_ADJUST checks alone.
+        test_tsc_adjust(&machine);
+        return report_summary();
+    }
     test_monotonic();
     test_rdtscp_order();
     // TSC_ADJUST first: it starts at 0 only until IA32_TSC is written.
@@ -208,12 +213,36 @@ fn test_tsc_adjust(machine: &Machine) {
     let before = rdtsc_ordered();
     let _ = wrmsr_safe(TSC_ADJUST, initial);
     let after = rdtsc_ordered();
+    let read = rdmsr_safe(TSC_ADJUST);
+    report!(
+        read == Ok(initial),
+        "IA32_TSC_ADJUST reads back {initial:#x} after it was written back (got {read:x?})"
+    );
     let jump = before.wrapping_sub(after);
     report_kfail!(
         machine.tcg || machine.pvm,
         (BIG - TOLERANCE..=BIG).contains(&jump),
         "taking {BIG:#x} off IA32_TSC_ADJUST again moves the TSC back by that much, less the time between (moved back {jump:#x})"
     );
+
+    // kvm-unit-tests' tsc_adjust.c: with TSC_ADJUST at 0, a write of BIG to IA32_TSC leaves
+    // the internal count (TSC minus the adjustment it took) past the earlier RDTSC, and the
+    // TSC at or past BIG.
+    let before = rdtsc_ordered();
+    let written = wrmsr_safe(TSC, BIG);
+    let after = rdtsc_ordered();
+    let adjust = rdmsr_safe(TSC_ADJUST).unwrap_or(0);
+    report_kfail!(
+        machine.tcg,
+        written.is_ok() && before <= BIG.wrapping_sub(adjust),
+        "after WRMSR(IA32_TSC, {BIG:#x}) the internal TSC ({BIG:#x} - TSC_ADJUST {adjust:#x}) is not behind the RDTSC before it ({before:#x})"
+    );
+    report_kfail!(
+        machine.tcg || machine.pvm,
+        after >= BIG,
+        "after WRMSR(IA32_TSC, {BIG:#x}) RDTSC reads at least that (got {after:#x})"
+    );
+    let _ = wrmsr_safe(TSC_ADJUST, initial);
 
     // A write to IA32_TSC changes TSC_ADJUST by the same delta.
     let adjust_before = rdmsr_safe(TSC_ADJUST).unwrap_or(0);
