@@ -7,9 +7,11 @@
 
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
+use vmunit::arch::acpi::madt;
+use vmunit::arch::fw_cfg;
 use vmunit::arch::instructions::{cpuid, divide};
 use vmunit::arch::smp::{MAX_CPUS, cpu_count, cpu_index, on_cpu, on_cpus};
-use vmunit::{Vector, report, report_summary};
+use vmunit::{Vector, prefix, report, report_info, report_summary};
 
 vmunit::main!(main);
 
@@ -39,10 +41,12 @@ fn main(args: &[&str]) -> i32 {
         indices_right,
         "on_cpu(n, ..) runs on CPU n, which knows its index"
     );
-    let mut apic_ids: [u32; MAX_CPUS] = core::array::from_fn(|cpu| APIC_IDS[cpu].load(Ordering::SeqCst));
-    let seen = &mut apic_ids[..count];
+    let apic_ids: [u32; MAX_CPUS] =
+        core::array::from_fn(|cpu| APIC_IDS[cpu].load(Ordering::SeqCst).wrapping_sub(1));
+    let mut sorted = apic_ids;
+    let seen = &mut sorted[..count];
     report!(
-        seen.iter().all(|&id| id != 0),
+        seen.iter().all(|&id| id != u32::MAX),
         "every CPU reports its initial APIC ID (got {seen:?})"
     );
     seen.sort_unstable();
@@ -50,6 +54,8 @@ fn main(args: &[&str]) -> i32 {
         seen.windows(2).all(|pair| pair[0] != pair[1]),
         "the initial APIC IDs are distinct (got {seen:?})"
     );
+
+    check_madt(&apic_ids[..count]);
 
     // All at once: every CPU adds its bit, and runs on a stack of its own.
     let bits = AtomicU64::new(0);
@@ -86,4 +92,43 @@ fn main(args: &[&str]) -> i32 {
         caught.load(Ordering::SeqCst)
     );
     report_summary()
+}
+
+/// Where there is an ACPI MADT (pc, q35), the runtime counted the CPUs in it: it lists as many
+/// enabled processors as fw_cfg says QEMU created, the boot CPU first, and every CPU's APIC ID.
+fn check_madt(apic_ids: &[u32]) {
+    let Some(madt) = madt() else {
+        report_info!("no ACPI MADT (microvm without ACPI): the CPU count came from fw_cfg");
+        return;
+    };
+    let _prefix = prefix("MADT");
+    let created = usize::from(fw_cfg::read_u16(fw_cfg::CPU_COUNT));
+    report!(
+        madt.processor_count == created,
+        "it lists as many enabled processors as fw_cfg's CPU count, {created} (got {})",
+        madt.processor_count
+    );
+    let listed = &madt.processors[..madt.processor_count.min(madt.processors.len())];
+    report!(
+        listed.first().map(|processor| processor.apic_id) == apic_ids.first().copied(),
+        "its first processor is the boot CPU, APIC ID {:?} (got {:?})",
+        apic_ids.first(),
+        listed.first()
+    );
+    report!(
+        apic_ids
+            .iter()
+            .all(|id| listed.iter().any(|processor| processor.apic_id == *id)),
+        "every running CPU's APIC ID is listed (CPUs {apic_ids:?}, MADT {listed:?})"
+    );
+    report!(
+        madt.local_apic_address == 0xfee0_0000,
+        "the local APIC is at 0xfee00000 (got {:#x})",
+        madt.local_apic_address
+    );
+    report!(
+        madt.io_apic_count >= 1,
+        "it lists an I/O APIC ({:x?})",
+        &madt.io_apics[..madt.io_apic_count.min(madt.io_apics.len())]
+    );
 }

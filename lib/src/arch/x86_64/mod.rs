@@ -1,6 +1,7 @@
 //! The x86_64 architecture: PVH boot, COM1 console, GDT/IDT exceptions, 4-level paging and
 //! isa-debug-exit, plus safe wrappers for the instructions tests exercise.
 
+pub mod acpi;
 pub mod apic;
 mod boot;
 pub mod console;
@@ -62,6 +63,7 @@ pub(crate) extern "C" fn rust_entry(start_info_address: u32) -> ! {
     crate::memory::init(&free[..count]);
     mmu::init();
     apic::enable();
+    acpi::set_rsdp_hint(boot.rsdp_address);
     smp::init();
     crate::runtime::start(boot.command_line())
 }

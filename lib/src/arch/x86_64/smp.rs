@@ -5,14 +5,14 @@
 //! its stack, its privilege stack (for entries from user mode) and its #DF/NMI/#MC stack. A CPU's index is therefore its stack pointer's slot:
 //! cheap (it is read on every exception and `catch_exception`) and independent of anything a
 //! test may change (GS_BASE, TSC_AUX), unlike CPUID's APIC ID, a VM exit of about 90 µs under
-//! this project's software KVM. The CPU count comes from fw_cfg (`FW_CFG_NB_CPUS`), which pc,
-//! q35 and microvm all have.
+//! this project's software KVM. The CPU count comes from the ACPI MADT where there is one (pc,
+//! q35), else from fw_cfg (`FW_CFG_NB_CPUS`), which microvm has too.
 
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use super::instructions::rdtsc;
-use super::{apic, fw_cfg};
+use super::{acpi, apic, fw_cfg};
 
 /// The most CPUs the runtime brings up (the stack region's slots).
 pub const MAX_CPUS: usize = 16;
@@ -126,7 +126,11 @@ fn delay(ticks: u64) {
 
 /// Brings up the application processors that QEMU created (at most [`MAX_CPUS`] in all).
 pub(crate) fn init() {
-    let wanted = usize::from(fw_cfg::read_u16(fw_cfg::CPU_COUNT)).clamp(1, MAX_CPUS);
+    let wanted = acpi::madt()
+        .map(|madt| madt.processor_count)
+        .filter(|count| *count > 0)
+        .unwrap_or_else(|| usize::from(fw_cfg::read_u16(fw_cfg::CPU_COUNT)))
+        .clamp(1, MAX_CPUS);
     if wanted == 1 {
         return;
     }

@@ -1,0 +1,226 @@
+//! ACPI, as far as the runtime needs it: the RSDP (from the PVH start info, else the BIOS
+//! area 0xE0000-0xFFFFF; the EBDA pointer lives in page 0, which the runtime leaves unmapped), the RSDT/XSDT, and the MADT's processors, I/O APICs and interrupt source overrides.
+//!
+//! pc and q35 have ACPI tables; microvm may not, and then the CPU count comes from fw_cfg
+//! (see `smp`). Every table is checksummed before it is believed.
+
+/// The most MADT entries of each kind kept.
+pub const MAX_ENTRIES: usize = 16;
+
+/// A table header's size (signature, length, revision, checksum, OEM fields, ...).
+const HEADER_SIZE: usize = 36;
+/// The RSDP signature.
+const RSDP_SIGNATURE: &[u8; 8] = b"RSD PTR ";
+/// The BIOS read-only area searched for the RSDP.
+const BIOS_AREA: (u64, u64) = (0xe0000, 0x100000);
+/// The largest table believed (a MADT of a few hundred CPUs fits).
+const MAX_TABLE_SIZE: usize = 64 * 1024;
+
+/// A local APIC the MADT lists as enabled (or online-capable).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Processor {
+    /// Its APIC ID (x2APIC ID for an x2APIC entry).
+    pub apic_id: u32,
+    /// Its ACPI processor UID.
+    pub uid: u32,
+}
+
+/// An I/O APIC of the MADT.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IoApic {
+    /// Its I/O APIC ID.
+    pub id: u8,
+    /// The physical address of its registers.
+    pub address: u32,
+    /// The first global system interrupt (GSI) it serves.
+    pub gsi_base: u32,
+}
+
+/// An interrupt source override: ISA IRQ `source` arrives on GSI `gsi`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Override {
+    /// The ISA IRQ.
+    pub source: u8,
+    /// The GSI it is wired to.
+    pub gsi: u32,
+    /// The MPS INTI flags (polarity in bits 1:0, trigger mode in bits 3:2).
+    pub flags: u16,
+}
+
+/// What the MADT says.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Madt {
+    /// The local APIC address.
+    pub local_apic_address: u32,
+    /// The enabled processors, in MADT order (the boot CPU first).
+    pub processors: [Processor; MAX_ENTRIES],
+    /// How many of `processors` are valid (more CPUs than [`MAX_ENTRIES`] are counted here
+    /// but not kept).
+    pub processor_count: usize,
+    /// The I/O APICs.
+    pub io_apics: [IoApic; 4],
+    /// How many of `io_apics` are valid.
+    pub io_apic_count: usize,
+    /// The interrupt source overrides.
+    pub overrides: [Override; MAX_ENTRIES],
+    /// How many of `overrides` are valid.
+    pub override_count: usize,
+}
+
+impl Madt {
+    /// The GSI that ISA IRQ `irq` arrives on, and its MPS INTI flags (0: the bus's default,
+    /// edge-triggered and active-high for ISA).
+    pub fn isa_irq(&self, irq: u8) -> (u32, u16) {
+        self.overrides[..self.override_count.min(MAX_ENTRIES)]
+            .iter()
+            .find(|entry| entry.source == irq)
+            .map_or((u32::from(irq), 0), |entry| (entry.gsi, entry.flags))
+    }
+}
+
+static MADT: spin::Once<Option<Madt>> = spin::Once::new();
+static RSDP_HINT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Records the RSDP address the PVH start info gave (0: none), before [`madt`] is first used.
+pub(crate) fn set_rsdp_hint(address: u64) {
+    RSDP_HINT.store(address, core::sync::atomic::Ordering::Relaxed);
+}
+
+/// The MADT, parsed once, or `None` where the machine has no (valid) ACPI tables.
+pub fn madt() -> Option<&'static Madt> {
+    MADT.call_once(|| {
+        let rsdp = find_rsdp(RSDP_HINT.load(core::sync::atomic::Ordering::Relaxed))?;
+        let table = find_table(rsdp, b"APIC")?;
+        Some(parse_madt(table))
+    })
+    .as_ref()
+}
+
+/// `length` bytes of physical memory at `address`.
+///
+/// Everything the tables name lies below 4 GiB, which the boot page tables identity-map;
+/// page 0 is never read (no table starts there).
+fn bytes(address: u64, length: usize) -> Option<&'static [u8]> {
+    if address < 0x1000 || address.checked_add(length as u64)? > super::MAPPED_MEMORY_END {
+        return None;
+    }
+    // SAFETY: the range is identity mapped (checked above) and read only; ACPI tables and
+    // the BIOS areas are firmware memory that nothing writes after boot.
+    Some(unsafe { core::slice::from_raw_parts(address as usize as *const u8, length) })
+}
+
+fn checksum_ok(data: &[u8]) -> bool {
+    data.iter().fold(0u8, |sum, byte| sum.wrapping_add(*byte)) == 0
+}
+
+fn read_u16(data: &[u8], offset: usize) -> u16 {
+    u16::from_le_bytes([data[offset], data[offset + 1]])
+}
+
+fn read_u32(data: &[u8], offset: usize) -> u32 {
+    u32::from_le_bytes(data[offset..offset + 4].try_into().unwrap_or([0; 4]))
+}
+
+fn read_u64(data: &[u8], offset: usize) -> u64 {
+    u64::from_le_bytes(data[offset..offset + 8].try_into().unwrap_or([0; 8]))
+}
+
+/// A valid RSDP at `address`: signature and the ACPI 1.0 checksum over its first 20 bytes.
+fn rsdp_at(address: u64) -> Option<&'static [u8]> {
+    let data = bytes(address, 36)?;
+    (data[..8] == RSDP_SIGNATURE[..] && checksum_ok(&data[..20])).then_some(data)
+}
+
+/// The RSDP: the start info's, else the first valid one in the BIOS area.
+fn find_rsdp(hint: u64) -> Option<&'static [u8]> {
+    if hint != 0 {
+        return rsdp_at(hint);
+    }
+    (BIOS_AREA.0..BIOS_AREA.1).step_by(16).find_map(rsdp_at)
+}
+
+/// A checksummed table at `address`.
+fn table_at(address: u64) -> Option<&'static [u8]> {
+    let header = bytes(address, HEADER_SIZE)?;
+    let length = read_u32(header, 4) as usize;
+    if !(HEADER_SIZE..=MAX_TABLE_SIZE).contains(&length) {
+        return None;
+    }
+    let table = bytes(address, length)?;
+    checksum_ok(table).then_some(table)
+}
+
+/// The table with `signature` that the XSDT (ACPI 2.0+) or the RSDT lists.
+fn find_table(rsdp: &[u8], signature: &[u8; 4]) -> Option<&'static [u8]> {
+    let revision = rsdp[15];
+    let (root, entry_size) = if revision >= 2 && read_u64(rsdp, 24) != 0 {
+        (table_at(read_u64(rsdp, 24))?, 8)
+    } else {
+        (table_at(u64::from(read_u32(rsdp, 16)))?, 4)
+    };
+    root[HEADER_SIZE..]
+        .chunks_exact(entry_size)
+        .map(|entry| {
+            if entry_size == 8 {
+                read_u64(entry, 0)
+            } else {
+                u64::from(read_u32(entry, 0))
+            }
+        })
+        .filter_map(table_at)
+        .find(|table| &table[..4] == signature)
+}
+
+/// The MADT's entries after its 44-byte head (header, local APIC address, flags).
+fn parse_madt(table: &[u8]) -> Madt {
+    let mut madt = Madt {
+        local_apic_address: read_u32(table, HEADER_SIZE),
+        ..Madt::default()
+    };
+    let mut offset = HEADER_SIZE + 8;
+    while offset + 2 <= table.len() {
+        let (kind, length) = (table[offset], usize::from(table[offset + 1]));
+        if length < 2 || offset + length > table.len() {
+            break;
+        }
+        let entry = &table[offset..offset + length];
+        match (kind, length) {
+            // Processor Local APIC: UID, APIC ID, flags (enabled, online capable).
+            (0, 8..) if read_u32(entry, 4) & 0b11 != 0 => {
+                add_processor(&mut madt, u32::from(entry[3]), u32::from(entry[2]));
+            }
+            // I/O APIC: ID, reserved, address, GSI base.
+            (1, 12..) if madt.io_apic_count < madt.io_apics.len() => {
+                madt.io_apics[madt.io_apic_count] = IoApic {
+                    id: entry[2],
+                    address: read_u32(entry, 4),
+                    gsi_base: read_u32(entry, 8),
+                };
+                madt.io_apic_count += 1;
+            }
+            // Interrupt Source Override: bus, source, GSI, flags.
+            (2, 10..) if madt.override_count < MAX_ENTRIES => {
+                madt.overrides[madt.override_count] = Override {
+                    source: entry[3],
+                    gsi: read_u32(entry, 4),
+                    flags: read_u16(entry, 8),
+                };
+                madt.override_count += 1;
+            }
+            // Processor Local x2APIC: reserved, x2APIC ID, flags, UID.
+            (9, 16..) if read_u32(entry, 8) & 0b11 != 0 => {
+                add_processor(&mut madt, read_u32(entry, 4), read_u32(entry, 12));
+            }
+            _ => {}
+        }
+        offset += length;
+    }
+    madt
+}
+
+fn add_processor(madt: &mut Madt, apic_id: u32, uid: u32) {
+    if let Some(slot) = madt.processors.get_mut(madt.processor_count) {
+        *slot = Processor { apic_id, uid };
+    }
+    madt.processor_count += 1;
+}
