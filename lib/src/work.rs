@@ -116,8 +116,7 @@ pub(crate) fn serve(me: usize) -> ! {
 }
 
 /// Empties CPU `cpu`'s mailbox without completing its job: for a job that never returns
-/// (the CPU turns itself off), so that the CPU can take work again once restarted.
-#[allow(dead_code, reason = "only aarch64 turns CPUs off (PSCI CPU_OFF)")]
+/// (the CPU turns itself off, or is reset), so that the CPU can take work again once restarted.
 pub(crate) fn abandon(cpu: usize) {
     MAILBOXES[cpu].store(null_mut(), Ordering::Release);
 }

@@ -15,7 +15,7 @@ use vmunit::arch::apic::{self, register};
 use vmunit::arch::instructions::{
     Register, cpuid, has_feature, hypervisor_signature, rdmsr_safe, rdtsc, wrmsr_safe,
 };
-use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu, on_cpu_async, on_cpus};
+use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu, on_cpu_async, on_cpus, reset_cpu};
 use vmunit::arch::{set_interrupt_handler, timer};
 use vmunit::time::wait_until;
 use vmunit::{Vector, known_failure, report, report_skip, report_summary};
@@ -76,6 +76,7 @@ fn main(args: &[&str]) -> i32 {
     check_task_priority();
     check_remote_ipi();
     check_nmi();
+    check_init();
     check_timer();
     if x2apic {
         check_x2apic_rules();
@@ -342,6 +343,62 @@ fn check_nmi() {
         NMIS.load(Ordering::SeqCst)
     );
     set_interrupt_handler(Vector::NMI.0, None);
+}
+
+/// INIT and STARTUP IPIs to CPU 1: INIT stops it (whatever it ran) and resets its local APIC
+/// (the task priority goes back to 0); two STARTUPs restart it at the trampoline, and it runs
+/// work again.
+fn check_init() {
+    let _prefix = vmunit::prefix("INIT");
+    if cpu_count() < 2 {
+        report_skip!("INIT and STARTUP IPIs to another CPU need smp >= 2");
+        return;
+    }
+    static SPINS: AtomicU32 = AtomicU32::new(0);
+    let before = AtomicU32::new(0);
+    on_cpu(1, || {
+        apic::write(register::TASK_PRIORITY, 0x30);
+        before.store(apic::read(register::TASK_PRIORITY), Ordering::SeqCst);
+    });
+    on_cpu_async(1, || {
+        loop {
+            SPINS.fetch_add(1, Ordering::SeqCst);
+            core::hint::spin_loop();
+        }
+    });
+    let running = spin_until(PATIENCE, || SPINS.load(Ordering::SeqCst) > 0);
+    report!(running, "CPU 1 runs a job that never returns");
+    let mut stopped = false;
+    let reset = reset_cpu(1, || {
+        let first = SPINS.load(Ordering::SeqCst);
+        vmunit::time::delay(SETTLE);
+        stopped = SPINS.load(Ordering::SeqCst) == first;
+    });
+    report!(reset.init_sent, "an INIT IPI to CPU 1 is sent");
+    report!(stopped, "CPU 1 stops running while it waits for a STARTUP IPI");
+    report!(
+        reset.startup_sent && reset.restarted,
+        "STARTUP IPIs restart CPU 1 through the trampoline ({reset:?})"
+    );
+    let after = AtomicU32::new(u32::MAX);
+    let index = AtomicUsize::new(usize::MAX);
+    if reset.restarted {
+        on_cpu(1, || {
+            index.store(cpu_index(), Ordering::SeqCst);
+            after.store(apic::read(register::TASK_PRIORITY), Ordering::SeqCst);
+        });
+    }
+    report!(
+        index.load(Ordering::SeqCst) == 1,
+        "after the restart CPU 1 runs work again, as CPU 1 (got {})",
+        index.load(Ordering::SeqCst) as isize
+    );
+    report!(
+        after.load(Ordering::SeqCst) == 0,
+        "INIT reset CPU 1's task priority ({:#x} before, got {:#x})",
+        before.load(Ordering::SeqCst),
+        after.load(Ordering::SeqCst)
+    );
 }
 
 fn check_timer() {

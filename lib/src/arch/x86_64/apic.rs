@@ -39,6 +39,10 @@ const COMMAND_PENDING: u32 = 1 << 12;
 const TO_SELF: u32 = 0b01 << 18;
 /// ICR delivery mode NMI (to a physical destination: the Self shorthand allows only Fixed).
 const DELIVERY_NMI: u32 = 0b100 << 8;
+/// ICR delivery mode INIT.
+const DELIVERY_INIT: u32 = 0b101 << 8;
+/// ICR delivery mode STARTUP.
+const DELIVERY_STARTUP: u32 = 0b110 << 8;
 /// ICR level: assert (required for every delivery mode but INIT de-assert).
 const ASSERT: u32 = 1 << 14;
 /// LVT mask bit.
@@ -111,6 +115,24 @@ pub fn return_to_xapic() -> Result<(), Exception> {
     wrmsr_safe(APIC_BASE_MSR, (base & !EXTENDED_MODE) | GLOBAL_ENABLE)?;
     enable();
     Ok(())
+}
+
+/// Reads this CPU's mode from IA32_APIC_BASE.EXTD into the runtime's record (after an INIT,
+/// whatever the hypervisor made of it).
+pub(crate) fn refresh_mode() {
+    let extended = rdmsr_safe(APIC_BASE_MSR).is_ok_and(|base| base & EXTENDED_MODE != 0);
+    X2APIC[cpu_index()].store(extended, Ordering::Relaxed);
+}
+
+/// Sends an INIT IPI (level assert) to the CPU whose APIC ID is `destination`.
+pub fn send_init(destination: u32) -> bool {
+    send_command(destination, DELIVERY_INIT | ASSERT)
+}
+
+/// Sends a STARTUP IPI to the CPU whose APIC ID is `destination`: it starts in real mode at
+/// `vector << 12`.
+pub fn send_startup(destination: u32, vector: u8) -> bool {
+    send_command(destination, DELIVERY_STARTUP | u32::from(vector))
 }
 
 /// Software-enables this CPU's APIC, with spurious interrupts on [`SPURIOUS_VECTOR`].

@@ -252,6 +252,16 @@ pub(crate) fn init_cpu(cpu: usize) {
         // SAFETY: the selector names the ring-0 data segment of the GDT just loaded.
         unsafe { register(SegmentSelector(selector::KERNEL_DATA)) };
     }
+    // A CPU restarted by INIT (smp::reset_cpu) finds its TSS marked busy by its first LTR.
+    let gdt = x86_64::instructions::tables::sgdt();
+    let access = gdt.base.as_u64() + u64::from(selector::TSS) + 5;
+    let byte = access as *mut u8;
+    // SAFETY: the byte is the access byte of this CPU's TSS descriptor in the GDT just loaded,
+    // the byte the CPU itself writes on LTR; reading it has no effect.
+    let value = unsafe { byte.read_volatile() };
+    // SAFETY: as above; clearing the busy bit (type 0xB to 0x9) makes the TSS available again,
+    // and nothing else reads the byte.
+    unsafe { byte.write_volatile(value & !0x02) };
     // SAFETY: the selector names the available 64-bit TSS of the GDT just loaded.
     unsafe { load_tss(SegmentSelector(selector::TSS)) };
     let idt = IDT.call_once(|| SharedIdt(core::cell::UnsafeCell::new(new_idt())));

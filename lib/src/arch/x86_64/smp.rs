@@ -50,6 +50,13 @@ unsafe extern "C" {
 static NEXT_INDEX: AtomicU32 = AtomicU32::new(1);
 /// CPUs running, the boot CPU included.
 static ONLINE: AtomicUsize = AtomicUsize::new(1);
+/// The index a CPU restarted by [`reset_cpu`] takes in the trampoline instead of a new one
+/// (`u32::MAX`: none).
+static RESTART_INDEX: AtomicU32 = AtomicU32::new(u32::MAX);
+/// How many times each CPU entered `ap_entry`.
+static STARTS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
+/// Each CPU's APIC ID, as it read it on entry.
+static APIC_IDS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS];
 
 fn slot_base(index: usize) -> u64 {
     &raw const __cpu_stacks_start as u64 + index as u64 * SLOT_SIZE
@@ -112,9 +119,68 @@ pub(crate) fn wake() {}
 extern "C" fn ap_entry(index: u32) -> ! {
     let index = index as usize;
     super::exceptions::init_cpu(index);
+    apic::refresh_mode();
     apic::enable();
-    ONLINE.fetch_add(1, Ordering::AcqRel);
+    APIC_IDS[index].store(apic::id(), Ordering::Release);
+    if STARTS[index].fetch_add(1, Ordering::AcqRel) == 0 {
+        ONLINE.fetch_add(1, Ordering::AcqRel);
+    }
     crate::work::serve(index)
+}
+
+/// The APIC ID of CPU `cpu`, as it read it when it came up.
+pub fn apic_id_of(cpu: usize) -> u32 {
+    APIC_IDS[cpu].load(Ordering::Acquire)
+}
+
+/// How a [`reset_cpu`] went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reset {
+    /// The INIT IPI was sent (its delivery status cleared).
+    pub init_sent: bool,
+    /// Both STARTUP IPIs were sent.
+    pub startup_sent: bool,
+    /// The CPU came back through the trampoline, in bounded time.
+    pub restarted: bool,
+}
+
+/// Resets CPU `cpu` with an INIT IPI (it stops and waits for a STARTUP IPI, whatever it was
+/// running: its job is abandoned), waits `stopped_for` milliseconds, then restarts it through
+/// the trampoline with two STARTUP IPIs, and waits until it serves work again. `between` runs
+/// while the CPU is held in INIT, to look at it.
+///
+/// # Panics
+/// For the calling CPU, or one that is not running.
+pub fn reset_cpu(cpu: usize, between: impl FnOnce()) -> Reset {
+    assert!(
+        cpu != cpu_index() && cpu < cpu_count(),
+        "CPU {cpu} is not another running CPU"
+    );
+    let destination = apic_id_of(cpu);
+    let starts = STARTS[cpu].load(Ordering::Acquire);
+    let init_sent = apic::send_init(destination);
+    delay(TEN_MILLISECONDS);
+    between();
+    crate::work::abandon(cpu);
+    RESTART_INDEX.store(cpu as u32, Ordering::Release);
+    let mut startup_sent = apic::send_startup(destination, SIPI_VECTOR as u8);
+    delay(TWO_HUNDRED_MICROSECONDS);
+    // A second STARTUP, as the bring-up protocol has it, only if the first was not taken.
+    if STARTS[cpu].load(Ordering::Acquire) == starts {
+        startup_sent &= apic::send_startup(destination, SIPI_VECTOR as u8);
+    }
+    let start = rdtsc();
+    while STARTS[cpu].load(Ordering::Acquire) == starts && rdtsc().wrapping_sub(start) < ONE_SECOND {
+        core::hint::spin_loop();
+    }
+    let restarted = STARTS[cpu].load(Ordering::Acquire) != starts;
+    // Where it never came back, no later CPU may take its index.
+    RESTART_INDEX.store(u32::MAX, Ordering::Release);
+    Reset {
+        init_sent,
+        startup_sent,
+        restarted,
+    }
 }
 
 fn delay(ticks: u64) {
@@ -126,6 +192,7 @@ fn delay(ticks: u64) {
 
 /// Brings up the application processors that QEMU created (at most [`MAX_CPUS`] in all).
 pub(crate) fn init() {
+    APIC_IDS[0].store(apic::id(), Ordering::Release);
     let wanted = acpi::madt()
         .map(|madt| madt.processor_count)
         .filter(|count| *count > 0)
@@ -241,9 +308,13 @@ global_asm!(
         xor %eax, %eax
         mov %eax, %fs
         mov %eax, %gs
+        mov $-1, %eax                   /* a CPU that reset_cpu restarts keeps its index */
+        xchg %eax, {restart_index}(%rip)
+        cmp $-1, %eax
+        jne 3f
         mov $1, %eax
         lock xadd %eax, {next_index}(%rip)
-        cmp ${max_cpus}, %eax
+    3:  cmp ${max_cpus}, %eax
         jae 2f
         mov %eax, %edi                  /* ap_entry(index) */
         shl $16, %rax                   /* index * 64 KiB */
@@ -257,6 +328,7 @@ global_asm!(
     "#,
     trampoline = const TRAMPOLINE,
     next_index = sym NEXT_INDEX,
+    restart_index = sym RESTART_INDEX,
     max_cpus = const MAX_CPUS,
     stack_offset = const GUARD_SIZE + STACK_SIZE,
     ap_entry = sym ap_entry,
