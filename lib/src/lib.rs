@@ -16,7 +16,8 @@
 //! }
 //! ```
 //!
-//! Only the reporting logic ([`report`]) and argument splitting ([`args`]) build on the host,
+//! Only the reporting logic ([`report`]), argument splitting ([`args`]) and the benchmark
+//! format ([`benchmark`]) build on the host,
 //! where they are unit tested; everything else exists on bare-metal targets only.
 
 #![no_std]
@@ -27,6 +28,7 @@
 extern crate alloc;
 
 pub mod args;
+pub mod benchmark;
 pub mod report;
 
 #[cfg(target_os = "none")]

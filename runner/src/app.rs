@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use crate::bench::{Bench, BenchCollector};
 use crate::config::{Accel, Arch, Config, ConfigError, Requirement, TestEntry, parse_duration};
 use crate::execute::{self, ExecuteError, Sinks};
 use crate::guests::{self, BuildError};
@@ -227,6 +228,8 @@ pub struct TestResult {
     pub notes: Vec<String>,
     /// The `#[vmunit::test]` subtests its image declares, in the order they run.
     pub subtests: Vec<String>,
+    /// The measurements of its `BENCH:` lines, in the order printed (see `bench`).
+    pub benches: Vec<Bench>,
 }
 
 impl TestResult {
@@ -240,6 +243,7 @@ impl TestResult {
             report: Vec::new(),
             notes: Vec::new(),
             subtests: Vec::new(),
+            benches: Vec::new(),
         }
     }
 }
@@ -513,6 +517,9 @@ struct RecordedResult {
     /// The outcome's kind (`output::outcome_kind`).
     outcome: String,
     duration_secs: f64,
+    /// The run's `BENCH:` measurements (absent when it printed none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    benches: Vec<Bench>,
 }
 
 /// The file name of the results record in the log directory.
@@ -907,11 +914,17 @@ fn run_one(
     printer.started(&entry.name, arch.name(), accel.name(), &line);
     let mut report: Vec<GuestLine> = Vec::new();
     let mut crashes = CrashAddresses::default();
+    let mut benches = BenchCollector::default();
     let mut observe = |stream: Stream, text: &str| {
         if stream != Stream::Serial {
             return;
         }
         crashes.observe(text);
+        if let Some(note) = benches.observe(text)
+            && options.verbose
+        {
+            printer.message(&format!("{}: {note}", entry.name));
+        }
         if report.len() >= output::MAX_REPORT_LINES {
             return;
         }
@@ -964,6 +977,9 @@ fn run_one(
         notes.extend(failure_lines);
     }
     if let Some(mut log) = log {
+        for note in &benches.malformed {
+            let _ = writeln!(log, "vmunit: {note}");
+        }
         let _ = writeln!(log, "{}", outcome.report_line(&entry.name));
         for note in &notes {
             let _ = writeln!(log, "    {note}");
@@ -978,6 +994,7 @@ fn run_one(
         report,
         notes,
         subtests: crate::subtests::names(&image).unwrap_or_default(),
+        benches: benches.benches,
     })
 }
 
@@ -1153,6 +1170,7 @@ fn write_summary(options: &Options, report: &Report, totals: Totals) {
                 verdict: result.outcome.verdict().to_string(),
                 outcome: output::outcome_kind(&result.outcome).to_owned(),
                 duration_secs: result.duration.as_secs_f64(),
+                benches: result.benches.clone(),
             })
             .collect(),
     };

@@ -37,6 +37,7 @@ pub fn write_line(to_stderr: bool, line: std::fmt::Arguments<'_>) {
 }
 
 pub mod app;
+pub mod bench;
 pub mod config;
 pub mod environment;
 pub mod execute;

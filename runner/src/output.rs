@@ -417,6 +417,7 @@ fn json_result(result: &TestResult) {
             "duration_secs": seconds(result.duration),
             "log": result.log.as_deref().map(shown),
             "notes": result.notes,
+            "benches": result.benches,
         })
     );
 }
@@ -471,6 +472,13 @@ pub fn write_junit(path: &Path, results: &[TestResult]) -> std::io::Result<()> {
         let mut case = TestCase::new(result.name.as_str(), status);
         case.set_classname("vmunit");
         case.set_time(result.duration);
+        // Each BENCH measurement as a property: bench.<name> = "<value> <unit>".
+        case.add_properties(
+            result
+                .benches
+                .iter()
+                .map(|bench| quick_junit::Property::new(bench.property_name(), bench.value_text())),
+        );
         total += result.duration;
         let mut out = String::new();
         for line in &result.report {
@@ -638,6 +646,29 @@ mod tests {
         assert!(xml.contains(r#"<testcase name="first" classname="t">"#), "{xml}");
         assert!(xml.contains(r#"<failure message="second: breaks""#), "{xml}");
         assert!(xml.contains(r#"<skipped message="no report line""#), "{xml}");
+    }
+
+    #[test]
+    fn benches_in_junit_and_json() {
+        let directory = tempfile::tempdir().unwrap();
+        let bench = |line: &str| crate::bench::parse_bench_line(line).unwrap().unwrap();
+        let results = [TestResult {
+            benches: vec![bench("BENCH: cpuid=1234 cycles"), bench("BENCH: ipi=2.5 ns")],
+            ..TestResult::not_run("b", Outcome::Pass { summary: None })
+        }];
+        let path = directory.path().join("junit.xml");
+        write_junit(&path, &results).unwrap();
+        let xml = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            xml.contains(
+                "<properties>\n                <property name=\"bench.cpuid\" value=\"1234 cycles\"/>\n                \
+                 <property name=\"bench.ipi\" value=\"2.5 ns\"/>\n            </properties>"
+            ),
+            "{xml}"
+        );
+        let without = [TestResult::not_run("p", Outcome::Pass { summary: None })];
+        write_junit(&path, &without).unwrap();
+        assert!(!std::fs::read_to_string(&path).unwrap().contains("<properties>"));
     }
 
     #[test]

@@ -200,3 +200,87 @@ fn colour_and_progress_only_on_a_terminal() {
     assert!(!screen.contains("\x1b[3"), "NO_COLOR ignored: {screen:?}");
     assert!(screen.contains("PASS good (2 tests)"), "{screen:?}");
 }
+
+/// `BENCH:` lines reach the JSON `end` event, the JUnit properties and results.json; they
+/// count as no test, and a malformed one is noted in the log and under `-v`, not fatal.
+#[test]
+fn bench_lines_reach_json_junit_and_results() {
+    let workspace = FakeWorkspace::new(&config_of(&[("measured", "bench"), ("good", "pass")]));
+    let junit = workspace.root().join("junit.xml");
+    let output = workspace
+        .runner()
+        .args(["--format", "json", "--junit"])
+        .arg(&junit)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{line}: {error}")))
+        .collect();
+    let end = |name: &str| {
+        events
+            .iter()
+            .find(|event| event["event"] == "end" && event["name"] == name)
+            .unwrap_or_else(|| panic!("no end event of {name}: {stdout}"))
+    };
+    assert_eq!(end("measured")["verdict"], "PASS", "{stdout}");
+    assert_eq!(end("measured")["detail"], "1 tests", "{stdout}");
+    assert_eq!(
+        end("measured")["benches"],
+        serde_json::json!([
+            {"name": "cpuid", "value": 1234, "unit": "cycles"},
+            {"name": "ipi", "value": 56.5, "unit": "ns"}
+        ]),
+        "{stdout}"
+    );
+    assert_eq!(end("good")["benches"], serde_json::json!([]), "{stdout}");
+    // BENCH lines are no report lines.
+    let reports = events
+        .iter()
+        .filter(|event| event["event"] == "report" && event["name"] == "measured")
+        .count();
+    assert_eq!(reports, 1, "{stdout}");
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.contains(r#"<property name="bench.cpuid" value="1234 cycles"/>"#)
+            && xml.contains(r#"<property name="bench.ipi" value="56.5 ns"/>"#),
+        "{xml}"
+    );
+    assert_eq!(xml.matches("<property ").count(), 2, "{xml}");
+    let results: serde_json::Value = serde_json::from_str(&workspace.read("logs/results.json")).unwrap();
+    let recorded = |name: &str| {
+        results["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|result| result["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(recorded("measured")["benches"][1]["value"], 56.5, "{results}");
+    assert!(recorded("good").get("benches").is_none(), "{results}");
+    let log = workspace.read("logs/measured.log");
+    assert!(
+        log.contains(
+            "vmunit: malformed BENCH line (no `=` between name and value): BENCH: broken 1 cycles\n"
+        ),
+        "{log}"
+    );
+    // -v shows the malformed line as it comes; the plain output counts one test.
+    let output = workspace.runner().args(["-v", "measured"]).output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(
+            "measured: malformed BENCH line (no `=` between name and value): BENCH: broken 1 cycles\n"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("PASS measured (1 tests)\n"), "{stdout}");
+    // --rerun-failed still reads a results.json with benches.
+    let output = workspace.runner().arg("--rerun-failed").output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
+}

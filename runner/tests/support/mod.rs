@@ -10,7 +10,8 @@ use std::process::{Command, Output};
 /// `pass`, `fail`, `skip`: report lines and the matching exit; `sleep:<seconds>`: pass after a
 /// pause; `flood:<MiB>`: that many MiB of 64-byte lines and a 1 MiB line, then pass;
 /// `tagged:<tag>`: 300 report lines naming the tag; `binary`: invalid UTF-8 then pass;
-/// `signal`: QEMU kills itself with SIGSEGV; `lines:<count>`: numbered report lines then pass.
+/// `signal`: QEMU kills itself with SIGSEGV; `lines:<count>`: numbered report lines then pass;
+/// `bench`: a report line, two BENCH measurements and a malformed BENCH line, then pass.
 pub const FAKE_QEMU: &str = r#"#!/bin/sh
 case "$*" in *'-device help'*) echo 'name "pci-testdev", bus PCI'; exit 0;; esac
 mode=none
@@ -27,6 +28,7 @@ flood:*) yes 'a line of flood, 64 bytes with its newline: 0123456789abcdefghi' |
 tagged:*) tag=${mode#tagged:}; i=0; while [ $i -lt 300 ]; do echo "PASS: $tag line $i"; i=$((i + 1)); done; echo 'EXIT: STATUS=1'; exit 1;;
 binary) printf 'PASS: bad \377\376 bytes\n\377\000\001\n'; echo 'EXIT: STATUS=1'; exit 1;;
 signal) echo 'PASS: before the crash'; kill -SEGV $$;;
+bench) echo 'PASS: cpuid returned the vendor'; echo 'INFO: cpuid: 1234 cycles'; echo 'BENCH: cpuid=1234 cycles'; echo 'BENCH: ipi=56.5 ns'; echo 'BENCH: broken 1 cycles'; echo 'SUMMARY: 1 tests'; echo 'EXIT: STATUS=1'; exit 1;;
 lines:*) i=0; while [ $i -lt "${mode#lines:}" ]; do echo "PASS: line $i of $mode"; i=$((i + 1)); done; echo 'EXIT: STATUS=1'; exit 1;;
 *) echo "fake-qemu: unknown mode $mode" >&2; exit 1;;
 esac

@@ -150,6 +150,14 @@ fn table_at(address: u64) -> Option<&'static [u8]> {
     checksum_ok(table).then_some(table)
 }
 
+/// The checksummed table with `signature` ("FACP", "HPET", ...), where there are ACPI tables.
+pub fn table(signature: &[u8; 4]) -> Option<&'static [u8]> {
+    find_table(
+        find_rsdp(RSDP_HINT.load(core::sync::atomic::Ordering::Relaxed))?,
+        signature,
+    )
+}
+
 /// The table with `signature` that the XSDT (ACPI 2.0+) or the RSDT lists.
 fn find_table(rsdp: &[u8], signature: &[u8; 4]) -> Option<&'static [u8]> {
     let revision = rsdp[15];
@@ -223,4 +231,49 @@ fn add_processor(madt: &mut Madt, apic_id: u32, uid: u32) {
         *slot = Processor { apic_id, uid };
     }
     madt.processor_count += 1;
+}
+
+/// The ACPI PM timer: its I/O port and the mask of its counter bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PmTimer {
+    /// The counter's I/O port.
+    pub port: u16,
+    /// `0xff_ffff` (24 bits), or `u32::MAX` with the FADT's TMR_VAL_EXT flag.
+    pub mask: u32,
+}
+
+/// The PM timer the FADT describes (PM_TMR_BLK, or X_PM_TMR_BLK in system I/O space; ACPI 6.5,
+/// 5.2.9), counting at 3.579545 MHz.
+pub fn pm_timer() -> Option<PmTimer> {
+    /// FADT offsets: PM_TMR_BLK, Flags, X_PM_TMR_BLK (a generic address structure).
+    const PM_TIMER_BLOCK: usize = 76;
+    const FLAGS: usize = 112;
+    const EXTENDED_PM_TIMER_BLOCK: usize = 208;
+    /// Flags.TMR_VAL_EXT: a 32-bit counter.
+    const TIMER_VALUE_EXTENDED: u32 = 1 << 8;
+    /// The generic address structure's system I/O space.
+    const SYSTEM_IO: u8 = 1;
+    let fadt = table(b"FACP")?;
+    if fadt.len() < PM_TIMER_BLOCK + 4 {
+        return None;
+    }
+    let flags = if fadt.len() >= FLAGS + 4 {
+        read_u32(fadt, FLAGS)
+    } else {
+        0
+    };
+    let mut port = u64::from(read_u32(fadt, PM_TIMER_BLOCK));
+    if fadt.len() >= EXTENDED_PM_TIMER_BLOCK + 12 && fadt[EXTENDED_PM_TIMER_BLOCK] == SYSTEM_IO {
+        let extended = read_u64(fadt, EXTENDED_PM_TIMER_BLOCK + 4);
+        if extended != 0 {
+            port = extended;
+        }
+    }
+    let port = u16::try_from(port).ok().filter(|port| *port != 0)?;
+    let mask = if flags & TIMER_VALUE_EXTENDED != 0 {
+        u32::MAX
+    } else {
+        0xff_ffff
+    };
+    Some(PmTimer { port, mask })
 }

@@ -166,6 +166,13 @@ pub fn read_dr7_unchecked() -> u64 {
     value
 }
 
+/// MOV to DR7 without a fault check (for timing it): a value that enables breakpoints makes
+/// #DBs come, which end the test unless recorded.
+pub fn write_dr7_unchecked(value: u64) {
+    // SAFETY: writing DR7 changes no memory; bits 63:32 set raise #GP, which ends the test.
+    unsafe { asm!("mov dr7, {}", in(reg) value, options(nomem, nostack)) };
+}
+
 /// One #DB as [`record_debug_exceptions`] saw it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct DebugException {

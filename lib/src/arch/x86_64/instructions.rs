@@ -805,3 +805,57 @@ pub fn rdpru_unguarded(register: u32) -> (u64, bool) {
     };
     ((u64::from(high) << 32) | u64::from(low), valid != 0)
 }
+
+impl HypercallInstruction {
+    /// Executes the instruction itself (from the image) with hypercall `number` in RAX and
+    /// RBX, RCX, RDX and RSI (KVM's arguments) zero; returns RAX. No catch, so that its cost
+    /// is the instruction's own: outside a hypervisor's guest mode it raises #UD, so run it
+    /// under `catch_exception` where that can happen.
+    pub fn call(self, number: u64) -> u64 {
+        let mut result = number;
+        match self {
+            // SAFETY: a hypercall changes no guest memory: the hypervisor answers in RAX; RBX
+            // is saved around it because the compiler reserves it, the others are clobbered.
+            HypercallInstruction::Vmcall => unsafe {
+                asm!(
+                    "mov {saved}, rbx", "xor ebx, ebx", "vmcall", "mov rbx, {saved}",
+                    saved = out(reg) _, inout("rax") result, inout("rcx") 0u64 => _,
+                    inout("rdx") 0u64 => _, inout("rsi") 0u64 => _, options(nostack)
+                )
+            },
+            // SAFETY: as for VMCALL.
+            HypercallInstruction::Vmmcall => unsafe {
+                asm!(
+                    "mov {saved}, rbx", "xor ebx, ebx", "vmmcall", "mov rbx, {saved}",
+                    saved = out(reg) _, inout("rax") result, inout("rcx") 0u64 => _,
+                    inout("rdx") 0u64 => _, inout("rsi") 0u64 => _, options(nostack)
+                )
+            },
+        }
+        result
+    }
+}
+
+/// MOV from CR8: the task-priority class.
+pub fn read_cr8() -> u64 {
+    let value: u64;
+    // SAFETY: reading CR8 at CPL 0 has no side effect.
+    unsafe { asm!("mov {}, cr8", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// MOV to CR8: sets the task-priority class (bits 3:0 of `value`; the rest are reserved and
+/// left clear).
+pub fn write_cr8(value: u64) {
+    // SAFETY: CR8 only masks interrupts by priority; it touches no memory.
+    unsafe { asm!("mov cr8, {}", in(reg) value & 0xf, options(nomem, nostack, preserves_flags)) };
+}
+
+/// IN of a doubleword from `port`: a device access (reading some ports has effects on their
+/// device, e.g. a serial port's receive buffer), never a memory access.
+pub fn in_u32(port: u16) -> u32 {
+    let value: u32;
+    // SAFETY: port input changes no guest memory.
+    unsafe { asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags)) };
+    value
+}
