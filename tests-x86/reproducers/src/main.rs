@@ -18,7 +18,7 @@ use vmunit::arch::probes::{fninit_at, fwait_at, watched_store};
 
 use vmunit::arch::debug::{record_debug_exceptions, single_step_mov_ss};
 use vmunit::arch::probes::interrupt_window;
-use vmunit::arch::{apic, syscall};
+use vmunit::arch::{access, apic, syscall};
 use vmunit::arch::{run_in_user_mode, set_gate_present, set_interrupt_handler};
 use vmunit::{Vector, report, report_skip, trap_exceptions};
 
@@ -307,5 +307,20 @@ fn mov_ss_holds_back_single_step() {
          ends at {:#x}; got {first:x?})",
         after[2],
         after[1]
+    );
+}
+
+/// STAC and CLAC at CPL 0 set and clear RFLAGS.AC where SMAP is advertised (kvm_pvm: KVM
+/// internal error, emulation failure).
+#[vmunit::test]
+fn stac_clac_toggle_alignment_check_flag() {
+    if !access::smap_advertised() {
+        report_skip!("SMAP is not advertised (CPUID.7.0:EBX[20]); run with -cpu ...,+smap");
+        return;
+    }
+    let result = access::stac_clac();
+    report!(
+        result == Ok((true, false)),
+        "STAC sets RFLAGS.AC and CLAC clears it (got {result:x?})"
     );
 }

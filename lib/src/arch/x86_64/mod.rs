@@ -1,6 +1,7 @@
 //! The x86_64 architecture: PVH boot, COM1 console, GDT/IDT exceptions, 4-level paging and
 //! isa-debug-exit, plus safe wrappers for the instructions tests exercise.
 
+pub mod access;
 pub mod acpi;
 pub mod apic;
 mod boot;
@@ -8,6 +9,7 @@ pub mod console;
 pub mod debug;
 pub mod exceptions;
 pub mod exit;
+pub mod fpu;
 pub mod fw_cfg;
 pub mod instructions;
 pub mod mmu;

@@ -1,0 +1,242 @@
+//! x87/SSE/XSAVE state: enabling CR4.OSFXSR/OSXSAVE and XCR0 access for the `xsave` test.
+//!
+//! The target is soft-float, so no Rust code here ever touches an x87, XMM or YMM register:
+//! every vector instruction is inline assembly, and each probe that can fault runs under
+//! [`catch_exception`]. XGETBV and XSETBV themselves are `instructions::xgetbv_safe` and
+//! `instructions::xsetbv_safe`.
+//!
+//! These are hypervisor probes: under this project's software KVM (kvm_pvm) SSE, AVX, XSAVE
+//! and XRSTOR stop the VM with a "KVM internal error" instead of running.
+
+use alloc::boxed::Box;
+use core::arch::asm;
+
+use super::exceptions::{Exception, catch_exception};
+use super::instructions::{Register, cpuid, has_feature, read_cr0, read_cr4, write_cr0_safe, write_cr4_safe};
+
+/// CR0.MP: WAIT/FWAIT honour CR0.TS.
+pub const CR0_MP: u64 = 1 << 1;
+/// CR0.EM: x87 and SSE instructions raise #NM / #UD.
+pub const CR0_EM: u64 = 1 << 2;
+/// CR0.TS: the first x87/SSE instruction raises #NM.
+pub const CR0_TS: u64 = 1 << 3;
+/// CR4.OSFXSR: the OS supports FXSAVE/FXRSTOR, so SSE instructions run.
+pub const CR4_OSFXSR: u64 = 1 << 9;
+/// CR4.OSXMMEXCPT: unmasked SIMD floating-point exceptions raise #XM.
+pub const CR4_OSXMMEXCPT: u64 = 1 << 10;
+/// CR4.OSXSAVE: XGETBV, XSETBV, XSAVE and XRSTOR are enabled, and AVX may be.
+pub const CR4_OSXSAVE: u64 = 1 << 18;
+
+/// XCR0 state-component bits (SDM Vol. 1, 13.1).
+pub mod component {
+    /// x87 state: always set in XCR0.
+    pub const X87: u64 = 1 << 0;
+    /// SSE state: XMM0-15 and MXCSR.
+    pub const SSE: u64 = 1 << 1;
+    /// AVX state: the upper halves of YMM0-15.
+    pub const YMM: u64 = 1 << 2;
+}
+
+/// Offsets in the standard (non-compacted) XSAVE area (SDM Vol. 1, 13.4).
+pub mod area_offset {
+    /// MXCSR (4 bytes) in the legacy region.
+    pub const MXCSR: usize = 24;
+    /// XMM0 (16 bytes; XMM1-15 follow).
+    pub const XMM0: usize = 160;
+    /// XSTATE_BV (8 bytes) in the XSAVE header.
+    pub const XSTATE_BV: usize = 512;
+    /// XCOMP_BV (8 bytes) in the XSAVE header.
+    pub const XCOMP_BV: usize = 520;
+}
+
+/// MXCSR after reset: every SIMD floating-point exception masked.
+pub const MXCSR_DEFAULT: u32 = 0x1f80;
+
+/// Whether CPUID.1:ECX[26] (XSAVE) advertises XSAVE/XRSTOR, XSETBV/XGETBV and XCR0.
+pub fn xsave_advertised() -> bool {
+    has_feature(1, 0, Register::Ecx, 26)
+}
+
+/// CPUID.1:ECX[27] (OSXSAVE): the processor's copy of CR4.OSXSAVE.
+pub fn osxsave_reported() -> bool {
+    has_feature(1, 0, Register::Ecx, 27)
+}
+
+/// Whether CPUID.1:ECX[28] (AVX) is set.
+pub fn avx_advertised() -> bool {
+    has_feature(1, 0, Register::Ecx, 28)
+}
+
+/// The XCR0 bits the processor supports: CPUID.(0xD,0) EDX:EAX, or 0 without leaf 0xD.
+pub fn supported_xcr0() -> u64 {
+    if cpuid(0, 0).eax < 0xd {
+        return 0;
+    }
+    let leaf = cpuid(0xd, 0);
+    (u64::from(leaf.edx) << 32) | u64::from(leaf.eax)
+}
+
+/// The size in bytes of the XSAVE area for the components XCR0 enables now:
+/// CPUID.(0xD,0):EBX (0 without leaf 0xD).
+pub fn xsave_area_size() -> u32 {
+    if cpuid(0, 0).eax < 0xd {
+        return 0;
+    }
+    cpuid(0xd, 0).ebx
+}
+
+/// Whether CPUID.(0xD,1):EAX[2] advertises XGETBV with ECX = 1 (XCR0 AND XINUSE).
+pub fn xinuse_advertised() -> bool {
+    cpuid(0, 0).eax >= 0xd && has_feature(0xd, 1, Register::Eax, 2)
+}
+
+/// Sets or clears CR4.OSXSAVE; returns the exception of the CR4 write (#GP where XSAVE is
+/// not advertised).
+pub fn set_osxsave(enabled: bool) -> Result<(), Exception> {
+    let cr4 = read_cr4();
+    write_cr4_safe(if enabled {
+        cr4 | CR4_OSXSAVE
+    } else {
+        cr4 & !CR4_OSXSAVE
+    })
+}
+
+/// Lets SSE instructions run: sets CR4.OSFXSR and OSXMMEXCPT, clears CR0.EM and TS and
+/// sets CR0.MP, as an SSE-using OS does (SDM Vol. 3, 13.1.3).
+pub fn enable_sse() -> Result<(), Exception> {
+    write_cr0_safe((read_cr0() & !(CR0_EM | CR0_TS)) | CR0_MP)?;
+    write_cr4_safe(read_cr4() | CR4_OSFXSR | CR4_OSXMMEXCPT)
+}
+
+/// Loads `value` into XMM0 (MOVDQU): #UD while CR4.OSFXSR is clear or CR0.EM is set.
+pub fn write_xmm0(value: u128) -> Result<(), Exception> {
+    let bytes = value.to_le_bytes();
+    catch_exception(|| {
+        // SAFETY: MOVDQU reads 16 bytes of `bytes`, which lives on this frame, and writes
+        // XMM0, which no Rust code on this soft-float target uses; a fault is caught.
+        unsafe {
+            asm!("movdqu xmm0, [{}]", in(reg) bytes.as_ptr(), out("xmm0") _, options(nostack, readonly))
+        };
+    })
+}
+
+/// Reads XMM0 (MOVDQU): #UD while CR4.OSFXSR is clear or CR0.EM is set.
+pub fn read_xmm0() -> Result<u128, Exception> {
+    let mut bytes = [0u8; 16];
+    let destination = bytes.as_mut_ptr();
+    catch_exception(|| {
+        // SAFETY: MOVDQU writes 16 bytes into `bytes`, which lives on this frame and is 16
+        // bytes long; a fault is caught.
+        unsafe { asm!("movdqu [{}], xmm0", in(reg) destination, options(nostack)) };
+    })?;
+    Ok(u128::from_le_bytes(bytes))
+}
+
+/// Copies 32 bytes through two YMM registers with AVX instructions (VMOVDQU to YMM0,
+/// VMOVDQA YMM0 to YMM15, VMOVDQU from YMM15): #UD unless CR4.OSXSAVE is set, XCR0 enables
+/// both SSE and AVX state, and AVX is supported (SDM Vol. 1, 14.3).
+pub fn copy_through_ymm(source: &[u8; 32]) -> Result<[u8; 32], Exception> {
+    let mut copy = [0u8; 32];
+    let destination = copy.as_mut_ptr();
+    catch_exception(|| {
+        // SAFETY: the loads read the 32 bytes of `source`, the store writes the 32 bytes of
+        // `copy`; YMM0 and YMM15 are not used by any Rust code on this soft-float target. A
+        // fault is caught.
+        unsafe {
+            asm!(
+                "vmovdqu ymm0, [{source}]",
+                "vmovdqa ymm15, ymm0",
+                "vmovdqu [{destination}], ymm15",
+                source = in(reg) source.as_ptr(),
+                destination = in(reg) destination,
+                out("xmm0") _,
+                out("xmm15") _,
+                options(nostack),
+            )
+        };
+    })?;
+    Ok(copy)
+}
+
+/// A standard-format XSAVE area: 64-byte aligned, zeroed when created, large enough for
+/// x87, SSE and AVX state (and more: 4 KiB).
+#[repr(C, align(64))]
+pub struct XsaveArea {
+    /// The area's bytes, as XSAVE lays them out (see [`area_offset`]).
+    pub bytes: [u8; XsaveArea::SIZE],
+}
+
+impl XsaveArea {
+    /// The area's size in bytes.
+    pub const SIZE: usize = 4096;
+
+    /// A zeroed area on the heap.
+    pub fn new() -> Box<XsaveArea> {
+        Box::new(XsaveArea {
+            bytes: [0; Self::SIZE],
+        })
+    }
+
+    /// The 64-bit little-endian word at `offset`.
+    pub fn word(&self, offset: usize) -> u64 {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&self.bytes[offset..offset + 8]);
+        u64::from_le_bytes(word)
+    }
+
+    /// Stores the 64-bit little-endian word `value` at `offset`.
+    pub fn set_word(&mut self, offset: usize, value: u64) {
+        self.bytes[offset..offset + 8].copy_from_slice(&value.to_le_bytes());
+    }
+
+    /// The 128-bit little-endian value at `offset` (an XMM register's slot).
+    pub fn vector(&self, offset: usize) -> u128 {
+        let mut vector = [0u8; 16];
+        vector.copy_from_slice(&self.bytes[offset..offset + 16]);
+        u128::from_le_bytes(vector)
+    }
+
+    /// The address `offset` bytes into the area, after checking that the state XCR0 enables
+    /// fits from there.
+    fn operand(&mut self, offset: usize) -> *mut u8 {
+        assert!(
+            offset + xsave_area_size() as usize <= Self::SIZE,
+            "the XSAVE area at offset {offset} is too small for XCR0's components"
+        );
+        self.bytes[offset..].as_mut_ptr()
+    }
+}
+
+/// XSAVE of the state components `components` (EDX:EAX, ANDed with XCR0 by the CPU) to
+/// `area`, `offset` bytes in (0 for the aligned area): #UD with CR4.OSXSAVE clear, #GP when
+/// the operand is not 64-byte aligned.
+pub fn xsave_safe(area: &mut XsaveArea, offset: usize, components: u64) -> Result<(), Exception> {
+    let operand = area.operand(offset);
+    catch_exception(|| {
+        // SAFETY: XSAVE writes at most CPUID.(0xD,0):EBX bytes (checked by `operand`) into
+        // `area`, which this call borrows mutably; it only reads the processor state. A
+        // fault is caught.
+        unsafe {
+            asm!("xsave64 [{}]", in(reg) operand, in("eax") components as u32,
+                 in("edx") (components >> 32) as u32, options(nostack))
+        };
+    })
+}
+
+/// XRSTOR of the state components `components` from `area`, `offset` bytes in: components
+/// whose XSTATE_BV bit is clear are set to their initial state. #UD with CR4.OSXSAVE clear,
+/// #GP for a misaligned operand or an invalid XSAVE header.
+///
+/// The components loaded are x87, SSE and AVX registers only (this soft-float code keeps no
+/// state in them), unless XCR0 enables more.
+pub fn xrstor_safe(area: &mut XsaveArea, offset: usize, components: u64) -> Result<(), Exception> {
+    let operand = area.operand(offset);
+    catch_exception(|| {
+        // SAFETY: XRSTOR only reads `area` and loads vector/x87 registers that no Rust code
+        // on this soft-float target uses; a fault (#GP for a bad header) is caught.
+        unsafe {
+            asm!("xrstor64 [{}]", in(reg) operand, in("eax") components as u32,
+                 in("edx") (components >> 32) as u32, out("xmm0") _, options(nostack, readonly))
+        };
+    })
+}

@@ -1,0 +1,339 @@
+//! smap: supervisor-mode access and execution prevention, like kvm-unit-tests' smap test and
+//! the SMEP cases of its access test (SDM Vol. 3, 4.6 and 4.7). With CR4.SMAP set, a CPL-0
+//! data access to a user page raises #PF unless RFLAGS.AC is set (STAC, or POPFQ); implicit
+//! supervisor-mode accesses (here, a segment load reading an LDT on a user page) fault
+//! whatever AC says; CR0.WP=0 lets an AC=1 write through a read-only user page. With CR4.SMEP
+//! set, a CPL-0 fetch from a user page raises #PF with the I/D bit. Without the features,
+//! setting the CR4 bits raises #GP(0) and STAC/CLAC raise #UD; at CPL 3 they always do.
+//!
+//! The test never enters user mode before the end: `run_in_user_mode` makes the runtime's
+//! image user-accessible, after which SMAP or SMEP would lock the kernel out of itself.
+#![no_std]
+#![no_main]
+
+use vmunit::arch::access::{
+    AccessFlag, CR4_SMAP, CR4_SMEP, DATA_SEGMENT_DESCRIPTOR, call_with, load_fs_from_ldt, read_with,
+    smap_advertised, smep_advertised, stac_clac, stac_clac_unguarded, write_with,
+};
+use vmunit::arch::instructions::{hypervisor_signature, read_cr0, read_cr4, write_cr0_safe, write_cr4_safe};
+use vmunit::arch::page_fault::{FETCH, PRESENT, WRITE};
+use vmunit::arch::run_in_user_mode;
+use vmunit::environment::instruction_emulating_kvm;
+use vmunit::memory::{Protection, TestPage};
+use vmunit::{Exception, Vector, known_failure, prefix, report, report_info, report_skip, report_summary};
+
+vmunit::main!(main);
+
+/// CR0.WP: supervisor writes honour read-only pages.
+const CR0_WP: u64 = 1 << 16;
+/// A `ret` instruction, the whole body of the code pages.
+const RETURN: [u8; 1] = [0xc3];
+
+/// Why the checks that execute STAC or CLAC are skipped under kvm_pvm.
+const KVM_PVM_STOPS: &str =
+    "this host's kvm_pvm stops the VM on STAC and CLAC at CPL 0 (KVM internal error, emulation failure)";
+
+const USER_READ_WRITE: Protection = Protection {
+    write: true,
+    execute: false,
+    user: true,
+};
+const USER_READ_ONLY: Protection = Protection {
+    write: false,
+    execute: false,
+    user: true,
+};
+const USER_EXECUTE: Protection = Protection {
+    write: false,
+    execute: true,
+    user: true,
+};
+
+fn is_tcg() -> bool {
+    hypervisor_signature() == *b"TCGTCGTCGTCG"
+}
+
+/// How the test sets RFLAGS.AC: STAC, or POPFQ under kvm_pvm, which stops the VM on STAC
+/// and CLAC at CPL 0 (its instruction emulator lacks them; at CPL 3 they raise #UD there).
+fn access_flag_setter() -> AccessFlag {
+    if instruction_emulating_kvm() {
+        AccessFlag::SetByPopf
+    } else {
+        AccessFlag::Set
+    }
+}
+
+/// Whether `result` is a #PF at `address` with exactly `error_code`.
+fn page_fault(result: &Result<impl Sized, Exception>, address: u64, error_code: u64) -> bool {
+    matches!(result, Err(e) if e.vector == Vector::PF && e.address == address && e.error_code == error_code)
+}
+
+fn is_gp0(result: &Result<(), Exception>) -> bool {
+    matches!(result, Err(e) if e.vector == Vector::GP && e.error_code == 0)
+}
+
+fn main(args: &[&str]) -> i32 {
+    let (smap, smep) = (smap_advertised(), smep_advertised());
+    report_info!(
+        "SMAP advertised: {smap}, SMEP advertised: {smep}, CR4 {:#x}",
+        read_cr4()
+    );
+    if args.contains(&"disabled") {
+        known_failure(
+            instruction_emulating_kvm(),
+            "kvm_pvm's guest CPUID shows the host's SMAP and SMEP whatever QEMU's -cpu says",
+            || {
+                report!(
+                    !smap && !smep,
+                    "CPUID.7.0:EBX advertises neither SMAP nor SMEP, as -cpu ...,-smap,-smep asks"
+                )
+            },
+        );
+    }
+    if smap {
+        smap_enabled();
+    } else {
+        feature_missing("SMAP", CR4_SMAP);
+        if instruction_emulating_kvm() {
+            report_skip!("SMAP not advertised: STAC raising #UD: {KVM_PVM_STOPS}");
+        } else {
+            let result = stac_clac();
+            report!(
+                matches!(result, Err(e) if e.vector == Vector::UD),
+                "SMAP not advertised: STAC raises #UD (got {result:x?})"
+            );
+        }
+    }
+    if smep {
+        smep_enabled(smap);
+    } else {
+        feature_missing("SMEP", CR4_SMEP);
+    }
+    let result = run_in_user_mode(stac_clac_unguarded);
+    report!(
+        matches!(result, Err(e) if e.vector == Vector::UD),
+        "STAC at CPL 3 raises #UD (got {result:x?})"
+    );
+    report_summary()
+}
+
+/// Without the feature, its CR4 bit is reserved: #GP(0).
+fn feature_missing(name: &str, bit: u64) {
+    let _prefix = prefix!("{name} not advertised");
+    if is_tcg() {
+        report_skip!(
+            "setting CR4.{name}: QEMU's TCG hangs on a reserved CR4 bit (an SVM #VMEXIT outside SVM guest mode)"
+        );
+        return;
+    }
+    let cr4 = read_cr4();
+    let result = write_cr4_safe(cr4 | bit);
+    if result.is_ok() {
+        let _ = write_cr4_safe(cr4);
+    }
+    report!(
+        is_gp0(&result),
+        "setting CR4.{name} raises #GP(0) (got {result:x?})"
+    );
+}
+
+/// Sets or clears `bit` in CR4; returns whether CR4 then reads back as asked.
+fn set_cr4_bit(bit: u64, set: bool) -> Result<bool, Exception> {
+    let cr4 = read_cr4();
+    write_cr4_safe(if set { cr4 | bit } else { cr4 & !bit })?;
+    Ok((read_cr4() & bit != 0) == set)
+}
+
+fn smap_enabled() {
+    let _prefix = prefix("SMAP");
+    let data = TestPage::new();
+    data.map(USER_READ_WRITE);
+    let kernel = TestPage::new();
+    let ldt = TestPage::new();
+    ldt.map(USER_READ_WRITE);
+    let read_only = TestPage::new();
+    read_only.map(USER_READ_ONLY);
+    let code = TestPage::new();
+    code.store_code(0, &RETURN);
+    code.map(USER_EXECUTE);
+    let user = data.address();
+
+    let set_flag = access_flag_setter();
+    if set_flag == AccessFlag::Set {
+        let flags = stac_clac();
+        report!(
+            flags == Ok((true, false)),
+            "STAC sets RFLAGS.AC and CLAC clears it (got {flags:x?})"
+        );
+    } else {
+        report_skip!("STAC/CLAC at CPL 0 (AC is set with POPFQ instead): {KVM_PVM_STOPS}");
+    }
+    let setup = data
+        .write(0, 42)
+        .and_then(|()| ldt.write(8, DATA_SEGMENT_DESCRIPTOR));
+    report!(
+        setup.is_ok(),
+        "with SMAP clear, CPL 0 writes user pages (got {setup:x?})"
+    );
+    let load = load_fs_from_ldt(&ldt, 2, 1, AccessFlag::Clear);
+    report!(
+        load.is_ok(),
+        "with SMAP clear, FS loads from an LDT on a user page (got {load:x?})"
+    );
+
+    let set = set_cr4_bit(CR4_SMAP, true);
+    report!(set == Ok(true), "CR4.SMAP can be set (got {set:x?})");
+    if set.is_err() {
+        return;
+    }
+    let own = kernel.write(0, 7).and_then(|()| kernel.read(0));
+    report!(
+        own == Ok(7),
+        "a supervisor page is still read and written with AC clear (got {own:x?})"
+    );
+    let read = read_with(AccessFlag::Clear, &data, 0);
+    report!(
+        page_fault(&read, user, PRESENT),
+        "a read of a user page with AC clear raises #PF (P, supervisor read) (got {read:x?})"
+    );
+    let read = read_with(set_flag, &data, 0);
+    report!(
+        read == Ok(42),
+        "a read of a user page with AC set works (got {read:x?})"
+    );
+    let read = read_with(AccessFlag::SetByPopf, &data, 0);
+    report!(
+        read == Ok(42),
+        "a read of a user page with AC set by POPFQ works (got {read:x?})"
+    );
+    let write = write_with(AccessFlag::Clear, &data, 0, 43);
+    let after = read_with(set_flag, &data, 0);
+    report!(
+        page_fault(&write, user, PRESENT | WRITE) && after == Ok(42),
+        "a write to a user page with AC clear raises #PF (P|W) and stores nothing (got {write:x?}, then {after:x?})"
+    );
+    let write = write_with(set_flag, &data, 0, 44);
+    let after = read_with(set_flag, &data, 0);
+    report!(
+        write.is_ok() && after == Ok(44),
+        "a write to a user page with AC set works (got {write:x?}, then {after:x?})"
+    );
+    let fetch = code.call(0);
+    report!(
+        fetch.is_ok(),
+        "SMAP does not stop a CPL-0 fetch from a user page, AC clear (got {fetch:x?})"
+    );
+
+    let descriptor = ldt.address() + 8;
+    let load = load_fs_from_ldt(&ldt, 2, 1, AccessFlag::Clear);
+    report!(
+        page_fault(&load, descriptor, PRESENT),
+        "loading FS from an LDT on a user page, AC clear, raises #PF (P) (got {load:x?})"
+    );
+    let load = load_fs_from_ldt(&ldt, 2, 1, set_flag);
+    known_failure(
+        is_tcg(),
+        "QEMU's TCG lets RFLAGS.AC allow implicit supervisor accesses at CPL 0 (x86_mmu_index_kernel_pl)",
+        || {
+            report!(
+                page_fault(&load, descriptor, PRESENT),
+                "loading FS from an LDT on a user page with AC set still raises #PF: an implicit access (got {load:x?})"
+            )
+        },
+    );
+
+    write_protect_off(&read_only);
+
+    let cleared = set_cr4_bit(CR4_SMAP, false);
+    let read = read_with(AccessFlag::Clear, &data, 0);
+    report!(
+        cleared == Ok(true) && read == Ok(44),
+        "with CR4.SMAP clear again, a user page is read with AC clear (got {cleared:x?}, {read:x?})"
+    );
+}
+
+/// SMAP with CR0.WP clear (kvm-unit-tests' check_smap_nowp): AC still guards reads, and an
+/// AC=1 write goes through a read-only user page, which CR0.WP=1 forbids.
+fn write_protect_off(page: &TestPage) {
+    let set_flag = access_flag_setter();
+    let _prefix = prefix("CR0.WP");
+    let address = page.address();
+    let cr0 = read_cr0();
+    let _ = set_cr4_bit(CR4_SMAP, false);
+    let off = write_cr0_safe(cr0 & !CR0_WP);
+    let write = write_with(AccessFlag::Clear, page, 0, 0x99);
+    report!(
+        off.is_ok() && write.is_ok(),
+        "with SMAP and WP clear, CPL 0 writes a read-only user page, AC clear (got {off:x?}, {write:x?})"
+    );
+    let _ = set_cr4_bit(CR4_SMAP, true);
+    let read = read_with(AccessFlag::Clear, page, 0);
+    report!(
+        page_fault(&read, address, PRESENT),
+        "with SMAP set and WP clear, a read of a read-only user page with AC clear raises #PF (got {read:x?})"
+    );
+    let write = write_with(set_flag, page, 0, 0x9a);
+    let after = read_with(set_flag, page, 0);
+    report!(
+        write.is_ok() && after == Ok(0x9a),
+        "with SMAP set and WP clear, a write to a read-only user page with AC set works (got {write:x?}, then {after:x?})"
+    );
+    let on = write_cr0_safe(cr0);
+    let write = write_with(set_flag, page, 0, 0x9b);
+    report!(
+        on.is_ok() && page_fault(&write, address, PRESENT | WRITE),
+        "with SMAP and WP set, a write to a read-only user page with AC set raises #PF (P|W) (got {write:x?})"
+    );
+}
+
+fn smep_enabled(smap: bool) {
+    let _prefix = prefix("SMEP");
+    let user_code = TestPage::new();
+    user_code.store_code(0, &RETURN);
+    user_code.map(USER_EXECUTE);
+    let kernel_code = TestPage::new();
+    kernel_code.store_code(0, &RETURN);
+    kernel_code.map(Protection::READ_EXECUTE);
+    let data = TestPage::new();
+    data.map(USER_READ_WRITE);
+    let address = user_code.address();
+
+    let fetch = user_code.call(0);
+    report!(
+        fetch.is_ok(),
+        "with SMEP clear, CPL 0 runs code on a user page (got {fetch:x?})"
+    );
+    let set = set_cr4_bit(CR4_SMEP, true);
+    report!(set == Ok(true), "CR4.SMEP can be set (got {set:x?})");
+    if set.is_err() {
+        return;
+    }
+    let fetch = kernel_code.call(0);
+    report!(
+        fetch.is_ok(),
+        "CPL 0 still runs code on a supervisor page (got {fetch:x?})"
+    );
+    let fetch = user_code.call(0);
+    report!(
+        page_fault(&fetch, address, PRESENT | FETCH) && matches!(fetch, Err(e) if e.rip == address),
+        "a CPL-0 fetch from a user page raises #PF (P|I/D) at that address (got {fetch:x?})"
+    );
+    if smap {
+        let fetch = call_with(access_flag_setter(), &user_code, 0);
+        report!(
+            page_fault(&fetch, address, PRESENT | FETCH),
+            "with AC set the fetch still raises #PF: AC does not matter to SMEP (got {fetch:x?})"
+        );
+    }
+    let read = data.write(0, 5).and_then(|()| data.read(0));
+    report!(
+        read == Ok(5),
+        "SMEP does not stop CPL-0 data accesses to a user page (SMAP clear) (got {read:x?})"
+    );
+    let cleared = set_cr4_bit(CR4_SMEP, false);
+    let fetch = user_code.call(0);
+    report!(
+        cleared == Ok(true) && fetch.is_ok(),
+        "with CR4.SMEP clear again, CPL 0 runs code on a user page (got {cleared:x?}, {fetch:x?})"
+    );
+}
