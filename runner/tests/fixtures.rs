@@ -84,6 +84,11 @@ fn check(report: &Report, kvm: bool) {
         "fixture-lost-interrupt",
         |outcome| matches!(outcome, Outcome::Fail { reason } if reason == "1 unexpected failures"),
     );
+    // SMP bring-up: a missing CPU is a FAIL of smptest's count check.
+    expect(
+        "fixture-smp-missing-cpu",
+        |outcome| matches!(outcome, Outcome::Fail { reason } if reason == "1 unexpected failures"),
+    );
     expect("fixture-false-pass", |outcome| {
         matches!(outcome, Outcome::Fail { .. })
     });
