@@ -24,11 +24,18 @@ pub fn wait_until(milliseconds: u64, condition: impl Fn() -> bool) -> bool {
     condition()
 }
 
-/// Busy-waits for `milliseconds`, with the interrupt state unchanged.
-pub fn delay(milliseconds: u64) {
+/// Waits until `condition` holds or `milliseconds` pass, with the interrupt state unchanged
+/// (to wait for an NMI, or for another CPU), and returns `condition()`.
+pub fn spin_until(milliseconds: u64, condition: impl Fn() -> bool) -> bool {
     let ticks = ticks_in(milliseconds);
     let start = timer::count();
-    while timer::count().wrapping_sub(start) < ticks {
+    while !condition() && timer::count().wrapping_sub(start) < ticks {
         core::hint::spin_loop();
     }
+    condition()
+}
+
+/// Busy-waits for `milliseconds`, with the interrupt state unchanged.
+pub fn delay(milliseconds: u64) {
+    spin_until(milliseconds, || false);
 }

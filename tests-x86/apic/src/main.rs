@@ -15,9 +15,9 @@ use vmunit::arch::apic::{self, register};
 use vmunit::arch::instructions::{
     Register, cpuid, has_feature, hypervisor_signature, rdmsr_safe, rdtsc, wrmsr_safe,
 };
+use vmunit::arch::set_interrupt_handler;
 use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu, on_cpu_async, on_cpus, reset_cpu};
-use vmunit::arch::{set_interrupt_handler, timer};
-use vmunit::time::wait_until;
+use vmunit::time::{spin_until, wait_until};
 use vmunit::{Vector, known_failure, report, report_skip, report_summary};
 
 vmunit::main!(main);
@@ -241,16 +241,6 @@ static NMIS: AtomicU32 = AtomicU32::new(0);
 static NMI_CPU: AtomicUsize = AtomicUsize::new(0);
 /// How many NMIs the pending-NMI handler sends to its own CPU on its first run.
 const NMIS_SENT_FROM_HANDLER: u32 = 10;
-
-/// Spins with interrupts disabled (an NMI ignores IF) until `done` or `milliseconds` pass.
-fn spin_until(milliseconds: u64, done: impl Fn() -> bool) -> bool {
-    let start = timer::count();
-    let ticks = vmunit::time::ticks_in(milliseconds);
-    while !done() && timer::count().wrapping_sub(start) < ticks {
-        core::hint::spin_loop();
-    }
-    done()
-}
 
 /// NMIs (kvm-unit-tests' apic.c: pending nmi, multiple nmi): an NMI IPI is taken with
 /// RFLAGS.IF clear, on this CPU and on another; while an NMI handler runs, further NMIs are
