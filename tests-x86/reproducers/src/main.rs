@@ -9,7 +9,7 @@
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use vmunit::arch::instructions::{
     Register, has_feature, int3, invpcid_safe, rdmsr_safe, rdtsc, rdtscp_safe, read_cr0, read_cr4, read_dr6,
     read_with_alignment_check, software_interrupt, write_cr0_safe, write_cr4_safe, write_dr6, wrmsr_safe,
@@ -18,7 +18,7 @@ use vmunit::arch::probes::{fninit_at, fwait_at, watched_store};
 
 use vmunit::arch::debug::{record_debug_exceptions, single_step_mov_ss};
 use vmunit::arch::probes::interrupt_window;
-use vmunit::arch::{access, apic, syscall};
+use vmunit::arch::{access, apic, ioapic, syscall, testdev};
 use vmunit::arch::{run_in_user_mode, set_gate_present, set_interrupt_handler};
 use vmunit::{Vector, report, report_skip, trap_exceptions};
 
@@ -322,5 +322,62 @@ fn stac_clac_toggle_alignment_check_flag() {
     report!(
         result == Ok((true, false)),
         "STAC sets RFLAGS.AC and CLAC clears it (got {result:x?})"
+    );
+}
+
+/// While its handler runs, an interrupt's vector is in service: its ISR bit is set (kvm_pvm:
+/// never, for any interrupt).
+#[vmunit::test]
+fn interrupt_in_service_during_handler() {
+    static IN_SERVICE: AtomicU32 = AtomicU32::new(0);
+    set_interrupt_handler(
+        0x40,
+        Some(|vector| {
+            let bit = apic::vector_bit(apic::register::IN_SERVICE, vector);
+            IN_SERVICE.store(1 + u32::from(bit), Ordering::SeqCst);
+        }),
+    );
+    apic::self_ipi(0x40);
+    let _ = vmunit::time::wait_until(100, || IN_SERVICE.load(Ordering::SeqCst) != 0);
+    set_interrupt_handler(0x40, None);
+    let seen = IN_SERVICE.load(Ordering::SeqCst);
+    report!(
+        seen == 2,
+        "the self-IPI's handler sees ISR bit 0x40 set (0: no interrupt, 1: clear, 2: set; got {seen})"
+    );
+}
+
+/// A level-triggered interrupt whose handler lowers the line before the EOI is delivered once,
+/// with remote IRR set while its handler runs (kvm_pvm: remote IRR clear, a second delivery).
+#[vmunit::test]
+fn level_interrupt_lowered_before_eoi_comes_once() {
+    const LINE: u8 = 14;
+    static DELIVERIES: AtomicU32 = AtomicU32::new(0);
+    static REMOTE_IRR: AtomicBool = AtomicBool::new(false);
+    if !testdev::present() {
+        report_skip!("no pc-testdev: run with -device pc-testdev");
+        return;
+    }
+    ioapic::mask_legacy_pic();
+    set_interrupt_handler(
+        0x41,
+        Some(|_| {
+            REMOTE_IRR.store(ioapic::read_entry(LINE).remote_irr, Ordering::SeqCst);
+            DELIVERIES.fetch_add(1, Ordering::SeqCst);
+            testdev::set_irq_line(LINE, false);
+        }),
+    );
+    ioapic::route(LINE, 0x41, ioapic::Trigger::Level);
+    testdev::set_irq_line(LINE, true);
+    let _ = vmunit::time::wait_until(100, || DELIVERIES.load(Ordering::SeqCst) > 1);
+    let entry = ioapic::read_entry(LINE);
+    ioapic::set_mask(LINE, true);
+    set_interrupt_handler(0x41, None);
+    let deliveries = DELIVERIES.load(Ordering::SeqCst);
+    let in_handler = REMOTE_IRR.load(Ordering::SeqCst);
+    report!(
+        in_handler && deliveries == 1 && !entry.remote_irr,
+        "the level interrupt on line {LINE} comes once, with remote IRR set in its handler and \
+         cleared by its EOI (got {deliveries}; remote IRR in the handler {in_handler}, after {entry:x?})"
     );
 }

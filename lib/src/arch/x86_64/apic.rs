@@ -18,8 +18,11 @@ pub mod register {
     pub const VERSION: u64 = 0x30;
     pub const TASK_PRIORITY: u64 = 0x80;
     pub const END_OF_INTERRUPT: u64 = 0xb0;
+    pub const LOGICAL_DESTINATION: u64 = 0xd0;
+    pub const DESTINATION_FORMAT: u64 = 0xe0;
     pub const SPURIOUS: u64 = 0xf0;
     pub const IN_SERVICE: u64 = 0x100;
+    pub const TRIGGER_MODE: u64 = 0x180;
     pub const REQUEST: u64 = 0x200;
     pub const COMMAND_LOW: u64 = 0x300;
     pub const COMMAND_HIGH: u64 = 0x310;

@@ -12,6 +12,7 @@ pub mod exit;
 pub mod fpu;
 pub mod fw_cfg;
 pub mod instructions;
+pub mod ioapic;
 pub mod mmu;
 pub mod pmu;
 pub mod probes;
