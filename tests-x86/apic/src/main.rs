@@ -16,7 +16,7 @@ use vmunit::arch::instructions::{
     Register, cpuid, has_feature, hypervisor_signature, rdmsr_safe, rdtsc, wrmsr_safe,
 };
 use vmunit::arch::set_interrupt_handler;
-use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu, on_cpu_async, on_cpus, reset_cpu};
+use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu, on_cpu_async, reset_cpu};
 use vmunit::time::{spin_until, wait_until};
 use vmunit::{Vector, known_failure, report, report_skip, report_summary};
 
@@ -58,13 +58,7 @@ fn main(args: &[&str]) -> i32 {
             report_skip!("x2APIC: CPUID.1:ECX[21] is clear");
             return report_summary();
         }
-        let switched = AtomicUsize::new(0);
-        on_cpus(|| {
-            if apic::enable_x2apic().is_ok() {
-                switched.fetch_add(1, Ordering::SeqCst);
-            }
-        });
-        let switched = switched.load(Ordering::SeqCst);
+        let switched = apic::enable_x2apic_everywhere();
         report!(
             switched == cpu_count(),
             "every CPU switches to x2APIC mode ({switched} of {})",

@@ -17,7 +17,7 @@ use vmunit::arch::interrupts;
 use vmunit::arch::ioapic::{
     self, DeliveryMode, DestinationMode, Polarity, RedirectionEntry, Trigger, register,
 };
-use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu, on_cpu_async, on_cpus};
+use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu, on_cpu_async};
 use vmunit::arch::{set_interrupt_handler, testdev};
 use vmunit::environment::instruction_emulating_kvm;
 use vmunit::time::{delay, wait_until};
@@ -99,13 +99,7 @@ fn main(args: &[&str]) -> i32 {
             report_skip!("x2APIC: CPUID.1:ECX[21] is clear");
             return report_summary();
         }
-        let switched = AtomicUsize::new(0);
-        on_cpus(|| {
-            if apic::enable_x2apic().is_ok() {
-                switched.fetch_add(1, Ordering::SeqCst);
-            }
-        });
-        let switched = switched.load(Ordering::SeqCst);
+        let switched = apic::enable_x2apic_everywhere();
         report!(
             switched == cpu_count(),
             "every CPU switches to x2APIC mode ({switched} of {})",

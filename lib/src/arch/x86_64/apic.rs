@@ -109,6 +109,17 @@ pub fn enable_x2apic() -> Result<(), Exception> {
     Ok(())
 }
 
+/// Switches every running CPU's APIC to x2APIC mode; returns how many switched.
+pub fn enable_x2apic_everywhere() -> usize {
+    let switched = core::sync::atomic::AtomicUsize::new(0);
+    super::smp::on_cpus(|| {
+        if enable_x2apic().is_ok() {
+            switched.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    switched.load(Ordering::SeqCst)
+}
+
 /// Back from x2APIC to xAPIC mode the only legal way: disabled first, then enabled (the APIC's
 /// state is reset on the way). Returns the #GP if a step faults.
 pub fn return_to_xapic() -> Result<(), Exception> {
