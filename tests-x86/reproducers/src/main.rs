@@ -19,7 +19,7 @@ use vmunit::arch::probes::{fninit_at, fwait_at, watched_store};
 use vmunit::arch::debug::{record_debug_exceptions, single_step_mov_ss};
 use vmunit::arch::probes::interrupt_window;
 use vmunit::arch::{access, apic, ioapic, syscall, testdev};
-use vmunit::arch::{run_in_user_mode, set_gate_present, set_interrupt_handler};
+use vmunit::arch::{run_in_user_mode, set_gate_present, set_gate_user_callable, set_interrupt_handler};
 use vmunit::{Vector, report, report_skip, trap_exceptions};
 
 vmunit::subtests!();
@@ -379,5 +379,59 @@ fn level_interrupt_lowered_before_eoi_comes_once() {
         in_handler && deliveries == 1 && !entry.remote_irr,
         "the level interrupt on line {LINE} comes once, with remote IRR set in its handler and \
          cleared by its EOI (got {deliveries}; remote IRR in the handler {in_handler}, after {entry:x?})"
+    );
+}
+
+/// INT n at CPL 3 through a gate of DPL 3 enters the handler and returns to user mode
+/// (kvm_pvm raises #UD).
+#[vmunit::test]
+fn user_mode_software_interrupt_enters_gate() {
+    static HANDLED: AtomicU32 = AtomicU32::new(0);
+    set_interrupt_handler(
+        0x20,
+        Some(|_| {
+            HANDLED.fetch_add(1, Ordering::SeqCst);
+        }),
+    );
+    set_gate_user_callable(0x20, true);
+    let result = run_in_user_mode(software_interrupt::<0x20>);
+    set_gate_user_callable(0x20, false);
+    set_interrupt_handler(0x20, None);
+    let handled = HANDLED.load(Ordering::SeqCst);
+    report!(
+        result.is_ok() && handled == 1,
+        "INT 0x20 at CPL 3 through a DPL-3 gate runs its handler once and returns (got {result:x?}, {handled} runs)"
+    );
+}
+
+/// A TSC-deadline timer armed with a deadline already passed interrupts at once: before a
+/// CPUID after the WRMSR ends (kvm_pvm: only later).
+#[vmunit::test]
+fn passed_tsc_deadline_fires_at_once() {
+    const DEADLINE: u32 = 0x6e0;
+    static FIRED: AtomicU32 = AtomicU32::new(0);
+    if !has_feature(1, 0, Register::Ecx, 24) {
+        report_skip!("TSC-deadline mode: CPUID.1:ECX[24] is clear; run with -cpu ...,+tsc-deadline");
+        return;
+    }
+    set_interrupt_handler(
+        0x42,
+        Some(|_| {
+            FIRED.fetch_add(1, Ordering::SeqCst);
+        }),
+    );
+    apic::write(apic::register::TIMER, 0b10 << 17 | 0x42);
+    vmunit::arch::interrupts::enable();
+    let armed = wrmsr_safe(DEADLINE, rdtsc());
+    let _ = vmunit::arch::instructions::cpuid(0, 0);
+    let at_once = FIRED.load(Ordering::SeqCst);
+    vmunit::arch::interrupts::disable();
+    let _ = vmunit::time::wait_until(100, || FIRED.load(Ordering::SeqCst) > 0);
+    apic::write(apic::register::TIMER, apic::MASKED);
+    set_interrupt_handler(0x42, None);
+    report!(
+        armed.is_ok() && at_once == 1,
+        "the passed deadline's interrupt has come by the end of the CPUID (got {at_once}, then {})",
+        FIRED.load(Ordering::SeqCst)
     );
 }

@@ -531,7 +531,7 @@ global_asm!(
         iretq
     /* At CPL 3: call function(data), then return to the kernel with a #UD at the
        known address vmunit_user_return. A #UD is delivered by every hypervisor; INT n from
-       user mode is not (this project's kvm_pvm drops it). */
+       user mode is not (this project's kvm_pvm raises #UD for it: reproduce-int-n-user). */
     vmunit_user_entry:
         call *%rsi
     .global vmunit_user_return
@@ -617,6 +617,23 @@ static DEBUG_HANDLER: AtomicUsize = AtomicUsize::new(0);
 /// #DBs with it. It must not allocate or take locks.
 pub fn set_debug_handler(handler: Option<DebugHandler>) {
     DEBUG_HANDLER.store(handler.map_or(0, |handler| handler as usize), Ordering::Release);
+}
+
+/// Lets `INT vector` run at CPL 3 (gate DPL 3) or not (DPL 0: #GP from CPL 3), on every CPU.
+///
+/// # Panics
+/// For an exception vector (below 32).
+pub fn set_gate_user_callable(vector: u8, callable: bool) {
+    assert!(vector >= 32, "vector {vector} is an exception, not an interrupt");
+    let idt = IDT.get().expect("the IDT is built at boot");
+    let privilege = if callable {
+        x86_64::PrivilegeLevel::Ring3
+    } else {
+        x86_64::PrivilegeLevel::Ring0
+    };
+    // SAFETY: as in `set_gate_present`: one gate rewritten in place, with its DPL changed.
+    let table = unsafe { &mut *idt.0.get() };
+    install(&mut table[vector], vector).set_privilege_level(privilege);
 }
 
 /// The handler registered for `vector`, if any.

@@ -859,3 +859,14 @@ pub fn in_u32(port: u16) -> u32 {
     unsafe { asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags)) };
     value
 }
+
+/// CR2: the linear address of the last page fault.
+pub fn read_cr2() -> u64 {
+    x86_64::registers::control::Cr2::read_raw()
+}
+
+/// Writes CR2 (only #PF writes it otherwise).
+pub fn write_cr2(value: u64) {
+    // SAFETY: CR2 is a plain register that nothing but #PF reports use.
+    unsafe { asm!("mov cr2, {}", in(reg) value, options(nomem, nostack, preserves_flags)) };
+}
