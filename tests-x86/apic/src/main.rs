@@ -72,6 +72,7 @@ fn main(args: &[&str]) -> i32 {
     check_nmi();
     check_init();
     check_timer();
+    check_timer_mode_change();
     if x2apic {
         check_x2apic_rules();
     }
@@ -383,6 +384,94 @@ fn check_init() {
         before.load(Ordering::SeqCst),
         after.load(Ordering::SeqCst)
     );
+}
+
+/// Changing the LVT timer's mode keeps its counts (kvm-unit-tests' "apic change mode"): the
+/// current count continues from where it was, a periodic timer reloads from the initial
+/// count, and an expired one-shot timer switched to periodic stays at 0. The timer is masked.
+fn check_timer_mode_change() {
+    let _prefix = vmunit::prefix("timer mode change");
+    const INITIAL: u32 = 0x99_9999;
+    let masked = apic::MASKED | u32::from(TIMER_VECTOR);
+    let current = || apic::read(register::TIMER_CURRENT_COUNT);
+    let set_mode = |periodic: bool| {
+        apic::write(
+            register::TIMER,
+            masked | if periodic { LVT_TIMER_PERIODIC } else { 0 },
+        );
+    };
+    apic::write(register::TIMER_DIVIDE, 0b1011);
+    set_mode(false);
+    apic::write(register::TIMER_INITIAL_COUNT, INITIAL);
+    set_mode(true);
+    report!(
+        apic::read(register::TIMER_INITIAL_COUNT) == INITIAL,
+        "switching to periodic keeps the initial count {INITIAL:#x} (got {:#x})",
+        apic::read(register::TIMER_INITIAL_COUNT)
+    );
+    set_mode(false);
+    apic::write(register::TIMER_INITIAL_COUNT, INITIAL);
+    report!(current() != 0, "a one-shot count is running");
+    let expired = spin_until(PATIENCE, || current() == 0);
+    report!(expired, "the one-shot count reaches 0 (got {:#x})", current());
+
+    // Periodic from a running one-shot: the count goes on, and reloads at 0.
+    apic::write(register::TIMER_INITIAL_COUNT, INITIAL);
+    let _ = spin_until(PATIENCE, || current() < INITIAL / 2);
+    set_mode(true);
+    let after_switch = current();
+    report!(
+        after_switch != 0 && after_switch < INITIAL / 2,
+        "switching a running one-shot count to periodic keeps counting from where it was (got {after_switch:#x})"
+    );
+    let reloaded = spin_until(PATIENCE, || current() > INITIAL / 2);
+    report!(
+        reloaded,
+        "the periodic count reloads from the initial count (got {:#x})",
+        current()
+    );
+
+    // One-shot from a running periodic count: it goes on, then stops at 0.
+    let _ = spin_until(PATIENCE, || current() < INITIAL / 2);
+    set_mode(false);
+    let after_switch = current();
+    known_failure(
+        hypervisor_signature() == *b"TCGTCGTCGTCG",
+        "QEMU's TCG ends a periodic count switched to one-shot at once when a period has passed",
+        || {
+            report!(
+                after_switch != 0 && after_switch < INITIAL / 2,
+                "switching to one-shot neither reloads nor ends the count (got {after_switch:#x})"
+            );
+        },
+    );
+    report!(
+        after_switch < INITIAL / 2,
+        "switching to one-shot does not reload the count (got {after_switch:#x})"
+    );
+    let expired = spin_until(PATIENCE, || current() == 0);
+    report!(
+        expired,
+        "the one-shot count reaches 0 again (got {:#x})",
+        current()
+    );
+
+    // Expired one-shot (current 0, initial not 0) switched to periodic: nothing restarts it.
+    set_mode(true);
+    let tcg = hypervisor_signature() == *b"TCGTCGTCGTCG";
+    known_failure(
+        tcg,
+        "QEMU's TCG restarts an expired one-shot timer switched to periodic",
+        || {
+            report!(
+                current() == 0,
+                "an expired one-shot timer switched to periodic stays at 0 (got {:#x})",
+                current()
+            );
+        },
+    );
+    apic::write(register::TIMER, apic::MASKED);
+    apic::write(register::TIMER_INITIAL_COUNT, 0);
 }
 
 fn check_timer() {
