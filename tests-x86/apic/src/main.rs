@@ -13,7 +13,7 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use vmunit::arch::apic::{self, register};
 use vmunit::arch::instructions::{
-    Register, cpuid, has_feature, hypervisor_signature, rdmsr_safe, rdtsc, wrmsr_safe,
+    Register, cpuid, has_feature, hypervisor_signature, rdmsr_safe, rdtsc, read_cr8, write_cr8, wrmsr_safe,
 };
 use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu, on_cpu_async, reset_cpu};
 use vmunit::arch::{interrupts, set_interrupt_handler};
@@ -73,6 +73,7 @@ fn main(args: &[&str]) -> i32 {
     check_init();
     check_timer();
     check_timer_mode_change();
+    check_disable_and_relocate();
     if x2apic {
         check_x2apic_rules();
     }
@@ -391,7 +392,8 @@ fn check_init() {
 /// count, and an expired one-shot timer switched to periodic stays at 0. The timer is masked.
 fn check_timer_mode_change() {
     let _prefix = vmunit::prefix("timer mode change");
-    const INITIAL: u32 = 0x99_9999;
+    // About 33 ms at the 1 GHz APIC timer clock of QEMU and KVM (divide by 1).
+    const INITIAL: u32 = 0x200_0000;
     let masked = apic::MASKED | u32::from(TIMER_VECTOR);
     let current = || apic::read(register::TIMER_CURRENT_COUNT);
     let set_mode = |periodic: bool| {
@@ -415,14 +417,34 @@ fn check_timer_mode_change() {
     let expired = spin_until(PATIENCE, || current() == 0);
     report!(expired, "the one-shot count reaches 0 (got {:#x})", current());
 
+    // Switches the mode while the count is in the middle of its range (so that no reload can
+    // come between the reads, even where each access is a slow VM exit); returns the counts
+    // just before and just after the switch. `rearm` restarts the count for each try (a
+    // one-shot count that a descheduled vCPU saw expire), else the count must cycle.
+    let in_middle = |count: u32| (INITIAL / 4..=INITIAL / 2).contains(&count);
+    let switch_in_middle = |periodic: bool, rearm: bool| {
+        for _ in 0..5 {
+            if rearm {
+                apic::write(register::TIMER_INITIAL_COUNT, INITIAL);
+            }
+            let before = if spin_until(PATIENCE, || in_middle(current())) {
+                current()
+            } else {
+                0
+            };
+            if in_middle(before) {
+                set_mode(periodic);
+                return (before, current());
+            }
+        }
+        (0, 0)
+    };
+
     // Periodic from a running one-shot: the count goes on, and reloads at 0.
-    apic::write(register::TIMER_INITIAL_COUNT, INITIAL);
-    let _ = spin_until(PATIENCE, || current() < INITIAL / 2);
-    set_mode(true);
-    let after_switch = current();
+    let (before, after) = switch_in_middle(true, true);
     report!(
-        after_switch != 0 && after_switch < INITIAL / 2,
-        "switching a running one-shot count to periodic keeps counting from where it was (got {after_switch:#x})"
+        after != 0 && after <= before,
+        "switching a running one-shot count to periodic keeps counting from where it was ({before:#x}; got {after:#x})"
     );
     let reloaded = spin_until(PATIENCE, || current() > INITIAL / 2);
     report!(
@@ -432,22 +454,16 @@ fn check_timer_mode_change() {
     );
 
     // One-shot from a running periodic count: it goes on, then stops at 0.
-    let _ = spin_until(PATIENCE, || current() < INITIAL / 2);
-    set_mode(false);
-    let after_switch = current();
+    let (before, after) = switch_in_middle(false, false);
     known_failure(
         hypervisor_signature() == *b"TCGTCGTCGTCG",
         "QEMU's TCG ends a periodic count switched to one-shot at once when a period has passed",
         || {
             report!(
-                after_switch != 0 && after_switch < INITIAL / 2,
-                "switching to one-shot neither reloads nor ends the count (got {after_switch:#x})"
+                after != 0 && after <= before,
+                "switching to one-shot neither reloads nor ends the count ({before:#x}; got {after:#x})"
             );
         },
-    );
-    report!(
-        after_switch < INITIAL / 2,
-        "switching to one-shot does not reload the count (got {after_switch:#x})"
     );
     let expired = spin_until(PATIENCE, || current() == 0);
     report!(
@@ -472,6 +488,144 @@ fn check_timer_mode_change() {
     );
     apic::write(register::TIMER, apic::MASKED);
     apic::write(register::TIMER_INITIAL_COUNT, 0);
+}
+
+/// kvm-unit-tests' apic_disable and apicbase: a disabled APIC hides its page and CPUID.1:EDX's
+/// APIC bit, CR8 still works; re-enabled, the page answers again and mirrors CR8 in the TPR;
+/// x2APIC mode hides the page too; the base can move (to 0xfed40000), and its reserved bits
+/// raise #GP.
+fn check_disable_and_relocate() {
+    let _prefix = vmunit::prefix("APIC base");
+    const DEFAULT_BASE: u64 = 0xfee0_0000;
+    const ALTERNATE_BASE: u64 = 0xfed4_0000;
+    const BSP: u64 = 1 << 8;
+    let original = match rdmsr_safe(apic::APIC_BASE_MSR) {
+        Ok(base) => base,
+        Err(exception) => {
+            report!(false, "IA32_APIC_BASE can be read (got {exception:x?})");
+            return;
+        }
+    };
+    let version = apic::read(register::VERSION);
+    let cpuid_apic = || has_feature(1, 0, Register::Edx, 9);
+    // The page when the APIC does not answer on it: written all ones, read back.
+    let page_hidden = || {
+        apic::write_physical(DEFAULT_BASE + register::VERSION, u32::MAX);
+        apic::write_physical(DEFAULT_BASE + register::TASK_PRIORITY, u32::MAX);
+        (
+            apic::read_physical(DEFAULT_BASE + register::VERSION),
+            apic::read_physical(DEFAULT_BASE + register::TASK_PRIORITY),
+        )
+    };
+    let tcg = hypervisor_signature() == *b"TCGTCGTCGTCG";
+    let cr8 = read_cr8();
+
+    let disabled = wrmsr_safe(
+        apic::APIC_BASE_MSR,
+        original & !(apic::GLOBAL_ENABLE | apic::EXTENDED_MODE),
+    );
+    apic::resynchronize();
+    report!(disabled.is_ok(), "the APIC can be disabled (got {disabled:x?})");
+    report!(
+        !cpuid_apic(),
+        "CPUID.1:EDX.APIC[9] is clear while the APIC is disabled"
+    );
+    let (hidden_version, hidden_priority) = page_hidden();
+    known_failure(
+        tcg,
+        "QEMU's TCG keeps the APIC page answering while the APIC is disabled",
+        || {
+            report!(
+                hidden_version == u32::MAX && hidden_priority == u32::MAX,
+                "the disabled APIC's page does not answer: VERSION and TPR read what was written, all ones (got {hidden_version:#x}, {hidden_priority:#x})"
+            );
+        },
+    );
+    write_cr8(cr8 ^ 0xf);
+    report!(
+        read_cr8() == cr8 ^ 0xf,
+        "CR8 still holds a priority class with the APIC disabled (got {:#x})",
+        read_cr8()
+    );
+    write_cr8(cr8);
+
+    let enabled = wrmsr_safe(apic::APIC_BASE_MSR, original & !apic::EXTENDED_MODE);
+    apic::resynchronize();
+    report!(
+        enabled.is_ok() && cpuid_apic(),
+        "re-enabled in xAPIC mode, CPUID.1:EDX.APIC[9] is set again (got {enabled:x?})"
+    );
+    let read_version = apic::read_physical(DEFAULT_BASE + register::VERSION);
+    report!(
+        read_version == version,
+        "VERSION reads {version:#x} at 0xfee00030 again (got {read_version:#x})"
+    );
+    write_cr8(cr8 ^ 0xf);
+    let priority = apic::read_physical(DEFAULT_BASE + register::TASK_PRIORITY);
+    write_cr8(cr8);
+    report!(
+        u64::from(priority) == (cr8 ^ 0xf) << 4,
+        "CR8 {:#x} shows in the TPR at 0xfee00080 as {:#x} (got {priority:#x})",
+        cr8 ^ 0xf,
+        (cr8 ^ 0xf) << 4
+    );
+
+    if apic::x2apic_supported() && apic::enable_x2apic().is_ok() {
+        let (hidden_version, hidden_priority) = page_hidden();
+        known_failure(
+            tcg,
+            "QEMU's TCG keeps the APIC page answering in x2APIC mode",
+            || {
+                report!(
+                    hidden_version == u32::MAX && hidden_priority == u32::MAX,
+                    "in x2APIC mode the page does not answer (got {hidden_version:#x}, {hidden_priority:#x})"
+                );
+            },
+        );
+        report!(
+            apic::return_to_xapic().is_ok(),
+            "back to xAPIC mode through disabled"
+        );
+    }
+
+    // Relocation: disabled, then enabled at the alternate base.
+    let _ = wrmsr_safe(
+        apic::APIC_BASE_MSR,
+        original & !(apic::GLOBAL_ENABLE | apic::EXTENDED_MODE),
+    );
+    let moved = wrmsr_safe(apic::APIC_BASE_MSR, ALTERNATE_BASE | BSP | apic::GLOBAL_ENABLE);
+    let relocated = apic::read_physical(ALTERNATE_BASE + register::VERSION);
+    let _ = wrmsr_safe(apic::APIC_BASE_MSR, original);
+    apic::resynchronize();
+    apic::write(register::TASK_PRIORITY, 0);
+    known_failure(tcg, "QEMU's TCG cannot relocate the APIC", || {
+        report!(
+            moved.is_ok() && relocated == version,
+            "the APIC moves to {ALTERNATE_BASE:#x}: VERSION reads {version:#x} there (got {relocated:#x}, WRMSR {moved:x?})"
+        );
+    });
+    let physical_bits = vmunit::arch::probes::physical_address_bits();
+    for (what, value) in [
+        (
+            "a physical-address bit beyond MAXPHYADDR",
+            original | 1 << physical_bits,
+        ),
+        ("reserved bit 0", original | 1),
+    ] {
+        let result = wrmsr_safe(apic::APIC_BASE_MSR, value);
+        if result.is_ok() {
+            let _ = wrmsr_safe(apic::APIC_BASE_MSR, original);
+            apic::resynchronize();
+        }
+        report!(
+            matches!(result, Err(e) if e.vector == Vector::GP),
+            "IA32_APIC_BASE with {what} set raises #GP (got {result:x?})"
+        );
+    }
+    report!(
+        rdmsr_safe(apic::APIC_BASE_MSR) == Ok(original) && apic::read(register::VERSION) == version,
+        "IA32_APIC_BASE is restored ({original:#x})"
+    );
 }
 
 fn check_timer() {
