@@ -12,6 +12,7 @@ use alloc::format;
 use alloc::string::String;
 use core::fmt::Debug;
 
+use vmunit::arch::exceptions::selector;
 use vmunit::arch::instructions::{
     hypervisor_signature, int1, int3, read_cr0, read_cr2, read_cr4, read_dr6, read_unguarded,
     read_with_alignment_check, single_step_two_nops, software_interrupt, ud2, write_cr0_safe, write_cr2,
@@ -374,10 +375,10 @@ fn general_protection() {
             0x1000,
         );
         check_fault(
-            "MOV FS, 0x28 (the TSS, a system segment)",
-            probes::load_fs_at(0x28),
+            "MOV FS, the TSS (a system segment)",
+            probes::load_fs_at(selector::TSS),
             Vector::GP,
-            0x28,
+            u64::from(selector::TSS),
         );
         check_no_fault("MOV FS, 0 (null)", probes::load_fs_at(0));
         check_no_fault("MOV FS, 3 (null with RPL 3)", probes::load_fs_at(3));
@@ -406,10 +407,10 @@ fn general_protection() {
             0x10,
         );
         check_fault(
-            "MOV SS, 0x1b (DPL 3 != CPL 0)",
-            probes::load_ss_at(0x1b),
+            "MOV SS, user data (DPL 3 != CPL 0)",
+            probes::load_ss_at(selector::USER_DATA),
             Vector::GP,
-            0x18,
+            u64::from(selector::USER_DATA & !3),
         );
         check_fault(
             "MOV SS, 0x08 (code is not writable data)",
@@ -418,10 +419,10 @@ fn general_protection() {
             0x08,
         );
         check_fault(
-            "MOV SS, 0x28 (the TSS)",
-            probes::load_ss_at(0x28),
+            "MOV SS, the TSS",
+            probes::load_ss_at(selector::TSS),
             Vector::GP,
-            0x28,
+            u64::from(selector::TSS),
         );
     }
     {

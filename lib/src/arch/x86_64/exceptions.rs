@@ -13,7 +13,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use x86_64::VirtAddr;
 use x86_64::instructions::segmentation::{CS, DS, ES, SS, Segment};
 use x86_64::instructions::tables::load_tss;
-use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector};
+use x86_64::structures::gdt::{Descriptor, DescriptorFlags, GlobalDescriptorTable, SegmentSelector};
 use x86_64::structures::idt::{Entry, EntryOptions, InterruptDescriptorTable};
 use x86_64::structures::tss::TaskStateSegment;
 
@@ -146,9 +146,12 @@ pub mod page_fault {
 pub mod selector {
     pub const KERNEL_CODE: u16 = 0x08;
     pub const KERNEL_DATA: u16 = 0x10;
-    pub const USER_DATA: u16 = 0x18 | 3;
-    pub const USER_CODE: u16 = 0x20 | 3;
-    pub const TSS: u16 = 0x28;
+    /// 32-bit user code (compatibility mode), for SYSRET's 32-bit form: STAR[63:48] names it,
+    /// and user data and 64-bit user code follow it, as SYSRET requires.
+    pub const USER_CODE32: u16 = 0x18 | 3;
+    pub const USER_DATA: u16 = 0x20 | 3;
+    pub const USER_CODE: u16 = 0x28 | 3;
+    pub const TSS: u16 = 0x30;
 }
 
 /// The IST slot (1-based in the IDT, 0-based in the TSS) of the #DF, NMI and #MC stack.
@@ -182,6 +185,7 @@ fn new_gdt(tss: &'static TaskStateSegment) -> GlobalDescriptorTable {
     let mut gdt = GlobalDescriptorTable::new();
     gdt.append(Descriptor::kernel_code_segment());
     gdt.append(Descriptor::kernel_data_segment());
+    gdt.append(Descriptor::UserSegment(DescriptorFlags::USER_CODE32.bits()));
     gdt.append(Descriptor::user_data_segment());
     gdt.append(Descriptor::user_code_segment());
     gdt.append(Descriptor::tss_segment(tss));

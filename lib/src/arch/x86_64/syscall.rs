@@ -3,8 +3,8 @@
 //!
 //! The entry runs on the caller's stack (SYSCALL switches none) with interrupts masked by
 //! FMASK, stores into one global [`Entry`] record and returns `RAX + 1`; tests use it on one CPU
-//! at a time. The GDT's user data and code selectors follow each other (0x18, 0x20), as
-//! SYSRET's `STAR[63:48] + 8` and `+ 16` require.
+//! at a time. The GDT's 32-bit user code, user data and 64-bit user code selectors follow each
+//! other (0x18, 0x20, 0x28), as SYSRET's `STAR[63:48]`, `+ 8` and `+ 16` require.
 
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -26,9 +26,14 @@ pub const CSTAR: u32 = 0xc000_0083;
 /// IA32_FMASK: RFLAGS bits SYSCALL clears.
 pub const FMASK: u32 = 0xc000_0084;
 
-/// The STAR value for the runtime's GDT: SYSCALL loads CS 0x08 and SS 0x10; SYSRET loads
-/// SS 0x10 + 8 = 0x1b and CS 0x10 + 16 = 0x23 (with RPL 3).
-pub const STAR_VALUE: u64 = (((selector::KERNEL_DATA) as u64) << 48) | ((selector::KERNEL_CODE as u64) << 32);
+/// The STAR value for the runtime's GDT: SYSCALL loads CS 0x08 and SS 0x10; SYSRET's 64-bit
+/// form loads CS 0x18 + 16 = 0x2b and SS 0x18 + 8 = 0x23, its 32-bit form CS 0x1b (32-bit user
+/// code) and the same SS (with RPL 3).
+pub const STAR_VALUE: u64 =
+    (((selector::USER_CODE32 & !3) as u64) << 48) | ((selector::KERNEL_CODE as u64) << 32);
+
+const _: () = assert!(selector::USER_DATA & !3 == (selector::USER_CODE32 & !3) + 8);
+const _: () = assert!(selector::USER_CODE & !3 == (selector::USER_CODE32 & !3) + 16);
 
 /// What the kernel entry saw on its last SYSCALL.
 #[repr(C)]
