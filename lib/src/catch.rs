@@ -35,11 +35,24 @@ const NO_CONTEXT: AtomicPtr<CatchContext> = AtomicPtr::new(core::ptr::null_mut()
 /// Each CPU's innermost live context (null: none).
 static CATCH_CONTEXTS: [AtomicPtr<CatchContext>; MAX_CPUS] = [NO_CONTEXT; MAX_CPUS];
 
-/// The running CPU's innermost live `CatchContext`, or null: for the exception dispatcher,
-/// which may treat a non-null one as exclusively its own while the faulting closure is
-/// suspended.
-pub(crate) fn innermost_context() -> *mut CatchContext {
+/// The running CPU's innermost live `CatchContext`, or null. The dispatcher may treat a
+/// non-null one as exclusively its own while the faulting closure is suspended.
+fn innermost_context() -> *mut CatchContext {
     CATCH_CONTEXTS[cpu_index()].load(Ordering::Acquire)
+}
+
+/// The running CPU's innermost live `CatchContext` whose saved stack pointer `usable` accepts,
+/// or null: the dispatcher skips contexts that it must not resume (those made on a user
+/// stack, by code at CPL 3 or EL0, which resuming in the kernel would promote).
+pub(crate) fn innermost_context_where(usable: impl Fn(u64) -> bool) -> *mut CatchContext {
+    let mut context = innermost_context();
+    // SAFETY: live contexts form a chain through `previous`, each owned by a suspended
+    // `try_call` of this CPU (see `innermost_context`); only reads happen here.
+    while !context.is_null() && !usable(unsafe { (*context).stack_pointer }) {
+        // SAFETY: as above.
+        context = unsafe { (*context).previous };
+    }
+    context
 }
 
 unsafe extern "C" {

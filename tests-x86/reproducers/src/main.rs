@@ -435,3 +435,19 @@ fn passed_tsc_deadline_fires_at_once() {
         FIRED.load(Ordering::SeqCst)
     );
 }
+
+/// The 32-bit SYSRET returns to compatibility mode (kvm_pvm: to 64-bit mode). SYSCALL from
+/// compatibility mode needs an AMD vendor (the entry runs with vendor=AuthenticAMD).
+#[vmunit::test]
+fn sysret_returns_to_compatibility_mode() {
+    report!(syscall::enable(1 << 9).is_ok(), "SYSCALL can be enabled");
+    let addresses = syscall::compatibility_addresses();
+    let result = syscall::compatibility_syscall(true);
+    let _ = syscall::disable();
+    report!(
+        matches!(result, Ok(e) if e.vector == Vector::UD && e.rip == addresses.compatibility_ud2),
+        "the 32-bit SYSRET resumes the 32-bit code: #UD at {:#x}, not {:#x} (64-bit mode) (got {result:x?})",
+        addresses.compatibility_ud2,
+        addresses.after_syscall
+    );
+}

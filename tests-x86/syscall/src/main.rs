@@ -9,8 +9,9 @@ use vmunit::arch::exceptions::selector;
 use vmunit::arch::instructions::{cpu_vendor, hypervisor_signature, wrmsr_safe};
 use vmunit::arch::run_in_user_mode;
 use vmunit::arch::syscall::{
-    self, CSTAR, LSTAR, STAR, STAR_VALUE, kernel_syscall, last_entry, set_sysret_target, syscall, sysret,
-    traced_syscall, traced_syscall_return_address,
+    self, CSTAR, LSTAR, STAR, STAR_VALUE, compatibility_addresses, compatibility_entries,
+    compatibility_syscall, kernel_syscall, last_entry, set_sysret_target, syscall, sysret, traced_syscall,
+    traced_syscall_return_address,
 };
 use vmunit::environment::instruction_emulating_kvm;
 use vmunit::{Vector, catch_exception, known_failure, prefix, report, report_skip, report_summary};
@@ -49,6 +50,7 @@ fn main(_args: &[&str]) -> i32 {
     check_user_syscall();
     check_single_step();
     check_sysret_rules(intel);
+    check_compatibility_mode(intel);
     check_msrs();
     report!(syscall::disable().is_ok(), "EFER.SCE can be cleared again");
     report_summary()
@@ -269,6 +271,63 @@ fn check_sysret_rules(intel: bool) {
             },
         );
     }
+}
+
+/// SYSCALL from compatibility mode (32-bit code at CPL 3): AMD CPUs enter CSTAR, Intel ones
+/// raise #UD (kvm-unit-tests runs its syscall test as an AMD CPU for this path); the 32-bit
+/// SYSRET returns to compatibility mode.
+fn check_compatibility_mode(intel: bool) {
+    let _prefix = prefix("compatibility mode");
+    let addresses = compatibility_addresses();
+    let before = compatibility_entries();
+    let result = compatibility_syscall(false);
+    let entered = compatibility_entries() - before;
+    let (entry, _) = last_entry();
+    if intel {
+        known_failure(
+            tcg(),
+            "QEMU's TCG runs SYSCALL in compatibility mode whatever the vendor",
+            || {
+                report!(
+                    matches!(result, Ok(e) if e.vector == Vector::UD && e.rip == addresses.syscall)
+                        && entered == 0,
+                    "Intel: SYSCALL in compatibility mode raises #UD at {:#x} (got {result:x?}, {entered} CSTAR entries)",
+                    addresses.syscall
+                );
+            },
+        );
+        return;
+    }
+    report!(
+        matches!(result, Ok(e) if e.vector == Vector::UD && e.rip == addresses.entry_end) && entered == 1,
+        "AMD: SYSCALL in compatibility mode enters CSTAR once (got {result:x?}, {entered} entries)"
+    );
+    report!(
+        entry.return_address == addresses.after_syscall
+            && entry.code_segment == selector::KERNEL_CODE
+            && entry.stack_segment == selector::KERNEL_DATA,
+        "the CSTAR entry has RCX {:#x} (after the SYSCALL), CS {:#x} and SS {:#x} (got {:#x}, {:#x}, {:#x})",
+        addresses.after_syscall,
+        selector::KERNEL_CODE,
+        selector::KERNEL_DATA,
+        entry.return_address,
+        entry.code_segment,
+        entry.stack_segment
+    );
+
+    let result = compatibility_syscall(true);
+    known_failure(
+        pvm(),
+        "kvm_pvm's 32-bit SYSRET returns to 64-bit mode (reproduce-sysret-compatibility)",
+        || {
+            report!(
+                matches!(result, Ok(e) if e.vector == Vector::UD && e.rip == addresses.compatibility_ud2),
+                "the 32-bit SYSRET returns to compatibility mode: DEC EAX runs, then UD2 at {:#x} (got {result:x?}; {:#x} would be 64-bit mode)",
+                addresses.compatibility_ud2,
+                addresses.after_syscall
+            );
+        },
+    );
 }
 
 /// LSTAR and CSTAR hold canonical addresses only; STAR takes any value.

@@ -457,6 +457,13 @@ const USER_STACK_SIZE: usize = 16 * 1024;
 unsafe impl Sync for UserStacks {}
 static USER_STACKS: UserStacks = UserStacks(core::cell::UnsafeCell::new([[0; USER_STACK_SIZE]; MAX_CPUS]));
 
+/// The CPU whose user stack holds `address`, if one does.
+pub(crate) fn user_stack_owner(address: u64) -> Option<usize> {
+    let start = USER_STACKS.0.get() as u64;
+    let index = (address.checked_sub(start)? / USER_STACK_SIZE as u64) as usize;
+    (index < MAX_CPUS).then_some(index)
+}
+
 /// Runs `function` at EL0 on a small user stack and returns its result, or the first
 /// exception it raised (taken from EL0, so `from_user` is set).
 ///
@@ -549,7 +556,8 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
             }
             return;
         }
-        let context = crate::catch::innermost_context();
+        // A context made on a user stack belongs to EL0 code: never resumed at EL1.
+        let context = crate::catch::innermost_context_where(|stack| user_stack_owner(stack).is_none());
         if !context.is_null() {
             // SAFETY: a non-null context is the live `CatchContext` of a `catch_exception`
             // call on this CPU; its closure is what just faulted.

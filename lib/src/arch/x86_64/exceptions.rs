@@ -433,7 +433,9 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
         return;
     }
 
-    let context = crate::catch::innermost_context();
+    // A context made on a user stack belongs to code at CPL 3: resuming it at CPL 0 would
+    // promote that code, so the exception goes to the innermost kernel context instead.
+    let context = crate::catch::innermost_context_where(|stack| user_stack_owner(stack).is_none());
     if !context.is_null() && vector.0 < 32 {
         // SAFETY: a non-null context is the live `CatchContext` of a `catch_exception` call on
         // this CPU; its closure is what just faulted.
@@ -541,15 +543,62 @@ global_asm!(
     .global vmunit_user_return
     vmunit_user_return:
         ud2
+
+    /* vmunit_enter_compatibility(code, stack_top): IRETQ to CPL 3 in compatibility mode
+       (the 32-bit user code segment) at code. */
+    .global vmunit_enter_compatibility
+    vmunit_enter_compatibility:
+        pushq ${user_data}
+        pushq %rsi
+        pushq $0x2
+        pushq ${user_code32}
+        pushq %rdi
+        iretq
     "#,
     user_data = const selector::USER_DATA,
     user_code = const selector::USER_CODE,
+    user_code32 = const selector::USER_CODE32,
     options(att_syntax)
 );
 
 unsafe extern "C" {
     fn vmunit_enter_user(data: *mut u8, function: extern "C" fn(*mut u8), stack_top: u64) -> !;
+    fn vmunit_enter_compatibility(code: u64, stack_top: u64) -> !;
     static vmunit_user_return: u8;
+}
+
+/// The CPU whose user stack holds `address`, if one does.
+pub(crate) fn user_stack_owner(address: u64) -> Option<usize> {
+    let start = USER_STACKS.0.get() as u64;
+    let index = (address.checked_sub(start)? / USER_STACK_SIZE as u64) as usize;
+    (index < MAX_CPUS).then_some(index)
+}
+
+/// This CPU's user stack's top.
+fn user_stack_top() -> u64 {
+    USER_STACKS
+        .0
+        .get()
+        .cast::<u8>()
+        .wrapping_add((cpu_index() + 1) * USER_STACK_SIZE) as u64
+}
+
+/// Runs 32-bit code at `code` at CPL 3 in compatibility mode (the GDT's 32-bit user code
+/// segment) on this CPU's user stack, and returns the exception that ends it: such code has
+/// no other way back. `code` must be 32-bit code in the image (below 4 GiB), like the
+/// runtime's own compatibility-mode routines (`syscall::compat_syscall`).
+pub fn enter_compatibility_mode(code: u64) -> Exception {
+    super::mmu::allow_user_access_to_image();
+    let stack = user_stack_top();
+    let outcome = catch_exception(|| {
+        // SAFETY: the code runs at CPL 3 and can only leave through an exception, which the
+        // enclosing catch turns into a return here; the stack is this CPU's user stack.
+        unsafe { vmunit_enter_compatibility(code, stack) }
+    });
+    match outcome {
+        Err(exception) => exception,
+        Ok(()) => unreachable!("vmunit_enter_compatibility never returns"),
+    }
 }
 
 /// Runs `function` at CPL 3 (user mode) on this CPU's user stack, with interrupts off, and
@@ -564,11 +613,7 @@ pub fn run_in_user_mode<R, F: FnOnce() -> R>(function: F) -> Result<R, Exception
     super::mmu::allow_user_access_to_image();
     let mut call = crate::catch::Call::new(function);
     let data = call.as_data();
-    let stack = USER_STACKS
-        .0
-        .get()
-        .cast::<u8>()
-        .wrapping_add((cpu_index() + 1) * USER_STACK_SIZE) as u64;
+    let stack = user_stack_top();
     let outcome = catch_exception(|| {
         // SAFETY: `vmunit_enter_user` leaves through the #UD at `vmunit_user_return` or another
         // exception, which the enclosing catch turns into a return here; the stack is this

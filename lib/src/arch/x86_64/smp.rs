@@ -83,9 +83,17 @@ pub fn cpu_index() -> usize {
     let stack: u64;
     // SAFETY: reading RSP has no effect.
     unsafe { asm!("mov {}, rsp", out(reg) stack, options(nomem, nostack, preserves_flags)) };
-    let offset = stack.wrapping_sub(&raw const __cpu_stacks_start as u64);
-    // A stack outside the region (none is today) counts as the boot CPU's.
-    ((offset / SLOT_SIZE) as usize).min(MAX_CPUS - 1)
+    let start = &raw const __cpu_stacks_start as u64;
+    if let Some(slot) = stack
+        .checked_sub(start)
+        .map(|offset| (offset / SLOT_SIZE) as usize)
+        && slot < MAX_CPUS
+    {
+        return slot;
+    }
+    // Kernel code on a CPU's user stack: a SYSCALL entry, which switches no stacks.
+    // Anything else (a stack a test made up) counts as the boot CPU's.
+    super::exceptions::user_stack_owner(stack).unwrap_or(0)
 }
 
 /// How many CPUs run (the boot CPU and the application processors that came up).

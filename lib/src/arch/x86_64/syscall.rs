@@ -102,6 +102,45 @@ global_asm!(
     vmunit_sysret_instruction:
         sysretq
 
+    /* The CSTAR entry: SYSCALL from compatibility mode. It records like the LSTAR entry, then
+       returns with the 32-bit SYSRET when asked, else ends the run with a #UD at
+       vmunit_compatibility_entry_end (at CPL 0, which the catch around the run takes). */
+    .global vmunit_compatibility_syscall_entry
+    vmunit_compatibility_syscall_entry:
+        mov [rip + VMUNIT_SYSCALL_ENTRY_RECORD + 0], rcx
+        mov [rip + VMUNIT_SYSCALL_ENTRY_RECORD + 8], r11
+        mov [rip + VMUNIT_SYSCALL_ENTRY_RECORD + 24], rsp
+        mov word ptr [rip + VMUNIT_SYSCALL_ENTRY_RECORD + 32], cs
+        mov word ptr [rip + VMUNIT_SYSCALL_ENTRY_RECORD + 34], ss
+        pushfq
+        pop qword ptr [rip + VMUNIT_SYSCALL_ENTRY_RECORD + 16]
+        lock inc qword ptr [rip + VMUNIT_COMPATIBILITY_SYSCALL_COUNT]
+        cmp qword ptr [rip + VMUNIT_COMPATIBILITY_SYSRET], 0
+        je 4f
+        sysret
+    4:
+    .global vmunit_compatibility_entry_end
+    vmunit_compatibility_entry_end:
+        ud2
+
+    /* 32-bit code for enter_compatibility_mode: SYSCALL, then a byte that is DEC EAX in
+       compatibility mode but a REX.W prefix in 64-bit mode, then UD2: where the #UD comes
+       tells which mode SYSRET returned to. */
+    .code32
+    .global vmunit_compatibility_code
+    vmunit_compatibility_code:
+        mov eax, 41
+    .global vmunit_compatibility_syscall
+    vmunit_compatibility_syscall:
+        syscall
+    .global vmunit_compatibility_after_syscall
+    vmunit_compatibility_after_syscall:
+        .byte 0x48
+    .global vmunit_compatibility_ud2
+    vmunit_compatibility_ud2:
+        ud2
+    .code64
+
     /* vmunit_traced_syscall(): SYSCALL with TF set by the POPF before it. */
     .global vmunit_traced_syscall
     vmunit_traced_syscall:
@@ -119,7 +158,20 @@ global_asm!(
     "#
 );
 
+/// How many SYSCALLs the CSTAR entry took.
+#[unsafe(no_mangle)]
+static VMUNIT_COMPATIBILITY_SYSCALL_COUNT: AtomicU64 = AtomicU64::new(0);
+/// Not zero: the CSTAR entry returns with the 32-bit SYSRET.
+#[unsafe(no_mangle)]
+static VMUNIT_COMPATIBILITY_SYSRET: AtomicU64 = AtomicU64::new(0);
+
 unsafe extern "C" {
+    static vmunit_compatibility_syscall_entry: u8;
+    static vmunit_compatibility_entry_end: u8;
+    static vmunit_compatibility_code: u8;
+    static vmunit_compatibility_syscall: u8;
+    static vmunit_compatibility_after_syscall: u8;
+    static vmunit_compatibility_ud2: u8;
     static vmunit_syscall_entry: u8;
     static vmunit_sysret_instruction: u8;
     static vmunit_traced_syscall_return: u8;
@@ -341,4 +393,47 @@ pub fn kernel_syscall() -> Result<KernelSyscall, Exception> {
     });
     wrmsr_safe(LSTAR, saved_lstar)?;
     result
+}
+
+/// The addresses of the compatibility-mode routine and of the CSTAR entry's end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompatibilityAddresses {
+    /// The 32-bit SYSCALL (where Intel CPUs raise #UD in compatibility mode).
+    pub syscall: u64,
+    /// The byte after it: RCX on entry, and where a 64-bit-mode return's #UD comes (REX.W UD2).
+    pub after_syscall: u64,
+    /// The UD2 a return to compatibility mode reaches (after DEC EAX).
+    pub compatibility_ud2: u64,
+    /// The CSTAR entry's closing UD2 (at CPL 0).
+    pub entry_end: u64,
+    /// The CSTAR entry.
+    pub entry: u64,
+}
+
+/// See [`CompatibilityAddresses`].
+pub fn compatibility_addresses() -> CompatibilityAddresses {
+    CompatibilityAddresses {
+        syscall: &raw const vmunit_compatibility_syscall as u64,
+        after_syscall: &raw const vmunit_compatibility_after_syscall as u64,
+        compatibility_ud2: &raw const vmunit_compatibility_ud2 as u64,
+        entry_end: &raw const vmunit_compatibility_entry_end as u64,
+        entry: &raw const vmunit_compatibility_syscall_entry as u64,
+    }
+}
+
+/// How many SYSCALLs the CSTAR entry has taken.
+pub fn compatibility_entries() -> u64 {
+    VMUNIT_COMPATIBILITY_SYSCALL_COUNT.load(Ordering::SeqCst)
+}
+
+/// Runs a SYSCALL from compatibility mode (CPL 3, 32-bit code) with CSTAR at the runtime's
+/// CSTAR entry, which returns with the 32-bit SYSRET when `sysret` is set, and returns the
+/// exception that ended the run (see [`CompatibilityAddresses`] for where each comes from).
+/// SYSCALL must be enabled ([`enable`]).
+pub fn compatibility_syscall(sysret: bool) -> Result<Exception, Exception> {
+    wrmsr_safe(CSTAR, compatibility_addresses().entry)?;
+    VMUNIT_COMPATIBILITY_SYSRET.store(u64::from(sysret), Ordering::SeqCst);
+    Ok(super::exceptions::enter_compatibility_mode(
+        &raw const vmunit_compatibility_code as u64,
+    ))
 }
