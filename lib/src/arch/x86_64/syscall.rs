@@ -82,16 +82,21 @@ static VMUNIT_SYSRET_TARGET: AtomicU64 = AtomicU64::new(0);
 global_asm!(
     r#"
     .section .text.vmunit_syscall, "ax"
-    .global vmunit_syscall_entry
-    vmunit_syscall_entry:
+    /* Both entries' record: RCX, R11, RSP, CS, SS, then RFLAGS through the caller's stack
+       (the kernel keeps its access to user pages: no SMAP). */
+    .macro vmunit_record_syscall
         mov [rip + VMUNIT_SYSCALL_ENTRY_RECORD + 0], rcx
         mov [rip + VMUNIT_SYSCALL_ENTRY_RECORD + 8], r11
         mov [rip + VMUNIT_SYSCALL_ENTRY_RECORD + 24], rsp
         mov word ptr [rip + VMUNIT_SYSCALL_ENTRY_RECORD + 32], cs
         mov word ptr [rip + VMUNIT_SYSCALL_ENTRY_RECORD + 34], ss
-        /* The caller's stack: the kernel keeps its access to user pages (no SMAP). */
         pushfq
         pop qword ptr [rip + VMUNIT_SYSCALL_ENTRY_RECORD + 16]
+    .endm
+
+    .global vmunit_syscall_entry
+    vmunit_syscall_entry:
+        vmunit_record_syscall
         lock inc qword ptr [rip + VMUNIT_SYSCALL_COUNT]
         cmp qword ptr [rip + VMUNIT_SYSRET_TARGET], 0
         je 2f
@@ -107,13 +112,7 @@ global_asm!(
        vmunit_compatibility_entry_end (at CPL 0, which the catch around the run takes). */
     .global vmunit_compatibility_syscall_entry
     vmunit_compatibility_syscall_entry:
-        mov [rip + VMUNIT_SYSCALL_ENTRY_RECORD + 0], rcx
-        mov [rip + VMUNIT_SYSCALL_ENTRY_RECORD + 8], r11
-        mov [rip + VMUNIT_SYSCALL_ENTRY_RECORD + 24], rsp
-        mov word ptr [rip + VMUNIT_SYSCALL_ENTRY_RECORD + 32], cs
-        mov word ptr [rip + VMUNIT_SYSCALL_ENTRY_RECORD + 34], ss
-        pushfq
-        pop qword ptr [rip + VMUNIT_SYSCALL_ENTRY_RECORD + 16]
+        vmunit_record_syscall
         lock inc qword ptr [rip + VMUNIT_COMPATIBILITY_SYSCALL_COUNT]
         cmp qword ptr [rip + VMUNIT_COMPATIBILITY_SYSRET], 0
         je 4f
