@@ -12,6 +12,7 @@
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use vmunit::arch::apic::{self, register};
+use vmunit::arch::device;
 use vmunit::arch::instructions::{
     Register, cpuid, has_feature, hypervisor_signature, rdmsr_safe, rdtsc, read_cr8, write_cr8, wrmsr_safe,
 };
@@ -510,11 +511,11 @@ fn check_disable_and_relocate() {
     let cpuid_apic = || has_feature(1, 0, Register::Edx, 9);
     // The page when the APIC does not answer on it: written all ones, read back.
     let page_hidden = || {
-        apic::write_physical(DEFAULT_BASE + register::VERSION, u32::MAX);
-        apic::write_physical(DEFAULT_BASE + register::TASK_PRIORITY, u32::MAX);
+        device::write_u32(DEFAULT_BASE + register::VERSION, u32::MAX);
+        device::write_u32(DEFAULT_BASE + register::TASK_PRIORITY, u32::MAX);
         (
-            apic::read_physical(DEFAULT_BASE + register::VERSION),
-            apic::read_physical(DEFAULT_BASE + register::TASK_PRIORITY),
+            device::read_u32(DEFAULT_BASE + register::VERSION),
+            device::read_u32(DEFAULT_BASE + register::TASK_PRIORITY),
         )
     };
     let tcg = hypervisor_signature() == *b"TCGTCGTCGTCG";
@@ -555,13 +556,13 @@ fn check_disable_and_relocate() {
         enabled.is_ok() && cpuid_apic(),
         "re-enabled in xAPIC mode, CPUID.1:EDX.APIC[9] is set again (got {enabled:x?})"
     );
-    let read_version = apic::read_physical(DEFAULT_BASE + register::VERSION);
+    let read_version = device::read_u32(DEFAULT_BASE + register::VERSION);
     report!(
         read_version == version,
         "VERSION reads {version:#x} at 0xfee00030 again (got {read_version:#x})"
     );
     write_cr8(cr8 ^ 0xf);
-    let priority = apic::read_physical(DEFAULT_BASE + register::TASK_PRIORITY);
+    let priority = device::read_u32(DEFAULT_BASE + register::TASK_PRIORITY);
     write_cr8(cr8);
     report!(
         u64::from(priority) == (cr8 ^ 0xf) << 4,
@@ -594,7 +595,7 @@ fn check_disable_and_relocate() {
         original & !(apic::GLOBAL_ENABLE | apic::EXTENDED_MODE),
     );
     let moved = wrmsr_safe(apic::APIC_BASE_MSR, ALTERNATE_BASE | BSP | apic::GLOBAL_ENABLE);
-    let relocated = apic::read_physical(ALTERNATE_BASE + register::VERSION);
+    let relocated = device::read_u32(ALTERNATE_BASE + register::VERSION);
     let _ = wrmsr_safe(apic::APIC_BASE_MSR, original);
     apic::resynchronize();
     apic::write(register::TASK_PRIORITY, 0);

@@ -2,15 +2,15 @@
 //! instruction (or one short sequence) against an address that the caller points at MMIO.
 //!
 //! The test is about exact encodings, so it cannot go through the runtime's generic wrappers;
-//! this module opts into `unsafe` for its assembly and nothing else. Every address passed in
-//! must be the emulator window the test maps (MMIO, or RAM pages the test owns), never memory
-//! that Rust code owns, unless a function says otherwise.
+//! this module opts into `unsafe` for its assembly and nothing else (plain loads, stores,
+//! mappings and port I/O come from the runtime's safe `device` and `instructions`). Every
+//! address passed in must be the emulator window the test maps (MMIO, or RAM pages the test
+//! owns), never memory that Rust code owns, unless a function says otherwise.
 #![allow(unsafe_code)]
 
 use core::arch::asm;
 
 use vmunit::arch::{Exception, catch_exception};
-use vmunit::memory::Protection;
 
 /// The arithmetic flags: OF, SF, ZF, AF, PF, CF.
 pub const ARITHMETIC_FLAGS: u64 = 0x8d5;
@@ -121,29 +121,9 @@ pub fn run_memory_form(form: MemoryForm, address: u64, initial: u64, state: Stat
     (read64(address), state)
 }
 
-/// Reads the 64-bit word at `address` with one MOV.
-pub fn read64(address: u64) -> u64 {
-    // SAFETY: the caller points `address` at the test's window; a plain load.
-    unsafe { core::ptr::read_volatile(address as usize as *const u64) }
-}
-
-/// Writes the 64-bit word at `address` with one MOV.
-pub fn write64(address: u64, value: u64) {
-    // SAFETY: the caller points `address` at the test's window, which Rust does not own.
-    unsafe { core::ptr::write_volatile(address as usize as *mut u64, value) }
-}
-
-/// Reads the byte at `address`.
-pub fn read8(address: u64) -> u8 {
-    // SAFETY: as for `read64`.
-    unsafe { core::ptr::read_volatile(address as usize as *const u8) }
-}
-
-/// Writes the byte at `address`.
-pub fn write8(address: u64, value: u8) {
-    // SAFETY: as for `write64`.
-    unsafe { core::ptr::write_volatile(address as usize as *mut u8, value) }
-}
+pub use vmunit::arch::device::{
+    read_u8 as read8, read_u64 as read64, write_u8 as write8, write_u64 as write64,
+};
 
 /// Fills `length` bytes at `address` with `value`, one byte store at a time.
 pub fn fill(address: u64, length: u64, value: u8) {
@@ -152,32 +132,7 @@ pub fn fill(address: u64, length: u64, value: u8) {
     }
 }
 
-/// Maps the 4 KiB page at `virtual_address` to `physical` (MMIO or a test-owned frame).
-pub fn map(virtual_address: u64, physical: u64, protection: Protection) {
-    // SAFETY: the test's window lies outside the identity map and the TestPage range, and
-    // nothing holds a reference into it.
-    unsafe { vmunit::arch::mmu::map_page(virtual_address, physical, protection) };
-}
-
-/// Unmaps the 4 KiB page at `virtual_address` of the test's window.
-pub fn unmap(virtual_address: u64) {
-    // SAFETY: as for `map`; later accesses fault, and the test catches them.
-    unsafe { vmunit::arch::mmu::unmap_page(virtual_address) };
-}
-
-/// Writes the 32-bit `value` to I/O `port`.
-pub fn out32(port: u16, value: u32) {
-    // SAFETY: the test device's data port only latches the value.
-    unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack)) };
-}
-
-/// Reads a byte from I/O `port`.
-pub fn in8(port: u16) -> u8 {
-    let value: u8;
-    // SAFETY: reading the test device's data port has no side effect.
-    unsafe { asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack)) };
-    value
-}
+pub use vmunit::arch::instructions::{in_u8 as in8, out_u32 as out32};
 
 /// Registers after a string instruction: RSI, RDI, RCX, RAX and the arithmetic flags.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

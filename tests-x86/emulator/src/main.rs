@@ -13,6 +13,7 @@ mod machine;
 use alloc::vec::Vec;
 
 use machine::{ARITHMETIC_FLAGS, CF, Case, State, StringForm, StringState, ZF};
+use vmunit::arch::device::{self, Backing};
 use vmunit::arch::instructions::{
     Register, has_feature, hypervisor_signature, read_cr0, read_cr4, write_cr0_safe, write_cr4_safe,
 };
@@ -33,7 +34,7 @@ const TESTDEV_PORT: u16 = 0xe0;
 
 /// The test's own virtual window: a code page and a data page of RAM, two MMIO pages (the
 /// first two of the region), an unmapped hole, and the region's third page read-only.
-const WINDOW: u64 = 0x0000_0200_0000_0000;
+const WINDOW: u64 = device::WINDOW + 2 * PAGE_SIZE;
 const CODE_PAGE: u64 = WINDOW - 2 * PAGE_SIZE;
 const RAM_PAGE: u64 = WINDOW - PAGE_SIZE;
 const MMIO_PAGE: u64 = WINDOW;
@@ -106,13 +107,21 @@ fn main(args: &[&str]) -> i32 {
 
 /// Maps the window: RAM pages before the MMIO ones, the hole left unmapped.
 fn map_window() {
-    let frames = vmunit::memory::allocate_frames(2).expect("two frames for the window");
-    machine::map(CODE_PAGE, frames, Protection::READ_WRITE_EXECUTE);
-    machine::map(RAM_PAGE, frames + PAGE_SIZE, Protection::READ_WRITE);
-    machine::map(MMIO_PAGE, IOMEM, Protection::READ_WRITE);
-    machine::map(MMIO_NEXT_PAGE, IOMEM + PAGE_SIZE, Protection::READ_WRITE);
-    machine::unmap(HOLE);
-    machine::map(READ_ONLY_PAGE, IOMEM + 2 * PAGE_SIZE, Protection::READ_ONLY);
+    let page = |address: u64| (address - device::WINDOW) / PAGE_SIZE;
+    device::map(page(CODE_PAGE), Backing::Ram, Protection::READ_WRITE_EXECUTE);
+    device::map(page(RAM_PAGE), Backing::Ram, Protection::READ_WRITE);
+    device::map(page(MMIO_PAGE), Backing::Device(IOMEM), Protection::READ_WRITE);
+    device::map(
+        page(MMIO_NEXT_PAGE),
+        Backing::Device(IOMEM + PAGE_SIZE),
+        Protection::READ_WRITE,
+    );
+    device::unmap(page(HOLE));
+    device::map(
+        page(READ_ONLY_PAGE),
+        Backing::Device(IOMEM + 2 * PAGE_SIZE),
+        Protection::READ_ONLY,
+    );
 }
 
 /// The region is device memory of exactly pc-testdev's size, and the window aliases it.

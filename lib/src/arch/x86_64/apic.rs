@@ -149,38 +149,6 @@ pub fn send_startup(destination: u32, vector: u8) -> bool {
     send_command(destination, DELIVERY_STARTUP | u32::from(vector))
 }
 
-/// Where the runtime lets [`read_physical`] and [`write_physical`] go: the MMIO hole below
-/// 4 GiB (local and I/O APICs, HPET; never RAM on QEMU's machines).
-const MMIO_HOLE: core::ops::Range<u64> = 0xfe00_0000..0xff00_0000;
-
-/// Reads the 32-bit word at physical `address` in the APIC MMIO hole (0xfe000000-0xfeffffff)
-/// directly, whatever the APIC's base or mode: for checks of a relocated or disabled APIC.
-///
-/// # Panics
-/// For an address outside that hole or not 4-byte aligned.
-pub fn read_physical(address: u64) -> u32 {
-    assert!(
-        MMIO_HOLE.contains(&address) && address.is_multiple_of(4),
-        "{address:#x} is not an APIC MMIO word"
-    );
-    // SAFETY: the hole is identity mapped and holds device registers or nothing, never memory
-    // that Rust code owns.
-    unsafe { (address as usize as *const u32).read_volatile() }
-}
-
-/// Writes the 32-bit word at physical `address` in the APIC MMIO hole (see [`read_physical`]).
-///
-/// # Panics
-/// For an address outside that hole or not 4-byte aligned.
-pub fn write_physical(address: u64, value: u32) {
-    assert!(
-        MMIO_HOLE.contains(&address) && address.is_multiple_of(4),
-        "{address:#x} is not an APIC MMIO word"
-    );
-    // SAFETY: as for `read_physical`: a device register write, or a write to nothing.
-    unsafe { (address as usize as *mut u32).write_volatile(value) };
-}
-
 /// Reads this CPU's mode from IA32_APIC_BASE into the runtime's record and, where the APIC is
 /// enabled, software-enables it: after a test changed IA32_APIC_BASE itself.
 pub fn resynchronize() {

@@ -851,6 +851,20 @@ pub fn write_cr8(value: u64) {
     unsafe { asm!("mov cr8, {}", in(reg) value & 0xf, options(nomem, nostack, preserves_flags)) };
 }
 
+/// IN of a byte from `port` (a device access, never a memory access).
+pub fn in_u8(port: u16) -> u8 {
+    let value: u8;
+    // SAFETY: port input changes no guest memory.
+    unsafe { asm!("in al, dx", in("dx") port, out("al") value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// OUT of a doubleword to `port` (a device access, never a memory access).
+pub fn out_u32(port: u16, value: u32) {
+    // SAFETY: port output changes no guest memory.
+    unsafe { asm!("out dx, eax", in("dx") port, in("eax") value, options(nomem, nostack, preserves_flags)) };
+}
+
 /// IN of a doubleword from `port`: a device access (reading some ports has effects on their
 /// device, e.g. a serial port's receive buffer), never a memory access.
 pub fn in_u32(port: u16) -> u32 {

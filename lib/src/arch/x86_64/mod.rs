@@ -7,6 +7,7 @@ pub mod apic;
 mod boot;
 pub mod console;
 pub mod debug;
+pub mod device;
 pub mod exceptions;
 pub mod exit;
 pub mod fpu;
