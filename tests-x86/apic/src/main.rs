@@ -14,7 +14,7 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use vmunit::arch::apic::{self, register};
 use vmunit::arch::device;
 use vmunit::arch::instructions::{
-    Register, cpuid, has_feature, hypervisor_signature, rdmsr_safe, rdtsc, read_cr8, write_cr8, wrmsr_safe,
+    Register, cpuid, has_feature, is_tcg, rdmsr_safe, rdtsc, read_cr8, write_cr8, wrmsr_safe,
 };
 use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu, on_cpu_async, reset_cpu};
 use vmunit::arch::{interrupts, set_interrupt_handler};
@@ -91,7 +91,7 @@ fn check_x2apic_rules() {
         "IA32_APIC_BASE.EXTD is set ({base:#x})"
     );
     let reserved = wrmsr_safe(apic::SELF_IPI_MSR, 0x100 | u64::from(SELF_VECTOR));
-    let tcg = hypervisor_signature() == *b"TCGTCGTCGTCG";
+    let tcg = is_tcg();
     known_failure(
         tcg,
         "QEMU's TCG ignores the SELF IPI register's reserved bits",
@@ -457,7 +457,7 @@ fn check_timer_mode_change() {
     // One-shot from a running periodic count: it goes on, then stops at 0.
     let (before, after) = switch_in_middle(false, false);
     known_failure(
-        hypervisor_signature() == *b"TCGTCGTCGTCG",
+        is_tcg(),
         "QEMU's TCG ends a periodic count switched to one-shot at once when a period has passed",
         || {
             report!(
@@ -475,7 +475,7 @@ fn check_timer_mode_change() {
 
     // Expired one-shot (current 0, initial not 0) switched to periodic: nothing restarts it.
     set_mode(true);
-    let tcg = hypervisor_signature() == *b"TCGTCGTCGTCG";
+    let tcg = is_tcg();
     known_failure(
         tcg,
         "QEMU's TCG restarts an expired one-shot timer switched to periodic",
@@ -518,7 +518,7 @@ fn check_disable_and_relocate() {
             device::read_u32(DEFAULT_BASE + register::TASK_PRIORITY),
         )
     };
-    let tcg = hypervisor_signature() == *b"TCGTCGTCGTCG";
+    let tcg = is_tcg();
     let cr8 = read_cr8();
 
     let disabled = wrmsr_safe(

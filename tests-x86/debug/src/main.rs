@@ -22,7 +22,7 @@ use vmunit::arch::debug::{
     write_debug_register,
 };
 use vmunit::arch::exceptions::selector;
-use vmunit::arch::instructions::{Register, has_feature, hypervisor_signature, read_cr4, write_cr4_safe};
+use vmunit::arch::instructions::{Register, has_feature, is_tcg, read_cr4, write_cr4_safe};
 use vmunit::arch::{run_in_user_mode, set_interrupt_handler, trap_exceptions};
 use vmunit::environment::instruction_emulating_kvm;
 use vmunit::{Vector, known_failure, prefix, report, report_info, report_skip, report_summary};
@@ -47,11 +47,6 @@ const TCG_UNALIGNED: &str = "QEMU's TCG watches DRn..DRn+LEN-1 without masking t
 /// Why data breakpoints in the MOV SS shadow are known failures under TCG.
 const TCG_MOV_SS_DATA_BREAKPOINT: &str = "QEMU's TCG delivers a data breakpoint's #DB right after MOV SS instead of \
      after the next instruction (bpt_helper.c, breakpoint_handler: FIXME)";
-
-/// Whether CPUID's hypervisor signature says QEMU's TCG.
-fn is_tcg() -> bool {
-    hypervisor_signature() == *b"TCGTCGTCGTCG"
-}
 
 fn main(_args: &[&str]) -> i32 {
     // First, before anything writes a debug register.

@@ -15,7 +15,7 @@ use alloc::vec::Vec;
 use machine::{ARITHMETIC_FLAGS, CF, Case, State, StringForm, StringState, ZF};
 use vmunit::arch::device::{self, Backing};
 use vmunit::arch::instructions::{
-    Register, has_feature, hypervisor_signature, read_cr0, read_cr4, write_cr0_safe, write_cr4_safe,
+    Register, has_feature, is_tcg, read_cr0, read_cr4, write_cr0_safe, write_cr4_safe,
 };
 use vmunit::arch::{Exception, Vector, page_fault};
 use vmunit::environment::instruction_emulating_kvm;
@@ -920,7 +920,7 @@ fn exceptions(kvm_pvm: bool) {
     );
     // A near branch to a non-canonical target raises #GP(0) on the branch itself (SDM Vol. 2,
     // JMP and CALL: "#GP(0) If the target offset is non-canonical"), before RIP changes.
-    let tcg = hypervisor_signature() == *b"TCGTCGTCGTCG";
+    let tcg = is_tcg();
     machine::write64(MMIO_PAGE + 0x30, 0x1111_1111_1111_1111);
     for (name, (result, rip)) in [
         ("JMP m64", machine::jump_through(MMIO_PAGE + 0x30)),

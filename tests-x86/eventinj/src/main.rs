@@ -9,7 +9,7 @@
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use vmunit::arch::apic::{self, register};
-use vmunit::arch::instructions::{divide, hypervisor_signature, int3, software_interrupt};
+use vmunit::arch::instructions::{divide, int3, is_tcg, software_interrupt};
 use vmunit::arch::probes::{
     interrupt_window, interrupt_window_on_stack, software_interrupt_in_interrupt_shadow,
 };
@@ -218,7 +218,7 @@ fn check_not_present_gate(software_interrupts: bool) {
     let in_service = apic::vector_bit(register::IN_SERVICE, VECTOR);
     apic::end_of_interrupt();
     known_failure(
-        tcg() || instruction_emulating_kvm(),
+        is_tcg() || instruction_emulating_kvm(),
         "QEMU's TCG and kvm_pvm leave EXT clear in the error code of a fault during external \
          interrupt delivery (reproduce-external-event-bit)",
         || {
@@ -272,9 +272,4 @@ fn check_unmapped_stack() {
     );
     // The interrupt was accepted before its delivery failed.
     apic::end_of_interrupt();
-}
-
-/// QEMU's TCG.
-fn tcg() -> bool {
-    hypervisor_signature() == *b"TCGTCGTCGTCG"
 }

@@ -14,9 +14,8 @@ use core::fmt::Debug;
 
 use vmunit::arch::exceptions::selector;
 use vmunit::arch::instructions::{
-    hypervisor_signature, int1, int3, read_cr0, read_cr2, read_cr4, read_dr6, read_unguarded,
-    read_with_alignment_check, single_step_two_nops, software_interrupt, ud2, write_cr0_safe, write_cr2,
-    write_cr4_safe, write_dr6,
+    int1, int3, is_tcg, read_cr0, read_cr2, read_cr4, read_dr6, read_unguarded, read_with_alignment_check,
+    single_step_two_nops, software_interrupt, ud2, write_cr0_safe, write_cr2, write_cr4_safe, write_dr6,
 };
 use vmunit::arch::mmu::no_execute_supported;
 use vmunit::arch::page_fault::{FETCH, PRESENT, RESERVED, USER, WRITE};
@@ -67,7 +66,7 @@ struct Host {
 impl Host {
     fn detect() -> Host {
         Host {
-            tcg: hypervisor_signature() == *b"TCGTCGTCGTCG",
+            tcg: is_tcg(),
             pvm: vmunit::environment::kvm_module() == Some("kvm_pvm"),
         }
     }

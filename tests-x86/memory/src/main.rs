@@ -17,8 +17,7 @@
 extern crate alloc;
 
 use vmunit::arch::instructions::{
-    MemoryInstruction, NON_CANONICAL_START, Register, has_feature, hypervisor_signature,
-    memory_instruction_at,
+    MemoryInstruction, NON_CANONICAL_START, Register, has_feature, is_tcg, memory_instruction_at,
 };
 use vmunit::arch::page_fault;
 use vmunit::memory::{Protection, TestPage};
@@ -87,7 +86,7 @@ fn check_faults(instruction: MemoryInstruction) {
     page.unmap();
     // QEMU's TCG translates the cache-line instructions as no-ops that never translate
     // their address (gen_nop_modrm in target/i386/tcg), so they never fault there.
-    let tcg = hypervisor_signature() == *b"TCGTCGTCGTCG";
+    let tcg = is_tcg();
     known_failure(
         tcg,
         "QEMU's TCG never translates a cache-line instruction's address",

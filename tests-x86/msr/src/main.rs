@@ -14,8 +14,7 @@
 #![no_main]
 
 use vmunit::arch::instructions::{
-    Register, cpu_vendor, cpuid, has_feature, hypervisor_signature, rdmsr_safe, rdpid_safe, rdtsc,
-    rdtscp_safe, wrmsr_safe,
+    Register, cpu_vendor, cpuid, has_feature, is_tcg, rdmsr_safe, rdpid_safe, rdtsc, rdtscp_safe, wrmsr_safe,
 };
 use vmunit::{Exception, Vector, prefix, report, report_info, report_kfail, report_skip, report_summary};
 
@@ -85,7 +84,7 @@ impl Machine {
 impl Machine {
     fn detect() -> Self {
         let intel = cpu_vendor() == *b"GenuineIntel";
-        let tcg = hypervisor_signature() == *b"TCGTCGTCGTCG";
+        let tcg = is_tcg();
         let pvm = vmunit::environment::kvm_module() == Some("kvm_pvm");
         Machine { intel, tcg, pvm }
     }

@@ -6,7 +6,7 @@
 #![no_main]
 
 use vmunit::arch::instructions::{
-    Register, has_feature, hypervisor_signature, invpcid_safe, read_cr0, read_cr3, read_cr4, write_cr0_safe,
+    Register, has_feature, invpcid_safe, is_tcg, read_cr0, read_cr3, read_cr4, write_cr0_safe,
     write_cr3_safe, write_cr4_safe,
 };
 use vmunit::{Vector, known_failure, prefix, report, report_skip, report_summary};
@@ -32,7 +32,7 @@ fn main(_args: &[&str]) -> i32 {
         if result.is_ok() {
             let _ = write_cr4_safe(cr4);
         }
-        let tcg = hypervisor_signature() == *b"TCGTCGTCGTCG";
+        let tcg = is_tcg();
         known_failure(tcg, "QEMU's TCG sets CR4.PCIDE though it offers no PCID", || {
             report!(is_gp(&result), "setting CR4.PCIDE raises #GP (got {result:x?})")
         });

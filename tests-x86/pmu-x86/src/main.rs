@@ -6,7 +6,7 @@
 #![no_std]
 #![no_main]
 
-use vmunit::arch::instructions::{hypervisor_signature, rdmsr_safe, read_cr4, write_cr4_safe, wrmsr_safe};
+use vmunit::arch::instructions::{is_tcg, rdmsr_safe, read_cr4, write_cr4_safe, wrmsr_safe};
 use vmunit::arch::pmu::{
     BRANCHES, CORE_CYCLES, Capabilities, EVENT_ENABLE, EVENT_OS, EVENT_USR, Event, FIXED_CTR_CTRL,
     FIXED_CTR0, GLOBAL_CTRL, GLOBAL_OVF_CTRL, GLOBAL_STATUS, INSTRUCTIONS, LOOP_BRANCHES, LOOP_INSTRUCTIONS,
@@ -21,11 +21,6 @@ vmunit::main!(main);
 const ITERATIONS: u64 = 100_000;
 /// CR4.PCE: RDPMC at CPL 3.
 const CR4_PCE: u64 = 1 << 8;
-
-/// QEMU's TCG.
-fn tcg() -> bool {
-    hypervisor_signature() == *b"TCGTCGTCGTCG"
-}
 
 fn main(_args: &[&str]) -> i32 {
     let pmu = capabilities();
@@ -66,7 +61,7 @@ fn check_rdpmc_rules(pmu: &Capabilities) {
     let missing = pmu.counters;
     let result = rdpmc_safe(missing);
     known_failure(
-        tcg(),
+        is_tcg(),
         "QEMU's TCG does not implement RDPMC: #UD for every counter",
         || {
             report!(
@@ -78,7 +73,7 @@ fn check_rdpmc_rules(pmu: &Capabilities) {
     let fixed = RDPMC_FIXED | pmu.fixed_counters;
     let result = rdpmc_safe(fixed);
     known_failure(
-        tcg(),
+        is_tcg(),
         "QEMU's TCG does not implement RDPMC: #UD for every counter",
         || {
             report!(
@@ -113,7 +108,7 @@ fn check_rdpmc_rules(pmu: &Capabilities) {
 fn check_absent() {
     let _prefix = prefix("no PMU");
     known_failure(
-        tcg(),
+        is_tcg(),
         "QEMU's TCG raises no #GP for MSRs it does not implement",
         || {
             for (name, msr) in [

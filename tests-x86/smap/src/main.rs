@@ -15,7 +15,7 @@ use vmunit::arch::access::{
     AccessFlag, CR4_SMAP, CR4_SMEP, DATA_SEGMENT_DESCRIPTOR, call_with, load_fs_from_ldt, read_with,
     smap_advertised, smep_advertised, stac_clac, stac_clac_unguarded, write_with,
 };
-use vmunit::arch::instructions::{hypervisor_signature, read_cr0, read_cr4, write_cr0_safe, write_cr4_safe};
+use vmunit::arch::instructions::{is_tcg, read_cr0, read_cr4, write_cr0_safe, write_cr4_safe};
 use vmunit::arch::page_fault::{FETCH, PRESENT, WRITE};
 use vmunit::arch::run_in_user_mode;
 use vmunit::environment::instruction_emulating_kvm;
@@ -48,10 +48,6 @@ const USER_EXECUTE: Protection = Protection {
     execute: true,
     user: true,
 };
-
-fn is_tcg() -> bool {
-    hypervisor_signature() == *b"TCGTCGTCGTCG"
-}
 
 /// How the test sets RFLAGS.AC: STAC, or POPFQ under kvm_pvm, which stops the VM on STAC
 /// and CLAC at CPL 0 (its instruction emulator lacks them; at CPL 3 they raise #UD there).

@@ -6,7 +6,7 @@
 #![no_main]
 
 use vmunit::arch::exceptions::selector;
-use vmunit::arch::instructions::{cpu_vendor, hypervisor_signature, wrmsr_safe};
+use vmunit::arch::instructions::{cpu_vendor, is_tcg, wrmsr_safe};
 use vmunit::arch::run_in_user_mode;
 use vmunit::arch::syscall::{
     self, CSTAR, LSTAR, STAR, STAR_VALUE, compatibility_addresses, compatibility_entries,
@@ -31,11 +31,6 @@ const NON_CANONICAL: u64 = 1 << 47;
 /// kvm_pvm: SYSRET raises #GP(0) at CPL 0, even to a canonical address (reproduce-sysret).
 fn pvm() -> bool {
     instruction_emulating_kvm()
-}
-
-/// QEMU's TCG.
-fn tcg() -> bool {
-    hypervisor_signature() == *b"TCGTCGTCGTCG"
 }
 
 fn main(_args: &[&str]) -> i32 {
@@ -253,12 +248,16 @@ fn check_sysret_rules(intel: bool) {
     set_sysret_target(0);
     let sysret_address = syscall::sysret_address();
     if intel {
-        known_failure(tcg(), "QEMU's TCG follows AMD here, whatever the vendor", || {
-            report!(
-                matches!(result, Err(e) if e.vector == Vector::GP && e.error_code == 0 && e.rip == sysret_address),
-                "Intel: SYSRET to non-canonical {NON_CANONICAL:#x} raises #GP(0) at CPL 0, at the SYSRET ({sysret_address:#x}; got {result:x?})"
-            );
-        });
+        known_failure(
+            is_tcg(),
+            "QEMU's TCG follows AMD here, whatever the vendor",
+            || {
+                report!(
+                    matches!(result, Err(e) if e.vector == Vector::GP && e.error_code == 0 && e.rip == sysret_address),
+                    "Intel: SYSRET to non-canonical {NON_CANONICAL:#x} raises #GP(0) at CPL 0, at the SYSRET ({sysret_address:#x}; got {result:x?})"
+                );
+            },
+        );
     } else {
         known_failure(
             pvm(),
@@ -285,7 +284,7 @@ fn check_compatibility_mode(intel: bool) {
     let (entry, _) = last_entry();
     if intel {
         known_failure(
-            tcg(),
+            is_tcg(),
             "QEMU's TCG runs SYSCALL in compatibility mode whatever the vendor",
             || {
                 report!(
@@ -332,15 +331,19 @@ fn check_compatibility_mode(intel: bool) {
 
 /// LSTAR and CSTAR hold canonical addresses only; STAR takes any value.
 fn check_msrs() {
-    known_failure(tcg(), "QEMU's TCG stores non-canonical LSTAR and CSTAR", || {
-        for (name, msr) in [("LSTAR", LSTAR), ("CSTAR", CSTAR)] {
-            let result = wrmsr_safe(msr, NON_CANONICAL);
-            report!(
-                matches!(result, Err(e) if e.vector == Vector::GP),
-                "WRMSR({name}, {NON_CANONICAL:#x}) raises #GP (got {result:x?})"
-            );
-        }
-    });
+    known_failure(
+        is_tcg(),
+        "QEMU's TCG stores non-canonical LSTAR and CSTAR",
+        || {
+            for (name, msr) in [("LSTAR", LSTAR), ("CSTAR", CSTAR)] {
+                let result = wrmsr_safe(msr, NON_CANONICAL);
+                report!(
+                    matches!(result, Err(e) if e.vector == Vector::GP),
+                    "WRMSR({name}, {NON_CANONICAL:#x}) raises #GP (got {result:x?})"
+                );
+            }
+        },
+    );
     let _ = wrmsr_safe(LSTAR, syscall::entry_address());
     let result = wrmsr_safe(STAR, STAR_VALUE);
     report!(

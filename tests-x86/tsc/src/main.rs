@@ -8,8 +8,8 @@
 #![no_main]
 
 use vmunit::arch::instructions::{
-    Register, cpu_vendor, has_feature, hypervisor_signature, rdmsr_safe, rdpid_safe, rdtsc, rdtsc_ordered,
-    rdtscp_safe, wrmsr_safe,
+    Register, cpu_vendor, has_feature, is_tcg, rdmsr_safe, rdpid_safe, rdtsc, rdtsc_ordered, rdtscp_safe,
+    wrmsr_safe,
 };
 use vmunit::{Exception, Vector, prefix, report, report_info, report_kfail, report_skip, report_summary};
 
@@ -38,7 +38,7 @@ struct Machine {
 fn main(args: &[&str]) -> i32 {
     let machine = Machine {
         intel: cpu_vendor() == *b"GenuineIntel",
-        tcg: hypervisor_signature() == *b"TCGTCGTCGTCG",
+        tcg: is_tcg(),
         pvm: vmunit::environment::kvm_module() == Some("kvm_pvm"),
     };
     report_info!("Intel vendor: {}, TCG signature: {}", machine.intel, machine.tcg);

@@ -20,7 +20,7 @@ use vmunit::arch::fpu::{
     xrstor_safe, xsave_advertised, xsave_safe,
 };
 use vmunit::arch::instructions::{
-    cpuid, hypervisor_signature, read_cr0, read_cr4, write_cr0_safe, write_cr4_safe, xgetbv_safe, xsetbv_safe,
+    cpuid, is_tcg, read_cr0, read_cr4, write_cr0_safe, write_cr4_safe, xgetbv_safe, xsetbv_safe,
 };
 use vmunit::environment::instruction_emulating_kvm;
 use vmunit::{Exception, Vector, known_failure, prefix, report, report_info, report_skip, report_summary};
@@ -110,7 +110,7 @@ fn xsave_not_advertised() {
     if set.is_ok() {
         let _ = set_osxsave(false);
     }
-    let tcg = hypervisor_signature() == *b"TCGTCGTCGTCG";
+    let tcg = is_tcg();
     known_failure(
         tcg,
         "QEMU's TCG accepts CR4.OSXSAVE while CPUID.(0xD,1):EAX is non-zero, whatever CPUID.1:ECX.XSAVE says",

@@ -52,6 +52,12 @@ pub fn hypervisor_signature() -> [u8; 12] {
     text_of([leaf.ebx, leaf.ecx, leaf.edx])
 }
 
+/// Whether the hypervisor signature says QEMU's TCG (`TCGTCGTCGTCG`): for tests that mark
+/// TCG's known defects.
+pub fn is_tcg() -> bool {
+    hypervisor_signature() == *b"TCGTCGTCGTCG"
+}
+
 /// A CPUID output register.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[allow(missing_docs)]
