@@ -67,7 +67,7 @@ impl Host {
     fn detect() -> Host {
         Host {
             tcg: is_tcg(),
-            pvm: vmunit::environment::kvm_module() == Some("kvm_pvm"),
+            pvm: vmunit::environment::instruction_emulating_kvm(),
         }
     }
 }

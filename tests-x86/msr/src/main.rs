@@ -85,7 +85,7 @@ impl Machine {
     fn detect() -> Self {
         let intel = cpu_vendor() == *b"GenuineIntel";
         let tcg = is_tcg();
-        let pvm = vmunit::environment::kvm_module() == Some("kvm_pvm");
+        let pvm = vmunit::environment::instruction_emulating_kvm();
         Machine { intel, tcg, pvm }
     }
 }

@@ -39,7 +39,7 @@ fn main(args: &[&str]) -> i32 {
     let machine = Machine {
         intel: cpu_vendor() == *b"GenuineIntel",
         tcg: is_tcg(),
-        pvm: vmunit::environment::kvm_module() == Some("kvm_pvm"),
+        pvm: vmunit::environment::instruction_emulating_kvm(),
     };
     report_info!("Intel vendor: {}, TCG signature: {}", machine.intel, machine.tcg);
     if args.contains(&"tsc_adjust") {
