@@ -291,14 +291,6 @@ fn write_dr7(value: u64) {
     unsafe { asm!("mov dr7, {}", in(reg) value, options(nomem, nostack)) };
 }
 
-/// DR7.
-pub fn read_dr7() -> u64 {
-    let value: u64;
-    // SAFETY: reading a debug register has no side effects at CPL0.
-    unsafe { asm!("mov {}, dr7", out(reg) value, options(nomem, nostack)) };
-    value
-}
-
 /// Arms breakpoint 0 (DR0/DR7) on writes to an 8-byte word, stores `value` there, and
 /// disarms it. The store must raise a #DB trap with DR6.B0 set, delivered after the store:
 /// run it under `trap_exceptions` with `Vector::DB`. Returns the address after the store
