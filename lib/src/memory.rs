@@ -186,13 +186,13 @@ impl TestPage {
 
     /// Reads the 64-bit word at `offset` through the page's mapping.
     pub fn read(&self, offset: u64) -> Result<u64, Exception> {
-        arch::instructions::probe_read(self.word(offset))
+        arch::try_read(self.word(offset))
     }
 
     /// Writes the 64-bit word at `offset` through the page's mapping.
     pub fn write(&self, offset: u64, value: u64) -> Result<(), Exception> {
         // SAFETY: the address lies in this page, which no Rust object occupies.
-        unsafe { arch::instructions::probe_write(self.word(offset), value) }
+        unsafe { arch::try_write(self.word(offset), value) }
     }
 
     /// Stores `code` at `offset` through the identity map (whatever the page's mapping).
@@ -215,7 +215,7 @@ impl TestPage {
     pub fn call(&self, offset: u64) -> Result<(), Exception> {
         // SAFETY: the page holds code the test stored with `store_code`, which by contract
         // returns; a fetch fault is caught.
-        unsafe { arch::instructions::probe_call(self.address + offset) }
+        unsafe { arch::try_call(self.address + offset) }
     }
 
     fn word(&self, offset: u64) -> u64 {

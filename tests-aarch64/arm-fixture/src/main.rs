@@ -9,7 +9,7 @@
 #![no_main]
 
 use vmunit::arch::exit::power_off;
-use vmunit::arch::instructions::{raise_undefined_instruction, wait_for_interrupt};
+use vmunit::arch::instructions::{undefined_instruction, wait_for_interrupt};
 use vmunit::{println, report, report_skip, report_summary};
 
 vmunit::main!(main);
@@ -36,7 +36,7 @@ fn main(args: &[&str]) -> i32 {
         }
         "panic" => panic!("the fixture panics on purpose"),
         "exception" => {
-            raise_undefined_instruction();
+            undefined_instruction();
             report_summary()
         }
         "hang" => loop {

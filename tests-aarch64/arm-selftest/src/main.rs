@@ -11,11 +11,12 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use vmunit::arch::device_tree::platform;
 use vmunit::arch::instructions::{
-    breakpoint, current_el, load_at, raise_undefined_instruction, supervisor_call, undefined_instruction,
-    user_load, user_supervisor_call,
+    current_el, load, supervisor_call, try_breakpoint, try_load, try_read, try_supervisor_call,
+    try_undefined_instruction, undefined_instruction,
 };
 use vmunit::arch::smp::{MAX_CPUS, cpu_count, cpu_index, current_mpidr, mpidr_of, on_cpus};
 use vmunit::arch::{ExceptionClass, mmu, run_in_user_mode};
+use vmunit::catch::Attempt;
 use vmunit::memory::{Protection, TestPage};
 use vmunit::{args, prefix, report, report_summary};
 
@@ -135,7 +136,7 @@ fn setup(arguments: &[&str]) {
     );
     let guards: alloc::vec::Vec<u64> = vmunit::arch::exceptions::stack_guard_pages().take(2).collect();
     for (guard, which) in guards.iter().zip(["stack (SP_EL0)", "exception stack (SP_EL1)"]) {
-        let read = vmunit::arch::instructions::probe_read(*guard);
+        let read = try_read(*guard);
         report!(
             matches!(read, Err(exception) if exception.class == ExceptionClass::DATA_ABORT
                 && exception.far == *guard
@@ -148,7 +149,7 @@ fn setup(arguments: &[&str]) {
             "the page above that guard is mapped"
         );
     }
-    let null = vmunit::arch::instructions::probe_read(0);
+    let null = try_read(0);
     report!(
         matches!(null, Err(exception) if exception.class == ExceptionClass::DATA_ABORT && exception.far == 0),
         "a null pointer read is a data abort at address 0 (got {null:?})"
@@ -157,19 +158,19 @@ fn setup(arguments: &[&str]) {
 
 fn vectors_kernel() {
     let _prefix = prefix("vectors-kernel");
-    let (result, address) = undefined_instruction();
+    let Attempt { result, address } = try_undefined_instruction();
     report!(
         matches!(result, Err(exception) if exception.class == ExceptionClass::UNKNOWN
             && exception.elr == address && !exception.from_user),
         "UDF raises an EC 0x00 exception with ELR at the UDF ({address:#x}; got {result:?})"
     );
-    let (result, address) = supervisor_call::<0x123>();
+    let Attempt { result, address } = try_supervisor_call::<0x123>();
     report!(
         matches!(result, Err(exception) if exception.class == ExceptionClass::SVC64
             && exception.iss() & 0xffff == 0x123 && exception.elr == address),
         "SVC #0x123 raises SVC64 with its immediate and ELR after it ({address:#x}; got {result:?})"
     );
-    let (result, address) = breakpoint::<0x42>();
+    let Attempt { result, address } = try_breakpoint::<0x42>();
     report!(
         matches!(result, Err(exception) if exception.class == ExceptionClass::BRK64
             && exception.iss() & 0xffff == 0x42 && exception.elr == address),
@@ -177,7 +178,7 @@ fn vectors_kernel() {
     );
     let page = TestPage::new();
     page.unmap();
-    let (result, address) = load_at(page.address() + 0x18);
+    let Attempt { result, address } = try_load(page.address() + 0x18);
     report!(
         matches!(result, Err(exception) if exception.class == ExceptionClass::DATA_ABORT
             && exception.elr == address && exception.far == page.address() + 0x18
@@ -185,8 +186,8 @@ fn vectors_kernel() {
         "a load from an unmapped page is a data abort with ELR at the load and FAR at the address ({address:#x}; got {result:?})"
     );
     let nested = vmunit::catch_exception(|| {
-        let inner = undefined_instruction().0.is_err();
-        raise_undefined_instruction();
+        let inner = try_undefined_instruction().result.is_err();
+        undefined_instruction();
         inner
     });
     report!(
@@ -202,12 +203,12 @@ fn vectors_user() {
         result == Ok(42),
         "a closure runs at EL0 and returns its value (got {result:?})"
     );
-    let result = run_in_user_mode(raise_undefined_instruction);
+    let result = run_in_user_mode(undefined_instruction);
     report!(
         matches!(result, Err(exception) if exception.class == ExceptionClass::UNKNOWN && exception.from_user),
         "UDF at EL0 raises EC 0x00 taken from EL0 (got {result:?})"
     );
-    let result = run_in_user_mode(user_supervisor_call);
+    let result = run_in_user_mode(supervisor_call);
     report!(
         matches!(result, Err(exception) if exception.class == ExceptionClass::SVC64
             && exception.from_user && exception.iss() & 0xffff == 0),
@@ -216,7 +217,7 @@ fn vectors_user() {
     let page = TestPage::new();
     page.unmap();
     let address = page.address();
-    let result = run_in_user_mode(|| user_load(address));
+    let result = run_in_user_mode(|| load(address));
     report!(
         matches!(result, Err(exception) if exception.class == ExceptionClass::DATA_ABORT_LOWER
             && exception.far == address && exception.iss() & 0x3f == TRANSLATION_FAULT_LEVEL3),
@@ -224,7 +225,7 @@ fn vectors_user() {
     );
     let kernel_page = TestPage::new();
     let address = kernel_page.address();
-    let result = run_in_user_mode(|| user_load(address));
+    let result = run_in_user_mode(|| load(address));
     report!(
         matches!(result, Err(exception) if exception.class == ExceptionClass::DATA_ABORT_LOWER
             && exception.far == address && exception.iss() & 0b11_1100 == PERMISSION_FAULT),
@@ -239,7 +240,7 @@ fn vectors_user() {
         kernel_page.write(0, 99).is_ok(),
         "the page can be made user-accessible"
     );
-    let result = run_in_user_mode(|| user_load(address));
+    let result = run_in_user_mode(|| load(address));
     report!(result == Ok(99), "EL0 then reads it (got {result:?})");
 }
 

@@ -21,6 +21,7 @@ pub use exceptions::{
     Exception, ExceptionClass, ExceptionFrame, Vector, catch_exception, run_in_user_mode, set_irq_handler,
     trap_exceptions,
 };
+pub use instructions::{try_call, try_read, try_write};
 
 /// IRQ masking under the names x86_64 uses (`enable`, `disable`, `are_enabled`).
 pub mod interrupts {
