@@ -35,7 +35,7 @@ fn main(_arguments: &[&str]) -> i32 {
     {
         let _prefix = prefix("exception");
         let before = FpState::pattern(0x11, FPCR_PATTERN, FPSR_PATTERN);
-        let (after, seen) = trap_exceptions(&[ExceptionClass::BRK64], || {
+        let (after, seen) = trap_exceptions(&[ExceptionClass::BreakpointInstruction], || {
             fp_state_round_trip(&before, FpEvent::Breakpoint)
         });
         report!(
@@ -50,7 +50,7 @@ fn main(_arguments: &[&str]) -> i32 {
         report!(false, "the GICv3 initialises: {problem}");
         return report_summary();
     }
-    gic::set_handler(SGI, Some(simd_handler));
+    vmunit::arch::set_interrupt_handler(SGI, Some(simd_handler));
     gic::enable_private(SGI);
     {
         let _prefix = prefix("interrupt");
@@ -205,7 +205,7 @@ fn work() {
     while LOADED.load(Ordering::Acquire) == 0 && timer::virtual_count() < deadline {
         core::hint::spin_loop();
     }
-    let (after, _) = trap_exceptions(&[ExceptionClass::BRK64], || {
+    let (after, _) = trap_exceptions(&[ExceptionClass::BreakpointInstruction], || {
         fp_state_round_trip(&worker_state(), FpEvent::Breakpoint)
     });
     *RESULTS[1].lock() = Some(after);
@@ -219,7 +219,7 @@ fn work() {
 
 /// An IRQ handler that works the SIMD registers hard (the compiler vectorises this), then
 /// overwrites all of v0-v31 and leaves FPCR and FPSR changed.
-fn simd_handler(_intid: u32, _cpu: usize) {
+fn simd_handler(_intid: u32) {
     let mut values = core::hint::black_box([1.25f64; 64]);
     for (index, value) in values.iter_mut().enumerate() {
         *value = *value * index as f64 + 0.5;

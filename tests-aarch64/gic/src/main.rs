@@ -34,7 +34,7 @@ fn main(arguments: &[&str]) -> i32 {
     report_summary()
 }
 
-fn nothing(_intid: u32, _cpu: usize) {}
+fn nothing(_intid: u32) {}
 
 static RECEIVED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 static READY: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
@@ -78,7 +78,7 @@ fn wait_received(cpu: usize) -> bool {
 }
 
 fn ipi() {
-    gic::set_handler(SGI, Some(nothing));
+    vmunit::arch::set_interrupt_handler(SGI, Some(nothing));
     gic::enable_private(SGI);
     {
         let _prefix = prefix("self");

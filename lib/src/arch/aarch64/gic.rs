@@ -236,8 +236,25 @@ pub fn init() -> Result<(), &'static str> {
     Ok(())
 }
 
-/// Makes `handler(intid, cpu)` run for IRQ `intid` (below 64), with IRQs masked.
-pub fn set_handler(intid: u32, handler: Option<fn(u32, usize)>) {
+/// An interrupt number: a GIC INTID (SGIs 0-15, PPIs 16-31, SPIs from 32).
+pub type InterruptNumber = u32;
+
+/// An interrupt handler: runs with IRQs masked, with the INTID it was registered for (the CPU
+/// it runs on is `smp::cpu_index()`); the GIC dispatcher acknowledges the interrupt before and
+/// ends it after. It must not allocate and should only record what happened.
+pub type InterruptHandler = fn(intid: InterruptNumber);
+
+/// Installs `handler` for interrupt `intid` (below 64), or removes it with `None`, on every
+/// CPU. Interrupts reach it once [`init`] has made the GIC dispatcher the IRQ handler; an
+/// interrupt without a handler is counted ([`unhandled`]) and ended.
+///
+/// # Panics
+/// For an INTID of 64 or more.
+pub fn set_interrupt_handler(intid: InterruptNumber, handler: Option<InterruptHandler>) {
+    assert!(
+        (intid as usize) < HANDLED_INTIDS,
+        "INTID {intid} is beyond the {HANDLED_INTIDS} the dispatcher handles"
+    );
     HANDLERS[intid as usize].store(handler.map_or(0, |handler| handler as usize), Ordering::Release);
 }
 
@@ -263,10 +280,10 @@ fn dispatch() {
         match HANDLERS.get(index).map(|handler| handler.load(Ordering::Acquire)) {
             Some(handler) if handler != 0 => {
                 DELIVERED[cpu][index].fetch_add(1, Ordering::AcqRel);
-                // SAFETY: nonzero entries are stored by `set_handler` from a `fn(u32, usize)`.
-                let handler: fn(u32, usize) =
-                    unsafe { core::mem::transmute::<usize, fn(u32, usize)>(handler) };
-                handler(intid, cpu);
+                // SAFETY: nonzero entries are stored by `set_interrupt_handler` from an
+                // `InterruptHandler`; a fn pointer and a usize have the same size.
+                let handler = unsafe { core::mem::transmute::<usize, InterruptHandler>(handler) };
+                handler(intid);
             }
             _ => {
                 if let Some(count) = DELIVERED[cpu].get(index) {

@@ -18,9 +18,10 @@ pub mod smp;
 pub mod timer;
 
 pub use exceptions::{
-    Exception, ExceptionClass, ExceptionFrame, Vector, catch_exception, run_in_user_mode, set_irq_handler,
+    Exception, ExceptionClass, ExceptionFrame, FaultStatus, Vector, catch_exception, run_in_user_mode,
     trap_exceptions,
 };
+pub use gic::{InterruptHandler, InterruptNumber, set_interrupt_handler};
 pub use instructions::{try_call, try_read, try_write};
 
 /// IRQ masking under the names x86_64 uses (`enable`, `disable`, `are_enabled`).

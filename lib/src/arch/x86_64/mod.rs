@@ -24,8 +24,8 @@ pub mod testdev;
 pub mod timer;
 
 pub use exceptions::{
-    Exception, ExceptionFrame, InterruptHandler, Vector, catch_exception, page_fault, run_in_user_mode,
-    set_gate_present, set_gate_user_callable, set_interrupt_handler, trap_exceptions,
+    Exception, ExceptionFrame, InterruptHandler, InterruptNumber, Vector, catch_exception, page_fault,
+    run_in_user_mode, set_gate_present, set_gate_user_callable, set_interrupt_handler, trap_exceptions,
 };
 /// Interrupt flag control: `enable`, `disable`, `are_enabled`, `without_interrupts`.
 pub use x86_64::instructions::interrupts;
