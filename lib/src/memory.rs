@@ -72,8 +72,7 @@ pub(crate) fn init(free: &[(u64, u64)]) {
     // Whole pages only: the frame allocator must not share a page with the heap.
     let mut heap_left = total / 2 / PAGE_SIZE * PAGE_SIZE;
     let mut allocator = FrameAllocator::new();
-    let mut frame_ranges = [(0, 0); 64];
-    let mut frame_range_count = 0;
+    let mut frame_ranges = heapless::Vec::<(u64, u64), 64>::new();
     for &(start, end) in free {
         let start = align_up(start);
         let end = end / PAGE_SIZE * PAGE_SIZE;
@@ -88,13 +87,13 @@ pub(crate) fn init(free: &[(u64, u64)]) {
             heap_left -= heap_end - start;
             HEAP_BYTES.fetch_add(heap_end - start, Ordering::Relaxed);
         }
-        if end > heap_end && frame_range_count < frame_ranges.len() {
-            frame_ranges[frame_range_count] = (heap_end, end);
-            frame_range_count += 1;
+        if end > heap_end {
+            // Ranges beyond the capacity are left out.
+            let _ = frame_ranges.push((heap_end, end));
         }
     }
     // Only now: the frame allocator's free lists live on the heap.
-    for &(start, end) in &frame_ranges[..frame_range_count] {
+    for &(start, end) in &frame_ranges {
         allocator.add_frame((start / PAGE_SIZE) as usize, (end / PAGE_SIZE) as usize);
         FRAME_BYTES.fetch_add(end - start, Ordering::Relaxed);
     }

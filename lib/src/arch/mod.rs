@@ -48,6 +48,21 @@ pub use self::x86_64::instructions::{
     probe_call as try_call, probe_read as try_read, probe_write as try_write,
 };
 
+/// What an architecture's boot code hands [`crate::runtime::start`]: the machine as found at
+/// boot, and the architecture's own set-up once memory works.
+pub(crate) trait Boot {
+    /// The kernel command line (QEMU's `-append`).
+    fn command_line(&self) -> &str;
+    /// The runner's `KEY=VALUE` environment, as the boot code found it (empty when none).
+    fn environment(&self) -> &[u8];
+    /// Free RAM `(start, end)` for the heap and the page-frame allocator: not the image, nor
+    /// what firmware or the boot structures still use.
+    fn free_memory(&self) -> &[(u64, u64)];
+    /// Sets up what needs the heap and page frames: the page tables, interrupt controllers,
+    /// other CPUs.
+    fn start_machine(&self);
+}
+
 // The contract's signatures, checked for the architecture being built.
 const _: fn(&Exception) -> Vector = Exception::kind;
 const _: fn(&Exception) -> u64 = Exception::syndrome;

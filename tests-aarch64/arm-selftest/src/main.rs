@@ -57,7 +57,7 @@ fn setup(arguments: &[&str]) {
             platform.memory_size() == mebibytes << 20,
             "the DTB's memory is mem={mebibytes} MiB (got {} bytes in {} ranges)",
             platform.memory_size(),
-            platform.memory_count
+            platform.memory().len()
         ),
         None => report!(false, "a mem=<MiB> argument was given"),
     };

@@ -12,7 +12,9 @@
 
 use core::arch::global_asm;
 
+use super::device_tree::{self, MAX_MEMORY_RANGES, Platform};
 use super::smp::{EXCEPTION_STACK_SIZE, MAX_CPUS, STACK_SIZE};
+use super::{exceptions, exit, fw_cfg, mmu};
 
 /// MAIR_EL1: attribute 0 is Device-nGnRnE, attribute 1 Normal write-back (read/write allocate).
 pub(crate) const MAIR: u64 = 0xff << 8;
@@ -191,7 +193,7 @@ global_asm!(
         isb
         ret
     "#,
-    rust_entry = sym super::rust_entry,
+    rust_entry = sym rust_entry,
     secondary_entry = sym super::smp::secondary_entry,
     mair = const MAIR,
     tcr_low = const TCR_BASE & 0xffff,
@@ -203,4 +205,91 @@ global_asm!(
 unsafe extern "C" {
     /// The PSCI CPU_ON entry point of secondary CPUs (x0 = CPU index), defined above.
     pub(crate) static vmunit_secondary_entry: u8;
+}
+
+unsafe extern "C" {
+    static __image_end: u8;
+}
+
+/// The fw_cfg file the runner puts the guest environment in (see runner/src/qemu.rs).
+const ENVIRONMENT_FILE: &str = "opt/vmunit/environment";
+/// The most environment bytes read from fw_cfg.
+const ENVIRONMENT_CAPACITY: usize = 4096;
+
+/// The machine as the device tree describes it, for `crate::runtime::start`.
+struct VirtBoot {
+    platform: &'static Platform,
+    environment: heapless::Vec<u8, ENVIRONMENT_CAPACITY>,
+    free: heapless::Vec<(u64, u64), MAX_MEMORY_RANGES>,
+}
+
+impl crate::arch::Boot for VirtBoot {
+    fn command_line(&self) -> &str {
+        self.platform.bootargs()
+    }
+
+    fn environment(&self) -> &[u8] {
+        &self.environment
+    }
+
+    fn free_memory(&self) -> &[(u64, u64)] {
+        &self.free
+    }
+
+    fn start_machine(&self) {
+        mmu::init();
+    }
+}
+
+/// Called by the boot assembly with the MMU on, on the boot CPU's stack, with x0 from QEMU:
+/// the vectors, the device tree and the guest environment, then the generic runtime.
+extern "C" fn rust_entry(x0: u64) -> ! {
+    exceptions::init();
+    let platform = match device_tree::init(x0) {
+        Ok(platform) => platform,
+        Err(problem) => early_failure(problem),
+    };
+    if platform.uart.is_none() {
+        early_failure("the DTB names no arm,pl011 UART");
+    }
+    let mut environment = heapless::Vec::new();
+    if let Some((start, end)) = platform.initrd {
+        // SAFETY: QEMU loaded the initrd (the runner's environment) at this RAM range, which
+        // nothing has written yet; it is identity mapped.
+        let bytes =
+            unsafe { core::slice::from_raw_parts(start as usize as *const u8, (end - start) as usize) };
+        // Cannot fail: the slice is cut to the capacity.
+        let _ = environment.extend_from_slice(&bytes[..bytes.len().min(ENVIRONMENT_CAPACITY)]);
+    } else if let Some(device) = fw_cfg::FwCfg::find() {
+        let mut buffer = [0; ENVIRONMENT_CAPACITY];
+        if let Some(length) = device.read_file(ENVIRONMENT_FILE, &mut buffer) {
+            // Cannot fail: `read_file` fills at most the buffer.
+            let _ = environment.extend_from_slice(&buffer[..length]);
+        }
+    }
+    // RAM below the image's end holds the DTB and the image; the initrd was copied above.
+    let image_end = &raw const __image_end as u64;
+    let free = platform
+        .memory()
+        .iter()
+        .map(|&(start, end)| (start.max(image_end), end))
+        .collect();
+    crate::runtime::start(&VirtBoot {
+        platform,
+        environment,
+        free,
+    })
+}
+
+/// Before the console works there is no way to report anything: this ends the VM. With the
+/// DTB found, the reason is printed first, straight to the PL011.
+fn early_failure(problem: &str) -> ! {
+    // The PL011 of `virt` is at this address even when the DTB is missing.
+    const VIRT_PL011: u64 = 0x0900_0000;
+    for byte in "ABORT: boot: ".bytes().chain(problem.bytes()).chain(*b"\r\n") {
+        // SAFETY: a byte to the `virt` PL011's data register, device-mapped by the boot tables;
+        // if the machine has no UART there the write is ignored by QEMU.
+        unsafe { (VIRT_PL011 as usize as *mut u32).write_volatile(u32::from(byte)) };
+    }
+    exit::power_off()
 }

@@ -15,7 +15,7 @@
 //! faults again and again) end the test instead of faulting forever.
 
 use core::arch::global_asm;
-use core::fmt;
+use core::fmt::{self, Write};
 use core::mem::{offset_of, size_of};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -671,35 +671,6 @@ pub fn run_in_user_mode<R, F: FnOnce() -> R>(function: F) -> Result<R, Exception
     }
 }
 
-/// One line of the register dump, formatted without allocating (the heap may be what broke).
-struct RegisterLine {
-    text: [u8; 96],
-    length: usize,
-}
-
-impl RegisterLine {
-    fn push(&mut self, index: usize, value: u64) {
-        use core::fmt::Write;
-        let _ = write!(self, "x{index:<2}={value:#018x} ");
-    }
-
-    fn as_str(&self) -> &str {
-        core::str::from_utf8(&self.text[..self.length])
-            .unwrap_or("")
-            .trim_end()
-    }
-}
-
-impl fmt::Write for RegisterLine {
-    fn write_str(&mut self, text: &str) -> fmt::Result {
-        let end = (self.length + text.len()).min(self.text.len());
-        let count = end - self.length;
-        self.text[self.length..end].copy_from_slice(&text.as_bytes()[..count]);
-        self.length = end;
-        Ok(())
-    }
-}
-
 /// The Rust side of every vector: IRQs to the registered handler; synchronous exceptions
 /// recorded for `trap_exceptions`, recovered into `catch_exception`, or reported and fatal.
 extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
@@ -777,14 +748,12 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
         frame.sp
     );
     for (row, registers) in frame.x.chunks(4).enumerate() {
-        let mut line = RegisterLine {
-            text: [0; 96],
-            length: 0,
-        };
+        // Formatted without allocating (the heap may be what broke); four fit.
+        let mut line = heapless::String::<96>::new();
         for (column, value) in registers.iter().enumerate() {
-            line.push(row * 4 + column, *value);
+            let _ = write!(line, "x{:<2}={value:#018x} ", row * 4 + column);
         }
-        crate::println!("{}", line.as_str());
+        crate::println!("{}", line.trim_end());
     }
     if let Some(owner) = overflowed {
         crate::runtime::abort(format_args!(

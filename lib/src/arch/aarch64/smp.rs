@@ -32,12 +32,16 @@ pub fn cpu_index() -> usize {
 
 /// How many CPUs the device tree lists (at most [`MAX_CPUS`]).
 pub fn cpu_count() -> usize {
-    super::device_tree::platform().cpu_count
+    super::device_tree::platform().mpidrs().len()
 }
 
-/// The MPIDR affinity of CPU `cpu`, from the device tree.
+/// The MPIDR affinity of CPU `cpu`, from the device tree (0 for a CPU it does not list).
 pub fn mpidr_of(cpu: usize) -> u64 {
-    super::device_tree::platform().cpu_mpidrs[cpu]
+    super::device_tree::platform()
+        .mpidrs()
+        .get(cpu)
+        .copied()
+        .unwrap_or(0)
 }
 
 /// The running CPU's MPIDR_EL1 affinity fields.
