@@ -12,6 +12,8 @@
 
 use core::arch::global_asm;
 
+use aarch64_cpu::registers::{CPACR_EL1, SCTLR_EL1};
+
 use super::device_tree::{self, MAX_MEMORY_RANGES, Platform};
 use super::smp::{EXCEPTION_STACK_SIZE, MAX_CPUS, STACK_SIZE};
 use super::{exceptions, exit, fw_cfg, mmu};
@@ -25,11 +27,17 @@ pub(crate) const ATTRIBUTE_NORMAL: u64 = 1;
 /// TCR_EL1 without IPS: T0SZ = 16 (48-bit VA, 4 levels from level 0), inner/outer write-back
 /// walks, inner shareable, 4 KiB granule, EPD1 (no TTBR1 walks).
 const TCR_BASE: u64 = 16 | 1 << 8 | 1 << 10 | 3 << 12 | 1 << 23;
-/// SCTLR_EL1: the v8.0 RES1 bits (SPAN among them: PSTATE.PAN stays 0), then M, C and I.
-const SCTLR: u64 = 0x30d0_0800 | 1 << 0 | 1 << 2 | 1 << 12;
+/// SCTLR_EL1's v8.0 RES1 bits (SPAN among them: PSTATE.PAN stays 0).
+const SCTLR_RES1: u64 = 0x30d0_0800;
+/// SCTLR_EL1: the RES1 bits, then M, C and I.
+const SCTLR: u64 =
+    SCTLR_RES1 | SCTLR_EL1::M::Enable.value | SCTLR_EL1::C::Cacheable.value | SCTLR_EL1::I::Cacheable.value;
+/// CPACR_EL1: FPEN lets FP/SIMD instructions run at EL0 and EL1 without traps.
+const CPACR: u64 = CPACR_EL1::FPEN::TrapNothing.value;
 
 const _: () = assert!(TCR_BASE == 0x80_3510);
 const _: () = assert!(SCTLR == 0x30d0_1805);
+const _: () = assert!(CPACR == 3 << 20);
 const _: () = assert!(
     STACK_SIZE == 64 * 1024 && EXCEPTION_STACK_SIZE == 16 * 1024 && MAX_CPUS == 8,
     "link.ld reserves 8 stacks of 64 KiB and 8 exception stacks of 16 KiB"
@@ -48,7 +56,7 @@ global_asm!(
     _start:
         mov x19, x0                     /* the DTB address, or 0 */
         bl vmunit_to_el1
-        mov x9, #(3 << 20)              /* CPACR_EL1.FPEN: no FP/SIMD traps */
+        mov x9, #{cpacr}                /* CPACR_EL1.FPEN: no FP/SIMD traps */
         msr cpacr_el1, x9
         isb
 
@@ -107,7 +115,7 @@ global_asm!(
     vmunit_secondary_entry:
         mov x19, x0
         bl vmunit_to_el1
-        mov x9, #(3 << 20)
+        mov x9, #{cpacr}
         msr cpacr_el1, x9
         isb
         bl vmunit_enable_mmu
@@ -196,6 +204,7 @@ global_asm!(
     rust_entry = sym rust_entry,
     secondary_entry = sym super::smp::secondary_entry,
     mair = const MAIR,
+    cpacr = const CPACR,
     tcr_low = const TCR_BASE & 0xffff,
     tcr_high = const TCR_BASE >> 16,
     sctlr_low = const SCTLR & 0xffff,

@@ -25,6 +25,18 @@ pub mod distributor {
     pub const CTLR_ARE: u32 = 1 << 4;
     /// CTLR: register write pending.
     pub const CTLR_RWP: u32 = 1 << 31;
+    /// The first SPI's INTID, and so the first SPI's byte in IPRIORITYR.
+    pub const FIRST_SPI: u64 = 32;
+
+    /// PIDR2.ArchRev (bits 7:4): 3 for a GICv3, 4 for a GICv4.
+    pub fn architecture_revision(pidr2: u32) -> u32 {
+        (pidr2 >> 4) & 0xf
+    }
+
+    /// The INTIDs TYPER.ITLinesNumber (bits 4:0) provides for: 32 × (N + 1).
+    pub fn interrupt_lines(typer: u32) -> u32 {
+        32 * ((typer & 0x1f) + 1)
+    }
 }
 
 /// Redistributor registers: RD_base frame, then the SGI_base frame 64 KiB above it.
@@ -229,7 +241,7 @@ pub fn init() -> Result<(), &'static str> {
         };
     }
     set_icc_sre(icc_sre() | 1);
-    set_icc_pmr(0xff);
+    set_icc_pmr(super::registers::ICC_PMR_ALLOW_ALL);
     set_icc_bpr1(0);
     set_icc_igrpen1(1);
     super::exceptions::set_irq_handler(Some(dispatch));

@@ -14,6 +14,7 @@ pub mod instructions;
 pub mod mmu;
 pub mod pmu;
 pub mod psci;
+pub mod registers;
 pub mod smp;
 pub mod timer;
 
