@@ -14,6 +14,8 @@ vmunit::main!(main);
 
 /// A function number in the PSCI range that PSCI does not define.
 const UNDEFINED_FUNCTION: u32 = 0x8400_001f;
+/// An MPIDR affinity no CPU of QEMU `virt` has.
+const NO_SUCH_MPIDR: u64 = 0xff_ff00;
 
 fn main(_arguments: &[&str]) -> i32 {
     let (major, minor) = psci::version();
@@ -27,12 +29,12 @@ fn main(_arguments: &[&str]) -> i32 {
         "an undefined function id returns NOT_SUPPORTED (got {result})"
     );
     if major >= 1 {
-        let features = psci::call(function::FEATURES, u64::from(function::CPU_ON), 0, 0);
+        let features = psci::features(function::CPU_ON);
         report!(
             features >= 0,
             "PSCI_FEATURES says CPU_ON is implemented (got {features})"
         );
-        let features = psci::call(function::FEATURES, u64::from(UNDEFINED_FUNCTION), 0, 0);
+        let features = psci::features(UNDEFINED_FUNCTION);
         report!(
             features == status::NOT_SUPPORTED,
             "PSCI_FEATURES of an undefined function is NOT_SUPPORTED (got {features})"
@@ -94,13 +96,18 @@ fn cpu_on_off() {
         state == affinity::ON,
         "AFFINITY_INFO of CPU 1 is ON (got {state})"
     );
-    // The entry address is never used: the CPU is already on.
-    let result = psci::cpu_on(mpidr, 0x4010_0000, 1);
+    let entry = vmunit::arch::smp::secondary_entry_point();
+    #[allow(unsafe_code)]
+    // SAFETY: CPU 1 is on: PSCI refuses with ALREADY_ON and starts nothing (were it to start
+    // it, the entry is the runtime's own, with CPU 1's index).
+    let result = unsafe { psci::cpu_on(mpidr, entry, 1) };
     report!(
         result == status::ALREADY_ON,
         "CPU_ON of a CPU that is on returns ALREADY_ON (got {result})"
     );
-    let result = psci::cpu_on(0xff_ff00, 0x4010_0000, 0);
+    #[allow(unsafe_code)]
+    // SAFETY: no CPU has this MPIDR: PSCI refuses with INVALID_PARAMETERS and starts nothing.
+    let result = unsafe { psci::cpu_on(NO_SUCH_MPIDR, entry, 0) };
     report!(
         result == status::INVALID_PARAMETERS,
         "CPU_ON of an MPIDR with no CPU returns INVALID_PARAMETERS (got {result})"

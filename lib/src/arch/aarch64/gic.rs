@@ -19,6 +19,8 @@ pub mod distributor {
     pub const ICENABLER: u64 = 0x0180;
     pub const IPRIORITYR: u64 = 0x0400;
     pub const PIDR2: u64 = 0xffe8;
+    /// The size of the distributor's register frame.
+    pub const FRAME_SIZE: u64 = 0x1_0000;
     /// CTLR: EnableGrp1 (non-secure view / single security state).
     pub const CTLR_ENABLE_GROUP1: u32 = 1 << 1;
     /// CTLR: affinity routing enabled.
@@ -108,26 +110,56 @@ fn gic_v3() -> Option<super::device_tree::GicInfo> {
     platform().gic.filter(|gic| gic.version == 3)
 }
 
+/// The address of the `size`-byte distributor register at `offset`: offsets are checked, so
+/// that no offset reaches memory outside the distributor's 64 KiB frame.
+///
+/// # Panics
+/// For an offset outside the frame or not aligned to `size`.
+fn distributor_register(offset: u64, size: u64) -> u64 {
+    assert!(
+        offset
+            .checked_add(size)
+            .is_some_and(|end| end <= distributor::FRAME_SIZE)
+            && offset.is_multiple_of(size),
+        "offset {offset:#x} is no {size}-byte register of the distributor"
+    );
+    distributor_base() + offset
+}
+
 /// Reads a 32-bit distributor register.
+///
+/// # Panics
+/// For an offset outside the distributor's frame, or unaligned.
 pub fn distributor_read(offset: u64) -> u32 {
-    read32(distributor_base() + offset)
+    read32(distributor_register(offset, 4))
 }
 
 /// Writes a 32-bit distributor register.
+///
+/// # Panics
+/// For an offset outside the distributor's frame, or unaligned.
 pub fn distributor_write(offset: u64, value: u32) {
-    write32(distributor_base() + offset, value);
+    write32(distributor_register(offset, 4), value);
 }
 
 /// Reads one byte of the distributor (IPRIORITYR is byte-accessible).
+///
+/// # Panics
+/// For an offset outside the distributor's frame.
 pub fn distributor_read_byte(offset: u64) -> u8 {
+    let address = distributor_register(offset, 1);
     // SAFETY: as for `read32`; byte access to IPRIORITYR is architecturally allowed.
-    unsafe { ((distributor_base() + offset) as usize as *const u8).read_volatile() }
+    unsafe { (address as usize as *const u8).read_volatile() }
 }
 
 /// Writes one byte of the distributor.
+///
+/// # Panics
+/// For an offset outside the distributor's frame.
 pub fn distributor_write_byte(offset: u64, value: u8) {
+    let address = distributor_register(offset, 1);
     // SAFETY: as for `distributor_read_byte`.
-    unsafe { ((distributor_base() + offset) as usize as *mut u8).write_volatile(value) }
+    unsafe { (address as usize as *mut u8).write_volatile(value) }
 }
 
 /// The RD_base of the redistributor of CPU `cpu` (its GICR_TYPER affinity matches the CPU's
@@ -154,14 +186,33 @@ fn this_redistributor() -> u64 {
     redistributor_base(cpu_index()).expect("no redistributor matches this CPU's MPIDR")
 }
 
+/// The address of the 32-bit register at `offset` of this CPU's redistributor: offsets are
+/// checked, so that no offset reaches memory outside its two 64 KiB frames.
+///
+/// # Panics
+/// For an offset outside the frames or unaligned.
+fn redistributor_register(offset: u64) -> u64 {
+    assert!(
+        offset < redistributor::FRAME_SIZE && offset.is_multiple_of(4),
+        "offset {offset:#x} is no 32-bit register of the redistributor"
+    );
+    this_redistributor() + offset
+}
+
 /// Reads a 32-bit register of this CPU's redistributor (RD_base or SGI_base offsets).
+///
+/// # Panics
+/// For an offset outside the redistributor's frames, or unaligned.
 pub fn redistributor_read(offset: u64) -> u32 {
-    read32(this_redistributor() + offset)
+    read32(redistributor_register(offset))
 }
 
 /// Writes a 32-bit register of this CPU's redistributor.
+///
+/// # Panics
+/// For an offset outside the redistributor's frames, or unaligned.
 pub fn redistributor_write(offset: u64, value: u32) {
-    write32(this_redistributor() + offset, value);
+    write32(redistributor_register(offset), value);
 }
 
 macro_rules! icc_register {

@@ -47,15 +47,49 @@ pub fn conduit() -> PsciConduit {
         .unwrap_or(PsciConduit::Hvc)
 }
 
+/// Whether `function` is in the PSCI range of SMCCC function identifiers (0x8400_0000 to
+/// 0x8400_001f, and the SMC64 forms from 0xc400_0000).
+fn is_psci(function: u32) -> bool {
+    function & !0x4000_001f == 0x8400_0000
+}
+
+/// Whether `function` takes an entry point that the firmware starts a CPU at: CPU_SUSPEND,
+/// CPU_ON, CPU_DEFAULT_SUSPEND, SYSTEM_SUSPEND (either calling convention).
+fn takes_entry_point(function: u32) -> bool {
+    matches!(
+        function & !0x4000_0000,
+        0x8400_0001 | 0x8400_0003 | 0x8400_000c | 0x8400_000e
+    )
+}
+
 /// Makes PSCI call `function` with three arguments; returns x0 (a status or a result).
 ///
-/// This is a raw firmware call: SYSTEM_OFF, SYSTEM_RESET and CPU_OFF do not return, and a
-/// CPU_ON entry point must be code that can run with the MMU off.
+/// SYSTEM_OFF, SYSTEM_RESET and CPU_OFF do not return. Calls that start code at an entry point
+/// (CPU_ON and the suspends) go through [`raw_call`] or [`cpu_on`], which are unsafe.
+///
+/// # Panics
+/// For a function outside the PSCI range, or one that takes an entry point.
 pub fn call(function: u32, first: u64, second: u64, third: u64) -> i64 {
+    assert!(
+        is_psci(function) && !takes_entry_point(function),
+        "function {function:#x} is not a PSCI function without an entry point"
+    );
+    // SAFETY: a PSCI function that starts no code at an address of ours.
+    unsafe { raw_call(function, first, second, third) }
+}
+
+/// Makes SMCCC call `function` with three arguments through the PSCI conduit; returns x0.
+///
+/// # Safety
+/// The call must not start code that breaks the runtime: a CPU_ON or suspend entry point must
+/// be code that can run with the MMU off on a CPU and stack nothing else uses (the runtime's
+/// own secondary entry, through `smp::start_cpu`), or the call must fail (a CPU that is
+/// already on, an MPIDR with no CPU). Other SMCCC services must leave memory alone.
+pub unsafe fn raw_call(function: u32, first: u64, second: u64, third: u64) -> i64 {
     let mut result = u64::from(function);
     match conduit() {
         // SAFETY: an SMCCC call into the hypervisor (QEMU's PSCI): it reads x0..x3, returns in
-        // x0 and may clobber x1..x17 (SMCCC 1.0); memory is not touched.
+        // x0 and may clobber x1..x17 (SMCCC 1.0); the caller guarantees what it starts.
         PsciConduit::Hvc => unsafe {
             asm!("hvc #0", inout("x0") result, inout("x1") first => _, inout("x2") second => _,
                  inout("x3") third => _, out("x4") _, out("x5") _, out("x6") _, out("x7") _,
@@ -73,6 +107,11 @@ pub fn call(function: u32, first: u64, second: u64, third: u64) -> i64 {
     result as i64
 }
 
+/// PSCI_FEATURES of `function`: a status (NOT_SUPPORTED) or its feature flags (0 or more).
+pub fn features(function: u32) -> i64 {
+    call(function::FEATURES, u64::from(function), 0, 0)
+}
+
 /// PSCI_VERSION: (major, minor).
 pub fn version() -> (u16, u16) {
     let version = call(function::VERSION, 0, 0, 0) as u32;
@@ -80,8 +119,13 @@ pub fn version() -> (u16, u16) {
 }
 
 /// CPU_ON of the CPU with affinity `mpidr` at physical `entry`, which gets `context` in x0.
-pub fn cpu_on(mpidr: u64, entry: u64, context: u64) -> i64 {
-    call(function::CPU_ON, mpidr, entry, context)
+///
+/// # Safety
+/// As for [`raw_call`]: `entry` and `context` must start the CPU safely (use
+/// `smp::start_cpu`), unless the call is certain to fail.
+pub unsafe fn cpu_on(mpidr: u64, entry: u64, context: u64) -> i64 {
+    // SAFETY: the caller's guarantee.
+    unsafe { raw_call(function::CPU_ON, mpidr, entry, context) }
 }
 
 /// AFFINITY_INFO of the CPU `mpidr` (level 0): [`affinity::ON`], `OFF` or `ON_PENDING`.

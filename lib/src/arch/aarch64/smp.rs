@@ -76,8 +76,10 @@ pub fn start_cpu(cpu: usize) -> i64 {
     if is_online(cpu) {
         return 0;
     }
-    let entry = &raw const super::boot::vmunit_secondary_entry as u64;
-    let status = psci::cpu_on(mpidr_of(cpu), entry, cpu as u64);
+    let entry = secondary_entry_point();
+    // SAFETY: the runtime's secondary entry, given the CPU's own index, sets up the MMU,
+    // vectors and that CPU's own stacks; the CPU is off (not online).
+    let status = unsafe { psci::cpu_on(mpidr_of(cpu), entry, cpu as u64) };
     if status != psci::status::SUCCESS {
         return status;
     }
@@ -85,6 +87,12 @@ pub fn start_cpu(cpu: usize) -> i64 {
         aarch64_cpu::asm::wfe();
     }
     0
+}
+
+/// The address where secondary CPUs enter the runtime: the CPU_ON entry point of
+/// [`start_cpu`], which expects the CPU's index as its context.
+pub fn secondary_entry_point() -> u64 {
+    &raw const super::boot::vmunit_secondary_entry as u64
 }
 
 pub use crate::work::{on_cpu, on_cpu_async, on_cpus};
