@@ -17,27 +17,86 @@ pub mod function {
     pub const FEATURES: u32 = 0x8400_000a;
 }
 
-/// PSCI return codes.
-#[allow(missing_docs)]
-pub mod status {
-    pub const SUCCESS: i64 = 0;
-    pub const NOT_SUPPORTED: i64 = -1;
-    pub const INVALID_PARAMETERS: i64 = -2;
-    pub const DENIED: i64 = -3;
-    pub const ALREADY_ON: i64 = -4;
-    pub const ON_PENDING: i64 = -5;
-    pub const INTERNAL_FAILURE: i64 = -6;
-    pub const NOT_PRESENT: i64 = -7;
-    pub const DISABLED: i64 = -8;
-    pub const INVALID_ADDRESS: i64 = -9;
+/// A PSCI return status: SUCCESS (0) or one of the negative error codes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Status {
+    /// SUCCESS (0).
+    Success,
+    /// NOT_SUPPORTED (-1).
+    NotSupported,
+    /// INVALID_PARAMETERS (-2).
+    InvalidParameters,
+    /// DENIED (-3).
+    Denied,
+    /// ALREADY_ON (-4).
+    AlreadyOn,
+    /// ON_PENDING (-5).
+    OnPending,
+    /// INTERNAL_FAILURE (-6).
+    InternalFailure,
+    /// NOT_PRESENT (-7).
+    NotPresent,
+    /// DISABLED (-8).
+    Disabled,
+    /// INVALID_ADDRESS (-9).
+    InvalidAddress,
+    /// Any other value.
+    Other(i64),
 }
 
-/// AFFINITY_INFO results.
-#[allow(missing_docs)]
-pub mod affinity {
-    pub const ON: i64 = 0;
-    pub const OFF: i64 = 1;
-    pub const ON_PENDING: i64 = 2;
+/// Each named status with its code and the specification's name.
+const STATUSES: [(Status, i64, &str); 10] = [
+    (Status::Success, 0, "SUCCESS"),
+    (Status::NotSupported, -1, "NOT_SUPPORTED"),
+    (Status::InvalidParameters, -2, "INVALID_PARAMETERS"),
+    (Status::Denied, -3, "DENIED"),
+    (Status::AlreadyOn, -4, "ALREADY_ON"),
+    (Status::OnPending, -5, "ON_PENDING"),
+    (Status::InternalFailure, -6, "INTERNAL_FAILURE"),
+    (Status::NotPresent, -7, "NOT_PRESENT"),
+    (Status::Disabled, -8, "DISABLED"),
+    (Status::InvalidAddress, -9, "INVALID_ADDRESS"),
+];
+
+impl Status {
+    /// The status a call returned in x0.
+    pub fn from_code(code: i64) -> Status {
+        STATUSES
+            .iter()
+            .find(|(_, value, _)| *value == code)
+            .map_or(Status::Other(code), |(status, _, _)| *status)
+    }
+
+    /// The status's code.
+    pub fn code(self) -> i64 {
+        match self {
+            Status::Other(code) => code,
+            status => STATUSES
+                .iter()
+                .find(|(named, _, _)| *named == status)
+                .map_or(0, |(_, code, _)| *code),
+        }
+    }
+}
+
+impl core::fmt::Display for Status {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match STATUSES.iter().find(|(status, _, _)| status == self) {
+            Some((_, code, name)) => write!(formatter, "{name} ({code})"),
+            None => write!(formatter, "status {}", self.code()),
+        }
+    }
+}
+
+/// What AFFINITY_INFO says of a CPU.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum AffinityState {
+    /// ON (0).
+    On,
+    /// OFF (1).
+    Off,
+    /// ON_PENDING (2): CPU_ON was called and the CPU has not started yet.
+    OnPending,
 }
 
 /// The conduit, `hvc` when the device tree names none (QEMU's default without EL2).
@@ -107,9 +166,10 @@ pub unsafe fn raw_call(function: u32, first: u64, second: u64, third: u64) -> i6
     result as i64
 }
 
-/// PSCI_FEATURES of `function`: a status (NOT_SUPPORTED) or its feature flags (0 or more).
-pub fn features(function: u32) -> i64 {
-    call(function::FEATURES, u64::from(function), 0, 0)
+/// PSCI_FEATURES of `function`: its feature flags, or a status (NOT_SUPPORTED).
+pub fn features(function: u32) -> Result<u32, Status> {
+    let result = call(function::FEATURES, u64::from(function), 0, 0);
+    u32::try_from(result).map_err(|_| Status::from_code(result))
 }
 
 /// PSCI_VERSION: (major, minor).
@@ -123,19 +183,24 @@ pub fn version() -> (u16, u16) {
 /// # Safety
 /// As for [`raw_call`]: `entry` and `context` must start the CPU safely (use
 /// `smp::start_cpu`), unless the call is certain to fail.
-pub unsafe fn cpu_on(mpidr: u64, entry: u64, context: u64) -> i64 {
+pub unsafe fn cpu_on(mpidr: u64, entry: u64, context: u64) -> Status {
     // SAFETY: the caller's guarantee.
-    unsafe { raw_call(function::CPU_ON, mpidr, entry, context) }
+    Status::from_code(unsafe { raw_call(function::CPU_ON, mpidr, entry, context) })
 }
 
-/// AFFINITY_INFO of the CPU `mpidr` (level 0): [`affinity::ON`], `OFF` or `ON_PENDING`.
-pub fn affinity_info(mpidr: u64) -> i64 {
-    call(function::AFFINITY_INFO, mpidr, 0, 0)
+/// AFFINITY_INFO of the CPU `mpidr` (level 0), or the error status.
+pub fn affinity_info(mpidr: u64) -> Result<AffinityState, Status> {
+    match call(function::AFFINITY_INFO, mpidr, 0, 0) {
+        0 => Ok(AffinityState::On),
+        1 => Ok(AffinityState::Off),
+        2 => Ok(AffinityState::OnPending),
+        code => Err(Status::from_code(code)),
+    }
 }
 
 /// CPU_OFF of the calling CPU; returns only on failure (with the status).
-pub fn cpu_off() -> i64 {
-    call(function::CPU_OFF, 0, 0, 0)
+pub fn cpu_off() -> Status {
+    Status::from_code(call(function::CPU_OFF, 0, 0, 0))
 }
 
 /// SYSTEM_OFF: QEMU exits with status 0. Returns only if PSCI is broken.
