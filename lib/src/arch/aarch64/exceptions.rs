@@ -357,14 +357,52 @@ impl fmt::Display for Exception {
     }
 }
 
+/// What a vector of the table takes: its kind modulo 4 (see the module documentation).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum VectorType {
+    Synchronous,
+    Irq,
+    Fiq,
+    SError,
+}
+
+impl VectorType {
+    fn of(kind: u64) -> VectorType {
+        match kind & 3 {
+            0 => VectorType::Synchronous,
+            1 => VectorType::Irq,
+            2 => VectorType::Fiq,
+            _ => VectorType::SError,
+        }
+    }
+
+    /// How an unexpected one is reported.
+    fn description(self) -> &'static str {
+        match self {
+            VectorType::Synchronous => "synchronous exception",
+            VectorType::Irq => "IRQ",
+            VectorType::Fiq => "FIQ",
+            VectorType::SError => "SError",
+        }
+    }
+}
+
+/// Vector kinds from here on are taken from a lower exception level (EL0).
+const FIRST_LOWER_LEVEL_KIND: u64 = 8;
+/// SPSR.{D, A, I, F}: the exception mask bits.
+const SPSR_DAIF: u64 = 0x3c0;
+
 /// The index of the SVC that ends a user-mode run (see [`run_in_user_mode`]).
 const USER_EXIT_SVC: u16 = 0xfffe;
-/// SPSR value for EL0t with D, A, I and F masked.
-const SPSR_EL0_MASKED: u64 = 0x3c0;
+/// SPSR mode EL0t (EL0 on SP_EL0).
+const SPSR_EL0T: u64 = 0x0;
 /// SPSR mode EL1h (SP_EL1: exception handlers).
 const SPSR_EL1H: u64 = 0x5;
 /// SPSR mode EL1t (SP_EL0: the kernel).
 const SPSR_EL1T: u64 = 0x4;
+/// SPSR value for EL0t with D, A, I and F masked.
+const SPSR_EL0_MASKED: u64 = SPSR_DAIF | SPSR_EL0T;
+const _: () = assert!(SPSR_EL0_MASKED == 0x3c0);
 
 global_asm!(
     r#"
@@ -676,8 +714,9 @@ pub fn run_in_user_mode<R, F: FnOnce() -> R>(function: F) -> Result<R, Exception
 extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
     EXCEPTION_COUNT.fetch_add(1, Ordering::Relaxed);
     let kind = frame.kind;
+    let taken = VectorType::of(kind);
     let cpu = cpu_index();
-    if kind & 3 == 1 {
+    if taken == VectorType::Irq {
         let handler = IRQ_HANDLER.load(Ordering::Acquire);
         if handler != 0 {
             // SAFETY: a nonzero value was stored by `set_irq_handler` from a `fn()`.
@@ -691,9 +730,9 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
         esr: frame.esr,
         elr: frame.elr,
         far: frame.far,
-        from_user: kind >= 8,
+        from_user: kind >= FIRST_LOWER_LEVEL_KIND,
     };
-    if kind & 3 == 0 {
+    if taken == VectorType::Synchronous {
         if crate::catch::record_trap(exception.class, exception) {
             if !exception.class.is_call() {
                 frame.elr += 4;
@@ -714,25 +753,20 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
             } else {
                 SPSR_EL1T
             };
-            frame.spsr = (context.state & 0x3c0) | mode;
+            frame.spsr = (context.state & SPSR_DAIF) | mode;
             return;
         }
     }
 
     crate::console::emergency_unlock();
-    let what = match kind & 3 {
-        0 => "synchronous exception",
-        1 => "IRQ",
-        2 => "FIQ",
-        _ => "SError",
-    };
+    let what = taken.description();
     crate::println!(
         "Unhandled exception: {what} ({}) from EL{} on CPU {cpu}, vector kind {kind}",
         exception.class,
         if exception.from_user { 0 } else { 1 }
     );
     let overflowed = stack_guard_owner(exception.far).filter(|_| {
-        kind & 3 == 0
+        taken == VectorType::Synchronous
             && !exception.from_user
             && matches!(
                 exception.class,
