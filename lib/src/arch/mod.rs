@@ -24,7 +24,7 @@
 //!   an [`InterruptNumber`] (x86 vector, GIC INTID) and an [`InterruptHandler`], a
 //!   `fn(InterruptNumber)`; and `interrupts::{enable, disable, are_enabled}`.
 //! - **Boot**: `boot.rs` sets the machine up as far as the generic runtime needs, then calls
-//!   `crate::runtime::start` with a [`Boot`]: the console, heap, environment, arguments,
+//!   `crate::runtime::start` with a `Boot`: the console, heap, environment, arguments,
 //!   `main` and exit are generic.
 //! - **Modules**: `console`, `exit`, `mmu`, `smp` (`MAX_CPUS`, `cpu_index`, `cpu_count`,
 //!   `on_cpus`), `timer`, `instructions`.
