@@ -27,7 +27,7 @@
 //!   `crate::runtime::start` with a `Boot`: the console, heap, environment, arguments,
 //!   `main` and exit are generic.
 //! - **Modules**: `console`, `exit`, `mmu`, `smp` (`MAX_CPUS`, `cpu_index`, `cpu_count`,
-//!   `on_cpus`), `timer`, `instructions`.
+//!   `on_cpus`), `timer` (`count`, `frequency`), `instructions`.
 //!
 //! The compiler checks the signatures of this list below, for the architecture being built.
 
@@ -77,7 +77,10 @@ const _: fn() -> bool = interrupts::are_enabled;
 const _: fn() = interrupts::enable;
 const _: fn() = interrupts::disable;
 const _: fn() -> usize = smp::cpu_index;
-const _: fn(i32) -> ! = crate::runtime::exit;
+const _: fn() -> usize = smp::cpu_count;
+const _: usize = smp::MAX_CPUS;
+const _: fn() -> u64 = timer::count;
+const _: fn() -> u64 = timer::frequency;
 const _: fn(u8) -> ! = exit::exit;
 
 /// Checks at compile time that `catch_exception` and `run_in_user_mode` have the contract's
