@@ -3,15 +3,12 @@
 /// The most arguments a test receives.
 pub const MAX_ARGS: usize = 64;
 
+/// The words of a command line: at most [`MAX_ARGS`].
+pub type Arguments<'a> = heapless::Vec<&'a str, MAX_ARGS>;
+
 /// Splits `line` at ASCII whitespace into at most [`MAX_ARGS`] words.
-pub fn split(line: &str) -> ([&str; MAX_ARGS], usize) {
-    let mut words = [""; MAX_ARGS];
-    let mut count = 0;
-    for word in line.split_ascii_whitespace().take(MAX_ARGS) {
-        words[count] = word;
-        count += 1;
-    }
-    (words, count)
+pub fn split(line: &str) -> Arguments<'_> {
+    line.split_ascii_whitespace().take(MAX_ARGS).collect()
 }
 
 /// The value of the first `key=value` argument for `key`.
@@ -46,16 +43,15 @@ mod tests {
 
     #[test]
     fn splits_on_any_whitespace() {
-        let (words, count) = split("  a b\tc=d \n e ");
-        assert_eq!(&words[..count], &["a", "b", "c=d", "e"]);
-        let (_, none) = split("   ");
-        assert_eq!(none, 0);
+        let words = split("  a b\tc=d \n e ");
+        assert_eq!(words.as_slice(), &["a", "b", "c=d", "e"]);
+        assert!(split("   ").is_empty());
     }
 
     #[test]
     fn keeps_at_most_the_maximum() {
         let line = "x ".repeat(MAX_ARGS + 5);
-        assert_eq!(split(&line).1, MAX_ARGS);
+        assert_eq!(split(&line).len(), MAX_ARGS);
     }
 
     #[test]

@@ -5,27 +5,22 @@
 /// The most bytes of environment kept.
 const CAPACITY: usize = 4096;
 
-struct Environment {
-    text: [u8; CAPACITY],
-    length: usize,
-}
+static ENVIRONMENT: spin::Once<heapless::Vec<u8, CAPACITY>> = spin::Once::new();
 
-static ENVIRONMENT: spin::Once<Environment> = spin::Once::new();
-
-/// Keeps a copy of the environment bytes the boot code found (call once, early).
+/// Keeps a copy of (the first [`CAPACITY`] bytes of) the environment the boot code found
+/// (call once, early).
 pub(crate) fn init(bytes: &[u8]) {
     ENVIRONMENT.call_once(|| {
-        let length = bytes.len().min(CAPACITY);
-        let mut text = [0; CAPACITY];
-        text[..length].copy_from_slice(&bytes[..length]);
-        Environment { text, length }
+        let mut text = heapless::Vec::new();
+        // Cannot fail: the slice is cut to the capacity.
+        let _ = text.extend_from_slice(&bytes[..bytes.len().min(CAPACITY)]);
+        text
     });
 }
 
 /// The value of `key` in the environment, if the runner set it.
 pub fn env(key: &str) -> Option<&'static str> {
-    let environment = ENVIRONMENT.get()?;
-    let text = core::str::from_utf8(&environment.text[..environment.length]).ok()?;
+    let text = core::str::from_utf8(ENVIRONMENT.get()?).ok()?;
     text.lines().find_map(|line| crate::args::value_of(line, key))
 }
 

@@ -72,8 +72,7 @@ pub(crate) fn init(free: &[(u64, u64)]) {
     // Whole pages only: the frame allocator must not share a page with the heap.
     let mut heap_left = total / 2 / PAGE_SIZE * PAGE_SIZE;
     let mut allocator = FrameAllocator::new();
-    let mut frame_ranges = [(0, 0); 64];
-    let mut frame_range_count = 0;
+    let mut frame_ranges = heapless::Vec::<(u64, u64), 64>::new();
     for &(start, end) in free {
         let start = align_up(start);
         let end = end / PAGE_SIZE * PAGE_SIZE;
@@ -88,13 +87,13 @@ pub(crate) fn init(free: &[(u64, u64)]) {
             heap_left -= heap_end - start;
             HEAP_BYTES.fetch_add(heap_end - start, Ordering::Relaxed);
         }
-        if end > heap_end && frame_range_count < frame_ranges.len() {
-            frame_ranges[frame_range_count] = (heap_end, end);
-            frame_range_count += 1;
+        if end > heap_end {
+            // Ranges beyond the capacity are left out.
+            let _ = frame_ranges.push((heap_end, end));
         }
     }
     // Only now: the frame allocator's free lists live on the heap.
-    for &(start, end) in &frame_ranges[..frame_range_count] {
+    for &(start, end) in &frame_ranges {
         allocator.add_frame((start / PAGE_SIZE) as usize, (end / PAGE_SIZE) as usize);
         FRAME_BYTES.fetch_add(end - start, Ordering::Relaxed);
     }
@@ -186,13 +185,13 @@ impl TestPage {
 
     /// Reads the 64-bit word at `offset` through the page's mapping.
     pub fn read(&self, offset: u64) -> Result<u64, Exception> {
-        arch::instructions::probe_read(self.word(offset))
+        arch::try_read(self.word(offset))
     }
 
     /// Writes the 64-bit word at `offset` through the page's mapping.
     pub fn write(&self, offset: u64, value: u64) -> Result<(), Exception> {
         // SAFETY: the address lies in this page, which no Rust object occupies.
-        unsafe { arch::instructions::probe_write(self.word(offset), value) }
+        unsafe { arch::try_write(self.word(offset), value) }
     }
 
     /// Stores `code` at `offset` through the identity map (whatever the page's mapping).
@@ -215,7 +214,7 @@ impl TestPage {
     pub fn call(&self, offset: u64) -> Result<(), Exception> {
         // SAFETY: the page holds code the test stored with `store_code`, which by contract
         // returns; a fetch fault is caught.
-        unsafe { arch::instructions::probe_call(self.address + offset) }
+        unsafe { arch::try_call(self.address + offset) }
     }
 
     fn word(&self, offset: u64) -> u64 {

@@ -1,9 +1,11 @@
-//! The runtime's life cycle: calling the test's `main` after boot, `exit`, and the abort path
-//! shared by panics and unexpected exceptions.
+//! The runtime's life cycle: the boot sequence both architectures share (console, environment,
+//! memory, arguments, the test's `main`), `exit`, and the abort path shared by panics and
+//! unexpected exceptions.
 
 use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use crate::arch::Boot;
 use crate::report::exit_code;
 
 unsafe extern "Rust" {
@@ -11,48 +13,44 @@ unsafe extern "Rust" {
     fn vmunit_test_main(args: &[&str]) -> i32;
 }
 
+/// The longest command line kept, in bytes.
+const COMMAND_LINE_CAPACITY: usize = 2048;
+
 /// The command line, kept for the program's lifetime so that [`args`] can lend its words.
-struct CommandLine {
-    text: [u8; CommandLine::CAPACITY],
-    length: usize,
-}
-
-impl CommandLine {
-    const CAPACITY: usize = 2048;
-
-    fn text(&self) -> &str {
-        core::str::from_utf8(&self.text[..self.length]).unwrap_or("")
-    }
-}
-
-static COMMAND_LINE: spin::Once<CommandLine> = spin::Once::new();
-static ARGUMENTS: spin::Once<([&'static str; crate::args::MAX_ARGS], usize)> = spin::Once::new();
+static COMMAND_LINE: spin::Once<heapless::String<COMMAND_LINE_CAPACITY>> = spin::Once::new();
+static ARGUMENTS: spin::Once<crate::args::Arguments<'static>> = spin::Once::new();
 
 /// The test's arguments (the words of `-append`), as `main` receives them: for code that
 /// `main` does not call directly, such as `#[vmunit::test]` subtests.
 pub fn args() -> &'static [&'static str] {
-    match ARGUMENTS.get() {
-        Some((words, count)) => &words[..*count],
-        None => &[],
-    }
+    ARGUMENTS.get().map_or(&[], |words| words.as_slice())
 }
 
-/// Called by the architecture's boot code once the machine is set up.
-pub(crate) fn start(command_line: &str) -> ! {
+/// The boot sequence both architectures share, called by the architecture's `rust_entry`
+/// once the machine is set up as far as `boot` describes: the console, the environment, the
+/// heap and page frames, the architecture's own set-up that needs them, then the test's
+/// `main` with the command line's words, and exit.
+pub(crate) fn start(boot: &impl Boot) -> ! {
+    crate::console::init();
+    crate::environment::init(boot.environment());
+    crate::memory::init(boot.free_memory());
+    boot.start_machine();
     let line = COMMAND_LINE.call_once(|| {
         // Cut at a character boundary: the text must stay valid UTF-8.
-        let mut length = command_line.len().min(CommandLine::CAPACITY);
+        let command_line = boot.command_line();
+        let mut length = command_line.len().min(COMMAND_LINE_CAPACITY);
         while !command_line.is_char_boundary(length) {
             length -= 1;
         }
-        let mut text = [0; CommandLine::CAPACITY];
-        text[..length].copy_from_slice(&command_line.as_bytes()[..length]);
-        CommandLine { text, length }
+        let mut text = heapless::String::new();
+        // Cannot fail: `length` is at most the capacity.
+        let _ = text.push_str(&command_line[..length]);
+        text
     });
-    let (words, count) = ARGUMENTS.call_once(|| crate::args::split(line.text()));
+    let words = ARGUMENTS.call_once(|| crate::args::split(line));
     // SAFETY: `vmunit::main!` defines `vmunit_test_main` with exactly this signature; a test
     // crate without it fails to link.
-    let code = unsafe { vmunit_test_main(&words[..*count]) };
+    let code = unsafe { vmunit_test_main(words) };
     exit(code)
 }
 

@@ -5,11 +5,15 @@
 //! (PSCI SYSTEM_OFF without an EXIT line: QEMU exits with 0, which must never read as a pass),
 //! and stack-overflow (unbounded recursion runs into the stack's guard page: the runtime must
 //! report it, from its separate exception stack, and end the test rather than hang).
+//! gic-offset-outside and psci-entry-point-call check that the safe GIC and PSCI functions
+//! refuse what would write outside the GIC's registers or start code: a panic, not a write.
 #![no_std]
 #![no_main]
 
 use vmunit::arch::exit::power_off;
-use vmunit::arch::instructions::{raise_undefined_instruction, wait_for_interrupt};
+use vmunit::arch::instructions::{undefined_instruction, wait_for_interrupt};
+use vmunit::arch::smp::mpidr_of;
+use vmunit::arch::{gic, psci};
 use vmunit::{println, report, report_skip, report_summary};
 
 vmunit::main!(main);
@@ -36,7 +40,7 @@ fn main(args: &[&str]) -> i32 {
         }
         "panic" => panic!("the fixture panics on purpose"),
         "exception" => {
-            raise_undefined_instruction();
+            undefined_instruction();
             report_summary()
         }
         "hang" => loop {
@@ -52,6 +56,22 @@ fn main(args: &[&str]) -> i32 {
                 "a check that holds, then the VM powers off without an EXIT line"
             );
             power_off()
+        }
+        "gic-offset-outside" => {
+            report!(gic::init().is_ok(), "the GICv3 initialises");
+            // The first byte past the distributor's frame: refused, never written.
+            gic::distributor_write(gic::distributor::FRAME_SIZE, 0);
+            report!(false, "a distributor write outside its frame was refused");
+            report_summary()
+        }
+        "psci-entry-point-call" => {
+            // CPU_ON of CPU 1 at address 0 through the safe call: refused, never made.
+            let result = psci::call(psci::function::CPU_ON, mpidr_of(1), 0, 1);
+            report!(
+                false,
+                "a safe PSCI call with an entry point was refused (got {result})"
+            );
+            report_summary()
         }
         other => {
             println!("arm-fixture: unknown mode {other:?}");

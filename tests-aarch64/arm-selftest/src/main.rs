@@ -10,12 +10,14 @@ extern crate alloc;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use vmunit::arch::device_tree::platform;
+use vmunit::arch::exceptions::FaultStatus;
 use vmunit::arch::instructions::{
-    breakpoint, current_el, load_at, raise_undefined_instruction, supervisor_call, undefined_instruction,
-    user_load, user_supervisor_call,
+    current_el, load, supervisor_call, try_breakpoint, try_load, try_read, try_supervisor_call,
+    try_undefined_instruction, undefined_instruction,
 };
 use vmunit::arch::smp::{MAX_CPUS, cpu_count, cpu_index, current_mpidr, mpidr_of, on_cpus};
-use vmunit::arch::{ExceptionClass, mmu, run_in_user_mode};
+use vmunit::arch::{Exception, ExceptionClass, mmu, run_in_user_mode};
+use vmunit::catch::Attempt;
 use vmunit::memory::{Protection, TestPage};
 use vmunit::{args, prefix, report, report_summary};
 
@@ -34,10 +36,13 @@ fn main(arguments: &[&str]) -> i32 {
     report_summary()
 }
 
-/// ISS.DFSC of a translation fault at level 3.
-const TRANSLATION_FAULT_LEVEL3: u64 = 0b00_0111;
-/// ISS.DFSC permission faults (levels 0-3): 0b0011xx.
-const PERMISSION_FAULT: u64 = 0b00_1100;
+/// A translation fault at level 3: the page's descriptor is invalid.
+const UNMAPPED_PAGE: Option<FaultStatus> = Some(FaultStatus::Translation { level: 3 });
+
+/// Whether `exception` is a permission fault (at any level).
+fn permission_fault(exception: &Exception) -> bool {
+    matches!(exception.fault_status(), Some(FaultStatus::Permission { .. }))
+}
 
 fn setup(arguments: &[&str]) {
     let _prefix = prefix("setup");
@@ -52,7 +57,7 @@ fn setup(arguments: &[&str]) {
             platform.memory_size() == mebibytes << 20,
             "the DTB's memory is mem={mebibytes} MiB (got {} bytes in {} ranges)",
             platform.memory_size(),
-            platform.memory_count
+            platform.memory().len()
         ),
         None => report!(false, "a mem=<MiB> argument was given"),
     };
@@ -96,18 +101,18 @@ fn setup(arguments: &[&str]) {
     page.protect(Protection::READ_ONLY);
     let write = page.write(16, 1);
     report!(
-        matches!(write, Err(exception) if exception.class == ExceptionClass::DATA_ABORT
+        matches!(write, Err(exception) if exception.class == ExceptionClass::DataAbort
             && exception.far == page.address() + 16
-            && exception.iss() & 0b11_1100 == PERMISSION_FAULT
-            && exception.iss() & (1 << 6) != 0),
+            && permission_fault(&exception)
+            && exception.is_write()),
         "a write to a read-only page is a permission-fault write data abort at its address ({write:?})"
     );
     page.unmap();
     let read = page.read(0);
     report!(
-        matches!(read, Err(exception) if exception.class == ExceptionClass::DATA_ABORT
+        matches!(read, Err(exception) if exception.class == ExceptionClass::DataAbort
             && exception.far == page.address()
-            && exception.iss() & 0x3f == TRANSLATION_FAULT_LEVEL3),
+            && exception.fault_status() == UNMAPPED_PAGE),
         "a read of an unmapped page is a level-3 translation fault at its address ({read:?})"
     );
     report!(
@@ -135,11 +140,11 @@ fn setup(arguments: &[&str]) {
     );
     let guards: alloc::vec::Vec<u64> = vmunit::arch::exceptions::stack_guard_pages().take(2).collect();
     for (guard, which) in guards.iter().zip(["stack (SP_EL0)", "exception stack (SP_EL1)"]) {
-        let read = vmunit::arch::instructions::probe_read(*guard);
+        let read = try_read(*guard);
         report!(
-            matches!(read, Err(exception) if exception.class == ExceptionClass::DATA_ABORT
+            matches!(read, Err(exception) if exception.class == ExceptionClass::DataAbort
                 && exception.far == *guard
-                && exception.iss() & 0x3f == TRANSLATION_FAULT_LEVEL3),
+                && exception.fault_status() == UNMAPPED_PAGE),
             "the guard page below CPU 0's {which} at {guard:#x} is unmapped: level-3 translation fault \
              (got {read:?})"
         );
@@ -148,49 +153,49 @@ fn setup(arguments: &[&str]) {
             "the page above that guard is mapped"
         );
     }
-    let null = vmunit::arch::instructions::probe_read(0);
+    let null = try_read(0);
     report!(
-        matches!(null, Err(exception) if exception.class == ExceptionClass::DATA_ABORT && exception.far == 0),
+        matches!(null, Err(exception) if exception.class == ExceptionClass::DataAbort && exception.far == 0),
         "a null pointer read is a data abort at address 0 (got {null:?})"
     );
 }
 
 fn vectors_kernel() {
     let _prefix = prefix("vectors-kernel");
-    let (result, address) = undefined_instruction();
+    let Attempt { result, address } = try_undefined_instruction();
     report!(
-        matches!(result, Err(exception) if exception.class == ExceptionClass::UNKNOWN
+        matches!(result, Err(exception) if exception.class == ExceptionClass::Unknown
             && exception.elr == address && !exception.from_user),
         "UDF raises an EC 0x00 exception with ELR at the UDF ({address:#x}; got {result:?})"
     );
-    let (result, address) = supervisor_call::<0x123>();
+    let Attempt { result, address } = try_supervisor_call::<0x123>();
     report!(
-        matches!(result, Err(exception) if exception.class == ExceptionClass::SVC64
-            && exception.iss() & 0xffff == 0x123 && exception.elr == address),
+        matches!(result, Err(exception) if exception.class == ExceptionClass::SupervisorCall
+            && exception.immediate() == 0x123 && exception.elr == address),
         "SVC #0x123 raises SVC64 with its immediate and ELR after it ({address:#x}; got {result:?})"
     );
-    let (result, address) = breakpoint::<0x42>();
+    let Attempt { result, address } = try_breakpoint::<0x42>();
     report!(
-        matches!(result, Err(exception) if exception.class == ExceptionClass::BRK64
-            && exception.iss() & 0xffff == 0x42 && exception.elr == address),
+        matches!(result, Err(exception) if exception.class == ExceptionClass::BreakpointInstruction
+            && exception.immediate() == 0x42 && exception.elr == address),
         "BRK #0x42 raises BRK64 with its immediate and ELR at the BRK ({address:#x}; got {result:?})"
     );
     let page = TestPage::new();
     page.unmap();
-    let (result, address) = load_at(page.address() + 0x18);
+    let Attempt { result, address } = try_load(page.address() + 0x18);
     report!(
-        matches!(result, Err(exception) if exception.class == ExceptionClass::DATA_ABORT
+        matches!(result, Err(exception) if exception.class == ExceptionClass::DataAbort
             && exception.elr == address && exception.far == page.address() + 0x18
-            && exception.iss() & 0x3f == TRANSLATION_FAULT_LEVEL3),
+            && exception.fault_status() == UNMAPPED_PAGE),
         "a load from an unmapped page is a data abort with ELR at the load and FAR at the address ({address:#x}; got {result:?})"
     );
     let nested = vmunit::catch_exception(|| {
-        let inner = undefined_instruction().0.is_err();
-        raise_undefined_instruction();
+        let inner = try_undefined_instruction().result.is_err();
+        undefined_instruction();
         inner
     });
     report!(
-        matches!(nested, Err(exception) if exception.class == ExceptionClass::UNKNOWN),
+        matches!(nested, Err(exception) if exception.class == ExceptionClass::Unknown),
         "nested catch_exception: the inner catch returns and the outer one still catches"
     );
 }
@@ -202,32 +207,32 @@ fn vectors_user() {
         result == Ok(42),
         "a closure runs at EL0 and returns its value (got {result:?})"
     );
-    let result = run_in_user_mode(raise_undefined_instruction);
+    let result = run_in_user_mode(undefined_instruction);
     report!(
-        matches!(result, Err(exception) if exception.class == ExceptionClass::UNKNOWN && exception.from_user),
+        matches!(result, Err(exception) if exception.class == ExceptionClass::Unknown && exception.from_user),
         "UDF at EL0 raises EC 0x00 taken from EL0 (got {result:?})"
     );
-    let result = run_in_user_mode(user_supervisor_call);
+    let result = run_in_user_mode(supervisor_call);
     report!(
-        matches!(result, Err(exception) if exception.class == ExceptionClass::SVC64
-            && exception.from_user && exception.iss() & 0xffff == 0),
+        matches!(result, Err(exception) if exception.class == ExceptionClass::SupervisorCall
+            && exception.from_user && exception.immediate() == 0),
         "SVC #0 at EL0 raises SVC64 from EL0 (got {result:?})"
     );
     let page = TestPage::new();
     page.unmap();
     let address = page.address();
-    let result = run_in_user_mode(|| user_load(address));
+    let result = run_in_user_mode(|| load(address));
     report!(
-        matches!(result, Err(exception) if exception.class == ExceptionClass::DATA_ABORT_LOWER
-            && exception.far == address && exception.iss() & 0x3f == TRANSLATION_FAULT_LEVEL3),
+        matches!(result, Err(exception) if exception.class == ExceptionClass::DataAbortLower
+            && exception.far == address && exception.fault_status() == UNMAPPED_PAGE),
         "a load from an unmapped page at EL0 is a lower-EL data abort at its address (got {result:?})"
     );
     let kernel_page = TestPage::new();
     let address = kernel_page.address();
-    let result = run_in_user_mode(|| user_load(address));
+    let result = run_in_user_mode(|| load(address));
     report!(
-        matches!(result, Err(exception) if exception.class == ExceptionClass::DATA_ABORT_LOWER
-            && exception.far == address && exception.iss() & 0b11_1100 == PERMISSION_FAULT),
+        matches!(result, Err(exception) if exception.class == ExceptionClass::DataAbortLower
+            && exception.far == address && permission_fault(&exception)),
         "a load from an EL1-only page at EL0 is a permission fault (got {result:?})"
     );
     kernel_page.protect(Protection {
@@ -239,7 +244,7 @@ fn vectors_user() {
         kernel_page.write(0, 99).is_ok(),
         "the page can be made user-accessible"
     );
-    let result = run_in_user_mode(|| user_load(address));
+    let result = run_in_user_mode(|| load(address));
     report!(result == Ok(99), "EL0 then reads it (got {result:?})");
 }
 

@@ -10,6 +10,7 @@
 use vmunit::arch::cache::{
     CTR_DIC, CTR_IDC, CodePage, Maintenance, RET, cache_levels, cache_type, move_to_w0,
 };
+use vmunit::arch::registers::{clidr, ctr};
 use vmunit::{args, prefix, report, report_info, report_skip, report_summary};
 
 vmunit::main!(main);
@@ -27,14 +28,14 @@ fn main(arguments: &[&str]) -> i32 {
         "CTR_EL0 = {ctr:#x}: IDC {}, DIC {}, I-cache line {} bytes, D-cache line {} bytes",
         (ctr & CTR_IDC != 0) as u8,
         (ctr & CTR_DIC != 0) as u8,
-        4 << (ctr & 0xf),
-        4 << ((ctr >> 16) & 0xf)
+        ctr::instruction_line_bytes(ctr),
+        ctr::data_line_bytes(ctr)
     );
     report_info!(
         "CLIDR_EL1 = {clidr:#x}: LoUU {}, LoC {}, LoUIS {}",
-        (clidr >> 27) & 7,
-        (clidr >> 24) & 7,
-        (clidr >> 21) & 7
+        clidr::level_of_unification_uniprocessor(clidr),
+        clidr::level_of_coherence(clidr),
+        clidr::level_of_unification_inner_shareable(clidr)
     );
     let required = Maintenance::required();
     if required.clean_data {

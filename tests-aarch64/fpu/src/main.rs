@@ -11,6 +11,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 use vmunit::arch::ExceptionClass;
 use vmunit::arch::gic::{self, SgiTarget};
 use vmunit::arch::instructions::{FpEvent, FpState, fp_state_round_trip, set_fpcr, set_fpsr};
+use vmunit::arch::registers::{fpcr, fpsr};
 use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu, on_cpu_async};
 use vmunit::arch::timer;
 use vmunit::{prefix, report, report_skip, report_summary, trap_exceptions};
@@ -19,23 +20,23 @@ vmunit::main!(main);
 
 const SGI: u32 = 2;
 /// FPCR.RMode = 0b11 (round towards zero) and FPCR.FZ: a value the runtime never sets.
-const FPCR_PATTERN: u64 = 3 << 22 | 1 << 24;
+const FPCR_PATTERN: u64 = fpcr::ROUND_TOWARD_ZERO | fpcr::FZ;
 /// FPCR.RMode = 0b01 (towards +infinity) and FPCR.DN: the other CPU's value.
-const FPCR_OTHER: u64 = 1 << 22 | 1 << 25;
+const FPCR_OTHER: u64 = fpcr::ROUND_TOWARD_PLUS_INFINITY | fpcr::DN;
 /// FPSR.QC, IDC, OFC and IOC.
-const FPSR_PATTERN: u64 = 1 << 27 | 1 << 7 | 1 << 2 | 1;
+const FPSR_PATTERN: u64 = fpsr::QC | fpsr::IDC | fpsr::OFC | fpsr::IOC;
 /// FPSR.QC, IXC, UFC and DZC: the other CPU's value.
-const FPSR_OTHER: u64 = 1 << 27 | 1 << 4 | 1 << 3 | 1 << 1;
+const FPSR_OTHER: u64 = fpsr::QC | fpsr::IXC | fpsr::UFC | fpsr::DZC;
 /// The FPCR bits this test sets (others may read as 0 where not implemented).
-const FPCR_MASK: u64 = 3 << 22 | 1 << 24 | 1 << 25;
+const FPCR_MASK: u64 = fpcr::RMODE | fpcr::FZ | fpcr::DN;
 /// The FPSR bits this test sets.
-const FPSR_MASK: u64 = 1 << 27 | 0x9f;
+const FPSR_MASK: u64 = fpsr::QC | fpsr::CUMULATIVE_FLAGS;
 
 fn main(_arguments: &[&str]) -> i32 {
     {
         let _prefix = prefix("exception");
         let before = FpState::pattern(0x11, FPCR_PATTERN, FPSR_PATTERN);
-        let (after, seen) = trap_exceptions(&[ExceptionClass::BRK64], || {
+        let (after, seen) = trap_exceptions(&[ExceptionClass::BreakpointInstruction], || {
             fp_state_round_trip(&before, FpEvent::Breakpoint)
         });
         report!(
@@ -50,7 +51,7 @@ fn main(_arguments: &[&str]) -> i32 {
         report!(false, "the GICv3 initialises: {problem}");
         return report_summary();
     }
-    gic::set_handler(SGI, Some(simd_handler));
+    vmunit::arch::set_interrupt_handler(SGI, Some(simd_handler));
     gic::enable_private(SGI);
     {
         let _prefix = prefix("interrupt");
@@ -205,7 +206,7 @@ fn work() {
     while LOADED.load(Ordering::Acquire) == 0 && timer::virtual_count() < deadline {
         core::hint::spin_loop();
     }
-    let (after, _) = trap_exceptions(&[ExceptionClass::BRK64], || {
+    let (after, _) = trap_exceptions(&[ExceptionClass::BreakpointInstruction], || {
         fp_state_round_trip(&worker_state(), FpEvent::Breakpoint)
     });
     *RESULTS[1].lock() = Some(after);
@@ -219,7 +220,7 @@ fn work() {
 
 /// An IRQ handler that works the SIMD registers hard (the compiler vectorises this), then
 /// overwrites all of v0-v31 and leaves FPCR and FPSR changed.
-fn simd_handler(_intid: u32, _cpu: usize) {
+fn simd_handler(_intid: u32) {
     let mut values = core::hint::black_box([1.25f64; 64]);
     for (index, value) in values.iter_mut().enumerate() {
         *value = *value * index as f64 + 0.5;
@@ -227,9 +228,12 @@ fn simd_handler(_intid: u32, _cpu: usize) {
     let copy = core::hint::black_box(values);
     core::hint::black_box(copy.iter().sum::<f64>());
     // Every vector register, FPCR and FPSR get other values.
-    fp_state_round_trip(&FpState::pattern(0xff, 0, 0x9f), FpEvent::Nothing);
+    fp_state_round_trip(
+        &FpState::pattern(0xff, 0, fpsr::CUMULATIVE_FLAGS),
+        FpEvent::Nothing,
+    );
     set_fpcr(0);
-    set_fpsr(0x9f);
+    set_fpsr(fpsr::CUMULATIVE_FLAGS);
     let cpu = cpu_index();
     if let Some(count) = HANDLED.get(cpu) {
         count.fetch_add(1, Ordering::AcqRel);

@@ -9,6 +9,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use vmunit::arch::gic::{self, SgiTarget, distributor};
 use vmunit::arch::instructions::wait_for_interrupt_enabled;
+use vmunit::arch::registers::ICC_PMR_ALLOW_ALL;
 use vmunit::arch::smp::{MAX_CPUS, cpu_count, cpu_index, on_cpu_async, on_cpus};
 use vmunit::arch::timer;
 use vmunit::{prefix, report, report_skip, report_summary};
@@ -34,7 +35,7 @@ fn main(arguments: &[&str]) -> i32 {
     report_summary()
 }
 
-fn nothing(_intid: u32, _cpu: usize) {}
+fn nothing(_intid: u32) {}
 
 static RECEIVED: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
 static READY: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
@@ -78,7 +79,7 @@ fn wait_received(cpu: usize) -> bool {
 }
 
 fn ipi() {
-    gic::set_handler(SGI, Some(nothing));
+    vmunit::arch::set_interrupt_handler(SGI, Some(nothing));
     gic::enable_private(SGI);
     {
         let _prefix = prefix("self");
@@ -144,7 +145,7 @@ fn active() {
         masked == gic::SPURIOUS,
         "with ICC_PMR_EL1 = 0 the SGI is not acknowledged (IAR {masked})"
     );
-    gic::set_icc_pmr(0xff);
+    gic::set_icc_pmr(ICC_PMR_ALLOW_ALL);
     let intid = gic::acknowledge();
     report!(intid == SGI, "ICC_IAR1_EL1 acknowledges SGI {SGI} (got {intid})");
     report!(
@@ -179,14 +180,14 @@ fn mmio() {
     }
     let pidr2 = gic::distributor_read(distributor::PIDR2);
     report!(
-        (pidr2 >> 4) & 0xf == 3,
+        distributor::architecture_revision(pidr2) == 3,
         "GICD_PIDR2.ArchRev says GICv3 (PIDR2 {pidr2:#x})"
     );
     let typer = gic::distributor_read(distributor::TYPER);
-    let lines = 32 * ((typer & 0x1f) + 1);
+    let lines = distributor::interrupt_lines(typer);
     report!(lines > 32, "GICD_TYPER.ITLinesNumber gives SPIs ({lines} INTIDs)");
     // The first SPI's priority byte: write all ones, read the implemented bits back.
-    let offset = distributor::IPRIORITYR + 32;
+    let offset = distributor::IPRIORITYR + distributor::FIRST_SPI;
     let saved = gic::distributor_read_byte(offset);
     gic::distributor_write_byte(offset, 0xff);
     let implemented = gic::distributor_read_byte(offset);

@@ -5,19 +5,12 @@
 #![no_std]
 #![no_main]
 
+use vmunit::arch::pmu::event::{CPU_CYCLES, INST_RETIRED, INST_SPEC, STALL_BACKEND, STALL_FRONTEND, SW_INCR};
 use vmunit::arch::pmu::{self, CYCLE_COUNTER, PMCR_C, PMCR_E, PMCR_LC};
+use vmunit::arch::registers::pmcr;
 use vmunit::{report, report_info, report_skip, report_summary};
 
 vmunit::main!(main);
-
-const SW_INCR: u32 = 0x00;
-const INST_RETIRED: u32 = 0x08;
-const CPU_CYCLES: u32 = 0x11;
-const INST_SPEC: u32 = 0x1b;
-const STALL_FRONTEND: u32 = 0x23;
-const STALL_BACKEND: u32 = 0x24;
-/// ID_AA64DFR0_EL1.PMUVer of PMUv3 for Armv8.1 (PMUv3p1).
-const PMU_V3P1: u64 = 0b0100;
 
 fn main(arguments: &[&str]) -> i32 {
     if !pmu::present() {
@@ -28,8 +21,8 @@ fn main(arguments: &[&str]) -> i32 {
     report_info!(
         "PMUVer {:#x}, PMCR_EL0 {pmcr:#x}: implementer {:#x}, {} event counters",
         pmu::version(),
-        pmcr >> 24,
-        (pmcr >> 11) & 0x1f
+        pmcr::implementer(pmcr),
+        pmcr::event_counters(pmcr)
     );
     match arguments.first().copied() {
         Some("cycle-counter") => cycle_counter(),
@@ -52,7 +45,7 @@ fn busy_loop() {
 
 fn cycle_counter() {
     // PMCNTENSET_EL0 bits of counters PMCR_EL0.N and above are RAZ/WI.
-    let counters = (pmu::pmcr() >> 11) & 0x1f;
+    let counters = pmcr::event_counters(pmu::pmcr());
     pmu::set_counter_enables(u64::from(u32::MAX));
     let enabled = pmu::counter_enables() & 0xffff_ffff;
     pmu::set_counter_disables(u64::from(u32::MAX));
@@ -117,7 +110,7 @@ fn event_introspection() {
         listed(INST_RETIRED) || listed(INST_SPEC),
         "PMCEID lists INST_RETIRED (0x08) or INST_SPEC (0x1b)"
     );
-    if pmu::version() >= PMU_V3P1 {
+    if pmu::version() >= pmu::VERSION_3_1 {
         report!(
             listed(STALL_FRONTEND) && listed(STALL_BACKEND),
             "PMUv3p1 and later: PMCEID lists STALL_FRONTEND (0x23) and STALL_BACKEND (0x24)"

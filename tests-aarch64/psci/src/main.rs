@@ -5,7 +5,7 @@
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use vmunit::arch::psci::{self, affinity, function, status};
+use vmunit::arch::psci::{self, AffinityState, Status};
 use vmunit::arch::smp::{cpu_count, cpu_index, cpu_off, mpidr_of, on_cpu, on_cpu_async, start_cpu};
 use vmunit::arch::timer;
 use vmunit::{report, report_skip, report_summary};
@@ -14,6 +14,8 @@ vmunit::main!(main);
 
 /// A function number in the PSCI range that PSCI does not define.
 const UNDEFINED_FUNCTION: u32 = 0x8400_001f;
+/// An MPIDR affinity no CPU of QEMU `virt` has.
+const NO_SUCH_MPIDR: u64 = 0xff_ff00;
 
 fn main(_arguments: &[&str]) -> i32 {
     let (major, minor) = psci::version();
@@ -21,27 +23,27 @@ fn main(_arguments: &[&str]) -> i32 {
         major == 1 || (major, minor) == (0, 2),
         "PSCI_VERSION is 0.2 or 1.x (got {major}.{minor})"
     );
-    let result = psci::call(UNDEFINED_FUNCTION, 0, 0, 0);
+    let result = Status::from_code(psci::call(UNDEFINED_FUNCTION, 0, 0, 0));
     report!(
-        result == status::NOT_SUPPORTED,
+        result == Status::NotSupported,
         "an undefined function id returns NOT_SUPPORTED (got {result})"
     );
     if major >= 1 {
-        let features = psci::call(function::FEATURES, u64::from(function::CPU_ON), 0, 0);
+        let features = psci::features(psci::function::CPU_ON);
         report!(
-            features >= 0,
-            "PSCI_FEATURES says CPU_ON is implemented (got {features})"
+            features.is_ok(),
+            "PSCI_FEATURES says CPU_ON is implemented (got {features:?})"
         );
-        let features = psci::call(function::FEATURES, u64::from(UNDEFINED_FUNCTION), 0, 0);
+        let features = psci::features(UNDEFINED_FUNCTION);
         report!(
-            features == status::NOT_SUPPORTED,
-            "PSCI_FEATURES of an undefined function is NOT_SUPPORTED (got {features})"
+            features == Err(Status::NotSupported),
+            "PSCI_FEATURES of an undefined function is NOT_SUPPORTED (got {features:?})"
         );
     }
     let result = psci::affinity_info(mpidr_of(0));
     report!(
-        result == affinity::ON,
-        "AFFINITY_INFO of the boot CPU is ON (got {result})"
+        result == Ok(AffinityState::On),
+        "AFFINITY_INFO of the boot CPU is ON (got {result:?})"
     );
     if cpu_count() < 2 {
         report_skip!("CPU_ON and CPU_OFF need -smp 2 or more");
@@ -62,11 +64,11 @@ fn turn_off() {
 }
 
 /// Polls AFFINITY_INFO of `mpidr` until it is `wanted` or a second of counter time passed.
-fn wait_for_affinity(mpidr: u64, wanted: i64) -> i64 {
+fn wait_for_affinity(mpidr: u64, wanted: AffinityState) -> Result<AffinityState, Status> {
     let deadline = timer::virtual_count() + timer::frequency();
     loop {
         let state = psci::affinity_info(mpidr);
-        if state == wanted || timer::virtual_count() > deadline {
+        if state == Ok(wanted) || timer::virtual_count() > deadline {
             return state;
         }
     }
@@ -76,12 +78,12 @@ fn cpu_on_off() {
     let mpidr = mpidr_of(1);
     let state = psci::affinity_info(mpidr);
     report!(
-        state == affinity::OFF,
-        "AFFINITY_INFO of CPU 1 before CPU_ON is OFF (got {state})"
+        state == Ok(AffinityState::Off),
+        "AFFINITY_INFO of CPU 1 before CPU_ON is OFF (got {state:?})"
     );
     let result = start_cpu(1);
     report!(
-        result == status::SUCCESS,
+        result == Status::Success,
         "CPU_ON of CPU 1 succeeds (got {result})"
     );
     on_cpu(1, record);
@@ -91,30 +93,35 @@ fn cpu_on_off() {
     );
     let state = psci::affinity_info(mpidr);
     report!(
-        state == affinity::ON,
-        "AFFINITY_INFO of CPU 1 is ON (got {state})"
+        state == Ok(AffinityState::On),
+        "AFFINITY_INFO of CPU 1 is ON (got {state:?})"
     );
-    // The entry address is never used: the CPU is already on.
-    let result = psci::cpu_on(mpidr, 0x4010_0000, 1);
+    let entry = vmunit::arch::smp::secondary_entry_point();
+    #[allow(unsafe_code)]
+    // SAFETY: CPU 1 is on: PSCI refuses with ALREADY_ON and starts nothing (were it to start
+    // it, the entry is the runtime's own, with CPU 1's index).
+    let result = unsafe { psci::cpu_on(mpidr, entry, 1) };
     report!(
-        result == status::ALREADY_ON,
+        result == Status::AlreadyOn,
         "CPU_ON of a CPU that is on returns ALREADY_ON (got {result})"
     );
-    let result = psci::cpu_on(0xff_ff00, 0x4010_0000, 0);
+    #[allow(unsafe_code)]
+    // SAFETY: no CPU has this MPIDR: PSCI refuses with INVALID_PARAMETERS and starts nothing.
+    let result = unsafe { psci::cpu_on(NO_SUCH_MPIDR, entry, 0) };
     report!(
-        result == status::INVALID_PARAMETERS,
+        result == Status::InvalidParameters,
         "CPU_ON of an MPIDR with no CPU returns INVALID_PARAMETERS (got {result})"
     );
     on_cpu_async(1, turn_off);
-    let state = wait_for_affinity(mpidr, affinity::OFF);
+    let state = wait_for_affinity(mpidr, AffinityState::Off);
     report!(
-        state == affinity::OFF,
-        "after CPU_OFF, AFFINITY_INFO of CPU 1 is OFF (got {state})"
+        state == Ok(AffinityState::Off),
+        "after CPU_OFF, AFFINITY_INFO of CPU 1 is OFF (got {state:?})"
     );
     RAN_ON.store(usize::MAX, Ordering::Release);
     let result = start_cpu(1);
     report!(
-        result == status::SUCCESS,
+        result == Status::Success,
         "CPU_ON of CPU 1 again succeeds (got {result})"
     );
     on_cpu(1, record);

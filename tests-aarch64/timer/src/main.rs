@@ -34,7 +34,7 @@ fn main(_arguments: &[&str]) -> i32 {
 }
 
 /// Masks the timer whose PPI fired, so that its level-triggered interrupt goes away.
-fn handler(intid: u32, _cpu: usize) {
+fn handler(intid: u32) {
     for timer in [Timer::Virtual, Timer::Physical] {
         if timer.intid() == intid {
             timer.set_control(CTL_ENABLE | CTL_IMASK);
@@ -45,7 +45,7 @@ fn handler(intid: u32, _cpu: usize) {
 fn check_timer(timer: Timer, frequency: u64) {
     let _prefix = prefix(timer.name());
     let intid = timer.intid();
-    gic::set_handler(intid, Some(handler));
+    vmunit::arch::set_interrupt_handler(intid, Some(handler));
     gic::enable_private(intid);
 
     timer.set_control(0);

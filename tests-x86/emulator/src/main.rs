@@ -869,7 +869,7 @@ fn exceptions(kvm_pvm: bool) {
     let (result, rip) = machine::store_at(split, 0x2222_2222_2222_2222);
     let after = machine::read64(HOLE - 8);
     report!(
-        matches!(result, Err(Exception { vector: Vector::PF, error_code, address, rip: at }) if address == HOLE && at == rip && error_code == page_fault::WRITE),
+        matches!(result, Err(Exception { vector: Vector::PF, error_code, address, rip: at, .. }) if address == HOLE && at == rip && error_code == page_fault::WRITE),
         "a store split between MMIO and an unmapped page raises #PF (write, not present) at the hole (got {result:x?})"
     );
     report!(
@@ -894,7 +894,7 @@ fn exceptions(kvm_pvm: bool) {
     let (result, rip) = machine::store32_at(READ_ONLY_PAGE, 0xdead_beef);
     let unchanged = machine::read64(IOMEM + 2 * PAGE_SIZE);
     report!(
-        matches!(result, Err(Exception { vector: Vector::PF, error_code, address, rip: at }) if address == READ_ONLY_PAGE && at == rip && error_code == page_fault::WRITE | page_fault::PRESENT),
+        matches!(result, Err(Exception { vector: Vector::PF, error_code, address, rip: at, .. }) if address == READ_ONLY_PAGE && at == rip && error_code == page_fault::WRITE | page_fault::PRESENT),
         "a store to a read-only mapping of MMIO raises #PF (write, present) (got {result:x?})"
     );
     report!(

@@ -12,7 +12,11 @@
 
 use core::arch::global_asm;
 
+use aarch64_cpu::registers::{CPACR_EL1, SCTLR_EL1};
+
+use super::device_tree::{self, MAX_MEMORY_RANGES, Platform};
 use super::smp::{EXCEPTION_STACK_SIZE, MAX_CPUS, STACK_SIZE};
+use super::{exceptions, exit, fw_cfg, mmu};
 
 /// MAIR_EL1: attribute 0 is Device-nGnRnE, attribute 1 Normal write-back (read/write allocate).
 pub(crate) const MAIR: u64 = 0xff << 8;
@@ -23,11 +27,17 @@ pub(crate) const ATTRIBUTE_NORMAL: u64 = 1;
 /// TCR_EL1 without IPS: T0SZ = 16 (48-bit VA, 4 levels from level 0), inner/outer write-back
 /// walks, inner shareable, 4 KiB granule, EPD1 (no TTBR1 walks).
 const TCR_BASE: u64 = 16 | 1 << 8 | 1 << 10 | 3 << 12 | 1 << 23;
-/// SCTLR_EL1: the v8.0 RES1 bits (SPAN among them: PSTATE.PAN stays 0), then M, C and I.
-const SCTLR: u64 = 0x30d0_0800 | 1 << 0 | 1 << 2 | 1 << 12;
+/// SCTLR_EL1's v8.0 RES1 bits (SPAN among them: PSTATE.PAN stays 0).
+const SCTLR_RES1: u64 = 0x30d0_0800;
+/// SCTLR_EL1: the RES1 bits, then M, C and I.
+const SCTLR: u64 =
+    SCTLR_RES1 | SCTLR_EL1::M::Enable.value | SCTLR_EL1::C::Cacheable.value | SCTLR_EL1::I::Cacheable.value;
+/// CPACR_EL1: FPEN lets FP/SIMD instructions run at EL0 and EL1 without traps.
+const CPACR: u64 = CPACR_EL1::FPEN::TrapNothing.value;
 
 const _: () = assert!(TCR_BASE == 0x80_3510);
 const _: () = assert!(SCTLR == 0x30d0_1805);
+const _: () = assert!(CPACR == 3 << 20);
 const _: () = assert!(
     STACK_SIZE == 64 * 1024 && EXCEPTION_STACK_SIZE == 16 * 1024 && MAX_CPUS == 8,
     "link.ld reserves 8 stacks of 64 KiB and 8 exception stacks of 16 KiB"
@@ -46,7 +56,7 @@ global_asm!(
     _start:
         mov x19, x0                     /* the DTB address, or 0 */
         bl vmunit_to_el1
-        mov x9, #(3 << 20)              /* CPACR_EL1.FPEN: no FP/SIMD traps */
+        mov x9, #{cpacr}                /* CPACR_EL1.FPEN: no FP/SIMD traps */
         msr cpacr_el1, x9
         isb
 
@@ -105,7 +115,7 @@ global_asm!(
     vmunit_secondary_entry:
         mov x19, x0
         bl vmunit_to_el1
-        mov x9, #(3 << 20)
+        mov x9, #{cpacr}
         msr cpacr_el1, x9
         isb
         bl vmunit_enable_mmu
@@ -191,9 +201,10 @@ global_asm!(
         isb
         ret
     "#,
-    rust_entry = sym super::rust_entry,
+    rust_entry = sym rust_entry,
     secondary_entry = sym super::smp::secondary_entry,
     mair = const MAIR,
+    cpacr = const CPACR,
     tcr_low = const TCR_BASE & 0xffff,
     tcr_high = const TCR_BASE >> 16,
     sctlr_low = const SCTLR & 0xffff,
@@ -203,4 +214,91 @@ global_asm!(
 unsafe extern "C" {
     /// The PSCI CPU_ON entry point of secondary CPUs (x0 = CPU index), defined above.
     pub(crate) static vmunit_secondary_entry: u8;
+}
+
+unsafe extern "C" {
+    static __image_end: u8;
+}
+
+/// The fw_cfg file the runner puts the guest environment in (see runner/src/qemu.rs).
+const ENVIRONMENT_FILE: &str = "opt/vmunit/environment";
+/// The most environment bytes read from fw_cfg.
+const ENVIRONMENT_CAPACITY: usize = 4096;
+
+/// The machine as the device tree describes it, for `crate::runtime::start`.
+struct VirtBoot {
+    platform: &'static Platform,
+    environment: heapless::Vec<u8, ENVIRONMENT_CAPACITY>,
+    free: heapless::Vec<(u64, u64), MAX_MEMORY_RANGES>,
+}
+
+impl crate::arch::Boot for VirtBoot {
+    fn command_line(&self) -> &str {
+        self.platform.bootargs()
+    }
+
+    fn environment(&self) -> &[u8] {
+        &self.environment
+    }
+
+    fn free_memory(&self) -> &[(u64, u64)] {
+        &self.free
+    }
+
+    fn start_machine(&self) {
+        mmu::init();
+    }
+}
+
+/// Called by the boot assembly with the MMU on, on the boot CPU's stack, with x0 from QEMU:
+/// the vectors, the device tree and the guest environment, then the generic runtime.
+extern "C" fn rust_entry(x0: u64) -> ! {
+    exceptions::init();
+    let platform = match device_tree::init(x0) {
+        Ok(platform) => platform,
+        Err(problem) => early_failure(problem),
+    };
+    if platform.uart.is_none() {
+        early_failure("the DTB names no arm,pl011 UART");
+    }
+    let mut environment = heapless::Vec::new();
+    if let Some((start, end)) = platform.initrd {
+        // SAFETY: QEMU loaded the initrd (the runner's environment) at this RAM range, which
+        // nothing has written yet; it is identity mapped.
+        let bytes =
+            unsafe { core::slice::from_raw_parts(start as usize as *const u8, (end - start) as usize) };
+        // Cannot fail: the slice is cut to the capacity.
+        let _ = environment.extend_from_slice(&bytes[..bytes.len().min(ENVIRONMENT_CAPACITY)]);
+    } else if let Some(device) = fw_cfg::FwCfg::find() {
+        let mut buffer = [0; ENVIRONMENT_CAPACITY];
+        if let Some(length) = device.read_file(ENVIRONMENT_FILE, &mut buffer) {
+            // Cannot fail: `read_file` fills at most the buffer.
+            let _ = environment.extend_from_slice(&buffer[..length]);
+        }
+    }
+    // RAM below the image's end holds the DTB and the image; the initrd was copied above.
+    let image_end = &raw const __image_end as u64;
+    let free = platform
+        .memory()
+        .iter()
+        .map(|&(start, end)| (start.max(image_end), end))
+        .collect();
+    crate::runtime::start(&VirtBoot {
+        platform,
+        environment,
+        free,
+    })
+}
+
+/// Before the console works there is no way to report anything: this ends the VM. With the
+/// DTB found, the reason is printed first, straight to the PL011.
+fn early_failure(problem: &str) -> ! {
+    // The PL011 of `virt` is at this address even when the DTB is missing.
+    const VIRT_PL011: u64 = 0x0900_0000;
+    for byte in "ABORT: boot: ".bytes().chain(problem.bytes()).chain(*b"\r\n") {
+        // SAFETY: a byte to the `virt` PL011's data register, device-mapped by the boot tables;
+        // if the machine has no UART there the write is ignored by QEMU.
+        unsafe { (VIRT_PL011 as usize as *mut u32).write_volatile(u32::from(byte)) };
+    }
+    exit::power_off()
 }

@@ -41,14 +41,11 @@ pub struct GicInfo {
 pub struct Platform {
     /// Where the DTB was found.
     pub dtb_address: u64,
-    /// RAM ranges `(start, end)`.
-    pub memory: [(u64, u64); MAX_MEMORY_RANGES],
-    /// How many entries of `memory` are used.
-    pub memory_count: usize,
-    /// The MPIDR affinity (the `reg` of each `/cpus/cpu@N`), in DTB order: CPU index -> MPIDR.
-    pub cpu_mpidrs: [u64; MAX_CPUS],
-    /// How many CPUs the DTB lists (up to [`MAX_CPUS`]).
-    pub cpu_count: usize,
+    /// RAM ranges `(start, end)` (the first [`MAX_MEMORY_RANGES`]).
+    memory: heapless::Vec<(u64, u64), MAX_MEMORY_RANGES>,
+    /// The MPIDR affinity (the `reg` of each `/cpus/cpu@N`), in DTB order: CPU index -> MPIDR,
+    /// for the first [`MAX_CPUS`] CPUs.
+    mpidrs: heapless::Vec<u64, MAX_CPUS>,
     /// How many CPUs the DTB lists in all (may exceed [`MAX_CPUS`]).
     pub cpus_listed: usize,
     /// The PL011 UART's base address.
@@ -63,14 +60,13 @@ pub struct Platform {
     pub fw_cfg: Option<u64>,
     /// The timer's PPIs as INTIDs: (non-secure physical, virtual).
     pub timer_interrupts: Option<(u32, u32)>,
-    bootargs: [u8; BOOTARGS_CAPACITY],
-    bootargs_length: usize,
+    bootargs: heapless::String<BOOTARGS_CAPACITY>,
 }
 
 impl Platform {
     /// The RAM ranges.
     pub fn memory(&self) -> &[(u64, u64)] {
-        &self.memory[..self.memory_count]
+        &self.memory
     }
 
     /// The total RAM size in bytes.
@@ -80,12 +76,12 @@ impl Platform {
 
     /// The MPIDRs of the CPUs the runtime can use.
     pub fn mpidrs(&self) -> &[u64] {
-        &self.cpu_mpidrs[..self.cpu_count]
+        &self.mpidrs
     }
 
     /// `/chosen/bootargs` (QEMU's `-append`), empty when absent.
     pub fn bootargs(&self) -> &str {
-        core::str::from_utf8(&self.bootargs[..self.bootargs_length]).unwrap_or("")
+        &self.bootargs
     }
 }
 
@@ -129,10 +125,8 @@ fn has_magic(address: u64) -> bool {
 fn read(fdt: &Fdt<'_>, dtb_address: u64) -> Result<Platform, &'static str> {
     let mut platform = Platform {
         dtb_address,
-        memory: [(0, 0); MAX_MEMORY_RANGES],
-        memory_count: 0,
-        cpu_mpidrs: [0; MAX_CPUS],
-        cpu_count: 0,
+        memory: heapless::Vec::new(),
+        mpidrs: heapless::Vec::new(),
         cpus_listed: 0,
         uart: None,
         gic: None,
@@ -140,8 +134,7 @@ fn read(fdt: &Fdt<'_>, dtb_address: u64) -> Result<Platform, &'static str> {
         initrd: None,
         timer_interrupts: None,
         fw_cfg: None,
-        bootargs: [0; BOOTARGS_CAPACITY],
-        bootargs_length: 0,
+        bootargs: heapless::String::new(),
     };
     // `Fdt::memory()` and `cpus()` panic when the nodes are missing: walk the nodes instead.
     for node in fdt.all_nodes() {
@@ -155,13 +148,13 @@ fn read(fdt: &Fdt<'_>, dtb_address: u64) -> Result<Platform, &'static str> {
         for region in node.reg().into_iter().flatten() {
             let start = region.starting_address as u64;
             let size = region.size.unwrap_or(0) as u64;
-            if size > 0 && platform.memory_count < MAX_MEMORY_RANGES {
-                platform.memory[platform.memory_count] = (start, start + size);
-                platform.memory_count += 1;
+            if size > 0 {
+                // Ranges beyond the capacity are left out.
+                let _ = platform.memory.push((start, start + size));
             }
         }
     }
-    if platform.memory_count == 0 {
+    if platform.memory.is_empty() {
         return Err("the DTB has no memory node with a non-empty reg");
     }
     let cpus = fdt.find_node("/cpus").ok_or("the DTB has no /cpus node")?;
@@ -173,13 +166,11 @@ fn read(fdt: &Fdt<'_>, dtb_address: u64) -> Result<Platform, &'static str> {
         if !is_cpu {
             continue;
         }
-        if platform.cpu_count < MAX_CPUS {
-            platform.cpu_mpidrs[platform.cpu_count] = mpidr as u64;
-            platform.cpu_count += 1;
-        }
+        // CPUs beyond MAX_CPUS are counted but not used.
+        let _ = platform.mpidrs.push(mpidr as u64);
         platform.cpus_listed += 1;
     }
-    if platform.cpu_count == 0 {
+    if platform.mpidrs.is_empty() {
         return Err("the DTB's /cpus lists no cpu with a reg");
     }
     platform.uart = fdt
@@ -205,9 +196,12 @@ fn read(fdt: &Fdt<'_>, dtb_address: u64) -> Result<Platform, &'static str> {
             platform.initrd = (end > start).then_some((start as u64, end as u64));
         }
         if let Some(arguments) = chosen.property("bootargs").and_then(|property| property.as_str()) {
-            let length = arguments.len().min(BOOTARGS_CAPACITY);
-            platform.bootargs[..length].copy_from_slice(&arguments.as_bytes()[..length]);
-            platform.bootargs_length = length;
+            // Cut at a character boundary to the capacity.
+            let mut length = arguments.len().min(BOOTARGS_CAPACITY);
+            while !arguments.is_char_boundary(length) {
+                length -= 1;
+            }
+            let _ = platform.bootargs.push_str(&arguments[..length]);
         }
     }
     platform.timer_interrupts = fdt

@@ -15,7 +15,7 @@
 //! faults again and again) end the test instead of faulting forever.
 
 use core::arch::global_asm;
-use core::fmt;
+use core::fmt::{self, Write};
 use core::mem::{offset_of, size_of};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -57,72 +57,148 @@ const _: () = assert!(offset_of!(ExceptionFrame, kind) == 288);
 const _: () = assert!(offset_of!(ExceptionFrame, q) == 304);
 const _: () = assert!(offset_of!(ExceptionFrame, fpcr) == 816);
 
-/// An exception class: ESR_EL1.EC (bits 31:26).
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ExceptionClass(pub u8);
+/// An exception class: ESR_EL1.EC (bits 31:26), named as in the Arm ARM (D24.2.40), so that
+/// `#[vmunit::test(should_fault = DataAbort)]` and `exception.kind() == Vector::DataAbort` read
+/// like the x86 `Vector::PF`.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExceptionClass {
+    /// Unknown reason: an undefined instruction (UDF), among others. (EC 0x00)
+    Unknown,
+    /// A trapped WFI or WFE. (EC 0x01)
+    WaitForInterruptOrEvent,
+    /// FP/SIMD access trapped by CPACR_EL1.FPEN. (EC 0x07)
+    FloatingPointAccess,
+    /// Illegal execution state (PSTATE.IL). (EC 0x0e)
+    IllegalState,
+    /// SVC in AArch64 state. (EC 0x15)
+    SupervisorCall,
+    /// HVC in AArch64 state. (EC 0x16)
+    HypervisorCall,
+    /// SMC in AArch64 state. (EC 0x17)
+    SecureMonitorCall,
+    /// A trapped MSR, MRS or system instruction. (EC 0x18)
+    SystemRegister,
+    /// An instruction abort from a lower exception level (EL0). (EC 0x20)
+    InstructionAbortLower,
+    /// An instruction abort at the same exception level. (EC 0x21)
+    InstructionAbort,
+    /// A misaligned PC. (EC 0x22)
+    PcAlignment,
+    /// A data abort from a lower exception level (EL0). (EC 0x24)
+    DataAbortLower,
+    /// A data abort at the same exception level. (EC 0x25)
+    DataAbort,
+    /// A misaligned SP. (EC 0x26)
+    SpAlignment,
+    /// A trapped floating-point exception (FPCR trap enables). (EC 0x2c)
+    FloatingPointException,
+    /// An SError interrupt. (EC 0x2f)
+    SError,
+    /// A hardware breakpoint from a lower exception level. (EC 0x30)
+    BreakpointLower,
+    /// A hardware breakpoint at the same exception level. (EC 0x31)
+    Breakpoint,
+    /// A software step from a lower exception level. (EC 0x32)
+    SoftwareStepLower,
+    /// A software step at the same exception level. (EC 0x33)
+    SoftwareStep,
+    /// A watchpoint from a lower exception level. (EC 0x34)
+    WatchpointLower,
+    /// A watchpoint at the same exception level. (EC 0x35)
+    Watchpoint,
+    /// BRK in AArch64 state. (EC 0x3c)
+    BreakpointInstruction,
+    /// Any other class, by its EC value.
+    Other(u8),
+}
 
 /// The portable name of an exception kind (`Vector` on x86).
 pub use ExceptionClass as Vector;
 
-#[allow(missing_docs)]
+/// Each named class with its EC value and the Arm ARM's short name.
+const CLASSES: [(ExceptionClass, u8, &str); 23] = [
+    (ExceptionClass::Unknown, 0x00, "UNKNOWN"),
+    (ExceptionClass::WaitForInterruptOrEvent, 0x01, "WFx"),
+    (ExceptionClass::FloatingPointAccess, 0x07, "FP_ASIMD_ACCESS"),
+    (ExceptionClass::IllegalState, 0x0e, "ILLEGAL_STATE"),
+    (ExceptionClass::SupervisorCall, 0x15, "SVC64"),
+    (ExceptionClass::HypervisorCall, 0x16, "HVC64"),
+    (ExceptionClass::SecureMonitorCall, 0x17, "SMC64"),
+    (ExceptionClass::SystemRegister, 0x18, "SYS64"),
+    (ExceptionClass::InstructionAbortLower, 0x20, "IABT_EL0"),
+    (ExceptionClass::InstructionAbort, 0x21, "IABT_EL1"),
+    (ExceptionClass::PcAlignment, 0x22, "PC_ALIGN"),
+    (ExceptionClass::DataAbortLower, 0x24, "DABT_EL0"),
+    (ExceptionClass::DataAbort, 0x25, "DABT_EL1"),
+    (ExceptionClass::SpAlignment, 0x26, "SP_ALIGN"),
+    (ExceptionClass::FloatingPointException, 0x2c, "FP_EXC64"),
+    (ExceptionClass::SError, 0x2f, "SERROR"),
+    (ExceptionClass::BreakpointLower, 0x30, "BREAKPT_EL0"),
+    (ExceptionClass::Breakpoint, 0x31, "BREAKPT_EL1"),
+    (ExceptionClass::SoftwareStepLower, 0x32, "SOFTSTP_EL0"),
+    (ExceptionClass::SoftwareStep, 0x33, "SOFTSTP_EL1"),
+    (ExceptionClass::WatchpointLower, 0x34, "WATCHPT_EL0"),
+    (ExceptionClass::Watchpoint, 0x35, "WATCHPT_EL1"),
+    (ExceptionClass::BreakpointInstruction, 0x3c, "BRK64"),
+];
+
 impl ExceptionClass {
-    pub const UNKNOWN: ExceptionClass = ExceptionClass(0x00);
-    pub const WFX: ExceptionClass = ExceptionClass(0x01);
-    pub const FP_ACCESS: ExceptionClass = ExceptionClass(0x07);
-    pub const ILLEGAL_STATE: ExceptionClass = ExceptionClass(0x0e);
-    pub const SVC64: ExceptionClass = ExceptionClass(0x15);
-    pub const HVC64: ExceptionClass = ExceptionClass(0x16);
-    pub const SMC64: ExceptionClass = ExceptionClass(0x17);
-    pub const SYSTEM_REGISTER: ExceptionClass = ExceptionClass(0x18);
-    pub const INSTRUCTION_ABORT_LOWER: ExceptionClass = ExceptionClass(0x20);
-    pub const INSTRUCTION_ABORT: ExceptionClass = ExceptionClass(0x21);
-    pub const PC_ALIGNMENT: ExceptionClass = ExceptionClass(0x22);
-    pub const DATA_ABORT_LOWER: ExceptionClass = ExceptionClass(0x24);
-    pub const DATA_ABORT: ExceptionClass = ExceptionClass(0x25);
-    pub const SP_ALIGNMENT: ExceptionClass = ExceptionClass(0x26);
-    pub const FP_EXCEPTION: ExceptionClass = ExceptionClass(0x2c);
-    pub const SERROR: ExceptionClass = ExceptionClass(0x2f);
-    pub const BREAKPOINT_LOWER: ExceptionClass = ExceptionClass(0x30);
-    pub const BREAKPOINT: ExceptionClass = ExceptionClass(0x31);
-    pub const SOFTWARE_STEP_LOWER: ExceptionClass = ExceptionClass(0x32);
-    pub const SOFTWARE_STEP: ExceptionClass = ExceptionClass(0x33);
-    pub const WATCHPOINT_LOWER: ExceptionClass = ExceptionClass(0x34);
-    pub const WATCHPOINT: ExceptionClass = ExceptionClass(0x35);
-    pub const BRK64: ExceptionClass = ExceptionClass(0x3c);
+    /// The class with EC value `code` (bits 5:0).
+    pub fn from_code(code: u8) -> ExceptionClass {
+        let code = code & 0x3f;
+        CLASSES
+            .iter()
+            .find(|(_, value, _)| *value == code)
+            .map_or(ExceptionClass::Other(code), |(class, _, _)| *class)
+    }
 
     /// The class of an ESR value.
     pub fn of(esr: u64) -> ExceptionClass {
-        ExceptionClass(((esr >> 26) & 0x3f) as u8)
+        ExceptionClass::from_code(((esr >> 26) & 0x3f) as u8)
     }
 
-    /// The Arm ARM's short name of the class.
-    pub fn name(self) -> &'static str {
-        match self.0 {
-            0x00 => "UNKNOWN",
-            0x01 => "WFx",
-            0x07 => "FP_ASIMD_ACCESS",
-            0x0e => "ILLEGAL_STATE",
-            0x15 => "SVC64",
-            0x16 => "HVC64",
-            0x17 => "SMC64",
-            0x18 => "SYS64",
-            0x20 => "IABT_EL0",
-            0x21 => "IABT_EL1",
-            0x22 => "PC_ALIGN",
-            0x24 => "DABT_EL0",
-            0x25 => "DABT_EL1",
-            0x26 => "SP_ALIGN",
-            0x2c => "FP_EXC64",
-            0x2f => "SERROR",
-            0x30 => "BREAKPT_EL0",
-            0x31 => "BREAKPT_EL1",
-            0x32 => "SOFTSTP_EL0",
-            0x33 => "SOFTSTP_EL1",
-            0x34 => "WATCHPT_EL0",
-            0x35 => "WATCHPT_EL1",
-            0x3c => "BRK64",
-            _ => "RESERVED",
+    /// The EC value.
+    pub fn code(self) -> u8 {
+        match self {
+            ExceptionClass::Other(code) => code,
+            class => CLASSES
+                .iter()
+                .find(|(named, _, _)| *named == class)
+                .map_or(0, |(_, code, _)| *code),
         }
+    }
+
+    /// The Arm ARM's short name of the class ("DABT_EL1"), "RESERVED" for other values.
+    pub fn name(self) -> &'static str {
+        CLASSES
+            .iter()
+            .find(|(class, _, _)| *class == self)
+            .map_or("RESERVED", |(_, _, name)| name)
+    }
+
+    /// Whether SVC, HVC or SMC raised it: ELR then already points after the instruction.
+    pub fn is_call(self) -> bool {
+        matches!(
+            self,
+            ExceptionClass::SupervisorCall
+                | ExceptionClass::HypervisorCall
+                | ExceptionClass::SecureMonitorCall
+        )
+    }
+
+    /// Whether FAR_EL1 holds the faulting address for this class (aborts, PC alignment,
+    /// watchpoints).
+    pub fn has_fault_address(self) -> bool {
+        matches!(
+            self,
+            ExceptionClass::InstructionAbortLower
+                | ExceptionClass::InstructionAbort
+                | ExceptionClass::PcAlignment
+                | ExceptionClass::DataAbortLower
+                | ExceptionClass::DataAbort
+                | ExceptionClass::WatchpointLower
+                | ExceptionClass::Watchpoint
+        )
     }
 }
 
@@ -134,7 +210,7 @@ impl fmt::Debug for ExceptionClass {
 
 impl fmt::Display for ExceptionClass {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "{} (EC {:#04x})", self.name(), self.0)
+        write!(formatter, "{} (EC {:#04x})", self.name(), self.code())
     }
 }
 
@@ -153,10 +229,111 @@ pub struct Exception {
     pub from_user: bool,
 }
 
+/// The fault status code of an abort (ESR_EL1.ISS.DFSC or IFSC, bits 5:0), decoded.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum FaultStatus {
+    /// Address size fault at a translation level (0-3).
+    AddressSize {
+        /// The translation table level.
+        level: u8,
+    },
+    /// Translation fault: no valid descriptor at a level (0-3).
+    Translation {
+        /// The translation table level.
+        level: u8,
+    },
+    /// Access flag fault at a level (1-3).
+    AccessFlag {
+        /// The translation table level.
+        level: u8,
+    },
+    /// Permission fault at a level (1-3).
+    Permission {
+        /// The translation table level.
+        level: u8,
+    },
+    /// Synchronous external abort, not on a translation table walk.
+    ExternalAbort,
+    /// Alignment fault.
+    Alignment,
+    /// Any other code.
+    Other(u8),
+}
+
+impl FaultStatus {
+    /// Decodes a DFSC/IFSC value.
+    pub fn from_code(code: u8) -> FaultStatus {
+        let level = code & 3;
+        match code & 0x3f {
+            0b00_0000..=0b00_0011 => FaultStatus::AddressSize { level },
+            0b00_0100..=0b00_0111 => FaultStatus::Translation { level },
+            0b00_1000..=0b00_1011 => FaultStatus::AccessFlag { level },
+            0b00_1100..=0b00_1111 => FaultStatus::Permission { level },
+            0b01_0000 => FaultStatus::ExternalAbort,
+            0b10_0001 => FaultStatus::Alignment,
+            other => FaultStatus::Other(other),
+        }
+    }
+}
+
+/// ESR_EL1.ISS.WnR (bit 6) of a data abort: the access was a write.
+const ISS_WRITE_NOT_READ: u64 = 1 << 6;
+
 impl Exception {
-    /// ISS (ESR bits 24:0); the immediate of SVC, HVC and BRK in its low 16 bits.
+    /// ISS (ESR bits 24:0).
     pub fn iss(&self) -> u64 {
         self.esr & 0x1ff_ffff
+    }
+
+    /// The exception class (the portable accessor; `Vector` is its other name).
+    pub fn kind(&self) -> ExceptionClass {
+        self.class
+    }
+
+    /// The syndrome: ESR_EL1 in full (the error code's counterpart).
+    pub fn syndrome(&self) -> u64 {
+        self.esr
+    }
+
+    /// Where the exception returns to (ELR_EL1): the faulting instruction, or the one after an
+    /// SVC/HVC/SMC.
+    pub fn return_address(&self) -> u64 {
+        self.elr
+    }
+
+    /// FAR_EL1, for the classes that set it (aborts, PC alignment, watchpoints).
+    pub fn fault_address(&self) -> Option<u64> {
+        self.class.has_fault_address().then_some(self.far)
+    }
+
+    /// Whether the exception was taken from EL0.
+    pub fn from_user_mode(&self) -> bool {
+        self.from_user
+    }
+
+    /// The immediate of SVC, HVC, SMC and BRK (ISS bits 15:0).
+    pub fn immediate(&self) -> u16 {
+        (self.esr & 0xffff) as u16
+    }
+
+    /// The decoded fault status of an instruction or data abort (`None` for other classes).
+    pub fn fault_status(&self) -> Option<FaultStatus> {
+        matches!(
+            self.class,
+            ExceptionClass::InstructionAbortLower
+                | ExceptionClass::InstructionAbort
+                | ExceptionClass::DataAbortLower
+                | ExceptionClass::DataAbort
+        )
+        .then(|| FaultStatus::from_code((self.esr & 0x3f) as u8))
+    }
+
+    /// Whether a data abort was raised by a write (ISS.WnR).
+    pub fn is_write(&self) -> bool {
+        matches!(
+            self.class,
+            ExceptionClass::DataAbortLower | ExceptionClass::DataAbort
+        ) && self.esr & ISS_WRITE_NOT_READ != 0
     }
 }
 
@@ -180,14 +357,52 @@ impl fmt::Display for Exception {
     }
 }
 
+/// What a vector of the table takes: its kind modulo 4 (see the module documentation).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum VectorType {
+    Synchronous,
+    Irq,
+    Fiq,
+    SError,
+}
+
+impl VectorType {
+    fn of(kind: u64) -> VectorType {
+        match kind & 3 {
+            0 => VectorType::Synchronous,
+            1 => VectorType::Irq,
+            2 => VectorType::Fiq,
+            _ => VectorType::SError,
+        }
+    }
+
+    /// How an unexpected one is reported.
+    fn description(self) -> &'static str {
+        match self {
+            VectorType::Synchronous => "synchronous exception",
+            VectorType::Irq => "IRQ",
+            VectorType::Fiq => "FIQ",
+            VectorType::SError => "SError",
+        }
+    }
+}
+
+/// Vector kinds from here on are taken from a lower exception level (EL0).
+const FIRST_LOWER_LEVEL_KIND: u64 = 8;
+/// SPSR.{D, A, I, F}: the exception mask bits.
+const SPSR_DAIF: u64 = 0x3c0;
+
 /// The index of the SVC that ends a user-mode run (see [`run_in_user_mode`]).
-const USER_EXIT_SVC: u64 = 0xfffe;
-/// SPSR value for EL0t with D, A, I and F masked.
-const SPSR_EL0_MASKED: u64 = 0x3c0;
+const USER_EXIT_SVC: u16 = 0xfffe;
+/// SPSR mode EL0t (EL0 on SP_EL0).
+const SPSR_EL0T: u64 = 0x0;
 /// SPSR mode EL1h (SP_EL1: exception handlers).
 const SPSR_EL1H: u64 = 0x5;
 /// SPSR mode EL1t (SP_EL0: the kernel).
 const SPSR_EL1T: u64 = 0x4;
+/// SPSR value for EL0t with D, A, I and F masked.
+const SPSR_EL0_MASKED: u64 = SPSR_DAIF | SPSR_EL0T;
+const _: () = assert!(SPSR_EL0_MASKED == 0x3c0);
 
 global_asm!(
     r#"
@@ -369,8 +584,9 @@ static IRQ_HANDLER: AtomicUsize = AtomicUsize::new(0);
 /// Exceptions and interrupts handled so far (for tests that check delivery counts).
 pub(crate) static EXCEPTION_COUNT: AtomicUsize = AtomicUsize::new(0);
 
-/// Installs the function every IRQ goes to (the GIC driver's dispatcher), or none.
-pub fn set_irq_handler(handler: Option<fn()>) {
+/// Installs the function every IRQ goes to (the GIC driver's dispatcher), or none. Tests
+/// register per-INTID handlers with `set_interrupt_handler`.
+pub(crate) fn set_irq_handler(handler: Option<fn()>) {
     IRQ_HANDLER.store(handler.map_or(0, |handler| handler as usize), Ordering::Release);
 }
 
@@ -483,8 +699,8 @@ pub fn run_in_user_mode<R, F: FnOnce() -> R>(function: F) -> Result<R, Exception
     match outcome {
         Err(exception)
             if exception.from_user
-                && exception.class == ExceptionClass::SVC64
-                && exception.iss() & 0xffff == USER_EXIT_SVC =>
+                && exception.class == ExceptionClass::SupervisorCall
+                && exception.immediate() == USER_EXIT_SVC =>
         {
             call.into_result().ok_or(exception)
         }
@@ -493,42 +709,14 @@ pub fn run_in_user_mode<R, F: FnOnce() -> R>(function: F) -> Result<R, Exception
     }
 }
 
-/// One line of the register dump, formatted without allocating (the heap may be what broke).
-struct RegisterLine {
-    text: [u8; 96],
-    length: usize,
-}
-
-impl RegisterLine {
-    fn push(&mut self, index: usize, value: u64) {
-        use core::fmt::Write;
-        let _ = write!(self, "x{index:<2}={value:#018x} ");
-    }
-
-    fn as_str(&self) -> &str {
-        core::str::from_utf8(&self.text[..self.length])
-            .unwrap_or("")
-            .trim_end()
-    }
-}
-
-impl fmt::Write for RegisterLine {
-    fn write_str(&mut self, text: &str) -> fmt::Result {
-        let end = (self.length + text.len()).min(self.text.len());
-        let count = end - self.length;
-        self.text[self.length..end].copy_from_slice(&text.as_bytes()[..count]);
-        self.length = end;
-        Ok(())
-    }
-}
-
 /// The Rust side of every vector: IRQs to the registered handler; synchronous exceptions
 /// recorded for `trap_exceptions`, recovered into `catch_exception`, or reported and fatal.
 extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
     EXCEPTION_COUNT.fetch_add(1, Ordering::Relaxed);
     let kind = frame.kind;
+    let taken = VectorType::of(kind);
     let cpu = cpu_index();
-    if kind & 3 == 1 {
+    if taken == VectorType::Irq {
         let handler = IRQ_HANDLER.load(Ordering::Acquire);
         if handler != 0 {
             // SAFETY: a nonzero value was stored by `set_irq_handler` from a `fn()`.
@@ -542,16 +730,11 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
         esr: frame.esr,
         elr: frame.elr,
         far: frame.far,
-        from_user: kind >= 8,
+        from_user: kind >= FIRST_LOWER_LEVEL_KIND,
     };
-    if kind & 3 == 0 {
+    if taken == VectorType::Synchronous {
         if crate::catch::record_trap(exception.class, exception) {
-            let calls = [
-                ExceptionClass::SVC64,
-                ExceptionClass::HVC64,
-                ExceptionClass::SMC64,
-            ];
-            if !calls.contains(&exception.class) {
+            if !exception.class.is_call() {
                 frame.elr += 4;
             }
             return;
@@ -570,29 +753,24 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
             } else {
                 SPSR_EL1T
             };
-            frame.spsr = (context.state & 0x3c0) | mode;
+            frame.spsr = (context.state & SPSR_DAIF) | mode;
             return;
         }
     }
 
     crate::console::emergency_unlock();
-    let what = match kind & 3 {
-        0 => "synchronous exception",
-        1 => "IRQ",
-        2 => "FIQ",
-        _ => "SError",
-    };
+    let what = taken.description();
     crate::println!(
         "Unhandled exception: {what} ({}) from EL{} on CPU {cpu}, vector kind {kind}",
         exception.class,
         if exception.from_user { 0 } else { 1 }
     );
     let overflowed = stack_guard_owner(exception.far).filter(|_| {
-        kind & 3 == 0
+        taken == VectorType::Synchronous
             && !exception.from_user
             && matches!(
                 exception.class,
-                ExceptionClass::DATA_ABORT | ExceptionClass::SP_ALIGNMENT
+                ExceptionClass::DataAbort | ExceptionClass::SpAlignment
             )
     });
     crate::println!(
@@ -604,14 +782,12 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
         frame.sp
     );
     for (row, registers) in frame.x.chunks(4).enumerate() {
-        let mut line = RegisterLine {
-            text: [0; 96],
-            length: 0,
-        };
+        // Formatted without allocating (the heap may be what broke); four fit.
+        let mut line = heapless::String::<96>::new();
         for (column, value) in registers.iter().enumerate() {
-            line.push(row * 4 + column, *value);
+            let _ = write!(line, "x{:<2}={value:#018x} ", row * 4 + column);
         }
-        crate::println!("{}", line.as_str());
+        crate::println!("{}", line.trim_end());
     }
     if let Some(owner) = overflowed {
         crate::runtime::abort(format_args!(

@@ -19,12 +19,26 @@ pub mod distributor {
     pub const ICENABLER: u64 = 0x0180;
     pub const IPRIORITYR: u64 = 0x0400;
     pub const PIDR2: u64 = 0xffe8;
+    /// The size of the distributor's register frame.
+    pub const FRAME_SIZE: u64 = 0x1_0000;
     /// CTLR: EnableGrp1 (non-secure view / single security state).
     pub const CTLR_ENABLE_GROUP1: u32 = 1 << 1;
     /// CTLR: affinity routing enabled.
     pub const CTLR_ARE: u32 = 1 << 4;
     /// CTLR: register write pending.
     pub const CTLR_RWP: u32 = 1 << 31;
+    /// The first SPI's INTID, and so the first SPI's byte in IPRIORITYR.
+    pub const FIRST_SPI: u64 = 32;
+
+    /// PIDR2.ArchRev (bits 7:4): 3 for a GICv3, 4 for a GICv4.
+    pub fn architecture_revision(pidr2: u32) -> u32 {
+        (pidr2 >> 4) & 0xf
+    }
+
+    /// The INTIDs TYPER.ITLinesNumber (bits 4:0) provides for: 32 × (N + 1).
+    pub fn interrupt_lines(typer: u32) -> u32 {
+        32 * ((typer & 0x1f) + 1)
+    }
 }
 
 /// Redistributor registers: RD_base frame, then the SGI_base frame 64 KiB above it.
@@ -96,26 +110,56 @@ fn gic_v3() -> Option<super::device_tree::GicInfo> {
     platform().gic.filter(|gic| gic.version == 3)
 }
 
+/// The address of the `size`-byte distributor register at `offset`: offsets are checked, so
+/// that no offset reaches memory outside the distributor's 64 KiB frame.
+///
+/// # Panics
+/// For an offset outside the frame or not aligned to `size`.
+fn distributor_register(offset: u64, size: u64) -> u64 {
+    assert!(
+        offset
+            .checked_add(size)
+            .is_some_and(|end| end <= distributor::FRAME_SIZE)
+            && offset.is_multiple_of(size),
+        "offset {offset:#x} is no {size}-byte register of the distributor"
+    );
+    distributor_base() + offset
+}
+
 /// Reads a 32-bit distributor register.
+///
+/// # Panics
+/// For an offset outside the distributor's frame, or unaligned.
 pub fn distributor_read(offset: u64) -> u32 {
-    read32(distributor_base() + offset)
+    read32(distributor_register(offset, 4))
 }
 
 /// Writes a 32-bit distributor register.
+///
+/// # Panics
+/// For an offset outside the distributor's frame, or unaligned.
 pub fn distributor_write(offset: u64, value: u32) {
-    write32(distributor_base() + offset, value);
+    write32(distributor_register(offset, 4), value);
 }
 
 /// Reads one byte of the distributor (IPRIORITYR is byte-accessible).
+///
+/// # Panics
+/// For an offset outside the distributor's frame.
 pub fn distributor_read_byte(offset: u64) -> u8 {
+    let address = distributor_register(offset, 1);
     // SAFETY: as for `read32`; byte access to IPRIORITYR is architecturally allowed.
-    unsafe { ((distributor_base() + offset) as usize as *const u8).read_volatile() }
+    unsafe { (address as usize as *const u8).read_volatile() }
 }
 
 /// Writes one byte of the distributor.
+///
+/// # Panics
+/// For an offset outside the distributor's frame.
 pub fn distributor_write_byte(offset: u64, value: u8) {
+    let address = distributor_register(offset, 1);
     // SAFETY: as for `distributor_read_byte`.
-    unsafe { ((distributor_base() + offset) as usize as *mut u8).write_volatile(value) }
+    unsafe { (address as usize as *mut u8).write_volatile(value) }
 }
 
 /// The RD_base of the redistributor of CPU `cpu` (its GICR_TYPER affinity matches the CPU's
@@ -142,14 +186,33 @@ fn this_redistributor() -> u64 {
     redistributor_base(cpu_index()).expect("no redistributor matches this CPU's MPIDR")
 }
 
+/// The address of the 32-bit register at `offset` of this CPU's redistributor: offsets are
+/// checked, so that no offset reaches memory outside its two 64 KiB frames.
+///
+/// # Panics
+/// For an offset outside the frames or unaligned.
+fn redistributor_register(offset: u64) -> u64 {
+    assert!(
+        offset < redistributor::FRAME_SIZE && offset.is_multiple_of(4),
+        "offset {offset:#x} is no 32-bit register of the redistributor"
+    );
+    this_redistributor() + offset
+}
+
 /// Reads a 32-bit register of this CPU's redistributor (RD_base or SGI_base offsets).
+///
+/// # Panics
+/// For an offset outside the redistributor's frames, or unaligned.
 pub fn redistributor_read(offset: u64) -> u32 {
-    read32(this_redistributor() + offset)
+    read32(redistributor_register(offset))
 }
 
 /// Writes a 32-bit register of this CPU's redistributor.
+///
+/// # Panics
+/// For an offset outside the redistributor's frames, or unaligned.
 pub fn redistributor_write(offset: u64, value: u32) {
-    write32(this_redistributor() + offset, value);
+    write32(redistributor_register(offset), value);
 }
 
 macro_rules! icc_register {
@@ -229,15 +292,32 @@ pub fn init() -> Result<(), &'static str> {
         };
     }
     set_icc_sre(icc_sre() | 1);
-    set_icc_pmr(0xff);
+    set_icc_pmr(super::registers::ICC_PMR_ALLOW_ALL);
     set_icc_bpr1(0);
     set_icc_igrpen1(1);
     super::exceptions::set_irq_handler(Some(dispatch));
     Ok(())
 }
 
-/// Makes `handler(intid, cpu)` run for IRQ `intid` (below 64), with IRQs masked.
-pub fn set_handler(intid: u32, handler: Option<fn(u32, usize)>) {
+/// An interrupt number: a GIC INTID (SGIs 0-15, PPIs 16-31, SPIs from 32).
+pub type InterruptNumber = u32;
+
+/// An interrupt handler: runs with IRQs masked, with the INTID it was registered for (the CPU
+/// it runs on is `smp::cpu_index()`); the GIC dispatcher acknowledges the interrupt before and
+/// ends it after. It must not allocate and should only record what happened.
+pub type InterruptHandler = fn(intid: InterruptNumber);
+
+/// Installs `handler` for interrupt `intid` (below 64), or removes it with `None`, on every
+/// CPU. Interrupts reach it once [`init`] has made the GIC dispatcher the IRQ handler; an
+/// interrupt without a handler is counted ([`unhandled`]) and ended.
+///
+/// # Panics
+/// For an INTID of 64 or more.
+pub fn set_interrupt_handler(intid: InterruptNumber, handler: Option<InterruptHandler>) {
+    assert!(
+        (intid as usize) < HANDLED_INTIDS,
+        "INTID {intid} is beyond the {HANDLED_INTIDS} the dispatcher handles"
+    );
     HANDLERS[intid as usize].store(handler.map_or(0, |handler| handler as usize), Ordering::Release);
 }
 
@@ -263,10 +343,10 @@ fn dispatch() {
         match HANDLERS.get(index).map(|handler| handler.load(Ordering::Acquire)) {
             Some(handler) if handler != 0 => {
                 DELIVERED[cpu][index].fetch_add(1, Ordering::AcqRel);
-                // SAFETY: nonzero entries are stored by `set_handler` from a `fn(u32, usize)`.
-                let handler: fn(u32, usize) =
-                    unsafe { core::mem::transmute::<usize, fn(u32, usize)>(handler) };
-                handler(intid, cpu);
+                // SAFETY: nonzero entries are stored by `set_interrupt_handler` from an
+                // `InterruptHandler`; a fn pointer and a usize have the same size.
+                let handler = unsafe { core::mem::transmute::<usize, InterruptHandler>(handler) };
+                handler(intid);
             }
             _ => {
                 if let Some(count) = DELIVERED[cpu].get(index) {

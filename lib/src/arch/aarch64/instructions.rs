@@ -1,5 +1,6 @@
 //! aarch64 instructions as safe wrappers: memory probes, exception-raising instructions (each
-//! returning where it sits, so that a test can check ELR), interrupt masking and waiting.
+//! `try_` one returning where it sits, so that a test can check ELR), interrupt masking and
+//! waiting. `try_<op>` catches the exception `<op>` raises; plain `<op>` never catches.
 //!
 //! Probes store their instruction's address to memory (a local, through `slot`) *before* the
 //! probed instruction: an assembly output register is never written when it faults, since
@@ -9,9 +10,10 @@ use core::arch::asm;
 use core::sync::atomic::AtomicU32;
 
 use super::exceptions::{Exception, catch_exception};
+pub use crate::catch::Attempt;
 
-/// Reads the 64-bit word at `address`, or the exception (a data abort).
-pub fn probe_read(address: u64) -> Result<u64, Exception> {
+/// Reads the 64-bit word at `address`, or returns the exception (a data abort).
+pub fn try_read(address: u64) -> Result<u64, Exception> {
     catch_exception(|| {
         let value: u64;
         // SAFETY: the load is outside Rust's memory model (inline assembly); any fault is
@@ -27,7 +29,7 @@ pub fn probe_read(address: u64) -> Result<u64, Exception> {
 ///
 /// # Safety
 /// `address` must not hold memory that Rust code owns (use a `TestPage`).
-pub unsafe fn probe_write(address: u64, value: u64) -> Result<(), Exception> {
+pub unsafe fn try_write(address: u64, value: u64) -> Result<(), Exception> {
     catch_exception(|| {
         // SAFETY: the caller guarantees the target is not Rust-owned memory; faults are caught.
         unsafe {
@@ -40,16 +42,16 @@ pub unsafe fn probe_write(address: u64, value: u64) -> Result<(), Exception> {
 ///
 /// # Safety
 /// The code at `address` must follow the C ABI and return.
-pub unsafe fn probe_call(address: u64) -> Result<(), Exception> {
+pub unsafe fn try_call(address: u64) -> Result<(), Exception> {
     catch_exception(|| {
         // SAFETY: the caller guarantees the code is a C-ABI function that returns.
         unsafe { asm!("blr {address}", address = in(reg) address, clobber_abi("C")) };
     })
 }
 
-/// Reads the 64-bit word at `address` and returns the load's own address too: for data abort
-/// tests that check ELR. The result is the value or the exception.
-pub fn load_at(address: u64) -> (Result<u64, Exception>, u64) {
+/// Reads the 64-bit word at `address`: the value or the exception, and the load's own
+/// address, for data abort tests that check ELR.
+pub fn try_load(address: u64) -> Attempt<u64> {
     let mut location = 0u64;
     let slot = &raw mut location;
     let result = catch_exception(|| {
@@ -63,11 +65,14 @@ pub fn load_at(address: u64) -> (Result<u64, Exception>, u64) {
         };
         value
     });
-    (result, location)
+    Attempt {
+        result,
+        address: location,
+    }
 }
 
-/// Executes `udf #0` (permanently undefined); returns the exception and the UDF's address.
-pub fn undefined_instruction() -> (Result<(), Exception>, u64) {
+/// Executes `udf #0` (permanently undefined): the exception, and the UDF's address.
+pub fn try_undefined_instruction() -> Attempt<()> {
     let mut location = 0u64;
     let slot = &raw mut location;
     let result = catch_exception(|| {
@@ -77,20 +82,23 @@ pub fn undefined_instruction() -> (Result<(), Exception>, u64) {
                  scratch = out(reg) _, slot = in(reg) slot, options(nostack))
         };
     });
-    (result, location)
+    Attempt {
+        result,
+        address: location,
+    }
 }
 
-/// Executes `udf #0` without catching it: it goes to the enclosing `catch_exception`, or, as
-/// an unexpected exception, ends the test.
-pub fn raise_undefined_instruction() {
+/// Executes `udf #0` without catching it: it goes to the enclosing `catch_exception` or
+/// `run_in_user_mode`, or, as an unexpected exception, ends the test.
+pub fn undefined_instruction() {
     // SAFETY: the exception is either caught by an enclosing catch (which abandons this frame)
     // or ends the test; no Rust state is left inconsistent.
     unsafe { asm!("udf #0", options(nomem, nostack)) };
 }
 
-/// Executes `svc #IMMEDIATE`; returns the exception (ELR = the next instruction) and the
-/// address after the SVC.
-pub fn supervisor_call<const IMMEDIATE: u16>() -> (Result<(), Exception>, u64) {
+/// Executes `svc #IMMEDIATE`: the exception (ELR = the next instruction), and the address
+/// after the SVC.
+pub fn try_supervisor_call<const IMMEDIATE: u16>() -> Attempt<()> {
     let mut location = 0u64;
     let slot = &raw mut location;
     let result = catch_exception(|| {
@@ -101,11 +109,14 @@ pub fn supervisor_call<const IMMEDIATE: u16>() -> (Result<(), Exception>, u64) {
                  scratch = out(reg) _, slot = in(reg) slot, immediate = const IMMEDIATE, options(nostack))
         };
     });
-    (result, location)
+    Attempt {
+        result,
+        address: location,
+    }
 }
 
-/// Executes `brk #IMMEDIATE`; returns the exception (ELR = the BRK) and the BRK's address.
-pub fn breakpoint<const IMMEDIATE: u16>() -> (Result<(), Exception>, u64) {
+/// Executes `brk #IMMEDIATE`: the exception (ELR = the BRK), and the BRK's address.
+pub fn try_breakpoint<const IMMEDIATE: u16>() -> Attempt<()> {
     let mut location = 0u64;
     let slot = &raw mut location;
     let result = catch_exception(|| {
@@ -115,21 +126,27 @@ pub fn breakpoint<const IMMEDIATE: u16>() -> (Result<(), Exception>, u64) {
                  scratch = out(reg) _, slot = in(reg) slot, immediate = const IMMEDIATE, options(nostack))
         };
     });
-    (result, location)
+    Attempt {
+        result,
+        address: location,
+    }
 }
 
-/// Executes `svc #0` at EL0 inside a [`run_in_user_mode`](super::run_in_user_mode) closure
-/// (where `catch_exception` is unavailable): the SVC ends the user run.
-pub fn user_supervisor_call() {
-    // SAFETY: the SVC ends the EL0 run; `run_in_user_mode` catches it.
+/// Executes `svc #0` without catching it: inside a [`run_in_user_mode`](super::run_in_user_mode)
+/// closure (where `catch_exception` is unavailable) the SVC ends the EL0 run.
+pub fn supervisor_call() {
+    // SAFETY: the SVC ends the EL0 run, which `run_in_user_mode` catches, or goes to the
+    // enclosing `catch_exception`.
     unsafe { asm!("svc #0", options(nomem, nostack)) };
 }
 
-/// Reads the 64-bit word at `address` without catching a fault (for EL0 closures, where the
-/// fault ends the run and is returned by `run_in_user_mode`).
-pub fn user_load(address: u64) -> u64 {
+/// Reads the 64-bit word at `address` without catching a fault: in an EL0 closure the fault
+/// ends the run and `run_in_user_mode` returns it; elsewhere it goes to the enclosing
+/// `catch_exception`, or ends the test.
+pub fn load(address: u64) -> u64 {
     let value: u64;
-    // SAFETY: the load is outside Rust's memory model; a fault ends the user run.
+    // SAFETY: the load is outside Rust's memory model; a fault abandons this frame (caught by
+    // an enclosing catch) or ends the test.
     unsafe {
         asm!("ldr {value}, [{address}]", address = in(reg) address, value = out(reg) value, options(nostack, readonly))
     };

@@ -16,6 +16,25 @@ pub const PMCR_LC: u64 = 1 << 6;
 /// PMCNTENSET_EL0.C: the cycle counter's enable bit.
 pub const CYCLE_COUNTER: u64 = 1 << 31;
 
+/// ID_AA64DFR0_EL1.PMUVer of PMUv3 for Armv8.1 (PMUv3p1).
+pub const VERSION_3_1: u64 = 0b0100;
+
+/// Common event numbers (the Arm ARM's PMU event list) that tests count or look up.
+pub mod event {
+    /// SW_INCR: software increment.
+    pub const SW_INCR: u32 = 0x00;
+    /// INST_RETIRED: instructions architecturally executed.
+    pub const INST_RETIRED: u32 = 0x08;
+    /// CPU_CYCLES: cycles.
+    pub const CPU_CYCLES: u32 = 0x11;
+    /// INST_SPEC: instructions speculatively executed.
+    pub const INST_SPEC: u32 = 0x1b;
+    /// STALL_FRONTEND: no operation issued for want of instructions.
+    pub const STALL_FRONTEND: u32 = 0x23;
+    /// STALL_BACKEND: no operation issued for want of resources.
+    pub const STALL_BACKEND: u32 = 0x24;
+}
+
 /// ID_AA64DFR0_EL1.PMUVer: 0 means no PMU, 0xf an IMPLEMENTATION DEFINED one.
 pub fn version() -> u64 {
     (ID_AA64DFR0_EL1.get() >> 8) & 0xf

@@ -17,27 +17,86 @@ pub mod function {
     pub const FEATURES: u32 = 0x8400_000a;
 }
 
-/// PSCI return codes.
-#[allow(missing_docs)]
-pub mod status {
-    pub const SUCCESS: i64 = 0;
-    pub const NOT_SUPPORTED: i64 = -1;
-    pub const INVALID_PARAMETERS: i64 = -2;
-    pub const DENIED: i64 = -3;
-    pub const ALREADY_ON: i64 = -4;
-    pub const ON_PENDING: i64 = -5;
-    pub const INTERNAL_FAILURE: i64 = -6;
-    pub const NOT_PRESENT: i64 = -7;
-    pub const DISABLED: i64 = -8;
-    pub const INVALID_ADDRESS: i64 = -9;
+/// A PSCI return status: SUCCESS (0) or one of the negative error codes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Status {
+    /// SUCCESS (0).
+    Success,
+    /// NOT_SUPPORTED (-1).
+    NotSupported,
+    /// INVALID_PARAMETERS (-2).
+    InvalidParameters,
+    /// DENIED (-3).
+    Denied,
+    /// ALREADY_ON (-4).
+    AlreadyOn,
+    /// ON_PENDING (-5).
+    OnPending,
+    /// INTERNAL_FAILURE (-6).
+    InternalFailure,
+    /// NOT_PRESENT (-7).
+    NotPresent,
+    /// DISABLED (-8).
+    Disabled,
+    /// INVALID_ADDRESS (-9).
+    InvalidAddress,
+    /// Any other value.
+    Other(i64),
 }
 
-/// AFFINITY_INFO results.
-#[allow(missing_docs)]
-pub mod affinity {
-    pub const ON: i64 = 0;
-    pub const OFF: i64 = 1;
-    pub const ON_PENDING: i64 = 2;
+/// Each named status with its code and the specification's name.
+const STATUSES: [(Status, i64, &str); 10] = [
+    (Status::Success, 0, "SUCCESS"),
+    (Status::NotSupported, -1, "NOT_SUPPORTED"),
+    (Status::InvalidParameters, -2, "INVALID_PARAMETERS"),
+    (Status::Denied, -3, "DENIED"),
+    (Status::AlreadyOn, -4, "ALREADY_ON"),
+    (Status::OnPending, -5, "ON_PENDING"),
+    (Status::InternalFailure, -6, "INTERNAL_FAILURE"),
+    (Status::NotPresent, -7, "NOT_PRESENT"),
+    (Status::Disabled, -8, "DISABLED"),
+    (Status::InvalidAddress, -9, "INVALID_ADDRESS"),
+];
+
+impl Status {
+    /// The status a call returned in x0.
+    pub fn from_code(code: i64) -> Status {
+        STATUSES
+            .iter()
+            .find(|(_, value, _)| *value == code)
+            .map_or(Status::Other(code), |(status, _, _)| *status)
+    }
+
+    /// The status's code.
+    pub fn code(self) -> i64 {
+        match self {
+            Status::Other(code) => code,
+            status => STATUSES
+                .iter()
+                .find(|(named, _, _)| *named == status)
+                .map_or(0, |(_, code, _)| *code),
+        }
+    }
+}
+
+impl core::fmt::Display for Status {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match STATUSES.iter().find(|(status, _, _)| status == self) {
+            Some((_, code, name)) => write!(formatter, "{name} ({code})"),
+            None => write!(formatter, "status {}", self.code()),
+        }
+    }
+}
+
+/// What AFFINITY_INFO says of a CPU.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum AffinityState {
+    /// ON (0).
+    On,
+    /// OFF (1).
+    Off,
+    /// ON_PENDING (2): CPU_ON was called and the CPU has not started yet.
+    OnPending,
 }
 
 /// The conduit, `hvc` when the device tree names none (QEMU's default without EL2).
@@ -47,15 +106,49 @@ pub fn conduit() -> PsciConduit {
         .unwrap_or(PsciConduit::Hvc)
 }
 
+/// Whether `function` is in the PSCI range of SMCCC function identifiers (0x8400_0000 to
+/// 0x8400_001f, and the SMC64 forms from 0xc400_0000).
+fn is_psci(function: u32) -> bool {
+    function & !0x4000_001f == 0x8400_0000
+}
+
+/// Whether `function` takes an entry point that the firmware starts a CPU at: CPU_SUSPEND,
+/// CPU_ON, CPU_DEFAULT_SUSPEND, SYSTEM_SUSPEND (either calling convention).
+fn takes_entry_point(function: u32) -> bool {
+    matches!(
+        function & !0x4000_0000,
+        0x8400_0001 | 0x8400_0003 | 0x8400_000c | 0x8400_000e
+    )
+}
+
 /// Makes PSCI call `function` with three arguments; returns x0 (a status or a result).
 ///
-/// This is a raw firmware call: SYSTEM_OFF, SYSTEM_RESET and CPU_OFF do not return, and a
-/// CPU_ON entry point must be code that can run with the MMU off.
+/// SYSTEM_OFF, SYSTEM_RESET and CPU_OFF do not return. Calls that start code at an entry point
+/// (CPU_ON and the suspends) go through [`raw_call`] or [`cpu_on`], which are unsafe.
+///
+/// # Panics
+/// For a function outside the PSCI range, or one that takes an entry point.
 pub fn call(function: u32, first: u64, second: u64, third: u64) -> i64 {
+    assert!(
+        is_psci(function) && !takes_entry_point(function),
+        "function {function:#x} is not a PSCI function without an entry point"
+    );
+    // SAFETY: a PSCI function that starts no code at an address of ours.
+    unsafe { raw_call(function, first, second, third) }
+}
+
+/// Makes SMCCC call `function` with three arguments through the PSCI conduit; returns x0.
+///
+/// # Safety
+/// The call must not start code that breaks the runtime: a CPU_ON or suspend entry point must
+/// be code that can run with the MMU off on a CPU and stack nothing else uses (the runtime's
+/// own secondary entry, through `smp::start_cpu`), or the call must fail (a CPU that is
+/// already on, an MPIDR with no CPU). Other SMCCC services must leave memory alone.
+pub unsafe fn raw_call(function: u32, first: u64, second: u64, third: u64) -> i64 {
     let mut result = u64::from(function);
     match conduit() {
         // SAFETY: an SMCCC call into the hypervisor (QEMU's PSCI): it reads x0..x3, returns in
-        // x0 and may clobber x1..x17 (SMCCC 1.0); memory is not touched.
+        // x0 and may clobber x1..x17 (SMCCC 1.0); the caller guarantees what it starts.
         PsciConduit::Hvc => unsafe {
             asm!("hvc #0", inout("x0") result, inout("x1") first => _, inout("x2") second => _,
                  inout("x3") third => _, out("x4") _, out("x5") _, out("x6") _, out("x7") _,
@@ -73,6 +166,12 @@ pub fn call(function: u32, first: u64, second: u64, third: u64) -> i64 {
     result as i64
 }
 
+/// PSCI_FEATURES of `function`: its feature flags, or a status (NOT_SUPPORTED).
+pub fn features(function: u32) -> Result<u32, Status> {
+    let result = call(function::FEATURES, u64::from(function), 0, 0);
+    u32::try_from(result).map_err(|_| Status::from_code(result))
+}
+
 /// PSCI_VERSION: (major, minor).
 pub fn version() -> (u16, u16) {
     let version = call(function::VERSION, 0, 0, 0) as u32;
@@ -80,18 +179,28 @@ pub fn version() -> (u16, u16) {
 }
 
 /// CPU_ON of the CPU with affinity `mpidr` at physical `entry`, which gets `context` in x0.
-pub fn cpu_on(mpidr: u64, entry: u64, context: u64) -> i64 {
-    call(function::CPU_ON, mpidr, entry, context)
+///
+/// # Safety
+/// As for [`raw_call`]: `entry` and `context` must start the CPU safely (use
+/// `smp::start_cpu`), unless the call is certain to fail.
+pub unsafe fn cpu_on(mpidr: u64, entry: u64, context: u64) -> Status {
+    // SAFETY: the caller's guarantee.
+    Status::from_code(unsafe { raw_call(function::CPU_ON, mpidr, entry, context) })
 }
 
-/// AFFINITY_INFO of the CPU `mpidr` (level 0): [`affinity::ON`], `OFF` or `ON_PENDING`.
-pub fn affinity_info(mpidr: u64) -> i64 {
-    call(function::AFFINITY_INFO, mpidr, 0, 0)
+/// AFFINITY_INFO of the CPU `mpidr` (level 0), or the error status.
+pub fn affinity_info(mpidr: u64) -> Result<AffinityState, Status> {
+    match call(function::AFFINITY_INFO, mpidr, 0, 0) {
+        0 => Ok(AffinityState::On),
+        1 => Ok(AffinityState::Off),
+        2 => Ok(AffinityState::OnPending),
+        code => Err(Status::from_code(code)),
+    }
 }
 
 /// CPU_OFF of the calling CPU; returns only on failure (with the status).
-pub fn cpu_off() -> i64 {
-    call(function::CPU_OFF, 0, 0, 0)
+pub fn cpu_off() -> Status {
+    Status::from_code(call(function::CPU_OFF, 0, 0, 0))
 }
 
 /// SYSTEM_OFF: QEMU exits with status 0. Returns only if PSCI is broken.

@@ -9,7 +9,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use aarch64_cpu::registers::{MPIDR_EL1, Readable, TPIDR_EL1};
 
-use super::psci;
+use super::psci::{self, Status};
 
 /// How many CPUs the runtime supports (link.ld reserves a stack for each).
 pub const MAX_CPUS: usize = 8;
@@ -32,12 +32,16 @@ pub fn cpu_index() -> usize {
 
 /// How many CPUs the device tree lists (at most [`MAX_CPUS`]).
 pub fn cpu_count() -> usize {
-    super::device_tree::platform().cpu_count
+    super::device_tree::platform().mpidrs().len()
 }
 
-/// The MPIDR affinity of CPU `cpu`, from the device tree.
+/// The MPIDR affinity of CPU `cpu`, from the device tree (0 for a CPU it does not list).
 pub fn mpidr_of(cpu: usize) -> u64 {
-    super::device_tree::platform().cpu_mpidrs[cpu]
+    super::device_tree::platform()
+        .mpidrs()
+        .get(cpu)
+        .copied()
+        .unwrap_or(0)
 }
 
 /// The running CPU's MPIDR_EL1 affinity fields.
@@ -59,28 +63,36 @@ pub(crate) extern "C" fn secondary_entry(cpu: usize) -> ! {
 }
 
 /// Starts CPU `cpu` through PSCI CPU_ON if it is not online, and waits until it runs.
-/// Returns the CPU_ON status (0 when it was started or already online).
+/// Returns the CPU_ON status (SUCCESS when it was started or already online).
 ///
 /// # Panics
 /// For a CPU the device tree does not list.
-pub fn start_cpu(cpu: usize) -> i64 {
+pub fn start_cpu(cpu: usize) -> Status {
     assert!(
         cpu < cpu_count(),
         "CPU {cpu} does not exist ({} CPUs)",
         cpu_count()
     );
     if is_online(cpu) {
-        return 0;
+        return Status::Success;
     }
-    let entry = &raw const super::boot::vmunit_secondary_entry as u64;
-    let status = psci::cpu_on(mpidr_of(cpu), entry, cpu as u64);
-    if status != psci::status::SUCCESS {
+    let entry = secondary_entry_point();
+    // SAFETY: the runtime's secondary entry, given the CPU's own index, sets up the MMU,
+    // vectors and that CPU's own stacks; the CPU is off (not online).
+    let status = unsafe { psci::cpu_on(mpidr_of(cpu), entry, cpu as u64) };
+    if status != Status::Success {
         return status;
     }
     while !ONLINE[cpu].load(Ordering::Acquire) {
         aarch64_cpu::asm::wfe();
     }
-    0
+    Status::Success
+}
+
+/// The address where secondary CPUs enter the runtime: the CPU_ON entry point of
+/// [`start_cpu`], which expects the CPU's index as its context.
+pub fn secondary_entry_point() -> u64 {
+    &raw const super::boot::vmunit_secondary_entry as u64
 }
 
 pub use crate::work::{on_cpu, on_cpu_async, on_cpus};
@@ -91,7 +103,11 @@ pub use crate::work::{on_cpu, on_cpu_async, on_cpus};
 /// When PSCI CPU_ON fails.
 pub(crate) fn make_ready(cpu: usize) {
     let status = start_cpu(cpu);
-    assert!(status == 0, "PSCI CPU_ON of CPU {cpu} failed with {status}");
+    assert!(
+        status == Status::Success,
+        "PSCI CPU_ON of CPU {cpu} failed with {}",
+        status.code()
+    );
 }
 
 /// What a CPU does while it waits for work or for a job to finish: WFE.
@@ -105,7 +121,7 @@ pub(crate) fn wake() {
 }
 
 /// Turns the calling secondary CPU off with PSCI CPU_OFF; returns the status if that fails.
-pub fn cpu_off(cpu: usize) -> i64 {
+pub fn cpu_off(cpu: usize) -> Status {
     ONLINE[cpu].store(false, Ordering::Release);
     // The job that called this does not return: free the mailbox for the next start.
     crate::work::abandon(cpu);

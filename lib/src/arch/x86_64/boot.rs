@@ -3,11 +3,14 @@
 //! QEMU's `-kernel` loads the ELF and enters `pvh_start32` in 32-bit protected mode with paging
 //! off and `%ebx` pointing at the `hvm_start_info` (see [`super::start_info`]). The trampoline
 //! clears the BSS, identity maps the first 4 GiB with 2 MiB pages, enables long mode and calls
-//! [`super::rust_entry`] on the boot stack. Rust code replaces these page tables, the GDT and
+//! [`rust_entry`] on the boot stack. Rust code replaces these page tables, the GDT and
 //! the IDT as soon as it runs.
 
 use core::arch::global_asm;
 use core::mem::size_of;
+
+use super::start_info::{self, BootInfo};
+use super::{MAPPED_MEMORY_END, acpi, apic, exceptions, mmu, smp};
 
 /// `XEN_ELFNOTE_PHYS32_ENTRY`: the note type that carries the 32-bit PVH entry point.
 const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
@@ -135,6 +138,66 @@ global_asm!(
         call {rust_entry}
         ud2
     "#,
-    rust_entry = sym super::rust_entry,
+    rust_entry = sym rust_entry,
     options(att_syntax)
 );
+
+/// The first MiB holds firmware data and the PVH structures: never handed out.
+const LOW_MEMORY_END: u64 = 1 << 20;
+/// The most free ranges: each RAM range may be cut in two by the image.
+const MAX_FREE_RANGES: usize = start_info::MAX_MEMORY_MAP_ENTRIES * 2;
+
+unsafe extern "C" {
+    static __image_start: u8;
+    static __image_end: u8;
+}
+
+/// The machine as the PVH start info describes it, for `crate::runtime::start`.
+struct PvhBoot {
+    info: BootInfo,
+    free: heapless::Vec<(u64, u64), MAX_FREE_RANGES>,
+}
+
+impl crate::arch::Boot for PvhBoot {
+    fn command_line(&self) -> &str {
+        self.info.command_line()
+    }
+
+    fn environment(&self) -> &[u8] {
+        &self.info.environment
+    }
+
+    fn free_memory(&self) -> &[(u64, u64)] {
+        &self.free
+    }
+
+    fn start_machine(&self) {
+        mmu::init();
+        apic::enable();
+        acpi::set_rsdp_hint(self.info.rsdp_address);
+        smp::init();
+    }
+}
+
+/// Called by the boot assembly in long mode, on the boot stack, with the PVH start info: the
+/// GDT and IDT and the start info, then the generic runtime.
+extern "C" fn rust_entry(start_info_address: u32) -> ! {
+    exceptions::init_cpu(0);
+    // SAFETY: `start_info_address` is %ebx from the PVH entry, and nothing has written to
+    // low memory yet.
+    let info = unsafe { BootInfo::read(start_info_address) };
+    let image = (&raw const __image_start as u64, &raw const __image_end as u64);
+    let mut free = heapless::Vec::new();
+    for (start, end) in info.ram() {
+        let start = start.max(LOW_MEMORY_END);
+        let end = end.min(MAPPED_MEMORY_END);
+        // Cut the image out of the range.
+        for (piece_start, piece_end) in [(start, end.min(image.0)), (start.max(image.1), end)] {
+            if piece_start < piece_end {
+                // Ranges beyond the capacity are left out.
+                let _ = free.push((piece_start, piece_end));
+            }
+        }
+    }
+    crate::runtime::start(&PvhBoot { info, free })
+}

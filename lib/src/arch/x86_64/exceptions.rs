@@ -116,6 +116,36 @@ pub struct Exception {
     pub rip: u64,
     /// CR2 at the time of a #PF (the faulting linear address), 0 for other vectors.
     pub address: u64,
+    /// Whether it was raised at CPL 3 (the pushed CS's RPL).
+    pub from_user: bool,
+}
+
+impl Exception {
+    /// The vector (the portable accessor: aarch64 has its exception class here).
+    pub fn kind(&self) -> Vector {
+        self.vector
+    }
+
+    /// The syndrome: the error code the CPU pushed (0 for vectors without one).
+    pub fn syndrome(&self) -> u64 {
+        self.error_code
+    }
+
+    /// Where the exception returns to (the pushed RIP): the faulting instruction for faults,
+    /// the next one for traps.
+    pub fn return_address(&self) -> u64 {
+        self.rip
+    }
+
+    /// CR2 of a #PF: the faulting linear address (`None` for other vectors).
+    pub fn fault_address(&self) -> Option<u64> {
+        (self.vector == Vector::PF).then_some(self.address)
+    }
+
+    /// Whether it was raised at CPL 3.
+    pub fn from_user_mode(&self) -> bool {
+        self.from_user
+    }
 }
 
 impl fmt::Display for Exception {
@@ -411,6 +441,7 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
         error_code: frame.error_code,
         rip: frame.rip,
         address: if vector == Vector::PF { read_cr2() } else { 0 },
+        from_user: frame.cs & 3 == 3,
     };
     if vector == Vector::DB {
         let hook = DEBUG_HANDLER.load(Ordering::Acquire);
@@ -630,10 +661,13 @@ pub fn run_in_user_mode<R, F: FnOnce() -> R>(function: F) -> Result<R, Exception
     }
 }
 
+/// An interrupt number: an IDT vector.
+pub type InterruptNumber = u8;
+
 /// An interrupt handler: runs in interrupt context with the vector it was registered for; the
 /// runtime signals the APIC's end of interrupt after it returns. It must not allocate (the
 /// heap's lock does not mask interrupts) and should only record what happened.
-pub type InterruptHandler = fn(vector: u8);
+pub type InterruptHandler = fn(vector: InterruptNumber);
 
 #[allow(clippy::declare_interior_mutable_const)]
 const NO_HANDLER: AtomicUsize = AtomicUsize::new(0);
@@ -646,7 +680,7 @@ static INTERRUPT_HANDLERS: [AtomicUsize; 256] = [NO_HANDLER; 256];
 ///
 /// # Panics
 /// For an exception vector (below 32) other than the NMI's.
-pub fn set_interrupt_handler(vector: u8, handler: Option<InterruptHandler>) {
+pub fn set_interrupt_handler(vector: InterruptNumber, handler: Option<InterruptHandler>) {
     assert!(
         vector >= 32 || vector == Vector::NMI.0,
         "vector {vector} is an exception, not an interrupt"

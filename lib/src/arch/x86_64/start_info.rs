@@ -79,20 +79,14 @@ pub const MAX_ENVIRONMENT: usize = 4096;
 
 /// What the runtime keeps of the start info, copied out of low memory.
 pub struct BootInfo {
-    /// The memory map.
-    pub memory_map: [MemoryMapEntry; MAX_MEMORY_MAP_ENTRIES],
-    /// How many entries of `memory_map` are valid.
-    pub memory_map_entries: usize,
+    /// The memory map (its first [`MAX_MEMORY_MAP_ENTRIES`] entries).
+    pub memory_map: heapless::Vec<MemoryMapEntry, MAX_MEMORY_MAP_ENTRIES>,
     /// The command line bytes (without the NUL).
-    pub command_line: [u8; MAX_COMMAND_LINE],
-    /// How many bytes of `command_line` are valid.
-    pub command_line_length: usize,
+    pub command_line: heapless::Vec<u8, MAX_COMMAND_LINE>,
     /// Physical address of the ACPI RSDP, or 0.
     pub rsdp_address: u64,
     /// The first module's bytes: the runner's KEY=VALUE environment.
-    pub environment: [u8; MAX_ENVIRONMENT],
-    /// How many bytes of `environment` are valid.
-    pub environment_length: usize,
+    pub environment: heapless::Vec<u8, MAX_ENVIRONMENT>,
 }
 
 impl BootInfo {
@@ -103,13 +97,10 @@ impl BootInfo {
     /// pointers refer to must still be identity mapped and untouched.
     pub unsafe fn read(address: u32) -> BootInfo {
         let mut boot = BootInfo {
-            memory_map: [MemoryMapEntry::default(); MAX_MEMORY_MAP_ENTRIES],
-            memory_map_entries: 0,
-            command_line: [0; MAX_COMMAND_LINE],
-            command_line_length: 0,
+            memory_map: heapless::Vec::new(),
+            command_line: heapless::Vec::new(),
             rsdp_address: 0,
-            environment: [0; MAX_ENVIRONMENT],
-            environment_length: 0,
+            environment: heapless::Vec::new(),
         };
         // SAFETY: the caller guarantees `address` points at the loader's `hvm_start_info`.
         let info = unsafe { core::ptr::read_unaligned(address as usize as *const StartInfo) };
@@ -121,14 +112,12 @@ impl BootInfo {
         boot.rsdp_address = info.rsdp_address;
         if info.command_line_address != 0 {
             let line = info.command_line_address as usize as *const u8;
-            while boot.command_line_length < MAX_COMMAND_LINE {
+            while !boot.command_line.is_full() {
                 // SAFETY: the loader's command line is NUL-terminated; we stop at the NUL.
-                let byte = unsafe { line.wrapping_add(boot.command_line_length).read() };
-                if byte == 0 {
+                let byte = unsafe { line.wrapping_add(boot.command_line.len()).read() };
+                if byte == 0 || boot.command_line.push(byte).is_err() {
                     break;
                 }
-                boot.command_line[boot.command_line_length] = byte;
-                boot.command_line_length += 1;
             }
         }
         if info.module_count > 0 && info.module_list_address != 0 {
@@ -136,32 +125,28 @@ impl BootInfo {
             let module =
                 unsafe { (info.module_list_address as usize as *const ModuleEntry).read_unaligned() };
             let length = (module.size as usize).min(MAX_ENVIRONMENT);
-            // SAFETY: the module's `size` bytes at `address` were loaded by QEMU; we copy at
-            // most that many into our own buffer.
-            unsafe {
-                core::ptr::copy_nonoverlapping(
-                    module.address as usize as *const u8,
-                    boot.environment.as_mut_ptr(),
-                    length,
-                )
-            };
-            boot.environment_length = length;
+            // SAFETY: the module's `size` bytes at `address` were loaded by QEMU and nothing
+            // has written them; we read at most that many.
+            let bytes = unsafe { core::slice::from_raw_parts(module.address as usize as *const u8, length) };
+            // Cannot fail: `length` is at most the capacity.
+            let _ = boot.environment.extend_from_slice(bytes);
         }
         if info.version >= 1 && info.memory_map_address != 0 {
             let entries = info.memory_map_entries as usize;
             let table = info.memory_map_address as usize as *const MemoryMapEntry;
             for index in 0..entries.min(MAX_MEMORY_MAP_ENTRIES) {
                 // SAFETY: the loader's table holds `memory_map_entries` entries.
-                boot.memory_map[index] = unsafe { table.wrapping_add(index).read_unaligned() };
+                let entry = unsafe { table.wrapping_add(index).read_unaligned() };
+                // Cannot fail: at most the capacity's count of entries.
+                let _ = boot.memory_map.push(entry);
             }
-            boot.memory_map_entries = entries.min(MAX_MEMORY_MAP_ENTRIES);
         }
         boot
     }
 
     /// The command line as text (invalid UTF-8 is cut at the first bad byte).
     pub fn command_line(&self) -> &str {
-        let bytes = &self.command_line[..self.command_line_length];
+        let bytes = self.command_line.as_slice();
         match core::str::from_utf8(bytes) {
             Ok(text) => text,
             Err(error) => core::str::from_utf8(&bytes[..error.valid_up_to()]).unwrap_or(""),
@@ -170,7 +155,7 @@ impl BootInfo {
 
     /// The usable RAM ranges, as (start, end) physical addresses.
     pub fn ram(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.memory_map[..self.memory_map_entries]
+        self.memory_map
             .iter()
             .filter(|entry| entry.kind == MEMORY_TYPE_RAM)
             .map(|entry| (entry.address, entry.address + entry.size))

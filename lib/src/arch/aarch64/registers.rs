@@ -1,0 +1,117 @@
+//! System registers for tests, in one place: aarch64-cpu's typed registers and their traits
+//! (`MIDR_EL1.get()`, `SCTLR_EL1.is_set(SCTLR_EL1::C)`, `CPACR_EL1.read(CPACR_EL1::FPEN)`),
+//! re-exported so that a test needs no dependency of its own, plus the runtime's `mrs`/`msr`
+//! wrappers for the registers aarch64-cpu lacks (the GIC CPU interface's ICC_*, the PMU's PM*,
+//! FPCR, FPSR, CTR_EL0) and the named fields of those.
+//!
+//! ```ignore
+//! use vmunit::arch::registers::{MIDR_EL1, Readable, current_el, fpcr, set_fpcr};
+//! let implementer = MIDR_EL1.read(MIDR_EL1::Implementer);
+//! report!(current_el() == 1, "the runtime runs at EL1");
+//! set_fpcr(fpcr::ROUND_TOWARD_ZERO | fpcr::FZ);
+//! ```
+
+pub use aarch64_cpu::registers::*;
+
+pub use super::cache::{cache_levels, cache_type};
+pub use super::gic::{
+    icc_bpr1, icc_ctlr, icc_igrpen1, icc_pmr, icc_sre, set_icc_bpr1, set_icc_ctlr, set_icc_igrpen1,
+    set_icc_pmr, set_icc_sre,
+};
+pub use super::instructions::{current_el, fpcr, fpsr, set_fpcr, set_fpsr};
+pub use super::pmu::{
+    counter_disables, counter_enables, cycle_counter, cycle_filter, overflow_status, pmcr,
+    set_counter_disables, set_counter_enables, set_cycle_counter, set_cycle_filter, set_overflow_status,
+    set_pmcr,
+};
+
+/// FPCR fields.
+pub mod fpcr {
+    /// RMode (bits 23:22): the rounding mode.
+    pub const RMODE: u64 = 3 << 22;
+    /// RMode = 0b00: round to nearest (the reset value).
+    pub const ROUND_TO_NEAREST: u64 = 0;
+    /// RMode = 0b01: round towards plus infinity.
+    pub const ROUND_TOWARD_PLUS_INFINITY: u64 = 1 << 22;
+    /// RMode = 0b10: round towards minus infinity.
+    pub const ROUND_TOWARD_MINUS_INFINITY: u64 = 2 << 22;
+    /// RMode = 0b11: round towards zero.
+    pub const ROUND_TOWARD_ZERO: u64 = 3 << 22;
+    /// FZ: flush denormals to zero.
+    pub const FZ: u64 = 1 << 24;
+    /// DN: default NaN.
+    pub const DN: u64 = 1 << 25;
+    /// AHP: alternative half-precision format.
+    pub const AHP: u64 = 1 << 26;
+}
+
+/// FPSR fields: the cumulative exception flags and QC.
+pub mod fpsr {
+    /// IOC: invalid operation.
+    pub const IOC: u64 = 1 << 0;
+    /// DZC: division by zero.
+    pub const DZC: u64 = 1 << 1;
+    /// OFC: overflow.
+    pub const OFC: u64 = 1 << 2;
+    /// UFC: underflow.
+    pub const UFC: u64 = 1 << 3;
+    /// IXC: inexact.
+    pub const IXC: u64 = 1 << 4;
+    /// IDC: input denormal.
+    pub const IDC: u64 = 1 << 7;
+    /// QC: cumulative saturation (Advanced SIMD).
+    pub const QC: u64 = 1 << 27;
+    /// Every cumulative floating-point exception flag (IOC, DZC, OFC, UFC, IXC, IDC).
+    pub const CUMULATIVE_FLAGS: u64 = IOC | DZC | OFC | UFC | IXC | IDC;
+}
+
+/// CTR_EL0 fields (the cache type register, [`cache_type`]).
+pub mod ctr {
+    pub use super::super::cache::{CTR_DIC as DIC, CTR_IDC as IDC};
+
+    /// The smallest instruction cache line, in bytes (IminLine, bits 3:0, is log2 of words).
+    pub fn instruction_line_bytes(ctr: u64) -> u64 {
+        4 << (ctr & 0xf)
+    }
+
+    /// The smallest data cache line, in bytes (DminLine, bits 19:16, is log2 of words).
+    pub fn data_line_bytes(ctr: u64) -> u64 {
+        4 << ((ctr >> 16) & 0xf)
+    }
+}
+
+/// CLIDR_EL1 fields (the cache level register, [`cache_levels`]).
+pub mod clidr {
+    /// LoUU (bits 29:27): the level of unification, uniprocessor.
+    pub fn level_of_unification_uniprocessor(clidr: u64) -> u64 {
+        (clidr >> 27) & 7
+    }
+
+    /// LoC (bits 26:24): the level of coherence.
+    pub fn level_of_coherence(clidr: u64) -> u64 {
+        (clidr >> 24) & 7
+    }
+
+    /// LoUIS (bits 23:21): the level of unification, inner shareable.
+    pub fn level_of_unification_inner_shareable(clidr: u64) -> u64 {
+        (clidr >> 21) & 7
+    }
+}
+
+/// PMCR_EL0 fields.
+pub mod pmcr {
+    pub use super::super::pmu::{PMCR_C as C, PMCR_E as E, PMCR_LC as LC, PMCR_P as P};
+
+    /// N (bits 15:11): how many event counters are implemented.
+    pub fn event_counters(pmcr: u64) -> u64 {
+        (pmcr >> 11) & 0x1f
+    }
+
+    /// IMP (bits 31:24): the implementer code.
+    pub fn implementer(pmcr: u64) -> u64 {
+        (pmcr >> 24) & 0xff
+    }
+}
+
+/// ICC_PMR_EL1: the priority mask that lets every priority through.
+pub const ICC_PMR_ALLOW_ALL: u64 = 0xff;
