@@ -7,6 +7,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::arch::Boot;
 use crate::report::exit_code;
+use vmunit_protocol::{AbortLine, ExitLine, GuestCode};
 
 unsafe extern "Rust" {
     /// Defined by the test crate through `vmunit::main!`.
@@ -64,7 +65,8 @@ pub fn exit(code: i32) -> ! {
         crate::println!("INFO: exit code {code} is outside 0..=127; exiting with 1");
         exit_code::FAIL
     };
-    crate::println!("\nEXIT: STATUS={}", (code << 1) | 1);
+    // `code` is in 0..=127 here.
+    crate::println!("\n{}", ExitLine::of(GuestCode::from_code(code as u32)));
     crate::arch::exit::exit(code as u8)
 }
 
@@ -78,7 +80,10 @@ pub(crate) fn abort(reason: fmt::Arguments<'_>) -> ! {
         crate::arch::exit::exit(exit_code::ABORT as u8);
     }
     crate::console::emergency_unlock();
-    crate::reporting::with_prefixes(|prefixes| crate::println!("ABORT: {prefixes}{reason}"));
+    crate::reporting::with_prefixes(|prefixes| {
+        let reason = format_args!("{prefixes}{reason}");
+        crate::println!("{}", AbortLine { reason });
+    });
     crate::println!("{}", crate::reporting::counts());
     exit(exit_code::ABORT)
 }

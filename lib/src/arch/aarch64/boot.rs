@@ -295,7 +295,13 @@ extern "C" fn rust_entry(x0: u64) -> ! {
 fn early_failure(problem: &str) -> ! {
     // The PL011 of `virt` is at this address even when the DTB is missing.
     const VIRT_PL011: u64 = 0x0900_0000;
-    for byte in "ABORT: boot: ".bytes().chain(problem.bytes()).chain(*b"\r\n") {
+    let label = vmunit_protocol::AbortLine::<&str>::LABEL;
+    for byte in label
+        .bytes()
+        .chain(*b" boot: ")
+        .chain(problem.bytes())
+        .chain(*b"\r\n")
+    {
         // SAFETY: a byte to the `virt` PL011's data register, device-mapped by the boot tables;
         // if the machine has no UART there the write is ignored by QEMU.
         unsafe { (VIRT_PL011 as usize as *mut u32).write_volatile(u32::from(byte)) };
