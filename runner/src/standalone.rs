@@ -15,7 +15,7 @@ use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Accel, Arch, Config, ConfigError, Requirement, Smp, TestEntry};
-use crate::outcome::ExitMethod;
+use crate::qemu::ExitMethod;
 use crate::qemu::{self, ArchProfile, LaunchSpec, QemuCommand};
 use crate::workspace;
 

@@ -1,9 +1,16 @@
-//! Building guest crates with cargo before they run (`--no-build` skips this).
+//! The build stage: the guest crates of the planned runs, built with cargo before they run
+//! (`--no-build` skips this).
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::config::Arch;
+use crate::config::{Arch, TestEntry};
+use crate::error::AppError;
+use crate::interrupt::interrupted;
+use crate::options::Options;
+use crate::plan::{Decision, Plan};
+use crate::workspace;
 
 /// A failed guest build.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +82,37 @@ fn describe(command: &Command) -> String {
         .map(|word| word.to_string_lossy().into_owned())
         .collect();
     shlex::try_join(words.iter().map(String::as_str)).unwrap_or_else(|_| words.join(" "))
+}
+
+/// Builds the guests that will run, grouped by architecture.
+pub fn build_guests(workspace: &Path, plan: &Plan, verbose: bool) -> Result<(), AppError> {
+    let mut by_arch: BTreeMap<Arch, Vec<&str>> = BTreeMap::new();
+    for item in &plan.runs {
+        if let Decision::Run { arch, .. } = item.decision {
+            let files = by_arch.entry(arch).or_default();
+            if !files.contains(&item.entry.file.as_str()) {
+                files.push(&item.entry.file);
+            }
+        }
+    }
+    for (arch, files) in by_arch {
+        if let Err(error) = build(workspace, arch, &files, verbose) {
+            return Err(if interrupted() {
+                AppError::Interrupted
+            } else {
+                error.into()
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The image a run boots: `--kernel`'s, else the guest crate's release build.
+pub fn image_for(options: &Options, arch: Arch, entry: &TestEntry) -> PathBuf {
+    match &options.kernel {
+        Some(kernel) => kernel.image.clone(),
+        None => workspace::image_path(&options.workspace, arch, &entry.file),
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,304 @@
+//! The plan stage: which runs the selection names ([`Plan`]), and what happens to each
+//! ([`Decision`]): run it, skip it and why, or leave it out (nodefault). Shards and
+//! `--rerun-failed` narrow the selection here. Nothing is built or booted.
+
+use std::sync::OnceLock;
+
+use crate::config::{Accel, Arch, Config, Requirement, TestEntry};
+use crate::error::AppError;
+use crate::options::{Kernel, Options, Shard};
+use crate::qemu::{self, ArchProfile};
+use crate::select::{Choice, Selection};
+use crate::workspace;
+
+/// What to do with one selected run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Report it as skipped, for this reason.
+    Skip(String),
+    /// nodefault and not asked for: mention only with -v.
+    Nodefault,
+    /// Run it.
+    Run {
+        /// The guest's architecture.
+        arch: Arch,
+        /// The accelerator it runs under.
+        accel: Accel,
+    },
+}
+
+/// Why a nodefault run is reported as skipped with -v.
+pub const NODEFAULT_REASON: &str = "test marked as manual run only";
+
+impl Decision {
+    /// The skip a decision not to run is reported as; `None` when nothing is reported (a
+    /// nodefault run without -v) or the run runs.
+    pub fn skip_reason(&self, verbose: bool) -> Option<String> {
+        match self {
+            Decision::Skip(reason) => Some(reason.clone()),
+            Decision::Nodefault if verbose => Some(NODEFAULT_REASON.to_owned()),
+            Decision::Nodefault | Decision::Run { .. } => None,
+        }
+    }
+}
+
+/// One selected unittests.toml entry and its decision.
+#[derive(Clone, Debug)]
+pub struct PlannedRun {
+    /// The entry (for `--kernel`, the entry of the same name or an ad-hoc one).
+    pub entry: TestEntry,
+    /// Named by the user (not by a glob, a group or `--rerun-failed`).
+    pub explicit: bool,
+    /// What happens to it.
+    pub decision: Decision,
+}
+
+/// The plan of an invocation: its runs in unittests.toml order.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The configuration the runs come from.
+    pub config: Config,
+    /// The selected runs.
+    pub runs: Vec<PlannedRun>,
+}
+
+fn kvm_usable() -> bool {
+    static USABLE: OnceLock<bool> = OnceLock::new();
+    *USABLE.get_or_init(qemu::kvm_usable)
+}
+
+/// The accelerator a guest of `arch` runs with: the one asked for, else kvm when the guest
+/// matches the host and /dev/kvm is usable, else tcg.
+pub fn current_accel(requested: Option<Accel>, arch: Option<Arch>) -> Accel {
+    requested.unwrap_or_else(|| {
+        let native = arch.or_else(Arch::host) == Arch::host();
+        if native && kvm_usable() {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        }
+    })
+}
+
+/// Loads the config and decides what happens to each selected run (before building).
+/// `failed_last_time` names the runs that failed last time, for `--rerun-failed`.
+pub fn plan(options: &Options, failed_last_time: Option<Vec<String>>) -> Result<Plan, AppError> {
+    let config = Config::load(&options.config)?;
+    if let Some(kernel) = &options.kernel {
+        let runs = vec![plan_kernel(options, &config, kernel)];
+        return Ok(Plan { config, runs });
+    }
+    let mut selection = options.selection.clone();
+    if let Some(failed) = failed_last_time {
+        let failed: Vec<String> = failed
+            .into_iter()
+            .filter(|name| config.entries.iter().any(|entry| entry.name == *name))
+            .collect();
+        if failed.is_empty() {
+            return Ok(Plan {
+                config,
+                runs: Vec::new(),
+            });
+        }
+        selection.names = failed.iter().map(|name| glob::Pattern::escape(name)).collect();
+        selection.all = true;
+    }
+    let choices = selection.choose(&config.entries)?;
+    let mut planned = Vec::new();
+    for (entry, choice) in config.entries.iter().zip(choices) {
+        // Every entry's arch is checked, so a wrong one is found whatever is selected.
+        let arch = entry.resolve_arch(&options.workspace, &config)?;
+        let explicit = match choice {
+            Choice::Excluded => continue,
+            Choice::Nodefault => {
+                planned.push(PlannedRun {
+                    entry: entry.clone(),
+                    explicit: false,
+                    decision: Decision::Nodefault,
+                });
+                continue;
+            }
+            // Runs chosen by --rerun-failed are not named by the user: no interactive mode.
+            Choice::Selected { explicit } => explicit && !options.rerun_failed,
+        };
+        let accel = current_accel(options.accel, arch);
+        let machine = arch.map(|arch| machine_for(options, entry, arch));
+        let decision = match arch {
+            Some(arch) if options.arch.is_some_and(|wanted| wanted != arch) => {
+                Decision::Skip(format!("{arch} only"))
+            }
+            _ if entry.disabled.is_some() => Decision::Skip(format!(
+                "disabled: {}",
+                entry.disabled.as_deref().unwrap_or_default()
+            )),
+            Some(_)
+                if entry
+                    .disabled_if
+                    .as_ref()
+                    .is_some_and(|condition| condition.holds(accel, machine.unwrap_or_default())) =>
+            {
+                Decision::Skip(format!(
+                    "disabled if {}",
+                    entry
+                        .disabled_if
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
+                ))
+            }
+            _ if entry.accel.is_some_and(|only| only != accel) => Decision::Skip(format!(
+                "{} only, but ACCEL={accel}",
+                entry.accel.map_or("", Accel::name)
+            )),
+            _ if let Some(reason) = unmet_host_requirement(&entry.requires, accel) => Decision::Skip(reason),
+            Some(arch) if workspace::crate_directory(&options.workspace, arch, &entry.file).is_dir() => {
+                Decision::Run { arch, accel }
+            }
+            _ => Decision::Skip(format!("Test file '{}' not found", entry.file)),
+        };
+        planned.push(PlannedRun {
+            entry: entry.clone(),
+            explicit,
+            decision,
+        });
+    }
+    if let Some(shard) = options.shard {
+        planned = shard.select(planned, |item| matches!(item.decision, Decision::Nodefault));
+    }
+    Ok(Plan {
+        config,
+        runs: planned,
+    })
+}
+
+/// Shards are the plan's business: the options only carry the choice.
+impl Shard {
+    /// Keeps this shard's items. Items `quiet` says are not reported (nodefault runs, shown
+    /// only with -v) do not count, and stay in shard 1 only, so every shard reports a disjoint
+    /// part and together they report everything once.
+    pub fn select<T>(self, items: Vec<T>, quiet: impl Fn(&T) -> bool) -> Vec<T> {
+        let mut position = 0;
+        items
+            .into_iter()
+            .filter(|item| {
+                if quiet(item) {
+                    return self.index == 1;
+                }
+                position += 1;
+                (position - 1) % self.count == self.index - 1
+            })
+            .collect()
+    }
+}
+
+/// The one run of `--kernel`: the unittests.toml entry of the same name supplies smp,
+/// qemu_params, test_args and the rest when there is one.
+fn plan_kernel(options: &Options, config: &Config, kernel: &Kernel) -> PlannedRun {
+    let name = kernel.name();
+    let mut entry = config
+        .entries
+        .iter()
+        .find(|entry| entry.name == name)
+        .cloned()
+        .unwrap_or_else(|| TestEntry::ad_hoc(&name));
+    if let Some(append) = &kernel.append {
+        entry.test_args = append.split_whitespace().map(str::to_owned).collect();
+    }
+    let accel = current_accel(options.accel, Some(kernel.arch));
+    PlannedRun {
+        entry,
+        explicit: true,
+        decision: Decision::Run {
+            arch: kernel.arch,
+            accel,
+        },
+    }
+}
+
+/// One unittests.toml entry as a test case of the libtest harness (runner/tests/guests.rs).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Case {
+    /// The run's name.
+    pub name: String,
+    /// Why it would be skipped, decided without booting anything (arch, accel, disabled,
+    /// requires, missing crate; devices ask QEMU once); `None` when it would run.
+    pub skip: Option<String>,
+    /// In group nodefault: run only when asked for by name.
+    pub nodefault: bool,
+}
+
+/// Every entry of the config as a case, in file order, cheaply (nothing is built or booted).
+pub fn cases(options: &Options) -> Result<Vec<Case>, AppError> {
+    let mut everything = options.clone();
+    everything.selection = Selection {
+        all: true,
+        ..Selection::default()
+    };
+    everything.shard = None;
+    everything.rerun_failed = false;
+    let plan = plan(&everything, None)?;
+    Ok(plan
+        .runs
+        .into_iter()
+        .map(|item| Case {
+            nodefault: item.entry.in_group(crate::select::NODEFAULT_GROUP),
+            skip: match item.decision {
+                Decision::Skip(reason) => Some(reason),
+                // Devices too, so that a harness that cannot skip at run time lists them.
+                Decision::Run { arch, .. } => unmet_device_requirement(
+                    &item.entry.requires,
+                    &options
+                        .environment
+                        .qemu
+                        .clone()
+                        .unwrap_or_else(|| ArchProfile::of(arch).default_program()),
+                ),
+                Decision::Nodefault => None,
+            },
+            name: item.entry.name,
+        })
+        .collect())
+}
+
+/// The machine type of a run: `MACHINE`, else the table's, else the architecture's default.
+pub fn machine_for<'a>(options: &'a Options, entry: &'a TestEntry, arch: Arch) -> &'a str {
+    options
+        .environment
+        .machine
+        .as_deref()
+        .or(entry.machine.as_deref())
+        .unwrap_or(ArchProfile::of(arch).default_machine)
+}
+
+/// The first of `requires` that the host lacks and that needs no QEMU to check (`kvm`,
+/// `root`), as a skip reason.
+fn unmet_host_requirement(requires: &[Requirement], accel: Accel) -> Option<String> {
+    requires.iter().find_map(|requirement| match requirement {
+        Requirement::Kvm if accel != Accel::Kvm => Some(format!("requires kvm, but ACCEL={accel}")),
+        Requirement::Kvm if !kvm_usable() => Some("requires kvm, but /dev/kvm is not usable".to_owned()),
+        Requirement::Root if !nix::unistd::geteuid().is_root() => {
+            Some("requires root, but the runner is not root".to_owned())
+        }
+        _ => None,
+    })
+}
+
+/// The first device of `requires` that `program` lacks, as a skip reason. QEMU is asked once
+/// per program and run (`-device help`).
+pub fn unmet_device_requirement(requires: &[Requirement], program: &str) -> Option<String> {
+    requires.iter().find_map(|requirement| {
+        let Requirement::Device(device) = requirement else {
+            return None;
+        };
+        match qemu::devices(program) {
+            Ok(devices) if devices.contains(device) => None,
+            Ok(_) => Some(format!("requires device {device}, which {program} lacks")),
+            Err(error) => Some(format!("requires device {device}, but {error}")),
+        }
+    })
+}
+
+/// A run whose image is missing is skipped: the reason, when `image` is not a file.
+pub fn unmet_image(image: &std::path::Path) -> Option<String> {
+    (!image.is_file()).then(|| format!("Test file '{}' not found", workspace::shown(image)))
+}
