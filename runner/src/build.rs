@@ -6,34 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::config::{Arch, TestEntry};
-use crate::error::AppError;
+use crate::error::{AppError, BuildError};
 use crate::interrupt::interrupted;
 use crate::options::Options;
 use crate::plan::{Decision, Plan};
 use crate::workspace;
-
-/// A failed guest build.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    /// cargo could not be started.
-    #[error("cannot run {program}: {source}")]
-    Spawn {
-        /// The cargo binary.
-        program: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// cargo reported an error (its messages were printed).
-    #[error("building the {arch} guests failed: {command} exited with {status}")]
-    Failed {
-        /// The architecture being built.
-        arch: Arch,
-        /// The cargo command, shell-quoted.
-        command: String,
-        /// cargo's exit status.
-        status: std::process::ExitStatus,
-    },
-}
 
 /// The cargo command that builds `files` for `arch`, run from the workspace root.
 pub fn build_command(workspace: &Path, arch: Arch, files: &[&str], verbose: bool) -> Command {

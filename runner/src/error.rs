@@ -1,9 +1,31 @@
 //! Why an invocation stops before reporting results ([`AppError`]), and the runner's exit
 //! statuses ([`ExitStatus`]).
 
-use crate::build::BuildError;
-use crate::config::ConfigError;
+use crate::config::{Arch, ConfigError};
 use crate::select::SelectError;
+
+/// A failed guest build.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// cargo could not be started.
+    #[error("cannot run {program}: {source}")]
+    Spawn {
+        /// The cargo binary.
+        program: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// cargo reported an error (its messages were printed).
+    #[error("building the {arch} guests failed: {command} exited with {status}")]
+    Failed {
+        /// The architecture being built.
+        arch: Arch,
+        /// The cargo command, shell-quoted.
+        command: String,
+        /// cargo's exit status.
+        status: std::process::ExitStatus,
+    },
+}
 
 /// Why an invocation stopped before reporting results.
 #[derive(Debug, thiserror::Error)]

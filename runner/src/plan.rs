@@ -123,34 +123,14 @@ pub fn plan(options: &Options, failed_last_time: Option<Vec<String>>) -> Result<
         };
         let accel = current_accel(options.accel, arch);
         let machine = arch.map(|arch| machine_for(options, entry, arch));
+        let rules = skip_rules(entry, machine);
         let decision = match arch {
             Some(arch) if options.arch.is_some_and(|wanted| wanted != arch) => {
                 Decision::Skip(format!("{arch} only"))
             }
-            _ if entry.disabled.is_some() => Decision::Skip(format!(
-                "disabled: {}",
-                entry.disabled.as_deref().unwrap_or_default()
-            )),
-            Some(_)
-                if entry
-                    .disabled_if
-                    .as_ref()
-                    .is_some_and(|condition| condition.holds(accel, machine.unwrap_or_default())) =>
-            {
-                Decision::Skip(format!(
-                    "disabled if {}",
-                    entry
-                        .disabled_if
-                        .as_ref()
-                        .map(ToString::to_string)
-                        .unwrap_or_default()
-                ))
+            _ if let Some(reason) = rules.iter().find_map(|rule| rule.skips_here(accel)) => {
+                Decision::Skip(reason)
             }
-            _ if entry.accel.is_some_and(|only| only != accel) => Decision::Skip(format!(
-                "{} only, but ACCEL={accel}",
-                entry.accel.map_or("", Accel::name)
-            )),
-            _ if let Some(reason) = unmet_host_requirement(&entry.requires, accel) => Decision::Skip(reason),
             Some(arch) if workspace::crate_directory(&options.workspace, arch, &entry.file).is_dir() => {
                 Decision::Run { arch, accel }
             }
@@ -270,17 +250,77 @@ pub fn machine_for<'a>(options: &'a Options, entry: &'a TestEntry, arch: Arch) -
         .unwrap_or(ArchProfile::of(arch).default_machine)
 }
 
-/// The first of `requires` that the host lacks and that needs no QEMU to check (`kvm`,
-/// `root`), as a skip reason.
-fn unmet_host_requirement(requires: &[Requirement], accel: Accel) -> Option<String> {
-    requires.iter().find_map(|requirement| match requirement {
-        Requirement::Kvm if accel != Accel::Kvm => Some(format!("requires kvm, but ACCEL={accel}")),
-        Requirement::Kvm if !kvm_usable() => Some("requires kvm, but /dev/kvm is not usable".to_owned()),
-        Requirement::Root if !nix::unistd::geteuid().is_root() => {
-            Some("requires root, but the runner is not root".to_owned())
+/// A reason to skip a run, as data: the plan tests it on this host ([`SkipRule::skips_here`]),
+/// a standalone script tests it where it runs. In the order they are tested.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SkipRule {
+    /// Always skipped, for this reason: `disabled`, or a `disabled_if` that names only the
+    /// run's machine.
+    Always(String),
+    /// Skipped under this accelerator, for this reason: a `disabled_if` naming it (and the
+    /// run's machine, if any).
+    UnderAccel {
+        /// The accelerator.
+        accel: Accel,
+        /// Why.
+        reason: String,
+    },
+    /// Runs only under this accelerator (the entry's `accel`).
+    OnlyUnder(Accel),
+    /// `requires = ["kvm"]`: the accelerator is kvm and /dev/kvm is usable.
+    Kvm,
+    /// `requires = ["root"]`: the runner runs as root.
+    Root,
+    /// `requires = ["device:NAME"]`: QEMU offers the device (asked just before the run).
+    Device(String),
+}
+
+/// The skip rules of `entry` on `machine` (unknown when its crate is missing: then
+/// `disabled_if` cannot be decided and is left out).
+pub fn skip_rules(entry: &TestEntry, machine: Option<&str>) -> Vec<SkipRule> {
+    let mut rules = Vec::new();
+    if let Some(reason) = &entry.disabled {
+        rules.push(SkipRule::Always(format!("disabled: {reason}")));
+    }
+    if let (Some(condition), Some(machine)) = (&entry.disabled_if, machine)
+        && condition
+            .machine
+            .as_deref()
+            .is_none_or(|wanted| wanted == machine)
+    {
+        let reason = format!("disabled if {condition}");
+        rules.push(match condition.accel {
+            Some(accel) => SkipRule::UnderAccel { accel, reason },
+            None => SkipRule::Always(reason),
+        });
+    }
+    if let Some(only) = entry.accel {
+        rules.push(SkipRule::OnlyUnder(only));
+    }
+    rules.extend(entry.requires.iter().map(|requirement| match requirement {
+        Requirement::Kvm => SkipRule::Kvm,
+        Requirement::Root => SkipRule::Root,
+        Requirement::Device(device) => SkipRule::Device(device.clone()),
+    }));
+    rules
+}
+
+impl SkipRule {
+    /// Why the rule skips a run under `accel` on this host, if it does. Device rules need QEMU
+    /// and are tested just before the run ([`unmet_device_requirement`]).
+    pub fn skips_here(&self, accel: Accel) -> Option<String> {
+        match self {
+            SkipRule::Always(reason) => Some(reason.clone()),
+            SkipRule::UnderAccel { accel: under, reason } if *under == accel => Some(reason.clone()),
+            SkipRule::OnlyUnder(only) if *only != accel => Some(format!("{only} only, but ACCEL={accel}")),
+            SkipRule::Kvm if accel != Accel::Kvm => Some(format!("requires kvm, but ACCEL={accel}")),
+            SkipRule::Kvm if !kvm_usable() => Some("requires kvm, but /dev/kvm is not usable".to_owned()),
+            SkipRule::Root if !nix::unistd::geteuid().is_root() => {
+                Some("requires root, but the runner is not root".to_owned())
+            }
+            _ => None,
         }
-        _ => None,
-    })
+    }
 }
 
 /// The first device of `requires` that `program` lacks, as a skip reason. QEMU is asked once
@@ -301,4 +341,47 @@ pub fn unmet_device_requirement(requires: &[Requirement], program: &str) -> Opti
 /// A run whose image is missing is skipped: the reason, when `image` is not a file.
 pub fn unmet_image(image: &std::path::Path) -> Option<String> {
     (!image.is_file()).then(|| format!("Test file '{}' not found", workspace::shown(image)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skip_rules_in_order() {
+        let config = Config::parse(
+            std::path::Path::new("unittests.toml"),
+            "[t]\nfile = \"x\"\ndisabled_if = { accel = \"tcg\", machine = \"q35\" }\naccel = \"kvm\"\n\
+             requires = [\"root\", \"device:pci-testdev\", \"kvm\"]\n"
+                .to_owned(),
+        )
+        .unwrap();
+        let entry = &config.entries[0];
+        let rules = skip_rules(entry, Some("q35"));
+        assert_eq!(
+            rules,
+            [
+                SkipRule::UnderAccel {
+                    accel: Accel::Tcg,
+                    reason: "disabled if accel = tcg and machine = q35".into()
+                },
+                SkipRule::OnlyUnder(Accel::Kvm),
+                SkipRule::Root,
+                SkipRule::Device("pci-testdev".into()),
+                SkipRule::Kvm,
+            ]
+        );
+        assert_eq!(skip_rules(entry, Some("microvm")).len(), 4);
+        assert_eq!(skip_rules(entry, None).len(), 4);
+        assert_eq!(
+            rules[0].skips_here(Accel::Tcg).as_deref(),
+            Some("disabled if accel = tcg and machine = q35")
+        );
+        assert_eq!(rules[0].skips_here(Accel::Kvm), None);
+        assert_eq!(
+            rules[1].skips_here(Accel::Tcg).as_deref(),
+            Some("kvm only, but ACCEL=tcg")
+        );
+        assert_eq!(rules[3].skips_here(Accel::Tcg), None);
+    }
 }

@@ -14,9 +14,10 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
 
-use crate::config::{Accel, Arch, Config, ConfigError, Requirement, Smp, TestEntry};
-use crate::qemu::ExitMethod;
-use crate::qemu::{self, ArchProfile, LaunchSpec, QemuCommand};
+use crate::config::{Accel, Arch, Config, ConfigError, Smp, TestEntry};
+use crate::plan::{self, SkipRule};
+
+use crate::qemu::{self, ArchProfile, ExitMethod, LaunchSpec, QemuCommand};
 use crate::workspace;
 
 /// Placeholders that `build_command` receives and the script replaces at run time.
@@ -128,7 +129,15 @@ pub fn script(entry: &TestEntry, arch: Arch, image: &[u8]) -> std::io::Result<Ve
         text
     });
     let profile = ArchProfile::of(arch);
-    let only_accel = entry.accel.map_or("", Accel::name);
+    let machine = entry.machine.as_deref().unwrap_or(profile.default_machine);
+    let skip_rules = plan::skip_rules(entry, Some(machine));
+    let only_accel = skip_rules
+        .iter()
+        .find_map(|rule| match rule {
+            SkipRule::OnlyUnder(accel) => Some(accel.name()),
+            _ => None,
+        })
+        .unwrap_or("");
     let timeout = entry
         .effective_timeout(None)
         .map_or(0, |timeout| timeout.as_secs());
@@ -139,7 +148,7 @@ pub fn script(entry: &TestEntry, arch: Arch, image: &[u8]) -> std::io::Result<Ve
         "power-off"
     };
     let header = HEADER
-        .replace("@RULES@", &rules(entry, profile))
+        .replace("@RULES@", &rules(entry, &skip_rules))
         .replace("@ENTRY_ENVIRONMENT@", &entry_environment(entry))
         .replace("@NAME@", &qemu::quote(&entry.name))
         .replace("@PROGRAM@", &profile.default_program())
@@ -161,52 +170,31 @@ pub fn script(entry: &TestEntry, arch: Arch, image: &[u8]) -> std::io::Result<Ve
     Ok(script)
 }
 
-/// Shell lines that skip the run as the runner would: `disabled`, `disabled_if` and `requires`.
-/// What is fixed when the script is written (the machine) is decided here; what depends on the
-/// machine the script runs on (the accelerator, /dev/kvm, root, QEMU's devices) is tested there.
-fn rules(entry: &TestEntry, profile: &ArchProfile) -> String {
+/// Shell lines that skip the run as the runner would: the plan's skip rules
+/// ([`plan::skip_rules`]) for the entry's machine, each tested where the script runs (the
+/// accelerator, /dev/kvm, root, QEMU's devices). `OnlyUnder` is tested earlier, by the header
+/// (`ONLY_ACCEL`).
+fn rules(entry: &TestEntry, rules: &[SkipRule]) -> String {
     let mut lines = String::new();
     if !entry.expect.is_empty() {
         lines.push_str("result SKIP 'needs the runner: its expect script talks to the console' 0\n");
     }
-    if let Some(reason) = &entry.disabled {
-        let _ = writeln!(
-            lines,
-            "result SKIP {} 0",
-            qemu::quote(&format!("disabled: {reason}"))
-        );
-    }
-    if let Some(condition) = &entry.disabled_if {
-        let machine = entry.machine.as_deref().unwrap_or(profile.default_machine);
-        if condition
-            .machine
-            .as_deref()
-            .is_none_or(|wanted| wanted == machine)
-        {
-            let reason = qemu::quote(&format!("disabled if {condition}"));
-            match condition.accel {
-                Some(accel) => {
-                    let _ = writeln!(
-                        lines,
-                        "[ \"$accel_name\" = {} ] && result SKIP {reason} 0",
-                        accel.name()
-                    );
-                }
-                None => {
-                    let _ = writeln!(lines, "result SKIP {reason} 0");
-                }
-            }
-        }
-    }
-    for requirement in &entry.requires {
-        let line = match requirement {
-            Requirement::Kvm => concat!(
+    for rule in rules {
+        let line = match rule {
+            SkipRule::Always(reason) => format!("result SKIP {} 0", qemu::quote(reason)),
+            SkipRule::UnderAccel { accel, reason } => format!(
+                "[ \"$accel_name\" = {} ] && result SKIP {} 0",
+                accel.name(),
+                qemu::quote(reason)
+            ),
+            SkipRule::OnlyUnder(_) => continue,
+            SkipRule::Kvm => concat!(
                 "[ \"$accel_name\" = kvm ] || result SKIP \"requires kvm, but ACCEL=$accel_name\" 0\n",
                 "{ [ -r /dev/kvm ] && [ -w /dev/kvm ]; } || result SKIP 'requires kvm, but /dev/kvm is not usable' 0"
             )
             .to_owned(),
-            Requirement::Root => "[ \"$(id -u)\" = 0 ] || result SKIP 'requires root, but the test is not root' 0".to_owned(),
-            Requirement::Device(device) => format!(
+            SkipRule::Root => "[ \"$(id -u)\" = 0 ] || result SKIP 'requires root, but the test is not root' 0".to_owned(),
+            SkipRule::Device(device) => format!(
                 "\"$qemu\" -device help 2>/dev/null | grep -q '\"{device}\"' || result SKIP \"requires device {device}, which $qemu lacks\" 0"
             ),
         };
