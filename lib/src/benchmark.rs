@@ -8,13 +8,10 @@
 //! BENCH: cpuid=1234 cycles
 //! ```
 //!
-//! - `BENCH:` starts the line (leading blanks allowed), then one space.
-//! - `name` is one or more of `A-Z a-z 0-9 _ - . / : +`; [`report`] turns any other character
-//!   of the name it is given into `_` (an empty name becomes `unnamed`). Report prefixes are
-//!   not part of it.
-//! - `value` is an unsigned decimal number: digits, optionally `.` and more digits.
-//! - `unit` is one word: one or more characters other than blanks and control characters
-//!   (`cycles`, `ns`, `iterations/s`); an empty unit becomes `count`.
+//! The line's grammar is the wire protocol's (`vmunit_protocol::BenchLine`, which the runner
+//! parses it with); [`report`] makes any name and unit valid for it (another character of the
+//! name becomes `_`, an empty name `unnamed`, an empty unit `count`). Report prefixes are not
+//! part of the name.
 //!
 //! `BENCH` lines are not report lines: they count as neither PASS nor FAIL. A benchmark that
 //! also checks that the measured operation really happened does so with ordinary `report!`
@@ -24,66 +21,10 @@
 //! enough, as kvm-unit-tests' vmexit does, and returns the last batch's size and duration in
 //! ticks of the architecture's clock (the TSC on x86_64, the generic timer on aarch64).
 
-use core::fmt;
+pub use vmunit_protocol::{DEFAULT_UNIT, Measurement, UNNAMED, is_name_character, is_unit_character};
 
 /// The label that starts a machine line.
-pub const LABEL: &str = "BENCH:";
-/// The name used when the one given has no characters.
-pub const UNNAMED: &str = "unnamed";
-/// The unit used when the one given has no characters.
-pub const DEFAULT_UNIT: &str = "count";
-
-/// Whether `character` may appear in a benchmark name.
-pub fn is_name_character(character: char) -> bool {
-    character.is_ascii_alphanumeric() || matches!(character, '_' | '-' | '.' | '/' | ':' | '+')
-}
-
-/// Whether `character` may appear in a unit.
-pub fn is_unit_character(character: char) -> bool {
-    !character.is_whitespace() && !character.is_control()
-}
-
-/// One measurement; its `Display` is the machine line, `BENCH: name=value unit`, with the
-/// name and unit made valid as the module documentation says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Measurement<'a> {
-    /// What was measured (`cpuid`, `ipi`).
-    pub name: &'a str,
-    /// The value.
-    pub value: u64,
-    /// Its unit (`cycles`).
-    pub unit: &'a str,
-}
-
-impl fmt::Display for Measurement<'_> {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use fmt::Write;
-        formatter.write_str(LABEL)?;
-        formatter.write_char(' ')?;
-        if self.name.is_empty() {
-            formatter.write_str(UNNAMED)?;
-        }
-        for character in self.name.chars() {
-            formatter.write_char(if is_name_character(character) {
-                character
-            } else {
-                '_'
-            })?;
-        }
-        write!(formatter, "={} ", self.value)?;
-        if self.unit.is_empty() {
-            formatter.write_str(DEFAULT_UNIT)?;
-        }
-        for character in self.unit.chars() {
-            formatter.write_char(if is_unit_character(character) {
-                character
-            } else {
-                '_'
-            })?;
-        }
-        Ok(())
-    }
-}
+pub const LABEL: &str = vmunit_protocol::BenchLine::<&str>::LABEL;
 
 /// One batch of a benchmark: how many iterations ran and how many clock ticks they took.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

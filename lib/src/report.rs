@@ -1,11 +1,14 @@
-//! kvm-unit-tests-compatible reporting: `PASS:`/`FAIL:`/`SKIP:`/`XFAIL:`/`XPASS:`/`KFAIL:`/
-//! `INFO:` lines with `prefix: ` chains, and the closing `SUMMARY:` line and exit code.
+//! kvm-unit-tests-compatible reporting: the kinds of report, their tally and the `prefix: `
+//! chain. The lines themselves (labels, `SUMMARY:`, exit codes) are defined by the wire
+//! protocol crate, `vmunit_protocol`, which the runner parses them with.
 //!
 //! The counting and formatting logic ([`Tally`], [`Prefixes`]) is plain data so that it is
 //! unit tested on the host; the macros print through the console.
 
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU32, Ordering};
+
+pub use vmunit_protocol::{GuestCode, Label, PREFIX_DELIMITER, ReportLine, Summary};
 
 /// How one report line counts.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -37,14 +40,14 @@ impl Kind {
     }
 
     /// The line's leading word.
-    pub fn label(self) -> &'static str {
+    pub fn label(self) -> Label {
         match self {
-            Kind::Pass => "PASS",
-            Kind::Fail => "FAIL",
-            Kind::ExpectedFail => "XFAIL",
-            Kind::UnexpectedPass => "XPASS",
-            Kind::KnownFail => "KFAIL",
-            Kind::Skip => "SKIP",
+            Kind::Pass => Label::Pass,
+            Kind::Fail => Label::Fail,
+            Kind::ExpectedFail => Label::ExpectedFail,
+            Kind::UnexpectedPass => Label::UnexpectedPass,
+            Kind::KnownFail => Label::KnownFail,
+            Kind::Skip => Label::Skip,
         }
     }
 
@@ -54,16 +57,19 @@ impl Kind {
     }
 }
 
-/// Guest exit codes, as kvm-unit-tests uses them. QEMU's status is `(code << 1) | 1`.
+/// Guest exit codes as the `i32`s `main` returns: the protocol's [`GuestCode`]s. QEMU's
+/// status is `(code << 1) | 1`.
 pub mod exit_code {
+    use super::GuestCode;
+
     /// Every report passed (QEMU status 1).
-    pub const PASS: i32 = 0;
+    pub const PASS: i32 = GuestCode::Pass.code() as i32;
     /// At least one unexpected failure (QEMU status 3).
-    pub const FAIL: i32 = 1;
-    /// Every report was skipped: 77 >> 1, so that QEMU's status is 77 as in kvm-unit-tests.
-    pub const SKIP: i32 = 77 >> 1;
+    pub const FAIL: i32 = GuestCode::Failures.code() as i32;
+    /// Every report was skipped, so that QEMU's status is 77 as in kvm-unit-tests.
+    pub const SKIP: i32 = GuestCode::AllSkipped.code() as i32;
     /// A panic or unexpected exception (QEMU status 127, kvm-unit-tests' abort()).
-    pub const ABORT: i32 = 63;
+    pub const ABORT: i32 = GuestCode::Abort.code() as i32;
 }
 
 /// Counters behind the `SUMMARY:` line.
@@ -76,20 +82,8 @@ pub struct Tally {
     skipped: AtomicU32,
 }
 
-/// A snapshot of a [`Tally`].
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
-pub struct Counts {
-    /// Report lines, skips included.
-    pub tests: u32,
-    /// Unexpected failures (FAIL and XPASS).
-    pub failures: u32,
-    /// KFAIL lines.
-    pub known_failures: u32,
-    /// XFAIL lines.
-    pub expected_failures: u32,
-    /// SKIP lines.
-    pub skipped: u32,
-}
+/// A snapshot of a [`Tally`]: the protocol's `SUMMARY:` line.
+pub type Counts = Summary;
 
 impl Tally {
     /// An empty tally.
@@ -128,37 +122,10 @@ impl Tally {
     }
 }
 
-impl Counts {
-    /// The exit code kvm-unit-tests' `report_summary` returns for these counts.
-    pub fn exit_code(&self) -> i32 {
-        if self.tests == self.skipped {
-            exit_code::SKIP
-        } else if self.failures > 0 {
-            exit_code::FAIL
-        } else {
-            exit_code::PASS
-        }
-    }
-}
-
-impl fmt::Display for Counts {
-    /// `SUMMARY: N tests[, M unexpected failures][, K known failures][, X expected failures][, S skipped]`
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(formatter, "SUMMARY: {} tests", self.tests)?;
-        if self.failures > 0 {
-            write!(formatter, ", {} unexpected failures", self.failures)?;
-        }
-        if self.known_failures > 0 {
-            write!(formatter, ", {} known failures", self.known_failures)?;
-        }
-        if self.expected_failures > 0 {
-            write!(formatter, ", {} expected failures", self.expected_failures)?;
-        }
-        if self.skipped > 0 {
-            write!(formatter, ", {} skipped", self.skipped)?;
-        }
-        Ok(())
-    }
+/// The exit code kvm-unit-tests' `report_summary` returns for `counts`.
+pub fn exit_code_of(counts: &Counts) -> i32 {
+    // Guest codes fit in 0..=127 (QEMU's status is 8 bits).
+    counts.guest_code().code() as i32
 }
 
 /// The prefix chain, kept as text: each prefix followed by `": "`, as kvm-unit-tests does.
@@ -166,9 +133,6 @@ pub struct Prefixes {
     text: [u8; Prefixes::CAPACITY],
     length: usize,
 }
-
-/// The separator kvm-unit-tests puts after each prefix; a prefix may not contain it.
-pub const PREFIX_DELIMITER: &str = ": ";
 
 impl Prefixes {
     /// The longest prefix chain, in bytes.
@@ -251,7 +215,7 @@ mod tests {
         assert_eq!(Kind::of(true, false, true), Kind::Pass);
         assert!(!Kind::UnexpectedPass.is_ok());
         assert!(Kind::KnownFail.is_ok());
-        assert_eq!(Kind::UnexpectedPass.label(), "XPASS");
+        assert_eq!(Kind::UnexpectedPass.label().as_str(), "XPASS");
     }
 
     #[test]
@@ -259,31 +223,31 @@ mod tests {
         let tally = Tally::new();
         assert_eq!(format!("{}", tally.counts()), "SUMMARY: 0 tests");
         assert_eq!(
-            tally.counts().exit_code(),
+            exit_code_of(&tally.counts()),
             exit_code::SKIP,
             "no tests at all counts as skipped"
         );
         tally.record(Kind::Pass);
         tally.record(Kind::Skip);
         assert_eq!(format!("{}", tally.counts()), "SUMMARY: 2 tests, 1 skipped");
-        assert_eq!(tally.counts().exit_code(), exit_code::PASS);
+        assert_eq!(exit_code_of(&tally.counts()), exit_code::PASS);
         tally.record(Kind::ExpectedFail);
         tally.record(Kind::KnownFail);
-        assert_eq!(tally.counts().exit_code(), exit_code::PASS);
+        assert_eq!(exit_code_of(&tally.counts()), exit_code::PASS);
         tally.record(Kind::Fail);
         tally.record(Kind::UnexpectedPass);
         assert_eq!(
             format!("{}", tally.counts()),
             "SUMMARY: 6 tests, 2 unexpected failures, 1 known failures, 1 expected failures, 1 skipped"
         );
-        assert_eq!(tally.counts().exit_code(), exit_code::FAIL);
+        assert_eq!(exit_code_of(&tally.counts()), exit_code::FAIL);
     }
 
     #[test]
     fn all_skipped_exits_so_that_qemu_reports_77() {
         let tally = Tally::new();
         tally.record(Kind::Skip);
-        assert_eq!((tally.counts().exit_code() << 1) | 1, 77);
+        assert_eq!((exit_code_of(&tally.counts()) << 1) | 1, 77);
     }
 
     #[test]

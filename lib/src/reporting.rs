@@ -3,7 +3,7 @@
 use core::fmt;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use crate::report::{Counts, Kind, Prefixes, Tally};
+use crate::report::{Counts, Kind, Label, Prefixes, ReportLine, Tally, exit_code_of};
 
 static TALLY: Tally = Tally::new();
 static PREFIXES: spin::Mutex<Prefixes> = spin::Mutex::new(Prefixes::new());
@@ -19,7 +19,14 @@ pub fn report(kind: Kind, message: fmt::Arguments<'_>) -> bool {
         other => other,
     };
     let prefixes = PREFIXES.lock();
-    crate::println!("{}: {}{}", kind.label(), prefixes.as_str(), message);
+    let text = format_args!("{}{message}", prefixes.as_str());
+    crate::println!(
+        "{}",
+        ReportLine {
+            label: kind.label(),
+            text
+        }
+    );
     TALLY.record(kind);
     kind.is_ok()
 }
@@ -28,7 +35,14 @@ pub fn report(kind: Kind, message: fmt::Arguments<'_>) -> bool {
 #[doc(hidden)]
 pub fn info(message: fmt::Arguments<'_>) {
     let prefixes = PREFIXES.lock();
-    crate::println!("INFO: {}{}", prefixes.as_str(), message);
+    let text = format_args!("{}{message}", prefixes.as_str());
+    crate::println!(
+        "{}",
+        ReportLine {
+            label: Label::Info,
+            text
+        }
+    );
 }
 
 /// The current prefix chain, for messages printed outside the report macros.
@@ -100,7 +114,7 @@ pub fn prefix(name: &str) -> PrefixGuard {
 pub fn report_summary() -> i32 {
     let counts = TALLY.counts();
     crate::println!("{counts}");
-    counts.exit_code()
+    exit_code_of(&counts)
 }
 
 /// Reports `PASS` when the condition holds, `FAIL` otherwise; returns the condition.
