@@ -17,54 +17,7 @@ use crate::transcript::{ProcessExit, Transcript};
 use crate::{subtests, symbolise};
 
 /// Result codes a guest reports (in its EXIT line and, on x86, through isa-debug-exit).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GuestCode {
-    /// Every test passed (status 1).
-    Pass,
-    /// Some tests failed unexpectedly (status 3).
-    Failures,
-    /// Every test was skipped (status 77, as in kvm-unit-tests).
-    AllSkipped,
-    /// The guest aborted: a panic or an unexpected exception (status 127).
-    Abort,
-    /// Any other code.
-    Other(u32),
-}
-
-impl GuestCode {
-    /// Decodes a guest's result code.
-    pub fn from_code(code: u32) -> GuestCode {
-        match code {
-            0 => GuestCode::Pass,
-            1 => GuestCode::Failures,
-            38 => GuestCode::AllSkipped,
-            63 => GuestCode::Abort,
-            other => GuestCode::Other(other),
-        }
-    }
-
-    /// The guest's result code.
-    pub fn code(self) -> u32 {
-        match self {
-            GuestCode::Pass => 0,
-            GuestCode::Failures => 1,
-            GuestCode::AllSkipped => 38,
-            GuestCode::Abort => 63,
-            GuestCode::Other(code) => code,
-        }
-    }
-
-    /// The exit status it becomes: `(code << 1) | 1`, as isa-debug-exit and the EXIT line have it.
-    pub fn status(self) -> u32 {
-        (self.code() << 1) | 1
-    }
-
-    /// Decodes an exit status `(code << 1) | 1`; `None` for an even status, which no guest
-    /// result produces.
-    pub fn from_status(status: u32) -> Option<GuestCode> {
-        (status & 1 == 1).then(|| GuestCode::from_code(status >> 1))
-    }
-}
+pub use vmunit_protocol::GuestCode;
 
 /// The result of one test run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -448,8 +401,7 @@ fn decode(code: GuestCode, transcript: &Transcript) -> Outcome {
         }
         GuestCode::Failures => {
             let reason = transcript
-                .summary_part("unexpected failure")
-                .map(|(_, part)| part.to_owned())
+                .unexpected_failures_part()
                 .or_else(|| transcript.summary().map(str::to_owned))
                 .or_else(|| transcript.fail_lines().first().cloned())
                 .unwrap_or_else(|| "unexpected failures".to_owned());

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 
 use crate::config::Step;
+use crate::guest_line::{self, SerialLine};
 pub use crate::interrupt::{interrupt_all, interrupted};
 use crate::interrupt::{registry, signal_group};
 use crate::qemu::QemuCommand;
@@ -49,7 +50,7 @@ pub enum ExecuteError {
 }
 
 /// A callback that sees every line of a run as it arrives.
-pub type LineObserver<'a> = dyn FnMut(Stream, &str) + 'a;
+pub type LineObserver<'a> = dyn FnMut(Stream, &str, Option<&SerialLine<'_>>) + 'a;
 
 /// Where a run's lines go besides the transcript.
 pub struct Sinks<'a> {
@@ -237,8 +238,10 @@ pub fn execute_interactive(
             // A log that cannot be written must not stop the run.
             let _ = writeln!(log, "{line}");
         }
+        // A serial line is parsed here, once, for the observer and the transcript.
+        let parsed = (stream == Stream::Serial).then(|| guest_line::parse(line));
         if let Some(observer) = observer.as_mut() {
-            observer(stream, line);
+            observer(stream, line, parsed.as_ref());
         }
         if live {
             match stream {
@@ -246,7 +249,7 @@ pub fn execute_interactive(
                 Stream::Stderr => eprintln!("{line}"),
             }
         }
-        transcript.push(stream, line)
+        transcript.push_parsed(stream, line, parsed.as_ref())
     };
     while open > 0 {
         let wait_until = match (drain_until.or(deadline), script.step_deadline) {

@@ -4,6 +4,10 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use vmunit_protocol::Summary;
+
+use crate::guest_line::{self, GuestLine, Label, SerialLine};
+
 /// How many of the most recent lines of each stream a transcript keeps.
 pub const KEPT_LINES: usize = 200;
 /// How many `FAIL:` lines a transcript keeps (it counts them all).
@@ -45,6 +49,7 @@ pub struct Transcript {
     stderr: VecDeque<String>,
     exit_status: Option<u32>,
     summary: Option<String>,
+    counts: Option<Summary>,
     fail_lines: Vec<String>,
     fail_count: usize,
     last_skip: Option<String>,
@@ -73,6 +78,13 @@ impl Transcript {
     /// Adds one line. Returns true when the line reports a hypervisor error, upon which QEMU
     /// pauses the guest and must be killed.
     pub fn push(&mut self, stream: Stream, line: &str) -> bool {
+        let parsed = (stream == Stream::Serial).then(|| guest_line::parse(line));
+        self.push_parsed(stream, line, parsed.as_ref())
+    }
+
+    /// Adds one line, a serial line already parsed (`parsed`, which [`Transcript::push`]
+    /// otherwise does).
+    pub fn push_parsed(&mut self, stream: Stream, line: &str, parsed: Option<&SerialLine<'_>>) -> bool {
         let line = line.trim_end_matches(['\r', '\n']);
         let kept = match stream {
             Stream::Serial => &mut self.serial,
@@ -84,7 +96,10 @@ impl Transcript {
         kept.push_back(line.to_owned());
         match stream {
             Stream::Serial => {
-                self.note_serial(line);
+                match parsed {
+                    Some(parsed) => self.note_serial(parsed),
+                    None => self.note_serial(&guest_line::parse(line)),
+                }
                 false
             }
             Stream::Stderr => {
@@ -101,26 +116,31 @@ impl Transcript {
         }
     }
 
-    fn note_serial(&mut self, line: &str) {
-        let text = line.trim_start();
-        if let Some(status) = text.strip_prefix("EXIT: STATUS=") {
-            self.exit_status = status.trim().parse().ok();
-        } else if let Some(summary) = text.strip_prefix("SUMMARY:") {
-            self.summary = Some(summary.trim().to_owned());
-        } else if text.starts_with("FAIL:") {
-            self.fail_count += 1;
-            if self.fail_lines.len() < KEPT_FAIL_LINES {
-                self.fail_lines.push(text.to_owned());
+    /// Notes what a parsed serial line says.
+    fn note_serial(&mut self, line: &SerialLine<'_>) {
+        match line.kind {
+            GuestLine::Exit(exit) => self.exit_status = Some(exit.status),
+            GuestLine::Summary(summary) => {
+                self.summary = line.summary_text().map(str::to_owned);
+                self.counts = Some(summary);
             }
-        } else if let Some(skip) = text.strip_prefix("SKIP:") {
-            self.last_skip = Some(skip.trim().to_owned());
+            GuestLine::MalformedSummary(_) => {
+                self.summary = line.summary_text().map(str::to_owned);
+                self.counts = None;
+            }
+            GuestLine::Report(report) if report.label == Label::Fail => {
+                self.fail_count += 1;
+                if self.fail_lines.len() < KEPT_FAIL_LINES {
+                    self.fail_lines.push(line.text.to_owned());
+                }
+            }
+            GuestLine::Report(report) if report.label == Label::Skip => {
+                self.last_skip = Some(report.text.to_owned());
+            }
+            _ => {}
         }
-        if self.abort_line.is_none()
-            && (text.starts_with("ABORT:")
-                || text.contains("Unhandled exception")
-                || text.contains("panicked at"))
-        {
-            self.abort_line = Some(text.to_owned());
+        if self.abort_line.is_none() && line.aborted {
+            self.abort_line = Some(line.text.to_owned());
         }
     }
 
@@ -170,25 +190,14 @@ impl Transcript {
     }
 
     /// The count of unexpected failures the summary reports.
-    pub fn unexpected_failures(&self) -> usize {
-        self.summary_part("unexpected failure")
-            .map_or(0, |(count, _)| count)
+    pub fn unexpected_failures(&self) -> u32 {
+        self.counts.map_or(0, |counts| counts.failures)
     }
 
-    /// The `N <what>[s]` part of the summary, with its count.
-    pub fn summary_part(&self, what: &str) -> Option<(usize, &str)> {
-        self.summary
-            .as_deref()?
-            .split(',')
-            .map(str::trim)
-            .find_map(|part| {
-                let (count, rest) = part.split_once(' ')?;
-                let rest = rest.trim();
-                if rest != what && rest.strip_suffix('s') != Some(what) {
-                    return None;
-                }
-                Some((count.parse().ok()?, part))
-            })
+    /// The summary's unexpected failures, as `N unexpected failures`, when there are any.
+    pub fn unexpected_failures_part(&self) -> Option<String> {
+        let failures = self.unexpected_failures();
+        (failures > 0).then(|| format!("{failures} unexpected failures"))
     }
 
     /// The last QEMU stderr line that is not blank.

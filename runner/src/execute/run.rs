@@ -11,7 +11,7 @@ use crate::bench::{Bench, BenchCollector};
 use crate::config::{Accel, Arch, TestEntry};
 use crate::error::AppError;
 use crate::execute::{ExecuteError, Execution, Sinks, execute_interactive, interrupted};
-use crate::guest_line::{self, ReportLine};
+use crate::guest_line::{ReportLine, SerialLine};
 use crate::options::{Options, Resolved};
 use crate::plan;
 use crate::qemu::{self, ArchProfile, LaunchSpec, QemuCommand};
@@ -142,18 +142,18 @@ pub fn run(setup: &RunSetup<'_>, progress: &mut dyn FnMut(Progress<'_>)) -> Ran 
     let mut report: Vec<ReportLine> = Vec::new();
     let mut crashes = CrashAddresses::default();
     let mut benches = BenchCollector::default();
-    let mut observe = |stream: Stream, text: &str| {
-        if stream != Stream::Serial {
+    let mut observe = |_: Stream, _: &str, line: Option<&SerialLine<'_>>| {
+        let Some(line) = line else {
             return;
-        }
-        crashes.observe(text);
-        if let Some(note) = benches.observe(text) {
+        };
+        crashes.observe(line.crash_address);
+        if let Some(note) = benches.observe(line) {
             progress(Progress::MalformedBench(&note));
         }
         if report.len() >= MAX_REPORT_LINES {
             return;
         }
-        if let Some(report_line) = guest_line::parse_report_line(text) {
+        if let Some(report_line) = line.report() {
             progress(Progress::Report(&report_line));
             report.push(report_line);
         }

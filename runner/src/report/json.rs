@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::bench::Bench;
 use crate::classify::{OutcomeKind, TestResult, Verdict};
-use crate::guest_line::LineKind;
+use crate::guest_line::Label;
 use crate::report::{Event, Reporter, interrupted_line};
 use crate::workspace::shown;
 
@@ -42,8 +42,14 @@ struct Start<'a> {
 struct Report<'a> {
     event: Kind,
     name: &'a str,
-    result: LineKind,
+    #[serde(serialize_with = "label")]
+    result: Label,
     text: &'a str,
+}
+
+/// A report line's label as the guest prints it.
+fn label<S: serde::Serializer>(label: &Label, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(label.as_str())
 }
 
 /// A run finished.
@@ -120,7 +126,7 @@ impl Reporter for JsonReporter {
             Event::GuestLine { name, line } => print(&Report {
                 event: Kind::Report,
                 name,
-                result: line.kind,
+                result: line.label,
                 text: &line.text,
             }),
             Event::Finished { result } => print(&end(result)),

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::classify::{TestResult, Verdict};
-use crate::guest_line::{LineKind, ReportLine};
+use crate::guest_line::{Label, ReportLine};
 use crate::report::{Event, Reporter};
 use crate::workspace::shown;
 
@@ -101,7 +101,7 @@ pub fn write_junit(path: &Path, results: &[TestResult]) -> std::io::Result<()> {
         total += result.duration;
         let mut out = String::new();
         for line in &result.report {
-            out.push_str(&format!("{}: {}\n", line.kind.label(), line.text));
+            out.push_str(&format!("{line}\n"));
         }
         if let Some(log) = &result.log {
             out.push_str(&format!("--- {} ---\n", shown(log)));
@@ -139,12 +139,12 @@ fn subtest_suite(result: &TestResult) -> quick_junit::TestSuite {
             .collect();
         let failed = lines
             .iter()
-            .find(|line| matches!(line.kind, LineKind::Fail | LineKind::UnexpectedPass));
+            .find(|line| matches!(line.label, Label::Fail | Label::UnexpectedPass));
         let status = if let Some(line) = failed {
             let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
             status.set_message(line.text.as_str());
             status
-        } else if lines.is_empty() || lines.iter().all(|line| line.kind == LineKind::Skip) {
+        } else if lines.is_empty() || lines.iter().all(|line| line.label == Label::Skip) {
             // No line at all: not selected, or the run ended before it.
             let mut status = TestCaseStatus::skipped();
             status.set_message(if lines.is_empty() {
@@ -158,10 +158,7 @@ fn subtest_suite(result: &TestResult) -> quick_junit::TestSuite {
         };
         let mut case = TestCase::new(subtest.as_str(), status);
         case.set_classname(result.name.as_str());
-        let out: String = lines
-            .iter()
-            .map(|line| format!("{}: {}\n", line.kind.label(), line.text))
-            .collect();
+        let out: String = lines.iter().map(|line| format!("{line}\n")).collect();
         if !out.is_empty() {
             case.set_system_out_lossy(out.as_bytes());
         }
@@ -188,15 +185,15 @@ mod tests {
     #[test]
     fn junit_nests_subtests() {
         let directory = tempfile::tempdir().unwrap();
-        let line = |kind: LineKind, text: &str| ReportLine {
-            kind,
+        let line = |label: Label, text: &str| ReportLine {
+            label,
             text: text.into(),
         };
         let results = [TestResult {
             report: vec![
-                line(LineKind::Pass, "first: holds"),
-                line(LineKind::Fail, "second: breaks"),
-                line(LineKind::Skip, "third: ignored"),
+                line(Label::Pass, "first: holds"),
+                line(Label::Fail, "second: breaks"),
+                line(Label::Skip, "third: ignored"),
             ],
             subtests: vec!["first".into(), "second".into(), "third".into(), "fourth".into()],
             ..TestResult::not_run(
@@ -249,7 +246,7 @@ mod tests {
         let results = [
             TestResult {
                 report: vec![ReportLine {
-                    kind: LineKind::Fail,
+                    label: Label::Fail,
                     text: "x < y".into(),
                 }],
                 log: Some(log),

@@ -2,7 +2,7 @@
 //! YAML block under a failure.
 
 use crate::classify::{TestResult, Verdict};
-use crate::guest_line::LineKind;
+use crate::guest_line::Label;
 use crate::report::{Event, Reporter, interrupted_line, slowest_line};
 use crate::workspace::shown;
 
@@ -60,15 +60,16 @@ fn test_point(number: usize, result: &TestResult) {
         for (index, line) in result.report.iter().enumerate() {
             let text = escape(&line.text);
             let point = index + 1;
-            match line.kind {
-                LineKind::Pass => println!("    ok {point} - {text}"),
-                LineKind::Fail => println!("    not ok {point} - {text}"),
-                LineKind::Skip => println!("    ok {point} - {text} # SKIP"),
-                LineKind::ExpectedFail => {
+            match line.label {
+                Label::Pass => println!("    ok {point} - {text}"),
+                Label::Fail => println!("    not ok {point} - {text}"),
+                Label::Skip => println!("    ok {point} - {text} # SKIP"),
+                Label::ExpectedFail => {
                     println!("    not ok {point} - {text} # TODO expected failure (XFAIL)")
                 }
-                LineKind::KnownFail => println!("    not ok {point} - {text} # TODO known failure (KFAIL)"),
-                LineKind::UnexpectedPass => println!("    not ok {point} - {text} (XPASS: unexpected pass)"),
+                Label::KnownFail => println!("    not ok {point} - {text} # TODO known failure (KFAIL)"),
+                Label::UnexpectedPass => println!("    not ok {point} - {text} (XPASS: unexpected pass)"),
+                Label::Info => println!("    # {text}"),
             }
         }
         println!("    1..{}", result.report.len());
