@@ -3,13 +3,13 @@
 //! (execute.rs), each run classified (classify.rs) and every step reported as an event to the
 //! reporters (report/). This module only wires the stages together.
 
-use crate::build;
+use crate::build::{self, Images};
 use crate::classify::{self, Outcome, Report, TestResult};
 use crate::config::{Arch, Config};
 use crate::error::AppError;
 use crate::execute::run::{Progress, Ran, RunSetup};
 use crate::execute::{self, pool};
-use crate::options::{Format, Options, Resolved, resolve_environment};
+use crate::options::{Format, Options, Resolved, qemu_program, resolve_environment};
 use crate::plan::{self, Decision, Plan, PlannedRun};
 use crate::qemu::{self, ArchProfile};
 use crate::report::dry_run::DryRunReporter;
@@ -39,9 +39,11 @@ pub fn run(options: &Options) -> Result<Report, AppError> {
     if let Some(junit) = &options.junit {
         junit::check_writable(junit).map_err(AppError::Usage)?;
     }
-    if options.build && !options.dry_run {
-        build::build_guests(&options.workspace, &plan, options.verbose)?;
-    }
+    let images = if options.build && !options.dry_run {
+        build::build_guests(&options.workspace, &plan, options.verbose)?
+    } else {
+        Images::default()
+    };
     if !options.dry_run {
         execute::run::ensure_qemu(options, &programs(options, &plan))?;
         execute::run::rotate_logs(&options.log_dir)?;
@@ -60,7 +62,7 @@ pub fn run(options: &Options) -> Result<Report, AppError> {
     let results = pool::run_all(
         &plan.runs,
         options.jobs,
-        |item| run_planned(options, &resolved, item, live, &fanout),
+        |item| run_planned(options, &resolved, &images, item, live, &fanout),
         |result| fanout.send(Event::Finished { result }),
     );
     let report = Report { results };
@@ -126,11 +128,7 @@ fn programs(options: &Options, plan: &Plan) -> Vec<String> {
     let mut programs: Vec<String> = Vec::new();
     for item in &plan.runs {
         if let Decision::Run { arch, .. } = item.decision {
-            let program = options
-                .environment
-                .qemu
-                .clone()
-                .unwrap_or_else(|| ArchProfile::of(arch).default_program());
+            let program = qemu_program(&options.environment, arch);
             if !programs.contains(&program) {
                 programs.push(program);
             }
@@ -143,6 +141,7 @@ fn programs(options: &Options, plan: &Plan) -> Vec<String> {
 fn run_planned(
     options: &Options,
     resolved: &Resolved,
+    images: &Images,
     item: &PlannedRun,
     live: bool,
     fanout: &Fanout,
@@ -155,7 +154,7 @@ fn run_planned(
             return Some(TestResult::not_run(name, Outcome::Skip { reason }));
         }
     };
-    let image = build::image_for(options, arch, &item.entry);
+    let image = build::image_for(options, images, arch, &item.entry);
     let setup = RunSetup {
         options,
         resolved,
@@ -201,7 +200,7 @@ fn run_planned(
 pub fn build_runs(options: &Options, names: &[String]) -> Result<(), AppError> {
     let mut plan = make_plan(options)?;
     plan.runs.retain(|item| names.contains(&item.entry.name));
-    build::build_guests(&options.workspace, &plan, options.verbose)
+    build::build_guests(&options.workspace, &plan, options.verbose).map(drop)
 }
 
 /// The names of the runs a selection would run (for `-l`).
@@ -222,10 +221,13 @@ pub fn list_with_subtests(options: &Options) -> Result<Vec<(String, Vec<String>)
         .filter(|planned| planned.decision != Decision::Nodefault)
         .map(|planned| {
             let subtests = match planned.decision {
-                Decision::Run { arch, .. } => {
-                    crate::subtests::names(&build::image_for(options, arch, &planned.entry))
-                        .unwrap_or_default()
-                }
+                Decision::Run { arch, .. } => crate::subtests::names(&build::image_for(
+                    options,
+                    &Images::default(),
+                    arch,
+                    &planned.entry,
+                ))
+                .unwrap_or_default(),
                 _ => Vec::new(),
             };
             (planned.entry.name, subtests)
@@ -244,11 +246,7 @@ pub fn probe_max_smp(options: &Options) -> Result<(u32, String), AppError> {
         .machine
         .as_deref()
         .unwrap_or(profile.default_machine);
-    let program = options
-        .environment
-        .qemu
-        .clone()
-        .unwrap_or_else(|| profile.default_program());
+    let program = qemu_program(&options.environment, arch);
     execute::run::ensure_qemu(options, std::slice::from_ref(&program))?;
     let limits = qemu::probe_smp_limits(&program, profile, machine, accel).map_err(AppError::Usage)?;
     let maximum = limits

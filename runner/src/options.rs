@@ -1,12 +1,15 @@
 //! The first stage: everything one invocation was asked to do ([`Options`]), read from the
 //! command line (main.rs) and the runner's environment variables, checked.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::config::{Accel, Arch, parse_duration};
 use crate::error::AppError;
+use crate::qemu::ArchProfile;
 use crate::select::Selection;
 use crate::workspace;
 
@@ -204,6 +207,22 @@ impl std::str::FromStr for Shard {
         }
         Ok(Shard { index, count })
     }
+}
+
+/// The QEMU program that runs guests of `arch`: `QEMU`, else `qemu-system-<arch>`. The one
+/// place the program is decided; resolved once per override and architecture.
+pub fn qemu_program(environment: &Environment, arch: Arch) -> String {
+    static PROGRAMS: Mutex<BTreeMap<(Option<String>, Arch), String>> = Mutex::new(BTreeMap::new());
+    let mut programs = PROGRAMS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    programs
+        .entry((environment.qemu.clone(), arch))
+        .or_insert_with(|| {
+            environment
+                .qemu
+                .clone()
+                .unwrap_or_else(|| ArchProfile::of(arch).default_program())
+        })
+        .clone()
 }
 
 /// Settings from the environment, checked.

@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 
 use crate::config::{Accel, Arch, Config, Requirement, TestEntry};
 use crate::error::AppError;
-use crate::options::{Kernel, Options, Shard};
+use crate::options::{Kernel, Options, Shard, qemu_program};
 use crate::qemu::{self, ArchProfile};
 use crate::select::{Choice, Selection};
 use crate::workspace;
@@ -225,14 +225,9 @@ pub fn cases(options: &Options) -> Result<Vec<Case>, AppError> {
             skip: match item.decision {
                 Decision::Skip(reason) => Some(reason),
                 // Devices too, so that a harness that cannot skip at run time lists them.
-                Decision::Run { arch, .. } => unmet_device_requirement(
-                    &item.entry.requires,
-                    &options
-                        .environment
-                        .qemu
-                        .clone()
-                        .unwrap_or_else(|| ArchProfile::of(arch).default_program()),
-                ),
+                Decision::Run { arch, .. } => {
+                    unmet_device_requirement(&item.entry.requires, &qemu_program(&options.environment, arch))
+                }
                 Decision::Nodefault => None,
             },
             name: item.entry.name,

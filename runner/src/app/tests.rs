@@ -245,7 +245,7 @@ fn commands_honour_environment() {
     options.extra_qemu_args = vec!["-d".into(), "int".into()];
     let resolved = resolve_environment(&options.environment).unwrap();
     let plan = make_plan(&options).unwrap();
-    let image = build::image_for(&options, Arch::X86_64, &plan.runs[0].entry);
+    let image = build::image_for(&options, &Images::default(), Arch::X86_64, &plan.runs[0].entry);
     let command = command_for(&RunSetup {
         options: &options,
         resolved: &resolved,

@@ -12,7 +12,7 @@ use crate::config::{Accel, Arch, TestEntry};
 use crate::error::AppError;
 use crate::execute::{ExecuteError, Execution, Sinks, execute_interactive, interrupted};
 use crate::guest_line::{ReportLine, SerialLine};
-use crate::options::{Options, Resolved};
+use crate::options::{Options, Resolved, qemu_program};
 use crate::plan;
 use crate::qemu::{self, ArchProfile, LaunchSpec, QemuCommand};
 use crate::symbolise::CrashAddresses;
@@ -217,11 +217,7 @@ pub fn command_for(setup: &RunSetup<'_>) -> QemuCommand {
     let environment_file = environment_path(&options.log_dir, &entry.name);
     qemu::build_command(&LaunchSpec {
         profile,
-        program: options
-            .environment
-            .qemu
-            .clone()
-            .unwrap_or_else(|| profile.default_program()),
+        program: qemu_program(&options.environment, arch),
         machine,
         accel,
         accel_properties: options.accel_properties.as_deref(),
