@@ -341,6 +341,27 @@ pub fn unmet_image(image: &std::path::Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ExitStatus;
+
+    fn workspace_with(config: &str) -> (tempfile::TempDir, Options) {
+        let directory = tempfile::tempdir().unwrap();
+        let root = directory.path();
+        std::fs::write(root.join("unittests.toml"), config).unwrap();
+        std::fs::write(root.join("Cargo.toml"), "").unwrap();
+        std::fs::create_dir_all(root.join("tests-x86/xguest")).unwrap();
+        let mut options = Options::new(root);
+        options.build = false;
+        (directory, options)
+    }
+
+    fn decisions(options: &Options) -> Vec<(String, String)> {
+        plan(options, None)
+            .unwrap()
+            .runs
+            .into_iter()
+            .map(|planned| (planned.entry.name, format!("{:?}", planned.decision)))
+            .collect()
+    }
 
     #[test]
     fn skip_rules_in_order() {
@@ -378,5 +399,96 @@ mod tests {
             Some("kvm only, but ACCEL=tcg")
         );
         assert_eq!(rules[3].skips_here(Accel::Tcg), None);
+    }
+
+    #[test]
+    fn disabled_and_required() {
+        let (_directory, mut options) = workspace_with(
+            r#"
+    [off]
+    file = "xguest"
+    disabled = "flaky"
+    [off-tcg]
+    file = "xguest"
+    disabled_if = { accel = "tcg" }
+    [off-kvm]
+    file = "xguest"
+    disabled_if = { accel = "kvm" }
+    [off-microvm]
+    file = "xguest"
+    disabled_if = { machine = "microvm" }
+    [needs-kvm]
+    file = "xguest"
+    requires = ["kvm"]
+    [needs-device]
+    file = "xguest"
+    requires = ["device:pci-testdev"]
+    "#,
+        );
+        options.accel = Some(Accel::Tcg);
+        // On q35 first: the x86 default, microvm, is what off-microvm names.
+        options.environment.machine = Some("q35".into());
+        let first = decisions(&options);
+        let run = "Run { arch: X86_64, accel: Tcg }";
+        assert_eq!(first[0].1, "Skip(\"disabled: flaky\")");
+        assert_eq!(first[1].1, "Skip(\"disabled if accel = tcg\")");
+        assert_eq!(first[2].1, run);
+        assert_eq!(first[3].1, run);
+        assert_eq!(first[4].1, "Skip(\"requires kvm, but ACCEL=tcg\")");
+        // Devices are checked against QEMU just before the run, not while planning.
+        assert_eq!(first[5].1, run);
+        options.environment.machine = Some("microvm".into());
+        assert_eq!(
+            decisions(&options)[3].1,
+            "Skip(\"disabled if machine = microvm\")"
+        );
+    }
+
+    #[test]
+    fn shards() {
+        assert_eq!("2/3".parse::<Shard>(), Ok(Shard { index: 2, count: 3 }));
+        for bad in ["0/3", "4/3", "1", "a/b", "1/0", ""] {
+            assert!(bad.parse::<Shard>().is_err(), "{bad}");
+        }
+        let items: Vec<i32> = (1..=8).collect();
+        let quiet = |item: &i32| *item == 4;
+        let parts: Vec<Vec<i32>> = (1..=3)
+            .map(|index| Shard { index, count: 3 }.select(items.clone(), quiet))
+            .collect();
+        assert_eq!(parts, [vec![1, 4, 5, 8], vec![2, 6], vec![3, 7]]);
+    }
+
+    #[test]
+    fn cases_for_the_harness() {
+        let (_directory, mut options) = workspace_with(
+            "[x]\nfile = \"xguest\"\n[off]\nfile = \"xguest\"\ndisabled = \"no\"\n\
+             [manual]\nfile = \"xguest\"\ngroups = [\"nodefault\"]\n",
+        );
+        options.accel = Some(Accel::Tcg);
+        options.selection.names = vec!["x".into()];
+        let cases = cases(&options).unwrap();
+        let case = |name: &str, skip: Option<&str>, nodefault: bool| Case {
+            name: name.into(),
+            skip: skip.map(str::to_owned),
+            nodefault,
+        };
+        assert_eq!(
+            cases,
+            [
+                case("x", None, false),
+                case("off", Some("disabled: no"), false),
+                case("manual", None, true)
+            ]
+        );
+    }
+
+    #[test]
+    fn arch_mismatch_is_a_config_error() {
+        let (_directory, options) =
+            workspace_with("[ok]\nfile = \"xguest\"\n[bad]\nfile = \"xguest\"\narch = \"aarch64\"\n");
+        let error = plan(&options, None).unwrap_err();
+        assert!(matches!(error, AppError::Config(_)));
+        assert_eq!(error.exit_status(), ExitStatus::UsageOrConfigError);
+        assert!(error.to_string().contains(":5:8: [bad] arch:"), "{error}");
     }
 }
