@@ -65,12 +65,12 @@ pub fn parse(line: &str) -> SerialLine<'_> {
 /// The markers after which a crash address follows, lower case: x86's `at ip 0x...` and the
 /// aarch64 exception link register in any of the forms `ELR 0x...`, `ELR=0x...`, `ELR: 0x...`,
 /// `ELR_EL1=0x...`.
-const MARKERS: [&str; 3] = ["at ip", "elr_el1", "elr"];
+const CRASH_ADDRESS_MARKERS: [&str; 3] = ["at ip", "elr_el1", "elr"];
 
 /// The crash address in a guest line, if it reports one.
 fn crash_address(line: &str) -> Option<u64> {
     let lower = line.to_ascii_lowercase();
-    MARKERS.iter().find_map(|marker| {
+    CRASH_ADDRESS_MARKERS.iter().find_map(|marker| {
         let mut search = 0;
         while let Some(found) = lower[search..].find(marker) {
             let start = search + found;
