@@ -2,20 +2,25 @@
 //! serial console) and stderr as lines, log them, enforce the timeout, kill QEMU at once on a
 //! hypervisor error, and kill every running QEMU on Ctrl-C.
 
+pub mod pool;
+pub mod run;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::{Mutex, MutexGuard};
+
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
 use crate::config::Step;
-use crate::outcome::{ProcessExit, Stream, Transcript};
+use crate::guest_line::{self, SerialLine};
+pub use crate::interrupt::{interrupt_all, interrupted};
+use crate::interrupt::{registry, signal_group};
 use crate::qemu::QemuCommand;
+use crate::transcript::{ProcessExit, Stream, Transcript};
 
 /// Longest line kept whole; longer output is split into lines of this many bytes.
 const MAX_LINE_BYTES: usize = 16 * 1024;
@@ -27,50 +32,6 @@ const TERMINATE_GRACE: Duration = Duration::from_millis(500);
 const DRAIN_TIME: Duration = Duration::from_millis(500);
 /// How often to poll a child that closed its pipes but has not exited.
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
-
-/// The process groups of running QEMUs, and whether the runner was interrupted.
-struct Registry {
-    interrupted: bool,
-    groups: Vec<i32>,
-}
-
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
-    interrupted: false,
-    groups: Vec::new(),
-});
-
-fn registry() -> MutexGuard<'static, Registry> {
-    REGISTRY.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// Kills every running QEMU process group (SIGTERM, then SIGKILL) and stops new ones from
-/// starting. For the Ctrl-C handler.
-pub fn interrupt_all() {
-    let groups = {
-        let mut registry = registry();
-        registry.interrupted = true;
-        registry.groups.clone()
-    };
-    for group in &groups {
-        signal_group(*group, Signal::SIGTERM);
-    }
-    if !groups.is_empty() {
-        thread::sleep(TERMINATE_GRACE);
-        for group in &groups {
-            signal_group(*group, Signal::SIGKILL);
-        }
-    }
-}
-
-/// Whether `interrupt_all` was called.
-pub fn interrupted() -> bool {
-    registry().interrupted
-}
-
-fn signal_group(group: i32, signal: Signal) {
-    // The group may already be gone; nothing to do then.
-    let _ = killpg(Pid::from_raw(group), signal);
-}
 
 /// What went wrong starting QEMU.
 #[derive(Debug, thiserror::Error)]
@@ -89,7 +50,7 @@ pub enum ExecuteError {
 }
 
 /// A callback that sees every line of a run as it arrives.
-pub type LineObserver<'a> = dyn FnMut(Stream, &str) + 'a;
+pub type LineObserver<'a> = dyn FnMut(Stream, &str, Option<&SerialLine<'_>>) + 'a;
 
 /// Where a run's lines go besides the transcript.
 pub struct Sinks<'a> {
@@ -277,8 +238,10 @@ pub fn execute_interactive(
             // A log that cannot be written must not stop the run.
             let _ = writeln!(log, "{line}");
         }
+        // A serial line is parsed here, once, for the observer and the transcript.
+        let parsed = (stream == Stream::Serial).then(|| guest_line::parse(line));
         if let Some(observer) = observer.as_mut() {
-            observer(stream, line);
+            observer(stream, line, parsed.as_ref());
         }
         if live {
             match stream {
@@ -286,7 +249,7 @@ pub fn execute_interactive(
                 Stream::Stderr => eprintln!("{line}"),
             }
         }
-        transcript.push(stream, line)
+        transcript.push_parsed(stream, line, parsed.as_ref())
     };
     while open > 0 {
         let wait_until = match (drain_until.or(deadline), script.step_deadline) {
@@ -441,7 +404,8 @@ fn read_line_bounded(reader: &mut impl BufRead, buffer: &mut Vec<u8>, limit: usi
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outcome::{ExitMethod, Outcome, Verdict, classify};
+    use crate::classify::{Outcome, Verdict, classify};
+    use crate::qemu::ExitMethod;
 
     fn shell(script: &str) -> QemuCommand {
         QemuCommand {

@@ -38,15 +38,21 @@ pub fn write_line(to_stderr: bool, line: std::fmt::Arguments<'_>) {
 
 pub mod app;
 pub mod bench;
+pub mod build;
+pub mod classify;
 pub mod config;
 pub mod environment;
+pub mod error;
 pub mod execute;
-pub mod guests;
-pub mod outcome;
-pub mod output;
+pub mod guest_line;
+pub mod interrupt;
+pub mod options;
+pub mod plan;
 pub mod qemu;
+pub mod report;
 pub mod select;
 pub mod standalone;
 pub mod subtests;
 pub mod symbolise;
+pub mod transcript;
 pub mod workspace;

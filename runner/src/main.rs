@@ -5,10 +5,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use vmunit_runner::app::{self, AppError, Environment, Options, Shard};
+use vmunit_runner::app;
 use vmunit_runner::config::{self, Arch};
+use vmunit_runner::error::{AppError, ExitStatus};
 use vmunit_runner::execute;
-use vmunit_runner::output::{self, Format};
+use vmunit_runner::options::{self, Environment, Format, Kernel, Options, Shard};
 use vmunit_runner::select::Selection;
 use vmunit_runner::workspace;
 use vmunit_runner::{eprintln, println};
@@ -149,14 +150,14 @@ fn main() -> ExitCode {
     }));
     let cli = Cli::parse();
     match run(cli) {
-        Ok(code) => ExitCode::from(code),
+        Ok(status) => status.into(),
         Err(error) => {
             if execute::interrupted() || matches!(error, AppError::Interrupted) {
                 eprintln!("vmunit: interrupted");
-                return ExitCode::from(130);
+                return ExitStatus::Interrupted.into();
             }
             eprintln!("{}", message(&error));
-            ExitCode::from(error.exit_code())
+            error.exit_status().into()
         }
     }
 }
@@ -169,7 +170,7 @@ fn message(error: &AppError) -> String {
     }
 }
 
-fn run(cli: Cli) -> Result<u8, AppError> {
+fn run(cli: Cli) -> Result<ExitStatus, AppError> {
     let workspace = workspace::locate()
         .or_else(|| {
             cli.config
@@ -209,21 +210,19 @@ fn run(cli: Cli) -> Result<u8, AppError> {
     options.junit = cli.junit;
     options.shard = cli.shard;
     options.rerun_failed = cli.rerun_failed;
-    options.colour = output::colour_wanted();
+    options.colour = options::colour_wanted();
     options.progress = std::io::IsTerminal::is_terminal(&std::io::stdout());
     if let Some(directory) = &cli.standalone {
-        let config = vmunit_runner::config::Config::load(&options.config)?;
-        let written = vmunit_runner::standalone::write_all(&options.workspace, &config, directory)
-            .map_err(|error| AppError::Usage(error.to_string()))?;
+        let written = app::standalone(&options, directory)?;
         println!(
             "wrote {} standalone tests to {}",
             written.len(),
             directory.display()
         );
-        return Ok(0);
+        return Ok(ExitStatus::Success);
     }
     if let Some(image) = &cli.kernel {
-        options.kernel = Some(app::Kernel::new(image, cli.append.clone())?);
+        options.kernel = Some(Kernel::new(image, cli.append.clone())?);
         options.build = false;
     }
 
@@ -231,7 +230,7 @@ fn run(cli: Cli) -> Result<u8, AppError> {
         let (maximum, detail) = app::probe_max_smp(&options)?;
         eprintln!("vmunit: {detail}");
         println!("{maximum}");
-        return Ok(0);
+        return Ok(ExitStatus::Success);
     }
     if cli.list {
         // With -v, each run's subtests (read from its image) follow it, indented.
@@ -243,11 +242,11 @@ fn run(cli: Cli) -> Result<u8, AppError> {
                 }
             }
         }
-        return Ok(0);
+        return Ok(ExitStatus::Success);
     }
     if let Err(error) = ctrlc::set_handler(execute::interrupt_all) {
         eprintln!("vmunit: cannot install the Ctrl-C handler: {error}");
     }
     let report = app::run(&options)?;
-    Ok(report.exit_code())
+    Ok(report.exit_status())
 }

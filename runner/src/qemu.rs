@@ -3,7 +3,21 @@
 use std::path::{Path, PathBuf};
 
 use crate::config::{Accel, Arch};
-use crate::outcome::ExitMethod;
+
+/// How a guest's result reaches the runner, which decides how QEMU's exit status is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitMethod {
+    /// The guest makes QEMU exit with the EXIT line's status (x86 isa-debug-exit, Arm
+    /// semihosting): the two must agree.
+    StatusDevice,
+    /// The guest powers off (Arm PSCI SYSTEM_OFF): QEMU exits with 0 and the EXIT line alone
+    /// carries the result.
+    PowerOff,
+    /// The guest exits through Arm semihosting when QEMU offers it (QEMU's status then equals
+    /// the EXIT line's) and powers off otherwise (status 0; the EXIT line alone carries the
+    /// result). A power-off without an EXIT line is never a pass.
+    SemihostingOrPowerOff,
+}
 
 /// Where Debian's QEMU packages put qboot, the fast firmware used on pc/q35 when present.
 pub const QBOOT_PATH: &str = "/usr/share/qemu/qboot.rom";

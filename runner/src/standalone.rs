@@ -13,10 +13,12 @@ use std::path::{Path, PathBuf};
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
+use vmunit_protocol::{AbortLine, ExitLine, GuestCode, Label, PREFIX_DELIMITER, Summary};
 
-use crate::config::{Accel, Arch, Config, ConfigError, Requirement, Smp, TestEntry};
-use crate::outcome::ExitMethod;
-use crate::qemu::{self, ArchProfile, LaunchSpec, QemuCommand};
+use crate::config::{Accel, Arch, Config, ConfigError, Smp, TestEntry};
+use crate::plan::{self, SkipRule};
+
+use crate::qemu::{self, ArchProfile, ExitMethod, LaunchSpec, QemuCommand};
 use crate::workspace;
 
 /// Placeholders that `build_command` receives and the script replaces at run time.
@@ -128,7 +130,15 @@ pub fn script(entry: &TestEntry, arch: Arch, image: &[u8]) -> std::io::Result<Ve
         text
     });
     let profile = ArchProfile::of(arch);
-    let only_accel = entry.accel.map_or("", Accel::name);
+    let machine = entry.machine.as_deref().unwrap_or(profile.default_machine);
+    let skip_rules = plan::skip_rules(entry, Some(machine));
+    let only_accel = skip_rules
+        .iter()
+        .find_map(|rule| match rule {
+            SkipRule::OnlyUnder(accel) => Some(accel.name()),
+            _ => None,
+        })
+        .unwrap_or("");
     let timeout = entry
         .effective_timeout(None)
         .map_or(0, |timeout| timeout.as_secs());
@@ -139,13 +149,22 @@ pub fn script(entry: &TestEntry, arch: Arch, image: &[u8]) -> std::io::Result<Ve
         "power-off"
     };
     let header = HEADER
-        .replace("@RULES@", &rules(entry, profile))
+        .replace("@RULES@", &rules(entry, &skip_rules))
         .replace("@ENTRY_ENVIRONMENT@", &entry_environment(entry))
         .replace("@NAME@", &qemu::quote(&entry.name))
         .replace("@PROGRAM@", &profile.default_program())
         .replace("@ONLY_ACCEL@", only_accel)
         .replace("@TIMEOUT@", &timeout.to_string())
         .replace("@EXIT_METHOD@", exit_method)
+        .replace("@EXIT_LABEL@", ExitLine::LABEL)
+        .replace("@SUMMARY_LABEL@", Summary::LABEL)
+        .replace("@ABORT_LABEL@", AbortLine::<&str>::LABEL)
+        .replace("@FAIL_PREFIX@", &format!("{}{PREFIX_DELIMITER}", Label::Fail))
+        .replace("@SKIP_PREFIX@", &format!("{}{PREFIX_DELIMITER}", Label::Skip))
+        .replace("@CODE_PASS@", &GuestCode::Pass.code().to_string())
+        .replace("@CODE_FAILURES@", &GuestCode::Failures.code().to_string())
+        .replace("@CODE_ALL_SKIPPED@", &GuestCode::AllSkipped.code().to_string())
+        .replace("@CODE_ABORT@", &GuestCode::Abort.code().to_string())
         .replace("@SHA256@", &sha256)
         .replace("@KVM_ARGUMENTS@", &shell_arguments(entry, arch, Accel::Kvm))
         .replace("@TCG_ARGUMENTS@", &shell_arguments(entry, arch, Accel::Tcg));
@@ -161,52 +180,31 @@ pub fn script(entry: &TestEntry, arch: Arch, image: &[u8]) -> std::io::Result<Ve
     Ok(script)
 }
 
-/// Shell lines that skip the run as the runner would: `disabled`, `disabled_if` and `requires`.
-/// What is fixed when the script is written (the machine) is decided here; what depends on the
-/// machine the script runs on (the accelerator, /dev/kvm, root, QEMU's devices) is tested there.
-fn rules(entry: &TestEntry, profile: &ArchProfile) -> String {
+/// Shell lines that skip the run as the runner would: the plan's skip rules
+/// ([`plan::skip_rules`]) for the entry's machine, each tested where the script runs (the
+/// accelerator, /dev/kvm, root, QEMU's devices). `OnlyUnder` is tested earlier, by the header
+/// (`ONLY_ACCEL`).
+fn rules(entry: &TestEntry, rules: &[SkipRule]) -> String {
     let mut lines = String::new();
     if !entry.expect.is_empty() {
         lines.push_str("result SKIP 'needs the runner: its expect script talks to the console' 0\n");
     }
-    if let Some(reason) = &entry.disabled {
-        let _ = writeln!(
-            lines,
-            "result SKIP {} 0",
-            qemu::quote(&format!("disabled: {reason}"))
-        );
-    }
-    if let Some(condition) = &entry.disabled_if {
-        let machine = entry.machine.as_deref().unwrap_or(profile.default_machine);
-        if condition
-            .machine
-            .as_deref()
-            .is_none_or(|wanted| wanted == machine)
-        {
-            let reason = qemu::quote(&format!("disabled if {condition}"));
-            match condition.accel {
-                Some(accel) => {
-                    let _ = writeln!(
-                        lines,
-                        "[ \"$accel_name\" = {} ] && result SKIP {reason} 0",
-                        accel.name()
-                    );
-                }
-                None => {
-                    let _ = writeln!(lines, "result SKIP {reason} 0");
-                }
-            }
-        }
-    }
-    for requirement in &entry.requires {
-        let line = match requirement {
-            Requirement::Kvm => concat!(
+    for rule in rules {
+        let line = match rule {
+            SkipRule::Always(reason) => format!("result SKIP {} 0", qemu::quote(reason)),
+            SkipRule::UnderAccel { accel, reason } => format!(
+                "[ \"$accel_name\" = {} ] && result SKIP {} 0",
+                accel.name(),
+                qemu::quote(reason)
+            ),
+            SkipRule::OnlyUnder(_) => continue,
+            SkipRule::Kvm => concat!(
                 "[ \"$accel_name\" = kvm ] || result SKIP \"requires kvm, but ACCEL=$accel_name\" 0\n",
                 "{ [ -r /dev/kvm ] && [ -w /dev/kvm ]; } || result SKIP 'requires kvm, but /dev/kvm is not usable' 0"
             )
             .to_owned(),
-            Requirement::Root => "[ \"$(id -u)\" = 0 ] || result SKIP 'requires root, but the test is not root' 0".to_owned(),
-            Requirement::Device(device) => format!(
+            SkipRule::Root => "[ \"$(id -u)\" = 0 ] || result SKIP 'requires root, but the test is not root' 0".to_owned(),
+            SkipRule::Device(device) => format!(
                 "\"$qemu\" -device help 2>/dev/null | grep -q '\"{device}\"' || result SKIP \"requires device {device}, which $qemu lacks\" 0"
             ),
         };
@@ -225,7 +223,8 @@ fn entry_environment(entry: &TestEntry) -> String {
         .collect()
 }
 
-/// The standalone script's shell part; `@...@` fields are filled in by [`script`].
+/// The standalone script's shell part; `@...@` fields are filled in by [`script`] (the guest's
+/// line labels and result codes from the protocol).
 const HEADER: &str = r#"#!/bin/sh
 # vmunit standalone test @NAME@, generated by `make standalone` from unittests.toml: do not edit.
 # Usage: ./@NAME@ [EXTRA QEMU ARGUMENTS...]   Environment: QEMU, ACCEL (kvm|tcg), TIMEOUT (seconds; 0: none)
@@ -350,31 +349,31 @@ case "$ended" in
     hypervisor) result FAIL "hypervisor error: $(grep -m 1 'KVM internal error' "$errors")" 1 ;;
     timeout) result FAIL "timeout; duration=${TIMEOUT_SECONDS}s" 1 ;;
 esac
-exit_line=$(grep -a '^EXIT: STATUS=' "$output" | head -n 1 | tr -d '\r')
+exit_line=$(grep -a '^@EXIT_LABEL@' "$output" | head -n 1 | tr -d '\r')
 if [ -z "$exit_line" ]; then
     [ "$status" -gt 128 ] && result FAIL "terminated on signal $((status - 128))" 1
     [ "$status" -eq 0 ] && result FAIL "triple fault or reset: QEMU exited with status 0 and no EXIT line" 1
     result FAIL "QEMU error: QEMU exited with status $status and no EXIT line: $(tail -n 1 "$errors")" 1
 fi
-exit_status=${exit_line#EXIT: STATUS=}
+exit_status=${exit_line#@EXIT_LABEL@}
 case "$exit_status" in '' | *[!0-9]*) result FAIL "QEMU error: malformed line '$exit_line'" 1 ;; esac
 if [ "$status" -ne "$exit_status" ] && { [ "$EXIT_METHOD" = status ] || [ "$status" -ne 0 ]; }; then
     result FAIL "QEMU error: QEMU exited with status $status but the guest printed '$exit_line'" 1
 fi
-summary=$(grep -a '^SUMMARY: ' "$output" | tail -n 1 | tr -d '\r')
-summary=${summary#SUMMARY: }
-failures=$(grep -a -c '^FAIL: ' "$output")
+summary=$(grep -a '^@SUMMARY_LABEL@ ' "$output" | tail -n 1 | tr -d '\r')
+summary=${summary#@SUMMARY_LABEL@ }
+failures=$(grep -a -c '^@FAIL_PREFIX@' "$output")
 case $((exit_status >> 1)) in
-    0)
+    @CODE_PASS@)
         [ "$failures" -gt 0 ] && result FAIL "exit code 0 but $failures FAIL lines printed" 1
         result PASS "$summary" 0
         ;;
-    1) result FAIL "$(printf '%s\n' "$summary" | sed -n 's/.*, \([0-9]* unexpected failures\).*/\1/p')" 1 ;;
-    38)
-        skip=$(grep -a '^SKIP: ' "$output" | tail -n 1 | tr -d '\r')
-        result SKIP "${skip#SKIP: }" 0
+    @CODE_FAILURES@) result FAIL "$(printf '%s\n' "$summary" | sed -n 's/.*, \([0-9]* unexpected failures\).*/\1/p')" 1 ;;
+    @CODE_ALL_SKIPPED@)
+        skip=$(grep -a '^@SKIP_PREFIX@' "$output" | tail -n 1 | tr -d '\r')
+        result SKIP "${skip#@SKIP_PREFIX@}" 0
         ;;
-    63) result FAIL "$(grep -a -m 1 -e '^ABORT: ' -e '^Unhandled exception' "$output" | tr -d '\r')" 1 ;;
+    @CODE_ABORT@) result FAIL "$(grep -a -m 1 -e '^@ABORT_LABEL@ ' -e '^Unhandled exception' "$output" | tr -d '\r')" 1 ;;
     *) result FAIL "exit code $((exit_status >> 1))" 1 ;;
 esac
 exit 2"#;

@@ -48,6 +48,16 @@ pub fn crate_directory(workspace: &Path, arch: Arch, file: &str) -> PathBuf {
     workspace.join(arch.test_directory()).join(file)
 }
 
+/// A path as the user would type it: relative to the current directory when inside it.
+pub fn shown(path: &Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|current| path.strip_prefix(current).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| path.to_path_buf())
+        .display()
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

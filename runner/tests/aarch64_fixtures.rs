@@ -4,9 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use vmunit_runner::app::{self, Environment, Options};
+use vmunit_runner::app;
+use vmunit_runner::classify::Outcome;
 use vmunit_runner::config::{Accel, Arch};
-use vmunit_runner::outcome::Outcome;
+use vmunit_runner::options::{Environment, Options};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

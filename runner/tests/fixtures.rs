@@ -6,9 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use vmunit_runner::app::{self, Environment, Options, Report};
+use vmunit_runner::app;
+use vmunit_runner::classify::Report;
+use vmunit_runner::classify::{Outcome, Verdict};
 use vmunit_runner::config::{Accel, Arch};
-use vmunit_runner::outcome::{Outcome, Verdict};
+use vmunit_runner::options::{Environment, Options};
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -212,7 +214,7 @@ fn check(report: &Report, kvm: bool) {
 
 #[test]
 fn fixtures_under_the_default_accelerator() {
-    let kvm = app::current_accel(None, Some(Arch::X86_64)) == Accel::Kvm;
+    let kvm = vmunit_runner::plan::current_accel(None, Some(Arch::X86_64)) == Accel::Kvm;
     check(&run_fixtures(None).0, kvm);
 }
 

@@ -13,10 +13,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
-use vmunit_runner::app::{self, Environment, Options};
+use vmunit_runner::app;
+use vmunit_runner::classify::Verdict;
 use vmunit_runner::config::Accel;
-use vmunit_runner::outcome::Verdict;
-use vmunit_runner::output;
+use vmunit_runner::options::{Environment, Options};
 
 /// The variable that turns booting on.
 const ENABLE_VARIABLE: &str = "VMUNIT_GUESTS";
@@ -83,7 +83,7 @@ fn run_case(options: &Options, name: &str, build_error: Option<&str>) -> Result<
                 message.push_str(&format!("\n    {note}"));
             }
             if let Some(log) = &result.log {
-                message.push_str(&format!("\n    log: {}", output::shown(log)));
+                message.push_str(&format!("\n    log: {}", vmunit_runner::workspace::shown(log)));
             }
             message.push_str(&format!(
                 "\n    reproduce alone with: ./run_tests {}",
@@ -104,7 +104,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let cases = match app::cases(&options) {
+    let cases = match vmunit_runner::plan::cases(&options) {
         Ok(cases) => cases,
         Err(error) => {
             eprintln!("guests: {error}");

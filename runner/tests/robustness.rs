@@ -55,8 +55,8 @@ fn a_flood_of_output_keeps_memory_bounded_and_the_log_whole() {
 #[test]
 fn the_transcript_stays_capped() {
     use vmunit_runner::execute::{Sinks, execute};
-    use vmunit_runner::outcome::KEPT_LINES;
     use vmunit_runner::qemu::QemuCommand;
+    use vmunit_runner::transcript::KEPT_LINES;
     let command = QemuCommand {
         program: "/bin/sh".into(),
         args: vec!["-c".into(), "seq 1 200000; echo 'EXIT: STATUS=1'; exit 1".into()],

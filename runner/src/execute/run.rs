@@ -1,0 +1,290 @@
+//! The execute stage for one planned run: its QEMU command, guest environment file and log,
+//! the QEMU process (through [`execute_interactive`]), and what the guest printed on the way.
+//! The result is handed to `classify` as an [`Executed`].
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::bench::{Bench, BenchCollector};
+use crate::config::{Accel, Arch, TestEntry};
+use crate::error::AppError;
+use crate::execute::{ExecuteError, Execution, Sinks, execute_interactive, interrupted};
+use crate::guest_line::{ReportLine, SerialLine};
+use crate::options::{Options, Resolved, qemu_program};
+use crate::plan;
+use crate::qemu::{self, ArchProfile, LaunchSpec, QemuCommand};
+use crate::symbolise::CrashAddresses;
+use crate::transcript::Stream;
+
+/// How many guest report lines one run keeps for the structured outputs.
+pub const MAX_REPORT_LINES: usize = 10_000;
+
+/// Everything one run needs.
+#[derive(Clone, Copy)]
+pub struct RunSetup<'a> {
+    /// The invocation's options.
+    pub options: &'a Options,
+    /// Its checked environment.
+    pub resolved: &'a Resolved,
+    /// The run's entry.
+    pub entry: &'a TestEntry,
+    /// The guest's architecture.
+    pub arch: Arch,
+    /// The accelerator.
+    pub accel: Accel,
+    /// The image it boots.
+    pub image: &'a Path,
+    /// Echo the guest's output as it arrives (interactive single-test mode).
+    pub live: bool,
+}
+
+/// What a run reports while it runs.
+pub enum Progress<'a> {
+    /// QEMU is about to start with this command line.
+    Starting {
+        /// The command, shell-quoted.
+        command: &'a str,
+    },
+    /// QEMU started.
+    Started {
+        /// The command, shell-quoted.
+        command: &'a str,
+    },
+    /// The guest printed a report line.
+    Report(&'a ReportLine),
+    /// The guest printed a malformed `BENCH:` line.
+    MalformedBench(&'a str),
+}
+
+/// How far a run got.
+pub enum Ran {
+    /// A dry run: the command that would run.
+    DryRun {
+        /// The command, shell-quoted.
+        command: String,
+    },
+    /// Not run, for this reason (the plan's decision once the image and QEMU are known).
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+    /// It could not be prepared, for this reason.
+    Unprepared {
+        /// Why.
+        reason: String,
+    },
+    /// The runner was interrupted first.
+    Interrupted,
+    /// QEMU ran (or failed to start).
+    Executed(Box<Executed>),
+}
+
+/// A run that got as far as starting QEMU.
+pub struct Executed {
+    /// The log file (the command line and every line QEMU printed).
+    pub log: PathBuf,
+    /// How QEMU ended, or why it did not start.
+    pub execution: Result<Execution, ExecuteError>,
+    /// The guest's report lines (at most [`MAX_REPORT_LINES`]).
+    pub report: Vec<ReportLine>,
+    /// Addresses in the guest's crash messages.
+    pub crash_addresses: Vec<u64>,
+    /// The measurements of its `BENCH:` lines.
+    pub benches: Vec<Bench>,
+    /// Notes on its malformed `BENCH:` lines.
+    pub malformed_benches: Vec<String>,
+}
+
+/// Runs one planned run: checks its image and devices, writes its environment file and log,
+/// and runs QEMU.
+pub fn run(setup: &RunSetup<'_>, progress: &mut dyn FnMut(Progress<'_>)) -> Ran {
+    let RunSetup {
+        options,
+        resolved,
+        entry,
+        image,
+        live,
+        accel,
+        ..
+    } = *setup;
+    if !options.dry_run
+        && let Some(reason) = plan::unmet_image(image)
+    {
+        return Ran::Skipped { reason };
+    }
+    let command = command_for(setup);
+    let line = command.shell_line();
+    if options.dry_run {
+        return Ran::DryRun { command: line };
+    }
+    if let Some(reason) = plan::unmet_device_requirement(&entry.requires, &command.program) {
+        return Ran::Skipped { reason };
+    }
+    progress(Progress::Starting { command: &line });
+    let path = log_path(&options.log_dir, &entry.name);
+    let environment = merged_environment(
+        &crate::environment::guest_environment(accel),
+        &[&entry.env, &options.guest_variables],
+    );
+    if let Err(error) = std::fs::write(environment_path(&options.log_dir, &entry.name), environment) {
+        return Ran::Unprepared {
+            reason: format!("cannot write the guest environment: {error}"),
+        };
+    }
+    let mut log = File::create(&path).ok().map(BufWriter::new);
+    if let Some(log) = log.as_mut() {
+        let _ = writeln!(log, "{line}");
+    }
+    let timeout = entry.effective_timeout(resolved.timeout);
+    progress(Progress::Started { command: &line });
+    let mut report: Vec<ReportLine> = Vec::new();
+    let mut crashes = CrashAddresses::default();
+    let mut benches = BenchCollector::default();
+    let mut observe = |_: Stream, _: &str, line: Option<&SerialLine<'_>>| {
+        let Some(line) = line else {
+            return;
+        };
+        crashes.observe(line.crash_address);
+        if let Some(note) = benches.observe(line) {
+            progress(Progress::MalformedBench(&note));
+        }
+        if report.len() >= MAX_REPORT_LINES {
+            return;
+        }
+        if let Some(report_line) = line.report() {
+            progress(Progress::Report(&report_line));
+            report.push(report_line);
+        }
+    };
+    let sinks = Sinks {
+        log: log.as_mut().map(|log| log as &mut dyn Write),
+        live,
+        observer: Some(&mut observe),
+    };
+    let execution = execute_interactive(&command, timeout, sinks, &entry.expect);
+    if let Some(mut log) = log {
+        let _ = log.flush();
+    }
+    if matches!(execution, Err(ExecuteError::Interrupted)) {
+        return Ran::Interrupted;
+    }
+    Ran::Executed(Box::new(Executed {
+        log: path,
+        execution,
+        report,
+        crash_addresses: crashes.addresses().to_vec(),
+        benches: benches.benches,
+        malformed_benches: benches.malformed,
+    }))
+}
+
+/// The guest environment: the runner's variables (`environment::guest_environment`), then the
+/// table's `env`, then `--env`; a later value of a key replaces an earlier one in place.
+pub fn merged_environment(base: &str, layers: &[&[(String, String)]]) -> String {
+    let mut pairs: Vec<(String, String)> = base
+        .lines()
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, value)| (key.to_owned(), value.to_owned()))
+        .collect();
+    for (key, value) in layers.iter().flat_map(|layer| layer.iter()) {
+        match pairs.iter_mut().find(|(existing, _)| existing == key) {
+            Some(pair) => pair.1.clone_from(value),
+            None => pairs.push((key.clone(), value.clone())),
+        }
+    }
+    pairs
+        .iter()
+        .map(|(key, value)| format!("{key}={value}\n"))
+        .collect()
+}
+
+/// The QEMU command of one run.
+pub fn command_for(setup: &RunSetup<'_>) -> QemuCommand {
+    let RunSetup {
+        options,
+        resolved,
+        entry,
+        arch,
+        accel,
+        image,
+        ..
+    } = *setup;
+    let profile = ArchProfile::of(arch);
+    let machine = plan::machine_for(options, entry, arch);
+    let qboot = Path::new(qemu::QBOOT_PATH);
+    let environment_file = environment_path(&options.log_dir, &entry.name);
+    qemu::build_command(&LaunchSpec {
+        profile,
+        program: qemu_program(&options.environment, arch),
+        machine,
+        accel,
+        accel_properties: options.accel_properties.as_deref(),
+        smp: entry.smp.resolve(resolved.max_smp, resolved.host_cpus),
+        image,
+        test_args: &entry.test_args,
+        qemu_params: &entry.qemu_params,
+        extra_args: &options.extra_qemu_args,
+        qboot: qboot.is_file().then(|| qboot.to_path_buf()),
+        environment_file: Some(&environment_file),
+    })
+}
+
+/// Where a run's guest environment file is written: beside its log, so the command line in
+/// the log can be rerun by hand.
+fn environment_path(directory: &Path, name: &str) -> PathBuf {
+    directory.join(format!("{name}.env"))
+}
+
+/// Makes sure every QEMU binary needed exists, installing QEMU once when possible.
+pub fn ensure_qemu(options: &Options, programs: &[String]) -> Result<(), AppError> {
+    let missing: Vec<&String> = programs
+        .iter()
+        .filter(|program| !qemu::program_exists(program))
+        .collect();
+    let Some(first) = missing.first() else {
+        return Ok(());
+    };
+    let installer = options.workspace.join("scripts/install-deps");
+    let can_install = options.environment.qemu.is_none()
+        && nix::unistd::geteuid().is_root()
+        && qemu::program_exists("apt-get")
+        && installer.is_file();
+    if can_install {
+        eprintln!("vmunit: {first} not found; running scripts/install-deps");
+        let installed = Command::new(&installer)
+            .status()
+            .is_ok_and(|status| status.success());
+        if let Some(still) = programs.iter().find(|program| !qemu::program_exists(program)) {
+            if !installed && interrupted() {
+                return Err(AppError::Interrupted);
+            }
+            return Err(AppError::QemuMissing(still.clone()));
+        }
+        return Ok(());
+    }
+    Err(AppError::QemuMissing((*first).clone()))
+}
+
+/// Moves `dir` to `<dir>.old` (replacing that) and creates it anew.
+pub fn rotate_logs(directory: &Path) -> Result<(), AppError> {
+    let io_error = |what: &str, path: &Path, error: std::io::Error| {
+        AppError::Io(format!("cannot {what} {}: {error}", path.display()))
+    };
+    if directory.exists() {
+        let mut old = directory.as_os_str().to_owned();
+        old.push(".old");
+        let old = PathBuf::from(old);
+        if old.exists() {
+            std::fs::remove_dir_all(&old).map_err(|error| io_error("remove", &old, error))?;
+        }
+        std::fs::rename(directory, &old).map_err(|error| io_error("move", directory, error))?;
+    }
+    std::fs::create_dir_all(directory).map_err(|error| io_error("create", directory, error))
+}
+
+/// The log file name of a run.
+pub fn log_path(directory: &Path, name: &str) -> PathBuf {
+    directory.join(format!("{}.log", name.replace(['/', '\\'], "_")))
+}

@@ -1,0 +1,52 @@
+//! `<log_dir>/SUMMARY`: the commit tested, a verdict line per run and the totals.
+
+use std::path::{Path, PathBuf};
+
+use crate::report::{Event, Reporter};
+
+/// Writes SUMMARY when the invocation ends (also when it was interrupted).
+#[derive(Debug)]
+pub struct SummaryReporter {
+    log_dir: PathBuf,
+    commit: String,
+}
+
+impl SummaryReporter {
+    /// A reporter that writes into `log_dir`, naming `commit` (see [`commit_of`]).
+    pub fn new(log_dir: &Path, commit: &str) -> SummaryReporter {
+        SummaryReporter {
+            log_dir: log_dir.to_path_buf(),
+            commit: commit.to_owned(),
+        }
+    }
+}
+
+impl Reporter for SummaryReporter {
+    fn event(&mut self, event: &Event<'_>) {
+        let Event::Summary { results, totals, .. } = *event else {
+            return;
+        };
+        let mut text = format!("commit: {}\n", self.commit);
+        for result in results {
+            text.push_str(&result.outcome.report_line(&result.name));
+            text.push('\n');
+        }
+        text.push_str(&format!("{totals}\n"));
+        let _ = std::fs::write(self.log_dir.join("SUMMARY"), text);
+    }
+}
+
+/// The commit checked out in `workspace`, or "none".
+pub fn commit_of(workspace: &Path) -> String {
+    std::process::Command::new("git")
+        .arg("-C")
+        .arg(workspace)
+        .args(["rev-parse", "--verify", "--quiet", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        .filter(|commit| !commit.is_empty())
+        .unwrap_or_else(|| "none".to_owned())
+}
