@@ -68,4 +68,14 @@ fn aarch64_fixtures_are_classified() {
         "arm-fixture-psci-off-no-exit",
         |outcome| matches!(outcome, Outcome::Crash { reason } if reason.contains("no EXIT line")),
     );
+    // Safe runtime functions refuse what would break the runtime: a GIC offset outside its
+    // frame, a PSCI call that would start code through the plain (safe) interface.
+    expect(
+        "arm-fixture-gic-offset-outside",
+        |outcome| matches!(outcome, Outcome::Crash { reason } if reason.contains("no 4-byte register of the distributor")),
+    );
+    expect(
+        "arm-fixture-psci-entry-point-call",
+        |outcome| matches!(outcome, Outcome::Crash { reason } if reason.contains("not a PSCI function without an entry point")),
+    );
 }
