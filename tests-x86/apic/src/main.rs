@@ -12,24 +12,17 @@
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use vmunit::arch::apic::{self, register};
+use vmunit::arch::control::{read_cr8, write_cr8};
+use vmunit::arch::cpuid::{Feature, cpuid, is_tcg};
 use vmunit::arch::device;
-use vmunit::arch::instructions::{
-    Register, cpuid, has_feature, is_tcg, rdmsr_safe, rdtsc, read_cr8, write_cr8, wrmsr_safe,
-};
+use vmunit::arch::instructions::rdtsc;
+use vmunit::arch::msr::{self, ApicBaseFlags, try_rdmsr, try_wrmsr};
 use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu, on_cpu_async, reset_cpu};
 use vmunit::arch::{interrupts, set_interrupt_handler};
 use vmunit::time::{spin_until, wait_until};
 use vmunit::{Vector, known_failure, report, report_skip, report_summary};
 
 vmunit::main!(main);
-
-/// IA32_APIC_BASE.BSP: this is the boot processor.
-const APIC_BOOT_PROCESSOR: u64 = 1 << 8;
-
-const IA32_TSC_DEADLINE: u32 = 0x6e0;
-/// LVT timer modes (bits 18:17).
-const LVT_TIMER_PERIODIC: u32 = 0b01 << 17;
-const LVT_TIMER_TSC_DEADLINE: u32 = 0b10 << 17;
 
 const SELF_VECTOR: u8 = 0x40;
 const REMOTE_VECTOR: u8 = 0x41;
@@ -85,12 +78,12 @@ fn main(args: &[&str]) -> i32 {
 /// register's bits 31:8 are reserved, and x2APIC mode cannot go back to xAPIC mode directly.
 fn check_x2apic_rules() {
     let _prefix = vmunit::prefix("x2APIC");
-    let base = rdmsr_safe(apic::APIC_BASE_MSR).unwrap_or(0);
+    let base = try_rdmsr(msr::IA32_APIC_BASE).unwrap_or(0);
     report!(
-        base & apic::EXTENDED_MODE != 0,
+        base & ApicBaseFlags::X2APIC_ENABLE.bits() != 0,
         "IA32_APIC_BASE.EXTD is set ({base:#x})"
     );
-    let reserved = wrmsr_safe(apic::SELF_IPI_MSR, 0x100 | u64::from(SELF_VECTOR));
+    let reserved = try_wrmsr(msr::IA32_X2APIC_SELF_IPI, 0x100 | u64::from(SELF_VECTOR));
     let tcg = is_tcg();
     known_failure(
         tcg,
@@ -102,9 +95,8 @@ fn check_x2apic_rules() {
             )
         },
     );
-    let direct = wrmsr_safe(
-        apic::APIC_BASE_MSR,
-        (base & !apic::EXTENDED_MODE) | apic::GLOBAL_ENABLE,
+    let direct = apic::try_write_base(
+        (base & !ApicBaseFlags::X2APIC_ENABLE.bits()) | ApicBaseFlags::LAPIC_ENABLE.bits(),
     );
     report!(
         matches!(direct, Err(e) if e.vector == Vector::GP),
@@ -122,9 +114,9 @@ fn check_x2apic_rules() {
 }
 
 fn check_base_and_identity() {
-    let base = rdmsr_safe(apic::APIC_BASE_MSR).unwrap_or(0);
+    let base = try_rdmsr(msr::IA32_APIC_BASE).unwrap_or(0);
     report!(
-        base & apic::GLOBAL_ENABLE != 0,
+        base & ApicBaseFlags::LAPIC_ENABLE.bits() != 0,
         "IA32_APIC_BASE has the APIC globally enabled ({base:#x})"
     );
     report!(
@@ -133,20 +125,20 @@ fn check_base_and_identity() {
         apic::BASE
     );
     report!(
-        base & APIC_BOOT_PROCESSOR != 0,
+        base & ApicBaseFlags::BSP.bits() != 0,
         "IA32_APIC_BASE.BSP is set on the boot CPU ({base:#x})"
     );
     if cpu_count() >= 2 {
         let other = AtomicUsize::new(0);
         on_cpu(1, || {
             other.store(
-                rdmsr_safe(apic::APIC_BASE_MSR).unwrap_or(0) as usize,
+                try_rdmsr(msr::IA32_APIC_BASE).unwrap_or(0) as usize,
                 Ordering::SeqCst,
             )
         });
         let other = other.load(Ordering::SeqCst) as u64;
         report!(
-            other & APIC_BOOT_PROCESSOR == 0,
+            other & ApicBaseFlags::BSP.bits() == 0,
             "IA32_APIC_BASE.BSP is clear on CPU 1 ({other:#x})"
         );
     }
@@ -400,7 +392,7 @@ fn check_timer_mode_change() {
     let set_mode = |periodic: bool| {
         apic::write(
             register::TIMER,
-            masked | if periodic { LVT_TIMER_PERIODIC } else { 0 },
+            masked | if periodic { apic::TIMER_PERIODIC } else { 0 },
         );
     };
     apic::write(register::TIMER_DIVIDE, 0b1011);
@@ -497,10 +489,8 @@ fn check_timer_mode_change() {
 /// raise #GP.
 fn check_disable_and_relocate() {
     let _prefix = vmunit::prefix("APIC base");
-    const DEFAULT_BASE: u64 = 0xfee0_0000;
     const ALTERNATE_BASE: u64 = 0xfed4_0000;
-    const BSP: u64 = 1 << 8;
-    let original = match rdmsr_safe(apic::APIC_BASE_MSR) {
+    let original = match try_rdmsr(msr::IA32_APIC_BASE) {
         Ok(base) => base,
         Err(exception) => {
             report!(false, "IA32_APIC_BASE can be read (got {exception:x?})");
@@ -508,22 +498,21 @@ fn check_disable_and_relocate() {
         }
     };
     let version = apic::read(register::VERSION);
-    let cpuid_apic = || has_feature(1, 0, Register::Edx, 9);
+    let cpuid_apic = || Feature::Apic.supported();
     // The page when the APIC does not answer on it: written all ones, read back.
     let page_hidden = || {
-        device::write_u32(DEFAULT_BASE + register::VERSION, u32::MAX);
-        device::write_u32(DEFAULT_BASE + register::TASK_PRIORITY, u32::MAX);
+        device::write_u32(apic::BASE + register::VERSION, u32::MAX);
+        device::write_u32(apic::BASE + register::TASK_PRIORITY, u32::MAX);
         (
-            device::read_u32(DEFAULT_BASE + register::VERSION),
-            device::read_u32(DEFAULT_BASE + register::TASK_PRIORITY),
+            device::read_u32(apic::BASE + register::VERSION),
+            device::read_u32(apic::BASE + register::TASK_PRIORITY),
         )
     };
     let tcg = is_tcg();
     let cr8 = read_cr8();
 
-    let disabled = wrmsr_safe(
-        apic::APIC_BASE_MSR,
-        original & !(apic::GLOBAL_ENABLE | apic::EXTENDED_MODE),
+    let disabled = apic::try_write_base(
+        original & !(ApicBaseFlags::LAPIC_ENABLE.bits() | ApicBaseFlags::X2APIC_ENABLE.bits()),
     );
     apic::resynchronize();
     report!(disabled.is_ok(), "the APIC can be disabled (got {disabled:x?})");
@@ -550,19 +539,19 @@ fn check_disable_and_relocate() {
     );
     write_cr8(cr8);
 
-    let enabled = wrmsr_safe(apic::APIC_BASE_MSR, original & !apic::EXTENDED_MODE);
+    let enabled = apic::try_write_base(original & !ApicBaseFlags::X2APIC_ENABLE.bits());
     apic::resynchronize();
     report!(
         enabled.is_ok() && cpuid_apic(),
         "re-enabled in xAPIC mode, CPUID.1:EDX.APIC[9] is set again (got {enabled:x?})"
     );
-    let read_version = device::read_u32(DEFAULT_BASE + register::VERSION);
+    let read_version = device::read_u32(apic::BASE + register::VERSION);
     report!(
         read_version == version,
         "VERSION reads {version:#x} at 0xfee00030 again (got {read_version:#x})"
     );
     write_cr8(cr8 ^ 0xf);
-    let priority = device::read_u32(DEFAULT_BASE + register::TASK_PRIORITY);
+    let priority = device::read_u32(apic::BASE + register::TASK_PRIORITY);
     write_cr8(cr8);
     report!(
         u64::from(priority) == (cr8 ^ 0xf) << 4,
@@ -590,13 +579,13 @@ fn check_disable_and_relocate() {
     }
 
     // Relocation: disabled, then enabled at the alternate base.
-    let _ = wrmsr_safe(
-        apic::APIC_BASE_MSR,
-        original & !(apic::GLOBAL_ENABLE | apic::EXTENDED_MODE),
+    let _ = apic::try_write_base(
+        original & !(ApicBaseFlags::LAPIC_ENABLE.bits() | ApicBaseFlags::X2APIC_ENABLE.bits()),
     );
-    let moved = wrmsr_safe(apic::APIC_BASE_MSR, ALTERNATE_BASE | BSP | apic::GLOBAL_ENABLE);
+    let moved =
+        apic::try_write_base(ALTERNATE_BASE | ApicBaseFlags::BSP.bits() | ApicBaseFlags::LAPIC_ENABLE.bits());
     let relocated = device::read_u32(ALTERNATE_BASE + register::VERSION);
-    let _ = wrmsr_safe(apic::APIC_BASE_MSR, original);
+    let _ = apic::try_write_base(original);
     apic::resynchronize();
     apic::write(register::TASK_PRIORITY, 0);
     known_failure(tcg, "QEMU's TCG cannot relocate the APIC", || {
@@ -613,9 +602,9 @@ fn check_disable_and_relocate() {
         ),
         ("reserved bit 0", original | 1),
     ] {
-        let result = wrmsr_safe(apic::APIC_BASE_MSR, value);
+        let result = apic::try_write_base(value);
         if result.is_ok() {
-            let _ = wrmsr_safe(apic::APIC_BASE_MSR, original);
+            let _ = apic::try_write_base(original);
             apic::resynchronize();
         }
         report!(
@@ -624,7 +613,7 @@ fn check_disable_and_relocate() {
         );
     }
     report!(
-        rdmsr_safe(apic::APIC_BASE_MSR) == Ok(original) && apic::read(register::VERSION) == version,
+        try_rdmsr(msr::IA32_APIC_BASE) == Ok(original) && apic::read(register::VERSION) == version,
         "IA32_APIC_BASE is restored ({original:#x})"
     );
 }
@@ -656,7 +645,7 @@ fn check_timer() {
 
     // Periodic: the count reloads and the interrupt keeps coming.
     TIMER_INTERRUPTS.store(0, Ordering::SeqCst);
-    apic::write(register::TIMER, LVT_TIMER_PERIODIC | u32::from(TIMER_VECTOR));
+    apic::write(register::TIMER, apic::TIMER_PERIODIC | u32::from(TIMER_VECTOR));
     apic::write(register::TIMER_INITIAL_COUNT, 1_000_000);
     let repeated = wait_until(PATIENCE, || TIMER_INTERRUPTS.load(Ordering::SeqCst) >= 3);
     apic::write(register::TIMER, apic::MASKED);
@@ -668,19 +657,22 @@ fn check_timer() {
     );
 
     // TSC-deadline: the interrupt comes once the TSC passes IA32_TSC_DEADLINE.
-    if !has_feature(1, 0, Register::Ecx, 24) {
+    if !Feature::TscDeadlineTimer.supported() {
         report_skip!("TSC-deadline mode: CPUID.1:ECX[24] is clear");
         return;
     }
     TIMER_INTERRUPTS.store(0, Ordering::SeqCst);
-    apic::write(register::TIMER, LVT_TIMER_TSC_DEADLINE | u32::from(TIMER_VECTOR));
-    let armed = wrmsr_safe(IA32_TSC_DEADLINE, rdtsc() + 10_000_000);
+    apic::write(
+        register::TIMER,
+        apic::TIMER_TSC_DEADLINE | u32::from(TIMER_VECTOR),
+    );
+    let armed = try_wrmsr(msr::IA32_TSC_DEADLINE, rdtsc() + 10_000_000);
     let fired = wait_until(PATIENCE, || TIMER_INTERRUPTS.load(Ordering::SeqCst) > 0);
     report!(
         armed.is_ok() && fired,
         "a TSC-deadline timer fires after its deadline (WRMSR {armed:x?})"
     );
-    let cleared = rdmsr_safe(IA32_TSC_DEADLINE);
+    let cleared = try_rdmsr(msr::IA32_TSC_DEADLINE);
     report!(
         cleared == Ok(0),
         "IA32_TSC_DEADLINE reads 0 once the timer has fired (got {cleared:x?})"
@@ -690,7 +682,7 @@ fn check_timer() {
     // WRMSR, as kvm-unit-tests' apic test checks.
     TIMER_INTERRUPTS.store(0, Ordering::SeqCst);
     interrupts::enable();
-    let armed = wrmsr_safe(IA32_TSC_DEADLINE, rdtsc());
+    let armed = try_wrmsr(msr::IA32_TSC_DEADLINE, rdtsc());
     let _ = cpuid(0, 0);
     let at_once = TIMER_INTERRUPTS.load(Ordering::SeqCst);
     interrupts::disable();

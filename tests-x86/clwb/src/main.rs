@@ -8,13 +8,14 @@
 
 extern crate alloc;
 
-use vmunit::arch::instructions::{Register, clwb_safe, has_feature};
+use vmunit::arch::cpuid::Feature;
+use vmunit::arch::instructions::clwb_safe;
 use vmunit::{report, report_skip, report_summary};
 
 vmunit::main!(main);
 
 fn main(_args: &[&str]) -> i32 {
-    if !has_feature(7, 0, Register::Ebx, 24) {
+    if !Feature::Clwb.supported() {
         report_skip!("CPUID.7.0:EBX[24] (CLWB) is clear");
         return report_summary();
     }

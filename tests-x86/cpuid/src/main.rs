@@ -9,10 +9,9 @@
 #![no_std]
 #![no_main]
 
-use vmunit::arch::instructions::{
-    Register, cpu_vendor, cpuid, has_feature, hypervisor_signature, rdpid_safe, rdrand_safe, rdseed_safe,
-    rdtscp_safe, read_cr4,
-};
+use vmunit::arch::control::read_cr4;
+use vmunit::arch::cpuid::{Feature, cpuid, hypervisor_signature, vendor_string};
+use vmunit::arch::instructions::{rdpid_safe, rdrand_safe, rdseed_safe, rdtscp_safe};
 use vmunit::{Exception, Vector, prefix, report, report_info, report_skip, report_summary};
 
 vmunit::main!(main);
@@ -101,7 +100,7 @@ fn main(args: &[&str]) -> i32 {
 
 fn check_vendor() {
     let _prefix = prefix("vendor");
-    let vendor = cpu_vendor();
+    let vendor = vendor_string();
     report_info!("vendor {}", Shown(&vendor));
     let printable = vendor.iter().all(|byte| (0x20..0x7f).contains(byte));
     report!(
@@ -373,7 +372,7 @@ fn check_topology_leaf(leaf: u32, apic_id: u32) -> Option<Topology> {
 /// runs only for Intel's vendor string.
 fn check_out_of_range_leaves() {
     let _prefix = prefix("out-of-range leaves");
-    let vendor = cpu_vendor();
+    let vendor = vendor_string();
     if vendor != *b"GenuineIntel" {
         report_skip!(
             "returning the highest basic leaf for out-of-range leaves is Intel's rule; vendor is {}",
@@ -448,28 +447,28 @@ fn check_instructions(accelerator: Option<Accelerator>) {
     let rdrand = Probe {
         name: "RDRAND",
         bit: "CPUID.1:ECX[30]",
-        advertised: has_feature(1, 0, Register::Ecx, 30),
+        advertised: Feature::Rdrand.supported(),
         run: || rdrand_safe().map(drop),
         kvm_cannot_enforce: Some("SVM has no RDRAND intercept, so KVM on AMD hosts cannot hide it"),
     };
     let rdseed = Probe {
         name: "RDSEED",
         bit: "CPUID.7.0:EBX[18]",
-        advertised: has_feature(7, 0, Register::Ebx, 18),
+        advertised: Feature::Rdseed.supported(),
         run: || rdseed_safe().map(drop),
         kvm_cannot_enforce: Some("SVM has no RDSEED intercept, so KVM on AMD hosts cannot hide it"),
     };
     let rdpid = Probe {
         name: "RDPID",
         bit: "CPUID.7.0:ECX[22]",
-        advertised: has_feature(7, 0, Register::Ecx, 22),
+        advertised: Feature::Rdpid.supported(),
         run: || rdpid_safe().map(drop),
         kvm_cannot_enforce: Some("SVM has no RDPID intercept, so KVM on AMD hosts cannot hide it"),
     };
     let rdtscp = Probe {
         name: "RDTSCP",
         bit: "CPUID.80000001H:EDX[27]",
-        advertised: has_feature(0x8000_0001, 0, Register::Edx, 27),
+        advertised: Feature::Rdtscp.supported(),
         run: || rdtscp_safe().map(drop),
         // VMX's "enable RDTSCP" control and SVM's RDTSCP intercept both let KVM raise #UD.
         kvm_cannot_enforce: None,

@@ -12,8 +12,10 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use vmunit::arch::apic::{self, register};
+use vmunit::arch::control::{Cr4Flags, RFlags, read_cr4, try_write_cr4};
+use vmunit::arch::cpuid::{Feature, is_tcg};
 use vmunit::arch::debug::{
-    CR4_DE, DebugException, RFLAGS_RF, ShadowedInstruction, breakpoint_targets, call_breakpoint_target,
+    DebugException, ShadowedInstruction, breakpoint_targets, call_breakpoint_target,
     call_breakpoint_target_with_resume_flag, dr6, dr7, general_detect_read_dr7, general_detect_write_dr0,
     icebp, load_watched, locked_compare_exchange_watched, mov_ss_from_watched_then, read_debug_register,
     read_dr7_unchecked, record_debug_exceptions, single_step_basic, single_step_cpuid,
@@ -22,7 +24,7 @@ use vmunit::arch::debug::{
     write_debug_register,
 };
 use vmunit::arch::exceptions::selector;
-use vmunit::arch::instructions::{Register, has_feature, is_tcg, read_cr4, write_cr4_safe};
+
 use vmunit::arch::{run_in_user_mode, set_interrupt_handler, trap_exceptions};
 use vmunit::environment::instruction_emulating_kvm;
 use vmunit::{Vector, known_failure, prefix, report, report_info, report_skip, report_summary};
@@ -120,8 +122,8 @@ fn registers() {
     }
 
     // DR6: the condition bits are writable, the reserved bits read as 1.
-    let rtm = has_feature(7, 0, Register::Ebx, 11);
-    let bus_lock_detect = has_feature(7, 0, Register::Ecx, 24);
+    let rtm = Feature::Rtm.supported();
+    let bus_lock_detect = Feature::BusLockDetect.supported();
     let mut zero = dr6::ACTIVE_LOW;
     if rtm {
         zero &= !(1 << 16);
@@ -200,7 +202,7 @@ fn registers() {
 fn aliases() {
     let _prefix = prefix("DR4/DR5");
     let cr4 = read_cr4();
-    let cleared = write_cr4_safe(cr4 & !CR4_DE);
+    let cleared = try_write_cr4(cr4 & !Cr4Flags::DEBUGGING_EXTENSIONS.bits());
     report!(cleared.is_ok(), "CR4.DE can be cleared (got {cleared:x?})");
     let status = dr6::ACTIVE_LOW | dr6::BS | dr6::B1;
     let written = write_debug_register(4, status);
@@ -228,7 +230,7 @@ fn aliases() {
     );
     disable_breakpoints();
 
-    let set = write_cr4_safe(cr4 | CR4_DE);
+    let set = try_write_cr4(cr4 | Cr4Flags::DEBUGGING_EXTENSIONS.bits());
     report!(set.is_ok(), "CR4.DE can be set (got {set:x?})");
     let undefined =
         |result: Result<(), vmunit::Exception>| matches!(result, Err(e) if e.vector == Vector::UD);
@@ -245,7 +247,7 @@ fn aliases() {
             "with CR4.DE set, MOV to DR{index} raises #UD and writes nothing (got {written:x?})"
         );
     }
-    let restored = write_cr4_safe(cr4);
+    let restored = try_write_cr4(cr4);
     report!(
         restored.is_ok(),
         "CR4 is restored to {cr4:#x} (got {restored:x?})"
@@ -331,7 +333,8 @@ fn instruction_breakpoints() {
         &[(first, dr6::ACTIVE_LOW | dr6::B2, "before the instruction, DR6.B2")],
     );
     report!(
-        seen.first().is_some_and(|e| e.rflags & RFLAGS_RF == 0),
+        seen.first()
+            .is_some_and(|e| e.rflags & RFlags::RESUME_FLAG.bits() == 0),
         "the CPU does not set RF in the RFLAGS it pushes for an instruction breakpoint (got {:x?})",
         seen.first().map(|e| e.rflags)
     );

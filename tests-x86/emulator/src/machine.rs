@@ -10,6 +10,7 @@
 
 use core::arch::asm;
 
+use vmunit::arch::cpuid::Feature;
 use vmunit::arch::{Exception, catch_exception};
 
 /// The arithmetic flags: OF, SF, ZF, AF, PF, CF.
@@ -585,8 +586,8 @@ pub struct Case {
     pub width: u32,
     /// The arithmetic flags the SDM defines for it (the others are undefined).
     pub defined: u64,
-    /// The CPUID.1:ECX bit that advertises it, if any.
-    pub feature: Option<u32>,
+    /// The CPUID feature that advertises it, if any.
+    pub feature: Option<Feature>,
     /// Whether some input sets make it fault (#DE), on memory and register alike.
     pub faults: bool,
     /// The form with the memory operand.
@@ -1121,7 +1122,7 @@ fn single_cases() -> [Case; 39] {
             ["imul cx, {value:x}, 300"]
         ),
         Case {
-            feature: Some(22),
+            feature: Some(Feature::Movbe),
             ..case!(
                 "MOVBE r32, m32",
                 32,
@@ -1131,7 +1132,7 @@ fn single_cases() -> [Case; 39] {
             )
         },
         Case {
-            feature: Some(22),
+            feature: Some(Feature::Movbe),
             ..case!(
                 "MOVBE m64, r64",
                 64,
@@ -1141,7 +1142,7 @@ fn single_cases() -> [Case; 39] {
             )
         },
         Case {
-            feature: Some(23),
+            feature: Some(Feature::Popcnt),
             ..case!(
                 "POPCNT r64, m64",
                 64,

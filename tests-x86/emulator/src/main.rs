@@ -13,10 +13,10 @@ mod machine;
 use alloc::vec::Vec;
 
 use machine::{ARITHMETIC_FLAGS, CF, Case, State, StringForm, StringState, ZF};
+use vmunit::arch::control::{read_cr0, read_cr4, try_write_cr0, try_write_cr4};
+use vmunit::arch::cpuid::{Feature, is_tcg};
 use vmunit::arch::device::{self, Backing};
-use vmunit::arch::instructions::{
-    Register, has_feature, is_tcg, read_cr0, read_cr4, write_cr0_safe, write_cr4_safe,
-};
+
 use vmunit::arch::{Exception, Vector, page_fault};
 use vmunit::environment::instruction_emulating_kvm;
 use vmunit::memory::{PAGE_SIZE, Protection};
@@ -230,10 +230,10 @@ fn compare_forms(kvm_pvm: bool, only: Option<&str>) {
         if only.is_some_and(|only| only != family) {
             continue;
         }
-        if let Some(bit) = members[0].feature
-            && !has_feature(1, 0, Register::Ecx, bit)
+        if let Some(feature) = members[0].feature
+            && !feature.supported()
         {
-            report_skip!("{family}: CPUID.1:ECX[{bit}] is clear");
+            report_skip!("{family}: {} is clear", feature.bit());
             continue;
         }
         if kvm_pvm && let Some((_, reason)) = KVM_PVM_STOPS.iter().find(|(name, _)| *name == family) {
@@ -516,7 +516,7 @@ fn double_width_compare_exchange(kvm_pvm: bool) {
         matches!(failure, Ok((0xaaaa_bbbb, 0xcccc_dddd, false))) && kept == stored,
         "CMPXCHG8B with a different EDX:EAX loads memory into EDX:EAX, clears ZF and leaves memory (got {failure:x?}, memory {kept:#x})"
     );
-    if !has_feature(1, 0, Register::Ecx, 13) {
+    if !Feature::Cx16.supported() {
         report_skip!("CMPXCHG16B: CPUID.1:ECX[13] is clear");
         return;
     }
@@ -959,7 +959,7 @@ fn exceptions(kvm_pvm: bool) {
         report_skip!(
             "MOVBE with a register operand: under kvm_pvm it stops the VM (\"KVM internal error ... emulation failure\") instead of raising #UD (reproduce-emulator-movbe-register)"
         );
-    } else if has_feature(1, 0, Register::Ecx, 22) {
+    } else if Feature::Movbe.supported() {
         let (result, rip) = machine::movbe_register();
         report!(
             matches!(result, Err(Exception { vector: Vector::UD, rip: at, .. }) if at == rip),
@@ -1086,8 +1086,8 @@ fn sse(kvm_pvm: bool) {
         return;
     }
     let (cr0, cr4) = (read_cr0(), read_cr4());
-    let enabled = write_cr0_safe((cr0 & !((1 << 2) | (1 << 3))) | (1 << 1))
-        .and_then(|()| write_cr4_safe(cr4 | (1 << 9) | (1 << 10)));
+    let enabled = try_write_cr0((cr0 & !((1 << 2) | (1 << 3))) | (1 << 1))
+        .and_then(|()| try_write_cr4(cr4 | (1 << 9) | (1 << 10)));
     report!(
         enabled.is_ok(),
         "SSE can be enabled (CR0.EM and TS clear, CR4.OSFXSR and OSXMMEXCPT set) (got {enabled:x?})"
@@ -1125,6 +1125,6 @@ fn sse(kvm_pvm: bool) {
         matches!(result, Err(Exception { vector: Vector::GP, error_code: 0, rip: at, .. }) if at == rip),
         "MOVAPS from misaligned MMIO raises #GP(0) (got {result:x?})"
     );
-    let restored = write_cr4_safe(cr4).and_then(|()| write_cr0_safe(cr0));
+    let restored = try_write_cr4(cr4).and_then(|()| try_write_cr0(cr0));
     report!(restored.is_ok(), "CR0 and CR4 are restored (got {restored:x?})");
 }

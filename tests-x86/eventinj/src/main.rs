@@ -9,7 +9,8 @@
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use vmunit::arch::apic::{self, register};
-use vmunit::arch::instructions::{divide, int3, is_tcg, software_interrupt};
+use vmunit::arch::cpuid::is_tcg;
+use vmunit::arch::instructions::{divide, int3, software_interrupt};
 use vmunit::arch::probes::{
     interrupt_window, interrupt_window_on_stack, software_interrupt_in_interrupt_shadow,
 };

@@ -12,10 +12,15 @@ use alloc::format;
 use alloc::string::String;
 use core::fmt::Debug;
 
+use vmunit::arch::control::{
+    Cr0Flags, read_cr0, read_cr2, read_cr4, try_write_cr0, try_write_cr4, write_cr2,
+};
+use vmunit::arch::cpuid::is_tcg;
+use vmunit::arch::debug::dr6;
 use vmunit::arch::exceptions::selector;
 use vmunit::arch::instructions::{
-    int1, int3, is_tcg, read_cr0, read_cr2, read_cr4, read_dr6, read_unguarded, read_with_alignment_check,
-    single_step_two_nops, software_interrupt, ud2, write_cr0_safe, write_cr2, write_cr4_safe, write_dr6,
+    int1, int3, read_dr6, read_unguarded, read_with_alignment_check, single_step_two_nops,
+    software_interrupt, ud2, write_dr6,
 };
 use vmunit::arch::mmu::no_execute_supported;
 use vmunit::arch::page_fault::{FETCH, PRESENT, RESERVED, USER, WRITE};
@@ -28,23 +33,6 @@ use vmunit::{
 };
 
 vmunit::main!(main);
-
-/// DR6 with no condition bit set: the reserved bits that read as 1 (kvm-unit-tests'
-/// DR6_ACTIVE_LOW), written before each #DB check.
-const DR6_CLEAR: u64 = 0xffff_0ff0;
-const DR6_B0: u64 = 1 << 0;
-const DR6_BREAKPOINTS: u64 = 0xf;
-const DR6_BD: u64 = 1 << 13;
-const DR6_BS: u64 = 1 << 14;
-const DR6_BT: u64 = 1 << 15;
-
-const CR0_MP: u64 = 1 << 1;
-const CR0_EM: u64 = 1 << 2;
-const CR0_TS: u64 = 1 << 3;
-const CR0_WP: u64 = 1 << 16;
-const CR0_NW: u64 = 1 << 29;
-const CR0_AM: u64 = 1 << 18;
-const CR0_CD: u64 = 1 << 30;
 
 /// A vector outside the exception range, for INT n.
 const USER_VECTOR: Vector = Vector(32);
@@ -212,7 +200,7 @@ fn debug() {
     let _prefix = prefix("#DB");
     {
         let _prefix = prefix("single-step");
-        write_dr6(DR6_CLEAR);
+        write_dr6(dr6::ACTIVE_LOW);
         let (after, seen) = trap_exceptions(&[Vector::DB], single_step_two_nops);
         let dr6 = read_dr6();
         // Traps after NOP, NOP, PUSHFQ, AND, and the POPFQ that clears TF (TF set by a
@@ -228,15 +216,15 @@ fn debug() {
                 seen.get(index).map(|e| e.rip)
             );
         }
-        report!(dr6 & DR6_BS != 0, "single-step sets DR6.BS (DR6 {dr6:#x})");
+        report!(dr6 & dr6::BS != 0, "single-step sets DR6.BS (DR6 {dr6:#x})");
         report!(
-            dr6 & DR6_BREAKPOINTS == 0,
+            dr6 & dr6::BREAKPOINTS == 0,
             "single-step sets none of DR6.B0-B3 (DR6 {dr6:#x})"
         );
     }
     {
         let _prefix = prefix("single-step over CPUID");
-        write_dr6(DR6_CLEAR);
+        write_dr6(dr6::ACTIVE_LOW);
         let (after, seen) = trap_exceptions(&[Vector::DB], probes::single_step_with_cpuid);
         let dr6 = read_dr6();
         report!(
@@ -251,11 +239,11 @@ fn debug() {
                 seen.get(index).map(|e| e.rip)
             );
         }
-        report!(dr6 & DR6_BS != 0, "single-step sets DR6.BS (DR6 {dr6:#x})");
+        report!(dr6 & dr6::BS != 0, "single-step sets DR6.BS (DR6 {dr6:#x})");
     }
     {
         let _prefix = prefix("data breakpoint");
-        write_dr6(DR6_CLEAR);
+        write_dr6(dr6::ACTIVE_LOW);
         let ((after, stored), seen) = trap_exceptions(&[Vector::DB], || probes::watched_store(PATTERN));
         let dr6 = read_dr6();
         known_failure(
@@ -268,7 +256,7 @@ fn debug() {
                     "the watched store completed before the trap (read {stored:#x})"
                 );
                 report!(
-                    dr6 & DR6_B0 != 0 && dr6 & DR6_BS == 0,
+                    dr6 & dr6::B0 != 0 && dr6 & dr6::BS == 0,
                     "the data breakpoint sets DR6.B0 and not BS (DR6 {dr6:#x})"
                 );
             },
@@ -276,28 +264,28 @@ fn debug() {
     }
     {
         let _prefix = prefix("instruction breakpoint");
-        write_dr6(DR6_CLEAR);
+        write_dr6(dr6::ACTIVE_LOW);
         let probe = probes::instruction_breakpoint();
         let dr6 = read_dr6();
         check_fault("executing the instruction DR0 points at", probe, Vector::DB, 0);
         report!(
-            dr6 & DR6_B0 != 0,
+            dr6 & dr6::B0 != 0,
             "the instruction breakpoint sets DR6.B0 (DR6 {dr6:#x})"
         );
     }
-    write_dr6(DR6_CLEAR);
+    write_dr6(dr6::ACTIVE_LOW);
 }
 
 fn icebp() {
     let _prefix = prefix("#DB");
     let _inner = prefix("INT1");
-    write_dr6(DR6_CLEAR);
+    write_dr6(dr6::ACTIVE_LOW);
     let (after, seen) = trap_exceptions(&[Vector::DB], int1);
     let dr6 = read_dr6();
-    write_dr6(DR6_CLEAR);
+    write_dr6(dr6::ACTIVE_LOW);
     check_single_trap("INT1 (ICEBP)", &seen, Vector::DB, after);
     report!(
-        dr6 & (DR6_BREAKPOINTS | DR6_BD | DR6_BS | DR6_BT) == 0,
+        dr6 & (dr6::BREAKPOINTS | dr6::BD | dr6::BS | dr6::BT) == 0,
         "INT1 sets none of DR6's B0-B3, BD, BS, BT (DR6 {dr6:#x})"
     );
 }
@@ -436,16 +424,16 @@ fn general_protection() {
                 "QEMU's TCG and this host's kvm_pvm drop CR0 bits 63:32 instead of raising #GP(0)",
             ),
             (
-                (cr0 | CR0_NW) & !CR0_CD,
+                (cr0 | Cr0Flags::NOT_WRITE_THROUGH.bits()) & !Cr0Flags::CACHE_DISABLE.bits(),
                 "setting CR0.NW with CD clear",
                 host.tcg,
                 "QEMU's TCG accepts CR0.NW=1 with CD=0",
             ),
         ] {
-            let result = write_cr0_safe(value);
+            let result = try_write_cr0(value);
             let after = read_cr0();
             if after != cr0 {
-                let _ = write_cr0_safe(cr0);
+                let _ = try_write_cr0(cr0);
             }
             known_failure(known, reason, || {
                 report!(
@@ -491,10 +479,10 @@ fn general_protection() {
 /// Sets reserved CR4 bit `bit`: #GP(0), and CR4 keeps its value.
 fn check_cr4_reserved_bit(bit: u32) {
     let cr4 = read_cr4();
-    let result = write_cr4_safe(cr4 | (1 << bit));
+    let result = try_write_cr4(cr4 | (1 << bit));
     let after = read_cr4();
     if after != cr4 {
-        let _ = write_cr4_safe(cr4);
+        let _ = try_write_cr4(cr4);
     }
     let known = bit >= 32 && host().pvm;
     known_failure(
@@ -611,12 +599,12 @@ fn page_fault() {
         );
         let cr0 = read_cr0();
         report!(
-            cr0 & CR0_WP != 0,
+            cr0 & Cr0Flags::WRITE_PROTECT.bits() != 0,
             "the runtime runs with CR0.WP set (CR0 {cr0:#x})"
         );
-        let cleared = write_cr0_safe(cr0 & !CR0_WP);
+        let cleared = try_write_cr0(cr0 & !Cr0Flags::WRITE_PROTECT.bits());
         let written = page.write(8, !PATTERN);
-        let restored = write_cr0_safe(cr0);
+        let restored = try_write_cr0(cr0);
         report!(
             cleared.is_ok() && restored.is_ok() && read_cr0() == cr0,
             "clearing and restoring CR0.WP works (got {}, {})",
@@ -722,16 +710,16 @@ fn device_not_available() {
     let _prefix = prefix("#NM");
     let cr0 = read_cr0();
     let restore = || {
-        let restored = write_cr0_safe(cr0);
+        let restored = try_write_cr0(cr0);
         restored.is_ok() && read_cr0() == cr0
     };
     report!(
-        cr0 & (CR0_TS | CR0_EM) == 0,
+        cr0 & (Cr0Flags::TASK_SWITCHED.bits() | Cr0Flags::EMULATE_COPROCESSOR.bits()) == 0,
         "the runtime runs with CR0.TS and CR0.EM clear (CR0 {cr0:#x})"
     );
     check_no_fault("FNINIT with CR0.TS clear", probes::fninit_at());
 
-    let set = write_cr0_safe(cr0 | CR0_TS);
+    let set = try_write_cr0(cr0 | Cr0Flags::TASK_SWITCHED.bits());
     let probe = probes::fninit_at();
     report!(
         set.is_ok() && restore(),
@@ -741,7 +729,7 @@ fn device_not_available() {
     check_fault("FNINIT with CR0.TS set", probe, Vector::NM, 0);
     check_no_fault("FNINIT after clearing CR0.TS", probes::fninit_at());
 
-    let set = write_cr0_safe((cr0 | CR0_EM) & !CR0_TS);
+    let set = try_write_cr0((cr0 | Cr0Flags::EMULATE_COPROCESSOR.bits()) & !Cr0Flags::TASK_SWITCHED.bits());
     let probe = probes::fninit_at();
     report!(
         set.is_ok() && restore(),
@@ -762,10 +750,10 @@ fn wait_device_not_available() {
     let _prefix = prefix("#NM");
     let cr0 = read_cr0();
     let restore = || {
-        let restored = write_cr0_safe(cr0);
+        let restored = try_write_cr0(cr0);
         restored.is_ok() && read_cr0() == cr0
     };
-    let set = write_cr0_safe(cr0 | CR0_TS | CR0_MP);
+    let set = try_write_cr0(cr0 | Cr0Flags::TASK_SWITCHED.bits() | Cr0Flags::MONITOR_COPROCESSOR.bits());
     let probe = probes::fwait_at();
     report!(
         set.is_ok() && restore(),
@@ -774,7 +762,7 @@ fn wait_device_not_available() {
     );
     check_fault("WAIT with CR0.TS and CR0.MP set", probe, Vector::NM, 0);
 
-    let set = write_cr0_safe((cr0 | CR0_TS) & !CR0_MP);
+    let set = try_write_cr0((cr0 | Cr0Flags::TASK_SWITCHED.bits()) & !Cr0Flags::MONITOR_COPROCESSOR.bits());
     let probe = probes::fwait_at();
     report!(
         set.is_ok() && restore(),
@@ -807,9 +795,9 @@ fn user_mode() {
                 "with CR0.AM clear, a misaligned load with RFLAGS.AC at CPL 3 works (got {without:x?})"
             )
         });
-        let set = write_cr0_safe(cr0 | CR0_AM);
+        let set = try_write_cr0(cr0 | Cr0Flags::ALIGNMENT_MASK.bits());
         let with = run_in_user_mode(|| read_with_alignment_check(misaligned));
-        let restored = write_cr0_safe(cr0);
+        let restored = try_write_cr0(cr0);
         known_failure(
             host().tcg,
             "QEMU's TCG does not implement alignment checking",

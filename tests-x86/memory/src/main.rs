@@ -16,17 +16,13 @@
 
 extern crate alloc;
 
-use vmunit::arch::instructions::{
-    MemoryInstruction, NON_CANONICAL_START, Register, has_feature, is_tcg, memory_instruction_at,
-};
+use vmunit::arch::cpuid::{Feature, is_tcg};
+use vmunit::arch::instructions::{MemoryInstruction, NON_CANONICAL_START, memory_instruction_at};
 use vmunit::arch::page_fault;
 use vmunit::memory::{Protection, TestPage};
 use vmunit::{Vector, known_failure, prefix, report, report_skip, report_summary};
 
 vmunit::main!(main);
-
-/// CPUID.7.0:EBX[22], which advertised PCOMMIT until Intel withdrew it; reserved since.
-const PCOMMIT_BIT: u32 = 22;
 
 fn main(_args: &[&str]) -> i32 {
     let kvm = vmunit::env("ACCEL") == Some("kvm");
@@ -65,7 +61,7 @@ fn main(_args: &[&str]) -> i32 {
         }
     }
     report!(
-        !has_feature(7, 0, Register::Ebx, PCOMMIT_BIT),
+        !Feature::Pcommit.supported(),
         "CPUID.7.0:EBX[22] (PCOMMIT, withdrawn) is clear"
     );
     report_summary()

@@ -9,7 +9,8 @@
 #![no_std]
 #![no_main]
 
-use vmunit::arch::instructions::{Register, cpuid, has_feature, rdpru_at, rdpru_unguarded};
+use vmunit::arch::cpuid::{Feature, cpuid};
+use vmunit::arch::instructions::{rdpru_at, rdpru_unguarded};
 use vmunit::arch::run_in_user_mode;
 use vmunit::{Vector, report, report_skip, report_summary};
 
@@ -20,7 +21,7 @@ const MPERF: u32 = 0;
 const APERF: u32 = 1;
 
 fn main(args: &[&str]) -> i32 {
-    if has_feature(0x8000_0008, 0, Register::Ebx, 4) {
+    if Feature::Rdpru.supported() {
         advertised();
     } else if vmunit::environment::instruction_emulating_kvm() && !args.contains(&"force") {
         report_skip!(

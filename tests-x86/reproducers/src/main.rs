@@ -10,10 +10,13 @@
 #![no_main]
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use vmunit::arch::control::{Cr0Flags, read_cr0, read_cr4, try_write_cr0, try_write_cr4};
+use vmunit::arch::cpuid::Feature;
 use vmunit::arch::instructions::{
-    Register, has_feature, int3, invpcid_safe, rdmsr_safe, rdtsc, rdtscp_safe, read_cr0, read_cr4, read_dr6,
-    read_with_alignment_check, software_interrupt, write_cr0_safe, write_cr4_safe, write_dr6, wrmsr_safe,
+    int3, invpcid_safe, rdtsc, rdtscp_safe, read_dr6, read_with_alignment_check, software_interrupt,
+    write_dr6,
 };
+use vmunit::arch::msr::{self, try_rdmsr, try_wrmsr, try_wrmsr_unrestricted};
 use vmunit::arch::probes::{fninit_at, fwait_at, watched_store};
 
 use vmunit::arch::debug::{record_debug_exceptions, single_step_mov_ss};
@@ -23,12 +26,6 @@ use vmunit::arch::{run_in_user_mode, set_gate_present, set_gate_user_callable, s
 use vmunit::{Vector, report, report_skip, trap_exceptions};
 
 vmunit::subtests!();
-
-const PAT: u32 = 0x277;
-const TSC: u32 = 0x10;
-const SPEC_CTRL: u32 = 0x48;
-const CR0_MP: u64 = 1 << 1;
-const CR0_TS: u64 = 1 << 3;
 
 /// INT3 delivers #BP through the IDT and resumes after it (kvm_pvm: KVM internal error).
 #[vmunit::test]
@@ -54,7 +51,7 @@ fn int_n_enters_its_gate() {
 /// kvm_pvm: KVM internal error).
 #[vmunit::test]
 fn unadvertised_rdtscp_raises_invalid_opcode() {
-    if has_feature(0x8000_0001, 0, Register::Edx, 27) {
+    if Feature::Rdtscp.supported() {
         report_skip!("RDTSCP is advertised (CPUID.80000001H:EDX[27]); run with -cpu ...,-rdtscp");
         return;
     }
@@ -70,9 +67,9 @@ fn unadvertised_rdtscp_raises_invalid_opcode() {
 fn wait_with_task_switched_raises_device_not_available() {
     let cr0 = read_cr0();
     let _ = fninit_at();
-    let set = write_cr0_safe(cr0 | CR0_TS | CR0_MP);
+    let set = try_write_cr0(cr0 | Cr0Flags::TASK_SWITCHED.bits() | Cr0Flags::MONITOR_COPROCESSOR.bits());
     let (result, address) = fwait_at();
-    let restored = write_cr0_safe(cr0);
+    let restored = try_write_cr0(cr0);
     report!(
         set.is_ok()
             && restored.is_ok()
@@ -83,15 +80,19 @@ fn wait_with_task_switched_raises_device_not_available() {
 
 /// WRMSR of an invalid memory type (2) into IA32_PAT raises #GP (kvm_pvm accepts it).
 #[vmunit::test]
+#[allow(unsafe_code)]
 fn pat_rejects_invalid_memory_types() {
-    let Ok(original) = rdmsr_safe(PAT) else {
+    let Ok(original) = try_rdmsr(msr::IA32_PAT) else {
         report_skip!("IA32_PAT cannot be read");
         return;
     };
     let invalid = (original & !0xff) | 0x02;
-    let result = wrmsr_safe(PAT, invalid);
+    // SAFETY: memory type 2 is reserved, so the CPU must refuse it (#GP); if it takes it
+    // anyway, the original PAT is back before anything maps or touches memory of that type.
+    let result = unsafe { try_wrmsr_unrestricted(msr::IA32_PAT, invalid) };
     if result.is_ok() {
-        let _ = wrmsr_safe(PAT, original);
+        // SAFETY: the runtime's own PAT value.
+        let _ = unsafe { try_wrmsr_unrestricted(msr::IA32_PAT, original) };
     }
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::GP),
@@ -105,9 +106,9 @@ fn pat_rejects_invalid_memory_types() {
 fn tsc_write_moves_rdtsc() {
     let before = rdtsc();
     let target = before.wrapping_add(1 << 40);
-    let written = wrmsr_safe(TSC, target);
+    let written = try_wrmsr(msr::IA32_TSC, target);
     let read = rdtsc();
-    let _ = wrmsr_safe(TSC, before.wrapping_add(read.wrapping_sub(target)));
+    let _ = try_wrmsr(msr::IA32_TSC, before.wrapping_add(read.wrapping_sub(target)));
     report!(
         written.is_ok() && read.wrapping_sub(target) < 1 << 32,
         "after WRMSR(IA32_TSC, {target:#x}) RDTSC reads it plus a little (got {read:#x}, WRMSR {written:x?})"
@@ -118,17 +119,17 @@ fn tsc_write_moves_rdtsc() {
 /// (kvm_pvm reads it anyway).
 #[vmunit::test]
 fn unadvertised_spec_ctrl_raises_general_protection() {
-    let advertised = has_feature(7, 0, Register::Edx, 26)
-        || has_feature(7, 0, Register::Edx, 27)
-        || has_feature(7, 0, Register::Edx, 31)
-        || has_feature(0x8000_0008, 0, Register::Ebx, 14)
-        || has_feature(0x8000_0008, 0, Register::Ebx, 15)
-        || has_feature(0x8000_0008, 0, Register::Ebx, 24);
+    let advertised = Feature::SpecCtrl.supported()
+        || Feature::IntelStibp.supported()
+        || Feature::SpecCtrlSsbd.supported()
+        || Feature::AmdIbrs.supported()
+        || Feature::AmdStibp.supported()
+        || Feature::AmdSsbd.supported();
     if advertised {
         report_skip!("CPUID advertises a SPEC_CTRL feature");
         return;
     }
-    let result = rdmsr_safe(SPEC_CTRL);
+    let result = try_rdmsr(msr::IA32_SPEC_CTRL);
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::GP),
         "RDMSR(IA32_SPEC_CTRL) without the feature raises #GP (got {result:x?})"
@@ -151,10 +152,10 @@ fn data_breakpoint_fires() {
 #[vmunit::test]
 fn cr4_high_bits_raise_general_protection() {
     let cr4 = read_cr4();
-    let result = write_cr4_safe(cr4 | 1 << 63);
+    let result = try_write_cr4(cr4 | 1 << 63);
     let after = read_cr4();
     if after != cr4 {
-        let _ = write_cr4_safe(cr4);
+        let _ = try_write_cr4(cr4);
     }
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::GP && exception.error_code == 0),
@@ -180,7 +181,7 @@ fn alignment_check_needs_cr0_am() {
 /// kvm_pvm: KVM internal error).
 #[vmunit::test]
 fn unadvertised_invpcid_raises_invalid_opcode() {
-    if has_feature(7, 0, Register::Ebx, 10) {
+    if Feature::Invpcid.supported() {
         report_skip!("INVPCID is advertised (CPUID.7.0:EBX[10]); run with -cpu ...,-invpcid");
         return;
     }
@@ -408,9 +409,8 @@ fn user_mode_software_interrupt_enters_gate() {
 /// CPUID after the WRMSR ends (kvm_pvm: only later).
 #[vmunit::test]
 fn passed_tsc_deadline_fires_at_once() {
-    const DEADLINE: u32 = 0x6e0;
     static FIRED: AtomicU32 = AtomicU32::new(0);
-    if !has_feature(1, 0, Register::Ecx, 24) {
+    if !Feature::TscDeadlineTimer.supported() {
         report_skip!("TSC-deadline mode: CPUID.1:ECX[24] is clear; run with -cpu ...,+tsc-deadline");
         return;
     }
@@ -422,8 +422,8 @@ fn passed_tsc_deadline_fires_at_once() {
     );
     apic::write(apic::register::TIMER, 0b10 << 17 | 0x42);
     vmunit::arch::interrupts::enable();
-    let armed = wrmsr_safe(DEADLINE, rdtsc());
-    let _ = vmunit::arch::instructions::cpuid(0, 0);
+    let armed = try_wrmsr(msr::IA32_TSC_DEADLINE, rdtsc());
+    let _ = vmunit::arch::cpuid::cpuid(0, 0);
     let at_once = FIRED.load(Ordering::SeqCst);
     vmunit::arch::interrupts::disable();
     let _ = vmunit::time::wait_until(100, || FIRED.load(Ordering::SeqCst) > 0);

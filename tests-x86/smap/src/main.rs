@@ -12,10 +12,12 @@
 #![no_main]
 
 use vmunit::arch::access::{
-    AccessFlag, CR4_SMAP, CR4_SMEP, DATA_SEGMENT_DESCRIPTOR, call_with, load_fs_from_ldt, read_with,
-    smap_advertised, smep_advertised, stac_clac, stac_clac_unguarded, write_with,
+    AccessFlag, DATA_SEGMENT_DESCRIPTOR, call_with, load_fs_from_ldt, read_with, smap_advertised,
+    smep_advertised, stac_clac, stac_clac_unguarded, write_with,
 };
-use vmunit::arch::instructions::{is_tcg, read_cr0, read_cr4, write_cr0_safe, write_cr4_safe};
+use vmunit::arch::control::{Cr0Flags, Cr4Flags, read_cr0, read_cr4, try_write_cr0, try_write_cr4};
+use vmunit::arch::cpuid::is_tcg;
+
 use vmunit::arch::page_fault::{FETCH, PRESENT, WRITE};
 use vmunit::arch::run_in_user_mode;
 use vmunit::environment::instruction_emulating_kvm;
@@ -24,8 +26,6 @@ use vmunit::{Exception, Vector, known_failure, prefix, report, report_info, repo
 
 vmunit::main!(main);
 
-/// CR0.WP: supervisor writes honour read-only pages.
-const CR0_WP: u64 = 1 << 16;
 /// A `ret` instruction, the whole body of the code pages.
 const RETURN: [u8; 1] = [0xc3];
 
@@ -89,7 +89,7 @@ fn main(args: &[&str]) -> i32 {
     if smap {
         smap_enabled();
     } else {
-        feature_missing("SMAP", CR4_SMAP);
+        feature_missing("SMAP", Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION.bits());
         if instruction_emulating_kvm() {
             report_skip!("SMAP not advertised: STAC raising #UD: {KVM_PVM_STOPS}");
         } else {
@@ -103,7 +103,7 @@ fn main(args: &[&str]) -> i32 {
     if smep {
         smep_enabled(smap);
     } else {
-        feature_missing("SMEP", CR4_SMEP);
+        feature_missing("SMEP", Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION.bits());
     }
     let result = run_in_user_mode(stac_clac_unguarded);
     report!(
@@ -123,9 +123,9 @@ fn feature_missing(name: &str, bit: u64) {
         return;
     }
     let cr4 = read_cr4();
-    let result = write_cr4_safe(cr4 | bit);
+    let result = try_write_cr4(cr4 | bit);
     if result.is_ok() {
-        let _ = write_cr4_safe(cr4);
+        let _ = try_write_cr4(cr4);
     }
     report!(
         is_gp0(&result),
@@ -136,7 +136,7 @@ fn feature_missing(name: &str, bit: u64) {
 /// Sets or clears `bit` in CR4; returns whether CR4 then reads back as asked.
 fn set_cr4_bit(bit: u64, set: bool) -> Result<bool, Exception> {
     let cr4 = read_cr4();
-    write_cr4_safe(if set { cr4 | bit } else { cr4 & !bit })?;
+    try_write_cr4(if set { cr4 | bit } else { cr4 & !bit })?;
     Ok((read_cr4() & bit != 0) == set)
 }
 
@@ -177,7 +177,7 @@ fn smap_enabled() {
         "with SMAP clear, FS loads from an LDT on a user page (got {load:x?})"
     );
 
-    let set = set_cr4_bit(CR4_SMAP, true);
+    let set = set_cr4_bit(Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION.bits(), true);
     report!(set == Ok(true), "CR4.SMAP can be set (got {set:x?})");
     if set.is_err() {
         return;
@@ -240,7 +240,7 @@ fn smap_enabled() {
 
     write_protect_off(&read_only);
 
-    let cleared = set_cr4_bit(CR4_SMAP, false);
+    let cleared = set_cr4_bit(Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION.bits(), false);
     let read = read_with(AccessFlag::Clear, &data, 0);
     report!(
         cleared == Ok(true) && read == Ok(44),
@@ -255,14 +255,14 @@ fn write_protect_off(page: &TestPage) {
     let _prefix = prefix("CR0.WP");
     let address = page.address();
     let cr0 = read_cr0();
-    let _ = set_cr4_bit(CR4_SMAP, false);
-    let off = write_cr0_safe(cr0 & !CR0_WP);
+    let _ = set_cr4_bit(Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION.bits(), false);
+    let off = try_write_cr0(cr0 & !Cr0Flags::WRITE_PROTECT.bits());
     let write = write_with(AccessFlag::Clear, page, 0, 0x99);
     report!(
         off.is_ok() && write.is_ok(),
         "with SMAP and WP clear, CPL 0 writes a read-only user page, AC clear (got {off:x?}, {write:x?})"
     );
-    let _ = set_cr4_bit(CR4_SMAP, true);
+    let _ = set_cr4_bit(Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION.bits(), true);
     let read = read_with(AccessFlag::Clear, page, 0);
     report!(
         page_fault(&read, address, PRESENT),
@@ -274,7 +274,7 @@ fn write_protect_off(page: &TestPage) {
         write.is_ok() && after == Ok(0x9a),
         "with SMAP set and WP clear, a write to a read-only user page with AC set works (got {write:x?}, then {after:x?})"
     );
-    let on = write_cr0_safe(cr0);
+    let on = try_write_cr0(cr0);
     let write = write_with(set_flag, page, 0, 0x9b);
     report!(
         on.is_ok() && page_fault(&write, address, PRESENT | WRITE),
@@ -299,7 +299,7 @@ fn smep_enabled(smap: bool) {
         fetch.is_ok(),
         "with SMEP clear, CPL 0 runs code on a user page (got {fetch:x?})"
     );
-    let set = set_cr4_bit(CR4_SMEP, true);
+    let set = set_cr4_bit(Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION.bits(), true);
     report!(set == Ok(true), "CR4.SMEP can be set (got {set:x?})");
     if set.is_err() {
         return;
@@ -326,7 +326,7 @@ fn smep_enabled(smap: bool) {
         read == Ok(5),
         "SMEP does not stop CPL-0 data accesses to a user page (SMAP clear) (got {read:x?})"
     );
-    let cleared = set_cr4_bit(CR4_SMEP, false);
+    let cleared = set_cr4_bit(Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION.bits(), false);
     let fetch = user_code.call(0);
     report!(
         cleared == Ok(true) && fetch.is_ok(),

@@ -8,8 +8,9 @@
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use vmunit::arch::acpi::madt;
+use vmunit::arch::cpuid::cpuid;
 use vmunit::arch::fw_cfg;
-use vmunit::arch::instructions::{cpuid, divide};
+use vmunit::arch::instructions::divide;
 use vmunit::arch::smp::{MAX_CPUS, cpu_count, cpu_index, on_cpu, on_cpus};
 use vmunit::{Vector, prefix, report, report_info, report_summary};
 

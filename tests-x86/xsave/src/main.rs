@@ -14,14 +14,14 @@ extern crate alloc;
 
 use alloc::vec::Vec;
 
+use vmunit::arch::control::{Cr4Flags, read_cr0, read_cr4, try_write_cr0, try_write_cr4};
+use vmunit::arch::cpuid::{cpuid, is_tcg};
 use vmunit::arch::fpu::{
-    self, CR4_OSXSAVE, MXCSR_DEFAULT, XsaveArea, area_offset, avx_advertised, component, copy_through_ymm,
-    enable_sse, osxsave_reported, read_xmm0, set_osxsave, supported_xcr0, write_xmm0, xinuse_advertised,
-    xrstor_safe, xsave_advertised, xsave_safe,
+    self, MXCSR_DEFAULT, XsaveArea, area_offset, avx_advertised, component, copy_through_ymm, enable_sse,
+    osxsave_reported, read_xmm0, set_osxsave, supported_xcr0, write_xmm0, xinuse_advertised, xrstor_safe,
+    xsave_advertised, xsave_safe,
 };
-use vmunit::arch::instructions::{
-    cpuid, is_tcg, read_cr0, read_cr4, write_cr0_safe, write_cr4_safe, xgetbv_safe, xsetbv_safe,
-};
+use vmunit::arch::instructions::{xgetbv_safe, xsetbv_safe};
 use vmunit::environment::instruction_emulating_kvm;
 use vmunit::{Exception, Vector, known_failure, prefix, report, report_info, report_skip, report_summary};
 
@@ -68,15 +68,15 @@ fn main(args: &[&str]) -> i32 {
     } else {
         xsave_not_advertised();
     }
-    let restored = write_cr4_safe(cr4).and_then(|()| write_cr0_safe(cr0));
+    let restored = try_write_cr4(cr4).and_then(|()| try_write_cr0(cr0));
     report!(
         restored.is_ok(),
         "CR0 and CR4 are restored to {cr0:#x}, {cr4:#x} (got {restored:x?})"
     );
     report!(
-        osxsave_reported() == (cr4 & CR4_OSXSAVE != 0),
+        osxsave_reported() == (cr4 & Cr4Flags::OSXSAVE.bits() != 0),
         "CPUID.1:ECX.OSXSAVE follows CR4.OSXSAVE again ({})",
-        cr4 & CR4_OSXSAVE != 0
+        cr4 & Cr4Flags::OSXSAVE.bits() != 0
     );
     report_summary()
 }
@@ -123,7 +123,7 @@ fn xsave_not_advertised() {
     );
     report!(!osxsave_reported(), "CPUID.1:ECX.OSXSAVE still reads 0");
     report!(
-        read_cr4() & CR4_OSXSAVE == 0,
+        read_cr4() & Cr4Flags::OSXSAVE.bits() == 0,
         "CR4.OSXSAVE is still clear (CR4 {:#x})",
         read_cr4()
     );
@@ -140,7 +140,7 @@ fn xsave_enabled() {
     report!(set.is_ok(), "CR4.OSXSAVE can be set (got {set:x?})");
     report!(osxsave_reported(), "CPUID.1:ECX.OSXSAVE reads 1");
     report!(
-        read_cr4() & CR4_OSXSAVE != 0,
+        read_cr4() & Cr4Flags::OSXSAVE.bits() != 0,
         "CR4.OSXSAVE reads back set (CR4 {:#x})",
         read_cr4()
     );

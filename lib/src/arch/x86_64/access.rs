@@ -15,25 +15,23 @@
 use alloc::vec::Vec;
 use core::arch::asm;
 
+use super::control::RFlags;
+use super::cpuid::Feature;
 use super::exceptions::{Exception, catch_exception};
-use super::instructions::{Register, has_feature, store_gdtr};
+use super::instructions::store_gdtr;
 use crate::memory::{PAGE_SIZE, TestPage};
 
-/// CR4.SMEP (bit 20).
-pub const CR4_SMEP: u64 = 1 << 20;
-/// CR4.SMAP (bit 21).
-pub const CR4_SMAP: u64 = 1 << 21;
-/// RFLAGS.AC (bit 18): alignment check, and at CPL 0 with SMAP, "user access allowed".
-pub const RFLAGS_AC: u64 = 1 << 18;
+/// RFLAGS.AC: alignment check, and at CPL 0 with SMAP, "user access allowed".
+const RFLAGS_AC: u64 = RFlags::ALIGNMENT_CHECK.bits();
 
 /// Whether CPUID.7.0:EBX[20] advertises SMAP (and with it STAC and CLAC).
 pub fn smap_advertised() -> bool {
-    has_feature(7, 0, Register::Ebx, 20)
+    Feature::Smap.supported()
 }
 
 /// Whether CPUID.7.0:EBX[7] advertises SMEP.
 pub fn smep_advertised() -> bool {
-    has_feature(7, 0, Register::Ebx, 7)
+    Feature::Smep.supported()
 }
 
 /// How a probe sets RFLAGS.AC around its access.

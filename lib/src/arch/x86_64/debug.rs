@@ -9,6 +9,7 @@
 //! breakpoint targets give data and instruction breakpoints something to watch that Rust
 //! code never touches.
 
+use super::control::RFlags;
 use core::arch::{asm, global_asm};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -44,6 +45,8 @@ pub mod dr6 {
 pub mod dr7 {
     /// Bit 10 reads as 1; DR7's value with every breakpoint off.
     pub const FIXED_1: u64 = 1 << 10;
+    /// LE: local exact breakpoint enable (ignored by modern CPUs, kept by hypervisors).
+    pub const LOCAL_EXACT: u64 = 1 << 8;
     /// GD: general detect, any MOV to or from a debug register raises #DB.
     pub const GD: u64 = 1 << 13;
     /// The R/W field: instruction execution.
@@ -85,13 +88,9 @@ pub mod dr7 {
 }
 
 /// RFLAGS.TF, the trap (single-step) flag.
-pub const RFLAGS_TF: u64 = 1 << 8;
-/// RFLAGS.IF.
-pub const RFLAGS_IF: u64 = 1 << 9;
+const RFLAGS_TF: u64 = RFlags::TRAP_FLAG.bits();
 /// RFLAGS.RF, the resume flag: instruction breakpoints are ignored for one instruction.
-pub const RFLAGS_RF: u64 = 1 << 16;
-/// CR4.DE, debugging extensions: DR4 and DR5 are reserved (#UD) instead of aliases.
-pub const CR4_DE: u64 = 1 << 3;
+const RFLAGS_RF: u64 = RFlags::RESUME_FLAG.bits();
 
 /// Reads debug register `index` (0-7; DR4 and DR5 included), or returns the exception:
 /// #UD for DR4/DR5 with CR4.DE set, #DB (a fault) with DR7.GD set, #GP at CPL > 0.

@@ -2,8 +2,8 @@
 //!
 //! The target is soft-float, so no Rust code here ever touches an x87, XMM or YMM register:
 //! every vector instruction is inline assembly, and each probe that can fault runs under
-//! [`catch_exception`]. XGETBV and XSETBV themselves are `instructions::xgetbv_safe` and
-//! `instructions::xsetbv_safe`.
+//! [`catch_exception`]. XGETBV and XSETBV themselves are `instructions::try_xgetbv` and
+//! `instructions::try_xsetbv`.
 //!
 //! These are hypervisor probes: under this project's software KVM (kvm_pvm) SSE, AVX, XSAVE
 //! and XRSTOR stop the VM with a "KVM internal error" instead of running.
@@ -11,21 +11,9 @@
 use alloc::boxed::Box;
 use core::arch::asm;
 
+use super::control::{Cr0Flags, Cr4Flags, read_cr0, read_cr4, try_write_cr0, try_write_cr4};
+use super::cpuid::{Feature, cpuid};
 use super::exceptions::{Exception, catch_exception};
-use super::instructions::{Register, cpuid, has_feature, read_cr0, read_cr4, write_cr0_safe, write_cr4_safe};
-
-/// CR0.MP: WAIT/FWAIT honour CR0.TS.
-pub const CR0_MP: u64 = 1 << 1;
-/// CR0.EM: x87 and SSE instructions raise #NM / #UD.
-pub const CR0_EM: u64 = 1 << 2;
-/// CR0.TS: the first x87/SSE instruction raises #NM.
-pub const CR0_TS: u64 = 1 << 3;
-/// CR4.OSFXSR: the OS supports FXSAVE/FXRSTOR, so SSE instructions run.
-pub const CR4_OSFXSR: u64 = 1 << 9;
-/// CR4.OSXMMEXCPT: unmasked SIMD floating-point exceptions raise #XM.
-pub const CR4_OSXMMEXCPT: u64 = 1 << 10;
-/// CR4.OSXSAVE: XGETBV, XSETBV, XSAVE and XRSTOR are enabled, and AVX may be.
-pub const CR4_OSXSAVE: u64 = 1 << 18;
 
 /// XCR0 state-component bits (SDM Vol. 1, 13.1).
 pub mod component {
@@ -54,17 +42,17 @@ pub const MXCSR_DEFAULT: u32 = 0x1f80;
 
 /// Whether CPUID.1:ECX[26] (XSAVE) advertises XSAVE/XRSTOR, XSETBV/XGETBV and XCR0.
 pub fn xsave_advertised() -> bool {
-    has_feature(1, 0, Register::Ecx, 26)
+    Feature::Xsave.supported()
 }
 
 /// CPUID.1:ECX[27] (OSXSAVE): the processor's copy of CR4.OSXSAVE.
 pub fn osxsave_reported() -> bool {
-    has_feature(1, 0, Register::Ecx, 27)
+    Feature::Osxsave.supported()
 }
 
 /// Whether CPUID.1:ECX[28] (AVX) is set.
 pub fn avx_advertised() -> bool {
-    has_feature(1, 0, Register::Ecx, 28)
+    Feature::Avx.supported()
 }
 
 /// The XCR0 bits the processor supports: CPUID.(0xD,0) EDX:EAX, or 0 without leaf 0xD.
@@ -87,25 +75,24 @@ pub fn xsave_area_size() -> u32 {
 
 /// Whether CPUID.(0xD,1):EAX[2] advertises XGETBV with ECX = 1 (XCR0 AND XINUSE).
 pub fn xinuse_advertised() -> bool {
-    cpuid(0, 0).eax >= 0xd && has_feature(0xd, 1, Register::Eax, 2)
+    Feature::Xgetbv1.supported()
 }
 
 /// Sets or clears CR4.OSXSAVE; returns the exception of the CR4 write (#GP where XSAVE is
 /// not advertised).
 pub fn set_osxsave(enabled: bool) -> Result<(), Exception> {
     let cr4 = read_cr4();
-    write_cr4_safe(if enabled {
-        cr4 | CR4_OSXSAVE
-    } else {
-        cr4 & !CR4_OSXSAVE
-    })
+    let osxsave = Cr4Flags::OSXSAVE.bits();
+    try_write_cr4(if enabled { cr4 | osxsave } else { cr4 & !osxsave })
 }
 
 /// Lets SSE instructions run: sets CR4.OSFXSR and OSXMMEXCPT, clears CR0.EM and TS and
 /// sets CR0.MP, as an SSE-using OS does (SDM Vol. 3, 13.1.3).
 pub fn enable_sse() -> Result<(), Exception> {
-    write_cr0_safe((read_cr0() & !(CR0_EM | CR0_TS)) | CR0_MP)?;
-    write_cr4_safe(read_cr4() | CR4_OSFXSR | CR4_OSXMMEXCPT)
+    let cr0 = Cr0Flags::from_bits_retain(read_cr0());
+    let cr0 = (cr0 - Cr0Flags::EMULATE_COPROCESSOR - Cr0Flags::TASK_SWITCHED) | Cr0Flags::MONITOR_COPROCESSOR;
+    try_write_cr0(cr0.bits())?;
+    try_write_cr4(read_cr4() | (Cr4Flags::OSFXSR | Cr4Flags::OSXMMEXCPT_ENABLE).bits())
 }
 
 /// Loads `value` into XMM0 (MOVDQU): #UD while CR4.OSFXSR is clear or CR0.EM is set.

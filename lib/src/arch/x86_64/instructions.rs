@@ -5,94 +5,9 @@
 //! checks) so that a test can observe what the CPU, or the hypervisor emulating it, does.
 
 use core::arch::asm;
-use core::arch::x86_64::CpuidResult;
 
+use super::cpuid::Feature;
 use super::exceptions::{Exception, catch_exception};
-
-/// CPUID with `leaf` and `subleaf`.
-pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
-    core::arch::x86_64::__cpuid_count(leaf, subleaf)
-}
-
-/// Whether CPUID reports a feature: `register` is the output register's value for the leaf.
-pub fn has_feature(leaf: u32, subleaf: u32, register: Register, bit: u32) -> bool {
-    let maximum = cpuid(leaf & 0x8000_0000, 0).eax;
-    if leaf > maximum {
-        return false;
-    }
-    let result = cpuid(leaf, subleaf);
-    let value = match register {
-        Register::Eax => result.eax,
-        Register::Ebx => result.ebx,
-        Register::Ecx => result.ecx,
-        Register::Edx => result.edx,
-    };
-    value & (1 << bit) != 0
-}
-
-/// Twelve bytes from three CPUID output registers, in the order given.
-fn text_of(registers: [u32; 3]) -> [u8; 12] {
-    let mut bytes = [0; 12];
-    for (chunk, register) in bytes.chunks_exact_mut(4).zip(registers) {
-        chunk.copy_from_slice(&register.to_le_bytes());
-    }
-    bytes
-}
-
-/// The CPU vendor string of CPUID leaf 0 (EBX, EDX, ECX), e.g. `*b"GenuineIntel"`.
-pub fn cpu_vendor() -> [u8; 12] {
-    let leaf = cpuid(0, 0);
-    text_of([leaf.ebx, leaf.edx, leaf.ecx])
-}
-
-/// The hypervisor signature of CPUID leaf 0x4000_0000 (EBX, ECX, EDX), e.g.
-/// `*b"KVMKVMKVM\0\0\0"` or `*b"TCGTCGTCGTCG"`; meaningful when CPUID.1:ECX[31] is set.
-pub fn hypervisor_signature() -> [u8; 12] {
-    let leaf = cpuid(0x4000_0000, 0);
-    text_of([leaf.ebx, leaf.ecx, leaf.edx])
-}
-
-/// Whether the hypervisor signature says QEMU's TCG (`TCGTCGTCGTCG`): for tests that mark
-/// TCG's known defects.
-pub fn is_tcg() -> bool {
-    hypervisor_signature() == *b"TCGTCGTCGTCG"
-}
-
-/// A CPUID output register.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-#[allow(missing_docs)]
-pub enum Register {
-    Eax,
-    Ebx,
-    Ecx,
-    Edx,
-}
-
-/// RDMSR of `index`, or the exception (#GP for a nonexistent MSR).
-pub fn rdmsr_safe(index: u32) -> Result<u64, Exception> {
-    catch_exception(|| {
-        let (low, high): (u32, u32);
-        // SAFETY: RDMSR only reads; a fault is caught.
-        unsafe { asm!("rdmsr", in("ecx") index, out("eax") low, out("edx") high, options(nomem, nostack)) };
-        (u64::from(high) << 32) | u64::from(low)
-    })
-}
-
-/// WRMSR of `value` to `index`, or the exception (#GP for reserved bits, non-canonical
-/// addresses or nonexistent MSRs).
-///
-/// This is a hardware poke: a value that breaks the runtime (clearing EFER.LME, say) is the
-/// test's responsibility, as in kvm-unit-tests.
-pub fn wrmsr_safe(index: u32, value: u64) -> Result<(), Exception> {
-    catch_exception(|| {
-        // SAFETY: WRMSR changes CPU state, not memory the compiler knows about; a fault is
-        // caught.
-        unsafe {
-            asm!("wrmsr", in("ecx") index, in("eax") value as u32, in("edx") (value >> 32) as u32,
-                 options(nostack))
-        };
-    })
-}
 
 /// RDTSC.
 pub fn rdtsc() -> u64 {
@@ -283,34 +198,6 @@ pub fn x87_fninit() -> Result<(), Exception> {
     })
 }
 
-/// CR0.
-pub fn read_cr0() -> u64 {
-    x86_64::registers::control::Cr0::read_raw()
-}
-
-/// CR4.
-pub fn read_cr4() -> u64 {
-    x86_64::registers::control::Cr4::read_raw()
-}
-
-/// Writes CR0, or returns the exception (#GP for reserved bits or invalid combinations).
-///
-/// A hardware poke: clearing PG or PE, say, breaks the runtime; tests toggle TS, AM, WP.
-pub fn write_cr0_safe(value: u64) -> Result<(), Exception> {
-    catch_exception(|| {
-        // SAFETY: see above; faults are caught.
-        unsafe { asm!("mov cr0, {}", in(reg) value, options(nostack)) };
-    })
-}
-
-/// Writes CR4, or returns the exception (#GP for reserved or unsupported bits).
-pub fn write_cr4_safe(value: u64) -> Result<(), Exception> {
-    catch_exception(|| {
-        // SAFETY: as for `write_cr0_safe`.
-        unsafe { asm!("mov cr4, {}", in(reg) value, options(nostack)) };
-    })
-}
-
 /// DR6.
 pub fn read_dr6() -> u64 {
     let value: u64;
@@ -490,23 +377,6 @@ pub fn store_machine_status() -> u64 {
     // SAFETY: SMSW only writes its register operand.
     unsafe { asm!("smsw {}", out(reg) status, options(nomem, nostack, preserves_flags)) };
     status
-}
-
-/// CR3.
-pub fn read_cr3() -> u64 {
-    let value: u64;
-    // SAFETY: reading CR3 has no side effects at CPL 0.
-    unsafe { asm!("mov {}, cr3", out(reg) value, options(nomem, nostack, preserves_flags)) };
-    value
-}
-
-/// Writes CR3, or returns the exception. A hardware poke: the value must keep the runtime's
-/// page tables (only the flag and PCID bits 11:0 may differ), or the runtime breaks.
-pub fn write_cr3_safe(value: u64) -> Result<(), Exception> {
-    catch_exception(|| {
-        // SAFETY: see above; a fault is caught.
-        unsafe { asm!("mov cr3, {}", in(reg) value, options(nostack)) };
-    })
 }
 
 /// INVPCID of `kind` (0: one address, 1: one PCID, 2: all including global, 3: all but
@@ -701,21 +571,20 @@ impl MemoryInstruction {
         }
     }
 
-    /// The CPUID bit that advertises it: (leaf, subleaf, register, bit).
-    pub const fn cpuid_bit(self) -> (u32, u32, Register, u32) {
+    /// The CPUID feature that advertises it.
+    pub const fn feature(self) -> Feature {
         match self {
-            MemoryInstruction::Clflush => (1, 0, Register::Edx, 19),
-            MemoryInstruction::Clflushopt => (7, 0, Register::Ebx, 23),
-            MemoryInstruction::Clwb => (7, 0, Register::Ebx, 24),
-            MemoryInstruction::Sfence => (1, 0, Register::Edx, 25),
-            MemoryInstruction::Lfence | MemoryInstruction::Mfence => (1, 0, Register::Edx, 26),
+            MemoryInstruction::Clflush => Feature::Clflush,
+            MemoryInstruction::Clflushopt => Feature::Clflushopt,
+            MemoryInstruction::Clwb => Feature::Clwb,
+            MemoryInstruction::Sfence => Feature::Sse,
+            MemoryInstruction::Lfence | MemoryInstruction::Mfence => Feature::Sse2,
         }
     }
 
     /// Whether CPUID advertises it.
     pub fn advertised(self) -> bool {
-        let (leaf, subleaf, register, bit) = self.cpuid_bit();
-        has_feature(leaf, subleaf, register, bit)
+        self.feature().supported()
     }
 
     /// Whether it takes a memory operand (the cache-line instructions do, the fences not).
@@ -842,21 +711,6 @@ impl HypercallInstruction {
     }
 }
 
-/// MOV from CR8: the task-priority class.
-pub fn read_cr8() -> u64 {
-    let value: u64;
-    // SAFETY: reading CR8 at CPL 0 has no side effect.
-    unsafe { asm!("mov {}, cr8", out(reg) value, options(nomem, nostack, preserves_flags)) };
-    value
-}
-
-/// MOV to CR8: sets the task-priority class (bits 3:0 of `value`; the rest are reserved and
-/// left clear).
-pub fn write_cr8(value: u64) {
-    // SAFETY: CR8 only masks interrupts by priority; it touches no memory.
-    unsafe { asm!("mov cr8, {}", in(reg) value & 0xf, options(nomem, nostack, preserves_flags)) };
-}
-
 /// IN of a byte from `port` (a device access, never a memory access).
 pub fn in_u8(port: u16) -> u8 {
     let value: u8;
@@ -878,15 +732,4 @@ pub fn in_u32(port: u16) -> u32 {
     // SAFETY: port input changes no guest memory.
     unsafe { asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags)) };
     value
-}
-
-/// CR2: the linear address of the last page fault.
-pub fn read_cr2() -> u64 {
-    x86_64::registers::control::Cr2::read_raw()
-}
-
-/// Writes CR2 (only #PF writes it otherwise).
-pub fn write_cr2(value: u64) {
-    // SAFETY: CR2 is a plain register that nothing but #PF reports use.
-    unsafe { asm!("mov cr2, {}", in(reg) value, options(nomem, nostack, preserves_flags)) };
 }

@@ -142,8 +142,7 @@ fn leaf_flags(protection: Protection) -> PageTableFlags {
 
 /// Whether the CPU has NX (CPUID 0x8000_0001 EDX[20]), so that EFER.NXE can be set.
 pub fn no_execute_supported() -> bool {
-    let extended = core::arch::x86_64::__cpuid(0x8000_0000).eax;
-    extended >= 0x8000_0001 && core::arch::x86_64::__cpuid(0x8000_0001).edx & (1 << 20) != 0
+    super::cpuid::Feature::Nx.supported()
 }
 
 /// Takes over the boot trampoline's identity map (0..4 GiB in 2 MiB pages) and punches the

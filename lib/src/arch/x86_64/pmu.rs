@@ -3,8 +3,8 @@
 
 use core::arch::asm;
 
+use super::cpuid::cpuid;
 use super::exceptions::{Exception, catch_exception};
-use super::instructions::cpuid;
 
 /// IA32_PERFEVTSEL0; counter `n`'s is `PERFEVTSEL0 + n`.
 pub const PERFEVTSEL0: u32 = 0x186;
