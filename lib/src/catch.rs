@@ -135,6 +135,17 @@ pub fn catch_exception<R, F: FnOnce() -> R>(function: F) -> Result<R, Exception>
     }
 }
 
+/// The outcome of a `try_` function that also says where the instruction it ran sits, for
+/// tests that check the reported instruction address (ELR on aarch64, RIP on x86).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Attempt<T> {
+    /// The value the instruction produced, or the exception it raised.
+    pub result: Result<T, Exception>,
+    /// The address of the instruction that was run (after it, for a call instruction such as
+    /// SVC, whose exception returns past it: the function's documentation says which).
+    pub address: u64,
+}
+
 /// A recorder for `trap_exceptions`: which vectors to resume from, and what was seen.
 struct TrapRecorder {
     vectors: &'static [Vector],

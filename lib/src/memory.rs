@@ -186,13 +186,13 @@ impl TestPage {
 
     /// Reads the 64-bit word at `offset` through the page's mapping.
     pub fn read(&self, offset: u64) -> Result<u64, Exception> {
-        arch::instructions::probe_read(self.word(offset))
+        arch::try_read(self.word(offset))
     }
 
     /// Writes the 64-bit word at `offset` through the page's mapping.
     pub fn write(&self, offset: u64, value: u64) -> Result<(), Exception> {
         // SAFETY: the address lies in this page, which no Rust object occupies.
-        unsafe { arch::instructions::probe_write(self.word(offset), value) }
+        unsafe { arch::try_write(self.word(offset), value) }
     }
 
     /// Stores `code` at `offset` through the identity map (whatever the page's mapping).
@@ -211,11 +211,14 @@ impl TestPage {
         };
     }
 
-    /// Calls the code at `offset` through the page's mapping (store a `ret` there first).
-    pub fn call(&self, offset: u64) -> Result<(), Exception> {
-        // SAFETY: the page holds code the test stored with `store_code`, which by contract
-        // returns; a fetch fault is caught.
-        unsafe { arch::instructions::probe_call(self.address + offset) }
+    /// Calls the code at `offset` through the page's mapping, or returns the exception its
+    /// fetch or execution raised.
+    ///
+    /// # Safety
+    /// The code at `offset` (stored with `store_code`) must follow the C ABI and return.
+    pub unsafe fn call(&self, offset: u64) -> Result<(), Exception> {
+        // SAFETY: the caller guarantees the code returns; a fetch fault is caught.
+        unsafe { arch::try_call(self.address + offset) }
     }
 
     fn word(&self, offset: u64) -> u64 {

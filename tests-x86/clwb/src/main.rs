@@ -9,7 +9,7 @@
 extern crate alloc;
 
 use vmunit::arch::cpuid::Feature;
-use vmunit::arch::instructions::clwb_safe;
+use vmunit::arch::instructions::try_clwb;
 use vmunit::{report, report_skip, report_summary};
 
 vmunit::main!(main);
@@ -20,14 +20,14 @@ fn main(_args: &[&str]) -> i32 {
         return report_summary();
     }
     let line = alloc::vec![0x5au8; 64];
-    let result = clwb_safe(line.as_ptr());
+    let result = try_clwb(line.as_ptr());
     report!(result.is_ok(), "CLWB of a heap line executes (got {result:x?})");
     report!(
         line.iter().all(|&byte| byte == 0x5a),
         "the line keeps its contents after CLWB"
     );
     let code = main as fn(&[&str]) -> i32 as *const u8;
-    let result = clwb_safe(code);
+    let result = try_clwb(code);
     report!(result.is_ok(), "CLWB of a code line executes (got {result:x?})");
     report_summary()
 }

@@ -11,7 +11,7 @@
 
 use vmunit::arch::control::read_cr4;
 use vmunit::arch::cpuid::{Feature, cpuid, hypervisor_signature, vendor_string};
-use vmunit::arch::instructions::{rdpid_safe, rdrand_safe, rdseed_safe, rdtscp_safe};
+use vmunit::arch::instructions::{try_rdpid, try_rdrand, try_rdseed, try_rdtscp};
 use vmunit::{Exception, Vector, prefix, report, report_info, report_skip, report_summary};
 
 vmunit::main!(main);
@@ -448,28 +448,28 @@ fn check_instructions(accelerator: Option<Accelerator>) {
         name: "RDRAND",
         bit: "CPUID.1:ECX[30]",
         advertised: Feature::Rdrand.supported(),
-        run: || rdrand_safe().map(drop),
+        run: || try_rdrand().map(drop),
         kvm_cannot_enforce: Some("SVM has no RDRAND intercept, so KVM on AMD hosts cannot hide it"),
     };
     let rdseed = Probe {
         name: "RDSEED",
         bit: "CPUID.7.0:EBX[18]",
         advertised: Feature::Rdseed.supported(),
-        run: || rdseed_safe().map(drop),
+        run: || try_rdseed().map(drop),
         kvm_cannot_enforce: Some("SVM has no RDSEED intercept, so KVM on AMD hosts cannot hide it"),
     };
     let rdpid = Probe {
         name: "RDPID",
         bit: "CPUID.7.0:ECX[22]",
         advertised: Feature::Rdpid.supported(),
-        run: || rdpid_safe().map(drop),
+        run: || try_rdpid().map(drop),
         kvm_cannot_enforce: Some("SVM has no RDPID intercept, so KVM on AMD hosts cannot hide it"),
     };
     let rdtscp = Probe {
         name: "RDTSCP",
         bit: "CPUID.80000001H:EDX[27]",
         advertised: Feature::Rdtscp.supported(),
-        run: || rdtscp_safe().map(drop),
+        run: || try_rdtscp().map(drop),
         // VMX's "enable RDTSCP" control and SVM's RDTSCP intercept both let KVM raise #UD.
         kvm_cannot_enforce: None,
     };
@@ -528,8 +528,8 @@ fn check_probe(probe: &Probe, accelerator: Option<Accelerator>) {
 /// recommends, and two of them differ.
 fn check_random_numbers(rdrand: &Probe, rdseed: &Probe) {
     for (probe, tries, read) in [
-        (rdrand, 10, rdrand_safe as fn() -> Result<(u64, bool), Exception>),
-        (rdseed, 1000, rdseed_safe),
+        (rdrand, 10, try_rdrand as fn() -> Result<(u64, bool), Exception>),
+        (rdseed, 1000, try_rdseed),
     ] {
         if !probe.advertised {
             continue;

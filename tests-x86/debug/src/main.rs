@@ -17,11 +17,10 @@ use vmunit::arch::cpuid::{Feature, is_tcg};
 use vmunit::arch::debug::{
     DebugException, ShadowedInstruction, breakpoint_targets, call_breakpoint_target,
     call_breakpoint_target_with_resume_flag, dr6, dr7, general_detect_read_dr7, general_detect_write_dr0,
-    icebp, load_watched, locked_compare_exchange_watched, mov_ss_from_watched_then, read_debug_register,
-    read_dr7_unchecked, record_debug_exceptions, single_step_basic, single_step_cpuid,
-    single_step_emulated_instructions, single_step_mov_ss, single_step_mov_ss_general_detect,
-    single_step_mov_ss_icebp, single_step_sti, single_step_sti_hlt, store_watched, watched_address,
-    write_debug_register,
+    icebp, load_watched, locked_compare_exchange_watched, mov_ss_from_watched_then, read_dr7,
+    record_debug_exceptions, single_step_basic, single_step_cpuid, single_step_emulated_instructions,
+    single_step_mov_ss, single_step_mov_ss_general_detect, single_step_mov_ss_icebp, single_step_sti,
+    single_step_sti_hlt, store_watched, try_read_debug_register, try_write_debug_register, watched_address,
 };
 use vmunit::arch::exceptions::selector;
 
@@ -68,23 +67,23 @@ fn main(_args: &[&str]) -> i32 {
 
 /// Clears DR6's condition bits (writing 1 to its active-low bits).
 fn clear_dr6() {
-    let _ = write_debug_register(6, dr6::ACTIVE_LOW);
+    let _ = try_write_debug_register(6, dr6::ACTIVE_LOW);
 }
 
 /// Turns every breakpoint off.
 fn disable_breakpoints() {
-    let _ = write_debug_register(7, dr7::FIXED_1);
+    let _ = try_write_debug_register(7, dr7::FIXED_1);
 }
 
 /// DRn, or 0xdead when reading it faults (which the checks then show).
 fn dr(index: u8) -> u64 {
-    read_debug_register(index).unwrap_or(0xdead)
+    try_read_debug_register(index).unwrap_or(0xdead)
 }
 
 fn initial_values() {
     let _prefix = prefix("reset");
-    let dr6 = read_debug_register(6);
-    let dr7 = read_debug_register(7);
+    let dr6 = try_read_debug_register(6);
+    let dr7 = try_read_debug_register(7);
     report!(
         dr6 == Ok(dr6::ACTIVE_LOW),
         "DR6 is {:#x} at reset (got {dr6:x?})",
@@ -96,7 +95,7 @@ fn initial_values() {
         dr7::FIXED_1
     );
     for index in 0..4 {
-        let value = read_debug_register(index);
+        let value = try_read_debug_register(index);
         report!(value == Ok(0), "DR{index} is 0 at reset (got {value:x?})");
     }
 }
@@ -110,15 +109,15 @@ fn registers() {
         0xffff_ffff_ffff_fff3,
     ];
     for (index, value) in (0u8..).zip(values) {
-        let written = write_debug_register(index, value);
-        let read = read_debug_register(index);
+        let written = try_write_debug_register(index, value);
+        let read = try_read_debug_register(index);
         report!(
             written.is_ok() && read == Ok(value),
             "DR{index} holds {value:#x} (wrote {written:x?}, read {read:x?})"
         );
     }
     for index in 0..4 {
-        let _ = write_debug_register(index, 0);
+        let _ = try_write_debug_register(index, 0);
     }
 
     // DR6: the condition bits are writable, the reserved bits read as 1.
@@ -131,14 +130,14 @@ fn registers() {
     if bus_lock_detect {
         zero &= !(1 << 11);
     }
-    let _ = write_debug_register(6, 0);
+    let _ = try_write_debug_register(6, 0);
     report!(
         dr(6) == zero,
         "DR6 written 0 reads {zero:#x}: reserved bits read 1 (got {:#x})",
         dr(6)
     );
     let conditions = dr6::BREAKPOINTS | dr6::BD | dr6::BS | dr6::BT;
-    let _ = write_debug_register(6, conditions);
+    let _ = try_write_debug_register(6, conditions);
     report!(
         dr(6) == zero | conditions,
         "DR6's B0-B3, BD, BS, BT are writable (got {:#x})",
@@ -148,7 +147,7 @@ fn registers() {
     report!(dr(6) == dr6::ACTIVE_LOW, "DR6 can be cleared (got {:#x})", dr(6));
 
     // DR7: bit 10 reads 1; the enable bits and condition fields are writable.
-    let _ = write_debug_register(7, 0);
+    let _ = try_write_debug_register(7, 0);
     report!(
         dr(7) == dr7::FIXED_1,
         "DR7 written 0 reads {:#x} (got {:#x})",
@@ -160,8 +159,8 @@ fn registers() {
         dr7::FIXED_1 | 0x3ff,
         dr7::FIXED_1 | dr7::GD,
     ] {
-        let _ = write_debug_register(7, value);
-        let read = read_debug_register(7);
+        let _ = try_write_debug_register(7, value);
+        let read = try_read_debug_register(7);
         if value & dr7::GD != 0 {
             // Reading DR7 with GD set is a general-detect #DB (and clears GD).
             report!(
@@ -183,7 +182,7 @@ fn registers() {
         (7, dr7::FIXED_1 | 1 << 63),
     ] {
         let before = dr(index);
-        let written = write_debug_register(index, value);
+        let written = try_write_debug_register(index, value);
         let after = dr(index);
         report!(
             matches!(written, Err(exception) if exception.vector == Vector::GP && exception.error_code == 0)
@@ -192,7 +191,7 @@ fn registers() {
         );
     }
 
-    let user = run_in_user_mode(read_dr7_unchecked);
+    let user = run_in_user_mode(read_dr7);
     report!(
         matches!(user, Err(exception) if exception.vector == Vector::GP && exception.error_code == 0),
         "MOV from DR7 at CPL 3 raises #GP(0) (got {user:x?})"
@@ -205,25 +204,25 @@ fn aliases() {
     let cleared = try_write_cr4(cr4 & !Cr4Flags::DEBUGGING_EXTENSIONS.bits());
     report!(cleared.is_ok(), "CR4.DE can be cleared (got {cleared:x?})");
     let status = dr6::ACTIVE_LOW | dr6::BS | dr6::B1;
-    let written = write_debug_register(4, status);
+    let written = try_write_debug_register(4, status);
     report!(
         written.is_ok() && dr(6) == status,
         "with CR4.DE clear, writing DR4 writes DR6 (wrote {written:x?}, DR6 {:#x})",
         dr(6)
     );
-    let read = read_debug_register(4);
+    let read = try_read_debug_register(4);
     report!(
         read == Ok(status),
         "with CR4.DE clear, DR4 reads DR6's {status:#x} (got {read:x?})"
     );
     let control = dr7::FIXED_1 | dr7::condition(0, dr7::WRITE, 4);
-    let written = write_debug_register(5, control);
+    let written = try_write_debug_register(5, control);
     report!(
         written.is_ok() && dr(7) == control,
         "with CR4.DE clear, writing DR5 writes DR7 (wrote {written:x?}, DR7 {:#x})",
         dr(7)
     );
-    let read = read_debug_register(5);
+    let read = try_read_debug_register(5);
     report!(
         read == Ok(control),
         "with CR4.DE clear, DR5 reads DR7's {control:#x} (got {read:x?})"
@@ -235,13 +234,13 @@ fn aliases() {
     let undefined =
         |result: Result<(), vmunit::Exception>| matches!(result, Err(e) if e.vector == Vector::UD);
     for index in [4, 5] {
-        let read = read_debug_register(index).map(|_| ());
+        let read = try_read_debug_register(index).map(|_| ());
         report!(
             undefined(read),
             "with CR4.DE set, MOV from DR{index} raises #UD (got {read:x?})"
         );
         let before = (dr(6), dr(7));
-        let written = write_debug_register(index, dr6::ACTIVE_LOW | dr6::B0);
+        let written = try_write_debug_register(index, dr6::ACTIVE_LOW | dr6::B0);
         report!(
             undefined(written) && (dr(6), dr(7)) == before,
             "with CR4.DE set, MOV to DR{index} raises #UD and writes nothing (got {written:x?})"
@@ -313,7 +312,7 @@ fn general_detect() {
         )],
     );
     report!(dr(0) == target, "the resumed MOV writes DR0 (got {:#x})", dr(0));
-    let _ = write_debug_register(0, 0);
+    let _ = try_write_debug_register(0, 0);
     disable_breakpoints();
     clear_dr6();
 }
@@ -323,8 +322,8 @@ fn instruction_breakpoints() {
     let [first, second] = breakpoint_targets();
 
     // As in debug.c: DR2, globally enabled.
-    let _ = write_debug_register(2, first);
-    let _ = write_debug_register(7, dr7::FIXED_1 | dr7::global(2));
+    let _ = try_write_debug_register(2, first);
+    let _ = try_write_debug_register(7, dr7::FIXED_1 | dr7::global(2));
     let (_, seen) = record_debug_exceptions(call_breakpoint_target);
     disable_breakpoints();
     check_debug_exceptions(
@@ -340,8 +339,8 @@ fn instruction_breakpoints() {
     );
 
     // DR6.B0-B3 are reported afresh; BS, set by software, is left alone.
-    let _ = write_debug_register(6, dr6::ACTIVE_LOW | dr6::BS | dr6::B1);
-    let _ = write_debug_register(7, dr7::FIXED_1 | dr7::global(2));
+    let _ = try_write_debug_register(6, dr6::ACTIVE_LOW | dr6::BS | dr6::B1);
+    let _ = try_write_debug_register(7, dr7::FIXED_1 | dr7::global(2));
     let (_, seen) = record_debug_exceptions(call_breakpoint_target);
     disable_breakpoints();
     check_debug_exceptions(
@@ -357,11 +356,11 @@ fn instruction_breakpoints() {
     // Each of DR0-DR3, locally enabled, on the second instruction.
     for index in 0..4u8 {
         clear_dr6();
-        let _ = write_debug_register(index, second);
-        let _ = write_debug_register(7, dr7::FIXED_1 | dr7::local(u32::from(index)));
+        let _ = try_write_debug_register(index, second);
+        let _ = try_write_debug_register(7, dr7::FIXED_1 | dr7::local(u32::from(index)));
         let (_, seen) = record_debug_exceptions(call_breakpoint_target);
         disable_breakpoints();
-        let _ = write_debug_register(index, 0);
+        let _ = try_write_debug_register(index, 0);
         check_debug_exceptions(
             &alloc::format!("L{index}"),
             &seen,
@@ -375,8 +374,8 @@ fn instruction_breakpoints() {
 
     // Not enabled: no #DB.
     clear_dr6();
-    let _ = write_debug_register(1, first);
-    let _ = write_debug_register(7, dr7::FIXED_1 | dr7::condition(1, dr7::EXECUTE, 1));
+    let _ = try_write_debug_register(1, first);
+    let _ = try_write_debug_register(7, dr7::FIXED_1 | dr7::condition(1, dr7::EXECUTE, 1));
     let (_, seen) = record_debug_exceptions(call_breakpoint_target);
     disable_breakpoints();
     check_debug_exceptions("DR1 with L1 and G1 clear", &seen, &[]);
@@ -384,9 +383,9 @@ fn instruction_breakpoints() {
     // RF: entered by IRETQ with RF set, the first instruction runs without its breakpoint;
     // RF is then cleared, and the second instruction's breakpoint fires.
     clear_dr6();
-    let _ = write_debug_register(0, first);
-    let _ = write_debug_register(1, second);
-    let _ = write_debug_register(7, dr7::FIXED_1 | dr7::local(0) | dr7::local(1));
+    let _ = try_write_debug_register(0, first);
+    let _ = try_write_debug_register(1, second);
+    let _ = try_write_debug_register(7, dr7::FIXED_1 | dr7::local(0) | dr7::local(1));
     let (_, seen) = record_debug_exceptions(call_breakpoint_target_with_resume_flag);
     disable_breakpoints();
     check_debug_exceptions(
@@ -398,8 +397,8 @@ fn instruction_breakpoints() {
             "at DR1's instruction only, DR6.B1",
         )],
     );
-    let _ = write_debug_register(0, 0);
-    let _ = write_debug_register(1, 0);
+    let _ = try_write_debug_register(0, 0);
+    let _ = try_write_debug_register(1, 0);
     clear_dr6();
 }
 
@@ -624,14 +623,14 @@ fn watch<R>(
     bytes: u64,
     access: impl FnOnce() -> R,
 ) -> (R, Vec<DebugException>) {
-    let _ = write_debug_register(index, address);
-    let _ = write_debug_register(
+    let _ = try_write_debug_register(index, address);
+    let _ = try_write_debug_register(
         7,
         dr7::FIXED_1 | dr7::local(u32::from(index)) | dr7::condition(u32::from(index), condition, bytes),
     );
     let (result, seen) = record_debug_exceptions(access);
     disable_breakpoints();
-    let _ = write_debug_register(index, 0);
+    let _ = try_write_debug_register(index, 0);
     (result.expect("the access does not fault"), seen)
 }
 
@@ -728,7 +727,7 @@ fn data_breakpoints() {
     let _prefix = prefix("DR1 4-byte");
     let mut results = Vec::new();
     for preset in [dr6::BS, 0] {
-        let _ = write_debug_register(6, dr6::ACTIVE_LOW | preset);
+        let _ = try_write_debug_register(6, dr6::ACTIVE_LOW | preset);
         let (after, seen) = watch(1, watched_address(WATCH), dr7::WRITE, 4, || {
             store_watched(WATCH, 4, 42)
         });

@@ -19,13 +19,14 @@ use vmunit::arch::cpuid::is_tcg;
 use vmunit::arch::debug::dr6;
 use vmunit::arch::exceptions::selector;
 use vmunit::arch::instructions::{
-    int1, int3, read_dr6, read_unguarded, read_with_alignment_check, single_step_two_nops,
-    software_interrupt, ud2, write_dr6,
+    int1, int3, read, read_dr6, read_with_alignment_check, single_step_two_nops, software_interrupt,
+    try_call_return, try_ud2, write_dr6,
 };
 use vmunit::arch::mmu::no_execute_supported;
 use vmunit::arch::page_fault::{FETCH, PRESENT, RESERVED, USER, WRITE};
 use vmunit::arch::probes;
 use vmunit::arch::run_in_user_mode;
+use vmunit::catch::Attempt;
 use vmunit::memory::{Protection, TestPage};
 use vmunit::{
     Exception, Vector, known_failure, prefix, report, report_info, report_skip, report_summary,
@@ -124,8 +125,11 @@ fn outcome<T: Debug>(result: &Result<T, Exception>) -> String {
 
 /// Checks that a probe faulted with `vector` and `error_code`, delivered with RIP at the
 /// probed instruction `instruction` (a fault, so before the instruction executed).
-fn check_fault<T: Debug>(what: &str, probe: (Result<T, Exception>, u64), vector: Vector, error_code: u64) {
-    let (result, instruction) = probe;
+fn check_fault<T: Debug>(what: &str, probe: Attempt<T>, vector: Vector, error_code: u64) {
+    let Attempt {
+        result,
+        address: instruction,
+    } = probe;
     let got = outcome(&result);
     report!(
         matches!(result, Err(e) if e.vector == vector && e.error_code == error_code),
@@ -140,9 +144,9 @@ fn check_fault<T: Debug>(what: &str, probe: (Result<T, Exception>, u64), vector:
 }
 
 /// Checks that a probe did not fault.
-fn check_no_fault<T: Debug>(what: &str, probe: (Result<T, Exception>, u64)) {
-    let got = outcome(&probe.0);
-    report!(probe.0.is_ok(), "{what} raises no exception (got {got})");
+fn check_no_fault<T: Debug>(what: &str, probe: Attempt<T>) {
+    let got = outcome(&probe.result);
+    report!(probe.result.is_ok(), "{what} raises no exception (got {got})");
 }
 
 /// Checks that `seen` holds exactly one trap with `vector`, delivered with RIP `after`.
@@ -160,35 +164,35 @@ fn check_single_trap(what: &str, seen: &[Exception], vector: Vector, after: u64)
 
 fn divide_error() {
     let _prefix = prefix("#DE");
-    check_fault("DIV by zero", probes::divide_unsigned(0, 1, 0), Vector::DE, 0);
+    check_fault("DIV by zero", probes::try_divide_unsigned(0, 1, 0), Vector::DE, 0);
     check_fault(
         "DIV of 2^64 by 1 (quotient overflow)",
-        probes::divide_unsigned(1, 0, 1),
+        probes::try_divide_unsigned(1, 0, 1),
         Vector::DE,
         0,
     );
     check_fault(
         "DIV of 2^96 by 2^32 (quotient 2^64 overflows)",
-        probes::divide_unsigned(1 << 32, 0, 1 << 32),
+        probes::try_divide_unsigned(1 << 32, 0, 1 << 32),
         Vector::DE,
         0,
     );
-    check_fault("IDIV by zero", probes::divide_signed(0, 5, 0), Vector::DE, 0);
+    check_fault("IDIV by zero", probes::try_divide_signed(0, 5, 0), Vector::DE, 0);
     check_fault(
         "IDIV of i64::MIN by -1 (quotient overflow)",
-        probes::divide_signed(-1, i64::MIN as u64, -1),
+        probes::try_divide_signed(-1, i64::MIN as u64, -1),
         Vector::DE,
         0,
     );
     let dividend = (6u128 << 64) | 12345;
     let expected_result = ((dividend / 7) as u64, (dividend % 7) as u64);
-    let (result, _) = probes::divide_unsigned(6, 12345, 7);
+    let result = probes::try_divide_unsigned(6, 12345, 7).result;
     report!(
         result == Ok(expected_result),
         "DIV of 6*2^64+12345 by 7 fits and gives {expected_result:?} (got {})",
         outcome(&result)
     );
-    let (result, _) = probes::divide_signed(-1, -100i64 as u64, 7);
+    let result = probes::try_divide_signed(-1, -100i64 as u64, 7).result;
     report!(
         result == Ok((-14, -2)),
         "IDIV of -100 by 7 gives (-14, -2) (got {})",
@@ -265,7 +269,7 @@ fn debug() {
     {
         let _prefix = prefix("instruction breakpoint");
         write_dr6(dr6::ACTIVE_LOW);
-        let probe = probes::instruction_breakpoint();
+        let probe = probes::try_instruction_breakpoint();
         let dr6 = read_dr6();
         check_fault("executing the instruction DR0 points at", probe, Vector::DB, 0);
         report!(
@@ -323,17 +327,21 @@ fn software_interrupts() {
 
 fn invalid_opcode() {
     let _prefix = prefix("#UD");
-    let (result, address) = ud2();
-    check_fault("UD2", (result, address), Vector::UD, 0);
-    check_fault("LOCK NOP", probes::locked_nop_at(), Vector::UD, 0);
+    check_fault("UD2", try_ud2(), Vector::UD, 0);
+    check_fault("LOCK NOP", probes::try_locked_nop(), Vector::UD, 0);
     known_failure(
         host().tcg,
         "QEMU's TCG executes INTO in 64-bit mode instead of raising #UD (its decoder lacks the i64 check)",
         || {
-            check_fault("INTO (invalid in 64-bit mode)", probes::into_at(), Vector::UD, 0);
+            check_fault(
+                "INTO (invalid in 64-bit mode)",
+                probes::try_into_opcode(),
+                Vector::UD,
+                0,
+            );
         },
     );
-    check_fault("MOV from CR1", probes::read_cr1_at(), Vector::UD, 0);
+    check_fault("MOV from CR1", probes::try_read_cr1(), Vector::UD, 0);
 }
 
 fn general_protection() {
@@ -345,35 +353,35 @@ fn general_protection() {
         report_info!("GDT limit {limit:#x}");
         check_fault(
             &format!("MOV FS, {first_beyond:#x} (first selector beyond the GDT limit)"),
-            probes::load_fs_at(first_beyond),
+            probes::try_load_fs(first_beyond),
             Vector::GP,
             u64::from(first_beyond),
         );
         check_fault(
             "MOV FS, 0x1000 (beyond the GDT limit)",
-            probes::load_fs_at(0x1000),
+            probes::try_load_fs(0x1000),
             Vector::GP,
             0x1000,
         );
         check_fault(
             "MOV FS, 0x1003 (RPL is not part of the error code)",
-            probes::load_fs_at(0x1003),
+            probes::try_load_fs(0x1003),
             Vector::GP,
             0x1000,
         );
         check_fault(
             "MOV FS, the TSS (a system segment)",
-            probes::load_fs_at(selector::TSS),
+            probes::try_load_fs(selector::TSS),
             Vector::GP,
             u64::from(selector::TSS),
         );
-        check_no_fault("MOV FS, 0 (null)", probes::load_fs_at(0));
-        check_no_fault("MOV FS, 3 (null with RPL 3)", probes::load_fs_at(3));
-        check_no_fault("MOV FS, 0x10 (kernel data)", probes::load_fs_at(0x10));
-        check_no_fault("MOV FS, 0x08 (readable code)", probes::load_fs_at(0x08));
+        check_no_fault("MOV FS, 0 (null)", probes::try_load_fs(0));
+        check_no_fault("MOV FS, 3 (null with RPL 3)", probes::try_load_fs(3));
+        check_no_fault("MOV FS, 0x10 (kernel data)", probes::try_load_fs(0x10));
+        check_no_fault("MOV FS, 0x08 (readable code)", probes::try_load_fs(0x08));
         check_no_fault(
             "MOV SS, 0 at CPL 0 (null SS is legal in 64-bit mode)",
-            probes::load_ss_at(0),
+            probes::try_load_ss(0),
         );
         known_failure(
             host().tcg,
@@ -381,7 +389,7 @@ fn general_protection() {
             || {
                 check_fault(
                     "MOV SS, 3 at CPL 0 (null with RPL != CPL)",
-                    probes::load_ss_at(3),
+                    probes::try_load_ss(3),
                     Vector::GP,
                     0,
                 );
@@ -389,25 +397,25 @@ fn general_protection() {
         );
         check_fault(
             "MOV SS, 0x13 (RPL 3 != CPL 0)",
-            probes::load_ss_at(0x13),
+            probes::try_load_ss(0x13),
             Vector::GP,
             0x10,
         );
         check_fault(
             "MOV SS, user data (DPL 3 != CPL 0)",
-            probes::load_ss_at(selector::USER_DATA),
+            probes::try_load_ss(selector::USER_DATA),
             Vector::GP,
             u64::from(selector::USER_DATA & !3),
         );
         check_fault(
             "MOV SS, 0x08 (code is not writable data)",
-            probes::load_ss_at(0x08),
+            probes::try_load_ss(0x08),
             Vector::GP,
             0x08,
         );
         check_fault(
             "MOV SS, the TSS",
-            probes::load_ss_at(selector::TSS),
+            probes::try_load_ss(selector::TSS),
             Vector::GP,
             u64::from(selector::TSS),
         );
@@ -448,20 +456,20 @@ fn general_protection() {
         let _prefix = prefix("non-canonical");
         check_fault(
             &format!("reading non-canonical {NON_CANONICAL:#x}"),
-            probes::read_at(NON_CANONICAL),
+            probes::try_load(NON_CANONICAL),
             Vector::GP,
             0,
         );
         check_fault(
             &format!("reading non-canonical {NON_CANONICAL_LOW:#x}"),
-            probes::read_at(NON_CANONICAL_LOW),
+            probes::try_load(NON_CANONICAL_LOW),
             Vector::GP,
             0,
         );
         // Only #PF loads CR2 (SDM Vol. 3, 6.15, interrupt 13).
         const MARKER: u64 = 0xdeca_fbad_0000;
         write_cr2(MARKER);
-        let _ = probes::read_at(NON_CANONICAL);
+        let _ = probes::try_load(NON_CANONICAL);
         let cr2 = read_cr2();
         known_failure(
             host().tcg,
@@ -507,13 +515,13 @@ fn stack_segment() {
 fn stack_segment_checks() {
     check_fault(
         &format!("reading non-canonical {NON_CANONICAL:#x} through RBP"),
-        probes::stack_read_at(NON_CANONICAL),
+        probes::try_stack_read(NON_CANONICAL),
         Vector::SS,
         0,
     );
     check_fault(
         &format!("reading non-canonical {NON_CANONICAL_LOW:#x} through RBP"),
-        probes::stack_read_at(NON_CANONICAL_LOW),
+        probes::try_stack_read(NON_CANONICAL_LOW),
         Vector::SS,
         0,
     );
@@ -628,9 +636,8 @@ fn page_fault() {
     }
     {
         let _prefix = prefix("fetch");
-        page.store_code(0, &[0xc3]); // RET
         page.map(Protection::READ_EXECUTE);
-        let called = page.call(0);
+        let called = try_call_return(&page, 0);
         report!(
             called.is_ok(),
             "calling a RET in an executable page works (got {})",
@@ -638,7 +645,7 @@ fn page_fault() {
         );
         page.unmap();
         let fetch = if no_execute { FETCH } else { 0 };
-        let result = page.call(0);
+        let result = try_call_return(&page, 0);
         check_page_fault("fetching from the unmapped page", result, fetch, base);
         report!(
             matches!(result, Err(e) if e.rip == base),
@@ -649,7 +656,7 @@ fn page_fault() {
             page.map(Protection::READ_WRITE);
             check_page_fault(
                 "fetching from a present no-execute page",
-                page.call(0),
+                try_call_return(&page, 0),
                 PRESENT | FETCH,
                 base,
             );
@@ -657,7 +664,7 @@ fn page_fault() {
             report_skip!("fetching from a no-execute page: the CPU has no NX");
         }
         page.map(Protection::READ_EXECUTE);
-        let called = page.call(0);
+        let called = try_call_return(&page, 0);
         report!(
             called.is_ok(),
             "after making the page executable again the call works (got {})",
@@ -687,7 +694,7 @@ fn page_fault() {
                 if no_execute {
                     check_page_fault(
                         &format!("fetching through a PTE with address bit {bits} set"),
-                        page.call(0),
+                        try_call_return(&page, 0),
                         PRESENT | RESERVED | FETCH,
                         base,
                     );
@@ -717,20 +724,20 @@ fn device_not_available() {
         cr0 & (Cr0Flags::TASK_SWITCHED.bits() | Cr0Flags::EMULATE_COPROCESSOR.bits()) == 0,
         "the runtime runs with CR0.TS and CR0.EM clear (CR0 {cr0:#x})"
     );
-    check_no_fault("FNINIT with CR0.TS clear", probes::fninit_at());
+    check_no_fault("FNINIT with CR0.TS clear", probes::try_fninit());
 
     let set = try_write_cr0(cr0 | Cr0Flags::TASK_SWITCHED.bits());
-    let probe = probes::fninit_at();
+    let probe = probes::try_fninit();
     report!(
         set.is_ok() && restore(),
         "setting and clearing CR0.TS works (got {})",
         outcome(&set)
     );
     check_fault("FNINIT with CR0.TS set", probe, Vector::NM, 0);
-    check_no_fault("FNINIT after clearing CR0.TS", probes::fninit_at());
+    check_no_fault("FNINIT after clearing CR0.TS", probes::try_fninit());
 
     let set = try_write_cr0((cr0 | Cr0Flags::EMULATE_COPROCESSOR.bits()) & !Cr0Flags::TASK_SWITCHED.bits());
-    let probe = probes::fninit_at();
+    let probe = probes::try_fninit();
     report!(
         set.is_ok() && restore(),
         "setting and clearing CR0.EM works (got {})",
@@ -754,7 +761,7 @@ fn wait_device_not_available() {
         restored.is_ok() && read_cr0() == cr0
     };
     let set = try_write_cr0(cr0 | Cr0Flags::TASK_SWITCHED.bits() | Cr0Flags::MONITOR_COPROCESSOR.bits());
-    let probe = probes::fwait_at();
+    let probe = probes::try_fwait();
     report!(
         set.is_ok() && restore(),
         "setting CR0.TS and CR0.MP works (got {})",
@@ -763,7 +770,7 @@ fn wait_device_not_available() {
     check_fault("WAIT with CR0.TS and CR0.MP set", probe, Vector::NM, 0);
 
     let set = try_write_cr0((cr0 | Cr0Flags::TASK_SWITCHED.bits()) & !Cr0Flags::MONITOR_COPROCESSOR.bits());
-    let probe = probes::fwait_at();
+    let probe = probes::try_fwait();
     report!(
         set.is_ok() && restore(),
         "setting CR0.TS with CR0.MP clear works (got {})",
@@ -822,7 +829,7 @@ fn user_mode() {
         let _user = prefix("user");
         let page = TestPage::new();
         let target = page.address() + 8;
-        let supervisor = run_in_user_mode(|| read_unguarded(target));
+        let supervisor = run_in_user_mode(|| read(target));
         report!(
             matches!(supervisor, Err(e) if e.vector == Vector::PF && e.error_code & (PRESENT | USER | WRITE | FETCH) == PRESENT | USER && e.address == page.address() + 8),
             "a CPL-3 read of a supervisor page raises #PF with P and U set (got {supervisor:x?})"
@@ -832,13 +839,13 @@ fn user_mode() {
             execute: false,
             user: true,
         });
-        let allowed = run_in_user_mode(|| read_unguarded(target));
+        let allowed = run_in_user_mode(|| read(target));
         report!(
             allowed.is_ok(),
             "a CPL-3 read of a user page works (got {allowed:x?})"
         );
         page.unmap();
-        let unmapped = run_in_user_mode(|| read_unguarded(target));
+        let unmapped = run_in_user_mode(|| read(target));
         report!(
             matches!(unmapped, Err(e) if e.vector == Vector::PF && e.error_code & (PRESENT | USER) == USER),
             "a CPL-3 read of an unmapped page raises #PF with U set and P clear (got {unmapped:x?})"

@@ -13,8 +13,8 @@
 #![no_main]
 
 use vmunit::arch::instructions::{
-    HypercallInstruction, NON_CANONICAL_START, call_hypercall_unguarded, hypercall_in_page,
-    run_at_canonical_edge, store_hypercall,
+    HypercallInstruction, NON_CANONICAL_START, call_hypercall, store_hypercall, try_hypercall_in_page,
+    try_run_at_canonical_edge,
 };
 use vmunit::arch::run_in_user_mode;
 use vmunit::memory::{Protection, TestPage};
@@ -82,7 +82,7 @@ fn fetch_fault_past_edge(result: Result<(), Exception>) -> bool {
 /// raises #GP(0) at the first non-canonical address (what a completed hypercall must do too).
 fn edge_control() {
     let mut nops = [0x90u8; 3];
-    let result = run_at_canonical_edge(&mut nops, 0);
+    let result = try_run_at_canonical_edge(&mut nops, 0);
     report!(
         fetch_fault_past_edge(result),
         "NOPs ending at the canonical edge run on into #GP(0) at {NON_CANONICAL_START:#x} (got {result:x?})"
@@ -93,7 +93,7 @@ fn edge_control() {
 fn inline_hypercall(page: &TestPage, instruction: HypercallInstruction, expectation: Expectation) {
     let address = page.address();
     for number in [UNKNOWN, KVM_HC_VAPIC_POLL_IRQ] {
-        let result = hypercall_in_page(page, 0, instruction, number);
+        let result = try_hypercall_in_page(page, 0, instruction, number);
         match expectation {
             Expectation::Hypercall if number == UNKNOWN => report!(
                 result == Ok((-KVM_ENOSYS) as u64),
@@ -119,7 +119,7 @@ fn inline_hypercall(page: &TestPage, instruction: HypercallInstruction, expectat
 fn edge_hypercall(instruction: HypercallInstruction, expectation: Expectation) {
     let mut code = instruction.bytes();
     let start = NON_CANONICAL_START - code.len() as u64;
-    let result = run_at_canonical_edge(&mut code, UNKNOWN);
+    let result = try_run_at_canonical_edge(&mut code, UNKNOWN);
     match expectation {
         Expectation::Hypercall => report!(
             fetch_fault_past_edge(result),
@@ -145,7 +145,7 @@ fn user_hypercall(instruction: HypercallInstruction, expectation: Expectation) {
     });
     store_hypercall(&page, 0, instruction);
     let address = page.address();
-    let result = run_in_user_mode(|| call_hypercall_unguarded(&page, 0, KVM_HC_VAPIC_POLL_IRQ));
+    let result = run_in_user_mode(|| call_hypercall(&page, 0, KVM_HC_VAPIC_POLL_IRQ));
     match expectation {
         Expectation::Hypercall => report!(
             result == Ok((-KVM_EPERM) as u64),

@@ -14,7 +14,7 @@
 #![no_main]
 
 use vmunit::arch::cpuid::{Feature, Vendor, cpuid, is_tcg, vendor};
-use vmunit::arch::instructions::{rdpid_safe, rdtsc, rdtscp_safe};
+use vmunit::arch::instructions::{rdtsc, try_rdpid, try_rdtscp};
 use vmunit::arch::msr::{self, EferFlags, try_rdmsr, try_wrmsr_unrestricted};
 use vmunit::{Exception, Vector, prefix, report, report_info, report_kfail, report_skip, report_summary};
 
@@ -447,14 +447,14 @@ fn test_tsc_aux(machine: &Machine) {
     round_trip("TSC_AUX", msr::IA32_TSC_AUX, value);
     let _ = try_wrmsr(msr::IA32_TSC_AUX, value);
     if rdtscp {
-        let result = rdtscp_safe();
+        let result = try_rdtscp();
         report!(
             matches!(result, Ok((_, aux)) if aux == value as u32),
             "RDTSCP returns TSC_AUX {value:#x} in ECX (got {result:x?})"
         );
     }
     if rdpid {
-        let result = rdpid_safe();
+        let result = try_rdpid();
         report!(
             matches!(result, Ok(aux) if aux == value),
             "RDPID returns TSC_AUX {value:#x} (got {result:x?})"

@@ -10,7 +10,7 @@ use vmunit::arch::control::{
     try_write_cr4,
 };
 use vmunit::arch::cpuid::{Feature, is_tcg};
-use vmunit::arch::instructions::invpcid_safe;
+use vmunit::arch::instructions::try_invpcid;
 use vmunit::{Vector, known_failure, prefix, report, report_skip, report_summary};
 
 vmunit::main!(main);
@@ -46,7 +46,7 @@ fn main(_args: &[&str]) -> i32 {
             );
             return report_summary();
         }
-        let result = invpcid_safe(2, 0, 0);
+        let result = try_invpcid(2, 0, 0);
         report!(
             matches!(result, Err(e) if e.vector == Vector::UD),
             "INVPCID raises #UD (got {result:x?})"
@@ -88,26 +88,26 @@ fn invpcid_enabled(pcid: bool) {
     let _prefix = prefix("INVPCID advertised");
     let cr4 = read_cr4();
     for kind in 0..4 {
-        let result = invpcid_safe(kind, 0, 0);
+        let result = try_invpcid(kind, 0, 0);
         report!(
             result.is_ok(),
             "INVPCID type {kind} for PCID 0 works with CR4.PCIDE clear (got {result:x?})"
         );
     }
     for kind in 0..2 {
-        let result = invpcid_safe(kind, 1, 0);
+        let result = try_invpcid(kind, 1, 0);
         report!(
             is_gp(&result),
             "INVPCID type {kind} for PCID 1 raises #GP with CR4.PCIDE clear (got {result:x?})"
         );
     }
-    let bad_type = invpcid_safe(4, 0, 0);
+    let bad_type = try_invpcid(4, 0, 0);
     report!(
         is_gp(&bad_type),
         "INVPCID of type 4 raises #GP (got {bad_type:x?})"
     );
     if pcid && try_write_cr4(cr4 | Cr4Flags::PCID.bits()).is_ok() {
-        let result = invpcid_safe(2, 10, 0);
+        let result = try_invpcid(2, 10, 0);
         let _ = try_write_cr4(cr4);
         report!(
             result.is_ok(),

@@ -12,7 +12,7 @@ use vmunit::arch::msr::{try_rdmsr, try_wrmsr};
 use vmunit::arch::pmu::{
     BRANCHES, CORE_CYCLES, Capabilities, EVENT_ENABLE, EVENT_OS, EVENT_USR, Event, FIXED_CTR_CTRL,
     FIXED_CTR0, GLOBAL_CTRL, GLOBAL_OVF_CTRL, GLOBAL_STATUS, INSTRUCTIONS, LOOP_BRANCHES, LOOP_INSTRUCTIONS,
-    PERFEVTSEL0, PMC0, RDPMC_FIXED, capabilities, count_loop, rdpmc, rdpmc_safe,
+    PERFEVTSEL0, PMC0, RDPMC_FIXED, capabilities, count_loop, rdpmc, try_rdpmc,
 };
 use vmunit::arch::run_in_user_mode;
 use vmunit::{Vector, known_failure, prefix, report, report_info, report_skip, report_summary};
@@ -59,7 +59,7 @@ fn main(_args: &[&str]) -> i32 {
 fn check_rdpmc_rules(pmu: &Capabilities) {
     let _prefix = prefix("RDPMC");
     let missing = pmu.counters;
-    let result = rdpmc_safe(missing);
+    let result = try_rdpmc(missing);
     known_failure(
         is_tcg(),
         "QEMU's TCG does not implement RDPMC: #UD for every counter",
@@ -71,7 +71,7 @@ fn check_rdpmc_rules(pmu: &Capabilities) {
         },
     );
     let fixed = RDPMC_FIXED | pmu.fixed_counters;
-    let result = rdpmc_safe(fixed);
+    let result = try_rdpmc(fixed);
     known_failure(
         is_tcg(),
         "QEMU's TCG does not implement RDPMC: #UD for every counter",
@@ -99,7 +99,7 @@ fn check_rdpmc_rules(pmu: &Capabilities) {
             "CR4.PCE can be set"
         );
         let user = run_in_user_mode(|| rdpmc(0));
-        let kernel = rdpmc_safe(0);
+        let kernel = try_rdpmc(0);
         report!(
             user.is_ok() && kernel.is_ok(),
             "with CR4.PCE set, RDPMC of counter 0 works at CPL 3 (got {user:x?}; at CPL 0 {kernel:x?})"
@@ -133,7 +133,7 @@ fn check_absent() {
 
 /// Counts `event` on `counter` over the loop; returns the count, or the exception that stopped
 /// programming it.
-fn count_event(counter: u32, event: Event, version: u32) -> Result<u64, vmunit::Exception> {
+fn try_count_event(counter: u32, event: Event, version: u32) -> Result<u64, vmunit::Exception> {
     let select = PERFEVTSEL0 + counter;
     let counter_msr = PMC0 + counter;
     try_wrmsr(select, 0)?;
@@ -148,7 +148,7 @@ fn count_event(counter: u32, event: Event, version: u32) -> Result<u64, vmunit::
         try_wrmsr(GLOBAL_CTRL, 0)?;
     }
     let count = try_rdmsr(counter_msr)?;
-    let fast = rdpmc_safe(counter)?;
+    let fast = try_rdpmc(counter)?;
     if fast != count {
         report!(
             false,
@@ -166,7 +166,7 @@ fn check_general_counter(pmu: &Capabilities, counter: u32, event: Event) {
         );
         return;
     }
-    let result = count_event(counter, event, pmu.version);
+    let result = try_count_event(counter, event, pmu.version);
     let (low, high) = match event.select {
         0xc0 => (
             ITERATIONS * LOOP_INSTRUCTIONS,
@@ -198,7 +198,7 @@ fn check_fixed_counters(pmu: &Capabilities) {
         count_loop(ITERATIONS);
         try_wrmsr(GLOBAL_CTRL, 0)?;
         try_wrmsr(FIXED_CTR_CTRL, 0)?;
-        Ok::<_, vmunit::Exception>((try_rdmsr(FIXED_CTR0)?, rdpmc_safe(RDPMC_FIXED)?))
+        Ok::<_, vmunit::Exception>((try_rdmsr(FIXED_CTR0)?, try_rdpmc(RDPMC_FIXED)?))
     })();
     let low = ITERATIONS * LOOP_INSTRUCTIONS;
     let high = low * 11 / 10 + 100;

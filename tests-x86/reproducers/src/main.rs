@@ -13,11 +13,11 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use vmunit::arch::control::{Cr0Flags, read_cr0, read_cr4, try_write_cr0, try_write_cr4};
 use vmunit::arch::cpuid::Feature;
 use vmunit::arch::instructions::{
-    int3, invpcid_safe, rdtsc, rdtscp_safe, read_dr6, read_with_alignment_check, software_interrupt,
-    write_dr6,
+    int3, rdtsc, read_dr6, read_with_alignment_check, software_interrupt, try_invpcid, try_rdtscp, write_dr6,
 };
 use vmunit::arch::msr::{self, try_rdmsr, try_wrmsr, try_wrmsr_unrestricted};
-use vmunit::arch::probes::{fninit_at, fwait_at, watched_store};
+use vmunit::arch::probes::{try_fninit, try_fwait, watched_store};
+use vmunit::catch::Attempt;
 
 use vmunit::arch::debug::{record_debug_exceptions, single_step_mov_ss};
 use vmunit::arch::probes::interrupt_window;
@@ -55,7 +55,7 @@ fn unadvertised_rdtscp_raises_invalid_opcode() {
         report_skip!("RDTSCP is advertised (CPUID.80000001H:EDX[27]); run with -cpu ...,-rdtscp");
         return;
     }
-    let result = rdtscp_safe();
+    let result = try_rdtscp();
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::UD),
         "RDTSCP unadvertised raises #UD (got {result:x?})"
@@ -66,9 +66,9 @@ fn unadvertised_rdtscp_raises_invalid_opcode() {
 #[vmunit::test]
 fn wait_with_task_switched_raises_device_not_available() {
     let cr0 = read_cr0();
-    let _ = fninit_at();
+    let _ = try_fninit();
     let set = try_write_cr0(cr0 | Cr0Flags::TASK_SWITCHED.bits() | Cr0Flags::MONITOR_COPROCESSOR.bits());
-    let (result, address) = fwait_at();
+    let Attempt { result, address } = try_fwait();
     let restored = try_write_cr0(cr0);
     report!(
         set.is_ok()
@@ -185,7 +185,7 @@ fn unadvertised_invpcid_raises_invalid_opcode() {
         report_skip!("INVPCID is advertised (CPUID.7.0:EBX[10]); run with -cpu ...,-invpcid");
         return;
     }
-    let result = invpcid_safe(2, 0, 0);
+    let result = try_invpcid(2, 0, 0);
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::UD),
         "INVPCID unadvertised raises #UD (got {result:x?})"
@@ -220,7 +220,7 @@ fn nmis_during_nmi_handler_leave_one_pending() {
 /// does not recover: the run crashes).
 #[vmunit::test]
 fn syscall_disabled_raises_invalid_opcode() {
-    report!(syscall::disable().is_ok(), "EFER.SCE can be cleared");
+    report!(syscall::try_disable().is_ok(), "EFER.SCE can be cleared");
     let result = run_in_user_mode(|| syscall::syscall(0, false));
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::UD),
@@ -231,9 +231,9 @@ fn syscall_disabled_raises_invalid_opcode() {
 /// SYSCALL from CPL 3 and SYSRET back return the entry's RAX (kvm_pvm: #GP(0) at the SYSRET).
 #[vmunit::test]
 fn sysret_returns_to_user_mode() {
-    report!(syscall::enable(1 << 9).is_ok(), "SYSCALL can be enabled");
+    report!(syscall::try_enable(1 << 9).is_ok(), "SYSCALL can be enabled");
     let result = run_in_user_mode(|| syscall::syscall(1, false).value);
-    let _ = syscall::disable();
+    let _ = syscall::try_disable();
     report!(
         matches!(result, Ok(2)),
         "SYSCALL with RAX 1 comes back through SYSRET with RAX 2 (got {result:x?})"
@@ -244,9 +244,9 @@ fn sysret_returns_to_user_mode() {
 /// SS 0x2b, IF set).
 #[vmunit::test]
 fn syscall_loads_star_selectors() {
-    report!(syscall::enable(1 << 9).is_ok(), "SYSCALL can be enabled");
+    report!(syscall::try_enable(1 << 9).is_ok(), "SYSCALL can be enabled");
     let _ = run_in_user_mode(|| syscall::syscall(1, false));
-    let _ = syscall::disable();
+    let _ = syscall::try_disable();
     let (entry, _) = syscall::last_entry();
     report!(
         entry.code_segment == 0x08 && entry.stack_segment == 0x10 && entry.kernel_flags & (1 << 9) == 0,
@@ -319,7 +319,7 @@ fn stac_clac_toggle_alignment_check_flag() {
         report_skip!("SMAP is not advertised (CPUID.7.0:EBX[20]); run with -cpu ...,+smap");
         return;
     }
-    let result = access::stac_clac();
+    let result = access::try_stac_clac();
     report!(
         result == Ok((true, false)),
         "STAC sets RFLAGS.AC and CLAC clears it (got {result:x?})"
@@ -440,10 +440,10 @@ fn passed_tsc_deadline_fires_at_once() {
 /// compatibility mode needs an AMD vendor (the entry runs with vendor=AuthenticAMD).
 #[vmunit::test]
 fn sysret_returns_to_compatibility_mode() {
-    report!(syscall::enable(1 << 9).is_ok(), "SYSCALL can be enabled");
+    report!(syscall::try_enable(1 << 9).is_ok(), "SYSCALL can be enabled");
     let addresses = syscall::compatibility_addresses();
-    let result = syscall::compatibility_syscall(true);
-    let _ = syscall::disable();
+    let result = syscall::try_compatibility_syscall(true);
+    let _ = syscall::try_disable();
     report!(
         matches!(result, Ok(e) if e.vector == Vector::UD && e.rip == addresses.compatibility_ud2),
         "the 32-bit SYSRET resumes the 32-bit code: #UD at {:#x}, not {:#x} (64-bit mode) (got {result:x?})",

@@ -9,8 +9,9 @@ extern crate alloc;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
-use vmunit::arch::instructions::{divide, int3, probe_read, raise_invalid_opcode, ud2};
+use vmunit::arch::instructions::{int3, raise_invalid_opcode, try_divide, try_read, try_ud2};
 use vmunit::arch::{mmu, page_fault};
+use vmunit::catch::Attempt;
 use vmunit::memory::{self, PAGE_SIZE, Protection, TestPage};
 use vmunit::{Vector, catch_exception, prefix, report, report_skip, report_summary, trap_exceptions};
 
@@ -119,25 +120,25 @@ fn check_frames() {
 
 fn check_exceptions() {
     let _prefix = prefix("exceptions");
-    let (result, address) = ud2();
+    let Attempt { result, address } = try_ud2();
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::UD && exception.rip == address),
         "ud2 raises #UD at its own address {address:#x} (got {result:x?})"
     );
 
-    let result = probe_read(0x8000_0000_0000_0000);
+    let result = try_read(0x8000_0000_0000_0000);
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::GP && exception.error_code == 0),
         "reading a non-canonical address raises #GP(0) (got {result:x?})"
     );
 
-    let result = divide(0, 1, 0);
+    let result = try_divide(0, 1, 0);
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::DE),
         "DIV by zero raises #DE (got {result:x?})"
     );
     report!(
-        divide(0, 100, 7) == Ok((14, 2)),
+        try_divide(0, 100, 7) == Ok((14, 2)),
         "DIV without a fault returns quotient and remainder"
     );
 
@@ -161,7 +162,7 @@ fn check_exceptions() {
     let mut inner_caught = false;
     let outer = catch_exception(|| {
         // divide() catches its own #DE; the #UD after it is left to the enclosing catch.
-        inner_caught = matches!(divide(0, 1, 0), Err(exception) if exception.vector == Vector::DE);
+        inner_caught = matches!(try_divide(0, 1, 0), Err(exception) if exception.vector == Vector::DE);
         raise_invalid_opcode();
     });
     report!(
@@ -169,7 +170,7 @@ fn check_exceptions() {
         "catch_exception nests: the inner one catches #DE, then the outer one catches #UD (got {outer:x?})"
     );
 
-    let result = probe_read(0);
+    let result = try_read(0);
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::PF && exception.address == 0),
         "reading the null page raises #PF at address 0 (got {result:x?})"

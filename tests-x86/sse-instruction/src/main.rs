@@ -8,7 +8,7 @@
 
 use vmunit::arch::control::{Cr4Flags, read_cr4, try_write_cr4};
 use vmunit::arch::cpuid::Feature;
-use vmunit::arch::instructions::sse_clear_xmm0;
+use vmunit::arch::instructions::try_sse_clear_xmm0;
 use vmunit::{Vector, report, report_skip, report_summary};
 
 vmunit::main!(main);
@@ -23,7 +23,7 @@ fn main(_args: &[&str]) -> i32 {
         try_write_cr4(cr4 & !Cr4Flags::OSFXSR.bits()).is_ok(),
         "CR4.OSFXSR can be cleared"
     );
-    let result = sse_clear_xmm0();
+    let result = try_sse_clear_xmm0();
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::UD),
         "XORPS with CR4.OSFXSR clear raises #UD (got {result:x?})"
@@ -32,7 +32,7 @@ fn main(_args: &[&str]) -> i32 {
         try_write_cr4(cr4 | Cr4Flags::OSFXSR.bits()).is_ok(),
         "CR4.OSFXSR can be set"
     );
-    let result = sse_clear_xmm0();
+    let result = try_sse_clear_xmm0();
     report!(
         result.is_ok(),
         "XORPS with CR4.OSFXSR set executes (got {result:x?})"

@@ -12,8 +12,8 @@ use vmunit::arch::instructions::NON_CANONICAL_START;
 use vmunit::arch::msr::{IA32_CSTAR, IA32_LSTAR, IA32_STAR, try_wrmsr_unrestricted};
 use vmunit::arch::run_in_user_mode;
 use vmunit::arch::syscall::{
-    self, STAR_VALUE, compatibility_addresses, compatibility_entries, compatibility_syscall, kernel_syscall,
-    last_entry, set_sysret_target, syscall, sysret, traced_syscall, traced_syscall_return_address,
+    self, STAR_VALUE, compatibility_addresses, compatibility_entries, last_entry, set_sysret_target, syscall,
+    traced_syscall, traced_syscall_return_address, try_compatibility_syscall, try_kernel_syscall, try_sysret,
 };
 use vmunit::environment::instruction_emulating_kvm;
 use vmunit::{Vector, catch_exception, known_failure, prefix, report, report_skip, report_summary};
@@ -37,7 +37,7 @@ fn main(_args: &[&str]) -> i32 {
     vmunit::report_info!("IF at start: {}", vmunit::arch::interrupts::are_enabled());
     check_disabled();
     report!(
-        syscall::enable(MASK).is_ok(),
+        syscall::try_enable(MASK).is_ok(),
         "EFER.SCE, STAR, LSTAR and FMASK can be written"
     );
     check_kernel_syscall();
@@ -46,15 +46,15 @@ fn main(_args: &[&str]) -> i32 {
     check_sysret_rules(intel);
     check_compatibility_mode(intel);
     check_msrs();
-    report!(syscall::disable().is_ok(), "EFER.SCE can be cleared again");
+    report!(syscall::try_disable().is_ok(), "EFER.SCE can be cleared again");
     report_summary()
 }
 
 /// With EFER.SCE clear, SYSCALL and SYSRET raise #UD at any privilege level.
 fn check_disabled() {
     let _prefix = prefix("EFER.SCE clear");
-    report!(syscall::disable().is_ok(), "EFER.SCE can be cleared");
-    let kernel = kernel_syscall();
+    report!(syscall::try_disable().is_ok(), "EFER.SCE can be cleared");
+    let kernel = try_kernel_syscall();
     report!(
         matches!(kernel, Err(e) if e.vector == Vector::UD),
         "SYSCALL at CPL 0 raises #UD (got {kernel:x?})"
@@ -73,7 +73,7 @@ fn check_disabled() {
     }
     // Under kvm_pvm SYSRET runs anyway: it reaches CPL 3 in kernel code, whose pages are not
     // user-accessible yet (no run_in_user_mode has run there), and the fetch fault is caught.
-    let result = catch_exception(sysret);
+    let result = catch_exception(try_sysret);
     known_failure(
         pvm(),
         "kvm_pvm runs SYSRET with EFER.SCE clear (reproduce-sysret)",
@@ -90,7 +90,7 @@ fn check_disabled() {
 /// loading"): RCX, R11, CS and SS from STAR, and RFLAGS masked by FMASK.
 fn check_kernel_syscall() {
     let _prefix = prefix("CPL 0");
-    let entry = match kernel_syscall() {
+    let entry = match try_kernel_syscall() {
         Ok(entry) => entry,
         Err(exception) => {
             report!(false, "SYSCALL at CPL 0 continues at LSTAR (got {exception:x?})");
@@ -237,7 +237,7 @@ fn check_single_step() {
 /// SYSRET is privileged, and a non-canonical return address faults: at CPL 0 on Intel
 /// (#GP(0) at the SYSRET), at CPL 3 on AMD (the fetch at the new address faults).
 fn check_sysret_rules(intel: bool) {
-    let at_user = run_in_user_mode(sysret);
+    let at_user = run_in_user_mode(try_sysret);
     report!(
         matches!(at_user, Err(e) if e.vector == Vector::GP && e.error_code == 0),
         "SYSRET at CPL 3 raises #GP(0) (got {at_user:x?})"
@@ -278,7 +278,7 @@ fn check_compatibility_mode(intel: bool) {
     let _prefix = prefix("compatibility mode");
     let addresses = compatibility_addresses();
     let before = compatibility_entries();
-    let result = compatibility_syscall(false);
+    let result = try_compatibility_syscall(false);
     let entered = compatibility_entries() - before;
     let (entry, _) = last_entry();
     if intel {
@@ -313,7 +313,7 @@ fn check_compatibility_mode(intel: bool) {
         entry.stack_segment
     );
 
-    let result = compatibility_syscall(true);
+    let result = try_compatibility_syscall(true);
     known_failure(
         pvm(),
         "kvm_pvm's 32-bit SYSRET returns to 64-bit mode (reproduce-sysret-compatibility)",
@@ -337,7 +337,7 @@ fn check_msrs() {
         || {
             for (name, msr) in [("LSTAR", IA32_LSTAR), ("CSTAR", IA32_CSTAR)] {
                 // SAFETY: no SYSCALL runs until LSTAR gets the runtime's entry back below, and
-                // `compatibility_syscall` sets CSTAR before it uses it.
+                // `try_compatibility_syscall` sets CSTAR before it uses it.
                 let result = unsafe { try_wrmsr_unrestricted(msr, NON_CANONICAL_START) };
                 report!(
                     matches!(result, Err(e) if e.vector == Vector::GP),
@@ -346,7 +346,7 @@ fn check_msrs() {
             }
         },
     );
-    // SAFETY: the runtime's own entry and STAR value, as `syscall::enable` sets them.
+    // SAFETY: the runtime's own entry and STAR value, as `syscall::try_enable` sets them.
     let _ = unsafe { try_wrmsr_unrestricted(IA32_LSTAR, syscall::entry_address()) };
     // SAFETY: as above.
     let result = unsafe { try_wrmsr_unrestricted(IA32_STAR, STAR_VALUE) };

@@ -8,7 +8,7 @@
 #![no_main]
 
 use vmunit::arch::cpuid::{Feature, Vendor, is_tcg, vendor};
-use vmunit::arch::instructions::{rdpid_safe, rdtsc, rdtsc_ordered, rdtscp_safe};
+use vmunit::arch::instructions::{rdtsc, rdtsc_ordered, try_rdpid, try_rdtscp};
 use vmunit::arch::msr::{self, try_rdmsr, try_wrmsr};
 use vmunit::{Exception, Vector, prefix, report, report_info, report_kfail, report_skip, report_summary};
 
@@ -93,7 +93,7 @@ fn test_rdtscp_order() {
     let mut failure = None;
     for _ in 0..ROUNDS {
         let before = rdtsc_ordered();
-        let during = rdtscp_safe();
+        let during = try_rdtscp();
         let after = rdtsc_ordered();
         match during {
             Ok((value, _)) if before <= value && value <= after => {}
@@ -117,7 +117,7 @@ fn test_rdtscp_order() {
 
 /// Writes IA32_TSC (up to three tries, in case something stalls the guest between the write
 /// and the read); returns the first RDTSC after the write that took, or the last one.
-fn write_tsc(value: u64) -> Result<u64, Exception> {
+fn try_write_tsc(value: u64) -> Result<u64, Exception> {
     let mut read = 0;
     for _ in 0..3 {
         try_wrmsr(msr::IA32_TSC, value)?;
@@ -145,7 +145,7 @@ fn test_tsc_write(machine: &Machine) {
     // take leaves the counter far from each target.
     let targets = [start.wrapping_add(1 << 40), start.wrapping_add(1 << 39), BIG];
     for target in targets {
-        match write_tsc(target) {
+        match try_write_tsc(target) {
             Ok(read) => {
                 report_kfail!(
                     machine.tcg || machine.pvm,
@@ -279,14 +279,14 @@ fn test_tsc_aux(machine: &Machine) {
             continue;
         }
         if rdtscp {
-            let result = rdtscp_safe();
+            let result = try_rdtscp();
             report!(
                 matches!(result, Ok((_, aux)) if u64::from(aux) == value),
                 "RDTSCP returns TSC_AUX {value:#x} in ECX (got {result:x?})"
             );
         }
         if rdpid {
-            let result = rdpid_safe();
+            let result = try_rdpid();
             report!(
                 matches!(result, Ok(aux) if aux == value),
                 "RDPID returns TSC_AUX {value:#x}, zero-extended (got {result:x?})"

@@ -23,7 +23,7 @@ use vmunit::arch::control::{
     Cr0Flags, Cr4Flags, read_cr0, read_cr4, read_cr8, try_write_cr0, try_write_cr4, write_cr8,
 };
 use vmunit::arch::cpuid::{Feature, cpuid, hypervisor_signature, vendor_string};
-use vmunit::arch::debug::{dr7, read_dr7_unchecked, write_dr7_unchecked};
+use vmunit::arch::debug::{dr7, read_dr7, write_dr7};
 use vmunit::arch::exceptions::wait_for_interrupt;
 use vmunit::arch::instructions::{HypercallInstruction, in_u32, rdtsc};
 use vmunit::arch::msr::{self, try_rdmsr, try_wrmsr};
@@ -333,7 +333,7 @@ fn inl_from_qemu(_name: &str) -> Option<Sample> {
 fn mov_dr(_name: &str) -> Option<Sample> {
     let (sample, errors) = measure_parallel(|iterations| {
         for index in 0..iterations {
-            write_dr7_unchecked(dr7::FIXED_1 | if index % 2 == 1 { dr7::LOCAL_EXACT } else { 0 });
+            write_dr7(dr7::FIXED_1 | if index % 2 == 1 { dr7::LOCAL_EXACT } else { 0 });
         }
         let expected = dr7::FIXED_1
             | if (iterations - 1) % 2 == 1 {
@@ -341,8 +341,8 @@ fn mov_dr(_name: &str) -> Option<Sample> {
             } else {
                 0
             };
-        let read_back = read_dr7_unchecked();
-        write_dr7_unchecked(dr7::FIXED_1);
+        let read_back = read_dr7();
+        write_dr7(dr7::FIXED_1);
         u64::from(read_back != expected)
     });
     report!(
@@ -454,7 +454,7 @@ fn self_ipi(name: &str) -> Option<Sample> {
             report_skip!("no x2APIC: CPUID.1:ECX[21] is clear");
             return None;
         }
-        let enabled = apic::enable_x2apic();
+        let enabled = apic::try_enable_x2apic();
         report!(
             enabled.is_ok(),
             "the APIC switches to x2APIC mode (got {enabled:x?})"
@@ -557,7 +557,7 @@ fn self_ipi(name: &str) -> Option<Sample> {
         },
     );
     if variant.x2apic {
-        let back = apic::return_to_xapic();
+        let back = apic::try_return_to_xapic();
         report!(back.is_ok(), "the APIC returns to xAPIC mode (got {back:x?})");
     }
     Some(sample)

@@ -1,5 +1,5 @@
 //! x86_64 local APIC: identity, end of interrupt, inter-processor interrupts and the LVT
-//! timer, in xAPIC mode (MMIO at 0xfee0_0000) or, per CPU after [`enable_x2apic`], in x2APIC
+//! timer, in xAPIC mode (MMIO at 0xfee0_0000) or, per CPU after [`try_enable_x2apic`], in x2APIC
 //! mode (MSRs 0x800 + offset / 16; a 64-bit ICR; the SELF IPI register).
 
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -103,7 +103,7 @@ pub fn x2apic_supported() -> bool {
 }
 
 /// Switches this CPU's APIC to x2APIC mode (IA32_APIC_BASE.EXTD), or returns the #GP.
-pub fn enable_x2apic() -> Result<(), Exception> {
+pub fn try_enable_x2apic() -> Result<(), Exception> {
     let base = try_rdmsr(IA32_APIC_BASE)?;
     // SAFETY: the base stays; the mode changes together with the runtime's record of it, with
     // no APIC access in between.
@@ -117,7 +117,7 @@ pub fn enable_x2apic() -> Result<(), Exception> {
 pub fn enable_x2apic_everywhere() -> usize {
     let switched = core::sync::atomic::AtomicUsize::new(0);
     super::smp::on_cpus(|| {
-        if enable_x2apic().is_ok() {
+        if try_enable_x2apic().is_ok() {
             switched.fetch_add(1, Ordering::SeqCst);
         }
     });
@@ -126,9 +126,9 @@ pub fn enable_x2apic_everywhere() -> usize {
 
 /// Back from x2APIC to xAPIC mode the only legal way: disabled first, then enabled (the APIC's
 /// state is reset on the way). Returns the #GP if a step faults.
-pub fn return_to_xapic() -> Result<(), Exception> {
+pub fn try_return_to_xapic() -> Result<(), Exception> {
     let base = try_rdmsr(IA32_APIC_BASE)?;
-    // SAFETY: as in `enable_x2apic`: the base stays and the record follows the mode.
+    // SAFETY: as in `try_enable_x2apic`: the base stays and the record follows the mode.
     unsafe { try_wrmsr_unrestricted(IA32_APIC_BASE, base & !(GLOBAL_ENABLE | EXTENDED_MODE))? };
     X2APIC[cpu_index()].store(false, Ordering::Relaxed);
     // SAFETY: as above.

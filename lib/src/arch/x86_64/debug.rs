@@ -97,7 +97,7 @@ const RFLAGS_RF: u64 = RFlags::RESUME_FLAG.bits();
 ///
 /// # Panics
 /// For an index above 7.
-pub fn read_debug_register(index: u8) -> Result<u64, Exception> {
+pub fn try_read_debug_register(index: u8) -> Result<u64, Exception> {
     /// MOV RAX, DRn by the given instruction text.
     macro_rules! read {
         ($instruction:literal) => {{
@@ -131,7 +131,7 @@ pub fn read_debug_register(index: u8) -> Result<u64, Exception> {
 ///
 /// # Panics
 /// For an index above 7.
-pub fn write_debug_register(index: u8, value: u64) -> Result<(), Exception> {
+pub fn try_write_debug_register(index: u8, value: u64) -> Result<(), Exception> {
     /// MOV DRn, RAX by the given instruction text.
     macro_rules! write {
         ($instruction:literal) => {
@@ -157,7 +157,7 @@ pub fn write_debug_register(index: u8, value: u64) -> Result<(), Exception> {
 
 /// DR7 without a fault check, for use under [`super::run_in_user_mode`], where MOV from a
 /// debug register must raise #GP(0) and end the closure.
-pub fn read_dr7_unchecked() -> u64 {
+pub fn read_dr7() -> u64 {
     let value: u64;
     // SAFETY: reading DR7 has no side effect; at CPL 3 it raises #GP, which ends the
     // enclosing `catch_exception` or `run_in_user_mode`.
@@ -167,7 +167,7 @@ pub fn read_dr7_unchecked() -> u64 {
 
 /// MOV to DR7 without a fault check (for timing it): a value that enables breakpoints makes
 /// #DBs come, which end the test unless recorded.
-pub fn write_dr7_unchecked(value: u64) {
+pub fn write_dr7(value: u64) {
     // SAFETY: writing DR7 changes no memory; bits 63:32 set raise #GP, which ends the test.
     unsafe { asm!("mov dr7, {}", in(reg) value, options(nomem, nostack)) };
 }

@@ -80,7 +80,7 @@ pub fn xinuse_advertised() -> bool {
 
 /// Sets or clears CR4.OSXSAVE; returns the exception of the CR4 write (#GP where XSAVE is
 /// not advertised).
-pub fn set_osxsave(enabled: bool) -> Result<(), Exception> {
+pub fn try_set_osxsave(enabled: bool) -> Result<(), Exception> {
     let cr4 = read_cr4();
     let osxsave = Cr4Flags::OSXSAVE.bits();
     try_write_cr4(if enabled { cr4 | osxsave } else { cr4 & !osxsave })
@@ -88,7 +88,7 @@ pub fn set_osxsave(enabled: bool) -> Result<(), Exception> {
 
 /// Lets SSE instructions run: sets CR4.OSFXSR and OSXMMEXCPT, clears CR0.EM and TS and
 /// sets CR0.MP, as an SSE-using OS does (SDM Vol. 3, 13.1.3).
-pub fn enable_sse() -> Result<(), Exception> {
+pub fn try_enable_sse() -> Result<(), Exception> {
     let cr0 = Cr0Flags::from_bits_retain(read_cr0());
     let cr0 = (cr0 - Cr0Flags::EMULATE_COPROCESSOR - Cr0Flags::TASK_SWITCHED) | Cr0Flags::MONITOR_COPROCESSOR;
     try_write_cr0(cr0.bits())?;
@@ -96,7 +96,7 @@ pub fn enable_sse() -> Result<(), Exception> {
 }
 
 /// Loads `value` into XMM0 (MOVDQU): #UD while CR4.OSFXSR is clear or CR0.EM is set.
-pub fn write_xmm0(value: u128) -> Result<(), Exception> {
+pub fn try_write_xmm0(value: u128) -> Result<(), Exception> {
     let bytes = value.to_le_bytes();
     catch_exception(|| {
         // SAFETY: MOVDQU reads 16 bytes of `bytes`, which lives on this frame, and writes
@@ -108,7 +108,7 @@ pub fn write_xmm0(value: u128) -> Result<(), Exception> {
 }
 
 /// Reads XMM0 (MOVDQU): #UD while CR4.OSFXSR is clear or CR0.EM is set.
-pub fn read_xmm0() -> Result<u128, Exception> {
+pub fn try_read_xmm0() -> Result<u128, Exception> {
     let mut bytes = [0u8; 16];
     let destination = bytes.as_mut_ptr();
     catch_exception(|| {
@@ -122,7 +122,7 @@ pub fn read_xmm0() -> Result<u128, Exception> {
 /// Copies 32 bytes through two YMM registers with AVX instructions (VMOVDQU to YMM0,
 /// VMOVDQA YMM0 to YMM15, VMOVDQU from YMM15): #UD unless CR4.OSXSAVE is set, XCR0 enables
 /// both SSE and AVX state, and AVX is supported (SDM Vol. 1, 14.3).
-pub fn copy_through_ymm(source: &[u8; 32]) -> Result<[u8; 32], Exception> {
+pub fn try_copy_through_ymm(source: &[u8; 32]) -> Result<[u8; 32], Exception> {
     let mut copy = [0u8; 32];
     let destination = copy.as_mut_ptr();
     catch_exception(|| {
@@ -197,7 +197,7 @@ impl XsaveArea {
 /// XSAVE of the state components `components` (EDX:EAX, ANDed with XCR0 by the CPU) to
 /// `area`, `offset` bytes in (0 for the aligned area): #UD with CR4.OSXSAVE clear, #GP when
 /// the operand is not 64-byte aligned.
-pub fn xsave_safe(area: &mut XsaveArea, offset: usize, components: u64) -> Result<(), Exception> {
+pub fn try_xsave(area: &mut XsaveArea, offset: usize, components: u64) -> Result<(), Exception> {
     let operand = area.operand(offset);
     catch_exception(|| {
         // SAFETY: XSAVE writes at most CPUID.(0xD,0):EBX bytes (checked by `operand`) into
@@ -216,7 +216,7 @@ pub fn xsave_safe(area: &mut XsaveArea, offset: usize, components: u64) -> Resul
 ///
 /// The components loaded are x87, SSE and AVX registers only (this soft-float code keeps no
 /// state in them), unless XCR0 enables more.
-pub fn xrstor_safe(area: &mut XsaveArea, offset: usize, components: u64) -> Result<(), Exception> {
+pub fn try_xrstor(area: &mut XsaveArea, offset: usize, components: u64) -> Result<(), Exception> {
     let operand = area.operand(offset);
     catch_exception(|| {
         // SAFETY: XRSTOR only reads `area` and loads vector/x87 registers that no Rust code

@@ -9,6 +9,8 @@ use core::arch::asm;
 use super::cpuid::Feature;
 use super::exceptions::{Exception, catch_exception};
 
+pub use crate::catch::Attempt;
+
 /// RDTSC.
 pub fn rdtsc() -> u64 {
     let (low, high): (u32, u32);
@@ -18,7 +20,7 @@ pub fn rdtsc() -> u64 {
 }
 
 /// RDTSCP: the TSC and IA32_TSC_AUX, or #UD where the CPU lacks it.
-pub fn rdtscp_safe() -> Result<(u64, u32), Exception> {
+pub fn try_rdtscp() -> Result<(u64, u32), Exception> {
     catch_exception(|| {
         let (low, high, auxiliary): (u32, u32, u32);
         // SAFETY: RDTSCP only reads; #UD is caught.
@@ -30,7 +32,7 @@ pub fn rdtscp_safe() -> Result<(u64, u32), Exception> {
 }
 
 /// RDPID: IA32_TSC_AUX, or #UD where the CPU lacks it.
-pub fn rdpid_safe() -> Result<u64, Exception> {
+pub fn try_rdpid() -> Result<u64, Exception> {
     catch_exception(|| {
         let value: u64;
         // SAFETY: RDPID only reads; #UD is caught.
@@ -40,7 +42,7 @@ pub fn rdpid_safe() -> Result<u64, Exception> {
 }
 
 /// RDRAND: (value, carry flag: whether the value is valid), or #UD.
-pub fn rdrand_safe() -> Result<(u64, bool), Exception> {
+pub fn try_rdrand() -> Result<(u64, bool), Exception> {
     catch_exception(|| {
         let (value, valid): (u64, u8);
         // SAFETY: RDRAND only writes its register and the flags; #UD is caught.
@@ -50,7 +52,7 @@ pub fn rdrand_safe() -> Result<(u64, bool), Exception> {
 }
 
 /// RDSEED: (value, carry flag), or #UD.
-pub fn rdseed_safe() -> Result<(u64, bool), Exception> {
+pub fn try_rdseed() -> Result<(u64, bool), Exception> {
     catch_exception(|| {
         let (value, valid): (u64, u8);
         // SAFETY: RDSEED only writes its register and the flags; #UD is caught.
@@ -60,7 +62,7 @@ pub fn rdseed_safe() -> Result<(u64, bool), Exception> {
 }
 
 /// Reads the 64-bit word at `address`, or the exception (#PF, #GP for non-canonical).
-pub fn probe_read(address: u64) -> Result<u64, Exception> {
+pub fn try_read(address: u64) -> Result<u64, Exception> {
     catch_exception(|| {
         let value: u64;
         // SAFETY: the load is outside Rust's memory model (inline assembly); any fault is
@@ -76,7 +78,7 @@ pub fn probe_read(address: u64) -> Result<u64, Exception> {
 ///
 /// # Safety
 /// `address` must not hold memory that Rust code owns (use a `TestPage`).
-pub unsafe fn probe_write(address: u64, value: u64) -> Result<(), Exception> {
+pub unsafe fn try_write(address: u64, value: u64) -> Result<(), Exception> {
     catch_exception(|| {
         // SAFETY: the caller guarantees the target is not Rust-owned memory; faults are caught.
         unsafe {
@@ -89,15 +91,27 @@ pub unsafe fn probe_write(address: u64, value: u64) -> Result<(), Exception> {
 ///
 /// # Safety
 /// The code at `address` must follow the C ABI and return.
-pub unsafe fn probe_call(address: u64) -> Result<(), Exception> {
+pub unsafe fn try_call(address: u64) -> Result<(), Exception> {
     catch_exception(|| {
         // SAFETY: the caller guarantees the code is a C-ABI function that returns.
         unsafe { asm!("call {address}", address = in(reg) address, clobber_abi("C")) };
     })
 }
 
+/// RET: the code [`try_call_return`] stores.
+pub const RETURN: [u8; 1] = [0xc3];
+
+/// Stores RET at `offset` in `page` (through the identity map, whatever the page's mapping)
+/// and calls it through the page's mapping: `Ok`, or the exception the fetch raised (#PF for
+/// a non-executable page, or a user page under CR4.SMEP, ...).
+pub fn try_call_return(page: &crate::memory::TestPage, offset: u64) -> Result<(), Exception> {
+    page.store_code(offset, &RETURN);
+    // SAFETY: the code at `offset` is RET, just stored: it follows the C ABI and returns.
+    unsafe { page.call(offset) }
+}
+
 /// Executes UD2; returns the exception (#UD) and the instruction's address.
-pub fn ud2() -> (Result<(), Exception>, u64) {
+pub fn try_ud2() -> Attempt<()> {
     let mut address = 0u64;
     let slot = &raw mut address;
     let result = catch_exception(|| {
@@ -107,7 +121,7 @@ pub fn ud2() -> (Result<(), Exception>, u64) {
             asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: ud2", slot = in(reg) slot, scratch = out(reg) _, options(nostack))
         };
     });
-    (result, address)
+    Attempt { result, address }
 }
 
 /// Executes UD2 without catching the #UD: it goes to the enclosing `catch_exception`, or, as
@@ -150,7 +164,7 @@ pub fn software_interrupt<const VECTOR: u8>() -> u64 {
 
 /// DIV of the 128-bit `high:low` by `divisor` with the raw instruction: #DE for a zero
 /// divisor or a quotient that does not fit in 64 bits. Returns (quotient, remainder).
-pub fn divide(high: u64, low: u64, divisor: u64) -> Result<(u64, u64), Exception> {
+pub fn try_divide(high: u64, low: u64, divisor: u64) -> Result<(u64, u64), Exception> {
     catch_exception(|| {
         let (quotient, remainder): (u64, u64);
         // SAFETY: DIV only touches RAX/RDX and the flags; #DE is caught.
@@ -159,42 +173,6 @@ pub fn divide(high: u64, low: u64, divisor: u64) -> Result<(u64, u64), Exception
                  inout("rdx") high => remainder, options(nomem, nostack))
         };
         (quotient, remainder)
-    })
-}
-
-/// Loads `selector` into FS (then restores the null selector): #GP(selector) for a selector
-/// beyond the GDT limit or of the wrong type, #NP(selector) for a not-present segment.
-pub fn load_fs(selector: u16) -> Result<(), Exception> {
-    catch_exception(|| {
-        // SAFETY: the runtime does not use FS; the FS base is reset to 0 by loading null
-        // and only for the duration of this probe.
-        unsafe {
-            asm!("mov fs, {0:x}", "xor {1:e}, {1:e}", "mov fs, {1:x}", in(reg) selector, out(reg) _, options(nomem, nostack))
-        };
-    })
-}
-
-/// Reads through RBP at `address`: a non-canonical address raises #SS(0), since RBP-based
-/// accesses use the stack segment.
-pub fn stack_segment_read(address: u64) -> Result<u64, Exception> {
-    catch_exception(|| {
-        let value: u64;
-        // SAFETY: RBP is saved and restored around the access (and restored by the catch on a
-        // fault); the load is outside Rust's memory model.
-        unsafe {
-            asm!("push rbp", "mov rbp, {address}", "mov {value}, qword ptr [rbp]", "pop rbp",
-                 address = in(reg) address, value = out(reg) value, options(readonly))
-        };
-        value
-    })
-}
-
-/// Executes the x87 instruction FNINIT: #NM when CR0.TS (or CR0.EM) is set.
-pub fn x87_fninit() -> Result<(), Exception> {
-    catch_exception(|| {
-        // SAFETY: FNINIT resets the x87 state, which no Rust code on this soft-float target
-        // uses; #NM is caught.
-        unsafe { asm!("fninit", options(nomem, nostack)) };
     })
 }
 
@@ -254,7 +232,7 @@ pub fn rdtsc_ordered() -> u64 {
 ///
 /// A hypervisor probe: under this project's software KVM (kvm_pvm) it stops the VM with a
 /// "KVM internal error" instead of running.
-pub fn xgetbv_safe(index: u32) -> Result<u64, Exception> {
+pub fn try_xgetbv(index: u32) -> Result<u64, Exception> {
     catch_exception(|| {
         let (low, high): (u32, u32);
         // SAFETY: XGETBV only reads an extended control register; faults are caught.
@@ -266,7 +244,7 @@ pub fn xgetbv_safe(index: u32) -> Result<u64, Exception> {
 /// XSETBV of `value` into extended control register `index`, or the exception (#GP for an
 /// invalid XCR0 value, #UD with CR4.OSXSAVE clear). Setting state components the runtime
 /// never uses (SSE, AVX) is harmless: this soft-float code saves no vector state.
-pub fn xsetbv_safe(index: u32, value: u64) -> Result<(), Exception> {
+pub fn try_xsetbv(index: u32, value: u64) -> Result<(), Exception> {
     catch_exception(|| {
         // SAFETY: XSETBV only changes which state components XSAVE manages; faults are caught.
         unsafe {
@@ -280,7 +258,7 @@ pub fn xsetbv_safe(index: u32, value: u64) -> Result<(), Exception> {
 ///
 /// A hypervisor probe: this soft-float code never uses XMM registers, and under kvm_pvm an
 /// SSE instruction stops the VM with a "KVM internal error".
-pub fn sse_clear_xmm0() -> Result<(), Exception> {
+pub fn try_sse_clear_xmm0() -> Result<(), Exception> {
     catch_exception(|| {
         // SAFETY: XORPS only writes XMM0, which no Rust code on this soft-float target uses.
         unsafe { asm!("xorps xmm0, xmm0", out("xmm0") _, options(nomem, nostack)) };
@@ -289,7 +267,7 @@ pub fn sse_clear_xmm0() -> Result<(), Exception> {
 
 /// CLWB of the cache line holding `address` (write it back, keep it cached), or #UD where the
 /// CPU lacks CLWB (CPUID.7.0:EBX[24]).
-pub fn clwb_safe(address: *const u8) -> Result<(), Exception> {
+pub fn try_clwb(address: *const u8) -> Result<(), Exception> {
     catch_exception(|| {
         // SAFETY: CLWB changes no architectural state visible to Rust: the line keeps its
         // contents; only its write-back to memory is forced.
@@ -300,7 +278,7 @@ pub fn clwb_safe(address: *const u8) -> Result<(), Exception> {
 /// Reads the 64-bit word at `address` without catching a fault: for code that runs where
 /// `catch_exception` cannot (user mode, under `run_in_user_mode`, which catches instead). In
 /// the kernel, a fault here is an unexpected exception that ends the test.
-pub fn read_unguarded(address: u64) -> u64 {
+pub fn read(address: u64) -> u64 {
     let value: u64;
     // SAFETY: the load is outside Rust's memory model (inline assembly); a fault is caught by
     // the enclosing `run_in_user_mode`/`catch_exception`, or ends the test.
@@ -310,11 +288,11 @@ pub fn read_unguarded(address: u64) -> u64 {
     value
 }
 
-/// Like [`read_unguarded`], with RFLAGS.AC set around the load: at CPL 3 with CR0.AM set, a
+/// Like [`read`], with RFLAGS.AC set around the load: at CPL 3 with CR0.AM set, a
 /// misaligned `address` raises #AC(0).
 pub fn read_with_alignment_check(address: u64) -> u64 {
     let value: u64;
-    // SAFETY: as for `read_unguarded`; AC is set only for the one load and cleared after it
+    // SAFETY: as for `read`; AC is set only for the one load and cleared after it
     // (POPFQ may change AC at any privilege level).
     unsafe {
         asm!(
@@ -382,7 +360,7 @@ pub fn store_machine_status() -> u64 {
 /// INVPCID of `kind` (0: one address, 1: one PCID, 2: all including global, 3: all but
 /// global) for `pcid` and `address`, or the exception (#UD without INVPCID, #GP for a bad
 /// kind or a non-zero PCID while CR4.PCIDE is clear).
-pub fn invpcid_safe(kind: u64, pcid: u64, address: u64) -> Result<(), Exception> {
+pub fn try_invpcid(kind: u64, pcid: u64, address: u64) -> Result<(), Exception> {
     let descriptor: [u64; 2] = [pcid, address];
     catch_exception(|| {
         // SAFETY: INVPCID only reads its 16-byte descriptor, which lives on this stack frame,
@@ -423,7 +401,7 @@ impl HypercallInstruction {
 }
 
 /// Stores `instruction` followed by RET at `offset` in `page` (through the identity map, so
-/// whatever the page's mapping), for [`call_hypercall_unguarded`].
+/// whatever the page's mapping), for [`call_hypercall`].
 pub fn store_hypercall(page: &crate::memory::TestPage, offset: u64, instruction: HypercallInstruction) {
     let [first, second, third] = instruction.bytes();
     page.store_code(offset, &[first, second, third, 0xc3]);
@@ -435,7 +413,7 @@ pub fn store_hypercall(page: &crate::memory::TestPage, offset: u64, instruction:
 /// `page.address() + offset` for a fault on the instruction. The page must be mapped
 /// executable. Running a copy keeps the image's own code intact where the hypervisor
 /// rewrites the instruction: read the page afterwards to see.
-pub fn hypercall_in_page(
+pub fn try_hypercall_in_page(
     page: &crate::memory::TestPage,
     offset: u64,
     instruction: HypercallInstruction,
@@ -457,13 +435,13 @@ pub fn hypercall_in_page(
     })
 }
 
-/// Like [`hypercall_in_page`], for user mode: calls what [`store_hypercall`] stored at
+/// Like [`try_hypercall_in_page`], for user mode: calls what [`store_hypercall`] stored at
 /// `offset` in `page` (mapped executable for user mode) without catching a fault, for code
 /// under `run_in_user_mode`, which catches instead. If the page does not hold a hypercall
 /// and RET there, it raises #UD (UD2 in this function) instead of calling it.
-pub fn call_hypercall_unguarded(page: &crate::memory::TestPage, offset: u64, number: u64) -> u64 {
+pub fn call_hypercall(page: &crate::memory::TestPage, offset: u64, number: u64) -> u64 {
     let address = page.address() + offset;
-    let code = (read_unguarded(address) as u32).to_le_bytes();
+    let code = (read(address) as u32).to_le_bytes();
     let expected = |instruction: HypercallInstruction| {
         let [first, second, third] = instruction.bytes();
         code == [first, second, third, 0xc3]
@@ -494,7 +472,7 @@ pub const NON_CANONICAL_START: u64 = 1 << 47;
 ///
 /// # Panics
 /// When `code` is longer than a page or no frame is left.
-pub fn run_at_canonical_edge(code: &mut [u8], rax: u64) -> Result<(), Exception> {
+pub fn try_run_at_canonical_edge(code: &mut [u8], rax: u64) -> Result<(), Exception> {
     use crate::memory::{PAGE_SIZE, Protection, allocate_frame, free_frames};
     assert!(code.len() as u64 <= PAGE_SIZE, "the code does not fit in a page");
     let page = NON_CANONICAL_START - PAGE_SIZE;
@@ -600,10 +578,7 @@ impl MemoryInstruction {
 /// the outcome (#UD where the CPU lacks it; for the cache-line instructions the faults of a
 /// byte load from `address`: #PF, #GP(0) for a non-canonical address) and the instruction's
 /// address.
-pub fn memory_instruction_at(
-    instruction: MemoryInstruction,
-    address: *const u8,
-) -> (Result<(), Exception>, u64) {
+pub fn try_memory_instruction(instruction: MemoryInstruction, address: *const u8) -> Attempt<()> {
     let mut location = 0u64;
     let slot = &raw mut location;
     let result = catch_exception(|| {
@@ -642,13 +617,16 @@ pub fn memory_instruction_at(
             },
         }
     });
-    (result, location)
+    Attempt {
+        result,
+        address: location,
+    }
 }
 
 /// RDPRU of processor register `register` (0: MPERF, 1: APERF; AMD APM Vol. 3): (EDX:EAX,
 /// the carry flag, set when the value is valid), or the exception (#UD where CPUID.80000008H:
 /// EBX[4] is clear), and the instruction's address.
-pub fn rdpru_at(register: u32) -> (Result<(u64, bool), Exception>, u64) {
+pub fn try_rdpru(register: u32) -> Attempt<(u64, bool)> {
     let mut location = 0u64;
     let slot = &raw mut location;
     let result = catch_exception(|| {
@@ -664,12 +642,15 @@ pub fn rdpru_at(register: u32) -> (Result<(u64, bool), Exception>, u64) {
         };
         ((u64::from(high) << 32) | u64::from(low), valid != 0)
     });
-    (result, location)
+    Attempt {
+        result,
+        address: location,
+    }
 }
 
-/// Like [`rdpru_at`] without catching a fault: for user mode, under `run_in_user_mode`
+/// Like [`try_rdpru`] without catching a fault: for user mode, under `run_in_user_mode`
 /// (which catches instead). Returns EDX:EAX and the carry flag.
-pub fn rdpru_unguarded(register: u32) -> (u64, bool) {
+pub fn rdpru(register: u32) -> (u64, bool) {
     let (low, high): (u32, u32);
     let valid: u8;
     // SAFETY: RDPRU only writes EDX:EAX and the flags; a #UD goes to the enclosing

@@ -108,7 +108,7 @@ pub fn capabilities() -> Capabilities {
 
 /// RDPMC of counter `index` (ECX): #GP(0) for a counter that does not exist, or at CPL 3 with
 /// CR4.PCE clear.
-pub fn rdpmc_safe(index: u32) -> Result<u64, Exception> {
+pub fn try_rdpmc(index: u32) -> Result<u64, Exception> {
     catch_exception(|| rdpmc(index))
 }
 

@@ -183,7 +183,7 @@ pub fn sysret_address() -> u64 {
 }
 
 /// Sets EFER.SCE, STAR, LSTAR (the runtime's entry) and FMASK on this CPU.
-pub fn enable(flags_mask: u64) -> Result<(), Exception> {
+pub fn try_enable(flags_mask: u64) -> Result<(), Exception> {
     // SAFETY: the runtime's own SYSCALL setup: its selectors, its entry, and a mask (any mask
     // is sound: the entry runs on the caller's stack and touches only its record).
     unsafe { try_wrmsr_unrestricted(IA32_STAR, STAR_VALUE)? };
@@ -195,7 +195,7 @@ pub fn enable(flags_mask: u64) -> Result<(), Exception> {
 }
 
 /// Clears EFER.SCE on this CPU: SYSCALL and SYSRET raise #UD.
-pub fn disable() -> Result<(), Exception> {
+pub fn try_disable() -> Result<(), Exception> {
     try_wrmsr(IA32_EFER, try_rdmsr(IA32_EFER)? & !EFER_SCE)
 }
 
@@ -231,7 +231,7 @@ pub struct Return {
 
 /// SYSCALL with RAX = `value` and RFLAGS.DF set as `direction` says (DF is cleared again
 /// after). Meant for user mode (`run_in_user_mode`); at CPL 0 it needs LSTAR to point at code
-/// that returns without SYSRET (see [`kernel_syscall`]).
+/// that returns without SYSRET (see [`try_kernel_syscall`]).
 pub fn syscall(value: u64, direction: bool) -> Return {
     let (result, return_address, flags_before, flags_after, code_segment, stack_segment): (
         u64,
@@ -298,7 +298,7 @@ pub fn traced_syscall_return_address() -> u64 {
 
 /// SYSRET at the current privilege level with RCX the next instruction and R11 the current
 /// RFLAGS: at CPL 3 it raises #GP(0); with EFER.SCE clear, #UD.
-pub fn sysret() -> Result<(), Exception> {
+pub fn try_sysret() -> Result<(), Exception> {
     catch_exception(|| {
         // SAFETY: SYSRET faults at CPL 3 and with SCE clear; were it to complete at CPL 0,
         // it would continue at CPL 3 at the next instruction with the same flags (the
@@ -337,7 +337,7 @@ pub struct KernelSyscall {
 /// SYSCALL at CPL 0 with LSTAR pointing at the next instruction (kvm-unit-tests' "lazy load"
 /// check) and RFLAGS.DF set: returns what it loaded, or its exception (#UD with SCE clear).
 /// LSTAR is restored after.
-pub fn kernel_syscall() -> Result<KernelSyscall, Exception> {
+pub fn try_kernel_syscall() -> Result<KernelSyscall, Exception> {
     let saved_lstar = try_rdmsr(IA32_LSTAR)?;
     let result = catch_exception(|| {
         let (return_address, next_instruction, saved_flags, flags_after, code_segment, stack_segment): (
@@ -426,8 +426,8 @@ pub fn compatibility_entries() -> u64 {
 /// Runs a SYSCALL from compatibility mode (CPL 3, 32-bit code) with CSTAR at the runtime's
 /// CSTAR entry, which returns with the 32-bit SYSRET when `sysret` is set, and returns the
 /// exception that ended the run (see [`CompatibilityAddresses`] for where each comes from).
-/// SYSCALL must be enabled ([`enable`]).
-pub fn compatibility_syscall(sysret: bool) -> Result<Exception, Exception> {
+/// SYSCALL must be enabled ([`try_enable`]).
+pub fn try_compatibility_syscall(sysret: bool) -> Result<Exception, Exception> {
     // SAFETY: CSTAR points at the runtime's compatibility-mode entry.
     unsafe { try_wrmsr_unrestricted(IA32_CSTAR, compatibility_addresses().entry)? };
     VMUNIT_COMPATIBILITY_SYSRET.store(u64::from(sysret), Ordering::SeqCst);
