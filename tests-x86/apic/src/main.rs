@@ -16,6 +16,7 @@ use vmunit::arch::control::{read_cr8, write_cr8};
 use vmunit::arch::cpuid::{Feature, cpuid, is_tcg};
 use vmunit::arch::device;
 use vmunit::arch::instructions::rdtsc;
+use vmunit::arch::interrupt_count::{count_interrupts, interrupt_count, reset_interrupt_count};
 use vmunit::arch::msr::{self, ApicBaseFlags, try_rdmsr, try_wrmsr};
 use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu, on_cpu_async, reset_cpu};
 use vmunit::arch::{interrupts, set_interrupt_handler};
@@ -35,15 +36,8 @@ const PATIENCE: u64 = 500;
 /// Milliseconds to wait for one that must not come (delivery takes microseconds).
 const SETTLE: u64 = 50;
 
-static SELF_IPIS: AtomicU32 = AtomicU32::new(0);
-static MASKED_IPIS: AtomicU32 = AtomicU32::new(0);
-static TIMER_INTERRUPTS: AtomicU32 = AtomicU32::new(0);
 /// The CPU that handled the remote IPI, plus one (0: none yet).
 static REMOTE_CPU: AtomicUsize = AtomicUsize::new(0);
-
-fn count(counter: &AtomicU32) {
-    counter.fetch_add(1, Ordering::SeqCst);
-}
 
 fn main(args: &[&str]) -> i32 {
     let x2apic = args.contains(&"x2apic");
@@ -160,17 +154,17 @@ fn check_base_and_identity() {
 }
 
 fn check_self_ipi() {
-    set_interrupt_handler(SELF_VECTOR, Some(|_| count(&SELF_IPIS)));
+    count_interrupts(SELF_VECTOR);
     report!(
         apic::self_ipi(SELF_VECTOR),
         "a self-IPI on {SELF_VECTOR:#x} is sent"
     );
-    let delivered = wait_until(PATIENCE, || SELF_IPIS.load(Ordering::SeqCst) > 0);
+    let delivered = wait_until(PATIENCE, || interrupt_count(SELF_VECTOR) > 0);
     report!(delivered, "the self-IPI is delivered once interrupts are enabled");
     report!(
-        SELF_IPIS.load(Ordering::SeqCst) == 1,
+        interrupt_count(SELF_VECTOR) == 1,
         "it is delivered exactly once (got {})",
-        SELF_IPIS.load(Ordering::SeqCst)
+        interrupt_count(SELF_VECTOR)
     );
     report!(
         !apic::vector_bit(register::IN_SERVICE, SELF_VECTOR),
@@ -179,10 +173,10 @@ fn check_self_ipi() {
 }
 
 fn check_task_priority() {
-    set_interrupt_handler(MASKED_VECTOR, Some(|_| count(&MASKED_IPIS)));
+    count_interrupts(MASKED_VECTOR);
     apic::write(register::TASK_PRIORITY, 0x60);
     let _ = apic::self_ipi(MASKED_VECTOR);
-    let early = wait_until(SETTLE, || MASKED_IPIS.load(Ordering::SeqCst) > 0);
+    let early = wait_until(SETTLE, || interrupt_count(MASKED_VECTOR) > 0);
     report!(
         !early,
         "with TPR 0x60, a self-IPI on {MASKED_VECTOR:#x} (class 5) is held back"
@@ -192,7 +186,7 @@ fn check_task_priority() {
         "the held-back vector is pending in the IRR"
     );
     apic::write(register::TASK_PRIORITY, 0);
-    let delivered = wait_until(PATIENCE, || MASKED_IPIS.load(Ordering::SeqCst) > 0);
+    let delivered = wait_until(PATIENCE, || interrupt_count(MASKED_VECTOR) > 0);
     report!(delivered, "lowering TPR to 0 delivers it");
 }
 
@@ -619,7 +613,7 @@ fn check_disable_and_relocate() {
 }
 
 fn check_timer() {
-    set_interrupt_handler(TIMER_VECTOR, Some(|_| count(&TIMER_INTERRUPTS)));
+    count_interrupts(TIMER_VECTOR);
     apic::write(register::TIMER_DIVIDE, 0b1011); // divide by 1
     apic::write(register::TIMER, u32::from(TIMER_VECTOR)); // one-shot, unmasked
     apic::write(register::TIMER_INITIAL_COUNT, 10_000_000);
@@ -629,13 +623,13 @@ fn check_timer() {
         first <= 10_000_000 && second < first,
         "the one-shot timer counts down from 10000000 (read {first}, then {second})"
     );
-    let fired = wait_until(PATIENCE, || TIMER_INTERRUPTS.load(Ordering::SeqCst) > 0);
+    let fired = wait_until(PATIENCE, || interrupt_count(TIMER_VECTOR) > 0);
     report!(fired, "the timer interrupt on {TIMER_VECTOR:#x} arrives");
-    let fired_again = wait_until(SETTLE, || TIMER_INTERRUPTS.load(Ordering::SeqCst) > 1);
+    let fired_again = wait_until(SETTLE, || interrupt_count(TIMER_VECTOR) > 1);
     report!(
         !fired_again,
         "a one-shot timer fires once (got {})",
-        TIMER_INTERRUPTS.load(Ordering::SeqCst)
+        interrupt_count(TIMER_VECTOR)
     );
     report!(
         apic::read(register::TIMER_CURRENT_COUNT) == 0,
@@ -644,16 +638,16 @@ fn check_timer() {
     apic::write(register::TIMER, apic::MASKED);
 
     // Periodic: the count reloads and the interrupt keeps coming.
-    TIMER_INTERRUPTS.store(0, Ordering::SeqCst);
+    reset_interrupt_count(TIMER_VECTOR);
     apic::write(register::TIMER, apic::TIMER_PERIODIC | u32::from(TIMER_VECTOR));
     apic::write(register::TIMER_INITIAL_COUNT, 1_000_000);
-    let repeated = wait_until(PATIENCE, || TIMER_INTERRUPTS.load(Ordering::SeqCst) >= 3);
+    let repeated = wait_until(PATIENCE, || interrupt_count(TIMER_VECTOR) >= 3);
     apic::write(register::TIMER, apic::MASKED);
     apic::write(register::TIMER_INITIAL_COUNT, 0);
     report!(
         repeated,
         "a periodic timer fires again and again (3 interrupts wanted, got {})",
-        TIMER_INTERRUPTS.load(Ordering::SeqCst)
+        interrupt_count(TIMER_VECTOR)
     );
 
     // TSC-deadline: the interrupt comes once the TSC passes IA32_TSC_DEADLINE.
@@ -661,13 +655,13 @@ fn check_timer() {
         report_skip!("TSC-deadline mode: CPUID.1:ECX[24] is clear");
         return;
     }
-    TIMER_INTERRUPTS.store(0, Ordering::SeqCst);
+    reset_interrupt_count(TIMER_VECTOR);
     apic::write(
         register::TIMER,
         apic::TIMER_TSC_DEADLINE | u32::from(TIMER_VECTOR),
     );
     let armed = try_wrmsr(msr::IA32_TSC_DEADLINE, rdtsc() + 10_000_000);
-    let fired = wait_until(PATIENCE, || TIMER_INTERRUPTS.load(Ordering::SeqCst) > 0);
+    let fired = wait_until(PATIENCE, || interrupt_count(TIMER_VECTOR) > 0);
     report!(
         armed.is_ok() && fired,
         "a TSC-deadline timer fires after its deadline (WRMSR {armed:x?})"
@@ -680,13 +674,13 @@ fn check_timer() {
 
     // A deadline already passed fires at once: by the end of a CPUID (serializing) after the
     // WRMSR, as kvm-unit-tests' apic test checks.
-    TIMER_INTERRUPTS.store(0, Ordering::SeqCst);
+    reset_interrupt_count(TIMER_VECTOR);
     interrupts::enable();
     let armed = try_wrmsr(msr::IA32_TSC_DEADLINE, rdtsc());
     let _ = cpuid(0, 0);
-    let at_once = TIMER_INTERRUPTS.load(Ordering::SeqCst);
+    let at_once = interrupt_count(TIMER_VECTOR);
     interrupts::disable();
-    let later = wait_until(PATIENCE, || TIMER_INTERRUPTS.load(Ordering::SeqCst) > 0);
+    let later = wait_until(PATIENCE, || interrupt_count(TIMER_VECTOR) > 0);
     known_failure(
         vmunit::environment::instruction_emulating_kvm(),
         "kvm_pvm delivers a TSC-deadline interrupt whose deadline has passed only later \

@@ -9,7 +9,6 @@ extern crate alloc;
 
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicUsize, Ordering};
 
 use vmunit::arch::apic::{self, register};
 use vmunit::arch::control::{Cr4Flags, RFlags, read_cr4, try_write_cr4};
@@ -23,8 +22,9 @@ use vmunit::arch::debug::{
     single_step_sti_hlt, store_watched, try_read_debug_register, try_write_debug_register, watched_address,
 };
 use vmunit::arch::exceptions::selector;
+use vmunit::arch::interrupt_count::{count_interrupts, interrupt_count};
 
-use vmunit::arch::{run_in_user_mode, set_interrupt_handler, trap_exceptions};
+use vmunit::arch::{run_in_user_mode, trap_exceptions};
 use vmunit::environment::instruction_emulating_kvm;
 use vmunit::{Vector, known_failure, prefix, report, report_info, report_skip, report_summary};
 
@@ -419,12 +419,7 @@ fn steps<'a>(after: &[u64], from: usize, names: &[&'a str]) -> Vec<(u64, u64, &'
         .collect()
 }
 
-static TIMER_TICKS: AtomicUsize = AtomicUsize::new(0);
 const TIMER_VECTOR: u8 = 0xee;
-
-fn timer_tick(_vector: u8) {
-    TIMER_TICKS.fetch_add(1, Ordering::Relaxed);
-}
 
 fn single_step() {
     let _prefix = prefix("single-step");
@@ -527,17 +522,16 @@ fn single_step() {
     disable_breakpoints();
 
     // STI;HLT: a periodic APIC timer ends the HLT.
-    set_interrupt_handler(TIMER_VECTOR, Some(timer_tick));
-    TIMER_TICKS.store(0, Ordering::Relaxed);
+    count_interrupts(TIMER_VECTOR);
     apic::write(register::TIMER_DIVIDE, 0xb); // divide by 1
-    apic::write(register::TIMER, 1 << 17 | u32::from(TIMER_VECTOR)); // periodic
+    apic::write(register::TIMER, apic::TIMER_PERIODIC | u32::from(TIMER_VECTOR));
     apic::write(register::TIMER_INITIAL_COUNT, 2_000_000);
     let (after, seen) = step(single_step_sti_hlt);
     apic::write(register::TIMER, apic::MASKED);
     apic::write(register::TIMER_INITIAL_COUNT, 0);
     // Whether the HLT waits for the interrupt or ends with the single-step trap is not
     // checked (debug.c does not either); the timer makes sure it ends.
-    let ticks = TIMER_TICKS.load(Ordering::Relaxed);
+    let ticks = interrupt_count(TIMER_VECTOR);
     report_info!("STI;HLT: {ticks} APIC timer interrupts during the sequence");
     check_debug_exceptions(
         "STI;HLT (DR6.BS each)",

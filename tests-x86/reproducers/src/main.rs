@@ -15,6 +15,7 @@ use vmunit::arch::cpuid::Feature;
 use vmunit::arch::instructions::{
     int3, rdtsc, read_dr6, read_with_alignment_check, software_interrupt, try_invpcid, try_rdtscp, write_dr6,
 };
+use vmunit::arch::interrupt_count::{count_interrupts, interrupt_count};
 use vmunit::arch::msr::{self, try_rdmsr, try_wrmsr, try_wrmsr_unrestricted};
 use vmunit::arch::probes::{try_fninit, try_fwait, watched_store};
 use vmunit::catch::Attempt;
@@ -261,22 +262,16 @@ fn syscall_loads_star_selectors() {
 /// (kvm_pvm: not in the window; only a later HLT or exit lets it in).
 #[vmunit::test]
 fn pending_interrupt_arrives_in_sti_window() {
-    static HANDLED: AtomicU32 = AtomicU32::new(0);
-    set_interrupt_handler(
-        0x40,
-        Some(|_| {
-            HANDLED.fetch_add(1, Ordering::SeqCst);
-        }),
-    );
+    count_interrupts(0x40);
     apic::self_ipi(0x40);
     interrupt_window();
-    let in_window = HANDLED.load(Ordering::SeqCst);
-    let _ = vmunit::time::wait_until(100, || HANDLED.load(Ordering::SeqCst) > 0);
+    let in_window = interrupt_count(0x40);
+    let _ = vmunit::time::wait_until(100, || interrupt_count(0x40) > 0);
     set_interrupt_handler(0x40, None);
     report!(
         in_window == 1,
         "the pending self-IPI is delivered in STI; NOP; CLI (got {in_window}, then {} in all)",
-        HANDLED.load(Ordering::SeqCst)
+        interrupt_count(0x40)
     );
 }
 
@@ -387,18 +382,12 @@ fn level_interrupt_lowered_before_eoi_comes_once() {
 /// (kvm_pvm raises #UD).
 #[vmunit::test]
 fn user_mode_software_interrupt_enters_gate() {
-    static HANDLED: AtomicU32 = AtomicU32::new(0);
-    set_interrupt_handler(
-        0x20,
-        Some(|_| {
-            HANDLED.fetch_add(1, Ordering::SeqCst);
-        }),
-    );
+    count_interrupts(0x20);
     set_gate_user_callable(0x20, true);
     let result = run_in_user_mode(software_interrupt::<0x20>);
     set_gate_user_callable(0x20, false);
     set_interrupt_handler(0x20, None);
-    let handled = HANDLED.load(Ordering::SeqCst);
+    let handled = interrupt_count(0x20);
     report!(
         result.is_ok() && handled == 1,
         "INT 0x20 at CPL 3 through a DPL-3 gate runs its handler once and returns (got {result:x?}, {handled} runs)"
@@ -409,30 +398,24 @@ fn user_mode_software_interrupt_enters_gate() {
 /// CPUID after the WRMSR ends (kvm_pvm: only later).
 #[vmunit::test]
 fn passed_tsc_deadline_fires_at_once() {
-    static FIRED: AtomicU32 = AtomicU32::new(0);
     if !Feature::TscDeadlineTimer.supported() {
         report_skip!("TSC-deadline mode: CPUID.1:ECX[24] is clear; run with -cpu ...,+tsc-deadline");
         return;
     }
-    set_interrupt_handler(
-        0x42,
-        Some(|_| {
-            FIRED.fetch_add(1, Ordering::SeqCst);
-        }),
-    );
-    apic::write(apic::register::TIMER, 0b10 << 17 | 0x42);
+    count_interrupts(0x42);
+    apic::write(apic::register::TIMER, apic::TIMER_TSC_DEADLINE | 0x42);
     vmunit::arch::interrupts::enable();
     let armed = try_wrmsr(msr::IA32_TSC_DEADLINE, rdtsc());
     let _ = vmunit::arch::cpuid::cpuid(0, 0);
-    let at_once = FIRED.load(Ordering::SeqCst);
+    let at_once = interrupt_count(0x42);
     vmunit::arch::interrupts::disable();
-    let _ = vmunit::time::wait_until(100, || FIRED.load(Ordering::SeqCst) > 0);
+    let _ = vmunit::time::wait_until(100, || interrupt_count(0x42) > 0);
     apic::write(apic::register::TIMER, apic::MASKED);
     set_interrupt_handler(0x42, None);
     report!(
         armed.is_ok() && at_once == 1,
         "the passed deadline's interrupt has come by the end of the CPUID (got {at_once}, then {})",
-        FIRED.load(Ordering::SeqCst)
+        interrupt_count(0x42)
     );
 }
 
