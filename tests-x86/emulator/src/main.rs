@@ -16,6 +16,7 @@ use machine::{ARITHMETIC_FLAGS, CF, Case, State, StringForm, StringState, ZF};
 use vmunit::arch::control::{read_cr0, read_cr4, try_write_cr0, try_write_cr4};
 use vmunit::arch::cpuid::{Feature, is_tcg};
 use vmunit::arch::device::{self, Backing};
+use vmunit::arch::fpu::try_enable_sse;
 
 use vmunit::arch::{Exception, Vector, page_fault};
 use vmunit::catch::Attempt;
@@ -1087,8 +1088,7 @@ fn sse(kvm_pvm: bool) {
         return;
     }
     let (cr0, cr4) = (read_cr0(), read_cr4());
-    let enabled = try_write_cr0((cr0 & !((1 << 2) | (1 << 3))) | (1 << 1))
-        .and_then(|()| try_write_cr4(cr4 | (1 << 9) | (1 << 10)));
+    let enabled = try_enable_sse();
     report!(
         enabled.is_ok(),
         "SSE can be enabled (CR0.EM and TS clear, CR4.OSFXSR and OSXMMEXCPT set) (got {enabled:x?})"

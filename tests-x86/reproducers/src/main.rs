@@ -10,7 +10,7 @@
 #![no_main]
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use vmunit::arch::control::{Cr0Flags, read_cr0, read_cr4, try_write_cr0, try_write_cr4};
+use vmunit::arch::control::{Cr0Flags, RFlags, read_cr0, read_cr4, try_write_cr0, try_write_cr4};
 use vmunit::arch::cpuid::Feature;
 use vmunit::arch::instructions::{
     int3, rdtsc, read_dr6, read_with_alignment_check, software_interrupt, try_invpcid, try_rdtscp, write_dr6,
@@ -250,7 +250,9 @@ fn syscall_loads_star_selectors() {
     let _ = syscall::try_disable();
     let (entry, _) = syscall::last_entry();
     report!(
-        entry.code_segment == 0x08 && entry.stack_segment == 0x10 && entry.kernel_flags & (1 << 9) == 0,
+        entry.code_segment == 0x08
+            && entry.stack_segment == 0x10
+            && entry.kernel_flags & RFlags::INTERRUPT_FLAG.bits() == 0,
         "the entry runs with CS 0x8, SS 0x10 and IF clear (got CS {:#x}, SS {:#x}, RFLAGS {:#x})",
         entry.code_segment,
         entry.stack_segment,

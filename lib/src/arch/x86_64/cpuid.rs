@@ -91,187 +91,187 @@ pub fn has(feature: Feature) -> bool {
 /// A CPUID feature bit, as kvm-unit-tests' `X86_FEATURE_*` (lib/x86/processor.h).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Feature {
-    /// X87 FPU on chip: CPUID.1:EDX[0].
+    /// The x87 FPU on chip: `CPUID.1:EDX[0]`.
     Fpu,
-    /// Debugging extensions (CR4.DE): CPUID.1:EDX[2].
+    /// Debugging extensions (CR4.DE): `CPUID.1:EDX[2]`.
     De,
-    /// RDTSC: CPUID.1:EDX[4].
+    /// RDTSC: `CPUID.1:EDX[4]`.
     Tsc,
-    /// RDMSR/WRMSR: CPUID.1:EDX[5].
+    /// RDMSR/WRMSR: `CPUID.1:EDX[5]`.
     Msr,
-    /// Physical address extension: CPUID.1:EDX[6].
+    /// Physical address extension: `CPUID.1:EDX[6]`.
     Pae,
-    /// Machine check exception: CPUID.1:EDX[7].
+    /// Machine check exception: `CPUID.1:EDX[7]`.
     Mce,
-    /// CMPXCHG8B: CPUID.1:EDX[8].
+    /// CMPXCHG8B: `CPUID.1:EDX[8]`.
     Cx8,
-    /// On-chip local APIC: CPUID.1:EDX[9].
+    /// On-chip local APIC: `CPUID.1:EDX[9]`.
     Apic,
-    /// SYSENTER/SYSEXIT: CPUID.1:EDX[11].
+    /// SYSENTER/SYSEXIT: `CPUID.1:EDX[11]`.
     Sep,
-    /// Memory type range registers: CPUID.1:EDX[12].
+    /// Memory type range registers: `CPUID.1:EDX[12]`.
     Mtrr,
-    /// Global pages (CR4.PGE): CPUID.1:EDX[13].
+    /// Global pages (CR4.PGE): `CPUID.1:EDX[13]`.
     Pge,
-    /// Machine check architecture: CPUID.1:EDX[14].
+    /// Machine check architecture: `CPUID.1:EDX[14]`.
     Mca,
-    /// CMOVcc: CPUID.1:EDX[15].
+    /// CMOVcc: `CPUID.1:EDX[15]`.
     Cmov,
-    /// Page attribute table: CPUID.1:EDX[16].
+    /// Page attribute table: `CPUID.1:EDX[16]`.
     Pat,
-    /// CLFLUSH: CPUID.1:EDX[19].
+    /// CLFLUSH: `CPUID.1:EDX[19]`.
     Clflush,
-    /// MMX: CPUID.1:EDX[23].
+    /// MMX: `CPUID.1:EDX[23]`.
     Mmx,
-    /// FXSAVE/FXRSTOR (CR4.OSFXSR): CPUID.1:EDX[24].
+    /// FXSAVE/FXRSTOR (CR4.OSFXSR): `CPUID.1:EDX[24]`.
     Fxsr,
-    /// SSE: CPUID.1:EDX[25].
+    /// SSE: `CPUID.1:EDX[25]`.
     Sse,
-    /// SSE2: CPUID.1:EDX[26].
+    /// SSE2: `CPUID.1:EDX[26]`.
     Sse2,
-    /// SSE3: CPUID.1:ECX[0].
+    /// SSE3: `CPUID.1:ECX[0]`.
     Sse3,
-    /// PCLMULQDQ: CPUID.1:ECX[1].
+    /// PCLMULQDQ: `CPUID.1:ECX[1]`.
     Pclmulqdq,
-    /// MONITOR/MWAIT: CPUID.1:ECX[3].
+    /// MONITOR/MWAIT: `CPUID.1:ECX[3]`.
     Mwait,
-    /// VMX: CPUID.1:ECX[5].
+    /// VMX: `CPUID.1:ECX[5]`.
     Vmx,
-    /// SSSE3: CPUID.1:ECX[9].
+    /// SSSE3: `CPUID.1:ECX[9]`.
     Ssse3,
-    /// FMA: CPUID.1:ECX[12].
+    /// FMA: `CPUID.1:ECX[12]`.
     Fma,
-    /// CMPXCHG16B: CPUID.1:ECX[13].
+    /// CMPXCHG16B: `CPUID.1:ECX[13]`.
     Cx16,
-    /// IA32_PERF_CAPABILITIES: CPUID.1:ECX[15].
+    /// IA32_PERF_CAPABILITIES: `CPUID.1:ECX[15]`.
     Pdcm,
-    /// Process-context identifiers (CR4.PCIDE): CPUID.1:ECX[17].
+    /// Process-context identifiers (CR4.PCIDE): `CPUID.1:ECX[17]`.
     Pcid,
-    /// SSE4.1: CPUID.1:ECX[19].
+    /// SSE4.1: `CPUID.1:ECX[19]`.
     Sse41,
-    /// SSE4.2: CPUID.1:ECX[20].
+    /// SSE4.2: `CPUID.1:ECX[20]`.
     Sse42,
-    /// X2APIC mode: CPUID.1:ECX[21].
+    /// X2APIC mode: `CPUID.1:ECX[21]`.
     X2apic,
-    /// MOVBE: CPUID.1:ECX[22].
+    /// MOVBE: `CPUID.1:ECX[22]`.
     Movbe,
-    /// POPCNT: CPUID.1:ECX[23].
+    /// POPCNT: `CPUID.1:ECX[23]`.
     Popcnt,
-    /// The local APIC timer's TSC-deadline mode: CPUID.1:ECX[24].
+    /// The local APIC timer's TSC-deadline mode: `CPUID.1:ECX[24]`.
     TscDeadlineTimer,
-    /// AES-NI: CPUID.1:ECX[25].
+    /// AES-NI: `CPUID.1:ECX[25]`.
     Aes,
-    /// XSAVE/XRSTOR, XSETBV/XGETBV and XCR0: CPUID.1:ECX[26].
+    /// XSAVE/XRSTOR, XSETBV/XGETBV and XCR0: `CPUID.1:ECX[26]`.
     Xsave,
-    /// CR4.OSXSAVE is set (reported by the CPU, not a capability): CPUID.1:ECX[27].
+    /// CR4.OSXSAVE is set (reported by the CPU, not a capability): `CPUID.1:ECX[27]`.
     Osxsave,
-    /// AVX: CPUID.1:ECX[28].
+    /// AVX: `CPUID.1:ECX[28]`.
     Avx,
-    /// RDRAND: CPUID.1:ECX[30].
+    /// RDRAND: `CPUID.1:ECX[30]`.
     Rdrand,
-    /// Running under a hypervisor: CPUID.1:ECX[31].
+    /// Running under a hypervisor: `CPUID.1:ECX[31]`.
     Hypervisor,
-    /// RDFSBASE/WRFSBASE/RDGSBASE/WRGSBASE (CR4.FSGSBASE): CPUID.7.0:EBX[0].
+    /// RDFSBASE/WRFSBASE/RDGSBASE/WRGSBASE (CR4.FSGSBASE): `CPUID.7.0:EBX[0]`.
     Fsgsbase,
-    /// IA32_TSC_ADJUST: CPUID.7.0:EBX[1].
+    /// IA32_TSC_ADJUST: `CPUID.7.0:EBX[1]`.
     TscAdjust,
-    /// BMI1: CPUID.7.0:EBX[3].
+    /// BMI1: `CPUID.7.0:EBX[3]`.
     Bmi1,
-    /// Hardware lock elision: CPUID.7.0:EBX[4].
+    /// Hardware lock elision: `CPUID.7.0:EBX[4]`.
     Hle,
-    /// AVX2: CPUID.7.0:EBX[5].
+    /// AVX2: `CPUID.7.0:EBX[5]`.
     Avx2,
-    /// Supervisor-mode execution prevention (CR4.SMEP): CPUID.7.0:EBX[7].
+    /// Supervisor-mode execution prevention (CR4.SMEP): `CPUID.7.0:EBX[7]`.
     Smep,
-    /// BMI2: CPUID.7.0:EBX[8].
+    /// BMI2: `CPUID.7.0:EBX[8]`.
     Bmi2,
-    /// Enhanced REP MOVSB/STOSB: CPUID.7.0:EBX[9].
+    /// Enhanced REP MOVSB/STOSB: `CPUID.7.0:EBX[9]`.
     Erms,
-    /// INVPCID: CPUID.7.0:EBX[10].
+    /// INVPCID: `CPUID.7.0:EBX[10]`.
     Invpcid,
-    /// Restricted transactional memory: CPUID.7.0:EBX[11].
+    /// Restricted transactional memory: `CPUID.7.0:EBX[11]`.
     Rtm,
-    /// Memory protection extensions: CPUID.7.0:EBX[14].
+    /// Memory protection extensions: `CPUID.7.0:EBX[14]`.
     Mpx,
-    /// AVX-512 foundation: CPUID.7.0:EBX[16].
+    /// AVX-512 foundation: `CPUID.7.0:EBX[16]`.
     Avx512f,
-    /// RDSEED: CPUID.7.0:EBX[18].
+    /// RDSEED: `CPUID.7.0:EBX[18]`.
     Rdseed,
-    /// ADCX/ADOX: CPUID.7.0:EBX[19].
+    /// ADCX/ADOX: `CPUID.7.0:EBX[19]`.
     Adx,
-    /// Supervisor-mode access prevention (CR4.SMAP, STAC/CLAC): CPUID.7.0:EBX[20].
+    /// Supervisor-mode access prevention (CR4.SMAP, STAC/CLAC): `CPUID.7.0:EBX[20]`.
     Smap,
-    /// PCOMMIT (withdrawn by Intel): CPUID.7.0:EBX[22].
+    /// PCOMMIT (withdrawn by Intel): `CPUID.7.0:EBX[22]`.
     Pcommit,
-    /// CLFLUSHOPT: CPUID.7.0:EBX[23].
+    /// CLFLUSHOPT: `CPUID.7.0:EBX[23]`.
     Clflushopt,
-    /// CLWB: CPUID.7.0:EBX[24].
+    /// CLWB: `CPUID.7.0:EBX[24]`.
     Clwb,
-    /// Intel processor trace: CPUID.7.0:EBX[25].
+    /// Intel processor trace: `CPUID.7.0:EBX[25]`.
     IntelPt,
-    /// SHA extensions: CPUID.7.0:EBX[29].
+    /// SHA extensions: `CPUID.7.0:EBX[29]`.
     Sha,
-    /// User-mode instruction prevention (CR4.UMIP): CPUID.7.0:ECX[2].
+    /// User-mode instruction prevention (CR4.UMIP): `CPUID.7.0:ECX[2]`.
     Umip,
-    /// Protection keys for user pages (CR4.PKE): CPUID.7.0:ECX[3].
+    /// Protection keys for user pages (CR4.PKE): `CPUID.7.0:ECX[3]`.
     Pku,
-    /// CR4.PKE is set (reported by the CPU, not a capability): CPUID.7.0:ECX[4].
+    /// CR4.PKE is set (reported by the CPU, not a capability): `CPUID.7.0:ECX[4]`.
     Ospke,
-    /// CET shadow stacks: CPUID.7.0:ECX[7].
+    /// CET shadow stacks: `CPUID.7.0:ECX[7]`.
     Shstk,
-    /// 5-level paging (CR4.LA57): CPUID.7.0:ECX[16].
+    /// 5-level paging (CR4.LA57): `CPUID.7.0:ECX[16]`.
     La57,
-    /// RDPID: CPUID.7.0:ECX[22].
+    /// RDPID: `CPUID.7.0:ECX[22]`.
     Rdpid,
-    /// Bus-lock debug exceptions (DEBUGCTL.BLD): CPUID.7.0:ECX[24].
+    /// Bus-lock debug exceptions (DEBUGCTL.BLD): `CPUID.7.0:ECX[24]`.
     BusLockDetect,
-    /// Protection keys for supervisor pages (CR4.PKS): CPUID.7.0:ECX[31].
+    /// Protection keys for supervisor pages (CR4.PKS): `CPUID.7.0:ECX[31]`.
     Pks,
-    /// IA32_SPEC_CTRL.IBRS and IA32_PRED_CMD.IBPB (Intel): CPUID.7.0:EDX[26].
+    /// IA32_SPEC_CTRL.IBRS and IA32_PRED_CMD.IBPB (Intel): `CPUID.7.0:EDX[26]`.
     SpecCtrl,
-    /// IA32_SPEC_CTRL.STIBP (Intel): CPUID.7.0:EDX[27].
+    /// IA32_SPEC_CTRL.STIBP (Intel): `CPUID.7.0:EDX[27]`.
     IntelStibp,
-    /// IA32_FLUSH_CMD.L1D_FLUSH: CPUID.7.0:EDX[28].
+    /// IA32_FLUSH_CMD.L1D_FLUSH: `CPUID.7.0:EDX[28]`.
     FlushL1d,
-    /// IA32_ARCH_CAPABILITIES: CPUID.7.0:EDX[29].
+    /// IA32_ARCH_CAPABILITIES: `CPUID.7.0:EDX[29]`.
     ArchCapabilities,
-    /// IA32_SPEC_CTRL.SSBD (Intel): CPUID.7.0:EDX[31].
+    /// IA32_SPEC_CTRL.SSBD (Intel): `CPUID.7.0:EDX[31]`.
     SpecCtrlSsbd,
-    /// XSAVEOPT: CPUID.D.1:EAX[0].
+    /// XSAVEOPT: `CPUID.D.1:EAX[0]`.
     Xsaveopt,
-    /// XSAVEC: CPUID.D.1:EAX[1].
+    /// XSAVEC: `CPUID.D.1:EAX[1]`.
     Xsavec,
-    /// XGETBV with ECX = 1 (XINUSE): CPUID.D.1:EAX[2].
+    /// XGETBV with ECX = 1 (XINUSE): `CPUID.D.1:EAX[2]`.
     Xgetbv1,
-    /// XSAVES/XRSTORS and IA32_XSS: CPUID.D.1:EAX[3].
+    /// XSAVES/XRSTORS and IA32_XSS: `CPUID.D.1:EAX[3]`.
     Xsaves,
-    /// LAHF/SAHF in 64-bit mode: CPUID.80000001H:ECX[0].
+    /// LAHF/SAHF in 64-bit mode: `CPUID.80000001H:ECX[0]`.
     LahfLm,
-    /// AMD secure virtual machine: CPUID.80000001H:ECX[2].
+    /// AMD secure virtual machine: `CPUID.80000001H:ECX[2]`.
     Svm,
-    /// SYSCALL/SYSRET: CPUID.80000001H:EDX[11].
+    /// SYSCALL/SYSRET: `CPUID.80000001H:EDX[11]`.
     Syscall,
-    /// No-execute pages (EFER.NXE): CPUID.80000001H:EDX[20].
+    /// No-execute pages (EFER.NXE): `CPUID.80000001H:EDX[20]`.
     Nx,
-    /// 1-GiB pages: CPUID.80000001H:EDX[26].
+    /// 1-GiB pages: `CPUID.80000001H:EDX[26]`.
     Gbpages,
-    /// RDTSCP and IA32_TSC_AUX: CPUID.80000001H:EDX[27].
+    /// RDTSCP and IA32_TSC_AUX: `CPUID.80000001H:EDX[27]`.
     Rdtscp,
-    /// Long mode: CPUID.80000001H:EDX[29].
+    /// Long mode: `CPUID.80000001H:EDX[29]`.
     Lm,
-    /// RDPRU: CPUID.80000008H:EBX[4].
+    /// RDPRU: `CPUID.80000008H:EBX[4]`.
     Rdpru,
-    /// IA32_PRED_CMD.IBPB (AMD): CPUID.80000008H:EBX[12].
+    /// IA32_PRED_CMD.IBPB (AMD): `CPUID.80000008H:EBX[12]`.
     AmdIbpb,
-    /// IA32_SPEC_CTRL.IBRS (AMD): CPUID.80000008H:EBX[14].
+    /// IA32_SPEC_CTRL.IBRS (AMD): `CPUID.80000008H:EBX[14]`.
     AmdIbrs,
-    /// IA32_SPEC_CTRL.STIBP (AMD): CPUID.80000008H:EBX[15].
+    /// IA32_SPEC_CTRL.STIBP (AMD): `CPUID.80000008H:EBX[15]`.
     AmdStibp,
-    /// IA32_SPEC_CTRL.SSBD (AMD): CPUID.80000008H:EBX[24].
+    /// IA32_SPEC_CTRL.SSBD (AMD): `CPUID.80000008H:EBX[24]`.
     AmdSsbd,
-    /// MSR_VIRT_SPEC_CTRL.SSBD (AMD): CPUID.80000008H:EBX[25].
+    /// MSR_VIRT_SPEC_CTRL.SSBD (AMD): `CPUID.80000008H:EBX[25]`.
     VirtSsbd,
-    /// IA32_PRED_CMD.SBPB (AMD selective branch predictor barrier): CPUID.80000021H:EAX[27].
+    /// IA32_PRED_CMD.SBPB (AMD selective branch predictor barrier): `CPUID.80000021H:EAX[27]`.
     Sbpb,
 }
 

@@ -1,5 +1,7 @@
-//! Safe wrappers for the x86 instructions tests exercise. Each one that can fault runs under
-//! [`catch_exception`] and returns the exception instead of ending the test.
+//! Safe wrappers for the x86 instructions tests exercise. Those named `try_<op>` run under
+//! [`catch_exception`] and return the exception instead of ending the test (those that also
+//! report the instruction's address return an [`Attempt`]); the plain names never catch, so a
+//! fault goes to the enclosing `catch_exception` or `run_in_user_mode`, or ends the test.
 //!
 //! These are deliberate hardware probes: they execute the raw instruction (no compiler
 //! checks) so that a test can observe what the CPU, or the hypervisor emulating it, does.
