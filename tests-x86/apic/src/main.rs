@@ -42,7 +42,7 @@ static REMOTE_CPU: AtomicUsize = AtomicUsize::new(0);
 fn main(args: &[&str]) -> i32 {
     let x2apic = args.contains(&"x2apic");
     if x2apic {
-        if !apic::x2apic_supported() {
+        if !Feature::X2apic.supported() {
             report_skip!("x2APIC: CPUID.1:ECX[21] is clear");
             return report_summary();
         }
@@ -554,7 +554,7 @@ fn check_disable_and_relocate() {
         (cr8 ^ 0xf) << 4
     );
 
-    if apic::x2apic_supported() && apic::try_enable_x2apic().is_ok() {
+    if Feature::X2apic.supported() && apic::try_enable_x2apic().is_ok() {
         let (hidden_version, hidden_priority) = page_hidden();
         known_failure(
             tcg,

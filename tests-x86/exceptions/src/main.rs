@@ -15,14 +15,13 @@ use core::fmt::Debug;
 use vmunit::arch::control::{
     Cr0Flags, read_cr0, read_cr2, read_cr4, try_write_cr0, try_write_cr4, write_cr2,
 };
-use vmunit::arch::cpuid::is_tcg;
+use vmunit::arch::cpuid::{Feature, is_tcg};
 use vmunit::arch::debug::dr6;
 use vmunit::arch::exceptions::selector;
 use vmunit::arch::instructions::{
     int1, int3, read, read_dr6, read_with_alignment_check, single_step_two_nops, software_interrupt,
     try_call_return, try_ud2, write_dr6,
 };
-use vmunit::arch::mmu::no_execute_supported;
 use vmunit::arch::page_fault::{FETCH, PRESENT, RESERVED, USER, WRITE};
 use vmunit::arch::probes;
 use vmunit::arch::run_in_user_mode;
@@ -542,7 +541,7 @@ fn check_page_fault<T: Debug>(what: &str, result: Result<T, Exception>, error_co
 
 fn page_fault() {
     let _prefix = prefix("#PF");
-    let no_execute = no_execute_supported();
+    let no_execute = Feature::Nx.supported();
     report_info!(
         "NX {}",
         if no_execute {

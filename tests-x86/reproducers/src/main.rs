@@ -312,7 +312,7 @@ fn mov_ss_holds_back_single_step() {
 /// internal error, emulation failure).
 #[vmunit::test]
 fn stac_clac_toggle_alignment_check_flag() {
-    if !access::smap_advertised() {
+    if !Feature::Smap.supported() {
         report_skip!("SMAP is not advertised (CPUID.7.0:EBX[20]); run with -cpu ...,+smap");
         return;
     }

@@ -12,11 +12,11 @@
 #![no_main]
 
 use vmunit::arch::access::{
-    AccessFlag, DATA_SEGMENT_DESCRIPTOR, smap_advertised, smep_advertised, stac_clac, try_call_with,
-    try_load_fs_from_ldt, try_read_with, try_stac_clac, try_write_with,
+    AccessFlag, DATA_SEGMENT_DESCRIPTOR, stac_clac, try_call_with, try_load_fs_from_ldt, try_read_with,
+    try_stac_clac, try_write_with,
 };
 use vmunit::arch::control::{Cr0Flags, Cr4Flags, read_cr0, read_cr4, try_write_cr0, try_write_cr4};
-use vmunit::arch::cpuid::is_tcg;
+use vmunit::arch::cpuid::{Feature, is_tcg};
 use vmunit::arch::instructions::try_call_return;
 
 use vmunit::arch::page_fault::{FETCH, PRESENT, WRITE};
@@ -67,7 +67,7 @@ fn is_gp0(result: &Result<(), Exception>) -> bool {
 }
 
 fn main(args: &[&str]) -> i32 {
-    let (smap, smep) = (smap_advertised(), smep_advertised());
+    let (smap, smep) = (Feature::Smap.supported(), Feature::Smep.supported());
     report_info!(
         "SMAP advertised: {smap}, SMEP advertised: {smep}, CR4 {:#x}",
         read_cr4()

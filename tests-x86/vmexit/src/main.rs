@@ -450,7 +450,7 @@ fn self_ipi(name: &str) -> Option<Sample> {
         x2apic: name.starts_with("x2apic"),
     };
     if variant.x2apic {
-        if !apic::x2apic_supported() {
+        if !Feature::X2apic.supported() {
             report_skip!("no x2APIC: CPUID.1:ECX[21] is clear");
             return None;
         }

@@ -15,11 +15,10 @@ extern crate alloc;
 use alloc::vec::Vec;
 
 use vmunit::arch::control::{Cr4Flags, read_cr0, read_cr4, try_write_cr0, try_write_cr4};
-use vmunit::arch::cpuid::{cpuid, is_tcg};
+use vmunit::arch::cpuid::{Feature, cpuid, is_tcg};
 use vmunit::arch::fpu::{
-    self, MXCSR_DEFAULT, XsaveArea, area_offset, avx_advertised, component, osxsave_reported, supported_xcr0,
-    try_copy_through_ymm, try_enable_sse, try_read_xmm0, try_set_osxsave, try_write_xmm0, try_xrstor,
-    try_xsave, xinuse_advertised, xsave_advertised,
+    self, MXCSR_DEFAULT, XsaveArea, area_offset, component, supported_xcr0, try_copy_through_ymm,
+    try_enable_sse, try_read_xmm0, try_set_osxsave, try_write_xmm0, try_xrstor, try_xsave,
 };
 use vmunit::arch::instructions::{try_xgetbv, try_xsetbv};
 use vmunit::environment::instruction_emulating_kvm;
@@ -46,8 +45,8 @@ fn main(args: &[&str]) -> i32 {
     report_info!(
         "CPUID.1:ECX {:#x} (XSAVE {}, AVX {}), XCR0 support {:#x}, CR4 {cr4:#x}",
         cpuid(1, 0).ecx,
-        xsave_advertised(),
-        avx_advertised(),
+        Feature::Xsave.supported(),
+        Feature::Avx.supported(),
         supported_xcr0()
     );
     if args.contains(&"disabled") {
@@ -56,14 +55,14 @@ fn main(args: &[&str]) -> i32 {
             "kvm_pvm's guest CPUID shows the host's XSAVE whatever QEMU's -cpu says",
             || {
                 report!(
-                    !xsave_advertised(),
+                    !Feature::Xsave.supported(),
                     "CPUID.1:ECX.XSAVE is clear, as -cpu ...,-xsave asks"
                 )
             },
         );
     }
     osxsave_clear();
-    if xsave_advertised() {
+    if Feature::Xsave.supported() {
         xsave_enabled();
     } else {
         xsave_not_advertised();
@@ -74,7 +73,7 @@ fn main(args: &[&str]) -> i32 {
         "CR0 and CR4 are restored to {cr0:#x}, {cr4:#x} (got {restored:x?})"
     );
     report!(
-        osxsave_reported() == (cr4 & Cr4Flags::OSXSAVE.bits() != 0),
+        Feature::Osxsave.supported() == (cr4 & Cr4Flags::OSXSAVE.bits() != 0),
         "CPUID.1:ECX.OSXSAVE follows CR4.OSXSAVE again ({})",
         cr4 & Cr4Flags::OSXSAVE.bits() != 0
     );
@@ -86,7 +85,7 @@ fn osxsave_clear() {
     let _prefix = prefix("OSXSAVE clear");
     let cleared = try_set_osxsave(false);
     report!(cleared.is_ok(), "CR4.OSXSAVE can be cleared (got {cleared:x?})");
-    report!(!osxsave_reported(), "CPUID.1:ECX.OSXSAVE reads 0");
+    report!(!Feature::Osxsave.supported(), "CPUID.1:ECX.OSXSAVE reads 0");
     if instruction_emulating_kvm() {
         report_skip!("XGETBV, XSETBV and XSAVE raising #UD: {KVM_PVM_STOPS}");
         return;
@@ -121,7 +120,7 @@ fn xsave_not_advertised() {
             )
         },
     );
-    report!(!osxsave_reported(), "CPUID.1:ECX.OSXSAVE still reads 0");
+    report!(!Feature::Osxsave.supported(), "CPUID.1:ECX.OSXSAVE still reads 0");
     report!(
         read_cr4() & Cr4Flags::OSXSAVE.bits() == 0,
         "CR4.OSXSAVE is still clear (CR4 {:#x})",
@@ -138,7 +137,7 @@ fn xsave_enabled() {
     );
     let set = try_set_osxsave(true);
     report!(set.is_ok(), "CR4.OSXSAVE can be set (got {set:x?})");
-    report!(osxsave_reported(), "CPUID.1:ECX.OSXSAVE reads 1");
+    report!(Feature::Osxsave.supported(), "CPUID.1:ECX.OSXSAVE reads 1");
     report!(
         read_cr4() & Cr4Flags::OSXSAVE.bits() != 0,
         "CR4.OSXSAVE reads back set (CR4 {:#x})",
@@ -208,7 +207,7 @@ fn legal_xcr0_values(supported: u64) {
 
 fn avx(supported: u64) {
     let _prefix = prefix("AVX");
-    if supported & component::YMM == 0 || !avx_advertised() {
+    if supported & component::YMM == 0 || !Feature::Avx.supported() {
         report_skip!("CPUID advertises no AVX or no YMM state (XCR0 support {supported:#x})");
         return;
     }
@@ -291,7 +290,7 @@ fn unsupported_xcrs() {
 fn xinuse() {
     let _prefix = prefix("XINUSE");
     let _ = try_write_xcr0(X87_SSE);
-    if !xinuse_advertised() {
+    if !Feature::Xgetbv1.supported() {
         let read = try_xgetbv(1);
         report!(
             raises(&read, Vector::GP),

@@ -16,23 +16,12 @@ use alloc::vec::Vec;
 use core::arch::asm;
 
 use super::control::RFlags;
-use super::cpuid::Feature;
 use super::exceptions::{Exception, catch_exception};
 use super::instructions::{store_gdtr, try_call_return};
 use crate::memory::{PAGE_SIZE, TestPage};
 
 /// RFLAGS.AC: alignment check, and at CPL 0 with SMAP, "user access allowed".
 const RFLAGS_AC: u64 = RFlags::ALIGNMENT_CHECK.bits();
-
-/// Whether CPUID.7.0:EBX[20] advertises SMAP (and with it STAC and CLAC).
-pub fn smap_advertised() -> bool {
-    Feature::Smap.supported()
-}
-
-/// Whether CPUID.7.0:EBX[7] advertises SMEP.
-pub fn smep_advertised() -> bool {
-    Feature::Smep.supported()
-}
 
 /// How a probe sets RFLAGS.AC around its access.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -4,7 +4,6 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use super::cpuid::Feature;
 use super::exceptions::Exception;
 use super::msr::{
     ApicBaseFlags, IA32_APIC_BASE, IA32_X2APIC_BASE, IA32_X2APIC_SELF_IPI, try_rdmsr, try_wrmsr,
@@ -95,11 +94,6 @@ pub fn write(offset: u64, value: u32) {
     }
     // SAFETY: as for `read`; a register write changes APIC state, not memory.
     unsafe { ((BASE + offset) as usize as *mut u32).write_volatile(value) };
-}
-
-/// Whether CPUID advertises x2APIC (CPUID.1:ECX[21]).
-pub fn x2apic_supported() -> bool {
-    Feature::X2apic.supported()
 }
 
 /// Switches this CPU's APIC to x2APIC mode (IA32_APIC_BASE.EXTD), or returns the #GP.

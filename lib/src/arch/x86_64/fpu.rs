@@ -12,7 +12,7 @@ use alloc::boxed::Box;
 use core::arch::asm;
 
 use super::control::{Cr0Flags, Cr4Flags, read_cr0, read_cr4, try_write_cr0, try_write_cr4};
-use super::cpuid::{Feature, cpuid};
+use super::cpuid::cpuid;
 use super::exceptions::{Exception, catch_exception};
 
 /// XCR0 state-component bits (SDM Vol. 1, 13.1).
@@ -40,21 +40,6 @@ pub mod area_offset {
 /// MXCSR after reset: every SIMD floating-point exception masked.
 pub const MXCSR_DEFAULT: u32 = 0x1f80;
 
-/// Whether CPUID.1:ECX[26] (XSAVE) advertises XSAVE/XRSTOR, XSETBV/XGETBV and XCR0.
-pub fn xsave_advertised() -> bool {
-    Feature::Xsave.supported()
-}
-
-/// CPUID.1:ECX[27] (OSXSAVE): the processor's copy of CR4.OSXSAVE.
-pub fn osxsave_reported() -> bool {
-    Feature::Osxsave.supported()
-}
-
-/// Whether CPUID.1:ECX[28] (AVX) is set.
-pub fn avx_advertised() -> bool {
-    Feature::Avx.supported()
-}
-
 /// The XCR0 bits the processor supports: CPUID.(0xD,0) EDX:EAX, or 0 without leaf 0xD.
 pub fn supported_xcr0() -> u64 {
     if cpuid(0, 0).eax < 0xd {
@@ -71,11 +56,6 @@ pub fn xsave_area_size() -> u32 {
         return 0;
     }
     cpuid(0xd, 0).ebx
-}
-
-/// Whether CPUID.(0xD,1):EAX[2] advertises XGETBV with ECX = 1 (XCR0 AND XINUSE).
-pub fn xinuse_advertised() -> bool {
-    Feature::Xgetbv1.supported()
 }
 
 /// Sets or clears CR4.OSXSAVE; returns the exception of the CR4 write (#GP where XSAVE is
