@@ -9,6 +9,7 @@ extern crate alloc;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
+use vmunit::arch::device::{self, HOLE, WINDOW, WINDOW_PAGES};
 use vmunit::arch::instructions::{int3, raise_invalid_opcode, try_divide, try_read, try_ud2};
 use vmunit::arch::{mmu, page_fault};
 use vmunit::catch::Attempt;
@@ -23,6 +24,7 @@ fn main(args: &[&str]) -> i32 {
     check_frames();
     check_exceptions();
     check_paging();
+    check_device_ranges();
     report_summary()
 }
 
@@ -223,5 +225,29 @@ fn check_paging() {
     report!(
         page.read(8) == Ok(0x1122_3344_5566_7788),
         "after mapping the page again its contents are intact"
+    );
+}
+
+/// `device::checked` lets raw accesses through only inside the MMIO hole and the device
+/// window: a range that runs past their end, or wraps around the address space, is not
+/// device memory.
+fn check_device_ranges() {
+    let _prefix = prefix("device memory");
+    let window_end = WINDOW + WINDOW_PAGES * PAGE_SIZE;
+    report!(
+        device::is_device_memory(HOLE.start, 8) && device::is_device_memory(window_end - 8, 8),
+        "the first word of the MMIO hole and the last of the device window are device memory"
+    );
+    report!(
+        !device::is_device_memory(window_end - 8, 16) && !device::is_device_memory(HOLE.end - 8, 16),
+        "a range running past the window's or the hole's end is not device memory"
+    );
+    report!(
+        !device::is_device_memory(u64::MAX - 7, 16),
+        "a range that wraps around the address space is not device memory"
+    );
+    report!(
+        !device::is_device_memory(1 << 20, 8),
+        "RAM at 1 MiB is not device memory"
     );
 }

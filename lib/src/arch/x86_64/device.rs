@@ -80,6 +80,12 @@ pub fn unmap(index: u64) {
     unsafe { super::mmu::unmap_page(WINDOW + index * PAGE_SIZE) };
 }
 
+/// Whether the `size` bytes at `address` lie in the MMIO hole or in the device window, where
+/// no Rust object lives (a range that wraps around the address space does not).
+pub fn is_device_memory(address: u64, size: u64) -> bool {
+    in_hole(address, size) || in_window(address, size)
+}
+
 /// `address`, once checked that its `size` bytes lie in the MMIO hole or the device window,
 /// where no Rust object lives: for raw instructions that access memory there.
 ///
@@ -87,7 +93,7 @@ pub fn unmap(index: u64) {
 /// For a range elsewhere.
 pub fn checked(address: u64, size: u64) -> u64 {
     assert!(
-        in_hole(address, size) || in_window(address, size),
+        is_device_memory(address, size),
         "{address:#x} is neither in the MMIO hole nor in the device window"
     );
     address
