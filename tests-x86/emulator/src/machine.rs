@@ -494,9 +494,12 @@ pub fn absolute_moves(value: u64, merge: u64) -> (u64, u64) {
 }
 
 /// Calls the code at `address` (C ABI, returns RAX).
-pub fn call_code(address: u64) -> u64 {
+///
+/// # Safety
+/// The code at `address` must follow the C ABI, return, and touch no memory Rust owns.
+pub unsafe fn call_code(address: u64) -> u64 {
     let result: u64;
-    // SAFETY: the caller stored a routine there that follows the C ABI and returns.
+    // SAFETY: the caller guarantees a routine there that follows the C ABI and returns.
     unsafe { asm!("call {address}", address = in(reg) address, out("rax") result, clobber_abi("C")) };
     result
 }

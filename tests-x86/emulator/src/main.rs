@@ -991,6 +991,7 @@ fn exceptions(kvm_pvm: bool) {
 
 /// MOV with 64-bit absolute addresses, RIP-relative MMIO operands, SMSW/SGDT/MOV Sreg with
 /// MMIO, and MOVNTI.
+#[allow(unsafe_code)]
 fn other_forms(kvm_pvm: bool) {
     let _prefix = prefix("other forms");
     let (wide, narrow) = machine::absolute_moves(0x0bad_cafe_dead_beef, 0x1111_1111_1111_1111);
@@ -1021,7 +1022,8 @@ fn other_forms(kvm_pvm: bool) {
     code.extend_from_slice(&(target.wrapping_sub(load_end) as u32).to_le_bytes());
     code.push(0xc3);
     machine::store_code(CODE_PAGE, &code);
-    let loaded = machine::call_code(CODE_PAGE);
+    // SAFETY: the code just stored stores to and loads from the MMIO page, then returns.
+    let loaded = unsafe { machine::call_code(CODE_PAGE) };
     let word = machine::read64(target);
     report!(
         word == 0x1_0000,
