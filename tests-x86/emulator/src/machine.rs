@@ -283,7 +283,11 @@ macro_rules! faulting {
 /// register, a memory word (read from `source`, RAM) and an imm32, then pops one into a
 /// register and one into `destination` (RAM); returns RSP after the pushes, the popped
 /// register and the final RSP.
+///
+/// # Panics
+/// When the 32 bytes below `stack_top` are not device memory.
 pub fn push_pop_on(stack_top: u64, source: &u64, destination: &mut u64) -> (u64, u64, u64) {
+    let stack_top = device::checked(stack_top.wrapping_sub(32), 32) + 32;
     let (after_push, popped, after_pop): (u64, u64, u64);
     // SAFETY: RSP points at the test's window (MMIO the test owns) for the pushes and pops
     // only and is restored (an exception meanwhile would push its frame there, which works
@@ -357,7 +361,11 @@ pub fn push16_pop16(source: u64) -> (u16, bool) {
 /// saved on the MMIO stack. Returns (whether the routine ran and returned, RSP after ENTER
 /// minus `stack_top`, RBP after ENTER minus `stack_top`, the word ENTER pushed, RSP after
 /// LEAVE minus `stack_top`, RBP after LEAVE).
+///
+/// # Panics
+/// When the 64 bytes below `stack_top` are not device memory.
 pub fn call_enter_leave_on(stack_top: u64) -> (bool, u64, u64, u64, u64, u64) {
+    let stack_top = device::checked(stack_top.wrapping_sub(0x40), 0x40) + 0x40;
     let mut results = [0u64; 6];
     // SAFETY: RSP and RBP are switched to the test's window and restored (RBP on the normal
     // stack, RSP in R8). Every operand is an explicit register, so none lives in RBP, which
@@ -404,6 +412,7 @@ pub fn call_enter_leave_on(stack_top: u64) -> (bool, u64, u64, u64, u64, u64) {
 
 /// JMP and CALL through a 64-bit pointer stored at `slot` (MMIO): returns which targets ran.
 pub fn indirect_branches(slot: u64) -> (bool, bool) {
+    let slot = device::checked(slot, 8);
     let (jumped, called): (u64, u64);
     // SAFETY: `slot` is the test's window; the targets are local labels, the call returns.
     unsafe {
@@ -436,6 +445,7 @@ pub fn indirect_branches(slot: u64) -> (bool, bool) {
 /// Far JMP through an m16:32 pointer at `slot` (MMIO; the selector stored with MOV m16, CS):
 /// returns whether it reached its target and CS afterwards.
 pub fn far_jump(slot: u64) -> (bool, u16) {
+    let slot = device::checked(slot, 6);
     let (reached, cs): (u64, u64);
     // SAFETY: `slot` is the test's window; the target is a local label below 4 GiB (the image
     // is linked low), reached with the current code segment.
