@@ -13,7 +13,7 @@
 #![no_main]
 
 use vmunit::arch::instructions::{
-    HypercallInstruction, NON_CANONICAL_START, call_hypercall, store_hypercall, try_hypercall_in_page,
+    HypercallInstruction, NON_CANONICAL_START, call_hypercall, kvm, store_hypercall, try_hypercall_in_page,
     try_run_at_canonical_edge,
 };
 use vmunit::arch::run_in_user_mode;
@@ -22,12 +22,6 @@ use vmunit::{Exception, Vector, prefix, report, report_info, report_skip, report
 
 vmunit::main!(main);
 
-/// KVM's "no such hypercall" error, returned negated in RAX.
-const KVM_ENOSYS: i64 = 1000;
-/// KVM's "not permitted" error, returned negated in RAX for a hypercall from CPL 3.
-const KVM_EPERM: i64 = 1;
-/// KVM_HC_VAPIC_POLL_IRQ: a hypercall that does nothing and returns 0.
-const KVM_HC_VAPIC_POLL_IRQ: u64 = 1;
 /// An unknown hypercall number, kvm-unit-tests' -1.
 const UNKNOWN: u64 = u64::MAX;
 
@@ -92,11 +86,11 @@ fn edge_control() {
 /// The instruction with an unknown number and with KVM_HC_VAPIC_POLL_IRQ, from a test page.
 fn inline_hypercall(page: &TestPage, instruction: HypercallInstruction, expectation: Expectation) {
     let address = page.address();
-    for number in [UNKNOWN, KVM_HC_VAPIC_POLL_IRQ] {
+    for number in [UNKNOWN, kvm::HC_VAPIC_POLL_IRQ] {
         let result = try_hypercall_in_page(page, 0, instruction, number);
         match expectation {
             Expectation::Hypercall if number == UNKNOWN => report!(
-                result == Ok((-KVM_ENOSYS) as u64),
+                result == Ok(kvm::failure(kvm::ENOSYS)),
                 "hypercall {number:#x} (unknown) returns -KVM_ENOSYS (got {result:x?})"
             ),
             Expectation::Hypercall => report!(
@@ -145,15 +139,16 @@ fn user_hypercall(instruction: HypercallInstruction, expectation: Expectation) {
     });
     store_hypercall(&page, 0, instruction);
     let address = page.address();
-    let result = run_in_user_mode(|| call_hypercall(&page, 0, KVM_HC_VAPIC_POLL_IRQ));
+    let number = kvm::HC_VAPIC_POLL_IRQ;
+    let result = run_in_user_mode(|| call_hypercall(&page, 0, number));
     match expectation {
         Expectation::Hypercall => report!(
-            result == Ok((-KVM_EPERM) as u64),
-            "hypercall {KVM_HC_VAPIC_POLL_IRQ:#x} at CPL 3 returns -KVM_EPERM (got {result:x?})"
+            result == Ok(kvm::failure(kvm::EPERM)),
+            "hypercall {number:#x} at CPL 3 returns -KVM_EPERM (got {result:x?})"
         ),
         Expectation::InvalidOpcode => report!(
             invalid_opcode_at(result, address),
-            "hypercall {KVM_HC_VAPIC_POLL_IRQ:#x} at CPL 3 raises #UD at {address:#x} (got {result:x?})"
+            "hypercall {number:#x} at CPL 3 raises #UD at {address:#x} (got {result:x?})"
         ),
     };
 }

@@ -25,7 +25,7 @@ use vmunit::arch::control::{
 use vmunit::arch::cpuid::{Feature, cpuid, hypervisor_signature, vendor_string};
 use vmunit::arch::debug::{dr7, read_dr7, write_dr7};
 use vmunit::arch::exceptions::wait_for_interrupt;
-use vmunit::arch::instructions::{HypercallInstruction, in_u32, rdtsc};
+use vmunit::arch::instructions::{HypercallInstruction, in_u32, kvm, rdtsc};
 use vmunit::arch::msr::{self, try_rdmsr, try_wrmsr};
 use vmunit::arch::probes::interrupt_window;
 use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu, on_cpu_async, on_cpus};
@@ -55,7 +55,7 @@ const VECTOR: u8 = 0xb0;
 const BLOCKING_PRIORITY: u32 = 0xf0;
 
 /// KVM's answer to an unknown hypercall: -KVM_ENOSYS.
-const KVM_ENOSYS: u64 = (-1000i64) as u64;
+const KVM_UNKNOWN_HYPERCALL: u64 = kvm::failure(kvm::ENOSYS);
 /// A port nothing decodes: reads return all ones (kvm-unit-tests' inl_from_qemu).
 const UNASSIGNED_PORT: u16 = 0x1234;
 
@@ -208,7 +208,7 @@ fn hypercall_benchmark(_name: &str) -> Option<Sample> {
         on_cpus(|| {
             for _ in 0..iterations {
                 let counter = match catch_exception(|| hypercall.call(0)) {
-                    Ok(KVM_ENOSYS) => &HYPERCALL_ENOSYS,
+                    Ok(KVM_UNKNOWN_HYPERCALL) => &HYPERCALL_ENOSYS,
                     Err(exception) if exception.vector == Vector::UD => &HYPERCALL_UNDEFINED,
                     _ => &other,
                 };

@@ -402,6 +402,22 @@ impl HypercallInstruction {
     }
 }
 
+/// KVM's hypercall ABI (Linux `include/uapi/linux/kvm_para.h`): hypercall numbers, and the
+/// errors a hypercall returns negated in RAX.
+pub mod kvm {
+    /// KVM_ENOSYS: no such hypercall.
+    pub const ENOSYS: i64 = 1000;
+    /// KVM_EPERM: not permitted (a hypercall from CPL 3).
+    pub const EPERM: i64 = 1;
+    /// KVM_HC_VAPIC_POLL_IRQ: a hypercall that does nothing and returns 0.
+    pub const HC_VAPIC_POLL_IRQ: u64 = 1;
+
+    /// RAX after a hypercall that failed with `error` (which KVM returns negated).
+    pub const fn failure(error: i64) -> u64 {
+        error.wrapping_neg() as u64
+    }
+}
+
 /// Stores `instruction` followed by RET at `offset` in `page` (through the identity map, so
 /// whatever the page's mapping), for [`call_hypercall`].
 pub fn store_hypercall(page: &crate::memory::TestPage, offset: u64, instruction: HypercallInstruction) {
