@@ -8,11 +8,10 @@
 
 use vmunit::arch::control::{Cr4Flags, read_cr4, try_write_cr4};
 use vmunit::arch::cpuid::is_tcg;
-use vmunit::arch::msr::{try_rdmsr, try_wrmsr};
+use vmunit::arch::msr::{self, try_rdmsr, try_wrmsr};
 use vmunit::arch::pmu::{
-    BRANCHES, CORE_CYCLES, Capabilities, EVENT_ENABLE, EVENT_OS, EVENT_USR, Event, FIXED_CTR_CTRL,
-    FIXED_CTR0, GLOBAL_CTRL, GLOBAL_OVF_CTRL, GLOBAL_STATUS, INSTRUCTIONS, LOOP_BRANCHES, LOOP_INSTRUCTIONS,
-    PERFEVTSEL0, PMC0, RDPMC_FIXED, capabilities, count_loop, rdpmc, try_rdpmc,
+    BRANCHES, CORE_CYCLES, Capabilities, EVENT_ENABLE, EVENT_OS, EVENT_USR, Event, INSTRUCTIONS,
+    LOOP_BRANCHES, LOOP_INSTRUCTIONS, RDPMC_FIXED, capabilities, count_loop, rdpmc, try_rdpmc,
 };
 use vmunit::arch::run_in_user_mode;
 use vmunit::{Vector, known_failure, prefix, report, report_info, report_skip, report_summary};
@@ -118,8 +117,8 @@ fn check_absent() {
         "QEMU's TCG raises no #GP for MSRs it does not implement",
         || {
             for (name, msr) in [
-                ("IA32_PERF_GLOBAL_CTRL", GLOBAL_CTRL),
-                ("IA32_FIXED_CTR0", FIXED_CTR0),
+                ("IA32_PERF_GLOBAL_CTRL", msr::IA32_PERF_GLOBAL_CTRL),
+                ("IA32_FIXED_CTR0", msr::IA32_FIXED_CTR0),
             ] {
                 let read = try_rdmsr(msr);
                 report!(
@@ -134,18 +133,18 @@ fn check_absent() {
 /// Counts `event` on `counter` over the loop; returns the count, or the exception that stopped
 /// programming it.
 fn try_count_event(counter: u32, event: Event, version: u32) -> Result<u64, vmunit::Exception> {
-    let select = PERFEVTSEL0 + counter;
-    let counter_msr = PMC0 + counter;
+    let select = msr::IA32_PERFEVTSEL0 + counter;
+    let counter_msr = msr::IA32_PMC0 + counter;
     try_wrmsr(select, 0)?;
     try_wrmsr(counter_msr, 0)?;
     if version >= 2 {
-        try_wrmsr(GLOBAL_CTRL, 1 << counter)?;
+        try_wrmsr(msr::IA32_PERF_GLOBAL_CTRL, 1 << counter)?;
     }
     try_wrmsr(select, event.select | EVENT_USR | EVENT_OS | EVENT_ENABLE)?;
     count_loop(ITERATIONS);
     try_wrmsr(select, 0)?;
     if version >= 2 {
-        try_wrmsr(GLOBAL_CTRL, 0)?;
+        try_wrmsr(msr::IA32_PERF_GLOBAL_CTRL, 0)?;
     }
     let count = try_rdmsr(counter_msr)?;
     let fast = try_rdpmc(counter)?;
@@ -192,13 +191,13 @@ fn check_fixed_counters(pmu: &Capabilities) {
     }
     let _prefix = prefix("fixed counter 0");
     let result = (|| {
-        try_wrmsr(FIXED_CTR0, 0)?;
-        try_wrmsr(FIXED_CTR_CTRL, 0b0011)?; // OS and USR for fixed counter 0
-        try_wrmsr(GLOBAL_CTRL, 1 << 32)?;
+        try_wrmsr(msr::IA32_FIXED_CTR0, 0)?;
+        try_wrmsr(msr::IA32_FIXED_CTR_CTRL, 0b0011)?; // OS and USR for fixed counter 0
+        try_wrmsr(msr::IA32_PERF_GLOBAL_CTRL, 1 << 32)?;
         count_loop(ITERATIONS);
-        try_wrmsr(GLOBAL_CTRL, 0)?;
-        try_wrmsr(FIXED_CTR_CTRL, 0)?;
-        Ok::<_, vmunit::Exception>((try_rdmsr(FIXED_CTR0)?, try_rdpmc(RDPMC_FIXED)?))
+        try_wrmsr(msr::IA32_PERF_GLOBAL_CTRL, 0)?;
+        try_wrmsr(msr::IA32_FIXED_CTR_CTRL, 0)?;
+        Ok::<_, vmunit::Exception>((try_rdmsr(msr::IA32_FIXED_CTR0)?, try_rdpmc(RDPMC_FIXED)?))
     })();
     let low = ITERATIONS * LOOP_INSTRUCTIONS;
     let high = low * 11 / 10 + 100;
@@ -229,19 +228,22 @@ fn check_overflow(pmu: &Capabilities) {
         (1 << pmu.counter_width) - 1
     };
     let result = (|| {
-        try_wrmsr(GLOBAL_OVF_CTRL, 1)?;
-        try_wrmsr(PERFEVTSEL0, 0)?;
+        try_wrmsr(msr::IA32_PERF_GLOBAL_OVF_CTRL, 1)?;
+        try_wrmsr(msr::IA32_PERFEVTSEL0, 0)?;
         // Legacy PMC writes sign-extend bit 31: -1000 is the counter's top minus 999.
-        try_wrmsr(PMC0, 0u64.wrapping_sub(1000) & 0xffff_ffff)?;
-        try_wrmsr(GLOBAL_CTRL, 1)?;
-        try_wrmsr(PERFEVTSEL0, INSTRUCTIONS.select | EVENT_OS | EVENT_ENABLE)?;
+        try_wrmsr(msr::IA32_PMC0, 0u64.wrapping_sub(1000) & 0xffff_ffff)?;
+        try_wrmsr(msr::IA32_PERF_GLOBAL_CTRL, 1)?;
+        try_wrmsr(
+            msr::IA32_PERFEVTSEL0,
+            INSTRUCTIONS.select | EVENT_OS | EVENT_ENABLE,
+        )?;
         count_loop(ITERATIONS);
-        try_wrmsr(PERFEVTSEL0, 0)?;
-        try_wrmsr(GLOBAL_CTRL, 0)?;
-        let status = try_rdmsr(GLOBAL_STATUS)?;
-        let count = try_rdmsr(PMC0)? & width_mask;
-        try_wrmsr(GLOBAL_OVF_CTRL, 1)?;
-        Ok::<_, vmunit::Exception>((status, count, try_rdmsr(GLOBAL_STATUS)?))
+        try_wrmsr(msr::IA32_PERFEVTSEL0, 0)?;
+        try_wrmsr(msr::IA32_PERF_GLOBAL_CTRL, 0)?;
+        let status = try_rdmsr(msr::IA32_PERF_GLOBAL_STATUS)?;
+        let count = try_rdmsr(msr::IA32_PMC0)? & width_mask;
+        try_wrmsr(msr::IA32_PERF_GLOBAL_OVF_CTRL, 1)?;
+        Ok::<_, vmunit::Exception>((status, count, try_rdmsr(msr::IA32_PERF_GLOBAL_STATUS)?))
     })();
     report!(
         matches!(result, Ok((status, _, _)) if status & 1 != 0),
