@@ -11,6 +11,7 @@
 
 use core::arch::asm;
 
+use super::debug::dr7;
 use super::exceptions::{Exception, catch_exception, selector};
 use super::instructions::Attempt;
 use crate::memory::{PAGE_SIZE, Protection, TestPage};
@@ -298,13 +299,6 @@ pub fn single_step_with_cpuid() -> [u64; 6] {
     after
 }
 
-/// DR7 bits of breakpoint 0: local enable, and the condition and length fields.
-const DR7_L0: u64 = 1 << 0;
-const DR7_RW0_WRITE: u64 = 0b01 << 16;
-const DR7_LEN0_8_BYTES: u64 = 0b10 << 18;
-/// DR7's bit 10 reads as 1; the value with every breakpoint off.
-const DR7_DEFAULT: u64 = 1 << 10;
-
 /// The word a data breakpoint watches (never referenced by Rust code but through atomics).
 static WATCHED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
@@ -326,7 +320,7 @@ fn write_dr7(value: u64) {
 pub fn watched_store(value: u64) -> (u64, u64) {
     let word = WATCHED.as_ptr();
     write_dr0(word as u64);
-    write_dr7(DR7_DEFAULT | DR7_L0 | DR7_RW0_WRITE | DR7_LEN0_8_BYTES);
+    write_dr7(dr7::FIXED_1 | dr7::local(0) | dr7::condition(0, dr7::WRITE, 8));
     let after: u64;
     // SAFETY: the store goes to WATCHED, an atomic that Rust code only accesses atomically
     // (an aligned 8-byte MOV is atomic); the #DB it raises is a trap that returns.
@@ -334,7 +328,7 @@ pub fn watched_store(value: u64) -> (u64, u64) {
         asm!("mov qword ptr [{word}], {value}", "2: lea {after}, [rip + 2b]", word = in(reg) word,
              value = in(reg) value, after = out(reg) after, options(nostack))
     };
-    write_dr7(DR7_DEFAULT);
+    write_dr7(dr7::FIXED_1);
     (after, WATCHED.load(core::sync::atomic::Ordering::SeqCst))
 }
 
@@ -351,10 +345,10 @@ pub fn try_instruction_breakpoint() -> Attempt<()> {
         unsafe {
             asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "mov dr0, {scratch}",
                  "mov dr7, {enable}", "2: nop", scratch = out(reg) _, slot = in(reg) target_slot,
-                 enable = in(reg) DR7_DEFAULT | DR7_L0, options(nostack))
+                 enable = in(reg) dr7::FIXED_1 | dr7::local(0), options(nostack))
         };
     });
-    write_dr7(DR7_DEFAULT);
+    write_dr7(dr7::FIXED_1);
     Attempt {
         result,
         address: target,
