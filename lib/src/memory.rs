@@ -210,10 +210,13 @@ impl TestPage {
         };
     }
 
-    /// Calls the code at `offset` through the page's mapping (store a `ret` there first).
-    pub fn call(&self, offset: u64) -> Result<(), Exception> {
-        // SAFETY: the page holds code the test stored with `store_code`, which by contract
-        // returns; a fetch fault is caught.
+    /// Calls the code at `offset` through the page's mapping, or returns the exception its
+    /// fetch or execution raised.
+    ///
+    /// # Safety
+    /// The code at `offset` (stored with `store_code`) must follow the C ABI and return.
+    pub unsafe fn call(&self, offset: u64) -> Result<(), Exception> {
+        // SAFETY: the caller guarantees the code returns; a fetch fault is caught.
         unsafe { arch::try_call(self.address + offset) }
     }
 

@@ -41,13 +41,6 @@ mod aarch64;
 #[cfg(target_arch = "aarch64")]
 pub use self::aarch64::*;
 
-// The x86_64 probes under the contract's `try_` names, until the x86_64 rename (branch
-// wt-x86api) gives them those names in x86_64/instructions.rs.
-#[cfg(target_arch = "x86_64")]
-pub use self::x86_64::instructions::{
-    probe_call as try_call, probe_read as try_read, probe_write as try_write,
-};
-
 /// What an architecture's boot code hands [`crate::runtime::start`]: the machine as found at
 /// boot, and the architecture's own set-up once memory works.
 pub(crate) trait Boot {

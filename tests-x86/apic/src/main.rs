@@ -12,24 +12,18 @@
 use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use vmunit::arch::apic::{self, register};
+use vmunit::arch::control::{read_cr8, write_cr8};
+use vmunit::arch::cpuid::{Feature, cpuid, is_tcg};
 use vmunit::arch::device;
-use vmunit::arch::instructions::{
-    Register, cpuid, has_feature, is_tcg, rdmsr_safe, rdtsc, read_cr8, write_cr8, wrmsr_safe,
-};
+use vmunit::arch::instructions::rdtsc;
+use vmunit::arch::interrupt_count::{count_interrupts, interrupt_count, reset_interrupt_count};
+use vmunit::arch::msr::{self, ApicBaseFlags, try_rdmsr, try_wrmsr};
 use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu, on_cpu_async, reset_cpu};
 use vmunit::arch::{interrupts, set_interrupt_handler};
 use vmunit::time::{spin_until, wait_until};
 use vmunit::{Vector, known_failure, report, report_skip, report_summary};
 
 vmunit::main!(main);
-
-/// IA32_APIC_BASE.BSP: this is the boot processor.
-const APIC_BOOT_PROCESSOR: u64 = 1 << 8;
-
-const IA32_TSC_DEADLINE: u32 = 0x6e0;
-/// LVT timer modes (bits 18:17).
-const LVT_TIMER_PERIODIC: u32 = 0b01 << 17;
-const LVT_TIMER_TSC_DEADLINE: u32 = 0b10 << 17;
 
 const SELF_VECTOR: u8 = 0x40;
 const REMOTE_VECTOR: u8 = 0x41;
@@ -42,20 +36,13 @@ const PATIENCE: u64 = 500;
 /// Milliseconds to wait for one that must not come (delivery takes microseconds).
 const SETTLE: u64 = 50;
 
-static SELF_IPIS: AtomicU32 = AtomicU32::new(0);
-static MASKED_IPIS: AtomicU32 = AtomicU32::new(0);
-static TIMER_INTERRUPTS: AtomicU32 = AtomicU32::new(0);
 /// The CPU that handled the remote IPI, plus one (0: none yet).
 static REMOTE_CPU: AtomicUsize = AtomicUsize::new(0);
-
-fn count(counter: &AtomicU32) {
-    counter.fetch_add(1, Ordering::SeqCst);
-}
 
 fn main(args: &[&str]) -> i32 {
     let x2apic = args.contains(&"x2apic");
     if x2apic {
-        if !apic::x2apic_supported() {
+        if !Feature::X2apic.supported() {
             report_skip!("x2APIC: CPUID.1:ECX[21] is clear");
             return report_summary();
         }
@@ -85,12 +72,12 @@ fn main(args: &[&str]) -> i32 {
 /// register's bits 31:8 are reserved, and x2APIC mode cannot go back to xAPIC mode directly.
 fn check_x2apic_rules() {
     let _prefix = vmunit::prefix("x2APIC");
-    let base = rdmsr_safe(apic::APIC_BASE_MSR).unwrap_or(0);
+    let base = try_rdmsr(msr::IA32_APIC_BASE).unwrap_or(0);
     report!(
-        base & apic::EXTENDED_MODE != 0,
+        base & ApicBaseFlags::X2APIC_ENABLE.bits() != 0,
         "IA32_APIC_BASE.EXTD is set ({base:#x})"
     );
-    let reserved = wrmsr_safe(apic::SELF_IPI_MSR, 0x100 | u64::from(SELF_VECTOR));
+    let reserved = try_wrmsr(msr::IA32_X2APIC_SELF_IPI, 0x100 | u64::from(SELF_VECTOR));
     let tcg = is_tcg();
     known_failure(
         tcg,
@@ -102,15 +89,14 @@ fn check_x2apic_rules() {
             )
         },
     );
-    let direct = wrmsr_safe(
-        apic::APIC_BASE_MSR,
-        (base & !apic::EXTENDED_MODE) | apic::GLOBAL_ENABLE,
+    let direct = apic::try_write_base(
+        (base & !ApicBaseFlags::X2APIC_ENABLE.bits()) | ApicBaseFlags::LAPIC_ENABLE.bits(),
     );
     report!(
         matches!(direct, Err(e) if e.vector == Vector::GP),
         "going from x2APIC straight to xAPIC mode raises #GP (got {direct:x?})"
     );
-    let back = apic::return_to_xapic();
+    let back = apic::try_return_to_xapic();
     report!(
         back.is_ok(),
         "x2APIC goes back to xAPIC mode through the disabled state (got {back:x?})"
@@ -122,9 +108,9 @@ fn check_x2apic_rules() {
 }
 
 fn check_base_and_identity() {
-    let base = rdmsr_safe(apic::APIC_BASE_MSR).unwrap_or(0);
+    let base = try_rdmsr(msr::IA32_APIC_BASE).unwrap_or(0);
     report!(
-        base & apic::GLOBAL_ENABLE != 0,
+        base & ApicBaseFlags::LAPIC_ENABLE.bits() != 0,
         "IA32_APIC_BASE has the APIC globally enabled ({base:#x})"
     );
     report!(
@@ -133,20 +119,20 @@ fn check_base_and_identity() {
         apic::BASE
     );
     report!(
-        base & APIC_BOOT_PROCESSOR != 0,
+        base & ApicBaseFlags::BSP.bits() != 0,
         "IA32_APIC_BASE.BSP is set on the boot CPU ({base:#x})"
     );
     if cpu_count() >= 2 {
         let other = AtomicUsize::new(0);
         on_cpu(1, || {
             other.store(
-                rdmsr_safe(apic::APIC_BASE_MSR).unwrap_or(0) as usize,
+                try_rdmsr(msr::IA32_APIC_BASE).unwrap_or(0) as usize,
                 Ordering::SeqCst,
             )
         });
         let other = other.load(Ordering::SeqCst) as u64;
         report!(
-            other & APIC_BOOT_PROCESSOR == 0,
+            other & ApicBaseFlags::BSP.bits() == 0,
             "IA32_APIC_BASE.BSP is clear on CPU 1 ({other:#x})"
         );
     }
@@ -168,17 +154,17 @@ fn check_base_and_identity() {
 }
 
 fn check_self_ipi() {
-    set_interrupt_handler(SELF_VECTOR, Some(|_| count(&SELF_IPIS)));
+    count_interrupts(SELF_VECTOR);
     report!(
         apic::self_ipi(SELF_VECTOR),
         "a self-IPI on {SELF_VECTOR:#x} is sent"
     );
-    let delivered = wait_until(PATIENCE, || SELF_IPIS.load(Ordering::SeqCst) > 0);
+    let delivered = wait_until(PATIENCE, || interrupt_count(SELF_VECTOR) > 0);
     report!(delivered, "the self-IPI is delivered once interrupts are enabled");
     report!(
-        SELF_IPIS.load(Ordering::SeqCst) == 1,
+        interrupt_count(SELF_VECTOR) == 1,
         "it is delivered exactly once (got {})",
-        SELF_IPIS.load(Ordering::SeqCst)
+        interrupt_count(SELF_VECTOR)
     );
     report!(
         !apic::vector_bit(register::IN_SERVICE, SELF_VECTOR),
@@ -187,10 +173,10 @@ fn check_self_ipi() {
 }
 
 fn check_task_priority() {
-    set_interrupt_handler(MASKED_VECTOR, Some(|_| count(&MASKED_IPIS)));
+    count_interrupts(MASKED_VECTOR);
     apic::write(register::TASK_PRIORITY, 0x60);
     let _ = apic::self_ipi(MASKED_VECTOR);
-    let early = wait_until(SETTLE, || MASKED_IPIS.load(Ordering::SeqCst) > 0);
+    let early = wait_until(SETTLE, || interrupt_count(MASKED_VECTOR) > 0);
     report!(
         !early,
         "with TPR 0x60, a self-IPI on {MASKED_VECTOR:#x} (class 5) is held back"
@@ -200,7 +186,7 @@ fn check_task_priority() {
         "the held-back vector is pending in the IRR"
     );
     apic::write(register::TASK_PRIORITY, 0);
-    let delivered = wait_until(PATIENCE, || MASKED_IPIS.load(Ordering::SeqCst) > 0);
+    let delivered = wait_until(PATIENCE, || interrupt_count(MASKED_VECTOR) > 0);
     report!(delivered, "lowering TPR to 0 delivers it");
 }
 
@@ -400,7 +386,7 @@ fn check_timer_mode_change() {
     let set_mode = |periodic: bool| {
         apic::write(
             register::TIMER,
-            masked | if periodic { LVT_TIMER_PERIODIC } else { 0 },
+            masked | if periodic { apic::TIMER_PERIODIC } else { 0 },
         );
     };
     apic::write(register::TIMER_DIVIDE, 0b1011);
@@ -497,10 +483,8 @@ fn check_timer_mode_change() {
 /// raise #GP.
 fn check_disable_and_relocate() {
     let _prefix = vmunit::prefix("APIC base");
-    const DEFAULT_BASE: u64 = 0xfee0_0000;
     const ALTERNATE_BASE: u64 = 0xfed4_0000;
-    const BSP: u64 = 1 << 8;
-    let original = match rdmsr_safe(apic::APIC_BASE_MSR) {
+    let original = match try_rdmsr(msr::IA32_APIC_BASE) {
         Ok(base) => base,
         Err(exception) => {
             report!(false, "IA32_APIC_BASE can be read (got {exception:x?})");
@@ -508,22 +492,21 @@ fn check_disable_and_relocate() {
         }
     };
     let version = apic::read(register::VERSION);
-    let cpuid_apic = || has_feature(1, 0, Register::Edx, 9);
+    let cpuid_apic = || Feature::Apic.supported();
     // The page when the APIC does not answer on it: written all ones, read back.
     let page_hidden = || {
-        device::write_u32(DEFAULT_BASE + register::VERSION, u32::MAX);
-        device::write_u32(DEFAULT_BASE + register::TASK_PRIORITY, u32::MAX);
+        device::write_u32(apic::BASE + register::VERSION, u32::MAX);
+        device::write_u32(apic::BASE + register::TASK_PRIORITY, u32::MAX);
         (
-            device::read_u32(DEFAULT_BASE + register::VERSION),
-            device::read_u32(DEFAULT_BASE + register::TASK_PRIORITY),
+            device::read_u32(apic::BASE + register::VERSION),
+            device::read_u32(apic::BASE + register::TASK_PRIORITY),
         )
     };
     let tcg = is_tcg();
     let cr8 = read_cr8();
 
-    let disabled = wrmsr_safe(
-        apic::APIC_BASE_MSR,
-        original & !(apic::GLOBAL_ENABLE | apic::EXTENDED_MODE),
+    let disabled = apic::try_write_base(
+        original & !(ApicBaseFlags::LAPIC_ENABLE.bits() | ApicBaseFlags::X2APIC_ENABLE.bits()),
     );
     apic::resynchronize();
     report!(disabled.is_ok(), "the APIC can be disabled (got {disabled:x?})");
@@ -550,19 +533,19 @@ fn check_disable_and_relocate() {
     );
     write_cr8(cr8);
 
-    let enabled = wrmsr_safe(apic::APIC_BASE_MSR, original & !apic::EXTENDED_MODE);
+    let enabled = apic::try_write_base(original & !ApicBaseFlags::X2APIC_ENABLE.bits());
     apic::resynchronize();
     report!(
         enabled.is_ok() && cpuid_apic(),
         "re-enabled in xAPIC mode, CPUID.1:EDX.APIC[9] is set again (got {enabled:x?})"
     );
-    let read_version = device::read_u32(DEFAULT_BASE + register::VERSION);
+    let read_version = device::read_u32(apic::BASE + register::VERSION);
     report!(
         read_version == version,
         "VERSION reads {version:#x} at 0xfee00030 again (got {read_version:#x})"
     );
     write_cr8(cr8 ^ 0xf);
-    let priority = device::read_u32(DEFAULT_BASE + register::TASK_PRIORITY);
+    let priority = device::read_u32(apic::BASE + register::TASK_PRIORITY);
     write_cr8(cr8);
     report!(
         u64::from(priority) == (cr8 ^ 0xf) << 4,
@@ -571,7 +554,7 @@ fn check_disable_and_relocate() {
         (cr8 ^ 0xf) << 4
     );
 
-    if apic::x2apic_supported() && apic::enable_x2apic().is_ok() {
+    if Feature::X2apic.supported() && apic::try_enable_x2apic().is_ok() {
         let (hidden_version, hidden_priority) = page_hidden();
         known_failure(
             tcg,
@@ -584,19 +567,19 @@ fn check_disable_and_relocate() {
             },
         );
         report!(
-            apic::return_to_xapic().is_ok(),
+            apic::try_return_to_xapic().is_ok(),
             "back to xAPIC mode through disabled"
         );
     }
 
     // Relocation: disabled, then enabled at the alternate base.
-    let _ = wrmsr_safe(
-        apic::APIC_BASE_MSR,
-        original & !(apic::GLOBAL_ENABLE | apic::EXTENDED_MODE),
+    let _ = apic::try_write_base(
+        original & !(ApicBaseFlags::LAPIC_ENABLE.bits() | ApicBaseFlags::X2APIC_ENABLE.bits()),
     );
-    let moved = wrmsr_safe(apic::APIC_BASE_MSR, ALTERNATE_BASE | BSP | apic::GLOBAL_ENABLE);
+    let moved =
+        apic::try_write_base(ALTERNATE_BASE | ApicBaseFlags::BSP.bits() | ApicBaseFlags::LAPIC_ENABLE.bits());
     let relocated = device::read_u32(ALTERNATE_BASE + register::VERSION);
-    let _ = wrmsr_safe(apic::APIC_BASE_MSR, original);
+    let _ = apic::try_write_base(original);
     apic::resynchronize();
     apic::write(register::TASK_PRIORITY, 0);
     known_failure(tcg, "QEMU's TCG cannot relocate the APIC", || {
@@ -613,9 +596,9 @@ fn check_disable_and_relocate() {
         ),
         ("reserved bit 0", original | 1),
     ] {
-        let result = wrmsr_safe(apic::APIC_BASE_MSR, value);
+        let result = apic::try_write_base(value);
         if result.is_ok() {
-            let _ = wrmsr_safe(apic::APIC_BASE_MSR, original);
+            let _ = apic::try_write_base(original);
             apic::resynchronize();
         }
         report!(
@@ -624,13 +607,13 @@ fn check_disable_and_relocate() {
         );
     }
     report!(
-        rdmsr_safe(apic::APIC_BASE_MSR) == Ok(original) && apic::read(register::VERSION) == version,
+        try_rdmsr(msr::IA32_APIC_BASE) == Ok(original) && apic::read(register::VERSION) == version,
         "IA32_APIC_BASE is restored ({original:#x})"
     );
 }
 
 fn check_timer() {
-    set_interrupt_handler(TIMER_VECTOR, Some(|_| count(&TIMER_INTERRUPTS)));
+    count_interrupts(TIMER_VECTOR);
     apic::write(register::TIMER_DIVIDE, 0b1011); // divide by 1
     apic::write(register::TIMER, u32::from(TIMER_VECTOR)); // one-shot, unmasked
     apic::write(register::TIMER_INITIAL_COUNT, 10_000_000);
@@ -640,13 +623,13 @@ fn check_timer() {
         first <= 10_000_000 && second < first,
         "the one-shot timer counts down from 10000000 (read {first}, then {second})"
     );
-    let fired = wait_until(PATIENCE, || TIMER_INTERRUPTS.load(Ordering::SeqCst) > 0);
+    let fired = wait_until(PATIENCE, || interrupt_count(TIMER_VECTOR) > 0);
     report!(fired, "the timer interrupt on {TIMER_VECTOR:#x} arrives");
-    let fired_again = wait_until(SETTLE, || TIMER_INTERRUPTS.load(Ordering::SeqCst) > 1);
+    let fired_again = wait_until(SETTLE, || interrupt_count(TIMER_VECTOR) > 1);
     report!(
         !fired_again,
         "a one-shot timer fires once (got {})",
-        TIMER_INTERRUPTS.load(Ordering::SeqCst)
+        interrupt_count(TIMER_VECTOR)
     );
     report!(
         apic::read(register::TIMER_CURRENT_COUNT) == 0,
@@ -655,32 +638,35 @@ fn check_timer() {
     apic::write(register::TIMER, apic::MASKED);
 
     // Periodic: the count reloads and the interrupt keeps coming.
-    TIMER_INTERRUPTS.store(0, Ordering::SeqCst);
-    apic::write(register::TIMER, LVT_TIMER_PERIODIC | u32::from(TIMER_VECTOR));
+    reset_interrupt_count(TIMER_VECTOR);
+    apic::write(register::TIMER, apic::TIMER_PERIODIC | u32::from(TIMER_VECTOR));
     apic::write(register::TIMER_INITIAL_COUNT, 1_000_000);
-    let repeated = wait_until(PATIENCE, || TIMER_INTERRUPTS.load(Ordering::SeqCst) >= 3);
+    let repeated = wait_until(PATIENCE, || interrupt_count(TIMER_VECTOR) >= 3);
     apic::write(register::TIMER, apic::MASKED);
     apic::write(register::TIMER_INITIAL_COUNT, 0);
     report!(
         repeated,
         "a periodic timer fires again and again (3 interrupts wanted, got {})",
-        TIMER_INTERRUPTS.load(Ordering::SeqCst)
+        interrupt_count(TIMER_VECTOR)
     );
 
     // TSC-deadline: the interrupt comes once the TSC passes IA32_TSC_DEADLINE.
-    if !has_feature(1, 0, Register::Ecx, 24) {
+    if !Feature::TscDeadlineTimer.supported() {
         report_skip!("TSC-deadline mode: CPUID.1:ECX[24] is clear");
         return;
     }
-    TIMER_INTERRUPTS.store(0, Ordering::SeqCst);
-    apic::write(register::TIMER, LVT_TIMER_TSC_DEADLINE | u32::from(TIMER_VECTOR));
-    let armed = wrmsr_safe(IA32_TSC_DEADLINE, rdtsc() + 10_000_000);
-    let fired = wait_until(PATIENCE, || TIMER_INTERRUPTS.load(Ordering::SeqCst) > 0);
+    reset_interrupt_count(TIMER_VECTOR);
+    apic::write(
+        register::TIMER,
+        apic::TIMER_TSC_DEADLINE | u32::from(TIMER_VECTOR),
+    );
+    let armed = try_wrmsr(msr::IA32_TSC_DEADLINE, rdtsc() + 10_000_000);
+    let fired = wait_until(PATIENCE, || interrupt_count(TIMER_VECTOR) > 0);
     report!(
         armed.is_ok() && fired,
         "a TSC-deadline timer fires after its deadline (WRMSR {armed:x?})"
     );
-    let cleared = rdmsr_safe(IA32_TSC_DEADLINE);
+    let cleared = try_rdmsr(msr::IA32_TSC_DEADLINE);
     report!(
         cleared == Ok(0),
         "IA32_TSC_DEADLINE reads 0 once the timer has fired (got {cleared:x?})"
@@ -688,13 +674,13 @@ fn check_timer() {
 
     // A deadline already passed fires at once: by the end of a CPUID (serializing) after the
     // WRMSR, as kvm-unit-tests' apic test checks.
-    TIMER_INTERRUPTS.store(0, Ordering::SeqCst);
+    reset_interrupt_count(TIMER_VECTOR);
     interrupts::enable();
-    let armed = wrmsr_safe(IA32_TSC_DEADLINE, rdtsc());
+    let armed = try_wrmsr(msr::IA32_TSC_DEADLINE, rdtsc());
     let _ = cpuid(0, 0);
-    let at_once = TIMER_INTERRUPTS.load(Ordering::SeqCst);
+    let at_once = interrupt_count(TIMER_VECTOR);
     interrupts::disable();
-    let later = wait_until(PATIENCE, || TIMER_INTERRUPTS.load(Ordering::SeqCst) > 0);
+    let later = wait_until(PATIENCE, || interrupt_count(TIMER_VECTOR) > 0);
     known_failure(
         vmunit::environment::instruction_emulating_kvm(),
         "kvm_pvm delivers a TSC-deadline interrupt whose deadline has passed only later \

@@ -9,10 +9,9 @@
 #![no_std]
 #![no_main]
 
-use vmunit::arch::instructions::{
-    Register, cpu_vendor, cpuid, has_feature, hypervisor_signature, rdpid_safe, rdrand_safe, rdseed_safe,
-    rdtscp_safe, read_cr4,
-};
+use vmunit::arch::control::read_cr4;
+use vmunit::arch::cpuid::{Feature, cpuid, hypervisor_signature, vendor_string};
+use vmunit::arch::instructions::{try_rdpid, try_rdrand, try_rdseed, try_rdtscp};
 use vmunit::{Exception, Vector, prefix, report, report_info, report_skip, report_summary};
 
 vmunit::main!(main);
@@ -101,7 +100,7 @@ fn main(args: &[&str]) -> i32 {
 
 fn check_vendor() {
     let _prefix = prefix("vendor");
-    let vendor = cpu_vendor();
+    let vendor = vendor_string();
     report_info!("vendor {}", Shown(&vendor));
     let printable = vendor.iter().all(|byte| (0x20..0x7f).contains(byte));
     report!(
@@ -373,7 +372,7 @@ fn check_topology_leaf(leaf: u32, apic_id: u32) -> Option<Topology> {
 /// runs only for Intel's vendor string.
 fn check_out_of_range_leaves() {
     let _prefix = prefix("out-of-range leaves");
-    let vendor = cpu_vendor();
+    let vendor = vendor_string();
     if vendor != *b"GenuineIntel" {
         report_skip!(
             "returning the highest basic leaf for out-of-range leaves is Intel's rule; vendor is {}",
@@ -448,29 +447,29 @@ fn check_instructions(accelerator: Option<Accelerator>) {
     let rdrand = Probe {
         name: "RDRAND",
         bit: "CPUID.1:ECX[30]",
-        advertised: has_feature(1, 0, Register::Ecx, 30),
-        run: || rdrand_safe().map(drop),
+        advertised: Feature::Rdrand.supported(),
+        run: || try_rdrand().map(drop),
         kvm_cannot_enforce: Some("SVM has no RDRAND intercept, so KVM on AMD hosts cannot hide it"),
     };
     let rdseed = Probe {
         name: "RDSEED",
         bit: "CPUID.7.0:EBX[18]",
-        advertised: has_feature(7, 0, Register::Ebx, 18),
-        run: || rdseed_safe().map(drop),
+        advertised: Feature::Rdseed.supported(),
+        run: || try_rdseed().map(drop),
         kvm_cannot_enforce: Some("SVM has no RDSEED intercept, so KVM on AMD hosts cannot hide it"),
     };
     let rdpid = Probe {
         name: "RDPID",
         bit: "CPUID.7.0:ECX[22]",
-        advertised: has_feature(7, 0, Register::Ecx, 22),
-        run: || rdpid_safe().map(drop),
+        advertised: Feature::Rdpid.supported(),
+        run: || try_rdpid().map(drop),
         kvm_cannot_enforce: Some("SVM has no RDPID intercept, so KVM on AMD hosts cannot hide it"),
     };
     let rdtscp = Probe {
         name: "RDTSCP",
         bit: "CPUID.80000001H:EDX[27]",
-        advertised: has_feature(0x8000_0001, 0, Register::Edx, 27),
-        run: || rdtscp_safe().map(drop),
+        advertised: Feature::Rdtscp.supported(),
+        run: || try_rdtscp().map(drop),
         // VMX's "enable RDTSCP" control and SVM's RDTSCP intercept both let KVM raise #UD.
         kvm_cannot_enforce: None,
     };
@@ -529,8 +528,8 @@ fn check_probe(probe: &Probe, accelerator: Option<Accelerator>) {
 /// recommends, and two of them differ.
 fn check_random_numbers(rdrand: &Probe, rdseed: &Probe) {
     for (probe, tries, read) in [
-        (rdrand, 10, rdrand_safe as fn() -> Result<(u64, bool), Exception>),
-        (rdseed, 1000, rdseed_safe),
+        (rdrand, 10, try_rdrand as fn() -> Result<(u64, bool), Exception>),
+        (rdseed, 1000, try_rdseed),
     ] {
         if !probe.advertised {
             continue;

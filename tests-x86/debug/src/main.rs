@@ -9,21 +9,22 @@ extern crate alloc;
 
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicUsize, Ordering};
 
 use vmunit::arch::apic::{self, register};
+use vmunit::arch::control::{Cr4Flags, RFlags, read_cr4, try_write_cr4};
+use vmunit::arch::cpuid::{Feature, is_tcg};
 use vmunit::arch::debug::{
-    CR4_DE, DebugException, RFLAGS_RF, ShadowedInstruction, breakpoint_targets, call_breakpoint_target,
+    DebugException, ShadowedInstruction, breakpoint_targets, call_breakpoint_target,
     call_breakpoint_target_with_resume_flag, dr6, dr7, general_detect_read_dr7, general_detect_write_dr0,
-    icebp, load_watched, locked_compare_exchange_watched, mov_ss_from_watched_then, read_debug_register,
-    read_dr7_unchecked, record_debug_exceptions, single_step_basic, single_step_cpuid,
-    single_step_emulated_instructions, single_step_mov_ss, single_step_mov_ss_general_detect,
-    single_step_mov_ss_icebp, single_step_sti, single_step_sti_hlt, store_watched, watched_address,
-    write_debug_register,
+    icebp, load_watched, locked_compare_exchange_watched, mov_ss_from_watched_then, read_dr7,
+    record_debug_exceptions, single_step_basic, single_step_cpuid, single_step_emulated_instructions,
+    single_step_mov_ss, single_step_mov_ss_general_detect, single_step_mov_ss_icebp, single_step_sti,
+    single_step_sti_hlt, store_watched, try_read_debug_register, try_write_debug_register, watched_address,
 };
 use vmunit::arch::exceptions::selector;
-use vmunit::arch::instructions::{Register, has_feature, is_tcg, read_cr4, write_cr4_safe};
-use vmunit::arch::{run_in_user_mode, set_interrupt_handler, trap_exceptions};
+use vmunit::arch::interrupt_count::{count_interrupts, interrupt_count};
+
+use vmunit::arch::{run_in_user_mode, trap_exceptions};
 use vmunit::environment::instruction_emulating_kvm;
 use vmunit::{Vector, known_failure, prefix, report, report_info, report_skip, report_summary};
 
@@ -66,23 +67,23 @@ fn main(_args: &[&str]) -> i32 {
 
 /// Clears DR6's condition bits (writing 1 to its active-low bits).
 fn clear_dr6() {
-    let _ = write_debug_register(6, dr6::ACTIVE_LOW);
+    let _ = try_write_debug_register(6, dr6::ACTIVE_LOW);
 }
 
 /// Turns every breakpoint off.
 fn disable_breakpoints() {
-    let _ = write_debug_register(7, dr7::FIXED_1);
+    let _ = try_write_debug_register(7, dr7::FIXED_1);
 }
 
 /// DRn, or 0xdead when reading it faults (which the checks then show).
 fn dr(index: u8) -> u64 {
-    read_debug_register(index).unwrap_or(0xdead)
+    try_read_debug_register(index).unwrap_or(0xdead)
 }
 
 fn initial_values() {
     let _prefix = prefix("reset");
-    let dr6 = read_debug_register(6);
-    let dr7 = read_debug_register(7);
+    let dr6 = try_read_debug_register(6);
+    let dr7 = try_read_debug_register(7);
     report!(
         dr6 == Ok(dr6::ACTIVE_LOW),
         "DR6 is {:#x} at reset (got {dr6:x?})",
@@ -94,7 +95,7 @@ fn initial_values() {
         dr7::FIXED_1
     );
     for index in 0..4 {
-        let value = read_debug_register(index);
+        let value = try_read_debug_register(index);
         report!(value == Ok(0), "DR{index} is 0 at reset (got {value:x?})");
     }
 }
@@ -108,20 +109,20 @@ fn registers() {
         0xffff_ffff_ffff_fff3,
     ];
     for (index, value) in (0u8..).zip(values) {
-        let written = write_debug_register(index, value);
-        let read = read_debug_register(index);
+        let written = try_write_debug_register(index, value);
+        let read = try_read_debug_register(index);
         report!(
             written.is_ok() && read == Ok(value),
             "DR{index} holds {value:#x} (wrote {written:x?}, read {read:x?})"
         );
     }
     for index in 0..4 {
-        let _ = write_debug_register(index, 0);
+        let _ = try_write_debug_register(index, 0);
     }
 
     // DR6: the condition bits are writable, the reserved bits read as 1.
-    let rtm = has_feature(7, 0, Register::Ebx, 11);
-    let bus_lock_detect = has_feature(7, 0, Register::Ecx, 24);
+    let rtm = Feature::Rtm.supported();
+    let bus_lock_detect = Feature::BusLockDetect.supported();
     let mut zero = dr6::ACTIVE_LOW;
     if rtm {
         zero &= !(1 << 16);
@@ -129,14 +130,14 @@ fn registers() {
     if bus_lock_detect {
         zero &= !(1 << 11);
     }
-    let _ = write_debug_register(6, 0);
+    let _ = try_write_debug_register(6, 0);
     report!(
         dr(6) == zero,
         "DR6 written 0 reads {zero:#x}: reserved bits read 1 (got {:#x})",
         dr(6)
     );
     let conditions = dr6::BREAKPOINTS | dr6::BD | dr6::BS | dr6::BT;
-    let _ = write_debug_register(6, conditions);
+    let _ = try_write_debug_register(6, conditions);
     report!(
         dr(6) == zero | conditions,
         "DR6's B0-B3, BD, BS, BT are writable (got {:#x})",
@@ -146,7 +147,7 @@ fn registers() {
     report!(dr(6) == dr6::ACTIVE_LOW, "DR6 can be cleared (got {:#x})", dr(6));
 
     // DR7: bit 10 reads 1; the enable bits and condition fields are writable.
-    let _ = write_debug_register(7, 0);
+    let _ = try_write_debug_register(7, 0);
     report!(
         dr(7) == dr7::FIXED_1,
         "DR7 written 0 reads {:#x} (got {:#x})",
@@ -158,8 +159,8 @@ fn registers() {
         dr7::FIXED_1 | 0x3ff,
         dr7::FIXED_1 | dr7::GD,
     ] {
-        let _ = write_debug_register(7, value);
-        let read = read_debug_register(7);
+        let _ = try_write_debug_register(7, value);
+        let read = try_read_debug_register(7);
         if value & dr7::GD != 0 {
             // Reading DR7 with GD set is a general-detect #DB (and clears GD).
             report!(
@@ -181,7 +182,7 @@ fn registers() {
         (7, dr7::FIXED_1 | 1 << 63),
     ] {
         let before = dr(index);
-        let written = write_debug_register(index, value);
+        let written = try_write_debug_register(index, value);
         let after = dr(index);
         report!(
             matches!(written, Err(exception) if exception.vector == Vector::GP && exception.error_code == 0)
@@ -190,7 +191,7 @@ fn registers() {
         );
     }
 
-    let user = run_in_user_mode(read_dr7_unchecked);
+    let user = run_in_user_mode(read_dr7);
     report!(
         matches!(user, Err(exception) if exception.vector == Vector::GP && exception.error_code == 0),
         "MOV from DR7 at CPL 3 raises #GP(0) (got {user:x?})"
@@ -200,52 +201,52 @@ fn registers() {
 fn aliases() {
     let _prefix = prefix("DR4/DR5");
     let cr4 = read_cr4();
-    let cleared = write_cr4_safe(cr4 & !CR4_DE);
+    let cleared = try_write_cr4(cr4 & !Cr4Flags::DEBUGGING_EXTENSIONS.bits());
     report!(cleared.is_ok(), "CR4.DE can be cleared (got {cleared:x?})");
     let status = dr6::ACTIVE_LOW | dr6::BS | dr6::B1;
-    let written = write_debug_register(4, status);
+    let written = try_write_debug_register(4, status);
     report!(
         written.is_ok() && dr(6) == status,
         "with CR4.DE clear, writing DR4 writes DR6 (wrote {written:x?}, DR6 {:#x})",
         dr(6)
     );
-    let read = read_debug_register(4);
+    let read = try_read_debug_register(4);
     report!(
         read == Ok(status),
         "with CR4.DE clear, DR4 reads DR6's {status:#x} (got {read:x?})"
     );
     let control = dr7::FIXED_1 | dr7::condition(0, dr7::WRITE, 4);
-    let written = write_debug_register(5, control);
+    let written = try_write_debug_register(5, control);
     report!(
         written.is_ok() && dr(7) == control,
         "with CR4.DE clear, writing DR5 writes DR7 (wrote {written:x?}, DR7 {:#x})",
         dr(7)
     );
-    let read = read_debug_register(5);
+    let read = try_read_debug_register(5);
     report!(
         read == Ok(control),
         "with CR4.DE clear, DR5 reads DR7's {control:#x} (got {read:x?})"
     );
     disable_breakpoints();
 
-    let set = write_cr4_safe(cr4 | CR4_DE);
+    let set = try_write_cr4(cr4 | Cr4Flags::DEBUGGING_EXTENSIONS.bits());
     report!(set.is_ok(), "CR4.DE can be set (got {set:x?})");
     let undefined =
         |result: Result<(), vmunit::Exception>| matches!(result, Err(e) if e.vector == Vector::UD);
     for index in [4, 5] {
-        let read = read_debug_register(index).map(|_| ());
+        let read = try_read_debug_register(index).map(|_| ());
         report!(
             undefined(read),
             "with CR4.DE set, MOV from DR{index} raises #UD (got {read:x?})"
         );
         let before = (dr(6), dr(7));
-        let written = write_debug_register(index, dr6::ACTIVE_LOW | dr6::B0);
+        let written = try_write_debug_register(index, dr6::ACTIVE_LOW | dr6::B0);
         report!(
             undefined(written) && (dr(6), dr(7)) == before,
             "with CR4.DE set, MOV to DR{index} raises #UD and writes nothing (got {written:x?})"
         );
     }
-    let restored = write_cr4_safe(cr4);
+    let restored = try_write_cr4(cr4);
     report!(
         restored.is_ok(),
         "CR4 is restored to {cr4:#x} (got {restored:x?})"
@@ -311,7 +312,7 @@ fn general_detect() {
         )],
     );
     report!(dr(0) == target, "the resumed MOV writes DR0 (got {:#x})", dr(0));
-    let _ = write_debug_register(0, 0);
+    let _ = try_write_debug_register(0, 0);
     disable_breakpoints();
     clear_dr6();
 }
@@ -321,8 +322,8 @@ fn instruction_breakpoints() {
     let [first, second] = breakpoint_targets();
 
     // As in debug.c: DR2, globally enabled.
-    let _ = write_debug_register(2, first);
-    let _ = write_debug_register(7, dr7::FIXED_1 | dr7::global(2));
+    let _ = try_write_debug_register(2, first);
+    let _ = try_write_debug_register(7, dr7::FIXED_1 | dr7::global(2));
     let (_, seen) = record_debug_exceptions(call_breakpoint_target);
     disable_breakpoints();
     check_debug_exceptions(
@@ -331,14 +332,15 @@ fn instruction_breakpoints() {
         &[(first, dr6::ACTIVE_LOW | dr6::B2, "before the instruction, DR6.B2")],
     );
     report!(
-        seen.first().is_some_and(|e| e.rflags & RFLAGS_RF == 0),
+        seen.first()
+            .is_some_and(|e| e.rflags & RFlags::RESUME_FLAG.bits() == 0),
         "the CPU does not set RF in the RFLAGS it pushes for an instruction breakpoint (got {:x?})",
         seen.first().map(|e| e.rflags)
     );
 
     // DR6.B0-B3 are reported afresh; BS, set by software, is left alone.
-    let _ = write_debug_register(6, dr6::ACTIVE_LOW | dr6::BS | dr6::B1);
-    let _ = write_debug_register(7, dr7::FIXED_1 | dr7::global(2));
+    let _ = try_write_debug_register(6, dr6::ACTIVE_LOW | dr6::BS | dr6::B1);
+    let _ = try_write_debug_register(7, dr7::FIXED_1 | dr7::global(2));
     let (_, seen) = record_debug_exceptions(call_breakpoint_target);
     disable_breakpoints();
     check_debug_exceptions(
@@ -354,11 +356,11 @@ fn instruction_breakpoints() {
     // Each of DR0-DR3, locally enabled, on the second instruction.
     for index in 0..4u8 {
         clear_dr6();
-        let _ = write_debug_register(index, second);
-        let _ = write_debug_register(7, dr7::FIXED_1 | dr7::local(u32::from(index)));
+        let _ = try_write_debug_register(index, second);
+        let _ = try_write_debug_register(7, dr7::FIXED_1 | dr7::local(u32::from(index)));
         let (_, seen) = record_debug_exceptions(call_breakpoint_target);
         disable_breakpoints();
-        let _ = write_debug_register(index, 0);
+        let _ = try_write_debug_register(index, 0);
         check_debug_exceptions(
             &alloc::format!("L{index}"),
             &seen,
@@ -372,8 +374,8 @@ fn instruction_breakpoints() {
 
     // Not enabled: no #DB.
     clear_dr6();
-    let _ = write_debug_register(1, first);
-    let _ = write_debug_register(7, dr7::FIXED_1 | dr7::condition(1, dr7::EXECUTE, 1));
+    let _ = try_write_debug_register(1, first);
+    let _ = try_write_debug_register(7, dr7::FIXED_1 | dr7::condition(1, dr7::EXECUTE, 1));
     let (_, seen) = record_debug_exceptions(call_breakpoint_target);
     disable_breakpoints();
     check_debug_exceptions("DR1 with L1 and G1 clear", &seen, &[]);
@@ -381,9 +383,9 @@ fn instruction_breakpoints() {
     // RF: entered by IRETQ with RF set, the first instruction runs without its breakpoint;
     // RF is then cleared, and the second instruction's breakpoint fires.
     clear_dr6();
-    let _ = write_debug_register(0, first);
-    let _ = write_debug_register(1, second);
-    let _ = write_debug_register(7, dr7::FIXED_1 | dr7::local(0) | dr7::local(1));
+    let _ = try_write_debug_register(0, first);
+    let _ = try_write_debug_register(1, second);
+    let _ = try_write_debug_register(7, dr7::FIXED_1 | dr7::local(0) | dr7::local(1));
     let (_, seen) = record_debug_exceptions(call_breakpoint_target_with_resume_flag);
     disable_breakpoints();
     check_debug_exceptions(
@@ -395,8 +397,8 @@ fn instruction_breakpoints() {
             "at DR1's instruction only, DR6.B1",
         )],
     );
-    let _ = write_debug_register(0, 0);
-    let _ = write_debug_register(1, 0);
+    let _ = try_write_debug_register(0, 0);
+    let _ = try_write_debug_register(1, 0);
     clear_dr6();
 }
 
@@ -417,12 +419,7 @@ fn steps<'a>(after: &[u64], from: usize, names: &[&'a str]) -> Vec<(u64, u64, &'
         .collect()
 }
 
-static TIMER_TICKS: AtomicUsize = AtomicUsize::new(0);
 const TIMER_VECTOR: u8 = 0xee;
-
-fn timer_tick(_vector: u8) {
-    TIMER_TICKS.fetch_add(1, Ordering::Relaxed);
-}
 
 fn single_step() {
     let _prefix = prefix("single-step");
@@ -525,17 +522,16 @@ fn single_step() {
     disable_breakpoints();
 
     // STI;HLT: a periodic APIC timer ends the HLT.
-    set_interrupt_handler(TIMER_VECTOR, Some(timer_tick));
-    TIMER_TICKS.store(0, Ordering::Relaxed);
+    count_interrupts(TIMER_VECTOR);
     apic::write(register::TIMER_DIVIDE, 0xb); // divide by 1
-    apic::write(register::TIMER, 1 << 17 | u32::from(TIMER_VECTOR)); // periodic
+    apic::write(register::TIMER, apic::TIMER_PERIODIC | u32::from(TIMER_VECTOR));
     apic::write(register::TIMER_INITIAL_COUNT, 2_000_000);
     let (after, seen) = step(single_step_sti_hlt);
     apic::write(register::TIMER, apic::MASKED);
     apic::write(register::TIMER_INITIAL_COUNT, 0);
     // Whether the HLT waits for the interrupt or ends with the single-step trap is not
     // checked (debug.c does not either); the timer makes sure it ends.
-    let ticks = TIMER_TICKS.load(Ordering::Relaxed);
+    let ticks = interrupt_count(TIMER_VECTOR);
     report_info!("STI;HLT: {ticks} APIC timer interrupts during the sequence");
     check_debug_exceptions(
         "STI;HLT (DR6.BS each)",
@@ -621,14 +617,14 @@ fn watch<R>(
     bytes: u64,
     access: impl FnOnce() -> R,
 ) -> (R, Vec<DebugException>) {
-    let _ = write_debug_register(index, address);
-    let _ = write_debug_register(
+    let _ = try_write_debug_register(index, address);
+    let _ = try_write_debug_register(
         7,
         dr7::FIXED_1 | dr7::local(u32::from(index)) | dr7::condition(u32::from(index), condition, bytes),
     );
     let (result, seen) = record_debug_exceptions(access);
     disable_breakpoints();
-    let _ = write_debug_register(index, 0);
+    let _ = try_write_debug_register(index, 0);
     (result.expect("the access does not fault"), seen)
 }
 
@@ -725,7 +721,7 @@ fn data_breakpoints() {
     let _prefix = prefix("DR1 4-byte");
     let mut results = Vec::new();
     for preset in [dr6::BS, 0] {
-        let _ = write_debug_register(6, dr6::ACTIVE_LOW | preset);
+        let _ = try_write_debug_register(6, dr6::ACTIVE_LOW | preset);
         let (after, seen) = watch(1, watched_address(WATCH), dr7::WRITE, 4, || {
             store_watched(WATCH, 4, 42)
         });

@@ -10,7 +10,10 @@
 
 use core::arch::asm;
 
+use vmunit::arch::cpuid::Feature;
+use vmunit::arch::device;
 use vmunit::arch::{Exception, catch_exception};
+use vmunit::catch::Attempt;
 
 /// The arithmetic flags: OF, SF, ZF, AF, PF, CF.
 pub const ARITHMETIC_FLAGS: u64 = 0x8d5;
@@ -189,7 +192,7 @@ macro_rules! string_form {
 }
 
 /// Runs `form` under `catch_exception`.
-pub fn run_string(
+pub fn try_run_string(
     form: StringForm,
     rsi: u64,
     rdi: u64,
@@ -202,12 +205,13 @@ pub fn run_string(
 
 /// CMPXCHG8B or CMPXCHG16B at `address`: compares EDX:EAX (RDX:RAX) with memory and on a
 /// match stores ECX:EBX (RCX:RBX). Returns (RDX, RAX, ZF) after it.
-pub fn compare_exchange_double(
+pub fn try_compare_exchange_double(
     address: u64,
     wide: bool,
     expected: (u64, u64),
     new: (u64, u64),
 ) -> Result<(u64, u64, bool), Exception> {
+    let address = device::checked(address, 16);
     catch_exception(|| {
         let (mut high, mut low) = expected;
         let zero: u8;
@@ -271,7 +275,7 @@ macro_rules! faulting {
                 )
             };
         });
-        (result, instruction)
+        vmunit::catch::Attempt { result, address: instruction }
     }};
 }
 
@@ -279,7 +283,11 @@ macro_rules! faulting {
 /// register, a memory word (read from `source`, RAM) and an imm32, then pops one into a
 /// register and one into `destination` (RAM); returns RSP after the pushes, the popped
 /// register and the final RSP.
+///
+/// # Panics
+/// When the 32 bytes below `stack_top` are not device memory.
 pub fn push_pop_on(stack_top: u64, source: &u64, destination: &mut u64) -> (u64, u64, u64) {
+    let stack_top = device::checked(stack_top.wrapping_sub(32), 32) + 32;
     let (after_push, popped, after_pop): (u64, u64, u64);
     // SAFETY: RSP points at the test's window (MMIO the test owns) for the pushes and pops
     // only and is restored (an exception meanwhile would push its frame there, which works
@@ -312,8 +320,13 @@ pub fn push_pop_on(stack_top: u64, source: &u64, destination: &mut u64) -> (u64,
 
 /// PUSH m64 and POP m64 with the memory operand in the window and the stack in RAM: pushes
 /// the word at `source`, pops it into `destination`.
+///
+/// # Panics
+/// When either word is outside the MMIO hole and the device window.
 pub fn push_pop_memory(source: u64, destination: u64) {
-    // SAFETY: both addresses are the test's window; the stack is balanced.
+    let (source, destination) = (device::checked(source, 8), device::checked(destination, 8));
+    // SAFETY: both words are device memory or window pages (checked above), where no Rust
+    // object lives; the stack is balanced.
     unsafe {
         asm!(
             "push qword ptr [{source}]",
@@ -348,7 +361,11 @@ pub fn push16_pop16(source: u64) -> (u16, bool) {
 /// saved on the MMIO stack. Returns (whether the routine ran and returned, RSP after ENTER
 /// minus `stack_top`, RBP after ENTER minus `stack_top`, the word ENTER pushed, RSP after
 /// LEAVE minus `stack_top`, RBP after LEAVE).
+///
+/// # Panics
+/// When the 64 bytes below `stack_top` are not device memory.
 pub fn call_enter_leave_on(stack_top: u64) -> (bool, u64, u64, u64, u64, u64) {
+    let stack_top = device::checked(stack_top.wrapping_sub(0x40), 0x40) + 0x40;
     let mut results = [0u64; 6];
     // SAFETY: RSP and RBP are switched to the test's window and restored (RBP on the normal
     // stack, RSP in R8). Every operand is an explicit register, so none lives in RBP, which
@@ -395,6 +412,7 @@ pub fn call_enter_leave_on(stack_top: u64) -> (bool, u64, u64, u64, u64, u64) {
 
 /// JMP and CALL through a 64-bit pointer stored at `slot` (MMIO): returns which targets ran.
 pub fn indirect_branches(slot: u64) -> (bool, bool) {
+    let slot = device::checked(slot, 8);
     let (jumped, called): (u64, u64);
     // SAFETY: `slot` is the test's window; the targets are local labels, the call returns.
     unsafe {
@@ -427,6 +445,7 @@ pub fn indirect_branches(slot: u64) -> (bool, bool) {
 /// Far JMP through an m16:32 pointer at `slot` (MMIO; the selector stored with MOV m16, CS):
 /// returns whether it reached its target and CS afterwards.
 pub fn far_jump(slot: u64) -> (bool, u16) {
+    let slot = device::checked(slot, 6);
     let (reached, cs): (u64, u64);
     // SAFETY: `slot` is the test's window; the target is a local label below 4 GiB (the image
     // is linked low), reached with the current code segment.
@@ -485,9 +504,12 @@ pub fn absolute_moves(value: u64, merge: u64) -> (u64, u64) {
 }
 
 /// Calls the code at `address` (C ABI, returns RAX).
-pub fn call_code(address: u64) -> u64 {
+///
+/// # Safety
+/// The code at `address` must follow the C ABI, return, and touch no memory Rust owns.
+pub unsafe fn call_code(address: u64) -> u64 {
     let result: u64;
-    // SAFETY: the caller stored a routine there that follows the C ABI and returns.
+    // SAFETY: the caller guarantees a routine there that follows the C ABI and returns.
     unsafe { asm!("call {address}", address = in(reg) address, out("rax") result, clobber_abi("C")) };
     result
 }
@@ -501,18 +523,21 @@ pub fn store_code(address: u64, bytes: &[u8]) {
 
 /// SMSW m16 at `address`.
 pub fn store_machine_status_to(address: u64) {
+    let address = device::checked(address, 2);
     // SAFETY: the test's window, 2 bytes.
     unsafe { asm!("smsw word ptr [{address}]", address = in(reg) address, options(nostack)) };
 }
 
 /// SGDT m (10 bytes) at `address`.
 pub fn store_gdtr_to(address: u64) {
+    let address = device::checked(address, 10);
     // SAFETY: the test's window, 10 bytes.
     unsafe { asm!("sgdt [{address}]", address = in(reg) address, options(nostack)) };
 }
 
 /// MOV FS, m16 from `address`, then MOV m16, FS to `address + 2`; restores FS to 0 after.
-pub fn segment_moves(address: u64) -> Result<(), Exception> {
+pub fn try_segment_moves(address: u64) -> Result<(), Exception> {
+    let address = device::checked(address, 4);
     catch_exception(|| {
         // SAFETY: a data selector (or a null one) goes into FS, which the runtime does not
         // use in 64-bit mode, and FS is nulled again.
@@ -533,6 +558,7 @@ pub fn segment_moves(address: u64) -> Result<(), Exception> {
 /// MOVNTI m32 and m64 (SSE2, general registers): stores `value` to `address` and its low
 /// half to `address + 8`.
 pub fn movnti(address: u64, value: u64) {
+    let address = device::checked(address, 12);
     // SAFETY: the test's window.
     unsafe {
         asm!(
@@ -550,6 +576,7 @@ pub fn movnti(address: u64, value: u64) {
 /// to `address`, `address + 16`, `address + 32` (aligned), then MOVDQU, MOVUPS, MOVAPS load
 /// each back into XMM1 and store to `out` (RAM). The caller enables SSE.
 pub fn sse_moves(address: u64, data: &[u8; 16], out: &mut [[u8; 16]; 3]) {
+    let address = device::checked(address, 48);
     // SAFETY: `address` is 16-byte aligned in the test's window (48 bytes); `data` and `out`
     // are valid; XMM0 and XMM1 are declared clobbered.
     unsafe {
@@ -585,8 +612,8 @@ pub struct Case {
     pub width: u32,
     /// The arithmetic flags the SDM defines for it (the others are undefined).
     pub defined: u64,
-    /// The CPUID.1:ECX bit that advertises it, if any.
-    pub feature: Option<u32>,
+    /// The CPUID feature that advertises it, if any.
+    pub feature: Option<Feature>,
     /// Whether some input sets make it fault (#DE), on memory and register alike.
     pub faults: bool,
     /// The form with the memory operand.
@@ -1121,7 +1148,7 @@ fn single_cases() -> [Case; 39] {
             ["imul cx, {value:x}, 300"]
         ),
         Case {
-            feature: Some(22),
+            feature: Some(Feature::Movbe),
             ..case!(
                 "MOVBE r32, m32",
                 32,
@@ -1131,7 +1158,7 @@ fn single_cases() -> [Case; 39] {
             )
         },
         Case {
-            feature: Some(22),
+            feature: Some(Feature::Movbe),
             ..case!(
                 "MOVBE m64, r64",
                 64,
@@ -1141,7 +1168,7 @@ fn single_cases() -> [Case; 39] {
             )
         },
         Case {
-            feature: Some(23),
+            feature: Some(Feature::Popcnt),
             ..case!(
                 "POPCNT r64, m64",
                 64,
@@ -1153,64 +1180,68 @@ fn single_cases() -> [Case; 39] {
     ]
 }
 
-/// MOV m64, r64 at `address`; returns the exception and the instruction's address.
-pub fn store_at(address: u64, value: u64) -> (Result<(), Exception>, u64) {
+/// MOV m64, r64 at `address`; returns an [`Attempt`]: the exception and the instruction's address.
+pub fn try_store(address: u64, value: u64) -> Attempt<()> {
+    let address = device::checked(address, 8);
     faulting!("mov qword ptr [{address}], {value}"; address = in(reg) address, value = in(reg) value)
 }
 
-/// MOV m32, r32 at `address`; returns the exception and the instruction's address.
-pub fn store32_at(address: u64, value: u32) -> (Result<(), Exception>, u64) {
+/// MOV m32, r32 at `address`; returns an [`Attempt`]: the exception and the instruction's address.
+pub fn try_store32(address: u64, value: u32) -> Attempt<()> {
+    let address = device::checked(address, 4);
     faulting!("mov dword ptr [{address}], {value:e}"; address = in(reg) address, value = in(reg) value)
 }
 
-/// MOV r64, m64 from `address` (discarding the value); returns the exception and the
-/// instruction's address.
-pub fn load_at(address: u64) -> (Result<(), Exception>, u64) {
+/// MOV r64, m64 from `address` (discarding the value); returns an [`Attempt`]: the
+/// exception and the instruction's address.
+pub fn try_load(address: u64) -> Attempt<()> {
     faulting!("mov {value}, qword ptr [{address}]"; address = in(reg) address, value = out(reg) _)
 }
 
 /// REP STOSQ of `count` copies of `value` from `address` upwards.
-pub fn rep_stosq_at(address: u64, count: u64, value: u64) -> (Result<(), Exception>, u64) {
+pub fn try_rep_stosq(address: u64, count: u64, value: u64) -> Attempt<()> {
+    let address = device::checked(address, count * 8);
     faulting!("rep stosq"; inout("rdi") address => _, inout("rcx") count => _, in("rax") value)
 }
 
 /// JMP through the 64-bit pointer at `slot`, expected to fault before it jumps.
-pub fn jump_through(slot: u64) -> (Result<(), Exception>, u64) {
+pub fn try_jump_through(slot: u64) -> Attempt<()> {
     faulting!("jmp qword ptr [{slot_address}]"; slot_address = in(reg) slot)
 }
 
 /// CALL through the 64-bit pointer at `slot`, expected to fault before it calls.
-pub fn call_through(slot: u64) -> (Result<(), Exception>, u64) {
+pub fn try_call_through(slot: u64) -> Attempt<()> {
     faulting!("call qword ptr [{slot_address}]"; slot_address = in(reg) slot)
 }
 
 /// LOCK ADD EAX, ECX (F0 01 C8): LOCK on a register destination, which raises #UD.
-pub fn lock_register_add() -> (Result<(), Exception>, u64) {
+pub fn try_lock_register_add() -> Attempt<()> {
     faulting!(".byte 0xf0, 0x01, 0xc8"; out("eax") _, out("ecx") _)
 }
 
 /// LOCK MOV [RAX], ECX (F0 89 08) at `address`: MOV is not lockable, which raises #UD.
-pub fn lock_move(address: u64) -> (Result<(), Exception>, u64) {
+pub fn try_lock_move(address: u64) -> Attempt<()> {
+    let address = device::checked(address, 4);
     faulting!(".byte 0xf0, 0x89, 0x08"; in("rax") address, in("ecx") 0x5555_5555u32)
 }
 
 /// MOVBE with a register source (0F 38 F0 C0), an encoding that raises #UD.
-pub fn movbe_register() -> (Result<(), Exception>, u64) {
+pub fn try_movbe_register() -> Attempt<()> {
     faulting!(".byte 0x0f, 0x38, 0xf0, 0xc0"; out("eax") _)
 }
 
 /// LEA with a register source (8D C0), an encoding that raises #UD.
-pub fn lea_register() -> (Result<(), Exception>, u64) {
+pub fn try_lea_register() -> Attempt<()> {
     faulting!(".byte 0x8d, 0xc0"; out("eax") _)
 }
 
 /// DIV m64 at `address` with RDX:RAX = `high`:`low`.
-pub fn divide_by_memory(address: u64, high: u64, low: u64) -> (Result<(), Exception>, u64) {
+pub fn try_divide_by_memory(address: u64, high: u64, low: u64) -> Attempt<()> {
     faulting!("div qword ptr [{address}]"; address = in(reg) address, inout("rax") low => _, inout("rdx") high => _)
 }
 
 /// MOVAPS XMM0, m128 at `address` (the caller enables SSE).
-pub fn movaps_load_at(address: u64) -> (Result<(), Exception>, u64) {
+pub fn try_movaps_load(address: u64) -> Attempt<()> {
     faulting!("movaps xmm0, xmmword ptr [{address}]"; address = in(reg) address, out("xmm0") _)
 }
 
@@ -1273,6 +1304,7 @@ pub const BTC_IMMEDIATE64: MemoryForm = memory_form!("btc qword ptr [{address}],
 /// MMX MOVQ between MM0/MM1 and `address`: stores `value` with MOVQ m64, MM0, loads it back
 /// with MOVQ MM1, m64 and returns MM1; EMMS ends MMX mode. The caller enables the FPU.
 pub fn mmx_moves(address: u64, value: u64) -> u64 {
+    let address = device::checked(address, 8);
     let mut loaded = 0u64;
     // SAFETY: `address` is the test's window; `value` and `loaded` are locals; the x87/MMX
     // state is reset by FNINIT and left by EMMS, and MM0/MM1 are declared clobbered.

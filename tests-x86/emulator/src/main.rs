@@ -13,11 +13,13 @@ mod machine;
 use alloc::vec::Vec;
 
 use machine::{ARITHMETIC_FLAGS, CF, Case, State, StringForm, StringState, ZF};
+use vmunit::arch::control::{read_cr0, read_cr4, try_write_cr0, try_write_cr4};
+use vmunit::arch::cpuid::{Feature, is_tcg};
 use vmunit::arch::device::{self, Backing};
-use vmunit::arch::instructions::{
-    Register, has_feature, is_tcg, read_cr0, read_cr4, write_cr0_safe, write_cr4_safe,
-};
+use vmunit::arch::fpu::try_enable_sse;
+
 use vmunit::arch::{Exception, Vector, page_fault};
+use vmunit::catch::Attempt;
 use vmunit::environment::instruction_emulating_kvm;
 use vmunit::memory::{PAGE_SIZE, Protection};
 use vmunit::{known_failure, prefix, report, report_skip, report_summary};
@@ -230,10 +232,10 @@ fn compare_forms(kvm_pvm: bool, only: Option<&str>) {
         if only.is_some_and(|only| only != family) {
             continue;
         }
-        if let Some(bit) = members[0].feature
-            && !has_feature(1, 0, Register::Ecx, bit)
+        if let Some(feature) = members[0].feature
+            && !feature.supported()
         {
-            report_skip!("{family}: CPUID.1:ECX[{bit}] is clear");
+            report_skip!("{family}: {} is clear", feature.bit());
             continue;
         }
         if kvm_pvm && let Some((_, reason)) = KVM_PVM_STOPS.iter().find(|(name, _)| *name == family) {
@@ -275,14 +277,14 @@ fn reproduce_defect(defect: &str) {
         "popcnt" => compare_forms(false, Some("POPCNT r64, m64")),
         "cmpxchg16b" => double_width_compare_exchange(false),
         "movbe-register" => {
-            let (result, rip) = machine::movbe_register();
+            let Attempt { result, address: rip } = machine::try_movbe_register();
             report!(
                 matches!(result, Err(Exception { vector: Vector::UD, rip: at, .. }) if at == rip),
                 "MOVBE with a register operand raises #UD (got {result:x?})"
             );
         }
         "lea-register" => {
-            let (result, rip) = machine::lea_register();
+            let Attempt { result, address: rip } = machine::try_lea_register();
             report!(
                 matches!(result, Err(Exception { vector: Vector::UD, rip: at, .. }) if at == rip),
                 "LEA with a register source raises #UD (got {result:x?})"
@@ -499,7 +501,7 @@ fn double_width_compare_exchange(kvm_pvm: bool) {
     let _prefix = prefix("CMPXCHG8B/16B");
     let address = MMIO_PAGE + 0x200;
     machine::write64(address, 0x1111_2222_3333_4444);
-    let success = machine::compare_exchange_double(
+    let success = machine::try_compare_exchange_double(
         address,
         false,
         (0x1111_2222, 0x3333_4444),
@@ -510,13 +512,13 @@ fn double_width_compare_exchange(kvm_pvm: bool) {
         matches!(success, Ok((_, _, true))) && stored == 0xaaaa_bbbb_cccc_dddd,
         "CMPXCHG8B with EDX:EAX equal to memory stores ECX:EBX and sets ZF (got {success:x?}, memory {stored:#x})"
     );
-    let failure = machine::compare_exchange_double(address, false, (0, 0), (0x5555_5555, 0x6666_6666));
+    let failure = machine::try_compare_exchange_double(address, false, (0, 0), (0x5555_5555, 0x6666_6666));
     let kept = machine::read64(address);
     report!(
         matches!(failure, Ok((0xaaaa_bbbb, 0xcccc_dddd, false))) && kept == stored,
         "CMPXCHG8B with a different EDX:EAX loads memory into EDX:EAX, clears ZF and leaves memory (got {failure:x?}, memory {kept:#x})"
     );
-    if !has_feature(1, 0, Register::Ecx, 13) {
+    if !Feature::Cx16.supported() {
         report_skip!("CMPXCHG16B: CPUID.1:ECX[13] is clear");
         return;
     }
@@ -529,19 +531,19 @@ fn double_width_compare_exchange(kvm_pvm: bool) {
     let aligned = MMIO_PAGE + 0x210;
     machine::write64(aligned, 1);
     machine::write64(aligned + 8, 2);
-    let success = machine::compare_exchange_double(aligned, true, (2, 1), (4, 3));
+    let success = machine::try_compare_exchange_double(aligned, true, (2, 1), (4, 3));
     let (low, high) = (machine::read64(aligned), machine::read64(aligned + 8));
     report!(
         matches!(success, Ok((_, _, true))) && (low, high) == (3, 4),
         "LOCK CMPXCHG16B with RDX:RAX equal to memory stores RCX:RBX and sets ZF (got {success:x?}, memory {high:#x}:{low:#x})"
     );
-    let failure = machine::compare_exchange_double(aligned, true, (9, 9), (7, 7));
+    let failure = machine::try_compare_exchange_double(aligned, true, (9, 9), (7, 7));
     let (low, high) = (machine::read64(aligned), machine::read64(aligned + 8));
     report!(
         matches!(failure, Ok((4, 3, false))) && (low, high) == (3, 4),
         "LOCK CMPXCHG16B with a different RDX:RAX loads memory into RDX:RAX, clears ZF and leaves memory (got {failure:x?}, memory {high:#x}:{low:#x})"
     );
-    let misaligned = machine::compare_exchange_double(aligned + 8, true, (4, 3), (7, 7));
+    let misaligned = machine::try_compare_exchange_double(aligned + 8, true, (4, 3), (7, 7));
     report!(
         matches!(
             misaligned,
@@ -575,7 +577,7 @@ fn run_string(
     rax: u64,
     backward: bool,
 ) -> Result<StringState, Exception> {
-    machine::run_string(form, rsi, rdi, rcx, rax, backward)
+    machine::try_run_string(form, rsi, rdi, rcx, rax, backward)
 }
 
 /// MOVS, STOS, LODS, CMPS, SCAS, INS and OUTS on MMIO, with REP, in both directions.
@@ -866,7 +868,7 @@ fn exceptions(kvm_pvm: bool) {
     // A store split between an MMIO page and an unmapped one faults before writing anything.
     let split = HOLE - 4;
     machine::write64(HOLE - 8, 0x1111_1111_1111_1111);
-    let (result, rip) = machine::store_at(split, 0x2222_2222_2222_2222);
+    let Attempt { result, address: rip } = machine::try_store(split, 0x2222_2222_2222_2222);
     let after = machine::read64(HOLE - 8);
     report!(
         matches!(result, Err(Exception { vector: Vector::PF, error_code, address, rip: at, .. }) if address == HOLE && at == rip && error_code == page_fault::WRITE),
@@ -879,7 +881,7 @@ fn exceptions(kvm_pvm: bool) {
     // REP STOS runs into the hole: the iterations before the fault complete.
     machine::write64(HOLE - 16, 0);
     machine::write64(HOLE - 8, 0);
-    let (result, rip) = machine::rep_stosq_at(HOLE - 16, 4, 0x3333_3333_3333_3333);
+    let Attempt { result, address: rip } = machine::try_rep_stosq(HOLE - 16, 4, 0x3333_3333_3333_3333);
     let written = (machine::read64(HOLE - 16), machine::read64(HOLE - 8));
     report!(
         matches!(result, Err(Exception { vector: Vector::PF, address, rip: at, .. }) if address == HOLE && at == rip),
@@ -891,7 +893,7 @@ fn exceptions(kvm_pvm: bool) {
     );
     // A read-only mapping of MMIO.
     let before = machine::read64(IOMEM + 2 * PAGE_SIZE);
-    let (result, rip) = machine::store32_at(READ_ONLY_PAGE, 0xdead_beef);
+    let Attempt { result, address: rip } = machine::try_store32(READ_ONLY_PAGE, 0xdead_beef);
     let unchanged = machine::read64(IOMEM + 2 * PAGE_SIZE);
     report!(
         matches!(result, Err(Exception { vector: Vector::PF, error_code, address, rip: at, .. }) if address == READ_ONLY_PAGE && at == rip && error_code == page_fault::WRITE | page_fault::PRESENT),
@@ -901,13 +903,13 @@ fn exceptions(kvm_pvm: bool) {
         unchanged == before,
         "the refused store leaves MMIO unchanged (got {unchanged:#x}, was {before:#x})"
     );
-    let (result, _) = machine::load_at(READ_ONLY_PAGE);
+    let result = machine::try_load(READ_ONLY_PAGE).result;
     report!(
         result.is_ok(),
         "a load from the read-only mapping of MMIO works (got {result:x?})"
     );
     // Non-canonical addresses.
-    let (result, rip) = machine::load_at(0x8000_0000_0000_0000 | IOMEM);
+    let Attempt { result, address: rip } = machine::try_load(0x8000_0000_0000_0000 | IOMEM);
     report!(
         matches!(result, Err(Exception { vector: Vector::GP, error_code: 0, rip: at, .. }) if at == rip),
         "a load from a non-canonical address raises #GP(0) (got {result:x?})"
@@ -916,9 +918,9 @@ fn exceptions(kvm_pvm: bool) {
     // JMP and CALL: "#GP(0) If the target offset is non-canonical"), before RIP changes.
     let tcg = is_tcg();
     machine::write64(MMIO_PAGE + 0x30, 0x1111_1111_1111_1111);
-    for (name, (result, rip)) in [
-        ("JMP m64", machine::jump_through(MMIO_PAGE + 0x30)),
-        ("CALL m64", machine::call_through(MMIO_PAGE + 0x30)),
+    for (name, Attempt { result, address: rip }) in [
+        ("JMP m64", machine::try_jump_through(MMIO_PAGE + 0x30)),
+        ("CALL m64", machine::try_call_through(MMIO_PAGE + 0x30)),
     ] {
         report!(
             matches!(
@@ -943,13 +945,13 @@ fn exceptions(kvm_pvm: bool) {
         );
     }
     // Invalid encodings.
-    let (result, rip) = machine::lock_register_add();
+    let Attempt { result, address: rip } = machine::try_lock_register_add();
     report!(
         matches!(result, Err(Exception { vector: Vector::UD, rip: at, .. }) if at == rip),
         "LOCK ADD with a register destination raises #UD (got {result:x?})"
     );
     machine::write64(MMIO_PAGE + 0x38, 0);
-    let (result, rip) = machine::lock_move(MMIO_PAGE + 0x38);
+    let Attempt { result, address: rip } = machine::try_lock_move(MMIO_PAGE + 0x38);
     let untouched = machine::read64(MMIO_PAGE + 0x38);
     report!(
         matches!(result, Err(Exception { vector: Vector::UD, rip: at, .. }) if at == rip) && untouched == 0,
@@ -959,8 +961,8 @@ fn exceptions(kvm_pvm: bool) {
         report_skip!(
             "MOVBE with a register operand: under kvm_pvm it stops the VM (\"KVM internal error ... emulation failure\") instead of raising #UD (reproduce-emulator-movbe-register)"
         );
-    } else if has_feature(1, 0, Register::Ecx, 22) {
-        let (result, rip) = machine::movbe_register();
+    } else if Feature::Movbe.supported() {
+        let Attempt { result, address: rip } = machine::try_movbe_register();
         report!(
             matches!(result, Err(Exception { vector: Vector::UD, rip: at, .. }) if at == rip),
             "MOVBE with a register operand raises #UD (got {result:x?})"
@@ -973,14 +975,14 @@ fn exceptions(kvm_pvm: bool) {
             "LEA with a register source: under kvm_pvm it stops the VM (\"KVM internal error ... emulation failure\") instead of raising #UD (reproduce-emulator-lea-register)"
         );
     } else {
-        let (result, rip) = machine::lea_register();
+        let Attempt { result, address: rip } = machine::try_lea_register();
         report!(
             matches!(result, Err(Exception { vector: Vector::UD, rip: at, .. }) if at == rip),
             "LEA with a register source raises #UD (got {result:x?})"
         );
     }
     machine::write64(MMIO_PAGE + 0x40, 0);
-    let (result, rip) = machine::divide_by_memory(MMIO_PAGE + 0x40, 0, 5);
+    let Attempt { result, address: rip } = machine::try_divide_by_memory(MMIO_PAGE + 0x40, 0, 5);
     report!(
         matches!(result, Err(Exception { vector: Vector::DE, rip: at, .. }) if at == rip),
         "DIV by a zero qword in MMIO raises #DE (got {result:x?})"
@@ -989,6 +991,7 @@ fn exceptions(kvm_pvm: bool) {
 
 /// MOV with 64-bit absolute addresses, RIP-relative MMIO operands, SMSW/SGDT/MOV Sreg with
 /// MMIO, and MOVNTI.
+#[allow(unsafe_code)]
 fn other_forms(kvm_pvm: bool) {
     let _prefix = prefix("other forms");
     let (wide, narrow) = machine::absolute_moves(0x0bad_cafe_dead_beef, 0x1111_1111_1111_1111);
@@ -1019,7 +1022,8 @@ fn other_forms(kvm_pvm: bool) {
     code.extend_from_slice(&(target.wrapping_sub(load_end) as u32).to_le_bytes());
     code.push(0xc3);
     machine::store_code(CODE_PAGE, &code);
-    let loaded = machine::call_code(CODE_PAGE);
+    // SAFETY: the code just stored stores to and loads from the MMIO page, then returns.
+    let loaded = unsafe { machine::call_code(CODE_PAGE) };
     let word = machine::read64(target);
     report!(
         word == 0x1_0000,
@@ -1057,7 +1061,7 @@ fn other_forms(kvm_pvm: bool) {
     // MOV FS, m16 and MOV m16, FS.
     let selector_address = MMIO_PAGE + 0x80;
     machine::write64(selector_address, 0x10);
-    let result = machine::segment_moves(selector_address);
+    let result = machine::try_segment_moves(selector_address);
     let stored = machine::read64(selector_address);
     report!(
         result.is_ok() && stored == 0x0010_0010,
@@ -1086,8 +1090,7 @@ fn sse(kvm_pvm: bool) {
         return;
     }
     let (cr0, cr4) = (read_cr0(), read_cr4());
-    let enabled = write_cr0_safe((cr0 & !((1 << 2) | (1 << 3))) | (1 << 1))
-        .and_then(|()| write_cr4_safe(cr4 | (1 << 9) | (1 << 10)));
+    let enabled = try_enable_sse();
     report!(
         enabled.is_ok(),
         "SSE can be enabled (CR0.EM and TS clear, CR4.OSFXSR and OSXMMEXCPT set) (got {enabled:x?})"
@@ -1120,11 +1123,11 @@ fn sse(kvm_pvm: bool) {
         stored == 0x0102_0304_0506_0708 && mmx == stored,
         "MMX MOVQ m64, MM0 stores to MMIO and MOVQ MM1, m64 loads it back (got {stored:#x}, {mmx:#x})"
     );
-    let (result, rip) = machine::movaps_load_at(address + 8);
+    let Attempt { result, address: rip } = machine::try_movaps_load(address + 8);
     report!(
         matches!(result, Err(Exception { vector: Vector::GP, error_code: 0, rip: at, .. }) if at == rip),
         "MOVAPS from misaligned MMIO raises #GP(0) (got {result:x?})"
     );
-    let restored = write_cr4_safe(cr4).and_then(|()| write_cr0_safe(cr0));
+    let restored = try_write_cr4(cr4).and_then(|()| try_write_cr0(cr0));
     report!(restored.is_ok(), "CR0 and CR4 are restored (got {restored:x?})");
 }

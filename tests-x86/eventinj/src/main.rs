@@ -9,9 +9,10 @@
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
 use vmunit::arch::apic::{self, register};
-use vmunit::arch::instructions::{divide, int3, is_tcg, software_interrupt};
+use vmunit::arch::cpuid::is_tcg;
+use vmunit::arch::instructions::{int3, software_interrupt, try_divide};
 use vmunit::arch::probes::{
-    interrupt_window, interrupt_window_on_stack, software_interrupt_in_interrupt_shadow,
+    interrupt_window, software_interrupt_in_interrupt_shadow, try_interrupt_window_on_stack,
 };
 use vmunit::arch::testdev::{flush_idt_page, flush_stack_page};
 use vmunit::arch::{set_gate_present, set_interrupt_handler};
@@ -71,7 +72,7 @@ fn main(_args: &[&str]) -> i32 {
 /// A fault and a trap delivered through a flushed IDT page onto a flushed stack page.
 fn check_exceptions(software_interrupts: bool) {
     flush();
-    let result = divide(0, 1500, 0);
+    let result = try_divide(0, 1500, 0);
     report!(
         matches!(result, Err(e) if e.vector == Vector::DE),
         "#DE is delivered through a flushed IDT page (got {result:x?})"
@@ -260,7 +261,7 @@ fn check_unmapped_stack() {
     page.unmap();
     reset();
     apic::self_ipi(VECTOR);
-    let result = interrupt_window_on_stack(page.address() + 2048, 100_000);
+    let result = try_interrupt_window_on_stack(page.address() + 2048, 100_000);
     report!(
         matches!(result, Err(e) if e.vector == Vector::DF && e.error_code == 0),
         "an interrupt delivered onto an unmapped stack ends in #DF(0) (got {result:x?})"

@@ -12,15 +12,20 @@ use alloc::format;
 use alloc::string::String;
 use core::fmt::Debug;
 
+use vmunit::arch::control::{
+    Cr0Flags, read_cr0, read_cr2, read_cr4, try_write_cr0, try_write_cr4, write_cr2,
+};
+use vmunit::arch::cpuid::{Feature, is_tcg};
+use vmunit::arch::debug::dr6;
 use vmunit::arch::exceptions::selector;
 use vmunit::arch::instructions::{
-    int1, int3, is_tcg, read_cr0, read_cr2, read_cr4, read_dr6, read_unguarded, read_with_alignment_check,
-    single_step_two_nops, software_interrupt, ud2, write_cr0_safe, write_cr2, write_cr4_safe, write_dr6,
+    int1, int3, read, read_dr6, read_with_alignment_check, single_step_two_nops, software_interrupt,
+    try_call_return, try_ud2, write_dr6,
 };
-use vmunit::arch::mmu::no_execute_supported;
 use vmunit::arch::page_fault::{FETCH, PRESENT, RESERVED, USER, WRITE};
 use vmunit::arch::probes;
 use vmunit::arch::run_in_user_mode;
+use vmunit::catch::Attempt;
 use vmunit::memory::{Protection, TestPage};
 use vmunit::{
     Exception, Vector, known_failure, prefix, report, report_info, report_skip, report_summary,
@@ -28,23 +33,6 @@ use vmunit::{
 };
 
 vmunit::main!(main);
-
-/// DR6 with no condition bit set: the reserved bits that read as 1 (kvm-unit-tests'
-/// DR6_ACTIVE_LOW), written before each #DB check.
-const DR6_CLEAR: u64 = 0xffff_0ff0;
-const DR6_B0: u64 = 1 << 0;
-const DR6_BREAKPOINTS: u64 = 0xf;
-const DR6_BD: u64 = 1 << 13;
-const DR6_BS: u64 = 1 << 14;
-const DR6_BT: u64 = 1 << 15;
-
-const CR0_MP: u64 = 1 << 1;
-const CR0_EM: u64 = 1 << 2;
-const CR0_TS: u64 = 1 << 3;
-const CR0_WP: u64 = 1 << 16;
-const CR0_NW: u64 = 1 << 29;
-const CR0_AM: u64 = 1 << 18;
-const CR0_CD: u64 = 1 << 30;
 
 /// A vector outside the exception range, for INT n.
 const USER_VECTOR: Vector = Vector(32);
@@ -136,8 +124,11 @@ fn outcome<T: Debug>(result: &Result<T, Exception>) -> String {
 
 /// Checks that a probe faulted with `vector` and `error_code`, delivered with RIP at the
 /// probed instruction `instruction` (a fault, so before the instruction executed).
-fn check_fault<T: Debug>(what: &str, probe: (Result<T, Exception>, u64), vector: Vector, error_code: u64) {
-    let (result, instruction) = probe;
+fn check_fault<T: Debug>(what: &str, probe: Attempt<T>, vector: Vector, error_code: u64) {
+    let Attempt {
+        result,
+        address: instruction,
+    } = probe;
     let got = outcome(&result);
     report!(
         matches!(result, Err(e) if e.vector == vector && e.error_code == error_code),
@@ -152,9 +143,9 @@ fn check_fault<T: Debug>(what: &str, probe: (Result<T, Exception>, u64), vector:
 }
 
 /// Checks that a probe did not fault.
-fn check_no_fault<T: Debug>(what: &str, probe: (Result<T, Exception>, u64)) {
-    let got = outcome(&probe.0);
-    report!(probe.0.is_ok(), "{what} raises no exception (got {got})");
+fn check_no_fault<T: Debug>(what: &str, probe: Attempt<T>) {
+    let got = outcome(&probe.result);
+    report!(probe.result.is_ok(), "{what} raises no exception (got {got})");
 }
 
 /// Checks that `seen` holds exactly one trap with `vector`, delivered with RIP `after`.
@@ -172,35 +163,35 @@ fn check_single_trap(what: &str, seen: &[Exception], vector: Vector, after: u64)
 
 fn divide_error() {
     let _prefix = prefix("#DE");
-    check_fault("DIV by zero", probes::divide_unsigned(0, 1, 0), Vector::DE, 0);
+    check_fault("DIV by zero", probes::try_divide_unsigned(0, 1, 0), Vector::DE, 0);
     check_fault(
         "DIV of 2^64 by 1 (quotient overflow)",
-        probes::divide_unsigned(1, 0, 1),
+        probes::try_divide_unsigned(1, 0, 1),
         Vector::DE,
         0,
     );
     check_fault(
         "DIV of 2^96 by 2^32 (quotient 2^64 overflows)",
-        probes::divide_unsigned(1 << 32, 0, 1 << 32),
+        probes::try_divide_unsigned(1 << 32, 0, 1 << 32),
         Vector::DE,
         0,
     );
-    check_fault("IDIV by zero", probes::divide_signed(0, 5, 0), Vector::DE, 0);
+    check_fault("IDIV by zero", probes::try_divide_signed(0, 5, 0), Vector::DE, 0);
     check_fault(
         "IDIV of i64::MIN by -1 (quotient overflow)",
-        probes::divide_signed(-1, i64::MIN as u64, -1),
+        probes::try_divide_signed(-1, i64::MIN as u64, -1),
         Vector::DE,
         0,
     );
     let dividend = (6u128 << 64) | 12345;
     let expected_result = ((dividend / 7) as u64, (dividend % 7) as u64);
-    let (result, _) = probes::divide_unsigned(6, 12345, 7);
+    let result = probes::try_divide_unsigned(6, 12345, 7).result;
     report!(
         result == Ok(expected_result),
         "DIV of 6*2^64+12345 by 7 fits and gives {expected_result:?} (got {})",
         outcome(&result)
     );
-    let (result, _) = probes::divide_signed(-1, -100i64 as u64, 7);
+    let result = probes::try_divide_signed(-1, -100i64 as u64, 7).result;
     report!(
         result == Ok((-14, -2)),
         "IDIV of -100 by 7 gives (-14, -2) (got {})",
@@ -212,7 +203,7 @@ fn debug() {
     let _prefix = prefix("#DB");
     {
         let _prefix = prefix("single-step");
-        write_dr6(DR6_CLEAR);
+        write_dr6(dr6::ACTIVE_LOW);
         let (after, seen) = trap_exceptions(&[Vector::DB], single_step_two_nops);
         let dr6 = read_dr6();
         // Traps after NOP, NOP, PUSHFQ, AND, and the POPFQ that clears TF (TF set by a
@@ -228,15 +219,15 @@ fn debug() {
                 seen.get(index).map(|e| e.rip)
             );
         }
-        report!(dr6 & DR6_BS != 0, "single-step sets DR6.BS (DR6 {dr6:#x})");
+        report!(dr6 & dr6::BS != 0, "single-step sets DR6.BS (DR6 {dr6:#x})");
         report!(
-            dr6 & DR6_BREAKPOINTS == 0,
+            dr6 & dr6::BREAKPOINTS == 0,
             "single-step sets none of DR6.B0-B3 (DR6 {dr6:#x})"
         );
     }
     {
         let _prefix = prefix("single-step over CPUID");
-        write_dr6(DR6_CLEAR);
+        write_dr6(dr6::ACTIVE_LOW);
         let (after, seen) = trap_exceptions(&[Vector::DB], probes::single_step_with_cpuid);
         let dr6 = read_dr6();
         report!(
@@ -251,11 +242,11 @@ fn debug() {
                 seen.get(index).map(|e| e.rip)
             );
         }
-        report!(dr6 & DR6_BS != 0, "single-step sets DR6.BS (DR6 {dr6:#x})");
+        report!(dr6 & dr6::BS != 0, "single-step sets DR6.BS (DR6 {dr6:#x})");
     }
     {
         let _prefix = prefix("data breakpoint");
-        write_dr6(DR6_CLEAR);
+        write_dr6(dr6::ACTIVE_LOW);
         let ((after, stored), seen) = trap_exceptions(&[Vector::DB], || probes::watched_store(PATTERN));
         let dr6 = read_dr6();
         known_failure(
@@ -268,7 +259,7 @@ fn debug() {
                     "the watched store completed before the trap (read {stored:#x})"
                 );
                 report!(
-                    dr6 & DR6_B0 != 0 && dr6 & DR6_BS == 0,
+                    dr6 & dr6::B0 != 0 && dr6 & dr6::BS == 0,
                     "the data breakpoint sets DR6.B0 and not BS (DR6 {dr6:#x})"
                 );
             },
@@ -276,28 +267,28 @@ fn debug() {
     }
     {
         let _prefix = prefix("instruction breakpoint");
-        write_dr6(DR6_CLEAR);
-        let probe = probes::instruction_breakpoint();
+        write_dr6(dr6::ACTIVE_LOW);
+        let probe = probes::try_instruction_breakpoint();
         let dr6 = read_dr6();
         check_fault("executing the instruction DR0 points at", probe, Vector::DB, 0);
         report!(
-            dr6 & DR6_B0 != 0,
+            dr6 & dr6::B0 != 0,
             "the instruction breakpoint sets DR6.B0 (DR6 {dr6:#x})"
         );
     }
-    write_dr6(DR6_CLEAR);
+    write_dr6(dr6::ACTIVE_LOW);
 }
 
 fn icebp() {
     let _prefix = prefix("#DB");
     let _inner = prefix("INT1");
-    write_dr6(DR6_CLEAR);
+    write_dr6(dr6::ACTIVE_LOW);
     let (after, seen) = trap_exceptions(&[Vector::DB], int1);
     let dr6 = read_dr6();
-    write_dr6(DR6_CLEAR);
+    write_dr6(dr6::ACTIVE_LOW);
     check_single_trap("INT1 (ICEBP)", &seen, Vector::DB, after);
     report!(
-        dr6 & (DR6_BREAKPOINTS | DR6_BD | DR6_BS | DR6_BT) == 0,
+        dr6 & (dr6::BREAKPOINTS | dr6::BD | dr6::BS | dr6::BT) == 0,
         "INT1 sets none of DR6's B0-B3, BD, BS, BT (DR6 {dr6:#x})"
     );
 }
@@ -335,17 +326,21 @@ fn software_interrupts() {
 
 fn invalid_opcode() {
     let _prefix = prefix("#UD");
-    let (result, address) = ud2();
-    check_fault("UD2", (result, address), Vector::UD, 0);
-    check_fault("LOCK NOP", probes::locked_nop_at(), Vector::UD, 0);
+    check_fault("UD2", try_ud2(), Vector::UD, 0);
+    check_fault("LOCK NOP", probes::try_locked_nop(), Vector::UD, 0);
     known_failure(
         host().tcg,
         "QEMU's TCG executes INTO in 64-bit mode instead of raising #UD (its decoder lacks the i64 check)",
         || {
-            check_fault("INTO (invalid in 64-bit mode)", probes::into_at(), Vector::UD, 0);
+            check_fault(
+                "INTO (invalid in 64-bit mode)",
+                probes::try_into_opcode(),
+                Vector::UD,
+                0,
+            );
         },
     );
-    check_fault("MOV from CR1", probes::read_cr1_at(), Vector::UD, 0);
+    check_fault("MOV from CR1", probes::try_read_cr1(), Vector::UD, 0);
 }
 
 fn general_protection() {
@@ -357,35 +352,35 @@ fn general_protection() {
         report_info!("GDT limit {limit:#x}");
         check_fault(
             &format!("MOV FS, {first_beyond:#x} (first selector beyond the GDT limit)"),
-            probes::load_fs_at(first_beyond),
+            probes::try_load_fs(first_beyond),
             Vector::GP,
             u64::from(first_beyond),
         );
         check_fault(
             "MOV FS, 0x1000 (beyond the GDT limit)",
-            probes::load_fs_at(0x1000),
+            probes::try_load_fs(0x1000),
             Vector::GP,
             0x1000,
         );
         check_fault(
             "MOV FS, 0x1003 (RPL is not part of the error code)",
-            probes::load_fs_at(0x1003),
+            probes::try_load_fs(0x1003),
             Vector::GP,
             0x1000,
         );
         check_fault(
             "MOV FS, the TSS (a system segment)",
-            probes::load_fs_at(selector::TSS),
+            probes::try_load_fs(selector::TSS),
             Vector::GP,
             u64::from(selector::TSS),
         );
-        check_no_fault("MOV FS, 0 (null)", probes::load_fs_at(0));
-        check_no_fault("MOV FS, 3 (null with RPL 3)", probes::load_fs_at(3));
-        check_no_fault("MOV FS, 0x10 (kernel data)", probes::load_fs_at(0x10));
-        check_no_fault("MOV FS, 0x08 (readable code)", probes::load_fs_at(0x08));
+        check_no_fault("MOV FS, 0 (null)", probes::try_load_fs(0));
+        check_no_fault("MOV FS, 3 (null with RPL 3)", probes::try_load_fs(3));
+        check_no_fault("MOV FS, 0x10 (kernel data)", probes::try_load_fs(0x10));
+        check_no_fault("MOV FS, 0x08 (readable code)", probes::try_load_fs(0x08));
         check_no_fault(
             "MOV SS, 0 at CPL 0 (null SS is legal in 64-bit mode)",
-            probes::load_ss_at(0),
+            probes::try_load_ss(0),
         );
         known_failure(
             host().tcg,
@@ -393,7 +388,7 @@ fn general_protection() {
             || {
                 check_fault(
                     "MOV SS, 3 at CPL 0 (null with RPL != CPL)",
-                    probes::load_ss_at(3),
+                    probes::try_load_ss(3),
                     Vector::GP,
                     0,
                 );
@@ -401,25 +396,25 @@ fn general_protection() {
         );
         check_fault(
             "MOV SS, 0x13 (RPL 3 != CPL 0)",
-            probes::load_ss_at(0x13),
+            probes::try_load_ss(0x13),
             Vector::GP,
             0x10,
         );
         check_fault(
             "MOV SS, user data (DPL 3 != CPL 0)",
-            probes::load_ss_at(selector::USER_DATA),
+            probes::try_load_ss(selector::USER_DATA),
             Vector::GP,
             u64::from(selector::USER_DATA & !3),
         );
         check_fault(
             "MOV SS, 0x08 (code is not writable data)",
-            probes::load_ss_at(0x08),
+            probes::try_load_ss(0x08),
             Vector::GP,
             0x08,
         );
         check_fault(
             "MOV SS, the TSS",
-            probes::load_ss_at(selector::TSS),
+            probes::try_load_ss(selector::TSS),
             Vector::GP,
             u64::from(selector::TSS),
         );
@@ -436,16 +431,16 @@ fn general_protection() {
                 "QEMU's TCG and this host's kvm_pvm drop CR0 bits 63:32 instead of raising #GP(0)",
             ),
             (
-                (cr0 | CR0_NW) & !CR0_CD,
+                (cr0 | Cr0Flags::NOT_WRITE_THROUGH.bits()) & !Cr0Flags::CACHE_DISABLE.bits(),
                 "setting CR0.NW with CD clear",
                 host.tcg,
                 "QEMU's TCG accepts CR0.NW=1 with CD=0",
             ),
         ] {
-            let result = write_cr0_safe(value);
+            let result = try_write_cr0(value);
             let after = read_cr0();
             if after != cr0 {
-                let _ = write_cr0_safe(cr0);
+                let _ = try_write_cr0(cr0);
             }
             known_failure(known, reason, || {
                 report!(
@@ -460,20 +455,20 @@ fn general_protection() {
         let _prefix = prefix("non-canonical");
         check_fault(
             &format!("reading non-canonical {NON_CANONICAL:#x}"),
-            probes::read_at(NON_CANONICAL),
+            probes::try_load(NON_CANONICAL),
             Vector::GP,
             0,
         );
         check_fault(
             &format!("reading non-canonical {NON_CANONICAL_LOW:#x}"),
-            probes::read_at(NON_CANONICAL_LOW),
+            probes::try_load(NON_CANONICAL_LOW),
             Vector::GP,
             0,
         );
         // Only #PF loads CR2 (SDM Vol. 3, 6.15, interrupt 13).
         const MARKER: u64 = 0xdeca_fbad_0000;
         write_cr2(MARKER);
-        let _ = probes::read_at(NON_CANONICAL);
+        let _ = probes::try_load(NON_CANONICAL);
         let cr2 = read_cr2();
         known_failure(
             host().tcg,
@@ -491,10 +486,10 @@ fn general_protection() {
 /// Sets reserved CR4 bit `bit`: #GP(0), and CR4 keeps its value.
 fn check_cr4_reserved_bit(bit: u32) {
     let cr4 = read_cr4();
-    let result = write_cr4_safe(cr4 | (1 << bit));
+    let result = try_write_cr4(cr4 | (1 << bit));
     let after = read_cr4();
     if after != cr4 {
-        let _ = write_cr4_safe(cr4);
+        let _ = try_write_cr4(cr4);
     }
     let known = bit >= 32 && host().pvm;
     known_failure(
@@ -519,13 +514,13 @@ fn stack_segment() {
 fn stack_segment_checks() {
     check_fault(
         &format!("reading non-canonical {NON_CANONICAL:#x} through RBP"),
-        probes::stack_read_at(NON_CANONICAL),
+        probes::try_stack_read(NON_CANONICAL),
         Vector::SS,
         0,
     );
     check_fault(
         &format!("reading non-canonical {NON_CANONICAL_LOW:#x} through RBP"),
-        probes::stack_read_at(NON_CANONICAL_LOW),
+        probes::try_stack_read(NON_CANONICAL_LOW),
         Vector::SS,
         0,
     );
@@ -546,7 +541,7 @@ fn check_page_fault<T: Debug>(what: &str, result: Result<T, Exception>, error_co
 
 fn page_fault() {
     let _prefix = prefix("#PF");
-    let no_execute = no_execute_supported();
+    let no_execute = Feature::Nx.supported();
     report_info!(
         "NX {}",
         if no_execute {
@@ -611,12 +606,12 @@ fn page_fault() {
         );
         let cr0 = read_cr0();
         report!(
-            cr0 & CR0_WP != 0,
+            cr0 & Cr0Flags::WRITE_PROTECT.bits() != 0,
             "the runtime runs with CR0.WP set (CR0 {cr0:#x})"
         );
-        let cleared = write_cr0_safe(cr0 & !CR0_WP);
+        let cleared = try_write_cr0(cr0 & !Cr0Flags::WRITE_PROTECT.bits());
         let written = page.write(8, !PATTERN);
-        let restored = write_cr0_safe(cr0);
+        let restored = try_write_cr0(cr0);
         report!(
             cleared.is_ok() && restored.is_ok() && read_cr0() == cr0,
             "clearing and restoring CR0.WP works (got {}, {})",
@@ -640,9 +635,8 @@ fn page_fault() {
     }
     {
         let _prefix = prefix("fetch");
-        page.store_code(0, &[0xc3]); // RET
         page.map(Protection::READ_EXECUTE);
-        let called = page.call(0);
+        let called = try_call_return(&page, 0);
         report!(
             called.is_ok(),
             "calling a RET in an executable page works (got {})",
@@ -650,7 +644,7 @@ fn page_fault() {
         );
         page.unmap();
         let fetch = if no_execute { FETCH } else { 0 };
-        let result = page.call(0);
+        let result = try_call_return(&page, 0);
         check_page_fault("fetching from the unmapped page", result, fetch, base);
         report!(
             matches!(result, Err(e) if e.rip == base),
@@ -661,7 +655,7 @@ fn page_fault() {
             page.map(Protection::READ_WRITE);
             check_page_fault(
                 "fetching from a present no-execute page",
-                page.call(0),
+                try_call_return(&page, 0),
                 PRESENT | FETCH,
                 base,
             );
@@ -669,7 +663,7 @@ fn page_fault() {
             report_skip!("fetching from a no-execute page: the CPU has no NX");
         }
         page.map(Protection::READ_EXECUTE);
-        let called = page.call(0);
+        let called = try_call_return(&page, 0);
         report!(
             called.is_ok(),
             "after making the page executable again the call works (got {})",
@@ -699,7 +693,7 @@ fn page_fault() {
                 if no_execute {
                     check_page_fault(
                         &format!("fetching through a PTE with address bit {bits} set"),
-                        page.call(0),
+                        try_call_return(&page, 0),
                         PRESENT | RESERVED | FETCH,
                         base,
                     );
@@ -722,27 +716,27 @@ fn device_not_available() {
     let _prefix = prefix("#NM");
     let cr0 = read_cr0();
     let restore = || {
-        let restored = write_cr0_safe(cr0);
+        let restored = try_write_cr0(cr0);
         restored.is_ok() && read_cr0() == cr0
     };
     report!(
-        cr0 & (CR0_TS | CR0_EM) == 0,
+        cr0 & (Cr0Flags::TASK_SWITCHED.bits() | Cr0Flags::EMULATE_COPROCESSOR.bits()) == 0,
         "the runtime runs with CR0.TS and CR0.EM clear (CR0 {cr0:#x})"
     );
-    check_no_fault("FNINIT with CR0.TS clear", probes::fninit_at());
+    check_no_fault("FNINIT with CR0.TS clear", probes::try_fninit());
 
-    let set = write_cr0_safe(cr0 | CR0_TS);
-    let probe = probes::fninit_at();
+    let set = try_write_cr0(cr0 | Cr0Flags::TASK_SWITCHED.bits());
+    let probe = probes::try_fninit();
     report!(
         set.is_ok() && restore(),
         "setting and clearing CR0.TS works (got {})",
         outcome(&set)
     );
     check_fault("FNINIT with CR0.TS set", probe, Vector::NM, 0);
-    check_no_fault("FNINIT after clearing CR0.TS", probes::fninit_at());
+    check_no_fault("FNINIT after clearing CR0.TS", probes::try_fninit());
 
-    let set = write_cr0_safe((cr0 | CR0_EM) & !CR0_TS);
-    let probe = probes::fninit_at();
+    let set = try_write_cr0((cr0 | Cr0Flags::EMULATE_COPROCESSOR.bits()) & !Cr0Flags::TASK_SWITCHED.bits());
+    let probe = probes::try_fninit();
     report!(
         set.is_ok() && restore(),
         "setting and clearing CR0.EM works (got {})",
@@ -762,11 +756,11 @@ fn wait_device_not_available() {
     let _prefix = prefix("#NM");
     let cr0 = read_cr0();
     let restore = || {
-        let restored = write_cr0_safe(cr0);
+        let restored = try_write_cr0(cr0);
         restored.is_ok() && read_cr0() == cr0
     };
-    let set = write_cr0_safe(cr0 | CR0_TS | CR0_MP);
-    let probe = probes::fwait_at();
+    let set = try_write_cr0(cr0 | Cr0Flags::TASK_SWITCHED.bits() | Cr0Flags::MONITOR_COPROCESSOR.bits());
+    let probe = probes::try_fwait();
     report!(
         set.is_ok() && restore(),
         "setting CR0.TS and CR0.MP works (got {})",
@@ -774,8 +768,8 @@ fn wait_device_not_available() {
     );
     check_fault("WAIT with CR0.TS and CR0.MP set", probe, Vector::NM, 0);
 
-    let set = write_cr0_safe((cr0 | CR0_TS) & !CR0_MP);
-    let probe = probes::fwait_at();
+    let set = try_write_cr0((cr0 | Cr0Flags::TASK_SWITCHED.bits()) & !Cr0Flags::MONITOR_COPROCESSOR.bits());
+    let probe = probes::try_fwait();
     report!(
         set.is_ok() && restore(),
         "setting CR0.TS with CR0.MP clear works (got {})",
@@ -807,9 +801,9 @@ fn user_mode() {
                 "with CR0.AM clear, a misaligned load with RFLAGS.AC at CPL 3 works (got {without:x?})"
             )
         });
-        let set = write_cr0_safe(cr0 | CR0_AM);
+        let set = try_write_cr0(cr0 | Cr0Flags::ALIGNMENT_MASK.bits());
         let with = run_in_user_mode(|| read_with_alignment_check(misaligned));
-        let restored = write_cr0_safe(cr0);
+        let restored = try_write_cr0(cr0);
         known_failure(
             host().tcg,
             "QEMU's TCG does not implement alignment checking",
@@ -834,7 +828,7 @@ fn user_mode() {
         let _user = prefix("user");
         let page = TestPage::new();
         let target = page.address() + 8;
-        let supervisor = run_in_user_mode(|| read_unguarded(target));
+        let supervisor = run_in_user_mode(|| read(target));
         report!(
             matches!(supervisor, Err(e) if e.vector == Vector::PF && e.error_code & (PRESENT | USER | WRITE | FETCH) == PRESENT | USER && e.address == page.address() + 8),
             "a CPL-3 read of a supervisor page raises #PF with P and U set (got {supervisor:x?})"
@@ -844,13 +838,13 @@ fn user_mode() {
             execute: false,
             user: true,
         });
-        let allowed = run_in_user_mode(|| read_unguarded(target));
+        let allowed = run_in_user_mode(|| read(target));
         report!(
             allowed.is_ok(),
             "a CPL-3 read of a user page works (got {allowed:x?})"
         );
         page.unmap();
-        let unmapped = run_in_user_mode(|| read_unguarded(target));
+        let unmapped = run_in_user_mode(|| read(target));
         report!(
             matches!(unmapped, Err(e) if e.vector == Vector::PF && e.error_code & (PRESENT | USER) == USER),
             "a CPL-3 read of an unmapped page raises #PF with U set and P clear (got {unmapped:x?})"

@@ -13,8 +13,8 @@
 #![no_main]
 
 use vmunit::arch::instructions::{
-    HypercallInstruction, NON_CANONICAL_START, call_hypercall_unguarded, hypercall_in_page,
-    run_at_canonical_edge, store_hypercall,
+    HypercallInstruction, NON_CANONICAL_START, call_hypercall, kvm, store_hypercall, try_hypercall_in_page,
+    try_run_at_canonical_edge,
 };
 use vmunit::arch::run_in_user_mode;
 use vmunit::memory::{Protection, TestPage};
@@ -22,12 +22,6 @@ use vmunit::{Exception, Vector, prefix, report, report_info, report_skip, report
 
 vmunit::main!(main);
 
-/// KVM's "no such hypercall" error, returned negated in RAX.
-const KVM_ENOSYS: i64 = 1000;
-/// KVM's "not permitted" error, returned negated in RAX for a hypercall from CPL 3.
-const KVM_EPERM: i64 = 1;
-/// KVM_HC_VAPIC_POLL_IRQ: a hypercall that does nothing and returns 0.
-const KVM_HC_VAPIC_POLL_IRQ: u64 = 1;
 /// An unknown hypercall number, kvm-unit-tests' -1.
 const UNKNOWN: u64 = u64::MAX;
 
@@ -82,7 +76,7 @@ fn fetch_fault_past_edge(result: Result<(), Exception>) -> bool {
 /// raises #GP(0) at the first non-canonical address (what a completed hypercall must do too).
 fn edge_control() {
     let mut nops = [0x90u8; 3];
-    let result = run_at_canonical_edge(&mut nops, 0);
+    let result = try_run_at_canonical_edge(&mut nops, 0);
     report!(
         fetch_fault_past_edge(result),
         "NOPs ending at the canonical edge run on into #GP(0) at {NON_CANONICAL_START:#x} (got {result:x?})"
@@ -92,11 +86,11 @@ fn edge_control() {
 /// The instruction with an unknown number and with KVM_HC_VAPIC_POLL_IRQ, from a test page.
 fn inline_hypercall(page: &TestPage, instruction: HypercallInstruction, expectation: Expectation) {
     let address = page.address();
-    for number in [UNKNOWN, KVM_HC_VAPIC_POLL_IRQ] {
-        let result = hypercall_in_page(page, 0, instruction, number);
+    for number in [UNKNOWN, kvm::HC_VAPIC_POLL_IRQ] {
+        let result = try_hypercall_in_page(page, 0, instruction, number);
         match expectation {
             Expectation::Hypercall if number == UNKNOWN => report!(
-                result == Ok((-KVM_ENOSYS) as u64),
+                result == Ok(kvm::failure(kvm::ENOSYS)),
                 "hypercall {number:#x} (unknown) returns -KVM_ENOSYS (got {result:x?})"
             ),
             Expectation::Hypercall => report!(
@@ -119,7 +113,7 @@ fn inline_hypercall(page: &TestPage, instruction: HypercallInstruction, expectat
 fn edge_hypercall(instruction: HypercallInstruction, expectation: Expectation) {
     let mut code = instruction.bytes();
     let start = NON_CANONICAL_START - code.len() as u64;
-    let result = run_at_canonical_edge(&mut code, UNKNOWN);
+    let result = try_run_at_canonical_edge(&mut code, UNKNOWN);
     match expectation {
         Expectation::Hypercall => report!(
             fetch_fault_past_edge(result),
@@ -145,15 +139,16 @@ fn user_hypercall(instruction: HypercallInstruction, expectation: Expectation) {
     });
     store_hypercall(&page, 0, instruction);
     let address = page.address();
-    let result = run_in_user_mode(|| call_hypercall_unguarded(&page, 0, KVM_HC_VAPIC_POLL_IRQ));
+    let number = kvm::HC_VAPIC_POLL_IRQ;
+    let result = run_in_user_mode(|| call_hypercall(&page, 0, number));
     match expectation {
         Expectation::Hypercall => report!(
-            result == Ok((-KVM_EPERM) as u64),
-            "hypercall {KVM_HC_VAPIC_POLL_IRQ:#x} at CPL 3 returns -KVM_EPERM (got {result:x?})"
+            result == Ok(kvm::failure(kvm::EPERM)),
+            "hypercall {number:#x} at CPL 3 returns -KVM_EPERM (got {result:x?})"
         ),
         Expectation::InvalidOpcode => report!(
             invalid_opcode_at(result, address),
-            "hypercall {KVM_HC_VAPIC_POLL_IRQ:#x} at CPL 3 raises #UD at {address:#x} (got {result:x?})"
+            "hypercall {number:#x} at CPL 3 raises #UD at {address:#x} (got {result:x?})"
         ),
     };
 }

@@ -13,6 +13,7 @@
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use vmunit::arch::apic::{self, register as local};
+use vmunit::arch::cpuid::Feature;
 use vmunit::arch::interrupts;
 use vmunit::arch::ioapic::{
     self, DeliveryMode, DestinationMode, Polarity, RedirectionEntry, Trigger, register,
@@ -95,7 +96,7 @@ fn settle(vector: u8) -> u32 {
 fn main(args: &[&str]) -> i32 {
     ioapic::mask_legacy_pic();
     if args.contains(&"x2apic") {
-        if !apic::x2apic_supported() {
+        if !Feature::X2apic.supported() {
             report_skip!("x2APIC: CPUID.1:ECX[21] is clear");
             return report_summary();
         }

@@ -16,17 +16,14 @@
 
 extern crate alloc;
 
-use vmunit::arch::instructions::{
-    MemoryInstruction, NON_CANONICAL_START, Register, has_feature, is_tcg, memory_instruction_at,
-};
+use vmunit::arch::cpuid::{Feature, is_tcg};
+use vmunit::arch::instructions::{MemoryInstruction, NON_CANONICAL_START, try_memory_instruction};
 use vmunit::arch::page_fault;
+use vmunit::catch::Attempt;
 use vmunit::memory::{Protection, TestPage};
 use vmunit::{Vector, known_failure, prefix, report, report_skip, report_summary};
 
 vmunit::main!(main);
-
-/// CPUID.7.0:EBX[22], which advertised PCOMMIT until Intel withdrew it; reserved since.
-const PCOMMIT_BIT: u32 = 22;
 
 fn main(_args: &[&str]) -> i32 {
     let kvm = vmunit::env("ACCEL") == Some("kvm");
@@ -40,7 +37,7 @@ fn main(_args: &[&str]) -> i32 {
             continue;
         }
         let line = alloc::vec![0x5au8; 64];
-        let (result, address) = memory_instruction_at(instruction, line.as_ptr());
+        let Attempt { result, address } = try_memory_instruction(instruction, line.as_ptr());
         if instruction.advertised() {
             report!(
                 result.is_ok(),
@@ -65,7 +62,7 @@ fn main(_args: &[&str]) -> i32 {
         }
     }
     report!(
-        !has_feature(7, 0, Register::Ebx, PCOMMIT_BIT),
+        !Feature::Pcommit.supported(),
         "CPUID.7.0:EBX[22] (PCOMMIT, withdrawn) is clear"
     );
     report_summary()
@@ -78,7 +75,7 @@ fn check_faults(instruction: MemoryInstruction) {
     let page = TestPage::new();
     let target = page.address() + 0x40;
     page.protect(Protection::READ_ONLY);
-    let (result, _) = memory_instruction_at(instruction, target as *const u8);
+    let result = try_memory_instruction(instruction, target as *const u8).result;
     report!(
         result.is_ok(),
         "{name} of a read-only page runs (got {result:x?})"
@@ -98,13 +95,13 @@ fn check_faults(instruction: MemoryInstruction) {
 /// address.
 fn check_address_faults(instruction: MemoryInstruction, target: u64) {
     let name = instruction.name();
-    let (result, address) = memory_instruction_at(instruction, target as *const u8);
+    let Attempt { result, address } = try_memory_instruction(instruction, target as *const u8);
     report!(
         matches!(result, Err(e) if e.vector == Vector::PF && e.rip == address && e.address == target
             && e.error_code & (page_fault::PRESENT | page_fault::WRITE) == 0),
         "{name} of an unmapped page raises a read #PF for {target:#x} at {address:#x} (got {result:x?})"
     );
-    let (result, address) = memory_instruction_at(instruction, NON_CANONICAL_START as *const u8);
+    let Attempt { result, address } = try_memory_instruction(instruction, NON_CANONICAL_START as *const u8);
     report!(
         matches!(result, Err(e) if e.vector == Vector::GP && e.error_code == 0 && e.rip == address),
         "{name} of non-canonical {NON_CANONICAL_START:#x} raises #GP(0) at {address:#x} (got {result:x?})"

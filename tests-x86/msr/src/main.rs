@@ -13,37 +13,12 @@
 #![no_std]
 #![no_main]
 
-use vmunit::arch::instructions::{
-    Register, cpu_vendor, cpuid, has_feature, is_tcg, rdmsr_safe, rdpid_safe, rdtsc, rdtscp_safe, wrmsr_safe,
-};
+use vmunit::arch::cpuid::{Feature, Vendor, cpuid, is_tcg, vendor};
+use vmunit::arch::instructions::{rdtsc, try_rdpid, try_rdtscp};
+use vmunit::arch::msr::{self, EferFlags, try_rdmsr, try_wrmsr_unrestricted};
 use vmunit::{Exception, Vector, prefix, report, report_info, report_kfail, report_skip, report_summary};
 
 vmunit::main!(main);
-
-const SYSENTER_CS: u32 = 0x174;
-const SYSENTER_ESP: u32 = 0x175;
-const SYSENTER_EIP: u32 = 0x176;
-const MISC_ENABLE: u32 = 0x1a0;
-const PAT: u32 = 0x277;
-const TSC: u32 = 0x10;
-const SPEC_CTRL: u32 = 0x48;
-const PRED_CMD: u32 = 0x49;
-const FLUSH_CMD: u32 = 0x10b;
-const APIC_BASE: u32 = 0x1b;
-const MCG_CAP: u32 = 0x179;
-const MC0_CTL: u32 = 0x400;
-const EFER: u32 = 0xc000_0080;
-const STAR: u32 = 0xc000_0081;
-const LSTAR: u32 = 0xc000_0082;
-const CSTAR: u32 = 0xc000_0083;
-const SYSCALL_MASK: u32 = 0xc000_0084;
-const FS_BASE: u32 = 0xc000_0100;
-const GS_BASE: u32 = 0xc000_0101;
-const KERNEL_GS_BASE: u32 = 0xc000_0102;
-const TSC_AUX: u32 = 0xc000_0103;
-
-const EFER_SCE: u64 = 1 << 0;
-const EFER_LME: u64 = 1 << 8;
 
 /// A canonical address with bits above 32 set (kvm-unit-tests' `addr_64`).
 const ADDRESS: u64 = 0x0000_1234_5678_9abc;
@@ -83,7 +58,7 @@ impl Machine {
 
 impl Machine {
     fn detect() -> Self {
-        let intel = cpu_vendor() == *b"GenuineIntel";
+        let intel = vendor() == Vendor::Intel;
         let tcg = is_tcg();
         let pvm = vmunit::environment::instruction_emulating_kvm();
         Machine { intel, tcg, pvm }
@@ -102,6 +77,16 @@ impl<T> core::fmt::Display for Outcome<T> {
     }
 }
 
+/// WRMSR of `value` to any MSR `index` (the runtime's EFER, PAT and SYSCALL MSRs too), or the
+/// exception: this test's raw poke.
+#[allow(unsafe_code)]
+fn try_wrmsr(index: u32, value: u64) -> Result<(), Exception> {
+    // SAFETY: every caller writes back the MSR's original value right after its one check,
+    // before anything relies on it: no SYSCALL, mapping of new memory or APIC access runs
+    // in between, and writes the runtime could not survive (EFER.LME clear) must fault.
+    unsafe { try_wrmsr_unrestricted(index, value) }
+}
+
 fn is_gp<T>(result: &Result<T, Exception>) -> bool {
     matches!(
         result,
@@ -114,7 +99,7 @@ fn is_gp<T>(result: &Result<T, Exception>) -> bool {
 
 /// Writes `value`, reads it back, restores the original; reports whether it read back.
 fn round_trip(name: &str, index: u32, value: u64) {
-    let original = match rdmsr_safe(index) {
+    let original = match try_rdmsr(index) {
         Ok(original) => original,
         Err(exception) => {
             report!(
@@ -125,9 +110,9 @@ fn round_trip(name: &str, index: u32, value: u64) {
             return;
         }
     };
-    let written = wrmsr_safe(index, value);
-    let read = rdmsr_safe(index);
-    let restored = wrmsr_safe(index, original);
+    let written = try_wrmsr(index, value);
+    let read = try_rdmsr(index);
+    let restored = try_wrmsr(index, original);
     match (written, read) {
         (Ok(()), Ok(read)) => report!(
             read == value,
@@ -150,7 +135,7 @@ fn round_trip(name: &str, index: u32, value: u64) {
 
 /// Round trips of several values, reported as one check.
 fn round_trips(name: &str, index: u32, values: &[u64]) {
-    let Ok(original) = rdmsr_safe(index) else {
+    let Ok(original) = try_rdmsr(index) else {
         report!(
             false,
             "{name} ({index:#x}) round-trips {values:x?} (RDMSR faults)"
@@ -159,14 +144,14 @@ fn round_trips(name: &str, index: u32, values: &[u64]) {
     };
     let mut failure = None;
     for &value in values {
-        let written = wrmsr_safe(index, value);
-        let read = rdmsr_safe(index);
+        let written = try_wrmsr(index, value);
+        let read = try_rdmsr(index);
         if written.is_err() || read != Ok(value) {
             failure = Some((value, Outcome(written), read));
             break;
         }
     }
-    let _ = wrmsr_safe(index, original);
+    let _ = try_wrmsr(index, original);
     match failure {
         None => report!(true, "{name} ({index:#x}) round-trips {values:x?}"),
         Some((value, written, read)) => report!(
@@ -179,10 +164,10 @@ fn round_trips(name: &str, index: u32, values: &[u64]) {
 /// WRMSR of `value` must raise #GP; `gap` names the hypervisors known not to (KFAIL there).
 /// A write that wrongly succeeds is undone.
 fn expect_write_gp(machine: &Machine, gap: Gap, name: &str, index: u32, value: u64) {
-    let original = rdmsr_safe(index);
-    let result = wrmsr_safe(index, value);
+    let original = try_rdmsr(index);
+    let result = try_wrmsr(index, value);
     if let (Ok(()), Ok(original)) = (&result, original) {
-        let _ = wrmsr_safe(index, original);
+        let _ = try_wrmsr(index, original);
     }
     report_kfail!(
         machine.known(gap),
@@ -194,7 +179,7 @@ fn expect_write_gp(machine: &Machine, gap: Gap, name: &str, index: u32, value: u
 
 /// RDMSR must raise #GP.
 fn expect_read_gp(machine: &Machine, gap: Gap, name: &str, index: u32) {
-    let result = rdmsr_safe(index);
+    let result = try_rdmsr(index);
     report_kfail!(
         machine.known(gap),
         is_gp(&result),
@@ -205,7 +190,7 @@ fn expect_read_gp(machine: &Machine, gap: Gap, name: &str, index: u32) {
 
 /// WRMSR of `value` must succeed.
 fn expect_write_ok(name: &str, index: u32, value: u64) {
-    let result = wrmsr_safe(index, value);
+    let result = try_wrmsr(index, value);
     report!(
         result.is_ok(),
         "WRMSR({name} {index:#x}, {value:#x}) succeeds (got {})",
@@ -257,8 +242,8 @@ fn test_custom(index: u64, value: u64) {
         return;
     };
     let _prefix = vmunit::prefix!("MSR {index:#x}");
-    let value = if index == EFER {
-        value | rdmsr_safe(EFER).unwrap_or(0)
+    let value = if index == msr::IA32_EFER {
+        value | try_rdmsr(msr::IA32_EFER).unwrap_or(0)
     } else {
         value
     };
@@ -267,7 +252,7 @@ fn test_custom(index: u64, value: u64) {
 
 fn test_sysenter(machine: &Machine) {
     let _prefix = prefix("SYSENTER");
-    round_trip("SYSENTER_CS", SYSENTER_CS, 0x1234);
+    round_trip("SYSENTER_CS", msr::IA32_SYSENTER_CS, 0x1234);
     // Intel keeps 64-bit SYSENTER_ESP/EIP for 64-bit SYSENTER; AMD has no 64-bit SYSENTER and
     // keeps only bits 31:0 (KVM emulates the upper half only for Intel guests). AMD: check
     // a 32-bit value, and only show what happens to a 64-bit one.
@@ -276,14 +261,17 @@ fn test_sysenter(machine: &Machine) {
     } else {
         ADDRESS & 0xffff_ffff
     };
-    for (name, index) in [("SYSENTER_ESP", SYSENTER_ESP), ("SYSENTER_EIP", SYSENTER_EIP)] {
+    for (name, index) in [
+        ("SYSENTER_ESP", msr::IA32_SYSENTER_ESP),
+        ("SYSENTER_EIP", msr::IA32_SYSENTER_EIP),
+    ] {
         round_trip(name, index, value);
         if !machine.intel
-            && let Ok(original) = rdmsr_safe(index)
+            && let Ok(original) = try_rdmsr(index)
         {
-            let written = wrmsr_safe(index, ADDRESS);
-            let read = rdmsr_safe(index);
-            let _ = wrmsr_safe(index, original);
+            let written = try_wrmsr(index, ADDRESS);
+            let read = try_rdmsr(index);
+            let _ = try_wrmsr(index, original);
             report_info!(
                 "{name} after writing {ADDRESS:#x} (not architectural on AMD): {written:x?}, {read:x?}"
             );
@@ -295,9 +283,9 @@ fn test_sysenter(machine: &Machine) {
 
 fn test_syscall(machine: &Machine) {
     let _prefix = prefix("SYSCALL");
-    round_trip("STAR", STAR, 0x0023_0010_1234_5678);
-    round_trip("SYSCALL_MASK", SYSCALL_MASK, 0xffff_ffff);
-    for (name, index) in [("LSTAR", LSTAR), ("CSTAR", CSTAR)] {
+    round_trip("STAR", msr::IA32_STAR, 0x0023_0010_1234_5678);
+    round_trip("SYSCALL_MASK", msr::IA32_FMASK, 0xffff_ffff);
+    for (name, index) in [("LSTAR", msr::IA32_LSTAR), ("CSTAR", msr::IA32_CSTAR)] {
         round_trip(name, index, ADDRESS);
         expect_write_gp(machine, Gap::Tcg, name, index, NONCANONICAL);
     }
@@ -306,9 +294,9 @@ fn test_syscall(machine: &Machine) {
 fn test_segment_bases(machine: &Machine) {
     let _prefix = prefix("segment bases");
     for (name, index) in [
-        ("FS_BASE", FS_BASE),
-        ("GS_BASE", GS_BASE),
-        ("KERNEL_GS_BASE", KERNEL_GS_BASE),
+        ("FS_BASE", msr::IA32_FS_BASE),
+        ("GS_BASE", msr::IA32_GS_BASE),
+        ("KERNEL_GS_BASE", msr::IA32_KERNEL_GS_BASE),
     ] {
         round_trip(name, index, ADDRESS);
         expect_write_gp(machine, Gap::Tcg, name, index, NONCANONICAL);
@@ -317,40 +305,54 @@ fn test_segment_bases(machine: &Machine) {
 
 fn test_efer(machine: &Machine) {
     let _prefix = prefix("EFER");
-    let Ok(original) = rdmsr_safe(EFER) else {
+    let Ok(original) = try_rdmsr(msr::IA32_EFER) else {
         report!(false, "RDMSR(EFER) succeeds");
         return;
     };
     report!(
-        original & EFER_LME != 0,
+        original & EferFlags::LONG_MODE_ENABLE.bits() != 0,
         "EFER.LME is set in long mode (EFER {original:#x})"
     );
     // As kvm-unit-tests: the test value is SCE on top of the current bits (LME/LMA cannot
     // change in long mode); also clear SCE again.
-    round_trip("EFER", EFER, original | EFER_SCE);
-    round_trip("EFER", EFER, original & !EFER_SCE);
+    round_trip(
+        "EFER",
+        msr::IA32_EFER,
+        original | EferFlags::SYSTEM_CALL_EXTENSIONS.bits(),
+    );
+    round_trip(
+        "EFER",
+        msr::IA32_EFER,
+        original & !EferFlags::SYSTEM_CALL_EXTENSIONS.bits(),
+    );
     // Bits 1-7, 9, 16, 19 and 22-63 are reserved for Intel and AMD alike.
     for bit in [1, 7, 63] {
-        expect_write_gp(machine, Gap::Tcg, "EFER", EFER, original | (1 << bit));
+        expect_write_gp(machine, Gap::Tcg, "EFER", msr::IA32_EFER, original | (1 << bit));
     }
     // SDM: changing LME while CR0.PG=1 raises #GP.
-    expect_write_gp(machine, Gap::Tcg, "EFER", EFER, original & !EFER_LME);
+    expect_write_gp(
+        machine,
+        Gap::Tcg,
+        "EFER",
+        msr::IA32_EFER,
+        original & !EferFlags::LONG_MODE_ENABLE.bits(),
+    );
 }
 
 fn test_pat(machine: &Machine) {
     let _prefix = prefix("PAT");
     // Entry 0 stays write-back (the runtime's mappings use it); the others take each valid
     // type: WT, UC-, UC, WC, WP.
-    round_trip("PAT", PAT, 0x0007_0501_0007_0406);
-    round_trip("PAT", PAT, 0x0000_0000_0707_0706);
-    let Ok(original) = rdmsr_safe(PAT) else {
+    round_trip("PAT", msr::IA32_PAT, 0x0007_0501_0007_0406);
+    round_trip("PAT", msr::IA32_PAT, 0x0000_0000_0707_0706);
+    let Ok(original) = try_rdmsr(msr::IA32_PAT) else {
         return;
     };
     // Types 2 and 3 are reserved encodings, and bits 7:3 of each entry are reserved.
     for (entry, bad_type) in [(1, 0x02u64), (3, 0x03), (7, 0x02), (5, 0x08), (2, 0x80)] {
         let shift = entry * 8;
         let value = (original & !(0xff << shift)) | (bad_type << shift);
-        expect_write_gp(machine, Gap::TcgAndPvm, "PAT", PAT, value);
+        expect_write_gp(machine, Gap::TcgAndPvm, "PAT", msr::IA32_PAT, value);
     }
 }
 
@@ -362,13 +364,13 @@ fn test_misc_enable(machine: &Machine) {
     }
     // kvm-unit-tests' value, keeping the read-only bits 7, 11 and 12 as they are.
     let keep = 0x1880;
-    let Ok(original) = rdmsr_safe(MISC_ENABLE) else {
+    let Ok(original) = try_rdmsr(msr::IA32_MISC_ENABLE) else {
         report!(false, "RDMSR(MISC_ENABLE) succeeds on an Intel CPU");
         return;
     };
     round_trip(
         "MISC_ENABLE",
-        MISC_ENABLE,
+        msr::IA32_MISC_ENABLE,
         (0x4_00c5_0809 & !keep) | (original & keep),
     );
 }
@@ -378,7 +380,7 @@ fn test_tsc(machine: &Machine) {
     let _prefix = prefix("TSC");
     const TOLERANCE: u64 = 1 << 30;
     let before = rdtsc();
-    let read = rdmsr_safe(TSC);
+    let read = try_rdmsr(msr::IA32_TSC);
     let after = rdtsc();
     report_kfail!(
         machine.known(Gap::Tcg),
@@ -390,7 +392,7 @@ fn test_tsc(machine: &Machine) {
     let target = before.wrapping_add(1 << 40);
     let mut landed = None;
     for _ in 0..3 {
-        if wrmsr_safe(TSC, target).is_err() {
+        if try_wrmsr(msr::IA32_TSC, target).is_err() {
             break;
         }
         let read = rdtsc();
@@ -399,7 +401,7 @@ fn test_tsc(machine: &Machine) {
             break;
         }
     }
-    let moved_on = rdmsr_safe(TSC);
+    let moved_on = try_rdmsr(msr::IA32_TSC);
     match landed {
         Some(read) => {
             report_kfail!(
@@ -422,37 +424,37 @@ fn test_tsc(machine: &Machine) {
     if let Ok(now) = moved_on {
         let elapsed = now.wrapping_sub(target);
         if elapsed < TOLERANCE * 2 {
-            let _ = wrmsr_safe(TSC, before.wrapping_add(elapsed));
+            let _ = try_wrmsr(msr::IA32_TSC, before.wrapping_add(elapsed));
         }
     }
 }
 
 fn test_tsc_aux(machine: &Machine) {
     let _prefix = prefix("TSC_AUX");
-    let rdtscp = has_feature(0x8000_0001, 0, Register::Edx, 27);
-    let rdpid = has_feature(7, 0, Register::Ecx, 22);
+    let rdtscp = Feature::Rdtscp.supported();
+    let rdpid = Feature::Rdpid.supported();
     if !rdtscp && !rdpid {
         // The SDM lists IA32_TSC_AUX only where RDTSCP or RDPID exists.
-        expect_read_gp(machine, Gap::Tcg, "TSC_AUX", TSC_AUX);
-        expect_write_gp(machine, Gap::Tcg, "TSC_AUX", TSC_AUX, 0);
+        expect_read_gp(machine, Gap::Tcg, "TSC_AUX", msr::IA32_TSC_AUX);
+        expect_write_gp(machine, Gap::Tcg, "TSC_AUX", msr::IA32_TSC_AUX, 0);
         return;
     }
-    let Ok(original) = rdmsr_safe(TSC_AUX) else {
+    let Ok(original) = try_rdmsr(msr::IA32_TSC_AUX) else {
         report!(false, "RDMSR(TSC_AUX) succeeds with RDTSCP or RDPID advertised");
         return;
     };
     let value = 0x1234_5678;
-    round_trip("TSC_AUX", TSC_AUX, value);
-    let _ = wrmsr_safe(TSC_AUX, value);
+    round_trip("TSC_AUX", msr::IA32_TSC_AUX, value);
+    let _ = try_wrmsr(msr::IA32_TSC_AUX, value);
     if rdtscp {
-        let result = rdtscp_safe();
+        let result = try_rdtscp();
         report!(
             matches!(result, Ok((_, aux)) if aux == value as u32),
             "RDTSCP returns TSC_AUX {value:#x} in ECX (got {result:x?})"
         );
     }
     if rdpid {
-        let result = rdpid_safe();
+        let result = try_rdpid();
         report!(
             matches!(result, Ok(aux) if aux == value),
             "RDPID returns TSC_AUX {value:#x} (got {result:x?})"
@@ -462,10 +464,10 @@ fn test_tsc_aux(machine: &Machine) {
     // so for AMD either behaviour is right as long as the upper half does not stick.
     let high = value | (1 << 40);
     if machine.intel {
-        expect_write_gp(machine, Gap::Tcg, "TSC_AUX", TSC_AUX, high);
+        expect_write_gp(machine, Gap::Tcg, "TSC_AUX", msr::IA32_TSC_AUX, high);
     } else {
-        let result = wrmsr_safe(TSC_AUX, high);
-        let read = rdmsr_safe(TSC_AUX);
+        let result = try_wrmsr(msr::IA32_TSC_AUX, high);
+        let read = try_rdmsr(msr::IA32_TSC_AUX);
         report_kfail!(
             machine.tcg,
             is_gp(&result) || matches!(read, Ok(read) if read == value),
@@ -473,7 +475,7 @@ fn test_tsc_aux(machine: &Machine) {
             Outcome(result)
         );
     }
-    let _ = wrmsr_safe(TSC_AUX, original);
+    let _ = try_wrmsr(msr::IA32_TSC_AUX, original);
 }
 
 /// MSR indices outside every architectural and vendor range.
@@ -488,7 +490,7 @@ fn test_nonexistent(machine: &Machine) {
 /// In xAPIC mode (IA32_APIC_BASE.EXTD clear) the x2APIC MSRs do not exist.
 fn test_x2apic_off(machine: &Machine) {
     let _prefix = prefix("x2APIC MSRs");
-    let Ok(apic_base) = rdmsr_safe(APIC_BASE) else {
+    let Ok(apic_base) = try_rdmsr(msr::IA32_APIC_BASE) else {
         report!(false, "RDMSR(APIC_BASE) succeeds");
         return;
     };
@@ -511,8 +513,6 @@ fn test_x2apic_off(machine: &Machine) {
 /// only when advertised; SPEC_CTRL takes the bits of the advertised features.
 fn test_mitigations(machine: &Machine) {
     let _prefix = prefix("mitigations");
-    let intel_feature = |bit| has_feature(7, 0, Register::Edx, bit);
-    let amd_feature = |bit| has_feature(0x8000_0008, 0, Register::Ebx, bit);
     report_info!(
         "CPUID.7.0:EDX {:#010x}, CPUID.80000008H:EBX {:#010x}",
         if cpuid(0, 0).eax >= 7 { cpuid(7, 0).edx } else { 0 },
@@ -523,43 +523,43 @@ fn test_mitigations(machine: &Machine) {
         }
     );
     let mut spec_ctrl_bits = 0u64;
-    if intel_feature(26) || amd_feature(14) {
+    if Feature::SpecCtrl.supported() || Feature::AmdIbrs.supported() {
         spec_ctrl_bits |= 1 << 0; // IBRS
     }
-    if intel_feature(27) || amd_feature(15) {
+    if Feature::IntelStibp.supported() || Feature::AmdStibp.supported() {
         spec_ctrl_bits |= 1 << 1; // STIBP
     }
-    if intel_feature(31) || amd_feature(24) {
+    if Feature::SpecCtrlSsbd.supported() || Feature::AmdSsbd.supported() {
         spec_ctrl_bits |= 1 << 2; // SSBD
     }
     if spec_ctrl_bits != 0 {
         for value in 0..=spec_ctrl_bits {
             if value & spec_ctrl_bits == value {
-                round_trip("SPEC_CTRL", SPEC_CTRL, value);
+                round_trip("SPEC_CTRL", msr::IA32_SPEC_CTRL, value);
             }
         }
     } else {
-        expect_read_gp(machine, Gap::TcgAndPvm, "SPEC_CTRL", SPEC_CTRL);
-        expect_write_gp(machine, Gap::TcgAndPvm, "SPEC_CTRL", SPEC_CTRL, 0);
+        expect_read_gp(machine, Gap::TcgAndPvm, "SPEC_CTRL", msr::IA32_SPEC_CTRL);
+        expect_write_gp(machine, Gap::TcgAndPvm, "SPEC_CTRL", msr::IA32_SPEC_CTRL, 0);
     }
 
-    expect_read_gp(machine, Gap::TcgAndPvm, "PRED_CMD", PRED_CMD);
-    let ibpb = intel_feature(26) || amd_feature(12) || has_feature(0x8000_0021, 0, Register::Eax, 27);
+    expect_read_gp(machine, Gap::TcgAndPvm, "PRED_CMD", msr::IA32_PRED_CMD);
+    let ibpb = Feature::SpecCtrl.supported() || Feature::AmdIbpb.supported() || Feature::Sbpb.supported();
     for value in [0, 1] {
         if ibpb {
-            expect_write_ok("PRED_CMD", PRED_CMD, value);
+            expect_write_ok("PRED_CMD", msr::IA32_PRED_CMD, value);
         } else {
-            expect_write_gp(machine, Gap::TcgAndPvm, "PRED_CMD", PRED_CMD, value);
+            expect_write_gp(machine, Gap::TcgAndPvm, "PRED_CMD", msr::IA32_PRED_CMD, value);
         }
     }
 
-    expect_read_gp(machine, Gap::TcgAndPvm, "FLUSH_CMD", FLUSH_CMD);
-    let flush_l1d = intel_feature(28);
+    expect_read_gp(machine, Gap::TcgAndPvm, "FLUSH_CMD", msr::IA32_FLUSH_CMD);
+    let flush_l1d = Feature::FlushL1d.supported();
     for value in [0, 1] {
         if flush_l1d {
-            expect_write_ok("FLUSH_CMD", FLUSH_CMD, value);
+            expect_write_ok("FLUSH_CMD", msr::IA32_FLUSH_CMD, value);
         } else {
-            expect_write_gp(machine, Gap::TcgAndPvm, "FLUSH_CMD", FLUSH_CMD, value);
+            expect_write_gp(machine, Gap::TcgAndPvm, "FLUSH_CMD", msr::IA32_FLUSH_CMD, value);
         }
     }
 }
@@ -568,11 +568,11 @@ fn test_mitigations(machine: &Machine) {
 /// 32 banks (0x400..=0x47f); the banks beyond the count do not exist.
 fn test_machine_check(machine: &Machine) {
     let _prefix = prefix("machine check");
-    if !has_feature(1, 0, Register::Edx, 14) {
+    if !Feature::Mca.supported() {
         report_skip!("MCA (CPUID.1:EDX[14]) is not advertised");
         return;
     }
-    let capabilities = match rdmsr_safe(MCG_CAP) {
+    let capabilities = match try_rdmsr(msr::IA32_MCG_CAP) {
         Ok(capabilities) => capabilities,
         Err(exception) => {
             report!(
@@ -590,9 +590,9 @@ fn test_machine_check(machine: &Machine) {
         "MCG_CAP[7:0] counts at most 32 banks, all below the VMX MSRs at 0x480 (got {banks})"
     );
     // SDM: IA32_MCG_CAP is read-only.
-    expect_write_gp(machine, Gap::Tcg, "MCG_CAP", MCG_CAP, capabilities);
+    expect_write_gp(machine, Gap::Tcg, "MCG_CAP", msr::IA32_MCG_CAP, capabilities);
     for bank in 0..banks.min(32) {
-        let base = MC0_CTL + 4 * bank;
+        let base = msr::IA32_MC0_CTL + 4 * bank;
         let _bank = vmunit::prefix!("MC{bank}");
         round_trips("CTL", base, &[0, u64::MAX]);
         // MCi_CTL: only P6 processors restrict the values to all 0s or all 1s (KVM keeps that
@@ -605,11 +605,11 @@ fn test_machine_check(machine: &Machine) {
         round_trips("MISC", base + 3, &[0, u64::MAX, NONCANONICAL]);
     }
     for bank in banks..32 {
-        let base = MC0_CTL + 4 * bank;
+        let base = msr::IA32_MC0_CTL + 4 * bank;
         let mut bad = None;
         for index in base..base + 4 {
-            let read = rdmsr_safe(index);
-            let write = wrmsr_safe(index, 0);
+            let read = try_rdmsr(index);
+            let write = try_wrmsr(index, 0);
             if !is_gp(&read) || !is_gp(&write) {
                 bad = Some((index, Outcome(read), Outcome(write)));
                 break;

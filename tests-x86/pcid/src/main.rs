@@ -5,32 +5,31 @@
 #![no_std]
 #![no_main]
 
-use vmunit::arch::instructions::{
-    Register, has_feature, invpcid_safe, is_tcg, read_cr0, read_cr3, read_cr4, write_cr0_safe,
-    write_cr3_safe, write_cr4_safe,
+use vmunit::arch::control::{
+    Cr0Flags, Cr4Flags, read_cr0, read_cr3, read_cr4, try_write_cr0_unrestricted, try_write_cr3,
+    try_write_cr4,
 };
+use vmunit::arch::cpuid::{Feature, is_tcg};
+use vmunit::arch::instructions::try_invpcid;
 use vmunit::{Vector, known_failure, prefix, report, report_skip, report_summary};
 
 vmunit::main!(main);
-
-const CR4_PCIDE: u64 = 1 << 17;
-const CR0_PG: u64 = 1 << 31;
 
 fn is_gp<T>(result: &Result<T, vmunit::Exception>) -> bool {
     matches!(result, Err(e) if e.vector == Vector::GP)
 }
 
 fn main(_args: &[&str]) -> i32 {
-    let pcid = has_feature(1, 0, Register::Ecx, 17);
-    let invpcid = has_feature(7, 0, Register::Ebx, 10);
+    let pcid = Feature::Pcid.supported();
+    let invpcid = Feature::Invpcid.supported();
     if pcid {
         pcid_enabled();
     } else {
         let _prefix = prefix("PCID not advertised");
         let cr4 = read_cr4();
-        let result = write_cr4_safe(cr4 | CR4_PCIDE);
+        let result = try_write_cr4(cr4 | Cr4Flags::PCID.bits());
         if result.is_ok() {
-            let _ = write_cr4_safe(cr4);
+            let _ = try_write_cr4(cr4);
         }
         let tcg = is_tcg();
         known_failure(tcg, "QEMU's TCG sets CR4.PCIDE though it offers no PCID", || {
@@ -47,7 +46,7 @@ fn main(_args: &[&str]) -> i32 {
             );
             return report_summary();
         }
-        let result = invpcid_safe(2, 0, 0);
+        let result = try_invpcid(2, 0, 0);
         report!(
             matches!(result, Err(e) if e.vector == Vector::UD),
             "INVPCID raises #UD (got {result:x?})"
@@ -56,26 +55,29 @@ fn main(_args: &[&str]) -> i32 {
     report_summary()
 }
 
+#[allow(unsafe_code)]
 fn pcid_enabled() {
     let _prefix = prefix("PCID advertised");
     let (cr0, cr3, cr4) = (read_cr0(), read_cr3(), read_cr4());
-    let set = write_cr4_safe(cr4 | CR4_PCIDE);
+    let set = try_write_cr4(cr4 | Cr4Flags::PCID.bits());
     report!(
         set.is_ok(),
         "setting CR4.PCIDE with CR3[11:0] clear works (got {set:x?})"
     );
     if set.is_ok() {
-        let paging_off = write_cr0_safe(cr0 & !CR0_PG);
+        // SAFETY: with CR4.PCIDE set the CPU must refuse to clear CR0.PG (#GP); one that
+        // accepted would break any 64-bit guest, which is what this check exists to catch.
+        let paging_off = unsafe { try_write_cr0_unrestricted(cr0 & !Cr0Flags::PAGING.bits()) };
         report!(
             is_gp(&paging_off),
             "clearing CR0.PG while CR4.PCIDE is set raises #GP (got {paging_off:x?})"
         );
     }
-    report!(write_cr4_safe(cr4).is_ok(), "clearing CR4.PCIDE works");
-    let tagged = write_cr3_safe(cr3 | 0x001);
-    let refused = write_cr4_safe(cr4 | CR4_PCIDE);
-    let _ = write_cr4_safe(cr4);
-    let _ = write_cr3_safe(cr3);
+    report!(try_write_cr4(cr4).is_ok(), "clearing CR4.PCIDE works");
+    let tagged = try_write_cr3(cr3 | 0x001);
+    let refused = try_write_cr4(cr4 | Cr4Flags::PCID.bits());
+    let _ = try_write_cr4(cr4);
+    let _ = try_write_cr3(cr3);
     report!(
         tagged.is_ok() && is_gp(&refused),
         "setting CR4.PCIDE with CR3[11:0] = 1 raises #GP (got {refused:x?})"
@@ -86,27 +88,27 @@ fn invpcid_enabled(pcid: bool) {
     let _prefix = prefix("INVPCID advertised");
     let cr4 = read_cr4();
     for kind in 0..4 {
-        let result = invpcid_safe(kind, 0, 0);
+        let result = try_invpcid(kind, 0, 0);
         report!(
             result.is_ok(),
             "INVPCID type {kind} for PCID 0 works with CR4.PCIDE clear (got {result:x?})"
         );
     }
     for kind in 0..2 {
-        let result = invpcid_safe(kind, 1, 0);
+        let result = try_invpcid(kind, 1, 0);
         report!(
             is_gp(&result),
             "INVPCID type {kind} for PCID 1 raises #GP with CR4.PCIDE clear (got {result:x?})"
         );
     }
-    let bad_type = invpcid_safe(4, 0, 0);
+    let bad_type = try_invpcid(4, 0, 0);
     report!(
         is_gp(&bad_type),
         "INVPCID of type 4 raises #GP (got {bad_type:x?})"
     );
-    if pcid && write_cr4_safe(cr4 | CR4_PCIDE).is_ok() {
-        let result = invpcid_safe(2, 10, 0);
-        let _ = write_cr4_safe(cr4);
+    if pcid && try_write_cr4(cr4 | Cr4Flags::PCID.bits()).is_ok() {
+        let result = try_invpcid(2, 10, 0);
+        let _ = try_write_cr4(cr4);
         report!(
             result.is_ok(),
             "INVPCID type 2 works with CR4.PCIDE set (got {result:x?})"

@@ -6,11 +6,12 @@
 #![no_std]
 #![no_main]
 
-use vmunit::arch::instructions::{is_tcg, rdmsr_safe, read_cr4, write_cr4_safe, wrmsr_safe};
+use vmunit::arch::control::{Cr4Flags, read_cr4, try_write_cr4};
+use vmunit::arch::cpuid::is_tcg;
+use vmunit::arch::msr::{self, try_rdmsr, try_wrmsr};
 use vmunit::arch::pmu::{
-    BRANCHES, CORE_CYCLES, Capabilities, EVENT_ENABLE, EVENT_OS, EVENT_USR, Event, FIXED_CTR_CTRL,
-    FIXED_CTR0, GLOBAL_CTRL, GLOBAL_OVF_CTRL, GLOBAL_STATUS, INSTRUCTIONS, LOOP_BRANCHES, LOOP_INSTRUCTIONS,
-    PERFEVTSEL0, PMC0, RDPMC_FIXED, capabilities, count_loop, rdpmc, rdpmc_safe,
+    BRANCHES, CORE_CYCLES, Capabilities, EVENT_ENABLE, EVENT_OS, EVENT_USR, Event, INSTRUCTIONS,
+    LOOP_BRANCHES, LOOP_INSTRUCTIONS, RDPMC_FIXED, capabilities, count_loop, rdpmc, try_rdpmc,
 };
 use vmunit::arch::run_in_user_mode;
 use vmunit::{Vector, known_failure, prefix, report, report_info, report_skip, report_summary};
@@ -19,8 +20,6 @@ vmunit::main!(main);
 
 /// Iterations of the counted loop.
 const ITERATIONS: u64 = 100_000;
-/// CR4.PCE: RDPMC at CPL 3.
-const CR4_PCE: u64 = 1 << 8;
 
 fn main(_args: &[&str]) -> i32 {
     let pmu = capabilities();
@@ -59,7 +58,7 @@ fn main(_args: &[&str]) -> i32 {
 fn check_rdpmc_rules(pmu: &Capabilities) {
     let _prefix = prefix("RDPMC");
     let missing = pmu.counters;
-    let result = rdpmc_safe(missing);
+    let result = try_rdpmc(missing);
     known_failure(
         is_tcg(),
         "QEMU's TCG does not implement RDPMC: #UD for every counter",
@@ -71,7 +70,7 @@ fn check_rdpmc_rules(pmu: &Capabilities) {
         },
     );
     let fixed = RDPMC_FIXED | pmu.fixed_counters;
-    let result = rdpmc_safe(fixed);
+    let result = try_rdpmc(fixed);
     known_failure(
         is_tcg(),
         "QEMU's TCG does not implement RDPMC: #UD for every counter",
@@ -84,22 +83,28 @@ fn check_rdpmc_rules(pmu: &Capabilities) {
         },
     );
     let cr4 = read_cr4();
-    report!(write_cr4_safe(cr4 & !CR4_PCE).is_ok(), "CR4.PCE can be cleared");
+    report!(
+        try_write_cr4(cr4 & !Cr4Flags::PERFORMANCE_MONITOR_COUNTER.bits()).is_ok(),
+        "CR4.PCE can be cleared"
+    );
     let user = run_in_user_mode(|| rdpmc(0));
     report!(
         matches!(user, Err(e) if e.vector == Vector::GP && e.error_code == 0),
         "RDPMC at CPL 3 with CR4.PCE clear raises #GP(0) (got {user:x?})"
     );
     if pmu.counters > 0 {
-        report!(write_cr4_safe(cr4 | CR4_PCE).is_ok(), "CR4.PCE can be set");
+        report!(
+            try_write_cr4(cr4 | Cr4Flags::PERFORMANCE_MONITOR_COUNTER.bits()).is_ok(),
+            "CR4.PCE can be set"
+        );
         let user = run_in_user_mode(|| rdpmc(0));
-        let kernel = rdpmc_safe(0);
+        let kernel = try_rdpmc(0);
         report!(
             user.is_ok() && kernel.is_ok(),
             "with CR4.PCE set, RDPMC of counter 0 works at CPL 3 (got {user:x?}; at CPL 0 {kernel:x?})"
         );
     }
-    report!(write_cr4_safe(cr4).is_ok(), "CR4 is restored");
+    report!(try_write_cr4(cr4).is_ok(), "CR4 is restored");
 }
 
 /// Without a PMU, the version-2 MSRs do not exist. (KVM reads IA32_PERFEVTSEL0/1 and
@@ -112,10 +117,10 @@ fn check_absent() {
         "QEMU's TCG raises no #GP for MSRs it does not implement",
         || {
             for (name, msr) in [
-                ("IA32_PERF_GLOBAL_CTRL", GLOBAL_CTRL),
-                ("IA32_FIXED_CTR0", FIXED_CTR0),
+                ("IA32_PERF_GLOBAL_CTRL", msr::IA32_PERF_GLOBAL_CTRL),
+                ("IA32_FIXED_CTR0", msr::IA32_FIXED_CTR0),
             ] {
-                let read = rdmsr_safe(msr);
+                let read = try_rdmsr(msr);
                 report!(
                     matches!(read, Err(e) if e.vector == Vector::GP),
                     "RDMSR({name}) raises #GP (got {read:x?})"
@@ -127,22 +132,22 @@ fn check_absent() {
 
 /// Counts `event` on `counter` over the loop; returns the count, or the exception that stopped
 /// programming it.
-fn count_event(counter: u32, event: Event, version: u32) -> Result<u64, vmunit::Exception> {
-    let select = PERFEVTSEL0 + counter;
-    let counter_msr = PMC0 + counter;
-    wrmsr_safe(select, 0)?;
-    wrmsr_safe(counter_msr, 0)?;
+fn try_count_event(counter: u32, event: Event, version: u32) -> Result<u64, vmunit::Exception> {
+    let select = msr::IA32_PERFEVTSEL0 + counter;
+    let counter_msr = msr::IA32_PMC0 + counter;
+    try_wrmsr(select, 0)?;
+    try_wrmsr(counter_msr, 0)?;
     if version >= 2 {
-        wrmsr_safe(GLOBAL_CTRL, 1 << counter)?;
+        try_wrmsr(msr::IA32_PERF_GLOBAL_CTRL, 1 << counter)?;
     }
-    wrmsr_safe(select, event.select | EVENT_USR | EVENT_OS | EVENT_ENABLE)?;
+    try_wrmsr(select, event.select | EVENT_USR | EVENT_OS | EVENT_ENABLE)?;
     count_loop(ITERATIONS);
-    wrmsr_safe(select, 0)?;
+    try_wrmsr(select, 0)?;
     if version >= 2 {
-        wrmsr_safe(GLOBAL_CTRL, 0)?;
+        try_wrmsr(msr::IA32_PERF_GLOBAL_CTRL, 0)?;
     }
-    let count = rdmsr_safe(counter_msr)?;
-    let fast = rdpmc_safe(counter)?;
+    let count = try_rdmsr(counter_msr)?;
+    let fast = try_rdpmc(counter)?;
     if fast != count {
         report!(
             false,
@@ -160,7 +165,7 @@ fn check_general_counter(pmu: &Capabilities, counter: u32, event: Event) {
         );
         return;
     }
-    let result = count_event(counter, event, pmu.version);
+    let result = try_count_event(counter, event, pmu.version);
     let (low, high) = match event.select {
         0xc0 => (
             ITERATIONS * LOOP_INSTRUCTIONS,
@@ -186,13 +191,13 @@ fn check_fixed_counters(pmu: &Capabilities) {
     }
     let _prefix = prefix("fixed counter 0");
     let result = (|| {
-        wrmsr_safe(FIXED_CTR0, 0)?;
-        wrmsr_safe(FIXED_CTR_CTRL, 0b0011)?; // OS and USR for fixed counter 0
-        wrmsr_safe(GLOBAL_CTRL, 1 << 32)?;
+        try_wrmsr(msr::IA32_FIXED_CTR0, 0)?;
+        try_wrmsr(msr::IA32_FIXED_CTR_CTRL, 0b0011)?; // OS and USR for fixed counter 0
+        try_wrmsr(msr::IA32_PERF_GLOBAL_CTRL, 1 << 32)?;
         count_loop(ITERATIONS);
-        wrmsr_safe(GLOBAL_CTRL, 0)?;
-        wrmsr_safe(FIXED_CTR_CTRL, 0)?;
-        Ok::<_, vmunit::Exception>((rdmsr_safe(FIXED_CTR0)?, rdpmc_safe(RDPMC_FIXED)?))
+        try_wrmsr(msr::IA32_PERF_GLOBAL_CTRL, 0)?;
+        try_wrmsr(msr::IA32_FIXED_CTR_CTRL, 0)?;
+        Ok::<_, vmunit::Exception>((try_rdmsr(msr::IA32_FIXED_CTR0)?, try_rdpmc(RDPMC_FIXED)?))
     })();
     let low = ITERATIONS * LOOP_INSTRUCTIONS;
     let high = low * 11 / 10 + 100;
@@ -223,19 +228,22 @@ fn check_overflow(pmu: &Capabilities) {
         (1 << pmu.counter_width) - 1
     };
     let result = (|| {
-        wrmsr_safe(GLOBAL_OVF_CTRL, 1)?;
-        wrmsr_safe(PERFEVTSEL0, 0)?;
+        try_wrmsr(msr::IA32_PERF_GLOBAL_OVF_CTRL, 1)?;
+        try_wrmsr(msr::IA32_PERFEVTSEL0, 0)?;
         // Legacy PMC writes sign-extend bit 31: -1000 is the counter's top minus 999.
-        wrmsr_safe(PMC0, 0u64.wrapping_sub(1000) & 0xffff_ffff)?;
-        wrmsr_safe(GLOBAL_CTRL, 1)?;
-        wrmsr_safe(PERFEVTSEL0, INSTRUCTIONS.select | EVENT_OS | EVENT_ENABLE)?;
+        try_wrmsr(msr::IA32_PMC0, 0u64.wrapping_sub(1000) & 0xffff_ffff)?;
+        try_wrmsr(msr::IA32_PERF_GLOBAL_CTRL, 1)?;
+        try_wrmsr(
+            msr::IA32_PERFEVTSEL0,
+            INSTRUCTIONS.select | EVENT_OS | EVENT_ENABLE,
+        )?;
         count_loop(ITERATIONS);
-        wrmsr_safe(PERFEVTSEL0, 0)?;
-        wrmsr_safe(GLOBAL_CTRL, 0)?;
-        let status = rdmsr_safe(GLOBAL_STATUS)?;
-        let count = rdmsr_safe(PMC0)? & width_mask;
-        wrmsr_safe(GLOBAL_OVF_CTRL, 1)?;
-        Ok::<_, vmunit::Exception>((status, count, rdmsr_safe(GLOBAL_STATUS)?))
+        try_wrmsr(msr::IA32_PERFEVTSEL0, 0)?;
+        try_wrmsr(msr::IA32_PERF_GLOBAL_CTRL, 0)?;
+        let status = try_rdmsr(msr::IA32_PERF_GLOBAL_STATUS)?;
+        let count = try_rdmsr(msr::IA32_PMC0)? & width_mask;
+        try_wrmsr(msr::IA32_PERF_GLOBAL_OVF_CTRL, 1)?;
+        Ok::<_, vmunit::Exception>((status, count, try_rdmsr(msr::IA32_PERF_GLOBAL_STATUS)?))
     })();
     report!(
         matches!(result, Ok((status, _, _)) if status & 1 != 0),

@@ -9,8 +9,10 @@
 #![no_std]
 #![no_main]
 
-use vmunit::arch::instructions::{Register, cpuid, has_feature, rdpru_at, rdpru_unguarded};
+use vmunit::arch::cpuid::{Feature, cpuid};
+use vmunit::arch::instructions::{rdpru, try_rdpru};
 use vmunit::arch::run_in_user_mode;
+use vmunit::catch::Attempt;
 use vmunit::{Vector, report, report_skip, report_summary};
 
 vmunit::main!(main);
@@ -20,7 +22,7 @@ const MPERF: u32 = 0;
 const APERF: u32 = 1;
 
 fn main(args: &[&str]) -> i32 {
-    if has_feature(0x8000_0008, 0, Register::Ebx, 4) {
+    if Feature::Rdpru.supported() {
         advertised();
     } else if vmunit::environment::instruction_emulating_kvm() && !args.contains(&"force") {
         report_skip!(
@@ -28,13 +30,13 @@ fn main(args: &[&str]) -> i32 {
         );
     } else {
         for register in [MPERF, APERF, 2] {
-            let (result, address) = rdpru_at(register);
+            let Attempt { result, address } = try_rdpru(register);
             report!(
                 matches!(result, Err(e) if e.vector == Vector::UD && e.rip == address),
                 "RDPRU with ECX={register} raises #UD at {address:#x} where CPUID.80000008H:EBX[4] is clear (got {result:x?})"
             );
         }
-        let result = run_in_user_mode(|| rdpru_unguarded(MPERF));
+        let result = run_in_user_mode(|| rdpru(MPERF));
         report!(
             matches!(result, Err(e) if e.vector == Vector::UD),
             "RDPRU at CPL 3 raises #UD too (got {result:x?})"
@@ -46,8 +48,8 @@ fn main(args: &[&str]) -> i32 {
 /// RDPRU reads MPERF and APERF, which count up; a register beyond the largest reads 0.
 fn advertised() {
     for (name, register) in [("MPERF", MPERF), ("APERF", APERF)] {
-        let (first, _) = rdpru_at(register);
-        let (second, _) = rdpru_at(register);
+        let first = try_rdpru(register).result;
+        let second = try_rdpru(register).result;
         report!(
             matches!((first, second), (Ok((a, true)), Ok((b, true))) if b > a),
             "RDPRU reads {name} with CF set, and it counts up (got {first:x?}, then {second:x?})"
@@ -55,7 +57,7 @@ fn advertised() {
     }
     let largest = cpuid(0x8000_0008, 0).edx >> 16;
     let beyond = largest + 1;
-    let (result, _) = rdpru_at(beyond);
+    let result = try_rdpru(beyond).result;
     report!(
         result == Ok((0, false)),
         "RDPRU of register {beyond}, beyond the largest ({largest}), returns 0 with CF clear (got {result:x?})"

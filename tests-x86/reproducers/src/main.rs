@@ -10,11 +10,15 @@
 #![no_main]
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use vmunit::arch::control::{Cr0Flags, RFlags, read_cr0, read_cr4, try_write_cr0, try_write_cr4};
+use vmunit::arch::cpuid::Feature;
 use vmunit::arch::instructions::{
-    Register, has_feature, int3, invpcid_safe, rdmsr_safe, rdtsc, rdtscp_safe, read_cr0, read_cr4, read_dr6,
-    read_with_alignment_check, software_interrupt, write_cr0_safe, write_cr4_safe, write_dr6, wrmsr_safe,
+    int3, rdtsc, read_dr6, read_with_alignment_check, software_interrupt, try_invpcid, try_rdtscp, write_dr6,
 };
-use vmunit::arch::probes::{fninit_at, fwait_at, watched_store};
+use vmunit::arch::interrupt_count::{count_interrupts, interrupt_count};
+use vmunit::arch::msr::{self, try_rdmsr, try_wrmsr, try_wrmsr_unrestricted};
+use vmunit::arch::probes::{try_fninit, try_fwait, watched_store};
+use vmunit::catch::Attempt;
 
 use vmunit::arch::debug::{record_debug_exceptions, single_step_mov_ss};
 use vmunit::arch::probes::interrupt_window;
@@ -23,12 +27,6 @@ use vmunit::arch::{run_in_user_mode, set_gate_present, set_gate_user_callable, s
 use vmunit::{Vector, report, report_skip, trap_exceptions};
 
 vmunit::subtests!();
-
-const PAT: u32 = 0x277;
-const TSC: u32 = 0x10;
-const SPEC_CTRL: u32 = 0x48;
-const CR0_MP: u64 = 1 << 1;
-const CR0_TS: u64 = 1 << 3;
 
 /// INT3 delivers #BP through the IDT and resumes after it (kvm_pvm: KVM internal error).
 #[vmunit::test]
@@ -54,11 +52,11 @@ fn int_n_enters_its_gate() {
 /// kvm_pvm: KVM internal error).
 #[vmunit::test]
 fn unadvertised_rdtscp_raises_invalid_opcode() {
-    if has_feature(0x8000_0001, 0, Register::Edx, 27) {
+    if Feature::Rdtscp.supported() {
         report_skip!("RDTSCP is advertised (CPUID.80000001H:EDX[27]); run with -cpu ...,-rdtscp");
         return;
     }
-    let result = rdtscp_safe();
+    let result = try_rdtscp();
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::UD),
         "RDTSCP unadvertised raises #UD (got {result:x?})"
@@ -69,10 +67,10 @@ fn unadvertised_rdtscp_raises_invalid_opcode() {
 #[vmunit::test]
 fn wait_with_task_switched_raises_device_not_available() {
     let cr0 = read_cr0();
-    let _ = fninit_at();
-    let set = write_cr0_safe(cr0 | CR0_TS | CR0_MP);
-    let (result, address) = fwait_at();
-    let restored = write_cr0_safe(cr0);
+    let _ = try_fninit();
+    let set = try_write_cr0(cr0 | Cr0Flags::TASK_SWITCHED.bits() | Cr0Flags::MONITOR_COPROCESSOR.bits());
+    let Attempt { result, address } = try_fwait();
+    let restored = try_write_cr0(cr0);
     report!(
         set.is_ok()
             && restored.is_ok()
@@ -83,15 +81,19 @@ fn wait_with_task_switched_raises_device_not_available() {
 
 /// WRMSR of an invalid memory type (2) into IA32_PAT raises #GP (kvm_pvm accepts it).
 #[vmunit::test]
+#[allow(unsafe_code)]
 fn pat_rejects_invalid_memory_types() {
-    let Ok(original) = rdmsr_safe(PAT) else {
+    let Ok(original) = try_rdmsr(msr::IA32_PAT) else {
         report_skip!("IA32_PAT cannot be read");
         return;
     };
     let invalid = (original & !0xff) | 0x02;
-    let result = wrmsr_safe(PAT, invalid);
+    // SAFETY: memory type 2 is reserved, so the CPU must refuse it (#GP); if it takes it
+    // anyway, the original PAT is back before anything maps or touches memory of that type.
+    let result = unsafe { try_wrmsr_unrestricted(msr::IA32_PAT, invalid) };
     if result.is_ok() {
-        let _ = wrmsr_safe(PAT, original);
+        // SAFETY: the runtime's own PAT value.
+        let _ = unsafe { try_wrmsr_unrestricted(msr::IA32_PAT, original) };
     }
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::GP),
@@ -105,9 +107,9 @@ fn pat_rejects_invalid_memory_types() {
 fn tsc_write_moves_rdtsc() {
     let before = rdtsc();
     let target = before.wrapping_add(1 << 40);
-    let written = wrmsr_safe(TSC, target);
+    let written = try_wrmsr(msr::IA32_TSC, target);
     let read = rdtsc();
-    let _ = wrmsr_safe(TSC, before.wrapping_add(read.wrapping_sub(target)));
+    let _ = try_wrmsr(msr::IA32_TSC, before.wrapping_add(read.wrapping_sub(target)));
     report!(
         written.is_ok() && read.wrapping_sub(target) < 1 << 32,
         "after WRMSR(IA32_TSC, {target:#x}) RDTSC reads it plus a little (got {read:#x}, WRMSR {written:x?})"
@@ -118,17 +120,17 @@ fn tsc_write_moves_rdtsc() {
 /// (kvm_pvm reads it anyway).
 #[vmunit::test]
 fn unadvertised_spec_ctrl_raises_general_protection() {
-    let advertised = has_feature(7, 0, Register::Edx, 26)
-        || has_feature(7, 0, Register::Edx, 27)
-        || has_feature(7, 0, Register::Edx, 31)
-        || has_feature(0x8000_0008, 0, Register::Ebx, 14)
-        || has_feature(0x8000_0008, 0, Register::Ebx, 15)
-        || has_feature(0x8000_0008, 0, Register::Ebx, 24);
+    let advertised = Feature::SpecCtrl.supported()
+        || Feature::IntelStibp.supported()
+        || Feature::SpecCtrlSsbd.supported()
+        || Feature::AmdIbrs.supported()
+        || Feature::AmdStibp.supported()
+        || Feature::AmdSsbd.supported();
     if advertised {
         report_skip!("CPUID advertises a SPEC_CTRL feature");
         return;
     }
-    let result = rdmsr_safe(SPEC_CTRL);
+    let result = try_rdmsr(msr::IA32_SPEC_CTRL);
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::GP),
         "RDMSR(IA32_SPEC_CTRL) without the feature raises #GP (got {result:x?})"
@@ -151,10 +153,10 @@ fn data_breakpoint_fires() {
 #[vmunit::test]
 fn cr4_high_bits_raise_general_protection() {
     let cr4 = read_cr4();
-    let result = write_cr4_safe(cr4 | 1 << 63);
+    let result = try_write_cr4(cr4 | 1 << 63);
     let after = read_cr4();
     if after != cr4 {
-        let _ = write_cr4_safe(cr4);
+        let _ = try_write_cr4(cr4);
     }
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::GP && exception.error_code == 0),
@@ -180,11 +182,11 @@ fn alignment_check_needs_cr0_am() {
 /// kvm_pvm: KVM internal error).
 #[vmunit::test]
 fn unadvertised_invpcid_raises_invalid_opcode() {
-    if has_feature(7, 0, Register::Ebx, 10) {
+    if Feature::Invpcid.supported() {
         report_skip!("INVPCID is advertised (CPUID.7.0:EBX[10]); run with -cpu ...,-invpcid");
         return;
     }
-    let result = invpcid_safe(2, 0, 0);
+    let result = try_invpcid(2, 0, 0);
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::UD),
         "INVPCID unadvertised raises #UD (got {result:x?})"
@@ -219,7 +221,7 @@ fn nmis_during_nmi_handler_leave_one_pending() {
 /// does not recover: the run crashes).
 #[vmunit::test]
 fn syscall_disabled_raises_invalid_opcode() {
-    report!(syscall::disable().is_ok(), "EFER.SCE can be cleared");
+    report!(syscall::try_disable().is_ok(), "EFER.SCE can be cleared");
     let result = run_in_user_mode(|| syscall::syscall(0, false));
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::UD),
@@ -230,9 +232,9 @@ fn syscall_disabled_raises_invalid_opcode() {
 /// SYSCALL from CPL 3 and SYSRET back return the entry's RAX (kvm_pvm: #GP(0) at the SYSRET).
 #[vmunit::test]
 fn sysret_returns_to_user_mode() {
-    report!(syscall::enable(1 << 9).is_ok(), "SYSCALL can be enabled");
+    report!(syscall::try_enable(1 << 9).is_ok(), "SYSCALL can be enabled");
     let result = run_in_user_mode(|| syscall::syscall(1, false).value);
-    let _ = syscall::disable();
+    let _ = syscall::try_disable();
     report!(
         matches!(result, Ok(2)),
         "SYSCALL with RAX 1 comes back through SYSRET with RAX 2 (got {result:x?})"
@@ -243,12 +245,14 @@ fn sysret_returns_to_user_mode() {
 /// SS 0x2b, IF set).
 #[vmunit::test]
 fn syscall_loads_star_selectors() {
-    report!(syscall::enable(1 << 9).is_ok(), "SYSCALL can be enabled");
+    report!(syscall::try_enable(1 << 9).is_ok(), "SYSCALL can be enabled");
     let _ = run_in_user_mode(|| syscall::syscall(1, false));
-    let _ = syscall::disable();
+    let _ = syscall::try_disable();
     let (entry, _) = syscall::last_entry();
     report!(
-        entry.code_segment == 0x08 && entry.stack_segment == 0x10 && entry.kernel_flags & (1 << 9) == 0,
+        entry.code_segment == 0x08
+            && entry.stack_segment == 0x10
+            && entry.kernel_flags & RFlags::INTERRUPT_FLAG.bits() == 0,
         "the entry runs with CS 0x8, SS 0x10 and IF clear (got CS {:#x}, SS {:#x}, RFLAGS {:#x})",
         entry.code_segment,
         entry.stack_segment,
@@ -260,22 +264,16 @@ fn syscall_loads_star_selectors() {
 /// (kvm_pvm: not in the window; only a later HLT or exit lets it in).
 #[vmunit::test]
 fn pending_interrupt_arrives_in_sti_window() {
-    static HANDLED: AtomicU32 = AtomicU32::new(0);
-    set_interrupt_handler(
-        0x40,
-        Some(|_| {
-            HANDLED.fetch_add(1, Ordering::SeqCst);
-        }),
-    );
+    count_interrupts(0x40);
     apic::self_ipi(0x40);
     interrupt_window();
-    let in_window = HANDLED.load(Ordering::SeqCst);
-    let _ = vmunit::time::wait_until(100, || HANDLED.load(Ordering::SeqCst) > 0);
+    let in_window = interrupt_count(0x40);
+    let _ = vmunit::time::wait_until(100, || interrupt_count(0x40) > 0);
     set_interrupt_handler(0x40, None);
     report!(
         in_window == 1,
         "the pending self-IPI is delivered in STI; NOP; CLI (got {in_window}, then {} in all)",
-        HANDLED.load(Ordering::SeqCst)
+        interrupt_count(0x40)
     );
 }
 
@@ -314,11 +312,11 @@ fn mov_ss_holds_back_single_step() {
 /// internal error, emulation failure).
 #[vmunit::test]
 fn stac_clac_toggle_alignment_check_flag() {
-    if !access::smap_advertised() {
+    if !Feature::Smap.supported() {
         report_skip!("SMAP is not advertised (CPUID.7.0:EBX[20]); run with -cpu ...,+smap");
         return;
     }
-    let result = access::stac_clac();
+    let result = access::try_stac_clac();
     report!(
         result == Ok((true, false)),
         "STAC sets RFLAGS.AC and CLAC clears it (got {result:x?})"
@@ -386,18 +384,12 @@ fn level_interrupt_lowered_before_eoi_comes_once() {
 /// (kvm_pvm raises #UD).
 #[vmunit::test]
 fn user_mode_software_interrupt_enters_gate() {
-    static HANDLED: AtomicU32 = AtomicU32::new(0);
-    set_interrupt_handler(
-        0x20,
-        Some(|_| {
-            HANDLED.fetch_add(1, Ordering::SeqCst);
-        }),
-    );
+    count_interrupts(0x20);
     set_gate_user_callable(0x20, true);
     let result = run_in_user_mode(software_interrupt::<0x20>);
     set_gate_user_callable(0x20, false);
     set_interrupt_handler(0x20, None);
-    let handled = HANDLED.load(Ordering::SeqCst);
+    let handled = interrupt_count(0x20);
     report!(
         result.is_ok() && handled == 1,
         "INT 0x20 at CPL 3 through a DPL-3 gate runs its handler once and returns (got {result:x?}, {handled} runs)"
@@ -408,31 +400,24 @@ fn user_mode_software_interrupt_enters_gate() {
 /// CPUID after the WRMSR ends (kvm_pvm: only later).
 #[vmunit::test]
 fn passed_tsc_deadline_fires_at_once() {
-    const DEADLINE: u32 = 0x6e0;
-    static FIRED: AtomicU32 = AtomicU32::new(0);
-    if !has_feature(1, 0, Register::Ecx, 24) {
+    if !Feature::TscDeadlineTimer.supported() {
         report_skip!("TSC-deadline mode: CPUID.1:ECX[24] is clear; run with -cpu ...,+tsc-deadline");
         return;
     }
-    set_interrupt_handler(
-        0x42,
-        Some(|_| {
-            FIRED.fetch_add(1, Ordering::SeqCst);
-        }),
-    );
-    apic::write(apic::register::TIMER, 0b10 << 17 | 0x42);
+    count_interrupts(0x42);
+    apic::write(apic::register::TIMER, apic::TIMER_TSC_DEADLINE | 0x42);
     vmunit::arch::interrupts::enable();
-    let armed = wrmsr_safe(DEADLINE, rdtsc());
-    let _ = vmunit::arch::instructions::cpuid(0, 0);
-    let at_once = FIRED.load(Ordering::SeqCst);
+    let armed = try_wrmsr(msr::IA32_TSC_DEADLINE, rdtsc());
+    let _ = vmunit::arch::cpuid::cpuid(0, 0);
+    let at_once = interrupt_count(0x42);
     vmunit::arch::interrupts::disable();
-    let _ = vmunit::time::wait_until(100, || FIRED.load(Ordering::SeqCst) > 0);
+    let _ = vmunit::time::wait_until(100, || interrupt_count(0x42) > 0);
     apic::write(apic::register::TIMER, apic::MASKED);
     set_interrupt_handler(0x42, None);
     report!(
         armed.is_ok() && at_once == 1,
         "the passed deadline's interrupt has come by the end of the CPUID (got {at_once}, then {})",
-        FIRED.load(Ordering::SeqCst)
+        interrupt_count(0x42)
     );
 }
 
@@ -440,10 +425,10 @@ fn passed_tsc_deadline_fires_at_once() {
 /// compatibility mode needs an AMD vendor (the entry runs with vendor=AuthenticAMD).
 #[vmunit::test]
 fn sysret_returns_to_compatibility_mode() {
-    report!(syscall::enable(1 << 9).is_ok(), "SYSCALL can be enabled");
+    report!(syscall::try_enable(1 << 9).is_ok(), "SYSCALL can be enabled");
     let addresses = syscall::compatibility_addresses();
-    let result = syscall::compatibility_syscall(true);
-    let _ = syscall::disable();
+    let result = syscall::try_compatibility_syscall(true);
+    let _ = syscall::try_disable();
     report!(
         matches!(result, Ok(e) if e.vector == Vector::UD && e.rip == addresses.compatibility_ud2),
         "the 32-bit SYSRET resumes the 32-bit code: #UD at {:#x}, not {:#x} (64-bit mode) (got {result:x?})",

@@ -9,8 +9,10 @@ extern crate alloc;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
-use vmunit::arch::instructions::{divide, int3, probe_read, raise_invalid_opcode, ud2};
+use vmunit::arch::device::{self, HOLE, WINDOW, WINDOW_PAGES};
+use vmunit::arch::instructions::{int3, raise_invalid_opcode, try_divide, try_read, try_ud2};
 use vmunit::arch::{mmu, page_fault};
+use vmunit::catch::Attempt;
 use vmunit::memory::{self, PAGE_SIZE, Protection, TestPage};
 use vmunit::{Vector, catch_exception, prefix, report, report_skip, report_summary, trap_exceptions};
 
@@ -22,6 +24,7 @@ fn main(args: &[&str]) -> i32 {
     check_frames();
     check_exceptions();
     check_paging();
+    check_device_ranges();
     report_summary()
 }
 
@@ -119,25 +122,25 @@ fn check_frames() {
 
 fn check_exceptions() {
     let _prefix = prefix("exceptions");
-    let (result, address) = ud2();
+    let Attempt { result, address } = try_ud2();
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::UD && exception.rip == address),
         "ud2 raises #UD at its own address {address:#x} (got {result:x?})"
     );
 
-    let result = probe_read(0x8000_0000_0000_0000);
+    let result = try_read(0x8000_0000_0000_0000);
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::GP && exception.error_code == 0),
         "reading a non-canonical address raises #GP(0) (got {result:x?})"
     );
 
-    let result = divide(0, 1, 0);
+    let result = try_divide(0, 1, 0);
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::DE),
         "DIV by zero raises #DE (got {result:x?})"
     );
     report!(
-        divide(0, 100, 7) == Ok((14, 2)),
+        try_divide(0, 100, 7) == Ok((14, 2)),
         "DIV without a fault returns quotient and remainder"
     );
 
@@ -161,7 +164,7 @@ fn check_exceptions() {
     let mut inner_caught = false;
     let outer = catch_exception(|| {
         // divide() catches its own #DE; the #UD after it is left to the enclosing catch.
-        inner_caught = matches!(divide(0, 1, 0), Err(exception) if exception.vector == Vector::DE);
+        inner_caught = matches!(try_divide(0, 1, 0), Err(exception) if exception.vector == Vector::DE);
         raise_invalid_opcode();
     });
     report!(
@@ -169,7 +172,7 @@ fn check_exceptions() {
         "catch_exception nests: the inner one catches #DE, then the outer one catches #UD (got {outer:x?})"
     );
 
-    let result = probe_read(0);
+    let result = try_read(0);
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::PF && exception.address == 0),
         "reading the null page raises #PF at address 0 (got {result:x?})"
@@ -222,5 +225,29 @@ fn check_paging() {
     report!(
         page.read(8) == Ok(0x1122_3344_5566_7788),
         "after mapping the page again its contents are intact"
+    );
+}
+
+/// `device::checked` lets raw accesses through only inside the MMIO hole and the device
+/// window: a range that runs past their end, or wraps around the address space, is not
+/// device memory.
+fn check_device_ranges() {
+    let _prefix = prefix("device memory");
+    let window_end = WINDOW + WINDOW_PAGES * PAGE_SIZE;
+    report!(
+        device::is_device_memory(HOLE.start, 8) && device::is_device_memory(window_end - 8, 8),
+        "the first word of the MMIO hole and the last of the device window are device memory"
+    );
+    report!(
+        !device::is_device_memory(window_end - 8, 16) && !device::is_device_memory(HOLE.end - 8, 16),
+        "a range running past the window's or the hole's end is not device memory"
+    );
+    report!(
+        !device::is_device_memory(u64::MAX - 7, 16),
+        "a range that wraps around the address space is not device memory"
+    );
+    report!(
+        !device::is_device_memory(1 << 20, 8),
+        "RAM at 1 MiB is not device memory"
     );
 }

@@ -12,10 +12,13 @@
 #![no_main]
 
 use vmunit::arch::access::{
-    AccessFlag, CR4_SMAP, CR4_SMEP, DATA_SEGMENT_DESCRIPTOR, call_with, load_fs_from_ldt, read_with,
-    smap_advertised, smep_advertised, stac_clac, stac_clac_unguarded, write_with,
+    AccessFlag, DATA_SEGMENT_DESCRIPTOR, stac_clac, try_call_with, try_load_fs_from_ldt, try_read_with,
+    try_stac_clac, try_write_with,
 };
-use vmunit::arch::instructions::{is_tcg, read_cr0, read_cr4, write_cr0_safe, write_cr4_safe};
+use vmunit::arch::control::{Cr0Flags, Cr4Flags, read_cr0, read_cr4, try_write_cr0, try_write_cr4};
+use vmunit::arch::cpuid::{Feature, is_tcg};
+use vmunit::arch::instructions::try_call_return;
+
 use vmunit::arch::page_fault::{FETCH, PRESENT, WRITE};
 use vmunit::arch::run_in_user_mode;
 use vmunit::environment::instruction_emulating_kvm;
@@ -23,11 +26,6 @@ use vmunit::memory::{Protection, TestPage};
 use vmunit::{Exception, Vector, known_failure, prefix, report, report_info, report_skip, report_summary};
 
 vmunit::main!(main);
-
-/// CR0.WP: supervisor writes honour read-only pages.
-const CR0_WP: u64 = 1 << 16;
-/// A `ret` instruction, the whole body of the code pages.
-const RETURN: [u8; 1] = [0xc3];
 
 /// Why the checks that execute STAC or CLAC are skipped under kvm_pvm.
 const KVM_PVM_STOPS: &str =
@@ -69,7 +67,7 @@ fn is_gp0(result: &Result<(), Exception>) -> bool {
 }
 
 fn main(args: &[&str]) -> i32 {
-    let (smap, smep) = (smap_advertised(), smep_advertised());
+    let (smap, smep) = (Feature::Smap.supported(), Feature::Smep.supported());
     report_info!(
         "SMAP advertised: {smap}, SMEP advertised: {smep}, CR4 {:#x}",
         read_cr4()
@@ -89,11 +87,11 @@ fn main(args: &[&str]) -> i32 {
     if smap {
         smap_enabled();
     } else {
-        feature_missing("SMAP", CR4_SMAP);
+        feature_missing("SMAP", Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION.bits());
         if instruction_emulating_kvm() {
             report_skip!("SMAP not advertised: STAC raising #UD: {KVM_PVM_STOPS}");
         } else {
-            let result = stac_clac();
+            let result = try_stac_clac();
             report!(
                 matches!(result, Err(e) if e.vector == Vector::UD),
                 "SMAP not advertised: STAC raises #UD (got {result:x?})"
@@ -103,9 +101,9 @@ fn main(args: &[&str]) -> i32 {
     if smep {
         smep_enabled(smap);
     } else {
-        feature_missing("SMEP", CR4_SMEP);
+        feature_missing("SMEP", Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION.bits());
     }
-    let result = run_in_user_mode(stac_clac_unguarded);
+    let result = run_in_user_mode(stac_clac);
     report!(
         matches!(result, Err(e) if e.vector == Vector::UD),
         "STAC at CPL 3 raises #UD (got {result:x?})"
@@ -123,9 +121,9 @@ fn feature_missing(name: &str, bit: u64) {
         return;
     }
     let cr4 = read_cr4();
-    let result = write_cr4_safe(cr4 | bit);
+    let result = try_write_cr4(cr4 | bit);
     if result.is_ok() {
-        let _ = write_cr4_safe(cr4);
+        let _ = try_write_cr4(cr4);
     }
     report!(
         is_gp0(&result),
@@ -134,9 +132,9 @@ fn feature_missing(name: &str, bit: u64) {
 }
 
 /// Sets or clears `bit` in CR4; returns whether CR4 then reads back as asked.
-fn set_cr4_bit(bit: u64, set: bool) -> Result<bool, Exception> {
+fn try_set_cr4_bit(bit: u64, set: bool) -> Result<bool, Exception> {
     let cr4 = read_cr4();
-    write_cr4_safe(if set { cr4 | bit } else { cr4 & !bit })?;
+    try_write_cr4(if set { cr4 | bit } else { cr4 & !bit })?;
     Ok((read_cr4() & bit != 0) == set)
 }
 
@@ -150,13 +148,12 @@ fn smap_enabled() {
     let read_only = TestPage::new();
     read_only.map(USER_READ_ONLY);
     let code = TestPage::new();
-    code.store_code(0, &RETURN);
     code.map(USER_EXECUTE);
     let user = data.address();
 
     let set_flag = access_flag_setter();
     if set_flag == AccessFlag::Set {
-        let flags = stac_clac();
+        let flags = try_stac_clac();
         report!(
             flags == Ok((true, false)),
             "STAC sets RFLAGS.AC and CLAC clears it (got {flags:x?})"
@@ -171,13 +168,13 @@ fn smap_enabled() {
         setup.is_ok(),
         "with SMAP clear, CPL 0 writes user pages (got {setup:x?})"
     );
-    let load = load_fs_from_ldt(&ldt, 2, 1, AccessFlag::Clear);
+    let load = try_load_fs_from_ldt(&ldt, 2, 1, AccessFlag::Clear);
     report!(
         load.is_ok(),
         "with SMAP clear, FS loads from an LDT on a user page (got {load:x?})"
     );
 
-    let set = set_cr4_bit(CR4_SMAP, true);
+    let set = try_set_cr4_bit(Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION.bits(), true);
     report!(set == Ok(true), "CR4.SMAP can be set (got {set:x?})");
     if set.is_err() {
         return;
@@ -187,46 +184,46 @@ fn smap_enabled() {
         own == Ok(7),
         "a supervisor page is still read and written with AC clear (got {own:x?})"
     );
-    let read = read_with(AccessFlag::Clear, &data, 0);
+    let read = try_read_with(AccessFlag::Clear, &data, 0);
     report!(
         page_fault(&read, user, PRESENT),
         "a read of a user page with AC clear raises #PF (P, supervisor read) (got {read:x?})"
     );
-    let read = read_with(set_flag, &data, 0);
+    let read = try_read_with(set_flag, &data, 0);
     report!(
         read == Ok(42),
         "a read of a user page with AC set works (got {read:x?})"
     );
-    let read = read_with(AccessFlag::SetByPopf, &data, 0);
+    let read = try_read_with(AccessFlag::SetByPopf, &data, 0);
     report!(
         read == Ok(42),
         "a read of a user page with AC set by POPFQ works (got {read:x?})"
     );
-    let write = write_with(AccessFlag::Clear, &data, 0, 43);
-    let after = read_with(set_flag, &data, 0);
+    let write = try_write_with(AccessFlag::Clear, &data, 0, 43);
+    let after = try_read_with(set_flag, &data, 0);
     report!(
         page_fault(&write, user, PRESENT | WRITE) && after == Ok(42),
         "a write to a user page with AC clear raises #PF (P|W) and stores nothing (got {write:x?}, then {after:x?})"
     );
-    let write = write_with(set_flag, &data, 0, 44);
-    let after = read_with(set_flag, &data, 0);
+    let write = try_write_with(set_flag, &data, 0, 44);
+    let after = try_read_with(set_flag, &data, 0);
     report!(
         write.is_ok() && after == Ok(44),
         "a write to a user page with AC set works (got {write:x?}, then {after:x?})"
     );
-    let fetch = code.call(0);
+    let fetch = try_call_return(&code, 0);
     report!(
         fetch.is_ok(),
         "SMAP does not stop a CPL-0 fetch from a user page, AC clear (got {fetch:x?})"
     );
 
     let descriptor = ldt.address() + 8;
-    let load = load_fs_from_ldt(&ldt, 2, 1, AccessFlag::Clear);
+    let load = try_load_fs_from_ldt(&ldt, 2, 1, AccessFlag::Clear);
     report!(
         page_fault(&load, descriptor, PRESENT),
         "loading FS from an LDT on a user page, AC clear, raises #PF (P) (got {load:x?})"
     );
-    let load = load_fs_from_ldt(&ldt, 2, 1, set_flag);
+    let load = try_load_fs_from_ldt(&ldt, 2, 1, set_flag);
     known_failure(
         is_tcg(),
         "QEMU's TCG lets RFLAGS.AC allow implicit supervisor accesses at CPL 0 (x86_mmu_index_kernel_pl)",
@@ -240,8 +237,8 @@ fn smap_enabled() {
 
     write_protect_off(&read_only);
 
-    let cleared = set_cr4_bit(CR4_SMAP, false);
-    let read = read_with(AccessFlag::Clear, &data, 0);
+    let cleared = try_set_cr4_bit(Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION.bits(), false);
+    let read = try_read_with(AccessFlag::Clear, &data, 0);
     report!(
         cleared == Ok(true) && read == Ok(44),
         "with CR4.SMAP clear again, a user page is read with AC clear (got {cleared:x?}, {read:x?})"
@@ -255,27 +252,27 @@ fn write_protect_off(page: &TestPage) {
     let _prefix = prefix("CR0.WP");
     let address = page.address();
     let cr0 = read_cr0();
-    let _ = set_cr4_bit(CR4_SMAP, false);
-    let off = write_cr0_safe(cr0 & !CR0_WP);
-    let write = write_with(AccessFlag::Clear, page, 0, 0x99);
+    let _ = try_set_cr4_bit(Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION.bits(), false);
+    let off = try_write_cr0(cr0 & !Cr0Flags::WRITE_PROTECT.bits());
+    let write = try_write_with(AccessFlag::Clear, page, 0, 0x99);
     report!(
         off.is_ok() && write.is_ok(),
         "with SMAP and WP clear, CPL 0 writes a read-only user page, AC clear (got {off:x?}, {write:x?})"
     );
-    let _ = set_cr4_bit(CR4_SMAP, true);
-    let read = read_with(AccessFlag::Clear, page, 0);
+    let _ = try_set_cr4_bit(Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION.bits(), true);
+    let read = try_read_with(AccessFlag::Clear, page, 0);
     report!(
         page_fault(&read, address, PRESENT),
         "with SMAP set and WP clear, a read of a read-only user page with AC clear raises #PF (got {read:x?})"
     );
-    let write = write_with(set_flag, page, 0, 0x9a);
-    let after = read_with(set_flag, page, 0);
+    let write = try_write_with(set_flag, page, 0, 0x9a);
+    let after = try_read_with(set_flag, page, 0);
     report!(
         write.is_ok() && after == Ok(0x9a),
         "with SMAP set and WP clear, a write to a read-only user page with AC set works (got {write:x?}, then {after:x?})"
     );
-    let on = write_cr0_safe(cr0);
-    let write = write_with(set_flag, page, 0, 0x9b);
+    let on = try_write_cr0(cr0);
+    let write = try_write_with(set_flag, page, 0, 0x9b);
     report!(
         on.is_ok() && page_fault(&write, address, PRESENT | WRITE),
         "with SMAP and WP set, a write to a read-only user page with AC set raises #PF (P|W) (got {write:x?})"
@@ -285,37 +282,35 @@ fn write_protect_off(page: &TestPage) {
 fn smep_enabled(smap: bool) {
     let _prefix = prefix("SMEP");
     let user_code = TestPage::new();
-    user_code.store_code(0, &RETURN);
     user_code.map(USER_EXECUTE);
     let kernel_code = TestPage::new();
-    kernel_code.store_code(0, &RETURN);
     kernel_code.map(Protection::READ_EXECUTE);
     let data = TestPage::new();
     data.map(USER_READ_WRITE);
     let address = user_code.address();
 
-    let fetch = user_code.call(0);
+    let fetch = try_call_return(&user_code, 0);
     report!(
         fetch.is_ok(),
         "with SMEP clear, CPL 0 runs code on a user page (got {fetch:x?})"
     );
-    let set = set_cr4_bit(CR4_SMEP, true);
+    let set = try_set_cr4_bit(Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION.bits(), true);
     report!(set == Ok(true), "CR4.SMEP can be set (got {set:x?})");
     if set.is_err() {
         return;
     }
-    let fetch = kernel_code.call(0);
+    let fetch = try_call_return(&kernel_code, 0);
     report!(
         fetch.is_ok(),
         "CPL 0 still runs code on a supervisor page (got {fetch:x?})"
     );
-    let fetch = user_code.call(0);
+    let fetch = try_call_return(&user_code, 0);
     report!(
         page_fault(&fetch, address, PRESENT | FETCH) && matches!(fetch, Err(e) if e.rip == address),
         "a CPL-0 fetch from a user page raises #PF (P|I/D) at that address (got {fetch:x?})"
     );
     if smap {
-        let fetch = call_with(access_flag_setter(), &user_code, 0);
+        let fetch = try_call_with(access_flag_setter(), &user_code, 0);
         report!(
             page_fault(&fetch, address, PRESENT | FETCH),
             "with AC set the fetch still raises #PF: AC does not matter to SMEP (got {fetch:x?})"
@@ -326,8 +321,8 @@ fn smep_enabled(smap: bool) {
         read == Ok(5),
         "SMEP does not stop CPL-0 data accesses to a user page (SMAP clear) (got {read:x?})"
     );
-    let cleared = set_cr4_bit(CR4_SMEP, false);
-    let fetch = user_code.call(0);
+    let cleared = try_set_cr4_bit(Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION.bits(), false);
+    let fetch = try_call_return(&user_code, 0);
     report!(
         cleared == Ok(true) && fetch.is_ok(),
         "with CR4.SMEP clear again, CPL 0 runs code on a user page (got {cleared:x?}, {fetch:x?})"

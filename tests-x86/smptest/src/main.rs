@@ -8,8 +8,9 @@
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use vmunit::arch::acpi::madt;
+use vmunit::arch::cpuid::cpuid;
 use vmunit::arch::fw_cfg;
-use vmunit::arch::instructions::{cpuid, divide};
+use vmunit::arch::instructions::try_divide;
 use vmunit::arch::smp::{MAX_CPUS, cpu_count, cpu_index, on_cpu, on_cpus};
 use vmunit::{Vector, prefix, report, report_info, report_summary};
 
@@ -82,7 +83,7 @@ fn main(args: &[&str]) -> i32 {
     // Exceptions are caught on the CPU that raised them.
     let caught = AtomicUsize::new(0);
     on_cpus(|| {
-        if matches!(divide(0, 1, 0), Err(exception) if exception.vector == Vector::DE) {
+        if matches!(try_divide(0, 1, 0), Err(exception) if exception.vector == Vector::DE) {
             caught.fetch_add(1, Ordering::SeqCst);
         }
     });

@@ -6,35 +6,37 @@
 #![no_std]
 #![no_main]
 
-use vmunit::arch::instructions::{Register, has_feature, read_cr4, sse_clear_xmm0, write_cr4_safe};
+use vmunit::arch::control::{Cr4Flags, read_cr4, try_write_cr4};
+use vmunit::arch::cpuid::Feature;
+use vmunit::arch::instructions::try_sse_clear_xmm0;
 use vmunit::{Vector, report, report_skip, report_summary};
 
 vmunit::main!(main);
 
-/// CR4.OSFXSR: the OS supports FXSAVE/FXRSTOR and SSE.
-const CR4_OSFXSR: u64 = 1 << 9;
-
 fn main(_args: &[&str]) -> i32 {
-    if !has_feature(1, 0, Register::Edx, 25) {
+    if !Feature::Sse.supported() {
         report_skip!("CPUID.1:EDX[25] (SSE) is clear");
         return report_summary();
     }
     let cr4 = read_cr4();
     report!(
-        write_cr4_safe(cr4 & !CR4_OSFXSR).is_ok(),
+        try_write_cr4(cr4 & !Cr4Flags::OSFXSR.bits()).is_ok(),
         "CR4.OSFXSR can be cleared"
     );
-    let result = sse_clear_xmm0();
+    let result = try_sse_clear_xmm0();
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::UD),
         "XORPS with CR4.OSFXSR clear raises #UD (got {result:x?})"
     );
-    report!(write_cr4_safe(cr4 | CR4_OSFXSR).is_ok(), "CR4.OSFXSR can be set");
-    let result = sse_clear_xmm0();
+    report!(
+        try_write_cr4(cr4 | Cr4Flags::OSFXSR.bits()).is_ok(),
+        "CR4.OSFXSR can be set"
+    );
+    let result = try_sse_clear_xmm0();
     report!(
         result.is_ok(),
         "XORPS with CR4.OSFXSR set executes (got {result:x?})"
     );
-    report!(write_cr4_safe(cr4).is_ok(), "CR4 is restored to {cr4:#x}");
+    report!(try_write_cr4(cr4).is_ok(), "CR4 is restored to {cr4:#x}");
     report_summary()
 }

@@ -5,28 +5,27 @@
 #![no_std]
 #![no_main]
 
+use vmunit::arch::control::RFlags;
+use vmunit::arch::cpuid::{Vendor, is_tcg, vendor};
 use vmunit::arch::exceptions::selector;
-use vmunit::arch::instructions::{cpu_vendor, is_tcg, wrmsr_safe};
+use vmunit::arch::instructions::NON_CANONICAL_START;
+use vmunit::arch::msr::{IA32_CSTAR, IA32_LSTAR, IA32_STAR, try_wrmsr_unrestricted};
 use vmunit::arch::run_in_user_mode;
 use vmunit::arch::syscall::{
-    self, CSTAR, LSTAR, STAR, STAR_VALUE, compatibility_addresses, compatibility_entries,
-    compatibility_syscall, kernel_syscall, last_entry, set_sysret_target, syscall, sysret, traced_syscall,
-    traced_syscall_return_address,
+    self, STAR_VALUE, compatibility_addresses, compatibility_entries, last_entry, set_sysret_target, syscall,
+    traced_syscall, traced_syscall_return_address, try_compatibility_syscall, try_kernel_syscall, try_sysret,
 };
 use vmunit::environment::instruction_emulating_kvm;
 use vmunit::{Vector, catch_exception, known_failure, prefix, report, report_skip, report_summary};
 
 vmunit::main!(main);
 
-const FLAGS_TF: u64 = 1 << 8;
-const FLAGS_IF: u64 = 1 << 9;
-const FLAGS_DF: u64 = 1 << 10;
-const FLAGS_NT: u64 = 1 << 14;
-const FLAGS_AC: u64 = 1 << 18;
 /// What FMASK clears, as Linux and kvm-unit-tests set it.
-const MASK: u64 = FLAGS_TF | FLAGS_DF | FLAGS_IF | FLAGS_NT | FLAGS_AC;
-/// The lowest non-canonical address with 48-bit virtual addresses.
-const NON_CANONICAL: u64 = 1 << 47;
+const MASK: u64 = RFlags::TRAP_FLAG.bits()
+    | RFlags::DIRECTION_FLAG.bits()
+    | RFlags::INTERRUPT_FLAG.bits()
+    | RFlags::NESTED_TASK.bits()
+    | RFlags::ALIGNMENT_CHECK.bits();
 
 /// kvm_pvm: SYSRET raises #GP(0) at CPL 0, even to a canonical address (reproduce-sysret).
 fn pvm() -> bool {
@@ -34,11 +33,11 @@ fn pvm() -> bool {
 }
 
 fn main(_args: &[&str]) -> i32 {
-    let intel = cpu_vendor() == *b"GenuineIntel";
+    let intel = vendor() == Vendor::Intel;
     vmunit::report_info!("IF at start: {}", vmunit::arch::interrupts::are_enabled());
     check_disabled();
     report!(
-        syscall::enable(MASK).is_ok(),
+        syscall::try_enable(MASK).is_ok(),
         "EFER.SCE, STAR, LSTAR and FMASK can be written"
     );
     check_kernel_syscall();
@@ -47,15 +46,15 @@ fn main(_args: &[&str]) -> i32 {
     check_sysret_rules(intel);
     check_compatibility_mode(intel);
     check_msrs();
-    report!(syscall::disable().is_ok(), "EFER.SCE can be cleared again");
+    report!(syscall::try_disable().is_ok(), "EFER.SCE can be cleared again");
     report_summary()
 }
 
 /// With EFER.SCE clear, SYSCALL and SYSRET raise #UD at any privilege level.
 fn check_disabled() {
     let _prefix = prefix("EFER.SCE clear");
-    report!(syscall::disable().is_ok(), "EFER.SCE can be cleared");
-    let kernel = kernel_syscall();
+    report!(syscall::try_disable().is_ok(), "EFER.SCE can be cleared");
+    let kernel = try_kernel_syscall();
     report!(
         matches!(kernel, Err(e) if e.vector == Vector::UD),
         "SYSCALL at CPL 0 raises #UD (got {kernel:x?})"
@@ -74,7 +73,7 @@ fn check_disabled() {
     }
     // Under kvm_pvm SYSRET runs anyway: it reaches CPL 3 in kernel code, whose pages are not
     // user-accessible yet (no run_in_user_mode has run there), and the fetch fault is caught.
-    let result = catch_exception(sysret);
+    let result = catch_exception(try_sysret);
     known_failure(
         pvm(),
         "kvm_pvm runs SYSRET with EFER.SCE clear (reproduce-sysret)",
@@ -91,7 +90,7 @@ fn check_disabled() {
 /// loading"): RCX, R11, CS and SS from STAR, and RFLAGS masked by FMASK.
 fn check_kernel_syscall() {
     let _prefix = prefix("CPL 0");
-    let entry = match kernel_syscall() {
+    let entry = match try_kernel_syscall() {
         Ok(entry) => entry,
         Err(exception) => {
             report!(false, "SYSCALL at CPL 0 continues at LSTAR (got {exception:x?})");
@@ -105,7 +104,7 @@ fn check_kernel_syscall() {
         entry.return_address
     );
     report!(
-        entry.saved_flags & FLAGS_DF != 0,
+        entry.saved_flags & RFlags::DIRECTION_FLAG.bits() != 0,
         "R11 holds RFLAGS at SYSCALL, DF set (got {:#x})",
         entry.saved_flags
     );
@@ -153,7 +152,7 @@ fn check_user_syscall() {
                 entry.stack_segment
             );
             report!(
-                entry.saved_flags & FLAGS_DF != 0 && entry.kernel_flags & MASK == 0,
+                entry.saved_flags & RFlags::DIRECTION_FLAG.bits() != 0 && entry.kernel_flags & MASK == 0,
                 "the entry's R11 is RFLAGS at SYSCALL, DF set, and its RFLAGS has FMASK's bits clear \
                  (got R11 {:#x}, RFLAGS {:#x})",
                 entry.saved_flags,
@@ -238,12 +237,12 @@ fn check_single_step() {
 /// SYSRET is privileged, and a non-canonical return address faults: at CPL 0 on Intel
 /// (#GP(0) at the SYSRET), at CPL 3 on AMD (the fetch at the new address faults).
 fn check_sysret_rules(intel: bool) {
-    let at_user = run_in_user_mode(sysret);
+    let at_user = run_in_user_mode(try_sysret);
     report!(
         matches!(at_user, Err(e) if e.vector == Vector::GP && e.error_code == 0),
         "SYSRET at CPL 3 raises #GP(0) (got {at_user:x?})"
     );
-    set_sysret_target(NON_CANONICAL);
+    set_sysret_target(NON_CANONICAL_START);
     let result = run_in_user_mode(|| syscall(0, false));
     set_sysret_target(0);
     let sysret_address = syscall::sysret_address();
@@ -254,7 +253,7 @@ fn check_sysret_rules(intel: bool) {
             || {
                 report!(
                     matches!(result, Err(e) if e.vector == Vector::GP && e.error_code == 0 && e.rip == sysret_address),
-                    "Intel: SYSRET to non-canonical {NON_CANONICAL:#x} raises #GP(0) at CPL 0, at the SYSRET ({sysret_address:#x}; got {result:x?})"
+                    "Intel: SYSRET to non-canonical {NON_CANONICAL_START:#x} raises #GP(0) at CPL 0, at the SYSRET ({sysret_address:#x}; got {result:x?})"
                 );
             },
         );
@@ -265,7 +264,7 @@ fn check_sysret_rules(intel: bool) {
             || {
                 report!(
                     matches!(result, Err(e) if e.rip != sysret_address && matches!(e.vector, Vector::GP | Vector::PF)),
-                    "AMD: SYSRET to non-canonical {NON_CANONICAL:#x} completes and the fetch there faults at CPL 3 (got {result:x?})"
+                    "AMD: SYSRET to non-canonical {NON_CANONICAL_START:#x} completes and the fetch there faults at CPL 3 (got {result:x?})"
                 );
             },
         );
@@ -279,7 +278,7 @@ fn check_compatibility_mode(intel: bool) {
     let _prefix = prefix("compatibility mode");
     let addresses = compatibility_addresses();
     let before = compatibility_entries();
-    let result = compatibility_syscall(false);
+    let result = try_compatibility_syscall(false);
     let entered = compatibility_entries() - before;
     let (entry, _) = last_entry();
     if intel {
@@ -314,7 +313,7 @@ fn check_compatibility_mode(intel: bool) {
         entry.stack_segment
     );
 
-    let result = compatibility_syscall(true);
+    let result = try_compatibility_syscall(true);
     known_failure(
         pvm(),
         "kvm_pvm's 32-bit SYSRET returns to 64-bit mode (reproduce-sysret-compatibility)",
@@ -330,22 +329,27 @@ fn check_compatibility_mode(intel: bool) {
 }
 
 /// LSTAR and CSTAR hold canonical addresses only; STAR takes any value.
+#[allow(unsafe_code)]
 fn check_msrs() {
     known_failure(
         is_tcg(),
         "QEMU's TCG stores non-canonical LSTAR and CSTAR",
         || {
-            for (name, msr) in [("LSTAR", LSTAR), ("CSTAR", CSTAR)] {
-                let result = wrmsr_safe(msr, NON_CANONICAL);
+            for (name, msr) in [("LSTAR", IA32_LSTAR), ("CSTAR", IA32_CSTAR)] {
+                // SAFETY: no SYSCALL runs until LSTAR gets the runtime's entry back below, and
+                // `try_compatibility_syscall` sets CSTAR before it uses it.
+                let result = unsafe { try_wrmsr_unrestricted(msr, NON_CANONICAL_START) };
                 report!(
                     matches!(result, Err(e) if e.vector == Vector::GP),
-                    "WRMSR({name}, {NON_CANONICAL:#x}) raises #GP (got {result:x?})"
+                    "WRMSR({name}, {NON_CANONICAL_START:#x}) raises #GP (got {result:x?})"
                 );
             }
         },
     );
-    let _ = wrmsr_safe(LSTAR, syscall::entry_address());
-    let result = wrmsr_safe(STAR, STAR_VALUE);
+    // SAFETY: the runtime's own entry and STAR value, as `syscall::try_enable` sets them.
+    let _ = unsafe { try_wrmsr_unrestricted(IA32_LSTAR, syscall::entry_address()) };
+    // SAFETY: as above.
+    let result = unsafe { try_wrmsr_unrestricted(IA32_STAR, STAR_VALUE) };
     report!(
         result.is_ok(),
         "WRMSR(STAR, {STAR_VALUE:#x}) works (got {result:x?})"

@@ -7,17 +7,12 @@
 #![no_std]
 #![no_main]
 
-use vmunit::arch::instructions::{
-    Register, cpu_vendor, has_feature, is_tcg, rdmsr_safe, rdpid_safe, rdtsc, rdtsc_ordered, rdtscp_safe,
-    wrmsr_safe,
-};
+use vmunit::arch::cpuid::{Feature, Vendor, is_tcg, vendor};
+use vmunit::arch::instructions::{rdtsc, rdtsc_ordered, try_rdpid, try_rdtscp};
+use vmunit::arch::msr::{self, try_rdmsr, try_wrmsr};
 use vmunit::{Exception, Vector, prefix, report, report_info, report_kfail, report_skip, report_summary};
 
 vmunit::main!(main);
-
-const TSC: u32 = 0x10;
-const TSC_ADJUST: u32 = 0x3b;
-const TSC_AUX: u32 = 0xc000_0103;
 
 /// How far the counter may run between a write and the read that checks it: 2^30 ticks, a
 /// quarter second or more at today's TSC rates.
@@ -37,7 +32,7 @@ struct Machine {
 
 fn main(args: &[&str]) -> i32 {
     let machine = Machine {
-        intel: cpu_vendor() == *b"GenuineIntel",
+        intel: vendor() == Vendor::Intel,
         tcg: is_tcg(),
         pvm: vmunit::environment::instruction_emulating_kvm(),
     };
@@ -90,7 +85,7 @@ fn test_monotonic() {
 /// RDTSCP waits for earlier instructions, so fenced RDTSCs around it bracket its value.
 fn test_rdtscp_order() {
     let _prefix = prefix("RDTSCP");
-    if !has_feature(0x8000_0001, 0, Register::Edx, 27) {
+    if !Feature::Rdtscp.supported() {
         report_skip!("RDTSCP is not advertised (CPUID.80000001H:EDX[27])");
         return;
     }
@@ -98,7 +93,7 @@ fn test_rdtscp_order() {
     let mut failure = None;
     for _ in 0..ROUNDS {
         let before = rdtsc_ordered();
-        let during = rdtscp_safe();
+        let during = try_rdtscp();
         let after = rdtsc_ordered();
         match during {
             Ok((value, _)) if before <= value && value <= after => {}
@@ -122,10 +117,10 @@ fn test_rdtscp_order() {
 
 /// Writes IA32_TSC (up to three tries, in case something stalls the guest between the write
 /// and the read); returns the first RDTSC after the write that took, or the last one.
-fn write_tsc(value: u64) -> Result<u64, Exception> {
+fn try_write_tsc(value: u64) -> Result<u64, Exception> {
     let mut read = 0;
     for _ in 0..3 {
-        wrmsr_safe(TSC, value)?;
+        try_wrmsr(msr::IA32_TSC, value)?;
         read = rdtsc();
         if read.wrapping_sub(value) < TOLERANCE {
             break;
@@ -138,7 +133,7 @@ fn write_tsc(value: u64) -> Result<u64, Exception> {
 fn test_tsc_write(machine: &Machine) {
     let _prefix = prefix("IA32_TSC");
     let before = rdtsc_ordered();
-    let read = rdmsr_safe(TSC);
+    let read = try_rdmsr(msr::IA32_TSC);
     let after = rdtsc_ordered();
     report_kfail!(
         machine.tcg,
@@ -150,7 +145,7 @@ fn test_tsc_write(machine: &Machine) {
     // take leaves the counter far from each target.
     let targets = [start.wrapping_add(1 << 40), start.wrapping_add(1 << 39), BIG];
     for target in targets {
-        match write_tsc(target) {
+        match try_write_tsc(target) {
             Ok(read) => {
                 report_kfail!(
                     machine.tcg || machine.pvm,
@@ -175,7 +170,7 @@ fn test_tsc_write(machine: &Machine) {
     // Leave the counter about where it would have been without the writes.
     let elapsed = rdtsc().wrapping_sub(BIG);
     if elapsed < TOLERANCE * 4 {
-        let _ = wrmsr_safe(TSC, start.wrapping_add(elapsed));
+        let _ = try_wrmsr(msr::IA32_TSC, start.wrapping_add(elapsed));
     }
 }
 
@@ -183,11 +178,11 @@ fn test_tsc_write(machine: &Machine) {
 /// write to IA32_TSC adds the TSC's change to it (SDM 18.17.3).
 fn test_tsc_adjust(machine: &Machine) {
     let _prefix = prefix("TSC_ADJUST");
-    if !has_feature(7, 0, Register::Ebx, 1) {
+    if !Feature::TscAdjust.supported() {
         report_skip!("IA32_TSC_ADJUST is not advertised (CPUID.7.0:EBX[1])");
         return;
     }
-    let initial = rdmsr_safe(TSC_ADJUST);
+    let initial = try_rdmsr(msr::IA32_TSC_ADJUST);
     report!(
         initial == Ok(0),
         "IA32_TSC_ADJUST is 0 before anything wrote the TSC (got {initial:x?})"
@@ -195,9 +190,9 @@ fn test_tsc_adjust(machine: &Machine) {
     let Ok(initial) = initial else { return };
 
     let before = rdtsc_ordered();
-    let written = wrmsr_safe(TSC_ADJUST, initial.wrapping_add(BIG));
+    let written = try_wrmsr(msr::IA32_TSC_ADJUST, initial.wrapping_add(BIG));
     let after = rdtsc_ordered();
-    let read = rdmsr_safe(TSC_ADJUST);
+    let read = try_rdmsr(msr::IA32_TSC_ADJUST);
     report!(
         written.is_ok() && read == Ok(initial.wrapping_add(BIG)),
         "IA32_TSC_ADJUST reads back {:#x} after it was written (WRMSR {written:x?}, read {read:x?})",
@@ -211,9 +206,9 @@ fn test_tsc_adjust(machine: &Machine) {
     );
 
     let before = rdtsc_ordered();
-    let _ = wrmsr_safe(TSC_ADJUST, initial);
+    let _ = try_wrmsr(msr::IA32_TSC_ADJUST, initial);
     let after = rdtsc_ordered();
-    let read = rdmsr_safe(TSC_ADJUST);
+    let read = try_rdmsr(msr::IA32_TSC_ADJUST);
     report!(
         read == Ok(initial),
         "IA32_TSC_ADJUST reads back {initial:#x} after it was written back (got {read:x?})"
@@ -229,9 +224,9 @@ fn test_tsc_adjust(machine: &Machine) {
     // the internal count (TSC minus the adjustment it took) past the earlier RDTSC, and the
     // TSC at or past BIG.
     let before = rdtsc_ordered();
-    let written = wrmsr_safe(TSC, BIG);
+    let written = try_wrmsr(msr::IA32_TSC, BIG);
     let after = rdtsc_ordered();
-    let adjust = rdmsr_safe(TSC_ADJUST).unwrap_or(0);
+    let adjust = try_rdmsr(msr::IA32_TSC_ADJUST).unwrap_or(0);
     report_kfail!(
         machine.tcg,
         written.is_ok() && before <= BIG.wrapping_sub(adjust),
@@ -242,14 +237,14 @@ fn test_tsc_adjust(machine: &Machine) {
         after >= BIG,
         "after WRMSR(IA32_TSC, {BIG:#x}) RDTSC reads at least that (got {after:#x})"
     );
-    let _ = wrmsr_safe(TSC_ADJUST, initial);
+    let _ = try_wrmsr(msr::IA32_TSC_ADJUST, initial);
 
     // A write to IA32_TSC changes TSC_ADJUST by the same delta.
-    let adjust_before = rdmsr_safe(TSC_ADJUST).unwrap_or(0);
+    let adjust_before = try_rdmsr(msr::IA32_TSC_ADJUST).unwrap_or(0);
     let tsc_before = rdtsc_ordered();
     let target = tsc_before.wrapping_add(BIG);
-    let _ = wrmsr_safe(TSC, target);
-    let adjust_after = rdmsr_safe(TSC_ADJUST).unwrap_or(0);
+    let _ = try_wrmsr(msr::IA32_TSC, target);
+    let adjust_after = try_rdmsr(msr::IA32_TSC_ADJUST).unwrap_or(0);
     let delta = adjust_after.wrapping_sub(adjust_before);
     report_kfail!(
         machine.tcg,
@@ -258,23 +253,23 @@ fn test_tsc_adjust(machine: &Machine) {
     );
     // Undo: the counter goes back by BIG, and so does the adjustment.
     let now = rdtsc();
-    let _ = wrmsr_safe(TSC, now.wrapping_sub(BIG));
-    let restored = rdmsr_safe(TSC_ADJUST);
+    let _ = try_wrmsr(msr::IA32_TSC, now.wrapping_sub(BIG));
+    let restored = try_rdmsr(msr::IA32_TSC_ADJUST);
     report_info!("IA32_TSC_ADJUST after undoing the TSC write: {restored:x?}");
 }
 
 /// IA32_TSC_AUX reaches RDTSCP's ECX and RDPID; bits 63:32 are reserved.
 fn test_tsc_aux(machine: &Machine) {
     let _prefix = prefix("TSC_AUX");
-    let rdtscp = has_feature(0x8000_0001, 0, Register::Edx, 27);
-    let rdpid = has_feature(7, 0, Register::Ecx, 22);
+    let rdtscp = Feature::Rdtscp.supported();
+    let rdpid = Feature::Rdpid.supported();
     if !rdtscp && !rdpid {
         report_skip!("neither RDTSCP (CPUID.80000001H:EDX[27]) nor RDPID (CPUID.7.0:ECX[22]) is advertised");
         return;
     }
-    let original = rdmsr_safe(TSC_AUX).unwrap_or(0);
+    let original = try_rdmsr(msr::IA32_TSC_AUX).unwrap_or(0);
     for value in [0u64, 10, 0x100, 0x8000_0001, 0xffff_ffff] {
-        let written = wrmsr_safe(TSC_AUX, value);
+        let written = try_wrmsr(msr::IA32_TSC_AUX, value);
         if let Err(exception) = written {
             report!(
                 false,
@@ -284,14 +279,14 @@ fn test_tsc_aux(machine: &Machine) {
             continue;
         }
         if rdtscp {
-            let result = rdtscp_safe();
+            let result = try_rdtscp();
             report!(
                 matches!(result, Ok((_, aux)) if u64::from(aux) == value),
                 "RDTSCP returns TSC_AUX {value:#x} in ECX (got {result:x?})"
             );
         }
         if rdpid {
-            let result = rdpid_safe();
+            let result = try_rdpid();
             report!(
                 matches!(result, Ok(aux) if aux == value),
                 "RDPID returns TSC_AUX {value:#x}, zero-extended (got {result:x?})"
@@ -301,10 +296,10 @@ fn test_tsc_aux(machine: &Machine) {
     // Bits 63:32 are reserved: Intel raises #GP; AMD processors ignore them (read as 0),
     // so for AMD either is right as long as the upper half does not stick.
     let value = 0x1234_5678;
-    let _ = wrmsr_safe(TSC_AUX, value);
+    let _ = try_wrmsr(msr::IA32_TSC_AUX, value);
     let high = value | (1 << 40);
-    let result = wrmsr_safe(TSC_AUX, high);
-    let read = rdmsr_safe(TSC_AUX);
+    let result = try_wrmsr(msr::IA32_TSC_AUX, high);
+    let read = try_rdmsr(msr::IA32_TSC_AUX);
     let gp = matches!(
         result,
         Err(Exception {
@@ -325,5 +320,5 @@ fn test_tsc_aux(machine: &Machine) {
             "WRMSR(TSC_AUX, {high:#x}) raises #GP or drops the reserved bits 63:32 on AMD (WRMSR {result:x?}, read {read:x?})"
         );
     }
-    let _ = wrmsr_safe(TSC_AUX, original);
+    let _ = try_wrmsr(msr::IA32_TSC_AUX, original);
 }

@@ -4,17 +4,15 @@
 #![no_std]
 #![no_main]
 
+use vmunit::arch::control::{Cr4Flags, read_cr4, try_write_cr4};
+use vmunit::arch::cpuid::Feature;
 use vmunit::arch::instructions::{
-    Register, has_feature, read_cr4, store_gdtr, store_idtr, store_ldtr, store_machine_status,
-    store_task_register, write_cr4_safe,
+    store_gdtr, store_idtr, store_ldtr, store_machine_status, store_task_register,
 };
 use vmunit::arch::run_in_user_mode;
 use vmunit::{Vector, prefix, report, report_skip, report_summary};
 
 vmunit::main!(main);
-
-/// CR4.UMIP.
-const CR4_UMIP: u64 = 1 << 11;
 
 /// The instructions UMIP covers, each as a function to run at CPL 3.
 const INSTRUCTIONS: [(&str, fn()); 5] = [
@@ -36,7 +34,7 @@ const INSTRUCTIONS: [(&str, fn()); 5] = [
 ];
 
 fn main(_args: &[&str]) -> i32 {
-    if !has_feature(7, 0, Register::Ecx, 2) {
+    if !Feature::Umip.supported() {
         report_skip!("UMIP: CPUID.7.0:ECX[2] is clear");
         return report_summary();
     }
@@ -48,7 +46,7 @@ fn main(_args: &[&str]) -> i32 {
             report!(result.is_ok(), "{name} at CPL 3 runs (got {result:x?})");
         }
     }
-    let set = write_cr4_safe(cr4 | CR4_UMIP);
+    let set = try_write_cr4(cr4 | Cr4Flags::USER_MODE_INSTRUCTION_PREVENTION.bits());
     report!(set.is_ok(), "CR4.UMIP can be set (got {set:x?})");
     {
         let _prefix = prefix("UMIP set");
@@ -63,6 +61,6 @@ fn main(_args: &[&str]) -> i32 {
             );
         }
     }
-    report!(write_cr4_safe(cr4).is_ok(), "CR4 is restored to {cr4:#x}");
+    report!(try_write_cr4(cr4).is_ok(), "CR4 is restored to {cr4:#x}");
     report_summary()
 }

@@ -19,12 +19,14 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use vmunit::arch::acpi::pm_timer;
 use vmunit::arch::apic::{self, register};
-use vmunit::arch::debug::{read_dr7_unchecked, write_dr7_unchecked};
-use vmunit::arch::exceptions::wait_for_interrupt;
-use vmunit::arch::instructions::{
-    HypercallInstruction, Register, cpu_vendor, cpuid, has_feature, hypervisor_signature, in_u32, rdmsr_safe,
-    rdtsc, read_cr0, read_cr4, read_cr8, write_cr0_safe, write_cr4_safe, write_cr8, wrmsr_safe,
+use vmunit::arch::control::{
+    Cr0Flags, Cr4Flags, read_cr0, read_cr4, read_cr8, try_write_cr0, try_write_cr4, write_cr8,
 };
+use vmunit::arch::cpuid::{Feature, cpuid, hypervisor_signature, vendor_string};
+use vmunit::arch::debug::{dr7, read_dr7, write_dr7};
+use vmunit::arch::exceptions::wait_for_interrupt;
+use vmunit::arch::instructions::{HypercallInstruction, in_u32, kvm, rdtsc};
+use vmunit::arch::msr::{self, try_rdmsr, try_wrmsr};
 use vmunit::arch::probes::interrupt_window;
 use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu, on_cpu_async, on_cpus};
 use vmunit::arch::{interrupts, set_interrupt_handler};
@@ -52,19 +54,8 @@ const VECTOR: u8 = 0xb0;
 /// A task priority whose class (0xf) holds `VECTOR` (class 0xb) pending.
 const BLOCKING_PRIORITY: u32 = 0xf0;
 
-const IA32_TSC_ADJUST: u32 = 0x3b;
-const IA32_TSC_DEADLINE: u32 = 0x6e0;
-const IA32_KERNEL_GS_BASE: u32 = 0xc000_0102;
-/// LVT timer mode TSC-deadline (bits 18:17 = 10b).
-const LVT_TIMER_TSC_DEADLINE: u32 = 0b10 << 17;
-const CR0_WP: u64 = 1 << 16;
-const CR4_PGE: u64 = 1 << 7;
-/// DR7's always-one bit 10.
-const DR7_FIXED: u64 = 0x400;
-/// DR7.LE (local exact breakpoint): harmless to toggle, it enables no breakpoint.
-const DR7_LE: u64 = 1 << 8;
 /// KVM's answer to an unknown hypercall: -KVM_ENOSYS.
-const KVM_ENOSYS: u64 = (-1000i64) as u64;
+const KVM_UNKNOWN_HYPERCALL: u64 = kvm::failure(kvm::ENOSYS);
 /// A port nothing decodes: reads return all ones (kvm-unit-tests' inl_from_qemu).
 const UNASSIGNED_PORT: u16 = 0x1234;
 
@@ -166,7 +157,7 @@ fn wait_past(counter: &AtomicU64, value: u64) -> bool {
 
 fn cpuid_benchmark(_name: &str) -> Option<Sample> {
     let expected = cpuid(0, 0);
-    let vendor = cpu_vendor();
+    let vendor = vendor_string();
     let shown = core::str::from_utf8(&vendor).unwrap_or("?");
     report!(
         vendor.iter().all(u8::is_ascii_graphic),
@@ -194,7 +185,7 @@ static HYPERCALL_ENOSYS: AtomicU64 = AtomicU64::new(0);
 static HYPERCALL_UNDEFINED: AtomicU64 = AtomicU64::new(0);
 
 fn hypercall_benchmark(_name: &str) -> Option<Sample> {
-    let vendor = cpu_vendor();
+    let vendor = vendor_string();
     let amd = vendor == *b"AuthenticAMD" || vendor == *b"HygonGenuine";
     let hypercall = if amd {
         HypercallInstruction::Vmmcall
@@ -217,7 +208,7 @@ fn hypercall_benchmark(_name: &str) -> Option<Sample> {
         on_cpus(|| {
             for _ in 0..iterations {
                 let counter = match catch_exception(|| hypercall.call(0)) {
-                    Ok(KVM_ENOSYS) => &HYPERCALL_ENOSYS,
+                    Ok(KVM_UNKNOWN_HYPERCALL) => &HYPERCALL_ENOSYS,
                     Err(exception) if exception.vector == Vector::UD => &HYPERCALL_UNDEFINED,
                     _ => &other,
                 };
@@ -342,11 +333,16 @@ fn inl_from_qemu(_name: &str) -> Option<Sample> {
 fn mov_dr(_name: &str) -> Option<Sample> {
     let (sample, errors) = measure_parallel(|iterations| {
         for index in 0..iterations {
-            write_dr7_unchecked(DR7_FIXED | if index % 2 == 1 { DR7_LE } else { 0 });
+            write_dr7(dr7::FIXED_1 | if index % 2 == 1 { dr7::LOCAL_EXACT } else { 0 });
         }
-        let expected = DR7_FIXED | if (iterations - 1) % 2 == 1 { DR7_LE } else { 0 };
-        let read_back = read_dr7_unchecked();
-        write_dr7_unchecked(DR7_FIXED);
+        let expected = dr7::FIXED_1
+            | if (iterations - 1) % 2 == 1 {
+                dr7::LOCAL_EXACT
+            } else {
+                0
+            };
+        let read_back = read_dr7();
+        write_dr7(dr7::FIXED_1);
         u64::from(read_back != expected)
     });
     report!(
@@ -377,7 +373,7 @@ fn count_timer_interrupt(_vector: u8) {
 }
 
 fn tsc_deadline(name: &str) -> Option<Sample> {
-    if !has_feature(1, 0, Register::Ecx, 24) {
+    if !Feature::TscDeadlineTimer.supported() {
         report_skip!("no TSC-deadline timer: CPUID.1:ECX[24] is clear");
         return None;
     }
@@ -385,7 +381,7 @@ fn tsc_deadline(name: &str) -> Option<Sample> {
     // kvm-unit-tests: 3000 cycles ahead, or the present (already passed once written).
     let ahead = if immediate { 0 } else { 3000 };
     set_interrupt_handler(VECTOR, Some(count_timer_interrupt));
-    apic::write(register::TIMER, LVT_TIMER_TSC_DEADLINE | u32::from(VECTOR));
+    apic::write(register::TIMER, apic::TIMER_TSC_DEADLINE | u32::from(VECTOR));
     let missing = AtomicU64::new(0);
     let faults = AtomicU64::new(0);
     interrupts::enable();
@@ -397,7 +393,7 @@ fn tsc_deadline(name: &str) -> Option<Sample> {
         for index in 0..iterations {
             let deadline = rdtsc() + ahead;
             DEADLINE.store(deadline, Ordering::SeqCst);
-            if wrmsr_safe(IA32_TSC_DEADLINE, deadline).is_err() {
+            if try_wrmsr(msr::IA32_TSC_DEADLINE, deadline).is_err() {
                 faults.fetch_add(1, Ordering::SeqCst);
             }
             if !wait_past(&INTERRUPTS, index) {
@@ -407,7 +403,7 @@ fn tsc_deadline(name: &str) -> Option<Sample> {
         }
     });
     interrupts::disable();
-    let cleared = rdmsr_safe(IA32_TSC_DEADLINE);
+    let cleared = try_rdmsr(msr::IA32_TSC_DEADLINE);
     apic::write(register::TIMER, apic::MASKED);
     set_interrupt_handler(VECTOR, None);
     let fired = INTERRUPTS.load(Ordering::SeqCst);
@@ -454,11 +450,11 @@ fn self_ipi(name: &str) -> Option<Sample> {
         x2apic: name.starts_with("x2apic"),
     };
     if variant.x2apic {
-        if !apic::x2apic_supported() {
+        if !Feature::X2apic.supported() {
             report_skip!("no x2APIC: CPUID.1:ECX[21] is clear");
             return None;
         }
-        let enabled = apic::enable_x2apic();
+        let enabled = apic::try_enable_x2apic();
         report!(
             enabled.is_ok(),
             "the APIC switches to x2APIC mode (got {enabled:x?})"
@@ -561,7 +557,7 @@ fn self_ipi(name: &str) -> Option<Sample> {
         },
     );
     if variant.x2apic {
-        let back = apic::return_to_xapic();
+        let back = apic::try_return_to_xapic();
         report!(back.is_ok(), "the APIC returns to xAPIC mode (got {back:x?})");
     }
     Some(sample)
@@ -669,10 +665,10 @@ fn wr_kernel_gs_base(_name: &str) -> Option<Sample> {
     let (sample, errors) = measure_parallel(|iterations| {
         let mut faults = 0;
         for index in 0..iterations {
-            faults += u64::from(wrmsr_safe(IA32_KERNEL_GS_BASE, index << 12).is_err());
+            faults += u64::from(try_wrmsr(msr::IA32_KERNEL_GS_BASE, index << 12).is_err());
         }
-        let read_back = rdmsr_safe(IA32_KERNEL_GS_BASE);
-        let _ = wrmsr_safe(IA32_KERNEL_GS_BASE, 0);
+        let read_back = try_rdmsr(msr::IA32_KERNEL_GS_BASE);
+        let _ = try_wrmsr(msr::IA32_KERNEL_GS_BASE, 0);
         faults + u64::from(read_back != Ok((iterations - 1) << 12))
     });
     report!(
@@ -684,21 +680,21 @@ fn wr_kernel_gs_base(_name: &str) -> Option<Sample> {
 }
 
 fn tsc_adjust(name: &str) -> Option<Sample> {
-    if !has_feature(7, 0, Register::Ebx, 1) {
+    if !Feature::TscAdjust.supported() {
         report_skip!("no IA32_TSC_ADJUST: CPUID.7.0:EBX[1] is clear");
         return None;
     }
     let write = name.starts_with("wr");
     let (sample, errors) = measure_parallel(|iterations| {
-        let mut wrong = u64::from(wrmsr_safe(IA32_TSC_ADJUST, 0).is_err());
+        let mut wrong = u64::from(try_wrmsr(msr::IA32_TSC_ADJUST, 0).is_err());
         for _ in 0..iterations {
             wrong += if write {
-                u64::from(wrmsr_safe(IA32_TSC_ADJUST, 0).is_err())
+                u64::from(try_wrmsr(msr::IA32_TSC_ADJUST, 0).is_err())
             } else {
-                u64::from(rdmsr_safe(IA32_TSC_ADJUST) != Ok(0))
+                u64::from(try_rdmsr(msr::IA32_TSC_ADJUST) != Ok(0))
             };
         }
-        wrong + u64::from(rdmsr_safe(IA32_TSC_ADJUST) != Ok(0))
+        wrong + u64::from(try_rdmsr(msr::IA32_TSC_ADJUST) != Ok(0))
     });
     let operation = if write { "WRMSR of 0 to" } else { "RDMSR of" };
     report!(
@@ -714,12 +710,12 @@ fn toggle_cr0_wp(_name: &str) -> Option<Sample> {
     let (sample, errors) = measure_parallel(|iterations| {
         let mut wrong = 0;
         for _ in 0..iterations {
-            let cleared = write_cr0_safe(original & !CR0_WP);
-            wrong += u64::from(cleared.is_err() || read_cr0() & CR0_WP != 0);
-            let set = write_cr0_safe(original | CR0_WP);
-            wrong += u64::from(set.is_err() || read_cr0() & CR0_WP == 0);
+            let cleared = try_write_cr0(original & !Cr0Flags::WRITE_PROTECT.bits());
+            wrong += u64::from(cleared.is_err() || read_cr0() & Cr0Flags::WRITE_PROTECT.bits() != 0);
+            let set = try_write_cr0(original | Cr0Flags::WRITE_PROTECT.bits());
+            wrong += u64::from(set.is_err() || read_cr0() & Cr0Flags::WRITE_PROTECT.bits() == 0);
         }
-        let _ = write_cr0_safe(original);
+        let _ = try_write_cr0(original);
         wrong
     });
     report!(
@@ -730,11 +726,11 @@ fn toggle_cr0_wp(_name: &str) -> Option<Sample> {
     // What WP does: supervisor writes to a read-only page fault only with it set.
     let page = TestPage::new();
     page.protect(Protection::READ_ONLY);
-    let _ = write_cr0_safe(original & !CR0_WP);
+    let _ = try_write_cr0(original & !Cr0Flags::WRITE_PROTECT.bits());
     let without = page.write(0, 1);
-    let _ = write_cr0_safe(original | CR0_WP);
+    let _ = try_write_cr0(original | Cr0Flags::WRITE_PROTECT.bits());
     let with = page.write(0, 2);
-    let _ = write_cr0_safe(original);
+    let _ = try_write_cr0(original);
     report!(
         without.is_ok(),
         "with CR0.WP clear, a supervisor write to a read-only page succeeds (got {without:x?})"
@@ -751,9 +747,9 @@ fn toggle_cr4_pge(_name: &str) -> Option<Sample> {
     let (sample, errors) = measure_parallel(|iterations| {
         let mut wrong = 0;
         for _ in 0..iterations {
-            let flipped = write_cr4_safe(original ^ CR4_PGE);
-            wrong += u64::from(flipped.is_err() || read_cr4() != original ^ CR4_PGE);
-            let restored = write_cr4_safe(original);
+            let flipped = try_write_cr4(original ^ Cr4Flags::PAGE_GLOBAL.bits());
+            wrong += u64::from(flipped.is_err() || read_cr4() != original ^ Cr4Flags::PAGE_GLOBAL.bits());
+            let restored = try_write_cr4(original);
             wrong += u64::from(restored.is_err() || read_cr4() != original);
         }
         wrong
@@ -762,7 +758,11 @@ fn toggle_cr4_pge(_name: &str) -> Option<Sample> {
         errors == 0,
         "{} toggles of CR4.PGE (from {}) on each CPU read back as written (got {errors} wrong)",
         sample.iterations,
-        if original & CR4_PGE != 0 { "set" } else { "clear" }
+        if original & Cr4Flags::PAGE_GLOBAL.bits() != 0 {
+            "set"
+        } else {
+            "clear"
+        }
     );
     Some(sample)
 }

@@ -14,14 +14,13 @@ extern crate alloc;
 
 use alloc::vec::Vec;
 
+use vmunit::arch::control::{Cr4Flags, read_cr0, read_cr4, try_write_cr0, try_write_cr4};
+use vmunit::arch::cpuid::{Feature, cpuid, is_tcg};
 use vmunit::arch::fpu::{
-    self, CR4_OSXSAVE, MXCSR_DEFAULT, XsaveArea, area_offset, avx_advertised, component, copy_through_ymm,
-    enable_sse, osxsave_reported, read_xmm0, set_osxsave, supported_xcr0, write_xmm0, xinuse_advertised,
-    xrstor_safe, xsave_advertised, xsave_safe,
+    self, MXCSR_DEFAULT, XsaveArea, area_offset, component, supported_xcr0, try_copy_through_ymm,
+    try_enable_sse, try_read_xmm0, try_set_osxsave, try_write_xmm0, try_xrstor, try_xsave,
 };
-use vmunit::arch::instructions::{
-    cpuid, is_tcg, read_cr0, read_cr4, write_cr0_safe, write_cr4_safe, xgetbv_safe, xsetbv_safe,
-};
+use vmunit::arch::instructions::{try_xgetbv, try_xsetbv};
 use vmunit::environment::instruction_emulating_kvm;
 use vmunit::{Exception, Vector, known_failure, prefix, report, report_info, report_skip, report_summary};
 
@@ -46,8 +45,8 @@ fn main(args: &[&str]) -> i32 {
     report_info!(
         "CPUID.1:ECX {:#x} (XSAVE {}, AVX {}), XCR0 support {:#x}, CR4 {cr4:#x}",
         cpuid(1, 0).ecx,
-        xsave_advertised(),
-        avx_advertised(),
+        Feature::Xsave.supported(),
+        Feature::Avx.supported(),
         supported_xcr0()
     );
     if args.contains(&"disabled") {
@@ -56,27 +55,27 @@ fn main(args: &[&str]) -> i32 {
             "kvm_pvm's guest CPUID shows the host's XSAVE whatever QEMU's -cpu says",
             || {
                 report!(
-                    !xsave_advertised(),
+                    !Feature::Xsave.supported(),
                     "CPUID.1:ECX.XSAVE is clear, as -cpu ...,-xsave asks"
                 )
             },
         );
     }
     osxsave_clear();
-    if xsave_advertised() {
+    if Feature::Xsave.supported() {
         xsave_enabled();
     } else {
         xsave_not_advertised();
     }
-    let restored = write_cr4_safe(cr4).and_then(|()| write_cr0_safe(cr0));
+    let restored = try_write_cr4(cr4).and_then(|()| try_write_cr0(cr0));
     report!(
         restored.is_ok(),
         "CR0 and CR4 are restored to {cr0:#x}, {cr4:#x} (got {restored:x?})"
     );
     report!(
-        osxsave_reported() == (cr4 & CR4_OSXSAVE != 0),
+        Feature::Osxsave.supported() == (cr4 & Cr4Flags::OSXSAVE.bits() != 0),
         "CPUID.1:ECX.OSXSAVE follows CR4.OSXSAVE again ({})",
-        cr4 & CR4_OSXSAVE != 0
+        cr4 & Cr4Flags::OSXSAVE.bits() != 0
     );
     report_summary()
 }
@@ -84,31 +83,31 @@ fn main(args: &[&str]) -> i32 {
 /// With CR4.OSXSAVE clear: CPUID.1:ECX.OSXSAVE reads 0, and the XSAVE instructions are #UD.
 fn osxsave_clear() {
     let _prefix = prefix("OSXSAVE clear");
-    let cleared = set_osxsave(false);
+    let cleared = try_set_osxsave(false);
     report!(cleared.is_ok(), "CR4.OSXSAVE can be cleared (got {cleared:x?})");
-    report!(!osxsave_reported(), "CPUID.1:ECX.OSXSAVE reads 0");
+    report!(!Feature::Osxsave.supported(), "CPUID.1:ECX.OSXSAVE reads 0");
     if instruction_emulating_kvm() {
         report_skip!("XGETBV, XSETBV and XSAVE raising #UD: {KVM_PVM_STOPS}");
         return;
     }
-    let read = xgetbv_safe(0);
+    let read = try_xgetbv(0);
     report!(raises(&read, Vector::UD), "XGETBV(0) raises #UD (got {read:x?})");
-    let write = xsetbv_safe(0, X87_SSE);
+    let write = try_xsetbv(0, X87_SSE);
     report!(
         raises(&write, Vector::UD),
         "XSETBV(0, x87|SSE) raises #UD (got {write:x?})"
     );
     let mut area = XsaveArea::new();
-    let save = xsave_safe(&mut area, 0, X87_SSE);
+    let save = try_xsave(&mut area, 0, X87_SSE);
     report!(raises(&save, Vector::UD), "XSAVE raises #UD (got {save:x?})");
 }
 
 /// Without XSAVE: CR4.OSXSAVE cannot be set.
 fn xsave_not_advertised() {
     let _prefix = prefix("XSAVE not advertised");
-    let set = set_osxsave(true);
+    let set = try_set_osxsave(true);
     if set.is_ok() {
-        let _ = set_osxsave(false);
+        let _ = try_set_osxsave(false);
     }
     let tcg = is_tcg();
     known_failure(
@@ -121,9 +120,9 @@ fn xsave_not_advertised() {
             )
         },
     );
-    report!(!osxsave_reported(), "CPUID.1:ECX.OSXSAVE still reads 0");
+    report!(!Feature::Osxsave.supported(), "CPUID.1:ECX.OSXSAVE still reads 0");
     report!(
-        read_cr4() & CR4_OSXSAVE == 0,
+        read_cr4() & Cr4Flags::OSXSAVE.bits() == 0,
         "CR4.OSXSAVE is still clear (CR4 {:#x})",
         read_cr4()
     );
@@ -136,11 +135,11 @@ fn xsave_enabled() {
         supported & X87_SSE == X87_SSE,
         "CPUID.(0xD,0) supports x87 and SSE state in XCR0 (got {supported:#x})"
     );
-    let set = set_osxsave(true);
+    let set = try_set_osxsave(true);
     report!(set.is_ok(), "CR4.OSXSAVE can be set (got {set:x?})");
-    report!(osxsave_reported(), "CPUID.1:ECX.OSXSAVE reads 1");
+    report!(Feature::Osxsave.supported(), "CPUID.1:ECX.OSXSAVE reads 1");
     report!(
-        read_cr4() & CR4_OSXSAVE != 0,
+        read_cr4() & Cr4Flags::OSXSAVE.bits() != 0,
         "CR4.OSXSAVE reads back set (CR4 {:#x})",
         read_cr4()
     );
@@ -148,12 +147,12 @@ fn xsave_enabled() {
         report_skip!("XCR0 values, XCRs, AVX, XINUSE, XSAVE and XRSTOR: {KVM_PVM_STOPS}");
         return;
     }
-    let original = xgetbv_safe(0);
+    let original = try_xgetbv(0);
     report!(
         matches!(original, Ok(value) if value & component::X87 != 0 && value & !supported == 0),
         "XGETBV(0) reads XCR0 with x87 set and only supported bits (got {original:x?})"
     );
-    let sse = enable_sse();
+    let sse = try_enable_sse();
     report!(sse.is_ok(), "SSE can be enabled in CR0/CR4 (got {sse:x?})");
     legal_xcr0_values(supported);
     avx(supported);
@@ -161,7 +160,7 @@ fn xsave_enabled() {
     unsupported_xcrs();
     xinuse();
     save_and_restore();
-    let restored = xsetbv_safe(0, original.unwrap_or(component::X87));
+    let restored = try_xsetbv(0, original.unwrap_or(component::X87));
     report!(
         restored.is_ok(),
         "XCR0 is restored to {original:x?} (got {restored:x?})"
@@ -169,8 +168,8 @@ fn xsave_enabled() {
 }
 
 /// Writes `value` to XCR0 and reads it back.
-fn write_xcr0(value: u64) -> (Result<(), Exception>, Result<u64, Exception>) {
-    (xsetbv_safe(0, value), xgetbv_safe(0))
+fn try_write_xcr0(value: u64) -> (Result<(), Exception>, Result<u64, Exception>) {
+    (try_xsetbv(0, value), try_xgetbv(0))
 }
 
 /// The XSAVE area size CPUID.(0xD,0):EBX must report for `xcr0` (standard format): the
@@ -192,7 +191,7 @@ fn legal_xcr0_values(supported: u64) {
         values.push(X87_SSE | component::YMM);
     }
     for value in values {
-        let (set, read) = write_xcr0(value);
+        let (set, read) = try_write_xcr0(value);
         report!(
             set.is_ok() && read == Ok(value),
             "XSETBV(0, {value:#x}) works and XGETBV(0) reads it back (got {set:x?}, {read:x?})"
@@ -208,19 +207,19 @@ fn legal_xcr0_values(supported: u64) {
 
 fn avx(supported: u64) {
     let _prefix = prefix("AVX");
-    if supported & component::YMM == 0 || !avx_advertised() {
+    if supported & component::YMM == 0 || !Feature::Avx.supported() {
         report_skip!("CPUID advertises no AVX or no YMM state (XCR0 support {supported:#x})");
         return;
     }
     let source: [u8; 32] = core::array::from_fn(|index| (index as u8).wrapping_mul(37) ^ 0x5a);
-    let (set, _) = write_xcr0(X87_SSE | component::YMM);
-    let copy = copy_through_ymm(&source);
+    let (set, _) = try_write_xcr0(X87_SSE | component::YMM);
+    let copy = try_copy_through_ymm(&source);
     report!(
         set.is_ok() && copy == Ok(source),
         "with XCR0 = x87|SSE|YMM, VMOVDQU/VMOVDQA copy 32 bytes through YMM0 and YMM15 (got {copy:x?})"
     );
-    let (set, _) = write_xcr0(X87_SSE);
-    let copy = copy_through_ymm(&source);
+    let (set, _) = try_write_xcr0(X87_SSE);
+    let copy = try_copy_through_ymm(&source);
     report!(
         set.is_ok() && raises(&copy, Vector::UD),
         "with XCR0 = x87|SSE, a 256-bit VMOVDQU raises #UD (got {copy:x?})"
@@ -229,14 +228,14 @@ fn avx(supported: u64) {
 
 fn illegal_xcr0_values(supported: u64) {
     let _prefix = prefix("illegal XCR0");
-    let _ = write_xcr0(X87_SSE);
+    let _ = try_write_xcr0(X87_SSE);
     let mut values = alloc::vec![(0, "nothing"), (component::SSE, "SSE without x87")];
     if supported & component::YMM != 0 {
         values.push((component::YMM, "YMM alone"));
         values.push((component::X87 | component::YMM, "YMM without SSE"));
     }
     for (value, what) in values {
-        let (set, read) = write_xcr0(value);
+        let (set, read) = try_write_xcr0(value);
         report!(
             raises(&set, Vector::GP) && read == Ok(X87_SSE),
             "XSETBV(0, {value:#x}) ({what}) raises #GP and leaves XCR0 alone (got {set:x?}, {read:x?})"
@@ -247,9 +246,9 @@ fn illegal_xcr0_values(supported: u64) {
         .iter()
         .copied()
         .filter(|&bit| {
-            let set = xsetbv_safe(0, X87_SSE | (1 << bit));
+            let set = try_xsetbv(0, X87_SSE | (1 << bit));
             if set.is_ok() {
-                let _ = xsetbv_safe(0, X87_SSE);
+                let _ = try_xsetbv(0, X87_SSE);
             }
             !raises(&set, Vector::GP)
         })
@@ -268,7 +267,7 @@ fn unsupported_xcrs() {
     let read_misses: Vec<u32> = indexes
         .iter()
         .copied()
-        .filter(|&index| index != 1 && !raises(&xgetbv_safe(index), Vector::GP))
+        .filter(|&index| index != 1 && !raises(&try_xgetbv(index), Vector::GP))
         .collect();
     report!(
         read_misses.is_empty(),
@@ -278,7 +277,7 @@ fn unsupported_xcrs() {
         let write_misses: Vec<u32> = indexes
             .iter()
             .copied()
-            .filter(|&index| !raises(&xsetbv_safe(index, value), Vector::GP))
+            .filter(|&index| !raises(&try_xsetbv(index, value), Vector::GP))
             .collect();
         report!(
             write_misses.is_empty(),
@@ -290,17 +289,17 @@ fn unsupported_xcrs() {
 /// XGETBV(1) reads XCR0 AND XINUSE where CPUID.(0xD,1):EAX[2] says so, and is #GP elsewhere.
 fn xinuse() {
     let _prefix = prefix("XINUSE");
-    let _ = write_xcr0(X87_SSE);
-    if !xinuse_advertised() {
-        let read = xgetbv_safe(1);
+    let _ = try_write_xcr0(X87_SSE);
+    if !Feature::Xgetbv1.supported() {
+        let read = try_xgetbv(1);
         report!(
             raises(&read, Vector::GP),
             "without CPUID.(0xD,1):EAX[2], XGETBV(1) raises #GP (got {read:x?})"
         );
         return;
     }
-    let loaded = write_xmm0(PATTERN);
-    let read = xgetbv_safe(1);
+    let loaded = try_write_xmm0(PATTERN);
+    let read = try_xgetbv(1);
     report!(
         loaded.is_ok() && matches!(read, Ok(value) if value & !X87_SSE == 0),
         "XGETBV(1) reads a subset of XCR0 = x87|SSE (got {read:x?})"
@@ -313,10 +312,10 @@ fn xinuse() {
 
 fn save_and_restore() {
     let _prefix = prefix("XSAVE/XRSTOR");
-    let _ = write_xcr0(X87_SSE);
+    let _ = try_write_xcr0(X87_SSE);
     let mut area = XsaveArea::new();
-    let loaded = write_xmm0(PATTERN);
-    let saved = xsave_safe(&mut area, 0, X87_SSE);
+    let loaded = try_write_xmm0(PATTERN);
+    let saved = try_xsave(&mut area, 0, X87_SSE);
     report!(
         loaded.is_ok() && saved.is_ok(),
         "XSAVE of x87|SSE works (got {loaded:x?}, {saved:x?})"
@@ -336,43 +335,43 @@ fn save_and_restore() {
     let compacted = area.word(area_offset::XCOMP_BV);
     report!(compacted == 0, "XSAVE leaves XCOMP_BV zero (got {compacted:#x})");
 
-    let cleared = write_xmm0(0);
-    let restored = xrstor_safe(&mut area, 0, X87_SSE);
-    let xmm0 = read_xmm0();
+    let cleared = try_write_xmm0(0);
+    let restored = try_xrstor(&mut area, 0, X87_SSE);
+    let xmm0 = try_read_xmm0();
     report!(
         cleared.is_ok() && restored.is_ok() && xmm0 == Ok(PATTERN),
         "XRSTOR loads XMM0 back from the area (got {restored:x?}, XMM0 {xmm0:x?})"
     );
 
     area.set_word(area_offset::XSTATE_BV, state & !component::SSE);
-    let restored = xrstor_safe(&mut area, 0, X87_SSE);
-    let xmm0 = read_xmm0();
+    let restored = try_xrstor(&mut area, 0, X87_SSE);
+    let xmm0 = try_read_xmm0();
     report!(
         restored.is_ok() && xmm0 == Ok(0),
         "XRSTOR with XSTATE_BV.SSE clear initialises XMM0 to 0 (got {restored:x?}, XMM0 {xmm0:x?})"
     );
 
     let mut fresh = XsaveArea::new();
-    let loaded = write_xmm0(PATTERN);
-    let saved = xsave_safe(&mut fresh, 0, component::X87);
+    let loaded = try_write_xmm0(PATTERN);
+    let saved = try_xsave(&mut fresh, 0, component::X87);
     let slot = fresh.vector(area_offset::XMM0);
     report!(
         loaded.is_ok() && saved.is_ok() && slot == 0,
         "XSAVE of x87 alone leaves the XMM0 slot untouched (got {saved:x?}, slot {slot:#x})"
     );
 
-    let misaligned = xsave_safe(&mut area, 8, X87_SSE);
+    let misaligned = try_xsave(&mut area, 8, X87_SSE);
     report!(
         raises(&misaligned, Vector::GP),
         "XSAVE to an area not 64-byte aligned raises #GP (got {misaligned:x?})"
     );
-    let misaligned = xrstor_safe(&mut area, 8, X87_SSE);
+    let misaligned = try_xrstor(&mut area, 8, X87_SSE);
     report!(
         raises(&misaligned, Vector::GP),
         "XRSTOR from an area not 64-byte aligned raises #GP (got {misaligned:x?})"
     );
     area.set_word(area_offset::XSTATE_BV, state | component::YMM);
-    let invalid = xrstor_safe(&mut area, 0, X87_SSE);
+    let invalid = try_xrstor(&mut area, 0, X87_SSE);
     report!(
         raises(&invalid, Vector::GP),
         "XRSTOR with XSTATE_BV bit YMM set outside XCR0 = x87|SSE raises #GP (got {invalid:x?})"

@@ -15,26 +15,13 @@
 use alloc::vec::Vec;
 use core::arch::asm;
 
+use super::control::RFlags;
 use super::exceptions::{Exception, catch_exception};
-use super::instructions::{Register, has_feature, store_gdtr};
+use super::instructions::{store_gdtr, try_call_return};
 use crate::memory::{PAGE_SIZE, TestPage};
 
-/// CR4.SMEP (bit 20).
-pub const CR4_SMEP: u64 = 1 << 20;
-/// CR4.SMAP (bit 21).
-pub const CR4_SMAP: u64 = 1 << 21;
-/// RFLAGS.AC (bit 18): alignment check, and at CPL 0 with SMAP, "user access allowed".
-pub const RFLAGS_AC: u64 = 1 << 18;
-
-/// Whether CPUID.7.0:EBX[20] advertises SMAP (and with it STAC and CLAC).
-pub fn smap_advertised() -> bool {
-    has_feature(7, 0, Register::Ebx, 20)
-}
-
-/// Whether CPUID.7.0:EBX[7] advertises SMEP.
-pub fn smep_advertised() -> bool {
-    has_feature(7, 0, Register::Ebx, 7)
-}
+/// RFLAGS.AC: alignment check, and at CPL 0 with SMAP, "user access allowed".
+const RFLAGS_AC: u64 = RFlags::ALIGNMENT_CHECK.bits();
 
 /// How a probe sets RFLAGS.AC around its access.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -78,7 +65,7 @@ pub fn with_access_flag<R>(flag: AccessFlag, function: impl FnOnce() -> R) -> R 
 
 /// Runs STAC, reads RFLAGS, runs CLAC and reads RFLAGS again: returns RFLAGS.AC after each
 /// (true, false expected), or #UD where SMAP is not advertised (or at CPL 3).
-pub fn stac_clac() -> Result<(bool, bool), Exception> {
+pub fn try_stac_clac() -> Result<(bool, bool), Exception> {
     catch_exception(|| {
         let (after_stac, after_clac): (u64, u64);
         // SAFETY: STAC and CLAC only change RFLAGS.AC, which is clear again at the end (and
@@ -92,8 +79,8 @@ pub fn stac_clac() -> Result<(bool, bool), Exception> {
 }
 
 /// Runs STAC then CLAC without reading anything: for user mode (`run_in_user_mode`), where
-/// both raise #UD. Unlike [`stac_clac`] this does not catch the exception itself.
-pub fn stac_clac_unguarded() {
+/// both raise #UD. Unlike [`try_stac_clac`] this does not catch the exception itself.
+pub fn stac_clac() {
     // SAFETY: STAC and CLAC only change RFLAGS.AC, clear again at the end; a #UD goes to the
     // enclosing catch.
     unsafe { asm!("stac", "clac", options(nomem, nostack)) };
@@ -101,25 +88,24 @@ pub fn stac_clac_unguarded() {
 
 /// Reads the 64-bit word at `offset` in `page` through its mapping, with RFLAGS.AC as `flag`
 /// says: #PF when SMAP forbids it. Returns the word or the exception.
-pub fn read_with(flag: AccessFlag, page: &TestPage, offset: u64) -> Result<u64, Exception> {
+pub fn try_read_with(flag: AccessFlag, page: &TestPage, offset: u64) -> Result<u64, Exception> {
     with_access_flag(flag, || page.read(offset))
 }
 
 /// Writes the 64-bit word `value` at `offset` in `page` through its mapping, with RFLAGS.AC
 /// as `flag` says: #PF when SMAP (or CR0.WP with a read-only page) forbids it.
-pub fn write_with(flag: AccessFlag, page: &TestPage, offset: u64, value: u64) -> Result<(), Exception> {
+pub fn try_write_with(flag: AccessFlag, page: &TestPage, offset: u64, value: u64) -> Result<(), Exception> {
     with_access_flag(flag, || page.write(offset, value))
 }
 
-/// Calls the code at `offset` in `page` (store a `ret` there first, as for `TestPage::call`)
-/// with RFLAGS.AC as `flag` says: with CR4.SMEP set, a CPL-0 fetch from a user page raises
-/// #PF whatever AC says.
-pub fn call_with(flag: AccessFlag, page: &TestPage, offset: u64) -> Result<(), Exception> {
-    with_access_flag(flag, || page.call(offset))
+/// Stores RET at `offset` in `page` and calls it, as [`try_call_return`], with RFLAGS.AC as
+/// `flag` says: with CR4.SMEP set, a CPL-0 fetch from a user page raises #PF whatever AC says.
+pub fn try_call_with(flag: AccessFlag, page: &TestPage, offset: u64) -> Result<(), Exception> {
+    with_access_flag(flag, || try_call_return(page, offset))
 }
 
 /// A 64-bit data-segment descriptor (present, DPL 0, writable, accessed; base 0, limit 4 GiB)
-/// for the local descriptor tables of [`load_fs_from_ldt`]. The accessed bit is preset, so
+/// for the local descriptor tables of [`try_load_fs_from_ldt`]. The accessed bit is preset, so
 /// loading it reads the descriptor without writing it back.
 pub const DATA_SEGMENT_DESCRIPTOR: u64 = 0x00cf_9300_0000_ffff;
 
@@ -132,7 +118,7 @@ pub const DATA_SEGMENT_DESCRIPTOR: u64 = 0x00cf_9300_0000_ffff;
 /// the duration; the original GDT and a null LDTR are restored before returning. Interrupts
 /// are kept off meanwhile. Returns the #PF (or #GP/#NP for a bad descriptor) if the load
 /// faulted.
-pub fn load_fs_from_ldt(
+pub fn try_load_fs_from_ldt(
     page: &TestPage,
     entries: u16,
     index: u16,

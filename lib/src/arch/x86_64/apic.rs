@@ -1,11 +1,14 @@
 //! x86_64 local APIC: identity, end of interrupt, inter-processor interrupts and the LVT
-//! timer, in xAPIC mode (MMIO at 0xfee0_0000) or, per CPU after [`enable_x2apic`], in x2APIC
+//! timer, in xAPIC mode (MMIO at 0xfee0_0000) or, per CPU after [`try_enable_x2apic`], in x2APIC
 //! mode (MSRs 0x800 + offset / 16; a 64-bit ICR; the SELF IPI register).
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use super::exceptions::Exception;
-use super::instructions::{Register, has_feature, rdmsr_safe, wrmsr_safe};
+use super::msr::{
+    ApicBaseFlags, IA32_APIC_BASE, IA32_X2APIC_BASE, IA32_X2APIC_SELF_IPI, try_rdmsr, try_wrmsr,
+    try_wrmsr_unrestricted,
+};
 use super::smp::{MAX_CPUS, cpu_index};
 
 /// The xAPIC's physical (and, identity mapped, virtual) address.
@@ -50,17 +53,15 @@ const DELIVERY_STARTUP: u32 = 0b110 << 8;
 const ASSERT: u32 = 1 << 14;
 /// LVT mask bit.
 pub const MASKED: u32 = 1 << 16;
+/// LVT timer mode: periodic (bits 18:17 = 01).
+pub const TIMER_PERIODIC: u32 = 0b01 << 17;
+/// LVT timer mode: TSC-deadline (bits 18:17 = 10), armed through IA32_TSC_DEADLINE.
+pub const TIMER_TSC_DEADLINE: u32 = 0b10 << 17;
 
-/// IA32_APIC_BASE and its mode bits.
-pub const APIC_BASE_MSR: u32 = 0x1b;
 /// IA32_APIC_BASE.EN: the APIC is enabled.
-pub const GLOBAL_ENABLE: u64 = 1 << 11;
+const GLOBAL_ENABLE: u64 = ApicBaseFlags::LAPIC_ENABLE.bits();
 /// IA32_APIC_BASE.EXTD: x2APIC mode.
-pub const EXTENDED_MODE: u64 = 1 << 10;
-/// The first x2APIC MSR; register `offset` is MSR `X2APIC_MSR_BASE + offset / 16`.
-pub const X2APIC_MSR_BASE: u32 = 0x800;
-/// The x2APIC SELF IPI register (no xAPIC counterpart).
-pub const SELF_IPI_MSR: u32 = 0x83f;
+const EXTENDED_MODE: u64 = ApicBaseFlags::X2APIC_ENABLE.bits();
 
 /// Which CPUs run their APIC in x2APIC mode.
 static X2APIC: [AtomicBool; MAX_CPUS] = [const { AtomicBool::new(false) }; MAX_CPUS];
@@ -72,13 +73,13 @@ pub fn x2apic_mode() -> bool {
 
 /// The x2APIC MSR of register `offset`.
 pub fn msr_of(offset: u64) -> u32 {
-    X2APIC_MSR_BASE + (offset >> 4) as u32
+    IA32_X2APIC_BASE + (offset >> 4) as u32
 }
 
 /// Reads an APIC register (through MMIO or its x2APIC MSR, as this CPU's mode says).
 pub fn read(offset: u64) -> u32 {
     if x2apic_mode() {
-        return rdmsr_safe(msr_of(offset)).unwrap_or(0) as u32;
+        return try_rdmsr(msr_of(offset)).unwrap_or(0) as u32;
     }
     // SAFETY: the xAPIC page is identity mapped; reading its registers has no side effect
     // on memory (the offsets the runtime uses have none on the APIC either).
@@ -88,22 +89,19 @@ pub fn read(offset: u64) -> u32 {
 /// Writes an APIC register: a hardware poke (IPIs, timer, priorities), not a memory write.
 pub fn write(offset: u64, value: u32) {
     if x2apic_mode() {
-        let _ = wrmsr_safe(msr_of(offset), u64::from(value));
+        let _ = try_wrmsr(msr_of(offset), u64::from(value));
         return;
     }
     // SAFETY: as for `read`; a register write changes APIC state, not memory.
     unsafe { ((BASE + offset) as usize as *mut u32).write_volatile(value) };
 }
 
-/// Whether CPUID advertises x2APIC (CPUID.1:ECX[21]).
-pub fn x2apic_supported() -> bool {
-    has_feature(1, 0, Register::Ecx, 21)
-}
-
 /// Switches this CPU's APIC to x2APIC mode (IA32_APIC_BASE.EXTD), or returns the #GP.
-pub fn enable_x2apic() -> Result<(), Exception> {
-    let base = rdmsr_safe(APIC_BASE_MSR)?;
-    wrmsr_safe(APIC_BASE_MSR, base | GLOBAL_ENABLE | EXTENDED_MODE)?;
+pub fn try_enable_x2apic() -> Result<(), Exception> {
+    let base = try_rdmsr(IA32_APIC_BASE)?;
+    // SAFETY: the base stays; the mode changes together with the runtime's record of it, with
+    // no APIC access in between.
+    unsafe { try_wrmsr_unrestricted(IA32_APIC_BASE, base | GLOBAL_ENABLE | EXTENDED_MODE)? };
     X2APIC[cpu_index()].store(true, Ordering::Relaxed);
     enable();
     Ok(())
@@ -113,7 +111,7 @@ pub fn enable_x2apic() -> Result<(), Exception> {
 pub fn enable_x2apic_everywhere() -> usize {
     let switched = core::sync::atomic::AtomicUsize::new(0);
     super::smp::on_cpus(|| {
-        if enable_x2apic().is_ok() {
+        if try_enable_x2apic().is_ok() {
             switched.fetch_add(1, Ordering::SeqCst);
         }
     });
@@ -122,11 +120,13 @@ pub fn enable_x2apic_everywhere() -> usize {
 
 /// Back from x2APIC to xAPIC mode the only legal way: disabled first, then enabled (the APIC's
 /// state is reset on the way). Returns the #GP if a step faults.
-pub fn return_to_xapic() -> Result<(), Exception> {
-    let base = rdmsr_safe(APIC_BASE_MSR)?;
-    wrmsr_safe(APIC_BASE_MSR, base & !(GLOBAL_ENABLE | EXTENDED_MODE))?;
+pub fn try_return_to_xapic() -> Result<(), Exception> {
+    let base = try_rdmsr(IA32_APIC_BASE)?;
+    // SAFETY: as in `try_enable_x2apic`: the base stays and the record follows the mode.
+    unsafe { try_wrmsr_unrestricted(IA32_APIC_BASE, base & !(GLOBAL_ENABLE | EXTENDED_MODE))? };
     X2APIC[cpu_index()].store(false, Ordering::Relaxed);
-    wrmsr_safe(APIC_BASE_MSR, (base & !EXTENDED_MODE) | GLOBAL_ENABLE)?;
+    // SAFETY: as above.
+    unsafe { try_wrmsr_unrestricted(IA32_APIC_BASE, (base & !EXTENDED_MODE) | GLOBAL_ENABLE)? };
     enable();
     Ok(())
 }
@@ -134,7 +134,7 @@ pub fn return_to_xapic() -> Result<(), Exception> {
 /// Reads this CPU's mode from IA32_APIC_BASE.EXTD into the runtime's record (after an INIT,
 /// whatever the hypervisor made of it).
 pub(crate) fn refresh_mode() {
-    let extended = rdmsr_safe(APIC_BASE_MSR).is_ok_and(|base| base & EXTENDED_MODE != 0);
+    let extended = try_rdmsr(IA32_APIC_BASE).is_ok_and(|base| base & EXTENDED_MODE != 0);
     X2APIC[cpu_index()].store(extended, Ordering::Relaxed);
 }
 
@@ -149,11 +149,31 @@ pub fn send_startup(destination: u32, vector: u8) -> bool {
     send_command(destination, DELIVERY_STARTUP | u32::from(vector))
 }
 
+/// WRMSR of `value` to IA32_APIC_BASE, or the exception (#GP for reserved bits or an illegal
+/// mode change): disables, enables, switches modes or moves the APIC. Call [`resynchronize`]
+/// afterwards so that the runtime's APIC accesses follow.
+///
+/// # Panics
+/// When the base address in `value` (its bits below the CPU's physical-address width) leaves
+/// the MMIO hole ([`super::device::HOLE`]): an APIC page there would hide RAM.
+pub fn try_write_base(value: u64) -> Result<(), Exception> {
+    let width_mask = (1u64 << super::probes::physical_address_bits()) - 1;
+    let base = value & width_mask & !0xfff;
+    assert!(
+        super::device::HOLE.contains(&base),
+        "IA32_APIC_BASE <- {value:#x} would move the APIC out of the MMIO hole, over RAM"
+    );
+    // SAFETY: the APIC page stays in the MMIO hole, where no Rust object lives; the runtime's
+    // APIC accesses to a disabled, moved or switched APIC read all ones or fault, and its mode
+    // record only chooses between MMIO and MSR access, both of which tolerate that.
+    unsafe { try_wrmsr_unrestricted(IA32_APIC_BASE, value) }
+}
+
 /// Reads this CPU's mode from IA32_APIC_BASE into the runtime's record and, where the APIC is
 /// enabled, software-enables it: after a test changed IA32_APIC_BASE itself.
 pub fn resynchronize() {
     refresh_mode();
-    if rdmsr_safe(APIC_BASE_MSR).is_ok_and(|base| base & GLOBAL_ENABLE != 0) {
+    if try_rdmsr(IA32_APIC_BASE).is_ok_and(|base| base & GLOBAL_ENABLE != 0) {
         enable();
     }
 }
@@ -186,7 +206,7 @@ pub fn send_command(destination: u32, command: u32) -> bool {
     if x2apic_mode() {
         // One 64-bit ICR with a 32-bit destination; WRMSR completes the send.
         let value = (u64::from(destination) << 32) | u64::from(command);
-        return wrmsr_safe(msr_of(register::COMMAND_LOW), value).is_ok();
+        return try_wrmsr(msr_of(register::COMMAND_LOW), value).is_ok();
     }
     write(register::COMMAND_HIGH, destination << 24);
     write(register::COMMAND_LOW, command);
@@ -201,7 +221,7 @@ pub fn send_ipi(destination: u32, vector: u8) -> bool {
 /// Sends a fixed interrupt on `vector` to this CPU (x2APIC: through the SELF IPI register).
 pub fn self_ipi(vector: u8) -> bool {
     if x2apic_mode() {
-        return wrmsr_safe(SELF_IPI_MSR, u64::from(vector)).is_ok();
+        return try_wrmsr(IA32_X2APIC_SELF_IPI, u64::from(vector)).is_ok();
     }
     send_command(0, TO_SELF | u32::from(vector))
 }

@@ -9,6 +9,7 @@
 //! breakpoint targets give data and instruction breakpoints something to watch that Rust
 //! code never touches.
 
+use super::control::RFlags;
 use core::arch::{asm, global_asm};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -44,6 +45,8 @@ pub mod dr6 {
 pub mod dr7 {
     /// Bit 10 reads as 1; DR7's value with every breakpoint off.
     pub const FIXED_1: u64 = 1 << 10;
+    /// LE: local exact breakpoint enable (ignored by modern CPUs, kept by hypervisors).
+    pub const LOCAL_EXACT: u64 = 1 << 8;
     /// GD: general detect, any MOV to or from a debug register raises #DB.
     pub const GD: u64 = 1 << 13;
     /// The R/W field: instruction execution.
@@ -85,20 +88,16 @@ pub mod dr7 {
 }
 
 /// RFLAGS.TF, the trap (single-step) flag.
-pub const RFLAGS_TF: u64 = 1 << 8;
-/// RFLAGS.IF.
-pub const RFLAGS_IF: u64 = 1 << 9;
+const RFLAGS_TF: u64 = RFlags::TRAP_FLAG.bits();
 /// RFLAGS.RF, the resume flag: instruction breakpoints are ignored for one instruction.
-pub const RFLAGS_RF: u64 = 1 << 16;
-/// CR4.DE, debugging extensions: DR4 and DR5 are reserved (#UD) instead of aliases.
-pub const CR4_DE: u64 = 1 << 3;
+const RFLAGS_RF: u64 = RFlags::RESUME_FLAG.bits();
 
 /// Reads debug register `index` (0-7; DR4 and DR5 included), or returns the exception:
 /// #UD for DR4/DR5 with CR4.DE set, #DB (a fault) with DR7.GD set, #GP at CPL > 0.
 ///
 /// # Panics
 /// For an index above 7.
-pub fn read_debug_register(index: u8) -> Result<u64, Exception> {
+pub fn try_read_debug_register(index: u8) -> Result<u64, Exception> {
     /// MOV RAX, DRn by the given instruction text.
     macro_rules! read {
         ($instruction:literal) => {{
@@ -132,7 +131,7 @@ pub fn read_debug_register(index: u8) -> Result<u64, Exception> {
 ///
 /// # Panics
 /// For an index above 7.
-pub fn write_debug_register(index: u8, value: u64) -> Result<(), Exception> {
+pub fn try_write_debug_register(index: u8, value: u64) -> Result<(), Exception> {
     /// MOV DRn, RAX by the given instruction text.
     macro_rules! write {
         ($instruction:literal) => {
@@ -158,7 +157,7 @@ pub fn write_debug_register(index: u8, value: u64) -> Result<(), Exception> {
 
 /// DR7 without a fault check, for use under [`super::run_in_user_mode`], where MOV from a
 /// debug register must raise #GP(0) and end the closure.
-pub fn read_dr7_unchecked() -> u64 {
+pub fn read_dr7() -> u64 {
     let value: u64;
     // SAFETY: reading DR7 has no side effect; at CPL 3 it raises #GP, which ends the
     // enclosing `catch_exception` or `run_in_user_mode`.
@@ -168,7 +167,7 @@ pub fn read_dr7_unchecked() -> u64 {
 
 /// MOV to DR7 without a fault check (for timing it): a value that enables breakpoints makes
 /// #DBs come, which end the test unless recorded.
-pub fn write_dr7_unchecked(value: u64) {
+pub fn write_dr7(value: u64) {
     // SAFETY: writing DR7 changes no memory; bits 63:32 set raise #GP, which ends the test.
     unsafe { asm!("mov dr7, {}", in(reg) value, options(nomem, nostack)) };
 }

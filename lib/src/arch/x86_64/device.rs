@@ -24,11 +24,14 @@ pub enum Backing {
 }
 
 fn in_window(address: u64, size: u64) -> bool {
-    address >= WINDOW && address + size <= WINDOW + WINDOW_PAGES * PAGE_SIZE
+    address >= WINDOW
+        && address
+            .checked_add(size)
+            .is_some_and(|end| end <= WINDOW + WINDOW_PAGES * PAGE_SIZE)
 }
 
 fn in_hole(address: u64, size: u64) -> bool {
-    address >= HOLE.start && address + size <= HOLE.end
+    address >= HOLE.start && address.checked_add(size).is_some_and(|end| end <= HOLE.end)
 }
 
 /// Maps window page `index` (below [`WINDOW_PAGES`]) onto `backing` with `protection`;
@@ -77,9 +80,20 @@ pub fn unmap(index: u64) {
     unsafe { super::mmu::unmap_page(WINDOW + index * PAGE_SIZE) };
 }
 
-fn checked(address: u64, size: u64) -> u64 {
+/// Whether the `size` bytes at `address` lie in the MMIO hole or in the device window, where
+/// no Rust object lives (a range that wraps around the address space does not).
+pub fn is_device_memory(address: u64, size: u64) -> bool {
+    in_hole(address, size) || in_window(address, size)
+}
+
+/// `address`, once checked that its `size` bytes lie in the MMIO hole or the device window,
+/// where no Rust object lives: for raw instructions that access memory there.
+///
+/// # Panics
+/// For a range elsewhere.
+pub fn checked(address: u64, size: u64) -> u64 {
     assert!(
-        in_hole(address, size) || in_window(address, size),
+        is_device_memory(address, size),
         "{address:#x} is neither in the MMIO hole nor in the device window"
     );
     address

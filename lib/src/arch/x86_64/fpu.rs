@@ -2,8 +2,8 @@
 //!
 //! The target is soft-float, so no Rust code here ever touches an x87, XMM or YMM register:
 //! every vector instruction is inline assembly, and each probe that can fault runs under
-//! [`catch_exception`]. XGETBV and XSETBV themselves are `instructions::xgetbv_safe` and
-//! `instructions::xsetbv_safe`.
+//! [`catch_exception`]. XGETBV and XSETBV themselves are `instructions::try_xgetbv` and
+//! `instructions::try_xsetbv`.
 //!
 //! These are hypervisor probes: under this project's software KVM (kvm_pvm) SSE, AVX, XSAVE
 //! and XRSTOR stop the VM with a "KVM internal error" instead of running.
@@ -11,21 +11,9 @@
 use alloc::boxed::Box;
 use core::arch::asm;
 
+use super::control::{Cr0Flags, Cr4Flags, read_cr0, read_cr4, try_write_cr0, try_write_cr4};
+use super::cpuid::cpuid;
 use super::exceptions::{Exception, catch_exception};
-use super::instructions::{Register, cpuid, has_feature, read_cr0, read_cr4, write_cr0_safe, write_cr4_safe};
-
-/// CR0.MP: WAIT/FWAIT honour CR0.TS.
-pub const CR0_MP: u64 = 1 << 1;
-/// CR0.EM: x87 and SSE instructions raise #NM / #UD.
-pub const CR0_EM: u64 = 1 << 2;
-/// CR0.TS: the first x87/SSE instruction raises #NM.
-pub const CR0_TS: u64 = 1 << 3;
-/// CR4.OSFXSR: the OS supports FXSAVE/FXRSTOR, so SSE instructions run.
-pub const CR4_OSFXSR: u64 = 1 << 9;
-/// CR4.OSXMMEXCPT: unmasked SIMD floating-point exceptions raise #XM.
-pub const CR4_OSXMMEXCPT: u64 = 1 << 10;
-/// CR4.OSXSAVE: XGETBV, XSETBV, XSAVE and XRSTOR are enabled, and AVX may be.
-pub const CR4_OSXSAVE: u64 = 1 << 18;
 
 /// XCR0 state-component bits (SDM Vol. 1, 13.1).
 pub mod component {
@@ -52,21 +40,6 @@ pub mod area_offset {
 /// MXCSR after reset: every SIMD floating-point exception masked.
 pub const MXCSR_DEFAULT: u32 = 0x1f80;
 
-/// Whether CPUID.1:ECX[26] (XSAVE) advertises XSAVE/XRSTOR, XSETBV/XGETBV and XCR0.
-pub fn xsave_advertised() -> bool {
-    has_feature(1, 0, Register::Ecx, 26)
-}
-
-/// CPUID.1:ECX[27] (OSXSAVE): the processor's copy of CR4.OSXSAVE.
-pub fn osxsave_reported() -> bool {
-    has_feature(1, 0, Register::Ecx, 27)
-}
-
-/// Whether CPUID.1:ECX[28] (AVX) is set.
-pub fn avx_advertised() -> bool {
-    has_feature(1, 0, Register::Ecx, 28)
-}
-
 /// The XCR0 bits the processor supports: CPUID.(0xD,0) EDX:EAX, or 0 without leaf 0xD.
 pub fn supported_xcr0() -> u64 {
     if cpuid(0, 0).eax < 0xd {
@@ -85,31 +58,25 @@ pub fn xsave_area_size() -> u32 {
     cpuid(0xd, 0).ebx
 }
 
-/// Whether CPUID.(0xD,1):EAX[2] advertises XGETBV with ECX = 1 (XCR0 AND XINUSE).
-pub fn xinuse_advertised() -> bool {
-    cpuid(0, 0).eax >= 0xd && has_feature(0xd, 1, Register::Eax, 2)
-}
-
 /// Sets or clears CR4.OSXSAVE; returns the exception of the CR4 write (#GP where XSAVE is
 /// not advertised).
-pub fn set_osxsave(enabled: bool) -> Result<(), Exception> {
+pub fn try_set_osxsave(enabled: bool) -> Result<(), Exception> {
     let cr4 = read_cr4();
-    write_cr4_safe(if enabled {
-        cr4 | CR4_OSXSAVE
-    } else {
-        cr4 & !CR4_OSXSAVE
-    })
+    let osxsave = Cr4Flags::OSXSAVE.bits();
+    try_write_cr4(if enabled { cr4 | osxsave } else { cr4 & !osxsave })
 }
 
 /// Lets SSE instructions run: sets CR4.OSFXSR and OSXMMEXCPT, clears CR0.EM and TS and
 /// sets CR0.MP, as an SSE-using OS does (SDM Vol. 3, 13.1.3).
-pub fn enable_sse() -> Result<(), Exception> {
-    write_cr0_safe((read_cr0() & !(CR0_EM | CR0_TS)) | CR0_MP)?;
-    write_cr4_safe(read_cr4() | CR4_OSFXSR | CR4_OSXMMEXCPT)
+pub fn try_enable_sse() -> Result<(), Exception> {
+    let cr0 = Cr0Flags::from_bits_retain(read_cr0());
+    let cr0 = (cr0 - Cr0Flags::EMULATE_COPROCESSOR - Cr0Flags::TASK_SWITCHED) | Cr0Flags::MONITOR_COPROCESSOR;
+    try_write_cr0(cr0.bits())?;
+    try_write_cr4(read_cr4() | (Cr4Flags::OSFXSR | Cr4Flags::OSXMMEXCPT_ENABLE).bits())
 }
 
 /// Loads `value` into XMM0 (MOVDQU): #UD while CR4.OSFXSR is clear or CR0.EM is set.
-pub fn write_xmm0(value: u128) -> Result<(), Exception> {
+pub fn try_write_xmm0(value: u128) -> Result<(), Exception> {
     let bytes = value.to_le_bytes();
     catch_exception(|| {
         // SAFETY: MOVDQU reads 16 bytes of `bytes`, which lives on this frame, and writes
@@ -121,7 +88,7 @@ pub fn write_xmm0(value: u128) -> Result<(), Exception> {
 }
 
 /// Reads XMM0 (MOVDQU): #UD while CR4.OSFXSR is clear or CR0.EM is set.
-pub fn read_xmm0() -> Result<u128, Exception> {
+pub fn try_read_xmm0() -> Result<u128, Exception> {
     let mut bytes = [0u8; 16];
     let destination = bytes.as_mut_ptr();
     catch_exception(|| {
@@ -135,7 +102,7 @@ pub fn read_xmm0() -> Result<u128, Exception> {
 /// Copies 32 bytes through two YMM registers with AVX instructions (VMOVDQU to YMM0,
 /// VMOVDQA YMM0 to YMM15, VMOVDQU from YMM15): #UD unless CR4.OSXSAVE is set, XCR0 enables
 /// both SSE and AVX state, and AVX is supported (SDM Vol. 1, 14.3).
-pub fn copy_through_ymm(source: &[u8; 32]) -> Result<[u8; 32], Exception> {
+pub fn try_copy_through_ymm(source: &[u8; 32]) -> Result<[u8; 32], Exception> {
     let mut copy = [0u8; 32];
     let destination = copy.as_mut_ptr();
     catch_exception(|| {
@@ -210,7 +177,7 @@ impl XsaveArea {
 /// XSAVE of the state components `components` (EDX:EAX, ANDed with XCR0 by the CPU) to
 /// `area`, `offset` bytes in (0 for the aligned area): #UD with CR4.OSXSAVE clear, #GP when
 /// the operand is not 64-byte aligned.
-pub fn xsave_safe(area: &mut XsaveArea, offset: usize, components: u64) -> Result<(), Exception> {
+pub fn try_xsave(area: &mut XsaveArea, offset: usize, components: u64) -> Result<(), Exception> {
     let operand = area.operand(offset);
     catch_exception(|| {
         // SAFETY: XSAVE writes at most CPUID.(0xD,0):EBX bytes (checked by `operand`) into
@@ -229,7 +196,7 @@ pub fn xsave_safe(area: &mut XsaveArea, offset: usize, components: u64) -> Resul
 ///
 /// The components loaded are x87, SSE and AVX registers only (this soft-float code keeps no
 /// state in them), unless XCR0 enables more.
-pub fn xrstor_safe(area: &mut XsaveArea, offset: usize, components: u64) -> Result<(), Exception> {
+pub fn try_xrstor(area: &mut XsaveArea, offset: usize, components: u64) -> Result<(), Exception> {
     let operand = area.operand(offset);
     catch_exception(|| {
         // SAFETY: XRSTOR only reads `area` and loads vector/x87 registers that no Rust code

@@ -1,98 +1,17 @@
-//! Safe wrappers for the x86 instructions tests exercise. Each one that can fault runs under
-//! [`catch_exception`] and returns the exception instead of ending the test.
+//! Safe wrappers for the x86 instructions tests exercise. Those named `try_<op>` run under
+//! [`catch_exception`] and return the exception instead of ending the test (those that also
+//! report the instruction's address return an [`Attempt`]); the plain names never catch, so a
+//! fault goes to the enclosing `catch_exception` or `run_in_user_mode`, or ends the test.
 //!
 //! These are deliberate hardware probes: they execute the raw instruction (no compiler
 //! checks) so that a test can observe what the CPU, or the hypervisor emulating it, does.
 
 use core::arch::asm;
-use core::arch::x86_64::CpuidResult;
 
+use super::cpuid::Feature;
 use super::exceptions::{Exception, catch_exception};
 
-/// CPUID with `leaf` and `subleaf`.
-pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
-    core::arch::x86_64::__cpuid_count(leaf, subleaf)
-}
-
-/// Whether CPUID reports a feature: `register` is the output register's value for the leaf.
-pub fn has_feature(leaf: u32, subleaf: u32, register: Register, bit: u32) -> bool {
-    let maximum = cpuid(leaf & 0x8000_0000, 0).eax;
-    if leaf > maximum {
-        return false;
-    }
-    let result = cpuid(leaf, subleaf);
-    let value = match register {
-        Register::Eax => result.eax,
-        Register::Ebx => result.ebx,
-        Register::Ecx => result.ecx,
-        Register::Edx => result.edx,
-    };
-    value & (1 << bit) != 0
-}
-
-/// Twelve bytes from three CPUID output registers, in the order given.
-fn text_of(registers: [u32; 3]) -> [u8; 12] {
-    let mut bytes = [0; 12];
-    for (chunk, register) in bytes.chunks_exact_mut(4).zip(registers) {
-        chunk.copy_from_slice(&register.to_le_bytes());
-    }
-    bytes
-}
-
-/// The CPU vendor string of CPUID leaf 0 (EBX, EDX, ECX), e.g. `*b"GenuineIntel"`.
-pub fn cpu_vendor() -> [u8; 12] {
-    let leaf = cpuid(0, 0);
-    text_of([leaf.ebx, leaf.edx, leaf.ecx])
-}
-
-/// The hypervisor signature of CPUID leaf 0x4000_0000 (EBX, ECX, EDX), e.g.
-/// `*b"KVMKVMKVM\0\0\0"` or `*b"TCGTCGTCGTCG"`; meaningful when CPUID.1:ECX[31] is set.
-pub fn hypervisor_signature() -> [u8; 12] {
-    let leaf = cpuid(0x4000_0000, 0);
-    text_of([leaf.ebx, leaf.ecx, leaf.edx])
-}
-
-/// Whether the hypervisor signature says QEMU's TCG (`TCGTCGTCGTCG`): for tests that mark
-/// TCG's known defects.
-pub fn is_tcg() -> bool {
-    hypervisor_signature() == *b"TCGTCGTCGTCG"
-}
-
-/// A CPUID output register.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-#[allow(missing_docs)]
-pub enum Register {
-    Eax,
-    Ebx,
-    Ecx,
-    Edx,
-}
-
-/// RDMSR of `index`, or the exception (#GP for a nonexistent MSR).
-pub fn rdmsr_safe(index: u32) -> Result<u64, Exception> {
-    catch_exception(|| {
-        let (low, high): (u32, u32);
-        // SAFETY: RDMSR only reads; a fault is caught.
-        unsafe { asm!("rdmsr", in("ecx") index, out("eax") low, out("edx") high, options(nomem, nostack)) };
-        (u64::from(high) << 32) | u64::from(low)
-    })
-}
-
-/// WRMSR of `value` to `index`, or the exception (#GP for reserved bits, non-canonical
-/// addresses or nonexistent MSRs).
-///
-/// This is a hardware poke: a value that breaks the runtime (clearing EFER.LME, say) is the
-/// test's responsibility, as in kvm-unit-tests.
-pub fn wrmsr_safe(index: u32, value: u64) -> Result<(), Exception> {
-    catch_exception(|| {
-        // SAFETY: WRMSR changes CPU state, not memory the compiler knows about; a fault is
-        // caught.
-        unsafe {
-            asm!("wrmsr", in("ecx") index, in("eax") value as u32, in("edx") (value >> 32) as u32,
-                 options(nostack))
-        };
-    })
-}
+pub use crate::catch::Attempt;
 
 /// RDTSC.
 pub fn rdtsc() -> u64 {
@@ -103,7 +22,7 @@ pub fn rdtsc() -> u64 {
 }
 
 /// RDTSCP: the TSC and IA32_TSC_AUX, or #UD where the CPU lacks it.
-pub fn rdtscp_safe() -> Result<(u64, u32), Exception> {
+pub fn try_rdtscp() -> Result<(u64, u32), Exception> {
     catch_exception(|| {
         let (low, high, auxiliary): (u32, u32, u32);
         // SAFETY: RDTSCP only reads; #UD is caught.
@@ -115,7 +34,7 @@ pub fn rdtscp_safe() -> Result<(u64, u32), Exception> {
 }
 
 /// RDPID: IA32_TSC_AUX, or #UD where the CPU lacks it.
-pub fn rdpid_safe() -> Result<u64, Exception> {
+pub fn try_rdpid() -> Result<u64, Exception> {
     catch_exception(|| {
         let value: u64;
         // SAFETY: RDPID only reads; #UD is caught.
@@ -125,7 +44,7 @@ pub fn rdpid_safe() -> Result<u64, Exception> {
 }
 
 /// RDRAND: (value, carry flag: whether the value is valid), or #UD.
-pub fn rdrand_safe() -> Result<(u64, bool), Exception> {
+pub fn try_rdrand() -> Result<(u64, bool), Exception> {
     catch_exception(|| {
         let (value, valid): (u64, u8);
         // SAFETY: RDRAND only writes its register and the flags; #UD is caught.
@@ -135,7 +54,7 @@ pub fn rdrand_safe() -> Result<(u64, bool), Exception> {
 }
 
 /// RDSEED: (value, carry flag), or #UD.
-pub fn rdseed_safe() -> Result<(u64, bool), Exception> {
+pub fn try_rdseed() -> Result<(u64, bool), Exception> {
     catch_exception(|| {
         let (value, valid): (u64, u8);
         // SAFETY: RDSEED only writes its register and the flags; #UD is caught.
@@ -145,7 +64,7 @@ pub fn rdseed_safe() -> Result<(u64, bool), Exception> {
 }
 
 /// Reads the 64-bit word at `address`, or the exception (#PF, #GP for non-canonical).
-pub fn probe_read(address: u64) -> Result<u64, Exception> {
+pub fn try_read(address: u64) -> Result<u64, Exception> {
     catch_exception(|| {
         let value: u64;
         // SAFETY: the load is outside Rust's memory model (inline assembly); any fault is
@@ -161,7 +80,7 @@ pub fn probe_read(address: u64) -> Result<u64, Exception> {
 ///
 /// # Safety
 /// `address` must not hold memory that Rust code owns (use a `TestPage`).
-pub unsafe fn probe_write(address: u64, value: u64) -> Result<(), Exception> {
+pub unsafe fn try_write(address: u64, value: u64) -> Result<(), Exception> {
     catch_exception(|| {
         // SAFETY: the caller guarantees the target is not Rust-owned memory; faults are caught.
         unsafe {
@@ -174,15 +93,27 @@ pub unsafe fn probe_write(address: u64, value: u64) -> Result<(), Exception> {
 ///
 /// # Safety
 /// The code at `address` must follow the C ABI and return.
-pub unsafe fn probe_call(address: u64) -> Result<(), Exception> {
+pub unsafe fn try_call(address: u64) -> Result<(), Exception> {
     catch_exception(|| {
         // SAFETY: the caller guarantees the code is a C-ABI function that returns.
         unsafe { asm!("call {address}", address = in(reg) address, clobber_abi("C")) };
     })
 }
 
+/// RET: the code [`try_call_return`] stores.
+pub const RETURN: [u8; 1] = [0xc3];
+
+/// Stores RET at `offset` in `page` (through the identity map, whatever the page's mapping)
+/// and calls it through the page's mapping: `Ok`, or the exception the fetch raised (#PF for
+/// a non-executable page, or a user page under CR4.SMEP, ...).
+pub fn try_call_return(page: &crate::memory::TestPage, offset: u64) -> Result<(), Exception> {
+    page.store_code(offset, &RETURN);
+    // SAFETY: the code at `offset` is RET, just stored: it follows the C ABI and returns.
+    unsafe { page.call(offset) }
+}
+
 /// Executes UD2; returns the exception (#UD) and the instruction's address.
-pub fn ud2() -> (Result<(), Exception>, u64) {
+pub fn try_ud2() -> Attempt<()> {
     let mut address = 0u64;
     let slot = &raw mut address;
     let result = catch_exception(|| {
@@ -192,7 +123,7 @@ pub fn ud2() -> (Result<(), Exception>, u64) {
             asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: ud2", slot = in(reg) slot, scratch = out(reg) _, options(nostack))
         };
     });
-    (result, address)
+    Attempt { result, address }
 }
 
 /// Executes UD2 without catching the #UD: it goes to the enclosing `catch_exception`, or, as
@@ -235,7 +166,7 @@ pub fn software_interrupt<const VECTOR: u8>() -> u64 {
 
 /// DIV of the 128-bit `high:low` by `divisor` with the raw instruction: #DE for a zero
 /// divisor or a quotient that does not fit in 64 bits. Returns (quotient, remainder).
-pub fn divide(high: u64, low: u64, divisor: u64) -> Result<(u64, u64), Exception> {
+pub fn try_divide(high: u64, low: u64, divisor: u64) -> Result<(u64, u64), Exception> {
     catch_exception(|| {
         let (quotient, remainder): (u64, u64);
         // SAFETY: DIV only touches RAX/RDX and the flags; #DE is caught.
@@ -244,70 +175,6 @@ pub fn divide(high: u64, low: u64, divisor: u64) -> Result<(u64, u64), Exception
                  inout("rdx") high => remainder, options(nomem, nostack))
         };
         (quotient, remainder)
-    })
-}
-
-/// Loads `selector` into FS (then restores the null selector): #GP(selector) for a selector
-/// beyond the GDT limit or of the wrong type, #NP(selector) for a not-present segment.
-pub fn load_fs(selector: u16) -> Result<(), Exception> {
-    catch_exception(|| {
-        // SAFETY: the runtime does not use FS; the FS base is reset to 0 by loading null
-        // and only for the duration of this probe.
-        unsafe {
-            asm!("mov fs, {0:x}", "xor {1:e}, {1:e}", "mov fs, {1:x}", in(reg) selector, out(reg) _, options(nomem, nostack))
-        };
-    })
-}
-
-/// Reads through RBP at `address`: a non-canonical address raises #SS(0), since RBP-based
-/// accesses use the stack segment.
-pub fn stack_segment_read(address: u64) -> Result<u64, Exception> {
-    catch_exception(|| {
-        let value: u64;
-        // SAFETY: RBP is saved and restored around the access (and restored by the catch on a
-        // fault); the load is outside Rust's memory model.
-        unsafe {
-            asm!("push rbp", "mov rbp, {address}", "mov {value}, qword ptr [rbp]", "pop rbp",
-                 address = in(reg) address, value = out(reg) value, options(readonly))
-        };
-        value
-    })
-}
-
-/// Executes the x87 instruction FNINIT: #NM when CR0.TS (or CR0.EM) is set.
-pub fn x87_fninit() -> Result<(), Exception> {
-    catch_exception(|| {
-        // SAFETY: FNINIT resets the x87 state, which no Rust code on this soft-float target
-        // uses; #NM is caught.
-        unsafe { asm!("fninit", options(nomem, nostack)) };
-    })
-}
-
-/// CR0.
-pub fn read_cr0() -> u64 {
-    x86_64::registers::control::Cr0::read_raw()
-}
-
-/// CR4.
-pub fn read_cr4() -> u64 {
-    x86_64::registers::control::Cr4::read_raw()
-}
-
-/// Writes CR0, or returns the exception (#GP for reserved bits or invalid combinations).
-///
-/// A hardware poke: clearing PG or PE, say, breaks the runtime; tests toggle TS, AM, WP.
-pub fn write_cr0_safe(value: u64) -> Result<(), Exception> {
-    catch_exception(|| {
-        // SAFETY: see above; faults are caught.
-        unsafe { asm!("mov cr0, {}", in(reg) value, options(nostack)) };
-    })
-}
-
-/// Writes CR4, or returns the exception (#GP for reserved or unsupported bits).
-pub fn write_cr4_safe(value: u64) -> Result<(), Exception> {
-    catch_exception(|| {
-        // SAFETY: as for `write_cr0_safe`.
-        unsafe { asm!("mov cr4, {}", in(reg) value, options(nostack)) };
     })
 }
 
@@ -367,7 +234,7 @@ pub fn rdtsc_ordered() -> u64 {
 ///
 /// A hypervisor probe: under this project's software KVM (kvm_pvm) it stops the VM with a
 /// "KVM internal error" instead of running.
-pub fn xgetbv_safe(index: u32) -> Result<u64, Exception> {
+pub fn try_xgetbv(index: u32) -> Result<u64, Exception> {
     catch_exception(|| {
         let (low, high): (u32, u32);
         // SAFETY: XGETBV only reads an extended control register; faults are caught.
@@ -379,7 +246,7 @@ pub fn xgetbv_safe(index: u32) -> Result<u64, Exception> {
 /// XSETBV of `value` into extended control register `index`, or the exception (#GP for an
 /// invalid XCR0 value, #UD with CR4.OSXSAVE clear). Setting state components the runtime
 /// never uses (SSE, AVX) is harmless: this soft-float code saves no vector state.
-pub fn xsetbv_safe(index: u32, value: u64) -> Result<(), Exception> {
+pub fn try_xsetbv(index: u32, value: u64) -> Result<(), Exception> {
     catch_exception(|| {
         // SAFETY: XSETBV only changes which state components XSAVE manages; faults are caught.
         unsafe {
@@ -393,7 +260,7 @@ pub fn xsetbv_safe(index: u32, value: u64) -> Result<(), Exception> {
 ///
 /// A hypervisor probe: this soft-float code never uses XMM registers, and under kvm_pvm an
 /// SSE instruction stops the VM with a "KVM internal error".
-pub fn sse_clear_xmm0() -> Result<(), Exception> {
+pub fn try_sse_clear_xmm0() -> Result<(), Exception> {
     catch_exception(|| {
         // SAFETY: XORPS only writes XMM0, which no Rust code on this soft-float target uses.
         unsafe { asm!("xorps xmm0, xmm0", out("xmm0") _, options(nomem, nostack)) };
@@ -402,7 +269,7 @@ pub fn sse_clear_xmm0() -> Result<(), Exception> {
 
 /// CLWB of the cache line holding `address` (write it back, keep it cached), or #UD where the
 /// CPU lacks CLWB (CPUID.7.0:EBX[24]).
-pub fn clwb_safe(address: *const u8) -> Result<(), Exception> {
+pub fn try_clwb(address: *const u8) -> Result<(), Exception> {
     catch_exception(|| {
         // SAFETY: CLWB changes no architectural state visible to Rust: the line keeps its
         // contents; only its write-back to memory is forced.
@@ -413,7 +280,7 @@ pub fn clwb_safe(address: *const u8) -> Result<(), Exception> {
 /// Reads the 64-bit word at `address` without catching a fault: for code that runs where
 /// `catch_exception` cannot (user mode, under `run_in_user_mode`, which catches instead). In
 /// the kernel, a fault here is an unexpected exception that ends the test.
-pub fn read_unguarded(address: u64) -> u64 {
+pub fn read(address: u64) -> u64 {
     let value: u64;
     // SAFETY: the load is outside Rust's memory model (inline assembly); a fault is caught by
     // the enclosing `run_in_user_mode`/`catch_exception`, or ends the test.
@@ -423,11 +290,11 @@ pub fn read_unguarded(address: u64) -> u64 {
     value
 }
 
-/// Like [`read_unguarded`], with RFLAGS.AC set around the load: at CPL 3 with CR0.AM set, a
+/// Like [`read`], with RFLAGS.AC set around the load: at CPL 3 with CR0.AM set, a
 /// misaligned `address` raises #AC(0).
 pub fn read_with_alignment_check(address: u64) -> u64 {
     let value: u64;
-    // SAFETY: as for `read_unguarded`; AC is set only for the one load and cleared after it
+    // SAFETY: as for `read`; AC is set only for the one load and cleared after it
     // (POPFQ may change AC at any privilege level).
     unsafe {
         asm!(
@@ -492,27 +359,10 @@ pub fn store_machine_status() -> u64 {
     status
 }
 
-/// CR3.
-pub fn read_cr3() -> u64 {
-    let value: u64;
-    // SAFETY: reading CR3 has no side effects at CPL 0.
-    unsafe { asm!("mov {}, cr3", out(reg) value, options(nomem, nostack, preserves_flags)) };
-    value
-}
-
-/// Writes CR3, or returns the exception. A hardware poke: the value must keep the runtime's
-/// page tables (only the flag and PCID bits 11:0 may differ), or the runtime breaks.
-pub fn write_cr3_safe(value: u64) -> Result<(), Exception> {
-    catch_exception(|| {
-        // SAFETY: see above; a fault is caught.
-        unsafe { asm!("mov cr3, {}", in(reg) value, options(nostack)) };
-    })
-}
-
 /// INVPCID of `kind` (0: one address, 1: one PCID, 2: all including global, 3: all but
 /// global) for `pcid` and `address`, or the exception (#UD without INVPCID, #GP for a bad
 /// kind or a non-zero PCID while CR4.PCIDE is clear).
-pub fn invpcid_safe(kind: u64, pcid: u64, address: u64) -> Result<(), Exception> {
+pub fn try_invpcid(kind: u64, pcid: u64, address: u64) -> Result<(), Exception> {
     let descriptor: [u64; 2] = [pcid, address];
     catch_exception(|| {
         // SAFETY: INVPCID only reads its 16-byte descriptor, which lives on this stack frame,
@@ -552,8 +402,24 @@ impl HypercallInstruction {
     }
 }
 
+/// KVM's hypercall ABI (Linux `include/uapi/linux/kvm_para.h`): hypercall numbers, and the
+/// errors a hypercall returns negated in RAX.
+pub mod kvm {
+    /// KVM_ENOSYS: no such hypercall.
+    pub const ENOSYS: i64 = 1000;
+    /// KVM_EPERM: not permitted (a hypercall from CPL 3).
+    pub const EPERM: i64 = 1;
+    /// KVM_HC_VAPIC_POLL_IRQ: a hypercall that does nothing and returns 0.
+    pub const HC_VAPIC_POLL_IRQ: u64 = 1;
+
+    /// RAX after a hypercall that failed with `error` (which KVM returns negated).
+    pub const fn failure(error: i64) -> u64 {
+        error.wrapping_neg() as u64
+    }
+}
+
 /// Stores `instruction` followed by RET at `offset` in `page` (through the identity map, so
-/// whatever the page's mapping), for [`call_hypercall_unguarded`].
+/// whatever the page's mapping), for [`call_hypercall`].
 pub fn store_hypercall(page: &crate::memory::TestPage, offset: u64, instruction: HypercallInstruction) {
     let [first, second, third] = instruction.bytes();
     page.store_code(offset, &[first, second, third, 0xc3]);
@@ -565,7 +431,7 @@ pub fn store_hypercall(page: &crate::memory::TestPage, offset: u64, instruction:
 /// `page.address() + offset` for a fault on the instruction. The page must be mapped
 /// executable. Running a copy keeps the image's own code intact where the hypervisor
 /// rewrites the instruction: read the page afterwards to see.
-pub fn hypercall_in_page(
+pub fn try_hypercall_in_page(
     page: &crate::memory::TestPage,
     offset: u64,
     instruction: HypercallInstruction,
@@ -587,13 +453,13 @@ pub fn hypercall_in_page(
     })
 }
 
-/// Like [`hypercall_in_page`], for user mode: calls what [`store_hypercall`] stored at
+/// Like [`try_hypercall_in_page`], for user mode: calls what [`store_hypercall`] stored at
 /// `offset` in `page` (mapped executable for user mode) without catching a fault, for code
 /// under `run_in_user_mode`, which catches instead. If the page does not hold a hypercall
 /// and RET there, it raises #UD (UD2 in this function) instead of calling it.
-pub fn call_hypercall_unguarded(page: &crate::memory::TestPage, offset: u64, number: u64) -> u64 {
+pub fn call_hypercall(page: &crate::memory::TestPage, offset: u64, number: u64) -> u64 {
     let address = page.address() + offset;
-    let code = (read_unguarded(address) as u32).to_le_bytes();
+    let code = (read(address) as u32).to_le_bytes();
     let expected = |instruction: HypercallInstruction| {
         let [first, second, third] = instruction.bytes();
         code == [first, second, third, 0xc3]
@@ -624,7 +490,7 @@ pub const NON_CANONICAL_START: u64 = 1 << 47;
 ///
 /// # Panics
 /// When `code` is longer than a page or no frame is left.
-pub fn run_at_canonical_edge(code: &mut [u8], rax: u64) -> Result<(), Exception> {
+pub fn try_run_at_canonical_edge(code: &mut [u8], rax: u64) -> Result<(), Exception> {
     use crate::memory::{PAGE_SIZE, Protection, allocate_frame, free_frames};
     assert!(code.len() as u64 <= PAGE_SIZE, "the code does not fit in a page");
     let page = NON_CANONICAL_START - PAGE_SIZE;
@@ -701,21 +567,20 @@ impl MemoryInstruction {
         }
     }
 
-    /// The CPUID bit that advertises it: (leaf, subleaf, register, bit).
-    pub const fn cpuid_bit(self) -> (u32, u32, Register, u32) {
+    /// The CPUID feature that advertises it.
+    pub const fn feature(self) -> Feature {
         match self {
-            MemoryInstruction::Clflush => (1, 0, Register::Edx, 19),
-            MemoryInstruction::Clflushopt => (7, 0, Register::Ebx, 23),
-            MemoryInstruction::Clwb => (7, 0, Register::Ebx, 24),
-            MemoryInstruction::Sfence => (1, 0, Register::Edx, 25),
-            MemoryInstruction::Lfence | MemoryInstruction::Mfence => (1, 0, Register::Edx, 26),
+            MemoryInstruction::Clflush => Feature::Clflush,
+            MemoryInstruction::Clflushopt => Feature::Clflushopt,
+            MemoryInstruction::Clwb => Feature::Clwb,
+            MemoryInstruction::Sfence => Feature::Sse,
+            MemoryInstruction::Lfence | MemoryInstruction::Mfence => Feature::Sse2,
         }
     }
 
     /// Whether CPUID advertises it.
     pub fn advertised(self) -> bool {
-        let (leaf, subleaf, register, bit) = self.cpuid_bit();
-        has_feature(leaf, subleaf, register, bit)
+        self.feature().supported()
     }
 
     /// Whether it takes a memory operand (the cache-line instructions do, the fences not).
@@ -731,10 +596,7 @@ impl MemoryInstruction {
 /// the outcome (#UD where the CPU lacks it; for the cache-line instructions the faults of a
 /// byte load from `address`: #PF, #GP(0) for a non-canonical address) and the instruction's
 /// address.
-pub fn memory_instruction_at(
-    instruction: MemoryInstruction,
-    address: *const u8,
-) -> (Result<(), Exception>, u64) {
+pub fn try_memory_instruction(instruction: MemoryInstruction, address: *const u8) -> Attempt<()> {
     let mut location = 0u64;
     let slot = &raw mut location;
     let result = catch_exception(|| {
@@ -773,13 +635,16 @@ pub fn memory_instruction_at(
             },
         }
     });
-    (result, location)
+    Attempt {
+        result,
+        address: location,
+    }
 }
 
 /// RDPRU of processor register `register` (0: MPERF, 1: APERF; AMD APM Vol. 3): (EDX:EAX,
 /// the carry flag, set when the value is valid), or the exception (#UD where CPUID.80000008H:
 /// EBX[4] is clear), and the instruction's address.
-pub fn rdpru_at(register: u32) -> (Result<(u64, bool), Exception>, u64) {
+pub fn try_rdpru(register: u32) -> Attempt<(u64, bool)> {
     let mut location = 0u64;
     let slot = &raw mut location;
     let result = catch_exception(|| {
@@ -795,12 +660,15 @@ pub fn rdpru_at(register: u32) -> (Result<(u64, bool), Exception>, u64) {
         };
         ((u64::from(high) << 32) | u64::from(low), valid != 0)
     });
-    (result, location)
+    Attempt {
+        result,
+        address: location,
+    }
 }
 
-/// Like [`rdpru_at`] without catching a fault: for user mode, under `run_in_user_mode`
+/// Like [`try_rdpru`] without catching a fault: for user mode, under `run_in_user_mode`
 /// (which catches instead). Returns EDX:EAX and the carry flag.
-pub fn rdpru_unguarded(register: u32) -> (u64, bool) {
+pub fn rdpru(register: u32) -> (u64, bool) {
     let (low, high): (u32, u32);
     let valid: u8;
     // SAFETY: RDPRU only writes EDX:EAX and the flags; a #UD goes to the enclosing
@@ -842,21 +710,6 @@ impl HypercallInstruction {
     }
 }
 
-/// MOV from CR8: the task-priority class.
-pub fn read_cr8() -> u64 {
-    let value: u64;
-    // SAFETY: reading CR8 at CPL 0 has no side effect.
-    unsafe { asm!("mov {}, cr8", out(reg) value, options(nomem, nostack, preserves_flags)) };
-    value
-}
-
-/// MOV to CR8: sets the task-priority class (bits 3:0 of `value`; the rest are reserved and
-/// left clear).
-pub fn write_cr8(value: u64) {
-    // SAFETY: CR8 only masks interrupts by priority; it touches no memory.
-    unsafe { asm!("mov cr8, {}", in(reg) value & 0xf, options(nomem, nostack, preserves_flags)) };
-}
-
 /// IN of a byte from `port` (a device access, never a memory access).
 pub fn in_u8(port: u16) -> u8 {
     let value: u8;
@@ -878,15 +731,4 @@ pub fn in_u32(port: u16) -> u32 {
     // SAFETY: port input changes no guest memory.
     unsafe { asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags)) };
     value
-}
-
-/// CR2: the linear address of the last page fault.
-pub fn read_cr2() -> u64 {
-    x86_64::registers::control::Cr2::read_raw()
-}
-
-/// Writes CR2 (only #PF writes it otherwise).
-pub fn write_cr2(value: u64) {
-    // SAFETY: CR2 is a plain register that nothing but #PF reports use.
-    unsafe { asm!("mov cr2, {}", in(reg) value, options(nomem, nostack, preserves_flags)) };
 }

@@ -134,16 +134,10 @@ fn leaf_flags(protection: Protection) -> PageTableFlags {
     if protection.user {
         flags |= PageTableFlags::USER_ACCESSIBLE;
     }
-    if !protection.execute && no_execute_supported() {
+    if !protection.execute && super::cpuid::Feature::Nx.supported() {
         flags |= PageTableFlags::NO_EXECUTE;
     }
     flags
-}
-
-/// Whether the CPU has NX (CPUID 0x8000_0001 EDX[20]), so that EFER.NXE can be set.
-pub fn no_execute_supported() -> bool {
-    let extended = core::arch::x86_64::__cpuid(0x8000_0000).eax;
-    extended >= 0x8000_0001 && core::arch::x86_64::__cpuid(0x8000_0001).edx & (1 << 20) != 0
 }
 
 /// Takes over the boot trampoline's identity map (0..4 GiB in 2 MiB pages) and punches the
@@ -154,7 +148,7 @@ pub fn no_execute_supported() -> bool {
 /// a CR3 switch throws the shadow away and every later first touch of a page traps, which
 /// made a rebuild cost about 30 ms of a 250 ms boot.
 pub(crate) fn init() {
-    if no_execute_supported() {
+    if super::cpuid::Feature::Nx.supported() {
         // SAFETY: NXE only gives meaning to bit 63 of page table entries, which the runtime
         // sets only when NX is supported.
         unsafe { Efer::update(|flags| flags.insert(EferFlags::NO_EXECUTE_ENABLE)) };

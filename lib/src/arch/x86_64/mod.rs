@@ -6,6 +6,8 @@ pub mod acpi;
 pub mod apic;
 mod boot;
 pub mod console;
+pub mod control;
+pub mod cpuid;
 pub mod debug;
 pub mod device;
 pub mod exceptions;
@@ -13,8 +15,10 @@ pub mod exit;
 pub mod fpu;
 pub mod fw_cfg;
 pub mod instructions;
+pub mod interrupt_count;
 pub mod ioapic;
 pub mod mmu;
+pub mod msr;
 pub mod pmu;
 pub mod probes;
 pub mod smp;
@@ -27,6 +31,7 @@ pub use exceptions::{
     Exception, ExceptionFrame, InterruptHandler, InterruptNumber, Vector, catch_exception, page_fault,
     run_in_user_mode, set_gate_present, set_gate_user_callable, set_interrupt_handler, trap_exceptions,
 };
+pub use instructions::{try_call, try_read, try_write};
 /// Interrupt flag control: `enable`, `disable`, `are_enabled`, `without_interrupts`.
 pub use x86_64::instructions::interrupts;
 

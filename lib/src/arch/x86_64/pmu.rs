@@ -1,25 +1,11 @@
 //! The architectural performance monitoring of Intel's SDM Vol. 3, chapter 21: what CPUID leaf
-//! 0xA advertises, the counter MSRs, RDPMC, and a loop of known length to count.
+//! 0xA advertises, the counter MSRs' bits (their numbers are in `msr`), RDPMC, and a loop of
+//! known length to count.
 
 use core::arch::asm;
 
+use super::cpuid::cpuid;
 use super::exceptions::{Exception, catch_exception};
-use super::instructions::cpuid;
-
-/// IA32_PERFEVTSEL0; counter `n`'s is `PERFEVTSEL0 + n`.
-pub const PERFEVTSEL0: u32 = 0x186;
-/// IA32_PMC0; counter `n` is `PMC0 + n`.
-pub const PMC0: u32 = 0xc1;
-/// IA32_FIXED_CTR0; fixed counter `n` is `FIXED_CTR0 + n`.
-pub const FIXED_CTR0: u32 = 0x309;
-/// IA32_FIXED_CTR_CTRL: four bits per fixed counter (OS, USR, AnyThread, PMI).
-pub const FIXED_CTR_CTRL: u32 = 0x38d;
-/// IA32_PERF_GLOBAL_STATUS: overflow bits (PMCs at 0.., fixed counters at 32..).
-pub const GLOBAL_STATUS: u32 = 0x38e;
-/// IA32_PERF_GLOBAL_CTRL: enable bits (PMCs at 0.., fixed counters at 32..).
-pub const GLOBAL_CTRL: u32 = 0x38f;
-/// IA32_PERF_GLOBAL_OVF_CTRL: writing 1s clears GLOBAL_STATUS bits.
-pub const GLOBAL_OVF_CTRL: u32 = 0x390;
 
 /// PERFEVTSEL bits: count at CPL > 0, at CPL 0, and enable.
 pub const EVENT_USR: u64 = 1 << 16;
@@ -108,7 +94,7 @@ pub fn capabilities() -> Capabilities {
 
 /// RDPMC of counter `index` (ECX): #GP(0) for a counter that does not exist, or at CPL 3 with
 /// CR4.PCE clear.
-pub fn rdpmc_safe(index: u32) -> Result<u64, Exception> {
+pub fn try_rdpmc(index: u32) -> Result<u64, Exception> {
     catch_exception(|| rdpmc(index))
 }
 

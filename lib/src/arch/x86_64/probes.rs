@@ -1,8 +1,8 @@
 //! probes: more safe wrappers for exception and paging tests, each of which reports where its
 //! instruction sits so that a test can check the RIP an exception was delivered with.
 //!
-//! The faulting probes return `(result, address)`: the outcome under [`catch_exception`] and
-//! the address of the probed instruction (for faults the RIP the CPU must push, for traps the
+//! The faulting probes return an [`Attempt`]: the outcome under [`catch_exception`] and the
+//! address of the probed instruction (for faults the RIP the CPU must push, for traps the
 //! address after it, as each function's documentation says).
 //!
 //! The address is stored to memory (a local of the probe, through `slot`) by the assembly
@@ -11,12 +11,14 @@
 
 use core::arch::asm;
 
+use super::debug::dr7;
 use super::exceptions::{Exception, catch_exception, selector};
+use super::instructions::Attempt;
 use crate::memory::{PAGE_SIZE, Protection, TestPage};
 
 /// DIV of the 128-bit `high:low` by `divisor`: #DE for a zero divisor or a quotient above
 /// 64 bits. Returns (quotient, remainder) or the exception, and the address of the DIV.
-pub fn divide_unsigned(high: u64, low: u64, divisor: u64) -> (Result<(u64, u64), Exception>, u64) {
+pub fn try_divide_unsigned(high: u64, low: u64, divisor: u64) -> Attempt<(u64, u64)> {
     let mut address = 0u64;
     let slot = &raw mut address;
     let result = catch_exception(|| {
@@ -32,13 +34,13 @@ pub fn divide_unsigned(high: u64, low: u64, divisor: u64) -> (Result<(u64, u64),
         };
         (quotient, remainder)
     });
-    (result, address)
+    Attempt { result, address }
 }
 
 /// IDIV of the signed 128-bit `high:low` by `divisor`: #DE for a zero divisor or a quotient
 /// outside the signed 64-bit range (i64::MIN / -1). Returns (quotient, remainder) or the
 /// exception, and the address of the IDIV.
-pub fn divide_signed(high: i64, low: u64, divisor: i64) -> (Result<(i64, i64), Exception>, u64) {
+pub fn try_divide_signed(high: i64, low: u64, divisor: i64) -> Attempt<(i64, i64)> {
     let mut address = 0u64;
     let slot = &raw mut address;
     let result = catch_exception(|| {
@@ -53,12 +55,12 @@ pub fn divide_signed(high: i64, low: u64, divisor: i64) -> (Result<(i64, i64), E
         };
         (quotient, remainder)
     });
-    (result, address)
+    Attempt { result, address }
 }
 
 /// Reads the 64-bit word at `address` (#PF, or #GP(0) when non-canonical); returns the word
 /// or the exception, and the address of the load instruction.
-pub fn read_at(address: u64) -> (Result<u64, Exception>, u64) {
+pub fn try_load(address: u64) -> Attempt<u64> {
     let mut instruction = 0u64;
     let slot = &raw mut instruction;
     let result = catch_exception(|| {
@@ -73,12 +75,15 @@ pub fn read_at(address: u64) -> (Result<u64, Exception>, u64) {
         };
         value
     });
-    (result, instruction)
+    Attempt {
+        result,
+        address: instruction,
+    }
 }
 
 /// Reads the 64-bit word at `address` through RBP, so with the stack segment: #SS(0) when
 /// non-canonical. Returns the word or the exception, and the address of the load.
-pub fn stack_read_at(address: u64) -> (Result<u64, Exception>, u64) {
+pub fn try_stack_read(address: u64) -> Attempt<u64> {
     let mut instruction = 0u64;
     let slot = &raw mut instruction;
     let result = catch_exception(|| {
@@ -94,13 +99,16 @@ pub fn stack_read_at(address: u64) -> (Result<u64, Exception>, u64) {
         };
         value
     });
-    (result, instruction)
+    Attempt {
+        result,
+        address: instruction,
+    }
 }
 
 /// Loads `selector` into FS and then the null selector: #GP(selector) for a selector beyond
 /// the GDT limit or naming a system segment. Returns the outcome and the address of the
 /// loading MOV.
-pub fn load_fs_at(selector: u16) -> (Result<(), Exception>, u64) {
+pub fn try_load_fs(selector: u16) -> Attempt<()> {
     let mut instruction = 0u64;
     let slot = &raw mut instruction;
     let result = catch_exception(|| {
@@ -112,14 +120,17 @@ pub fn load_fs_at(selector: u16) -> (Result<(), Exception>, u64) {
                  selector = inout(reg) u64::from(selector) => _, options(nostack))
         };
     });
-    (result, instruction)
+    Attempt {
+        result,
+        address: instruction,
+    }
 }
 
 /// Loads `selector` into SS, then the runtime's kernel data selector again: #GP(0) for a null
 /// selector whose RPL differs from the CPL, #GP(selector) for a selector with RPL or DPL
 /// other than the CPL or naming a non-writable segment. Returns the outcome and the address
 /// of the loading MOV.
-pub fn load_ss_at(selector: u16) -> (Result<(), Exception>, u64) {
+pub fn try_load_ss(selector: u16) -> Attempt<()> {
     let mut instruction = 0u64;
     let slot = &raw mut instruction;
     let result = catch_exception(|| {
@@ -133,7 +144,10 @@ pub fn load_ss_at(selector: u16) -> (Result<(), Exception>, u64) {
                  kernel = in(reg) u64::from(selector::KERNEL_DATA), options(nostack))
         };
     });
-    (result, instruction)
+    Attempt {
+        result,
+        address: instruction,
+    }
 }
 
 /// The limit of the loaded GDT (its size in bytes minus one), from SGDT.
@@ -143,7 +157,7 @@ pub fn gdt_limit() -> u16 {
 
 /// Executes the x87 FNINIT: #NM when CR0.TS or CR0.EM is set. Returns the outcome and the
 /// address of the FNINIT.
-pub fn fninit_at() -> (Result<(), Exception>, u64) {
+pub fn try_fninit() -> Attempt<()> {
     let mut instruction = 0u64;
     let slot = &raw mut instruction;
     let result = catch_exception(|| {
@@ -155,12 +169,15 @@ pub fn fninit_at() -> (Result<(), Exception>, u64) {
                  scratch = out(reg) _, slot = in(reg) slot, options(nostack))
         };
     });
-    (result, instruction)
+    Attempt {
+        result,
+        address: instruction,
+    }
 }
 
 /// Executes WAIT (FWAIT): #NM when both CR0.TS and CR0.MP are set (and not otherwise; no x87
 /// exception is pending after FNINIT). Returns the outcome and the address of the WAIT.
-pub fn fwait_at() -> (Result<(), Exception>, u64) {
+pub fn try_fwait() -> Attempt<()> {
     let mut instruction = 0u64;
     let slot = &raw mut instruction;
     let result = catch_exception(|| {
@@ -171,12 +188,15 @@ pub fn fwait_at() -> (Result<(), Exception>, u64) {
                  scratch = out(reg) _, slot = in(reg) slot, options(nostack))
         };
     });
-    (result, instruction)
+    Attempt {
+        result,
+        address: instruction,
+    }
 }
 
 /// Executes NOP with a LOCK prefix (F0 90): #UD, since NOP cannot be locked. Returns the
 /// outcome and the address of the instruction.
-pub fn locked_nop_at() -> (Result<(), Exception>, u64) {
+pub fn try_locked_nop() -> Attempt<()> {
     let mut instruction = 0u64;
     let slot = &raw mut instruction;
     let result = catch_exception(|| {
@@ -187,12 +207,15 @@ pub fn locked_nop_at() -> (Result<(), Exception>, u64) {
                  scratch = out(reg) _, slot = in(reg) slot, options(nostack))
         };
     });
-    (result, instruction)
+    Attempt {
+        result,
+        address: instruction,
+    }
 }
 
 /// Executes the opcode of INTO (CE), invalid in 64-bit mode: #UD. Returns the outcome and the
 /// address of the instruction.
-pub fn into_at() -> (Result<(), Exception>, u64) {
+pub fn try_into_opcode() -> Attempt<()> {
     let mut instruction = 0u64;
     let slot = &raw mut instruction;
     let result = catch_exception(|| {
@@ -204,12 +227,15 @@ pub fn into_at() -> (Result<(), Exception>, u64) {
                  scratch = out(reg) _, slot = in(reg) slot, options(nostack))
         };
     });
-    (result, instruction)
+    Attempt {
+        result,
+        address: instruction,
+    }
 }
 
 /// Executes MOV RAX, CR1 (0F 20 C8): CR1 does not exist, so #UD. Returns the outcome and the
 /// address of the instruction.
-pub fn read_cr1_at() -> (Result<(), Exception>, u64) {
+pub fn try_read_cr1() -> Attempt<()> {
     let mut instruction = 0u64;
     let slot = &raw mut instruction;
     let result = catch_exception(|| {
@@ -222,7 +248,10 @@ pub fn read_cr1_at() -> (Result<(), Exception>, u64) {
                  out("rax") _, options(nostack))
         };
     });
-    (result, instruction)
+    Attempt {
+        result,
+        address: instruction,
+    }
 }
 
 /// Single-steps NOP, XOR, CPUID (an instruction hypervisors emulate), then the PUSHFQ, AND
@@ -270,13 +299,6 @@ pub fn single_step_with_cpuid() -> [u64; 6] {
     after
 }
 
-/// DR7 bits of breakpoint 0: local enable, and the condition and length fields.
-const DR7_L0: u64 = 1 << 0;
-const DR7_RW0_WRITE: u64 = 0b01 << 16;
-const DR7_LEN0_8_BYTES: u64 = 0b10 << 18;
-/// DR7's bit 10 reads as 1; the value with every breakpoint off.
-const DR7_DEFAULT: u64 = 1 << 10;
-
 /// The word a data breakpoint watches (never referenced by Rust code but through atomics).
 static WATCHED: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
 
@@ -298,7 +320,7 @@ fn write_dr7(value: u64) {
 pub fn watched_store(value: u64) -> (u64, u64) {
     let word = WATCHED.as_ptr();
     write_dr0(word as u64);
-    write_dr7(DR7_DEFAULT | DR7_L0 | DR7_RW0_WRITE | DR7_LEN0_8_BYTES);
+    write_dr7(dr7::FIXED_1 | dr7::local(0) | dr7::condition(0, dr7::WRITE, 8));
     let after: u64;
     // SAFETY: the store goes to WATCHED, an atomic that Rust code only accesses atomically
     // (an aligned 8-byte MOV is atomic); the #DB it raises is a trap that returns.
@@ -306,14 +328,14 @@ pub fn watched_store(value: u64) -> (u64, u64) {
         asm!("mov qword ptr [{word}], {value}", "2: lea {after}, [rip + 2b]", word = in(reg) word,
              value = in(reg) value, after = out(reg) after, options(nostack))
     };
-    write_dr7(DR7_DEFAULT);
+    write_dr7(dr7::FIXED_1);
     (after, WATCHED.load(core::sync::atomic::Ordering::SeqCst))
 }
 
 /// Arms breakpoint 0 as an instruction breakpoint on a NOP and executes it: the #DB is a
 /// fault, delivered with RIP at the NOP before it executes. Returns the outcome (the #DB
 /// under `catch_exception`) and the NOP's address; the breakpoint is disarmed either way.
-pub fn instruction_breakpoint() -> (Result<(), Exception>, u64) {
+pub fn try_instruction_breakpoint() -> Attempt<()> {
     let mut target = 0u64;
     let target_slot = &raw mut target;
     let result = catch_exception(|| {
@@ -323,11 +345,14 @@ pub fn instruction_breakpoint() -> (Result<(), Exception>, u64) {
         unsafe {
             asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "mov dr0, {scratch}",
                  "mov dr7, {enable}", "2: nop", scratch = out(reg) _, slot = in(reg) target_slot,
-                 enable = in(reg) DR7_DEFAULT | DR7_L0, options(nostack))
+                 enable = in(reg) dr7::FIXED_1 | dr7::local(0), options(nostack))
         };
     });
-    write_dr7(DR7_DEFAULT);
-    (result, target)
+    write_dr7(dr7::FIXED_1);
+    Attempt {
+        result,
+        address: target,
+    }
 }
 
 /// The CPU's physical-address width (CPUID 0x8000_0008 EAX[7:0]), or 36 when not reported.
@@ -388,14 +413,14 @@ impl<'a> Window<'a> {
     /// Reads the 64-bit word at `offset` through the window.
     pub fn read(&self, offset: u64) -> Result<u64, Exception> {
         assert!(offset + 8 <= PAGE_SIZE, "offset {offset} is outside the page");
-        super::instructions::probe_read(self.address() + offset)
+        super::instructions::try_read(self.address() + offset)
     }
 
     /// Writes the 64-bit word at `offset` through the window.
     pub fn write(&self, offset: u64, value: u64) -> Result<(), Exception> {
         assert!(offset + 8 <= PAGE_SIZE, "offset {offset} is outside the page");
         // SAFETY: the window shows a TestPage frame, which no Rust object occupies.
-        unsafe { super::instructions::probe_write(self.address() + offset, value) }
+        unsafe { super::instructions::try_write(self.address() + offset, value) }
     }
 }
 
@@ -422,7 +447,7 @@ pub fn software_interrupt_in_interrupt_shadow<const VECTOR: u8>() {
 /// Opens an interrupt window of `iterations` PAUSE loops with RSP at `stack_pointer`: a
 /// pending interrupt is then delivered onto that stack. On an unmapped page, the push faults
 /// (#PF), and so does the #PF's own push: a #DF, on its IST stack, which is returned.
-pub fn interrupt_window_on_stack(stack_pointer: u64, iterations: u32) -> Result<(), Exception> {
+pub fn try_interrupt_window_on_stack(stack_pointer: u64, iterations: u32) -> Result<(), Exception> {
     catch_exception(|| {
         // SAFETY: RSP is restored right after the window; an exception in the window is
         // recovered by the enclosing catch, which restores RSP itself. Nothing but the

@@ -10,21 +10,14 @@ use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::exceptions::selector;
-use super::instructions::{rdmsr_safe, wrmsr_safe};
+use super::msr::{
+    EferFlags, IA32_CSTAR, IA32_EFER, IA32_FMASK, IA32_LSTAR, IA32_STAR, try_rdmsr, try_wrmsr,
+    try_wrmsr_unrestricted,
+};
 use super::{Exception, catch_exception};
 
-/// IA32_EFER and its SCE bit (SYSCALL enable).
-pub const EFER: u32 = 0xc000_0080;
-/// EFER.SCE.
-pub const EFER_SCE: u64 = 1 << 0;
-/// IA32_STAR: SYSCALL's CS in bits 47:32, SYSRET's selector base in bits 63:48.
-pub const STAR: u32 = 0xc000_0081;
-/// IA32_LSTAR: the 64-bit SYSCALL entry point.
-pub const LSTAR: u32 = 0xc000_0082;
-/// IA32_CSTAR: the compatibility-mode SYSCALL entry point (AMD).
-pub const CSTAR: u32 = 0xc000_0083;
-/// IA32_FMASK: RFLAGS bits SYSCALL clears.
-pub const FMASK: u32 = 0xc000_0084;
+/// EFER.SCE: SYSCALL and SYSRET are enabled.
+const EFER_SCE: u64 = EferFlags::SYSTEM_CALL_EXTENSIONS.bits();
 
 /// The STAR value for the runtime's GDT: SYSCALL loads CS 0x08 and SS 0x10; SYSRET's 64-bit
 /// form loads CS 0x18 + 16 = 0x2b and SS 0x18 + 8 = 0x23, its 32-bit form CS 0x1b (32-bit user
@@ -190,16 +183,20 @@ pub fn sysret_address() -> u64 {
 }
 
 /// Sets EFER.SCE, STAR, LSTAR (the runtime's entry) and FMASK on this CPU.
-pub fn enable(flags_mask: u64) -> Result<(), Exception> {
-    wrmsr_safe(STAR, STAR_VALUE)?;
-    wrmsr_safe(LSTAR, entry_address())?;
-    wrmsr_safe(FMASK, flags_mask)?;
-    wrmsr_safe(EFER, rdmsr_safe(EFER)? | EFER_SCE)
+pub fn try_enable(flags_mask: u64) -> Result<(), Exception> {
+    // SAFETY: the runtime's own SYSCALL setup: its selectors, its entry, and a mask (any mask
+    // is sound: the entry runs on the caller's stack and touches only its record).
+    unsafe { try_wrmsr_unrestricted(IA32_STAR, STAR_VALUE)? };
+    // SAFETY: as above.
+    unsafe { try_wrmsr_unrestricted(IA32_LSTAR, entry_address())? };
+    // SAFETY: as above.
+    unsafe { try_wrmsr_unrestricted(IA32_FMASK, flags_mask)? };
+    try_wrmsr(IA32_EFER, try_rdmsr(IA32_EFER)? | EFER_SCE)
 }
 
 /// Clears EFER.SCE on this CPU: SYSCALL and SYSRET raise #UD.
-pub fn disable() -> Result<(), Exception> {
-    wrmsr_safe(EFER, rdmsr_safe(EFER)? & !EFER_SCE)
+pub fn try_disable() -> Result<(), Exception> {
+    try_wrmsr(IA32_EFER, try_rdmsr(IA32_EFER)? & !EFER_SCE)
 }
 
 /// The entry's record of the last SYSCALL, and how many it took.
@@ -234,7 +231,7 @@ pub struct Return {
 
 /// SYSCALL with RAX = `value` and RFLAGS.DF set as `direction` says (DF is cleared again
 /// after). Meant for user mode (`run_in_user_mode`); at CPL 0 it needs LSTAR to point at code
-/// that returns without SYSRET (see [`kernel_syscall`]).
+/// that returns without SYSRET (see [`try_kernel_syscall`]).
 pub fn syscall(value: u64, direction: bool) -> Return {
     let (result, return_address, flags_before, flags_after, code_segment, stack_segment): (
         u64,
@@ -301,7 +298,7 @@ pub fn traced_syscall_return_address() -> u64 {
 
 /// SYSRET at the current privilege level with RCX the next instruction and R11 the current
 /// RFLAGS: at CPL 3 it raises #GP(0); with EFER.SCE clear, #UD.
-pub fn sysret() -> Result<(), Exception> {
+pub fn try_sysret() -> Result<(), Exception> {
     catch_exception(|| {
         // SAFETY: SYSRET faults at CPL 3 and with SCE clear; were it to complete at CPL 0,
         // it would continue at CPL 3 at the next instruction with the same flags (the
@@ -340,8 +337,8 @@ pub struct KernelSyscall {
 /// SYSCALL at CPL 0 with LSTAR pointing at the next instruction (kvm-unit-tests' "lazy load"
 /// check) and RFLAGS.DF set: returns what it loaded, or its exception (#UD with SCE clear).
 /// LSTAR is restored after.
-pub fn kernel_syscall() -> Result<KernelSyscall, Exception> {
-    let saved_lstar = rdmsr_safe(LSTAR)?;
+pub fn try_kernel_syscall() -> Result<KernelSyscall, Exception> {
+    let saved_lstar = try_rdmsr(IA32_LSTAR)?;
     let result = catch_exception(|| {
         let (return_address, next_instruction, saved_flags, flags_after, code_segment, stack_segment): (
             u64,
@@ -370,7 +367,7 @@ pub fn kernel_syscall() -> Result<KernelSyscall, Exception> {
                 "cld",
                 "mov {cs:x}, cs",
                 "mov {ss:x}, ss",
-                lstar = const LSTAR,
+                lstar = const IA32_LSTAR,
                 next = out(reg) next_instruction,
                 after = out(reg) flags_after,
                 cs = out(reg) code_segment,
@@ -390,7 +387,8 @@ pub fn kernel_syscall() -> Result<KernelSyscall, Exception> {
             stack_segment,
         }
     });
-    wrmsr_safe(LSTAR, saved_lstar)?;
+    // SAFETY: LSTAR gets back the value it held before.
+    unsafe { try_wrmsr_unrestricted(IA32_LSTAR, saved_lstar)? };
     result
 }
 
@@ -428,9 +426,10 @@ pub fn compatibility_entries() -> u64 {
 /// Runs a SYSCALL from compatibility mode (CPL 3, 32-bit code) with CSTAR at the runtime's
 /// CSTAR entry, which returns with the 32-bit SYSRET when `sysret` is set, and returns the
 /// exception that ended the run (see [`CompatibilityAddresses`] for where each comes from).
-/// SYSCALL must be enabled ([`enable`]).
-pub fn compatibility_syscall(sysret: bool) -> Result<Exception, Exception> {
-    wrmsr_safe(CSTAR, compatibility_addresses().entry)?;
+/// SYSCALL must be enabled ([`try_enable`]).
+pub fn try_compatibility_syscall(sysret: bool) -> Result<Exception, Exception> {
+    // SAFETY: CSTAR points at the runtime's compatibility-mode entry.
+    unsafe { try_wrmsr_unrestricted(IA32_CSTAR, compatibility_addresses().entry)? };
     VMUNIT_COMPATIBILITY_SYSRET.store(u64::from(sysret), Ordering::SeqCst);
     Ok(super::exceptions::enter_compatibility_mode(
         &raw const vmunit_compatibility_code as u64,

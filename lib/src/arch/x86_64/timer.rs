@@ -1,7 +1,8 @@
 //! The time-stamp counter as the runtime's clock: its count (RDTSC) and frequency (CPUID), the
 //! x86 side of the arch API that aarch64's generic-timer module offers (`count`, `frequency`).
 
-use super::instructions::{cpuid, rdtsc};
+use super::cpuid::cpuid;
+use super::instructions::rdtsc;
 
 /// The frequency assumed when CPUID does not give one: higher than any TSC this project runs
 /// on, so that a wait of N milliseconds lasts at least N milliseconds.

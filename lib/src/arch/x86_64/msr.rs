@@ -1,0 +1,145 @@
+//! Model-specific registers: one table of the MSR numbers the runtime and the tests use (SDM
+//! Vol. 4 names), RDMSR/WRMSR that catch their #GP, and which MSRs the runtime owns.
+//!
+//! The runtime relies on a few MSRs staying as it set them (long mode and NX in EFER, the
+//! APIC's mode and base, the page attribute table, the SYSCALL entry). [`try_wrmsr`] refuses
+//! to change those; [`try_wrmsr_unrestricted`] is the `unsafe` poke for tests that must.
+
+use core::arch::asm;
+
+use super::exceptions::{Exception, catch_exception};
+
+pub use x86_64::registers::model_specific::{ApicBaseFlags, EferFlags};
+
+/// IA32_TIME_STAMP_COUNTER: the TSC.
+pub const IA32_TSC: u32 = 0x10;
+/// IA32_APIC_BASE: the local APIC's base address and mode ([`ApicBaseFlags`]).
+pub const IA32_APIC_BASE: u32 = 0x1b;
+/// IA32_TSC_ADJUST: the offset added to the TSC.
+pub const IA32_TSC_ADJUST: u32 = 0x3b;
+/// IA32_SPEC_CTRL: IBRS (bit 0), STIBP (bit 1), SSBD (bit 2).
+pub const IA32_SPEC_CTRL: u32 = 0x48;
+/// IA32_PRED_CMD: write-only; bit 0 is IBPB.
+pub const IA32_PRED_CMD: u32 = 0x49;
+/// IA32_PMC0: general-purpose counter 0; counter `n` is `IA32_PMC0 + n`.
+pub const IA32_PMC0: u32 = 0xc1;
+/// IA32_FLUSH_CMD: write-only; bit 0 is L1D_FLUSH.
+pub const IA32_FLUSH_CMD: u32 = 0x10b;
+/// IA32_SYSENTER_CS.
+pub const IA32_SYSENTER_CS: u32 = 0x174;
+/// IA32_SYSENTER_ESP.
+pub const IA32_SYSENTER_ESP: u32 = 0x175;
+/// IA32_SYSENTER_EIP.
+pub const IA32_SYSENTER_EIP: u32 = 0x176;
+/// IA32_MCG_CAP: machine-check capabilities; bits 7:0 count the banks.
+pub const IA32_MCG_CAP: u32 = 0x179;
+/// IA32_PERFEVTSEL0: counter 0's event select; counter `n`'s is `IA32_PERFEVTSEL0 + n`.
+pub const IA32_PERFEVTSEL0: u32 = 0x186;
+/// IA32_MISC_ENABLE.
+pub const IA32_MISC_ENABLE: u32 = 0x1a0;
+/// IA32_PAT: the page attribute table.
+pub const IA32_PAT: u32 = 0x277;
+/// IA32_FIXED_CTR0; fixed counter `n` is `IA32_FIXED_CTR0 + n`.
+pub const IA32_FIXED_CTR0: u32 = 0x309;
+/// IA32_FIXED_CTR_CTRL: four bits per fixed counter (OS, USR, AnyThread, PMI).
+pub const IA32_FIXED_CTR_CTRL: u32 = 0x38d;
+/// IA32_PERF_GLOBAL_STATUS: overflow bits (PMCs at 0.., fixed counters at 32..).
+pub const IA32_PERF_GLOBAL_STATUS: u32 = 0x38e;
+/// IA32_PERF_GLOBAL_CTRL: enable bits (PMCs at 0.., fixed counters at 32..).
+pub const IA32_PERF_GLOBAL_CTRL: u32 = 0x38f;
+/// IA32_PERF_GLOBAL_OVF_CTRL: writing 1s clears IA32_PERF_GLOBAL_STATUS bits.
+pub const IA32_PERF_GLOBAL_OVF_CTRL: u32 = 0x390;
+/// IA32_MC0_CTL: machine-check bank 0's control; bank `n`'s registers start at
+/// `IA32_MC0_CTL + 4 * n`.
+pub const IA32_MC0_CTL: u32 = 0x400;
+/// IA32_TSC_DEADLINE: the local APIC timer's deadline in TSC-deadline mode.
+pub const IA32_TSC_DEADLINE: u32 = 0x6e0;
+/// The first x2APIC register: APIC register `offset` is MSR `IA32_X2APIC_BASE + offset / 16`.
+pub const IA32_X2APIC_BASE: u32 = 0x800;
+/// IA32_X2APIC_SELF_IPI: the x2APIC SELF IPI register (no xAPIC counterpart).
+pub const IA32_X2APIC_SELF_IPI: u32 = 0x83f;
+/// IA32_EFER: extended features ([`EferFlags`]).
+pub const IA32_EFER: u32 = 0xc000_0080;
+/// IA32_STAR: SYSCALL's CS in bits 47:32, SYSRET's selector base in bits 63:48.
+pub const IA32_STAR: u32 = 0xc000_0081;
+/// IA32_LSTAR: the 64-bit SYSCALL entry point.
+pub const IA32_LSTAR: u32 = 0xc000_0082;
+/// IA32_CSTAR: the compatibility-mode SYSCALL entry point (AMD).
+pub const IA32_CSTAR: u32 = 0xc000_0083;
+/// IA32_FMASK: the RFLAGS bits SYSCALL clears.
+pub const IA32_FMASK: u32 = 0xc000_0084;
+/// IA32_FS_BASE.
+pub const IA32_FS_BASE: u32 = 0xc000_0100;
+/// IA32_GS_BASE.
+pub const IA32_GS_BASE: u32 = 0xc000_0101;
+/// IA32_KERNEL_GS_BASE: the value SWAPGS exchanges with IA32_GS_BASE.
+pub const IA32_KERNEL_GS_BASE: u32 = 0xc000_0102;
+/// IA32_TSC_AUX: the value RDTSCP and RDPID return.
+pub const IA32_TSC_AUX: u32 = 0xc000_0103;
+
+/// The bits of MSR `index` the runtime relies on (0 for an MSR it does not own): EFER's long
+/// mode and no-execute bits, all of IA32_APIC_BASE (the APIC's mode and base, recorded per
+/// CPU), IA32_PAT (the memory types of every mapping) and the SYSCALL MSRs (STAR, LSTAR,
+/// CSTAR, FMASK: the kernel entry user mode reaches).
+pub fn owned_bits(index: u32) -> u64 {
+    match index {
+        IA32_EFER => {
+            (EferFlags::LONG_MODE_ENABLE | EferFlags::LONG_MODE_ACTIVE | EferFlags::NO_EXECUTE_ENABLE).bits()
+        }
+        IA32_APIC_BASE | IA32_PAT | IA32_STAR | IA32_LSTAR | IA32_CSTAR | IA32_FMASK => u64::MAX,
+        _ => 0,
+    }
+}
+
+/// RDMSR of `index`: its value, or the exception (#GP for a nonexistent MSR). kvm-unit-tests'
+/// `rdmsr_safe`.
+pub fn try_rdmsr(index: u32) -> Result<u64, Exception> {
+    catch_exception(|| rdmsr(index))
+}
+
+/// RDMSR of `index`, without catching: a #GP goes to the enclosing `catch_exception` or
+/// `run_in_user_mode`, or ends the test.
+pub fn rdmsr(index: u32) -> u64 {
+    let (low, high): (u32, u32);
+    // SAFETY: RDMSR only reads a register; a fault is caught by the caller's catch or ends
+    // the test.
+    unsafe { asm!("rdmsr", in("ecx") index, out("eax") low, out("edx") high, options(nomem, nostack)) };
+    (u64::from(high) << 32) | u64::from(low)
+}
+
+/// WRMSR of `value` to `index`, or the exception (#GP for reserved bits, non-canonical
+/// addresses or nonexistent MSRs). kvm-unit-tests' `wrmsr_safe`.
+///
+/// # Panics
+/// When the write would change bits the runtime owns ([`owned_bits`]); writing back their
+/// current value is allowed. Tests that must change them use [`try_wrmsr_unrestricted`].
+pub fn try_wrmsr(index: u32, value: u64) -> Result<(), Exception> {
+    let owned = owned_bits(index);
+    if owned != 0 {
+        let current = try_rdmsr(index)?;
+        assert!(
+            (current ^ value) & owned == 0,
+            "WRMSR {index:#x} <- {value:#x} would change bits {owned:#x} the runtime owns (it holds {current:#x})"
+        );
+    }
+    // SAFETY: the write keeps every bit the runtime relies on.
+    unsafe { try_wrmsr_unrestricted(index, value) }
+}
+
+/// WRMSR of `value` to any MSR `index`, or the exception: the raw poke.
+///
+/// # Safety
+/// A write that does not fault must keep the runtime's [`owned_bits`] of the MSR as they were,
+/// or restore them before anything relies on them: EFER.LME/NXE (long mode, the page tables'
+/// NX bits), IA32_APIC_BASE (the runtime's APIC accesses and per-CPU mode record), IA32_PAT
+/// (memory types) and the SYSCALL MSRs (no SYSCALL may run while they point elsewhere).
+pub unsafe fn try_wrmsr_unrestricted(index: u32, value: u64) -> Result<(), Exception> {
+    catch_exception(|| {
+        // SAFETY: WRMSR changes CPU state, not memory the compiler knows about; the caller
+        // keeps what the runtime relies on; a fault is caught.
+        unsafe {
+            asm!("wrmsr", in("ecx") index, in("eax") value as u32, in("edx") (value >> 32) as u32,
+                 options(nostack))
+        };
+    })
+}
