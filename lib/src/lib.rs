@@ -80,8 +80,8 @@ pub use vmunit_macros::test;
 /// - `vmunit::subtests!();`
 /// - `vmunit::subtests!(init = set_up);` with `fn set_up() -> State`: subtests may take
 ///   `&State` or `&mut State`;
-/// - `vmunit::subtests!(init = set_up, exit = tear_down);` with also `fn tear_down(State)`,
-///   called after the last subtest.
+/// - `vmunit::subtests!(init = set_up, exit = tear_down);` with also `fn tear_down(State)`
+///   (or `fn tear_down()` when `set_up` returns nothing), called after the last subtest.
 ///
 /// Arguments without `=` select subtests by name or glob; see [`subtest`].
 #[macro_export]

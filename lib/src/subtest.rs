@@ -169,7 +169,7 @@ pub fn run_all(args: &[&str], init: Option<fn()>, exit: Option<fn()>) -> i32 {
                 init();
             }
         },
-        |()| {
+        || {
             if let Some(exit) = exit {
                 exit();
             }
@@ -177,10 +177,40 @@ pub fn run_all(args: &[&str], init: Option<fn()>, exit: Option<fn()>) -> i32 {
     )
 }
 
+/// A suite's exit function: `fn(State)`, which gets the state back, or `fn()` for a suite
+/// without state. `Form` tells the two apart ([`TakesState`] or [`TakesNothing`]), so that
+/// both implementations can exist.
+pub trait SuiteExit<State, Form> {
+    /// Calls the function, with the state if it takes it.
+    fn finish(self, state: State);
+}
+
+/// The [`SuiteExit`] form `fn(State)`.
+pub struct TakesState;
+
+/// The [`SuiteExit`] form `fn()`, for a suite whose init returns `()`.
+pub struct TakesNothing;
+
+impl<State, Function: FnOnce(State)> SuiteExit<State, TakesState> for Function {
+    fn finish(self, state: State) {
+        self(state);
+    }
+}
+
+impl<Function: FnOnce()> SuiteExit<(), TakesNothing> for Function {
+    fn finish(self, (): ()) {
+        self();
+    }
+}
+
 /// Runs the subtests that `args` select (all but the ignored ones when no argument names
 /// any): first `init`, whose result every subtest may borrow, then the subtests, then `exit`
-/// with the state; returns `report_summary()`'s code.
-pub fn run<State: Any>(args: &[&str], init: impl FnOnce() -> State, exit: impl FnOnce(State)) -> i32 {
+/// with the state (see [`SuiteExit`]); returns `report_summary()`'s code.
+pub fn run<State: Any, Form>(
+    args: &[&str],
+    init: impl FnOnce() -> State,
+    exit: impl SuiteExit<State, Form>,
+) -> i32 {
     let patterns: alloc::vec::Vec<&str> = args.iter().copied().filter(|word| !word.contains('=')).collect();
     let mut subtests: alloc::vec::Vec<&Subtest> = all().iter().collect();
     // The linker orders the section by code unit, not by source: run them as declared.
@@ -212,6 +242,6 @@ pub fn run<State: Any>(args: &[&str], init: impl FnOnce() -> State, exit: impl F
         };
         (subtest.body)(&mut state, &harness);
     }
-    exit(state);
+    exit.finish(state);
     report_summary()
 }
