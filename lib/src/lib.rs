@@ -2,17 +2,15 @@
 //!
 //! It boots the guest (PVH on x86_64), sets up a console, exceptions, page tables and a heap,
 //! splits the command line into arguments and calls the test's `main`, registered with
-//! [`main!`]. Tests report through kvm-unit-tests-compatible macros ([`report!`] and friends)
-//! and end with [`report_summary`].
+//! [`main!`]. Tests report through kvm-unit-tests-compatible macros ([`report!`] and friends);
+//! when `main` returns, the runtime prints the summary ([`report_summary`]) and exits.
 //!
 //! ```ignore
 //! #![no_std]
 //! #![no_main]
-//! use vmunit::{report, report_summary};
 //! vmunit::main!(main);
-//! fn main(_args: &[&str]) -> i32 {
-//!     report!(1 + 1 == 2, "arithmetic works");
-//!     report_summary()
+//! fn main(_args: &[&str]) {
+//!     vmunit::report!(1 + 1 == 2, "arithmetic works");
 //! }
 //! ```
 //!
@@ -62,34 +60,53 @@ pub use reporting::{
 };
 #[cfg(target_os = "none")]
 pub use runtime::{args, exit};
-/// Marks `fn name()` as a subtest (see [`subtests!`]): `#[vmunit::test]`,
-/// `#[vmunit::test(ignore)]`, `#[vmunit::test(should_fault)]`, `#[vmunit::test(should_fault = PF)]`.
+/// Marks a function as a subtest (see [`subtests!`] and [`subtest`]):
+///
+/// - `#[vmunit::test] fn name()`, or `fn name(state: &State)` / `(state: &mut State)` to
+///   borrow the suite state that `subtests!(init = ..)` made;
+/// - `#[vmunit::test(ignore)]`: runs only when named on the command line;
+/// - `#[vmunit::test(should_fault)]`, `#[vmunit::test(should_fault = PF)]`: passes only if it
+///   faults (with that `vmunit::Vector`: an exception class on aarch64, e.g. `UNKNOWN`);
+/// - `#[vmunit::test(cases = TABLE)] fn name(case: &Case)` (or `(state: &State, case: &Case)`):
+///   runs once per element of `TABLE` (an array or slice), each under a prefix that is the
+///   case's `Display`;
+/// - `#[vmunit::test(timeout_ms = 500)]`: FAILs if it (each case) takes longer than that.
+///
+/// Options combine: `#[vmunit::test(cases = SIZES, timeout_ms = 100)]`.
 pub use vmunit_macros::test;
 
-/// Makes the test run its `#[vmunit::test]` subtests: `vmunit::subtests!();`, or with a suite
-/// set-up and tear-down, `vmunit::subtests!(init = set_up, exit = tear_down);`. Arguments
-/// without `=` select subtests by name or glob; see `vmunit::subtest`.
+/// Makes the test run its `#[vmunit::test]` subtests, as its `main`:
+///
+/// - `vmunit::subtests!();`
+/// - `vmunit::subtests!(init = set_up);` with `fn set_up() -> State`: subtests may take
+///   `&State` or `&mut State`;
+/// - `vmunit::subtests!(init = set_up, exit = tear_down);` with also `fn tear_down(State)`
+///   (or `fn tear_down()` when `set_up` returns nothing), called after the last subtest.
+///
+/// Arguments without `=` select subtests by name or glob; see [`subtest`].
 #[macro_export]
 macro_rules! subtests {
     () => {
-        $crate::main!(__vmunit_run_subtests);
-        fn __vmunit_run_subtests(args: &[&str]) -> i32 {
-            $crate::subtest::run_all(args, None, None)
-        }
+        $crate::subtests!(init = __vmunit_no_state);
+        fn __vmunit_no_state() {}
+    };
+    (init = $init:path $(,)?) => {
+        $crate::subtests!(init = $init, exit = ::core::mem::drop);
     };
     (init = $init:path, exit = $exit:path $(,)?) => {
         $crate::main!(__vmunit_run_subtests);
         fn __vmunit_run_subtests(args: &[&str]) -> i32 {
-            $crate::subtest::run_all(args, Some($init), Some($exit))
+            $crate::subtest::run(args, $init, $exit)
         }
     };
 }
 
-/// Registers the test's entry point: `vmunit::main!(main);` with `fn main(args: &[&str]) -> i32`.
+/// Registers the test's entry point: `vmunit::main!(main);` with `fn main(args: &[&str])`.
 ///
 /// The runtime calls it after boot with the words of the kernel command line (`-append`,
-/// the runner's `test_args`) and exits with the code it returns, normally
-/// [`report_summary()`]'s.
+/// the runner's `test_args`). A `main` that returns nothing ends with [`report_summary()`]'s
+/// code; one that returns an `i32` (often `report_summary()` itself) exits with that code
+/// (see [`Termination`]).
 #[macro_export]
 macro_rules! main {
     ($function:path) => {
@@ -97,8 +114,31 @@ macro_rules! main {
         #[allow(unsafe_code)]
         #[unsafe(no_mangle)]
         pub fn vmunit_test_main(args: &[&str]) -> i32 {
-            let main: fn(&[&str]) -> i32 = $function;
-            main(args)
+            let main: fn(&[&str]) -> _ = $function;
+            $crate::Termination::exit_code(main(args))
         }
     };
+}
+
+/// What a test's `main` (see [`main!`]) may return.
+#[cfg(target_os = "none")]
+pub trait Termination {
+    /// The code the test exits with.
+    fn exit_code(self) -> i32;
+}
+
+/// Nothing: the test ends with [`report_summary()`]'s code, from the reports it made.
+#[cfg(target_os = "none")]
+impl Termination for () {
+    fn exit_code(self) -> i32 {
+        report_summary()
+    }
+}
+
+/// An exit code, normally `report_summary()`'s.
+#[cfg(target_os = "none")]
+impl Termination for i32 {
+    fn exit_code(self) -> i32 {
+        self
+    }
 }

@@ -64,6 +64,32 @@ fn aarch64_fixtures_are_classified() {
         "arm-fixture-stack-overflow",
         |outcome| matches!(outcome, Outcome::Crash { reason } if reason.contains("DABT_EL1")),
     );
+    // Subtests judge `should_fault` by exception class, and a time bound, as on x86.
+    expect(
+        "arm-fixture-subtests",
+        |outcome| matches!(outcome, Outcome::Fail { reason } if reason == "4 unexpected failures"),
+    );
+    let subtests = report
+        .results
+        .iter()
+        .find(|result| result.name == "arm-fixture-subtests")
+        .unwrap();
+    let log = std::fs::read_to_string(subtests.log.as_ref().unwrap()).unwrap();
+    for expected in [
+        "PASS: passes: a check inside a subtest",
+        "FAIL: faults_unexpectedly: returns without an exception (got UNKNOWN (EC 0x00)",
+        "PASS: should_fault_any: faults, as expected (UNKNOWN (EC 0x00)",
+        "PASS: should_fault_undefined: faults with Unknown, as expected (got UNKNOWN (EC 0x00)",
+        "FAIL: should_fault_other_class: faults with DataAbort, as expected (got UNKNOWN (EC 0x00)",
+        "FAIL: should_fault_but_returns: faults, as expected (it returned)",
+        "FAIL: overruns_time_bound: finishes within 20 ms (took ",
+        "SUMMARY: 7 tests, 4 unexpected failures",
+    ] {
+        assert!(
+            log.lines().any(|line| line.starts_with(expected)),
+            "{expected:?} in {log}"
+        );
+    }
     expect(
         "arm-fixture-psci-off-no-exit",
         |outcome| matches!(outcome, Outcome::Crash { reason } if reason.contains("no EXIT line")),

@@ -122,10 +122,13 @@ fn check(report: &Report, kvm: bool) {
         "{log}"
     );
     // Subtests: each way a subtest can end is reported on its own, and a fault in one does
-    // not stop the next; a selection of the passing ones passes.
+    // not stop the next; a selection of the passing ones passes. Subtests borrow the suite
+    // state (one that takes a type the init does not return fails), a parameterized one
+    // reports each case under its name (a failing or faulting case does not stop the next),
+    // and one that overruns its time bound fails.
     expect(
         "fixture-subtests",
-        |outcome| matches!(outcome, Outcome::Fail { reason } if reason == "2 unexpected failures"),
+        |outcome| matches!(outcome, Outcome::Fail { reason } if reason == "6 unexpected failures"),
     );
     let subtests = report
         .results
@@ -144,13 +147,30 @@ fn check(report: &Report, kvm: bool) {
         "PASS: should_fault_invalid_opcode: faults with UD, as expected (got #UD",
         "FAIL: should_fault_but_returns: faults, as expected (it returned)",
         "SKIP: ignored: ignored: name it on the command line to run it",
-        "SUMMARY: 6 tests, 2 unexpected failures, 1 skipped",
+        "PASS: reads_suite_state: the suite's init ran before the subtest",
+        "PASS: changes_suite_state: the subtest is the state's first visitor",
+        "FAIL: takes_wrong_state: the suite's init returns the u32 this subtest takes (got fixture::Suite)",
+        "PASS: parameterized: number 2: 2 is even",
+        "FAIL: parameterized: number 3: 3 is even",
+        "FAIL: parameterized: number 0: returns without an exception (got #UD",
+        "PASS: parameterized: number 4: 4 is even",
+        "PASS: parameterized_with_state: number 2: the case and the suite state arrive together",
+        "PASS: within_time_bound: a quick check under a time bound",
+        "PASS: overruns_time_bound: a check that passes, too late",
+        "FAIL: overruns_time_bound: finishes within 20 ms (took ",
+        "SUMMARY: 17 tests, 6 unexpected failures, 1 skipped",
     ] {
         assert!(
             report_lines.iter().any(|line| line.starts_with(expected)),
             "{expected:?} in {log}"
         );
     }
+    // The suite exit gets the state back, with the subtests' change.
+    assert!(
+        log.lines()
+            .any(|line| line == "INFO: tear_down: the suite state comes back with visits = 1"),
+        "{log}"
+    );
     expect(
         "fixture-subtests-selected",
         |outcome| matches!(outcome, Outcome::Pass { summary: Some(summary) } if summary == "3 tests"),

@@ -3,8 +3,10 @@
 //!
 //! pass, fail, skip, panic, exception (an undefined instruction), hang, psci-off-no-exit
 //! (PSCI SYSTEM_OFF without an EXIT line: QEMU exits with 0, which must never read as a pass),
-//! and stack-overflow (unbounded recursion runs into the stack's guard page: the runtime must
-//! report it, from its separate exception stack, and end the test rather than hang).
+//! stack-overflow (unbounded recursion runs into the stack's guard page: the runtime must
+//! report it, from its separate exception stack, and end the test rather than hang), and
+//! subtests (`#[vmunit::test]` functions: `should_fault` judged by exception class, and a
+//! time bound, as on x86).
 //! gic-offset-outside and psci-entry-point-call check that the safe GIC and PSCI functions
 //! refuse what would write outside the GIC's registers or start code: a panic, not a write.
 #![no_std]
@@ -50,6 +52,7 @@ fn main(args: &[&str]) -> i32 {
             report!(recurse(0) > 0, "unbounded recursion returned");
             report_summary()
         }
+        "subtests" => vmunit::subtest::run_all(&args[1..], None, None),
         "psci-off-no-exit" => {
             report!(
                 true,
@@ -78,6 +81,46 @@ fn main(args: &[&str]) -> i32 {
             vmunit::exit(1)
         }
     }
+}
+
+/// A subtest that passes.
+#[vmunit::test]
+fn passes() {
+    report!(true, "a check inside a subtest");
+}
+
+/// A subtest that faults where it should not: it fails, and the next subtest still runs.
+#[vmunit::test]
+fn faults_unexpectedly() {
+    undefined_instruction();
+}
+
+/// A subtest that must fault, and does.
+#[vmunit::test(should_fault)]
+fn should_fault_any() {
+    undefined_instruction();
+}
+
+/// A subtest that must fault with an undefined instruction (class Unknown), and does.
+#[vmunit::test(should_fault = Unknown)]
+fn should_fault_undefined() {
+    undefined_instruction();
+}
+
+/// A subtest that must fault with a data abort but raises another class: it fails.
+#[vmunit::test(should_fault = DataAbort)]
+fn should_fault_other_class() {
+    undefined_instruction();
+}
+
+/// A subtest that must fault but returns: it fails.
+#[vmunit::test(should_fault)]
+fn should_fault_but_returns() {}
+
+/// A subtest that overruns its time bound: it fails.
+#[vmunit::test(timeout_ms = 20)]
+fn overruns_time_bound() {
+    vmunit::time::delay(200);
 }
 
 /// Recurses without end, 1 KiB of stack per call, until the stack overflows.
