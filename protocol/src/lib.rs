@@ -12,6 +12,8 @@
 //! BENCH: cpuid=1234 cycles                     a measurement (not a report line)
 //! ```
 //!
+//! and, in the image rather than on the console, the subtest registry ([`SubtestRecord`]).
+//!
 //! Lines may carry leading blanks and a trailing `\r`; [`GuestLine::parse`] ignores both.
 //! The crate is `no_std` and allocates nothing, so the guest uses it as it is.
 
@@ -23,6 +25,7 @@ extern crate std;
 mod bench;
 mod exit;
 mod report;
+mod subtest;
 mod summary;
 
 pub use bench::{
@@ -30,14 +33,8 @@ pub use bench::{
 };
 pub use exit::{AbortLine, ExitLine, GuestCode};
 pub use report::{Label, PREFIX_DELIMITER, ReportLine};
+pub use subtest::{SUBTEST_NAMES_SECTION, SUBTESTS_SECTION, SubtestRecord};
 pub use summary::Summary;
-
-/// The link section `#[vmunit::test]` puts each subtest's descriptor in (the guest runs them
-/// from it).
-pub const SUBTESTS_SECTION: &str = "vmunit_tests";
-/// The link section `#[vmunit::test]` puts each subtest's name in, as a NUL-terminated
-/// `LINE:NAME` record: the runner lists subtests from it without booting the image.
-pub const SUBTEST_NAMES_SECTION: &str = "vmunit_test_names";
 
 /// One line of a guest's serial output, classified.
 #[derive(Clone, Copy, Debug, PartialEq)]

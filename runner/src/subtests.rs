@@ -5,15 +5,13 @@
 use std::path::Path;
 
 use object::{Object, ObjectSection};
-
-/// The section `#[vmunit::test]` writes each subtest's name into.
-const NAMES_SECTION: &str = "vmunit_test_names";
+use vmunit_protocol::{SUBTEST_NAMES_SECTION, SubtestRecord};
 
 /// The subtest names in `image`, in the order they run; empty when it declares none.
 pub fn names(image: &Path) -> Result<Vec<String>, String> {
     let bytes = std::fs::read(image).map_err(|error| format!("{}: {error}", image.display()))?;
     let file = object::File::parse(&*bytes).map_err(|error| format!("{}: {error}", image.display()))?;
-    let Some(section) = file.section_by_name(NAMES_SECTION) else {
+    let Some(section) = file.section_by_name(SUBTEST_NAMES_SECTION) else {
         return Ok(Vec::new());
     };
     let data = section
@@ -32,10 +30,10 @@ fn parse(data: &[u8]) -> Vec<String> {
         .collect();
     records.sort();
     records
-        .into_iter()
-        .map(|record| match record.split_once(':') {
-            Some((_, name)) => name.to_owned(),
-            None => record,
+        .iter()
+        .map(|record| match SubtestRecord::parse(record) {
+            Some(parsed) => parsed.name.to_owned(),
+            None => record.clone(),
         })
         .collect()
 }

@@ -11,6 +11,7 @@
 //! would cost more build time than it saves.
 
 use proc_macro::{Delimiter, TokenStream, TokenTree};
+use vmunit_protocol::{SUBTEST_NAMES_SECTION, SUBTESTS_SECTION, SubtestRecord};
 
 /// Registers a function as a subtest of a test crate that calls `vmunit::subtests!()` (see
 /// `vmunit::test` for the forms it takes).
@@ -242,13 +243,18 @@ fn expand(attribute: TokenStream, item: TokenStream) -> Result<TokenStream, Stri
     };
     let body = body(&signature, options.cases.as_deref());
     // "LINE:NAME": the runner sorts by the zero-padded line, as subtests run in declared order.
-    let listed = format!("{line:08}:{name}");
+    let record_line = u32::try_from(*line).map_err(|_| format!("line {line} is too large"))?;
+    let listed = SubtestRecord {
+        line: record_line,
+        name: &name.to_string(),
+    }
+    .to_string();
     let name_bytes = listed.len() + 1;
     let registration = format!(
         r#"
         #[allow(unsafe_code, non_upper_case_globals)]
         #[used]
-        #[unsafe(link_section = "vmunit_tests")]
+        #[unsafe(link_section = "{SUBTESTS_SECTION}")]
         static __vmunit_subtest_{name}: vmunit::subtest::Subtest = vmunit::subtest::Subtest {{
             name: "{name}",
             line: {line},
@@ -259,7 +265,7 @@ fn expand(attribute: TokenStream, item: TokenStream) -> Result<TokenStream, Stri
         }};
         #[allow(unsafe_code, non_upper_case_globals)]
         #[used]
-        #[unsafe(link_section = "vmunit_test_names")]
+        #[unsafe(link_section = "{SUBTEST_NAMES_SECTION}")]
         static __vmunit_subtest_name_{name}: [u8; {name_bytes}] = *b"{listed}\0";
         #[allow(unused_variables, non_snake_case)]
         fn __vmunit_body_{name}(state: &mut dyn ::core::any::Any, harness: &vmunit::subtest::Harness<'_>) {{
