@@ -41,6 +41,7 @@ pub mod bench;
 pub mod config;
 pub mod environment;
 pub mod execute;
+pub mod freshness;
 pub mod guests;
 pub mod outcome;
 pub mod output;
