@@ -11,7 +11,7 @@ AARCH64_PACKAGES := $(addprefix -p ,$(AARCH64_GUESTS))
 all: runner guests
 
 runner:
-	$(CARGO) build --release -p vmunit-runner
+	$(CARGO) build --profile runner -p vmunit-runner
 
 guests:
 	$(CARGO) build --release --target x86_64-unknown-none $(X86_PACKAGES)

@@ -44,6 +44,7 @@ pub mod config;
 pub mod environment;
 pub mod error;
 pub mod execute;
+pub mod freshness;
 pub mod guest_line;
 pub mod interrupt;
 pub mod options;
