@@ -20,7 +20,7 @@ guests:
 # Formatting, and clippy on the host crates and on every guest, warnings denied.
 lint:
 	$(CARGO) fmt --check
-	$(CARGO) clippy -q --all-targets -p vmunit -p vmunit-macros -p vmunit-runner -- -D warnings
+	$(CARGO) clippy -q --all-targets -p vmunit -p vmunit-macros -p vmunit-protocol -p vmunit-runner -- -D warnings
 	$(CARGO) clippy -q --release --target x86_64-unknown-none $(X86_PACKAGES) -- -D warnings
 	$(CARGO) clippy -q --release --target aarch64-unknown-none $(AARCH64_PACKAGES) -- -D warnings
 
@@ -28,7 +28,7 @@ lint:
 # whose known outcomes (pass, fail, skip, panic, exception, triple fault, hang, KVM internal
 # error) the runner must classify correctly.
 test:
-	$(CARGO) test -q -p vmunit -p vmunit-macros -p vmunit-runner
+	$(CARGO) test -q -p vmunit -p vmunit-macros -p vmunit-protocol -p vmunit-runner
 
 # Everything: lint, the framework's tests, the commands of docs/ (scripts/test-docs), then the
 # guest suite under the default accelerator (KVM when usable) and under TCG. The last line is

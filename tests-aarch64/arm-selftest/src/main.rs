@@ -19,11 +19,11 @@ use vmunit::arch::smp::{MAX_CPUS, cpu_count, cpu_index, current_mpidr, mpidr_of,
 use vmunit::arch::{Exception, ExceptionClass, mmu, run_in_user_mode};
 use vmunit::catch::Attempt;
 use vmunit::memory::{Protection, TestPage};
-use vmunit::{args, prefix, report, report_summary};
+use vmunit::{args, prefix, report};
 
 vmunit::main!(main);
 
-fn main(arguments: &[&str]) -> i32 {
+fn main(arguments: &[&str]) {
     match arguments.first().copied() {
         Some("setup") => setup(arguments),
         Some("vectors-kernel") => vectors_kernel(),
@@ -33,7 +33,6 @@ fn main(arguments: &[&str]) -> i32 {
             report!(false, "a known mode was given (got {other:?})");
         }
     }
-    report_summary()
 }
 
 /// A translation fault at level 3: the page's descriptor is invalid.

@@ -8,7 +8,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use vmunit::arch::psci::{self, AffinityState, Status};
 use vmunit::arch::smp::{cpu_count, cpu_index, cpu_off, mpidr_of, on_cpu, on_cpu_async, start_cpu};
 use vmunit::arch::timer;
-use vmunit::{report, report_skip, report_summary};
+use vmunit::{report, report_skip};
 
 vmunit::main!(main);
 
@@ -17,7 +17,7 @@ const UNDEFINED_FUNCTION: u32 = 0x8400_001f;
 /// An MPIDR affinity no CPU of QEMU `virt` has.
 const NO_SUCH_MPIDR: u64 = 0xff_ff00;
 
-fn main(_arguments: &[&str]) -> i32 {
+fn main(_arguments: &[&str]) {
     let (major, minor) = psci::version();
     report!(
         major == 1 || (major, minor) == (0, 2),
@@ -50,7 +50,6 @@ fn main(_arguments: &[&str]) -> i32 {
     } else {
         cpu_on_off();
     }
-    report_summary()
 }
 
 static RAN_ON: AtomicUsize = AtomicUsize::new(usize::MAX);

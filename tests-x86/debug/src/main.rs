@@ -26,7 +26,7 @@ use vmunit::arch::interrupt_count::{count_interrupts, interrupt_count};
 
 use vmunit::arch::{run_in_user_mode, trap_exceptions};
 use vmunit::environment::instruction_emulating_kvm;
-use vmunit::{Vector, known_failure, prefix, report, report_info, report_skip, report_summary};
+use vmunit::{Vector, known_failure, prefix, report, report_info, report_skip};
 
 vmunit::main!(main);
 
@@ -49,7 +49,7 @@ const TCG_UNALIGNED: &str = "QEMU's TCG watches DRn..DRn+LEN-1 without masking t
 const TCG_MOV_SS_DATA_BREAKPOINT: &str = "QEMU's TCG delivers a data breakpoint's #DB right after MOV SS instead of \
      after the next instruction (bpt_helper.c, breakpoint_handler: FIXME)";
 
-fn main(_args: &[&str]) -> i32 {
+fn main(_args: &[&str]) {
     // First, before anything writes a debug register.
     initial_values();
     registers();
@@ -62,7 +62,6 @@ fn main(_args: &[&str]) -> i32 {
     software_debug_exceptions();
     bus_lock();
     clear_dr6();
-    report_summary()
 }
 
 /// Clears DR6's condition bits (writing 1 to its active-low bits).

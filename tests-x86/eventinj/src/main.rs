@@ -18,7 +18,7 @@ use vmunit::arch::testdev::{flush_idt_page, flush_stack_page};
 use vmunit::arch::{set_gate_present, set_interrupt_handler};
 use vmunit::environment::instruction_emulating_kvm;
 use vmunit::memory::TestPage;
-use vmunit::{Vector, catch_exception, known_failure, report, report_skip, report_summary, trap_exceptions};
+use vmunit::{Vector, catch_exception, known_failure, report, report_skip, trap_exceptions};
 
 vmunit::main!(main);
 
@@ -54,7 +54,7 @@ fn flush() {
     flush_stack_page();
 }
 
-fn main(_args: &[&str]) -> i32 {
+fn main(_args: &[&str]) {
     // kvm_pvm stops the VM on INT3 and INT n (reproduce-int3, reproduce-int-n).
     let software_interrupts = !instruction_emulating_kvm();
     for vector in [LOW_VECTOR, VECTOR, HIGH_CLASS_VECTOR] {
@@ -66,7 +66,6 @@ fn main(_args: &[&str]) -> i32 {
     check_task_priority();
     check_not_present_gate(software_interrupts);
     check_unmapped_stack();
-    report_summary()
 }
 
 /// A fault and a trap delivered through a flushed IDT page onto a flushed stack page.

@@ -27,10 +27,7 @@ use vmunit::arch::probes;
 use vmunit::arch::run_in_user_mode;
 use vmunit::catch::Attempt;
 use vmunit::memory::{Protection, TestPage};
-use vmunit::{
-    Exception, Vector, known_failure, prefix, report, report_info, report_skip, report_summary,
-    trap_exceptions,
-};
+use vmunit::{Exception, Vector, known_failure, prefix, report, report_info, report_skip, trap_exceptions};
 
 vmunit::main!(main);
 
@@ -67,7 +64,7 @@ fn host() -> Host {
 
 const PATTERN: u64 = 0x5a5a_0123_4567_89ab;
 
-fn main(_args: &[&str]) -> i32 {
+fn main(_args: &[&str]) {
     divide_error();
     debug();
     invalid_opcode();
@@ -102,7 +99,6 @@ fn main(_args: &[&str]) -> i32 {
         software_interrupts();
         icebp();
     }
-    report_summary()
 }
 
 /// "#GP(0x28)" or "#UD": the exception as the SDM names it with its error code.

@@ -21,11 +21,11 @@ use vmunit::arch::instructions::{MemoryInstruction, NON_CANONICAL_START, try_mem
 use vmunit::arch::page_fault;
 use vmunit::catch::Attempt;
 use vmunit::memory::{Protection, TestPage};
-use vmunit::{Vector, known_failure, prefix, report, report_skip, report_summary};
+use vmunit::{Vector, known_failure, prefix, report, report_skip};
 
 vmunit::main!(main);
 
-fn main(_args: &[&str]) -> i32 {
+fn main(_args: &[&str]) {
     let kvm = vmunit::env("ACCEL") == Some("kvm");
     for instruction in MemoryInstruction::ALL {
         let name = instruction.name();
@@ -65,7 +65,6 @@ fn main(_args: &[&str]) -> i32 {
         !Feature::Pcommit.supported(),
         "CPUID.7.0:EBX[22] (PCOMMIT, withdrawn) is clear"
     );
-    report_summary()
 }
 
 /// A cache-line instruction faults like a byte load: not on a read-only page, #PF (not

@@ -13,7 +13,7 @@ use vmunit::arch::cpuid::{Feature, cpuid};
 use vmunit::arch::instructions::{rdpru, try_rdpru};
 use vmunit::arch::run_in_user_mode;
 use vmunit::catch::Attempt;
-use vmunit::{Vector, report, report_skip, report_summary};
+use vmunit::{Vector, report, report_skip};
 
 vmunit::main!(main);
 
@@ -21,7 +21,7 @@ vmunit::main!(main);
 const MPERF: u32 = 0;
 const APERF: u32 = 1;
 
-fn main(args: &[&str]) -> i32 {
+fn main(args: &[&str]) {
     if Feature::Rdpru.supported() {
         advertised();
     } else if vmunit::environment::instruction_emulating_kvm() && !args.contains(&"force") {
@@ -42,7 +42,6 @@ fn main(args: &[&str]) -> i32 {
             "RDPRU at CPL 3 raises #UD too (got {result:x?})"
         );
     }
-    report_summary()
 }
 
 /// RDPRU reads MPERF and APERF, which count up; a register beyond the largest reads 0.

@@ -14,18 +14,17 @@ use vmunit::arch::instructions::{int3, raise_invalid_opcode, try_divide, try_rea
 use vmunit::arch::{mmu, page_fault};
 use vmunit::catch::Attempt;
 use vmunit::memory::{self, PAGE_SIZE, Protection, TestPage};
-use vmunit::{Vector, catch_exception, prefix, report, report_skip, report_summary, trap_exceptions};
+use vmunit::{Vector, catch_exception, prefix, report, report_skip, trap_exceptions};
 
 vmunit::main!(main);
 
-fn main(args: &[&str]) -> i32 {
+fn main(args: &[&str]) {
     check_arguments(args);
     check_heap();
     check_frames();
     check_exceptions();
     check_paging();
     check_device_ranges();
-    report_summary()
 }
 
 fn check_arguments(args: &[&str]) {

@@ -23,7 +23,7 @@ use vmunit::arch::page_fault::{FETCH, PRESENT, WRITE};
 use vmunit::arch::run_in_user_mode;
 use vmunit::environment::instruction_emulating_kvm;
 use vmunit::memory::{Protection, TestPage};
-use vmunit::{Exception, Vector, known_failure, prefix, report, report_info, report_skip, report_summary};
+use vmunit::{Exception, Vector, known_failure, prefix, report, report_info, report_skip};
 
 vmunit::main!(main);
 
@@ -66,7 +66,7 @@ fn is_gp0(result: &Result<(), Exception>) -> bool {
     matches!(result, Err(e) if e.vector == Vector::GP && e.error_code == 0)
 }
 
-fn main(args: &[&str]) -> i32 {
+fn main(args: &[&str]) {
     let (smap, smep) = (Feature::Smap.supported(), Feature::Smep.supported());
     report_info!(
         "SMAP advertised: {smap}, SMEP advertised: {smep}, CR4 {:#x}",
@@ -108,7 +108,6 @@ fn main(args: &[&str]) -> i32 {
         matches!(result, Err(e) if e.vector == Vector::UD),
         "STAC at CPL 3 raises #UD (got {result:x?})"
     );
-    report_summary()
 }
 
 /// Without the feature, its CR4 bit is reserved: #GP(0).

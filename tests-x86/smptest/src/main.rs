@@ -12,7 +12,7 @@ use vmunit::arch::cpuid::cpuid;
 use vmunit::arch::fw_cfg;
 use vmunit::arch::instructions::try_divide;
 use vmunit::arch::smp::{MAX_CPUS, cpu_count, cpu_index, on_cpu, on_cpus};
-use vmunit::{Vector, prefix, report, report_info, report_summary};
+use vmunit::{Vector, prefix, report, report_info};
 
 vmunit::main!(main);
 
@@ -21,7 +21,7 @@ static APIC_IDS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS]
 /// The index each CPU reported for itself, plus one.
 static INDICES: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
 
-fn main(args: &[&str]) -> i32 {
+fn main(args: &[&str]) {
     let expected: usize = vmunit::args::value(args, "cpus")
         .and_then(|value| value.parse().ok())
         .unwrap_or(1);
@@ -92,7 +92,6 @@ fn main(args: &[&str]) -> i32 {
         "a #DE raised on each CPU at once is caught there ({} of {count})",
         caught.load(Ordering::SeqCst)
     );
-    report_summary()
 }
 
 /// Where there is an ACPI MADT (pc, q35), the runtime counted the CPUs in it: it lists as many

@@ -16,7 +16,7 @@ use vmunit::arch::syscall::{
     traced_syscall, traced_syscall_return_address, try_compatibility_syscall, try_kernel_syscall, try_sysret,
 };
 use vmunit::environment::instruction_emulating_kvm;
-use vmunit::{Vector, catch_exception, known_failure, prefix, report, report_skip, report_summary};
+use vmunit::{Vector, catch_exception, known_failure, prefix, report, report_skip};
 
 vmunit::main!(main);
 
@@ -32,7 +32,7 @@ fn pvm() -> bool {
     instruction_emulating_kvm()
 }
 
-fn main(_args: &[&str]) -> i32 {
+fn main(_args: &[&str]) {
     let intel = vendor() == Vendor::Intel;
     vmunit::report_info!("IF at start: {}", vmunit::arch::interrupts::are_enabled());
     check_disabled();
@@ -47,7 +47,6 @@ fn main(_args: &[&str]) -> i32 {
     check_compatibility_mode(intel);
     check_msrs();
     report!(syscall::try_disable().is_ok(), "EFER.SCE can be cleared again");
-    report_summary()
 }
 
 /// With EFER.SCE clear, SYSCALL and SYSRET raise #UD at any privilege level.

@@ -32,9 +32,7 @@ use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu, on_cpu_async, on_cpus};
 use vmunit::arch::{interrupts, set_interrupt_handler};
 use vmunit::benchmark::{self, Sample};
 use vmunit::memory::{Protection, TestPage};
-use vmunit::{
-    Vector, catch_exception, known_failure, prefix, report, report_fail, report_skip, report_summary,
-};
+use vmunit::{Vector, catch_exception, known_failure, prefix, report, report_fail, report_skip};
 
 vmunit::main!(main);
 
@@ -92,7 +90,7 @@ const BENCHMARKS: &[Benchmark] = &[
     ("toggle_cr4_pge", toggle_cr4_pge),
 ];
 
-fn main(args: &[&str]) -> i32 {
+fn main(args: &[&str]) {
     let mut selected: Vec<&Benchmark> = Vec::new();
     for arg in args {
         match BENCHMARKS.iter().find(|(name, _)| name == arg) {
@@ -114,7 +112,6 @@ fn main(args: &[&str]) -> i32 {
             benchmark::report_sample(name, sample, UNIT);
         }
     }
-    report_summary()
 }
 
 /// Errors the CPUs counted in the current batch of a parallel benchmark.

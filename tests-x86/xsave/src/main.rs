@@ -22,7 +22,7 @@ use vmunit::arch::fpu::{
 };
 use vmunit::arch::instructions::{try_xgetbv, try_xsetbv};
 use vmunit::environment::instruction_emulating_kvm;
-use vmunit::{Exception, Vector, known_failure, prefix, report, report_info, report_skip, report_summary};
+use vmunit::{Exception, Vector, known_failure, prefix, report, report_info, report_skip};
 
 vmunit::main!(main);
 
@@ -40,7 +40,7 @@ fn raises(result: &Result<impl Sized, Exception>, vector: Vector) -> bool {
     matches!(result, Err(exception) if exception.vector == vector)
 }
 
-fn main(args: &[&str]) -> i32 {
+fn main(args: &[&str]) {
     let (cr0, cr4) = (read_cr0(), read_cr4());
     report_info!(
         "CPUID.1:ECX {:#x} (XSAVE {}, AVX {}), XCR0 support {:#x}, CR4 {cr4:#x}",
@@ -77,7 +77,6 @@ fn main(args: &[&str]) -> i32 {
         "CPUID.1:ECX.OSXSAVE follows CR4.OSXSAVE again ({})",
         cr4 & Cr4Flags::OSXSAVE.bits() != 0
     );
-    report_summary()
 }
 
 /// With CR4.OSXSAVE clear: CPUID.1:ECX.OSXSAVE reads 0, and the XSAVE instructions are #UD.
