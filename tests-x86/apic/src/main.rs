@@ -381,6 +381,8 @@ fn check_timer_mode_change() {
     let _prefix = vmunit::prefix("timer mode change");
     // About 33 ms at the 1 GHz APIC timer clock of QEMU and KVM (divide by 1).
     const INITIAL: u32 = 0x200_0000;
+    /// How often to try to catch the count in the middle of its range.
+    const MIDDLE_TRIES: u32 = 50;
     let masked = apic::MASKED | u32::from(TIMER_VECTOR);
     let current = || apic::read(register::TIMER_CURRENT_COUNT);
     let set_mode = |periodic: bool| {
@@ -410,7 +412,7 @@ fn check_timer_mode_change() {
     // one-shot count that a descheduled vCPU saw expire), else the count must cycle.
     let in_middle = |count: u32| (INITIAL / 4..=INITIAL / 2).contains(&count);
     let switch_in_middle = |periodic: bool, rearm: bool| {
-        for _ in 0..5 {
+        for _ in 0..MIDDLE_TRIES {
             if rearm {
                 apic::write(register::TIMER_INITIAL_COUNT, INITIAL);
             }
@@ -421,37 +423,56 @@ fn check_timer_mode_change() {
             };
             if in_middle(before) {
                 set_mode(periodic);
-                return (before, current());
+                return Some((before, current()));
             }
         }
-        (0, 0)
+        None
+    };
+    // A host too busy to let the vCPU see the count in the middle of its range in so many
+    // tries leaves nothing to check: that is a SKIP, not a failure of the APIC.
+    let missed = || {
+        report_skip!(
+            "the count was never seen in the middle of its range in {MIDDLE_TRIES} tries (a busy host descheduled the vCPU)"
+        );
     };
 
     // Periodic from a running one-shot: the count goes on, and reloads at 0.
-    let (before, after) = switch_in_middle(true, true);
-    report!(
-        after != 0 && after <= before,
-        "switching a running one-shot count to periodic keeps counting from where it was ({before:#x}; got {after:#x})"
-    );
-    let reloaded = spin_until(PATIENCE, || current() > INITIAL / 2);
-    report!(
-        reloaded,
-        "the periodic count reloads from the initial count (got {:#x})",
-        current()
-    );
-
-    // One-shot from a running periodic count: it goes on, then stops at 0.
-    let (before, after) = switch_in_middle(false, false);
-    known_failure(
-        is_tcg(),
-        "QEMU's TCG ends a periodic count switched to one-shot at once when a period has passed",
-        || {
+    let first = switch_in_middle(true, true);
+    match first {
+        Some((before, after)) => {
             report!(
                 after != 0 && after <= before,
-                "switching to one-shot neither reloads nor ends the count ({before:#x}; got {after:#x})"
+                "switching a running one-shot count to periodic keeps counting from where it was ({before:#x}; got {after:#x})"
             );
-        },
-    );
+            let reloaded = spin_until(PATIENCE, || current() > INITIAL / 2);
+            report!(
+                reloaded,
+                "the periodic count reloads from the initial count (got {:#x})",
+                current()
+            );
+        }
+        None => missed(),
+    }
+
+    // One-shot from a running periodic count: it goes on, then stops at 0.
+    if first.is_none() {
+        // The first switch never came: start the periodic count it would have left running.
+        set_mode(true);
+        apic::write(register::TIMER_INITIAL_COUNT, INITIAL);
+    }
+    match switch_in_middle(false, false) {
+        Some((before, after)) => known_failure(
+            is_tcg(),
+            "QEMU's TCG ends a periodic count switched to one-shot at once when a period has passed",
+            || {
+                report!(
+                    after != 0 && after <= before,
+                    "switching to one-shot neither reloads nor ends the count ({before:#x}; got {after:#x})"
+                );
+            },
+        ),
+        None => missed(),
+    }
     let expired = spin_until(PATIENCE, || current() == 0);
     report!(
         expired,
