@@ -46,6 +46,7 @@ pub mod error;
 pub mod execute;
 pub mod guest_line;
 pub mod interrupt;
+pub mod logdir;
 pub mod options;
 pub mod plan;
 pub mod qemu;
