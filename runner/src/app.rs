@@ -42,18 +42,22 @@ pub fn run(options: &Options) -> Result<Report, AppError> {
     if let Some(junit) = &options.junit {
         junit::check_writable(junit).map_err(AppError::Usage)?;
     }
+    // Held until the invocation ends: no other invocation writes this log directory meanwhile.
+    // Taken before the build, so that a second invocation fails at once.
+    let log_directory = if options.dry_run {
+        None
+    } else {
+        Some(LogDirectory::lock(&options.log_dir, options.wait_for_lock)?)
+    };
     let images = if options.build && !options.dry_run {
         build::build_guests(&options.workspace, &plan, options.verbose)?
     } else {
         Images::default()
     };
-    // Held until the invocation ends: no other invocation writes this log directory meanwhile.
-    let _log_directory = if options.dry_run {
-        None
-    } else {
+    if let Some(directory) = &log_directory {
         execute::run::ensure_qemu(options, &programs(options, &plan))?;
-        Some(LogDirectory::take(&options.log_dir, options.wait_for_lock)?)
-    };
+        directory.rotate()?;
+    }
     let failures = Arc::new(WriteFailures::default());
     if options.rerun_failed && plan.runs.is_empty() {
         eprintln!("vmunit: --rerun-failed: no run failed last time");
@@ -103,7 +107,7 @@ fn reporters(options: &Options, live: bool, failures: &Arc<WriteFailures>) -> Ve
     }
     reporters.push(Box::new(LogReporter::new(failures)));
     if let Some(path) = &options.junit {
-        reporters.push(Box::new(JunitReporter::new(path)));
+        reporters.push(Box::new(JunitReporter::new(path, failures)));
     }
     let commit = summary::commit_of(&options.workspace);
     reporters.push(Box::new(SummaryReporter::new(

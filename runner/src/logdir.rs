@@ -78,17 +78,22 @@ pub struct LogDirectory {
 
 impl LogDirectory {
     /// Makes `path` this invocation's log directory: refuses one that exists and is not a
-    /// vmunit log directory, creates it (with its marker) when missing, locks it (waiting for
-    /// the holder when `wait`, else failing at once naming it), and rotates the previous
-    /// invocation's files into `<path>.old`.
-    pub fn take(path: &Path, wait: bool) -> Result<LogDirectory, AppError> {
+    /// vmunit log directory, creates it (with its marker) when missing, and locks it (waiting
+    /// for the holder when `wait`, else failing at once naming it). Nothing in it moves yet
+    /// (see [`LogDirectory::rotate`]).
+    pub fn lock(path: &Path, wait: bool) -> Result<LogDirectory, AppError> {
         prepare(path)?;
         let lock = lock(path, wait)?;
-        rotate(path)?;
         Ok(LogDirectory {
             path: path.to_path_buf(),
             _lock: lock,
         })
+    }
+
+    /// Moves the previous invocation's files into `<path>.old`, replacing the runner's files
+    /// there (refusing a `<path>.old` that is not a vmunit log directory).
+    pub fn rotate(&self) -> Result<(), AppError> {
+        rotate(&self.path)
     }
 
     /// The directory.
@@ -536,13 +541,15 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let root = tempfile::tempdir().unwrap();
         let logs = root.path().join("logs");
-        drop(LogDirectory::take(&logs, false).unwrap());
+        LogDirectory::lock(&logs, false).unwrap().rotate().unwrap();
         std::fs::write(logs.join("a.log"), "a").unwrap();
         std::fs::write(logs.join("SUMMARY"), "s").unwrap();
         std::fs::write(logs.join("mine.txt"), "mine").unwrap();
         let inode = std::fs::metadata(&logs).unwrap().ino();
-        let taken = LogDirectory::take(&logs, false).unwrap();
+        let taken = LogDirectory::lock(&logs, false).unwrap();
         assert_eq!(taken.path(), logs);
+        assert!(logs.join("a.log").exists(), "moved before rotate");
+        taken.rotate().unwrap();
         assert_eq!(std::fs::metadata(&logs).unwrap().ino(), inode);
         let old = root.path().join("logs.old");
         assert_eq!(std::fs::read_to_string(old.join("a.log")).unwrap(), "a");
@@ -550,7 +557,7 @@ mod tests {
         assert!(!logs.join("a.log").exists());
         assert_eq!(std::fs::read_to_string(logs.join("mine.txt")).unwrap(), "mine");
         // Held: a second taker is refused, naming this process.
-        let refused = LogDirectory::take(&logs, false).unwrap_err().to_string();
+        let refused = LogDirectory::lock(&logs, false).unwrap_err().to_string();
         assert!(
             refused.contains(&format!("pid {}", std::process::id())),
             "{refused}"

@@ -57,19 +57,26 @@ fn records_that_cannot_be_written_fail_the_invocation() {
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\nmkdir -p logs/SUMMARY logs/results.json\nexec {} \"$@\"\n",
+            "#!/bin/sh\nmkdir -p logs/SUMMARY logs/results.json\nrm report.xml && mkdir report.xml\nexec {} \"$@\"\n",
             workspace.qemu().display()
         ),
     )
     .unwrap();
     Command::new("chmod").arg("+x").arg(&wrapper).status().unwrap();
-    let output = workspace.runner().env("QEMU", &wrapper).output().unwrap();
+    let output = workspace
+        .runner()
+        .env("QEMU", &wrapper)
+        .args(["--junit", "report.xml"])
+        .output()
+        .unwrap();
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(2), "{stdout}{stderr}");
     assert!(stdout.contains("PASS first (2 tests)\n"), "{stdout}");
     let last = stderr.lines().last().unwrap_or_default();
     assert!(
-        last.contains("cannot write logs/SUMMARY") && last.contains("cannot write logs/results.json"),
+        last.contains("cannot write logs/SUMMARY")
+            && last.contains("cannot write logs/results.json")
+            && last.contains("cannot write report.xml"),
         "{stderr}"
     );
 }
