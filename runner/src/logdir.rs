@@ -536,6 +536,39 @@ mod tests {
         assert_eq!(end.error.map(|error| error.raw_os_error()), Some(Some(28)));
     }
 
+    /// A tmpfs mounted for a test, unmounted when dropped.
+    struct Mount(PathBuf);
+
+    impl Drop for Mount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+
+    #[test]
+    fn a_mount_point_rotates_across_file_systems() {
+        let root = tempfile::tempdir().unwrap();
+        let logs = root.path().join("logs");
+        std::fs::create_dir(&logs).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "vmunit-test"])
+            .arg(&logs)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|status| status.success());
+        if !mounted {
+            eprintln!("skipped: cannot mount a tmpfs here (not root?)");
+            return;
+        }
+        let _mount = Mount(logs.clone());
+        LogDirectory::lock(&logs, false).unwrap().rotate().unwrap();
+        std::fs::write(logs.join("a.log"), "a").unwrap();
+        LogDirectory::lock(&logs, false).unwrap().rotate().unwrap();
+        let old = root.path().join("logs.old");
+        assert_eq!(std::fs::read_to_string(old.join("a.log")).unwrap(), "a");
+        assert!(!logs.join("a.log").exists());
+    }
+
     #[test]
     fn rotation_moves_only_the_runners_files_and_keeps_the_directory() {
         use std::os::unix::fs::MetadataExt;
