@@ -286,23 +286,27 @@ fn move_file(from: &Path, to: &Path) -> io::Result<()> {
     }
 }
 
-/// The files of the log directory that could not be written during an invocation.
+/// The files of the log directory that could not be written during an invocation, each with
+/// its first error.
 #[derive(Debug, Default)]
 pub struct WriteFailures {
-    failures: Mutex<Vec<String>>,
+    failures: Mutex<Vec<(PathBuf, String)>>,
 }
 
 /// How many failures the error line names.
 const FAILURES_NAMED: usize = 3;
 
 impl WriteFailures {
-    /// Notes that `path` could not be written, and returns the note.
+    /// Notes that `path` could not be written (once per file), and returns the note.
     pub fn record(&self, path: &Path, error: &io::Error) -> String {
         let note = format!("cannot write {}: {error}", shown(path));
-        self.failures
+        let mut failures = self
+            .failures
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(note.clone());
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !failures.iter().any(|(failed, _)| failed == path) {
+            failures.push((path.to_path_buf(), note.clone()));
+        }
         note
     }
 
@@ -315,7 +319,8 @@ impl WriteFailures {
         if failures.is_empty() {
             return Ok(());
         }
-        let mut named = failures[..failures.len().min(FAILURES_NAMED)].join("; ");
+        let notes: Vec<&str> = failures.iter().map(|(_, note)| note.as_str()).collect();
+        let mut named = notes[..notes.len().min(FAILURES_NAMED)].join("; ");
         if failures.len() > FAILURES_NAMED {
             named.push_str(&format!("; and {} more", failures.len() - FAILURES_NAMED));
         }
@@ -518,6 +523,29 @@ mod tests {
                 .ends_with(" of output left out of the middle (--log-limit 1.0 KiB)"),
             "{cut}"
         );
+    }
+
+    #[test]
+    fn each_file_that_failed_is_named_once() {
+        let failures = WriteFailures::default();
+        assert!(failures.check().is_ok());
+        let full = io::Error::from_raw_os_error(28);
+        for path in [
+            "logs/a.log",
+            "logs/a.log",
+            "logs/b.log",
+            "logs/c.log",
+            "logs/d.log",
+        ] {
+            failures.record(Path::new(path), &full);
+        }
+        let message = failures.check().unwrap_err().to_string();
+        assert!(
+            message.starts_with("the logs are incomplete: cannot write logs/a.log: "),
+            "{message}"
+        );
+        assert_eq!(message.matches("logs/a.log").count(), 1, "{message}");
+        assert!(message.ends_with("; and 1 more"), "{message}");
     }
 
     #[test]

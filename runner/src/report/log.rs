@@ -44,14 +44,7 @@ impl Reporter for LogReporter {
                 }
                 log.flush()
             });
-        // A log that was already incomplete is noted once, by the execute stage.
-        let already = result
-            .notes
-            .iter()
-            .any(|note| note.starts_with("log incomplete: "));
-        if let Err(error) = appended
-            && !already
-        {
+        if let Err(error) = appended {
             self.failures.record(path, &error);
         }
     }
