@@ -3,12 +3,15 @@
 //! (execute.rs), each run classified (classify.rs) and every step reported as an event to the
 //! reporters (report/). This module only wires the stages together.
 
+use std::sync::Arc;
+
 use crate::build::{self, Images};
 use crate::classify::{self, Outcome, Report, TestResult};
 use crate::config::{Arch, Config};
 use crate::error::AppError;
 use crate::execute::run::{Progress, Ran, RunSetup};
 use crate::execute::{self, pool};
+use crate::logdir::{LogDirectory, WriteFailures};
 use crate::options::{Format, Options, Resolved, qemu_program, resolve_environment};
 use crate::plan::{self, Decision, Plan, PlannedRun};
 use crate::qemu::{self, ArchProfile};
@@ -39,20 +42,28 @@ pub fn run(options: &Options) -> Result<Report, AppError> {
     if let Some(junit) = &options.junit {
         junit::check_writable(junit).map_err(AppError::Usage)?;
     }
+    // Held until the invocation ends: no other invocation writes this log directory meanwhile.
+    // Taken before the build, so that a second invocation fails at once.
+    let log_directory = if options.dry_run {
+        None
+    } else {
+        Some(LogDirectory::lock(&options.log_dir, options.wait_for_lock)?)
+    };
     let images = if options.build && !options.dry_run {
         build::build_guests(&options.workspace, &plan, options.verbose)?
     } else {
         Images::default()
     };
-    if !options.dry_run {
+    if let Some(directory) = &log_directory {
         execute::run::ensure_qemu(options, &programs(options, &plan))?;
-        execute::run::rotate_logs(&options.log_dir)?;
+        directory.rotate()?;
     }
+    let failures = Arc::new(WriteFailures::default());
     if options.rerun_failed && plan.runs.is_empty() {
         eprintln!("vmunit: --rerun-failed: no run failed last time");
     }
     let live = interactive(options, &plan);
-    let fanout = Fanout::new(reporters(options, live));
+    let fanout = Fanout::new(reporters(options, live, &failures));
     let reported = plan
         .runs
         .iter()
@@ -62,7 +73,7 @@ pub fn run(options: &Options) -> Result<Report, AppError> {
     let results = pool::run_all(
         &plan.runs,
         options.jobs,
-        |item| run_planned(options, &resolved, &images, item, live, &fanout),
+        |item| run_planned(options, &resolved, &images, item, live, &fanout, &failures),
         |result| fanout.send(Event::Finished { result }),
     );
     let report = Report { results };
@@ -75,12 +86,14 @@ pub fn run(options: &Options) -> Result<Report, AppError> {
     if interrupted {
         return Err(AppError::Interrupted);
     }
+    failures.check()?;
     Ok(report)
 }
 
 /// The reporters of an invocation: its format on the console (none when quiet), then the
-/// files (each run's log, JUnit, SUMMARY, results.json); a dry run only prints.
-fn reporters(options: &Options, live: bool) -> Vec<Box<dyn Reporter>> {
+/// files (each run's log, JUnit, SUMMARY, results.json, their write errors collected in
+/// `failures`); a dry run only prints.
+fn reporters(options: &Options, live: bool, failures: &Arc<WriteFailures>) -> Vec<Box<dyn Reporter>> {
     if options.dry_run {
         return vec![Box::new(DryRunReporter)];
     }
@@ -92,13 +105,21 @@ fn reporters(options: &Options, live: bool) -> Vec<Box<dyn Reporter>> {
             Format::Json => Box::new(JsonReporter),
         });
     }
-    reporters.push(Box::new(LogReporter));
+    reporters.push(Box::new(LogReporter::new(failures)));
     if let Some(path) = &options.junit {
-        reporters.push(Box::new(JunitReporter::new(path)));
+        reporters.push(Box::new(JunitReporter::new(path, failures)));
     }
     let commit = summary::commit_of(&options.workspace);
-    reporters.push(Box::new(SummaryReporter::new(&options.log_dir, &commit)));
-    reporters.push(Box::new(ResultsReporter::new(&options.log_dir, &commit)));
+    reporters.push(Box::new(SummaryReporter::new(
+        &options.log_dir,
+        &commit,
+        failures,
+    )));
+    reporters.push(Box::new(ResultsReporter::new(
+        &options.log_dir,
+        &commit,
+        failures,
+    )));
     reporters
 }
 
@@ -145,6 +166,7 @@ fn run_planned(
     item: &PlannedRun,
     live: bool,
     fanout: &Fanout,
+    failures: &WriteFailures,
 ) -> Option<TestResult> {
     let name = item.entry.name.as_str();
     let (arch, accel) = match &item.decision {
@@ -163,6 +185,7 @@ fn run_planned(
         accel,
         image: &image,
         live,
+        failures,
     };
     let mut progress = |progress: Progress<'_>| match progress {
         Progress::Starting { command } if options.verbose => fanout.send(Event::Message { text: command }),

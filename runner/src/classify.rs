@@ -290,6 +290,7 @@ pub fn result_of(
     if outcome.verdict() == Verdict::Fail {
         notes.extend(failure_lines);
     }
+    notes.extend(executed.log_notes);
     TestResult {
         name: name.to_owned(),
         outcome,

@@ -700,6 +700,9 @@ impl Config {
                 return Err(config.error_at(offset, message));
             }
         };
+        if let Some(name) = raw.keys().find(|name| !is_run_name(name)) {
+            return Err(config.error_at(config.table_offset(name), format!("[{name}]: {RUN_NAME_RULE}")));
+        }
         config.entries = raw
             .into_iter()
             .map(|(name, raw)| TestEntry {
@@ -735,6 +738,21 @@ impl Config {
         }
     }
 
+    /// The byte offset of table `name`'s header (or of its key, for an inline table).
+    fn table_offset(&self, name: &str) -> usize {
+        let mut line_start = 0;
+        for line in self.source.split_inclusive('\n') {
+            let key = line
+                .split_once('=')
+                .map(|(key, _)| key.trim().trim_matches(['"', '\'']));
+            if table_header(line) == Some(name) || key == Some(name) {
+                return line_start + line.find(name).unwrap_or(0);
+            }
+            line_start += line.len();
+        }
+        0
+    }
+
     /// The table and key around byte `offset`, for naming them in a message.
     fn locate_key(&self, offset: usize) -> (Option<String>, Option<String>) {
         let offset = offset.min(self.source.len());
@@ -755,6 +773,20 @@ impl Config {
             .map(str::to_owned);
         (table, key)
     }
+}
+
+/// What a run name may be: it names the run's log and environment files, so these stay
+/// inside the log directory and distinct.
+pub const RUN_NAME_RULE: &str = "a run name is 1 to 200 ASCII letters, digits, '-', '_' and \
+                                 '.', starting with a letter or digit (it names the run's log file)";
+
+/// Whether `name` follows [`RUN_NAME_RULE`].
+pub fn is_run_name(name: &str) -> bool {
+    name.len() <= 200
+        && name.starts_with(|first: char| first.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|character| character.is_ascii_alphanumeric() || matches!(character, '-' | '_' | '.'))
 }
 
 /// The table name of a `[name]` header line.
@@ -823,6 +855,25 @@ mod tests {
             }
             other => panic!("expected an error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn run_names_stay_inside_the_log_directory() {
+        for (source, column) in [
+            ("[ok]\n\n[\"../../x\"]\nfile = \"x\"\n", 3),
+            ("[\"/tmp/x\"]\n", 3),
+            ("[\"x/y\"]\n", 3),
+            ("[\".hidden\"]\n", 3),
+            ("[\"a b\"]\n", 3),
+            ("[\"\"]\n", 1),
+        ] {
+            let (line, found_column, message) = error(source);
+            let header = source.lines().position(|line| line.starts_with("[\"")).unwrap() + 1;
+            assert_eq!((line, found_column), (header, column), "{source}: {message}");
+            assert!(message.ends_with(RUN_NAME_RULE), "{message}");
+        }
+        let config = parse("[x_y]\n[\"x-y.2\"]\n[X9]\n").unwrap();
+        assert_eq!(config.entries.len(), 3);
     }
 
     #[test]
@@ -898,9 +949,9 @@ arch = "x86_64"
 
     #[test]
     fn order_is_kept() {
-        let config = parse("[zeta]\n[alpha]\n[\"mid dle\"]\n").unwrap();
+        let config = parse("[zeta]\n[alpha]\n[\"mid.dle\"]\n").unwrap();
         let names: Vec<_> = config.entries.iter().map(|entry| entry.name.as_str()).collect();
-        assert_eq!(names, ["zeta", "alpha", "mid dle"]);
+        assert_eq!(names, ["zeta", "alpha", "mid.dle"]);
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub enum AppError {
     /// QEMU is not installed.
     #[error("{0} not found; run scripts/install-deps (as root) to install QEMU")]
     QemuMissing(String),
-    /// Logs could not be written.
+    /// The log directory is unusable, or logs or records could not be written.
     #[error("{0}")]
     Io(String),
     /// Ctrl-C (or SIGTERM).
@@ -71,7 +71,8 @@ pub enum ExitStatus {
     Success = 0,
     /// A run failed.
     TestsFailed = 1,
-    /// A bad option, environment value or unittests.toml, or a build error.
+    /// A bad option, environment value or unittests.toml, a build error, or logs or records
+    /// that could not be written.
     UsageOrConfigError = 2,
     /// Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
     Interrupted = 130,

@@ -47,6 +47,7 @@ pub mod execute;
 pub mod freshness;
 pub mod guest_line;
 pub mod interrupt;
+pub mod logdir;
 pub mod options;
 pub mod plan;
 pub mod qemu;

@@ -9,6 +9,7 @@ use vmunit_runner::app;
 use vmunit_runner::config::{self, Arch};
 use vmunit_runner::error::{AppError, ExitStatus};
 use vmunit_runner::execute;
+use vmunit_runner::logdir::LogLimit;
 use vmunit_runner::options::{self, Environment, Format, Kernel, Options, Shard};
 use vmunit_runner::select::Selection;
 use vmunit_runner::workspace;
@@ -23,9 +24,10 @@ Environment variables:
   MAX_SMP   CPU count for smp = \"max\" and upper bound for every smp value (default: nproc)
   MACHINE   QEMU machine type for every test (default: microvm on x86_64, virt on aarch64)
   NO_COLOR  when set and not empty, no colour even on a terminal
+  VMUNIT_LOG_LIMIT  the same as --log-limit
 
-Exit status: 0 all passed or skipped, 1 a test failed, 2 usage, config or build error,
-130 interrupted.";
+Exit status: 0 all passed or skipped, 1 a test failed, 2 usage, config or build error, or
+logs that could not be written, 130 interrupted.";
 
 /// Builds the vmunit guest tests and runs them under QEMU, kvm-unit-tests style.
 #[derive(Parser, Debug)]
@@ -77,9 +79,18 @@ struct Cli {
     #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
 
-    /// Write logs to DIR instead of <workspace>/logs
+    /// Write logs to DIR instead of <workspace>/logs (a new, empty or vmunit log directory)
     #[arg(long, value_name = "DIR")]
     log_dir: Option<PathBuf>,
+
+    /// When another run is using the log directory, wait for it instead of failing at once
+    #[arg(long)]
+    wait_for_lock: bool,
+
+    /// Keep at most SIZE of each run's log (its head and tail), such as 16MiB or 500KB; 0
+    /// keeps everything [default: 16MiB]
+    #[arg(long, env = "VMUNIT_LOG_LIMIT", value_name = "SIZE")]
+    log_limit: Option<LogLimit>,
 
     /// Write one standalone shell script per unittests.toml entry into DIR (guest image
     /// embedded, QEMU configuration baked in) and exit; the guests must be built
@@ -190,6 +201,10 @@ fn run(cli: Cli) -> Result<ExitStatus, AppError> {
     }
     if let Some(log_dir) = cli.log_dir {
         options.log_dir = log_dir;
+    }
+    options.wait_for_lock = cli.wait_for_lock;
+    if let Some(limit) = cli.log_limit {
+        options.log_limit = limit;
     }
     options.selection = Selection {
         names: cli.tests,

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::config::{Accel, Arch, parse_duration};
 use crate::error::AppError;
+use crate::logdir::LogLimit;
 use crate::qemu::ArchProfile;
 use crate::select::Selection;
 use crate::workspace;
@@ -81,8 +82,12 @@ pub struct Options {
     pub build: bool,
     /// Arguments after `--`, appended to every QEMU command line.
     pub extra_qemu_args: Vec<String>,
-    /// Where logs go (the previous content moves to `<dir>.old`).
+    /// Where logs go (the previous invocation's files move to `<dir>.old`).
     pub log_dir: PathBuf,
+    /// Wait for another invocation using the log directory instead of failing at once.
+    pub wait_for_lock: bool,
+    /// How much of each run's log is kept.
+    pub log_limit: LogLimit,
     /// The runner's environment variables.
     pub environment: Environment,
     /// Run this one image instead of unittests.toml's selection (`--kernel`).
@@ -170,6 +175,8 @@ impl Options {
             build: true,
             extra_qemu_args: Vec::new(),
             log_dir: workspace.join("logs"),
+            wait_for_lock: false,
+            log_limit: LogLimit::default(),
             environment: Environment::default(),
             kernel: None,
             guest_variables: Vec::new(),

@@ -162,6 +162,7 @@ fn commands_honour_environment() {
         accel: Accel::Tcg,
         image: &image,
         live: false,
+        failures: &crate::logdir::WriteFailures::default(),
     });
     let line = command.shell_line();
     assert!(

@@ -2,8 +2,7 @@
 //! the QEMU process (through [`execute_interactive`]), and what the guest printed on the way.
 //! The result is handed to `classify` as an [`Executed`].
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -12,6 +11,7 @@ use crate::config::{Accel, Arch, TestEntry};
 use crate::error::AppError;
 use crate::execute::{ExecuteError, Execution, Sinks, execute_interactive, interrupted};
 use crate::guest_line::{ReportLine, SerialLine};
+use crate::logdir::{RunLog, WriteFailures};
 use crate::options::{Options, Resolved, qemu_program};
 use crate::plan;
 use crate::qemu::{self, ArchProfile, LaunchSpec, QemuCommand};
@@ -38,6 +38,8 @@ pub struct RunSetup<'a> {
     pub image: &'a Path,
     /// Echo the guest's output as it arrives (interactive single-test mode).
     pub live: bool,
+    /// Where a log that cannot be written is noted.
+    pub failures: &'a WriteFailures,
 }
 
 /// What a run reports while it runs.
@@ -95,6 +97,8 @@ pub struct Executed {
     pub benches: Vec<Bench>,
     /// Notes on its malformed `BENCH:` lines.
     pub malformed_benches: Vec<String>,
+    /// Notes on its log: cut (see [`RunLog`]), or not completely written.
+    pub log_notes: Vec<String>,
 }
 
 /// Runs one planned run: checks its image and devices, writes its environment file and log,
@@ -107,6 +111,7 @@ pub fn run(setup: &RunSetup<'_>, progress: &mut dyn FnMut(Progress<'_>)) -> Ran 
         image,
         live,
         accel,
+        failures,
         ..
     } = *setup;
     if !options.dry_run
@@ -133,10 +138,9 @@ pub fn run(setup: &RunSetup<'_>, progress: &mut dyn FnMut(Progress<'_>)) -> Ran 
             reason: format!("cannot write the guest environment: {error}"),
         };
     }
-    let mut log = File::create(&path).ok().map(BufWriter::new);
-    if let Some(log) = log.as_mut() {
-        let _ = writeln!(log, "{line}");
-    }
+    // RunLog keeps its first write error for `finish`; its writes themselves never fail.
+    let mut log = RunLog::create(&path, options.log_limit);
+    let _ = writeln!(log, "{line}");
     let timeout = entry.effective_timeout(resolved.timeout);
     progress(Progress::Started { command: &line });
     let mut report: Vec<ReportLine> = Vec::new();
@@ -159,13 +163,15 @@ pub fn run(setup: &RunSetup<'_>, progress: &mut dyn FnMut(Progress<'_>)) -> Ran 
         }
     };
     let sinks = Sinks {
-        log: log.as_mut().map(|log| log as &mut dyn Write),
+        log: Some(&mut log),
         live,
         observer: Some(&mut observe),
     };
     let execution = execute_interactive(&command, timeout, sinks, &entry.expect);
-    if let Some(mut log) = log {
-        let _ = log.flush();
+    let end = log.finish();
+    let mut log_notes: Vec<String> = end.cut.iter().map(|cut| format!("log cut: {cut}")).collect();
+    if let Some(error) = &end.error {
+        log_notes.push(format!("log incomplete: {}", failures.record(&path, error)));
     }
     if matches!(execution, Err(ExecuteError::Interrupted)) {
         return Ran::Interrupted;
@@ -177,6 +183,7 @@ pub fn run(setup: &RunSetup<'_>, progress: &mut dyn FnMut(Progress<'_>)) -> Ran 
         crash_addresses: crashes.addresses().to_vec(),
         benches: benches.benches,
         malformed_benches: benches.malformed,
+        log_notes,
     }))
 }
 
@@ -267,24 +274,8 @@ pub fn ensure_qemu(options: &Options, programs: &[String]) -> Result<(), AppErro
     Err(AppError::QemuMissing((*first).clone()))
 }
 
-/// Moves `dir` to `<dir>.old` (replacing that) and creates it anew.
-pub fn rotate_logs(directory: &Path) -> Result<(), AppError> {
-    let io_error = |what: &str, path: &Path, error: std::io::Error| {
-        AppError::Io(format!("cannot {what} {}: {error}", path.display()))
-    };
-    if directory.exists() {
-        let mut old = directory.as_os_str().to_owned();
-        old.push(".old");
-        let old = PathBuf::from(old);
-        if old.exists() {
-            std::fs::remove_dir_all(&old).map_err(|error| io_error("remove", &old, error))?;
-        }
-        std::fs::rename(directory, &old).map_err(|error| io_error("move", directory, error))?;
-    }
-    std::fs::create_dir_all(directory).map_err(|error| io_error("create", directory, error))
-}
-
-/// The log file name of a run.
+/// The log file name of a run: unique, as run names are (`config::check_name`) and the
+/// `--kernel` run's name is a file name.
 pub fn log_path(directory: &Path, name: &str) -> PathBuf {
-    directory.join(format!("{}.log", name.replace(['/', '\\'], "_")))
+    directory.join(format!("{name}.log"))
 }

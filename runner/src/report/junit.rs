@@ -2,10 +2,12 @@
 //! in system-out; a run with subtests also gets a suite of its own.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::classify::{TestResult, Verdict};
 use crate::guest_line::{Label, ReportLine};
+use crate::logdir::WriteFailures;
 use crate::report::{Event, Reporter};
 use crate::workspace::shown;
 
@@ -16,13 +18,15 @@ pub const JUNIT_LOG_BYTES: u64 = 256 * 1024;
 #[derive(Debug)]
 pub struct JunitReporter {
     path: PathBuf,
+    failures: Arc<WriteFailures>,
 }
 
 impl JunitReporter {
-    /// A reporter that writes to `path`.
-    pub fn new(path: &Path) -> JunitReporter {
+    /// A reporter that writes to `path`; a write error is noted in `failures`.
+    pub fn new(path: &Path, failures: &Arc<WriteFailures>) -> JunitReporter {
         JunitReporter {
             path: path.to_path_buf(),
+            failures: Arc::clone(failures),
         }
     }
 }
@@ -36,7 +40,7 @@ impl Reporter for JunitReporter {
         } = *event
             && let Err(error) = write_junit(&self.path, results)
         {
-            eprintln!("vmunit: cannot write {}: {error}", self.path.display());
+            self.failures.record(&self.path, &error);
         }
     }
 }

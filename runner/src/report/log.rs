@@ -2,12 +2,25 @@
 //! notes shown under it, appended when the run finishes.
 
 use std::io::Write;
+use std::sync::Arc;
 
+use crate::logdir::WriteFailures;
 use crate::report::{Event, Reporter};
 
 /// Appends a finished run's verdict to its log.
-#[derive(Debug, Default)]
-pub struct LogReporter;
+#[derive(Debug)]
+pub struct LogReporter {
+    failures: Arc<WriteFailures>,
+}
+
+impl LogReporter {
+    /// A reporter that notes the logs it cannot write in `failures`.
+    pub fn new(failures: &Arc<WriteFailures>) -> LogReporter {
+        LogReporter {
+            failures: Arc::clone(failures),
+        }
+    }
+}
 
 impl Reporter for LogReporter {
     fn event(&mut self, event: &Event<'_>) {
@@ -17,17 +30,22 @@ impl Reporter for LogReporter {
         let Some(path) = &result.log else {
             return;
         };
-        let Ok(file) = std::fs::OpenOptions::new().append(true).open(path) else {
-            return;
-        };
-        let mut log = std::io::BufWriter::new(file);
-        for note in &result.malformed_benches {
-            let _ = writeln!(log, "vmunit: {note}");
+        let appended = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .and_then(|file| {
+                let mut log = std::io::BufWriter::new(file);
+                for note in &result.malformed_benches {
+                    writeln!(log, "vmunit: {note}")?;
+                }
+                writeln!(log, "{}", result.outcome.report_line(&result.name))?;
+                for note in &result.notes {
+                    writeln!(log, "    {note}")?;
+                }
+                log.flush()
+            });
+        if let Err(error) = appended {
+            self.failures.record(path, &error);
         }
-        let _ = writeln!(log, "{}", result.outcome.report_line(&result.name));
-        for note in &result.notes {
-            let _ = writeln!(log, "    {note}");
-        }
-        let _ = log.flush();
     }
 }

@@ -2,12 +2,14 @@
 //! read by the next `--rerun-failed`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::bench::Bench;
 use crate::classify::{OutcomeKind, Verdict};
 use crate::error::AppError;
+use crate::logdir::WriteFailures;
 use crate::report::{Event, Reporter};
 use crate::workspace::shown;
 
@@ -44,14 +46,17 @@ pub struct RecordedResult {
 pub struct ResultsReporter {
     log_dir: PathBuf,
     commit: String,
+    failures: Arc<WriteFailures>,
 }
 
 impl ResultsReporter {
-    /// A reporter that writes into `log_dir`, naming `commit`.
-    pub fn new(log_dir: &Path, commit: &str) -> ResultsReporter {
+    /// A reporter that writes into `log_dir`, naming `commit`; a write error is noted in
+    /// `failures`.
+    pub fn new(log_dir: &Path, commit: &str, failures: &Arc<WriteFailures>) -> ResultsReporter {
         ResultsReporter {
             log_dir: log_dir.to_path_buf(),
             commit: commit.to_owned(),
+            failures: Arc::clone(failures),
         }
     }
 }
@@ -74,8 +79,12 @@ impl Reporter for ResultsReporter {
                 })
                 .collect(),
         };
-        if let Ok(json) = serde_json::to_string_pretty(&record) {
-            let _ = std::fs::write(self.log_dir.join(RESULTS_FILE), json + "\n");
+        let path = self.log_dir.join(RESULTS_FILE);
+        let written = serde_json::to_string_pretty(&record)
+            .map_err(std::io::Error::other)
+            .and_then(|json| std::fs::write(&path, json + "\n"));
+        if let Err(error) = written {
+            self.failures.record(&path, &error);
         }
     }
 }

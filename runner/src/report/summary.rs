@@ -1,7 +1,9 @@
 //! `<log_dir>/SUMMARY`: the commit tested, a verdict line per run and the totals.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use crate::logdir::WriteFailures;
 use crate::report::{Event, Reporter};
 
 /// Writes SUMMARY when the invocation ends (also when it was interrupted).
@@ -9,14 +11,17 @@ use crate::report::{Event, Reporter};
 pub struct SummaryReporter {
     log_dir: PathBuf,
     commit: String,
+    failures: Arc<WriteFailures>,
 }
 
 impl SummaryReporter {
-    /// A reporter that writes into `log_dir`, naming `commit` (see [`commit_of`]).
-    pub fn new(log_dir: &Path, commit: &str) -> SummaryReporter {
+    /// A reporter that writes into `log_dir`, naming `commit` (see [`commit_of`]); a write
+    /// error is noted in `failures`.
+    pub fn new(log_dir: &Path, commit: &str, failures: &Arc<WriteFailures>) -> SummaryReporter {
         SummaryReporter {
             log_dir: log_dir.to_path_buf(),
             commit: commit.to_owned(),
+            failures: Arc::clone(failures),
         }
     }
 }
@@ -32,7 +37,10 @@ impl Reporter for SummaryReporter {
             text.push('\n');
         }
         text.push_str(&format!("{totals}\n"));
-        let _ = std::fs::write(self.log_dir.join("SUMMARY"), text);
+        let path = self.log_dir.join("SUMMARY");
+        if let Err(error) = std::fs::write(&path, text) {
+            self.failures.record(&path, &error);
+        }
     }
 }
 
