@@ -193,13 +193,35 @@ pub fn classify(exit: ProcessExit, transcript: &Transcript, method: ExitMethod) 
                 "EXIT line says STATUS={reported} but QEMU exited with status {status}"
             )),
         },
+        None if transcript.is_empty() => Outcome::QemuError {
+            reason: format!("QEMU exited with status {status} and printed nothing"),
+        },
+        None if let Some(machine) = transcript.stderr_lines().find_map(rejected_machine) => {
+            Outcome::QemuError {
+                reason: format!("QEMU rejected machine {machine}"),
+            }
+        }
         None if status == 0 => Outcome::Crash {
-            reason: "triple fault or reset: QEMU exited with status 0 and no EXIT line".to_owned(),
+            reason: match method {
+                ExitMethod::StatusDevice => {
+                    "triple fault or reset: QEMU exited with status 0 and no EXIT line".to_owned()
+                }
+                ExitMethod::PowerOff | ExitMethod::SemihostingOrPowerOff => {
+                    "reset or power-off without an EXIT line: QEMU exited with status 0".to_owned()
+                }
+            },
         },
         None => Outcome::QemuError {
             reason: with_stderr(format!("QEMU exited with status {status} and no EXIT line")),
         },
     }
+}
+
+/// The machine type a QEMU stderr line says QEMU does not know
+/// (`qemu-system-x86_64: unsupported machine type: "nosuch"`).
+fn rejected_machine(line: &str) -> Option<&str> {
+    let (_, machine) = line.split_once("unsupported machine type: ")?;
+    Some(machine.trim().trim_matches('"'))
 }
 
 /// How many of a failed run's `FAIL:` lines are shown under its verdict.
@@ -629,6 +651,45 @@ mod tests {
     }
 
     #[test]
+    fn precise_messages_for_qemu_that_never_ran_a_guest() {
+        // MACHINE=nosuch
+        let outcome = run(
+            1,
+            &[],
+            &[
+                "qemu-system-x86_64: unsupported machine type: \"nosuch\"",
+                "Use -machine help to list supported machines",
+            ],
+        );
+        assert_eq!(
+            outcome,
+            Outcome::QemuError {
+                reason: "QEMU rejected machine nosuch".into()
+            }
+        );
+        // QEMU=/bin/true
+        let outcome = run(0, &[], &[]);
+        assert_eq!(
+            outcome,
+            Outcome::QemuError {
+                reason: "QEMU exited with status 0 and printed nothing".into()
+            }
+        );
+        // aarch64 has no triple faults.
+        let outcome = classify(
+            ProcessExit::Exited(0),
+            &Transcript::from_lines(&["PASS: a"], &[]),
+            ExitMethod::SemihostingOrPowerOff,
+        );
+        assert_eq!(
+            outcome,
+            Outcome::Crash {
+                reason: "reset or power-off without an EXIT line: QEMU exited with status 0".into()
+            }
+        );
+    }
+
+    #[test]
     fn qemu_failing_to_start_is_a_qemu_error() {
         let outcome = run(1, &[], &["qemu-system-x86_64: -foo: invalid option"]);
         assert_eq!(
@@ -747,7 +808,11 @@ mod tests {
             Verdict::Fail
         );
         assert!(matches!(
-            classify(ProcessExit::Exited(0), &Transcript::new(), method),
+            classify(
+                ProcessExit::Exited(0),
+                &Transcript::from_lines(&["PASS: a"], &[]),
+                method
+            ),
             Outcome::Crash { .. }
         ));
         let transcript = Transcript::from_lines(&["EXIT: STATUS=1"], &[]);

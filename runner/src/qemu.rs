@@ -447,10 +447,7 @@ mod tests {
             matches!(&probe, KvmProbe::NotKvm(reason) if reason.contains("KVM_GET_API_VERSION")),
             "{probe:?}"
         );
-        assert_eq!(
-            probe_kvm(Path::new("/nonexistent/kvm")),
-            KvmProbe::Unavailable
-        );
+        assert_eq!(probe_kvm(Path::new("/nonexistent/kvm")), KvmProbe::Unavailable);
         if Path::new(KVM_DEVICE).exists() {
             let probe = probe_kvm(Path::new(KVM_DEVICE));
             assert!(!matches!(probe, KvmProbe::NotKvm(_)), "{probe:?}");

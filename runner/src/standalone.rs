@@ -352,7 +352,13 @@ esac
 exit_line=$(grep -a '^@EXIT_LABEL@' "$output" | head -n 1 | tr -d '\r')
 if [ -z "$exit_line" ]; then
     [ "$status" -gt 128 ] && result FAIL "terminated on signal $((status - 128))" 1
-    [ "$status" -eq 0 ] && result FAIL "triple fault or reset: QEMU exited with status 0 and no EXIT line" 1
+    [ -s "$output" ] || [ -s "$errors" ] || result FAIL "QEMU error: QEMU exited with status $status and printed nothing" 1
+    machine=$(sed -n 's/.*unsupported machine type: "\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$errors" | head -n 1)
+    [ -n "$machine" ] && result FAIL "QEMU error: QEMU rejected machine $machine" 1
+    if [ "$status" -eq 0 ]; then
+        [ "$EXIT_METHOD" = status ] && result FAIL "triple fault or reset: QEMU exited with status 0 and no EXIT line" 1
+        result FAIL "reset or power-off without an EXIT line: QEMU exited with status 0" 1
+    fi
     result FAIL "QEMU error: QEMU exited with status $status and no EXIT line: $(tail -n 1 "$errors")" 1
 fi
 exit_status=${exit_line#@EXIT_LABEL@}

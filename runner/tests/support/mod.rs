@@ -11,7 +11,10 @@ use std::process::{Command, Output};
 /// pause; `flood:<MiB>`: that many MiB of 64-byte lines and a 1 MiB line, then pass;
 /// `tagged:<tag>`: 300 report lines naming the tag; `binary`: invalid UTF-8 then pass;
 /// `signal`: QEMU kills itself with SIGSEGV; `lines:<count>`: numbered report lines then pass;
-/// `bench`: a report line, two BENCH measurements and a malformed BENCH line, then pass.
+/// `bench`: a report line, two BENCH measurements and a malformed BENCH line, then pass;
+/// `longfail`: a 16 KiB line with `FAIL:` after its first 16384 bytes, then pass; `silent`:
+/// exit 0 having printed nothing (`QEMU=/bin/true`); `nomachine`: QEMU's message for an
+/// unknown machine type, exit 1.
 pub const FAKE_QEMU: &str = r#"#!/bin/sh
 case "$*" in *'-device help'*) echo 'name "pci-testdev", bus PCI'; exit 0;; esac
 mode=none
@@ -29,6 +32,9 @@ tagged:*) tag=${mode#tagged:}; i=0; while [ $i -lt 300 ]; do echo "PASS: $tag li
 binary) printf 'PASS: bad \377\376 bytes\n\377\000\001\n'; echo 'EXIT: STATUS=1'; exit 1;;
 signal) echo 'PASS: before the crash'; kill -SEGV $$;;
 bench) echo 'PASS: cpuid returned the vendor'; echo 'INFO: cpuid: 1234 cycles'; echo 'BENCH: cpuid=1234 cycles'; echo 'BENCH: ipi=56.5 ns'; echo 'BENCH: broken 1 cycles'; echo 'SUMMARY: 1 tests'; echo 'EXIT: STATUS=1'; exit 1;;
+longfail) head -c 16384 /dev/zero | tr '\0' 'x'; echo 'FAIL: after 16 KiB on the same line'; echo 'PASS: a'; echo 'SUMMARY: 1 tests'; echo 'EXIT: STATUS=1'; exit 1;;
+silent) exit 0;;
+nomachine) echo 'qemu-system-x86_64: unsupported machine type: "nosuch"' >&2; echo 'Use -machine help to list supported machines' >&2; exit 1;;
 lines:*) i=0; while [ $i -lt "${mode#lines:}" ]; do echo "PASS: line $i of $mode"; i=$((i + 1)); done; echo 'EXIT: STATUS=1'; exit 1;;
 *) echo "fake-qemu: unknown mode $mode" >&2; exit 1;;
 esac
