@@ -52,7 +52,7 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StandaloneError + '_ 
     }
 }
 
-/// Writes `<directory>/<name>` for every entry of `config` whose crate exists; returns them.
+/// Writes `<directory>/<name>` for every entry of `config`; returns them.
 pub fn write_all(
     workspace: &Path,
     config: &Config,
@@ -61,9 +61,7 @@ pub fn write_all(
     std::fs::create_dir_all(directory).map_err(io_error(directory))?;
     let mut written = Vec::new();
     for entry in &config.entries {
-        let Some(arch) = entry.resolve_arch(workspace, config)? else {
-            continue;
-        };
+        let arch = entry.resolve_arch(workspace, config)?;
         let image = workspace::image_path(workspace, arch, &entry.file);
         if !image.is_file() {
             return Err(StandaloneError::MissingImage(image));

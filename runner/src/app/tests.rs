@@ -51,7 +51,6 @@ file = "aguest"
 [kvm-only]
 file = "xguest"
 accel = "kvm"
-[missing]
 [manual]
 file = "xguest"
 groups = ["nodefault"]
@@ -63,9 +62,8 @@ groups = ["nodefault"]
     assert_eq!(decisions[0].1, "Run { arch: X86_64, accel: Tcg }");
     assert_eq!(decisions[1].1, "Skip(\"aarch64 only\")");
     assert_eq!(decisions[2].1, "Skip(\"kvm only, but ACCEL=tcg\")");
-    assert_eq!(decisions[3].1, "Skip(\"Test file 'missing' not found\")");
-    assert_eq!(decisions[4].1, "Nodefault");
-    assert_eq!(list(&options).unwrap(), ["x", "a", "kvm-only", "missing"]);
+    assert_eq!(decisions[3].1, "Nodefault");
+    assert_eq!(list(&options).unwrap(), ["x", "a", "kvm-only"]);
 }
 
 #[test]
