@@ -284,3 +284,93 @@ fn bench_lines_reach_json_junit_and_results() {
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
 }
+
+/// A fake cargo: reports every `-p CRATE` as a compiled executable (the workspace's empty
+/// image) on stdout, as `--message-format=json-render-diagnostics` does, and talks on stderr.
+const FAKE_CARGO: &str = r#"#!/bin/sh
+echo '   Compiling a guest' >&2
+while [ $# -gt 0 ]; do
+    if [ "$1" = -p ]; then
+        printf '{"reason":"compiler-artifact","target":{"name":"%s"},"executable":"%s/target/x86_64-unknown-none/release/%s","fresh":false}\n' "$2" "$PWD" "$2"
+    fi
+    shift
+done
+printf '{"reason":"build-finished","success":true}\n'
+"#;
+
+/// The runner of `workspace` with the build stage on, through the fake cargo.
+fn building_runner(workspace: &FakeWorkspace) -> std::process::Command {
+    let cargo = workspace.root().join("cargo");
+    std::fs::write(&cargo, FAKE_CARGO).unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&cargo)
+        .status()
+        .unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_vmunit-runner"));
+    for variable in [
+        "ACCEL",
+        "TIMEOUT",
+        "MAX_SMP",
+        "MACHINE",
+        "NO_COLOR",
+        "CARGO_TARGET_DIR",
+    ] {
+        command.env_remove(variable);
+    }
+    command
+        .current_dir(workspace.root())
+        .env("QEMU", workspace.qemu())
+        .env("ACCEL", "tcg")
+        .env("CARGO", &cargo);
+    command
+}
+
+#[test]
+fn build_messages_stay_out_of_the_streams() {
+    let workspace = FakeWorkspace::new(&config_of(&[("good", "pass")]));
+    for format in [&["--format", "json"][..], &["-t"]] {
+        let output = building_runner(&workspace)
+            .arg("-v")
+            .args(format)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&output);
+        assert!(output.status.success(), "{stdout}{stderr}");
+        let first = stdout.lines().next().unwrap_or("");
+        if format[0] == "-t" {
+            assert!(first.starts_with("TAP version"), "{stdout}");
+            assert!(
+                stdout
+                    .lines()
+                    .all(|line| !line.contains("cargo") || line.starts_with('#')),
+                "{stdout}"
+            );
+        } else {
+            for line in stdout.lines() {
+                assert!(
+                    serde_json::from_str::<serde_json::Value>(line).is_ok(),
+                    "not JSON: {line:?}\n{stdout}"
+                );
+            }
+        }
+        assert!(stderr.contains("--message-format"), "{stderr}");
+        assert!(stderr.contains("   Compiling a guest"), "{stderr}");
+    }
+}
+
+#[test]
+fn the_build_says_what_it_does_in_ci() {
+    let workspace = FakeWorkspace::new(&config_of(&[("good", "pass")]));
+    // Not a terminal: one plain line per build stage, on stderr.
+    let output = building_runner(&workspace).output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|line| line == "vmunit: building the x86_64 guests (1 crate)"),
+        "{stderr}"
+    );
+    assert!(stdout.starts_with("PASS good"), "{stdout}");
+}
