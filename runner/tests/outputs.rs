@@ -374,3 +374,83 @@ fn the_build_says_what_it_does_in_ci() {
     );
     assert!(stdout.starts_with("PASS good"), "{stdout}");
 }
+
+/// Runs a copied command line with sh from the workspace root, the way a user would.
+fn run_copied(workspace: &FakeWorkspace, line: &str) -> (Option<i32>, String) {
+    let output = std::process::Command::new("sh")
+        .args(["-c", line])
+        .current_dir(workspace.root())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    (output.status.code(), format!("{stdout}{stderr}"))
+}
+
+#[test]
+fn copied_command_lines_work_as_printed() {
+    let workspace = FakeWorkspace::new(&config_of(&[("env", "showenv")]));
+    // -n writes nothing, yet the line it prints runs.
+    let output = workspace.runner().args(["-n", "env"]).output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(!workspace.root().join("logs/env.env").exists());
+    let line = stdout.lines().next().unwrap();
+    let (status, printed) = run_copied(&workspace, line);
+    assert_eq!(status, Some(1), "{line}: {printed}");
+    assert!(printed.contains("PASS: environment ACCEL=tcg"), "{printed}");
+
+    // A log moved to logs.old/ still reruns its own run, with its own environment.
+    let output = workspace
+        .runner()
+        .args(["--env", "MARK=first", "env"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{:?}", text(&output));
+    let output = workspace.runner().arg("env").output().unwrap();
+    assert!(output.status.success(), "{:?}", text(&output));
+    let old_log = workspace.read("logs.old/env.log");
+    let line = old_log.lines().next().unwrap();
+    let (status, printed) = run_copied(&workspace, line);
+    assert_eq!(status, Some(1), "{line}: {printed}");
+    assert!(printed.contains("PASS: environment MARK=first"), "{printed}");
+}
+
+#[test]
+fn the_reproduce_line_reproduces_the_run() {
+    let workspace = FakeWorkspace::new(&config_of(&[("bad", "fail")]));
+    let output = workspace
+        .runner()
+        .env("MACHINE", "q35")
+        .args([
+            "--accel",
+            "tcg,thread=single",
+            "--env",
+            "K=v w",
+            "bad",
+            "--",
+            "-d",
+            "int",
+        ])
+        .output()
+        .unwrap();
+    let (stdout, _) = text(&output);
+    let line = stdout
+        .lines()
+        .find_map(|line| line.split_once("reproduce alone with: "))
+        .map(|(_, command)| command.to_owned())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let qemu = workspace.qemu().display().to_string();
+    assert_eq!(
+        line,
+        format!("QEMU={qemu} MACHINE=q35 ./run_tests bad --accel tcg,thread=single --env 'K=v w' -- -d int")
+    );
+    // With the accelerator from ACCEL, the run's own is named.
+    let output = workspace.runner().arg("bad").output().unwrap();
+    let (stdout, _) = text(&output);
+    assert!(
+        stdout.contains(&format!(
+            "reproduce alone with: QEMU={qemu} ./run_tests bad --accel tcg\n"
+        )),
+        "{stdout}"
+    );
+}

@@ -116,26 +116,30 @@ pub fn run(setup: &RunSetup<'_>, progress: &mut dyn FnMut(Progress<'_>)) -> Ran 
     }
     let command = command_for(setup);
     let line = command.shell_line();
+    let environment = merged_environment(
+        &crate::environment::guest_environment(accel),
+        &[&entry.env, &options.guest_variables],
+    );
+    let environment_file = environment_path(&options.log_dir, &entry.name);
+    // What a user copies (`-n`, a log's first line) writes the environment file it names, so
+    // that it works as printed: before the run, and after the log moved to logs.old/.
+    let runnable = self_contained_line(&line, &environment_file, &environment);
     if options.dry_run {
-        return Ran::DryRun { command: line };
+        return Ran::DryRun { command: runnable };
     }
     if let Some(reason) = plan::unmet_device_requirement(&entry.requires, &command.program) {
         return Ran::Skipped { reason };
     }
     progress(Progress::Starting { command: &line });
     let path = log_path(&options.log_dir, &entry.name);
-    let environment = merged_environment(
-        &crate::environment::guest_environment(accel),
-        &[&entry.env, &options.guest_variables],
-    );
-    if let Err(error) = std::fs::write(environment_path(&options.log_dir, &entry.name), environment) {
+    if let Err(error) = std::fs::write(&environment_file, &environment) {
         return Ran::Unprepared {
             reason: format!("cannot write the guest environment: {error}"),
         };
     }
     let mut log = File::create(&path).ok().map(BufWriter::new);
     if let Some(log) = log.as_mut() {
-        let _ = writeln!(log, "{line}");
+        let _ = writeln!(log, "{runnable}");
     }
     let timeout = entry.effective_timeout(resolved.timeout);
     progress(Progress::Started { command: &line });
@@ -178,6 +182,25 @@ pub fn run(setup: &RunSetup<'_>, progress: &mut dyn FnMut(Progress<'_>)) -> Ran 
         benches: benches.benches,
         malformed_benches: benches.malformed,
     }))
+}
+
+/// `command_line` (a QEMU command that reads the guest environment from `environment_file`)
+/// preceded by the shell commands that write `environment` to that file.
+pub fn self_contained_line(command_line: &str, environment_file: &Path, environment: &str) -> String {
+    // The paths as the QEMU command names them.
+    let file = qemu::quote(&environment_file.display().to_string());
+    let directory = environment_file
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .map_or_else(
+            || ".".to_owned(),
+            |parent| qemu::quote(&parent.display().to_string()),
+        );
+    let lines: Vec<String> = environment.lines().map(qemu::quote).collect();
+    format!(
+        "mkdir -p {directory} && printf '%s\\n' {} > {file} && {command_line}",
+        lines.join(" ")
+    )
 }
 
 /// The guest environment: the runner's variables (`environment::guest_environment`), then the
