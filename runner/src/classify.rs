@@ -193,9 +193,6 @@ pub fn classify(exit: ProcessExit, transcript: &Transcript, method: ExitMethod) 
                 "EXIT line says STATUS={reported} but QEMU exited with status {status}"
             )),
         },
-        None if transcript.is_empty() => Outcome::QemuError {
-            reason: format!("QEMU exited with status {status} and printed nothing"),
-        },
         None if let Some(machine) = transcript.stderr_lines().find_map(rejected_machine) => {
             Outcome::QemuError {
                 reason: format!("QEMU rejected machine {machine}"),
@@ -207,7 +204,7 @@ pub fn classify(exit: ProcessExit, transcript: &Transcript, method: ExitMethod) 
                     "triple fault or reset: QEMU exited with status 0 and no EXIT line".to_owned()
                 }
                 ExitMethod::PowerOff | ExitMethod::SemihostingOrPowerOff => {
-                    "reset or power-off without an EXIT line: QEMU exited with status 0".to_owned()
+                    "reset or power-off: QEMU exited with status 0 and no EXIT line".to_owned()
                 }
             },
         },
@@ -216,6 +213,11 @@ pub fn classify(exit: ProcessExit, transcript: &Transcript, method: ExitMethod) 
         },
     }
 }
+
+/// Why a run whose program exited with status 0, printed nothing and does not call itself QEMU
+/// failed ([`Executed::not_qemu`]): no guest ran, so it is no triple fault.
+pub const NOT_QEMU_REASON: &str =
+    "QEMU exited with status 0 and printed nothing (its --version names no QEMU)";
 
 /// The machine type a QEMU stderr line says QEMU does not know
 /// (`qemu-system-x86_64: unsupported machine type: "nosuch"`).
@@ -287,7 +289,13 @@ pub fn result_of(
                 .take(SHOWN_FAIL_LINES)
                 .cloned()
                 .collect();
-            let outcome = classify(execution.exit, &execution.transcript, method);
+            let outcome = if executed.not_qemu {
+                Outcome::QemuError {
+                    reason: NOT_QEMU_REASON.to_owned(),
+                }
+            } else {
+                classify(execution.exit, &execution.transcript, method)
+            };
             // A failed console script fails the run; a run that failed anyway keeps its reason.
             let outcome = match execution.script_failure {
                 Some(failure) if outcome.verdict() != Verdict::Fail => Outcome::Fail {
@@ -667,14 +675,10 @@ mod tests {
                 reason: "QEMU rejected machine nosuch".into()
             }
         );
-        // QEMU=/bin/true
+        // A triple fault before the first line (QEMU=/bin/true is told apart by the execute
+        // stage, which asks the program's --version: `Executed::not_qemu`).
         let outcome = run(0, &[], &[]);
-        assert_eq!(
-            outcome,
-            Outcome::QemuError {
-                reason: "QEMU exited with status 0 and printed nothing".into()
-            }
-        );
+        assert!(matches!(outcome, Outcome::Crash { ref reason } if reason.starts_with("triple fault")));
         // aarch64 has no triple faults.
         let outcome = classify(
             ProcessExit::Exited(0),
@@ -684,7 +688,7 @@ mod tests {
         assert_eq!(
             outcome,
             Outcome::Crash {
-                reason: "reset or power-off without an EXIT line: QEMU exited with status 0".into()
+                reason: "reset or power-off: QEMU exited with status 0 and no EXIT line".into()
             }
         );
     }

@@ -426,6 +426,18 @@ pub fn kvm_usable() -> bool {
     }
 }
 
+/// Whether `program --version` names QEMU (`QEMU emulator version ...`). Asked only when a run
+/// ended with status 0 having printed nothing, to tell a guest that triple-faulted at once from
+/// a program that is no QEMU (`QEMU=/bin/true`).
+pub fn names_itself_qemu(program: &str) -> bool {
+    std::process::Command::new(program)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains("QEMU"))
+}
+
 /// Whether `program` can be run: an existing file if it names a path, else found in PATH.
 pub fn program_exists(program: &str) -> bool {
     if program.contains('/') {

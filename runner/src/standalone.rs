@@ -164,6 +164,7 @@ pub fn script(entry: &TestEntry, arch: Arch, image: &[u8]) -> std::io::Result<Ve
         .replace("@CODE_ALL_SKIPPED@", &GuestCode::AllSkipped.code().to_string())
         .replace("@CODE_ABORT@", &GuestCode::Abort.code().to_string())
         .replace("@SHA256@", &sha256)
+        .replace("@NOT_QEMU_REASON@", crate::classify::NOT_QEMU_REASON)
         .replace("@KVM_ARGUMENTS@", &shell_arguments(entry, arch, Accel::Kvm))
         .replace("@TCG_ARGUMENTS@", &shell_arguments(entry, arch, Accel::Tcg));
     // The payload starts at a fixed, zero-padded byte offset written into the header.
@@ -350,12 +351,14 @@ esac
 exit_line=$(grep -a '^@EXIT_LABEL@' "$output" | head -n 1 | tr -d '\r')
 if [ -z "$exit_line" ]; then
     [ "$status" -gt 128 ] && result FAIL "terminated on signal $((status - 128))" 1
-    [ -s "$output" ] || [ -s "$errors" ] || result FAIL "QEMU error: QEMU exited with status $status and printed nothing" 1
+    if [ "$status" -eq 0 ] && [ ! -s "$output" ] && [ ! -s "$errors" ]; then
+        "$qemu" --version 2>/dev/null | grep -q QEMU || result FAIL "QEMU error: @NOT_QEMU_REASON@" 1
+    fi
     machine=$(sed -n 's/.*unsupported machine type: "\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$errors" | head -n 1)
     [ -n "$machine" ] && result FAIL "QEMU error: QEMU rejected machine $machine" 1
     if [ "$status" -eq 0 ]; then
         [ "$EXIT_METHOD" = status ] && result FAIL "triple fault or reset: QEMU exited with status 0 and no EXIT line" 1
-        result FAIL "reset or power-off without an EXIT line: QEMU exited with status 0" 1
+        result FAIL "reset or power-off: QEMU exited with status 0 and no EXIT line" 1
     fi
     result FAIL "QEMU error: QEMU exited with status $status and no EXIT line: $(tail -n 1 "$errors")" 1
 fi

@@ -230,7 +230,9 @@ fn fake_qemu_end_to_end() {
     assert_eq!(report.exit_status(), ExitStatus::TestsFailed);
     let log = std::fs::read_to_string(directory.path().join("logs/bad.log")).unwrap();
     let lines: Vec<&str> = log.lines().collect();
-    assert!(lines[0].starts_with(&format!("{fake} -nodefaults")), "{log}");
+    // The command writes the environment file it names, then runs QEMU.
+    assert!(lines[0].starts_with("mkdir -p "), "{log}");
+    assert!(lines[0].contains(&format!(" && {fake} -nodefaults")), "{log}");
     assert!(lines[0].contains(" -append x -initrd "), "{log}");
     assert!(lines[0].ends_with("logs/bad.env"), "{log}");
     let environment = std::fs::read_to_string(directory.path().join("logs/bad.env")).unwrap();

@@ -16,7 +16,7 @@ use crate::options::{Options, Resolved, qemu_program};
 use crate::plan;
 use crate::qemu::{self, ArchProfile, LaunchSpec, QemuCommand};
 use crate::symbolise::CrashAddresses;
-use crate::transcript::Stream;
+use crate::transcript::{ProcessExit, Stream};
 
 /// How many guest report lines one run keeps for the structured outputs.
 pub const MAX_REPORT_LINES: usize = 10_000;
@@ -95,6 +95,9 @@ pub struct Executed {
     pub benches: Vec<Bench>,
     /// Notes on its malformed `BENCH:` lines.
     pub malformed_benches: Vec<String>,
+    /// The program exited with status 0 having printed nothing, and its `--version` does not
+    /// name QEMU: no guest ran.
+    pub not_qemu: bool,
 }
 
 /// Runs one planned run: checks its image and devices, writes its environment file and log,
@@ -174,6 +177,8 @@ pub fn run(setup: &RunSetup<'_>, progress: &mut dyn FnMut(Progress<'_>)) -> Ran 
     if matches!(execution, Err(ExecuteError::Interrupted)) {
         return Ran::Interrupted;
     }
+    let not_qemu = matches!(&execution, Ok(ran) if ran.exit == ProcessExit::Exited(0) && ran.transcript.is_empty())
+        && !qemu::names_itself_qemu(&command.program);
     Ran::Executed(Box::new(Executed {
         log: path,
         execution,
@@ -181,6 +186,7 @@ pub fn run(setup: &RunSetup<'_>, progress: &mut dyn FnMut(Progress<'_>)) -> Ran 
         crash_addresses: crashes.addresses().to_vec(),
         benches: benches.benches,
         malformed_benches: benches.malformed,
+        not_qemu,
     }))
 }
 
