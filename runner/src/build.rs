@@ -138,7 +138,12 @@ pub fn build(
             files.len(),
             if files.len() == 1 { "crate" } else { "crates" }
         ),
-        BuildProgress::Terminal => {}
+        BuildProgress::Terminal => {
+            // Shown at once, then redrawn as crates are compiled; cleared when cargo is done.
+            let mut stderr = std::io::stderr().lock();
+            let _ = write!(stderr, "vmunit: building the {arch} guests");
+            let _ = stderr.flush();
+        }
     }
     let program = command.get_program().to_string_lossy().into_owned();
     let spawn_error = |source| BuildError::Spawn {
@@ -160,7 +165,7 @@ pub fn build(
         .take()
         .map(|stdout| executables(BufReader::new(stdout), &mut compiled))
         .unwrap_or_default();
-    if progress == BuildProgress::Terminal && count > 0 {
+    if progress == BuildProgress::Terminal {
         let _ = write!(std::io::stderr(), "\r\x1b[K");
     }
     let status = child.wait().map_err(spawn_error)?;

@@ -454,3 +454,42 @@ fn the_reproduce_line_reproduces_the_run() {
         "{stdout}"
     );
 }
+
+#[test]
+fn a_fresh_clone_says_it_builds_the_runner() {
+    // A fake cargo on PATH that records its arguments; an empty target directory is a fresh clone.
+    let scratch = tempfile::tempdir().unwrap();
+    let bin = scratch.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let record = scratch.path().join("cargo-arguments");
+    std::fs::write(
+        bin.join("cargo"),
+        format!("#!/bin/sh\necho \"$*\" > {}\n", record.display()),
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(bin.join("cargo"))
+        .status()
+        .unwrap();
+    let run_tests = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("run_tests");
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let output = std::process::Command::new(&run_tests)
+        .arg("--version")
+        .env("PATH", path)
+        .env("CARGO_TARGET_DIR", scratch.path().join("target"))
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(
+        stderr.lines().next(),
+        Some("run_tests: building the runner first (once; this takes a minute)"),
+        "{stderr}"
+    );
+    // Not a terminal: cargo stays quiet, the line above says what happens.
+    let arguments = std::fs::read_to_string(&record).unwrap();
+    assert!(arguments.starts_with("build -q --release"), "{arguments}");
+}
