@@ -19,7 +19,7 @@ use crate::report::dry_run::DryRunReporter;
 use crate::report::json::JsonReporter;
 use crate::report::junit::{self, JunitReporter};
 use crate::report::log::LogReporter;
-use crate::report::plain::PlainReporter;
+use crate::report::plain::{PlainReporter, Reproduce};
 use crate::report::results::{self, ResultsReporter};
 use crate::report::summary::{self, SummaryReporter};
 use crate::report::tap::TapReporter;
@@ -100,7 +100,11 @@ fn reporters(options: &Options, live: bool, failures: &Arc<WriteFailures>) -> Ve
     let mut reporters: Vec<Box<dyn Reporter>> = Vec::new();
     if !options.quiet {
         reporters.push(match options.format {
-            Format::Plain => Box::new(PlainReporter::new(options.colour, options.progress && !live)),
+            Format::Plain => Box::new(PlainReporter::new(
+                options.colour,
+                options.progress && !live,
+                Reproduce::of(options),
+            )),
             Format::Tap => Box::new(TapReporter::default()),
             Format::Json => Box::new(JsonReporter),
         });

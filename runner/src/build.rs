@@ -1,8 +1,10 @@
 //! The build stage: the guest crates of the planned runs, built with cargo before they run
-//! (`--no-build` skips this).
+//! (`--no-build` skips this). Its messages go to stderr, never into the output stream: on a
+//! terminal a progress line (the crates cargo compiled so far), elsewhere one plain line per
+//! stage, and with `-v` cargo's own output and command line.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -37,7 +39,7 @@ impl Images {
     }
 }
 
-/// One line of cargo's JSON messages: only what locates an artifact.
+/// One line of cargo's JSON messages: only what locates an artifact and tells progress.
 #[derive(serde::Deserialize)]
 struct CargoMessage {
     reason: String,
@@ -45,6 +47,9 @@ struct CargoMessage {
     target: Option<CargoTarget>,
     #[serde(default)]
     executable: Option<PathBuf>,
+    /// The artifact was up to date (not compiled by this build).
+    #[serde(default)]
+    fresh: bool,
 }
 
 #[derive(serde::Deserialize)]
@@ -52,13 +57,19 @@ struct CargoTarget {
     name: String,
 }
 
-/// The executables in cargo's JSON messages (`compiler-artifact`), by target name.
-fn executables(messages: impl BufRead) -> Vec<(String, PathBuf)> {
+/// The executables in cargo's JSON messages (`compiler-artifact`), by target name;
+/// `compiled` is told the name of every crate compiled (not fresh) as its message arrives.
+fn executables(messages: impl BufRead, compiled: &mut dyn FnMut(&str)) -> Vec<(String, PathBuf)> {
     messages
         .lines()
         .map_while(Result::ok)
         .filter_map(|line| serde_json::from_str::<CargoMessage>(&line).ok())
         .filter(|message| message.reason == "compiler-artifact")
+        .inspect(|message| {
+            if let (false, Some(target)) = (message.fresh, &message.target) {
+                compiled(&target.name);
+            }
+        })
         .filter_map(|message| Some((message.target?.name, message.executable?)))
         .collect()
 }
@@ -66,6 +77,35 @@ fn executables(messages: impl BufRead) -> Vec<(String, PathBuf)> {
 /// The cargo program: `CARGO` (set when cargo runs the runner), else `cargo`.
 fn cargo_program() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned())
+}
+
+/// How the build stage shows its progress on stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BuildProgress {
+    /// `-v`: cargo's command line and cargo's own output.
+    Verbose,
+    /// stderr is a terminal: a progress line, redrawn per crate and cleared at the end.
+    Terminal,
+    /// Anything else (CI, a file): one plain line per stage.
+    Lines,
+}
+
+impl BuildProgress {
+    /// The progress of this invocation: `-v`, else whether stderr is a terminal.
+    pub fn current(verbose: bool) -> BuildProgress {
+        if verbose {
+            BuildProgress::Verbose
+        } else if std::io::stderr().is_terminal() {
+            BuildProgress::Terminal
+        } else {
+            BuildProgress::Lines
+        }
+    }
+}
+
+/// The progress line of a build stage after `count` compiled crates, the last `last`.
+fn progress_line(arch: Arch, count: usize, last: &str) -> String {
+    format!("vmunit: building the {arch} guests: {count} crates compiled, last {last}")
 }
 
 /// The cargo command that builds `files` for `arch`, run from the workspace root.
@@ -109,10 +149,22 @@ fn build_with(
     if files.is_empty() {
         return Ok(Vec::new());
     }
+    let progress = BuildProgress::current(verbose);
     let mut command = build_command_with(cargo, workspace, arch, files, verbose);
     let line = describe(&command);
-    if verbose {
-        println!("{line}");
+    match progress {
+        BuildProgress::Verbose => crate::eprintln!("{line}"),
+        BuildProgress::Lines => crate::eprintln!(
+            "vmunit: building the {arch} guests ({} {})",
+            files.len(),
+            if files.len() == 1 { "crate" } else { "crates" }
+        ),
+        BuildProgress::Terminal => {
+            // Shown at once, then redrawn as crates are compiled; cleared when cargo is done.
+            let mut stderr = std::io::stderr().lock();
+            let _ = write!(stderr, "vmunit: building the {arch} guests");
+            let _ = stderr.flush();
+        }
     }
     let program = command.get_program().to_string_lossy().into_owned();
     let spawn_error = |source| BuildError::Spawn {
@@ -120,11 +172,23 @@ fn build_with(
         source,
     };
     let mut child = command.stdout(Stdio::piped()).spawn().map_err(spawn_error)?;
+    let mut count = 0;
+    let mut compiled = |name: &str| {
+        count += 1;
+        if progress == BuildProgress::Terminal {
+            let mut stderr = std::io::stderr().lock();
+            let _ = write!(stderr, "\r\x1b[K{}", progress_line(arch, count, name));
+            let _ = stderr.flush();
+        }
+    };
     let built = child
         .stdout
         .take()
-        .map(|stdout| executables(BufReader::new(stdout)))
+        .map(|stdout| executables(BufReader::new(stdout), &mut compiled))
         .unwrap_or_default();
+    if progress == BuildProgress::Terminal {
+        let _ = write!(std::io::stderr(), "\r\x1b[K");
+    }
     let status = child.wait().map_err(spawn_error)?;
     if status.success() {
         Ok(built)
@@ -353,12 +417,16 @@ mod tests {
         let messages = concat!(
             r#"{"reason":"compiler-artifact","target":{"name":"vmunit","kind":["lib"]},"executable":null}"#,
             "\n",
+            r#"{"reason":"compiler-artifact","target":{"name":"fresh","kind":["lib"]},"fresh":true}"#,
+            "\n",
             r#"{"reason":"compiler-artifact","target":{"name":"msr","kind":["bin"]},"executable":"/t/custom/msr"}"#,
             "\n",
             r#"{"reason":"build-finished","success":true}"#,
             "\nnot json\n"
         );
-        let built = executables(messages.as_bytes());
+        let mut compiled = Vec::new();
+        let built = executables(messages.as_bytes(), &mut |name| compiled.push(name.to_owned()));
+        assert_eq!(compiled, ["vmunit", "msr"]);
         assert_eq!(built, [("msr".to_owned(), PathBuf::from("/t/custom/msr"))]);
         let mut images = Images::default();
         images

@@ -193,13 +193,37 @@ pub fn classify(exit: ProcessExit, transcript: &Transcript, method: ExitMethod) 
                 "EXIT line says STATUS={reported} but QEMU exited with status {status}"
             )),
         },
+        None if let Some(machine) = transcript.stderr_lines().find_map(rejected_machine) => {
+            Outcome::QemuError {
+                reason: format!("QEMU rejected machine {machine}"),
+            }
+        }
         None if status == 0 => Outcome::Crash {
-            reason: "triple fault or reset: QEMU exited with status 0 and no EXIT line".to_owned(),
+            reason: match method {
+                ExitMethod::StatusDevice => {
+                    "triple fault or reset: QEMU exited with status 0 and no EXIT line".to_owned()
+                }
+                ExitMethod::PowerOff | ExitMethod::SemihostingOrPowerOff => {
+                    "reset or power-off: QEMU exited with status 0 and no EXIT line".to_owned()
+                }
+            },
         },
         None => Outcome::QemuError {
             reason: with_stderr(format!("QEMU exited with status {status} and no EXIT line")),
         },
     }
+}
+
+/// Why a run whose program exited with status 0, printed nothing and does not call itself QEMU
+/// failed ([`Executed::not_qemu`]): no guest ran, so it is no triple fault.
+pub const NOT_QEMU_REASON: &str =
+    "QEMU exited with status 0 and printed nothing (its --version names no QEMU)";
+
+/// The machine type a QEMU stderr line says QEMU does not know
+/// (`qemu-system-x86_64: unsupported machine type: "nosuch"`).
+fn rejected_machine(line: &str) -> Option<&str> {
+    let (_, machine) = line.split_once("unsupported machine type: ")?;
+    Some(machine.trim().trim_matches('"'))
 }
 
 /// How many of a failed run's `FAIL:` lines are shown under its verdict.
@@ -265,7 +289,13 @@ pub fn result_of(
                 .take(SHOWN_FAIL_LINES)
                 .cloned()
                 .collect();
-            let outcome = classify(execution.exit, &execution.transcript, method);
+            let outcome = if executed.not_qemu {
+                Outcome::QemuError {
+                    reason: NOT_QEMU_REASON.to_owned(),
+                }
+            } else {
+                classify(execution.exit, &execution.transcript, method)
+            };
             // A failed console script fails the run; a run that failed anyway keeps its reason.
             let outcome = match execution.script_failure {
                 Some(failure) if outcome.verdict() != Verdict::Fail => Outcome::Fail {
@@ -630,6 +660,41 @@ mod tests {
     }
 
     #[test]
+    fn precise_messages_for_qemu_that_never_ran_a_guest() {
+        // MACHINE=nosuch
+        let outcome = run(
+            1,
+            &[],
+            &[
+                "qemu-system-x86_64: unsupported machine type: \"nosuch\"",
+                "Use -machine help to list supported machines",
+            ],
+        );
+        assert_eq!(
+            outcome,
+            Outcome::QemuError {
+                reason: "QEMU rejected machine nosuch".into()
+            }
+        );
+        // A triple fault before the first line (QEMU=/bin/true is told apart by the execute
+        // stage, which asks the program's --version: `Executed::not_qemu`).
+        let outcome = run(0, &[], &[]);
+        assert!(matches!(outcome, Outcome::Crash { ref reason } if reason.starts_with("triple fault")));
+        // aarch64 has no triple faults.
+        let outcome = classify(
+            ProcessExit::Exited(0),
+            &Transcript::from_lines(&["PASS: a"], &[]),
+            ExitMethod::SemihostingOrPowerOff,
+        );
+        assert_eq!(
+            outcome,
+            Outcome::Crash {
+                reason: "reset or power-off: QEMU exited with status 0 and no EXIT line".into()
+            }
+        );
+    }
+
+    #[test]
     fn qemu_failing_to_start_is_a_qemu_error() {
         let outcome = run(1, &[], &["qemu-system-x86_64: -foo: invalid option"]);
         assert_eq!(
@@ -748,7 +813,11 @@ mod tests {
             Verdict::Fail
         );
         assert!(matches!(
-            classify(ProcessExit::Exited(0), &Transcript::new(), method),
+            classify(
+                ProcessExit::Exited(0),
+                &Transcript::from_lines(&["PASS: a"], &[]),
+                method
+            ),
             Outcome::Crash { .. }
         ));
         let transcript = Transcript::from_lines(&["EXIT: STATUS=1"], &[]);

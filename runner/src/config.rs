@@ -518,7 +518,7 @@ pub fn check_variable(key: &str, value: &str) -> Result<(), String> {
 struct RawEntry {
     #[serde(default)]
     expect: Vec<Step>,
-    file: Option<String>,
+    file: Option<toml::Spanned<String>>,
     arch: Option<toml::Spanned<Arch>>,
     smp: Option<Smp>,
     #[serde(default, deserialize_with = "shell_words")]
@@ -545,6 +545,9 @@ pub struct TestEntry {
     pub name: String,
     /// The guest crate and binary name (`file`, else the table name).
     pub file: String,
+    /// Byte range of the `file` value in the file (of the table's header when `file` is not
+    /// given), for error messages.
+    pub file_span: Option<Range<usize>>,
     /// The `arch` key, if given.
     pub arch: Option<Arch>,
     /// Byte range of the `arch` value in the file, for error messages.
@@ -581,6 +584,7 @@ impl TestEntry {
         TestEntry {
             name: name.to_owned(),
             file: name.to_owned(),
+            file_span: None,
             arch: None,
             arch_span: None,
             smp: Smp::default(),
@@ -609,9 +613,10 @@ impl TestEntry {
         (!timeout.is_zero()).then_some(timeout)
     }
 
-    /// Where the guest crate lives: the architecture its directory implies, if any.
-    /// An `arch` key that disagrees with the directory is an error.
-    pub fn resolve_arch(&self, workspace: &Path, config: &Config) -> Result<Option<Arch>, ConfigError> {
+    /// The architecture of the entry's guest crate: the directory (tests-x86/ or
+    /// tests-aarch64/) that holds a crate named `file`. A crate that does not exist, or an
+    /// `arch` key that disagrees with where it lives, is an error located in the file.
+    pub fn resolve_arch(&self, workspace: &Path, config: &Config) -> Result<Arch, ConfigError> {
         let found = Arch::ALL
             .into_iter()
             .find(|arch| workspace.join(arch.test_directory()).join(&self.file).is_dir());
@@ -628,8 +633,23 @@ impl TestEntry {
                     ),
                 ))
             }
-            (_, Some(found)) => Ok(Some(found)),
-            (given, None) => Ok(given),
+            (_, Some(found)) => Ok(found),
+            (_, None) => {
+                let offset = self.file_span.as_ref().map_or(0, |span| span.start);
+                let directories: Vec<String> = Arch::ALL
+                    .iter()
+                    .map(|arch| format!("{}/", arch.test_directory()))
+                    .collect();
+                Err(config.error_at(
+                    offset,
+                    format!(
+                        "[{}] file: no guest crate '{}' in {}",
+                        self.name,
+                        self.file,
+                        directories.join(" or ")
+                    ),
+                ))
+            }
         }
     }
 }
@@ -642,6 +662,26 @@ pub struct Config {
     /// The runs, in file order.
     pub entries: Vec<TestEntry>,
     source: String,
+}
+
+/// The byte range of table `name`'s header (`[name]` or `["name"]`) in `source`, else of the
+/// file's start.
+fn header_span(source: &str, name: &str) -> Range<usize> {
+    let headers = [
+        format!("[{name}]"),
+        format!("[\"{name}\"]"),
+        format!("['{name}']"),
+    ];
+    let mut offset = 0;
+    for line in source.split_inclusive('\n') {
+        let text = line.trim();
+        if headers.iter().any(|header| text.starts_with(header.as_str())) {
+            let start = offset + (line.len() - line.trim_start().len());
+            return start..start + text.len();
+        }
+        offset += line.len();
+    }
+    0..0
 }
 
 /// An error in unittests.toml, located at a line and column.
@@ -706,7 +746,12 @@ impl Config {
         config.entries = raw
             .into_iter()
             .map(|(name, raw)| TestEntry {
-                file: raw.file.unwrap_or_else(|| name.clone()),
+                file_span: Some(
+                    raw.file
+                        .as_ref()
+                        .map_or_else(|| header_span(&config.source, &name), toml::Spanned::span),
+                ),
+                file: raw.file.map_or_else(|| name.clone(), toml::Spanned::into_inner),
                 arch: raw.arch.as_ref().map(|arch| *arch.get_ref()),
                 arch_span: raw.arch.as_ref().map(toml::Spanned::span),
                 smp: raw.smp.unwrap_or_default(),
@@ -1107,9 +1152,12 @@ arch = "x86_64"
         )
         .unwrap();
         let resolve = |index: usize| config.entries[index].resolve_arch(workspace.path(), &config);
-        assert_eq!(resolve(0), Ok(Some(Arch::X86_64)));
-        assert_eq!(resolve(1), Ok(Some(Arch::Aarch64)));
-        assert_eq!(resolve(2), Ok(None));
+        assert_eq!(resolve(0), Ok(Arch::X86_64));
+        assert_eq!(resolve(1), Ok(Arch::Aarch64));
+        assert_eq!(
+            resolve(2).unwrap_err().to_string(),
+            "unittests.toml:5:1: [missing] file: no guest crate 'missing' in tests-x86/ or tests-aarch64/"
+        );
         let error = resolve(3).unwrap_err().to_string();
         assert!(
             error.starts_with("unittests.toml:8:8: [bad] arch: 'aarch64' disagrees"),

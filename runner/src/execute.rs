@@ -22,7 +22,7 @@ use crate::interrupt::{registry, signal_group};
 use crate::qemu::QemuCommand;
 use crate::transcript::{ProcessExit, Stream, Transcript};
 
-/// Longest line kept whole; longer output is split into lines of this many bytes.
+/// Longest line kept whole; a longer line keeps this many bytes and a note of the rest.
 const MAX_LINE_BYTES: usize = 16 * 1024;
 /// How many lines may wait between the pipe readers and the run's loop.
 const CHANNEL_LINES: usize = 1024;
@@ -354,17 +354,22 @@ fn terminate(child: &mut Child, group: i32) {
     signal_group(group, Signal::SIGKILL);
 }
 
-/// Reads `stream` as lines (lossy UTF-8, at most `MAX_LINE_BYTES` each) into `sender`.
+/// Reads `stream` as lines (lossy UTF-8) into `sender`. A line is a line however long: an
+/// overlong one keeps its first `MAX_LINE_BYTES` bytes and a note of how much was cut, and the
+/// rest of it is read and dropped, never taken for the start of a new line.
 fn pump(stream: impl Read, which: Stream, sender: &mpsc::SyncSender<Event>) {
     let mut reader = BufReader::new(stream);
     let mut buffer = Vec::new();
     loop {
         buffer.clear();
         match read_line_bounded(&mut reader, &mut buffer, MAX_LINE_BYTES) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {
+            Ok(None) | Err(_) => break,
+            Ok(Some(cut)) => {
                 let line = String::from_utf8_lossy(&buffer);
-                let line = line.trim_end_matches(['\n', '\r']).to_owned();
+                let mut line = line.trim_end_matches(['\n', '\r']).to_owned();
+                if cut > 0 {
+                    line.push_str(&format!(" [vmunit: {cut} more bytes of this line cut]"));
+                }
                 if sender.send(Event::Line(which, line)).is_err() {
                     break;
                 }
@@ -374,9 +379,16 @@ fn pump(stream: impl Read, which: Stream, sender: &mpsc::SyncSender<Event>) {
     let _ = sender.send(Event::Closed);
 }
 
-/// Reads up to and including a newline, or `limit` bytes, whichever comes first.
-fn read_line_bounded(reader: &mut impl BufRead, buffer: &mut Vec<u8>, limit: usize) -> io::Result<usize> {
-    let mut total = 0;
+/// Reads one line, up to its newline (or the end of the stream), keeping at most `limit` bytes
+/// of its text (without the newline) in `buffer` and dropping the rest. Returns how many bytes were dropped,
+/// or `None` at the end of the stream.
+fn read_line_bounded(
+    reader: &mut impl BufRead,
+    buffer: &mut Vec<u8>,
+    limit: usize,
+) -> io::Result<Option<usize>> {
+    let mut read_any = false;
+    let mut cut = 0;
     loop {
         let available = match reader.fill_buf() {
             Ok(available) => available,
@@ -384,19 +396,21 @@ fn read_line_bounded(reader: &mut impl BufRead, buffer: &mut Vec<u8>, limit: usi
             Err(error) => return Err(error),
         };
         if available.is_empty() {
-            return Ok(total);
+            return Ok(read_any.then_some(cut));
         }
-        let room = limit - total;
-        let window = &available[..available.len().min(room)];
-        let (taken, done) = match window.iter().position(|byte| *byte == b'\n') {
+        read_any = true;
+        let (taken, done) = match available.iter().position(|byte| *byte == b'\n') {
             Some(index) => (index + 1, true),
-            None => (window.len(), window.len() == room),
+            None => (available.len(), false),
         };
-        buffer.extend_from_slice(&window[..taken]);
+        // The newline ends the line and is not part of its text.
+        let length = taken - usize::from(done);
+        let kept = length.min(limit.saturating_sub(buffer.len()));
+        buffer.extend_from_slice(&available[..kept]);
+        cut += length - kept;
         reader.consume(taken);
-        total += taken;
         if done {
-            return Ok(total);
+            return Ok(Some(cut));
         }
     }
 }
@@ -430,17 +444,40 @@ mod tests {
     }
 
     #[test]
-    fn bounded_lines() {
-        let mut reader = io::Cursor::new(b"ab\ncdefgh\n\nxyz".to_vec());
+    fn bounded_lines_are_never_split() {
+        let mut reader = io::Cursor::new(b"ab\ncdefgh\n\nxyzFAIL: hidden\nlast".to_vec());
         let mut lines = Vec::new();
         loop {
             let mut buffer = Vec::new();
-            if read_line_bounded(&mut reader, &mut buffer, 4).unwrap() == 0 {
+            let Some(cut) = read_line_bounded(&mut reader, &mut buffer, 4).unwrap() else {
                 break;
-            }
-            lines.push(String::from_utf8(buffer).unwrap());
+            };
+            lines.push((String::from_utf8(buffer).unwrap(), cut));
         }
-        assert_eq!(lines, ["ab\n", "cdef", "gh\n", "\n", "xyz"]);
+        let expected = [("ab", 0), ("cdef", 2), ("", 0), ("xyzF", 11), ("last", 0)];
+        let expected: Vec<(String, usize)> = expected
+            .iter()
+            .map(|(text, cut)| ((*text).to_owned(), *cut))
+            .collect();
+        assert_eq!(lines, expected);
+    }
+
+    #[test]
+    fn an_overlong_line_is_one_line() {
+        let (execution, log) = run(
+            "head -c 20000 /dev/zero | tr '\\0' 'x'; echo 'FAIL: after 20000 bytes'; \
+             echo 'EXIT: STATUS=1'; exit 1",
+            None,
+        );
+        assert_eq!(execution.transcript.fail_count(), 0);
+        let lines: Vec<&str> = execution.transcript.serial_lines().collect();
+        assert_eq!(lines.len(), 2, "{}", lines.len());
+        assert!(
+            lines[0].ends_with(" [vmunit: 3639 more bytes of this line cut]"),
+            "{}",
+            &lines[0][MAX_LINE_BYTES - 10..]
+        );
+        assert_eq!(String::from_utf8(log).unwrap().lines().count(), 2);
     }
 
     #[test]
@@ -572,7 +609,7 @@ mod tests {
             None,
         );
         assert_eq!(execution.exit, ProcessExit::Exited(0));
-        assert!(execution.transcript.serial_lines().count() >= 3);
-        assert!(log.len() > 40000);
+        assert_eq!(execution.transcript.serial_lines().count(), 1);
+        assert!(log.len() > MAX_LINE_BYTES);
     }
 }

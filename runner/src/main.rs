@@ -119,6 +119,10 @@ struct Cli {
     #[arg(long, conflicts_with_all = ["tests", "kernel", "list", "dry_run"])]
     probe_maxsmp: bool,
 
+    /// Accept a selection that matches no test (by default an error, exit 2) and run nothing
+    #[arg(long)]
+    allow_empty: bool,
+
     /// Output format: plain lines, TAP version 13, or JSON lines (one object per event)
     #[arg(long, value_enum, value_name = "FORMAT", default_value_t = Format::Plain)]
     format: Format,
@@ -225,6 +229,7 @@ fn run(cli: Cli) -> Result<ExitStatus, AppError> {
     options.junit = cli.junit;
     options.shard = cli.shard;
     options.rerun_failed = cli.rerun_failed;
+    options.allow_empty = cli.allow_empty;
     options.colour = options::colour_wanted();
     options.progress = std::io::IsTerminal::is_terminal(&std::io::stdout());
     if let Some(directory) = &cli.standalone {

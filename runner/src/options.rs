@@ -106,6 +106,8 @@ pub struct Options {
     pub shard: Option<Shard>,
     /// Select the runs that failed in the last run (from `<log_dir>/results.json`).
     pub rerun_failed: bool,
+    /// A selection that matches no run is accepted (`--allow-empty`) instead of an error.
+    pub allow_empty: bool,
     /// Print nothing: the caller reads the returned report (the libtest harness).
     pub quiet: bool,
 }
@@ -186,6 +188,7 @@ impl Options {
             progress: false,
             shard: None,
             rerun_failed: false,
+            allow_empty: false,
             quiet: false,
         }
     }

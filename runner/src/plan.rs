@@ -90,23 +90,38 @@ pub fn plan(options: &Options, failed_last_time: Option<Vec<String>>) -> Result<
     }
     let mut selection = options.selection.clone();
     if let Some(failed) = failed_last_time {
-        let failed: Vec<String> = failed
-            .into_iter()
-            .filter(|name| config.entries.iter().any(|entry| entry.name == *name))
-            .collect();
         if failed.is_empty() {
             return Ok(Plan {
                 config,
                 runs: Vec::new(),
             });
         }
-        selection.names = failed.iter().map(|name| glob::Pattern::escape(name)).collect();
+        let present: Vec<String> = failed
+            .iter()
+            .filter(|name| config.entries.iter().any(|entry| entry.name == **name))
+            .cloned()
+            .collect();
+        if present.is_empty() && !options.allow_empty {
+            return Err(AppError::Usage(format!(
+                "--rerun-failed: none of the runs that failed last time ({}) is in {} any more; \
+                 --allow-empty accepts that",
+                failed.join(", "),
+                workspace::shown(&config.path)
+            )));
+        }
+        if present.is_empty() {
+            return Ok(Plan {
+                config,
+                runs: Vec::new(),
+            });
+        }
+        selection.names = present.iter().map(|name| glob::Pattern::escape(name)).collect();
         selection.all = true;
     }
     let choices = selection.choose(&config.entries)?;
     let mut planned = Vec::new();
     for (entry, choice) in config.entries.iter().zip(choices) {
-        // Every entry's arch is checked, so a wrong one is found whatever is selected.
+        // Every entry's crate and arch are checked, so a wrong one is found whatever is selected.
         let arch = entry.resolve_arch(&options.workspace, &config)?;
         let explicit = match choice {
             Choice::Excluded => continue,
@@ -121,26 +136,29 @@ pub fn plan(options: &Options, failed_last_time: Option<Vec<String>>) -> Result<
             // Runs chosen by --rerun-failed are not named by the user: no interactive mode.
             Choice::Selected { explicit } => explicit && !options.rerun_failed,
         };
-        let accel = current_accel(options.accel, arch);
-        let machine = arch.map(|arch| machine_for(options, entry, arch));
-        let rules = skip_rules(entry, machine);
-        let decision = match arch {
-            Some(arch) if options.arch.is_some_and(|wanted| wanted != arch) => {
-                Decision::Skip(format!("{arch} only"))
-            }
-            _ if let Some(reason) = rules.iter().find_map(|rule| rule.skips_here(accel)) => {
-                Decision::Skip(reason)
-            }
-            Some(arch) if workspace::crate_directory(&options.workspace, arch, &entry.file).is_dir() => {
-                Decision::Run { arch, accel }
-            }
-            _ => Decision::Skip(format!("Test file '{}' not found", entry.file)),
+        let accel = current_accel(options.accel, Some(arch));
+        let rules = skip_rules(entry, Some(machine_for(options, entry, arch)));
+        let decision = if options.arch.is_some_and(|wanted| wanted != arch) {
+            Decision::Skip(format!("{arch} only"))
+        } else if let Some(reason) = rules.iter().find_map(|rule| rule.skips_here(accel)) {
+            Decision::Skip(reason)
+        } else {
+            Decision::Run { arch, accel }
         };
         planned.push(PlannedRun {
             entry: entry.clone(),
             explicit,
             decision,
         });
+    }
+    // A selection that matches nothing runs nothing: an error unless asked for (before the
+    // shard, whose part of a selection may well be empty).
+    if planned.iter().all(|item| item.decision == Decision::Nodefault) && !options.allow_empty {
+        return Err(AppError::Usage(format!(
+            "no test selected: {} matches nothing in {}; --allow-empty accepts an empty run",
+            describe_selection(&selection),
+            workspace::shown(&config.path)
+        )));
     }
     if let Some(shard) = options.shard {
         planned = shard.select(planned, |item| matches!(item.decision, Decision::Nodefault));
@@ -149,6 +167,25 @@ pub fn plan(options: &Options, failed_last_time: Option<Vec<String>>) -> Result<
         config,
         runs: planned,
     })
+}
+
+/// The selection in the words of the command line, for the message that it matches nothing.
+fn describe_selection(selection: &Selection) -> String {
+    let mut words: Vec<String> = selection.names.iter().map(|name| qemu::quote(name)).collect();
+    words.extend(
+        selection
+            .groups
+            .iter()
+            .map(|group| format!("-g {}", qemu::quote(group))),
+    );
+    if selection.all {
+        words.push("-a".to_owned());
+    }
+    if words.is_empty() {
+        "the default selection".to_owned()
+    } else {
+        format!("the selection {}", words.join(" "))
+    }
 }
 
 /// Shards are the plan's business: the options only carry the choice.
@@ -216,6 +253,7 @@ pub fn cases(options: &Options) -> Result<Vec<Case>, AppError> {
     };
     everything.shard = None;
     everything.rerun_failed = false;
+    everything.allow_empty = true;
     let plan = plan(&everything, None)?;
     Ok(plan
         .runs

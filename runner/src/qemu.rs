@@ -354,13 +354,88 @@ pub fn probe_smp_limits(
     Ok(limits)
 }
 
-/// Whether /dev/kvm can be opened for reading and writing.
+/// The KVM device.
+pub const KVM_DEVICE: &str = "/dev/kvm";
+
+/// The API version every KVM since Linux 2.6.22 reports (`KVM_API_VERSION`).
+const KVM_API_VERSION: i32 = 12;
+
+/// The one KVM ioctl the runner makes. The workspace denies unsafe code; an ioctl needs it.
+#[allow(unsafe_code)]
+mod kvm_ioctl {
+    nix::ioctl_none_bad!(
+        /// `KVM_GET_API_VERSION`, `_IO(KVMIO, 0x00)` with `KVMIO` = 0xAE.
+        ///
+        /// # Safety
+        ///
+        /// The descriptor must be open; the request takes no argument.
+        kvm_get_api_version,
+        nix::request_code_none!(0xAE, 0x00)
+    );
+
+    /// The API version the KVM device open at `device` reports.
+    pub fn api_version(device: &std::fs::File) -> nix::Result<i32> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: `device` is an open file for the whole call, and KVM_GET_API_VERSION takes
+        // no argument and touches no memory of ours; a device that is not KVM refuses it
+        // with an error (ENOTTY).
+        unsafe { kvm_get_api_version(device.as_raw_fd()) }
+    }
+}
+
+/// What probing a KVM device found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KvmProbe {
+    /// It is KVM: it opened and answered `KVM_GET_API_VERSION` with the stable API version.
+    Usable,
+    /// It cannot be opened for reading and writing (absent, or no permission).
+    Unavailable,
+    /// It opened but is not a working KVM, for this reason (a note for the user).
+    NotKvm(String),
+}
+
+/// Probes the KVM device at `path`: opens it and asks its API version.
+pub fn probe_kvm(path: &Path) -> KvmProbe {
+    let Ok(device) = std::fs::OpenOptions::new().read(true).write(true).open(path) else {
+        return KvmProbe::Unavailable;
+    };
+    match kvm_ioctl::api_version(&device) {
+        Ok(KVM_API_VERSION) => KvmProbe::Usable,
+        Ok(version) => KvmProbe::NotKvm(format!(
+            "{} reports KVM API version {version}, not {KVM_API_VERSION}",
+            path.display()
+        )),
+        Err(error) => KvmProbe::NotKvm(format!(
+            "{} is not KVM: KVM_GET_API_VERSION failed: {}",
+            path.display(),
+            error.desc()
+        )),
+    }
+}
+
+/// Whether /dev/kvm is a usable KVM ([`probe_kvm`]); prints a note on stderr when it exists
+/// but is not KVM, upon which the runner uses TCG.
 pub fn kvm_usable() -> bool {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok()
+    match probe_kvm(Path::new(KVM_DEVICE)) {
+        KvmProbe::Usable => true,
+        KvmProbe::Unavailable => false,
+        KvmProbe::NotKvm(reason) => {
+            crate::eprintln!("vmunit: note: {reason}; using tcg");
+            false
+        }
+    }
+}
+
+/// Whether `program --version` names QEMU (`QEMU emulator version ...`). Asked only when a run
+/// ended with status 0 having printed nothing, to tell a guest that triple-faulted at once from
+/// a program that is no QEMU (`QEMU=/bin/true`).
+pub fn names_itself_qemu(program: &str) -> bool {
+    std::process::Command::new(program)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).contains("QEMU"))
 }
 
 /// Whether `program` can be run: an existing file if it names a path, else found in PATH.
@@ -375,6 +450,21 @@ pub fn program_exists(program: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_that_is_not_kvm_is_not_usable() {
+        // /dev/null opens for reading and writing, as a /dev/null bound over /dev/kvm would.
+        let probe = probe_kvm(Path::new("/dev/null"));
+        assert!(
+            matches!(&probe, KvmProbe::NotKvm(reason) if reason.contains("KVM_GET_API_VERSION")),
+            "{probe:?}"
+        );
+        assert_eq!(probe_kvm(Path::new("/nonexistent/kvm")), KvmProbe::Unavailable);
+        if Path::new(KVM_DEVICE).exists() {
+            let probe = probe_kvm(Path::new(KVM_DEVICE));
+            assert!(!matches!(probe, KvmProbe::NotKvm(_)), "{probe:?}");
+        }
+    }
 
     fn spec<'a>(machine: &'a str, image: &'a Path) -> LaunchSpec<'a> {
         LaunchSpec {

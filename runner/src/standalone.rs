@@ -52,7 +52,7 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> StandaloneError + '_ 
     }
 }
 
-/// Writes `<directory>/<name>` for every entry of `config` whose crate exists; returns them.
+/// Writes `<directory>/<name>` for every entry of `config`; returns them.
 pub fn write_all(
     workspace: &Path,
     config: &Config,
@@ -61,9 +61,7 @@ pub fn write_all(
     std::fs::create_dir_all(directory).map_err(io_error(directory))?;
     let mut written = Vec::new();
     for entry in &config.entries {
-        let Some(arch) = entry.resolve_arch(workspace, config)? else {
-            continue;
-        };
+        let arch = entry.resolve_arch(workspace, config)?;
         let image = workspace::image_path(workspace, arch, &entry.file);
         if !image.is_file() {
             return Err(StandaloneError::MissingImage(image));
@@ -166,6 +164,7 @@ pub fn script(entry: &TestEntry, arch: Arch, image: &[u8]) -> std::io::Result<Ve
         .replace("@CODE_ALL_SKIPPED@", &GuestCode::AllSkipped.code().to_string())
         .replace("@CODE_ABORT@", &GuestCode::Abort.code().to_string())
         .replace("@SHA256@", &sha256)
+        .replace("@NOT_QEMU_REASON@", crate::classify::NOT_QEMU_REASON)
         .replace("@KVM_ARGUMENTS@", &shell_arguments(entry, arch, Accel::Kvm))
         .replace("@TCG_ARGUMENTS@", &shell_arguments(entry, arch, Accel::Tcg));
     // The payload starts at a fixed, zero-padded byte offset written into the header.
@@ -352,7 +351,15 @@ esac
 exit_line=$(grep -a '^@EXIT_LABEL@' "$output" | head -n 1 | tr -d '\r')
 if [ -z "$exit_line" ]; then
     [ "$status" -gt 128 ] && result FAIL "terminated on signal $((status - 128))" 1
-    [ "$status" -eq 0 ] && result FAIL "triple fault or reset: QEMU exited with status 0 and no EXIT line" 1
+    if [ "$status" -eq 0 ] && [ ! -s "$output" ] && [ ! -s "$errors" ]; then
+        "$qemu" --version 2>/dev/null | grep -q QEMU || result FAIL "QEMU error: @NOT_QEMU_REASON@" 1
+    fi
+    machine=$(sed -n 's/.*unsupported machine type: "\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$errors" | head -n 1)
+    [ -n "$machine" ] && result FAIL "QEMU error: QEMU rejected machine $machine" 1
+    if [ "$status" -eq 0 ]; then
+        [ "$EXIT_METHOD" = status ] && result FAIL "triple fault or reset: QEMU exited with status 0 and no EXIT line" 1
+        result FAIL "reset or power-off: QEMU exited with status 0 and no EXIT line" 1
+    fi
     result FAIL "QEMU error: QEMU exited with status $status and no EXIT line: $(tail -n 1 "$errors")" 1
 fi
 exit_status=${exit_line#@EXIT_LABEL@}

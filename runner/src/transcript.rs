@@ -200,6 +200,11 @@ impl Transcript {
         (failures > 0).then(|| format!("{failures} unexpected failures"))
     }
 
+    /// Whether QEMU printed nothing at all, on either stream.
+    pub fn is_empty(&self) -> bool {
+        self.serial.is_empty() && self.stderr.is_empty()
+    }
+
     /// The last QEMU stderr line that is not blank.
     pub fn last_stderr(&self) -> Option<&str> {
         self.stderr

@@ -86,8 +86,8 @@ fn run_case(options: &Options, name: &str, build_error: Option<&str>) -> Result<
                 message.push_str(&format!("\n    log: {}", vmunit_runner::workspace::shown(log)));
             }
             message.push_str(&format!(
-                "\n    reproduce alone with: ./run_tests {}",
-                shlex::try_quote(name).unwrap_or_default()
+                "\n    reproduce alone with: {}",
+                vmunit_runner::report::plain::Reproduce::of(&options).line(name, None)
             ));
             Err(message.into())
         }

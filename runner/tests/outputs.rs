@@ -284,3 +284,212 @@ fn bench_lines_reach_json_junit_and_results() {
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
 }
+
+/// A fake cargo: reports every `-p CRATE` as a compiled executable (the workspace's empty
+/// image) on stdout, as `--message-format=json-render-diagnostics` does, and talks on stderr.
+const FAKE_CARGO: &str = r#"#!/bin/sh
+echo '   Compiling a guest' >&2
+while [ $# -gt 0 ]; do
+    if [ "$1" = -p ]; then
+        printf '{"reason":"compiler-artifact","target":{"name":"%s"},"executable":"%s/target/x86_64-unknown-none/release/%s","fresh":false}\n' "$2" "$PWD" "$2"
+    fi
+    shift
+done
+printf '{"reason":"build-finished","success":true}\n'
+"#;
+
+/// The runner of `workspace` with the build stage on, through the fake cargo.
+fn building_runner(workspace: &FakeWorkspace) -> std::process::Command {
+    let cargo = workspace.root().join("cargo");
+    std::fs::write(&cargo, FAKE_CARGO).unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(&cargo)
+        .status()
+        .unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_vmunit-runner"));
+    for variable in [
+        "ACCEL",
+        "TIMEOUT",
+        "MAX_SMP",
+        "MACHINE",
+        "NO_COLOR",
+        "CARGO_TARGET_DIR",
+    ] {
+        command.env_remove(variable);
+    }
+    command
+        .current_dir(workspace.root())
+        .env("QEMU", workspace.qemu())
+        .env("ACCEL", "tcg")
+        .env("CARGO", &cargo);
+    command
+}
+
+#[test]
+fn build_messages_stay_out_of_the_streams() {
+    let workspace = FakeWorkspace::new(&config_of(&[("good", "pass")]));
+    for format in [&["--format", "json"][..], &["-t"]] {
+        let output = building_runner(&workspace)
+            .arg("-v")
+            .args(format)
+            .output()
+            .unwrap();
+        let (stdout, stderr) = text(&output);
+        assert!(output.status.success(), "{stdout}{stderr}");
+        let first = stdout.lines().next().unwrap_or("");
+        if format[0] == "-t" {
+            assert!(first.starts_with("TAP version"), "{stdout}");
+            assert!(
+                stdout
+                    .lines()
+                    .all(|line| !line.contains("cargo") || line.starts_with('#')),
+                "{stdout}"
+            );
+        } else {
+            for line in stdout.lines() {
+                assert!(
+                    serde_json::from_str::<serde_json::Value>(line).is_ok(),
+                    "not JSON: {line:?}\n{stdout}"
+                );
+            }
+        }
+        assert!(stderr.contains("--message-format"), "{stderr}");
+        assert!(stderr.contains("   Compiling a guest"), "{stderr}");
+    }
+}
+
+#[test]
+fn the_build_says_what_it_does_in_ci() {
+    let workspace = FakeWorkspace::new(&config_of(&[("good", "pass")]));
+    // Not a terminal: one plain line per build stage, on stderr.
+    let output = building_runner(&workspace).output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .any(|line| line == "vmunit: building the x86_64 guests (1 crate)"),
+        "{stderr}"
+    );
+    assert!(stdout.starts_with("PASS good"), "{stdout}");
+}
+
+/// Runs a copied command line with sh from the workspace root, the way a user would.
+fn run_copied(workspace: &FakeWorkspace, line: &str) -> (Option<i32>, String) {
+    let output = std::process::Command::new("sh")
+        .args(["-c", line])
+        .current_dir(workspace.root())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&output);
+    (output.status.code(), format!("{stdout}{stderr}"))
+}
+
+#[test]
+fn copied_command_lines_work_as_printed() {
+    let workspace = FakeWorkspace::new(&config_of(&[("env", "showenv")]));
+    // -n writes nothing, yet the line it prints runs.
+    let output = workspace.runner().args(["-n", "env"]).output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(!workspace.root().join("logs/env.env").exists());
+    let line = stdout.lines().next().unwrap();
+    let (status, printed) = run_copied(&workspace, line);
+    assert_eq!(status, Some(1), "{line}: {printed}");
+    assert!(printed.contains("PASS: environment ACCEL=tcg"), "{printed}");
+
+    // A log moved to logs.old/ still reruns its own run, with its own environment.
+    let output = workspace
+        .runner()
+        .args(["--env", "MARK=first", "env"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{:?}", text(&output));
+    let output = workspace.runner().arg("env").output().unwrap();
+    assert!(output.status.success(), "{:?}", text(&output));
+    let old_log = workspace.read("logs.old/env.log");
+    let line = old_log.lines().next().unwrap();
+    let (status, printed) = run_copied(&workspace, line);
+    assert_eq!(status, Some(1), "{line}: {printed}");
+    assert!(printed.contains("PASS: environment MARK=first"), "{printed}");
+}
+
+#[test]
+fn the_reproduce_line_reproduces_the_run() {
+    let workspace = FakeWorkspace::new(&config_of(&[("bad", "fail")]));
+    let output = workspace
+        .runner()
+        .env("MACHINE", "q35")
+        .args([
+            "--accel",
+            "tcg,thread=single",
+            "--env",
+            "K=v w",
+            "bad",
+            "--",
+            "-d",
+            "int",
+        ])
+        .output()
+        .unwrap();
+    let (stdout, _) = text(&output);
+    let line = stdout
+        .lines()
+        .find_map(|line| line.split_once("reproduce alone with: "))
+        .map(|(_, command)| command.to_owned())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let qemu = workspace.qemu().display().to_string();
+    assert_eq!(
+        line,
+        format!("QEMU={qemu} MACHINE=q35 ./run_tests bad --accel tcg,thread=single --env 'K=v w' -- -d int")
+    );
+    // With the accelerator from ACCEL, the run's own is named.
+    let output = workspace.runner().arg("bad").output().unwrap();
+    let (stdout, _) = text(&output);
+    assert!(
+        stdout.contains(&format!(
+            "reproduce alone with: QEMU={qemu} ./run_tests bad --accel tcg\n"
+        )),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn a_fresh_clone_says_it_builds_the_runner() {
+    // A fake cargo on PATH that records its arguments; an empty target directory is a fresh clone.
+    let scratch = tempfile::tempdir().unwrap();
+    let bin = scratch.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let record = scratch.path().join("cargo-arguments");
+    std::fs::write(
+        bin.join("cargo"),
+        format!("#!/bin/sh\necho \"$*\" > {}\n", record.display()),
+    )
+    .unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(bin.join("cargo"))
+        .status()
+        .unwrap();
+    let run_tests = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join("run_tests");
+    let path = format!("{}:/usr/bin:/bin", bin.display());
+    let output = std::process::Command::new(&run_tests)
+        .arg("--version")
+        .env("PATH", path)
+        .env("CARGO_TARGET_DIR", scratch.path().join("target"))
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(
+        stderr.lines().next(),
+        Some("run_tests: building the runner first (once; this takes a minute)"),
+        "{stderr}"
+    );
+    // Not a terminal: cargo stays quiet, the line above says what happens.
+    let arguments = std::fs::read_to_string(&record).unwrap();
+    assert!(arguments.starts_with("build -q --release"), "{arguments}");
+}

@@ -1,5 +1,5 @@
-//! Choosing runs across invocations, through the binary and a fake QEMU: `--shard K/N` and
-//! `--rerun-failed`.
+//! Choosing runs across invocations, through the binary and a fake QEMU: `--shard K/N`,
+//! `--rerun-failed`, selections that match nothing and entries that name no crate.
 
 mod support;
 
@@ -162,4 +162,79 @@ fn probe_maxsmp_reads_qemus_limits() {
         stderr.starts_with("vmunit: /bin/false did not name the CPU limit"),
         "{stderr}"
     );
+}
+
+/// Runs the runner with `arguments`; returns its exit status and stderr.
+fn status_and_stderr(workspace: &FakeWorkspace, arguments: &[&str]) -> (Option<i32>, String, String) {
+    let output = workspace.runner().args(arguments).output().unwrap();
+    let (stdout, stderr) = text(&output);
+    (output.status.code(), stdout, stderr)
+}
+
+#[test]
+fn a_selection_that_matches_nothing_is_an_error_unless_allowed() {
+    let workspace = FakeWorkspace::new(&format!(
+        "{}[other]\nfile = \"xguest\"\ntest_args = \"pass\"\ngroups = [\"g2\"]\n",
+        "[one]\nfile = \"xguest\"\ntest_args = \"pass\"\ngroups = [\"g1\"]\n"
+    ));
+    for arguments in [
+        &["-g", "nosuchgroup"][..],
+        &["-g", "g1", "other"],
+        &["-l", "-g", "nosuchgroup"],
+    ] {
+        let (status, stdout, stderr) = status_and_stderr(&workspace, arguments);
+        assert_eq!(status, Some(2), "{arguments:?}: {stdout}{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{arguments:?}: {stderr}");
+        assert!(stderr.starts_with("vmunit: no test selected: "), "{stderr}");
+        assert_eq!(stdout, "", "{arguments:?}");
+    }
+    let (status, stdout, stderr) = status_and_stderr(&workspace, &["-g", "nosuchgroup", "--allow-empty"]);
+    assert_eq!(status, Some(0), "{stdout}{stderr}");
+    assert_eq!(stdout, "0 passed, 0 failed, 0 skipped\n");
+
+    // An empty unittests.toml.
+    std::fs::write(workspace.root().join("unittests.toml"), "").unwrap();
+    let (status, _, stderr) = status_and_stderr(&workspace, &[]);
+    assert_eq!(status, Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("vmunit: no test selected: the default selection matches nothing in"),
+        "{stderr}"
+    );
+
+    // --rerun-failed whose failed runs are gone from unittests.toml.
+    std::fs::write(
+        workspace.root().join("unittests.toml"),
+        config_of(&[("bad", "fail")]),
+    )
+    .unwrap();
+    let (status, _, _) = status_and_stderr(&workspace, &[]);
+    assert_eq!(status, Some(1));
+    std::fs::write(
+        workspace.root().join("unittests.toml"),
+        config_of(&[("good", "pass")]),
+    )
+    .unwrap();
+    let (status, _, stderr) = status_and_stderr(&workspace, &["--rerun-failed"]);
+    assert_eq!(status, Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("vmunit: --rerun-failed: none of the runs that failed last time (bad)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_entry_naming_a_missing_crate_is_a_configuration_error() {
+    let workspace = FakeWorkspace::new(&format!(
+        "{}[gone]\nfile = \"nosuchcrate\"\n",
+        config_of(&[("good", "pass")])
+    ));
+    let (status, stdout, stderr) = status_and_stderr(&workspace, &["good"]);
+    assert_eq!(status, Some(2), "{stdout}{stderr}");
+    assert!(
+        stderr.ends_with(
+            "unittests.toml:5:8: [gone] file: no guest crate 'nosuchcrate' in tests-x86/ or tests-aarch64/\n"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
 }

@@ -1,6 +1,8 @@
 //! Standalone tests: scripts written by `--standalone` run away from the repository, with no
 //! cargo on PATH, print the runner's verdict lines and statuses, and refuse a corrupt image.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -146,4 +148,54 @@ fn a_corrupt_embedded_image_is_refused() {
         last_line(&output),
         "FAIL fixture-pass (the embedded image is corrupt (SHA-256 mismatch): copy the file again)"
     );
+}
+
+/// The runner and the standalone scripts judge every fake-QEMU fixture alike: the same verdict,
+/// and the same reason where the runner gives one.
+#[test]
+fn the_runner_and_the_standalone_scripts_agree_on_every_fixture() {
+    let modes = [
+        "pass",
+        "fail",
+        "skip",
+        "binary",
+        "signal",
+        "longfail",
+        "silent",
+        "nomachine",
+    ];
+    let runs: Vec<(String, &str)> = modes
+        .iter()
+        .map(|mode| (format!("fixture-{mode}"), *mode))
+        .collect();
+    let named: Vec<(&str, &str)> = runs.iter().map(|(name, mode)| (name.as_str(), *mode)).collect();
+    let workspace = support::FakeWorkspace::new(&support::config_of(&named));
+    let output = workspace.runner().output().unwrap();
+    let (stdout, stderr) = support::text(&output);
+    let config = Config::load(&workspace.root().join("unittests.toml")).unwrap();
+    let directory = workspace.root().join("standalone");
+    standalone::write_all(workspace.root(), &config, &directory).unwrap();
+    let qemu = workspace.qemu().display().to_string();
+    for (name, _) in &runs {
+        let runner_line = stdout
+            .lines()
+            .find(|line| line.split_whitespace().nth(1) == Some(name.as_str()))
+            .unwrap_or_else(|| panic!("no line for {name}: {stdout}{stderr}"));
+        let script = run(&directory.join(name), &[("ACCEL", "tcg"), ("QEMU", &qemu)]);
+        let script_line = last_line(&script);
+        let verdict = |line: &str| line.split_whitespace().next().unwrap_or("").to_owned();
+        assert_eq!(
+            verdict(runner_line),
+            verdict(&script_line),
+            "{name}: the runner says {runner_line:?}, the script {script_line:?}"
+        );
+        if let Some((_, reason)) = runner_line.split_once(" (") {
+            let reason = reason.trim_end_matches(')');
+            let reason = reason.strip_prefix("QEMU error: ").unwrap_or(reason);
+            assert!(
+                script_line.contains(reason) || name == "fixture-signal",
+                "{name}: the runner says {runner_line:?}, the script {script_line:?}"
+            );
+        }
+    }
 }

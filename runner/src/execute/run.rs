@@ -16,7 +16,7 @@ use crate::options::{Options, Resolved, qemu_program};
 use crate::plan;
 use crate::qemu::{self, ArchProfile, LaunchSpec, QemuCommand};
 use crate::symbolise::CrashAddresses;
-use crate::transcript::Stream;
+use crate::transcript::{ProcessExit, Stream};
 
 /// How many guest report lines one run keeps for the structured outputs.
 pub const MAX_REPORT_LINES: usize = 10_000;
@@ -99,6 +99,9 @@ pub struct Executed {
     pub malformed_benches: Vec<String>,
     /// Notes on its log: cut (see [`RunLog`]), or not completely written.
     pub log_notes: Vec<String>,
+    /// The program exited with status 0 having printed nothing, and its `--version` does not
+    /// name QEMU: no guest ran.
+    pub not_qemu: bool,
 }
 
 /// Runs one planned run: checks its image and devices, writes its environment file and log,
@@ -121,26 +124,30 @@ pub fn run(setup: &RunSetup<'_>, progress: &mut dyn FnMut(Progress<'_>)) -> Ran 
     }
     let command = command_for(setup);
     let line = command.shell_line();
+    let environment = merged_environment(
+        &crate::environment::guest_environment(accel),
+        &[&entry.env, &options.guest_variables],
+    );
+    let environment_file = environment_path(&options.log_dir, &entry.name);
+    // What a user copies (`-n`, a log's first line) writes the environment file it names, so
+    // that it works as printed: before the run, and after the log moved to logs.old/.
+    let runnable = self_contained_line(&line, &environment_file, &environment);
     if options.dry_run {
-        return Ran::DryRun { command: line };
+        return Ran::DryRun { command: runnable };
     }
     if let Some(reason) = plan::unmet_device_requirement(&entry.requires, &command.program) {
         return Ran::Skipped { reason };
     }
     progress(Progress::Starting { command: &line });
     let path = log_path(&options.log_dir, &entry.name);
-    let environment = merged_environment(
-        &crate::environment::guest_environment(accel),
-        &[&entry.env, &options.guest_variables],
-    );
-    if let Err(error) = std::fs::write(environment_path(&options.log_dir, &entry.name), environment) {
+    if let Err(error) = std::fs::write(&environment_file, &environment) {
         return Ran::Unprepared {
             reason: format!("cannot write the guest environment: {error}"),
         };
     }
     // RunLog keeps its first write error for `finish`; its writes themselves never fail.
     let mut log = RunLog::create(&path, options.log_limit);
-    let _ = writeln!(log, "{line}");
+    let _ = writeln!(log, "{runnable}");
     let timeout = entry.effective_timeout(resolved.timeout);
     progress(Progress::Started { command: &line });
     let mut report: Vec<ReportLine> = Vec::new();
@@ -176,6 +183,8 @@ pub fn run(setup: &RunSetup<'_>, progress: &mut dyn FnMut(Progress<'_>)) -> Ran 
     if matches!(execution, Err(ExecuteError::Interrupted)) {
         return Ran::Interrupted;
     }
+    let not_qemu = matches!(&execution, Ok(ran) if ran.exit == ProcessExit::Exited(0) && ran.transcript.is_empty())
+        && !qemu::names_itself_qemu(&command.program);
     Ran::Executed(Box::new(Executed {
         log: path,
         execution,
@@ -184,7 +193,27 @@ pub fn run(setup: &RunSetup<'_>, progress: &mut dyn FnMut(Progress<'_>)) -> Ran 
         benches: benches.benches,
         malformed_benches: benches.malformed,
         log_notes,
+        not_qemu,
     }))
+}
+
+/// `command_line` (a QEMU command that reads the guest environment from `environment_file`)
+/// preceded by the shell commands that write `environment` to that file.
+pub fn self_contained_line(command_line: &str, environment_file: &Path, environment: &str) -> String {
+    // The paths as the QEMU command names them.
+    let file = qemu::quote(&environment_file.display().to_string());
+    let directory = environment_file
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .map_or_else(
+            || ".".to_owned(),
+            |parent| qemu::quote(&parent.display().to_string()),
+        );
+    let lines: Vec<String> = environment.lines().map(qemu::quote).collect();
+    format!(
+        "mkdir -p {directory} && printf '%s\\n' {} > {file} && {command_line}",
+        lines.join(" ")
+    )
 }
 
 /// The guest environment: the runner's variables (`environment::guest_environment`), then the

@@ -1,15 +1,113 @@
 //! The plain format: one kvm-unit-tests-style line per run (coloured on a terminal), a live
 //! progress line, the slowest runs and the totals.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 
 use crate::classify::{TestResult, Verdict};
+use crate::config::Accel;
+use crate::options::Options;
+use crate::qemu::quote;
 use crate::report::{Event, Reporter, display_line, interrupted_line, slowest_line};
 use crate::workspace::shown;
+
+/// The `./run_tests` command line that reproduces one run of this invocation alone: the same
+/// environment variables, accelerator (the one the run used), configuration, guest variables,
+/// `--kernel`/`--append` and extra QEMU arguments.
+#[derive(Clone, Debug, Default)]
+pub struct Reproduce {
+    /// `VAR=value` words and the program.
+    prefix: String,
+    /// `--kernel IMAGE [--append ARGS]`, which replace the run's name.
+    kernel: Option<String>,
+    /// `--config`, `--env` words.
+    options: String,
+    /// The accelerator asked for, with its QEMU properties.
+    accel: Option<(Accel, Option<String>)>,
+    /// `-- ARGS`, or empty.
+    extra: String,
+}
+
+impl Reproduce {
+    /// How to reproduce a run of the invocation `options`.
+    pub fn of(options: &Options) -> Reproduce {
+        let environment = &options.environment;
+        let mut prefix: Vec<String> = [
+            ("QEMU", &environment.qemu),
+            ("MACHINE", &environment.machine),
+            ("TIMEOUT", &environment.timeout),
+            ("MAX_SMP", &environment.max_smp),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some(format!("{name}={}", quote(value.as_deref()?))))
+        .collect();
+        // `./run_tests` from the workspace, its full path from anywhere else (`cargo run` in a
+        // test crate's directory).
+        let in_workspace = std::env::current_dir().is_ok_and(|current| current == options.workspace);
+        prefix.push(if in_workspace {
+            "./run_tests".to_owned()
+        } else {
+            quote(&options.workspace.join("run_tests").display().to_string())
+        });
+        let kernel = options.kernel.as_ref().map(|kernel| {
+            let mut words = format!("--kernel {}", quote(&crate::workspace::shown(&kernel.image)));
+            if let Some(append) = &kernel.append {
+                words.push_str(&format!(" --append {}", quote(append)));
+            }
+            words
+        });
+        let mut words: Vec<String> = Vec::new();
+        if options.config != Options::new(&options.workspace).config {
+            words.push(format!(
+                "--config {}",
+                quote(&crate::workspace::shown(&options.config))
+            ));
+        }
+        for (key, value) in &options.guest_variables {
+            words.push(format!("--env {}", quote(&format!("{key}={value}"))));
+        }
+        let extra = if options.extra_qemu_args.is_empty() {
+            String::new()
+        } else {
+            let args: Vec<String> = options.extra_qemu_args.iter().map(|arg| quote(arg)).collect();
+            format!(" -- {}", args.join(" "))
+        };
+        Reproduce {
+            prefix: prefix.join(" "),
+            kernel,
+            options: words.iter().map(|word| format!(" {word}")).collect(),
+            accel: options
+                .accel
+                .map(|accel| (accel, options.accel_properties.clone())),
+            extra,
+        }
+    }
+
+    /// The command line for the run `name`, which ran under `accel` (if it started).
+    pub fn line(&self, name: &str, accel: Option<Accel>) -> String {
+        let target = self.kernel.clone().unwrap_or_else(|| quote(name));
+        let accel = match (&self.accel, accel) {
+            (Some((asked, properties)), _) => {
+                let value = match properties {
+                    Some(properties) => format!("{asked},{properties}"),
+                    None => asked.to_string(),
+                };
+                format!(" --accel {}", quote(&value))
+            }
+            (None, Some(used)) => format!(" --accel {used}"),
+            (None, None) => String::new(),
+        };
+        format!("{} {target}{accel}{}{}", self.prefix, self.options, self.extra)
+    }
+}
 
 /// Prints the plain format.
 #[derive(Debug, Default)]
 pub struct PlainReporter {
+    /// How to reproduce a failed run.
+    reproduce: Reproduce,
+    /// The accelerator each started run used.
+    accels: BTreeMap<String, Accel>,
     /// Colour the verdicts.
     colour: bool,
     /// Show a live progress line.
@@ -25,11 +123,13 @@ pub struct PlainReporter {
 }
 
 impl PlainReporter {
-    /// A plain reporter; `colour` colours the verdicts, `progress` shows a progress line.
-    pub fn new(colour: bool, progress: bool) -> PlainReporter {
+    /// A plain reporter; `colour` colours the verdicts, `progress` shows a progress line,
+    /// `reproduce` says how to rerun a failed run.
+    pub fn new(colour: bool, progress: bool, reproduce: Reproduce) -> PlainReporter {
         PlainReporter {
             colour,
             progress,
+            reproduce,
             ..PlainReporter::default()
         }
     }
@@ -41,9 +141,10 @@ impl PlainReporter {
         }
         if result.outcome.verdict() == Verdict::Fail {
             let log = result.log.as_deref().map(shown).unwrap_or_default();
+            let accel = self.accels.get(&result.name).copied();
             println!(
-                "    log: {log}; reproduce alone with: ./run_tests {}",
-                shlex::try_quote(&result.name).unwrap_or_default()
+                "    log: {log}; reproduce alone with: {}",
+                self.reproduce.line(&result.name, accel)
             );
         }
     }
@@ -80,7 +181,8 @@ impl Reporter for PlainReporter {
                 println!("{text}");
                 self.draw_progress();
             }
-            Event::Started { name, .. } => {
+            Event::Started { name, accel, .. } => {
+                self.accels.insert(name.to_owned(), accel);
                 self.running.push(name.to_owned());
                 self.clear_progress();
                 self.draw_progress();
@@ -110,5 +212,30 @@ impl Reporter for PlainReporter {
             }
             Event::DryRun { .. } | Event::GuestLine { .. } => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Arch;
+    use crate::options::Kernel;
+
+    #[test]
+    fn a_kernel_run_is_reproduced_with_its_kernel_not_a_name() {
+        let workspace = std::env::current_dir().unwrap();
+        let mut options = Options::new(&workspace);
+        options.kernel = Some(Kernel {
+            image: workspace.join("target/aarch64-unknown-none/release/arm-selftest"),
+            arch: Arch::Aarch64,
+            append: Some("smp".to_owned()),
+        });
+        options.extra_qemu_args = vec!["-d".to_owned(), "int".to_owned()];
+        let line = Reproduce::of(&options).line("arm-selftest", Some(Accel::Tcg));
+        assert_eq!(
+            line,
+            "./run_tests --kernel target/aarch64-unknown-none/release/arm-selftest --append smp \
+             --accel tcg -- -d int"
+        );
     }
 }

@@ -11,14 +11,21 @@ use std::process::{Command, Output};
 /// pause; `flood:<MiB>`: that many MiB of 64-byte lines and a 1 MiB line, then pass;
 /// `tagged:<tag>`: 300 report lines naming the tag; `binary`: invalid UTF-8 then pass;
 /// `signal`: QEMU kills itself with SIGSEGV; `lines:<count>`: numbered report lines then pass;
-/// `bench`: a report line, two BENCH measurements and a malformed BENCH line, then pass.
+/// `bench`: a report line, two BENCH measurements and a malformed BENCH line, then pass;
+/// `longfail`: a 16 KiB line with `FAIL:` after its first 16384 bytes, then pass; `silent`:
+/// exit 0 having printed nothing (`QEMU=/bin/true`); `nomachine`: QEMU's message for an
+/// unknown machine type, exit 1; `showenv`: a report line per line of the guest environment
+/// file (`-initrd`), then pass. Like QEMU, it fails when the `-initrd` file is missing.
 pub const FAKE_QEMU: &str = r#"#!/bin/sh
 case "$*" in *'-device help'*) echo 'name "pci-testdev", bus PCI'; exit 0;; esac
 mode=none
+initrd=''
 while [ $# -gt 0 ]; do
     if [ "$1" = "-append" ]; then mode=$2; fi
+    if [ "$1" = "-initrd" ]; then initrd=$2; fi
     shift
 done
+if [ -n "$initrd" ] && [ ! -r "$initrd" ]; then echo "qemu: could not load initial ram disk '$initrd'" >&2; exit 1; fi
 case "$mode" in
 pass) echo 'PASS: first check'; echo 'PASS: second # check'; echo 'SUMMARY: 2 tests'; echo 'EXIT: STATUS=1'; exit 1;;
 fail) echo 'PASS: a check that holds'; echo 'FAIL: a check that fails'; echo 'SUMMARY: 2 tests, 1 unexpected failures'; echo 'EXIT: STATUS=3'; exit 3;;
@@ -29,6 +36,10 @@ tagged:*) tag=${mode#tagged:}; i=0; while [ $i -lt 300 ]; do echo "PASS: $tag li
 binary) printf 'PASS: bad \377\376 bytes\n\377\000\001\n'; echo 'EXIT: STATUS=1'; exit 1;;
 signal) echo 'PASS: before the crash'; kill -SEGV $$;;
 bench) echo 'PASS: cpuid returned the vendor'; echo 'INFO: cpuid: 1234 cycles'; echo 'BENCH: cpuid=1234 cycles'; echo 'BENCH: ipi=56.5 ns'; echo 'BENCH: broken 1 cycles'; echo 'SUMMARY: 1 tests'; echo 'EXIT: STATUS=1'; exit 1;;
+longfail) head -c 16384 /dev/zero | tr '\0' 'x'; echo 'FAIL: after 16 KiB on the same line'; echo 'PASS: a'; echo 'SUMMARY: 1 tests'; echo 'EXIT: STATUS=1'; exit 1;;
+silent) exit 0;;
+showenv) while IFS= read -r line; do echo "PASS: environment $line"; done < "$initrd"; echo 'EXIT: STATUS=1'; exit 1;;
+nomachine) echo 'qemu-system-x86_64: unsupported machine type: "nosuch"' >&2; echo 'Use -machine help to list supported machines' >&2; exit 1;;
 lines:*) i=0; while [ $i -lt "${mode#lines:}" ]; do echo "PASS: line $i of $mode"; i=$((i + 1)); done; echo 'EXIT: STATUS=1'; exit 1;;
 *) echo "fake-qemu: unknown mode $mode" >&2; exit 1;;
 esac
