@@ -291,6 +291,7 @@ fn build_unless_fresh(
         }
         return Ok(images);
     }
+    ensure_target(workspace, arch, "rustc", "rustup")?;
     let built = build_with(cargo, workspace, arch, files, verbose)?;
     if let Some(snapshot) = snapshot
         && let Ok(json) = serde_json::to_string(&built)
@@ -301,6 +302,46 @@ fn build_unless_fresh(
         let _ = snapshot.record(&stamp);
     }
     Ok(built)
+}
+
+/// Makes sure the toolchain that builds in `workspace` has the standard library of `arch`'s
+/// target, adding it with rustup when it is missing. rustup adds a toolchain file's targets
+/// only when it installs the toolchain itself, so a machine whose stable toolchain came first
+/// lacks them ("can't find crate for `core`"). Runs only when the guests are built.
+fn ensure_target(workspace: &Path, arch: Arch, rustc: &str, rustup: &str) -> Result<(), BuildError> {
+    let target = arch.target();
+    let output = Command::new(rustc)
+        .current_dir(workspace)
+        .args(["--print", "sysroot"])
+        .stderr(Stdio::null())
+        .output();
+    let Some(sysroot) = output
+        .ok()
+        .filter(|output| output.status.success())
+        .map(|output| PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
+    else {
+        // No rustc to ask: cargo's own error will say what is wrong.
+        return Ok(());
+    };
+    let library = sysroot.join("lib/rustlib").join(target).join("lib");
+    if library.is_dir() {
+        return Ok(());
+    }
+    crate::eprintln!("vmunit: adding the Rust target {target} (rustup target add {target})");
+    let missing = |why: String| BuildError::MissingTarget { target, why };
+    let status = Command::new(rustup)
+        .current_dir(workspace)
+        .args(["target", "add", target])
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|error| missing(format!("cannot run {rustup}: {error}")))?;
+    if !status.success() {
+        return Err(missing(format!("{rustup} target add exited with {status}")));
+    }
+    if !library.is_dir() {
+        return Err(missing(format!("{} is still missing", library.display())));
+    }
+    Ok(())
 }
 
 /// The image a run boots: `--kernel`'s, else the guest crate's release build.
@@ -333,6 +374,51 @@ mod tests {
         .unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
         script.display().to_string()
+    }
+
+    /// Writes an executable shell script `name` into `directory`.
+    fn script(directory: &Path, name: &str, text: &str) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let path = directory.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path.display().to_string()
+    }
+
+    #[test]
+    fn a_missing_guest_target_is_added_or_named() {
+        let directory = tempfile::tempdir().unwrap();
+        let sysroot = directory.path().join("sysroot");
+        let library = sysroot.join("lib/rustlib/x86_64-unknown-none/lib");
+        let rustc = script(
+            directory.path(),
+            "rustc",
+            &format!("#!/bin/sh\necho '{}'\n", sysroot.display()),
+        );
+        // No rustup: the error names the command that adds the target.
+        let error = ensure_target(directory.path(), Arch::X86_64, &rustc, "/nonexistent/rustup").unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("run `rustup target add x86_64-unknown-none`"),
+            "{error}"
+        );
+        // A rustup that fails.
+        let failing = script(directory.path(), "failing-rustup", "#!/bin/sh\nexit 1\n");
+        assert!(ensure_target(directory.path(), Arch::X86_64, &rustc, &failing).is_err());
+        // A rustup that adds it: the build goes on.
+        let rustup = script(
+            directory.path(),
+            "rustup",
+            &format!(
+                "#!/bin/sh\n[ \"$*\" = 'target add x86_64-unknown-none' ] && mkdir -p '{}'\n",
+                library.display()
+            ),
+        );
+        ensure_target(directory.path(), Arch::X86_64, &rustc, &rustup).unwrap();
+        assert!(library.is_dir());
+        // Present: rustup is not asked.
+        ensure_target(directory.path(), Arch::X86_64, &rustc, "/nonexistent/rustup").unwrap();
     }
 
     #[test]

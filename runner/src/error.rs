@@ -15,6 +15,16 @@ pub enum BuildError {
         /// Why.
         source: std::io::Error,
     },
+    /// The toolchain lacks the guest target's standard library and it could not be added.
+    #[error(
+        "the Rust target {target} is not installed ({why}); run `rustup target add {target}` (scripts/install-deps does)"
+    )]
+    MissingTarget {
+        /// The target triple.
+        target: &'static str,
+        /// Why it could not be added.
+        why: String,
+    },
     /// cargo reported an error (its messages were printed).
     #[error("building the {arch} guests failed: {command} exited with {status}")]
     Failed {
