@@ -210,8 +210,11 @@ pub fn self_contained_line(command_line: &str, environment_file: &Path, environm
             |parent| qemu::quote(&parent.display().to_string()),
         );
     let lines: Vec<String> = environment.lines().map(qemu::quote).collect();
+    // The marker makes the directory the line creates one the runner accepts as its log
+    // directory afterwards (crate::logdir).
+    let marker = crate::logdir::MARKER_FILE;
     format!(
-        "mkdir -p {directory} && printf '%s\\n' {} > {file} && {command_line}",
+        "mkdir -p {directory} && : > {directory}/{marker} && printf '%s\\n' {} > {file} && {command_line}",
         lines.join(" ")
     )
 }
