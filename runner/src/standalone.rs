@@ -383,22 +383,18 @@ shift "$total"
 
 output=$temporary/output
 errors=$temporary/errors
-# QEMU dies with this script, even by SIGKILL, where setpriv can ask for it (util-linux).
-if setpriv --pdeathsig KILL true 2>/dev/null; then
-    setpriv --pdeathsig KILL -- "$qemu" "$@" < /dev/null > "$output" 2> "$errors" &
-else
-    "$qemu" "$@" < /dev/null > "$output" 2> "$errors" &
-fi
+# QEMU and the watchdog die with this script, even by SIGKILL, where util-linux's setpriv can
+# ask for it (PR_SET_PDEATHSIG).
+dies_with_parent=''
+setpriv --pdeathsig KILL true 2>/dev/null && dies_with_parent='setpriv --pdeathsig KILL --'
+$dies_with_parent "$qemu" "$@" < /dev/null > "$output" 2> "$errors" &
 qemu_pid=$!
 # The timeout: a watchdog that marks it (a fraction of a second needs a sleep that takes one).
 timed_out=$temporary/timed-out
 if [ "$timeout_millis" -gt 0 ]; then
-    (
-        sleep "$timeout_seconds" &
-        sleeper=$!
-        trap 'kill "$sleeper" 2>/dev/null; exit 0' TERM
-        wait "$sleeper" && : > "$timed_out"
-    ) < /dev/null > /dev/null 2>&1 &
+    $dies_with_parent sh -c 'trap "kill \$sleeper 2>/dev/null; exit 0" TERM
+        '"$dies_with_parent"' sleep "$1" & sleeper=$!
+        wait "$sleeper" && : > "$2"' watchdog "$timeout_seconds" "$timed_out" < /dev/null > /dev/null 2>&1 &
     watchdog_pid=$!
 fi
 ended=''

@@ -382,3 +382,38 @@ fn interrupting_the_build_stops_cargo_and_keeps_the_logs() {
     assert!(!workspace.root().join("logs.old").exists());
     wait_for("cargo stopped", || processes("sleep 44.25") == 0);
 }
+
+/// A standalone script killed outright takes its QEMU and its watchdog along (where setpriv
+/// can ask for that: util-linux).
+#[test]
+fn qemu_dies_with_a_killed_standalone_script() {
+    let setpriv = Command::new("setpriv")
+        .args(["--pdeathsig", "KILL", "true"])
+        .status()
+        .is_ok_and(|status| status.success());
+    if !setpriv {
+        eprintln!("no setpriv with --pdeathsig here: nothing to check");
+        return;
+    }
+    let directory = tempfile::tempdir().unwrap();
+    let (script, fake) = standalone_script(directory.path(), "exec sleep 45.25");
+    let child = Command::new("sh")
+        .arg(&script)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("ACCEL", "tcg")
+        .env("QEMU", &fake)
+        .env("TIMEOUT", "47.5")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("QEMU and the watchdog running", || {
+        processes("sleep 45.25") == 1 && processes("sleep 47.5") == 1
+    });
+    signal(&child, nix::sys::signal::Signal::SIGKILL);
+    let _ = wait_exit(child);
+    wait_for("no QEMU or watchdog left behind", || {
+        processes("sleep 45.25") == 0 && processes("sleep 47.5") == 0
+    });
+}
