@@ -703,6 +703,30 @@ mod tests {
     }
 
     #[test]
+    fn interrupted_runs_are_neither_passed_nor_failed() {
+        // Whatever the guest printed (QEMU exits 0 on SIGTERM), a run the runner stopped is
+        // INTERRUPTED, never "triple fault or reset".
+        let mut transcript = Transcript::new();
+        transcript.push(Stream::Serial, "PASS: a");
+        transcript.push(Stream::Serial, "EXIT: STATUS=1");
+        let outcome = classify(ProcessExit::Interrupted, &transcript, DEVICE);
+        assert_eq!(outcome, Outcome::interrupted_while_running());
+        assert_eq!(outcome.verdict(), Verdict::Interrupted);
+        assert_eq!(outcome.kind(), OutcomeKind::Interrupted);
+        assert_eq!(
+            outcome.report_line("t"),
+            "INTERRUPTED t (stopped: the runner was interrupted)"
+        );
+        let results = [
+            TestResult::not_run("a", Outcome::Pass { summary: None }),
+            TestResult::not_run("b", Outcome::interrupted_before_start()),
+        ];
+        let counted = totals(&results);
+        assert_eq!((counted.passed, counted.failed, counted.interrupted), (1, 0, 1));
+        assert_eq!(counted.to_string(), "1 passed, 0 failed, 0 skipped");
+    }
+
+    #[test]
     fn hypervisor_error() {
         let stderr = [
             "KVM internal error. Suberror: 1",
