@@ -9,8 +9,9 @@ use crate::build::{self, Images};
 use crate::classify::{self, Outcome, Report, TestResult};
 use crate::config::{Arch, Config};
 use crate::error::AppError;
+use crate::execute;
+use crate::execute::pool::{self, Slot};
 use crate::execute::run::{Progress, Ran, RunSetup};
-use crate::execute::{self, pool};
 use crate::logdir::{LogDirectory, WriteFailures};
 use crate::options::{Format, Options, Resolved, qemu_program, resolve_environment};
 use crate::plan::{self, Decision, Plan, PlannedRun};
@@ -56,6 +57,10 @@ pub fn run(options: &Options) -> Result<Report, AppError> {
     };
     if let Some(directory) = &log_directory {
         execute::run::ensure_qemu(options, &programs(options, &plan))?;
+        // Interrupted before any run: the last run's logs stay as they are.
+        if execute::interrupted() {
+            return Err(AppError::Interrupted);
+        }
         directory.rotate()?;
     }
     let failures = Arc::new(WriteFailures::default());
@@ -70,12 +75,24 @@ pub fn run(options: &Options) -> Result<Report, AppError> {
         .filter(|item| options.verbose || item.decision != Decision::Nodefault)
         .count();
     fanout.send(Event::Begin { total: reported });
-    let results = pool::run_all(
+    let slots = pool::run_all(
         &plan.runs,
         options.jobs,
         |item| run_planned(options, &resolved, &images, item, live, &fanout, &failures),
         |result| fanout.send(Event::Finished { result }),
     );
+    // The runs an interruption kept from starting are in the records too (so that
+    // `--rerun-failed` runs them), not in the console's stream.
+    let results = plan
+        .runs
+        .iter()
+        .zip(slots)
+        .filter_map(|(item, slot)| match slot {
+            Slot::Done(result) => Some(result),
+            Slot::Nothing => None,
+            Slot::NotStarted => not_started(options, item),
+        })
+        .collect();
     let report = Report { results };
     let interrupted = execute::interrupted();
     fanout.send(Event::Summary {
@@ -212,7 +229,7 @@ fn run_planned(
         }
         Ran::Skipped { reason } => Some(TestResult::not_run(name, Outcome::Skip { reason })),
         Ran::Unprepared { reason } => Some(TestResult::not_run(name, Outcome::QemuError { reason })),
-        Ran::Interrupted => None,
+        Ran::Interrupted => Some(TestResult::not_run(name, Outcome::interrupted_before_start())),
         Ran::Executed(executed) => Some(classify::result_of(
             name,
             *executed,
@@ -220,6 +237,19 @@ fn run_planned(
             &image,
             &options.workspace,
         )),
+    }
+}
+
+/// The record of a planned run that an interruption kept from starting: interrupted if it
+/// would have run, else what the plan decided (`None` when that is not reported).
+fn not_started(options: &Options, item: &PlannedRun) -> Option<TestResult> {
+    let name = item.entry.name.as_str();
+    match &item.decision {
+        Decision::Run { .. } => Some(TestResult::not_run(name, Outcome::interrupted_before_start())),
+        decision => {
+            let reason = decision.skip_reason(options.verbose)?;
+            Some(TestResult::not_run(name, Outcome::Skip { reason }))
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{Arch, TestEntry};
 use crate::error::{AppError, BuildError};
 use crate::freshness::{self, Snapshot};
-use crate::interrupt::interrupted;
+use crate::interrupt::{group_of, interrupted, release_group, spawn_in_group};
 use crate::options::Options;
 use crate::plan::{Decision, Plan};
 use crate::workspace;
@@ -171,7 +171,12 @@ fn build_with(
         program: program.clone(),
         source,
     };
-    let mut child = command.stdout(Stdio::piped()).spawn().map_err(spawn_error)?;
+    // In its own process group, which an interruption (Ctrl-C, SIGTERM) stops at once and
+    // which dies with the runner; the runner forwards the terminal's Ctrl-C to it.
+    let Some(mut child) = spawn_in_group(command.stdout(Stdio::piped())).map_err(spawn_error)? else {
+        return Err(BuildError::Interrupted);
+    };
+    let group = group_of(&child);
     let mut count = 0;
     let mut compiled = |name: &str| {
         count += 1;
@@ -189,7 +194,11 @@ fn build_with(
     if progress == BuildProgress::Terminal {
         let _ = write!(std::io::stderr(), "\r\x1b[K");
     }
-    let status = child.wait().map_err(spawn_error)?;
+    let status = child.wait().map_err(spawn_error);
+    if release_group(group) {
+        return Err(BuildError::Interrupted);
+    }
+    let status = status?;
     if status.success() {
         Ok(built)
     } else {
@@ -210,6 +219,7 @@ fn describe(command: &Command) -> String {
 }
 
 /// Builds the guests that will run, grouped by architecture; returns where their images are.
+/// An interruption (Ctrl-C, SIGTERM) stops cargo and returns [`AppError::Interrupted`].
 pub fn build_guests(workspace: &Path, plan: &Plan, verbose: bool) -> Result<Images, AppError> {
     let mut images = Images::default();
     let mut by_arch: BTreeMap<Arch, Vec<&str>> = BTreeMap::new();
@@ -226,9 +236,13 @@ pub fn build_guests(workspace: &Path, plan: &Plan, verbose: bool) -> Result<Imag
             Ok(built) => images
                 .built
                 .extend(built.into_iter().map(|(name, path)| ((arch, name), path))),
+            Err(BuildError::Interrupted) => return Err(AppError::Interrupted),
             Err(_) if interrupted() => return Err(AppError::Interrupted),
             Err(error) => return Err(error.into()),
         }
+    }
+    if interrupted() {
+        return Err(AppError::Interrupted);
     }
     Ok(images)
 }

@@ -57,6 +57,11 @@ pub enum Outcome {
         /// Why.
         reason: String,
     },
+    /// The runner was interrupted (Ctrl-C, SIGTERM): the run was stopped, or never started.
+    Interrupted {
+        /// Which of the two.
+        reason: String,
+    },
 }
 
 /// The verdict an outcome counts as.
@@ -69,6 +74,9 @@ pub enum Verdict {
     Fail,
     /// Skipped.
     Skip,
+    /// Stopped or not started because the runner was interrupted: neither passed nor failed,
+    /// and run again by `--rerun-failed`.
+    Interrupted,
 }
 
 impl fmt::Display for Verdict {
@@ -95,6 +103,8 @@ pub enum OutcomeKind {
     HypervisorError,
     /// [`Outcome::QemuError`].
     QemuError,
+    /// [`Outcome::Interrupted`].
+    Interrupted,
 }
 
 impl fmt::Display for OutcomeKind {
@@ -114,6 +124,7 @@ impl Outcome {
             Outcome::Crash { .. } => OutcomeKind::Crash,
             Outcome::HypervisorError { .. } => OutcomeKind::HypervisorError,
             Outcome::QemuError { .. } => OutcomeKind::QemuError,
+            Outcome::Interrupted { .. } => OutcomeKind::Interrupted,
         }
     }
 
@@ -122,6 +133,7 @@ impl Outcome {
         match self {
             Outcome::Pass { .. } => Verdict::Pass,
             Outcome::Skip { .. } => Verdict::Skip,
+            Outcome::Interrupted { .. } => Verdict::Interrupted,
             _ => Verdict::Fail,
         }
     }
@@ -130,12 +142,27 @@ impl Outcome {
     pub fn detail(&self) -> Option<String> {
         match self {
             Outcome::Pass { summary } => summary.clone(),
-            Outcome::Fail { reason } | Outcome::Skip { reason } | Outcome::Crash { reason } => {
-                Some(reason.clone())
-            }
+            Outcome::Fail { reason }
+            | Outcome::Skip { reason }
+            | Outcome::Crash { reason }
+            | Outcome::Interrupted { reason } => Some(reason.clone()),
             Outcome::Timeout { after } => Some(format!("timeout; duration={}", format_duration(*after))),
             Outcome::HypervisorError { reason } => Some(format!("hypervisor error: {reason}")),
             Outcome::QemuError { reason } => Some(format!("QEMU error: {reason}")),
+        }
+    }
+
+    /// A run the runner stopped because it was interrupted.
+    pub fn interrupted_while_running() -> Outcome {
+        Outcome::Interrupted {
+            reason: "stopped: the runner was interrupted".to_owned(),
+        }
+    }
+
+    /// A run that did not start because the runner was interrupted first.
+    pub fn interrupted_before_start() -> Outcome {
+        Outcome::Interrupted {
+            reason: "not started: the runner was interrupted".to_owned(),
         }
     }
 
@@ -150,6 +177,10 @@ impl Outcome {
 
 /// Decides the outcome of a run from how QEMU ended and what was printed.
 pub fn classify(exit: ProcessExit, transcript: &Transcript, method: ExitMethod) -> Outcome {
+    // Whatever QEMU printed, the runner stopped it: nothing can be judged.
+    if exit == ProcessExit::Interrupted {
+        return Outcome::interrupted_while_running();
+    }
     if let Some(line) = transcript.hypervisor_error() {
         return Outcome::HypervisorError {
             reason: line.to_owned(),
@@ -157,6 +188,7 @@ pub fn classify(exit: ProcessExit, transcript: &Transcript, method: ExitMethod) 
     }
     let status = match exit {
         ProcessExit::TimedOut(after) => return Outcome::Timeout { after },
+        ProcessExit::Interrupted => return Outcome::interrupted_while_running(),
         ProcessExit::Signaled(signal) => {
             let name = nix::sys::signal::Signal::try_from(signal).map_or_else(
                 |_| format!("signal {signal}"),
@@ -343,6 +375,9 @@ pub struct Totals {
     pub failed: usize,
     /// Skipped runs.
     pub skipped: usize,
+    /// Runs stopped or not started because the runner was interrupted (not in the line the
+    /// totals print as: an interrupted invocation says so after it).
+    pub interrupted: usize,
 }
 
 impl fmt::Display for Totals {
@@ -395,6 +430,7 @@ pub fn totals(results: &[TestResult]) -> Totals {
             Verdict::Pass => totals.passed += 1,
             Verdict::Fail => totals.failed += 1,
             Verdict::Skip => totals.skipped += 1,
+            Verdict::Interrupted => totals.interrupted += 1,
         }
     }
     totals
@@ -730,6 +766,30 @@ mod tests {
             run(4, &["EXIT: STATUS=4"], &[]),
             Outcome::QemuError { .. }
         ));
+    }
+
+    #[test]
+    fn interrupted_runs_are_neither_passed_nor_failed() {
+        // Whatever the guest printed (QEMU exits 0 on SIGTERM), a run the runner stopped is
+        // INTERRUPTED, never "triple fault or reset".
+        let mut transcript = Transcript::new();
+        transcript.push(Stream::Serial, "PASS: a");
+        transcript.push(Stream::Serial, "EXIT: STATUS=1");
+        let outcome = classify(ProcessExit::Interrupted, &transcript, DEVICE);
+        assert_eq!(outcome, Outcome::interrupted_while_running());
+        assert_eq!(outcome.verdict(), Verdict::Interrupted);
+        assert_eq!(outcome.kind(), OutcomeKind::Interrupted);
+        assert_eq!(
+            outcome.report_line("t"),
+            "INTERRUPTED t (stopped: the runner was interrupted)"
+        );
+        let results = [
+            TestResult::not_run("a", Outcome::Pass { summary: None }),
+            TestResult::not_run("b", Outcome::interrupted_before_start()),
+        ];
+        let counted = totals(&results);
+        assert_eq!((counted.passed, counted.failed, counted.interrupted), (1, 0, 1));
+        assert_eq!(counted.to_string(), "1 passed, 0 failed, 0 skipped");
     }
 
     #[test]

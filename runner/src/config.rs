@@ -167,28 +167,72 @@ impl<'de> Deserialize<'de> for Smp {
     }
 }
 
-/// Parses a duration the way `timeout(1)` does: a number (fractions allowed) with an optional
-/// suffix `s`, `m`, `h` or `d`; a bare number is seconds.
+/// The longest timeout accepted (365 days): far beyond any run, and far from overflowing a
+/// deadline.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86400);
+
+/// How many fraction digits of a duration count; further ones are ignored (the standalone
+/// scripts parse durations with shell integer arithmetic, which this keeps exact).
+pub const DURATION_FRACTION_DIGITS: usize = 6;
+
+/// Parses a duration: digits with an optional fraction (`90`, `1.5`) and an optional unit `s`,
+/// `m`, `h` or `d` (seconds by default), surrounded by optional blanks. The value is taken in
+/// whole milliseconds, rounded down; a value other than zero that comes to 0 ms is refused
+/// (0 means "no timeout", so `0.0001` must not silently mean it), as is anything above
+/// [`MAX_DURATION`]. The standalone scripts implement the same grammar (`standalone.rs`).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let (number, unit) = match text.char_indices().last() {
-        Some((index, suffix @ ('s' | 'm' | 'h' | 'd'))) => (&text[..index], suffix),
-        _ => (text, 's'),
+    let invalid = || format!("invalid duration '{text}', expected seconds or a number with s, m, h or d");
+    let (number, unit_millis) = match text.char_indices().last() {
+        Some((index, 's')) => (&text[..index], 1000),
+        Some((index, 'm')) => (&text[..index], 60_000),
+        Some((index, 'h')) => (&text[..index], 3_600_000),
+        Some((index, 'd')) => (&text[..index], 86_400_000),
+        _ => (text, 1000),
     };
-    let value: f64 = number
-        .parse()
-        .ok()
-        .filter(|value: &f64| value.is_finite() && *value >= 0.0)
-        .ok_or_else(|| {
-            format!("invalid duration '{text}', expected seconds or a number with s, m, h or d")
-        })?;
-    let scale = match unit {
-        'm' => 60.0,
-        'h' => 3600.0,
-        'd' => 86400.0,
-        _ => 1.0,
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let digits = |part: &str| part.bytes().all(|byte| byte.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(fraction) || number.ends_with('.') {
+        return Err(invalid());
+    }
+    let too_long = || {
+        format!(
+            "duration '{text}' is too long: at most {}",
+            format_duration(MAX_DURATION)
+        )
     };
-    Duration::try_from_secs_f64(value * scale).map_err(|error| format!("invalid duration '{text}': {error}"))
+    let whole_digits = whole.trim_start_matches('0');
+    if whole_digits.len() > 12 {
+        return Err(too_long());
+    }
+    let whole: u128 = whole_digits.parse().unwrap_or(0);
+    let fraction_digits = &fraction[..fraction.len().min(DURATION_FRACTION_DIGITS)];
+    let scale = 10u128.pow(fraction_digits.len() as u32);
+    let fraction: u128 = fraction_digits.parse().unwrap_or(0);
+    let millis = whole * unit_millis + fraction * unit_millis / scale;
+    if millis > MAX_DURATION.as_millis() {
+        return Err(too_long());
+    }
+    if millis == 0 && number.bytes().any(|byte| (b'1'..=b'9').contains(&byte)) {
+        return Err(format!(
+            "duration '{text}' is shorter than a millisecond: write 0 for no timeout"
+        ));
+    }
+    Ok(Duration::from_millis(
+        u64::try_from(millis).map_err(|_| too_long())?,
+    ))
+}
+
+/// Checks a whole number of seconds against [`MAX_DURATION`].
+fn checked_seconds(seconds: u64) -> Result<Duration, String> {
+    let duration = Duration::from_secs(seconds);
+    if duration > MAX_DURATION {
+        return Err(format!(
+            "duration {seconds} seconds is too long: at most {}",
+            format_duration(MAX_DURATION)
+        ));
+    }
+    Ok(duration)
 }
 
 /// Renders a duration the way the runner reports it: "2s", "1.5s".
@@ -215,12 +259,12 @@ impl<'de> Deserialize<'de> for TimeoutSetting {
                 formatter.write_str(TIMEOUT_EXPECTED)
             }
             fn visit_i64<E: de::Error>(self, value: i64) -> Result<TimeoutSetting, E> {
-                u64::try_from(value)
-                    .map(|seconds| TimeoutSetting(Duration::from_secs(seconds)))
-                    .map_err(|_| E::invalid_value(Unexpected::Signed(value), &TIMEOUT_EXPECTED))
+                let seconds = u64::try_from(value)
+                    .map_err(|_| E::invalid_value(Unexpected::Signed(value), &TIMEOUT_EXPECTED))?;
+                self.visit_u64(seconds)
             }
             fn visit_u64<E: de::Error>(self, value: u64) -> Result<TimeoutSetting, E> {
-                Ok(TimeoutSetting(Duration::from_secs(value)))
+                checked_seconds(value).map(TimeoutSetting).map_err(E::custom)
             }
             fn visit_str<E: de::Error>(self, value: &str) -> Result<TimeoutSetting, E> {
                 parse_duration(value).map(TimeoutSetting).map_err(E::custom)
@@ -1042,6 +1086,13 @@ arch = "x86_64"
         );
         let (_, _, message) = error("[a]\ntimeout = \"soon\"\n");
         assert!(message.starts_with("[a] timeout: invalid duration"), "{message}");
+        let (_, _, message) = error("[a]\ntimeout = 18446744073709551615\n");
+        assert!(
+            message.starts_with("[a] timeout: duration 18446744073709551615 seconds is too long"),
+            "{message}"
+        );
+        let (_, _, message) = error("[a]\ntimeout = \"1e-12\"\n");
+        assert!(message.starts_with("[a] timeout: invalid duration"), "{message}");
         let (_, _, message) = error("[a]\ntimeout = -1\n");
         assert!(message.starts_with("[a] timeout: invalid value"), "{message}");
         let (_, _, message) = error("[a]\nqemu_params = \"-foo 'bar\"\n");
@@ -1123,6 +1174,45 @@ arch = "x86_64"
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("-1").is_err());
         assert!(parse_duration("3x").is_err());
+        assert_eq!(parse_duration(" 0.5s "), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("0.0001m"), Ok(Duration::from_millis(6)));
+        assert_eq!(parse_duration("0.0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("365d"), Ok(MAX_DURATION));
+        // Fraction digits beyond the sixth are ignored.
+        assert_eq!(parse_duration("1.0019999999"), Ok(Duration::from_millis(1001)));
+        for refused in [
+            "-0", "1e-12", "1e19", "0.0001", "0.0009s", ".5", "5.", "inf", "nan", "+5",
+        ] {
+            assert!(parse_duration(refused).is_err(), "{refused}");
+        }
+        for too_long in [
+            "18446744073709551615",
+            "1e19",
+            "366d",
+            "31536000.001",
+            "99999999999999999999999m",
+        ] {
+            let message = parse_duration(too_long).unwrap_err();
+            assert!(
+                message.contains("too long") || message.contains("invalid duration"),
+                "{too_long}: {message}"
+            );
+        }
+        assert!(
+            parse_duration("18446744073709551615")
+                .unwrap_err()
+                .contains("too long")
+        );
+        assert!(
+            parse_duration("1e-12")
+                .unwrap_err()
+                .starts_with("invalid duration")
+        );
+        assert!(
+            parse_duration("0.0001")
+                .unwrap_err()
+                .contains("shorter than a millisecond")
+        );
         assert_eq!(format_duration(Duration::from_secs(2)), "2s");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1.5s");
     }

@@ -25,6 +25,9 @@ pub enum BuildError {
         /// Why it could not be added.
         why: String,
     },
+    /// The runner was interrupted (Ctrl-C, SIGTERM): cargo was stopped, or not started.
+    #[error("interrupted")]
+    Interrupted,
     /// cargo reported an error (its messages were printed).
     #[error("building the {arch} guests failed: {command} exited with {status}")]
     Failed {

@@ -1,4 +1,5 @@
-//! Running one QEMU process: spawn it in its own process group, read its stdout (the guest's
+//! Running one QEMU process: spawn it in its own process group (killed with the runner, see
+//! `interrupt`), read its stdout (the guest's
 //! serial console) and stderr as lines, log them, enforce the timeout, kill QEMU at once on a
 //! hypervisor error, and kill every running QEMU on Ctrl-C.
 
@@ -6,7 +7,7 @@ pub mod pool;
 pub mod run;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 
@@ -17,8 +18,8 @@ use nix::sys::signal::Signal;
 
 use crate::config::Step;
 use crate::guest_line::{self, SerialLine};
+use crate::interrupt::{group_of, release_group, signal_group, spawn_in_group};
 pub use crate::interrupt::{interrupt_all, interrupted};
-use crate::interrupt::{registry, signal_group};
 use crate::qemu::QemuCommand;
 use crate::transcript::{ProcessExit, Stream, Transcript};
 
@@ -189,21 +190,14 @@ pub fn execute_interactive(
             Stdio::piped()
         })
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+        .stderr(Stdio::piped());
     let start = Instant::now();
-    let mut child = {
-        let mut registry = registry();
-        if registry.interrupted {
-            return Err(ExecuteError::Interrupted);
-        }
-        let child = process.spawn().map_err(|source| ExecuteError::Spawn {
+    let mut child = spawn_in_group(&mut process)
+        .map_err(|source| ExecuteError::Spawn {
             program: command.program.clone(),
             source,
-        })?;
-        registry.groups.push(group_of(&child));
-        child
-    };
+        })?
+        .ok_or(ExecuteError::Interrupted)?;
     let group = group_of(&child);
 
     // Bounded, so that a guest printing faster than the log is written blocks in its pipe
@@ -302,8 +296,7 @@ pub fn execute_interactive(
     };
     let duration = start.elapsed();
     // Stragglers in QEMU's group, if any, go too; then the group is no longer ours.
-    signal_group(group, Signal::SIGKILL);
-    registry().groups.retain(|running| *running != group);
+    let stopped_by_interruption = release_group(group);
     if drain_until.is_none() {
         for reader in readers {
             let _ = reader.join();
@@ -314,6 +307,7 @@ pub fn execute_interactive(
     }
 
     let exit = match killed {
+        _ if stopped_by_interruption => ProcessExit::Interrupted,
         Some(Some(after)) => ProcessExit::TimedOut(after),
         _ => process_exit(status),
     };
@@ -324,10 +318,6 @@ pub fn execute_interactive(
         duration,
         script_failure: script.failure,
     })
-}
-
-fn group_of(child: &Child) -> i32 {
-    i32::try_from(child.id()).unwrap_or(i32::MAX)
 }
 
 fn process_exit(status: Option<ExitStatus>) -> ProcessExit {

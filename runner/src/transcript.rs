@@ -31,6 +31,8 @@ pub enum ProcessExit {
     Signaled(i32),
     /// The runner killed it when its timeout ran out.
     TimedOut(Duration),
+    /// The runner was interrupted (Ctrl-C, SIGTERM) while it ran, and stopped it.
+    Interrupted,
 }
 
 /// Texts in QEMU's stderr that mean the hypervisor gave up on the guest (QEMU then pauses the VM).

@@ -77,7 +77,7 @@ fn run_case(options: &Options, name: &str, build_error: Option<&str>) -> Result<
         Verdict::Skip => Ok(Completion::ignored_with(
             result.outcome.detail().unwrap_or_default(),
         )),
-        Verdict::Fail => {
+        Verdict::Fail | Verdict::Interrupted => {
             let mut message = line;
             for note in &result.notes {
                 message.push_str(&format!("\n    {note}"));

@@ -6,17 +6,28 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::interrupt::interrupted;
 
+/// What became of one item.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Slot<Output> {
+    /// Its work returned this.
+    Done(Output),
+    /// Its work returned nothing to report.
+    Nothing,
+    /// It was not started: the runner was interrupted first.
+    NotStarted,
+}
+
 /// Runs `work` on every item, `jobs` at a time; `finished` sees each result as it arrives
-/// (never after an interruption). Returns the results in the items' order; items whose work
-/// returned `None`, and those not run because of an interruption, have none.
+/// (also the results of work that was under way when the runner was interrupted). Returns what
+/// became of each item, in the items' order; no item is started after an interruption.
 pub fn run_all<Item: Sync, Output: Send>(
     items: &[Item],
     jobs: usize,
     work: impl Fn(&Item) -> Option<Output> + Sync,
     finished: impl Fn(&Output) + Sync,
-) -> Vec<Output> {
+) -> Vec<Slot<Output>> {
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Output>>> = Mutex::new(items.iter().map(|_| None).collect());
+    let results: Mutex<Vec<Slot<Output>>> = Mutex::new(items.iter().map(|_| Slot::NotStarted).collect());
     let worker = || {
         loop {
             let index = next.fetch_add(1, Ordering::SeqCst);
@@ -26,12 +37,14 @@ pub fn run_all<Item: Sync, Output: Send>(
             if interrupted() {
                 break;
             }
-            let Some(output) = work(item) else { continue };
-            if interrupted() {
-                break;
-            }
-            finished(&output);
-            results.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[index] = Some(output);
+            let slot = match work(item) {
+                Some(output) => {
+                    finished(&output);
+                    Slot::Done(output)
+                }
+                None => Slot::Nothing,
+            };
+            results.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[index] = slot;
         }
     };
     std::thread::scope(|scope| {
@@ -43,7 +56,4 @@ pub fn run_all<Item: Sync, Output: Send>(
     results
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .into_iter()
-        .flatten()
-        .collect()
 }

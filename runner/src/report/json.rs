@@ -6,7 +6,7 @@ use serde::Serialize;
 use crate::bench::Bench;
 use crate::classify::{OutcomeKind, TestResult, Verdict};
 use crate::guest_line::Label;
-use crate::report::{Event, Reporter, interrupted_line};
+use crate::report::{Event, Reporter};
 use crate::workspace::shown;
 
 /// The `event` field: which event an object is.
@@ -66,11 +66,14 @@ struct End<'a> {
     verdict: Verdict,
 }
 
-/// The totals.
+/// The totals; `interrupted` (present only when the invocation was interrupted) counts the
+/// runs stopped or not started.
 #[derive(Serialize)]
 struct Summary {
     event: Kind,
     failed: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    interrupted: Option<usize>,
     passed: usize,
     skipped: usize,
 }
@@ -131,13 +134,11 @@ impl Reporter for JsonReporter {
             }),
             Event::Finished { result } => print(&end(result)),
             Event::Summary {
-                totals,
-                interrupted: true,
-                ..
-            } => println!("{}", interrupted_line(totals)),
-            Event::Summary { totals, .. } => print(&Summary {
+                totals, interrupted, ..
+            } => print(&Summary {
                 event: Kind::Summary,
                 failed: totals.failed,
+                interrupted: interrupted.then_some(totals.interrupted),
                 passed: totals.passed,
                 skipped: totals.skipped,
             }),

@@ -82,7 +82,7 @@ pub fn write_junit(path: &Path, results: &[TestResult]) -> std::io::Result<()> {
                 status.set_message(reason);
                 status
             }
-            Verdict::Fail => {
+            Verdict::Fail | Verdict::Interrupted => {
                 let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
                 status.set_message(reason);
                 status.set_type(result.outcome.kind().to_string());

@@ -119,6 +119,7 @@ pub fn display_line(name: &str, outcome: &Outcome, colour: bool) -> String {
         Verdict::Pass => "32",
         Verdict::Fail => "31",
         Verdict::Skip => "33",
+        Verdict::Interrupted => "35",
     };
     let verdict_length = outcome.verdict().to_string().len();
     format!(

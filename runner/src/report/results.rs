@@ -30,7 +30,7 @@ pub struct ResultsRecord {
 pub struct RecordedResult {
     /// The run's name.
     pub name: String,
-    /// PASS, FAIL or SKIP.
+    /// PASS, FAIL, SKIP or INTERRUPTED.
     pub verdict: Verdict,
     /// The outcome's kind.
     pub outcome: OutcomeKind,
@@ -89,7 +89,8 @@ impl Reporter for ResultsReporter {
     }
 }
 
-/// The names of the runs that failed in the run that wrote `<log_dir>/results.json`.
+/// The names of the runs that failed or were interrupted (stopped, or not started) in the run
+/// that wrote `<log_dir>/results.json`.
 pub fn failed_last_time(log_dir: &Path) -> Result<Vec<String>, AppError> {
     let path = log_dir.join(RESULTS_FILE);
     let text = std::fs::read_to_string(&path).map_err(|error| {
@@ -103,7 +104,7 @@ pub fn failed_last_time(log_dir: &Path) -> Result<Vec<String>, AppError> {
     Ok(record
         .results
         .into_iter()
-        .filter(|result| result.verdict == Verdict::Fail)
+        .filter(|result| matches!(result.verdict, Verdict::Fail | Verdict::Interrupted))
         .map(|result| result.name)
         .collect())
 }

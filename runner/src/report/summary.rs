@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::logdir::WriteFailures;
-use crate::report::{Event, Reporter};
+use crate::report::{Event, Reporter, interrupted_line};
 
 /// Writes SUMMARY when the invocation ends (also when it was interrupted).
 #[derive(Debug)]
@@ -28,7 +28,12 @@ impl SummaryReporter {
 
 impl Reporter for SummaryReporter {
     fn event(&mut self, event: &Event<'_>) {
-        let Event::Summary { results, totals, .. } = *event else {
+        let Event::Summary {
+            results,
+            totals,
+            interrupted,
+        } = *event
+        else {
             return;
         };
         let mut text = format!("commit: {}\n", self.commit);
@@ -36,7 +41,11 @@ impl Reporter for SummaryReporter {
             text.push_str(&result.outcome.report_line(&result.name));
             text.push('\n');
         }
-        text.push_str(&format!("{totals}\n"));
+        if interrupted {
+            text.push_str(&format!("{}\n", interrupted_line(totals)));
+        } else {
+            text.push_str(&format!("{totals}\n"));
+        }
         let path = self.log_dir.join("SUMMARY");
         if let Err(error) = std::fs::write(&path, text) {
             self.failures.record(&path, &error);

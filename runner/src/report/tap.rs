@@ -1,5 +1,5 @@
 //! TAP version 13 (`--tap`): a test point per run, the guest's report lines as a subtest, a
-//! YAML block under a failure.
+//! YAML block under a failure; an interrupted stream ends with `Bail out!`.
 
 use crate::classify::{TestResult, Verdict};
 use crate::guest_line::Label;
@@ -30,8 +30,11 @@ impl Reporter for TapReporter {
                 totals,
                 interrupted,
             } => {
+                // TAP's own way to end a stream early: what follows the plan's last point
+                // did not run.
                 if interrupted {
-                    println!("{}", interrupted_line(totals));
+                    println!("# {}", interrupted_line(totals));
+                    println!("Bail out! interrupted");
                     return;
                 }
                 if let Some(slowest) = slowest_line(results) {
@@ -80,7 +83,7 @@ fn test_point(number: usize, result: &TestResult) {
         (Verdict::Pass, Some(detail)) => println!("ok {number} - {name} ({detail})"),
         (Verdict::Pass, None) => println!("ok {number} - {name}"),
         (Verdict::Skip, detail) => println!("ok {number} - {name} # SKIP {}", detail.unwrap_or_default()),
-        (Verdict::Fail, detail) => {
+        (Verdict::Fail | Verdict::Interrupted, detail) => {
             println!("not ok {number} - {name}");
             println!("  ---");
             println!("  outcome: {}", result.outcome.kind());
