@@ -355,6 +355,8 @@ fn interrupting_the_build_stops_cargo_and_keeps_the_logs() {
     std::fs::write(&cargo, "#!/bin/sh\nsleep 44.25\n").unwrap();
     Command::new("chmod").arg("+x").arg(&cargo).status().unwrap();
     std::fs::create_dir_all(workspace.root().join("logs")).unwrap();
+    // The last run's log directory: marked as vmunit's (vmunit_runner::logdir).
+    std::fs::write(workspace.root().join("logs/.vmunit-log-directory"), "").unwrap();
     std::fs::write(workspace.root().join("logs/t.log"), "the last run\n").unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_vmunit-runner"));
     command
