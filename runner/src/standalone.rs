@@ -112,6 +112,13 @@ fn shell_arguments(entry: &TestEntry, arch: Arch, accel: Accel) -> String {
         .map(|word| match word.as_str() {
             IMAGE_PLACEHOLDER => "\"$image\"".to_owned(),
             ENVIRONMENT_PLACEHOLDER => "\"$environment\"".to_owned(),
+            // The file inside an option value (aarch64's `-fw_cfg name=...,file=...`), its
+            // commas doubled as QEMU's option syntax wants.
+            word if word.contains(ENVIRONMENT_PLACEHOLDER) => word
+                .split(ENVIRONMENT_PLACEHOLDER)
+                .map(qemu::quote)
+                .collect::<Vec<_>>()
+                .join("\"$environment_option\""),
             word if word == smp_text => "\"$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)\"".to_owned(),
             word => qemu::quote(word),
         })
@@ -152,6 +159,7 @@ pub fn script(entry: &TestEntry, arch: Arch, image: &[u8]) -> std::io::Result<Ve
         .replace("@RULES@", &rules(entry, &skip_rules))
         .replace("@ENTRY_ENVIRONMENT@", &entry_environment(entry))
         .replace("@NAME@", &qemu::quote(&entry.name))
+        .replace("@ARCH@", arch.name())
         .replace("@PROGRAM@", &profile.default_program())
         .replace("@ONLY_ACCEL@", only_accel)
         .replace("@TIMEOUT@", &timeout.to_string())
@@ -244,9 +252,13 @@ result() { # result VERDICT REASON EXIT_STATUS
     exit "$3"
 }
 
+GUEST_ARCH=@ARCH@
+# Like the runner: KVM only for a guest of the host's own architecture, and only when usable.
+host_arch=$(uname -m 2>/dev/null)
+[ "$host_arch" = arm64 ] && host_arch=aarch64
 accel=${ACCEL:-}
 if [ -z "$accel" ]; then
-    if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then accel=kvm; else accel=tcg; fi
+    if [ "$host_arch" = "$GUEST_ARCH" ] && [ -r /dev/kvm ] && [ -w /dev/kvm ]; then accel=kvm; else accel=tcg; fi
 fi
 accel_name=${accel%%,*}
 case "$accel_name" in kvm | tcg) ;; *) result FAIL "ACCEL=$accel_name is neither kvm nor tcg" 2 ;; esac
@@ -271,6 +283,7 @@ trap 'cleanup; trap - EXIT; exit 143' TERM HUP
 
 image=$temporary/image
 environment=$temporary/environment
+environment_option=$(printf '%s\n' "$environment" | sed 's/,/,,/g')
 tail -c +"$PAYLOAD_OFFSET" "$0" > "$image.gz" || result FAIL "cannot read the embedded image" 2
 if command -v sha256sum >/dev/null 2>&1; then
     sum=$(sha256sum < "$image.gz")

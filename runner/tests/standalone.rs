@@ -147,3 +147,56 @@ fn a_corrupt_embedded_image_is_refused() {
         "FAIL fixture-pass (the embedded image is corrupt (SHA-256 mismatch): copy the file again)"
     );
 }
+
+/// An aarch64 script runs where the runner would: its environment file reaches the guest
+/// (no placeholder is left in its QEMU arguments) and, on a host of another architecture,
+/// it picks TCG even where /dev/kvm is usable.
+#[test]
+fn an_aarch64_script_runs_on_any_host() {
+    let root = workspace();
+    let status = Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args([
+            "build",
+            "-q",
+            "--release",
+            "--target",
+            "aarch64-unknown-none",
+            "-p",
+            "arm-fixture",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "building the aarch64 fixture guest failed");
+    let temporary = tempfile::tempdir().unwrap();
+    let config_path = temporary.path().join("unittests.toml");
+    std::fs::write(
+        &config_path,
+        "[arm-fixture-pass]\nfile = \"arm-fixture\"\ntest_args = \"pass\"\n",
+    )
+    .unwrap();
+    let config = Config::load(&config_path).unwrap();
+    let output = temporary.path().join("standalone");
+    standalone::write_all(&root, &config, &output).unwrap();
+    let script = output.join("arm-fixture-pass");
+    let text = String::from_utf8_lossy(&std::fs::read(&script).unwrap()).into_owned();
+    let header = &text[..text.find("\nexit 2\n").expect("the header's last line")];
+    assert!(
+        !header.contains("@VMUNIT_"),
+        "a placeholder is left in the script"
+    );
+    // No ACCEL: the script chooses, as the runner does.
+    let passed = run(&script, &[]);
+    assert_eq!(passed.status.code(), Some(0), "{passed:?}");
+    assert_eq!(
+        last_line(&passed),
+        "PASS arm-fixture-pass (2 tests)",
+        "{passed:?}"
+    );
+    let passed = run(&script, &[("ACCEL", "tcg")]);
+    assert_eq!(
+        last_line(&passed),
+        "PASS arm-fixture-pass (2 tests)",
+        "{passed:?}"
+    );
+}
