@@ -160,6 +160,15 @@ pub fn script(entry: &TestEntry, arch: Arch, image: &[u8]) -> std::io::Result<Ve
         .replace("@ENTRY_ENVIRONMENT@", &entry_environment(entry))
         .replace("@NAME@", &qemu::quote(&entry.name))
         .replace("@ARCH@", arch.name())
+        .replace(
+            "@GROUPS@",
+            &entry
+                .groups
+                .iter()
+                .flat_map(|group| group.split_whitespace())
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
         .replace("@PROGRAM@", &profile.default_program())
         .replace("@ONLY_ACCEL@", only_accel)
         .replace("@TIMEOUT@", &timeout.to_string())
@@ -238,6 +247,7 @@ const HEADER: &str = r#"#!/bin/sh
 # Usage: ./@NAME@ [EXTRA QEMU ARGUMENTS...]   Environment: QEMU, ACCEL (kvm|tcg), TIMEOUT (seconds; 0: none)
 # Prints `PASS|FAIL|SKIP @NAME@ (reason)`; exits 0 (passed or skipped), 1 (failed), 2 (could not run).
 # The guest image follows the script, gzip-compressed, at byte PAYLOAD_OFFSET.
+# vmunit-groups: @GROUPS@
 set -u
 NAME=@NAME@
 ONLY_ACCEL='@ONLY_ACCEL@'
