@@ -52,7 +52,7 @@ pub fn run(options: &Options) -> Result<Report, AppError> {
         eprintln!("vmunit: --rerun-failed: no run failed last time");
     }
     let live = interactive(options, &plan);
-    let fanout = Fanout::new(reporters(options, live));
+    let fanout = Fanout::new(reporters(options, &plan, live));
     let reported = plan
         .runs
         .iter()
@@ -80,7 +80,7 @@ pub fn run(options: &Options) -> Result<Report, AppError> {
 
 /// The reporters of an invocation: its format on the console (none when quiet), then the
 /// files (each run's log, JUnit, SUMMARY, results.json); a dry run only prints.
-fn reporters(options: &Options, live: bool) -> Vec<Box<dyn Reporter>> {
+fn reporters(options: &Options, plan: &Plan, live: bool) -> Vec<Box<dyn Reporter>> {
     if options.dry_run {
         return vec![Box::new(DryRunReporter)];
     }
@@ -94,7 +94,12 @@ fn reporters(options: &Options, live: bool) -> Vec<Box<dyn Reporter>> {
     }
     reporters.push(Box::new(LogReporter));
     if let Some(path) = &options.junit {
-        reporters.push(Box::new(JunitReporter::new(path)));
+        let arguments = plan
+            .runs
+            .iter()
+            .map(|item| (item.entry.name.clone(), item.entry.test_args.clone()))
+            .collect();
+        reporters.push(Box::new(JunitReporter::new(path, arguments)));
     }
     let commit = summary::commit_of(&options.workspace);
     reporters.push(Box::new(SummaryReporter::new(&options.log_dir, &commit)));
