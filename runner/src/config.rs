@@ -434,6 +434,32 @@ pub struct Condition {
     pub accel: Option<Accel>,
     /// Disabled on this machine type.
     pub machine: Option<String>,
+    /// Disabled under KVM when the host's KVM module is this one (an erratum of that
+    /// hypervisor, decided before boot).
+    pub kvm_module: Option<KvmModule>,
+}
+
+/// A host KVM module, as the guest environment's `HOST_KVM_MODULE` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KvmModule {
+    /// Intel VMX.
+    KvmIntel,
+    /// AMD SVM.
+    KvmAmd,
+    /// kvm_pvm, a software KVM.
+    KvmPvm,
+}
+
+impl KvmModule {
+    /// The module's name in /sys/module.
+    pub fn name(self) -> &'static str {
+        match self {
+            KvmModule::KvmIntel => "kvm_intel",
+            KvmModule::KvmAmd => "kvm_amd",
+            KvmModule::KvmPvm => "kvm_pvm",
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -441,27 +467,36 @@ pub struct Condition {
 struct RawCondition {
     accel: Option<Accel>,
     machine: Option<String>,
+    kvm_module: Option<KvmModule>,
 }
 
 impl TryFrom<RawCondition> for Condition {
     type Error = String;
 
     fn try_from(raw: RawCondition) -> Result<Self, Self::Error> {
-        if raw.accel.is_none() && raw.machine.is_none() {
-            return Err("an empty condition; give `accel` and/or `machine`".to_owned());
+        if raw.accel.is_none() && raw.machine.is_none() && raw.kvm_module.is_none() {
+            return Err("an empty condition; give `accel`, `machine` and/or `kvm_module`".to_owned());
+        }
+        if raw.kvm_module.is_some() && raw.accel == Some(Accel::Tcg) {
+            return Err("`kvm_module` holds under kvm only, never with `accel = \"tcg\"`".to_owned());
         }
         Ok(Condition {
             accel: raw.accel,
             machine: raw.machine,
+            kvm_module: raw.kvm_module,
         })
     }
 }
 
 impl Condition {
-    /// Whether the condition holds for a run under `accel` on `machine`.
-    pub fn holds(&self, accel: Accel, machine: &str) -> bool {
+    /// Whether the condition holds for a run under `accel` on `machine`, on a host whose KVM
+    /// module is `host_module` (`kvm_intel`, `kvm_amd`, `kvm_pvm` or `none`).
+    pub fn holds(&self, accel: Accel, machine: &str, host_module: &str) -> bool {
         self.accel.is_none_or(|wanted| wanted == accel)
             && self.machine.as_deref().is_none_or(|wanted| wanted == machine)
+            && self
+                .kvm_module
+                .is_none_or(|wanted| accel == Accel::Kvm && wanted.name() == host_module)
     }
 }
 
@@ -473,6 +508,9 @@ impl fmt::Display for Condition {
         }
         if let Some(machine) = &self.machine {
             parts.push(format!("machine = {machine}"));
+        }
+        if let Some(module) = self.kvm_module {
+            parts.push(format!("kvm_module = {}", module.name()));
         }
         formatter.write_str(&parts.join(" and "))
     }
@@ -1091,7 +1129,7 @@ disabled_if = { machine = "microvm", accel = "kvm" }
         );
         assert_eq!(entry.requires[2].to_string(), "device:pci-testdev");
         let condition = entry.disabled_if.as_ref().unwrap();
-        assert!(condition.holds(Accel::Tcg, "q35") && !condition.holds(Accel::Kvm, "q35"));
+        assert!(condition.holds(Accel::Tcg, "q35", "none") && !condition.holds(Accel::Kvm, "q35", "none"));
         assert_eq!(condition.to_string(), "accel = tcg");
         assert_eq!(
             entry.env,
@@ -1103,8 +1141,25 @@ disabled_if = { machine = "microvm", accel = "kvm" }
         let entry = &config.entries[1];
         assert_eq!(entry.disabled.as_deref(), Some("broken on every host"));
         let condition = entry.disabled_if.as_ref().unwrap();
-        assert!(condition.holds(Accel::Kvm, "microvm") && !condition.holds(Accel::Kvm, "q35"));
+        assert!(
+            condition.holds(Accel::Kvm, "microvm", "none") && !condition.holds(Accel::Kvm, "q35", "none")
+        );
         assert_eq!(condition.to_string(), "accel = kvm and machine = microvm");
+        // An erratum of a KVM module holds under kvm on a host with that module only.
+        let erratum = Config::parse(
+            Path::new("unittests.toml"),
+            "[e]\ndisabled_if = { kvm_module = \"kvm_pvm\" }\n".to_owned(),
+        )
+        .unwrap()
+        .entries[0]
+            .disabled_if
+            .clone()
+            .unwrap();
+        assert!(erratum.holds(Accel::Kvm, "q35", "kvm_pvm"));
+        assert!(
+            !erratum.holds(Accel::Tcg, "q35", "kvm_pvm") && !erratum.holds(Accel::Kvm, "q35", "kvm_intel")
+        );
+        assert_eq!(erratum.to_string(), "kvm_module = kvm_pvm");
         assert!(TestEntry::ad_hoc("x").requires.is_empty());
     }
 
@@ -1137,6 +1192,13 @@ disabled_if = { machine = "microvm", accel = "kvm" }
             message.starts_with("[a] disabled_if: an empty condition"),
             "{message}"
         );
+        let (_, _, message) = error("[a]\ndisabled_if = { kvm_module = \"kvm_xen\" }\n");
+        assert!(
+            message.starts_with("[a] disabled_if: unknown variant `kvm_xen`"),
+            "{message}"
+        );
+        let (_, _, message) = error("[a]\ndisabled_if = { kvm_module = \"kvm_pvm\", accel = \"tcg\" }\n");
+        assert!(message.contains("`kvm_module` holds under kvm only"), "{message}");
         let (_, _, message) = error("[a]\nenv = { \"1X\" = \"y\" }\n");
         assert!(
             message.starts_with("[a] env: bad variable name '1X'"),

@@ -214,6 +214,11 @@ fn rules(entry: &TestEntry, rules: &[SkipRule]) -> String {
                 accel.name(),
                 qemu::quote(reason)
             ),
+            SkipRule::UnderKvmModule { module, reason } => format!(
+                "[ \"$accel_name\" = kvm ] && [ \"$kvm_module\" = {} ] && result SKIP {} 0",
+                module.name(),
+                qemu::quote(reason)
+            ),
             SkipRule::OnlyUnder(_) => continue,
             SkipRule::Kvm => concat!(
                 "[ \"$accel_name\" = kvm ] || result SKIP \"requires kvm, but ACCEL=$accel_name\" 0\n",
@@ -278,6 +283,10 @@ fi
 case "$TIMEOUT_SECONDS" in '' | *[!0-9]*) result FAIL "TIMEOUT=$TIMEOUT_SECONDS is not a number of seconds" 2 ;; esac
 qemu=${QEMU:-@PROGRAM@}
 command -v "$qemu" >/dev/null 2>&1 || result FAIL "$qemu not found: install QEMU" 2
+kvm_module=none
+for module in kvm_intel kvm_amd kvm_pvm; do
+    [ -d "/sys/module/$module" ] && kvm_module=$module
+done
 @RULES@
 temporary=$(mktemp -d "${TMPDIR:-/tmp}/vmunit.XXXXXX") || result FAIL "cannot create a temporary directory" 2
 qemu_pid=''
@@ -305,10 +314,6 @@ fi
 [ "${sum%% *}" = "$PAYLOAD_SHA256" ] || result FAIL "the embedded image is corrupt (SHA-256 mismatch): copy the file again" 2
 gzip -dc < "$image.gz" > "$image" || result FAIL "the embedded image does not decompress" 2
 
-kvm_module=none
-for module in kvm_intel kvm_amd kvm_pvm; do
-    [ -d "/sys/module/$module" ] && kvm_module=$module
-done
 {
     printf 'ACCEL=%s\n' "$accel_name"
     printf 'HOST_KERNEL=%s\n' "$(uname -r)"
