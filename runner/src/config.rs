@@ -256,6 +256,39 @@ impl<'de> Visitor<'de> for ListVisitor {
     }
 }
 
+/// `disabled_if`: one condition table, or an array of them (the run is skipped if any holds).
+fn conditions<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Condition>, D::Error> {
+    struct ConditionsVisitor;
+
+    impl<'de> Visitor<'de> for ConditionsVisitor {
+        type Value = Vec<Condition>;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            formatter.write_str("a condition table, or an array of them")
+        }
+
+        fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Vec<Condition>, A::Error> {
+            Condition::deserialize(de::value::MapAccessDeserializer::new(map))
+                .map(|condition| vec![condition])
+        }
+
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut sequence: A) -> Result<Vec<Condition>, A::Error> {
+            let mut conditions = Vec::new();
+            while let Some(condition) = sequence.next_element::<Condition>()? {
+                conditions.push(condition);
+            }
+            if conditions.is_empty() {
+                return Err(de::Error::custom(
+                    "an empty array; give one condition table or more",
+                ));
+            }
+            Ok(conditions)
+        }
+    }
+
+    deserializer.deserialize_any(ConditionsVisitor)
+}
+
 fn shell_words<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
     deserializer.deserialize_any(ListVisitor {
         split: |text| {
@@ -571,7 +604,8 @@ struct RawEntry {
     #[serde(default)]
     requires: Vec<Requirement>,
     disabled: Option<String>,
-    disabled_if: Option<Condition>,
+    #[serde(default, deserialize_with = "conditions")]
+    disabled_if: Vec<Condition>,
     #[serde(default)]
     env: GuestVariables,
 }
@@ -605,8 +639,9 @@ pub struct TestEntry {
     pub requires: Vec<Requirement>,
     /// Why the run is disabled (`disabled = "reason"`): it is always skipped.
     pub disabled: Option<String>,
-    /// When the run is skipped (`disabled_if = { accel = "tcg" }`).
-    pub disabled_if: Option<Condition>,
+    /// When the run is skipped: if any of these holds (`disabled_if = { accel = "tcg" }`, or
+    /// an array of such tables).
+    pub disabled_if: Vec<Condition>,
     /// Extra guest environment variables (`env = { KEY = "VALUE" }`).
     pub env: Vec<(String, String)>,
     /// The `expect` script: console input to send and output to wait for, in order.
@@ -630,7 +665,7 @@ impl TestEntry {
             machine: None,
             requires: Vec::new(),
             disabled: None,
-            disabled_if: None,
+            disabled_if: Vec::new(),
             env: Vec::new(),
             expect: Vec::new(),
         }
@@ -1128,7 +1163,7 @@ disabled_if = { machine = "microvm", accel = "kvm" }
             ]
         );
         assert_eq!(entry.requires[2].to_string(), "device:pci-testdev");
-        let condition = entry.disabled_if.as_ref().unwrap();
+        let condition = &entry.disabled_if[0];
         assert!(condition.holds(Accel::Tcg, "q35", "none") && !condition.holds(Accel::Kvm, "q35", "none"));
         assert_eq!(condition.to_string(), "accel = tcg");
         assert_eq!(
@@ -1140,7 +1175,7 @@ disabled_if = { machine = "microvm", accel = "kvm" }
         );
         let entry = &config.entries[1];
         assert_eq!(entry.disabled.as_deref(), Some("broken on every host"));
-        let condition = entry.disabled_if.as_ref().unwrap();
+        let condition = &entry.disabled_if[0];
         assert!(
             condition.holds(Accel::Kvm, "microvm", "none") && !condition.holds(Accel::Kvm, "q35", "none")
         );
@@ -1148,13 +1183,12 @@ disabled_if = { machine = "microvm", accel = "kvm" }
         // An erratum of a KVM module holds under kvm on a host with that module only.
         let erratum = Config::parse(
             Path::new("unittests.toml"),
-            "[e]\ndisabled_if = { kvm_module = \"kvm_pvm\" }\n".to_owned(),
+            "[e]\ndisabled_if = [{ accel = \"tcg\" }, { kvm_module = \"kvm_pvm\" }]\n".to_owned(),
         )
         .unwrap()
         .entries[0]
-            .disabled_if
-            .clone()
-            .unwrap();
+            .disabled_if[1]
+            .clone();
         assert!(erratum.holds(Accel::Kvm, "q35", "kvm_pvm"));
         assert!(
             !erratum.holds(Accel::Tcg, "q35", "kvm_pvm") && !erratum.holds(Accel::Kvm, "q35", "kvm_intel")
@@ -1195,6 +1229,16 @@ disabled_if = { machine = "microvm", accel = "kvm" }
         let (_, _, message) = error("[a]\ndisabled_if = { kvm_module = \"kvm_xen\" }\n");
         assert!(
             message.starts_with("[a] disabled_if: unknown variant `kvm_xen`"),
+            "{message}"
+        );
+        let (_, _, message) = error("[a]\ndisabled_if = []\n");
+        assert!(
+            message.starts_with("[a] disabled_if: an empty array"),
+            "{message}"
+        );
+        let (_, _, message) = error("[a]\ndisabled_if = [{ accel = \"kvm\" }, { cpu = \"max\" }]\n");
+        assert!(
+            message.starts_with("[a] disabled_if: unknown field `cpu`"),
             "{message}"
         );
         let (_, _, message) = error("[a]\ndisabled_if = { kvm_module = \"kvm_pvm\", accel = \"tcg\" }\n");

@@ -285,12 +285,17 @@ pub fn skip_rules(entry: &TestEntry, machine: Option<&str>) -> Vec<SkipRule> {
     if let Some(reason) = &entry.disabled {
         rules.push(SkipRule::Always(format!("disabled: {reason}")));
     }
-    if let (Some(condition), Some(machine)) = (&entry.disabled_if, machine)
-        && condition
+    for condition in &entry.disabled_if {
+        let Some(machine) = machine else {
+            break;
+        };
+        if condition
             .machine
             .as_deref()
-            .is_none_or(|wanted| wanted == machine)
-    {
+            .is_some_and(|wanted| wanted != machine)
+        {
+            continue;
+        }
         let reason = format!("disabled if {condition}");
         rules.push(match (condition.kvm_module, condition.accel) {
             (Some(module), _) => SkipRule::UnderKvmModule { module, reason },
