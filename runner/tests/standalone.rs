@@ -297,3 +297,52 @@ fn run_all_selects_like_the_runner_and_keeps_failed_logs() {
     let (status, _, stderr) = run_all(installed.path(), &["nosuch"]);
     assert_eq!(status, Some(2), "{stderr}");
 }
+
+/// A script decides `disabled_if` conditions where it runs, any of an array: the accelerator,
+/// and the KVM module of the host it runs on.
+#[test]
+fn scripts_decide_kvm_module_errata_where_they_run() {
+    let root = workspace();
+    let status = Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args([
+            "build",
+            "-q",
+            "--release",
+            "--target",
+            "x86_64-unknown-none",
+            "-p",
+            "fixture",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "building the fixture guest failed");
+    let temporary = tempfile::tempdir().unwrap();
+    let config_path = temporary.path().join("unittests.toml");
+    std::fs::write(
+        &config_path,
+        "[fixture-erratum]\nfile = \"fixture\"\ntest_args = \"pass\"\n\
+         disabled_if = [{ accel = \"tcg\" }, { kvm_module = \"kvm_pvm\" }]\n",
+    )
+    .unwrap();
+    let config = Config::load(&config_path).unwrap();
+    let output = temporary.path().join("standalone");
+    standalone::write_all(&root, &config, &output).unwrap();
+    let script = output.join("fixture-erratum");
+    let under_tcg = run(&script, &[("ACCEL", "tcg")]);
+    assert_eq!(
+        last_line(&under_tcg),
+        "SKIP fixture-erratum (disabled if accel = tcg)",
+        "{under_tcg:?}"
+    );
+    let under_kvm = run(&script, &[("ACCEL", "kvm"), ("QEMU", "/bin/false")]);
+    if Path::new("/sys/module/kvm_pvm").is_dir() {
+        assert_eq!(
+            last_line(&under_kvm),
+            "SKIP fixture-erratum (disabled if kvm_module = kvm_pvm)",
+            "{under_kvm:?}"
+        );
+    } else {
+        assert!(!last_line(&under_kvm).starts_with("SKIP"), "{under_kvm:?}");
+    }
+}
