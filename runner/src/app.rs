@@ -68,7 +68,7 @@ pub fn run(options: &Options) -> Result<Report, AppError> {
         eprintln!("vmunit: --rerun-failed: no run failed last time");
     }
     let live = interactive(options, &plan);
-    let fanout = Fanout::new(reporters(options, live, &failures));
+    let fanout = Fanout::new(reporters(options, &plan, live, &failures));
     let reported = plan
         .runs
         .iter()
@@ -110,7 +110,12 @@ pub fn run(options: &Options) -> Result<Report, AppError> {
 /// The reporters of an invocation: its format on the console (none when quiet), then the
 /// files (each run's log, JUnit, SUMMARY, results.json, their write errors collected in
 /// `failures`); a dry run only prints.
-fn reporters(options: &Options, live: bool, failures: &Arc<WriteFailures>) -> Vec<Box<dyn Reporter>> {
+fn reporters(
+    options: &Options,
+    plan: &Plan,
+    live: bool,
+    failures: &Arc<WriteFailures>,
+) -> Vec<Box<dyn Reporter>> {
     if options.dry_run {
         return vec![Box::new(DryRunReporter)];
     }
@@ -128,7 +133,12 @@ fn reporters(options: &Options, live: bool, failures: &Arc<WriteFailures>) -> Ve
     }
     reporters.push(Box::new(LogReporter::new(failures)));
     if let Some(path) = &options.junit {
-        reporters.push(Box::new(JunitReporter::new(path, failures)));
+        let arguments = plan
+            .runs
+            .iter()
+            .map(|item| (item.entry.name.clone(), item.entry.test_args.clone()))
+            .collect();
+        reporters.push(Box::new(JunitReporter::new(path, arguments, failures)));
     }
     let commit = summary::commit_of(&options.workspace);
     reporters.push(Box::new(SummaryReporter::new(

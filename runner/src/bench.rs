@@ -3,8 +3,8 @@
 //!
 //! A `BENCH` line is not a report line: it counts as neither PASS nor FAIL. The runner keeps
 //! a run's measurements in the order printed and puts them in the JSON `end` event
-//! (`"benches": [{"name", "value", "unit"}]`), in the JUnit testcase's `<properties>`
-//! (`<property name="bench.<name>" value="<value> <unit>"/>`) and in `results.json`. A
+//! (`"benches": [{"name", "value", "unit"}]`), in the JUnit suite's `<properties>`
+//! (`<property name="bench.<run>.<name>" value="<value> <unit>"/>`) and in `results.json`. A
 //! malformed `BENCH` line is noted in the run's log (and with `-v` on the output), and
 //! otherwise ignored.
 
@@ -29,9 +29,9 @@ pub struct Bench {
 }
 
 impl Bench {
-    /// The JUnit property name: `bench.<name>`.
-    pub fn property_name(&self) -> String {
-        format!("{PROPERTY_PREFIX}{}", self.name)
+    /// The JUnit property name of the measurement in run `run`: `bench.<run>.<name>`.
+    pub fn property_name(&self, run: &str) -> String {
+        format!("{PROPERTY_PREFIX}{run}.{}", self.name)
     }
 
     /// The value and unit as the line had them: `1234 cycles`.
@@ -121,7 +121,7 @@ mod tests {
         assert_eq!(bench.name, "cpuid");
         assert_eq!(bench.value.as_u64(), Some(1234));
         assert_eq!(bench.unit, "cycles");
-        assert_eq!(bench.property_name(), "bench.cpuid");
+        assert_eq!(bench.property_name("vmexit"), "bench.vmexit.cpuid");
         assert_eq!(bench.value_text(), "1234 cycles");
         let bench = parsed("  BENCH:ipi/halt-2:x.y+z=12.50 ns/op\r\n");
         assert_eq!(bench.name, "ipi/halt-2:x.y+z");

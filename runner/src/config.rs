@@ -300,6 +300,39 @@ impl<'de> Visitor<'de> for ListVisitor {
     }
 }
 
+/// `disabled_if`: one condition table, or an array of them (the run is skipped if any holds).
+fn conditions<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Condition>, D::Error> {
+    struct ConditionsVisitor;
+
+    impl<'de> Visitor<'de> for ConditionsVisitor {
+        type Value = Vec<Condition>;
+
+        fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+            formatter.write_str("a condition table, or an array of them")
+        }
+
+        fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Vec<Condition>, A::Error> {
+            Condition::deserialize(de::value::MapAccessDeserializer::new(map))
+                .map(|condition| vec![condition])
+        }
+
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut sequence: A) -> Result<Vec<Condition>, A::Error> {
+            let mut conditions = Vec::new();
+            while let Some(condition) = sequence.next_element::<Condition>()? {
+                conditions.push(condition);
+            }
+            if conditions.is_empty() {
+                return Err(de::Error::custom(
+                    "an empty array; give one condition table or more",
+                ));
+            }
+            Ok(conditions)
+        }
+    }
+
+    deserializer.deserialize_any(ConditionsVisitor)
+}
+
 fn shell_words<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
     deserializer.deserialize_any(ListVisitor {
         split: |text| {
@@ -478,6 +511,32 @@ pub struct Condition {
     pub accel: Option<Accel>,
     /// Disabled on this machine type.
     pub machine: Option<String>,
+    /// Disabled under KVM when the host's KVM module is this one (an erratum of that
+    /// hypervisor, decided before boot).
+    pub kvm_module: Option<KvmModule>,
+}
+
+/// A host KVM module, as the guest environment's `HOST_KVM_MODULE` names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KvmModule {
+    /// Intel VMX.
+    KvmIntel,
+    /// AMD SVM.
+    KvmAmd,
+    /// kvm_pvm, a software KVM.
+    KvmPvm,
+}
+
+impl KvmModule {
+    /// The module's name in /sys/module.
+    pub fn name(self) -> &'static str {
+        match self {
+            KvmModule::KvmIntel => "kvm_intel",
+            KvmModule::KvmAmd => "kvm_amd",
+            KvmModule::KvmPvm => "kvm_pvm",
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -485,27 +544,36 @@ pub struct Condition {
 struct RawCondition {
     accel: Option<Accel>,
     machine: Option<String>,
+    kvm_module: Option<KvmModule>,
 }
 
 impl TryFrom<RawCondition> for Condition {
     type Error = String;
 
     fn try_from(raw: RawCondition) -> Result<Self, Self::Error> {
-        if raw.accel.is_none() && raw.machine.is_none() {
-            return Err("an empty condition; give `accel` and/or `machine`".to_owned());
+        if raw.accel.is_none() && raw.machine.is_none() && raw.kvm_module.is_none() {
+            return Err("an empty condition; give `accel`, `machine` and/or `kvm_module`".to_owned());
+        }
+        if raw.kvm_module.is_some() && raw.accel == Some(Accel::Tcg) {
+            return Err("`kvm_module` holds under kvm only, never with `accel = \"tcg\"`".to_owned());
         }
         Ok(Condition {
             accel: raw.accel,
             machine: raw.machine,
+            kvm_module: raw.kvm_module,
         })
     }
 }
 
 impl Condition {
-    /// Whether the condition holds for a run under `accel` on `machine`.
-    pub fn holds(&self, accel: Accel, machine: &str) -> bool {
+    /// Whether the condition holds for a run under `accel` on `machine`, on a host whose KVM
+    /// module is `host_module` (`kvm_intel`, `kvm_amd`, `kvm_pvm` or `none`).
+    pub fn holds(&self, accel: Accel, machine: &str, host_module: &str) -> bool {
         self.accel.is_none_or(|wanted| wanted == accel)
             && self.machine.as_deref().is_none_or(|wanted| wanted == machine)
+            && self
+                .kvm_module
+                .is_none_or(|wanted| accel == Accel::Kvm && wanted.name() == host_module)
     }
 }
 
@@ -517,6 +585,9 @@ impl fmt::Display for Condition {
         }
         if let Some(machine) = &self.machine {
             parts.push(format!("machine = {machine}"));
+        }
+        if let Some(module) = self.kvm_module {
+            parts.push(format!("kvm_module = {}", module.name()));
         }
         formatter.write_str(&parts.join(" and "))
     }
@@ -577,7 +648,8 @@ struct RawEntry {
     #[serde(default)]
     requires: Vec<Requirement>,
     disabled: Option<String>,
-    disabled_if: Option<Condition>,
+    #[serde(default, deserialize_with = "conditions")]
+    disabled_if: Vec<Condition>,
     #[serde(default)]
     env: GuestVariables,
 }
@@ -614,8 +686,9 @@ pub struct TestEntry {
     pub requires: Vec<Requirement>,
     /// Why the run is disabled (`disabled = "reason"`): it is always skipped.
     pub disabled: Option<String>,
-    /// When the run is skipped (`disabled_if = { accel = "tcg" }`).
-    pub disabled_if: Option<Condition>,
+    /// When the run is skipped: if any of these holds (`disabled_if = { accel = "tcg" }`, or
+    /// an array of such tables).
+    pub disabled_if: Vec<Condition>,
     /// Extra guest environment variables (`env = { KEY = "VALUE" }`).
     pub env: Vec<(String, String)>,
     /// The `expect` script: console input to send and output to wait for, in order.
@@ -640,7 +713,7 @@ impl TestEntry {
             machine: None,
             requires: Vec::new(),
             disabled: None,
-            disabled_if: None,
+            disabled_if: Vec::new(),
             env: Vec::new(),
             expect: Vec::new(),
         }
@@ -1279,8 +1352,8 @@ disabled_if = { machine = "microvm", accel = "kvm" }
             ]
         );
         assert_eq!(entry.requires[2].to_string(), "device:pci-testdev");
-        let condition = entry.disabled_if.as_ref().unwrap();
-        assert!(condition.holds(Accel::Tcg, "q35") && !condition.holds(Accel::Kvm, "q35"));
+        let condition = &entry.disabled_if[0];
+        assert!(condition.holds(Accel::Tcg, "q35", "none") && !condition.holds(Accel::Kvm, "q35", "none"));
         assert_eq!(condition.to_string(), "accel = tcg");
         assert_eq!(
             entry.env,
@@ -1291,9 +1364,25 @@ disabled_if = { machine = "microvm", accel = "kvm" }
         );
         let entry = &config.entries[1];
         assert_eq!(entry.disabled.as_deref(), Some("broken on every host"));
-        let condition = entry.disabled_if.as_ref().unwrap();
-        assert!(condition.holds(Accel::Kvm, "microvm") && !condition.holds(Accel::Kvm, "q35"));
+        let condition = &entry.disabled_if[0];
+        assert!(
+            condition.holds(Accel::Kvm, "microvm", "none") && !condition.holds(Accel::Kvm, "q35", "none")
+        );
         assert_eq!(condition.to_string(), "accel = kvm and machine = microvm");
+        // An erratum of a KVM module holds under kvm on a host with that module only.
+        let erratum = Config::parse(
+            Path::new("unittests.toml"),
+            "[e]\ndisabled_if = [{ accel = \"tcg\" }, { kvm_module = \"kvm_pvm\" }]\n".to_owned(),
+        )
+        .unwrap()
+        .entries[0]
+            .disabled_if[1]
+            .clone();
+        assert!(erratum.holds(Accel::Kvm, "q35", "kvm_pvm"));
+        assert!(
+            !erratum.holds(Accel::Tcg, "q35", "kvm_pvm") && !erratum.holds(Accel::Kvm, "q35", "kvm_intel")
+        );
+        assert_eq!(erratum.to_string(), "kvm_module = kvm_pvm");
         assert!(TestEntry::ad_hoc("x").requires.is_empty());
     }
 
@@ -1326,6 +1415,23 @@ disabled_if = { machine = "microvm", accel = "kvm" }
             message.starts_with("[a] disabled_if: an empty condition"),
             "{message}"
         );
+        let (_, _, message) = error("[a]\ndisabled_if = { kvm_module = \"kvm_xen\" }\n");
+        assert!(
+            message.starts_with("[a] disabled_if: unknown variant `kvm_xen`"),
+            "{message}"
+        );
+        let (_, _, message) = error("[a]\ndisabled_if = []\n");
+        assert!(
+            message.starts_with("[a] disabled_if: an empty array"),
+            "{message}"
+        );
+        let (_, _, message) = error("[a]\ndisabled_if = [{ accel = \"kvm\" }, { cpu = \"max\" }]\n");
+        assert!(
+            message.starts_with("[a] disabled_if: unknown field `cpu`"),
+            "{message}"
+        );
+        let (_, _, message) = error("[a]\ndisabled_if = { kvm_module = \"kvm_pvm\", accel = \"tcg\" }\n");
+        assert!(message.contains("`kvm_module` holds under kvm only"), "{message}");
         let (_, _, message) = error("[a]\nenv = { \"1X\" = \"y\" }\n");
         assert!(
             message.starts_with("[a] env: bad variable name '1X'"),

@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use crate::config::{Accel, Arch, Config, Requirement, TestEntry};
+use crate::config::{Accel, Arch, Config, KvmModule, Requirement, TestEntry};
 use crate::error::AppError;
 use crate::options::{Kernel, Options, Shard, qemu_program};
 use crate::qemu::{self, ArchProfile};
@@ -298,6 +298,14 @@ pub enum SkipRule {
         /// Why.
         reason: String,
     },
+    /// Skipped under kvm when the host's KVM module is this one, for this reason: a
+    /// `disabled_if` naming `kvm_module` (and the run's machine, if any).
+    UnderKvmModule {
+        /// The module.
+        module: KvmModule,
+        /// Why.
+        reason: String,
+    },
     /// Runs only under this accelerator (the entry's `accel`).
     OnlyUnder(Accel),
     /// `requires = ["kvm"]`: the accelerator is kvm and /dev/kvm is usable.
@@ -315,16 +323,22 @@ pub fn skip_rules(entry: &TestEntry, machine: Option<&str>) -> Vec<SkipRule> {
     if let Some(reason) = &entry.disabled {
         rules.push(SkipRule::Always(format!("disabled: {reason}")));
     }
-    if let (Some(condition), Some(machine)) = (&entry.disabled_if, machine)
-        && condition
+    for condition in &entry.disabled_if {
+        let Some(machine) = machine else {
+            break;
+        };
+        if condition
             .machine
             .as_deref()
-            .is_none_or(|wanted| wanted == machine)
-    {
+            .is_some_and(|wanted| wanted != machine)
+        {
+            continue;
+        }
         let reason = format!("disabled if {condition}");
-        rules.push(match condition.accel {
-            Some(accel) => SkipRule::UnderAccel { accel, reason },
-            None => SkipRule::Always(reason),
+        rules.push(match (condition.kvm_module, condition.accel) {
+            (Some(module), _) => SkipRule::UnderKvmModule { module, reason },
+            (None, Some(accel)) => SkipRule::UnderAccel { accel, reason },
+            (None, None) => SkipRule::Always(reason),
         });
     }
     if let Some(only) = entry.accel {
@@ -345,6 +359,11 @@ impl SkipRule {
         match self {
             SkipRule::Always(reason) => Some(reason.clone()),
             SkipRule::UnderAccel { accel: under, reason } if *under == accel => Some(reason.clone()),
+            SkipRule::UnderKvmModule { module, reason }
+                if accel == Accel::Kvm && module.name() == crate::environment::host_kvm_module() =>
+            {
+                Some(reason.clone())
+            }
             SkipRule::OnlyUnder(only) if *only != accel => Some(format!("{only} only, but ACCEL={accel}")),
             SkipRule::Kvm if accel != Accel::Kvm => Some(format!("requires kvm, but ACCEL={accel}")),
             SkipRule::Kvm if !kvm_usable() => Some("requires kvm, but /dev/kvm is not usable".to_owned()),
@@ -437,6 +456,32 @@ mod tests {
             Some("kvm only, but ACCEL=tcg")
         );
         assert_eq!(rules[3].skips_here(Accel::Tcg), None);
+    }
+
+    /// A `disabled_if` on the host's KVM module is decided before boot: under kvm on a host
+    /// with that module only.
+    #[test]
+    fn kvm_module_errata_skip_before_boot() {
+        let config = Config::parse(
+            std::path::Path::new("unittests.toml"),
+            "[t]\nfile = \"x\"\ndisabled_if = { kvm_module = \"kvm_pvm\" }\n".to_owned(),
+        )
+        .unwrap();
+        let rules = skip_rules(&config.entries[0], Some("microvm"));
+        let reason = "disabled if kvm_module = kvm_pvm";
+        assert_eq!(
+            rules,
+            [SkipRule::UnderKvmModule {
+                module: KvmModule::KvmPvm,
+                reason: reason.into()
+            }]
+        );
+        assert_eq!(rules[0].skips_here(Accel::Tcg), None);
+        let on_kvm_pvm = crate::environment::host_kvm_module() == "kvm_pvm";
+        assert_eq!(
+            rules[0].skips_here(Accel::Kvm).as_deref(),
+            on_kvm_pvm.then_some(reason)
+        );
     }
 
     #[test]

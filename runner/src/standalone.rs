@@ -112,6 +112,13 @@ fn shell_arguments(entry: &TestEntry, arch: Arch, accel: Accel) -> String {
         .map(|word| match word.as_str() {
             IMAGE_PLACEHOLDER => "\"$image\"".to_owned(),
             ENVIRONMENT_PLACEHOLDER => "\"$environment\"".to_owned(),
+            // The file inside an option value (aarch64's `-fw_cfg name=...,file=...`), its
+            // commas doubled as QEMU's option syntax wants.
+            word if word.contains(ENVIRONMENT_PLACEHOLDER) => word
+                .split(ENVIRONMENT_PLACEHOLDER)
+                .map(qemu::quote)
+                .collect::<Vec<_>>()
+                .join("\"$environment_option\""),
             word if word == smp_text => "\"$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)\"".to_owned(),
             word => qemu::quote(word),
         })
@@ -152,6 +159,16 @@ pub fn script(entry: &TestEntry, arch: Arch, image: &[u8]) -> std::io::Result<Ve
         .replace("@RULES@", &rules(entry, &skip_rules))
         .replace("@ENTRY_ENVIRONMENT@", &entry_environment(entry))
         .replace("@NAME@", &qemu::quote(&entry.name))
+        .replace("@ARCH@", arch.name())
+        .replace(
+            "@GROUPS@",
+            &entry
+                .groups
+                .iter()
+                .flat_map(|group| group.split_whitespace())
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
         .replace("@PROGRAM@", &profile.default_program())
         .replace("@ONLY_ACCEL@", only_accel)
         .replace("@TIMEOUT@", &timeout)
@@ -205,6 +222,11 @@ fn rules(entry: &TestEntry, rules: &[SkipRule]) -> String {
                 accel.name(),
                 qemu::quote(reason)
             ),
+            SkipRule::UnderKvmModule { module, reason } => format!(
+                "[ \"$accel_name\" = kvm ] && [ \"$kvm_module\" = {} ] && result SKIP {} 0",
+                module.name(),
+                qemu::quote(reason)
+            ),
             SkipRule::OnlyUnder(_) => continue,
             SkipRule::Kvm => concat!(
                 "[ \"$accel_name\" = kvm ] || result SKIP \"requires kvm, but ACCEL=$accel_name\" 0\n",
@@ -238,6 +260,7 @@ const HEADER: &str = r#"#!/bin/sh
 # Usage: ./@NAME@ [EXTRA QEMU ARGUMENTS...]   Environment: QEMU, ACCEL (kvm|tcg), TIMEOUT (90, 1.5s, 2m; 0: none)
 # Prints `PASS|FAIL|SKIP @NAME@ (reason)`; exits 0 (passed or skipped), 1 (failed), 2 (could not run).
 # The guest image follows the script, gzip-compressed, at byte PAYLOAD_OFFSET.
+# vmunit-groups: @GROUPS@
 set -u
 NAME=@NAME@
 ONLY_ACCEL='@ONLY_ACCEL@'
@@ -252,9 +275,13 @@ result() { # result VERDICT REASON EXIT_STATUS
     exit "$3"
 }
 
+GUEST_ARCH=@ARCH@
+# Like the runner: KVM only for a guest of the host's own architecture, and only when usable.
+host_arch=$(uname -m 2>/dev/null)
+[ "$host_arch" = arm64 ] && host_arch=aarch64
 accel=${ACCEL:-}
 if [ -z "$accel" ]; then
-    if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then accel=kvm; else accel=tcg; fi
+    if [ "$host_arch" = "$GUEST_ARCH" ] && [ -r /dev/kvm ] && [ -w /dev/kvm ]; then accel=kvm; else accel=tcg; fi
 fi
 accel_name=${accel%%,*}
 case "$accel_name" in kvm | tcg) ;; *) result FAIL "ACCEL=$accel_name is neither kvm nor tcg" 2 ;; esac
@@ -317,6 +344,10 @@ if [ $((timeout_millis % 1000)) -ne 0 ]; then
 fi
 qemu=${QEMU:-@PROGRAM@}
 command -v "$qemu" >/dev/null 2>&1 || result FAIL "$qemu not found: install QEMU" 2
+kvm_module=none
+for module in kvm_intel kvm_amd kvm_pvm; do
+    [ -d "/sys/module/$module" ] && kvm_module=$module
+done
 @RULES@
 temporary=$(mktemp -d "${TMPDIR:-/tmp}/vmunit.XXXXXX") || result FAIL "cannot create a temporary directory" 2
 qemu_pid=''
@@ -332,6 +363,7 @@ trap 'cleanup; trap - EXIT; exit 143' TERM HUP
 
 image=$temporary/image
 environment=$temporary/environment
+environment_option=$(printf '%s\n' "$environment" | sed 's/,/,,/g')
 tail -c +"$PAYLOAD_OFFSET" "$0" > "$image.gz" || result FAIL "cannot read the embedded image" 2
 if command -v sha256sum >/dev/null 2>&1; then
     sum=$(sha256sum < "$image.gz")
@@ -343,10 +375,6 @@ fi
 [ "${sum%% *}" = "$PAYLOAD_SHA256" ] || result FAIL "the embedded image is corrupt (SHA-256 mismatch): copy the file again" 2
 gzip -dc < "$image.gz" > "$image" || result FAIL "the embedded image does not decompress" 2
 
-kvm_module=none
-for module in kvm_intel kvm_amd kvm_pvm; do
-    [ -d "/sys/module/$module" ] && kvm_module=$module
-done
 {
     printf 'ACCEL=%s\n' "$accel_name"
     printf 'HOST_KERNEL=%s\n' "$(uname -r)"

@@ -1,9 +1,10 @@
 //! Every unittests.toml entry as its own test case, for `cargo test --test guests` and
 //! `cargo nextest run --test guests` (libtest-mimic, `harness = false`).
 //!
-//! Guests boot only when asked: `VMUNIT_GUESTS=1`, or `--ignored`/`--include-ignored`.
-//! Otherwise every case is listed and reported as ignored, never as passed, so that
-//! `cargo test -p vmunit-runner` stays quick. Listing never builds or boots anything; the
+//! Under cargo test, guests boot only when asked: `VMUNIT_GUESTS=1`, or
+//! `--ignored`/`--include-ignored`. Otherwise every case is listed and reported as ignored,
+//! never as passed, so that `cargo test -p vmunit-runner` stays quick. Under nextest the cases
+//! are tests like any other (.config/nextest.toml: `--profile quick` leaves them out). Listing never builds or boots anything; the
 //! guests of the cases to run are built once, before the first runs. A run the runner skips
 //! (wrong accelerator or architecture, disabled, a missing requirement, a missing image) is
 //! ignored with the reason; nodefault runs are ignored unless run with `--include-ignored`.
@@ -22,6 +23,8 @@ use vmunit_runner::options::{Environment, Options};
 const ENABLE_VARIABLE: &str = "VMUNIT_GUESTS";
 /// Set by cargo-nextest in the test processes it runs.
 const NEXTEST_VARIABLE: &str = "NEXTEST_RUN_ID";
+/// Set by cargo-nextest both when it lists a binary's tests and when it runs them.
+const NEXTEST_LISTING_VARIABLE: &str = "NEXTEST";
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -96,7 +99,10 @@ fn run_case(options: &Options, name: &str, build_error: Option<&str>) -> Result<
 
 fn main() {
     let arguments = Arguments::from_args();
-    let enabled = std::env::var(ENABLE_VARIABLE).is_ok_and(|value| value == "1");
+    // nextest users choose what runs through nextest itself (.config/nextest.toml): there
+    // the cases are listed and run like any other test.
+    let enabled = std::env::var(ENABLE_VARIABLE).is_ok_and(|value| value == "1")
+        || std::env::var_os(NEXTEST_LISTING_VARIABLE).is_some();
     let options = match options() {
         Ok(options) => options,
         Err(error) => {

@@ -42,7 +42,7 @@ fn tap() {
                           ok 2 - second \\# check\n    1..2\nok 1 - good (2 tests)\n    # Subtest: bad\n    \
                           ok 1 - a check that holds\n    not ok 2 - a check that fails\n    1..2\nnot ok 2 - bad\n  ---\n  \
                           outcome: fail\n  message: \"1 unexpected failures\"\n  \
-                          # FAIL: a check that fails\n  log: ";
+                          notes: \"FAIL: a check that fails\"\n  log: ";
     assert!(stdout.starts_with(expected_start), "{stdout}");
     assert!(
         stdout.contains("    ok 1 - nothing to do # SKIP\n    1..1\nok 3 - empty # SKIP nothing to do\n"),
@@ -130,7 +130,15 @@ fn junit_file() {
     let (stdout, _) = text(&output);
     assert!(stdout.ends_with("2 passed, 1 failed, 2 skipped\n"), "{stdout}");
     let xml = std::fs::read_to_string(&path).unwrap();
-    assert!(xml.contains("tests=\"5\" skipped=\"2\" failures=\"1\""), "{xml}");
+    // The common JUnit schema (junit-10.xsd) allows no `skipped` on <testsuites>.
+    assert!(
+        xml.contains("<testsuites name=\"vmunit\" tests=\"5\" failures=\"1\" errors=\"0\" time=\""),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("<testsuite name=\"vmunit\" tests=\"5\" skipped=\"2\" errors=\"0\" failures=\"1\""),
+        "{xml}"
+    );
     assert!(
         xml.contains("<failure message=\"1 unexpected failures\" type=\"fail\""),
         "{xml}"
@@ -244,8 +252,8 @@ fn bench_lines_reach_json_junit_and_results() {
     assert_eq!(reports, 1, "{stdout}");
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(
-        xml.contains(r#"<property name="bench.cpuid" value="1234 cycles"/>"#)
-            && xml.contains(r#"<property name="bench.ipi" value="56.5 ns"/>"#),
+        xml.contains(r#"<property name="bench.measured.cpuid" value="1234 cycles"/>"#)
+            && xml.contains(r#"<property name="bench.measured.ipi" value="56.5 ns"/>"#),
         "{xml}"
     );
     assert_eq!(xml.matches("<property ").count(), 2, "{xml}");
@@ -494,4 +502,170 @@ fn a_fresh_clone_says_it_builds_the_runner() {
     // Not a terminal: cargo stays quiet, the line above says what happens.
     let arguments = std::fs::read_to_string(&record).unwrap();
     assert!(arguments.starts_with("build -q --profile runner"), "{arguments}");
+}
+
+/// Reads a TAP stream on stdin with Perl's TAP::Parser (what `prove` uses): a line per test
+/// point and YAML block, the parse errors, and the counts; each indented subtest is parsed the
+/// same way on its own, as a nested TAP stream.
+const TAP_PARSER_CHECK: &str = r#"
+use strict;
+use warnings;
+use TAP::Parser;
+sub check {
+    my ($label, $text) = @_;
+    my $parser = TAP::Parser->new({ tap => $text });
+    my @subtest;
+    while (my $result = $parser->next) {
+        if ($result->is_unknown && $result->raw =~ /^    (.*)$/) {
+            push @subtest, $1;
+            next;
+        }
+        print "$label: unknown line: ", $result->raw, "\n" if $result->is_unknown;
+        if ($result->is_test) {
+            if (@subtest) {
+                check("subtest " . $result->number, "TAP version 13\n" . join("\n", @subtest) . "\n");
+                @subtest = ();
+            }
+            printf "%s: %s %d %s%s%s\n", $label, ($result->is_ok ? "ok" : "not ok"), $result->number,
+                $result->description, ($result->has_skip ? " [skip]" : ""), ($result->has_todo ? " [todo]" : "");
+        }
+        if ($result->is_yaml) {
+            my $data = $result->data;
+            for my $key (sort keys %$data) {
+                my $value = ref $data->{$key} ? join(" | ", @{ $data->{$key} }) : $data->{$key};
+                print "$label: yaml $key: $value\n";
+            }
+        }
+    }
+    print "$label: parse error: $_\n" for $parser->parse_errors;
+    printf "%s: version %s, plan %s, %d run, %d failed, good plan %s\n", $label, $parser->version,
+        $parser->plan, $parser->tests_run, scalar($parser->failed), $parser->is_good_plan ? "yes" : "no";
+}
+check("top", do { local $/; <STDIN> });
+"#;
+
+/// Reads a TAP stream on stdin with tap.py (`pip install tap.py[yaml]`): a line per test
+/// point and failure message, then the counts of its loader's tests (a stream that breaks one
+/// of its rules, such as a wrong plan, gets an extra, failing one).
+const TAP_PY_CHECK: &str = r#"
+import sys, unittest
+from tap.parser import Parser
+from tap.loader import Loader
+from tap.rules import Rules
+text = sys.stdin.read()
+for line in Parser().parse_text(text):
+    if line.category == "test":
+        flags = (" [skip]" if line.skip else "") + (" [todo]" if line.todo else "")
+        print(f"tap.py: {'ok' if line.ok else 'not ok'} {line.number} {line.description}{flags}")
+        if line.yaml_block is not None:
+            print(f"tap.py: yaml message: {line.yaml_block['message']}")
+suite = unittest.TestSuite()
+Loader()._load_lines("stream", Parser().parse_text(text), suite, Rules("stream", suite))
+result = unittest.TestResult()
+suite.run(result)
+print(f"tap.py: {result.testsRun} run, {len(result.failures) + len(result.errors)} failed, {len(result.skipped)} skipped")
+"#;
+
+/// The fake QEMU plus two modes: `abort` (an exception whose message has a `#`) and `info`
+/// (INFO lines between the checks).
+const MORE_MODES: &str = r#"#!/bin/sh
+case "$*" in
+*'-append abort'*) echo 'PASS: before the fault'; echo 'ABORT: Unhandled exception 6 #UD at ip 0x1000'; echo 'EXIT: STATUS=127'; exit 127;;
+*'-append info'*) echo 'INFO: starting'; echo 'PASS: one'; echo 'INFO: between'; echo 'PASS: two'; echo 'SUMMARY: 2 tests'; echo 'EXIT: STATUS=1'; exit 1;;
+esac
+exec "$(dirname "$0")/qemu-base" "$@"
+"#;
+
+/// The TAP stream parses cleanly in Perl's TAP::Parser, subtests included, with the right
+/// counts, the failed runs as failures and their YAML (escapes decoded) as data.
+#[test]
+fn tap_parses_in_perl_tap_parser() {
+    let available = std::process::Command::new("perl")
+        .args(["-MTAP::Parser", "-e", "1"])
+        .status()
+        .is_ok_and(|status| status.success());
+    if !available {
+        eprintln!("skipped: perl with TAP::Parser is not installed");
+        return;
+    }
+    let workspace = FakeWorkspace::new(&format!(
+        "{}[off]\nfile = \"xguest\"\ndisabled = \"not today\"\n",
+        config_of(&[
+            ("good", "pass"),
+            ("bad", "fail"),
+            ("empty", "skip"),
+            ("crash", "abort"),
+            ("informed", "info"),
+        ])
+    ));
+    std::fs::rename(workspace.qemu(), workspace.root().join("qemu-base")).unwrap();
+    std::fs::write(workspace.qemu(), MORE_MODES).unwrap();
+    std::process::Command::new("chmod")
+        .arg("+x")
+        .arg(workspace.qemu())
+        .status()
+        .unwrap();
+    let output = workspace.runner().arg("--tap").output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    let parsed = pipe(&["perl", "-e", TAP_PARSER_CHECK], &stdout);
+    let context = format!("TAP:\n{stdout}\nTAP::Parser:\n{parsed}");
+    assert!(
+        !parsed.contains("parse error") && !parsed.contains("unknown line"),
+        "{context}"
+    );
+    assert!(
+        parsed.contains("top: version 13, plan 1..6, 6 run, 2 failed, good plan yes"),
+        "{context}"
+    );
+    for expected in [
+        "top: ok 1 - good (2 tests)",
+        "top: not ok 2 - bad",
+        "top: yaml message: 1 unexpected failures",
+        "top: yaml notes: FAIL: a check that fails",
+        "top: ok 3 - empty [skip]",
+        "top: not ok 4 - crash",
+        "top: yaml message: ABORT: Unhandled exception 6 #UD at ip 0x1000",
+        "top: ok 6 - off [skip]",
+        "subtest 1: ok 2 - second \\# check",
+        "subtest 1: version 13, plan 1..2, 2 run, 0 failed, good plan yes",
+        "subtest 2: not ok 2 - a check that fails",
+        "subtest 2: version 13, plan 1..2, 2 run, 1 failed, good plan yes",
+        "subtest 5: version 13, plan 1..2, 2 run, 0 failed, good plan yes",
+    ] {
+        assert!(parsed.contains(&format!("{expected}\n")), "{expected}: {context}");
+    }
+    let tap_py = std::process::Command::new("python3")
+        .args(["-c", "import tap.parser, yaml, more_itertools"])
+        .status()
+        .is_ok_and(|status| status.success());
+    if !tap_py {
+        eprintln!("tap.py not checked: python3 with tap.py[yaml] is not installed");
+        return;
+    }
+    let parsed = pipe(&["python3", "-c", TAP_PY_CHECK], &stdout);
+    let context = format!("TAP:\n{stdout}\ntap.py:\n{parsed}");
+    for expected in [
+        "tap.py: ok 1 - good (2 tests)",
+        "tap.py: not ok 2 - bad",
+        "tap.py: yaml message: 1 unexpected failures",
+        "tap.py: ok 3 - empty [skip]",
+        "tap.py: yaml message: ABORT: Unhandled exception 6 #UD at ip 0x1000",
+        "tap.py: ok 6 - off [skip]",
+        "tap.py: 6 run, 2 failed, 2 skipped",
+    ] {
+        assert!(parsed.contains(&format!("{expected}\n")), "{expected}: {context}");
+    }
+}
+
+/// What `command` prints with `input` on its stdin.
+fn pipe(command: &[&str], input: &str) -> String {
+    let mut child = std::process::Command::new(command[0])
+        .args(&command[1..])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), input.as_bytes()).unwrap();
+    String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap()
 }

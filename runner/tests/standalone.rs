@@ -199,3 +199,202 @@ fn the_runner_and_the_standalone_scripts_agree_on_every_fixture() {
         }
     }
 }
+
+/// An aarch64 script runs where the runner would: its environment file reaches the guest
+/// (no placeholder is left in its QEMU arguments) and, on a host of another architecture,
+/// it picks TCG even where /dev/kvm is usable.
+#[test]
+fn an_aarch64_script_runs_on_any_host() {
+    let root = workspace();
+    let status = Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args([
+            "build",
+            "-q",
+            "--release",
+            "--target",
+            "aarch64-unknown-none",
+            "-p",
+            "arm-fixture",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "building the aarch64 fixture guest failed");
+    let temporary = tempfile::tempdir().unwrap();
+    let config_path = temporary.path().join("unittests.toml");
+    std::fs::write(
+        &config_path,
+        "[arm-fixture-pass]\nfile = \"arm-fixture\"\ntest_args = \"pass\"\n",
+    )
+    .unwrap();
+    let config = Config::load(&config_path).unwrap();
+    let output = temporary.path().join("standalone");
+    standalone::write_all(&root, &config, &output).unwrap();
+    let script = output.join("arm-fixture-pass");
+    let text = String::from_utf8_lossy(&std::fs::read(&script).unwrap()).into_owned();
+    let header = &text[..text.find("\nexit 2\n").expect("the header's last line")];
+    assert!(
+        !header.contains("@VMUNIT_"),
+        "a placeholder is left in the script"
+    );
+    // No ACCEL: the script chooses, as the runner does.
+    let passed = run(&script, &[]);
+    assert_eq!(passed.status.code(), Some(0), "{passed:?}");
+    assert_eq!(
+        last_line(&passed),
+        "PASS arm-fixture-pass (2 tests)",
+        "{passed:?}"
+    );
+    let passed = run(&script, &[("ACCEL", "tcg")]);
+    assert_eq!(
+        last_line(&passed),
+        "PASS arm-fixture-pass (2 tests)",
+        "{passed:?}"
+    );
+}
+
+/// Runs `vmunit-run-all` installed beside `tests/`, returning (status, stdout, stderr).
+fn run_all(installed: &Path, arguments: &[&str]) -> (Option<i32>, String, String) {
+    let output = Command::new("sh")
+        .arg(installed.join("vmunit-run-all"))
+        .args(arguments)
+        .current_dir(std::env::temp_dir())
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("ACCEL", "tcg")
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `vmunit-run-all` selects like ./run_tests (the default set, `-a`, `-g`, names and globs)
+/// and keeps the logs of the tests that failed.
+#[test]
+fn run_all_selects_like_the_runner_and_keeps_failed_logs() {
+    let root = workspace();
+    let status = Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args([
+            "build",
+            "-q",
+            "--release",
+            "--target",
+            "x86_64-unknown-none",
+            "-p",
+            "fixture",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "building the fixture guest failed");
+    let installed = tempfile::tempdir().unwrap();
+    let config_path = installed.path().join("unittests.toml");
+    std::fs::write(
+        &config_path,
+        "[fixture-pass]\nfile = \"fixture\"\ntest_args = \"pass\"\ngroups = [\"smoke\"]\n\n\
+         [fixture-skip]\nfile = \"fixture\"\ntest_args = \"skip\"\n\n\
+         [fixture-fail]\nfile = \"fixture\"\ntest_args = \"fail\"\ngroups = [\"nodefault\", \"negative\"]\n",
+    )
+    .unwrap();
+    let config = Config::load(&config_path).unwrap();
+    standalone::write_all(&root, &config, &installed.path().join("tests")).unwrap();
+    std::fs::copy(
+        root.join("scripts/vmunit-run-all"),
+        installed.path().join("vmunit-run-all"),
+    )
+    .unwrap();
+
+    // The default set leaves the nodefault failure out.
+    let (status, stdout, stderr) = run_all(installed.path(), &["-j", "2"]);
+    assert_eq!(status, Some(0), "{stdout}{stderr}");
+    assert_eq!(
+        stdout,
+        "PASS fixture-pass (2 tests)\nSKIP fixture-skip (nothing to test here, on purpose)\n1 passed, 0 failed, 1 skipped\n",
+        "{stderr}"
+    );
+    assert!(!stderr.contains("logs"), "{stderr}");
+    // -g runs a group, nodefault members included; the failed test's log is kept.
+    let (status, stdout, stderr) = run_all(installed.path(), &["-g", "negative"]);
+    assert_eq!(status, Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with("FAIL fixture-fail (1 unexpected failures)\n"),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("\n0 passed, 1 failed, 0 skipped\n"), "{stdout}");
+    let logs = stderr
+        .lines()
+        .find_map(|line| line.strip_prefix("vmunit-run-all: the logs of the failed tests are in "))
+        .unwrap_or_else(|| panic!("no log directory named: {stderr}"));
+    let log = std::fs::read_to_string(Path::new(logs).join("fixture-fail.log")).unwrap();
+    assert!(log.contains("FAIL: "), "{log}");
+    std::fs::remove_dir_all(logs).unwrap();
+    // -a adds the nodefault tests; a name runs its test even if nodefault; globs select.
+    let (status, stdout, _) = run_all(installed.path(), &["-a"]);
+    assert_eq!(status, Some(1));
+    assert!(stdout.ends_with("1 passed, 1 failed, 1 skipped\n"), "{stdout}");
+    let (_, stdout, stderr) = run_all(installed.path(), &["fixture-fail", "fixture-p*"]);
+    assert!(stdout.ends_with("1 passed, 1 failed, 0 skipped\n"), "{stdout}");
+    if let Some(logs) = stderr.split("are in ").nth(1) {
+        let _ = std::fs::remove_dir_all(logs.trim());
+    }
+    let (status, _, stderr) = run_all(installed.path(), &["-g", "smoke", "fixture-skip"]);
+    assert_eq!(
+        status,
+        Some(2),
+        "a name and a group that intersect to nothing: {stderr}"
+    );
+    let (status, _, stderr) = run_all(installed.path(), &["nosuch"]);
+    assert_eq!(status, Some(2), "{stderr}");
+}
+
+/// A script decides `disabled_if` conditions where it runs, any of an array: the accelerator,
+/// and the KVM module of the host it runs on.
+#[test]
+fn scripts_decide_kvm_module_errata_where_they_run() {
+    let root = workspace();
+    let status = Command::new(env!("CARGO"))
+        .current_dir(&root)
+        .args([
+            "build",
+            "-q",
+            "--release",
+            "--target",
+            "x86_64-unknown-none",
+            "-p",
+            "fixture",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success(), "building the fixture guest failed");
+    let temporary = tempfile::tempdir().unwrap();
+    let config_path = temporary.path().join("unittests.toml");
+    std::fs::write(
+        &config_path,
+        "[fixture-erratum]\nfile = \"fixture\"\ntest_args = \"pass\"\n\
+         disabled_if = [{ accel = \"tcg\" }, { kvm_module = \"kvm_pvm\" }]\n",
+    )
+    .unwrap();
+    let config = Config::load(&config_path).unwrap();
+    let output = temporary.path().join("standalone");
+    standalone::write_all(&root, &config, &output).unwrap();
+    let script = output.join("fixture-erratum");
+    let under_tcg = run(&script, &[("ACCEL", "tcg")]);
+    assert_eq!(
+        last_line(&under_tcg),
+        "SKIP fixture-erratum (disabled if accel = tcg)",
+        "{under_tcg:?}"
+    );
+    let under_kvm = run(&script, &[("ACCEL", "kvm"), ("QEMU", "/bin/false")]);
+    if Path::new("/sys/module/kvm_pvm").is_dir() {
+        assert_eq!(
+            last_line(&under_kvm),
+            "SKIP fixture-erratum (disabled if kvm_module = kvm_pvm)",
+            "{under_kvm:?}"
+        );
+    } else {
+        assert!(!last_line(&under_kvm).starts_with("SKIP"), "{under_kvm:?}");
+    }
+}
