@@ -12,13 +12,14 @@ use std::sync::Mutex;
 use bytesize::ByteSize;
 
 use crate::error::AppError;
-use crate::report::results::RESULTS_FILE;
 use crate::workspace::shown;
 
 /// The file that marks a directory as a vmunit log directory.
 pub const MARKER_FILE: &str = ".vmunit-log-directory";
 /// The file an invocation locks while it uses the directory; it holds that invocation's pid.
 pub const LOCK_FILE: &str = ".vmunit-lock";
+/// The machine-readable record of an invocation's results (report/results.rs writes it).
+pub const RESULTS_FILE: &str = "results.json";
 /// The invocation's records in the directory, besides each run's `.log` and `.env` files.
 pub const RECORD_FILES: [&str; 2] = ["SUMMARY", RESULTS_FILE];
 /// How much of each run's log is kept when nothing else is asked for.

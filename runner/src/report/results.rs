@@ -14,7 +14,7 @@ use crate::report::{Event, Reporter};
 use crate::workspace::shown;
 
 /// The file name of the results record in the log directory.
-pub const RESULTS_FILE: &str = "results.json";
+pub use crate::logdir::RESULTS_FILE;
 
 /// The record of a run's results.
 #[derive(Debug, Serialize, Deserialize)]
