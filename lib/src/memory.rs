@@ -183,13 +183,15 @@ impl TestPage {
         self.map(protection);
     }
 
-    /// Reads the 64-bit word at `offset` through the page's mapping.
-    pub fn read(&self, offset: u64) -> Result<u64, Exception> {
+    /// Reads the 64-bit word at `offset` through the page's mapping, or returns the exception
+    /// the read raised.
+    pub fn try_read(&self, offset: u64) -> Result<u64, Exception> {
         arch::try_read(self.word(offset))
     }
 
-    /// Writes the 64-bit word at `offset` through the page's mapping.
-    pub fn write(&self, offset: u64, value: u64) -> Result<(), Exception> {
+    /// Writes the 64-bit word at `offset` through the page's mapping, or returns the exception
+    /// the write raised.
+    pub fn try_write(&self, offset: u64, value: u64) -> Result<(), Exception> {
         // SAFETY: the address lies in this page, which no Rust object occupies.
         unsafe { arch::try_write(self.word(offset), value) }
     }

@@ -94,11 +94,11 @@ fn setup(arguments: &[&str]) {
         "a TestPage translates to its frame"
     );
     report!(
-        page.write(8, 0x1234_5678).is_ok() && page.read(8) == Ok(0x1234_5678),
+        page.try_write(8, 0x1234_5678).is_ok() && page.try_read(8) == Ok(0x1234_5678),
         "a TestPage reads back what was written"
     );
     page.protect(Protection::READ_ONLY);
-    let write = page.write(16, 1);
+    let write = page.try_write(16, 1);
     report!(
         matches!(write, Err(exception) if exception.class == ExceptionClass::DataAbort
             && exception.far == page.address() + 16
@@ -107,7 +107,7 @@ fn setup(arguments: &[&str]) {
         "a write to a read-only page is a permission-fault write data abort at its address ({write:?})"
     );
     page.unmap();
-    let read = page.read(0);
+    let read = page.try_read(0);
     report!(
         matches!(read, Err(exception) if exception.class == ExceptionClass::DataAbort
             && exception.far == page.address()
@@ -240,7 +240,7 @@ fn vectors_user() {
         user: true,
     });
     report!(
-        kernel_page.write(0, 99).is_ok(),
+        kernel_page.try_write(0, 99).is_ok(),
         "the page can be made user-accessible"
     );
     let result = run_in_user_mode(|| load(address));

@@ -550,29 +550,29 @@ fn page_fault() {
     let base = page.address();
     {
         let _prefix = prefix("not present");
-        let written = page.write(8, PATTERN);
+        let written = page.try_write(8, PATTERN);
         report!(
             written.is_ok(),
             "writing the mapped page works (got {})",
             outcome(&written)
         );
         page.unmap();
-        check_page_fault("reading the unmapped page", page.read(8), 0, base + 8);
+        check_page_fault("reading the unmapped page", page.try_read(8), 0, base + 8);
         check_page_fault(
             "writing the unmapped page",
-            page.write(0x10, 1),
+            page.try_write(0x10, 1),
             WRITE,
             base + 0x10,
         );
         // The fix-up a kernel does: map the page, and the access succeeds.
         page.map(Protection::READ_WRITE);
-        let read = page.read(8);
+        let read = page.try_read(8);
         report!(
             read == Ok(PATTERN),
             "after mapping the page back, reading it returns the word written before ({PATTERN:#x}, got {})",
             outcome(&read)
         );
-        let written = page.write(0x10, 2);
+        let written = page.try_write(0x10, 2);
         report!(
             written.is_ok(),
             "after mapping the page back, writing it works (got {})",
@@ -582,7 +582,7 @@ fn page_fault() {
     {
         let _prefix = prefix("read-only");
         page.protect(Protection::READ_ONLY);
-        let read = page.read(8);
+        let read = page.try_read(8);
         report!(
             read == Ok(PATTERN),
             "reading the read-only page works (got {})",
@@ -590,11 +590,11 @@ fn page_fault() {
         );
         check_page_fault(
             "writing the read-only page with CR0.WP set",
-            page.write(8, 0),
+            page.try_write(8, 0),
             PRESENT | WRITE,
             base + 8,
         );
-        let read = page.read(8);
+        let read = page.try_read(8);
         report!(
             read == Ok(PATTERN),
             "the faulting write changed nothing (got {})",
@@ -606,7 +606,7 @@ fn page_fault() {
             "the runtime runs with CR0.WP set (CR0 {cr0:#x})"
         );
         let cleared = try_write_cr0(cr0 & !Cr0Flags::WRITE_PROTECT.bits());
-        let written = page.write(8, !PATTERN);
+        let written = page.try_write(8, !PATTERN);
         let restored = try_write_cr0(cr0);
         report!(
             cleared.is_ok() && restored.is_ok() && read_cr0() == cr0,
@@ -614,7 +614,7 @@ fn page_fault() {
             outcome(&cleared),
             outcome(&restored)
         );
-        let read = page.read(8);
+        let read = page.try_read(8);
         report!(
             written.is_ok() && read == Ok(!PATTERN),
             "with CR0.WP clear, a supervisor write to the read-only page succeeds (got {}, read {})",
@@ -623,7 +623,7 @@ fn page_fault() {
         );
         check_page_fault(
             "writing the read-only page with CR0.WP set again",
-            page.write(8, 0),
+            page.try_write(8, 0),
             PRESENT | WRITE,
             base + 8,
         );
@@ -676,13 +676,13 @@ fn page_fault() {
             known_failure(host().tcg, reason, || {
                 check_page_fault(
                     &format!("reading through a PTE with address bit {bits} (beyond MAXPHYADDR) set"),
-                    page.read(8),
+                    page.try_read(8),
                     PRESENT | RESERVED,
                     base + 8,
                 );
                 check_page_fault(
                     &format!("writing through a PTE with address bit {bits} set"),
-                    page.write(8, 0),
+                    page.try_write(8, 0),
                     PRESENT | WRITE | RESERVED,
                     base + 8,
                 );
@@ -696,7 +696,7 @@ fn page_fault() {
                 }
             });
             page.map(Protection::READ_WRITE);
-            let read = page.read(8);
+            let read = page.try_read(8);
             report!(
                 read == Ok(!PATTERN),
                 "after rewriting the PTE, reading the page works (got {})",

@@ -103,7 +103,7 @@ fn inline_hypercall(page: &TestPage, instruction: HypercallInstruction, expectat
             ),
         };
     }
-    let bytes = page.read(0).map(|word| word.to_le_bytes());
+    let bytes = page.try_read(0).map(|word| word.to_le_bytes());
     if matches!(bytes, Ok(bytes) if bytes[..3] != instruction.bytes()) {
         report_info!("the hypervisor rewrote the instruction: {bytes:x?}");
     }

@@ -182,11 +182,11 @@ fn check_paging() {
     let _prefix = prefix("paging");
     let page = TestPage::new();
     report!(
-        page.write(8, 0x1122_3344_5566_7788).is_ok(),
+        page.try_write(8, 0x1122_3344_5566_7788).is_ok(),
         "a new test page is writable"
     );
     report!(
-        page.read(8) == Ok(0x1122_3344_5566_7788),
+        page.try_read(8) == Ok(0x1122_3344_5566_7788),
         "a new test page reads back what was written"
     );
     report!(
@@ -196,10 +196,10 @@ fn check_paging() {
 
     page.protect(Protection::READ_ONLY);
     report!(
-        page.read(8) == Ok(0x1122_3344_5566_7788),
+        page.try_read(8) == Ok(0x1122_3344_5566_7788),
         "a read-only page is still readable"
     );
-    let result = page.write(8, 0);
+    let result = page.try_write(8, 0);
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::PF
             && exception.error_code & (page_fault::PRESENT | page_fault::WRITE) == (page_fault::PRESENT | page_fault::WRITE)
@@ -212,7 +212,7 @@ fn check_paging() {
         mmu::translate(page.address()).is_none(),
         "translate() finds nothing for an unmapped page"
     );
-    let result = page.read(16);
+    let result = page.try_read(16);
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::PF
             && exception.error_code & (page_fault::PRESENT | page_fault::WRITE) == 0
@@ -222,7 +222,7 @@ fn check_paging() {
 
     page.map(Protection::READ_WRITE);
     report!(
-        page.read(8) == Ok(0x1122_3344_5566_7788),
+        page.try_read(8) == Ok(0x1122_3344_5566_7788),
         "after mapping the page again its contents are intact"
     );
 }

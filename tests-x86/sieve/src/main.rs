@@ -365,7 +365,7 @@ fn paged_sieve(scale: &Scale) {
     for (index, page) in pages.iter().enumerate() {
         for word in 0..WORDS_PER_PAGE {
             if page
-                .write(word as u64 * 8, prime_bits(index * WORDS_PER_PAGE + word))
+                .try_write(word as u64 * 8, prime_bits(index * WORDS_PER_PAGE + word))
                 .is_err()
             {
                 write_faults += 1;
@@ -381,7 +381,7 @@ fn paged_sieve(scale: &Scale) {
     let stride = (37..)
         .find(|&stride| greatest_common_divisor(stride, page_count) == 1)
         .unwrap_or(1);
-    let own = count_paged(|page, word| pages[page].read(word as u64 * 8).ok(), &in_order);
+    let own = count_paged(|page, word| pages[page].try_read(word as u64 * 8).ok(), &in_order);
     report!(
         own == Some(expected),
         "{own:?} primes below {limit} read back through the pages (expected {expected})"
@@ -393,14 +393,14 @@ fn paged_sieve(scale: &Scale) {
         for (index, page) in pages.iter().enumerate() {
             let first = prime_bits(index * WORDS_PER_PAGE);
             page.protect(Protection::READ_ONLY);
-            let write = page.write(0, !first);
+            let write = page.try_write(0, !first);
             protect_ok &= matches!(write, Err(e) if e.vector == Vector::PF && e.error_code == PRESENT | WRITE && e.address == page.address())
-                && page.read(0) == Ok(first);
+                && page.try_read(0) == Ok(first);
             page.unmap();
-            let read = page.read(8);
+            let read = page.try_read(8);
             unmap_ok &= matches!(read, Err(e) if e.vector == Vector::PF && e.error_code == 0 && e.address == page.address() + 8);
             page.map(Protection::READ_WRITE);
-            remap_ok &= page.read(0) == Ok(first);
+            remap_ok &= page.try_read(0) == Ok(first);
         }
         report!(
             protect_ok,
@@ -438,12 +438,12 @@ fn paged_sieve(scale: &Scale) {
     window.show(target, Protection::READ_WRITE);
     let marker = 0x0123_4567_89ab_cdef;
     let written = window.write(PAGE_SIZE - 8, marker);
-    let through_page = target.read(PAGE_SIZE - 8);
+    let through_page = target.try_read(PAGE_SIZE - 8);
     report!(
         written.is_ok() && through_page == Ok(marker),
         "a word written through the window reads back through the page's own mapping (got {through_page:x?})"
     );
-    let restored = target.write(
+    let restored = target.try_write(
         PAGE_SIZE - 8,
         prime_bits((page_count / 2 + 1) * WORDS_PER_PAGE - 1),
     );
@@ -452,7 +452,7 @@ fn paged_sieve(scale: &Scale) {
         restored.is_ok() && via_window == Ok(prime_bits((page_count / 2 + 1) * WORDS_PER_PAGE - 1)),
         "a word written through the page reads back through the window (got {via_window:x?})"
     );
-    let final_count = count_paged(|page, word| pages[page].read(word as u64 * 8).ok(), &in_order);
+    let final_count = count_paged(|page, word| pages[page].try_read(word as u64 * 8).ok(), &in_order);
     report!(
         final_count == Some(expected),
         "{final_count:?} primes read through the pages after all the remapping (expected {expected})"

@@ -161,8 +161,8 @@ fn smap_enabled() {
         report_skip!("STAC/CLAC at CPL 0 (AC is set with POPFQ instead): {KVM_PVM_STOPS}");
     }
     let setup = data
-        .write(0, 42)
-        .and_then(|()| ldt.write(8, DATA_SEGMENT_DESCRIPTOR));
+        .try_write(0, 42)
+        .and_then(|()| ldt.try_write(8, DATA_SEGMENT_DESCRIPTOR));
     report!(
         setup.is_ok(),
         "with SMAP clear, CPL 0 writes user pages (got {setup:x?})"
@@ -178,7 +178,7 @@ fn smap_enabled() {
     if set.is_err() {
         return;
     }
-    let own = kernel.write(0, 7).and_then(|()| kernel.read(0));
+    let own = kernel.try_write(0, 7).and_then(|()| kernel.try_read(0));
     report!(
         own == Ok(7),
         "a supervisor page is still read and written with AC clear (got {own:x?})"
@@ -315,7 +315,7 @@ fn smep_enabled(smap: bool) {
             "with AC set the fetch still raises #PF: AC does not matter to SMEP (got {fetch:x?})"
         );
     }
-    let read = data.write(0, 5).and_then(|()| data.read(0));
+    let read = data.try_write(0, 5).and_then(|()| data.try_read(0));
     report!(
         read == Ok(5),
         "SMEP does not stop CPL-0 data accesses to a user page (SMAP clear) (got {read:x?})"

@@ -724,9 +724,9 @@ fn toggle_cr0_wp(_name: &str) -> Option<Sample> {
     let page = TestPage::new();
     page.protect(Protection::READ_ONLY);
     let _ = try_write_cr0(original & !Cr0Flags::WRITE_PROTECT.bits());
-    let without = page.write(0, 1);
+    let without = page.try_write(0, 1);
     let _ = try_write_cr0(original | Cr0Flags::WRITE_PROTECT.bits());
-    let with = page.write(0, 2);
+    let with = page.try_write(0, 2);
     let _ = try_write_cr0(original);
     report!(
         without.is_ok(),

@@ -89,13 +89,13 @@ pub fn stac_clac() {
 /// Reads the 64-bit word at `offset` in `page` through its mapping, with RFLAGS.AC as `flag`
 /// says: #PF when SMAP forbids it. Returns the word or the exception.
 pub fn try_read_with(flag: AccessFlag, page: &TestPage, offset: u64) -> Result<u64, Exception> {
-    with_access_flag(flag, || page.read(offset))
+    with_access_flag(flag, || page.try_read(offset))
 }
 
 /// Writes the 64-bit word `value` at `offset` in `page` through its mapping, with RFLAGS.AC
 /// as `flag` says: #PF when SMAP (or CR0.WP with a read-only page) forbids it.
 pub fn try_write_with(flag: AccessFlag, page: &TestPage, offset: u64, value: u64) -> Result<(), Exception> {
-    with_access_flag(flag, || page.write(offset, value))
+    with_access_flag(flag, || page.try_write(offset, value))
 }
 
 /// Stores RET at `offset` in `page` and calls it, as [`try_call_return`], with RFLAGS.AC as
