@@ -423,7 +423,7 @@ fn paged_sieve(scale: &Scale) {
                     window.show(&pages[page], Protection::READ_ONLY);
                     shown = page;
                 }
-                window.read(word as u64 * 8).ok()
+                window.try_read(word as u64 * 8).ok()
             },
             &order,
         );
@@ -437,7 +437,7 @@ fn paged_sieve(scale: &Scale) {
     let target = &pages[page_count / 2];
     window.show(target, Protection::READ_WRITE);
     let marker = 0x0123_4567_89ab_cdef;
-    let written = window.write(PAGE_SIZE - 8, marker);
+    let written = window.try_write(PAGE_SIZE - 8, marker);
     let through_page = target.try_read(PAGE_SIZE - 8);
     report!(
         written.is_ok() && through_page == Ok(marker),
@@ -447,7 +447,7 @@ fn paged_sieve(scale: &Scale) {
         PAGE_SIZE - 8,
         prime_bits((page_count / 2 + 1) * WORDS_PER_PAGE - 1),
     );
-    let via_window = window.read(PAGE_SIZE - 8);
+    let via_window = window.try_read(PAGE_SIZE - 8);
     report!(
         restored.is_ok() && via_window == Ok(prime_bits((page_count / 2 + 1) * WORDS_PER_PAGE - 1)),
         "a word written through the page reads back through the window (got {via_window:x?})"

@@ -410,14 +410,16 @@ impl<'a> Window<'a> {
         unsafe { super::mmu::map_page(self.address(), page.frame(), protection) };
     }
 
-    /// Reads the 64-bit word at `offset` through the window.
-    pub fn read(&self, offset: u64) -> Result<u64, Exception> {
+    /// Reads the 64-bit word at `offset` through the window, or returns the exception the read
+    /// raised.
+    pub fn try_read(&self, offset: u64) -> Result<u64, Exception> {
         assert!(offset + 8 <= PAGE_SIZE, "offset {offset} is outside the page");
         super::instructions::try_read(self.address() + offset)
     }
 
-    /// Writes the 64-bit word at `offset` through the window.
-    pub fn write(&self, offset: u64, value: u64) -> Result<(), Exception> {
+    /// Writes the 64-bit word at `offset` through the window, or returns the exception the
+    /// write raised.
+    pub fn try_write(&self, offset: u64, value: u64) -> Result<(), Exception> {
         assert!(offset + 8 <= PAGE_SIZE, "offset {offset} is outside the page");
         // SAFETY: the window shows a TestPage frame, which no Rust object occupies.
         unsafe { super::instructions::try_write(self.address() + offset, value) }
