@@ -156,14 +156,21 @@ pub struct StringState {
 /// with DF set when `backward`.
 pub type StringForm = fn(rsi: u64, rdi: u64, rcx: u64, rax: u64, backward: bool) -> StringState;
 
-/// Builds a [`StringForm`] from one string instruction line.
+/// Builds a [`StringForm`] from one string instruction line; `writes N` names an instruction
+/// that stores N-byte elements through RDI (MOVS, STOS, INS), whose destination is checked to
+/// lie in device memory (the MMIO hole or the device window, where no Rust object lives).
 macro_rules! string_form {
-    ($instruction:expr) => {{
+    ($instruction:expr) => {
+        string_form!($instruction, writes 0)
+    };
+    ($instruction:expr, writes $size:expr) => {{
         fn form(rsi: u64, rdi: u64, rcx: u64, rax: u64, backward: bool) -> $crate::machine::StringState {
+            $crate::machine::check_string_destination(rdi, rcx, $size, backward);
             let (mut rsi, mut rdi, mut rcx, mut rax) = (rsi, rdi, rcx, rax);
             let flags: u64;
-            // SAFETY: the caller points RSI and RDI at the test's window or at its own
-            // buffers, sized for RCX elements; DF is cleared again before the block ends.
+            // SAFETY: the only stores go through RDI, to device memory checked just above
+            // (RCX elements of the instruction's size, in DF's direction); loads through RSI
+            // fault at worst, into the caller's catch. DF is cleared again before the block ends.
             unsafe {
                 core::arch::asm!(
                     "test {backward}, {backward}",
@@ -189,6 +196,25 @@ macro_rules! string_form {
         }
         form as $crate::machine::StringForm
     }};
+}
+
+/// Checks that a string instruction storing `count` elements of `size` bytes through `rdi`
+/// (downwards when `backward`) writes only device memory; nothing to check when it stores
+/// nothing (`size` 0, or no element).
+///
+/// # Panics
+/// When the destination reaches outside the MMIO hole and the device window.
+pub fn check_string_destination(rdi: u64, count: u64, size: u64, backward: bool) {
+    let span = count.saturating_mul(size);
+    if span == 0 {
+        return;
+    }
+    let start = if backward {
+        rdi.wrapping_add(size).wrapping_sub(span)
+    } else {
+        rdi
+    };
+    vmunit::arch::device::checked(start, span);
 }
 
 /// Runs `form` under `catch_exception`.
@@ -1246,21 +1272,21 @@ pub fn try_movaps_load(address: u64) -> Attempt<()> {
 }
 
 /// REP MOVSB.
-pub const REP_MOVSB: StringForm = string_form!("rep movsb");
+pub const REP_MOVSB: StringForm = string_form!("rep movsb", writes 1);
 /// REP MOVSW.
-pub const REP_MOVSW: StringForm = string_form!("rep movsw");
+pub const REP_MOVSW: StringForm = string_form!("rep movsw", writes 2);
 /// REP MOVSD.
-pub const REP_MOVSD: StringForm = string_form!("rep movsd");
+pub const REP_MOVSD: StringForm = string_form!("rep movsd", writes 4);
 /// REP MOVSQ.
-pub const REP_MOVSQ: StringForm = string_form!("rep movsq");
+pub const REP_MOVSQ: StringForm = string_form!("rep movsq", writes 8);
 /// REP STOSB.
-pub const REP_STOSB: StringForm = string_form!("rep stosb");
+pub const REP_STOSB: StringForm = string_form!("rep stosb", writes 1);
 /// REP STOSW.
-pub const REP_STOSW: StringForm = string_form!("rep stosw");
+pub const REP_STOSW: StringForm = string_form!("rep stosw", writes 2);
 /// REP STOSD.
-pub const REP_STOSD: StringForm = string_form!("rep stosd");
+pub const REP_STOSD: StringForm = string_form!("rep stosd", writes 4);
 /// REP STOSQ.
-pub const REP_STOSQ: StringForm = string_form!("rep stosq");
+pub const REP_STOSQ: StringForm = string_form!("rep stosq", writes 8);
 /// LODSB.
 pub const LODSB: StringForm = string_form!("lodsb");
 /// LODSW.
@@ -1282,7 +1308,7 @@ pub const SCASW: StringForm = string_form!("scasw");
 /// REPE SCASQ.
 pub const REPE_SCASQ: StringForm = string_form!("repe scasq");
 /// REP INSB from the test device's port 0xE0.
-pub const REP_INSB: StringForm = string_form!("rep insb");
+pub const REP_INSB: StringForm = string_form!("rep insb", writes 1);
 /// REP OUTSB to the test device's port 0xE0.
 pub const REP_OUTSB: StringForm = string_form!("rep outsb");
 
