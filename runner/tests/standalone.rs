@@ -16,23 +16,23 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
+/// Builds the guest crate `package` for `target` (release), as the standalone scripts embed it.
+fn build_guest(root: &Path, target: &str, package: &str) {
+    let status = Command::new(env!("CARGO"))
+        .current_dir(root)
+        .args(["build", "-q", "--release", "--target", target, "-p", package])
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "building the guest {package} for {target} failed"
+    );
+}
+
 /// Builds the x86 fixture guest and writes standalone scripts for two of its runs.
 fn scripts(directory: &Path) -> PathBuf {
     let root = workspace();
-    let status = Command::new(env!("CARGO"))
-        .current_dir(&root)
-        .args([
-            "build",
-            "-q",
-            "--release",
-            "--target",
-            "x86_64-unknown-none",
-            "-p",
-            "fixture",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success(), "building the fixture guest failed");
+    build_guest(&root, "x86_64-unknown-none", "fixture");
     let config_path = directory.join("unittests.toml");
     std::fs::write(
         &config_path,
@@ -206,20 +206,7 @@ fn the_runner_and_the_standalone_scripts_agree_on_every_fixture() {
 #[test]
 fn an_aarch64_script_runs_on_any_host() {
     let root = workspace();
-    let status = Command::new(env!("CARGO"))
-        .current_dir(&root)
-        .args([
-            "build",
-            "-q",
-            "--release",
-            "--target",
-            "aarch64-unknown-none",
-            "-p",
-            "arm-fixture",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success(), "building the aarch64 fixture guest failed");
+    build_guest(&root, "aarch64-unknown-none", "arm-fixture");
     let temporary = tempfile::tempdir().unwrap();
     let config_path = temporary.path().join("unittests.toml");
     std::fs::write(
@@ -276,20 +263,7 @@ fn run_all(installed: &Path, arguments: &[&str]) -> (Option<i32>, String, String
 #[test]
 fn run_all_selects_like_the_runner_and_keeps_failed_logs() {
     let root = workspace();
-    let status = Command::new(env!("CARGO"))
-        .current_dir(&root)
-        .args([
-            "build",
-            "-q",
-            "--release",
-            "--target",
-            "x86_64-unknown-none",
-            "-p",
-            "fixture",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success(), "building the fixture guest failed");
+    build_guest(&root, "x86_64-unknown-none", "fixture");
     let installed = tempfile::tempdir().unwrap();
     let config_path = installed.path().join("unittests.toml");
     std::fs::write(
@@ -355,20 +329,7 @@ fn run_all_selects_like_the_runner_and_keeps_failed_logs() {
 #[test]
 fn scripts_decide_kvm_module_errata_where_they_run() {
     let root = workspace();
-    let status = Command::new(env!("CARGO"))
-        .current_dir(&root)
-        .args([
-            "build",
-            "-q",
-            "--release",
-            "--target",
-            "x86_64-unknown-none",
-            "-p",
-            "fixture",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success(), "building the fixture guest failed");
+    build_guest(&root, "x86_64-unknown-none", "fixture");
     let temporary = tempfile::tempdir().unwrap();
     let config_path = temporary.path().join("unittests.toml");
     std::fs::write(
