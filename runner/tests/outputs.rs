@@ -315,22 +315,8 @@ fn building_runner(workspace: &FakeWorkspace) -> std::process::Command {
         .arg(&cargo)
         .status()
         .unwrap();
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_vmunit-runner"));
-    for variable in [
-        "ACCEL",
-        "TIMEOUT",
-        "MAX_SMP",
-        "MACHINE",
-        "NO_COLOR",
-        "CARGO_TARGET_DIR",
-    ] {
-        command.env_remove(variable);
-    }
-    command
-        .current_dir(workspace.root())
-        .env("QEMU", workspace.qemu())
-        .env("ACCEL", "tcg")
-        .env("CARGO", &cargo);
+    let mut command = workspace.building_runner();
+    command.env("CARGO", &cargo);
     command
 }
 

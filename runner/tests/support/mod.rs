@@ -83,6 +83,13 @@ impl FakeWorkspace {
 
     /// The runner binary in this workspace: fake QEMU, TCG, no build, clean environment.
     pub fn runner(&self) -> Command {
+        let mut command = self.building_runner();
+        command.arg("--no-build");
+        command
+    }
+
+    /// [`Self::runner`] with the build stage on (the caller supplies a `CARGO`).
+    pub fn building_runner(&self) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_vmunit-runner"));
         for variable in [
             "QEMU",
@@ -98,8 +105,7 @@ impl FakeWorkspace {
         command
             .current_dir(self.root())
             .env("QEMU", self.qemu())
-            .env("ACCEL", "tcg")
-            .arg("--no-build");
+            .env("ACCEL", "tcg");
         command
     }
 
