@@ -110,7 +110,8 @@ struct Cli {
     #[arg(long, value_name = "K/N", conflicts_with = "kernel")]
     shard: Option<Shard>,
 
-    /// Run the tests that failed in the last run (as recorded in <log-dir>/results.json)
+    /// Run the tests that failed or were interrupted in the last run (as recorded in
+    /// <log-dir>/results.json)
     #[arg(long, conflicts_with_all = ["tests", "kernel"])]
     rerun_failed: bool,
 
