@@ -15,7 +15,7 @@
 
 use vmunit::arch::cpuid::{Feature, Vendor, cpuid, is_tcg, vendor};
 use vmunit::arch::instructions::{rdtsc, try_rdpid, try_rdtscp};
-use vmunit::arch::msr::{self, EferFlags, try_rdmsr, try_wrmsr_unrestricted};
+use vmunit::arch::msr::{self, EferFlags, try_rdmsr, try_wrmsr, try_wrmsr_briefly};
 use vmunit::{Exception, Vector, prefix, report, report_info, report_kfail, report_skip, report_summary};
 
 vmunit::main!(main);
@@ -77,14 +77,19 @@ impl<T> core::fmt::Display for Outcome<T> {
     }
 }
 
-/// WRMSR of `value` to any MSR `index` (the runtime's EFER, PAT and SYSCALL MSRs too), or the
-/// exception: this test's raw poke.
-#[allow(unsafe_code)]
-fn try_wrmsr(index: u32, value: u64) -> Result<(), Exception> {
-    // SAFETY: every caller writes back the MSR's original value right after its one check,
-    // before anything relies on it: no SYSCALL, mapping of new memory or APIC access runs
-    // in between, and writes the runtime could not survive (EFER.LME clear) must fault.
-    unsafe { try_wrmsr_unrestricted(index, value) }
+/// WRMSR of `value`, undone: at once for an MSR whose bits the runtime owns
+/// (`try_wrmsr_briefly`), else right after the write when the MSR can be read (a write-only
+/// command MSR has nothing to restore). The write's outcome.
+fn try_write_undone(index: u32, value: u64) -> Result<(), Exception> {
+    if msr::owned_bits(index) != 0 {
+        return try_wrmsr_briefly(index, value).map(drop);
+    }
+    let original = try_rdmsr(index);
+    let result = try_wrmsr(index, value);
+    if let (Ok(()), Ok(original)) = (&result, original) {
+        let _ = try_wrmsr(index, original);
+    }
+    result
 }
 
 fn is_gp<T>(result: &Result<T, Exception>) -> bool {
@@ -110,65 +115,46 @@ fn round_trip(name: &str, index: u32, value: u64) {
             return;
         }
     };
-    let written = try_wrmsr(index, value);
-    let read = try_rdmsr(index);
-    let restored = try_wrmsr(index, original);
-    match (written, read) {
-        (Ok(()), Ok(read)) => report!(
+    let read = try_wrmsr_briefly(index, value);
+    match read {
+        Ok(read) => report!(
             read == value,
             "{name} ({index:#x}) round-trips {value:#x} (read {read:#x})"
         ),
-        (written, read) => report!(
+        Err(exception) => report!(
             false,
-            "{name} ({index:#x}) round-trips {value:#x} (WRMSR: {}, RDMSR: {})",
-            Outcome(written),
-            Outcome(read)
+            "{name} ({index:#x}) round-trips {value:#x} (WRMSR or RDMSR raised {})",
+            exception.vector
         ),
     };
-    if restored.is_err() {
+    let restored = try_rdmsr(index);
+    if restored != Ok(original) {
         report!(
             false,
-            "{name} ({index:#x}) takes back its original value {original:#x}"
+            "{name} ({index:#x}) takes back its original value {original:#x} (got {restored:x?})"
         );
     }
 }
 
 /// Round trips of several values, reported as one check.
 fn round_trips(name: &str, index: u32, values: &[u64]) {
-    let Ok(original) = try_rdmsr(index) else {
-        report!(
-            false,
-            "{name} ({index:#x}) round-trips {values:x?} (RDMSR faults)"
-        );
-        return;
-    };
-    let mut failure = None;
-    for &value in values {
-        let written = try_wrmsr(index, value);
-        let read = try_rdmsr(index);
-        if written.is_err() || read != Ok(value) {
-            failure = Some((value, Outcome(written), read));
-            break;
-        }
-    }
-    let _ = try_wrmsr(index, original);
+    let failure = values.iter().find_map(|&value| {
+        let read = try_wrmsr_briefly(index, value);
+        (read != Ok(value)).then_some((value, read))
+    });
     match failure {
         None => report!(true, "{name} ({index:#x}) round-trips {values:x?}"),
-        Some((value, written, read)) => report!(
+        Some((value, read)) => report!(
             false,
-            "{name} ({index:#x}) round-trips {values:x?} ({value:#x}: WRMSR {written}, read {read:x?})"
+            "{name} ({index:#x}) round-trips {values:x?} ({value:#x}: read {read:x?})"
         ),
     };
 }
 
 /// WRMSR of `value` must raise #GP; `gap` names the hypervisors known not to (KFAIL there).
-/// A write that wrongly succeeds is undone.
+/// A write that wrongly succeeds is undone at once.
 fn expect_write_gp(machine: &Machine, gap: Gap, name: &str, index: u32, value: u64) {
-    let original = try_rdmsr(index);
-    let result = try_wrmsr(index, value);
-    if let (Ok(()), Ok(original)) = (&result, original) {
-        let _ = try_wrmsr(index, original);
-    }
+    let result = try_write_undone(index, value);
     report_kfail!(
         machine.known(gap),
         is_gp(&result),
@@ -190,7 +176,7 @@ fn expect_read_gp(machine: &Machine, gap: Gap, name: &str, index: u32) {
 
 /// WRMSR of `value` must succeed.
 fn expect_write_ok(name: &str, index: u32, value: u64) {
-    let result = try_wrmsr(index, value);
+    let result = try_write_undone(index, value);
     report!(
         result.is_ok(),
         "WRMSR({name} {index:#x}, {value:#x}) succeeds (got {})",
@@ -266,15 +252,9 @@ fn test_sysenter(machine: &Machine) {
         ("SYSENTER_EIP", msr::IA32_SYSENTER_EIP),
     ] {
         round_trip(name, index, value);
-        if !machine.intel
-            && let Ok(original) = try_rdmsr(index)
-        {
-            let written = try_wrmsr(index, ADDRESS);
-            let read = try_rdmsr(index);
-            let _ = try_wrmsr(index, original);
-            report_info!(
-                "{name} after writing {ADDRESS:#x} (not architectural on AMD): {written:x?}, {read:x?}"
-            );
+        if !machine.intel {
+            let read = try_wrmsr_briefly(index, ADDRESS);
+            report_info!("{name} after writing {ADDRESS:#x} (not architectural on AMD): {read:x?}");
         }
         // Intel's WRMSR checks these for canonical addresses, but KVM makes the value
         // canonical instead of raising #GP (AMD ignores bits 63:32), so no #GP check here.
@@ -609,7 +589,7 @@ fn test_machine_check(machine: &Machine) {
         let mut bad = None;
         for index in base..base + 4 {
             let read = try_rdmsr(index);
-            let write = try_wrmsr(index, 0);
+            let write = try_write_undone(index, 0);
             if !is_gp(&read) || !is_gp(&write) {
                 bad = Some((index, Outcome(read), Outcome(write)));
                 break;

@@ -16,7 +16,7 @@ use vmunit::arch::instructions::{
     int3, rdtsc, read_dr6, read_with_alignment_check, software_interrupt, try_invpcid, try_rdtscp, write_dr6,
 };
 use vmunit::arch::interrupt_count::{count_interrupts, interrupt_count};
-use vmunit::arch::msr::{self, try_rdmsr, try_wrmsr, try_wrmsr_unrestricted};
+use vmunit::arch::msr::{self, try_rdmsr, try_wrmsr, try_wrmsr_briefly};
 use vmunit::arch::probes::{try_fninit, try_fwait, watched_store};
 use vmunit::catch::Attempt;
 
@@ -81,20 +81,14 @@ fn wait_with_task_switched_raises_device_not_available() {
 
 /// WRMSR of an invalid memory type (2) into IA32_PAT raises #GP (kvm_pvm accepts it).
 #[vmunit::test]
-#[allow(unsafe_code)]
 fn pat_rejects_invalid_memory_types() {
     let Ok(original) = try_rdmsr(msr::IA32_PAT) else {
         report_skip!("IA32_PAT cannot be read");
         return;
     };
     let invalid = (original & !0xff) | 0x02;
-    // SAFETY: memory type 2 is reserved, so the CPU must refuse it (#GP); if it takes it
-    // anyway, the original PAT is back before anything maps or touches memory of that type.
-    let result = unsafe { try_wrmsr_unrestricted(msr::IA32_PAT, invalid) };
-    if result.is_ok() {
-        // SAFETY: the runtime's own PAT value.
-        let _ = unsafe { try_wrmsr_unrestricted(msr::IA32_PAT, original) };
-    }
+    // Undone at once if taken: nothing maps or touches memory of that type meanwhile.
+    let result = try_wrmsr_briefly(msr::IA32_PAT, invalid);
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::GP),
         "WRMSR(IA32_PAT, {invalid:#x}) with memory type 2 raises #GP (got {result:x?})"

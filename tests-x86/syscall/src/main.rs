@@ -9,7 +9,7 @@ use vmunit::arch::control::RFlags;
 use vmunit::arch::cpuid::{Vendor, is_tcg, vendor};
 use vmunit::arch::exceptions::selector;
 use vmunit::arch::instructions::NON_CANONICAL_START;
-use vmunit::arch::msr::{IA32_CSTAR, IA32_LSTAR, IA32_STAR, try_wrmsr_unrestricted};
+use vmunit::arch::msr::{IA32_CSTAR, IA32_LSTAR, IA32_STAR, try_wrmsr_briefly};
 use vmunit::arch::run_in_user_mode;
 use vmunit::arch::syscall::{
     self, STAR_VALUE, compatibility_addresses, compatibility_entries, last_entry, set_sysret_target, syscall,
@@ -322,17 +322,15 @@ fn check_compatibility_mode(intel: bool) {
     );
 }
 
-/// LSTAR and CSTAR hold canonical addresses only; STAR takes any value.
-#[allow(unsafe_code)]
+/// LSTAR and CSTAR hold canonical addresses only; STAR takes the runtime's value. Each write
+/// is undone at once (`try_wrmsr_briefly`), so no SYSCALL can run through a changed MSR.
 fn check_msrs() {
     known_failure(
         is_tcg(),
         "QEMU's TCG stores non-canonical LSTAR and CSTAR",
         || {
             for (name, msr) in [("LSTAR", IA32_LSTAR), ("CSTAR", IA32_CSTAR)] {
-                // SAFETY: no SYSCALL runs until LSTAR gets the runtime's entry back below, and
-                // `try_compatibility_syscall` sets CSTAR before it uses it.
-                let result = unsafe { try_wrmsr_unrestricted(msr, NON_CANONICAL_START) };
+                let result = try_wrmsr_briefly(msr, NON_CANONICAL_START);
                 report!(
                     matches!(result, Err(e) if e.vector == Vector::GP),
                     "WRMSR({name}, {NON_CANONICAL_START:#x}) raises #GP (got {result:x?})"
@@ -340,12 +338,9 @@ fn check_msrs() {
             }
         },
     );
-    // SAFETY: the runtime's own entry and STAR value, as `syscall::try_enable` sets them.
-    let _ = unsafe { try_wrmsr_unrestricted(IA32_LSTAR, syscall::entry_address()) };
-    // SAFETY: as above.
-    let result = unsafe { try_wrmsr_unrestricted(IA32_STAR, STAR_VALUE) };
+    let result = try_wrmsr_briefly(IA32_STAR, STAR_VALUE);
     report!(
-        result.is_ok(),
-        "WRMSR(STAR, {STAR_VALUE:#x}) works (got {result:x?})"
+        result == Ok(STAR_VALUE),
+        "WRMSR(STAR, {STAR_VALUE:#x}) works and reads back (got {result:x?})"
     );
 }

@@ -126,6 +126,50 @@ pub fn try_wrmsr(index: u32, value: u64) -> Result<(), Exception> {
     unsafe { try_wrmsr_unrestricted(index, value) }
 }
 
+/// WRMSR of `value` to any MSR `index`, even one whose bits the runtime owns, then RDMSR and
+/// WRMSR of the original value, all in one instruction sequence with interrupts off: returns
+/// what the MSR read back while it held `value`, or the exception the first WRMSR raised (or
+/// RDMSR, for a write-only MSR). Nothing runs while the MSR holds `value`, so a test can check
+/// how the CPU takes a value the runtime could not live with (EFER, PAT, the SYSCALL MSRs)
+/// without `unsafe`. The caller checks with [`try_rdmsr`] that the original came back if it
+/// cares: a restore that faults is not reported here.
+pub fn try_wrmsr_briefly(index: u32, value: u64) -> Result<u64, Exception> {
+    let original = try_rdmsr(index)?;
+    let enabled = super::interrupts::are_enabled();
+    super::interrupts::disable();
+    let result = catch_exception(|| {
+        let (low, high): (u32, u32);
+        // SAFETY: MSR `index` holds `value` only between the first and the last WRMSR, with
+        // interrupts off and no memory access in between (so no page walk sees a changed EFER
+        // or PAT, and no SYSCALL runs); the last WRMSR puts back the value read above. A fault
+        // of the first WRMSR is caught before the MSR changed.
+        unsafe {
+            asm!(
+                "wrmsr",
+                "rdmsr",
+                "mov {low:e}, eax",
+                "mov {high:e}, edx",
+                "mov eax, {original_low:e}",
+                "mov edx, {original_high:e}",
+                "wrmsr",
+                in("ecx") index,
+                inout("eax") value as u32 => _,
+                inout("edx") (value >> 32) as u32 => _,
+                original_low = in(reg) original as u32,
+                original_high = in(reg) (original >> 32) as u32,
+                low = out(reg) low,
+                high = out(reg) high,
+                options(nomem, nostack),
+            )
+        };
+        (u64::from(high) << 32) | u64::from(low)
+    });
+    if enabled {
+        super::interrupts::enable();
+    }
+    result
+}
+
 /// WRMSR of `value` to any MSR `index`, or the exception: the raw poke.
 ///
 /// # Safety
