@@ -169,6 +169,8 @@ pub mod page_fault {
     pub const USER: u64 = 1 << 2;
     pub const RESERVED: u64 = 1 << 3;
     pub const FETCH: u64 = 1 << 4;
+    /// PK: a protection key's rights (PKRU or IA32_PKRS) forbade the data access.
+    pub const PROTECTION_KEY: u64 = 1 << 5;
 }
 
 /// Segment selectors of the runtime's GDT.

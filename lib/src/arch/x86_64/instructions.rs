@@ -112,6 +112,35 @@ pub fn try_call_return(page: &crate::memory::TestPage, offset: u64) -> Result<()
     unsafe { page.call(offset) }
 }
 
+/// [`try_call_return`] at CPL 3: stores RET at `offset` in `page`, then calls it from user
+/// mode (`run_in_user_mode`): `Ok`, or the exception the fetch raised (#PF for a supervisor
+/// or non-executable page, ...).
+pub fn try_call_return_in_user_mode(page: &crate::memory::TestPage, offset: u64) -> Result<(), Exception> {
+    page.store_code(offset, &RETURN);
+    let address = page.address() + offset;
+    super::run_in_user_mode(|| {
+        // SAFETY: the code at `address` is RET, just stored: it follows the C ABI and
+        // returns; a fault ends the user-mode run.
+        unsafe { asm!("call {address}", address = in(reg) address, clobber_abi("C")) };
+    })
+}
+
+/// Writes the 64-bit word `value` at `offset` in `page` through the page's mapping without
+/// catching a fault: for user mode (`run_in_user_mode`, which catches instead), as [`read`]
+/// reads. In the kernel, a fault here is an unexpected exception that ends the test.
+///
+/// # Panics
+/// When the word does not lie inside the page.
+pub fn write_test_page(page: &crate::memory::TestPage, offset: u64, value: u64) {
+    assert!(offset + 8 <= crate::memory::PAGE_SIZE, "offset {offset} is outside the page");
+    let address = page.address() + offset;
+    // SAFETY: the word lies in a TestPage, which no Rust object occupies; a fault goes to the
+    // enclosing `run_in_user_mode`/`catch_exception`, or ends the test.
+    unsafe {
+        asm!("mov qword ptr [{address}], {value}", address = in(reg) address, value = in(reg) value, options(nostack))
+    };
+}
+
 /// Executes UD2; returns the exception (#UD) and the instruction's address.
 pub fn try_ud2() -> Attempt<()> {
     let mut address = 0u64;

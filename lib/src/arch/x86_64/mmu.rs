@@ -205,6 +205,45 @@ pub unsafe fn protect_page(virtual_address: u64, protection: Protection) -> bool
     true
 }
 
+/// Bits 62:59 of a 4-level paging leaf entry: the page's protection key.
+const KEY_SHIFT: u32 = 59;
+const KEY_MASK: u64 = 0xf << KEY_SHIFT;
+
+/// Sets bits 62:59, the protection key, of the mapped 4 KiB page at `virtual_address` to
+/// `key` (0..=15) and invalidates its TLB entry; returns false when the page is not mapped.
+/// The key counts only while CR4.PKE (user pages) or CR4.PKS (supervisor pages) is set;
+/// [`map_page`] and [`protect_page`] write entries with key 0.
+///
+/// # Safety
+/// The runtime's pages must keep key 0, whose rights in PKRU and IA32_PKRS the runtime keeps
+/// open: a page the runtime uses with another key could be locked out by a rights register
+/// the tests may change.
+///
+/// # Panics
+/// When `key` is above 15.
+pub unsafe fn set_page_key(virtual_address: u64, key: u8) -> bool {
+    assert!(key <= 15, "protection key {key} is not in 0..=15");
+    let _guard = PAGE_TABLE_LOCK.lock();
+    let Some(entry) = leaf_entry(root(), virtual_address, false) else {
+        return false;
+    };
+    if entry.is_unused() {
+        return false;
+    }
+    let flags = PageTableFlags::from_bits_retain((entry.flags().bits() & !KEY_MASK) | u64::from(key) << KEY_SHIFT);
+    let physical = entry.addr();
+    entry.set_addr(physical, flags);
+    flush(virtual_address);
+    true
+}
+
+/// The protection key (bits 62:59) of the mapped 4 KiB page at `virtual_address`, if mapped.
+pub fn page_key(virtual_address: u64) -> Option<u8> {
+    let _guard = PAGE_TABLE_LOCK.lock();
+    let entry = leaf_entry(root(), virtual_address, false)?;
+    (!entry.is_unused()).then(|| ((entry.flags().bits() & KEY_MASK) >> KEY_SHIFT) as u8)
+}
+
 /// The physical address `virtual_address` translates to, if it is mapped.
 pub fn translate(virtual_address: u64) -> Option<u64> {
     let _guard = PAGE_TABLE_LOCK.lock();

@@ -21,6 +21,7 @@ pub mod mmu;
 pub mod msr;
 pub mod pmu;
 pub mod probes;
+pub mod protection_keys;
 pub mod smp;
 pub mod start_info;
 pub mod syscall;

@@ -54,6 +54,9 @@ pub const IA32_PERF_GLOBAL_OVF_CTRL: u32 = 0x390;
 pub const IA32_MC0_CTL: u32 = 0x400;
 /// IA32_TSC_DEADLINE: the local APIC timer's deadline in TSC-deadline mode.
 pub const IA32_TSC_DEADLINE: u32 = 0x6e0;
+/// IA32_PKRS: the protection-key rights for supervisor pages (CR4.PKS), two bits per key
+/// (AD at `2 * key`, WD at `2 * key + 1`) in bits 31:0; bits 63:32 are reserved.
+pub const IA32_PKRS: u32 = 0x6e1;
 /// The first x2APIC register: APIC register `offset` is MSR `IA32_X2APIC_BASE + offset / 16`.
 pub const IA32_X2APIC_BASE: u32 = 0x800;
 /// IA32_X2APIC_SELF_IPI: the x2APIC SELF IPI register (no xAPIC counterpart).
@@ -79,14 +82,17 @@ pub const IA32_TSC_AUX: u32 = 0xc000_0103;
 
 /// The bits of MSR `index` the runtime relies on (0 for an MSR it does not own): EFER's long
 /// mode and no-execute bits, all of IA32_APIC_BASE (the APIC's mode and base, recorded per
-/// CPU), IA32_PAT (the memory types of every mapping) and the SYSCALL MSRs (STAR, LSTAR,
-/// CSTAR, FMASK: the kernel entry user mode reaches).
+/// CPU), IA32_PAT (the memory types of every mapping), the SYSCALL MSRs (STAR, LSTAR,
+/// CSTAR, FMASK: the kernel entry user mode reaches) and IA32_PKRS's rights for key 0, the
+/// key of every page the runtime itself uses (with CR4.PKS set, AD or WD there would lock
+/// the kernel out of its own memory).
 pub fn owned_bits(index: u32) -> u64 {
     match index {
         IA32_EFER => {
             (EferFlags::LONG_MODE_ENABLE | EferFlags::LONG_MODE_ACTIVE | EferFlags::NO_EXECUTE_ENABLE).bits()
         }
         IA32_APIC_BASE | IA32_PAT | IA32_STAR | IA32_LSTAR | IA32_CSTAR | IA32_FMASK => u64::MAX,
+        IA32_PKRS => 0b11,
         _ => 0,
     }
 }

@@ -1,0 +1,7 @@
+//! pks: placeholder.
+#![no_std]
+#![no_main]
+
+vmunit::main!(main);
+
+fn main(_args: &[&str]) {}
