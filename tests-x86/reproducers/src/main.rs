@@ -10,7 +10,7 @@
 #![no_main]
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use vmunit::arch::control::{Cr0Flags, RFlags, read_cr0, read_cr4, try_write_cr0, try_write_cr4};
+use vmunit::arch::control::{Cr0Flags, Cr4Flags, RFlags, read_cr0, read_cr4, try_write_cr0, try_write_cr4};
 use vmunit::arch::cpuid::Feature;
 use vmunit::arch::instructions::{
     int3, rdtsc, read_dr6, read_with_alignment_check, software_interrupt, try_invpcid, try_rdtscp, write_dr6,
@@ -18,6 +18,7 @@ use vmunit::arch::instructions::{
 use vmunit::arch::interrupt_count::{count_interrupts, interrupt_count};
 use vmunit::arch::msr::{self, try_rdmsr, try_wrmsr, try_wrmsr_briefly};
 use vmunit::arch::probes::{try_fninit, try_fwait, watched_store};
+use vmunit::arch::protection_keys::try_rdpkru;
 use vmunit::catch::Attempt;
 
 use vmunit::arch::debug::{record_debug_exceptions, single_step_mov_ss};
@@ -60,6 +61,22 @@ fn unadvertised_rdtscp_raises_invalid_opcode() {
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::UD),
         "RDTSCP unadvertised raises #UD (got {result:x?})"
+    );
+}
+
+/// RDPKRU with CR4.PKE clear raises #UD, whether or not CPUID advertises PKU (kvm_pvm: KVM
+/// internal error, an emulation failure on 0F 01 EE).
+#[vmunit::test]
+fn rdpkru_without_cr4_pke_raises_invalid_opcode() {
+    let cr4 = read_cr4();
+    if cr4 & Cr4Flags::PROTECTION_KEY_USER.bits() != 0 {
+        report_skip!("CR4.PKE is set ({cr4:#x}): RDPKRU would run");
+        return;
+    }
+    let result = try_rdpkru();
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::UD),
+        "RDPKRU with CR4.PKE clear raises #UD (got {result:x?})"
     );
 }
 
@@ -155,6 +172,28 @@ fn cr4_high_bits_raise_general_protection() {
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::GP && exception.error_code == 0),
         "setting reserved CR4 bit 63 raises #GP(0) (got {result:x?})"
+    );
+}
+
+/// Setting CR4.PKE raises #GP(0) where CPUID does not advertise PKU (SDM Vol. 3, 2.5: the
+/// bit is reserved then); kvm_pvm takes it, and CPUID's OSPKE turns on.
+#[vmunit::test]
+fn unadvertised_cr4_pke_raises_general_protection() {
+    if Feature::Pku.supported() {
+        report_skip!(
+            "PKU is advertised (CPUID.7.0:ECX[3]), so CR4.PKE is not reserved; needs a CPU without PKU"
+        );
+        return;
+    }
+    let cr4 = read_cr4();
+    let result = try_write_cr4(cr4 | Cr4Flags::PROTECTION_KEY_USER.bits());
+    let after = read_cr4();
+    if after != cr4 {
+        let _ = try_write_cr4(cr4);
+    }
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::GP && exception.error_code == 0),
+        "setting CR4.PKE without PKU raises #GP(0) (got {result:x?}, CR4 then {after:#x})"
     );
 }
 

@@ -132,7 +132,10 @@ pub fn try_call_return_in_user_mode(page: &crate::memory::TestPage, offset: u64)
 /// # Panics
 /// When the word does not lie inside the page.
 pub fn write_test_page(page: &crate::memory::TestPage, offset: u64, value: u64) {
-    assert!(offset + 8 <= crate::memory::PAGE_SIZE, "offset {offset} is outside the page");
+    assert!(
+        offset + 8 <= crate::memory::PAGE_SIZE,
+        "offset {offset} is outside the page"
+    );
     let address = page.address() + offset;
     // SAFETY: the word lies in a TestPage, which no Rust object occupies; a fault goes to the
     // enclosing `run_in_user_mode`/`catch_exception`, or ends the test.

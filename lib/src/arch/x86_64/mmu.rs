@@ -230,7 +230,8 @@ pub unsafe fn set_page_key(virtual_address: u64, key: u8) -> bool {
     if entry.is_unused() {
         return false;
     }
-    let flags = PageTableFlags::from_bits_retain((entry.flags().bits() & !KEY_MASK) | u64::from(key) << KEY_SHIFT);
+    let flags =
+        PageTableFlags::from_bits_retain((entry.flags().bits() & !KEY_MASK) | u64::from(key) << KEY_SHIFT);
     let physical = entry.addr();
     entry.set_addr(physical, flags);
     flush(virtual_address);
