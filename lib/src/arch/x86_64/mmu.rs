@@ -238,11 +238,23 @@ pub unsafe fn set_page_key(virtual_address: u64, key: u8) -> bool {
     true
 }
 
-/// The protection key (bits 62:59) of the mapped 4 KiB page at `virtual_address`, if mapped.
+/// The protection key (bits 62:59 of the leaf entry, 4 KiB or larger) of the page that maps
+/// `virtual_address`, if it is mapped. Only reads the tables, as [`translate`] does.
 pub fn page_key(virtual_address: u64) -> Option<u8> {
     let _guard = PAGE_TABLE_LOCK.lock();
-    let entry = leaf_entry(root(), virtual_address, false)?;
-    (!entry.is_unused()).then(|| ((entry.flags().bits() & KEY_MASK) >> KEY_SHIFT) as u8)
+    let [l4, l3, l2, l1] = indices(virtual_address);
+    let mut current = root();
+    for (level, index) in [(4, l4), (3, l3), (2, l2), (1, l1)] {
+        let entry = &table(current)[index];
+        if entry.is_unused() || !entry.flags().contains(PageTableFlags::PRESENT) {
+            return None;
+        }
+        if level == 1 || entry.flags().contains(PageTableFlags::HUGE_PAGE) {
+            return Some(((entry.flags().bits() & KEY_MASK) >> KEY_SHIFT) as u8);
+        }
+        current = entry.addr().as_u64();
+    }
+    None
 }
 
 /// The physical address `virtual_address` translates to, if it is mapped.
