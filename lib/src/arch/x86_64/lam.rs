@@ -6,9 +6,11 @@
 //! a supervisor pointer (bit 63 set) is masked when CR4.LAM_SUP is set, LAM48 under 4-level
 //! paging (bits 62:48 are metadata; bit 47 must equal bit 63); a user pointer (bit 63 clear)
 //! by CR3.LAM_U57 (LAM57: bits 62:57 are metadata, and under 4-level paging bits 56:47 must
-//! equal bit 63) or else CR3.LAM_U48 (LAM48). The masking applies to data accesses and to the
-//! memory operands of instructions, not to the linear addresses instructions take as data
-//! (INVLPG's is treated as one, INVPCID's descriptor address is not).
+//! equal bit 63) or else CR3.LAM_U48 (LAM48). Masking replaces the metadata bits with the
+//! bit below them (47 or 56), so a pointer that passes lands where its untagged form points.
+//! It applies to memory operands (data accesses, INVLPG's operand, INVPCID's descriptor
+//! pointer), not to linear addresses carried as data (the address inside INVPCID's
+//! descriptor).
 
 use super::control::{CR3_LAM_U48, CR3_LAM_U57, CR4_LAM_SUP, Cr4Flags, read_cr3, read_cr4};
 use super::device::is_device_memory;
