@@ -18,6 +18,7 @@ use vmunit::arch::cpuid::{Feature, is_tcg};
 use vmunit::arch::device::{self, Backing};
 use vmunit::arch::fpu::try_enable_sse;
 
+use vmunit::arch::testdev::{IOMEM, IOMEM_SIZE};
 use vmunit::arch::{Exception, Vector, page_fault};
 use vmunit::catch::Attempt;
 use vmunit::environment::instruction_emulating_kvm;
@@ -26,11 +27,6 @@ use vmunit::{known_failure, prefix, report, report_skip, report_summary};
 
 vmunit::main!(main);
 
-/// pc-testdev's MMIO region ("pc-testdev-iomem"): 64 KiB of device memory at 0xff000000,
-/// inside the runtime's 0-4 GiB identity map.
-const IOMEM: u64 = 0xff00_0000;
-/// Its size.
-const IOMEM_SIZE: u64 = 0x1_0000;
 /// pc-testdev's 32-bit data port.
 const TESTDEV_PORT: u16 = 0xe0;
 

@@ -82,7 +82,7 @@ fn main(_args: &[&str]) {
     }
     if host().tcg {
         report_skip!(
-            "#GP of reserved CR4 bits 15 and 63: QEMU 10.0's TCG answers with an SVM #VMEXIT(SVM_EXIT_ERR) outside SVM guest mode and the vCPU hangs"
+            "#GP of reserved CR4 bits 15 and 63: QEMU 10.0's TCG answers with an SVM #VMEXIT(SVM_EXIT_ERR) outside SVM guest mode (helper_write_crN, target/i386/tcg/system/misc_helper.c) and the vCPU hangs (reproduce-cr4-reserved-bit-tcg)"
         );
     } else {
         let _prefix = prefix("#GP");

@@ -19,9 +19,18 @@ pub use x86_64::registers::xcontrol::XCr0Flags;
 pub const CR0_OWNED: Cr0Flags = Cr0Flags::PROTECTED_MODE_ENABLE.union(Cr0Flags::PAGING);
 /// The CR4 bits the runtime relies on: PAE paging.
 pub const CR4_OWNED: Cr4Flags = Cr4Flags::PHYSICAL_ADDRESS_EXTENSION;
+/// CR4.LAM_SUP (bit 28): linear-address masking for supervisor pointers (bit 63 set), LAM48
+/// with 4-level paging (SDM Vol. 3, "Linear-Address Pre-Processing"). The `x86_64` crate does
+/// not name it.
+pub const CR4_LAM_SUP: Cr4Flags = Cr4Flags::from_bits_retain(1 << 28);
+/// CR3.LAM_U57 (bit 61): LAM57 for user pointers (bit 63 clear); it wins over LAM_U48.
+pub const CR3_LAM_U57: u64 = 1 << 61;
+/// CR3.LAM_U48 (bit 62): LAM48 for user pointers, when LAM_U57 is clear.
+pub const CR3_LAM_U48: u64 = 1 << 62;
 /// The CR3 bits that are not the runtime's page-table address: the PCID (or PWT/PCD) in bits
-/// 11:0 and bit 63, which asks MOV to CR3 not to flush a PCID's TLB entries.
-pub const CR3_NOT_OWNED: u64 = 0xfff | 1 << 63;
+/// 11:0, the LAM bits 62:61 (the runtime's addresses carry no metadata, so masking it changes
+/// none of them) and bit 63, which asks MOV to CR3 not to flush a PCID's TLB entries.
+pub const CR3_NOT_OWNED: u64 = 0xfff | CR3_LAM_U57 | CR3_LAM_U48 | 1 << 63;
 
 /// CR0.
 pub fn read_cr0() -> u64 {
@@ -119,17 +128,23 @@ pub fn try_write_cr3(value: u64) -> Result<(), Exception> {
 /// # Panics
 /// When `value` changes a bit of [`CR4_OWNED`].
 pub fn try_write_cr4(value: u64) -> Result<(), Exception> {
+    check_cr4_owned(value);
+    catch_exception(|| {
+        // SAFETY: PAE stays as it is (checked above), and no other CR4 bit breaks Rust's or the
+        // runtime's guarantees: SMEP/SMAP/UMIP/TSD only make later accesses or instructions
+        // fault, OSFXSR/OSXSAVE only enable state this soft-float code never uses, PCIDE and
+        // PGE only change TLB tagging, LAM_SUP only masks metadata in upper-half pointers,
+        // which the runtime does not use; a fault is caught.
+        unsafe { asm!("mov cr4, {}", in(reg) value, options(nostack)) };
+    })
+}
+
+/// Panics when writing `value` to CR4 would change a bit of [`CR4_OWNED`].
+pub(crate) fn check_cr4_owned(value: u64) {
     let changed = Cr4Flags::from_bits_retain(read_cr4() ^ value);
     assert!(
         !changed.intersects(CR4_OWNED),
         "CR4 <- {value:#x} would change {:?}, which the runtime owns",
         changed & CR4_OWNED
     );
-    catch_exception(|| {
-        // SAFETY: PAE stays as it is (checked above), and no other CR4 bit breaks Rust's or the
-        // runtime's guarantees: SMEP/SMAP/UMIP/TSD only make later accesses or instructions
-        // fault, OSFXSR/OSXSAVE only enable state this soft-float code never uses, PCIDE and
-        // PGE only change TLB tagging; a fault is caught.
-        unsafe { asm!("mov cr4, {}", in(reg) value, options(nostack)) };
-    })
 }

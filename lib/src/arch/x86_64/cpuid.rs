@@ -237,6 +237,8 @@ pub enum Feature {
     ArchCapabilities,
     /// IA32_SPEC_CTRL.SSBD (Intel): `CPUID.7.0:EDX[31]`.
     SpecCtrlSsbd,
+    /// Linear-address masking (CR4.LAM_SUP, CR3.LAM_U48/U57): `CPUID.7.1:EAX[26]`.
+    Lam,
     /// XSAVEOPT: `CPUID.D.1:EAX[0]`.
     Xsaveopt,
     /// XSAVEC: `CPUID.D.1:EAX[1]`.
@@ -352,6 +354,7 @@ impl Feature {
             Feature::FlushL1d => (7, 0, Register::Edx, 28),
             Feature::ArchCapabilities => (7, 0, Register::Edx, 29),
             Feature::SpecCtrlSsbd => (7, 0, Register::Edx, 31),
+            Feature::Lam => (7, 1, Register::Eax, 26),
             Feature::Xsaveopt => (0xd, 1, Register::Eax, 0),
             Feature::Xsavec => (0xd, 1, Register::Eax, 1),
             Feature::Xgetbv1 => (0xd, 1, Register::Eax, 2),

@@ -1,7 +1,8 @@
 //! Device memory for tests: the MMIO hole below 4 GiB (local and I/O APICs, HPET, pc-testdev's
-//! iomem at 0xff000000) and a window of virtual pages where a test maps device frames or
-//! fresh RAM frames side by side. No Rust object lives in either, so volatile accesses there
-//! are safe functions; an access to an unmapped page faults like any other.
+//! iomem at 0xff000000) and two windows of virtual pages, one in the lower half of the address
+//! space and one in the upper (supervisor) half, where a test maps device frames or fresh RAM
+//! frames side by side. No Rust object lives in any of them, so volatile accesses there are
+//! safe functions; an access to an unmapped page faults like any other.
 
 use core::ops::Range;
 
@@ -11,8 +12,11 @@ use crate::memory::{PAGE_SIZE, Protection, allocate_frame};
 pub const HOLE: Range<u64> = 0xfe00_0000..0x1_0000_0000;
 /// The device window's first page.
 pub const WINDOW: u64 = 0x0000_0200_0000_0000;
-/// How many pages the window has.
+/// How many pages the window has (and the upper window too).
 pub const WINDOW_PAGES: u64 = 64;
+/// The upper window's first page: an upper-half address (bits 63:47 set, so canonical under
+/// 4-level paging), which linear-address masking treats as a supervisor pointer.
+pub const UPPER_WINDOW: u64 = 0xffff_fe00_0000_0000;
 
 /// What a window page shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,10 +28,12 @@ pub enum Backing {
 }
 
 fn in_window(address: u64, size: u64) -> bool {
-    address >= WINDOW
-        && address
-            .checked_add(size)
-            .is_some_and(|end| end <= WINDOW + WINDOW_PAGES * PAGE_SIZE)
+    [WINDOW, UPPER_WINDOW].into_iter().any(|start| {
+        address >= start
+            && address
+                .checked_add(size)
+                .is_some_and(|end| end <= start + WINDOW_PAGES * PAGE_SIZE)
+    })
 }
 
 fn in_hole(address: u64, size: u64) -> bool {
@@ -41,6 +47,19 @@ fn in_hole(address: u64, size: u64) -> bool {
 /// For an index beyond the window, a device address outside [`HOLE`] or not page-aligned,
 /// or when no frame is left.
 pub fn map(index: u64, backing: Backing, protection: Protection) -> u64 {
+    map_in(WINDOW, index, backing, protection)
+}
+
+/// Maps upper-window page `index` (below [`WINDOW_PAGES`]) onto `backing` with `protection`;
+/// returns its virtual address, in the upper half.
+///
+/// # Panics
+/// As [`map`].
+pub fn map_upper(index: u64, backing: Backing, protection: Protection) -> u64 {
+    map_in(UPPER_WINDOW, index, backing, protection)
+}
+
+fn map_in(window: u64, index: u64, backing: Backing, protection: Protection) -> u64 {
     assert!(
         index < WINDOW_PAGES,
         "window page {index} is beyond the {WINDOW_PAGES} pages"
@@ -60,7 +79,7 @@ pub fn map(index: u64, backing: Backing, protection: Protection) -> u64 {
             frame
         }
     };
-    let address = WINDOW + index * PAGE_SIZE;
+    let address = window + index * PAGE_SIZE;
     // SAFETY: the window holds no Rust object, and what it shows is device memory or a frame
     // no one else owns.
     unsafe { super::mmu::map_page(address, physical, protection) };
@@ -80,7 +99,20 @@ pub fn unmap(index: u64) {
     unsafe { super::mmu::unmap_page(WINDOW + index * PAGE_SIZE) };
 }
 
-/// Whether the `size` bytes at `address` lie in the MMIO hole or in the device window, where
+/// Unmaps upper-window page `index`: accesses to it raise #PF.
+///
+/// # Panics
+/// For an index beyond the window.
+pub fn unmap_upper(index: u64) {
+    assert!(
+        index < WINDOW_PAGES,
+        "window page {index} is beyond the {WINDOW_PAGES} pages"
+    );
+    // SAFETY: no Rust object lives in the window.
+    unsafe { super::mmu::unmap_page(UPPER_WINDOW + index * PAGE_SIZE) };
+}
+
+/// Whether the `size` bytes at `address` lie in the MMIO hole or in a device window, where
 /// no Rust object lives (a range that wraps around the address space does not).
 pub fn is_device_memory(address: u64, size: u64) -> bool {
     in_hole(address, size) || in_window(address, size)

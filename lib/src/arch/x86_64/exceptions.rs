@@ -118,6 +118,11 @@ pub struct Exception {
     pub address: u64,
     /// Whether it was raised at CPL 3 (the pushed CS's RPL).
     pub from_user: bool,
+    /// The RFLAGS the CPU pushed. For a fault, RF is set, so that the restarted instruction's
+    /// breakpoint does not fire again (SDM Vol. 3, "Instruction-Breakpoint Exception
+    /// Condition": "the value pushed for RF is 1" for every fault but an instruction
+    /// breakpoint's #DB).
+    pub rflags: u64,
 }
 
 impl Exception {
@@ -145,6 +150,14 @@ impl Exception {
     /// Whether it was raised at CPL 3.
     pub fn from_user_mode(&self) -> bool {
         self.from_user
+    }
+
+    /// Whether RFLAGS.RF (the resume flag) is set in the pushed RFLAGS: kvm-unit-tests'
+    /// `exception_rflags_rf()`. The CPU sets it for every fault but an instruction
+    /// breakpoint's #DB.
+    pub fn resume_flag(&self) -> bool {
+        x86_64::registers::rflags::RFlags::from_bits_retain(self.rflags)
+            .contains(x86_64::registers::rflags::RFlags::RESUME_FLAG)
     }
 }
 
@@ -444,6 +457,7 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
         rip: frame.rip,
         address: if vector == Vector::PF { read_cr2() } else { 0 },
         from_user: frame.cs & 3 == 3,
+        rflags: frame.rflags,
     };
     if vector == Vector::DB {
         let hook = DEBUG_HANDLER.load(Ordering::Acquire);

@@ -405,6 +405,27 @@ pub fn try_invpcid(kind: u64, pcid: u64, address: u64) -> Result<(), Exception> 
     })
 }
 
+/// INVPCID of `kind` with the 16-byte descriptor (PCID, then linear address) that `descriptor`
+/// points to, or the exception: for tests of how INVPCID's memory operand is formed (a
+/// non-canonical or LAM-tagged `descriptor` pointer) apart from the address it holds.
+pub fn try_invpcid_at(kind: u64, descriptor: u64) -> Result<(), Exception> {
+    catch_exception(|| {
+        // SAFETY: INVPCID only reads its descriptor and invalidates TLB entries, which the
+        // runtime never relies on (the page tables are what count); a fault is caught.
+        unsafe { asm!("invpcid {}, [{}]", in(reg) kind, in(reg) descriptor, options(nostack, readonly)) };
+    })
+}
+
+/// INVLPG of `address`, or the exception: it raises none, even for a non-canonical address,
+/// which it ignores (SDM Vol. 2, INVLPG).
+pub fn try_invlpg(address: u64) -> Result<(), Exception> {
+    catch_exception(|| {
+        // SAFETY: INVLPG only drops TLB entries, which the runtime never relies on; a fault
+        // is caught.
+        unsafe { asm!("invlpg [{}]", in(reg) address, options(nostack, preserves_flags)) };
+    })
+}
+
 /// The hypercall instructions of the two hardware virtualization extensions. Outside a
 /// virtual machine's guest mode both raise #UD; KVM accepts either one on any host (it
 /// rewrites the other vendor's instruction to its own).

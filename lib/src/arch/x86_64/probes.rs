@@ -364,6 +364,34 @@ pub fn physical_address_bits() -> u32 {
     }
 }
 
+/// MOV to CR4 of `value`, with the instruction's address: a reserved bit raises #GP(0) at the
+/// MOV, with RF set in the pushed RFLAGS (kvm-unit-tests' idt_test).
+///
+/// # Panics
+/// When `value` changes a bit of `control::CR4_OWNED`, as `control::try_write_cr4`.
+pub fn try_mov_to_cr4(value: u64) -> Attempt<()> {
+    super::control::check_cr4_owned(value);
+    let mut address = 0u64;
+    let slot = &raw mut address;
+    let result = catch_exception(|| {
+        // SAFETY: as in `control::try_write_cr4` (PAE kept, checked above; the other bits
+        // break nothing the runtime relies on); the address is stored before the MOV runs,
+        // and a fault is caught.
+        unsafe {
+            asm!(
+                "lea {scratch}, [rip + 2f]",
+                "mov qword ptr [{slot}], {scratch}",
+                "2: mov cr4, {value}",
+                slot = in(reg) slot,
+                scratch = out(reg) _,
+                value = in(reg) value,
+                options(nostack),
+            )
+        };
+    });
+    Attempt { result, address }
+}
+
 /// Sets `bit` in the page-table entry that maps `page`, a reserved bit: one of the address
 /// bits from the CPU's physical-address width up to 51. Any access to the page then raises a
 /// #PF with the RSVD and P bits; `page.map(..)` rewrites the entry without it.

@@ -30,6 +30,13 @@ pub fn flush_stack_page() {
     flush_page(core::hint::black_box(&raw const marker) as u64);
 }
 
+/// pc-testdev's "pc-testdev-iomem" region: 64 KiB of MMIO at this physical address that reads
+/// back what was written (kvm-unit-tests' `IORAM_BASE_PHYS`), so that the hypervisor must
+/// emulate each access to it. It lies in `device::HOLE`, identity mapped.
+pub const IOMEM: u64 = 0xff00_0000;
+/// The size of [`IOMEM`]: 64 KiB.
+pub const IOMEM_SIZE: u64 = 0x1_0000;
+
 /// pc-testdev's 32-bit scratch register: it reads back what was written.
 const DATA_PORT: u16 = 0xe0;
 /// pc-testdev's IRQ lines: a byte written to `IRQ_PORT + n` sets or clears line n.
