@@ -22,7 +22,7 @@ use super::{exceptions, exit, fw_cfg, mmu};
 /// attribute 2 Tagged Normal write-back (0xF0, FEAT_MTE2: accesses are tag checked). Only
 /// `mte::TaggedPage` maps pages with attribute 2, and only on a CPU that has FEAT_MTE2.
 pub(crate) const MAIR: u64 = (MAIR_TAGGED_NORMAL as u64) << 16 | 0xff << 8;
-/// The MAIR attribute byte of Tagged Normal memory (Arm ARM, MAIR_EL1.Attr<n>, FEAT_MTE2).
+/// The MAIR attribute byte of Tagged Normal memory (Arm ARM, MAIR_EL1.Attr\<n\>, FEAT_MTE2).
 pub const MAIR_TAGGED_NORMAL: u8 = 0xf0;
 /// The MAIR index of device memory.
 pub(crate) const ATTRIBUTE_DEVICE: u64 = 0;
