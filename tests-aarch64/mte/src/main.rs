@@ -222,11 +222,54 @@ fn random_tags(page: &TaggedPage) {
     );
     set_rgsr_el1(seed);
     let again: [u8; 32] = core::array::from_fn(|_| tag_of(insert_random_tag(base, 0)));
+    let rgsr_after = rgsr_el1() & (rgsr::SEED | rgsr::TAG);
     report!(
         again == sequence,
         "with GCR_EL1.RRND 0, the same RGSR_EL1 gives the same IRG sequence (got {again:?})"
     );
+    let mut state = seed;
+    let predicted: [u8; 32] = core::array::from_fn(|_| {
+        let (tag, next) = architectural_irg(state, 0xaaaa);
+        state = next;
+        tag
+    });
+    report!(
+        again == predicted && rgsr_after == state,
+        "with GCR_EL1.RRND 0, IRG follows the Arm ARM's ChooseRandomNonExcludedTag: tags {predicted:?}, then \
+         RGSR_EL1 {state:#x} (got {again:?}, RGSR_EL1 {rgsr_after:#x})"
+    );
     set_gcr_el1(0);
+}
+
+/// IRG by the Arm ARM's pseudocode with GCR_EL1.RRND 0 (AArch64.ChooseRandomNonExcludedTag):
+/// four steps of the RGSR_EL1.SEED LFSR (NextRandomTagBit) make an offset, and
+/// ChooseNonExcludedTag counts that many allowed tags on from RGSR_EL1.TAG. Returns the tag and
+/// the RGSR_EL1 value after (TAG the new tag, SEED the LFSR).
+fn architectural_irg(rgsr_value: u64, exclude: u16) -> (u8, u64) {
+    let mut lfsr = ((rgsr_value & rgsr::SEED) >> rgsr::SEED_SHIFT) as u16;
+    let mut offset = 0u8;
+    for bit in 0..4 {
+        let top = (lfsr >> 5 ^ lfsr >> 3 ^ lfsr >> 2 ^ lfsr) & 1;
+        lfsr = top << 15 | lfsr >> 1;
+        offset |= (top as u8) << bit;
+    }
+    let excluded = |tag: u8| exclude & (1 << tag) != 0;
+    let mut tag = (rgsr_value & rgsr::TAG) as u8;
+    if exclude == u16::MAX {
+        tag = 0;
+    } else if offset == 0 {
+        while excluded(tag) {
+            tag = (tag + 1) & 0xf;
+        }
+    } else {
+        for _ in 0..offset {
+            tag = (tag + 1) & 0xf;
+            while excluded(tag) {
+                tag = (tag + 1) & 0xf;
+            }
+        }
+    }
+    (tag, u64::from(tag) | u64::from(lfsr) << rgsr::SEED_SHIFT)
 }
 
 /// How a mode delivers the Tag Check Fault of a read or a write.
