@@ -3,7 +3,9 @@
 //! and TCF, TCR_EL1.TBI0 and TCMA0), Tagged Normal memory (MAIR 0xF0), the tag instructions
 //! (IRG with GCR_EL1/RGSR_EL1, STG, LDG), and what a mismatched tag does in the mode: a
 //! synchronous Tag Check Fault (data abort, DFSC 0x11, FAR the tagged address) or TFSR_EL1.TF0
-//! set with no exception; asymm is synchronous for reads and asynchronous for writes.
+//! set with no exception; asymm is synchronous for reads and asynchronous for writes. Beyond
+//! mte.c: TCMA0, PSTATE.TCO, ATA/ATA0 gating the checks, EL0 under TCF0 with TFSRE0_EL1,
+//! untagged memory, TCF 0b00, and IRG's sequence against the Arm ARM's pseudocode.
 #![no_std]
 #![no_main]
 
@@ -11,12 +13,12 @@ use vmunit::arch::exceptions::FaultStatus;
 use vmunit::arch::mmu;
 use vmunit::arch::mte::{
     self, GRANULE, Level, MAIR_TAGGED_NORMAL, TagCheckMode, TaggedPage, insert_random_tag, tag_of,
-    take_tag_fault_status, with_tag,
+    take_tag_fault_status, take_user_tag_fault_status, with_tag,
 };
 use vmunit::arch::registers::{
     Readable, SCTLR_EL1, TCR_EL1, gcr, gcr_el1, rgsr, rgsr_el1, sctlr, set_gcr_el1, set_rgsr_el1, tcr, tfsr,
 };
-use vmunit::arch::{Exception, ExceptionClass, try_read};
+use vmunit::arch::{Exception, ExceptionClass, run_in_user_mode, try_read};
 use vmunit::catch::Attempt;
 use vmunit::memory::{PAGE_SIZE, TestPage};
 use vmunit::{prefix, report, report_info, report_skip, report_summary};
@@ -75,6 +77,9 @@ fn main(arguments: &[&str]) -> i32 {
     random_tags(&page);
     checks(&page, mode, page_tag);
     match_all(&page, mode, page_tag);
+    tag_check_override(&page, page_tag);
+    tag_access_gates_checks(&page, mode, page_tag);
+    user_mode(&page, mode, page_tag);
     untagged_memory(mode);
     ignored(&page, page_tag);
     report_summary()
@@ -95,6 +100,10 @@ fn enables() {
     report!(
         tcr_value & tcr::TCMA0 == 0,
         "TCR_EL1.TCMA0 reads back clear: tag 0 pointers are checked (TCR_EL1 {tcr_value:#x})"
+    );
+    report!(
+        !mte::tag_check_override(),
+        "PSTATE.TCO reads back clear: tag checks are not overridden"
     );
 }
 
@@ -388,17 +397,38 @@ fn mismatched_write(page: &TaggedPage, mode: TagCheckMode, page_tag: u8, tag: u8
     let _ = page.try_store(page_tag, offset, FILL);
 }
 
-/// A synchronous Tag Check Fault of the access `attempt` made through `pointer`.
+/// A synchronous Tag Check Fault of the access `attempt` made (at EL1) through `pointer`.
 fn synchronous_fault<T: core::fmt::Debug>(
     attempt: &Attempt<T>,
     pointer: u64,
     write: bool,
     what: core::fmt::Arguments<'_>,
 ) {
-    let fault = match &attempt.result {
+    let Some(exception) = tag_check_fault(&attempt.result, ExceptionClass::DataAbort, pointer, write, what)
+    else {
+        return;
+    };
+    report!(
+        exception.elr == attempt.address,
+        "ELR_EL1 is the faulting {} at {:#x} (got {:#x})",
+        if write { "store" } else { "load" },
+        attempt.address,
+        exception.elr
+    );
+}
+
+/// Reports whether `result` is a synchronous Tag Check Fault of class `class` (DABT_EL1, or
+/// DABT_EL0 from EL0) with the write flag `write` and FAR `pointer`; returns the exception.
+fn tag_check_fault<T: core::fmt::Debug>(
+    result: &Result<T, Exception>,
+    class: ExceptionClass,
+    pointer: u64,
+    write: bool,
+    what: core::fmt::Arguments<'_>,
+) -> Option<Exception> {
+    let fault = match result {
         Err(exception)
-            if exception.class == ExceptionClass::DataAbort
-                && exception.fault_status() == Some(FaultStatus::TagCheck) =>
+            if exception.class == class && exception.fault_status() == Some(FaultStatus::TagCheck) =>
         {
             Some(*exception)
         }
@@ -406,19 +436,10 @@ fn synchronous_fault<T: core::fmt::Debug>(
     };
     report!(
         fault.is_some(),
-        "{what} raises a synchronous Tag Check Fault (DABT_EL1, DFSC 0x11) (got {:x?})",
-        attempt.result
+        "{what} raises a synchronous Tag Check Fault ({}, DFSC 0x11) (got {result:x?})",
+        class.name()
     );
-    let Some(Exception { elr, far, .. }) = fault else {
-        return;
-    };
-    let exception = fault.expect("checked above");
-    report!(
-        elr == attempt.address,
-        "ELR_EL1 is the faulting {} at {:#x} (got {elr:#x})",
-        if write { "store" } else { "load" },
-        attempt.address
-    );
+    let exception = fault?;
     report!(
         exception.is_write() == write,
         "ESR_EL1.WnR is {} (ESR {:#x})",
@@ -426,9 +447,155 @@ fn synchronous_fault<T: core::fmt::Debug>(
         exception.esr
     );
     report!(
-        exception.fault_address_valid() && far & FAR_REPORTED == pointer & FAR_REPORTED,
-        "FAR_EL1 holds the tagged address {pointer:#x} (bits 59:0), FnV clear (got FAR {far:#x}, ESR {:#x})",
+        exception.fault_address_valid() && exception.far & FAR_REPORTED == pointer & FAR_REPORTED,
+        "FAR_EL1 holds the tagged address {pointer:#x} (bits 59:0), FnV clear (got FAR {:#x}, ESR {:#x})",
+        exception.far,
         exception.esr
+    );
+    Some(exception)
+}
+
+/// PSTATE.TCO: while set, mismatched tags are not checked.
+fn tag_check_override(page: &TaggedPage, page_tag: u8) {
+    let _prefix = prefix("tco");
+    let tag = page_tag + 1;
+    mte::set_tag_check_override(true);
+    let set = mte::tag_check_override();
+    let read = page.try_load(tag, 0).result;
+    let written = page.try_store(tag, 8, FILL).result;
+    mte::set_tag_check_override(false);
+    let status = take_tag_fault_status();
+    report!(set, "PSTATE.TCO reads back set after MSR TCO, #1");
+    report!(
+        read == Ok(FILL) && written.is_ok() && status == 0,
+        "with PSTATE.TCO set, a read and a write with tag {tag} of a granule tagged {page_tag} are unchecked \
+         (got {read:x?}, {written:?}, TFSR_EL1 {status:#x})"
+    );
+    report!(
+        !mte::tag_check_override(),
+        "PSTATE.TCO reads back clear after MSR TCO, #0"
+    );
+}
+
+/// EL0: SCTLR_EL1.TCF0 (not TCF) and ATA0 govern its accesses, and TFSRE0_EL1 records them.
+fn user_mode(page: &TaggedPage, mode: TagCheckMode, page_tag: u8) {
+    let _prefix = prefix("el0");
+    page.share_with_user_mode();
+    let tag = page_tag + 1;
+    mte::set_user_tag_access(true);
+    let sctlr_value = SCTLR_EL1.get();
+    report!(
+        sctlr_value & sctlr::ATA0 != 0,
+        "SCTLR_EL1.ATA0 reads back set (SCTLR_EL1 {sctlr_value:#x})"
+    );
+    mte::set_user_tag_check_mode(TagCheckMode::Ignored);
+    let read = run_in_user_mode(|| page.load(tag, 0));
+    let (user_status, status) = (take_user_tag_fault_status(), take_tag_fault_status());
+    report!(
+        read == Ok(FILL) && user_status == 0 && status == 0,
+        "with SCTLR_EL1.TCF0 0b00 (TCF {mode:?}, ATA0 set), an EL0 read with tag {tag} of a granule tagged \
+         {page_tag} is unchecked (got {read:x?}, TFSRE0_EL1 {user_status:#x}, TFSR_EL1 {status:#x})"
+    );
+
+    mte::set_user_tag_check_mode(mode);
+    let read_back = mte::user_tag_check_mode();
+    report!(
+        read_back == mode,
+        "SCTLR_EL1.TCF0 reads back {:#04b} ({mode:?}; got {read_back:?})",
+        mode.field()
+    );
+    // Allocation tag access gates the checks too (AArch64.AccessIsTagChecked).
+    mte::set_user_tag_access(false);
+    let read = run_in_user_mode(|| page.load(tag, 0));
+    let (user_status, status) = (take_user_tag_fault_status(), take_tag_fault_status());
+    report!(
+        read == Ok(FILL) && user_status == 0 && status == 0,
+        "with SCTLR_EL1.ATA0 clear (TCF0 {mode:?}), an EL0 read with tag {tag} of a granule tagged {page_tag} is unchecked \
+         (got {read:x?}, TFSRE0_EL1 {user_status:#x}, TFSR_EL1 {status:#x})"
+    );
+    mte::set_user_tag_access(true);
+    let read = run_in_user_mode(|| page.load(tag, 0));
+    let (user_status, status) = (take_user_tag_fault_status(), take_tag_fault_status());
+    let what = format_args!("an EL0 read with tag {tag} of a granule tagged {page_tag}");
+    match delivery(mode, false) {
+        Delivery::Synchronous => {
+            tag_check_fault(
+                &read,
+                ExceptionClass::DataAbortLower,
+                page.pointer(tag, 0),
+                false,
+                what,
+            );
+            report!(
+                user_status == 0 && status == 0,
+                "TFSRE0_EL1 and TFSR_EL1 stay clear (got {user_status:#x}, {status:#x})"
+            );
+        }
+        Delivery::Asynchronous => {
+            report!(
+                read == Ok(FILL),
+                "{what} completes with {FILL:#x} (got {read:x?})"
+            );
+            report!(
+                user_status == tfsr::TF0 && status == 0,
+                "TFSRE0_EL1 records it (TF0 set, TF1 clear) and TFSR_EL1 does not (got {user_status:#x}, \
+                 {status:#x})"
+            );
+        }
+    }
+
+    let value = 0xaaaa_aaaa_aaaa_aaaa;
+    let tag = page_tag + 2;
+    let written = run_in_user_mode(|| page.store(tag, 0, value));
+    let (user_status, status) = (take_user_tag_fault_status(), take_tag_fault_status());
+    let memory = page.try_load(page_tag, 0).result;
+    let what = format_args!("an EL0 write with tag {tag} to a granule tagged {page_tag}");
+    match delivery(mode, true) {
+        Delivery::Synchronous => {
+            tag_check_fault(
+                &written,
+                ExceptionClass::DataAbortLower,
+                page.pointer(tag, 0),
+                true,
+                what,
+            );
+            report!(
+                memory == Ok(FILL) && user_status == 0 && status == 0,
+                "the word still holds {FILL:#x}; TFSRE0_EL1 and TFSR_EL1 stay clear (got {memory:x?}, \
+                 {user_status:#x}, {status:#x})"
+            );
+        }
+        Delivery::Asynchronous => {
+            report!(
+                written.is_ok() && memory == Ok(value),
+                "{what} completes: the word holds {value:#x} (got {written:?}, then {memory:x?})"
+            );
+            report!(
+                user_status == tfsr::TF0 && status == 0,
+                "TFSRE0_EL1 records it (TF0 set, TF1 clear) and TFSR_EL1 does not (got {user_status:#x}, \
+                 {status:#x})"
+            );
+        }
+    }
+    let _ = page.try_store(page_tag, 0, FILL);
+    mte::set_user_tag_check_mode(TagCheckMode::Ignored);
+    mte::set_user_tag_access(false);
+}
+
+/// SCTLR_EL1.ATA gates EL1's tag checks: clear, a mismatched access is unchecked whatever the
+/// mode (AArch64.AccessIsTagChecked).
+fn tag_access_gates_checks(page: &TaggedPage, mode: TagCheckMode, page_tag: u8) {
+    let _prefix = prefix("ata");
+    let tag = page_tag + 1;
+    mte::set_tag_access(false);
+    let read = page.try_load(tag, 0).result;
+    let written = page.try_store(tag, 8, FILL).result;
+    mte::set_tag_access(true);
+    let status = take_tag_fault_status();
+    report!(
+        read == Ok(FILL) && written.is_ok() && status == 0,
+        "with SCTLR_EL1.ATA clear (TCF {mode:?}), a read and a write with tag {tag} of a granule tagged \
+         {page_tag} are unchecked (got {read:x?}, {written:?}, TFSR_EL1 {status:#x})"
     );
 }
 

@@ -134,7 +134,9 @@ fn update_tcr(change: impl FnOnce(u64) -> u64) {
 /// Prepares this CPU for tag checks at EL1, as kvm-unit-tests' `mte_init` does: allocation
 /// tag access on (SCTLR_EL1.ATA, so that IRG, STG and LDG work), top byte ignore for the
 /// lower address range (TCR_EL1.TBI0, so that tagged pointers translate), and no "match all"
-/// tag (TCR_EL1.TCMA0 clear, so that pointers with tag 0 are checked too). The mode stays
+/// tag (TCR_EL1.TCMA0 clear, so that pointers with tag 0 are checked too), and PSTATE.TCO
+/// clear (exception entry sets it, ERET restores it from SPSR; the boot state is not relied
+/// on). The mode stays
 /// what it was ([`set_tag_check_mode`]). Safe: see the module documentation.
 ///
 /// # Panics
@@ -143,16 +145,67 @@ pub fn enable() {
     assert!(level() >= Level::Full, "MTE tag checks need FEAT_MTE2");
     update_sctlr(|value| value | sctlr::ATA);
     update_tcr(|value| (value | tcr::TBI0) & !tcr::TCMA0);
+    set_tag_check_override(false);
+}
+
+/// Sets or clears PSTATE.TCO (tag check override): while set, loads and stores are not tag
+/// checked, whatever the mode.
+pub fn set_tag_check_override(enabled: bool) {
+    if enabled {
+        // SAFETY: PSTATE.TCO only turns tag checks off; the runtime's own accesses are never
+        // checked either way (see the module documentation).
+        unsafe {
+            asm!(
+                ".arch_extension memtag",
+                "msr tco, #1",
+                options(nostack, preserves_flags)
+            )
+        };
+    } else {
+        // SAFETY: as above, turning them back on.
+        unsafe {
+            asm!(
+                ".arch_extension memtag",
+                "msr tco, #0",
+                options(nostack, preserves_flags)
+            )
+        };
+    }
+}
+
+/// Whether PSTATE.TCO is set.
+pub fn tag_check_override() -> bool {
+    let value: u64;
+    // SAFETY: reads PSTATE.TCO (bit 25 of the result).
+    unsafe {
+        asm!(".arch_extension memtag", "mrs {value}, tco", value = out(reg) value,
+             options(nomem, nostack, preserves_flags))
+    };
+    value & (1 << 25) != 0
 }
 
 /// Turns allocation tag access at EL1 (SCTLR_EL1.ATA) on or off: off, IRG makes tag 0, LDG
-/// reads 0 and STG changes nothing.
+/// reads 0, STG changes nothing, and no EL1 access is tag checked (Arm ARM,
+/// AArch64.AccessIsTagChecked).
 pub fn set_tag_access(enabled: bool) {
     update_sctlr(|value| {
         if enabled {
             value | sctlr::ATA
         } else {
             value & !sctlr::ATA
+        }
+    });
+}
+
+/// Turns allocation tag access at EL0 (SCTLR_EL1.ATA0) on or off. Like ATA for EL1, it also
+/// gates EL0's tag checks: without it every EL0 access is unchecked (Arm ARM,
+/// AArch64.AccessIsTagChecked).
+pub fn set_user_tag_access(enabled: bool) {
+    update_sctlr(|value| {
+        if enabled {
+            value | sctlr::ATA0
+        } else {
+            value & !sctlr::ATA0
         }
     });
 }
@@ -169,24 +222,44 @@ pub fn set_match_all(enabled: bool) {
     });
 }
 
-/// Sets the EL1 tag checking mode (SCTLR_EL1.TCF; TCF0, for EL0, is cleared), then clears
-/// TFSR_EL1, as kvm-unit-tests' `mte_set_tcf` does.
+/// Sets the EL1 tag checking mode (SCTLR_EL1.TCF), then clears TFSR_EL1, as kvm-unit-tests'
+/// `mte_set_tcf` does. EL0's mode (TCF0, 0 from boot) stays as it was.
 ///
 /// # Panics
 /// When the CPU lacks the level the mode needs ([`TagCheckMode::required_level`]).
 pub fn set_tag_check_mode(mode: TagCheckMode) {
+    assert_level(mode);
+    update_sctlr(|value| (value & !sctlr::TCF) | mode.field() << sctlr::TCF_SHIFT);
+    clear_tag_fault_status();
+}
+
+/// Sets the EL0 tag checking mode (SCTLR_EL1.TCF0), then clears TFSRE0_EL1. Safe: EL0 code
+/// (`run_in_user_mode`) uses only untagged memory of its own.
+///
+/// # Panics
+/// When the CPU lacks the level the mode needs ([`TagCheckMode::required_level`]).
+pub fn set_user_tag_check_mode(mode: TagCheckMode) {
+    assert_level(mode);
+    update_sctlr(|value| (value & !sctlr::TCF0) | mode.field() << sctlr::TCF0_SHIFT);
+    clear_user_tag_fault_status();
+}
+
+fn assert_level(mode: TagCheckMode) {
     assert!(
         level() >= mode.required_level(),
         "tag check mode {mode:?} needs MTE level {:?}",
         mode.required_level()
     );
-    update_sctlr(|value| (value & !(sctlr::TCF | sctlr::TCF0)) | mode.field() << sctlr::TCF_SHIFT);
-    clear_tag_fault_status();
 }
 
 /// The EL1 tag checking mode (SCTLR_EL1.TCF) as read back.
 pub fn tag_check_mode() -> TagCheckMode {
     TagCheckMode::from_field((SCTLR_EL1.get() & sctlr::TCF) >> sctlr::TCF_SHIFT)
+}
+
+/// The EL0 tag checking mode (SCTLR_EL1.TCF0) as read back.
+pub fn user_tag_check_mode() -> TagCheckMode {
+    TagCheckMode::from_field((SCTLR_EL1.get() & sctlr::TCF0) >> sctlr::TCF0_SHIFT)
 }
 
 /// TFSR_EL1 (S3_0_C5_C6_0): the accumulated asynchronous tag check faults of EL1
@@ -213,6 +286,31 @@ pub fn clear_tag_fault_status() {
 pub fn take_tag_fault_status() -> u64 {
     let value = tag_fault_status();
     clear_tag_fault_status();
+    value
+}
+
+/// TFSRE0_EL1 (S3_0_C5_C6_1): the accumulated asynchronous tag check faults of EL0 (same
+/// fields as TFSR_EL1), after a DSB and ISB.
+pub fn user_tag_fault_status() -> u64 {
+    let value: u64;
+    // SAFETY: barriers and a register read; no memory changes.
+    unsafe {
+        asm!("dsb nsh", "isb", "mrs {value}, S3_0_C5_C6_1",
+             value = out(reg) value, options(nostack, preserves_flags))
+    };
+    value
+}
+
+/// Clears TFSRE0_EL1.
+pub fn clear_user_tag_fault_status() {
+    // SAFETY: TFSRE0_EL1 only records EL0's tag check faults; the runtime does not rely on it.
+    unsafe { asm!("msr S3_0_C5_C6_1, xzr", "isb", options(nostack, preserves_flags)) };
+}
+
+/// [`user_tag_fault_status`], then clears it.
+pub fn take_user_tag_fault_status() -> u64 {
+    let value = user_tag_fault_status();
+    clear_user_tag_fault_status();
     value
 }
 
@@ -297,6 +395,20 @@ impl TaggedPage {
         // no Rust reference points into; the CPU has FEAT_MTE2.
         unsafe { super::mmu::map_tagged_page(page.address(), page.frame(), Protection::READ_WRITE) };
         Some(TaggedPage { page })
+    }
+
+    /// Lets EL0 read and write the page too (`run_in_user_mode` closures, with [`load`] and
+    /// [`store`]).
+    ///
+    /// [`load`]: TaggedPage::load
+    /// [`store`]: TaggedPage::store
+    pub fn share_with_user_mode(&self) {
+        let protection = Protection {
+            user: true,
+            ..Protection::READ_WRITE
+        };
+        // SAFETY: as in `new`; EL0 access changes nothing for Rust code.
+        unsafe { super::mmu::map_tagged_page(self.address(), self.frame(), protection) };
     }
 
     /// The page's (untagged) virtual address.
@@ -391,6 +503,23 @@ impl TaggedPage {
             result,
             address: location,
         }
+    }
+
+    /// [`try_load`](TaggedPage::try_load) without catching: a fault goes to the enclosing
+    /// `run_in_user_mode` or `catch_exception`, or ends the test.
+    pub fn load(&self, tag: u8, offset: u64) -> u64 {
+        super::instructions::load(self.word(tag, offset))
+    }
+
+    /// [`try_store`](TaggedPage::try_store) without catching: a fault goes to the enclosing
+    /// `run_in_user_mode` or `catch_exception`, or ends the test.
+    pub fn store(&self, tag: u8, offset: u64, value: u64) {
+        let address = self.word(tag, offset);
+        // SAFETY: the store writes this page (no Rust object); a fault abandons this frame
+        // (caught by an enclosing catch) or ends the test.
+        unsafe {
+            asm!("str {value}, [{address}]", address = in(reg) address, value = in(reg) value, options(nostack))
+        };
     }
 
     /// Fills the page with `byte` through pointers that carry each granule's own allocation

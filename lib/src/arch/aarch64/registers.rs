@@ -126,7 +126,9 @@ pub mod sctlr {
     /// Where TCF starts.
     pub const TCF_SHIFT: u32 = 40;
     /// TCF0 (bits 39:38): the EL0 tag check fault mode.
-    pub const TCF0: u64 = 3 << 38;
+    pub const TCF0: u64 = 3 << TCF0_SHIFT;
+    /// Where TCF0 starts.
+    pub const TCF0_SHIFT: u32 = 38;
 }
 
 /// TCR_EL1's top-byte and MTE fields (aarch64-cpu names TBI0/TBI1 but not TCMA0/TCMA1).
@@ -141,7 +143,7 @@ pub mod tcr {
     pub const TCMA1: u64 = 1 << 58;
 }
 
-/// TFSR_EL1 fields (`mte::tag_fault_status`).
+/// TFSR_EL1 and TFSRE0_EL1 fields (`mte::tag_fault_status`, `mte::user_tag_fault_status`).
 pub mod tfsr {
     /// TF0 (bit 0): an asynchronous tag check fault at EL1 on a lower-range address.
     pub const TF0: u64 = 1 << 0;
