@@ -4,10 +4,11 @@
 //!
 //! Tag checks apply only to Tagged Normal memory (MAIR attribute 0xF0), and the runtime maps
 //! nothing of its own that way: only [`TaggedPage`]s, which no Rust object occupies and which
-//! are accessed through fault-catching probes. That is why changing SCTLR_EL1's MTE fields
-//! (ATA, TCF) and TCR_EL1's (TBI0, TCMA0) is safe here: whatever the mode, the runtime's own
-//! accesses are never tag checked, and the runtime never uses pointers whose top byte is not
-//! zero, so top-byte-ignore changes nothing for it. A raw write of either register (which could
+//! are accessed through fault-catching probes (or, at EL0, inside `run_in_user_mode`). That is
+//! why changing SCTLR_EL1's MTE fields (ATA, ATA0, TCF, TCF0), TCR_EL1's (TBI0, TCMA0) and
+//! PSTATE.TCO is safe here: whatever the mode, the runtime's own accesses are never tag
+//! checked, and the runtime never uses pointers whose top byte is not zero, so top-byte-ignore
+//! changes nothing for it. A raw write of either register (which could
 //! turn the MMU off) stays out of the API. Mapping other memory as tagged is
 //! [`mmu::map_tagged_page`](super::mmu::map_tagged_page), an `unsafe fn`.
 //!
