@@ -18,12 +18,18 @@ use super::device_tree::{self, MAX_MEMORY_RANGES, Platform};
 use super::smp::{EXCEPTION_STACK_SIZE, MAX_CPUS, STACK_SIZE};
 use super::{exceptions, exit, fw_cfg, mmu};
 
-/// MAIR_EL1: attribute 0 is Device-nGnRnE, attribute 1 Normal write-back (read/write allocate).
-pub(crate) const MAIR: u64 = 0xff << 8;
+/// MAIR_EL1: attribute 0 is Device-nGnRnE, attribute 1 Normal write-back (read/write allocate),
+/// attribute 2 Tagged Normal write-back (0xF0, FEAT_MTE2: accesses are tag checked). Only
+/// `mte::TaggedPage` maps pages with attribute 2, and only on a CPU that has FEAT_MTE2.
+pub(crate) const MAIR: u64 = (MAIR_TAGGED_NORMAL as u64) << 16 | 0xff << 8;
+/// The MAIR attribute byte of Tagged Normal memory (Arm ARM, MAIR_EL1.Attr\<n\>, FEAT_MTE2).
+pub const MAIR_TAGGED_NORMAL: u8 = 0xf0;
 /// The MAIR index of device memory.
 pub(crate) const ATTRIBUTE_DEVICE: u64 = 0;
 /// The MAIR index of normal memory.
 pub(crate) const ATTRIBUTE_NORMAL: u64 = 1;
+/// The MAIR index of Tagged Normal memory.
+pub(crate) const ATTRIBUTE_TAGGED_NORMAL: u64 = 2;
 /// TCR_EL1 without IPS: T0SZ = 16 (48-bit VA, 4 levels from level 0), inner/outer write-back
 /// walks, inner shareable, 4 KiB granule, EPD1 (no TTBR1 walks).
 const TCR_BASE: u64 = 16 | 1 << 8 | 1 << 10 | 3 << 12 | 1 << 23;
@@ -35,6 +41,7 @@ const SCTLR: u64 =
 /// CPACR_EL1: FPEN lets FP/SIMD instructions run at EL0 and EL1 without traps.
 const CPACR: u64 = CPACR_EL1::FPEN::TrapNothing.value;
 
+const _: () = assert!(MAIR == 0xf0_ff00);
 const _: () = assert!(TCR_BASE == 0x80_3510);
 const _: () = assert!(SCTLR == 0x30d0_1805);
 const _: () = assert!(CPACR == 3 << 20);
@@ -178,7 +185,8 @@ global_asm!(
 
     /* Loads MAIR, TCR and TTBR0 with the boot tables and turns the MMU and caches on. */
     vmunit_enable_mmu:
-        mov x9, #{mair}
+        movz x9, #{mair_low}
+        movk x9, #{mair_high}, lsl #16
         msr mair_el1, x9
         mrs x10, id_aa64mmfr0_el1
         and x10, x10, #0xf              /* PARange, capped at 48 bits */
@@ -203,7 +211,8 @@ global_asm!(
     "#,
     rust_entry = sym rust_entry,
     secondary_entry = sym super::smp::secondary_entry,
-    mair = const MAIR,
+    mair_low = const MAIR & 0xffff,
+    mair_high = const MAIR >> 16,
     cpacr = const CPACR,
     tcr_low = const TCR_BASE & 0xffff,
     tcr_high = const TCR_BASE >> 16,

@@ -254,6 +254,9 @@ pub enum FaultStatus {
     },
     /// Synchronous external abort, not on a translation table walk.
     ExternalAbort,
+    /// Synchronous Tag Check Fault (FEAT_MTE2, DFSC 0b010001): the access's logical tag
+    /// differs from the allocation tag of Tagged Normal memory.
+    TagCheck,
     /// Alignment fault.
     Alignment,
     /// Any other code.
@@ -270,6 +273,7 @@ impl FaultStatus {
             0b00_1000..=0b00_1011 => FaultStatus::AccessFlag { level },
             0b00_1100..=0b00_1111 => FaultStatus::Permission { level },
             0b01_0000 => FaultStatus::ExternalAbort,
+            0b01_0001 => FaultStatus::TagCheck,
             0b10_0001 => FaultStatus::Alignment,
             other => FaultStatus::Other(other),
         }
@@ -278,6 +282,8 @@ impl FaultStatus {
 
 /// ESR_EL1.ISS.WnR (bit 6) of a data abort: the access was a write.
 const ISS_WRITE_NOT_READ: u64 = 1 << 6;
+/// ESR_EL1.ISS.FnV (bit 10) of an abort: FAR_EL1 is not valid.
+const ISS_FAR_NOT_VALID: u64 = 1 << 10;
 
 impl Exception {
     /// ISS (ESR bits 24:0).
@@ -326,6 +332,12 @@ impl Exception {
                 | ExceptionClass::DataAbort
         )
         .then(|| FaultStatus::from_code((self.esr & 0x3f) as u8))
+    }
+
+    /// Whether an abort says FAR_EL1 holds its address (ISS.FnV clear); `false` for other
+    /// classes.
+    pub fn fault_address_valid(&self) -> bool {
+        self.fault_status().is_some() && self.esr & ISS_FAR_NOT_VALID == 0
     }
 
     /// Whether a data abort was raised by a write (ISS.WnR).

@@ -18,7 +18,7 @@
 
 use core::arch::{asm, global_asm};
 
-use super::boot::{ATTRIBUTE_DEVICE, ATTRIBUTE_NORMAL};
+use super::boot::{ATTRIBUTE_DEVICE, ATTRIBUTE_NORMAL, ATTRIBUTE_TAGGED_NORMAL};
 use crate::memory::Protection;
 
 const VALID: u64 = 1 << 0;
@@ -185,8 +185,12 @@ fn flush(virtual_address: u64) {
 
 /// The page descriptor bits (without address) of normal memory with `protection`.
 fn leaf_bits(protection: Protection) -> u64 {
-    let mut bits =
-        VALID | TABLE_OR_PAGE | ATTRIBUTE_NORMAL << ATTRIBUTE_SHIFT | INNER_SHAREABLE | ACCESS_FLAG;
+    leaf_bits_with(ATTRIBUTE_NORMAL, protection)
+}
+
+/// The page descriptor bits (without address) of the MAIR index `attribute` with `protection`.
+fn leaf_bits_with(attribute: u64, protection: Protection) -> u64 {
+    let mut bits = VALID | TABLE_OR_PAGE | attribute << ATTRIBUTE_SHIFT | INNER_SHAREABLE | ACCESS_FLAG;
     if protection.user {
         bits |= AP_USER;
     }
@@ -206,6 +210,14 @@ fn leaf_bits(protection: Protection) -> u64 {
 /// Whether a descriptor maps device memory.
 pub fn is_device(descriptor: u64) -> bool {
     (descriptor >> ATTRIBUTE_SHIFT) & 7 == ATTRIBUTE_DEVICE
+}
+
+/// The memory attribute a descriptor selects: the MAIR_EL1 byte its AttrIndx (bits 4:2)
+/// names (0xff normal write-back, 0xf0 Tagged Normal, 0x00 Device-nGnRnE here).
+pub fn memory_attribute(descriptor: u64) -> u8 {
+    use aarch64_cpu::registers::{MAIR_EL1, Readable};
+    let index = (descriptor >> ATTRIBUTE_SHIFT) & 7;
+    (MAIR_EL1.get() >> (8 * index)) as u8
 }
 
 /// Gives the image's pages their rights (see the module documentation).
@@ -266,6 +278,21 @@ pub unsafe fn map_page(virtual_address: u64, physical_address: u64, protection: 
     let _guard = PAGE_TABLE_LOCK.lock();
     let entry = leaf_entry(virtual_address, true).expect("creating tables never fails");
     *entry = (physical_address & ADDRESS_MASK) | leaf_bits(protection);
+    flush(virtual_address);
+}
+
+/// Maps the 4 KiB page at `virtual_address` to the frame at `physical_address` as Tagged Normal
+/// memory (MAIR 0xF0): with tag checking on, its accesses are checked against the frame's
+/// allocation tags (see `mte`).
+///
+/// # Safety
+/// As for [`map_page`]; moreover no Rust object may live in the page, since with tag checking
+/// on an access through an untagged pointer faults (or sets TFSR_EL1); the CPU must have
+/// FEAT_MTE2, without which the attribute is reserved.
+pub unsafe fn map_tagged_page(virtual_address: u64, physical_address: u64, protection: Protection) {
+    let _guard = PAGE_TABLE_LOCK.lock();
+    let entry = leaf_entry(virtual_address, true).expect("creating tables never fails");
+    *entry = (physical_address & ADDRESS_MASK) | leaf_bits_with(ATTRIBUTE_TAGGED_NORMAL, protection);
     flush(virtual_address);
 }
 

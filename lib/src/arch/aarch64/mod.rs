@@ -1,6 +1,6 @@
 //! The aarch64 architecture: ELF boot on QEMU `virt` (EL1, or EL2 dropped to EL1), the device
 //! tree, the PL011 console, VBAR_EL1 exceptions and EL0 runs, the 4-level MMU, PSCI (SMP and
-//! exit), GICv3 and the generic timer, plus safe wrappers for the instructions tests exercise.
+//! exit), MTE, GICv3 and the generic timer, plus safe wrappers for the instructions tests exercise.
 
 mod boot;
 pub mod cache;
@@ -12,6 +12,7 @@ pub mod fw_cfg;
 pub mod gic;
 pub mod instructions;
 pub mod mmu;
+pub mod mte;
 pub mod pmu;
 pub mod psci;
 pub mod registers;

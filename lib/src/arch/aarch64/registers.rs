@@ -2,7 +2,8 @@
 //! (`MIDR_EL1.get()`, `SCTLR_EL1.is_set(SCTLR_EL1::C)`, `CPACR_EL1.read(CPACR_EL1::FPEN)`),
 //! re-exported so that a test needs no dependency of its own, plus the runtime's `mrs`/`msr`
 //! wrappers for the registers aarch64-cpu lacks (the GIC CPU interface's ICC_*, the PMU's PM*,
-//! FPCR, FPSR, CTR_EL0) and the named fields of those.
+//! FPCR, FPSR, CTR_EL0, MTE's GCR_EL1 and RGSR_EL1) and the named fields of those (with the
+//! MTE fields of SCTLR_EL1 and TCR_EL1).
 //!
 //! ```ignore
 //! use vmunit::arch::registers::{MIDR_EL1, Readable, current_el, fpcr, set_fpcr};
@@ -19,6 +20,7 @@ pub use super::gic::{
     set_icc_pmr, set_icc_sre,
 };
 pub use super::instructions::{current_el, fpcr, fpsr, set_fpcr, set_fpsr};
+pub use super::mte::{gcr_el1, rgsr_el1, set_gcr_el1, set_rgsr_el1};
 pub use super::pmu::{
     counter_disables, counter_enables, cycle_counter, cycle_filter, overflow_status, pmcr,
     set_counter_disables, set_counter_enables, set_cycle_counter, set_cycle_filter, set_overflow_status,
@@ -111,6 +113,61 @@ pub mod pmcr {
     pub fn implementer(pmcr: u64) -> u64 {
         (pmcr >> 24) & 0xff
     }
+}
+
+/// SCTLR_EL1's MTE fields (aarch64-cpu lacks them).
+pub mod sctlr {
+    /// ATA (bit 43): allocation tag access at EL1 (IRG, STG, LDG, ... act on tags).
+    pub const ATA: u64 = 1 << 43;
+    /// ATA0 (bit 42): allocation tag access at EL0.
+    pub const ATA0: u64 = 1 << 42;
+    /// TCF (bits 41:40): the EL1 tag check fault mode (`mte::TagCheckMode`).
+    pub const TCF: u64 = 3 << TCF_SHIFT;
+    /// Where TCF starts.
+    pub const TCF_SHIFT: u32 = 40;
+    /// TCF0 (bits 39:38): the EL0 tag check fault mode.
+    pub const TCF0: u64 = 3 << TCF0_SHIFT;
+    /// Where TCF0 starts.
+    pub const TCF0_SHIFT: u32 = 38;
+}
+
+/// TCR_EL1's top-byte and MTE fields (aarch64-cpu names TBI0/TBI1 but not TCMA0/TCMA1).
+pub mod tcr {
+    /// TBI0 (bit 37): the top byte of lower-range addresses is ignored in translation.
+    pub const TBI0: u64 = 1 << 37;
+    /// TBI1 (bit 38): the same for upper-range addresses.
+    pub const TBI1: u64 = 1 << 38;
+    /// TCMA0 (bit 57): lower-range pointers with logical tag 0b0000 are not tag checked.
+    pub const TCMA0: u64 = 1 << 57;
+    /// TCMA1 (bit 58): upper-range pointers with logical tag 0b1111 are not tag checked.
+    pub const TCMA1: u64 = 1 << 58;
+}
+
+/// TFSR_EL1 and TFSRE0_EL1 fields (`mte::tag_fault_status`, `mte::user_tag_fault_status`).
+pub mod tfsr {
+    /// TF0 (bit 0): an asynchronous tag check fault at EL1 on a lower-range address.
+    pub const TF0: u64 = 1 << 0;
+    /// TF1 (bit 1): the same on an upper-range address.
+    pub const TF1: u64 = 1 << 1;
+}
+
+/// GCR_EL1 fields (`mte::gcr_el1`).
+pub mod gcr {
+    /// Exclude (bits 15:0): bit n set, IRG never makes tag n.
+    pub const EXCLUDE: u64 = 0xffff;
+    /// RRND (bit 16): IRG's tags are implementation-defined random rather than RGSR_EL1's
+    /// pseudo-random sequence.
+    pub const RRND: u64 = 1 << 16;
+}
+
+/// RGSR_EL1 fields (`mte::rgsr_el1`).
+pub mod rgsr {
+    /// TAG (bits 3:0): the tag IRG last made (with GCR_EL1.RRND clear).
+    pub const TAG: u64 = 0xf;
+    /// SEED (bits 23:8): the pseudo-random generator's state.
+    pub const SEED: u64 = 0xffff << SEED_SHIFT;
+    /// Where SEED starts.
+    pub const SEED_SHIFT: u32 = 8;
 }
 
 /// ICC_PMR_EL1: the priority mask that lets every priority through.
