@@ -72,7 +72,9 @@ fn deliveries(intid: u32) -> [u32; MAX_CPUS] {
 fn check_deliveries(intid: u32, before: [u32; MAX_CPUS], expected: CpuSet, sender: Option<usize>) {
     let count = cpu_count();
     let arrived = |cpu: usize| gic::delivered(cpu, intid) - before[cpu];
-    let all = wait_until(5000, || (0..count).all(|cpu| !expected.contains(cpu) || arrived(cpu) >= 1));
+    let all = wait_until(5000, || {
+        (0..count).all(|cpu| !expected.contains(cpu) || arrived(cpu) >= 1)
+    });
     if !all {
         report_info!("interrupts timed out (5 s)");
     }
@@ -160,7 +162,9 @@ fn send_ipis(version: Version) {
     }
     {
         let _prefix = prefix("broadcast");
-        let others = (0..count).filter(|&cpu| cpu != me).fold(CpuSet::EMPTY, CpuSet::with);
+        let others = (0..count)
+            .filter(|&cpu| cpu != me)
+            .fold(CpuSet::EMPTY, CpuSet::with);
         let before = deliveries(SGI);
         gic::send_sgi(SGI, SgiTarget::AllButSelf);
         check_deliveries(SGI, before, others, sender);
@@ -192,7 +196,10 @@ fn active(version: Version) {
     {
         let _prefix = prefix("sgi");
         gic::send_sgi(SGI, SgiTarget::Myself);
-        report!(gic::is_pending(SGI), "a sent SGI is pending while IRQs are masked");
+        report!(
+            gic::is_pending(SGI),
+            "a sent SGI is pending while IRQs are masked"
+        );
         report!(!gic::is_active(SGI), "and not active");
         gic::set_priority_mask(0);
         let masked = gic::acknowledge();
@@ -244,7 +251,11 @@ fn active(version: Version) {
         gic::set_split_eoi(true);
         gic::send_sgi(SGI, SgiTarget::Myself);
         let interrupt = gic::acknowledge();
-        report!(interrupt.intid() == SGI, "SGI {SGI} is acknowledged (got {})", interrupt.intid());
+        report!(
+            interrupt.intid() == SGI,
+            "SGI {SGI} is acknowledged (got {})",
+            interrupt.intid()
+        );
         gic::end_of_interrupt(interrupt);
         let idle = gic::running_priority();
         report!(
@@ -286,9 +297,16 @@ fn active(version: Version) {
         gic::enable(spi);
         gic::set_target(spi, cpu_index());
         gic::set_pending(spi);
-        report!(gic::is_pending(spi), "SPI {spi} set pending through ISPENDR is pending");
+        report!(
+            gic::is_pending(spi),
+            "SPI {spi} set pending through ISPENDR is pending"
+        );
         let interrupt = gic::acknowledge();
-        report!(interrupt.intid() == spi, "it is acknowledged (got {})", interrupt.intid());
+        report!(
+            interrupt.intid() == spi,
+            "it is acknowledged (got {})",
+            interrupt.intid()
+        );
         report!(
             gic::is_active(spi) && !gic::is_pending(spi),
             "and is then active, not pending"
@@ -364,14 +382,17 @@ fn read_only(offset: u64, razwi: bool) -> bool {
     if razwi && original != 0 {
         return false;
     }
-    [u32::MAX, 0xa5a5_5a5a, 0].into_iter().filter(|&pattern| pattern != original).all(|pattern| {
-        gic::distributor_write(offset, pattern);
-        let value = gic::distributor_read(offset);
-        if value != original {
-            gic::distributor_write(offset, original);
-        }
-        value == original
-    })
+    [u32::MAX, 0xa5a5_5a5a, 0]
+        .into_iter()
+        .filter(|&pattern| pattern != original)
+        .all(|pattern| {
+            gic::distributor_write(offset, pattern);
+            let value = gic::distributor_read(offset);
+            if value != original {
+                gic::distributor_write(offset, original);
+            }
+            value == original
+        })
 }
 
 fn byte(value: u32, index: u32) -> u32 {
@@ -383,7 +404,10 @@ fn byte(value: u32, index: u32) -> u32 {
 fn byte_access(offset: u64, pattern: u32, mask: u32) {
     let read = u32::from(gic::distributor_read_byte(offset + 1));
     let expected = byte(pattern, 1) & (mask >> 8);
-    report!(read == expected, "byte reads successful ({read:#x}, expected {expected:#x})");
+    report!(
+        read == expected,
+        "byte reads successful ({read:#x}, expected {expected:#x})"
+    );
     let pattern = (pattern & !(0xff << 16)) | 0x1f << 16;
     gic::distributor_write_byte(offset + 2, 0x1f);
     let word = gic::distributor_read(offset);
@@ -415,7 +439,10 @@ fn mmio(version: Version) {
         Version::V3 => distributor::PIDR2,
     };
     let pidr2 = gic::distributor_read(pidr2_offset);
-    report!(read_only(pidr2_offset, false), "ICPIDR2 is read-only ({pidr2:#010x})");
+    report!(
+        read_only(pidr2_offset, false),
+        "ICPIDR2 is read-only ({pidr2:#010x})"
+    );
     let revision = distributor::architecture_revision(pidr2);
     report!(
         revision == version.number(),
@@ -435,7 +462,8 @@ fn mmio(version: Version) {
 fn routes() {
     let _prefix = prefix("IROUTER");
     let offset = distributor::IROUTER + 8 * u64::from(test_spi());
-    let read = || u64::from(gic::distributor_read(offset)) | u64::from(gic::distributor_read(offset + 4)) << 32;
+    let read =
+        || u64::from(gic::distributor_read(offset)) | u64::from(gic::distributor_read(offset + 4)) << 32;
     let write = |value: u64| {
         gic::distributor_write(offset, value as u32);
         gic::distributor_write(offset + 4, (value >> 32) as u32);
@@ -444,7 +472,10 @@ fn routes() {
     let route = vmunit::arch::smp::mpidr_of(cpu_count() - 1) & 0xff_ffff;
     write(route);
     let value = read();
-    report!(value == route, "an affinity route reads back ({value:#x}, wrote {route:#x})");
+    report!(
+        value == route,
+        "an affinity route reads back ({value:#x}, wrote {route:#x})"
+    );
     write(distributor::IROUTER_ANY);
     let any = read();
     report!(
@@ -462,7 +493,10 @@ fn control(version: Version) {
         Version::V3 => distributor::CTLR_ENABLE_GROUP1,
     };
     let original = gic::distributor_read(distributor::CTLR);
-    report!(original & enable != 0, "the distributor is enabled ({original:#x})");
+    report!(
+        original & enable != 0,
+        "the distributor is enabled ({original:#x})"
+    );
     if version == Version::V3 {
         report!(
             original & distributor::CTLR_ARE != 0,
@@ -571,7 +605,11 @@ fn targets(lines: u32) {
     let count = cpu_count();
     let uniprocessor = count == 1;
     let own = gic::distributor_read(distributor::ITARGETSR);
-    let own_expected = if uniprocessor { 0 } else { 0x0101_0101 << cpu_index() };
+    let own_expected = if uniprocessor {
+        0
+    } else {
+        0x0101_0101 << cpu_index()
+    };
     report!(
         own == own_expected,
         "SGI targets read as this CPU's interface in every byte ({own:#010x}, expected {own_expected:#010x})"
@@ -637,7 +675,10 @@ fn targets(lines: u32) {
 fn byte_access_kfail(offset: u64, pattern: u32, mask: u32) {
     let read = u32::from(gic::distributor_read_byte(offset + 1));
     let expected = byte(pattern, 1) & (mask >> 8);
-    report!(read == expected, "byte reads successful ({read:#x}, expected {expected:#x})");
+    report!(
+        read == expected,
+        "byte reads successful ({read:#x}, expected {expected:#x})"
+    );
     let pattern = (pattern & !(0xff << 16)) | 0x1f << 16;
     gic::distributor_write_byte(offset + 2, 0x1f);
     let word = gic::distributor_read(offset);

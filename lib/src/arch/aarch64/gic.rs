@@ -508,7 +508,10 @@ pub fn set_split_eoi(split: bool) {
         Version::V2 => {
             let address = cpu_interface_base() + cpu_interface::CTLR;
             let control = read32(address) & !cpu_interface::CTLR_EOI_MODE;
-            write32(address, control | if split { cpu_interface::CTLR_EOI_MODE } else { 0 });
+            write32(
+                address,
+                control | if split { cpu_interface::CTLR_EOI_MODE } else { 0 },
+            );
         }
         Version::V3 => {
             let control = icc_ctlr() & !ICC_CTLR_EOI_MODE;
@@ -557,7 +560,9 @@ pub fn init() -> Result<(), &'static str> {
 
 /// The SPIs' bit registers (one bit per INTID) of the distributor: every word from INTID 32.
 fn spi_words() -> impl Iterator<Item = u64> {
-    (FIRST_SPI..interrupt_lines()).step_by(32).map(|intid| u64::from(intid / 32) * 4)
+    (FIRST_SPI..interrupt_lines())
+        .step_by(32)
+        .map(|intid| u64::from(intid / 32) * 4)
 }
 
 /// Disables, unpends and deactivates every SPI and gives it the default priority.
