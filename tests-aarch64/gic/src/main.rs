@@ -12,6 +12,7 @@ use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use vmunit::arch::gic::{self, CpuSet, SgiTarget, Version, distributor};
 use vmunit::arch::instructions::disable_interrupts;
+use vmunit::arch::mmu;
 use vmunit::arch::smp::{MAX_CPUS, cpu_count, cpu_index, on_cpus};
 use vmunit::time::{delay, wait_until};
 use vmunit::{prefix, report, report_info, report_kfail, report_skip, report_summary};
@@ -419,6 +420,7 @@ fn byte_access(offset: u64, pattern: u32, mask: u32) {
 }
 
 fn mmio(version: Version) {
+    mapping(version);
     let typer = gic::distributor_read(distributor::TYPER);
     let lines = distributor::interrupt_lines(typer);
     report_info!("number of implemented SPIs: {}", lines - 32);
@@ -483,6 +485,36 @@ fn routes() {
         "Interrupt_Routing_Mode (1 of N) reads back ({any:#x})"
     );
     write(original);
+}
+
+/// The runtime maps the GIC's register frames as device memory.
+fn mapping(version: Version) {
+    let frames: [(&str, u64); 2] = match version {
+        Version::V2 => {
+            let interface = gic::cpu_interface_address().unwrap_or(0);
+            // The CPU interface's second 4 KiB frame holds GICC_DIR.
+            [
+                ("GICC", interface),
+                ("GICC_DIR", interface + gic::cpu_interface::DIR),
+            ]
+        }
+        Version::V3 => {
+            let redistributor = gic::redistributor_base(cpu_index()).unwrap_or(0);
+            [
+                ("GICR RD_base", redistributor),
+                ("GICR SGI_base", redistributor + gic::redistributor::SGI_BASE),
+            ]
+        }
+    };
+    for (name, address) in [("GICD", gic::distributor_base())].into_iter().chain(frames) {
+        let _ = match mmu::descriptor(address) {
+            Some((entry, level)) => report!(
+                address != 0 && mmu::is_device(entry),
+                "{name} at {address:#x} is mapped as device memory (level-{level} descriptor {entry:#x})"
+            ),
+            None => report!(false, "{name} at {address:#x} is mapped"),
+        };
+    }
 }
 
 /// GICD_CTLR: the enable bits the runtime set read back; cleared and set again.

@@ -352,10 +352,13 @@ pub fn redistributor_write(offset: u64, value: u32) {
     write32(redistributor_register(offset), value);
 }
 
-/// The GICv2 CPU interface's base.
+/// The GICv2 CPU interface's base address; `None` on a GICv3 or without a GIC.
+pub fn cpu_interface_address() -> Option<u64> {
+    gic().filter(|gic| gic.version == 2).map(|gic| gic.redistributor)
+}
+
 fn cpu_interface_base() -> u64 {
-    let gic = gic().filter(|gic| gic.version == 2).expect("the GIC is no GICv2");
-    gic.redistributor
+    cpu_interface_address().expect("the GIC is no GICv2")
 }
 
 /// Reads a 32-bit register of the GICv2 CPU interface (this CPU's: the interface is banked).
