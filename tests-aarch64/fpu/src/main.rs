@@ -48,11 +48,11 @@ fn main(_arguments: &[&str]) -> i32 {
     }
 
     if let Err(problem) = gic::init() {
-        report!(false, "the GICv3 initialises: {problem}");
+        report!(false, "the GIC initialises: {problem}");
         return report_summary();
     }
     vmunit::arch::set_interrupt_handler(SGI, Some(simd_handler));
-    gic::enable_private(SGI);
+    gic::enable(SGI);
     {
         let _prefix = prefix("interrupt");
         let before = FpState::pattern(0x5a, FPCR_PATTERN, FPSR_PATTERN);
@@ -78,7 +78,7 @@ fn main(_arguments: &[&str]) -> i32 {
     on_cpu(1, set_up_cpu);
     report!(
         GIC_READY.load(Ordering::Acquire) == 1,
-        "the GICv3 initialises on CPU 1"
+        "the GIC initialises on CPU 1"
     );
     for (holder, worker) in [(0, 1), (1, 0)] {
         let _prefix = prefix!("CPU {holder} holds, CPU {worker} works");
@@ -174,7 +174,7 @@ static HANDLED: [AtomicU32; 2] = [const { AtomicU32::new(0) }; 2];
 
 fn set_up_cpu() {
     if gic::init().is_ok() {
-        gic::enable_private(SGI);
+        gic::enable(SGI);
         GIC_READY.store(1, Ordering::Release);
     }
 }

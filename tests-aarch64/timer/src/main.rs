@@ -1,5 +1,5 @@
 //! timer: the Arm generic timer's EL1 virtual and physical timers: the counter, CVAL and TVAL,
-//! ENABLE/IMASK/ISTATUS, the PPI's pending state at the GICv3, delivery through the GIC
+//! ENABLE/IMASK/ISTATUS, the PPI's pending state at the GIC, delivery through the GIC
 //! within a bound, the TVAL countdown, and wake-up from WFI.
 #![no_std]
 #![no_main]
@@ -24,7 +24,7 @@ fn main(_arguments: &[&str]) -> i32 {
     }
     report!(second > first, "CNTVCT_EL0 increases ({first} then {second})");
     if let Err(problem) = gic::init() {
-        report!(false, "the GICv3 initialises: {problem}");
+        report!(false, "the GIC initialises: {problem}");
         return report_summary();
     }
     for timer in [Timer::Virtual, Timer::Physical] {
@@ -46,7 +46,7 @@ fn check_timer(timer: Timer, frequency: u64) {
     let _prefix = prefix(timer.name());
     let intid = timer.intid();
     vmunit::arch::set_interrupt_handler(intid, Some(handler));
-    gic::enable_private(intid);
+    gic::enable(intid);
 
     timer.set_control(0);
     timer.set_compare_value(timer.count() + 10 * frequency);
@@ -126,6 +126,6 @@ fn check_timer(timer: Timer, frequency: u64) {
         timer.timer_value()
     );
     timer.set_control(0);
-    gic::disable_private(intid);
+    gic::disable(intid);
     report!(gic::unhandled() == 0, "no IRQ arrived without a handler");
 }
