@@ -10,10 +10,12 @@ extern crate alloc;
 
 use alloc::vec::Vec;
 
-use vmunit::arch::ExceptionClass;
-use vmunit::arch::debug::{self, DebugException, DebugExceptions, Resume, WatchAccess, iss, mdscr, oslsr};
+use vmunit::arch::debug::{
+    self, DebugException, DebugExceptions, MatchLevel, Resume, WatchAccess, iss, mdscr, oslsr,
+};
 use vmunit::arch::exceptions::SPSR_D;
 use vmunit::arch::registers::current_el;
+use vmunit::arch::{Exception, ExceptionClass, run_in_user_mode};
 use vmunit::{known_failure, prefix, report, report_info, report_skip, report_summary};
 
 vmunit::main!(main);
@@ -84,6 +86,15 @@ fn is_debug_syndrome(record: &DebugException, class: ExceptionClass) -> bool {
         && !record.exception.from_user
 }
 
+/// Whether `outcome` is a debug exception of `class` taken from EL0 at `pc`.
+fn is_user_debug_exception<T>(outcome: &Result<T, Exception>, class: ExceptionClass, pc: u64) -> bool {
+    matches!(outcome, Err(exception) if exception.class == class
+        && exception.from_user
+        && exception.elr == pc
+        && exception.esr & ESR_IL != 0
+        && exception.iss() & iss::FAULT_STATUS_MASK == iss::DEBUG_FAULT_STATUS)
+}
+
 /// OSLSR_EL1 says the OS lock is implemented, and OSLAR_EL1 locks and unlocks it.
 fn os_lock_reads_back() {
     let status = debug::oslsr();
@@ -129,14 +140,13 @@ fn breakpoints() {
     let count = count.min(targets.len());
 
     // Each pair holds what was written.
-    for index in 0..count {
-        debug::set_breakpoint(index, targets[index]);
+    for (index, &target) in targets.iter().enumerate().take(count) {
+        debug::set_breakpoint(index, target);
         let (control, value) = (debug::dbgbcr(index), debug::dbgbvr(index));
         report!(
-            control == debug::breakpoint_control() && value == targets[index],
-            "DBGBCR{index}_EL1/DBGBVR{index}_EL1 read back {:#x}/{:#x} (got {control:#x}/{value:#x})",
-            debug::breakpoint_control(),
-            targets[index]
+            control == debug::breakpoint_control() && value == target,
+            "DBGBCR{index}_EL1/DBGBVR{index}_EL1 read back {:#x}/{target:#x} (got {control:#x}/{value:#x})",
+            debug::breakpoint_control()
         );
         debug::clear_breakpoint(index);
     }
@@ -203,6 +213,33 @@ fn breakpoints() {
         seen.is_empty(),
         "a breakpoint with DBGBCR.E clear does not fire (fired at {:x?})",
         return_addresses(&seen)
+    );
+
+    // EL0 breakpoints (PMC 0b10) go to EL1, where neither KDE nor PSTATE.D gates them; they
+    // end the user-mode run with their exception.
+    let nops = debug::nops_addresses();
+    debug::reset_debug_state();
+    debug::set_breakpoint_at(0, nops[1], MatchLevel::El0);
+    debug::set_mdscr(mdscr::MDE);
+    let outcome = run_in_user_mode(debug::run_nops);
+    report!(
+        is_user_debug_exception(&outcome, ExceptionClass::BreakpointLower, nops[1]),
+        "an EL0 breakpoint (PMC 0b10) on {:#x} fires in user mode as BREAKPT_EL0 with IFSC 0x22, MDSCR_EL1.KDE clear (got {outcome:?})",
+        nops[1]
+    );
+    debug::set_breakpoint_at(0, targets[0], MatchLevel::El0);
+    debug::set_mdscr(BREAK_AND_WATCH);
+    let seen = record_unmask_sequence(DebugExceptions::Unmasked);
+    report!(
+        seen.is_empty(),
+        "an EL0 breakpoint (PMC 0b10) does not fire at EL1 (fired at {:x?})",
+        return_addresses(&seen)
+    );
+    debug::set_breakpoint(0, nops[1]);
+    let outcome = run_in_user_mode(debug::run_nops);
+    report!(
+        outcome.is_ok(),
+        "an EL1 breakpoint (PMC 0b01) does not fire in user mode (got {outcome:?})"
     );
 
     // kvm-unit-tests' check: every breakpoint on consecutive instructions, each fires in turn.
@@ -384,6 +421,33 @@ fn watchpoints() {
         });
     }
 
+    // EL0 accesses: a PAC 0b10 watchpoint fires on them (to EL1, whatever KDE and PSTATE.D),
+    // a PAC 0b01 one does not.
+    debug::reset_debug_state();
+    debug::set_watchpoint_at(0, address, 1, WatchAccess::LoadOrStore, MatchLevel::El0);
+    debug::set_mdscr(mdscr::MDE);
+    let mut pc = 0;
+    let outcome = run_in_user_mode(|| debug::store_watched(offset, 1, 0x5a, DebugExceptions::Masked));
+    if let Err(exception) = outcome {
+        pc = exception.elr;
+    }
+    report!(
+        matches!(outcome, Err(exception) if exception.class == ExceptionClass::WatchpointLower
+            && exception.from_user
+            && exception.far == address
+            && exception.iss() & iss::WRITE_NOT_READ != 0
+            && exception.iss() & iss::FAULT_STATUS_MASK == iss::DEBUG_FAULT_STATUS),
+        "an EL0 watchpoint (PAC 0b10) fires on a user-mode store as WATCHPT_EL0 with FAR {address:#x} and WnR 1, MDSCR_EL1.KDE clear (got {outcome:?})"
+    );
+    debug::set_watchpoint(0, address, 1, WatchAccess::LoadOrStore);
+    let outcome = run_in_user_mode(|| debug::store_watched(offset, 1, 0xa5, DebugExceptions::Masked));
+    debug::set_mdscr(0);
+    let (stored, _) = debug::load_watched(offset, 1, DebugExceptions::Masked);
+    report!(
+        outcome.is_ok_and(|address| address == pc) && stored == 0xa5,
+        "an EL1 watchpoint (PAC 0b01) does not fire on the same user-mode store, which completes (stored {stored:#x}; got {outcome:x?})"
+    );
+
     // kvm-unit-tests' check: watchpoint i on byte i, a store to each byte in turn.
     debug::reset_debug_state();
     for index in 0..count {
@@ -472,6 +536,21 @@ fn single_step() {
             after
         )
     });
+
+    // User mode: entered by ERET with SPSR.SS 0 while MDSCR_EL1.SS is set, the step state is
+    // active-pending at EL0 (steps from EL0 go to EL1, whatever KDE), so the step exception
+    // comes before the first EL0 instruction.
+    debug::reset_debug_state();
+    debug::set_mdscr(mdscr::SS);
+    let outcome = run_in_user_mode(debug::run_nops);
+    debug::set_mdscr(0);
+    report!(
+        matches!(outcome, Err(exception) if exception.class == ExceptionClass::SoftwareStepLower
+            && exception.from_user
+            && exception.iss() & iss::STEP_ISV == 0
+            && exception.iss() & iss::FAULT_STATUS_MASK == iss::DEBUG_FAULT_STATUS),
+        "with MDSCR_EL1.SS set, user mode takes SOFTSTP_EL0 before its first instruction, ISV 0 (got {outcome:?})"
+    );
 
     // What keeps stepping off.
     let gates: [(&str, u64, bool); 3] = [

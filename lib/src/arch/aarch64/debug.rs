@@ -313,23 +313,57 @@ pub fn reset_debug_state() {
     }
 }
 
+/// The exception level a breakpoint or watchpoint matches at (DBGBCR.PMC, DBGWCR.PAC, with HMC
+/// and SSC 0).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum MatchLevel {
+    /// EL1 only (0b01).
+    El1,
+    /// EL0 only (0b10).
+    El0,
+}
+
+impl MatchLevel {
+    /// The PMC/PAC field (bits 2:1, the same in both registers).
+    const fn field(self) -> u64 {
+        match self {
+            MatchLevel::El1 => dbgbcr::PMC_EL1,
+            MatchLevel::El0 => dbgbcr::PMC_EL0,
+        }
+    }
+}
+
 /// Makes breakpoint `index` an unlinked EL1 instruction breakpoint on `address` (4-aligned):
 /// DBGBVR = address, DBGBCR = E | PMC EL1 | BAS 0b1111.
 ///
 /// # Panics
 /// For an index of no implemented breakpoint, or a misaligned address.
 pub fn set_breakpoint(index: usize, address: u64) {
+    set_breakpoint_at(index, address, MatchLevel::El1);
+}
+
+/// Makes breakpoint `index` an unlinked instruction breakpoint on `address` (4-aligned) for
+/// code at `level`.
+///
+/// # Panics
+/// For an index of no implemented breakpoint, or a misaligned address.
+pub fn set_breakpoint_at(index: usize, address: u64, level: MatchLevel) {
     assert!(
         address.is_multiple_of(4),
         "an A64 instruction breakpoint needs a 4-aligned address"
     );
     set_dbgbvr(index, address);
-    set_dbgbcr(index, breakpoint_control());
+    set_dbgbcr(index, breakpoint_control_at(level));
 }
 
 /// The DBGBCR value [`set_breakpoint`] writes.
 pub const fn breakpoint_control() -> u64 {
-    dbgbcr::E | dbgbcr::PMC_EL1 | dbgbcr::BAS_A64 | dbgbcr::BT_UNLINKED_ADDRESS
+    breakpoint_control_at(MatchLevel::El1)
+}
+
+/// The DBGBCR value [`set_breakpoint_at`] writes for `level`.
+pub const fn breakpoint_control_at(level: MatchLevel) -> u64 {
+    dbgbcr::E | level.field() | dbgbcr::BAS_A64 | dbgbcr::BT_UNLINKED_ADDRESS
 }
 
 /// Disables breakpoint `index` and clears its value register.
@@ -364,6 +398,20 @@ impl WatchAccess {
 /// # Panics
 /// For 0 or more than 8 bytes, or bytes that cross a doubleword boundary.
 pub fn watchpoint_registers(address: u64, bytes: u64, access: WatchAccess) -> (u64, u64) {
+    watchpoint_registers_at(address, bytes, access, MatchLevel::El1)
+}
+
+/// The DBGWVR and DBGWCR values of a watchpoint on `bytes` bytes at `address` for accesses
+/// made at `level`.
+///
+/// # Panics
+/// As [`watchpoint_registers`].
+pub fn watchpoint_registers_at(
+    address: u64,
+    bytes: u64,
+    access: WatchAccess,
+    level: MatchLevel,
+) -> (u64, u64) {
     let offset = address & 7;
     assert!(
         (1..=8).contains(&bytes) && offset + bytes <= 8,
@@ -372,7 +420,7 @@ pub fn watchpoint_registers(address: u64, bytes: u64, access: WatchAccess) -> (u
     let select = (((1u32 << bytes) - 1) << offset) as u8;
     (
         address & !7,
-        dbgwcr::E | dbgwcr::PAC_EL1 | access.field() | dbgwcr::byte_select(select),
+        dbgwcr::E | level.field() | access.field() | dbgwcr::byte_select(select),
     )
 }
 
@@ -382,7 +430,16 @@ pub fn watchpoint_registers(address: u64, bytes: u64, access: WatchAccess) -> (u
 /// # Panics
 /// For an index of no implemented watchpoint, or bytes [`watchpoint_registers`] refuses.
 pub fn set_watchpoint(index: usize, address: u64, bytes: u64, access: WatchAccess) {
-    let (value, control) = watchpoint_registers(address, bytes, access);
+    set_watchpoint_at(index, address, bytes, access, MatchLevel::El1);
+}
+
+/// Makes watchpoint `index` a watchpoint on the `bytes` bytes at `address` (within one
+/// doubleword) for `access` made at `level`.
+///
+/// # Panics
+/// As [`set_watchpoint`].
+pub fn set_watchpoint_at(index: usize, address: u64, bytes: u64, access: WatchAccess, level: MatchLevel) {
+    let (value, control) = watchpoint_registers_at(address, bytes, access, level);
     set_dbgwvr(index, value);
     set_dbgwcr(index, control);
 }
@@ -508,7 +565,9 @@ pub fn record_debug_exceptions<R>(
 pub enum DebugExceptions {
     /// PSTATE.D is cleared before the instructions under test.
     Unmasked,
-    /// PSTATE.D stays set for the (first) instruction under test.
+    /// PSTATE.D is left as it is for the (first) instruction under test: set in the runtime's
+    /// EL1 code. The watched accesses then touch no DAIF bit, so they also run at EL0 (under
+    /// `run_in_user_mode`), where D does not mask the debug exceptions, which go to EL1.
     Masked,
 }
 
@@ -539,6 +598,14 @@ global_asm!(
         msr daifset, #8
         ret
 
+    /* Two NOPs and RET: a breakpoint target for EL0 code too (it touches no DAIF bit). */
+    .balign 16
+    .global vmunit_debug_nops
+    vmunit_debug_nops:
+        nop
+        nop
+        ret
+
     /* x0: a doubleword for LDXR. Steps MRS, ADD, a taken branch, LDXR, CLREX, MSR DAIFSet;
      * clobbers x1, x2. */
     .balign 64
@@ -567,6 +634,7 @@ unsafe extern "C" {
     static vmunit_debug_masked_entry: u8;
     static vmunit_debug_unmask_sequence: u8;
     static vmunit_debug_step_sequence: u8;
+    static vmunit_debug_nops: u8;
     static vmunit_debug_step_0: u8;
     static vmunit_debug_step_3: u8;
     static vmunit_debug_step_5: u8;
@@ -595,6 +663,19 @@ pub fn run_unmask_sequence(debug_exceptions: DebugExceptions) {
             asm!("bl {entry}", entry = sym vmunit_debug_masked_entry, out("x30") _, options(nomem, nostack))
         },
     }
+}
+
+/// The addresses of the two NOPs of [`run_nops`].
+pub fn nops_addresses() -> [u64; 2] {
+    let start = &raw const vmunit_debug_nops as u64;
+    [start, start + 4]
+}
+
+/// Calls a routine of two NOPs and RET, which touches no register but x30 and no DAIF bit: a
+/// breakpoint target at EL0 (under `run_in_user_mode`) as at EL1.
+pub fn run_nops() {
+    // SAFETY: the routine runs two NOPs and returns; BL clobbers x30 (declared).
+    unsafe { asm!("bl {entry}", entry = sym vmunit_debug_nops, out("x30") _, options(nomem, nostack)) };
 }
 
 /// The addresses at which [`run_step_sequence`] is expected to take a software step exception
@@ -672,28 +753,28 @@ fn watched_pointer(offset: usize, size: usize) -> *mut u8 {
 /// For another size, or an access that leaves the buffer or is misaligned.
 pub fn store_watched(offset: usize, size: usize, value: u64, debug_exceptions: DebugExceptions) -> u64 {
     let pointer = watched_pointer(offset, size);
-    /// ADR of the store, the unmask (or a NOP), the given store, the mask.
+    /// ADR of the store, the unmask, the given store, the mask (or NOPs).
     macro_rules! store {
-        ($unmask:literal, $instruction:literal) => {{
+        ($unmask:literal, $instruction:literal, $mask:literal) => {{
             let address: u64;
             // SAFETY: the store stays inside WATCHED, which only single instructions access;
             // PSTATE.D is set again after it; a watchpoint exception resumes at the store.
             unsafe {
-                asm!("adr {a}, 2f", $unmask, concat!("2: ", $instruction), "msr daifset, #8",
+                asm!("adr {a}, 2f", $unmask, concat!("2: ", $instruction), $mask,
                      p = in(reg) pointer, v = in(reg) value, a = out(reg) address, options(nostack))
             };
             address
         }};
     }
     match (debug_exceptions, size) {
-        (DebugExceptions::Unmasked, 1) => store!("msr daifclr, #8", "strb {v:w}, [{p}]"),
-        (DebugExceptions::Unmasked, 2) => store!("msr daifclr, #8", "strh {v:w}, [{p}]"),
-        (DebugExceptions::Unmasked, 4) => store!("msr daifclr, #8", "str {v:w}, [{p}]"),
-        (DebugExceptions::Unmasked, _) => store!("msr daifclr, #8", "str {v}, [{p}]"),
-        (DebugExceptions::Masked, 1) => store!("nop", "strb {v:w}, [{p}]"),
-        (DebugExceptions::Masked, 2) => store!("nop", "strh {v:w}, [{p}]"),
-        (DebugExceptions::Masked, 4) => store!("nop", "str {v:w}, [{p}]"),
-        (DebugExceptions::Masked, _) => store!("nop", "str {v}, [{p}]"),
+        (DebugExceptions::Unmasked, 1) => store!("msr daifclr, #8", "strb {v:w}, [{p}]", "msr daifset, #8"),
+        (DebugExceptions::Unmasked, 2) => store!("msr daifclr, #8", "strh {v:w}, [{p}]", "msr daifset, #8"),
+        (DebugExceptions::Unmasked, 4) => store!("msr daifclr, #8", "str {v:w}, [{p}]", "msr daifset, #8"),
+        (DebugExceptions::Unmasked, _) => store!("msr daifclr, #8", "str {v}, [{p}]", "msr daifset, #8"),
+        (DebugExceptions::Masked, 1) => store!("nop", "strb {v:w}, [{p}]", "nop"),
+        (DebugExceptions::Masked, 2) => store!("nop", "strh {v:w}, [{p}]", "nop"),
+        (DebugExceptions::Masked, 4) => store!("nop", "str {v:w}, [{p}]", "nop"),
+        (DebugExceptions::Masked, _) => store!("nop", "str {v}, [{p}]", "nop"),
     }
 }
 
@@ -705,27 +786,27 @@ pub fn store_watched(offset: usize, size: usize, value: u64, debug_exceptions: D
 /// For another size, or an access that leaves the buffer or is misaligned.
 pub fn load_watched(offset: usize, size: usize, debug_exceptions: DebugExceptions) -> (u64, u64) {
     let pointer = watched_pointer(offset, size);
-    /// ADR of the load, the unmask (or a NOP), the given load, the mask.
+    /// ADR of the load, the unmask, the given load, the mask (or NOPs).
     macro_rules! load {
-        ($unmask:literal, $instruction:literal) => {{
+        ($unmask:literal, $instruction:literal, $mask:literal) => {{
             let (value, address): (u64, u64);
             // SAFETY: the load stays inside WATCHED, which only single instructions access;
             // PSTATE.D is set again after it; a watchpoint exception resumes at the load.
             unsafe {
-                asm!("adr {a}, 2f", $unmask, concat!("2: ", $instruction), "msr daifset, #8",
+                asm!("adr {a}, 2f", $unmask, concat!("2: ", $instruction), $mask,
                      p = in(reg) pointer, v = out(reg) value, a = out(reg) address, options(nostack, readonly))
             };
             (value, address)
         }};
     }
     match (debug_exceptions, size) {
-        (DebugExceptions::Unmasked, 1) => load!("msr daifclr, #8", "ldrb {v:w}, [{p}]"),
-        (DebugExceptions::Unmasked, 2) => load!("msr daifclr, #8", "ldrh {v:w}, [{p}]"),
-        (DebugExceptions::Unmasked, 4) => load!("msr daifclr, #8", "ldr {v:w}, [{p}]"),
-        (DebugExceptions::Unmasked, _) => load!("msr daifclr, #8", "ldr {v}, [{p}]"),
-        (DebugExceptions::Masked, 1) => load!("nop", "ldrb {v:w}, [{p}]"),
-        (DebugExceptions::Masked, 2) => load!("nop", "ldrh {v:w}, [{p}]"),
-        (DebugExceptions::Masked, 4) => load!("nop", "ldr {v:w}, [{p}]"),
-        (DebugExceptions::Masked, _) => load!("nop", "ldr {v}, [{p}]"),
+        (DebugExceptions::Unmasked, 1) => load!("msr daifclr, #8", "ldrb {v:w}, [{p}]", "msr daifset, #8"),
+        (DebugExceptions::Unmasked, 2) => load!("msr daifclr, #8", "ldrh {v:w}, [{p}]", "msr daifset, #8"),
+        (DebugExceptions::Unmasked, 4) => load!("msr daifclr, #8", "ldr {v:w}, [{p}]", "msr daifset, #8"),
+        (DebugExceptions::Unmasked, _) => load!("msr daifclr, #8", "ldr {v}, [{p}]", "msr daifset, #8"),
+        (DebugExceptions::Masked, 1) => load!("nop", "ldrb {v:w}, [{p}]", "nop"),
+        (DebugExceptions::Masked, 2) => load!("nop", "ldrh {v:w}, [{p}]", "nop"),
+        (DebugExceptions::Masked, 4) => load!("nop", "ldr {v:w}, [{p}]", "nop"),
+        (DebugExceptions::Masked, _) => load!("nop", "ldr {v}, [{p}]", "nop"),
     }
 }

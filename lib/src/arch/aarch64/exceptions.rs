@@ -796,7 +796,8 @@ pub fn set_debug_handler(handler: Option<DebugHandler>) {
 }
 
 /// The Rust side of every vector: IRQs to the registered handler; debug exceptions to the
-/// [`DebugHandler`] if one is installed; synchronous exceptions recorded for `trap_exceptions`, recovered into `catch_exception`, or reported and fatal.
+/// [`DebugHandler`] if one is installed; other synchronous exceptions recorded for
+/// `trap_exceptions`, recovered into `catch_exception`, or reported and fatal.
 extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
     EXCEPTION_COUNT.fetch_add(1, Ordering::Relaxed);
     let kind = frame.kind;

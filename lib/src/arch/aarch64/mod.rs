@@ -1,6 +1,7 @@
 //! The aarch64 architecture: ELF boot on QEMU `virt` (EL1, or EL2 dropped to EL1), the device
 //! tree, the PL011 console, VBAR_EL1 exceptions and EL0 runs, the 4-level MMU, PSCI (SMP and
-//! exit), GICv3, the generic timer and self-hosted debug, plus safe wrappers for the instructions tests exercise.
+//! exit), GICv3, the generic timer and self-hosted debug (breakpoints, watchpoints, software
+//! step), plus safe wrappers for the instructions tests exercise.
 
 mod boot;
 pub mod cache;
