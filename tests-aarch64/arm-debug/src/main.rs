@@ -95,8 +95,18 @@ fn is_user_debug_exception<T>(outcome: &Result<T, Exception>, class: ExceptionCl
         && exception.iss() & iss::FAULT_STATUS_MASK == iss::DEBUG_FAULT_STATUS)
 }
 
-/// OSLSR_EL1 says the OS lock is implemented, and OSLAR_EL1 locks and unlocks it.
-fn os_lock_reads_back() {
+/// OSLSR_EL1 says the OS lock is implemented, and OSLAR_EL1 locks and unlocks it; MDSCR_EL1
+/// holds its enables (with PSTATE.D set, SS does not step the runtime).
+fn debug_control_reads_back() {
+    debug::set_mdscr(mdscr::SS | mdscr::KDE | mdscr::MDE);
+    let enabled = debug::mdscr();
+    debug::set_mdscr(0);
+    let cleared = debug::mdscr();
+    let bits = mdscr::SS | mdscr::KDE | mdscr::MDE;
+    report!(
+        enabled & bits == bits && cleared & bits == 0,
+        "MDSCR_EL1 holds SS, KDE and MDE when written, and 0 after (read {enabled:#x}, then {cleared:#x})"
+    );
     let status = debug::oslsr();
     report!(
         status & oslsr::OSLM_MASK == oslsr::OSLM_IMPLEMENTED && status & oslsr::OSLK == 0,
@@ -135,7 +145,7 @@ fn breakpoints() {
         debug::debug_version()
     );
     debug::reset_debug_state();
-    os_lock_reads_back();
+    debug_control_reads_back();
     let targets = debug::unmask_sequence_addresses();
     let count = count.min(targets.len());
 
@@ -300,7 +310,7 @@ fn watchpoints() {
         "ID_AA64DFR0_EL1: {count} watchpoints (2-16)"
     );
     debug::reset_debug_state();
-    os_lock_reads_back();
+    debug_control_reads_back();
 
     // Each pair holds what was written.
     for index in 0..count {
@@ -477,7 +487,7 @@ fn watchpoints() {
 fn single_step() {
     let steps = debug::step_sequence_addresses();
     debug::reset_debug_state();
-    os_lock_reads_back();
+    debug_control_reads_back();
 
     // kvm-unit-tests' check, and the whole sequence.
     debug::set_mdscr(mdscr::KDE | mdscr::SS);

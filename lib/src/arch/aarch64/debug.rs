@@ -6,8 +6,8 @@
 //! Why the register writes are safe: the runtime runs EL1 code with PSTATE.D set (boot masks
 //! DAIF, exception entry sets D, `catch_exception` restores the DAIF of its call), so a
 //! breakpoint, watchpoint or software step exception from EL1 can only be taken inside the
-//! assembly sequences below, which unmask D themselves and mask it again before they return.
-//! From EL0 (`run_in_user_mode`) D does not mask them: a breakpoint or watchpoint enabled for
+//! assembly sequences below that unmask D ([`DebugExceptions::Unmasked`], the step sequence),
+//! which mask it again before they return. From EL0 (`run_in_user_mode`) D does not mask them: a breakpoint or watchpoint enabled for
 //! EL0 (PMC/PAC bit 1), or MDSCR_EL1.SS, ends the user-mode run with its exception, as any
 //! other exception does. Only [`DebugFrame::set_return_address`] can break the runtime, and it
 //! is `unsafe`.
@@ -54,7 +54,7 @@ pub mod oslsr {
     pub const OSLM_IMPLEMENTED: u64 = 0b1000;
 }
 
-/// DBGBCR<n>_EL1 fields (Arm ARM D24.3.5).
+/// `DBGBCR<n>_EL1` fields (Arm ARM D24.3.5).
 pub mod dbgbcr {
     /// E: the breakpoint is enabled.
     pub const E: u64 = 1 << 0;
@@ -68,7 +68,7 @@ pub mod dbgbcr {
     pub const BT_UNLINKED_ADDRESS: u64 = 0;
 }
 
-/// DBGWCR<n>_EL1 fields (Arm ARM D24.3.11).
+/// `DBGWCR<n>_EL1` fields (Arm ARM D24.3.11).
 pub mod dbgwcr {
     /// E: the watchpoint is enabled.
     pub const E: u64 = 1 << 0;
@@ -187,7 +187,7 @@ fn check_watchpoint(index: usize) {
     );
 }
 
-/// DBGBCR<index>_EL1.
+/// `DBGBCR<index>_EL1`.
 ///
 /// # Panics
 /// For an index of no implemented breakpoint.
@@ -196,7 +196,7 @@ pub fn dbgbcr(index: usize) -> u64 {
     by_index!(index, read_one!("dbgbcr"))
 }
 
-/// DBGBVR<index>_EL1.
+/// `DBGBVR<index>_EL1`.
 ///
 /// # Panics
 /// For an index of no implemented breakpoint.
@@ -205,7 +205,7 @@ pub fn dbgbvr(index: usize) -> u64 {
     by_index!(index, read_one!("dbgbvr"))
 }
 
-/// DBGWCR<index>_EL1.
+/// `DBGWCR<index>_EL1`.
 ///
 /// # Panics
 /// For an index of no implemented watchpoint.
@@ -214,7 +214,7 @@ pub fn dbgwcr(index: usize) -> u64 {
     by_index!(index, read_one!("dbgwcr"))
 }
 
-/// DBGWVR<index>_EL1.
+/// `DBGWVR<index>_EL1`.
 ///
 /// # Panics
 /// For an index of no implemented watchpoint.
@@ -223,7 +223,7 @@ pub fn dbgwvr(index: usize) -> u64 {
     by_index!(index, read_one!("dbgwvr"))
 }
 
-/// Writes DBGBCR<index>_EL1 (then ISB).
+/// Writes `DBGBCR<index>_EL1` (then ISB).
 ///
 /// # Panics
 /// For an index of no implemented breakpoint.
@@ -232,7 +232,7 @@ pub fn set_dbgbcr(index: usize, value: u64) {
     by_index!(index, write_one!("dbgbcr", value))
 }
 
-/// Writes DBGBVR<index>_EL1 (then ISB).
+/// Writes `DBGBVR<index>_EL1` (then ISB).
 ///
 /// # Panics
 /// For an index of no implemented breakpoint.
@@ -241,7 +241,7 @@ pub fn set_dbgbvr(index: usize, value: u64) {
     by_index!(index, write_one!("dbgbvr", value))
 }
 
-/// Writes DBGWCR<index>_EL1 (then ISB).
+/// Writes `DBGWCR<index>_EL1` (then ISB).
 ///
 /// # Panics
 /// For an index of no implemented watchpoint.
@@ -250,7 +250,7 @@ pub fn set_dbgwcr(index: usize, value: u64) {
     by_index!(index, write_one!("dbgwcr", value))
 }
 
-/// Writes DBGWVR<index>_EL1 (then ISB).
+/// Writes `DBGWVR<index>_EL1` (then ISB).
 ///
 /// # Panics
 /// For an index of no implemented watchpoint.

@@ -5,7 +5,9 @@
 //! 0 current EL on SP_EL0, 1 current EL on SP_ELx, 2 lower EL AArch64, 3 lower EL AArch32;
 //! type 0 synchronous, 1 IRQ, 2 FIQ, 3 SError) in x1 and jumps to a common path that saves
 //! the rest of an [`ExceptionFrame`], including the FP/SIMD registers (Rust code uses them
-//! freely on this hard-float target), and calls [`exception_dispatch`].
+//! freely on this hard-float target), and calls [`exception_dispatch`]. Debug exceptions
+//! (breakpoint, software step, watchpoint) go to a [`DebugHandler`] when one is installed
+//! (`vmunit::arch::debug` records them with it), otherwise where other exceptions go.
 //!
 //! The kernel runs on SP_EL0 (EL1t, vector kinds 0-3) and exceptions on SP_EL1, a separate
 //! 16 KiB stack per CPU: a kernel stack overflow faults on the unmapped guard page below the
