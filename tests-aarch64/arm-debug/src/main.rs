@@ -70,9 +70,6 @@ fn tcg() -> bool {
 /// MDSCR_EL1 with breakpoints and watchpoints enabled at EL1.
 const BREAK_AND_WATCH: u64 = mdscr::KDE | mdscr::MDE;
 
-/// ESR.IL (bit 25): a 32-bit instruction.
-const ESR_IL: u64 = 1 << 25;
-
 /// The ELRs of what was recorded, for messages.
 fn return_addresses(seen: &[DebugException]) -> Vec<u64> {
     seen.iter().map(|record| record.exception.elr).collect()
@@ -81,7 +78,7 @@ fn return_addresses(seen: &[DebugException]) -> Vec<u64> {
 /// Whether ESR is a debug exception's: the class, IL set and the "debug exception" status.
 fn is_debug_syndrome(record: &DebugException, class: ExceptionClass) -> bool {
     record.exception.class == class
-        && record.exception.esr & ESR_IL != 0
+        && record.exception.esr & debug::ESR_IL != 0
         && record.iss() & iss::FAULT_STATUS_MASK == iss::DEBUG_FAULT_STATUS
         && !record.exception.from_user
 }
@@ -91,7 +88,7 @@ fn is_user_debug_exception<T>(outcome: &Result<T, Exception>, class: ExceptionCl
     matches!(outcome, Err(exception) if exception.class == class
         && exception.from_user
         && exception.elr == pc
-        && exception.esr & ESR_IL != 0
+        && exception.esr & debug::ESR_IL != 0
         && exception.iss() & iss::FAULT_STATUS_MASK == iss::DEBUG_FAULT_STATUS)
 }
 

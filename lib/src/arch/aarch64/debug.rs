@@ -87,6 +87,10 @@ pub mod dbgwcr {
     }
 }
 
+/// ESR_EL1.IL (bit 25): a 32-bit instruction; set in the ESR of every breakpoint, watchpoint and
+/// software step exception.
+pub const ESR_IL: u64 = 1 << 25;
+
 /// ESR_EL1.ISS bits of debug exceptions.
 pub mod iss {
     /// The fault status code of a breakpoint, watchpoint or step: "debug exception" (0b100010).
