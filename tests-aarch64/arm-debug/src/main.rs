@@ -428,6 +428,18 @@ fn watchpoints() {
         });
     }
 
+    debug::reset_debug_state();
+    let (value, control) = debug::watchpoint_registers(address, 1, WatchAccess::LoadOrStore);
+    debug::set_dbgwvr(0, value);
+    debug::set_dbgwcr(0, control & !debug::dbgwcr::E);
+    debug::set_mdscr(BREAK_AND_WATCH);
+    let (_, seen) = record_access(|| debug::store_watched(offset, 1, 0, DebugExceptions::Unmasked));
+    report!(
+        seen.is_empty(),
+        "a watchpoint with DBGWCR.E clear does not fire (got {:x?})",
+        seen.as_slice()
+    );
+
     // EL0 accesses: a PAC 0b10 watchpoint fires on them (to EL1, whatever KDE and PSTATE.D),
     // a PAC 0b01 one does not.
     debug::reset_debug_state();
