@@ -32,7 +32,7 @@ use aarch64_cpu::registers::{ID_AA64DFR0_EL1, Readable};
 
 use super::exceptions::{DebugFrame, Exception, ExceptionClass, catch_exception, set_debug_handler};
 
-/// MDSCR_EL1 bits (Arm ARM D24.3.21).
+/// MDSCR_EL1 bits (Arm ARM, D24 register descriptions).
 pub mod mdscr {
     /// SS: software step enable.
     pub const SS: u64 = 1 << 0;
@@ -44,7 +44,7 @@ pub mod mdscr {
     pub const MDE: u64 = 1 << 15;
 }
 
-/// OSLSR_EL1 bits (Arm ARM D24.3.27).
+/// OSLSR_EL1 bits (Arm ARM, D24 register descriptions).
 pub mod oslsr {
     /// OSLK: the OS lock is locked.
     pub const OSLK: u64 = 1 << 1;
@@ -54,7 +54,7 @@ pub mod oslsr {
     pub const OSLM_IMPLEMENTED: u64 = 0b1000;
 }
 
-/// `DBGBCR<n>_EL1` fields (Arm ARM D24.3.5).
+/// `DBGBCR<n>_EL1` fields (Arm ARM, D24 register descriptions).
 pub mod dbgbcr {
     /// E: the breakpoint is enabled.
     pub const E: u64 = 1 << 0;
@@ -68,7 +68,7 @@ pub mod dbgbcr {
     pub const BT_UNLINKED_ADDRESS: u64 = 0;
 }
 
-/// `DBGWCR<n>_EL1` fields (Arm ARM D24.3.11).
+/// `DBGWCR<n>_EL1` fields (Arm ARM, D24 register descriptions).
 pub mod dbgwcr {
     /// E: the watchpoint is enabled.
     pub const E: u64 = 1 << 0;
