@@ -5,7 +5,9 @@
 //! 0 current EL on SP_EL0, 1 current EL on SP_ELx, 2 lower EL AArch64, 3 lower EL AArch32;
 //! type 0 synchronous, 1 IRQ, 2 FIQ, 3 SError) in x1 and jumps to a common path that saves
 //! the rest of an [`ExceptionFrame`], including the FP/SIMD registers (Rust code uses them
-//! freely on this hard-float target), and calls [`exception_dispatch`].
+//! freely on this hard-float target), and calls [`exception_dispatch`]. Debug exceptions
+//! (breakpoint, software step, watchpoint) go to a [`DebugHandler`] when one is installed
+//! (`vmunit::arch::debug` records them with it), otherwise where other exceptions go.
 //!
 //! The kernel runs on SP_EL0 (EL1t, vector kinds 0-3) and exceptions on SP_EL1, a separate
 //! 16 KiB stack per CPU: a kernel stack overflow faults on the unmapped guard page below the
@@ -183,6 +185,20 @@ impl ExceptionClass {
             ExceptionClass::SupervisorCall
                 | ExceptionClass::HypervisorCall
                 | ExceptionClass::SecureMonitorCall
+        )
+    }
+
+    /// Whether it is a debug exception that PSTATE.D masks (breakpoint, software step or
+    /// watchpoint, from either level; not BRK, which is always taken).
+    pub fn is_debug(self) -> bool {
+        matches!(
+            self,
+            ExceptionClass::BreakpointLower
+                | ExceptionClass::Breakpoint
+                | ExceptionClass::SoftwareStepLower
+                | ExceptionClass::SoftwareStep
+                | ExceptionClass::WatchpointLower
+                | ExceptionClass::Watchpoint
         )
     }
 
@@ -721,8 +737,81 @@ pub fn run_in_user_mode<R, F: FnOnce() -> R>(function: F) -> Result<R, Exception
     }
 }
 
-/// The Rust side of every vector: IRQs to the registered handler; synchronous exceptions
-/// recorded for `trap_exceptions`, recovered into `catch_exception`, or reported and fatal.
+/// SPSR.D (bit 9): debug exceptions masked.
+pub const SPSR_D: u64 = 1 << 9;
+/// SPSR.SS (bit 21): the software step state (1: active-not-pending after the ERET).
+pub const SPSR_SS: u64 = 1 << 21;
+
+/// A debug exception (breakpoint, software step, watchpoint) as a [`DebugHandler`] sees it:
+/// the exception and the saved PSTATE, with the changes to the return state that cannot hurt
+/// the runtime (masking debug exceptions, the step state); the return address only through
+/// an `unsafe` method.
+pub struct DebugFrame<'frame> {
+    frame: &'frame mut ExceptionFrame,
+    exception: Exception,
+}
+
+impl DebugFrame<'_> {
+    /// The exception (class, ESR, ELR, FAR, whether from EL0).
+    pub fn exception(&self) -> Exception {
+        self.exception
+    }
+
+    /// The saved PSTATE (SPSR_EL1) the ERET restores, with the changes made so far.
+    pub fn spsr(&self) -> u64 {
+        self.frame.spsr
+    }
+
+    /// Returns with PSTATE.D set (kvm-unit-tests' breakpoint and watchpoint handlers): the
+    /// instruction at ELR then runs without its breakpoint or watchpoint firing again, until
+    /// code unmasks debug exceptions.
+    pub fn mask_debug_exceptions_on_return(&mut self) {
+        self.frame.spsr |= SPSR_D;
+    }
+
+    /// Returns with PSTATE.SS set (`true`: the step state machine is active-not-pending, so
+    /// one instruction runs and a software step exception follows while MDSCR_EL1.SS stays
+    /// set; kvm-unit-tests' single-step handler) or clear (active-pending: the step exception
+    /// comes again before any instruction runs).
+    pub fn set_step_on_return(&mut self, step: bool) {
+        if step {
+            self.frame.spsr |= SPSR_SS;
+        } else {
+            self.frame.spsr &= !SPSR_SS;
+        }
+    }
+
+    /// Makes the exception return to `address` instead of ELR.
+    ///
+    /// # Safety
+    /// `address` must be an instruction where the interrupted code may continue with the
+    /// registers it had: for compiled code, in practice only the next instruction of an
+    /// assembly sequence that expects it.
+    pub unsafe fn set_return_address(&mut self, address: u64) {
+        self.frame.elr = address;
+    }
+}
+
+/// A handler that takes every debug exception (breakpoint, software step, watchpoint; not
+/// BRK) instead of the usual dispatch, on every CPU, and resumes with what it changed in the
+/// [`DebugFrame`]. It runs with debug exceptions and interrupts masked; it must not allocate
+/// or take locks.
+pub type DebugHandler = fn(frame: &mut DebugFrame<'_>);
+
+/// The installed [`DebugHandler`] (as usize; 0: none).
+static DEBUG_HANDLER: AtomicUsize = AtomicUsize::new(0);
+
+/// Installs `handler` for every debug exception (kvm-unit-tests' `install_exception_handler`
+/// for the breakpoint, step and watchpoint classes), or removes it with `None`: without one
+/// a debug exception goes to `catch_exception`/`trap_exceptions` as any other.
+/// `vmunit::arch::debug::record_debug_exceptions` uses it.
+pub fn set_debug_handler(handler: Option<DebugHandler>) {
+    DEBUG_HANDLER.store(handler.map_or(0, |handler| handler as usize), Ordering::Release);
+}
+
+/// The Rust side of every vector: IRQs to the registered handler; debug exceptions to the
+/// [`DebugHandler`] if one is installed; other synchronous exceptions recorded for
+/// `trap_exceptions`, recovered into `catch_exception`, or reported and fatal.
 extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
     EXCEPTION_COUNT.fetch_add(1, Ordering::Relaxed);
     let kind = frame.kind;
@@ -744,6 +833,16 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
         far: frame.far,
         from_user: kind >= FIRST_LOWER_LEVEL_KIND,
     };
+    if taken == VectorType::Synchronous && exception.class.is_debug() {
+        let hook = DEBUG_HANDLER.load(Ordering::Acquire);
+        if hook != 0 {
+            // SAFETY: non-zero values are `DebugHandler`s that `set_debug_handler` stored; a
+            // fn pointer and a usize have the same size.
+            let hook = unsafe { core::mem::transmute::<usize, DebugHandler>(hook) };
+            hook(&mut DebugFrame { frame, exception });
+            return;
+        }
+    }
     if taken == VectorType::Synchronous {
         if crate::catch::record_trap(exception.class, exception) {
             if !exception.class.is_call() {

@@ -1,11 +1,12 @@
 //! The aarch64 architecture: ELF boot on QEMU `virt` (EL1, or EL2 dropped to EL1), the device
 //! tree, the PL011 console, VBAR_EL1 exceptions and EL0 runs, the 4-level MMU, PSCI (SMP and
-//! exit), MTE, the GIC (v2 or v3) and the generic timer, plus safe wrappers for the instructions
-//! tests exercise.
+//! exit), MTE, the GIC (v2 or v3), the generic timer and self-hosted debug (breakpoints,
+//! watchpoints, software step), plus safe wrappers for the instructions tests exercise.
 
 mod boot;
 pub mod cache;
 pub mod console;
+pub mod debug;
 pub mod device_tree;
 pub mod exceptions;
 pub mod exit;
@@ -21,8 +22,8 @@ pub mod smp;
 pub mod timer;
 
 pub use exceptions::{
-    Exception, ExceptionClass, ExceptionFrame, FaultStatus, Vector, catch_exception, run_in_user_mode,
-    trap_exceptions,
+    DebugFrame, DebugHandler, Exception, ExceptionClass, ExceptionFrame, FaultStatus, Vector,
+    catch_exception, run_in_user_mode, set_debug_handler, trap_exceptions,
 };
 pub use gic::{InterruptHandler, InterruptNumber, set_interrupt_handler};
 pub use instructions::{try_call, try_read, try_write};
