@@ -4,7 +4,9 @@
 //! `pmu-event-counter-config`, `pmu-basic-event-count [icount]`, `pmu-mem-access`,
 //! `pmu-mem-access-reliability`, `pmu-sw-incr`, `pmu-chained-counters`, `pmu-chained-sw-incr`,
 //! `pmu-chain-promotion` and `pmu-overflow-interrupt`, the event modes with 32-bit and 64-bit
-//! (PMCR_EL0.LP) overflows. A mode whose events the PMU does not implement SKIPs, naming them.
+//! (PMCR_EL0.LP) overflows, and `enable-pending-overflow`, the reproducer of QEMU's PMU
+//! interrupt left alone by PMCR_EL0.E. A mode whose events the PMU does not implement SKIPs,
+//! naming them.
 #![no_std]
 #![no_main]
 
@@ -16,7 +18,7 @@ use vmunit::arch::pmu::event::{
 use vmunit::arch::pmu::{self, ALL_COUNTERS, CYCLE_COUNTER, CYCLE_COUNTER_INDEX, evtyper};
 use vmunit::arch::registers::pmcr;
 use vmunit::arch::{gic, interrupts};
-use vmunit::{prefix, report, report_info, report_skip, report_summary};
+use vmunit::{prefix, report, report_info, report_kfail, report_skip, report_summary};
 
 vmunit::main!(main);
 
@@ -60,6 +62,7 @@ fn main(arguments: &[&str]) -> i32 {
         "pmu-chained-sw-incr" => chained_sw_incr(),
         "pmu-chain-promotion" => chain_promotion(),
         "pmu-overflow-interrupt" => each_width(overflow_interrupt),
+        "enable-pending-overflow" => enable_pending_overflow(),
         other => {
             report!(false, "a known mode was given (got {other:?})");
         }
@@ -520,6 +523,13 @@ fn basic_event_count(width: Width, exact: bool) {
     );
     // IRQs stay masked and the GIC uninitialised: the overflow is only flagged.
     pmu::set_interrupt_disables(ALL_COUNTERS);
+    pmu::set_overflows(ALL_COUNTERS);
+    let flags = pmu::overflow_set();
+    pmu::set_overflow_status(ALL_COUNTERS);
+    report!(
+        flags == implemented | CYCLE_COUNTER && pmu::overflow_status() == 0,
+        "PMOVSSET_EL0 sets the flags of implemented counters only ({flags:#x}), PMOVSCLR_EL0 clears them"
+    );
 
     const ITERATIONS: u32 = 20;
     pmu::precise_instructions_loop(ITERATIONS, fixed() | pmcr::E | width.lp());
@@ -1098,7 +1108,107 @@ fn overflow_interrupt(width: Width) {
             );
         }
     }
+    software_overflow_interrupt(&data, unhandled);
+    cycle_counter_overflow_interrupt(width, &data, unhandled);
     interrupts::disable();
     pmu::reset();
     gic::disable(intid);
+}
+
+/// A flag set through PMOVSSET_EL0 raises the overflow interrupt as an overflow does, and
+/// only while PMCR_EL0.E is set (the Arm ARM's CheckForPMUOverflow: E, PMINTENSET<n> and
+/// PMOVSSET<n>).
+fn software_overflow_interrupt(data: &u64, unhandled: u32) {
+    pmu::reset();
+    reset_statistics();
+    pmu::set_interrupt_enables(0x1);
+    pmu::set_overflows(0x1);
+    pmu::memory_access_loop(data, COUNT_INT, fixed());
+    let (quiet, seen) = interrupts_were(0, unhandled);
+    report!(
+        quiet && pmu::overflow_status() == 0x1,
+        "PMOVSSET_EL0 sets #0's flag ({:#x}) but with PMCR_EL0.E clear raises no interrupt ({seen})",
+        pmu::overflow_status()
+    );
+    pmu::memory_access_loop(data, COUNT_INT, fixed() | pmcr::E);
+    let (once, seen) = interrupts_were(0x1, unhandled);
+    report_kfail!(
+        enable_defect(),
+        once,
+        "with PMCR_EL0.E set the flag raises one interrupt ({seen}){}",
+        if enable_defect() { ENABLE_DEFECT } else { "" }
+    );
+}
+
+/// Whether QEMU's TCG leaves the overflow interrupt line as it was when PMCR_EL0.E changes:
+/// QEMU 10.0's target/arm/helper.c pmcr_write never calls pmu_update_irq, which alone
+/// computes the line (E && PMINTENSET & PMOVSSET); PMOVSSET/PMOVSCLR/PMINTEN writes and
+/// overflows do.
+fn enable_defect() -> bool {
+    vmunit::environment::env("ACCEL") == Some("tcg")
+}
+
+const ENABLE_DEFECT: &str = "; QEMU TCG does not re-evaluate the PMU interrupt when PMCR_EL0.E \
+    changes (target/arm/helper.c pmcr_write lacks pmu_update_irq); see \
+    reproduce-pmu-enable-pending-overflow";
+
+/// The reproducer: an overflow flag and its interrupt enable set while PMCR_EL0.E is clear;
+/// setting E must raise the interrupt (the Arm ARM's CheckForPMUOverflow), with no
+/// known-failure allowance.
+fn enable_pending_overflow() {
+    if !prerequisites(&[], 1) {
+        return;
+    }
+    if let Err(problem) = gic::init() {
+        report!(false, "the GIC initialises: {problem}");
+        return;
+    }
+    let intid = pmu::interrupt();
+    vmunit::arch::set_interrupt_handler(intid, Some(overflow_handler));
+    gic::enable(intid);
+    interrupts::enable();
+    let unhandled = gic::unhandled();
+    let data = core::hint::black_box(0u64);
+    pmu::reset();
+    reset_statistics();
+    pmu::set_interrupt_enables(0x1);
+    pmu::set_overflows(0x1);
+    pmu::set_pmcr(fixed() | pmcr::E);
+    pmu::memory_access_loop(&data, COUNT_INT, fixed() | pmcr::E);
+    let (once, seen) = interrupts_were(0x1, unhandled);
+    report!(
+        once,
+        "PMOVSSET_EL0.P0 and PMINTENSET_EL1.P0 set with PMCR_EL0.E clear: setting E raises the overflow interrupt once ({seen})"
+    );
+    interrupts::disable();
+    pmu::reset();
+    gic::disable(intid);
+}
+
+/// The cycle counter overflows too: from 16 below its overflow (at 64 bits with PMCR_EL0.LC,
+/// else at 32) a loop sets PMOVS bit 31 and, with PMINTENSET_EL1.C, interrupts.
+fn cycle_counter_overflow_interrupt(width: Width, data: &u64, unhandled: u32) {
+    let long = match width {
+        Width::Bits32 => 0,
+        Width::Bits64 => pmcr::LC,
+    };
+    pmu::reset();
+    reset_statistics();
+    pmu::set_pmcr(fixed() | long);
+    if pmu::pmcr() & pmcr::LC != long {
+        report_skip!("PMCR_EL0.LC is fixed at {}", pmu::pmcr() & pmcr::LC != 0);
+        return;
+    }
+    pmu::set_cycle_filter(0);
+    pmu::set_cycle_counter(width.pre_overflow());
+    pmu::set_counter_enables(CYCLE_COUNTER);
+    pmu::set_interrupt_enables(CYCLE_COUNTER);
+    pmu::memory_access_loop(data, COUNT_INT, fixed() | pmcr::E | long);
+    let seen_cycle = INTERRUPTS[CYCLE_COUNTER_INDEX as usize].load(Ordering::Acquire);
+    let (cycle, seen) = interrupts_were(CYCLE_COUNTER as u32, unhandled);
+    report!(
+        cycle && seen_cycle == 1,
+        "PMCCNTR_EL0 from {:#x} overflows once with an interrupt on bit 31 ({seen}, {seen_cycle} on C)",
+        width.pre_overflow()
+    );
 }
