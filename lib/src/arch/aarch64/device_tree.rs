@@ -60,6 +60,8 @@ pub struct Platform {
     pub fw_cfg: Option<u64>,
     /// The timer's PPIs as INTIDs: (non-secure physical, virtual).
     pub timer_interrupts: Option<(u32, u32)>,
+    /// The PMU's overflow interrupt (a PPI) as an INTID.
+    pub pmu_interrupt: Option<u32>,
     bootargs: heapless::String<BOOTARGS_CAPACITY>,
 }
 
@@ -133,6 +135,7 @@ fn read(fdt: &Fdt<'_>, dtb_address: u64) -> Result<Platform, &'static str> {
         psci: None,
         initrd: None,
         timer_interrupts: None,
+        pmu_interrupt: None,
         fw_cfg: None,
         bootargs: heapless::String::new(),
     };
@@ -219,6 +222,18 @@ fn read(fdt: &Fdt<'_>, dtb_address: u64) -> Result<Platform, &'static str> {
                 cells
             };
             Some((16 + cells[4] as u32, 16 + cells[7] as u32))
+        });
+    platform.pmu_interrupt = fdt
+        .find_compatible(&["arm,armv8-pmuv3", "arm,cortex-a15-pmu"])
+        .and_then(|node| {
+            // One interrupt of three cells (type, number, flags); type 1 is a PPI, INTID 16 + n.
+            let mut cells = node
+                .property("interrupts")?
+                .value
+                .chunks_exact(4)
+                .map(|bytes| u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
+            let (kind, number) = (cells.next()?, cells.next()?);
+            (kind == 1).then_some(16 + number)
         });
     Ok(platform)
 }

@@ -1,7 +1,8 @@
 //! System registers for tests, in one place: aarch64-cpu's typed registers and their traits
 //! (`MIDR_EL1.get()`, `SCTLR_EL1.is_set(SCTLR_EL1::C)`, `CPACR_EL1.read(CPACR_EL1::FPEN)`),
 //! re-exported so that a test needs no dependency of its own, plus the runtime's `mrs`/`msr`
-//! wrappers for the registers aarch64-cpu lacks (the GIC CPU interface's ICC_*, the PMU's PM*,
+//! wrappers for the registers aarch64-cpu lacks (the GIC CPU interface's ICC_*, the PMU's PM* with
+//! PMEVTYPER<n>/PMEVCNTR<n> by number,
 //! FPCR, FPSR, CTR_EL0, MTE's GCR_EL1 and RGSR_EL1) and the named fields of those (with the
 //! MTE fields of SCTLR_EL1 and TCR_EL1).
 //!
@@ -22,9 +23,12 @@ pub use super::gic::{
 pub use super::instructions::{current_el, fpcr, fpsr, set_fpcr, set_fpsr};
 pub use super::mte::{gcr_el1, rgsr_el1, set_gcr_el1, set_rgsr_el1};
 pub use super::pmu::{
-    counter_disables, counter_enables, cycle_counter, cycle_filter, overflow_status, pmcr,
-    set_counter_disables, set_counter_enables, set_cycle_counter, set_cycle_filter, set_overflow_status,
-    set_pmcr,
+    counter_disables, counter_enables, cycle_counter, cycle_filter, event_count, event_type,
+    interrupt_disables, interrupt_enables, overflow_set, overflow_status, pmcr, select_counter,
+    selected_counter, selected_event_count, selected_event_type, set_counter_disables, set_counter_enables,
+    set_cycle_counter, set_cycle_filter, set_event_count, set_event_type, set_interrupt_disables,
+    set_interrupt_enables, set_overflow_status, set_overflows, set_pmcr, set_selected_event_count,
+    set_selected_event_type, software_increment,
 };
 
 /// FPCR fields.
@@ -102,11 +106,24 @@ pub mod clidr {
 
 /// PMCR_EL0 fields.
 pub mod pmcr {
-    pub use super::super::pmu::{PMCR_C as C, PMCR_E as E, PMCR_LC as LC, PMCR_P as P};
+    pub use super::super::pmu::{
+        PMCR_C as C, PMCR_CONTROLS as CONTROLS, PMCR_D as D, PMCR_DP as DP, PMCR_E as E, PMCR_LC as LC,
+        PMCR_LP as LP, PMCR_P as P, PMCR_X as X,
+    };
+
+    /// The fields above the control bits (N, IDCODE, IMP and RES0), which writes keep.
+    pub fn fixed_fields(pmcr: u64) -> u64 {
+        pmcr & !CONTROLS
+    }
 
     /// N (bits 15:11): how many event counters are implemented.
     pub fn event_counters(pmcr: u64) -> u64 {
         (pmcr >> 11) & 0x1f
+    }
+
+    /// IDCODE (bits 23:16): the implementer's identification code.
+    pub fn identification(pmcr: u64) -> u64 {
+        (pmcr >> 16) & 0xff
     }
 
     /// IMP (bits 31:24): the implementer code.
