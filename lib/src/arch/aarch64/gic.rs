@@ -1,8 +1,9 @@
 //! The GIC, version 2 or 3 as the device tree says, behind one API: the distributor, the
 //! GICv3 redistributors and system-register CPU interface (ICC_* through `mrs`/`msr`, which
 //! aarch64-cpu lacks) or the GICv2 memory-mapped CPU interface (GICC_*); IRQ dispatch to
-//! per-INTID handlers; enable, priority, target, pending and active state of SGIs, PPIs and
-//! SPIs; SGIs to one CPU, a list, all but self or self; acknowledge, EOI and deactivation.
+//! per-INTID handlers (SGIs, PPIs, SPIs and the first LPIs); enable, priority, target, pending
+//! and active state of SGIs, PPIs and SPIs; SGIs to one CPU, a list, all but self or self;
+//! acknowledge, EOI and deactivation. [`its`] adds the GICv3 ITS and LPIs.
 //!
 //! GICv2 runs every interrupt in group 0 (signalled as IRQ: no Security Extensions on `virt`,
 //! GICC_CTLR.FIQEn clear); GICv3 runs every interrupt in group 1 with affinity routing.
