@@ -127,10 +127,33 @@ pub fn introspection() {
     if let Some(device) = device {
         report_info!("device table entry_size = {:#x}", device.entry_size());
     }
+    baser_read_only_fields();
     if let Some(collection) = collection {
         report_info!("collection table entry_size = {:#x}", collection.entry_size());
     }
     set_up_state();
+}
+
+/// GITS_BASER<n>.Type and Entry_Size are read-only (IHI0069): writing other values (with Valid
+/// clear, before the runtime sets the tables up) leaves them, and the original is restored.
+fn baser_read_only_fields() {
+    for index in 0..registers::BASER_COUNT {
+        let original = its::baser(index);
+        if original.table_type() == TableType::Unimplemented {
+            continue;
+        }
+        let flipped = original.0 ^ (7 << 56 | 0x1f << 48);
+        let Some(read) = its::write_unused_baser(index, flipped) else {
+            report_skip!("GITS_BASER{index}: the ITS is already set up");
+            continue;
+        };
+        let _ = its::write_unused_baser(index, original.0);
+        report!(
+            read.table_type() == original.table_type() && read.entry_size() == original.entry_size(),
+            "GITS_BASER{index}.Type and Entry_Size are read-only (wrote {flipped:#x}, read {:#x})",
+            read.0
+        );
+    }
 }
 
 /// The state `its::init` leaves: every table and the queue valid where the runtime put them,
@@ -544,6 +567,7 @@ fn trigger_on_cpu0(setup: &Setup) {
         );
     }
     mapi(collection2);
+    priority();
     {
         let _prefix = prefix("discard");
         disable_8196();
@@ -614,4 +638,58 @@ fn mapi(collection2: Collection) {
         event: LPI,
     });
     check_lpis(before, one(2), "dev9/eventid=8197 (MAPI) -> lpi=8197, col=2");
+}
+
+/// The configuration table's priority: an LPI of priority 0xf0 waits while CPU 0's priority
+/// mask is 0xc0 and arrives once the mask lets every priority through (device 10, event 1 ->
+/// LPI 8198 in collection 0 on CPU 0).
+fn priority() {
+    let _prefix = prefix("priority");
+    const LPI: u32 = 8198;
+    let Some(device10) = Device::new(10, 4) else {
+        report!(false, "device 10's interrupt translation table is allocated");
+        return;
+    };
+    let collection0 = Collection::new(0, 0);
+    gic::set_interrupt_handler(LPI, Some(nothing));
+    let low = LpiConfig {
+        priority: 0xf0,
+        enabled: true,
+    };
+    its::set_lpi_config(LPI, low);
+    command(Command::MapDevice {
+        device: device10,
+        valid: true,
+    });
+    command(Command::MapCollection {
+        collection: collection0,
+        valid: true,
+    });
+    command(Command::MapTranslation {
+        device: device10,
+        event: 1,
+        intid: LPI,
+        collection: collection0,
+    });
+    command(Command::InvalidateAll {
+        collection: collection0,
+    });
+    gic::set_priority_mask(0xc0);
+    let before = snapshot(LPI);
+    command(Command::Interrupt {
+        device: device10,
+        event: 1,
+    });
+    check_lpis(
+        before,
+        CpuSet::EMPTY,
+        "LPI 8198 (priority 0xf0) waits behind priority mask 0xc0",
+    );
+    let before = snapshot(LPI);
+    gic::set_priority_mask(gic::PRIORITY_MASK_ALLOW_ALL);
+    check_lpis(
+        before,
+        one(0),
+        "LPI 8198 arrives on CPU 0 once the mask allows it",
+    );
 }

@@ -303,6 +303,25 @@ pub fn baser(index: usize) -> Baser {
     Baser(read64_register(registers::BASER + 8 * index as u64))
 }
 
+/// Before [`init`] only: writes GITS_BASER<`index`> with `value` but Valid cleared (so that the
+/// ITS uses no memory through it) and returns what reads back, to probe its read-only fields;
+/// `None` once [`init`] has set up the tables.
+///
+/// # Panics
+/// For an index of 8 or more, or without an ITS.
+pub fn write_unused_baser(index: usize, value: u64) -> Option<Baser> {
+    let state = STATE.lock();
+    if state.is_some() {
+        return None;
+    }
+    assert!(index < registers::BASER_COUNT, "there are 8 GITS_BASER registers");
+    write64(
+        register(registers::BASER + 8 * index as u64, 8),
+        value & !registers::VALID,
+    );
+    Some(baser(index))
+}
+
 /// Why [`init`] could not make the ITS usable.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum InitError {
