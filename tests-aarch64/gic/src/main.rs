@@ -3,10 +3,13 @@
 //! where sent, with the GICv2 source CPU), `active` (the pending → active → inactive life
 //! cycle of an SGI and an SPI, the priority mask, split EOI, ICACTIVER in the handler), `mmio`
 //! (distributor registers: read-only ones, CTLR, enables, IPRIORITYR, GICv2 ITARGETSR), `spi`
-//! (an SPI made pending is delivered to the CPU it targets), and `itargetsr-mask`, the
+//! (an SPI made pending is delivered to the CPU it targets), `its-introspection` and
+//! `its-trigger` (the GICv3 ITS and LPIs, in `its.rs`), and `itargetsr-mask`, the
 //! reproducer of QEMU's unmasked GICv2 ITARGETSR.
 #![no_std]
 #![no_main]
+
+mod its;
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -46,6 +49,14 @@ fn main(arguments: &[&str]) -> i32 {
         }
         Some("spi") => spi(),
         Some("itargetsr-mask") => itargetsr_mask(version),
+        Some(mode @ ("its-introspection" | "its-trigger")) => {
+            let _mode = prefix(mode);
+            if mode == "its-trigger" {
+                its::trigger();
+            } else {
+                its::introspection();
+            }
+        }
         other => {
             report!(false, "a known mode was given (got {other:?})");
         }

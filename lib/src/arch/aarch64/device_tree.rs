@@ -34,6 +34,9 @@ pub struct GicInfo {
     pub redistributor: u64,
     /// The size of that region.
     pub redistributor_size: u64,
+    /// GICv3: the first ITS (`arm,gic-v3-its`, a child of the GIC node on `virt`): its base
+    /// address and the size of its register frames.
+    pub its: Option<(u64, u64)>,
 }
 
 /// The machine as the device tree describes it.
@@ -247,10 +250,24 @@ fn gic(fdt: &Fdt<'_>) -> Option<GicInfo> {
     let mut regions = node.reg()?;
     let distributor = regions.next()?;
     let second = regions.next()?;
+    let its = if version == 3 {
+        node.children()
+            .chain(fdt.all_nodes())
+            .find(|child| {
+                child
+                    .compatible()
+                    .is_some_and(|compatible| compatible.all().any(|name| name == "arm,gic-v3-its"))
+            })
+            .and_then(|its| its.reg()?.next())
+            .map(|region| (region.starting_address as u64, region.size.unwrap_or(0) as u64))
+    } else {
+        None
+    };
     Some(GicInfo {
         version,
         distributor: distributor.starting_address as u64,
         redistributor: second.starting_address as u64,
         redistributor_size: second.size.unwrap_or(0) as u64,
+        its,
     })
 }

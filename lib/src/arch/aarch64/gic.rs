@@ -1,8 +1,9 @@
 //! The GIC, version 2 or 3 as the device tree says, behind one API: the distributor, the
 //! GICv3 redistributors and system-register CPU interface (ICC_* through `mrs`/`msr`, which
 //! aarch64-cpu lacks) or the GICv2 memory-mapped CPU interface (GICC_*); IRQ dispatch to
-//! per-INTID handlers; enable, priority, target, pending and active state of SGIs, PPIs and
-//! SPIs; SGIs to one CPU, a list, all but self or self; acknowledge, EOI and deactivation.
+//! per-INTID handlers (SGIs, PPIs, SPIs and the first LPIs); enable, priority, target, pending
+//! and active state of SGIs, PPIs and SPIs; SGIs to one CPU, a list, all but self or self;
+//! acknowledge, EOI and deactivation. [`its`] adds the GICv3 ITS and LPIs.
 //!
 //! GICv2 runs every interrupt in group 0 (signalled as IRQ: no Security Extensions on `virt`,
 //! GICC_CTLR.FIQEn clear); GICv3 runs every interrupt in group 1 with affinity routing.
@@ -11,6 +12,8 @@ use core::arch::asm;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering};
 
 use super::device_tree::{GicInfo, platform};
+
+pub mod its;
 use super::smp::{MAX_CPUS, cpu_count, cpu_index, mpidr_of};
 
 /// The GIC architecture version the device tree describes.
@@ -104,6 +107,15 @@ pub mod distributor {
 /// Redistributor registers: RD_base frame, then the SGI_base frame 64 KiB above it.
 #[allow(missing_docs)]
 pub mod redistributor {
+    pub const CTLR: u64 = 0x0000;
+    /// The LPI configuration (property) table's address and size (64-bit).
+    pub const PROPBASER: u64 = 0x0070;
+    /// The LPI pending table's address (64-bit).
+    pub const PENDBASER: u64 = 0x0078;
+    /// CTLR.EnableLPIs.
+    pub const CTLR_ENABLE_LPIS: u32 = 1 << 0;
+    /// TYPER.PLPIS: physical LPIs are supported.
+    pub const TYPER_PLPIS: u64 = 1 << 0;
     pub const TYPER: u64 = 0x0008;
     pub const WAKER: u64 = 0x0014;
     pub const SGI_BASE: u64 = 0x1_0000;
@@ -153,8 +165,13 @@ const FIRST_SPECIAL: u32 = 1020;
 pub const DEFAULT_PRIORITY: u8 = 0xa0;
 /// The priority mask that lets every priority through (ICC_PMR_EL1, GICC_PMR).
 pub const PRIORITY_MASK_ALLOW_ALL: u8 = 0xff;
-/// How many INTIDs the handler table covers: every SGI, PPI and SPI.
-const HANDLED_INTIDS: usize = FIRST_SPECIAL as usize;
+/// The first LPI's INTID.
+pub const FIRST_LPI: u32 = 8192;
+/// How many LPIs, from [`FIRST_LPI`], the handler and delivery tables cover.
+pub const HANDLED_LPIS: u32 = 512;
+/// The handler and delivery tables' slots: every SGI, PPI and SPI (INTIDs 0-1019), then
+/// the LPIs [`FIRST_LPI`] .. [`FIRST_LPI`] + [`HANDLED_LPIS`].
+const HANDLED_INTIDS: usize = FIRST_SPECIAL as usize + HANDLED_LPIS as usize;
 /// The first PPI and the first SPI.
 const FIRST_PPI: u32 = 16;
 const FIRST_SPI: u32 = 32;
@@ -166,12 +183,29 @@ static HANDLERS: [AtomicUsize; HANDLED_INTIDS] = [NO_HANDLER; HANDLED_INTIDS];
 const ZERO: AtomicU32 = AtomicU32::new(0);
 #[allow(clippy::declare_interior_mutable_const)]
 const ZEROS: [AtomicU32; HANDLED_INTIDS] = [ZERO; HANDLED_INTIDS];
-/// Per CPU and INTID: how many times the IRQ was acknowledged by the dispatcher.
+/// Per CPU and slot ([`slot`]): how many times the IRQ was acknowledged by the dispatcher.
 static DELIVERED: [[AtomicU32; HANDLED_INTIDS]; MAX_CPUS] = [ZEROS; MAX_CPUS];
 /// Per CPU: 1 + the CPU interface number of the last SGI's sender (GICv2), 0 for none.
 static LAST_SOURCE: [AtomicU32; MAX_CPUS] = [ZERO; MAX_CPUS];
 /// IRQs the dispatcher acknowledged without a handler.
 static UNHANDLED: AtomicU32 = AtomicU32::new(0);
+/// Per CPU: IRQs the dispatcher acknowledged whose INTID has no slot (an LPI beyond the
+/// handled range, or a reserved INTID).
+static OUT_OF_RANGE: [AtomicU32; MAX_CPUS] = [ZERO; MAX_CPUS];
+/// Per CPU: every IRQ the dispatcher acknowledged (not the spurious INTID).
+static TOTAL: [AtomicU32; MAX_CPUS] = [ZERO; MAX_CPUS];
+
+/// The handler and delivery tables' slot of `intid`: SGIs, PPIs and SPIs by INTID, the
+/// handled LPIs after them; `None` for special, reserved and unhandled LPI INTIDs.
+fn slot(intid: u32) -> Option<usize> {
+    if intid < FIRST_SPECIAL {
+        Some(intid as usize)
+    } else if (FIRST_LPI..FIRST_LPI + HANDLED_LPIS).contains(&intid) {
+        Some((FIRST_SPECIAL + intid - FIRST_LPI) as usize)
+    } else {
+        None
+    }
+}
 static DISTRIBUTOR_READY: AtomicBool = AtomicBool::new(false);
 /// GICv2: per CPU index, its CPU interface mask (one bit), read from ITARGETSR0 by [`init`]
 /// on that CPU; 0 before.
@@ -436,9 +470,9 @@ impl Acknowledged {
         }
     }
 
-    /// Whether nothing was acknowledged (an INTID of 1020 or more).
+    /// Whether nothing was acknowledged (a special INTID, 1020-1023; LPIs are above).
     pub fn is_spurious(self) -> bool {
-        self.intid() >= FIRST_SPECIAL
+        (FIRST_SPECIAL..=SPURIOUS).contains(&self.intid())
     }
 
     /// GICv2, SGIs: the CPU index of the sender (GICC_IAR.CPUID); `None` elsewhere.
@@ -669,7 +703,7 @@ fn affinity_route(cpu: usize) -> u64 {
     (mpidr & 0xff_ffff) | (mpidr & 0xff_0000_0000)
 }
 
-/// An interrupt number: a GIC INTID (SGIs 0-15, PPIs 16-31, SPIs from 32).
+/// An interrupt number: a GIC INTID (SGIs 0-15, PPIs 16-31, SPIs from 32, LPIs from 8192).
 pub type InterruptNumber = u32;
 
 /// An interrupt handler: runs with IRQs masked, with the INTID it was registered for (the CPU
@@ -677,26 +711,40 @@ pub type InterruptNumber = u32;
 /// ends it after. It must not allocate and should only record what happened.
 pub type InterruptHandler = fn(intid: InterruptNumber);
 
-/// Installs `handler` for interrupt `intid` (below 1020), or removes it with `None`, on every
-/// CPU. Interrupts reach it once [`init`] has made the GIC dispatcher the IRQ handler; an
-/// interrupt without a handler is counted ([`unhandled`]) and ended.
+/// Installs `handler` for interrupt `intid` (below 1020, or one of the [`HANDLED_LPIS`] LPIs
+/// from [`FIRST_LPI`]), or removes it with `None`, on every CPU. Interrupts reach it once
+/// [`init`] has made the GIC dispatcher the IRQ handler; an interrupt without a handler is
+/// counted ([`unhandled`]) and ended.
 ///
 /// # Panics
-/// For an INTID of 1020 or more.
+/// For a special or reserved INTID, or an LPI beyond the handled ones.
 pub fn set_interrupt_handler(intid: InterruptNumber, handler: Option<InterruptHandler>) {
-    assert!(
-        (intid as usize) < HANDLED_INTIDS,
-        "INTID {intid} is special: no handler takes it"
-    );
-    HANDLERS[intid as usize].store(handler.map_or(0, |handler| handler as usize), Ordering::Release);
+    let slot = slot(intid).unwrap_or_else(|| panic!("INTID {intid} has no handler slot"));
+    HANDLERS[slot].store(handler.map_or(0, |handler| handler as usize), Ordering::Release);
 }
 
-/// How many times IRQ `intid` was delivered to CPU `cpu` through the dispatcher (0 for a
-/// special INTID or a CPU beyond [`MAX_CPUS`]).
+/// How many times IRQ `intid` was delivered to CPU `cpu` through the dispatcher (0 for an
+/// INTID without a slot or a CPU beyond [`MAX_CPUS`]).
 pub fn delivered(cpu: usize, intid: u32) -> u32 {
+    let Some(slot) = slot(intid) else {
+        return 0;
+    };
     DELIVERED
         .get(cpu)
-        .and_then(|counts| counts.get(intid as usize))
+        .and_then(|counts| counts.get(slot))
+        .map_or(0, |count| count.load(Ordering::Acquire))
+}
+
+/// How many IRQs, of any INTID, were delivered to CPU `cpu` through the dispatcher.
+pub fn delivered_total(cpu: usize) -> u32 {
+    TOTAL.get(cpu).map_or(0, |count| count.load(Ordering::Acquire))
+}
+
+/// How many IRQs CPU `cpu` acknowledged whose INTID has no slot (an LPI beyond the handled
+/// ones, a reserved INTID): each is also counted by [`unhandled`].
+pub fn delivered_out_of_range(cpu: usize) -> u32 {
+    OUT_OF_RANGE
+        .get(cpu)
         .map_or(0, |count| count.load(Ordering::Acquire))
 }
 
@@ -721,12 +769,20 @@ fn dispatch() {
             break;
         }
         let intid = interrupt.intid();
-        let index = intid as usize;
         if let Some(source) = interrupt.source() {
             LAST_SOURCE[cpu].store(source as u32 + 1, Ordering::Release);
         }
-        let handler = HANDLERS[index].load(Ordering::Acquire);
-        DELIVERED[cpu][index].fetch_add(1, Ordering::AcqRel);
+        TOTAL[cpu].fetch_add(1, Ordering::AcqRel);
+        let handler = match slot(intid) {
+            Some(slot) => {
+                DELIVERED[cpu][slot].fetch_add(1, Ordering::AcqRel);
+                HANDLERS[slot].load(Ordering::Acquire)
+            }
+            None => {
+                OUT_OF_RANGE[cpu].fetch_add(1, Ordering::AcqRel);
+                0
+            }
+        };
         if handler != 0 {
             // SAFETY: nonzero entries are stored by `set_interrupt_handler` from an
             // `InterruptHandler`; a fn pointer and a usize have the same size.
