@@ -252,11 +252,7 @@ fn check_redirection_entries() {
     // (hw/intc/ioapic.c, ioapic_mem_write: IOAPIC_RW_BITS), and so does KVM's in-kernel one
     // (ioapic_write_indirect). What must hold: they change no field, and do not stick.
     let (low, high) = flipped.to_dwords();
-    ioapic::write_entry_dwords(
-        LINE,
-        low | ioapic::RESERVED_LOW,
-        high | ioapic::RESERVED_HIGH,
-    );
+    ioapic::write_entry_dwords(LINE, low | ioapic::RESERVED_LOW, high | ioapic::RESERVED_HIGH);
     let (low, high) = ioapic::read_entry_dwords(LINE);
     report_info!(
         "with ones written there, the reserved bits read {:#x} (low dword), {:#x} (high dword)",

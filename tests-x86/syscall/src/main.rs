@@ -164,11 +164,7 @@ fn check_user_syscall() {
     );
     // What the entry saw does not depend on SYSRET: `syscall` hands it RFLAGS and the return
     // address in RDX and RSI.
-    report!(
-        entry.value == 41,
-        "the entry sees RAX 41 (got {})",
-        entry.value
-    );
+    report!(entry.value == 41, "the entry sees RAX 41 (got {})", entry.value);
     report!(
         entry.return_address == entry.caller_return_address,
         "the entry's RCX is the address after SYSCALL ({:#x}; got {:#x})",
