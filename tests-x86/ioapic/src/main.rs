@@ -22,7 +22,7 @@ use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu, on_cpu_async};
 use vmunit::arch::{set_interrupt_handler, testdev};
 use vmunit::environment::instruction_emulating_kvm;
 use vmunit::time::{delay, wait_until};
-use vmunit::{known_failure, report, report_info, report_skip, report_summary};
+use vmunit::{known_failure, report, report_info, report_kfail, report_skip, report_summary};
 
 vmunit::main!(main);
 
@@ -35,6 +35,19 @@ const LOW_LINE: u8 = 0x0d;
 
 /// The version of QEMU's own (user-space) I/O APIC; KVM's in-kernel one is 0x11.
 const QEMU_IOAPIC_VERSION: u8 = 0x20;
+
+/// Why [`level_redelivered`] checks may fail: kvm_pvm's defect, named once when in force.
+const LEVEL_REDELIVERED: &str = "kvm_pvm runs a level-triggered I/O APIC interrupt's handler \
+     with remote IRR clear and delivers it again though the handler lowered the line, after \
+     which remote IRR may stay set (reproduce-level-interrupt-redelivered): the checks that \
+     count level-triggered interrupts or read their remote IRR report KFAIL there";
+
+/// Whether the host is known to redeliver level-triggered interrupts and get their remote IRR
+/// wrong ([`LEVEL_REDELIVERED`]); only the checks that count level-triggered interrupts or read
+/// a level entry's remote IRR are KFAIL there, every other check stays a plain one.
+fn level_redelivered() -> bool {
+    instruction_emulating_kvm()
+}
 
 /// Milliseconds to wait for an interrupt that must come.
 const PATIENCE: u64 = 100;
@@ -129,25 +142,19 @@ fn main(args: &[&str]) -> i32 {
     if smp {
         check_destinations(Trigger::Edge);
     }
-    known_failure(
-        instruction_emulating_kvm(),
-        "kvm_pvm's local APIC does not show the vector being serviced in ISR, and delivers a \
-         level-triggered I/O APIC interrupt again after its handler lowered the line and \
-         signalled EOI (remote IRR may then stay set; reproduce-interrupt-in-service, \
-         reproduce-level-interrupt-redelivered)",
-        || {
-            check_level();
-            check_level_coalescing();
-            check_end_of_interrupt_register();
-            check_level_masking();
-            check_trigger_mode_register();
-            if smp {
-                check_destinations(Trigger::Level);
-                check_trigger_mode_register_smp();
-                check_self_reprogramming();
-            }
-        },
-    );
+    if level_redelivered() {
+        report_info!("known failure here: {LEVEL_REDELIVERED}");
+    }
+    check_level();
+    check_level_coalescing();
+    check_end_of_interrupt_register();
+    check_level_masking();
+    check_trigger_mode_register();
+    if smp {
+        check_destinations(Trigger::Level);
+        check_trigger_mode_register_smp();
+        check_self_reprogramming();
+    }
     report_summary()
 }
 
@@ -240,14 +247,32 @@ fn check_redirection_entries() {
         !read.remote_irr && !read.delivery_pending,
         "remote IRR and delivery status are read-only (got {read:x?})"
     );
+    // Ones in the reserved bits 55:17 (the entry stays masked). The 82093AA datasheet calls
+    // them reserved without saying what they read; QEMU's I/O APIC keeps them as written
+    // (hw/intc/ioapic.c, ioapic_mem_write: IOAPIC_RW_BITS), and so does KVM's in-kernel one
+    // (ioapic_write_indirect). What must hold: they change no field, and do not stick.
+    let (low, high) = flipped.to_dwords();
+    ioapic::write_entry_dwords(LINE, low | ioapic::RESERVED_LOW, high | ioapic::RESERVED_HIGH);
+    let (low, high) = ioapic::read_entry_dwords(LINE);
+    report_info!(
+        "with ones written there, the reserved bits read {:#x} (low dword), {:#x} (high dword)",
+        low & ioapic::RESERVED_LOW,
+        high & ioapic::RESERVED_HIGH
+    );
+    let read = RedirectionEntry::from_dwords(low, high);
+    report!(
+        read == flipped,
+        "ones written to the reserved bits 55:17 change no field (got {read:x?})"
+    );
+    ioapic::write_entry(LINE, flipped);
     let (low, high) = ioapic::read_entry_dwords(LINE);
     report!(
-        high & 0x00ff_ffff == 0,
-        "the high dword's reserved bits 55:32 read as zero (got {high:#x})"
+        high & ioapic::RESERVED_HIGH == 0,
+        "written as zero again, the high dword's reserved bits 55:32 read as zero (got {high:#x})"
     );
     report!(
-        low & 0xfffe_0000 == 0,
-        "the low dword's reserved bits 31:17 read as zero (got {low:#x})"
+        low & ioapic::RESERVED_LOW == 0,
+        "written as zero again, the low dword's reserved bits 31:17 read as zero (got {low:#x})"
     );
     let mut masked = RedirectionEntry::new(0x5a, Trigger::Edge);
     masked.masked = true;
@@ -297,7 +322,8 @@ fn check_edge() {
     known_failure(
         ioapic::version() == QEMU_IOAPIC_VERSION,
         "QEMU's own I/O APIC (version 0x20) sends an edge-triggered interrupt on every write \
-         of an asserted level, rising edge or not",
+         of an asserted level, rising edge or not (hw/intc/ioapic.c, ioapic_set_irq: no edge \
+         detection); KVM's in-kernel one (ioapic-q35 under KVM) runs this check as a plain one",
         || report!(got == 2, "a line held high sends no more interrupts (got {got})"),
     );
     let before = handled(VECTOR);
@@ -333,16 +359,22 @@ fn check_level() {
     route(LINE, VECTOR, Trigger::Level);
     testdev::set_irq_line(LINE, true);
     let got = wait_for(VECTOR, 1);
-    report!(
+    report_kfail!(
+        level_redelivered(),
         got == 1,
         "a raised line is one interrupt on {VECTOR:#x} when the handler lowers it (got {got})"
     );
-    report!(
+    report_kfail!(
+        level_redelivered(),
         REMOTE_IRR_IN_HANDLER.load(Ordering::SeqCst),
         "remote IRR is set while the handler runs"
     );
     let entry = ioapic::read_entry(LINE);
-    report!(!entry.remote_irr, "the EOI clears remote IRR (got {entry:x?})");
+    report_kfail!(
+        level_redelivered(),
+        !entry.remote_irr,
+        "the EOI clears remote IRR (got {entry:x?})"
+    );
 
     // With interrupts disabled the interrupt waits in the local APIC, and remote IRR with it.
     interrupts::disable();
@@ -359,9 +391,14 @@ fn check_level() {
         "remote IRR is set from delivery until the EOI (got {entry:x?})"
     );
     let got = wait_for(VECTOR, 2);
-    report!(got == 2, "enabling interrupts delivers it (got {got})");
+    report_kfail!(
+        level_redelivered(),
+        got == 2,
+        "enabling interrupts delivers it, once (got {got})"
+    );
     let entry = ioapic::read_entry(LINE);
-    report!(
+    report_kfail!(
+        level_redelivered(),
         !entry.remote_irr,
         "and its EOI clears remote IRR (got {entry:x?})"
     );
@@ -374,7 +411,8 @@ fn check_level() {
     let first = wait_for(SEQUENTIAL, 1);
     testdev::set_irq_line(LINE, true);
     let got = wait_for(SEQUENTIAL, 2);
-    report!(
+    report_kfail!(
+        level_redelivered(),
         first == 1 && got == 2,
         "a line raised twice, each after the previous interrupt, is two interrupts (got {first}, {got})"
     );
@@ -457,7 +495,8 @@ fn check_level_coalescing() {
     route(LINE, COALESCE, Trigger::Level);
     testdev::set_irq_line(LINE, true);
     let got = wait_for(COALESCE, 1);
-    report!(
+    report_kfail!(
+        level_redelivered(),
         got == 1,
         "a line lowered and raised again before the EOI is one interrupt (got {got})"
     );
@@ -467,7 +506,8 @@ fn check_level_coalescing() {
     route(LINE, RETRIGGER, Trigger::Level);
     testdev::set_irq_line(LINE, true);
     let got = wait_for(RETRIGGER, 2);
-    report!(
+    report_kfail!(
+        level_redelivered(),
         got == 2,
         "a line still high at the EOI is delivered again, without masking (got {got})"
     );
@@ -540,22 +580,29 @@ fn check_level_masking() {
         got == 0,
         "a masked level input held high sends nothing (got {got})"
     );
+    let entry = ioapic::read_entry(LINE);
     ioapic::set_mask(LINE, false);
     let got = wait_for(LEVEL, 1);
-    report!(got == 1, "unmasking it delivers the pending level (got {got})");
+    report_kfail!(
+        level_redelivered(),
+        got == 1,
+        "unmasking it delivers the pending level, once (got {got}; before unmasking {entry:x?})"
+    );
 
     const RETRIGGER: u8 = 0x83;
     set_interrupt_handler(RETRIGGER, Some(mask_in_handler));
     route(LINE, RETRIGGER, Trigger::Level);
     testdev::set_irq_line(LINE, true);
     let first = wait_for(RETRIGGER, 1);
-    report!(
+    report_kfail!(
+        level_redelivered(),
         first == 1,
         "a level interrupt whose handler masks the input comes once (got {first})"
     );
     ioapic::set_mask(LINE, false);
     let got = wait_for(RETRIGGER, 2);
-    report!(
+    report_kfail!(
+        level_redelivered(),
         got == 2,
         "unmasking the still-high line after the EOI delivers it again (got {got})"
     );
@@ -587,12 +634,17 @@ fn check_trigger_mode(trigger: Trigger, expected_before: bool, raise: impl FnOnc
     let seen = TRIGGER_MODE_SEEN.load(Ordering::SeqCst);
     let level = trigger == Trigger::Level;
     report!(
-        got == 1 && before == expected_before && seen == u32::from(level),
-        "{trigger:?}: TMR is {} before and {} in the handler, one interrupt (got {}, {}, {got})",
+        before == expected_before && seen == u32::from(level),
+        "{trigger:?}: TMR is {} before and {} in the handler (got {}, {})",
         u32::from(expected_before),
         u32::from(level),
         u32::from(before),
         seen as i32
+    );
+    report_kfail!(
+        level && level_redelivered(),
+        got == 1,
+        "{trigger:?}: the interrupt comes once (got {got})"
     );
     let _ = wait_until(PATIENCE, || !ioapic::read_entry(LINE).remote_irr);
 }
@@ -691,10 +743,16 @@ fn check_destinations(trigger: Trigger) {
 
     let mut entry = RedirectionEntry::new(first_vector, trigger);
     entry.destination = target;
+    let redelivered = trigger == Trigger::Level && level_redelivered();
     let (got, cpus) = deliver_to(entry, 1);
     report!(
-        got == 1 && cpus == 0b10,
-        "physical destination {target} reaches CPU 1 only, once (got {got} on CPUs {cpus:#b})"
+        cpus == 0b10,
+        "physical destination {target} reaches CPU 1 only (got CPUs {cpus:#b})"
+    );
+    report_kfail!(
+        redelivered,
+        got == 1,
+        "physical destination {target}: one interrupt (got {got})"
     );
 
     // CPU n answers to logical destination bit n: in xAPIC mode once the flat model and the
@@ -726,9 +784,14 @@ fn check_destinations(trigger: Trigger) {
         entry.destination = destination;
         let (got, cpus) = deliver_to(entry, expected);
         report!(
-            got == expected && cpus == cpus_expected,
-            "logical destination {destination:#05b} reaches CPUs {cpus_expected:#b}, once each \
-             (got {got} on CPUs {cpus:#b})"
+            cpus == cpus_expected,
+            "logical destination {destination:#05b} reaches CPUs {cpus_expected:#b} (got CPUs \
+             {cpus:#b})"
+        );
+        report_kfail!(
+            redelivered,
+            got == expected,
+            "logical destination {destination:#05b}: {expected} interrupts, one per CPU (got {got})"
         );
     }
 }
@@ -770,7 +833,8 @@ fn check_self_reprogramming() {
     testdev::set_irq_line(LOW_LINE, true);
     let _ = wait_for(SELF_LOW, 1);
     let _ = wait_for(SELF_HIGH, 1);
-    report!(
+    report_kfail!(
+        level_redelivered(),
         REMOTE_IRR_BEFORE_MOVE
             .iter()
             .all(|flag| flag.load(Ordering::SeqCst)),
@@ -782,13 +846,15 @@ fn check_self_reprogramming() {
         "the higher vector waits for the handler's IRET (IF clear in the handler)"
     );
     let high = ioapic::read_entry(LINE);
-    report!(
+    report_kfail!(
+        level_redelivered(),
         handled(SELF_HIGH) == 1 && !high.remote_irr,
         "the higher vector comes once, and its EOI clears remote IRR though the entry moved (got {}, {high:x?})",
         handled(SELF_HIGH)
     );
     let low = ioapic::read_entry(LOW_LINE);
-    report!(
+    report_kfail!(
+        level_redelivered(),
         handled(SELF_LOW) == 1 && !low.remote_irr,
         "the lower vector came once, and its EOI cleared remote IRR though the entry moved (got {}, {low:x?})",
         handled(SELF_LOW)

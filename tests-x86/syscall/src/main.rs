@@ -151,60 +151,66 @@ fn check_user_syscall() {
                 entry.stack_segment
             );
             report!(
-                entry.saved_flags & RFlags::DIRECTION_FLAG.bits() != 0 && entry.kernel_flags & MASK == 0,
-                "the entry's R11 is RFLAGS at SYSCALL, DF set, and its RFLAGS has FMASK's bits clear \
-                 (got R11 {:#x}, RFLAGS {:#x})",
-                entry.saved_flags,
+                entry.kernel_flags & MASK == 0,
+                "the entry's RFLAGS has FMASK's bits clear (got {:#x})",
                 entry.kernel_flags
             );
         },
     );
-    known_failure(
-        pvm(),
-        "kvm_pvm raises #GP(0) on SYSRET (reproduce-sysret)",
-        || {
-            let returned = match result {
-                Ok(returned) => returned,
-                Err(exception) => {
+    report!(
+        entry.saved_flags & RFlags::DIRECTION_FLAG.bits() != 0,
+        "the entry's R11 has DF set, as at the SYSCALL (got {:#x})",
+        entry.saved_flags
+    );
+    // What the entry saw does not depend on SYSRET: `syscall` hands it RFLAGS and the return
+    // address in RDX and RSI.
+    report!(entry.value == 41, "the entry sees RAX 41 (got {})", entry.value);
+    report!(
+        entry.return_address == entry.caller_return_address,
+        "the entry's RCX is the address after SYSCALL ({:#x}; got {:#x})",
+        entry.caller_return_address,
+        entry.return_address
+    );
+    report!(
+        entry.saved_flags == entry.caller_flags,
+        "the entry's R11 is exactly RFLAGS at SYSCALL ({:#x}; got {:#x})",
+        entry.caller_flags,
+        entry.saved_flags
+    );
+    let returned = match result {
+        Ok(returned) => returned,
+        Err(exception) => {
+            known_failure(
+                pvm(),
+                "kvm_pvm raises #GP(0) on SYSRET (reproduce-sysret)",
+                || {
                     report!(
                         false,
                         "SYSCALL from CPL 3 returns through SYSRET (got {exception:x?})"
-                    );
-                    return;
-                }
-            };
-            report!(
-                returned.value == 42,
-                "RAX 41 comes back as 42, from the entry (got {})",
-                returned.value
+                    )
+                },
             );
-            report!(
-                entry.return_address == returned.return_address,
-                "the entry's RCX is the address after SYSCALL ({:#x}; got {:#x})",
-                returned.return_address,
-                entry.return_address
-            );
-            report!(
-                entry.saved_flags == returned.flags_before,
-                "the entry's R11 is exactly RFLAGS at SYSCALL ({:#x}; got {:#x})",
-                returned.flags_before,
-                entry.saved_flags
-            );
-            report!(
-                returned.code_segment == selector::USER_CODE && returned.stack_segment == selector::USER_DATA,
-                "SYSRET loads CS STAR[63:48] + 16 = {:#x} and SS STAR[63:48] + 8 = {:#x} (got {:#x}, {:#x})",
-                selector::USER_CODE,
-                selector::USER_DATA,
-                returned.code_segment,
-                returned.stack_segment
-            );
-            report!(
-                returned.flags_after == returned.flags_before,
-                "SYSRET restores RFLAGS from R11, DF set again ({:#x}; got {:#x})",
-                returned.flags_before,
-                returned.flags_after
-            );
-        },
+            return;
+        }
+    };
+    report!(
+        returned.value == 42,
+        "RAX 41 comes back as 42, from the entry (got {})",
+        returned.value
+    );
+    report!(
+        returned.code_segment == selector::USER_CODE && returned.stack_segment == selector::USER_DATA,
+        "SYSRET loads CS STAR[63:48] + 16 = {:#x} and SS STAR[63:48] + 8 = {:#x} (got {:#x}, {:#x})",
+        selector::USER_CODE,
+        selector::USER_DATA,
+        returned.code_segment,
+        returned.stack_segment
+    );
+    report!(
+        returned.flags_after == returned.flags_before,
+        "SYSRET restores RFLAGS from R11, DF set again ({:#x}; got {:#x})",
+        returned.flags_before,
+        returned.flags_after
     );
 }
 

@@ -264,12 +264,24 @@ pub fn read_entry(line: u8) -> RedirectionEntry {
     RedirectionEntry::from_dwords(low, high)
 }
 
+/// The reserved bits of an entry's low dword: bits 31:17 (the 82093AA datasheet calls bits
+/// 55:17 reserved).
+pub const RESERVED_LOW: u32 = 0xfffe_0000;
+/// The reserved bits of an entry's high dword: bits 55:32 of the entry.
+pub const RESERVED_HIGH: u32 = 0x00ff_ffff;
+
 /// Writes input `line`'s redirection entry (its read-only bits are ignored by the I/O APIC).
 /// The dword with the mask goes last when the entry is unmasked and first when it is masked,
 /// so that no interrupt leaves with half an entry.
 pub fn write_entry(line: u8, entry: RedirectionEntry) {
     let (low, high) = entry.to_dwords();
-    if entry.masked {
+    write_entry_dwords(line, low, high);
+}
+
+/// Writes the raw (low, high) dwords of input `line`'s entry, reserved bits included, in the
+/// order [`write_entry`] uses.
+pub fn write_entry_dwords(line: u8, low: u32, high: u32) {
+    if low & MASK_BIT != 0 {
         write(entry_index(line), low);
         write(entry_index(line) + 1, high);
     } else {

@@ -46,9 +46,17 @@ pub struct Entry {
     pub stack_segment: u16,
     /// Padding, zero.
     pub reserved: u32,
+    /// RAX at the SYSCALL: the call's value.
+    pub value: u64,
+    /// RDX at the SYSCALL: [`syscall`] puts RFLAGS there right before the SYSCALL, so that the
+    /// entry's R11 can be checked even when SYSRET never returns.
+    pub caller_flags: u64,
+    /// RSI at the SYSCALL: [`syscall`] puts the address after the SYSCALL there, so that the
+    /// entry's RCX can be checked even when SYSRET never returns.
+    pub caller_return_address: u64,
 }
 
-const _: () = assert!(size_of::<Entry>() == 40);
+const _: () = assert!(size_of::<Entry>() == 64);
 
 /// The record the entry writes (offsets fixed by `Entry`'s layout).
 #[repr(transparent)]
@@ -64,6 +72,9 @@ static VMUNIT_SYSCALL_ENTRY_RECORD: Record = Record(core::cell::UnsafeCell::new(
     code_segment: 0,
     stack_segment: 0,
     reserved: 0,
+    value: 0,
+    caller_flags: 0,
+    caller_return_address: 0,
 }));
 /// How many SYSCALLs the entry took.
 #[unsafe(no_mangle)]
@@ -75,9 +86,12 @@ static VMUNIT_SYSRET_TARGET: AtomicU64 = AtomicU64::new(0);
 global_asm!(
     r#"
     .section .text.vmunit_syscall, "ax"
-    /* Both entries' record: RCX, R11, RSP, CS, SS, then RFLAGS through the caller's stack
-       (the kernel keeps its access to user pages: no SMAP). */
+    /* Both entries' record: RCX, R11, RSP, CS, SS, RAX, RDX, RSI, then RFLAGS through the
+       caller's stack (the kernel keeps its access to user pages: no SMAP). */
     .macro vmunit_record_syscall
+        mov [rip + VMUNIT_SYSCALL_ENTRY_RECORD + 40], rax
+        mov [rip + VMUNIT_SYSCALL_ENTRY_RECORD + 48], rdx
+        mov [rip + VMUNIT_SYSCALL_ENTRY_RECORD + 56], rsi
         mov [rip + VMUNIT_SYSCALL_ENTRY_RECORD + 0], rcx
         mov [rip + VMUNIT_SYSCALL_ENTRY_RECORD + 8], r11
         mov [rip + VMUNIT_SYSCALL_ENTRY_RECORD + 24], rsp
@@ -230,7 +244,8 @@ pub struct Return {
 }
 
 /// SYSCALL with RAX = `value` and RFLAGS.DF set as `direction` says (DF is cleared again
-/// after). Meant for user mode (`run_in_user_mode`); at CPL 0 it needs LSTAR to point at code
+/// after), RFLAGS at the SYSCALL in RDX and the address after it in RSI (the entry records
+/// both). Meant for user mode (`run_in_user_mode`); at CPL 0 it needs LSTAR to point at code
 /// that returns without SYSRET (see [`try_kernel_syscall`]).
 pub fn syscall(value: u64, direction: bool) -> Return {
     let (result, return_address, flags_before, flags_after, code_segment, stack_segment): (
@@ -251,8 +266,8 @@ pub fn syscall(value: u64, direction: bool) -> Return {
             "std",
             "3:",
             "pushfq",
-            "pop {before}",
-            "lea {address}, [rip + 4f]",
+            "pop rdx",
+            "lea rsi, [rip + 4f]",
             "syscall",
             "4:",
             "pushfq",
@@ -261,8 +276,8 @@ pub fn syscall(value: u64, direction: bool) -> Return {
             "mov {cs:x}, cs",
             "mov {ss:x}, ss",
             direction = in(reg) u64::from(direction),
-            before = out(reg) flags_before,
-            address = out(reg) return_address,
+            out("rdx") flags_before,
+            out("rsi") return_address,
             after = out(reg) flags_after,
             cs = out(reg) code_segment,
             ss = out(reg) stack_segment,
