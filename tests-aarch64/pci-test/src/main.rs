@@ -9,8 +9,9 @@ extern crate alloc;
 
 use alloc::vec::Vec;
 
+use vmunit::arch::device_tree::platform;
 use vmunit::arch::mmu;
-use vmunit::mmio::DeviceWindow;
+use vmunit::mmio::{DeviceWindow, MapError};
 use vmunit::pci::testdev::{self, TestDevice, Trigger};
 use vmunit::pci::{
     Address, Bar, BarKind, Command, Function, HeaderLayout, HostBridge, Space, class, device, register,
@@ -81,6 +82,7 @@ fn main(arguments: &[&str]) {
     if membar.is_some() {
         check_membar_mapping(&bridge, &bars);
     }
+    check_map_device();
 }
 
 /// `SIZE` of `membar=SIZE`: bytes, or with a K, M or G suffix.
@@ -563,5 +565,56 @@ fn check_membar_mapping(bridge: &HostBridge, bars: &[Bar]) {
             && descriptor.is_some_and(|(entry, _)| mmu::is_device(entry)),
         "map_device maps the 64-bit BAR at {:#x} identity, as device memory (got {window:x?}, descriptor {descriptor:x?})",
         bar.cpu_address
+    );
+}
+
+/// What `map_device` refuses (RAM, the UART, beyond the physical address range, nothing), and
+/// a page of the boot map's normal-memory hole between RAM and 4 GiB remapped as device
+/// memory on its own: its neighbours stay normal memory.
+fn check_map_device() {
+    let _prefix = vmunit::prefix("map_device");
+    let platform = platform();
+    let (ram, _) = platform.memory()[0];
+    let result = mmu::map_device(ram, 4096);
+    report!(
+        result == Err(MapError::Ram),
+        "RAM at {ram:#x} is refused (got {result:x?})"
+    );
+    if let Some(uart) = platform.uart {
+        let result = mmu::map_device(uart, 4096);
+        report!(
+            result == Err(MapError::RuntimeDevice),
+            "the console's UART at {uart:#x} is refused (got {result:x?})"
+        );
+    }
+    let limit = mmu::physical_address_limit();
+    let result = mmu::map_device(limit - 4096, 8192);
+    report!(
+        result == Err(MapError::BeyondAddressRange { limit }),
+        "a region reaching past the physical address limit {limit:#x} is refused (got {result:x?})"
+    );
+    let result = mmu::map_device(0x1000_0000, 0);
+    report!(
+        result == Err(MapError::Empty),
+        "an empty region is refused (got {result:x?})"
+    );
+    // 3 GiB: inside the boot map's normal-memory 1 GiB blocks, beyond RAM with -m 128.
+    let hole = 0xc000_0000;
+    if platform
+        .memory()
+        .iter()
+        .any(|&(start, end)| start <= hole + (4 << 20) && hole < end)
+    {
+        report_skip!("RAM reaches 3 GiB: no normal-memory hole to remap");
+        return;
+    }
+    let before = mmu::descriptor(hole).map(|(entry, level)| (mmu::is_device(entry), level));
+    let result = mmu::map_device(hole, 4096);
+    let page = mmu::descriptor(hole).map(|(entry, level)| (mmu::is_device(entry), level));
+    let neighbour = mmu::descriptor(hole + 4096).map(|(entry, level)| (mmu::is_device(entry), level));
+    let far = mmu::descriptor(hole + (4 << 20)).map(|(entry, level)| (mmu::is_device(entry), level));
+    report!(
+        result.is_ok() && page == Some((true, 3)) && neighbour == Some((false, 3)) && far == Some((false, 2)),
+        "the normal-memory page at {hole:#x} (was {before:?}: (device, level)) becomes a device page, its neighbour and the next 2 MiB stay normal (got {result:x?}, page {page:?}, neighbour {neighbour:?}, 2 MiB on {far:?})"
     );
 }

@@ -15,6 +15,10 @@
 //! device block) down to 4 KiB pages, swapping each entry with the MMU briefly off (nothing
 //! translates during the swap; the entry's cache line is cleaned and invalidated around the
 //! uncached store). Later splits, of blocks outside RAM, use break-before-make.
+//!
+//! Devices outside the boot map's device gigabyte (PCIe's high ECAM and 64-bit window on
+//! `virt`, hundreds of GiB up) are mapped by [`map_device`], identity as everything else, up to
+//! the CPU's physical address range (48 bits at most, TCR_EL1.IPS).
 
 use core::arch::{asm, global_asm};
 
