@@ -19,6 +19,9 @@ pub enum MapError {
     /// The region overlaps a device the runtime drives itself (the console UART, the interrupt
     /// controller): writes through a window could break the runtime.
     RuntimeDevice,
+    /// The region includes page 0, which the runtime keeps unmapped so that null pointers
+    /// fault.
+    NullPage,
     /// This architecture's runtime cannot map device regions yet.
     Unsupported,
 }
@@ -32,6 +35,7 @@ impl fmt::Display for MapError {
             }
             MapError::Ram => write!(formatter, "overlaps RAM"),
             MapError::RuntimeDevice => write!(formatter, "overlaps a device the runtime drives"),
+            MapError::NullPage => write!(formatter, "includes page 0 (null pointers must fault)"),
             MapError::Unsupported => write!(formatter, "device mapping unsupported on this architecture"),
         }
     }

@@ -122,7 +122,19 @@ fn describe(bridge: &HostBridge) {
     );
     // The ECAM answers at all (the host bridge's own function is at the first bus's 00.0): a
     // read through the mapping, above 4 GiB when QEMU's highmem ECAM is in use.
-    let vendor_id = bridge.ecam().read_u16(0);
+    let ecam = bridge.ecam();
+    let descriptor = mmu::descriptor(ecam.base()).map(|(entry, level)| (mmu::is_device(entry), level));
+    let last =
+        mmu::descriptor(ecam.base() + ecam.size() - 1).map(|(entry, level)| (mmu::is_device(entry), level));
+    report!(
+        mmu::translate(ecam.base()) == Some(ecam.base())
+            && descriptor.is_some_and(|(device, _)| device)
+            && last.is_some_and(|(device, _)| device),
+        "map_device mapped the ECAM ({:#x} bytes at {:#x}) identity as device memory (got (device, level) {descriptor:?} first, {last:?} last)",
+        ecam.size(),
+        ecam.base()
+    );
+    let vendor_id = ecam.read_u16(0);
     report!(
         vendor_id != vendor::NONE,
         "the ECAM window at {:#x} answers (bus {:#04x} 00.0 vendor ID {vendor_id:#06x})",
@@ -568,7 +580,8 @@ fn check_membar_mapping(bridge: &HostBridge, bars: &[Bar]) {
     );
 }
 
-/// What `map_device` refuses (RAM, the UART, beyond the physical address range, nothing), and
+/// What `map_device` refuses (RAM, the UART, page 0, beyond the physical address range,
+/// nothing), and
 /// a page of the boot map's normal-memory hole between RAM and 4 GiB remapped as device
 /// memory on its own: its neighbours stay normal memory.
 fn check_map_device() {
@@ -592,6 +605,11 @@ fn check_map_device() {
     report!(
         result == Err(MapError::BeyondAddressRange { limit }),
         "a region reaching past the physical address limit {limit:#x} is refused (got {result:x?})"
+    );
+    let result = mmu::map_device(0, 4096);
+    report!(
+        result == Err(MapError::NullPage) && mmu::descriptor(0).is_none(),
+        "page 0 is refused and stays unmapped (got {result:x?})"
     );
     let result = mmu::map_device(0x1000_0000, 0);
     report!(

@@ -386,13 +386,17 @@ pub fn physical_address_limit() -> u64 {
 ///
 /// Unmapped parts get the largest blocks that fit (1 GiB, 2 MiB, then 4 KiB pages); parts the
 /// boot map already maps as device memory are kept; parts it maps as normal memory (the
-/// 1..4 GiB blocks beyond RAM) are remapped break-before-make. Refuses RAM and the devices
-/// the runtime drives (the UART, the GIC), see [`MapError`].
+/// 1..4 GiB blocks beyond RAM) are remapped break-before-make. Refuses RAM, page 0 (kept
+/// unmapped for null pointers) and the devices the runtime drives (the UART, the GIC), see
+/// [`MapError`].
 pub fn map_device(physical: u64, size: u64) -> Result<DeviceWindow, MapError> {
     let end = physical
         .checked_add(size)
         .filter(|_| size > 0)
         .ok_or(MapError::Empty)?;
+    if physical < PAGE {
+        return Err(MapError::NullPage);
+    }
     let limit = physical_address_limit();
     if end > limit {
         return Err(MapError::BeyondAddressRange { limit });
