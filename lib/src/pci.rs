@@ -8,6 +8,12 @@
 //! addresses from the windows, as kvm-unit-tests' `pci_probe` does, and
 //! [`HostBridge::map_bar`] maps one. I/O BARs are reachable where the host bridge maps I/O
 //! space into memory (its I/O window has a CPU address, as on Arm).
+//!
+//! Configuration and BAR accesses are safe functions: a BAR decodes only inside the host
+//! bridge's windows, which lie apart from RAM and the runtime's devices, so no BAR value can
+//! cover them. A device told to master the bus (Command's Bus Master bit, then its own DMA
+//! registers) could write RAM: no device the runtime knows of does so, and a test that
+//! programs DMA must point it at memory it owns.
 
 use alloc::vec::Vec;
 use core::fmt;
