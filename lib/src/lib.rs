@@ -40,6 +40,10 @@ pub mod environment;
 #[cfg(target_os = "none")]
 pub mod memory;
 #[cfg(target_os = "none")]
+pub mod mmio;
+#[cfg(target_os = "none")]
+pub mod pci;
+#[cfg(target_os = "none")]
 mod reporting;
 #[cfg(target_os = "none")]
 pub mod runtime;

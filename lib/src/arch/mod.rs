@@ -6,7 +6,7 @@
 //!
 //! Both `x86_64/` and `aarch64/` hold the same file names for the same roles: `boot.rs` (the
 //! entry assembly and `rust_entry`), `console.rs`, `exceptions.rs`, `exit.rs`, `fw_cfg.rs`,
-//! `instructions.rs`, `mmu.rs`, `pmu.rs`, `smp.rs`, `timer.rs`; the rest is what only one
+//! `instructions.rs`, `mmu.rs`, `pci.rs`, `pmu.rs`, `smp.rs`, `timer.rs`; the rest is what only one
 //! architecture has (APIC and ACPI; GIC, PSCI and the device tree). Both have a `debug.rs`,
 //! but not a shared API: x86's debug registers (DR0-DR7, #DB, RFLAGS.TF) and aarch64's
 //! self-hosted debug (DBGBCR/DBGWCR pairs, MDSCR_EL1, the OS lock, PSTATE.D and SS) differ in
@@ -31,6 +31,10 @@
 //!   `main` and exit are generic.
 //! - **Modules**: `console`, `exit`, `mmu`, `smp` (`MAX_CPUS`, `cpu_index`, `cpu_count`,
 //!   `on_cpus`), `timer` (`count`, `frequency`), `instructions`.
+//! - **Devices**: [`mmu::map_device`]`(physical, size)`, a device-memory window
+//!   (`crate::mmio::DeviceWindow`) on any physical region but RAM and the runtime's own
+//!   devices; [`pci::host_bridge`], the ECAM host bridge the firmware describes, for the
+//!   generic `crate::pci`.
 //!
 //! The compiler checks the signatures of this list below, for the architecture being built.
 
@@ -78,6 +82,8 @@ const _: usize = smp::MAX_CPUS;
 const _: fn() -> u64 = timer::count;
 const _: fn() -> u64 = timer::frequency;
 const _: fn(u8) -> ! = exit::exit;
+const _: fn(u64, u64) -> Result<crate::mmio::DeviceWindow, crate::mmio::MapError> = mmu::map_device;
+const _: fn() -> Option<crate::pci::HostBridgeDescription> = pci::host_bridge;
 
 /// Checks at compile time that `catch_exception` and `run_in_user_mode` have the contract's
 /// generic shapes.

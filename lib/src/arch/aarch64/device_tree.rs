@@ -4,6 +4,7 @@
 use fdt::Fdt;
 
 use super::smp::MAX_CPUS;
+use crate::pci::{HostBridgeDescription, Space, Window};
 
 /// The RAM base of QEMU's `virt` machine, where it puts the DTB of an ELF kernel.
 pub const VIRT_RAM_BASE: u64 = 0x4000_0000;
@@ -65,6 +66,8 @@ pub struct Platform {
     pub timer_interrupts: Option<(u32, u32)>,
     /// The PMU's overflow interrupt (a PPI) as an INTID.
     pub pmu_interrupt: Option<u32>,
+    /// The first `pci-host-ecam-generic` host bridge.
+    pub pci_host: Option<HostBridgeDescription>,
     bootargs: heapless::String<BOOTARGS_CAPACITY>,
 }
 
@@ -140,6 +143,7 @@ fn read(fdt: &Fdt<'_>, dtb_address: u64) -> Result<Platform, &'static str> {
         timer_interrupts: None,
         pmu_interrupt: None,
         fw_cfg: None,
+        pci_host: None,
         bootargs: heapless::String::new(),
     };
     // `Fdt::memory()` and `cpus()` panic when the nodes are missing: walk the nodes instead.
@@ -238,7 +242,71 @@ fn read(fdt: &Fdt<'_>, dtb_address: u64) -> Result<Platform, &'static str> {
             let (kind, number) = (cells.next()?, cells.next()?);
             (kind == 1).then_some(16 + number)
         });
+    platform.pci_host = pci_host(fdt);
     Ok(platform)
+}
+
+/// The `pci-host-ecam-generic` node (Linux's host-generic-pci binding, QEMU `virt`'s `pcie@`):
+/// `reg` is the ECAM region (with `highmem` QEMU puts it above 4 GiB), `bus-range` (0..=255
+/// when absent) the buses it covers, and each `ranges` entry a window: the PCI address in
+/// three cells (phys.hi `npt000ss bbbbbbbb dddddfff rrrrrrrr`, ss = 1 I/O, 2 32-bit memory,
+/// 3 64-bit memory, p = prefetchable; then 64 address bits), the CPU address in the root's
+/// address cells (the node's parent is the root on `virt`), the size in two cells.
+fn pci_host(fdt: &Fdt<'_>) -> Option<HostBridgeDescription> {
+    let node = fdt.find_compatible(&["pci-host-ecam-generic"])?;
+    let ecam = node.reg()?.next()?;
+    let (bus_start, bus_end) = match node.property("bus-range") {
+        Some(property) => {
+            let cells = cells(property.value);
+            let start = u8::try_from(*cells.first()?).ok()?;
+            let end = u8::try_from(*cells.get(1)?).ok()?;
+            (start, end)
+        }
+        None => (0, 0xff),
+    };
+    let child = node.cell_sizes();
+    let parent_address_cells = fdt.find_node("/")?.cell_sizes().address_cells;
+    if child.address_cells != 3 || child.size_cells == 0 || child.size_cells > 2 || parent_address_cells > 2 {
+        return None;
+    }
+    let entry_cells = child.address_cells + parent_address_cells + child.size_cells;
+    let ranges = cells(node.property("ranges")?.value);
+    let join = |cells: &[u32]| cells.iter().fold(0u64, |value, &cell| value << 32 | cell as u64);
+    let mut windows = heapless::Vec::new();
+    for entry in ranges.chunks_exact(entry_cells) {
+        let high = entry[0];
+        let space = match (high >> 24) & 3 {
+            1 => Space::Io,
+            2 => Space::Memory32,
+            3 => Space::Memory64,
+            _ => continue, // configuration space: not a window
+        };
+        let cpu_end = 3 + parent_address_cells;
+        // Windows beyond the capacity are left out.
+        let _ = windows.push(Window {
+            space,
+            prefetchable: high & (1 << 30) != 0,
+            pci_address: join(&entry[1..3]),
+            cpu_address: join(&entry[3..cpu_end]),
+            size: join(&entry[cpu_end..]),
+        });
+    }
+    Some(HostBridgeDescription {
+        ecam_base: ecam.starting_address as u64,
+        ecam_size: ecam.size.unwrap_or(0) as u64,
+        bus_start,
+        bus_end,
+        windows,
+    })
+}
+
+/// A property's value as big-endian 32-bit cells (at most 64 of them).
+fn cells(value: &[u8]) -> heapless::Vec<u32, 64> {
+    value
+        .chunks_exact(4)
+        .take(64)
+        .map(|bytes| u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+        .collect()
 }
 
 fn gic(fdt: &Fdt<'_>) -> Option<GicInfo> {

@@ -15,11 +15,16 @@
 //! device block) down to 4 KiB pages, swapping each entry with the MMU briefly off (nothing
 //! translates during the swap; the entry's cache line is cleaned and invalidated around the
 //! uncached store). Later splits, of blocks outside RAM, use break-before-make.
+//!
+//! Devices outside the boot map's device gigabyte (PCIe's high ECAM and 64-bit window on
+//! `virt`, hundreds of GiB up) are mapped by [`map_device`], identity as everything else, up to
+//! the CPU's physical address range (48 bits at most, TCR_EL1.IPS).
 
 use core::arch::{asm, global_asm};
 
 use super::boot::{ATTRIBUTE_DEVICE, ATTRIBUTE_NORMAL, ATTRIBUTE_TAGGED_NORMAL};
 use crate::memory::Protection;
+use crate::mmio::{DeviceWindow, MapError};
 
 const VALID: u64 = 1 << 0;
 /// Table (levels 0-2) or page (level 3), as opposed to block.
@@ -99,22 +104,27 @@ fn walk(virtual_address: u64, create: bool, split: Split) -> Option<&'static mut
             }
             *entry = allocate_table() | VALID | TABLE_OR_PAGE;
         } else if *entry & TABLE_OR_PAGE == 0 {
-            // A block: the new table maps the same range with entries one level smaller.
-            let child_size = 1u64 << (12 + 9 * (2 - level));
-            let attributes = *entry & !ADDRESS_MASK & !(VALID | TABLE_OR_PAGE);
-            let child_type = if level == 2 { VALID | TABLE_OR_PAGE } else { VALID };
-            let base = *entry & ADDRESS_MASK;
-            let next = allocate_table();
-            for (child_index, child) in table(next).iter_mut().enumerate() {
-                *child = (base + child_index as u64 * child_size) | attributes | child_type;
-            }
-            barrier_after_table_write();
-            let block_address = virtual_address & !((child_size << 9) - 1);
-            replace_block(entry, next | VALID | TABLE_OR_PAGE, block_address, split);
+            split_block(entry, level, virtual_address, split);
         }
         current = *entry & ADDRESS_MASK;
     }
     Some(&mut table(current)[l3])
+}
+
+/// Replaces the level-`level` block `entry` (which maps `virtual_address`) by a table that
+/// maps the same range with the same attributes, in entries one level smaller.
+fn split_block(entry: &mut u64, level: u32, virtual_address: u64, split: Split) {
+    let child_size = 1u64 << (12 + 9 * (2 - level));
+    let attributes = *entry & !ADDRESS_MASK & !(VALID | TABLE_OR_PAGE);
+    let child_type = if level == 2 { VALID | TABLE_OR_PAGE } else { VALID };
+    let base = *entry & ADDRESS_MASK;
+    let next = allocate_table();
+    for (child_index, child) in table(next).iter_mut().enumerate() {
+        *child = (base + child_index as u64 * child_size) | attributes | child_type;
+    }
+    barrier_after_table_write();
+    let block_address = virtual_address & !((child_size << 9) - 1);
+    replace_block(entry, next | VALID | TABLE_OR_PAGE, block_address, split);
 }
 
 /// Replaces the block descriptor `entry` (mapping `block_address`) by `table`, see [`Split`].
@@ -348,4 +358,121 @@ pub fn translate(virtual_address: u64) -> Option<u64> {
     let (entry, level) = descriptor(virtual_address)?;
     let size = 1u64 << (12 + 9 * (3 - level));
     Some((entry & ADDRESS_MASK & !(size - 1)) + (virtual_address & (size - 1)))
+}
+
+/// The bits (without address) of an EL1-only, never-executable Device-nGnRnE block descriptor;
+/// a page descriptor adds [`TABLE_OR_PAGE`].
+const DEVICE_BLOCK: u64 = VALID | ATTRIBUTE_DEVICE << ATTRIBUTE_SHIFT | ACCESS_FLAG | PXN | UXN;
+
+/// The first physical address the runtime's MMU cannot reach: the CPU's PARange, capped at the
+/// 48 bits that TCR_EL1.IPS and the 48-bit identity map use (see boot.rs).
+pub fn physical_address_limit() -> u64 {
+    use aarch64_cpu::registers::{ID_AA64MMFR0_EL1, Readable};
+    let bits = match ID_AA64MMFR0_EL1.read(ID_AA64MMFR0_EL1::PARange) {
+        0 => 32,
+        1 => 36,
+        2 => 40,
+        3 => 42,
+        4 => 44,
+        _ => 48,
+    };
+    1 << bits
+}
+
+/// Maps `size` bytes of device registers at `physical` as Device-nGnRnE memory, EL1 only and
+/// never executable, at the same virtual address (the identity map reaches the whole physical
+/// address range, above 4 GiB too: PCIe's high ECAM and 64-bit MMIO window on QEMU `virt`),
+/// and returns the window to access them through.
+///
+/// Unmapped parts get the largest blocks that fit (1 GiB, 2 MiB, then 4 KiB pages); parts the
+/// boot map already maps as device memory are kept; parts it maps as normal memory (the
+/// 1..4 GiB blocks beyond RAM) are remapped break-before-make. Refuses RAM, page 0 (kept
+/// unmapped for null pointers) and the devices the runtime drives (the UART, the GIC), see
+/// [`MapError`].
+pub fn map_device(physical: u64, size: u64) -> Result<DeviceWindow, MapError> {
+    let end = physical
+        .checked_add(size)
+        .filter(|_| size > 0)
+        .ok_or(MapError::Empty)?;
+    if physical < PAGE {
+        return Err(MapError::NullPage);
+    }
+    let limit = physical_address_limit();
+    if end > limit {
+        return Err(MapError::BeyondAddressRange { limit });
+    }
+    let overlaps = |(start, length): (u64, u64)| physical < start.saturating_add(length) && start < end;
+    let platform = super::device_tree::platform();
+    if platform
+        .memory()
+        .iter()
+        .any(|&(start, ram_end)| overlaps((start, ram_end - start)))
+    {
+        return Err(MapError::Ram);
+    }
+    let uart = platform.uart.map(|base| (base, 0x1000));
+    let gic = platform.gic.into_iter().flat_map(|gic| {
+        let distributor_size = if gic.version == 3 { 0x1_0000 } else { 0x1000 };
+        [
+            (gic.distributor, distributor_size),
+            (gic.redistributor, gic.redistributor_size),
+        ]
+    });
+    if uart.into_iter().chain(gic).any(overlaps) {
+        return Err(MapError::RuntimeDevice);
+    }
+    let _guard = PAGE_TABLE_LOCK.lock();
+    let mut address = physical & !(PAGE - 1);
+    while address < end {
+        address += map_device_at(address, end);
+    }
+    // SAFETY: every page of [physical, end) is now identity mapped as device memory, and
+    // stays so: the runtime changes mappings only through unsafe functions whose callers
+    // answer for the pages they touch. The region is neither RAM nor a runtime device.
+    Ok(unsafe { DeviceWindow::new(physical, size) })
+}
+
+const PAGE: u64 = 4096;
+
+/// Maps device memory at `address` (page aligned, below `end`) on the way to `end`, with the
+/// largest block that fits; returns how many bytes from `address` on are now device memory.
+/// The caller holds the page table lock.
+fn map_device_at(address: u64, end: u64) -> u64 {
+    let [l0, l1, l2, l3] = indices(address);
+    let mut current = root();
+    for (level, index) in [(0u32, l0), (1, l1), (2, l2)] {
+        let entry = &mut table(current)[index];
+        let size = 1u64 << (12 + 9 * (3 - level));
+        let offset = address & (size - 1);
+        if *entry & VALID == 0 {
+            if level > 0 && offset == 0 && end - address >= size {
+                // An invalid entry has no TLB entries to invalidate: the block is made directly.
+                *entry = address | DEVICE_BLOCK;
+                barrier_after_table_write();
+                return size;
+            }
+            *entry = allocate_table() | VALID | TABLE_OR_PAGE;
+            barrier_after_table_write();
+        } else if *entry & TABLE_OR_PAGE == 0 {
+            if is_device(*entry) && *entry & ADDRESS_MASK == address - offset {
+                return size - offset;
+            }
+            // A normal-memory block: init split every block that holds RAM, so this one holds
+            // none and may fault for a moment.
+            split_block(entry, level, address, Split::BreakBeforeMake);
+        }
+        current = *entry & ADDRESS_MASK;
+    }
+    let entry = &mut table(current)[l3];
+    let wanted = address | DEVICE_BLOCK | TABLE_OR_PAGE;
+    if *entry != wanted {
+        if *entry & VALID != 0 {
+            // A change of memory type: break before make.
+            *entry = 0;
+            flush(address);
+        }
+        *entry = wanted;
+        flush(address);
+    }
+    PAGE
 }

@@ -15,6 +15,7 @@ pub mod gic;
 pub mod instructions;
 pub mod mmu;
 pub mod mte;
+pub mod pci;
 pub mod pmu;
 pub mod psci;
 pub mod registers;

@@ -275,3 +275,10 @@ pub fn translate(virtual_address: u64) -> Option<u64> {
     }
     None
 }
+
+/// Maps a device region: not implemented on x86_64 yet (the identity map covers 0..4 GiB with
+/// write-back 2 MiB pages; a device mapping needs uncached pages, above 4 GiB too). Always
+/// [`MapError::Unsupported`](crate::mmio::MapError::Unsupported).
+pub fn map_device(_physical: u64, _size: u64) -> Result<crate::mmio::DeviceWindow, crate::mmio::MapError> {
+    Err(crate::mmio::MapError::Unsupported)
+}
