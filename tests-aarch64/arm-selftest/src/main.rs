@@ -85,7 +85,7 @@ fn setup(arguments: &[&str]) {
     report!(
         matches!(identification, Some((peripheral, cell))
             if peripheral & 0xf_ffff == 0x4_1011 && cell == 0xb105_f00d),
-        "the DTB's UART at {:#x?} identifies as a PL011: part 0x011, designer 0x41, PrimeCell ID \
+        "the DTB's UART at {:x?} identifies as a PL011: part 0x011, designer 0x41, PrimeCell ID \
          0xb105f00d (got {identification:x?})",
         platform.uart
     );
