@@ -12,13 +12,13 @@ use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use vmunit::arch::device_tree::platform;
-use vmunit::arch::exceptions::FaultStatus;
 
-use vmunit::arch::exceptions::{PSTATE_CHECKED, Registers};
+use vmunit::arch::device_tree::platform;
+use vmunit::arch::exceptions::{FaultStatus, PSTATE_CHECKED, Registers};
 use vmunit::arch::instructions::{
     CAPTURE_SVC_IMMEDIATE, RaisingInstruction, current_el, load, supervisor_call, try_breakpoint, try_load,
-    try_read, try_supervisor_call, try_undefined_instruction, try_with_registers, undefined_instruction,
+    try_read, try_supervisor_call, try_undefined_instruction, try_with_registers,
+    try_with_registers_in_user_mode, undefined_instruction,
 };
 use vmunit::arch::mmu::UnbackedPage;
 use vmunit::arch::smp::{MAX_CPUS, STACK_SIZE, cpu_count, cpu_index, current_mpidr, mpidr_of, on_cpus};
@@ -298,8 +298,45 @@ fn check_registers() {
     );
 }
 
+/// kvm-unit-tests' vectors-user check_und and check_svc: the same register compare from EL0.
+fn check_user_registers() {
+    let capture = try_with_registers_in_user_mode(RaisingInstruction::ReadEl3SystemRegister);
+    let before = capture.before;
+    report!(
+        matches!(capture.result, Err(exception) if exception.class == ExceptionClass::Unknown
+            && exception.from_user && exception.elr == before.pc),
+        "und: MRS of SCTLR_EL3 at EL0 raises EC 0x00 from EL0 with ELR at the MRS ({:#x}; got {:?})",
+        before.pc,
+        capture.result
+    );
+    let difference = register_difference(&before, &capture.handler);
+    report!(
+        capture.result.is_err() && difference.is_none(),
+        "und: the handler sees EL0's x0-x30, SP_EL0, PC and PSTATE as they were (first difference: \
+         {difference:x?})"
+    );
+    let capture = try_with_registers_in_user_mode(RaisingInstruction::SupervisorCall);
+    let mut expected = capture.before;
+    expected.pc += 4;
+    report!(
+        matches!(capture.result, Err(exception) if exception.class == ExceptionClass::SupervisorCall
+            && exception.from_user && exception.immediate() == CAPTURE_SVC_IMMEDIATE
+            && exception.elr == expected.pc),
+        "svc: SVC #{CAPTURE_SVC_IMMEDIATE} at EL0 raises SVC64 from EL0, ELR after it ({:#x}; got {:?})",
+        expected.pc,
+        capture.result
+    );
+    let difference = register_difference(&expected, &capture.handler);
+    report!(
+        capture.result.is_err() && difference.is_none(),
+        "svc: the handler sees EL0's registers as they were, PC after the SVC (first difference: \
+         {difference:x?})"
+    );
+}
+
 fn vectors_user() {
     let _prefix = prefix("vectors-user");
+    check_user_registers();
     let result = run_in_user_mode(|| core::hint::black_box(6) * 7);
     report!(
         result == Ok(42),

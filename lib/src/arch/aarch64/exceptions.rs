@@ -473,6 +473,9 @@ const SPSR_EL1T: u64 = 0x4;
 /// SPSR value for EL0t with D, A, I and F masked.
 const SPSR_EL0_MASKED: u64 = SPSR_DAIF | SPSR_EL0T;
 const _: () = assert!(SPSR_EL0_MASKED == 0x3c0);
+/// PSTATE of the runtime's EL0 runs apart from NZCV, as an SPSR holds it: D, A, I, F masked,
+/// mode EL0t.
+pub const USER_PSTATE: u64 = SPSR_EL0_MASKED;
 
 global_asm!(
     r#"

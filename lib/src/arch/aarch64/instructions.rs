@@ -181,18 +181,38 @@ pub struct RegisterCapture {
     pub handler: Registers,
 }
 
+/// PSTATE as an SPSR holds it, into x0 (clobbers x2): NZCV, DAIF, CurrentEL and SPSel line up
+/// with SPSR's NZCV, DAIF and M[3:0]. At EL1 only (EL0 may not read DAIF, CurrentEL, SPSel).
+macro_rules! capture_pstate_el1 {
+    () => {
+        concat!(
+            "mrs x0, nzcv\n",
+            "mrs x2, daif\n",
+            "orr x0, x0, x2\n",
+            "mrs x2, currentel\n",
+            "orr x0, x0, x2\n",
+            "mrs x2, spsel\n",
+            "orr x0, x0, x2\n",
+        )
+    };
+}
+
+/// At EL0: NZCV, ORed with the rest of PSTATE as the runtime's EL0 runs have it (x3).
+macro_rules! capture_pstate_el0 {
+    () => {
+        concat!("mrs x0, nzcv\n", "orr x0, x0, x3\n")
+    };
+}
+
 macro_rules! capture_then {
-    ($before:expr, $x9:expr, $instruction:literal) => {
+    ($before:expr, $x9:expr, $pstate:expr, $instruction:literal) => {
+        capture_then!($before, $x9, $pstate, $instruction, 0_u64)
+    };
+    ($before:expr, $x9:expr, $pstate:expr, $instruction:literal, $x3:expr) => {
         asm!(
             "movz x0, #0xa000, lsl #16",  // NZCV = N and C: a pattern the exception must keep
             "msr nzcv, x0",
-            "mrs x0, nzcv",
-            "mrs x2, daif",
-            "orr x0, x0, x2",
-            "mrs x2, currentel",
-            "orr x0, x0, x2",
-            "mrs x2, spsel",
-            "orr x0, x0, x2",
+            $pstate,
             "str x0, [x1, #264]",
             "movz x2, #0x0202",
             "movk x2, #0xfeed, lsl #48",
@@ -246,7 +266,7 @@ macro_rules! capture_then {
             "movz x0, #0x0a0a",
             "stp x0, x1, [x1]",
             concat!("2: ", $instruction),
-            in("x1") $before, in("x9") $x9, out("x0") _, out("x2") _, out("x3") _, out("x4") _,
+            in("x1") $before, in("x9") $x9, out("x0") _, out("x2") _, inout("x3") $x3 => _, out("x4") _,
             out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x10") _, out("x11") _,
             out("x12") _, out("x13") _, out("x14") _, out("x15") _, out("x16") _, out("x17") _,
             out("x30") _,
@@ -266,15 +286,57 @@ pub fn try_with_registers(instruction: RaisingInstruction<'_>) -> RegisterCaptur
         // registers it declares clobbered; the MRS raises an exception that is caught, which
         // abandons this block.
         RaisingInstruction::ReadEl3SystemRegister => unsafe {
-            capture_then!(slot, 0x0909_u64, "mrs x0, sctlr_el3")
+            capture_then!(slot, 0x0909_u64, capture_pstate_el1!(), "mrs x0, sctlr_el3")
         },
         // SAFETY: as above; nothing handles the SVC as a system call, it is caught.
-        RaisingInstruction::SupervisorCall => unsafe { capture_then!(slot, 0x0909_u64, "svc #123") },
+        RaisingInstruction::SupervisorCall => unsafe {
+            capture_then!(slot, 0x0909_u64, capture_pstate_el1!(), "svc #123")
+        },
         // SAFETY: as above; the target is an `UnbackedPage`, with no memory behind it, so the
         // fetch faults and no code runs there.
         RaisingInstruction::BranchToUnbacked(page) => unsafe {
-            capture_then!(slot, page.address(), "blr x9")
+            capture_then!(slot, page.address(), capture_pstate_el1!(), "blr x9")
         },
+    });
+    let handler = if result.is_err() {
+        super::exceptions::last_caught_registers()
+    } else {
+        Registers::default()
+    };
+    RegisterCapture {
+        result,
+        before,
+        handler,
+    }
+}
+
+/// [`try_with_registers`] at EL0, in a [`run_in_user_mode`](super::run_in_user_mode) run:
+/// `mrs x0, sctlr_el3` (UNDEFINED at EL0 too) or `svc #123` (an instruction abort would need
+/// an EL0-executable unbacked page). PSTATE before is NZCV with the D, A, I, F masks and mode
+/// EL0t that the runtime's EL0 runs have.
+///
+/// # Panics
+/// For [`RaisingInstruction::BranchToUnbacked`].
+pub fn try_with_registers_in_user_mode(instruction: RaisingInstruction<'_>) -> RegisterCapture {
+    let mut before = Registers::default();
+    let slot = &raw mut before;
+    assert!(
+        !matches!(instruction, RaisingInstruction::BranchToUnbacked(_)),
+        "no unbacked page is executable at EL0"
+    );
+    let rest = super::exceptions::USER_PSTATE;
+    let result = super::run_in_user_mode(|| match instruction {
+        // SAFETY: the capture writes only `before` (through `slot`: a live local in the image's
+        // data, which EL0 may write) and registers it declares clobbered; the MRS raises an
+        // exception that ends the EL0 run, which `run_in_user_mode` returns.
+        RaisingInstruction::ReadEl3SystemRegister => unsafe {
+            capture_then!(slot, 0x0909_u64, capture_pstate_el0!(), "mrs x0, sctlr_el3", rest)
+        },
+        // SAFETY: as above; the SVC ends the EL0 run (it is not the run's exit SVC).
+        RaisingInstruction::SupervisorCall => unsafe {
+            capture_then!(slot, 0x0909_u64, capture_pstate_el0!(), "svc #123", rest)
+        },
+        RaisingInstruction::BranchToUnbacked(_) => {}
     });
     let handler = if result.is_err() {
         super::exceptions::last_caught_registers()
