@@ -3,7 +3,7 @@
 //! `smp::{cpu_index, cpu_count, make_ready, idle, wake}`.
 
 use core::ptr::null_mut;
-use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 
 use crate::arch::smp::{MAX_CPUS, cpu_count, cpu_index, idle, make_ready, wake};
 
@@ -119,4 +119,45 @@ pub(crate) fn serve(me: usize) -> ! {
 /// (the CPU turns itself off, or is reset), so that the CPU can take work again once restarted.
 pub(crate) fn abandon(cpu: usize) {
     MAILBOXES[cpu].store(null_mut(), Ordering::Release);
+}
+
+/// A reusable rendezvous of a fixed number of CPUs: each [`Barrier::wait`] returns only once
+/// all of them have called it, so that work after it starts on every CPU together (a start
+/// line for contention tests). Waiters spin, yielding with the architecture's idle/wake.
+pub struct Barrier {
+    parties: usize,
+    arrived: AtomicUsize,
+    generation: AtomicUsize,
+}
+
+impl Barrier {
+    /// A barrier for `parties` CPUs (at least 1).
+    pub const fn new(parties: usize) -> Barrier {
+        Barrier {
+            parties: if parties == 0 { 1 } else { parties },
+            arrived: AtomicUsize::new(0),
+            generation: AtomicUsize::new(0),
+        }
+    }
+
+    /// How many CPUs the barrier waits for.
+    pub fn parties(&self) -> usize {
+        self.parties
+    }
+
+    /// Waits until all parties have arrived; the last to arrive releases the others. Returns
+    /// true on exactly one CPU of each round (the last to arrive).
+    pub fn wait(&self) -> bool {
+        let generation = self.generation.load(Ordering::Acquire);
+        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.parties {
+            self.arrived.store(0, Ordering::Relaxed);
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            wake();
+            return true;
+        }
+        while self.generation.load(Ordering::Acquire) == generation {
+            core::hint::spin_loop();
+        }
+        false
+    }
 }

@@ -30,7 +30,7 @@
 //!   `crate::runtime::start` with a `Boot`: the console, heap, environment, arguments,
 //!   `main` and exit are generic.
 //! - **Modules**: `console`, `exit`, `mmu`, `smp` (`MAX_CPUS`, `cpu_index`, `cpu_count`,
-//!   `on_cpus`), `timer` (`count`, `frequency`), `instructions`.
+//!   `on_cpus`, `Barrier`), `timer` (`count`, `frequency`), `instructions`.
 //! - **Devices**: [`mmu::map_device`]`(physical, size)`, a device-memory window
 //!   (`crate::mmio::DeviceWindow`) on any physical region but RAM and the runtime's own
 //!   devices; [`pci::host_bridge`], the ECAM host bridge the firmware describes, for the
@@ -79,6 +79,7 @@ const _: fn() = interrupts::disable;
 const _: fn() -> usize = smp::cpu_index;
 const _: fn() -> usize = smp::cpu_count;
 const _: usize = smp::MAX_CPUS;
+const _: fn(usize) -> smp::Barrier = smp::Barrier::new;
 const _: fn() -> u64 = timer::count;
 const _: fn() -> u64 = timer::frequency;
 const _: fn(u8) -> ! = exit::exit;

@@ -9,17 +9,23 @@ extern crate alloc;
 
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
 use vmunit::arch::device_tree::platform;
-use vmunit::arch::exceptions::FaultStatus;
+use vmunit::arch::exceptions::{FaultStatus, PSTATE_CHECKED, Registers};
 use vmunit::arch::instructions::{
-    current_el, load, supervisor_call, try_breakpoint, try_load, try_read, try_supervisor_call,
-    try_undefined_instruction, undefined_instruction,
+    CAPTURE_SVC_IMMEDIATE, RaisingInstruction, current_el, load, supervisor_call, try_breakpoint, try_load,
+    try_read, try_supervisor_call, try_undefined_instruction, try_with_registers,
+    try_with_registers_in_user_mode, undefined_instruction,
 };
-use vmunit::arch::smp::{MAX_CPUS, cpu_count, cpu_index, current_mpidr, mpidr_of, on_cpus};
+use vmunit::arch::mmu::UnbackedPage;
+use vmunit::arch::smp::{MAX_CPUS, STACK_SIZE, cpu_count, cpu_index, current_mpidr, mpidr_of, on_cpus};
 use vmunit::arch::{Exception, ExceptionClass, mmu, run_in_user_mode};
 use vmunit::catch::Attempt;
 use vmunit::memory::{Protection, TestPage};
-use vmunit::{args, prefix, report};
+use vmunit::{args, prefix, report, report_skip};
 
 vmunit::main!(main);
 
@@ -74,7 +80,15 @@ fn setup(arguments: &[&str]) {
         current_mpidr(),
         mpidr_of(0)
     );
-    report!(platform.uart.is_some(), "the DTB names a PL011 UART");
+    // The runtime needs the DTB's UART to print at all; what can fail is that it is a PL011.
+    let identification = vmunit::arch::console::uart_identification();
+    report!(
+        matches!(identification, Some((peripheral, cell))
+            if peripheral & 0xf_ffff == 0x4_1011 && cell == 0xb105_f00d),
+        "the DTB's UART at {:x?} identifies as a PL011: part 0x011, designer 0x41, PrimeCell ID \
+         0xb105f00d (got {identification:x?})",
+        platform.uart
+    );
     report!(platform.psci.is_some(), "the DTB names a PSCI conduit");
     let accel = vmunit::env("ACCEL");
     report!(
@@ -188,19 +202,141 @@ fn vectors_kernel() {
             && exception.fault_status() == UNMAPPED_PAGE),
         "a load from an unmapped page is a data abort with ELR at the load and FAR at the address ({address:#x}; got {result:?})"
     );
-    let nested = vmunit::catch_exception(|| {
-        let inner = try_undefined_instruction().result.is_err();
-        undefined_instruction();
-        inner
+    check_registers();
+    let inner = core::cell::Cell::new(None);
+    let Attempt {
+        result: outer,
+        address,
+    } = vmunit::arch::instructions::try_undefined_instruction_after(|| {
+        inner.set(Some(try_undefined_instruction()));
     });
+    let inner = inner.get();
     report!(
-        matches!(nested, Err(exception) if exception.class == ExceptionClass::Unknown),
-        "nested catch_exception: the inner catch returns and the outer one still catches"
+        matches!(inner, Some(Attempt { result: Err(exception), address })
+            if exception.class == ExceptionClass::Unknown && exception.elr == address),
+        "nested catch_exception: the inner catch returns its UDF's exception ({inner:?})"
+    );
+    report!(
+        matches!(outer, Err(exception) if exception.class == ExceptionClass::Unknown
+            && exception.elr == address),
+        "nested catch_exception: the outer catch then catches its own UDF at {address:#x} ({outer:?})"
+    );
+}
+
+/// The first register where `seen` differs from `expected`, by name, with both values.
+fn register_difference(expected: &Registers, seen: &Registers) -> Option<(String, u64, u64)> {
+    let general = (0..31).map(|index| (format!("x{index}"), expected.x[index], seen.x[index]));
+    let special = [
+        ("SP".into(), expected.sp, seen.sp),
+        ("PC".into(), expected.pc, seen.pc),
+        ("PSTATE".into(), expected.pstate, seen.pstate & PSTATE_CHECKED),
+    ];
+    general
+        .chain(special)
+        .find(|(_, expected, seen)| expected != seen)
+}
+
+/// kvm-unit-tests' check_und, check_svc and check_pabt: every register a handler sees (x0-x30,
+/// SP, PC, PSTATE's NZCV, DAIF and mode) is what the code had just before the instruction,
+/// with the PC the architecture defines (and x30 from BLR for the instruction abort).
+fn check_registers() {
+    let capture = try_with_registers(RaisingInstruction::ReadEl3SystemRegister);
+    let before = capture.before;
+    report!(
+        matches!(capture.result, Err(exception) if exception.class == ExceptionClass::Unknown
+            && exception.elr == before.pc),
+        "und: MRS of SCTLR_EL3 at EL1 raises EC 0x00 with ELR at the MRS ({:#x}; got {:?})",
+        before.pc,
+        capture.result
+    );
+    let difference = register_difference(&before, &capture.handler);
+    report!(
+        capture.result.is_err() && difference.is_none(),
+        "und: the handler sees x0-x30, SP, PC and PSTATE as they were (first difference: {difference:x?})"
+    );
+
+    let capture = try_with_registers(RaisingInstruction::SupervisorCall);
+    let mut expected = capture.before;
+    expected.pc += 4;
+    report!(
+        matches!(capture.result, Err(exception) if exception.class == ExceptionClass::SupervisorCall
+            && exception.immediate() == CAPTURE_SVC_IMMEDIATE && exception.elr == expected.pc),
+        "svc: SVC #{CAPTURE_SVC_IMMEDIATE} raises SVC64 with its immediate, ELR after it ({:#x}; got {:?})",
+        expected.pc,
+        capture.result
+    );
+    let difference = register_difference(&expected, &capture.handler);
+    report!(
+        capture.result.is_err() && difference.is_none(),
+        "svc: the handler sees x0-x30, SP, PSTATE as they were, PC after the SVC (first difference: \
+         {difference:x?})"
+    );
+
+    let Some(page) = UnbackedPage::new() else {
+        report_skip!("pabt: no physical page past RAM is free of devices");
+        return;
+    };
+    let capture = try_with_registers(RaisingInstruction::BranchToUnbacked(&page));
+    let mut expected = capture.before;
+    expected.x[30] = expected.pc + 4;
+    expected.pc = expected.x[9];
+    report!(
+        matches!(capture.result, Err(exception) if exception.class == ExceptionClass::InstructionAbort
+            && exception.elr == page.address() && exception.far == page.address()
+            && exception.fault_status() == Some(FaultStatus::ExternalAbort)),
+        "pabt: a fetch from {:#x} (physical {:#x}, past RAM) is an external-abort instruction abort \
+         with ELR and FAR there (got {:?})",
+        page.address(),
+        page.physical(),
+        capture.result
+    );
+    let difference = register_difference(&expected, &capture.handler);
+    report!(
+        capture.result.is_err() && difference.is_none(),
+        "pabt: the handler sees the registers as they were, x30 after the BLR, PC at the target \
+         (first difference: {difference:x?})"
+    );
+}
+
+/// kvm-unit-tests' vectors-user check_und and check_svc: the same register compare from EL0.
+fn check_user_registers() {
+    let capture = try_with_registers_in_user_mode(RaisingInstruction::ReadEl3SystemRegister);
+    let before = capture.before;
+    report!(
+        matches!(capture.result, Err(exception) if exception.class == ExceptionClass::Unknown
+            && exception.from_user && exception.elr == before.pc),
+        "und: MRS of SCTLR_EL3 at EL0 raises EC 0x00 from EL0 with ELR at the MRS ({:#x}; got {:?})",
+        before.pc,
+        capture.result
+    );
+    let difference = register_difference(&before, &capture.handler);
+    report!(
+        capture.result.is_err() && difference.is_none(),
+        "und: the handler sees EL0's x0-x30, SP_EL0, PC and PSTATE as they were (first difference: \
+         {difference:x?})"
+    );
+    let capture = try_with_registers_in_user_mode(RaisingInstruction::SupervisorCall);
+    let mut expected = capture.before;
+    expected.pc += 4;
+    report!(
+        matches!(capture.result, Err(exception) if exception.class == ExceptionClass::SupervisorCall
+            && exception.from_user && exception.immediate() == CAPTURE_SVC_IMMEDIATE
+            && exception.elr == expected.pc),
+        "svc: SVC #{CAPTURE_SVC_IMMEDIATE} at EL0 raises SVC64 from EL0, ELR after it ({:#x}; got {:?})",
+        expected.pc,
+        capture.result
+    );
+    let difference = register_difference(&expected, &capture.handler);
+    report!(
+        capture.result.is_err() && difference.is_none(),
+        "svc: the handler sees EL0's registers as they were, PC after the SVC (first difference: \
+         {difference:x?})"
     );
 }
 
 fn vectors_user() {
     let _prefix = prefix("vectors-user");
+    check_user_registers();
     let result = run_in_user_mode(|| core::hint::black_box(6) * 7);
     report!(
         result == Ok(42),
@@ -247,37 +383,73 @@ fn vectors_user() {
     report!(result == Ok(99), "EL0 then reads it (got {result:?})");
 }
 
+/// What each CPU recorded: its MPIDR affinity, its stack pointer, and how often it ran.
 static SEEN_MPIDR: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(u64::MAX) }; MAX_CPUS];
-static RAN: AtomicUsize = AtomicUsize::new(0);
+static SEEN_STACK: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+static RUNS: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
 
-fn record(cpu: usize) {
+fn record() {
+    let cpu = cpu_index();
+    let marker = 0u64;
     SEEN_MPIDR[cpu].store(current_mpidr(), Ordering::Release);
-    RAN.fetch_add(1, Ordering::AcqRel);
+    SEEN_STACK[cpu].store(core::hint::black_box(&raw const marker) as u64, Ordering::Release);
+    RUNS[cpu].fetch_add(1, Ordering::AcqRel);
+}
+
+/// The CPUs whose run count is not `expected`, with their counts.
+fn wrong_runs(count: usize, expected: usize) -> Vec<(usize, usize)> {
+    (0..count)
+        .map(|cpu| (cpu, RUNS[cpu].load(Ordering::Acquire)))
+        .filter(|&(_, runs)| runs != expected)
+        .collect()
 }
 
 fn smp() {
     let _prefix = prefix("smp");
+    let platform = platform();
     let count = cpu_count();
-    report!(count >= 2, "there are at least 2 CPUs (got {count})");
-    on_cpus(|| record(cpu_index()));
-    report!(
-        RAN.load(Ordering::Acquire) == count,
-        "every CPU ran the function once ({} of {count})",
-        RAN.load(Ordering::Acquire)
+    vmunit::report_info!(
+        "PSCI {}.{} through {:?}; {count} CPUs",
+        vmunit::arch::psci::version().0,
+        vmunit::arch::psci::version().1,
+        vmunit::arch::psci::conduit()
     );
-    for (cpu, seen) in SEEN_MPIDR.iter().enumerate().take(count) {
-        let seen = seen.load(Ordering::Acquire);
-        report!(
-            seen == mpidr_of(cpu),
-            "CPU {cpu} has the DTB's MPIDR {:#x} (got {seen:#x})",
-            mpidr_of(cpu)
-        );
-    }
-    on_cpus(|| record(cpu_index()));
+    report!(count >= 2, "there are at least 2 CPUs (got {count})");
     report!(
-        RAN.load(Ordering::Acquire) == 2 * count,
-        "a second round runs on every CPU again ({} of {})",
-        RAN.load(Ordering::Acquire),
-        2 * count
+        platform.cpus_listed == count,
+        "the runtime uses every CPU the DTB lists ({count} of {}, MAX_CPUS {MAX_CPUS})",
+        platform.cpus_listed
+    );
+    on_cpus(record);
+    // Each CPU counts under its own index (TPIDR_EL1): a job run twice, on the wrong CPU, or
+    // on a CPU whose index is wrong shows here.
+    let wrong = wrong_runs(count, 1);
+    report!(
+        wrong.is_empty(),
+        "on_cpus ran the function once on each CPU index (CPUs with another count: {wrong:?})"
+    );
+    let wrong: Vec<(usize, u64)> = (0..count)
+        .map(|cpu| (cpu, SEEN_MPIDR[cpu].load(Ordering::Acquire)))
+        .filter(|&(cpu, seen)| seen != mpidr_of(cpu))
+        .collect();
+    report!(
+        wrong.is_empty(),
+        "MPIDR test on all CPUs: each CPU's MPIDR_EL1 is the DTB's for its index (wrong: {wrong:x?})"
+    );
+    // The kernel stacks follow the guard pages, one STACK_SIZE apart: each CPU's own.
+    let guards: Vec<u64> = vmunit::arch::exceptions::stack_guard_pages().step_by(2).collect();
+    let wrong: Vec<(usize, u64)> = (0..count)
+        .map(|cpu| (cpu, SEEN_STACK[cpu].load(Ordering::Acquire)))
+        .filter(|&(cpu, stack)| !(guards[cpu] + 4096..guards[cpu] + STACK_SIZE as u64).contains(&stack))
+        .collect();
+    report!(
+        wrong.is_empty(),
+        "each CPU runs on its own stack (CPUs outside theirs: {wrong:x?})"
+    );
+    on_cpus(record);
+    let wrong = wrong_runs(count, 2);
+    report!(
+        wrong.is_empty(),
+        "a second round runs once more on each CPU (CPUs with another count: {wrong:?})"
     );
 }

@@ -1,14 +1,23 @@
-//! psci: the PSCI firmware interface (QEMU's): version, PSCI_FEATURES, an invalid function,
-//! and with two or more CPUs CPU_ON, AFFINITY_INFO, CPU_OFF and CPU_ON of a CPU already on.
+//! psci: the PSCI firmware interface (QEMU's), kvm-unit-tests' arm/psci.c and more: version,
+//! PSCI_FEATURES, an invalid function, AFFINITY_INFO; with two or more CPUs, CPU_ON of one
+//! target raced from every other CPU at once (exactly one SUCCESS, the others ALREADY_ON or
+//! ON_PENDING), CPU_ON of a CPU that is on and of an MPIDR with no CPU, every secondary
+//! CPU_OFF at once (none returns, AFFINITY_INFO says OFF for each), and CPU_ON again.
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicUsize, Ordering};
+extern crate alloc;
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 
 use vmunit::arch::psci::{self, AffinityState, Status};
-use vmunit::arch::smp::{cpu_count, cpu_index, cpu_off, mpidr_of, on_cpu, on_cpu_async, start_cpu};
-use vmunit::arch::timer;
-use vmunit::{report, report_skip};
+use vmunit::arch::smp::{
+    MAX_CPUS, cpu_count, cpu_index, cpu_off, cpu_on, mpidr_of, on_cpu, on_cpu_async, start_cpu,
+    wait_until_online,
+};
+use vmunit::time::{delay, spin_until};
+use vmunit::{report, report_info, report_skip};
 
 vmunit::main!(main);
 
@@ -16,6 +25,12 @@ vmunit::main!(main);
 const UNDEFINED_FUNCTION: u32 = 0x8400_001f;
 /// An MPIDR affinity no CPU of QEMU `virt` has.
 const NO_SUCH_MPIDR: u64 = 0xff_ff00;
+/// The CPU that every other CPU races to turn on.
+const TARGET: usize = 1;
+/// How long CPUs get to come online, or to go off (kvm-unit-tests waits 1 s).
+const SETTLE_MS: u64 = 1000;
+/// A status slot that no call has filled in yet.
+const NO_STATUS: i64 = i64::MIN;
 
 fn main(_arguments: &[&str]) {
     let (major, minor) = psci::version();
@@ -26,7 +41,7 @@ fn main(_arguments: &[&str]) {
     let result = Status::from_code(psci::call(UNDEFINED_FUNCTION, 0, 0, 0));
     report!(
         result == Status::NotSupported,
-        "an undefined function id returns NOT_SUPPORTED (got {result})"
+        "invalid-function: an undefined function id returns NOT_SUPPORTED (got {result})"
     );
     if major >= 1 {
         let features = psci::features(psci::function::CPU_ON);
@@ -43,13 +58,23 @@ fn main(_arguments: &[&str]) {
     let result = psci::affinity_info(mpidr_of(0));
     report!(
         result == Ok(AffinityState::On),
-        "AFFINITY_INFO of the boot CPU is ON (got {result:?})"
+        "affinity-info-on: AFFINITY_INFO of the boot CPU is ON (got {result:?})"
     );
     if cpu_count() < 2 {
         report_skip!("CPU_ON and CPU_OFF need -smp 2 or more");
-    } else {
-        cpu_on_off();
+        return;
     }
+    let off: Vec<usize> = (1..cpu_count())
+        .filter(|&cpu| psci::affinity_info(mpidr_of(cpu)) != Ok(AffinityState::Off))
+        .collect();
+    report!(
+        off.is_empty(),
+        "affinity-info-off: AFFINITY_INFO of every secondary CPU before CPU_ON is OFF (not OFF: {off:?})"
+    );
+    cpu_on_race();
+    cpu_on_refused();
+    cpu_off_all();
+    cpu_on_again();
 }
 
 static RAN_ON: AtomicUsize = AtomicUsize::new(usize::MAX);
@@ -58,52 +83,100 @@ fn record() {
     RAN_ON.store(cpu_index(), Ordering::Release);
 }
 
-fn turn_off() {
-    cpu_off(cpu_index());
+/// Each CPU's CPU_ON status in the race (NO_STATUS until it made the call).
+static CPU_ON_STATUS: [AtomicI64; MAX_CPUS] = [const { AtomicI64::new(NO_STATUS) }; MAX_CPUS];
+static RACERS_READY: AtomicUsize = AtomicUsize::new(0);
+static RACE_START: AtomicBool = AtomicBool::new(false);
+
+/// A racer: waits for the start, then calls CPU_ON for the target.
+fn race_cpu_on() {
+    RACERS_READY.fetch_add(1, Ordering::AcqRel);
+    while !RACE_START.load(Ordering::Acquire) {
+        core::hint::spin_loop();
+    }
+    let status = cpu_on(TARGET);
+    CPU_ON_STATUS[cpu_index()].store(status.code(), Ordering::Release);
 }
 
-/// Polls AFFINITY_INFO of `mpidr` until it is `wanted` or a second of counter time passed.
-fn wait_for_affinity(mpidr: u64, wanted: AffinityState) -> Result<AffinityState, Status> {
-    let deadline = timer::virtual_count() + timer::frequency();
-    loop {
-        let state = psci::affinity_info(mpidr);
-        if state == Ok(wanted) || timer::virtual_count() > deadline {
-            return state;
-        }
+/// kvm-unit-tests' psci_cpu_on_test: every CPU but the target calls CPU_ON for it at once.
+fn cpu_on_race() {
+    let _prefix = vmunit::prefix("cpu-on");
+    let callers: Vec<usize> = (0..cpu_count()).filter(|&cpu| cpu != TARGET).collect();
+    for &cpu in callers.iter().filter(|&&cpu| cpu != 0) {
+        let status = start_cpu(cpu);
+        assert!(status == Status::Success, "CPU {cpu} does not start: {status}");
+        on_cpu_async(cpu, race_cpu_on);
+    }
+    let ready = spin_until(SETTLE_MS, || {
+        RACERS_READY.load(Ordering::Acquire) == callers.len() - 1
+    });
+    report!(
+        ready,
+        "{} other CPUs are ready to race CPU 0 (got {})",
+        callers.len() - 1,
+        RACERS_READY.load(Ordering::Acquire)
+    );
+    RACE_START.store(true, Ordering::Release);
+    race_cpu_on();
+    let online = wait_until_online(TARGET, SETTLE_MS);
+    let all_called = spin_until(SETTLE_MS, || {
+        callers
+            .iter()
+            .all(|&cpu| CPU_ON_STATUS[cpu].load(Ordering::Acquire) != NO_STATUS)
+    });
+    let statuses: Vec<(usize, Status)> = callers
+        .iter()
+        .map(|&cpu| (cpu, Status::from_code(CPU_ON_STATUS[cpu].load(Ordering::Acquire))))
+        .collect();
+    report_info!("CPU_ON of CPU {TARGET} from each CPU: {statuses:?}");
+    report!(
+        all_called,
+        "all {} CPUs returned from CPU_ON of CPU {TARGET}",
+        callers.len()
+    );
+    report!(online, "CPU {TARGET} came online after the raced CPU_ON");
+    let successes = statuses
+        .iter()
+        .filter(|(_, status)| *status == Status::Success)
+        .count();
+    report!(
+        successes == 1,
+        "exactly one of {} racing CPU_ON calls returned SUCCESS (got {successes})",
+        callers.len()
+    );
+    // PSCI (DEN 0022) lets a call made while an earlier CPU_ON is still in progress return
+    // ON_PENDING; KVM answers ALREADY_ON, QEMU's TCG PSCI either.
+    let others: Vec<(usize, Status)> = statuses
+        .iter()
+        .copied()
+        .filter(|(_, status)| !matches!(status, Status::Success | Status::AlreadyOn | Status::OnPending))
+        .collect();
+    report!(
+        others.is_empty(),
+        "every other racing CPU_ON returned ALREADY_ON or ON_PENDING (others: {others:?})"
+    );
+    let state = psci::affinity_info(mpidr_of(TARGET));
+    report!(
+        state == Ok(AffinityState::On),
+        "AFFINITY_INFO of CPU {TARGET} is ON (got {state:?})"
+    );
+    if online {
+        on_cpu(TARGET, record);
+        report!(
+            RAN_ON.load(Ordering::Acquire) == TARGET,
+            "CPU {TARGET} runs a function after CPU_ON"
+        );
     }
 }
 
-fn cpu_on_off() {
-    let mpidr = mpidr_of(1);
-    let state = psci::affinity_info(mpidr);
-    report!(
-        state == Ok(AffinityState::Off),
-        "AFFINITY_INFO of CPU 1 before CPU_ON is OFF (got {state:?})"
-    );
-    let result = start_cpu(1);
-    report!(
-        result == Status::Success,
-        "CPU_ON of CPU 1 succeeds (got {result})"
-    );
-    on_cpu(1, record);
-    report!(
-        RAN_ON.load(Ordering::Acquire) == 1,
-        "CPU 1 runs a function after CPU_ON"
-    );
-    let state = psci::affinity_info(mpidr);
-    report!(
-        state == Ok(AffinityState::On),
-        "AFFINITY_INFO of CPU 1 is ON (got {state:?})"
-    );
-    let entry = vmunit::arch::smp::secondary_entry_point();
-    #[allow(unsafe_code)]
-    // SAFETY: CPU 1 is on: PSCI refuses with ALREADY_ON and starts nothing (were it to start
-    // it, the entry is the runtime's own, with CPU 1's index).
-    let result = unsafe { psci::cpu_on(mpidr, entry, 1) };
+/// CPU_ON that PSCI must refuse, each a real call.
+fn cpu_on_refused() {
+    let result = cpu_on(TARGET);
     report!(
         result == Status::AlreadyOn,
         "CPU_ON of a CPU that is on returns ALREADY_ON (got {result})"
     );
+    let entry = vmunit::arch::smp::secondary_entry_point();
     #[allow(unsafe_code)]
     // SAFETY: no CPU has this MPIDR: PSCI refuses with INVALID_PARAMETERS and starts nothing.
     let result = unsafe { psci::cpu_on(NO_SUCH_MPIDR, entry, 0) };
@@ -111,21 +184,88 @@ fn cpu_on_off() {
         result == Status::InvalidParameters,
         "CPU_ON of an MPIDR with no CPU returns INVALID_PARAMETERS (got {result})"
     );
-    on_cpu_async(1, turn_off);
-    let state = wait_for_affinity(mpidr, AffinityState::Off);
+}
+
+static OFF_READY: AtomicUsize = AtomicUsize::new(0);
+static OFF_START: AtomicBool = AtomicBool::new(false);
+/// The status of a CPU_OFF that returned (NO_STATUS: it did not).
+static CPU_OFF_RETURNED: [AtomicI64; MAX_CPUS] = [const { AtomicI64::new(NO_STATUS) }; MAX_CPUS];
+
+fn turn_off_together() {
+    OFF_READY.fetch_add(1, Ordering::AcqRel);
+    while !OFF_START.load(Ordering::Acquire) {
+        core::hint::spin_loop();
+    }
+    let me = cpu_index();
+    let status = cpu_off(me);
+    CPU_OFF_RETURNED[me].store(status.code(), Ordering::Release);
+}
+
+/// kvm-unit-tests' psci_cpu_off_test: every secondary CPU calls CPU_OFF at once.
+fn cpu_off_all() {
+    let _prefix = vmunit::prefix("cpu-off");
+    let secondaries: Vec<usize> = (1..cpu_count()).collect();
+    for &cpu in &secondaries {
+        let status = start_cpu(cpu);
+        assert!(status == Status::Success, "CPU {cpu} does not start: {status}");
+        on_cpu_async(cpu, turn_off_together);
+    }
+    let ready = spin_until(SETTLE_MS, || {
+        OFF_READY.load(Ordering::Acquire) == secondaries.len()
+    });
     report!(
-        state == Ok(AffinityState::Off),
-        "after CPU_OFF, AFFINITY_INFO of CPU 1 is OFF (got {state:?})"
+        ready,
+        "all {} secondary CPUs are ready to call CPU_OFF (got {})",
+        secondaries.len(),
+        OFF_READY.load(Ordering::Acquire)
     );
+    OFF_START.store(true, Ordering::Release);
+    let all_off = spin_until(SETTLE_MS, || {
+        secondaries
+            .iter()
+            .all(|&cpu| psci::affinity_info(mpidr_of(cpu)) == Ok(AffinityState::Off))
+    });
+    // Give a CPU_OFF that wrongly returns time to do so (kvm-unit-tests waits 100 ms).
+    delay(100);
+    for &cpu in &secondaries {
+        let state = psci::affinity_info(mpidr_of(cpu));
+        report!(
+            state == Ok(AffinityState::Off),
+            "AFFINITY_INFO of CPU {cpu} after its CPU_OFF is OFF (got {state:?})"
+        );
+    }
+    let returned: Vec<(usize, Status)> = secondaries
+        .iter()
+        .map(|&cpu| (cpu, CPU_OFF_RETURNED[cpu].load(Ordering::Acquire)))
+        .filter(|&(_, code)| code != NO_STATUS)
+        .map(|(cpu, code)| (cpu, Status::from_code(code)))
+        .collect();
+    report!(
+        all_off && returned.is_empty(),
+        "no CPU returned from CPU_OFF (returned: {returned:?})"
+    );
+}
+
+/// A CPU turned off comes back with CPU_ON.
+fn cpu_on_again() {
     RAN_ON.store(usize::MAX, Ordering::Release);
-    let result = start_cpu(1);
+    let result = cpu_on(TARGET);
     report!(
         result == Status::Success,
-        "CPU_ON of CPU 1 again succeeds (got {result})"
+        "CPU_ON of CPU {TARGET} after its CPU_OFF succeeds (got {result})"
     );
-    on_cpu(1, record);
+    let online = wait_until_online(TARGET, SETTLE_MS);
+    report!(online, "CPU {TARGET} comes online again");
+    let state = psci::affinity_info(mpidr_of(TARGET));
     report!(
-        RAN_ON.load(Ordering::Acquire) == 1,
-        "CPU 1 runs a function after the second CPU_ON"
+        state == Ok(AffinityState::On),
+        "AFFINITY_INFO of CPU {TARGET} is ON again (got {state:?})"
     );
+    if online {
+        on_cpu(TARGET, record);
+        report!(
+            RAN_ON.load(Ordering::Acquire) == TARGET,
+            "CPU {TARGET} runs a function after the second CPU_ON"
+        );
+    }
 }

@@ -46,8 +46,8 @@ const _: () = assert!(TCR_BASE == 0x80_3510);
 const _: () = assert!(SCTLR == 0x30d0_1805);
 const _: () = assert!(CPACR == 3 << 20);
 const _: () = assert!(
-    STACK_SIZE == 64 * 1024 && EXCEPTION_STACK_SIZE == 16 * 1024 && MAX_CPUS == 8,
-    "link.ld reserves 8 stacks of 64 KiB and 8 exception stacks of 16 KiB"
+    STACK_SIZE == 64 * 1024 && EXCEPTION_STACK_SIZE == 16 * 1024 && MAX_CPUS == 64,
+    "link.ld reserves 64 stacks of 64 KiB and 64 exception stacks of 16 KiB"
 );
 
 global_asm!(

@@ -74,3 +74,21 @@ impl fmt::Write for Console {
         Ok(())
     }
 }
+
+/// The PL011's PrimeCell identification: the peripheral ID (UARTPeriphID0-3, offsets
+/// 0xFE0-0xFEC, one byte each) and the PrimeCell ID (UARTPCellID0-3, 0xFF0-0xFFC), each
+/// assembled little end first. A PL011 has part number 0x011 and designer 0x41 (Arm) in the
+/// peripheral ID and PrimeCell ID 0xB105_F00D (PL011 TRM, 3.3.11-3.3.18).
+pub fn uart_identification() -> Option<(u32, u32)> {
+    let base = super::device_tree::platform().uart?;
+    let word = |offset: u64| {
+        (0..4).fold(0u32, |value, index| {
+            let register = (base + offset + 4 * index) as usize as *const u32;
+            // SAFETY: `base` is the device tree's PL011, identity mapped as device memory; its
+            // identification registers are read-only and reading them has no side effect.
+            let byte = unsafe { register.read_volatile() } & 0xff;
+            value | byte << (8 * index)
+        })
+    };
+    Some((word(0xfe0), word(0xff0)))
+}

@@ -50,6 +50,48 @@ pub struct ExceptionFrame {
     pub fpsr: u64,
 }
 
+/// The general-purpose registers, stack pointer, PC and PSTATE at an exception: what the
+/// vector saved (x0..x30, the interrupted SP, ELR_EL1, SPSR_EL1), or, for a comparison, what
+/// code captured just before the instruction that raised it (see
+/// `instructions::try_with_registers`).
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Registers {
+    /// x0..x30.
+    pub x: [u64; 31],
+    /// The stack pointer in use.
+    pub sp: u64,
+    /// The PC (ELR_EL1 for an exception).
+    pub pc: u64,
+    /// PSTATE as an SPSR holds it (SPSR_EL1 for an exception).
+    pub pstate: u64,
+}
+
+/// The PSTATE bits an exception must preserve and that code can capture: NZCV, D, A, I, F,
+/// and the mode M[4:0] (the exception level and the stack pointer selected).
+pub const PSTATE_CHECKED: u64 = 0xf000_0000 | SPSR_DAIF | 0x1f;
+
+// The capture in instructions.rs writes these offsets.
+const _: () = assert!(offset_of!(Registers, sp) == 248);
+const _: () = assert!(offset_of!(Registers, pc) == 256);
+const _: () = assert!(offset_of!(Registers, pstate) == 264);
+
+/// Each CPU's registers of the last exception that a `catch_exception` of that CPU caught.
+static CAUGHT_REGISTERS: [spin::Mutex<Registers>; MAX_CPUS] = [const {
+    spin::Mutex::new(Registers {
+        x: [0; 31],
+        sp: 0,
+        pc: 0,
+        pstate: 0,
+    })
+}; MAX_CPUS];
+
+/// The registers (x0..x30, SP, ELR as PC, SPSR as PSTATE) that the vector saved for the last
+/// exception a `catch_exception` on this CPU caught: what a handler saw.
+pub fn last_caught_registers() -> Registers {
+    *CAUGHT_REGISTERS[cpu_index()].lock()
+}
+
 const FRAME_SIZE: usize = 832;
 const _: () = assert!(size_of::<ExceptionFrame>() == FRAME_SIZE);
 const _: () = assert!(offset_of!(ExceptionFrame, sp) == 248);
@@ -431,6 +473,9 @@ const SPSR_EL1T: u64 = 0x4;
 /// SPSR value for EL0t with D, A, I and F masked.
 const SPSR_EL0_MASKED: u64 = SPSR_DAIF | SPSR_EL0T;
 const _: () = assert!(SPSR_EL0_MASKED == 0x3c0);
+/// PSTATE of the runtime's EL0 runs apart from NZCV, as an SPSR holds it: D, A, I, F masked,
+/// mode EL0t.
+pub const USER_PSTATE: u64 = SPSR_EL0_MASKED;
 
 global_asm!(
     r#"
@@ -857,6 +902,12 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
             // call on this CPU; its closure is what just faulted.
             let context = unsafe { &mut *context };
             context.exception = Some(exception);
+            *CAUGHT_REGISTERS[cpu].lock() = Registers {
+                x: frame.x,
+                sp: frame.sp,
+                pc: frame.elr,
+                pstate: frame.spsr,
+            };
             frame.elr = &raw const vmunit_try_recover as u64;
             frame.x[0] = (&raw mut *context) as u64;
             let mode = if context.state & 1 != 0 {

@@ -9,7 +9,8 @@
 use core::arch::asm;
 use core::sync::atomic::AtomicU32;
 
-use super::exceptions::{Exception, catch_exception};
+use super::exceptions::{Exception, Registers, catch_exception};
+use super::mmu::UnbackedPage;
 pub use crate::catch::Attempt;
 
 /// Reads the 64-bit word at `address`, or returns the exception (a data abort).
@@ -88,6 +89,26 @@ pub fn try_undefined_instruction() -> Attempt<()> {
     }
 }
 
+/// Runs `function`, then executes `udf #0`, under one `catch_exception`: the exception that
+/// ended it (the UDF's, unless `function` raised one first) and the UDF's address. For nested
+/// catches: `function` may catch exceptions of its own.
+pub fn try_undefined_instruction_after(function: impl FnOnce()) -> Attempt<()> {
+    let mut location = 0u64;
+    let slot = &raw mut location;
+    let result = catch_exception(|| {
+        function();
+        // SAFETY: `slot` points at a live local written before the UDF; the exception is caught.
+        unsafe {
+            asm!("adr {scratch}, 2f", "str {scratch}, [{slot}]", "2: udf #0",
+                 scratch = out(reg) _, slot = in(reg) slot, options(nostack))
+        };
+    });
+    Attempt {
+        result,
+        address: location,
+    }
+}
+
 /// Executes `udf #0` without catching it: it goes to the enclosing `catch_exception` or
 /// `run_in_user_mode`, or, as an unexpected exception, ends the test.
 pub fn undefined_instruction() {
@@ -129,6 +150,203 @@ pub fn try_breakpoint<const IMMEDIATE: u16>() -> Attempt<()> {
     Attempt {
         result,
         address: location,
+    }
+}
+
+/// An instruction that raises a synchronous exception, for [`try_with_registers`].
+#[derive(Clone, Copy)]
+pub enum RaisingInstruction<'page> {
+    /// `mrs x0, sctlr_el3`: reading an EL3 register from EL1 is UNDEFINED (EC 0x00).
+    ReadEl3SystemRegister,
+    /// `svc #123` (ELR: the next instruction).
+    SupervisorCall,
+    /// `blr x9`, x9 holding the page's address: the fetch there raises an instruction abort
+    /// (x30 holds the return address, ELR the page's address).
+    BranchToUnbacked(&'page UnbackedPage),
+}
+
+/// The immediate of [`RaisingInstruction::SupervisorCall`].
+pub const CAPTURE_SVC_IMMEDIATE: u16 = 123;
+
+/// What [`try_with_registers`] saw: the exception, the registers captured just before the
+/// instruction (PC: the instruction's address; PSTATE: NZCV, DAIF and the mode, as an SPSR
+/// holds them), and the registers the exception vector saved (what a handler sees).
+#[derive(Clone, Copy, Debug)]
+pub struct RegisterCapture {
+    /// The exception (an `Ok` means the instruction raised none).
+    pub result: Result<(), Exception>,
+    /// The registers just before the instruction.
+    pub before: Registers,
+    /// The registers the vector saved for the exception (valid when `result` is an `Err`).
+    pub handler: Registers,
+}
+
+/// PSTATE as an SPSR holds it, into x0 (clobbers x2): NZCV, DAIF, CurrentEL and SPSel line up
+/// with SPSR's NZCV, DAIF and M[3:0]. At EL1 only (EL0 may not read DAIF, CurrentEL, SPSel).
+macro_rules! capture_pstate_el1 {
+    () => {
+        concat!(
+            "mrs x0, nzcv\n",
+            "mrs x2, daif\n",
+            "orr x0, x0, x2\n",
+            "mrs x2, currentel\n",
+            "orr x0, x0, x2\n",
+            "mrs x2, spsel\n",
+            "orr x0, x0, x2\n",
+        )
+    };
+}
+
+/// At EL0: NZCV, ORed with the rest of PSTATE as the runtime's EL0 runs have it (x3).
+macro_rules! capture_pstate_el0 {
+    () => {
+        concat!("mrs x0, nzcv\n", "orr x0, x0, x3\n")
+    };
+}
+
+macro_rules! capture_then {
+    ($before:expr, $x9:expr, $pstate:expr, $instruction:literal) => {
+        capture_then!($before, $x9, $pstate, $instruction, 0_u64)
+    };
+    ($before:expr, $x9:expr, $pstate:expr, $instruction:literal, $x3:expr) => {
+        asm!(
+            "movz x0, #0xa000, lsl #16",  // NZCV = N and C: a pattern the exception must keep
+            "msr nzcv, x0",
+            $pstate,
+            "str x0, [x1, #264]",
+            "movz x2, #0x0202",
+            "movk x2, #0xfeed, lsl #48",
+            "movz x3, #0x0303",
+            "movk x3, #0xfeed, lsl #48",
+            "movz x4, #0x0404",
+            "movk x4, #0xfeed, lsl #48",
+            "movz x5, #0x0505",
+            "movk x5, #0xfeed, lsl #48",
+            "movz x6, #0x0606",
+            "movk x6, #0xfeed, lsl #48",
+            "movz x7, #0x0707",
+            "movk x7, #0xfeed, lsl #48",
+            "movz x8, #0x0808",
+            "movk x8, #0xfeed, lsl #48",
+            "movz x10, #0x0a0a",
+            "movk x10, #0xfeed, lsl #48",
+            "movz x11, #0x0b0b",
+            "movk x11, #0xfeed, lsl #48",
+            "movz x12, #0x0c0c",
+            "movk x12, #0xfeed, lsl #48",
+            "movz x13, #0x0d0d",
+            "movk x13, #0xfeed, lsl #48",
+            "movz x14, #0x0e0e",
+            "movk x14, #0xfeed, lsl #48",
+            "movz x15, #0x0f0f",
+            "movk x15, #0xfeed, lsl #48",
+            "movz x16, #0x1010",
+            "movk x16, #0xfeed, lsl #48",
+            "movz x17, #0x1111",
+            "movk x17, #0xfeed, lsl #48",
+            "stp x2, x3, [x1, #16]",
+            "stp x4, x5, [x1, #32]",
+            "stp x6, x7, [x1, #48]",
+            "stp x8, x9, [x1, #64]",
+            "stp x10, x11, [x1, #80]",
+            "stp x12, x13, [x1, #96]",
+            "stp x14, x15, [x1, #112]",
+            "stp x16, x17, [x1, #128]",
+            "stp x18, x19, [x1, #144]",
+            "stp x20, x21, [x1, #160]",
+            "stp x22, x23, [x1, #176]",
+            "stp x24, x25, [x1, #192]",
+            "stp x26, x27, [x1, #208]",
+            "stp x28, x29, [x1, #224]",
+            "str x30, [x1, #240]",
+            "mov x0, sp",
+            "str x0, [x1, #248]",
+            "adr x0, 2f",
+            "str x0, [x1, #256]",
+            "movz x0, #0x0a0a",
+            "stp x0, x1, [x1]",
+            concat!("2: ", $instruction),
+            in("x1") $before, in("x9") $x9, out("x0") _, out("x2") _, inout("x3") $x3 => _, out("x4") _,
+            out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x10") _, out("x11") _,
+            out("x12") _, out("x13") _, out("x14") _, out("x15") _, out("x16") _, out("x17") _,
+            out("x30") _,
+        )
+    };
+}
+
+/// Runs `instruction` after storing every general-purpose register (x2-x8 and x10-x17 set to
+/// distinct patterns first, NZCV to N and C), SP, its PC and PSTATE, and returns those with
+/// the registers the exception vector saved, for kvm-unit-tests' selftest check that an
+/// exception handler sees exactly the interrupted state.
+pub fn try_with_registers(instruction: RaisingInstruction<'_>) -> RegisterCapture {
+    let mut before = Registers::default();
+    let slot = &raw mut before;
+    let result = catch_exception(|| match instruction {
+        // SAFETY: the capture writes only `before` (through `slot`, a live local) and
+        // registers it declares clobbered; the MRS raises an exception that is caught, which
+        // abandons this block.
+        RaisingInstruction::ReadEl3SystemRegister => unsafe {
+            capture_then!(slot, 0x0909_u64, capture_pstate_el1!(), "mrs x0, sctlr_el3")
+        },
+        // SAFETY: as above; nothing handles the SVC as a system call, it is caught.
+        RaisingInstruction::SupervisorCall => unsafe {
+            capture_then!(slot, 0x0909_u64, capture_pstate_el1!(), "svc #123")
+        },
+        // SAFETY: as above; the target is an `UnbackedPage`, with no memory behind it, so the
+        // fetch faults and no code runs there.
+        RaisingInstruction::BranchToUnbacked(page) => unsafe {
+            capture_then!(slot, page.address(), capture_pstate_el1!(), "blr x9")
+        },
+    });
+    let handler = if result.is_err() {
+        super::exceptions::last_caught_registers()
+    } else {
+        Registers::default()
+    };
+    RegisterCapture {
+        result,
+        before,
+        handler,
+    }
+}
+
+/// [`try_with_registers`] at EL0, in a [`run_in_user_mode`](super::run_in_user_mode) run:
+/// `mrs x0, sctlr_el3` (UNDEFINED at EL0 too) or `svc #123` (an instruction abort would need
+/// an EL0-executable unbacked page). PSTATE before is NZCV with the D, A, I, F masks and mode
+/// EL0t that the runtime's EL0 runs have.
+///
+/// # Panics
+/// For [`RaisingInstruction::BranchToUnbacked`].
+pub fn try_with_registers_in_user_mode(instruction: RaisingInstruction<'_>) -> RegisterCapture {
+    let mut before = Registers::default();
+    let slot = &raw mut before;
+    assert!(
+        !matches!(instruction, RaisingInstruction::BranchToUnbacked(_)),
+        "no unbacked page is executable at EL0"
+    );
+    let rest = super::exceptions::USER_PSTATE;
+    let result = super::run_in_user_mode(|| match instruction {
+        // SAFETY: the capture writes only `before` (through `slot`: a live local in the image's
+        // data, which EL0 may write) and registers it declares clobbered; the MRS raises an
+        // exception that ends the EL0 run, which `run_in_user_mode` returns.
+        RaisingInstruction::ReadEl3SystemRegister => unsafe {
+            capture_then!(slot, 0x0909_u64, capture_pstate_el0!(), "mrs x0, sctlr_el3", rest)
+        },
+        // SAFETY: as above; the SVC ends the EL0 run (it is not the run's exit SVC).
+        RaisingInstruction::SupervisorCall => unsafe {
+            capture_then!(slot, 0x0909_u64, capture_pstate_el0!(), "svc #123", rest)
+        },
+        RaisingInstruction::BranchToUnbacked(_) => {}
+    });
+    let handler = if result.is_err() {
+        super::exceptions::last_caught_registers()
+    } else {
+        Registers::default()
+    };
+    RegisterCapture {
+        result,
+        before,
+        handler,
     }
 }
 

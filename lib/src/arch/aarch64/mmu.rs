@@ -476,3 +476,44 @@ fn map_device_at(address: u64, end: u64) -> u64 {
     }
     PAGE
 }
+
+/// A page mapped readable and executable at EL1 onto a physical page with nothing behind it:
+/// the first page past the end of the highest RAM range, kvm-unit-tests' selftest guess (RAM
+/// could have been larger there, so on `virt` no device sits there). Fetches and loads there
+/// raise a synchronous external abort; no code can run there.
+pub struct UnbackedPage {
+    page: crate::memory::TestPage,
+    physical: u64,
+}
+
+impl UnbackedPage {
+    /// Maps a fresh test page's address onto the page past the end of RAM; `None` when the
+    /// device tree names a device (UART, fw_cfg) at or above that address.
+    pub fn new() -> Option<UnbackedPage> {
+        let platform = super::device_tree::platform();
+        let end = platform.memory().iter().map(|&(_, end)| end).max()?;
+        let physical = (end + 4095) & !4095;
+        if [platform.uart, platform.fw_cfg]
+            .into_iter()
+            .flatten()
+            .any(|device| device >= physical)
+        {
+            return None;
+        }
+        let page = crate::memory::TestPage::new();
+        // SAFETY: the virtual page is the test page's own (no reference points into it), and
+        // the physical page is past RAM, where no Rust-owned memory lives.
+        unsafe { map_page(page.address(), physical, Protection::READ_EXECUTE) };
+        Some(UnbackedPage { page, physical })
+    }
+
+    /// The page's virtual address.
+    pub fn address(&self) -> u64 {
+        self.page.address()
+    }
+
+    /// The physical address it maps, past the end of RAM.
+    pub fn physical(&self) -> u64 {
+        self.physical
+    }
+}

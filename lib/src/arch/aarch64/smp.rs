@@ -11,8 +11,11 @@ use aarch64_cpu::registers::{MPIDR_EL1, Readable, TPIDR_EL1};
 
 use super::psci::{self, Status};
 
-/// How many CPUs the runtime supports (link.ld reserves a stack for each).
-pub const MAX_CPUS: usize = 8;
+/// How many CPUs the runtime supports (link.ld reserves a stack for each), like
+/// kvm-unit-tests' NR_CPUS: QEMU `virt` with a GICv3 has room for far more, and the runner's
+/// `MAX_SMP` (the `smp = "max"` count) is what a run asks for. CPUs the device tree lists
+/// beyond this are counted (`Platform::cpus_listed`) but never started.
+pub const MAX_CPUS: usize = 64;
 /// Each CPU's stack size (SP_EL0, the kernel's), its lowest page an unmapped guard.
 pub const STACK_SIZE: usize = 64 * 1024;
 /// Each CPU's exception stack size (SP_EL1), its lowest page an unmapped guard.
@@ -68,18 +71,10 @@ pub(crate) extern "C" fn secondary_entry(cpu: usize) -> ! {
 /// # Panics
 /// For a CPU the device tree does not list.
 pub fn start_cpu(cpu: usize) -> Status {
-    assert!(
-        cpu < cpu_count(),
-        "CPU {cpu} does not exist ({} CPUs)",
-        cpu_count()
-    );
     if is_online(cpu) {
         return Status::Success;
     }
-    let entry = secondary_entry_point();
-    // SAFETY: the runtime's secondary entry, given the CPU's own index, sets up the MMU,
-    // vectors and that CPU's own stacks; the CPU is off (not online).
-    let status = unsafe { psci::cpu_on(mpidr_of(cpu), entry, cpu as u64) };
+    let status = cpu_on(cpu);
     if status != Status::Success {
         return status;
     }
@@ -89,13 +84,41 @@ pub fn start_cpu(cpu: usize) -> Status {
     Status::Success
 }
 
+/// Calls PSCI CPU_ON for CPU `cpu` at the runtime's secondary entry, whatever the runtime
+/// believes of the CPU, and returns PSCI's status without waiting for the CPU to run: SUCCESS
+/// when PSCI started it (it then comes online and serves `on_cpu` work, see
+/// [`wait_until_online`]), ALREADY_ON or ON_PENDING when it is on or being started. Several
+/// CPUs may race this for one target: PSCI starts it once.
+///
+/// # Panics
+/// For a CPU the device tree does not list, or CPU 0 (the boot CPU, which runs the test).
+pub fn cpu_on(cpu: usize) -> Status {
+    assert!(
+        cpu < cpu_count(),
+        "CPU {cpu} does not exist ({} CPUs)",
+        cpu_count()
+    );
+    assert!(cpu != 0, "CPU 0 runs the test");
+    let entry = secondary_entry_point();
+    // SAFETY: the runtime's secondary entry, given the CPU's own index, sets up the MMU,
+    // vectors and that CPU's own stacks, which nothing else uses while it is off; when the CPU
+    // is on (or being started), PSCI refuses and starts nothing.
+    unsafe { psci::cpu_on(mpidr_of(cpu), entry, cpu as u64) }
+}
+
+/// Waits up to `milliseconds` of counter time for CPU `cpu` to come online (after a
+/// [`cpu_on`] that succeeded); returns whether it did.
+pub fn wait_until_online(cpu: usize, milliseconds: u64) -> bool {
+    crate::time::spin_until(milliseconds, || is_online(cpu))
+}
+
 /// The address where secondary CPUs enter the runtime: the CPU_ON entry point of
 /// [`start_cpu`], which expects the CPU's index as its context.
 pub fn secondary_entry_point() -> u64 {
     &raw const super::boot::vmunit_secondary_entry as u64
 }
 
-pub use crate::work::{on_cpu, on_cpu_async, on_cpus};
+pub use crate::work::{Barrier, on_cpu, on_cpu_async, on_cpus};
 
 /// Starts CPU `cpu` if needed, before work is posted to it.
 ///
