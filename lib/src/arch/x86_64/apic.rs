@@ -151,6 +151,21 @@ const SOFTWARE_ENABLE: u32 = 1 << 8;
 const COMMAND_PENDING: u32 = 1 << 12;
 /// ICR destination shorthands.
 const TO_SELF: u32 = 0b01 << 18;
+/// ICR destination shorthand: every CPU, this one included (the destination is ignored).
+pub const TO_ALL_INCLUDING_SELF: u32 = 0b10 << 18;
+/// ICR destination shorthand: every CPU but this one (the destination is ignored).
+pub const TO_ALL_EXCLUDING_SELF: u32 = 0b11 << 18;
+/// ICR destination mode logical (bit 11): the destination is matched against each CPU's
+/// LDR (and, in xAPIC mode, DFR's model) instead of its APIC ID.
+pub const DESTINATION_LOGICAL: u32 = 1 << 11;
+/// The xAPIC physical destination that reaches every CPU.
+pub const XAPIC_BROADCAST: u32 = 0xff;
+/// The x2APIC physical destination that reaches every CPU.
+pub const X2APIC_BROADCAST: u32 = 0xffff_ffff;
+/// DFR model flat (bits 31:28 = 1111): an 8-bit LDR mask, one bit per CPU.
+pub const DESTINATION_FORMAT_FLAT: u32 = 0xffff_ffff;
+/// DFR model cluster (bits 31:28 = 0000): LDR bits 31:28 name the cluster, 27:24 the CPUs.
+pub const DESTINATION_FORMAT_CLUSTER: u32 = 0x0fff_ffff;
 /// ICR delivery mode NMI (to a physical destination: the Self shorthand allows only Fixed).
 const DELIVERY_NMI: u32 = 0b100 << 8;
 /// ICR delivery mode INIT.
