@@ -27,6 +27,8 @@ static LISTENING: AtomicBool = AtomicBool::new(false);
 static REQUEST: AtomicU64 = AtomicU64::new(0);
 const REQUESTED: u64 = 1 << 63;
 const CLUSTER: u64 = 1 << 62;
+/// In a request: set the xAPIC ID to bits 7:0 instead of the LDR.
+const SET_ID: u64 = 1 << 61;
 
 fn count(_vector: u8) {
     if let Some(counter) = RECEIVED.get(cpu_index()) {
@@ -39,7 +41,10 @@ fn listen() {
     LISTENING.store(true, Ordering::SeqCst);
     let _ = wait_until(20_000, || {
         let request = REQUEST.load(Ordering::SeqCst);
-        if request & REQUESTED != 0 {
+        if request & REQUESTED != 0 && request & SET_ID != 0 {
+            apic::write(register::ID, (request as u32 & 0xff) << 24);
+            REQUEST.store(0, Ordering::SeqCst);
+        } else if request & REQUESTED != 0 {
             let format = if request & CLUSTER != 0 {
                 apic::DESTINATION_FORMAT_CLUSTER
             } else {
@@ -75,6 +80,11 @@ fn set_logical(cpu: usize, format: u32, logical: u8) {
 /// Sends one fixed IPI and returns what CPU 0 and CPU 1 received: waits until `expected`
 /// arrived (or [`PATIENCE`] passed), then [`SETTLE`] more for anything unexpected.
 fn deliver(destination: u32, command: u32, expected: [u32; 2]) -> [u32; 2] {
+    deliver_and_settle(destination, command, expected, SETTLE / 10)
+}
+
+/// [`deliver`], waiting `settle` milliseconds for unexpected interrupts.
+fn deliver_and_settle(destination: u32, command: u32, expected: [u32; 2], settle: u64) -> [u32; 2] {
     for counter in &RECEIVED {
         counter.store(0, Ordering::SeqCst);
     }
@@ -82,14 +92,14 @@ fn deliver(destination: u32, command: u32, expected: [u32; 2]) -> [u32; 2] {
     let received = || RECEIVED.each_ref().map(|counter| counter.load(Ordering::SeqCst));
     if sent {
         let _ = wait_until(PATIENCE, || received() == expected);
-        let _ = wait_until(SETTLE / 10, || received() != expected);
+        let _ = wait_until(settle, || received() != expected);
     }
     received()
 }
 
-/// Runs `checks` with CPU 1 listening, then restores both CPUs' LDR and DFR.
-fn with_listener(checks: impl FnOnce()) {
-    set_interrupt_handler(VECTOR, Some(count));
+/// Runs `checks` with CPU 1 listening and `handler` on [`VECTOR`].
+fn with_listener(handler: fn(u8), checks: impl FnOnce()) {
+    set_interrupt_handler(VECTOR, Some(handler));
     STOP.store(false, Ordering::SeqCst);
     on_cpu_async(1, listen);
     if !spin_until(PATIENCE, || LISTENING.load(Ordering::SeqCst)) {
@@ -118,7 +128,7 @@ pub fn check_logical() {
     let format = apic::read(register::DESTINATION_FORMAT);
     let logical = apic::read(register::LOGICAL_DESTINATION);
     report_info!("CPU 0: DFR {format:#x}, LDR {logical:#x}");
-    with_listener(|| {
+    with_listener(count, || {
         let flat = apic::DESTINATION_FORMAT_FLAT;
         let cluster = apic::DESTINATION_FORMAT_CLUSTER;
         let logical_ipi = apic::DESTINATION_LOGICAL;
@@ -215,7 +225,7 @@ pub fn check_broadcast() {
         );
         return;
     }
-    with_listener(|| {
+    with_listener(count, || {
         let broadcast = if apic::x2apic_mode() {
             apic::X2APIC_BROADCAST
         } else {
@@ -237,4 +247,76 @@ pub fn check_broadcast() {
             "the all-excluding-self shorthand reaches CPU 1 only (got {got:?})"
         );
     });
+}
+
+/// Each CPU's own xAPIC ID, for the aliasing check's handler to go back to.
+static OWN_ID: [AtomicU32; 2] = [const { AtomicU32::new(0) }; 2];
+
+/// The aliasing check's handler: the next xAPIC ID (after 0xff: the CPU's own), then count.
+fn next_id(vector: u8) {
+    let id = apic::id();
+    let next = if id == 0xff {
+        OWN_ID[cpu_index().min(1)].load(Ordering::SeqCst)
+    } else {
+        id + 1
+    };
+    apic::write(register::ID, next << 24);
+    count(vector);
+}
+
+/// kvm-unit-tests' "IPI to aliased xAPIC physical IDs": with both CPUs' xAPIC IDs equal, a
+/// physical IPI to that ID reaches both. Both start at ID 0 and step their IDs up in the
+/// handler, so that IPIs to 0, 1, ..., 0xff each reach both; after 0xff each CPU goes back to
+/// its own ID. kvm-unit-tests runs it only where CPUID does not advertise x2APIC (KVM's
+/// 32-bit x2APIC ID quirk breaks aliasing otherwise); so does this.
+pub fn check_aliased_ids() {
+    let _prefix = prefix("aliased xAPIC IDs");
+    if cpu_count() != 2 {
+        report_skip!("aliasing needs exactly 2 CPUs (got {})", cpu_count());
+        return;
+    }
+    if apic::x2apic_mode() || vmunit::arch::cpuid::Feature::X2apic.supported() {
+        report_skip!("x2APIC is advertised: KVM's x2APIC API leaves xAPIC ID aliasing alone");
+        return;
+    }
+    OWN_ID[0].store(apic::id(), Ordering::SeqCst);
+    OWN_ID[1].store(vmunit::arch::smp::apic_id_of(1), Ordering::SeqCst);
+    let mut failures = 0;
+    let mut first = None;
+    with_listener(next_id, || {
+        REQUEST.store(REQUESTED | SET_ID, Ordering::SeqCst);
+        let _ = spin_until(PATIENCE, || REQUEST.load(Ordering::SeqCst) == 0);
+        apic::write(register::ID, 0);
+        for destination in 0..=0xffu32 {
+            // No settling: an extra interrupt shows in the next destination's count.
+            let got = deliver_and_settle(destination, 0, [1, 1], 0);
+            if got != [1, 1] {
+                failures += 1;
+                first.get_or_insert((destination, got));
+                // Put both IDs at the next destination again.
+                apic::write(register::ID, (destination + 1) << 24);
+                REQUEST.store(REQUESTED | SET_ID | u64::from(destination + 1), Ordering::SeqCst);
+                let _ = spin_until(PATIENCE, || REQUEST.load(Ordering::SeqCst) == 0);
+            }
+        }
+        // Back to their own IDs, whatever happened.
+        apic::write(register::ID, OWN_ID[0].load(Ordering::SeqCst) << 24);
+        REQUEST.store(
+            REQUESTED | SET_ID | u64::from(OWN_ID[1].load(Ordering::SeqCst)),
+            Ordering::SeqCst,
+        );
+        let _ = spin_until(PATIENCE, || REQUEST.load(Ordering::SeqCst) == 0);
+    });
+    report!(
+        failures == 0,
+        "a physical IPI to each xAPIC ID 0..=0xff reaches both CPUs, which share it ({failures} failed; first {first:?})"
+    );
+    let cpu1 = AtomicU32::new(u32::MAX);
+    vmunit::arch::smp::on_cpu(1, || cpu1.store(apic::id(), Ordering::SeqCst));
+    let ids = [apic::id(), cpu1.load(Ordering::SeqCst)];
+    let own = OWN_ID.each_ref().map(|id| id.load(Ordering::SeqCst));
+    report!(
+        ids == own,
+        "both CPUs have their own xAPIC IDs {own:?} back (got {ids:?})"
+    );
 }

@@ -66,6 +66,7 @@ fn main(args: &[&str]) -> i32 {
     check_timer_mode_change();
     delivery::check_broadcast();
     delivery::check_logical();
+    delivery::check_aliased_ids();
     check_apic_id();
     check_base_transitions();
     check_disable_and_relocate();
