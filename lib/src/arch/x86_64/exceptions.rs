@@ -471,6 +471,9 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
     if crate::catch::record_trap(vector, exception) {
         return;
     }
+    if vector == Vector::NMI || vector.0 >= 32 {
+        INTERRUPTED[cpu_index()].store(frame.rip, Ordering::Relaxed);
+    }
     if vector == Vector::NMI
         && let Some(handler) = registered_handler(vector.0)
     {
@@ -675,6 +678,16 @@ pub fn run_in_user_mode<R, F: FnOnce() -> R>(function: F) -> Result<R, Exception
         Err(exception) => Err(exception),
         Ok(()) => unreachable!("vmunit_enter_user never returns"),
     }
+}
+
+/// Per CPU: the address the latest interrupt or NMI arrived before.
+static INTERRUPTED: [core::sync::atomic::AtomicU64; MAX_CPUS] =
+    [const { core::sync::atomic::AtomicU64::new(0) }; MAX_CPUS];
+
+/// In an interrupt handler (the NMI's too): the address of the instruction the interrupt
+/// arrived before, where the handler returns to. Elsewhere: that of this CPU's latest one.
+pub fn interrupted_address() -> u64 {
+    INTERRUPTED[cpu_index()].load(Ordering::Relaxed)
 }
 
 /// An interrupt number: an IDT vector.
