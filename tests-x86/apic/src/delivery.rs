@@ -1,7 +1,8 @@
 //! Where fixed IPIs land (kvm-unit-tests' apic.c: logical IPIs, physical broadcast): logical
 //! flat and cluster destinations to one CPU or two, the physical broadcast address and the
-//! all-including-self and all-excluding-self shorthands. CPU 1 listens with interrupts
-//! enabled and applies the LDR/DFR the test asks of it; each CPU counts what it receives.
+//! all-including-self and all-excluding-self shorthands, and aliased xAPIC physical IDs. CPU 1
+//! listens with interrupts enabled and applies the LDR/DFR (or ID) the test asks of it; each
+//! CPU counts what it receives.
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
@@ -36,10 +37,10 @@ fn count(_vector: u8) {
     }
 }
 
-/// CPU 1's job: interrupts on, apply LDR/DFR requests, until [`STOP`] (or 20 s pass).
+/// CPU 1's job: interrupts on, apply LDR/DFR/ID requests, until [`STOP`] (or 60 s pass).
 fn listen() {
     LISTENING.store(true, Ordering::SeqCst);
-    let _ = wait_until(20_000, || {
+    let _ = wait_until(60_000, || {
         let request = REQUEST.load(Ordering::SeqCst);
         if request & REQUESTED != 0 && request & SET_ID != 0 {
             apic::write(register::ID, (request as u32 & 0xff) << 24);
