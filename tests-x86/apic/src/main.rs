@@ -23,6 +23,8 @@ use vmunit::arch::{interrupts, set_interrupt_handler};
 use vmunit::time::{spin_until, wait_until};
 use vmunit::{Vector, known_failure, report, report_skip, report_summary};
 
+mod delivery;
+
 vmunit::main!(main);
 
 const SELF_VECTOR: u8 = 0x40;
@@ -32,9 +34,9 @@ const TIMER_VECTOR: u8 = 0x42;
 const MASKED_VECTOR: u8 = 0x50;
 
 /// Milliseconds to wait for an interrupt that must come.
-const PATIENCE: u64 = 500;
+pub(crate) const PATIENCE: u64 = 500;
 /// Milliseconds to wait for one that must not come (delivery takes microseconds).
-const SETTLE: u64 = 50;
+pub(crate) const SETTLE: u64 = 50;
 
 /// The CPU that handled the remote IPI, plus one (0: none yet).
 static REMOTE_CPU: AtomicUsize = AtomicUsize::new(0);
@@ -58,9 +60,17 @@ fn main(args: &[&str]) -> i32 {
     check_task_priority();
     check_remote_ipi();
     check_nmi();
+    check_nmi_after_sti();
+    check_multiple_nmi();
     check_init();
     check_timer();
+    check_one_shot_never_early();
     check_timer_mode_change();
+    delivery::check_broadcast();
+    delivery::check_logical();
+    delivery::check_aliased_ids();
+    check_apic_id();
+    check_base_transitions();
     check_disable_and_relocate();
     if x2apic {
         check_x2apic_rules();
@@ -715,4 +725,377 @@ fn check_timer() {
         },
     );
     apic::write(register::TIMER, apic::MASKED);
+}
+
+/// TSC at the last one-shot timer interrupt.
+static FIRED_AT: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// kvm-unit-tests' "APIC LVT timer one shot": with the divider at 1, a one-shot count of
+/// `interval` takes at least `interval` TSC ticks (the TSC runs at least as fast as the APIC
+/// timer's clock on every modern processor and under QEMU and KVM, whose APIC timer counts
+/// nanoseconds). Several rounds and lengths, each interrupting once and never early.
+fn check_one_shot_never_early() {
+    let _prefix = vmunit::prefix("one-shot timer");
+    set_interrupt_handler(TIMER_VECTOR, Some(|_| FIRED_AT.store(rdtsc(), Ordering::SeqCst)));
+    apic::write(register::TIMER_DIVIDE, 0b1011); // divide by 1
+    apic::write(register::TIMER, u32::from(TIMER_VECTOR)); // one-shot, unmasked
+    let mut early = None;
+    let mut missed = None;
+    let rounds: &[u32] = &[0x10000, 0x10000, 0x10000, 0x40000, 0x100000, 0x1000];
+    for &interval in rounds {
+        FIRED_AT.store(0, Ordering::SeqCst);
+        let start = rdtsc();
+        apic::write(register::TIMER_INITIAL_COUNT, interval);
+        if !wait_until(PATIENCE, || FIRED_AT.load(Ordering::SeqCst) != 0) {
+            missed.get_or_insert(interval);
+            continue;
+        }
+        let elapsed = FIRED_AT.load(Ordering::SeqCst).wrapping_sub(start);
+        if elapsed < u64::from(interval) && early.is_none() {
+            early = Some((interval, elapsed));
+        }
+    }
+    apic::write(register::TIMER, apic::MASKED);
+    apic::write(register::TIMER_INITIAL_COUNT, 0);
+    set_interrupt_handler(TIMER_VECTOR, None);
+    report!(
+        missed.is_none(),
+        "each of {} one-shot counts {rounds:x?} interrupts (first missing: {missed:x?})",
+        rounds.len()
+    );
+    report!(
+        early.is_none(),
+        "no one-shot count of N interrupts before N TSC ticks have passed (first early: {early:x?})"
+    );
+}
+
+/// kvm-unit-tests' APIC ID checks, on CPU 1: the xAPIC ID matches CPUID.1:EBX[31:24] and can
+/// be written (the write may be ignored); the x2APIC ID matches CPUID.0BH:EDX, its low byte
+/// the xAPIC ID, and WRMSR to it raises #GP; back in xAPIC mode the ID is the initial one.
+fn check_apic_id() {
+    let _prefix = vmunit::prefix("APIC ID");
+    if cpu_count() < 2 {
+        report_skip!("the APIC ID checks run on CPU 1: smp >= 2");
+        return;
+    }
+    /// What CPU 1 saw, in order: initial xAPIC ID, xAPIC ID, ID after writing ID + 1, x2APIC
+    /// ID (u32::MAX: none), CPUID.0BH:EDX, whether WRMSR to the x2APIC ID raised #GP (1) or
+    /// not (0; 2: not tried), xAPIC ID after the return from x2APIC mode.
+    static SEEN: [AtomicU32; 7] = [const { AtomicU32::new(u32::MAX) }; 7];
+    let x2apic_supported = Feature::X2apic.supported();
+    let leaf_0b = cpuid(0, 0).eax >= 0xb;
+    on_cpu(1, move || {
+        let started_in_x2apic = apic::x2apic_mode();
+        if started_in_x2apic {
+            let _ = apic::try_return_to_xapic();
+        }
+        let id = apic::id();
+        SEEN[0].store(cpuid(1, 0).ebx >> 24, Ordering::SeqCst);
+        SEEN[1].store(id, Ordering::SeqCst);
+        apic::write(register::ID, (id + 1) << 24);
+        SEEN[2].store(apic::id(), Ordering::SeqCst);
+        apic::write(register::ID, id << 24);
+        if x2apic_supported && apic::try_enable_x2apic().is_ok() {
+            SEEN[3].store(apic::id(), Ordering::SeqCst);
+            if leaf_0b {
+                SEEN[4].store(cpuid(0xb, 0).edx, Ordering::SeqCst);
+            }
+            let write = try_wrmsr(apic::msr_of(register::ID), u64::from(id + 1));
+            SEEN[5].store(
+                u32::from(matches!(write, Err(e) if e.vector == Vector::GP)),
+                Ordering::SeqCst,
+            );
+            let _ = apic::try_return_to_xapic();
+        } else {
+            SEEN[5].store(2, Ordering::SeqCst);
+        }
+        SEEN[6].store(apic::id(), Ordering::SeqCst);
+        if apic::id() != id {
+            apic::write(register::ID, id << 24);
+        }
+        if started_in_x2apic {
+            let _ = apic::try_enable_x2apic();
+        }
+    });
+    let seen = SEEN.each_ref().map(|value| value.load(Ordering::SeqCst));
+    let [initial, id, written, x2apic_id, leaf_id, write_gp, after] = seen;
+    report!(
+        id == initial,
+        "CPU 1's xAPIC ID matches CPUID.1:EBX[31:24] {initial} (got {id})"
+    );
+    report!(
+        written == id || written == id + 1,
+        "CPU 1's xAPIC ID can be written: {} reads {id} or {} (got {written})",
+        id + 1,
+        id + 1
+    );
+    if write_gp == 2 {
+        report_skip!("x2APIC ID checks: x2APIC is not available");
+    } else {
+        report!(
+            write_gp == 1,
+            "WRMSR to the x2APIC ID register raises #GP: it is read-only"
+        );
+        report!(
+            x2apic_id & 0xff == initial,
+            "the x2APIC ID's low byte is the xAPIC ID {initial} (got {x2apic_id:#x})"
+        );
+        if leaf_0b {
+            report!(
+                x2apic_id == leaf_id,
+                "the x2APIC ID matches CPUID.0BH:EDX {leaf_id:#x} (got {x2apic_id:#x})"
+            );
+        }
+    }
+    report!(
+        after == initial,
+        "after a reset to xAPIC mode the xAPIC ID is the initial {initial} (got {after})"
+    );
+}
+
+/// kvm-unit-tests' IA32_APIC_BASE mode transitions (SDM Vol. 3, Figure 11-27): xAPIC to
+/// x2APIC and any mode to disabled are legal, and so is disabled to xAPIC; x2APIC straight to
+/// xAPIC, disabled straight to x2APIC, and EXTD without EN from any mode raise #GP. Without
+/// x2APIC, EXTD raises #GP. The CPU ends in the mode it started in.
+fn check_base_transitions() {
+    let _prefix = vmunit::prefix("APIC base modes");
+    let Ok(original) = try_rdmsr(msr::IA32_APIC_BASE) else {
+        report!(false, "IA32_APIC_BASE can be read");
+        return;
+    };
+    let enable = ApicBaseFlags::LAPIC_ENABLE.bits();
+    let extended = ApicBaseFlags::X2APIC_ENABLE.bits();
+    let base = original & !(enable | extended);
+    let (disabled, xapic, invalid, x2apic) = (base, base | enable, base | extended, base | enable | extended);
+    let name = |value: u64| match value & (enable | extended) {
+        0 => "disabled",
+        bits if bits == enable => "xAPIC",
+        bits if bits == extended => "EXTD without EN",
+        _ => "x2APIC",
+    };
+    // A transition from `from` (reached through legal steps) to `to`; an illegal write that
+    // wrongly succeeds is undone through the disabled state.
+    let step = |from: u64, to: u64, legal: bool| {
+        let result = apic::try_write_base(to);
+        apic::resynchronize();
+        let now = try_rdmsr(msr::IA32_APIC_BASE).unwrap_or(0);
+        if legal {
+            report!(
+                result.is_ok() && now == to,
+                "{} to {}: succeeds (got {result:x?}, IA32_APIC_BASE {now:#x})",
+                name(from),
+                name(to)
+            );
+        } else {
+            report!(
+                matches!(result, Err(e) if e.vector == Vector::GP) && now == from,
+                "{} to {}: #GP, the mode stays (got {result:x?}, IA32_APIC_BASE {now:#x})",
+                name(from),
+                name(to)
+            );
+            if now != from {
+                let _ = apic::try_write_base(disabled);
+                let _ = apic::try_write_base(from & !extended);
+                if from & extended != 0 {
+                    let _ = apic::try_write_base(from);
+                }
+                apic::resynchronize();
+            }
+        }
+    };
+    // To xAPIC mode first, the legal way.
+    if original & extended != 0 {
+        let _ = apic::try_return_to_xapic();
+    }
+    if Feature::X2apic.supported() {
+        step(xapic, x2apic, true);
+        step(x2apic, invalid, false);
+        step(x2apic, xapic, false);
+        step(x2apic, disabled, true);
+        step(disabled, invalid, false);
+        step(disabled, x2apic, false);
+        step(disabled, xapic, true);
+        step(xapic, invalid, false);
+        step(xapic, disabled, true);
+        step(disabled, xapic, true);
+    } else {
+        step(xapic, x2apic, false);
+        step(xapic, invalid, false);
+    }
+    if original & extended != 0 {
+        let _ = apic::try_enable_x2apic();
+    }
+    apic::resynchronize();
+    report!(
+        try_rdmsr(msr::IA32_APIC_BASE) == Ok(original),
+        "IA32_APIC_BASE is back to {original:#x}"
+    );
+}
+
+/// How many NMIs the NMI-after-STI check sends (kvm-unit-tests: 30000; kvm_pvm takes about
+/// 8 ms for each).
+const STI_NMI_ROUNDS: u32 = 1000;
+
+/// kvm-unit-tests' "nmi-after-sti": CPU 1 loops on STI; NOP; NOP; CLI while CPU 0 sends it
+/// NMIs one after another; none is delivered in the STI shadow (before the first NOP). The
+/// SDM lets a processor block NMIs there (Vol. 3, 6.8.3) and VMX requires it of a hypervisor
+/// that injects one; KVM waits for the shadow to end, and kvm-unit-tests checks it.
+fn check_nmi_after_sti() {
+    let _prefix = vmunit::prefix("NMI after STI");
+    if cpu_count() < 2 {
+        report_skip!("NMIs to a CPU in an STI loop need smp >= 2");
+        return;
+    }
+    static SHADOW: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+    static IN_SHADOW: AtomicU32 = AtomicU32::new(0);
+    static AFTER_SHADOW: AtomicU32 = AtomicU32::new(0);
+    static TAKEN: AtomicU32 = AtomicU32::new(0);
+    static STOP: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    STOP.store(false, Ordering::SeqCst);
+    TAKEN.store(0, Ordering::SeqCst);
+    IN_SHADOW.store(0, Ordering::SeqCst);
+    AFTER_SHADOW.store(0, Ordering::SeqCst);
+    SHADOW.store(0, Ordering::SeqCst);
+    set_interrupt_handler(
+        Vector::NMI.0,
+        Some(|_| {
+            let shadow = SHADOW.load(Ordering::SeqCst);
+            match vmunit::arch::interrupted_address() {
+                address if address == shadow => IN_SHADOW.fetch_add(1, Ordering::SeqCst),
+                // The second NOP: right after the shadow (NOP is one byte).
+                address if address == shadow + 1 => AFTER_SHADOW.fetch_add(1, Ordering::SeqCst),
+                _ => 0,
+            };
+            TAKEN.fetch_add(1, Ordering::SeqCst);
+        }),
+    );
+    let target = vmunit::arch::smp::apic_id_of(1);
+    on_cpu_async(1, || {
+        SHADOW.store(
+            vmunit::arch::probes::interrupt_window_with_shadow_address(),
+            Ordering::SeqCst,
+        );
+        while !STOP.load(Ordering::SeqCst) {
+            vmunit::arch::probes::interrupt_window_with_shadow_address();
+        }
+    });
+    let ready = spin_until(PATIENCE, || SHADOW.load(Ordering::SeqCst) != 0);
+    let mut sent = 0;
+    if ready {
+        for _ in 0..STI_NMI_ROUNDS {
+            let before = TAKEN.load(Ordering::SeqCst);
+            if !apic::send_nmi(target) || !spin_until(PATIENCE, || TAKEN.load(Ordering::SeqCst) != before) {
+                break;
+            }
+            sent += 1;
+        }
+    }
+    STOP.store(true, Ordering::SeqCst);
+    vmunit::time::delay(1);
+    set_interrupt_handler(Vector::NMI.0, None);
+    report!(
+        ready && sent == STI_NMI_ROUNDS && TAKEN.load(Ordering::SeqCst) == STI_NMI_ROUNDS,
+        "CPU 1 in an STI; NOP; NOP; CLI loop takes each of {STI_NMI_ROUNDS} NMIs once (sent {sent}, taken {})",
+        TAKEN.load(Ordering::SeqCst)
+    );
+    vmunit::report_info!(
+        "{} NMIs arrived right after the shadow, before the second NOP",
+        AFTER_SHADOW.load(Ordering::SeqCst)
+    );
+    report!(
+        IN_SHADOW.load(Ordering::SeqCst) == 0,
+        "no NMI is delivered in the STI shadow, at {:#x} (got {})",
+        SHADOW.load(Ordering::SeqCst),
+        IN_SHADOW.load(Ordering::SeqCst)
+    );
+}
+
+/// How many rounds the multiple-NMI check runs (kvm-unit-tests: 100000; a round takes about
+/// 0.1 s under kvm_pvm).
+const MULTIPLE_NMI_ROUNDS: u32 = 50;
+/// The vector CPU 1 sends after its NMI, to tell CPU 0 the NMI has arrived.
+const FLUSH_VECTOR: u8 = 0x44;
+
+/// kvm-unit-tests' "multiple nmi": in each round CPU 1 sends CPU 0 an NMI while CPU 0 sends
+/// itself one, then CPU 1 sends a fixed interrupt behind its NMI; by the time that interrupt
+/// arrives CPU 0 has taken both NMIs. Two NMIs arriving together are both delivered under
+/// KVM, which queues one behind the one being injected; the SDM does not promise it (an NMI
+/// arriving while another is pending may be lost), and QEMU's TCG keeps one NMI request flag:
+/// the check is KVM's, skipped under TCG.
+fn check_multiple_nmi() {
+    let _prefix = vmunit::prefix("multiple NMI");
+    if cpu_count() < 2 {
+        report_skip!("NMIs from two CPUs need smp >= 2");
+        return;
+    }
+    if is_tcg() {
+        report_skip!("two NMIs at once both delivered is KVM's queueing, not TCG's (one NMI flag)");
+        return;
+    }
+    static RECEIVED: AtomicU32 = AtomicU32::new(0);
+    static FLUSHED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    static GO: AtomicU32 = AtomicU32::new(0);
+    static SENT: AtomicU32 = AtomicU32::new(0);
+    static DONE: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+    for counter in [&RECEIVED, &GO, &SENT] {
+        counter.store(0, Ordering::SeqCst);
+    }
+    DONE.store(false, Ordering::SeqCst);
+    set_interrupt_handler(
+        Vector::NMI.0,
+        Some(|_| {
+            RECEIVED.fetch_add(1, Ordering::SeqCst);
+        }),
+    );
+    set_interrupt_handler(FLUSH_VECTOR, Some(|_| FLUSHED.store(true, Ordering::SeqCst)));
+    let me = apic::id();
+    on_cpu_async(1, move || {
+        let mut round = 0;
+        loop {
+            // Wait for CPU 0 to start the next round (or to end them).
+            if !spin_until(2 * PATIENCE, || {
+                GO.load(Ordering::SeqCst) > round || DONE.load(Ordering::SeqCst)
+            }) || DONE.load(Ordering::SeqCst)
+            {
+                return;
+            }
+            round += 1;
+            apic::send_nmi(me);
+            apic::send_ipi(me, FLUSH_VECTOR);
+            SENT.store(round, Ordering::SeqCst);
+        }
+    });
+    let mut histogram = [0u32; 4];
+    let mut first_wrong = None;
+    let mut completed = 0;
+    for round in 1..=MULTIPLE_NMI_ROUNDS {
+        RECEIVED.store(0, Ordering::SeqCst);
+        FLUSHED.store(false, Ordering::SeqCst);
+        GO.store(round, Ordering::SeqCst);
+        apic::send_nmi(me);
+        let flushed = wait_until(PATIENCE, || FLUSHED.load(Ordering::SeqCst))
+            && spin_until(PATIENCE, || SENT.load(Ordering::SeqCst) == round);
+        if !flushed {
+            break;
+        }
+        // An NMI latched behind the handler comes right after its IRET, before this read.
+        let received = RECEIVED.load(Ordering::SeqCst);
+        histogram[(received as usize).min(3)] += 1;
+        if received != 2 && first_wrong.is_none() {
+            first_wrong = Some((round, received));
+        }
+        completed = round;
+    }
+    DONE.store(true, Ordering::SeqCst);
+    vmunit::time::delay(1);
+    set_interrupt_handler(Vector::NMI.0, None);
+    set_interrupt_handler(FLUSH_VECTOR, None);
+    report!(
+        completed == MULTIPLE_NMI_ROUNDS,
+        "{MULTIPLE_NMI_ROUNDS} rounds of an NMI from CPU 1 and a self-NMI complete (completed {completed})"
+    );
+    report!(
+        first_wrong.is_none(),
+        "each round delivers both NMIs before CPU 1's interrupt behind its NMI (rounds by NMI count 0..3: {histogram:?}; first wrong {first_wrong:?})"
+    );
 }

@@ -4,6 +4,9 @@
 //! (TCG, or hardware KVM, unless a comment says otherwise) and shows the defect under kvm_pvm:
 //! a FAIL line, or a "KVM internal error" that the runner reports as a hypervisor error.
 //!
+//! The `x2apic_*` subtests show defects of QEMU's TCG x2APIC instead: they fail under TCG and
+//! pass under KVM.
+//!
 //! The x86 SSE, XGETBV/XSETBV and CLWB defects have crates of their own (sse-instruction,
 //! xgetbv-xsetbv, clwb).
 #![no_std]
@@ -480,5 +483,106 @@ fn sysret_returns_to_compatibility_mode() {
         "the 32-bit SYSRET resumes the 32-bit code: #UD at {:#x}, not {:#x} (64-bit mode) (got {result:x?})",
         addresses.compatibility_ud2,
         addresses.after_syscall
+    );
+}
+
+/// Switches to x2APIC mode for the x2APIC reproducers (their entries run with +x2apic);
+/// false, with a SKIP, where it cannot.
+fn enter_x2apic() -> bool {
+    if !Feature::X2apic.supported() {
+        report_skip!("x2APIC: CPUID.1:ECX[21] is clear; run with -cpu ...,+x2apic");
+        return false;
+    }
+    let switched = apic::try_enable_x2apic();
+    report!(
+        switched.is_ok(),
+        "the APIC switches to x2APIC mode (got {switched:x?})"
+    );
+    switched.is_ok()
+}
+
+/// WRMSR to a read-only x2APIC register (the version register) raises #GP (SDM Vol. 3,
+/// 11.12.1.2; QEMU's TCG ignores the write: hw/intc/apic.c `apic_register_write`).
+#[vmunit::test]
+fn x2apic_read_only_write_raises_general_protection() {
+    if !enter_x2apic() {
+        return;
+    }
+    let index = apic::msr_of(apic::register::VERSION);
+    let result = try_wrmsr(index, 0);
+    report!(
+        matches!(result, Err(e) if e.vector == Vector::GP),
+        "WRMSR({index:#x} version, 0) raises #GP (got {result:x?})"
+    );
+}
+
+/// WRMSR of a value with bits 63:32 set to an x2APIC register other than the ICR raises #GP
+/// (SDM Vol. 3, 11.12.1.2; QEMU's TCG takes the low half: hw/intc/apic.c).
+#[vmunit::test]
+fn x2apic_high_bits_raise_general_protection() {
+    if !enter_x2apic() {
+        return;
+    }
+    let index = apic::msr_of(apic::register::TASK_PRIORITY);
+    let value = 1 << 32;
+    let result = try_wrmsr(index, value);
+    let _ = try_wrmsr(index, 0);
+    report!(
+        matches!(result, Err(e) if e.vector == Vector::GP),
+        "WRMSR({index:#x} TPR, {value:#x}) raises #GP (got {result:x?})"
+    );
+}
+
+/// RDMSR of the write-only x2APIC EOI register raises #GP (SDM Vol. 3, Table 11-6; QEMU's
+/// TCG reads 0: hw/intc/apic.c `apic_register_read`).
+#[vmunit::test]
+fn x2apic_end_of_interrupt_read_raises_general_protection() {
+    if !enter_x2apic() {
+        return;
+    }
+    let index = apic::msr_of(apic::register::END_OF_INTERRUPT);
+    let result = try_rdmsr(index);
+    report!(
+        matches!(result, Err(e) if e.vector == Vector::GP),
+        "RDMSR({index:#x} EOI) raises #GP (got {result:x?})"
+    );
+}
+
+/// The x2APIC ICR reads back all 64 bits written, the destination in bits 63:32 (QEMU's TCG
+/// reads only bits 31:0: hw/intc/apic.c `apic_register_read` returns `icr[0]`).
+#[vmunit::test]
+fn x2apic_command_reads_back_destination() {
+    if !enter_x2apic() {
+        return;
+    }
+    let index = apic::msr_of(apic::register::COMMAND_LOW);
+    // A fixed IPI on vector 0x40 to an x2APIC ID no CPU has: it goes nowhere.
+    let value = (0xffff_fff0u64 << 32) | 0x40;
+    let write = try_wrmsr(index, value);
+    let read = try_rdmsr(index);
+    report!(
+        write.is_ok() && read == Ok(value),
+        "WRMSR({index:#x} ICR, {value:#x}) reads back {value:#x} (WRMSR {write:x?}, read {read:x?})"
+    );
+}
+
+/// The xAPIC-only APR and ICR-high offsets have no x2APIC MSR: RDMSR of 0x809 and 0x831 and
+/// WRMSR of 0x809 raise #GP (SDM Vol. 3, Table 11-6; QEMU's TCG answers them:
+/// hw/intc/apic.c).
+#[vmunit::test]
+fn x2apic_xapic_only_registers_raise_general_protection() {
+    if !enter_x2apic() {
+        return;
+    }
+    let arbitration = apic::msr_of(apic::register::ARBITRATION_PRIORITY);
+    let command_high = apic::msr_of(apic::register::COMMAND_HIGH);
+    let reads = [try_rdmsr(arbitration), try_rdmsr(command_high)];
+    let write = try_wrmsr(arbitration, 0);
+    report!(
+        reads
+            .iter()
+            .all(|read| matches!(read, Err(e) if e.vector == Vector::GP))
+            && matches!(write, Err(e) if e.vector == Vector::GP),
+        "RDMSR({arbitration:#x} APR), RDMSR({command_high:#x} ICR high) and WRMSR({arbitration:#x}, 0) raise #GP (got {reads:x?}, {write:x?})"
     );
 }

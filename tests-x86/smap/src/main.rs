@@ -12,12 +12,12 @@
 #![no_main]
 
 use vmunit::arch::access::{
-    AccessFlag, DATA_SEGMENT_DESCRIPTOR, stac_clac, try_call_with, try_load_fs_from_ldt, try_read_with,
-    try_stac_clac, try_write_with,
+    AccessFlag, DATA_SEGMENT_DESCRIPTOR, stac_clac, try_call_with, try_load_fs_from_ldt, try_push_with,
+    try_read_with, try_stac_clac, try_write_with,
 };
 use vmunit::arch::control::{Cr0Flags, Cr4Flags, read_cr0, read_cr4, try_write_cr0, try_write_cr4};
 use vmunit::arch::cpuid::{Feature, is_tcg};
-use vmunit::arch::instructions::try_call_return;
+use vmunit::arch::instructions::{try_call_return, try_invlpg};
 
 use vmunit::arch::page_fault::{FETCH, PRESENT, WRITE};
 use vmunit::arch::run_in_user_mode;
@@ -234,6 +234,10 @@ fn smap_enabled() {
         },
     );
 
+    for invalidate in [false, true] {
+        accesses_with_and_without_invlpg(&data, &kernel, &code, invalidate);
+    }
+
     write_protect_off(&read_only);
 
     let cleared = try_set_cr4_bit(Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION.bits(), false);
@@ -325,5 +329,79 @@ fn smep_enabled(smap: bool) {
     report!(
         cleared == Ok(true) && fetch.is_ok(),
         "with CR4.SMEP clear again, CPL 0 runs code on a user page (got {cleared:x?}, {fetch:x?})"
+    );
+}
+
+/// kvm-unit-tests' smap loop, run twice: the second time (`invalidate`) with INVLPG of the
+/// page before each access, so that the checks run on fresh TLB entries too. CR4.SMAP is set.
+/// A supervisor page is written; a user page is read and written with AC set and faults with
+/// AC clear; a PUSH onto a stack in a user page works with AC set and faults with AC clear;
+/// code on a user page still runs.
+fn accesses_with_and_without_invlpg(data: &TestPage, kernel: &TestPage, code: &TestPage, invalidate: bool) {
+    let _prefix = prefix(if invalidate {
+        "with INVLPG"
+    } else {
+        "without INVLPG"
+    });
+    let set_flag = access_flag_setter();
+    let stack = TestPage::new();
+    stack.map(USER_READ_WRITE);
+    let flush = |page: &TestPage| {
+        if invalidate {
+            let _ = try_invlpg(page.address());
+        }
+    };
+    flush(kernel);
+    let own = kernel.try_write(8, 42).and_then(|()| kernel.try_read(8));
+    report!(own == Ok(42), "a write to a supervisor page works (got {own:x?})");
+    let _ = try_write_with(set_flag, data, 8, 42);
+    flush(data);
+    let read = try_read_with(set_flag, data, 8);
+    report!(
+        read == Ok(42),
+        "a read from a user page with AC=1 works (got {read:x?})"
+    );
+    flush(data);
+    let read = try_read_with(AccessFlag::Clear, data, 8);
+    report!(
+        page_fault(&read, data.address() + 8, PRESENT),
+        "a read from a user page with AC=0 raises #PF (P) (got {read:x?})"
+    );
+    flush(data);
+    let write = try_write_with(set_flag, data, 8, 43);
+    let after = try_read_with(set_flag, data, 8);
+    report!(
+        write.is_ok() && after == Ok(43),
+        "a write to a user page with AC=1 works (got {write:x?}, then {after:x?})"
+    );
+    flush(data);
+    let write = try_write_with(AccessFlag::Clear, data, 8, 44);
+    let after = try_read_with(set_flag, data, 8);
+    report!(
+        page_fault(&write, data.address() + 8, PRESENT | WRITE) && after == Ok(43),
+        "a write to a user page with AC=0 raises #PF (P|W) and stores nothing (got {write:x?}, then {after:x?})"
+    );
+    let top = 0x800;
+    let slot = stack.address() + top - 8;
+    let _ = try_write_with(set_flag, &stack, top - 8, u64::MAX);
+    flush(&stack);
+    let push = try_push_with(set_flag, &stack, top, 44);
+    let after = try_read_with(set_flag, &stack, top - 8);
+    report!(
+        push.is_ok() && after == Ok(44),
+        "a PUSH onto a user-page stack with AC=1 works (got {push:x?}, then {after:x?})"
+    );
+    flush(&stack);
+    let push = try_push_with(AccessFlag::Clear, &stack, top, 45);
+    let after = try_read_with(set_flag, &stack, top - 8);
+    report!(
+        page_fault(&push, slot, PRESENT | WRITE) && after == Ok(44),
+        "a PUSH onto a user-page stack with AC=0 raises #PF (P|W) at {slot:#x} and stores nothing (got {push:x?}, then {after:x?})"
+    );
+    flush(code);
+    let fetch = try_call_return(code, 0);
+    report!(
+        fetch.is_ok(),
+        "code on a user page runs with AC=0: SMAP does not cover fetches (got {fetch:x?})"
     );
 }

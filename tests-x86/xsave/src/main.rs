@@ -4,6 +4,8 @@
 //! raise #UD. With it set, XCR0 takes x87|SSE (and |YMM with AVX) and refuses with #GP a clear
 //! x87 bit, YMM without SSE, unsupported bits and unknown XCRs; XGETBV(1) follows XINUSE; AVX
 //! runs only while XCR0 enables YMM; XSAVE/XRSTOR save, restore and initialise SSE state.
+//! Also kvm-unit-tests' YMM sweep (16 register pairs, VMOVDQA and VMOVNTDQ{A}), XSETBV/XGETBV
+//! ignoring RCX[63:32], and YMM state kept while XCR0.YMM is clear.
 //!
 //! Under this project's kvm_pvm, XGETBV, XSETBV, SSE, AVX and XSAVE stop the VM ("KVM internal
 //! error"): those checks are skipped there with the reason, the CR4 and CPUID checks still run.
@@ -17,10 +19,11 @@ use alloc::vec::Vec;
 use vmunit::arch::control::{Cr4Flags, read_cr0, read_cr4, try_write_cr0, try_write_cr4};
 use vmunit::arch::cpuid::{Feature, cpuid, is_tcg};
 use vmunit::arch::fpu::{
-    self, MXCSR_DEFAULT, XsaveArea, area_offset, component, supported_xcr0, try_copy_through_ymm,
-    try_enable_sse, try_read_xmm0, try_set_osxsave, try_write_xmm0, try_xrstor, try_xsave,
+    self, MXCSR_DEFAULT, XsaveArea, YMM_PAIRS, Ymm, YmmMove, area_offset, component, supported_xcr0,
+    try_copy_through_ymm, try_enable_sse, try_move_through_ymm_pair, try_read_xmm0, try_read_xmm1,
+    try_read_ymm1, try_set_osxsave, try_write_xmm0, try_write_ymm1, try_xrstor, try_xsave,
 };
-use vmunit::arch::instructions::{try_xgetbv, try_xsetbv};
+use vmunit::arch::instructions::{rdtsc, try_xgetbv, try_xgetbv_rcx, try_xsetbv, try_xsetbv_rcx};
 use vmunit::environment::instruction_emulating_kvm;
 use vmunit::{Exception, Vector, known_failure, prefix, report, report_info, report_skip};
 
@@ -154,7 +157,10 @@ fn xsave_enabled() {
     let sse = try_enable_sse();
     report!(sse.is_ok(), "SSE can be enabled in CR0/CR4 (got {sse:x?})");
     legal_xcr0_values(supported);
+    xcr_index_high_bits(supported);
     avx(supported);
+    ymm_registers(supported);
+    ymm_kept_across_xcr0(supported);
     illegal_xcr0_values(supported);
     unsupported_xcrs();
     xinuse();
@@ -375,4 +381,109 @@ fn save_and_restore() {
         raises(&invalid, Vector::GP),
         "XRSTOR with XSTATE_BV bit YMM set outside XCR0 = x87|SSE raises #GP (got {invalid:x?})"
     );
+}
+
+/// kvm-unit-tests' test_write_xcr0: XSETBV and XGETBV ignore RCX[63:32], so an index of 0
+/// with garbage above bit 31 writes and reads XCR0 (SDM Vol. 2, XGETBV/XSETBV).
+fn xcr_index_high_bits(supported: u64) {
+    let _prefix = prefix("RCX[63:32]");
+    let mut values = alloc::vec![component::X87, X87_SSE];
+    if supported & component::YMM != 0 {
+        values.push(X87_SSE | component::YMM);
+    }
+    for value in values {
+        let alias = (rdtsc() | 1) << 32;
+        let set = try_xsetbv_rcx(alias, value);
+        let read = try_xgetbv_rcx(alias);
+        let xcr0 = try_xgetbv(0);
+        report!(
+            set.is_ok() && read == Ok(value) && xcr0 == Ok(value),
+            "XSETBV and XGETBV with RCX {alias:#x} write and read XCR0 = {value:#x} (got {set:x?}, {read:x?}, XGETBV(0) {xcr0:x?})"
+        );
+    }
+    let _ = try_xsetbv(0, X87_SSE);
+}
+
+/// 32 bytes that differ from run to run (kvm-unit-tests fills its buffers from RDTSC).
+fn random_ymm() -> Ymm {
+    let mut state = rdtsc() | 1;
+    Ymm(core::array::from_fn(|_| {
+        // xorshift64
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 24) as u8
+    }))
+}
+
+/// kvm-unit-tests' test_avx_vmovdqa: each of 16 register pairs carries 32 bytes through
+/// VMOVDQA (load, register to register, store) and VMOVNTDQA/VMOVNTDQ, with XCR0 enabling
+/// YMM state.
+fn ymm_registers(supported: u64) {
+    let _prefix = prefix("YMM registers");
+    if supported & component::YMM == 0 || !Feature::Avx.supported() {
+        report_skip!("CPUID advertises no AVX or no YMM state (XCR0 support {supported:#x})");
+        return;
+    }
+    let set = try_xsetbv(0, X87_SSE | component::YMM);
+    report!(set.is_ok(), "XCR0 = x87|SSE|YMM (got {set:x?})");
+    for pair in YMM_PAIRS {
+        for (kind, name) in [
+            (YmmMove::Aligned, "VMOVDQA"),
+            (YmmMove::NonTemporal, "VMOVNTDQA/VMOVNTDQ"),
+        ] {
+            let source = random_ymm();
+            let copy = try_move_through_ymm_pair(pair, kind, &source);
+            let detail = if copy == Ok(source) {
+                alloc::string::String::new()
+            } else {
+                alloc::format!(" (sent {:02x?}, got {copy:02x?})", source.0)
+            };
+            report!(
+                copy == Ok(source),
+                "{name} carries 32 random bytes through YMM{} and YMM{}{detail}",
+                pair.0,
+                pair.1
+            );
+        }
+    }
+    let _ = try_xsetbv(0, X87_SSE);
+}
+
+/// Clearing XCR0.YMM keeps AVX state: the processor preserves it unmodified (SDM Vol. 1,
+/// 13.3, XCR0[2]) while AVX instructions raise #UD and SSE ones still see the low halves;
+/// setting XCR0.YMM again gives back the whole 256-bit value.
+fn ymm_kept_across_xcr0(supported: u64) {
+    let _prefix = prefix("YMM across XCR0");
+    if supported & component::YMM == 0 || !Feature::Avx.supported() {
+        report_skip!("CPUID advertises no AVX or no YMM state (XCR0 support {supported:#x})");
+        return;
+    }
+    let value = random_ymm();
+    let low = u128::from_le_bytes(value.0[..16].try_into().unwrap_or([0; 16]));
+    let enabled = try_xsetbv(0, X87_SSE | component::YMM);
+    let written = try_write_ymm1(&value);
+    report!(
+        enabled.is_ok() && written.is_ok(),
+        "YMM1 is loaded with XCR0 = x87|SSE|YMM (got {enabled:x?}, {written:x?})"
+    );
+    let disabled = try_xsetbv(0, X87_SSE);
+    let xmm = try_read_xmm1();
+    let ymm = try_read_ymm1();
+    report!(
+        disabled.is_ok() && xmm == Ok(low),
+        "with XCR0 = x87|SSE, SSE reads YMM1's low half in XMM1 {low:#x} (got {xmm:x?})"
+    );
+    report!(
+        raises(&ymm, Vector::UD),
+        "with XCR0 = x87|SSE, VMOVDQA from YMM1 raises #UD (got {ymm:x?})"
+    );
+    let enabled = try_xsetbv(0, X87_SSE | component::YMM);
+    let ymm = try_read_ymm1();
+    report!(
+        enabled.is_ok() && ymm == Ok(value),
+        "XCR0.YMM set again: YMM1 still holds all 256 bits, upper half kept (sent {:02x?}, got {ymm:02x?})",
+        value.0
+    );
+    let _ = try_xsetbv(0, X87_SSE);
 }

@@ -104,6 +104,44 @@ pub fn try_call_with(flag: AccessFlag, page: &TestPage, offset: u64) -> Result<(
     with_access_flag(flag, || try_call_return(page, offset))
 }
 
+/// PUSHes `value` with RSP at `offset` in `page` (the push writes the 8 bytes below it),
+/// with RFLAGS.AC as `flag` says and interrupts off, then restores RSP: with CR4.SMAP set, a
+/// push onto a user-page stack is an explicit write, which AC allows (kvm-unit-tests' smap
+/// "write to user stack"). Its #PF is delivered on a stack of its own, since the current one
+/// cannot take the exception frame. Returns the exception if the push faulted.
+///
+/// # Panics
+/// When `offset` is not a multiple of 8 between 8 and the page size.
+pub fn try_push_with(flag: AccessFlag, page: &TestPage, offset: u64, value: u64) -> Result<(), Exception> {
+    assert!(
+        offset.is_multiple_of(8) && (8..=PAGE_SIZE).contains(&offset),
+        "the push must land inside the page"
+    );
+    let top = page.address() + offset;
+    super::exceptions::with_page_fault_stack(|| {
+        x86_64::instructions::interrupts::without_interrupts(|| {
+            with_access_flag(flag, || {
+                catch_exception(|| {
+                    // SAFETY: RSP points into the test page only for the PUSH, with
+                    // interrupts off, and is restored right after; a fault is caught by the
+                    // enclosing catch, which restores RSP itself.
+                    unsafe {
+                        asm!(
+                            "mov {saved}, rsp",
+                            "mov rsp, {top}",
+                            "push {value}",
+                            "mov rsp, {saved}",
+                            saved = out(reg) _,
+                            top = in(reg) top,
+                            value = in(reg) value,
+                        )
+                    };
+                })
+            })
+        })
+    })
+}
+
 /// A 64-bit data-segment descriptor (present, DPL 0, writable, accessed; base 0, limit 4 GiB)
 /// for the local descriptor tables of [`try_load_fs_from_ldt`]. The accessed bit is preset, so
 /// loading it reads the descriptor without writing it back.

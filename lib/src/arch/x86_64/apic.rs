@@ -14,25 +14,133 @@ use super::smp::{MAX_CPUS, cpu_index};
 /// The xAPIC's physical (and, identity mapped, virtual) address.
 pub const BASE: u64 = 0xfee0_0000;
 
-/// xAPIC register offsets (SDM Vol. 3, 11.4.1).
+/// xAPIC register offsets (SDM Vol. 3, 11.4.1, Table 11-1); the x2APIC MSR of each is
+/// [`msr_of`]`(offset)` (Table 11-6).
 #[allow(missing_docs)]
 pub mod register {
     pub const ID: u64 = 0x20;
     pub const VERSION: u64 = 0x30;
     pub const TASK_PRIORITY: u64 = 0x80;
+    /// Arbitration priority: xAPIC only (no x2APIC MSR).
+    pub const ARBITRATION_PRIORITY: u64 = 0x90;
+    pub const PROCESSOR_PRIORITY: u64 = 0xa0;
     pub const END_OF_INTERRUPT: u64 = 0xb0;
+    /// Remote read: xAPIC only (no x2APIC MSR).
+    pub const REMOTE_READ: u64 = 0xc0;
     pub const LOGICAL_DESTINATION: u64 = 0xd0;
+    /// Destination format: xAPIC only (x2APIC has cluster mode alone).
     pub const DESTINATION_FORMAT: u64 = 0xe0;
     pub const SPURIOUS: u64 = 0xf0;
+    /// ISR bits 31:0; the eight registers run to `IN_SERVICE + 0x70`.
     pub const IN_SERVICE: u64 = 0x100;
+    /// TMR bits 31:0; the eight registers run to `TRIGGER_MODE + 0x70`.
     pub const TRIGGER_MODE: u64 = 0x180;
+    /// IRR bits 31:0; the eight registers run to `REQUEST + 0x70`.
     pub const REQUEST: u64 = 0x200;
+    pub const ERROR_STATUS: u64 = 0x280;
+    /// LVT CMCI: exists when the version register counts 7 or more LVT entries.
+    pub const LVT_CMCI: u64 = 0x2f0;
     pub const COMMAND_LOW: u64 = 0x300;
+    /// ICR bits 63:32: xAPIC only (the x2APIC ICR is one 64-bit MSR).
     pub const COMMAND_HIGH: u64 = 0x310;
     pub const TIMER: u64 = 0x320;
+    pub const LVT_THERMAL: u64 = 0x330;
+    pub const LVT_PERFORMANCE: u64 = 0x340;
+    pub const LVT_LINT0: u64 = 0x350;
+    pub const LVT_LINT1: u64 = 0x360;
+    pub const LVT_ERROR: u64 = 0x370;
     pub const TIMER_INITIAL_COUNT: u64 = 0x380;
     pub const TIMER_CURRENT_COUNT: u64 = 0x390;
     pub const TIMER_DIVIDE: u64 = 0x3e0;
+    /// SELF IPI: x2APIC only (MSR 0x83f).
+    pub const SELF_IPI: u64 = 0x3f0;
+}
+
+/// How an x2APIC register's MSR may be accessed (SDM Vol. 3, Table 11-6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum X2apicAccess {
+    /// No register: RDMSR and WRMSR raise #GP.
+    None,
+    /// RDMSR only; WRMSR raises #GP.
+    ReadOnly,
+    /// WRMSR only (EOI, SELF IPI); RDMSR raises #GP.
+    WriteOnly,
+    /// RDMSR and WRMSR.
+    ReadWrite,
+}
+
+impl X2apicAccess {
+    /// Whether RDMSR may read the register.
+    pub fn readable(self) -> bool {
+        matches!(self, X2apicAccess::ReadOnly | X2apicAccess::ReadWrite)
+    }
+
+    /// Whether WRMSR may write the register.
+    pub fn writable(self) -> bool {
+        matches!(self, X2apicAccess::WriteOnly | X2apicAccess::ReadWrite)
+    }
+}
+
+/// How register `offset` (a multiple of 16 below 0x1000) is accessed in x2APIC mode, on an
+/// APIC whose version register counts `lvt_entries` LVT entries (the CMCI entry is the 7th).
+pub fn x2apic_access(offset: u64, lvt_entries: u32) -> X2apicAccess {
+    use register::*;
+    match offset {
+        ID | VERSION | PROCESSOR_PRIORITY | LOGICAL_DESTINATION | TIMER_CURRENT_COUNT => {
+            X2apicAccess::ReadOnly
+        }
+        _ if [IN_SERVICE, TRIGGER_MODE, REQUEST]
+            .iter()
+            .any(|&base| (base..base + 0x80).contains(&offset)) =>
+        {
+            X2apicAccess::ReadOnly
+        }
+        TASK_PRIORITY | SPURIOUS | ERROR_STATUS | COMMAND_LOW | TIMER | LVT_THERMAL | LVT_PERFORMANCE
+        | LVT_LINT0 | LVT_LINT1 | LVT_ERROR | TIMER_INITIAL_COUNT | TIMER_DIVIDE => X2apicAccess::ReadWrite,
+        LVT_CMCI if lvt_entries >= 7 => X2apicAccess::ReadWrite,
+        END_OF_INTERRUPT | SELF_IPI => X2apicAccess::WriteOnly,
+        _ => X2apicAccess::None,
+    }
+}
+
+/// The SDM's name of the APIC register at `offset`, for messages ("" for none).
+pub fn register_name(offset: u64) -> &'static str {
+    use register::*;
+    match offset {
+        ID => "ID",
+        VERSION => "version",
+        TASK_PRIORITY => "TPR",
+        ARBITRATION_PRIORITY => "APR",
+        PROCESSOR_PRIORITY => "PPR",
+        END_OF_INTERRUPT => "EOI",
+        REMOTE_READ => "RRD",
+        LOGICAL_DESTINATION => "LDR",
+        DESTINATION_FORMAT => "DFR",
+        SPURIOUS => "SVR",
+        0x100..0x180 => "ISR",
+        0x180..0x200 => "TMR",
+        0x200..0x280 => "IRR",
+        ERROR_STATUS => "ESR",
+        LVT_CMCI => "LVT CMCI",
+        COMMAND_LOW => "ICR",
+        COMMAND_HIGH => "ICR high",
+        TIMER => "LVT timer",
+        LVT_THERMAL => "LVT thermal",
+        LVT_PERFORMANCE => "LVT performance",
+        LVT_LINT0 => "LVT LINT0",
+        LVT_LINT1 => "LVT LINT1",
+        LVT_ERROR => "LVT error",
+        TIMER_INITIAL_COUNT => "initial count",
+        TIMER_CURRENT_COUNT => "current count",
+        TIMER_DIVIDE => "divide configuration",
+        SELF_IPI => "SELF IPI",
+        _ => "",
+    }
+}
+
+/// The number of LVT entries the version register counts (its bits 23:16 plus one).
+pub fn lvt_entries() -> u32 {
+    ((read(register::VERSION) >> 16) & 0xff) + 1
 }
 
 /// The spurious-interrupt vector the runtime programs.
@@ -43,6 +151,21 @@ const SOFTWARE_ENABLE: u32 = 1 << 8;
 const COMMAND_PENDING: u32 = 1 << 12;
 /// ICR destination shorthands.
 const TO_SELF: u32 = 0b01 << 18;
+/// ICR destination shorthand: every CPU, this one included (the destination is ignored).
+pub const TO_ALL_INCLUDING_SELF: u32 = 0b10 << 18;
+/// ICR destination shorthand: every CPU but this one (the destination is ignored).
+pub const TO_ALL_EXCLUDING_SELF: u32 = 0b11 << 18;
+/// ICR destination mode logical (bit 11): the destination is matched against each CPU's
+/// LDR (and, in xAPIC mode, DFR's model) instead of its APIC ID.
+pub const DESTINATION_LOGICAL: u32 = 1 << 11;
+/// The xAPIC physical destination that reaches every CPU.
+pub const XAPIC_BROADCAST: u32 = 0xff;
+/// The x2APIC physical destination that reaches every CPU.
+pub const X2APIC_BROADCAST: u32 = 0xffff_ffff;
+/// DFR model flat (bits 31:28 = 1111): an 8-bit LDR mask, one bit per CPU.
+pub const DESTINATION_FORMAT_FLAT: u32 = 0xffff_ffff;
+/// DFR model cluster (bits 31:28 = 0000): LDR bits 31:28 name the cluster, 27:24 the CPUs.
+pub const DESTINATION_FORMAT_CLUSTER: u32 = 0x0fff_ffff;
 /// ICR delivery mode NMI (to a physical destination: the Self shorthand allows only Fixed).
 const DELIVERY_NMI: u32 = 0b100 << 8;
 /// ICR delivery mode INIT.

@@ -201,6 +201,19 @@ pub mod selector {
 
 /// The IST slot (1-based in the IDT, 0-based in the TSS) of the #DF, NMI and #MC stack.
 const EMERGENCY_STACK_INDEX: u16 = 0;
+/// The IST slot of the stack [`with_page_fault_stack`] delivers #PF on.
+const PAGE_FAULT_STACK_INDEX: u16 = 1;
+/// The size of each CPU's page-fault stack.
+const PAGE_FAULT_STACK_SIZE: usize = 8192;
+
+/// Each CPU's page-fault stack: written by the CPU delivering a #PF, never by Rust code.
+#[repr(C, align(16))]
+struct PageFaultStacks(core::cell::UnsafeCell<[[u8; PAGE_FAULT_STACK_SIZE]; MAX_CPUS]>);
+// SAFETY: no Rust reference into the stacks is ever made; only their addresses are taken.
+unsafe impl Sync for PageFaultStacks {}
+static PAGE_FAULT_STACKS: PageFaultStacks = PageFaultStacks(core::cell::UnsafeCell::new(
+    [[0; PAGE_FAULT_STACK_SIZE]; MAX_CPUS],
+));
 
 #[allow(clippy::declare_interior_mutable_const)]
 const NO_TSS: spin::Once<TaskStateSegment> = spin::Once::new();
@@ -222,6 +235,8 @@ fn new_tss(cpu: usize) -> TaskStateSegment {
     let mut tss = TaskStateSegment::new();
     let top = VirtAddr::new(super::smp::emergency_stack_top(cpu));
     tss.interrupt_stack_table[usize::from(EMERGENCY_STACK_INDEX)] = top;
+    let page_fault_stack = PAGE_FAULT_STACKS.0.get() as u64 + ((cpu + 1) * PAGE_FAULT_STACK_SIZE) as u64;
+    tss.interrupt_stack_table[usize::from(PAGE_FAULT_STACK_INDEX)] = VirtAddr::new(page_fault_stack);
     tss.privilege_stack_table[0] = VirtAddr::new(super::smp::privilege_stack_top(cpu));
     tss
 }
@@ -333,6 +348,29 @@ pub fn set_gate_present(vector: u8, present: bool) {
     // Rust reference to the table is alive, and the CPUs read whole gates.
     let table = unsafe { &mut *idt.0.get() };
     install(&mut table[vector], vector).set_present(present);
+}
+
+/// Runs `function` with #PF delivered on a stack of its own (an IST stack, one per CPU)
+/// instead of the current stack, on every CPU (they share the IDT), then goes back to the
+/// current stack: so that a probe whose RSP points into a page it may not write (a user page
+/// under SMAP) still gets its #PF delivered, and caught. A #PF inside the #PF handler would
+/// reuse that stack, but the runtime's handler does not fault.
+pub fn with_page_fault_stack<R>(function: impl FnOnce() -> R) -> R {
+    let idt = IDT.get().expect("the IDT is built at boot");
+    let set = |index: Option<u16>| {
+        // SAFETY: as in `set_gate_present`: one gate rewritten in place (same handler, no
+        // IST index), then given a stack every CPU's TSS holds, or left with none.
+        let table = unsafe { &mut *idt.0.get() };
+        let options = install(&mut table.page_fault, 14);
+        if let Some(index) = index {
+            // SAFETY: the index names the TSS's page-fault stack, which only #PF uses.
+            unsafe { options.set_stack_index(index) };
+        }
+    };
+    set(Some(PAGE_FAULT_STACK_INDEX));
+    let result = function();
+    set(None);
+    result
 }
 
 global_asm!(
@@ -470,6 +508,9 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
     }
     if crate::catch::record_trap(vector, exception) {
         return;
+    }
+    if vector == Vector::NMI || vector.0 >= 32 {
+        INTERRUPTED[cpu_index()].store(frame.rip, Ordering::Relaxed);
     }
     if vector == Vector::NMI
         && let Some(handler) = registered_handler(vector.0)
@@ -675,6 +716,16 @@ pub fn run_in_user_mode<R, F: FnOnce() -> R>(function: F) -> Result<R, Exception
         Err(exception) => Err(exception),
         Ok(()) => unreachable!("vmunit_enter_user never returns"),
     }
+}
+
+/// Per CPU: the address the latest interrupt or NMI arrived before.
+static INTERRUPTED: [core::sync::atomic::AtomicU64; MAX_CPUS] =
+    [const { core::sync::atomic::AtomicU64::new(0) }; MAX_CPUS];
+
+/// In an interrupt handler (the NMI's too): the address of the instruction the interrupt
+/// arrived before, where the handler returns to. Elsewhere: that of this CPU's latest one.
+pub fn interrupted_address() -> u64 {
+    INTERRUPTED[cpu_index()].load(Ordering::Relaxed)
 }
 
 /// An interrupt number: an IDT vector.

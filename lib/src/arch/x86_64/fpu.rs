@@ -125,6 +125,141 @@ pub fn try_copy_through_ymm(source: &[u8; 32]) -> Result<[u8; 32], Exception> {
     Ok(copy)
 }
 
+/// kvm-unit-tests' YMM register pairs: (0, 15), (1, 14), ..., (13, 2), (14, 2), (15, 1).
+pub const YMM_PAIRS: [(u8, u8); 16] = [
+    (0, 15),
+    (1, 14),
+    (2, 13),
+    (3, 12),
+    (4, 11),
+    (5, 10),
+    (6, 9),
+    (7, 8),
+    (8, 7),
+    (9, 6),
+    (10, 5),
+    (11, 4),
+    (12, 3),
+    (13, 2),
+    (14, 2),
+    (15, 1),
+];
+
+/// How [`try_move_through_ymm_pair`] loads and stores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum YmmMove {
+    /// VMOVDQA load and store.
+    Aligned,
+    /// VMOVNTDQA load, VMOVNTDQ store (non-temporal).
+    NonTemporal,
+}
+
+/// 32 bytes aligned for VMOVDQA and VMOVNTDQ{A}.
+#[repr(C, align(32))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ymm(pub [u8; 32]);
+
+macro_rules! ymm_pair {
+    ($source:expr, $copy:expr, $kind:expr, $first:literal, $second:literal, $first_xmm:tt, $second_xmm:tt) => {
+        match $kind {
+            // SAFETY: the loads read the 32 aligned bytes of `source`, the stores write the 32
+            // aligned bytes of `copy`; the two YMM registers are declared clobbered and no
+            // Rust code on this soft-float target uses them.
+            YmmMove::Aligned => unsafe {
+                asm!(
+                    concat!("vmovdqa ymm", $first, ", [{source}]"),
+                    concat!("vmovdqa ymm", $second, ", ymm", $first),
+                    concat!("vmovdqa [{copy}], ymm", $second),
+                    source = in(reg) $source,
+                    copy = in(reg) $copy,
+                    out($first_xmm) _,
+                    out($second_xmm) _,
+                    options(nostack),
+                )
+            },
+            // SAFETY: as for the aligned moves; SFENCE orders the non-temporal store.
+            YmmMove::NonTemporal => unsafe {
+                asm!(
+                    concat!("vmovntdqa ymm", $first, ", [{source}]"),
+                    concat!("vmovdqa ymm", $second, ", ymm", $first),
+                    concat!("vmovntdq [{copy}], ymm", $second),
+                    "sfence",
+                    source = in(reg) $source,
+                    copy = in(reg) $copy,
+                    out($first_xmm) _,
+                    out($second_xmm) _,
+                    options(nostack),
+                )
+            },
+        }
+    };
+}
+
+/// kvm-unit-tests' VMOVDQA / VMOVNTDQ{A} check of one register pair from [`YMM_PAIRS`]:
+/// loads `source` into the first register, copies it to the second with VMOVDQA, stores the
+/// second: returns what was stored, or the exception (#UD without AVX enabled in XCR0).
+///
+/// # Panics
+/// When `pair` is not one of [`YMM_PAIRS`].
+pub fn try_move_through_ymm_pair(pair: (u8, u8), kind: YmmMove, source: &Ymm) -> Result<Ymm, Exception> {
+    let mut copy = Ymm([0; 32]);
+    let destination = copy.0.as_mut_ptr();
+    let source = source.0.as_ptr();
+    catch_exception(|| match pair {
+        (0, 15) => ymm_pair!(source, destination, kind, "0", "15", "xmm0", "xmm15"),
+        (1, 14) => ymm_pair!(source, destination, kind, "1", "14", "xmm1", "xmm14"),
+        (2, 13) => ymm_pair!(source, destination, kind, "2", "13", "xmm2", "xmm13"),
+        (3, 12) => ymm_pair!(source, destination, kind, "3", "12", "xmm3", "xmm12"),
+        (4, 11) => ymm_pair!(source, destination, kind, "4", "11", "xmm4", "xmm11"),
+        (5, 10) => ymm_pair!(source, destination, kind, "5", "10", "xmm5", "xmm10"),
+        (6, 9) => ymm_pair!(source, destination, kind, "6", "9", "xmm6", "xmm9"),
+        (7, 8) => ymm_pair!(source, destination, kind, "7", "8", "xmm7", "xmm8"),
+        (8, 7) => ymm_pair!(source, destination, kind, "8", "7", "xmm8", "xmm7"),
+        (9, 6) => ymm_pair!(source, destination, kind, "9", "6", "xmm9", "xmm6"),
+        (10, 5) => ymm_pair!(source, destination, kind, "10", "5", "xmm10", "xmm5"),
+        (11, 4) => ymm_pair!(source, destination, kind, "11", "4", "xmm11", "xmm4"),
+        (12, 3) => ymm_pair!(source, destination, kind, "12", "3", "xmm12", "xmm3"),
+        (13, 2) => ymm_pair!(source, destination, kind, "13", "2", "xmm13", "xmm2"),
+        (14, 2) => ymm_pair!(source, destination, kind, "14", "2", "xmm14", "xmm2"),
+        (15, 1) => ymm_pair!(source, destination, kind, "15", "1", "xmm15", "xmm1"),
+        _ => panic!("YMM pair {pair:?} is not one of YMM_PAIRS"),
+    })?;
+    Ok(copy)
+}
+
+/// Loads YMM1 with `value` (VMOVDQA), leaving it there: for a check that YMM state survives
+/// something (an XCR0 change) until [`try_read_ymm1`]. No Rust code on this soft-float target
+/// touches YMM1 in between.
+pub fn try_write_ymm1(value: &Ymm) -> Result<(), Exception> {
+    let source = value.0.as_ptr();
+    catch_exception(|| {
+        // SAFETY: the load reads the 32 aligned bytes of `value`; YMM1 is not used by Rust code.
+        unsafe { asm!("vmovdqa ymm1, [{}]", in(reg) source, options(nostack, readonly)) };
+    })
+}
+
+/// Stores YMM1 (VMOVDQA): what [`try_write_ymm1`] left there, or the exception.
+pub fn try_read_ymm1() -> Result<Ymm, Exception> {
+    let mut value = Ymm([0; 32]);
+    let destination = value.0.as_mut_ptr();
+    catch_exception(|| {
+        // SAFETY: the store writes the 32 aligned bytes of `value`.
+        unsafe { asm!("vmovdqa [{}], ymm1", in(reg) destination, options(nostack)) };
+    })?;
+    Ok(value)
+}
+
+/// Stores XMM1 (MOVDQU, SSE): the low half of YMM1.
+pub fn try_read_xmm1() -> Result<u128, Exception> {
+    let mut bytes = [0u8; 16];
+    let destination = bytes.as_mut_ptr();
+    catch_exception(|| {
+        // SAFETY: MOVDQU writes the 16 bytes of `bytes`; a fault is caught.
+        unsafe { asm!("movdqu [{}], xmm1", in(reg) destination, options(nostack)) };
+    })?;
+    Ok(u128::from_le_bytes(bytes))
+}
+
 /// A standard-format XSAVE area: 64-byte aligned, zeroed when created, large enough for
 /// x87, SSE and AVX state (and more: 4 KiB).
 #[repr(C, align(64))]

@@ -288,6 +288,28 @@ pub fn try_xsetbv(index: u32, value: u64) -> Result<(), Exception> {
     })
 }
 
+/// XGETBV with all 64 bits of RCX given: the processor ignores RCX[63:32] (SDM Vol. 2,
+/// XGETBV), so `rcx` with XCR0's index (0) in its low half reads XCR0.
+pub fn try_xgetbv_rcx(rcx: u64) -> Result<u64, Exception> {
+    catch_exception(|| {
+        let (low, high): (u32, u32);
+        // SAFETY: as `try_xgetbv`.
+        unsafe { asm!("xgetbv", in("rcx") rcx, out("eax") low, out("edx") high, options(nomem, nostack)) };
+        (u64::from(high) << 32) | u64::from(low)
+    })
+}
+
+/// XSETBV with all 64 bits of RCX given (RCX[63:32] are ignored), as [`try_xsetbv`].
+pub fn try_xsetbv_rcx(rcx: u64, value: u64) -> Result<(), Exception> {
+    catch_exception(|| {
+        // SAFETY: as `try_xsetbv`.
+        unsafe {
+            asm!("xsetbv", in("rcx") rcx, in("eax") value as u32, in("edx") (value >> 32) as u32,
+                 options(nomem, nostack))
+        };
+    })
+}
+
 /// Clears XMM0 with XORPS: an SSE instruction (CR4.OSFXSR must be set, or it raises #UD).
 ///
 /// A hypervisor probe: this soft-float code never uses XMM registers, and under kvm_pvm an

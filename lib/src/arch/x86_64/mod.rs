@@ -31,8 +31,9 @@ pub mod testdev;
 pub mod timer;
 
 pub use exceptions::{
-    Exception, ExceptionFrame, InterruptHandler, InterruptNumber, Vector, catch_exception, page_fault,
-    run_in_user_mode, set_gate_present, set_gate_user_callable, set_interrupt_handler, trap_exceptions,
+    Exception, ExceptionFrame, InterruptHandler, InterruptNumber, Vector, catch_exception,
+    interrupted_address, page_fault, run_in_user_mode, set_gate_present, set_gate_user_callable,
+    set_interrupt_handler, trap_exceptions,
 };
 pub use instructions::{try_call, try_read, try_write};
 /// Interrupt flag control: `enable`, `disable`, `are_enabled`, `without_interrupts`.

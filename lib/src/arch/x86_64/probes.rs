@@ -467,6 +467,27 @@ pub fn interrupt_window() {
     unsafe { asm!("sti", "nop", "cli", options(nomem, nostack)) };
 }
 
+/// STI; NOP; NOP; CLI: an interrupt window like [`interrupt_window`]; returns the address of
+/// the first NOP, the instruction in the STI shadow. An interrupt or NMI whose handler sees it
+/// as its `interrupted_address` came in the shadow.
+pub fn interrupt_window_with_shadow_address() -> u64 {
+    let shadow: u64;
+    // SAFETY: as `interrupt_window`; LEA only computes the address.
+    unsafe {
+        asm!(
+            "lea {shadow}, [rip + 2f]",
+            "sti",
+            "2:",
+            "nop",
+            "nop",
+            "cli",
+            shadow = out(reg) shadow,
+            options(nomem, nostack),
+        )
+    };
+    shadow
+}
+
 /// STI; INT `VECTOR`; CLI: the software interrupt runs in the STI shadow, so it is delivered
 /// before any pending external interrupt, which comes right after it.
 pub fn software_interrupt_in_interrupt_shadow<const VECTOR: u8>() {
