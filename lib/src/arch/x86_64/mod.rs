@@ -18,6 +18,7 @@ pub mod instructions;
 pub mod interrupt_count;
 pub mod ioapic;
 pub mod lam;
+pub mod linear_address;
 pub mod mmu;
 pub mod msr;
 pub mod pmu;
