@@ -165,7 +165,10 @@ impl TestPage {
     /// When `address` is not page aligned, is mapped already or lies in the window
     /// [`TestPage::new`] takes its addresses from, or no frame is left.
     pub fn new_at(address: u64) -> TestPage {
-        assert!(address % PAGE_SIZE == 0, "{address:#x} is not page aligned");
+        assert!(
+            address.is_multiple_of(PAGE_SIZE),
+            "{address:#x} is not page aligned"
+        );
         assert!(
             !(TEST_WINDOW_START..TEST_WINDOW_END).contains(&address),
             "{address:#x} lies in TestPage::new's window"

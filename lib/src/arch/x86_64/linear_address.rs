@@ -80,25 +80,27 @@ fn try_load_table_briefly(register: BaseRegister, base: u64) -> Result<u64, Exce
     let new = pseudo_descriptor(limit, base);
     let old = pseudo_descriptor(limit, original);
     let mut seen = [0u8; 10];
-    catch_exception(|| {
-        // SAFETY: the register holds `base` only between the first and the last instruction,
-        // with interrupts off and nothing in between that reads the table (no segment load,
-        // no interrupt delivery); the last one loads the original again. A fault of the first
-        // load is caught before anything changed.
-        unsafe {
-            match register {
-                BaseRegister::Gdtr => asm!(
-                    "lgdt [{new}]", "sgdt [{seen}]", "lgdt [{old}]",
-                    new = in(reg) new.as_ptr(), seen = in(reg) seen.as_mut_ptr(),
-                    old = in(reg) old.as_ptr(), options(nostack)
-                ),
-                _ => asm!(
-                    "lidt [{new}]", "sidt [{seen}]", "lidt [{old}]",
-                    new = in(reg) new.as_ptr(), seen = in(reg) seen.as_mut_ptr(),
-                    old = in(reg) old.as_ptr(), options(nostack)
-                ),
-            }
-        }
+    catch_exception(|| match register {
+        // SAFETY: GDTR holds `base` only between the first and the last instruction, with
+        // interrupts off and nothing in between that reads the table (no segment load); the
+        // last one loads the original again. A fault of the first load is caught before
+        // anything changed.
+        BaseRegister::Gdtr => unsafe {
+            asm!(
+                "lgdt [{new}]", "sgdt [{seen}]", "lgdt [{old}]",
+                new = in(reg) new.as_ptr(), seen = in(reg) seen.as_mut_ptr(),
+                old = in(reg) old.as_ptr(), options(nostack)
+            )
+        },
+        // SAFETY: as for GDTR: IDTR holds `base` only between the first and the last
+        // instruction, with interrupts off and no exception delivered in between.
+        _ => unsafe {
+            asm!(
+                "lidt [{new}]", "sidt [{seen}]", "lidt [{old}]",
+                new = in(reg) new.as_ptr(), seen = in(reg) seen.as_mut_ptr(),
+                old = in(reg) old.as_ptr(), options(nostack)
+            )
+        },
     })?;
     Ok(base_of(&seen))
 }
@@ -140,9 +142,11 @@ fn try_load_segment_briefly(register: BaseRegister, base: u64) -> Result<(), Exc
         BaseRegister::Tr => {
             let access = (gdt_base + u64::from(selector::TSS) + 5) as *mut u8;
             // SAFETY: the access byte of this CPU's TSS descriptor in the runtime's GDT, which
-            // the CPU itself writes on LTR; clearing the busy bit (type 0xB to 0x9) lets LTR
-            // load it again, as `exceptions::init_cpu` does.
-            unsafe { access.write_volatile(access.read_volatile() & !0x02) };
+            // the CPU itself writes on LTR; reading it has no effect.
+            let value = unsafe { access.read_volatile() };
+            // SAFETY: as above; clearing the busy bit (type 0xB to 0x9) lets LTR load it again,
+            // as `exceptions::init_cpu` does.
+            unsafe { access.write_volatile(value & !0x02) };
             // SAFETY: the runtime's own available TSS, which TR held before.
             unsafe { asm!("ltr {0:x}", in(reg) selector::TSS, options(nostack)) };
         }

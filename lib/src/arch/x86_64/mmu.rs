@@ -3,7 +3,8 @@
 //! The boot trampoline identity maps physical memory from 0 to 4 GiB with 2 MiB pages; the
 //! runtime keeps those tables and edits them with the x86_64 crate's types. Page 0 (null)
 //! and the boot stack's guard page stay unmapped. Mapping, unmapping or protecting a 4 KiB
-//! page inside a 2 MiB one splits it first.
+//! page inside a 2 MiB one splits it first. A test can switch a CPU to 5-level paging
+//! ([`enable_five_level_paging`]); the walks follow CR4.LA57 ([`paging_levels`]).
 
 use x86_64::PhysAddr;
 use x86_64::registers::control::{Cr3, Cr4Flags};
@@ -81,7 +82,11 @@ fn root() -> u64 {
 /// PML5 at the root), else 4 (48-bit linear addresses, a PML4 at the root). The runtime boots
 /// with 4; [`enable_five_level_paging`] switches to 5.
 pub fn paging_levels() -> u32 {
-    if super::control::read_cr4() & Cr4Flags::L5_PAGING.bits() != 0 { 5 } else { 4 }
+    if super::control::read_cr4() & Cr4Flags::L5_PAGING.bits() != 0 {
+        5
+    } else {
+        4
+    }
 }
 
 /// The bits of a linear address that paging translates: 57 with 5-level paging, else 48.
@@ -91,9 +96,12 @@ pub fn linear_address_bits() -> u32 {
 
 /// The table index of `virtual_address` at each level, from the root's level down to 1.
 fn indices(virtual_address: u64) -> impl Iterator<Item = (u32, usize)> {
-    (1..=paging_levels())
-        .rev()
-        .map(move |level| (level, ((virtual_address >> (12 + 9 * (level - 1))) & 0x1ff) as usize))
+    (1..=paging_levels()).rev().map(move |level| {
+        (
+            level,
+            ((virtual_address >> (12 + 9 * (level - 1))) & 0x1ff) as usize,
+        )
+    })
 }
 
 /// Walks to the level-1 entry of `virtual_address`, creating tables and splitting 2 MiB and
@@ -331,7 +339,10 @@ pub unsafe fn enable_five_level_paging() -> Result<(), FiveLevelError> {
     if table(pml4).iter().skip(256).any(|entry| !entry.is_unused()) {
         table(pml5)[511].set_addr(PhysAddr::new(pml4), flags);
     }
-    assert!(pml5 < 1 << 32, "the PML5 must lie below 4 GiB for 32-bit MOV to CR3");
+    assert!(
+        pml5 < 1 << 32,
+        "the PML5 must lie below 4 GiB for 32-bit MOV to CR3"
+    );
     super::interrupts::without_interrupts(|| {
         // SAFETY: the PML5 maps every address the runtime uses as the PML4 did; the code and
         // the stack are identity mapped below 4 GiB, so they stay reachable with paging off;
@@ -346,6 +357,9 @@ unsafe extern "C" {
     /// The mode switch of [`enable_five_level_paging`], with the PML5's physical address.
     fn vmunit_switch_to_five_level(pml5: u64);
 }
+
+const _: () = assert!(super::exceptions::selector::KERNEL_CODE == 0x08);
+const _: () = assert!(super::exceptions::selector::KERNEL_DATA == 0x10);
 
 // The temporary GDT: the runtime's selectors 0x08 (64-bit code) and 0x10 (data), plus 0x18, a
 // ring-0 32-bit code segment, which the runtime's GDT lacks. Accessed bits are preset, so the

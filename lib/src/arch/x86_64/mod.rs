@@ -1,5 +1,5 @@
-//! The x86_64 architecture: PVH boot, COM1 console, GDT/IDT exceptions, 4-level paging and
-//! isa-debug-exit, plus safe wrappers for the instructions tests exercise.
+//! The x86_64 architecture: PVH boot, COM1 console, GDT/IDT exceptions, 4-level paging (5-level
+//! on request) and isa-debug-exit, plus safe wrappers for the instructions tests exercise.
 
 pub mod access;
 pub mod acpi;
