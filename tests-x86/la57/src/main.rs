@@ -40,15 +40,17 @@ const BIT_56_ONLY: u64 = 0x0100_0000_0000_0000;
 
 /// QEMU's TCG takes any value WRMSR writes to the segment-base and SYSCALL MSRs.
 const TCG_MSR_UNCHECKED: &str = "QEMU's TCG stores a non-canonical value in the FS/GS/KERNEL_GS \
-     base, LSTAR and CSTAR MSRs where the SDM (WRMSR) says #GP(0): helper_wrmsr \
+     base, LSTAR and CSTAR MSRs where the SDM's WRMSR says #GP(0): helper_wrmsr \
      (target/i386/tcg/system/misc_helper.c) assigns it unchecked; reproducer \
      reproduce-noncanonical-msr-tcg";
 
 /// QEMU's TCG takes any base LGDT, LIDT, LTR and LLDT load.
-const TCG_BASE_UNCHECKED: &str = "QEMU's TCG loads a non-canonical GDTR/IDTR base, and TR/LDTR \
-     descriptor base, where the SDM (LGDT/LIDT, LTR/LLDT in 64-bit mode) says #GP: LGDT/LIDT in \
-     target/i386/tcg/translate.c and helper_ltr/helper_lldt (target/i386/tcg/seg_helper.c) \
-     store the base unchecked; reproducer reproduce-noncanonical-descriptor-base-tcg";
+const TCG_BASE_UNCHECKED: &str = "QEMU's TCG loads a non-canonical GDTR/IDTR base and TR/LDTR \
+     descriptor base where #GP is due (the SDM's LTR/LLDT in 64-bit mode; Intel's 5-level \
+     paging white paper for all four, which KVM's emulator follows: X86EMUL_F_DT_LOAD): LGDT/\
+     LIDT in target/i386/tcg/translate.c and helper_ltr/helper_lldt \
+     (target/i386/tcg/seg_helper.c) store the base unchecked; reproducer \
+     reproduce-noncanonical-descriptor-base-tcg";
 
 /// A word in the image, whose identity mapping must survive the switch to 5-level paging.
 static IDENTITY_MARKER: u64 = 0;
@@ -319,8 +321,8 @@ fn main(_args: &[&str]) -> i32 {
     let cr4 = read_cr4();
     let efer = EferFlags::from_bits_retain(try_rdmsr(msr::IA32_EFER).unwrap_or(0));
     report!(
-        levels == 5 && cr4 & Cr4Flags::L5_PAGING.bits() != 0,
-        "CR4.LA57 is set (CR4 {cr4:#x}, {levels} levels)"
+        levels == 5 && mmu::linear_address_bits() == 57 && cr4 & Cr4Flags::L5_PAGING.bits() != 0,
+        "CR4.LA57 is set: 5 levels, 57-bit linear addresses (CR4 {cr4:#x}, {levels} levels)"
     );
     report!(
         efer.contains(EferFlags::LONG_MODE_ACTIVE),
