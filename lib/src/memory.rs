@@ -128,6 +128,8 @@ pub fn sizes() -> (u64, u64) {
 
 /// Where [`TestPage`]s are mapped: a virtual range that the identity map leaves alone.
 const TEST_WINDOW_START: u64 = 0x0000_0100_0000_0000;
+/// The end of [`TestPage::new`]'s window (512 GiB), which [`TestPage::new_at`] stays out of.
+const TEST_WINDOW_END: u64 = TEST_WINDOW_START + (1 << 39);
 static NEXT_TEST_PAGE: AtomicU64 = AtomicU64::new(TEST_WINDOW_START);
 
 /// A page owned by a test, mapped at its own virtual address, that the test may unmap,
@@ -150,6 +152,34 @@ impl TestPage {
         // SAFETY: the frame is fresh from the allocator and identity mapped.
         unsafe { (frame as usize as *mut u8).write_bytes(0, PAGE_SIZE as usize) };
         let address = NEXT_TEST_PAGE.fetch_add(PAGE_SIZE, Ordering::Relaxed);
+        let page = TestPage { address, frame };
+        page.map(Protection::READ_WRITE);
+        page
+    }
+
+    /// Allocates a zeroed frame and maps it read-write at `address`, a page-aligned virtual
+    /// address that nothing maps yet (far above RAM, or in the 57-bit space of 5-level
+    /// paging): the page then owns that address as [`TestPage::new`]'s pages own theirs.
+    ///
+    /// # Panics
+    /// When `address` is not page aligned, is mapped already or lies in the window
+    /// [`TestPage::new`] takes its addresses from, or no frame is left.
+    pub fn new_at(address: u64) -> TestPage {
+        assert!(
+            address.is_multiple_of(PAGE_SIZE),
+            "{address:#x} is not page aligned"
+        );
+        assert!(
+            !(TEST_WINDOW_START..TEST_WINDOW_END).contains(&address),
+            "{address:#x} lies in TestPage::new's window"
+        );
+        assert!(
+            arch::mmu::translate(address).is_none(),
+            "{address:#x} is mapped already: a TestPage needs an address of its own"
+        );
+        let frame = allocate_frame().expect("out of frames for a TestPage");
+        // SAFETY: the frame is fresh from the allocator and identity mapped.
+        unsafe { (frame as usize as *mut u8).write_bytes(0, PAGE_SIZE as usize) };
         let page = TestPage { address, frame };
         page.map(Protection::READ_WRITE);
         page

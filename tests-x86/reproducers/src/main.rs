@@ -19,6 +19,7 @@ use vmunit::arch::instructions::{
     int3, rdtsc, read_dr6, read_with_alignment_check, software_interrupt, try_invpcid, try_rdtscp, write_dr6,
 };
 use vmunit::arch::interrupt_count::{count_interrupts, interrupt_count};
+use vmunit::arch::linear_address::{BaseRegister, try_load_base_briefly};
 use vmunit::arch::msr::{self, try_rdmsr, try_wrmsr, try_wrmsr_briefly};
 use vmunit::arch::probes::{try_fninit, try_fwait, watched_store};
 use vmunit::arch::protection_keys::try_rdpkru;
@@ -584,5 +585,29 @@ fn x2apic_xapic_only_registers_raise_general_protection() {
             .all(|read| matches!(read, Err(e) if e.vector == Vector::GP))
             && matches!(write, Err(e) if e.vector == Vector::GP),
         "RDMSR({arbitration:#x} APR), RDMSR({command_high:#x} ICR high) and WRMSR({arbitration:#x}, 0) raise #GP (got {reads:x?}, {write:x?})"
+    );
+}
+
+/// WRMSR of a value that is not canonical (bits 63:47 unequal, bits 63:56 too) to IA32_FS_BASE
+/// raises #GP(0) (QEMU's TCG stores it: helper_wrmsr, target/i386/tcg/system/misc_helper.c).
+#[vmunit::test]
+fn noncanonical_fs_base_raises_general_protection() {
+    let value = 0xaaaa_aaaa_aaaa_aaaa;
+    let result = try_wrmsr_briefly(msr::IA32_FS_BASE, value);
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::GP && exception.error_code == 0),
+        "WRMSR IA32_FS_BASE <- {value:#x} raises #GP(0) (got {result:x?})"
+    );
+}
+
+/// LGDT of a base that is not canonical raises #GP(0) (QEMU's TCG loads it: LGDT in
+/// target/i386/tcg/translate.c stores the base unchecked).
+#[vmunit::test]
+fn noncanonical_gdt_base_raises_general_protection() {
+    let base = 0xaaaa_aaaa_aaaa_aaaa;
+    let result = try_load_base_briefly(BaseRegister::Gdtr, base);
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::GP && exception.error_code == 0),
+        "LGDT with base {base:#x} raises #GP(0) (got {result:x?})"
     );
 }

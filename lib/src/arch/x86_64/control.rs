@@ -134,7 +134,8 @@ pub fn try_write_cr4(value: u64) -> Result<(), Exception> {
         // runtime's guarantees: SMEP/SMAP/UMIP/TSD only make later accesses or instructions
         // fault, OSFXSR/OSXSAVE only enable state this soft-float code never uses, PCIDE and
         // PGE only change TLB tagging, LAM_SUP only masks metadata in upper-half pointers,
-        // which the runtime does not use; a fault is caught.
+        // which the runtime does not use; LA57 cannot change in 64-bit mode (#GP); a fault is
+        // caught.
         unsafe { asm!("mov cr4, {}", in(reg) value, options(nostack)) };
     })
 }

@@ -121,6 +121,8 @@ pub enum Feature {
     Pat,
     /// CLFLUSH: `CPUID.1:EDX[19]`.
     Clflush,
+    /// Debug store (IA32_DS_AREA, the BTS and PEBS buffers): `CPUID.1:EDX[21]`.
+    Ds,
     /// MMX: `CPUID.1:EDX[23]`.
     Mmx,
     /// FXSAVE/FXRSTOR (CR4.OSFXSR): `CPUID.1:EDX[24]`.
@@ -296,6 +298,7 @@ impl Feature {
             Feature::Cmov => (1, 0, Register::Edx, 15),
             Feature::Pat => (1, 0, Register::Edx, 16),
             Feature::Clflush => (1, 0, Register::Edx, 19),
+            Feature::Ds => (1, 0, Register::Edx, 21),
             Feature::Mmx => (1, 0, Register::Edx, 23),
             Feature::Fxsr => (1, 0, Register::Edx, 24),
             Feature::Sse => (1, 0, Register::Edx, 25),

@@ -3,10 +3,11 @@
 //! The boot trampoline identity maps physical memory from 0 to 4 GiB with 2 MiB pages; the
 //! runtime keeps those tables and edits them with the x86_64 crate's types. Page 0 (null)
 //! and the boot stack's guard page stay unmapped. Mapping, unmapping or protecting a 4 KiB
-//! page inside a 2 MiB one splits it first.
+//! page inside a 2 MiB one splits it first. A test can switch a CPU to 5-level paging
+//! ([`enable_five_level_paging`]); the walks follow CR4.LA57 ([`paging_levels`]).
 
 use x86_64::PhysAddr;
-use x86_64::registers::control::Cr3;
+use x86_64::registers::control::{Cr3, Cr4Flags};
 use x86_64::registers::model_specific::{Efer, EferFlags};
 use x86_64::structures::paging::page_table::PageTableEntry;
 use x86_64::structures::paging::{PageTable, PageTableFlags};
@@ -33,9 +34,8 @@ pub(crate) fn allow_user_access_to_image() {
         let start = &raw const __image_start as u64;
         let end = &raw const __image_end as u64;
         for page in (start..end).step_by(PAGE_SIZE as usize) {
-            let [l4, l3, l2, l1] = indices(page);
             let mut current = root();
-            for index in [l4, l3, l2] {
+            for (level, index) in indices(page) {
                 let entry = &mut table(current)[index];
                 if entry.is_unused() {
                     break;
@@ -44,16 +44,10 @@ pub(crate) fn allow_user_access_to_image() {
                     // Upper entries only widen access: their leaves decide.
                     entry.set_flags(entry.flags() | user);
                 }
-                if entry.flags().contains(PageTableFlags::HUGE_PAGE) {
+                if level == 1 || entry.flags().contains(PageTableFlags::HUGE_PAGE) {
                     break;
                 }
                 current = entry.addr().as_u64();
-                if index == l2 {
-                    let leaf = &mut table(current)[l1];
-                    if !leaf.is_unused() && !leaf.flags().contains(user) {
-                        leaf.set_flags(leaf.flags() | user);
-                    }
-                }
             }
         }
         x86_64::instructions::tlb::flush_all();
@@ -79,22 +73,46 @@ fn table(address: u64) -> &'static mut PageTable {
     unsafe { &mut *(address as usize as *mut PageTable) }
 }
 
-/// The physical address of the active PML4.
+/// The physical address of the active root table: the PML5 with 5-level paging, else the PML4.
 fn root() -> u64 {
     Cr3::read().0.start_address().as_u64()
 }
 
-fn indices(virtual_address: u64) -> [usize; 4] {
-    [39, 30, 21, 12].map(|shift| ((virtual_address >> shift) & 0x1ff) as usize)
+/// The number of paging levels this CPU walks: 5 with CR4.LA57 (57-bit linear addresses, a
+/// PML5 at the root), else 4 (48-bit linear addresses, a PML4 at the root). The runtime boots
+/// with 4; [`enable_five_level_paging`] switches to 5.
+pub fn paging_levels() -> u32 {
+    if super::control::read_cr4() & Cr4Flags::L5_PAGING.bits() != 0 {
+        5
+    } else {
+        4
+    }
+}
+
+/// The bits of a linear address that paging translates: 57 with 5-level paging, else 48.
+pub fn linear_address_bits() -> u32 {
+    12 + 9 * paging_levels()
+}
+
+/// The table index of `virtual_address` at each level, from the root's level down to 1.
+fn indices(virtual_address: u64) -> impl Iterator<Item = (u32, usize)> {
+    (1..=paging_levels()).rev().map(move |level| {
+        (
+            level,
+            ((virtual_address >> (12 + 9 * (level - 1))) & 0x1ff) as usize,
+        )
+    })
 }
 
 /// Walks to the level-1 entry of `virtual_address`, creating tables and splitting 2 MiB and
 /// 1 GiB pages on the way. Returns `None` only when `create` is false and a level is absent.
 fn leaf_entry(root: u64, virtual_address: u64, create: bool) -> Option<&'static mut PageTableEntry> {
     let table_flags = PageTableFlags::PRESENT | PageTableFlags::WRITABLE | PageTableFlags::USER_ACCESSIBLE;
-    let [l4, l3, l2, l1] = indices(virtual_address);
     let mut current = root;
-    for (level, index) in [(4, l4), (3, l3), (2, l2)] {
+    for (level, index) in indices(virtual_address) {
+        if level == 1 {
+            return Some(&mut table(current)[index]);
+        }
         let entry = &mut table(current)[index];
         if entry.is_unused() {
             if !create {
@@ -119,11 +137,14 @@ fn leaf_entry(root: u64, virtual_address: u64, create: bool) -> Option<&'static 
         }
         current = entry.addr().as_u64();
     }
-    Some(&mut table(current)[l1])
+    unreachable!("every walk ends at level 1")
 }
 
 fn flush(virtual_address: u64) {
-    x86_64::instructions::tlb::flush(x86_64::VirtAddr::new(virtual_address));
+    // Raw INVLPG rather than the x86_64 crate's `flush`: its `VirtAddr` refuses addresses
+    // that are not 48-bit canonical, which 5-level paging maps.
+    // SAFETY: INVLPG only drops TLB entries; it never faults, whatever the address.
+    unsafe { core::arch::asm!("invlpg [{}]", in(reg) virtual_address, options(nostack, preserves_flags)) };
 }
 
 fn leaf_flags(protection: Protection) -> PageTableFlags {
@@ -242,9 +263,8 @@ pub unsafe fn set_page_key(virtual_address: u64, key: u8) -> bool {
 /// `virtual_address`, if it is mapped. Only reads the tables, as [`translate`] does.
 pub fn page_key(virtual_address: u64) -> Option<u8> {
     let _guard = PAGE_TABLE_LOCK.lock();
-    let [l4, l3, l2, l1] = indices(virtual_address);
     let mut current = root();
-    for (level, index) in [(4, l4), (3, l3), (2, l2), (1, l1)] {
+    for (level, index) in indices(virtual_address) {
         let entry = &table(current)[index];
         if entry.is_unused() || !entry.flags().contains(PageTableFlags::PRESENT) {
             return None;
@@ -260,9 +280,8 @@ pub fn page_key(virtual_address: u64) -> Option<u8> {
 /// The physical address `virtual_address` translates to, if it is mapped.
 pub fn translate(virtual_address: u64) -> Option<u64> {
     let _guard = PAGE_TABLE_LOCK.lock();
-    let [l4, l3, l2, l1] = indices(virtual_address);
     let mut current = root();
-    for (level, index) in [(4, l4), (3, l3), (2, l2), (1, l1)] {
+    for (level, index) in indices(virtual_address) {
         let entry = &table(current)[index];
         if entry.is_unused() || !entry.flags().contains(PageTableFlags::PRESENT) {
             return None;
@@ -282,3 +301,127 @@ pub fn translate(virtual_address: u64) -> Option<u64> {
 pub fn map_device(_physical: u64, _size: u64) -> Result<crate::mmio::DeviceWindow, crate::mmio::MapError> {
     Err(crate::mmio::MapError::Unsupported)
 }
+
+/// Why [`enable_five_level_paging`] left 4-level paging on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FiveLevelError {
+    /// CPUID.7.0:ECX[16] (LA57) is clear: CR4.LA57 cannot be set.
+    NotSupported,
+    /// CR4.PCIDE is set: clearing CR0.PG, which the switch must do, would raise #GP.
+    PcidEnabled,
+}
+
+/// Switches this CPU to 5-level paging (CR4.LA57), as kvm-unit-tests' `setup_5level_page_table`
+/// does: CR4.LA57 can change only while paging is off, so the switch leaves long mode for a
+/// moment. A new PML5 takes the place of the PML4 in CR3: its entry 0 points at the PML4 (and
+/// entry 511 too when the PML4 maps anything in the upper half), so every 48-bit canonical
+/// address translates as before. The rest of the 57-bit space starts unmapped; [`map_page`]
+/// and the other primitives walk five levels from then on. Returns at once when 5-level
+/// paging is already on. Other CPUs keep 4-level paging on the same PML4.
+///
+/// The switch runs with interrupts off on a temporary GDT with a 32-bit code segment: a far
+/// return into 32-bit code, CR0.PG off (EFER.LMA clears), CR3 to the PML5, CR4.LA57 on, CR0.PG
+/// on (EFER.LMA sets again), a far jump back to 64-bit code, and the runtime's GDT again.
+///
+/// # Safety
+/// No NMI (or machine check) may reach this CPU during the call: between clearing and setting
+/// CR0.PG the CPU is in 32-bit protected mode, where the 64-bit IDT means nothing. Nothing in
+/// the runtime sends NMIs; a test that does must not call this meanwhile. The stack must lie
+/// below 4 GiB (every stack the runtime hands out does).
+pub unsafe fn enable_five_level_paging() -> Result<(), FiveLevelError> {
+    if paging_levels() == 5 {
+        return Ok(());
+    }
+    if !super::cpuid::Feature::La57.supported() {
+        return Err(FiveLevelError::NotSupported);
+    }
+    if super::control::read_cr4() & Cr4Flags::PCID.bits() != 0 {
+        return Err(FiveLevelError::PcidEnabled);
+    }
+    let _guard = PAGE_TABLE_LOCK.lock();
+    let pml4 = root();
+    let pml5 = allocate_table();
+    let flags = PageTableFlags::PRESENT | PageTableFlags::WRITABLE | PageTableFlags::USER_ACCESSIBLE;
+    table(pml5)[0].set_addr(PhysAddr::new(pml4), flags);
+    if table(pml4).iter().skip(256).any(|entry| !entry.is_unused()) {
+        table(pml5)[511].set_addr(PhysAddr::new(pml4), flags);
+    }
+    assert!(
+        pml5 < 1 << 32,
+        "the PML5 must lie below 4 GiB for 32-bit MOV to CR3"
+    );
+    super::interrupts::without_interrupts(|| {
+        // SAFETY: the PML5 maps every address the runtime uses as the PML4 did; the code and
+        // the stack are identity mapped below 4 GiB, so they stay reachable with paging off;
+        // interrupts are off and the caller keeps NMIs away; CR4.PCIDE is clear, so clearing
+        // CR0.PG does not fault. The routine restores the runtime's GDT, CS and SS.
+        unsafe { vmunit_switch_to_five_level(pml5) }
+    });
+    Ok(())
+}
+
+unsafe extern "C" {
+    /// The mode switch of [`enable_five_level_paging`], with the PML5's physical address.
+    fn vmunit_switch_to_five_level(pml5: u64);
+}
+
+const _: () = assert!(super::exceptions::selector::KERNEL_CODE == 0x08);
+const _: () = assert!(super::exceptions::selector::KERNEL_DATA == 0x10);
+
+// The temporary GDT: the runtime's selectors 0x08 (64-bit code) and 0x10 (data), plus 0x18, a
+// ring-0 32-bit code segment, which the runtime's GDT lacks. Accessed bits are preset, so the
+// CPU never writes to it.
+core::arch::global_asm!(
+    r#"
+    .section .data.vmunit_switch_gdt, "aw"
+    .balign 16
+    vmunit_switch_gdt:
+        .quad 0
+        .quad 0x00af9b000000ffff    /* 0x08: 64-bit ring-0 code */
+        .quad 0x00cf93000000ffff    /* 0x10: ring-0 data */
+        .quad 0x00cf9b000000ffff    /* 0x18: 32-bit ring-0 code */
+    vmunit_switch_gdt_end:
+    .balign 2
+    vmunit_switch_gdt_pointer:
+        .word vmunit_switch_gdt_end - vmunit_switch_gdt - 1
+        .quad vmunit_switch_gdt
+
+    .section .text.vmunit_switch_to_five_level, "ax"
+    .code64
+    .global vmunit_switch_to_five_level
+    vmunit_switch_to_five_level:
+        sub $16, %rsp
+        sgdt (%rsp)                     /* the runtime's GDTR, restored below */
+        lgdt vmunit_switch_gdt_pointer(%rip)
+        mov $0x10, %eax
+        mov %eax, %ss
+        pushq $0x18
+        lea 1f(%rip), %rax
+        pushq %rax
+        lretq
+    .code32
+    1:  mov %cr0, %eax
+        btr $31, %eax
+        mov %eax, %cr0                  /* CR0.PG off: the CPU leaves long mode */
+        mov %edi, %cr3                  /* the PML5 */
+        mov %cr4, %eax
+        bts $12, %eax
+        mov %eax, %cr4                  /* CR4.LA57 */
+        mov %cr0, %eax
+        bts $31, %eax
+        mov %eax, %cr0                  /* CR0.PG on: long mode again, compatibility mode */
+        ljmp $0x08, $2f
+    .code64
+    2:  mov %esp, %esp                  /* 32-bit code left the upper halves undefined */
+        lgdt (%rsp)
+        mov $0x10, %eax
+        mov %eax, %ss
+        pushq $0x08
+        lea 3f(%rip), %rax
+        pushq %rax
+        lretq
+    3:  add $16, %rsp
+        ret
+    "#,
+    options(att_syntax)
+);

@@ -1,5 +1,5 @@
-//! The x86_64 architecture: PVH boot, COM1 console, GDT/IDT exceptions, 4-level paging and
-//! isa-debug-exit, plus safe wrappers for the instructions tests exercise.
+//! The x86_64 architecture: PVH boot, COM1 console, GDT/IDT exceptions, 4-level paging (5-level
+//! on request) and isa-debug-exit, plus safe wrappers for the instructions tests exercise.
 
 pub mod access;
 pub mod acpi;
@@ -18,6 +18,7 @@ pub mod instructions;
 pub mod interrupt_count;
 pub mod ioapic;
 pub mod lam;
+pub mod linear_address;
 pub mod mmu;
 pub mod msr;
 pub mod pci;

@@ -52,6 +52,8 @@ pub const IA32_PERF_GLOBAL_OVF_CTRL: u32 = 0x390;
 /// IA32_MC0_CTL: machine-check bank 0's control; bank `n`'s registers start at
 /// `IA32_MC0_CTL + 4 * n`.
 pub const IA32_MC0_CTL: u32 = 0x400;
+/// IA32_DS_AREA: the linear address of the debug-store save area (CPUID.1:EDX[21]).
+pub const IA32_DS_AREA: u32 = 0x600;
 /// IA32_TSC_DEADLINE: the local APIC timer's deadline in TSC-deadline mode.
 pub const IA32_TSC_DEADLINE: u32 = 0x6e0;
 /// IA32_PKRS: the protection-key rights for supervisor pages (CR4.PKS), two bits per key
