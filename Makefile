@@ -6,7 +6,7 @@ X86_PACKAGES := $(addprefix -p ,$(X86_GUESTS))
 AARCH64_GUESTS := $(notdir $(patsubst %/Cargo.toml,%,$(wildcard tests-aarch64/*/Cargo.toml)))
 AARCH64_PACKAGES := $(addprefix -p ,$(AARCH64_GUESTS))
 
-.PHONY: all runner guests check test lint clean bench new-test standalone install uninstall
+.PHONY: all runner guests check test lint editor-check clean bench new-test standalone install uninstall
 
 all: runner guests
 
@@ -30,13 +30,20 @@ lint:
 test:
 	$(CARGO) test -q -p vmunit -p vmunit-macros -p vmunit-protocol -p vmunit-runner
 
-# Everything: lint, the framework's tests, the commands of docs/ (scripts/test-docs), then the
+# Everything: lint, the framework's tests, the editor setup (no rust-analyzer error in any
+# window README.md names), the commands of docs/ (scripts/test-docs), then the
 # guest suite under the default accelerator (KVM when usable) and under TCG. The last line is
 # the runner's summary.
-check: lint test
+check: lint test editor-check
 	scripts/test-docs
 	./run_tests -j 2
 	./run_tests -j 2 --accel tcg
+
+# What rust-analyzer reports in each editor window README.md names (scripts/editor-diagnostics):
+# no error on an unchanged checkout. Needs the rust-analyzer and rust-src components.
+editor-check:
+	@if rust-analyzer --version >/dev/null 2>&1; then scripts/editor-diagnostics; \
+	else echo "editor-check: skipped: no rust-analyzer (rustup component add rust-analyzer rust-src)"; fi
 
 # Standalone tests: one shell script per unittests.toml entry in tests/, with the guest image
 # embedded; they need only QEMU and a POSIX shell (see runner/src/standalone.rs).
