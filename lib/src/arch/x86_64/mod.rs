@@ -23,6 +23,7 @@ pub mod msr;
 pub mod pmu;
 pub mod probes;
 pub mod protection_keys;
+pub mod realmode;
 pub mod smp;
 pub mod start_info;
 pub mod syscall;
