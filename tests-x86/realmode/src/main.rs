@@ -8,9 +8,12 @@
 #![no_std]
 #![no_main]
 
+use vmunit::arch::control::{Cr0Flags, read_cr0, read_cr3, read_cr4};
 use vmunit::arch::cpuid::cpuid;
+use vmunit::arch::instructions::{rdtsc, store_gdtr, store_idtr, try_read};
+use vmunit::arch::msr::{EferFlags, IA32_EFER, rdmsr};
 use vmunit::arch::realmode::{self, Interruption, RegisterSet, Registers, Snippet};
-use vmunit::{realmode_data, realmode_routine, realmode_snippet, report, report_info, report_summary};
+use vmunit::{realmode_data, realmode_routine, realmode_snippet, report, report_info};
 
 vmunit::main!(main);
 
@@ -74,7 +77,6 @@ realmode_routine!(TEST_FUNCTION = "mov $0x1234, %eax", "retl");
 realmode_routine!(RETF = "lretw");
 realmode_routine!(RETF_IMM_FIXTURE = "lretw $10");
 
-
 // A 64-byte stack for the call tests (realmode.c's `u32 esp[16]`).
 realmode_data!(CALL_STACK = ".skip 64");
 // The far pointer of `call far 1`, written by the snippet from ECX.
@@ -107,7 +109,11 @@ fn test_null() {
 realmode_snippet!(SHLD = "shld $8, %edx, %eax");
 
 fn test_shld() {
-    let input = Registers { eax: 0xbe, edx: 0xef00_0000, ..ZERO };
+    let input = Registers {
+        eax: 0xbe,
+        edx: 0xef00_0000,
+        ..ZERO
+    };
     check("shld", &SHLD, &input, ALL, |o| o.eax == 0xbeef).ok();
 }
 
@@ -147,15 +153,29 @@ fn test_push_pop() {
         o.eax == o.ebx && o.eax == 0x1234_5678
     })
     .ok();
-    check("push/pop 2", &PUSH16, &ZERO, EAX | EBX, |o| o.eax == o.ebx && o.eax == 0x1234).ok();
-    check("push/pop 3", &PUSH_ES, &ZERO, EAX | EBX, |o| o.ebx == o.eax && o.eax == 0x123).ok();
+    check("push/pop 2", &PUSH16, &ZERO, EAX | EBX, |o| {
+        o.eax == o.ebx && o.eax == 0x1234
+    })
+    .ok();
+    check("push/pop 3", &PUSH_ES, &ZERO, EAX | EBX, |o| {
+        o.ebx == o.eax && o.eax == 0x123
+    })
+    .ok();
     check("push/pop 4", &POP_ES, &ZERO, EAX | EBX, |o| o.ebx == o.eax).ok();
     check("push/pop 5", &PUSH_POP_SS, &ZERO, EAX | EBX, |o| o.ebx == o.eax).ok();
     check("push/pop 6", &PUSH_POP_FS, &ZERO, EAX | EBX, |o| o.ebx == o.eax).ok();
-    let input = Registers { eax: 0x9977, ebx: 0x7799, ..ZERO };
-    check("push/pop with high bits set in %esp", &PUSH_POP_HIGH_ESP, &input, EBX, |o| {
-        o.ebx == 0x9977
-    })
+    let input = Registers {
+        eax: 0x9977,
+        ebx: 0x7799,
+        ..ZERO
+    };
+    check(
+        "push/pop with high bits set in %esp",
+        &PUSH_POP_HIGH_ESP,
+        &input,
+        EBX,
+        |o| o.ebx == 0x9977,
+    )
     .ok();
 }
 
@@ -255,7 +275,12 @@ fn test_xor_imm() {
 }
 
 // Port 0xe0: pc-testdev's 4-byte scratch register.
-realmode_snippet!(IO1 = "mov $0xff, %al", "out %al, $0xe0", "mov $0x00, %al", "in $0xe0, %al");
+realmode_snippet!(
+    IO1 = "mov $0xff, %al",
+    "out %al, $0xe0",
+    "mov $0x00, %al",
+    "in $0xe0, %al"
+);
 realmode_snippet!(
     IO2 = "mov $0xffff, %ax",
     "out %ax, $0xe0",
@@ -316,7 +341,12 @@ fn test_eflags_insn() {
 }
 
 realmode_snippet!(JNZ_SHORT1 = "jnz 1f", "mov $0x1234, %eax", "1:");
-realmode_snippet!(JNZ_SHORT2 = "1:", "cmp $0x1234, %eax", "mov $0x1234, %eax", "jnz 1b");
+realmode_snippet!(
+    JNZ_SHORT2 = "1:",
+    "cmp $0x1234, %eax",
+    "mov $0x1234, %eax",
+    "jnz 1b"
+);
 realmode_snippet!(JMP_SHORT1 = "jmp 1f", "mov $0x1234, %eax", "1:");
 
 fn test_jcc_short() {
@@ -340,7 +370,12 @@ realmode_snippet!(
     ".word 1b - 2f",
     "2:"
 );
-realmode_snippet!(JMP_NEAR1 = ".byte 0xe9", ".word 1f - 2f", "2: mov $0x1234, %eax", "1:");
+realmode_snippet!(
+    JMP_NEAR1 = ".byte 0xe9",
+    ".word 1f - 2f",
+    "2: mov $0x1234, %eax",
+    "1:"
+);
 
 fn test_jcc_near() {
     check("jnz near 1", &JNZ_NEAR1, &ZERO, NONE, |_| true).ok();
@@ -348,7 +383,10 @@ fn test_jcc_near() {
     check("jmp near 1", &JMP_NEAR1, &ZERO, NONE, |_| true).ok();
 }
 
-realmode_snippet!(CALL1 = "mov $vmunit_realmode_routine_TEST_FUNCTION, %eax", "calll *%eax");
+realmode_snippet!(
+    CALL1 = "mov $vmunit_realmode_routine_TEST_FUNCTION, %eax",
+    "calll *%eax"
+);
 realmode_snippet!(
     CALL_NEAR1 = "jmp 2f",
     "1: mov $0x1234, %eax",
@@ -365,11 +403,17 @@ realmode_snippet!(
 realmode_snippet!(CALL_FAR1 = "mov %ecx, (%ebx)", "lcallw *(%ebx)");
 realmode_snippet!(CALL_FAR2 = "lcallw $0, $vmunit_realmode_routine_RETF");
 realmode_snippet!(RET_IMM = "sub $10, %sp", "jmp 2f", "1: retw $10", "2: callw 1b");
-realmode_snippet!(RETF_IMM = "sub $10, %sp", "lcallw $0, $vmunit_realmode_routine_RETF_IMM_FIXTURE");
+realmode_snippet!(
+    RETF_IMM = "sub $10, %sp",
+    "lcallw $0, $vmunit_realmode_routine_RETF_IMM_FIXTURE"
+);
 
 fn test_call() {
     let stack_top = CALL_STACK.address() + CALL_STACK.len() as u32;
-    let input = Registers { esp: stack_top, ..ZERO };
+    let input = Registers {
+        esp: stack_top,
+        ..ZERO
+    };
     check("call 1", &CALL1, &input, EAX, |o| o.eax == 0x1234).ok();
     check("call near 1", &CALL_NEAR1, &input, EAX, |o| o.eax == 0x1234).ok();
     check("call near 2", &CALL_NEAR2, &input, EAX, |o| o.eax == 0x1234).ok();
@@ -395,7 +439,10 @@ realmode_snippet!(
 );
 
 fn test_long_jmp() {
-    let input = Registers { esp: CALL_STACK.address() + CALL_STACK.len() as u32, ..ZERO };
+    let input = Registers {
+        esp: CALL_STACK.address() + CALL_STACK.len() as u32,
+        ..ZERO
+    };
     check("jmp far 1", &LONG_JMP, &input, EAX, |o| o.eax == 0x1234).ok();
 }
 
@@ -421,13 +468,34 @@ fn test_xchg() {
         eflags: 0,
     };
     check("xchg 1", &XCHG1, &i, NONE, |_| true).ok();
-    check("xchg 2", &XCHG2, &i, EAX | EBX, |o| o.eax == i.ebx && o.ebx == i.eax).ok();
-    check("xchg 3", &XCHG3, &i, EAX | ECX, |o| o.eax == i.ecx && o.ecx == i.eax).ok();
-    check("xchg 4", &XCHG4, &i, EAX | EDX, |o| o.eax == i.edx && o.edx == i.eax).ok();
-    check("xchg 5", &XCHG5, &i, EAX | ESI, |o| o.eax == i.esi && o.esi == i.eax).ok();
-    check("xchg 6", &XCHG6, &i, EAX | EDI, |o| o.eax == i.edi && o.edi == i.eax).ok();
-    check("xchg 7", &XCHG7, &i, EAX | EBP, |o| o.eax == i.ebp && o.ebp == i.eax).ok();
-    check("xchg 8", &XCHG8, &i, EAX | ESP, |o| o.eax == i.esp && o.esp == i.eax).ok();
+    check("xchg 2", &XCHG2, &i, EAX | EBX, |o| {
+        o.eax == i.ebx && o.ebx == i.eax
+    })
+    .ok();
+    check("xchg 3", &XCHG3, &i, EAX | ECX, |o| {
+        o.eax == i.ecx && o.ecx == i.eax
+    })
+    .ok();
+    check("xchg 4", &XCHG4, &i, EAX | EDX, |o| {
+        o.eax == i.edx && o.edx == i.eax
+    })
+    .ok();
+    check("xchg 5", &XCHG5, &i, EAX | ESI, |o| {
+        o.eax == i.esi && o.esi == i.eax
+    })
+    .ok();
+    check("xchg 6", &XCHG6, &i, EAX | EDI, |o| {
+        o.eax == i.edi && o.edi == i.eax
+    })
+    .ok();
+    check("xchg 7", &XCHG7, &i, EAX | EBP, |o| {
+        o.eax == i.ebp && o.ebp == i.eax
+    })
+    .ok();
+    check("xchg 8", &XCHG8, &i, EAX | ESP, |o| {
+        o.eax == i.esp && o.esp == i.eax
+    })
+    .ok();
 }
 
 realmode_snippet!(
@@ -504,8 +572,14 @@ realmode_snippet!(IMUL32_2 = "mov $2, %eax", "mov $4, %ecx", "imul %ecx");
 
 fn test_imul() {
     let changed = EAX | ECX | EDX;
-    check("imul 1", &IMUL8_1, &ZERO, changed, |o| o.eax & 0xff == u32::from(-8i8 as u8)).ok();
-    check("imul 2", &IMUL16_1, &ZERO, changed, |o| o.eax == u32::from(-8i16 as u16)).ok();
+    check("imul 1", &IMUL8_1, &ZERO, changed, |o| {
+        o.eax & 0xff == u32::from(-8i8 as u8)
+    })
+    .ok();
+    check("imul 2", &IMUL16_1, &ZERO, changed, |o| {
+        o.eax == u32::from(-8i16 as u16)
+    })
+    .ok();
     check("imul 3", &IMUL32_1, &ZERO, changed, |o| o.eax == -8i32 as u32).ok();
     check("imul 4", &IMUL8_2, &ZERO, changed, |o| {
         o.eax & 0xffff == 8 && o.eax & 0xffff_0000 == 0x1234_0000
@@ -544,20 +618,40 @@ realmode_snippet!(IDIV32 = "mov $512, %eax", "mov $-2, %ecx", "idiv %ecx");
 
 fn test_idiv() {
     let changed = EAX | ECX | EDX;
-    check("idiv 1", &IDIV8, &ZERO, changed, |o| o.eax == u32::from(-128i8 as u8)).ok();
-    check("idiv 2", &IDIV16, &ZERO, changed, |o| o.eax == u32::from(-256i16 as u16)).ok();
+    check("idiv 1", &IDIV8, &ZERO, changed, |o| {
+        o.eax == u32::from(-128i8 as u8)
+    })
+    .ok();
+    check("idiv 2", &IDIV16, &ZERO, changed, |o| {
+        o.eax == u32::from(-256i16 as u16)
+    })
+    .ok();
     check("idiv 3", &IDIV32, &ZERO, changed, |o| o.eax == -256i32 as u32).ok();
 }
 
 realmode_snippet!(LOOP = "mov $10, %ecx", "1: inc %eax", "loop 1b");
 realmode_snippet!(LOOPE = "mov $10, %ecx", "mov $1, %eax", "1: dec %eax", "loope 1b");
-realmode_snippet!(LOOPNE = "mov $10, %ecx", "mov $5, %eax", "1: dec %eax", "loopne 1b");
+realmode_snippet!(
+    LOOPNE = "mov $10, %ecx",
+    "mov $5, %eax",
+    "1: dec %eax",
+    "loopne 1b"
+);
 
 fn test_loopcc() {
     // realmode.c ignores only EAX in the first, though LOOP leaves ECX at 0: ECX is named.
-    check("LOOPcc short 1", &LOOP, &ZERO, EAX | ECX, |o| o.eax == 10 && o.ecx == 0).ok();
-    check("LOOPcc short 2", &LOOPE, &ZERO, EAX | ECX, |o| o.eax == u32::MAX && o.ecx == 8).ok();
-    check("LOOPcc short 3", &LOOPNE, &ZERO, EAX | ECX, |o| o.eax == 0 && o.ecx == 5).ok();
+    check("LOOPcc short 1", &LOOP, &ZERO, EAX | ECX, |o| {
+        o.eax == 10 && o.ecx == 0
+    })
+    .ok();
+    check("LOOPcc short 2", &LOOPE, &ZERO, EAX | ECX, |o| {
+        o.eax == u32::MAX && o.ecx == 8
+    })
+    .ok();
+    check("LOOPcc short 3", &LOOPNE, &ZERO, EAX | ECX, |o| {
+        o.eax == 0 && o.ecx == 5
+    })
+    .ok();
 }
 
 realmode_snippet!(CBW = "mov $0xFE, %eax", "cbw");
@@ -575,13 +669,22 @@ realmode_snippet!(CDQ1 = "mov $0x80000000, %eax", "cdq");
 realmode_snippet!(CDQ2 = "mov $0x10000000, %eax", "cdq");
 
 fn test_cwd_cdq() {
-    check("cwd 1", &CWD1, &ZERO, EAX | EDX, |o| o.eax == 0x8000 && o.edx == 0xffff).ok();
-    check("cwd 2", &CWD2, &ZERO, EAX | EDX, |o| o.eax == 0x1000 && o.edx == 0).ok();
+    check("cwd 1", &CWD1, &ZERO, EAX | EDX, |o| {
+        o.eax == 0x8000 && o.edx == 0xffff
+    })
+    .ok();
+    check("cwd 2", &CWD2, &ZERO, EAX | EDX, |o| {
+        o.eax == 0x1000 && o.edx == 0
+    })
+    .ok();
     check("cdq 1", &CDQ1, &ZERO, EAX | EDX, |o| {
         o.eax == 0x8000_0000 && o.edx == 0xffff_ffff
     })
     .ok();
-    check("cdq 2", &CDQ2, &ZERO, EAX | EDX, |o| o.eax == 0x1000_0000 && o.edx == 0).ok();
+    check("cdq 2", &CDQ2, &ZERO, EAX | EDX, |o| {
+        o.eax == 0x1000_0000 && o.edx == 0
+    })
+    .ok();
 }
 
 realmode_snippet!(DAS = "das");
@@ -605,7 +708,7 @@ fn das_expected(al: u8, carry: bool, adjust: bool) -> (u8, u32) {
     if cf {
         flags |= CF;
     }
-    if result.count_ones() % 2 == 0 {
+    if result.count_ones().is_multiple_of(2) {
         flags |= PF;
     }
     if af {
@@ -627,7 +730,11 @@ fn test_das() {
     'cases: for al in 0..=255u8 {
         for (carry, adjust) in [(false, false), (true, false), (false, true), (true, true)] {
             let eflags = if carry { CF } else { 0 } | if adjust { AF } else { 0 };
-            let input = Registers { eax: u32::from(al), eflags, ..ZERO };
+            let input = Registers {
+                eax: u32::from(al),
+                eflags,
+                ..ZERO
+            };
             let (result, flags) = das_expected(al, carry, adjust);
             let outcome = realmode::run(&DAS, &input);
             let ok = matches!(outcome, Ok(o) if EAX.contains(o.differences(&input))
@@ -650,10 +757,18 @@ realmode_snippet!(LFS = "push %fs", "lfs (%ebx), %eax", "mov %fs, %ebx", "pop %f
 realmode_snippet!(LGS = "push %gs", "lgs (%ebx), %eax", "mov %gs, %ebx", "pop %gs");
 // realmode.c pushes SS and pops it back from the stack LSS just switched to; the old SS is
 // kept in ECX instead.
-realmode_snippet!(LSS = "mov %ss, %cx", "lss (%ebx), %eax", "mov %ss, %ebx", "mov %cx, %ss");
+realmode_snippet!(
+    LSS = "mov %ss, %cx",
+    "lss (%ebx), %eax",
+    "mov %ss, %ebx",
+    "mov %cx, %ss"
+);
 
 fn test_lds_lss() {
-    let input = Registers { ebx: FAR_DESCRIPTOR.address(), ..ZERO };
+    let input = Registers {
+        ebx: FAR_DESCRIPTOR.address(),
+        ..ZERO
+    };
     let loaded = |o: &Registers| o.eax == 0x1234 && o.ebx == 0x10;
     check("lds", &LDS, &input, EAX | EBX, loaded).ok();
     check("les", &LES, &input, EAX | EBX, loaded).ok();
@@ -700,7 +815,12 @@ fn test_cpuid() {
     .ok();
 }
 
-realmode_snippet!(SS_RELATIVE1 = "mov %ss, %ax", "mov %bx, %ss", "movl (%ebp), %ebx", "mov %ax, %ss");
+realmode_snippet!(
+    SS_RELATIVE1 = "mov %ss, %ax",
+    "mov %bx, %ss",
+    "movl (%ebp), %ebx",
+    "mov %ax, %ss"
+);
 realmode_snippet!(
     SS_RELATIVE2 = "mov %ss, %ax",
     "mov %bx, %ss",
@@ -709,14 +829,27 @@ realmode_snippet!(
 );
 
 fn test_ss_base_for_esp_ebp() {
-    let input = Registers { ebx: 1, ebp: SS_ARRAY.address(), edi: 0, ..ZERO };
-    check("ss relative addressing (1)", &SS_RELATIVE1, &input, EAX | EBX, |o| {
-        o.ebx == 0x8765_4321
-    })
+    let input = Registers {
+        ebx: 1,
+        ebp: SS_ARRAY.address(),
+        edi: 0,
+        ..ZERO
+    };
+    check(
+        "ss relative addressing (1)",
+        &SS_RELATIVE1,
+        &input,
+        EAX | EBX,
+        |o| o.ebx == 0x8765_4321,
+    )
     .ok();
-    check("ss relative addressing (2)", &SS_RELATIVE2, &input, EAX | EBX, |o| {
-        o.ebx == 0x8765_4321
-    })
+    check(
+        "ss relative addressing (2)",
+        &SS_RELATIVE2,
+        &input,
+        EAX | EBX,
+        |o| o.ebx == 0x8765_4321,
+    )
     .ok();
 }
 
@@ -732,7 +865,10 @@ fn stored_table_register() -> (u16, u32) {
 fn test_sgdt_sidt() {
     // realmode.c compares with its own SGDT/SIDT in real mode: the harness's real-mode GDTR
     // and the IDTR it loads.
-    let input = Registers { eax: TABLE_REGISTER.address(), ..ZERO };
+    let input = Registers {
+        eax: TABLE_REGISTER.address(),
+        ..ZERO
+    };
     let gdtr = realmode::real_mode_gdtr();
     let outcome = check("sgdt", &SGDT, &input, NONE, |_| stored_table_register() == gdtr);
     if outcome.is_ok() && stored_table_register() != gdtr {
@@ -761,12 +897,22 @@ realmode_snippet!(MOVSX_AH = "movsx %ah, %ebx");
 realmode_snippet!(MOVZX_AH = "movzx %ah, %ebx");
 
 fn test_movzx_movsx() {
-    let input = Registers { eax: 0x1234_569c, esp: 0xffff, ..ZERO };
+    let input = Registers {
+        eax: 0x1234_569c,
+        esp: 0xffff,
+        ..ZERO
+    };
     let al = input.eax as u8;
     let ah = (input.eax >> 8) as u8;
-    check("movsx", &MOVSX, &input, EBX, |o| o.ebx == i32::from(al as i8) as u32).ok();
+    check("movsx", &MOVSX, &input, EBX, |o| {
+        o.ebx == i32::from(al as i8) as u32
+    })
+    .ok();
     check("movzx", &MOVZX, &input, EBX, |o| o.ebx == u32::from(al)).ok();
-    check("movsx ah", &MOVSX_AH, &input, EBX, |o| o.ebx == i32::from(ah as i8) as u32).ok();
+    check("movsx ah", &MOVSX_AH, &input, EBX, |o| {
+        o.ebx == i32::from(ah as i8) as u32
+    })
+    .ok();
     check("movzx ah", &MOVZX_AH, &input, EBX, |o| o.ebx == u32::from(ah)).ok();
 }
 
@@ -778,16 +924,32 @@ realmode_snippet!(CLC_SALC = "clc", ".byte 0xd6");
 realmode_snippet!(STC_SALC = "stc", ".byte 0xd6");
 
 fn test_bcd_and_friends() {
-    let input = Registers { ecx: 0x1234_5678, ..ZERO };
+    let input = Registers {
+        ecx: 0x1234_5678,
+        ..ZERO
+    };
     check("bswap", &BSWAP, &input, ECX, |o| o.ecx == 0x7856_3412).ok();
-    let input = Registers { eax: 0x1234_5678, ..ZERO };
+    let input = Registers {
+        eax: 0x1234_5678,
+        ..ZERO
+    };
     check("aad", &AAD, &input, EAX, |o| o.eax == 0x1234_00d4).ok();
-    let input = Registers { eax: 0x7654_3210, ..ZERO };
+    let input = Registers {
+        eax: 0x7654_3210,
+        ..ZERO
+    };
     check("aam", &AAM, &input, EAX, |o| o.eax == 0x7654_0106).ok();
-    let input = Registers { eax: 0x89ab_cdef, ebx: XLAT_TABLE.address(), ..ZERO };
+    let input = Registers {
+        eax: 0x89ab_cdef,
+        ebx: XLAT_TABLE.address(),
+        ..ZERO
+    };
     check("xlat", &XLAT, &input, EAX, |o| o.eax == 0x89ab_cdf0).ok();
     // SALC (0xd6, undocumented): AL = CF ? 0xff : 0.
-    let input = Registers { eax: 0x1234_5678, ..ZERO };
+    let input = Registers {
+        eax: 0x1234_5678,
+        ..ZERO
+    };
     check("salc (1)", &CLC_SALC, &input, EAX, |o| o.eax == 0x1234_5600).ok();
     check("salc (2)", &STC_SALC, &input, EAX, |o| o.eax == 0x1234_56ff).ok();
 }
@@ -795,7 +957,11 @@ fn test_bcd_and_friends() {
 realmode_snippet!(FNINIT = "fninit", "fnstsw (%eax)", "fnstcw (%ebx)");
 
 fn test_fninit() {
-    let input = Registers { eax: FPU_WORDS.address(), ebx: FPU_WORDS.address() + 2, ..ZERO };
+    let input = Registers {
+        eax: FPU_WORDS.address(),
+        ebx: FPU_WORDS.address() + 2,
+        ..ZERO
+    };
     check("fninit", &FNINIT, &input, NONE, |_| {
         let status = FPU_WORDS.read_u16(0);
         let control = FPU_WORDS.read_u16(2);
@@ -808,8 +974,15 @@ fn test_fninit() {
 realmode_snippet!(DR_MOD = "movl %ebx, %dr0", ".byte 0x0f, 0x21, 0x00");
 
 fn test_dr_mod() {
-    let input = Registers { eax: 0xdead, ebx: 0xaced, ..ZERO };
-    check("mov dr with mod bits", &DR_MOD, &input, EAX | EBX, |o| o.eax == 0xaced).ok();
+    let input = Registers {
+        eax: 0xdead,
+        ebx: 0xaced,
+        ..ZERO
+    };
+    check("mov dr with mod bits", &DR_MOD, &input, EAX | EBX, |o| {
+        o.eax == 0xaced
+    })
+    .ok();
 }
 
 realmode_snippet!(
@@ -822,7 +995,10 @@ realmode_snippet!(
 );
 
 fn test_smsw() {
-    let input = Registers { eax: 0x1234_5678, ..ZERO };
+    let input = Registers {
+        eax: 0x1234_5678,
+        ..ZERO
+    };
     check("smsw", &SMSW, &input, EAX | EBX | ECX, |o| o.eax == o.ebx).ok();
 }
 
@@ -842,11 +1018,168 @@ fn test_nopl() {
 realmode_snippet!(XADD = "xaddl %eax, %eax");
 
 fn test_xadd() {
-    let input = Registers { eax: 0x1234_5678, ..ZERO };
+    let input = Registers {
+        eax: 0x1234_5678,
+        ..ZERO
+    };
     check("xadd", &XADD, &input, EAX, |o| o.eax == input.eax * 2).ok();
 }
 
+// Not realmode.c's: what the harness promises. The snippet sees real mode (CR0.PE and PG clear,
+// EFER.LME and LMA clear); an exception ends the run at the faulting instruction; and long mode
+// comes back as it was.
+realmode_snippet!(MODE = "movl %cr0, %ebx", "mov $0xc0000080, %ecx", "rdmsr");
+realmode_snippet!(UD2 = "ud2");
+
+fn test_harness() {
+    let real_mode = |o: &Registers| {
+        let cr0 = Cr0Flags::from_bits_retain(u64::from(o.ebx));
+        let efer = EferFlags::from_bits_retain(u64::from(o.eax));
+        !cr0.intersects(Cr0Flags::PROTECTED_MODE_ENABLE | Cr0Flags::PAGING)
+            && !efer.intersects(EferFlags::LONG_MODE_ENABLE | EferFlags::LONG_MODE_ACTIVE)
+    };
+    check(
+        "harness: the snippet runs with CR0.PE, CR0.PG, EFER.LME and EFER.LMA clear",
+        &MODE,
+        &ZERO,
+        EAX | EBX | ECX | EDX,
+        real_mode,
+    )
+    .ok();
+    let outcome = realmode::run(&UD2, &ZERO);
+    report!(
+        matches!(outcome, Err(i) if i.vector == 6 && i.cs == 0 && i.ip == UD2.address()),
+        "harness: UD2 ends the snippet with #UD at its address {:#x} (got {outcome:x?})",
+        UD2.address()
+    );
+    let state = || {
+        (
+            read_cr0(),
+            read_cr3(),
+            read_cr4(),
+            rdmsr(IA32_EFER),
+            store_gdtr(),
+            store_idtr(),
+        )
+    };
+    let before = state();
+    let _ = realmode::run(&MODE, &ZERO);
+    let after = state();
+    report!(
+        before == after,
+        "harness: CR0, CR3, CR4, EFER, GDTR and IDTR are restored (before {before:x?}, after {after:x?})"
+    );
+    let null = try_read(0);
+    report!(
+        null.is_err(),
+        "harness: the runtime still catches a #PF after the runs (got {null:x?})"
+    );
+}
+
+/// realmode.c's PERF_COUNT, a tenth of it: under an emulating hypervisor each iteration exits.
+const PERF_COUNT: u32 = 100_000;
+
+realmode_snippet!(
+    PERF_LOOP = "rdtsc",
+    "mov %eax, %ebx",
+    "mov %edx, %esi",
+    "1: .byte 0x67",
+    "loop 1b",
+    "rdtsc"
+);
+realmode_snippet!(
+    PERF_MOVE = "rdtsc",
+    "mov %eax, %ebx",
+    "mov %edx, %esi",
+    "1: mov %esi, %edi",
+    ".byte 0x67",
+    "loop 1b",
+    "rdtsc"
+);
+realmode_snippet!(
+    PERF_ARITH = "rdtsc",
+    "mov %eax, %ebx",
+    "mov %edx, %esi",
+    "1: add $4, %edi",
+    ".byte 0x67",
+    "loop 1b",
+    "rdtsc"
+);
+realmode_snippet!(
+    PERF_LOAD = "rdtsc",
+    "mov %eax, %ebx",
+    "mov %edx, %esi",
+    "1: cmpl $0, (%edi)",
+    ".byte 0x67",
+    "loop 1b",
+    "rdtsc"
+);
+realmode_snippet!(
+    PERF_STORE = "rdtsc",
+    "mov %eax, %ebx",
+    "mov %edx, %esi",
+    "1: mov %ax, (%edi)",
+    ".byte 0x67",
+    "loop 1b",
+    "rdtsc"
+);
+realmode_snippet!(
+    PERF_RMW = "rdtsc",
+    "mov %eax, %ebx",
+    "mov %edx, %esi",
+    "1: addl $1, (%edi)",
+    ".byte 0x67",
+    "loop 1b",
+    "rdtsc"
+);
+// The word the memory loops read and write.
+realmode_data!(PERF_WORD = ".long 0");
+
+/// TSC cycles of `snippet`'s loop (realmode.c's `cycles_in_big_real_mode`), `None` if it did not
+/// run to its end.
+fn cycles(snippet: &Snippet) -> Option<u64> {
+    let input = Registers {
+        ecx: PERF_COUNT,
+        edi: PERF_WORD.address(),
+        ..ZERO
+    };
+    let output = realmode::run(snippet, &input).ok()?;
+    let start = (u64::from(output.esi) << 32) | u64::from(output.ebx);
+    let end = (u64::from(output.edx) << 32) | u64::from(output.eax);
+    Some(end.wrapping_sub(start))
+}
+
+/// realmode.c's perf tests: cycles per instruction, printed, not checked.
+fn test_perf() {
+    let start = rdtsc();
+    let Some(baseline) = cycles(&PERF_LOOP) else {
+        report_info!("perf: the loop did not run to its end");
+        return;
+    };
+    report_info!(
+        "{} cycles/emulated jump instruction",
+        baseline / u64::from(PERF_COUNT + 3)
+    );
+    for (snippet, what) in [
+        (&PERF_MOVE, "move"),
+        (&PERF_ARITH, "arithmetic"),
+        (&PERF_LOAD, "memory load"),
+        (&PERF_STORE, "memory store"),
+        (&PERF_RMW, "memory RMW"),
+    ] {
+        match cycles(snippet) {
+            Some(total) => report_info!(
+                "{} cycles/emulated {what} instruction",
+                total.saturating_sub(baseline) / u64::from(PERF_COUNT)
+            ),
+            None => report_info!("perf: the {what} loop did not run to its end"),
+        }
+    }
+    report_info!("perf: {} TSC cycles in all", rdtsc() - start);
+}
+
 fn main(_args: &[&str]) {
+    test_harness();
     test_null();
     test_shld();
     test_push_pop();
@@ -886,4 +1219,5 @@ fn main(_args: &[&str]) {
     test_smsw();
     test_nopl();
     test_xadd();
+    test_perf();
 }

@@ -46,6 +46,7 @@ const PIC_SLAVE_DATA: u16 = 0xa1;
 /// The general registers and EFLAGS of a snippet, as kvm-unit-tests' `struct regs` has them.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[allow(missing_docs)]
 pub struct Registers {
     pub eax: u32,
     pub ebx: u32,
@@ -62,6 +63,7 @@ pub struct Registers {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RegisterSet(u8);
 
+#[allow(missing_docs)]
 impl RegisterSet {
     pub const NONE: Self = Self(0);
     pub const EAX: Self = Self(1 << 0);
@@ -108,7 +110,9 @@ impl Registers {
 
     /// EAX, EBX, ECX, EDX, ESI, EDI, ESP, EBP, in [`RegisterSet`]'s bit order.
     fn general(&self) -> [u32; 8] {
-        [self.eax, self.ebx, self.ecx, self.edx, self.esi, self.edi, self.esp, self.ebp]
+        [
+            self.eax, self.ebx, self.ecx, self.edx, self.esi, self.edi, self.esp, self.ebp,
+        ]
     }
 }
 
@@ -211,13 +215,20 @@ impl Data {
     /// # Panics
     /// When `offset + buffer.len()` runs past the data's end.
     pub fn read(&self, offset: usize, buffer: &mut [u8]) {
-        assert!(offset + buffer.len() <= self.len(), "read past the real-mode data");
+        assert!(
+            offset + buffer.len() <= self.len(),
+            "read past the real-mode data"
+        );
         let _guard = LOCK.lock();
         let _ = self.address();
         // SAFETY: the range lies inside the data's copy in the real-mode area, identity mapped
         // (above page 0) and written only by `run`, which the lock excludes.
         unsafe {
-            core::ptr::copy_nonoverlapping(self.start.add(offset), buffer.as_mut_ptr(), buffer.len());
+            core::ptr::copy_nonoverlapping(
+                self.start.wrapping_add(offset),
+                buffer.as_mut_ptr(),
+                buffer.len(),
+            );
         }
     }
 
@@ -241,8 +252,10 @@ impl Data {
 pub struct Interruption {
     /// The vector (an exception, `int n`, or an external interrupt).
     pub vector: u8,
-    /// CS:IP of the interrupt frame (for a fault, the faulting instruction).
+    /// CS of the interrupt frame.
     pub cs: u16,
+    /// IP of the interrupt frame: for a fault, the faulting instruction; for `int n` or a
+    /// trap, the next one.
     pub ip: u16,
     /// The registers at that point (ESP with the frame popped, FLAGS from the frame).
     pub registers: Registers,
@@ -316,6 +329,27 @@ fn copy_area() {
     unsafe { core::ptr::copy_nonoverlapping(load, start.cast_mut(), length) };
 }
 
+/// The context's field at `offset` (of type `T`, per [`Context`]'s layout).
+fn field<T>(offset: usize) -> *mut T {
+    (&raw const vmunit_realmode_context)
+        .cast_mut()
+        .wrapping_add(offset)
+        .cast()
+}
+
+/// Writes the context's field at `offset`; the caller holds the lock and copied the area.
+fn write_field<T>(offset: usize, value: T) {
+    // SAFETY: the context lies in the area's copy, aligned (its label is 16-aligned and the
+    // offset is a repr(C) field's); only `run` uses it, under the lock.
+    unsafe { field::<T>(offset).write_volatile(value) };
+}
+
+/// Reads the context's field at `offset`, as the harness left it.
+fn read_field<T>(offset: usize) -> T {
+    // SAFETY: as in `write_field`.
+    unsafe { field::<T>(offset).read_volatile() }
+}
+
 /// Runs `snippet` in real mode with the registers `input`, and returns its registers when it
 /// reaches its end, or how an interrupt or exception ended it.
 ///
@@ -338,27 +372,17 @@ pub fn run(snippet: &Snippet, input: &Registers) -> Result<Registers, Interrupti
         out_u8(PIC_MASTER_DATA, 0xff);
         out_u8(PIC_SLAVE_DATA, 0xff);
         copy_area();
-        let context = (&raw const vmunit_realmode_context).cast::<Context>().cast_mut();
-        // SAFETY: the context lies in the area's copy (aligned by its label), which only this
-        // function uses, under the lock.
-        unsafe {
-            (&raw mut (*context).input).write_volatile(*input);
-            (&raw mut (*context).entry).write_volatile(entry);
-            (&raw mut (*context).vector).write_volatile(NO_VECTOR);
-        }
+        write_field(offset_of!(Context, input), *input);
+        write_field(offset_of!(Context, entry), entry);
+        write_field(offset_of!(Context, vector), NO_VECTOR);
         // SAFETY: the switch saves and restores the runtime's state (see the assembly below);
         // interrupts are off, the area holds the harness and the snippet, and the lock keeps
         // other CPUs out of it.
         unsafe { vmunit_realmode_switch() };
-        // SAFETY: as for the writes above; the harness has filled these fields.
-        let (output, vector, fault_ip, fault_cs) = unsafe {
-            (
-                (&raw const (*context).output).read_volatile(),
-                (&raw const (*context).vector).read_volatile(),
-                (&raw const (*context).fault_ip).read_volatile(),
-                (&raw const (*context).fault_cs).read_volatile(),
-            )
-        };
+        let output: Registers = read_field(offset_of!(Context, output));
+        let vector: u16 = read_field(offset_of!(Context, vector));
+        let fault_ip: u16 = read_field(offset_of!(Context, fault_ip));
+        let fault_cs: u16 = read_field(offset_of!(Context, fault_cs));
         out_u8(PIC_MASTER_DATA, masks.0);
         out_u8(PIC_SLAVE_DATA, masks.1);
         if vector == NO_VECTOR {
