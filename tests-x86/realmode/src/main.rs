@@ -3,8 +3,9 @@
 //!
 //! The snippets are realmode.c's, with the operand sizes its `.code16gcc` gave implicitly
 //! spelled out (`calll`, `retl`, `pushfl`, `iretl`, `pushal`). As there, a check also fails when
-//! a register outside the ones it names changed. Where realmode.c's snippet is itself broken
-//! (`lss` popped SS from the newly loaded stack segment) the port says so at the snippet.
+//! a register outside the ones it names changed; a snippet that an interrupt or exception ends
+//! fails its check. Data the snippets address lives in segment 0 (`realmode_data!`), where
+//! realmode.c's image lived.
 #![no_std]
 #![no_main]
 
