@@ -304,7 +304,8 @@ unsafe extern "C" {
 /// One run at a time: the area is shared by all CPUs.
 static LOCK: spin::Mutex<()> = spin::Mutex::new(());
 
-/// The GDTR the harness loads in real mode (limit, base): what SGDT reads there.
+/// The GDTR the harness loads in real mode (limit, base): what SGDT reads there. It copies the
+/// area down, so data a previous run left is reset: read that first.
 pub fn real_mode_gdtr() -> (u16, u32) {
     let pointer = &raw const vmunit_realmode_gdt_pointer;
     let _guard = LOCK.lock();
@@ -790,7 +791,7 @@ global_asm!(
     options(att_syntax)
 );
 
-/// Reads the real-mode IDTR and GDTR of a snippet's SGDT/SIDT: (limit, base) from 6 bytes.
+/// The (limit, base) that a 16-bit SGDT or SIDT stored in 6 bytes.
 pub fn descriptor_table_register(bytes: [u8; 6]) -> (u16, u32) {
     (
         u16::from_le_bytes([bytes[0], bytes[1]]),
