@@ -25,6 +25,7 @@ pub mod pci;
 pub mod pmu;
 pub mod probes;
 pub mod protection_keys;
+pub mod realmode;
 pub mod smp;
 pub mod start_info;
 pub mod syscall;
