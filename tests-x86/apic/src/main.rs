@@ -413,28 +413,45 @@ fn check_timer_mode_change() {
     set_mode(false);
     apic::write(register::TIMER_INITIAL_COUNT, INITIAL);
     report!(current() != 0, "a one-shot count is running");
+    // The count's speed in TSC ticks, from this run: a quarter of the range.
+    let (start_count, start_tsc) = (current(), rdtsc());
+    spin_until(PATIENCE, || current() < start_count.saturating_sub(INITIAL / 4));
+    let (end_count, end_tsc) = (current(), rdtsc());
     let expired = spin_until(PATIENCE, || current() == 0);
     report!(expired, "the one-shot count reaches 0 (got {:#x})", current());
+    // How far the count can move in `ticks` TSC ticks, twice over for safety (0 counted
+    // 0 ticks: no rate, every window too long).
+    let counted = u128::from(start_count.saturating_sub(end_count));
+    let elapsed = u128::from(end_tsc.saturating_sub(start_tsc)).max(1);
+    let counts_in = |ticks: u64| u128::from(ticks) * counted * 2 / elapsed;
 
-    // Switches the mode while the count is in the middle of its range (so that no reload can
-    // come between the reads, even where each access is a slow VM exit); returns the counts
-    // just before and just after the switch. `rearm` restarts the count for each try (a
-    // one-shot count that a descheduled vCPU saw expire), else the count must cycle.
+    // Switches the mode while the count is in the middle of its range, and returns the counts
+    // just before and just after the switch. A try counts only if the count cannot have reached
+    // 0 (and reloaded) between the two reads, judged by the TSC time the try took: where every
+    // access is a slow VM exit, a busy host may deschedule the vCPU for longer than the rest of
+    // the count. `rearm` restarts the count for each try (a one-shot count that a descheduled
+    // vCPU saw expire), else the count must cycle.
     let in_middle = |count: u32| (INITIAL / 4..=INITIAL / 2).contains(&count);
     let switch_in_middle = |periodic: bool, rearm: bool| {
         for _ in 0..MIDDLE_TRIES {
             if rearm {
                 apic::write(register::TIMER_INITIAL_COUNT, INITIAL);
             }
-            let before = if spin_until(PATIENCE, || in_middle(current())) {
-                current()
-            } else {
-                0
-            };
-            if in_middle(before) {
-                set_mode(periodic);
-                return Some((before, current()));
+            if !spin_until(PATIENCE, || in_middle(current())) {
+                continue;
             }
+            let started = rdtsc();
+            let before = current();
+            if !in_middle(before) {
+                continue;
+            }
+            set_mode(periodic);
+            let after = current();
+            if counts_in(rdtsc().saturating_sub(started)) < u128::from(before) {
+                return Some((before, after));
+            }
+            // Too slow to tell a reload at 0 from one by the switch: put the mode back, retry.
+            set_mode(!periodic);
         }
         None
     };
