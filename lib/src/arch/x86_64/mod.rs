@@ -17,6 +17,7 @@ pub mod fw_cfg;
 pub mod instructions;
 pub mod interrupt_count;
 pub mod ioapic;
+pub mod kvmclock;
 pub mod lam;
 pub mod mmu;
 pub mod msr;
