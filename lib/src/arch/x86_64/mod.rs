@@ -14,6 +14,7 @@ pub mod exceptions;
 pub mod exit;
 pub mod fpu;
 pub mod fw_cfg;
+pub mod hyperv;
 pub mod instructions;
 pub mod interrupt_count;
 pub mod ioapic;
