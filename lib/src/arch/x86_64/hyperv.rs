@@ -366,6 +366,12 @@ impl Synic {
         load::<u64>(word) & (1 << (flag % 64)) != 0
     }
 
+    /// The 64-bit word of SINT `sint`'s event flags that holds flag `flag`.
+    pub fn event_flags_word(&self, sint: u8, flag: u32) -> u64 {
+        assert!(sint < SINT_COUNT && u64::from(flag) < EVENT_FLAGS_SIZE * 8);
+        load(self.event_flags_page + u64::from(sint) * EVENT_FLAGS_SIZE + u64::from(flag / 64) * 8)
+    }
+
     /// Clears event flag `flag` of SINT `sint` (the guest's side of the protocol).
     pub fn clear_event_flag(&self, sint: u8, flag: u32) {
         assert!(sint < SINT_COUNT && u64::from(flag) < EVENT_FLAGS_SIZE * 8);
@@ -477,38 +483,147 @@ pub const fn stimer_count_msr(timer: u8) -> u32 {
     HV_X64_MSR_STIMER0_COUNT + 2 * timer as u32
 }
 
-/// The hypercall page: a frame of the runtime's that the hypervisor fills with the
-/// hypercall instruction sequence once HV_X64_MSR_HYPERCALL names it.
-pub struct HypercallPage {
-    frame: u64,
+/// A guest OS ID for HV_X64_MSR_GUEST_OS_ID (kvm-unit-tests' `0x8f00 << 48`): not 0, which
+/// is what lets the hypercall page be enabled (TLFS 3.13).
+pub const GUEST_OS_ID: u64 = 0x8f00 << 48;
+/// HV_HYPERCALL_FAST in a hypercall's control word: the input is in RDX (and R8), not in
+/// memory.
+pub const HYPERCALL_FAST: u64 = 1 << 16;
+/// HVCALL_POST_MESSAGE.
+pub const HVCALL_POST_MESSAGE: u16 = 0x5c;
+/// HVCALL_SIGNAL_EVENT.
+pub const HVCALL_SIGNAL_EVENT: u16 = 0x5d;
+/// HV_STATUS_SUCCESS in a hypercall's result (bits 15:0).
+pub const HV_STATUS_SUCCESS: u16 = 0;
+/// HV_STATUS_INVALID_HYPERCALL_CODE.
+pub const HV_STATUS_INVALID_HYPERCALL_CODE: u16 = 2;
+
+/// Why a hypercall through the page did not run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum HypercallError {
+    /// The page does not start with VMCALL or VMMCALL and RET: the hypervisor did not fill
+    /// it (its first four bytes).
+    PageNotFilled([u8; 4]),
+    /// The call raised this exception.
+    Exception(Exception),
 }
 
-/// A guest OS ID for HV_X64_MSR_GUEST_OS_ID (an open-source OS, TLFS 3.13): not 0, which is
-/// what lets the hypercall page be enabled.
-pub const GUEST_OS_ID: u64 = (1 << 63) | (0x76_6d75 << 16);
+/// The hypercall page: a page of the runtime's that the hypervisor fills with the hypercall
+/// instruction sequence when HV_X64_MSR_HYPERCALL names it, mapped executable at its own
+/// address. Dropping it turns HV_X64_MSR_HYPERCALL off before the frame is freed.
+pub struct HypercallPage {
+    page: crate::memory::TestPage,
+}
 
 impl HypercallPage {
-    /// A zeroed frame, or `None` when none is left.
-    pub fn new() -> Option<HypercallPage> {
-        hypervisor_frame().map(|frame| HypercallPage { frame })
+    /// A zeroed page.
+    ///
+    /// # Panics
+    /// When no frame is left.
+    pub fn new() -> HypercallPage {
+        HypercallPage {
+            page: crate::memory::TestPage::new(),
+        }
     }
 
     /// The page's guest-physical address.
     pub fn address(&self) -> u64 {
+        self.page.frame()
+    }
+
+    /// Writes HV_X64_MSR_GUEST_OS_ID, then HV_X64_MSR_HYPERCALL = frame | 1 (enable), and
+    /// maps the page read-execute; or the exception.
+    pub fn enable(&self) -> Result<(), Exception> {
+        try_wrmsr(HV_X64_MSR_GUEST_OS_ID, GUEST_OS_ID)?;
+        // SAFETY: the address is this page's own frame; the hypervisor writes it only now,
+        // and Drop turns the MSR off before the frame goes back to the allocator.
+        unsafe { try_wrmsr_unrestricted(HV_X64_MSR_HYPERCALL, self.page.frame() | 1) }?;
+        self.page.map(crate::memory::Protection::READ_EXECUTE);
+        Ok(())
+    }
+
+    /// HV_X64_MSR_HYPERCALL and HV_X64_MSR_GUEST_OS_ID back to 0.
+    pub fn disable(&self) -> Result<(), Exception> {
+        // SAFETY: 0 gives the hypervisor no address.
+        unsafe { try_wrmsr_unrestricted(HV_X64_MSR_HYPERCALL, 0) }?;
+        try_wrmsr(HV_X64_MSR_GUEST_OS_ID, 0)
+    }
+
+    /// The first four bytes of the page (read through the identity map).
+    pub fn code(&self) -> [u8; 4] {
+        (load::<u32>(self.page.frame())).to_le_bytes()
+    }
+
+    /// Hypercall `code` with `input` (a guest-physical address, or with `fast` the input
+    /// itself) through the page: RCX = control, RDX = input, R8 = 0 (kvm-unit-tests'
+    /// `do_hypercall`). Returns RAX, the hypercall result (status in bits 15:0).
+    pub fn call(&self, code: u16, input: u64, fast: bool) -> Result<u64, HypercallError> {
+        let filled = self.code();
+        let hypercall = [[0x0f, 0x01, 0xc1, 0xc3], [0x0f, 0x01, 0xd9, 0xc3]];
+        if !hypercall.contains(&filled) {
+            return Err(HypercallError::PageNotFilled(filled));
+        }
+        let control = u64::from(code) | if fast { HYPERCALL_FAST } else { 0 };
+        let address = self.page.address();
+        super::exceptions::catch_exception(|| {
+            let result: u64;
+            // SAFETY: the page holds the hypercall instruction and RET (just checked) and is
+            // mapped executable; the call returns or faults (caught). The hypervisor writes
+            // RAX (and for a memory output, memory the input names: none here); the C ABI's
+            // registers are declared clobbered.
+            unsafe {
+                core::arch::asm!("call {address}", address = in(reg) address, in("rcx") control,
+                    in("rdx") input, in("r8") 0u64, lateout("rax") result, clobber_abi("C"))
+            };
+            result
+        })
+        .map_err(HypercallError::Exception)
+    }
+}
+
+impl Default for HypercallPage {
+    fn default() -> Self {
+        HypercallPage::new()
+    }
+}
+
+impl Drop for HypercallPage {
+    fn drop(&mut self) {
+        // SAFETY: 0 gives the hypervisor no address; the frame is freed after this.
+        let _ = unsafe { try_wrmsr_unrestricted(HV_X64_MSR_HYPERCALL, 0) };
+    }
+}
+
+/// The input of HVCALL_POST_MESSAGE (`struct hv_input_post_message`) in a frame of the
+/// runtime's, which the hypervisor only reads.
+pub struct PostMessageInput {
+    frame: u64,
+}
+
+impl PostMessageInput {
+    /// A zeroed frame, or `None` when none is left.
+    pub fn new() -> Option<PostMessageInput> {
+        hypervisor_frame().map(|frame| PostMessageInput { frame })
+    }
+
+    /// The input's guest-physical address, the hypercall's input.
+    pub fn address(&self) -> u64 {
         self.frame
     }
 
-    /// Writes HV_X64_MSR_GUEST_OS_ID, then HV_X64_MSR_HYPERCALL = frame | 1 (enable), or the
-    /// exception.
-    pub fn enable(&self) -> Result<(), Exception> {
-        try_wrmsr(HV_X64_MSR_GUEST_OS_ID, GUEST_OS_ID)?;
-        // SAFETY: the address is this page's own frame, which is never freed.
-        unsafe { try_wrmsr_unrestricted(HV_X64_MSR_HYPERCALL, self.frame | 1) }
+    /// ConnectionId, MessageType, PayloadSize and the first payload word.
+    pub fn set(&self, connection: u32, message_type: u32, payload_size: u32, first_word: u64) {
+        store(self.frame, connection);
+        store(self.frame + 4, 0u32);
+        store(self.frame + 8, message_type);
+        store(self.frame + 12, payload_size);
+        store(self.frame + 16, first_word);
+        fence(Ordering::SeqCst);
     }
 
-    /// The first `N` bytes the hypervisor wrote into the page.
-    pub fn code<const N: usize>(&self) -> [u8; N] {
-        core::array::from_fn(|index| load(self.frame + index as u64))
+    /// The first payload word.
+    pub fn first_word(&self) -> u64 {
+        load(self.frame + 16)
     }
 }
 
