@@ -163,7 +163,7 @@ fn prepare(cpu: usize, synic: &Synic) {
     for (sint, (vector, auto_eoi)) in (0..SINT_COUNT).zip(SINT_VECTORS) {
         test_device(
             TestDeviceCommand::SintRouteCreate,
-            vp_index.unwrap_or(0) as u8,
+            VP_INDEX[cpu].load(Ordering::SeqCst) as u8,
             sint,
             0,
         );
