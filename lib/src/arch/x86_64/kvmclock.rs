@@ -93,6 +93,10 @@ pub fn has_kvm_feature(feature: KvmFeature) -> bool {
 pub const PVCLOCK_TSC_STABLE_BIT: u8 = 1 << 0;
 /// PVCLOCK_GUEST_STOPPED in [`TimeInfo::flags`]: the guest was paused by the host.
 pub const PVCLOCK_GUEST_STOPPED: u8 = 1 << 1;
+/// PVCLOCK_COUNTS_FROM_ZERO in [`TimeInfo::flags`] (Linux's pvclock-abi.h; Xen's).
+pub const PVCLOCK_COUNTS_FROM_ZERO: u8 = 1 << 2;
+/// Every flag the pvclock ABI defines.
+pub const PVCLOCK_FLAGS: u8 = PVCLOCK_TSC_STABLE_BIT | PVCLOCK_GUEST_STOPPED | PVCLOCK_COUNTS_FROM_ZERO;
 
 /// A consistent copy of a `pvclock_vcpu_time_info` (32 bytes): system time (ns) is
 /// `system_time + scale(rdtsc - tsc_timestamp)`.
