@@ -514,6 +514,8 @@ pub struct Condition {
     /// Disabled under KVM when the host's KVM module is this one (an erratum of that
     /// hypervisor, decided before boot).
     pub kvm_module: Option<KvmModule>,
+    /// Why, for the SKIP line: `disabled if kvm_module = kvm_pvm: <reason>`.
+    pub reason: Option<String>,
 }
 
 /// A host KVM module, as the guest environment's `HOST_KVM_MODULE` names it.
@@ -545,6 +547,7 @@ struct RawCondition {
     accel: Option<Accel>,
     machine: Option<String>,
     kvm_module: Option<KvmModule>,
+    reason: Option<String>,
 }
 
 impl TryFrom<RawCondition> for Condition {
@@ -557,10 +560,18 @@ impl TryFrom<RawCondition> for Condition {
         if raw.kvm_module.is_some() && raw.accel == Some(Accel::Tcg) {
             return Err("`kvm_module` holds under kvm only, never with `accel = \"tcg\"`".to_owned());
         }
+        if raw
+            .reason
+            .as_deref()
+            .is_some_and(|reason| reason.trim().is_empty() || reason.contains('\n'))
+        {
+            return Err("`reason` must be one line of text".to_owned());
+        }
         Ok(Condition {
             accel: raw.accel,
             machine: raw.machine,
             kvm_module: raw.kvm_module,
+            reason: raw.reason,
         })
     }
 }
@@ -589,7 +600,11 @@ impl fmt::Display for Condition {
         if let Some(module) = self.kvm_module {
             parts.push(format!("kvm_module = {}", module.name()));
         }
-        formatter.write_str(&parts.join(" and "))
+        formatter.write_str(&parts.join(" and "))?;
+        match &self.reason {
+            Some(reason) => write!(formatter, ": {reason}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -1383,6 +1398,17 @@ disabled_if = { machine = "microvm", accel = "kvm" }
             !erratum.holds(Accel::Tcg, "q35", "kvm_pvm") && !erratum.holds(Accel::Kvm, "q35", "kvm_intel")
         );
         assert_eq!(erratum.to_string(), "kvm_module = kvm_pvm");
+        // A reason says why, in the SKIP line.
+        let explained = Config::parse(
+            Path::new("unittests.toml"),
+            "[e]\ndisabled_if = { kvm_module = \"kvm_pvm\", reason = \"no Hyper-V\" }\n".to_owned(),
+        )
+        .unwrap()
+        .entries[0]
+            .disabled_if[0]
+            .clone();
+        assert!(explained.holds(Accel::Kvm, "q35", "kvm_pvm"));
+        assert_eq!(explained.to_string(), "kvm_module = kvm_pvm: no Hyper-V");
         assert!(TestEntry::ad_hoc("x").requires.is_empty());
     }
 
@@ -1410,6 +1436,13 @@ disabled_if = { machine = "microvm", accel = "kvm" }
             message.starts_with("[a] disabled_if: unknown field `cpu`"),
             "{message}"
         );
+        let (_, _, message) = error("[a]\ndisabled_if = { reason = \"why\" }\n");
+        assert!(
+            message.starts_with("[a] disabled_if: an empty condition"),
+            "{message}"
+        );
+        let (_, _, message) = error("[a]\ndisabled_if = { accel = \"tcg\", reason = \" \" }\n");
+        assert!(message.contains("`reason` must be one line of text"), "{message}");
         let (_, _, message) = error("[a]\ndisabled_if = {}\n");
         assert!(
             message.starts_with("[a] disabled_if: an empty condition"),

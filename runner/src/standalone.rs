@@ -379,6 +379,7 @@ gzip -dc < "$image.gz" > "$image" || result FAIL "the embedded image does not de
     printf 'ACCEL=%s\n' "$accel_name"
     printf 'HOST_KERNEL=%s\n' "$(uname -r)"
     printf 'HOST_KVM_MODULE=%s\n' "$kvm_module"
+    printf 'HOST_TIME=%s\n' "$(date +%s)"
 @ENTRY_ENVIRONMENT@} > "$environment"
 
 # The caller's extra QEMU arguments come last, after the baked-in ones; -bios is dropped

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::*;
 use crate::config::Accel;
 use crate::error::ExitStatus;
-use crate::execute::run::{command_for, merged_environment};
+use crate::execute::run::{command_for, merged_environment, self_contained_line};
 use crate::options::Environment;
 use crate::workspace;
 
@@ -82,6 +82,43 @@ fn guest_environment_layers() {
         "ACCEL=kvm\nHOST_KERNEL=6.1\nA=2\nB=x y\n"
     );
     assert_eq!(merged_environment(base, &[]), base);
+}
+
+#[test]
+fn copied_command_lines_take_the_host_time_afresh() {
+    let file = std::path::Path::new("logs/t.env");
+    // The runner's own HOST_TIME becomes `date +%s` in the line a user copies...
+    let line = self_contained_line(
+        "qemu",
+        file,
+        "ACCEL=tcg\nHOST_TIME=1700000000\n",
+        Some("HOST_TIME=1700000000"),
+    );
+    assert!(
+        line.contains(r#"printf '%s\n' ACCEL=tcg "HOST_TIME=$(date +%s)" > logs/t.env && qemu"#),
+        "{line}"
+    );
+    // ...and one a table or --env set stays as given.
+    let line = self_contained_line("qemu", file, "HOST_TIME=5\n", Some("HOST_TIME=1700000000"));
+    assert!(line.contains("printf '%s\\n' HOST_TIME=5 >"), "{line}");
+    // Written by a shell, the line gives the guest the host's present time.
+    let directory = tempfile::tempdir().unwrap();
+    let environment = directory.path().join("t.env");
+    let line = self_contained_line("true", &environment, "HOST_TIME=1\n", Some("HOST_TIME=1"));
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&line)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let written = std::fs::read_to_string(&environment).unwrap();
+    let seconds: u64 = written
+        .trim()
+        .strip_prefix("HOST_TIME=")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(seconds >= crate::environment::host_time() - 5, "{written}");
 }
 
 #[test]

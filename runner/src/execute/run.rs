@@ -124,14 +124,17 @@ pub fn run(setup: &RunSetup<'_>, progress: &mut dyn FnMut(Progress<'_>)) -> Ran 
     }
     let command = command_for(setup);
     let line = command.shell_line();
-    let environment = merged_environment(
-        &crate::environment::guest_environment(accel),
-        &[&entry.env, &options.guest_variables],
-    );
+    let base = crate::environment::guest_environment(accel);
+    let environment = merged_environment(&base, &[&entry.env, &options.guest_variables]);
     let environment_file = environment_path(&options.log_dir, &entry.name);
     // What a user copies (`-n`, a log's first line) writes the environment file it names, so
-    // that it works as printed: before the run, and after the log moved to logs.old/.
-    let runnable = self_contained_line(&line, &environment_file, &environment);
+    // that it works as printed: before the run, and after the log moved to logs.old/. The
+    // runner's own HOST_TIME is taken afresh there (`date +%s`), as the runner takes it.
+    let runner_time = base.lines().find(|line| {
+        line.split_once('=')
+            .is_some_and(|(key, _)| key == crate::environment::HOST_TIME)
+    });
+    let runnable = self_contained_line(&line, &environment_file, &environment, runner_time);
     if options.dry_run {
         return Ran::DryRun { command: runnable };
     }
@@ -198,8 +201,15 @@ pub fn run(setup: &RunSetup<'_>, progress: &mut dyn FnMut(Progress<'_>)) -> Ran 
 }
 
 /// `command_line` (a QEMU command that reads the guest environment from `environment_file`)
-/// preceded by the shell commands that write `environment` to that file.
-pub fn self_contained_line(command_line: &str, environment_file: &Path, environment: &str) -> String {
+/// preceded by the shell commands that write `environment` to that file. The line equal to
+/// `runner_time` (the runner's own `HOST_TIME=...`, not one a table or `--env` set) is
+/// written as `"HOST_TIME=$(date +%s)"`, so that a rerun tells the guest the time it runs at.
+pub fn self_contained_line(
+    command_line: &str,
+    environment_file: &Path,
+    environment: &str,
+    runner_time: Option<&str>,
+) -> String {
     // The paths as the QEMU command names them.
     let file = qemu::quote(&environment_file.display().to_string());
     let directory = environment_file
@@ -209,7 +219,16 @@ pub fn self_contained_line(command_line: &str, environment_file: &Path, environm
             || ".".to_owned(),
             |parent| qemu::quote(&parent.display().to_string()),
         );
-    let lines: Vec<String> = environment.lines().map(qemu::quote).collect();
+    let lines: Vec<String> = environment
+        .lines()
+        .map(|line| {
+            if Some(line) == runner_time {
+                format!("\"{}=$(date +%s)\"", crate::environment::HOST_TIME)
+            } else {
+                qemu::quote(line)
+            }
+        })
+        .collect();
     // The marker makes the directory the line creates one the runner accepts as its log
     // directory afterwards (crate::logdir).
     let marker = crate::logdir::MARKER_FILE;

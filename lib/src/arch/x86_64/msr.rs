@@ -63,6 +63,50 @@ pub const IA32_PKRS: u32 = 0x6e1;
 pub const IA32_X2APIC_BASE: u32 = 0x800;
 /// IA32_X2APIC_SELF_IPI: the x2APIC SELF IPI register (no xAPIC counterpart).
 pub const IA32_X2APIC_SELF_IPI: u32 = 0x83f;
+/// HV_X64_MSR_GUEST_OS_ID: the guest's identity; the hypercall page can be enabled only once
+/// it is not 0 (Hyper-V TLFS 3.13).
+pub const HV_X64_MSR_GUEST_OS_ID: u32 = 0x4000_0000;
+/// HV_X64_MSR_HYPERCALL: the hypercall page's frame in bits 63:12, enable in bit 0.
+pub const HV_X64_MSR_HYPERCALL: u32 = 0x4000_0001;
+/// HV_X64_MSR_VP_INDEX: this virtual processor's index.
+pub const HV_X64_MSR_VP_INDEX: u32 = 0x4000_0002;
+/// HV_X64_MSR_VP_RUNTIME: this virtual processor's run time, in 100 ns units.
+pub const HV_X64_MSR_VP_RUNTIME: u32 = 0x4000_0010;
+/// HV_X64_MSR_TIME_REF_COUNT: the partition reference counter, in 100 ns units.
+pub const HV_X64_MSR_TIME_REF_COUNT: u32 = 0x4000_0020;
+/// HV_X64_MSR_REFERENCE_TSC: the reference TSC page's frame in bits 63:12, enable in bit 0.
+pub const HV_X64_MSR_REFERENCE_TSC: u32 = 0x4000_0021;
+/// HV_X64_MSR_SCONTROL: the SynIC's enable (bit 0).
+pub const HV_X64_MSR_SCONTROL: u32 = 0x4000_0080;
+/// HV_X64_MSR_SVERSION: the SynIC's version (read-only, 1).
+pub const HV_X64_MSR_SVERSION: u32 = 0x4000_0081;
+/// HV_X64_MSR_SIEFP: the SynIC event flags page's frame in bits 63:12, enable in bit 0.
+pub const HV_X64_MSR_SIEFP: u32 = 0x4000_0082;
+/// HV_X64_MSR_SIMP: the SynIC message page's frame in bits 63:12, enable in bit 0.
+pub const HV_X64_MSR_SIMP: u32 = 0x4000_0083;
+/// HV_X64_MSR_EOM: end of message (write-only): the hypervisor may deliver the next pending
+/// message.
+pub const HV_X64_MSR_EOM: u32 = 0x4000_0084;
+/// HV_X64_MSR_SINT0: synthetic interrupt source 0; SINTx is `HV_X64_MSR_SINT0 + x` (x < 16).
+pub const HV_X64_MSR_SINT0: u32 = 0x4000_0090;
+/// HV_X64_MSR_STIMER0_CONFIG: synthetic timer 0's configuration; timer `n`'s is
+/// `HV_X64_MSR_STIMER0_CONFIG + 2 * n` (n < 4).
+pub const HV_X64_MSR_STIMER0_CONFIG: u32 = 0x4000_00b0;
+/// HV_X64_MSR_STIMER0_COUNT: synthetic timer 0's expiration time or period (100 ns units);
+/// timer `n`'s is `HV_X64_MSR_STIMER0_COUNT + 2 * n`.
+pub const HV_X64_MSR_STIMER0_COUNT: u32 = 0x4000_00b1;
+/// MSR_KVM_WALL_CLOCK: the original kvmclock wall clock ([`KVM_FEATURE_CLOCKSOURCE`]).
+///
+/// [`KVM_FEATURE_CLOCKSOURCE`]: super::kvmclock::KvmFeature::ClockSource
+pub const MSR_KVM_WALL_CLOCK: u32 = 0x11;
+/// MSR_KVM_SYSTEM_TIME: the original kvmclock per-CPU time area.
+pub const MSR_KVM_SYSTEM_TIME: u32 = 0x12;
+/// MSR_KVM_WALL_CLOCK_NEW: writing a guest-physical address makes KVM store the wall clock
+/// at boot there (`pvclock_wall_clock`; KVM_FEATURE_CLOCKSOURCE2).
+pub const MSR_KVM_WALL_CLOCK_NEW: u32 = 0x4b56_4d00;
+/// MSR_KVM_SYSTEM_TIME_NEW: this CPU's `pvclock_vcpu_time_info` area (guest-physical address,
+/// enable in bit 0), which KVM keeps up to date (KVM_FEATURE_CLOCKSOURCE2).
+pub const MSR_KVM_SYSTEM_TIME_NEW: u32 = 0x4b56_4d01;
 /// IA32_EFER: extended features ([`EferFlags`]).
 pub const IA32_EFER: u32 = 0xc000_0080;
 /// IA32_STAR: SYSCALL's CS in bits 47:32, SYSRET's selector base in bits 63:48.
@@ -87,9 +131,21 @@ pub const IA32_TSC_AUX: u32 = 0xc000_0103;
 /// CPU), IA32_PAT (the memory types of every mapping), the SYSCALL MSRs (STAR, LSTAR,
 /// CSTAR, FMASK: the kernel entry user mode reaches) and IA32_PKRS's rights for key 0, the
 /// key of every page the runtime itself uses (with CR4.PKS set, AD or WD there would lock
-/// the kernel out of its own memory).
+/// the kernel out of its own memory). Also all of the MSRs that give the hypervisor a
+/// guest-physical address to write to (kvmclock's time and wall clock areas, Hyper-V's
+/// hypercall, reference TSC, SynIC message and event flags pages): an address of the
+/// runtime's own memory would let the hypervisor overwrite it. The `kvmclock` and `hyperv`
+/// modules write them with frames of their own.
 pub fn owned_bits(index: u32) -> u64 {
     match index {
+        MSR_KVM_WALL_CLOCK
+        | MSR_KVM_SYSTEM_TIME
+        | MSR_KVM_WALL_CLOCK_NEW
+        | MSR_KVM_SYSTEM_TIME_NEW
+        | HV_X64_MSR_HYPERCALL
+        | HV_X64_MSR_REFERENCE_TSC
+        | HV_X64_MSR_SIEFP
+        | HV_X64_MSR_SIMP => u64::MAX,
         IA32_EFER => {
             (EferFlags::LONG_MODE_ENABLE | EferFlags::LONG_MODE_ACTIVE | EferFlags::NO_EXECUTE_ENABLE).bits()
         }
