@@ -3,7 +3,7 @@
 //! re-exported so that a test needs no dependency of its own, plus the runtime's `mrs`/`msr`
 //! wrappers for the registers aarch64-cpu lacks (the GIC CPU interface's ICC_*, the PMU's PM* with
 //! PMEVTYPER<n>/PMEVCNTR<n> by number,
-//! FPCR, FPSR, CTR_EL0, MTE's GCR_EL1 and RGSR_EL1) and the named fields of those (with the
+//! FPCR, FPSR, CTR_EL0, MTE's GCR_EL1 and RGSR_EL1, SVE's ZCR_EL1 and ID_AA64ZFR0_EL1) and the named fields of those (with the
 //! MTE fields of SCTLR_EL1 and TCR_EL1).
 //!
 //! ```ignore
@@ -22,6 +22,7 @@ pub use super::gic::{
 };
 pub use super::instructions::{current_el, fpcr, fpsr, set_fpcr, set_fpsr};
 pub use super::mte::{gcr_el1, rgsr_el1, set_gcr_el1, set_rgsr_el1};
+pub use super::sve::{id_aa64zfr0_el1, zcr_el1, zfr0};
 pub use super::pmu::{
     counter_disables, counter_enables, cycle_counter, cycle_filter, event_count, event_type,
     interrupt_disables, interrupt_enables, overflow_set, overflow_status, pmcr, select_counter,
