@@ -418,9 +418,7 @@ fn sve_seed(length: usize, worker: bool) -> u8 {
 fn sve_checks(arguments: &[&str]) {
     let pfr0 = ID_AA64PFR0_EL1.get();
     if !sve::supported() {
-        report_skip!(
-            "the CPU has no SVE (ID_AA64PFR0_EL1 {pfr0:#x}: SVE, bits 35:32, is 0)"
-        );
+        report_skip!("the CPU has no SVE (ID_AA64PFR0_EL1 {pfr0:#x}: SVE, bits 35:32, is 0)");
         return;
     }
     let zfr0 = sve::id_aa64zfr0_el1();
@@ -446,7 +444,10 @@ fn sve_checks(arguments: &[&str]) {
         "ZCR_EL1.LEN 0 gives 128-bit vectors (got {} bits)",
         bits(by_len[0])
     );
-    let bounded = by_len.iter().enumerate().all(|(len, length)| *length % 16 == 0 && *length <= (len + 1) * 16);
+    let bounded = by_len
+        .iter()
+        .enumerate()
+        .all(|(len, length)| length.is_multiple_of(16) && *length <= (len + 1) * 16);
     let monotonic = by_len.windows(2).all(|pair| pair[0] <= pair[1]);
     report!(
         bounded && monotonic,
@@ -469,7 +470,10 @@ fn sve_checks(arguments: &[&str]) {
         "every power-of-two length up to the largest is offered (offered {:?} bytes)",
         lengths
     );
-    if let Some(expected) = arguments.iter().find_map(|argument| argument.strip_prefix("sve-lengths=")) {
+    if let Some(expected) = arguments
+        .iter()
+        .find_map(|argument| argument.strip_prefix("sve-lengths="))
+    {
         let mut matches = true;
         let mut count = 0;
         for word in expected.split(',') {
@@ -491,7 +495,10 @@ fn sve_checks(arguments: &[&str]) {
         let worker_length = lengths[(index + 1) % lengths.len()];
         for (holder, worker) in [(0, 1), (1, 0)] {
             let _length = prefix!("{} bits", bits(length));
-            let _prefix = prefix!("CPU {holder} waits, CPU {worker} loads at {} bits", bits(worker_length));
+            let _prefix = prefix!(
+                "CPU {holder} waits, CPU {worker} loads at {} bits",
+                bits(worker_length)
+            );
             *SVE_RESULTS[0].lock() = None;
             *SVE_RESULTS[1].lock() = None;
             HOLDER_LENGTH_AFTER.store(0, Ordering::Release);
@@ -499,7 +506,8 @@ fn sve_checks(arguments: &[&str]) {
                 holder,
                 worker,
                 move || {
-                    let state = SveState::pattern(sve_seed(length, false), length, FPCR_PATTERN, FPSR_PATTERN);
+                    let state =
+                        SveState::pattern(sve_seed(length, false), length, FPCR_PATTERN, FPSR_PATTERN);
                     let after = hold_descheduled(|handoff| {
                         sve::sve_state_round_trip(&state, sve::Event::Descheduled(handoff))
                     });
@@ -507,7 +515,12 @@ fn sve_checks(arguments: &[&str]) {
                     *SVE_RESULTS[0].lock() = Some(after);
                 },
                 move || {
-                    let state = SveState::pattern(sve_seed(worker_length, true), worker_length, FPCR_OTHER, FPSR_OTHER);
+                    let state = SveState::pattern(
+                        sve_seed(worker_length, true),
+                        worker_length,
+                        FPCR_OTHER,
+                        FPSR_OTHER,
+                    );
                     let after = work_then_signal(|| sve::sve_state_round_trip(&state, sve::Event::Nothing));
                     *SVE_RESULTS[1].lock() = Some(after);
                 },
@@ -522,7 +535,12 @@ fn sve_checks(arguments: &[&str]) {
             );
             let expected = SveState::pattern(sve_seed(length, false), length, FPCR_PATTERN, FPSR_PATTERN);
             check_sve(&expected, SVE_RESULTS[0].lock().as_ref(), "a descheduled wait");
-            let expected = SveState::pattern(sve_seed(worker_length, true), worker_length, FPCR_OTHER, FPSR_OTHER);
+            let expected = SveState::pattern(
+                sve_seed(worker_length, true),
+                worker_length,
+                FPCR_OTHER,
+                FPSR_OTHER,
+            );
             check_sve(&expected, SVE_RESULTS[1].lock().as_ref(), "a load and store");
         }
     }

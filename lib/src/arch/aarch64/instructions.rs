@@ -546,7 +546,12 @@ pub fn fp_state_round_trip(state: &FpState, event: FpEvent<'_>) -> FpState {
         }
         FpEvent::Descheduled(handoff) => {
             waits = handoff.waits.as_ptr();
-            (4, handoff.loaded.as_ptr().cast_const(), handoff.done.as_ptr().cast_const(), handoff.deadline)
+            (
+                4,
+                handoff.loaded.as_ptr().cast_const(),
+                handoff.done.as_ptr().cast_const(),
+                handoff.deadline,
+            )
         }
     };
     let fpcr_after: u64;

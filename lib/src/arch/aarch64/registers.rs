@@ -22,7 +22,6 @@ pub use super::gic::{
 };
 pub use super::instructions::{current_el, fpcr, fpsr, set_fpcr, set_fpsr};
 pub use super::mte::{gcr_el1, rgsr_el1, set_gcr_el1, set_rgsr_el1};
-pub use super::sve::{id_aa64zfr0_el1, zcr_el1, zfr0};
 pub use super::pmu::{
     counter_disables, counter_enables, cycle_counter, cycle_filter, event_count, event_type,
     interrupt_disables, interrupt_enables, overflow_set, overflow_status, pmcr, select_counter,
@@ -31,6 +30,7 @@ pub use super::pmu::{
     set_interrupt_enables, set_overflow_status, set_overflows, set_pmcr, set_selected_event_count,
     set_selected_event_type, software_increment,
 };
+pub use super::sve::{id_aa64zfr0_el1, zcr_el1, zfr0};
 
 /// FPCR fields.
 pub mod fpcr {

@@ -79,7 +79,9 @@ pub fn supported() -> bool {
 pub fn id_aa64zfr0_el1() -> u64 {
     let value: u64;
     // SAFETY: an ID register read, defined at EL1 whether or not SVE is implemented.
-    unsafe { asm!("mrs {value}, S3_0_C0_C4_4", value = out(reg) value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("mrs {value}, S3_0_C0_C4_4", value = out(reg) value, options(nomem, nostack, preserves_flags))
+    };
     value
 }
 
@@ -90,7 +92,9 @@ pub fn zcr_el1() -> Option<u64> {
     }
     let value: u64;
     // SAFETY: SVE is implemented and the boot code set CPACR_EL1.ZEN, so EL1 reads ZCR_EL1.
-    unsafe { asm!("mrs {value}, S3_0_C1_C2_0", value = out(reg) value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("mrs {value}, S3_0_C1_C2_0", value = out(reg) value, options(nomem, nostack, preserves_flags))
+    };
     Some(value)
 }
 
@@ -207,8 +211,20 @@ impl SveState {
         let ffr_bits = 1 + seed as usize % (predicate_bytes * 8).max(1);
         SveState {
             vector_length,
-            z: core::array::from_fn(|index| if index < 32 * vector_length { byte(index, 0) } else { 0 }),
-            p: core::array::from_fn(|index| if index < 16 * predicate_bytes { byte(index, 0x5a) } else { 0 }),
+            z: core::array::from_fn(|index| {
+                if index < 32 * vector_length {
+                    byte(index, 0)
+                } else {
+                    0
+                }
+            }),
+            p: core::array::from_fn(|index| {
+                if index < 16 * predicate_bytes {
+                    byte(index, 0x5a)
+                } else {
+                    0
+                }
+            }),
             ffr: core::array::from_fn(|index| {
                 let low = index * 8;
                 if low + 8 <= ffr_bits {
@@ -250,9 +266,8 @@ impl SveState {
     /// The first 16 bytes of Z register `register` as two little-endian words (high, low).
     pub fn z_low_quadword(&self, register: usize) -> (u64, u64) {
         let start = register * self.vector_length;
-        let word = |offset: usize| {
-            u64::from_le_bytes(core::array::from_fn(|index| self.z[start + offset + index]))
-        };
+        let word =
+            |offset: usize| u64::from_le_bytes(core::array::from_fn(|index| self.z[start + offset + index]));
         (word(8), word(0))
     }
 }
@@ -283,7 +298,7 @@ pub fn sve_state_round_trip(state: &SveState, event: Event<'_>) -> Result<SveSta
         return Err(SveError::NotSupported);
     }
     let length = state.vector_length;
-    if length % 16 != 0 || set_vector_length(length / 16) != Some(length) {
+    if !length.is_multiple_of(16) || set_vector_length(length / 16) != Some(length) {
         return Err(SveError::VectorLength(vector_length()));
     }
     let mut out = SveState {
@@ -295,7 +310,13 @@ pub fn sve_state_round_trip(state: &SveState, event: Event<'_>) -> Result<SveSta
         fpsr: 0,
     };
     let (wait, loaded, done, deadline, waits) = match event {
-        Event::Nothing => (0u64, core::ptr::null(), core::ptr::null(), 0, core::ptr::null_mut()),
+        Event::Nothing => (
+            0u64,
+            core::ptr::null(),
+            core::ptr::null(),
+            0,
+            core::ptr::null_mut(),
+        ),
         Event::Descheduled(handoff) => (
             1,
             handoff.loaded.as_ptr().cast_const(),
