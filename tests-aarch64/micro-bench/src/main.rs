@@ -267,8 +267,7 @@ fn lpi() {
         },
     ]
     .into_iter()
-    .map(its::send)
-    .collect::<Result<(), _>>();
+    .try_for_each(its::send);
     if let Err(problem) = mapped {
         report!(false, "lpi: MAPD, MAPC, INVALL and MAPTI complete ({problem:?})");
         return;
