@@ -11,6 +11,9 @@
 //! (CPU 0 holds and CPU 1 works, then the reverse), as kvm-unit-tests' cpu0/cpu1 context
 //! switches do (which run at 128 bits only).
 //!
+//! Each vector length is also held across an MMIO read of a register the VMM emulates
+//! (virtio-mmio MagicValue), which takes the vCPU out to the VMM's userspace.
+//!
 //! "runtime" checks exercise the runtime's own save and restore: v0-v31, FPCR and FPSR survive
 //! a synchronous exception (BRK, resumed by the runtime), an IRQ whose handler itself uses SIMD
 //! registers, and another CPU's work with its IPI taken while the values are held.
@@ -25,6 +28,7 @@ use vmunit::arch::instructions::{
     FpEvent, FpState, Handoff, disable_interrupts, enable_interrupts, fp_state_round_trip, isb, set_fpcr,
     set_fpsr,
 };
+use vmunit::arch::mmu::map_device;
 use vmunit::arch::registers::{ID_AA64PFR0_EL1, Readable, fpcr, fpsr, zfr0};
 use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu, on_cpu_async};
 use vmunit::arch::sve::{self, SveError, SveState};
@@ -157,6 +161,11 @@ fn runtime_cpu_switch() {
         }
     }
 }
+
+/// QEMU `virt`'s first virtio-mmio transport, a device the VMM emulates in userspace.
+const VIRTIO_MMIO: u64 = 0x0a00_0000;
+/// virtio-mmio MagicValue (offset 0): "virt" little-endian.
+const VIRTIO_MAGIC: u32 = 0x7472_6976;
 
 /// The holder's values: what it loads and must read back.
 fn holder_state() -> FpState {
@@ -488,6 +497,36 @@ fn sve_checks(arguments: &[&str]) {
             "the offered lengths are the test_args' {expected} bits (offered {:?} bytes)",
             lengths
         );
+    }
+
+    // Each length also across an MMIO read the VMM emulates (virtio-mmio MagicValue): the
+    // vCPU leaves for the VMM's userspace and comes back.
+    match map_device(VIRTIO_MMIO, 0x1000) {
+        Ok(window) => {
+            for &length in lengths {
+                let _prefix = prefix!("{} bits", bits(length));
+                let value = AtomicU32::new(0);
+                let state =
+                    SveState::pattern(sve_seed(length, false) ^ 0x77, length, FPCR_PATTERN, FPSR_PATTERN);
+                let after = sve::sve_state_round_trip(
+                    &state,
+                    sve::Event::DeviceRead {
+                        window: &window,
+                        offset: 0,
+                        value: &value,
+                    },
+                );
+                let read = value.load(Ordering::Acquire);
+                report!(
+                    read == VIRTIO_MAGIC,
+                    "the held MMIO read of virtio-mmio MagicValue returned {VIRTIO_MAGIC:#x} (got {read:#x})"
+                );
+                check_sve(&state, Some(&after), "an MMIO read the VMM emulates");
+            }
+        }
+        Err(problem) => {
+            report!(false, "the virtio-mmio page maps ({problem:?})");
+        }
     }
 
     for (index, &length) in lengths.iter().enumerate() {

@@ -7,13 +7,16 @@
 //! runtime itself never uses SVE, and its exception frame holds q0-q31 only: bits of Z above
 //! 128, P0-P15 and FFR are not kept across exceptions the runtime handles (writing a V register
 //! zeroes the rest of its Z register), so a test holds SVE values only across code that takes
-//! no exception ([`Event::Descheduled`]).
+//! no exception ([`Event::Descheduled`], [`Event::DeviceRead`]).
 
 use core::arch::asm;
 
 use aarch64_cpu::registers::{ID_AA64PFR0_EL1, Readable};
 
+use core::sync::atomic::AtomicU32;
+
 use super::instructions::Handoff;
+use crate::mmio::DeviceWindow;
 
 /// ID_AA64PFR0_EL1.SVE (bits 35:32): nonzero when SVE is implemented.
 pub const ID_AA64PFR0_SVE_SHIFT: u32 = 32;
@@ -279,6 +282,17 @@ pub enum Event<'a> {
     Nothing,
     /// The wait of [`Handoff`]: WFIs with IRQs masked, no exception taken.
     Descheduled(Handoff<'a>),
+    /// One 32-bit read of `window` at `offset` (aligned, inside the window), its value stored to
+    /// `value`: with a register the VMM emulates, the vCPU leaves the guest for the VMM's
+    /// userspace (under KVM: KVM_RUN returns, the vCPU is put and its FP/SVE state saved).
+    DeviceRead {
+        /// The mapped device registers.
+        window: &'a DeviceWindow,
+        /// The register's offset in the window.
+        offset: u64,
+        /// Receives the value read.
+        value: &'a AtomicU32,
+    },
 }
 
 /// Why [`sve_state_round_trip`] did not run.
@@ -288,6 +302,8 @@ pub enum SveError {
     NotSupported,
     /// The CPU does not offer the state's vector length (the length it gave instead).
     VectorLength(Option<usize>),
+    /// A [`Event::DeviceRead`] offset that is unaligned or outside its window.
+    DeviceOffset(u64),
 }
 
 /// Sets the vector length to `state.vector_length`, loads FFR, P0-P15, Z0-Z31, FPCR and FPSR
@@ -309,6 +325,7 @@ pub fn sve_state_round_trip(state: &SveState, event: Event<'_>) -> Result<SveSta
         fpcr: 0,
         fpsr: 0,
     };
+    // `deadline` carries the device register's address and `waits` the value's for DeviceRead.
     let (wait, loaded, done, deadline, waits) = match event {
         Event::Nothing => (
             0u64,
@@ -322,15 +339,34 @@ pub fn sve_state_round_trip(state: &SveState, event: Event<'_>) -> Result<SveSta
             handoff.loaded.as_ptr().cast_const(),
             handoff.done.as_ptr().cast_const(),
             handoff.deadline,
-            handoff.waits.as_ptr(),
+            handoff.waits.as_ptr().cast::<u8>(),
         ),
+        Event::DeviceRead {
+            window,
+            offset,
+            value,
+        } => {
+            let register = window
+                .window(offset, 4)
+                .filter(|register| register.base().is_multiple_of(4))
+                .ok_or(SveError::DeviceOffset(offset))?;
+            (
+                2,
+                core::ptr::null(),
+                core::ptr::null(),
+                register.base(),
+                value.as_ptr().cast::<u8>(),
+            )
+        }
     };
     let fpcr_after: u64;
     let fpsr_after: u64;
     // SAFETY: SVE is implemented, enabled and at `length`, so the loads and stores (MUL VL)
     // stay inside `state`'s and `out`'s arrays (32 × length, 16 × length / 8 and length / 8
     // bytes, each within its array's size); `loaded`, `done` and `waits` are live atomics
-    // accessed with atomic instructions (Descheduled only); Z0-Z31 (clobbering v0-v31) are
+    // accessed with atomic instructions (Descheduled only); DeviceRead loads an aligned word
+    // inside a mapped device window (as `DeviceWindow::read_u32` does) and stores it to a live
+    // AtomicU32 (an aligned single-copy atomic store); Z0-Z31 (clobbering v0-v31) are
     // declared clobbered, P0-P15 and FFR are used by no compiled code; FPCR, FPSR and DAIF are
     // restored; no exception is taken while the values are held.
     unsafe {
@@ -391,8 +427,14 @@ pub fn sve_state_round_trip(state: &SveState, event: Event<'_>) -> Result<SveSta
             "ldr z30, [{z_in}, #30, mul vl]",
             "ldr z31, [{z_in}, #31, mul vl]",
             "cbz {wait}, 3f",
+            "cmp {wait}, #2",
+            "b.ne 5f",
+            // DeviceRead: one 32-bit load of the register, its value stored.
+            "ldr {scratch:w}, [{deadline}]",
+            "str {scratch:w}, [{waits}]",
+            "b 3f",
             // Descheduled: IRQs masked, `wait` counts the WFIs, `saved_daif` keeps DAIF.
-            "mrs {saved_daif}, daif",
+            "5: mrs {saved_daif}, daif",
             "msr daifset, #2",
             "mov {wait}, #0",
             "mov {scratch:w}, #1",
