@@ -3,7 +3,8 @@
 //! again, with the cache maintenance CTR_EL0 and CLIDR_EL1 say is required (DC CVAU, DSB ISH,
 //! IC IVAU, DSB ISH, ISB, leaving out what IDC/DIC make unnecessary): the new code must run.
 //!
-//! Arguments: `iterations=N` (default 65536, as kvm-unit-tests' NTIMES).
+//! Arguments: `iterations=N` (default 65536, as kvm-unit-tests' NTIMES); `idc=0|1` and
+//! `dic=0|1`, the CTR_EL0 bits the CPU model has (checked when given).
 #![no_std]
 #![no_main]
 
@@ -37,6 +38,17 @@ fn main(arguments: &[&str]) -> i32 {
         clidr::level_of_coherence(clidr),
         clidr::level_of_unification_inner_shareable(clidr)
     );
+    // A CPU model's CTR_EL0 is known: `idc=` and `dic=` (0 or 1) check that the machine
+    // reports it (a hypervisor must not claim IDC or DIC that the CPU lacks).
+    for (key, bit, name) in [("idc", CTR_IDC, "IDC"), ("dic", CTR_DIC, "DIC")] {
+        if let Some(expected) = args::value(arguments, key) {
+            let got = (ctr & bit != 0) as u8;
+            report!(
+                expected.parse::<u8>() == Ok(got),
+                "CTR_EL0.{name} is {expected}, as the CPU model has it (got {got})"
+            );
+        }
+    }
     let required = Maintenance::required();
     if required.clean_data {
         report_info!("dcache clean to PoU required");

@@ -1,20 +1,39 @@
-//! fpu: the FP/SIMD register file (v0-v31, FPCR, FPSR) survives a synchronous exception (BRK,
-//! resumed by the runtime), an IRQ whose handler itself uses SIMD registers, and work on
-//! another CPU: while one CPU holds its values in the registers, the other (through `on_cpu`)
-//! loads different values, takes a BRK and sends the first an IPI; then the roles swap. Each
-//! CPU must keep its own values.
+//! fpu (kvm-unit-tests' arm/fpu.c, entry `fpu-context`): the FP/SIMD register file (v0-v31,
+//! FPCR, FPSR) and the SVE register file (Z0-Z31, P0-P15, FFR) keep their values while another
+//! CPU loads its own.
+//!
+//! "hypervisor" checks hold the values across WFIs with IRQs masked while the other CPU loads
+//! different values (the SVE ones at another vector length) and sends an SGI: no exception is
+//! taken and no runtime code runs, so the only thing that can save and restore the registers is
+//! the hypervisor, which deschedules the waiting vCPU (under KVM: `kvm_vcpu_block`, the vCPU
+//! thread put and its FP/SVE state saved, the other vCPU's loaded on that host CPU). The SVE
+//! checks run at every vector length the CPU offers (ZCR_EL1.LEN 0..15), in both directions
+//! (CPU 0 holds and CPU 1 works, then the reverse), as kvm-unit-tests' cpu0/cpu1 context
+//! switches do (which run at 128 bits only).
+//!
+//! Each vector length is also held across an MMIO read of a register the VMM emulates
+//! (virtio-mmio MagicValue), which takes the vCPU out to the VMM's userspace.
+//!
+//! "runtime" checks exercise the runtime's own save and restore: v0-v31, FPCR and FPSR survive
+//! a synchronous exception (BRK, resumed by the runtime), an IRQ whose handler itself uses SIMD
+//! registers, and another CPU's work with its IPI taken while the values are held.
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use vmunit::arch::ExceptionClass;
 use vmunit::arch::gic::{self, SgiTarget};
-use vmunit::arch::instructions::{FpEvent, FpState, fp_state_round_trip, set_fpcr, set_fpsr};
-use vmunit::arch::registers::{fpcr, fpsr};
+use vmunit::arch::instructions::{
+    FpEvent, FpState, Handoff, disable_interrupts, enable_interrupts, fp_state_round_trip, isb, set_fpcr,
+    set_fpsr,
+};
+use vmunit::arch::mmu::map_device;
+use vmunit::arch::registers::{ID_AA64PFR0_EL1, Readable, fpcr, fpsr, zfr0};
 use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu, on_cpu_async};
-use vmunit::arch::timer;
-use vmunit::{prefix, report, report_skip, report_summary, trap_exceptions};
+use vmunit::arch::sve::{self, SveError, SveState};
+use vmunit::arch::timer::{self, CTL_ENABLE, Timer};
+use vmunit::{prefix, report, report_info, report_skip, report_summary, trap_exceptions};
 
 vmunit::main!(main);
 
@@ -32,7 +51,8 @@ const FPCR_MASK: u64 = fpcr::RMODE | fpcr::FZ | fpcr::DN;
 /// The FPSR bits this test sets.
 const FPSR_MASK: u64 = fpsr::QC | fpsr::CUMULATIVE_FLAGS;
 
-fn main(_arguments: &[&str]) -> i32 {
+fn main(arguments: &[&str]) -> i32 {
+    let runtime = prefix("runtime");
     {
         let _prefix = prefix("exception");
         let before = FpState::pattern(0x11, FPCR_PATTERN, FPSR_PATTERN);
@@ -67,7 +87,7 @@ fn main(_arguments: &[&str]) -> i32 {
         check_state(&before, &after, "an IRQ whose handler uses SIMD");
     }
 
-    let _prefix = prefix("cpu-switch");
+    let cpu_switch = prefix("cpu-switch");
     if cpu_count() < 2 {
         report_skip!(
             "the CPU switch needs 2 CPUs (got {}; run with smp >= 2)",
@@ -80,6 +100,22 @@ fn main(_arguments: &[&str]) -> i32 {
         GIC_READY.load(Ordering::Acquire) == 1,
         "the GIC initialises on CPU 1"
     );
+    runtime_cpu_switch();
+    drop(cpu_switch);
+    drop(runtime);
+
+    {
+        let _prefix = prefix("hypervisor");
+        fp_descheduled();
+    }
+    let _prefix = prefix("sve");
+    sve_checks(arguments);
+    report_summary()
+}
+
+/// Each CPU in turn holds its values (IRQs unmasked between polls) while the other loads its
+/// own, takes a BRK and sends the first an IPI.
+fn runtime_cpu_switch() {
     for (holder, worker) in [(0, 1), (1, 0)] {
         let _prefix = prefix!("CPU {holder} holds, CPU {worker} works");
         LOADED.store(0, Ordering::Release);
@@ -124,8 +160,12 @@ fn main(_arguments: &[&str]) -> i32 {
             }
         }
     }
-    report_summary()
 }
+
+/// QEMU `virt`'s first virtio-mmio transport, a device the VMM emulates in userspace.
+const VIRTIO_MMIO: u64 = 0x0a00_0000;
+/// virtio-mmio MagicValue (offset 0): "virt" little-endian.
+const VIRTIO_MAGIC: u32 = 0x7472_6976;
 
 /// The holder's values: what it loads and must read back.
 fn holder_state() -> FpState {
@@ -240,5 +280,340 @@ fn simd_handler(_intid: u32) {
     }
     if cpu == HOLDER.load(Ordering::Acquire) as usize {
         IPI_SEEN.store(1, Ordering::Release);
+    }
+}
+
+/// Set when the holder's wait ended, with how many WFIs it ran.
+static WAITS: AtomicU64 = AtomicU64::new(0);
+/// The FP/SIMD state each role returned in the hypervisor checks: 0 the holder, 1 the worker.
+static FP_RESULTS: [spin::Mutex<Option<FpState>>; 2] = [const { spin::Mutex::new(None) }; 2];
+/// The SVE state each role returned: 0 the holder, 1 the worker.
+static SVE_RESULTS: [spin::Mutex<Option<Result<SveState, SveError>>>; 2] =
+    [const { spin::Mutex::new(None) }; 2];
+/// The holder's vector length (bytes) read after its wait.
+static HOLDER_LENGTH_AFTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs `hold` on `holder` and `work` on `worker` at once (this CPU is one of them) and waits
+/// for both: the hand-off of [`Handoff`] with the statics above.
+fn exchange<H, W>(holder: usize, worker: usize, hold: H, work: W)
+where
+    H: Fn() + Sync + Send + 'static,
+    W: Fn() + Sync + Send + 'static,
+{
+    LOADED.store(0, Ordering::Release);
+    DONE.store(0, Ordering::Release);
+    IPI_SEEN.store(0, Ordering::Release);
+    WAITS.store(0, Ordering::Release);
+    HOLDER.store(holder as u32, Ordering::Release);
+    if holder == cpu_index() {
+        on_cpu_async(worker, work);
+        hold();
+        on_cpu(worker, || {});
+    } else {
+        on_cpu_async(holder, hold);
+        work();
+        on_cpu(holder, || {});
+    }
+}
+
+/// The holder's side: arms the virtual timer as a watchdog at the hand-off's deadline (its PPI
+/// ends a WFI even with IRQs masked), runs `round_trip` with the hand-off, disarms the timer,
+/// then unmasks IRQs so that the worker's pending SGI is taken.
+fn hold_descheduled<T>(round_trip: impl FnOnce(Handoff<'static>) -> T) -> T {
+    let watchdog = Timer::Virtual;
+    let deadline = timer::virtual_count() + 5 * timer::frequency();
+    watchdog.set_compare_value(deadline);
+    watchdog.set_control(CTL_ENABLE);
+    gic::enable(watchdog.intid());
+    let result = round_trip(Handoff {
+        loaded: &LOADED,
+        done: &DONE,
+        deadline,
+        waits: &WAITS,
+    });
+    watchdog.set_control(0);
+    gic::disable(watchdog.intid());
+    isb();
+    let deadline = timer::virtual_count() + timer::frequency();
+    while IPI_SEEN.load(Ordering::Acquire) == 0 && timer::virtual_count() < deadline {
+        enable_interrupts();
+        isb();
+        disable_interrupts();
+    }
+    result
+}
+
+/// The worker's side: waits until the holder holds its values, runs `round_trip`, then sets
+/// DONE and sends the holder the SGI that ends its WFI.
+fn work_then_signal<T>(round_trip: impl FnOnce() -> T) -> T {
+    let deadline = timer::virtual_count() + 5 * timer::frequency();
+    while LOADED.load(Ordering::Acquire) == 0 && timer::virtual_count() < deadline {
+        core::hint::spin_loop();
+    }
+    let result = round_trip();
+    DONE.store(1, Ordering::Release);
+    gic::send_sgi(SGI, SgiTarget::Cpu(HOLDER.load(Ordering::Acquire) as usize));
+    result
+}
+
+/// Reports the hand-off itself: the worker ran while the holder waited, the holder took its
+/// SGI once the values were read back.
+fn check_handoff(holder: usize, worker: usize) {
+    report!(
+        LOADED.load(Ordering::Acquire) == 1 && DONE.load(Ordering::Acquire) == 1,
+        "CPU {worker} loaded its values while CPU {holder} waited with its own (expected loaded 1 and done 1, got {} and {})",
+        LOADED.load(Ordering::Acquire),
+        DONE.load(Ordering::Acquire)
+    );
+    report_info!(
+        "CPU {holder} ran {} WFI(s) while holding its values",
+        WAITS.load(Ordering::Acquire)
+    );
+    let seen = IPI_SEEN.load(Ordering::Acquire);
+    report!(
+        seen == 1,
+        "CPU {holder} took CPU {worker}'s SGI after its wait (expected 1, got {seen})"
+    );
+}
+
+/// v0-v31, FPCR and FPSR held across WFIs with IRQs masked on one CPU while the other loads
+/// its own values: both directions.
+fn fp_descheduled() {
+    for (holder, worker) in [(0, 1), (1, 0)] {
+        let _prefix = prefix!("CPU {holder} waits, CPU {worker} loads");
+        *FP_RESULTS[0].lock() = None;
+        *FP_RESULTS[1].lock() = None;
+        exchange(
+            holder,
+            worker,
+            || {
+                let after = hold_descheduled(|handoff| {
+                    fp_state_round_trip(&holder_state(), FpEvent::Descheduled(handoff))
+                });
+                *FP_RESULTS[0].lock() = Some(after);
+            },
+            || {
+                let after = work_then_signal(|| fp_state_round_trip(&worker_state(), FpEvent::Nothing));
+                *FP_RESULTS[1].lock() = Some(after);
+            },
+        );
+        check_handoff(holder, worker);
+        let held = *FP_RESULTS[0].lock();
+        let worked = *FP_RESULTS[1].lock();
+        match (held, worked) {
+            (Some(held), Some(worked)) => {
+                check_state(&holder_state(), &held, "a descheduled wait");
+                check_state(&worker_state(), &worked, "a load and store");
+            }
+            _ => {
+                report!(
+                    false,
+                    "both CPUs returned their registers (holder {}, worker {})",
+                    held.is_some(),
+                    worked.is_some()
+                );
+            }
+        }
+    }
+}
+
+/// A seed for the SVE patterns of one vector length and role, distinct for every pair.
+fn sve_seed(length: usize, worker: bool) -> u8 {
+    ((length / 16) as u8).wrapping_mul(17) ^ if worker { 0xc3 } else { 0x29 }
+}
+
+/// The SVE checks: the ID fields, the vector lengths ZCR_EL1.LEN offers, then the register file
+/// at each of them held across a descheduled wait while the other CPU works at another length.
+fn sve_checks(arguments: &[&str]) {
+    let pfr0 = ID_AA64PFR0_EL1.get();
+    if !sve::supported() {
+        report_skip!("the CPU has no SVE (ID_AA64PFR0_EL1 {pfr0:#x}: SVE, bits 35:32, is 0)");
+        return;
+    }
+    let zfr0 = sve::id_aa64zfr0_el1();
+    report_info!(
+        "ID_AA64PFR0_EL1.SVE {}, ID_AA64ZFR0_EL1 {zfr0:#x} (SVEver {}), ZCR_EL1 at boot {:#x}",
+        (pfr0 >> sve::ID_AA64PFR0_SVE_SHIFT) & 0xf,
+        zfr0::version(zfr0),
+        sve::zcr_el1().unwrap_or(0)
+    );
+    let boot_length = sve::vector_length().unwrap_or(0);
+
+    // The length each ZCR_EL1.LEN gives: at most (LEN + 1) x 128 bits, never shorter for a
+    // larger LEN, 128 bits for LEN 0 (every SVE CPU offers it).
+    let mut by_len = [0usize; 16];
+    for (len, length) in by_len.iter_mut().enumerate() {
+        *length = sve::set_vector_length(len + 1).unwrap_or(0);
+    }
+    let offered = sve::offered_vector_lengths();
+    let lengths = offered.as_slice();
+    let bits = |bytes: usize| bytes * 8;
+    report!(
+        by_len[0] == 16,
+        "ZCR_EL1.LEN 0 gives 128-bit vectors (got {} bits)",
+        bits(by_len[0])
+    );
+    let bounded = by_len
+        .iter()
+        .enumerate()
+        .all(|(len, length)| length.is_multiple_of(16) && *length <= (len + 1) * 16);
+    let monotonic = by_len.windows(2).all(|pair| pair[0] <= pair[1]);
+    report!(
+        bounded && monotonic,
+        "ZCR_EL1.LEN n gives a multiple of 128 bits, at most (n + 1) x 128, never less than for n - 1 (got {:?} bytes)",
+        by_len
+    );
+    let largest = lengths.iter().copied().max().unwrap_or(0);
+    report!(
+        boot_length == largest,
+        "the boot code's ZCR_EL1.LEN 0xf gives the largest length, {} bits (got {})",
+        bits(largest),
+        bits(boot_length)
+    );
+    let powers_offered = (0..5)
+        .map(|shift| 16usize << shift)
+        .filter(|length| *length <= largest)
+        .all(|length| lengths.contains(&length));
+    report!(
+        powers_offered,
+        "every power-of-two length up to the largest is offered (offered {:?} bytes)",
+        lengths
+    );
+    if let Some(expected) = arguments
+        .iter()
+        .find_map(|argument| argument.strip_prefix("sve-lengths="))
+    {
+        let mut matches = true;
+        let mut count = 0;
+        for word in expected.split(',') {
+            count += 1;
+            match word.parse::<usize>() {
+                Ok(length_bits) => matches &= lengths.contains(&(length_bits / 8)),
+                Err(_) => matches = false,
+            }
+        }
+        report!(
+            matches && count == lengths.len(),
+            "the offered lengths are the test_args' {expected} bits (offered {:?} bytes)",
+            lengths
+        );
+    }
+
+    // Each length also across an MMIO read the VMM emulates (virtio-mmio MagicValue): the
+    // vCPU leaves for the VMM's userspace and comes back.
+    match map_device(VIRTIO_MMIO, 0x1000) {
+        Ok(window) => {
+            for &length in lengths {
+                let _prefix = prefix!("{} bits", bits(length));
+                let value = AtomicU32::new(0);
+                let state =
+                    SveState::pattern(sve_seed(length, false) ^ 0x77, length, FPCR_PATTERN, FPSR_PATTERN);
+                let after = sve::sve_state_round_trip(
+                    &state,
+                    sve::Event::DeviceRead {
+                        window: &window,
+                        offset: 0,
+                        value: &value,
+                    },
+                );
+                let read = value.load(Ordering::Acquire);
+                report!(
+                    read == VIRTIO_MAGIC,
+                    "the held MMIO read of virtio-mmio MagicValue returned {VIRTIO_MAGIC:#x} (got {read:#x})"
+                );
+                check_sve(&state, Some(&after), "an MMIO read the VMM emulates");
+            }
+        }
+        Err(problem) => {
+            report!(false, "the virtio-mmio page maps ({problem:?})");
+        }
+    }
+
+    for (index, &length) in lengths.iter().enumerate() {
+        // The worker runs at another length (the next offered one) when there is one.
+        let worker_length = lengths[(index + 1) % lengths.len()];
+        for (holder, worker) in [(0, 1), (1, 0)] {
+            let _length = prefix!("{} bits", bits(length));
+            let _prefix = prefix!(
+                "CPU {holder} waits, CPU {worker} loads at {} bits",
+                bits(worker_length)
+            );
+            *SVE_RESULTS[0].lock() = None;
+            *SVE_RESULTS[1].lock() = None;
+            HOLDER_LENGTH_AFTER.store(0, Ordering::Release);
+            exchange(
+                holder,
+                worker,
+                move || {
+                    let state =
+                        SveState::pattern(sve_seed(length, false), length, FPCR_PATTERN, FPSR_PATTERN);
+                    let after = hold_descheduled(|handoff| {
+                        sve::sve_state_round_trip(&state, sve::Event::Descheduled(handoff))
+                    });
+                    HOLDER_LENGTH_AFTER.store(sve::vector_length().unwrap_or(0), Ordering::Release);
+                    *SVE_RESULTS[0].lock() = Some(after);
+                },
+                move || {
+                    let state = SveState::pattern(
+                        sve_seed(worker_length, true),
+                        worker_length,
+                        FPCR_OTHER,
+                        FPSR_OTHER,
+                    );
+                    let after = work_then_signal(|| sve::sve_state_round_trip(&state, sve::Event::Nothing));
+                    *SVE_RESULTS[1].lock() = Some(after);
+                },
+            );
+            check_handoff(holder, worker);
+            let after = HOLDER_LENGTH_AFTER.load(Ordering::Acquire);
+            report!(
+                after == length,
+                "CPU {holder}'s vector length stays {} bits (got {})",
+                bits(length),
+                bits(after)
+            );
+            let expected = SveState::pattern(sve_seed(length, false), length, FPCR_PATTERN, FPSR_PATTERN);
+            check_sve(&expected, SVE_RESULTS[0].lock().as_ref(), "a descheduled wait");
+            let expected = SveState::pattern(
+                sve_seed(worker_length, true),
+                worker_length,
+                FPCR_OTHER,
+                FPSR_OTHER,
+            );
+            check_sve(&expected, SVE_RESULTS[1].lock().as_ref(), "a load and store");
+        }
+    }
+}
+
+fn check_sve(expected: &SveState, got: Option<&Result<SveState, SveError>>, event: &str) {
+    match got {
+        Some(Ok(got)) => {
+            let difference = expected.first_difference(got, FPCR_MASK, FPSR_MASK);
+            let first = difference.map(|register| match register {
+                sve::SveRegister::Z(number) => {
+                    let length = expected.vector_length;
+                    let start = number as usize * length;
+                    let byte = (start..start + length).find(|index| expected.z[*index] != got.z[*index]);
+                    let (expected_high, expected_low) = expected.z_low_quadword(number as usize);
+                    let (got_high, got_low) = got.z_low_quadword(number as usize);
+                    report_info!(
+                        "z{number}: first differing byte {:?}; low 128 bits expected {expected_high:016x}_{expected_low:016x}, got {got_high:016x}_{got_low:016x}",
+                        byte.map(|index| index - start)
+                    );
+                    register
+                }
+                other => other,
+            });
+            report!(
+                first.is_none(),
+                "Z0-Z31, P0-P15, FFR, FPCR and FPSR hold their values across {event} (first differing: {first:?})"
+            );
+        }
+        Some(Err(problem)) => {
+            report!(false, "the SVE round trip ran ({problem:?})");
+        }
+        None => {
+            report!(false, "the CPU returned its SVE registers");
+        }
     }
 }

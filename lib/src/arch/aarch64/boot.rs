@@ -3,7 +3,8 @@
 //!
 //! QEMU enters `_start` at EL1 (EL2 with `-M virt,virtualization=on`) with the MMU and caches
 //! off, x0 = 0 for an ELF kernel (the DTB then sits at RAM base) and CPACR_EL1.FPEN = 0. The
-//! target is hard-float, so FP/SIMD is enabled first. With the MMU off every data access is
+//! target is hard-float, so FP/SIMD is enabled first (and SVE at its largest vector length,
+//! where the CPU has it, CPTR_EL2.TZ clear when entered at EL2). With the MMU off every data access is
 //! Device memory, where unaligned accesses and exclusives (spin locks) fault: the assembly builds
 //! a minimal identity map (0..1 GiB device, 1..4 GiB normal write-back, 1 GiB blocks) and turns
 //! the MMU on before calling Rust. Rust's `mmu` module then edits these tables in place. What
@@ -40,6 +41,9 @@ const SCTLR: u64 =
     SCTLR_RES1 | SCTLR_EL1::M::Enable.value | SCTLR_EL1::C::Cacheable.value | SCTLR_EL1::I::Cacheable.value;
 /// CPACR_EL1: FPEN lets FP/SIMD instructions run at EL0 and EL1 without traps.
 const CPACR: u64 = CPACR_EL1::FPEN::TrapNothing.value;
+/// CPACR_EL1.ZEN = 0b11: SVE instructions (and ZCR_EL1) run at EL0 and EL1 without traps; set
+/// only where ID_AA64PFR0_EL1.SVE says SVE is implemented.
+const CPACR_ZEN: u64 = 3 << 16;
 
 const _: () = assert!(MAIR == 0xf0_ff00);
 const _: () = assert!(TCR_BASE == 0x80_3510);
@@ -63,9 +67,7 @@ global_asm!(
     _start:
         mov x19, x0                     /* the DTB address, or 0 */
         bl vmunit_to_el1
-        mov x9, #{cpacr}                /* CPACR_EL1.FPEN: no FP/SIMD traps */
-        msr cpacr_el1, x9
-        isb
+        bl vmunit_enable_fp
 
         /* Clear the BSS (the boot page tables live there too), MMU still off. */
         adrp x9, __bss_start
@@ -122,9 +124,7 @@ global_asm!(
     vmunit_secondary_entry:
         mov x19, x0
         bl vmunit_to_el1
-        mov x9, #{cpacr}
-        msr cpacr_el1, x9
-        isb
+        bl vmunit_enable_fp
         bl vmunit_enable_mmu
         mov x0, #0
         mov x1, x19
@@ -155,6 +155,22 @@ global_asm!(
         bl {secondary_entry}
         b .
 
+    /* CPACR_EL1.FPEN: no FP/SIMD traps; with SVE (ID_AA64PFR0_EL1.SVE) also CPACR_EL1.ZEN and
+     * ZCR_EL1.LEN = 0xf (the largest vector length the CPU offers). Clobbers x9, x10. */
+    vmunit_enable_fp:
+        mov x9, #{cpacr}
+        mrs x10, id_aa64pfr0_el1
+        ubfx x10, x10, #32, #4
+        cbz x10, 12f
+        orr x9, x9, #{cpacr_zen}
+    12: msr cpacr_el1, x9
+        isb
+        cbz x10, 13f
+        mov x9, #0xf
+        msr S3_0_C1_C2_0, x9            /* ZCR_EL1 */
+        isb
+    13: ret
+
     /* Returns at EL1h when entered at EL2 (interrupts masked); clobbers x9. */
     vmunit_to_el1:
         mrs x9, CurrentEL
@@ -165,8 +181,17 @@ global_asm!(
         mov x9, #3                      /* CNTHCTL_EL2.EL1PCTEN | EL1PCEN */
         msr cnthctl_el2, x9
         msr cntvoff_el2, xzr
-        mov x9, #0x33ff                 /* CPTR_EL2: no FP/SIMD traps */
-        msr cptr_el2, x9
+        mov x9, #0x33ff                 /* CPTR_EL2: no FP/SIMD traps (TFP clear) */
+        mrs x10, id_aa64pfr0_el1
+        ubfx x10, x10, #32, #4          /* SVE implemented? TZ (bit 8) then traps it */
+        cbz x10, 10f
+        bic x9, x9, #(1 << 8)
+    10: msr cptr_el2, x9
+        isb
+        cbz x10, 11f
+        mov x9, #0xf
+        msr S3_4_C1_C2_0, x9            /* ZCR_EL2.LEN: EL1 may use every vector length */
+    11:
         msr hstr_el2, xzr
         mrs x9, id_aa64pfr0_el1
         ubfx x9, x9, #24, #4            /* GIC system registers implemented? */
@@ -214,6 +239,7 @@ global_asm!(
     mair_low = const MAIR & 0xffff,
     mair_high = const MAIR >> 16,
     cpacr = const CPACR,
+    cpacr_zen = const CPACR_ZEN,
     tcr_low = const TCR_BASE & 0xffff,
     tcr_high = const TCR_BASE >> 16,
     sctlr_low = const SCTLR & 0xffff,

@@ -7,7 +7,7 @@
 //! `catch_exception` abandons the block.
 
 use core::arch::asm;
-use core::sync::atomic::AtomicU32;
+use core::sync::atomic::{AtomicU32, AtomicU64};
 
 use super::exceptions::{Exception, Registers, catch_exception};
 use super::mmu::UnbackedPage;
@@ -502,6 +502,28 @@ pub enum FpEvent<'a> {
         /// The most polls before giving up (the caller then sees `done` still 0).
         polls: u64,
     },
+    /// The registers are held across WFIs with IRQs masked ([`Handoff`]): no exception is
+    /// taken, so only the hypervisor (which deschedules the waiting vCPU) can change them.
+    Descheduled(Handoff<'a>),
+}
+
+/// A wait in WFI with IRQs masked while a CPU holds register values: it stores 1 to `loaded`
+/// once the registers hold them, then loops `WFI` until `done` is nonzero or the virtual count
+/// reaches `deadline`, and counts the WFIs it ran in `waits`. A pending IRQ (taken later, once
+/// the caller unmasks IRQs) ends each WFI; the caller arms a timer for `deadline` so that a lost
+/// wake-up cannot hang the CPU. No runtime code runs in between, so the values cross only what
+/// the hypervisor does while the vCPU waits (under KVM: `kvm_vcpu_block`, the vCPU thread
+/// scheduled out and its FP/SIMD state saved and reloaded).
+#[derive(Clone, Copy, Debug)]
+pub struct Handoff<'a> {
+    /// Set (release) when the state is in the registers.
+    pub loaded: &'a AtomicU32,
+    /// Polled (acquire) before each WFI.
+    pub done: &'a AtomicU32,
+    /// The virtual count (CNTVCT_EL0) at which the wait gives up.
+    pub deadline: u64,
+    /// Receives how many WFIs ran.
+    pub waits: &'a AtomicU64,
 }
 
 /// Loads `state` into v0-v31, FPCR and FPSR, lets `event` happen, and returns the registers
@@ -514,6 +536,7 @@ pub fn fp_state_round_trip(state: &FpState, event: FpEvent<'_>) -> FpState {
         fpcr: 0,
         fpsr: 0,
     };
+    let mut waits: *mut u64 = core::ptr::null_mut();
     let (mode, loaded, done, polls) = match event {
         FpEvent::Nothing => (3u64, core::ptr::null(), core::ptr::null(), 0),
         FpEvent::Breakpoint => (0, core::ptr::null(), core::ptr::null(), 0),
@@ -521,11 +544,21 @@ pub fn fp_state_round_trip(state: &FpState, event: FpEvent<'_>) -> FpState {
         FpEvent::Handshake { loaded, done, polls } => {
             (2, loaded.as_ptr().cast_const(), done.as_ptr().cast_const(), polls)
         }
+        FpEvent::Descheduled(handoff) => {
+            waits = handoff.waits.as_ptr();
+            (
+                4,
+                handoff.loaded.as_ptr().cast_const(),
+                handoff.done.as_ptr().cast_const(),
+                handoff.deadline,
+            )
+        }
     };
     let fpcr_after: u64;
     let fpsr_after: u64;
-    // SAFETY: reads `state.vectors` and writes `out.vectors` (512 bytes each, live); `loaded`
-    // and `done` point at live atomics accessed with atomic instructions; every vector
+    // SAFETY: reads `state.vectors` and writes `out.vectors` (512 bytes each, live); `loaded`,
+    // `done` and (Descheduled only) `waits` point at live atomics accessed with atomic
+    // instructions; DAIF is restored after the Descheduled wait; every vector
     // register is declared clobbered and FPCR/FPSR are restored; the BRK is resumed by
     // `trap_exceptions` and IRQ handlers return.
     unsafe {
@@ -547,6 +580,8 @@ pub fn fp_state_round_trip(state: &FpState, event: FpEvent<'_>) -> FpState {
             "b.lo 6f",
             "cmp {mode}, #2",
             "b.eq 4f",
+            "cmp {mode}, #4",
+            "b.eq 7f",
             "b 3f",
             "6: brk #0x77",
             "b 3f",
@@ -563,6 +598,23 @@ pub fn fp_state_round_trip(state: &FpState, event: FpEvent<'_>) -> FpState {
             "cbnz {scratch:w}, 3f",
             "subs {polls}, {polls}, #1",
             "b.hi 5b",
+            "b 3f",
+            // Descheduled: IRQs masked, `input` counts the WFIs, `fpcr` holds the saved DAIF.
+            "7: mrs {fpcr}, daif",
+            "msr daifset, #2",
+            "mov {input}, #0",
+            "mov {scratch:w}, #1",
+            "stlr {scratch:w}, [{loaded}]",
+            "8: ldar {scratch:w}, [{done}]",
+            "cbnz {scratch:w}, 9f",
+            "isb",
+            "mrs {scratch}, cntvct_el0",
+            "cmp {scratch}, {polls}",
+            "b.hs 9f",
+            "wfi",
+            "add {input}, {input}, #1",
+            "b 8b",
+            "9: stlr {input}, [{waits}]",
             "3: st1 {{v0.16b, v1.16b, v2.16b, v3.16b}}, [{output}], #64",
             "st1 {{v4.16b, v5.16b, v6.16b, v7.16b}}, [{output}], #64",
             "st1 {{v8.16b, v9.16b, v10.16b, v11.16b}}, [{output}], #64",
@@ -571,7 +623,10 @@ pub fn fp_state_round_trip(state: &FpState, event: FpEvent<'_>) -> FpState {
             "st1 {{v20.16b, v21.16b, v22.16b, v23.16b}}, [{output}], #64",
             "st1 {{v24.16b, v25.16b, v26.16b, v27.16b}}, [{output}], #64",
             "st1 {{v28.16b, v29.16b, v30.16b, v31.16b}}, [{output}], #64",
-            "mrs {fpcr}, fpcr",
+            "cmp {mode}, #4",
+            "b.ne 10f",
+            "msr daif, {fpcr}",
+            "10: mrs {fpcr}, fpcr",
             "mrs {fpsr}, fpsr",
             "msr fpcr, {saved_fpcr}",
             "msr fpsr, {saved_fpsr}",
@@ -585,6 +640,7 @@ pub fn fp_state_round_trip(state: &FpState, event: FpEvent<'_>) -> FpState {
             loaded = in(reg) loaded,
             done = in(reg) done,
             polls = inout(reg) polls => _,
+            waits = in(reg) waits,
             scratch = out(reg) _,
             fpcr = out(reg) fpcr_after,
             fpsr = out(reg) fpsr_after,

@@ -166,6 +166,26 @@ pub unsafe fn raw_call(function: u32, first: u64, second: u64, third: u64) -> i6
     result as i64
 }
 
+/// kvm-unit-tests' micro-bench hypercall: SMCCC function 0x4b00_0000, which no service owns
+/// (a Yielding Call, owning entity 11: reserved in SMCCC). SMCCC makes the answer Unknown
+/// Function (x0 = -1, [`SMCCC_NOT_SUPPORTED`]).
+pub const UNASSIGNED_FUNCTION: u32 = 0x4b00_0000;
+/// SMCCC's Unknown Function / NOT_SUPPORTED return value.
+pub const SMCCC_NOT_SUPPORTED: i64 = -1;
+
+/// Makes SMCCC call [`UNASSIGNED_FUNCTION`] through the PSCI conduit and returns x0 (an
+/// exception it raises is not caught: see [`try_call_unassigned`]).
+pub fn call_unassigned() -> i64 {
+    // SAFETY: no service owns the function, so the call starts no code and touches no memory.
+    unsafe { raw_call(UNASSIGNED_FUNCTION, 0, 0, 0) }
+}
+
+/// Makes SMCCC call [`UNASSIGNED_FUNCTION`] through the PSCI conduit and returns x0, or the
+/// exception it raised (a conduit that implements PSCI alone may make it UNDEFINED).
+pub fn try_call_unassigned() -> Result<i64, crate::arch::Exception> {
+    crate::catch::catch_exception(call_unassigned)
+}
+
 /// PSCI_FEATURES of `function`: its feature flags, or a status (NOT_SUPPORTED).
 pub fn features(function: u32) -> Result<u32, Status> {
     let result = call(function::FEATURES, u64::from(function), 0, 0);

@@ -3,7 +3,7 @@
 //! re-exported so that a test needs no dependency of its own, plus the runtime's `mrs`/`msr`
 //! wrappers for the registers aarch64-cpu lacks (the GIC CPU interface's ICC_*, the PMU's PM* with
 //! PMEVTYPER<n>/PMEVCNTR<n> by number,
-//! FPCR, FPSR, CTR_EL0, MTE's GCR_EL1 and RGSR_EL1) and the named fields of those (with the
+//! FPCR, FPSR, CTR_EL0, MTE's GCR_EL1 and RGSR_EL1, SVE's ZCR_EL1 and ID_AA64ZFR0_EL1) and the named fields of those (with the
 //! MTE fields of SCTLR_EL1 and TCR_EL1).
 //!
 //! ```ignore
@@ -30,6 +30,7 @@ pub use super::pmu::{
     set_interrupt_enables, set_overflow_status, set_overflows, set_pmcr, set_selected_event_count,
     set_selected_event_type, software_increment,
 };
+pub use super::sve::{id_aa64zfr0_el1, zcr_el1, zfr0};
 
 /// FPCR fields.
 pub mod fpcr {
