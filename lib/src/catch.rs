@@ -195,3 +195,17 @@ pub(crate) fn record_trap(vector: Vector, exception: Exception) -> bool {
     }
     true
 }
+
+/// Runs `function`, which may leave `catch_exception` and `trap_exceptions` calls of code it
+/// runs suspended for good (a nested guest that exits in the middle of one and is not resumed
+/// there), and puts this CPU's innermost catch context and trap recorder back as they were
+/// before it ran: no dispatcher then resumes an abandoned frame.
+pub(crate) fn keeping_handlers<R>(function: impl FnOnce() -> R) -> R {
+    let cpu = cpu_index();
+    let context = CATCH_CONTEXTS[cpu].load(Ordering::Acquire);
+    let recorder = TRAP_RECORDERS[cpu].load(Ordering::Acquire);
+    let result = function();
+    CATCH_CONTEXTS[cpu].store(context, Ordering::Release);
+    TRAP_RECORDERS[cpu].store(recorder, Ordering::Release);
+    result
+}

@@ -22,6 +22,7 @@ pub mod msr;
 pub mod pmu;
 pub mod probes;
 pub mod smp;
+pub mod svm;
 pub mod start_info;
 pub mod syscall;
 pub mod testdev;
