@@ -196,16 +196,25 @@ pub(crate) fn record_trap(vector: Vector, exception: Exception) -> bool {
     true
 }
 
-/// Runs `function`, which may leave `catch_exception` and `trap_exceptions` calls of code it
-/// runs suspended for good (a nested guest that exits in the middle of one and is not resumed
-/// there), and puts this CPU's innermost catch context and trap recorder back as they were
-/// before it ran: no dispatcher then resumes an abandoned frame.
-pub(crate) fn keeping_handlers<R>(function: impl FnOnce() -> R) -> R {
-    let cpu = cpu_index();
-    let context = CATCH_CONTEXTS[cpu].load(Ordering::Acquire);
-    let recorder = TRAP_RECORDERS[cpu].load(Ordering::Acquire);
-    let result = function();
-    CATCH_CONTEXTS[cpu].store(context, Ordering::Release);
-    TRAP_RECORDERS[cpu].store(recorder, Ordering::Release);
-    result
+/// One side's innermost catch context and trap recorder, for code that runs two contexts of
+/// execution on one CPU in turns (a nested guest and its host): each keeps its own, so an
+/// exception in one is never resumed in the other's frames.
+pub(crate) struct HandlerState {
+    context: *mut CatchContext,
+    recorder: *mut TrapRecorder,
+}
+
+impl HandlerState {
+    /// No catch context and no recorder: what a guest starts with.
+    pub(crate) const NONE: HandlerState = HandlerState {
+        context: core::ptr::null_mut(),
+        recorder: core::ptr::null_mut(),
+    };
+
+    /// Installs this state on the running CPU and keeps the one it replaces in its place.
+    pub(crate) fn swap(&mut self) {
+        let cpu = cpu_index();
+        self.context = CATCH_CONTEXTS[cpu].swap(self.context, Ordering::AcqRel);
+        self.recorder = TRAP_RECORDERS[cpu].swap(self.recorder, Ordering::AcqRel);
+    }
 }

@@ -1,9 +1,10 @@
 //! AMD SVM (nested virtualization): the VMCB layout, intercepts and exit codes by name (AMD APM
 //! Vol. 2, 15 and appendix B/C), and a harness that runs a Rust closure as a nested guest.
 //!
-//! The guest shares the runtime's address space: without nested paging its CR3, GDT, IDT and
-//! segments are the host's (kvm-unit-tests' `vmcb_ident`), so the closure runs the same code and
-//! sees the same memory, on a stack of its own. [`Svm::run`] enters it with VMRUN (RAX = the
+//! The guest shares the runtime's address space: its CR3, GDT, IDT and segments are the host's
+//! (kvm-unit-tests' `vmcb_ident`), and nested paging, where CPUID offers it, maps guest-physical
+//! memory onto the same host-physical addresses; so the closure runs the same code and sees the
+//! same memory, on a stack of its own. [`Svm::run`] enters it with VMRUN (RAX = the
 //! VMCB's physical address; the host's FS/GS/TR/LDTR and SYSCALL MSRs saved with VMSAVE and put
 //! back with VMLOAD around it; GIF cleared with CLGI before and set again with STGI after) and
 //! hands every #VMEXIT to the caller until it says the test is finished. The guest ends with an
@@ -290,6 +291,59 @@ const _: () = {
     assert!(size_of::<Vmcb>() == PAGE_SIZE as usize);
 };
 
+/// Bits of the VMCB's `int_ctl` (AMD APM Vol. 2, 15.21 and appendix B).
+pub mod int_ctl {
+    /// V_TPR: the virtual TPR, bits 3:0.
+    pub const V_TPR_MASK: u32 = 0xf;
+    /// V_IRQ: a virtual interrupt is pending.
+    pub const V_IRQ: u32 = 1 << 8;
+    /// V_GIF: the virtual GIF (with [`V_GIF_ENABLED`]).
+    pub const V_GIF: u32 = 1 << 9;
+    /// V_NMI_PENDING (vNMI).
+    pub const V_NMI_PENDING: u32 = 1 << 11;
+    /// V_NMI_BLOCKING (vNMI).
+    pub const V_NMI_BLOCKING: u32 = 1 << 12;
+    /// V_INTR_PRIO: the virtual interrupt's priority, bits 19:16.
+    pub const V_INTR_PRIO_SHIFT: u32 = 16;
+    /// V_IGN_TPR: the virtual interrupt ignores V_TPR.
+    pub const V_IGN_TPR: u32 = 1 << 20;
+    /// V_INTR_MASKING: the guest's RFLAGS.IF masks only virtual interrupts; physical ones are
+    /// masked by the host's.
+    pub const V_INTR_MASKING: u32 = 1 << 24;
+    /// V_GIF_ENABLED: STGI/CLGI in the guest set and clear V_GIF.
+    pub const V_GIF_ENABLED: u32 = 1 << 25;
+    /// V_NMI_ENABLE (vNMI).
+    pub const V_NMI_ENABLE: u32 = 1 << 26;
+}
+
+/// What EVENTINJ injects (its TYPE field).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum EventType {
+    /// An external interrupt.
+    Interrupt = 0,
+    /// An NMI.
+    Nmi = 2,
+    /// An exception (fault or trap).
+    Exception = 3,
+    /// A software interrupt (INT n).
+    Software = 4,
+}
+
+/// EVENTINJ.V: the event is valid (VMRUN injects it, #VMEXIT clears it).
+pub const EVENT_VALID: u32 = 1 << 31;
+/// EVENTINJ.EV: the event pushes an error code.
+pub const EVENT_ERROR_CODE_VALID: u32 = 1 << 11;
+
+/// The EVENTINJ value that injects `vector` as `kind` (without an error code).
+pub const fn event_injection(vector: u8, kind: EventType) -> u32 {
+    EVENT_VALID | (kind as u32) << 8 | vector as u32
+}
+
+/// `nested_control`'s NP_ENABLE bit: nested paging.
+pub const NESTED_PAGING_ENABLE: u64 = 1;
+/// TLB_CONTROL: flush the guest's TLB entries at VMRUN.
+pub const TLB_CONTROL_FLUSH_ALL_ASID: u8 = 1;
+
 /// An intercept of the VMCB's intercept vectors (kvm-unit-tests' `INTERCEPT_*`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[allow(missing_docs)]
@@ -567,9 +621,11 @@ impl ExitCode {
             0x20..=0x2f => ExitCode::ReadDr((code - 0x20) as u8),
             0x30..=0x3f => ExitCode::WriteDr((code - 0x30) as u8),
             0x40..=0x5f => ExitCode::Exception((code - 0x40) as u8),
-            0x60..=0x8e | 0xa2 | 0x400 | u64::MAX => {
-                ALL_NAMED.iter().copied().find(|exit| exit.raw() == code).unwrap_or(ExitCode::Other(code))
-            }
+            0x60..=0x8e | 0xa2 | 0x400 | u64::MAX => ALL_NAMED
+                .iter()
+                .copied()
+                .find(|exit| exit.raw() == code)
+                .unwrap_or(ExitCode::Other(code)),
             _ => ExitCode::Other(code),
         }
     }
@@ -723,7 +779,11 @@ pub struct GuestRegisters {
 
 // Enters the guest and comes back after its #VMEXIT (System V: RDI = the VMCB's physical
 // address, RSI = the guest's `GuestRegisters`, RDX = the physical address of the page the
-// host's VMSAVE state goes to). The host's callee-saved registers stay on the stack, which
+// host's VMSAVE state goes to, ECX = whether to enter with the host's RFLAGS.IF set), as
+// kvm-unit-tests' `test_run` does: CLGI, STI, VMRUN, CLI, STGI, called with interrupts off.
+// With GIF clear the STI lets no interrupt in; it gives the host RFLAGS.IF that
+// V_INTR_MASKING guests are masked by, so physical interrupts reach the guest (or exit with
+// INTR), and stay pending for the host otherwise. The host's callee-saved registers stay on the stack, which
 // #VMEXIT gives back (RSP from VM_HSAVE_PA's page); the guest's registers are loaded last
 // and stored first.
 global_asm!(
@@ -739,6 +799,10 @@ global_asm!(
     "push rdx",
     "push rdi",
     "clgi",
+    "test ecx, ecx",
+    "jz 2f",
+    "sti",
+    "2:",
     "mov rax, rdx",
     "vmsave rax",
     "mov rax, rdi",
@@ -758,6 +822,7 @@ global_asm!(
     "mov r15, [rsi + 0x68]",
     "mov rsi, [rsi + 0x18]",
     "vmrun rax",
+    "cli",
     "push rsi",
     "mov rsi, [rsp + 0x18]",
     "mov [rsi + 0x00], rbx",
@@ -791,7 +856,7 @@ global_asm!(
 );
 
 unsafe extern "sysv64" {
-    fn vmunit_svm_vmrun(vmcb: u64, registers: *mut GuestRegisters, host_save: u64);
+    fn vmunit_svm_vmrun(vmcb: u64, registers: *mut GuestRegisters, host_save: u64, host_interrupts: u32);
 }
 
 const _: () = {
@@ -809,6 +874,11 @@ extern "sysv64" fn guest_entry<G: Fn()>(guest: *const G) -> ! {
     loop {
         vmmcall();
     }
+}
+
+/// The address [`Svm::run`] enters the guest at for `guest` (its RIP at the first VMRUN).
+pub fn entry_point<G: Fn()>(_guest: &G) -> u64 {
+    guest_entry::<G> as *const () as u64
 }
 
 /// The I/O permission map: one bit per port (set: intercepted), 12 KiB, as the CPU reads it
@@ -921,6 +991,24 @@ impl Exit<'_> {
         self.vmcb.control.clear_intercept(intercept);
     }
 
+    /// Sets `int_ctl` (V_IRQ, V_GIF, V_INTR_MASKING ...: [`int_ctl`]) for the next VMRUN.
+    pub fn set_int_ctl(&mut self, value: u32) {
+        self.vmcb.control.int_ctl = value;
+    }
+
+    /// The VMCB, to write anything before the guest resumes.
+    ///
+    /// # Safety
+    /// As for [`Svm::vmcb_mut`]: the guest must be able to go on running the closure it runs.
+    pub unsafe fn vmcb_mut(&mut self) -> &mut Vmcb {
+        self.vmcb
+    }
+
+    /// Sets EVENTINJ (see [`event_injection`]) for the next VMRUN.
+    pub fn set_event_inject(&mut self, value: u32) {
+        self.vmcb.control.event_inject = value;
+    }
+
     /// Moves the guest's RIP past the intercepted instruction at it, after checking its bytes:
     /// VMMCALL (0F 01 D9), MOV from/to DRn (0F 21/23 /r), RDMSR/WRMSR (0F 32/30), RDTSC
     /// (0F 31), CPUID (0F A2), RSM (0F AA), HLT (F4). Returns the length skipped.
@@ -932,9 +1020,9 @@ impl Exit<'_> {
         let rip = self.vmcb.save.rip;
         let mut bytes = [0u8; 3];
         for (index, byte) in bytes.iter_mut().enumerate() {
-            // SAFETY: without nested paging the guest runs the runtime's code through the
-            // runtime's page tables, so its RIP is an address of the image, mapped and readable;
-            // reading code bytes has no effect.
+            // SAFETY: the guest runs the runtime's code through the runtime's page tables (and
+            // an identity nested map), so its RIP is an address of the image, mapped and
+            // readable; reading code bytes has no effect.
             *byte = unsafe { core::ptr::read_volatile((rip as usize + index) as *const u8) };
         }
         let length = match bytes {
@@ -961,6 +1049,8 @@ pub struct Svm {
     msr_address: u64,
     stack_top: u64,
     registers: GuestRegisters,
+    host_interrupts: bool,
+    nested_cr3: Option<u64>,
 }
 
 /// Why SVM cannot run.
@@ -1026,8 +1116,44 @@ pub fn rdtsc_probe() -> u64 {
 pub fn rdtsc_next_rip() -> u64 {
     let address: u64;
     // SAFETY: LEA computes an address.
-    unsafe { asm!("lea {}, [rip + vmunit_svm_rdtsc_next]", out(reg) address, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("lea {}, [rip + vmunit_svm_rdtsc_next]", out(reg) address, options(nomem, nostack, preserves_flags))
+    };
     address
+}
+
+/// STGI: sets GIF (in a guest with V_GIF_ENABLED, V_GIF; intercepted, an exit).
+pub fn stgi() {
+    // SAFETY: STGI only unmasks interrupts (or exits to the host).
+    unsafe { asm!("stgi", options(nomem, nostack)) };
+}
+
+/// CLGI: clears GIF, which holds interrupts and NMIs pending until STGI (in a guest with
+/// V_GIF_ENABLED, V_GIF; intercepted, an exit).
+pub fn clgi() {
+    // SAFETY: CLGI only masks interrupts (or exits to the host).
+    unsafe { asm!("clgi", options(nomem, nostack)) };
+}
+
+/// VMLOAD from the VMCB at physical `address`, for a guest to execute.
+///
+/// # Safety
+/// Where it is not intercepted, VMLOAD loads FS, GS, TR, LDTR, KernelGsBase and the SYSCALL
+/// and SYSENTER MSRs from the page: it must hold the running code's own (a VMCB that
+/// [`Svm::reset`] set up does).
+pub unsafe fn vmload_instruction(address: u64) {
+    // SAFETY: the caller vouches for the state loaded.
+    unsafe { asm!("vmload rax", in("rax") address, options(nostack)) };
+}
+
+/// VMSAVE to the VMCB at physical `address`, for a guest to execute.
+///
+/// # Safety
+/// Where it is not intercepted, VMSAVE writes to the page at `address`: it must be a VMCB
+/// nothing else relies on the saved fields of.
+pub unsafe fn vmsave_instruction(address: u64) {
+    // SAFETY: the caller vouches for the page written.
+    unsafe { asm!("vmsave rax", in("rax") address, options(nostack)) };
 }
 
 /// VMRUN with RAX = `address`, for a guest to execute where the host intercepts it.
@@ -1038,6 +1164,30 @@ pub fn rdtsc_next_rip() -> u64 {
 pub unsafe fn vmrun_instruction(address: u64) {
     // SAFETY: the caller runs this where VMRUN is intercepted.
     unsafe { asm!("vmrun rax", in("rax") address, options(nostack)) };
+}
+
+/// Builds nested page tables that map guest-physical 0 to 4 GiB onto the same host-physical
+/// addresses in 2 MiB pages, writable and executable; returns the PML4's physical address.
+/// Nested page walks count as user accesses, so every level allows user access.
+fn build_nested_page_tables() -> u64 {
+    const PRESENT_WRITABLE_USER: u64 = 0b111;
+    const LARGE_PAGE: u64 = 1 << 7;
+    let pml4 = leak_frames(1);
+    let pdpt = leak_frames(1);
+    let directories = leak_frames(4);
+    let entries = |table: u64| {
+        // SAFETY: `table` is a zeroed frame of our own, leaked, identity mapped: 512 entries.
+        unsafe { core::slice::from_raw_parts_mut(table as usize as *mut u64, 512) }
+    };
+    entries(pml4)[0] = pdpt | PRESENT_WRITABLE_USER;
+    for gigabyte in 0..4u64 {
+        let directory = directories + gigabyte * PAGE_SIZE;
+        entries(pdpt)[gigabyte as usize] = directory | PRESENT_WRITABLE_USER;
+        for (index, entry) in entries(directory).iter_mut().enumerate() {
+            *entry = (gigabyte << 30 | (index as u64) << 21) | PRESENT_WRITABLE_USER | LARGE_PAGE;
+        }
+    }
+    pml4
 }
 
 impl Svm {
@@ -1053,7 +1203,8 @@ impl Svm {
         let host_save_area = leak_frames(1);
         try_wrmsr(MSR_VM_HSAVE_PA, host_save_area).map_err(Unavailable::Fault)?;
         let efer = try_rdmsr(IA32_EFER).map_err(Unavailable::Fault)?;
-        try_wrmsr(IA32_EFER, efer | EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE.bits()).map_err(Unavailable::Fault)?;
+        try_wrmsr(IA32_EFER, efer | EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE.bits())
+            .map_err(Unavailable::Fault)?;
         const STACK_PAGES: usize = 16;
         let vmcb_address = leak_frames(1);
         let io_address = leak_frames(3);
@@ -1073,6 +1224,8 @@ impl Svm {
             msr_address,
             stack_top: stack + STACK_PAGES as u64 * PAGE_SIZE,
             registers: GuestRegisters::default(),
+            host_interrupts: true,
+            nested_cr3: SvmFeature::Npt.supported().then(build_nested_page_tables),
         };
         svm.reset();
         Ok(svm)
@@ -1082,7 +1235,8 @@ impl Svm {
     /// host's FS/GS/TR/LDTR and MSRs, flat ES/CS/SS/DS with the host's selectors, the host's
     /// GDTR, IDTR, EFER, CR0, CR2, CR3, CR4, DR6, DR7, PAT and DEBUGCTL, CPL 0, ASID 1, the
     /// permission maps, and intercepts of VMRUN, VMMCALL and SHUTDOWN only. Guest registers are
-    /// zeroed. No nested paging.
+    /// zeroed. Where CPUID reports NPT, nested paging is on, with tables that map guest-physical
+    /// 0-4 GiB onto the same host-physical addresses (and a flush of the ASID's TLB entries).
     pub fn reset(&mut self) {
         // SAFETY: the VMCB is our page; all-zero bytes are a valid `Vmcb`.
         unsafe { core::ptr::write_bytes(self.vmcb as *mut Vmcb, 0, 1) };
@@ -1140,7 +1294,24 @@ impl Svm {
         control.set_intercept(Intercept::Shutdown);
         control.iopm_base_pa = self.io_address;
         control.msrpm_base_pa = self.msr_address;
+        if let Some(nested_cr3) = self.nested_cr3 {
+            control.nested_control = NESTED_PAGING_ENABLE;
+            control.nested_cr3 = nested_cr3;
+            control.tlb_control = TLB_CONTROL_FLUSH_ALL_ASID;
+        }
         self.registers = GuestRegisters::default();
+    }
+
+    /// Whether VMRUN runs with the host's RFLAGS.IF set (the default, as kvm-unit-tests'
+    /// `test_run`) or clear (its `prepare_gif_clear` doing CLI): with V_INTR_MASKING, physical
+    /// interrupts reach the guest only in the first case. Kept across [`Svm::reset`].
+    pub fn set_host_interrupts(&mut self, enabled: bool) {
+        self.host_interrupts = enabled;
+    }
+
+    /// Whether [`Svm::reset`] turns nested paging on (CPUID reports NPT).
+    pub fn nested_paging(&self) -> bool {
+        self.nested_cr3.is_some()
     }
 
     /// The VMCB's physical address (what VMRUN takes in RAX).
@@ -1184,13 +1355,26 @@ impl Svm {
         self.vmcb.control.tsc_offset = offset;
     }
 
+    /// Sets `int_ctl` (V_IRQ, V_GIF, V_INTR_MASKING ...: [`int_ctl`]).
+    pub fn set_int_ctl(&mut self, value: u32) {
+        self.vmcb.control.int_ctl = value;
+    }
+
+    /// Sets EVENTINJ (see [`event_injection`]).
+    pub fn set_event_inject(&mut self, value: u32) {
+        self.vmcb.control.event_inject = value;
+    }
+
     /// Sets the guest's CR0.
     ///
     /// # Panics
     /// When `value` changes CR0.PE or CR0.PG: the guest runs the runtime's 64-bit code.
     pub fn set_guest_cr0(&mut self, value: u64) {
         let changed = Cr0Flags::from_bits_retain(self.vmcb.save.cr0 ^ value);
-        assert!(!changed.intersects(CR0_OWNED), "guest CR0 <- {value:#x} would change {changed:?}");
+        assert!(
+            !changed.intersects(CR0_OWNED),
+            "guest CR0 <- {value:#x} would change {changed:?}"
+        );
         self.vmcb.save.cr0 = value;
     }
 
@@ -1212,7 +1396,9 @@ impl Svm {
     /// Runs `guest` as the nested guest, on the harness's stack, from its start: VMRUN, then
     /// `finished` with each #VMEXIT until it returns true (resuming the guest where it exited
     /// otherwise). Returns the last exit's code. The guest and `finished` can share state
-    /// through cells or atomics: the host waits while the guest runs.
+    /// through cells or atomics: the host waits while the guest runs. `finished` runs with
+    /// interrupts off (an interrupt the guest exited for stays pending until the host opens a
+    /// window); they are back as they were when `run` returns.
     pub fn run<G: Fn()>(&mut self, guest: &G, mut finished: impl FnMut(&mut Exit<'_>) -> bool) -> ExitCode {
         self.vmcb.save.rip = guest_entry::<G> as *const () as u64;
         // As after a CALL: RSP + 8 is 16-byte aligned.
@@ -1222,22 +1408,36 @@ impl Svm {
             super::smp::cpu_index() == 0,
             "the SVM harness runs guests on the boot CPU, whose exception catching they share"
         );
+        let interrupts_were_enabled = super::interrupts::are_enabled();
+        super::interrupts::disable();
+        let mut guest_handlers = crate::catch::HandlerState::NONE;
         loop {
-            // The guest's stack is not a CPU's, so its catches count as the boot CPU's (checked
-            // above); one it leaves suspended by an exit must not stay the innermost.
-            crate::catch::keeping_handlers(|| {
-                // SAFETY: the VMCB is the host's copy (`reset`) whose RIP, RSP and RDI were just
-                // set to run `guest` on the harness's stack; only `unsafe` `vmcb_mut` can break
-                // that. The host-save page and VM_HSAVE_PA were set up by `new`. `guest`
-                // outlives the loop.
-                unsafe { vmunit_svm_vmrun(self.vmcb_address, &mut self.registers, self.host_save_address) }
-            });
+            // The guest keeps catch contexts and trap recorders of its own across exits (its
+            // stack is not a CPU's, so they count as the boot CPU's, checked above).
+            guest_handlers.swap();
+            // SAFETY: the VMCB is the host's copy (`reset`) whose RIP, RSP and RDI were just set
+            // to run `guest` on the harness's stack; only `unsafe` `vmcb_mut` can break that.
+            // The host-save page and VM_HSAVE_PA were set up by `new`. `guest` outlives the
+            // loop.
+            unsafe {
+                vmunit_svm_vmrun(
+                    self.vmcb_address,
+                    &mut self.registers,
+                    self.host_save_address,
+                    u32::from(self.host_interrupts),
+                )
+            };
+            guest_handlers.swap();
             let mut exit = Exit {
                 vmcb: &mut *self.vmcb,
                 registers: &mut self.registers,
             };
             if finished(&mut exit) {
-                return exit.code();
+                let code = exit.code();
+                if interrupts_were_enabled {
+                    super::interrupts::enable();
+                }
+                return code;
             }
         }
     }
