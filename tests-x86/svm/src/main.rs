@@ -19,12 +19,16 @@ use vmunit::arch::control::{Cr0Flags, read_cr0, read_cr3, try_lmsw, try_write_cr
 use vmunit::arch::cpuid::Feature;
 use vmunit::arch::cpuid::is_tcg;
 use vmunit::arch::debug::{try_read_debug_register, try_write_debug_register};
-use vmunit::arch::instructions::{in_u8, in_u16, in_u32, out_u8, out_u16, raise_invalid_opcode, rdtsc};
-use vmunit::arch::msr::{IA32_TSC, IA32_TSC_ADJUST, try_rdmsr, try_wrmsr};
+use vmunit::arch::exceptions::wait_for_interrupt;
+use vmunit::arch::instructions::{halt, in_u8, in_u16, in_u32, out_u8, out_u16, raise_invalid_opcode, rdtsc};
+use vmunit::arch::msr::{
+    IA32_APIC_BASE, IA32_CSTAR, IA32_EFER, IA32_FMASK, IA32_LSTAR, IA32_PAT, IA32_STAR, IA32_TSC,
+    IA32_TSC_ADJUST, try_rdmsr, try_wrmsr, try_wrmsr_unrestricted,
+};
 use vmunit::arch::probes::{interrupt_window, try_fninit};
 use vmunit::arch::svm::{
-    EVENT_VALID, EventType, ExitCode, Intercept, IoPermissionMap, Svm, SvmFeature, Unavailable, clgi,
-    event_injection, int_ctl, rdtsc_next_rip, rdtsc_probe, rsm, stgi, vmmcall,
+    EVENT_VALID, EventType, ExitCode, Intercept, IoPermissionMap, MsrPermissionMap, Svm, SvmFeature,
+    Unavailable, clgi, event_injection, int_ctl, rdtsc_next_rip, rdtsc_probe, rsm, stgi, vmmcall,
 };
 use vmunit::arch::{apic, interrupts, set_interrupt_handler};
 use vmunit::memory::TestPage;
@@ -125,12 +129,15 @@ static CASES: &[Case] = &[
     case("cr3 read nointercept", cr3_read_nointercept),
     case("dr intercept check", dr_intercept_check),
     case_if("next_rip", next_rip_save, next_rip),
+    case("msr intercept check", msr_intercept_check),
     case("asid_zero", asid_zero),
     case_if("tsc_adjust", tsc_adjust_msr, tsc_adjust),
     case("exc_inject", exc_inject),
     case("pending_event", pending_event),
     case("pending_event_cli", pending_event_cli),
+    case("interrupt", interrupt),
     case("nmi", nmi),
+    case("virq_inject", virq_inject),
     case_if("vgif", virtual_gif, vgif),
     case("svm_vmload_vmsave", svm_vmload_vmsave),
     case("svm_no_nm_test", svm_no_nm_test),
@@ -1082,5 +1089,498 @@ fn reproduce_failed_vmrun_state(svm: &mut Svm) {
     report!(
         rip == entry,
         "a VMRUN with ASID 0 fails and leaves the VMCB's RIP at the guest's entry {entry:#x} (got {rip:#x})"
+    );
+}
+
+/// What the guest of `msr intercept check` asks of the host with VMMCALL, in SCRATCH's upper
+/// half (the MSR in the lower): the steps of kvm-unit-tests' `msr_intercept_finished`.
+const MSR_SET_READ: u64 = 0;
+const MSR_SET_WRITE: u64 = 1;
+const MSR_CLEAR_READ: u64 = 2;
+const MSR_CLEAR_WRITE: u64 = 4;
+const MSR_RESTORE_WRITE: u64 = 8;
+/// The guest's requests to fill the map with ones for the second pass, and to finish.
+const MSR_SECOND_PASS: u64 = -2i64 as u64;
+const MSR_DONE: u64 = -3i64 as u64;
+
+/// The MSRs the loop visits: each range of the permission map and one MSR on either side.
+fn msrs_to_check() -> impl Iterator<Item = u32> {
+    (0..=0x2000)
+        .chain(0xbfff_ffff..=0xc000_2000)
+        .chain(0xc000_ffff..=0xc001_2000)
+}
+
+/// How often one of the guest's MSR checks went wrong, and the first MSR it went wrong for.
+#[derive(Default)]
+struct Tally {
+    count: AtomicU32,
+    first: AtomicU32,
+}
+
+impl Tally {
+    fn wrong(&self, msr: u32) {
+        if self.count.fetch_add(1, SeqCst) == 0 {
+            self.first.store(msr, SeqCst);
+        }
+    }
+}
+
+/// The guest's MSR checks, in the order `msr_intercept_check` reports them.
+#[derive(Default)]
+struct MsrFailures {
+    read_not_intercepted: Tally,
+    write_not_intercepted: Tally,
+    read_intercepted: Tally,
+    write_intercepted: Tally,
+    value_differs: Tally,
+}
+
+/// WRMSR in the guest where its intercept should catch it: MSRs whose bits the runtime owns
+/// get their current value (`owned`), the others `value`.
+#[allow(unsafe_code)]
+fn guest_intercepted_wrmsr(msr: u32, value: u64, owned: &[(u32, u64)]) -> bool {
+    match owned.iter().find(|(index, _)| *index == msr) {
+        // SAFETY: the value is the MSR's current one, so the write changes nothing even where it
+        // is not intercepted (a host defect the test then reports).
+        Some(&(_, current)) => unsafe { try_wrmsr_unrestricted(msr, current).is_ok() },
+        None => try_wrmsr(msr, value).is_ok(),
+    }
+}
+
+/// WRMSR in the guest of the value it just read, where the intercept should let it through.
+/// An MSR whose bits the runtime owns is written only when the value is its current one
+/// (`owned`: a RDMSR to check would exit where read bits are set).
+#[allow(unsafe_code)]
+fn guest_passthrough_wrmsr(msr: u32, value: u64, owned: &[(u32, u64)]) {
+    match owned.iter().find(|(index, _)| *index == msr) {
+        // SAFETY: the value is the MSR's current one: the write changes nothing.
+        Some(&(_, current)) if current == value => {
+            let _ = unsafe { try_wrmsr_unrestricted(msr, value) };
+        }
+        Some(_) => {}
+        None => {
+            let _ = try_wrmsr(msr, value);
+        }
+    }
+}
+
+/// One pass of kvm-unit-tests' `__test_msr_intercept` over every MSR.
+fn msr_intercept_pass(scratch: &AtomicU64, failures: &MsrFailures, owned: &[(u32, u64)]) {
+    let mut arbitrary: u64 = 0xef80_5679_1234_abcd;
+    for msr in msrs_to_check() {
+        if msr == MSR_SEV_STATUS {
+            continue;
+        }
+        scratch.store(u64::from(msr), SeqCst);
+        vmmcall();
+        scratch.store(u64::MAX, SeqCst);
+        if try_rdmsr(msr).is_err() || scratch.load(SeqCst) != u64::from(msr) {
+            failures.read_not_intercepted.wrong(msr);
+        }
+        scratch.store(MSR_SET_WRITE << 32 | u64::from(msr), SeqCst);
+        vmmcall();
+        arbitrary = arbitrary.wrapping_add(arbitrary << 1);
+        let value = owned
+            .iter()
+            .find(|(index, _)| *index == msr)
+            .map_or(arbitrary, |&(_, current)| current);
+        scratch.store(u64::MAX, SeqCst);
+        if !guest_intercepted_wrmsr(msr, value, owned) || scratch.load(SeqCst) != value {
+            failures.write_not_intercepted.wrong(msr);
+        }
+        scratch.store(MSR_CLEAR_READ << 32 | u64::from(msr), SeqCst);
+        vmmcall();
+        if MsrPermissionMap::read_bit(msr).is_none() {
+            continue;
+        }
+        let expected = scratch.load(SeqCst);
+        scratch.store(u64::MAX, SeqCst);
+        let value = try_rdmsr(msr).unwrap_or(0);
+        if scratch.load(SeqCst) != u64::MAX {
+            failures.read_intercepted.wrong(msr);
+        }
+        if value != expected && msr != IA32_TSC {
+            failures.value_differs.wrong(msr);
+        }
+        scratch.store(MSR_CLEAR_WRITE << 32 | u64::from(msr), SeqCst);
+        vmmcall();
+        scratch.store(u64::MAX, SeqCst);
+        guest_passthrough_wrmsr(msr, value, owned);
+        if scratch.load(SeqCst) != u64::MAX {
+            failures.write_intercepted.wrong(msr);
+        }
+        scratch.store(MSR_RESTORE_WRITE << 32 | u64::from(msr), SeqCst);
+        vmmcall();
+    }
+}
+
+/// SEV_STATUS cannot be intercepted (AMD APM Vol. 2, 15.34.10).
+const MSR_SEV_STATUS: u32 = 0xc001_0131;
+
+/// msr intercept check: with the MSR permission map all clear, then all set, each RDMSR and
+/// WRMSR exits exactly when its own bit is set, and an MSR outside the map's ranges always
+/// exits; without an exit the guest reads what the host reads.
+fn msr_intercept_check(svm: &mut Svm) {
+    let map = svm.msr_permission_map();
+    map.fill(0);
+    svm.set_intercept(Intercept::MsrProt);
+    let owned: Vec<(u32, u64)> = [
+        IA32_EFER,
+        IA32_APIC_BASE,
+        IA32_PAT,
+        IA32_STAR,
+        IA32_LSTAR,
+        IA32_CSTAR,
+        IA32_FMASK,
+    ]
+    .into_iter()
+    .filter_map(|msr| try_rdmsr(msr).ok().map(|value| (msr, value)))
+    .collect();
+    let scratch = AtomicU64::new(0);
+    let failures = MsrFailures::default();
+    let guest = || {
+        msr_intercept_pass(&scratch, &failures, &owned);
+        scratch.store(MSR_SECOND_PASS, SeqCst);
+        vmmcall();
+        msr_intercept_pass(&scratch, &failures, &owned);
+        scratch.store(MSR_DONE, SeqCst);
+    };
+    let mut all_set = false;
+    let mut uncovered = Vec::new();
+    let mut unexpected_exit = None;
+    let restore = |bit: usize, all_set: bool| map.set_bit(bit, all_set);
+    let last = svm.run(&guest, |exit| {
+        let code = exit.code();
+        if code == ExitCode::Vmmcall {
+            exit.skip_instruction();
+            let request = scratch.load(SeqCst);
+            match request {
+                MSR_DONE => return true,
+                MSR_SECOND_PASS => {
+                    all_set = true;
+                    map.fill(0xff);
+                    return false;
+                }
+                _ => {}
+            }
+            let msr = request as u32;
+            let Some(bit) = MsrPermissionMap::read_bit(msr) else {
+                if request >> 32 == MSR_CLEAR_READ && !uncovered.contains(&msr) {
+                    uncovered.push(msr);
+                }
+                return false;
+            };
+            match request >> 32 {
+                MSR_SET_READ => map.set_bit(bit, true),
+                MSR_SET_WRITE => {
+                    restore(bit, all_set);
+                    map.set_bit(bit + 1, true);
+                }
+                MSR_CLEAR_READ => {
+                    restore(bit + 1, all_set);
+                    map.set_bit(bit, false);
+                    scratch.store(try_rdmsr(msr).unwrap_or(0), SeqCst);
+                }
+                MSR_CLEAR_WRITE => {
+                    restore(bit, all_set);
+                    map.set_bit(bit + 1, false);
+                }
+                MSR_RESTORE_WRITE => restore(bit + 1, all_set),
+                _ => return true,
+            }
+            return false;
+        }
+        if code != ExitCode::Msr {
+            unexpected_exit = Some(code);
+            return true;
+        }
+        exit.skip_instruction();
+        let value = if exit.vmcb().control.exit_info_1 != 0 {
+            exit.registers.rdx << 32 | (exit.vmcb().save.rax & 0xffff_ffff)
+        } else {
+            exit.registers.rcx
+        };
+        scratch.store(value, SeqCst);
+        false
+    });
+    map.fill(0);
+    report!(
+        last == ExitCode::Vmmcall && scratch.load(SeqCst) == MSR_DONE && unexpected_exit.is_none(),
+        "both passes complete, every exit MSR or VMMCALL (last exit {last}, unexpected {unexpected_exit:?})"
+    );
+    for (tally, what) in [
+        (
+            &failures.read_not_intercepted,
+            "RDMSR with its read bit set exits with MSR and RCX",
+        ),
+        (
+            &failures.write_not_intercepted,
+            "WRMSR with its write bit set exits with MSR and EDX:EAX",
+        ),
+        (
+            &failures.read_intercepted,
+            "RDMSR with its read bit clear does not exit",
+        ),
+        (
+            &failures.write_intercepted,
+            "WRMSR with its write bit clear does not exit",
+        ),
+        (
+            &failures.value_differs,
+            "RDMSR without an exit reads what the host reads",
+        ),
+    ] {
+        let (count, first) = (tally.count.load(SeqCst), tally.first.load(SeqCst));
+        report!(
+            count == 0,
+            "{what} (wrong for {count} MSRs, the first {first:#x})"
+        );
+    }
+    let expected_uncovered = [0x2000, 0xbfff_ffff, 0xc000_2000, 0xc000_ffff, 0xc001_2000];
+    report!(
+        uncovered == expected_uncovered,
+        "only the MSRs just outside the map's ranges are not covered by it (got {uncovered:x?})"
+    );
+}
+
+/// Whether the virtual interrupt reached the guest's handler.
+static VIRQ_FIRED: AtomicBool = AtomicBool::new(false);
+/// The vector of the virtual interrupt.
+const VIRQ_VECTOR: u8 = 0xf1;
+
+fn virq_handler(_vector: u8) {
+    VIRQ_FIRED.store(true, SeqCst);
+}
+
+/// virq_inject: V_IRQ injects a virtual interrupt the guest takes when its IF allows; the
+/// VINTR intercept exits first; a V_INTR_PRIO below V_TPR holds it (and its VINTR).
+fn virq_inject(svm: &mut Svm) {
+    set_interrupt_handler(VIRQ_VECTOR, Some(virq_handler));
+    VIRQ_FIRED.store(false, SeqCst);
+    let highest = int_ctl::V_INTR_MASKING | int_ctl::V_IRQ | 0xf << int_ctl::V_INTR_PRIO_SHIFT;
+    svm.set_int_ctl(highest);
+    svm.set_int_vector(VIRQ_VECTOR);
+    // Bit n: the guest's check n failed.
+    let guest_wrong = AtomicU32::new(0);
+    let check = |bit: u32, good: bool| {
+        if !good {
+            guest_wrong.fetch_or(1 << bit, SeqCst);
+        }
+    };
+    let guest = || {
+        check(0, !VIRQ_FIRED.load(SeqCst));
+        interrupt_window();
+        check(1, VIRQ_FIRED.load(SeqCst));
+        vmmcall();
+        check(2, !VIRQ_FIRED.load(SeqCst));
+        interrupt_window();
+        check(3, VIRQ_FIRED.load(SeqCst));
+        vmmcall();
+        interrupt_window();
+        check(4, !VIRQ_FIRED.load(SeqCst));
+        vmmcall();
+        vmmcall();
+    };
+    let mut exits = Vec::new();
+    let mut v_irq_after_firing = None;
+    let mut fired_before_vintr = None;
+    svm.run(&guest, |exit| {
+        exits.push(exit.code());
+        let stage = exits.len();
+        let expected = if stage == 2 {
+            ExitCode::Vintr
+        } else {
+            ExitCode::Vmmcall
+        };
+        if exit.code() != expected {
+            return true;
+        }
+        if expected == ExitCode::Vmmcall {
+            exit.skip_instruction();
+        }
+        match stage {
+            1 => {
+                v_irq_after_firing = Some(exit.vmcb().control.int_ctl & int_ctl::V_IRQ != 0);
+                VIRQ_FIRED.store(false, SeqCst);
+                exit.set_intercept(Intercept::Vintr);
+                exit.set_int_ctl(highest);
+            }
+            2 => {
+                fired_before_vintr = Some(VIRQ_FIRED.load(SeqCst));
+                exit.clear_intercept(Intercept::Vintr);
+            }
+            3 => {
+                VIRQ_FIRED.store(false, SeqCst);
+                // A lower priority than the guest's TPR.
+                exit.set_int_ctl(
+                    int_ctl::V_INTR_MASKING | int_ctl::V_IRQ | 0x8 << int_ctl::V_INTR_PRIO_SHIFT | 0xa,
+                );
+            }
+            4 => exit.set_intercept(Intercept::Vintr),
+            _ => {}
+        }
+        stage == 5
+    });
+    set_interrupt_handler(VIRQ_VECTOR, None);
+    let guest_wrong = guest_wrong.load(SeqCst);
+    report!(guest_wrong & 1 == 0, "virtual IRQ blocked after L2 cli");
+    report!(guest_wrong & 2 == 0, "virtual IRQ fired after L2 sti");
+    report!(
+        v_irq_after_firing == Some(false),
+        "V_IRQ cleared on VMEXIT after firing (got {v_irq_after_firing:?})"
+    );
+    report!(
+        exits.get(1) == Some(&ExitCode::Vintr) && fired_before_vintr == Some(false),
+        "the VINTR intercept exits with VINTR before the virtual IRQ fires (exits {exits:?})"
+    );
+    report!(guest_wrong & 4 == 0, "intercepted VINTR blocked after L2 cli");
+    report!(guest_wrong & 8 == 0, "intercepted VINTR fired after L2 sti");
+    report!(
+        guest_wrong & 16 == 0,
+        "virtual IRQ blocked V_IRQ_PRIO less than V_TPR"
+    );
+    report!(
+        exits.len() == 5
+            && exits
+                .iter()
+                .enumerate()
+                .all(|(index, exit)| (index == 1) == (*exit == ExitCode::Vintr)),
+        "INTERCEPT_VINTR ignored while V_INTR_PRIO < V_TPR: the guest ends with VMMCALLs (exits {exits:?})"
+    );
+}
+
+/// The APIC timer's vector in `interrupt`.
+const TIMER_VECTOR: u8 = 222;
+/// Whether the timer interrupt reached its handler.
+static TIMER_FIRED: AtomicBool = AtomicBool::new(false);
+
+fn timer_handler(_vector: u8) {
+    TIMER_FIRED.store(true, SeqCst);
+}
+
+/// Starts the APIC timer, periodic, with an initial count of `count` (divide by 1).
+fn start_timer(count: u32) {
+    apic::write(apic::register::TIMER_DIVIDE, 0b1011);
+    apic::write(
+        apic::register::TIMER,
+        apic::TIMER_PERIODIC | u32::from(TIMER_VECTOR),
+    );
+    apic::write(apic::register::TIMER_INITIAL_COUNT, count);
+}
+
+fn stop_timer() {
+    apic::write(apic::register::TIMER_INITIAL_COUNT, 0);
+}
+
+/// Spins up to ten million times for the timer interrupt; whether it came.
+fn spin_for_timer() -> bool {
+    for _ in 0..10_000_000 {
+        if TIMER_FIRED.load(SeqCst) {
+            return true;
+        }
+        core::hint::spin_loop();
+    }
+    TIMER_FIRED.load(SeqCst)
+}
+
+/// interrupt: an APIC timer interrupt reaches the guest directly (without the INTR intercept)
+/// or exits with INTR (with it and V_INTR_MASKING), spinning or halted.
+fn interrupt(svm: &mut Svm) {
+    apic::enable();
+    set_interrupt_handler(TIMER_VECTOR, Some(timer_handler));
+    TIMER_FIRED.store(false, SeqCst);
+    let guest_wrong = AtomicU32::new(0);
+    let delays = [AtomicU64::new(0), AtomicU64::new(0)];
+    let check = |bit: u32, good: bool| {
+        if !good {
+            guest_wrong.fetch_or(1 << bit, SeqCst);
+        }
+    };
+    let guest = || {
+        start_timer(1000);
+        interrupts::enable();
+        check(0, spin_for_timer());
+        stop_timer();
+        interrupts::disable();
+        vmmcall();
+        TIMER_FIRED.store(false, SeqCst);
+        start_timer(1000);
+        check(1, spin_for_timer());
+        interrupts::enable();
+        stop_timer();
+        interrupts::disable();
+        TIMER_FIRED.store(false, SeqCst);
+        let start = rdtsc();
+        start_timer(1_000_000);
+        wait_for_interrupt();
+        check(2, TIMER_FIRED.load(SeqCst));
+        delays[0].store(rdtsc() - start, SeqCst);
+        stop_timer();
+        vmmcall();
+        TIMER_FIRED.store(false, SeqCst);
+        let start = rdtsc();
+        start_timer(1_000_000);
+        halt();
+        check(3, TIMER_FIRED.load(SeqCst));
+        delays[1].store(rdtsc() - start, SeqCst);
+        stop_timer();
+        apic::write(apic::register::TIMER, apic::MASKED);
+    };
+    let mut exits = Vec::new();
+    svm.run(&guest, |exit| {
+        exits.push(exit.code());
+        let stage = exits.len();
+        let expected = if stage % 2 == 0 && stage < 5 {
+            ExitCode::Intr
+        } else {
+            ExitCode::Vmmcall
+        };
+        if exit.code() != expected {
+            return true;
+        }
+        match stage {
+            1 | 3 => {
+                exit.skip_instruction();
+                exit.set_intercept(Intercept::Intr);
+                exit.set_int_ctl(int_ctl::V_INTR_MASKING);
+            }
+            2 | 4 => {
+                interrupt_window();
+                exit.clear_intercept(Intercept::Intr);
+                exit.set_int_ctl(0);
+            }
+            _ => {}
+        }
+        stage == 5
+    });
+    stop_timer();
+    apic::write(apic::register::TIMER, apic::MASKED);
+    set_interrupt_handler(TIMER_VECTOR, None);
+    let guest_wrong = guest_wrong.load(SeqCst);
+    let delays = delays.map(|delay| delay.load(SeqCst));
+    let expected_exits = [
+        ExitCode::Vmmcall,
+        ExitCode::Intr,
+        ExitCode::Vmmcall,
+        ExitCode::Intr,
+        ExitCode::Vmmcall,
+    ];
+    report!(guest_wrong & 1 == 0, "direct interrupt while running guest");
+    report!(guest_wrong & 2 == 0, "intercepted interrupt while running guest");
+    report!(guest_wrong & 4 == 0, "direct interrupt + hlt");
+    report!(
+        delays[0] > 10000,
+        "IRQ arrived after expected delay ({} TSC cycles)",
+        delays[0]
+    );
+    report!(guest_wrong & 8 == 0, "intercepted interrupt + hlt");
+    report!(
+        delays[1] > 10000,
+        "IRQ arrived after expected delay ({} TSC cycles)",
+        delays[1]
+    );
+    report!(
+        exits == expected_exits,
+        "the exits alternate VMMCALL and INTR (got {exits:?})"
     );
 }

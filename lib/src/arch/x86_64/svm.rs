@@ -1365,6 +1365,11 @@ impl Svm {
         self.vmcb.control.event_inject = value;
     }
 
+    /// Sets V_INTR_VECTOR: the vector of the virtual interrupt V_IRQ requests.
+    pub fn set_int_vector(&mut self, vector: u8) {
+        self.vmcb.control.int_vector = u32::from(vector);
+    }
+
     /// Sets the guest's CR0.
     ///
     /// # Panics
