@@ -1153,8 +1153,8 @@ fn guest_intercepted_wrmsr(msr: u32, value: u64, owned: &[(u32, u64)]) -> bool {
 #[allow(unsafe_code)]
 fn guest_passthrough_wrmsr(msr: u32, value: u64, owned: &[(u32, u64)]) {
     match owned.iter().find(|(index, _)| *index == msr) {
-        // SAFETY: the value is the MSR's current one: the write changes nothing.
         Some(&(_, current)) if current == value => {
+            // SAFETY: the value is the MSR's current one: the write changes nothing.
             let _ = unsafe { try_wrmsr_unrestricted(msr, value) };
         }
         Some(_) => {}
