@@ -1309,6 +1309,20 @@ impl Svm {
         self.host_interrupts = enabled;
     }
 
+    /// Sets or clears the present bit of the nested page table's first PML4 entry, which maps
+    /// all of guest-physical 0-512 GiB: cleared, the guest's first access (its first fetch)
+    /// exits with a nested page fault. Returns false without nested paging.
+    pub fn set_nested_mapping_present(&mut self, present: bool) -> bool {
+        let Some(root) = self.nested_cr3 else {
+            return false;
+        };
+        // SAFETY: the root is the nested PML4 frame `build_nested_page_tables` leaked for us;
+        // only the guest's translations (flushed at VMRUN by TLB_CONTROL) use it.
+        let entry = unsafe { &mut *(root as usize as *mut u64) };
+        *entry = if present { *entry | 1 } else { *entry & !1 };
+        true
+    }
+
     /// Whether [`Svm::reset`] turns nested paging on (CPUID reports NPT).
     pub fn nested_paging(&self) -> bool {
         self.nested_cr3.is_some()
