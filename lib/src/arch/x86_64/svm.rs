@@ -1009,6 +1009,18 @@ impl Exit<'_> {
         self.vmcb.control.event_inject = value;
     }
 
+    /// Sets or clears the guest's RFLAGS.TF for the next VMRUN (a single-step #DB after the
+    /// next guest instruction).
+    pub fn set_guest_trap_flag(&mut self, set: bool) {
+        const TRAP_FLAG: u64 = 1 << 8;
+        let rflags = &mut self.vmcb.save.rflags;
+        *rflags = if set {
+            *rflags | TRAP_FLAG
+        } else {
+            *rflags & !TRAP_FLAG
+        };
+    }
+
     /// Moves the guest's RIP past the intercepted instruction at it, after checking its bytes:
     /// VMMCALL (0F 01 D9), MOV from/to DRn (0F 21/23 /r), RDMSR/WRMSR (0F 32/30), RDTSC
     /// (0F 31), CPUID (0F A2), RSM (0F AA), HLT (F4). Returns the length skipped.
@@ -1154,6 +1166,49 @@ pub unsafe fn vmload_instruction(address: u64) {
 pub unsafe fn vmsave_instruction(address: u64) {
     // SAFETY: the caller vouches for the page written.
     unsafe { asm!("vmsave rax", in("rax") address, options(nostack)) };
+}
+
+// A guest body for single-stepping: VMMCALL, then PUSH RBP (one instruction, after which a TF
+// loaded by VMRUN traps), MOV RBP, RSP, three VMMCALLs, POP RBP, RET.
+global_asm!(
+    ".global vmunit_svm_single_step",
+    "vmunit_svm_single_step:",
+    "vmmcall",
+    "push rbp",
+    ".global vmunit_svm_single_step_second",
+    "vmunit_svm_single_step_second:",
+    "mov rbp, rsp",
+    "vmmcall",
+    "vmmcall",
+    ".global vmunit_svm_single_step_end",
+    "vmunit_svm_single_step_end:",
+    "vmmcall",
+    "pop rbp",
+    "ret",
+);
+
+unsafe extern "sysv64" {
+    fn vmunit_svm_single_step();
+}
+
+/// For a guest: VMMCALL, PUSH RBP, MOV RBP, RSP, VMMCALL, VMMCALL, VMMCALL, POP RBP: what
+/// kvm-unit-tests' `guest_rflags_test_guest` runs, after an exit where the host can set TF.
+/// [`single_step_probe_addresses`] says where its second instruction and last VMMCALL are.
+pub fn single_step_probe() {
+    // SAFETY: the function keeps the stack balanced and clobbers nothing (RBP is restored);
+    // its VMMCALLs exit to the host (or raise #UD outside a guest).
+    unsafe { vmunit_svm_single_step() }
+}
+
+/// The addresses of [`single_step_probe`]'s MOV RBP, RSP (after its PUSH) and last VMMCALL.
+pub fn single_step_probe_addresses() -> (u64, u64) {
+    let (second, end): (u64, u64);
+    // SAFETY: LEA computes addresses.
+    unsafe {
+        asm!("lea {0}, [rip + vmunit_svm_single_step_second]", "lea {1}, [rip + vmunit_svm_single_step_end]",
+             out(reg) second, out(reg) end, options(nomem, nostack, preserves_flags))
+    };
+    (second, end)
 }
 
 /// VMRUN with RAX = `address`, for a guest to execute where the host intercepts it.
@@ -1382,6 +1437,19 @@ impl Svm {
     /// Sets V_INTR_VECTOR: the vector of the virtual interrupt V_IRQ requests.
     pub fn set_int_vector(&mut self, vector: u8) {
         self.vmcb.control.int_vector = u32::from(vector);
+    }
+
+    /// Sets the guest's CR4.
+    ///
+    /// # Panics
+    /// When `value` changes CR4.PAE: the guest runs the runtime's 64-bit code.
+    pub fn set_guest_cr4(&mut self, value: u64) {
+        let changed = super::control::Cr4Flags::from_bits_retain(self.vmcb.save.cr4 ^ value);
+        assert!(
+            !changed.intersects(super::control::CR4_OWNED),
+            "guest CR4 <- {value:#x} would change {changed:?}"
+        );
+        self.vmcb.save.cr4 = value;
     }
 
     /// Sets the guest's CR0.
