@@ -156,6 +156,10 @@ static CASES: &[Case] = &[
     case("svm_test_singlestep", svm_test_singlestep),
     case("svm_no_nm_test", svm_no_nm_test),
     case("svm_exception_test", svm_exception_test),
+    case("svm_intr_intercept_mix_if", svm_intr_intercept_mix_if),
+    case("svm_intr_intercept_mix_gif", svm_intr_intercept_mix_gif),
+    case("svm_intr_intercept_mix_gif2", svm_intr_intercept_mix_gif2),
+    case("svm_intr_intercept_mix_nmi", svm_intr_intercept_mix_nmi),
     case("svm_shutdown_intercept_test", svm_shutdown_intercept_test),
 ];
 
@@ -2087,4 +2091,149 @@ fn reproduce_int3_intercept(svm: &mut Svm) {
         exit == ExitCode::Exception(Vector::BP.0),
         "INT3 with the #BP intercept exits with EXCP #BP (got {exit})"
     );
+}
+
+/// The vector of the intr_intercept_mix cases.
+const MIX_VECTOR: u8 = 0x55;
+/// How many MIX_VECTOR interrupts and NMIs the host's handlers took.
+static MIX_INTERRUPTS: AtomicU32 = AtomicU32::new(0);
+static MIX_NMIS: AtomicU32 = AtomicU32::new(0);
+
+fn mix_interrupt_handler(_vector: u8) {
+    MIX_INTERRUPTS.fetch_add(1, SeqCst);
+}
+
+fn mix_nmi_handler(_vector: u8) {
+    MIX_NMIS.fetch_add(1, SeqCst);
+}
+
+/// STI, then a few instructions: the interrupt window opens after the one after STI.
+fn sti_nop() {
+    interrupts::enable();
+    core::hint::spin_loop();
+}
+
+/// kvm-unit-tests' `svm_intr_intercept_mix_run_guest`: the guest (which checks its own "No
+/// interrupt expected" and must not get past the point where the event exits) ends with
+/// `expected`; the event waits for the host, which takes exactly one in its interrupt
+/// window (for a maskable interrupt: held by the host's IF until then; an NMI is taken as soon
+/// as the harness's STGI sets GIF), and the guest's RFLAGS.IF is set.
+fn intr_intercept_mix_run(
+    svm: &mut Svm,
+    counter: &AtomicU32,
+    expected: ExitCode,
+    guest: &dyn Fn(&AtomicBool, &AtomicBool),
+) {
+    counter.store(0, SeqCst);
+    let early = AtomicBool::new(false);
+    let reached = AtomicBool::new(false);
+    let mut before_window = None;
+    let mut guest_if = false;
+    let exit = svm.run(&|| guest(&early, &reached), |exit| {
+        before_window = Some(counter.load(SeqCst));
+        guest_if = exit.vmcb().save.rflags & 1 << 9 != 0;
+        interrupt_window();
+        true
+    });
+    report!(
+        !early.load(SeqCst),
+        "No interrupt expected in the guest before it opens its window"
+    );
+    report!(!reached.load(SeqCst), "the guest does not get past its window");
+    if expected == ExitCode::Intr {
+        report!(
+            before_window == Some(0),
+            "No interrupt expected in the host before its window (got {before_window:?})"
+        );
+    }
+    report!(
+        counter.load(SeqCst) == 1,
+        "Interrupt is expected: the host takes one (got {})",
+        counter.load(SeqCst)
+    );
+    report!(exit == expected, "Wanted VM-Exit reason {expected}, got {exit}");
+    report!(guest_if, "Guest should have EFLAGS.IF set now");
+}
+
+/// Sends the pending interrupt of the mix cases to this CPU.
+fn mix_self_ipi() {
+    apic::self_ipi(MIX_VECTOR);
+}
+
+/// svm_intr_intercept_mix_if: with the INTR intercept and a pending interrupt, setting
+/// RFLAGS.IF in the guest is enough to exit.
+fn svm_intr_intercept_mix_if(svm: &mut Svm) {
+    apic::enable();
+    set_interrupt_handler(MIX_VECTOR, Some(mix_interrupt_handler));
+    svm.set_intercept(Intercept::Intr);
+    svm.set_guest_interrupt_flag(false);
+    interrupts::disable();
+    mix_self_ipi();
+    intr_intercept_mix_run(svm, &MIX_INTERRUPTS, ExitCode::Intr, &|early, reached| {
+        early.store(MIX_INTERRUPTS.load(SeqCst) != 0, SeqCst);
+        sti_nop();
+        reached.store(true, SeqCst);
+    });
+    set_interrupt_handler(MIX_VECTOR, None);
+}
+
+/// svm_intr_intercept_mix_gif: a guest that clears GIF and sets IF does not exit; its STGI
+/// then does.
+fn svm_intr_intercept_mix_gif(svm: &mut Svm) {
+    apic::enable();
+    set_interrupt_handler(MIX_VECTOR, Some(mix_interrupt_handler));
+    svm.set_intercept(Intercept::Intr);
+    svm.set_guest_interrupt_flag(false);
+    interrupts::disable();
+    mix_self_ipi();
+    intr_intercept_mix_run(svm, &MIX_INTERRUPTS, ExitCode::Intr, &|early, reached| {
+        let mut seen = MIX_INTERRUPTS.load(SeqCst) != 0;
+        clgi();
+        sti_nop();
+        seen |= MIX_INTERRUPTS.load(SeqCst) != 0;
+        early.store(seen, SeqCst);
+        stgi();
+        reached.store(true, SeqCst);
+    });
+    set_interrupt_handler(MIX_VECTOR, None);
+}
+
+/// svm_intr_intercept_mix_gif2: an interrupt the guest sends itself with GIF clear exits at
+/// its STGI.
+fn svm_intr_intercept_mix_gif2(svm: &mut Svm) {
+    apic::enable();
+    set_interrupt_handler(MIX_VECTOR, Some(mix_interrupt_handler));
+    svm.set_intercept(Intercept::Intr);
+    svm.set_guest_interrupt_flag(true);
+    intr_intercept_mix_run(svm, &MIX_INTERRUPTS, ExitCode::Intr, &|early, reached| {
+        let mut seen = MIX_INTERRUPTS.load(SeqCst) != 0;
+        clgi();
+        mix_self_ipi();
+        seen |= MIX_INTERRUPTS.load(SeqCst) != 0;
+        early.store(seen, SeqCst);
+        stgi();
+        reached.store(true, SeqCst);
+    });
+    set_interrupt_handler(MIX_VECTOR, None);
+}
+
+/// svm_intr_intercept_mix_nmi: an NMI the guest sends itself with GIF clear (CLI and STI do not
+/// matter) exits with NMI at its STGI.
+fn svm_intr_intercept_mix_nmi(svm: &mut Svm) {
+    set_interrupt_handler(Vector::NMI.0, Some(mix_nmi_handler));
+    svm.set_intercept(Intercept::Nmi);
+    svm.set_guest_interrupt_flag(true);
+    let own_id = apic::id();
+    intr_intercept_mix_run(svm, &MIX_NMIS, ExitCode::Nmi, &|early, reached| {
+        let mut seen = MIX_NMIS.load(SeqCst) != 0;
+        interrupts::disable();
+        clgi();
+        apic::send_nmi(own_id);
+        sti_nop();
+        seen |= MIX_NMIS.load(SeqCst) != 0;
+        early.store(seen, SeqCst);
+        stgi();
+        reached.store(true, SeqCst);
+    });
+    set_interrupt_handler(Vector::NMI.0, None);
 }

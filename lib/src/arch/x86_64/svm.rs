@@ -1439,6 +1439,17 @@ impl Svm {
         self.vmcb.control.int_vector = u32::from(vector);
     }
 
+    /// Sets or clears the guest's RFLAGS.IF for the next VMRUN.
+    pub fn set_guest_interrupt_flag(&mut self, set: bool) {
+        const INTERRUPT_FLAG: u64 = 1 << 9;
+        let rflags = &mut self.vmcb.save.rflags;
+        *rflags = if set {
+            *rflags | INTERRUPT_FLAG
+        } else {
+            *rflags & !INTERRUPT_FLAG
+        };
+    }
+
     /// Sets the guest's CR4.
     ///
     /// # Panics
