@@ -33,8 +33,8 @@ use vmunit::arch::msr::{
 use vmunit::arch::probes::{interrupt_window, physical_address_bits, try_fninit};
 use vmunit::arch::svm::{
     EVENT_VALID, EventType, ExitCode, Intercept, IoPermissionMap, MsrPermissionMap, Svm, SvmFeature,
-    Unavailable, Vmcb, clgi, event_injection, int_ctl, rdtsc_next_rip, rdtsc_probe, rsm, single_step_probe,
-    single_step_probe_addresses, stgi, vmmcall,
+    Unavailable, VMCB_CLEAN_ALL, Vmcb, clgi, event_injection, int_ctl, rdtsc_next_rip, rdtsc_probe, rsm,
+    single_step_probe, single_step_probe_addresses, stgi, vmmcall,
 };
 use vmunit::arch::{apic, interrupts, set_interrupt_handler};
 use vmunit::memory::TestPage;
@@ -143,6 +143,9 @@ static CASES: &[Case] = &[
     case("msr intercept check", msr_intercept_check),
     case("asid_zero", asid_zero),
     case_if("tsc_adjust", tsc_adjust_msr, tsc_adjust),
+    case("latency_run_exit", latency_run_exit),
+    case("latency_run_exit_clean", latency_run_exit_clean),
+    case("latency_svm_insn", latency_svm_insn),
     case("exc_inject", exc_inject),
     case("pending_event", pending_event),
     case("pending_event_cli", pending_event_cli),
@@ -152,6 +155,7 @@ static CASES: &[Case] = &[
     case_if("vgif", virtual_gif, vgif),
     case("svm_cr4_osxsave_test", svm_cr4_osxsave_test),
     case("svm_guest_state_test", svm_guest_state_test),
+    case("svm_vmrun_errata_test", svm_vmrun_errata_test),
     case("svm_vmload_vmsave", svm_vmload_vmsave),
     case("svm_test_singlestep", svm_test_singlestep),
     case("svm_no_nm_test", svm_no_nm_test),
@@ -2236,4 +2240,162 @@ fn svm_intr_intercept_mix_nmi(svm: &mut Svm) {
         reached.store(true, SeqCst);
     });
     set_interrupt_handler(Vector::NMI.0, None);
+}
+
+/// How many round trips the latency cases time: kvm-unit-tests' one million would take a
+/// minute under TCG.
+const LATENCY_RUNS: u64 = 10_000;
+
+/// Maximum, minimum and sum of a latency, in TSC cycles.
+struct Latency {
+    maximum: AtomicU64,
+    minimum: AtomicU64,
+    sum: AtomicU64,
+}
+
+impl Latency {
+    const fn new() -> Latency {
+        Latency {
+            maximum: AtomicU64::new(0),
+            minimum: AtomicU64::new(u64::MAX),
+            sum: AtomicU64::new(0),
+        }
+    }
+
+    fn add(&self, cycles: u64) {
+        self.maximum.fetch_max(cycles, SeqCst);
+        self.minimum.fetch_min(cycles, SeqCst);
+        self.sum.fetch_add(cycles, SeqCst);
+    }
+
+    /// The INFO line with maximum, minimum and average (kvm-unit-tests' line), and the average
+    /// as the BENCH line `case.operation`.
+    fn report(&self, case: &str, name: &str, runs: u64) {
+        let average = self.sum.load(SeqCst) / runs;
+        report_info!(
+            "Latency {name}: max: {} min: {} avg: {average}",
+            self.maximum.load(SeqCst),
+            self.minimum.load(SeqCst),
+        );
+        vmunit::benchmark::report(
+            &alloc::format!("{case}.{}", name.to_lowercase()),
+            average,
+            "cycles",
+        );
+    }
+}
+
+/// kvm-unit-tests' latency_run_exit(_clean): the guest times each VMRUN from the host's last
+/// TSC read, the host each #VMEXIT from the guest's, over LATENCY_RUNS VMMCALLs.
+fn latency(svm: &mut Svm, clean: bool) {
+    let start = AtomicU64::new(rdtsc());
+    let run = Latency::new();
+    let exit_latency = Latency::new();
+    let guest = || {
+        loop {
+            run.add(rdtsc().wrapping_sub(start.load(SeqCst)));
+            start.store(rdtsc(), SeqCst);
+            vmmcall();
+        }
+    };
+    let mut runs = 0;
+    let mut other = None;
+    svm.run(&guest, |exit| {
+        exit_latency.add(rdtsc().wrapping_sub(start.load(SeqCst)));
+        if exit.code() != ExitCode::Vmmcall {
+            other = Some(exit.code());
+            return true;
+        }
+        exit.skip_instruction();
+        if clean {
+            exit.set_clean(VMCB_CLEAN_ALL);
+        }
+        runs += 1;
+        start.store(rdtsc(), SeqCst);
+        runs == LATENCY_RUNS
+    });
+    report!(
+        runs == LATENCY_RUNS && other.is_none(),
+        "{LATENCY_RUNS} VMRUN/VMMCALL round trips (did {runs}; other exit {other:?})"
+    );
+    let case = if clean {
+        "latency_run_exit_clean"
+    } else {
+        "latency_run_exit"
+    };
+    run.report(case, "VMRUN", runs.max(1));
+    exit_latency.report(case, "VMEXIT", runs.max(1));
+}
+
+fn latency_run_exit(svm: &mut Svm) {
+    latency(svm, false);
+}
+
+fn latency_run_exit_clean(svm: &mut Svm) {
+    latency(svm, true);
+}
+
+/// latency_svm_insn: VMLOAD, VMSAVE, STGI and CLGI in the host, each timed LATENCY_RUNS times.
+#[allow(unsafe_code)]
+fn latency_svm_insn(svm: &mut Svm) {
+    let address = svm.vmcb_address();
+    let [load, save, set, clear] = [Latency::new(), Latency::new(), Latency::new(), Latency::new()];
+    let time = |latency: &Latency, operation: &dyn Fn()| {
+        let start = rdtsc();
+        operation();
+        latency.add(rdtsc().wrapping_sub(start));
+    };
+    interrupts::disable();
+    for _ in 0..LATENCY_RUNS {
+        // SAFETY: `reset` saved the host's own FS, GS, TR, LDTR and MSRs into this VMCB:
+        // loading them changes nothing.
+        time(&load, &|| unsafe {
+            vmunit::arch::svm::vmload_instruction(address)
+        });
+        // SAFETY: saving them into the same VMCB rewrites the same values.
+        time(&save, &|| unsafe {
+            vmunit::arch::svm::vmsave_instruction(address)
+        });
+        time(&set, &stgi);
+        time(&clear, &clgi);
+    }
+    stgi();
+    report!(
+        true,
+        "{LATENCY_RUNS} rounds of VMLOAD, VMSAVE, STGI and CLGI completed"
+    );
+    for (latency, name) in [
+        (&load, "VMLOAD"),
+        (&save, "VMSAVE"),
+        (&set, "STGI"),
+        (&clear, "CLGI"),
+    ] {
+        latency.report("latency_svm_insn", name, LATENCY_RUNS);
+    }
+}
+
+/// svm_vmrun_errata_test: VMSAVE to any page of memory raises no #GP (an erratum checked the
+/// address against reserved regions such as the SMM area first).
+#[allow(unsafe_code)]
+fn svm_vmrun_errata_test(_svm: &mut Svm) {
+    let mut pages = Vec::new();
+    let mut faulted = None;
+    while let Some(page) = vmunit::memory::allocate_frame() {
+        // SAFETY: the frame is fresh from the frame allocator and nothing else uses it: VMSAVE
+        // writes only into it.
+        let result = vmunit::catch_exception(|| unsafe { vmunit::arch::svm::vmsave_instruction(page) });
+        pages.push(page);
+        if let Err(exception) = result {
+            faulted = Some((page, exception.vector));
+            break;
+        }
+    }
+    let count = pages.len();
+    for page in pages {
+        vmunit::memory::free_frames(page, 1);
+    }
+    report!(
+        faulted.is_none() && count > 0,
+        "All guest memory tested, no bug found: VMSAVE to each of {count} free pages (fault: {faulted:x?})"
+    );
 }

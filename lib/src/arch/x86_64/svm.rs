@@ -339,6 +339,10 @@ pub const fn event_injection(vector: u8, kind: EventType) -> u32 {
     EVENT_VALID | (kind as u32) << 8 | vector as u32
 }
 
+/// All VMCB clean bits (intercepts, permission maps, ASID, interrupt control, nested paging,
+/// CRs, DRs, descriptor tables, segments, CR2, LBR, AVIC).
+pub const VMCB_CLEAN_ALL: u32 = 0xfff;
+
 /// `nested_control`'s NP_ENABLE bit: nested paging.
 pub const NESTED_PAGING_ENABLE: u64 = 1;
 /// TLB_CONTROL: flush the guest's TLB entries at VMRUN.
@@ -1007,6 +1011,12 @@ impl Exit<'_> {
     /// Sets EVENTINJ (see [`event_injection`]) for the next VMRUN.
     pub fn set_event_inject(&mut self, value: u32) {
         self.vmcb.control.event_inject = value;
+    }
+
+    /// Sets the VMCB clean bits for the next VMRUN (which state the CPU may take from its
+    /// cache instead of the VMCB; [`VMCB_CLEAN_ALL`] for all).
+    pub fn set_clean(&mut self, bits: u32) {
+        self.vmcb.control.clean = bits;
     }
 
     /// Sets or clears the guest's RFLAGS.TF for the next VMRUN (a single-step #DB after the
