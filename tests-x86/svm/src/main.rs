@@ -95,6 +95,10 @@ fn next_rip_save() -> Option<&'static str> {
     (!SvmFeature::Nrips.supported()).then_some("CPUID.8000000AH:EDX[3] (NRIPS) is clear")
 }
 
+fn two_cpus() -> Option<&'static str> {
+    (vmunit::arch::smp::cpu_count() < 2).then_some("needs a second CPU")
+}
+
 fn virtual_gif() -> Option<&'static str> {
     (!SvmFeature::Vgif.supported()).then_some("CPUID.8000000AH:EDX[16] (VGIF) is clear")
 }
@@ -151,7 +155,9 @@ static CASES: &[Case] = &[
     case("pending_event_cli", pending_event_cli),
     case("interrupt", interrupt),
     case("nmi", nmi),
+    case_if("nmi_hlt", two_cpus, nmi_hlt),
     case("virq_inject", virq_inject),
+    case_if("svm_init_startup_test", two_cpus, svm_init_startup_test),
     case_if("vgif", virtual_gif, vgif),
     case("svm_cr4_osxsave_test", svm_cr4_osxsave_test),
     case("svm_guest_state_test", svm_guest_state_test),
@@ -2397,5 +2403,98 @@ fn svm_vmrun_errata_test(_svm: &mut Svm) {
     report!(
         faulted.is_none() && count > 0,
         "All guest memory tested, no bug found: VMSAVE to each of {count} free pages (fault: {faulted:x?})"
+    );
+}
+
+/// How long CPU 1 waits before each NMI of `nmi_hlt`, in TSC cycles.
+const NMI_DELAY: u64 = 100_000_000;
+/// nmi_hlt's stage: the guest sets 1 before its first HLT, 2 before its second, 3 at the end.
+static NMI_HLT_STAGE: AtomicU32 = AtomicU32::new(0);
+
+/// nmi_hlt: an NMI from CPU 1 wakes the guest's HLT, directly or through the NMI intercept.
+fn nmi_hlt(svm: &mut Svm) {
+    set_interrupt_handler(Vector::NMI.0, Some(nmi_handler));
+    NMI_FIRED.store(false, SeqCst);
+    NMI_HLT_STAGE.store(0, SeqCst);
+    let own_id = apic::id();
+    vmunit::arch::smp::on_cpu_async(1, move || {
+        for stage in [1, 2] {
+            while NMI_HLT_STAGE.load(SeqCst) != stage {
+                core::hint::spin_loop();
+            }
+            let start = rdtsc();
+            while rdtsc().wrapping_sub(start) < NMI_DELAY {
+                core::hint::spin_loop();
+            }
+            apic::send_nmi(own_id);
+        }
+    });
+    let direct = AtomicBool::new(false);
+    let intercepted = AtomicBool::new(false);
+    let delays = [AtomicU64::new(0), AtomicU64::new(0)];
+    let guest = || {
+        let start = rdtsc();
+        NMI_HLT_STAGE.store(1, SeqCst);
+        halt();
+        direct.store(NMI_FIRED.load(SeqCst), SeqCst);
+        delays[0].store(rdtsc().wrapping_sub(start), SeqCst);
+        NMI_FIRED.store(false, SeqCst);
+        vmmcall();
+        let start = rdtsc();
+        NMI_HLT_STAGE.store(2, SeqCst);
+        halt();
+        intercepted.store(NMI_FIRED.load(SeqCst), SeqCst);
+        delays[1].store(rdtsc().wrapping_sub(start), SeqCst);
+        NMI_HLT_STAGE.store(3, SeqCst);
+    };
+    let mut exits = Vec::new();
+    svm.run(&guest, |exit| {
+        exits.push(exit.code());
+        match (exits.len(), exit.code()) {
+            (1, ExitCode::Vmmcall) => {
+                exit.skip_instruction();
+                exit.set_intercept(Intercept::Nmi);
+                false
+            }
+            (2, ExitCode::Nmi) => false,
+            _ => true,
+        }
+    });
+    set_interrupt_handler(Vector::NMI.0, None);
+    let delays = delays.map(|delay| delay.load(SeqCst));
+    report!(direct.load(SeqCst), "direct NMI + hlt");
+    report!(
+        delays[0] > NMI_DELAY,
+        "direct NMI after expected delay ({} cycles)",
+        delays[0]
+    );
+    report!(
+        exits.get(1) == Some(&ExitCode::Nmi),
+        "NMI intercept while running guest (exits {exits:?})"
+    );
+    report!(intercepted.load(SeqCst), "intercepted NMI + hlt");
+    report!(
+        delays[1] > NMI_DELAY,
+        "intercepted NMI after expected delay ({} cycles)",
+        delays[1]
+    );
+    report!(
+        NMI_HLT_STAGE.load(SeqCst) == 3 && exits.get(2) == Some(&ExitCode::Vmmcall),
+        "the guest ends with VMMCALL (exits {exits:?})"
+    );
+}
+
+/// svm_init_startup_test: a CPU with SVM enabled comes back from INIT and STARTUP.
+fn svm_init_startup_test(_svm: &mut Svm) {
+    let enabled = AtomicBool::new(false);
+    vmunit::arch::smp::on_cpu(1, || enabled.store(vmunit::arch::svm::enable().is_ok(), SeqCst));
+    report!(
+        enabled.load(SeqCst),
+        "CPU 1 turns SVM on (EFER.SVME, VM_HSAVE_PA)"
+    );
+    let reset = vmunit::arch::smp::reset_cpu(1, || {});
+    report!(
+        reset.init_sent && reset.startup_sent && reset.restarted,
+        "CPU 1 comes back online after INIT and STARTUP ({reset:?})"
     );
 }

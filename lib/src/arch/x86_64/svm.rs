@@ -1255,21 +1255,26 @@ fn build_nested_page_tables() -> u64 {
     pml4
 }
 
+/// Turns SVM on for the running CPU: a host-save page of its own in VM_HSAVE_PA, then
+/// EFER.SVME (kvm-unit-tests' `setup_svm`, and `set_additional_vcpu_msr` on the other CPUs).
+pub fn enable() -> Result<(), Unavailable> {
+    if !Feature::Svm.supported() {
+        return Err(Unavailable::NotSupported);
+    }
+    if try_rdmsr(MSR_VM_CR).map_err(Unavailable::Fault)? & VM_CR_SVM_DISABLE != 0 {
+        return Err(Unavailable::Disabled);
+    }
+    let host_save_area = leak_frames(1);
+    try_wrmsr(MSR_VM_HSAVE_PA, host_save_area).map_err(Unavailable::Fault)?;
+    let efer = try_rdmsr(IA32_EFER).map_err(Unavailable::Fault)?;
+    try_wrmsr(IA32_EFER, efer | EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE.bits()).map_err(Unavailable::Fault)
+}
+
 impl Svm {
-    /// Turns SVM on (EFER.SVME, VM_HSAVE_PA) and allocates the harness's pages, with a VMCB
-    /// set up as [`Svm::reset`] does.
+    /// Turns SVM on (EFER.SVME, VM_HSAVE_PA: [`enable`]) and allocates the harness's pages,
+    /// with a VMCB set up as [`Svm::reset`] does.
     pub fn new() -> Result<Svm, Unavailable> {
-        if !Feature::Svm.supported() {
-            return Err(Unavailable::NotSupported);
-        }
-        if try_rdmsr(MSR_VM_CR).map_err(Unavailable::Fault)? & VM_CR_SVM_DISABLE != 0 {
-            return Err(Unavailable::Disabled);
-        }
-        let host_save_area = leak_frames(1);
-        try_wrmsr(MSR_VM_HSAVE_PA, host_save_area).map_err(Unavailable::Fault)?;
-        let efer = try_rdmsr(IA32_EFER).map_err(Unavailable::Fault)?;
-        try_wrmsr(IA32_EFER, efer | EferFlags::SECURE_VIRTUAL_MACHINE_ENABLE.bits())
-            .map_err(Unavailable::Fault)?;
+        enable()?;
         const STACK_PAGES: usize = 16;
         let vmcb_address = leak_frames(1);
         let io_address = leak_frames(3);
