@@ -18,13 +18,13 @@ use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::
 use vmunit::arch::control::{
     Cr0Flags, Cr4Flags, read_cr0, read_cr3, read_cr4, try_lmsw, try_write_cr0, try_write_cr4,
 };
-use vmunit::arch::cpuid::Feature;
 use vmunit::arch::cpuid::is_tcg;
+use vmunit::arch::cpuid::{Feature, cpuid};
 use vmunit::arch::debug::{try_read_debug_register, try_write_debug_register};
 use vmunit::arch::exceptions::wait_for_interrupt;
 use vmunit::arch::instructions::{
     NON_CANONICAL_START, halt, in_u8, in_u16, in_u32, int3, out_u8, out_u16, raise_invalid_opcode, rdtsc,
-    single_step_two_nops, try_divide, try_read, try_ud2,
+    single_step_two_nops, try_divide, try_invpcid, try_rdpru, try_rdtscp, try_read, try_ud2, try_xsetbv,
 };
 use vmunit::arch::msr::{
     EferFlags, IA32_APIC_BASE, IA32_CSTAR, IA32_EFER, IA32_FMASK, IA32_LSTAR, IA32_PAT, IA32_STAR, IA32_TSC,
@@ -32,9 +32,9 @@ use vmunit::arch::msr::{
 };
 use vmunit::arch::probes::{interrupt_window, physical_address_bits, try_fninit};
 use vmunit::arch::svm::{
-    EVENT_VALID, EventType, ExitCode, Intercept, IoPermissionMap, MsrPermissionMap, Svm, SvmFeature,
-    Unavailable, VMCB_CLEAN_ALL, Vmcb, clgi, event_injection, int_ctl, rdtsc_next_rip, rdtsc_probe, rsm,
-    single_step_probe, single_step_probe_addresses, stgi, vmmcall,
+    EVENT_VALID, EventType, ExitCode, Intercept, IoPermissionMap, LoadedBase, MsrPermissionMap, Svm,
+    SvmFeature, Unavailable, VMCB_CLEAN_ALL, Vmcb, clgi, event_injection, int_ctl, rdtsc_next_rip,
+    rdtsc_probe, rsm, single_step_probe, single_step_probe_addresses, stgi, vmmcall,
 };
 use vmunit::arch::{apic, interrupts, set_interrupt_handler};
 use vmunit::memory::TestPage;
@@ -93,6 +93,19 @@ fn forced_emulation() -> Option<&'static str> {
 
 fn next_rip_save() -> Option<&'static str> {
     (!SvmFeature::Nrips.supported()).then_some("CPUID.8000000AH:EDX[3] (NRIPS) is clear")
+}
+
+fn unadvertised_instructions() -> Option<&'static str> {
+    let advertised = [
+        Feature::Rdtscp,
+        Feature::Skinit,
+        Feature::Xsave,
+        Feature::Rdpru,
+        Feature::Invpcid,
+    ]
+    .iter()
+    .any(|feature| feature.supported());
+    advertised.then_some("RDTSCP, SKINIT, XSAVE, RDPRU and INVPCID must all be unadvertised (its own entry)")
 }
 
 fn two_cpus() -> Option<&'static str> {
@@ -170,6 +183,11 @@ static CASES: &[Case] = &[
     case("svm_intr_intercept_mix_gif", svm_intr_intercept_mix_gif),
     case("svm_intr_intercept_mix_gif2", svm_intr_intercept_mix_gif2),
     case("svm_intr_intercept_mix_nmi", svm_intr_intercept_mix_nmi),
+    case_if(
+        "svm_unsupported_instruction_intercept_test",
+        unadvertised_instructions,
+        svm_unsupported_instruction_intercept_test,
+    ),
     case("svm_shutdown_intercept_test", svm_shutdown_intercept_test),
 ];
 
@@ -1879,8 +1897,34 @@ fn svm_guest_state_test(svm: &mut Svm) {
         };
         report!(good, "Test IOPM address: {address:x} (got {exit})");
     }
+    // VMLOAD makes non-canonical bases canonical (checked in the host, which VMLOADs them).
+    // Canonical means for the CPU's virtual-address width (CPUID.80000008H:EAX[15:8], 57 with
+    // LA57), as kvm-unit-tests' is_canonical has it.
+    let width = match cpuid(0x8000_0000, 0).eax >= 0x8000_0008 {
+        true => (cpuid(0x8000_0008, 0).eax >> 8) & 0xff,
+        false => 48,
+    };
+    let low = (1u64 << width) - 1;
+    let is_canonical = |address: u64| {
+        let shift = 64 - width;
+        ((address << shift) as i64 >> shift) as u64 == address
+    };
+    for which in [
+        LoadedBase::Fs,
+        LoadedBase::Gs,
+        LoadedBase::Ldtr,
+        LoadedBase::Tr,
+        LoadedBase::KernelGs,
+    ] {
+        let base = (0x1234_5678_9000 & low) | (0xaaaa_aaaa_aaaa_aaaa & !low);
+        let saved = svm.vmload_vmsave_base(which, base);
+        report!(
+            !is_canonical(base) && is_canonical(saved),
+            "Test {which:?}.base for canonical form: {saved:x} (VMLOAD of {base:x}, {width}-bit addresses)"
+        );
+    }
     // VMRUN takes non-canonical segment and table bases as they are.
-    let noncanonical = |base: u64| (base & ((1 << 48) - 1)) | 0xaaaa_0000_0000_0000;
+    let noncanonical = |base: u64| (base & low) | (0xaaaa_aaaa_aaaa_aaaa & !low);
     for (name, field) in [
         (
             "ES",
@@ -2497,4 +2541,59 @@ fn svm_init_startup_test(_svm: &mut Svm) {
         reset.init_sent && reset.startup_sent && reset.restarted,
         "CPU 1 comes back online after INIT and STARTUP ({reset:?})"
     );
+}
+
+/// An instruction of svm_unsupported_instruction_intercept_test: its name, intercept, exit
+/// and a guest that runs it.
+type UnadvertisedInstruction = (&'static str, Intercept, ExitCode, fn());
+
+/// SKINIT in a guest where it is intercepted or unadvertised.
+#[allow(unsafe_code)]
+fn guest_skinit() {
+    // SAFETY: the case intercepts SKINIT and #UD: it exits either way.
+    unsafe { vmunit::arch::svm::skinit_instruction() };
+}
+
+/// svm_unsupported_instruction_intercept_test: an instruction CPUID does not advertise raises
+/// #UD in the guest even where its intercept is set, and the intercept stays set in the VMCB.
+fn svm_unsupported_instruction_intercept_test(svm: &mut Svm) {
+    let instructions: [UnadvertisedInstruction; 5] = [
+        ("RDTSCP", Intercept::Rdtscp, ExitCode::Rdtscp, || {
+            let _ = try_rdtscp();
+        }),
+        ("SKINIT", Intercept::Skinit, ExitCode::Skinit, guest_skinit),
+        ("XSETBV", Intercept::Xsetbv, ExitCode::Xsetbv, || {
+            let _ = try_xsetbv(0, 0);
+        }),
+        ("RDPRU", Intercept::Rdpru, ExitCode::Rdpru, || {
+            let _ = try_rdpru(0);
+        }),
+        ("INVPCID", Intercept::Invpcid, ExitCode::Invpcid, || {
+            let _ = try_invpcid(0, 0, 0);
+        }),
+    ];
+    for (name, intercept, own_exit, instruction) in instructions {
+        svm.reset();
+        svm.set_intercept(Intercept::Exception(Vector::UD.0));
+        svm.set_intercept(intercept);
+        let exit = svm.run_once(&instruction);
+        if intercept == Intercept::Skinit {
+            // SKINIT raises #UD only with EFER.SVME clear (AMD APM Vol. 3, SKINIT), and a guest
+            // runs with it set (VMRUN requires it): its intercept applies. kvm-unit-tests
+            // expects #UD because KVM drops intercepts of what the guest's CPUID lacks.
+            report!(
+                exit == own_exit,
+                "SKINIT with EFER.SVME set is valid without CPUID's SKINIT bit: it exits with {own_exit} (got {exit})"
+            );
+        } else {
+            report!(
+                exit == ExitCode::Exception(Vector::UD.0),
+                "UD Exception injected: {name} exits with EXCP #UD, not {own_exit} (got {exit})"
+            );
+        }
+        report!(
+            svm.vmcb().control.has_intercept(intercept),
+            "{name} intercept bit not cleared"
+        );
+    }
 }

@@ -404,6 +404,11 @@ pub enum Intercept {
     MwaitConditional,
     Xsetbv,
     Rdpru,
+    Invlpgb,
+    InvlpgbIllegal,
+    Invpcid,
+    Mcommit,
+    Tlbsync,
 }
 
 impl Intercept {
@@ -454,6 +459,11 @@ impl Intercept {
             Intercept::MwaitConditional => 140,
             Intercept::Xsetbv => 141,
             Intercept::Rdpru => 142,
+            Intercept::Invlpgb => 160,
+            Intercept::InvlpgbIllegal => 161,
+            Intercept::Invpcid => 162,
+            Intercept::Mcommit => 163,
+            Intercept::Tlbsync => 164,
         }
     }
 }
@@ -1221,6 +1231,43 @@ pub fn single_step_probe_addresses() -> (u64, u64) {
     (second, end)
 }
 
+/// SKINIT with EAX = 0, for a guest where it is intercepted or not advertised (#UD).
+///
+/// # Safety
+/// Only where SKINIT is intercepted or raises #UD: executed, it reinitializes the CPU into a
+/// secure loader.
+pub unsafe fn skinit_instruction() {
+    // SAFETY: the caller runs this where SKINIT exits or faults.
+    unsafe { asm!("skinit", in("eax") 0u32, options(nostack)) };
+}
+
+/// The bases VMLOAD loads and VMSAVE stores (with the segments' other fields and MSRs).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LoadedBase {
+    /// FS's base.
+    Fs,
+    /// GS's base.
+    Gs,
+    /// LDTR's base.
+    Ldtr,
+    /// TR's base.
+    Tr,
+    /// KernelGsBase.
+    KernelGs,
+}
+
+impl LoadedBase {
+    fn field(self, save: &mut SaveArea) -> &mut u64 {
+        match self {
+            LoadedBase::Fs => &mut save.fs.base,
+            LoadedBase::Gs => &mut save.gs.base,
+            LoadedBase::Ldtr => &mut save.ldtr.base,
+            LoadedBase::Tr => &mut save.tr.base,
+            LoadedBase::KernelGs => &mut save.kernel_gs_base,
+        }
+    }
+}
+
 /// VMRUN with RAX = `address`, for a guest to execute where the host intercepts it.
 ///
 /// # Safety
@@ -1396,6 +1443,42 @@ impl Svm {
     /// Whether [`Svm::reset`] turns nested paging on (CPUID reports NPT).
     pub fn nested_paging(&self) -> bool {
         self.nested_cr3.is_some()
+    }
+
+    /// Resets the VMCB (a copy of the host's state), sets `which` base in it to `base`, then
+    /// VMLOAD and VMSAVE in the host: returns the base VMSAVE stored (kvm-unit-tests'
+    /// TEST_CANONICAL_VMLOAD: VMLOAD makes a non-canonical base canonical). The host's own
+    /// state is loaded back before GIF is set again, so no interrupt or NMI sees the changed
+    /// base.
+    pub fn vmload_vmsave_base(&mut self, which: LoadedBase, base: u64) -> u64 {
+        self.reset();
+        let field = which.field(&mut self.vmcb.save);
+        let original = *field;
+        *field = base;
+        let field = field as *mut u64;
+        let saved: u64;
+        // SAFETY: with GIF clear nothing can interrupt; VMLOAD loads the host's own state but
+        // for one base, VMSAVE stores it into our VMCB, and the last VMLOAD, after the
+        // original base is back in the VMCB, restores the host's state exactly; no memory is
+        // accessed with the changed base in between (FS/GS are not used, TR is only read on
+        // interrupts).
+        unsafe {
+            asm!(
+                "clgi",
+                "vmload rax",
+                "vmsave rax",
+                "mov {saved}, [{field}]",
+                "mov [{field}], {original}",
+                "vmload rax",
+                "stgi",
+                in("rax") self.vmcb_address,
+                field = in(reg) field,
+                original = in(reg) original,
+                saved = out(reg) saved,
+                options(nostack),
+            )
+        };
+        saved
     }
 
     /// The VMCB's physical address (what VMRUN takes in RAX).
