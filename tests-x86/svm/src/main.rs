@@ -13,7 +13,7 @@
 extern crate alloc;
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::SeqCst};
+use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, AtomicU32, AtomicU64, Ordering::SeqCst};
 
 use vmunit::arch::control::{
     Cr0Flags, Cr4Flags, read_cr0, read_cr3, read_cr4, try_lmsw, try_write_cr0, try_write_cr4,
@@ -33,8 +33,8 @@ use vmunit::arch::msr::{
 use vmunit::arch::probes::{interrupt_window, physical_address_bits, try_fninit};
 use vmunit::arch::svm::{
     EVENT_VALID, EventType, ExitCode, Intercept, IoPermissionMap, LoadedBase, MsrPermissionMap, Svm,
-    SvmFeature, Unavailable, VMCB_CLEAN_ALL, Vmcb, clgi, event_injection, int_ctl, rdtsc_next_rip,
-    rdtsc_probe, rsm, single_step_probe, single_step_probe_addresses, stgi, vmmcall,
+    SvmFeature, Unavailable, VMCB_CLEAN_ALL, Vmcb, clgi, event_injection, insb_loop, insb_loop_address,
+    int_ctl, rdtsc_next_rip, rdtsc_probe, rsm, single_step_probe, single_step_probe_addresses, stgi, vmmcall,
 };
 use vmunit::arch::{apic, interrupts, set_interrupt_handler};
 use vmunit::memory::TestPage;
@@ -170,6 +170,7 @@ static CASES: &[Case] = &[
     case("nmi", nmi),
     case_if("nmi_hlt", two_cpus, nmi_hlt),
     case("virq_inject", virq_inject),
+    case("reg_corruption", reg_corruption),
     case_if("svm_init_startup_test", two_cpus, svm_init_startup_test),
     case_if("vgif", virtual_gif, vgif),
     case("svm_cr4_osxsave_test", svm_cr4_osxsave_test),
@@ -234,7 +235,8 @@ fn main(args: &[&str]) {
         }
     };
     report_info!(
-        "SVM features: NPT {}, NRIPS {}, VGIF {}, VNMI {}, LBRV {}",
+        "SVM features (CPUID.8000000AH:EDX {:#x}): NPT {}, NRIPS {}, VGIF {}, VNMI {}, LBRV {}",
+        cpuid(vmunit::arch::svm::SVM_FEATURE_LEAF, 0).edx,
         SvmFeature::Npt.supported(),
         SvmFeature::Nrips.supported(),
         SvmFeature::Vgif.supported(),
@@ -2596,4 +2598,56 @@ fn svm_unsupported_instruction_intercept_test(svm: &mut Svm) {
             "{name} intercept bit not cleared"
         );
     }
+}
+
+/// How many timer interrupts reg_corruption waits for: kvm-unit-tests' 10000 would take four
+/// minutes under TCG, where the guest gets about 40 a second (every INSB of its loop leaves
+/// the translated code for QEMU's I/O path).
+const REG_CORRUPTION_INTERRUPT_COUNT: u32 = 200;
+
+/// How many timer interrupts reached the host in reg_corruption.
+static REG_CORRUPTION_INTERRUPTS: AtomicU32 = AtomicU32::new(0);
+
+fn reg_corruption_handler(_vector: u8) {
+    REG_CORRUPTION_INTERRUPTS.fetch_add(1, SeqCst);
+}
+
+/// reg_corruption: the guest loops over INSB (not intercepted) while intercepted APIC timer
+/// interrupts exit it; an exit whose RIP is the INSB must find the INSB not yet done (its
+/// byte still 0xAA), or the VMCB holds stale registers (Linux commit b6162e82aef1).
+fn reg_corruption(svm: &mut Svm) {
+    apic::enable();
+    set_interrupt_handler(TIMER_VECTOR, Some(reg_corruption_handler));
+    REG_CORRUPTION_INTERRUPTS.store(0, SeqCst);
+    svm.set_int_ctl(int_ctl::V_INTR_MASKING);
+    svm.set_intercept(Intercept::Intr);
+    start_timer(1000);
+    let byte = AtomicU8::new(0xaa);
+    let insb = insb_loop_address();
+    let mut corrupted_after = None;
+    let mut other_exit = None;
+    svm.run(&|| insb_loop(&byte), |exit| {
+        if REG_CORRUPTION_INTERRUPTS.load(SeqCst) >= REG_CORRUPTION_INTERRUPT_COUNT {
+            return true;
+        }
+        if exit.code() != ExitCode::Intr {
+            other_exit = Some(exit.code());
+            return true;
+        }
+        let at_insb = exit.vmcb().save.rip == insb;
+        interrupt_window();
+        if at_insb && byte.load(SeqCst) != 0xaa {
+            corrupted_after = Some(REG_CORRUPTION_INTERRUPTS.load(SeqCst));
+            return true;
+        }
+        false
+    });
+    stop_timer();
+    apic::write(apic::register::TIMER, apic::MASKED);
+    set_interrupt_handler(TIMER_VECTOR, None);
+    let interrupts = REG_CORRUPTION_INTERRUPTS.load(SeqCst);
+    report!(
+        corrupted_after.is_none() && other_exit.is_none() && interrupts >= REG_CORRUPTION_INTERRUPT_COUNT,
+        "No RIP corruption detected after {interrupts} timer interrupts (corruption after {corrupted_after:?}, other exit {other_exit:?})"
+    );
 }

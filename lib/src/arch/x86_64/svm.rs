@@ -1241,6 +1241,43 @@ pub unsafe fn skinit_instruction() {
     unsafe { asm!("skinit", in("eax") 0u32, options(nostack)) };
 }
 
+// kvm-unit-tests' reg_corruption guest: forever, store 0xAA to the byte at RSI, then INSB
+// from port 0x4d0 into it (RDI = RSI), so an INSB that already ran shows in the byte.
+global_asm!(
+    ".global vmunit_svm_insb_loop",
+    "vmunit_svm_insb_loop:",
+    "2:",
+    "mov dx, 0x4d0",
+    "mov rdi, rsi",
+    "mov byte ptr [rsi], 0xaa",
+    ".global vmunit_svm_insb",
+    "vmunit_svm_insb:",
+    "insb",
+    "jmp 2b",
+);
+
+unsafe extern "sysv64" {
+    fn vmunit_svm_insb_loop(unused: u64, target: *const AtomicU8) -> !;
+}
+
+/// For a guest that exits by interrupts only: forever, stores 0xAA to `target`, then INSB
+/// from port 0x4d0 into it (the instruction at [`insb_loop_address`]).
+pub fn insb_loop(target: &AtomicU8) -> ! {
+    // SAFETY: the loop writes only the byte `target` borrows, which is an atomic (the host
+    // reads it between exits); it never returns and uses no stack.
+    unsafe { vmunit_svm_insb_loop(0, target) }
+}
+
+/// The address of [`insb_loop`]'s INSB.
+pub fn insb_loop_address() -> u64 {
+    let address: u64;
+    // SAFETY: LEA computes an address.
+    unsafe {
+        asm!("lea {}, [rip + vmunit_svm_insb]", out(reg) address, options(nomem, nostack, preserves_flags))
+    };
+    address
+}
+
 /// The bases VMLOAD loads and VMSAVE stores (with the segments' other fields and MSRs).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum LoadedBase {
