@@ -1593,6 +1593,8 @@ fn interrupt(svm: &mut Svm) {
     });
     stop_timer();
     apic::write(apic::register::TIMER, apic::MASKED);
+    // A last tick may still be pending: take it while the handler is there.
+    interrupt_window();
     set_interrupt_handler(TIMER_VECTOR, None);
     let guest_wrong = guest_wrong.load(SeqCst);
     let delays = delays.map(|delay| delay.load(SeqCst));
@@ -2644,6 +2646,8 @@ fn reg_corruption(svm: &mut Svm) {
     });
     stop_timer();
     apic::write(apic::register::TIMER, apic::MASKED);
+    // A last tick may still be pending: take it while the handler is there.
+    interrupt_window();
     set_interrupt_handler(TIMER_VECTOR, None);
     let interrupts = REG_CORRUPTION_INTERRUPTS.load(SeqCst);
     report!(
