@@ -1334,9 +1334,9 @@ fn msr_intercept_check(svm: &mut Svm) {
         }
         exit.skip_instruction();
         let value = if exit.vmcb().control.exit_info_1 != 0 {
-            exit.registers.rdx << 32 | (exit.vmcb().save.rax & 0xffff_ffff)
+            exit.registers().rdx << 32 | (exit.vmcb().save.rax & 0xffff_ffff)
         } else {
-            exit.registers.rcx
+            exit.registers().rcx
         };
         scratch.store(value, SeqCst);
         false

@@ -980,11 +980,24 @@ impl MsrPermissionMap {
 /// One #VMEXIT, as [`Svm::run`] hands it to its caller: the VMCB and the guest's registers.
 pub struct Exit<'a> {
     vmcb: &'a mut Vmcb,
-    /// The guest's registers (other than RAX and RSP, in the VMCB).
-    pub registers: &'a mut GuestRegisters,
+    registers: &'a mut GuestRegisters,
 }
 
 impl Exit<'_> {
+    /// The guest's registers at the exit (other than RAX and RSP, in the VMCB).
+    pub fn registers(&self) -> &GuestRegisters {
+        self.registers
+    }
+
+    /// The guest's registers, to change before it resumes.
+    ///
+    /// # Safety
+    /// The guest runs compiled Rust code: registers it holds values in (callee-saved ones, RBP)
+    /// must keep them, or that code may access memory it does not own.
+    pub unsafe fn registers_mut(&mut self) -> &mut GuestRegisters {
+        self.registers
+    }
+
     /// EXITCODE.
     pub fn code(&self) -> ExitCode {
         self.vmcb.control.exit()
@@ -1611,9 +1624,9 @@ impl Svm {
         self.vmcb.save.cr0 = value;
     }
 
-    /// The guest's registers (other than RAX and RSP).
-    pub fn registers(&mut self) -> &mut GuestRegisters {
-        &mut self.registers
+    /// The guest's registers after the last exit (other than RAX and RSP).
+    pub fn registers(&self) -> &GuestRegisters {
+        &self.registers
     }
 
     /// The I/O permission map (which the guest may borrow too).
