@@ -34,7 +34,8 @@ use vmunit::arch::probes::{interrupt_window, physical_address_bits, try_fninit};
 use vmunit::arch::svm::{
     EVENT_VALID, EventType, ExitCode, Intercept, IoPermissionMap, LoadedBase, MsrPermissionMap, Svm,
     SvmFeature, Unavailable, VMCB_CLEAN_ALL, Vmcb, clgi, event_injection, insb_loop, insb_loop_address,
-    int_ctl, rdtsc_next_rip, rdtsc_probe, rsm, single_step_probe, single_step_probe_addresses, stgi, vmmcall,
+    int_ctl, rdtsc_next_rip, rdtsc_probe, rsm, shadow_probe, shadow_probe_nops, single_step_probe,
+    single_step_probe_addresses, stgi, vmmcall,
 };
 use vmunit::arch::{apic, interrupts, set_interrupt_handler};
 use vmunit::memory::TestPage;
@@ -170,6 +171,7 @@ static CASES: &[Case] = &[
     case("nmi", nmi),
     case_if("nmi_hlt", two_cpus, nmi_hlt),
     case("virq_inject", virq_inject),
+    case("virq_inject_within_shadow", virq_inject_within_shadow),
     case("reg_corruption", reg_corruption),
     case_if("svm_init_startup_test", two_cpus, svm_init_startup_test),
     case_if("vgif", virtual_gif, vgif),
@@ -2653,5 +2655,64 @@ fn reg_corruption(svm: &mut Svm) {
     report!(
         corrupted_after.is_none() && other_exit.is_none() && interrupts >= REG_CORRUPTION_INTERRUPT_COUNT,
         "No RIP corruption detected after {interrupts} timer interrupts (corruption after {corrupted_after:?}, other exit {other_exit:?})"
+    );
+}
+
+/// The virtual interrupt's vector, for `trap_exceptions`.
+static VIRQ_VECTORS: [Vector; 1] = [Vector(VIRQ_VECTOR)];
+
+/// virq_inject_within_shadow: a virtual interrupt pending at VMRUN into an interrupt shadow is
+/// taken after the shadowed instruction (its RIP the second NOP), and V_IRQ and the shadow are
+/// clear at the next exit.
+fn virq_inject_within_shadow(svm: &mut Svm) {
+    let taken_at = AtomicU64::new(0);
+    let guest = || {
+        let ((), seen) = trap_exceptions(&VIRQ_VECTORS, shadow_probe);
+        taken_at.store(seen.first().map_or(0, |interrupt| interrupt.rip), SeqCst);
+    };
+    let mut exits = Vec::new();
+    let mut after = None;
+    svm.run(&guest, |exit| {
+        exits.push(exit.code());
+        if exit.code() != ExitCode::Vmmcall {
+            return true;
+        }
+        exit.skip_instruction();
+        match exits.len() {
+            1 => {
+                exit.set_int_ctl(
+                    int_ctl::V_INTR_MASKING | int_ctl::V_IRQ | 0xf << int_ctl::V_INTR_PRIO_SHIFT,
+                );
+                exit.set_int_vector(VIRQ_VECTOR);
+                exit.set_interrupt_shadow(true);
+                exit.set_guest_interrupt_flag(true);
+                false
+            }
+            2 => {
+                let control = &exit.vmcb().control;
+                after = Some((control.int_ctl & int_ctl::V_IRQ != 0, control.int_state & 1 != 0));
+                exit.set_guest_interrupt_flag(false);
+                false
+            }
+            _ => true,
+        }
+    });
+    let expected = shadow_probe_nops() + 1;
+    let taken_at = taken_at.load(SeqCst);
+    report!(
+        exits.len() == 3 && exits.iter().all(|exit| *exit == ExitCode::Vmmcall),
+        "VMEXIT due to vmmcall (exits {exits:?})"
+    );
+    report!(
+        taken_at == expected,
+        "V_IRQ fired after the shadowed NOP, at {expected:#x} (got {taken_at:#x})"
+    );
+    report!(
+        after.is_some_and(|(v_irq, _)| !v_irq),
+        "V_IRQ cleared on VMEXIT after firing (V_IRQ, shadow: {after:?})"
+    );
+    report!(
+        after.is_some_and(|(_, shadow)| !shadow),
+        "Interrupt shadow cleared (V_IRQ, shadow: {after:?})"
     );
 }

@@ -1042,6 +1042,28 @@ impl Exit<'_> {
         self.vmcb.control.clean = bits;
     }
 
+    /// Sets or clears the guest's RFLAGS.IF for the next VMRUN.
+    pub fn set_guest_interrupt_flag(&mut self, set: bool) {
+        const INTERRUPT_FLAG: u64 = 1 << 9;
+        let rflags = &mut self.vmcb.save.rflags;
+        *rflags = if set {
+            *rflags | INTERRUPT_FLAG
+        } else {
+            *rflags & !INTERRUPT_FLAG
+        };
+    }
+
+    /// Sets or clears the guest's interrupt shadow (`int_state` bit 0: no interrupt before its
+    /// next instruction completes) for the next VMRUN.
+    pub fn set_interrupt_shadow(&mut self, set: bool) {
+        self.vmcb.control.int_state = u32::from(set);
+    }
+
+    /// Sets V_INTR_VECTOR for the next VMRUN.
+    pub fn set_int_vector(&mut self, vector: u8) {
+        self.vmcb.control.int_vector = u32::from(vector);
+    }
+
     /// Sets or clears the guest's RFLAGS.TF for the next VMRUN (a single-step #DB after the
     /// next guest instruction).
     pub fn set_guest_trap_flag(&mut self, set: bool) {
@@ -1242,6 +1264,42 @@ pub fn single_step_probe_addresses() -> (u64, u64) {
              out(reg) second, out(reg) end, options(nomem, nostack, preserves_flags))
     };
     (second, end)
+}
+
+// A guest body for interrupt-shadow checks: VMMCALL, NOP, NOP, VMMCALL, RET.
+global_asm!(
+    ".global vmunit_svm_shadow_probe",
+    "vmunit_svm_shadow_probe:",
+    "vmmcall",
+    ".global vmunit_svm_shadow_probe_nops",
+    "vmunit_svm_shadow_probe_nops:",
+    "nop",
+    "nop",
+    "vmmcall",
+    "ret",
+);
+
+unsafe extern "sysv64" {
+    fn vmunit_svm_shadow_probe();
+}
+
+/// For a guest: VMMCALL, NOP, NOP, VMMCALL (kvm-unit-tests' `virq_inject_within_shadow_test`
+/// after an exit where the host sets up the shadow); [`shadow_probe_nops`] is the first NOP's
+/// address.
+pub fn shadow_probe() {
+    // SAFETY: the function uses no stack and clobbers nothing; its VMMCALLs exit to the host
+    // (or raise #UD outside a guest).
+    unsafe { vmunit_svm_shadow_probe() }
+}
+
+/// The address of [`shadow_probe`]'s first NOP.
+pub fn shadow_probe_nops() -> u64 {
+    let address: u64;
+    // SAFETY: LEA computes an address.
+    unsafe {
+        asm!("lea {}, [rip + vmunit_svm_shadow_probe_nops]", out(reg) address, options(nomem, nostack, preserves_flags))
+    };
+    address
 }
 
 /// SKINIT with EAX = 0, for a guest where it is intercepted or not advertised (#UD).
