@@ -2625,7 +2625,9 @@ fn reg_corruption(svm: &mut Svm) {
     REG_CORRUPTION_INTERRUPTS.store(0, SeqCst);
     svm.set_int_ctl(int_ctl::V_INTR_MASKING);
     svm.set_intercept(Intercept::Intr);
-    start_timer(1000);
+    // A period of 100000 counts rather than kvm-unit-tests' 1000: QEMU's timer callbacks for a
+    // period of about a microsecond starve TCG's vCPU on a loaded host.
+    start_timer(100_000);
     let byte = AtomicU8::new(0xaa);
     let insb = insb_loop_address();
     let mut corrupted_after = None;
