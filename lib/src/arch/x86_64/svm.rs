@@ -10,10 +10,17 @@
 //! hands every #VMEXIT to the caller until it says the test is finished. The guest ends with an
 //! intercepted VMMCALL when the closure returns.
 //!
-//! What a test may change is narrow and safe: intercepts, the ASID, the TSC offset, guest CR0
-//! bits the runtime does not own, the I/O and MSR permission maps. Skipping an intercepted
-//! instruction checks the instruction's bytes first. The raw VMCB is `unsafe` to write
-//! ([`Svm::vmcb_mut`]): a guest RIP, RSP, CR3 or segment can make the guest run anything.
+//! What a test may change is narrow and safe: intercepts, the ASID, the TSC offset, `int_ctl`,
+//! V_INTR_VECTOR, EVENTINJ, the interrupt shadow, clean bits, the guest's RFLAGS.IF/TF and the
+//! CR0/CR4 bits the runtime does not own, the I/O and MSR permission maps, the nested map's
+//! presence. Skipping an intercepted instruction checks the instruction's bytes first. The raw
+//! VMCB and the guest's registers are `unsafe` to write ([`Svm::vmcb_mut`],
+//! [`Exit::registers_mut`]): a guest RIP, RSP, CR3, segment or callee-saved register can make
+//! the guest's code run anything.
+//!
+//! The harness runs guests on the boot CPU: the guest's stack is no CPU's, so its catch
+//! contexts count as the boot CPU's; the guest keeps its own across exits
+//! (`catch::HandlerState`), so an exception in it never resumes a host frame.
 
 use core::arch::{asm, global_asm};
 use core::fmt;
