@@ -1130,7 +1130,7 @@ pub struct Svm {
 /// Why SVM cannot run.
 #[derive(Debug)]
 pub enum Unavailable {
-    /// CPUID.80000001H:ECX[2] is clear.
+    /// `CPUID.80000001H:ECX[2]` is clear.
     NotSupported,
     /// VM_CR.SVMDIS is set: EFER.SVME cannot be set.
     Disabled,
