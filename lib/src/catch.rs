@@ -195,3 +195,26 @@ pub(crate) fn record_trap(vector: Vector, exception: Exception) -> bool {
     }
     true
 }
+
+/// One side's innermost catch context and trap recorder, for code that runs two contexts of
+/// execution on one CPU in turns (a nested guest and its host): each keeps its own, so an
+/// exception in one is never resumed in the other's frames.
+pub(crate) struct HandlerState {
+    context: *mut CatchContext,
+    recorder: *mut TrapRecorder,
+}
+
+impl HandlerState {
+    /// No catch context and no recorder: what a guest starts with.
+    pub(crate) const NONE: HandlerState = HandlerState {
+        context: core::ptr::null_mut(),
+        recorder: core::ptr::null_mut(),
+    };
+
+    /// Installs this state on the running CPU and keeps the one it replaces in its place.
+    pub(crate) fn swap(&mut self) {
+        let cpu = cpu_index();
+        self.context = CATCH_CONTEXTS[cpu].swap(self.context, Ordering::AcqRel);
+        self.recorder = TRAP_RECORDERS[cpu].swap(self.recorder, Ordering::AcqRel);
+    }
+}

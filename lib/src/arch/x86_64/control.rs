@@ -149,3 +149,13 @@ pub(crate) fn check_cr4_owned(value: u64) {
         changed & CR4_OWNED
     );
 }
+
+/// LMSW: loads bits 3:0 of `msw` into CR0 (PE, MP, EM, TS; it can set PE but not clear it), or
+/// returns the exception.
+pub fn try_lmsw(msw: u16) -> Result<(), Exception> {
+    catch_exception(|| {
+        // SAFETY: LMSW changes only CR0.MP/EM/TS (and can only set PE, which is set): none of
+        // the bits the runtime owns; a fault is caught.
+        unsafe { asm!("lmsw {0:x}", in(reg) msw, options(nostack)) };
+    })
+}

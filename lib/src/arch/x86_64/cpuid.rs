@@ -253,6 +253,8 @@ pub enum Feature {
     LahfLm,
     /// AMD secure virtual machine: `CPUID.80000001H:ECX[2]`.
     Svm,
+    /// SKINIT and STGI regardless of EFER.SVME: `CPUID.80000001H:ECX[12]`.
+    Skinit,
     /// SYSCALL/SYSRET: `CPUID.80000001H:EDX[11]`.
     Syscall,
     /// No-execute pages (EFER.NXE): `CPUID.80000001H:EDX[20]`.
@@ -364,6 +366,7 @@ impl Feature {
             Feature::Xsaves => (0xd, 1, Register::Eax, 3),
             Feature::LahfLm => (0x8000_0001, 0, Register::Ecx, 0),
             Feature::Svm => (0x8000_0001, 0, Register::Ecx, 2),
+            Feature::Skinit => (0x8000_0001, 0, Register::Ecx, 12),
             Feature::Syscall => (0x8000_0001, 0, Register::Edx, 11),
             Feature::Nx => (0x8000_0001, 0, Register::Edx, 20),
             Feature::Gbpages => (0x8000_0001, 0, Register::Edx, 26),

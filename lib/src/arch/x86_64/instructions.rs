@@ -813,3 +813,30 @@ pub fn in_u32(port: u16) -> u32 {
     unsafe { asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags)) };
     value
 }
+
+/// OUT of a byte to `port` (a device access, never a memory access).
+pub fn out_u8(port: u16, value: u8) {
+    // SAFETY: port output changes no guest memory.
+    unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) };
+}
+
+/// IN of a word from `port` (a device access, never a memory access).
+pub fn in_u16(port: u16) -> u16 {
+    let value: u16;
+    // SAFETY: port input changes no guest memory.
+    unsafe { asm!("in ax, dx", in("dx") port, out("ax") value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// OUT of a word to `port` (a device access, never a memory access).
+pub fn out_u16(port: u16, value: u16) {
+    // SAFETY: port output changes no guest memory.
+    unsafe { asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags)) };
+}
+
+/// HLT: waits for an interrupt (with RFLAGS.IF clear, only an NMI, an SMI or, in a nested
+/// guest, an intercepted interrupt ends it).
+pub fn halt() {
+    // SAFETY: HLT stops the CPU until an event; it touches no memory.
+    unsafe { asm!("hlt", options(nomem, nostack, preserves_flags)) };
+}

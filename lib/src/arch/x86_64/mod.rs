@@ -30,6 +30,7 @@ pub mod protection_keys;
 pub mod realmode;
 pub mod smp;
 pub mod start_info;
+pub mod svm;
 pub mod syscall;
 pub mod testdev;
 pub mod timer;
