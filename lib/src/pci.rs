@@ -18,6 +18,7 @@
 use alloc::vec::Vec;
 use core::fmt;
 
+pub mod edu;
 pub mod testdev;
 
 use crate::mmio::{DeviceWindow, MapError};
@@ -26,6 +27,8 @@ use crate::mmio::{DeviceWindow, MapError};
 pub mod vendor {
     /// Red Hat, Inc.: QEMU's own PCI devices.
     pub const RED_HAT: u16 = 0x1b36;
+    /// QEMU's older vendor ID (`PCI_VENDOR_ID_QEMU`): the `edu` device's.
+    pub const QEMU: u16 = 0x1234;
     /// What an absent function's vendor ID reads as.
     pub const NONE: u16 = 0xffff;
 }
@@ -36,6 +39,8 @@ pub mod device {
     pub const RED_HAT_TEST: u16 = 0x0005;
     /// QEMU's generic PCIe host bridge (`gpex`, the `virt` machine's).
     pub const RED_HAT_PCIE_HOST: u16 = 0x0008;
+    /// QEMU's educational device `edu` (of [`vendor::QEMU`](super::vendor::QEMU)).
+    pub const QEMU_EDU: u16 = 0x11e8;
 }
 
 /// Configuration space register offsets (type 0 and type 1 headers share the first 16 bytes).
@@ -63,6 +68,41 @@ pub mod register {
     /// Interrupt pin, 8 bits, read-only (0: none, 1..4: INTA..INTD).
     pub const INTERRUPT_PIN: u16 = 0x3d;
 }
+
+/// Capability IDs (the first byte of each entry of the capability list).
+pub mod capability {
+    /// Power management.
+    pub const POWER_MANAGEMENT: u8 = 0x01;
+    /// Message Signalled Interrupts.
+    pub const MSI: u8 = 0x05;
+    /// PCI Express.
+    pub const EXPRESS: u8 = 0x10;
+    /// MSI-X.
+    pub const MSI_X: u8 = 0x11;
+}
+
+/// The MSI capability's registers, from the capability's offset (PCI Local Bus 3.0, 6.8.1).
+pub mod msi {
+    /// Message Control, 16 bits (after the ID and next pointer).
+    pub const CONTROL: u16 = 0x02;
+    /// Message Address, low 32 bits.
+    pub const ADDRESS_LOW: u16 = 0x04;
+    /// Message Upper Address (64-bit capable functions only).
+    pub const ADDRESS_HIGH: u16 = 0x08;
+    /// Message Data of a 32-bit-address capability.
+    pub const DATA_32: u16 = 0x08;
+    /// Message Data of a 64-bit-address capability.
+    pub const DATA_64: u16 = 0x0c;
+    /// Message Control bit 0: MSI Enable.
+    pub const CONTROL_ENABLE: u16 = 1 << 0;
+    /// Message Control bit 7: 64-bit address capable.
+    pub const CONTROL_64BIT: u16 = 1 << 7;
+    /// Message Control bit 8: per-vector masking capable.
+    pub const CONTROL_MASKABLE: u16 = 1 << 8;
+}
+
+/// Status register bit 4: the function has a capability list.
+pub const STATUS_CAPABILITIES: u16 = 1 << 4;
 
 /// Class codes (base class).
 pub mod class {
@@ -292,6 +332,37 @@ impl ConfigSpace {
         HeaderType::from_raw(self.read_u8(register::HEADER_TYPE))
     }
 
+    /// The offsets of the function's capabilities, with their IDs, in list order (at most
+    /// 48: a looping list ends there).
+    pub fn capabilities(&self) -> Vec<(u8, u16)> {
+        let mut found = Vec::new();
+        if self.read_u16(register::STATUS) & STATUS_CAPABILITIES == 0 {
+            return found;
+        }
+        let mut pointer = self.read_u8(register::CAPABILITIES) & 0xfc;
+        while pointer >= 0x40 && found.len() < 48 {
+            let offset = u16::from(pointer);
+            found.push((self.read_u8(offset), offset));
+            pointer = self.read_u8(offset + 1) & 0xfc;
+        }
+        found
+    }
+
+    /// The offset of the first capability with `id`.
+    pub fn find_capability(&self, id: u8) -> Option<u16> {
+        self.capabilities()
+            .into_iter()
+            .find_map(|(found, offset)| (found == id).then_some(offset))
+    }
+
+    /// The function's MSI capability, if it has one.
+    pub fn msi(&self) -> Option<Msi> {
+        Some(Msi {
+            config: *self,
+            offset: self.find_capability(capability::MSI)?,
+        })
+    }
+
     /// The raw 32-bit BAR `index`.
     pub fn bar_register(&self, index: u8) -> u32 {
         self.read_u32(register::BAR0 + 4 * index as u16)
@@ -396,6 +467,77 @@ impl BarKind {
             BarKind::Memory64 => Space::Memory64,
             _ => Space::Memory32,
         }
+    }
+}
+
+/// A function's MSI capability (kvm-unit-tests' `pci_setup_msi`, `pci_msi_set_enable`).
+#[derive(Clone, Copy, Debug)]
+pub struct Msi {
+    config: ConfigSpace,
+    offset: u16,
+}
+
+impl Msi {
+    /// The capability's offset in configuration space.
+    pub fn offset(&self) -> u16 {
+        self.offset
+    }
+
+    /// Message Control.
+    pub fn control(&self) -> u16 {
+        self.config.read_u16(self.offset + msi::CONTROL)
+    }
+
+    /// Whether the function takes a 64-bit message address.
+    pub fn is_64bit(&self) -> bool {
+        self.control() & msi::CONTROL_64BIT != 0
+    }
+
+    /// Whether MSI is enabled (the function then signals interrupts by message, not INTx).
+    pub fn is_enabled(&self) -> bool {
+        self.control() & msi::CONTROL_ENABLE != 0
+    }
+
+    /// Sets or clears MSI Enable, keeping the rest of Message Control.
+    pub fn set_enabled(&self, enabled: bool) {
+        let control = self.control();
+        let control = if enabled {
+            control | msi::CONTROL_ENABLE
+        } else {
+            control & !msi::CONTROL_ENABLE
+        };
+        self.config.write_u16(self.offset + msi::CONTROL, control)
+    }
+
+    /// The message address and data as programmed.
+    pub fn message(&self) -> (u64, u32) {
+        let low = u64::from(self.config.read_u32(self.offset + msi::ADDRESS_LOW));
+        if self.is_64bit() {
+            let high = u64::from(self.config.read_u32(self.offset + msi::ADDRESS_HIGH));
+            (high << 32 | low, self.config.read_u32(self.offset + msi::DATA_64))
+        } else {
+            (low, self.config.read_u32(self.offset + msi::DATA_32))
+        }
+    }
+
+    /// Programs the message (one vector: Multiple Message Enable stays 0) and enables MSI.
+    /// Returns false, programming nothing, when `address` needs 64 bits and the function has
+    /// only 32.
+    pub fn configure(&self, address: u64, data: u32) -> bool {
+        if !self.is_64bit() && address >> 32 != 0 {
+            return false;
+        }
+        self.config
+            .write_u32(self.offset + msi::ADDRESS_LOW, address as u32);
+        if self.is_64bit() {
+            self.config
+                .write_u32(self.offset + msi::ADDRESS_HIGH, (address >> 32) as u32);
+            self.config.write_u32(self.offset + msi::DATA_64, data);
+        } else {
+            self.config.write_u32(self.offset + msi::DATA_32, data);
+        }
+        self.set_enabled(true);
+        true
     }
 }
 

@@ -15,6 +15,7 @@ pub mod exit;
 pub mod fpu;
 pub mod fw_cfg;
 pub mod instructions;
+pub mod intel_iommu;
 pub mod interrupt_count;
 pub mod ioapic;
 pub mod lam;
