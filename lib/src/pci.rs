@@ -2,7 +2,7 @@
 //! assignment from the host bridge's windows, and device windows on the assigned BARs.
 //!
 //! The architecture says where the host bridge is (`arch::pci::host_bridge()`: the device
-//! tree's `pci-host-ecam-generic` node on aarch64; x86_64 has none yet) and maps its regions
+//! tree's `pci-host-ecam-generic` node on aarch64, ACPI's MCFG on x86_64's q35) and maps its regions
 //! (`arch::mmu::map_device`); the rest is generic. [`HostBridge::probe`] maps the ECAM region,
 //! [`HostBridge::functions`] enumerates, [`HostBridge::assign_bars`] gives a function's BARs
 //! addresses from the windows, as kvm-unit-tests' `pci_probe` does, and

@@ -186,7 +186,13 @@ impl Edu {
     /// When `offset + count` is beyond the device's buffer.
     pub unsafe fn start_dma_from_device(&self, offset: u64, bus_address: u64, count: u64, interrupt: bool) {
         assert!(offset + count <= DMA_BUFFER_SIZE, "beyond edu's DMA buffer");
-        self.start_dma(DMA_BUFFER + offset, bus_address, count, command::FROM_DEVICE, interrupt);
+        self.start_dma(
+            DMA_BUFFER + offset,
+            bus_address,
+            count,
+            command::FROM_DEVICE,
+            interrupt,
+        );
     }
 
     fn start_dma(&self, source: u64, destination: u64, count: u64, direction: u32, interrupt: bool) {

@@ -232,7 +232,10 @@ fn vtd_dmar(iommu: &mut Iommu, edu: &Edu, function: &Function) {
         page.physical_address(),
         source_id(source)
     );
-    report!(mapped, "mapping IOVA 0 is invalidated (the wait descriptor completes)");
+    report!(
+        mapped,
+        "mapping IOVA 0 is invalidated (the wait descriptor completes)"
+    );
     let to = dma_to_device(edu, 0, 0, 4);
     let from = dma_from_device(edu, 0, 4, 4);
     report!(
@@ -244,15 +247,17 @@ fn vtd_dmar(iommu: &mut Iommu, edu: &Edu, function: &Function) {
     let input = DmaBuffer::new(1);
     let output = DmaBuffer::new(1);
     for offset in (0..4096).step_by(4) {
-        input.write_u32(offset, 0xa5a5_0000 ^ offset as u32 * 0x0101);
+        input.write_u32(offset, 0xa5a5_0000 ^ (offset as u32 * 0x0101));
     }
     const IOVA_IN: u64 = 0x40_0000;
     const IOVA_OUT: u64 = 0x7f_f000;
-    let mapped = iommu.map(source, IOVA_IN, &input, false, true) && iommu.map(source, IOVA_OUT, &output, true, true);
+    let mapped =
+        iommu.map(source, IOVA_IN, &input, false, true) && iommu.map(source, IOVA_OUT, &output, true, true);
     let to = dma_to_device(edu, IOVA_IN, 0, 4096);
     let from = dma_from_device(edu, 0, IOVA_OUT, 4096);
-    let first_difference =
-        (0..4096).step_by(4).find(|&offset| output.read_u32(offset) != input.read_u32(offset));
+    let first_difference = (0..4096)
+        .step_by(4)
+        .find(|&offset| output.read_u32(offset) != input.read_u32(offset));
     report!(
         mapped && to && from && first_difference.is_none(),
         "4 KiB DMA from IOVA {IOVA_IN:#x} (physical {:#x}) through edu to IOVA {IOVA_OUT:#x} \
@@ -453,7 +458,11 @@ fn reproduce_cached_read_only_write(iommu: &mut Iommu, edu: &Edu, function: &Fun
     let status = iommu.fault_status();
     let records = iommu.fault_records();
     report!(
-        mapped && read && written && status & fault_status::PENDING != 0 && records.len() == 1
+        mapped
+            && read
+            && written
+            && status & fault_status::PENDING != 0
+            && records.len() == 1
             && records[0].reason == fault_reason::WRITE,
         "a DMA write to a read-only IOVA after a DMA read of it is recorded as a write fault \
          (FSTS {status:#x}, records {records:?})"
@@ -531,7 +540,10 @@ fn vtd_ir(iommu: &mut Iommu, edu: &Edu, function: &Function) {
     });
     let (address, data) = Iommu::msi_message(index);
     println!("vtd_setup_msi: msi_addr={address:#x}, msi_data={data:#x} (IRTE index {index})");
-    report!(msi.configure(address, data), "edu's MSI takes the remappable message");
+    report!(
+        msi.configure(address, data),
+        "edu's MSI takes the remappable message"
+    );
     edu.raise_interrupt(1);
     let arrived = wait_until(INTERRUPT_PATIENCE_MS, || count(VECTOR_MSI) >= 1);
     acknowledge(edu);

@@ -73,7 +73,8 @@ pub mod global {
     pub const COMPATIBILITY_FORMAT: u32 = 1 << 23;
     /// The status bits that are settings, written back with each command (VT-d 10.4.4: the
     /// one-shot ones must not be).
-    pub const PERSISTENT: u32 = TRANSLATION | QUEUED_INVALIDATION | INTERRUPT_REMAPPING | COMPATIBILITY_FORMAT;
+    pub const PERSISTENT: u32 =
+        TRANSLATION | QUEUED_INVALIDATION | INTERRUPT_REMAPPING | COMPATIBILITY_FORMAT;
 }
 
 /// Fault status bits (VT-d 10.4.9).
@@ -363,8 +364,7 @@ impl Iommu {
     /// Gives the unit its invalidation queue (one page, 256 descriptors of 128 bits) and
     /// enables queued invalidation: QIE, then QIES.
     pub fn enable_queued_invalidation(&mut self) -> bool {
-        self.registers
-            .write_u64(register::INVALIDATION_QUEUE_TAIL, 0);
+        self.registers.write_u64(register::INVALIDATION_QUEUE_TAIL, 0);
         self.queue_tail = 0;
         self.registers.write_u64(
             register::INVALIDATION_QUEUE_ADDRESS,
@@ -499,8 +499,18 @@ impl Iommu {
     ///
     /// # Panics
     /// When `iova` is not page aligned or beyond the address width.
-    pub fn map(&mut self, source: Address, iova: u64, buffer: &DmaBuffer, writable: bool, report_faults: bool) -> bool {
-        assert!(iova.is_multiple_of(PAGE_SIZE), "IOVA {iova:#x} is not page aligned");
+    pub fn map(
+        &mut self,
+        source: Address,
+        iova: u64,
+        buffer: &DmaBuffer,
+        writable: bool,
+        report_faults: bool,
+    ) -> bool {
+        assert!(
+            iova.is_multiple_of(PAGE_SIZE),
+            "IOVA {iova:#x} is not page aligned"
+        );
         let width = 12 + 9 * self.levels;
         assert!(
             (iova + buffer.size()) >> width == 0,
@@ -516,8 +526,10 @@ impl Iommu {
                 table = self.next_table(table, index, 0b11, 0b11);
             }
             let leaf = 0b01 | u64::from(writable) << 1;
-            self.table_at(table)
-                .write_u64((page >> 12 & 0x1ff) * 8, (buffer.physical_address() + offset) | leaf);
+            self.table_at(table).write_u64(
+                (page >> 12 & 0x1ff) * 8,
+                (buffer.physical_address() + offset) | leaf,
+            );
         }
         self.invalidate_all()
     }
@@ -571,7 +583,9 @@ impl Iommu {
                     | u64::from(interrupt.vector) << 16
                     | destination << 32;
                 // SVT 1: verify the full source ID (SQ 0).
-                let high = interrupt.source.map_or(0, |source| u64::from(source_id(source)) | 1 << 18);
+                let high = interrupt
+                    .source
+                    .map_or(0, |source| u64::from(source_id(source)) | 1 << 18);
                 self.interrupt_table.write_u64(offset + 8, high);
                 self.interrupt_table.write_u64(offset, low);
             }

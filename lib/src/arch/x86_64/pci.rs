@@ -40,12 +40,9 @@ pub const WINDOW64_SIZE: u64 = 32 << 30;
 pub fn config_read_u32(address: Address, offset: u8) -> u32 {
     x86_64::instructions::interrupts::without_interrupts(|| {
         let _guard = CONFIG_LOCK.lock();
-        // SAFETY: the configuration ports select and read a device register; no memory
-        // changes.
-        unsafe {
-            Port::<u32>::new(CONFIG_ADDRESS).write(config_address(address, offset));
-            Port::<u32>::new(CONFIG_DATA).read()
-        }
+        select(address, offset);
+        // SAFETY: CONFIG_DATA reads the selected device register; no memory changes.
+        unsafe { Port::<u32>::new(CONFIG_DATA).read() }
     })
 }
 
@@ -54,12 +51,16 @@ pub fn config_read_u32(address: Address, offset: u8) -> u32 {
 pub fn config_write_u32(address: Address, offset: u8, value: u32) {
     x86_64::instructions::interrupts::without_interrupts(|| {
         let _guard = CONFIG_LOCK.lock();
-        // SAFETY: as for the read: a device register, no memory.
-        unsafe {
-            Port::<u32>::new(CONFIG_ADDRESS).write(config_address(address, offset));
-            Port::<u32>::new(CONFIG_DATA).write(value);
-        }
+        select(address, offset);
+        // SAFETY: CONFIG_DATA writes the selected device register, not memory.
+        unsafe { Port::<u32>::new(CONFIG_DATA).write(value) };
     })
+}
+
+/// Selects `offset` of `address` in CONFIG_ADDRESS; the caller holds the lock.
+fn select(address: Address, offset: u8) {
+    // SAFETY: CONFIG_ADDRESS only selects the register CONFIG_DATA shows; no memory changes.
+    unsafe { Port::<u32>::new(CONFIG_ADDRESS).write(config_address(address, offset)) };
 }
 
 fn config_address(address: Address, offset: u8) -> u32 {
