@@ -7,9 +7,10 @@
 //! to the PCI bus, and its ACPI tables describe the 32-bit hole up to the I/O APIC (0xfec00000)
 //! and a 64-bit hole from 4 GiB above RAM. The runtime hands out the 32-bit window from
 //! 0xc0000000 (above the ECAM region q35's firmware puts at 0xb0000000), from above every
-//! memory BAR the firmware already assigned, so that no two BARs meet. x86 I/O space is not
-//! memory mapped: the description has no I/O window, and I/O BARs are reached with port
-//! instructions at the address the firmware gave them.
+//! //! memory BAR the firmware already assigned, so that no two BARs meet. x86 I/O space is not
+//! memory mapped: the I/O window (ports 0xc000-0xffff, above the firmware's I/O BARs) has the
+//! port numbers as its "CPU addresses", and an I/O BAR is reached with port instructions at
+//! `Bar::cpu_address`, never through `HostBridge::map_bar`.
 
 use x86_64::instructions::port::Port;
 
@@ -29,6 +30,10 @@ static CONFIG_LOCK: spin::Mutex<()> = spin::Mutex::new(());
 pub const WINDOW32_START: u64 = 0xc000_0000;
 /// The end of the 32-bit window: the I/O APIC and the chipset's devices follow.
 pub const WINDOW32_END: u64 = 0xfec0_0000;
+/// The start of the I/O window (where SeaBIOS starts PCI I/O on pc and q35).
+pub const IO_WINDOW_START: u64 = 0xc000;
+/// The end of the I/O window: the end of x86 I/O space.
+pub const IO_WINDOW_END: u64 = 0x1_0000;
 /// The start of the 64-bit window: 4 GiB (QEMU's `pci-hole64` starts right above RAM, and
 /// the runner's guests have no RAM above 4 GiB).
 pub const WINDOW64_START: u64 = 1 << 32;
@@ -71,11 +76,13 @@ fn config_address(address: Address, offset: u8) -> u32 {
         | u32::from(offset & 0xfc)
 }
 
-/// The end of the highest 32-bit memory BAR that the firmware assigned on bus 0 (0 if none),
-/// read through the configuration ports; each BAR's size is its natural alignment at least,
-/// so the end is rounded up to the BAR address's lowest set bit.
-fn firmware_bars_end() -> u64 {
+/// The ends of the highest 32-bit memory BAR and of the highest I/O BAR that the firmware
+/// assigned on bus 0 (0 if none), read through the configuration ports; a BAR's size is at
+/// most its address's natural alignment, so the end is rounded up to the address's lowest set
+/// bit.
+fn firmware_bars_end() -> (u64, u64) {
     let mut end = 0;
+    let mut io_end = 0;
     for device in 0..32 {
         for function in 0..8 {
             let address = Address {
@@ -95,6 +102,10 @@ fn firmware_bars_end() -> u64 {
             for index in 0..bars {
                 let bar = config_read_u32(address, 0x10 + 4 * index);
                 if bar & 1 != 0 {
+                    let base = u64::from(bar & 0xfffc);
+                    if base != 0 {
+                        io_end = io_end.max(base + (1 << base.trailing_zeros()));
+                    }
                     continue;
                 }
                 let base = u64::from(bar & !0xf);
@@ -107,7 +118,7 @@ fn firmware_bars_end() -> u64 {
             }
         }
     }
-    end
+    (end, io_end)
 }
 
 /// The ECAM host bridge ACPI's MCFG describes (q35), with the memory windows above; `None`
@@ -116,7 +127,8 @@ pub fn host_bridge() -> Option<HostBridgeDescription> {
     let ecam = super::acpi::ecam()?;
     let buses = u64::from(ecam.bus_end) + 1;
     let ecam_end = ecam.base + (buses << 20);
-    let mut start = WINDOW32_START.max(firmware_bars_end());
+    let (firmware_end, firmware_io_end) = firmware_bars_end();
+    let mut start = WINDOW32_START.max(firmware_end);
     if (ecam.base..ecam_end).contains(&start) {
         start = ecam_end;
     }
@@ -129,6 +141,16 @@ pub fn host_bridge() -> Option<HostBridgeDescription> {
             pci_address: start,
             cpu_address: start,
             size: WINDOW32_END - start,
+        });
+    }
+    let io_start = IO_WINDOW_START.max(firmware_io_end).next_multiple_of(0x100);
+    if io_start < IO_WINDOW_END {
+        let _ = windows.push(Window {
+            space: Space::Io,
+            prefetchable: false,
+            pci_address: io_start,
+            cpu_address: io_start,
+            size: IO_WINDOW_END - io_start,
         });
     }
     let _ = windows.push(Window {
