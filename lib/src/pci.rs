@@ -1,4 +1,4 @@
-//! PCI through an ECAM host bridge: configuration space, enumeration, BAR sizing and
+//! PCI through a host bridge (ECAM, or x86's configuration ports): configuration space, enumeration, BAR sizing and
 //! assignment from the host bridge's windows, and device windows on the assigned BARs.
 //!
 //! The architecture says where the host bridge is (`arch::pci::host_bridge()`: the device
@@ -240,11 +240,33 @@ pub struct ClassCode {
     pub programming_interface: u8,
 }
 
-/// One function's 4 KiB configuration space, through the ECAM.
+/// How a host bridge's configuration space is reached.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ConfigMechanism {
+    /// The ECAM region: 4 KiB a function, memory-mapped.
+    Ecam,
+    /// The architecture's port mechanism (x86's configuration mechanism #1, ports
+    /// 0xCF8/0xCFC: `arch::pci::config_port_read`/`config_port_write`): the first 256 bytes of
+    /// each function; beyond them reads give all ones and writes are dropped.
+    Ports,
+}
+
+/// How one function's configuration space is reached.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum ConfigAccess {
+    Ecam(DeviceWindow),
+    Ports,
+}
+
+/// The size of a function's configuration space through the port mechanism.
+pub const PORT_CONFIG_SIZE: u16 = 256;
+
+/// One function's configuration space: 4 KiB through the ECAM, or the first 256 bytes through
+/// the port mechanism. Accesses must be naturally aligned (a misaligned one panics).
 #[derive(Clone, Copy, Debug)]
 pub struct ConfigSpace {
     address: Address,
-    window: DeviceWindow,
+    access: ConfigAccess,
 }
 
 impl ConfigSpace {
@@ -253,39 +275,83 @@ impl ConfigSpace {
         self.address
     }
 
-    /// The window on the 4 KiB.
-    pub fn window(&self) -> DeviceWindow {
-        self.window
+    /// The ECAM window on the 4 KiB (`None` through the port mechanism).
+    pub fn window(&self) -> Option<DeviceWindow> {
+        match self.access {
+            ConfigAccess::Ecam(window) => Some(window),
+            ConfigAccess::Ports => None,
+        }
+    }
+
+    /// Reads `width` bytes at `offset` through the port mechanism.
+    fn port_read(&self, offset: u16, width: u8) -> u32 {
+        assert!(
+            offset.is_multiple_of(u16::from(width)),
+            "misaligned configuration read at {offset:#x}"
+        );
+        if offset >= PORT_CONFIG_SIZE {
+            return u32::MAX;
+        }
+        crate::arch::pci::config_port_read(self.address, offset as u8, width)
+    }
+
+    /// Writes `width` bytes at `offset` through the port mechanism.
+    fn port_write(&self, offset: u16, width: u8, value: u32) {
+        assert!(
+            offset.is_multiple_of(u16::from(width)),
+            "misaligned configuration write at {offset:#x}"
+        );
+        if offset < PORT_CONFIG_SIZE {
+            crate::arch::pci::config_port_write(self.address, offset as u8, width, value)
+        }
     }
 
     /// Reads the byte at `offset`.
     pub fn read_u8(&self, offset: u16) -> u8 {
-        self.window.read_u8(offset as u64)
+        match self.access {
+            ConfigAccess::Ecam(window) => window.read_u8(offset as u64),
+            ConfigAccess::Ports => self.port_read(offset, 1) as u8,
+        }
     }
 
     /// Reads the 16-bit register at `offset`.
     pub fn read_u16(&self, offset: u16) -> u16 {
-        self.window.read_u16(offset as u64)
+        match self.access {
+            ConfigAccess::Ecam(window) => window.read_u16(offset as u64),
+            ConfigAccess::Ports => self.port_read(offset, 2) as u16,
+        }
     }
 
     /// Reads the 32-bit register at `offset`.
     pub fn read_u32(&self, offset: u16) -> u32 {
-        self.window.read_u32(offset as u64)
+        match self.access {
+            ConfigAccess::Ecam(window) => window.read_u32(offset as u64),
+            ConfigAccess::Ports => self.port_read(offset, 4),
+        }
     }
 
     /// Writes the byte at `offset`.
     pub fn write_u8(&self, offset: u16, value: u8) {
-        self.window.write_u8(offset as u64, value)
+        match self.access {
+            ConfigAccess::Ecam(window) => window.write_u8(offset as u64, value),
+            ConfigAccess::Ports => self.port_write(offset, 1, u32::from(value)),
+        }
     }
 
     /// Writes the 16-bit register at `offset`.
     pub fn write_u16(&self, offset: u16, value: u16) {
-        self.window.write_u16(offset as u64, value)
+        match self.access {
+            ConfigAccess::Ecam(window) => window.write_u16(offset as u64, value),
+            ConfigAccess::Ports => self.port_write(offset, 2, u32::from(value)),
+        }
     }
 
     /// Writes the 32-bit register at `offset`.
     pub fn write_u32(&self, offset: u16, value: u32) {
-        self.window.write_u32(offset as u64, value)
+        match self.access {
+            ConfigAccess::Ecam(window) => window.write_u32(offset as u64, value),
+            ConfigAccess::Ports => self.port_write(offset, 4, value),
+        }
     }
 
     /// Vendor ID ([`vendor::NONE`] when no function answers).
@@ -599,6 +665,9 @@ pub const MAX_WINDOWS: usize = 8;
 /// A host bridge as the platform describes it.
 #[derive(Clone, Debug)]
 pub struct HostBridgeDescription {
+    /// How configuration space is reached: through the ECAM region below, or the
+    /// architecture's ports (then the ECAM fields are 0).
+    pub mechanism: ConfigMechanism,
     /// The ECAM region's CPU physical address (bus `bus_start`'s configuration space).
     pub ecam_base: u64,
     /// The ECAM region's size.
@@ -670,21 +739,28 @@ impl Function {
 #[derive(Debug)]
 pub struct HostBridge {
     description: HostBridgeDescription,
-    ecam: DeviceWindow,
+    ecam: Option<DeviceWindow>,
     /// Bytes handed out of each window so far.
     allocated: [u64; MAX_WINDOWS],
 }
 
 impl HostBridge {
-    /// Finds the platform's host bridge and maps its ECAM region.
+    /// Finds the platform's host bridge and maps its ECAM region (if it has one).
     pub fn probe() -> Result<HostBridge, ProbeError> {
         let description = crate::arch::pci::host_bridge().ok_or(ProbeError::NoHostBridge)?;
         let buses = description.bus_end as u64 - description.bus_start as u64 + 1;
-        if description.ecam_size < buses << 20 {
-            return Err(ProbeError::EcamTooSmall);
-        }
-        let ecam =
-            crate::arch::mmu::map_device(description.ecam_base, buses << 20).map_err(ProbeError::Map)?;
+        let ecam = match description.mechanism {
+            ConfigMechanism::Ports => None,
+            ConfigMechanism::Ecam => {
+                if description.ecam_size < buses << 20 {
+                    return Err(ProbeError::EcamTooSmall);
+                }
+                Some(
+                    crate::arch::mmu::map_device(description.ecam_base, buses << 20)
+                        .map_err(ProbeError::Map)?,
+                )
+            }
+        };
         Ok(HostBridge {
             description,
             ecam,
@@ -697,8 +773,8 @@ impl HostBridge {
         &self.description
     }
 
-    /// The window on the ECAM region.
-    pub fn ecam(&self) -> DeviceWindow {
+    /// The window on the ECAM region (`None` for a port-mechanism host bridge).
+    pub fn ecam(&self) -> Option<DeviceWindow> {
         self.ecam
     }
 
@@ -716,10 +792,11 @@ impl HostBridge {
             bus: address.bus - description.bus_start,
             ..address
         };
-        Some(ConfigSpace {
-            address,
-            window: self.ecam.window(relative.ecam_offset(), 4096)?,
-        })
+        let access = match self.ecam {
+            Some(ecam) => ConfigAccess::Ecam(ecam.window(relative.ecam_offset(), 4096)?),
+            None => ConfigAccess::Ports,
+        };
+        Some(ConfigSpace { address, access })
     }
 
     /// Every function that answers on the bridge's buses: functions 1..8 of a device only when

@@ -1,7 +1,6 @@
-//! Where x86_64 finds its PCI host bridge: the ECAM region of ACPI's MCFG table (q35; pc and
-//! microvm have none), with the memory windows of QEMU's PC machines. Configuration space is
-//! also reachable through the legacy configuration mechanism #1 (ports 0xCF8/0xCFC, pc and
-//! q35 alike), for the first 256 bytes of each function.
+//! Where x86_64 finds its PCI host bridge: the ECAM region of ACPI's MCFG table (q35), else
+//! the configuration mechanism #1 (ports 0xCF8/0xCFC: pc, and q35 too; the first 256 bytes
+//! of each function), with the windows of QEMU's PC machines. microvm has no PCI.
 //!
 //! The windows: QEMU routes every physical address that is neither RAM nor a device of its own
 //! to the PCI bus, and its ACPI tables describe the 32-bit hole up to the I/O APIC (0xfec00000)
@@ -14,7 +13,7 @@
 
 use x86_64::instructions::port::Port;
 
-use crate::pci::{Address, HostBridgeDescription, Space, Window};
+use crate::pci::{Address, ConfigMechanism, HostBridgeDescription, Space, Window};
 
 /// CONFIG_ADDRESS: enable bit, bus, device, function, register.
 const CONFIG_ADDRESS: u16 = 0xcf8;
@@ -40,26 +39,41 @@ pub const WINDOW64_START: u64 = 1 << 32;
 /// The size of the 64-bit window: q35's default `pci-hole64-size`.
 pub const WINDOW64_SIZE: u64 = 32 << 30;
 
-/// Reads the 32-bit configuration register at `offset` (0..256, dword aligned) of `address`
-/// through ports 0xCF8/0xCFC. Absent functions read all ones.
-pub fn config_read_u32(address: Address, offset: u8) -> u32 {
+/// Reads `width` bytes (1, 2 or 4; `offset` aligned to it) of `address`'s configuration space
+/// at `offset` (below 256) through ports 0xCF8/0xCFC: CONFIG_DATA's byte `offset % 4` on. Absent
+/// functions read all ones.
+pub fn config_port_read(address: Address, offset: u8, width: u8) -> u32 {
     x86_64::instructions::interrupts::without_interrupts(|| {
         let _guard = CONFIG_LOCK.lock();
         select(address, offset);
-        // SAFETY: CONFIG_DATA reads the selected device register; no memory changes.
-        unsafe { Port::<u32>::new(CONFIG_DATA).read() }
+        let port = CONFIG_DATA + u16::from(offset & 3);
+        match width {
+            1 => u32::from(super::instructions::in_u8(port)),
+            // SAFETY: reading a configuration register through CONFIG_DATA changes no memory.
+            2 => u32::from(unsafe { Port::<u16>::new(port).read() }),
+            _ => super::instructions::in_u32(port),
+        }
     })
 }
 
-/// Writes the 32-bit configuration register at `offset` of `address` through ports
-/// 0xCF8/0xCFC: as safe as an ECAM write (see `crate::pci`).
-pub fn config_write_u32(address: Address, offset: u8, value: u32) {
+/// Writes `width` bytes (1, 2 or 4) of `address`'s configuration space at `offset` through
+/// ports 0xCF8/0xCFC: as safe as an ECAM write (see `crate::pci`).
+pub fn config_port_write(address: Address, offset: u8, width: u8, value: u32) {
     x86_64::instructions::interrupts::without_interrupts(|| {
         let _guard = CONFIG_LOCK.lock();
         select(address, offset);
-        // SAFETY: CONFIG_DATA writes the selected device register, not memory.
-        unsafe { Port::<u32>::new(CONFIG_DATA).write(value) };
+        let port = CONFIG_DATA + u16::from(offset & 3);
+        match width {
+            1 => super::instructions::out_u8(port, value as u8),
+            2 => super::instructions::out_u16(port, value as u16),
+            _ => super::instructions::out_u32(port, value),
+        }
     })
+}
+
+/// Reads the 32-bit configuration register at `offset` of `address` through the ports.
+fn config_read_u32(address: Address, offset: u8) -> u32 {
+    config_port_read(address, offset, 4)
 }
 
 /// Selects `offset` of `address` in CONFIG_ADDRESS; the caller holds the lock.
@@ -121,16 +135,26 @@ fn firmware_bars_end() -> (u64, u64) {
     (end, io_end)
 }
 
-/// The ECAM host bridge ACPI's MCFG describes (q35), with the memory windows above; `None`
-/// where there is no MCFG (pc, microvm).
+/// The host bridge: the ECAM region ACPI's MCFG describes (q35), else, where a host bridge
+/// answers at 00:00.0 through the configuration ports (pc), the port mechanism; with the
+/// windows above. `None` without PCI (microvm).
 pub fn host_bridge() -> Option<HostBridgeDescription> {
-    let ecam = super::acpi::ecam()?;
-    let buses = u64::from(ecam.bus_end) + 1;
-    let ecam_end = ecam.base + (buses << 20);
+    let ecam = super::acpi::ecam();
+    let host = Address {
+        bus: 0,
+        device: 0,
+        function: 0,
+    };
+    if ecam.is_none() && config_read_u32(host, 0) & 0xffff == 0xffff {
+        return None;
+    }
     let (firmware_end, firmware_io_end) = firmware_bars_end();
     let mut start = WINDOW32_START.max(firmware_end);
-    if (ecam.base..ecam_end).contains(&start) {
-        start = ecam_end;
+    if let Some(ecam) = ecam {
+        let ecam_end = ecam.base + ((u64::from(ecam.bus_end) + 1) << 20);
+        if (ecam.base..ecam_end).contains(&start) {
+            start = ecam_end;
+        }
     }
     let start = start.next_multiple_of(1 << 20);
     let mut windows = heapless::Vec::new();
@@ -160,13 +184,24 @@ pub fn host_bridge() -> Option<HostBridgeDescription> {
         cpu_address: WINDOW64_START,
         size: WINDOW64_SIZE,
     });
-    Some(HostBridgeDescription {
-        // The MCFG's base is bus 0's; the description's is `bus_start`'s.
-        ecam_base: ecam.base + (u64::from(ecam.bus_start) << 20),
-        ecam_size: (u64::from(ecam.bus_end) - u64::from(ecam.bus_start) + 1) << 20,
-        bus_start: ecam.bus_start,
-        bus_end: ecam.bus_end,
-        windows,
+    Some(match ecam {
+        Some(ecam) => HostBridgeDescription {
+            mechanism: ConfigMechanism::Ecam,
+            // The MCFG's base is bus 0's; the description's is `bus_start`'s.
+            ecam_base: ecam.base + (u64::from(ecam.bus_start) << 20),
+            ecam_size: (u64::from(ecam.bus_end) - u64::from(ecam.bus_start) + 1) << 20,
+            bus_start: ecam.bus_start,
+            bus_end: ecam.bus_end,
+            windows,
+        },
+        None => HostBridgeDescription {
+            mechanism: ConfigMechanism::Ports,
+            ecam_base: 0,
+            ecam_size: 0,
+            bus_start: 0,
+            bus_end: 0xff,
+            windows,
+        },
     })
 }
 
