@@ -75,6 +75,14 @@ fn main(arguments: &[&str]) {
         report_skip!("IR MSI (no edu)");
         return;
     };
+    if iommu.global_status() & global::TRANSLATION == 0 {
+        report_skip!("DMAR 4B memcpy test (DMA remapping is not enabled: no DMA without it)");
+        return;
+    }
+    if !vtd_sentinel(&mut iommu, &edu, &function) {
+        report_skip!("DMAR 4B memcpy test (the unit let an unmapped DMA write through)");
+        return;
+    }
     if arguments.contains(&"reproduce-cached-read-only-write") {
         reproduce_cached_read_only_write(&mut iommu, &edu, &function);
         return;
@@ -202,10 +210,12 @@ fn edu_init() -> Option<(Edu, Function)> {
 
 /// Starts a DMA from edu's buffer at `offset` to `iova` and waits for it.
 fn dma_from_device(edu: &Edu, offset: u64, iova: u64, count: u64) -> bool {
-    // SAFETY: every IOVA the test maps through the IOMMU (enabled in `vtd_init` before any
-    // DMA) is a page of a DmaBuffer, which only volatile accesses touch; an unmapped IOVA is
-    // blocked (what the fault checks test), and if it were not, the IOVAs the test leaves
-    // unmapped are physical addresses of DmaBuffers too.
+    // SAFETY: `main` runs no DMA unless the unit reports translation enabled (TES), and then
+    // edu's writes reach only what its second-level tables map, which `Iommu::map` makes of
+    // DmaBuffer pages only (touched by volatile accesses alone, never freed); an unmapped
+    // IOVA reaches nothing. A unit that ignored its tables is the defect these checks look
+    // for: the first such write goes to an IOVA that is itself a DmaBuffer's physical
+    // address (the sentinel), so that it shows as a FAIL, and the checks stop there.
     #[allow(unsafe_code)]
     unsafe {
         edu.start_dma_from_device(offset, iova, count, false)
@@ -311,19 +321,26 @@ fn check_fault(iommu: &Iommu, what: &str, expected: FaultRecord) {
     );
 }
 
-/// DMA the unit must block, and the faults it records.
-fn vtd_faults(iommu: &mut Iommu, edu: &Edu, function: &Function) {
+/// Before any other DMA: a write to an unmapped IOVA is blocked and recorded. The IOVA is
+/// the physical address of a sentinel page, so a unit that let the write through
+/// untranslated would write the sentinel, harmlessly. Returns whether it was blocked.
+fn vtd_sentinel(iommu: &mut Iommu, edu: &Edu, function: &Function) -> bool {
     let _prefix = vmunit::prefix("vtd_fault");
-    let source = function.address();
-    let sid = source_id(source);
-    // The unmapped IOVA is the physical address of a sentinel page: a unit that let the write
-    // through untranslated would write the sentinel.
+    let sid = source_id(function.address());
+    // A mapping first, so that edu has a context entry and the fault is the page's.
+    let context_page = DmaBuffer::new(1);
+    const IOVA_CONTEXT: u64 = 0x7fe000;
+    report!(
+        iommu.map(function.address(), IOVA_CONTEXT, &context_page, true, true),
+        "edu's context entry is made and invalidated"
+    );
     let sentinel = DmaBuffer::new(1);
     sentinel.fill(0x5a);
     let iova = sentinel.physical_address();
     let done = dma_from_device(edu, 0, iova, 4);
+    let blocked = sentinel.read_u32(0) == 0x5a5a_5a5a;
     report!(
-        done && sentinel.read_u32(0) == 0x5a5a_5a5a,
+        done && blocked,
         "a DMA write to unmapped IOVA {iova:#x} is blocked (the page at that physical address \
          reads {:#x})",
         sentinel.read_u32(0)
@@ -339,6 +356,17 @@ fn vtd_faults(iommu: &mut Iommu, edu: &Edu, function: &Function) {
             read: false,
         },
     );
+    blocked
+}
+
+/// DMA the unit must block, and the faults it records.
+fn vtd_faults(iommu: &mut Iommu, edu: &Edu, function: &Function) {
+    let _prefix = vmunit::prefix("vtd_fault");
+    let source = function.address();
+    let sid = source_id(source);
+    // A read of an unmapped IOVA (the sentinel's address, unmapped for edu).
+    let sentinel = DmaBuffer::new(1);
+    let iova = sentinel.physical_address();
     let done = dma_to_device(edu, iova, 0x100, 4);
     report!(done, "a DMA read from unmapped IOVA {iova:#x} ends");
     check_fault(
