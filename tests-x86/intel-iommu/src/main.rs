@@ -20,7 +20,7 @@ use vmunit::arch::pci::q35_intx_gsi;
 use vmunit::arch::{apic, ioapic, set_interrupt_handler};
 use vmunit::memory::DmaBuffer;
 use vmunit::pci::edu::{self, Edu};
-use vmunit::pci::{Command, Function, HostBridge, device, register, vendor};
+use vmunit::pci::{Address, Command, Function, HostBridge, device, register, vendor};
 use vmunit::time::wait_until;
 use vmunit::{println, report, report_info, report_kfail, report_skip};
 
@@ -593,6 +593,41 @@ fn vtd_ir(iommu: &mut Iommu, edu: &Edu, function: &Function) {
          status {status:#x})",
         count(VECTOR_MSI)
     );
+    // An entry that verifies another requester's source ID: edu's MSI is blocked and the
+    // fault recorded (reason 0x26).
+    let other = Address {
+        device: (function.address().device + 1) & 0x1f,
+        ..function.address()
+    };
+    iommu.write_interrupt(
+        index,
+        Some(RemappedInterrupt {
+            vector: VECTOR_MSI,
+            destination,
+            level: false,
+            source: Some(other),
+        }),
+    );
+    edu.raise_interrupt(1);
+    let arrived = wait_until(200, || count(VECTOR_MSI) > 2);
+    acknowledge(edu);
+    report!(
+        !arrived,
+        "an MSI whose remapping entry verifies source {other} is blocked (count {})",
+        count(VECTOR_MSI)
+    );
+    let records = iommu.fault_records();
+    report!(
+        records.len() == 1
+            && records[0].reason == fault_reason::INTERRUPT_SOURCE_ID
+            && records[0].source == source_id(function.address())
+            && records[0].info >> 48 == u64::from(index),
+        "the MSI from the wrong source is recorded: reason {:#x}, source {:#06x}, index {index} \
+         (got {records:?})",
+        fault_reason::INTERRUPT_SOURCE_ID,
+        source_id(function.address())
+    );
+    iommu.clear_faults();
     // A not-present entry: the MSI is blocked and the fault recorded.
     iommu.write_interrupt(index, None);
     edu.raise_interrupt(1);

@@ -108,6 +108,8 @@ pub mod fault_reason {
     pub const INTERRUPT_INDEX_BEYOND_TABLE: u8 = 0x21;
     /// An interrupt remapping table entry is not present.
     pub const INTERRUPT_ENTRY_NOT_PRESENT: u8 = 0x22;
+    /// An interrupt request's source ID fails the entry's source validation.
+    pub const INTERRUPT_SOURCE_ID: u8 = 0x26;
 }
 
 /// The capability register (VT-d 10.4.2).
