@@ -257,6 +257,29 @@ pub fn page_key(virtual_address: u64) -> Option<u8> {
     None
 }
 
+/// Whether the page that maps `virtual_address` is uncached (its leaf entry, 4 KiB or larger,
+/// has PCD and PWT set, as [`map_device`] makes it), if it is mapped.
+pub fn is_uncached(virtual_address: u64) -> Option<bool> {
+    let _guard = PAGE_TABLE_LOCK.lock();
+    let [l4, l3, l2, l1] = indices(virtual_address);
+    let mut current = root();
+    for (level, index) in [(4, l4), (3, l3), (2, l2), (1, l1)] {
+        let entry = &table(current)[index];
+        if entry.is_unused() || !entry.flags().contains(PageTableFlags::PRESENT) {
+            return None;
+        }
+        if level == 1 || entry.flags().contains(PageTableFlags::HUGE_PAGE) {
+            return Some(
+                entry
+                    .flags()
+                    .contains(PageTableFlags::NO_CACHE | PageTableFlags::WRITE_THROUGH),
+            );
+        }
+        current = entry.addr().as_u64();
+    }
+    None
+}
+
 /// The physical address `virtual_address` translates to, if it is mapped.
 pub fn translate(virtual_address: u64) -> Option<u64> {
     let _guard = PAGE_TABLE_LOCK.lock();
