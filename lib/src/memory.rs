@@ -270,3 +270,91 @@ impl Drop for TestPage {
         free_frames(self.frame, 1);
     }
 }
+
+/// Physically contiguous, zeroed frames for a device to read and write by DMA (and for
+/// tables a device such as an IOMMU reads). No Rust reference ever points into them: they are
+/// read and written only through volatile accesses, so a device may write them at any time.
+/// Their frames are never returned to the allocator, so a device that still holds their
+/// address can never write memory that Rust reuses.
+#[derive(Debug)]
+pub struct DmaBuffer {
+    address: u64,
+    size: u64,
+}
+
+impl DmaBuffer {
+    /// `pages` fresh zeroed frames (at least one).
+    ///
+    /// # Panics
+    /// When no such run of frames is left.
+    pub fn new(pages: usize) -> DmaBuffer {
+        let pages = pages.max(1);
+        let address = allocate_frames(pages).expect("out of frames for a DmaBuffer");
+        let size = pages as u64 * PAGE_SIZE;
+        // SAFETY: the frames are fresh from the allocator and identity mapped.
+        unsafe { (address as usize as *mut u8).write_bytes(0, size as usize) };
+        DmaBuffer { address, size }
+    }
+
+    /// The physical address of the first byte.
+    pub fn physical_address(&self) -> u64 {
+        self.address
+    }
+
+    /// The size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn pointer(&self, offset: u64, width: u64) -> usize {
+        assert!(
+            offset.checked_add(width).is_some_and(|end| end <= self.size) && offset.is_multiple_of(width),
+            "DmaBuffer access at {offset:#x} (+{width}) outside the {:#x} bytes or misaligned",
+            self.size
+        );
+        (self.address + offset) as usize
+    }
+
+    /// Reads the byte at `offset`.
+    pub fn read_u8(&self, offset: u64) -> u8 {
+        // SAFETY: inside the buffer, which only volatile accesses touch.
+        unsafe { (self.pointer(offset, 1) as *const u8).read_volatile() }
+    }
+
+    /// Reads the 32-bit value at `offset` (aligned).
+    pub fn read_u32(&self, offset: u64) -> u32 {
+        // SAFETY: inside the buffer and aligned; only volatile accesses touch it.
+        unsafe { (self.pointer(offset, 4) as *const u32).read_volatile() }
+    }
+
+    /// Reads the 64-bit value at `offset` (aligned).
+    pub fn read_u64(&self, offset: u64) -> u64 {
+        // SAFETY: inside the buffer and aligned; only volatile accesses touch it.
+        unsafe { (self.pointer(offset, 8) as *const u64).read_volatile() }
+    }
+
+    /// Writes the byte at `offset`.
+    pub fn write_u8(&self, offset: u64, value: u8) {
+        // SAFETY: inside the buffer, which no Rust reference points into.
+        unsafe { (self.pointer(offset, 1) as *mut u8).write_volatile(value) }
+    }
+
+    /// Writes the 32-bit value at `offset` (aligned).
+    pub fn write_u32(&self, offset: u64, value: u32) {
+        // SAFETY: inside the buffer and aligned; no Rust reference points into it.
+        unsafe { (self.pointer(offset, 4) as *mut u32).write_volatile(value) }
+    }
+
+    /// Writes the 64-bit value at `offset` (aligned).
+    pub fn write_u64(&self, offset: u64, value: u64) {
+        // SAFETY: inside the buffer and aligned; no Rust reference points into it.
+        unsafe { (self.pointer(offset, 8) as *mut u64).write_volatile(value) }
+    }
+
+    /// Sets every byte to `value`.
+    pub fn fill(&self, value: u8) {
+        for offset in 0..self.size {
+            self.write_u8(offset, value);
+        }
+    }
+}

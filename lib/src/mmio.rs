@@ -56,7 +56,6 @@ impl DeviceWindow {
     /// # Safety
     /// `[base, base + size)` must be mapped as device memory for as long as any copy of the
     /// window is used, and accesses there must not touch memory Rust owns.
-    #[cfg_attr(not(target_arch = "aarch64"), allow(dead_code))]
     pub(crate) unsafe fn new(base: u64, size: u64) -> DeviceWindow {
         DeviceWindow { base, size }
     }

@@ -1,8 +1,8 @@
-//! PCI through an ECAM host bridge: configuration space, enumeration, BAR sizing and
+//! PCI through a host bridge (ECAM, or x86's configuration ports): configuration space, enumeration, BAR sizing and
 //! assignment from the host bridge's windows, and device windows on the assigned BARs.
 //!
 //! The architecture says where the host bridge is (`arch::pci::host_bridge()`: the device
-//! tree's `pci-host-ecam-generic` node on aarch64; x86_64 has none yet) and maps its regions
+//! tree's `pci-host-ecam-generic` node on aarch64, ACPI's MCFG on x86_64's q35) and maps its regions
 //! (`arch::mmu::map_device`); the rest is generic. [`HostBridge::probe`] maps the ECAM region,
 //! [`HostBridge::functions`] enumerates, [`HostBridge::assign_bars`] gives a function's BARs
 //! addresses from the windows, as kvm-unit-tests' `pci_probe` does, and
@@ -18,6 +18,7 @@
 use alloc::vec::Vec;
 use core::fmt;
 
+pub mod edu;
 pub mod testdev;
 
 use crate::mmio::{DeviceWindow, MapError};
@@ -26,6 +27,8 @@ use crate::mmio::{DeviceWindow, MapError};
 pub mod vendor {
     /// Red Hat, Inc.: QEMU's own PCI devices.
     pub const RED_HAT: u16 = 0x1b36;
+    /// QEMU's older vendor ID (`PCI_VENDOR_ID_QEMU`): the `edu` device's.
+    pub const QEMU: u16 = 0x1234;
     /// What an absent function's vendor ID reads as.
     pub const NONE: u16 = 0xffff;
 }
@@ -36,6 +39,8 @@ pub mod device {
     pub const RED_HAT_TEST: u16 = 0x0005;
     /// QEMU's generic PCIe host bridge (`gpex`, the `virt` machine's).
     pub const RED_HAT_PCIE_HOST: u16 = 0x0008;
+    /// QEMU's educational device `edu` (of [`vendor::QEMU`](super::vendor::QEMU)).
+    pub const QEMU_EDU: u16 = 0x11e8;
 }
 
 /// Configuration space register offsets (type 0 and type 1 headers share the first 16 bytes).
@@ -63,6 +68,41 @@ pub mod register {
     /// Interrupt pin, 8 bits, read-only (0: none, 1..4: INTA..INTD).
     pub const INTERRUPT_PIN: u16 = 0x3d;
 }
+
+/// Capability IDs (the first byte of each entry of the capability list).
+pub mod capability {
+    /// Power management.
+    pub const POWER_MANAGEMENT: u8 = 0x01;
+    /// Message Signalled Interrupts.
+    pub const MSI: u8 = 0x05;
+    /// PCI Express.
+    pub const EXPRESS: u8 = 0x10;
+    /// MSI-X.
+    pub const MSI_X: u8 = 0x11;
+}
+
+/// The MSI capability's registers, from the capability's offset (PCI Local Bus 3.0, 6.8.1).
+pub mod msi {
+    /// Message Control, 16 bits (after the ID and next pointer).
+    pub const CONTROL: u16 = 0x02;
+    /// Message Address, low 32 bits.
+    pub const ADDRESS_LOW: u16 = 0x04;
+    /// Message Upper Address (64-bit capable functions only).
+    pub const ADDRESS_HIGH: u16 = 0x08;
+    /// Message Data of a 32-bit-address capability.
+    pub const DATA_32: u16 = 0x08;
+    /// Message Data of a 64-bit-address capability.
+    pub const DATA_64: u16 = 0x0c;
+    /// Message Control bit 0: MSI Enable.
+    pub const CONTROL_ENABLE: u16 = 1 << 0;
+    /// Message Control bit 7: 64-bit address capable.
+    pub const CONTROL_64BIT: u16 = 1 << 7;
+    /// Message Control bit 8: per-vector masking capable.
+    pub const CONTROL_MASKABLE: u16 = 1 << 8;
+}
+
+/// Status register bit 4: the function has a capability list.
+pub const STATUS_CAPABILITIES: u16 = 1 << 4;
 
 /// Class codes (base class).
 pub mod class {
@@ -200,11 +240,33 @@ pub struct ClassCode {
     pub programming_interface: u8,
 }
 
-/// One function's 4 KiB configuration space, through the ECAM.
+/// How a host bridge's configuration space is reached.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ConfigMechanism {
+    /// The ECAM region: 4 KiB a function, memory-mapped.
+    Ecam,
+    /// The architecture's port mechanism (x86's configuration mechanism #1, ports
+    /// 0xCF8/0xCFC: `arch::pci::config_port_read`/`config_port_write`): the first 256 bytes of
+    /// each function; beyond them reads give all ones and writes are dropped.
+    Ports,
+}
+
+/// How one function's configuration space is reached.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum ConfigAccess {
+    Ecam(DeviceWindow),
+    Ports,
+}
+
+/// The size of a function's configuration space through the port mechanism.
+pub const PORT_CONFIG_SIZE: u16 = 256;
+
+/// One function's configuration space: 4 KiB through the ECAM, or the first 256 bytes through
+/// the port mechanism. Accesses must be naturally aligned (a misaligned one panics).
 #[derive(Clone, Copy, Debug)]
 pub struct ConfigSpace {
     address: Address,
-    window: DeviceWindow,
+    access: ConfigAccess,
 }
 
 impl ConfigSpace {
@@ -213,39 +275,83 @@ impl ConfigSpace {
         self.address
     }
 
-    /// The window on the 4 KiB.
-    pub fn window(&self) -> DeviceWindow {
-        self.window
+    /// The ECAM window on the 4 KiB (`None` through the port mechanism).
+    pub fn window(&self) -> Option<DeviceWindow> {
+        match self.access {
+            ConfigAccess::Ecam(window) => Some(window),
+            ConfigAccess::Ports => None,
+        }
+    }
+
+    /// Reads `width` bytes at `offset` through the port mechanism.
+    fn port_read(&self, offset: u16, width: u8) -> u32 {
+        assert!(
+            offset.is_multiple_of(u16::from(width)),
+            "misaligned configuration read at {offset:#x}"
+        );
+        if offset >= PORT_CONFIG_SIZE {
+            return u32::MAX;
+        }
+        crate::arch::pci::config_port_read(self.address, offset as u8, width)
+    }
+
+    /// Writes `width` bytes at `offset` through the port mechanism.
+    fn port_write(&self, offset: u16, width: u8, value: u32) {
+        assert!(
+            offset.is_multiple_of(u16::from(width)),
+            "misaligned configuration write at {offset:#x}"
+        );
+        if offset < PORT_CONFIG_SIZE {
+            crate::arch::pci::config_port_write(self.address, offset as u8, width, value)
+        }
     }
 
     /// Reads the byte at `offset`.
     pub fn read_u8(&self, offset: u16) -> u8 {
-        self.window.read_u8(offset as u64)
+        match self.access {
+            ConfigAccess::Ecam(window) => window.read_u8(offset as u64),
+            ConfigAccess::Ports => self.port_read(offset, 1) as u8,
+        }
     }
 
     /// Reads the 16-bit register at `offset`.
     pub fn read_u16(&self, offset: u16) -> u16 {
-        self.window.read_u16(offset as u64)
+        match self.access {
+            ConfigAccess::Ecam(window) => window.read_u16(offset as u64),
+            ConfigAccess::Ports => self.port_read(offset, 2) as u16,
+        }
     }
 
     /// Reads the 32-bit register at `offset`.
     pub fn read_u32(&self, offset: u16) -> u32 {
-        self.window.read_u32(offset as u64)
+        match self.access {
+            ConfigAccess::Ecam(window) => window.read_u32(offset as u64),
+            ConfigAccess::Ports => self.port_read(offset, 4),
+        }
     }
 
     /// Writes the byte at `offset`.
     pub fn write_u8(&self, offset: u16, value: u8) {
-        self.window.write_u8(offset as u64, value)
+        match self.access {
+            ConfigAccess::Ecam(window) => window.write_u8(offset as u64, value),
+            ConfigAccess::Ports => self.port_write(offset, 1, u32::from(value)),
+        }
     }
 
     /// Writes the 16-bit register at `offset`.
     pub fn write_u16(&self, offset: u16, value: u16) {
-        self.window.write_u16(offset as u64, value)
+        match self.access {
+            ConfigAccess::Ecam(window) => window.write_u16(offset as u64, value),
+            ConfigAccess::Ports => self.port_write(offset, 2, u32::from(value)),
+        }
     }
 
     /// Writes the 32-bit register at `offset`.
     pub fn write_u32(&self, offset: u16, value: u32) {
-        self.window.write_u32(offset as u64, value)
+        match self.access {
+            ConfigAccess::Ecam(window) => window.write_u32(offset as u64, value),
+            ConfigAccess::Ports => self.port_write(offset, 4, value),
+        }
     }
 
     /// Vendor ID ([`vendor::NONE`] when no function answers).
@@ -290,6 +396,37 @@ impl ConfigSpace {
     /// The Header Type register.
     pub fn header_type(&self) -> HeaderType {
         HeaderType::from_raw(self.read_u8(register::HEADER_TYPE))
+    }
+
+    /// The offsets of the function's capabilities, with their IDs, in list order (at most
+    /// 48: a looping list ends there).
+    pub fn capabilities(&self) -> Vec<(u8, u16)> {
+        let mut found = Vec::new();
+        if self.read_u16(register::STATUS) & STATUS_CAPABILITIES == 0 {
+            return found;
+        }
+        let mut pointer = self.read_u8(register::CAPABILITIES) & 0xfc;
+        while pointer >= 0x40 && found.len() < 48 {
+            let offset = u16::from(pointer);
+            found.push((self.read_u8(offset), offset));
+            pointer = self.read_u8(offset + 1) & 0xfc;
+        }
+        found
+    }
+
+    /// The offset of the first capability with `id`.
+    pub fn find_capability(&self, id: u8) -> Option<u16> {
+        self.capabilities()
+            .into_iter()
+            .find_map(|(found, offset)| (found == id).then_some(offset))
+    }
+
+    /// The function's MSI capability, if it has one.
+    pub fn msi(&self) -> Option<Msi> {
+        Some(Msi {
+            config: *self,
+            offset: self.find_capability(capability::MSI)?,
+        })
     }
 
     /// The raw 32-bit BAR `index`.
@@ -399,6 +536,77 @@ impl BarKind {
     }
 }
 
+/// A function's MSI capability (kvm-unit-tests' `pci_setup_msi`, `pci_msi_set_enable`).
+#[derive(Clone, Copy, Debug)]
+pub struct Msi {
+    config: ConfigSpace,
+    offset: u16,
+}
+
+impl Msi {
+    /// The capability's offset in configuration space.
+    pub fn offset(&self) -> u16 {
+        self.offset
+    }
+
+    /// Message Control.
+    pub fn control(&self) -> u16 {
+        self.config.read_u16(self.offset + msi::CONTROL)
+    }
+
+    /// Whether the function takes a 64-bit message address.
+    pub fn is_64bit(&self) -> bool {
+        self.control() & msi::CONTROL_64BIT != 0
+    }
+
+    /// Whether MSI is enabled (the function then signals interrupts by message, not INTx).
+    pub fn is_enabled(&self) -> bool {
+        self.control() & msi::CONTROL_ENABLE != 0
+    }
+
+    /// Sets or clears MSI Enable, keeping the rest of Message Control.
+    pub fn set_enabled(&self, enabled: bool) {
+        let control = self.control();
+        let control = if enabled {
+            control | msi::CONTROL_ENABLE
+        } else {
+            control & !msi::CONTROL_ENABLE
+        };
+        self.config.write_u16(self.offset + msi::CONTROL, control)
+    }
+
+    /// The message address and data as programmed.
+    pub fn message(&self) -> (u64, u32) {
+        let low = u64::from(self.config.read_u32(self.offset + msi::ADDRESS_LOW));
+        if self.is_64bit() {
+            let high = u64::from(self.config.read_u32(self.offset + msi::ADDRESS_HIGH));
+            (high << 32 | low, self.config.read_u32(self.offset + msi::DATA_64))
+        } else {
+            (low, self.config.read_u32(self.offset + msi::DATA_32))
+        }
+    }
+
+    /// Programs the message (one vector: Multiple Message Enable stays 0) and enables MSI.
+    /// Returns false, programming nothing, when `address` needs 64 bits and the function has
+    /// only 32.
+    pub fn configure(&self, address: u64, data: u32) -> bool {
+        if !self.is_64bit() && address >> 32 != 0 {
+            return false;
+        }
+        self.config
+            .write_u32(self.offset + msi::ADDRESS_LOW, address as u32);
+        if self.is_64bit() {
+            self.config
+                .write_u32(self.offset + msi::ADDRESS_HIGH, (address >> 32) as u32);
+            self.config.write_u32(self.offset + msi::DATA_64, data);
+        } else {
+            self.config.write_u32(self.offset + msi::DATA_32, data);
+        }
+        self.set_enabled(true);
+        true
+    }
+}
+
 /// What sizing a BAR found.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct BarProbe {
@@ -457,6 +665,9 @@ pub const MAX_WINDOWS: usize = 8;
 /// A host bridge as the platform describes it.
 #[derive(Clone, Debug)]
 pub struct HostBridgeDescription {
+    /// How configuration space is reached: through the ECAM region below, or the
+    /// architecture's ports (then the ECAM fields are 0).
+    pub mechanism: ConfigMechanism,
     /// The ECAM region's CPU physical address (bus `bus_start`'s configuration space).
     pub ecam_base: u64,
     /// The ECAM region's size.
@@ -528,21 +739,28 @@ impl Function {
 #[derive(Debug)]
 pub struct HostBridge {
     description: HostBridgeDescription,
-    ecam: DeviceWindow,
+    ecam: Option<DeviceWindow>,
     /// Bytes handed out of each window so far.
     allocated: [u64; MAX_WINDOWS],
 }
 
 impl HostBridge {
-    /// Finds the platform's host bridge and maps its ECAM region.
+    /// Finds the platform's host bridge and maps its ECAM region (if it has one).
     pub fn probe() -> Result<HostBridge, ProbeError> {
         let description = crate::arch::pci::host_bridge().ok_or(ProbeError::NoHostBridge)?;
         let buses = description.bus_end as u64 - description.bus_start as u64 + 1;
-        if description.ecam_size < buses << 20 {
-            return Err(ProbeError::EcamTooSmall);
-        }
-        let ecam =
-            crate::arch::mmu::map_device(description.ecam_base, buses << 20).map_err(ProbeError::Map)?;
+        let ecam = match description.mechanism {
+            ConfigMechanism::Ports => None,
+            ConfigMechanism::Ecam => {
+                if description.ecam_size < buses << 20 {
+                    return Err(ProbeError::EcamTooSmall);
+                }
+                Some(
+                    crate::arch::mmu::map_device(description.ecam_base, buses << 20)
+                        .map_err(ProbeError::Map)?,
+                )
+            }
+        };
         Ok(HostBridge {
             description,
             ecam,
@@ -555,8 +773,8 @@ impl HostBridge {
         &self.description
     }
 
-    /// The window on the ECAM region.
-    pub fn ecam(&self) -> DeviceWindow {
+    /// The window on the ECAM region (`None` for a port-mechanism host bridge).
+    pub fn ecam(&self) -> Option<DeviceWindow> {
         self.ecam
     }
 
@@ -574,10 +792,11 @@ impl HostBridge {
             bus: address.bus - description.bus_start,
             ..address
         };
-        Some(ConfigSpace {
-            address,
-            window: self.ecam.window(relative.ecam_offset(), 4096)?,
-        })
+        let access = match self.ecam {
+            Some(ecam) => ConfigAccess::Ecam(ecam.window(relative.ecam_offset(), 4096)?),
+            None => ConfigAccess::Ports,
+        };
+        Some(ConfigSpace { address, access })
     }
 
     /// Every function that answers on the bridge's buses: functions 1..8 of a device only when

@@ -33,8 +33,9 @@
 //!   `on_cpus`, `Barrier`), `timer` (`count`, `frequency`), `instructions`.
 //! - **Devices**: [`mmu::map_device`]`(physical, size)`, a device-memory window
 //!   (`crate::mmio::DeviceWindow`) on any physical region but RAM and the runtime's own
-//!   devices; [`pci::host_bridge`], the ECAM host bridge the firmware describes, for the
-//!   generic `crate::pci`.
+//!   devices; [`pci::host_bridge`], the host bridge the firmware describes, for the
+//!   generic `crate::pci`, and [`pci::config_port_read`]/[`pci::config_port_write`], the
+//!   port mechanism of configuration space (x86's 0xCF8/0xCFC; aarch64 has none).
 //!
 //! The compiler checks the signatures of this list below, for the architecture being built.
 
@@ -85,6 +86,8 @@ const _: fn() -> u64 = timer::frequency;
 const _: fn(u8) -> ! = exit::exit;
 const _: fn(u64, u64) -> Result<crate::mmio::DeviceWindow, crate::mmio::MapError> = mmu::map_device;
 const _: fn() -> Option<crate::pci::HostBridgeDescription> = pci::host_bridge;
+const _: fn(crate::pci::Address, u8, u8) -> u32 = pci::config_port_read;
+const _: fn(crate::pci::Address, u8, u8, u32) = pci::config_port_write;
 
 /// Checks at compile time that `catch_exception` and `run_in_user_mode` have the contract's
 /// generic shapes.

@@ -122,7 +122,10 @@ fn describe(bridge: &HostBridge) {
     );
     // The ECAM answers at all (the host bridge's own function is at the first bus's 00.0): a
     // read through the mapping, above 4 GiB when QEMU's highmem ECAM is in use.
-    let ecam = bridge.ecam();
+    let Some(ecam) = bridge.ecam() else {
+        report!(false, "the host bridge has an ECAM window");
+        return;
+    };
     let descriptor = mmu::descriptor(ecam.base()).map(|(entry, level)| (mmu::is_device(entry), level));
     let last =
         mmu::descriptor(ecam.base() + ecam.size() - 1).map(|(entry, level)| (mmu::is_device(entry), level));

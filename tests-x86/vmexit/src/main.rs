@@ -1,6 +1,7 @@
 //! vmexit: kvm-unit-tests' vmexit microbenchmarks. Each argument names a benchmark (none: all
 //! of them); each times an operation that exits to the hypervisor (CPUID, VMCALL, CR8, port
-//! input, IPIs, the TSC-deadline timer, MSR, DR7, CR0 and CR4 writes) and prints the TSC
+//! input, IPIs, the TSC-deadline timer, MSR, DR7, CR0 and CR4 writes, pci-testdev's MMIO and
+//! port triggers) and prints the TSC
 //! cycles per operation as `BENCH: <name>=<cycles> cycles` (`vmunit::benchmark`). Unlike
 //! kvm-unit-tests, every benchmark also checks that its operation really happened (CPUID
 //! returned the vendor, the IPI handler ran once per IPI on the other CPU, the PM timer
@@ -14,6 +15,7 @@
 
 extern crate alloc;
 
+use alloc::format;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -25,13 +27,15 @@ use vmunit::arch::control::{
 use vmunit::arch::cpuid::{Feature, cpuid, hypervisor_signature, vendor_string};
 use vmunit::arch::debug::{dr7, read_dr7, write_dr7};
 use vmunit::arch::exceptions::wait_for_interrupt;
-use vmunit::arch::instructions::{HypercallInstruction, in_u32, kvm, rdtsc};
+use vmunit::arch::instructions::{HypercallInstruction, in_u8, in_u32, kvm, out_u8, out_u16, out_u32, rdtsc};
 use vmunit::arch::msr::{self, try_rdmsr, try_wrmsr};
 use vmunit::arch::probes::interrupt_window;
 use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu, on_cpu_async, on_cpus};
 use vmunit::arch::{interrupts, set_interrupt_handler};
 use vmunit::benchmark::{self, Sample};
 use vmunit::memory::{Protection, TestPage};
+use vmunit::pci::testdev::{self, TestDevice, Trigger};
+use vmunit::pci::{Bar, HostBridge, device, vendor};
 use vmunit::{Vector, catch_exception, known_failure, prefix, report, report_fail, report_skip};
 
 vmunit::main!(main);
@@ -88,6 +92,8 @@ const BENCHMARKS: &[Benchmark] = &[
     ("rd_tsc_adjust_msr", tsc_adjust),
     ("toggle_cr0_wp", toggle_cr0_wp),
     ("toggle_cr4_pge", toggle_cr4_pge),
+    ("pci-mem", pci_mem),
+    ("pci-io", pci_io),
 ];
 
 fn main(args: &[&str]) {
@@ -762,4 +768,139 @@ fn toggle_cr4_pge(_name: &str) -> Option<Sample> {
         }
     );
     Some(sample)
+}
+
+/// pci-testdev's BARs, assigned from q35's ECAM host bridge (kvm-unit-tests' `pci_testdev`
+/// lookup); `None`, with a SKIP, without the device.
+fn testdev_bars() -> Option<Vec<Bar>> {
+    let mut bridge = match HostBridge::probe() {
+        Ok(bridge) => bridge,
+        Err(error) => {
+            report_skip!("no PCI host bridge ({error:?}): run on q35");
+            return None;
+        }
+    };
+    let Some(function) = bridge.find(vendor::RED_HAT, device::RED_HAT_TEST) else {
+        report_skip!("no pci-testdev ('-device pci-testdev')");
+        return None;
+    };
+    match bridge.assign_bars(&function) {
+        Ok(bars) => Some(bars),
+        Err(error) => {
+            report!(false, "pci-testdev's BARs get addresses ({error:?})");
+            None
+        }
+    }
+}
+
+/// Times one pci-testdev test: `write(offset, width, data)` at its trigger, and checks the
+/// device's count: every write, or none for the eventfd tests where an ioeventfd took them
+/// (kvm-unit-tests accepts both). Reports the BENCH line `<benchmark>:<test name>`.
+fn pci_trigger(benchmark: &str, test: &str, count: impl Fn() -> u32, write: impl Fn()) {
+    let mut total = 0u64;
+    let sample = measure(|iterations| {
+        for _ in 0..iterations {
+            write();
+        }
+        total += iterations;
+    });
+    let counted = u64::from(count());
+    let trigger = Trigger::of_name(test);
+    let expected_all = counted == total;
+    let eventfd_took_them = counted == 0
+        && matches!(
+            trigger,
+            Some(Trigger::WildcardEventfd | Trigger::DatamatchEventfd)
+        );
+    report!(
+        trigger.is_some() && (expected_all || eventfd_took_them),
+        "{test}: the device counted {counted} of {total} writes (all, or none where an ioeventfd takes them)"
+    );
+    benchmark::report_sample(&format!("{benchmark}:{test}"), sample, UNIT);
+}
+
+/// kvm-unit-tests' pci-mem: each test of pci-testdev's memory BAR, writes to its trigger.
+fn pci_mem(name: &str) -> Option<Sample> {
+    let bars = testdev_bars()?;
+    let Some(bar) = bars.iter().find(|bar| bar.probe.index == testdev::MEMORY_BAR) else {
+        report!(false, "pci-testdev has its memory BAR");
+        return None;
+    };
+    let window = match HostBridge::probe().map(|bridge| bridge.map_bar(bar)) {
+        Ok(Ok(window)) => window,
+        other => {
+            report!(false, "pci-testdev's memory BAR maps ({other:?})");
+            return None;
+        }
+    };
+    let device = TestDevice::new(window);
+    for number in 0..testdev::MEMORY_TESTS.len() as u8 {
+        device.select(number);
+        let (width, data, offset) = (device.width(), device.data(), u64::from(device.trigger_offset()));
+        let test = device.name();
+        if !matches!(width, 1 | 2 | 4) || offset + u64::from(width) > testdev::MEMORY_BAR_SIZE {
+            report!(
+                false,
+                "test {number} ({test}) has width 1, 2 or 4 and a trigger in the BAR (width {width}, offset {offset:#x})"
+            );
+            continue;
+        }
+        pci_trigger(
+            name,
+            &test,
+            || device.count(),
+            || device.write(offset, width, data),
+        );
+    }
+    None
+}
+
+/// kvm-unit-tests' pci-io: each test of pci-testdev's I/O BAR, OUTs to its trigger port.
+fn pci_io(name: &str) -> Option<Sample> {
+    let bars = testdev_bars()?;
+    let Some(bar) = bars.iter().find(|bar| bar.probe.index == testdev::IO_BAR) else {
+        report!(false, "pci-testdev has its I/O BAR");
+        return None;
+    };
+    let Ok(base) = u16::try_from(bar.cpu_address) else {
+        report!(
+            false,
+            "pci-testdev's I/O BAR is in I/O space (got {:#x})",
+            bar.cpu_address
+        );
+        return None;
+    };
+    let port = |offset: u64| base + offset as u16;
+    for number in 0..testdev::IO_TESTS.len() as u8 {
+        out_u8(port(testdev::offset::TEST), number);
+        let width = in_u8(port(testdev::offset::WIDTH));
+        let data = in_u32(port(testdev::offset::DATA));
+        let offset = u64::from(in_u32(port(testdev::offset::TRIGGER)));
+        let mut test = alloc::string::String::new();
+        for index in 0..32 {
+            match in_u8(port(testdev::offset::NAME + index)) {
+                0 => break,
+                byte => test.push(if byte.is_ascii() { byte as char } else { '?' }),
+            }
+        }
+        if !matches!(width, 1 | 2 | 4) || offset + u64::from(width) > testdev::IO_BAR_SIZE {
+            report!(
+                false,
+                "test {number} ({test}) has width 1, 2 or 4 and a trigger in the BAR (width {width}, offset {offset:#x})"
+            );
+            continue;
+        }
+        let trigger = port(offset);
+        pci_trigger(
+            name,
+            &test,
+            || in_u32(port(testdev::offset::COUNT)),
+            || match width {
+                1 => out_u8(trigger, data as u8),
+                2 => out_u16(trigger, data as u16),
+                _ => out_u32(trigger, data),
+            },
+        );
+    }
+    None
 }

@@ -292,6 +292,7 @@ fn pci_host(fdt: &Fdt<'_>) -> Option<HostBridgeDescription> {
         });
     }
     Some(HostBridgeDescription {
+        mechanism: crate::pci::ConfigMechanism::Ecam,
         ecam_base: ecam.starting_address as u64,
         ecam_size: ecam.size.unwrap_or(0) as u64,
         bus_start,

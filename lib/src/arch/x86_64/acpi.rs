@@ -277,3 +277,95 @@ pub fn pm_timer() -> Option<PmTimer> {
     };
     Some(PmTimer { port, mask })
 }
+
+/// One ECAM region of the MCFG table (PCI Firmware Specification 3.2, 4.1.2): the
+/// configuration spaces of buses `bus_start..=bus_end` of one segment, 1 MiB a bus from
+/// `base` (bus 0's place, even when `bus_start` is higher).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EcamRegion {
+    /// The base address, of bus 0 of the segment.
+    pub base: u64,
+    /// The PCI segment group.
+    pub segment: u16,
+    /// The first bus decoded.
+    pub bus_start: u8,
+    /// The last bus decoded.
+    pub bus_end: u8,
+}
+
+/// The MCFG's first ECAM region of segment 0, where the machine has one (q35 does; pc has no
+/// ECAM).
+pub fn ecam() -> Option<EcamRegion> {
+    /// The MCFG's entries start after the header and 8 reserved bytes; each is 16 bytes.
+    const FIRST_ENTRY: usize = HEADER_SIZE + 8;
+    let mcfg = table(b"MCFG")?;
+    mcfg.get(FIRST_ENTRY..)?
+        .chunks_exact(16)
+        .map(|entry| EcamRegion {
+            base: read_u64(entry, 0),
+            segment: read_u16(entry, 8),
+            bus_start: entry[10],
+            bus_end: entry[11],
+        })
+        .find(|region| region.segment == 0 && region.bus_start <= region.bus_end)
+}
+
+/// A DMA remapping hardware unit of the DMAR table (Intel VT-d specification, 8.3: a DRHD).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RemappingUnit {
+    /// Its registers' physical address.
+    pub register_base: u64,
+    /// The PCI segment it serves.
+    pub segment: u16,
+    /// INCLUDE_PCI_ALL: it serves every device of the segment not named by another unit.
+    pub include_all: bool,
+}
+
+/// What the DMAR table (VT-d 8.1) says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dmar {
+    /// The host address width: the DMA physical address bits, minus one as encoded (N means N+1
+    /// bits) already added here.
+    pub host_address_width: u8,
+    /// Flags bit 0, INTR_REMAP: the platform supports interrupt remapping.
+    pub interrupt_remapping: bool,
+    /// Flags bit 1, X2APIC_OPT_OUT: firmware asks the OS not to use x2APIC mode.
+    pub x2apic_opt_out: bool,
+    /// The first remapping unit (DRHD), if any.
+    pub unit: Option<RemappingUnit>,
+}
+
+/// The DMAR table, where the machine has an IOMMU (`-device intel-iommu` on q35).
+pub fn dmar() -> Option<Dmar> {
+    /// The remapping structures follow the header, the width, flags and 10 reserved bytes.
+    const FIRST_STRUCTURE: usize = HEADER_SIZE + 12;
+    /// Remapping structure type 0: DRHD.
+    const DRHD: u16 = 0;
+    let table = table(b"DMAR")?;
+    if table.len() < FIRST_STRUCTURE {
+        return None;
+    }
+    let mut dmar = Dmar {
+        host_address_width: table[HEADER_SIZE] + 1,
+        interrupt_remapping: table[HEADER_SIZE + 1] & 1 != 0,
+        x2apic_opt_out: table[HEADER_SIZE + 1] & 2 != 0,
+        unit: None,
+    };
+    let mut offset = FIRST_STRUCTURE;
+    while offset + 4 <= table.len() {
+        let kind = read_u16(table, offset);
+        let length = usize::from(read_u16(table, offset + 2));
+        if length < 4 || offset + length > table.len() {
+            break;
+        }
+        if kind == DRHD && length >= 16 && dmar.unit.is_none() {
+            dmar.unit = Some(RemappingUnit {
+                register_base: read_u64(table, offset + 8),
+                segment: read_u16(table, offset + 6),
+                include_all: table[offset + 4] & 1 != 0,
+            });
+        }
+        offset += length;
+    }
+    Some(dmar)
+}

@@ -173,6 +173,7 @@ impl crate::arch::Boot for PvhBoot {
 
     fn start_machine(&self) {
         mmu::init();
+        mmu::set_ram(self.info.ram());
         apic::enable();
         acpi::set_rsdp_hint(self.info.rsdp_address);
         smp::init();

@@ -799,6 +799,12 @@ pub fn out_u8(port: u16, value: u8) {
     unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) };
 }
 
+/// OUT of a word to `port` (a device access, never a memory access).
+pub fn out_u16(port: u16, value: u16) {
+    // SAFETY: port output changes no guest memory.
+    unsafe { asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags)) };
+}
+
 /// OUT of a doubleword to `port` (a device access, never a memory access).
 pub fn out_u32(port: u16, value: u32) {
     // SAFETY: port output changes no guest memory.
@@ -812,12 +818,6 @@ pub fn in_u32(port: u16) -> u32 {
     // SAFETY: port input changes no guest memory.
     unsafe { asm!("in eax, dx", in("dx") port, out("eax") value, options(nomem, nostack, preserves_flags)) };
     value
-}
-
-/// OUT of a byte to `port` (a device access, never a memory access).
-pub fn out_u8(port: u16, value: u8) {
-    // SAFETY: port output changes no guest memory.
-    unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) };
 }
 
 /// IN of a word from `port` (a device access, never a memory access).

@@ -277,6 +277,29 @@ pub fn page_key(virtual_address: u64) -> Option<u8> {
     None
 }
 
+/// Whether the page that maps `virtual_address` is uncached (its leaf entry, 4 KiB or larger,
+/// has PCD and PWT set, as [`map_device`] makes it), if it is mapped.
+pub fn is_uncached(virtual_address: u64) -> Option<bool> {
+    let _guard = PAGE_TABLE_LOCK.lock();
+    let [l4, l3, l2, l1] = indices(virtual_address);
+    let mut current = root();
+    for (level, index) in [(4, l4), (3, l3), (2, l2), (1, l1)] {
+        let entry = &table(current)[index];
+        if entry.is_unused() || !entry.flags().contains(PageTableFlags::PRESENT) {
+            return None;
+        }
+        if level == 1 || entry.flags().contains(PageTableFlags::HUGE_PAGE) {
+            return Some(
+                entry
+                    .flags()
+                    .contains(PageTableFlags::NO_CACHE | PageTableFlags::WRITE_THROUGH),
+            );
+        }
+        current = entry.addr().as_u64();
+    }
+    None
+}
+
 /// The physical address `virtual_address` translates to, if it is mapped.
 pub fn translate(virtual_address: u64) -> Option<u64> {
     let _guard = PAGE_TABLE_LOCK.lock();
@@ -295,11 +318,121 @@ pub fn translate(virtual_address: u64) -> Option<u64> {
     None
 }
 
-/// Maps a device region: not implemented on x86_64 yet (the identity map covers 0..4 GiB with
-/// write-back 2 MiB pages; a device mapping needs uncached pages, above 4 GiB too). Always
-/// [`MapError::Unsupported`](crate::mmio::MapError::Unsupported).
-pub fn map_device(_physical: u64, _size: u64) -> Result<crate::mmio::DeviceWindow, crate::mmio::MapError> {
-    Err(crate::mmio::MapError::Unsupported)
+/// RAM as the boot memory map gave it (`(start, end)` pairs), which [`map_device`] refuses.
+static RAM: spin::Once<heapless::Vec<(u64, u64), { super::start_info::MAX_MEMORY_MAP_ENTRIES }>> =
+    spin::Once::new();
+
+/// Records the RAM ranges of the boot memory map, once, for [`map_device`].
+pub(crate) fn set_ram(ranges: impl Iterator<Item = (u64, u64)>) {
+    RAM.call_once(|| ranges.collect());
+}
+
+/// The first MiB holds firmware data (BIOS areas, ACPI pointers, the PVH structures) that the
+/// runtime reads through the write-back identity map: never a device region.
+const FIRMWARE_END: u64 = 1 << 20;
+
+/// The device pages the runtime drives itself: the local APIC and the I/O APIC.
+const RUNTIME_DEVICES: [(u64, u64); 2] = [(super::apic::BASE, 0x1000), (super::ioapic::BASE, 0x1000)];
+
+/// The first physical address beyond the CPU's range: CPUID.80000008H:EAX[7:0] bits (36 when
+/// the leaf is absent), capped at 47 bits, which the identity map can reach with canonical
+/// lower-half addresses.
+pub fn physical_address_limit() -> u64 {
+    let bits = if super::cpuid::cpuid(0x8000_0000, 0).eax >= 0x8000_0008 {
+        super::cpuid::cpuid(0x8000_0008, 0).eax & 0xff
+    } else {
+        36
+    };
+    1u64 << bits.clamp(32, 47)
+}
+
+/// The page attributes of a device page: present, writable, uncached (PCD and PWT select the
+/// PAT entry 3, UC, under the reset PAT), never executable.
+fn device_flags() -> PageTableFlags {
+    let mut flags = PageTableFlags::PRESENT
+        | PageTableFlags::WRITABLE
+        | PageTableFlags::NO_CACHE
+        | PageTableFlags::WRITE_THROUGH;
+    if super::cpuid::Feature::Nx.supported() {
+        flags |= PageTableFlags::NO_EXECUTE;
+    }
+    flags
+}
+
+/// Maps the device region `[physical, physical + size)` uncached, identity as everything else
+/// (below 4 GiB the boot map's write-back pages become uncached; above 4 GiB new tables are
+/// made), up to the CPU's physical address range. Refuses page 0, the first MiB (firmware
+/// data), RAM and the local and I/O APIC pages the runtime drives.
+pub fn map_device(physical: u64, size: u64) -> Result<crate::mmio::DeviceWindow, crate::mmio::MapError> {
+    use crate::mmio::MapError;
+    let end = physical
+        .checked_add(size)
+        .filter(|_| size > 0)
+        .ok_or(MapError::Empty)?;
+    if physical < PAGE_SIZE {
+        return Err(MapError::NullPage);
+    }
+    let limit = physical_address_limit();
+    if end > limit {
+        return Err(MapError::BeyondAddressRange { limit });
+    }
+    let overlaps = |&(start, region_end): &(u64, u64)| physical < region_end && start < end;
+    if physical < FIRMWARE_END || RAM.get().is_some_and(|ram| ram.iter().any(overlaps)) {
+        return Err(MapError::Ram);
+    }
+    if RUNTIME_DEVICES
+        .iter()
+        .map(|&(base, length)| (base, base + length))
+        .any(|region| overlaps(&region))
+    {
+        return Err(MapError::RuntimeDevice);
+    }
+    let _guard = PAGE_TABLE_LOCK.lock();
+    let mut address = physical & !(PAGE_SIZE - 1);
+    while address < end {
+        address += map_device_at(address, end);
+    }
+    // SAFETY: every page of [physical, end) is now identity mapped uncached, and stays so: the
+    // runtime changes mappings only through unsafe functions whose callers answer for the
+    // pages they touch. The region is neither RAM nor a device the runtime drives.
+    Ok(unsafe { crate::mmio::DeviceWindow::new(physical, size) })
+}
+
+/// Maps device memory at `address` (page aligned, below `end`) with the largest page that
+/// fits (a whole 2 MiB page when the region covers it, else 4 KiB pages, splitting on the
+/// way); returns how many bytes from `address` on are now uncached. Holds the lock.
+fn map_device_at(address: u64, end: u64) -> u64 {
+    let [l4, l3, l2, _] = indices(address);
+    let table_flags = PageTableFlags::PRESENT | PageTableFlags::WRITABLE;
+    let mut current = root();
+    let mut through_tables = true;
+    for index in [l4, l3] {
+        let entry = &mut table(current)[index];
+        if entry.is_unused() {
+            entry.set_addr(PhysAddr::new(allocate_table()), table_flags);
+        } else if entry.flags().contains(PageTableFlags::HUGE_PAGE) {
+            // A 1 GiB page: `leaf_entry` below splits it.
+            through_tables = false;
+            break;
+        }
+        current = entry.addr().as_u64();
+    }
+    let covers_block = address.is_multiple_of(HUGE_PAGE_SIZE) && end - address >= HUGE_PAGE_SIZE;
+    let level2 = &mut table(current)[l2];
+    if through_tables
+        && covers_block
+        && (level2.is_unused() || level2.flags().contains(PageTableFlags::HUGE_PAGE))
+    {
+        level2.set_addr(PhysAddr::new(address), device_flags() | PageTableFlags::HUGE_PAGE);
+        for page in (address..address + HUGE_PAGE_SIZE).step_by(PAGE_SIZE as usize) {
+            flush(page);
+        }
+        return HUGE_PAGE_SIZE;
+    }
+    let entry = leaf_entry(root(), address, true).expect("creating tables never fails");
+    entry.set_addr(PhysAddr::new(address), device_flags());
+    flush(address);
+    PAGE_SIZE
 }
 
 /// Why [`enable_five_level_paging`] left 4-level paging on.

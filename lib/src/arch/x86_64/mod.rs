@@ -16,6 +16,7 @@ pub mod fpu;
 pub mod fw_cfg;
 pub mod hyperv;
 pub mod instructions;
+pub mod intel_iommu;
 pub mod interrupt_count;
 pub mod ioapic;
 pub mod kvmclock;
