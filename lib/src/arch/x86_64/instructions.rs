@@ -828,12 +828,6 @@ pub fn in_u16(port: u16) -> u16 {
     value
 }
 
-/// OUT of a word to `port` (a device access, never a memory access).
-pub fn out_u16(port: u16, value: u16) {
-    // SAFETY: port output changes no guest memory.
-    unsafe { asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags)) };
-}
-
 /// HLT: waits for an interrupt (with RFLAGS.IF clear, only an NMI, an SMI or, in a nested
 /// guest, an intercepted interrupt ends it).
 pub fn halt() {

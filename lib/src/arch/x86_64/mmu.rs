@@ -281,9 +281,8 @@ pub fn page_key(virtual_address: u64) -> Option<u8> {
 /// has PCD and PWT set, as [`map_device`] makes it), if it is mapped.
 pub fn is_uncached(virtual_address: u64) -> Option<bool> {
     let _guard = PAGE_TABLE_LOCK.lock();
-    let [l4, l3, l2, l1] = indices(virtual_address);
     let mut current = root();
-    for (level, index) in [(4, l4), (3, l3), (2, l2), (1, l1)] {
+    for (level, index) in indices(virtual_address) {
         let entry = &table(current)[index];
         if entry.is_unused() || !entry.flags().contains(PageTableFlags::PRESENT) {
             return None;
@@ -402,11 +401,15 @@ pub fn map_device(physical: u64, size: u64) -> Result<crate::mmio::DeviceWindow,
 /// fits (a whole 2 MiB page when the region covers it, else 4 KiB pages, splitting on the
 /// way); returns how many bytes from `address` on are now uncached. Holds the lock.
 fn map_device_at(address: u64, end: u64) -> u64 {
-    let [l4, l3, l2, _] = indices(address);
     let table_flags = PageTableFlags::PRESENT | PageTableFlags::WRITABLE;
     let mut current = root();
     let mut through_tables = true;
-    for index in [l4, l3] {
+    let mut l2 = 0;
+    for (level, index) in indices(address) {
+        if level == 2 {
+            l2 = index;
+            break;
+        }
         let entry = &mut table(current)[index];
         if entry.is_unused() {
             entry.set_addr(PhysAddr::new(allocate_table()), table_flags);
