@@ -20,6 +20,7 @@ pub mod ioapic;
 pub mod lam;
 pub mod mmu;
 pub mod msr;
+pub mod page_walk;
 pub mod pmu;
 pub mod probes;
 pub mod protection_keys;
