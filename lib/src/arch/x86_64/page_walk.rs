@@ -83,9 +83,9 @@ pub struct PagingSandbox {
     reserved_address_bits: u64,
 }
 
-/// The runtime's PML4.
-fn pml4() -> *mut u64 {
-    (super::control::read_cr3() & ADDRESS_MASK) as usize as *mut u64
+/// Entry `slot` of the runtime's PML4.
+fn pml4_entry(slot: usize) -> *mut u64 {
+    ((super::control::read_cr3() & ADDRESS_MASK) + slot as u64 * 8) as usize as *mut u64
 }
 
 fn zeroed_frame() -> u64 {
@@ -99,13 +99,13 @@ fn read_entry(table: u64, index: usize) -> u64 {
     assert!(index < 512, "entry index {index} is outside a table");
     // SAFETY: `table` is one of the sandbox's own table frames (identity mapped); the CPU may
     // write A/D bits concurrently, so the read is volatile.
-    unsafe { ((table as usize as *const u64).add(index)).read_volatile() }
+    unsafe { ((table + index as u64 * 8) as usize as *const u64).read_volatile() }
 }
 
 fn write_entry(table: u64, index: usize, value: u64) {
     assert!(index < 512, "entry index {index} is outside a table");
     // SAFETY: as in `read_entry`; callers checked that `value` only reaches sandbox frames.
-    unsafe { ((table as usize as *mut u64).add(index)).write_volatile(value) };
+    unsafe { ((table + index as u64 * 8) as usize as *mut u64).write_volatile(value) };
 }
 
 impl PagingSandbox {
@@ -121,7 +121,7 @@ impl PagingSandbox {
             "PML4 slot {slot} is not in the upper half"
         );
         // SAFETY: the PML4 is the runtime's, identity mapped; reading one entry.
-        let current = unsafe { pml4().add(slot).read_volatile() };
+        let current = unsafe { pml4_entry(slot).read_volatile() };
         assert!(current == 0, "PML4 slot {slot} is in use ({current:#x})");
         let pdpt = zeroed_frame();
         let directories = [(); DIRECTORIES].map(|_| zeroed_frame());
@@ -179,7 +179,7 @@ impl PagingSandbox {
     /// The PML4 entry of the slot.
     pub fn pml4e(&self) -> u64 {
         // SAFETY: the runtime's PML4, identity mapped; the slot is the sandbox's.
-        unsafe { pml4().add(self.slot).read_volatile() }
+        unsafe { pml4_entry(self.slot).read_volatile() }
     }
 
     /// Points the slot's PML4 entry at the sandbox's PDPT with `attributes` (bits outside
@@ -187,7 +187,7 @@ impl PagingSandbox {
     pub fn set_pml4e(&self, attributes: u64) {
         self.check_attributes(attributes, false);
         // SAFETY: the slot is the sandbox's (checked free in `new`); it names the sandbox's PDPT.
-        unsafe { pml4().add(self.slot).write_volatile(self.pdpt | attributes) };
+        unsafe { pml4_entry(self.slot).write_volatile(self.pdpt | attributes) };
     }
 
     /// PDPT entry `index`.
@@ -327,7 +327,10 @@ impl PagingSandbox {
     /// When `address` is not page aligned.
     pub fn try_fetch(&self, address: u64, privilege: Privilege) -> Result<(), Exception> {
         self.check_address(address);
-        assert!(address % PAGE_SIZE == 0, "fetches start at a page boundary");
+        assert!(
+            address.is_multiple_of(PAGE_SIZE),
+            "fetches start at a page boundary"
+        );
         let page = (address / PAGE_SIZE) % (LARGE_PAGE_SIZE / PAGE_SIZE);
         for offset in [0, page * PAGE_SIZE] {
             // SAFETY: the byte lies in the sandbox's data block.
@@ -348,7 +351,7 @@ impl PagingSandbox {
 impl Drop for PagingSandbox {
     fn drop(&mut self) {
         // SAFETY: the slot is the sandbox's; clearing it detaches the hierarchy.
-        unsafe { pml4().add(self.slot).write_volatile(0) };
+        unsafe { pml4_entry(self.slot).write_volatile(0) };
         x86_64::instructions::tlb::flush_all();
         free_frames(self.pdpt, 1);
         for frame in self.directories.iter().chain(&self.tables) {
