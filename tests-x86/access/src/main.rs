@@ -123,6 +123,18 @@ fn legal(flags: u32) -> bool {
     reserved & reserved.wrapping_sub(1) == 0
 }
 
+/// The combinations the matrix runs: kvm-unit-tests' (`legal`), and beyond them, with
+/// CR4.SMEP set, those without a user-mode access (which SMEP forbids this kernel to make: its
+/// image must stay a supervisor page), the rest of the rules unchanged.
+fn allowed(flags: u32) -> bool {
+    use flag::*;
+    if flags & CPU_CR4_SMEP != 0 {
+        flags & ACCESS_USER == 0 && legal(flags & !CPU_CR4_SMEP)
+    } else {
+        legal(flags)
+    }
+}
+
 /// What the walk must do: kvm-unit-tests' `ac_test_t` expectation fields.
 #[derive(Clone, Copy, Debug, Default)]
 struct Expectation {
@@ -253,6 +265,8 @@ struct Cpu {
     protection_keys: bool,
     smep: bool,
     pkru: u32,
+    /// User mode has run: the runtime's image is a user page, so SMEP must stay clear.
+    user_mode_entered: bool,
 }
 
 impl Cpu {
@@ -263,6 +277,7 @@ impl Cpu {
             protection_keys: read_cr4() & Cr4Flags::PROTECTION_KEY_USER.bits() != 0,
             smep: read_cr4() & Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION.bits() != 0,
             pkru: 0,
+            user_mode_entered: false,
         }
     }
 
@@ -312,6 +327,10 @@ impl Cpu {
 
     fn set_smep(&mut self, on: bool) -> Result<(), Exception> {
         if on != self.smep {
+            assert!(
+                !on || !self.user_mode_entered,
+                "CR4.SMEP after user mode ran: the runtime's image is a user page now"
+            );
             Cpu::set_cr4_bit(Cr4Flags::SUPERVISOR_MODE_EXECUTION_PROTECTION, on)?;
             self.smep = on;
         }
@@ -324,6 +343,8 @@ impl Cpu {
         self.set_write_protect(flags & CPU_CR0_WP != 0);
         self.set_no_execute(flags & CPU_EFER_NX != 0);
         self.set_protection_keys(flags & CPU_CR4_PKE != 0);
+        self.set_smep(flags & CPU_CR4_SMEP != 0)
+            .expect("CR4.SMEP with SMEP");
         if flags & CPU_CR4_PKE != 0 {
             // Key 2 (the non-leaf PDE's key, which must not count) restricted; key 1 as asked.
             let pkru =
@@ -469,6 +490,7 @@ impl Tester {
         use flag::*;
         let set = |mask: u32| flags & mask != 0;
         self.cpu.enter(flags);
+        self.cpu.user_mode_entered |= set(ACCESS_USER);
         let address = self.address(walk);
         let sandbox = &self.sandbox;
         if set(ACCESS_TWICE) {
@@ -601,7 +623,7 @@ impl Tally {
 fn invalid_mask(protection_keys: bool) -> u32 {
     use flag::*;
     let width = physical_address_bits();
-    let mut invalid = CPU_CR4_SMEP;
+    let mut invalid = 0;
     if width >= 52 {
         invalid |= PDE_BIT51 | PTE_BIT51;
     }
@@ -664,8 +686,12 @@ fn reads_pte(flags: u32) -> bool {
 /// Runs one CPU-state group of the matrix and reports it.
 fn run_group(tester: &mut Tester, state: u32, invalid: u32, total: &mut Totals) {
     use flag::*;
-    let outer_bits = !(PTE_BITS | CPU_STATE | CPU_CR4_SMEP) & ((1 << COUNT) - 1) & !invalid;
+    let mut outer_bits = !(PTE_BITS | CPU_STATE | CPU_CR4_SMEP) & ((1 << COUNT) - 1) & !invalid;
+    if state & CPU_CR4_SMEP != 0 {
+        outer_bits &= !ACCESS_USER;
+    }
     let mut tally = Tally::default();
+    let start = rdtsc();
     let visit = |tester: &mut Tester, tally: &mut Tally, flags: u32, members: u64| {
         tester.walk_index += 1;
         if tester.walk_index.is_multiple_of(tester.stride) {
@@ -679,7 +705,7 @@ fn run_group(tester: &mut Tester, state: u32, invalid: u32, total: &mut Totals) 
     let mut outer = 0u32;
     loop {
         let flags = state | outer;
-        if legal(flags) {
+        if allowed(flags) {
             if reads_pte(flags) {
                 let free = pte_free_bits(flags);
                 let walks = pte_variants(flags, invalid);
@@ -714,11 +740,12 @@ fn run_group(tester: &mut Tester, state: u32, invalid: u32, total: &mut Totals) 
     total.left_out_combinations += tally.left_out_combinations;
     total.left_out_walks += tally.left_out_walks;
     let label = group_label(state);
+    let milliseconds = (rdtsc() - start) / (timer::frequency() / 1000).max(1);
     let sample = if tally.left_out_walks == 0 {
-        String::new()
+        format!(", {milliseconds} ms")
     } else {
         format!(
-            " (sampled 1 walk in {}: {} combinations in {} walks not run)",
+            " (sampled 1 walk in {}: {} combinations in {} walks not run), {milliseconds} ms",
             tester.stride, tally.left_out_combinations, tally.left_out_walks
         )
     };
@@ -763,12 +790,15 @@ fn group_label(state: u32) -> String {
     if state & CPU_CR4_PKE != 0 {
         label.push_str(&format!(" pkru.ad={} pkru.wd={}", bit(PKU_AD), bit(PKU_WD)));
     }
+    if state & CPU_CR4_SMEP != 0 {
+        label.push_str(" cr4.smep=1 (CPL-0 accesses only; beyond kvm-unit-tests)");
+    }
     label
 }
 
 /// One walk in this many runs under kvm_pvm by default: a prime, so that the sample mixes
 /// the flags instead of following their bit pattern.
-const KVM_PVM_STRIDE: u64 = 61;
+const KVM_PVM_STRIDE: u64 = 89;
 
 /// Why reserved-bit faults lack P under TCG.
 const RSVD_REASON: &str = "QEMU's TCG leaves P clear in the error code of a reserved-bit #PF \
@@ -887,7 +917,6 @@ fn main(args: &[&str]) {
         };
         let base = PDE_PRESENT | PTE_PRESENT | PDE_USER | PTE_USER | PDE_ACCESSED | PTE_ACCESSED;
         let smep_flags = base | CPU_CR4_SMEP | CPU_CR0_WP;
-        tester.cpu.set_smep(true).expect("CR4.SMEP with SMEP");
         special(
             &mut tester,
             "check_smep_andnot_wp (CR4.SMEP, a CPL-0 write to a read-only user page, then a fetch)",
@@ -896,11 +925,11 @@ fn main(args: &[&str]) {
                 (walk, smep_flags | ACCESS_FETCH, false),
             ],
         );
-        tester.cpu.set_smep(false).expect("CR4.SMEP cleared");
     }
 
     let invalid = invalid_mask(pku);
     let mut total = Totals::default();
+    let mut smep_total = Totals::default();
     let start = rdtsc();
     let states: Vec<u32> = {
         let mut states = Vec::new();
@@ -915,6 +944,15 @@ fn main(args: &[&str]) {
                 states.push(flags);
             }
         }
+        if smep {
+            // SMEP groups first: user mode must not have run yet. Only with CR4.PKE clear,
+            // to keep the run short: keys govern data accesses, SMEP fetches.
+            let smep_states: Vec<u32> = [0, CPU_EFER_NX, CPU_CR0_WP, CPU_EFER_NX | CPU_CR0_WP]
+                .into_iter()
+                .map(|flags| flags | CPU_CR4_SMEP)
+                .collect();
+            states.splice(0..0, smep_states);
+        }
         states
     };
     let only = vmunit::args::value(args, "groups").and_then(|value| value.parse::<usize>().ok());
@@ -927,7 +965,11 @@ fn main(args: &[&str]) {
             );
             continue;
         }
-        run_group(&mut tester, state, invalid, &mut total);
+        if state & CPU_CR4_SMEP != 0 {
+            run_group(&mut tester, state, invalid, &mut smep_total);
+        } else {
+            run_group(&mut tester, state, invalid, &mut total);
+        }
     }
     let milliseconds = (rdtsc() - start) / (timer::frequency() / 1000).max(1);
     report_info!(
@@ -935,11 +977,18 @@ fn main(args: &[&str]) {
         total.combinations,
         total.walks
     );
-    if total.left_out_walks > 0 {
+    if smep {
+        report_info!(
+            "beyond kvm-unit-tests: {} CR4.SMEP combinations checked with {} walks and accesses",
+            smep_total.combinations,
+            smep_total.walks
+        );
+    }
+    if total.left_out_walks + smep_total.left_out_walks > 0 {
         report_skip!(
             "{} combinations ({} walks) left out: 1 walk in {} sampled{}; `sample=1` runs them all",
-            total.left_out_combinations,
-            total.left_out_walks,
+            total.left_out_combinations + smep_total.left_out_combinations,
+            total.left_out_walks + smep_total.left_out_walks,
             tester.stride,
             if instruction_emulating_kvm() {
                 " under kvm_pvm, where a walk costs milliseconds"
