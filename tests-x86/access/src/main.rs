@@ -23,7 +23,10 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use vmunit::arch::control::{Cr0Flags, Cr4Flags, read_cr0, read_cr4, try_write_cr0, try_write_cr4};
+use vmunit::arch::control::{
+    CR4_LA57, Cr0Flags, Cr4Flags, read_cr0, read_cr4, try_write_cr0, try_write_cr4,
+    try_write_cr4_unrestricted,
+};
 use vmunit::arch::cpuid::{Feature, is_tcg};
 use vmunit::arch::instructions::rdtsc;
 use vmunit::arch::page_fault;
@@ -902,6 +905,25 @@ fn main(args: &[&str]) {
             matches!(refused, Err(e) if e.vector == Vector::GP),
             "CR4.SMEP without SMEP raises #GP (got {refused:x?})"
         );
+    }
+    if Feature::La57.supported() {
+        // kvm-unit-tests: toggling LA57 in 64-bit mode is illegal, alone and with PSE (which
+        // forces a VM exit on KVM, which does not intercept LA57 itself).
+        for (extra, what) in [
+            (Cr4Flags::empty(), "CR4.LA57"),
+            (Cr4Flags::PAGE_SIZE_EXTENSION, "CR4.LA57 and CR4.PSE"),
+        ] {
+            let value = read_cr4() ^ (CR4_LA57 | extra).bits();
+            #[allow(unsafe_code)]
+            // SAFETY: in IA-32e mode the CPU must refuse a change of CR4.LA57 with #GP(0) (SDM
+            // Vol. 2, MOV to CR4), which is caught; PAE is kept. A CPU that took it would
+            // switch paging modes under the runtime: the test would crash, not pass.
+            let result = unsafe { try_write_cr4_unrestricted(value) };
+            report!(
+                matches!(result, Err(e) if e.vector == Vector::GP && e.error_code == 0),
+                "toggling {what} in 64-bit mode raises #GP(0) (got {result:x?})"
+            );
+        }
     }
     report_skip!(
         "5-level paging: the runtime runs with 4-level paging (CR4.LA57 clear), LA57 cannot be toggled in 64-bit mode"
