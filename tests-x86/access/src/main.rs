@@ -9,11 +9,17 @@
 //! prefetched PTE's error code, SMEP with a write-protected page, CR0.WP toggled without a TLB
 //! flush, and one page directory reached through PDPTEs with different rights.
 //!
+//! Beyond kvm-unit-tests, whose matrix leaves SMEP out: the same combinations with CR4.SMEP set
+//! for CPL-0 accesses, run before any user mode (which makes the runtime's image a user page).
+//! The 5-level matrix is skipped: the runtime runs with 4-level paging.
+//!
 //! Speed: kvm-unit-tests runs each combination as a separate walk. Combinations that differ
 //! only in the bits of a PTE the walk never reads (the PDE is not present, has a reserved bit
 //! or maps a large page: the walk stops there) are the same experiment for the CPU; each such
 //! set runs once and counts for all its members. Every report line names its group (the CPU
 //! state), how many of kvm-unit-tests' combinations it covered and how many walks it ran.
+//! Under kvm_pvm, where a walk costs milliseconds, one walk in [`KVM_PVM_STRIDE`] runs unless
+//! `sample=N` says otherwise (`sample=1`: all; `groups=N`: the first N groups only).
 #![no_std]
 #![no_main]
 

@@ -242,8 +242,8 @@ impl PagingSandbox {
         write_entry(self.tables[table], index, self.block | attributes);
     }
 
-    /// The physical address an entry written by the setters would hold for PDPTE `index`'s
-    /// directory, a PDE's page table, or the data page: for tests that compare entries.
+    /// The frame of page directory `directory`: the address a PDPTE naming it holds (for
+    /// tests that compare whole entries).
     pub fn directory_frame(&self, directory: usize) -> u64 {
         self.directories[directory]
     }
