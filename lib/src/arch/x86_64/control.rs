@@ -140,6 +140,25 @@ pub fn try_write_cr4(value: u64) -> Result<(), Exception> {
     })
 }
 
+/// CR4.LA57 (bit 12): 5-level paging. The runtime runs with 4-level paging; in IA-32e mode
+/// MOV to CR4 must refuse to change the bit (#GP(0), SDM Vol. 2, "MOV—Move to/from Control
+/// Registers").
+pub const CR4_LA57: Cr4Flags = Cr4Flags::from_bits_retain(1 << 12);
+
+/// Writes any value to CR4, or returns the exception: for the writes the CPU must refuse,
+/// such as a change of CR4.LA57 in 64-bit mode (kvm-unit-tests' access test).
+///
+/// # Safety
+/// A write that does not fault must keep what the runtime relies on: CR4.PAE, and the paging
+/// mode (CR4.LA57); a CPU that takes such a write breaks the runtime's page walks.
+pub unsafe fn try_write_cr4_unrestricted(value: u64) -> Result<(), Exception> {
+    catch_exception(|| {
+        // SAFETY: the caller keeps PAE and the paging mode, or expects the CPU to refuse the
+        // write; a fault is caught.
+        unsafe { asm!("mov cr4, {}", in(reg) value, options(nostack)) };
+    })
+}
+
 /// Panics when writing `value` to CR4 would change a bit of [`CR4_OWNED`].
 pub(crate) fn check_cr4_owned(value: u64) {
     let changed = Cr4Flags::from_bits_retain(read_cr4() ^ value);

@@ -24,6 +24,7 @@ pub mod lam;
 pub mod linear_address;
 pub mod mmu;
 pub mod msr;
+pub mod page_walk;
 pub mod pci;
 pub mod pmu;
 pub mod probes;
