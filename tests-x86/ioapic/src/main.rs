@@ -56,8 +56,10 @@ const SETTLE: u64 = 3;
 
 /// Interrupts handled per vector.
 static COUNTS: [AtomicU32; 256] = [const { AtomicU32::new(0) }; 256];
-/// Which CPUs handled an interrupt: bit n for CPU n.
-static HANDLED_ON: AtomicUsize = AtomicUsize::new(0);
+/// Which CPUs handled an interrupt, per vector: bit n for CPU n. Per vector, so that a late
+/// interrupt of an earlier check (kvm_pvm's redelivered level interrupt) is not taken for one
+/// of the check under way.
+static HANDLED_ON: [AtomicUsize; 256] = [const { AtomicUsize::new(0) }; 256];
 
 fn handled(vector: u8) -> u32 {
     COUNTS[usize::from(vector)].load(Ordering::SeqCst)
@@ -70,7 +72,7 @@ const STORM: u32 = 1000;
 
 /// Counts the interrupt and the CPU it arrived on.
 fn record(vector: u8) -> u32 {
-    HANDLED_ON.fetch_or(1 << cpu_index(), Ordering::SeqCst);
+    HANDLED_ON[usize::from(vector)].fetch_or(1 << cpu_index(), Ordering::SeqCst);
     let count = COUNTS[usize::from(vector)].fetch_add(1, Ordering::SeqCst) + 1;
     if count >= STORM {
         for line in [LINE, OTHER_LINE, LOW_LINE] {
@@ -706,7 +708,7 @@ fn stop_listening() {
 /// listening; returns how many arrived and the set of CPUs (bit n: CPU n) that handled them.
 fn deliver_to(entry: RedirectionEntry, expected: u32) -> (u32, usize) {
     set_interrupt_handler(entry.vector, Some(count_and_lower));
-    HANDLED_ON.store(0, Ordering::SeqCst);
+    HANDLED_ON[usize::from(entry.vector)].store(0, Ordering::SeqCst);
     let already = handled(entry.vector);
     listen_on_cpu_1();
     ioapic::write_entry(LINE, entry);
@@ -726,7 +728,7 @@ fn deliver_to(entry: RedirectionEntry, expected: u32) -> (u32, usize) {
         },
     );
     testdev::set_irq_line(LINE, false);
-    (got, HANDLED_ON.load(Ordering::SeqCst))
+    (got, HANDLED_ON[usize::from(entry.vector)].load(Ordering::SeqCst))
 }
 
 /// Physical and logical (flat model) destinations with CPU 1 as the target, as kvm-unit-tests
