@@ -156,13 +156,26 @@ fn main(arguments: &[&str]) -> i32 {
         rounds.iter().all(|&count| count >= MIN_ROUNDS),
         "every CPU ran at least {MIN_ROUNDS} rounds in the window (rounds: {rounds:?})"
     );
-    report!(
-        waits.iter().sum::<u64>() > 0,
-        "the lock was contended: CPUs found it held (waits per CPU: {waits:?})"
-    );
     let total: u64 = rounds.iter().sum();
     let counted = COUNTER.load(Ordering::Acquire);
     let errors: alloc::vec::Vec<u64> = (0..cpus).map(|cpu| ERRORS[cpu].load(Ordering::Acquire)).collect();
+    if bad {
+        // CPUs that leave the start barrier together pass the none lock's check together (the
+        // gap makes them), store 1 together and leave together: they can stay in step for the
+        // whole window, each finding the word free every time, and a CPU waits only where the
+        // host preempts another inside the section. Measured under TCG with two QEMUs on this
+        // 2-CPU host: waits [0, 0, 0, 0] in 3 runs of 15, with 40% of the increments lost.
+        // CPUs inside together (a == b seen, increments lost) are contention as well.
+        report!(
+            waits.iter().sum::<u64>() > 0 || errors.iter().sum::<u64>() > 0 || counted != total,
+            "the lock was contended: CPUs found it held or were inside together (waits per CPU: {waits:?})"
+        );
+    } else {
+        report!(
+            waits.iter().sum::<u64>() > 0,
+            "the lock was contended: CPUs found it held (waits per CPU: {waits:?})"
+        );
+    }
     if bad {
         // One check: which of the two symptoms a run shows varies, that one shows does not.
         report_xfail!(
