@@ -395,6 +395,8 @@ impl fmt::Display for Totals {
 pub struct Report {
     /// One per run reported.
     pub results: Vec<TestResult>,
+    /// `--differential`: the comparison of the runs' two sides.
+    pub differential: Option<crate::differential::Comparison>,
 }
 
 impl Report {
@@ -403,10 +405,14 @@ impl Report {
         totals(&self.results)
     }
 
-    /// [`ExitStatus::Success`] when everything passed or skipped, else
-    /// [`ExitStatus::TestsFailed`].
+    /// [`ExitStatus::Success`] when everything passed or skipped (and `--differential` found
+    /// no new disagreement), else [`ExitStatus::TestsFailed`].
     pub fn exit_status(&self) -> ExitStatus {
-        if self.totals().failed > 0 {
+        let disagreed = self
+            .differential
+            .as_ref()
+            .is_some_and(crate::differential::Comparison::has_new);
+        if self.totals().failed > 0 || disagreed {
             ExitStatus::TestsFailed
         } else {
             ExitStatus::Success

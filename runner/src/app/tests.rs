@@ -193,13 +193,28 @@ fn totals_and_exit_codes() {
             }),
             result(Outcome::HypervisorError { reason: "x".into() }),
         ],
+        differential: None,
     };
     assert_eq!(report.totals().to_string(), "1 passed, 2 failed, 1 skipped");
     assert_eq!(report.exit_status(), ExitStatus::TestsFailed);
-    let report = Report {
+    let mut report = Report {
         results: vec![result(Outcome::Skip { reason: "x".into() })],
+        differential: Some(crate::differential::Comparison::default()),
     };
     assert_eq!(report.exit_status(), ExitStatus::Success);
+    // A new disagreement of `--differential` fails the invocation, though every run passed.
+    let disagreement = crate::differential::Disagreement {
+        test: "t".into(),
+        scope: crate::differential::Scope::Line,
+        key: "k".into(),
+        occurrence: 1,
+        standing: crate::differential::Standing::New,
+        sides: Vec::new(),
+    };
+    if let Some(comparison) = &mut report.differential {
+        comparison.new.push(disagreement);
+    }
+    assert_eq!(report.exit_status(), ExitStatus::TestsFailed);
     assert_eq!(AppError::Interrupted.exit_status(), ExitStatus::Interrupted);
 }
 
