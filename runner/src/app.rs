@@ -96,7 +96,7 @@ pub fn run(options: &Options) -> Result<Report, AppError> {
         .collect();
     let mut report = Report {
         results,
-        differential: None,
+        new_disagreements: 0,
     };
     let interrupted = execute::interrupted();
     if let Some(pairs) = pairs.filter(|_| !interrupted && !options.dry_run) {
@@ -104,7 +104,7 @@ pub fn run(options: &Options) -> Result<Report, AppError> {
         fanout.send(Event::Differential {
             comparison: &comparison,
         });
-        report.differential = Some(comparison);
+        report.new_disagreements = comparison.new.len();
     }
     fanout.send(Event::Summary {
         results: &report.results,

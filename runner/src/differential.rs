@@ -8,15 +8,17 @@
 //! Pairing rule: a report line's key is its text after the label, cut before the first
 //! `" (got "`, or else without one trailing parenthesized group (`"... (DR6 0x4ff0)"`); those
 //! hold values observed on the host, which may differ. Lines of a run with the same key are
-//! paired in print order (the n-th with the n-th). A key with no partner on the other side is
-//! a disagreement too (its verdict there is `absent`).
+//! paired in print order (the n-th with the n-th); the lines left are then paired the same
+//! way by their key with every number masked (`0x1f`, `42`: an address or a count in the
+//! text). A line with no partner on the other side is listed apart (its verdict there
+//! `absent`), as new when it is an unexpected failure.
 
 use serde::Serialize;
 
 use crate::classify::{OutcomeKind, TestResult, Verdict};
 use crate::config::{Accel, Arch};
 use crate::error::AppError;
-use crate::guest_line::{Label, ReportLine};
+use crate::guest_line::Label;
 use crate::options::Options;
 use crate::plan::{self, Decision, Plan, PlannedRun};
 use crate::workspace::shown;
@@ -169,9 +171,14 @@ pub enum Standing {
     /// Declared: a KFAIL, XFAIL or SKIP on one side and no unexpected failure on the other, or
     /// a run that unittests.toml runs under one accelerator only.
     Declared,
-    /// New: one side failed unexpectedly, or a line passed under one accelerator and is absent
-    /// under the other.
+    /// New: one side failed unexpectedly, or the two verdicts differ otherwise (`PASS`
+    /// against nothing declared).
     New,
+    /// A line printed under one accelerator only, and no unexpected failure: the guest took
+    /// another path there (a CPU feature one CPU model lacks, a section skipped as a whole).
+    /// Listed apart; no disagreement of verdicts.
+    #[serde(rename = "one-sided")]
+    OneSided,
 }
 
 /// What is compared: one report line, or the run as a whole.
@@ -237,15 +244,10 @@ pub struct Comparison {
     pub new: Vec<Disagreement>,
     /// Disagreements unittests.toml or the guest declares.
     pub declared: Vec<Disagreement>,
+    /// Lines printed under one accelerator only (without an unexpected failure).
+    pub one_sided: Vec<Disagreement>,
     /// Runs not compared.
     pub not_compared: Vec<NotCompared>,
-}
-
-impl Comparison {
-    /// Whether it found a new disagreement.
-    pub fn has_new(&self) -> bool {
-        !self.new.is_empty()
-    }
 }
 
 /// Whether a report line's label declares a difference: a known failure of the host, an
@@ -301,6 +303,7 @@ fn push(comparison: &mut Comparison, disagreement: Disagreement) {
     match disagreement.standing {
         Standing::New => comparison.new.push(disagreement),
         Standing::Declared => comparison.declared.push(disagreement),
+        Standing::OneSided => comparison.one_sided.push(disagreement),
     }
 }
 
@@ -330,14 +333,18 @@ fn compare_pair(name: &str, results: [&TestResult; 2], comparison: &mut Comparis
         );
         return;
     }
-    let before = comparison.new.len() + comparison.declared.len();
+    let count = |comparison: &Comparison| {
+        comparison.new.len() + comparison.declared.len() + comparison.one_sided.len()
+    };
+    let before = count(comparison);
     compare_lines(name, results, comparison);
-    let lines_disagree = comparison.new.len() + comparison.declared.len() > before;
+    let lines_disagree = count(comparison) > before;
     // The outcomes too, when the lines do not explain them: a side that did not end by the
     // guest's own verdict (a crash, a timeout, a hypervisor or QEMU error), or outcomes that
     // differ on the same lines (a SUMMARY or exit status the lines do not show).
     let kinds = results.map(|result| result.outcome.kind());
-    let guest_verdict = |kind: OutcomeKind| matches!(kind, OutcomeKind::Pass | OutcomeKind::Fail | OutcomeKind::Skip);
+    let guest_verdict =
+        |kind: OutcomeKind| matches!(kind, OutcomeKind::Pass | OutcomeKind::Fail | OutcomeKind::Skip);
     if kinds[0] != kinds[1] && (!lines_disagree || !kinds.iter().all(|kind| guest_verdict(*kind))) {
         let failed = results
             .iter()
@@ -362,39 +369,109 @@ fn compare_pair(name: &str, results: [&TestResult; 2], comparison: &mut Comparis
     }
 }
 
-/// A run's report lines keyed: (key, occurrence) to the line, in print order.
-fn keyed(lines: &[ReportLine]) -> Vec<((&str, usize), &ReportLine)> {
-    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
-    lines
-        .iter()
-        .map(|line| {
-            let key = pairing_key(&line.text);
-            let occurrence = seen.entry(key).or_default();
-            *occurrence += 1;
-            ((key, *occurrence), line)
-        })
-        .collect()
+/// `key` with every number masked (`0x1f`, `42` become `#`), for the second pairing stage.
+pub fn masked_key(key: &str) -> String {
+    let mut masked = String::with_capacity(key.len());
+    let mut characters = key.chars().peekable();
+    while let Some(character) = characters.next() {
+        if !character.is_ascii_digit() {
+            masked.push(character);
+            continue;
+        }
+        let hex = character == '0' && characters.peek() == Some(&'x');
+        if hex {
+            characters.next();
+        }
+        while characters.peek().is_some_and(|next| {
+            if hex {
+                next.is_ascii_hexdigit() || *next == '_'
+            } else {
+                next.is_ascii_digit()
+            }
+        }) {
+            characters.next();
+        }
+        masked.push('#');
+    }
+    masked
+}
+
+/// The occurrence of each line's key among the lines before it with the same key, from 1.
+fn occurrences<K: std::hash::Hash + Eq>(keys: impl Iterator<Item = K>) -> Vec<usize> {
+    let mut seen: std::collections::HashMap<K, usize> = std::collections::HashMap::new();
+    keys.map(|key| {
+        let count = seen.entry(key).or_default();
+        *count += 1;
+        *count
+    })
+    .collect()
+}
+
+/// Pairs the lines of two sides: first by (key, occurrence), then the lines left by (masked
+/// key, occurrence among the lines left). Returns each first-side line's partner.
+fn partners(keys: [&[&str]; 2]) -> Vec<Option<usize>> {
+    let mut partner: Vec<Option<usize>> = vec![None; keys[0].len()];
+    let mut taken = vec![false; keys[1].len()];
+    for stage in 0..2 {
+        let stage_key = |key: &str| {
+            if stage == 0 {
+                key.to_owned()
+            } else {
+                masked_key(key)
+            }
+        };
+        let left = |side: usize, paired: &dyn Fn(usize) -> bool| -> Vec<(usize, String)> {
+            (0..keys[side].len())
+                .filter(|index| !paired(*index))
+                .map(|index| (index, stage_key(keys[side][index])))
+                .collect()
+        };
+        let first = left(0, &|index| partner[index].is_some());
+        let second = left(1, &|index| taken[index]);
+        let second_occurrences = occurrences(second.iter().map(|(_, key)| key.as_str()));
+        let index: std::collections::HashMap<(&str, usize), usize> = second
+            .iter()
+            .zip(second_occurrences)
+            .map(|((line, key), occurrence)| ((key.as_str(), occurrence), *line))
+            .collect();
+        let first_occurrences = occurrences(first.iter().map(|(_, key)| key.as_str()));
+        for ((line, key), occurrence) in first.iter().zip(first_occurrences) {
+            if let Some(other) = index.get(&(key.as_str(), occurrence)) {
+                partner[*line] = Some(*other);
+                taken[*other] = true;
+            }
+        }
+    }
+    partner
 }
 
 /// Compares the report lines of one run's two sides.
 fn compare_lines(name: &str, results: [&TestResult; 2], comparison: &mut Comparison) {
-    let keyed_sides = results.map(|result| keyed(&result.report));
-    let lookup = |side: usize, key: &(&str, usize)| {
-        keyed_sides[side]
+    let keys = results.map(|result| {
+        result
+            .report
             .iter()
-            .find(|(other, _)| other == key)
-            .map(|(_, line)| *line)
-    };
-    // Every key once, in the first side's order, then the second side's keys it lacks.
-    let mut keys: Vec<(&str, usize)> = keyed_sides[0].iter().map(|(key, _)| *key).collect();
-    keys.extend(
-        keyed_sides[1]
-            .iter()
-            .map(|(key, _)| *key)
-            .filter(|key| lookup(0, key).is_none()),
+            .map(|line| pairing_key(&line.text))
+            .collect::<Vec<&str>>()
+    });
+    let keyed_occurrences = [
+        occurrences(keys[0].iter().copied()),
+        occurrences(keys[1].iter().copied()),
+    ];
+    let partner = partners([&keys[0], &keys[1]]);
+    let mut pairs: Vec<[Option<usize>; 2]> = partner
+        .iter()
+        .enumerate()
+        .map(|(line, other)| [Some(line), *other])
+        .collect();
+    let taken: Vec<usize> = partner.iter().flatten().copied().collect();
+    pairs.extend(
+        (0..keys[1].len())
+            .filter(|line| !taken.contains(line))
+            .map(|line| [None, Some(line)]),
     );
-    for key in keys {
-        let lines = [lookup(0, &key), lookup(1, &key)];
+    for pair in pairs {
+        let lines = [0, 1].map(|side| pair[side].map(|index| &results[side].report[index]));
         let labels = lines.map(|line| line.map(|line| line.label));
         if labels[0] == labels[1] {
             comparison.agreed_lines += 1;
@@ -402,7 +479,11 @@ fn compare_lines(name: &str, results: [&TestResult; 2], comparison: &mut Compari
         }
         let failed = labels.iter().flatten().any(|label| label.is_unexpected_failure());
         let excused = labels.iter().flatten().any(|label| excuses(*label));
-        let standing = if !failed && excused {
+        let standing = if failed {
+            Standing::New
+        } else if labels.contains(&None) {
+            Standing::OneSided
+        } else if excused {
             Standing::Declared
         } else {
             Standing::New
@@ -418,13 +499,15 @@ fn compare_lines(name: &str, results: [&TestResult; 2], comparison: &mut Compari
                 log: result.log.as_deref().map(shown),
             })
             .collect();
+        let side = usize::from(pair[0].is_none());
+        let index = pair[side].unwrap_or_default();
         push(
             comparison,
             Disagreement {
                 test: name.to_owned(),
                 scope: Scope::Line,
-                key: key.0.to_owned(),
-                occurrence: key.1,
+                key: keys[side][index].to_owned(),
+                occurrence: keyed_occurrences[side][index],
                 standing,
                 sides,
             },
@@ -438,6 +521,7 @@ mod tests {
 
     use super::*;
     use crate::classify::Outcome;
+    use crate::guest_line::ReportLine;
 
     fn line(label: Label, text: &str) -> ReportLine {
         ReportLine {
@@ -467,7 +551,10 @@ mod tests {
     #[test]
     fn keys_drop_observed_values() {
         assert_eq!(pairing_key("CR4.DE can be set (got Ok(()))"), "CR4.DE can be set");
-        assert_eq!(pairing_key("single-step sets DR6.BS (DR6 0x4ff0)"), "single-step sets DR6.BS");
+        assert_eq!(
+            pairing_key("single-step sets DR6.BS (DR6 0x4ff0)"),
+            "single-step sets DR6.BS"
+        );
         assert_eq!(pairing_key("RDMSR(EFER) succeeds"), "RDMSR(EFER) succeeds");
         assert_eq!(pairing_key("a (b (c)) d (x (y))"), "a (b (c)) d");
         assert_eq!(pairing_key("(only)"), "(only)");
@@ -513,15 +600,16 @@ mod tests {
         };
         assert_eq!(
             summary(&comparison.new),
-            [
-                ("a".into(), 1, vec!["PASS".into(), "FAIL".into()]),
-                ("c".into(), 2, vec!["PASS".into(), "absent".into()]),
-            ]
+            [("a".into(), 1, vec!["PASS".into(), "FAIL".into()])]
         );
         assert_eq!(
             summary(&comparison.declared),
+            [("b".into(), 1, vec!["KFAIL".into(), "PASS".into()])]
+        );
+        assert_eq!(
+            summary(&comparison.one_sided),
             [
-                ("b".into(), 1, vec!["KFAIL".into(), "PASS".into()]),
+                ("c".into(), 2, vec!["PASS".into(), "absent".into()]),
                 ("d".into(), 1, vec!["absent".into(), "SKIP".into()]),
             ]
         );
@@ -530,7 +618,10 @@ mod tests {
         assert_eq!(comparison.new[0].sides[1].text.as_deref(), Some("FAIL: a"));
         let printed = crate::report::differential::plain_lines(&comparison).join("\n");
         assert!(printed.contains("  t: a\n    kvm: PASS (PASS: a); log: logs/t@kvm.log\n    tcg: FAIL (FAIL: a); log: logs/t@tcg.log"), "{printed}");
-        assert!(printed.contains("  t: c [#2]\n"), "{printed}");
+        assert!(
+            printed.contains("one side only: t: kvm 1 (c), tcg 1 (d)"),
+            "{printed}"
+        );
     }
 
     #[test]
@@ -555,16 +646,42 @@ mod tests {
             after: std::time::Duration::from_secs(1),
         };
         let comparison = compare(&pairs(), &[ran("t@kvm", vec![line(Label::Pass, "a")]), crashed]);
-        assert_eq!(comparison.new.len(), 2);
-        assert_eq!(comparison.new[0].scope, Scope::Line);
-        assert_eq!(comparison.new[1].scope, Scope::Run);
-        assert_eq!(comparison.new[1].sides[1].verdict, "timeout");
+        assert_eq!(comparison.new.len(), 1);
+        assert_eq!(comparison.new[0].scope, Scope::Run);
+        assert_eq!(comparison.new[0].sides[1].verdict, "timeout");
+        assert_eq!(comparison.one_sided.len(), 1);
         // A failure the lines explain is not listed again for the run.
         let mut failed = ran("t@tcg", vec![line(Label::Fail, "a")]);
         failed.outcome = Outcome::Fail { reason: "x".into() };
         let comparison = compare(&pairs(), &[ran("t@kvm", vec![line(Label::Pass, "a")]), failed]);
         assert_eq!(comparison.new.len(), 1);
         assert_eq!(comparison.new[0].scope, Scope::Line);
+    }
+
+    /// Lines whose text holds a value of the host pair by their masked key, in order.
+    #[test]
+    fn numbers_are_masked_in_the_second_stage() {
+        assert_eq!(
+            masked_key("RDTSC in 0x1e2f..=0x1e3f, 12 ticks"),
+            "RDTSC in #..=#, # ticks"
+        );
+        let kvm = vec![
+            line(Label::Pass, "MC0 0x400 ok"),
+            line(Label::Pass, "TSC between 0x10..=0x20"),
+        ];
+        let tcg = vec![
+            line(Label::Pass, "MC0 0x400 ok"),
+            line(Label::Fail, "TSC between 0x30..=0x40"),
+        ];
+        let comparison = compare(&pairs(), &[ran("t@kvm", kvm), ran("t@tcg", tcg)]);
+        assert_eq!(comparison.agreed_lines, 1);
+        assert_eq!(comparison.new.len(), 1);
+        assert_eq!(comparison.new[0].key, "TSC between 0x10..=0x20");
+        assert_eq!(
+            comparison.new[0].sides[1].text.as_deref(),
+            Some("FAIL: TSC between 0x30..=0x40")
+        );
+        assert!(comparison.one_sided.is_empty());
     }
 
     #[test]

@@ -133,11 +133,12 @@ struct Cli {
     #[arg(short = 't', long = "tap", conflicts_with = "format")]
     tap: bool,
 
-    /// Run each selected x86 test under both kvm and tcg and compare their report lines, pairing
-    /// a line by its text up to " (got " (else without a trailing "(...)"); prints each line
-    /// whose verdict differs, new ones apart from those a KFAIL/XFAIL/SKIP or an accel-only
-    /// entry declares (exit 1 on a new one; 2 when KVM is unusable). aarch64 runs once, not
-    /// compared
+    /// Run each selected x86 test under both kvm and tcg (as NAME@kvm, NAME@tcg) and compare
+    /// their report lines, pairing a line by its text up to " (got " (else without a trailing
+    /// "(...)"), then with numbers masked; prints each line whose verdict differs, new ones
+    /// apart from those a KFAIL/XFAIL/SKIP or an accel-only entry declares, and lines printed
+    /// on one side only apart again (exit 1 on a new one; 2 when KVM is unusable). aarch64
+    /// runs once, not compared
     #[arg(long, conflicts_with_all = ["accel", "kernel", "rerun_failed", "probe_maxsmp", "standalone"])]
     differential: bool,
 

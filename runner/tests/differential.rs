@@ -57,7 +57,10 @@ fn kvm_here(workspace: &FakeWorkspace) -> bool {
     let output = differential(workspace).output().unwrap();
     let (_, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains("--differential compares kvm with tcg, but /dev/kvm is not usable"), "{stderr}");
+    assert!(
+        stderr.contains("--differential compares kvm with tcg, but /dev/kvm is not usable"),
+        "{stderr}"
+    );
     false
 }
 
@@ -73,7 +76,9 @@ fn runs_that_agree_show_no_disagreement() {
     assert!(stdout.contains("PASS agree@kvm"), "{stdout}");
     assert!(stdout.contains("PASS agree@tcg"), "{stdout}");
     assert!(
-        stdout.contains("differential (kvm vs tcg): 1 runs compared, 2 lines agree, 0 new disagreements, 0 declared"),
+        stdout.contains(
+            "differential (kvm vs tcg): 1 runs compared, 2 lines agree, 0 new disagreements, 0 declared, 0 lines on one side only"
+        ),
         "{stdout}"
     );
     assert!(!stdout.contains("disagreements:"), "{stdout}");
@@ -93,7 +98,7 @@ fn a_new_disagreement_is_listed_apart_from_declared_ones() {
     let section = &stdout[stdout.find("differential (").expect(&stdout)..];
     assert!(
         section.starts_with(
-            "differential (kvm vs tcg): 4 runs compared, 3 lines agree, 1 new disagreements, 2 declared\n\
+            "differential (kvm vs tcg): 4 runs compared, 3 lines agree, 1 new disagreements, 2 declared, 0 lines on one side only\n\
              new disagreements:\n  \
              differ: flag holds\n    \
              kvm: PASS (PASS: flag holds); log: logs/differ@kvm.log\n    \
@@ -167,7 +172,9 @@ fn json_and_junit_carry_the_comparison() {
     assert_eq!(declared, ["known", "kvmonly"]);
     let xml = std::fs::read_to_string(&junit).unwrap();
     assert!(
-        xml.contains("<testsuite name=\"differential\" tests=\"4\" skipped=\"0\" errors=\"0\" failures=\"1\">"),
+        xml.contains(
+            "<testsuite name=\"differential\" tests=\"4\" skipped=\"0\" errors=\"0\" failures=\"1\">"
+        ),
         "{xml}"
     );
     assert!(
@@ -175,7 +182,10 @@ fn json_and_junit_carry_the_comparison() {
         "{xml}"
     );
     // The totals of <testsuites> count the differential suite's cases too.
-    assert!(xml.contains("<testsuites name=\"vmunit\" tests=\"12\" failures=\"2\""), "{xml}");
+    assert!(
+        xml.contains("<testsuites name=\"vmunit\" tests=\"12\" failures=\"2\""),
+        "{xml}"
+    );
 }
 
 #[test]

@@ -10,12 +10,13 @@ use crate::differential::{Comparison, Disagreement, Scope};
 /// runs not compared, and a count line.
 pub fn plain_lines(comparison: &Comparison) -> Vec<String> {
     let mut lines = vec![format!(
-        "differential ({}): {} runs compared, {} lines agree, {} new disagreements, {} declared",
+        "differential ({}): {} runs compared, {} lines agree, {} new disagreements, {} declared, {} lines on one side only",
         comparison.accels.join(" vs "),
         comparison.compared.len(),
         comparison.agreed_lines,
         comparison.new.len(),
-        comparison.declared.len()
+        comparison.declared.len(),
+        comparison.one_sided.len()
     )];
     for (heading, list) in [("new", &comparison.new), ("declared", &comparison.declared)] {
         if list.is_empty() {
@@ -26,10 +27,44 @@ pub fn plain_lines(comparison: &Comparison) -> Vec<String> {
             lines.extend(disagreement_lines(disagreement));
         }
     }
+    lines.extend(one_sided_lines(comparison));
     for run in &comparison.not_compared {
         lines.push(format!("not compared: {} ({})", run.test, run.reason));
     }
     lines
+}
+
+/// The lines printed on one side only, a line per run: how many under each accelerator, the
+/// first key of each (every one is in the JSON object).
+fn one_sided_lines(comparison: &Comparison) -> Vec<String> {
+    let mut tests: Vec<&str> = Vec::new();
+    for disagreement in &comparison.one_sided {
+        if !tests.contains(&disagreement.test.as_str()) {
+            tests.push(&disagreement.test);
+        }
+    }
+    tests
+        .iter()
+        .map(|test| {
+            let counts: Vec<String> = comparison
+                .accels
+                .iter()
+                .enumerate()
+                .filter_map(|(side, accel)| {
+                    let present: Vec<&Disagreement> = comparison
+                        .one_sided
+                        .iter()
+                        .filter(|each| {
+                            each.test == *test && each.sides.get(side).is_some_and(|one| one.text.is_some())
+                        })
+                        .collect();
+                    let first = present.first()?;
+                    Some(format!("{accel} {} ({})", present.len(), first.key))
+                })
+                .collect();
+            format!("one side only: {test}: {}", counts.join(", "))
+        })
+        .collect()
 }
 
 /// A disagreement: its run and key, then a line per side (verdict, text, log).
@@ -88,8 +123,13 @@ pub(crate) fn junit_suite(comparison: &Comparison) -> super::junit::Suite {
         };
         let new = of_test(&comparison.new);
         let declared = of_test(&comparison.declared);
+        let one_sided = of_test(&comparison.one_sided);
         let mut out = String::new();
-        for (heading, list) in [("new", &new), ("declared", &declared)] {
+        for (heading, list) in [
+            ("new", &new),
+            ("declared", &declared),
+            ("one side only", &one_sided),
+        ] {
             for disagreement in list {
                 out.push_str(&format!("{heading}:\n"));
                 for line in disagreement_lines(disagreement) {

@@ -53,7 +53,8 @@ impl Reporter for JunitReporter {
             interrupted: false,
             ..
         } = *event
-            && let Err(error) = write_junit_suites(&self.path, results, &self.arguments, self.differential.take())
+            && let Err(error) =
+                write_junit_suites(&self.path, results, &self.arguments, self.differential.take())
         {
             self.failures.record(&self.path, &error);
         }
@@ -729,6 +730,7 @@ mod tests {
                 sides: vec![side("kvm", "PASS"), side("tcg", "FAIL")],
             }],
             declared: Vec::new(),
+            one_sided: Vec::new(),
             not_compared: vec![NotCompared {
                 test: "arm".into(),
                 reason: "aarch64".into(),
@@ -742,11 +744,19 @@ mod tests {
         let xml = std::fs::read_to_string(&path).unwrap();
         check_junit_10(&xml);
         assert!(
-            xml.contains("<testsuite name=\"differential\" tests=\"3\" skipped=\"1\" errors=\"0\" failures=\"1\">"),
+            xml.contains(
+                "<testsuite name=\"differential\" tests=\"3\" skipped=\"1\" errors=\"0\" failures=\"1\">"
+            ),
             "{xml}"
         );
-        assert!(xml.contains("<testcase name=\"u\" classname=\"vmunit.differential\"/>"), "{xml}");
-        assert!(xml.contains("tcg: FAIL (FAIL: a &lt; b); log: logs/t@tcg.log"), "{xml}");
+        assert!(
+            xml.contains("<testcase name=\"u\" classname=\"vmunit.differential\"/>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("tcg: FAIL (FAIL: a &lt; b); log: logs/t@tcg.log"),
+            "{xml}"
+        );
         assert!(xml.contains("<skipped message=\"aarch64\"/>"), "{xml}");
     }
 }
