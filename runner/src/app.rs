@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::build::{self, Images};
 use crate::classify::{self, Outcome, Report, TestResult};
 use crate::config::{Arch, Config};
+use crate::differential;
 use crate::error::AppError;
 use crate::execute;
 use crate::execute::pool::{self, Slot};
@@ -39,7 +40,7 @@ pub fn make_plan(options: &Options) -> Result<Plan, AppError> {
 /// Runs the selection: the whole invocation except `-l`. Reports a line per run and the totals.
 pub fn run(options: &Options) -> Result<Report, AppError> {
     let resolved = resolve_environment(&options.environment)?;
-    let plan = make_plan(options)?;
+    let (plan, pairs) = differential::plan_of(options, make_plan(options)?)?;
     if let Some(junit) = &options.junit {
         junit::check_writable(junit).map_err(AppError::Usage)?;
     }
@@ -93,8 +94,18 @@ pub fn run(options: &Options) -> Result<Report, AppError> {
             Slot::NotStarted => not_started(options, item),
         })
         .collect();
-    let report = Report { results };
+    let mut report = Report {
+        results,
+        new_disagreements: 0,
+    };
     let interrupted = execute::interrupted();
+    if let Some(pairs) = pairs.filter(|_| !interrupted && !options.dry_run) {
+        let comparison = differential::compare(&pairs, &report.results);
+        fanout.send(Event::Differential {
+            comparison: &comparison,
+        });
+        report.new_disagreements = comparison.new.len();
+    }
     fanout.send(Event::Summary {
         results: &report.results,
         totals: report.totals(),

@@ -395,6 +395,9 @@ impl fmt::Display for Totals {
 pub struct Report {
     /// One per run reported.
     pub results: Vec<TestResult>,
+    /// How many new disagreements `--differential` found between the runs' two sides (0
+    /// without it).
+    pub new_disagreements: usize,
 }
 
 impl Report {
@@ -403,10 +406,10 @@ impl Report {
         totals(&self.results)
     }
 
-    /// [`ExitStatus::Success`] when everything passed or skipped, else
-    /// [`ExitStatus::TestsFailed`].
+    /// [`ExitStatus::Success`] when everything passed or skipped (and `--differential` found
+    /// no new disagreement), else [`ExitStatus::TestsFailed`].
     pub fn exit_status(&self) -> ExitStatus {
-        if self.totals().failed > 0 {
+        if self.totals().failed > 0 || self.new_disagreements > 0 {
             ExitStatus::TestsFailed
         } else {
             ExitStatus::Success

@@ -41,6 +41,7 @@ pub mod bench;
 pub mod build;
 pub mod classify;
 pub mod config;
+pub mod differential;
 pub mod environment;
 pub mod error;
 pub mod execute;

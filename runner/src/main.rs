@@ -26,8 +26,9 @@ Environment variables:
   NO_COLOR  when set and not empty, no colour even on a terminal
   VMUNIT_LOG_LIMIT  the same as --log-limit
 
-Exit status: 0 all passed or skipped, 1 a test failed, 2 usage, config or build error, or
-logs that could not be written, 130 interrupted.";
+Exit status: 0 all passed or skipped, 1 a test failed (or --differential found a new
+disagreement), 2 usage, config or build error, logs that could not be written, or
+--differential with x86 tests but no usable KVM, 130 interrupted.";
 
 /// Builds the vmunit guest tests and runs them under QEMU, kvm-unit-tests style.
 #[derive(Parser, Debug)]
@@ -132,6 +133,15 @@ struct Cli {
     #[arg(short = 't', long = "tap", conflicts_with = "format")]
     tap: bool,
 
+    /// Run each selected x86 test under both kvm and tcg (as NAME@kvm, NAME@tcg) and compare
+    /// their report lines, pairing a line by its text up to " (got " (else without a trailing
+    /// "(...)"), then with numbers masked; prints each line whose verdict differs, new ones
+    /// apart from those a KFAIL/XFAIL/SKIP or an accel-only entry declares, and lines printed
+    /// on one side only apart again (exit 1 on a new one; 2 when KVM is unusable). aarch64
+    /// runs once, not compared
+    #[arg(long, conflicts_with_all = ["accel", "kernel", "rerun_failed", "probe_maxsmp", "standalone"])]
+    differential: bool,
+
     /// Also write a JUnit XML report to FILE
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
@@ -231,6 +241,7 @@ fn run(cli: Cli) -> Result<ExitStatus, AppError> {
     options.shard = cli.shard;
     options.rerun_failed = cli.rerun_failed;
     options.allow_empty = cli.allow_empty;
+    options.differential = cli.differential;
     options.colour = options::colour_wanted();
     options.progress = std::io::IsTerminal::is_terminal(&std::io::stdout());
     if let Some(directory) = &cli.standalone {

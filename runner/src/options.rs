@@ -110,6 +110,9 @@ pub struct Options {
     pub allow_empty: bool,
     /// Print nothing: the caller reads the returned report (the libtest harness).
     pub quiet: bool,
+    /// Run each x86 run under both accelerators and compare their report lines
+    /// (`--differential`, see `differential`).
+    pub differential: bool,
 }
 
 /// An image to run on its own (`--kernel`, used by `cargo run` through scripts/cargo-runner).
@@ -190,6 +193,7 @@ impl Options {
             rerun_failed: false,
             allow_empty: false,
             quiet: false,
+            differential: false,
         }
     }
 }

@@ -62,7 +62,8 @@ pub struct Plan {
     pub runs: Vec<PlannedRun>,
 }
 
-fn kvm_usable() -> bool {
+/// Whether /dev/kvm is a usable KVM, asked once per invocation.
+pub(crate) fn kvm_usable() -> bool {
     static USABLE: OnceLock<bool> = OnceLock::new();
     *USABLE.get_or_init(qemu::kvm_usable)
 }

@@ -230,13 +230,18 @@ fn totals_and_exit_codes() {
             }),
             result(Outcome::HypervisorError { reason: "x".into() }),
         ],
+        new_disagreements: 0,
     };
     assert_eq!(report.totals().to_string(), "1 passed, 2 failed, 1 skipped");
     assert_eq!(report.exit_status(), ExitStatus::TestsFailed);
-    let report = Report {
+    let mut report = Report {
         results: vec![result(Outcome::Skip { reason: "x".into() })],
+        new_disagreements: 0,
     };
     assert_eq!(report.exit_status(), ExitStatus::Success);
+    // A new disagreement of `--differential` fails the invocation, though every run passed.
+    report.new_disagreements = 1;
+    assert_eq!(report.exit_status(), ExitStatus::TestsFailed);
     assert_eq!(AppError::Interrupted.exit_status(), ExitStatus::Interrupted);
 }
 

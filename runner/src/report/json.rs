@@ -142,6 +142,7 @@ impl Reporter for JsonReporter {
                 passed: totals.passed,
                 skipped: totals.skipped,
             }),
+            Event::Differential { comparison } => print(&super::differential::json_object(comparison)),
             Event::Begin { .. } | Event::DryRun { .. } => {}
         }
     }

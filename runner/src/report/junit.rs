@@ -22,6 +22,8 @@ pub struct JunitReporter {
     /// Each run's guest arguments, which select its subtests.
     arguments: HashMap<String, Vec<String>>,
     failures: Arc<WriteFailures>,
+    /// The `--differential` suite, once the comparison arrived.
+    differential: Option<Suite>,
 }
 
 impl JunitReporter {
@@ -36,18 +38,23 @@ impl JunitReporter {
             path: path.to_path_buf(),
             arguments,
             failures: Arc::clone(failures),
+            differential: None,
         }
     }
 }
 
 impl Reporter for JunitReporter {
     fn event(&mut self, event: &Event<'_>) {
+        if let Event::Differential { comparison } = *event {
+            self.differential = Some(super::differential::junit_suite(comparison));
+        }
         if let Event::Summary {
             results,
             interrupted: false,
             ..
         } = *event
-            && let Err(error) = write_junit(&self.path, results, &self.arguments)
+            && let Err(error) =
+                write_junit_suites(&self.path, results, &self.arguments, self.differential.take())
         {
             self.failures.record(&self.path, &error);
         }
@@ -78,7 +85,7 @@ fn log_tail(path: &Path) -> String {
 
 /// How one testcase ended.
 #[derive(Debug)]
-enum Status {
+pub(crate) enum Status {
     /// It passed.
     Success,
     /// It was skipped, for this reason.
@@ -96,21 +103,21 @@ enum Status {
 
 /// One `<testcase>`.
 #[derive(Debug)]
-struct Case {
-    name: String,
-    classname: String,
-    time: Option<Duration>,
-    status: Status,
-    out: String,
+pub(crate) struct Case {
+    pub(crate) name: String,
+    pub(crate) classname: String,
+    pub(crate) time: Option<Duration>,
+    pub(crate) status: Status,
+    pub(crate) out: String,
 }
 
 /// One `<testsuite>`: its cases and its `<properties>`.
 #[derive(Debug)]
-struct Suite {
-    name: String,
-    time: Option<Duration>,
-    properties: Vec<(String, String)>,
-    cases: Vec<Case>,
+pub(crate) struct Suite {
+    pub(crate) name: String,
+    pub(crate) time: Option<Duration>,
+    pub(crate) properties: Vec<(String, String)>,
+    pub(crate) cases: Vec<Case>,
 }
 
 impl Suite {
@@ -157,6 +164,16 @@ pub fn write_junit(
     path: &Path,
     results: &[TestResult],
     arguments: &HashMap<String, Vec<String>>,
+) -> std::io::Result<()> {
+    write_junit_suites(path, results, arguments, None)
+}
+
+/// [`write_junit`], with one more suite last (`--differential`'s).
+fn write_junit_suites(
+    path: &Path,
+    results: &[TestResult],
+    arguments: &HashMap<String, Vec<String>>,
+    extra: Option<Suite>,
 ) -> std::io::Result<()> {
     let mut suite = Suite {
         name: "vmunit".into(),
@@ -209,6 +226,7 @@ pub fn write_junit(
             suites.push(suite);
         }
     }
+    suites.extend(extra);
     std::fs::write(path, serialize(&suites, total)?)
 }
 
@@ -686,5 +704,59 @@ mod tests {
         );
         assert!(xml.contains("<skipped message=\"kvm only\""), "{xml}");
         assert!(xml.contains("FAIL: x &lt; y"), "{xml}");
+    }
+
+    /// The `--differential` suite validates under the schema: a failed compared run (a new
+    /// disagreement), a passed one, a skipped run not compared.
+    #[test]
+    fn junit_differential_suite() {
+        use crate::differential::{Comparison, Disagreement, NotCompared, Scope, SideVerdict, Standing};
+        let side = |accel: &str, verdict: &str| SideVerdict {
+            accel: accel.into(),
+            verdict: verdict.into(),
+            text: Some(format!("{verdict}: a < b")),
+            log: Some(format!("logs/t@{accel}.log")),
+        };
+        let comparison = Comparison {
+            accels: vec!["kvm".into(), "tcg".into()],
+            compared: vec!["t".into(), "u".into()],
+            agreed_lines: 3,
+            new: vec![Disagreement {
+                test: "t".into(),
+                scope: Scope::Line,
+                key: "a < b".into(),
+                occurrence: 1,
+                standing: Standing::New,
+                sides: vec![side("kvm", "PASS"), side("tcg", "FAIL")],
+            }],
+            declared: Vec::new(),
+            one_sided: Vec::new(),
+            not_compared: vec![NotCompared {
+                test: "arm".into(),
+                reason: "aarch64".into(),
+            }],
+        };
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("junit.xml");
+        let results = [TestResult::not_run("p", Outcome::Pass { summary: None })];
+        let suite = crate::report::differential::junit_suite(&comparison);
+        write_junit_suites(&path, &results, &HashMap::new(), Some(suite)).unwrap();
+        let xml = std::fs::read_to_string(&path).unwrap();
+        check_junit_10(&xml);
+        assert!(
+            xml.contains(
+                "<testsuite name=\"differential\" tests=\"3\" skipped=\"1\" errors=\"0\" failures=\"1\">"
+            ),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<testcase name=\"u\" classname=\"vmunit.differential\"/>"),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("tcg: FAIL (FAIL: a &lt; b); log: logs/t@tcg.log"),
+            "{xml}"
+        );
+        assert!(xml.contains("<skipped message=\"aarch64\"/>"), "{xml}");
     }
 }

@@ -2,6 +2,7 @@
 //! console formats (plain, TAP, JSON lines, dry run), the per-run log's verdict, JUnit XML,
 //! logs/SUMMARY and logs/results.json. The orchestrator fans each event out ([`Fanout`]).
 
+pub mod differential;
 pub mod dry_run;
 pub mod json;
 pub mod junit;
@@ -60,6 +61,12 @@ pub enum Event<'a> {
     Finished {
         /// Its result.
         result: &'a TestResult,
+    },
+    /// `--differential`: the comparison of the runs' two sides, after the last run and before
+    /// the summary (not sent when interrupted).
+    Differential {
+        /// The comparison.
+        comparison: &'a crate::differential::Comparison,
     },
     /// After the last run (or after an interruption: the runs that finished).
     Summary {

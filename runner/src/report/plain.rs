@@ -85,7 +85,11 @@ impl Reproduce {
 
     /// The command line for the run `name`, which ran under `accel` (if it started).
     pub fn line(&self, name: &str, accel: Option<Accel>) -> String {
-        let target = self.kernel.clone().unwrap_or_else(|| quote(name));
+        // A `--differential` side (`msr@kvm`) is reproduced by its run's name and accelerator.
+        let target = self
+            .kernel
+            .clone()
+            .unwrap_or_else(|| quote(crate::differential::run_of(name)));
         let accel = match (&self.accel, accel) {
             (Some((asked, properties)), _) => {
                 let value = match properties {
@@ -209,6 +213,12 @@ impl Reporter for PlainReporter {
                     println!("{slowest}");
                 }
                 println!("{totals}");
+            }
+            Event::Differential { comparison } => {
+                self.clear_progress();
+                for line in super::differential::plain_lines(comparison) {
+                    println!("{line}");
+                }
             }
             Event::DryRun { .. } | Event::GuestLine { .. } => {}
         }

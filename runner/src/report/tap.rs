@@ -44,6 +44,11 @@ impl Reporter for TapReporter {
                 }
                 println!("# {totals}");
             }
+            Event::Differential { comparison } => {
+                for line in super::differential::plain_lines(comparison) {
+                    println!("# {line}");
+                }
+            }
             Event::DryRun { .. } | Event::Started { .. } | Event::GuestLine { .. } => {}
         }
     }
