@@ -1805,6 +1805,14 @@ impl Svm {
         self.vmcb.control.asid = asid;
     }
 
+    /// Sets the PAUSE filter count (how many PAUSEs the guest executes before the PAUSE
+    /// intercept exits) and threshold (the cycles between two PAUSEs after which the count
+    /// starts again); with the PAUSE intercept set they filter it where CPUID offers them.
+    pub fn set_pause_filter(&mut self, count: u16, threshold: u16) {
+        self.vmcb.control.pause_filter_count = count;
+        self.vmcb.control.pause_filter_threshold = threshold;
+    }
+
     /// Sets TSC_OFFSET.
     pub fn set_tsc_offset(&mut self, offset: u64) {
         self.vmcb.control.tsc_offset = offset;
