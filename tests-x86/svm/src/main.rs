@@ -27,8 +27,7 @@ use vmunit::arch::instructions::{
     single_step_two_nops, try_divide, try_invpcid, try_rdpru, try_rdtscp, try_read, try_ud2, try_xsetbv,
 };
 use vmunit::arch::msr::{
-    EferFlags, IA32_APIC_BASE, IA32_CSTAR, IA32_EFER, IA32_FMASK, IA32_LSTAR, IA32_PAT, IA32_STAR, IA32_TSC,
-    IA32_TSC_ADJUST, try_rdmsr, try_wrmsr, try_wrmsr_unrestricted,
+    EferFlags, IA32_TSC, IA32_TSC_ADJUST, owned_bits, try_rdmsr, try_wrmsr, try_wrmsr_unrestricted,
 };
 use vmunit::arch::probes::{interrupt_window, physical_address_bits, try_fninit};
 use vmunit::arch::svm::{
@@ -107,6 +106,11 @@ fn unadvertised_instructions() -> Option<&'static str> {
     .iter()
     .any(|feature| feature.supported());
     advertised.then_some("RDTSCP, SKINIT, XSAVE, RDPRU and INVPCID must all be unadvertised (its own entry)")
+}
+
+fn pause_filter() -> Option<&'static str> {
+    (!SvmFeature::PauseFilter.supported())
+        .then_some("PAUSE filter not supported in the guest: CPUID.8000000AH:EDX[10] is clear")
 }
 
 fn two_cpus() -> Option<&'static str> {
@@ -192,6 +196,7 @@ static CASES: &[Case] = &[
         svm_unsupported_instruction_intercept_test,
     ),
     case("svm_shutdown_intercept_test", svm_shutdown_intercept_test),
+    case_if("pause_filter_test", pause_filter, pause_filter_test),
 ];
 
 static REPRODUCERS: &[Reproducer] = &[
@@ -1264,18 +1269,15 @@ fn msr_intercept_check(svm: &mut Svm) {
     let map = svm.msr_permission_map();
     map.fill(0);
     svm.set_intercept(Intercept::MsrProt);
-    let owned: Vec<(u32, u64)> = [
-        IA32_EFER,
-        IA32_APIC_BASE,
-        IA32_PAT,
-        IA32_STAR,
-        IA32_LSTAR,
-        IA32_CSTAR,
-        IA32_FMASK,
-    ]
-    .into_iter()
-    .filter_map(|msr| try_rdmsr(msr).ok().map(|value| (msr, value)))
-    .collect();
+    // Every MSR the runtime owns bits of (`owned_bits`) is written only with its current value;
+    // one that does not exist here (kvmclock's and Hyper-V's without those interfaces) with the
+    // address of a page of the test's own, enable bits clear, should a broken hypervisor take
+    // the write.
+    let sink = TestPage::new();
+    let owned: Vec<(u32, u64)> = msrs_to_check()
+        .filter(|msr| owned_bits(*msr) != 0)
+        .map(|msr| (msr, try_rdmsr(msr).unwrap_or(sink.frame())))
+        .collect();
     let scratch = AtomicU64::new(0);
     let failures = MsrFailures::default();
     let guest = || {
@@ -2717,4 +2719,60 @@ fn virq_inject_within_shadow(svm: &mut Svm) {
         after.is_some_and(|(_, shadow)| !shadow),
         "Interrupt shadow cleared (V_IRQ, shadow: {after:?})"
     );
+}
+
+/// One run of pause_filter_test: the guest executes `pauses` PAUSEs, and when `wait` is not zero
+/// a loop of `wait` iterations and `pauses` PAUSEs again, with the PAUSE intercept and the
+/// filter count and threshold given. The filter makes the intercept exit once the count of
+/// PAUSEs reaches it; a gap between PAUSEs longer than the threshold (in cycles) restarts the
+/// count.
+fn pause_filter_run(svm: &mut Svm, pauses: u32, count: u16, wait: u32, threshold: u16) {
+    svm.set_intercept(Intercept::Pause);
+    svm.set_pause_filter(count, threshold);
+    let exit = svm.run_once(&|| {
+        for _ in 0..pauses {
+            core::hint::spin_loop();
+        }
+        if wait == 0 {
+            return;
+        }
+        for index in 0..wait {
+            core::hint::black_box(index);
+        }
+        for _ in 0..pauses {
+            core::hint::spin_loop();
+        }
+    });
+    let what =
+        alloc::format!("{pauses} PAUSEs, filter count {count}, {wait} loops between, threshold {threshold}");
+    if u32::from(count) <= pauses || wait < u32::from(threshold) {
+        report!(
+            exit == ExitCode::Pause,
+            "expected PAUSE vmexit ({what}; got {exit})"
+        );
+    } else {
+        report!(
+            exit == ExitCode::Vmmcall,
+            "no expected PAUSE vmexit ({what}; got {exit})"
+        );
+    }
+}
+
+/// pause_filter_test: the PAUSE filter count and threshold.
+fn pause_filter_test(svm: &mut Svm) {
+    // Filter count below the number of PAUSEs: an exit.
+    pause_filter_run(svm, 10, 9, 0, 0);
+    // Filter count above it: no exit.
+    svm.reset();
+    pause_filter_run(svm, 20, 21, 0, 0);
+    if !SvmFeature::PauseFilterThreshold.supported() {
+        report_skip!("PAUSE threshold not supported in the guest: CPUID.8000000AH:EDX[12] is clear");
+        return;
+    }
+    // A gap longer than the threshold restarts the count: no exit.
+    svm.reset();
+    pause_filter_run(svm, 20, 21, 1000, 10);
+    // A gap shorter than the threshold keeps counting: an exit.
+    svm.reset();
+    pause_filter_run(svm, 20, 21, 10, 1000);
 }

@@ -369,3 +369,115 @@ pub fn dmar() -> Option<Dmar> {
     }
     Some(dmar)
 }
+
+/// What sleeping in S3 needs from the FADT (ACPI 6.5, 5.2.9) and the FACS (5.2.10).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SleepControl {
+    /// PM1a_EVT_BLK: the PM1a status register's port; the enable register is at `+ 2`.
+    pub pm1a_event: u16,
+    /// PM1a_CNT_BLK: the PM1a control register's port (SLP_TYP, SLP_EN).
+    pub pm1a_control: u16,
+    /// The FACS's physical address (FIRMWARE_CTRL, or X_FIRMWARE_CTRL).
+    pub facs: u64,
+}
+
+/// PM1 enable register: RTC_EN, a wake-up by the RTC alarm.
+pub const PM1_ENABLE_RTC: u16 = 1 << 10;
+/// PM1 control register: SLP_TYP (bits 12:10) takes the sleep type of `\_Sx`.
+pub const PM1_CONTROL_SLEEP_TYPE_SHIFT: u16 = 10;
+/// PM1 control register: SLP_EN, enter the sleep state SLP_TYP names.
+pub const PM1_CONTROL_SLEEP_ENABLE: u16 = 1 << 13;
+
+/// The FADT's PM1a blocks and FACS, where there are ACPI tables and a FACS (hardware-reduced
+/// machines such as microvm have none).
+pub fn sleep_control() -> Option<SleepControl> {
+    /// FADT offsets: FIRMWARE_CTRL, PM1a_EVT_BLK, PM1a_CNT_BLK, X_FIRMWARE_CTRL.
+    const FIRMWARE_CONTROL: usize = 36;
+    const PM1A_EVENT_BLOCK: usize = 56;
+    const PM1A_CONTROL_BLOCK: usize = 64;
+    const EXTENDED_FIRMWARE_CONTROL: usize = 132;
+    let fadt = table(b"FACP")?;
+    if fadt.len() < PM1A_CONTROL_BLOCK + 4 {
+        return None;
+    }
+    let mut facs = u64::from(read_u32(fadt, FIRMWARE_CONTROL));
+    if facs == 0 && fadt.len() >= EXTENDED_FIRMWARE_CONTROL + 8 {
+        facs = read_u64(fadt, EXTENDED_FIRMWARE_CONTROL);
+    }
+    let header = bytes(facs, 8)?;
+    if &header[..4] != b"FACS" {
+        return None;
+    }
+    Some(SleepControl {
+        pm1a_event: u16::try_from(read_u32(fadt, PM1A_EVENT_BLOCK)).ok()?,
+        pm1a_control: u16::try_from(read_u32(fadt, PM1A_CONTROL_BLOCK)).ok()?,
+        facs,
+    })
+}
+
+/// The FACS's Firmware Waking Vector field (a 32-bit real-mode address).
+const FACS_WAKING_VECTOR: usize = 12;
+/// The FACS's X_Firmware_Waking_Vector field (64-bit; 0 leaves the 32-bit one in force).
+const FACS_EXTENDED_WAKING_VECTOR: usize = 24;
+
+/// Sets the FACS's Firmware Waking Vector to `vector` (and clears X_Firmware_Waking_Vector, so
+/// the firmware resumes in real mode at CS = vector >> 4, IP = vector & 0xf); returns the
+/// vector read back.
+pub fn set_waking_vector(control: &SleepControl, vector: u32) -> Option<u32> {
+    let facs = bytes(control.facs, 32)?;
+    let base = facs.as_ptr() as usize as *mut u8;
+    // SAFETY: the FACS is firmware memory, identity mapped (checked by `bytes`), that the OS
+    // owns the waking vectors of; no slice the runtime hands out covers it (it is not a table
+    // the RSDT lists, so `table` never returns it). The writes are aligned fields.
+    unsafe {
+        base.wrapping_add(FACS_WAKING_VECTOR)
+            .cast::<u32>()
+            .write_volatile(vector);
+    }
+    // SAFETY: as above.
+    unsafe {
+        base.wrapping_add(FACS_EXTENDED_WAKING_VECTOR)
+            .cast::<u64>()
+            .write_volatile(0);
+    }
+    // SAFETY: as above.
+    Some(unsafe {
+        base.wrapping_add(FACS_WAKING_VECTOR)
+            .cast::<u32>()
+            .read_volatile()
+    })
+}
+
+/// The SLP_TYPa value of sleep state `\_S3` in the DSDT, where firmware offers S3 (QEMU omits
+/// `\_S3` with `-global PIIX4_PM.disable_s3=1` or `ICH9-LPC.disable_s3=1`). Read from the
+/// package `Name (_S3, Package () { a, b, ... })`: its first element, a byte constant.
+pub fn s3_sleep_type() -> Option<u8> {
+    /// FADT offsets: DSDT, X_DSDT.
+    const DSDT: usize = 40;
+    const EXTENDED_DSDT: usize = 140;
+    /// AML opcodes: PackageOp, BytePrefix, ZeroOp, OneOp.
+    const PACKAGE: u8 = 0x12;
+    const BYTE_PREFIX: u8 = 0x0a;
+    const ZERO: u8 = 0x00;
+    const ONE: u8 = 0x01;
+    let fadt = table(b"FACP")?;
+    let mut address = u64::from(read_u32(fadt, DSDT));
+    if address == 0 && fadt.len() >= EXTENDED_DSDT + 8 {
+        address = read_u64(fadt, EXTENDED_DSDT);
+    }
+    let dsdt = table_at(address)?;
+    let at = dsdt
+        .windows(5)
+        .position(|window| &window[..4] == b"_S3_" && window[4] == PACKAGE)?;
+    // After PackageOp: a PkgLength (one byte under 64 bytes; more bytes as bits 7:6 say), the
+    // element count, then the first element.
+    let length_start = at + 5;
+    let extra_length_bytes = usize::from(*dsdt.get(length_start)? >> 6);
+    let first = length_start + 1 + extra_length_bytes + 1;
+    match *dsdt.get(first)? {
+        BYTE_PREFIX => dsdt.get(first + 1).copied(),
+        ZERO => Some(0),
+        ONE => Some(1),
+        _ => None,
+    }
+}

@@ -317,6 +317,28 @@ pub fn translate(virtual_address: u64) -> Option<u64> {
     None
 }
 
+/// The physical addresses of the page tables a walk of `virtual_address` reads, from the root
+/// down to the table that holds its leaf entry (or the last present one).
+pub fn walk_tables(virtual_address: u64) -> heapless::Vec<u64, 5> {
+    let _guard = PAGE_TABLE_LOCK.lock();
+    let mut tables = heapless::Vec::new();
+    let mut current = root();
+    for (level, index) in indices(virtual_address) {
+        // At most five levels: the push cannot fail.
+        let _ = tables.push(current);
+        let entry = &table(current)[index];
+        if level == 1
+            || entry.is_unused()
+            || !entry.flags().contains(PageTableFlags::PRESENT)
+            || entry.flags().contains(PageTableFlags::HUGE_PAGE)
+        {
+            break;
+        }
+        current = entry.addr().as_u64();
+    }
+    tables
+}
+
 /// RAM as the boot memory map gave it (`(start, end)` pairs), which [`map_device`] refuses.
 static RAM: spin::Once<heapless::Vec<(u64, u64), { super::start_info::MAX_MEMORY_MAP_ENTRIES }>> =
     spin::Once::new();

@@ -232,6 +232,29 @@ impl Data {
         }
     }
 
+    /// Writes `bytes` at `offset` into the data's copy in the area, for a routine that runs
+    /// without [`run`] (a waking vector: [`install_waking_vector`]); the next [`run`] resets it.
+    ///
+    /// # Panics
+    /// When `offset + bytes.len()` runs past the data's end.
+    pub fn write(&self, offset: usize, bytes: &[u8]) {
+        assert!(
+            offset + bytes.len() <= self.len(),
+            "write past the real-mode data"
+        );
+        let _guard = LOCK.lock();
+        let _ = self.address();
+        // SAFETY: the range lies inside the data's copy in the real-mode area, identity mapped
+        // (above page 0), which only this module uses; the lock excludes `run`.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.start.wrapping_add(offset).cast_mut(),
+                bytes.len(),
+            );
+        }
+    }
+
     /// The little-endian word at `offset`.
     pub fn read_u16(&self, offset: usize) -> u16 {
         let mut bytes = [0; 2];
@@ -328,6 +351,16 @@ fn copy_area() {
     // mapped, used by nothing else: see the module documentation); the source is the section's
     // copy in the image; they do not overlap.
     unsafe { core::ptr::copy_nonoverlapping(load, start.cast_mut(), length) };
+}
+
+/// Copies the real-mode area down and returns `routine`'s address, for firmware to jump to in
+/// real mode on its own (the ACPI FACS waking vector: CS = address >> 4, IP = address & 0xf,
+/// so the routine's first instruction should be a far jump to segment 0). The routine then
+/// runs with none of [`run`]'s harness: it must never return.
+pub fn install_waking_vector(routine: &Routine) -> u32 {
+    let _guard = LOCK.lock();
+    copy_area();
+    u32::from(routine.address())
 }
 
 /// The context's field at `offset` (of type `T`, per [`Context`]'s layout).

@@ -1393,6 +1393,57 @@ pub unsafe fn vmrun_instruction(address: u64) {
     unsafe { asm!("vmrun rax", in("rax") address, options(nostack)) };
 }
 
+/// Bits of a nested page fault's EXITINFO1 (AMD APM Vol. 2, 15.25.6): a #PF error code in
+/// bits 31:0, and which translation faulted.
+pub mod nested_fault {
+    /// P: the entry was present (a protection or reserved-bit fault).
+    pub const PRESENT: u64 = 1;
+    /// W: a write.
+    pub const WRITE: u64 = 1 << 1;
+    /// U: a user access (every nested walk is one).
+    pub const USER: u64 = 1 << 2;
+    /// RSV: a reserved bit was set.
+    pub const RESERVED: u64 = 1 << 3;
+    /// I/D: an instruction fetch.
+    pub const FETCH: u64 = 1 << 4;
+    /// The fault hit the final translation of the guest's physical address.
+    pub const FINAL_TRANSLATION: u64 = 1 << 32;
+    /// The fault hit a translation of one of the guest's page tables (its walk).
+    pub const PAGE_TABLE_WALK: u64 = 1 << 33;
+}
+
+/// A level of the nested page table.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum NestedLevel {
+    /// The PML4 (512 GiB per entry).
+    Pml4,
+    /// The page directory pointer table (1 GiB per entry).
+    Pdpt,
+    /// The page directory (2 MiB per entry: the harness's pages).
+    Directory,
+    /// A page table (4 KiB per entry), made on demand by splitting a 2 MiB page.
+    Table,
+}
+
+/// Bits of a nested page table entry (the long-mode page table format).
+pub mod nested_entry {
+    /// P.
+    pub const PRESENT: u64 = 1;
+    /// R/W.
+    pub const WRITABLE: u64 = 1 << 1;
+    /// U/S: nested walks are user accesses, so a supervisor entry faults them all.
+    pub const USER: u64 = 1 << 2;
+    /// PS: a 2 MiB or 1 GiB page in a directory or PDPT entry.
+    pub const LARGE_PAGE: u64 = 1 << 7;
+    /// NX (with the host's EFER.NXE; reserved without).
+    pub const NO_EXECUTE: u64 = 1 << 63;
+    /// The bits [`super::Svm::update_nested_permissions`] may change.
+    pub const PERMISSIONS: u64 = PRESENT | WRITABLE | USER | NO_EXECUTE;
+}
+
+/// The physical address field of a nested page table entry.
+const NESTED_ADDRESS_MASK: u64 = 0x000f_ffff_ffff_f000;
+
 /// Builds nested page tables that map guest-physical 0 to 4 GiB onto the same host-physical
 /// addresses in 2 MiB pages, writable and executable; returns the PML4's physical address.
 /// Nested page walks count as user accesses, so every level allows user access.
@@ -1555,6 +1606,128 @@ impl Svm {
         true
     }
 
+    /// The nested page table entry of `level` that maps guest-physical `address` (below 4 GiB),
+    /// as a pointer into the harness's tables; `None` without nested paging or above 4 GiB.
+    /// Asking for [`NestedLevel::Table`] splits the 2 MiB page that holds `address` into 4 KiB
+    /// pages first (the same mapping and permissions).
+    fn nested_entry_pointer(&mut self, address: u64, level: NestedLevel) -> Option<*mut u64> {
+        let root = self.nested_cr3?;
+        if address >= 4 << 30 {
+            return None;
+        }
+        let slot = |table: u64, index: u64| (table + 8 * index) as usize as *mut u64;
+        let pml4e = slot(root, (address >> 39) & 0x1ff);
+        if level == NestedLevel::Pml4 {
+            return Some(pml4e);
+        }
+        // SAFETY: the entries are in frames `build_nested_page_tables` (or the split below)
+        // leaked for the harness, identity mapped (so are the reads below).
+        let pdpt = unsafe { *pml4e } & NESTED_ADDRESS_MASK;
+        let pdpte = slot(pdpt, (address >> 30) & 0x1ff);
+        if level == NestedLevel::Pdpt {
+            return Some(pdpte);
+        }
+        // SAFETY: as above.
+        let directory = unsafe { *pdpte } & NESTED_ADDRESS_MASK;
+        let pde = slot(directory, (address >> 21) & 0x1ff);
+        if level == NestedLevel::Directory {
+            return Some(pde);
+        }
+        // SAFETY: as above.
+        let entry = unsafe { *pde };
+        if entry & nested_entry::LARGE_PAGE != 0 {
+            let table = leak_frames(1);
+            let flags = entry & !NESTED_ADDRESS_MASK & !nested_entry::LARGE_PAGE;
+            let base = entry & NESTED_ADDRESS_MASK & !((1 << 21) - 1);
+            for index in 0..512u64 {
+                // SAFETY: `table` is a fresh frame of ours: 512 entries.
+                unsafe { *slot(table, index) = (base + index * PAGE_SIZE) | flags };
+            }
+            // SAFETY: the PDE is ours; the table maps the same 2 MiB with the same permissions,
+            // and the next VMRUN flushes the guest's TLB (TLB_CONTROL, `reset`).
+            unsafe { *pde = table | nested_entry::PRESENT | nested_entry::WRITABLE | nested_entry::USER };
+        }
+        // SAFETY: as above.
+        let table = unsafe { *pde } & NESTED_ADDRESS_MASK;
+        Some(slot(table, (address >> 12) & 0x1ff))
+    }
+
+    /// The nested page table entry of `level` that maps guest-physical `address` (kvm-unit-tests'
+    /// `npt_get_pte`/`npt_get_pde`/`npt_get_pdpe`/`npt_get_pml4e`); `None` without nested paging
+    /// or at or above 4 GiB. [`NestedLevel::Table`] splits the 2 MiB page first.
+    pub fn nested_entry(&mut self, address: u64, level: NestedLevel) -> Option<u64> {
+        // SAFETY: the pointer is into the harness's own nested tables.
+        self.nested_entry_pointer(address, level)
+            .map(|entry| unsafe { *entry })
+    }
+
+    /// The physical address of the nested page table entry of `level` for `address` (what a
+    /// test compares with where kvm-unit-tests compares entry pointers).
+    pub fn nested_entry_address(&mut self, address: u64, level: NestedLevel) -> Option<u64> {
+        self.nested_entry_pointer(address, level)
+            .map(|entry| entry as u64)
+    }
+
+    /// Sets the bits `set` and clears the bits `clear` of the nested entry of `level` for
+    /// guest-physical `address`: present, writable, user and no-execute only
+    /// ([`nested_entry::PERMISSIONS`]), which can only take the guest's access away or give
+    /// it back (a nested page fault exit). Returns the entry as it was, `None` without nested
+    /// paging. The next VMRUN flushes the guest's TLB.
+    ///
+    /// # Panics
+    /// When `set` or `clear` holds a bit other than the permissions.
+    pub fn update_nested_permissions(
+        &mut self,
+        address: u64,
+        level: NestedLevel,
+        set: u64,
+        clear: u64,
+    ) -> Option<u64> {
+        assert!(
+            (set | clear) & !nested_entry::PERMISSIONS == 0,
+            "only permission bits: set {set:#x}, clear {clear:#x}"
+        );
+        let entry = self.nested_entry_pointer(address, level)?;
+        // SAFETY: the entry is the harness's own.
+        let old = unsafe { *entry };
+        // SAFETY: as above; permission bits change what the guest may do, not where its
+        // addresses go.
+        unsafe { *entry = (old | set) & !clear };
+        Some(old)
+    }
+
+    /// Writes `value` to the nested entry of `level` for guest-physical `address` (reserved
+    /// bits, a page size bit): returns the entry as it was, `None` without nested paging.
+    ///
+    /// # Safety
+    /// A nested page table that the CPU does not treat as faulting maps the guest's addresses
+    /// onto host-physical memory: `value` must map them onto memory the guest may touch, or
+    /// the guest must not run until the entry is put back.
+    pub unsafe fn write_nested_entry(&mut self, address: u64, level: NestedLevel, value: u64) -> Option<u64> {
+        let entry = self.nested_entry_pointer(address, level)?;
+        // SAFETY: the entry is the harness's own.
+        let old = unsafe { *entry };
+        // SAFETY: as above; the caller answers for what it maps.
+        unsafe { *entry = value };
+        Some(old)
+    }
+
+    /// The address of the first instruction a guest running `guest` executes (what [`Svm::run`]
+    /// puts in the VMCB's RIP): its first fetch, so the page a nested fault of that fetch
+    /// names.
+    pub fn guest_entry_address<G: Fn()>(_guest: &G) -> u64 {
+        guest_entry::<G> as *const () as u64
+    }
+
+    /// Sets or clears the guest's EFER.NXE. Cleared, the NX bits of the page tables the guest
+    /// shares with the host are reserved to it: a guest access through such an entry takes a
+    /// #PF (the guest's).
+    pub fn set_guest_no_execute(&mut self, enabled: bool) {
+        let nxe = EferFlags::NO_EXECUTE_ENABLE.bits();
+        let efer = &mut self.vmcb.save.efer;
+        *efer = if enabled { *efer | nxe } else { *efer & !nxe };
+    }
+
     /// Whether [`Svm::reset`] turns nested paging on (CPUID reports NPT).
     pub fn nested_paging(&self) -> bool {
         self.nested_cr3.is_some()
@@ -1630,6 +1803,14 @@ impl Svm {
     /// Sets the guest's ASID (0, the host's, makes VMRUN fail).
     pub fn set_asid(&mut self, asid: u32) {
         self.vmcb.control.asid = asid;
+    }
+
+    /// Sets the PAUSE filter count (how many PAUSEs the guest executes before the PAUSE
+    /// intercept exits) and threshold (the cycles between two PAUSEs after which the count
+    /// starts again); with the PAUSE intercept set they filter it where CPUID offers them.
+    pub fn set_pause_filter(&mut self, count: u16, threshold: u16) {
+        self.vmcb.control.pause_filter_count = count;
+        self.vmcb.control.pause_filter_threshold = threshold;
     }
 
     /// Sets TSC_OFFSET.
