@@ -1,7 +1,10 @@
 //! arm-selftest: the aarch64 runtime itself, in kvm-unit-tests' arm selftest modes:
 //! `setup smp=N mem=M` (the device tree agrees with QEMU's -smp and -m; heap, pages),
 //! `vectors-kernel` and `vectors-user` (exceptions at EL1 and from EL0, with ESR/ELR/FAR
-//! checked), and `smp` (every CPU runs and has the device tree's MPIDR).
+//! checked, and an exception handler that skips the faulting instruction), and `smp` (every
+//! CPU runs and has the device tree's MPIDR). The test runs at EL2 (VHE) where the machine
+//! enters there (`virtualization=on`); the argument `el2` makes that an expectation (SKIP
+//! where the CPU has no VHE).
 #![no_std]
 #![no_main]
 
@@ -18,18 +21,25 @@ use vmunit::arch::exceptions::{FaultStatus, PSTATE_CHECKED, Registers};
 use vmunit::arch::instructions::{
     CAPTURE_SVC_IMMEDIATE, RaisingInstruction, current_el, load, supervisor_call, try_breakpoint, try_load,
     try_read, try_supervisor_call, try_undefined_instruction, try_with_registers,
-    try_with_registers_in_user_mode, undefined_instruction,
+    try_with_registers_in_user_mode, undefined_instruction, undefined_instruction_resumable,
 };
 use vmunit::arch::mmu::UnbackedPage;
 use vmunit::arch::smp::{MAX_CPUS, STACK_SIZE, cpu_count, cpu_index, current_mpidr, mpidr_of, on_cpus};
-use vmunit::arch::{Exception, ExceptionClass, mmu, run_in_user_mode};
+use vmunit::arch::registers::{HCR_EL2, Readable};
+use vmunit::arch::{
+    El2Boot, Exception, ExceptionClass, ExceptionContext, HCR_VHE, install_exception_handler, mmu,
+    run_in_user_mode,
+};
 use vmunit::catch::Attempt;
 use vmunit::memory::{Protection, TestPage};
 use vmunit::{args, prefix, report, report_skip};
 
-vmunit::main!(main);
+vmunit::main!(main, el2);
 
 fn main(arguments: &[&str]) {
+    if arguments.contains(&"el2") {
+        check_el2();
+    }
     match arguments.first().copied() {
         Some("setup") => setup(arguments),
         Some("vectors-kernel") => vectors_kernel(),
@@ -49,12 +59,42 @@ fn permission_fault(exception: &Exception) -> bool {
     matches!(exception.fault_status(), Some(FaultStatus::Permission { .. }))
 }
 
+/// The kernel's exception level as the boot chose it: EL2 with VHE, else EL1.
+fn expected_el() -> u64 {
+    if El2Boot::get() == El2Boot::Vhe { 2 } else { 1 }
+}
+
+/// The `el2` entries: the boot kept EL2 with VHE (SKIP where the CPU has none), and HCR_EL2
+/// has E2H and TGE.
+fn check_el2() {
+    let _prefix = prefix("el2");
+    let boot = El2Boot::get();
+    match boot.reason_not_at_el2() {
+        None => {
+            report!(current_el() == 2, "the runtime runs at EL2 (CurrentEL.EL {})", current_el());
+            let hcr = HCR_EL2.get();
+            report!(
+                hcr & HCR_VHE == HCR_VHE,
+                "HCR_EL2 has E2H, TGE and RW set (got {hcr:#x})"
+            );
+        }
+        Some(reason) if boot == El2Boot::DroppedWithoutVhe => {
+            report_skip!("the test asked for EL2 but runs at EL1: {reason}");
+        }
+        Some(reason) => {
+            report!(false, "the kernel runs at EL2 ({boot:?}: {reason})");
+        }
+    }
+}
+
 fn setup(arguments: &[&str]) {
     let _prefix = prefix("setup");
     report!(
-        current_el() == 1,
-        "the runtime runs at EL1 (CurrentEL.EL {})",
-        current_el()
+        current_el() == expected_el(),
+        "the runtime runs at EL{} (CurrentEL.EL {}; boot {:?})",
+        expected_el(),
+        current_el(),
+        El2Boot::get()
     );
     let platform = platform();
     match args::value(arguments, "mem").and_then(|value| value.parse::<u64>().ok()) {
@@ -220,6 +260,64 @@ fn vectors_kernel() {
         matches!(outer, Err(exception) if exception.class == ExceptionClass::Unknown
             && exception.elr == address),
         "nested catch_exception: the outer catch then catches its own UDF at {address:#x} ({outer:?})"
+    );
+    check_exception_handler();
+}
+
+/// What [`skip_undefined`] saw: calls, then ESR, ELR and x0 of the last call.
+static HANDLED: AtomicUsize = AtomicUsize::new(0);
+static HANDLED_ESR: AtomicU64 = AtomicU64::new(0);
+static HANDLED_ELR: AtomicU64 = AtomicU64::new(0);
+static HANDLED_X0: AtomicU64 = AtomicU64::new(0);
+
+/// kvm-unit-tests' UNDEF handler: notes what it saw, adds one to x0 and skips the UDF.
+#[allow(unsafe_code)]
+fn skip_undefined(context: &mut ExceptionContext<'_>) {
+    let registers = context.registers();
+    HANDLED.fetch_add(1, Ordering::Relaxed);
+    HANDLED_ESR.store(context.exception().esr, Ordering::Relaxed);
+    HANDLED_ELR.store(registers.pc, Ordering::Relaxed);
+    HANDLED_X0.store(registers.x[0], Ordering::Relaxed);
+    // SAFETY: the handler is installed only around `undefined_instruction_resumable`, whose
+    // assembly continues after its UDF and takes x0 as an output.
+    unsafe {
+        context.set_x(0, registers.x[0] + 1);
+        context.skip_instruction();
+    }
+}
+
+/// kvm-unit-tests' install_exception_handler(EL1H_SYNC, ESR_EL1_EC_UNKNOWN, ...): a handler
+/// sees the saved frame and returns past the UDF with a changed x0; removed, the UDF is caught
+/// as before.
+fn check_exception_handler() {
+    const VALUE: u64 = 0x5eed_0000_1234;
+    let previous = install_exception_handler(ExceptionClass::Unknown, Some(skip_undefined));
+    report!(previous.is_none(), "no handler was installed for EC 0x00 before");
+    let (x0, address) = undefined_instruction_resumable(VALUE);
+    install_exception_handler(ExceptionClass::Unknown, None);
+    let calls = HANDLED.load(Ordering::Relaxed);
+    let esr = HANDLED_ESR.load(Ordering::Relaxed);
+    let elr = HANDLED_ELR.load(Ordering::Relaxed);
+    let seen = HANDLED_X0.load(Ordering::Relaxed);
+    report!(
+        calls == 1 && ExceptionClass::of(esr) == ExceptionClass::Unknown,
+        "handler: the UDF went to the EC 0x00 handler once (calls {calls}, ESR {esr:#x})"
+    );
+    report!(
+        elr == address && seen == VALUE,
+        "handler: its frame has ELR at the UDF and the x0 before it (ELR {elr:#x}, UDF {address:#x}, x0 \
+         {seen:#x})"
+    );
+    report!(
+        x0 == VALUE + 1,
+        "handler: execution resumed after the UDF with the handler's x0 ({x0:#x}, expected {:#x})",
+        VALUE + 1
+    );
+    let Attempt { result, address } = try_undefined_instruction();
+    report!(
+        matches!(result, Err(exception) if exception.class == ExceptionClass::Unknown && exception.elr == address)
+            && HANDLED.load(Ordering::Relaxed) == 1,
+        "handler: once removed, a UDF is caught again and the handler is not called ({result:?})"
     );
 }
 
