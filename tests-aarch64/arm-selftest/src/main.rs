@@ -343,7 +343,8 @@ fn check_registers() {
     report!(
         matches!(capture.result, Err(exception) if exception.class == ExceptionClass::Unknown
             && exception.elr == before.pc),
-        "und: MRS of SCTLR_EL3 at EL1 raises EC 0x00 with ELR at the MRS ({:#x}; got {:?})",
+        "und: MRS of SCTLR_EL3 at EL{} raises EC 0x00 with ELR at the MRS ({:#x}; got {:?})",
+        current_el(),
         before.pc,
         capture.result
     );
@@ -485,11 +486,14 @@ fn vectors_user() {
 static SEEN_MPIDR: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(u64::MAX) }; MAX_CPUS];
 static SEEN_STACK: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static RUNS: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
+/// Each CPU's CurrentEL.EL, as it saw it.
+static SEEN_EL: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 fn record() {
     let cpu = cpu_index();
     let marker = 0u64;
     SEEN_MPIDR[cpu].store(current_mpidr(), Ordering::Release);
+    SEEN_EL[cpu].store(current_el(), Ordering::Release);
     SEEN_STACK[cpu].store(core::hint::black_box(&raw const marker) as u64, Ordering::Release);
     RUNS[cpu].fetch_add(1, Ordering::AcqRel);
 }
@@ -525,6 +529,15 @@ fn smp() {
     report!(
         wrong.is_empty(),
         "on_cpus ran the function once on each CPU index (CPUs with another count: {wrong:?})"
+    );
+    let wrong: Vec<(usize, u64)> = (0..count)
+        .map(|cpu| (cpu, SEEN_EL[cpu].load(Ordering::Acquire)))
+        .filter(|&(_, level)| level != expected_el())
+        .collect();
+    report!(
+        wrong.is_empty(),
+        "every CPU runs at EL{} as the boot CPU does (CPUs elsewhere: {wrong:?})",
+        expected_el()
     );
     let wrong: Vec<(usize, u64)> = (0..count)
         .map(|cpu| (cpu, SEEN_MPIDR[cpu].load(Ordering::Acquire)))
