@@ -25,14 +25,18 @@ use vmunit::arch::instructions::{
 };
 use vmunit::arch::mmu::UnbackedPage;
 use vmunit::arch::smp::{MAX_CPUS, STACK_SIZE, cpu_count, cpu_index, current_mpidr, mpidr_of, on_cpus};
-use vmunit::arch::registers::{HCR_EL2, Readable};
+use vmunit::arch::registers::{
+    CurrentEL, HCR_EL2, ID_AA64DFR0_EL1, ID_AA64ISAR0_EL1, ID_AA64ISAR1_EL1, ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1,
+    ID_AA64MMFR2_EL1, ID_AA64PFR0_EL1, ID_AA64PFR1_EL1, MIDR_EL1, MPIDR_EL1, Readable, clidr_el1, ctr_el0,
+    id_aa64isar2_el1, id_aa64zfr0_el1,
+};
 use vmunit::arch::{
     El2Boot, Exception, ExceptionClass, ExceptionContext, HCR_VHE, install_exception_handler, mmu,
     run_in_user_mode,
 };
 use vmunit::catch::Attempt;
 use vmunit::memory::{Protection, TestPage};
-use vmunit::{args, prefix, report, report_skip};
+use vmunit::{args, prefix, report, report_info, report_skip};
 
 vmunit::main!(main, el2);
 
@@ -87,6 +91,59 @@ fn check_el2() {
     }
 }
 
+/// The identification registers read safely through `vmunit::arch::registers` and agree with
+/// the level the kernel runs at.
+fn check_identification() {
+    report_info!(
+        "MIDR_EL1 {:#x} MPIDR_EL1 {:#x} CTR_EL0 {:#x} CLIDR_EL1 {:#x}",
+        MIDR_EL1.get(),
+        MPIDR_EL1.get(),
+        ctr_el0(),
+        clidr_el1()
+    );
+    report_info!(
+        "ID_AA64PFR0/1 {:#x} {:#x} DFR0 {:#x} ISAR0/1/2 {:#x} {:#x} {:#x} MMFR0/1/2 {:#x} {:#x} {:#x} ZFR0 {:#x}",
+        ID_AA64PFR0_EL1.get(),
+        ID_AA64PFR1_EL1.get(),
+        ID_AA64DFR0_EL1.get(),
+        ID_AA64ISAR0_EL1.get(),
+        ID_AA64ISAR1_EL1.get(),
+        id_aa64isar2_el1(),
+        ID_AA64MMFR0_EL1.get(),
+        ID_AA64MMFR1_EL1.get(),
+        ID_AA64MMFR2_EL1.get(),
+        id_aa64zfr0_el1()
+    );
+    report!(
+        CurrentEL.read(CurrentEL::EL) == current_el(),
+        "CurrentEL.EL through aarch64-cpu's CurrentEL is current_el() ({})",
+        CurrentEL.read(CurrentEL::EL)
+    );
+    let pfr0 = ID_AA64PFR0_EL1.get();
+    let (el0, el1, el2) = (pfr0 & 0xf, (pfr0 >> 4) & 0xf, (pfr0 >> 8) & 0xf);
+    report!(
+        el0 != 0 && el1 != 0,
+        "ID_AA64PFR0_EL1.EL0 and EL1 say AArch64 is implemented there (EL0 {el0}, EL1 {el1})"
+    );
+    if current_el() == 2 {
+        let vh = ID_AA64MMFR1_EL1.read(ID_AA64MMFR1_EL1::VH);
+        report!(
+            el2 != 0 && vh != 0,
+            "at EL2: ID_AA64PFR0_EL1.EL2 ({el2}) and ID_AA64MMFR1_EL1.VH ({vh}) are implemented"
+        );
+    }
+    report!(
+        ctr_el0() & (1 << 31) != 0,
+        "CTR_EL0 bit 31 (RES1) is set ({:#x})",
+        ctr_el0()
+    );
+    report!(
+        MPIDR_EL1.get() & (1 << 31) != 0,
+        "MPIDR_EL1 bit 31 (RES1) is set ({:#x})",
+        MPIDR_EL1.get()
+    );
+}
+
 fn setup(arguments: &[&str]) {
     let _prefix = prefix("setup");
     report!(
@@ -96,6 +153,7 @@ fn setup(arguments: &[&str]) {
         current_el(),
         El2Boot::get()
     );
+    check_identification();
     let platform = platform();
     match args::value(arguments, "mem").and_then(|value| value.parse::<u64>().ok()) {
         Some(mebibytes) => report!(
