@@ -24,12 +24,12 @@ use vmunit::arch::instructions::{
     try_with_registers_in_user_mode, undefined_instruction, undefined_instruction_resumable,
 };
 use vmunit::arch::mmu::UnbackedPage;
-use vmunit::arch::smp::{MAX_CPUS, STACK_SIZE, cpu_count, cpu_index, current_mpidr, mpidr_of, on_cpus};
 use vmunit::arch::registers::{
-    CurrentEL, HCR_EL2, ID_AA64DFR0_EL1, ID_AA64ISAR0_EL1, ID_AA64ISAR1_EL1, ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1,
-    ID_AA64MMFR2_EL1, ID_AA64PFR0_EL1, ID_AA64PFR1_EL1, MIDR_EL1, MPIDR_EL1, Readable, clidr_el1, ctr_el0,
-    id_aa64isar2_el1, id_aa64zfr0_el1,
+    CurrentEL, HCR_EL2, ID_AA64DFR0_EL1, ID_AA64ISAR0_EL1, ID_AA64ISAR1_EL1, ID_AA64MMFR0_EL1,
+    ID_AA64MMFR1_EL1, ID_AA64MMFR2_EL1, ID_AA64PFR0_EL1, ID_AA64PFR1_EL1, MIDR_EL1, MPIDR_EL1, Readable,
+    clidr_el1, ctr_el0, id_aa64isar2_el1, id_aa64zfr0_el1,
 };
+use vmunit::arch::smp::{MAX_CPUS, STACK_SIZE, cpu_count, cpu_index, current_mpidr, mpidr_of, on_cpus};
 use vmunit::arch::{
     El2Boot, Exception, ExceptionClass, ExceptionContext, HCR_VHE, install_exception_handler, mmu,
     run_in_user_mode,
@@ -75,7 +75,11 @@ fn check_el2() {
     let boot = El2Boot::get();
     match boot.reason_not_at_el2() {
         None => {
-            report!(current_el() == 2, "the runtime runs at EL2 (CurrentEL.EL {})", current_el());
+            report!(
+                current_el() == 2,
+                "the runtime runs at EL2 (CurrentEL.EL {})",
+                current_el()
+            );
             let hcr = HCR_EL2.get();
             report!(
                 hcr & HCR_VHE == HCR_VHE,
@@ -337,11 +341,10 @@ fn skip_undefined(context: &mut ExceptionContext<'_>) {
     HANDLED_ELR.store(registers.pc, Ordering::Relaxed);
     HANDLED_X0.store(registers.x[0], Ordering::Relaxed);
     // SAFETY: the handler is installed only around `undefined_instruction_resumable`, whose
-    // assembly continues after its UDF and takes x0 as an output.
-    unsafe {
-        context.set_x(0, registers.x[0] + 1);
-        context.skip_instruction();
-    }
+    // assembly takes x0 as an output of the UDF.
+    unsafe { context.set_x(0, registers.x[0] + 1) };
+    // SAFETY: and that assembly continues after its UDF.
+    unsafe { context.skip_instruction() };
 }
 
 /// kvm-unit-tests' install_exception_handler(EL1H_SYNC, ESR_EL1_EC_UNKNOWN, ...): a handler

@@ -9,13 +9,13 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use vmunit::arch::El2Boot;
+use vmunit::arch::device_tree::platform;
 use vmunit::arch::gic;
+use vmunit::arch::instructions::current_el;
 use vmunit::arch::instructions::wait_for_interrupt_enabled;
 use vmunit::arch::timer::{self, CTL_ENABLE, CTL_IMASK, CTL_ISTATUS, Timer};
 use vmunit::time::{spin_until, wait_until};
-use vmunit::arch::El2Boot;
-use vmunit::arch::device_tree::platform;
-use vmunit::arch::instructions::current_el;
 use vmunit::{prefix, report, report_info, report_skip, report_summary};
 
 vmunit::main!(main, el2);

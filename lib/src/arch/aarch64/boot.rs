@@ -332,7 +332,9 @@ impl El2Boot {
     pub fn reason_not_at_el2(self) -> Option<&'static str> {
         match self {
             El2Boot::Vhe => None,
-            El2Boot::EnteredAtEl1 => Some("QEMU entered at EL1 (the machine needs virtualization=on for EL2)"),
+            El2Boot::EnteredAtEl1 => {
+                Some("QEMU entered at EL1 (the machine needs virtualization=on for EL2)")
+            }
             El2Boot::Dropped => Some("the test does not ask for EL2 (vmunit::main!(main, el2))"),
             El2Boot::DroppedWithoutVhe => {
                 Some("the CPU has no FEAT_VHE (ID_AA64MMFR1_EL1.VH = 0), which the runtime needs at EL2")

@@ -229,7 +229,8 @@ fn read(fdt: &Fdt<'_>, dtb_address: u64) -> Result<Platform, &'static str> {
                 .chunks_exact(4)
                 .map(|bytes| u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
             for number in &mut numbers {
-                let (Some(_kind), Some(value), Some(_flags)) = (cells.next(), cells.next(), cells.next()) else {
+                let (Some(_kind), Some(value), Some(_flags)) = (cells.next(), cells.next(), cells.next())
+                else {
                     break;
                 };
                 *number = Some(16 + value);

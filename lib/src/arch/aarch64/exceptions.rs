@@ -419,7 +419,11 @@ impl fmt::Display for Exception {
             formatter,
             "{} from EL{} at ELR {:#x}, ESR {:#x}, FAR {:#x}",
             self.class,
-            if self.from_user { 0 } else { super::instructions::current_el() },
+            if self.from_user {
+                0
+            } else {
+                super::instructions::current_el()
+            },
             self.elr,
             self.esr,
             self.far
@@ -1034,7 +1038,11 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
     crate::println!(
         "Unhandled exception: {what} ({}) from EL{} on CPU {cpu}, vector kind {kind}",
         exception.class,
-        if exception.from_user { 0 } else { super::instructions::current_el() }
+        if exception.from_user {
+            0
+        } else {
+            super::instructions::current_el()
+        }
     );
     let overflowed = stack_guard_owner(exception.far).filter(|_| {
         taken == VectorType::Synchronous

@@ -27,7 +27,8 @@ pub mod timer;
 pub use boot::{El2Boot, HCR_VHE};
 pub use exceptions::{
     DebugFrame, DebugHandler, Exception, ExceptionClass, ExceptionContext, ExceptionFrame, ExceptionHandler,
-    FaultStatus, Vector, catch_exception, install_exception_handler, run_in_user_mode, set_debug_handler, trap_exceptions,
+    FaultStatus, Vector, catch_exception, install_exception_handler, run_in_user_mode, set_debug_handler,
+    trap_exceptions,
 };
 pub use gic::{InterruptHandler, InterruptNumber, set_interrupt_handler};
 pub use instructions::{try_call, try_read, try_write};
