@@ -10,7 +10,7 @@
 
 extern crate alloc;
 
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use alloc::format;
 use alloc::string::String;
@@ -332,7 +332,8 @@ static HANDLED_ESR: AtomicU64 = AtomicU64::new(0);
 static HANDLED_ELR: AtomicU64 = AtomicU64::new(0);
 static HANDLED_X0: AtomicU64 = AtomicU64::new(0);
 
-/// kvm-unit-tests' UNDEF handler: notes what it saw, adds one to x0 and skips the UDF.
+/// kvm-unit-tests' UNDEF handler: notes what it saw, adds one to x0 and skips the UDF (at the
+/// kernel's level or at EL0).
 #[allow(unsafe_code)]
 fn skip_undefined(context: &mut ExceptionContext<'_>) {
     let registers = context.registers();
@@ -340,6 +341,7 @@ fn skip_undefined(context: &mut ExceptionContext<'_>) {
     HANDLED_ESR.store(context.exception().esr, Ordering::Relaxed);
     HANDLED_ELR.store(registers.pc, Ordering::Relaxed);
     HANDLED_X0.store(registers.x[0], Ordering::Relaxed);
+    HANDLED_FROM_USER.store(context.exception().from_user, Ordering::Relaxed);
     // SAFETY: the handler is installed only around `undefined_instruction_resumable`, whose
     // assembly takes x0 as an output of the UDF.
     unsafe { context.set_x(0, registers.x[0] + 1) };
@@ -541,6 +543,29 @@ fn vectors_user() {
     );
     let result = run_in_user_mode(|| load(address));
     report!(result == Ok(99), "EL0 then reads it (got {result:?})");
+    check_user_exception_handler();
+}
+
+/// Whether the last exception [`skip_undefined`] saw came from EL0.
+static HANDLED_FROM_USER: AtomicBool = AtomicBool::new(false);
+
+/// The EC 0x00 handler takes a UDF from EL0 too (kvm-unit-tests' EL0_SYNC_64 handlers), and the
+/// EL0 run continues after it.
+fn check_user_exception_handler() {
+    const VALUE: u64 = 0x0e10_0000_0042;
+    let calls = HANDLED.load(Ordering::Relaxed);
+    install_exception_handler(ExceptionClass::Unknown, Some(skip_undefined));
+    let result = run_in_user_mode(|| undefined_instruction_resumable(VALUE));
+    install_exception_handler(ExceptionClass::Unknown, None);
+    let elr = HANDLED_ELR.load(Ordering::Relaxed);
+    report!(
+        HANDLED.load(Ordering::Relaxed) == calls + 1 && HANDLED_FROM_USER.load(Ordering::Relaxed),
+        "handler: a UDF at EL0 went to the EC 0x00 handler once, taken from EL0"
+    );
+    report!(
+        matches!(result, Ok((x0, address)) if x0 == VALUE + 1 && address == elr),
+        "handler: the EL0 run resumed after its UDF with the handler's x0 (got {result:x?}, ELR {elr:#x})"
+    );
 }
 
 /// What each CPU recorded: its MPIDR affinity, its stack pointer, and how often it ran.
