@@ -111,9 +111,20 @@ macro_rules! subtests {
 /// the runner's `test_args`). A `main` that returns nothing ends with [`report_summary()`]'s
 /// code; one that returns an `i32` (often `report_summary()` itself) exits with that code
 /// (see [`Termination`]).
+///
+/// `vmunit::main!(main, el2);` (aarch64) states that the test runs at EL2 where the machine
+/// enters the kernel there (`-M virt,virtualization=on`) and the CPU has VHE: the kernel then
+/// stays at EL2 with HCR_EL2.{E2H, TGE} = {1, 1}, as kvm-unit-tests does. Without `el2` the
+/// boot drops to EL1. `vmunit::arch::El2Boot::get()` says which happened, and why.
 #[macro_export]
 macro_rules! main {
     ($function:path) => {
+        $crate::main!(@entry $function, 0);
+    };
+    ($function:path, el2) => {
+        $crate::main!(@entry $function, 1);
+    };
+    (@entry $function:path, $el2:literal) => {
         /// The runtime's hook into this test (see `vmunit::main!`).
         #[allow(unsafe_code)]
         #[unsafe(no_mangle)]
@@ -121,6 +132,13 @@ macro_rules! main {
             let main: fn(&[&str]) -> _ = $function;
             $crate::Termination::exit_code(main(args))
         }
+
+        /// The test's choice of exception level, read by the aarch64 boot code before any Rust
+        /// runs: 1 stays at EL2 (with VHE) when entered there, 0 drops to EL1.
+        #[allow(unsafe_code, non_upper_case_globals)]
+        #[unsafe(no_mangle)]
+        #[used]
+        pub static vmunit_el2_choice: u8 = $el2;
     };
 }
 

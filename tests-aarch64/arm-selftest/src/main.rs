@@ -1,13 +1,16 @@
 //! arm-selftest: the aarch64 runtime itself, in kvm-unit-tests' arm selftest modes:
 //! `setup smp=N mem=M` (the device tree agrees with QEMU's -smp and -m; heap, pages),
 //! `vectors-kernel` and `vectors-user` (exceptions at EL1 and from EL0, with ESR/ELR/FAR
-//! checked), and `smp` (every CPU runs and has the device tree's MPIDR).
+//! checked, and an exception handler that skips the faulting instruction), and `smp` (every
+//! CPU runs and has the device tree's MPIDR). The test runs at EL2 (VHE) where the machine
+//! enters there (`virtualization=on`); the argument `el2` makes that an expectation (SKIP
+//! where the CPU has no VHE).
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use alloc::format;
 use alloc::string::String;
@@ -18,18 +21,29 @@ use vmunit::arch::exceptions::{FaultStatus, PSTATE_CHECKED, Registers};
 use vmunit::arch::instructions::{
     CAPTURE_SVC_IMMEDIATE, RaisingInstruction, current_el, load, supervisor_call, try_breakpoint, try_load,
     try_read, try_supervisor_call, try_undefined_instruction, try_with_registers,
-    try_with_registers_in_user_mode, undefined_instruction,
+    try_with_registers_in_user_mode, undefined_instruction, undefined_instruction_resumable,
 };
 use vmunit::arch::mmu::UnbackedPage;
+use vmunit::arch::registers::{
+    CurrentEL, HCR_EL2, ID_AA64DFR0_EL1, ID_AA64ISAR0_EL1, ID_AA64ISAR1_EL1, ID_AA64MMFR0_EL1,
+    ID_AA64MMFR1_EL1, ID_AA64MMFR2_EL1, ID_AA64PFR0_EL1, ID_AA64PFR1_EL1, MIDR_EL1, MPIDR_EL1, Readable,
+    clidr_el1, ctr_el0, id_aa64isar2_el1, id_aa64zfr0_el1,
+};
 use vmunit::arch::smp::{MAX_CPUS, STACK_SIZE, cpu_count, cpu_index, current_mpidr, mpidr_of, on_cpus};
-use vmunit::arch::{Exception, ExceptionClass, mmu, run_in_user_mode};
+use vmunit::arch::{
+    El2Boot, Exception, ExceptionClass, ExceptionContext, HCR_VHE, install_exception_handler, mmu,
+    run_in_user_mode,
+};
 use vmunit::catch::Attempt;
 use vmunit::memory::{Protection, TestPage};
-use vmunit::{args, prefix, report, report_skip};
+use vmunit::{args, prefix, report, report_info, report_skip};
 
-vmunit::main!(main);
+vmunit::main!(main, el2);
 
 fn main(arguments: &[&str]) {
+    if arguments.contains(&"el2") {
+        check_el2();
+    }
     match arguments.first().copied() {
         Some("setup") => setup(arguments),
         Some("vectors-kernel") => vectors_kernel(),
@@ -49,13 +63,101 @@ fn permission_fault(exception: &Exception) -> bool {
     matches!(exception.fault_status(), Some(FaultStatus::Permission { .. }))
 }
 
+/// The kernel's exception level as the boot chose it: EL2 with VHE, else EL1.
+fn expected_el() -> u64 {
+    if El2Boot::get() == El2Boot::Vhe { 2 } else { 1 }
+}
+
+/// The `el2` entries: the boot kept EL2 with VHE (SKIP where the CPU has none), and HCR_EL2
+/// has E2H and TGE.
+fn check_el2() {
+    let _prefix = prefix("el2");
+    let boot = El2Boot::get();
+    match boot.reason_not_at_el2() {
+        None => {
+            report!(
+                current_el() == 2,
+                "the runtime runs at EL2 (CurrentEL.EL {})",
+                current_el()
+            );
+            let hcr = HCR_EL2.get();
+            report!(
+                hcr & HCR_VHE == HCR_VHE,
+                "HCR_EL2 has E2H, TGE and RW set (got {hcr:#x})"
+            );
+        }
+        Some(reason) if boot == El2Boot::DroppedWithoutVhe => {
+            report_skip!("the test asked for EL2 but runs at EL1: {reason}");
+        }
+        Some(reason) => {
+            report!(false, "the kernel runs at EL2 ({boot:?}: {reason})");
+        }
+    }
+}
+
+/// The identification registers read safely through `vmunit::arch::registers` and agree with
+/// the level the kernel runs at.
+fn check_identification() {
+    report_info!(
+        "MIDR_EL1 {:#x} MPIDR_EL1 {:#x} CTR_EL0 {:#x} CLIDR_EL1 {:#x}",
+        MIDR_EL1.get(),
+        MPIDR_EL1.get(),
+        ctr_el0(),
+        clidr_el1()
+    );
+    report_info!(
+        "ID_AA64PFR0/1 {:#x} {:#x} DFR0 {:#x} ISAR0/1/2 {:#x} {:#x} {:#x} MMFR0/1/2 {:#x} {:#x} {:#x} ZFR0 {:#x}",
+        ID_AA64PFR0_EL1.get(),
+        ID_AA64PFR1_EL1.get(),
+        ID_AA64DFR0_EL1.get(),
+        ID_AA64ISAR0_EL1.get(),
+        ID_AA64ISAR1_EL1.get(),
+        id_aa64isar2_el1(),
+        ID_AA64MMFR0_EL1.get(),
+        ID_AA64MMFR1_EL1.get(),
+        ID_AA64MMFR2_EL1.get(),
+        id_aa64zfr0_el1()
+    );
+    report!(
+        CurrentEL.read(CurrentEL::EL) == current_el(),
+        "CurrentEL.EL through aarch64-cpu's CurrentEL is current_el() ({})",
+        CurrentEL.read(CurrentEL::EL)
+    );
+    let pfr0 = ID_AA64PFR0_EL1.get();
+    let (el0, el1, el2) = (pfr0 & 0xf, (pfr0 >> 4) & 0xf, (pfr0 >> 8) & 0xf);
+    report!(
+        el0 != 0 && el1 != 0,
+        "ID_AA64PFR0_EL1.EL0 and EL1 say AArch64 is implemented there (EL0 {el0}, EL1 {el1})"
+    );
+    if current_el() == 2 {
+        let vh = ID_AA64MMFR1_EL1.read(ID_AA64MMFR1_EL1::VH);
+        report!(
+            el2 != 0 && vh != 0,
+            "at EL2: ID_AA64PFR0_EL1.EL2 ({el2}) and ID_AA64MMFR1_EL1.VH ({vh}) are implemented"
+        );
+    }
+    report!(
+        ctr_el0() & (1 << 31) != 0,
+        "CTR_EL0 bit 31 (RES1) is set ({:#x})",
+        ctr_el0()
+    );
+    report!(
+        MPIDR_EL1.get() & (1 << 31) != 0,
+        "MPIDR_EL1 bit 31 (RES1) is set ({:#x})",
+        MPIDR_EL1.get()
+    );
+}
+
 fn setup(arguments: &[&str]) {
     let _prefix = prefix("setup");
     report!(
-        current_el() == 1,
-        "the runtime runs at EL1 (CurrentEL.EL {})",
-        current_el()
+        current_el() == expected_el(),
+        "the runtime runs at EL{} (CurrentEL.EL {}; boot {:?})",
+        expected_el(),
+        current_el(),
+        El2Boot::get()
     );
+    check_identification();
     let platform = platform();
     match args::value(arguments, "mem").and_then(|value| value.parse::<u64>().ok()) {
         Some(mebibytes) => report!(
@@ -221,6 +323,65 @@ fn vectors_kernel() {
             && exception.elr == address),
         "nested catch_exception: the outer catch then catches its own UDF at {address:#x} ({outer:?})"
     );
+    check_exception_handler();
+}
+
+/// What [`skip_undefined`] saw: calls, then ESR, ELR and x0 of the last call.
+static HANDLED: AtomicUsize = AtomicUsize::new(0);
+static HANDLED_ESR: AtomicU64 = AtomicU64::new(0);
+static HANDLED_ELR: AtomicU64 = AtomicU64::new(0);
+static HANDLED_X0: AtomicU64 = AtomicU64::new(0);
+
+/// kvm-unit-tests' UNDEF handler: notes what it saw, adds one to x0 and skips the UDF (at the
+/// kernel's level or at EL0).
+#[allow(unsafe_code)]
+fn skip_undefined(context: &mut ExceptionContext<'_>) {
+    let registers = context.registers();
+    HANDLED.fetch_add(1, Ordering::Relaxed);
+    HANDLED_ESR.store(context.exception().esr, Ordering::Relaxed);
+    HANDLED_ELR.store(registers.pc, Ordering::Relaxed);
+    HANDLED_X0.store(registers.x[0], Ordering::Relaxed);
+    HANDLED_FROM_USER.store(context.exception().from_user, Ordering::Relaxed);
+    // SAFETY: the handler is installed only around `undefined_instruction_resumable`, whose
+    // assembly takes x0 as an output of the UDF.
+    unsafe { context.set_x(0, registers.x[0] + 1) };
+    // SAFETY: and that assembly continues after its UDF.
+    unsafe { context.skip_instruction() };
+}
+
+/// kvm-unit-tests' install_exception_handler(EL1H_SYNC, ESR_EL1_EC_UNKNOWN, ...): a handler
+/// sees the saved frame and returns past the UDF with a changed x0; removed, the UDF is caught
+/// as before.
+fn check_exception_handler() {
+    const VALUE: u64 = 0x5eed_0000_1234;
+    let previous = install_exception_handler(ExceptionClass::Unknown, Some(skip_undefined));
+    report!(previous.is_none(), "no handler was installed for EC 0x00 before");
+    let (x0, address) = undefined_instruction_resumable(VALUE);
+    install_exception_handler(ExceptionClass::Unknown, None);
+    let calls = HANDLED.load(Ordering::Relaxed);
+    let esr = HANDLED_ESR.load(Ordering::Relaxed);
+    let elr = HANDLED_ELR.load(Ordering::Relaxed);
+    let seen = HANDLED_X0.load(Ordering::Relaxed);
+    report!(
+        calls == 1 && ExceptionClass::of(esr) == ExceptionClass::Unknown,
+        "handler: the UDF went to the EC 0x00 handler once (calls {calls}, ESR {esr:#x})"
+    );
+    report!(
+        elr == address && seen == VALUE,
+        "handler: its frame has ELR at the UDF and the x0 before it (ELR {elr:#x}, UDF {address:#x}, x0 \
+         {seen:#x})"
+    );
+    report!(
+        x0 == VALUE + 1,
+        "handler: execution resumed after the UDF with the handler's x0 ({x0:#x}, expected {:#x})",
+        VALUE + 1
+    );
+    let Attempt { result, address } = try_undefined_instruction();
+    report!(
+        matches!(result, Err(exception) if exception.class == ExceptionClass::Unknown && exception.elr == address)
+            && HANDLED.load(Ordering::Relaxed) == 1,
+        "handler: once removed, a UDF is caught again and the handler is not called ({result:?})"
+    );
 }
 
 /// The first register where `seen` differs from `expected`, by name, with both values.
@@ -245,7 +406,8 @@ fn check_registers() {
     report!(
         matches!(capture.result, Err(exception) if exception.class == ExceptionClass::Unknown
             && exception.elr == before.pc),
-        "und: MRS of SCTLR_EL3 at EL1 raises EC 0x00 with ELR at the MRS ({:#x}; got {:?})",
+        "und: MRS of SCTLR_EL3 at EL{} raises EC 0x00 with ELR at the MRS ({:#x}; got {:?})",
+        current_el(),
         before.pc,
         capture.result
     );
@@ -381,17 +543,43 @@ fn vectors_user() {
     );
     let result = run_in_user_mode(|| load(address));
     report!(result == Ok(99), "EL0 then reads it (got {result:?})");
+    check_user_exception_handler();
+}
+
+/// Whether the last exception [`skip_undefined`] saw came from EL0.
+static HANDLED_FROM_USER: AtomicBool = AtomicBool::new(false);
+
+/// The EC 0x00 handler takes a UDF from EL0 too (kvm-unit-tests' EL0_SYNC_64 handlers), and the
+/// EL0 run continues after it.
+fn check_user_exception_handler() {
+    const VALUE: u64 = 0x0e10_0000_0042;
+    let calls = HANDLED.load(Ordering::Relaxed);
+    install_exception_handler(ExceptionClass::Unknown, Some(skip_undefined));
+    let result = run_in_user_mode(|| undefined_instruction_resumable(VALUE));
+    install_exception_handler(ExceptionClass::Unknown, None);
+    let elr = HANDLED_ELR.load(Ordering::Relaxed);
+    report!(
+        HANDLED.load(Ordering::Relaxed) == calls + 1 && HANDLED_FROM_USER.load(Ordering::Relaxed),
+        "handler: a UDF at EL0 went to the EC 0x00 handler once, taken from EL0"
+    );
+    report!(
+        matches!(result, Ok((x0, address)) if x0 == VALUE + 1 && address == elr),
+        "handler: the EL0 run resumed after its UDF with the handler's x0 (got {result:x?}, ELR {elr:#x})"
+    );
 }
 
 /// What each CPU recorded: its MPIDR affinity, its stack pointer, and how often it ran.
 static SEEN_MPIDR: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(u64::MAX) }; MAX_CPUS];
 static SEEN_STACK: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 static RUNS: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
+/// Each CPU's CurrentEL.EL, as it saw it.
+static SEEN_EL: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
 fn record() {
     let cpu = cpu_index();
     let marker = 0u64;
     SEEN_MPIDR[cpu].store(current_mpidr(), Ordering::Release);
+    SEEN_EL[cpu].store(current_el(), Ordering::Release);
     SEEN_STACK[cpu].store(core::hint::black_box(&raw const marker) as u64, Ordering::Release);
     RUNS[cpu].fetch_add(1, Ordering::AcqRel);
 }
@@ -427,6 +615,15 @@ fn smp() {
     report!(
         wrong.is_empty(),
         "on_cpus ran the function once on each CPU index (CPUs with another count: {wrong:?})"
+    );
+    let wrong: Vec<(usize, u64)> = (0..count)
+        .map(|cpu| (cpu, SEEN_EL[cpu].load(Ordering::Acquire)))
+        .filter(|&(_, level)| level != expected_el())
+        .collect();
+    report!(
+        wrong.is_empty(),
+        "every CPU runs at EL{} as the boot CPU does (CPUs elsewhere: {wrong:?})",
+        expected_el()
     );
     let wrong: Vec<(usize, u64)> = (0..count)
         .map(|cpu| (cpu, SEEN_MPIDR[cpu].load(Ordering::Acquire)))

@@ -10,13 +10,16 @@
 use core::cell::Cell;
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use vmunit::arch::El2Boot;
+use vmunit::arch::device_tree::platform;
 use vmunit::arch::gic;
+use vmunit::arch::instructions::current_el;
 use vmunit::arch::instructions::wait_for_interrupt_enabled;
 use vmunit::arch::timer::{self, CTL_ENABLE, CTL_IMASK, CTL_ISTATUS, Timer};
 use vmunit::time::{spin_until, wait_until};
-use vmunit::{prefix, report, report_info, report_summary};
+use vmunit::{prefix, report, report_info, report_skip, report_summary};
 
-vmunit::main!(main);
+vmunit::main!(main, el2);
 
 /// The bound on how late ISTATUS and the interrupt may come after CVAL, in milliseconds:
 /// kvm-unit-tests' 10 ms under KVM, where the timer is the host's hardware timer. Under TCG
@@ -64,7 +67,43 @@ fn main(arguments: &[&str]) -> i32 {
         report!(false, "the GIC initialises: {problem}");
         return report_summary();
     }
-    let chosen = |name: &str| arguments.is_empty() || arguments.contains(&name);
+    if arguments.contains(&"el2") {
+        match El2Boot::get().reason_not_at_el2() {
+            None => {
+                let (physical, virtual_intid) = platform().hypervisor_timer_interrupts;
+                report!(
+                    current_el() == 2 && physical.is_some() && virtual_intid.is_some(),
+                    "at EL2, the DTB lists the EL2 physical and virtual timer PPIs (got {physical:?}, \
+                     {virtual_intid:?})"
+                );
+                let el1 = platform().timer_interrupts;
+                report!(
+                    el1.is_none_or(|(el1_physical, el1_virtual)| {
+                        ![el1_physical, el1_virtual].contains(&Timer::Physical.intid())
+                            && ![el1_physical, el1_virtual].contains(&Timer::Virtual.intid())
+                    }),
+                    "the EL2 timers' PPIs ({}, {}) are not the EL1 timers' ({el1:?})",
+                    Timer::Physical.intid(),
+                    Timer::Virtual.intid()
+                );
+            }
+            Some(reason) => {
+                report_skip!("EL2 timers: the test runs at EL1: {reason}");
+            }
+        }
+    }
+    for timer in [Timer::Virtual, Timer::Physical] {
+        report_info!(
+            "{}: {}_* at EL{}, PPI INTID {}",
+            timer.name(),
+            timer.registers(),
+            current_el(),
+            timer.intid()
+        );
+    }
+    let timers: [&str; 2] = [Timer::Virtual.name(), Timer::Physical.name()];
+    let picked = arguments.iter().any(|word| timers.contains(word));
+    let chosen = |name: &str| !picked || arguments.contains(&name);
     for timer in [Timer::Virtual, Timer::Physical] {
         if chosen(timer.name()) {
             check_timer(timer, frequency);

@@ -1,5 +1,5 @@
-//! aarch64 early boot: the ELF entry `_start`, the PSCI CPU_ON entry of secondary CPUs, the drop
-//! from EL2 to EL1, and the boot page tables that turn the MMU on before any Rust code runs.
+//! aarch64 early boot: the ELF entry `_start`, the PSCI CPU_ON entry of secondary CPUs, EL2
+//! (stay there with VHE when the test asks for it, else drop to EL1: [`El2Boot`]), and the boot page tables that turn the MMU on before any Rust code runs.
 //!
 //! QEMU enters `_start` at EL1 (EL2 with `-M virt,virtualization=on`) with the MMU and caches
 //! off, x0 = 0 for an ELF kernel (the DTB then sits at RAM base) and CPACR_EL1.FPEN = 0. The
@@ -12,6 +12,7 @@
 //! cache lines are invalidated before the MMU and caches go on, so no stale line can hide it.
 
 use core::arch::global_asm;
+use core::sync::atomic::{AtomicU8, Ordering};
 
 use aarch64_cpu::registers::{CPACR_EL1, SCTLR_EL1};
 
@@ -44,6 +45,11 @@ const CPACR: u64 = CPACR_EL1::FPEN::TrapNothing.value;
 /// CPACR_EL1.ZEN = 0b11: SVE instructions (and ZCR_EL1) run at EL0 and EL1 without traps; set
 /// only where ID_AA64PFR0_EL1.SVE says SVE is implemented.
 const CPACR_ZEN: u64 = 3 << 16;
+
+/// HCR_EL2 of a test that runs at EL2: E2H (bit 34, the EL2&0 regime: EL1 register names reach
+/// their EL2 registers), RW (bit 31) and TGE (bit 27: exceptions and interrupts of EL0 and EL2
+/// go to EL2). kvm-unit-tests' arm/cstart64.S sets the same when entered at EL2 with VHE.
+pub const HCR_VHE: u64 = 1 << 34 | 1 << 31 | 1 << 27;
 
 const _: () = assert!(MAIR == 0xf0_ff00);
 const _: () = assert!(TCR_BASE == 0x80_3510);
@@ -117,6 +123,7 @@ global_asm!(
         bl vmunit_enable_mmu
         mov x0, x19
         mov x1, #0
+        mov x2, x20
         b vmunit_enter_rust
 
     /* PSCI CPU_ON entry of a secondary CPU: x0 = its CPU index (the context id). */
@@ -130,7 +137,7 @@ global_asm!(
         mov x1, x19
         b vmunit_enter_rust
 
-    /* x0: rust_entry's argument; x1: CPU index. SP_EL1 gets that CPU's exception stack, and
+    /* x0: rust_entry's argument; x1: CPU index; x2: what vmunit_to_el1 did (boot CPU). SP_EL1 gets that CPU's exception stack, and
      * the kernel runs on SP_EL0 (EL1t) with that CPU's stack: a kernel stack overflow then
      * faults onto a stack that still works. */
     vmunit_enter_rust:
@@ -149,6 +156,7 @@ global_asm!(
         mov x29, #0
         mov x30, #0
         cbnz x1, 3f
+        mov x1, x2
         bl {rust_entry}
         b .
     3:  mov x0, x1
@@ -171,12 +179,43 @@ global_asm!(
         isb
     13: ret
 
-    /* Returns at EL1h when entered at EL2 (interrupts masked); clobbers x9. */
+    /* Entered at EL2, stays there with VHE (HCR_EL2.E2H and TGE set) when the test asks
+     * for EL2 (`vmunit::main!(main, el2)` sets vmunit_el2_choice) and the CPU has FEAT_VHE
+     * (ID_AA64MMFR1_EL1.VH); otherwise returns at EL1h (interrupts masked). x20 says which:
+     * 0 entered at EL1, 1 dropped to EL1 (the test runs at EL1), 2 dropped for want of VHE,
+     * 3 stayed at EL2 with VHE. Clobbers x9, x10. */
     vmunit_to_el1:
+        mov x20, #0
         mrs x9, CurrentEL
         cmp x9, #(2 << 2)
         b.ne 4f
-        mov x9, #(1 << 31)              /* HCR_EL2.RW: EL1 is AArch64 */
+        mov x20, #1
+        adrp x9, vmunit_el2_choice
+        ldrb w9, [x9, :lo12:vmunit_el2_choice]
+        cbz w9, 7f
+        mov x20, #2
+        mrs x9, id_aa64mmfr1_el1
+        ubfx x9, x9, #8, #4             /* VH */
+        cbz x9, 7f
+        mov x20, #3
+        ldr x9, ={hcr_vhe}
+        msr hcr_el2, x9
+        isb
+        /* With E2H the _EL1 names of SCTLR, TCR, TTBR0, MAIR, VBAR, ELR, SPSR, ESR, FAR,
+         * CPACR (CPTR_EL2 in CPACR's layout) and ZCR reach their EL2 registers, and the EL0
+         * timer names the EL2 timers: the rest of the boot runs unchanged. */
+        mov x9, #3                      /* CNTHCTL_EL2 (E2H layout): EL0PCTEN | EL0VCTEN */
+        msr cnthctl_el2, x9
+        msr cntvoff_el2, xzr
+        msr hstr_el2, xzr
+        mrs x9, id_aa64pfr0_el1
+        ubfx x9, x9, #24, #4            /* GIC system registers implemented? */
+        cbz x9, 8f
+        mov x9, #0xf                    /* ICC_SRE_EL2: SRE (ICC_* at EL2), DFB, DIB, Enable */
+        msr icc_sre_el2, x9
+        isb
+    8:  ret
+    7:  mov x9, #(1 << 31)              /* HCR_EL2.RW: EL1 is AArch64 */
         msr hcr_el2, x9
         mov x9, #3                      /* CNTHCTL_EL2.EL1PCTEN | EL1PCEN */
         msr cnthctl_el2, x9
@@ -207,6 +246,7 @@ global_asm!(
         msr elr_el2, x30
         eret
     4:  ret
+    .ltorg
 
     /* Loads MAIR, TCR and TTBR0 with the boot tables and turns the MMU and caches on. */
     vmunit_enable_mmu:
@@ -235,6 +275,7 @@ global_asm!(
         ret
     "#,
     rust_entry = sym rust_entry,
+    hcr_vhe = const HCR_VHE,
     secondary_entry = sym super::smp::secondary_entry,
     mair_low = const MAIR & 0xffff,
     mair_high = const MAIR >> 16,
@@ -253,6 +294,53 @@ unsafe extern "C" {
 
 unsafe extern "C" {
     static __image_end: u8;
+}
+
+/// What the boot did with EL2, as `vmunit_to_el1` put it in x20 (see [`El2Boot`]).
+static EL2_BOOT: AtomicU8 = AtomicU8::new(0);
+
+/// What the boot did with EL2: a test states that it runs at EL2 with `vmunit::main!(main, el2)`
+/// (kvm-unit-tests runs at EL2 under QEMU's `virtualization=on`); the machine decides whether
+/// it enters the kernel at EL2 (`-M virt,virtualization=on`) and whether the CPU has VHE.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum El2Boot {
+    /// QEMU entered the kernel at EL1: the machine has no EL2.
+    EnteredAtEl1,
+    /// Entered at EL2; the test runs at EL1 (it did not ask for EL2), the boot dropped to it.
+    Dropped,
+    /// Entered at EL2 and the test asked for EL2, but the CPU has no FEAT_VHE
+    /// (ID_AA64MMFR1_EL1.VH = 0; e.g. `-cpu cortex-a57`): the runtime needs VHE's EL1 register
+    /// redirection at EL2, so the boot dropped to EL1.
+    DroppedWithoutVhe,
+    /// Entered at EL2, the test asked for it and the CPU has VHE: the kernel runs at EL2 with
+    /// HCR_EL2.{E2H, TGE} = {1, 1} ([`HCR_VHE`]).
+    Vhe,
+}
+
+impl El2Boot {
+    /// What the boot did with EL2.
+    pub fn get() -> El2Boot {
+        match EL2_BOOT.load(Ordering::Relaxed) {
+            1 => El2Boot::Dropped,
+            2 => El2Boot::DroppedWithoutVhe,
+            3 => El2Boot::Vhe,
+            _ => El2Boot::EnteredAtEl1,
+        }
+    }
+
+    /// Why the kernel does not run at EL2, for a test that asked for it (`None` at EL2).
+    pub fn reason_not_at_el2(self) -> Option<&'static str> {
+        match self {
+            El2Boot::Vhe => None,
+            El2Boot::EnteredAtEl1 => {
+                Some("QEMU entered at EL1 (the machine needs virtualization=on for EL2)")
+            }
+            El2Boot::Dropped => Some("the test does not ask for EL2 (vmunit::main!(main, el2))"),
+            El2Boot::DroppedWithoutVhe => {
+                Some("the CPU has no FEAT_VHE (ID_AA64MMFR1_EL1.VH = 0), which the runtime needs at EL2")
+            }
+        }
+    }
 }
 
 /// The fw_cfg file the runner puts the guest environment in (see runner/src/qemu.rs).
@@ -285,9 +373,11 @@ impl crate::arch::Boot for VirtBoot {
     }
 }
 
-/// Called by the boot assembly with the MMU on, on the boot CPU's stack, with x0 from QEMU:
-/// the vectors, the device tree and the guest environment, then the generic runtime.
-extern "C" fn rust_entry(x0: u64) -> ! {
+/// Called by the boot assembly with the MMU on, on the boot CPU's stack, with x0 from QEMU and
+/// what the boot did with EL2: the vectors, the device tree and the guest environment, then the
+/// generic runtime.
+extern "C" fn rust_entry(x0: u64, el2: u64) -> ! {
+    EL2_BOOT.store(el2 as u8, Ordering::Relaxed);
     exceptions::init();
     let platform = match device_tree::init(x0) {
         Ok(platform) => platform,

@@ -64,6 +64,9 @@ pub struct Platform {
     pub fw_cfg: Option<u64>,
     /// The timer's PPIs as INTIDs: (non-secure physical, virtual).
     pub timer_interrupts: Option<(u32, u32)>,
+    /// The EL2 timers' PPIs as INTIDs, where the DTB lists them: (EL2 physical, CNTHP_*;
+    /// EL2 virtual, CNTHV_*).
+    pub hypervisor_timer_interrupts: (Option<u32>, Option<u32>),
     /// The PMU's overflow interrupt (a PPI) as an INTID.
     pub pmu_interrupt: Option<u32>,
     /// The first `pci-host-ecam-generic` host bridge.
@@ -141,6 +144,7 @@ fn read(fdt: &Fdt<'_>, dtb_address: u64) -> Result<Platform, &'static str> {
         psci: None,
         initrd: None,
         timer_interrupts: None,
+        hypervisor_timer_interrupts: (None, None),
         pmu_interrupt: None,
         fw_cfg: None,
         pci_host: None,
@@ -214,22 +218,29 @@ fn read(fdt: &Fdt<'_>, dtb_address: u64) -> Result<Platform, &'static str> {
             let _ = platform.bootargs.push_str(&arguments[..length]);
         }
     }
-    platform.timer_interrupts = fdt
-        .find_compatible(&["arm,armv8-timer", "arm,armv7-timer"])
-        .and_then(|node| {
-            // Four interrupts of three cells (type, number, flags): secure physical,
-            // non-secure physical, virtual, hypervisor. PPI n is INTID 16 + n.
-            let cells: [usize; 12] = {
-                let mut cells = [0; 12];
-                let mut iterator = node.property("interrupts")?.value.chunks_exact(4);
-                for cell in &mut cells {
-                    let bytes = iterator.next()?;
-                    *cell = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
-                }
-                cells
-            };
-            Some((16 + cells[4] as u32, 16 + cells[7] as u32))
-        });
+    if let Some(node) = fdt.find_compatible(&["arm,armv8-timer", "arm,armv7-timer"]) {
+        // Four or five interrupts of three cells (type, number, flags): secure physical,
+        // non-secure physical, virtual, EL2 physical and (QEMU lists it where EL2 is enabled)
+        // EL2 virtual. PPI n is INTID 16 + n.
+        let mut numbers = [None; 5];
+        if let Some(property) = node.property("interrupts") {
+            let mut cells = property
+                .value
+                .chunks_exact(4)
+                .map(|bytes| u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
+            for number in &mut numbers {
+                let (Some(_kind), Some(value), Some(_flags)) = (cells.next(), cells.next(), cells.next())
+                else {
+                    break;
+                };
+                *number = Some(16 + value);
+            }
+        }
+        if let (Some(physical), Some(virtual_intid)) = (numbers[1], numbers[2]) {
+            platform.timer_interrupts = Some((physical, virtual_intid));
+        }
+        platform.hypervisor_timer_interrupts = (numbers[3], numbers[4]);
+    }
     platform.pmu_interrupt = fdt
         .find_compatible(&["arm,armv8-pmuv3", "arm,cortex-a15-pmu"])
         .and_then(|node| {

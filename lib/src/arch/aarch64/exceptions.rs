@@ -419,7 +419,11 @@ impl fmt::Display for Exception {
             formatter,
             "{} from EL{} at ELR {:#x}, ESR {:#x}, FAR {:#x}",
             self.class,
-            if self.from_user { 0 } else { 1 },
+            if self.from_user {
+                0
+            } else {
+                super::instructions::current_el()
+            },
             self.elr,
             self.esr,
             self.far
@@ -466,10 +470,6 @@ const SPSR_DAIF: u64 = 0x3c0;
 const USER_EXIT_SVC: u16 = 0xfffe;
 /// SPSR mode EL0t (EL0 on SP_EL0).
 const SPSR_EL0T: u64 = 0x0;
-/// SPSR mode EL1h (SP_EL1: exception handlers).
-const SPSR_EL1H: u64 = 0x5;
-/// SPSR mode EL1t (SP_EL0: the kernel).
-const SPSR_EL1T: u64 = 0x4;
 /// SPSR value for EL0t with D, A, I and F masked.
 const SPSR_EL0_MASKED: u64 = SPSR_DAIF | SPSR_EL0T;
 const _: () = assert!(SPSR_EL0_MASKED == 0x3c0);
@@ -854,8 +854,110 @@ pub fn set_debug_handler(handler: Option<DebugHandler>) {
     DEBUG_HANDLER.store(handler.map_or(0, |handler| handler as usize), Ordering::Release);
 }
 
+/// A synchronous exception as an [`ExceptionHandler`] sees it: the exception and the register
+/// frame the vector saved (x0..x30, SP, ELR, SPSR), which the exception return restores.
+/// Reading is safe; every change is `unsafe`, since the interrupted code (compiled Rust
+/// included) continues with what the handler leaves there.
+pub struct ExceptionContext<'frame> {
+    frame: &'frame mut ExceptionFrame,
+    exception: Exception,
+}
+
+impl ExceptionContext<'_> {
+    /// The exception (class, ESR, ELR, FAR, whether from EL0).
+    pub fn exception(&self) -> Exception {
+        self.exception
+    }
+
+    /// The saved registers: x0..x30, SP, ELR as `pc`, SPSR as `pstate`, with the changes
+    /// made so far.
+    pub fn registers(&self) -> Registers {
+        Registers {
+            x: self.frame.x,
+            sp: self.frame.sp,
+            pc: self.frame.elr,
+            pstate: self.frame.spsr,
+        }
+    }
+
+    /// Sets x`index` (0..=30) for the exception return.
+    ///
+    /// # Safety
+    /// The interrupted code must expect the value: in practice an assembly sequence that
+    /// raises the exception on purpose and names the register as an output.
+    ///
+    /// # Panics
+    /// If `index` is above 30.
+    pub unsafe fn set_x(&mut self, index: usize, value: u64) {
+        self.frame.x[index] = value;
+    }
+
+    /// Makes the exception return to `address` (ELR).
+    ///
+    /// # Safety
+    /// `address` must be an instruction where the interrupted code may continue with the
+    /// registers it will have: for compiled code, in practice only the instruction after the
+    /// faulting one of an assembly sequence that expects that.
+    pub unsafe fn set_return_address(&mut self, address: u64) {
+        self.frame.elr = address;
+    }
+
+    /// Returns past the instruction that raised the exception (ELR + 4; kvm-unit-tests'
+    /// `regs->pc += 4`). For SVC, HVC and SMC, ELR already points past it: use
+    /// [`ExceptionClass::is_call`] to tell.
+    ///
+    /// # Safety
+    /// As [`set_return_address`](Self::set_return_address): the code must expect to continue
+    /// after the faulting instruction.
+    pub unsafe fn skip_instruction(&mut self) {
+        self.frame.elr += 4;
+    }
+
+    /// Sets the saved PSTATE (SPSR) the exception return restores.
+    ///
+    /// # Safety
+    /// The interrupted code must be able to continue in that state: a different exception
+    /// level, stack pointer selection or mask can break the runtime.
+    pub unsafe fn set_pstate(&mut self, spsr: u64) {
+        self.frame.spsr = spsr;
+    }
+
+    /// Sets the stack pointer the exception return restores (when it returns to the kernel's
+    /// SP_EL0 or to EL0).
+    ///
+    /// # Safety
+    /// The interrupted code must expect that stack.
+    pub unsafe fn set_stack_pointer(&mut self, sp: u64) {
+        self.frame.sp = sp;
+    }
+}
+
+/// A handler for one exception class (kvm-unit-tests' `install_exception_handler(vector, ec,
+/// fn(regs, esr))`): it sees the saved frame, may change it, and the exception returns with
+/// it. It runs on the exception stack with interrupts masked, on whichever CPU took the
+/// exception; it must not take a lock that the interrupted code may hold.
+pub type ExceptionHandler = fn(context: &mut ExceptionContext<'_>);
+
+/// The installed [`ExceptionHandler`] of each EC value (as usize; 0: none).
+static EXCEPTION_HANDLERS: [AtomicUsize; 64] = [const { AtomicUsize::new(0) }; 64];
+
+/// Installs `handler` for every synchronous exception of `class` on every CPU, at EL1/EL2 or
+/// from EL0, ahead of `catch_exception` and `trap_exceptions` (but after a
+/// [`DebugHandler`]), or removes it with `None`. Returns the handler it replaces. The
+/// runtime's own SVC that ends a [`run_in_user_mode`] never reaches a handler.
+pub fn install_exception_handler(
+    class: ExceptionClass,
+    handler: Option<ExceptionHandler>,
+) -> Option<ExceptionHandler> {
+    let slot = &EXCEPTION_HANDLERS[usize::from(class.code() & 0x3f)];
+    let previous = slot.swap(handler.map_or(0, |handler| handler as usize), Ordering::AcqRel);
+    // SAFETY: non-zero values are `ExceptionHandler`s stored above; a fn pointer and a usize
+    // have the same size.
+    (previous != 0).then(|| unsafe { core::mem::transmute::<usize, ExceptionHandler>(previous) })
+}
+
 /// The Rust side of every vector: IRQs to the registered handler; debug exceptions to the
-/// [`DebugHandler`] if one is installed; other synchronous exceptions recorded for
+/// [`DebugHandler`] if one is installed; a class with an [`ExceptionHandler`] to it; other synchronous exceptions recorded for
 /// `trap_exceptions`, recovered into `catch_exception`, or reported and fatal.
 extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
     EXCEPTION_COUNT.fetch_add(1, Ordering::Relaxed);
@@ -888,6 +990,20 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
             return;
         }
     }
+    if taken == VectorType::Synchronous
+        && !(exception.from_user
+            && exception.class == ExceptionClass::SupervisorCall
+            && exception.immediate() == USER_EXIT_SVC)
+    {
+        let handler = EXCEPTION_HANDLERS[usize::from(exception.class.code() & 0x3f)].load(Ordering::Acquire);
+        if handler != 0 {
+            // SAFETY: non-zero values are `ExceptionHandler`s that `install_exception_handler`
+            // stored; a fn pointer and a usize have the same size.
+            let handler = unsafe { core::mem::transmute::<usize, ExceptionHandler>(handler) };
+            handler(&mut ExceptionContext { frame, exception });
+            return;
+        }
+    }
     if taken == VectorType::Synchronous {
         if crate::catch::record_trap(exception.class, exception) {
             if !exception.class.is_call() {
@@ -910,11 +1026,8 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
             };
             frame.elr = &raw const vmunit_try_recover as u64;
             frame.x[0] = (&raw mut *context) as u64;
-            let mode = if context.state & 1 != 0 {
-                SPSR_EL1H
-            } else {
-                SPSR_EL1T
-            };
+            // The kernel's mode: its exception level (EL1, or EL2 with VHE) and stack pointer.
+            let mode = (super::instructions::current_el() << 2) | (context.state & 1);
             frame.spsr = (context.state & SPSR_DAIF) | mode;
             return;
         }
@@ -925,7 +1038,11 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
     crate::println!(
         "Unhandled exception: {what} ({}) from EL{} on CPU {cpu}, vector kind {kind}",
         exception.class,
-        if exception.from_user { 0 } else { 1 }
+        if exception.from_user {
+            0
+        } else {
+            super::instructions::current_el()
+        }
     );
     let overflowed = stack_guard_owner(exception.far).filter(|_| {
         taken == VectorType::Synchronous

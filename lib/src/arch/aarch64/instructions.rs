@@ -117,6 +117,23 @@ pub fn undefined_instruction() {
     unsafe { asm!("udf #0", options(nomem, nostack)) };
 }
 
+/// Executes `udf #0` with x0 = `value`, for an `ExceptionHandler` of class Unknown that
+/// skips it (kvm-unit-tests' UNDEF handler, `regs->pc += 4`): the sequence continues after
+/// the UDF with the x0 the handler left, and returns (that x0, the UDF's address). Without
+/// such a handler the UDF goes to the enclosing catch, or ends the test.
+pub fn undefined_instruction_resumable(value: u64) -> (u64, u64) {
+    let mut x0 = value;
+    let address: u64;
+    // SAFETY: the UDF either returns here after the instruction (a handler skipped it; x0 is
+    // an output, so a changed x0 is expected), is caught by an enclosing catch (which abandons
+    // this frame), or ends the test.
+    unsafe {
+        asm!("adr {address}, 2f", "2: udf #0", address = out(reg) address, inout("x0") x0,
+             options(nomem, nostack))
+    };
+    (x0, address)
+}
+
 /// Executes `svc #IMMEDIATE`: the exception (ELR = the next instruction), and the address
 /// after the SVC.
 pub fn try_supervisor_call<const IMMEDIATE: u16>() -> Attempt<()> {

@@ -1,4 +1,5 @@
-//! The aarch64 architecture: ELF boot on QEMU `virt` (EL1, or EL2 dropped to EL1), the device
+//! The aarch64 architecture: ELF boot on QEMU `virt` (EL1; EL2 with VHE where the test asks, else
+//! dropped to EL1), the device
 //! tree, the PL011 console, VBAR_EL1 exceptions and EL0 runs, the 4-level MMU, PSCI (SMP and
 //! exit), MTE, SVE, the GIC (v2 or v3), the generic timer and self-hosted debug (breakpoints,
 //! watchpoints, software step), plus safe wrappers for the instructions tests exercise.
@@ -23,9 +24,11 @@ pub mod smp;
 pub mod sve;
 pub mod timer;
 
+pub use boot::{El2Boot, HCR_VHE};
 pub use exceptions::{
-    DebugFrame, DebugHandler, Exception, ExceptionClass, ExceptionFrame, FaultStatus, Vector,
-    catch_exception, run_in_user_mode, set_debug_handler, trap_exceptions,
+    DebugFrame, DebugHandler, Exception, ExceptionClass, ExceptionContext, ExceptionFrame, ExceptionHandler,
+    FaultStatus, Vector, catch_exception, install_exception_handler, run_in_user_mode, set_debug_handler,
+    trap_exceptions,
 };
 pub use gic::{InterruptHandler, InterruptNumber, set_interrupt_handler};
 pub use instructions::{try_call, try_read, try_write};

@@ -3,8 +3,16 @@
 //! re-exported so that a test needs no dependency of its own, plus the runtime's `mrs`/`msr`
 //! wrappers for the registers aarch64-cpu lacks (the GIC CPU interface's ICC_*, the PMU's PM* with
 //! PMEVTYPER<n>/PMEVCNTR<n> by number,
-//! FPCR, FPSR, CTR_EL0, MTE's GCR_EL1 and RGSR_EL1, SVE's ZCR_EL1 and ID_AA64ZFR0_EL1) and the named fields of those (with the
-//! MTE fields of SCTLR_EL1 and TCR_EL1).
+//! FPCR, FPSR, CTR_EL0, CLIDR_EL1, ID_AA64ISAR2_EL1, ID_AA64MMFR3_EL1, MTE's GCR_EL1 and
+//! RGSR_EL1, SVE's ZCR_EL1 and ID_AA64ZFR0_EL1) and the named fields of those (with the MTE
+//! fields of SCTLR_EL1 and TCR_EL1).
+//!
+//! Every identification register reads safely, at EL1 or at EL2 (and with no dependency in the
+//! test's Cargo.toml): `MIDR_EL1.get()`, `MPIDR_EL1.get()`, `CurrentEL.get()` (or
+//! [`current_el`]), `ID_AA64PFR0_EL1`, `ID_AA64PFR1_EL1`, `ID_AA64DFR0_EL1`, `ID_AA64ISAR0_EL1`,
+//! `ID_AA64ISAR1_EL1`, [`id_aa64isar2_el1`], `ID_AA64MMFR0_EL1`, `ID_AA64MMFR1_EL1`,
+//! `ID_AA64MMFR2_EL1`, [`id_aa64mmfr3_el1`], [`id_aa64zfr0_el1`], [`ctr_el0`] and
+//! [`clidr_el1`]; the typed ones read fields by name (`ID_AA64MMFR1_EL1.read(ID_AA64MMFR1_EL1::VH)`).
 //!
 //! ```ignore
 //! use vmunit::arch::registers::{MIDR_EL1, Readable, current_el, fpcr, set_fpcr};
@@ -15,7 +23,7 @@
 
 pub use aarch64_cpu::registers::*;
 
-pub use super::cache::{cache_levels, cache_type};
+pub use super::cache::{cache_levels, cache_levels as clidr_el1, cache_type, cache_type as ctr_el0};
 pub use super::gic::{
     icc_bpr1, icc_ctlr, icc_igrpen1, icc_pmr, icc_sre, set_icc_bpr1, set_icc_ctlr, set_icc_igrpen1,
     set_icc_pmr, set_icc_sre,
@@ -31,6 +39,29 @@ pub use super::pmu::{
     set_selected_event_type, software_increment,
 };
 pub use super::sve::{id_aa64zfr0_el1, zcr_el1, zfr0};
+
+/// ID_AA64ISAR2_EL1 (instruction set attribute register 2; S3_0_C0_C6_2), which aarch64-cpu
+/// lacks. RAZ where the CPU predates it (the ID space is defined in full).
+pub fn id_aa64isar2_el1() -> u64 {
+    let value: u64;
+    // SAFETY: an ID register read, defined at EL1 and EL2 (reserved ID registers are RAZ); no
+    // memory access.
+    unsafe {
+        core::arch::asm!("mrs {value}, S3_0_C0_C6_2", value = out(reg) value, options(nomem, nostack, preserves_flags))
+    };
+    value
+}
+
+/// ID_AA64MMFR3_EL1 (memory model feature register 3; S3_0_C0_C7_3), which aarch64-cpu lacks.
+/// RAZ where the CPU predates it.
+pub fn id_aa64mmfr3_el1() -> u64 {
+    let value: u64;
+    // SAFETY: as `id_aa64isar2_el1`: a read of the ID space, RAZ where unallocated.
+    unsafe {
+        core::arch::asm!("mrs {value}, S3_0_C0_C7_3", value = out(reg) value, options(nomem, nostack, preserves_flags))
+    };
+    value
+}
 
 /// FPCR fields.
 pub mod fpcr {

@@ -1,5 +1,8 @@
-//! The Arm generic timer: the system counter (CNTFRQ_EL0, CNTVCT_EL0, CNTPCT_EL0) and the EL1
-//! virtual and physical timers (CNTV_* and CNTP_*), with their PPIs from the device tree.
+//! The Arm generic timer: the system counter (CNTFRQ_EL0, CNTVCT_EL0, CNTPCT_EL0) and the
+//! virtual and physical timers (CNTV_* and CNTP_*), with their PPIs from the device tree. At
+//! EL2 with VHE (`vmunit::arch::El2Boot::Vhe`) the CNTV_*/CNTP_* names reach the EL2 virtual
+//! and physical timers (CNTHV_*, CNTHP_*; Arm ARM D12.8, "accessing the EL2 timers with
+//! E2H"), whose PPIs are the DTB timer node's fifth and fourth interrupts.
 
 use aarch64_cpu::registers::{
     CNTFRQ_EL0, CNTP_CTL_EL0, CNTP_CVAL_EL0, CNTP_TVAL_EL0, CNTPCT_EL0, CNTV_CTL_EL0, CNTV_CVAL_EL0,
@@ -16,6 +19,10 @@ pub const CTL_ISTATUS: u64 = 1 << 2;
 /// The default PPIs of QEMU `virt` (INTIDs), used when the device tree has no timer node.
 const DEFAULT_PHYSICAL_INTID: u32 = 30;
 const DEFAULT_VIRTUAL_INTID: u32 = 27;
+/// QEMU `virt`'s EL2 physical timer PPI (INTID), when the device tree lists none.
+const DEFAULT_HYPERVISOR_PHYSICAL_INTID: u32 = 26;
+/// QEMU `virt`'s EL2 virtual timer PPI (INTID, hw/arm/virt.c ARCH_TIMER_NS_EL2_VIRT_IRQ).
+const DEFAULT_HYPERVISOR_VIRTUAL_INTID: u32 = 28;
 
 /// The counter frequency in Hz (CNTFRQ_EL0).
 pub fn frequency() -> u64 {
@@ -39,12 +46,14 @@ pub fn physical_count() -> u64 {
     CNTPCT_EL0.get()
 }
 
-/// One of the EL1 timers.
+/// One of the timers of the exception level the kernel runs at: at EL1 the EL1 virtual and
+/// physical timers; at EL2 (VHE) the EL2 virtual and physical timers, which the same register
+/// names reach.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum Timer {
-    /// The virtual timer (CNTV_*), counting CNTVCT.
+    /// The virtual timer (CNTV_*; CNTHV_* at EL2), counting CNTVCT.
     Virtual,
-    /// The EL1 physical timer (CNTP_*), counting CNTPCT.
+    /// The physical timer (CNTP_*; CNTHP_* at EL2), counting CNTPCT.
     Physical,
 }
 
@@ -57,9 +66,28 @@ impl Timer {
         }
     }
 
-    /// The INTID of the timer's PPI.
+    /// The timer's registers as the Arm ARM names them at the current exception level
+    /// ("CNTV", "CNTP"; "CNTHV", "CNTHP" at EL2).
+    pub fn registers(self) -> &'static str {
+        match (self, super::instructions::current_el() == 2) {
+            (Timer::Virtual, false) => "CNTV",
+            (Timer::Physical, false) => "CNTP",
+            (Timer::Virtual, true) => "CNTHV",
+            (Timer::Physical, true) => "CNTHP",
+        }
+    }
+
+    /// The INTID of the timer's PPI (the EL2 timers' at EL2).
     pub fn intid(self) -> u32 {
-        let interrupts = super::device_tree::platform().timer_interrupts;
+        let platform = super::device_tree::platform();
+        if super::instructions::current_el() == 2 {
+            let (physical, virtual_intid) = platform.hypervisor_timer_interrupts;
+            return match self {
+                Timer::Virtual => virtual_intid.unwrap_or(DEFAULT_HYPERVISOR_VIRTUAL_INTID),
+                Timer::Physical => physical.unwrap_or(DEFAULT_HYPERVISOR_PHYSICAL_INTID),
+            };
+        }
+        let interrupts = platform.timer_interrupts;
         match self {
             Timer::Virtual => interrupts.map_or(DEFAULT_VIRTUAL_INTID, |(_, virtual_intid)| virtual_intid),
             Timer::Physical => interrupts.map_or(DEFAULT_PHYSICAL_INTID, |(physical, _)| physical),
