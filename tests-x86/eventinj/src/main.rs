@@ -6,16 +6,18 @@
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 use vmunit::arch::apic::{self, register};
 use vmunit::arch::cpuid::is_tcg;
+use vmunit::arch::exceptions::{exception_return_address, with_nmi_on_current_stack};
 use vmunit::arch::instructions::{int3, software_interrupt, try_divide};
 use vmunit::arch::probes::{
-    interrupt_window, software_interrupt_in_interrupt_shadow, try_interrupt_window_on_stack,
+    interrupt_window, iret_on_flushed_stack, software_interrupt_in_interrupt_shadow,
+    try_interrupt_window_on_stack,
 };
 use vmunit::arch::testdev::{flush_idt_page, flush_stack_page};
-use vmunit::arch::{set_gate_present, set_interrupt_handler};
+use vmunit::arch::{interrupted_address, set_gate_present, set_interrupt_handler};
 use vmunit::environment::instruction_emulating_kvm;
 use vmunit::memory::TestPage;
 use vmunit::{Vector, catch_exception, known_failure, report, report_skip, trap_exceptions};
@@ -65,6 +67,8 @@ fn main(_args: &[&str]) {
     check_shadow_order(software_interrupts);
     check_task_priority();
     check_not_present_gate(software_interrupts);
+    check_nmi();
+    check_nmi_iret();
     check_unmapped_stack();
 }
 
@@ -272,4 +276,131 @@ fn check_unmapped_stack() {
     );
     // The interrupt was accepted before its delivery failed.
     apic::end_of_interrupt();
+}
+
+/// NMI handler runs so far.
+static NMI_RUNS: AtomicUsize = AtomicUsize::new(0);
+/// Set while the first NMI handler run waits with a nested NMI sent.
+static IN_FIRST_NMI: AtomicBool = AtomicBool::new(false);
+/// Whether the second run began while the first was still waiting.
+static NESTED_INSIDE: AtomicBool = AtomicBool::new(false);
+/// Where the second NMI arrived.
+static NESTED_AT: AtomicU64 = AtomicU64::new(0);
+/// Where the first run's IRET to itself (`iret_on_flushed_stack`) returned to.
+static AFTER_IRET: AtomicU64 = AtomicU64::new(0);
+
+/// Sends an NMI to this CPU.
+fn self_nmi() -> bool {
+    apic::send_nmi(apic::id())
+}
+
+/// The second run of either NMI handler: records where the nested NMI came in.
+fn nested_nmi() {
+    NESTED_INSIDE.store(IN_FIRST_NMI.load(Ordering::SeqCst), Ordering::SeqCst);
+    NESTED_AT.store(interrupted_address(), Ordering::SeqCst);
+}
+
+/// kvm-unit-tests' `nmi_isr`: the first run sends a nested NMI to itself and waits a while;
+/// NMIs are blocked until its IRET, so the nested one must come after that IRET completes.
+fn nmi_handler(_vector: u8) {
+    if NMI_RUNS.fetch_add(1, Ordering::SeqCst) == 0 {
+        IN_FIRST_NMI.store(true, Ordering::SeqCst);
+        self_nmi();
+        let _ = vmunit::time::wait_until(SETTLE, || NMI_RUNS.load(Ordering::SeqCst) > 1);
+        IN_FIRST_NMI.store(false, Ordering::SeqCst);
+    } else {
+        nested_nmi();
+    }
+}
+
+/// kvm-unit-tests' `nmi_iret_isr`: the first run sends a nested NMI to itself, then IRETs to
+/// its own next instruction from a frame on a fresh page the host has just dropped (so the
+/// IRET faults in the hypervisor). That IRET unblocks NMIs: the nested one arrives right
+/// after it, still inside this handler.
+fn nmi_iret_handler(_vector: u8) {
+    if NMI_RUNS.fetch_add(1, Ordering::SeqCst) == 0 {
+        self_nmi();
+        let stack = TestPage::new();
+        AFTER_IRET.store(iret_on_flushed_stack(&stack), Ordering::SeqCst);
+    } else {
+        nested_nmi();
+    }
+}
+
+fn reset_nmi() {
+    NMI_RUNS.store(0, Ordering::SeqCst);
+    IN_FIRST_NMI.store(false, Ordering::SeqCst);
+    NESTED_INSIDE.store(false, Ordering::SeqCst);
+    NESTED_AT.store(0, Ordering::SeqCst);
+    AFTER_IRET.store(0, Ordering::SeqCst);
+}
+
+/// kvm-unit-tests' "NMI" check: a self-NMI delivered through a flushed IDT page runs its
+/// handler; a nested NMI sent from that handler is held until the handler's IRET completes,
+/// then delivered (once) at the interrupted code, not at the IRET.
+fn check_nmi() {
+    let _prefix = vmunit::prefix("NMI");
+    reset_nmi();
+    set_interrupt_handler(Vector::NMI.0, Some(nmi_handler));
+    flush_idt_page();
+    let sent = self_nmi();
+    interrupt_window();
+    let _ = vmunit::time::wait_until(PATIENCE, || NMI_RUNS.load(Ordering::SeqCst) >= 2);
+    let _ = vmunit::time::wait_until(SETTLE, || NMI_RUNS.load(Ordering::SeqCst) > 2);
+    set_interrupt_handler(Vector::NMI.0, None);
+    let runs = NMI_RUNS.load(Ordering::SeqCst);
+    report!(
+        sent && runs >= 1,
+        "a self-NMI is delivered through a flushed IDT page (sent {sent}, {runs} handler runs)"
+    );
+    report!(
+        runs == 2 && !NESTED_INSIDE.load(Ordering::SeqCst),
+        "the NMI sent from the NMI handler is delivered once, after the handler (got {runs} runs, \
+         nested inside the handler: {})",
+        NESTED_INSIDE.load(Ordering::SeqCst)
+    );
+    let at = NESTED_AT.load(Ordering::SeqCst);
+    let iret = exception_return_address();
+    report!(
+        at != 0 && at != iret,
+        "the nested NMI arrives after the handler's IRET ({iret:#x}) completed (got {at:#x})"
+    );
+}
+
+/// kvm-unit-tests' "NMI" check with `nmi_iret_isr`: inside the NMI handler, an IRET whose
+/// frame lies on a flushed page unblocks NMIs, and the nested NMI sent before it arrives
+/// right after that IRET.
+fn check_nmi_iret() {
+    let _prefix = vmunit::prefix("NMI IRET");
+    reset_nmi();
+    set_interrupt_handler(Vector::NMI.0, Some(nmi_iret_handler));
+    let sent = with_nmi_on_current_stack(|| {
+        let sent = self_nmi();
+        interrupt_window();
+        let _ = vmunit::time::wait_until(PATIENCE, || NMI_RUNS.load(Ordering::SeqCst) >= 2);
+        let _ = vmunit::time::wait_until(SETTLE, || NMI_RUNS.load(Ordering::SeqCst) > 2);
+        sent
+    });
+    set_interrupt_handler(Vector::NMI.0, None);
+    let runs = NMI_RUNS.load(Ordering::SeqCst);
+    report!(
+        sent && runs == 2,
+        "the NMI handler runs, and the NMI it sends itself is delivered once (got {runs} runs)"
+    );
+    let (at, after) = (
+        NESTED_AT.load(Ordering::SeqCst),
+        AFTER_IRET.load(Ordering::SeqCst),
+    );
+    known_failure(
+        instruction_emulating_kvm(),
+        "kvm_pvm keeps NMIs blocked across an IRET inside the NMI handler: the pending NMI \
+         comes only after the handler's own IRET (reproduce-nmi-iret-unblock)",
+        || {
+            report!(
+                at != 0 && at == after,
+                "an IRET on a flushed stack inside the handler unblocks NMIs: the nested NMI \
+                 arrives right after it, at {after:#x} (got {at:#x})"
+            );
+        },
+    );
 }

@@ -12,7 +12,7 @@
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use vmunit::arch::control::{Cr0Flags, Cr4Flags, RFlags, read_cr0, read_cr4, try_write_cr0, try_write_cr4};
 use vmunit::arch::cpuid::Feature;
 use vmunit::arch::instructions::{
@@ -27,8 +27,11 @@ use vmunit::catch::Attempt;
 
 use vmunit::arch::debug::{record_debug_exceptions, single_step_mov_ss};
 use vmunit::arch::probes::interrupt_window;
-use vmunit::arch::{access, apic, ioapic, syscall, testdev};
-use vmunit::arch::{run_in_user_mode, set_gate_present, set_gate_user_callable, set_interrupt_handler};
+use vmunit::arch::{access, apic, exceptions, ioapic, probes, syscall, testdev};
+use vmunit::arch::{
+    interrupted_address, run_in_user_mode, set_gate_present, set_gate_user_callable, set_interrupt_handler,
+};
+use vmunit::memory::TestPage;
 use vmunit::{Vector, report, report_skip, trap_exceptions};
 
 vmunit::subtests!();
@@ -251,6 +254,43 @@ fn nmis_during_nmi_handler_leave_one_pending() {
     report!(
         received == 2,
         "two NMIs sent from the NMI handler add one NMI after it: 2 in all (got {received})"
+    );
+}
+
+/// An IRET inside the NMI handler ends NMI blocking (SDM Vol. 3, 6.7.1: NMIs are blocked
+/// until the next IRET): an NMI sent from the handler arrives right after that IRET (an IRET
+/// to the next instruction, its frame on a fresh page). kvm_pvm delivers it only after the
+/// handler has returned.
+#[vmunit::test]
+fn iret_in_nmi_handler_unblocks_nmis() {
+    static RUNS: AtomicU32 = AtomicU32::new(0);
+    static AFTER_IRET: AtomicU64 = AtomicU64::new(0);
+    static NESTED_AT: AtomicU64 = AtomicU64::new(0);
+    set_interrupt_handler(
+        Vector::NMI.0,
+        Some(|_| {
+            if RUNS.fetch_add(1, Ordering::SeqCst) == 0 {
+                apic::send_nmi(apic::id());
+                let stack = TestPage::new();
+                AFTER_IRET.store(probes::iret_on_flushed_stack(&stack), Ordering::SeqCst);
+            } else {
+                NESTED_AT.store(interrupted_address(), Ordering::SeqCst);
+            }
+        }),
+    );
+    exceptions::with_nmi_on_current_stack(|| {
+        apic::send_nmi(apic::id());
+        vmunit::time::delay(100);
+    });
+    set_interrupt_handler(Vector::NMI.0, None);
+    let (after, at) = (
+        AFTER_IRET.load(Ordering::SeqCst),
+        NESTED_AT.load(Ordering::SeqCst),
+    );
+    report!(
+        RUNS.load(Ordering::SeqCst) == 2 && at == after,
+        "the NMI sent from the NMI handler arrives right after an IRET in it, at {after:#x} (got {at:#x}, {} runs)",
+        RUNS.load(Ordering::SeqCst)
     );
 }
 

@@ -373,6 +373,38 @@ pub fn with_page_fault_stack<R>(function: impl FnOnce() -> R) -> R {
     result
 }
 
+/// Runs `function` with the NMI delivered on the current stack instead of its IST stack, on
+/// every CPU (they share the IDT), then gives the NMI its IST stack back: so that an NMI
+/// handler may IRET to itself (unblocking NMIs) and take a nested NMI without the IST
+/// reloading the stack its own frames live on (kvm-unit-tests' eventinj NMI-IRET check).
+pub fn with_nmi_on_current_stack<R>(function: impl FnOnce() -> R) -> R {
+    let idt = IDT.get().expect("the IDT is built at boot");
+    let set = |ist: bool| {
+        // SAFETY: as in `set_gate_present`: the NMI gate rewritten in place (same handler),
+        // with the emergency IST stack it was built with, or with none.
+        let table = unsafe { &mut *idt.0.get() };
+        if ist {
+            install_emergency(&mut table.non_maskable_interrupt, 2);
+        } else {
+            install(&mut table.non_maskable_interrupt, 2);
+        }
+    };
+    set(false);
+    let result = function();
+    set(true);
+    result
+}
+
+unsafe extern "C" {
+    static vmunit_exception_iret: u8;
+}
+
+/// The address of the IRETQ with which the runtime returns from every exception, interrupt
+/// and NMI handler: an NMI arriving there came before the previous handler's IRET completed.
+pub fn exception_return_address() -> u64 {
+    &raw const vmunit_exception_iret as u64
+}
+
 global_asm!(
     r#"
     .section .text.vmunit_vectors, "ax"
@@ -426,6 +458,8 @@ global_asm!(
         pop %rbx
         pop %rax
         add $16, %rsp           /* vector and error code */
+    .global vmunit_exception_iret
+    vmunit_exception_iret:
         iretq
     "#,
     dispatch = sym exception_dispatch,

@@ -271,7 +271,7 @@ pub fn single_step_with_cpuid() -> [u64; 6] {
             "pushfq",
             "or qword ptr [rsp], 0x100",
             "popfq",
-            "nop",
+            "out 0xe4, eax",
             "2: xor eax, eax",
             "3: cpuid",
             "4: pushfq",
@@ -478,8 +478,8 @@ pub fn interrupt_window_with_shadow_address() -> u64 {
             "lea {shadow}, [rip + 2f]",
             "sti",
             "2:",
-            "nop",
-            "nop",
+            "out 0xe4, eax",
+            "out 0xe4, eax",
             "cli",
             shadow = out(reg) shadow,
             options(nomem, nostack),
@@ -520,4 +520,47 @@ pub fn try_interrupt_window_on_stack(stack_pointer: u64, iterations: u32) -> Res
             );
         }
     })
+}
+
+/// kvm-unit-tests' eventinj `do_iret`: an IRETQ to the very next instruction (same CS, same
+/// RFLAGS) whose frame sits at the top of `stack` (a fresh page), flushed from the host's
+/// mappings just before (pc-testdev), so that the IRET's own reads make the hypervisor fault
+/// the page in. Inside an NMI handler, that IRET unblocks NMIs: a pending one arrives at the
+/// returned address, on `stack`, before this function switches back to the current stack.
+/// Use it under [`super::exceptions::with_nmi_on_current_stack`] in that case, so that the
+/// nested NMI's frame goes onto `stack`, not onto the outer NMI's IST stack.
+/// Returns the address right after the IRETQ.
+pub fn iret_on_flushed_stack(stack: &TestPage) -> u64 {
+    let top = stack.address() + PAGE_SIZE;
+    let after: u64;
+    // SAFETY: the frame is built on `stack`'s page, owned by the caller's TestPage and mapped
+    // read-write; the IRETQ returns to label 2 with this CS, RFLAGS and SS, and RSP (the
+    // pushed value) still on that page; RDX keeps the original RSP, restored right after.
+    // Handlers that run at label 2 save and restore every register. OUT to pc-testdev's flush
+    // port changes only the host's mappings (ignored without the device).
+    unsafe {
+        asm!(
+            "mov rdx, rsp",
+            "mov rsp, {top}",
+            "mov ecx, ss",
+            "push rcx",
+            "push rsp",
+            "pushfq",
+            "mov ecx, cs",
+            "push rcx",
+            "lea rcx, [rip + 2f]",
+            "push rcx",
+            "out 0xe4, eax",
+            "iretq",
+            "2:",
+            "mov rsp, rdx",
+            "lea {after}, [rip + 2b]",
+            top = in(reg) top,
+            after = lateout(reg) after,
+            in("eax") stack.frame() as u32,
+            out("rdx") _,
+            out("rcx") _,
+        )
+    };
+    after
 }
