@@ -10,13 +10,16 @@ use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering}
 
 use vmunit::arch::apic::{self, register};
 use vmunit::arch::cpuid::is_tcg;
-use vmunit::arch::exceptions::{exception_return_address, with_nmi_on_current_stack};
+use vmunit::arch::exceptions::{
+    RepairedPageFault, exception_return_address, with_nmi_on_current_stack, with_read_only_stack_repaired,
+};
 use vmunit::arch::instructions::{int3, software_interrupt, try_divide};
 use vmunit::arch::probes::{
     interrupt_window, iret_on_flushed_stack, software_interrupt_in_interrupt_shadow,
-    try_interrupt_window_on_stack,
+    try_divide_by_zero_on_stack, try_interrupt_window_on_stack, try_software_interrupt_on_stack,
 };
-use vmunit::arch::testdev::{flush_idt_page, flush_stack_page};
+use vmunit::arch::testdev::{flush_idt_page, flush_page, flush_stack_page};
+use vmunit::arch::{Exception, page_fault};
 use vmunit::arch::{interrupted_address, set_gate_present, set_interrupt_handler};
 use vmunit::environment::instruction_emulating_kvm;
 use vmunit::memory::TestPage;
@@ -69,6 +72,7 @@ fn main(_args: &[&str]) {
     check_not_present_gate(software_interrupts);
     check_nmi();
     check_nmi_iret();
+    check_read_only_stack(software_interrupts);
     check_unmapped_stack();
 }
 
@@ -403,4 +407,87 @@ fn check_nmi_iret() {
             );
         },
     );
+}
+
+/// The checks of a #PF that an event's delivery onto the read-only `stack` raised, and that
+/// the runtime's alternate-stack #PF handler repaired: a write to a present page, in `stack`,
+/// at the instruction `at` whose event was being delivered, handled on the #PF IST stack.
+fn report_repaired_fault(fault: Option<RepairedPageFault>, stack: &TestPage, at: u64, event: &str) {
+    let expected = page_fault::PRESENT | page_fault::WRITE;
+    report!(
+        matches!(fault, Some(f) if f.exception.vector == Vector::PF
+            && f.exception.error_code == expected
+            && f.exception.address & !0xfff == stack.address()
+            && f.exception.rip == at),
+        "{event}'s push onto the read-only stack raises #PF({expected:#x}) in page {:#x} at \
+         {at:#x} (got {:x?})",
+        stack.address(),
+        fault.map(|f| f.exception)
+    );
+    report!(
+        fault.is_some_and(|f| f.on_page_fault_stack),
+        "the #PF is delivered on its alternate (IST) stack, whose handler makes the stack \
+         writable (got {fault:x?})"
+    );
+}
+
+/// kvm-unit-tests' "DE PF exceptions" and "NP PF exceptions": an exception delivered onto a
+/// read-only stack (page just flushed from the host's mappings, IDT page too) raises #PF in
+/// its delivery; the #PF handler, on its own stack, makes the page writable and returns; the
+/// faulting instruction runs again and the exception is delivered this time.
+fn check_read_only_stack(software_interrupts: bool) {
+    let _prefix = vmunit::prefix("read-only stack");
+    let stack = TestPage::new();
+    let (attempt, fault) = with_read_only_stack_repaired(&stack, || {
+        flush_page(stack.frame());
+        flush_idt_page();
+        try_divide_by_zero_on_stack(&stack)
+    });
+    known_failure(
+        instruction_emulating_kvm(),
+        "kvm_pvm raises #DF for a #PF while delivering #DE onto a read-only stack, where a \
+         contributory exception then a #PF are handled serially (SDM Vol. 3, Table 6-5; \
+         reproduce-page-fault-delivering-divide-error)",
+        || {
+            report_repaired_fault(fault, &stack, attempt.address, "#DE");
+            report!(
+                is(&attempt.result, Vector::DE, 0) && at(&attempt.result, attempt.address),
+                "then DIV runs again and #DE is delivered at {:#x} (got {:x?})",
+                attempt.address,
+                attempt.result
+            );
+        },
+    );
+
+    if !software_interrupts {
+        report_skip!(
+            "#NP from INT $33 onto a read-only stack: kvm_pvm stops the VM on INT n (reproduce-int-n)"
+        );
+        return;
+    }
+    let idt_gate = u64::from(VECTOR) << 3 | 2;
+    set_gate_present(VECTOR, false);
+    let (attempt, fault) = with_read_only_stack_repaired(&stack, || {
+        flush_idt_page();
+        flush_page(stack.frame());
+        try_software_interrupt_on_stack::<VECTOR>(&stack)
+    });
+    set_gate_present(VECTOR, true);
+    report_repaired_fault(fault, &stack, attempt.address, "#NP");
+    report!(
+        is(&attempt.result, Vector::NP, idt_gate) && at(&attempt.result, attempt.address),
+        "then INT $33 runs again and #NP({idt_gate:#x}) is delivered at {:#x} (got {:x?})",
+        attempt.address,
+        attempt.result
+    );
+}
+
+/// Whether `result` is exception `vector` with `error_code`.
+fn is(result: &Result<(), Exception>, vector: Vector, error_code: u64) -> bool {
+    matches!(result, Err(e) if e.vector == vector && e.error_code == error_code)
+}
+
+/// Whether `result`'s exception was delivered with RIP `address`.
+fn at(result: &Result<(), Exception>, address: u64) -> bool {
+    matches!(result, Err(e) if e.rip == address)
 }

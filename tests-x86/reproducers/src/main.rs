@@ -294,6 +294,24 @@ fn iret_in_nmi_handler_unblocks_nmis() {
     );
 }
 
+/// A #PF while delivering #DE (its frame pushed onto a read-only stack) is delivered as a
+/// #PF, not a #DF: a contributory exception followed by a #PF is handled serially (SDM Vol.
+/// 3, 6.15, Table 6-5). The #PF handler, on its IST stack, makes the stack writable, and the
+/// DIV's #DE then comes. kvm_pvm raises #DF at once.
+#[vmunit::test]
+fn page_fault_delivering_divide_error_is_not_double_fault() {
+    let stack = TestPage::new();
+    let (attempt, fault) =
+        exceptions::with_read_only_stack_repaired(&stack, || probes::try_divide_by_zero_on_stack(&stack));
+    report!(
+        fault.is_some_and(|fault| fault.exception.vector == Vector::PF)
+            && matches!(attempt.result, Err(exception) if exception.vector == Vector::DE),
+        "DIV by zero on a read-only stack: #PF, then #DE (got #PF {:x?}, then {:x?})",
+        fault.map(|fault| fault.exception),
+        attempt.result
+    );
+}
+
 /// SYSCALL at CPL 3 with EFER.SCE clear raises #UD (kvm_pvm enters LSTAR, here 0, and the VM
 /// does not recover: the run crashes).
 #[vmunit::test]

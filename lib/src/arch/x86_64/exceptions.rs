@@ -8,7 +8,7 @@
 use core::arch::{asm, global_asm};
 use core::fmt;
 use core::mem::size_of;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use x86_64::VirtAddr;
 use x86_64::instructions::segmentation::{CS, DS, ES, SS, Segment};
@@ -399,6 +399,77 @@ unsafe extern "C" {
     static vmunit_exception_iret: u8;
 }
 
+/// The read-only stack page [`repair_stack_page`] makes writable on its first #PF (0: none),
+/// and its frame.
+static REPAIR_PAGE: AtomicU64 = AtomicU64::new(0);
+static REPAIR_FRAME: AtomicU64 = AtomicU64::new(0);
+/// The #PF that [`repair_stack_page`] handled, and whether it ran on the page-fault stack.
+static REPAIRED_FAULT: spin::Mutex<Option<(Exception, bool)>> = spin::Mutex::new(None);
+
+/// Whether `address` lies in this CPU's page-fault IST stack.
+fn on_page_fault_stack(address: u64) -> bool {
+    let start = PAGE_FAULT_STACKS.0.get() as u64 + (cpu_index() * PAGE_FAULT_STACK_SIZE) as u64;
+    (start..start + PAGE_FAULT_STACK_SIZE as u64).contains(&address)
+}
+
+/// The #PF handler of [`with_read_only_stack_repaired`]: a write fault on the armed page maps
+/// it read-write, records the fault and resumes the faulting instruction (or the delivery it
+/// interrupted). Any other #PF goes on to the usual handling.
+fn repair_stack_page(frame: &ExceptionFrame, exception: &Exception) -> bool {
+    let page = REPAIR_PAGE.load(Ordering::SeqCst);
+    if page == 0 || exception.address & !0xfff != page {
+        return false;
+    }
+    REPAIR_PAGE.store(0, Ordering::SeqCst);
+    let on_stack = on_page_fault_stack(core::ptr::from_ref(frame) as u64);
+    *REPAIRED_FAULT.lock() = Some((*exception, on_stack));
+    // SAFETY: the page belongs to the caller's TestPage, which `with_read_only_stack_repaired`
+    // borrows; mapping it read-write (as TestPage::new maps it) only undoes its protection.
+    unsafe {
+        super::mmu::map_page(
+            page,
+            REPAIR_FRAME.load(Ordering::SeqCst),
+            crate::memory::Protection::READ_WRITE,
+        )
+    };
+    true
+}
+
+/// A #PF that [`with_read_only_stack_repaired`] handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RepairedPageFault {
+    /// The #PF (vector, error code, RIP, CR2).
+    pub exception: Exception,
+    /// Whether its handler ran on the page-fault IST stack, not on the faulting stack.
+    pub on_page_fault_stack: bool,
+}
+
+/// Maps `stack` read-only and runs `function` with #PF delivered on its IST stack (as
+/// [`with_page_fault_stack`]), where the first write fault on `stack` is repaired, not
+/// reported: the handler maps the page read-write again and returns, so the faulting
+/// instruction, or the event whose delivery pushed onto `stack`, runs again (kvm-unit-tests'
+/// eventinj `pf_tss`). Returns `function`'s result and the repaired #PF, if one came.
+pub fn with_read_only_stack_repaired<R>(
+    stack: &crate::memory::TestPage,
+    function: impl FnOnce() -> R,
+) -> (R, Option<RepairedPageFault>) {
+    stack.protect(crate::memory::Protection::READ_ONLY);
+    *REPAIRED_FAULT.lock() = None;
+    REPAIR_FRAME.store(stack.frame(), Ordering::SeqCst);
+    REPAIR_PAGE.store(stack.address(), Ordering::SeqCst);
+    let result = with_page_fault_stack(function);
+    REPAIR_PAGE.store(0, Ordering::SeqCst);
+    stack.protect(crate::memory::Protection::READ_WRITE);
+    let fault = REPAIRED_FAULT.lock().take();
+    (
+        result,
+        fault.map(|(exception, on_page_fault_stack)| RepairedPageFault {
+            exception,
+            on_page_fault_stack,
+        }),
+    )
+}
+
 /// The address of the IRETQ with which the runtime returns from every exception, interrupt
 /// and NMI handler: an NMI arriving there came before the previous handler's IRET completed.
 pub fn exception_return_address() -> u64 {
@@ -539,6 +610,9 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
             hook(frame);
             return;
         }
+    }
+    if vector == Vector::PF && repair_stack_page(frame, &exception) {
+        return;
     }
     if crate::catch::record_trap(vector, exception) {
         return;

@@ -564,3 +564,65 @@ pub fn iret_on_flushed_stack(stack: &TestPage) -> u64 {
     };
     after
 }
+
+/// DIV of 1500 by zero with RSP at the top of `stack`: the #DE's frame is pushed onto that
+/// page (kvm-unit-tests' eventinj "DE PF exceptions" with [`super::exceptions::with_read_only_stack_repaired`]).
+/// Returns the #DE (or what else ended the division) and the address of the DIV.
+pub fn try_divide_by_zero_on_stack(stack: &TestPage) -> Attempt<()> {
+    let top = stack.address() + PAGE_SIZE;
+    let mut address = 0u64;
+    let slot = &raw mut address;
+    let result = catch_exception(|| {
+        // SAFETY: `slot` points at a live local of this probe, written before the switch. RSP
+        // moves to the top of the caller's TestPage (no Rust object lives there) and back; the
+        // #DE is recovered by the enclosing catch, which restores RSP itself. DIV touches only
+        // RAX, RDX and the flags.
+        unsafe {
+            asm!(
+                "lea {scratch}, [rip + 2f]",
+                "mov qword ptr [{slot}], {scratch}",
+                "mov {saved}, rsp",
+                "mov rsp, {top}",
+                "2: div {divisor:e}",
+                "mov rsp, {saved}",
+                scratch = out(reg) _,
+                saved = out(reg) _,
+                slot = in(reg) slot,
+                top = in(reg) top,
+                divisor = in(reg) 0u32,
+                inout("eax") 1500u32 => _,
+                inout("edx") 0u32 => _,
+            )
+        };
+    });
+    Attempt { result, address }
+}
+
+/// INT `VECTOR` with RSP at the top of `stack`: its frame, or that of the exception its
+/// delivery raises (#NP through a not-present gate), is pushed onto that page (kvm-unit-tests'
+/// eventinj "NP PF exceptions"). Returns what INT `VECTOR` raised and the address of the INT.
+pub fn try_software_interrupt_on_stack<const VECTOR: u8>(stack: &TestPage) -> Attempt<()> {
+    let top = stack.address() + PAGE_SIZE;
+    let mut address = 0u64;
+    let slot = &raw mut address;
+    let result = catch_exception(|| {
+        // SAFETY: as `try_divide_by_zero_on_stack`; INT n enters the runtime's gate of
+        // `VECTOR`, whose handler returns here, or raises an exception that the catch recovers.
+        unsafe {
+            asm!(
+                "lea {scratch}, [rip + 2f]",
+                "mov qword ptr [{slot}], {scratch}",
+                "mov {saved}, rsp",
+                "mov rsp, {top}",
+                "2: int {vector}",
+                "mov rsp, {saved}",
+                scratch = out(reg) _,
+                saved = out(reg) _,
+                slot = in(reg) slot,
+                top = in(reg) top,
+                vector = const VECTOR,
+            )
+        };
+    });
+    Attempt { result, address }
+}
