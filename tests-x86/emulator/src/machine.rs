@@ -1352,3 +1352,33 @@ pub fn mmx_moves(address: u64, value: u64) -> u64 {
     };
     loaded
 }
+
+/// kvm-unit-tests' test_smsw_reg: SMSW into AX, EAX and RAX, each starting from `rax`.
+/// Returns the three RAX values.
+pub fn store_machine_status_registers(rax: u64) -> [u64; 3] {
+    let (mut word, mut double, mut quad) = (rax, rax, rax);
+    // SAFETY: SMSW only writes its register operand.
+    unsafe {
+        asm!(
+            "smsw {word:x}",
+            "smsw {double:e}",
+            "smsw {quad:r}",
+            word = inout(reg) word,
+            double = inout(reg) double,
+            quad = inout(reg) quad,
+            options(nomem, nostack, preserves_flags),
+        )
+    };
+    [word, double, quad]
+}
+
+/// LMSW m16 at `address`: loads CR0 bits 3:0 from memory (MP, EM, TS; PE only set), or
+/// returns the exception.
+pub fn try_load_machine_status_from(address: u64) -> Result<(), Exception> {
+    let address = device::checked(address, 2);
+    catch_exception(|| {
+        // SAFETY: the test's window, 2 bytes read; LMSW changes only CR0.MP/EM/TS, none of the
+        // bits the runtime owns (PE is set already).
+        unsafe { asm!("lmsw word ptr [{address}]", address = in(reg) address, options(nostack)) };
+    })
+}

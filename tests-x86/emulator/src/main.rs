@@ -13,7 +13,9 @@ mod machine;
 use alloc::vec::Vec;
 
 use machine::{ARITHMETIC_FLAGS, CF, Case, State, StringForm, StringState, ZF};
-use vmunit::arch::control::{read_cr0, read_cr4, try_write_cr0, try_write_cr4};
+use vmunit::arch::control::{
+    read_cr0, read_cr4, read_cr8, try_lmsw, try_write_cr0, try_write_cr4, write_cr8,
+};
 use vmunit::arch::cpuid::{Feature, is_tcg};
 use vmunit::arch::device::{self, Backing};
 use vmunit::arch::fpu::try_enable_sse;
@@ -93,6 +95,7 @@ fn main(args: &[&str]) -> i32 {
     page_crossing();
     exceptions(kvm_pvm);
     other_forms(kvm_pvm);
+    control_registers();
     sse(kvm_pvm);
     report_summary()
 }
@@ -1126,4 +1129,60 @@ fn sse(kvm_pvm: bool) {
     );
     let restored = try_write_cr4(cr4).and_then(|()| try_write_cr0(cr0));
     report!(restored.is_ok(), "CR0 and CR4 are restored (got {restored:x?})");
+}
+
+/// kvm-unit-tests' test_smsw_reg, test_lmsw and emulator64's test_cr8: SMSW into a register
+/// of each size, LMSW from a register and from MMIO (bits 3:0 of CR0 only, and never clearing
+/// PE), MOV to and from CR8.
+fn control_registers() {
+    let _prefix = prefix("control registers");
+    let cr0 = read_cr0();
+    let rax = 0x1234_5678_90ab_cdef;
+    let [word, double, quad] = machine::store_machine_status_registers(rax);
+    report!(
+        word & 0xffff == cr0 & 0xffff && word >> 16 == rax >> 16,
+        "SMSW AX stores CR0[15:0] and keeps RAX[63:16] (got {word:#x}, CR0 {cr0:#x})"
+    );
+    report!(
+        double == cr0 & 0xffff_ffff,
+        "SMSW EAX stores CR0[31:0], zero-extended (got {double:#x}, CR0 {cr0:#x})"
+    );
+    report!(quad == cr0, "SMSW RAX stores CR0 (got {quad:#x}, CR0 {cr0:#x})");
+
+    // CR0.TS (bit 3) and EM (bit 2): nothing in this soft-float runtime uses x87 or SSE
+    // while they are flipped here.
+    let toggled = try_lmsw((cr0 ^ 8) as u16);
+    let after = read_cr0();
+    report!(
+        toggled.is_ok() && cr0 ^ after == 8,
+        "LMSW from a register flips CR0.TS alone: {cr0:#x} to {:#x} (got {toggled:x?}, CR0 {after:#x})",
+        cr0 ^ 8
+    );
+    let status = MMIO_PAGE + 0x80;
+    machine::write64(status, cr0 & 0xffff);
+    let loaded = machine::try_load_machine_status_from(status);
+    let after = read_cr0();
+    report!(
+        loaded.is_ok() && after == cr0,
+        "LMSW from MMIO loads CR0[3:0] back: {cr0:#x} (got {loaded:x?}, CR0 {after:#x})"
+    );
+    let toggled = try_lmsw(((cr0 & !1) ^ 4) as u16);
+    let after = read_cr0();
+    report!(
+        toggled.is_ok() && cr0 ^ after == 4 && after & 1 == 1,
+        "LMSW with PE clear flips CR0.EM but cannot clear PE: {:#x} (got {toggled:x?}, CR0 {after:#x})",
+        cr0 ^ 4
+    );
+    let restored = try_lmsw(cr0 as u16);
+    report!(
+        restored.is_ok() && read_cr0() == cr0,
+        "LMSW restores CR0 {cr0:#x} (got {restored:x?}, CR0 {:#x})",
+        read_cr0()
+    );
+
+    let priority = read_cr8();
+    write_cr8(3);
+    let read = read_cr8();
+    write_cr8(priority);
+    report!(read == 3, "MOV CR8, 3 then MOV from CR8 reads 3 (got {read})");
 }
