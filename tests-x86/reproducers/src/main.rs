@@ -545,6 +545,31 @@ fn sysret_returns_to_compatibility_mode() {
     );
 }
 
+/// A SYSRET that loads RFLAGS.TF from R11 ends with a single-step #DB, before the next user
+/// instruction (kvm-unit-tests' "syscall TF handling"; QEMU's TCG does so). Here the 32-bit
+/// SYSRET of a SYSCALL made from compatibility mode with TF set (FMASK clears it in the
+/// kernel); kvm_pvm delivers no #DB: the code after it runs with TF set and no trap.
+#[vmunit::test]
+fn sysret_with_trap_flag_single_steps() {
+    static STEPS: AtomicU32 = AtomicU32::new(0);
+    report!(
+        syscall::try_enable(1 << 8 | 1 << 9).is_ok(),
+        "SYSCALL can be enabled"
+    );
+    exceptions::set_debug_handler(Some(|frame| {
+        STEPS.fetch_add(1, Ordering::SeqCst);
+        frame.rflags &= !(1 << 8);
+    }));
+    let result = syscall::try_compatibility_traced_syscall();
+    exceptions::set_debug_handler(None);
+    let _ = syscall::try_disable();
+    let steps = STEPS.load(Ordering::SeqCst);
+    report!(
+        steps >= 1,
+        "the SYSRET that sets TF ends with a single-step #DB (got {steps} #DBs, then {result:x?})"
+    );
+}
+
 /// Switches to x2APIC mode for the x2APIC reproducers (their entries run with +x2apic);
 /// false, with a SKIP, where it cannot.
 fn enter_x2apic() -> bool {
