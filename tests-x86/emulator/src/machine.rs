@@ -1382,3 +1382,75 @@ pub fn try_load_machine_status_from(address: u64) -> Result<(), Exception> {
         unsafe { asm!("lmsw word ptr [{address}]", address = in(reg) address, options(nostack)) };
     })
 }
+
+/// MOVUPS m128, XMM0 at `address` (which may cross a page), XMM0 loaded with `data` first.
+/// Returns the store's outcome and its address. The caller enables SSE.
+pub fn try_movups_store(address: u64, data: &[u8; 16]) -> Attempt<()> {
+    let address = device::checked(address, 16);
+    let mut instruction = 0u64;
+    let slot = &raw mut instruction;
+    let result = catch_exception(|| {
+        // SAFETY: `data` is a live 16-byte local read; the store touches only the test's window
+        // (16 bytes, checked); the address is stored through `slot` before the store; a fault
+        // is caught; XMM0 is declared clobbered.
+        unsafe {
+            asm!(
+                "movups xmm0, xmmword ptr [{data}]",
+                "lea {scratch}, [rip + 2f]",
+                "mov qword ptr [{slot}], {scratch}",
+                "2: movups xmmword ptr [{address}], xmm0",
+                data = in(reg) data.as_ptr(),
+                slot = in(reg) slot,
+                scratch = out(reg) _,
+                address = in(reg) address,
+                out("xmm0") _,
+                options(nostack),
+            )
+        };
+    });
+    Attempt {
+        result,
+        address: instruction,
+    }
+}
+
+/// emulator64's test_mmx_movq_mf: with all x87 exceptions unmasked (FLDCW 0), 0.0 / 0.0
+/// (FDIVP) leaves an x87 exception pending, and the next MMX instruction, MOVQ m64, MM0 to
+/// `address`, raises #MF (with CR0.NE set). FNCLEX and EMMS clean up afterwards. Returns the
+/// outcome and the MOVQ's address. The caller enables the FPU and sets CR0.NE.
+pub fn try_mmx_store_with_pending_x87_exception(address: u64) -> Attempt<()> {
+    let address = device::checked(address, 8);
+    let control_word = 0u16;
+    let mut instruction = 0u64;
+    let slot = &raw mut instruction;
+    let result = catch_exception(|| {
+        // SAFETY: `control_word` is a live local read by FLDCW; the MOVQ writes 8 bytes of the
+        // test's window (checked); the address is stored through `slot` first; #MF is caught.
+        // The x87/MMX state is reset by FNINIT here and cleaned below; MM0 is clobbered.
+        unsafe {
+            asm!(
+                "fninit",
+                "fldcw word ptr [{control_word}]",
+                "fldz",
+                "fldz",
+                "fdivp st(1), st",
+                "lea {scratch}, [rip + 2f]",
+                "mov qword ptr [{slot}], {scratch}",
+                "2: movq qword ptr [{address}], mm0",
+                control_word = in(reg) &control_word,
+                slot = in(reg) slot,
+                scratch = out(reg) _,
+                address = in(reg) address,
+                out("mm0") _,
+                options(nostack),
+            )
+        };
+    });
+    // SAFETY: FNCLEX clears the pending x87 exception flags, EMMS leaves MMX mode, FNINIT
+    // resets the x87 state: nothing Rust code (soft-float) relies on.
+    unsafe { asm!("fnclex", "emms", "fninit", options(nomem, nostack)) };
+    Attempt {
+        result,
+        address: instruction,
+    }
+}

@@ -14,7 +14,7 @@ use alloc::vec::Vec;
 
 use machine::{ARITHMETIC_FLAGS, CF, Case, State, StringForm, StringState, ZF};
 use vmunit::arch::control::{
-    read_cr0, read_cr4, read_cr8, try_lmsw, try_write_cr0, try_write_cr4, write_cr8,
+    Cr0Flags, read_cr0, read_cr4, read_cr8, try_lmsw, try_write_cr0, try_write_cr4, write_cr8,
 };
 use vmunit::arch::cpuid::{Feature, is_tcg};
 use vmunit::arch::device::{self, Backing};
@@ -288,6 +288,16 @@ fn reproduce_defect(defect: &str) {
                 matches!(result, Err(Exception { vector: Vector::UD, rip: at, .. }) if at == rip),
                 "LEA with a register source raises #UD (got {result:x?})"
             );
+        }
+        "mmx-mf" => {
+            let (cr0, cr4) = (read_cr0(), read_cr4());
+            let enabled = try_enable_sse();
+            report!(
+                enabled.is_ok(),
+                "the FPU and SSE can be enabled (got {enabled:x?})"
+            );
+            mmx_pending_x87_exception(cr0, false);
+            let _ = try_write_cr4(cr4).and_then(|()| try_write_cr0(cr0));
         }
         "sgdt" => {
             let address = MMIO_PAGE + 0x70;
@@ -1127,8 +1137,55 @@ fn sse(kvm_pvm: bool) {
         matches!(result, Err(Exception { vector: Vector::GP, error_code: 0, rip: at, .. }) if at == rip),
         "MOVAPS from misaligned MMIO raises #GP(0) (got {result:x?})"
     );
+    sse_page_crossing();
+    mmx_pending_x87_exception(cr0, is_tcg());
     let restored = try_write_cr4(cr4).and_then(|()| try_write_cr0(cr0));
     report!(restored.is_ok(), "CR0 and CR4 are restored (got {restored:x?})");
+}
+
+/// kvm-unit-tests' test_sse_exceptions, crossing pages: a MOVUPS store split across two mapped
+/// MMIO pages stores all 16 bytes; split into the unmapped page after them, it raises #PF
+/// (write, not present) for that second page, at the MOVUPS.
+fn sse_page_crossing() {
+    let data: [u8; 16] = core::array::from_fn(|index| 0x50 + index as u8);
+    let crossing = MMIO_NEXT_PAGE - 8;
+    machine::fill(crossing, 16, 0);
+    let Attempt { result, .. } = machine::try_movups_store(crossing, &data);
+    report!(
+        result.is_ok() && has_pattern(crossing, 16, 0x50),
+        "MOVUPS m128 across two MMIO pages at {crossing:#x} stores all 16 bytes (got {result:x?})"
+    );
+    let split = HOLE - 8;
+    let Attempt { result, address } = machine::try_movups_store(split, &data);
+    report!(
+        matches!(result, Err(e) if e.vector == Vector::PF
+            && e.error_code & (page_fault::PRESENT | page_fault::WRITE) == page_fault::WRITE
+            && e.address == HOLE
+            && e.rip == address),
+        "MOVUPS m128 at {split:#x}, split into the unmapped page, raises #PF(write, not present) for {HOLE:#x} at {address:#x} (got {result:x?})"
+    );
+}
+
+/// emulator64's test_mmx_movq_mf: an MMX MOVQ to MMIO with an unmasked x87 exception pending
+/// raises #MF at the MOVQ (CR0.NE set for the check, as kvm-unit-tests runs). `known`: the
+/// host is QEMU's TCG, which raises none.
+fn mmx_pending_x87_exception(cr0: u64, known: bool) {
+    let numeric_error = Cr0Flags::NUMERIC_ERROR.bits();
+    let set = try_write_cr0(read_cr0() | numeric_error);
+    let Attempt { result, address } = machine::try_mmx_store_with_pending_x87_exception(MMIO_PAGE + 0x500);
+    let _ = try_write_cr0(read_cr0() & !numeric_error | cr0 & numeric_error);
+    known_failure(
+        known,
+        "QEMU's TCG raises no #MF for an MMX instruction with an x87 exception pending: \
+         its MMX prologue, helper_enter_mmx (target/i386/tcg/fpu_helper.c), never checks \
+         FPUS_SE as helper_fwait does; FWAIT there raises #MF (reproduce-emulator-mmx-mf)",
+        || {
+            report!(
+                set.is_ok() && matches!(result, Err(e) if e.vector == Vector::MF && e.rip == address),
+                "MMX MOVQ m64, MM0 with an unmasked x87 exception pending (0.0 / 0.0) raises #MF at {address:#x} (got {result:x?})"
+            );
+        },
+    );
 }
 
 /// kvm-unit-tests' test_smsw_reg, test_lmsw and emulator64's test_cr8: SMSW into a register
