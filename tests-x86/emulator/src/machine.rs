@@ -1454,3 +1454,14 @@ pub fn try_mmx_store_with_pending_x87_exception(address: u64) -> Attempt<()> {
         address: instruction,
     }
 }
+
+/// LTR m16 at `address` (the selector read from the window), or the exception. The caller
+/// makes the TSS it names available first.
+pub fn try_load_task_register_from(address: u64) -> Result<(), Exception> {
+    let address = device::checked(address, 2);
+    catch_exception(|| {
+        // SAFETY: the test's window, 2 bytes read. The selector the caller stored there names
+        // this CPU's own TSS, already loaded: LTR reloads the same task register.
+        unsafe { asm!("ltr word ptr [{address}]", address = in(reg) address, options(nostack)) };
+    })
+}

@@ -18,7 +18,9 @@ use vmunit::arch::control::{
 };
 use vmunit::arch::cpuid::{Feature, is_tcg};
 use vmunit::arch::device::{self, Backing};
+use vmunit::arch::exceptions::{set_task_state_busy, task_state_busy};
 use vmunit::arch::fpu::try_enable_sse;
+use vmunit::arch::instructions::store_task_register;
 
 use vmunit::arch::testdev::{IOMEM, IOMEM_SIZE};
 use vmunit::arch::{Exception, Vector, page_fault};
@@ -1188,9 +1190,9 @@ fn mmx_pending_x87_exception(cr0: u64, known: bool) {
     );
 }
 
-/// kvm-unit-tests' test_smsw_reg, test_lmsw and emulator64's test_cr8: SMSW into a register
-/// of each size, LMSW from a register and from MMIO (bits 3:0 of CR0 only, and never clearing
-/// PE), MOV to and from CR8.
+/// kvm-unit-tests' test_smsw_reg, test_lmsw, test_ltr and emulator64's test_cr8: SMSW into a
+/// register of each size, LMSW from a register and from MMIO (bits 3:0 of CR0 only, and never
+/// clearing PE), LTR from MMIO, MOV to and from CR8.
 fn control_registers() {
     let _prefix = prefix("control registers");
     let cr0 = read_cr0();
@@ -1235,6 +1237,20 @@ fn control_registers() {
         restored.is_ok() && read_cr0() == cr0,
         "LMSW restores CR0 {cr0:#x} (got {restored:x?}, CR0 {:#x})",
         read_cr0()
+    );
+
+    // kvm-unit-tests' test_ltr: LTR with its selector in MMIO, the TSS made available first.
+    let task_register = store_task_register();
+    let selector_address = MMIO_PAGE + 0x90;
+    machine::write64(selector_address, u64::from(task_register));
+    set_task_state_busy(false);
+    let loaded = machine::try_load_task_register_from(selector_address);
+    let busy = task_state_busy();
+    set_task_state_busy(true);
+    report!(
+        loaded.is_ok() && store_task_register() == task_register && busy,
+        "LTR m16 from MMIO loads TR {task_register:#x} and marks its TSS busy (got {loaded:x?}, TR {:#x}, busy {busy})",
+        store_task_register()
     );
 
     let priority = read_cr8();

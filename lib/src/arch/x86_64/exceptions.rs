@@ -317,15 +317,7 @@ pub(crate) fn init_cpu(cpu: usize) {
         unsafe { register(SegmentSelector(selector::KERNEL_DATA)) };
     }
     // A CPU restarted by INIT (smp::reset_cpu) finds its TSS marked busy by its first LTR.
-    let gdt = x86_64::instructions::tables::sgdt();
-    let access = gdt.base.as_u64() + u64::from(selector::TSS) + 5;
-    let byte = access as *mut u8;
-    // SAFETY: the byte is the access byte of this CPU's TSS descriptor in the GDT just loaded,
-    // the byte the CPU itself writes on LTR; reading it has no effect.
-    let value = unsafe { byte.read_volatile() };
-    // SAFETY: as above; clearing the busy bit (type 0xB to 0x9) makes the TSS available again,
-    // and nothing else reads the byte.
-    unsafe { byte.write_volatile(value & !0x02) };
+    set_task_state_busy(false);
     // SAFETY: the selector names the available 64-bit TSS of the GDT just loaded.
     unsafe { load_tss(SegmentSelector(selector::TSS)) };
     let idt = IDT.call_once(|| SharedIdt(core::cell::UnsafeCell::new(new_idt())));
@@ -333,6 +325,31 @@ pub(crate) fn init_cpu(cpu: usize) {
     let table = unsafe { &*idt.0.get() };
     // SAFETY: the table is static, so it stays valid while loaded.
     unsafe { table.load_unsafe() };
+}
+
+/// The access byte of this CPU's TSS descriptor in its loaded GDT.
+fn task_state_access_byte() -> *mut u8 {
+    let gdt = x86_64::instructions::tables::sgdt();
+    (gdt.base.as_u64() + u64::from(selector::TSS) + 5) as *mut u8
+}
+
+/// Whether this CPU's TSS descriptor is marked busy (type 0xB), as LTR leaves it.
+pub fn task_state_busy() -> bool {
+    // SAFETY: the byte is the access byte of this CPU's TSS descriptor in its loaded GDT;
+    // reading it has no effect.
+    unsafe { task_state_access_byte().read_volatile() & 0x02 != 0 }
+}
+
+/// Marks this CPU's TSS descriptor busy or available (type 0xB or 0x9): LTR of
+/// [`selector::TSS`] needs it available (kvm-unit-tests' emulator test_ltr clears the busy
+/// bit, LTRs, and checks that LTR set it again). The loaded task register is unaffected.
+pub fn set_task_state_busy(busy: bool) {
+    let byte = task_state_access_byte();
+    // SAFETY: as in `task_state_busy`.
+    let value = unsafe { byte.read_volatile() };
+    // SAFETY: the CPU itself writes this byte on LTR, and only the busy bit changes, which
+    // nothing but LTR (and task switches, which a 64-bit guest never makes) reads.
+    unsafe { byte.write_volatile(if busy { value | 0x02 } else { value & !0x02 }) };
 }
 
 /// Marks the IDT gate of interrupt `vector` (32..=255) present or not present, on every CPU
