@@ -1465,3 +1465,30 @@ pub fn try_load_task_register_from(address: u64) -> Result<(), Exception> {
         unsafe { asm!("ltr word ptr [{address}]", address = in(reg) address, options(nostack)) };
     })
 }
+
+/// Loads GS with `selector` (in 64-bit mode this also loads the descriptor's base, 0; write
+/// IA32_GS_BASE afterwards). The runtime does not use GS.
+pub fn load_gs(selector: u16) {
+    // SAFETY: MOV GS only changes GS, which no code of the runtime or the test relies on; the
+    // caller passes a valid data selector or 0.
+    unsafe { asm!("mov gs, {0:x}", in(reg) selector, options(nomem, nostack, preserves_flags)) };
+}
+
+/// GS's selector and the 64-bit word at GS:`offset` (GS's base plus `offset`): for code at
+/// CPL 3, after the IRET that entered it.
+pub fn read_gs_relative(offset: u64) -> (u16, u64) {
+    let (selector, value): (u16, u64);
+    // SAFETY: the load reads 8 bytes at GS base + `offset`, which the caller points at a
+    // readable word; a fault is the caller's to catch (run_in_user_mode does).
+    unsafe {
+        asm!(
+            "mov {selector:x}, gs",
+            "mov {value}, qword ptr gs:[{offset}]",
+            selector = out(reg) selector,
+            value = out(reg) value,
+            offset = in(reg) offset,
+            options(readonly, nostack, preserves_flags),
+        )
+    };
+    (selector, value)
+}

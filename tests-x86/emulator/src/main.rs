@@ -18,9 +18,11 @@ use vmunit::arch::control::{
 };
 use vmunit::arch::cpuid::{Feature, is_tcg};
 use vmunit::arch::device::{self, Backing};
-use vmunit::arch::exceptions::{set_task_state_busy, task_state_busy};
+use vmunit::arch::exceptions::{selector, set_task_state_busy, task_state_busy};
 use vmunit::arch::fpu::try_enable_sse;
 use vmunit::arch::instructions::store_task_register;
+use vmunit::arch::msr::{IA32_GS_BASE, try_wrmsr};
+use vmunit::arch::run_in_user_mode;
 
 use vmunit::arch::testdev::{IOMEM, IOMEM_SIZE};
 use vmunit::arch::{Exception, Vector, page_fault};
@@ -1253,9 +1255,33 @@ fn control_registers() {
         store_task_register()
     );
 
+    iret_nullified_segment();
+
     let priority = read_cr8();
     write_cr8(3);
     let read = read_cr8();
     write_cr8(priority);
     report!(read == 3, "MOV CR8, 3 then MOV from CR8 reads 3 (got {read})");
+}
+
+/// The word emulator64's test_iret reads through GS at CPL 3.
+static GS_TARGET: u64 = 0xdead_beef_dead_beef;
+/// emulator64's GS base for test_iret: 4 MiB.
+const GS_BASE_VALUE: u64 = 0x40_0000;
+
+/// emulator64's test_iret: the IRET that enters CPL 3 nullifies GS (a DPL-0 data segment,
+/// SDM Vol. 2A IRET: its selector becomes 0), but GS's base (IA32_GS_BASE) still applies to a
+/// GS-relative load in 64-bit mode.
+fn iret_nullified_segment() {
+    machine::load_gs(selector::KERNEL_DATA);
+    let based = try_wrmsr(IA32_GS_BASE, GS_BASE_VALUE);
+    let offset = (&raw const GS_TARGET as u64).wrapping_sub(GS_BASE_VALUE);
+    let result = run_in_user_mode(|| machine::read_gs_relative(offset));
+    machine::load_gs(0);
+    let _ = try_wrmsr(IA32_GS_BASE, 0);
+    report!(
+        based.is_ok() && matches!(result, Ok((0, value)) if value == GS_TARGET),
+        "IRET to CPL 3 nullifies GS ({:#x} before) and keeps its base: GS:{offset:#x} reads {GS_TARGET:#x} at CPL 3 (got {result:x?}, as (GS, value))",
+        selector::KERNEL_DATA
+    );
 }
