@@ -14,6 +14,7 @@ use vmunit::arch::exceptions::{
     RepairedPageFault, exception_return_address, with_nmi_on_current_stack, with_read_only_stack_repaired,
 };
 use vmunit::arch::instructions::{int3, software_interrupt, try_divide};
+use vmunit::arch::mmu::with_stack_on_page_table;
 use vmunit::arch::probes::{
     interrupt_window, iret_on_flushed_stack, software_interrupt_in_interrupt_shadow,
     try_divide_by_zero_on_stack, try_interrupt_window_on_stack, try_software_interrupt_on_stack,
@@ -73,6 +74,7 @@ fn main(_args: &[&str]) {
     check_nmi();
     check_nmi_iret();
     check_read_only_stack(software_interrupts);
+    check_page_table_stack();
     check_unmapped_stack();
 }
 
@@ -490,4 +492,26 @@ fn is(result: &Result<(), Exception>, vector: Vector, error_code: u64) -> bool {
 /// Whether `result`'s exception was delivered with RIP `address`.
 fn at(result: &Result<(), Exception>, address: u64) -> bool {
     matches!(result, Err(e) if e.rip == address)
+}
+
+/// kvm-unit-tests' "int 33 with shadowed stack", with a self-IPI on vector 33 (delivered under
+/// every host here; INT n stops kvm_pvm's VM): the interrupt is delivered onto a stack that
+/// is also a live page table (the level-1 table mapping a fresh page), which a shadow-paging
+/// hypervisor write-protects. The handler runs once, and the table's entry survives.
+fn check_page_table_stack() {
+    let _prefix = vmunit::prefix("page-table stack");
+    reset();
+    apic::self_ipi(VECTOR);
+    let (result, intact) = with_stack_on_page_table(|top| try_interrupt_window_on_stack(top, 100_000));
+    let (order, count) = seen();
+    report!(
+        result.is_ok() && order[..count] == [VECTOR],
+        "a self-IPI on {VECTOR} delivered onto a stack that is also a live page table runs its \
+         handler once (got {result:x?}, {:?})",
+        &order[..count]
+    );
+    report!(
+        intact,
+        "the page table's entry for its own page still maps it after the delivery"
+    );
 }
