@@ -602,7 +602,13 @@ pub fn try_divide_by_zero_on_stack(stack: &TestPage) -> Attempt<()> {
 /// delivery raises (#NP through a not-present gate), is pushed onto that page (kvm-unit-tests'
 /// eventinj "NP PF exceptions"). Returns what INT `VECTOR` raised and the address of the INT.
 pub fn try_software_interrupt_on_stack<const VECTOR: u8>(stack: &TestPage) -> Attempt<()> {
-    let top = stack.address() + PAGE_SIZE;
+    try_software_interrupt_with_stack_pointer::<VECTOR>(stack.address() + PAGE_SIZE)
+}
+
+/// INT `VECTOR` with RSP at `top` (like [`try_interrupt_window_on_stack`]: memory no Rust
+/// object uses, such as `mmu::with_stack_on_page_table`'s table page): the handler's frame
+/// goes there. Returns what INT `VECTOR` raised, if anything, and the address of the INT.
+pub fn try_software_interrupt_with_stack_pointer<const VECTOR: u8>(top: u64) -> Attempt<()> {
     let mut address = 0u64;
     let slot = &raw mut address;
     let result = catch_exception(|| {
