@@ -16,7 +16,8 @@ use machine::{ARITHMETIC_FLAGS, CF, Case, State, StringForm, StringState, ZF};
 use vmunit::arch::control::{
     Cr0Flags, read_cr0, read_cr4, read_cr8, try_lmsw, try_write_cr0, try_write_cr4, write_cr8,
 };
-use vmunit::arch::cpuid::{Feature, is_tcg};
+use vmunit::arch::cpuid::{Feature, Vendor, is_tcg, vendor};
+use vmunit::arch::debug::{dr7, mov_ss_then_breakpointed_instruction, record_debug_exceptions, write_dr7};
 use vmunit::arch::device::{self, Backing};
 use vmunit::arch::exceptions::{selector, set_task_state_busy, task_state_busy};
 use vmunit::arch::fpu::try_enable_sse;
@@ -1256,6 +1257,7 @@ fn control_registers() {
     );
 
     iret_nullified_segment();
+    mov_ss_code_breakpoint();
 
     let priority = read_cr8();
     write_cr8(3);
@@ -1283,5 +1285,26 @@ fn iret_nullified_segment() {
         based.is_ok() && matches!(result, Ok((0, value)) if value == GS_TARGET),
         "IRET to CPL 3 nullifies GS ({:#x} before) and keeps its base: GS:{offset:#x} reads {GS_TARGET:#x} at CPL 3 (got {result:x?}, as (GS, value))",
         selector::KERNEL_DATA
+    );
+}
+
+/// kvm-unit-tests' test_mov_pop_ss_code_db ("no fep"; POP SS does not exist in 64-bit mode):
+/// an instruction breakpoint on the instruction after MOV SS is inhibited by the MOV SS
+/// shadow on Intel CPUs and delivered on AMD ones; the instruction runs either way.
+fn mov_ss_code_breakpoint() {
+    let intel = vendor() == Vendor::Intel;
+    write_dr7(dr7::FIXED_1 | dr7::global(0) | dr7::condition(0, dr7::EXECUTE, 1));
+    let (result, seen) = record_debug_exceptions(mov_ss_then_breakpointed_instruction);
+    write_dr7(dr7::FIXED_1);
+    let Ok((target, cleared)) = result else {
+        report!(false, "MOV SS; XOR with DR0 on the XOR runs (got {result:x?})");
+        return;
+    };
+    let expected = usize::from(!intel);
+    report!(
+        seen.len() == expected && seen.iter().all(|e| e.rip == target) && cleared == 0,
+        "{}: an instruction breakpoint on the XOR after MOV SS ({target:#x}) is {}, and the XOR runs (got {seen:x?}, XOR result {cleared:#x})",
+        if intel { "Intel" } else { "AMD" },
+        if intel { "inhibited" } else { "delivered" }
     );
 }

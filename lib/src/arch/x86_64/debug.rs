@@ -755,3 +755,30 @@ pub fn single_step_mov_ss_general_detect() -> [u64; 6] {
     };
     after
 }
+
+/// kvm-unit-tests' emulator test_mov_pop_ss_code_db: points DR0 at the XOR right after a
+/// MOV SS (SS reloaded with its own selector) and runs them; arm DR0 as an instruction
+/// breakpoint in DR7 first and record #DBs ([`record_debug_exceptions`], which sets RF after
+/// one). Intel CPUs inhibit that code breakpoint in the MOV SS shadow; AMD ones deliver it,
+/// with RIP at the XOR. Returns the XOR's address and the value it left (0 when it ran).
+pub fn mov_ss_then_breakpointed_instruction() -> (u64, u64) {
+    let (target, cleared): (u64, u64);
+    // SAFETY: DR0 takes the address of the XOR below (a debug register the caller arms and
+    // disarms in DR7); SS is reloaded with its own selector; XOR clears a scratch register.
+    unsafe {
+        asm!(
+            "lea {target}, [rip + 2f]",
+            "mov dr0, {target}",
+            "xor ecx, ecx",
+            "mov cx, ss",
+            "mov {cleared}, -1",
+            "mov ss, cx",
+            "2: xor {cleared:e}, {cleared:e}",
+            target = out(reg) target,
+            cleared = out(reg) cleared,
+            out("rcx") _,
+            options(nostack),
+        )
+    };
+    (target, cleared)
+}
