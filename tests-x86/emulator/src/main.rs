@@ -17,7 +17,10 @@ use vmunit::arch::control::{
     Cr0Flags, read_cr0, read_cr4, read_cr8, try_lmsw, try_write_cr0, try_write_cr4, write_cr8,
 };
 use vmunit::arch::cpuid::{Feature, Vendor, is_tcg, vendor};
-use vmunit::arch::debug::{dr7, mov_ss_then_breakpointed_instruction, record_debug_exceptions, write_dr7};
+use vmunit::arch::debug::{
+    SsLoad, compatibility_ss_load_then_breakpointed_instruction, dr7, mov_ss_then_breakpointed_instruction,
+    record_debug_exceptions, write_dr7,
+};
 use vmunit::arch::device::{self, Backing};
 use vmunit::arch::exceptions::{selector, set_task_state_busy, task_state_busy};
 use vmunit::arch::fpu::try_enable_sse;
@@ -1307,4 +1310,22 @@ fn mov_ss_code_breakpoint() {
         if intel { "Intel" } else { "AMD" },
         if intel { "inhibited" } else { "delivered" }
     );
+
+    // The 32-bit build's form: MOV SS and POP SS in a 32-bit code segment (CPL 3).
+    for (load, name) in [(SsLoad::Move, "MOV SS"), (SsLoad::Pop, "POP SS")] {
+        write_dr7(dr7::FIXED_1 | dr7::global(0) | dr7::condition(0, dr7::EXECUTE, 1));
+        let (result, seen) =
+            record_debug_exceptions(|| compatibility_ss_load_then_breakpointed_instruction(load));
+        write_dr7(dr7::FIXED_1);
+        let ended = result.as_ref().map(|(_, exception)| *exception);
+        let target = result.as_ref().map_or(0, |(target, _)| *target);
+        report!(
+            seen.len() == expected
+                && seen.iter().all(|e| e.rip == target)
+                && matches!(ended, Ok(e) if e.vector == Vector::UD && e.from_user && e.rip == target + 2),
+            "{}: in a 32-bit code segment, an instruction breakpoint on the XOR after {name} ({target:#x}) is {}, and the XOR runs to the UD2 (got {seen:x?}, then {ended:x?})",
+            if intel { "Intel" } else { "AMD" },
+            if intel { "inhibited" } else { "delivered" }
+        );
+    }
 }
