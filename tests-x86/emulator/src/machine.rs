@@ -1352,3 +1352,143 @@ pub fn mmx_moves(address: u64, value: u64) -> u64 {
     };
     loaded
 }
+
+/// kvm-unit-tests' test_smsw_reg: SMSW into AX, EAX and RAX, each starting from `rax`.
+/// Returns the three RAX values.
+pub fn store_machine_status_registers(rax: u64) -> [u64; 3] {
+    let (mut word, mut double, mut quad) = (rax, rax, rax);
+    // SAFETY: SMSW only writes its register operand.
+    unsafe {
+        asm!(
+            "smsw {word:x}",
+            "smsw {double:e}",
+            "smsw {quad:r}",
+            word = inout(reg) word,
+            double = inout(reg) double,
+            quad = inout(reg) quad,
+            options(nomem, nostack, preserves_flags),
+        )
+    };
+    [word, double, quad]
+}
+
+/// LMSW m16 at `address`: loads CR0 bits 3:0 from memory (MP, EM, TS; PE only set), or
+/// returns the exception.
+pub fn try_load_machine_status_from(address: u64) -> Result<(), Exception> {
+    let address = device::checked(address, 2);
+    catch_exception(|| {
+        // SAFETY: the test's window, 2 bytes read; LMSW changes only CR0.MP/EM/TS, none of the
+        // bits the runtime owns (PE is set already).
+        unsafe { asm!("lmsw word ptr [{address}]", address = in(reg) address, options(nostack)) };
+    })
+}
+
+/// MOVUPS m128, XMM0 at `address` (which may cross a page), XMM0 loaded with `data` first.
+/// Returns the store's outcome and its address. The caller enables SSE.
+pub fn try_movups_store(address: u64, data: &[u8; 16]) -> Attempt<()> {
+    let address = device::checked(address, 16);
+    let mut instruction = 0u64;
+    let slot = &raw mut instruction;
+    let result = catch_exception(|| {
+        // SAFETY: `data` is a live 16-byte local read; the store touches only the test's window
+        // (16 bytes, checked); the address is stored through `slot` before the store; a fault
+        // is caught; XMM0 is declared clobbered.
+        unsafe {
+            asm!(
+                "movups xmm0, xmmword ptr [{data}]",
+                "lea {scratch}, [rip + 2f]",
+                "mov qword ptr [{slot}], {scratch}",
+                "2: movups xmmword ptr [{address}], xmm0",
+                data = in(reg) data.as_ptr(),
+                slot = in(reg) slot,
+                scratch = out(reg) _,
+                address = in(reg) address,
+                out("xmm0") _,
+                options(nostack),
+            )
+        };
+    });
+    Attempt {
+        result,
+        address: instruction,
+    }
+}
+
+/// emulator64's test_mmx_movq_mf: with all x87 exceptions unmasked (FLDCW 0), 0.0 / 0.0
+/// (FDIVP) leaves an x87 exception pending, and the next MMX instruction, MOVQ m64, MM0 to
+/// `address`, raises #MF (with CR0.NE set). FNCLEX and EMMS clean up afterwards. Returns the
+/// outcome and the MOVQ's address. The caller enables the FPU and sets CR0.NE.
+pub fn try_mmx_store_with_pending_x87_exception(address: u64) -> Attempt<()> {
+    let address = device::checked(address, 8);
+    let control_word = 0u16;
+    let mut instruction = 0u64;
+    let slot = &raw mut instruction;
+    let result = catch_exception(|| {
+        // SAFETY: `control_word` is a live local read by FLDCW; the MOVQ writes 8 bytes of the
+        // test's window (checked); the address is stored through `slot` first; #MF is caught.
+        // The x87/MMX state is reset by FNINIT here and cleaned below; MM0 is clobbered.
+        unsafe {
+            asm!(
+                "fninit",
+                "fldcw word ptr [{control_word}]",
+                "fldz",
+                "fldz",
+                "fdivp st(1), st",
+                "lea {scratch}, [rip + 2f]",
+                "mov qword ptr [{slot}], {scratch}",
+                "2: movq qword ptr [{address}], mm0",
+                control_word = in(reg) &control_word,
+                slot = in(reg) slot,
+                scratch = out(reg) _,
+                address = in(reg) address,
+                out("mm0") _,
+                options(nostack),
+            )
+        };
+    });
+    // SAFETY: FNCLEX clears the pending x87 exception flags, EMMS leaves MMX mode, FNINIT
+    // resets the x87 state: nothing Rust code (soft-float) relies on.
+    unsafe { asm!("fnclex", "emms", "fninit", options(nomem, nostack)) };
+    Attempt {
+        result,
+        address: instruction,
+    }
+}
+
+/// LTR m16 at `address` (the selector read from the window), or the exception. The caller
+/// makes the TSS it names available first.
+pub fn try_load_task_register_from(address: u64) -> Result<(), Exception> {
+    let address = device::checked(address, 2);
+    catch_exception(|| {
+        // SAFETY: the test's window, 2 bytes read. The selector the caller stored there names
+        // this CPU's own TSS, already loaded: LTR reloads the same task register.
+        unsafe { asm!("ltr word ptr [{address}]", address = in(reg) address, options(nostack)) };
+    })
+}
+
+/// Loads GS with `selector` (in 64-bit mode this also loads the descriptor's base, 0; write
+/// IA32_GS_BASE afterwards). The runtime does not use GS.
+pub fn load_gs(selector: u16) {
+    // SAFETY: MOV GS only changes GS, which no code of the runtime or the test relies on; the
+    // caller passes a valid data selector or 0.
+    unsafe { asm!("mov gs, {0:x}", in(reg) selector, options(nomem, nostack, preserves_flags)) };
+}
+
+/// GS's selector and the 64-bit word at GS:`offset` (GS's base plus `offset`): for code at
+/// CPL 3, after the IRET that entered it.
+pub fn read_gs_relative(offset: u64) -> (u16, u64) {
+    let (selector, value): (u16, u64);
+    // SAFETY: the load reads 8 bytes at GS base + `offset`, which the caller points at a
+    // readable word; a fault is the caller's to catch (run_in_user_mode does).
+    unsafe {
+        asm!(
+            "mov {selector:x}, gs",
+            "mov {value}, qword ptr gs:[{offset}]",
+            selector = out(reg) selector,
+            value = out(reg) value,
+            offset = in(reg) offset,
+            options(readonly, nostack, preserves_flags),
+        )
+    };
+    (selector, value)
+}

@@ -13,10 +13,20 @@ mod machine;
 use alloc::vec::Vec;
 
 use machine::{ARITHMETIC_FLAGS, CF, Case, State, StringForm, StringState, ZF};
-use vmunit::arch::control::{read_cr0, read_cr4, try_write_cr0, try_write_cr4};
-use vmunit::arch::cpuid::{Feature, is_tcg};
+use vmunit::arch::control::{
+    Cr0Flags, read_cr0, read_cr4, read_cr8, try_lmsw, try_write_cr0, try_write_cr4, write_cr8,
+};
+use vmunit::arch::cpuid::{Feature, Vendor, is_tcg, vendor};
+use vmunit::arch::debug::{
+    SsLoad, compatibility_ss_load_then_breakpointed_instruction, dr7, mov_ss_then_breakpointed_instruction,
+    record_debug_exceptions, write_dr7,
+};
 use vmunit::arch::device::{self, Backing};
+use vmunit::arch::exceptions::{selector, set_task_state_busy, task_state_busy};
 use vmunit::arch::fpu::try_enable_sse;
+use vmunit::arch::instructions::store_task_register;
+use vmunit::arch::msr::{IA32_GS_BASE, try_wrmsr};
+use vmunit::arch::run_in_user_mode;
 
 use vmunit::arch::testdev::{IOMEM, IOMEM_SIZE};
 use vmunit::arch::{Exception, Vector, page_fault};
@@ -93,6 +103,7 @@ fn main(args: &[&str]) -> i32 {
     page_crossing();
     exceptions(kvm_pvm);
     other_forms(kvm_pvm);
+    control_registers();
     sse(kvm_pvm);
     report_summary()
 }
@@ -285,6 +296,16 @@ fn reproduce_defect(defect: &str) {
                 matches!(result, Err(Exception { vector: Vector::UD, rip: at, .. }) if at == rip),
                 "LEA with a register source raises #UD (got {result:x?})"
             );
+        }
+        "mmx-mf" => {
+            let (cr0, cr4) = (read_cr0(), read_cr4());
+            let enabled = try_enable_sse();
+            report!(
+                enabled.is_ok(),
+                "the FPU and SSE can be enabled (got {enabled:x?})"
+            );
+            mmx_pending_x87_exception(cr0, false);
+            let _ = try_write_cr4(cr4).and_then(|()| try_write_cr0(cr0));
         }
         "sgdt" => {
             let address = MMIO_PAGE + 0x70;
@@ -1124,6 +1145,187 @@ fn sse(kvm_pvm: bool) {
         matches!(result, Err(Exception { vector: Vector::GP, error_code: 0, rip: at, .. }) if at == rip),
         "MOVAPS from misaligned MMIO raises #GP(0) (got {result:x?})"
     );
+    sse_page_crossing();
+    mmx_pending_x87_exception(cr0, is_tcg());
     let restored = try_write_cr4(cr4).and_then(|()| try_write_cr0(cr0));
     report!(restored.is_ok(), "CR0 and CR4 are restored (got {restored:x?})");
+}
+
+/// kvm-unit-tests' test_sse_exceptions, crossing pages: a MOVUPS store split across two mapped
+/// MMIO pages stores all 16 bytes; split into the unmapped page after them, it raises #PF
+/// (write, not present) for that second page, at the MOVUPS.
+fn sse_page_crossing() {
+    let data: [u8; 16] = core::array::from_fn(|index| 0x50 + index as u8);
+    let crossing = MMIO_NEXT_PAGE - 8;
+    machine::fill(crossing, 16, 0);
+    let Attempt { result, .. } = machine::try_movups_store(crossing, &data);
+    report!(
+        result.is_ok() && has_pattern(crossing, 16, 0x50),
+        "MOVUPS m128 across two MMIO pages at {crossing:#x} stores all 16 bytes (got {result:x?})"
+    );
+    let split = HOLE - 8;
+    let Attempt { result, address } = machine::try_movups_store(split, &data);
+    report!(
+        matches!(result, Err(e) if e.vector == Vector::PF
+            && e.error_code & (page_fault::PRESENT | page_fault::WRITE) == page_fault::WRITE
+            && e.address == HOLE
+            && e.rip == address),
+        "MOVUPS m128 at {split:#x}, split into the unmapped page, raises #PF(write, not present) for {HOLE:#x} at {address:#x} (got {result:x?})"
+    );
+}
+
+/// emulator64's test_mmx_movq_mf: an MMX MOVQ to MMIO with an unmasked x87 exception pending
+/// raises #MF at the MOVQ (CR0.NE set for the check, as kvm-unit-tests runs). `known`: the
+/// host is QEMU's TCG, which raises none.
+fn mmx_pending_x87_exception(cr0: u64, known: bool) {
+    let numeric_error = Cr0Flags::NUMERIC_ERROR.bits();
+    let set = try_write_cr0(read_cr0() | numeric_error);
+    let Attempt { result, address } = machine::try_mmx_store_with_pending_x87_exception(MMIO_PAGE + 0x500);
+    let _ = try_write_cr0(read_cr0() & !numeric_error | cr0 & numeric_error);
+    known_failure(
+        known,
+        "QEMU's TCG raises no #MF for an MMX instruction with an x87 exception pending: \
+         its MMX prologue, helper_enter_mmx (target/i386/tcg/fpu_helper.c), never checks \
+         FPUS_SE as helper_fwait does; FWAIT there raises #MF (reproduce-emulator-mmx-mf)",
+        || {
+            report!(
+                set.is_ok() && matches!(result, Err(e) if e.vector == Vector::MF && e.rip == address),
+                "MMX MOVQ m64, MM0 with an unmasked x87 exception pending (0.0 / 0.0) raises #MF at {address:#x} (got {result:x?})"
+            );
+        },
+    );
+}
+
+/// kvm-unit-tests' test_smsw_reg, test_lmsw, test_ltr and emulator64's test_cr8: SMSW into a
+/// register of each size, LMSW from a register and from MMIO (bits 3:0 of CR0 only, and never
+/// clearing PE), LTR from MMIO, MOV to and from CR8.
+fn control_registers() {
+    let _prefix = prefix("control registers");
+    let cr0 = read_cr0();
+    let rax = 0x1234_5678_90ab_cdef;
+    let [word, double, quad] = machine::store_machine_status_registers(rax);
+    report!(
+        word & 0xffff == cr0 & 0xffff && word >> 16 == rax >> 16,
+        "SMSW AX stores CR0[15:0] and keeps RAX[63:16] (got {word:#x}, CR0 {cr0:#x})"
+    );
+    report!(
+        double == cr0 & 0xffff_ffff,
+        "SMSW EAX stores CR0[31:0], zero-extended (got {double:#x}, CR0 {cr0:#x})"
+    );
+    report!(quad == cr0, "SMSW RAX stores CR0 (got {quad:#x}, CR0 {cr0:#x})");
+
+    // CR0.TS (bit 3) and EM (bit 2): nothing in this soft-float runtime uses x87 or SSE
+    // while they are flipped here.
+    let toggled = try_lmsw((cr0 ^ 8) as u16);
+    let after = read_cr0();
+    report!(
+        toggled.is_ok() && cr0 ^ after == 8,
+        "LMSW from a register flips CR0.TS alone: {cr0:#x} to {:#x} (got {toggled:x?}, CR0 {after:#x})",
+        cr0 ^ 8
+    );
+    let status = MMIO_PAGE + 0x80;
+    machine::write64(status, cr0 & 0xffff);
+    let loaded = machine::try_load_machine_status_from(status);
+    let after = read_cr0();
+    report!(
+        loaded.is_ok() && after == cr0,
+        "LMSW from MMIO loads CR0[3:0] back: {cr0:#x} (got {loaded:x?}, CR0 {after:#x})"
+    );
+    let toggled = try_lmsw(((cr0 & !1) ^ 4) as u16);
+    let after = read_cr0();
+    report!(
+        toggled.is_ok() && cr0 ^ after == 4 && after & 1 == 1,
+        "LMSW with PE clear flips CR0.EM but cannot clear PE: {:#x} (got {toggled:x?}, CR0 {after:#x})",
+        cr0 ^ 4
+    );
+    let restored = try_lmsw(cr0 as u16);
+    report!(
+        restored.is_ok() && read_cr0() == cr0,
+        "LMSW restores CR0 {cr0:#x} (got {restored:x?}, CR0 {:#x})",
+        read_cr0()
+    );
+
+    // kvm-unit-tests' test_ltr: LTR with its selector in MMIO, the TSS made available first.
+    let task_register = store_task_register();
+    let selector_address = MMIO_PAGE + 0x90;
+    machine::write64(selector_address, u64::from(task_register));
+    set_task_state_busy(false);
+    let loaded = machine::try_load_task_register_from(selector_address);
+    let busy = task_state_busy();
+    set_task_state_busy(true);
+    report!(
+        loaded.is_ok() && store_task_register() == task_register && busy,
+        "LTR m16 from MMIO loads TR {task_register:#x} and marks its TSS busy (got {loaded:x?}, TR {:#x}, busy {busy})",
+        store_task_register()
+    );
+
+    iret_nullified_segment();
+    mov_ss_code_breakpoint();
+
+    let priority = read_cr8();
+    write_cr8(3);
+    let read = read_cr8();
+    write_cr8(priority);
+    report!(read == 3, "MOV CR8, 3 then MOV from CR8 reads 3 (got {read})");
+}
+
+/// The word emulator64's test_iret reads through GS at CPL 3.
+static GS_TARGET: u64 = 0xdead_beef_dead_beef;
+/// emulator64's GS base for test_iret: 4 MiB.
+const GS_BASE_VALUE: u64 = 0x40_0000;
+
+/// emulator64's test_iret: the IRET that enters CPL 3 nullifies GS (a DPL-0 data segment,
+/// SDM Vol. 2A IRET: its selector becomes 0), but GS's base (IA32_GS_BASE) still applies to a
+/// GS-relative load in 64-bit mode.
+fn iret_nullified_segment() {
+    machine::load_gs(selector::KERNEL_DATA);
+    let based = try_wrmsr(IA32_GS_BASE, GS_BASE_VALUE);
+    let offset = (&raw const GS_TARGET as u64).wrapping_sub(GS_BASE_VALUE);
+    let result = run_in_user_mode(|| machine::read_gs_relative(offset));
+    machine::load_gs(0);
+    let _ = try_wrmsr(IA32_GS_BASE, 0);
+    report!(
+        based.is_ok() && matches!(result, Ok((0, value)) if value == GS_TARGET),
+        "IRET to CPL 3 nullifies GS ({:#x} before) and keeps its base: GS:{offset:#x} reads {GS_TARGET:#x} at CPL 3 (got {result:x?}, as (GS, value))",
+        selector::KERNEL_DATA
+    );
+}
+
+/// kvm-unit-tests' test_mov_pop_ss_code_db ("no fep"; POP SS does not exist in 64-bit mode):
+/// an instruction breakpoint on the instruction after MOV SS is inhibited by the MOV SS
+/// shadow on Intel CPUs and delivered on AMD ones; the instruction runs either way.
+fn mov_ss_code_breakpoint() {
+    let intel = vendor() == Vendor::Intel;
+    write_dr7(dr7::FIXED_1 | dr7::global(0) | dr7::condition(0, dr7::EXECUTE, 1));
+    let (result, seen) = record_debug_exceptions(mov_ss_then_breakpointed_instruction);
+    write_dr7(dr7::FIXED_1);
+    let Ok((target, cleared)) = result else {
+        report!(false, "MOV SS; XOR with DR0 on the XOR runs (got {result:x?})");
+        return;
+    };
+    let expected = usize::from(!intel);
+    report!(
+        seen.len() == expected && seen.iter().all(|e| e.rip == target) && cleared == 0,
+        "{}: an instruction breakpoint on the XOR after MOV SS ({target:#x}) is {}, and the XOR runs (got {seen:x?}, XOR result {cleared:#x})",
+        if intel { "Intel" } else { "AMD" },
+        if intel { "inhibited" } else { "delivered" }
+    );
+
+    // The 32-bit build's form: MOV SS and POP SS in a 32-bit code segment (CPL 3).
+    for (load, name) in [(SsLoad::Move, "MOV SS"), (SsLoad::Pop, "POP SS")] {
+        write_dr7(dr7::FIXED_1 | dr7::global(0) | dr7::condition(0, dr7::EXECUTE, 1));
+        let (result, seen) =
+            record_debug_exceptions(|| compatibility_ss_load_then_breakpointed_instruction(load));
+        write_dr7(dr7::FIXED_1);
+        let ended = result.as_ref().map(|(_, exception)| *exception);
+        let target = result.as_ref().map_or(0, |(target, _)| *target);
+        report!(
+            seen.len() == expected
+                && seen.iter().all(|e| e.rip == target)
+                && matches!(ended, Ok(e) if e.vector == Vector::UD && e.from_user && e.rip == target + 2),
+            "{}: in a 32-bit code segment, an instruction breakpoint on the XOR after {name} ({target:#x}) is {}, and the XOR runs to the UD2 (got {seen:x?}, then {ended:x?})",
+            if intel { "Intel" } else { "AMD" },
+            if intel { "inhibited" } else { "delivered" }
+        );
+    }
 }

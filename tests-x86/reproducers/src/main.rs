@@ -12,7 +12,7 @@
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use vmunit::arch::control::{Cr0Flags, Cr4Flags, RFlags, read_cr0, read_cr4, try_write_cr0, try_write_cr4};
 use vmunit::arch::cpuid::Feature;
 use vmunit::arch::instructions::{
@@ -27,8 +27,11 @@ use vmunit::catch::Attempt;
 
 use vmunit::arch::debug::{record_debug_exceptions, single_step_mov_ss};
 use vmunit::arch::probes::interrupt_window;
-use vmunit::arch::{access, apic, ioapic, syscall, testdev};
-use vmunit::arch::{run_in_user_mode, set_gate_present, set_gate_user_callable, set_interrupt_handler};
+use vmunit::arch::{access, apic, exceptions, ioapic, probes, syscall, testdev};
+use vmunit::arch::{
+    interrupted_address, run_in_user_mode, set_gate_present, set_gate_user_callable, set_interrupt_handler,
+};
+use vmunit::memory::TestPage;
 use vmunit::{Vector, report, report_skip, trap_exceptions};
 
 vmunit::subtests!();
@@ -251,6 +254,61 @@ fn nmis_during_nmi_handler_leave_one_pending() {
     report!(
         received == 2,
         "two NMIs sent from the NMI handler add one NMI after it: 2 in all (got {received})"
+    );
+}
+
+/// An IRET inside the NMI handler ends NMI blocking (SDM Vol. 3, 6.7.1: NMIs are blocked
+/// until the next IRET): an NMI sent from the handler arrives right after that IRET (an IRET
+/// to the next instruction, its frame on a fresh page). kvm_pvm delivers it only after the
+/// handler has returned.
+#[vmunit::test]
+fn iret_in_nmi_handler_unblocks_nmis() {
+    static RUNS: AtomicU32 = AtomicU32::new(0);
+    static AFTER_IRET: AtomicU64 = AtomicU64::new(0);
+    static NESTED_AT: AtomicU64 = AtomicU64::new(0);
+    set_interrupt_handler(
+        Vector::NMI.0,
+        Some(|_| {
+            if RUNS.fetch_add(1, Ordering::SeqCst) == 0 {
+                apic::send_nmi(apic::id());
+                let stack = TestPage::new();
+                AFTER_IRET.store(probes::iret_on_flushed_stack(&stack), Ordering::SeqCst);
+            } else {
+                NESTED_AT.store(interrupted_address(), Ordering::SeqCst);
+            }
+        }),
+    );
+    exceptions::with_nmi_on_current_stack(|| {
+        apic::send_nmi(apic::id());
+        vmunit::time::delay(100);
+    });
+    set_interrupt_handler(Vector::NMI.0, None);
+    let (after, at) = (
+        AFTER_IRET.load(Ordering::SeqCst),
+        NESTED_AT.load(Ordering::SeqCst),
+    );
+    report!(
+        RUNS.load(Ordering::SeqCst) == 2 && at == after,
+        "the NMI sent from the NMI handler arrives right after an IRET in it, at {after:#x} (got {at:#x}, {} runs)",
+        RUNS.load(Ordering::SeqCst)
+    );
+}
+
+/// A #PF while delivering #DE (its frame pushed onto a read-only stack) is delivered as a
+/// #PF, not a #DF: a contributory exception followed by a #PF is handled serially (SDM Vol.
+/// 3, 6.15, Table 6-5). The #PF handler, on its IST stack, makes the stack writable, and the
+/// DIV's #DE then comes. kvm_pvm raises #DF at once.
+#[vmunit::test]
+fn page_fault_delivering_divide_error_is_not_double_fault() {
+    let stack = TestPage::new();
+    let (attempt, fault) =
+        exceptions::with_read_only_stack_repaired(&stack, || probes::try_divide_by_zero_on_stack(&stack));
+    report!(
+        fault.is_some_and(|fault| fault.exception.vector == Vector::PF)
+            && matches!(attempt.result, Err(exception) if exception.vector == Vector::DE),
+        "DIV by zero on a read-only stack: #PF, then #DE (got #PF {:x?}, then {:x?})",
+        fault.map(|fault| fault.exception),
+        attempt.result
     );
 }
 
@@ -484,6 +542,31 @@ fn sysret_returns_to_compatibility_mode() {
         "the 32-bit SYSRET resumes the 32-bit code: #UD at {:#x}, not {:#x} (64-bit mode) (got {result:x?})",
         addresses.compatibility_ud2,
         addresses.after_syscall
+    );
+}
+
+/// A SYSRET that loads RFLAGS.TF from R11 ends with a single-step #DB, before the next user
+/// instruction (kvm-unit-tests' "syscall TF handling"; QEMU's TCG does so). Here the 32-bit
+/// SYSRET of a SYSCALL made from compatibility mode with TF set (FMASK clears it in the
+/// kernel); kvm_pvm delivers no #DB: the code after it runs with TF set and no trap.
+#[vmunit::test]
+fn sysret_with_trap_flag_single_steps() {
+    static STEPS: AtomicU32 = AtomicU32::new(0);
+    report!(
+        syscall::try_enable(1 << 8 | 1 << 9).is_ok(),
+        "SYSCALL can be enabled"
+    );
+    exceptions::set_debug_handler(Some(|frame| {
+        STEPS.fetch_add(1, Ordering::SeqCst);
+        frame.rflags &= !(1 << 8);
+    }));
+    let result = syscall::try_compatibility_traced_syscall();
+    exceptions::set_debug_handler(None);
+    let _ = syscall::try_disable();
+    let steps = STEPS.load(Ordering::SeqCst);
+    report!(
+        steps >= 1,
+        "the SYSRET that sets TF ends with a single-step #DB (got {steps} #DBs, then {result:x?})"
     );
 }
 

@@ -5,15 +5,18 @@
 #![no_std]
 #![no_main]
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use vmunit::arch::control::RFlags;
 use vmunit::arch::cpuid::{Vendor, is_tcg, vendor};
-use vmunit::arch::exceptions::selector;
+use vmunit::arch::exceptions::{ExceptionFrame, selector, set_debug_handler};
 use vmunit::arch::instructions::NON_CANONICAL_START;
 use vmunit::arch::msr::{IA32_CSTAR, IA32_LSTAR, IA32_STAR, try_wrmsr_briefly};
 use vmunit::arch::run_in_user_mode;
 use vmunit::arch::syscall::{
     self, STAR_VALUE, compatibility_addresses, compatibility_entries, last_entry, set_sysret_target, syscall,
-    traced_syscall, traced_syscall_return_address, try_compatibility_syscall, try_kernel_syscall, try_sysret,
+    traced_syscall, traced_syscall_return_address, try_compatibility_syscall,
+    try_compatibility_traced_syscall, try_kernel_syscall, try_sysret,
 };
 use vmunit::environment::instruction_emulating_kvm;
 use vmunit::{Vector, catch_exception, known_failure, prefix, report, report_skip};
@@ -45,6 +48,9 @@ fn main(_args: &[&str]) {
     check_single_step();
     check_sysret_rules(intel);
     check_compatibility_mode(intel);
+    if !intel {
+        check_compatibility_single_step();
+    }
     check_msrs();
     report!(syscall::try_disable().is_ok(), "EFER.SCE can be cleared again");
 }
@@ -348,5 +354,65 @@ fn check_msrs() {
     report!(
         result == Ok(STAR_VALUE),
         "WRMSR(STAR, {STAR_VALUE:#x}) works and reads back (got {result:x?})"
+    );
+}
+
+/// Single-step #DBs seen by [`record_single_step`], and the first one's RIP and CS.
+static SINGLE_STEPS: AtomicU64 = AtomicU64::new(0);
+static FIRST_STEP_RIP: AtomicU64 = AtomicU64::new(0);
+static FIRST_STEP_CS: AtomicU64 = AtomicU64::new(0);
+
+/// kvm-unit-tests' `handle_db`: records where the #DB came (RIP, CS) and clears TF.
+fn record_single_step(frame: &mut ExceptionFrame) {
+    if SINGLE_STEPS.fetch_add(1, Ordering::SeqCst) == 0 {
+        FIRST_STEP_RIP.store(frame.rip, Ordering::SeqCst);
+        FIRST_STEP_CS.store(frame.cs, Ordering::SeqCst);
+    }
+    frame.rflags &= !RFlags::TRAP_FLAG.bits();
+}
+
+/// kvm-unit-tests' "syscall TF handling" (its 32-bit form, which KVM emulates on Intel hosts;
+/// AMD only, as SYSCALL is #UD in compatibility mode on Intel): TF set in 32-bit code at CPL 3
+/// before SYSCALL is cleared by FMASK, so no #DB comes in the kernel; the 32-bit SYSRET loads
+/// TF from R11 and the single-step #DB comes at its end, with the 32-bit user CS.
+fn check_compatibility_single_step() {
+    let _prefix = prefix("compatibility mode TF");
+    let addresses = compatibility_addresses();
+    SINGLE_STEPS.store(0, Ordering::SeqCst);
+    let before = compatibility_entries();
+    set_debug_handler(Some(record_single_step));
+    let result = try_compatibility_traced_syscall();
+    set_debug_handler(None);
+    let entered = compatibility_entries() - before;
+    let (entry, _) = last_entry();
+    let (steps, rip, cs) = (
+        SINGLE_STEPS.load(Ordering::SeqCst),
+        FIRST_STEP_RIP.load(Ordering::SeqCst),
+        FIRST_STEP_CS.load(Ordering::SeqCst),
+    );
+    let trap_flag = RFlags::TRAP_FLAG.bits();
+    report!(
+        entered == 1 && entry.saved_flags & trap_flag != 0 && entry.kernel_flags & trap_flag == 0,
+        "the SYSCALL enters CSTAR once with TF in R11 and TF clear by FMASK (got {entered} entries, R11 {:#x}, RFLAGS {:#x})",
+        entry.saved_flags,
+        entry.kernel_flags
+    );
+    known_failure(
+        pvm(),
+        "kvm_pvm's 32-bit SYSRET returns to 64-bit mode (reproduce-sysret-compatibility) and \
+         raises no single-step #DB at its end though it sets TF (reproduce-sysret-single-step)",
+        || {
+            report!(
+                steps >= 1 && rip == addresses.traced_after_syscall && cs == u64::from(selector::USER_CODE32),
+                "the first single-step #DB comes at the end of the 32-bit SYSRET, at {:#x} with CS {:#x} (got {steps} #DBs, the first at {rip:#x} with CS {cs:#x})",
+                addresses.traced_after_syscall,
+                selector::USER_CODE32
+            );
+            report!(
+                matches!(result, Ok(e) if e.vector == Vector::UD && e.rip == addresses.traced_ud2),
+                "with TF cleared by the #DB handler, the 32-bit code runs on to its UD2 at {:#x} (got {result:x?})",
+                addresses.traced_ud2
+            );
+        },
     );
 }

@@ -157,7 +157,6 @@ fn xsave_enabled() {
     let sse = try_enable_sse();
     report!(sse.is_ok(), "SSE can be enabled in CR0/CR4 (got {sse:x?})");
     legal_xcr0_values(supported);
-    xcr_index_high_bits(supported);
     avx(supported);
     ymm_registers(supported);
     ymm_kept_across_xcr0(supported);
@@ -189,6 +188,11 @@ fn expected_area_size(xcr0: u64) -> u32 {
         .fold(576, u32::max)
 }
 
+/// kvm-unit-tests' test_write_xcr0, for each XCR0 value it writes (x87, x87|SSE, and
+/// x87|SSE|YMM where YMM state is supported): XSETBV and XGETBV ignore RCX[63:32] (SDM Vol. 2,
+/// XGETBV/XSETBV), so an index of 0 with garbage above bit 31 writes and reads XCR0, which
+/// XGETBV(0) then reads too; a plain XSETBV(0) of the same value reads back. Beyond
+/// kvm-unit-tests: CPUID.(0xD,0):EBX follows the new XCR0.
 fn legal_xcr0_values(supported: u64) {
     let _prefix = prefix("legal XCR0");
     let mut values = alloc::vec![component::X87, X87_SSE];
@@ -196,6 +200,26 @@ fn legal_xcr0_values(supported: u64) {
         values.push(X87_SSE | component::YMM);
     }
     for value in values {
+        let alias = (rdtsc() | 1) << 32;
+        let set = try_xsetbv_rcx(alias, value);
+        report!(
+            set.is_ok(),
+            "XSETBV with RCX {alias:#x} (i.e. XCR0) of {value:#x} succeeds (got {set:x?})"
+        );
+        let read = try_xgetbv_rcx(alias);
+        report!(
+            read.is_ok(),
+            "XGETBV with RCX {alias:#x} (i.e. XCR0) succeeds (got {read:x?})"
+        );
+        report!(
+            read == Ok(value),
+            "XGETBV with RCX {alias:#x} reads XCR0 = {value:#x} (got {read:x?})"
+        );
+        let xcr0 = try_xgetbv(0);
+        report!(
+            xcr0 == Ok(value),
+            "XGETBV(0) reads XCR0 = {value:#x} (got {xcr0:x?})"
+        );
         let (set, read) = try_write_xcr0(value);
         report!(
             set.is_ok() && read == Ok(value),
@@ -208,6 +232,7 @@ fn legal_xcr0_values(supported: u64) {
             "CPUID.(0xD,0):EBX is the XSAVE area size for XCR0 {value:#x}: {expected} (got {size})"
         );
     }
+    let _ = try_xsetbv(0, X87_SSE);
 }
 
 fn avx(supported: u64) {
@@ -265,29 +290,39 @@ fn illegal_xcr0_values(supported: u64) {
     );
 }
 
-/// XCR indexes other than 0 (and 1 for XGETBV) do not exist: #GP, like XSETBV of XCR1.
+/// kvm-unit-tests' test_unsupported_xcrs: XCR indexes other than 0 (and 1 for XGETBV, which
+/// `xinuse` covers) do not exist, so XGETBV and XSETBV of x87 and of x87|SSE raise #GP for
+/// each index 1..63 and for each single bit 1 << 1..1 << 31 (RCX[63:32] are ignored, so
+/// higher bits would name XCR0). XCR0 must be left alone by each of them.
 fn unsupported_xcrs() {
     let _prefix = prefix("unsupported XCRs");
-    let indexes: Vec<u32> = (1..64).chain((2..32).map(|bit| 1 << bit)).collect();
-    let read_misses: Vec<u32> = indexes
-        .iter()
-        .copied()
-        .filter(|&index| index != 1 && !raises(&try_xgetbv(index), Vector::GP))
-        .collect();
-    report!(
-        read_misses.is_empty(),
-        "XGETBV of XCR 2..63 and 1<<2..1<<31 raises #GP (did not: {read_misses:x?})"
-    );
-    for (value, what) in [(component::X87, "x87"), (X87_SSE, "x87|SSE")] {
-        let write_misses: Vec<u32> = indexes
-            .iter()
-            .copied()
-            .filter(|&index| !raises(&try_xsetbv(index, value), Vector::GP))
-            .collect();
-        report!(
-            write_misses.is_empty(),
-            "XSETBV of {what} to XCR 1..63 and 1<<2..1<<31 raises #GP (did not: {write_misses:x?})"
-        );
+    let _ = try_write_xcr0(X87_SSE);
+    let writes = [(component::X87, "x87"), (X87_SSE, "x87|SSE")];
+    for bit in 1..64u32 {
+        let mut indexes = alloc::vec![(bit, alloc::format!("{bit}"))];
+        if bit <= 31 {
+            indexes.push((1 << bit, alloc::format!("{:#x}", 1u32 << bit)));
+        }
+        for (index, name) in indexes {
+            if index != 1 {
+                let read = try_xgetbv(index);
+                report!(
+                    raises(&read, Vector::GP),
+                    "XGETBV({name}) raises #GP (got {read:x?})"
+                );
+            }
+            for (value, what) in writes {
+                let write = try_xsetbv(index, value);
+                let xcr0 = try_xgetbv(0);
+                report!(
+                    raises(&write, Vector::GP) && xcr0 == Ok(X87_SSE),
+                    "XSETBV({name}, {what}) raises #GP and leaves XCR0 {X87_SSE:#x} (got {write:x?}, XCR0 {xcr0:x?})"
+                );
+                if write.is_ok() {
+                    let _ = try_xsetbv(0, X87_SSE);
+                }
+            }
+        }
     }
 }
 
@@ -383,27 +418,6 @@ fn save_and_restore() {
     );
 }
 
-/// kvm-unit-tests' test_write_xcr0: XSETBV and XGETBV ignore RCX[63:32], so an index of 0
-/// with garbage above bit 31 writes and reads XCR0 (SDM Vol. 2, XGETBV/XSETBV).
-fn xcr_index_high_bits(supported: u64) {
-    let _prefix = prefix("RCX[63:32]");
-    let mut values = alloc::vec![component::X87, X87_SSE];
-    if supported & component::YMM != 0 {
-        values.push(X87_SSE | component::YMM);
-    }
-    for value in values {
-        let alias = (rdtsc() | 1) << 32;
-        let set = try_xsetbv_rcx(alias, value);
-        let read = try_xgetbv_rcx(alias);
-        let xcr0 = try_xgetbv(0);
-        report!(
-            set.is_ok() && read == Ok(value) && xcr0 == Ok(value),
-            "XSETBV and XGETBV with RCX {alias:#x} write and read XCR0 = {value:#x} (got {set:x?}, {read:x?}, XGETBV(0) {xcr0:x?})"
-        );
-    }
-    let _ = try_xsetbv(0, X87_SSE);
-}
-
 /// 32 bytes that differ from run to run (kvm-unit-tests fills its buffers from RDTSC).
 fn random_ymm() -> Ymm {
     let mut state = rdtsc() | 1;
@@ -417,8 +431,9 @@ fn random_ymm() -> Ymm {
 }
 
 /// kvm-unit-tests' test_avx_vmovdqa: each of 16 register pairs carries 32 bytes through
-/// VMOVDQA (load, register to register, store) and VMOVNTDQA/VMOVNTDQ, with XCR0 enabling
-/// YMM state.
+/// VMOVDQA (load, register to register, store, then a second VMOVDQA store) and through
+/// VMOVNTDQA/VMOVDQA/VMOVNTDQ (the source left as it was, the non-temporal store, then a
+/// VMOVDQA store), with XCR0 enabling YMM state: kvm-unit-tests' five reports per pair.
 fn ymm_registers(supported: u64) {
     let _prefix = prefix("YMM registers");
     if supported & component::YMM == 0 || !Feature::Avx.supported() {
@@ -428,26 +443,51 @@ fn ymm_registers(supported: u64) {
     let set = try_xsetbv(0, X87_SSE | component::YMM);
     report!(set.is_ok(), "XCR0 = x87|SSE|YMM (got {set:x?})");
     for pair in YMM_PAIRS {
-        for (kind, name) in [
-            (YmmMove::Aligned, "VMOVDQA"),
-            (YmmMove::NonTemporal, "VMOVNTDQA/VMOVNTDQ"),
-        ] {
-            let source = random_ymm();
-            let copy = try_move_through_ymm_pair(pair, kind, &source);
-            let detail = if copy == Ok(source) {
-                alloc::string::String::new()
-            } else {
-                alloc::format!(" (sent {:02x?}, got {copy:02x?})", source.0)
-            };
-            report!(
-                copy == Ok(source),
-                "{name} carries 32 random bytes through YMM{} and YMM{}{detail}",
-                pair.0,
-                pair.1
-            );
-        }
+        let (first, second) = pair;
+        let source = random_ymm();
+        let copies = try_move_through_ymm_pair(pair, YmmMove::Aligned, &source);
+        report_copy(
+            copies.map(|copies| copies.moved),
+            &source,
+            &alloc::format!("VMOVDQA loads YMM{first}, copies it to YMM{second} and stores it"),
+        );
+        report_copy(
+            copies.map(|copies| copies.native),
+            &source,
+            &alloc::format!("after VMOVDQA, a second VMOVDQA store of YMM{second}"),
+        );
+
+        let source = random_ymm();
+        let copies = try_move_through_ymm_pair(pair, YmmMove::NonTemporal, &source);
+        report_copy(
+            copies.map(|copies| copies.source),
+            &source,
+            &alloc::format!("VMOVNTDQA into YMM{first} leaves its source memory as it was"),
+        );
+        report_copy(
+            copies.map(|copies| copies.moved),
+            &source,
+            &alloc::format!(
+                "VMOVNTDQA loads YMM{first}, VMOVDQA copies it to YMM{second}, VMOVNTDQ stores it"
+            ),
+        );
+        report_copy(
+            copies.map(|copies| copies.native),
+            &source,
+            &alloc::format!("after VMOVNTDQ, a VMOVDQA store of YMM{second}"),
+        );
     }
     let _ = try_xsetbv(0, X87_SSE);
+}
+
+/// One report of the YMM sweep: `copy` (32 bytes, or the exception) holds `source`.
+fn report_copy(copy: Result<Ymm, Exception>, source: &Ymm, what: &str) {
+    let detail = if copy == Ok(*source) {
+        alloc::string::String::new()
+    } else {
+        alloc::format!(" (wanted {:02x?}, got {copy:02x?})", source.0)
+    };
+    report!(copy == Ok(*source), "{what}: 32 random bytes{detail}");
 }
 
 /// Clearing XCR0.YMM keeps AVX state: the processor preserves it unmodified (SDM Vol. 1,

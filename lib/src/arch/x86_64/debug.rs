@@ -755,3 +755,95 @@ pub fn single_step_mov_ss_general_detect() -> [u64; 6] {
     };
     after
 }
+
+/// kvm-unit-tests' emulator test_mov_pop_ss_code_db: points DR0 at the XOR right after a
+/// MOV SS (SS reloaded with its own selector) and runs them; arm DR0 as an instruction
+/// breakpoint in DR7 first and record #DBs ([`record_debug_exceptions`], which sets RF after
+/// one). Intel CPUs inhibit that code breakpoint in the MOV SS shadow; AMD ones deliver it,
+/// with RIP at the XOR. Returns the XOR's address and the value it left (0 when it ran).
+pub fn mov_ss_then_breakpointed_instruction() -> (u64, u64) {
+    let (target, cleared): (u64, u64);
+    // SAFETY: DR0 takes the address of the XOR below (a debug register the caller arms and
+    // disarms in DR7); SS is reloaded with its own selector; XOR clears a scratch register.
+    unsafe {
+        asm!(
+            "lea {target}, [rip + 2f]",
+            "mov dr0, {target}",
+            "xor ecx, ecx",
+            "mov cx, ss",
+            "mov {cleared}, -1",
+            "mov ss, cx",
+            "2: xor {cleared:e}, {cleared:e}",
+            target = out(reg) target,
+            cleared = out(reg) cleared,
+            out("rcx") _,
+            options(nostack),
+        )
+    };
+    (target, cleared)
+}
+
+global_asm!(
+    r#"
+    .section .text.vmunit_debug_compat, "ax"
+    /* 32-bit code for `compatibility_ss_load_then_breakpointed_instruction` (CPL 3,
+       compatibility mode): POP SS (or MOV SS), then the XOR a code breakpoint watches, then
+       UD2 to end the run. */
+    .code32
+    .global vmunit_compat_pop_ss
+    vmunit_compat_pop_ss:
+        push ss
+        pop ss
+    .global vmunit_compat_pop_ss_target
+    vmunit_compat_pop_ss_target:
+        xor eax, eax
+        ud2
+    .global vmunit_compat_mov_ss
+    vmunit_compat_mov_ss:
+        mov eax, ss
+        mov ss, eax
+    .global vmunit_compat_mov_ss_target
+    vmunit_compat_mov_ss_target:
+        xor eax, eax
+        ud2
+    .code64
+    "#
+);
+
+unsafe extern "C" {
+    static vmunit_compat_pop_ss: u8;
+    static vmunit_compat_pop_ss_target: u8;
+    static vmunit_compat_mov_ss: u8;
+    static vmunit_compat_mov_ss_target: u8;
+}
+
+/// How [`compatibility_ss_load_then_breakpointed_instruction`] loads SS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SsLoad {
+    /// PUSH SS; POP SS (valid outside 64-bit mode only).
+    Pop,
+    /// MOV EAX, SS; MOV SS, EAX.
+    Move,
+}
+
+/// kvm-unit-tests' emulator test_mov_pop_ss_code_db as its 32-bit build runs it: at CPL 3 in
+/// compatibility mode (a 32-bit code segment), POP SS or MOV SS, then an XOR that DR0 points
+/// at, then UD2. Arm DR0 as an instruction breakpoint in DR7 and record #DBs around this
+/// ([`record_debug_exceptions`]). Returns the XOR's address and the exception that ended the
+/// run (#UD at the UD2 after the XOR when all went well).
+pub fn compatibility_ss_load_then_breakpointed_instruction(load: SsLoad) -> (u64, Exception) {
+    let (code, target) = match load {
+        SsLoad::Pop => (
+            &raw const vmunit_compat_pop_ss as u64,
+            &raw const vmunit_compat_pop_ss_target as u64,
+        ),
+        SsLoad::Move => (
+            &raw const vmunit_compat_mov_ss as u64,
+            &raw const vmunit_compat_mov_ss_target as u64,
+        ),
+    };
+    // SAFETY: DR0 is a debug register the caller arms and disarms in DR7; it only makes
+    // fetches of `target` raise #DB.
+    unsafe { asm!("mov dr0, {}", in(reg) target, options(nomem, nostack, preserves_flags)) };
+    (target, super::exceptions::enter_compatibility_mode(code))
+}

@@ -8,7 +8,7 @@
 use core::arch::{asm, global_asm};
 use core::fmt;
 use core::mem::size_of;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use x86_64::VirtAddr;
 use x86_64::instructions::segmentation::{CS, DS, ES, SS, Segment};
@@ -317,15 +317,7 @@ pub(crate) fn init_cpu(cpu: usize) {
         unsafe { register(SegmentSelector(selector::KERNEL_DATA)) };
     }
     // A CPU restarted by INIT (smp::reset_cpu) finds its TSS marked busy by its first LTR.
-    let gdt = x86_64::instructions::tables::sgdt();
-    let access = gdt.base.as_u64() + u64::from(selector::TSS) + 5;
-    let byte = access as *mut u8;
-    // SAFETY: the byte is the access byte of this CPU's TSS descriptor in the GDT just loaded,
-    // the byte the CPU itself writes on LTR; reading it has no effect.
-    let value = unsafe { byte.read_volatile() };
-    // SAFETY: as above; clearing the busy bit (type 0xB to 0x9) makes the TSS available again,
-    // and nothing else reads the byte.
-    unsafe { byte.write_volatile(value & !0x02) };
+    set_task_state_busy(false);
     // SAFETY: the selector names the available 64-bit TSS of the GDT just loaded.
     unsafe { load_tss(SegmentSelector(selector::TSS)) };
     let idt = IDT.call_once(|| SharedIdt(core::cell::UnsafeCell::new(new_idt())));
@@ -333,6 +325,31 @@ pub(crate) fn init_cpu(cpu: usize) {
     let table = unsafe { &*idt.0.get() };
     // SAFETY: the table is static, so it stays valid while loaded.
     unsafe { table.load_unsafe() };
+}
+
+/// The access byte of this CPU's TSS descriptor in its loaded GDT.
+fn task_state_access_byte() -> *mut u8 {
+    let gdt = x86_64::instructions::tables::sgdt();
+    (gdt.base.as_u64() + u64::from(selector::TSS) + 5) as *mut u8
+}
+
+/// Whether this CPU's TSS descriptor is marked busy (type 0xB), as LTR leaves it.
+pub fn task_state_busy() -> bool {
+    // SAFETY: the byte is the access byte of this CPU's TSS descriptor in its loaded GDT;
+    // reading it has no effect.
+    unsafe { task_state_access_byte().read_volatile() & 0x02 != 0 }
+}
+
+/// Marks this CPU's TSS descriptor busy or available (type 0xB or 0x9): LTR of
+/// [`selector::TSS`] needs it available (kvm-unit-tests' emulator test_ltr clears the busy
+/// bit, LTRs, and checks that LTR set it again). The loaded task register is unaffected.
+pub fn set_task_state_busy(busy: bool) {
+    let byte = task_state_access_byte();
+    // SAFETY: as in `task_state_busy`.
+    let value = unsafe { byte.read_volatile() };
+    // SAFETY: the CPU itself writes this byte on LTR, and only the busy bit changes, which
+    // nothing but LTR (and task switches, which a 64-bit guest never makes) reads.
+    unsafe { byte.write_volatile(if busy { value | 0x02 } else { value & !0x02 }) };
 }
 
 /// Marks the IDT gate of interrupt `vector` (32..=255) present or not present, on every CPU
@@ -371,6 +388,109 @@ pub fn with_page_fault_stack<R>(function: impl FnOnce() -> R) -> R {
     let result = function();
     set(None);
     result
+}
+
+/// Runs `function` with the NMI delivered on the current stack instead of its IST stack, on
+/// every CPU (they share the IDT), then gives the NMI its IST stack back: so that an NMI
+/// handler may IRET to itself (unblocking NMIs) and take a nested NMI without the IST
+/// reloading the stack its own frames live on (kvm-unit-tests' eventinj NMI-IRET check).
+pub fn with_nmi_on_current_stack<R>(function: impl FnOnce() -> R) -> R {
+    let idt = IDT.get().expect("the IDT is built at boot");
+    let set = |ist: bool| {
+        // SAFETY: as in `set_gate_present`: the NMI gate rewritten in place (same handler),
+        // with the emergency IST stack it was built with, or with none.
+        let table = unsafe { &mut *idt.0.get() };
+        if ist {
+            install_emergency(&mut table.non_maskable_interrupt, 2);
+        } else {
+            install(&mut table.non_maskable_interrupt, 2);
+        }
+    };
+    set(false);
+    let result = function();
+    set(true);
+    result
+}
+
+unsafe extern "C" {
+    static vmunit_exception_iret: u8;
+}
+
+/// The read-only stack page [`repair_stack_page`] makes writable on its first #PF (0: none),
+/// and its frame.
+static REPAIR_PAGE: AtomicU64 = AtomicU64::new(0);
+static REPAIR_FRAME: AtomicU64 = AtomicU64::new(0);
+/// The #PF that [`repair_stack_page`] handled, and whether it ran on the page-fault stack.
+static REPAIRED_FAULT: spin::Mutex<Option<(Exception, bool)>> = spin::Mutex::new(None);
+
+/// Whether `address` lies in this CPU's page-fault IST stack.
+fn on_page_fault_stack(address: u64) -> bool {
+    let start = PAGE_FAULT_STACKS.0.get() as u64 + (cpu_index() * PAGE_FAULT_STACK_SIZE) as u64;
+    (start..start + PAGE_FAULT_STACK_SIZE as u64).contains(&address)
+}
+
+/// The #PF handler of [`with_read_only_stack_repaired`]: a write fault on the armed page maps
+/// it read-write, records the fault and resumes the faulting instruction (or the delivery it
+/// interrupted). Any other #PF goes on to the usual handling.
+fn repair_stack_page(frame: &ExceptionFrame, exception: &Exception) -> bool {
+    let page = REPAIR_PAGE.load(Ordering::SeqCst);
+    if page == 0 || exception.address & !0xfff != page {
+        return false;
+    }
+    REPAIR_PAGE.store(0, Ordering::SeqCst);
+    let on_stack = on_page_fault_stack(core::ptr::from_ref(frame) as u64);
+    *REPAIRED_FAULT.lock() = Some((*exception, on_stack));
+    // SAFETY: the page belongs to the caller's TestPage, which `with_read_only_stack_repaired`
+    // borrows; mapping it read-write (as TestPage::new maps it) only undoes its protection.
+    unsafe {
+        super::mmu::map_page(
+            page,
+            REPAIR_FRAME.load(Ordering::SeqCst),
+            crate::memory::Protection::READ_WRITE,
+        )
+    };
+    true
+}
+
+/// A #PF that [`with_read_only_stack_repaired`] handled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RepairedPageFault {
+    /// The #PF (vector, error code, RIP, CR2).
+    pub exception: Exception,
+    /// Whether its handler ran on the page-fault IST stack, not on the faulting stack.
+    pub on_page_fault_stack: bool,
+}
+
+/// Maps `stack` read-only and runs `function` with #PF delivered on its IST stack (as
+/// [`with_page_fault_stack`]), where the first write fault on `stack` is repaired, not
+/// reported: the handler maps the page read-write again and returns, so the faulting
+/// instruction, or the event whose delivery pushed onto `stack`, runs again (kvm-unit-tests'
+/// eventinj `pf_tss`). Returns `function`'s result and the repaired #PF, if one came.
+pub fn with_read_only_stack_repaired<R>(
+    stack: &crate::memory::TestPage,
+    function: impl FnOnce() -> R,
+) -> (R, Option<RepairedPageFault>) {
+    stack.protect(crate::memory::Protection::READ_ONLY);
+    *REPAIRED_FAULT.lock() = None;
+    REPAIR_FRAME.store(stack.frame(), Ordering::SeqCst);
+    REPAIR_PAGE.store(stack.address(), Ordering::SeqCst);
+    let result = with_page_fault_stack(function);
+    REPAIR_PAGE.store(0, Ordering::SeqCst);
+    stack.protect(crate::memory::Protection::READ_WRITE);
+    let fault = REPAIRED_FAULT.lock().take();
+    (
+        result,
+        fault.map(|(exception, on_page_fault_stack)| RepairedPageFault {
+            exception,
+            on_page_fault_stack,
+        }),
+    )
+}
+
+/// The address of the IRETQ with which the runtime returns from every exception, interrupt
+/// and NMI handler: an NMI arriving there came before the previous handler's IRET completed.
+pub fn exception_return_address() -> u64 {
+    &raw const vmunit_exception_iret as u64
 }
 
 global_asm!(
@@ -426,6 +546,8 @@ global_asm!(
         pop %rbx
         pop %rax
         add $16, %rsp           /* vector and error code */
+    .global vmunit_exception_iret
+    vmunit_exception_iret:
         iretq
     "#,
     dispatch = sym exception_dispatch,
@@ -505,6 +627,9 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
             hook(frame);
             return;
         }
+    }
+    if vector == Vector::PF && repair_stack_page(frame, &exception) {
+        return;
     }
     if crate::catch::record_trap(vector, exception) {
         return;

@@ -160,18 +160,21 @@ pub enum YmmMove {
 pub struct Ymm(pub [u8; 32]);
 
 macro_rules! ymm_pair {
-    ($source:expr, $copy:expr, $kind:expr, $first:literal, $second:literal, $first_xmm:tt, $second_xmm:tt) => {
+    ($source:expr, $moved:expr, $native:expr, $kind:expr, $first:literal, $second:literal, $first_xmm:tt, $second_xmm:tt) => {
         match $kind {
-            // SAFETY: the loads read the 32 aligned bytes of `source`, the stores write the 32
-            // aligned bytes of `copy`; the two YMM registers are declared clobbered and no
-            // Rust code on this soft-float target uses them.
+            // SAFETY: the load reads the 32 aligned bytes at `source`, the stores write the 32
+            // aligned bytes at `moved` and `native`, all three buffers owned by the caller for
+            // the asm's duration; the two YMM registers are declared clobbered and no Rust code
+            // on this soft-float target uses them.
             YmmMove::Aligned => unsafe {
                 asm!(
                     concat!("vmovdqa ymm", $first, ", [{source}]"),
                     concat!("vmovdqa ymm", $second, ", ymm", $first),
-                    concat!("vmovdqa [{copy}], ymm", $second),
+                    concat!("vmovdqa [{moved}], ymm", $second),
+                    concat!("vmovdqa [{native}], ymm", $second),
                     source = in(reg) $source,
-                    copy = in(reg) $copy,
+                    moved = in(reg) $moved,
+                    native = in(reg) $native,
                     out($first_xmm) _,
                     out($second_xmm) _,
                     options(nostack),
@@ -182,10 +185,12 @@ macro_rules! ymm_pair {
                 asm!(
                     concat!("vmovntdqa ymm", $first, ", [{source}]"),
                     concat!("vmovdqa ymm", $second, ", ymm", $first),
-                    concat!("vmovntdq [{copy}], ymm", $second),
+                    concat!("vmovntdq [{moved}], ymm", $second),
                     "sfence",
+                    concat!("vmovdqa [{native}], ymm", $second),
                     source = in(reg) $source,
-                    copy = in(reg) $copy,
+                    moved = in(reg) $moved,
+                    native = in(reg) $native,
                     out($first_xmm) _,
                     out($second_xmm) _,
                     options(nostack),
@@ -195,36 +200,58 @@ macro_rules! ymm_pair {
     };
 }
 
+/// What [`try_move_through_ymm_pair`] leaves in its three buffers (kvm-unit-tests' `v32_1`,
+/// `v32_2` and `v32_3`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct YmmPairCopies {
+    /// The source buffer after the load: a load must leave it as it was.
+    pub source: Ymm,
+    /// What the [`YmmMove`]'s own store (VMOVDQA or VMOVNTDQ) wrote from the second register.
+    pub moved: Ymm,
+    /// What a plain VMOVDQA store of the second register wrote afterwards.
+    pub native: Ymm,
+}
+
 /// kvm-unit-tests' VMOVDQA / VMOVNTDQ{A} check of one register pair from [`YMM_PAIRS`]:
-/// loads `source` into the first register, copies it to the second with VMOVDQA, stores the
-/// second: returns what was stored, or the exception (#UD without AVX enabled in XCR0).
+/// loads a copy of `source` into the first register (VMOVDQA or VMOVNTDQA), copies it to the
+/// second with VMOVDQA, stores the second with the kind's store and then with VMOVDQA: returns
+/// the three buffers, or the exception (#UD without AVX enabled in XCR0).
 ///
 /// # Panics
 /// When `pair` is not one of [`YMM_PAIRS`].
-pub fn try_move_through_ymm_pair(pair: (u8, u8), kind: YmmMove, source: &Ymm) -> Result<Ymm, Exception> {
-    let mut copy = Ymm([0; 32]);
-    let destination = copy.0.as_mut_ptr();
-    let source = source.0.as_ptr();
+pub fn try_move_through_ymm_pair(
+    pair: (u8, u8),
+    kind: YmmMove,
+    source: &Ymm,
+) -> Result<YmmPairCopies, Exception> {
+    let mut copies = YmmPairCopies {
+        source: *source,
+        moved: Ymm([0; 32]),
+        native: Ymm([0; 32]),
+    };
+    let loaded = copies.source.0.as_mut_ptr();
+    let moved = copies.moved.0.as_mut_ptr();
+    let native = copies.native.0.as_mut_ptr();
     catch_exception(|| match pair {
-        (0, 15) => ymm_pair!(source, destination, kind, "0", "15", "xmm0", "xmm15"),
-        (1, 14) => ymm_pair!(source, destination, kind, "1", "14", "xmm1", "xmm14"),
-        (2, 13) => ymm_pair!(source, destination, kind, "2", "13", "xmm2", "xmm13"),
-        (3, 12) => ymm_pair!(source, destination, kind, "3", "12", "xmm3", "xmm12"),
-        (4, 11) => ymm_pair!(source, destination, kind, "4", "11", "xmm4", "xmm11"),
-        (5, 10) => ymm_pair!(source, destination, kind, "5", "10", "xmm5", "xmm10"),
-        (6, 9) => ymm_pair!(source, destination, kind, "6", "9", "xmm6", "xmm9"),
-        (7, 8) => ymm_pair!(source, destination, kind, "7", "8", "xmm7", "xmm8"),
-        (8, 7) => ymm_pair!(source, destination, kind, "8", "7", "xmm8", "xmm7"),
-        (9, 6) => ymm_pair!(source, destination, kind, "9", "6", "xmm9", "xmm6"),
-        (10, 5) => ymm_pair!(source, destination, kind, "10", "5", "xmm10", "xmm5"),
-        (11, 4) => ymm_pair!(source, destination, kind, "11", "4", "xmm11", "xmm4"),
-        (12, 3) => ymm_pair!(source, destination, kind, "12", "3", "xmm12", "xmm3"),
-        (13, 2) => ymm_pair!(source, destination, kind, "13", "2", "xmm13", "xmm2"),
-        (14, 2) => ymm_pair!(source, destination, kind, "14", "2", "xmm14", "xmm2"),
-        (15, 1) => ymm_pair!(source, destination, kind, "15", "1", "xmm15", "xmm1"),
+        (0, 15) => ymm_pair!(loaded, moved, native, kind, "0", "15", "xmm0", "xmm15"),
+        (1, 14) => ymm_pair!(loaded, moved, native, kind, "1", "14", "xmm1", "xmm14"),
+        (2, 13) => ymm_pair!(loaded, moved, native, kind, "2", "13", "xmm2", "xmm13"),
+        (3, 12) => ymm_pair!(loaded, moved, native, kind, "3", "12", "xmm3", "xmm12"),
+        (4, 11) => ymm_pair!(loaded, moved, native, kind, "4", "11", "xmm4", "xmm11"),
+        (5, 10) => ymm_pair!(loaded, moved, native, kind, "5", "10", "xmm5", "xmm10"),
+        (6, 9) => ymm_pair!(loaded, moved, native, kind, "6", "9", "xmm6", "xmm9"),
+        (7, 8) => ymm_pair!(loaded, moved, native, kind, "7", "8", "xmm7", "xmm8"),
+        (8, 7) => ymm_pair!(loaded, moved, native, kind, "8", "7", "xmm8", "xmm7"),
+        (9, 6) => ymm_pair!(loaded, moved, native, kind, "9", "6", "xmm9", "xmm6"),
+        (10, 5) => ymm_pair!(loaded, moved, native, kind, "10", "5", "xmm10", "xmm5"),
+        (11, 4) => ymm_pair!(loaded, moved, native, kind, "11", "4", "xmm11", "xmm4"),
+        (12, 3) => ymm_pair!(loaded, moved, native, kind, "12", "3", "xmm12", "xmm3"),
+        (13, 2) => ymm_pair!(loaded, moved, native, kind, "13", "2", "xmm13", "xmm2"),
+        (14, 2) => ymm_pair!(loaded, moved, native, kind, "14", "2", "xmm14", "xmm2"),
+        (15, 1) => ymm_pair!(loaded, moved, native, kind, "15", "1", "xmm15", "xmm1"),
         _ => panic!("YMM pair {pair:?} is not one of YMM_PAIRS"),
     })?;
-    Ok(copy)
+    Ok(copies)
 }
 
 /// Loads YMM1 with `value` (VMOVDQA), leaving it there: for a check that YMM state survives

@@ -583,3 +583,63 @@ core::arch::global_asm!(
     "#,
     options(att_syntax)
 );
+
+/// Candidate 2 MiB regions for [`with_stack_on_page_table`]: far above RAM and the device
+/// windows, each with no page table of its own yet.
+const PAGE_TABLE_STACK_REGIONS: [u64; 4] = [
+    0x0000_3f00_0000_0000,
+    0x0000_3f00_0020_0000,
+    0x0000_3f80_0000_0000,
+    0x0000_3f80_0020_0000,
+];
+
+/// kvm-unit-tests' eventinj "int 33 with shadowed stack": maps a fresh page at the start of
+/// an unused 2 MiB region, so that a new level-1 table holds its entry alone, and runs
+/// `function` with the top of that table page (identity mapped) to use as a stack: an event
+/// delivered there pushes into a live page table (which a shadow-paging hypervisor
+/// write-protects). Afterwards the table's other entries (the stack's garbage) are cleared
+/// and the TLB flushed. Returns `function`'s result and whether the table's entry for the
+/// fresh page still mapped it, present and writable, after `function`.
+///
+/// # Panics
+/// When no candidate region is free, or no frame is left.
+pub fn with_stack_on_page_table<R>(function: impl FnOnce(u64) -> R) -> (R, bool) {
+    let root = root();
+    let address = PAGE_TABLE_STACK_REGIONS
+        .into_iter()
+        .find(|&region| {
+            let _guard = PAGE_TABLE_LOCK.lock();
+            leaf_entry(root, region, false).is_none()
+        })
+        .expect("a free 2 MiB region for a page-table stack");
+    let frame = crate::memory::allocate_frame().expect("a frame for the page-table stack test");
+    // SAFETY: the address is in a region nothing maps (checked above), so it belongs to this
+    // function alone; the frame is fresh.
+    unsafe { map_page(address, frame, Protection::READ_WRITE) };
+    let table_page = {
+        let _guard = PAGE_TABLE_LOCK.lock();
+        let entry = leaf_entry(root, address, false).expect("the page was just mapped");
+        core::ptr::from_mut(entry) as u64 & !(PAGE_SIZE - 1)
+    };
+    let result = function(table_page + PAGE_SIZE);
+    let intact = {
+        let _guard = PAGE_TABLE_LOCK.lock();
+        let entries = table(table_page);
+        let entry = &entries[0];
+        let intact = entry.addr().as_u64() == frame
+            && entry
+                .flags()
+                .contains(PageTableFlags::PRESENT | PageTableFlags::WRITABLE);
+        for entry in entries.iter_mut().skip(1) {
+            entry.set_unused();
+        }
+        entries[0].set_unused();
+        intact
+    };
+    let (cr3, flags) = Cr3::read_raw();
+    // SAFETY: reloading CR3 with its own value only flushes the TLB (the garbage entries the
+    // stack left were cleared above).
+    unsafe { Cr3::write_raw(cr3, flags) };
+    crate::memory::free_frames(frame, 1);
+    (result, intact)
+}

@@ -521,3 +521,114 @@ pub fn try_interrupt_window_on_stack(stack_pointer: u64, iterations: u32) -> Res
         }
     })
 }
+
+/// kvm-unit-tests' eventinj `do_iret`: an IRETQ to the very next instruction (same CS, same
+/// RFLAGS) whose frame sits at the top of `stack` (a fresh page), flushed from the host's
+/// mappings just before (pc-testdev), so that the IRET's own reads make the hypervisor fault
+/// the page in. Inside an NMI handler, that IRET unblocks NMIs: a pending one arrives at the
+/// returned address, on `stack`, before this function switches back to the current stack.
+/// Use it under [`super::exceptions::with_nmi_on_current_stack`] in that case, so that the
+/// nested NMI's frame goes onto `stack`, not onto the outer NMI's IST stack.
+/// Returns the address right after the IRETQ.
+pub fn iret_on_flushed_stack(stack: &TestPage) -> u64 {
+    let top = stack.address() + PAGE_SIZE;
+    let after: u64;
+    // SAFETY: the frame is built on `stack`'s page, owned by the caller's TestPage and mapped
+    // read-write; the IRETQ returns to label 2 with this CS, RFLAGS and SS, and RSP (the
+    // pushed value) still on that page; RDX keeps the original RSP, restored right after.
+    // Handlers that run at label 2 save and restore every register. OUT to pc-testdev's flush
+    // port changes only the host's mappings (ignored without the device).
+    unsafe {
+        asm!(
+            "mov rdx, rsp",
+            "mov rsp, {top}",
+            "mov ecx, ss",
+            "push rcx",
+            "push rsp",
+            "pushfq",
+            "mov ecx, cs",
+            "push rcx",
+            "lea rcx, [rip + 2f]",
+            "push rcx",
+            "out 0xe4, eax",
+            "iretq",
+            "2:",
+            "mov rsp, rdx",
+            "lea {after}, [rip + 2b]",
+            top = in(reg) top,
+            after = lateout(reg) after,
+            in("eax") stack.frame() as u32,
+            out("rdx") _,
+            out("rcx") _,
+        )
+    };
+    after
+}
+
+/// DIV of 1500 by zero with RSP at the top of `stack`: the #DE's frame is pushed onto that
+/// page (kvm-unit-tests' eventinj "DE PF exceptions" with [`super::exceptions::with_read_only_stack_repaired`]).
+/// Returns the #DE (or what else ended the division) and the address of the DIV.
+pub fn try_divide_by_zero_on_stack(stack: &TestPage) -> Attempt<()> {
+    let top = stack.address() + PAGE_SIZE;
+    let mut address = 0u64;
+    let slot = &raw mut address;
+    let result = catch_exception(|| {
+        // SAFETY: `slot` points at a live local of this probe, written before the switch. RSP
+        // moves to the top of the caller's TestPage (no Rust object lives there) and back; the
+        // #DE is recovered by the enclosing catch, which restores RSP itself. DIV touches only
+        // RAX, RDX and the flags.
+        unsafe {
+            asm!(
+                "lea {scratch}, [rip + 2f]",
+                "mov qword ptr [{slot}], {scratch}",
+                "mov {saved}, rsp",
+                "mov rsp, {top}",
+                "2: div {divisor:e}",
+                "mov rsp, {saved}",
+                scratch = out(reg) _,
+                saved = out(reg) _,
+                slot = in(reg) slot,
+                top = in(reg) top,
+                divisor = in(reg) 0u32,
+                inout("eax") 1500u32 => _,
+                inout("edx") 0u32 => _,
+            )
+        };
+    });
+    Attempt { result, address }
+}
+
+/// INT `VECTOR` with RSP at the top of `stack`: its frame, or that of the exception its
+/// delivery raises (#NP through a not-present gate), is pushed onto that page (kvm-unit-tests'
+/// eventinj "NP PF exceptions"). Returns what INT `VECTOR` raised and the address of the INT.
+pub fn try_software_interrupt_on_stack<const VECTOR: u8>(stack: &TestPage) -> Attempt<()> {
+    try_software_interrupt_with_stack_pointer::<VECTOR>(stack.address() + PAGE_SIZE)
+}
+
+/// INT `VECTOR` with RSP at `top` (like [`try_interrupt_window_on_stack`]: memory no Rust
+/// object uses, such as `mmu::with_stack_on_page_table`'s table page): the handler's frame
+/// goes there. Returns what INT `VECTOR` raised, if anything, and the address of the INT.
+pub fn try_software_interrupt_with_stack_pointer<const VECTOR: u8>(top: u64) -> Attempt<()> {
+    let mut address = 0u64;
+    let slot = &raw mut address;
+    let result = catch_exception(|| {
+        // SAFETY: as `try_divide_by_zero_on_stack`; INT n enters the runtime's gate of
+        // `VECTOR`, whose handler returns here, or raises an exception that the catch recovers.
+        unsafe {
+            asm!(
+                "lea {scratch}, [rip + 2f]",
+                "mov qword ptr [{slot}], {scratch}",
+                "mov {saved}, rsp",
+                "mov rsp, {top}",
+                "2: int {vector}",
+                "mov rsp, {saved}",
+                scratch = out(reg) _,
+                saved = out(reg) _,
+                slot = in(reg) slot,
+                top = in(reg) top,
+                vector = const VECTOR,
+            )
+        };
+    });
+    Attempt { result, address }
+}

@@ -145,6 +145,25 @@ global_asm!(
     .global vmunit_compatibility_ud2
     vmunit_compatibility_ud2:
         ud2
+
+    /* The same with RFLAGS.TF set before the SYSCALL (kvm-unit-tests' syscall_tf_user32):
+       FMASK clears it in the kernel, the 32-bit SYSRET sets it again from R11, and the
+       single-step #DB comes at the end of SYSRET, in compatibility mode. */
+    .global vmunit_compatibility_traced_code
+    vmunit_compatibility_traced_code:
+        mov eax, 41
+        pushfd
+        or dword ptr [esp], 0x100
+        popfd
+    .global vmunit_compatibility_traced_syscall
+    vmunit_compatibility_traced_syscall:
+        syscall
+    .global vmunit_compatibility_traced_after_syscall
+    vmunit_compatibility_traced_after_syscall:
+        .byte 0x48
+    .global vmunit_compatibility_traced_ud2
+    vmunit_compatibility_traced_ud2:
+        ud2
     .code64
 
     /* vmunit_traced_syscall(): SYSCALL with TF set by the POPF before it. */
@@ -178,6 +197,9 @@ unsafe extern "C" {
     static vmunit_compatibility_syscall: u8;
     static vmunit_compatibility_after_syscall: u8;
     static vmunit_compatibility_ud2: u8;
+    static vmunit_compatibility_traced_code: u8;
+    static vmunit_compatibility_traced_after_syscall: u8;
+    static vmunit_compatibility_traced_ud2: u8;
     static vmunit_syscall_entry: u8;
     static vmunit_sysret_instruction: u8;
     static vmunit_traced_syscall_return: u8;
@@ -420,6 +442,11 @@ pub struct CompatibilityAddresses {
     pub entry_end: u64,
     /// The CSTAR entry.
     pub entry: u64,
+    /// [`try_compatibility_traced_syscall`]'s instruction after its SYSCALL: where SYSRET
+    /// returns and the single-step #DB comes.
+    pub traced_after_syscall: u64,
+    /// [`try_compatibility_traced_syscall`]'s UD2 that a return to compatibility mode reaches.
+    pub traced_ud2: u64,
 }
 
 /// See [`CompatibilityAddresses`].
@@ -430,6 +457,8 @@ pub fn compatibility_addresses() -> CompatibilityAddresses {
         compatibility_ud2: &raw const vmunit_compatibility_ud2 as u64,
         entry_end: &raw const vmunit_compatibility_entry_end as u64,
         entry: &raw const vmunit_compatibility_syscall_entry as u64,
+        traced_after_syscall: &raw const vmunit_compatibility_traced_after_syscall as u64,
+        traced_ud2: &raw const vmunit_compatibility_traced_ud2 as u64,
     }
 }
 
@@ -448,5 +477,19 @@ pub fn try_compatibility_syscall(sysret: bool) -> Result<Exception, Exception> {
     VMUNIT_COMPATIBILITY_SYSRET.store(u64::from(sysret), Ordering::SeqCst);
     Ok(super::exceptions::enter_compatibility_mode(
         &raw const vmunit_compatibility_code as u64,
+    ))
+}
+
+/// kvm-unit-tests' "syscall TF handling" in compatibility mode: sets RFLAGS.TF in 32-bit
+/// code at CPL 3, then SYSCALL; the CSTAR entry returns with the 32-bit SYSRET (R11 has TF).
+/// A #DB handler ([`super::exceptions::set_debug_handler`]) sees the single-step traps and
+/// may clear TF; the run ends with the exception that it does not resume from, returned.
+/// SYSCALL must be enabled ([`try_enable`]), with TF in FMASK for kvm-unit-tests' check.
+pub fn try_compatibility_traced_syscall() -> Result<Exception, Exception> {
+    // SAFETY: CSTAR points at the runtime's compatibility-mode entry.
+    unsafe { try_wrmsr_unrestricted(IA32_CSTAR, compatibility_addresses().entry)? };
+    VMUNIT_COMPATIBILITY_SYSRET.store(1, Ordering::SeqCst);
+    Ok(super::exceptions::enter_compatibility_mode(
+        &raw const vmunit_compatibility_traced_code as u64,
     ))
 }
