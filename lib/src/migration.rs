@@ -34,8 +34,8 @@ pub fn is_migration_run() -> bool {
 /// Reports the `SKIP` of a request outside a migration run.
 fn not_a_migration_run() -> Migration {
     crate::report_skip!(
-        "migration: not a migration run (the runner migrates only runs of group `migration`, \
-         whose environment has {ENVIRONMENT_KEY}=yes)"
+        "migration requested, but this is not a migration run (the runner migrates only runs of \
+         group `migration`, whose environment has {ENVIRONMENT_KEY}=yes)"
     );
     Migration::NotMigrationRun
 }
