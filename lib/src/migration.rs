@@ -40,8 +40,27 @@ fn not_a_migration_run() -> Migration {
     Migration::NotMigrationRun
 }
 
+/// How long `END` waits for the runner's byte before it says `END` again.
+const END_REPEAT_MILLISECONDS: u64 = 5000;
+
 /// Prints `request` and, when it waits, waits for the runner's byte.
 fn request(request: MigrateLine) {
+    if request == MigrateLine::End {
+        // A line printed while the VM switches to the destination can reach the runner cut in
+        // two (its start from the source, its rest from the destination): `END` is said again
+        // until the runner answers. The runner takes only the first `END` after `BEGIN`.
+        let answered = core::cell::Cell::new(false);
+        while !answered.get() {
+            crate::println!("{request}");
+            crate::time::spin_until(END_REPEAT_MILLISECONDS, || {
+                if crate::console::read_byte().is_some() {
+                    answered.set(true);
+                }
+                answered.get()
+            });
+        }
+        return;
+    }
     crate::println!("{request}");
     if request.waits() {
         // Any byte: the runner writes one once the VM runs on the destination. The runner's

@@ -44,6 +44,8 @@ pub const MIGRATION_LIMIT: Duration = Duration::from_secs(60);
 const QMP_START_TIME: Duration = Duration::from_secs(20);
 /// How often `query-migrate` is asked.
 const QUERY_INTERVAL: Duration = Duration::from_millis(20);
+/// The pause between continuous migrations.
+const CONTINUOUS_GAP: Duration = Duration::from_millis(100);
 /// How long the source gets to quit after the migration.
 const QUIT_TIME: Duration = Duration::from_secs(5);
 /// The scratch area of the log directory: one directory per run, removed after it.
@@ -224,7 +226,9 @@ impl Requests {
         match request {
             MigrateLine::Now => self.now = true,
             MigrateLine::Begin => self.continuous = true,
-            MigrateLine::End => self.end = true,
+            // A repeated END (the guest says it again until answered) counts once.
+            MigrateLine::End if self.continuous => self.end = true,
+            MigrateLine::End => {}
             MigrateLine::Skip => {}
         }
     }
@@ -381,6 +385,11 @@ fn execute_in(
                         if requests.now {
                             requests.now = false;
                             send_key(&mut current, &mut recorder);
+                        } else {
+                            // Continuous: the guest runs a moment on the destination before
+                            // the next migration starts.
+                            thread::sleep(CONTINUOUS_GAP);
+                            current.drain(&mut recorder, &mut requests);
                         }
                     }
                     Err(Stop::Failed(reason)) => {

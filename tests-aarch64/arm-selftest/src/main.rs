@@ -37,6 +37,7 @@ fn main(arguments: &[&str]) {
         Some("vectors-user") => vectors_user(),
         Some("smp") => smp(),
         Some("migration") => migration(),
+        Some("migration-continuous") => continuous_migration(),
         other => {
             report!(false, "a known mode was given (got {other:?})");
         }
@@ -457,8 +458,8 @@ fn smp() {
 }
 
 /// kvm-unit-tests' selftest-migration (arm/selftest.c `migration`, common/selftest-migration.c):
-/// the VM migrates [`MIGRATIONS`] times, then continuously while the guest works; after each
-/// migration the guest goes on with its memory intact.
+/// the VM migrates [`MIGRATIONS`] times; after each migration the guest goes on with its memory
+/// intact.
 fn migration() {
     let _prefix = prefix("migration");
     let pattern: Vec<u64> = (0..PATTERN_WORDS).map(|index| pattern_word(index, 0)).collect();
@@ -482,10 +483,13 @@ fn migration() {
         completed == MIGRATIONS,
         "the guest went on after each of {MIGRATIONS} migrations (completed {completed})"
     );
+}
 
-    // Continuous migration: the runner migrates while the guest rewrites and checks its
-    // memory, round after round.
-    let mut buffer = pattern;
+/// Continuous migration (kvm-unit-tests' `migrate_begin_continuous`): the runner migrates
+/// while the guest rewrites and checks its memory, round after round.
+fn continuous_migration() {
+    let _prefix = prefix("migration-continuous");
+    let mut buffer: Vec<u64> = (0..PATTERN_WORDS).map(|index| pattern_word(index, 0)).collect();
     if vmunit::begin_continuous_migration() != Migration::Completed {
         return;
     }

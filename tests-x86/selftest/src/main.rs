@@ -21,9 +21,10 @@ use vmunit::{Migration, Vector, catch_exception, prefix, report, report_skip, tr
 vmunit::main!(main);
 
 fn main(args: &[&str]) {
-    if args.first() == Some(&"migration") {
-        migration();
-        return;
+    match args.first().copied() {
+        Some("migration") => return migration(),
+        Some("migration-continuous") => return continuous_migration(),
+        _ => {}
     }
     check_arguments(args);
     check_heap();
@@ -258,8 +259,8 @@ fn check_device_ranges() {
 }
 
 /// kvm-unit-tests' selftest-migration (arm/selftest.c `migration`, common/selftest-migration.c):
-/// the VM migrates [`MIGRATIONS`] times, then continuously while the guest works; after each
-/// migration the guest goes on with its memory intact.
+/// the VM migrates [`MIGRATIONS`] times; after each migration the guest goes on with its memory
+/// intact.
 fn migration() {
     let _prefix = prefix("migration");
     let pattern: Vec<u64> = (0..PATTERN_WORDS).map(|index| pattern_word(index, 0)).collect();
@@ -283,10 +284,13 @@ fn migration() {
         completed == MIGRATIONS,
         "the guest went on after each of {MIGRATIONS} migrations (completed {completed})"
     );
+}
 
-    // Continuous migration: the runner migrates while the guest rewrites and checks its
-    // memory, round after round.
-    let mut buffer = pattern;
+/// Continuous migration (kvm-unit-tests' `migrate_begin_continuous`): the runner migrates
+/// while the guest rewrites and checks its memory, round after round.
+fn continuous_migration() {
+    let _prefix = prefix("migration-continuous");
+    let mut buffer: Vec<u64> = (0..PATTERN_WORDS).map(|index| pattern_word(index, 0)).collect();
     if vmunit::begin_continuous_migration() != Migration::Completed {
         return;
     }
