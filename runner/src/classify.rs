@@ -527,6 +527,33 @@ mod tests {
     }
 
     #[test]
+    fn migration_failures() {
+        let reason = "the destination QEMU exited (status 1)".to_owned();
+        let failed = migration_outcome(
+            run(1, &["EXIT: STATUS=1"], &[]),
+            Some(MigrationFailure::Failed(reason)),
+        );
+        assert_eq!(
+            failed.detail().as_deref(),
+            Some("migration failed: the destination QEMU exited (status 1)")
+        );
+        assert_eq!(failed.verdict(), Verdict::Fail);
+        // A guest that never asked fails a run that would pass, and leaves a skip or a failure.
+        let never = || Some(MigrationFailure::NeverAsked);
+        assert_eq!(
+            migration_outcome(run(1, &["EXIT: STATUS=1"], &[]), never()).verdict(),
+            Verdict::Fail
+        );
+        assert_eq!(
+            migration_outcome(run(77, &["SKIP: x", "EXIT: STATUS=77"], &[]), never()).verdict(),
+            Verdict::Skip
+        );
+        let failing = run(3, &["FAIL: x", "EXIT: STATUS=3"], &[]);
+        assert_eq!(migration_outcome(failing.clone(), never()), failing);
+        assert_eq!(migration_outcome(failing.clone(), None), failing);
+    }
+
+    #[test]
     fn guest_codes() {
         assert_eq!(GuestCode::Pass.status(), 1);
         assert_eq!(GuestCode::Failures.status(), 3);
