@@ -178,3 +178,42 @@ fn a_request_outside_a_migration_run_skips() {
     assert!(!log.contains("MIGRATE: NOW"), "{log}");
     assert!(!log.contains("vmunit: migration"), "{log}");
 }
+
+/// The runner killed outright (SIGKILL) while a migration waits for a destination that never
+/// runs: both QEMUs die with it (PDEATHSIG and the guard reach the destination too).
+#[test]
+fn a_killed_runner_leaves_no_qemu_mid_migration() {
+    let directory = tempfile::tempdir().unwrap();
+    let qemu = wrapper(directory.path(), "extra='-S'");
+    let logs = directory.path().join("logs");
+    let mut child = runner(&logs)
+        .env("QEMU", &qemu)
+        .env("TIMEOUT", "60")
+        .arg("selftest-migration")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let needle = directory.path().display().to_string();
+    let started = std::time::Instant::now();
+    // Both QEMUs run: the source and the destination of the first migration.
+    while processes_mentioning(&needle).len() < 2 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no migration started: {:?}",
+            std::fs::read_to_string(logs.join("selftest-migration.log"))
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = std::time::Instant::now();
+    while !processes_mentioning(&needle).is_empty() {
+        assert!(
+            killed.elapsed() < std::time::Duration::from_secs(10),
+            "QEMUs left behind: {:?}",
+            processes_mentioning(&needle)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
