@@ -40,6 +40,8 @@ pub mod environment;
 #[cfg(target_os = "none")]
 pub mod memory;
 #[cfg(target_os = "none")]
+pub mod migration;
+#[cfg(target_os = "none")]
 pub mod mmio;
 #[cfg(target_os = "none")]
 pub mod pci;
@@ -58,6 +60,11 @@ mod work;
 pub use arch::{Exception, Vector, catch_exception, trap_exceptions};
 #[cfg(target_os = "none")]
 pub use environment::env;
+#[cfg(target_os = "none")]
+pub use migration::{
+    Migration, begin_continuous_migration, end_continuous_migration, migrate, migrate_once, migrate_quiet,
+    migrate_skip,
+};
 #[cfg(target_os = "none")]
 pub use reporting::{
     __push_prefix, __report_info, __report_kind, PrefixGuard, known_failure, prefix, report_summary,

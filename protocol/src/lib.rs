@@ -10,6 +10,7 @@
 //! EXIT: STATUS=3                               (guest code << 1) | 1, QEMU's status too
 //! ABORT: boot: no memory map                   a panic or an unexpected exception
 //! BENCH: cpuid=1234 cycles                     a measurement (not a report line)
+//! MIGRATE: NOW                                 a migration request: NOW SKIP BEGIN END
 //! ```
 //!
 //! and, in the image rather than on the console, the subtest registry ([`SubtestRecord`]).
@@ -24,6 +25,7 @@ extern crate std;
 
 mod bench;
 mod exit;
+mod migrate;
 mod report;
 mod subtest;
 mod summary;
@@ -32,6 +34,7 @@ pub use bench::{
     BenchError, BenchLine, DEFAULT_UNIT, Measurement, UNNAMED, is_name_character, is_unit_character,
 };
 pub use exit::{AbortLine, ExitLine, GuestCode};
+pub use migrate::MigrateLine;
 pub use report::{Label, PREFIX_DELIMITER, ReportLine};
 pub use subtest::{SUBTEST_NAMES_SECTION, SUBTESTS_SECTION, SubtestRecord};
 pub use summary::Summary;
@@ -53,6 +56,8 @@ pub enum GuestLine<'a> {
     Bench(BenchLine<&'a str>),
     /// A `BENCH:` line that breaks the grammar, and why.
     MalformedBench(BenchError),
+    /// A migration request (`MIGRATE: NOW`, ...).
+    Migrate(MigrateLine),
     /// Anything else: the guest's free text.
     Other(&'a str),
 }
@@ -80,6 +85,11 @@ impl<'a> GuestLine<'a> {
                 Ok(bench) => GuestLine::Bench(bench),
                 Err(error) => GuestLine::MalformedBench(error),
             };
+        }
+        if let Some(rest) = text.strip_prefix(MigrateLine::LABEL)
+            && let Some(request) = MigrateLine::parse_after_label(rest)
+        {
+            return GuestLine::Migrate(request);
         }
         match ReportLine::parse(text) {
             Some(report) => GuestLine::Report(report),
@@ -134,6 +144,14 @@ mod tests {
         assert_eq!(
             GuestLine::parse("BENCH: cpuid=12"),
             GuestLine::MalformedBench(BenchError::NoUnit)
+        );
+        assert_eq!(
+            GuestLine::parse("MIGRATE: NOW\r"),
+            GuestLine::Migrate(MigrateLine::Now)
+        );
+        assert_eq!(
+            GuestLine::parse("MIGRATE: LATER"),
+            GuestLine::Other("MIGRATE: LATER")
         );
         assert_eq!(GuestLine::parse("hello"), GuestLine::Other("hello"));
         assert_eq!(GuestLine::parse("PASSED"), GuestLine::Other("PASSED"));

@@ -10,6 +10,7 @@ use serde::Serialize as _;
 use crate::bench::Bench;
 use crate::config::format_duration;
 use crate::error::ExitStatus;
+use crate::execute::migration::MigrationFailure;
 use crate::execute::run::Executed;
 use crate::guest_line::ReportLine;
 use crate::qemu::ExitMethod;
@@ -335,6 +336,7 @@ pub fn result_of(
                 },
                 _ => outcome,
             };
+            let outcome = migration_outcome(outcome, execution.migration_failure);
             (outcome, execution.duration)
         }
         Err(error) => (
@@ -363,6 +365,23 @@ pub fn result_of(
         subtests: subtests::names(image).unwrap_or_default(),
         benches: executed.benches,
         malformed_benches: executed.malformed_benches,
+    }
+}
+
+/// The outcome of a migration run: a failed migration fails it (unless the runner was
+/// interrupted), whatever the guest said; a guest that never asked for one fails it only if it
+/// would otherwise pass.
+fn migration_outcome(outcome: Outcome, failure: Option<MigrationFailure>) -> Outcome {
+    match failure {
+        Some(failure @ MigrationFailure::Failed(_)) if outcome.verdict() != Verdict::Interrupted => {
+            Outcome::Fail {
+                reason: failure.reason(),
+            }
+        }
+        Some(failure @ MigrationFailure::NeverAsked) if outcome.verdict() == Verdict::Pass => Outcome::Fail {
+            reason: failure.reason(),
+        },
+        _ => outcome,
     }
 }
 
@@ -508,6 +527,33 @@ mod tests {
             &Transcript::from_lines(serial, stderr),
             DEVICE,
         )
+    }
+
+    #[test]
+    fn migration_failures() {
+        let reason = "the destination QEMU exited (status 1)".to_owned();
+        let failed = migration_outcome(
+            run(1, &["EXIT: STATUS=1"], &[]),
+            Some(MigrationFailure::Failed(reason)),
+        );
+        assert_eq!(
+            failed.detail().as_deref(),
+            Some("migration failed: the destination QEMU exited (status 1)")
+        );
+        assert_eq!(failed.verdict(), Verdict::Fail);
+        // A guest that never asked fails a run that would pass, and leaves a skip or a failure.
+        let never = || Some(MigrationFailure::NeverAsked);
+        assert_eq!(
+            migration_outcome(run(1, &["EXIT: STATUS=1"], &[]), never()).verdict(),
+            Verdict::Fail
+        );
+        assert_eq!(
+            migration_outcome(run(77, &["SKIP: x", "EXIT: STATUS=77"], &[]), never()).verdict(),
+            Verdict::Skip
+        );
+        let failing = run(3, &["FAIL: x", "EXIT: STATUS=3"], &[]);
+        assert_eq!(migration_outcome(failing.clone(), never()), failing);
+        assert_eq!(migration_outcome(failing.clone(), None), failing);
     }
 
     #[test]

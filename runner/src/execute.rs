@@ -3,6 +3,7 @@
 //! serial console) and stderr as lines, log them, enforce the timeout, kill QEMU at once on a
 //! hypervisor error, and kill every running QEMU on Ctrl-C.
 
+pub mod migration;
 pub mod pool;
 pub mod run;
 
@@ -74,6 +75,8 @@ pub struct Execution {
     pub duration: Duration,
     /// Why the `expect` script failed, if it did (the run then failed, whatever QEMU said).
     pub script_failure: Option<String>,
+    /// Why a migration run failed (`migration`), if it did.
+    pub migration_failure: Option<migration::MigrationFailure>,
 }
 
 enum Event {
@@ -317,6 +320,7 @@ pub fn execute_interactive(
         transcript,
         duration,
         script_failure: script.failure,
+        migration_failure: None,
     })
 }
 

@@ -52,6 +52,7 @@ pub mod logdir;
 pub mod options;
 pub mod plan;
 pub mod qemu;
+pub mod qmp;
 pub mod report;
 pub mod select;
 pub mod standalone;

@@ -9,7 +9,7 @@ use std::process::Command;
 use crate::bench::{Bench, BenchCollector};
 use crate::config::{Accel, Arch, TestEntry};
 use crate::error::AppError;
-use crate::execute::{ExecuteError, Execution, Sinks, execute_interactive, interrupted};
+use crate::execute::{ExecuteError, Execution, Sinks, execute_interactive, interrupted, migration};
 use crate::guest_line::{ReportLine, SerialLine};
 use crate::logdir::{RunLog, WriteFailures};
 use crate::options::{Options, Resolved, qemu_program};
@@ -125,7 +125,14 @@ pub fn run(setup: &RunSetup<'_>, progress: &mut dyn FnMut(Progress<'_>)) -> Ran 
     let command = command_for(setup);
     let line = command.shell_line();
     let base = crate::environment::guest_environment(accel);
-    let environment = merged_environment(&base, &[&entry.env, &options.guest_variables]);
+    let environment = merged_environment(
+        &base,
+        &[
+            &migration::environment(entry),
+            &entry.env,
+            &options.guest_variables,
+        ],
+    );
     let environment_file = environment_path(&options.log_dir, &entry.name);
     // What a user copies (`-n`, a log's first line) writes the environment file it names, so
     // that it works as printed: before the run, and after the log moved to logs.old/. The
@@ -177,7 +184,12 @@ pub fn run(setup: &RunSetup<'_>, progress: &mut dyn FnMut(Progress<'_>)) -> Ran 
         live,
         observer: Some(&mut observe),
     };
-    let execution = execute_interactive(&command, timeout, sinks, &entry.expect);
+    let execution = if migration::is_migration_run(entry) {
+        let scratch = migration::scratch_directory(&options.log_dir, &entry.name);
+        migration::execute_migration(&command, timeout, sinks, &scratch)
+    } else {
+        execute_interactive(&command, timeout, sinks, &entry.expect)
+    };
     let end = log.finish();
     let mut log_notes: Vec<String> = end.cut.iter().map(|cut| format!("log cut: {cut}")).collect();
     if let Some(error) = &end.error {

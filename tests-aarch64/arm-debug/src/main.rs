@@ -1,7 +1,8 @@
 //! arm-debug: AArch64 self-hosted debug in kvm-unit-tests' arm/debug.c modes: `bp` (hardware
 //! breakpoints on every DBGBCR/DBGBVR pair), `wp` (watchpoints on every DBGWCR/DBGWVR pair) and
 //! `ss` (software step with MDSCR_EL1.SS and SPSR.SS), each with the enables that gate them:
-//! the OS lock (OSLAR_EL1), MDSCR_EL1.MDE and KDE, PSTATE.D. Two more modes reproduce QEMU TCG
+//! the OS lock (OSLAR_EL1), MDSCR_EL1.MDE and KDE, PSTATE.D. `bp-migration`, `wp-migration`
+//! and `ss-migration` migrate the VM where arm/debug.c does (group `migration`). Two more modes reproduce QEMU TCG
 //! defects alone: `reproduce-os-lock`, `reproduce-step-after-debug-mask`.
 #![no_std]
 #![no_main]
@@ -16,7 +17,7 @@ use vmunit::arch::debug::{
 use vmunit::arch::exceptions::SPSR_D;
 use vmunit::arch::registers::current_el;
 use vmunit::arch::{Exception, ExceptionClass, run_in_user_mode};
-use vmunit::{known_failure, prefix, report, report_info, report_skip, report_summary};
+use vmunit::{Migration, known_failure, prefix, report, report_info, report_skip, report_summary};
 
 vmunit::main!(main);
 
@@ -26,24 +27,24 @@ fn main(arguments: &[&str]) -> i32 {
         return report_summary();
     }
     match arguments.first().copied() {
-        Some(mode @ "bp") => {
+        Some(mode @ ("bp" | "bp-migration")) => {
             let _prefix = prefix(mode);
-            breakpoints();
+            breakpoints(MigrationPoint::of(mode));
         }
-        Some(mode @ "wp") => {
+        Some(mode @ ("wp" | "wp-migration")) => {
             let _prefix = prefix(mode);
-            watchpoints();
+            watchpoints(MigrationPoint::of(mode));
         }
-        Some(mode @ "ss") => {
+        Some(mode @ ("ss" | "ss-migration")) => {
             let _prefix = prefix(mode);
-            single_step();
+            single_step(MigrationPoint::of(mode));
         }
         Some("reproduce-os-lock") => reproduce_os_lock(),
         Some("reproduce-step-after-debug-mask") => reproduce_step_after_debug_mask(),
         other => {
             report!(
                 false,
-                "a known mode (bp, wp, ss, reproduce-*) was given (got {other:?})"
+                "a known mode (bp, wp, ss, their -migration variants, reproduce-*) was given (got {other:?})"
             );
         }
     }
@@ -63,6 +64,31 @@ const QEMU_STEP_AFTER_MASK: &str = "QEMU TCG steps past MSR DAIFSet: target/arm/
      without the CheckSoftwareStep() test of AArch64.GenerateDebugExceptions() (PSTATE.D) before the next instruction";
 
 /// Whether the test runs under QEMU's TCG.
+/// Whether a mode migrates the VM where kvm-unit-tests' arm/debug.c does (its `-migration`
+/// modes: after the debug registers are programmed, before they are used).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum MigrationPoint {
+    /// The plain mode: no migration.
+    None,
+    /// Migrate once, then check the register counts.
+    Migrate,
+}
+
+impl MigrationPoint {
+    fn of(mode: &str) -> MigrationPoint {
+        if mode.ends_with("-migration") {
+            MigrationPoint::Migrate
+        } else {
+            MigrationPoint::None
+        }
+    }
+
+    /// Migrates (once) when the mode says so; returns whether the VM moved.
+    fn reached(self) -> bool {
+        self == MigrationPoint::Migrate && vmunit::migrate_once() == Migration::Completed
+    }
+}
+
 fn tcg() -> bool {
     vmunit::env("ACCEL") == Some("tcg")
 }
@@ -133,8 +159,9 @@ fn record_unmask_sequence(debug_exceptions: DebugExceptions) -> Vec<DebugExcepti
     seen
 }
 
-fn breakpoints() {
+fn breakpoints(migration: MigrationPoint) {
     let count = debug::breakpoint_count();
+    let all_breakpoints = count;
     let context = debug::context_breakpoint_count();
     report!(
         (2..=16).contains(&count) && context <= count,
@@ -255,7 +282,15 @@ fn breakpoints() {
         debug::set_breakpoint(index, target);
     }
     debug::set_mdscr(BREAK_AND_WATCH);
-    // kvm-unit-tests' bp-migration migrates here and then checks that BRPs is unchanged.
+    // kvm-unit-tests' bp-migration migrates here and then checks that BRPs is unchanged; the
+    // breakpoints programmed before it must fire after it.
+    if migration.reached() {
+        let brps = debug::breakpoint_count();
+        report!(
+            brps == all_breakpoints,
+            "brps match after migrate (BRPs {all_breakpoints}, got {brps})"
+        );
+    }
     let seen = record_unmask_sequence(DebugExceptions::Unmasked);
     for (index, &target) in targets.iter().enumerate().take(count) {
         let got = seen.get(index).map(|record| record.exception.elr);
@@ -300,8 +335,9 @@ fn is_watchpoint(seen: &[DebugException], pc: u64, address: u64, write: bool) ->
     }
 }
 
-fn watchpoints() {
+fn watchpoints(migration: MigrationPoint) {
     let count = debug::watchpoint_count();
+    let all_watchpoints = count;
     report!(
         (2..=16).contains(&count),
         "ID_AA64DFR0_EL1: {count} watchpoints (2-16)"
@@ -474,7 +510,15 @@ fn watchpoints() {
         debug::set_watchpoint(index, debug::watched_address(index), 1, WatchAccess::LoadOrStore);
     }
     debug::set_mdscr(BREAK_AND_WATCH);
-    // kvm-unit-tests' wp-migration migrates here and then checks that WRPs is unchanged.
+    // kvm-unit-tests' wp-migration migrates here and then checks that WRPs is unchanged; the
+    // watchpoints programmed before it must fire after it.
+    if migration.reached() {
+        let wrps = debug::watchpoint_count();
+        report!(
+            wrps == all_watchpoints,
+            "wrps match after migrate (WRPs {all_watchpoints}, got {wrps})"
+        );
+    }
     let (_, seen) = record_access(|| {
         for index in 0..count {
             debug::store_watched(index, 1, index as u64, DebugExceptions::Unmasked);
@@ -493,14 +537,21 @@ fn watchpoints() {
     }
 }
 
-fn single_step() {
+fn single_step(migration: MigrationPoint) {
     let steps = debug::step_sequence_addresses();
     debug::reset_debug_state();
     debug_control_reads_back();
 
     // kvm-unit-tests' check, and the whole sequence.
     debug::set_mdscr(mdscr::KDE | mdscr::SS);
-    // kvm-unit-tests' ss-migration migrates here.
+    // kvm-unit-tests' ss-migration migrates here: MDSCR_EL1.SS set before, the steps after.
+    if migration.reached() {
+        let kept = debug::mdscr() & (mdscr::KDE | mdscr::SS | mdscr::MDE);
+        report!(
+            kept == mdscr::KDE | mdscr::SS,
+            "MDSCR_EL1 keeps KDE and SS (and MDE clear) across the migration (got {kept:#x})"
+        );
+    }
     let (result, seen) = debug::record_debug_exceptions(Resume::Step, debug::run_step_sequence);
     debug::set_mdscr(0);
     report!(

@@ -1,10 +1,11 @@
 //! arm-selftest: the aarch64 runtime itself, in kvm-unit-tests' arm selftest modes:
 //! `setup smp=N mem=M` (the device tree agrees with QEMU's -smp and -m; heap, pages),
 //! `vectors-kernel` and `vectors-user` (exceptions at EL1 and from EL0, with ESR/ELR/FAR
-//! checked, and an exception handler that skips the faulting instruction), and `smp` (every
-//! CPU runs and has the device tree's MPIDR). The test runs at EL2 (VHE) where the machine
-//! enters there (`virtualization=on`); the argument `el2` makes that an expectation (SKIP
-//! where the CPU has no VHE).
+//! checked, and an exception handler that skips the faulting instruction), `smp` (every CPU
+//! runs and has the device tree's MPIDR), and `migration` (the guest goes on across live
+//! migrations, group `migration`). The test runs at EL2 (VHE) where the machine enters there
+//! (`virtualization=on`); the argument `el2` makes that an expectation (SKIP where the CPU has
+//! no VHE).
 #![no_std]
 #![no_main]
 
@@ -36,7 +37,7 @@ use vmunit::arch::{
 };
 use vmunit::catch::Attempt;
 use vmunit::memory::{Protection, TestPage};
-use vmunit::{args, prefix, report, report_info, report_skip};
+use vmunit::{Migration, args, prefix, report, report_info, report_skip};
 
 vmunit::main!(main, el2);
 
@@ -49,6 +50,8 @@ fn main(arguments: &[&str]) {
         Some("vectors-kernel") => vectors_kernel(),
         Some("vectors-user") => vectors_user(),
         Some("smp") => smp(),
+        Some("migration") => migration(),
+        Some("migration-continuous") => continuous_migration(),
         other => {
             report!(false, "a known mode was given (got {other:?})");
         }
@@ -649,4 +652,81 @@ fn smp() {
         wrong.is_empty(),
         "a second round runs once more on each CPU (CPUs with another count: {wrong:?})"
     );
+}
+
+/// kvm-unit-tests' selftest-migration (arm/selftest.c `migration`, common/selftest-migration.c):
+/// the VM migrates [`MIGRATIONS`] times; after each migration the guest goes on with its memory
+/// intact.
+fn migration() {
+    let _prefix = prefix("migration");
+    let pattern: Vec<u64> = (0..PATTERN_WORDS).map(|index| pattern_word(index, 0)).collect();
+    let mut completed = 0;
+    for round in 1..=MIGRATIONS {
+        match vmunit::migrate_quiet() {
+            Migration::Completed => {}
+            // Not a migration run: the SKIP line says so, and there is nothing to check.
+            Migration::NotMigrationRun => return,
+            Migration::AlreadyMigrated => break,
+        }
+        completed = round;
+        let difference = first_difference(&pattern, 0);
+        report!(
+            difference.is_none(),
+            "after migration {round}: the guest runs on with its {} KiB pattern intact (first difference at word {difference:?})",
+            PATTERN_WORDS * 8 / 1024
+        );
+    }
+    report!(
+        completed == MIGRATIONS,
+        "the guest went on after each of {MIGRATIONS} migrations (completed {completed})"
+    );
+}
+
+/// Continuous migration (kvm-unit-tests' `migrate_begin_continuous`): the runner migrates
+/// while the guest rewrites and checks its memory, round after round.
+fn continuous_migration() {
+    let _prefix = prefix("migration-continuous");
+    let mut buffer: Vec<u64> = (0..PATTERN_WORDS).map(|index| pattern_word(index, 0)).collect();
+    if vmunit::begin_continuous_migration() != Migration::Completed {
+        return;
+    }
+    let mut broken = None;
+    for round in 1..=CONTINUOUS_ROUNDS {
+        for (index, word) in buffer.iter_mut().enumerate() {
+            *word = pattern_word(index, round);
+        }
+        if let Some(index) = first_difference(&buffer, round) {
+            broken.get_or_insert((round, index));
+        }
+    }
+    let ended = vmunit::end_continuous_migration();
+    report!(
+        ended == Migration::Completed && broken.is_none(),
+        "{CONTINUOUS_ROUNDS} rounds of rewriting memory under continuous migration read back (first broken round and word: {broken:?})"
+    );
+    let difference = first_difference(&buffer, CONTINUOUS_ROUNDS);
+    report!(
+        difference.is_none(),
+        "after continuous migration: the last round's pattern is intact (first difference at word {difference:?})"
+    );
+}
+
+/// How many times `migration` migrates one by one (kvm-unit-tests does 15 on arm, 30 elsewhere).
+const MIGRATIONS: usize = 8;
+/// How many rounds the guest rewrites its pattern under continuous migration.
+const CONTINUOUS_ROUNDS: u64 = 64;
+/// The pattern's size in words: 1 MiB.
+const PATTERN_WORDS: usize = 128 * 1024;
+
+/// Word `index` of round `round`'s pattern: differs by word and by round.
+fn pattern_word(index: usize, round: u64) -> u64 {
+    (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ round.wrapping_mul(0xd1b5_4a32_d192_ed03)
+}
+
+/// The first word of `buffer` that is not round `round`'s pattern.
+fn first_difference(buffer: &[u64], round: u64) -> Option<usize> {
+    buffer
+        .iter()
+        .enumerate()
+        .position(|(index, word)| *word != pattern_word(index, round))
 }

@@ -57,6 +57,14 @@ fn main(arguments: &[&str]) -> i32 {
                 its::introspection();
             }
         }
+        Some(mode @ "its-migration") => {
+            let _mode = prefix(mode);
+            its::migration();
+        }
+        Some(mode @ "its-migrate-unmapped-collection") => {
+            let _mode = prefix(mode);
+            its::migrate_unmapped_collection();
+        }
         other => {
             report!(false, "a known mode was given (got {other:?})");
         }

@@ -1,6 +1,8 @@
 //! selftest: the runtime itself works: boot, argv, heap, page allocation, exceptions, paging.
 //!
 //! The unittests.toml entry passes `selftest-arg1 key=value`; the argv checks expect them.
+//! With `migration` (entry `selftest-migration`, group `migration`) it checks instead that the
+//! guest goes on across live migrations.
 #![no_std]
 #![no_main]
 
@@ -14,11 +16,16 @@ use vmunit::arch::instructions::{int3, raise_invalid_opcode, try_divide, try_rea
 use vmunit::arch::{mmu, page_fault};
 use vmunit::catch::Attempt;
 use vmunit::memory::{self, PAGE_SIZE, Protection, TestPage};
-use vmunit::{Vector, catch_exception, prefix, report, report_skip, trap_exceptions};
+use vmunit::{Migration, Vector, catch_exception, prefix, report, report_skip, trap_exceptions};
 
 vmunit::main!(main);
 
 fn main(args: &[&str]) {
+    match args.first().copied() {
+        Some("migration") => return migration(),
+        Some("migration-continuous") => return continuous_migration(),
+        _ => {}
+    }
     check_arguments(args);
     check_heap();
     check_frames();
@@ -249,4 +256,81 @@ fn check_device_ranges() {
         !device::is_device_memory(1 << 20, 8),
         "RAM at 1 MiB is not device memory"
     );
+}
+
+/// kvm-unit-tests' selftest-migration (arm/selftest.c `migration`, common/selftest-migration.c):
+/// the VM migrates [`MIGRATIONS`] times; after each migration the guest goes on with its memory
+/// intact.
+fn migration() {
+    let _prefix = prefix("migration");
+    let pattern: Vec<u64> = (0..PATTERN_WORDS).map(|index| pattern_word(index, 0)).collect();
+    let mut completed = 0;
+    for round in 1..=MIGRATIONS {
+        match vmunit::migrate_quiet() {
+            Migration::Completed => {}
+            // Not a migration run: the SKIP line says so, and there is nothing to check.
+            Migration::NotMigrationRun => return,
+            Migration::AlreadyMigrated => break,
+        }
+        completed = round;
+        let difference = first_difference(&pattern, 0);
+        report!(
+            difference.is_none(),
+            "after migration {round}: the guest runs on with its {} KiB pattern intact (first difference at word {difference:?})",
+            PATTERN_WORDS * 8 / 1024
+        );
+    }
+    report!(
+        completed == MIGRATIONS,
+        "the guest went on after each of {MIGRATIONS} migrations (completed {completed})"
+    );
+}
+
+/// Continuous migration (kvm-unit-tests' `migrate_begin_continuous`): the runner migrates
+/// while the guest rewrites and checks its memory, round after round.
+fn continuous_migration() {
+    let _prefix = prefix("migration-continuous");
+    let mut buffer: Vec<u64> = (0..PATTERN_WORDS).map(|index| pattern_word(index, 0)).collect();
+    if vmunit::begin_continuous_migration() != Migration::Completed {
+        return;
+    }
+    let mut broken = None;
+    for round in 1..=CONTINUOUS_ROUNDS {
+        for (index, word) in buffer.iter_mut().enumerate() {
+            *word = pattern_word(index, round);
+        }
+        if let Some(index) = first_difference(&buffer, round) {
+            broken.get_or_insert((round, index));
+        }
+    }
+    let ended = vmunit::end_continuous_migration();
+    report!(
+        ended == Migration::Completed && broken.is_none(),
+        "{CONTINUOUS_ROUNDS} rounds of rewriting memory under continuous migration read back (first broken round and word: {broken:?})"
+    );
+    let difference = first_difference(&buffer, CONTINUOUS_ROUNDS);
+    report!(
+        difference.is_none(),
+        "after continuous migration: the last round's pattern is intact (first difference at word {difference:?})"
+    );
+}
+
+/// How many times `migration` migrates one by one (kvm-unit-tests does 15 on arm, 30 elsewhere).
+const MIGRATIONS: usize = 8;
+/// How many rounds the guest rewrites its pattern under continuous migration.
+const CONTINUOUS_ROUNDS: u64 = 64;
+/// The pattern's size in words: 1 MiB.
+const PATTERN_WORDS: usize = 128 * 1024;
+
+/// Word `index` of round `round`'s pattern: differs by word and by round.
+fn pattern_word(index: usize, round: u64) -> u64 {
+    (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ round.wrapping_mul(0xd1b5_4a32_d192_ed03)
+}
+
+/// The first word of `buffer` that is not round `round`'s pattern.
+fn first_difference(buffer: &[u64], round: u64) -> Option<usize> {
+    buffer
+        .iter()
+        .enumerate()
+        .position(|(index, word)| *word != pattern_word(index, round))
 }

@@ -1,5 +1,6 @@
 //! tsc: the time-stamp counter never goes backwards, RDTSCP reads it in order with RDTSC,
 //! writes to IA32_TSC and IA32_TSC_ADJUST move it, and IA32_TSC_AUX reaches RDTSCP and RDPID.
+//! With `migration` (entry `tsc-migration`): the TSC and TSC_AUX across a live migration.
 //!
 //! QEMU's TCG implements neither IA32_TSC (MSR 0x10: reads 0, ignores writes) nor
 //! IA32_TSC_ADJUST, and keeps bits 63:32 of TSC_AUX (target/i386/tcg/system/misc_helper.c):
@@ -37,6 +38,10 @@ fn main(args: &[&str]) -> i32 {
         pvm: vmunit::environment::instruction_emulating_kvm(),
     };
     report_info!("Intel vendor: {}, TCG signature: {}", machine.intel, machine.tcg);
+    if args.contains(&"migration") {
+        test_migration();
+        return report_summary();
+    }
     if args.contains(&"tsc_adjust") {
         // kvm-unit-tests' tsc_adjust entry: the TSC_ADJUST checks alone.
         test_tsc_adjust(&machine);
@@ -49,6 +54,40 @@ fn main(args: &[&str]) -> i32 {
     test_tsc_write(&machine);
     test_tsc_aux(&machine);
     report_summary()
+}
+
+/// Across a live migration (entry `tsc-migration`, group `migration`): the counter does not go
+/// backwards, and IA32_TSC_AUX keeps its value, read by RDMSR and by RDTSCP.
+fn test_migration() {
+    let _prefix = prefix("migration");
+    const AUX: u64 = 0x5a5a_1234;
+    let rdtscp = Feature::Rdtscp.supported();
+    if rdtscp && try_wrmsr(msr::IA32_TSC_AUX, AUX).is_err() {
+        report!(false, "IA32_TSC_AUX takes {AUX:#x} before the migration");
+    }
+    let before = rdtsc_ordered();
+    if vmunit::migrate() != vmunit::Migration::Completed {
+        return;
+    }
+    let after = rdtsc_ordered();
+    report!(
+        after > before,
+        "the TSC goes on from where it was: {before:#x} before the migration, {after:#x} after"
+    );
+    if !rdtscp {
+        report_skip!("no RDTSCP: IA32_TSC_AUX not checked");
+        return;
+    }
+    let aux = try_rdmsr(msr::IA32_TSC_AUX);
+    report!(
+        aux == Ok(AUX),
+        "IA32_TSC_AUX keeps {AUX:#x} across the migration (got {aux:x?})"
+    );
+    let read = try_rdtscp().map(|(_, auxiliary)| auxiliary);
+    report!(
+        read == Ok(AUX as u32),
+        "RDTSCP returns TSC_AUX {AUX:#x} after the migration (got {read:x?})"
+    );
 }
 
 /// Many back-to-back RDTSCs never go backwards, and the counter moves.
