@@ -780,6 +780,10 @@ global_asm!(
     .global vmunit_realmode_context
     vmunit_realmode_context:
         .skip {context_size}
+
+    /* Back to the default section: module-level assembly that follows in the same object
+       (another global_asm! without a .section of its own) must not land in .realmode. */
+    .text
     "#,
     rsp = const offset_of!(Context, rsp),
     gdtr = const offset_of!(Context, gdtr),

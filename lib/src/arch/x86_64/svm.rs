@@ -808,6 +808,7 @@ pub struct GuestRegisters {
 // #VMEXIT gives back (RSP from VM_HSAVE_PA's page); the guest's registers are loaded last
 // and stored first.
 global_asm!(
+    ".pushsection .text.vmunit_svm, \"ax\", @progbits",
     ".global vmunit_svm_vmrun",
     "vmunit_svm_vmrun:",
     "push rbp",
@@ -874,6 +875,7 @@ global_asm!(
     "pop rbx",
     "pop rbp",
     "ret",
+    ".popsection",
 );
 
 unsafe extern "sysv64" {
@@ -1165,6 +1167,7 @@ pub fn rsm() {
 // RDTSC at a known place: `vmunit_svm_rdtsc_next` is the address of the instruction after it,
 // what NRIPS stores in `next_rip` when RDTSC is intercepted.
 global_asm!(
+    ".pushsection .text.vmunit_svm, \"ax\", @progbits",
     ".global vmunit_svm_rdtsc",
     "vmunit_svm_rdtsc:",
     "rdtsc",
@@ -1173,6 +1176,7 @@ global_asm!(
     "shl rdx, 32",
     "or rax, rdx",
     "ret",
+    ".popsection",
 );
 
 unsafe extern "sysv64" {
@@ -1233,6 +1237,7 @@ pub unsafe fn vmsave_instruction(address: u64) {
 // A guest body for single-stepping: VMMCALL, then PUSH RBP (one instruction, after which a TF
 // loaded by VMRUN traps), MOV RBP, RSP, three VMMCALLs, POP RBP, RET.
 global_asm!(
+    ".pushsection .text.vmunit_svm, \"ax\", @progbits",
     ".global vmunit_svm_single_step",
     "vmunit_svm_single_step:",
     "vmmcall",
@@ -1247,6 +1252,7 @@ global_asm!(
     "vmmcall",
     "pop rbp",
     "ret",
+    ".popsection",
 );
 
 unsafe extern "sysv64" {
@@ -1275,6 +1281,7 @@ pub fn single_step_probe_addresses() -> (u64, u64) {
 
 // A guest body for interrupt-shadow checks: VMMCALL, NOP, NOP, VMMCALL, RET.
 global_asm!(
+    ".pushsection .text.vmunit_svm, \"ax\", @progbits",
     ".global vmunit_svm_shadow_probe",
     "vmunit_svm_shadow_probe:",
     "vmmcall",
@@ -1284,6 +1291,7 @@ global_asm!(
     "nop",
     "vmmcall",
     "ret",
+    ".popsection",
 );
 
 unsafe extern "sysv64" {
@@ -1322,6 +1330,7 @@ pub unsafe fn skinit_instruction() {
 // kvm-unit-tests' reg_corruption guest: forever, store 0xAA to the byte at RSI, then INSB
 // from port 0x4d0 into it (RDI = RSI), so an INSB that already ran shows in the byte.
 global_asm!(
+    ".pushsection .text.vmunit_svm, \"ax\", @progbits",
     ".global vmunit_svm_insb_loop",
     "vmunit_svm_insb_loop:",
     "2:",
@@ -1332,6 +1341,7 @@ global_asm!(
     "vmunit_svm_insb:",
     "insb",
     "jmp 2b",
+    ".popsection",
 );
 
 unsafe extern "sysv64" {
