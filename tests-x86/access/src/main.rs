@@ -377,10 +377,65 @@ struct Tester {
     walk_index: u64,
 }
 
+/// What a failed check saw, formatted only when a report shows it (no allocation per walk:
+/// under TCG every reserved-bit walk fails the P check).
+enum Mismatch {
+    /// An exception other than #PF.
+    OtherException(Exception),
+    /// A #PF where the access should have passed.
+    UnexpectedFault { error_code: u64 },
+    /// The access passed where a #PF was due.
+    UnexpectedAccess { error_code: u64 },
+    /// The #PF error code.
+    ErrorCode { observed: u64, expected: u64 },
+    /// CR2.
+    FaultAddress { observed: u64, expected: u64 },
+    /// The data word after a write.
+    Data { observed: u64, expected: u64 },
+    /// The PTE after the walk.
+    Pte { observed: u64, expected: u64 },
+    /// The PDE after the walk.
+    Pde { observed: u64, expected: u64 },
+}
+
+impl core::fmt::Display for Mismatch {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            Mismatch::OtherException(exception) => {
+                write!(formatter, "{exception} instead of a #PF or the access")
+            }
+            Mismatch::UnexpectedFault { error_code } => {
+                write!(formatter, "unexpected fault, error code {error_code:#x}")
+            }
+            Mismatch::UnexpectedAccess { error_code } => {
+                write!(formatter, "unexpected access, #PF {error_code:#x} expected")
+            }
+            Mismatch::ErrorCode { observed, expected } => {
+                write!(formatter, "error code {observed:#x} expected {expected:#x}")
+            }
+            Mismatch::FaultAddress { observed, expected } => {
+                write!(formatter, "CR2 {observed:#x} expected {expected:#x}")
+            }
+            Mismatch::Data { observed, expected } => {
+                write!(
+                    formatter,
+                    "data {observed:#x} expected {expected:#x} after the write"
+                )
+            }
+            Mismatch::Pte { observed, expected } => {
+                write!(formatter, "pte {observed:#x} expected {expected:#x}")
+            }
+            Mismatch::Pde { observed, expected } => {
+                write!(formatter, "pde {observed:#x} expected {expected:#x}")
+            }
+        }
+    }
+}
+
 /// A failed check of one combination.
 struct Failure {
     flags: u32,
-    what: String,
+    what: Mismatch,
     /// Only the TCG reserved-bit defect: P missing from an RSVD error code.
     rsvd_present_missing: bool,
 }
@@ -520,7 +575,7 @@ impl Tester {
         } else {
             sandbox.try_read(address, privilege).map(|_| ())
         };
-        let failure = |what: String| {
+        let failure = |what: Mismatch| {
             Some(Failure {
                 flags,
                 what,
@@ -529,34 +584,35 @@ impl Tester {
         };
         match result {
             Err(exception) if exception.vector != Vector::PF => {
-                return failure(format!("{exception} instead of a #PF or the access"));
+                return failure(Mismatch::OtherException(exception));
             }
             Err(exception) if !expect.fault => {
-                return failure(format!(
-                    "unexpected fault, error code {:#x}",
-                    exception.error_code
-                ));
+                return failure(Mismatch::UnexpectedFault {
+                    error_code: exception.error_code,
+                });
             }
             Ok(()) if expect.fault => {
-                return failure(format!(
-                    "unexpected access, #PF {:#x} expected",
-                    expect.error_code
-                ));
+                return failure(Mismatch::UnexpectedAccess {
+                    error_code: expect.error_code,
+                });
             }
             Err(exception) if exception.error_code != expect.error_code => {
                 let rsvd = expect.error_code & page_fault::RESERVED != 0
                     && exception.error_code == expect.error_code & !page_fault::PRESENT;
                 return Some(Failure {
                     flags,
-                    what: format!(
-                        "error code {:#x} expected {:#x}",
-                        exception.error_code, expect.error_code
-                    ),
+                    what: Mismatch::ErrorCode {
+                        observed: exception.error_code,
+                        expected: expect.error_code,
+                    },
                     rsvd_present_missing: rsvd,
                 });
             }
             Err(exception) if exception.address != address => {
-                return failure(format!("CR2 {:#x} expected {address:#x}", exception.address));
+                return failure(Mismatch::FaultAddress {
+                    observed: exception.address,
+                    expected: address,
+                });
             }
             _ => {}
         }
@@ -564,18 +620,27 @@ impl Tester {
             let after = sandbox.data(0);
             let wanted = if expect.fault { before } else { value };
             if after != wanted {
-                return failure(format!("data {after:#x} expected {wanted:#x} after the write"));
+                return failure(Mismatch::Data {
+                    observed: after,
+                    expected: wanted,
+                });
             }
         }
         if !set(PDE_PSE) {
             let pte = sandbox.pte(walk.table, walk.table_index);
             if pte != expect.pte {
-                return failure(format!("pte {pte:#x} expected {:#x}", expect.pte));
+                return failure(Mismatch::Pte {
+                    observed: pte,
+                    expected: expect.pte,
+                });
             }
         }
         let pde = sandbox.pde(walk.directory, walk.directory_index);
         if pde & !expect.ignore_pde != expect.pde & !expect.ignore_pde {
-            return failure(format!("pde {pde:#x} expected {:#x}", expect.pde));
+            return failure(Mismatch::Pde {
+                observed: pde,
+                expected: expect.pde,
+            });
         }
         None
     }

@@ -72,6 +72,9 @@ pub enum Privilege {
 /// A private paging hierarchy under one PML4 slot of the runtime's page tables.
 pub struct PagingSandbox {
     slot: usize,
+    /// The address of the slot's entry in the PML4 that was live at [`Self::new`] (read once:
+    /// CR3 reads are emulated, costly instructions under some hypervisors).
+    pml4e_address: u64,
     pdpt: u64,
     directories: [u64; DIRECTORIES],
     tables: [u64; PAGE_TABLES],
@@ -120,8 +123,9 @@ impl PagingSandbox {
             (256..512).contains(&slot),
             "PML4 slot {slot} is not in the upper half"
         );
+        let pml4e_address = pml4_entry(slot) as u64;
         // SAFETY: the PML4 is the runtime's, identity mapped; reading one entry.
-        let current = unsafe { pml4_entry(slot).read_volatile() };
+        let current = unsafe { (pml4e_address as *const u64).read_volatile() };
         assert!(current == 0, "PML4 slot {slot} is in use ({current:#x})");
         let pdpt = zeroed_frame();
         let directories = [(); DIRECTORIES].map(|_| zeroed_frame());
@@ -132,6 +136,7 @@ impl PagingSandbox {
         let reserved_address_bits = ADDRESS_MASK & !((1u64 << width) - 1);
         PagingSandbox {
             slot,
+            pml4e_address,
             pdpt,
             directories,
             tables,
@@ -179,7 +184,7 @@ impl PagingSandbox {
     /// The PML4 entry of the slot.
     pub fn pml4e(&self) -> u64 {
         // SAFETY: the runtime's PML4, identity mapped; the slot is the sandbox's.
-        unsafe { pml4_entry(self.slot).read_volatile() }
+        unsafe { (self.pml4e_address as *const u64).read_volatile() }
     }
 
     /// Points the slot's PML4 entry at the sandbox's PDPT with `attributes` (bits outside
@@ -187,7 +192,7 @@ impl PagingSandbox {
     pub fn set_pml4e(&self, attributes: u64) {
         self.check_attributes(attributes, false);
         // SAFETY: the slot is the sandbox's (checked free in `new`); it names the sandbox's PDPT.
-        unsafe { pml4_entry(self.slot).write_volatile(self.pdpt | attributes) };
+        unsafe { (self.pml4e_address as *mut u64).write_volatile(self.pdpt | attributes) };
     }
 
     /// PDPT entry `index`.
@@ -333,8 +338,15 @@ impl PagingSandbox {
         );
         let page = (address / PAGE_SIZE) % (LARGE_PAGE_SIZE / PAGE_SIZE);
         for offset in [0, page * PAGE_SIZE] {
-            // SAFETY: the byte lies in the sandbox's data block.
-            unsafe { ((self.block + offset) as usize as *mut u8).write_volatile(RETURN) };
+            let byte = (self.block + offset) as usize as *mut u8;
+            // SAFETY: the byte lies in the sandbox's data block, which no Rust object occupies.
+            let current = unsafe { byte.read_volatile() };
+            // Stored only when it is not RET already: under TCG any store to a page with
+            // translated code (the RET a previous fetch ran) throws that translation away.
+            if current != RETURN {
+                // SAFETY: as above.
+                unsafe { byte.write_volatile(RETURN) };
+            }
         }
         let call = move || {
             // SAFETY: every walk from the sandbox's slot faults or reaches a page of the data
@@ -351,7 +363,7 @@ impl PagingSandbox {
 impl Drop for PagingSandbox {
     fn drop(&mut self) {
         // SAFETY: the slot is the sandbox's; clearing it detaches the hierarchy.
-        unsafe { pml4_entry(self.slot).write_volatile(0) };
+        unsafe { (self.pml4e_address as *mut u64).write_volatile(0) };
         x86_64::instructions::tlb::flush_all();
         free_frames(self.pdpt, 1);
         for frame in self.directories.iter().chain(&self.tables) {
