@@ -23,7 +23,7 @@ vmunit::main!(main);
 fn main(args: &[&str]) {
     match args.first().copied() {
         Some("migration") => return migration(),
-        Some("migration-continuous") => return continuous_migration(),
+        Some("migration-continuous") => return continuous_migration(continuous_rounds(args)),
         _ => {}
     }
     check_arguments(args);
@@ -288,14 +288,14 @@ fn migration() {
 
 /// Continuous migration (kvm-unit-tests' `migrate_begin_continuous`): the runner migrates
 /// while the guest rewrites and checks its memory, round after round.
-fn continuous_migration() {
+fn continuous_migration(rounds: u64) {
     let _prefix = prefix("migration-continuous");
     let mut buffer: Vec<u64> = (0..PATTERN_WORDS).map(|index| pattern_word(index, 0)).collect();
     if vmunit::begin_continuous_migration() != Migration::Completed {
         return;
     }
     let mut broken = None;
-    for round in 1..=CONTINUOUS_ROUNDS {
+    for round in 1..=rounds {
         for (index, word) in buffer.iter_mut().enumerate() {
             *word = pattern_word(index, round);
         }
@@ -306,18 +306,27 @@ fn continuous_migration() {
     let ended = vmunit::end_continuous_migration();
     report!(
         ended == Migration::Completed && broken.is_none(),
-        "{CONTINUOUS_ROUNDS} rounds of rewriting memory under continuous migration read back (first broken round and word: {broken:?})"
+        "{rounds} rounds of rewriting memory under continuous migration read back (first broken round and word: {broken:?})"
     );
-    let difference = first_difference(&buffer, CONTINUOUS_ROUNDS);
+    let difference = first_difference(&buffer, rounds);
     report!(
         difference.is_none(),
         "after continuous migration: the last round's pattern is intact (first difference at word {difference:?})"
     );
 }
 
+/// The rounds of continuous migration: `rounds=N` after `migration-continuous` (at least 1),
+/// else [`CONTINUOUS_ROUNDS`].
+fn continuous_rounds(args: &[&str]) -> u64 {
+    vmunit::args::value(args, "rounds")
+        .and_then(|rounds| rounds.parse().ok())
+        .filter(|rounds| *rounds >= 1)
+        .unwrap_or(CONTINUOUS_ROUNDS)
+}
+
 /// How many times `migration` migrates one by one (kvm-unit-tests does 15 on arm, 30 elsewhere).
 const MIGRATIONS: usize = 8;
-/// How many rounds the guest rewrites its pattern under continuous migration.
+/// How many rounds the guest rewrites its pattern under continuous migration by default.
 const CONTINUOUS_ROUNDS: u64 = 64;
 /// The pattern's size in words: 1 MiB.
 const PATTERN_WORDS: usize = 128 * 1024;
