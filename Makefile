@@ -42,8 +42,9 @@ check: lint test editor-check
 # What rust-analyzer reports in each editor window README.md names (scripts/editor-diagnostics):
 # no error on an unchanged checkout. Needs the rust-analyzer and rust-src components.
 editor-check:
-	@if rust-analyzer --version >/dev/null 2>&1; then scripts/editor-diagnostics; \
-	else echo "editor-check: skipped: no rust-analyzer (rustup component add rust-analyzer rust-src)"; fi
+	@if rust-analyzer --version >/dev/null 2>&1 && [ -d "$$(rustc --print sysroot)/lib/rustlib/src/rust/library" ]; \
+	then scripts/editor-diagnostics; \
+	else echo "editor-check: skipped: no rust-analyzer or no rust-src (rustup component add rust-analyzer rust-src)"; fi
 
 # Standalone tests: one shell script per unittests.toml entry in tests/, with the guest image
 # embedded; they need only QEMU and a POSIX shell (see runner/src/standalone.rs).
