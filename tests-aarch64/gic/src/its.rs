@@ -3,7 +3,8 @@
 //! state the runtime's set-up leaves) and `its-trigger` (LPIs translated from device events
 //! reach the CPU of their collection; the configuration table's enable bit with INV and
 //! INVALL; MAPD valid=false), plus MOVI, CLEAR, MAPI and DISCARD. [`setup`] is kvm-unit-tests'
-//! its_setup1, for the migration variants to reuse.
+//! its_setup1, for the migration variants to reuse. The migration variants:
+//! `its-migration`, `its-migrate-unmapped-collection` and `its-pending-migration`.
 
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
@@ -789,4 +790,158 @@ pub fn migrate_unmapped_collection() {
         });
         check_lpis(before, one(0), "dev2/eventid = 0 triggered LPI 8192 on PE0");
     });
+}
+
+/// How many LPIs `its-pending-migration` makes pending (from LPI 8192, EventID = LPI - 8192).
+const PENDING_LPIS: u32 = 256;
+
+/// Which CPU LPI `8192 + event` of `its-pending-migration` targets: odd EventIDs PE0 (the
+/// last CPU), even ones PE1 (the one before), as kvm-unit-tests interleaves them.
+fn pending_target(event: u32, pe0: usize, pe1: usize) -> usize {
+    if event % 2 == 1 { pe0 } else { pe1 }
+}
+
+/// Whether every LPI of `its-pending-migration` has its pending bit `pending` in its target's
+/// pending table and clear in the other one's.
+fn pending_tables_hold(pending: bool, pe0: usize, pe1: usize) -> bool {
+    (0..PENDING_LPIS).all(|event| {
+        let target = pending_target(event, pe0, pe1);
+        let other = if target == pe0 { pe1 } else { pe0 };
+        let intid = LPI_8192 + event;
+        its::lpi_pending(target, intid) == Some(pending) && its::lpi_pending(other, intid) == Some(false)
+    })
+}
+
+/// `its-pending-migration` (kvm-unit-tests' test_its_pending_migration): 256 LPIs of device 2
+/// mapped to two collections on PE0 and PE1 (the last two CPUs), LPIs disabled at both
+/// redistributors (GICR_CTLR.EnableLPIs clear) and every LPI's bit set in its CPU's pending
+/// table; the VM migrates with them pending, then the destination enables LPIs again and
+/// each LPI arrives exactly once, on its collection's CPU (128 on each).
+pub fn pending_migration() {
+    if !prerequisites(4) {
+        vmunit::migrate_skip();
+        return;
+    }
+    let count = cpu_count();
+    let (pe0, pe1) = (count - 1, count - 2);
+    let Some(device) = Device::new(2, 8) else {
+        report!(false, "device 2's interrupt translation table is allocated");
+        vmunit::migrate_skip();
+        return;
+    };
+    let collections = [Collection::new(pe0 as u16, pe0), Collection::new(pe1 as u16, pe1)];
+    command(Command::MapDevice { device, valid: true });
+    for collection in collections {
+        command(Command::MapCollection {
+            collection,
+            valid: true,
+        });
+    }
+    let disabled = [pe0, pe1].map(|cpu| its::set_redistributor_lpis_enabled(cpu, false));
+    if disabled != [Some(false); 2] {
+        // IHI0069: whether GICR_CTLR.EnableLPIs can be cleared once set is IMPLEMENTATION
+        // DEFINED; without it the pending tables cannot be handed to software.
+        report_skip!("GICR_CTLR.EnableLPIs stays set on PE0/PE1 ({disabled:?})");
+        vmunit::migrate_skip();
+        return;
+    }
+    report!(
+        true,
+        "GICR_CTLR.EnableLPIs clears on PE0 (cpu{pe0}) and PE1 (cpu{pe1})"
+    );
+    let mut written = true;
+    for event in 0..PENDING_LPIS {
+        let intid = LPI_8192 + event;
+        let collection = if pending_target(event, pe0, pe1) == pe0 {
+            collections[0]
+        } else {
+            collections[1]
+        };
+        command(Command::MapTranslation {
+            device,
+            event,
+            intid,
+            collection,
+        });
+        gic::set_interrupt_handler(intid, Some(nothing));
+        its::set_lpi_config(intid, LpiConfig::DEFAULT);
+        written &= its::set_lpi_pending(collection.cpu(), intid, true).is_ok();
+    }
+    for collection in collections {
+        command(Command::InvalidateAll { collection });
+    }
+    report!(
+        written && pending_tables_hold(true, pe0, pe1),
+        "the 256 LPIs are pending in their CPU's pending table, none in the other's"
+    );
+    let before: [u32; MAX_CPUS] = core::array::from_fn(gic::delivered_total);
+    // Every other CPU waits with IRQs unmasked for a while: nothing may arrive.
+    with_receivers(|| delay(200));
+    let early: u32 = (0..count)
+        .map(|cpu| gic::delivered_total(cpu) - before[cpu])
+        .sum();
+    report!(
+        early == 0,
+        "no LPI is delivered while EnableLPIs is clear ({early} interrupts)"
+    );
+    vmunit::migrate();
+    let still_disabled = [pe0, pe1].map(|cpu| its::redistributor_lpis(cpu).map(|lpis| lpis.enabled));
+    report!(
+        still_disabled == [Some(false); 2],
+        "EnableLPIs is still clear on PE0 and PE1 after migration ({still_disabled:?})"
+    );
+    report!(
+        pending_tables_hold(true, pe0, pe1),
+        "the 256 LPIs are still pending in the pending tables after migration"
+    );
+    let before: [u32; MAX_CPUS] = core::array::from_fn(gic::delivered_total);
+    let arrived = |cpu: usize| gic::delivered_total(cpu) - before[cpu];
+    let expected = |cpu: usize| {
+        if cpu == pe0 || cpu == pe1 {
+            PENDING_LPIS / 2
+        } else {
+            0
+        }
+    };
+    let enabled = [const { AtomicBool::new(false) }; 2];
+    with_receivers(|| {
+        for (slot, cpu) in enabled.iter().zip([pe0, pe1]) {
+            let set = its::set_redistributor_lpis_enabled(cpu, true) == Some(true);
+            slot.store(set, Ordering::Release);
+        }
+        if !wait_until(5000, || (0..count).all(|cpu| arrived(cpu) >= expected(cpu))) {
+            report_info!("interrupts timed-out (5s)");
+        }
+        delay(100);
+    });
+    let enabled = enabled.map(|slot| slot.load(Ordering::Acquire));
+    report!(
+        enabled == [true; 2],
+        "EnableLPIs sets again on PE0 and PE1 (PE0, PE1: {enabled:?})"
+    );
+    let counts: [u32; MAX_CPUS] = core::array::from_fn(|cpu| if cpu < count { arrived(cpu) } else { 0 });
+    report!(
+        (0..count).all(|cpu| counts[cpu] == expected(cpu)),
+        "128 LPIs on both PE0 and PE1 after migration (interrupts per CPU: {:?})",
+        &counts[..count]
+    );
+    let misrouted: u32 = (0..PENDING_LPIS)
+        .filter(|&event| {
+            let intid = LPI_8192 + event;
+            let target = pending_target(event, pe0, pe1);
+            (0..count).any(|cpu| gic::delivered(cpu, intid) != u32::from(cpu == target))
+        })
+        .count() as u32;
+    report!(
+        misrouted == 0,
+        "each of the 256 LPIs arrived exactly once, on its collection's CPU ({misrouted} did not)"
+    );
+    report!(
+        pending_tables_hold(false, pe0, pe1),
+        "no LPI is left pending in the pending tables"
+    );
+    report!(
+        COMMAND_FAILURES.load(Ordering::Acquire) == 0,
+        "every ITS command completed, before and after the migration"
+    );
 }

@@ -4,8 +4,9 @@
 //! cycle of an SGI and an SPI, the priority mask, split EOI, ICACTIVER in the handler), `mmio`
 //! (distributor registers: read-only ones, CTLR, enables, IPRIORITYR, GICv2 ITARGETSR), `spi`
 //! (an SPI made pending is delivered to the CPU it targets), `its-introspection` and
-//! `its-trigger` (the GICv3 ITS and LPIs, in `its.rs`), and `itargetsr-mask`, the
-//! reproducer of QEMU's unmasked GICv2 ITARGETSR.
+//! `its-trigger` (the GICv3 ITS and LPIs, in `its.rs`, with the migration variants
+//! `its-migration`, `its-migrate-unmapped-collection`, `its-pending-migration`), and
+//! `itargetsr-mask`, the reproducer of QEMU's unmasked GICv2 ITARGETSR.
 #![no_std]
 #![no_main]
 
@@ -64,6 +65,10 @@ fn main(arguments: &[&str]) -> i32 {
         Some(mode @ "its-migrate-unmapped-collection") => {
             let _mode = prefix(mode);
             its::migrate_unmapped_collection();
+        }
+        Some(mode @ "its-pending-migration") => {
+            let _mode = prefix(mode);
+            its::pending_migration();
         }
         other => {
             report!(false, "a known mode was given (got {other:?})");

@@ -114,6 +114,8 @@ pub mod redistributor {
     pub const PENDBASER: u64 = 0x0078;
     /// CTLR.EnableLPIs.
     pub const CTLR_ENABLE_LPIS: u32 = 1 << 0;
+    /// CTLR.RWP: a write to CTLR (EnableLPIs going 1 -> 0) has not taken effect yet.
+    pub const CTLR_RWP: u32 = 1 << 3;
     /// TYPER.PLPIS: physical LPIs are supported.
     pub const TYPER_PLPIS: u64 = 1 << 0;
     pub const TYPER: u64 = 0x0008;

@@ -907,3 +907,88 @@ pub fn redistributor_lpis(cpu: usize) -> Option<RedistributorLpis> {
         enabled: read32(rd + redistributor::CTLR) & redistributor::CTLR_ENABLE_LPIS != 0,
     })
 }
+
+/// Sets GICR_CTLR.EnableLPIs of CPU `cpu`'s redistributor to `enabled` (after [`init`], so
+/// that its GICR_PROPBASER and GICR_PENDBASER hold the runtime's tables), waits up to a
+/// second for GICR_CTLR.RWP to clear, and returns EnableLPIs as read back: whether it can be
+/// cleared once set is IMPLEMENTATION DEFINED (IHI0069 GICR_CTLR.EnableLPIs). With it clear
+/// the redistributor takes no LPI and leaves its pending table to software
+/// ([`set_lpi_pending`]); setting it again makes the redistributor read the pending table.
+/// `None` before [`init`] or for a CPU without a redistributor.
+pub fn set_redistributor_lpis_enabled(cpu: usize, enabled: bool) -> Option<bool> {
+    if STATE.lock().is_none() || cpu >= cpu_count() {
+        return None;
+    }
+    let rd = redistributor_base(cpu)?;
+    barrier();
+    let control = read32(rd + redistributor::CTLR);
+    let control = if enabled {
+        control | redistributor::CTLR_ENABLE_LPIS
+    } else {
+        control & !redistributor::CTLR_ENABLE_LPIS
+    };
+    write32(rd + redistributor::CTLR, control);
+    crate::time::spin_until(1000, || {
+        read32(rd + redistributor::CTLR) & redistributor::CTLR_RWP == 0
+    });
+    Some(read32(rd + redistributor::CTLR) & redistributor::CTLR_ENABLE_LPIS != 0)
+}
+
+/// Why [`set_lpi_pending`] did not write a pending table.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum PendingTableError {
+    /// [`init`] has not set up the pending tables, or the CPU has none.
+    NoTable,
+    /// The INTID is no LPI of the tables (8192 .. [`LPI_LIMIT`]).
+    NotAnLpi,
+    /// The CPU's GICR_CTLR.EnableLPIs is set (or GICR_CTLR.RWP): the redistributor owns its
+    /// pending table, and software writes to it are UNPREDICTABLE (IHI0069).
+    RedistributorOwnsTable,
+}
+
+/// The address of LPI `intid`'s byte in CPU `cpu`'s pending table and its bit there (bit N
+/// of the table is INTID N's pending state).
+fn pending_bit(cpu: usize, intid: u32) -> Result<(u64, u8), PendingTableError> {
+    let table = pending_table(cpu).ok_or(PendingTableError::NoTable)?;
+    if !(FIRST_LPI..LPI_LIMIT).contains(&intid) {
+        return Err(PendingTableError::NotAnLpi);
+    }
+    Ok((table + u64::from(intid / 8), 1 << (intid % 8)))
+}
+
+/// Whether LPI `intid` is pending in CPU `cpu`'s pending table as memory holds it (a
+/// redistributor with EnableLPIs set may keep more recent state cached). `None` before
+/// [`init`], for a CPU without a table or an INTID outside 8192 .. [`LPI_LIMIT`].
+pub fn lpi_pending(cpu: usize, intid: u32) -> Option<bool> {
+    let (address, bit) = pending_bit(cpu, intid).ok()?;
+    // Serialises with `set_lpi_pending`.
+    let _state = STATE.lock();
+    barrier();
+    // SAFETY: the byte lies in the pending table that `init` allocated for this CPU's
+    // redistributor alone (never freed); no Rust object lives there. A read, under the lock
+    // that every software write of the table holds.
+    let byte = unsafe { (address as usize as *const u8).read_volatile() };
+    Some(byte & bit != 0)
+}
+
+/// Sets or clears LPI `intid`'s bit in CPU `cpu`'s pending table (kvm-unit-tests'
+/// gicv3_lpi_set_clr_pending), only while that redistributor's EnableLPIs is clear (see
+/// [`set_redistributor_lpis_enabled`]); the redistributor reads it when EnableLPIs is set.
+pub fn set_lpi_pending(cpu: usize, intid: u32, pending: bool) -> Result<(), PendingTableError> {
+    let (address, bit) = pending_bit(cpu, intid)?;
+    let rd = redistributor_base(cpu).ok_or(PendingTableError::NoTable)?;
+    let control = read32(rd + redistributor::CTLR);
+    if control & (redistributor::CTLR_ENABLE_LPIS | redistributor::CTLR_RWP) != 0 {
+        return Err(PendingTableError::RedistributorOwnsTable);
+    }
+    let pointer = address as usize as *mut u8;
+    // Serialises the read-modify-write with other software accesses of the table.
+    let _state = STATE.lock();
+    // SAFETY: as in `lpi_pending`; the redistributor does not use the table while its
+    // EnableLPIs is clear (checked above), and every software access holds the lock.
+    let byte = unsafe { pointer.read_volatile() };
+    // SAFETY: as for the read just above.
+    unsafe { pointer.write_volatile(if pending { byte | bit } else { byte & !bit }) };
+    barrier();
+    Ok(())
+}
