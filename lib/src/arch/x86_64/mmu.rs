@@ -259,9 +259,9 @@ pub unsafe fn set_page_key(virtual_address: u64, key: u8) -> bool {
     true
 }
 
-/// The protection key (bits 62:59 of the leaf entry, 4 KiB or larger) of the page that maps
-/// `virtual_address`, if it is mapped. Only reads the tables, as [`translate`] does.
-pub fn page_key(virtual_address: u64) -> Option<u8> {
+/// The leaf entry (4 KiB or larger) that maps `virtual_address` and its level (1 for a 4 KiB
+/// page, 2 for 2 MiB, 3 for 1 GiB), if it is mapped. Only reads the tables: no split.
+fn leaf(virtual_address: u64) -> Option<(PageTableEntry, u32)> {
     let _guard = PAGE_TABLE_LOCK.lock();
     let mut current = root();
     for (level, index) in indices(virtual_address) {
@@ -270,51 +270,35 @@ pub fn page_key(virtual_address: u64) -> Option<u8> {
             return None;
         }
         if level == 1 || entry.flags().contains(PageTableFlags::HUGE_PAGE) {
-            return Some(((entry.flags().bits() & KEY_MASK) >> KEY_SHIFT) as u8);
+            return Some((entry.clone(), level));
         }
         current = entry.addr().as_u64();
     }
     None
+}
+
+/// The protection key (bits 62:59 of the leaf entry, 4 KiB or larger) of the page that maps
+/// `virtual_address`, if it is mapped. Only reads the tables, as [`translate`] does.
+pub fn page_key(virtual_address: u64) -> Option<u8> {
+    leaf(virtual_address).map(|(entry, _)| ((entry.flags().bits() & KEY_MASK) >> KEY_SHIFT) as u8)
 }
 
 /// Whether the page that maps `virtual_address` is uncached (its leaf entry, 4 KiB or larger,
 /// has PCD and PWT set, as [`map_device`] makes it), if it is mapped.
 pub fn is_uncached(virtual_address: u64) -> Option<bool> {
-    let _guard = PAGE_TABLE_LOCK.lock();
-    let mut current = root();
-    for (level, index) in indices(virtual_address) {
-        let entry = &table(current)[index];
-        if entry.is_unused() || !entry.flags().contains(PageTableFlags::PRESENT) {
-            return None;
-        }
-        if level == 1 || entry.flags().contains(PageTableFlags::HUGE_PAGE) {
-            return Some(
-                entry
-                    .flags()
-                    .contains(PageTableFlags::NO_CACHE | PageTableFlags::WRITE_THROUGH),
-            );
-        }
-        current = entry.addr().as_u64();
-    }
-    None
+    leaf(virtual_address).map(|(entry, _)| {
+        entry
+            .flags()
+            .contains(PageTableFlags::NO_CACHE | PageTableFlags::WRITE_THROUGH)
+    })
 }
 
 /// The physical address `virtual_address` translates to, if it is mapped.
 pub fn translate(virtual_address: u64) -> Option<u64> {
-    let _guard = PAGE_TABLE_LOCK.lock();
-    let mut current = root();
-    for (level, index) in indices(virtual_address) {
-        let entry = &table(current)[index];
-        if entry.is_unused() || !entry.flags().contains(PageTableFlags::PRESENT) {
-            return None;
-        }
-        if level == 1 || entry.flags().contains(PageTableFlags::HUGE_PAGE) {
-            let size = 1u64 << (12 + 9 * (level - 1));
-            return Some(entry.addr().as_u64() + (virtual_address & (size - 1)));
-        }
-        current = entry.addr().as_u64();
-    }
-    None
+    leaf(virtual_address).map(|(entry, level)| {
+        let size = 1u64 << (12 + 9 * (level - 1));
+        entry.addr().as_u64() + (virtual_address & (size - 1))
+    })
 }
 
 /// The physical addresses of the page tables a walk of `virtual_address` reads, from the root
