@@ -5,7 +5,7 @@
 
 mod support;
 
-use support::{FakeWorkspace, text};
+use support::{FakeWorkspace, json_events, text};
 
 /// A fake QEMU acting on `-append MODE` and `-accel ACCEL`: `agree` prints the same checks
 /// under both (with observed values that differ), `differ` a check that fails under tcg,
@@ -131,10 +131,7 @@ fn json_and_junit_carry_the_comparison() {
         .unwrap();
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
-    let events: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{line}: {error}")))
-        .collect();
+    let events = json_events(&stdout);
     let position = |kind: &str| {
         events
             .iter()

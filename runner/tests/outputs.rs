@@ -72,10 +72,7 @@ fn json_events() {
         .unwrap();
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
-    let events: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{line}: {error}")))
-        .collect();
+    let events = support::json_events(&stdout);
     let of = |name: &str, event: &str| -> Vec<&serde_json::Value> {
         events
             .iter()
@@ -223,10 +220,7 @@ fn bench_lines_reach_json_junit_and_results() {
         .unwrap();
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(0), "{stdout}{stderr}");
-    let events: Vec<serde_json::Value> = stdout
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{line}: {error}")))
-        .collect();
+    let events = support::json_events(&stdout);
     let end = |name: &str| {
         events
             .iter()

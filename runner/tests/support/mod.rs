@@ -122,6 +122,15 @@ pub fn config_of(runs: &[(&str, &str)]) -> String {
         .collect()
 }
 
+/// The JSON events of `--format json` output, one per line; panics on a line that is not JSON.
+#[allow(dead_code, reason = "not every test file reads JSON output")]
+pub fn json_events(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{line}: {error}")))
+        .collect()
+}
+
 /// stdout and stderr as text.
 pub fn text(output: &Output) -> (String, String) {
     (
