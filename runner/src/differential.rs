@@ -1,9 +1,12 @@
-//! Differential mode (`--differential`): each selected x86 run under both accelerators, KVM and
-//! TCG, and its report lines compared. A guest's report lines are architectural, so they should
-//! read the same whichever accelerator runs it: a line whose verdict differs points at a defect
-//! in one of them. The plan's runs are paired here ([`pair_plan`]), both sides run in the same
-//! worker pool as any run, and once every run is classified [`compare`] pairs their report
-//! lines; the reporters print the [`Comparison`] (the `Differential` event).
+//! Differential mode (`--differential`): each selected run twice, on two sides that should not
+//! change what its guest reports, and the report lines of the two compared. An x86 run's sides
+//! are the accelerators, KVM and TCG; an aarch64 run's are the two GIC versions of the `virt`
+//! machine (its tests that do not test the GIC itself: a timer, PSCI or a debug exception must
+//! behave the same through either interrupt controller). A guest's report lines are
+//! architectural, so a line whose verdict differs points at a defect on one side. The plan's
+//! runs are paired here ([`pair_plan`]), both sides run in the same worker pool as any run,
+//! and once every run is classified [`compare`] pairs their report lines; the reporters print
+//! the [`Comparison`] (the `Differential` event).
 //!
 //! Pairing rule: a report line's key is its text after the label, cut before the first
 //! `" (got "`, or else without one trailing parenthesized group (`"... (DR6 0x4ff0)"`); those
@@ -13,31 +16,80 @@
 //! text). A line with no partner on the other side is listed apart (its verdict there
 //! `absent`), as new when it is an unexpected failure.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::classify::{OutcomeKind, TestResult, Verdict};
-use crate::config::{Accel, Arch};
+use crate::config::{Accel, Arch, TestEntry};
 use crate::error::AppError;
 use crate::guest_line::Label;
-use crate::options::Options;
+use crate::options::{self, Options};
 use crate::plan::{self, Decision, Plan, PlannedRun};
 use crate::workspace::shown;
 
-/// The two accelerators compared, in the order they are shown.
-pub const ACCELS: [Accel; 2] = [Accel::Kvm, Accel::Tcg];
+/// One side of a compared run: what it changes from the run as unittests.toml describes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Side {
+    /// Its name in output, and after [`SIDE_SEPARATOR`] in its planned run's name.
+    pub label: &'static str,
+    /// The accelerator it runs under, when the side is an accelerator (x86); else the plan's.
+    pub accel: Option<Accel>,
+    /// The `gic-version` of its `virt` machine, when the side is a GIC version (aarch64).
+    pub gic_version: Option<u8>,
+}
 
-/// Separates a run's name from the accelerator of its side (`msr@kvm`); no unittests.toml name
+/// An x86 run's sides: the two accelerators, in the order they are shown.
+pub const X86_64_SIDES: [Side; 2] = [
+    Side {
+        label: "kvm",
+        accel: Some(Accel::Kvm),
+        gic_version: None,
+    },
+    Side {
+        label: "tcg",
+        accel: Some(Accel::Tcg),
+        gic_version: None,
+    },
+];
+
+/// An aarch64 run's sides: the `virt` machine with a GICv3 (the runner's default) and with a
+/// GICv2, in the order they are shown.
+pub const AARCH64_SIDES: [Side; 2] = [
+    Side {
+        label: "gicv3",
+        accel: None,
+        gic_version: Some(3),
+    },
+    Side {
+        label: "gicv2",
+        accel: None,
+        gic_version: Some(2),
+    },
+];
+
+/// The sides of an `arch` run.
+pub fn sides_of(arch: Arch) -> [Side; 2] {
+    match arch {
+        Arch::X86_64 => X86_64_SIDES,
+        Arch::Aarch64 => AARCH64_SIDES,
+    }
+}
+
+/// Separates a run's name from its side (`msr@kvm`, `timer@gicv2`); no unittests.toml name
 /// holds it, so a side's name never clashes with a run's.
 pub const SIDE_SEPARATOR: char = '@';
 
-/// What aarch64 runs are, in differential mode, and why.
-pub const AARCH64_NOT_COMPARED: &str = "aarch64 runs under TCG only: run once, not compared \
-     (another GIC version or CPU model changes the ID and GIC registers the guests report on, \
-     so their lines may differ by design)";
+/// The groups whose aarch64 runs test the GIC itself: their lines name its registers and
+/// differ by design between versions (and an ITS needs a GICv3).
+pub const GIC_GROUPS: [&str; 2] = ["gic", "its"];
 
-/// The name of `name`'s side under `accel`: `name@kvm`.
-pub fn side_name(name: &str, accel: Accel) -> String {
-    format!("{name}{SIDE_SEPARATOR}{accel}")
+/// The most CPUs a GICv2 serves (IHI0048B: eight CPU interfaces).
+pub const GICV2_MAX_CPUS: u32 = 8;
+
+/// The name of `name`'s side labelled `label`: `name@kvm`.
+pub fn side_name(name: &str, label: &str) -> String {
+    format!("{name}{SIDE_SEPARATOR}{label}")
 }
 
 /// The run a side's name belongs to (`msr@kvm` is `msr`); a name that is no side is itself.
@@ -45,11 +97,42 @@ pub fn run_of(name: &str) -> &str {
     name.split_once(SIDE_SEPARATOR).map_or(name, |(run, _)| run)
 }
 
-/// One run compared: its name and the names of its two sides, in [`ACCELS`] order.
+/// The side a side's name names (`timer@gicv2` is [`AARCH64_SIDES`]' second), if any.
+pub fn side_of(name: &str) -> Option<Side> {
+    let (_, label) = name.split_once(SIDE_SEPARATOR)?;
+    X86_64_SIDES
+        .into_iter()
+        .chain(AARCH64_SIDES)
+        .find(|side| side.label == label)
+}
+
+/// `machine` with its `gic-version` property set to `version` (replaced, or appended).
+pub fn with_gic_version(machine: &str, version: u8) -> String {
+    let mut found = false;
+    let mut parts: Vec<String> = machine
+        .split(',')
+        .map(|part| {
+            if part.starts_with("gic-version=") {
+                found = true;
+                format!("gic-version={version}")
+            } else {
+                part.to_owned()
+            }
+        })
+        .collect();
+    if !found {
+        parts.push(format!("gic-version={version}"));
+    }
+    parts.join(",")
+}
+
+/// One run compared: its name and the names of its two sides.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Pair {
     /// The unittests.toml run.
     pub name: String,
+    /// What each side is, in the order shown.
+    pub labels: [&'static str; 2],
     /// The planned runs of each side.
     pub sides: [String; 2],
 }
@@ -63,11 +146,39 @@ pub struct Pairs {
     pub not_compared: Vec<(String, String)>,
 }
 
-/// Turns `plan` into a differential one: each x86 run becomes two, one per accelerator (each
-/// side decided by the entry's skip rules under its accelerator, so an `accel =` or
-/// `disabled_if` entry runs on one side only); aarch64 runs and runs skipped for their
-/// architecture stay single. An error when an x86 run is selected and KVM is not usable.
+/// Why an aarch64 run that runs is not compared across GIC versions, if it is not.
+fn aarch64_not_compared(options: &Options, entry: &TestEntry, cpus: u32) -> Option<String> {
+    if options.environment.machine.is_some() {
+        return Some("MACHINE names the machine of every run, so no GIC version is compared".to_owned());
+    }
+    if let Some(group) = entry
+        .groups
+        .iter()
+        .find(|group| GIC_GROUPS.contains(&group.as_str()))
+    {
+        return Some(format!(
+            "group {group}: the test is of the GIC itself, whose registers differ by version"
+        ));
+    }
+    if entry
+        .machine
+        .as_deref()
+        .is_some_and(|machine| machine.split(',').any(|part| part.starts_with("gic-version=")))
+    {
+        return Some("its machine names its GIC version".to_owned());
+    }
+    if cpus > GICV2_MAX_CPUS {
+        return Some(format!("{cpus} CPUs: a GICv2 serves at most {GICV2_MAX_CPUS}"));
+    }
+    None
+}
+
+/// Turns `plan` into a differential one: each compared run becomes two, one per side (each
+/// side decided by the entry's skip rules on that side, so an `accel =` or `disabled_if` entry
+/// runs on one side only); runs not compared stay single, listed with why. An error when an
+/// x86 run is selected and KVM is not usable.
 pub fn pair_plan(options: &Options, plan: Plan) -> Result<(Plan, Pairs), AppError> {
+    let resolved = options::resolve_environment(&options.environment)?;
     let mut pairs = Pairs::default();
     let mut runs = Vec::new();
     for item in plan.runs {
@@ -76,36 +187,58 @@ pub fn pair_plan(options: &Options, plan: Plan) -> Result<(Plan, Pairs), AppErro
             Decision::Run { arch, .. } => Some(*arch),
             Decision::Skip(_) => Some(item.entry.resolve_arch(&options.workspace, &plan.config)?),
         };
-        let compared = arch == Some(Arch::X86_64) && options.arch.is_none_or(|wanted| wanted == Arch::X86_64);
-        if !compared {
-            if arch == Some(Arch::Aarch64) && matches!(item.decision, Decision::Run { .. }) {
-                pairs
-                    .not_compared
-                    .push((item.entry.name.clone(), AARCH64_NOT_COMPARED.to_owned()));
-            }
+        let Some(arch) = arch.filter(|arch| options.arch.is_none_or(|wanted| wanted == *arch)) else {
             runs.push(item);
             continue;
-        }
-        if !plan::kvm_usable() {
+        };
+        if arch == Arch::Aarch64 {
+            let Decision::Run { .. } = item.decision else {
+                runs.push(item);
+                continue;
+            };
+            let cpus = item.entry.smp.resolve(resolved.max_smp, resolved.host_cpus);
+            if let Some(reason) = aarch64_not_compared(options, &item.entry, cpus) {
+                pairs.not_compared.push((item.entry.name.clone(), reason));
+                runs.push(item);
+                continue;
+            }
+        } else if !plan::kvm_usable() {
             return Err(AppError::Usage(format!(
                 "--differential compares kvm with tcg, but /dev/kvm is not usable (selected x86 run: {}); \
                  select aarch64 runs only, or run on a KVM host",
                 item.entry.name
             )));
         }
-        let machine = plan::machine_for(options, &item.entry, Arch::X86_64).to_owned();
-        let rules = plan::skip_rules(&item.entry, Some(&machine));
-        let sides = ACCELS.map(|accel| side_name(&item.entry.name, accel));
-        for accel in ACCELS {
-            let decision = match rules.iter().find_map(|rule| rule.skips_here(accel)) {
-                Some(reason) => Decision::Skip(reason),
-                None => Decision::Run {
-                    arch: Arch::X86_64,
-                    accel,
+        let base_machine = plan::machine_for(options, &item.entry, arch).to_owned();
+        let sides = sides_of(arch);
+        for side in sides {
+            let mut entry = item.entry.clone();
+            entry.name = side_name(&item.entry.name, side.label);
+            let machine = match side.gic_version {
+                Some(version) => {
+                    let machine = with_gic_version(&base_machine, version);
+                    entry.machine = Some(machine.clone());
+                    machine
+                }
+                None => base_machine.clone(),
+            };
+            let rules = plan::skip_rules(&item.entry, Some(&machine));
+            let decision = match side.accel {
+                Some(accel) => match rules.iter().find_map(|rule| rule.skips_here(accel)) {
+                    Some(reason) => Decision::Skip(reason),
+                    None => Decision::Run { arch, accel },
+                },
+                // The plan decided this run under its accelerator; the side keeps that.
+                None => match &item.decision {
+                    Decision::Run { accel, .. } => {
+                        match rules.iter().find_map(|rule| rule.skips_here(*accel)) {
+                            Some(reason) => Decision::Skip(reason),
+                            None => item.decision.clone(),
+                        }
+                    }
+                    other => other.clone(),
                 },
             };
-            let mut entry = item.entry.clone();
-            entry.name = side_name(&item.entry.name, accel);
             runs.push(PlannedRun {
                 entry,
                 explicit: item.explicit,
@@ -114,7 +247,8 @@ pub fn pair_plan(options: &Options, plan: Plan) -> Result<(Plan, Pairs), AppErro
         }
         pairs.pairs.push(Pair {
             name: item.entry.name.clone(),
-            sides,
+            labels: sides.map(|side| side.label),
+            sides: sides.map(|side| side_name(&item.entry.name, side.label)),
         });
     }
     Ok((
@@ -194,8 +328,8 @@ pub enum Scope {
 /// One side of a disagreement.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SideVerdict {
-    /// The accelerator.
-    pub accel: String,
+    /// The side: its accelerator (`kvm`, `tcg`) or GIC version (`gicv3`, `gicv2`).
+    pub side: String,
     /// The line's label (`PASS`, `FAIL`, ...) or `absent`; for the run, its outcome
     /// (`pass`, `fail`, `crash`, `skip`, ...).
     pub verdict: String,
@@ -218,7 +352,7 @@ pub struct Disagreement {
     pub occurrence: usize,
     /// Declared or new.
     pub standing: Standing,
-    /// Each side, in [`ACCELS`] order.
+    /// Each side, in its pair's order ([`X86_64_SIDES`], [`AARCH64_SIDES`]).
     pub sides: Vec<SideVerdict>,
 }
 
@@ -234,8 +368,9 @@ pub struct NotCompared {
 /// The differential stage's result: every disagreement, new ones apart from declared ones.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Comparison {
-    /// The accelerators compared, in the order of each disagreement's sides.
-    pub accels: Vec<String>,
+    /// The sides compared, by architecture (`x86_64`: `kvm`, `tcg`), in the order of each
+    /// disagreement's sides; only architectures with a compared run.
+    pub sides: BTreeMap<String, [String; 2]>,
     /// The runs compared.
     pub compared: Vec<String>,
     /// How many report lines were paired and agreed.
@@ -257,9 +392,9 @@ fn excuses(label: Label) -> bool {
 }
 
 /// The run-level side of `result`.
-fn run_side(accel: Accel, result: Option<&TestResult>) -> SideVerdict {
+fn run_side(label: &str, result: Option<&TestResult>) -> SideVerdict {
     SideVerdict {
-        accel: accel.to_string(),
+        side: label.to_owned(),
         verdict: result.map_or_else(|| "absent".to_owned(), |result| result.outcome.kind().to_string()),
         text: result.and_then(|result| result.outcome.detail()),
         log: result.and_then(|result| result.log.as_deref().map(shown)),
@@ -269,7 +404,6 @@ fn run_side(accel: Accel, result: Option<&TestResult>) -> SideVerdict {
 /// The differential stage: compares each pair's classified sides in `results`.
 pub fn compare(pairs: &Pairs, results: &[TestResult]) -> Comparison {
     let mut comparison = Comparison {
-        accels: ACCELS.iter().map(ToString::to_string).collect(),
         not_compared: pairs
             .not_compared
             .iter()
@@ -293,8 +427,16 @@ pub fn compare(pairs: &Pairs, results: &[TestResult]) -> Comparison {
             });
             continue;
         };
+        let arch = if pair.labels == X86_64_SIDES.map(|side| side.label) {
+            Arch::X86_64
+        } else {
+            Arch::Aarch64
+        };
+        comparison
+            .sides
+            .insert(arch.to_string(), pair.labels.map(str::to_owned));
         comparison.compared.push(pair.name.clone());
-        compare_pair(&pair.name, [first, second], &mut comparison);
+        compare_pair(&pair.name, pair.labels, [first, second], &mut comparison);
     }
     comparison
 }
@@ -308,7 +450,7 @@ fn push(comparison: &mut Comparison, disagreement: Disagreement) {
 }
 
 /// Compares one run's two sides: their outcomes, then their report lines.
-fn compare_pair(name: &str, results: [&TestResult; 2], comparison: &mut Comparison) {
+fn compare_pair(name: &str, labels: [&str; 2], results: [&TestResult; 2], comparison: &mut Comparison) {
     let ran = results.map(|result| !(result.log.is_none() && result.outcome.verdict() == Verdict::Skip));
     if ran != [true, true] {
         if ran == [false, false] {
@@ -324,10 +466,10 @@ fn compare_pair(name: &str, results: [&TestResult; 2], comparison: &mut Comparis
                 key: name.to_owned(),
                 occurrence: 1,
                 standing: Standing::Declared,
-                sides: ACCELS
+                sides: labels
                     .iter()
                     .zip(results)
-                    .map(|(accel, result)| run_side(*accel, Some(result)))
+                    .map(|(label, result)| run_side(label, Some(result)))
                     .collect(),
             },
         );
@@ -337,7 +479,7 @@ fn compare_pair(name: &str, results: [&TestResult; 2], comparison: &mut Comparis
         comparison.new.len() + comparison.declared.len() + comparison.one_sided.len()
     };
     let before = count(comparison);
-    compare_lines(name, results, comparison);
+    compare_lines(name, labels, results, comparison);
     let lines_disagree = count(comparison) > before;
     // The outcomes too, when the lines do not explain them: a side that did not end by the
     // guest's own verdict (a crash, a timeout, a hypervisor or QEMU error), or outcomes that
@@ -359,21 +501,25 @@ fn compare_pair(name: &str, results: [&TestResult; 2], comparison: &mut Comparis
                 // A failed side is new; a run that skipped (its guest skipped everything) on
                 // one side and passed on the other is declared by its SKIP lines.
                 standing: if failed { Standing::New } else { Standing::Declared },
-                sides: ACCELS
+                sides: labels
                     .iter()
                     .zip(results)
-                    .map(|(accel, result)| run_side(*accel, Some(result)))
+                    .map(|(label, result)| run_side(label, Some(result)))
                     .collect(),
             },
         );
     }
 }
 
-/// `key` with every number masked (`0x1f`, `42` become `#`), for the second pairing stage.
+/// `key` with every number masked (`0x1f`, `42`, `-7` become `#`), for the second pairing stage.
 pub fn masked_key(key: &str) -> String {
     let mut masked = String::with_capacity(key.len());
     let mut characters = key.chars().peekable();
-    while let Some(character) = characters.next() {
+    while let Some(mut character) = characters.next() {
+        // A sign belongs to its number (`-3206469 ticks` against `533925 ticks`).
+        if character == '-' && characters.peek().is_some_and(char::is_ascii_digit) {
+            character = characters.next().unwrap_or(character);
+        }
         if !character.is_ascii_digit() {
             masked.push(character);
             continue;
@@ -446,7 +592,7 @@ fn partners(keys: [&[&str]; 2]) -> Vec<Option<usize>> {
 }
 
 /// Compares the report lines of one run's two sides.
-fn compare_lines(name: &str, results: [&TestResult; 2], comparison: &mut Comparison) {
+fn compare_lines(name: &str, side_labels: [&str; 2], results: [&TestResult; 2], comparison: &mut Comparison) {
     let keys = results.map(|result| {
         result
             .report
@@ -488,12 +634,12 @@ fn compare_lines(name: &str, results: [&TestResult; 2], comparison: &mut Compari
         } else {
             Standing::New
         };
-        let sides = ACCELS
+        let sides = side_labels
             .iter()
             .zip(lines)
             .zip(results)
-            .map(|((accel, line), result)| SideVerdict {
-                accel: accel.to_string(),
+            .map(|((label, line), result)| SideVerdict {
+                side: (*label).to_owned(),
                 verdict: line.map_or_else(|| "absent".to_owned(), |line| line.label.to_string()),
                 text: line.map(ToString::to_string),
                 log: result.log.as_deref().map(shown),
@@ -542,6 +688,7 @@ mod tests {
         Pairs {
             pairs: vec![Pair {
                 name: "t".into(),
+                labels: ["kvm", "tcg"],
                 sides: ["t@kvm".into(), "t@tcg".into()],
             }],
             not_compared: Vec::new(),
@@ -665,6 +812,11 @@ mod tests {
             masked_key("RDTSC in 0x1e2f..=0x1e3f, 12 ticks"),
             "RDTSC in #..=#, # ticks"
         );
+        assert_eq!(
+            masked_key("clear -3206469 ticks after"),
+            masked_key("clear 533925 ticks after")
+        );
+        assert_eq!(masked_key("x-y - 3"), "x-y - #");
         let kvm = vec![
             line(Label::Pass, "MC0 0x400 ok"),
             line(Label::Pass, "TSC between 0x10..=0x20"),
@@ -686,8 +838,52 @@ mod tests {
 
     #[test]
     fn side_names() {
-        assert_eq!(side_name("msr", Accel::Kvm), "msr@kvm");
+        assert_eq!(side_name("msr", "kvm"), "msr@kvm");
         assert_eq!(run_of("msr@tcg"), "msr");
         assert_eq!(run_of("msr"), "msr");
+        assert_eq!(side_of("timer@gicv2"), Some(AARCH64_SIDES[1]));
+        assert_eq!(side_of("msr@kvm"), Some(X86_64_SIDES[0]));
+        assert_eq!(side_of("msr"), None);
+    }
+
+    #[test]
+    fn gic_version_replaced_or_appended() {
+        assert_eq!(with_gic_version("virt,gic-version=3", 2), "virt,gic-version=2");
+        assert_eq!(
+            with_gic_version("virt,gic-version=3,mte=on", 2),
+            "virt,gic-version=2,mte=on"
+        );
+        assert_eq!(
+            with_gic_version("virt,virtualization=on", 2),
+            "virt,virtualization=on,gic-version=2"
+        );
+    }
+
+    /// An aarch64 pair shows its GIC versions as its sides.
+    #[test]
+    fn aarch64_sides_are_gic_versions() {
+        let pairs = Pairs {
+            pairs: vec![Pair {
+                name: "t".into(),
+                labels: AARCH64_SIDES.map(|side| side.label),
+                sides: ["t@gicv3".into(), "t@gicv2".into()],
+            }],
+            not_compared: Vec::new(),
+        };
+        let comparison = compare(
+            &pairs,
+            &[
+                ran("t@gicv3", vec![line(Label::Pass, "timer fires")]),
+                ran("t@gicv2", vec![line(Label::Fail, "timer fires")]),
+            ],
+        );
+        assert_eq!(comparison.sides["aarch64"], ["gicv3", "gicv2"]);
+        assert_eq!(comparison.new.len(), 1);
+        assert_eq!(comparison.new[0].sides[1].side, "gicv2");
+        let printed = crate::report::differential::plain_lines(&comparison).join("\n");
+        assert!(
+            printed.starts_with("differential (gicv3 vs gicv2): 1 runs compared"),
+            "{printed}"
+        );
     }
 }

@@ -138,7 +138,8 @@ struct Cli {
     /// "(...)"), then with numbers masked; prints each line whose verdict differs, new ones
     /// apart from those a KFAIL/XFAIL/SKIP or an accel-only entry declares, and lines printed
     /// on one side only apart again (exit 1 on a new one; 2 when KVM is unusable). aarch64
-    /// runs once, not compared
+    /// tests run under gic-version=3 and =2 instead (NAME@gicv3, NAME@gicv2), except those of
+    /// groups gic/its, those whose machine names its GIC version and those with over 8 CPUs
     #[arg(long, conflicts_with_all = ["accel", "kernel", "rerun_failed", "probe_maxsmp", "standalone"])]
     differential: bool,
 

@@ -141,7 +141,7 @@ fn json_and_junit_carry_the_comparison() {
     // The comparison comes after the last run and before the summary.
     assert_eq!(position("differential") + 1, position("summary"), "{stdout}");
     let comparison = &events[position("differential")];
-    assert_eq!(comparison["accels"], serde_json::json!(["kvm", "tcg"]));
+    assert_eq!(comparison["sides"], serde_json::json!({"x86_64": ["kvm", "tcg"]}));
     assert_eq!(
         comparison["compared"],
         serde_json::json!(["agree", "differ", "known", "kvmonly"])
@@ -155,8 +155,8 @@ fn json_and_junit_carry_the_comparison() {
             "occurrence": 1,
             "standing": "new",
             "sides": [
-                {"accel": "kvm", "verdict": "PASS", "text": "PASS: flag holds", "log": "logs/differ@kvm.log"},
-                {"accel": "tcg", "verdict": "FAIL", "text": "FAIL: flag holds (got 0)", "log": "logs/differ@tcg.log"},
+                {"side": "kvm", "verdict": "PASS", "text": "PASS: flag holds", "log": "logs/differ@kvm.log"},
+                {"side": "tcg", "verdict": "FAIL", "text": "FAIL: flag holds (got 0)", "log": "logs/differ@tcg.log"},
             ],
         }])
     );
@@ -194,4 +194,78 @@ fn differential_refuses_an_accelerator() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2));
+}
+
+/// A fake QEMU acting on `-machine`: `timer` fires under a GICv3 and not under a GICv2.
+const GIC_QEMU: &str = r#"#!/bin/sh
+mode=none
+machine=none
+while [ $# -gt 0 ]; do
+    if [ "$1" = "-append" ]; then mode=$2; fi
+    if [ "$1" = "-machine" ]; then machine=$2; fi
+    shift
+done
+case "$mode:$machine" in
+timer:*gic-version=3*) echo 'PASS: timer fires'; echo 'EXIT: STATUS=1'; exit 1;;
+timer:*gic-version=2*) echo 'FAIL: timer fires'; echo 'EXIT: STATUS=3'; exit 3;;
+agree:*) echo "PASS: machine $machine"; echo 'EXIT: STATUS=1'; exit 1;;
+*) echo "fake-qemu: unknown mode $mode:$machine" >&2; exit 1;;
+esac
+"#;
+
+/// aarch64 runs are compared across the `virt` machine's GIC versions, except those of the GIC
+/// itself, those whose machine names its version and those with more CPUs than a GICv2 serves;
+/// no KVM is needed for them.
+#[test]
+fn aarch64_runs_compare_gic_versions() {
+    let workspace = FakeWorkspace::new(
+        "[timer]\nfile = \"aguest\"\ntest_args = \"timer\"\n\
+         [mte]\nfile = \"aguest\"\ntest_args = \"agree\"\nmachine = \"virt,mte=on\"\n\
+         [gic-ipi]\nfile = \"aguest\"\ntest_args = \"agree\"\ngroups = [\"gic\"]\n\
+         [pinned]\nfile = \"aguest\"\ntest_args = \"agree\"\nmachine = \"virt,gic-version=2\"\n\
+         [wide]\nfile = \"aguest\"\ntest_args = \"agree\"\nsmp = 9\n",
+    );
+    std::fs::create_dir_all(workspace.root().join("tests-aarch64/aguest")).unwrap();
+    let image = workspace
+        .root()
+        .join("target/aarch64-unknown-none/release/aguest");
+    std::fs::create_dir_all(image.parent().unwrap()).unwrap();
+    std::fs::write(&image, "").unwrap();
+    std::fs::write(workspace.qemu(), GIC_QEMU).unwrap();
+    let output = differential(&workspace).env("MAX_SMP", "16").output().unwrap();
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    let section = &stdout[stdout.find("differential (").expect(&stdout)..];
+    assert!(
+        section.starts_with(
+            "differential (gicv3 vs gicv2): 2 runs compared, 1 lines agree, 1 new disagreements, 0 declared, 0 lines on one side only\n\
+             new disagreements:\n  \
+             timer: timer fires\n    \
+             gicv3: PASS (PASS: timer fires); log: logs/timer@gicv3.log\n    \
+             gicv2: FAIL (FAIL: timer fires); log: logs/timer@gicv2.log\n"
+        ),
+        "{section}"
+    );
+    // The machine keeps its other properties.
+    assert!(
+        workspace
+            .read("logs/mte@gicv2.log")
+            .contains("virt,mte=on,gic-version=2")
+    );
+    for (run, reason) in [
+        ("gic-ipi", "group gic: the test is of the GIC itself"),
+        ("pinned", "its machine names its GIC version"),
+        ("wide", "9 CPUs: a GICv2 serves at most 8"),
+    ] {
+        assert!(
+            section.contains(&format!("not compared: {run} ({reason}")),
+            "{section}"
+        );
+        assert!(stdout.contains(&format!("PASS {run}")), "{stdout}");
+    }
+    // The failed side is reproduced with its machine.
+    assert!(
+        stdout.contains("MACHINE=virt,gic-version=2 ") && stdout.contains("/run_tests timer --accel tcg\n"),
+        "{stdout}"
+    );
 }

@@ -90,7 +90,7 @@ fn run_case(options: &Options, name: &str, build_error: Option<&str>) -> Result<
             }
             message.push_str(&format!(
                 "\n    reproduce alone with: {}",
-                vmunit_runner::report::plain::Reproduce::of(&options).line(name, None)
+                vmunit_runner::report::plain::Reproduce::of(&options).line(name, None, None)
             ));
             Err(message.into())
         }

@@ -11,7 +11,7 @@ use crate::differential::{Comparison, Disagreement, Scope};
 pub fn plain_lines(comparison: &Comparison) -> Vec<String> {
     let mut lines = vec![format!(
         "differential ({}): {} runs compared, {} lines agree, {} new disagreements, {} declared, {} lines on one side only",
-        comparison.accels.join(" vs "),
+        sides_heading(comparison),
         comparison.compared.len(),
         comparison.agreed_lines,
         comparison.new.len(),
@@ -34,8 +34,22 @@ pub fn plain_lines(comparison: &Comparison) -> Vec<String> {
     lines
 }
 
-/// The lines printed on one side only, a line per run: how many under each accelerator, the
-/// first key of each (every one is in the JSON object).
+/// What the comparison compared: `kvm vs tcg`, and `gicv3 vs gicv2` when aarch64 runs were.
+fn sides_heading(comparison: &Comparison) -> String {
+    let headings: Vec<String> = comparison
+        .sides
+        .values()
+        .map(|sides| sides.join(" vs "))
+        .collect();
+    if headings.is_empty() {
+        "nothing compared".to_owned()
+    } else {
+        headings.join("; ")
+    }
+}
+
+/// The lines printed on one side only, a line per run: how many on each side, the first key
+/// of each (every one is in the JSON object).
 fn one_sided_lines(comparison: &Comparison) -> Vec<String> {
     let mut tests: Vec<&str> = Vec::new();
     for disagreement in &comparison.one_sided {
@@ -46,11 +60,8 @@ fn one_sided_lines(comparison: &Comparison) -> Vec<String> {
     tests
         .iter()
         .map(|test| {
-            let counts: Vec<String> = comparison
-                .accels
-                .iter()
-                .enumerate()
-                .filter_map(|(side, accel)| {
+            let counts: Vec<String> = (0..2)
+                .filter_map(|side| {
                     let present: Vec<&Disagreement> = comparison
                         .one_sided
                         .iter()
@@ -59,7 +70,8 @@ fn one_sided_lines(comparison: &Comparison) -> Vec<String> {
                         })
                         .collect();
                     let first = present.first()?;
-                    Some(format!("{accel} {} ({})", present.len(), first.key))
+                    let label = &first.sides[side].side;
+                    Some(format!("{label} {} ({})", present.len(), first.key))
                 })
                 .collect();
             format!("one side only: {test}: {}", counts.join(", "))
@@ -80,7 +92,7 @@ fn disagreement_lines(disagreement: &Disagreement) -> Vec<String> {
     };
     let mut lines = vec![format!("  {what}")];
     for side in &disagreement.sides {
-        let mut line = format!("    {}: {}", side.accel, side.verdict);
+        let mut line = format!("    {}: {}", side.side, side.verdict);
         if let Some(text) = &side.text {
             line.push_str(&format!(" ({text})"));
         }
@@ -145,7 +157,12 @@ pub(crate) fn junit_suite(comparison: &Comparison) -> super::junit::Suite {
                 message: format!(
                     "{} new disagreements between {}",
                     new.len(),
-                    comparison.accels.join(" and ")
+                    new[0]
+                        .sides
+                        .iter()
+                        .map(|side| side.side.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" and ")
                 ),
                 kind: "disagreement".to_owned(),
                 description: new

@@ -711,14 +711,14 @@ mod tests {
     #[test]
     fn junit_differential_suite() {
         use crate::differential::{Comparison, Disagreement, NotCompared, Scope, SideVerdict, Standing};
-        let side = |accel: &str, verdict: &str| SideVerdict {
-            accel: accel.into(),
+        let side = |label: &str, verdict: &str| SideVerdict {
+            side: label.into(),
             verdict: verdict.into(),
             text: Some(format!("{verdict}: a < b")),
-            log: Some(format!("logs/t@{accel}.log")),
+            log: Some(format!("logs/t@{label}.log")),
         };
         let comparison = Comparison {
-            accels: vec!["kvm".into(), "tcg".into()],
+            sides: [("x86_64".to_owned(), ["kvm".to_owned(), "tcg".to_owned()])].into(),
             compared: vec!["t".into(), "u".into()],
             agreed_lines: 3,
             new: vec![Disagreement {

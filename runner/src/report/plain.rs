@@ -83,9 +83,19 @@ impl Reproduce {
         }
     }
 
-    /// The command line for the run `name`, which ran under `accel` (if it started).
-    pub fn line(&self, name: &str, accel: Option<Accel>) -> String {
-        // A `--differential` side (`msr@kvm`) is reproduced by its run's name and accelerator.
+    /// The command line for the run `name`, which ran under `accel` (if it started) on
+    /// `machine`.
+    pub fn line(&self, name: &str, accel: Option<Accel>, machine: Option<&str>) -> String {
+        // A `--differential` side is reproduced by its run's name and what its side changed:
+        // its accelerator (`msr@kvm`), or its machine (`timer@gicv2`, through MACHINE).
+        let prefix = match (crate::differential::side_of(name), machine) {
+            (Some(side), Some(machine))
+                if side.gic_version.is_some() && !self.prefix.contains("MACHINE=") =>
+            {
+                format!("MACHINE={} {}", quote(machine), self.prefix)
+            }
+            _ => self.prefix.clone(),
+        };
         let target = self
             .kernel
             .clone()
@@ -101,8 +111,14 @@ impl Reproduce {
             (None, Some(used)) => format!(" --accel {used}"),
             (None, None) => String::new(),
         };
-        format!("{} {target}{accel}{}{}", self.prefix, self.options, self.extra)
+        format!("{prefix} {target}{accel}{}{}", self.options, self.extra)
     }
+}
+
+/// The `-machine` value of a shell-quoted QEMU command, unquoted.
+fn machine_of(command: &str) -> Option<String> {
+    let word = command.split(" -machine ").nth(1)?.split(' ').next()?;
+    Some(word.trim_matches('\'').to_owned())
 }
 
 /// Prints the plain format.
@@ -112,6 +128,8 @@ pub struct PlainReporter {
     reproduce: Reproduce,
     /// The accelerator each started run used.
     accels: BTreeMap<String, Accel>,
+    /// The machine each started run used.
+    machines: BTreeMap<String, String>,
     /// Colour the verdicts.
     colour: bool,
     /// Show a live progress line.
@@ -146,9 +164,10 @@ impl PlainReporter {
         if result.outcome.verdict() == Verdict::Fail {
             let log = result.log.as_deref().map(shown).unwrap_or_default();
             let accel = self.accels.get(&result.name).copied();
+            let machine = self.machines.get(&result.name).map(String::as_str);
             println!(
                 "    log: {log}; reproduce alone with: {}",
-                self.reproduce.line(&result.name, accel)
+                self.reproduce.line(&result.name, accel, machine)
             );
         }
     }
@@ -185,8 +204,13 @@ impl Reporter for PlainReporter {
                 println!("{text}");
                 self.draw_progress();
             }
-            Event::Started { name, accel, .. } => {
+            Event::Started {
+                name, accel, command, ..
+            } => {
                 self.accels.insert(name.to_owned(), accel);
+                if let Some(machine) = machine_of(command) {
+                    self.machines.insert(name.to_owned(), machine);
+                }
                 self.running.push(name.to_owned());
                 self.clear_progress();
                 self.draw_progress();
@@ -241,11 +265,32 @@ mod tests {
             append: Some("smp".to_owned()),
         });
         options.extra_qemu_args = vec!["-d".to_owned(), "int".to_owned()];
-        let line = Reproduce::of(&options).line("arm-selftest", Some(Accel::Tcg));
+        let line = Reproduce::of(&options).line("arm-selftest", Some(Accel::Tcg), None);
         assert_eq!(
             line,
             "./run_tests --kernel target/aarch64-unknown-none/release/arm-selftest --append smp \
              --accel tcg -- -d int"
+        );
+    }
+
+    /// A `--differential` GIC-version side is reproduced with its machine.
+    #[test]
+    fn a_gic_side_is_reproduced_with_its_machine() {
+        let options = Options::new(&std::env::current_dir().unwrap());
+        let reproduce = Reproduce::of(&options);
+        assert_eq!(
+            reproduce.line("timer@gicv2", Some(Accel::Tcg), Some("virt,gic-version=2")),
+            "MACHINE=virt,gic-version=2 ./run_tests timer --accel tcg"
+        );
+        assert_eq!(
+            reproduce.line("msr@kvm", Some(Accel::Kvm), Some("q35")),
+            "./run_tests msr --accel kvm"
+        );
+        assert_eq!(
+            machine_of(
+                "qemu-system-aarch64 -nodefaults -display none -no-reboot -machine 'virt,gic-version=2' -cpu max"
+            ),
+            Some("virt,gic-version=2".to_owned())
         );
     }
 }
