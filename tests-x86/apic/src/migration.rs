@@ -3,8 +3,9 @@
 //! configuration and initial count), an armed one-shot timer that keeps counting down from
 //! where it was and fires once on the destination, a periodic timer that keeps firing, and two
 //! fixed interrupts pending in the IRR, one held back by TPR and one by RFLAGS.IF, each
-//! delivered exactly once on the destination. In xAPIC mode, then again in x2APIC mode where
-//! CPUID offers it.
+//! delivered exactly once on the destination; where CPUID offers it, a TSC-deadline timer armed
+//! before the migration that keeps its deadline and fires once, not before it. In xAPIC mode,
+//! then again in x2APIC mode where CPUID offers it.
 
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
@@ -12,6 +13,7 @@ use vmunit::arch::apic::{self, register};
 use vmunit::arch::cpuid::Feature;
 use vmunit::arch::instructions::rdtsc;
 use vmunit::arch::interrupt_count::{count_interrupts, interrupt_count};
+use vmunit::arch::msr::{self, try_rdmsr, try_wrmsr};
 use vmunit::arch::{interrupts, set_interrupt_handler, timer};
 use vmunit::time::wait_until;
 use vmunit::{Migration, known_failure, prefix, report, report_info, report_skip};
@@ -107,6 +109,7 @@ pub fn run() {
             return;
         }
         migrate_periodic();
+        migrate_tsc_deadline();
     }
     if !Feature::X2apic.supported() {
         report_skip!("x2APIC: CPUID.1:ECX[21] is clear, the x2APIC-mode migration is not checked");
@@ -125,9 +128,10 @@ pub fn run() {
         return;
     }
     migrate_periodic();
+    migrate_tsc_deadline();
     let mode = apic::x2apic_mode()
-        && vmunit::arch::msr::try_rdmsr(vmunit::arch::msr::IA32_APIC_BASE)
-            .is_ok_and(|base| base & vmunit::arch::msr::ApicBaseFlags::X2APIC_ENABLE.bits() != 0);
+        && try_rdmsr(msr::IA32_APIC_BASE)
+            .is_ok_and(|base| base & msr::ApicBaseFlags::X2APIC_ENABLE.bits() != 0);
     report!(mode, "IA32_APIC_BASE.EXTD is still set after the migrations");
 }
 
@@ -359,4 +363,65 @@ fn migrate_periodic() {
         TIMER_INTERRUPTS.load(Ordering::SeqCst) - before
     );
     set_interrupt_handler(TIMER_VECTOR, None);
+}
+
+/// A TSC-deadline timer armed about a second ahead across a migration (IF clear while the VM
+/// moves): the LVT entry and IA32_TSC_DEADLINE kept, and one interrupt on the destination, not
+/// before the TSC reached the deadline.
+fn migrate_tsc_deadline() {
+    let _prefix = prefix("TSC-deadline timer");
+    if !Feature::TscDeadlineTimer.supported() {
+        report_skip!("TSC-deadline mode: CPUID.1:ECX[24] is clear, not checked across the migration");
+        return;
+    }
+    set_interrupt_handler(TIMER_VECTOR, Some(timer_handler));
+    reset_timer_count();
+    let lvt = apic::TIMER_TSC_DEADLINE | u32::from(TIMER_VECTOR);
+    apic::write(register::TIMER, lvt);
+    let deadline = rdtsc() + vmunit::time::ticks_in(1000);
+    let armed = try_wrmsr(msr::IA32_TSC_DEADLINE, deadline);
+    let read = try_rdmsr(msr::IA32_TSC_DEADLINE);
+    report!(
+        armed.is_ok() && read == Ok(deadline),
+        "before the migration IA32_TSC_DEADLINE holds {deadline:#x} (WRMSR {armed:x?}, read {read:x?})"
+    );
+    let lvt_before = apic::read(register::TIMER);
+    if vmunit::migrate() != Migration::Completed {
+        apic::write(register::TIMER, apic::MASKED);
+        return;
+    }
+    let read = try_rdmsr(msr::IA32_TSC_DEADLINE);
+    let now = rdtsc();
+    let lvt_after = apic::read(register::TIMER);
+    report!(
+        lvt_after == lvt_before,
+        "the LVT timer entry keeps TSC-deadline mode and vector {lvt_before:#x} (got {lvt_after:#x})"
+    );
+    if now < deadline {
+        report!(
+            read == Ok(deadline),
+            "IA32_TSC_DEADLINE keeps {deadline:#x}, not yet reached (TSC {now:#x}), across the migration (got {read:x?})"
+        );
+    } else {
+        report_info!("the TSC ({now:#x}) passed the deadline {deadline:#x} during the migration");
+    }
+    let fired = wait_until(2000 + PATIENCE, || TIMER_INTERRUPTS.load(Ordering::SeqCst) > 0);
+    let _ = wait_until(SETTLE, || TIMER_INTERRUPTS.load(Ordering::SeqCst) > 1);
+    let seen = TIMER_INTERRUPTS.load(Ordering::SeqCst);
+    apic::write(register::TIMER, apic::MASKED);
+    set_interrupt_handler(TIMER_VECTOR, None);
+    report!(
+        fired && seen == 1,
+        "the TSC-deadline timer fires exactly once on the destination (got {seen})"
+    );
+    let at = TIMER_FIRST_TSC.load(Ordering::SeqCst);
+    report!(
+        !fired || at >= deadline,
+        "it does not fire before the TSC reaches the deadline {deadline:#x} (fired at {at:#x})"
+    );
+    let cleared = try_rdmsr(msr::IA32_TSC_DEADLINE);
+    report!(
+        cleared == Ok(0),
+        "IA32_TSC_DEADLINE reads 0 once the timer has fired (got {cleared:x?})"
+    );
 }

@@ -154,7 +154,7 @@ fn migrate(clock: &KvmClock, cpus: usize, threshold: i64) {
     for (cpu, slot) in before.iter_mut().enumerate().take(cpus) {
         let sample = sample(clock, cpu);
         report!(
-            sample.info.version != 0 && sample.info.version % 2 == 0,
+            sample.info.version != 0 && sample.info.version.is_multiple_of(2),
             "CPU {cpu}: before the migration the time area is filled: even version, not 0 (got {})",
             sample.info.version
         );
@@ -171,7 +171,7 @@ fn migrate(clock: &KvmClock, cpus: usize, threshold: i64) {
         report_info!("CPU {cpu}: before {before:x?}");
         report_info!("CPU {cpu}: after {after:x?}");
         report!(
-            after.info.version != 0 && after.info.version % 2 == 0,
+            after.info.version != 0 && after.info.version.is_multiple_of(2),
             "CPU {cpu}: after the migration the time area is filled again: even version, not 0 (got {})",
             after.info.version
         );
