@@ -6,6 +6,8 @@
 //!
 //! The `x2apic_*` subtests show defects of QEMU's TCG x2APIC instead: they fail under TCG and
 //! pass under KVM.
+//! `one_shot_timer_keeps_its_count_across_migration` shows a defect of QEMU's KVM APIC
+//! migration (hw/i386/kvm/apic.c): it fails under KVM, any KVM module, and passes under TCG.
 //!
 //! The x86 SSE, XGETBV/XSETBV and CLWB defects have crates of their own (sse-instruction,
 //! xgetbv-xsetbv, clwb).
