@@ -6,6 +6,9 @@
 //! With the argument `x2apic`, every CPU switches to x2APIC mode first and the same checks
 //! run through the x2APIC MSRs, followed by x2APIC's own rules (SELF IPI reserved bits, no
 //! direct return to xAPIC mode).
+//!
+//! With `migration` (entry `apic-migration`, group `migration`): the APIC's state across live
+//! migrations instead (module `migration`).
 #![no_std]
 #![no_main]
 
@@ -24,6 +27,7 @@ use vmunit::time::{spin_until, wait_until};
 use vmunit::{Vector, known_failure, report, report_skip, report_summary};
 
 mod delivery;
+mod migration;
 
 vmunit::main!(main);
 
@@ -42,6 +46,10 @@ pub(crate) const SETTLE: u64 = 50;
 static REMOTE_CPU: AtomicUsize = AtomicUsize::new(0);
 
 fn main(args: &[&str]) -> i32 {
+    if args.contains(&"migration") {
+        migration::run();
+        return report_summary();
+    }
     let x2apic = args.contains(&"x2apic");
     if x2apic {
         if !Feature::X2apic.supported() {

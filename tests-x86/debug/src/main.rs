@@ -2,6 +2,9 @@
 //! DR0-DR7, instruction and data breakpoints, RF, single-stepping with TF across POPF and
 //! the STI and MOV SS interrupt shadows, ICEBP, general detection (DR7.GD), DR4/DR5 aliasing
 //! and the #GP and #UD of MOV DR.
+//!
+//! With `migration` (entry `debug-migration`, group `migration`): the debug registers and their
+//! breakpoints across a live migration instead (module `migration`).
 #![no_std]
 #![no_main]
 
@@ -28,6 +31,8 @@ use vmunit::arch::{run_in_user_mode, trap_exceptions};
 use vmunit::environment::instruction_emulating_kvm;
 use vmunit::{Vector, known_failure, prefix, report, report_info, report_skip};
 
+mod migration;
+
 vmunit::main!(main);
 
 /// DR6 after a single-step trap from a clear DR6.
@@ -46,7 +51,11 @@ const PVM_MOV_SS_SHADOW: &str = "this host's kvm_pvm delivers the single-step #D
 const TCG_MOV_SS_DATA_BREAKPOINT: &str = "QEMU's TCG delivers a data breakpoint's #DB right after MOV SS instead of \
      after the next instruction (bpt_helper.c, breakpoint_handler: FIXME)";
 
-fn main(_args: &[&str]) {
+fn main(args: &[&str]) {
+    if args.contains(&"migration") {
+        migration::run();
+        return;
+    }
     // First, before anything writes a debug register.
     initial_values();
     registers();

@@ -6,6 +6,11 @@
 //! Arguments: `loops=N` (reads per CPU in each cycle test; kvm-unit-tests runs 10000000) and
 //! `threshold=S` (the largest wall-clock offset in seconds, 5 as kvm-unit-tests). The host's
 //! time is the guest environment's `HOST_TIME` (kvm-unit-tests passes `date +%s`).
+//!
+//! With `migration` (entry `kvmclock-migration`, group `migration`): every CPU's kvmclock across
+//! a live migration instead: readings that never go backwards and do not leap ahead of the
+//! time that passed, each time area filled again on the destination (even version, system time
+//! going on from where it was), and the wall clock still the host's time.
 #![no_std]
 #![no_main]
 
@@ -14,10 +19,10 @@ use core::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use vmunit::arch::cpuid::hypervisor_signature;
 use vmunit::arch::instructions::rdtsc;
 use vmunit::arch::kvmclock::{
-    KvmClock, KvmFeature, PVCLOCK_FLAGS, PVCLOCK_TSC_STABLE_BIT, has_kvm_feature, kvm_cpuid_base,
+    KvmClock, KvmFeature, PVCLOCK_FLAGS, PVCLOCK_TSC_STABLE_BIT, TimeInfo, has_kvm_feature, kvm_cpuid_base,
     kvm_features,
 };
-use vmunit::arch::smp::{cpu_count, on_cpu, on_cpus};
+use vmunit::arch::smp::{MAX_CPUS, cpu_count, on_cpu, on_cpus};
 use vmunit::{benchmark, prefix, report, report_info, report_skip};
 
 vmunit::main!(main);
@@ -25,11 +30,15 @@ vmunit::main!(main);
 const NANOSECONDS_PER_SECOND: u64 = 1_000_000_000;
 
 fn main(args: &[&str]) {
+    let migration = args.contains(&"migration");
     let Some(base) = kvm_cpuid_base() else {
         report_skip!(
             "CPU not running on KVM with CLOCKSOURCE2: no KVM CPUID leaves (hypervisor signature \"{}\")",
             hypervisor_signature().escape_ascii()
         );
+        if migration {
+            vmunit::migrate_skip();
+        }
         return;
     };
     report_info!("KVM leaves at {base:#x}, features EAX {:#x}", kvm_features());
@@ -38,6 +47,9 @@ fn main(args: &[&str]) {
             "CPU not running on KVM with CLOCKSOURCE2 (features {:#x})",
             kvm_features()
         );
+        if migration {
+            vmunit::migrate_skip();
+        }
         return;
     }
     let loops: u64 = vmunit::args::value(args, "loops")
@@ -48,9 +60,18 @@ fn main(args: &[&str]) {
         .unwrap_or(5);
     let clock = KvmClock::new().expect("a frame for the kvmclock areas");
     let cpus = cpu_count();
-    report_info!("{cpus} CPUs, {loops} loops per cycle test");
+    if migration {
+        report_info!("{cpus} CPUs");
+    } else {
+        report_info!("{cpus} CPUs, {loops} loops per cycle test");
+    }
 
     enable(&clock, cpus);
+    if migration {
+        migrate(&clock, cpus, threshold);
+        disable(&clock, cpus);
+        return;
+    }
     {
         let _prefix = prefix!("time areas");
         time_areas(&clock, cpus);
@@ -63,7 +84,11 @@ fn main(args: &[&str]) {
         let _prefix = prefix!("cycles");
         cycle_tests(&clock, loops);
     }
+    disable(&clock, cpus);
+}
 
+/// kvm-unit-tests' `kvm_clock_clear` on every CPU.
+fn disable(clock: &KvmClock, cpus: usize) {
     let disabled = AtomicU64::new(0);
     on_cpus(|| {
         if clock.disable_this_cpu().is_ok() {
@@ -75,6 +100,123 @@ fn main(args: &[&str]) {
         "MSR_KVM_SYSTEM_TIME_NEW = 0 turns every CPU's time area off ({} of {cpus})",
         disabled.load(Ordering::SeqCst)
     );
+}
+
+/// What one CPU saw of its kvmclock: a consistent copy of its time area and a reading.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    info: TimeInfo,
+    /// System time in nanoseconds (`KvmClock::read`).
+    reading: u64,
+}
+
+/// A sample taken on CPU `cpu` itself (KVM fills an area on its vCPU's entry).
+fn sample(clock: &KvmClock, cpu: usize) -> Sample {
+    let seen = [const { AtomicU64::new(0) }; 6];
+    on_cpu(cpu, || {
+        let (info, _) = clock.time_info(cpu);
+        let (reading, _) = clock.read();
+        seen[0].store(u64::from(info.version), Ordering::SeqCst);
+        seen[1].store(info.tsc_timestamp, Ordering::SeqCst);
+        seen[2].store(info.system_time, Ordering::SeqCst);
+        seen[3].store(u64::from(info.tsc_to_system_mul), Ordering::SeqCst);
+        seen[4].store(
+            u64::from(info.tsc_shift as u8) | (u64::from(info.flags) << 8),
+            Ordering::SeqCst,
+        );
+        seen[5].store(reading, Ordering::SeqCst);
+    });
+    let [
+        version,
+        tsc_timestamp,
+        system_time,
+        multiplier,
+        shift_and_flags,
+        reading,
+    ] = seen.map(|value| value.load(Ordering::SeqCst));
+    Sample {
+        info: TimeInfo {
+            version: version as u32,
+            tsc_timestamp,
+            system_time,
+            tsc_to_system_mul: multiplier as u32,
+            tsc_shift: shift_and_flags as u8 as i8,
+            flags: (shift_and_flags >> 8) as u8,
+        },
+        reading,
+    }
+}
+
+/// Every CPU's kvmclock across a live migration.
+fn migrate(clock: &KvmClock, cpus: usize, threshold: i64) {
+    let _prefix = prefix!("migration");
+    let mut before = [None; MAX_CPUS];
+    for (cpu, slot) in before.iter_mut().enumerate().take(cpus) {
+        let sample = sample(clock, cpu);
+        report!(
+            sample.info.version != 0 && sample.info.version.is_multiple_of(2),
+            "CPU {cpu}: before the migration the time area is filled: even version, not 0 (got {})",
+            sample.info.version
+        );
+        *slot = Some(sample);
+    }
+    let tsc_before = rdtsc();
+    if vmunit::migrate() != vmunit::Migration::Completed {
+        return;
+    }
+    let ticks = rdtsc().wrapping_sub(tsc_before);
+    for (cpu, before) in before.iter().enumerate().take(cpus) {
+        let Some(before) = before else { continue };
+        let after = sample(clock, cpu);
+        report_info!("CPU {cpu}: before {before:x?}");
+        report_info!("CPU {cpu}: after {after:x?}");
+        report!(
+            after.info.version != 0 && after.info.version.is_multiple_of(2),
+            "CPU {cpu}: after the migration the time area is filled again: even version, not 0 (got {})",
+            after.info.version
+        );
+        report!(
+            after.info.tsc_to_system_mul != 0,
+            "CPU {cpu}: tsc_to_system_mul is not 0 on the destination (got {:#x})",
+            after.info.tsc_to_system_mul
+        );
+        report!(
+            after.info.flags & !PVCLOCK_FLAGS == 0,
+            "CPU {cpu}: flags hold only bits the pvclock ABI defines on the destination (got {:#x})",
+            after.info.flags
+        );
+        report!(
+            after.info.system_time >= before.info.system_time,
+            "CPU {cpu}: system_time goes on from where it was, not from 0: {:#x} before the migration, {:#x} after",
+            before.info.system_time,
+            after.info.system_time
+        );
+        report!(
+            after.reading >= before.reading,
+            "CPU {cpu}: kvmclock does not go backwards across the migration: {} ns before, {} ns after",
+            before.reading,
+            after.reading
+        );
+        // The TSC runs at 1 GHz or faster, so no more than `ticks` ns passed since the first
+        // sample; samples of later CPUs come later still, by far less than a second.
+        let leap = after.reading.saturating_sub(before.reading);
+        let bound = ticks + NANOSECONDS_PER_SECOND;
+        report!(
+            leap <= bound,
+            "CPU {cpu}: kvmclock does not leap ahead: {leap} ns passed by it, at most {bound} (TSC ticks since the sample, plus 1 s)"
+        );
+        let later = sample(clock, cpu);
+        vmunit::time::delay(2);
+        let last = sample(clock, cpu);
+        report!(
+            after.reading <= later.reading && later.reading < last.reading,
+            "CPU {cpu}: kvmclock keeps advancing on the destination ({} ns, {} ns, then {} ns 2 ms later)",
+            after.reading,
+            later.reading,
+            last.reading
+        );
+    }
+    wall_clock(clock, cpus, threshold);
 }
 
 /// kvm-unit-tests' `kvm_clock_init` on every CPU.

@@ -6,6 +6,8 @@
 //!
 //! The `x2apic_*` subtests show defects of QEMU's TCG x2APIC instead: they fail under TCG and
 //! pass under KVM.
+//! `one_shot_timer_keeps_its_count_across_migration` shows a defect of QEMU's KVM APIC
+//! migration (hw/i386/kvm/apic.c): it fails under KVM, any KVM module, and passes under TCG.
 //!
 //! The x86 SSE, XGETBV/XSETBV and CLWB defects have crates of their own (sse-instruction,
 //! xgetbv-xsetbv, clwb).
@@ -528,6 +530,40 @@ fn passed_tsc_deadline_fires_at_once() {
 
 /// How often [`passed_tsc_deadline_fires_at_once`] arms a passed deadline.
 const DEADLINE_TRIES: u32 = 20;
+
+/// An armed one-shot APIC timer keeps its remaining count across a live migration (entry
+/// `reproduce-apic-timer-migration`, groups `reproducers` and `migration`). QEMU with KVM's
+/// in-kernel APIC: the destination's count is 0 and the interrupt comes at once, because
+/// `kvm_put_apic_state` (hw/i386/kvm/apic.c) never sets TMCCT in the state it gives
+/// KVM_SET_LAPIC, from which KVM's `kvm_apic_set_state` restarts the timer. Passes under TCG.
+#[vmunit::test]
+fn one_shot_timer_keeps_its_count_across_migration() {
+    const VECTOR: u8 = 0xa2;
+    // Two seconds at divide-by-16 on the 1 GHz APIC timer clock.
+    const COUNT: u32 = 125_000_000;
+    vmunit::arch::interrupts::disable();
+    count_interrupts(VECTOR);
+    apic::write(apic::register::TIMER_DIVIDE, 0b0011);
+    apic::write(apic::register::TIMER, u32::from(VECTOR));
+    apic::write(apic::register::TIMER_INITIAL_COUNT, COUNT);
+    let before = apic::read(apic::register::TIMER_CURRENT_COUNT);
+    let tsc_before = rdtsc();
+    if vmunit::migrate() != vmunit::Migration::Completed {
+        apic::write(apic::register::TIMER, apic::MASKED);
+        return;
+    }
+    let after = apic::read(apic::register::TIMER_CURRENT_COUNT);
+    let ticks = rdtsc().wrapping_sub(tsc_before);
+    apic::write(apic::register::TIMER, apic::MASKED);
+    apic::write(apic::register::TIMER_INITIAL_COUNT, 0);
+    // The TSC runs at 1 GHz or faster: at most ticks / 16 counts went by.
+    report!(
+        u64::from(after) + ticks / 16 >= u64::from(before),
+        "a one-shot count of {before} left before the migration runs down by at most {} in the {ticks} TSC ticks to the read after it (got {after} left)",
+        ticks / 16
+    );
+    set_interrupt_handler(VECTOR, None);
+}
 
 /// The 32-bit SYSRET returns to compatibility mode (kvm_pvm: to 64-bit mode). SYSCALL from
 /// compatibility mode needs an AMD vendor (the entry runs with vendor=AuthenticAMD).

@@ -1,6 +1,7 @@
 //! tsc: the time-stamp counter never goes backwards, RDTSCP reads it in order with RDTSC,
 //! writes to IA32_TSC and IA32_TSC_ADJUST move it, and IA32_TSC_AUX reaches RDTSCP and RDPID.
-//! With `migration` (entry `tsc-migration`): the TSC and TSC_AUX across a live migration.
+//! With `migration` (entry `tsc-migration`): the TSC, IA32_TSC_ADJUST and TSC_AUX across a
+//! live migration.
 //!
 //! QEMU's TCG implements neither IA32_TSC (MSR 0x10: reads 0, ignores writes) nor
 //! IA32_TSC_ADJUST, and keeps bits 63:32 of TSC_AUX (target/i386/tcg/system/misc_helper.c):
@@ -57,13 +58,26 @@ fn main(args: &[&str]) -> i32 {
 }
 
 /// Across a live migration (entry `tsc-migration`, group `migration`): the counter does not go
-/// backwards, and IA32_TSC_AUX keeps its value, read by RDMSR and by RDTSCP.
+/// backwards, IA32_TSC_ADJUST keeps what the guest wrote to it (where CPUID offers it), and
+/// IA32_TSC_AUX keeps its value, read by RDMSR and by RDTSCP.
 fn test_migration() {
     let _prefix = prefix("migration");
     const AUX: u64 = 0x5a5a_1234;
+    /// Written to IA32_TSC_ADJUST before the migration: the TSC moves ahead by it (SDM
+    /// 18.17.3), about 80 s at 1 GHz, far from anything a reset or a lost write would leave.
+    const ADJUST: u64 = 0x12_3456_789a;
     let rdtscp = Feature::Rdtscp.supported();
     if rdtscp && try_wrmsr(msr::IA32_TSC_AUX, AUX).is_err() {
         report!(false, "IA32_TSC_AUX takes {AUX:#x} before the migration");
+    }
+    let tsc_adjust = Feature::TscAdjust.supported();
+    if tsc_adjust {
+        let written = try_wrmsr(msr::IA32_TSC_ADJUST, ADJUST);
+        let read = try_rdmsr(msr::IA32_TSC_ADJUST);
+        report!(
+            written.is_ok() && read == Ok(ADJUST),
+            "before the migration IA32_TSC_ADJUST takes {ADJUST:#x} (WRMSR {written:x?}, read {read:x?})"
+        );
     }
     let before = rdtsc_ordered();
     if vmunit::migrate() != vmunit::Migration::Completed {
@@ -74,6 +88,22 @@ fn test_migration() {
         after > before,
         "the TSC goes on from where it was: {before:#x} before the migration, {after:#x} after"
     );
+    let (first, second) = (rdtsc_ordered(), rdtsc_ordered());
+    report!(
+        after <= first && first < second,
+        "on the destination the TSC keeps increasing ({after:#x}, {first:#x}, {second:#x})"
+    );
+    if tsc_adjust {
+        let read = try_rdmsr(msr::IA32_TSC_ADJUST);
+        report!(
+            read == Ok(ADJUST),
+            "IA32_TSC_ADJUST keeps {ADJUST:#x} across the migration (got {read:x?})"
+        );
+    } else {
+        report_skip!(
+            "IA32_TSC_ADJUST is not advertised (CPUID.7.0:EBX[1]): not checked across the migration"
+        );
+    }
     if !rdtscp {
         report_skip!("no RDTSCP: IA32_TSC_AUX not checked");
         return;

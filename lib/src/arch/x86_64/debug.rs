@@ -47,6 +47,8 @@ pub mod dr7 {
     pub const FIXED_1: u64 = 1 << 10;
     /// LE: local exact breakpoint enable (ignored by modern CPUs, kept by hypervisors).
     pub const LOCAL_EXACT: u64 = 1 << 8;
+    /// GE: global exact breakpoint enable (ignored by modern CPUs, kept by hypervisors).
+    pub const GLOBAL_EXACT: u64 = 1 << 9;
     /// GD: general detect, any MOV to or from a debug register raises #DB.
     pub const GD: u64 = 1 << 13;
     /// The R/W field: instruction execution.
