@@ -941,7 +941,8 @@ pub(crate) struct ExtendedSave(core::cell::UnsafeCell<[[u8; EXTENDED_SIZE]; MAX_
 // SAFETY: only the exception vectors touch the bytes, each CPU its own area (by TPIDR_EL1),
 // with exceptions masked.
 unsafe impl Sync for ExtendedSave {}
-static EXTENDED_SAVE: ExtendedSave = ExtendedSave(core::cell::UnsafeCell::new([[0; EXTENDED_SIZE]; MAX_CPUS]));
+static EXTENDED_SAVE: ExtendedSave =
+    ExtendedSave(core::cell::UnsafeCell::new([[0; EXTENDED_SIZE]; MAX_CPUS]));
 
 const _: () = assert!(MAX_CPUS.is_power_of_two());
 const _: () = assert!(EXCEPTION_STACK_SIZE == 0x4000, "the vectors test SP bits 13:12");

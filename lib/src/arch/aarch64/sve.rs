@@ -139,16 +139,10 @@ pub fn set_vector_length(quadwords: usize) -> Option<usize> {
 /// The vector lengths (bytes) the CPU offers, ascending: the distinct lengths ZCR_EL1.LEN =
 /// 0..=15 give. ZCR_EL1 is left with LEN = 0xf. Empty without SVE.
 pub fn offered_vector_lengths() -> VectorLengths {
-    let mut lengths = VectorLengths {
-        lengths: [0; 16],
-        count: 0,
-    };
+    let mut lengths = VectorLengths::empty();
     for quadwords in 1..=16 {
-        if let Some(length) = set_vector_length(quadwords)
-            && !lengths.as_slice().contains(&length)
-        {
-            lengths.lengths[lengths.count] = length;
-            lengths.count += 1;
+        if let Some(length) = set_vector_length(quadwords) {
+            lengths.insert(length);
         }
     }
     set_vector_length(16);
@@ -163,6 +157,22 @@ pub struct VectorLengths {
 }
 
 impl VectorLengths {
+    /// No lengths.
+    pub(crate) fn empty() -> VectorLengths {
+        VectorLengths {
+            lengths: [0; 16],
+            count: 0,
+        }
+    }
+
+    /// Adds `length` unless it is there already (or 16 are).
+    pub(crate) fn insert(&mut self, length: usize) {
+        if !self.as_slice().contains(&length) && self.count < self.lengths.len() {
+            self.lengths[self.count] = length;
+            self.count += 1;
+        }
+    }
+
     /// The lengths, in bytes.
     pub fn as_slice(&self) -> &[usize] {
         &self.lengths[..self.count]
