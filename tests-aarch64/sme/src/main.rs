@@ -22,7 +22,7 @@
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use vmunit::arch::ExceptionClass;
 use vmunit::arch::exceptions::Exception;
@@ -449,6 +449,8 @@ static IPI_SEEN: AtomicU32 = AtomicU32::new(0);
 static HOLDER: AtomicU32 = AtomicU32::new(0);
 /// How many WFIs the holder ran.
 static WAITS: AtomicU64 = AtomicU64::new(0);
+/// The holder's streaming vector length (bytes) read after its wait.
+static HOLDER_LENGTH_AFTER: AtomicUsize = AtomicUsize::new(0);
 /// What each role returned: 0 the holder, 1 the worker.
 static RESULTS: [spin::Mutex<Option<Result<SmeRoundTrip, SmeError>>>; 2] =
     [const { spin::Mutex::new(None) }; 2];
@@ -493,10 +495,12 @@ fn descheduled_checks(length: usize, worker_length: usize, holder: usize, worker
     IPI_SEEN.store(0, Ordering::Release);
     WAITS.store(0, Ordering::Release);
     HOLDER.store(holder as u32, Ordering::Release);
+    HOLDER_LENGTH_AFTER.store(0, Ordering::Release);
     let hold = move || {
         let state = SmeState::pattern(seed(length, false), length);
         let result =
             hold_descheduled(|handoff| sme::sme_state_round_trip(&state, SmeEvent::Descheduled(handoff)));
+        HOLDER_LENGTH_AFTER.store(sme::streaming_vector_length().unwrap_or(0), Ordering::Release);
         *RESULTS[0].lock() = Some(result);
     };
     let work = move || {
@@ -533,6 +537,13 @@ fn descheduled_checks(length: usize, worker_length: usize, holder: usize, worker
     report!(
         seen == 1,
         "CPU {holder} took CPU {worker}'s SGI after its wait (expected 1, got {seen})"
+    );
+    let after = HOLDER_LENGTH_AFTER.load(Ordering::Acquire);
+    report!(
+        after == length,
+        "CPU {holder}'s streaming vector length stays {} bits (got {})",
+        bits(length),
+        bits(after)
     );
     let expected = SmeState::pattern(seed(length, false), length);
     match RESULTS[0].lock().as_ref() {
