@@ -6,7 +6,7 @@
 //! type 0 synchronous, 1 IRQ, 2 FIQ, 3 SError) in x1 and jumps to a common path that saves
 //! the rest of an [`ExceptionFrame`], including the FP/SIMD registers (Rust code uses them
 //! freely on this hard-float target) and, for an exception that interrupted the kernel or EL0,
-//! the SVE or streaming SME registers beyond them ([`ExtendedSave`]), and calls
+//! the SVE or streaming SME registers beyond them (`ExtendedSave`), and calls
 //! [`exception_dispatch`]. Debug exceptions
 //! (breakpoint, software step, watchpoint) go to a [`DebugHandler`] when one is installed
 //! (`vmunit::arch::debug` records them with it), otherwise where other exceptions go.
