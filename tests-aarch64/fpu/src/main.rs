@@ -16,7 +16,8 @@
 //!
 //! "runtime" checks exercise the runtime's own save and restore: v0-v31, FPCR and FPSR survive
 //! a synchronous exception (BRK, resumed by the runtime), an IRQ whose handler itself uses SIMD
-//! registers, and another CPU's work with its IPI taken while the values are held.
+//! registers, and another CPU's work with its IPI taken while the values are held; at every
+//! SVE vector length, Z0-Z31 (all their bits), P0-P15 and FFR survive the BRK and the IRQ.
 #![no_std]
 #![no_main]
 
@@ -110,6 +111,13 @@ fn main(arguments: &[&str]) -> i32 {
     }
     let _prefix = prefix("sve");
     sve_checks(arguments);
+    // The runtime's own exception path at each length (from here: the hand-offs' frames are
+    // gone from the stack).
+    if sve::supported() {
+        for &length in sve::offered_vector_lengths().as_slice() {
+            sve_runtime_checks(length);
+        }
+    }
     report_summary()
 }
 
@@ -424,6 +432,8 @@ fn sve_seed(length: usize, worker: bool) -> u8 {
 
 /// The SVE checks: the ID fields, the vector lengths ZCR_EL1.LEN offers, then the register file
 /// at each of them held across a descheduled wait while the other CPU works at another length.
+/// Never inlined: its frame (several SVE states) is gone before [`sve_runtime_checks`] runs.
+#[inline(never)]
 fn sve_checks(arguments: &[&str]) {
     let pfr0 = ID_AA64PFR0_EL1.get();
     if !sve::supported() {
@@ -583,6 +593,35 @@ fn sve_checks(arguments: &[&str]) {
             check_sve(&expected, SVE_RESULTS[1].lock().as_ref(), "a load and store");
         }
     }
+}
+
+/// Z, P and FFR at `length` held across the runtime's own exception path: a BRK and an IRQ
+/// whose handler uses v0-v31 (which zeroes the rest of each Z it writes). Its own frame, so
+/// that its states leave the stack before the hand-offs.
+#[inline(never)]
+fn sve_runtime_checks(length: usize) {
+    let bits = |bytes: usize| bytes * 8;
+    let _prefix = prefix!("runtime {} bits", bits(length));
+    let state = SveState::pattern(sve_seed(length, false) ^ 0x33, length, FPCR_PATTERN, FPSR_PATTERN);
+    let (after, seen) = trap_exceptions(&[ExceptionClass::BreakpointInstruction], || {
+        sve::sve_state_round_trip(&state, sve::Event::Breakpoint)
+    });
+    report!(
+        seen.len() == 1,
+        "the BRK was taken and resumed once (got {})",
+        seen.len()
+    );
+    check_sve(&state, Some(&after), "a BRK exception");
+    drop(after);
+    let handled = HANDLED[0].load(Ordering::Acquire);
+    gic::send_sgi(SGI, SgiTarget::Cpu(0));
+    let after = sve::sve_state_round_trip(&state, sve::Event::InterruptWindow);
+    let count = HANDLED[0].load(Ordering::Acquire) - handled;
+    report!(
+        count == 1,
+        "the SGI was handled inside the register round trip (got {count})"
+    );
+    check_sve(&state, Some(&after), "an IRQ whose handler uses SIMD");
 }
 
 fn check_sve(expected: &SveState, got: Option<&Result<SveState, SveError>>, event: &str) {

@@ -3,8 +3,8 @@
 //!
 //! QEMU enters `_start` at EL1 (EL2 with `-M virt,virtualization=on`) with the MMU and caches
 //! off, x0 = 0 for an ELF kernel (the DTB then sits at RAM base) and CPACR_EL1.FPEN = 0. The
-//! target is hard-float, so FP/SIMD is enabled first (and SVE at its largest vector length,
-//! where the CPU has it, CPTR_EL2.TZ clear when entered at EL2). With the MMU off every data access is
+//! target is hard-float, so FP/SIMD is enabled first (and SVE and SME at their largest vector
+//! lengths, where the CPU has them, CPTR_EL2.TZ and TSM clear when entered at EL2). With the MMU off every data access is
 //! Device memory, where unaligned accesses and exclusives (spin locks) fault: the assembly builds
 //! a minimal identity map (0..1 GiB device, 1..4 GiB normal write-back, 1 GiB blocks) and turns
 //! the MMU on before calling Rust. Rust's `mmu` module then edits these tables in place. What
@@ -45,6 +45,9 @@ const CPACR: u64 = CPACR_EL1::FPEN::TrapNothing.value;
 /// CPACR_EL1.ZEN = 0b11: SVE instructions (and ZCR_EL1) run at EL0 and EL1 without traps; set
 /// only where ID_AA64PFR0_EL1.SVE says SVE is implemented.
 const CPACR_ZEN: u64 = 3 << 16;
+/// CPACR_EL1.SMEN = 0b11: SME instructions (SMSTART, RDSVL, ZA, SMCR_EL1, SVCR) run at EL0 and
+/// EL1 without traps; set only where ID_AA64PFR1_EL1.SME says SME is implemented.
+pub(crate) const CPACR_SMEN: u64 = 3 << 24;
 
 /// HCR_EL2 of a test that runs at EL2: E2H (bit 34, the EL2&0 regime: EL1 register names reach
 /// their EL2 registers), RW (bit 31) and TGE (bit 27: exceptions and interrupts of EL0 and EL2
@@ -164,20 +167,30 @@ global_asm!(
         b .
 
     /* CPACR_EL1.FPEN: no FP/SIMD traps; with SVE (ID_AA64PFR0_EL1.SVE) also CPACR_EL1.ZEN and
-     * ZCR_EL1.LEN = 0xf (the largest vector length the CPU offers). Clobbers x9, x10. */
+     * ZCR_EL1.LEN = 0xf (the largest vector length the CPU offers); with SME
+     * (ID_AA64PFR1_EL1.SME) also CPACR_EL1.SMEN and SMCR_EL1.LEN = 0xf (the largest streaming
+     * vector length; FA64 and EZT0 clear). Clobbers x9, x10, x11. */
     vmunit_enable_fp:
         mov x9, #{cpacr}
         mrs x10, id_aa64pfr0_el1
         ubfx x10, x10, #32, #4
         cbz x10, 12f
         orr x9, x9, #{cpacr_zen}
-    12: msr cpacr_el1, x9
+    12: mrs x11, id_aa64pfr1_el1
+        ubfx x11, x11, #24, #4
+        cbz x11, 14f
+        orr x9, x9, #{cpacr_smen}
+    14: msr cpacr_el1, x9
         isb
         cbz x10, 13f
         mov x9, #0xf
         msr S3_0_C1_C2_0, x9            /* ZCR_EL1 */
         isb
-    13: ret
+    13: cbz x11, 15f
+        mov x9, #0xf
+        msr S3_0_C1_C2_6, x9            /* SMCR_EL1 */
+        isb
+    15: ret
 
     /* Entered at EL2, stays there with VHE (HCR_EL2.E2H and TGE set) when the test asks
      * for EL2 (`vmunit::main!(main, el2)` sets vmunit_el2_choice) and the CPU has FEAT_VHE
@@ -225,12 +238,20 @@ global_asm!(
         ubfx x10, x10, #32, #4          /* SVE implemented? TZ (bit 8) then traps it */
         cbz x10, 10f
         bic x9, x9, #(1 << 8)
-    10: msr cptr_el2, x9
+    10: mrs x11, id_aa64pfr1_el1
+        ubfx x11, x11, #24, #4          /* SME implemented? TSM (bit 12) then traps it */
+        cbz x11, 16f
+        bic x9, x9, #(1 << 12)
+    16: msr cptr_el2, x9
         isb
         cbz x10, 11f
         mov x9, #0xf
         msr S3_4_C1_C2_0, x9            /* ZCR_EL2.LEN: EL1 may use every vector length */
-    11:
+    11: cbz x11, 17f
+        mov x9, #0xf
+        msr S3_4_C1_C2_6, x9            /* SMCR_EL2.LEN: EL1 may use every streaming length */
+        isb
+    17:
         msr hstr_el2, xzr
         mrs x9, id_aa64pfr0_el1
         ubfx x9, x9, #24, #4            /* GIC system registers implemented? */
@@ -281,6 +302,7 @@ global_asm!(
     mair_high = const MAIR >> 16,
     cpacr = const CPACR,
     cpacr_zen = const CPACR_ZEN,
+    cpacr_smen = const CPACR_SMEN,
     tcr_low = const TCR_BASE & 0xffff,
     tcr_high = const TCR_BASE >> 16,
     sctlr_low = const SCTLR & 0xffff,

@@ -5,7 +5,9 @@
 //! 0 current EL on SP_EL0, 1 current EL on SP_ELx, 2 lower EL AArch64, 3 lower EL AArch32;
 //! type 0 synchronous, 1 IRQ, 2 FIQ, 3 SError) in x1 and jumps to a common path that saves
 //! the rest of an [`ExceptionFrame`], including the FP/SIMD registers (Rust code uses them
-//! freely on this hard-float target), and calls [`exception_dispatch`]. Debug exceptions
+//! freely on this hard-float target) and, for an exception that interrupted the kernel or EL0,
+//! the SVE or streaming SME registers beyond them (`ExtendedSave`), and calls
+//! [`exception_dispatch`]. Debug exceptions
 //! (breakpoint, software step, watchpoint) go to a [`DebugHandler`] when one is installed
 //! (`vmunit::arch::debug` records them with it), otherwise where other exceptions go.
 //!
@@ -41,7 +43,10 @@ pub struct ExceptionFrame {
     pub far: u64,
     /// The vector's index in the table (see the module documentation).
     pub kind: u64,
-    padding: u64,
+    /// Which SVE or SME state the vector kept in this CPU's [`ExtendedSave`] area, for the
+    /// exception return to load back: [`EXTENDED_NONE`], [`EXTENDED_SVE`] or
+    /// [`EXTENDED_STREAMING`].
+    pub(crate) extended: u64,
     /// q0..q31.
     pub q: [u128; 32],
     /// FPCR.
@@ -114,6 +119,12 @@ pub enum ExceptionClass {
     FloatingPointAccess,
     /// Illegal execution state (PSTATE.IL). (EC 0x0e)
     IllegalState,
+    /// SVE access trapped by CPACR_EL1.ZEN (or CPTR_EL2). (EC 0x19)
+    SveAccess,
+    /// SME trap (ISS.SMTC bits 2:0 say which): SME access trapped by CPACR_EL1.SMEN, an
+    /// instruction illegal in Streaming SVE mode, ZA used while PSTATE.ZA is 0, ZT0 disabled.
+    /// (EC 0x1d)
+    SmeAccess,
     /// SVC in AArch64 state. (EC 0x15)
     SupervisorCall,
     /// HVC in AArch64 state. (EC 0x16)
@@ -160,12 +171,14 @@ pub enum ExceptionClass {
 pub use ExceptionClass as Vector;
 
 /// Each named class with its EC value and the Arm ARM's short name.
-const CLASSES: [(ExceptionClass, u8, &str); 23] = [
+const CLASSES: [(ExceptionClass, u8, &str); 25] = [
     (ExceptionClass::Unknown, 0x00, "UNKNOWN"),
     (ExceptionClass::WaitForInterruptOrEvent, 0x01, "WFx"),
     (ExceptionClass::FloatingPointAccess, 0x07, "FP_ASIMD_ACCESS"),
     (ExceptionClass::IllegalState, 0x0e, "ILLEGAL_STATE"),
     (ExceptionClass::SupervisorCall, 0x15, "SVC64"),
+    (ExceptionClass::SveAccess, 0x19, "SVE"),
+    (ExceptionClass::SmeAccess, 0x1d, "SME"),
     (ExceptionClass::HypervisorCall, 0x16, "HVC64"),
     (ExceptionClass::SecureMonitorCall, 0x17, "SMC64"),
     (ExceptionClass::SystemRegister, 0x18, "SYS64"),
@@ -479,6 +492,8 @@ pub const USER_PSTATE: u64 = SPSR_EL0_MASKED;
 
 global_asm!(
     r#"
+    .arch_extension sve
+    .arch_extension sme
     .macro VMUNIT_VECTOR kind
         .balign 0x80
         sub sp, sp, #{frame_size}
@@ -559,7 +574,138 @@ global_asm!(
         b 2f
     1:  add x2, sp, #{frame_size}
     2:  str x2, [sp, #248]
-        add x2, sp, #304
+        /* SVE and SME state (see ExtendedSave): kept only when the exception interrupted code
+         * on SP_EL0 (the kernel's code or EL0), never for a nested one, and only while
+         * CPACR_EL1 lets EL1 use SVE (ZEN bit 16) or SME (SMEN bit 24). */
+        str xzr, [sp, #296]
+        tst x3, #1
+        b.ne 20f
+        mrs x4, cpacr_el1
+        tbnz x4, #24, 22f
+        tbz x4, #16, 20f
+    22:
+        mrs x5, tpidr_el1
+        and x5, x5, #{cpu_mask}
+        mov x7, #{extended_size}
+        adrp x6, {extended_save}
+        add x6, x6, :lo12:{extended_save}
+        madd x6, x5, x7, x6
+        add x10, x6, #{extended_z}
+        mov x11, #{extended_p}
+        add x11, x6, x11
+        mov x12, #{extended_ffr}
+        add x12, x6, x12
+        tbz x4, #24, 21f
+        mrs x9, S3_3_C4_C2_2            /* SVCR */
+        tbz x9, #0, 21f
+        /* Streaming SVE mode: Z and P at the streaming length, then leave it (the handler's
+         * AdvSIMD code is illegal there); ZA and PSTATE.ZA are left as they are. */
+        str z0, [x10, #0, mul vl]
+        str z1, [x10, #1, mul vl]
+        str z2, [x10, #2, mul vl]
+        str z3, [x10, #3, mul vl]
+        str z4, [x10, #4, mul vl]
+        str z5, [x10, #5, mul vl]
+        str z6, [x10, #6, mul vl]
+        str z7, [x10, #7, mul vl]
+        str z8, [x10, #8, mul vl]
+        str z9, [x10, #9, mul vl]
+        str z10, [x10, #10, mul vl]
+        str z11, [x10, #11, mul vl]
+        str z12, [x10, #12, mul vl]
+        str z13, [x10, #13, mul vl]
+        str z14, [x10, #14, mul vl]
+        str z15, [x10, #15, mul vl]
+        str z16, [x10, #16, mul vl]
+        str z17, [x10, #17, mul vl]
+        str z18, [x10, #18, mul vl]
+        str z19, [x10, #19, mul vl]
+        str z20, [x10, #20, mul vl]
+        str z21, [x10, #21, mul vl]
+        str z22, [x10, #22, mul vl]
+        str z23, [x10, #23, mul vl]
+        str z24, [x10, #24, mul vl]
+        str z25, [x10, #25, mul vl]
+        str z26, [x10, #26, mul vl]
+        str z27, [x10, #27, mul vl]
+        str z28, [x10, #28, mul vl]
+        str z29, [x10, #29, mul vl]
+        str z30, [x10, #30, mul vl]
+        str z31, [x10, #31, mul vl]
+        str p0, [x11, #0, mul vl]
+        str p1, [x11, #1, mul vl]
+        str p2, [x11, #2, mul vl]
+        str p3, [x11, #3, mul vl]
+        str p4, [x11, #4, mul vl]
+        str p5, [x11, #5, mul vl]
+        str p6, [x11, #6, mul vl]
+        str p7, [x11, #7, mul vl]
+        str p8, [x11, #8, mul vl]
+        str p9, [x11, #9, mul vl]
+        str p10, [x11, #10, mul vl]
+        str p11, [x11, #11, mul vl]
+        str p12, [x11, #12, mul vl]
+        str p13, [x11, #13, mul vl]
+        str p14, [x11, #14, mul vl]
+        str p15, [x11, #15, mul vl]
+        smstop sm
+        mov x8, #{extended_streaming}
+        str x8, [sp, #296]
+        b 20f
+    21: tbz x4, #16, 20f
+        str z0, [x10, #0, mul vl]
+        str z1, [x10, #1, mul vl]
+        str z2, [x10, #2, mul vl]
+        str z3, [x10, #3, mul vl]
+        str z4, [x10, #4, mul vl]
+        str z5, [x10, #5, mul vl]
+        str z6, [x10, #6, mul vl]
+        str z7, [x10, #7, mul vl]
+        str z8, [x10, #8, mul vl]
+        str z9, [x10, #9, mul vl]
+        str z10, [x10, #10, mul vl]
+        str z11, [x10, #11, mul vl]
+        str z12, [x10, #12, mul vl]
+        str z13, [x10, #13, mul vl]
+        str z14, [x10, #14, mul vl]
+        str z15, [x10, #15, mul vl]
+        str z16, [x10, #16, mul vl]
+        str z17, [x10, #17, mul vl]
+        str z18, [x10, #18, mul vl]
+        str z19, [x10, #19, mul vl]
+        str z20, [x10, #20, mul vl]
+        str z21, [x10, #21, mul vl]
+        str z22, [x10, #22, mul vl]
+        str z23, [x10, #23, mul vl]
+        str z24, [x10, #24, mul vl]
+        str z25, [x10, #25, mul vl]
+        str z26, [x10, #26, mul vl]
+        str z27, [x10, #27, mul vl]
+        str z28, [x10, #28, mul vl]
+        str z29, [x10, #29, mul vl]
+        str z30, [x10, #30, mul vl]
+        str z31, [x10, #31, mul vl]
+        str p0, [x11, #0, mul vl]
+        str p1, [x11, #1, mul vl]
+        str p2, [x11, #2, mul vl]
+        str p3, [x11, #3, mul vl]
+        str p4, [x11, #4, mul vl]
+        str p5, [x11, #5, mul vl]
+        str p6, [x11, #6, mul vl]
+        str p7, [x11, #7, mul vl]
+        str p8, [x11, #8, mul vl]
+        str p9, [x11, #9, mul vl]
+        str p10, [x11, #10, mul vl]
+        str p11, [x11, #11, mul vl]
+        str p12, [x11, #12, mul vl]
+        str p13, [x11, #13, mul vl]
+        str p14, [x11, #14, mul vl]
+        str p15, [x11, #15, mul vl]
+        rdffr p0.b
+        str p0, [x12]
+        mov x8, #{extended_sve}
+        str x8, [sp, #296]
+    20: add x2, sp, #304
         stp q0, q1, [x2, #0]
         stp q2, q3, [x2, #32]
         stp q4, q5, [x2, #64]
@@ -601,6 +747,124 @@ global_asm!(
         ldp q26, q27, [x2, #416]
         ldp q28, q29, [x2, #448]
         ldp q30, q31, [x2, #480]
+        /* The SVE or SME state the entry kept (its Z registers' low halves override q0-q31),
+         * then FPCR and FPSR (SMSTART resets FPSR). */
+        ldr x8, [sp, #296]
+        cbz x8, 23f
+        mrs x5, tpidr_el1
+        and x5, x5, #{cpu_mask}
+        mov x7, #{extended_size}
+        adrp x6, {extended_save}
+        add x6, x6, :lo12:{extended_save}
+        madd x6, x5, x7, x6
+        add x10, x6, #{extended_z}
+        mov x11, #{extended_p}
+        add x11, x6, x11
+        mov x12, #{extended_ffr}
+        add x12, x6, x12
+        cmp x8, #{extended_streaming}
+        b.eq 24f
+        ldr p0, [x12]
+        wrffr p0.b
+        ldr p0, [x11, #0, mul vl]
+        ldr p1, [x11, #1, mul vl]
+        ldr p2, [x11, #2, mul vl]
+        ldr p3, [x11, #3, mul vl]
+        ldr p4, [x11, #4, mul vl]
+        ldr p5, [x11, #5, mul vl]
+        ldr p6, [x11, #6, mul vl]
+        ldr p7, [x11, #7, mul vl]
+        ldr p8, [x11, #8, mul vl]
+        ldr p9, [x11, #9, mul vl]
+        ldr p10, [x11, #10, mul vl]
+        ldr p11, [x11, #11, mul vl]
+        ldr p12, [x11, #12, mul vl]
+        ldr p13, [x11, #13, mul vl]
+        ldr p14, [x11, #14, mul vl]
+        ldr p15, [x11, #15, mul vl]
+        ldr z0, [x10, #0, mul vl]
+        ldr z1, [x10, #1, mul vl]
+        ldr z2, [x10, #2, mul vl]
+        ldr z3, [x10, #3, mul vl]
+        ldr z4, [x10, #4, mul vl]
+        ldr z5, [x10, #5, mul vl]
+        ldr z6, [x10, #6, mul vl]
+        ldr z7, [x10, #7, mul vl]
+        ldr z8, [x10, #8, mul vl]
+        ldr z9, [x10, #9, mul vl]
+        ldr z10, [x10, #10, mul vl]
+        ldr z11, [x10, #11, mul vl]
+        ldr z12, [x10, #12, mul vl]
+        ldr z13, [x10, #13, mul vl]
+        ldr z14, [x10, #14, mul vl]
+        ldr z15, [x10, #15, mul vl]
+        ldr z16, [x10, #16, mul vl]
+        ldr z17, [x10, #17, mul vl]
+        ldr z18, [x10, #18, mul vl]
+        ldr z19, [x10, #19, mul vl]
+        ldr z20, [x10, #20, mul vl]
+        ldr z21, [x10, #21, mul vl]
+        ldr z22, [x10, #22, mul vl]
+        ldr z23, [x10, #23, mul vl]
+        ldr z24, [x10, #24, mul vl]
+        ldr z25, [x10, #25, mul vl]
+        ldr z26, [x10, #26, mul vl]
+        ldr z27, [x10, #27, mul vl]
+        ldr z28, [x10, #28, mul vl]
+        ldr z29, [x10, #29, mul vl]
+        ldr z30, [x10, #30, mul vl]
+        ldr z31, [x10, #31, mul vl]
+        b 23f
+    24: smstart sm
+        ldr p0, [x11, #0, mul vl]
+        ldr p1, [x11, #1, mul vl]
+        ldr p2, [x11, #2, mul vl]
+        ldr p3, [x11, #3, mul vl]
+        ldr p4, [x11, #4, mul vl]
+        ldr p5, [x11, #5, mul vl]
+        ldr p6, [x11, #6, mul vl]
+        ldr p7, [x11, #7, mul vl]
+        ldr p8, [x11, #8, mul vl]
+        ldr p9, [x11, #9, mul vl]
+        ldr p10, [x11, #10, mul vl]
+        ldr p11, [x11, #11, mul vl]
+        ldr p12, [x11, #12, mul vl]
+        ldr p13, [x11, #13, mul vl]
+        ldr p14, [x11, #14, mul vl]
+        ldr p15, [x11, #15, mul vl]
+        ldr z0, [x10, #0, mul vl]
+        ldr z1, [x10, #1, mul vl]
+        ldr z2, [x10, #2, mul vl]
+        ldr z3, [x10, #3, mul vl]
+        ldr z4, [x10, #4, mul vl]
+        ldr z5, [x10, #5, mul vl]
+        ldr z6, [x10, #6, mul vl]
+        ldr z7, [x10, #7, mul vl]
+        ldr z8, [x10, #8, mul vl]
+        ldr z9, [x10, #9, mul vl]
+        ldr z10, [x10, #10, mul vl]
+        ldr z11, [x10, #11, mul vl]
+        ldr z12, [x10, #12, mul vl]
+        ldr z13, [x10, #13, mul vl]
+        ldr z14, [x10, #14, mul vl]
+        ldr z15, [x10, #15, mul vl]
+        ldr z16, [x10, #16, mul vl]
+        ldr z17, [x10, #17, mul vl]
+        ldr z18, [x10, #18, mul vl]
+        ldr z19, [x10, #19, mul vl]
+        ldr z20, [x10, #20, mul vl]
+        ldr z21, [x10, #21, mul vl]
+        ldr z22, [x10, #22, mul vl]
+        ldr z23, [x10, #23, mul vl]
+        ldr z24, [x10, #24, mul vl]
+        ldr z25, [x10, #25, mul vl]
+        ldr z26, [x10, #26, mul vl]
+        ldr z27, [x10, #27, mul vl]
+        ldr z28, [x10, #28, mul vl]
+        ldr z29, [x10, #29, mul vl]
+        ldr z30, [x10, #30, mul vl]
+        ldr z31, [x10, #31, mul vl]
+    23: add x2, sp, #304
         add x5, x2, #512
         ldp x3, x4, [x5]
         msr fpcr, x3
@@ -635,7 +899,52 @@ global_asm!(
     dispatch = sym exception_dispatch,
     overflow = sym exception_stack_overflow,
     cpu_mask = const MAX_CPUS - 1,
+    extended_save = sym EXTENDED_SAVE,
+    extended_size = const EXTENDED_SIZE,
+    extended_z = const EXTENDED_Z,
+    extended_p = const EXTENDED_P,
+    extended_ffr = const EXTENDED_FFR,
+    extended_sve = const EXTENDED_SVE,
+    extended_streaming = const EXTENDED_STREAMING,
 );
+
+/// [`ExceptionFrame`]'s `extended`: the vector kept no SVE or SME state (a nested exception,
+/// or neither enabled).
+pub(crate) const EXTENDED_NONE: u64 = 0;
+/// The vector kept Z0-Z31, P0-P15 and FFR at the current vector length (not in Streaming SVE
+/// mode).
+pub(crate) const EXTENDED_SVE: u64 = 1;
+/// The vector found PSTATE.SM set: it kept the streaming Z0-Z31 and P0-P15 at the streaming
+/// vector length and left Streaming SVE mode (SMSTOP SM); the exception return re-enters it
+/// (SMSTART SM) and loads them back. (FFR is not accessible in Streaming SVE mode without
+/// SMCR_EL1.FA64, which the runtime leaves clear.)
+pub(crate) const EXTENDED_STREAMING: u64 = 2;
+/// Where Z0-Z31 start in an [`ExtendedSave`] area (after a 64-byte header).
+const EXTENDED_Z: usize = 64;
+/// Where P0-P15 start: after 32 Z registers of the largest length (256 bytes).
+const EXTENDED_P: usize = EXTENDED_Z + 32 * super::sve::MAX_VECTOR_BYTES;
+/// Where FFR starts: after 16 P registers of the largest length (32 bytes).
+const EXTENDED_FFR: usize = EXTENDED_P + 16 * super::sve::MAX_VECTOR_BYTES / 8;
+/// One CPU's area, FFR included, rounded to 64 bytes.
+const EXTENDED_SIZE: usize = (EXTENDED_FFR + super::sve::MAX_VECTOR_BYTES / 8).next_multiple_of(64);
+const _: () = assert!(EXTENDED_P < 0x1_0000 && EXTENDED_FFR < 0x1_0000 && EXTENDED_SIZE < 0x1_0000);
+
+/// Each CPU's SVE/SME save area of the exception vectors. The runtime's handlers are compiled
+/// Rust, which uses v0-v31 (and an AdvSIMD write to a V register zeroes the rest of its Z
+/// register, Arm ARM "Vector registers"), so q0-q31 in the frame are not enough for code that
+/// holds SVE values: the vector of an exception that interrupted code on SP_EL0 (the kernel or
+/// EL0) keeps Z0-Z31, P0-P15 and FFR here (or, in Streaming SVE mode, the streaming Z and P,
+/// and then leaves that mode, where AdvSIMD instructions are illegal), and the exception return
+/// loads them back. One area per CPU suffices: handlers run on SP_EL1, so the exceptions they
+/// take are nested ones, which keep only q0-q31. ZA is never touched by the runtime: it needs
+/// no saving. A handler must not change the vector lengths (ZCR_EL1, SMCR_EL1).
+#[repr(C, align(64))]
+pub(crate) struct ExtendedSave(core::cell::UnsafeCell<[[u8; EXTENDED_SIZE]; MAX_CPUS]>);
+// SAFETY: only the exception vectors touch the bytes, each CPU its own area (by TPIDR_EL1),
+// with exceptions masked.
+unsafe impl Sync for ExtendedSave {}
+static EXTENDED_SAVE: ExtendedSave =
+    ExtendedSave(core::cell::UnsafeCell::new([[0; EXTENDED_SIZE]; MAX_CPUS]));
 
 const _: () = assert!(MAX_CPUS.is_power_of_two());
 const _: () = assert!(EXCEPTION_STACK_SIZE == 0x4000, "the vectors test SP bits 13:12");
@@ -1025,6 +1334,12 @@ extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
                 pstate: frame.spsr,
             };
             frame.elr = &raw const vmunit_try_recover as u64;
+            // Compiled code resumes: never in Streaming SVE mode, where its AdvSIMD
+            // instructions are illegal (the vector left it; the abandoned closure's streaming
+            // values are dropped).
+            if frame.extended == EXTENDED_STREAMING {
+                frame.extended = EXTENDED_NONE;
+            }
             frame.x[0] = (&raw mut *context) as u64;
             // The kernel's mode: its exception level (EL1, or EL2 with VHE) and stack pointer.
             let mode = (super::instructions::current_el() << 2) | (context.state & 1);

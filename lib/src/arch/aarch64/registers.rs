@@ -4,14 +4,15 @@
 //! wrappers for the registers aarch64-cpu lacks (the GIC CPU interface's ICC_*, the PMU's PM* with
 //! PMEVTYPER<n>/PMEVCNTR<n> by number,
 //! FPCR, FPSR, CTR_EL0, CLIDR_EL1, ID_AA64ISAR2_EL1, ID_AA64MMFR3_EL1, MTE's GCR_EL1 and
-//! RGSR_EL1, SVE's ZCR_EL1 and ID_AA64ZFR0_EL1) and the named fields of those (with the MTE
+//! RGSR_EL1, SVE's ZCR_EL1 and ID_AA64ZFR0_EL1, SME's ID_AA64SMFR0_EL1, SMIDR_EL1, SMCR_EL1 and
+//! SVCR) and the named fields of those (with the MTE
 //! fields of SCTLR_EL1 and TCR_EL1).
 //!
 //! Every identification register reads safely, at EL1 or at EL2 (and with no dependency in the
 //! test's Cargo.toml): `MIDR_EL1.get()`, `MPIDR_EL1.get()`, `CurrentEL.get()` (or
 //! [`current_el`]), `ID_AA64PFR0_EL1`, `ID_AA64PFR1_EL1`, `ID_AA64DFR0_EL1`, `ID_AA64ISAR0_EL1`,
 //! `ID_AA64ISAR1_EL1`, [`id_aa64isar2_el1`], `ID_AA64MMFR0_EL1`, `ID_AA64MMFR1_EL1`,
-//! `ID_AA64MMFR2_EL1`, [`id_aa64mmfr3_el1`], [`id_aa64zfr0_el1`], [`ctr_el0`] and
+//! `ID_AA64MMFR2_EL1`, [`id_aa64mmfr3_el1`], [`id_aa64zfr0_el1`], [`id_aa64smfr0_el1`], [`ctr_el0`] and
 //! [`clidr_el1`]; the typed ones read fields by name (`ID_AA64MMFR1_EL1.read(ID_AA64MMFR1_EL1::VH)`).
 //!
 //! ```ignore
@@ -38,6 +39,7 @@ pub use super::pmu::{
     set_interrupt_enables, set_overflow_status, set_overflows, set_pmcr, set_selected_event_count,
     set_selected_event_type, software_increment,
 };
+pub use super::sme::{id_aa64smfr0_el1, smcr, smcr_el1, smfr0, smidr, smidr_el1, svcr};
 pub use super::sve::{id_aa64zfr0_el1, zcr_el1, zfr0};
 
 /// ID_AA64ISAR2_EL1 (instruction set attribute register 2; S3_0_C0_C6_2), which aarch64-cpu

@@ -4,10 +4,11 @@
 //!
 //! The boot code enables SVE where the CPU has it (CPACR_EL1.ZEN, and CPTR_EL2.TZ clear with
 //! ZCR_EL2.LEN = 0xf when entered at EL2) and sets ZCR_EL1.LEN = 0xf, the largest length. The
-//! runtime itself never uses SVE, and its exception frame holds q0-q31 only: bits of Z above
-//! 128, P0-P15 and FFR are not kept across exceptions the runtime handles (writing a V register
-//! zeroes the rest of its Z register), so a test holds SVE values only across code that takes
-//! no exception ([`Event::Descheduled`], [`Event::DeviceRead`]).
+//! runtime itself never uses SVE, but its handlers use v0-v31 (and writing a V register zeroes
+//! the rest of its Z register): so the exception vectors keep Z0-Z31, P0-P15 and FFR of the
+//! interrupted code (the kernel's or EL0's, not a handler's) in a per-CPU area and load them
+//! back on return, and SVE values survive exceptions and interrupts ([`Event::Breakpoint`],
+//! [`Event::InterruptWindow`]). A handler must not change the vector length.
 
 use core::arch::asm;
 
@@ -138,16 +139,10 @@ pub fn set_vector_length(quadwords: usize) -> Option<usize> {
 /// The vector lengths (bytes) the CPU offers, ascending: the distinct lengths ZCR_EL1.LEN =
 /// 0..=15 give. ZCR_EL1 is left with LEN = 0xf. Empty without SVE.
 pub fn offered_vector_lengths() -> VectorLengths {
-    let mut lengths = VectorLengths {
-        lengths: [0; 16],
-        count: 0,
-    };
+    let mut lengths = VectorLengths::empty();
     for quadwords in 1..=16 {
-        if let Some(length) = set_vector_length(quadwords)
-            && !lengths.as_slice().contains(&length)
-        {
-            lengths.lengths[lengths.count] = length;
-            lengths.count += 1;
+        if let Some(length) = set_vector_length(quadwords) {
+            lengths.insert(length);
         }
     }
     set_vector_length(16);
@@ -162,6 +157,22 @@ pub struct VectorLengths {
 }
 
 impl VectorLengths {
+    /// No lengths.
+    pub(crate) fn empty() -> VectorLengths {
+        VectorLengths {
+            lengths: [0; 16],
+            count: 0,
+        }
+    }
+
+    /// Adds `length` unless it is there already (or 16 are).
+    pub(crate) fn insert(&mut self, length: usize) {
+        if !self.as_slice().contains(&length) && self.count < self.lengths.len() {
+            self.lengths[self.count] = length;
+            self.count += 1;
+        }
+    }
+
     /// The lengths, in bytes.
     pub fn as_slice(&self) -> &[usize] {
         &self.lengths[..self.count]
@@ -280,6 +291,12 @@ impl SveState {
 pub enum Event<'a> {
     /// Nothing: the registers are stored back at once.
     Nothing,
+    /// `brk #0x77`, which `trap_exceptions` records and resumes after: the runtime's exception
+    /// entry and return run while the registers hold the state.
+    Breakpoint,
+    /// A pending IRQ, taken while IRQs are briefly unmasked (then masked again): the
+    /// runtime's IRQ path (and the handler, which may use v0-v31) runs.
+    InterruptWindow,
     /// The wait of [`Handoff`]: WFIs with IRQs masked, no exception taken.
     Descheduled(Handoff<'a>),
     /// One 32-bit read of `window` at `offset` (aligned, inside the window), its value stored to
@@ -327,6 +344,20 @@ pub fn sve_state_round_trip(state: &SveState, event: Event<'_>) -> Result<SveSta
     };
     // `deadline` carries the device register's address and `waits` the value's for DeviceRead.
     let (wait, loaded, done, deadline, waits) = match event {
+        Event::Breakpoint => (
+            3u64,
+            core::ptr::null(),
+            core::ptr::null(),
+            0,
+            core::ptr::null_mut(),
+        ),
+        Event::InterruptWindow => (
+            4u64,
+            core::ptr::null(),
+            core::ptr::null(),
+            0,
+            core::ptr::null_mut(),
+        ),
         Event::Nothing => (
             0u64,
             core::ptr::null(),
@@ -368,7 +399,9 @@ pub fn sve_state_round_trip(state: &SveState, event: Event<'_>) -> Result<SveSta
     // inside a mapped device window (as `DeviceWindow::read_u32` does) and stores it to a live
     // AtomicU32 (an aligned single-copy atomic store); Z0-Z31 (clobbering v0-v31) are
     // declared clobbered, P0-P15 and FFR are used by no compiled code; FPCR, FPSR and DAIF are
-    // restored; no exception is taken while the values are held.
+    // restored; the only exceptions taken while the values are held are Breakpoint's BRK
+    // (resumed after by `trap_exceptions`, as the caller must arrange) and InterruptWindow's
+    // IRQ, whose handler returns; the vectors keep Z, P and FFR across both.
     unsafe {
         asm!(
             ".arch_extension sve",
@@ -427,11 +460,23 @@ pub fn sve_state_round_trip(state: &SveState, event: Event<'_>) -> Result<SveSta
             "ldr z30, [{z_in}, #30, mul vl]",
             "ldr z31, [{z_in}, #31, mul vl]",
             "cbz {wait}, 3f",
+            "cmp {wait}, #3",
+            "b.eq 6f",
+            "cmp {wait}, #4",
+            "b.eq 7f",
             "cmp {wait}, #2",
             "b.ne 5f",
             // DeviceRead: one 32-bit load of the register, its value stored.
             "ldr {scratch:w}, [{deadline}]",
             "str {scratch:w}, [{waits}]",
+            "b 3f",
+            // Breakpoint: resumed after by `trap_exceptions`.
+            "6: brk #0x77",
+            "b 3f",
+            // InterruptWindow: IRQs unmasked for one ISB, masked again.
+            "7: msr daifclr, #2",
+            "isb",
+            "msr daifset, #2",
             "b 3f",
             // Descheduled: IRQs masked, `wait` counts the WFIs, `saved_daif` keeps DAIF.
             "5: mrs {saved_daif}, daif",

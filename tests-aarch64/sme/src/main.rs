@@ -1,0 +1,589 @@
+//! sme (no kvm-unit-tests counterpart; the SME half of arm/fpu.c's `fpu-context`): the Scalable
+//! Matrix Extension as a guest sees it.
+//!
+//! - "id": ID_AA64PFR1_EL1.SME, the outer products every SME implementation has
+//!   (ID_AA64SMFR0_EL1 F32F32, B16F32, F16F32, I8I32), SMIDR_EL1, and what the boot left in
+//!   SMCR_EL1 and SVCR.
+//! - "lengths": every SMCR_EL1.LEN: it reads back as written, the streaming vector length
+//!   (RDSVL) is a power of two from 128 to 2048 bits, the largest offered length at most
+//!   (LEN + 1) x 128 bits (the smallest when none is), and each offered length round-trips.
+//! - "svcr": SMSTART/SMSTOP of SM, ZA and both set and clear SVCR.SM and SVCR.ZA; ZA reads as
+//!   zeros when turned on again after holding values.
+//! - "runtime": ZA and the streaming Z0-Z31 and P0-P15, at every streaming length, across a
+//!   BRK and an IRQ (whose handler uses AdvSIMD, illegal in Streaming SVE mode: the vectors
+//!   must leave the mode and come back).
+//! - "hypervisor": the same held across WFIs with IRQs masked on one CPU while the other loads
+//!   its own at another length and sends an SGI, both directions (only the hypervisor can save
+//!   and restore them, as in `fpu-context`).
+//! - "traps": with CPACR_EL1.SMEN clear, SMSTART SM, SMSTART ZA, RDSVL and MRS of SVCR and
+//!   SMCR_EL1 raise an SME trap (EC 0x1d, SMTC 0); in Streaming SVE mode an AdvSIMD ADD traps
+//!   (SMTC 1) and an SVE ADD runs; ZERO {ZA} traps with ZA off (SMTC 3) and runs with it on;
+//!   FMOPA traps outside Streaming SVE mode (SMTC 2), with ZA off (SMTC 3), and runs with both.
+#![no_std]
+#![no_main]
+
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use vmunit::arch::ExceptionClass;
+use vmunit::arch::exceptions::Exception;
+use vmunit::arch::gic::{self, SgiTarget};
+use vmunit::arch::instructions::{
+    FpEvent, FpState, Handoff, disable_interrupts, enable_interrupts, fp_state_round_trip, isb,
+};
+use vmunit::arch::registers::{ID_AA64PFR1_EL1, Readable, smcr, smfr0, smidr, svcr};
+use vmunit::arch::sme::{self, Probe, ProbeState, SmeError, SmeEvent, SmeRoundTrip, SmeState, SmeTrap};
+use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu, on_cpu_async};
+use vmunit::arch::timer::{self, CTL_ENABLE, Timer};
+use vmunit::{prefix, report, report_info, report_skip, report_summary, trap_exceptions};
+
+vmunit::main!(main);
+
+const SGI: u32 = 2;
+
+fn main(arguments: &[&str]) -> i32 {
+    let pfr1 = ID_AA64PFR1_EL1.get();
+    if !sme::supported() {
+        report_skip!("the CPU has no SME (ID_AA64PFR1_EL1 {pfr1:#x}: SME, bits 27:24, is 0)");
+        return report_summary();
+    }
+    let boot_length = sme::streaming_vector_length().unwrap_or(0);
+    {
+        let _prefix = prefix("id");
+        id_checks(pfr1);
+    }
+    let lengths = {
+        let _prefix = prefix("lengths");
+        length_checks(arguments, boot_length)
+    };
+    {
+        let _prefix = prefix("svcr");
+        svcr_checks();
+    }
+    {
+        let _prefix = prefix("traps");
+        trap_checks();
+    }
+    if let Err(problem) = gic::init() {
+        report!(false, "the GIC initialises: {problem}");
+        return report_summary();
+    }
+    vmunit::arch::set_interrupt_handler(SGI, Some(simd_handler));
+    gic::enable(SGI);
+    {
+        let _prefix = prefix("runtime");
+        for &length in lengths.as_slice() {
+            runtime_checks(length);
+        }
+    }
+    let _prefix = prefix("hypervisor");
+    if cpu_count() < 2 {
+        report_skip!(
+            "the CPU switch needs 2 CPUs (got {}; run with smp >= 2)",
+            cpu_count()
+        );
+        return report_summary();
+    }
+    on_cpu(1, set_up_cpu);
+    report!(
+        GIC_READY.load(Ordering::Acquire) == 1,
+        "the GIC initialises on CPU 1"
+    );
+    let lengths = lengths.as_slice();
+    for (index, &length) in lengths.iter().enumerate() {
+        let worker_length = lengths[(index + 1) % lengths.len()];
+        for (holder, worker) in [(0, 1), (1, 0)] {
+            descheduled_checks(length, worker_length, holder, worker);
+        }
+    }
+    report_summary()
+}
+
+fn bits(bytes: usize) -> usize {
+    bytes * 8
+}
+
+fn id_checks(pfr1: u64) {
+    let smfr0 = sme::id_aa64smfr0_el1();
+    let smidr = sme::smidr_el1().unwrap_or(0);
+    report_info!(
+        "ID_AA64PFR1_EL1.SME {}, ID_AA64SMFR0_EL1 {smfr0:#x} (SMEver {}, FA64 {}, I16I64 {:#x}, F64F64 {}), SMIDR_EL1 {smidr:#x} (implementer {:#x}, revision {}, SMPS {}, affinity {:#x})",
+        (pfr1 >> sme::ID_AA64PFR1_SME_SHIFT) & 0xf,
+        smfr0::version(smfr0),
+        smfr0::full_a64(smfr0),
+        smfr0::int16_int64(smfr0),
+        smfr0::float64_float64(smfr0),
+        smidr::implementer(smidr),
+        smidr::revision(smidr),
+        smidr::priority_supported(smidr),
+        smidr::affinity(smidr)
+    );
+    report!(
+        smfr0::float32_float32(smfr0)
+            && smfr0::bfloat16_float32(smfr0)
+            && smfr0::float16_float32(smfr0)
+            && smfr0::int8_int32(smfr0) == 0xf,
+        "ID_AA64SMFR0_EL1 has the outer products every SME CPU has: F32F32, B16F32, F16F32 1 and I8I32 0xf (got {}, {}, {} and {:#x})",
+        smfr0::float32_float32(smfr0),
+        smfr0::bfloat16_float32(smfr0),
+        smfr0::float16_float32(smfr0),
+        smfr0::int8_int32(smfr0)
+    );
+    let smcr = sme::smcr_el1().unwrap_or(0);
+    report!(
+        smcr & (smcr::LEN | smcr::FA64 | smcr::EZT0) == smcr::LEN,
+        "the boot code left SMCR_EL1.LEN 0xf with FA64 and EZT0 clear (got {smcr:#x})"
+    );
+    let svcr = sme::svcr().unwrap_or(u64::MAX);
+    report!(
+        svcr & (svcr::SM | svcr::ZA) == 0,
+        "SVCR.SM and SVCR.ZA are clear at boot (SVCR {svcr:#x})"
+    );
+}
+
+/// The lengths each SMCR_EL1.LEN gives, and the offered ones; returns the offered lengths.
+fn length_checks(arguments: &[&str], boot_length: usize) -> sme::VectorLengths {
+    let mut by_len = [0usize; 16];
+    let mut read_back = [0u64; 16];
+    for (len, length) in by_len.iter_mut().enumerate() {
+        *length = sme::set_streaming_vector_length(len + 1).unwrap_or(0);
+        read_back[len] = sme::smcr_el1().unwrap_or(0) & smcr::LEN;
+    }
+    let offered = sme::offered_streaming_vector_lengths();
+    let lengths = offered.as_slice();
+    report!(
+        read_back
+            .iter()
+            .enumerate()
+            .all(|(len, value)| *value == len as u64),
+        "SMCR_EL1.LEN reads back each value 0..15 written (got {read_back:?})"
+    );
+    let powers = lengths
+        .iter()
+        .all(|length| length.is_power_of_two() && (16..=256).contains(length));
+    report!(
+        !lengths.is_empty() && powers,
+        "every streaming vector length is a power of two from 16 to 256 bytes, 128 to 2048 bits (offered {lengths:?} bytes)"
+    );
+    let smallest = lengths.iter().copied().min().unwrap_or(0);
+    let largest = lengths.iter().copied().max().unwrap_or(0);
+    let expected: [usize; 16] = core::array::from_fn(|len| {
+        lengths
+            .iter()
+            .copied()
+            .filter(|length| *length <= (len + 1) * 16)
+            .max()
+            .unwrap_or(smallest)
+    });
+    report!(
+        by_len == expected,
+        "SMCR_EL1.LEN n gives the largest offered length at most (n + 1) x 128 bits, else the smallest (expected {expected:?} bytes, got {by_len:?})"
+    );
+    report!(
+        by_len.windows(2).all(|pair| pair[0] <= pair[1]),
+        "a larger SMCR_EL1.LEN never gives a shorter length (got {by_len:?} bytes)"
+    );
+    let mut round_trips = true;
+    for &length in lengths {
+        let effective = sme::set_streaming_vector_length(length / 16);
+        let len = sme::smcr_el1().unwrap_or(0) & smcr::LEN;
+        round_trips &= effective == Some(length) && len == (length / 16 - 1) as u64;
+    }
+    sme::set_streaming_vector_length(16);
+    report!(
+        round_trips,
+        "each offered length L, written as SMCR_EL1.LEN L/128 - 1, reads back and is the effective length"
+    );
+    report!(
+        boot_length == largest,
+        "the boot code's SMCR_EL1.LEN 0xf gives the largest length, {} bits (got {})",
+        bits(largest),
+        bits(boot_length)
+    );
+    if let Some(expected) = arguments
+        .iter()
+        .find_map(|argument| argument.strip_prefix("sme-lengths="))
+    {
+        let mut matches = true;
+        let mut count = 0;
+        for word in expected.split(',') {
+            count += 1;
+            match word.parse::<usize>() {
+                Ok(length_bits) => matches &= lengths.contains(&(length_bits / 8)),
+                Err(_) => matches = false,
+            }
+        }
+        report!(
+            matches && count == lengths.len(),
+            "the offered lengths are the test_args' {expected} bits (offered {:?} bytes)",
+            lengths
+        );
+    }
+    offered
+}
+
+fn svcr_checks() {
+    let Some(walk) = sme::svcr_walk() else {
+        report!(false, "the SVCR walk ran");
+        return;
+    };
+    let both = svcr::SM | svcr::ZA;
+    let steps = [
+        ("SMSTOP", walk.before, 0),
+        ("SMSTART SM", walk.streaming, svcr::SM),
+        ("SMSTART ZA in Streaming SVE mode", walk.streaming_and_za, both),
+        ("SMSTOP SM with ZA on", walk.za, svcr::ZA),
+        ("SMSTOP ZA", walk.after, 0),
+        ("SMSTART", walk.both_at_once, both),
+        ("SMSTOP", walk.neither, 0),
+    ];
+    for (step, got, expected) in steps {
+        report!(
+            got & both == expected,
+            "after {step}, SVCR.SM is {} and SVCR.ZA {} (SVCR {got:#x})",
+            expected & svcr::SM,
+            (expected & svcr::ZA) >> 1
+        );
+    }
+    report!(
+        sme::enable_za() && sme::svcr().unwrap_or(0) & both == svcr::ZA,
+        "enable_za (SMSTART ZA) sets SVCR.ZA only (SVCR {:#x})",
+        sme::svcr().unwrap_or(0)
+    );
+    report!(
+        sme::disable_za() && sme::svcr().unwrap_or(u64::MAX) & both == 0,
+        "disable_za (SMSTOP ZA) clears it (SVCR {:#x})",
+        sme::svcr().unwrap_or(0)
+    );
+    let length = sme::streaming_vector_length().unwrap_or(0);
+    let fill = SmeState::pattern(0x6b, length).za;
+    match sme::za_after_reenable(&fill) {
+        Some(za) => {
+            let nonzero = za.iter().position(|byte| *byte != 0);
+            report!(
+                nonzero.is_none(),
+                "ZA ({length} x {length} bytes) reads as zeros once turned off and on again after holding values (first nonzero byte: {nonzero:?})"
+            );
+        }
+        None => {
+            report!(false, "the ZA re-enable ran");
+        }
+    }
+}
+
+fn expect_sme_trap(outcome: Option<Result<(), Exception>>, expected: SmeTrap, what: &str) {
+    match outcome {
+        Some(Err(exception)) => {
+            let trap = SmeTrap::of(&exception);
+            report!(
+                trap == Some(expected),
+                "{what} raises an SME trap (EC 0x1d) with SMTC {expected:?} (got {exception}, SMTC {trap:?})"
+            );
+        }
+        Some(Ok(())) => {
+            report!(false, "{what} raises an SME trap with SMTC {expected:?} (it ran)");
+        }
+        None => {
+            report!(false, "{what}: the probe ran");
+        }
+    }
+}
+
+fn expect_runs(outcome: Option<Result<(), Exception>>, what: &str) {
+    match outcome {
+        Some(Ok(())) => {
+            report!(true, "{what} runs");
+        }
+        Some(Err(exception)) => {
+            report!(false, "{what} runs (got {exception})");
+        }
+        None => {
+            report!(false, "{what}: the probe ran");
+        }
+    }
+}
+
+fn sm_and_za_clear(after: &str) {
+    let svcr = sme::svcr().unwrap_or(u64::MAX);
+    report!(
+        svcr & (svcr::SM | svcr::ZA) == 0,
+        "SVCR.SM and ZA are clear after {after} (SVCR {svcr:#x})"
+    );
+}
+
+fn trap_checks() {
+    let _disabled = prefix("CPACR_EL1.SMEN 0");
+    for probe in [
+        Probe::StartStreaming,
+        Probe::EnableZa,
+        Probe::ReadStreamingVectorLength,
+        Probe::ReadSvcr,
+        Probe::ReadSmcr,
+    ] {
+        expect_sme_trap(
+            sme::try_probe(ProbeState::SmeDisabled, probe),
+            SmeTrap::Disabled,
+            probe.assembly(),
+        );
+    }
+    sm_and_za_clear("the probes");
+    let length = sme::streaming_vector_length();
+    report!(
+        length.is_some_and(|length| length > 0),
+        "RDSVL runs again once SMEN is restored (got {length:?})"
+    );
+    drop(_disabled);
+
+    let _streaming = prefix("streaming");
+    expect_sme_trap(
+        sme::try_probe(ProbeState::Streaming, Probe::AdvancedSimdAdd),
+        SmeTrap::IllegalInStreamingMode,
+        "an AdvSIMD ADD in Streaming SVE mode (SMCR_EL1.FA64 0)",
+    );
+    sm_and_za_clear("the trapped AdvSIMD ADD");
+    expect_runs(
+        sme::try_probe(ProbeState::Streaming, Probe::SveAdd),
+        "an SVE ADD in Streaming SVE mode",
+    );
+    drop(_streaming);
+
+    let _za = prefix("za");
+    expect_sme_trap(
+        sme::try_probe(ProbeState::ZaInactive, Probe::ZeroZa),
+        SmeTrap::ZaInactive,
+        "ZERO {ZA} with PSTATE.ZA 0",
+    );
+    expect_runs(
+        sme::try_probe(ProbeState::ZaActive, Probe::ZeroZa),
+        "ZERO {ZA} with PSTATE.ZA 1",
+    );
+    sm_and_za_clear("the ZA probes");
+    drop(_za);
+
+    let _outer = prefix("fmopa");
+    expect_sme_trap(
+        sme::try_probe(ProbeState::ZaActive, Probe::OuterProduct),
+        SmeTrap::NotStreaming,
+        "FMOPA outside Streaming SVE mode (ZA on)",
+    );
+    expect_sme_trap(
+        sme::try_probe(ProbeState::Streaming, Probe::OuterProduct),
+        SmeTrap::ZaInactive,
+        "FMOPA in Streaming SVE mode with ZA off",
+    );
+    expect_runs(
+        sme::try_probe(ProbeState::StreamingWithZa, Probe::OuterProduct),
+        "FMOPA in Streaming SVE mode with ZA on",
+    );
+    sm_and_za_clear("the FMOPA probes");
+}
+
+/// A seed for the SME patterns of one length and role, distinct for every pair.
+fn seed(length: usize, worker: bool) -> u8 {
+    ((length / 16) as u8).wrapping_mul(23) ^ if worker { 0x96 } else { 0x41 }
+}
+
+fn check_round_trip(expected: &SmeState, got: &Result<SmeRoundTrip, SmeError>, event: &str) {
+    match got {
+        Ok(round_trip) => {
+            let both = svcr::SM | svcr::ZA;
+            report!(
+                round_trip.svcr_loaded & both == both && round_trip.svcr_after_event & both == both,
+                "SVCR.SM and ZA are set once loaded and after {event} (SVCR {:#x} and {:#x})",
+                round_trip.svcr_loaded,
+                round_trip.svcr_after_event
+            );
+            report!(
+                round_trip.svcr_after & both == 0,
+                "SMSTOP clears them (SVCR {:#x})",
+                round_trip.svcr_after
+            );
+            let difference = expected.first_difference(&round_trip.state);
+            report!(
+                difference.is_none(),
+                "ZA and the streaming Z0-Z31 and P0-P15 hold their values across {event} (first differing: {difference:?})"
+            );
+        }
+        Err(problem) => {
+            report!(false, "the SME round trip ran ({problem:?})");
+        }
+    }
+}
+
+/// ZA, Z and P at `length` held across the runtime's own exception path.
+fn runtime_checks(length: usize) {
+    let _prefix = prefix!("{} bits", bits(length));
+    let state = SmeState::pattern(seed(length, false) ^ 0x5c, length);
+    let after = sme::sme_state_round_trip(&state, SmeEvent::Nothing);
+    check_round_trip(&state, &after, "a load and store");
+    let (after, seen) = trap_exceptions(&[ExceptionClass::BreakpointInstruction], || {
+        sme::sme_state_round_trip(&state, SmeEvent::Breakpoint)
+    });
+    report!(
+        seen.len() == 1,
+        "the BRK was taken and resumed once (got {})",
+        seen.len()
+    );
+    check_round_trip(&state, &after, "a BRK exception");
+    let handled = HANDLED[0].load(Ordering::Acquire);
+    gic::send_sgi(SGI, SgiTarget::Cpu(0));
+    let after = sme::sme_state_round_trip(&state, SmeEvent::InterruptWindow);
+    let count = HANDLED[0].load(Ordering::Acquire) - handled;
+    report!(
+        count == 1,
+        "the SGI was handled inside the register round trip (got {count})"
+    );
+    check_round_trip(&state, &after, "an IRQ whose handler uses AdvSIMD");
+}
+
+/// SGIs handled, per CPU.
+static HANDLED: [AtomicU32; 2] = [const { AtomicU32::new(0) }; 2];
+/// Set when CPU 1's GIC interface is ready.
+static GIC_READY: AtomicU32 = AtomicU32::new(0);
+/// Set by the holder once its registers hold its values.
+static LOADED: AtomicU32 = AtomicU32::new(0);
+/// Set by the worker once it ran.
+static DONE: AtomicU32 = AtomicU32::new(0);
+/// Set when the holder's handler ran for the worker's SGI.
+static IPI_SEEN: AtomicU32 = AtomicU32::new(0);
+/// The holder's CPU index.
+static HOLDER: AtomicU32 = AtomicU32::new(0);
+/// How many WFIs the holder ran.
+static WAITS: AtomicU64 = AtomicU64::new(0);
+/// The holder's streaming vector length (bytes) read after its wait.
+static HOLDER_LENGTH_AFTER: AtomicUsize = AtomicUsize::new(0);
+/// What each role returned: 0 the holder, 1 the worker.
+static RESULTS: [spin::Mutex<Option<Result<SmeRoundTrip, SmeError>>>; 2] =
+    [const { spin::Mutex::new(None) }; 2];
+
+fn set_up_cpu() {
+    if gic::init().is_ok() {
+        gic::enable(SGI);
+        GIC_READY.store(1, Ordering::Release);
+    }
+}
+
+/// An IRQ handler that works the AdvSIMD registers (illegal in Streaming SVE mode, which the
+/// interrupted code was in) and overwrites all of v0-v31.
+fn simd_handler(_intid: u32) {
+    let mut values = core::hint::black_box([1.25f64; 64]);
+    for (index, value) in values.iter_mut().enumerate() {
+        *value = *value * index as f64 + 0.5;
+    }
+    core::hint::black_box(values.iter().sum::<f64>());
+    fp_state_round_trip(&FpState::pattern(0xee, 0, 0), FpEvent::Nothing);
+    let cpu = cpu_index();
+    if let Some(count) = HANDLED.get(cpu) {
+        count.fetch_add(1, Ordering::AcqRel);
+    }
+    if cpu == HOLDER.load(Ordering::Acquire) as usize {
+        IPI_SEEN.store(1, Ordering::Release);
+    }
+}
+
+/// CPU `holder` holds its SME state at `length` in WFIs with IRQs masked while CPU `worker`
+/// loads its own at `worker_length`, then signals; both states are checked.
+fn descheduled_checks(length: usize, worker_length: usize, holder: usize, worker: usize) {
+    let _length = prefix!("{} bits", bits(length));
+    let _prefix = prefix!(
+        "CPU {holder} waits, CPU {worker} loads at {} bits",
+        bits(worker_length)
+    );
+    *RESULTS[0].lock() = None;
+    *RESULTS[1].lock() = None;
+    LOADED.store(0, Ordering::Release);
+    DONE.store(0, Ordering::Release);
+    IPI_SEEN.store(0, Ordering::Release);
+    WAITS.store(0, Ordering::Release);
+    HOLDER.store(holder as u32, Ordering::Release);
+    HOLDER_LENGTH_AFTER.store(0, Ordering::Release);
+    let hold = move || {
+        let state = SmeState::pattern(seed(length, false), length);
+        let result =
+            hold_descheduled(|handoff| sme::sme_state_round_trip(&state, SmeEvent::Descheduled(handoff)));
+        HOLDER_LENGTH_AFTER.store(sme::streaming_vector_length().unwrap_or(0), Ordering::Release);
+        *RESULTS[0].lock() = Some(result);
+    };
+    let work = move || {
+        let state = SmeState::pattern(seed(worker_length, true), worker_length);
+        let deadline = timer::virtual_count() + 5 * timer::frequency();
+        while LOADED.load(Ordering::Acquire) == 0 && timer::virtual_count() < deadline {
+            core::hint::spin_loop();
+        }
+        let result = sme::sme_state_round_trip(&state, SmeEvent::Nothing);
+        DONE.store(1, Ordering::Release);
+        gic::send_sgi(SGI, SgiTarget::Cpu(HOLDER.load(Ordering::Acquire) as usize));
+        *RESULTS[1].lock() = Some(result);
+    };
+    if holder == cpu_index() {
+        on_cpu_async(worker, work);
+        hold();
+        on_cpu(worker, || {});
+    } else {
+        on_cpu_async(holder, hold);
+        work();
+        on_cpu(holder, || {});
+    }
+    report!(
+        LOADED.load(Ordering::Acquire) == 1 && DONE.load(Ordering::Acquire) == 1,
+        "CPU {worker} loaded its values while CPU {holder} waited with its own (expected loaded 1 and done 1, got {} and {})",
+        LOADED.load(Ordering::Acquire),
+        DONE.load(Ordering::Acquire)
+    );
+    report_info!(
+        "CPU {holder} ran {} WFI(s) while holding its values",
+        WAITS.load(Ordering::Acquire)
+    );
+    let seen = IPI_SEEN.load(Ordering::Acquire);
+    report!(
+        seen == 1,
+        "CPU {holder} took CPU {worker}'s SGI after its wait (expected 1, got {seen})"
+    );
+    let after = HOLDER_LENGTH_AFTER.load(Ordering::Acquire);
+    report!(
+        after == length,
+        "CPU {holder}'s streaming vector length stays {} bits (got {})",
+        bits(length),
+        bits(after)
+    );
+    let expected = SmeState::pattern(seed(length, false), length);
+    match RESULTS[0].lock().as_ref() {
+        Some(result) => check_round_trip(&expected, result, "a descheduled wait"),
+        None => {
+            report!(false, "CPU {holder} returned its SME state");
+        }
+    }
+    let expected = SmeState::pattern(seed(worker_length, true), worker_length);
+    match RESULTS[1].lock().as_ref() {
+        Some(result) => check_round_trip(&expected, result, "a load and store on the other CPU"),
+        None => {
+            report!(false, "CPU {worker} returned its SME state");
+        }
+    }
+}
+
+/// The holder's side: arms the virtual timer as a watchdog at the hand-off's deadline (its PPI
+/// ends a WFI even with IRQs masked), runs `round_trip` with the hand-off, disarms the timer,
+/// then unmasks IRQs so that the worker's pending SGI is taken.
+fn hold_descheduled<T>(round_trip: impl FnOnce(Handoff<'static>) -> T) -> T {
+    let watchdog = Timer::Virtual;
+    let deadline = timer::virtual_count() + 5 * timer::frequency();
+    watchdog.set_compare_value(deadline);
+    watchdog.set_control(CTL_ENABLE);
+    gic::enable(watchdog.intid());
+    let result = round_trip(Handoff {
+        loaded: &LOADED,
+        done: &DONE,
+        deadline,
+        waits: &WAITS,
+    });
+    watchdog.set_control(0);
+    gic::disable(watchdog.intid());
+    isb();
+    let deadline = timer::virtual_count() + timer::frequency();
+    while IPI_SEEN.load(Ordering::Acquire) == 0 && timer::virtual_count() < deadline {
+        enable_interrupts();
+        isb();
+        disable_interrupts();
+    }
+    result
+}
