@@ -43,6 +43,9 @@ use vmunit::{
     Vector, args::glob_match, known_failure, prefix, report, report_fail, report_info, report_skip,
 };
 
+mod host_rflags;
+mod unoffered;
+
 vmunit::main!(main);
 
 /// One of kvm-unit-tests' `svm_tests[]`: its name, why it cannot run here (if it cannot), and
@@ -174,10 +177,12 @@ static CASES: &[Case] = &[
     case("interrupt", interrupt),
     case("nmi", nmi),
     case_if("nmi_hlt", two_cpus, nmi_hlt),
+    case_if("vnmi", unoffered::virtual_nmi, unoffered::not_ported),
     case("virq_inject", virq_inject),
     case("virq_inject_within_shadow", virq_inject_within_shadow),
     case("reg_corruption", reg_corruption),
     case_if("svm_init_startup_test", two_cpus, svm_init_startup_test),
+    case("host_rflags", host_rflags::host_rflags),
     case_if("vgif", virtual_gif, vgif),
     case("svm_cr4_osxsave_test", svm_cr4_osxsave_test),
     case("svm_guest_state_test", svm_guest_state_test),
@@ -186,10 +191,46 @@ static CASES: &[Case] = &[
     case("svm_test_singlestep", svm_test_singlestep),
     case("svm_no_nm_test", svm_no_nm_test),
     case("svm_exception_test", svm_exception_test),
+    case_if(
+        "svm_lbrv_test0",
+        unoffered::last_branch_record,
+        unoffered::not_ported,
+    ),
+    case_if(
+        "svm_lbrv_test1",
+        unoffered::last_branch_record,
+        unoffered::not_ported,
+    ),
+    case_if(
+        "svm_lbrv_test2",
+        unoffered::last_branch_record,
+        unoffered::not_ported,
+    ),
+    case_if(
+        "svm_lbrv_test3",
+        unoffered::last_branch_record,
+        unoffered::not_ported,
+    ),
+    case_if(
+        "svm_lbrv_nested_test1",
+        unoffered::lbr_virtualization,
+        unoffered::not_ported,
+    ),
+    case_if(
+        "svm_lbrv_nested_test2",
+        unoffered::lbr_virtualization,
+        unoffered::not_ported,
+    ),
+    case_if(
+        "svm_lbrv_nested_test3",
+        unoffered::lbr_virtualization,
+        unoffered::not_ported,
+    ),
     case("svm_intr_intercept_mix_if", svm_intr_intercept_mix_if),
     case("svm_intr_intercept_mix_gif", svm_intr_intercept_mix_gif),
     case("svm_intr_intercept_mix_gif2", svm_intr_intercept_mix_gif2),
     case("svm_intr_intercept_mix_nmi", svm_intr_intercept_mix_nmi),
+    case_if("svm_tsc_scale_test", unoffered::tsc_ratio, unoffered::not_ported),
     case_if(
         "svm_unsupported_instruction_intercept_test",
         unadvertised_instructions,

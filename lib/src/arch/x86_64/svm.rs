@@ -30,7 +30,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 use super::control::{CR0_OWNED, Cr0Flags, read_cr0, read_cr2, read_cr3, read_cr4};
 use super::cpuid::{Feature, cpuid, maximum_leaf};
 use super::exceptions::Exception;
-use super::msr::{EferFlags, IA32_EFER, IA32_PAT, try_rdmsr, try_wrmsr};
+use super::msr::{EferFlags, IA32_DEBUGCTL, IA32_EFER, IA32_PAT, try_rdmsr, try_wrmsr};
 use crate::memory::PAGE_SIZE;
 
 /// VM_CR (AMD): SVM lock and disable bits.
@@ -39,8 +39,6 @@ pub const MSR_VM_CR: u32 = 0xc001_0114;
 pub const MSR_VM_HSAVE_PA: u32 = 0xc001_0117;
 /// VM_CR.SVMDIS: EFER.SVME cannot be set.
 pub const VM_CR_SVM_DISABLE: u64 = 1 << 4;
-/// IA32_DEBUGCTL: the VMCB's `dbgctl`.
-const IA32_DEBUGCTL: u32 = 0x1d9;
 
 /// The CPUID leaf of SVM's features: EAX revision, EBX number of ASIDs, EDX feature bits.
 pub const SVM_FEATURE_LEAF: u32 = 0x8000_000a;
@@ -800,7 +798,9 @@ pub struct GuestRegisters {
 
 // Enters the guest and comes back after its #VMEXIT (System V: RDI = the VMCB's physical
 // address, RSI = the guest's `GuestRegisters`, RDX = the physical address of the page the
-// host's VMSAVE state goes to, ECX = whether to enter with the host's RFLAGS.IF set), as
+// host's VMSAVE state goes to, ECX = whether to enter with the host's RFLAGS.IF set, R8D =
+// whether to set the host's RFLAGS.TF right after CLGI, as kvm-unit-tests' host_rflags does in
+// its prepare_gif_clear), as
 // kvm-unit-tests' `test_run` does: CLGI, STI, VMRUN, CLI, STGI, called with interrupts off.
 // With GIF clear the STI lets no interrupt in; it gives the host RFLAGS.IF that
 // V_INTR_MASKING guests are masked by, so physical interrupts reach the guest (or exit with
@@ -825,6 +825,12 @@ global_asm!(
     "jz 2f",
     "sti",
     "2:",
+    "test r8d, r8d",
+    "jz 3f",
+    "pushfq",
+    "or qword ptr [rsp], 0x100",
+    "popfq",
+    "3:",
     "mov rax, rdx",
     "vmsave rax",
     "mov rax, rdi",
@@ -843,6 +849,8 @@ global_asm!(
     "mov r14, [rsi + 0x60]",
     "mov r15, [rsi + 0x68]",
     "mov rsi, [rsi + 0x18]",
+    ".global vmunit_svm_vmrun_instruction",
+    "vmunit_svm_vmrun_instruction:",
     "vmrun rax",
     "cli",
     "push rsi",
@@ -879,7 +887,21 @@ global_asm!(
 );
 
 unsafe extern "sysv64" {
-    fn vmunit_svm_vmrun(vmcb: u64, registers: *mut GuestRegisters, host_save: u64, host_interrupts: u32);
+    fn vmunit_svm_vmrun(
+        vmcb: u64,
+        registers: *mut GuestRegisters,
+        host_save: u64,
+        host_interrupts: u32,
+        host_trap_flag: u32,
+    );
+    static vmunit_svm_vmrun_instruction: u8;
+}
+
+/// The address of the harness's VMRUN instruction (3 bytes: the host resumes at this address
+/// + 3 after each #VMEXIT), for a host #DB handler to recognise a trap that reached it.
+pub fn vmrun_address() -> u64 {
+    // Only the label's address is taken: it marks code, never read as data.
+    core::ptr::addr_of!(vmunit_svm_vmrun_instruction) as u64
 }
 
 const _: () = {
@@ -1126,6 +1148,8 @@ pub struct Svm {
     stack_top: u64,
     registers: GuestRegisters,
     host_interrupts: bool,
+    /// Whether VMRUN's path sets the host's RFLAGS.TF right after CLGI.
+    host_trap_flag: bool,
     nested_cr3: Option<u64>,
 }
 
@@ -1518,6 +1542,7 @@ impl Svm {
             stack_top: stack + STACK_PAGES as u64 * PAGE_SIZE,
             registers: GuestRegisters::default(),
             host_interrupts: true,
+            host_trap_flag: false,
             nested_cr3: SvmFeature::Npt.supported().then(build_nested_page_tables),
         };
         svm.reset();
@@ -1531,6 +1556,7 @@ impl Svm {
     /// zeroed. Where CPUID reports NPT, nested paging is on, with tables that map guest-physical
     /// 0-4 GiB onto the same host-physical addresses (and a flush of the ASID's TLB entries).
     pub fn reset(&mut self) {
+        self.host_trap_flag = false;
         // SAFETY: the VMCB is our page; all-zero bytes are a valid `Vmcb`.
         unsafe { core::ptr::write_bytes(self.vmcb as *mut Vmcb, 0, 1) };
         // SAFETY: VMSAVE writes the host's FS/GS/TR/LDTR and MSRs to the VMCB page we own.
@@ -1600,6 +1626,17 @@ impl Svm {
     /// interrupts reach the guest only in the first case. Kept across [`Svm::reset`].
     pub fn set_host_interrupts(&mut self, enabled: bool) {
         self.host_interrupts = enabled;
+    }
+
+    /// Whether the next VMRUNs set the host's RFLAGS.TF right after CLGI (kvm-unit-tests'
+    /// host_rflags, in its `prepare_gif_clear`): each host instruction from there on raises a
+    /// single-step #DB on the host, which a handler installed with
+    /// [`set_debug_handler`](super::exceptions::set_debug_handler) clears TF at or lets run
+    /// through VMRUN (a TF still set at VMRUN traps after the #VMEXIT, at
+    /// [`vmrun_address`] + 3). Without such a handler the first #DB ends the test. Cleared by
+    /// [`Svm::reset`].
+    pub fn set_host_trap_flag(&mut self, set: bool) {
+        self.host_trap_flag = set;
     }
 
     /// Sets or clears the present bit of the nested page table's first PML4 entry, which maps
@@ -1927,6 +1964,7 @@ impl Svm {
                     &mut self.registers,
                     self.host_save_address,
                     u32::from(self.host_interrupts),
+                    u32::from(self.host_trap_flag),
                 )
             };
             guest_handlers.swap();
