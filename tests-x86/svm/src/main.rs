@@ -43,6 +43,7 @@ use vmunit::{
     Vector, args::glob_match, known_failure, prefix, report, report_fail, report_info, report_skip,
 };
 
+mod cross_modified;
 mod host_rflags;
 mod unoffered;
 
@@ -163,6 +164,11 @@ static CASES: &[Case] = &[
     ),
     case("cr3 read intercept", cr3_read_intercept),
     case("cr3 read nointercept", cr3_read_nointercept),
+    case_if(
+        "cr3 read intercept emulate",
+        two_cpus,
+        cross_modified::cr3_read_intercept_emulate,
+    ),
     case("dr intercept check", dr_intercept_check),
     case_if("next_rip", next_rip_save, next_rip),
     case("msr intercept check", msr_intercept_check),
@@ -621,7 +627,7 @@ fn sel_cr0_lmsw_intercept(svm: &mut Svm) {
 const LMSW_DEFECT: &str = "QEMU's helper_write_crN (target/i386/tcg/system/misc_helper.c), which LMSW goes through, intercepts it like MOV to CR0, only when bits other than TS and MP change (reproduce-svm-lmsw-selective-cr0)";
 
 /// The KFAIL reason of the CR3-read intercept checks.
-const CR_READ_DEFECT: &str = "QEMU's decode_op (target/i386/tcg/decode-new.c.inc, X86_TYPE_C) adds the CR number to an intercept only when it is non-zero, and READ_CR0's is 0: MOV from CR3 is checked against the CR0-read intercept (reproduce-svm-cr3-read-intercept)";
+pub(crate) const CR_READ_DEFECT: &str = "QEMU's decode_op (target/i386/tcg/decode-new.c.inc, X86_TYPE_C) adds the CR number to an intercept only when it is non-zero, and READ_CR0's is 0: MOV from CR3 is checked against the CR0-read intercept (reproduce-svm-cr3-read-intercept)";
 
 /// cr3 read intercept: MOV from CR3 exits with READ_CR3 before it completes.
 fn cr3_read_intercept(svm: &mut Svm) {
