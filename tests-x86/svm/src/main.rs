@@ -45,6 +45,7 @@ use vmunit::{
 
 mod cross_modified;
 mod host_rflags;
+mod init_intercept;
 mod unoffered;
 
 vmunit::main!(main);
@@ -188,6 +189,11 @@ static CASES: &[Case] = &[
     case("virq_inject_within_shadow", virq_inject_within_shadow),
     case("reg_corruption", reg_corruption),
     case_if("svm_init_startup_test", two_cpus, svm_init_startup_test),
+    case_if(
+        "svm_init_intercept_test",
+        two_cpus,
+        init_intercept::svm_init_intercept_test,
+    ),
     case("host_rflags", host_rflags::host_rflags),
     case_if("vgif", virtual_gif, vgif),
     case("svm_cr4_osxsave_test", svm_cr4_osxsave_test),
@@ -256,6 +262,10 @@ static REPRODUCERS: &[Reproducer] = &[
     ),
     reproducer("reproduce_failed_vmrun_state", reproduce_failed_vmrun_state),
     reproducer("reproduce_int3_intercept", reproduce_int3_intercept),
+    reproducer(
+        "reproduce_init_with_gif_clear",
+        init_intercept::reproduce_init_with_gif_clear,
+    ),
 ];
 
 /// kvm-unit-tests' `test_wanted`: with no positive filter every case runs; `-glob` excludes.

@@ -1938,15 +1938,36 @@ impl Svm {
     /// through cells or atomics: the host waits while the guest runs. `finished` runs with
     /// interrupts off (an interrupt the guest exited for stays pending until the host opens a
     /// window); they are back as they were when `run` returns.
-    pub fn run<G: Fn()>(&mut self, guest: &G, mut finished: impl FnMut(&mut Exit<'_>) -> bool) -> ExitCode {
-        self.vmcb.save.rip = guest_entry::<G> as *const () as u64;
-        // As after a CALL: RSP + 8 is 16-byte aligned.
-        self.vmcb.save.rsp = self.stack_top - 8;
-        self.registers.rdi = guest as *const G as u64;
+    pub fn run<G: Fn()>(&mut self, guest: &G, finished: impl FnMut(&mut Exit<'_>) -> bool) -> ExitCode {
         assert!(
             super::smp::cpu_index() == 0,
             "the SVM harness runs guests on the boot CPU, whose exception catching they share"
         );
+        self.run_here(guest, finished)
+    }
+
+    /// [`Svm::run`] on whichever CPU calls it (kvm-unit-tests' `on_vcpu`), for a guest that a
+    /// CPU's end can be left to (svm_init_intercept_test's INIT). Call [`enable`] on that CPU
+    /// first. The calling CPU's exception catching is put aside for the run as on the boot
+    /// CPU.
+    ///
+    /// # Safety
+    /// The guest must raise no exception and take no interrupt the runtime dispatches: its
+    /// stack is not a CPU's, so the runtime takes whatever the guest raises for the boot
+    /// CPU's and would resume it in the boot CPU's catch contexts.
+    pub unsafe fn run_on_this_cpu<G: Fn()>(
+        &mut self,
+        guest: &G,
+        finished: impl FnMut(&mut Exit<'_>) -> bool,
+    ) -> ExitCode {
+        self.run_here(guest, finished)
+    }
+
+    fn run_here<G: Fn()>(&mut self, guest: &G, mut finished: impl FnMut(&mut Exit<'_>) -> bool) -> ExitCode {
+        self.vmcb.save.rip = guest_entry::<G> as *const () as u64;
+        // As after a CALL: RSP + 8 is 16-byte aligned.
+        self.vmcb.save.rsp = self.stack_top - 8;
+        self.registers.rdi = guest as *const G as u64;
         let interrupts_were_enabled = super::interrupts::are_enabled();
         super::interrupts::disable();
         let mut guest_handlers = crate::catch::HandlerState::NONE;
