@@ -46,6 +46,7 @@ use vmunit::{
 mod cross_modified;
 mod host_rflags;
 mod init_intercept;
+mod mode_switch;
 mod unoffered;
 
 vmunit::main!(main);
@@ -173,6 +174,7 @@ static CASES: &[Case] = &[
     case("dr intercept check", dr_intercept_check),
     case_if("next_rip", next_rip_save, next_rip),
     case("msr intercept check", msr_intercept_check),
+    case("mode_switch", mode_switch::mode_switch),
     case("asid_zero", asid_zero),
     case_if("tsc_adjust", tsc_adjust_msr, tsc_adjust),
     case("latency_run_exit", latency_run_exit),
