@@ -46,6 +46,7 @@ use vmunit::{
 mod cross_modified;
 mod host_rflags;
 mod init_intercept;
+mod legacy_paging;
 mod mode_switch;
 mod unoffered;
 
@@ -198,6 +199,8 @@ static CASES: &[Case] = &[
     ),
     case("host_rflags", host_rflags::host_rflags),
     case_if("vgif", virtual_gif, vgif),
+    case("svm_pae_test", legacy_paging::svm_pae_test),
+    case("svm_pse_test", legacy_paging::svm_pse_test),
     case("svm_cr4_osxsave_test", svm_cr4_osxsave_test),
     case("svm_guest_state_test", svm_guest_state_test),
     case("svm_vmrun_errata_test", svm_vmrun_errata_test),
@@ -267,6 +270,10 @@ static REPRODUCERS: &[Reproducer] = &[
     reproducer(
         "reproduce_init_with_gif_clear",
         init_intercept::reproduce_init_with_gif_clear,
+    ),
+    reproducer(
+        "reproduce_pae_pdpte_reserved",
+        legacy_paging::reproduce_pae_pdpte_reserved,
     ),
 ];
 
@@ -1690,7 +1697,7 @@ fn interrupt(svm: &mut Svm) {
 
 /// Whether `exit` is VMRUN's failure, ERR: its low 32 bits all ones (QEMU stores 0xffffffff;
 /// that EXITCODE is -1 in all 64 bits is `vmrun intercept check`'s and `asid_zero`'s check).
-fn is_error(exit: ExitCode) -> bool {
+pub(crate) fn is_error(exit: ExitCode) -> bool {
     exit.raw() as u32 == u32::MAX
 }
 

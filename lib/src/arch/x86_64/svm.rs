@@ -125,6 +125,8 @@ pub mod attributes {
     pub const DATA_READ_WRITE: u16 = 3;
     /// Type: execute/read code, accessed.
     pub const CODE_EXECUTE_READ: u16 = 9;
+    /// Type: execute/read code, accessed (0xb: kvm-unit-tests' 32-bit CS, 0xc9b).
+    pub const CODE_EXECUTE_READ_ACCESSED: u16 = 0xb;
     /// S: code or data (not system).
     pub const S: u16 = 1 << 4;
     /// P: present.
@@ -1417,6 +1419,36 @@ impl LoadedBase {
     }
 }
 
+/// The paging of [`Svm::run_legacy_hypercall`]'s 32-bit guest.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LegacyPaging {
+    /// Two-level 32-bit paging with 4 MiB pages (CR4.PSE).
+    TwoLevel,
+    /// PAE paging: a PDPT of four entries at CR3 (CR4.PAE).
+    Pae,
+}
+
+// The 32-bit guest of `Svm::run_legacy_hypercall`: VMMCALL, again if resumed.
+global_asm!(
+    ".pushsection .text.vmunit_svm_hypercall_32bit, \"ax\", @progbits",
+    ".code32",
+    ".global vmunit_svm_hypercall_32bit",
+    "vmunit_svm_hypercall_32bit:",
+    "vmmcall",
+    "jmp vmunit_svm_hypercall_32bit",
+    ".code64",
+    ".popsection",
+);
+
+unsafe extern "C" {
+    static vmunit_svm_hypercall_32bit: u8;
+}
+
+/// The address of [`Svm::run_legacy_hypercall`]'s 32-bit guest code (its RIP).
+pub fn hypercall_32bit_address() -> u64 {
+    core::ptr::addr_of!(vmunit_svm_hypercall_32bit) as u64
+}
+
 /// VMRUN with RAX = `address`, for a guest to execute where the host intercepts it.
 ///
 /// # Safety
@@ -1963,11 +1995,51 @@ impl Svm {
         self.run_here(guest, finished)
     }
 
-    fn run_here<G: Fn()>(&mut self, guest: &G, mut finished: impl FnMut(&mut Exit<'_>) -> bool) -> ExitCode {
+    fn run_here<G: Fn()>(&mut self, guest: &G, finished: impl FnMut(&mut Exit<'_>) -> bool) -> ExitCode {
         self.vmcb.save.rip = guest_entry::<G> as *const () as u64;
         // As after a CALL: RSP + 8 is 16-byte aligned.
         self.vmcb.save.rsp = self.stack_top - 8;
         self.registers.rdi = guest as *const G as u64;
+        self.enter(finished)
+    }
+
+    /// Runs the harness's 32-bit guest (VMMCALL in a loop: kvm-unit-tests'
+    /// `hypercall_32bit_main`) in legacy protected mode with `paging` through the tables at
+    /// `cr3` (kvm-unit-tests' `svm_32bit_guest_init_common`): a 32-bit CS, EFER.LME and LMA
+    /// clear, CR0.PG and PE set, CR4.PAE or CR4.PSE. Returns its first exit: VMMCALL, ERR when
+    /// VMRUN refuses the state, or an intercepted fault of its walk. Call [`Svm::reset`]
+    /// before the next run.
+    ///
+    /// # Safety
+    /// `cr3` must point at tables of `paging`'s format that map the guest's code (below 4 GiB)
+    /// onto itself, changed at most in bits VMRUN refuses or a walk faults on: tables that
+    /// map the code elsewhere run whatever is there as the guest.
+    pub unsafe fn run_legacy_hypercall(&mut self, paging: LegacyPaging, cr3: u64) -> ExitCode {
+        use super::control::Cr4Flags;
+        let code = hypercall_32bit_address();
+        assert!(code < 1 << 32, "the 32-bit guest's code lies above 4 GiB");
+        let save = &mut self.vmcb.save;
+        save.cs.attributes = attributes::CODE_EXECUTE_READ_ACCESSED
+            | attributes::S
+            | attributes::P
+            | attributes::DB
+            | attributes::G;
+        save.efer &= !(EferFlags::LONG_MODE_ENABLE | EferFlags::LONG_MODE_ACTIVE).bits();
+        save.cr0 |= (Cr0Flags::PAGING | Cr0Flags::PROTECTED_MODE_ENABLE).bits();
+        save.cr4 &= !(Cr4Flags::PHYSICAL_ADDRESS_EXTENSION | Cr4Flags::PAGE_SIZE_EXTENSION).bits();
+        save.cr4 |= match paging {
+            LegacyPaging::TwoLevel => Cr4Flags::PAGE_SIZE_EXTENSION,
+            LegacyPaging::Pae => Cr4Flags::PHYSICAL_ADDRESS_EXTENSION,
+        }
+        .bits();
+        save.cr3 = cr3;
+        save.rip = code;
+        save.rsp = self.stack_top - 8;
+        self.enter(|_| true)
+    }
+
+    /// VMRUN from the VMCB as it is, then `finished` with each #VMEXIT until it returns true.
+    fn enter(&mut self, mut finished: impl FnMut(&mut Exit<'_>) -> bool) -> ExitCode {
         let interrupts_were_enabled = super::interrupts::are_enabled();
         super::interrupts::disable();
         let mut guest_handlers = crate::catch::HandlerState::NONE;
@@ -1976,7 +2048,9 @@ impl Svm {
             // stack is not a CPU's, so they count as the boot CPU's, checked above).
             guest_handlers.swap();
             // SAFETY: the VMCB is the host's copy (`reset`) whose RIP, RSP and RDI were just set
-            // to run `guest` on the harness's stack; only `unsafe` `vmcb_mut` can break that.
+            // to run `guest` on the harness's stack, or the 32-bit guest's state whose tables
+            // `run_legacy_hypercall`'s caller vouches for; only `unsafe` `vmcb_mut` can break
+            // that.
             // The host-save page and VM_HSAVE_PA were set up by `new`. `guest` outlives the
             // loop.
             unsafe {
