@@ -1152,6 +1152,8 @@ pub struct Svm {
     host_interrupts: bool,
     /// Whether VMRUN's path sets the host's RFLAGS.TF right after CLGI.
     host_trap_flag: bool,
+    /// The page of [`Svm::give_guest_code32_segment`]'s GDT, once made.
+    guest_gdt: Option<u64>,
     nested_cr3: Option<u64>,
 }
 
@@ -1164,6 +1166,35 @@ pub enum Unavailable {
     Disabled,
     /// Setting EFER.SVME or VM_HSAVE_PA faulted.
     Fault(Exception),
+}
+
+/// The size of a guest's stack.
+const GUEST_STACK_BYTES: usize = 16 * PAGE_SIZE as usize;
+/// How many harnesses get a guest stack inside the image.
+const IMAGE_GUEST_STACKS: usize = 4;
+
+/// Guest stacks inside the image, so that a guest can run code in user mode (which the runtime
+/// opens to the image's pages only, `run_in_user_mode`) with what it keeps on its stack. Only
+/// guests use them, through their RSP.
+#[repr(C, align(4096))]
+struct GuestStacks(core::cell::UnsafeCell<[[u8; GUEST_STACK_BYTES]; IMAGE_GUEST_STACKS]>);
+// SAFETY: no Rust reference into the stacks is ever made; only their addresses are taken, one
+// stack per harness.
+unsafe impl Sync for GuestStacks {}
+static GUEST_STACKS: GuestStacks = GuestStacks(core::cell::UnsafeCell::new(
+    [[0; GUEST_STACK_BYTES]; IMAGE_GUEST_STACKS],
+));
+/// The next unused stack of [`GUEST_STACKS`].
+static NEXT_GUEST_STACK: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// The top of a fresh guest stack: one of the image's while they last, then leaked frames.
+fn guest_stack_top() -> u64 {
+    let index = NEXT_GUEST_STACK.fetch_add(1, Ordering::Relaxed);
+    if index < IMAGE_GUEST_STACKS {
+        GUEST_STACKS.0.get() as u64 + ((index + 1) * GUEST_STACK_BYTES) as u64
+    } else {
+        leak_frames(GUEST_STACK_BYTES / PAGE_SIZE as usize) + GUEST_STACK_BYTES as u64
+    }
 }
 
 /// `count` zeroed, physically contiguous, identity-mapped frames that are never freed.
@@ -1419,6 +1450,67 @@ impl LoadedBase {
     }
 }
 
+/// A 32-bit ring-0 code segment (base 0, limit 4 GiB, execute/read, D/B, G), for
+/// [`Svm::give_guest_code32_segment`].
+const CODE32_DESCRIPTOR: u64 = 0x00cf_9b00_0000_ffff;
+
+// INTO in 32-bit code (kvm-unit-tests' generate_of): entered with a far return from 64-bit
+// code, it sets OF (0x7fffffff + 1) and runs INTO, whose #OF ends it; UD2 where INTO raises
+// nothing. Either exception is caught by `try_overflow_in_compatibility_mode`.
+global_asm!(
+    ".pushsection .text.vmunit_svm_into_32bit, \"ax\", @progbits",
+    ".code32",
+    ".global vmunit_svm_into_32bit",
+    "vmunit_svm_into_32bit:",
+    "mov eax, 0x7fffffff",
+    "add eax, 1",
+    "into",
+    "ud2",
+    ".code64",
+    ".popsection",
+);
+
+unsafe extern "C" {
+    static vmunit_svm_into_32bit: u8;
+}
+
+/// For a guest given a 32-bit code segment ([`Svm::give_guest_code32_segment`]): jumps to
+/// 32-bit code in that segment (at CPL 0) that runs INTO with OF set, and returns the
+/// exception that ends it (#OF, or #UD where INTO raised nothing).
+///
+/// # Panics
+/// When the stack or the code lie above 4 GiB (32-bit code reaches neither).
+pub fn try_overflow_in_compatibility_mode(code32: u16) -> Exception {
+    let code = core::ptr::addr_of!(vmunit_svm_into_32bit) as u64;
+    let stack: u64;
+    // SAFETY: reading RSP has no effect.
+    unsafe { asm!("mov {}, rsp", out(reg) stack, options(nomem, nostack, preserves_flags)) };
+    assert!(
+        code < 1 << 32 && stack < 1 << 32,
+        "32-bit code needs code and stack below 4 GiB"
+    );
+    let outcome = super::catch_exception(|| {
+        // SAFETY: the far return enters the 32-bit code, which only ends in an exception
+        // (INTO's #OF or UD2's #UD), which the enclosing catch turns into a return here, in
+        // 64-bit mode. The segment is a flat ring-0 code segment, and the stack stays below
+        // 4 GiB.
+        unsafe {
+            asm!(
+                "push {selector}",
+                "push {code}",
+                "retfq",
+                selector = in(reg) u64::from(code32),
+                code = in(reg) code,
+                out("rax") _,
+            )
+        };
+    });
+    match outcome {
+        Err(exception) => exception,
+        Ok(()) => unreachable!("the 32-bit INTO code ends only in an exception"),
+    }
+}
+
 /// The paging of [`Svm::run_legacy_hypercall`]'s 32-bit guest.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum LegacyPaging {
@@ -1554,11 +1646,9 @@ impl Svm {
     /// with a VMCB set up as [`Svm::reset`] does.
     pub fn new() -> Result<Svm, Unavailable> {
         enable()?;
-        const STACK_PAGES: usize = 16;
         let vmcb_address = leak_frames(1);
         let io_address = leak_frames(3);
         let msr_address = leak_frames(2);
-        let stack = leak_frames(STACK_PAGES);
         let mut svm = Svm {
             // SAFETY: a zeroed, page-aligned frame of our own, never freed; all-zero is a valid
             // `Vmcb` (plain integers).
@@ -1571,10 +1661,11 @@ impl Svm {
             // SAFETY: two zeroed frames of our own, never freed.
             msr: unsafe { &*(msr_address as usize as *const MsrPermissionMap) },
             msr_address,
-            stack_top: stack + STACK_PAGES as u64 * PAGE_SIZE,
+            stack_top: guest_stack_top(),
             registers: GuestRegisters::default(),
             host_interrupts: true,
             host_trap_flag: false,
+            guest_gdt: None,
             nested_cr3: SvmFeature::Npt.supported().then(build_nested_page_tables),
         };
         svm.reset();
@@ -2001,6 +2092,25 @@ impl Svm {
         self.vmcb.save.rsp = self.stack_top - 8;
         self.registers.rdi = guest as *const G as u64;
         self.enter(finished)
+    }
+
+    /// Gives the guest a GDT of its own: a copy of the runtime's (so every selector the guest
+    /// holds means what it meant) with a 32-bit ring-0 code segment after it, whose selector it
+    /// returns (for [`try_overflow_in_compatibility_mode`]). Until [`Svm::reset`].
+    pub fn give_guest_code32_segment(&mut self) -> u16 {
+        let (limit, base) = super::instructions::store_gdtr();
+        let length = usize::from(limit) + 1;
+        assert!(length + 8 <= PAGE_SIZE as usize, "the runtime's GDT fills a page");
+        let page = *self.guest_gdt.get_or_insert_with(|| leak_frames(1));
+        // SAFETY: the runtime's GDT is `length` bytes at `base`, readable; the page is our own,
+        // never freed, and holds nothing else; the descriptor lands just after the copy.
+        unsafe {
+            core::ptr::copy_nonoverlapping(base as usize as *const u8, page as usize as *mut u8, length);
+            ((page as usize + length) as *mut u64).write_unaligned(CODE32_DESCRIPTOR);
+        }
+        self.vmcb.save.gdtr.base = page;
+        self.vmcb.save.gdtr.limit = (length + 8 - 1) as u32;
+        length as u16
     }
 
     /// Runs the harness's 32-bit guest (VMMCALL in a loop: kvm-unit-tests'
