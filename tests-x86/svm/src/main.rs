@@ -248,6 +248,7 @@ static CASES: &[Case] = &[
     case("svm_intr_intercept_mix_gif", svm_intr_intercept_mix_gif),
     case("svm_intr_intercept_mix_gif2", svm_intr_intercept_mix_gif2),
     case("svm_intr_intercept_mix_nmi", svm_intr_intercept_mix_nmi),
+    case("svm_intr_intercept_mix_smi", svm_intr_intercept_mix_smi),
     case_if("svm_tsc_scale_test", unoffered::tsc_ratio, unoffered::not_ported),
     case_if(
         "svm_unsupported_instruction_intercept_test",
@@ -2382,6 +2383,30 @@ fn svm_intr_intercept_mix_gif2(svm: &mut Svm) {
         reached.store(true, SeqCst);
     });
     set_interrupt_handler(MIX_VECTOR, None);
+}
+
+/// svm_intr_intercept_mix_smi: an SMI the guest sends itself with GIF clear (STI does not
+/// matter) exits with SMI at its STGI (kvm-unit-tests cannot count SMIs either: the host takes
+/// the SMI that stays pending through a handler that only resumes).
+fn svm_intr_intercept_mix_smi(svm: &mut Svm) {
+    vmunit::arch::svm::install_resuming_smi_handler();
+    svm.set_intercept(Intercept::Smi);
+    let at_stgi = AtomicBool::new(false);
+    let reached = AtomicBool::new(false);
+    let exit = svm.run_once(&|| {
+        clgi();
+        apic::send_smi(apic::id());
+        sti_nop();
+        at_stgi.store(true, SeqCst);
+        stgi();
+        reached.store(true, SeqCst);
+    });
+    report!(
+        at_stgi.load(SeqCst),
+        "with GIF clear the SMI waits: the guest gets to its STGI"
+    );
+    report!(!reached.load(SeqCst), "the guest does not get past its STGI");
+    report!(exit == ExitCode::Smi, "Wanted VM-Exit reason SMI, got {exit}");
 }
 
 /// svm_intr_intercept_mix_nmi: an NMI the guest sends itself with GIF clear (CLI and STI do not

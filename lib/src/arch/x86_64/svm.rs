@@ -1511,6 +1511,23 @@ pub fn try_overflow_in_compatibility_mode(code32: u16) -> Exception {
     }
 }
 
+/// The SMBASE a CPU has after reset (its SMI handler runs at SMBASE + 0x8000, its state is
+/// saved at SMBASE + 0xfe00 and up).
+pub const RESET_SMBASE: u64 = 0x3_0000;
+
+/// Puts an SMI handler that only resumes (RSM) at the reset SMBASE's entry point, physical
+/// 0x38000: an SMI an SVM test leaves pending (intr_intercept_mix_smi's, which stays pending
+/// after its intercept) is then taken and returned from. Physical 0x30000-0x3ffff is below
+/// the runtime's allocators (1 MiB) and above the real-mode area (64 KiB): SMM owns it.
+pub fn install_resuming_smi_handler() {
+    /// RSM.
+    const RSM: [u8; 2] = [0x0f, 0xaa];
+    let entry = RESET_SMBASE + 0x8000;
+    // SAFETY: physical 0x38000 is identity mapped RAM that nothing in the runtime uses (see
+    // above); two bytes of code are written there.
+    unsafe { core::ptr::copy_nonoverlapping(RSM.as_ptr(), entry as usize as *mut u8, RSM.len()) };
+}
+
 /// The paging of [`Svm::run_legacy_hypercall`]'s 32-bit guest.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum LegacyPaging {
