@@ -2120,11 +2120,12 @@ impl Svm {
         assert!(length + 8 <= PAGE_SIZE as usize, "the runtime's GDT fills a page");
         let page = *self.guest_gdt.get_or_insert_with(|| leak_frames(1));
         // SAFETY: the runtime's GDT is `length` bytes at `base`, readable; the page is our own,
-        // never freed, and holds nothing else; the descriptor lands just after the copy.
+        // never freed, and holds nothing else.
         unsafe {
-            core::ptr::copy_nonoverlapping(base as usize as *const u8, page as usize as *mut u8, length);
-            ((page as usize + length) as *mut u64).write_unaligned(CODE32_DESCRIPTOR);
-        }
+            core::ptr::copy_nonoverlapping(base as usize as *const u8, page as usize as *mut u8, length)
+        };
+        // SAFETY: the descriptor lands just after the copy, inside the same page (checked above).
+        unsafe { ((page as usize + length) as *mut u64).write_unaligned(CODE32_DESCRIPTOR) };
         self.vmcb.save.gdtr.base = page;
         self.vmcb.save.gdtr.limit = (length + 8 - 1) as u32;
         length as u16
