@@ -67,7 +67,7 @@ impl Tables {
 
 /// Whether `exit` is VMRUN's failure.
 fn is_error(exit: ExitCode) -> bool {
-    crate::is_error(exit)
+    crate::guest_state::is_error(exit)
 }
 
 /// One VMRUN of the 32-bit guest from a reset VMCB, with #PF intercepted.
