@@ -822,7 +822,7 @@ fn user_mode() {
         let restored = try_write_cr0(cr0);
         known_failure(
             host().tcg,
-            "QEMU's TCG does not implement alignment checking",
+            "QEMU's x86 TCG implements no alignment checking (reproduce-tcg-alignment-check)",
             || {
                 report!(
                     set.is_ok()

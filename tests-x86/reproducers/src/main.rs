@@ -220,6 +220,22 @@ fn alignment_check_needs_cr0_am() {
     );
 }
 
+/// At CPL 3 with CR0.AM and RFLAGS.AC set, a misaligned load raises #AC(0) (QEMU's x86 TCG
+/// implements no alignment checking: the load completes).
+#[vmunit::test]
+fn alignment_check_raises_ac() {
+    let cr0 = read_cr0();
+    let set = try_write_cr0(cr0 | Cr0Flags::ALIGNMENT_MASK.bits());
+    let result = run_in_user_mode(|| read_with_alignment_check(MISALIGNED.as_ptr() as u64 + 1));
+    let restored = try_write_cr0(cr0);
+    report!(
+        set.is_ok()
+            && restored.is_ok()
+            && matches!(result, Err(exception) if exception.vector == Vector::AC && exception.error_code == 0),
+        "with CR0.AM set, a misaligned CPL-3 load with RFLAGS.AC raises #AC(0) (got {result:x?})"
+    );
+}
+
 /// INVPCID raises #UD where CPUID does not advertise it (its entry hides it with -invpcid;
 /// kvm_pvm: KVM internal error).
 #[vmunit::test]

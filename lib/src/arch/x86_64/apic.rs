@@ -168,6 +168,8 @@ pub const DESTINATION_FORMAT_FLAT: u32 = 0xffff_ffff;
 pub const DESTINATION_FORMAT_CLUSTER: u32 = 0x0fff_ffff;
 /// ICR delivery mode NMI (to a physical destination: the Self shorthand allows only Fixed).
 const DELIVERY_NMI: u32 = 0b100 << 8;
+/// ICR delivery mode SMI.
+const DELIVERY_SMI: u32 = 0b010 << 8;
 /// ICR delivery mode INIT.
 const DELIVERY_INIT: u32 = 0b101 << 8;
 /// ICR delivery mode STARTUP.
@@ -347,6 +349,13 @@ pub fn self_ipi(vector: u8) -> bool {
         return try_wrmsr(IA32_X2APIC_SELF_IPI, u64::from(vector)).is_ok();
     }
     send_command(0, TO_SELF | u32::from(vector))
+}
+
+/// Sends an SMI to the CPU whose APIC ID is `destination` (which may be this CPU's own): it
+/// enters SMM at its SMBASE + 0x8000 unless SVM intercepts it, so only after
+/// `svm::install_resuming_smi_handler`.
+pub fn send_smi(destination: u32) -> bool {
+    send_command(destination, DELIVERY_SMI | ASSERT)
 }
 
 /// Sends an NMI to the CPU whose APIC ID is `destination` (which may be this CPU's own).

@@ -167,6 +167,21 @@ pub fn read_dr7() -> u64 {
     value
 }
 
+/// DR6 without a fault check (for a #DB handler: reading it at CPL 0 has no side effect).
+pub fn read_dr6() -> u64 {
+    let value: u64;
+    // SAFETY: reading DR6 has no side effect; at CPL 3 it raises #GP, which ends the test.
+    unsafe { asm!("mov {}, dr6", out(reg) value, options(nomem, nostack)) };
+    value
+}
+
+/// MOV to DR6 without a fault check (for a #DB handler that clears the status bits): DR6 only
+/// reports #DBs; bits 63:32 set raise #GP, which ends the test.
+pub fn write_dr6(value: u64) {
+    // SAFETY: writing DR6 changes no memory and enables nothing.
+    unsafe { asm!("mov dr6, {}", in(reg) value, options(nomem, nostack)) };
+}
+
 /// MOV to DR7 without a fault check (for timing it): a value that enables breakpoints makes
 /// #DBs come, which end the test unless recorded.
 pub fn write_dr7(value: u64) {

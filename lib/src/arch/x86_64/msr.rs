@@ -37,6 +37,10 @@ pub const IA32_MCG_CAP: u32 = 0x179;
 pub const IA32_PERFEVTSEL0: u32 = 0x186;
 /// IA32_MISC_ENABLE.
 pub const IA32_MISC_ENABLE: u32 = 0x1a0;
+/// IA32_DEBUGCTL (AMD's DebugCtl): bit 0 ([`DEBUGCTL_LBR`]) records the last branch.
+pub const IA32_DEBUGCTL: u32 = 0x1d9;
+/// IA32_DEBUGCTL.LBR: last-branch recording into LastBranchFromIP/LastBranchToIP.
+pub const DEBUGCTL_LBR: u64 = 1;
 /// IA32_PAT: the page attribute table.
 pub const IA32_PAT: u32 = 0x277;
 /// IA32_FIXED_CTR0; fixed counter `n` is `IA32_FIXED_CTR0 + n`.

@@ -30,7 +30,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 use super::control::{CR0_OWNED, Cr0Flags, read_cr0, read_cr2, read_cr3, read_cr4};
 use super::cpuid::{Feature, cpuid, maximum_leaf};
 use super::exceptions::Exception;
-use super::msr::{EferFlags, IA32_EFER, IA32_PAT, try_rdmsr, try_wrmsr};
+use super::msr::{EferFlags, IA32_DEBUGCTL, IA32_EFER, IA32_PAT, try_rdmsr, try_wrmsr};
 use crate::memory::PAGE_SIZE;
 
 /// VM_CR (AMD): SVM lock and disable bits.
@@ -39,8 +39,6 @@ pub const MSR_VM_CR: u32 = 0xc001_0114;
 pub const MSR_VM_HSAVE_PA: u32 = 0xc001_0117;
 /// VM_CR.SVMDIS: EFER.SVME cannot be set.
 pub const VM_CR_SVM_DISABLE: u64 = 1 << 4;
-/// IA32_DEBUGCTL: the VMCB's `dbgctl`.
-const IA32_DEBUGCTL: u32 = 0x1d9;
 
 /// The CPUID leaf of SVM's features: EAX revision, EBX number of ASIDs, EDX feature bits.
 pub const SVM_FEATURE_LEAF: u32 = 0x8000_000a;
@@ -127,6 +125,8 @@ pub mod attributes {
     pub const DATA_READ_WRITE: u16 = 3;
     /// Type: execute/read code, accessed.
     pub const CODE_EXECUTE_READ: u16 = 9;
+    /// Type: execute/read code, accessed (0xb: kvm-unit-tests' 32-bit CS, 0xc9b).
+    pub const CODE_EXECUTE_READ_ACCESSED: u16 = 0xb;
     /// S: code or data (not system).
     pub const S: u16 = 1 << 4;
     /// P: present.
@@ -800,7 +800,9 @@ pub struct GuestRegisters {
 
 // Enters the guest and comes back after its #VMEXIT (System V: RDI = the VMCB's physical
 // address, RSI = the guest's `GuestRegisters`, RDX = the physical address of the page the
-// host's VMSAVE state goes to, ECX = whether to enter with the host's RFLAGS.IF set), as
+// host's VMSAVE state goes to, ECX = whether to enter with the host's RFLAGS.IF set, R8D =
+// whether to set the host's RFLAGS.TF right after CLGI, as kvm-unit-tests' host_rflags does in
+// its prepare_gif_clear), as
 // kvm-unit-tests' `test_run` does: CLGI, STI, VMRUN, CLI, STGI, called with interrupts off.
 // With GIF clear the STI lets no interrupt in; it gives the host RFLAGS.IF that
 // V_INTR_MASKING guests are masked by, so physical interrupts reach the guest (or exit with
@@ -825,6 +827,12 @@ global_asm!(
     "jz 2f",
     "sti",
     "2:",
+    "test r8d, r8d",
+    "jz 3f",
+    "pushfq",
+    "or qword ptr [rsp], 0x100",
+    "popfq",
+    "3:",
     "mov rax, rdx",
     "vmsave rax",
     "mov rax, rdi",
@@ -843,6 +851,8 @@ global_asm!(
     "mov r14, [rsi + 0x60]",
     "mov r15, [rsi + 0x68]",
     "mov rsi, [rsi + 0x18]",
+    ".global vmunit_svm_vmrun_instruction",
+    "vmunit_svm_vmrun_instruction:",
     "vmrun rax",
     "cli",
     "push rsi",
@@ -879,7 +889,21 @@ global_asm!(
 );
 
 unsafe extern "sysv64" {
-    fn vmunit_svm_vmrun(vmcb: u64, registers: *mut GuestRegisters, host_save: u64, host_interrupts: u32);
+    fn vmunit_svm_vmrun(
+        vmcb: u64,
+        registers: *mut GuestRegisters,
+        host_save: u64,
+        host_interrupts: u32,
+        host_trap_flag: u32,
+    );
+    static vmunit_svm_vmrun_instruction: u8;
+}
+
+/// The address of the harness's VMRUN instruction (3 bytes: the host resumes at this address
+/// + 3 after each #VMEXIT), for a host #DB handler to recognise a trap that reached it.
+pub fn vmrun_address() -> u64 {
+    // Only the label's address is taken: it marks code, never read as data.
+    core::ptr::addr_of!(vmunit_svm_vmrun_instruction) as u64
 }
 
 const _: () = {
@@ -1126,6 +1150,10 @@ pub struct Svm {
     stack_top: u64,
     registers: GuestRegisters,
     host_interrupts: bool,
+    /// Whether VMRUN's path sets the host's RFLAGS.TF right after CLGI.
+    host_trap_flag: bool,
+    /// The page of [`Svm::give_guest_code32_segment`]'s GDT, once made.
+    guest_gdt: Option<u64>,
     nested_cr3: Option<u64>,
 }
 
@@ -1138,6 +1166,35 @@ pub enum Unavailable {
     Disabled,
     /// Setting EFER.SVME or VM_HSAVE_PA faulted.
     Fault(Exception),
+}
+
+/// The size of a guest's stack.
+const GUEST_STACK_BYTES: usize = 16 * PAGE_SIZE as usize;
+/// How many harnesses get a guest stack inside the image.
+const IMAGE_GUEST_STACKS: usize = 4;
+
+/// Guest stacks inside the image, so that a guest can run code in user mode (which the runtime
+/// opens to the image's pages only, `run_in_user_mode`) with what it keeps on its stack. Only
+/// guests use them, through their RSP.
+#[repr(C, align(4096))]
+struct GuestStacks(core::cell::UnsafeCell<[[u8; GUEST_STACK_BYTES]; IMAGE_GUEST_STACKS]>);
+// SAFETY: no Rust reference into the stacks is ever made; only their addresses are taken, one
+// stack per harness.
+unsafe impl Sync for GuestStacks {}
+static GUEST_STACKS: GuestStacks = GuestStacks(core::cell::UnsafeCell::new(
+    [[0; GUEST_STACK_BYTES]; IMAGE_GUEST_STACKS],
+));
+/// The next unused stack of [`GUEST_STACKS`].
+static NEXT_GUEST_STACK: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// The top of a fresh guest stack: one of the image's while they last, then leaked frames.
+fn guest_stack_top() -> u64 {
+    let index = NEXT_GUEST_STACK.fetch_add(1, Ordering::Relaxed);
+    if index < IMAGE_GUEST_STACKS {
+        GUEST_STACKS.0.get() as u64 + ((index + 1) * GUEST_STACK_BYTES) as u64
+    } else {
+        leak_frames(GUEST_STACK_BYTES / PAGE_SIZE as usize) + GUEST_STACK_BYTES as u64
+    }
 }
 
 /// `count` zeroed, physically contiguous, identity-mapped frames that are never freed.
@@ -1393,6 +1450,114 @@ impl LoadedBase {
     }
 }
 
+/// A 32-bit ring-0 code segment (base 0, limit 4 GiB, execute/read, D/B, G), for
+/// [`Svm::give_guest_code32_segment`].
+const CODE32_DESCRIPTOR: u64 = 0x00cf_9b00_0000_ffff;
+
+// INTO in 32-bit code (kvm-unit-tests' generate_of): entered with a far return from 64-bit
+// code, it sets OF (0x7fffffff + 1) and runs INTO, whose #OF ends it; UD2 where INTO raises
+// nothing. Either exception is caught by `try_overflow_in_compatibility_mode`.
+global_asm!(
+    ".pushsection .text.vmunit_svm_into_32bit, \"ax\", @progbits",
+    ".code32",
+    ".global vmunit_svm_into_32bit",
+    "vmunit_svm_into_32bit:",
+    "mov eax, 0x7fffffff",
+    "add eax, 1",
+    "into",
+    "ud2",
+    ".code64",
+    ".popsection",
+);
+
+unsafe extern "C" {
+    static vmunit_svm_into_32bit: u8;
+}
+
+/// For a guest given a 32-bit code segment ([`Svm::give_guest_code32_segment`]): jumps to
+/// 32-bit code in that segment (at CPL 0) that runs INTO with OF set, and returns the
+/// exception that ends it (#OF, or #UD where INTO raised nothing).
+///
+/// # Panics
+/// When the stack or the code lie above 4 GiB (32-bit code reaches neither).
+pub fn try_overflow_in_compatibility_mode(code32: u16) -> Exception {
+    let code = core::ptr::addr_of!(vmunit_svm_into_32bit) as u64;
+    let stack: u64;
+    // SAFETY: reading RSP has no effect.
+    unsafe { asm!("mov {}, rsp", out(reg) stack, options(nomem, nostack, preserves_flags)) };
+    assert!(
+        code < 1 << 32 && stack < 1 << 32,
+        "32-bit code needs code and stack below 4 GiB"
+    );
+    let outcome = super::catch_exception(|| {
+        // SAFETY: the far return enters the 32-bit code, which only ends in an exception
+        // (INTO's #OF or UD2's #UD), which the enclosing catch turns into a return here, in
+        // 64-bit mode. The segment is a flat ring-0 code segment, and the stack stays below
+        // 4 GiB.
+        unsafe {
+            asm!(
+                "push {selector}",
+                "push {code}",
+                "retfq",
+                selector = in(reg) u64::from(code32),
+                code = in(reg) code,
+                out("rax") _,
+            )
+        };
+    });
+    match outcome {
+        Err(exception) => exception,
+        Ok(()) => unreachable!("the 32-bit INTO code ends only in an exception"),
+    }
+}
+
+/// The SMBASE a CPU has after reset (its SMI handler runs at SMBASE + 0x8000, its state is
+/// saved at SMBASE + 0xfe00 and up).
+pub const RESET_SMBASE: u64 = 0x3_0000;
+
+/// Puts an SMI handler that only resumes (RSM) at the reset SMBASE's entry point, physical
+/// 0x38000: an SMI an SVM test leaves pending (intr_intercept_mix_smi's, which stays pending
+/// after its intercept) is then taken and returned from. Physical 0x30000-0x3ffff is below
+/// the runtime's allocators (1 MiB) and above the real-mode area (64 KiB): SMM owns it.
+pub fn install_resuming_smi_handler() {
+    /// RSM.
+    const RSM: [u8; 2] = [0x0f, 0xaa];
+    let entry = RESET_SMBASE + 0x8000;
+    // SAFETY: physical 0x38000 is identity mapped RAM that nothing in the runtime uses (see
+    // above); two bytes of code are written there.
+    unsafe { core::ptr::copy_nonoverlapping(RSM.as_ptr(), entry as usize as *mut u8, RSM.len()) };
+}
+
+/// The paging of [`Svm::run_legacy_hypercall`]'s 32-bit guest.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum LegacyPaging {
+    /// Two-level 32-bit paging with 4 MiB pages (CR4.PSE).
+    TwoLevel,
+    /// PAE paging: a PDPT of four entries at CR3 (CR4.PAE).
+    Pae,
+}
+
+// The 32-bit guest of `Svm::run_legacy_hypercall`: VMMCALL, again if resumed.
+global_asm!(
+    ".pushsection .text.vmunit_svm_hypercall_32bit, \"ax\", @progbits",
+    ".code32",
+    ".global vmunit_svm_hypercall_32bit",
+    "vmunit_svm_hypercall_32bit:",
+    "vmmcall",
+    "jmp vmunit_svm_hypercall_32bit",
+    ".code64",
+    ".popsection",
+);
+
+unsafe extern "C" {
+    static vmunit_svm_hypercall_32bit: u8;
+}
+
+/// The address of [`Svm::run_legacy_hypercall`]'s 32-bit guest code (its RIP).
+pub fn hypercall_32bit_address() -> u64 {
+    core::ptr::addr_of!(vmunit_svm_hypercall_32bit) as u64
+}
+
 /// VMRUN with RAX = `address`, for a guest to execute where the host intercepts it.
 ///
 /// # Safety
@@ -1498,11 +1663,9 @@ impl Svm {
     /// with a VMCB set up as [`Svm::reset`] does.
     pub fn new() -> Result<Svm, Unavailable> {
         enable()?;
-        const STACK_PAGES: usize = 16;
         let vmcb_address = leak_frames(1);
         let io_address = leak_frames(3);
         let msr_address = leak_frames(2);
-        let stack = leak_frames(STACK_PAGES);
         let mut svm = Svm {
             // SAFETY: a zeroed, page-aligned frame of our own, never freed; all-zero is a valid
             // `Vmcb` (plain integers).
@@ -1515,9 +1678,11 @@ impl Svm {
             // SAFETY: two zeroed frames of our own, never freed.
             msr: unsafe { &*(msr_address as usize as *const MsrPermissionMap) },
             msr_address,
-            stack_top: stack + STACK_PAGES as u64 * PAGE_SIZE,
+            stack_top: guest_stack_top(),
             registers: GuestRegisters::default(),
             host_interrupts: true,
+            host_trap_flag: false,
+            guest_gdt: None,
             nested_cr3: SvmFeature::Npt.supported().then(build_nested_page_tables),
         };
         svm.reset();
@@ -1531,6 +1696,7 @@ impl Svm {
     /// zeroed. Where CPUID reports NPT, nested paging is on, with tables that map guest-physical
     /// 0-4 GiB onto the same host-physical addresses (and a flush of the ASID's TLB entries).
     pub fn reset(&mut self) {
+        self.host_trap_flag = false;
         // SAFETY: the VMCB is our page; all-zero bytes are a valid `Vmcb`.
         unsafe { core::ptr::write_bytes(self.vmcb as *mut Vmcb, 0, 1) };
         // SAFETY: VMSAVE writes the host's FS/GS/TR/LDTR and MSRs to the VMCB page we own.
@@ -1600,6 +1766,17 @@ impl Svm {
     /// interrupts reach the guest only in the first case. Kept across [`Svm::reset`].
     pub fn set_host_interrupts(&mut self, enabled: bool) {
         self.host_interrupts = enabled;
+    }
+
+    /// Whether the next VMRUNs set the host's RFLAGS.TF right after CLGI (kvm-unit-tests'
+    /// host_rflags, in its `prepare_gif_clear`): each host instruction from there on raises a
+    /// single-step #DB on the host, which a handler installed with
+    /// [`set_debug_handler`](super::exceptions::set_debug_handler) clears TF at or lets run
+    /// through VMRUN (a TF still set at VMRUN traps after the #VMEXIT, at
+    /// [`vmrun_address`] + 3). Without such a handler the first #DB ends the test. Cleared by
+    /// [`Svm::reset`].
+    pub fn set_host_trap_flag(&mut self, set: bool) {
+        self.host_trap_flag = set;
     }
 
     /// Sets or clears the present bit of the nested page table's first PML4 entry, which maps
@@ -1901,15 +2078,96 @@ impl Svm {
     /// through cells or atomics: the host waits while the guest runs. `finished` runs with
     /// interrupts off (an interrupt the guest exited for stays pending until the host opens a
     /// window); they are back as they were when `run` returns.
-    pub fn run<G: Fn()>(&mut self, guest: &G, mut finished: impl FnMut(&mut Exit<'_>) -> bool) -> ExitCode {
-        self.vmcb.save.rip = guest_entry::<G> as *const () as u64;
-        // As after a CALL: RSP + 8 is 16-byte aligned.
-        self.vmcb.save.rsp = self.stack_top - 8;
-        self.registers.rdi = guest as *const G as u64;
+    pub fn run<G: Fn()>(&mut self, guest: &G, finished: impl FnMut(&mut Exit<'_>) -> bool) -> ExitCode {
         assert!(
             super::smp::cpu_index() == 0,
             "the SVM harness runs guests on the boot CPU, whose exception catching they share"
         );
+        self.run_here(guest, finished)
+    }
+
+    /// [`Svm::run`] on whichever CPU calls it (kvm-unit-tests' `on_vcpu`), for a guest that a
+    /// CPU's end can be left to (svm_init_intercept_test's INIT). Call [`enable`] on that CPU
+    /// first. The calling CPU's exception catching is put aside for the run as on the boot
+    /// CPU.
+    ///
+    /// # Safety
+    /// The guest must raise no exception and take no interrupt the runtime dispatches: its
+    /// stack is not a CPU's, so the runtime takes whatever the guest raises for the boot
+    /// CPU's and would resume it in the boot CPU's catch contexts.
+    pub unsafe fn run_on_this_cpu<G: Fn()>(
+        &mut self,
+        guest: &G,
+        finished: impl FnMut(&mut Exit<'_>) -> bool,
+    ) -> ExitCode {
+        self.run_here(guest, finished)
+    }
+
+    fn run_here<G: Fn()>(&mut self, guest: &G, finished: impl FnMut(&mut Exit<'_>) -> bool) -> ExitCode {
+        self.vmcb.save.rip = guest_entry::<G> as *const () as u64;
+        // As after a CALL: RSP + 8 is 16-byte aligned.
+        self.vmcb.save.rsp = self.stack_top - 8;
+        self.registers.rdi = guest as *const G as u64;
+        self.enter(finished)
+    }
+
+    /// Gives the guest a GDT of its own: a copy of the runtime's (so every selector the guest
+    /// holds means what it meant) with a 32-bit ring-0 code segment after it, whose selector it
+    /// returns (for [`try_overflow_in_compatibility_mode`]). Until [`Svm::reset`].
+    pub fn give_guest_code32_segment(&mut self) -> u16 {
+        let (limit, base) = super::instructions::store_gdtr();
+        let length = usize::from(limit) + 1;
+        assert!(length + 8 <= PAGE_SIZE as usize, "the runtime's GDT fills a page");
+        let page = *self.guest_gdt.get_or_insert_with(|| leak_frames(1));
+        // SAFETY: the runtime's GDT is `length` bytes at `base`, readable; the page is our own,
+        // never freed, and holds nothing else.
+        unsafe {
+            core::ptr::copy_nonoverlapping(base as usize as *const u8, page as usize as *mut u8, length)
+        };
+        // SAFETY: the descriptor lands just after the copy, inside the same page (checked above).
+        unsafe { ((page as usize + length) as *mut u64).write_unaligned(CODE32_DESCRIPTOR) };
+        self.vmcb.save.gdtr.base = page;
+        self.vmcb.save.gdtr.limit = (length + 8 - 1) as u32;
+        length as u16
+    }
+
+    /// Runs the harness's 32-bit guest (VMMCALL in a loop: kvm-unit-tests'
+    /// `hypercall_32bit_main`) in legacy protected mode with `paging` through the tables at
+    /// `cr3` (kvm-unit-tests' `svm_32bit_guest_init_common`): a 32-bit CS, EFER.LME and LMA
+    /// clear, CR0.PG and PE set, CR4.PAE or CR4.PSE. Returns its first exit: VMMCALL, ERR when
+    /// VMRUN refuses the state, or an intercepted fault of its walk. Call [`Svm::reset`]
+    /// before the next run.
+    ///
+    /// # Safety
+    /// `cr3` must point at tables of `paging`'s format that map the guest's code (below 4 GiB)
+    /// onto itself, changed at most in bits VMRUN refuses or a walk faults on: tables that
+    /// map the code elsewhere run whatever is there as the guest.
+    pub unsafe fn run_legacy_hypercall(&mut self, paging: LegacyPaging, cr3: u64) -> ExitCode {
+        use super::control::Cr4Flags;
+        let code = hypercall_32bit_address();
+        assert!(code < 1 << 32, "the 32-bit guest's code lies above 4 GiB");
+        let save = &mut self.vmcb.save;
+        save.cs.attributes = attributes::CODE_EXECUTE_READ_ACCESSED
+            | attributes::S
+            | attributes::P
+            | attributes::DB
+            | attributes::G;
+        save.efer &= !(EferFlags::LONG_MODE_ENABLE | EferFlags::LONG_MODE_ACTIVE).bits();
+        save.cr0 |= (Cr0Flags::PAGING | Cr0Flags::PROTECTED_MODE_ENABLE).bits();
+        save.cr4 &= !(Cr4Flags::PHYSICAL_ADDRESS_EXTENSION | Cr4Flags::PAGE_SIZE_EXTENSION).bits();
+        save.cr4 |= match paging {
+            LegacyPaging::TwoLevel => Cr4Flags::PAGE_SIZE_EXTENSION,
+            LegacyPaging::Pae => Cr4Flags::PHYSICAL_ADDRESS_EXTENSION,
+        }
+        .bits();
+        save.cr3 = cr3;
+        save.rip = code;
+        save.rsp = self.stack_top - 8;
+        self.enter(|_| true)
+    }
+
+    /// VMRUN from the VMCB as it is, then `finished` with each #VMEXIT until it returns true.
+    fn enter(&mut self, mut finished: impl FnMut(&mut Exit<'_>) -> bool) -> ExitCode {
         let interrupts_were_enabled = super::interrupts::are_enabled();
         super::interrupts::disable();
         let mut guest_handlers = crate::catch::HandlerState::NONE;
@@ -1918,7 +2176,9 @@ impl Svm {
             // stack is not a CPU's, so they count as the boot CPU's, checked above).
             guest_handlers.swap();
             // SAFETY: the VMCB is the host's copy (`reset`) whose RIP, RSP and RDI were just set
-            // to run `guest` on the harness's stack; only `unsafe` `vmcb_mut` can break that.
+            // to run `guest` on the harness's stack, or the 32-bit guest's state whose tables
+            // `run_legacy_hypercall`'s caller vouches for; only `unsafe` `vmcb_mut` can break
+            // that.
             // The host-save page and VM_HSAVE_PA were set up by `new`. `guest` outlives the
             // loop.
             unsafe {
@@ -1927,6 +2187,7 @@ impl Svm {
                     &mut self.registers,
                     self.host_save_address,
                     u32::from(self.host_interrupts),
+                    u32::from(self.host_trap_flag),
                 )
             };
             guest_handlers.swap();
