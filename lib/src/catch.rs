@@ -65,6 +65,7 @@ unsafe extern "C" {
 
 /// Calls `function(data)` under a new innermost context of this CPU; returns the exception
 /// that ended it, or `None` when it returned.
+#[inline]
 fn try_call(function: extern "C" fn(*mut u8), data: *mut u8) -> Option<Exception> {
     let slot = &CATCH_CONTEXTS[cpu_index()];
     let mut context = CatchContext {

@@ -20,6 +20,12 @@
 //! state), how many of kvm-unit-tests' combinations it covered and how many walks it ran.
 //! Under kvm_pvm, where a walk costs milliseconds, one walk in [`KVM_PVM_STRIDE`] runs unless
 //! `sample=N` says otherwise (`sample=1`: all; `groups=N`: the first N groups only).
+//!
+//! `force_emulation` is kvm-unit-tests' access_fep: where KVM honours its forced emulation
+//! prefix (probed first; SKIP with the #UD otherwise), FEP is one more flag of the matrix, its
+//! reads and writes run through KVM's instruction emulator. `maxphyaddr=N` checks that CPUID
+//! reports the MAXPHYADDR the run asked QEMU for (access-reduced-maxphyaddr: 36, which makes bit
+//! 36 of an entry reserved and adds its combinations to the matrix).
 #![no_std]
 #![no_main]
 
@@ -35,10 +41,11 @@ use vmunit::arch::control::{
 };
 use vmunit::arch::cpuid::{Feature, is_tcg};
 use vmunit::arch::instructions::rdtsc;
+use vmunit::arch::instructions::try_forced_emulation_nop;
 use vmunit::arch::page_fault;
 use vmunit::arch::page_walk::{
-    ACCESSED, DIRTY, DirectoryTarget, KEY_SHIFT, NO_EXECUTE, PAGE_SIZE_BIT, PRESENT, PagingSandbox,
-    Privilege, USER, WRITABLE, no_execute_enabled, try_set_no_execute_enable,
+    ACCESSED, DIRTY, DirectoryTarget, Emulation, KEY_SHIFT, NO_EXECUTE, PAGE_SIZE_BIT, PRESENT,
+    PagingSandbox, Privilege, USER, WRITABLE, no_execute_enabled, try_set_no_execute_enable,
 };
 use vmunit::arch::probes::physical_address_bits;
 use vmunit::arch::protection_keys::{RightsRegister, try_wrpkru};
@@ -80,11 +87,13 @@ mod flag {
     pub const CPU_CR0_WP: u32 = 1 << 27;
     pub const CPU_CR4_SMEP: u32 = 1 << 28;
     pub const CPU_CR4_PKE: u32 = 1 << 29;
+    /// Data accesses behind KVM's forced emulation prefix (kvm-unit-tests' `AC_FEP`).
+    pub const FEP: u32 = 1 << 30;
     /// The bits that describe the PTE alone.
     pub const PTE_BITS: u32 = 0xff;
     /// The CPU-state bits: one report group per value.
     pub const CPU_STATE: u32 = CPU_EFER_NX | CPU_CR0_WP | CPU_CR4_PKE | PKU_AD | PKU_WD;
-    pub const COUNT: usize = 30;
+    pub const COUNT: usize = 31;
 }
 
 /// kvm-unit-tests' names of the flags (`ac_names`), by bit.
@@ -92,6 +101,7 @@ const NAMES: [&str; flag::COUNT] = [
     "pte.rw", "pte.user", "pte.a", "pte.d", "pte.nx", "pte.p", "pte.51", "pte.36", "pde.rw", "pde.user",
     "pde.a", "pde.d", "pde.pse", "pde.nx", "pde.p", "pde.51", "pde.36", "pde.13", "pdpte.ro", "pkru.ad",
     "pkru.wd", "pkey=1", "user", "write", "fetch", "twice", "efer.nx", "cr0.wp", "cr4.smep", "cr4.pke",
+    "fep",
 ];
 
 /// The flag names of `flags`, space separated.
@@ -557,8 +567,13 @@ impl Tester {
         self.cpu.user_mode_entered |= set(ACCESS_USER);
         let address = self.address(walk);
         let sandbox = &self.sandbox;
+        let emulation = if set(FEP) {
+            Emulation::Forced
+        } else {
+            Emulation::Native
+        };
         if set(ACCESS_TWICE) {
-            let _ = sandbox.try_read(address, Privilege::Supervisor);
+            let _ = sandbox.try_read_with(address, Privilege::Supervisor, emulation);
         }
         self.unique += 1;
         let value = self.unique;
@@ -571,9 +586,9 @@ impl Tester {
         let result = if set(ACCESS_FETCH) {
             sandbox.try_fetch(address, privilege)
         } else if set(ACCESS_WRITE) {
-            sandbox.try_write(address, value, privilege)
+            sandbox.try_write_with(address, value, privilege, emulation)
         } else {
-            sandbox.try_read(address, privilege).map(|_| ())
+            sandbox.try_read_with(address, privilege, emulation).map(|_| ())
         };
         let failure = |what: Mismatch| {
             Some(Failure {
@@ -693,8 +708,9 @@ impl Tally {
     }
 }
 
-/// The flags the matrix leaves out on this CPU (kvm-unit-tests' `invalid_mask`).
-fn invalid_mask(protection_keys: bool) -> u32 {
+/// The flags the matrix leaves out on this CPU (kvm-unit-tests' `invalid_mask`); FEP unless
+/// the run forces emulation.
+fn invalid_mask(protection_keys: bool, forced_emulation: bool) -> u32 {
     use flag::*;
     let width = physical_address_bits();
     let mut invalid = 0;
@@ -706,6 +722,9 @@ fn invalid_mask(protection_keys: bool) -> u32 {
     }
     if !protection_keys {
         invalid |= PKU_AD | PKU_WD | PKU_PKEY | CPU_CR4_PKE;
+    }
+    if !forced_emulation {
+        invalid |= FEP;
     }
     invalid
 }
@@ -926,6 +945,38 @@ fn main(args: &[&str]) {
         report_skip!("the CPU has no NX: EFER.NXE cannot be toggled as the matrix needs");
         return;
     }
+    // kvm-unit-tests' access_fep: every combination again with its data accesses behind KVM's
+    // forced emulation prefix, where the host honours it (`is_fep_available`).
+    let forced_emulation = args.contains(&"force_emulation");
+    if forced_emulation {
+        if let Err(exception) = try_forced_emulation_nop() {
+            report_skip!(
+                "forced emulation prefix (FEP) not available: UD2 \"kvm\" NOP raised {exception} ({})",
+                if tcg {
+                    "QEMU's TCG has no forced emulation"
+                } else {
+                    "KVM honours the prefix only with its kvm module's force_emulation_prefix parameter set"
+                }
+            );
+            return;
+        }
+        report_info!(
+            "forced emulation prefix available: each combination also runs with its reads and writes emulated"
+        );
+    }
+    // kvm-unit-tests' access-reduced-maxphyaddr: the run asks QEMU for a smaller physical
+    // address width, whose reserved bits (from MAXPHYADDR up, bit 36 among them) must fault.
+    if let Some(wanted) = vmunit::args::value(args, "maxphyaddr").and_then(|value| value.parse::<u32>().ok())
+    {
+        let width = physical_address_bits();
+        report!(
+            width == wanted,
+            "CPUID.80000008H reports MAXPHYADDR {width} (the run asks for {wanted}): bits {wanted}..51 are reserved in every entry"
+        );
+        if args.contains(&"maxphyaddr_only") {
+            return;
+        }
+    }
     // Under kvm_pvm a walk costs milliseconds (its ring-0 instructions are emulated, and the
     // page-table writes, INVLPG and faults are VM exits): the default there is a sample.
     let stride = match vmunit::args::value(args, "sample").and_then(|value| value.parse::<u64>().ok()) {
@@ -1020,7 +1071,7 @@ fn main(args: &[&str]) {
         );
     }
 
-    let invalid = invalid_mask(pku);
+    let invalid = invalid_mask(pku, forced_emulation);
     let mut total = Totals::default();
     let mut smep_total = Totals::default();
     let start = rdtsc();
@@ -1152,20 +1203,24 @@ fn main(args: &[&str]) {
     let toggle_flags = PDE_PRESENT | PDE_ACCESSED | PTE_PRESENT | PTE_ACCESSED | ACCESS_WRITE;
     let mut failures = Vec::new();
     tester.setup(toggle, toggle_flags);
-    for write_protect in [false, true] {
-        let flags = toggle_flags | if write_protect { CPU_CR0_WP } else { 0 };
-        let expect = tester.expect(toggle, flags, false);
-        // The inverse CR0.WP, and EFER.NX toggled, before the access: no INVLPG.
-        tester.cpu.set_write_protect(!write_protect);
-        tester.cpu.set_no_execute(true);
-        tester.cpu.set_no_execute(false);
-        if let Some(failure) = tester.access(toggle, flags, &expect) {
-            failures.push(format!("[{}: {}]", names(flags), failure.what));
+    let routes: &[u32] = if forced_emulation { &[0, FEP] } else { &[0] };
+    for &route in routes {
+        for write_protect in [false, true] {
+            let flags = toggle_flags | route | if write_protect { CPU_CR0_WP } else { 0 };
+            let expect = tester.expect(toggle, flags, false);
+            // The inverse CR0.WP, and EFER.NX toggled, before the access: no INVLPG.
+            tester.cpu.set_write_protect(!write_protect);
+            tester.cpu.set_no_execute(true);
+            tester.cpu.set_no_execute(false);
+            if let Some(failure) = tester.access(toggle, flags, &expect) {
+                failures.push(format!("[{}: {}]", names(flags), failure.what));
+            }
         }
     }
     report!(
         failures.is_empty(),
-        "check_toggle_cr0_wp: a CPL-0 write to a read-only page succeeds with CR0.WP=0 and faults with CR0.WP=1, without INVLPG{}",
+        "check_toggle_cr0_wp: a CPL-0 write to a read-only page succeeds with CR0.WP=0 and faults with CR0.WP=1, without INVLPG{}{}",
+        if forced_emulation { ", also emulated" } else { "" },
         if failures.is_empty() {
             String::new()
         } else {

@@ -788,6 +788,7 @@ pub(crate) fn user_stack_owner(address: u64) -> Option<usize> {
 }
 
 /// This CPU's user stack's top.
+#[inline]
 fn user_stack_top() -> u64 {
     USER_STACKS
         .0

@@ -63,7 +63,43 @@ pub fn try_rdseed() -> Result<(u64, bool), Exception> {
     })
 }
 
+/// KVM's forced emulation prefix (kvm-unit-tests' `KVM_FEP`), as assembly text: UD2 followed
+/// by the bytes "kvm". With the kvm module's `force_emulation_prefix` parameter set, KVM skips
+/// it and runs the next instruction through its instruction emulator; anywhere else (TCG, KVM
+/// without the parameter, other hypervisors) it is a #UD at the UD2.
+macro_rules! forced_emulation_prefix {
+    () => {
+        "ud2\n.byte 0x6b, 0x76, 0x6d\n"
+    };
+}
+pub(crate) use forced_emulation_prefix;
+
+/// A NOP behind KVM's forced emulation prefix (kvm-unit-tests' `is_fep_available`): `Ok` where
+/// the host emulates prefixed instructions, else the exception (#UD at the prefix's UD2).
+pub fn try_forced_emulation_nop() -> Result<(), Exception> {
+    catch_exception(|| {
+        // SAFETY: the prefix is a UD2 (caught) or, under KVM with forced emulation, makes the
+        // NOP run through the emulator; either way no state Rust relies on changes.
+        unsafe { asm!(forced_emulation_prefix!(), "nop", options(nomem, nostack)) };
+    })
+}
+
+/// Reads the 64-bit word at `address` without catching a fault, as [`read`], through KVM's
+/// instruction emulator: the load carries the forced emulation prefix. Where the prefix is not
+/// honoured (see [`try_forced_emulation_nop`]) it raises #UD instead.
+#[inline]
+pub fn read_emulated(address: u64) -> u64 {
+    let value: u64;
+    // SAFETY: as in `read`; the prefix raises #UD where it is not honoured, which the
+    // enclosing catch receives like a fault of the load.
+    unsafe {
+        asm!(forced_emulation_prefix!(), "mov {value}, qword ptr [{address}]", address = in(reg) address, value = out(reg) value, options(nostack, readonly))
+    };
+    value
+}
+
 /// Reads the 64-bit word at `address`, or the exception (#PF, #GP for non-canonical).
+#[inline]
 pub fn try_read(address: u64) -> Result<u64, Exception> {
     catch_exception(|| {
         let value: u64;
@@ -334,6 +370,7 @@ pub fn try_clwb(address: *const u8) -> Result<(), Exception> {
 /// Reads the 64-bit word at `address` without catching a fault: for code that runs where
 /// `catch_exception` cannot (user mode, under `run_in_user_mode`, which catches instead). In
 /// the kernel, a fault here is an unexpected exception that ends the test.
+#[inline]
 pub fn read(address: u64) -> u64 {
     let value: u64;
     // SAFETY: the load is outside Rust's memory model (inline assembly); a fault is caught by

@@ -69,6 +69,17 @@ pub enum Privilege {
     User,
 }
 
+/// How an access's instruction runs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Emulation {
+    /// As it is: the CPU (or the hypervisor's usual path) performs it.
+    Native,
+    /// Behind KVM's forced emulation prefix, through KVM's instruction emulator
+    /// (`instructions::try_forced_emulation_nop` says whether the host honours it; elsewhere
+    /// the access raises #UD).
+    Forced,
+}
+
 /// A private paging hierarchy under one PML4 slot of the runtime's page tables.
 pub struct PagingSandbox {
     slot: usize,
@@ -98,6 +109,7 @@ fn zeroed_frame() -> u64 {
     frame
 }
 
+#[inline]
 fn read_entry(table: u64, index: usize) -> u64 {
     assert!(index < 512, "entry index {index} is outside a table");
     // SAFETY: `table` is one of the sandbox's own table frames (identity mapped); the CPU may
@@ -105,6 +117,7 @@ fn read_entry(table: u64, index: usize) -> u64 {
     unsafe { ((table + index as u64 * 8) as usize as *const u64).read_volatile() }
 }
 
+#[inline]
 fn write_entry(table: u64, index: usize, value: u64) {
     assert!(index < 512, "entry index {index} is outside a table");
     // SAFETY: as in `read_entry`; callers checked that `value` only reaches sandbox frames.
@@ -148,6 +161,7 @@ impl PagingSandbox {
 
     /// The linear address that PDPT entry `pdpt_index`, PDE `directory_index` and PTE
     /// `table_index` translate (plus `offset`).
+    #[inline]
     pub fn address(&self, pdpt_index: usize, directory_index: usize, table_index: usize) -> u64 {
         let raw = (self.slot as u64) << 39
             | (pdpt_index as u64 & 511) << 30
@@ -158,15 +172,18 @@ impl PagingSandbox {
     }
 
     /// The physical address of the data page PTEs map (the first 4 KiB of the block).
+    #[inline]
     pub fn data_frame(&self) -> u64 {
         self.block
     }
 
     /// The reserved address bits of an entry on this CPU (MAXPHYADDR to 51).
+    #[inline]
     pub fn reserved_address_bits(&self) -> u64 {
         self.reserved_address_bits
     }
 
+    #[inline]
     fn check_attributes(&self, attributes: u64, large: bool) {
         let mut allowed = self.reserved_address_bits;
         if large {
@@ -182,6 +199,7 @@ impl PagingSandbox {
     }
 
     /// The PML4 entry of the slot.
+    #[inline]
     pub fn pml4e(&self) -> u64 {
         // SAFETY: the runtime's PML4, identity mapped; the slot is the sandbox's.
         unsafe { (self.pml4e_address as *const u64).read_volatile() }
@@ -189,6 +207,7 @@ impl PagingSandbox {
 
     /// Points the slot's PML4 entry at the sandbox's PDPT with `attributes` (bits outside
     /// 51:12: P, W, U, A, NX ...; or reserved address bits).
+    #[inline]
     pub fn set_pml4e(&self, attributes: u64) {
         self.check_attributes(attributes, false);
         // SAFETY: the slot is the sandbox's (checked free in `new`); it names the sandbox's PDPT.
@@ -196,6 +215,7 @@ impl PagingSandbox {
     }
 
     /// PDPT entry `index`.
+    #[inline]
     pub fn pdpte(&self, index: usize) -> u64 {
         read_entry(self.pdpt, index)
     }
@@ -204,6 +224,7 @@ impl PagingSandbox {
     ///
     /// # Panics
     /// When `attributes` has PS (1 GiB pages are not offered) or non-reserved address bits.
+    #[inline]
     pub fn set_pdpte(&self, index: usize, directory: usize, attributes: u64) {
         assert!(attributes & PAGE_SIZE_BIT == 0, "the sandbox maps no 1 GiB pages");
         self.check_attributes(attributes, false);
@@ -211,12 +232,14 @@ impl PagingSandbox {
     }
 
     /// PDE `index` of page directory `directory`.
+    #[inline]
     pub fn pde(&self, directory: usize, index: usize) -> u64 {
         read_entry(self.directories[directory], index)
     }
 
     /// Points PDE `index` of `directory` at `target` with `attributes` (PS is set for a large
     /// page and must not be set otherwise).
+    #[inline]
     pub fn set_pde(&self, directory: usize, index: usize, target: DirectoryTarget, attributes: u64) {
         let value = match target {
             DirectoryTarget::Table(table) => {
@@ -233,11 +256,13 @@ impl PagingSandbox {
     }
 
     /// PTE `index` of page table `table`.
+    #[inline]
     pub fn pte(&self, table: usize, index: usize) -> u64 {
         read_entry(self.tables[table], index)
     }
 
     /// Points PTE `index` of `table` at the data page with `attributes`.
+    #[inline]
     pub fn set_pte(&self, table: usize, index: usize, attributes: u64) {
         assert!(
             attributes & PAGE_SIZE_BIT == 0,
@@ -249,20 +274,24 @@ impl PagingSandbox {
 
     /// The frame of page directory `directory`: the address a PDPTE naming it holds (for
     /// tests that compare whole entries).
+    #[inline]
     pub fn directory_frame(&self, directory: usize) -> u64 {
         self.directories[directory]
     }
 
     /// The frame of page table `table`.
+    #[inline]
     pub fn table_frame(&self, table: usize) -> u64 {
         self.tables[table]
     }
 
     /// The frame of the sandbox's PDPT.
+    #[inline]
     pub fn pdpt_frame(&self) -> u64 {
         self.pdpt
     }
 
+    #[inline]
     fn check_address(&self, address: u64) {
         let slot = ((address >> 39) & 511) as usize;
         assert!(
@@ -273,6 +302,7 @@ impl PagingSandbox {
     }
 
     /// INVLPG of `address` (inside the sandbox).
+    #[inline]
     pub fn invalidate(&self, address: u64) {
         self.check_address(address);
         // SAFETY: INVLPG only drops translations; the sandbox's are rebuilt from its tables.
@@ -280,6 +310,7 @@ impl PagingSandbox {
     }
 
     /// The 64-bit word at `offset` of the data block, through the identity map.
+    #[inline]
     pub fn data(&self, offset: u64) -> u64 {
         assert!(
             offset + 8 <= LARGE_PAGE_SIZE,
@@ -290,6 +321,7 @@ impl PagingSandbox {
     }
 
     /// Stores `value` at `offset` of the data block, through the identity map.
+    #[inline]
     pub fn set_data(&self, offset: u64, value: u64) {
         assert!(
             offset + 8 <= LARGE_PAGE_SIZE,
@@ -301,22 +333,66 @@ impl PagingSandbox {
 
     /// Reads the word at `address` (inside the sandbox) at `privilege`: the value, or the
     /// exception (#PF with its error code and CR2).
+    #[inline]
     pub fn try_read(&self, address: u64, privilege: Privilege) -> Result<u64, Exception> {
+        self.try_read_with(address, privilege, Emulation::Native)
+    }
+
+    /// Reads the word at `address` (inside the sandbox) at `privilege`, the load run as
+    /// `emulation` says: the value, or the exception.
+    #[inline]
+    pub fn try_read_with(
+        &self,
+        address: u64,
+        privilege: Privilege,
+        emulation: Emulation,
+    ) -> Result<u64, Exception> {
         self.check_address(address);
+        let read = move || match emulation {
+            Emulation::Native => super::instructions::read(address),
+            Emulation::Forced => super::instructions::read_emulated(address),
+        };
         match privilege {
-            Privilege::Supervisor => super::instructions::try_read(address),
-            Privilege::User => run_in_user_mode(|| super::instructions::read(address)),
+            Privilege::Supervisor => catch_exception(read),
+            Privilege::User => run_in_user_mode(read),
         }
     }
 
     /// Writes `value` at `address` (inside the sandbox) at `privilege`, or returns the
     /// exception.
+    #[inline]
     pub fn try_write(&self, address: u64, value: u64, privilege: Privilege) -> Result<(), Exception> {
+        self.try_write_with(address, value, privilege, Emulation::Native)
+    }
+
+    /// Writes `value` at `address` (inside the sandbox) at `privilege`, the store run as
+    /// `emulation` says, or returns the exception.
+    #[inline]
+    pub fn try_write_with(
+        &self,
+        address: u64,
+        value: u64,
+        privilege: Privilege,
+        emulation: Emulation,
+    ) -> Result<(), Exception> {
         self.check_address(address);
-        let write = move || {
+        let write = move || match emulation {
             // SAFETY: every walk from the sandbox's slot faults or reaches the sandbox's data
             // block, which no Rust object occupies; a fault goes to the enclosing catch.
-            unsafe { asm!("mov qword ptr [{}], {}", in(reg) address, in(reg) value, options(nostack)) };
+            Emulation::Native => unsafe {
+                asm!("mov qword ptr [{}], {}", in(reg) address, in(reg) value, options(nostack))
+            },
+            // SAFETY: as above; the prefix raises #UD where it is not honoured, which the
+            // enclosing catch receives too.
+            Emulation::Forced => unsafe {
+                asm!(
+                    super::instructions::forced_emulation_prefix!(),
+                    "mov qword ptr [{}], {}",
+                    in(reg) address,
+                    in(reg) value,
+                    options(nostack)
+                )
+            },
         };
         match privilege {
             Privilege::Supervisor => catch_exception(write),
@@ -330,6 +406,7 @@ impl PagingSandbox {
     ///
     /// # Panics
     /// When `address` is not page aligned.
+    #[inline]
     pub fn try_fetch(&self, address: u64, privilege: Privilege) -> Result<(), Exception> {
         self.check_address(address);
         assert!(

@@ -79,6 +79,7 @@ pub(crate) fn emergency_stack_top(index: usize) -> u64 {
 }
 
 /// The index of the running CPU: 0 for the boot CPU, then in the order the others came up.
+#[inline]
 pub fn cpu_index() -> usize {
     let stack: u64;
     // SAFETY: reading RSP has no effect.
