@@ -44,9 +44,7 @@ const _: () = assert!(MAX_CPUS <= 64, "CpuSet holds one bit per CPU in a u64");
 
 impl CpuSet {
     /// No CPU.
-    pub const fn empty() -> CpuSet {
-        CpuSet(0)
-    }
+    pub const EMPTY: CpuSet = CpuSet(0);
 
     /// Every CPU the runtime uses, `0..cpu_count()` (kvm-unit-tests' `cpu_present_mask`).
     pub fn all() -> CpuSet {
@@ -68,7 +66,7 @@ impl CpuSet {
     /// # Panics
     /// When `cpu` is not below `MAX_CPUS`.
     pub fn only(cpu: usize) -> CpuSet {
-        CpuSet::empty().with(cpu)
+        CpuSet::EMPTY.with(cpu)
     }
 
     /// This set and CPU `cpu`.
@@ -140,7 +138,7 @@ impl FromIterator<usize> for CpuSet {
     /// # Panics
     /// When a CPU is not below `MAX_CPUS`.
     fn from_iter<I: IntoIterator<Item = usize>>(cpus: I) -> CpuSet {
-        cpus.into_iter().fold(CpuSet::empty(), CpuSet::with)
+        cpus.into_iter().fold(CpuSet::EMPTY, CpuSet::with)
     }
 }
 
