@@ -80,7 +80,11 @@ impl CpuSet {
 
     /// This set without CPU `cpu`.
     pub fn without(self, cpu: usize) -> CpuSet {
-        if cpu < MAX_CPUS { CpuSet(self.0 & !(1 << cpu)) } else { self }
+        if cpu < MAX_CPUS {
+            CpuSet(self.0 & !(1 << cpu))
+        } else {
+            self
+        }
     }
 
     /// Adds CPU `cpu`.
@@ -198,7 +202,11 @@ pub fn on_cpus<F: Fn() + Sync>(function: F) {
 pub fn on_cpu_mask<F: Fn() + Sync>(cpus: CpuSet, function: F) {
     let me = cpu_index();
     let jobs: [Job; MAX_CPUS] = core::array::from_fn(|_| Job::new(&function));
-    let others = || jobs.iter().enumerate().filter(|(cpu, _)| *cpu != me && cpus.contains(*cpu));
+    let others = || {
+        jobs.iter()
+            .enumerate()
+            .filter(|(cpu, _)| *cpu != me && cpus.contains(*cpu))
+    };
     for (cpu, job) in others() {
         post(cpu, job);
     }

@@ -197,7 +197,8 @@ impl<'de> Deserialize<'de> for Smp {
                 if value == "max" {
                     Ok(Smp::Max)
                 } else {
-                    parse_smp_range(value).ok_or_else(|| E::invalid_value(Unexpected::Str(value), &SMP_EXPECTED))
+                    parse_smp_range(value)
+                        .ok_or_else(|| E::invalid_value(Unexpected::Str(value), &SMP_EXPECTED))
                 }
             }
         }
@@ -1300,7 +1301,17 @@ arch = "x86_64"
         let config = parse("[a]\nsmp = \"3-8\"\n[b]\nsmp = \"1-1\"\n").unwrap();
         assert_eq!(config.entries[0].smp, Smp::Range { min: 3, max: 8 });
         assert_eq!(config.entries[1].smp, Smp::Range { min: 1, max: 1 });
-        for bad in ["8-3", "0-8", "3-", "-8", "3-8-9", "a-8", "3 - 8", "+3-8", "3-99999999999"] {
+        for bad in [
+            "8-3",
+            "0-8",
+            "3-",
+            "-8",
+            "3-8-9",
+            "a-8",
+            "3 - 8",
+            "+3-8",
+            "3-99999999999",
+        ] {
             let (line, column, message) = error(&format!("[a]\nsmp = \"{bad}\"\n"));
             assert_eq!((line, column), (2, 7), "{bad}");
             assert!(
@@ -1317,14 +1328,21 @@ arch = "x86_64"
         assert!(Smp::Max.shell_word().contains("_NPROCESSORS_ONLN"));
         let range = Smp::Range { min: 3, max: 8 }.shell_word();
         for host in [1, 3, 5, 8, 64] {
-            let script = range.replace("$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)", &host.to_string());
+            let script = range.replace(
+                "$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)",
+                &host.to_string(),
+            );
             let output = std::process::Command::new("sh")
                 .arg("-c")
                 .arg(format!("echo {script}"))
                 .output()
                 .unwrap();
             let expected = (host as u32).clamp(3, 8).to_string();
-            assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), expected, "{host}: {range}");
+            assert_eq!(
+                String::from_utf8_lossy(&output.stdout).trim(),
+                expected,
+                "{host}: {range}"
+            );
         }
     }
 

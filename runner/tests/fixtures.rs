@@ -276,7 +276,10 @@ fn broken_config_is_one_located_line_and_exit_2() {
     let (_, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    let expected = format!("{}:3:7: [msr] smp: invalid value: string \"8-3\"", config.display());
+    let expected = format!(
+        "{}:3:7: [msr] smp: invalid value: string \"8-3\"",
+        config.display()
+    );
     assert!(stderr.starts_with(&expected), "{stderr}");
 }
 

@@ -31,8 +31,8 @@ use vmunit::arch::registers::{
     clidr_el1, ctr_el0, id_aa64isar2_el1, id_aa64zfr0_el1,
 };
 use vmunit::arch::smp::{
-    CpuSet, MAX_CPUS, STACK_SIZE, cpu_count, cpu_index, current_mpidr, mpidr_of, on_cpu_mask, on_cpu_mask_async,
-    on_cpus,
+    CpuSet, MAX_CPUS, STACK_SIZE, cpu_count, cpu_index, current_mpidr, mpidr_of, on_cpu_mask,
+    on_cpu_mask_async, on_cpus,
 };
 use vmunit::arch::{
     El2Boot, Exception, ExceptionClass, ExceptionContext, HCR_VHE, install_exception_handler, mmu,
@@ -681,7 +681,9 @@ fn cpu_masks(count: usize) {
     let odd: CpuSet = (1..count).step_by(2).collect();
     let even: CpuSet = (0..count).step_by(2).collect();
     report!(
-        odd.len() + even.len() == count && odd.intersection(even).is_empty() && odd.union(even) == CpuSet::all(),
+        odd.len() + even.len() == count
+            && odd.intersection(even).is_empty()
+            && odd.union(even) == CpuSet::all(),
         "CpuSet: odd {odd:?} and even {even:?} split all {:?}",
         CpuSet::all()
     );
@@ -697,8 +699,7 @@ fn cpu_masks(count: usize) {
     for cpus in [odd, even] {
         on_cpu_mask_async(cpus, count_mask_run);
         let arrived = vmunit::time::spin_until(1000, || {
-            cpus.iter()
-                .all(|cpu| MASK_RUNS[cpu].load(Ordering::Acquire) >= 1)
+            cpus.iter().all(|cpu| MASK_RUNS[cpu].load(Ordering::Acquire) >= 1)
         });
         // Time for a CPU outside the set that wrongly got the job to run it.
         vmunit::time::delay(20);

@@ -14,9 +14,8 @@ use core::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 
 use vmunit::arch::psci::{self, AffinityState, Status};
 use vmunit::arch::smp::{
-    CpuSet, MAX_CPUS, cpu_count, cpu_index, cpu_off, cpu_on, mpidr_of, on_cpu, on_cpu_async, on_cpu_mask_async,
-    start_cpu,
-    wait_until_online,
+    CpuSet, MAX_CPUS, cpu_count, cpu_index, cpu_off, cpu_on, mpidr_of, on_cpu, on_cpu_async,
+    on_cpu_mask_async, start_cpu, wait_until_online,
 };
 use vmunit::time::{delay, spin_until};
 use vmunit::{known_failure, report, report_info, report_skip};

@@ -123,9 +123,7 @@ impl Platform {
 
     /// The first `pci-host-ecam-generic` host bridge, read from the DTB on the first call.
     pub fn pci_host(&self) -> Option<&HostBridgeDescription> {
-        PCI_HOST
-            .call_once(|| pci_host(&self.device_tree()?))
-            .as_ref()
+        PCI_HOST.call_once(|| pci_host(&self.device_tree()?)).as_ref()
     }
 
     /// `/chosen/bootargs` (QEMU's `-append`), empty when absent.
