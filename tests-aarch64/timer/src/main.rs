@@ -94,13 +94,13 @@ fn main(arguments: &[&str]) -> i32 {
     if arguments.contains(&"el2") {
         match El2Boot::get().reason_not_at_el2() {
             None => {
-                let (physical, virtual_intid) = platform().hypervisor_timer_interrupts;
+                let (physical, virtual_intid) = platform().hypervisor_timer_interrupts();
                 report!(
                     current_el() == 2 && physical.is_some() && virtual_intid.is_some(),
                     "at EL2, the DTB lists the EL2 physical and virtual timer PPIs (got {physical:?}, \
                      {virtual_intid:?})"
                 );
-                let el1 = platform().timer_interrupts;
+                let el1 = platform().timer_interrupts();
                 report!(
                     el1.is_none_or(|(el1_physical, el1_virtual)| {
                         ![el1_physical, el1_virtual].contains(&Timer::Physical.intid())

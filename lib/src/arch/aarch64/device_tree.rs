@@ -1,7 +1,8 @@
 //! The device tree QEMU hands the guest: what every test needs of it, read once at boot into a
-//! plain [`Platform`]; what only some tests use (the PCI host bridge, the GICv3 ITS) is read from
-//! the DTB when first asked for, so that a test which never asks links none of that parsing (the
-//! boot keeps the DTB out of the memory it gives to the allocators).
+//! plain [`Platform`]; what only some tests use (the PCI host bridge, the GICv3 ITS, the timer
+//! and PMU interrupts) is read from the DTB when first asked for, so that a test which never
+//! asks links none of that parsing (the boot keeps the DTB out of the memory it gives to the
+//! allocators).
 
 use fdt::Fdt;
 
@@ -52,6 +53,8 @@ impl GicInfo {
 
 /// The ITS as read from the DTB (see [`GicInfo::its`]).
 static ITS: spin::Once<Option<(u64, u64)>> = spin::Once::new();
+/// The timers' PPIs as read from the DTB (see [`Platform::timer_interrupts`]).
+static TIMER_INTERRUPTS: spin::Once<TimerInterrupts> = spin::Once::new();
 /// The PMU's interrupt as read from the DTB (see [`Platform::pmu_interrupt`]).
 static PMU_INTERRUPT: spin::Once<Option<u32>> = spin::Once::new();
 /// The PCI host bridge as read from the DTB (see [`Platform::pci_host`]).
@@ -79,11 +82,6 @@ pub struct Platform {
     pub initrd: Option<(u64, u64)>,
     /// QEMU's fw_cfg device's base address.
     pub fw_cfg: Option<u64>,
-    /// The timer's PPIs as INTIDs: (non-secure physical, virtual).
-    pub timer_interrupts: Option<(u32, u32)>,
-    /// The EL2 timers' PPIs as INTIDs, where the DTB lists them: (EL2 physical, CNTHP_*;
-    /// EL2 virtual, CNTHV_*).
-    pub hypervisor_timer_interrupts: (Option<u32>, Option<u32>),
     /// The DTB's size in bytes (its header's `totalsize`): the boot keeps
     /// `dtb_address..dtb_address + dtb_size` out of the allocators' memory, so that the DTB
     /// can still be read after boot.
@@ -114,6 +112,26 @@ impl Platform {
         // identity-mapped RAM that the boot leaves out of the allocators' memory and that
         // nothing else writes; `from_ptr` checks the header again.
         unsafe { Fdt::from_ptr(self.dtb_address as usize as *const u8) }.ok()
+    }
+
+    /// The EL1 timers' PPIs as INTIDs: (non-secure physical, virtual). Read from the DTB on the
+    /// first call (with [`Platform::hypervisor_timer_interrupts`]).
+    pub fn timer_interrupts(&self) -> Option<(u32, u32)> {
+        self.timers().timer_interrupts
+    }
+
+    /// The EL2 timers' PPIs as INTIDs, where the DTB lists them: (EL2 physical, CNTHP_*;
+    /// EL2 virtual, CNTHV_*). Read from the DTB on the first call.
+    pub fn hypervisor_timer_interrupts(&self) -> (Option<u32>, Option<u32>) {
+        self.timers().hypervisor_timer_interrupts
+    }
+
+    fn timers(&self) -> &'static TimerInterrupts {
+        TIMER_INTERRUPTS.call_once(|| {
+            self.device_tree()
+                .map(|fdt| timer_interrupts(&fdt))
+                .unwrap_or_default()
+        })
     }
 
     /// The PMU's overflow interrupt (a PPI) as an INTID, read from the DTB on the first call.
@@ -179,8 +197,6 @@ fn read(fdt: &Fdt<'_>, dtb_address: u64) -> Result<Platform, &'static str> {
         gic: None,
         psci: None,
         initrd: None,
-        timer_interrupts: None,
-        hypervisor_timer_interrupts: (None, None),
         dtb_size: fdt.total_size() as u64,
         fw_cfg: None,
         bootargs: heapless::String::new(),
@@ -253,30 +269,42 @@ fn read(fdt: &Fdt<'_>, dtb_address: u64) -> Result<Platform, &'static str> {
             let _ = platform.bootargs.push_str(&arguments[..length]);
         }
     }
-    if let Some(node) = fdt.find_compatible(&["arm,armv8-timer", "arm,armv7-timer"]) {
-        // Four or five interrupts of three cells (type, number, flags): secure physical,
-        // non-secure physical, virtual, EL2 physical and (QEMU lists it where EL2 is enabled)
-        // EL2 virtual. PPI n is INTID 16 + n.
-        let mut numbers = [None; 5];
-        if let Some(property) = node.property("interrupts") {
-            let mut cells = property
-                .value
-                .chunks_exact(4)
-                .map(|bytes| u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
-            for number in &mut numbers {
-                let (Some(_kind), Some(value), Some(_flags)) = (cells.next(), cells.next(), cells.next())
-                else {
-                    break;
-                };
-                *number = Some(16 + value);
-            }
-        }
-        if let (Some(physical), Some(virtual_intid)) = (numbers[1], numbers[2]) {
-            platform.timer_interrupts = Some((physical, virtual_intid));
-        }
-        platform.hypervisor_timer_interrupts = (numbers[3], numbers[4]);
-    }
     Ok(platform)
+}
+
+/// The timer node's PPIs (INTIDs).
+#[derive(Clone, Copy, Default)]
+struct TimerInterrupts {
+    /// (non-secure physical, virtual).
+    timer_interrupts: Option<(u32, u32)>,
+    /// (EL2 physical, EL2 virtual).
+    hypervisor_timer_interrupts: (Option<u32>, Option<u32>),
+}
+
+/// The `arm,armv8-timer` node's `interrupts`: four or five of three cells (type, number,
+/// flags): secure physical, non-secure physical, virtual, EL2 physical and (QEMU lists it where
+/// EL2 is enabled) EL2 virtual. PPI n is INTID 16 + n.
+fn timer_interrupts(fdt: &Fdt<'_>) -> TimerInterrupts {
+    let mut numbers = [None; 5];
+    if let Some(property) = fdt
+        .find_compatible(&["arm,armv8-timer", "arm,armv7-timer"])
+        .and_then(|node| node.property("interrupts"))
+    {
+        let mut cells = property
+            .value
+            .chunks_exact(4)
+            .map(|bytes| u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
+        for number in &mut numbers {
+            let (Some(_kind), Some(value), Some(_flags)) = (cells.next(), cells.next(), cells.next()) else {
+                break;
+            };
+            *number = Some(16 + value);
+        }
+    }
+    TimerInterrupts {
+        timer_interrupts: numbers[1].zip(numbers[2]),
+        hypervisor_timer_interrupts: (numbers[3], numbers[4]),
+    }
 }
 
 /// The PMU node's interrupt: one of three cells (type, number, flags); type 1 is a PPI,
