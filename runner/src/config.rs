@@ -108,13 +108,24 @@ impl FromStr for Accel {
     }
 }
 
-/// The `smp` key: a CPU count or "max".
+/// The `smp` key: a CPU count, "max", or a range "MIN-MAX".
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Smp {
     /// This many CPUs (at least 1), capped by `MAX_SMP`.
     Count(u32),
     /// `MAX_SMP`, else the host's CPU count.
     Max,
+    /// `"MIN-MAX"`: `MAX_SMP` (else the host's CPU count) brought into `min..=max`, then
+    /// capped by `MAX_SMP` when that is set, as a count is. kvm-unit-tests writes the cap as
+    /// `smp = $((($MAX_SMP < 8)?$MAX_SMP:8))` (its GIC tests: a GICv2 serves at most 8
+    /// CPUs); the floor lets a test that needs CPUs besides its targets have them on a host
+    /// with fewer CPUs.
+    Range {
+        /// The fewest CPUs (at least 1).
+        min: u32,
+        /// The most CPUs (at least `min`).
+        max: u32,
+    },
 }
 
 impl Default for Smp {
@@ -126,14 +137,41 @@ impl Default for Smp {
 impl Smp {
     /// The CPU count to give QEMU, given `MAX_SMP` (if set) and the host's CPU count.
     pub fn resolve(self, max_smp: Option<u32>, host_cpus: u32) -> u32 {
+        let cap = |count: u32| max_smp.map_or(count, |limit| count.min(limit.max(1)));
         match self {
             Smp::Max => max_smp.unwrap_or(host_cpus).max(1),
-            Smp::Count(count) => max_smp.map_or(count, |limit| count.min(limit.max(1))),
+            Smp::Count(count) => cap(count),
+            Smp::Range { min, max } => cap(max_smp.unwrap_or(host_cpus).clamp(min, max)),
+        }
+    }
+
+    /// The count as a shell word for the standalone scripts, which read the host's CPU count
+    /// when they run (they have no `MAX_SMP`).
+    pub fn shell_word(self) -> String {
+        const HOST_CPUS: &str = "$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)";
+        match self {
+            Smp::Count(count) => count.to_string(),
+            Smp::Max => format!("\"{HOST_CPUS}\""),
+            Smp::Range { min, max } => format!(
+                "\"$(cpus={HOST_CPUS}; [ \"$cpus\" -lt {min} ] && cpus={min}; [ \"$cpus\" -gt {max} ] && cpus={max}; echo \"$cpus\")\""
+            ),
         }
     }
 }
 
-const SMP_EXPECTED: &str = "an integer >= 1 or \"max\"";
+const SMP_EXPECTED: &str = "an integer >= 1, \"max\", or a range \"MIN-MAX\" with 1 <= MIN <= MAX";
+
+/// Parses `"MIN-MAX"` (decimal, 1 <= MIN <= MAX).
+fn parse_smp_range(text: &str) -> Option<Smp> {
+    let (min, max) = text.split_once('-')?;
+    let number = |part: &str| {
+        (!part.is_empty() && part.bytes().all(|byte| byte.is_ascii_digit()))
+            .then(|| part.parse::<u32>().ok())
+            .flatten()
+    };
+    let (min, max) = (number(min)?, number(max)?);
+    (1 <= min && min <= max).then_some(Smp::Range { min, max })
+}
 
 impl<'de> Deserialize<'de> for Smp {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -159,7 +197,8 @@ impl<'de> Deserialize<'de> for Smp {
                 if value == "max" {
                     Ok(Smp::Max)
                 } else {
-                    Err(E::invalid_value(Unexpected::Str(value), &SMP_EXPECTED))
+                    parse_smp_range(value)
+                        .ok_or_else(|| E::invalid_value(Unexpected::Str(value), &SMP_EXPECTED))
                 }
             }
         }
@@ -1247,6 +1286,64 @@ arch = "x86_64"
         assert_eq!(Smp::Count(4).resolve(None, 2), 4);
         assert_eq!(Smp::Count(4).resolve(Some(2), 8), 2);
         assert_eq!(Smp::Count(1).resolve(Some(2), 8), 1);
+        // "3-8": the host's count (or MAX_SMP) brought into 3..=8, MAX_SMP still the cap.
+        let range = Smp::Range { min: 3, max: 8 };
+        assert_eq!(range.resolve(None, 2), 3);
+        assert_eq!(range.resolve(None, 5), 5);
+        assert_eq!(range.resolve(None, 64), 8);
+        assert_eq!(range.resolve(Some(16), 2), 8);
+        assert_eq!(range.resolve(Some(4), 64), 4);
+        assert_eq!(range.resolve(Some(2), 64), 2);
+    }
+
+    #[test]
+    fn smp_ranges() {
+        let config = parse("[a]\nsmp = \"3-8\"\n[b]\nsmp = \"1-1\"\n").unwrap();
+        assert_eq!(config.entries[0].smp, Smp::Range { min: 3, max: 8 });
+        assert_eq!(config.entries[1].smp, Smp::Range { min: 1, max: 1 });
+        for bad in [
+            "8-3",
+            "0-8",
+            "3-",
+            "-8",
+            "3-8-9",
+            "a-8",
+            "3 - 8",
+            "+3-8",
+            "3-99999999999",
+        ] {
+            let (line, column, message) = error(&format!("[a]\nsmp = \"{bad}\"\n"));
+            assert_eq!((line, column), (2, 7), "{bad}");
+            assert!(
+                message.starts_with(&format!("[a] smp: invalid value: string \"{bad}\"")),
+                "{bad}: {message}"
+            );
+            assert!(message.contains("\"MIN-MAX\""), "{message}");
+        }
+    }
+
+    #[test]
+    fn smp_shell_words() {
+        assert_eq!(Smp::Count(3).shell_word(), "3");
+        assert!(Smp::Max.shell_word().contains("_NPROCESSORS_ONLN"));
+        let range = Smp::Range { min: 3, max: 8 }.shell_word();
+        for host in [1, 3, 5, 8, 64] {
+            let script = range.replace(
+                "$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)",
+                &host.to_string(),
+            );
+            let output = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("echo {script}"))
+                .output()
+                .unwrap();
+            let expected = (host as u32).clamp(3, 8).to_string();
+            assert_eq!(
+                String::from_utf8_lossy(&output.stdout).trim(),
+                expected,
+                "{host}: {range}"
+            );
+        }
     }
 
     #[test]

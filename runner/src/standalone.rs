@@ -89,7 +89,7 @@ fn shell_arguments(entry: &TestEntry, arch: Arch, accel: Accel) -> String {
     let profile = ArchProfile::of(arch);
     let smp = match entry.smp {
         Smp::Count(count) => count,
-        Smp::Max => SMP_PLACEHOLDER,
+        Smp::Max | Smp::Range { .. } => SMP_PLACEHOLDER,
     };
     let command: QemuCommand = qemu::build_command(&LaunchSpec {
         profile,
@@ -119,7 +119,7 @@ fn shell_arguments(entry: &TestEntry, arch: Arch, accel: Accel) -> String {
                 .map(qemu::quote)
                 .collect::<Vec<_>>()
                 .join("\"$environment_option\""),
-            word if word == smp_text => "\"$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)\"".to_owned(),
+            word if word == smp_text => entry.smp.shell_word(),
             word => qemu::quote(word),
         })
         .collect::<Vec<_>>()

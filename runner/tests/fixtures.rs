@@ -270,6 +270,17 @@ fn broken_config_is_one_located_line_and_exit_2() {
     let (_, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr.contains("unittests.toml:2:7: [msr] smp: "), "{stderr}");
+    // A range whose floor exceeds its cap: one line naming the file, line, entry and key.
+    std::fs::write(&config, "[msr]\nfile = \"msr\"\nsmp = \"8-3\"\n").unwrap();
+    let output = runner().arg("--config").arg(&config).arg("-l").output().unwrap();
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let expected = format!(
+        "{}:3:7: [msr] smp: invalid value: string \"8-3\"",
+        config.display()
+    );
+    assert!(stderr.starts_with(&expected), "{stderr}");
 }
 
 #[test]

@@ -202,6 +202,8 @@ fn config_like() -> impl Strategy<Value = String> {
         "\"x86_64\"",
         "\"aarch64\"",
         "\"max\"",
+        "\"3-8\"",
+        "\"8-3\"",
         "0",
         "-1",
         "4",

@@ -30,7 +30,10 @@ use vmunit::arch::registers::{
     ID_AA64MMFR1_EL1, ID_AA64MMFR2_EL1, ID_AA64PFR0_EL1, ID_AA64PFR1_EL1, MIDR_EL1, MPIDR_EL1, Readable,
     clidr_el1, ctr_el0, id_aa64isar2_el1, id_aa64zfr0_el1,
 };
-use vmunit::arch::smp::{MAX_CPUS, STACK_SIZE, cpu_count, cpu_index, current_mpidr, mpidr_of, on_cpus};
+use vmunit::arch::smp::{
+    CpuSet, MAX_CPUS, STACK_SIZE, cpu_count, cpu_index, current_mpidr, mpidr_of, on_cpu_mask,
+    on_cpu_mask_async, on_cpus,
+};
 use vmunit::arch::{
     El2Boot, Exception, ExceptionClass, ExceptionContext, HCR_VHE, install_exception_handler, mmu,
     run_in_user_mode,
@@ -652,6 +655,60 @@ fn smp() {
         wrong.is_empty(),
         "a second round runs once more on each CPU (CPUs with another count: {wrong:?})"
     );
+    cpu_masks(count);
+}
+
+/// Runs per CPU of the `on_cpu_mask` checks.
+static MASK_RUNS: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
+
+fn count_mask_run() {
+    MASK_RUNS[cpu_index()].fetch_add(1, Ordering::AcqRel);
+}
+
+/// The CPUs (of `count`) whose `MASK_RUNS` is not 1 inside `cpus` and 0 outside, with their
+/// counts; clears the counts.
+fn wrong_mask_runs(count: usize, cpus: CpuSet) -> Vec<(usize, usize)> {
+    (0..count)
+        .map(|cpu| (cpu, MASK_RUNS[cpu].swap(0, Ordering::AcqRel)))
+        .filter(|&(cpu, runs)| runs != usize::from(cpus.contains(cpu)))
+        .collect()
+}
+
+/// kvm-unit-tests' `on_cpumask` / `on_cpumask_async`: a function runs on exactly the CPUs of a
+/// set, the caller's own included only when it is in the set.
+fn cpu_masks(count: usize) {
+    // The odd CPUs (without the caller, CPU 0), then the even ones (with it).
+    let odd: CpuSet = (1..count).step_by(2).collect();
+    let even: CpuSet = (0..count).step_by(2).collect();
+    report!(
+        odd.len() + even.len() == count
+            && odd.intersection(even).is_empty()
+            && odd.union(even) == CpuSet::all(),
+        "CpuSet: odd {odd:?} and even {even:?} split all {:?}",
+        CpuSet::all()
+    );
+    for cpus in [odd, even] {
+        on_cpu_mask(cpus, count_mask_run);
+        let wrong = wrong_mask_runs(count, cpus);
+        report!(
+            wrong.is_empty(),
+            "on_cpu_mask({cpus:?}) ran once on each CPU of the set and on no other (wrong counts: {wrong:?})"
+        );
+    }
+    // Asynchronously: returns before the others have run; they run it once each.
+    for cpus in [odd, even] {
+        on_cpu_mask_async(cpus, count_mask_run);
+        let arrived = vmunit::time::spin_until(1000, || {
+            cpus.iter().all(|cpu| MASK_RUNS[cpu].load(Ordering::Acquire) >= 1)
+        });
+        // Time for a CPU outside the set that wrongly got the job to run it.
+        vmunit::time::delay(20);
+        let wrong = wrong_mask_runs(count, cpus);
+        report!(
+            arrived && wrong.is_empty(),
+            "on_cpu_mask_async({cpus:?}) ran once on each CPU of the set and on no other (wrong counts: {wrong:?})"
+        );
+    }
 }
 
 /// kvm-unit-tests' selftest-migration (arm/selftest.c `migration`, common/selftest-migration.c):

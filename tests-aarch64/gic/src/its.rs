@@ -399,7 +399,7 @@ pub fn with_receivers(test: impl Fn() + Sync) {
 }
 
 fn one(cpu: usize) -> CpuSet {
-    CpuSet::EMPTY.with(cpu)
+    CpuSet::only(cpu)
 }
 
 /// `its-trigger`.

@@ -173,23 +173,19 @@ fn send_ipis(version: Version) {
         let _prefix = prefix("self");
         let before = deliveries(SGI);
         gic::send_sgi(SGI, SgiTarget::Myself);
-        check_deliveries(SGI, before, CpuSet::EMPTY.with(me), sender);
+        check_deliveries(SGI, before, CpuSet::only(me), sender);
     }
     {
         let _prefix = prefix("target-list");
         // The CPUs whose index parity differs from the sender's.
-        let list = (0..count)
-            .filter(|cpu| cpu % 2 != me % 2)
-            .fold(CpuSet::EMPTY, CpuSet::with);
+        let list: CpuSet = (0..count).filter(|cpu| cpu % 2 != me % 2).collect();
         let before = deliveries(SGI);
         gic::send_sgi(SGI, SgiTarget::List(list));
         check_deliveries(SGI, before, list, sender);
     }
     {
         let _prefix = prefix("broadcast");
-        let others = (0..count)
-            .filter(|&cpu| cpu != me)
-            .fold(CpuSet::EMPTY, CpuSet::with);
+        let others = CpuSet::others();
         let before = deliveries(SGI);
         gic::send_sgi(SGI, SgiTarget::AllButSelf);
         check_deliveries(SGI, before, others, sender);
@@ -198,7 +194,7 @@ fn send_ipis(version: Version) {
         let _prefix = prefix("one-cpu");
         let before = deliveries(SGI);
         gic::send_sgi(SGI, SgiTarget::Cpu(0));
-        check_deliveries(SGI, before, CpuSet::EMPTY.with(0), sender);
+        check_deliveries(SGI, before, CpuSet::only(0), sender);
     }
 }
 
@@ -366,7 +362,7 @@ fn spi() {
         gic::set_target(spi, 0);
         let before = deliveries(spi);
         gic::set_pending(spi);
-        check_deliveries(spi, before, CpuSet::EMPTY.with(0), None);
+        check_deliveries(spi, before, CpuSet::only(0), None);
     }
     if cpu_count() < 2 {
         report_skip!("routing to another CPU needs -smp 2 or more");
@@ -390,7 +386,7 @@ fn spi() {
                 gic::set_target(spi, target);
                 let before = deliveries(spi);
                 gic::set_pending(spi);
-                check_deliveries(spi, before, CpuSet::EMPTY.with(target), None);
+                check_deliveries(spi, before, CpuSet::only(target), None);
             }
             STOP.store(true, Ordering::Release);
         } else {

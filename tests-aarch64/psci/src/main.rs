@@ -14,8 +14,8 @@ use core::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 
 use vmunit::arch::psci::{self, AffinityState, Status};
 use vmunit::arch::smp::{
-    MAX_CPUS, cpu_count, cpu_index, cpu_off, cpu_on, mpidr_of, on_cpu, on_cpu_async, start_cpu,
-    wait_until_online,
+    CpuSet, MAX_CPUS, cpu_count, cpu_index, cpu_off, cpu_on, mpidr_of, on_cpu, on_cpu_async,
+    on_cpu_mask_async, start_cpu, wait_until_online,
 };
 use vmunit::time::{delay, spin_until};
 use vmunit::{known_failure, report, report_info, report_skip};
@@ -152,9 +152,8 @@ fn race(round: usize, callers: &[usize]) -> Race {
         CPU_ON_STATUS[cpu].store(NO_STATUS, Ordering::Release);
     }
     let others = callers.iter().filter(|&&cpu| cpu != 0).count();
-    for &cpu in callers.iter().filter(|&&cpu| cpu != 0) {
-        on_cpu_async(cpu, move || race_cpu_on(round));
-    }
+    let racers: CpuSet = callers.iter().copied().filter(|&cpu| cpu != 0).collect();
+    on_cpu_mask_async(racers, move || race_cpu_on(round));
     spin_until(SETTLE_MS, || RACERS_READY.load(Ordering::Acquire) == others);
     let ready = RACERS_READY.load(Ordering::Acquire);
     RACE_ROUND.store(round, Ordering::Release);
@@ -336,8 +335,8 @@ fn cpu_off_all() {
     for &cpu in &secondaries {
         let status = start_cpu(cpu);
         assert!(status == Status::Success, "CPU {cpu} does not start: {status}");
-        on_cpu_async(cpu, turn_off_together);
     }
+    on_cpu_mask_async(secondaries.iter().copied().collect(), turn_off_together);
     let ready = spin_until(SETTLE_MS, || {
         OFF_READY.load(Ordering::Acquire) == secondaries.len()
     });

@@ -1,5 +1,6 @@
 //! smptest: every CPU QEMU created comes up and runs work (kvm-unit-tests' smptest): each
-//! knows its own index and APIC ID, runs on its own stack, and catches its own exceptions.
+//! knows its own index and APIC ID, runs on its own stack, and catches its own exceptions; and
+//! `on_cpu_mask` (kvm-unit-tests' `on_cpumask`) runs work on exactly the CPUs of a set.
 //!
 //! `cpus=N` (the entry's smp count) says how many CPUs must come up.
 #![no_std]
@@ -11,7 +12,7 @@ use vmunit::arch::acpi::madt;
 use vmunit::arch::cpuid::cpuid;
 use vmunit::arch::fw_cfg;
 use vmunit::arch::instructions::try_divide;
-use vmunit::arch::smp::{MAX_CPUS, cpu_count, cpu_index, on_cpu, on_cpus};
+use vmunit::arch::smp::{CpuSet, MAX_CPUS, cpu_count, cpu_index, on_cpu, on_cpu_mask, on_cpus};
 use vmunit::{Vector, prefix, report, report_info};
 
 vmunit::main!(main);
@@ -92,6 +93,23 @@ fn main(args: &[&str]) {
         "a #DE raised on each CPU at once is caught there ({} of {count})",
         caught.load(Ordering::SeqCst)
     );
+    // A set of CPUs, with the caller (the even CPUs) and without it (the odd ones).
+    let odd: CpuSet = (1..count).step_by(2).collect();
+    let even: CpuSet = (0..count).step_by(2).collect();
+    for cpus in [odd, even] {
+        let bits = AtomicU64::new(0);
+        let runs = AtomicUsize::new(0);
+        on_cpu_mask(cpus, || {
+            bits.fetch_or(1 << cpu_index(), Ordering::SeqCst);
+            runs.fetch_add(1, Ordering::SeqCst);
+        });
+        report!(
+            bits.load(Ordering::SeqCst) == cpus.bits() && runs.load(Ordering::SeqCst) == cpus.len(),
+            "on_cpu_mask({cpus:?}) runs once on each CPU of the set, on no other (bits {:#b}, {} runs)",
+            bits.load(Ordering::SeqCst),
+            runs.load(Ordering::SeqCst)
+        );
+    }
 }
 
 /// Where there is an ACPI MADT (pc, q35), the runtime counted the CPUs in it: it lists as many

@@ -424,7 +424,9 @@ extern "C" fn rust_entry(x0: u64, el2: u64) -> ! {
         }
     }
     // RAM below the image's end holds the DTB and the image; the initrd was copied above.
-    let image_end = &raw const __image_end as u64;
+    // The DTB stays readable after boot (device_tree reads some nodes on first use): when it
+    // lies above the image, free memory starts past it.
+    let image_end = (&raw const __image_end as u64).max(platform.dtb_address + platform.dtb_size);
     let free = platform
         .memory()
         .iter()

@@ -1,5 +1,8 @@
-//! The device tree QEMU hands the guest: what the runtime needs of it, read once at boot into a
-//! plain [`Platform`] (the DTB itself lives in RAM that is then given to the allocators).
+//! The device tree QEMU hands the guest: what every test needs of it, read once at boot into a
+//! plain [`Platform`]; what only some tests use (the PCI host bridge, the GICv3 ITS, the timer
+//! and PMU interrupts) is read from the DTB when first asked for, so that a test which never
+//! asks links none of that parsing (the boot keeps the DTB out of the memory it gives to the
+//! allocators).
 
 use fdt::Fdt;
 
@@ -35,10 +38,27 @@ pub struct GicInfo {
     pub redistributor: u64,
     /// The size of that region.
     pub redistributor_size: u64,
-    /// GICv3: the first ITS (`arm,gic-v3-its`, a child of the GIC node on `virt`): its base
-    /// address and the size of its register frames.
-    pub its: Option<(u64, u64)>,
 }
+
+impl GicInfo {
+    /// GICv3: the first ITS (`arm,gic-v3-its`, a child of the GIC node on `virt`): its base
+    /// address and the size of its register frames. Read from the DTB on the first call.
+    pub fn its(&self) -> Option<(u64, u64)> {
+        *ITS.call_once(|| {
+            let fdt = platform().device_tree()?;
+            if self.version == 3 { its(&fdt) } else { None }
+        })
+    }
+}
+
+/// The ITS as read from the DTB (see [`GicInfo::its`]).
+static ITS: spin::Once<Option<(u64, u64)>> = spin::Once::new();
+/// The timers' PPIs as read from the DTB (see [`Platform::timer_interrupts`]).
+static TIMER_INTERRUPTS: spin::Once<TimerInterrupts> = spin::Once::new();
+/// The PMU's interrupt as read from the DTB (see [`Platform::pmu_interrupt`]).
+static PMU_INTERRUPT: spin::Once<Option<u32>> = spin::Once::new();
+/// The PCI host bridge as read from the DTB (see [`Platform::pci_host`]).
+static PCI_HOST: spin::Once<Option<HostBridgeDescription>> = spin::Once::new();
 
 /// The machine as the device tree describes it.
 #[derive(Clone, Debug)]
@@ -62,15 +82,10 @@ pub struct Platform {
     pub initrd: Option<(u64, u64)>,
     /// QEMU's fw_cfg device's base address.
     pub fw_cfg: Option<u64>,
-    /// The timer's PPIs as INTIDs: (non-secure physical, virtual).
-    pub timer_interrupts: Option<(u32, u32)>,
-    /// The EL2 timers' PPIs as INTIDs, where the DTB lists them: (EL2 physical, CNTHP_*;
-    /// EL2 virtual, CNTHV_*).
-    pub hypervisor_timer_interrupts: (Option<u32>, Option<u32>),
-    /// The PMU's overflow interrupt (a PPI) as an INTID.
-    pub pmu_interrupt: Option<u32>,
-    /// The first `pci-host-ecam-generic` host bridge.
-    pub pci_host: Option<HostBridgeDescription>,
+    /// The DTB's size in bytes (its header's `totalsize`): the boot keeps
+    /// `dtb_address..dtb_address + dtb_size` out of the allocators' memory, so that the DTB
+    /// can still be read after boot.
+    pub dtb_size: u64,
     bootargs: heapless::String<BOOTARGS_CAPACITY>,
 }
 
@@ -88,6 +103,45 @@ impl Platform {
     /// The MPIDRs of the CPUs the runtime can use.
     pub fn mpidrs(&self) -> &[u64] {
         &self.mpidrs
+    }
+
+    /// The DTB, read again (it stays intact: see [`Platform::dtb_size`]); `None` if it no
+    /// longer parses.
+    fn device_tree(&self) -> Option<Fdt<'static>> {
+        // SAFETY: `dtb_address` held a DTB with the right magic at boot (`init`), in
+        // identity-mapped RAM that the boot leaves out of the allocators' memory and that
+        // nothing else writes; `from_ptr` checks the header again.
+        unsafe { Fdt::from_ptr(self.dtb_address as usize as *const u8) }.ok()
+    }
+
+    /// The EL1 timers' PPIs as INTIDs: (non-secure physical, virtual). Read from the DTB on the
+    /// first call (with [`Platform::hypervisor_timer_interrupts`]).
+    pub fn timer_interrupts(&self) -> Option<(u32, u32)> {
+        self.timers().timer_interrupts
+    }
+
+    /// The EL2 timers' PPIs as INTIDs, where the DTB lists them: (EL2 physical, CNTHP_*;
+    /// EL2 virtual, CNTHV_*). Read from the DTB on the first call.
+    pub fn hypervisor_timer_interrupts(&self) -> (Option<u32>, Option<u32>) {
+        self.timers().hypervisor_timer_interrupts
+    }
+
+    fn timers(&self) -> &'static TimerInterrupts {
+        TIMER_INTERRUPTS.call_once(|| {
+            self.device_tree()
+                .map(|fdt| timer_interrupts(&fdt))
+                .unwrap_or_default()
+        })
+    }
+
+    /// The PMU's overflow interrupt (a PPI) as an INTID, read from the DTB on the first call.
+    pub fn pmu_interrupt(&self) -> Option<u32> {
+        *PMU_INTERRUPT.call_once(|| pmu_interrupt(&self.device_tree()?))
+    }
+
+    /// The first `pci-host-ecam-generic` host bridge, read from the DTB on the first call.
+    pub fn pci_host(&self) -> Option<&HostBridgeDescription> {
+        PCI_HOST.call_once(|| pci_host(&self.device_tree()?)).as_ref()
     }
 
     /// `/chosen/bootargs` (QEMU's `-append`), empty when absent.
@@ -143,11 +197,8 @@ fn read(fdt: &Fdt<'_>, dtb_address: u64) -> Result<Platform, &'static str> {
         gic: None,
         psci: None,
         initrd: None,
-        timer_interrupts: None,
-        hypervisor_timer_interrupts: (None, None),
-        pmu_interrupt: None,
+        dtb_size: fdt.total_size() as u64,
         fw_cfg: None,
-        pci_host: None,
         bootargs: heapless::String::new(),
     };
     // `Fdt::memory()` and `cpus()` panic when the nodes are missing: walk the nodes instead.
@@ -218,43 +269,55 @@ fn read(fdt: &Fdt<'_>, dtb_address: u64) -> Result<Platform, &'static str> {
             let _ = platform.bootargs.push_str(&arguments[..length]);
         }
     }
-    if let Some(node) = fdt.find_compatible(&["arm,armv8-timer", "arm,armv7-timer"]) {
-        // Four or five interrupts of three cells (type, number, flags): secure physical,
-        // non-secure physical, virtual, EL2 physical and (QEMU lists it where EL2 is enabled)
-        // EL2 virtual. PPI n is INTID 16 + n.
-        let mut numbers = [None; 5];
-        if let Some(property) = node.property("interrupts") {
-            let mut cells = property
-                .value
-                .chunks_exact(4)
-                .map(|bytes| u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
-            for number in &mut numbers {
-                let (Some(_kind), Some(value), Some(_flags)) = (cells.next(), cells.next(), cells.next())
-                else {
-                    break;
-                };
-                *number = Some(16 + value);
-            }
-        }
-        if let (Some(physical), Some(virtual_intid)) = (numbers[1], numbers[2]) {
-            platform.timer_interrupts = Some((physical, virtual_intid));
-        }
-        platform.hypervisor_timer_interrupts = (numbers[3], numbers[4]);
-    }
-    platform.pmu_interrupt = fdt
-        .find_compatible(&["arm,armv8-pmuv3", "arm,cortex-a15-pmu"])
-        .and_then(|node| {
-            // One interrupt of three cells (type, number, flags); type 1 is a PPI, INTID 16 + n.
-            let mut cells = node
-                .property("interrupts")?
-                .value
-                .chunks_exact(4)
-                .map(|bytes| u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
-            let (kind, number) = (cells.next()?, cells.next()?);
-            (kind == 1).then_some(16 + number)
-        });
-    platform.pci_host = pci_host(fdt);
     Ok(platform)
+}
+
+/// The timer node's PPIs (INTIDs).
+#[derive(Clone, Copy, Default)]
+struct TimerInterrupts {
+    /// (non-secure physical, virtual).
+    timer_interrupts: Option<(u32, u32)>,
+    /// (EL2 physical, EL2 virtual).
+    hypervisor_timer_interrupts: (Option<u32>, Option<u32>),
+}
+
+/// The `arm,armv8-timer` node's `interrupts`: four or five of three cells (type, number,
+/// flags): secure physical, non-secure physical, virtual, EL2 physical and (QEMU lists it where
+/// EL2 is enabled) EL2 virtual. PPI n is INTID 16 + n.
+fn timer_interrupts(fdt: &Fdt<'_>) -> TimerInterrupts {
+    let mut numbers = [None; 5];
+    if let Some(property) = fdt
+        .find_compatible(&["arm,armv8-timer", "arm,armv7-timer"])
+        .and_then(|node| node.property("interrupts"))
+    {
+        let mut cells = property
+            .value
+            .chunks_exact(4)
+            .map(|bytes| u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
+        for number in &mut numbers {
+            let (Some(_kind), Some(value), Some(_flags)) = (cells.next(), cells.next(), cells.next()) else {
+                break;
+            };
+            *number = Some(16 + value);
+        }
+    }
+    TimerInterrupts {
+        timer_interrupts: numbers[1].zip(numbers[2]),
+        hypervisor_timer_interrupts: (numbers[3], numbers[4]),
+    }
+}
+
+/// The PMU node's interrupt: one of three cells (type, number, flags); type 1 is a PPI,
+/// INTID 16 + n.
+fn pmu_interrupt(fdt: &Fdt<'_>) -> Option<u32> {
+    let node = fdt.find_compatible(&["arm,armv8-pmuv3", "arm,cortex-a15-pmu"])?;
+    let mut cells = node
+        .property("interrupts")?
+        .value
+        .chunks_exact(4)
+        .map(|bytes| u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]));
+    let (kind, number) = (cells.next()?, cells.next()?);
+    (kind == 1).then_some(16 + number)
 }
 
 /// The `pci-host-ecam-generic` node (Linux's host-generic-pci binding, QEMU `virt`'s `pcie@`):
@@ -330,24 +393,25 @@ fn gic(fdt: &Fdt<'_>) -> Option<GicInfo> {
     let mut regions = node.reg()?;
     let distributor = regions.next()?;
     let second = regions.next()?;
-    let its = if version == 3 {
-        node.children()
-            .chain(fdt.all_nodes())
-            .find(|child| {
-                child
-                    .compatible()
-                    .is_some_and(|compatible| compatible.all().any(|name| name == "arm,gic-v3-its"))
-            })
-            .and_then(|its| its.reg()?.next())
-            .map(|region| (region.starting_address as u64, region.size.unwrap_or(0) as u64))
-    } else {
-        None
-    };
     Some(GicInfo {
         version,
         distributor: distributor.starting_address as u64,
         redistributor: second.starting_address as u64,
         redistributor_size: second.size.unwrap_or(0) as u64,
-        its,
     })
+}
+
+/// The first `arm,gic-v3-its` node's first `reg` region: its base and size. On `virt` the ITS
+/// is a child of the GIC node; elsewhere it may sit anywhere in the tree.
+fn its(fdt: &Fdt<'_>) -> Option<(u64, u64)> {
+    let gic = fdt.find_compatible(&["arm,gic-v3"])?;
+    gic.children()
+        .chain(fdt.all_nodes())
+        .find(|child| {
+            child
+                .compatible()
+                .is_some_and(|compatible| compatible.all().any(|name| name == "arm,gic-v3-its"))
+        })
+        .and_then(|its| its.reg()?.next())
+        .map(|region| (region.starting_address as u64, region.size.unwrap_or(0) as u64))
 }

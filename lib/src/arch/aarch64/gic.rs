@@ -970,34 +970,8 @@ pub fn set_target(intid: u32, cpu: usize) {
     }
 }
 
-/// A set of CPU indices (bit n: CPU n).
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
-pub struct CpuSet(u64);
-
-impl CpuSet {
-    /// No CPU.
-    pub const EMPTY: CpuSet = CpuSet(0);
-
-    /// This set with CPU `cpu` added.
-    pub fn with(self, cpu: usize) -> CpuSet {
-        CpuSet(self.0 | 1u64.checked_shl(cpu as u32).unwrap_or(0))
-    }
-
-    /// Whether CPU `cpu` is in the set.
-    pub fn contains(self, cpu: usize) -> bool {
-        cpu < 64 && self.0 & (1 << cpu) != 0
-    }
-
-    /// The set as a mask (bit n: CPU n).
-    pub fn bits(self) -> u64 {
-        self.0
-    }
-
-    /// The CPUs of the set, in order.
-    pub fn iter(self) -> impl Iterator<Item = usize> {
-        (0..64).filter(move |&cpu| self.contains(cpu))
-    }
-}
+/// A set of CPU indices (bit n: CPU n): the runtime's, which `smp::on_cpu_mask` takes too.
+pub use crate::work::CpuSet;
 
 /// Where an SGI goes.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]

@@ -5,7 +5,7 @@ use crate::pci::{Address, HostBridgeDescription};
 
 /// The host bridge the device tree describes, if any.
 pub fn host_bridge() -> Option<HostBridgeDescription> {
-    super::device_tree::platform().pci_host.clone()
+    super::device_tree::platform().pci_host().cloned()
 }
 
 /// aarch64 has no port mechanism for configuration space (its host bridges are ECAM only, and

@@ -113,7 +113,7 @@ pub fn has_64bit_event_counters() -> bool {
 /// The INTID of the PMU's overflow PPI (from the device tree's `arm,armv8-pmuv3` node).
 pub fn interrupt() -> u32 {
     super::device_tree::platform()
-        .pmu_interrupt
+        .pmu_interrupt()
         .unwrap_or(DEFAULT_INTID)
 }
 

@@ -118,7 +118,7 @@ pub fn secondary_entry_point() -> u64 {
     &raw const super::boot::vmunit_secondary_entry as u64
 }
 
-pub use crate::work::{Barrier, on_cpu, on_cpu_async, on_cpus};
+pub use crate::work::{Barrier, CpuSet, on_cpu, on_cpu_async, on_cpu_mask, on_cpu_mask_async, on_cpus};
 
 /// Starts CPU `cpu` if needed, before work is posted to it.
 ///

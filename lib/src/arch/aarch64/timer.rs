@@ -81,13 +81,13 @@ impl Timer {
     pub fn intid(self) -> u32 {
         let platform = super::device_tree::platform();
         if super::instructions::current_el() == 2 {
-            let (physical, virtual_intid) = platform.hypervisor_timer_interrupts;
+            let (physical, virtual_intid) = platform.hypervisor_timer_interrupts();
             return match self {
                 Timer::Virtual => virtual_intid.unwrap_or(DEFAULT_HYPERVISOR_VIRTUAL_INTID),
                 Timer::Physical => physical.unwrap_or(DEFAULT_HYPERVISOR_PHYSICAL_INTID),
             };
         }
-        let interrupts = platform.timer_interrupts;
+        let interrupts = platform.timer_interrupts();
         match self {
             Timer::Virtual => interrupts.map_or(DEFAULT_VIRTUAL_INTID, |(_, virtual_intid)| virtual_intid),
             Timer::Physical => interrupts.map_or(DEFAULT_PHYSICAL_INTID, |(physical, _)| physical),

@@ -102,7 +102,7 @@ pub fn cpu_count() -> usize {
     ONLINE.load(Ordering::Acquire)
 }
 
-pub use crate::work::{Barrier, on_cpu, on_cpu_async, on_cpus};
+pub use crate::work::{Barrier, CpuSet, on_cpu, on_cpu_async, on_cpu_mask, on_cpu_mask_async, on_cpus};
 
 /// Checks that CPU `cpu` runs, before work is posted to it.
 ///

@@ -236,7 +236,7 @@ impl Baser {
 
 /// The ITS's base address and register frames' size, if the device tree describes one.
 pub fn its_address() -> Option<(u64, u64)> {
-    super::gic().and_then(|gic| gic.its)
+    super::gic().and_then(|gic| gic.its())
 }
 
 fn base() -> u64 {
