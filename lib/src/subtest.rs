@@ -207,8 +207,17 @@ pub fn run<State: Any, Form>(
 ) -> i32 {
     let patterns: alloc::vec::Vec<&str> = args.iter().copied().filter(|word| !word.contains('=')).collect();
     let mut subtests: alloc::vec::Vec<&Subtest> = all().iter().collect();
-    // The linker orders the section by code unit, not by source: run them as declared.
-    subtests.sort_by_key(|subtest| (subtest.line, subtest.name));
+    // The linker orders the section by code unit, not by source: run them as declared. An
+    // insertion sort: a test declares tens of subtests, and core's sorts add kilobytes of code
+    // to every image.
+    let key = |subtest: &Subtest| (subtest.line, subtest.name);
+    for index in 1..subtests.len() {
+        let mut position = index;
+        while position > 0 && key(subtests[position - 1]) > key(subtests[position]) {
+            subtests.swap(position - 1, position);
+            position -= 1;
+        }
+    }
     for pattern in &patterns {
         if !subtests
             .iter()
