@@ -142,20 +142,7 @@ fn runtime_cpu_switch() {
             seen == 1,
             "CPU {holder} took the worker's IPI while holding its registers (expected 1, got {seen})"
         );
-        match (held, worked) {
-            (Some(held), Some(worked)) => {
-                check_state(&holder_state(), &held, "another CPU's work and its IPI");
-                check_state(&worker_state(), &worked, "a BRK, on the worker CPU");
-            }
-            _ => {
-                report!(
-                    false,
-                    "both CPUs returned their registers (holder {}, worker {})",
-                    held.is_some(),
-                    worked.is_some()
-                );
-            }
-        }
+        check_both(held, worked, "another CPU's work and its IPI", "a BRK, on the worker CPU");
     }
 }
 
@@ -172,6 +159,25 @@ fn holder_state() -> FpState {
 /// The worker's values, different in every byte and bit field from the holder's.
 fn worker_state() -> FpState {
     FpState::pattern(0x3c, FPCR_OTHER, FPSR_OTHER)
+}
+
+/// The holder's and the worker's registers as they returned them, each checked against its
+/// values across its event.
+fn check_both(held: Option<FpState>, worked: Option<FpState>, holder_event: &str, worker_event: &str) {
+    match (held, worked) {
+        (Some(held), Some(worked)) => {
+            check_state(&holder_state(), &held, holder_event);
+            check_state(&worker_state(), &worked, worker_event);
+        }
+        _ => {
+            report!(
+                false,
+                "both CPUs returned their registers (holder {}, worker {})",
+                held.is_some(),
+                worked.is_some()
+            );
+        }
+    }
 }
 
 fn check_state(expected: &FpState, got: &FpState, event: &str) {
@@ -305,20 +311,7 @@ fn fp_descheduled() {
         EXCHANGE.report(holder, worker);
         let held = *FP_RESULTS[0].lock();
         let worked = *FP_RESULTS[1].lock();
-        match (held, worked) {
-            (Some(held), Some(worked)) => {
-                check_state(&holder_state(), &held, "a descheduled wait");
-                check_state(&worker_state(), &worked, "a load and store");
-            }
-            _ => {
-                report!(
-                    false,
-                    "both CPUs returned their registers (holder {}, worker {})",
-                    held.is_some(),
-                    worked.is_some()
-                );
-            }
-        }
+        check_both(held, worked, "a descheduled wait", "a load and store");
     }
 }
 
@@ -390,17 +383,8 @@ fn sve_checks(arguments: &[&str]) {
         .iter()
         .find_map(|argument| argument.strip_prefix("sve-lengths="))
     {
-        let mut matches = true;
-        let mut count = 0;
-        for word in expected.split(',') {
-            count += 1;
-            match word.parse::<usize>() {
-                Ok(length_bits) => matches &= lengths.contains(&(length_bits / 8)),
-                Err(_) => matches = false,
-            }
-        }
         report!(
-            matches && count == lengths.len(),
+            offered.are_bits(expected),
             "the offered lengths are the test_args' {expected} bits (offered {:?} bytes)",
             lengths
         );

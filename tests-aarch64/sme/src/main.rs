@@ -201,17 +201,8 @@ fn length_checks(arguments: &[&str], boot_length: usize) -> sme::VectorLengths {
         .iter()
         .find_map(|argument| argument.strip_prefix("sme-lengths="))
     {
-        let mut matches = true;
-        let mut count = 0;
-        for word in expected.split(',') {
-            count += 1;
-            match word.parse::<usize>() {
-                Ok(length_bits) => matches &= lengths.contains(&(length_bits / 8)),
-                Err(_) => matches = false,
-            }
-        }
         report!(
-            matches && count == lengths.len(),
+            offered.are_bits(expected),
             "the offered lengths are the test_args' {expected} bits (offered {:?} bytes)",
             lengths
         );
