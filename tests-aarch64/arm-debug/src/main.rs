@@ -100,9 +100,24 @@ const BREAK_AND_WATCH: u64 = mdscr::KDE | mdscr::MDE;
 /// PSTATE.D, the OS lock set).
 const GATES: [(&str, u64, DebugExceptions, bool); 4] = [
     ("PSTATE.D set", BREAK_AND_WATCH, DebugExceptions::Masked, false),
-    ("MDSCR_EL1.KDE clear", mdscr::MDE, DebugExceptions::Unmasked, false),
-    ("MDSCR_EL1.MDE clear", mdscr::KDE, DebugExceptions::Unmasked, false),
-    ("the OS lock set", BREAK_AND_WATCH, DebugExceptions::Unmasked, true),
+    (
+        "MDSCR_EL1.KDE clear",
+        mdscr::MDE,
+        DebugExceptions::Unmasked,
+        false,
+    ),
+    (
+        "MDSCR_EL1.MDE clear",
+        mdscr::KDE,
+        DebugExceptions::Unmasked,
+        false,
+    ),
+    (
+        "the OS lock set",
+        BREAK_AND_WATCH,
+        DebugExceptions::Unmasked,
+        true,
+    ),
 ];
 
 /// The ELRs of what was recorded, for messages.

@@ -29,7 +29,7 @@ use vmunit::arch::handoff::Exchange;
 use vmunit::arch::instructions::{FpEvent, FpState, fp_state_round_trip, set_fpcr, set_fpsr};
 use vmunit::arch::mmu::map_device;
 use vmunit::arch::registers::{ID_AA64PFR0_EL1, Readable, fpcr, fpsr, zfr0};
-use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu};
+use vmunit::arch::smp::{cpu_count, cpu_index};
 use vmunit::arch::sve::{self, SveError, SveState};
 use vmunit::arch::timer;
 use vmunit::{prefix, report, report_info, report_skip, report_summary, trap_exceptions};
@@ -94,11 +94,7 @@ fn main(arguments: &[&str]) -> i32 {
         );
         return report_summary();
     }
-    on_cpu(1, set_up_cpu);
-    report!(
-        GIC_READY.load(Ordering::Acquire) == 1,
-        "the GIC initialises on CPU 1"
-    );
+    report!(EXCHANGE.set_up_cpu(1), "the GIC initialises on CPU 1");
     runtime_cpu_switch();
     drop(cpu_switch);
     drop(runtime);
@@ -142,7 +138,12 @@ fn runtime_cpu_switch() {
             seen == 1,
             "CPU {holder} took the worker's IPI while holding its registers (expected 1, got {seen})"
         );
-        check_both(held, worked, "another CPU's work and its IPI", "a BRK, on the worker CPU");
+        check_both(
+            held,
+            worked,
+            "another CPU's work and its IPI",
+            "a BRK, on the worker CPU",
+        );
     }
 }
 
@@ -204,17 +205,8 @@ fn check_state(expected: &FpState, got: &FpState, event: &str) {
 static RESULTS: [spin::Mutex<Option<FpState>>; 2] = [const { spin::Mutex::new(None) }; 2];
 /// The hand-off between the two CPUs (its worker signals with `SGI`).
 static EXCHANGE: Exchange = Exchange::new(SGI);
-/// Set when CPU 1's GIC interface is ready.
-static GIC_READY: AtomicU32 = AtomicU32::new(0);
 /// SGIs handled, per CPU.
 static HANDLED: [AtomicU32; 2] = [const { AtomicU32::new(0) }; 2];
-
-fn set_up_cpu() {
-    if gic::init().is_ok() {
-        gic::enable(SGI);
-        GIC_READY.store(1, Ordering::Release);
-    }
-}
 
 /// A second of polls (at least), so that a lost worker cannot hang the test.
 fn polls() -> u64 {

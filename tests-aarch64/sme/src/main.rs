@@ -31,7 +31,7 @@ use vmunit::arch::handoff::Exchange;
 use vmunit::arch::instructions::{FpEvent, FpState, fp_state_round_trip};
 use vmunit::arch::registers::{ID_AA64PFR1_EL1, Readable, smcr, smfr0, smidr, svcr};
 use vmunit::arch::sme::{self, Probe, ProbeState, SmeError, SmeEvent, SmeRoundTrip, SmeState, SmeTrap};
-use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu};
+use vmunit::arch::smp::{cpu_count, cpu_index};
 use vmunit::{prefix, report, report_info, report_skip, report_summary, trap_exceptions};
 
 vmunit::main!(main);
@@ -81,11 +81,7 @@ fn main(arguments: &[&str]) -> i32 {
         );
         return report_summary();
     }
-    on_cpu(1, set_up_cpu);
-    report!(
-        GIC_READY.load(Ordering::Acquire) == 1,
-        "the GIC initialises on CPU 1"
-    );
+    report!(EXCHANGE.set_up_cpu(1), "the GIC initialises on CPU 1");
     let lengths = lengths.as_slice();
     for (index, &length) in lengths.iter().enumerate() {
         let worker_length = lengths[(index + 1) % lengths.len()];
@@ -433,8 +429,6 @@ fn runtime_checks(length: usize) {
 
 /// SGIs handled, per CPU.
 static HANDLED: [AtomicU32; 2] = [const { AtomicU32::new(0) }; 2];
-/// Set when CPU 1's GIC interface is ready.
-static GIC_READY: AtomicU32 = AtomicU32::new(0);
 /// The hand-off between the two CPUs (its worker signals with `SGI`).
 static EXCHANGE: Exchange = Exchange::new(SGI);
 /// The holder's streaming vector length (bytes) read after its wait.
@@ -442,13 +436,6 @@ static HOLDER_LENGTH_AFTER: AtomicUsize = AtomicUsize::new(0);
 /// What each role returned: 0 the holder, 1 the worker.
 static RESULTS: [spin::Mutex<Option<Result<SmeRoundTrip, SmeError>>>; 2] =
     [const { spin::Mutex::new(None) }; 2];
-
-fn set_up_cpu() {
-    if gic::init().is_ok() {
-        gic::enable(SGI);
-        GIC_READY.store(1, Ordering::Release);
-    }
-}
 
 /// An IRQ handler that works the AdvSIMD registers (illegal in Streaming SVE mode, which the
 /// interrupted code was in) and overwrites all of v0-v31.

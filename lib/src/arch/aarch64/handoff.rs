@@ -14,7 +14,7 @@
 //! EXCHANGE.report(0, 1);
 //! ```
 
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use super::gic::{self, SgiTarget};
 use super::instructions::{Handoff, disable_interrupts, enable_interrupts, isb};
@@ -88,6 +88,19 @@ impl Exchange {
             work();
             on_cpu(holder, || {});
         }
+    }
+
+    /// Runs on `cpu`: initialises its GIC interface and enables the exchange's SGI there;
+    /// returns whether the GIC initialised.
+    pub fn set_up_cpu(&self, cpu: usize) -> bool {
+        let ready = AtomicBool::new(false);
+        on_cpu(cpu, || {
+            if gic::init().is_ok() {
+                gic::enable(self.sgi);
+                ready.store(true, Ordering::Release);
+            }
+        });
+        ready.load(Ordering::Acquire)
     }
 
     /// The holder's CPU index.
