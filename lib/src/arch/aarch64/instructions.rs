@@ -98,19 +98,7 @@ pub unsafe fn try_store(address: u64, value: u64) -> Attempt<()> {
 
 /// Executes `udf #0` (permanently undefined): the exception, and the UDF's address.
 pub fn try_undefined_instruction() -> Attempt<()> {
-    let mut location = 0u64;
-    let slot = &raw mut location;
-    let result = catch_exception(|| {
-        // SAFETY: `slot` points at a live local written before the UDF; the exception is caught.
-        unsafe {
-            asm!("adr {scratch}, 2f", "str {scratch}, [{slot}]", "2: udf #0",
-                 scratch = out(reg) _, slot = in(reg) slot, options(nostack))
-        };
-    });
-    Attempt {
-        result,
-        address: location,
-    }
+    try_undefined_instruction_after(|| {})
 }
 
 /// Runs `function`, then executes `udf #0`, under one `catch_exception`: the exception that
