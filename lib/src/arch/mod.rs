@@ -7,7 +7,7 @@
 //! Both `x86_64/` and `aarch64/` hold the same file names for the same roles: `boot.rs` (the
 //! entry assembly and `rust_entry`), `console.rs`, `exceptions.rs`, `exit.rs`, `fw_cfg.rs`,
 //! `instructions.rs`, `mmu.rs`, `pci.rs`, `pmu.rs`, `smp.rs`, `timer.rs`; the rest is what only one
-//! architecture has (APIC and ACPI; GIC, PSCI, the device tree, MTE, SVE and SME: x86 has no
+//! architecture has (APIC and ACPI; GIC, PSCI, the device tree, MTE, SVE and SME with their two-CPU register `handoff`: x86 has no
 //! counterpart of those, and the runtime offers none). Both have a `debug.rs`,
 //! but not a shared API: x86's debug registers (DR0-DR7, #DB, RFLAGS.TF) and aarch64's
 //! self-hosted debug (DBGBCR/DBGWCR pairs, MDSCR_EL1, the OS lock, PSTATE.D and SS) differ in

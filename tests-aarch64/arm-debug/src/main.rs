@@ -63,7 +63,6 @@ const QEMU_STEP_AFTER_MASK: &str = "QEMU TCG steps past MSR DAIFSet: target/arm/
      raises the step exception (gen_step_complete_exception) whenever the TB began with stepping active, \
      without the CheckSoftwareStep() test of AArch64.GenerateDebugExceptions() (PSTATE.D) before the next instruction";
 
-/// Whether the test runs under QEMU's TCG.
 /// Whether a mode migrates the VM where kvm-unit-tests' arm/debug.c does (its `-migration`
 /// modes: after the debug registers are programmed, before they are used).
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -89,12 +88,37 @@ impl MigrationPoint {
     }
 }
 
+/// Whether the test runs under QEMU's TCG.
 fn tcg() -> bool {
     vmunit::env("ACCEL") == Some("tcg")
 }
 
 /// MDSCR_EL1 with breakpoints and watchpoints enabled at EL1.
 const BREAK_AND_WATCH: u64 = mdscr::KDE | mdscr::MDE;
+
+/// What keeps an enabled breakpoint or watchpoint from firing at EL1: (what, MDSCR_EL1,
+/// PSTATE.D, the OS lock set).
+const GATES: [(&str, u64, DebugExceptions, bool); 4] = [
+    ("PSTATE.D set", BREAK_AND_WATCH, DebugExceptions::Masked, false),
+    (
+        "MDSCR_EL1.KDE clear",
+        mdscr::MDE,
+        DebugExceptions::Unmasked,
+        false,
+    ),
+    (
+        "MDSCR_EL1.MDE clear",
+        mdscr::KDE,
+        DebugExceptions::Unmasked,
+        false,
+    ),
+    (
+        "the OS lock set",
+        BREAK_AND_WATCH,
+        DebugExceptions::Unmasked,
+        true,
+    ),
+];
 
 /// The ELRs of what was recorded, for messages.
 fn return_addresses(seen: &[DebugException]) -> Vec<u64> {
@@ -202,28 +226,7 @@ fn breakpoints(migration: MigrationPoint) {
     }
 
     // What keeps an enabled breakpoint from firing.
-    let gates: [(&str, u64, DebugExceptions, bool); 4] = [
-        ("PSTATE.D set", BREAK_AND_WATCH, DebugExceptions::Masked, false),
-        (
-            "MDSCR_EL1.KDE clear",
-            mdscr::MDE,
-            DebugExceptions::Unmasked,
-            false,
-        ),
-        (
-            "MDSCR_EL1.MDE clear",
-            mdscr::KDE,
-            DebugExceptions::Unmasked,
-            false,
-        ),
-        (
-            "the OS lock set",
-            BREAK_AND_WATCH,
-            DebugExceptions::Unmasked,
-            true,
-        ),
-    ];
-    for (what, mdscr, debug_exceptions, os_lock) in gates {
+    for (what, mdscr, debug_exceptions, os_lock) in GATES {
         debug::reset_debug_state();
         debug::set_breakpoint(0, targets[0]);
         debug::set_mdscr(mdscr);
@@ -427,28 +430,7 @@ fn watchpoints(migration: MigrationPoint) {
     );
 
     // What keeps an enabled watchpoint from firing.
-    let gates: [(&str, u64, DebugExceptions, bool); 4] = [
-        ("PSTATE.D set", BREAK_AND_WATCH, DebugExceptions::Masked, false),
-        (
-            "MDSCR_EL1.KDE clear",
-            mdscr::MDE,
-            DebugExceptions::Unmasked,
-            false,
-        ),
-        (
-            "MDSCR_EL1.MDE clear",
-            mdscr::KDE,
-            DebugExceptions::Unmasked,
-            false,
-        ),
-        (
-            "the OS lock set",
-            BREAK_AND_WATCH,
-            DebugExceptions::Unmasked,
-            true,
-        ),
-    ];
-    for (what, mdscr, debug_exceptions, os_lock) in gates {
+    for (what, mdscr, debug_exceptions, os_lock) in GATES {
         debug::reset_debug_state();
         debug::set_watchpoint(0, address, 1, WatchAccess::LoadOrStore);
         debug::set_mdscr(mdscr);

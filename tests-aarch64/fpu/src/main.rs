@@ -21,19 +21,17 @@
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use vmunit::arch::ExceptionClass;
 use vmunit::arch::gic::{self, SgiTarget};
-use vmunit::arch::instructions::{
-    FpEvent, FpState, Handoff, disable_interrupts, enable_interrupts, fp_state_round_trip, isb, set_fpcr,
-    set_fpsr,
-};
+use vmunit::arch::handoff::Exchange;
+use vmunit::arch::instructions::{FpEvent, FpState, fp_state_round_trip, set_fpcr, set_fpsr};
 use vmunit::arch::mmu::map_device;
 use vmunit::arch::registers::{ID_AA64PFR0_EL1, Readable, fpcr, fpsr, zfr0};
-use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu, on_cpu_async};
+use vmunit::arch::smp::{cpu_count, cpu_index};
 use vmunit::arch::sve::{self, SveError, SveState};
-use vmunit::arch::timer::{self, CTL_ENABLE, Timer};
+use vmunit::arch::timer;
 use vmunit::{prefix, report, report_info, report_skip, report_summary, trap_exceptions};
 
 vmunit::main!(main);
@@ -96,11 +94,7 @@ fn main(arguments: &[&str]) -> i32 {
         );
         return report_summary();
     }
-    on_cpu(1, set_up_cpu);
-    report!(
-        GIC_READY.load(Ordering::Acquire) == 1,
-        "the GIC initialises on CPU 1"
-    );
+    report!(EXCHANGE.set_up_cpu(1), "the GIC initialises on CPU 1");
     runtime_cpu_switch();
     drop(cpu_switch);
     drop(runtime);
@@ -126,47 +120,30 @@ fn main(arguments: &[&str]) -> i32 {
 fn runtime_cpu_switch() {
     for (holder, worker) in [(0, 1), (1, 0)] {
         let _prefix = prefix!("CPU {holder} holds, CPU {worker} works");
-        LOADED.store(0, Ordering::Release);
-        DONE.store(0, Ordering::Release);
-        IPI_SEEN.store(0, Ordering::Release);
-        HOLDER.store(holder as u32, Ordering::Release);
-        if holder == 0 {
-            on_cpu_async(worker, work);
-            hold();
-            // Wait for the worker to finish completely before the roles swap.
-            on_cpu(worker, || {});
-        } else {
-            on_cpu_async(holder, hold);
-            work();
-            on_cpu(holder, || {});
-        }
+        // Both sides are waited for before the roles swap.
+        EXCHANGE.run(holder, worker, hold, work);
         let held = *RESULTS[0].lock();
         let worked = *RESULTS[1].lock();
+        // What each side saw of the other: the worker found the holder's values loaded
+        // before its own load, and the holder's polls ended because the worker was done.
+        let outcome = EXCHANGE.outcome();
         report!(
-            DONE.load(Ordering::Acquire) == 1,
+            outcome.worker_saw_loaded && outcome.holder_saw_done,
             "the worker ran while CPU {holder} held its registers (expected loaded 1 and done 1, got {} and {})",
-            LOADED.load(Ordering::Acquire),
-            DONE.load(Ordering::Acquire)
+            u8::from(outcome.worker_saw_loaded),
+            u8::from(outcome.holder_saw_done)
         );
-        let seen = IPI_SEEN.load(Ordering::Acquire);
+        let seen = u8::from(EXCHANGE.interrupt_seen());
         report!(
             seen == 1,
             "CPU {holder} took the worker's IPI while holding its registers (expected 1, got {seen})"
         );
-        match (held, worked) {
-            (Some(held), Some(worked)) => {
-                check_state(&holder_state(), &held, "another CPU's work and its IPI");
-                check_state(&worker_state(), &worked, "a BRK, on the worker CPU");
-            }
-            _ => {
-                report!(
-                    false,
-                    "both CPUs returned their registers (holder {}, worker {})",
-                    held.is_some(),
-                    worked.is_some()
-                );
-            }
-        }
+        check_both(
+            held,
+            worked,
+            "another CPU's work and its IPI",
+            "a BRK, on the worker CPU",
+        );
     }
 }
 
@@ -183,6 +160,25 @@ fn holder_state() -> FpState {
 /// The worker's values, different in every byte and bit field from the holder's.
 fn worker_state() -> FpState {
     FpState::pattern(0x3c, FPCR_OTHER, FPSR_OTHER)
+}
+
+/// The holder's and the worker's registers as they returned them, each checked against its
+/// values across its event.
+fn check_both(held: Option<FpState>, worked: Option<FpState>, holder_event: &str, worker_event: &str) {
+    match (held, worked) {
+        (Some(held), Some(worked)) => {
+            check_state(&holder_state(), &held, holder_event);
+            check_state(&worker_state(), &worked, worker_event);
+        }
+        _ => {
+            report!(
+                false,
+                "both CPUs returned their registers (holder {}, worker {})",
+                held.is_some(),
+                worked.is_some()
+            );
+        }
+    }
 }
 
 fn check_state(expected: &FpState, got: &FpState, event: &str) {
@@ -207,25 +203,10 @@ fn check_state(expected: &FpState, got: &FpState, event: &str) {
 
 /// The state each role returned: index 0 the holder, 1 the worker.
 static RESULTS: [spin::Mutex<Option<FpState>>; 2] = [const { spin::Mutex::new(None) }; 2];
-/// Set by the holder once its registers hold its values.
-static LOADED: AtomicU32 = AtomicU32::new(0);
-/// Set by the worker once it ran and the holder took its IPI.
-static DONE: AtomicU32 = AtomicU32::new(0);
-/// Set when the holder's handler ran for the worker's SGI.
-static IPI_SEEN: AtomicU32 = AtomicU32::new(0);
-/// The holder's CPU index.
-static HOLDER: AtomicU32 = AtomicU32::new(0);
-/// Set when CPU 1's GIC interface is ready.
-static GIC_READY: AtomicU32 = AtomicU32::new(0);
+/// The hand-off between the two CPUs (its worker signals with `SGI`).
+static EXCHANGE: Exchange = Exchange::new(SGI);
 /// SGIs handled, per CPU.
 static HANDLED: [AtomicU32; 2] = [const { AtomicU32::new(0) }; 2];
-
-fn set_up_cpu() {
-    if gic::init().is_ok() {
-        gic::enable(SGI);
-        GIC_READY.store(1, Ordering::Release);
-    }
-}
 
 /// A second of polls (at least), so that a lost worker cannot hang the test.
 fn polls() -> u64 {
@@ -235,14 +216,16 @@ fn polls() -> u64 {
 /// The holder: loads its values, waits with IRQs unmasked for the worker, reads them back.
 fn hold() {
     *RESULTS[0].lock() = None;
-    let after = fp_state_round_trip(
-        &holder_state(),
-        FpEvent::Handshake {
-            loaded: &LOADED,
-            done: &DONE,
-            polls: polls(),
-        },
-    );
+    let after = EXCHANGE.hold(|| {
+        fp_state_round_trip(
+            &holder_state(),
+            FpEvent::Handshake {
+                loaded: EXCHANGE.loaded(),
+                done: EXCHANGE.done(),
+                polls: polls(),
+            },
+        )
+    });
     *RESULTS[0].lock() = Some(after);
 }
 
@@ -251,19 +234,17 @@ fn hold() {
 fn work() {
     *RESULTS[1].lock() = None;
     let deadline = timer::virtual_count() + 5 * timer::frequency();
-    while LOADED.load(Ordering::Acquire) == 0 && timer::virtual_count() < deadline {
-        core::hint::spin_loop();
-    }
-    let (after, _) = trap_exceptions(&[ExceptionClass::BreakpointInstruction], || {
-        fp_state_round_trip(&worker_state(), FpEvent::Breakpoint)
+    let (after, _) = EXCHANGE.work(|| {
+        trap_exceptions(&[ExceptionClass::BreakpointInstruction], || {
+            fp_state_round_trip(&worker_state(), FpEvent::Breakpoint)
+        })
     });
     *RESULTS[1].lock() = Some(after);
-    let holder = HOLDER.load(Ordering::Acquire) as usize;
-    gic::send_sgi(SGI, SgiTarget::Cpu(holder));
-    while IPI_SEEN.load(Ordering::Acquire) == 0 && timer::virtual_count() < deadline {
+    gic::send_sgi(SGI, SgiTarget::Cpu(EXCHANGE.holder()));
+    while !EXCHANGE.interrupt_seen() && timer::virtual_count() < deadline {
         core::hint::spin_loop();
     }
-    DONE.store(1, Ordering::Release);
+    EXCHANGE.done().store(1, Ordering::Release);
 }
 
 /// An IRQ handler that works the SIMD registers hard (the compiler vectorises this), then
@@ -286,13 +267,9 @@ fn simd_handler(_intid: u32) {
     if let Some(count) = HANDLED.get(cpu) {
         count.fetch_add(1, Ordering::AcqRel);
     }
-    if cpu == HOLDER.load(Ordering::Acquire) as usize {
-        IPI_SEEN.store(1, Ordering::Release);
-    }
+    EXCHANGE.interrupt_taken(cpu);
 }
 
-/// Set when the holder's wait ended, with how many WFIs it ran.
-static WAITS: AtomicU64 = AtomicU64::new(0);
 /// The FP/SIMD state each role returned in the hypervisor checks: 0 the holder, 1 the worker.
 static FP_RESULTS: [spin::Mutex<Option<FpState>>; 2] = [const { spin::Mutex::new(None) }; 2];
 /// The SVE state each role returned: 0 the holder, 1 the worker.
@@ -301,89 +278,6 @@ static SVE_RESULTS: [spin::Mutex<Option<Result<SveState, SveError>>>; 2] =
 /// The holder's vector length (bytes) read after its wait.
 static HOLDER_LENGTH_AFTER: AtomicUsize = AtomicUsize::new(0);
 
-/// Runs `hold` on `holder` and `work` on `worker` at once (this CPU is one of them) and waits
-/// for both: the hand-off of [`Handoff`] with the statics above.
-fn exchange<H, W>(holder: usize, worker: usize, hold: H, work: W)
-where
-    H: Fn() + Sync + Send + 'static,
-    W: Fn() + Sync + Send + 'static,
-{
-    LOADED.store(0, Ordering::Release);
-    DONE.store(0, Ordering::Release);
-    IPI_SEEN.store(0, Ordering::Release);
-    WAITS.store(0, Ordering::Release);
-    HOLDER.store(holder as u32, Ordering::Release);
-    if holder == cpu_index() {
-        on_cpu_async(worker, work);
-        hold();
-        on_cpu(worker, || {});
-    } else {
-        on_cpu_async(holder, hold);
-        work();
-        on_cpu(holder, || {});
-    }
-}
-
-/// The holder's side: arms the virtual timer as a watchdog at the hand-off's deadline (its PPI
-/// ends a WFI even with IRQs masked), runs `round_trip` with the hand-off, disarms the timer,
-/// then unmasks IRQs so that the worker's pending SGI is taken.
-fn hold_descheduled<T>(round_trip: impl FnOnce(Handoff<'static>) -> T) -> T {
-    let watchdog = Timer::Virtual;
-    let deadline = timer::virtual_count() + 5 * timer::frequency();
-    watchdog.set_compare_value(deadline);
-    watchdog.set_control(CTL_ENABLE);
-    gic::enable(watchdog.intid());
-    let result = round_trip(Handoff {
-        loaded: &LOADED,
-        done: &DONE,
-        deadline,
-        waits: &WAITS,
-    });
-    watchdog.set_control(0);
-    gic::disable(watchdog.intid());
-    isb();
-    let deadline = timer::virtual_count() + timer::frequency();
-    while IPI_SEEN.load(Ordering::Acquire) == 0 && timer::virtual_count() < deadline {
-        enable_interrupts();
-        isb();
-        disable_interrupts();
-    }
-    result
-}
-
-/// The worker's side: waits until the holder holds its values, runs `round_trip`, then sets
-/// DONE and sends the holder the SGI that ends its WFI.
-fn work_then_signal<T>(round_trip: impl FnOnce() -> T) -> T {
-    let deadline = timer::virtual_count() + 5 * timer::frequency();
-    while LOADED.load(Ordering::Acquire) == 0 && timer::virtual_count() < deadline {
-        core::hint::spin_loop();
-    }
-    let result = round_trip();
-    DONE.store(1, Ordering::Release);
-    gic::send_sgi(SGI, SgiTarget::Cpu(HOLDER.load(Ordering::Acquire) as usize));
-    result
-}
-
-/// Reports the hand-off itself: the worker ran while the holder waited, the holder took its
-/// SGI once the values were read back.
-fn check_handoff(holder: usize, worker: usize) {
-    report!(
-        LOADED.load(Ordering::Acquire) == 1 && DONE.load(Ordering::Acquire) == 1,
-        "CPU {worker} loaded its values while CPU {holder} waited with its own (expected loaded 1 and done 1, got {} and {})",
-        LOADED.load(Ordering::Acquire),
-        DONE.load(Ordering::Acquire)
-    );
-    report_info!(
-        "CPU {holder} ran {} WFI(s) while holding its values",
-        WAITS.load(Ordering::Acquire)
-    );
-    let seen = IPI_SEEN.load(Ordering::Acquire);
-    report!(
-        seen == 1,
-        "CPU {holder} took CPU {worker}'s SGI after its wait (expected 1, got {seen})"
-    );
-}
-
 /// v0-v31, FPCR and FPSR held across WFIs with IRQs masked on one CPU while the other loads
 /// its own values: both directions.
 fn fp_descheduled() {
@@ -391,37 +285,25 @@ fn fp_descheduled() {
         let _prefix = prefix!("CPU {holder} waits, CPU {worker} loads");
         *FP_RESULTS[0].lock() = None;
         *FP_RESULTS[1].lock() = None;
-        exchange(
+        EXCHANGE.run(
             holder,
             worker,
             || {
-                let after = hold_descheduled(|handoff| {
+                let after = EXCHANGE.hold_descheduled(|handoff| {
                     fp_state_round_trip(&holder_state(), FpEvent::Descheduled(handoff))
                 });
                 *FP_RESULTS[0].lock() = Some(after);
             },
             || {
-                let after = work_then_signal(|| fp_state_round_trip(&worker_state(), FpEvent::Nothing));
+                let after =
+                    EXCHANGE.work_then_signal(|| fp_state_round_trip(&worker_state(), FpEvent::Nothing));
                 *FP_RESULTS[1].lock() = Some(after);
             },
         );
-        check_handoff(holder, worker);
+        EXCHANGE.report(holder, worker);
         let held = *FP_RESULTS[0].lock();
         let worked = *FP_RESULTS[1].lock();
-        match (held, worked) {
-            (Some(held), Some(worked)) => {
-                check_state(&holder_state(), &held, "a descheduled wait");
-                check_state(&worker_state(), &worked, "a load and store");
-            }
-            _ => {
-                report!(
-                    false,
-                    "both CPUs returned their registers (holder {}, worker {})",
-                    held.is_some(),
-                    worked.is_some()
-                );
-            }
-        }
+        check_both(held, worked, "a descheduled wait", "a load and store");
     }
 }
 
@@ -493,17 +375,8 @@ fn sve_checks(arguments: &[&str]) {
         .iter()
         .find_map(|argument| argument.strip_prefix("sve-lengths="))
     {
-        let mut matches = true;
-        let mut count = 0;
-        for word in expected.split(',') {
-            count += 1;
-            match word.parse::<usize>() {
-                Ok(length_bits) => matches &= lengths.contains(&(length_bits / 8)),
-                Err(_) => matches = false,
-            }
-        }
         report!(
-            matches && count == lengths.len(),
+            offered.are_bits(expected),
             "the offered lengths are the test_args' {expected} bits (offered {:?} bytes)",
             lengths
         );
@@ -551,13 +424,13 @@ fn sve_checks(arguments: &[&str]) {
             *SVE_RESULTS[0].lock() = None;
             *SVE_RESULTS[1].lock() = None;
             HOLDER_LENGTH_AFTER.store(0, Ordering::Release);
-            exchange(
+            EXCHANGE.run(
                 holder,
                 worker,
                 move || {
                     let state =
                         SveState::pattern(sve_seed(length, false), length, FPCR_PATTERN, FPSR_PATTERN);
-                    let after = hold_descheduled(|handoff| {
+                    let after = EXCHANGE.hold_descheduled(|handoff| {
                         sve::sve_state_round_trip(&state, sve::Event::Descheduled(handoff))
                     });
                     HOLDER_LENGTH_AFTER.store(sve::vector_length().unwrap_or(0), Ordering::Release);
@@ -570,11 +443,12 @@ fn sve_checks(arguments: &[&str]) {
                         FPCR_OTHER,
                         FPSR_OTHER,
                     );
-                    let after = work_then_signal(|| sve::sve_state_round_trip(&state, sve::Event::Nothing));
+                    let after =
+                        EXCHANGE.work_then_signal(|| sve::sve_state_round_trip(&state, sve::Event::Nothing));
                     *SVE_RESULTS[1].lock() = Some(after);
                 },
             );
-            check_handoff(holder, worker);
+            EXCHANGE.report(holder, worker);
             let after = HOLDER_LENGTH_AFTER.load(Ordering::Acquire);
             report!(
                 after == length,

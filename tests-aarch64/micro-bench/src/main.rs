@@ -1,6 +1,7 @@
 //! micro-bench: kvm-unit-tests' arm/micro-bench.c: the cost of a hypercall, an MMIO read the
 //! VMM emulates (a virtio-mmio register), an MMIO read of the GIC distributor, an EOI of the
-//! spurious INTID, an IPI to CPU 1, an LPI through the ITS to CPU 1 and a 10 ms timer interrupt,
+//! spurious INTID, an IPI to CPU 1 (and, where GICD_TYPER2.nASSGIcap allows, one without an
+//! active state: `ipi_hw`), an LPI through the ITS to CPU 1 and a 10 ms timer interrupt,
 //! each as `BENCH: <name>=<ticks> ticks` (generic timer ticks per operation, batches doubling
 //! until one lasts long enough, few iterations so that TCG runs stay short). Unlike
 //! kvm-unit-tests, each benchmark also checks that its operation happened: the hypercall
@@ -12,7 +13,7 @@
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use vmunit::arch::gic::its::{self, Collection, Command, Device, LpiConfig};
-use vmunit::arch::gic::{self, SgiTarget};
+use vmunit::arch::gic::{self, SgiTarget, distributor};
 use vmunit::arch::mmu::map_device;
 use vmunit::arch::smp::{cpu_count, on_cpu, on_cpu_async};
 use vmunit::arch::timer::{self, CTL_ENABLE, CTL_IMASK, Timer};
@@ -33,6 +34,12 @@ const VIRTIO_MMIO: u64 = 0x0a00_0000;
 const VIRTIO_MAGIC: u32 = 0x7472_6976;
 /// GICD_IIDR.
 const GICD_IIDR: u64 = 0x8;
+/// GICD_TYPER2 (GICv3; its nASSGIcap is GICv4.1's).
+const GICD_TYPER2: u64 = 0xc;
+/// GICD_TYPER2.nASSGIcap: GICD_CTLR.nASSGIreq may be set.
+const TYPER2_NASSGI_CAPABLE: u32 = 1 << 8;
+/// GICD_CTLR.nASSGIreq: SGIs have no active state.
+const CTLR_NASSGI_REQUEST: u32 = 1 << 8;
 /// The running priority of a CPU interface with no active interrupt.
 const IDLE_PRIORITY: u8 = 0xff;
 /// Batches start at this many iterations and double up to the maximum, until one lasts the
@@ -70,6 +77,7 @@ fn main(_arguments: &[&str]) -> i32 {
     } else {
         start_listener();
         ipi();
+        ipi_hw();
         lpi();
         SERVING.store(false, Ordering::Release);
         gic::send_sgi(SGI, SgiTarget::Cpu(1));
@@ -228,6 +236,45 @@ fn round_trip(counter: &AtomicU32, send: impl FnOnce()) -> bool {
 
 /// ipi: SGI 1 to CPU 1, waiting until it is taken.
 fn ipi() {
+    ipi_benchmark("ipi");
+}
+
+/// ipi_hw (kvm-unit-tests' ipi_hw_prep): the same IPIs once GICD_CTLR.nASSGIreq asks for SGIs
+/// without an active state, which a GICv4.1 host injects directly into the vCPU; where
+/// GICD_TYPER2.nASSGIcap says that cannot be asked for, a SKIP.
+fn ipi_hw() {
+    if gic::version() != Some(gic::Version::V3) {
+        report_skip!("ipi_hw: GICD_TYPER2.nASSGIcap needs a GICv3 distributor (this is a GICv2)");
+        return;
+    }
+    let typer2 = gic::distributor_read(GICD_TYPER2);
+    if typer2 & TYPER2_NASSGI_CAPABLE == 0 {
+        report_skip!(
+            "ipi_hw: GICD_TYPER2.nASSGIcap is 0 (GICD_TYPER2 {typer2:#x}): SGIs without an active state (GICv4.1) cannot be asked for"
+        );
+        return;
+    }
+    // nASSGIreq may change only while the distributor's group 1 is disabled.
+    let control = gic::distributor_read(distributor::CTLR) & !distributor::CTLR_RWP;
+    for value in [
+        (control & !distributor::CTLR_ENABLE_GROUP1) | CTLR_NASSGI_REQUEST,
+        control | CTLR_NASSGI_REQUEST,
+    ] {
+        gic::distributor_write(distributor::CTLR, value);
+        spin_until(1000, || {
+            gic::distributor_read(distributor::CTLR) & distributor::CTLR_RWP == 0
+        });
+    }
+    let control = gic::distributor_read(distributor::CTLR);
+    report!(
+        control & CTLR_NASSGI_REQUEST != 0,
+        "ipi_hw: GICD_CTLR.nASSGIreq reads back set where nASSGIcap is (GICD_CTLR {control:#x})"
+    );
+    ipi_benchmark("ipi_hw");
+}
+
+/// `name`: SGI 1 to CPU 1, waiting until it is taken, measured; every SGI must be taken.
+fn ipi_benchmark(name: &str) {
     let mut received = 0u64;
     let sample = measure(|iterations| {
         received = 0;
@@ -237,10 +284,10 @@ fn ipi() {
             }
         }
     });
-    benchmark::report_sample("ipi", sample, UNIT);
+    benchmark::report_sample(name, sample, UNIT);
     report!(
         received == sample.iterations,
-        "ipi: CPU 1 took every SGI ({received} of {})",
+        "{name}: CPU 1 took every SGI ({received} of {})",
         sample.iterations
     );
 }

@@ -22,18 +22,16 @@
 #![no_std]
 #![no_main]
 
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use vmunit::arch::ExceptionClass;
 use vmunit::arch::exceptions::Exception;
 use vmunit::arch::gic::{self, SgiTarget};
-use vmunit::arch::instructions::{
-    FpEvent, FpState, Handoff, disable_interrupts, enable_interrupts, fp_state_round_trip, isb,
-};
+use vmunit::arch::handoff::Exchange;
+use vmunit::arch::instructions::{FpEvent, FpState, fp_state_round_trip};
 use vmunit::arch::registers::{ID_AA64PFR1_EL1, Readable, smcr, smfr0, smidr, svcr};
 use vmunit::arch::sme::{self, Probe, ProbeState, SmeError, SmeEvent, SmeRoundTrip, SmeState, SmeTrap};
-use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu, on_cpu_async};
-use vmunit::arch::timer::{self, CTL_ENABLE, Timer};
+use vmunit::arch::smp::{cpu_count, cpu_index};
 use vmunit::{prefix, report, report_info, report_skip, report_summary, trap_exceptions};
 
 vmunit::main!(main);
@@ -83,11 +81,7 @@ fn main(arguments: &[&str]) -> i32 {
         );
         return report_summary();
     }
-    on_cpu(1, set_up_cpu);
-    report!(
-        GIC_READY.load(Ordering::Acquire) == 1,
-        "the GIC initialises on CPU 1"
-    );
+    report!(EXCHANGE.set_up_cpu(1), "the GIC initialises on CPU 1");
     let lengths = lengths.as_slice();
     for (index, &length) in lengths.iter().enumerate() {
         let worker_length = lengths[(index + 1) % lengths.len()];
@@ -203,17 +197,8 @@ fn length_checks(arguments: &[&str], boot_length: usize) -> sme::VectorLengths {
         .iter()
         .find_map(|argument| argument.strip_prefix("sme-lengths="))
     {
-        let mut matches = true;
-        let mut count = 0;
-        for word in expected.split(',') {
-            count += 1;
-            match word.parse::<usize>() {
-                Ok(length_bits) => matches &= lengths.contains(&(length_bits / 8)),
-                Err(_) => matches = false,
-            }
-        }
         report!(
-            matches && count == lengths.len(),
+            offered.are_bits(expected),
             "the offered lengths are the test_args' {expected} bits (offered {:?} bytes)",
             lengths
         );
@@ -289,12 +274,19 @@ fn expect_sme_trap(outcome: Option<Result<(), Exception>>, expected: SmeTrap, wh
 }
 
 fn expect_runs(outcome: Option<Result<(), Exception>>, what: &str) {
-    match outcome {
-        Some(Ok(())) => {
-            report!(true, "{what} runs");
+    /// ` (got EXCEPTION)` after a probe that raised one, nothing after one that ran.
+    struct Raised(Result<(), Exception>);
+    impl core::fmt::Display for Raised {
+        fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            match &self.0 {
+                Ok(()) => Ok(()),
+                Err(exception) => write!(formatter, " (got {exception})"),
+            }
         }
-        Some(Err(exception)) => {
-            report!(false, "{what} runs (got {exception})");
+    }
+    match outcome {
+        Some(ran) => {
+            report!(ran.is_ok(), "{what} runs{}", Raised(ran));
         }
         None => {
             report!(false, "{what}: the probe ran");
@@ -437,30 +429,13 @@ fn runtime_checks(length: usize) {
 
 /// SGIs handled, per CPU.
 static HANDLED: [AtomicU32; 2] = [const { AtomicU32::new(0) }; 2];
-/// Set when CPU 1's GIC interface is ready.
-static GIC_READY: AtomicU32 = AtomicU32::new(0);
-/// Set by the holder once its registers hold its values.
-static LOADED: AtomicU32 = AtomicU32::new(0);
-/// Set by the worker once it ran.
-static DONE: AtomicU32 = AtomicU32::new(0);
-/// Set when the holder's handler ran for the worker's SGI.
-static IPI_SEEN: AtomicU32 = AtomicU32::new(0);
-/// The holder's CPU index.
-static HOLDER: AtomicU32 = AtomicU32::new(0);
-/// How many WFIs the holder ran.
-static WAITS: AtomicU64 = AtomicU64::new(0);
+/// The hand-off between the two CPUs (its worker signals with `SGI`).
+static EXCHANGE: Exchange = Exchange::new(SGI);
 /// The holder's streaming vector length (bytes) read after its wait.
 static HOLDER_LENGTH_AFTER: AtomicUsize = AtomicUsize::new(0);
 /// What each role returned: 0 the holder, 1 the worker.
 static RESULTS: [spin::Mutex<Option<Result<SmeRoundTrip, SmeError>>>; 2] =
     [const { spin::Mutex::new(None) }; 2];
-
-fn set_up_cpu() {
-    if gic::init().is_ok() {
-        gic::enable(SGI);
-        GIC_READY.store(1, Ordering::Release);
-    }
-}
 
 /// An IRQ handler that works the AdvSIMD registers (illegal in Streaming SVE mode, which the
 /// interrupted code was in) and overwrites all of v0-v31.
@@ -475,9 +450,7 @@ fn simd_handler(_intid: u32) {
     if let Some(count) = HANDLED.get(cpu) {
         count.fetch_add(1, Ordering::AcqRel);
     }
-    if cpu == HOLDER.load(Ordering::Acquire) as usize {
-        IPI_SEEN.store(1, Ordering::Release);
-    }
+    EXCHANGE.interrupt_taken(cpu);
 }
 
 /// CPU `holder` holds its SME state at `length` in WFIs with IRQs masked while CPU `worker`
@@ -490,54 +463,21 @@ fn descheduled_checks(length: usize, worker_length: usize, holder: usize, worker
     );
     *RESULTS[0].lock() = None;
     *RESULTS[1].lock() = None;
-    LOADED.store(0, Ordering::Release);
-    DONE.store(0, Ordering::Release);
-    IPI_SEEN.store(0, Ordering::Release);
-    WAITS.store(0, Ordering::Release);
-    HOLDER.store(holder as u32, Ordering::Release);
     HOLDER_LENGTH_AFTER.store(0, Ordering::Release);
     let hold = move || {
         let state = SmeState::pattern(seed(length, false), length);
-        let result =
-            hold_descheduled(|handoff| sme::sme_state_round_trip(&state, SmeEvent::Descheduled(handoff)));
+        let result = EXCHANGE
+            .hold_descheduled(|handoff| sme::sme_state_round_trip(&state, SmeEvent::Descheduled(handoff)));
         HOLDER_LENGTH_AFTER.store(sme::streaming_vector_length().unwrap_or(0), Ordering::Release);
         *RESULTS[0].lock() = Some(result);
     };
     let work = move || {
         let state = SmeState::pattern(seed(worker_length, true), worker_length);
-        let deadline = timer::virtual_count() + 5 * timer::frequency();
-        while LOADED.load(Ordering::Acquire) == 0 && timer::virtual_count() < deadline {
-            core::hint::spin_loop();
-        }
-        let result = sme::sme_state_round_trip(&state, SmeEvent::Nothing);
-        DONE.store(1, Ordering::Release);
-        gic::send_sgi(SGI, SgiTarget::Cpu(HOLDER.load(Ordering::Acquire) as usize));
+        let result = EXCHANGE.work_then_signal(|| sme::sme_state_round_trip(&state, SmeEvent::Nothing));
         *RESULTS[1].lock() = Some(result);
     };
-    if holder == cpu_index() {
-        on_cpu_async(worker, work);
-        hold();
-        on_cpu(worker, || {});
-    } else {
-        on_cpu_async(holder, hold);
-        work();
-        on_cpu(holder, || {});
-    }
-    report!(
-        LOADED.load(Ordering::Acquire) == 1 && DONE.load(Ordering::Acquire) == 1,
-        "CPU {worker} loaded its values while CPU {holder} waited with its own (expected loaded 1 and done 1, got {} and {})",
-        LOADED.load(Ordering::Acquire),
-        DONE.load(Ordering::Acquire)
-    );
-    report_info!(
-        "CPU {holder} ran {} WFI(s) while holding its values",
-        WAITS.load(Ordering::Acquire)
-    );
-    let seen = IPI_SEEN.load(Ordering::Acquire);
-    report!(
-        seen == 1,
-        "CPU {holder} took CPU {worker}'s SGI after its wait (expected 1, got {seen})"
-    );
+    EXCHANGE.run(holder, worker, hold, work);
+    EXCHANGE.report(holder, worker);
     let after = HOLDER_LENGTH_AFTER.load(Ordering::Acquire);
     report!(
         after == length,
@@ -559,31 +499,4 @@ fn descheduled_checks(length: usize, worker_length: usize, holder: usize, worker
             report!(false, "CPU {worker} returned its SME state");
         }
     }
-}
-
-/// The holder's side: arms the virtual timer as a watchdog at the hand-off's deadline (its PPI
-/// ends a WFI even with IRQs masked), runs `round_trip` with the hand-off, disarms the timer,
-/// then unmasks IRQs so that the worker's pending SGI is taken.
-fn hold_descheduled<T>(round_trip: impl FnOnce(Handoff<'static>) -> T) -> T {
-    let watchdog = Timer::Virtual;
-    let deadline = timer::virtual_count() + 5 * timer::frequency();
-    watchdog.set_compare_value(deadline);
-    watchdog.set_control(CTL_ENABLE);
-    gic::enable(watchdog.intid());
-    let result = round_trip(Handoff {
-        loaded: &LOADED,
-        done: &DONE,
-        deadline,
-        waits: &WAITS,
-    });
-    watchdog.set_control(0);
-    gic::disable(watchdog.intid());
-    isb();
-    let deadline = timer::virtual_count() + timer::frequency();
-    while IPI_SEEN.load(Ordering::Acquire) == 0 && timer::virtual_count() < deadline {
-        enable_interrupts();
-        isb();
-        disable_interrupts();
-    }
-    result
 }

@@ -494,6 +494,41 @@ global_asm!(
     r#"
     .arch_extension sve
     .arch_extension sme
+    /* x10, x11, x12: this CPU's ExtendedSave area's Z, P and FFR (x5-x7 scratch). */
+    .macro VMUNIT_EXTENDED_AREA
+        mrs x5, tpidr_el1
+        and x5, x5, #{cpu_mask}
+        mov x7, #{extended_size}
+        adrp x6, {extended_save}
+        add x6, x6, :lo12:{extended_save}
+        madd x6, x5, x7, x6
+        add x10, x6, #{extended_z}
+        mov x11, #{extended_p}
+        add x11, x6, x11
+        mov x12, #{extended_ffr}
+        add x12, x6, x12
+    .endm
+
+    /* Z0-Z31 to [x10] and P0-P15 to [x11], at the current (streaming) vector length. */
+    .macro VMUNIT_STORE_Z_P
+        .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+        str z\n, [x10, #\n, mul vl]
+        .endr
+        .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15
+        str p\n, [x11, #\n, mul vl]
+        .endr
+    .endm
+
+    /* P0-P15 from [x11], then Z0-Z31 from [x10]: the reverse of VMUNIT_STORE_Z_P. */
+    .macro VMUNIT_LOAD_P_Z
+        .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15
+        ldr p\n, [x11, #\n, mul vl]
+        .endr
+        .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+        ldr z\n, [x10, #\n, mul vl]
+        .endr
+    .endm
+
     .macro VMUNIT_VECTOR kind
         .balign 0x80
         sub sp, sp, #{frame_size}
@@ -584,123 +619,19 @@ global_asm!(
         tbnz x4, #24, 22f
         tbz x4, #16, 20f
     22:
-        mrs x5, tpidr_el1
-        and x5, x5, #{cpu_mask}
-        mov x7, #{extended_size}
-        adrp x6, {extended_save}
-        add x6, x6, :lo12:{extended_save}
-        madd x6, x5, x7, x6
-        add x10, x6, #{extended_z}
-        mov x11, #{extended_p}
-        add x11, x6, x11
-        mov x12, #{extended_ffr}
-        add x12, x6, x12
+        VMUNIT_EXTENDED_AREA
         tbz x4, #24, 21f
         mrs x9, S3_3_C4_C2_2            /* SVCR */
         tbz x9, #0, 21f
         /* Streaming SVE mode: Z and P at the streaming length, then leave it (the handler's
          * AdvSIMD code is illegal there); ZA and PSTATE.ZA are left as they are. */
-        str z0, [x10, #0, mul vl]
-        str z1, [x10, #1, mul vl]
-        str z2, [x10, #2, mul vl]
-        str z3, [x10, #3, mul vl]
-        str z4, [x10, #4, mul vl]
-        str z5, [x10, #5, mul vl]
-        str z6, [x10, #6, mul vl]
-        str z7, [x10, #7, mul vl]
-        str z8, [x10, #8, mul vl]
-        str z9, [x10, #9, mul vl]
-        str z10, [x10, #10, mul vl]
-        str z11, [x10, #11, mul vl]
-        str z12, [x10, #12, mul vl]
-        str z13, [x10, #13, mul vl]
-        str z14, [x10, #14, mul vl]
-        str z15, [x10, #15, mul vl]
-        str z16, [x10, #16, mul vl]
-        str z17, [x10, #17, mul vl]
-        str z18, [x10, #18, mul vl]
-        str z19, [x10, #19, mul vl]
-        str z20, [x10, #20, mul vl]
-        str z21, [x10, #21, mul vl]
-        str z22, [x10, #22, mul vl]
-        str z23, [x10, #23, mul vl]
-        str z24, [x10, #24, mul vl]
-        str z25, [x10, #25, mul vl]
-        str z26, [x10, #26, mul vl]
-        str z27, [x10, #27, mul vl]
-        str z28, [x10, #28, mul vl]
-        str z29, [x10, #29, mul vl]
-        str z30, [x10, #30, mul vl]
-        str z31, [x10, #31, mul vl]
-        str p0, [x11, #0, mul vl]
-        str p1, [x11, #1, mul vl]
-        str p2, [x11, #2, mul vl]
-        str p3, [x11, #3, mul vl]
-        str p4, [x11, #4, mul vl]
-        str p5, [x11, #5, mul vl]
-        str p6, [x11, #6, mul vl]
-        str p7, [x11, #7, mul vl]
-        str p8, [x11, #8, mul vl]
-        str p9, [x11, #9, mul vl]
-        str p10, [x11, #10, mul vl]
-        str p11, [x11, #11, mul vl]
-        str p12, [x11, #12, mul vl]
-        str p13, [x11, #13, mul vl]
-        str p14, [x11, #14, mul vl]
-        str p15, [x11, #15, mul vl]
+        VMUNIT_STORE_Z_P
         smstop sm
         mov x8, #{extended_streaming}
         str x8, [sp, #296]
         b 20f
     21: tbz x4, #16, 20f
-        str z0, [x10, #0, mul vl]
-        str z1, [x10, #1, mul vl]
-        str z2, [x10, #2, mul vl]
-        str z3, [x10, #3, mul vl]
-        str z4, [x10, #4, mul vl]
-        str z5, [x10, #5, mul vl]
-        str z6, [x10, #6, mul vl]
-        str z7, [x10, #7, mul vl]
-        str z8, [x10, #8, mul vl]
-        str z9, [x10, #9, mul vl]
-        str z10, [x10, #10, mul vl]
-        str z11, [x10, #11, mul vl]
-        str z12, [x10, #12, mul vl]
-        str z13, [x10, #13, mul vl]
-        str z14, [x10, #14, mul vl]
-        str z15, [x10, #15, mul vl]
-        str z16, [x10, #16, mul vl]
-        str z17, [x10, #17, mul vl]
-        str z18, [x10, #18, mul vl]
-        str z19, [x10, #19, mul vl]
-        str z20, [x10, #20, mul vl]
-        str z21, [x10, #21, mul vl]
-        str z22, [x10, #22, mul vl]
-        str z23, [x10, #23, mul vl]
-        str z24, [x10, #24, mul vl]
-        str z25, [x10, #25, mul vl]
-        str z26, [x10, #26, mul vl]
-        str z27, [x10, #27, mul vl]
-        str z28, [x10, #28, mul vl]
-        str z29, [x10, #29, mul vl]
-        str z30, [x10, #30, mul vl]
-        str z31, [x10, #31, mul vl]
-        str p0, [x11, #0, mul vl]
-        str p1, [x11, #1, mul vl]
-        str p2, [x11, #2, mul vl]
-        str p3, [x11, #3, mul vl]
-        str p4, [x11, #4, mul vl]
-        str p5, [x11, #5, mul vl]
-        str p6, [x11, #6, mul vl]
-        str p7, [x11, #7, mul vl]
-        str p8, [x11, #8, mul vl]
-        str p9, [x11, #9, mul vl]
-        str p10, [x11, #10, mul vl]
-        str p11, [x11, #11, mul vl]
-        str p12, [x11, #12, mul vl]
-        str p13, [x11, #13, mul vl]
-        str p14, [x11, #14, mul vl]
-        str p15, [x11, #15, mul vl]
+        VMUNIT_STORE_Z_P
         rdffr p0.b
         str p0, [x12]
         mov x8, #{extended_sve}
@@ -751,119 +682,15 @@ global_asm!(
          * then FPCR and FPSR (SMSTART resets FPSR). */
         ldr x8, [sp, #296]
         cbz x8, 23f
-        mrs x5, tpidr_el1
-        and x5, x5, #{cpu_mask}
-        mov x7, #{extended_size}
-        adrp x6, {extended_save}
-        add x6, x6, :lo12:{extended_save}
-        madd x6, x5, x7, x6
-        add x10, x6, #{extended_z}
-        mov x11, #{extended_p}
-        add x11, x6, x11
-        mov x12, #{extended_ffr}
-        add x12, x6, x12
+        VMUNIT_EXTENDED_AREA
         cmp x8, #{extended_streaming}
         b.eq 24f
         ldr p0, [x12]
         wrffr p0.b
-        ldr p0, [x11, #0, mul vl]
-        ldr p1, [x11, #1, mul vl]
-        ldr p2, [x11, #2, mul vl]
-        ldr p3, [x11, #3, mul vl]
-        ldr p4, [x11, #4, mul vl]
-        ldr p5, [x11, #5, mul vl]
-        ldr p6, [x11, #6, mul vl]
-        ldr p7, [x11, #7, mul vl]
-        ldr p8, [x11, #8, mul vl]
-        ldr p9, [x11, #9, mul vl]
-        ldr p10, [x11, #10, mul vl]
-        ldr p11, [x11, #11, mul vl]
-        ldr p12, [x11, #12, mul vl]
-        ldr p13, [x11, #13, mul vl]
-        ldr p14, [x11, #14, mul vl]
-        ldr p15, [x11, #15, mul vl]
-        ldr z0, [x10, #0, mul vl]
-        ldr z1, [x10, #1, mul vl]
-        ldr z2, [x10, #2, mul vl]
-        ldr z3, [x10, #3, mul vl]
-        ldr z4, [x10, #4, mul vl]
-        ldr z5, [x10, #5, mul vl]
-        ldr z6, [x10, #6, mul vl]
-        ldr z7, [x10, #7, mul vl]
-        ldr z8, [x10, #8, mul vl]
-        ldr z9, [x10, #9, mul vl]
-        ldr z10, [x10, #10, mul vl]
-        ldr z11, [x10, #11, mul vl]
-        ldr z12, [x10, #12, mul vl]
-        ldr z13, [x10, #13, mul vl]
-        ldr z14, [x10, #14, mul vl]
-        ldr z15, [x10, #15, mul vl]
-        ldr z16, [x10, #16, mul vl]
-        ldr z17, [x10, #17, mul vl]
-        ldr z18, [x10, #18, mul vl]
-        ldr z19, [x10, #19, mul vl]
-        ldr z20, [x10, #20, mul vl]
-        ldr z21, [x10, #21, mul vl]
-        ldr z22, [x10, #22, mul vl]
-        ldr z23, [x10, #23, mul vl]
-        ldr z24, [x10, #24, mul vl]
-        ldr z25, [x10, #25, mul vl]
-        ldr z26, [x10, #26, mul vl]
-        ldr z27, [x10, #27, mul vl]
-        ldr z28, [x10, #28, mul vl]
-        ldr z29, [x10, #29, mul vl]
-        ldr z30, [x10, #30, mul vl]
-        ldr z31, [x10, #31, mul vl]
+        VMUNIT_LOAD_P_Z
         b 23f
     24: smstart sm
-        ldr p0, [x11, #0, mul vl]
-        ldr p1, [x11, #1, mul vl]
-        ldr p2, [x11, #2, mul vl]
-        ldr p3, [x11, #3, mul vl]
-        ldr p4, [x11, #4, mul vl]
-        ldr p5, [x11, #5, mul vl]
-        ldr p6, [x11, #6, mul vl]
-        ldr p7, [x11, #7, mul vl]
-        ldr p8, [x11, #8, mul vl]
-        ldr p9, [x11, #9, mul vl]
-        ldr p10, [x11, #10, mul vl]
-        ldr p11, [x11, #11, mul vl]
-        ldr p12, [x11, #12, mul vl]
-        ldr p13, [x11, #13, mul vl]
-        ldr p14, [x11, #14, mul vl]
-        ldr p15, [x11, #15, mul vl]
-        ldr z0, [x10, #0, mul vl]
-        ldr z1, [x10, #1, mul vl]
-        ldr z2, [x10, #2, mul vl]
-        ldr z3, [x10, #3, mul vl]
-        ldr z4, [x10, #4, mul vl]
-        ldr z5, [x10, #5, mul vl]
-        ldr z6, [x10, #6, mul vl]
-        ldr z7, [x10, #7, mul vl]
-        ldr z8, [x10, #8, mul vl]
-        ldr z9, [x10, #9, mul vl]
-        ldr z10, [x10, #10, mul vl]
-        ldr z11, [x10, #11, mul vl]
-        ldr z12, [x10, #12, mul vl]
-        ldr z13, [x10, #13, mul vl]
-        ldr z14, [x10, #14, mul vl]
-        ldr z15, [x10, #15, mul vl]
-        ldr z16, [x10, #16, mul vl]
-        ldr z17, [x10, #17, mul vl]
-        ldr z18, [x10, #18, mul vl]
-        ldr z19, [x10, #19, mul vl]
-        ldr z20, [x10, #20, mul vl]
-        ldr z21, [x10, #21, mul vl]
-        ldr z22, [x10, #22, mul vl]
-        ldr z23, [x10, #23, mul vl]
-        ldr z24, [x10, #24, mul vl]
-        ldr z25, [x10, #25, mul vl]
-        ldr z26, [x10, #26, mul vl]
-        ldr z27, [x10, #27, mul vl]
-        ldr z28, [x10, #28, mul vl]
-        ldr z29, [x10, #29, mul vl]
-        ldr z30, [x10, #30, mul vl]
-        ldr z31, [x10, #31, mul vl]
+        VMUNIT_LOAD_P_Z
     23: add x2, sp, #304
         add x5, x2, #512
         ldp x3, x4, [x5]

@@ -72,21 +72,33 @@ pub fn try_load(address: u64) -> Attempt<u64> {
     }
 }
 
-/// Executes `udf #0` (permanently undefined): the exception, and the UDF's address.
-pub fn try_undefined_instruction() -> Attempt<()> {
+/// Writes the 64-bit word `value` at `address`: the exception, if any, and the store's own
+/// address, for data abort tests that check ELR.
+///
+/// # Safety
+/// As [`try_write`]: a store that does not fault must not break the runtime or alias a Rust
+/// object in use.
+pub unsafe fn try_store(address: u64, value: u64) -> Attempt<()> {
     let mut location = 0u64;
     let slot = &raw mut location;
     let result = catch_exception(|| {
-        // SAFETY: `slot` points at a live local written before the UDF; the exception is caught.
+        // SAFETY: `slot` points at a live local, written before the probed store; the caller
+        // guarantees the store itself is harmless, and any fault is caught.
         unsafe {
-            asm!("adr {scratch}, 2f", "str {scratch}, [{slot}]", "2: udf #0",
-                 scratch = out(reg) _, slot = in(reg) slot, options(nostack))
+            asm!("adr {scratch}, 2f", "str {scratch}, [{slot}]", "2: str {value}, [{address}]",
+                 scratch = out(reg) _, slot = in(reg) slot, address = in(reg) address, value = in(reg) value,
+                 options(nostack))
         };
     });
     Attempt {
         result,
         address: location,
     }
+}
+
+/// Executes `udf #0` (permanently undefined): the exception, and the UDF's address.
+pub fn try_undefined_instruction() -> Attempt<()> {
+    try_undefined_instruction_after(|| {})
 }
 
 /// Runs `function`, then executes `udf #0`, under one `catch_exception`: the exception that

@@ -1,7 +1,7 @@
 //! The aarch64 architecture: ELF boot on QEMU `virt` (EL1; EL2 with VHE where the test asks, else
 //! dropped to EL1), the device
 //! tree, the PL011 console, VBAR_EL1 exceptions and EL0 runs, the 4-level MMU, PSCI (SMP and
-//! exit), MTE, SVE, SME, the GIC (v2 or v3), the generic timer and self-hosted debug (breakpoints,
+//! exit), MTE, SVE, SME (and the two-CPU register hand-off their tests share), the GIC (v2 or v3), the generic timer and self-hosted debug (breakpoints,
 //! watchpoints, software step), plus safe wrappers for the instructions tests exercise.
 
 mod boot;
@@ -13,6 +13,7 @@ pub mod exceptions;
 pub mod exit;
 pub mod fw_cfg;
 pub mod gic;
+pub mod handoff;
 pub mod instructions;
 pub mod mmu;
 pub mod mte;

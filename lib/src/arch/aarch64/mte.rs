@@ -19,7 +19,6 @@ use core::arch::asm;
 use aarch64_cpu::registers::{ID_AA64PFR1_EL1, Readable, SCTLR_EL1, TCR_EL1, Writeable};
 
 pub use super::boot::MAIR_TAGGED_NORMAL;
-use super::exceptions::catch_exception;
 use super::registers::{sctlr, tcr};
 use crate::catch::Attempt;
 use crate::memory::{PAGE_SIZE, Protection, TestPage};
@@ -465,45 +464,14 @@ impl TaggedPage {
     /// the exception (a Tag Check Fault when synchronous checks are on and the tags differ),
     /// and the load's own address.
     pub fn try_load(&self, tag: u8, offset: u64) -> Attempt<u64> {
-        let address = self.word(tag, offset);
-        let mut location = 0u64;
-        let slot = &raw mut location;
-        let result = catch_exception(|| {
-            let value: u64;
-            // SAFETY: `slot` points at a live local, written before the probed load; the load
-            // reads this page (no Rust object) and any fault is caught.
-            unsafe {
-                asm!("adr {scratch}, 2f", "str {scratch}, [{slot}]", "2: ldr {value}, [{address}]",
-                     scratch = out(reg) _, slot = in(reg) slot, address = in(reg) address,
-                     value = out(reg) value, options(nostack))
-            };
-            value
-        });
-        Attempt {
-            result,
-            address: location,
-        }
+        super::instructions::try_load(self.word(tag, offset))
     }
 
     /// Writes the 64-bit word `value` at `offset` through a pointer with logical tag `tag`:
     /// the exception, if any, and the store's own address.
     pub fn try_store(&self, tag: u8, offset: u64, value: u64) -> Attempt<()> {
-        let address = self.word(tag, offset);
-        let mut location = 0u64;
-        let slot = &raw mut location;
-        let result = catch_exception(|| {
-            // SAFETY: `slot` points at a live local, written before the probed store; the
-            // store writes this page (no Rust object) and any fault is caught.
-            unsafe {
-                asm!("adr {scratch}, 2f", "str {scratch}, [{slot}]", "2: str {value}, [{address}]",
-                     scratch = out(reg) _, slot = in(reg) slot, address = in(reg) address,
-                     value = in(reg) value, options(nostack))
-            };
-        });
-        Attempt {
-            result,
-            address: location,
-        }
+        // SAFETY: the store writes a word of this page, which holds no Rust object.
+        unsafe { super::instructions::try_store(self.word(tag, offset), value) }
     }
 
     /// [`try_load`](TaggedPage::try_load) without catching: a fault goes to the enclosing

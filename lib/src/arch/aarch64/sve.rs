@@ -139,14 +139,7 @@ pub fn set_vector_length(quadwords: usize) -> Option<usize> {
 /// The vector lengths (bytes) the CPU offers, ascending: the distinct lengths ZCR_EL1.LEN =
 /// 0..=15 give. ZCR_EL1 is left with LEN = 0xf. Empty without SVE.
 pub fn offered_vector_lengths() -> VectorLengths {
-    let mut lengths = VectorLengths::empty();
-    for quadwords in 1..=16 {
-        if let Some(length) = set_vector_length(quadwords) {
-            lengths.insert(length);
-        }
-    }
-    set_vector_length(16);
-    lengths
+    VectorLengths::offered(set_vector_length)
 }
 
 /// A set of vector lengths in bytes (at most 16, ascending as found).
@@ -163,6 +156,33 @@ impl VectorLengths {
             lengths: [0; 16],
             count: 0,
         }
+    }
+
+    /// The distinct lengths `set(quadwords)` gives for `quadwords` = 1..=16 (a LEN field of
+    /// 0..=15), which is then left at 16 (LEN 0xf).
+    pub(crate) fn offered(mut set: impl FnMut(usize) -> Option<usize>) -> VectorLengths {
+        let mut lengths = VectorLengths::empty();
+        for quadwords in 1..=16 {
+            if let Some(length) = set(quadwords) {
+                lengths.insert(length);
+            }
+        }
+        set(16);
+        lengths
+    }
+
+    /// Whether the lengths are exactly those of `bits`, a comma-separated list of lengths in
+    /// bits (a test's `sve-lengths=` or `sme-lengths=`), in any order.
+    pub fn are_bits(&self, bits: &str) -> bool {
+        let mut count = 0;
+        let mut listed = true;
+        for word in bits.split(',') {
+            count += 1;
+            listed &= word
+                .parse::<usize>()
+                .is_ok_and(|length_bits| self.as_slice().contains(&(length_bits / 8)));
+        }
+        listed && count == self.count
     }
 
     /// Adds `length` unless it is there already (or 16 are).
@@ -411,54 +431,12 @@ pub fn sve_state_round_trip(state: &SveState, event: Event<'_>) -> Result<SveSta
             "msr fpsr, {fpsr_pattern}",
             "ldr p0, [{ffr_in}]",
             "wrffr p0.b",
-            "ldr p0, [{p_in}, #0, mul vl]",
-            "ldr p1, [{p_in}, #1, mul vl]",
-            "ldr p2, [{p_in}, #2, mul vl]",
-            "ldr p3, [{p_in}, #3, mul vl]",
-            "ldr p4, [{p_in}, #4, mul vl]",
-            "ldr p5, [{p_in}, #5, mul vl]",
-            "ldr p6, [{p_in}, #6, mul vl]",
-            "ldr p7, [{p_in}, #7, mul vl]",
-            "ldr p8, [{p_in}, #8, mul vl]",
-            "ldr p9, [{p_in}, #9, mul vl]",
-            "ldr p10, [{p_in}, #10, mul vl]",
-            "ldr p11, [{p_in}, #11, mul vl]",
-            "ldr p12, [{p_in}, #12, mul vl]",
-            "ldr p13, [{p_in}, #13, mul vl]",
-            "ldr p14, [{p_in}, #14, mul vl]",
-            "ldr p15, [{p_in}, #15, mul vl]",
-            "ldr z0, [{z_in}, #0, mul vl]",
-            "ldr z1, [{z_in}, #1, mul vl]",
-            "ldr z2, [{z_in}, #2, mul vl]",
-            "ldr z3, [{z_in}, #3, mul vl]",
-            "ldr z4, [{z_in}, #4, mul vl]",
-            "ldr z5, [{z_in}, #5, mul vl]",
-            "ldr z6, [{z_in}, #6, mul vl]",
-            "ldr z7, [{z_in}, #7, mul vl]",
-            "ldr z8, [{z_in}, #8, mul vl]",
-            "ldr z9, [{z_in}, #9, mul vl]",
-            "ldr z10, [{z_in}, #10, mul vl]",
-            "ldr z11, [{z_in}, #11, mul vl]",
-            "ldr z12, [{z_in}, #12, mul vl]",
-            "ldr z13, [{z_in}, #13, mul vl]",
-            "ldr z14, [{z_in}, #14, mul vl]",
-            "ldr z15, [{z_in}, #15, mul vl]",
-            "ldr z16, [{z_in}, #16, mul vl]",
-            "ldr z17, [{z_in}, #17, mul vl]",
-            "ldr z18, [{z_in}, #18, mul vl]",
-            "ldr z19, [{z_in}, #19, mul vl]",
-            "ldr z20, [{z_in}, #20, mul vl]",
-            "ldr z21, [{z_in}, #21, mul vl]",
-            "ldr z22, [{z_in}, #22, mul vl]",
-            "ldr z23, [{z_in}, #23, mul vl]",
-            "ldr z24, [{z_in}, #24, mul vl]",
-            "ldr z25, [{z_in}, #25, mul vl]",
-            "ldr z26, [{z_in}, #26, mul vl]",
-            "ldr z27, [{z_in}, #27, mul vl]",
-            "ldr z28, [{z_in}, #28, mul vl]",
-            "ldr z29, [{z_in}, #29, mul vl]",
-            "ldr z30, [{z_in}, #30, mul vl]",
-            "ldr z31, [{z_in}, #31, mul vl]",
+            ".irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15",
+            "ldr p\\n, [{p_in}, #\\n, mul vl]",
+            ".endr",
+            ".irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31",
+            "ldr z\\n, [{z_in}, #\\n, mul vl]",
+            ".endr",
             "cbz {wait}, 3f",
             "cmp {wait}, #3",
             "b.eq 6f",
@@ -494,54 +472,13 @@ pub fn sve_state_round_trip(state: &SveState, event: Event<'_>) -> Result<SveSta
             "add {wait}, {wait}, #1",
             "b 1b",
             "2: stlr {wait}, [{waits}]",
-            "3: str z0, [{z_out}, #0, mul vl]",
-            "str z1, [{z_out}, #1, mul vl]",
-            "str z2, [{z_out}, #2, mul vl]",
-            "str z3, [{z_out}, #3, mul vl]",
-            "str z4, [{z_out}, #4, mul vl]",
-            "str z5, [{z_out}, #5, mul vl]",
-            "str z6, [{z_out}, #6, mul vl]",
-            "str z7, [{z_out}, #7, mul vl]",
-            "str z8, [{z_out}, #8, mul vl]",
-            "str z9, [{z_out}, #9, mul vl]",
-            "str z10, [{z_out}, #10, mul vl]",
-            "str z11, [{z_out}, #11, mul vl]",
-            "str z12, [{z_out}, #12, mul vl]",
-            "str z13, [{z_out}, #13, mul vl]",
-            "str z14, [{z_out}, #14, mul vl]",
-            "str z15, [{z_out}, #15, mul vl]",
-            "str z16, [{z_out}, #16, mul vl]",
-            "str z17, [{z_out}, #17, mul vl]",
-            "str z18, [{z_out}, #18, mul vl]",
-            "str z19, [{z_out}, #19, mul vl]",
-            "str z20, [{z_out}, #20, mul vl]",
-            "str z21, [{z_out}, #21, mul vl]",
-            "str z22, [{z_out}, #22, mul vl]",
-            "str z23, [{z_out}, #23, mul vl]",
-            "str z24, [{z_out}, #24, mul vl]",
-            "str z25, [{z_out}, #25, mul vl]",
-            "str z26, [{z_out}, #26, mul vl]",
-            "str z27, [{z_out}, #27, mul vl]",
-            "str z28, [{z_out}, #28, mul vl]",
-            "str z29, [{z_out}, #29, mul vl]",
-            "str z30, [{z_out}, #30, mul vl]",
-            "str z31, [{z_out}, #31, mul vl]",
-            "str p0, [{p_out}, #0, mul vl]",
-            "str p1, [{p_out}, #1, mul vl]",
-            "str p2, [{p_out}, #2, mul vl]",
-            "str p3, [{p_out}, #3, mul vl]",
-            "str p4, [{p_out}, #4, mul vl]",
-            "str p5, [{p_out}, #5, mul vl]",
-            "str p6, [{p_out}, #6, mul vl]",
-            "str p7, [{p_out}, #7, mul vl]",
-            "str p8, [{p_out}, #8, mul vl]",
-            "str p9, [{p_out}, #9, mul vl]",
-            "str p10, [{p_out}, #10, mul vl]",
-            "str p11, [{p_out}, #11, mul vl]",
-            "str p12, [{p_out}, #12, mul vl]",
-            "str p13, [{p_out}, #13, mul vl]",
-            "str p14, [{p_out}, #14, mul vl]",
-            "str p15, [{p_out}, #15, mul vl]",
+            "3:",
+            ".irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31",
+            "str z\\n, [{z_out}, #\\n, mul vl]",
+            ".endr",
+            ".irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15",
+            "str p\\n, [{p_out}, #\\n, mul vl]",
+            ".endr",
             "rdffr p0.b",
             "str p0, [{ffr_out}]",
             "cbz {loaded}, 4f",
