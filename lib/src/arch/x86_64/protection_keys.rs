@@ -18,7 +18,7 @@ use core::fmt;
 
 use super::exceptions::{Exception, catch_exception};
 use super::msr::{IA32_PKRS, try_rdmsr};
-use crate::memory::TestPage;
+use crate::memory::{Protection, TestPage};
 
 /// A protection key: 0 to 15.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -148,6 +148,14 @@ pub fn set_key(page: &TestPage, key: ProtectionKey) {
     // runtime never touches through this mapping.
     let mapped = unsafe { super::mmu::set_page_key(page.address(), key.0) };
     assert!(mapped, "the test page at {:#x} is not mapped", page.address());
+}
+
+/// A fresh test page mapped with `protection` whose page-table entry holds `key`.
+pub fn page_with_key(protection: Protection, key: ProtectionKey) -> TestPage {
+    let page = TestPage::new();
+    page.map(protection);
+    set_key(&page, key);
+    page
 }
 
 /// The protection key in `page`'s page-table entry, if it is mapped.
