@@ -23,7 +23,7 @@ use vmunit::arch::page_fault::{self, FETCH, PRESENT, WRITE};
 use vmunit::arch::run_in_user_mode;
 use vmunit::environment::instruction_emulating_kvm;
 use vmunit::memory::{Protection, TestPage};
-use vmunit::{Exception, Vector, known_failure, prefix, report, report_info, report_skip};
+use vmunit::{Exception, Vector, known_failure, prefix, report, report_fail, report_info, report_skip};
 
 vmunit::main!(main);
 
@@ -45,23 +45,33 @@ fn is_gp0(result: &Result<(), Exception>) -> bool {
     matches!(result, Err(e) if e.vector == Vector::GP && e.error_code == 0)
 }
 
+/// QEMU's TCG takes RFLAGS.AC for implicit supervisor accesses too.
+const TCG_IMPLICIT_AC: &str = "QEMU's TCG lets RFLAGS.AC allow implicit supervisor accesses at CPL 0: \
+     x86_mmu_index_kernel_pl (target/i386/cpu.c), the MMU index of cpu_mmu_index_kernel's \
+     descriptor-table reads, picks MMU_KNOSMAP64_IDX whenever AC is set below CPL 3 \
+     (reproduce-smap-implicit-access-tcg)";
+
+/// kvm_pvm's guest CPUID ignores QEMU's CPU model.
+const KVM_PVM_CPUID: &str = "kvm_pvm's guest CPUID shows the host's SMAP and SMEP whatever QEMU's -cpu says \
+     (reproduce-cpuid-ignores-cpu-model)";
+
 fn main(args: &[&str]) {
+    match vmunit::args::value(args, "reproduce") {
+        Some("implicit-access") => return reproduce_implicit_access(),
+        Some("cpuid-model") => return reproduce_cpuid_model(),
+        Some(other) => {
+            report_fail!("no reproducer named {other}");
+            return;
+        }
+        None => {}
+    }
     let (smap, smep) = (Feature::Smap.supported(), Feature::Smep.supported());
     report_info!(
         "SMAP advertised: {smap}, SMEP advertised: {smep}, CR4 {:#x}",
         read_cr4()
     );
     if args.contains(&"disabled") {
-        known_failure(
-            instruction_emulating_kvm(),
-            "kvm_pvm's guest CPUID shows the host's SMAP and SMEP whatever QEMU's -cpu says",
-            || {
-                report!(
-                    !smap && !smep,
-                    "CPUID.7.0:EBX advertises neither SMAP nor SMEP, as -cpu ...,-smap,-smep asks"
-                )
-            },
-        );
+        known_failure(instruction_emulating_kvm(), KVM_PVM_CPUID, reproduce_cpuid_model);
     }
     if smap {
         smap_enabled();
@@ -201,17 +211,9 @@ fn smap_enabled() {
         page_fault::raised(&load, descriptor, PRESENT),
         "loading FS from an LDT on a user page, AC clear, raises #PF (P) (got {load:x?})"
     );
-    let load = try_load_fs_from_ldt(&ldt, 2, 1, set_flag);
-    known_failure(
-        is_tcg(),
-        "QEMU's TCG lets RFLAGS.AC allow implicit supervisor accesses at CPL 0 (x86_mmu_index_kernel_pl)",
-        || {
-            report!(
-                page_fault::raised(&load, descriptor, PRESENT),
-                "loading FS from an LDT on a user page with AC set still raises #PF: an implicit access (got {load:x?})"
-            )
-        },
-    );
+    known_failure(is_tcg(), TCG_IMPLICIT_AC, || {
+        implicit_access_with_access_flag(&ldt, set_flag)
+    });
 
     for invalidate in [false, true] {
         accesses_with_and_without_invlpg(&data, &kernel, &code, invalidate);
@@ -224,6 +226,47 @@ fn smap_enabled() {
     report!(
         cleared == Ok(true) && read == Ok(44),
         "with CR4.SMAP clear again, a user page is read with AC clear (got {cleared:x?}, {read:x?})"
+    );
+}
+
+/// The one check of QEMU's TCG defect: with CR4.SMAP set, an implicit supervisor access (the
+/// LDT descriptor read of a segment load) to a user page faults even with RFLAGS.AC set.
+fn implicit_access_with_access_flag(ldt: &TestPage, set_flag: AccessFlag) {
+    let descriptor = ldt.address() + 8;
+    let load = try_load_fs_from_ldt(ldt, 2, 1, set_flag);
+    report!(
+        page_fault::raised(&load, descriptor, PRESENT),
+        "loading FS from an LDT on a user page with AC set still raises #PF: an implicit access (got {load:x?})"
+    );
+}
+
+/// `reproduce=implicit-access`: that check alone, with no knowledge of the host (CR4.SMAP set
+/// for it and cleared after).
+fn reproduce_implicit_access() {
+    let _prefix = prefix("reproduce");
+    if !Feature::Smap.supported() {
+        report_skip!("SMAP is not advertised");
+        return;
+    }
+    let ldt = TestPage::new();
+    ldt.map(Protection::USER_READ_WRITE);
+    let setup = ldt.try_write(8, DATA_SEGMENT_DESCRIPTOR);
+    let bit = Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION.bits();
+    let set = try_set_cr4_bit(bit, true);
+    if setup.is_err() || set != Ok(true) {
+        report_fail!("setting up the LDT page and CR4.SMAP failed ({setup:x?}, {set:x?})");
+        return;
+    }
+    implicit_access_with_access_flag(&ldt, access_flag_setter());
+    let _ = try_set_cr4_bit(bit, false);
+}
+
+/// `reproduce=cpuid-model` (run with `-cpu ...,-smap,-smep`), and the `disabled` run's first
+/// check: CPUID follows QEMU's CPU model.
+fn reproduce_cpuid_model() {
+    report!(
+        !Feature::Smap.supported() && !Feature::Smep.supported(),
+        "CPUID.7.0:EBX advertises neither SMAP nor SMEP, as -cpu ...,-smap,-smep asks"
     );
 }
 
