@@ -441,26 +441,10 @@ pub fn run(snippet: &Snippet, input: &Registers) -> Result<Registers, Interrupti
 #[macro_export]
 macro_rules! realmode_snippet {
     ($(#[$attribute:meta])* $visibility:vis $name:ident = $($code:literal),+ $(,)?) => {
-        ::core::arch::global_asm!(
-            concat!(".pushsection .realmode.text.", stringify!($name), ",\"ax\",@progbits"),
-            ".code16",
-            concat!(".global vmunit_realmode_snippet_", stringify!($name)),
-            concat!("vmunit_realmode_snippet_", stringify!($name), ":"),
-            $($code,)+
-            "jmp vmunit_realmode_epilogue",
-            ".code64",
-            ".popsection",
-            options(att_syntax)
+        $crate::realmode_code!(
+            "snippet", Snippet, ["jmp vmunit_realmode_epilogue"],
+            $(#[$attribute])* $visibility $name = $($code),+
         );
-        $(#[$attribute])*
-        $visibility static $name: $crate::arch::realmode::Snippet = {
-            #[allow(unsafe_code)]
-            unsafe extern "C" {
-                #[link_name = concat!("vmunit_realmode_snippet_", stringify!($name))]
-                static START: u8;
-            }
-            $crate::arch::realmode::Snippet::new(&raw const START)
-        };
     };
 }
 
@@ -470,24 +454,40 @@ macro_rules! realmode_snippet {
 #[macro_export]
 macro_rules! realmode_routine {
     ($(#[$attribute:meta])* $visibility:vis $name:ident = $($code:literal),+ $(,)?) => {
+        $crate::realmode_code!("routine", Routine, [], $(#[$attribute])* $visibility $name = $($code),+);
+    };
+}
+
+/// What [`realmode_snippet!`](crate::realmode_snippet) and
+/// [`realmode_routine!`](crate::realmode_routine) share: 16-bit code under the global label
+/// `vmunit_realmode_<kind>_<NAME>` in its own `.realmode.text` section, followed by the
+/// `tail` lines, and a static of type `arch::realmode::<Type>` that points at it.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! realmode_code {
+    (
+        $kind:literal, $type:ident, [$($tail:literal),*],
+        $(#[$attribute:meta])* $visibility:vis $name:ident = $($code:literal),+
+    ) => {
         ::core::arch::global_asm!(
             concat!(".pushsection .realmode.text.", stringify!($name), ",\"ax\",@progbits"),
             ".code16",
-            concat!(".global vmunit_realmode_routine_", stringify!($name)),
-            concat!("vmunit_realmode_routine_", stringify!($name), ":"),
+            concat!(".global vmunit_realmode_", $kind, "_", stringify!($name)),
+            concat!("vmunit_realmode_", $kind, "_", stringify!($name), ":"),
             $($code,)+
+            $($tail,)*
             ".code64",
             ".popsection",
             options(att_syntax)
         );
         $(#[$attribute])*
-        $visibility static $name: $crate::arch::realmode::Routine = {
+        $visibility static $name: $crate::arch::realmode::$type = {
             #[allow(unsafe_code)]
             unsafe extern "C" {
-                #[link_name = concat!("vmunit_realmode_routine_", stringify!($name))]
+                #[link_name = concat!("vmunit_realmode_", $kind, "_", stringify!($name))]
                 static START: u8;
             }
-            $crate::arch::realmode::Routine::new(&raw const START)
+            $crate::arch::realmode::$type::new(&raw const START)
         };
     };
 }
