@@ -11,17 +11,13 @@
 #![no_std]
 #![no_main]
 
-extern crate alloc;
-
-use alloc::vec::Vec;
-
 use vmunit::arch::control::{Cr4Flags, read_cr4, try_set_write_protect, try_write_cr4};
 use vmunit::arch::cpuid::{Feature, is_tcg};
 use vmunit::arch::instructions::{read, try_call_return, write_test_page};
 use vmunit::arch::page_fault::{self, PRESENT, PROTECTION_KEY, WRITE};
 use vmunit::arch::protection_keys::{
-    KeyRights, ProtectionKey, RightsRegister, key, page_with_key, set_key, try_read_pkrs, try_write_pkrs,
-    try_wrpkru,
+    KeyRights, KeySweep, ProtectionKey, RightsRegister, key, page_with_key, set_key, sweep_keys,
+    try_read_pkrs, try_write_pkrs, try_wrpkru,
 };
 use vmunit::arch::run_in_user_mode;
 use vmunit::memory::{Protection, TestPage};
@@ -364,26 +360,14 @@ fn paging_permissions() {
 fn every_key() {
     let _prefix = prefix("every key");
     let page = supervisor_page(Protection::READ_WRITE);
-    let target = page.address() + OFFSET;
-    let mut not_blocked = Vec::new();
-    let mut blocked_by_others = Vec::new();
-    for each in ProtectionKey::restrictable() {
-        set_key(&page, each);
-        set_pkrs(RightsRegister::ALLOW_ALL.with(each, KeyRights::ACCESS_DISABLE));
-        if !page_fault::raised(&page.try_read(OFFSET), target, PROTECTION_KEY | PRESENT) {
-            not_blocked.push(each.index());
-        }
-        let others = ProtectionKey::restrictable()
-            .filter(|other| *other != each)
-            .fold(RightsRegister::ALLOW_ALL, |rights, other| {
-                rights.with(other, KeyRights::ACCESS_DISABLE)
-            });
-        set_pkrs(others);
-        if page.try_read(OFFSET).is_err() {
-            blocked_by_others.push(each.index());
-        }
+    let KeySweep {
+        not_blocked,
+        blocked_by_others,
+        wrong_entry,
+    } = sweep_keys(&page, OFFSET, set_pkrs);
+    if !wrong_entry.is_empty() {
+        report_fail!("the page's entry does not hold the key set for keys {wrong_entry:?}");
     }
-    set_pkrs(RightsRegister::ALLOW_ALL);
     report!(
         not_blocked.is_empty(),
         "AD for the page's key alone faults a read with PK, P, for keys 1-15 (keys that did not: {not_blocked:?})"

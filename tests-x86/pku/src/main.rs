@@ -12,17 +12,13 @@
 #![no_std]
 #![no_main]
 
-extern crate alloc;
-
-use alloc::vec::Vec;
-
 use vmunit::arch::control::{Cr4Flags, read_cr4, try_set_write_protect, try_write_cr4};
 use vmunit::arch::cpuid::{Feature, is_tcg};
 use vmunit::arch::instructions::{read, try_call_return, try_call_return_in_user_mode, write_test_page};
 use vmunit::arch::page_fault::{self, PRESENT, PROTECTION_KEY, USER, WRITE};
 use vmunit::arch::protection_keys::{
-    KeyRights, ProtectionKey, RightsRegister, key, page_with_key, rdpkru, set_key, try_rdpkru,
-    try_rdpkru_operands, try_wrpkru, try_wrpkru_operands, wrpkru,
+    KeyRights, KeySweep, ProtectionKey, RightsRegister, key, page_with_key, rdpkru, set_key, sweep_keys,
+    try_rdpkru, try_rdpkru_operands, try_wrpkru, try_wrpkru_operands, wrpkru,
 };
 use vmunit::arch::run_in_user_mode;
 use vmunit::environment::instruction_emulating_kvm;
@@ -431,30 +427,11 @@ fn paging_permissions() {
 fn every_key() {
     let _prefix = prefix("every key");
     let page = user_page(Protection::USER_READ_WRITE);
-    let target = page.address() + OFFSET;
-    let mut not_blocked = Vec::new();
-    let mut blocked_by_others = Vec::new();
-    let mut wrong_entry = Vec::new();
-    for each in ProtectionKey::restrictable() {
-        set_key(&page, each);
-        if key(&page) != Some(each) {
-            wrong_entry.push(each.index());
-        }
-        set_pkru(RightsRegister::ALLOW_ALL.with(each, KeyRights::ACCESS_DISABLE));
-        if !page_fault::raised(&page.try_read(OFFSET), target, PROTECTION_KEY | PRESENT) {
-            not_blocked.push(each.index());
-        }
-        let others = ProtectionKey::restrictable()
-            .filter(|other| *other != each)
-            .fold(RightsRegister::ALLOW_ALL, |rights, other| {
-                rights.with(other, KeyRights::ACCESS_DISABLE)
-            });
-        set_pkru(others);
-        if page.try_read(OFFSET).is_err() {
-            blocked_by_others.push(each.index());
-        }
-    }
-    set_pkru(RightsRegister::ALLOW_ALL);
+    let KeySweep {
+        not_blocked,
+        blocked_by_others,
+        wrong_entry,
+    } = sweep_keys(&page, OFFSET, set_pkru);
     if !wrong_entry.is_empty() {
         report_fail!("the page's entry does not hold the key set for keys {wrong_entry:?}");
     }
