@@ -477,34 +477,22 @@ fn test_xchg() {
         eflags: 0,
     };
     check("xchg 1", &XCHG1, &i, NONE, |_| true).ok();
-    check("xchg 2", &XCHG2, &i, EAX | EBX, |o| {
-        o.eax == i.ebx && o.ebx == i.eax
-    })
-    .ok();
-    check("xchg 3", &XCHG3, &i, EAX | ECX, |o| {
-        o.eax == i.ecx && o.ecx == i.eax
-    })
-    .ok();
-    check("xchg 4", &XCHG4, &i, EAX | EDX, |o| {
-        o.eax == i.edx && o.edx == i.eax
-    })
-    .ok();
-    check("xchg 5", &XCHG5, &i, EAX | ESI, |o| {
-        o.eax == i.esi && o.esi == i.eax
-    })
-    .ok();
-    check("xchg 6", &XCHG6, &i, EAX | EDI, |o| {
-        o.eax == i.edi && o.edi == i.eax
-    })
-    .ok();
-    check("xchg 7", &XCHG7, &i, EAX | EBP, |o| {
-        o.eax == i.ebp && o.ebp == i.eax
-    })
-    .ok();
-    check("xchg 8", &XCHG8, &i, EAX | ESP, |o| {
-        o.eax == i.esp && o.esp == i.eax
-    })
-    .ok();
+    // XCHG EAX with each other register: EAX and that register swap, nothing else changes.
+    let others: [(&str, &Snippet, RegisterSet, fn(&Registers) -> u32); 7] = [
+        ("xchg 2", &XCHG2, EBX, |r| r.ebx),
+        ("xchg 3", &XCHG3, ECX, |r| r.ecx),
+        ("xchg 4", &XCHG4, EDX, |r| r.edx),
+        ("xchg 5", &XCHG5, ESI, |r| r.esi),
+        ("xchg 6", &XCHG6, EDI, |r| r.edi),
+        ("xchg 7", &XCHG7, EBP, |r| r.ebp),
+        ("xchg 8", &XCHG8, ESP, |r| r.esp),
+    ];
+    for (name, snippet, other, register) in others {
+        check(name, snippet, &i, EAX | other, |o| {
+            o.eax == register(&i) && register(o) == i.eax
+        })
+        .ok();
+    }
 }
 
 realmode_snippet!(
