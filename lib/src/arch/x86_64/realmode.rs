@@ -116,6 +116,19 @@ impl Registers {
     }
 }
 
+/// The real-mode address (segment 0) of `start`, a label of the `.realmode` section.
+///
+/// # Panics
+/// When `start` lies outside the real-mode area (`what` names it in the message).
+fn real_mode_address(start: *const u8, what: &str) -> u32 {
+    let address = start as usize;
+    assert!(
+        (AREA_START as usize..AREA_END as usize).contains(&address),
+        "{what} at {address:#x} lies outside the real-mode area: is it in .realmode?"
+    );
+    address as u32
+}
+
 /// A snippet of real-mode code in the `.realmode` section (see
 /// [`realmode_snippet!`](crate::realmode_snippet)).
 pub struct Snippet {
@@ -135,12 +148,7 @@ impl Snippet {
 
     /// Its real-mode address (segment 0).
     pub fn address(&self) -> u16 {
-        let address = self.start as usize;
-        assert!(
-            (AREA_START as usize..AREA_END as usize).contains(&address),
-            "snippet at {address:#x} lies outside the real-mode area: is it in .realmode?"
-        );
-        address as u16
+        real_mode_address(self.start, "snippet") as u16
     }
 }
 
@@ -163,12 +171,7 @@ impl Routine {
 
     /// Its real-mode address (segment 0).
     pub fn address(&self) -> u16 {
-        let address = self.start as usize;
-        assert!(
-            (AREA_START as usize..AREA_END as usize).contains(&address),
-            "routine at {address:#x} lies outside the real-mode area: is it in .realmode?"
-        );
-        address as u16
+        real_mode_address(self.start, "routine") as u16
     }
 }
 
@@ -192,12 +195,7 @@ impl Data {
 
     /// Its real-mode address (segment 0): what a snippet's register should hold.
     pub fn address(&self) -> u32 {
-        let address = self.start as usize;
-        assert!(
-            (AREA_START as usize..AREA_END as usize).contains(&address),
-            "real-mode data at {address:#x} lies outside the real-mode area"
-        );
-        address as u32
+        real_mode_address(self.start, "real-mode data")
     }
 
     /// Its size in bytes.
