@@ -455,6 +455,9 @@ fn test_long_jmp() {
     check("jmp far 1", &LONG_JMP, &input, EAX, |o| o.eax == 0x1234).ok();
 }
 
+/// One general register of [`Registers`], as a reader.
+type RegisterField = fn(&Registers) -> u32;
+
 realmode_snippet!(XCHG1 = "xchg %eax, %eax");
 realmode_snippet!(XCHG2 = "xchg %eax, %ebx");
 realmode_snippet!(XCHG3 = "xchg %eax, %ecx");
@@ -478,7 +481,7 @@ fn test_xchg() {
     };
     check("xchg 1", &XCHG1, &i, NONE, |_| true).ok();
     // XCHG EAX with each other register: EAX and that register swap, nothing else changes.
-    let others: [(&str, &Snippet, RegisterSet, fn(&Registers) -> u32); 7] = [
+    let others: [(&str, &Snippet, RegisterSet, RegisterField); 7] = [
         ("xchg 2", &XCHG2, EBX, |r| r.ebx),
         ("xchg 3", &XCHG3, ECX, |r| r.ecx),
         ("xchg 4", &XCHG4, EDX, |r| r.edx),
@@ -548,7 +551,10 @@ fn test_iret() {
     // harness's PUSHFD, which stores RF as 0 whatever it holds (SDM Vol. 2, PUSHF), after
     // further instructions, each of which clears it. So this checks PUSHFD, not the IRET.
     let rf_clear = matches!(outcome, Ok(o) if o.eflags & RF == 0);
-    report!(rf_clear, "rflags.rf: PUSHFD after the IRET that loaded RF stores RF as 0");
+    report!(
+        rf_clear,
+        "rflags.rf: PUSHFD after the IRET that loaded RF stores RF as 0"
+    );
     check("iret 4", &IRET_FLAGS16, &ZERO, EAX, reserved_kept).ok();
 }
 
