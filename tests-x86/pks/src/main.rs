@@ -112,7 +112,7 @@ fn pks_missing() {
     report!(is_gp(&write), "WRMSR IA32_PKRS raises #GP (got {write:x?})");
     if is_tcg() {
         report_skip!(
-            "setting CR4.PKS: QEMU's TCG hangs on a reserved CR4 bit (an SVM #VMEXIT outside SVM guest mode)"
+            "setting CR4.PKS: QEMU's TCG hangs on a reserved CR4 bit (an SVM #VMEXIT outside SVM guest mode: helper_write_crN, target/i386/tcg/system/misc_helper.c; reproduce-cr4-reserved-bit-tcg)"
         );
         return;
     }

@@ -101,7 +101,7 @@ fn pku_missing() {
     );
     if is_tcg() {
         report_skip!(
-            "setting CR4.PKE: QEMU's TCG hangs on a reserved CR4 bit (an SVM #VMEXIT outside SVM guest mode)"
+            "setting CR4.PKE: QEMU's TCG hangs on a reserved CR4 bit (an SVM #VMEXIT outside SVM guest mode: helper_write_crN, target/i386/tcg/system/misc_helper.c; reproduce-cr4-reserved-bit-tcg)"
         );
     } else {
         let cr4 = read_cr4();

@@ -28,8 +28,7 @@ use vmunit::{Exception, Vector, known_failure, prefix, report, report_fail, repo
 vmunit::main!(main);
 
 /// Why the checks that execute STAC or CLAC are skipped under kvm_pvm.
-const KVM_PVM_STOPS: &str =
-    "this host's kvm_pvm stops the VM on STAC and CLAC at CPL 0 (KVM internal error, emulation failure)";
+const KVM_PVM_STOPS: &str = "this host's kvm_pvm stops the VM on STAC and CLAC at CPL 0 (KVM internal error, emulation failure; reproduce-stac)";
 
 /// How the test sets RFLAGS.AC: STAC, or POPFQ under kvm_pvm, which stops the VM on STAC
 /// and CLAC at CPL 0 (its instruction emulator lacks them; at CPL 3 they raise #UD there).
@@ -104,7 +103,7 @@ fn feature_missing(name: &str, bit: u64) {
     let _prefix = prefix!("{name} not advertised");
     if is_tcg() {
         report_skip!(
-            "setting CR4.{name}: QEMU's TCG hangs on a reserved CR4 bit (an SVM #VMEXIT outside SVM guest mode)"
+            "setting CR4.{name}: QEMU's TCG hangs on a reserved CR4 bit (an SVM #VMEXIT outside SVM guest mode: helper_write_crN, target/i386/tcg/system/misc_helper.c; reproduce-cr4-reserved-bit-tcg)"
         );
         return;
     }
