@@ -17,7 +17,7 @@ use vmunit::arch::cpuid::{Feature, is_tcg};
 use vmunit::arch::instructions::{store_gdtr, store_idtr, try_invpcid};
 use vmunit::arch::linear_address::{BaseRegister, is_canonical, try_load_base_briefly};
 use vmunit::arch::mmu::{self, FiveLevelError};
-use vmunit::arch::msr::{self, EferFlags, try_rdmsr, try_wrmsr_briefly};
+use vmunit::arch::msr::{self, EferFlags, try_rdmsr, try_wrmsr, try_wrmsr_briefly};
 use vmunit::arch::{page_fault, try_read};
 use vmunit::memory::TestPage;
 use vmunit::{
@@ -172,14 +172,20 @@ fn canonical_checks(la57: bool) {
         report_skip!("IA32_DS_AREA: CPUID.1:EDX[21] (DS) is clear");
     }
     if Feature::IntelPt.supported() {
-        // kvm-unit-tests: each address range CPUID.(0x14,1):EAX[2:0] counts has an A and a B MSR.
+        // kvm-unit-tests: each address range CPUID.(0x14,1):EAX[2:0] counts has an A and a B
+        // MSR, written with that range configured as a filter in IA32_RTIT_CTL (ADDRn_CFG = 1)
+        // and tracing off.
         for range in 0..msr::rtit_address_ranges() {
+            if let Err(exception) = try_wrmsr(msr::IA32_RTIT_CTL, 1 << (32 + 4 * range)) {
+                report_fail!("IA32_RTIT_CTL with ADDR{range}_CFG = 1 raised {exception}");
+            }
             let start = msr::IA32_RTIT_ADDR0_A + 2 * range;
             for (bound, index) in [("A", start), ("B", start + 1)] {
                 let name = alloc::format!("IA32_RTIT_ADDR{range}_{bound}");
                 check_register(&name, Target::Msr(index), la57, None);
             }
         }
+        let _ = try_wrmsr(msr::IA32_RTIT_CTL, 0);
     } else {
         report_skip!("IA32_RTIT_ADDRn_A/B: CPUID.7.0:EBX[25] (Intel PT) is clear");
     }

@@ -54,6 +54,10 @@ pub const IA32_PERF_GLOBAL_OVF_CTRL: u32 = 0x390;
 pub const IA32_MC0_CTL: u32 = 0x400;
 /// IA32_DS_AREA: the linear address of the debug-store save area (CPUID.1:EDX[21]).
 pub const IA32_DS_AREA: u32 = 0x600;
+/// IA32_RTIT_CTL: Intel PT's control; ADDRn_CFG, the use of address range `n`, is the 4-bit
+/// field at bit `32 + 4 * n` (1: a filter range).
+pub const IA32_RTIT_CTL: u32 = 0x570;
+
 /// IA32_RTIT_ADDR0_A: the start of Intel PT's first address range; range `n` has its A (start)
 /// MSR at `IA32_RTIT_ADDR0_A + 2 * n` and its B (end) MSR right after.
 pub const IA32_RTIT_ADDR0_A: u32 = 0x580;
