@@ -50,6 +50,24 @@ impl Protection {
         execute: true,
         user: false,
     };
+    /// Read only, no execute, user-accessible.
+    pub const USER_READ_ONLY: Protection = Protection {
+        write: false,
+        execute: false,
+        user: true,
+    };
+    /// Read and write, no execute, user-accessible.
+    pub const USER_READ_WRITE: Protection = Protection {
+        write: true,
+        execute: false,
+        user: true,
+    };
+    /// Read and execute, user-accessible.
+    pub const USER_READ_EXECUTE: Protection = Protection {
+        write: false,
+        execute: true,
+        user: true,
+    };
 }
 
 /// Heap blocks are powers of two up to 2^(32-1) bytes.
@@ -224,6 +242,15 @@ impl TestPage {
     pub fn try_write(&self, offset: u64, value: u64) -> Result<(), Exception> {
         // SAFETY: the address lies in this page, which no Rust object occupies.
         unsafe { arch::try_write(self.word(offset), value) }
+    }
+
+    /// The 64-bit word at `offset` of the page's frame, read through the identity map: what
+    /// the page holds, whatever its own mapping allows.
+    pub fn stored(&self, offset: u64) -> u64 {
+        assert!(offset + 8 <= PAGE_SIZE, "the word does not fit in the page");
+        // SAFETY: the word lies inside this page's frame, owned by this TestPage and identity
+        // mapped; a volatile read, as the page is written through other mappings.
+        unsafe { ((self.frame + offset) as usize as *const u64).read_volatile() }
     }
 
     /// Stores `code` at `offset` through the identity map (whatever the page's mapping).

@@ -65,15 +65,20 @@ fn main(arguments: &[&str]) {
         }
     };
     vtd_init(&mut iommu);
-    let Some((edu, function)) = edu_init() else {
-        if arguments.contains(&"reproduce-cached-read-only-write") {
-            report!(false, "the reproducer needs '-device edu'");
+    let (edu, function) = match edu_init() {
+        Ok(found) => found,
+        // Its failure is reported: the checks that need edu cannot run.
+        Err(EduMissing::Broken) => return,
+        Err(EduMissing::Absent) => {
+            if arguments.contains(&"reproduce-cached-read-only-write") {
+                report!(false, "the reproducer needs '-device edu'");
+                return;
+            }
+            report_skip!("DMAR 4B memcpy test (no edu: give '-device edu')");
+            report_skip!("IR IOAPIC (no edu)");
+            report_skip!("IR MSI (no edu)");
             return;
         }
-        report_skip!("DMAR 4B memcpy test (no edu: give '-device edu')");
-        report_skip!("IR IOAPIC (no edu)");
-        report_skip!("IR MSI (no edu)");
-        return;
     };
     if iommu.global_status() & global::TRANSLATION == 0 {
         report_skip!("DMAR 4B memcpy test (DMA remapping is not enabled: no DMA without it)");
@@ -148,17 +153,27 @@ fn vtd_init(iommu: &mut Iommu) {
     );
 }
 
+/// Why [`edu_init`] gave no edu.
+enum EduMissing {
+    /// No edu function on the bus: the checks that need it are skipped.
+    Absent,
+    /// edu is there but could not be set up: a failure, already reported.
+    Broken,
+}
+
 /// kvm-unit-tests' `edu_init`: finds edu, assigns its BAR, checks it is alive; also enables
 /// bus mastering, which its DMA needs.
-fn edu_init() -> Option<(Edu, Function)> {
+fn edu_init() -> Result<(Edu, Function), EduMissing> {
     let mut bridge = match HostBridge::probe() {
         Ok(bridge) => bridge,
         Err(error) => {
             report!(false, "q35's ECAM host bridge (ACPI MCFG) is usable: {error:?}");
-            return None;
+            return Err(EduMissing::Broken);
         }
     };
-    let function = bridge.find(vendor::QEMU, device::QEMU_EDU)?;
+    let function = bridge
+        .find(vendor::QEMU, device::QEMU_EDU)
+        .ok_or(EduMissing::Absent)?;
     let config = function.config;
     println!(
         "Found EDU device: {} {:04x}:{:04x} revision {:#x}, interrupt pin {}, line {}",
@@ -173,10 +188,14 @@ fn edu_init() -> Option<(Edu, Function)> {
         Ok(bars) => bars,
         Err(error) => {
             report!(false, "edu's BAR gets an address: {error:?}");
-            return None;
+            return Err(EduMissing::Broken);
         }
     };
-    let bar = bars.iter().find(|bar| bar.probe.index == edu::BAR)?;
+    // edu is there: a missing BAR 0 is a failure, not the "no edu" skip.
+    let Some(bar) = bars.iter().find(|bar| bar.probe.index == edu::BAR) else {
+        report!(false, "edu has a memory BAR {} (BARs {bars:x?})", edu::BAR);
+        return Err(EduMissing::Broken);
+    };
     report!(
         bar.probe.size == edu::BAR_SIZE,
         "edu's BAR 0 is 1 MiB (got {:#x}, at {:#x})",
@@ -187,7 +206,7 @@ fn edu_init() -> Option<(Edu, Function)> {
         Ok(window) => window,
         Err(error) => {
             report!(false, "edu's BAR maps: {error}");
-            return None;
+            return Err(EduMissing::Broken);
         }
     };
     config.set_command(config.command().with(Command::BUS_MASTER));
@@ -205,7 +224,7 @@ fn edu_init() -> Option<(Edu, Function)> {
         done && factorial == 3_628_800,
         "edu computes 10! = 3628800 (got {factorial}, done {done})"
     );
-    Some((edu, function))
+    Ok((edu, function))
 }
 
 /// Starts a DMA from edu's buffer at `offset` to `iova` and waits for it.

@@ -19,33 +19,16 @@ use vmunit::arch::control::{Cr0Flags, Cr4Flags, read_cr0, read_cr4, try_write_cr
 use vmunit::arch::cpuid::{Feature, is_tcg};
 use vmunit::arch::instructions::{try_call_return, try_invlpg};
 
-use vmunit::arch::page_fault::{FETCH, PRESENT, WRITE};
+use vmunit::arch::page_fault::{self, FETCH, PRESENT, WRITE};
 use vmunit::arch::run_in_user_mode;
 use vmunit::environment::instruction_emulating_kvm;
 use vmunit::memory::{Protection, TestPage};
-use vmunit::{Exception, Vector, known_failure, prefix, report, report_info, report_skip};
+use vmunit::{Exception, Vector, known_failure, prefix, report, report_fail, report_info, report_skip};
 
 vmunit::main!(main);
 
 /// Why the checks that execute STAC or CLAC are skipped under kvm_pvm.
-const KVM_PVM_STOPS: &str =
-    "this host's kvm_pvm stops the VM on STAC and CLAC at CPL 0 (KVM internal error, emulation failure)";
-
-const USER_READ_WRITE: Protection = Protection {
-    write: true,
-    execute: false,
-    user: true,
-};
-const USER_READ_ONLY: Protection = Protection {
-    write: false,
-    execute: false,
-    user: true,
-};
-const USER_EXECUTE: Protection = Protection {
-    write: false,
-    execute: true,
-    user: true,
-};
+const KVM_PVM_STOPS: &str = "this host's kvm_pvm stops the VM on STAC and CLAC at CPL 0 (KVM internal error, emulation failure; reproduce-stac)";
 
 /// How the test sets RFLAGS.AC: STAC, or POPFQ under kvm_pvm, which stops the VM on STAC
 /// and CLAC at CPL 0 (its instruction emulator lacks them; at CPL 3 they raise #UD there).
@@ -57,32 +40,37 @@ fn access_flag_setter() -> AccessFlag {
     }
 }
 
-/// Whether `result` is a #PF at `address` with exactly `error_code`.
-fn page_fault(result: &Result<impl Sized, Exception>, address: u64, error_code: u64) -> bool {
-    matches!(result, Err(e) if e.vector == Vector::PF && e.address == address && e.error_code == error_code)
-}
-
 fn is_gp0(result: &Result<(), Exception>) -> bool {
     matches!(result, Err(e) if e.vector == Vector::GP && e.error_code == 0)
 }
 
+/// QEMU's TCG takes RFLAGS.AC for implicit supervisor accesses too.
+const TCG_IMPLICIT_AC: &str = "QEMU's TCG lets RFLAGS.AC allow implicit supervisor accesses at CPL 0: \
+     x86_mmu_index_kernel_pl (target/i386/cpu.c), the MMU index of cpu_mmu_index_kernel's \
+     descriptor-table reads, picks MMU_KNOSMAP64_IDX whenever AC is set below CPL 3 \
+     (reproduce-smap-implicit-access-tcg)";
+
+/// kvm_pvm's guest CPUID ignores QEMU's CPU model.
+const KVM_PVM_CPUID: &str = "kvm_pvm's guest CPUID shows the host's SMAP and SMEP whatever QEMU's -cpu says \
+     (reproduce-cpuid-ignores-cpu-model)";
+
 fn main(args: &[&str]) {
+    match vmunit::args::value(args, "reproduce") {
+        Some("implicit-access") => return reproduce_implicit_access(),
+        Some("cpuid-model") => return reproduce_cpuid_model(),
+        Some(other) => {
+            report_fail!("no reproducer named {other}");
+            return;
+        }
+        None => {}
+    }
     let (smap, smep) = (Feature::Smap.supported(), Feature::Smep.supported());
     report_info!(
         "SMAP advertised: {smap}, SMEP advertised: {smep}, CR4 {:#x}",
         read_cr4()
     );
     if args.contains(&"disabled") {
-        known_failure(
-            instruction_emulating_kvm(),
-            "kvm_pvm's guest CPUID shows the host's SMAP and SMEP whatever QEMU's -cpu says",
-            || {
-                report!(
-                    !smap && !smep,
-                    "CPUID.7.0:EBX advertises neither SMAP nor SMEP, as -cpu ...,-smap,-smep asks"
-                )
-            },
-        );
+        known_failure(instruction_emulating_kvm(), KVM_PVM_CPUID, reproduce_cpuid_model);
     }
     if smap {
         smap_enabled();
@@ -115,7 +103,7 @@ fn feature_missing(name: &str, bit: u64) {
     let _prefix = prefix!("{name} not advertised");
     if is_tcg() {
         report_skip!(
-            "setting CR4.{name}: QEMU's TCG hangs on a reserved CR4 bit (an SVM #VMEXIT outside SVM guest mode)"
+            "setting CR4.{name}: QEMU's TCG hangs on a reserved CR4 bit (an SVM #VMEXIT outside SVM guest mode: helper_write_crN, target/i386/tcg/system/misc_helper.c; reproduce-cr4-reserved-bit-tcg)"
         );
         return;
     }
@@ -140,14 +128,14 @@ fn try_set_cr4_bit(bit: u64, set: bool) -> Result<bool, Exception> {
 fn smap_enabled() {
     let _prefix = prefix("SMAP");
     let data = TestPage::new();
-    data.map(USER_READ_WRITE);
+    data.map(Protection::USER_READ_WRITE);
     let kernel = TestPage::new();
     let ldt = TestPage::new();
-    ldt.map(USER_READ_WRITE);
+    ldt.map(Protection::USER_READ_WRITE);
     let read_only = TestPage::new();
-    read_only.map(USER_READ_ONLY);
+    read_only.map(Protection::USER_READ_ONLY);
     let code = TestPage::new();
-    code.map(USER_EXECUTE);
+    code.map(Protection::USER_READ_EXECUTE);
     let user = data.address();
 
     let set_flag = access_flag_setter();
@@ -185,7 +173,7 @@ fn smap_enabled() {
     );
     let read = try_read_with(AccessFlag::Clear, &data, 0);
     report!(
-        page_fault(&read, user, PRESENT),
+        page_fault::raised(&read, user, PRESENT),
         "a read of a user page with AC clear raises #PF (P, supervisor read) (got {read:x?})"
     );
     let read = try_read_with(set_flag, &data, 0);
@@ -201,7 +189,7 @@ fn smap_enabled() {
     let write = try_write_with(AccessFlag::Clear, &data, 0, 43);
     let after = try_read_with(set_flag, &data, 0);
     report!(
-        page_fault(&write, user, PRESENT | WRITE) && after == Ok(42),
+        page_fault::raised(&write, user, PRESENT | WRITE) && after == Ok(42),
         "a write to a user page with AC clear raises #PF (P|W) and stores nothing (got {write:x?}, then {after:x?})"
     );
     let write = try_write_with(set_flag, &data, 0, 44);
@@ -219,20 +207,12 @@ fn smap_enabled() {
     let descriptor = ldt.address() + 8;
     let load = try_load_fs_from_ldt(&ldt, 2, 1, AccessFlag::Clear);
     report!(
-        page_fault(&load, descriptor, PRESENT),
+        page_fault::raised(&load, descriptor, PRESENT),
         "loading FS from an LDT on a user page, AC clear, raises #PF (P) (got {load:x?})"
     );
-    let load = try_load_fs_from_ldt(&ldt, 2, 1, set_flag);
-    known_failure(
-        is_tcg(),
-        "QEMU's TCG lets RFLAGS.AC allow implicit supervisor accesses at CPL 0 (x86_mmu_index_kernel_pl)",
-        || {
-            report!(
-                page_fault(&load, descriptor, PRESENT),
-                "loading FS from an LDT on a user page with AC set still raises #PF: an implicit access (got {load:x?})"
-            )
-        },
-    );
+    known_failure(is_tcg(), TCG_IMPLICIT_AC, || {
+        implicit_access_with_access_flag(&ldt, set_flag)
+    });
 
     for invalidate in [false, true] {
         accesses_with_and_without_invlpg(&data, &kernel, &code, invalidate);
@@ -245,6 +225,47 @@ fn smap_enabled() {
     report!(
         cleared == Ok(true) && read == Ok(44),
         "with CR4.SMAP clear again, a user page is read with AC clear (got {cleared:x?}, {read:x?})"
+    );
+}
+
+/// The one check of QEMU's TCG defect: with CR4.SMAP set, an implicit supervisor access (the
+/// LDT descriptor read of a segment load) to a user page faults even with RFLAGS.AC set.
+fn implicit_access_with_access_flag(ldt: &TestPage, set_flag: AccessFlag) {
+    let descriptor = ldt.address() + 8;
+    let load = try_load_fs_from_ldt(ldt, 2, 1, set_flag);
+    report!(
+        page_fault::raised(&load, descriptor, PRESENT),
+        "loading FS from an LDT on a user page with AC set still raises #PF: an implicit access (got {load:x?})"
+    );
+}
+
+/// `reproduce=implicit-access`: that check alone, with no knowledge of the host (CR4.SMAP set
+/// for it and cleared after).
+fn reproduce_implicit_access() {
+    let _prefix = prefix("reproduce");
+    if !Feature::Smap.supported() {
+        report_skip!("SMAP is not advertised");
+        return;
+    }
+    let ldt = TestPage::new();
+    ldt.map(Protection::USER_READ_WRITE);
+    let setup = ldt.try_write(8, DATA_SEGMENT_DESCRIPTOR);
+    let bit = Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION.bits();
+    let set = try_set_cr4_bit(bit, true);
+    if setup.is_err() || set != Ok(true) {
+        report_fail!("setting up the LDT page and CR4.SMAP failed ({setup:x?}, {set:x?})");
+        return;
+    }
+    implicit_access_with_access_flag(&ldt, access_flag_setter());
+    let _ = try_set_cr4_bit(bit, false);
+}
+
+/// `reproduce=cpuid-model` (run with `-cpu ...,-smap,-smep`), and the `disabled` run's first
+/// check: CPUID follows QEMU's CPU model.
+fn reproduce_cpuid_model() {
+    report!(
+        !Feature::Smap.supported() && !Feature::Smep.supported(),
+        "CPUID.7.0:EBX advertises neither SMAP nor SMEP, as -cpu ...,-smap,-smep asks"
     );
 }
 
@@ -265,7 +286,7 @@ fn write_protect_off(page: &TestPage) {
     let _ = try_set_cr4_bit(Cr4Flags::SUPERVISOR_MODE_ACCESS_PREVENTION.bits(), true);
     let read = try_read_with(AccessFlag::Clear, page, 0);
     report!(
-        page_fault(&read, address, PRESENT),
+        page_fault::raised(&read, address, PRESENT),
         "with SMAP set and WP clear, a read of a read-only user page with AC clear raises #PF (got {read:x?})"
     );
     let write = try_write_with(set_flag, page, 0, 0x9a);
@@ -277,7 +298,7 @@ fn write_protect_off(page: &TestPage) {
     let on = try_write_cr0(cr0);
     let write = try_write_with(set_flag, page, 0, 0x9b);
     report!(
-        on.is_ok() && page_fault(&write, address, PRESENT | WRITE),
+        on.is_ok() && page_fault::raised(&write, address, PRESENT | WRITE),
         "with SMAP and WP set, a write to a read-only user page with AC set raises #PF (P|W) (got {write:x?})"
     );
 }
@@ -285,11 +306,11 @@ fn write_protect_off(page: &TestPage) {
 fn smep_enabled(smap: bool) {
     let _prefix = prefix("SMEP");
     let user_code = TestPage::new();
-    user_code.map(USER_EXECUTE);
+    user_code.map(Protection::USER_READ_EXECUTE);
     let kernel_code = TestPage::new();
     kernel_code.map(Protection::READ_EXECUTE);
     let data = TestPage::new();
-    data.map(USER_READ_WRITE);
+    data.map(Protection::USER_READ_WRITE);
     let address = user_code.address();
 
     let fetch = try_call_return(&user_code, 0);
@@ -309,13 +330,13 @@ fn smep_enabled(smap: bool) {
     );
     let fetch = try_call_return(&user_code, 0);
     report!(
-        page_fault(&fetch, address, PRESENT | FETCH) && matches!(fetch, Err(e) if e.rip == address),
+        page_fault::raised(&fetch, address, PRESENT | FETCH) && matches!(fetch, Err(e) if e.rip == address),
         "a CPL-0 fetch from a user page raises #PF (P|I/D) at that address (got {fetch:x?})"
     );
     if smap {
         let fetch = try_call_with(access_flag_setter(), &user_code, 0);
         report!(
-            page_fault(&fetch, address, PRESENT | FETCH),
+            page_fault::raised(&fetch, address, PRESENT | FETCH),
             "with AC set the fetch still raises #PF: AC does not matter to SMEP (got {fetch:x?})"
         );
     }
@@ -345,7 +366,7 @@ fn accesses_with_and_without_invlpg(data: &TestPage, kernel: &TestPage, code: &T
     });
     let set_flag = access_flag_setter();
     let stack = TestPage::new();
-    stack.map(USER_READ_WRITE);
+    stack.map(Protection::USER_READ_WRITE);
     let flush = |page: &TestPage| {
         if invalidate {
             let _ = try_invlpg(page.address());
@@ -364,7 +385,7 @@ fn accesses_with_and_without_invlpg(data: &TestPage, kernel: &TestPage, code: &T
     flush(data);
     let read = try_read_with(AccessFlag::Clear, data, 8);
     report!(
-        page_fault(&read, data.address() + 8, PRESENT),
+        page_fault::raised(&read, data.address() + 8, PRESENT),
         "a read from a user page with AC=0 raises #PF (P) (got {read:x?})"
     );
     flush(data);
@@ -378,7 +399,7 @@ fn accesses_with_and_without_invlpg(data: &TestPage, kernel: &TestPage, code: &T
     let write = try_write_with(AccessFlag::Clear, data, 8, 44);
     let after = try_read_with(set_flag, data, 8);
     report!(
-        page_fault(&write, data.address() + 8, PRESENT | WRITE) && after == Ok(43),
+        page_fault::raised(&write, data.address() + 8, PRESENT | WRITE) && after == Ok(43),
         "a write to a user page with AC=0 raises #PF (P|W) and stores nothing (got {write:x?}, then {after:x?})"
     );
     let top = 0x800;
@@ -395,7 +416,7 @@ fn accesses_with_and_without_invlpg(data: &TestPage, kernel: &TestPage, code: &T
     let push = try_push_with(AccessFlag::Clear, &stack, top, 45);
     let after = try_read_with(set_flag, &stack, top - 8);
     report!(
-        page_fault(&push, slot, PRESENT | WRITE) && after == Ok(44),
+        page_fault::raised(&push, slot, PRESENT | WRITE) && after == Ok(44),
         "a PUSH onto a user-page stack with AC=0 raises #PF (P|W) at {slot:#x} and stores nothing (got {push:x?}, then {after:x?})"
     );
     flush(code);

@@ -43,7 +43,25 @@ fn raises(result: &Result<impl Sized, Exception>, vector: Vector) -> bool {
     matches!(result, Err(exception) if exception.vector == vector)
 }
 
+/// QEMU's TCG takes CR4.OSXSAVE by the wrong CPUID word.
+const TCG_OSXSAVE: &str = "QEMU's TCG accepts CR4.OSXSAVE while CPUID.(0xD,1):EAX is non-zero, whatever \
+     CPUID.1:ECX.XSAVE says: cr4_reserved_bits (target/i386/cpu.h) reserves OSXSAVE only when \
+     env->features[FEAT_XSAVE] (that leaf) is 0 (reproduce-osxsave-without-xsave-tcg)";
+
+/// kvm_pvm's guest CPUID ignores QEMU's CPU model.
+const KVM_PVM_CPUID: &str = "kvm_pvm's guest CPUID shows the host's XSAVE whatever QEMU's -cpu says \
+     (reproduce-cpuid-ignores-cpu-model)";
+
 fn main(args: &[&str]) {
+    if vmunit::args::value(args, "reproduce") == Some("osxsave") {
+        // Run with -cpu ...,-xsave: setting CR4.OSXSAVE alone, with no knowledge of the host.
+        if Feature::Xsave.supported() {
+            report_skip!("CPUID.1:ECX.XSAVE is set: run with -cpu ...,-xsave");
+        } else {
+            osxsave_refused();
+        }
+        return;
+    }
     let (cr0, cr4) = (read_cr0(), read_cr4());
     report_info!(
         "CPUID.1:ECX {:#x} (XSAVE {}, AVX {}), XCR0 support {:#x}, CR4 {cr4:#x}",
@@ -53,16 +71,12 @@ fn main(args: &[&str]) {
         supported_xcr0()
     );
     if args.contains(&"disabled") {
-        known_failure(
-            instruction_emulating_kvm(),
-            "kvm_pvm's guest CPUID shows the host's XSAVE whatever QEMU's -cpu says",
-            || {
-                report!(
-                    !Feature::Xsave.supported(),
-                    "CPUID.1:ECX.XSAVE is clear, as -cpu ...,-xsave asks"
-                )
-            },
-        );
+        known_failure(instruction_emulating_kvm(), KVM_PVM_CPUID, || {
+            report!(
+                !Feature::Xsave.supported(),
+                "CPUID.1:ECX.XSAVE is clear, as -cpu ...,-xsave asks"
+            )
+        });
     }
     osxsave_clear();
     if Feature::Xsave.supported() {
@@ -107,26 +121,24 @@ fn osxsave_clear() {
 /// Without XSAVE: CR4.OSXSAVE cannot be set.
 fn xsave_not_advertised() {
     let _prefix = prefix("XSAVE not advertised");
-    let set = try_set_osxsave(true);
-    if set.is_ok() {
-        let _ = try_set_osxsave(false);
-    }
-    let tcg = is_tcg();
-    known_failure(
-        tcg,
-        "QEMU's TCG accepts CR4.OSXSAVE while CPUID.(0xD,1):EAX is non-zero, whatever CPUID.1:ECX.XSAVE says",
-        || {
-            report!(
-                matches!(set, Err(e) if e.vector == Vector::GP && e.error_code == 0),
-                "setting CR4.OSXSAVE raises #GP(0) (got {set:x?})"
-            )
-        },
-    );
+    known_failure(is_tcg(), TCG_OSXSAVE, osxsave_refused);
     report!(!Feature::Osxsave.supported(), "CPUID.1:ECX.OSXSAVE still reads 0");
     report!(
         read_cr4() & Cr4Flags::OSXSAVE.bits() == 0,
         "CR4.OSXSAVE is still clear (CR4 {:#x})",
         read_cr4()
+    );
+}
+
+/// Without XSAVE, CR4.OSXSAVE is reserved: setting it raises #GP(0) (and is undone if taken).
+fn osxsave_refused() {
+    let set = try_set_osxsave(true);
+    if set.is_ok() {
+        let _ = try_set_osxsave(false);
+    }
+    report!(
+        matches!(set, Err(e) if e.vector == Vector::GP && e.error_code == 0),
+        "setting CR4.OSXSAVE raises #GP(0) (got {set:x?})"
     );
 }
 

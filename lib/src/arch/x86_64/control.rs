@@ -104,6 +104,13 @@ pub unsafe fn try_write_cr0_unrestricted(value: u64) -> Result<(), Exception> {
     })
 }
 
+/// Sets (`on`) or clears CR0.WP, leaving the other CR0 bits as they are.
+pub fn try_set_write_protect(on: bool) -> Result<(), Exception> {
+    let cr0 = read_cr0();
+    let bit = Cr0Flags::WRITE_PROTECT.bits();
+    try_write_cr0(if on { cr0 | bit } else { cr0 & !bit })
+}
+
 /// Writes CR3, or returns the exception (#GP for reserved bits, such as bit 63 while
 /// CR4.PCIDE is clear). kvm-unit-tests' `write_cr3_safe`.
 ///

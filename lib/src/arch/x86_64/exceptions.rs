@@ -184,6 +184,11 @@ pub mod page_fault {
     pub const FETCH: u64 = 1 << 4;
     /// PK: a protection key's rights (PKRU or IA32_PKRS) forbade the data access.
     pub const PROTECTION_KEY: u64 = 1 << 5;
+
+    /// Whether `result` is a #PF at `address` (CR2) with exactly `error_code`.
+    pub fn raised<T>(result: &Result<T, super::Exception>, address: u64, error_code: u64) -> bool {
+        matches!(result, Err(e) if e.vector == super::Vector::PF && e.address == address && e.error_code == error_code)
+    }
 }
 
 /// Segment selectors of the runtime's GDT.

@@ -210,23 +210,17 @@ impl ReferenceTscPage {
     /// A consistent copy: the fields read between two equal sequence numbers
     /// (kvm-unit-tests' `hvclock_get_time_values`).
     pub fn read(&self) -> ReferenceTsc {
-        loop {
-            let sequence: u32 = load(self.frame);
-            fence(Ordering::Acquire);
-            let copy = ReferenceTsc {
-                sequence,
-                scale: load(self.frame + 8),
-                offset: load(self.frame + 16),
-            };
-            fence(Ordering::Acquire);
-            if load::<u32>(self.frame) == sequence {
-                return copy;
-            }
-        }
+        self.consistent(|_| ()).0
     }
 
     /// The reference time now, from the page and RDTSC (kvm-unit-tests' `hv_clock_read`).
     pub fn now(&self) -> u64 {
+        self.consistent(|copy| copy.ticks_at(rdtsc())).1
+    }
+
+    /// Copies the page's fields and applies `use_copy` to them, again until the sequence
+    /// number is the same before and after: the copy and what was made of it, consistent.
+    fn consistent<T>(&self, use_copy: impl Fn(&ReferenceTsc) -> T) -> (ReferenceTsc, T) {
         loop {
             let sequence: u32 = load(self.frame);
             fence(Ordering::Acquire);
@@ -235,10 +229,10 @@ impl ReferenceTscPage {
                 scale: load(self.frame + 8),
                 offset: load(self.frame + 16),
             };
-            let ticks = copy.ticks_at(rdtsc());
+            let made = use_copy(&copy);
             fence(Ordering::Acquire);
             if load::<u32>(self.frame) == sequence {
-                return ticks;
+                return (copy, made);
             }
         }
     }

@@ -58,6 +58,23 @@ pub const IA32_PERF_GLOBAL_OVF_CTRL: u32 = 0x390;
 pub const IA32_MC0_CTL: u32 = 0x400;
 /// IA32_DS_AREA: the linear address of the debug-store save area (CPUID.1:EDX[21]).
 pub const IA32_DS_AREA: u32 = 0x600;
+/// IA32_RTIT_CTL: Intel PT's control; ADDRn_CFG, the use of address range `n`, is the 4-bit
+/// field at bit `32 + 4 * n` (1: a filter range).
+pub const IA32_RTIT_CTL: u32 = 0x570;
+
+/// IA32_RTIT_ADDR0_A: the start of Intel PT's first address range; range `n` has its A (start)
+/// MSR at `IA32_RTIT_ADDR0_A + 2 * n` and its B (end) MSR right after.
+pub const IA32_RTIT_ADDR0_A: u32 = 0x580;
+
+/// How many Intel PT address ranges the CPU has: CPUID.(0x14,1):EAX[2:0], 0 without Intel PT
+/// (CPUID.7.0:EBX[25]).
+pub fn rtit_address_ranges() -> u32 {
+    if !super::cpuid::Feature::IntelPt.supported() {
+        return 0;
+    }
+    super::cpuid::cpuid(0x14, 1).eax & 0x7
+}
+
 /// IA32_TSC_DEADLINE: the local APIC timer's deadline in TSC-deadline mode.
 pub const IA32_TSC_DEADLINE: u32 = 0x6e0;
 /// IA32_PKRS: the protection-key rights for supervisor pages (CR4.PKS), two bits per key

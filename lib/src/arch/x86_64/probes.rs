@@ -155,104 +155,73 @@ pub fn gdt_limit() -> u16 {
     x86_64::instructions::tables::sgdt().limit
 }
 
-/// Executes the x87 FNINIT: #NM when CR0.TS or CR0.EM is set. Returns the outcome and the
-/// address of the FNINIT.
-pub fn try_fninit() -> Attempt<()> {
-    let mut instruction = 0u64;
-    let slot = &raw mut instruction;
-    let result = catch_exception(|| {
-        // SAFETY: `slot` points at a live local of this probe, written once before the probed
-        // instruction. FNINIT resets the x87 state, which nothing on this soft-float target uses;
-        // #NM is caught.
-        unsafe {
-            asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: fninit",
-                 scratch = out(reg) _, slot = in(reg) slot, options(nostack))
-        };
-    });
-    Attempt {
-        result,
-        address: instruction,
-    }
+/// Defines a probe that runs one instruction without operands under [`catch_exception`] and
+/// returns the outcome and the instruction's address. Each use names the instruction's bytes
+/// or mnemonic, the registers it may write (`clobbers`), and why running it is harmless.
+macro_rules! operandless_probe {
+    ($(#[$doc:meta])* $name:ident, $instruction:literal, harmless: $reason:literal $(, clobbers: $register:tt)?) => {
+        $(#[$doc])*
+        ///
+        #[doc = concat!("Running it is harmless: ", $reason, ".")]
+        pub fn $name() -> Attempt<()> {
+            let mut instruction = 0u64;
+            let slot = &raw mut instruction;
+            let result = catch_exception(|| {
+                // SAFETY: `slot` points at a live local of this probe, written once before the
+                // probed instruction; the instruction touches no memory and writes no register
+                // but the declared clobbers (the function's documentation says why running it
+                // is harmless); any exception is caught.
+                unsafe {
+                    asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", concat!("2: ", $instruction),
+                         scratch = out(reg) _, slot = in(reg) slot, $(out($register) _,)? options(nostack))
+                };
+            });
+            Attempt { result, address: instruction }
+        }
+    };
 }
 
-/// Executes WAIT (FWAIT): #NM when both CR0.TS and CR0.MP are set (and not otherwise; no x87
-/// exception is pending after FNINIT). Returns the outcome and the address of the WAIT.
-pub fn try_fwait() -> Attempt<()> {
-    let mut instruction = 0u64;
-    let slot = &raw mut instruction;
-    let result = catch_exception(|| {
-        // SAFETY: `slot` points at a live local of this probe, written once before the probed
-        // instruction. WAIT only checks for pending x87 exceptions; any exception is caught.
-        unsafe {
-            asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: fwait",
-                 scratch = out(reg) _, slot = in(reg) slot, options(nostack))
-        };
-    });
-    Attempt {
-        result,
-        address: instruction,
-    }
-}
+operandless_probe!(
+    /// Executes the x87 FNINIT: #NM when CR0.TS or CR0.EM is set. Returns the outcome and the
+    /// address of the FNINIT.
+    try_fninit,
+    "fninit",
+    harmless: "FNINIT resets the x87 state, which nothing on this soft-float target uses"
+);
 
-/// Executes NOP with a LOCK prefix (F0 90): #UD, since NOP cannot be locked. Returns the
-/// outcome and the address of the instruction.
-pub fn try_locked_nop() -> Attempt<()> {
-    let mut instruction = 0u64;
-    let slot = &raw mut instruction;
-    let result = catch_exception(|| {
-        // SAFETY: `slot` points at a live local of this probe, written once before the probed
-        // instruction. The instruction does nothing if it does not fault; #UD is caught.
-        unsafe {
-            asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: .byte 0xf0, 0x90",
-                 scratch = out(reg) _, slot = in(reg) slot, options(nostack))
-        };
-    });
-    Attempt {
-        result,
-        address: instruction,
-    }
-}
+operandless_probe!(
+    /// Executes WAIT (FWAIT): #NM when both CR0.TS and CR0.MP are set (and not otherwise; no x87
+    /// exception is pending after FNINIT). Returns the outcome and the address of the WAIT.
+    try_fwait,
+    "fwait",
+    harmless: "WAIT only checks for pending x87 exceptions"
+);
 
-/// Executes the opcode of INTO (CE), invalid in 64-bit mode: #UD. Returns the outcome and the
-/// address of the instruction.
-pub fn try_into_opcode() -> Attempt<()> {
-    let mut instruction = 0u64;
-    let slot = &raw mut instruction;
-    let result = catch_exception(|| {
-        // SAFETY: `slot` points at a live local of this probe, written once before the probed
-        // instruction. In 64-bit mode CE is #UD; were it executed as INTO with OF clear it would do
-        // nothing, and with OF set the #OF would be caught.
-        unsafe {
-            asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: .byte 0xce",
-                 scratch = out(reg) _, slot = in(reg) slot, options(nostack))
-        };
-    });
-    Attempt {
-        result,
-        address: instruction,
-    }
-}
+operandless_probe!(
+    /// Executes NOP with a LOCK prefix (F0 90): #UD, since NOP cannot be locked. Returns the
+    /// outcome and the address of the instruction.
+    try_locked_nop,
+    ".byte 0xf0, 0x90",
+    harmless: "the instruction does nothing if it does not fault"
+);
 
-/// Executes MOV RAX, CR1 (0F 20 C8): CR1 does not exist, so #UD. Returns the outcome and the
-/// address of the instruction.
-pub fn try_read_cr1() -> Attempt<()> {
-    let mut instruction = 0u64;
-    let slot = &raw mut instruction;
-    let result = catch_exception(|| {
-        // SAFETY: `slot` points at a live local of this probe, written once before the probed
-        // instruction. The instruction only writes RAX (declared clobbered) if it does not fault;
-        // #UD is caught.
-        unsafe {
-            asm!("lea {scratch}, [rip + 2f]", "mov qword ptr [{slot}], {scratch}", "2: .byte 0x0f, 0x20, 0xc8",
-                 scratch = out(reg) _, slot = in(reg) slot,
-                 out("rax") _, options(nostack))
-        };
-    });
-    Attempt {
-        result,
-        address: instruction,
-    }
-}
+operandless_probe!(
+    /// Executes the opcode of INTO (CE), invalid in 64-bit mode: #UD. Returns the outcome and the
+    /// address of the instruction.
+    try_into_opcode,
+    ".byte 0xce",
+    harmless: "in 64-bit mode CE is #UD; were it executed as INTO with OF clear it would do \
+               nothing, and with OF set the #OF would be caught"
+);
+
+operandless_probe!(
+    /// Executes MOV RAX, CR1 (0F 20 C8): CR1 does not exist, so #UD. Returns the outcome and the
+    /// address of the instruction.
+    try_read_cr1,
+    ".byte 0x0f, 0x20, 0xc8",
+    harmless: "the instruction only writes RAX, declared clobbered, if it does not fault",
+    clobbers: "rax"
+);
 
 /// Single-steps NOP, XOR, CPUID (an instruction hypervisors emulate), then the PUSHFQ, AND
 /// and POPFQ that clear TF again, and returns the addresses after each of those six

@@ -13,12 +13,13 @@
 //! code, so PKRU matters to it too). Tests give other keys to [`TestPage`]s with
 //! [`set_key`], which no Rust object occupies.
 
+use alloc::vec::Vec;
 use core::arch::asm;
 use core::fmt;
 
 use super::exceptions::{Exception, catch_exception};
 use super::msr::{IA32_PKRS, try_rdmsr};
-use crate::memory::TestPage;
+use crate::memory::{Protection, TestPage};
 
 /// A protection key: 0 to 15.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -148,6 +149,56 @@ pub fn set_key(page: &TestPage, key: ProtectionKey) {
     // runtime never touches through this mapping.
     let mapped = unsafe { super::mmu::set_page_key(page.address(), key.0) };
     assert!(mapped, "the test page at {:#x} is not mapped", page.address());
+}
+
+/// A fresh test page mapped with `protection` whose page-table entry holds `key`.
+pub fn page_with_key(protection: Protection, key: ProtectionKey) -> TestPage {
+    let page = TestPage::new();
+    page.map(protection);
+    set_key(&page, key);
+    page
+}
+
+/// What [`sweep_keys`] saw, as lists of key indexes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeySweep {
+    /// Keys whose AD bit alone did not make the read fault with PK and P at the address.
+    pub not_blocked: Vec<u8>,
+    /// Keys whose read faulted with AD set for every *other* key (and not for this one).
+    pub blocked_by_others: Vec<u8>,
+    /// Keys the page's entry did not hold after [`set_key`] (the runtime's bookkeeping).
+    pub wrong_entry: Vec<u8>,
+}
+
+/// For each restrictable key: gives `page` that key, sets AD for it alone through
+/// `set_rights` (WRPKRU or WRMSR IA32_PKRS) and reads `page` at `offset` at CPL 0 (a #PF with
+/// PK and P is due), then sets AD for every other key and reads again (no fault is due).
+/// Leaves the rights at [`RightsRegister::ALLOW_ALL`].
+pub fn sweep_keys(page: &TestPage, offset: u64, set_rights: impl Fn(RightsRegister)) -> KeySweep {
+    use super::exceptions::page_fault::{PRESENT, PROTECTION_KEY, raised};
+    let mut sweep = KeySweep::default();
+    let target = page.address() + offset;
+    for each in ProtectionKey::restrictable() {
+        set_key(page, each);
+        if key(page) != Some(each) {
+            sweep.wrong_entry.push(each.index());
+        }
+        set_rights(RightsRegister::ALLOW_ALL.with(each, KeyRights::ACCESS_DISABLE));
+        if !raised(&page.try_read(offset), target, PROTECTION_KEY | PRESENT) {
+            sweep.not_blocked.push(each.index());
+        }
+        let others = ProtectionKey::restrictable()
+            .filter(|other| *other != each)
+            .fold(RightsRegister::ALLOW_ALL, |rights, other| {
+                rights.with(other, KeyRights::ACCESS_DISABLE)
+            });
+        set_rights(others);
+        if page.try_read(offset).is_err() {
+            sweep.blocked_by_others.push(each.index());
+        }
+    }
+    set_rights(RightsRegister::ALLOW_ALL);
+    sweep
 }
 
 /// The protection key in `page`'s page-table entry, if it is mapped.

@@ -116,6 +116,19 @@ impl Registers {
     }
 }
 
+/// The real-mode address (segment 0) of `start`, a label of the `.realmode` section.
+///
+/// # Panics
+/// When `start` lies outside the real-mode area (`what` names it in the message).
+fn real_mode_address(start: *const u8, what: &str) -> u32 {
+    let address = start as usize;
+    assert!(
+        (AREA_START as usize..AREA_END as usize).contains(&address),
+        "{what} at {address:#x} lies outside the real-mode area: is it in .realmode?"
+    );
+    address as u32
+}
+
 /// A snippet of real-mode code in the `.realmode` section (see
 /// [`realmode_snippet!`](crate::realmode_snippet)).
 pub struct Snippet {
@@ -135,12 +148,7 @@ impl Snippet {
 
     /// Its real-mode address (segment 0).
     pub fn address(&self) -> u16 {
-        let address = self.start as usize;
-        assert!(
-            (AREA_START as usize..AREA_END as usize).contains(&address),
-            "snippet at {address:#x} lies outside the real-mode area: is it in .realmode?"
-        );
-        address as u16
+        real_mode_address(self.start, "snippet") as u16
     }
 }
 
@@ -163,12 +171,7 @@ impl Routine {
 
     /// Its real-mode address (segment 0).
     pub fn address(&self) -> u16 {
-        let address = self.start as usize;
-        assert!(
-            (AREA_START as usize..AREA_END as usize).contains(&address),
-            "routine at {address:#x} lies outside the real-mode area: is it in .realmode?"
-        );
-        address as u16
+        real_mode_address(self.start, "routine") as u16
     }
 }
 
@@ -192,12 +195,7 @@ impl Data {
 
     /// Its real-mode address (segment 0): what a snippet's register should hold.
     pub fn address(&self) -> u32 {
-        let address = self.start as usize;
-        assert!(
-            (AREA_START as usize..AREA_END as usize).contains(&address),
-            "real-mode data at {address:#x} lies outside the real-mode area"
-        );
-        address as u32
+        real_mode_address(self.start, "real-mode data")
     }
 
     /// Its size in bytes.
@@ -441,26 +439,10 @@ pub fn run(snippet: &Snippet, input: &Registers) -> Result<Registers, Interrupti
 #[macro_export]
 macro_rules! realmode_snippet {
     ($(#[$attribute:meta])* $visibility:vis $name:ident = $($code:literal),+ $(,)?) => {
-        ::core::arch::global_asm!(
-            concat!(".pushsection .realmode.text.", stringify!($name), ",\"ax\",@progbits"),
-            ".code16",
-            concat!(".global vmunit_realmode_snippet_", stringify!($name)),
-            concat!("vmunit_realmode_snippet_", stringify!($name), ":"),
-            $($code,)+
-            "jmp vmunit_realmode_epilogue",
-            ".code64",
-            ".popsection",
-            options(att_syntax)
+        $crate::realmode_code!(
+            "snippet", Snippet, ["jmp vmunit_realmode_epilogue"],
+            $(#[$attribute])* $visibility $name = $($code),+
         );
-        $(#[$attribute])*
-        $visibility static $name: $crate::arch::realmode::Snippet = {
-            #[allow(unsafe_code)]
-            unsafe extern "C" {
-                #[link_name = concat!("vmunit_realmode_snippet_", stringify!($name))]
-                static START: u8;
-            }
-            $crate::arch::realmode::Snippet::new(&raw const START)
-        };
     };
 }
 
@@ -470,24 +452,40 @@ macro_rules! realmode_snippet {
 #[macro_export]
 macro_rules! realmode_routine {
     ($(#[$attribute:meta])* $visibility:vis $name:ident = $($code:literal),+ $(,)?) => {
+        $crate::realmode_code!("routine", Routine, [], $(#[$attribute])* $visibility $name = $($code),+);
+    };
+}
+
+/// What [`realmode_snippet!`](crate::realmode_snippet) and
+/// [`realmode_routine!`](crate::realmode_routine) share: 16-bit code under the global label
+/// `vmunit_realmode_<kind>_<NAME>` in its own `.realmode.text` section, followed by the
+/// `tail` lines, and a static of type `arch::realmode::<Type>` that points at it.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! realmode_code {
+    (
+        $kind:literal, $type:ident, [$($tail:literal),*],
+        $(#[$attribute:meta])* $visibility:vis $name:ident = $($code:literal),+
+    ) => {
         ::core::arch::global_asm!(
             concat!(".pushsection .realmode.text.", stringify!($name), ",\"ax\",@progbits"),
             ".code16",
-            concat!(".global vmunit_realmode_routine_", stringify!($name)),
-            concat!("vmunit_realmode_routine_", stringify!($name), ":"),
+            concat!(".global vmunit_realmode_", $kind, "_", stringify!($name)),
+            concat!("vmunit_realmode_", $kind, "_", stringify!($name), ":"),
             $($code,)+
+            $($tail,)*
             ".code64",
             ".popsection",
             options(att_syntax)
         );
         $(#[$attribute])*
-        $visibility static $name: $crate::arch::realmode::Routine = {
+        $visibility static $name: $crate::arch::realmode::$type = {
             #[allow(unsafe_code)]
             unsafe extern "C" {
-                #[link_name = concat!("vmunit_realmode_routine_", stringify!($name))]
+                #[link_name = concat!("vmunit_realmode_", $kind, "_", stringify!($name))]
                 static START: u8;
             }
-            $crate::arch::realmode::Routine::new(&raw const START)
+            $crate::arch::realmode::$type::new(&raw const START)
         };
     };
 }
