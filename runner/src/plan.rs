@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use crate::config::{Accel, Arch, Config, KvmModule, Requirement, TestEntry};
+use crate::config::{Accel, Arch, Config, KvmModule, Migrate, Requirement, TestEntry};
 use crate::error::AppError;
 use crate::options::{Kernel, Options, Shard, qemu_program};
 use crate::qemu::{self, ArchProfile};
@@ -143,6 +143,8 @@ pub fn plan(options: &Options, failed_last_time: Option<Vec<String>>) -> Result<
             Decision::Skip(format!("{arch} only"))
         } else if let Some(reason) = rules.iter().find_map(|rule| rule.skips_here(accel)) {
             Decision::Skip(reason)
+        } else if let Some(reason) = options.migrate.and_then(|_| unmigratable(entry)) {
+            Decision::Skip(reason)
         } else {
             Decision::Run { arch, accel }
         };
@@ -223,13 +225,36 @@ fn plan_kernel(options: &Options, config: &Config, kernel: &Kernel) -> PlannedRu
         entry.test_args = append.split_whitespace().map(str::to_owned).collect();
     }
     let accel = current_accel(options.accel, Some(kernel.arch));
-    PlannedRun {
-        entry,
-        explicit: true,
-        decision: Decision::Run {
+    let decision = match options.migrate.and_then(|_| unmigratable(&entry)) {
+        Some(reason) => Decision::Skip(reason),
+        None => Decision::Run {
             arch: kernel.arch,
             accel,
         },
+    };
+    PlannedRun {
+        entry,
+        explicit: true,
+        decision,
+    }
+}
+
+/// Why `--migrate` cannot migrate `entry`, if it cannot: the run says `migrate = false` (or
+/// gives the reason), or it has an `expect` script (the migration run does not drive a
+/// console script). A migration run migrates on its own requests and is never ruled out.
+pub fn unmigratable(entry: &TestEntry) -> Option<String> {
+    if entry.is_migration_run() {
+        return None;
+    }
+    match &entry.migrate {
+        Migrate::Never(Some(reason)) => Some(format!("--migrate: cannot migrate: {reason}")),
+        Migrate::Never(None) => Some("--migrate: cannot migrate: migrate = false".to_owned()),
+        _ if !entry.expect.is_empty() => Some(
+            "--migrate: cannot migrate: its expect script drives the console, which a migrated \
+             run does not"
+                .to_owned(),
+        ),
+        _ => None,
     }
 }
 

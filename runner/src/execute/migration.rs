@@ -35,7 +35,7 @@ use crate::qmp::Qmp;
 use crate::transcript::{ProcessExit, Stream, Transcript};
 
 /// The group whose runs migrate on request.
-pub const GROUP: &str = "migration";
+pub const GROUP: &str = crate::config::MIGRATION_GROUP;
 /// The guest environment line of a migration run (the guest's `vmunit::migration`).
 pub const ENVIRONMENT: (&str, &str) = ("VMUNIT_MIGRATION", "yes");
 /// The most one migration may take, from `migrate` to the destination running.
@@ -53,17 +53,46 @@ pub const SCRATCH_DIRECTORY: &str = ".vmunit-scratch";
 /// What QEMU allows in a Unix socket path (`sun_path` less its terminating NUL).
 const SOCKET_PATH_MAX: usize = 107;
 
-/// Whether `entry` migrates on request.
+/// Whether `entry` migrates on request (group `migration` or `migrate = true`).
 pub fn is_migration_run(entry: &TestEntry) -> bool {
-    entry.groups.iter().any(|group| group == GROUP)
+    entry.is_migration_run()
 }
 
-/// The guest environment lines `entry` adds: [`ENVIRONMENT`] for a migration run.
-pub fn environment(entry: &TestEntry) -> Vec<(String, String)> {
+/// The guest environment variable of `--migrate`: the guest's report path asks for one
+/// migration right after the report line it names (`vmunit::migration`).
+pub const AFTER_REPORT_KEY: &str = "VMUNIT_MIGRATE_AFTER_REPORT";
+
+/// How a run migrates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// A migration run (group `migration`, `migrate = true`): each time the guest asks.
+    OnRequest,
+    /// `--migrate` on another run: once, after the guest's report line `after` (the runtime
+    /// asks); a guest that prints fewer report lines is not migrated, and not failed for it.
+    Injected {
+        /// The report line after which the guest asks.
+        after: u32,
+    },
+}
+
+/// How `entry` migrates given `--migrate`'s report line (`injected`): on request for a
+/// migration run, injected for any other run under `--migrate`, else not at all. The plan
+/// already skipped the runs `--migrate` cannot migrate (`plan::unmigratable`).
+pub fn mode(entry: &TestEntry, injected: Option<u32>) -> Option<Mode> {
     if is_migration_run(entry) {
-        vec![(ENVIRONMENT.0.to_owned(), ENVIRONMENT.1.to_owned())]
+        Some(Mode::OnRequest)
     } else {
-        Vec::new()
+        injected.map(|after| Mode::Injected { after })
+    }
+}
+
+/// The guest environment lines a run migrating in `mode` adds: [`ENVIRONMENT`] for a migration
+/// run, [`AFTER_REPORT_KEY`] for `--migrate`.
+pub fn environment(mode: Option<Mode>) -> Vec<(String, String)> {
+    match mode {
+        Some(Mode::OnRequest) => vec![(ENVIRONMENT.0.to_owned(), ENVIRONMENT.1.to_owned())],
+        Some(Mode::Injected { after }) => vec![(AFTER_REPORT_KEY.to_owned(), after.to_string())],
+        None => Vec::new(),
     }
 }
 
@@ -310,8 +339,9 @@ pub fn execute_migration(
     timeout: Option<Duration>,
     sinks: Sinks<'_>,
     scratch: &Path,
+    mode: Mode,
 ) -> Result<Execution, ExecuteError> {
-    let result = execute_in(command, timeout, sinks, scratch);
+    let result = execute_in(command, timeout, sinks, scratch, mode);
     let _ = fs::remove_dir_all(scratch);
     // The scratch area itself goes when it is empty (another run may still use it).
     if let Some(area) = scratch.parent() {
@@ -325,6 +355,7 @@ fn execute_in(
     timeout: Option<Duration>,
     sinks: Sinks<'_>,
     scratch: &Path,
+    mode: Mode,
 ) -> Result<Execution, ExecuteError> {
     let Sinks { log, live, observer } = sinks;
     let mut recorder = Recorder {
@@ -345,10 +376,17 @@ fn execute_in(
     let mut current = Qemu::start(command, &qmp_arguments(&source_qmp), source_qmp)
         .map_err(spawn_error)?
         .ok_or(ExecuteError::Interrupted)?;
-    recorder.note(&format!(
-        "migration run: QMP at {}; the guest migrates on MIGRATE: NOW",
-        current.qmp_path.display()
-    ));
+    recorder.note(&match mode {
+        Mode::OnRequest => format!(
+            "migration run: QMP at {}; the guest migrates on MIGRATE: NOW",
+            current.qmp_path.display()
+        ),
+        Mode::Injected { after } => format!(
+            "--migrate: QMP at {}; the guest migrates once, after its report line {after} \
+             ({AFTER_REPORT_KEY}={after})",
+            current.qmp_path.display()
+        ),
+    });
     let deadline = timeout.map(|timeout| start + timeout);
     let mut requests = Requests::default();
     let mut failure: Option<MigrationFailure> = None;
@@ -462,9 +500,20 @@ fn execute_in(
         Some(Some(after)) => ProcessExit::TimedOut(after),
         _ => process_exit(status),
     };
+    let mut migration_note = None;
     if failure.is_none() && !requests.asked {
-        recorder.note("the guest asked for no migration");
-        failure = Some(MigrationFailure::NeverAsked);
+        match mode {
+            Mode::OnRequest => {
+                recorder.note("the guest asked for no migration");
+                failure = Some(MigrationFailure::NeverAsked);
+            }
+            Mode::Injected { after } => {
+                let note =
+                    format!("--migrate: not migrated: the guest printed fewer than {after} report lines");
+                recorder.note(&note);
+                migration_note = Some(note);
+            }
+        }
     }
     Ok(Execution {
         exit,
@@ -472,6 +521,7 @@ fn execute_in(
         duration,
         script_failure: None,
         migration_failure: failure,
+        migration_note,
     })
 }
 
