@@ -247,6 +247,8 @@ struct Requests {
     end: bool,
     /// The guest asked for a migration or said it would not.
     asked: bool,
+    /// Migrations completed since the last `BEGIN`: `END` is answered after one at least.
+    since_begin: usize,
 }
 
 impl Requests {
@@ -254,7 +256,10 @@ impl Requests {
         self.asked = true;
         match request {
             MigrateLine::Now => self.now = true,
-            MigrateLine::Begin => self.continuous = true,
+            MigrateLine::Begin => {
+                self.continuous = true;
+                self.since_begin = 0;
+            }
             // A repeated END (the guest says it again until answered) counts once.
             MigrateLine::End if self.continuous => self.end = true,
             MigrateLine::End => {}
@@ -401,8 +406,9 @@ fn execute_in(
     loop {
         if killed.is_none() {
             // What the guest waits for: a migration (asked, or the next continuous one), or the
-            // byte that answers END after the continuous migrations.
-            let migrate = requests.now || (requests.continuous && !requests.end);
+            // byte that answers END after the continuous migrations (one at least).
+            let migrate =
+                requests.now || (requests.continuous && (!requests.end || requests.since_begin == 0));
             if migrate {
                 migrations += 1;
                 match migrate_once(
@@ -415,6 +421,7 @@ fn execute_in(
                     &mut requests,
                 ) {
                     Ok(destination) => {
+                        requests.since_begin += 1;
                         stopped_by_interruption |= std::mem::replace(&mut current, destination)
                             .finish_after_quit(&mut recorder, &mut requests);
                         recorder.note(&format!(
