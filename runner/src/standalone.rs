@@ -620,7 +620,7 @@ const MIGRATION_FUNCTIONS: &str = r#"    # Live migration (README "Migration"), 
     destination_exit() { # sets migration_failure (and returns 0) when the destination died
         alive "$destination_pid" && return 1
         wait "$destination_pid"
-        migration_failure="the destination QEMU exited (status $?) before the VM ran on it; its stderr is in the log"
+        migration_failure="the destination QEMU exited (status $?) before the VM ran on it; its stderr is above"
         return 0
     }
     migrate_now() { # migrate_now QEMU-ARGUMENTS...: migrates QEMU $current's VM to a new QEMU, which becomes $current; 1 when it failed (migration_failure says why), 2 on the timeout
