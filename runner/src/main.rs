@@ -146,8 +146,9 @@ struct Cli {
 
     /// Live-migrate every selected test once, right after its first report line (the guest's
     /// runtime asks at that point); tests in group migration migrate as they ask; tests that
-    /// cannot migrate (migrate = false, an expect script) SKIP saying why; a test that prints
-    /// no report line is not migrated, and not failed for it (README "Migration")
+    /// cannot migrate (migrate = false or a reason, an expect script, a QEMU test device whose
+    /// state does not migrate) SKIP saying why; a test that prints no report line is not
+    /// migrated, and not failed for it (README "Migration")
     #[arg(long, conflicts_with_all = ["differential", "standalone", "probe_maxsmp"])]
     migrate: bool,
 
