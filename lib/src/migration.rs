@@ -32,7 +32,7 @@ static MIGRATED_ONCE: AtomicBool = AtomicBool::new(false);
 
 /// The guest environment variable that asks for one migration after the Nth report line (the
 /// runner's `--migrate`).
-pub const AFTER_REPORT_KEY: &str = "VMUNIT_MIGRATE_AFTER_REPORT";
+pub const AFTER_REPORT_KEY: &str = vmunit_protocol::MIGRATE_AFTER_REPORT_KEY;
 
 /// Set once the migration [`AFTER_REPORT_KEY`] asks for was requested.
 static INJECTED: AtomicBool = AtomicBool::new(false);

@@ -108,6 +108,21 @@ fn migration_yes_and_a_test_that_never_reaches_its_report_line() {
     assert!(!log.contains("MIGRATE: NOW"), "{log}");
     assert!(log.contains("VMUNIT_MIGRATE_AFTER_REPORT=3"), "{log}");
 
+    // A guest that panics before any report line keeps its verdict: not migrated, not failed
+    // for that (it fails for its panic).
+    let output = runner(&logs)
+        .args(["--migrate", "fixture-panic"])
+        .output()
+        .unwrap();
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(all.contains("FAIL fixture-panic"), "{all}");
+    assert!(!all.contains("migration failed"), "{all}");
+    assert!(
+        all.contains("--migrate: not migrated: the guest printed no report line"),
+        "{all}"
+    );
+
     let output = runner(&logs)
         .env("MIGRATION", "sometimes")
         .arg("fixture-pass")

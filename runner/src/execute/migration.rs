@@ -60,7 +60,7 @@ pub fn is_migration_run(entry: &TestEntry) -> bool {
 
 /// The guest environment variable of `--migrate`: the guest's report path asks for one
 /// migration right after the report line it names (`vmunit::migration`).
-pub const AFTER_REPORT_KEY: &str = "VMUNIT_MIGRATE_AFTER_REPORT";
+pub const AFTER_REPORT_KEY: &str = vmunit_protocol::MIGRATE_AFTER_REPORT_KEY;
 
 /// How a run migrates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -515,8 +515,11 @@ fn execute_in(
                 failure = Some(MigrationFailure::NeverAsked);
             }
             Mode::Injected { after } => {
-                let note =
-                    format!("--migrate: not migrated: the guest printed fewer than {after} report lines");
+                let note = if after == 1 {
+                    "--migrate: not migrated: the guest printed no report line".to_owned()
+                } else {
+                    format!("--migrate: not migrated: the guest printed fewer than {after} report lines")
+                };
                 recorder.note(&note);
                 migration_note = Some(note);
             }
