@@ -589,6 +589,7 @@ const MIGRATION_FUNCTIONS: &str = r#"    # Live migration (README "Migration"), 
         return 0
     }
     qmp_sequence=0
+    reply=''
     qmp() { # qmp INDEX PID COMMAND [ARGUMENTS]: sends a QMP command, sets reply to QEMU's answer
         qmp_sequence=$((qmp_sequence + 1))
         id=vmunit-$qmp_sequence
