@@ -2,7 +2,7 @@
 //! a request (`MIGRATE: NOW`, the protocol's [`MigrateLine`]) and waits for the runner to send a
 //! byte on its serial input, which it does once the VM runs on the destination QEMU.
 //!
-//! Only runs of the `migration` group migrate: the runner then sets `VMUNIT_MIGRATION=yes` in
+//! Only runs of the `migration` group (or with `migrate = true`) migrate: the runner then sets `VMUNIT_MIGRATION=yes` in
 //! the guest environment. Elsewhere a request reports `SKIP` with the reason and returns at once,
 //! so that a test never waits for a migration nobody will do.
 //!
@@ -61,7 +61,8 @@ pub(crate) fn after_report(reports: u32) {
     crate::report_info!("migrated after report line {after} ({AFTER_REPORT_KEY})");
 }
 
-/// Whether the runner migrates this run on request (the run is in group `migration`).
+/// Whether the runner migrates this run on request (the run is in group `migration`, or says
+/// `migrate = true`).
 pub fn is_migration_run() -> bool {
     crate::env(ENVIRONMENT_KEY) == Some("yes")
 }
@@ -69,8 +70,9 @@ pub fn is_migration_run() -> bool {
 /// Reports the `SKIP` of a request outside a migration run.
 fn not_a_migration_run() -> Migration {
     crate::report_skip!(
-        "migration requested, but this is not a migration run (the runner migrates only runs of \
-         group `migration`, whose environment has {ENVIRONMENT_KEY}=yes)"
+        "migration requested, but this is not a migration run (the runner migrates on request \
+         only runs of group `migration` or with `migrate = true`, whose environment has \
+         {ENVIRONMENT_KEY}=yes)"
     );
     Migration::NotMigrationRun
 }
