@@ -229,3 +229,34 @@ fn a_bad_migrate_value_is_a_one_line_config_error() {
         );
     }
 }
+
+/// Continuous migration whose guest says `END` at once (one round under TCG takes
+/// milliseconds): the runner answers `END` only after one migration at least completed since
+/// `BEGIN`, as the protocol promises the guest.
+#[test]
+fn end_is_answered_after_one_continuous_migration_at_least() {
+    let directory = tempfile::tempdir().unwrap();
+    let config = directory.path().join("unittests.toml");
+    std::fs::write(
+        &config,
+        "[quick]\nfile = \"selftest\"\ntest_args = \"migration-continuous rounds=1\"\n\
+         migrate = true\ntimeout = 60\n",
+    )
+    .unwrap();
+    let logs = directory.path().join("logs");
+    let output = runner(&logs)
+        .arg("--config")
+        .arg(&config)
+        .arg("quick")
+        .output()
+        .unwrap();
+    let all = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{all}");
+    let log = log(&logs, "quick");
+    let begin = log.find("MIGRATE: BEGIN").expect("BEGIN");
+    let completed = log.find("vmunit: migration 1: completed").expect("a migration");
+    let done = log
+        .find("Continuous migration complete")
+        .expect("the guest went on");
+    assert!(begin < completed && completed < done, "{log}");
+}
