@@ -1124,6 +1124,50 @@ mod tests {
         assert_eq!(config.entries.len(), 3);
     }
 
+    /// `migrate`: true, false or a one-line reason; anything else, or false in group
+    /// `migration`, is an error at the value.
+    #[test]
+    fn migrate_key() {
+        let config = parse(
+            "[a]\nmigrate = true\n[b]\nmigrate = false\n[c]\nmigrate = \"why not\"\n[d]\n\
+             [e]\ngroups = [\"migration\"]\n",
+        )
+        .unwrap();
+        let migrate: Vec<&Migrate> = config.entries.iter().map(|entry| &entry.migrate).collect();
+        assert_eq!(
+            migrate,
+            [
+                &Migrate::Requested,
+                &Migrate::Never(None),
+                &Migrate::Never(Some("why not".into())),
+                &Migrate::Unset,
+                &Migrate::Unset,
+            ]
+        );
+        let runs: Vec<bool> = config.entries.iter().map(TestEntry::is_migration_run).collect();
+        assert_eq!(runs, [true, false, false, false, true]);
+        for (source, message) in [
+            (
+                "[a]\nmigrate = 2\n",
+                "[a] migrate: invalid type: integer `2`, expected true, false",
+            ),
+            (
+                "[a]\nmigrate = \" \"\n",
+                "[a] migrate: invalid value: string \" \"",
+            ),
+            ("[a]\nmigrate = \"a\\nb\"\n", "[a] migrate: invalid value: string"),
+            ("[a]\nmigrate = [true]\n", "[a] migrate: invalid type: sequence"),
+            (
+                "[a]\ngroups = \"migration\"\nmigrate = false\n",
+                "[a] migrate: the run is in group `migration`",
+            ),
+        ] {
+            let (line, column, found) = error(source);
+            assert_eq!((line, column), (source.lines().count(), 11), "{source}: {found}");
+            assert!(found.starts_with(message), "{source}: {found}");
+        }
+    }
+
     #[test]
     fn defaults() {
         let config = parse("[msr]\n").unwrap();
