@@ -2,9 +2,13 @@
 //! a request (`MIGRATE: NOW`, the protocol's [`MigrateLine`]) and waits for the runner to send a
 //! byte on its serial input, which it does once the VM runs on the destination QEMU.
 //!
-//! Only runs of the `migration` group migrate: the runner then sets `VMUNIT_MIGRATION=yes` in
+//! Only runs of the `migration` group (or with `migrate = true`) migrate: the runner then sets `VMUNIT_MIGRATION=yes` in
 //! the guest environment. Elsewhere a request reports `SKIP` with the reason and returns at once,
 //! so that a test never waits for a migration nobody will do.
+//!
+//! Under the runner's `--migrate` any test migrates once, without edits: the runner sets
+//! `VMUNIT_MIGRATE_AFTER_REPORT=N` and the report path ([`after_report`]) asks for one migration
+//! right after the test's Nth report line, a point between two checks.
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -26,7 +30,39 @@ pub enum Migration {
 
 static MIGRATED_ONCE: AtomicBool = AtomicBool::new(false);
 
-/// Whether the runner migrates this run on request (the run is in group `migration`).
+/// The guest environment variable that asks for one migration after the Nth report line (the
+/// runner's `--migrate`).
+pub const AFTER_REPORT_KEY: &str = vmunit_protocol::MIGRATE_AFTER_REPORT_KEY;
+
+/// Set once the migration [`AFTER_REPORT_KEY`] asks for was requested.
+static INJECTED: AtomicBool = AtomicBool::new(false);
+
+/// The report line after which the runner migrates this run once (`--migrate`), if it does.
+fn injected_after() -> Option<u32> {
+    static AFTER: spin::Once<Option<u32>> = spin::Once::new();
+    *AFTER.call_once(|| {
+        crate::env(AFTER_REPORT_KEY)
+            .and_then(|value| value.parse::<u32>().ok())
+            .filter(|after| *after >= 1)
+    })
+}
+
+/// Called by the report path after each report line, `reports` the count so far: asks for the
+/// one migration of a `--migrate` run after the line it names, then says so in an `INFO:` line.
+/// Does nothing elsewhere, and nothing after that migration.
+pub(crate) fn after_report(reports: u32) {
+    let Some(after) = injected_after() else {
+        return;
+    };
+    if reports < after || INJECTED.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    request(MigrateLine::Now);
+    crate::report_info!("migrated after report line {after} ({AFTER_REPORT_KEY})");
+}
+
+/// Whether the runner migrates this run on request (the run is in group `migration`, or says
+/// `migrate = true`).
 pub fn is_migration_run() -> bool {
     crate::env(ENVIRONMENT_KEY) == Some("yes")
 }
@@ -34,8 +70,9 @@ pub fn is_migration_run() -> bool {
 /// Reports the `SKIP` of a request outside a migration run.
 fn not_a_migration_run() -> Migration {
     crate::report_skip!(
-        "migration requested, but this is not a migration run (the runner migrates only runs of \
-         group `migration`, whose environment has {ENVIRONMENT_KEY}=yes)"
+        "migration requested, but this is not a migration run (the runner migrates on request \
+         only runs of group `migration` or with `migrate = true`, whose environment has \
+         {ENVIRONMENT_KEY}=yes)"
     );
     Migration::NotMigrationRun
 }

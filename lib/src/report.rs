@@ -97,17 +97,18 @@ impl Tally {
         }
     }
 
-    /// Counts one report line.
-    pub fn record(&self, kind: Kind) {
-        self.tests.fetch_add(1, Ordering::Relaxed);
+    /// Counts one report line; returns the count of report lines so far, this one included.
+    pub fn record(&self, kind: Kind) -> u32 {
+        let tests = self.tests.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         let counter = match kind {
-            Kind::Pass => return,
+            Kind::Pass => return tests,
             Kind::Fail | Kind::UnexpectedPass => &self.failures,
             Kind::KnownFail => &self.known_failures,
             Kind::ExpectedFail => &self.expected_failures,
             Kind::Skip => &self.skipped,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        tests
     }
 
     /// The counts so far.

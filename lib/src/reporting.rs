@@ -18,16 +18,20 @@ pub fn report(kind: Kind, message: fmt::Arguments<'_>) -> bool {
         Kind::Fail if KNOWN_FAILURE.load(Ordering::Relaxed) => Kind::KnownFail,
         other => other,
     };
-    let prefixes = PREFIXES.lock();
-    let text = format_args!("{}{message}", prefixes.as_str());
-    crate::println!(
-        "{}",
-        ReportLine {
-            label: kind.label(),
-            text
-        }
-    );
-    TALLY.record(kind);
+    {
+        let prefixes = PREFIXES.lock();
+        let text = format_args!("{}{message}", prefixes.as_str());
+        crate::println!(
+            "{}",
+            ReportLine {
+                label: kind.label(),
+                text
+            }
+        );
+    }
+    let reports = TALLY.record(kind);
+    // A safe point for the one migration of the runner's `--migrate` (the prefix lock is free).
+    crate::migration::after_report(reports);
     kind.is_ok()
 }
 

@@ -34,7 +34,7 @@ pub use bench::{
     BenchError, BenchLine, DEFAULT_UNIT, Measurement, UNNAMED, is_name_character, is_unit_character,
 };
 pub use exit::{AbortLine, ExitLine, GuestCode};
-pub use migrate::MigrateLine;
+pub use migrate::{MIGRATE_AFTER_REPORT_KEY, MigrateLine};
 pub use report::{Label, PREFIX_DELIMITER, ReportLine};
 pub use subtest::{SUBTEST_NAMES_SECTION, SUBTESTS_SECTION, SubtestRecord};
 pub use summary::Summary;

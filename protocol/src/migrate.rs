@@ -5,6 +5,11 @@
 
 use core::fmt;
 
+/// The guest environment variable (`KEY=VALUE` in the environment file the runner hands the
+/// guest) of the runner's `--migrate`: `VMUNIT_MIGRATE_AFTER_REPORT=N` asks the guest's runtime
+/// to request one migration (`MIGRATE: NOW`) right after its Nth report line.
+pub const MIGRATE_AFTER_REPORT_KEY: &str = "VMUNIT_MIGRATE_AFTER_REPORT";
+
 /// A migration request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MigrateLine {

@@ -313,6 +313,7 @@ pub fn result_of(
 ) -> TestResult {
     // The first failing report lines, shown under a FAIL so that it says what failed.
     let mut failure_lines: Vec<String> = Vec::new();
+    let mut migration_note = None;
     let (outcome, duration) = match executed.execution {
         Ok(execution) => {
             failure_lines = execution
@@ -337,6 +338,7 @@ pub fn result_of(
                 _ => outcome,
             };
             let outcome = migration_outcome(outcome, execution.migration_failure);
+            migration_note = execution.migration_note;
             (outcome, execution.duration)
         }
         Err(error) => (
@@ -354,6 +356,7 @@ pub fn result_of(
     if outcome.verdict() == Verdict::Fail {
         notes.extend(failure_lines);
     }
+    notes.extend(migration_note);
     notes.extend(executed.log_notes);
     TestResult {
         name: name.to_owned(),

@@ -10,6 +10,9 @@ use indexmap::IndexMap;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Unexpected, Visitor};
 
+/// The group whose runs migrate on the guest's request (README "Migration").
+pub const MIGRATION_GROUP: &str = "migration";
+
 /// Timeout of a run when neither the table nor `TIMEOUT` gives one.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -681,6 +684,48 @@ pub fn check_variable(key: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The `migrate` key: whether a run is live-migrated (README "Migration").
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Migrate {
+    /// Not given: a migration run when in group `migration`; `--migrate` migrates it once.
+    #[default]
+    Unset,
+    /// `migrate = true`: a migration run (migrates on the guest's request), as group
+    /// `migration`.
+    Requested,
+    /// `migrate = false`, or `migrate = "why"`: never migrated; `--migrate` skips it, saying
+    /// why when a reason is given.
+    Never(Option<String>),
+}
+
+const MIGRATE_EXPECTED: &str = "true, false, or a one-line reason why the run cannot migrate";
+
+impl<'de> Deserialize<'de> for Migrate {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MigrateVisitor;
+        impl Visitor<'_> for MigrateVisitor {
+            type Value = Migrate;
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str(MIGRATE_EXPECTED)
+            }
+            fn visit_bool<E: de::Error>(self, value: bool) -> Result<Migrate, E> {
+                Ok(if value {
+                    Migrate::Requested
+                } else {
+                    Migrate::Never(None)
+                })
+            }
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Migrate, E> {
+                if value.trim().is_empty() || value.contains(['\n', '\r']) {
+                    return Err(E::invalid_value(Unexpected::Str(value), &MIGRATE_EXPECTED));
+                }
+                Ok(Migrate::Never(Some(value.to_owned())))
+            }
+        }
+        deserializer.deserialize_any(MigrateVisitor)
+    }
+}
+
 /// One table as written in the file.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -706,6 +751,7 @@ struct RawEntry {
     disabled_if: Vec<Condition>,
     #[serde(default)]
     env: GuestVariables,
+    migrate: Option<toml::Spanned<Migrate>>,
 }
 
 /// One test run: a table of unittests.toml with its defaults filled in.
@@ -747,6 +793,8 @@ pub struct TestEntry {
     pub env: Vec<(String, String)>,
     /// The `expect` script: console input to send and output to wait for, in order.
     pub expect: Vec<Step>,
+    /// The `migrate` key.
+    pub migrate: Migrate,
 }
 
 impl TestEntry {
@@ -770,7 +818,14 @@ impl TestEntry {
             disabled_if: Vec::new(),
             env: Vec::new(),
             expect: Vec::new(),
+            migrate: Migrate::Unset,
         }
+    }
+
+    /// Whether the run migrates on the guest's request: it is in group `migration` or says
+    /// `migrate = true`.
+    pub fn is_migration_run(&self) -> bool {
+        self.migrate == Migrate::Requested || self.in_group(MIGRATION_GROUP)
     }
 
     /// Whether the run belongs to `group`.
@@ -914,6 +969,21 @@ impl Config {
         if let Some(name) = raw.keys().find(|name| !is_run_name(name)) {
             return Err(config.error_at(config.table_offset(name), format!("[{name}]: {RUN_NAME_RULE}")));
         }
+        // `migrate = false` contradicts group `migration`, whose runs migrate on request.
+        if let Some((name, span)) = raw.iter().find_map(|(name, raw)| {
+            let migrate = raw.migrate.as_ref()?;
+            (matches!(migrate.get_ref(), Migrate::Never(_))
+                && raw.groups.iter().any(|group| group == MIGRATION_GROUP))
+            .then(|| (name.clone(), migrate.span()))
+        }) {
+            return Err(config.error_at(
+                span.start,
+                format!(
+                    "[{name}] migrate: the run is in group `{MIGRATION_GROUP}`, whose runs migrate on \
+                     the guest's request; drop the group or the key"
+                ),
+            ));
+        }
         config.entries = raw
             .into_iter()
             .map(|(name, raw)| TestEntry {
@@ -937,6 +1007,7 @@ impl Config {
                 disabled_if: raw.disabled_if,
                 env: raw.env.0,
                 expect: raw.expect,
+                migrate: raw.migrate.map(toml::Spanned::into_inner).unwrap_or_default(),
                 name,
             })
             .collect();
@@ -1090,6 +1161,50 @@ mod tests {
         }
         let config = parse("[x_y]\n[\"x-y.2\"]\n[X9]\n").unwrap();
         assert_eq!(config.entries.len(), 3);
+    }
+
+    /// `migrate`: true, false or a one-line reason; anything else, or false in group
+    /// `migration`, is an error at the value.
+    #[test]
+    fn migrate_key() {
+        let config = parse(
+            "[a]\nmigrate = true\n[b]\nmigrate = false\n[c]\nmigrate = \"why not\"\n[d]\n\
+             [e]\ngroups = [\"migration\"]\n",
+        )
+        .unwrap();
+        let migrate: Vec<&Migrate> = config.entries.iter().map(|entry| &entry.migrate).collect();
+        assert_eq!(
+            migrate,
+            [
+                &Migrate::Requested,
+                &Migrate::Never(None),
+                &Migrate::Never(Some("why not".into())),
+                &Migrate::Unset,
+                &Migrate::Unset,
+            ]
+        );
+        let runs: Vec<bool> = config.entries.iter().map(TestEntry::is_migration_run).collect();
+        assert_eq!(runs, [true, false, false, false, true]);
+        for (source, message) in [
+            (
+                "[a]\nmigrate = 2\n",
+                "[a] migrate: invalid type: integer `2`, expected true, false",
+            ),
+            (
+                "[a]\nmigrate = \" \"\n",
+                "[a] migrate: invalid value: string \" \"",
+            ),
+            ("[a]\nmigrate = \"a\\nb\"\n", "[a] migrate: invalid value: string"),
+            ("[a]\nmigrate = [true]\n", "[a] migrate: invalid type: sequence"),
+            (
+                "[a]\ngroups = \"migration\"\nmigrate = false\n",
+                "[a] migrate: the run is in group `migration`",
+            ),
+        ] {
+            let (line, column, found) = error(source);
+            assert_eq!((line, column), (source.lines().count(), 11), "{source}: {found}");
+            assert!(found.starts_with(message), "{source}: {found}");
+        }
     }
 
     #[test]

@@ -77,6 +77,8 @@ pub struct Execution {
     pub script_failure: Option<String>,
     /// Why a migration run failed (`migration`), if it did.
     pub migration_failure: Option<migration::MigrationFailure>,
+    /// A note on a `--migrate` run that did not fail for its migration (not migrated).
+    pub migration_note: Option<String>,
 }
 
 enum Event {
@@ -321,6 +323,7 @@ pub fn execute_interactive(
         duration,
         script_failure: script.failure,
         migration_failure: None,
+        migration_note: None,
     })
 }
 

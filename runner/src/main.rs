@@ -23,6 +23,8 @@ Environment variables:
   TIMEOUT   timeout for every test, overriding unittests.toml (\"90s\", \"2m\"; 0 disables)
   MAX_SMP   CPU count for smp = \"max\" and upper bound for every smp value (default: nproc)
   MACHINE   QEMU machine type for every test (default: microvm on x86_64, virt on aarch64)
+  MIGRATION yes: the same as --migrate (kvm-unit-tests' MIGRATION=yes; ignored by
+            --standalone and --differential); no or empty: off
   NO_COLOR  when set and not empty, no colour even on a terminal
   VMUNIT_LOG_LIMIT  the same as --log-limit
 
@@ -143,6 +145,19 @@ struct Cli {
     #[arg(long, conflicts_with_all = ["accel", "kernel", "rerun_failed", "probe_maxsmp", "standalone"])]
     differential: bool,
 
+    /// Live-migrate every selected test once, right after its first report line (the guest's
+    /// runtime asks at that point); tests in group migration migrate as they ask; tests that
+    /// cannot migrate (migrate = false or a reason, an expect script, a QEMU test device whose
+    /// state does not migrate) SKIP saying why; a test that prints no report line is not
+    /// migrated, and not failed for it (README "Migration")
+    #[arg(long, conflicts_with_all = ["differential", "standalone", "probe_maxsmp"])]
+    migrate: bool,
+
+    /// With --migrate: migrate after report line N instead of the first
+    #[arg(long, value_name = "N", requires = "migrate",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    migrate_after: Option<u32>,
+
     /// Also write a JUnit XML report to FILE
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
@@ -243,6 +258,16 @@ fn run(cli: Cli) -> Result<ExitStatus, AppError> {
     options.rerun_failed = cli.rerun_failed;
     options.allow_empty = cli.allow_empty;
     options.differential = cli.differential;
+    options.migrate = match options.environment.migration.as_deref() {
+        _ if cli.migrate => Some(cli.migrate_after.unwrap_or(1)),
+        Some("yes") if !cli.differential && cli.standalone.is_none() => Some(1),
+        None | Some("no" | "yes") => None,
+        Some(other) => {
+            return Err(AppError::Usage(format!(
+                "MIGRATION: '{other}' is neither yes nor no"
+            )));
+        }
+    };
     options.colour = options::colour_wanted();
     options.progress = std::io::IsTerminal::is_terminal(&std::io::stdout());
     if let Some(directory) = &cli.standalone {

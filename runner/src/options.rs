@@ -42,6 +42,8 @@ pub struct Environment {
     pub max_smp: Option<String>,
     /// `MACHINE`: overrides every run's machine type.
     pub machine: Option<String>,
+    /// `MIGRATION`: `yes` is `--migrate` (kvm-unit-tests' `MIGRATION=yes`).
+    pub migration: Option<String>,
 }
 
 impl Environment {
@@ -53,6 +55,7 @@ impl Environment {
             timeout: read("TIMEOUT"),
             max_smp: read("MAX_SMP"),
             machine: read("MACHINE"),
+            migration: read("MIGRATION"),
         }
     }
 }
@@ -113,6 +116,9 @@ pub struct Options {
     /// Run each x86 run under both accelerators and compare their report lines
     /// (`--differential`, see `differential`).
     pub differential: bool,
+    /// `--migrate`: migrate every run that is not a migration run once, after its report line
+    /// N (this value); runs that cannot migrate are skipped (`plan::unmigratable`).
+    pub migrate: Option<u32>,
 }
 
 /// An image to run on its own (`--kernel`, used by `cargo run` through scripts/cargo-runner).
@@ -194,6 +200,7 @@ impl Options {
             allow_empty: false,
             quiet: false,
             differential: false,
+            migrate: None,
         }
     }
 }

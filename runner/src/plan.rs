@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use crate::config::{Accel, Arch, Config, KvmModule, Requirement, TestEntry};
+use crate::config::{Accel, Arch, Config, KvmModule, Migrate, Requirement, TestEntry};
 use crate::error::AppError;
 use crate::options::{Kernel, Options, Shard, qemu_program};
 use crate::qemu::{self, ArchProfile};
@@ -143,6 +143,8 @@ pub fn plan(options: &Options, failed_last_time: Option<Vec<String>>) -> Result<
             Decision::Skip(format!("{arch} only"))
         } else if let Some(reason) = rules.iter().find_map(|rule| rule.skips_here(accel)) {
             Decision::Skip(reason)
+        } else if let Some(reason) = options.migrate.and_then(|_| unmigratable(entry)) {
+            Decision::Skip(reason)
         } else {
             Decision::Run { arch, accel }
         };
@@ -223,14 +225,65 @@ fn plan_kernel(options: &Options, config: &Config, kernel: &Kernel) -> PlannedRu
         entry.test_args = append.split_whitespace().map(str::to_owned).collect();
     }
     let accel = current_accel(options.accel, Some(kernel.arch));
-    PlannedRun {
-        entry,
-        explicit: true,
-        decision: Decision::Run {
+    let decision = match options.migrate.and_then(|_| unmigratable(&entry)) {
+        Some(reason) => Decision::Skip(reason),
+        None => Decision::Run {
             arch: kernel.arch,
             accel,
         },
+    };
+    PlannedRun {
+        entry,
+        explicit: true,
+        decision,
     }
+}
+
+/// QEMU's test devices that register no migration state (no `vmsd` in their class, read in
+/// QEMU's source) and whose state is what a test programs: a PCI device's config space (its
+/// Command register and BARs), hyperv-testdev's SINT routes. It does not reach the
+/// destination, so a run that uses one cannot be migrated at an arbitrary point. Each with the
+/// file that shows it. (pc-testdev has no `vmsd` either, but most of its uses hold no state:
+/// its IRQ lines' levels live in the interrupt controllers, which migrate; the runs that keep
+/// data in its buffer say `migrate = "why"` in unittests.toml.)
+pub const UNMIGRATED_DEVICES: [(&str, &str); 3] = [
+    ("pci-testdev", "hw/misc/pci-testdev.c"),
+    ("edu", "hw/misc/edu.c"),
+    ("hyperv-testdev", "hw/misc/hyperv_testdev.c"),
+];
+
+/// Why `--migrate` cannot migrate `entry`, if it cannot: the run says `migrate = false` (or
+/// gives the reason), it has an `expect` script (the migration run does not drive a console
+/// script), or its `qemu_params` add a device QEMU does not migrate ([`UNMIGRATED_DEVICES`]).
+/// A migration run migrates on its own requests and is never ruled out.
+pub fn unmigratable(entry: &TestEntry) -> Option<String> {
+    if entry.is_migration_run() {
+        return None;
+    }
+    let why = match &entry.migrate {
+        Migrate::Never(Some(reason)) => Some(reason.clone()),
+        Migrate::Never(None) => Some("migrate = false".to_owned()),
+        _ if !entry.expect.is_empty() => {
+            Some("its expect script drives the console, which a migrated run does not".to_owned())
+        }
+        _ => entry
+            .qemu_params
+            .windows(2)
+            .filter(|pair| pair[0] == "-device")
+            .find_map(|pair| {
+                let device = pair[1].split(',').next().unwrap_or_default();
+                UNMIGRATED_DEVICES
+                    .iter()
+                    .find(|(name, _)| *name == device)
+                    .map(|(name, source)| {
+                        format!(
+                            "QEMU does not migrate the state of -device {name} ({source} registers \
+                             no VMState)"
+                        )
+                    })
+            }),
+    };
+    why.map(|why| format!("--migrate: cannot migrate: {why}"))
 }
 
 /// One unittests.toml entry as a test case of the libtest harness (runner/tests/guests.rs).
@@ -564,6 +617,44 @@ mod tests {
                 case("manual", None, true)
             ]
         );
+    }
+
+    /// `--migrate` skips, before boot and saying why, the runs it cannot migrate: `migrate =
+    /// false` or a reason, an expect script, a device QEMU does not migrate; never a
+    /// migration run, and nothing without `--migrate`.
+    #[test]
+    fn unmigratable_runs_skip_under_migrate() {
+        let (_directory, mut options) = workspace_with(
+            "[plain]\nfile = \"xguest\"\n\
+             [off]\nfile = \"xguest\"\nmigrate = false\n\
+             [why]\nfile = \"xguest\"\nmigrate = \"a reason\"\n\
+             [device]\nfile = \"xguest\"\nqemu_params = \"-device pci-testdev,membar=2M\"\n\
+             [isa]\nfile = \"xguest\"\nqemu_params = \"-device isa-debug-exit\"\n\
+             [scripted]\nfile = \"xguest\"\nexpect = [{ send = \"x\" }]\n\
+             [own]\nfile = \"xguest\"\nqemu_params = \"-device pc-testdev\"\ngroups = [\"migration\"]\n",
+        );
+        options.accel = Some(Accel::Tcg);
+        let run = "Run { arch: X86_64, accel: Tcg }";
+        assert!(decisions(&options).iter().all(|(_, decision)| decision == run));
+        options.migrate = Some(1);
+        let skip = |why: &str| format!("Skip(\"--migrate: cannot migrate: {why}\")");
+        let decided = decisions(&options);
+        assert_eq!(decided[0].1, run);
+        assert_eq!(decided[1].1, skip("migrate = false"));
+        assert_eq!(decided[2].1, skip("a reason"));
+        assert_eq!(
+            decided[3].1,
+            skip(
+                "QEMU does not migrate the state of -device pci-testdev (hw/misc/pci-testdev.c registers no VMState)"
+            )
+        );
+        assert_eq!(decided[4].1, run);
+        assert!(
+            decided[5].1.starts_with(&skip("its expect script")[..40]),
+            "{}",
+            decided[5].1
+        );
+        assert_eq!(decided[6].1, run);
     }
 
     #[test]

@@ -22,7 +22,7 @@ fn workspace() -> PathBuf {
 /// The runner binary with the runner's environment variables cleared.
 fn runner() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_vmunit-runner"));
-    for variable in ["QEMU", "ACCEL", "TIMEOUT", "MAX_SMP", "MACHINE"] {
+    for variable in ["QEMU", "ACCEL", "TIMEOUT", "MAX_SMP", "MACHINE", "MIGRATION"] {
         command.env_remove(variable);
     }
     command.current_dir(workspace());

@@ -17,7 +17,7 @@ fn workspace() -> PathBuf {
 /// The runner in the real workspace, its environment variables cleared, logging into `logs`.
 fn runner(logs: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_vmunit-runner"));
-    for variable in ["QEMU", "ACCEL", "TIMEOUT", "MAX_SMP", "MACHINE"] {
+    for variable in ["QEMU", "ACCEL", "TIMEOUT", "MAX_SMP", "MACHINE", "MIGRATION"] {
         command.env_remove(variable);
     }
     command

@@ -1,8 +1,10 @@
 //! Standalone tests: scripts written by `--standalone` run away from the repository, with no
-//! cargo on PATH, print the runner's verdict lines and statuses, and refuse a corrupt image.
+//! cargo on PATH, print the runner's verdict lines and statuses, refuse a corrupt image, and
+//! migrate migration runs (and any run under `MIGRATION=yes`) with QEMU and the shell alone.
 
 mod support;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -357,5 +359,204 @@ fn scripts_decide_kvm_module_errata_where_they_run() {
         );
     } else {
         assert!(!last_line(&under_kvm).starts_with("SKIP"), "{under_kvm:?}");
+    }
+}
+
+/// Builds the x86 selftest and fixture guests and writes scripts for migration runs: the
+/// selftest's migration modes (group `migration`, and `migrate = true`), and fixture runs for
+/// `MIGRATION=yes`, one of which cannot migrate.
+fn migration_scripts(directory: &Path) -> PathBuf {
+    let root = workspace();
+    build_guest(&root, "x86_64-unknown-none", "fixture");
+    build_guest(&root, "x86_64-unknown-none", "selftest");
+    let config_path = directory.join("unittests.toml");
+    std::fs::write(
+        &config_path,
+        "[selftest-migration]\nfile = \"selftest\"\ntest_args = \"migration\"\ntimeout = 60\n\
+         groups = [\"migration\"]\n\n\
+         [continuous]\nfile = \"selftest\"\ntest_args = \"migration-continuous rounds=2\"\n\
+         timeout = 60\nmigrate = true\n\n\
+         [fixture-pass]\nfile = \"fixture\"\ntest_args = \"pass\"\n\n\
+         [fixture-nomig]\nfile = \"fixture\"\ntest_args = \"pass\"\nmigrate = \"no migration here\"\n",
+    )
+    .unwrap();
+    let config = Config::load(&config_path).unwrap();
+    let output = directory.join("standalone");
+    standalone::write_all(&root, &config, &output).unwrap();
+    output
+}
+
+/// The QEMU processes whose command line mentions `needle`.
+fn qemus_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(command_line) = std::fs::read(entry.path().join("cmdline")) {
+            let command_line = String::from_utf8_lossy(&command_line).replace('\0', " ");
+            if command_line.contains(needle) && command_line.contains("qemu-system") {
+                found.push(command_line);
+            }
+        }
+    }
+    found
+}
+
+/// A migration run's script migrates as the runner does, with QEMU and the shell alone: each
+/// `MIGRATE: NOW` migrates the VM to a new QEMU (the log shows each), continuous migration
+/// ends on `END`, `MIGRATION=yes` migrates any other run once after its first report line
+/// and skips one that cannot migrate; no QEMU and no temporary file is left.
+#[test]
+fn standalone_migration_scripts_migrate() {
+    let temporary = tempfile::tempdir().unwrap();
+    let scripts = migration_scripts(temporary.path());
+    let scratch = temporary.path().join("tmp");
+    std::fs::create_dir(&scratch).unwrap();
+    let tmpdir = scratch.to_str().unwrap();
+
+    let migrated = run(
+        &scripts.join("selftest-migration"),
+        &[("ACCEL", "tcg"), ("TMPDIR", tmpdir)],
+    );
+    let stdout = String::from_utf8_lossy(&migrated.stdout);
+    assert_eq!(migrated.status.code(), Some(0), "{migrated:?}");
+    assert_eq!(last_line(&migrated), "PASS selftest-migration (9 tests)");
+    assert_eq!(stdout.matches("MIGRATE: NOW").count(), 8, "{stdout}");
+    for index in 1..=8 {
+        assert!(
+            stdout.contains(&format!("vmunit: migration {index}: completed in")),
+            "{stdout}"
+        );
+    }
+
+    let continuous = run(
+        &scripts.join("continuous"),
+        &[("ACCEL", "tcg"), ("TMPDIR", tmpdir)],
+    );
+    let stdout = String::from_utf8_lossy(&continuous.stdout);
+    assert_eq!(continuous.status.code(), Some(0), "{continuous:?}");
+    assert!(
+        stdout.contains("MIGRATE: BEGIN") && stdout.contains("MIGRATE: END"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("vmunit: migration 1: completed in"), "{stdout}");
+
+    let injected = run(
+        &scripts.join("fixture-pass"),
+        &[("ACCEL", "tcg"), ("TMPDIR", tmpdir), ("MIGRATION", "yes")],
+    );
+    let stdout = String::from_utf8_lossy(&injected.stdout);
+    assert_eq!(
+        last_line(&injected),
+        "PASS fixture-pass (2 tests)",
+        "{injected:?}"
+    );
+    let request = stdout.find("MIGRATE: NOW").expect("a migration");
+    assert!(stdout[..request].contains("PASS: a check that holds"), "{stdout}");
+    assert!(stdout.contains("vmunit: migration 1: completed in"), "{stdout}");
+    assert!(stdout.contains("INFO: migrated after report line 1"), "{stdout}");
+    // Without MIGRATION the same script does not migrate.
+    let plain = run(
+        &scripts.join("fixture-pass"),
+        &[("ACCEL", "tcg"), ("TMPDIR", tmpdir)],
+    );
+    assert!(
+        !String::from_utf8_lossy(&plain.stdout).contains("MIGRATE"),
+        "{plain:?}"
+    );
+
+    let ruled_out = run(
+        &scripts.join("fixture-nomig"),
+        &[("ACCEL", "tcg"), ("TMPDIR", tmpdir), ("MIGRATION", "yes")],
+    );
+    assert_eq!(ruled_out.status.code(), Some(0), "{ruled_out:?}");
+    assert_eq!(
+        last_line(&ruled_out),
+        "SKIP fixture-nomig (--migrate: cannot migrate: no migration here)"
+    );
+    assert!(qemus_mentioning(tmpdir).is_empty());
+    assert_eq!(
+        std::fs::read_dir(&scratch).unwrap().count(),
+        0,
+        "temporary files left"
+    );
+}
+
+/// A QEMU wrapper in `directory`: the real QEMU, plus `extra` for a destination (`-incoming`).
+fn destination_wrapper(directory: &Path, extra: &str) -> PathBuf {
+    let path = directory.join("qemu");
+    std::fs::write(
+        &path,
+        format!(
+            "#!/bin/sh\nextra=''\ncase \" $* \" in *' -incoming '*) extra='{extra}' ;; esac\n\
+             exec qemu-system-x86_64 \"$@\" $extra\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// A destination that refuses the stream (more memory than the source) fails the script with
+/// the reason; a script killed while a migration waits for a destination that never runs
+/// (`-S`) leaves no QEMU behind.
+#[test]
+fn standalone_migration_failures_leave_no_qemu() {
+    let temporary = tempfile::tempdir().unwrap();
+    let scripts = migration_scripts(temporary.path());
+    let scratch = temporary.path().join("tmp");
+    std::fs::create_dir(&scratch).unwrap();
+    let tmpdir = scratch.to_str().unwrap();
+
+    let refusing = destination_wrapper(temporary.path(), "-m 256");
+    let refused = run(
+        &scripts.join("selftest-migration"),
+        &[
+            ("ACCEL", "tcg"),
+            ("TMPDIR", tmpdir),
+            ("QEMU", refusing.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert!(
+        last_line(&refused).starts_with("FAIL selftest-migration (migration failed: "),
+        "{refused:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&refused.stdout).contains("vmunit: migration 1: failed: "),
+        "{refused:?}"
+    );
+    assert!(qemus_mentioning(tmpdir).is_empty());
+
+    let stopped = destination_wrapper(temporary.path(), "-S");
+    let mut child = Command::new("sh")
+        .arg(scripts.join("selftest-migration"))
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("ACCEL", "tcg")
+        .env("TMPDIR", tmpdir)
+        .env("QEMU", &stopped)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while qemus_mentioning(tmpdir).len() < 2 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "no migration started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143));
+    let killed = std::time::Instant::now();
+    while !qemus_mentioning(tmpdir).is_empty() {
+        assert!(
+            killed.elapsed() < std::time::Duration::from_secs(10),
+            "QEMUs left behind: {:?}",
+            qemus_mentioning(tmpdir)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }

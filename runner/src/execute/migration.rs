@@ -35,7 +35,7 @@ use crate::qmp::Qmp;
 use crate::transcript::{ProcessExit, Stream, Transcript};
 
 /// The group whose runs migrate on request.
-pub const GROUP: &str = "migration";
+pub const GROUP: &str = crate::config::MIGRATION_GROUP;
 /// The guest environment line of a migration run (the guest's `vmunit::migration`).
 pub const ENVIRONMENT: (&str, &str) = ("VMUNIT_MIGRATION", "yes");
 /// The most one migration may take, from `migrate` to the destination running.
@@ -53,17 +53,46 @@ pub const SCRATCH_DIRECTORY: &str = ".vmunit-scratch";
 /// What QEMU allows in a Unix socket path (`sun_path` less its terminating NUL).
 const SOCKET_PATH_MAX: usize = 107;
 
-/// Whether `entry` migrates on request.
+/// Whether `entry` migrates on request (group `migration` or `migrate = true`).
 pub fn is_migration_run(entry: &TestEntry) -> bool {
-    entry.groups.iter().any(|group| group == GROUP)
+    entry.is_migration_run()
 }
 
-/// The guest environment lines `entry` adds: [`ENVIRONMENT`] for a migration run.
-pub fn environment(entry: &TestEntry) -> Vec<(String, String)> {
+/// The guest environment variable of `--migrate`: the guest's report path asks for one
+/// migration right after the report line it names (`vmunit::migration`).
+pub const AFTER_REPORT_KEY: &str = vmunit_protocol::MIGRATE_AFTER_REPORT_KEY;
+
+/// How a run migrates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// A migration run (group `migration`, `migrate = true`): each time the guest asks.
+    OnRequest,
+    /// `--migrate` on another run: once, after the guest's report line `after` (the runtime
+    /// asks); a guest that prints fewer report lines is not migrated, and not failed for it.
+    Injected {
+        /// The report line after which the guest asks.
+        after: u32,
+    },
+}
+
+/// How `entry` migrates given `--migrate`'s report line (`injected`): on request for a
+/// migration run, injected for any other run under `--migrate`, else not at all. The plan
+/// already skipped the runs `--migrate` cannot migrate (`plan::unmigratable`).
+pub fn mode(entry: &TestEntry, injected: Option<u32>) -> Option<Mode> {
     if is_migration_run(entry) {
-        vec![(ENVIRONMENT.0.to_owned(), ENVIRONMENT.1.to_owned())]
+        Some(Mode::OnRequest)
     } else {
-        Vec::new()
+        injected.map(|after| Mode::Injected { after })
+    }
+}
+
+/// The guest environment lines a run migrating in `mode` adds: [`ENVIRONMENT`] for a migration
+/// run, [`AFTER_REPORT_KEY`] for `--migrate`.
+pub fn environment(mode: Option<Mode>) -> Vec<(String, String)> {
+    match mode {
+        Some(Mode::OnRequest) => vec![(ENVIRONMENT.0.to_owned(), ENVIRONMENT.1.to_owned())],
+        Some(Mode::Injected { after }) => vec![(AFTER_REPORT_KEY.to_owned(), after.to_string())],
+        None => Vec::new(),
     }
 }
 
@@ -218,6 +247,8 @@ struct Requests {
     end: bool,
     /// The guest asked for a migration or said it would not.
     asked: bool,
+    /// Migrations completed since the last `BEGIN`: `END` is answered after one at least.
+    since_begin: usize,
 }
 
 impl Requests {
@@ -225,7 +256,10 @@ impl Requests {
         self.asked = true;
         match request {
             MigrateLine::Now => self.now = true,
-            MigrateLine::Begin => self.continuous = true,
+            MigrateLine::Begin => {
+                self.continuous = true;
+                self.since_begin = 0;
+            }
             // A repeated END (the guest says it again until answered) counts once.
             MigrateLine::End if self.continuous => self.end = true,
             MigrateLine::End => {}
@@ -310,8 +344,9 @@ pub fn execute_migration(
     timeout: Option<Duration>,
     sinks: Sinks<'_>,
     scratch: &Path,
+    mode: Mode,
 ) -> Result<Execution, ExecuteError> {
-    let result = execute_in(command, timeout, sinks, scratch);
+    let result = execute_in(command, timeout, sinks, scratch, mode);
     let _ = fs::remove_dir_all(scratch);
     // The scratch area itself goes when it is empty (another run may still use it).
     if let Some(area) = scratch.parent() {
@@ -325,6 +360,7 @@ fn execute_in(
     timeout: Option<Duration>,
     sinks: Sinks<'_>,
     scratch: &Path,
+    mode: Mode,
 ) -> Result<Execution, ExecuteError> {
     let Sinks { log, live, observer } = sinks;
     let mut recorder = Recorder {
@@ -345,10 +381,17 @@ fn execute_in(
     let mut current = Qemu::start(command, &qmp_arguments(&source_qmp), source_qmp)
         .map_err(spawn_error)?
         .ok_or(ExecuteError::Interrupted)?;
-    recorder.note(&format!(
-        "migration run: QMP at {}; the guest migrates on MIGRATE: NOW",
-        current.qmp_path.display()
-    ));
+    recorder.note(&match mode {
+        Mode::OnRequest => format!(
+            "migration run: QMP at {}; the guest migrates on MIGRATE: NOW",
+            current.qmp_path.display()
+        ),
+        Mode::Injected { after } => format!(
+            "--migrate: QMP at {}; the guest migrates once, after its report line {after} \
+             ({AFTER_REPORT_KEY}={after})",
+            current.qmp_path.display()
+        ),
+    });
     let deadline = timeout.map(|timeout| start + timeout);
     let mut requests = Requests::default();
     let mut failure: Option<MigrationFailure> = None;
@@ -363,8 +406,9 @@ fn execute_in(
     loop {
         if killed.is_none() {
             // What the guest waits for: a migration (asked, or the next continuous one), or the
-            // byte that answers END after the continuous migrations.
-            let migrate = requests.now || (requests.continuous && !requests.end);
+            // byte that answers END after the continuous migrations (one at least).
+            let migrate =
+                requests.now || (requests.continuous && (!requests.end || requests.since_begin == 0));
             if migrate {
                 migrations += 1;
                 match migrate_once(
@@ -377,6 +421,7 @@ fn execute_in(
                     &mut requests,
                 ) {
                     Ok(destination) => {
+                        requests.since_begin += 1;
                         stopped_by_interruption |= std::mem::replace(&mut current, destination)
                             .finish_after_quit(&mut recorder, &mut requests);
                         recorder.note(&format!(
@@ -462,9 +507,23 @@ fn execute_in(
         Some(Some(after)) => ProcessExit::TimedOut(after),
         _ => process_exit(status),
     };
+    let mut migration_note = None;
     if failure.is_none() && !requests.asked {
-        recorder.note("the guest asked for no migration");
-        failure = Some(MigrationFailure::NeverAsked);
+        match mode {
+            Mode::OnRequest => {
+                recorder.note("the guest asked for no migration");
+                failure = Some(MigrationFailure::NeverAsked);
+            }
+            Mode::Injected { after } => {
+                let note = if after == 1 {
+                    "--migrate: not migrated: the guest printed no report line".to_owned()
+                } else {
+                    format!("--migrate: not migrated: the guest printed fewer than {after} report lines")
+                };
+                recorder.note(&note);
+                migration_note = Some(note);
+            }
+        }
     }
     Ok(Execution {
         exit,
@@ -472,6 +531,7 @@ fn execute_in(
         duration,
         script_failure: None,
         migration_failure: failure,
+        migration_note,
     })
 }
 

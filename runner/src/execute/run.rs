@@ -125,10 +125,11 @@ pub fn run(setup: &RunSetup<'_>, progress: &mut dyn FnMut(Progress<'_>)) -> Ran 
     let command = command_for(setup);
     let line = command.shell_line();
     let base = crate::environment::guest_environment(accel);
+    let migration_mode = migration::mode(entry, options.migrate);
     let environment = merged_environment(
         &base,
         &[
-            &migration::environment(entry),
+            &migration::environment(migration_mode),
             &entry.env,
             &options.guest_variables,
         ],
@@ -184,9 +185,9 @@ pub fn run(setup: &RunSetup<'_>, progress: &mut dyn FnMut(Progress<'_>)) -> Ran 
         live,
         observer: Some(&mut observe),
     };
-    let execution = if migration::is_migration_run(entry) {
+    let execution = if let Some(mode) = migration_mode {
         let scratch = migration::scratch_directory(&options.log_dir, &entry.name);
-        migration::execute_migration(&command, timeout, sinks, &scratch)
+        migration::execute_migration(&command, timeout, sinks, &scratch, mode)
     } else {
         execute_interactive(&command, timeout, sinks, &entry.expect)
     };

@@ -97,6 +97,7 @@ impl FakeWorkspace {
             "TIMEOUT",
             "MAX_SMP",
             "MACHINE",
+            "MIGRATION",
             "NO_COLOR",
             "CARGO_TARGET_DIR",
         ] {
