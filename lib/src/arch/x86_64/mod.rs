@@ -2,6 +2,7 @@
 //! on request) and isa-debug-exit, plus safe wrappers for the instructions tests exercise.
 
 pub mod access;
+pub mod cet;
 pub mod acpi;
 pub mod apic;
 mod boot;
@@ -36,6 +37,8 @@ pub mod svm;
 pub mod syscall;
 pub mod testdev;
 pub mod timer;
+pub mod tsx;
+pub mod vmware;
 
 pub use exceptions::{
     Exception, ExceptionFrame, InterruptHandler, InterruptNumber, Vector, catch_exception,
