@@ -319,7 +319,11 @@ impl AliasedPage {
     /// # Panics
     /// When `index` is not below the capacity.
     pub fn address(&self, index: u64) -> u64 {
-        assert!(index < self.capacity, "alias {index} is beyond the window of {}", self.capacity);
+        assert!(
+            index < self.capacity,
+            "alias {index} is beyond the window of {}",
+            self.capacity
+        );
         self.window + index * PAGE_SIZE
     }
 

@@ -17,8 +17,8 @@ use vmunit::arch::control::{Cr0Flags, Cr4Flags, read_cr0, read_cr4, try_write_cr
 use vmunit::arch::cpuid::{Feature, is_tcg};
 use vmunit::arch::mmu::map_shadow_stack;
 use vmunit::arch::msr::{
-    CET_ENDBR_EN, CET_NO_TRACK_EN, CET_SH_STK_EN, CET_WAIT_FOR_ENDBRANCH, IA32_PL3_SSP, IA32_S_CET, IA32_U_CET,
-    try_rdmsr, try_wrmsr,
+    CET_ENDBR_EN, CET_NO_TRACK_EN, CET_SH_STK_EN, CET_WAIT_FOR_ENDBRANCH, IA32_PL3_SSP, IA32_S_CET,
+    IA32_U_CET, try_rdmsr, try_wrmsr,
 };
 use vmunit::arch::run_in_user_mode;
 use vmunit::memory::{PAGE_SIZE, Protection, TestPage};
@@ -26,7 +26,10 @@ use vmunit::{Exception, Vector, known_failure, report, report_info, report_skip}
 
 vmunit::main!(main);
 
-fn is_control_protection(result: &Result<impl core::fmt::Debug, Exception>, expected: ControlProtection) -> bool {
+fn is_control_protection(
+    result: &Result<impl core::fmt::Debug, Exception>,
+    expected: ControlProtection,
+) -> bool {
     matches!(result, Err(e) if e.vector == Vector::CP && ControlProtection::from_error_code(e.error_code) == expected)
 }
 
@@ -73,7 +76,11 @@ fn unadvertised(cet: u64) {
             "setting CR4.CET without CET raises #GP(0) (got {result:x?})"
         );
     }
-    for (name, index) in [("IA32_U_CET", IA32_U_CET), ("IA32_S_CET", IA32_S_CET), ("IA32_PL3_SSP", IA32_PL3_SSP)] {
+    for (name, index) in [
+        ("IA32_U_CET", IA32_U_CET),
+        ("IA32_S_CET", IA32_S_CET),
+        ("IA32_PL3_SSP", IA32_PL3_SSP),
+    ] {
         let read = try_rdmsr(index);
         known_failure(
             is_tcg(),
@@ -97,7 +104,10 @@ fn shadow_stack() {
     map_shadow_stack(&stack);
     let top = stack.address() + PAGE_SIZE;
     let enabled = try_wrmsr(IA32_U_CET, CET_SH_STK_EN);
-    report!(enabled.is_ok(), "IA32_U_CET.SH_STK_EN can be set (got {enabled:x?})");
+    report!(
+        enabled.is_ok(),
+        "IA32_U_CET.SH_STK_EN can be set (got {enabled:x?})"
+    );
 
     let pointed = try_wrmsr(IA32_PL3_SSP, top);
     let ssp = run_in_user_mode(read_shadow_stack_pointer);
@@ -117,7 +127,9 @@ fn shadow_stack() {
     let _ = try_wrmsr(IA32_PL3_SSP, top);
     let far = run_in_user_mode(tampered_far_return);
     if matches!(far, Ok(None)) {
-        report_skip!("FAR RET shadow-stack protection test: the code lies above 4 GiB, beyond an m16:32 far pointer");
+        report_skip!(
+            "FAR RET shadow-stack protection test: the code lies above 4 GiB, beyond an m16:32 far pointer"
+        );
     } else {
         report!(
             is_control_protection(&far, ControlProtection::FarReturn),
@@ -150,7 +162,10 @@ fn indirect_branch_tracking() {
         return;
     }
     let enabled = try_wrmsr(IA32_U_CET, CET_ENDBR_EN | CET_NO_TRACK_EN);
-    report!(enabled.is_ok(), "IA32_U_CET.ENDBR_EN and NO_TRACK_EN can be set (got {enabled:x?})");
+    report!(
+        enabled.is_ok(),
+        "IA32_U_CET.ENDBR_EN and NO_TRACK_EN can be set (got {enabled:x?})"
+    );
     let jump = run_in_user_mode(indirect_jump_without_end_branch);
     report!(
         is_control_protection(&jump, ControlProtection::EndBranch),

@@ -8,8 +8,8 @@
 
 use vmunit::arch::cpuid::Feature;
 use vmunit::arch::msr::{
-    ARCH_CAPABILITIES_TSX_CTRL, IA32_ARCH_CAPABILITIES, IA32_TSX_CTRL, TSX_CTRL_CPUID_CLEAR, TSX_CTRL_RTM_DISABLE,
-    try_rdmsr, try_wrmsr,
+    ARCH_CAPABILITIES_TSX_CTRL, IA32_ARCH_CAPABILITIES, IA32_TSX_CTRL, TSX_CTRL_CPUID_CLEAR,
+    TSX_CTRL_RTM_DISABLE, try_rdmsr, try_wrmsr,
 };
 use vmunit::arch::tsx::try_any_transaction_commits;
 use vmunit::{report, report_info, report_skip};
@@ -47,9 +47,20 @@ fn main(_args: &[&str]) {
     );
 
     let written = try_wrmsr(IA32_TSX_CTRL, TSX_CTRL_CPUID_CLEAR);
-    report!(written.is_ok(), "WRMSR of TSX_CPUID_CLEAR to IA32_TSX_CTRL succeeds (got {written:x?})");
-    report!(!Feature::Rtm.supported(), "TSX_CTRL hides RTM: {} is clear", Feature::Rtm.bit());
-    report!(!Feature::Hle.supported(), "TSX_CTRL hides HLE: {} is clear", Feature::Hle.bit());
+    report!(
+        written.is_ok(),
+        "WRMSR of TSX_CPUID_CLEAR to IA32_TSX_CTRL succeeds (got {written:x?})"
+    );
+    report!(
+        !Feature::Rtm.supported(),
+        "TSX_CTRL hides RTM: {} is clear",
+        Feature::Rtm.bit()
+    );
+    report!(
+        !Feature::Hle.supported(),
+        "TSX_CTRL hides HLE: {} is clear",
+        Feature::Hle.bit()
+    );
 
     // Microcode may hide HLE for good: only RTM must come back.
     let written = try_wrmsr(IA32_TSX_CTRL, 0);

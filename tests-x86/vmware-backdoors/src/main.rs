@@ -11,12 +11,12 @@
 #![no_main]
 
 use vmunit::arch::control::{Cr4Flags, RFlags, read_cr4, read_rflags, try_write_cr4};
+use vmunit::arch::cpuid::is_tcg;
 use vmunit::arch::pmu::{capabilities, rdpmc, try_rdpmc};
 use vmunit::arch::run_in_user_mode;
 use vmunit::arch::vmware::{
     BACKDOOR_PORT, Command, HIGH_BANDWIDTH_PORT, MAGIC, PseudoCounter, UNANSWERED, request, try_request,
 };
-use vmunit::arch::cpuid::is_tcg;
 use vmunit::{Vector, known_failure, prefix, report, report_info, report_skip};
 
 vmunit::main!(main);
@@ -57,6 +57,11 @@ fn ports() {
         matches!(kernel, Ok(registers) if registers.ebx == MAGIC),
         "CMD_GETVERSION kernel: EBX is the magic {MAGIC:#x} (got {kernel:x?})"
     );
+    let illegal = try_request(BACKDOOR_PORT, Command::Illegal.number());
+    report!(
+        matches!(illegal, Ok(registers) if registers.ebx == UNANSWERED),
+        "CMD_ILLEGAL kernel: an unknown command leaves EBX {UNANSWERED:#x} (got {illegal:x?})"
+    );
     let random = run_in_user_mode(|| request(RANDOM_PORT, 0xfff));
     report!(
         is_general_protection(&random),
@@ -66,7 +71,10 @@ fn ports() {
     let user = run_in_user_mode(|| request(BACKDOOR_PORT, Command::GetVersion.number()));
     if is_general_protection(&user) {
         // The backdoor is off: what the SDM says for any port.
-        report!(true, "IN from the backdoor port {BACKDOOR_PORT:#x} at CPL 3 without the backdoor raises #GP(0), as for any port (got {user:x?})");
+        report!(
+            true,
+            "IN from the backdoor port {BACKDOOR_PORT:#x} at CPL 3 without the backdoor raises #GP(0), as for any port (got {user:x?})"
+        );
         let high = run_in_user_mode(|| request(HIGH_BANDWIDTH_PORT, Command::GetVersion.number()));
         report!(
             is_general_protection(&high),
@@ -122,7 +130,11 @@ fn counters() {
     }
     for counter in PseudoCounter::ALL {
         let kernel = try_rdpmc(counter.index());
-        report!(kernel.is_ok(), "{counter:?} kernel: RDPMC of {:#x} at CPL 0 (got {kernel:x?})", counter.index());
+        report!(
+            kernel.is_ok(),
+            "{counter:?} kernel: RDPMC of {:#x} at CPL 0 (got {kernel:x?})",
+            counter.index()
+        );
         let user = run_in_user_mode(|| rdpmc(counter.index()));
         report!(
             user.is_ok(),

@@ -42,7 +42,9 @@ impl ControlProtection {
 pub fn read_shadow_stack_pointer() -> u64 {
     let mut ssp: u64 = 0;
     // SAFETY: RDSSPQ only writes RAX, or nothing.
-    unsafe { asm!(".byte 0xf3, 0x48, 0x0f, 0x1e, 0xc8", inout("rax") ssp, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!(".byte 0xf3, 0x48, 0x0f, 0x1e, 0xc8", inout("rax") ssp, options(nomem, nostack, preserves_flags))
+    };
     ssp
 }
 

@@ -2,10 +2,10 @@
 //! on request) and isa-debug-exit, plus safe wrappers for the instructions tests exercise.
 
 pub mod access;
-pub mod cet;
 pub mod acpi;
 pub mod apic;
 mod boot;
+pub mod cet;
 pub mod console;
 pub mod control;
 pub mod cpuid;

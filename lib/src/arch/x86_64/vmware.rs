@@ -52,7 +52,11 @@ pub enum PseudoCounter {
 
 impl PseudoCounter {
     /// All three.
-    pub const ALL: [PseudoCounter; 3] = [PseudoCounter::HostTsc, PseudoCounter::RealTime, PseudoCounter::ApparentTime];
+    pub const ALL: [PseudoCounter; 3] = [
+        PseudoCounter::HostTsc,
+        PseudoCounter::RealTime,
+        PseudoCounter::ApparentTime,
+    ];
 
     /// Its RDPMC index (ECX).
     pub const fn index(self) -> u32 {
