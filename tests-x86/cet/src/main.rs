@@ -5,7 +5,8 @@
 //! (IA32_U_CET.ENDBR_EN) makes an indirect JMP to an instruction other than ENDBR64 raise #CP
 //! with error code 3. Where neither is advertised (CPUID.7.0:ECX[7] SHSTK, CPUID.7.0:EDX[20]
 //! IBT), what the SDM says of that is checked: CR4.CET is reserved (#GP) and the CET MSRs do
-//! not exist (#GP). Not the forced-emulation checks (KVM's force_emulation_prefix).
+//! not exist (#GP), and the sequences that would raise #CP run as ordinary code. Not the
+//! forced-emulation checks (KVM's force_emulation_prefix).
 #![no_std]
 #![no_main]
 
@@ -42,6 +43,7 @@ fn main(_args: &[&str]) {
             Feature::Ibt.bit()
         );
         unadvertised(cet);
+        unprotected();
         return;
     }
     report!(
@@ -93,6 +95,31 @@ fn unadvertised(cet: u64) {
             },
         );
     }
+}
+
+/// Without CET, the sequences that provoke #CP run as ordinary code: a RET goes where the
+/// ordinary stack says, an indirect JMP needs no ENDBR64, RDSSP is a NOP.
+fn unprotected() {
+    let near = run_in_user_mode(tampered_near_return);
+    report!(
+        near.is_ok(),
+        "without shadow stacks, a near RET to a tampered return address goes there, not to the UD2 after the CALL (got {near:x?})"
+    );
+    let far = run_in_user_mode(tampered_far_return);
+    report!(
+        matches!(far, Ok(Some(()))),
+        "without shadow stacks, a 32-bit far RET to a tampered return address goes there, not to the UD2 after the far CALL (got {far:x?})"
+    );
+    let jump = run_in_user_mode(indirect_jump_without_end_branch);
+    report!(
+        jump.is_ok(),
+        "without IBT, an indirect JMP to a non-ENDBR64 runs on (got {jump:x?})"
+    );
+    let ssp = run_in_user_mode(read_shadow_stack_pointer);
+    report!(
+        matches!(ssp, Ok(0)),
+        "without shadow stacks, RDSSP is a NOP and leaves its register 0 (got {ssp:x?})"
+    );
 }
 
 fn shadow_stack() {

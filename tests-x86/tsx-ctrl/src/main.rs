@@ -2,7 +2,8 @@
 //! says it exists) resets to 0 with transactions committing; TSX_CPUID_CLEAR (bit 1) hides RTM
 //! and HLE from CPUID and clearing it shows RTM again; RTM_DISABLE (bit 0) makes every XBEGIN
 //! abort, and clearing it lets transactions commit again. Needs RTM, IA32_ARCH_CAPABILITIES and
-//! its TSX_CTRL bit, each checked in kvm-unit-tests' order and SKIPped with its reason.
+//! its TSX_CTRL bit, each checked in kvm-unit-tests' order and SKIPped with its reason; without
+//! RTM, XBEGIN raises #UD (SDM Vol. 2, XBEGIN).
 #![no_std]
 #![no_main]
 
@@ -11,8 +12,8 @@ use vmunit::arch::msr::{
     ARCH_CAPABILITIES_TSX_CTRL, IA32_ARCH_CAPABILITIES, IA32_TSX_CTRL, TSX_CTRL_CPUID_CLEAR,
     TSX_CTRL_RTM_DISABLE, try_rdmsr, try_wrmsr,
 };
-use vmunit::arch::tsx::try_any_transaction_commits;
-use vmunit::{report, report_info, report_skip};
+use vmunit::arch::tsx::{try_any_transaction_commits, try_transaction};
+use vmunit::{Vector, report, report_info, report_skip};
 
 vmunit::main!(main);
 
@@ -21,6 +22,12 @@ const ATTEMPTS: u32 = 100;
 
 fn main(_args: &[&str]) {
     if !Feature::Rtm.supported() {
+        let result = try_transaction();
+        report!(
+            matches!(result, Err(e) if e.vector == Vector::UD),
+            "XBEGIN raises #UD where {} (RTM) is clear (got {result:x?})",
+            Feature::Rtm.bit()
+        );
         report_skip!("TSX not available: {} (RTM) is clear", Feature::Rtm.bit());
         return;
     }

@@ -114,7 +114,7 @@ fn counters() {
         report_info!("architectural PMU version {version}");
         known_failure(
             is_tcg(),
-            "QEMU's TCG does not implement RDPMC: #UD for every counter (helper_rdpmc, target/i386/tcg/system/misc_helper.c; pmu's RDPMC checks)",
+            "QEMU's TCG does not implement RDPMC: #UD for every counter (helper_rdpmc, target/i386/tcg/misc_helper.c; pmu's RDPMC checks)",
             || {
                 report!(
                     is_general_protection(&probe),

@@ -69,9 +69,10 @@ pub fn tampered_near_return() {
     };
 }
 
-/// A far CALL (m16:32, the current CS) whose callee increments its return address and
-/// returns with a 32-bit far RET: with shadow stacks on, #CP([`ControlProtection::FarReturn`])
-/// (kvm-unit-tests' `cet_shstk_far_ret`); without, it returns past the NOP after the CALL.
+/// A far CALL (m16:32, the current CS) whose callee moves its return address past the UD2 after
+/// the CALL and returns with a 32-bit far RET: with shadow stacks on,
+/// #CP([`ControlProtection::FarReturn`]) (kvm-unit-tests' `cet_shstk_far_ret`, which skips a
+/// NOP); without, it returns past the UD2 (a return to the original address would raise #UD).
 /// `None` (nothing run) when the code lies above 4 GiB, out of a 32-bit offset's reach. Never
 /// catches: for `run_in_user_mode`.
 pub fn tampered_far_return() -> Option<()> {
@@ -82,8 +83,8 @@ pub fn tampered_far_return() -> Option<()> {
         return None;
     }
     // SAFETY: the far CALL pushes CS and EIP (8 bytes) and the 32-bit far RET pops them; the
-    // 8-byte far pointer is popped after. Whether the RET lands on the NOP or just past it,
-    // the same instructions follow.
+    // 8-byte far pointer is popped after. The original return address holds a UD2, which a
+    // RET that ignored the tampering would run (#UD, caught by the caller's catch).
     unsafe {
         asm!(
             "lea {scratch}, [rip + 3f]",
@@ -92,11 +93,11 @@ pub fn tampered_far_return() -> Option<()> {
             "mov {scratch:x}, cs",
             "mov word ptr [rsp + 4], {scratch:x}",
             "call fword ptr [rsp]",
-            "nop",
+            "ud2",
             "add rsp, 8",
             "jmp 4f",
             "3:",
-            "inc qword ptr [rsp]",
+            "add qword ptr [rsp], 2",
             "retf",
             "4:",
             scratch = out(reg) _,
