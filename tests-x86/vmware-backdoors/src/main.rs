@@ -118,7 +118,7 @@ fn counters() {
             || {
                 report!(
                     is_general_protection(&probe),
-                    "RDPMC of the pseudo counter {:#x} at CPL 0 without the backdoor raises #GP(0), as for any counter that does not exist (got {probe:x?})",
+                    "RDPMC of the pseudo counter {:#x} at CPL 0, where no backdoor counters are served, raises #GP(0), as for any counter that does not exist (got {probe:x?})",
                     PseudoCounter::HostTsc.index()
                 )
             },
