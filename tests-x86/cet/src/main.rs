@@ -168,8 +168,7 @@ fn shadow_stack() {
     let write = stack.try_write(0, 1);
     report_info!("a plain write to the shadow-stack page: {write:x?}");
     report!(
-        matches!(write, Err(e) if e.vector == Vector::PF && e.error_code & (1 << 6) != 0 && e.error_code & 2 != 0)
-            || matches!(write, Err(e) if e.vector == Vector::PF && e.error_code & 3 == 3),
+        matches!(write, Err(e) if e.vector == Vector::PF && e.error_code & 3 == 3),
         "a plain write to the shadow-stack page raises #PF(P, W) (got {write:x?})"
     );
 

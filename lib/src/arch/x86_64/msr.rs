@@ -69,9 +69,6 @@ pub const IA32_DEBUGCTL: u32 = 0x1d9;
 pub const DEBUGCTL_LBR: u64 = 1;
 /// IA32_PAT: the page attribute table.
 pub const IA32_PAT: u32 = 0x277;
-/// IA32_A_PMC0: general-purpose counter 0 taking full-width writes (where
-/// IA32_PERF_CAPABILITIES bit 13 says so); counter `n` is `IA32_A_PMC0 + n`.
-pub const IA32_A_PMC0: u32 = 0x4c1;
 /// IA32_FIXED_CTR0; fixed counter `n` is `IA32_FIXED_CTR0 + n`.
 pub const IA32_FIXED_CTR0: u32 = 0x309;
 /// IA32_FIXED_CTR_CTRL: four bits per fixed counter (OS, USR, AnyThread, PMI).
@@ -93,6 +90,9 @@ pub const IA32_PERF_CAPABILITIES: u32 = 0x345;
 /// IA32_MC0_CTL: machine-check bank 0's control; bank `n`'s registers start at
 /// `IA32_MC0_CTL + 4 * n`.
 pub const IA32_MC0_CTL: u32 = 0x400;
+/// IA32_A_PMC0: general-purpose counter 0 taking full-width writes (where
+/// IA32_PERF_CAPABILITIES bit 13 says so); counter `n` is `IA32_A_PMC0 + n`.
+pub const IA32_A_PMC0: u32 = 0x4c1;
 /// IA32_DS_AREA: the linear address of the debug-store save area (CPUID.1:EDX[21]).
 pub const IA32_DS_AREA: u32 = 0x600;
 /// IA32_U_CET: user-mode CET controls ([`CET_SH_STK_EN`], [`CET_ENDBR_EN`], ...).
