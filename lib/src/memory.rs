@@ -298,6 +298,115 @@ impl Drop for TestPage {
     }
 }
 
+/// One zeroed frame that may be mapped at many consecutive virtual pages (aliases) of a window
+/// of its own: kvm-unit-tests' rmap_chain maps one page at every address it can, which builds
+/// long reverse-map chains in a shadow-paging hypervisor. As with [`TestPage`], no Rust
+/// reference ever points into the frame, so mapping and unmapping aliases is safe; every
+/// alias is unmapped and the frame freed on drop.
+pub struct AliasedPage {
+    window: u64,
+    capacity: u64,
+    frame: u64,
+}
+
+impl AliasedPage {
+    /// Allocates a zeroed frame and reserves a window of `capacity` virtual pages for its
+    /// aliases, none mapped yet.
+    ///
+    /// # Panics
+    /// When no frame is left, or the window would leave [`TestPage::new`]'s range.
+    pub fn new(capacity: u64) -> AliasedPage {
+        let frame = allocate_frame().expect("out of frames for an AliasedPage");
+        // SAFETY: the frame is fresh from the allocator and identity mapped.
+        unsafe { (frame as usize as *mut u8).write_bytes(0, PAGE_SIZE as usize) };
+        let window = NEXT_TEST_PAGE.fetch_add(capacity * PAGE_SIZE, Ordering::Relaxed);
+        assert!(
+            window + capacity * PAGE_SIZE <= TEST_WINDOW_END,
+            "{capacity} aliases do not fit in the test window"
+        );
+        AliasedPage {
+            window,
+            capacity,
+            frame,
+        }
+    }
+
+    /// How many aliases the window holds.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// The frame (physical address, also identity mapped).
+    pub fn frame(&self) -> u64 {
+        self.frame
+    }
+
+    /// The virtual address of alias `index`.
+    ///
+    /// # Panics
+    /// When `index` is not below the capacity.
+    pub fn address(&self, index: u64) -> u64 {
+        assert!(
+            index < self.capacity,
+            "alias {index} is beyond the window of {}",
+            self.capacity
+        );
+        self.window + index * PAGE_SIZE
+    }
+
+    /// Maps alias `index` to the frame, read-write.
+    pub fn map(&self, index: u64) {
+        // SAFETY: the address lies in this AliasedPage's own window and the frame is its own:
+        // no Rust reference points into either.
+        unsafe { arch::mmu::map_page(self.address(index), self.frame, Protection::READ_WRITE) };
+    }
+
+    /// Unmaps alias `index`; accesses through it then raise page faults.
+    pub fn unmap(&self, index: u64) {
+        // SAFETY: as for `map`; later accesses go through fault-catching probes.
+        unsafe { arch::mmu::unmap_page(self.address(index)) };
+    }
+
+    /// Reads the 64-bit word at `offset` through alias `index`, or the exception.
+    pub fn try_read(&self, index: u64, offset: u64) -> Result<u64, Exception> {
+        arch::try_read(self.word(index, offset))
+    }
+
+    /// Writes the 64-bit word at `offset` through alias `index`, or returns the exception.
+    pub fn try_write(&self, index: u64, offset: u64, value: u64) -> Result<(), Exception> {
+        // SAFETY: the address lies in this AliasedPage's window, which no Rust object occupies.
+        unsafe { arch::try_write(self.word(index, offset), value) }
+    }
+
+    /// Reads the 64-bit word at `offset` of the frame through the identity map.
+    pub fn read_frame(&self, offset: u64) -> u64 {
+        assert!(offset + 8 <= PAGE_SIZE, "offset {offset} is outside the page");
+        // SAFETY: the word lies in this AliasedPage's frame, identity mapped.
+        unsafe { ((self.frame + offset) as usize as *const u64).read_volatile() }
+    }
+
+    /// Writes the 64-bit word at `offset` of the frame through the identity map.
+    pub fn write_frame(&self, offset: u64, value: u64) {
+        assert!(offset + 8 <= PAGE_SIZE, "offset {offset} is outside the page");
+        // SAFETY: the word lies in this AliasedPage's frame, identity mapped.
+        unsafe { ((self.frame + offset) as usize as *mut u64).write_volatile(value) }
+    }
+
+    fn word(&self, index: u64, offset: u64) -> u64 {
+        assert!(offset + 8 <= PAGE_SIZE, "offset {offset} is outside the page");
+        self.address(index) + offset
+    }
+}
+
+impl Drop for AliasedPage {
+    fn drop(&mut self) {
+        for index in 0..self.capacity {
+            self.unmap(index);
+        }
+        free_frames(self.frame, 1);
+    }
+}
+
 /// Physically contiguous, zeroed frames for a device to read and write by DMA (and for
 /// tables a device such as an IOMMU reads). No Rust reference ever points into them: they are
 /// read and written only through volatile accesses, so a device may write them at any time.

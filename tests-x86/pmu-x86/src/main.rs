@@ -3,8 +3,14 @@
 //! loop of known length, fixed counters, RDPMC and its #GP rules (CR4.PCE at CPL 3, counters
 //! that do not exist), overflow status. Without a PMU (CPUID.0AH:EAX[7:0] = 0) the counters
 //! do not exist: RDPMC and the counter MSRs raise #GP.
+//!
+//! `test_args = "lbr"` runs kvm-unit-tests' pmu_lbr instead ([`lbr`]), `"pebs"` its pmu_pebs
+//! ([`pebs`]).
 #![no_std]
 #![no_main]
+
+mod lbr;
+mod pebs;
 
 use vmunit::arch::control::{Cr4Flags, read_cr4, try_write_cr4};
 use vmunit::arch::cpuid::is_tcg;
@@ -21,7 +27,15 @@ vmunit::main!(main);
 /// Iterations of the counted loop.
 const ITERATIONS: u64 = 100_000;
 
-fn main(_args: &[&str]) -> i32 {
+fn main(args: &[&str]) -> i32 {
+    if args.contains(&"lbr") {
+        lbr::run();
+        return report_summary();
+    }
+    if args.contains(&"pebs") {
+        pebs::run();
+        return report_summary();
+    }
     let pmu = capabilities();
     report_info!("CPUID.0AH: {pmu:?}");
     check_rdpmc_rules(&pmu);

@@ -746,3 +746,33 @@ fn noncanonical_gdt_base_raises_general_protection() {
         "LGDT with base {base:#x} raises #GP(0) (got {result:x?})"
     );
 }
+
+/// RDPMC of a counter that does not exist raises #GP(0) (QEMU's TCG raises #UD for every
+/// counter: helper_rdpmc, target/i386/tcg/misc_helper.c, "currently unimplemented"; the KFAILs of
+/// `pmu` and `vmware_backdoors`).
+#[vmunit::test]
+fn rdpmc_of_missing_counter_raises_general_protection() {
+    let counter = 0xfff;
+    let result = vmunit::arch::pmu::try_rdpmc(counter);
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::GP && exception.error_code == 0),
+        "RDPMC of counter {counter:#x}, which does not exist, raises #GP(0) (got {result:x?})"
+    );
+}
+
+/// RDMSR of an MSR the CPU does not have raises #GP(0): IA32_U_CET without CET (QEMU's TCG
+/// reads unknown MSRs as 0: helper_rdmsr, target/i386/tcg/system/misc_helper.c; the KFAILs of
+/// `msr`'s nonexistent MSRs and `cet`).
+#[vmunit::test]
+fn unknown_msr_read_raises_general_protection() {
+    if Feature::Shstk.supported() || Feature::Ibt.supported() {
+        report_skip!("IA32_U_CET exists: the CPU offers CET");
+        return;
+    }
+    let result = try_rdmsr(msr::IA32_U_CET);
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::GP && exception.error_code == 0),
+        "RDMSR of IA32_U_CET ({:#x}) without CET raises #GP(0) (got {result:x?})",
+        msr::IA32_U_CET
+    );
+}

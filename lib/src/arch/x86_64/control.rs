@@ -185,3 +185,8 @@ pub fn try_lmsw(msw: u16) -> Result<(), Exception> {
         unsafe { asm!("lmsw {0:x}", in(reg) msw, options(nostack)) };
     })
 }
+
+/// RFLAGS (PUSHFQ), at any CPL: IOPL, IF, AC and the rest.
+pub fn read_rflags() -> RFlags {
+    RFlags::from_bits_retain(x86_64::registers::rflags::read_raw())
+}

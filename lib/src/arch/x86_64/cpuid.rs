@@ -229,6 +229,8 @@ pub enum Feature {
     BusLockDetect,
     /// Protection keys for supervisor pages (CR4.PKS): `CPUID.7.0:ECX[31]`.
     Pks,
+    /// CET indirect-branch tracking: `CPUID.7.0:EDX[20]`.
+    Ibt,
     /// IA32_SPEC_CTRL.IBRS and IA32_PRED_CMD.IBPB (Intel): `CPUID.7.0:EDX[26]`.
     SpecCtrl,
     /// IA32_SPEC_CTRL.STIBP (Intel): `CPUID.7.0:EDX[27]`.
@@ -354,6 +356,7 @@ impl Feature {
             Feature::Rdpid => (7, 0, Register::Ecx, 22),
             Feature::BusLockDetect => (7, 0, Register::Ecx, 24),
             Feature::Pks => (7, 0, Register::Ecx, 31),
+            Feature::Ibt => (7, 0, Register::Edx, 20),
             Feature::SpecCtrl => (7, 0, Register::Edx, 26),
             Feature::IntelStibp => (7, 0, Register::Edx, 27),
             Feature::FlushL1d => (7, 0, Register::Edx, 28),

@@ -226,6 +226,23 @@ pub unsafe fn protect_page(virtual_address: u64, protection: Protection) -> bool
     true
 }
 
+/// Maps `page` as a CET shadow-stack page: present, user, read-only and dirty (with CR4.CET,
+/// the "impossible" R/W=0, D=1 combination that makes a page a shadow stack, SDM Vol. 1,
+/// section 18.2; without it, an ordinary read-only page), never executable.
+/// [`TestPage::map`](crate::memory::TestPage::map) maps it as an ordinary page again.
+pub fn map_shadow_stack(page: &crate::memory::TestPage) {
+    let _guard = PAGE_TABLE_LOCK.lock();
+    let entry = leaf_entry(root(), page.address(), true).expect("creating tables never fails");
+    let mut flags = PageTableFlags::PRESENT | PageTableFlags::USER_ACCESSIBLE | PageTableFlags::DIRTY;
+    if super::cpuid::Feature::Nx.supported() {
+        flags |= PageTableFlags::NO_EXECUTE;
+    }
+    // The page's address belongs to the TestPage alone and no Rust reference points into it,
+    // as for TestPage::map.
+    entry.set_addr(PhysAddr::new(page.frame()), flags);
+    flush(page.address());
+}
+
 /// Bits 62:59 of a 4-level paging leaf entry: the page's protection key.
 const KEY_SHIFT: u32 = 59;
 const KEY_MASK: u64 = 0xf << KEY_SHIFT;

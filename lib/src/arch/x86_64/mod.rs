@@ -5,6 +5,7 @@ pub mod access;
 pub mod acpi;
 pub mod apic;
 mod boot;
+pub mod cet;
 pub mod console;
 pub mod control;
 pub mod cpuid;
@@ -36,6 +37,8 @@ pub mod svm;
 pub mod syscall;
 pub mod testdev;
 pub mod timer;
+pub mod tsx;
+pub mod vmware;
 
 pub use exceptions::{
     Exception, ExceptionFrame, InterruptHandler, InterruptNumber, Vector, catch_exception,

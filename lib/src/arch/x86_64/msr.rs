@@ -23,8 +23,18 @@ pub const IA32_SPEC_CTRL: u32 = 0x48;
 pub const IA32_PRED_CMD: u32 = 0x49;
 /// IA32_PMC0: general-purpose counter 0; counter `n` is `IA32_PMC0 + n`.
 pub const IA32_PMC0: u32 = 0xc1;
+/// IA32_ARCH_CAPABILITIES: read-only enumeration of capabilities (CPUID.7.0:EDX[29]).
+pub const IA32_ARCH_CAPABILITIES: u32 = 0x10a;
+/// IA32_ARCH_CAPABILITIES.TSX_CTRL (bit 7): IA32_TSX_CTRL exists.
+pub const ARCH_CAPABILITIES_TSX_CTRL: u64 = 1 << 7;
 /// IA32_FLUSH_CMD: write-only; bit 0 is L1D_FLUSH.
 pub const IA32_FLUSH_CMD: u32 = 0x10b;
+/// IA32_TSX_CTRL: the TSX controls, where IA32_ARCH_CAPABILITIES.TSX_CTRL says it exists.
+pub const IA32_TSX_CTRL: u32 = 0x122;
+/// IA32_TSX_CTRL.RTM_DISABLE (bit 0): every XBEGIN aborts.
+pub const TSX_CTRL_RTM_DISABLE: u64 = 1 << 0;
+/// IA32_TSX_CTRL.TSX_CPUID_CLEAR (bit 1): CPUID reports neither RTM nor HLE.
+pub const TSX_CTRL_CPUID_CLEAR: u64 = 1 << 1;
 /// IA32_SYSENTER_CS.
 pub const IA32_SYSENTER_CS: u32 = 0x174;
 /// IA32_SYSENTER_ESP.
@@ -33,10 +43,26 @@ pub const IA32_SYSENTER_ESP: u32 = 0x175;
 pub const IA32_SYSENTER_EIP: u32 = 0x176;
 /// IA32_MCG_CAP: machine-check capabilities; bits 7:0 count the banks.
 pub const IA32_MCG_CAP: u32 = 0x179;
+/// MSR_LBR_SELECT: which branches the LBR stack records (model-specific, Nehalem and later).
+pub const MSR_LBR_SELECT: u32 = 0x1c8;
+/// MSR_LASTBRANCH_TOS: the LBR stack's top-of-stack index (model-specific).
+pub const MSR_LBR_TOS: u32 = 0x1c9;
+/// MSR_LASTBRANCH_0_FROM_IP on Core 2 (entry `n` at `+ n`; kvm-unit-tests' MSR_LBR_CORE_FROM).
+pub const MSR_LBR_CORE_FROM: u32 = 0x40;
+/// MSR_LASTBRANCH_0_TO_IP on Core 2 (entry `n` at `+ n`).
+pub const MSR_LBR_CORE_TO: u32 = 0x60;
+/// MSR_LASTBRANCH_0_FROM_IP from Nehalem on (entry `n` at `+ n`; MSR_LBR_NHM_FROM).
+pub const MSR_LBR_NHM_FROM: u32 = 0x680;
+/// MSR_LASTBRANCH_0_TO_IP from Nehalem on (entry `n` at `+ n`).
+pub const MSR_LBR_NHM_TO: u32 = 0x6c0;
+/// The largest LBR stack kvm-unit-tests probes (its MAX_NUM_LBR_ENTRY).
+pub const MAX_LBR_ENTRIES: u32 = 32;
 /// IA32_PERFEVTSEL0: counter 0's event select; counter `n`'s is `IA32_PERFEVTSEL0 + n`.
 pub const IA32_PERFEVTSEL0: u32 = 0x186;
 /// IA32_MISC_ENABLE.
 pub const IA32_MISC_ENABLE: u32 = 0x1a0;
+/// IA32_MISC_ENABLE bit 12: processor event-based sampling is unavailable (read-only).
+pub const MISC_ENABLE_PEBS_UNAVAILABLE: u64 = 1 << 12;
 /// IA32_DEBUGCTL (AMD's DebugCtl): bit 0 ([`DEBUGCTL_LBR`]) records the last branch.
 pub const IA32_DEBUGCTL: u32 = 0x1d9;
 /// IA32_DEBUGCTL.LBR: last-branch recording into LastBranchFromIP/LastBranchToIP.
@@ -53,9 +79,20 @@ pub const IA32_PERF_GLOBAL_STATUS: u32 = 0x38e;
 pub const IA32_PERF_GLOBAL_CTRL: u32 = 0x38f;
 /// IA32_PERF_GLOBAL_OVF_CTRL: writing 1s clears IA32_PERF_GLOBAL_STATUS bits.
 pub const IA32_PERF_GLOBAL_OVF_CTRL: u32 = 0x390;
+/// IA32_PEBS_ENABLE: which counters write PEBS records (GP counters at 0.., fixed at 32..).
+pub const IA32_PEBS_ENABLE: u32 = 0x3f1;
+/// MSR_PEBS_DATA_CFG: the groups an adaptive PEBS record holds (PEBS baseline).
+pub const MSR_PEBS_DATA_CFG: u32 = 0x3f2;
+/// IA32_PERF_CAPABILITIES: the PMU's read-only capabilities, where CPUID.1:ECX[15] (PDCM) says
+/// it exists: LBR format in bits 5:0, PEBS record format in bits 11:8, full-width counter
+/// writes in bit 13, PEBS baseline in bit 14 (`super::pmu::PerfCapabilities` decodes them).
+pub const IA32_PERF_CAPABILITIES: u32 = 0x345;
 /// IA32_MC0_CTL: machine-check bank 0's control; bank `n`'s registers start at
 /// `IA32_MC0_CTL + 4 * n`.
 pub const IA32_MC0_CTL: u32 = 0x400;
+/// IA32_A_PMC0: general-purpose counter 0 taking full-width writes (where
+/// IA32_PERF_CAPABILITIES bit 13 says so); counter `n` is `IA32_A_PMC0 + n`.
+pub const IA32_A_PMC0: u32 = 0x4c1;
 /// IA32_DS_AREA: the linear address of the debug-store save area (CPUID.1:EDX[21]).
 pub const IA32_DS_AREA: u32 = 0x600;
 /// IA32_RTIT_CTL: Intel PT's control; ADDRn_CFG, the use of address range `n`, is the 4-bit
@@ -75,6 +112,21 @@ pub fn rtit_address_ranges() -> u32 {
     super::cpuid::cpuid(0x14, 1).eax & 0x7
 }
 
+/// IA32_U_CET: user-mode CET controls ([`CET_SH_STK_EN`], [`CET_ENDBR_EN`], ...).
+pub const IA32_U_CET: u32 = 0x6a0;
+/// IA32_S_CET: supervisor-mode CET controls (the same bits as IA32_U_CET).
+pub const IA32_S_CET: u32 = 0x6a2;
+/// IA32_PL3_SSP: the shadow-stack pointer loaded on a return to CPL 3 (4-byte aligned, or
+/// WRMSR raises #GP).
+pub const IA32_PL3_SSP: u32 = 0x6a7;
+/// IA32_U_CET/IA32_S_CET.SH_STK_EN (bit 0): shadow stacks on.
+pub const CET_SH_STK_EN: u64 = 1 << 0;
+/// IA32_U_CET/IA32_S_CET.ENDBR_EN (bit 2): indirect-branch tracking on.
+pub const CET_ENDBR_EN: u64 = 1 << 2;
+/// IA32_U_CET/IA32_S_CET.NO_TRACK_EN (bit 4): the NOTRACK prefix is honoured.
+pub const CET_NO_TRACK_EN: u64 = 1 << 4;
+/// IA32_U_CET/IA32_S_CET.TRACKER (bit 11): the IBT tracker is in WAIT_FOR_ENDBRANCH.
+pub const CET_WAIT_FOR_ENDBRANCH: u64 = 1 << 11;
 /// IA32_TSC_DEADLINE: the local APIC timer's deadline in TSC-deadline mode.
 pub const IA32_TSC_DEADLINE: u32 = 0x6e0;
 /// IA32_PKRS: the protection-key rights for supervisor pages (CR4.PKS), two bits per key

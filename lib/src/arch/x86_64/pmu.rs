@@ -127,3 +127,53 @@ pub fn count_loop(iterations: u64) {
         )
     };
 }
+
+/// IA32_PERF_GLOBAL_STATUS bit 62: the DS buffer (PEBS or BTS) reached its interrupt threshold.
+pub const GLOBAL_STATUS_BUFFER_OVERFLOW: u64 = 1 << 62;
+
+/// What IA32_PERF_CAPABILITIES (`msr::IA32_PERF_CAPABILITIES`) says, as kvm-unit-tests'
+/// lib/x86/pmu.h reads it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PerfCapabilities {
+    /// The raw value.
+    pub raw: u64,
+}
+
+impl PerfCapabilities {
+    /// The LBR record format, bits 5:0 (0x3f: architectural LBRs; kvm-unit-tests'
+    /// `pmu_lbr_version`, 0 meaning none only when PDCM is set).
+    pub const fn lbr_format(self) -> u64 {
+        self.raw & 0x3f
+    }
+
+    /// The PEBS record format, bits 11:8 (kvm-unit-tests' `pmu_pebs_format`).
+    pub const fn pebs_format(self) -> u64 {
+        (self.raw >> 8) & 0xf
+    }
+
+    /// Bit 13: the counters take full-width writes through IA32_A_PMCx.
+    pub const fn full_width_writes(self) -> bool {
+        self.raw & (1 << 13) != 0
+    }
+
+    /// Bit 14: PEBS baseline (adaptive PEBS, MSR_PEBS_DATA_CFG).
+    pub const fn pebs_baseline(self) -> bool {
+        self.raw & (1 << 14) != 0
+    }
+
+    /// Bit 17: timed PEBS (the record format field shrinks to bits 31:0).
+    pub const fn pebs_timing_info(self) -> bool {
+        self.raw & (1 << 17) != 0
+    }
+}
+
+/// IA32_PERF_CAPABILITIES, where CPUID.1:ECX[15] (PDCM) says it exists (`None` elsewhere, or
+/// when RDMSR faults).
+pub fn perf_capabilities() -> Option<PerfCapabilities> {
+    if !super::cpuid::Feature::Pdcm.supported() {
+        return None;
+    }
+    super::msr::try_rdmsr(super::msr::IA32_PERF_CAPABILITIES)
+        .ok()
+        .map(|raw| PerfCapabilities { raw })
+}
