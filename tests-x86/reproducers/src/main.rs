@@ -20,7 +20,8 @@ use vmunit::arch::control::{Cr0Flags, Cr4Flags, RFlags, read_cr0, read_cr4, try_
 use vmunit::arch::cpuid::{Feature, Vendor, vendor};
 use vmunit::arch::device;
 use vmunit::arch::instructions::{
-    int3, rdtsc, rdtsc_ordered, read_dr6, read_with_alignment_check, software_interrupt, try_invpcid, try_rdtscp, write_dr6,
+    int3, rdtsc, rdtsc_ordered, read_dr6, read_with_alignment_check, software_interrupt, try_invpcid,
+    try_rdtscp, write_dr6,
 };
 use vmunit::arch::interrupt_count::{count_interrupts, interrupt_count};
 use vmunit::arch::linear_address::{BaseRegister, try_load_base_briefly};
@@ -854,7 +855,8 @@ fn periodic_switched_to_one_shot_keeps_its_count() {
     start_masked_timer(true);
     // Past the first period, then into the middle of a later one.
     vmunit::time::delay(50);
-    let reached = vmunit::time::spin_until(500, || in_middle(apic::read(apic::register::TIMER_CURRENT_COUNT)));
+    let reached =
+        vmunit::time::spin_until(500, || in_middle(apic::read(apic::register::TIMER_CURRENT_COUNT)));
     let before = apic::read(apic::register::TIMER_CURRENT_COUNT);
     set_masked_timer_mode(false);
     let after = apic::read(apic::register::TIMER_CURRENT_COUNT);

@@ -51,7 +51,11 @@ fn main(args: &[&str]) {
     // CPU that ran the work must also be the one whose local APIC ID register CPU n read when
     // it came up (`apic_id_of`), as its CPUID says.
     let runners: [(usize, u32, u32); MAX_CPUS] = core::array::from_fn(|cpu| {
-        (INDICES[cpu].load(Ordering::SeqCst).wrapping_sub(1), apic_ids[cpu], apic_id_of(cpu))
+        (
+            INDICES[cpu].load(Ordering::SeqCst).wrapping_sub(1),
+            apic_ids[cpu],
+            apic_id_of(cpu),
+        )
     });
     let runners = &runners[..count];
     report!(
