@@ -329,7 +329,8 @@ fn check_edge() {
         ioapic::version() == QEMU_IOAPIC_VERSION,
         "QEMU's own I/O APIC (version 0x20) sends an edge-triggered interrupt on every write \
          of an asserted level, rising edge or not (hw/intc/ioapic.c, ioapic_set_irq: no edge \
-         detection); KVM's in-kernel one (ioapic-q35 under KVM) runs this check as a plain one",
+         detection; reproduce-ioapic-edge-held-high); KVM's in-kernel one (ioapic-q35 under KVM) \
+         runs this check as a plain one",
         || report!(got == 2, "a line held high sends no more interrupts (got {got})"),
     );
     let before = handled(VECTOR);

@@ -933,3 +933,35 @@ fn tsc_aux_reserved_bits_raise_general_protection() {
         );
     }
 }
+
+/// An edge-triggered I/O APIC input held high sends no more interrupts when the line is set
+/// high again (82093AA: an edge is a low-to-high transition). QEMU's own I/O APIC (version
+/// 0x20: TCG, or KVM without its in-kernel irqchip) sends one for every write of an asserted
+/// level (hw/intc/ioapic.c `ioapic_set_irq`: no edge detection). KVM's in-kernel I/O APIC
+/// (version 0x11) passes.
+#[vmunit::test]
+fn edge_input_held_high_sends_once() {
+    const LINE: u8 = 14;
+    const VECTOR: u8 = 0x76;
+    if !testdev::present() {
+        report_skip!("no pc-testdev: run with -device pc-testdev");
+        return;
+    }
+    ioapic::mask_legacy_pic();
+    count_interrupts(VECTOR);
+    testdev::set_irq_line(LINE, false);
+    ioapic::route(LINE, VECTOR, ioapic::Trigger::Edge);
+    testdev::set_irq_line(LINE, true);
+    let first = vmunit::time::wait_until(500, || interrupt_count(VECTOR) >= 1);
+    testdev::set_irq_line(LINE, true);
+    let _ = vmunit::time::wait_until(50, || interrupt_count(VECTOR) > 1);
+    let deliveries = interrupt_count(VECTOR);
+    testdev::set_irq_line(LINE, false);
+    ioapic::set_mask(LINE, true);
+    set_interrupt_handler(VECTOR, None);
+    report!(
+        first && deliveries == 1,
+        "line {LINE}'s rising edge is one interrupt, and setting it high again sends none (got {deliveries}, I/O APIC version {:#x})",
+        ioapic::version()
+    );
+}
