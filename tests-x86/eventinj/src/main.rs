@@ -231,7 +231,8 @@ fn check_not_present_gate(software_interrupts: bool) {
     known_failure(
         is_tcg() || instruction_emulating_kvm(),
         "QEMU's TCG and kvm_pvm leave EXT clear in the error code of a fault during external \
-         interrupt delivery (reproduce-external-event-bit)",
+         interrupt delivery (TCG: target/i386/tcg/seg_helper.c do_interrupt64 raises \
+         #NP(vector * 8 + 2); reproduce-external-event-bit)",
         || {
             report!(
                 matches!(external, Err(e) if e.vector == Vector::NP && e.error_code == idt_gate | 1),

@@ -297,8 +297,7 @@ fn edge_handler(vector: u8) {
 fn check_edge() {
     let _prefix = vmunit::prefix("edge");
     const VECTOR: u8 = 0x76;
-    set_interrupt_handler(VECTOR, Some(edge_handler));
-    route(LINE, VECTOR, Trigger::Edge);
+    handle_on_line(VECTOR, edge_handler, Trigger::Edge);
     testdev::pulse_irq_line(LINE);
     let got = wait_for(VECTOR, 1);
     report!(
@@ -330,7 +329,8 @@ fn check_edge() {
         ioapic::version() == QEMU_IOAPIC_VERSION,
         "QEMU's own I/O APIC (version 0x20) sends an edge-triggered interrupt on every write \
          of an asserted level, rising edge or not (hw/intc/ioapic.c, ioapic_set_irq: no edge \
-         detection); KVM's in-kernel one (ioapic-q35 under KVM) runs this check as a plain one",
+         detection; reproduce-ioapic-edge-held-high); KVM's in-kernel one (ioapic-q35 under KVM) \
+         runs this check as a plain one",
         || report!(got == 2, "a line held high sends no more interrupts (got {got})"),
     );
     let before = handled(VECTOR);
@@ -362,8 +362,7 @@ fn level_handler(vector: u8) {
 fn check_level() {
     let _prefix = vmunit::prefix("level");
     const VECTOR: u8 = 0x77;
-    set_interrupt_handler(VECTOR, Some(level_handler));
-    route(LINE, VECTOR, Trigger::Level);
+    handle_on_line(VECTOR, level_handler, Trigger::Level);
     testdev::set_irq_line(LINE, true);
     let got = wait_for(VECTOR, 1);
     report_kfail!(
@@ -412,8 +411,7 @@ fn check_level() {
 
     // kvm-unit-tests' sequential level interrupts: raised again after the first was handled.
     const SEQUENTIAL: u8 = 0x99;
-    set_interrupt_handler(SEQUENTIAL, Some(count_and_lower));
-    route(LINE, SEQUENTIAL, Trigger::Level);
+    handle_on_line(SEQUENTIAL, count_and_lower, Trigger::Level);
     testdev::set_irq_line(LINE, true);
     let first = wait_for(SEQUENTIAL, 1);
     testdev::set_irq_line(LINE, true);
@@ -467,6 +465,12 @@ fn check_simultaneous() {
 /// Programs `line` afresh: lowered, then masked and edge-triggered (which clears a remote IRR
 /// left set by an earlier check, as Linux expects of an I/O APIC and QEMU and KVM implement),
 /// then routed to `vector` on CPU 0, so that each check starts from a clean input.
+/// Installs `handler` on `vector` and routes [`LINE`] to it, as `trigger`.
+fn handle_on_line(vector: u8, handler: fn(u8), trigger: Trigger) {
+    set_interrupt_handler(vector, Some(handler));
+    route(LINE, vector, trigger);
+}
+
 fn route(line: u8, vector: u8, trigger: Trigger) {
     testdev::set_irq_line(line, false);
     let mut quiet = RedirectionEntry::new(vector, Trigger::Edge);
@@ -498,8 +502,7 @@ fn retrigger_handler(vector: u8) {
 fn check_level_coalescing() {
     let _prefix = vmunit::prefix("level");
     const COALESCE: u8 = 0x98;
-    set_interrupt_handler(COALESCE, Some(coalescing_handler));
-    route(LINE, COALESCE, Trigger::Level);
+    handle_on_line(COALESCE, coalescing_handler, Trigger::Level);
     testdev::set_irq_line(LINE, true);
     let got = wait_for(COALESCE, 1);
     report_kfail!(
@@ -509,8 +512,7 @@ fn check_level_coalescing() {
     );
 
     const RETRIGGER: u8 = 0x9a;
-    set_interrupt_handler(RETRIGGER, Some(retrigger_handler));
-    route(LINE, RETRIGGER, Trigger::Level);
+    handle_on_line(RETRIGGER, retrigger_handler, Trigger::Level);
     testdev::set_irq_line(LINE, true);
     let got = wait_for(RETRIGGER, 2);
     report_kfail!(
@@ -532,8 +534,7 @@ fn check_end_of_interrupt_register() {
         return;
     }
     const VECTOR: u8 = 0x9c;
-    set_interrupt_handler(VECTOR, Some(count_and_lower));
-    route(LINE, VECTOR, Trigger::Level);
+    handle_on_line(VECTOR, count_and_lower, Trigger::Level);
     interrupts::disable();
     testdev::set_irq_line(LINE, true);
     delay(SETTLE);
@@ -563,8 +564,7 @@ fn mask_in_handler(vector: u8) {
 fn check_edge_masking() {
     let _prefix = vmunit::prefix("mask");
     const EDGE: u8 = 0x81;
-    set_interrupt_handler(EDGE, Some(count_and_lower));
-    route(LINE, EDGE, Trigger::Edge);
+    handle_on_line(EDGE, count_and_lower, Trigger::Edge);
     mask(LINE);
     testdev::pulse_irq_line(LINE);
     let got = settle(EDGE);
@@ -578,8 +578,7 @@ fn check_edge_masking() {
 fn check_level_masking() {
     let _prefix = vmunit::prefix("mask");
     const LEVEL: u8 = 0x82;
-    set_interrupt_handler(LEVEL, Some(count_and_lower));
-    route(LINE, LEVEL, Trigger::Level);
+    handle_on_line(LEVEL, count_and_lower, Trigger::Level);
     mask(LINE);
     testdev::set_irq_line(LINE, true);
     let got = settle(LEVEL);
@@ -597,8 +596,7 @@ fn check_level_masking() {
     );
 
     const RETRIGGER: u8 = 0x83;
-    set_interrupt_handler(RETRIGGER, Some(mask_in_handler));
-    route(LINE, RETRIGGER, Trigger::Level);
+    handle_on_line(RETRIGGER, mask_in_handler, Trigger::Level);
     testdev::set_irq_line(LINE, true);
     let first = wait_for(RETRIGGER, 1);
     report_kfail!(
@@ -631,8 +629,7 @@ const TRIGGER_MODE_VECTOR: u8 = 0x79;
 /// TMR before it (`expected_before`) and in its handler.
 fn check_trigger_mode(trigger: Trigger, expected_before: bool, raise: impl FnOnce()) {
     let vector = TRIGGER_MODE_VECTOR;
-    set_interrupt_handler(vector, Some(trigger_mode_handler));
-    route(LINE, vector, trigger);
+    handle_on_line(vector, trigger_mode_handler, trigger);
     TRIGGER_MODE_SEEN.store(u32::MAX, Ordering::SeqCst);
     let before = ioapic::local_trigger_mode(vector);
     let already = handled(vector);

@@ -4,8 +4,9 @@
 //! (TCG, or hardware KVM, unless a comment says otherwise) and shows the defect under kvm_pvm:
 //! a FAIL line, or a "KVM internal error" that the runner reports as a hypervisor error.
 //!
-//! The `x2apic_*` subtests show defects of QEMU's TCG x2APIC instead: they fail under TCG and
-//! pass under KVM.
+//! The `x2apic_*` subtests, and those whose comment names QEMU's TCG (the APIC page, relocation
+//! and timer modes, IA32_TSC and IA32_TSC_AUX), show defects of QEMU's TCG instead: they fail
+//! under TCG and pass under KVM.
 //! `one_shot_timer_keeps_its_count_across_migration` shows a defect of QEMU's KVM APIC
 //! migration (hw/i386/kvm/apic.c): it fails under KVM, any KVM module, and passes under TCG.
 //!
@@ -16,13 +17,15 @@
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use vmunit::arch::control::{Cr0Flags, Cr4Flags, RFlags, read_cr0, read_cr4, try_write_cr0, try_write_cr4};
-use vmunit::arch::cpuid::Feature;
+use vmunit::arch::cpuid::{Feature, Vendor, vendor};
+use vmunit::arch::device;
 use vmunit::arch::instructions::{
-    int3, rdtsc, read_dr6, read_with_alignment_check, software_interrupt, try_invpcid, try_rdtscp, write_dr6,
+    int3, rdtsc, rdtsc_ordered, read_dr6, read_with_alignment_check, software_interrupt, try_invpcid,
+    try_rdtscp, write_dr6,
 };
 use vmunit::arch::interrupt_count::{count_interrupts, interrupt_count};
 use vmunit::arch::linear_address::{BaseRegister, try_load_base_briefly};
-use vmunit::arch::msr::{self, try_rdmsr, try_wrmsr, try_wrmsr_briefly};
+use vmunit::arch::msr::{self, ApicBaseFlags, try_rdmsr, try_wrmsr, try_wrmsr_briefly};
 use vmunit::arch::probes::{try_fninit, try_fwait, watched_store};
 use vmunit::arch::protection_keys::try_rdpkru;
 use vmunit::catch::Attempt;
@@ -774,5 +777,221 @@ fn unknown_msr_read_raises_general_protection() {
         matches!(result, Err(exception) if exception.vector == Vector::GP && exception.error_code == 0),
         "RDMSR of IA32_U_CET ({:#x}) without CET raises #GP(0) (got {result:x?})",
         msr::IA32_U_CET
+    );
+}
+
+/// The xAPIC page stops answering while IA32_APIC_BASE.EN is clear (SDM Vol. 3, 11.4.3: a
+/// disabled local APIC is as if absent): all ones written to VERSION and TPR read back as all
+/// ones, nothing there. QEMU's TCG keeps the page answering (hw/intc/apic.c: `apic_mem_read`
+/// and `apic_mem_write` serve the "apic-msi" region whatever IA32_APIC_BASE's EN and EXTD
+/// say; the same shows in x2APIC mode). Passes under KVM.
+#[vmunit::test]
+fn disabled_apic_page_does_not_answer() {
+    let Ok(original) = try_rdmsr(msr::IA32_APIC_BASE) else {
+        report!(false, "IA32_APIC_BASE can be read");
+        return;
+    };
+    let modes = ApicBaseFlags::LAPIC_ENABLE.bits() | ApicBaseFlags::X2APIC_ENABLE.bits();
+    let disabled = apic::try_write_base(original & !modes);
+    device::write_u32(apic::BASE + apic::register::VERSION, u32::MAX);
+    device::write_u32(apic::BASE + apic::register::TASK_PRIORITY, u32::MAX);
+    let read = (
+        device::read_u32(apic::BASE + apic::register::VERSION),
+        device::read_u32(apic::BASE + apic::register::TASK_PRIORITY),
+    );
+    let _ = apic::try_write_base(original);
+    apic::resynchronize();
+    apic::write(apic::register::TASK_PRIORITY, 0);
+    report!(
+        disabled.is_ok() && read == (u32::MAX, u32::MAX),
+        "with the APIC disabled, VERSION and TPR at {:#x} read the all ones written (got {read:x?}, WRMSR {disabled:x?})",
+        apic::BASE
+    );
+}
+
+/// The local APIC moves where IA32_APIC_BASE says (SDM Vol. 3, 11.4.5): enabled at
+/// 0xfed40000, its VERSION register reads there. QEMU's TCG takes the new base but leaves its
+/// "apic-msi" region at 0xfee00000 (hw/intc/apic.c `apic_set_base` stores the base; nothing
+/// maps the region anew). Passes under KVM.
+#[vmunit::test]
+fn apic_relocates() {
+    const ALTERNATE_BASE: u64 = 0xfed4_0000;
+    let Ok(original) = try_rdmsr(msr::IA32_APIC_BASE) else {
+        report!(false, "IA32_APIC_BASE can be read");
+        return;
+    };
+    let version = apic::read(apic::register::VERSION);
+    let modes = ApicBaseFlags::LAPIC_ENABLE.bits() | ApicBaseFlags::X2APIC_ENABLE.bits();
+    let _ = apic::try_write_base(original & !modes);
+    let moved =
+        apic::try_write_base(ALTERNATE_BASE | ApicBaseFlags::BSP.bits() | ApicBaseFlags::LAPIC_ENABLE.bits());
+    let relocated = device::read_u32(ALTERNATE_BASE + apic::register::VERSION);
+    let _ = apic::try_write_base(original & !modes);
+    let _ = apic::try_write_base(original);
+    apic::resynchronize();
+    report!(
+        moved.is_ok() && relocated == version,
+        "moved to {ALTERNATE_BASE:#x}, the APIC's VERSION {version:#x} reads there (got {relocated:#x}, WRMSR {moved:x?})"
+    );
+}
+
+/// About 33 ms of LVT timer count at the 1 GHz APIC timer clock of QEMU and KVM (divide by 1).
+const TIMER_COUNT: u32 = 0x200_0000;
+
+/// Starts the masked LVT timer counting down from [`TIMER_COUNT`], periodic or one-shot.
+fn start_masked_timer(periodic: bool) {
+    apic::write(apic::register::TIMER_DIVIDE, 0b1011);
+    set_masked_timer_mode(periodic);
+    apic::write(apic::register::TIMER_INITIAL_COUNT, TIMER_COUNT);
+}
+
+/// Switches the masked LVT timer between periodic and one-shot mode.
+fn set_masked_timer_mode(periodic: bool) {
+    let mode = if periodic { apic::TIMER_PERIODIC } else { 0 };
+    apic::write(apic::register::TIMER, apic::MASKED | mode);
+}
+
+/// Stops the LVT timer.
+fn stop_timer() {
+    apic::write(apic::register::TIMER, apic::MASKED);
+    apic::write(apic::register::TIMER_INITIAL_COUNT, 0);
+}
+
+/// An expired one-shot LVT timer switched to periodic mode stays at 0 (SDM Vol. 3, 11.5.4: a
+/// mode change does not restart the count; kvm-unit-tests' "apic change mode"). QEMU's TCG
+/// restarts it: `apic_get_current_count` (hw/intc/apic.c) computes the count from the time of
+/// the initial-count write in the mode of the moment. Passes under KVM.
+#[vmunit::test]
+fn expired_one_shot_switched_to_periodic_stays_at_zero() {
+    start_masked_timer(false);
+    let expired = vmunit::time::spin_until(500, || apic::read(apic::register::TIMER_CURRENT_COUNT) == 0);
+    set_masked_timer_mode(true);
+    let after = apic::read(apic::register::TIMER_CURRENT_COUNT);
+    stop_timer();
+    report!(
+        expired && after == 0,
+        "an expired one-shot count switched to periodic stays at 0 (expired {expired}, got {after:#x})"
+    );
+}
+
+/// A periodic LVT timer switched to one-shot mode in the middle of its count, after its first
+/// period, goes on counting from where it was (SDM Vol. 3, 11.5.4; kvm-unit-tests' "apic
+/// change mode"). QEMU's TCG ends it at once: `apic_get_current_count` (hw/intc/apic.c) takes
+/// the time since the initial-count write, more than one count, as expired in one-shot mode.
+/// Passes under KVM.
+#[vmunit::test]
+fn periodic_switched_to_one_shot_keeps_its_count() {
+    let in_middle = |count: u32| (TIMER_COUNT / 4..=TIMER_COUNT / 2).contains(&count);
+    start_masked_timer(true);
+    // Past the first period, then into the middle of a later one.
+    vmunit::time::delay(50);
+    let reached =
+        vmunit::time::spin_until(500, || in_middle(apic::read(apic::register::TIMER_CURRENT_COUNT)));
+    let before = apic::read(apic::register::TIMER_CURRENT_COUNT);
+    set_masked_timer_mode(false);
+    let after = apic::read(apic::register::TIMER_CURRENT_COUNT);
+    stop_timer();
+    report!(
+        reached && after != 0 && after <= before,
+        "a periodic count switched to one-shot after its first period goes on from {before:#x} (got {after:#x}, middle reached {reached})"
+    );
+}
+
+/// WRMSR to the x2APIC SELF IPI register with reserved bits 31:8 set raises #GP (SDM Vol. 3,
+/// 11.12.11). QEMU's TCG sends the IPI (hw/intc/apic.c `apic_register_write`: SELF IPI takes
+/// the vector, nothing checks the rest). Passes under KVM.
+#[vmunit::test]
+fn x2apic_self_ipi_reserved_bits_raise_general_protection() {
+    const VECTOR: u8 = 0x40;
+    if !enter_x2apic() {
+        return;
+    }
+    count_interrupts(VECTOR);
+    let result = try_wrmsr(msr::IA32_X2APIC_SELF_IPI, 0x100 | u64::from(VECTOR));
+    let _ = vmunit::time::wait_until(50, || interrupt_count(VECTOR) > 0);
+    set_interrupt_handler(VECTOR, None);
+    report!(
+        matches!(result, Err(e) if e.vector == Vector::GP),
+        "WRMSR({:#x} SELF IPI, {:#x}) with reserved bits 31:8 set raises #GP (got {result:x?}, {} interrupts)",
+        msr::IA32_X2APIC_SELF_IPI,
+        0x100 | u64::from(VECTOR),
+        interrupt_count(VECTOR)
+    );
+}
+
+/// RDMSR of IA32_TSC reads the time-stamp counter (SDM Vol. 3, 18.17): between the fenced
+/// RDTSCs around it. QEMU's TCG reads 0 (target/i386/tcg/system/misc_helper.c `helper_rdmsr`
+/// has no IA32_TSC case). Passes under KVM.
+#[vmunit::test]
+fn tsc_msr_reads_the_counter() {
+    let before = rdtsc_ordered();
+    let read = try_rdmsr(msr::IA32_TSC);
+    let after = rdtsc_ordered();
+    report!(
+        matches!(read, Ok(value) if before <= value && value <= after),
+        "RDMSR(IA32_TSC) lies between the RDTSCs around it, {before:#x}..={after:#x} (got {read:x?})"
+    );
+}
+
+/// WRMSR to IA32_TSC_AUX with bits 63:32 set raises #GP on Intel (SDM Vol. 4: they are
+/// reserved); AMD processors may drop them instead. QEMU's TCG keeps them
+/// (target/i386/tcg/system/misc_helper.c `helper_wrmsr` stores the value whole). Passes
+/// under KVM. Needs RDTSCP or RDPID (TSC_AUX exists with either).
+#[vmunit::test]
+fn tsc_aux_reserved_bits_raise_general_protection() {
+    if !Feature::Rdtscp.supported() && !Feature::Rdpid.supported() {
+        report_skip!("neither RDTSCP nor RDPID is advertised: no IA32_TSC_AUX");
+        return;
+    }
+    let value = 0x1234_5678;
+    let high = value | 1 << 40;
+    let original = try_rdmsr(msr::IA32_TSC_AUX).unwrap_or(0);
+    let _ = try_wrmsr(msr::IA32_TSC_AUX, value);
+    let result = try_wrmsr(msr::IA32_TSC_AUX, high);
+    let read = try_rdmsr(msr::IA32_TSC_AUX);
+    let _ = try_wrmsr(msr::IA32_TSC_AUX, original);
+    let gp = matches!(result, Err(e) if e.vector == Vector::GP);
+    if vendor() == Vendor::Intel {
+        report!(
+            gp,
+            "WRMSR(IA32_TSC_AUX, {high:#x}) raises #GP: bits 63:32 are reserved (got {result:x?})"
+        );
+    } else {
+        report!(
+            gp || read == Ok(value),
+            "WRMSR(IA32_TSC_AUX, {high:#x}) raises #GP or drops the reserved bits 63:32 (WRMSR {result:x?}, read {read:x?})"
+        );
+    }
+}
+
+/// An edge-triggered I/O APIC input held high sends no more interrupts when the line is set
+/// high again (82093AA: an edge is a low-to-high transition). QEMU's own I/O APIC (version
+/// 0x20: TCG, or KVM without its in-kernel irqchip) sends one for every write of an asserted
+/// level (hw/intc/ioapic.c `ioapic_set_irq`: no edge detection). KVM's in-kernel I/O APIC
+/// (version 0x11) passes.
+#[vmunit::test]
+fn edge_input_held_high_sends_once() {
+    const LINE: u8 = 14;
+    const VECTOR: u8 = 0x76;
+    if !testdev::present() {
+        report_skip!("no pc-testdev: run with -device pc-testdev");
+        return;
+    }
+    ioapic::mask_legacy_pic();
+    count_interrupts(VECTOR);
+    testdev::set_irq_line(LINE, false);
+    ioapic::route(LINE, VECTOR, ioapic::Trigger::Edge);
+    testdev::set_irq_line(LINE, true);
+    let first = vmunit::time::wait_until(500, || interrupt_count(VECTOR) >= 1);
+    testdev::set_irq_line(LINE, true);
+    let _ = vmunit::time::wait_until(50, || interrupt_count(VECTOR) > 1);
+    let deliveries = interrupt_count(VECTOR);
+    testdev::set_irq_line(LINE, false);
+    ioapic::set_mask(LINE, true);
+    set_interrupt_handler(VECTOR, None);
+    report!(
+        first && deliveries == 1,
+        "line {LINE}'s rising edge is one interrupt, and setting it high again sends none (got {deliveries}, I/O APIC version {:#x})",
+        ioapic::version()
     );
 }

@@ -152,7 +152,7 @@ fn check_exceptions() {
 
     if vmunit::environment::instruction_emulating_kvm() {
         report_skip!(
-            "#BP: this host's kvm_pvm cannot emulate INT3 (the VM would stop with a KVM internal error)"
+            "#BP: this host's kvm_pvm cannot emulate INT3 (the VM would stop with a KVM internal error; reproduce-int3)"
         );
     } else {
         let caught = catch_exception(int3);

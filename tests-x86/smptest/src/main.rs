@@ -12,7 +12,8 @@ use vmunit::arch::acpi::madt;
 use vmunit::arch::cpuid::cpuid;
 use vmunit::arch::fw_cfg;
 use vmunit::arch::instructions::try_divide;
-use vmunit::arch::smp::{CpuSet, MAX_CPUS, cpu_count, cpu_index, on_cpu, on_cpu_mask, on_cpus};
+use vmunit::arch::msr::{self, ApicBaseFlags, try_rdmsr};
+use vmunit::arch::smp::{CpuSet, MAX_CPUS, apic_id_of, cpu_count, cpu_index, on_cpu, on_cpu_mask, on_cpus};
 use vmunit::{Vector, prefix, report, report_info};
 
 vmunit::main!(main);
@@ -28,7 +29,13 @@ fn main(args: &[&str]) {
         .unwrap_or(1);
     let count = cpu_count();
     report!(count == expected, "{expected} CPUs come up (got {count})");
-    report!(cpu_index() == 0, "the boot CPU is CPU 0 (got {})", cpu_index());
+    // CPU 0 is the CPU that runs main: the processor itself says it is the bootstrap one.
+    let base = try_rdmsr(msr::IA32_APIC_BASE);
+    report!(
+        cpu_index() == 0 && matches!(base, Ok(base) if base & ApicBaseFlags::BSP.bits() != 0),
+        "the boot CPU is CPU 0, with IA32_APIC_BASE.BSP set (got CPU {}, {base:x?})",
+        cpu_index()
+    );
 
     // Each CPU, one at a time, records who it is.
     for (cpu, reported_index) in INDICES.iter().enumerate().take(count) {
@@ -38,13 +45,26 @@ fn main(args: &[&str]) {
             APIC_IDS[me].store((cpuid(1, 0).ebx >> 24) + 1, Ordering::SeqCst);
         });
     }
-    let indices_right = (0..count).all(|cpu| INDICES[cpu].load(Ordering::SeqCst) == cpu + 1);
-    report!(
-        indices_right,
-        "on_cpu(n, ..) runs on CPU n, which knows its index"
-    );
     let apic_ids: [u32; MAX_CPUS] =
         core::array::from_fn(|cpu| APIC_IDS[cpu].load(Ordering::SeqCst).wrapping_sub(1));
+    // The runtime derives a CPU's index from its stack, so the index alone proves nothing: the
+    // CPU that ran the work must also be the one whose local APIC ID register CPU n read when
+    // it came up (`apic_id_of`), as its CPUID says.
+    let runners: [(usize, u32, u32); MAX_CPUS] = core::array::from_fn(|cpu| {
+        (
+            INDICES[cpu].load(Ordering::SeqCst).wrapping_sub(1),
+            apic_ids[cpu],
+            apic_id_of(cpu),
+        )
+    });
+    let runners = &runners[..count];
+    report!(
+        runners
+            .iter()
+            .enumerate()
+            .all(|(cpu, &(index, cpuid_id, started_id))| index == cpu && cpuid_id == started_id),
+        "on_cpu(n, ..) runs on CPU n: its index, and its CPUID APIC ID is the APIC ID CPU n read at start-up (index, CPUID, start-up: {runners:?})"
+    );
     let mut sorted = apic_ids;
     let seen = &mut sorted[..count];
     report!(
@@ -60,25 +80,29 @@ fn main(args: &[&str]) {
     check_madt(&apic_ids[..count]);
 
     // All at once: every CPU adds its bit, and runs on a stack of its own.
+    // The index is the stack's 64 KiB slot: each slot records the APIC ID (CPUID) of the CPU
+    // that ran on it, which must be the CPU that slot belongs to, the one on_cpu found there.
     let bits = AtomicU64::new(0);
-    let stacks: [AtomicU64; MAX_CPUS] = core::array::from_fn(|_| AtomicU64::new(0));
+    let runs = AtomicUsize::new(0);
+    let stack_owners: [AtomicU32; MAX_CPUS] = core::array::from_fn(|_| AtomicU32::new(u32::MAX));
     on_cpus(|| {
-        let marker = 0u64;
         bits.fetch_or(1 << cpu_index(), Ordering::SeqCst);
-        stacks[cpu_index()].store(&raw const marker as u64, Ordering::SeqCst);
+        runs.fetch_add(1, Ordering::SeqCst);
+        stack_owners[cpu_index()].store(cpuid(1, 0).ebx >> 24, Ordering::SeqCst);
     });
     let all = (1u64 << count) - 1;
     report!(
-        bits.load(Ordering::SeqCst) == all,
-        "on_cpus runs on every CPU once (bits {:#b})",
-        bits.load(Ordering::SeqCst)
+        bits.load(Ordering::SeqCst) == all && runs.load(Ordering::SeqCst) == count,
+        "on_cpus runs on every CPU once (bits {:#b}, {} runs)",
+        bits.load(Ordering::SeqCst),
+        runs.load(Ordering::SeqCst)
     );
-    let mut slots: [u64; MAX_CPUS] = core::array::from_fn(|cpu| stacks[cpu].load(Ordering::SeqCst) >> 16);
-    let slots = &mut slots[..count];
-    slots.sort_unstable();
+    let owners: [u32; MAX_CPUS] = core::array::from_fn(|cpu| stack_owners[cpu].load(Ordering::SeqCst));
     report!(
-        slots.windows(2).all(|pair| pair[0] != pair[1]),
-        "every CPU runs on its own stack (64 KiB slots {slots:x?})"
+        owners[..count] == apic_ids[..count],
+        "every CPU runs on its own stack: stack slot n ran the CPU with CPU n's APIC ID (slots' APIC IDs {:?}, CPUs' {:?})",
+        &owners[..count],
+        &apic_ids[..count]
     );
 
     // Exceptions are caught on the CPU that raised them.

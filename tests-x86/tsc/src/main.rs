@@ -6,8 +6,13 @@
 //! QEMU's TCG implements neither IA32_TSC (MSR 0x10: reads 0, ignores writes) nor
 //! IA32_TSC_ADJUST, and keeps bits 63:32 of TSC_AUX (target/i386/tcg/system/misc_helper.c):
 //! those checks report KFAIL when CPUID leaf 0x40000000 says TCG, and FAIL anywhere else.
+//! Reproducers: `reproduce-tsc-msr-read-tcg` (RDMSR reads 0, `helper_rdmsr`),
+//! `reproduce-tsc-write` (the write does not move RDTSC, under TCG and kvm_pvm),
+//! `reproduce-tsc-aux-reserved-bits-tcg` (TSC_AUX keeps bits 63:32, `helper_wrmsr`).
 #![no_std]
 #![no_main]
+
+extern crate alloc;
 
 use vmunit::arch::cpuid::{Feature, Vendor, is_tcg, vendor};
 use vmunit::arch::instructions::{rdtsc, rdtsc_ordered, try_rdpid, try_rdtscp};
@@ -172,16 +177,13 @@ fn test_rdtscp_order() {
             }
         }
     }
-    match failure {
-        None => report!(
-            true,
-            "in {ROUNDS} rounds RDTSCP lies between the fenced RDTSCs before and after it"
-        ),
-        Some((before, during, after)) => report!(
-            false,
-            "in {ROUNDS} rounds RDTSCP lies between the fenced RDTSCs before and after it (got {before:#x}, {during:x?}, {after:#x})"
-        ),
-    };
+    let got =
+        failure.map(|(before, during, after)| alloc::format!(" (got {before:#x}, {during:x?}, {after:#x})"));
+    report!(
+        failure.is_none(),
+        "in {ROUNDS} rounds RDTSCP lies between the fenced RDTSCs before and after it{}",
+        got.unwrap_or_default()
+    );
 }
 
 /// Writes IA32_TSC (up to three tries, in case something stalls the guest between the write

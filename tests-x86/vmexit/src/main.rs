@@ -197,7 +197,9 @@ fn hypercall_benchmark(_name: &str) -> Option<Sample> {
     };
     let instruction = hypercall.name();
     if vmunit::environment::instruction_emulating_kvm() {
-        report_skip!("kvm_pvm never completes {instruction}: the vCPU stays on it, so the VM hangs");
+        report_skip!(
+            "kvm_pvm never completes {instruction}: the vCPU stays on it, so the VM hangs (reproduce-hypercall)"
+        );
         return None;
     }
     let signature = hypervisor_signature();
@@ -549,7 +551,8 @@ fn self_ipi(name: &str) -> Option<Sample> {
     let window_missed = vmunit::environment::instruction_emulating_kvm() && variant.window && !variant.halt;
     known_failure(
         window_missed,
-        "kvm_pvm does not deliver a pending interrupt in the window STI opens (STI; NOP; CLI)",
+        "kvm_pvm does not deliver a pending interrupt in the window STI opens (STI; NOP; CLI; \
+         reproduce-sti-window)",
         || {
             report!(
                 wrong.load(Ordering::SeqCst) == 0 && INTERRUPTS.load(Ordering::SeqCst) == sample.iterations,
