@@ -157,6 +157,64 @@ fn unadvertised_spec_ctrl_raises_general_protection() {
     );
 }
 
+/// WRMSR of IA32_PRED_CMD raises #GP when CPUID advertises no IBPB (kvm_pvm takes it; QEMU's
+/// TCG drops it: `helper_wrmsr` has no case for it).
+#[vmunit::test]
+fn unadvertised_pred_cmd_write_raises_general_protection() {
+    if Feature::SpecCtrl.supported() || Feature::AmdIbpb.supported() || Feature::Sbpb.supported() {
+        report_skip!("CPUID advertises IBPB");
+        return;
+    }
+    let result = try_wrmsr(msr::IA32_PRED_CMD, 1);
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::GP),
+        "WRMSR(IA32_PRED_CMD, 1) without IBPB raises #GP (got {result:x?})"
+    );
+}
+
+/// WRMSR of IA32_FLUSH_CMD raises #GP when CPUID.7.0:EDX[28] (L1D_FLUSH) is clear (kvm_pvm
+/// takes it; QEMU's TCG drops it: `helper_wrmsr` has no case for it).
+#[vmunit::test]
+fn unadvertised_flush_cmd_write_raises_general_protection() {
+    if Feature::FlushL1d.supported() {
+        report_skip!("CPUID advertises L1D_FLUSH");
+        return;
+    }
+    let result = try_wrmsr(msr::IA32_FLUSH_CMD, 1);
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::GP),
+        "WRMSR(IA32_FLUSH_CMD, 1) without L1D_FLUSH raises #GP (got {result:x?})"
+    );
+}
+
+/// RDMSR of an MSR index no processor has raises #GP (QEMU's TCG reads 0: `helper_rdmsr`,
+/// target/i386/tcg/system/misc_helper.c, has no case for it, "XXX: exception?").
+#[vmunit::test]
+fn unknown_msr_raises_general_protection() {
+    let index = 0x0000_2fff;
+    let result = try_rdmsr(index);
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::GP),
+        "RDMSR({index:#x}) of a nonexistent MSR raises #GP (got {result:x?})"
+    );
+}
+
+/// WRMSR of IA32_EFER with reserved bit 63 set raises #GP (QEMU's TCG masks the bit off and
+/// takes the write: `helper_wrmsr`, target/i386/tcg/system/misc_helper.c, `update_mask`).
+#[vmunit::test]
+fn efer_reserved_bit_raises_general_protection() {
+    let Ok(efer) = try_rdmsr(msr::IA32_EFER) else {
+        report!(false, "RDMSR(IA32_EFER) succeeds");
+        return;
+    };
+    let value = efer | 1 << 63;
+    let result = try_wrmsr_briefly(msr::IA32_EFER, value);
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::GP),
+        "WRMSR(IA32_EFER, {value:#x}) with reserved bit 63 raises #GP (got {result:x?})"
+    );
+}
+
 /// A data breakpoint (DR0, write, 8 bytes) fires after the watched store (kvm_pvm never fires).
 #[vmunit::test]
 fn data_breakpoint_fires() {
