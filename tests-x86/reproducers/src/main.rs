@@ -804,3 +804,151 @@ fn noncanonical_gdt_base_raises_general_protection() {
         "LGDT with base {base:#x} raises #GP(0) (got {result:x?})"
     );
 }
+
+/// INTO (0xCE) is invalid in 64-bit mode: #UD (SDM Vol. 2, INTO). QEMU 10.0's TCG executes it:
+/// its one-byte opcode table (target/i386/tcg/decode-new.c.inc) has `X86_OP_ENTRY0(INTO)`
+/// without `chk(i64)`.
+#[vmunit::test]
+fn into_in_64_bit_mode_raises_invalid_opcode() {
+    let result = probes::try_into_opcode().result;
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::UD),
+        "INTO in 64-bit mode raises #UD (got {result:x?})"
+    );
+}
+
+/// MOV SS of a null selector with RPL 3 at CPL 0 raises #GP(0): in 64-bit mode a null SS is
+/// legal only with RPL = CPL (SDM Vol. 2, MOV). QEMU 10.0's TCG loads it
+/// (target/i386/tcg/seg_helper.c `helper_load_seg`: its null-selector case checks RPL only
+/// at CPL 3).
+#[vmunit::test]
+fn null_ss_with_rpl_raises_general_protection() {
+    let result = probes::try_load_ss(3).result;
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::GP && exception.error_code == 0),
+        "MOV SS, 3 at CPL 0 raises #GP(0) (got {result:x?})"
+    );
+}
+
+/// Setting CR0 bit 63 (reserved) raises #GP(0) (SDM Vol. 3, 2.5). QEMU 10.0's TCG
+/// (target/i386/tcg/system/misc_helper.c `helper_write_crN` -> `cpu_x86_update_cr0`) and
+/// kvm_pvm drop the bit instead.
+#[vmunit::test]
+fn cr0_high_bit_raises_general_protection() {
+    let cr0 = read_cr0();
+    let result = try_write_cr0(cr0 | 1 << 63);
+    let after = read_cr0();
+    if after != cr0 {
+        let _ = try_write_cr0(cr0);
+    }
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::GP && exception.error_code == 0),
+        "setting CR0 bit 63 raises #GP(0) (got {result:x?}, CR0 {after:#x})"
+    );
+}
+
+/// Setting CR0.NW with CD clear raises #GP(0) (SDM Vol. 3, 2.5 and MOV CR). QEMU 10.0's TCG
+/// takes it (`helper_write_crN` checks nothing for CR0).
+#[vmunit::test]
+fn cr0_nw_without_cd_raises_general_protection() {
+    let cr0 = read_cr0();
+    let value = (cr0 | Cr0Flags::NOT_WRITE_THROUGH.bits()) & !Cr0Flags::CACHE_DISABLE.bits();
+    let result = try_write_cr0(value);
+    let after = read_cr0();
+    if after != cr0 {
+        let _ = try_write_cr0(cr0);
+    }
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::GP && exception.error_code == 0),
+        "setting CR0.NW with CD clear raises #GP(0) (got {result:x?}, CR0 {after:#x})"
+    );
+}
+
+/// A #GP for a non-canonical load leaves CR2 alone: only #PF loads it (SDM Vol. 3, 6.15,
+/// interrupt 13). QEMU 10.0's TCG writes the address there (target/i386/tcg/system/
+/// excp_helper.c `x86_cpu_tlb_fill` sets CR2 for every fault its page walk reports).
+#[vmunit::test]
+fn general_protection_leaves_cr2() {
+    const MARKER: u64 = 0xdeca_fbad_0000;
+    vmunit::arch::control::write_cr2(MARKER);
+    let _ = probes::try_load(1 << 63);
+    let cr2 = vmunit::arch::control::read_cr2();
+    report!(
+        cr2 == MARKER,
+        "a non-canonical load's #GP leaves CR2 {MARKER:#x} (got {cr2:#x})"
+    );
+}
+
+/// A non-canonical access through RBP (the SS segment) raises #SS(0), not #GP (SDM Vol. 3,
+/// 6.15, interrupt 12). QEMU 10.0's TCG raises #GP(0) for every non-canonical address
+/// (target/i386/tcg/system/excp_helper.c, `get_physical_address`).
+#[vmunit::test]
+fn noncanonical_stack_access_raises_stack_fault() {
+    let result = probes::try_stack_read(1 << 63).result;
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::SS && exception.error_code == 0),
+        "a read of non-canonical 0x8000000000000000 through RBP raises #SS(0) (got {result:x?})"
+    );
+}
+
+/// CLFLUSH of an unmapped page raises #PF like a byte load (SDM Vol. 2, CLFLUSH). QEMU 10.0's
+/// TCG never translates its address (target/i386/tcg: decoded as a no-op, `gen_nop_modrm`).
+#[vmunit::test]
+fn clflush_of_unmapped_page_raises_page_fault() {
+    use vmunit::arch::instructions::{MemoryInstruction, try_memory_instruction};
+    if !MemoryInstruction::Clflush.advertised() {
+        report_skip!("CLFLUSH is not advertised");
+        return;
+    }
+    let page = TestPage::new();
+    let target = page.address() + 0x40;
+    page.unmap();
+    let result = try_memory_instruction(MemoryInstruction::Clflush, target as *const u8).result;
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::PF && exception.address == target),
+        "CLFLUSH of unmapped {target:#x} raises #PF there (got {result:x?})"
+    );
+}
+
+/// Setting CR4.PCIDE where CPUID.1:ECX[17] (PCID) is clear raises #GP (SDM Vol. 3, 2.5).
+/// QEMU 10.0's TCG takes it: `helper_write_crN` checks CR4 against `cr4_reserved_bits`
+/// (target/i386/cpu.h), which leaves PCIDE out.
+#[vmunit::test]
+fn unadvertised_cr4_pcide_raises_general_protection() {
+    if Feature::Pcid.supported() {
+        report_skip!("CPUID advertises PCID");
+        return;
+    }
+    let cr4 = read_cr4();
+    let result = try_write_cr4(cr4 | Cr4Flags::PCID.bits());
+    if result.is_ok() {
+        let _ = try_write_cr4(cr4);
+    }
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::GP),
+        "setting CR4.PCIDE without PCID raises #GP (got {result:x?})"
+    );
+}
+
+/// On an Intel CPU, SYSRET to a non-canonical RCX raises #GP(0) at CPL 0 (SDM Vol. 2,
+/// SYSRET). QEMU 10.0's TCG follows AMD whatever the vendor: `helper_sysret`
+/// (target/i386/tcg/seg_helper.c) checks no address, and the fetch at CPL 3 faults.
+#[vmunit::test]
+fn intel_sysret_to_noncanonical_raises_general_protection() {
+    use vmunit::arch::cpuid::{Vendor, vendor};
+    use vmunit::arch::instructions::NON_CANONICAL_START;
+    if vendor() != Vendor::Intel {
+        report_skip!("the vendor is not GenuineIntel");
+        return;
+    }
+    report!(syscall::try_enable(1 << 9).is_ok(), "SYSCALL can be enabled");
+    syscall::set_sysret_target(NON_CANONICAL_START);
+    let result = run_in_user_mode(|| syscall::syscall(0, false));
+    syscall::set_sysret_target(0);
+    let _ = syscall::try_disable();
+    let sysret = syscall::sysret_address();
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::GP && exception.rip == sysret),
+        "SYSRET to {NON_CANONICAL_START:#x} raises #GP(0) at the SYSRET {sysret:#x} (got {result:x?})"
+    );
+}
