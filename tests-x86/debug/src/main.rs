@@ -49,7 +49,7 @@ const PVM_MOV_SS_SHADOW: &str = "this host's kvm_pvm delivers the single-step #D
      instead of after the next instruction (at CPL 3 it holds it back; reproduce-mov-ss-single-step)";
 /// Why data breakpoints in the MOV SS shadow are known failures under TCG.
 const TCG_MOV_SS_DATA_BREAKPOINT: &str = "QEMU's TCG delivers a data breakpoint's #DB right after MOV SS instead of \
-     after the next instruction (bpt_helper.c, breakpoint_handler: FIXME)";
+     after the next instruction (bpt_helper.c, breakpoint_handler: FIXME; reproduce-mov-ss-data-breakpoint-tcg)";
 
 fn main(args: &[&str]) {
     if args.contains(&"migration") {

@@ -952,3 +952,35 @@ fn intel_sysret_to_noncanonical_raises_general_protection() {
         "SYSRET to {NON_CANONICAL_START:#x} raises #GP(0) at the SYSRET {sysret:#x} (got {result:x?})"
     );
 }
+
+/// A read/write breakpoint on the word MOV SS loads SS from is held back by the MOV SS shadow:
+/// the one #DB comes after the next instruction (ICEBP here), none right after MOV SS (SDM
+/// Vol. 3, 6.8.3; kvm-unit-tests' debug.c "MOV SS + watchpoint + ICEBP"). QEMU 10.0's TCG
+/// delivers it right after MOV SS (target/i386/tcg/system/bpt_helper.c `breakpoint_handler`:
+/// FIXME). Skipped under kvm_pvm, which stops the VM on ICEBP (reproduce-int3) and never fires
+/// data breakpoints (reproduce-data-breakpoint).
+#[vmunit::test]
+fn mov_ss_holds_back_data_breakpoint() {
+    use vmunit::arch::debug::{
+        ShadowedInstruction, dr6, dr7, mov_ss_from_watched_then, store_watched, try_write_debug_register,
+        watched_address,
+    };
+    if vmunit::environment::instruction_emulating_kvm() {
+        report_skip!("kvm_pvm stops the VM on ICEBP (reproduce-int3)");
+        return;
+    }
+    store_watched(0, 2, u64::from(exceptions::selector::KERNEL_DATA));
+    let _ = try_write_debug_register(6, dr6::ACTIVE_LOW);
+    let _ = try_write_debug_register(0, watched_address(0));
+    let _ = try_write_debug_register(
+        7,
+        dr7::FIXED_1 | dr7::local(0) | dr7::condition(0, dr7::READ_WRITE, 4),
+    );
+    let (result, seen) = record_debug_exceptions(|| mov_ss_from_watched_then(ShadowedInstruction::Icebp));
+    let _ = try_write_debug_register(7, dr7::FIXED_1);
+    let _ = try_write_debug_register(0, 0);
+    report!(
+        matches!(result, Ok((_, after)) if seen.len() == 1 && seen[0].rip == after),
+        "MOV SS from a watched word, then ICEBP: one #DB, after the ICEBP (got {result:x?}, #DBs {seen:x?})"
+    );
+}
