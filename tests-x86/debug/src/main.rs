@@ -209,29 +209,20 @@ fn aliases() {
     let cleared = try_write_cr4(cr4 & !Cr4Flags::DEBUGGING_EXTENSIONS.bits());
     report!(cleared.is_ok(), "CR4.DE can be cleared (got {cleared:x?})");
     let status = dr6::ACTIVE_LOW | dr6::BS | dr6::B1;
-    let written = try_write_debug_register(4, status);
-    report!(
-        written.is_ok() && dr(6) == status,
-        "with CR4.DE clear, writing DR4 writes DR6 (wrote {written:x?}, DR6 {:#x})",
-        dr(6)
-    );
-    let read = try_read_debug_register(4);
-    report!(
-        read == Ok(status),
-        "with CR4.DE clear, DR4 reads DR6's {status:#x} (got {read:x?})"
-    );
     let control = dr7::FIXED_1 | dr7::condition(0, dr7::WRITE, 4);
-    let written = try_write_debug_register(5, control);
-    report!(
-        written.is_ok() && dr(7) == control,
-        "with CR4.DE clear, writing DR5 writes DR7 (wrote {written:x?}, DR7 {:#x})",
-        dr(7)
-    );
-    let read = try_read_debug_register(5);
-    report!(
-        read == Ok(control),
-        "with CR4.DE clear, DR5 reads DR7's {control:#x} (got {read:x?})"
-    );
+    for (alias, target, value) in [(4, 6, status), (5, 7, control)] {
+        let written = try_write_debug_register(alias, value);
+        report!(
+            written.is_ok() && dr(target) == value,
+            "with CR4.DE clear, writing DR{alias} writes DR{target} (wrote {written:x?}, DR{target} {:#x})",
+            dr(target)
+        );
+        let read = try_read_debug_register(alias);
+        report!(
+            read == Ok(value),
+            "with CR4.DE clear, DR{alias} reads DR{target}'s {value:#x} (got {read:x?})"
+        );
+    }
     disable_breakpoints();
 
     let set = try_write_cr4(cr4 | Cr4Flags::DEBUGGING_EXTENSIONS.bits());
