@@ -415,58 +415,55 @@ fn steps<'a>(after: &[u64], from: usize, names: &[&'a str]) -> Vec<(u64, u64, &'
         .collect()
 }
 
+/// Checks that `seen` holds exactly a single-step #DB (DR6.BS) after each instruction from
+/// `after[1]` on, named by `names`.
+fn check_single_steps(what: &str, seen: &[DebugException], after: &[u64], names: &[&str]) {
+    check_debug_exceptions(what, seen, &steps(after, 1, names));
+}
+
 const TIMER_VECTOR: u8 = 0xee;
 
 fn single_step() {
     let _prefix = prefix("single-step");
     let (after, seen) = step(single_step_basic);
-    check_debug_exceptions(
+    check_single_steps(
         "TF set by POPFQ (DR6.BS each)",
         &seen,
-        &steps(
-            &after,
-            1,
-            &[
-                "after AND (not after POPFQ)",
-                "after PUSH",
-                "after the POPFQ clearing TF",
-            ],
-        ),
+        &after,
+        &[
+            "after AND (not after POPFQ)",
+            "after PUSH",
+            "after the POPFQ clearing TF",
+        ],
     );
 
     let (after, seen) = step(single_step_emulated_instructions);
-    check_debug_exceptions(
+    check_single_steps(
         "emulated instructions (DR6.BS each)",
         &seen,
-        &steps(
-            &after,
-            1,
-            &[
-                "after AND",
-                "after PUSH",
-                "after XOR",
-                "after CPUID",
-                "after MOV",
-                "after IN",
-                "after POPFQ",
-            ],
-        ),
+        &after,
+        &[
+            "after AND",
+            "after PUSH",
+            "after XOR",
+            "after CPUID",
+            "after MOV",
+            "after IN",
+            "after POPFQ",
+        ],
     );
 
     let (after, seen) = step(single_step_sti);
-    check_debug_exceptions(
+    check_single_steps(
         "STI shadow (DR6.BS each)",
         &seen,
-        &steps(
-            &after,
-            1,
-            &[
-                "after STI (not held back)",
-                "after AND",
-                "after PUSH",
-                "after POPFQ",
-            ],
-        ),
+        &after,
+        &[
+            "after STI (not held back)",
+            "after AND",
+            "after PUSH",
+            "after POPFQ",
+        ],
     );
 
     let pvm = instruction_emulating_kvm();
@@ -529,14 +526,11 @@ fn single_step() {
     // checked (debug.c does not either); the timer makes sure it ends.
     let ticks = interrupt_count(TIMER_VECTOR);
     report_info!("STI;HLT: {ticks} APIC timer interrupts during the sequence");
-    check_debug_exceptions(
+    check_single_steps(
         "STI;HLT (DR6.BS each)",
         &seen,
-        &steps(
-            &after,
-            1,
-            &["after STI", "after HLT", "after AND", "after PUSH", "after POPFQ"],
-        ),
+        &after,
+        &["after STI", "after HLT", "after AND", "after PUSH", "after POPFQ"],
     );
 }
 
@@ -550,28 +544,26 @@ fn single_step_in_user_mode() {
         );
     };
     let (after, seen) = step(|| run_in_user_mode(single_step_basic).unwrap_or([0; 4]));
-    check_debug_exceptions(
+    check_single_steps(
         "TF set by POPFQ (DR6.BS each)",
         &seen,
-        &steps(&after, 1, &["after AND", "after PUSH", "after POPFQ"]),
+        &after,
+        &["after AND", "after PUSH", "after POPFQ"],
     );
     in_user_mode(&seen);
 
     let (after, seen) = step(|| run_in_user_mode(single_step_cpuid).unwrap_or([0; 6]));
-    check_debug_exceptions(
+    check_single_steps(
         "CPUID (DR6.BS each)",
         &seen,
-        &steps(
-            &after,
-            1,
-            &[
-                "after AND",
-                "after PUSH",
-                "after XOR",
-                "after CPUID",
-                "after POPFQ",
-            ],
-        ),
+        &after,
+        &[
+            "after AND",
+            "after PUSH",
+            "after XOR",
+            "after CPUID",
+            "after POPFQ",
+        ],
     );
     in_user_mode(&seen);
 

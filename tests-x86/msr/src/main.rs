@@ -891,35 +891,19 @@ fn test_mitigations(machine: &Machine) {
         );
     }
 
-    expect_read_gp(machine, Gap::TcgUnknownMsr, "PRED_CMD", msr::IA32_PRED_CMD);
     let ibpb = Feature::SpecCtrl.supported() || Feature::AmdIbpb.supported() || Feature::Sbpb.supported();
-    for value in [0, 1] {
-        if ibpb {
-            expect_write_ok("PRED_CMD", msr::IA32_PRED_CMD, value);
-        } else {
-            expect_write_gp(
-                machine,
-                Gap::UnadvertisedCommand,
-                "PRED_CMD",
-                msr::IA32_PRED_CMD,
-                value,
-            );
-        }
-    }
-
-    expect_read_gp(machine, Gap::TcgUnknownMsr, "FLUSH_CMD", msr::IA32_FLUSH_CMD);
     let flush_l1d = Feature::FlushL1d.supported();
-    for value in [0, 1] {
-        if flush_l1d {
-            expect_write_ok("FLUSH_CMD", msr::IA32_FLUSH_CMD, value);
-        } else {
-            expect_write_gp(
-                machine,
-                Gap::UnadvertisedCommand,
-                "FLUSH_CMD",
-                msr::IA32_FLUSH_CMD,
-                value,
-            );
+    for (name, index, advertised) in [
+        ("PRED_CMD", msr::IA32_PRED_CMD, ibpb),
+        ("FLUSH_CMD", msr::IA32_FLUSH_CMD, flush_l1d),
+    ] {
+        expect_read_gp(machine, Gap::TcgUnknownMsr, name, index);
+        for value in [0, 1] {
+            if advertised {
+                expect_write_ok(name, index, value);
+            } else {
+                expect_write_gp(machine, Gap::UnadvertisedCommand, name, index, value);
+            }
         }
     }
 }
