@@ -76,7 +76,9 @@ fn main(_args: &[&str]) {
     // Last: checks that stop the VM (or hang the vCPU) on some hypervisors, skipped there
     // with the reason.
     if host().pvm {
-        report_skip!("#NM of WAIT with CR0.TS: this host's kvm_pvm stops the VM on it (KVM internal error)");
+        report_skip!(
+            "#NM of WAIT with CR0.TS: this host's kvm_pvm stops the VM on it (KVM internal error; reproduce-wait-device-not-available)"
+        );
     } else {
         wait_device_not_available();
     }
@@ -92,7 +94,7 @@ fn main(_args: &[&str]) {
     }
     if host().pvm {
         report_skip!(
-            "#BP of INT3, INT n to vectors 0, 1, 3, 4, 6, 32, #DB of INT1: this host's kvm_pvm stops the VM on software interrupts (KVM internal error)"
+            "#BP of INT3, INT n to vectors 0, 1, 3, 4, 6, 32, #DB of INT1: this host's kvm_pvm stops the VM on software interrupts (KVM internal error; reproduce-int3, reproduce-int-n)"
         );
     } else {
         breakpoint();

@@ -59,7 +59,7 @@ fn main(args: &[&str]) -> i32 {
         let _prefix = prefix("INVPCID not advertised");
         if vmunit::environment::instruction_emulating_kvm() {
             report_skip!(
-                "INVPCID: this host's kvm_pvm stops the VM on it (KVM internal error) instead of raising #UD"
+                "INVPCID: this host's kvm_pvm stops the VM on it (KVM internal error) instead of raising #UD (reproduce-invpcid-unadvertised)"
             );
             return report_summary();
         }
