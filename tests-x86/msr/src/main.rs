@@ -51,9 +51,13 @@ enum Gap {
     /// reproduce-unknown-msr-tcg.
     TcgUnknownMsr,
     /// QEMU's TCG: `helper_wrmsr` takes a value of an MSR it knows without checking reserved
-    /// bits or the feature (EFER: masks them off; TSC_AUX, MCi_STATUS: stores them).
-    /// Reproducer: reproduce-efer-reserved-bit-tcg.
+    /// bits (EFER: masks them off; TSC_AUX, MCi_STATUS: stores them). Reproducer:
+    /// reproduce-efer-reserved-bit-tcg.
     TcgUncheckedValue,
+    /// QEMU's TCG: `helper_rdmsr` and `helper_wrmsr` answer for IA32_TSC_AUX whatever CPUID
+    /// says (their MSR_TSC_AUX case checks no feature). Reproducer:
+    /// reproduce-tsc-aux-unadvertised-tcg.
+    TcgUnadvertisedTscAux,
     /// QEMU's TCG: `helper_wrmsr` stores non-canonical addresses in the FS/GS/KERNEL_GS base,
     /// LSTAR and CSTAR MSRs. Reproducer: reproduce-noncanonical-msr-tcg.
     TcgNoncanonical,
@@ -78,7 +82,10 @@ impl Machine {
     fn known(&self, gap: Gap) -> bool {
         match gap {
             Gap::None => false,
-            Gap::TcgUnknownMsr | Gap::TcgUncheckedValue | Gap::TcgNoncanonical => self.tcg,
+            Gap::TcgUnknownMsr
+            | Gap::TcgUncheckedValue
+            | Gap::TcgUnadvertisedTscAux
+            | Gap::TcgNoncanonical => self.tcg,
             Gap::InvalidPatType | Gap::TscWrite | Gap::UnadvertisedSpecCtrl | Gap::UnadvertisedCommand => {
                 self.tcg || self.pvm
             }
@@ -470,8 +477,14 @@ fn test_tsc_aux(machine: &Machine) {
     let rdpid = Feature::Rdpid.supported();
     if !rdtscp && !rdpid {
         // The SDM lists IA32_TSC_AUX only where RDTSCP or RDPID exists.
-        expect_read_gp(machine, Gap::TcgUncheckedValue, "TSC_AUX", msr::IA32_TSC_AUX);
-        expect_write_gp(machine, Gap::TcgUncheckedValue, "TSC_AUX", msr::IA32_TSC_AUX, 0);
+        expect_read_gp(machine, Gap::TcgUnadvertisedTscAux, "TSC_AUX", msr::IA32_TSC_AUX);
+        expect_write_gp(
+            machine,
+            Gap::TcgUnadvertisedTscAux,
+            "TSC_AUX",
+            msr::IA32_TSC_AUX,
+            0,
+        );
         return;
     }
     let Ok(original) = try_rdmsr(msr::IA32_TSC_AUX) else {

@@ -984,3 +984,19 @@ fn mov_ss_holds_back_data_breakpoint() {
         "MOV SS from a watched word, then ICEBP: one #DB, after the ICEBP (got {result:x?}, #DBs {seen:x?})"
     );
 }
+
+/// RDMSR of IA32_TSC_AUX raises #GP where CPUID advertises neither RDTSCP nor RDPID (the SDM
+/// lists the MSR only with them). QEMU 10.0's TCG reads it anyway: `helper_rdmsr`
+/// (target/i386/tcg/system/misc_helper.c) checks no feature for MSR_TSC_AUX.
+#[vmunit::test]
+fn unadvertised_tsc_aux_raises_general_protection() {
+    if Feature::Rdtscp.supported() || Feature::Rdpid.supported() {
+        report_skip!("CPUID advertises RDTSCP or RDPID");
+        return;
+    }
+    let result = try_rdmsr(msr::IA32_TSC_AUX);
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::GP),
+        "RDMSR(IA32_TSC_AUX) without RDTSCP and RDPID raises #GP (got {result:x?})"
+    );
+}
