@@ -5,7 +5,8 @@
 //! a FAIL line, or a "KVM internal error" that the runner reports as a hypervisor error.
 //!
 //! The `x2apic_*` subtests show defects of QEMU's TCG x2APIC instead: they fail under TCG and
-//! pass under KVM.
+//! pass under KVM. So do the subtests whose entry is named `reproduce-*-tcg` (each names the
+//! QEMU source it shows).
 //! `one_shot_timer_keeps_its_count_across_migration` shows a defect of QEMU's KVM APIC
 //! migration (hw/i386/kvm/apic.c): it fails under KVM, any KVM module, and passes under TCG.
 //!
