@@ -478,7 +478,7 @@ fn check_instructions(accelerator: Option<Accelerator>) {
     check_random_numbers(&rdrand, &rdseed);
     if !rdtscp.advertised && vmunit::environment::instruction_emulating_kvm() {
         report_skip!(
-            "unadvertised RDTSCP not executed: this host's kvm_pvm stops the VM on it (KVM internal error) instead of raising #UD"
+            "unadvertised RDTSCP not executed: this host's kvm_pvm stops the VM on it (KVM internal error) instead of raising #UD (reproduce-rdtscp-unadvertised)"
         );
     } else {
         check_probe(&rdtscp, accelerator);

@@ -49,7 +49,7 @@ const PVM_MOV_SS_SHADOW: &str = "this host's kvm_pvm delivers the single-step #D
      instead of after the next instruction (at CPL 3 it holds it back; reproduce-mov-ss-single-step)";
 /// Why data breakpoints in the MOV SS shadow are known failures under TCG.
 const TCG_MOV_SS_DATA_BREAKPOINT: &str = "QEMU's TCG delivers a data breakpoint's #DB right after MOV SS instead of \
-     after the next instruction (bpt_helper.c, breakpoint_handler: FIXME)";
+     after the next instruction (bpt_helper.c, breakpoint_handler: FIXME; reproduce-mov-ss-data-breakpoint-tcg)";
 
 fn main(args: &[&str]) {
     if args.contains(&"migration") {
@@ -209,29 +209,20 @@ fn aliases() {
     let cleared = try_write_cr4(cr4 & !Cr4Flags::DEBUGGING_EXTENSIONS.bits());
     report!(cleared.is_ok(), "CR4.DE can be cleared (got {cleared:x?})");
     let status = dr6::ACTIVE_LOW | dr6::BS | dr6::B1;
-    let written = try_write_debug_register(4, status);
-    report!(
-        written.is_ok() && dr(6) == status,
-        "with CR4.DE clear, writing DR4 writes DR6 (wrote {written:x?}, DR6 {:#x})",
-        dr(6)
-    );
-    let read = try_read_debug_register(4);
-    report!(
-        read == Ok(status),
-        "with CR4.DE clear, DR4 reads DR6's {status:#x} (got {read:x?})"
-    );
     let control = dr7::FIXED_1 | dr7::condition(0, dr7::WRITE, 4);
-    let written = try_write_debug_register(5, control);
-    report!(
-        written.is_ok() && dr(7) == control,
-        "with CR4.DE clear, writing DR5 writes DR7 (wrote {written:x?}, DR7 {:#x})",
-        dr(7)
-    );
-    let read = try_read_debug_register(5);
-    report!(
-        read == Ok(control),
-        "with CR4.DE clear, DR5 reads DR7's {control:#x} (got {read:x?})"
-    );
+    for (alias, target, value) in [(4, 6, status), (5, 7, control)] {
+        let written = try_write_debug_register(alias, value);
+        report!(
+            written.is_ok() && dr(target) == value,
+            "with CR4.DE clear, writing DR{alias} writes DR{target} (wrote {written:x?}, DR{target} {:#x})",
+            dr(target)
+        );
+        let read = try_read_debug_register(alias);
+        report!(
+            read == Ok(value),
+            "with CR4.DE clear, DR{alias} reads DR{target}'s {value:#x} (got {read:x?})"
+        );
+    }
     disable_breakpoints();
 
     let set = try_write_cr4(cr4 | Cr4Flags::DEBUGGING_EXTENSIONS.bits());
@@ -424,58 +415,55 @@ fn steps<'a>(after: &[u64], from: usize, names: &[&'a str]) -> Vec<(u64, u64, &'
         .collect()
 }
 
+/// Checks that `seen` holds exactly a single-step #DB (DR6.BS) after each instruction from
+/// `after[1]` on, named by `names`.
+fn check_single_steps(what: &str, seen: &[DebugException], after: &[u64], names: &[&str]) {
+    check_debug_exceptions(what, seen, &steps(after, 1, names));
+}
+
 const TIMER_VECTOR: u8 = 0xee;
 
 fn single_step() {
     let _prefix = prefix("single-step");
     let (after, seen) = step(single_step_basic);
-    check_debug_exceptions(
+    check_single_steps(
         "TF set by POPFQ (DR6.BS each)",
         &seen,
-        &steps(
-            &after,
-            1,
-            &[
-                "after AND (not after POPFQ)",
-                "after PUSH",
-                "after the POPFQ clearing TF",
-            ],
-        ),
+        &after,
+        &[
+            "after AND (not after POPFQ)",
+            "after PUSH",
+            "after the POPFQ clearing TF",
+        ],
     );
 
     let (after, seen) = step(single_step_emulated_instructions);
-    check_debug_exceptions(
+    check_single_steps(
         "emulated instructions (DR6.BS each)",
         &seen,
-        &steps(
-            &after,
-            1,
-            &[
-                "after AND",
-                "after PUSH",
-                "after XOR",
-                "after CPUID",
-                "after MOV",
-                "after IN",
-                "after POPFQ",
-            ],
-        ),
+        &after,
+        &[
+            "after AND",
+            "after PUSH",
+            "after XOR",
+            "after CPUID",
+            "after MOV",
+            "after IN",
+            "after POPFQ",
+        ],
     );
 
     let (after, seen) = step(single_step_sti);
-    check_debug_exceptions(
+    check_single_steps(
         "STI shadow (DR6.BS each)",
         &seen,
-        &steps(
-            &after,
-            1,
-            &[
-                "after STI (not held back)",
-                "after AND",
-                "after PUSH",
-                "after POPFQ",
-            ],
-        ),
+        &after,
+        &[
+            "after STI (not held back)",
+            "after AND",
+            "after PUSH",
+            "after POPFQ",
+        ],
     );
 
     let pvm = instruction_emulating_kvm();
@@ -538,14 +526,11 @@ fn single_step() {
     // checked (debug.c does not either); the timer makes sure it ends.
     let ticks = interrupt_count(TIMER_VECTOR);
     report_info!("STI;HLT: {ticks} APIC timer interrupts during the sequence");
-    check_debug_exceptions(
+    check_single_steps(
         "STI;HLT (DR6.BS each)",
         &seen,
-        &steps(
-            &after,
-            1,
-            &["after STI", "after HLT", "after AND", "after PUSH", "after POPFQ"],
-        ),
+        &after,
+        &["after STI", "after HLT", "after AND", "after PUSH", "after POPFQ"],
     );
 }
 
@@ -559,28 +544,26 @@ fn single_step_in_user_mode() {
         );
     };
     let (after, seen) = step(|| run_in_user_mode(single_step_basic).unwrap_or([0; 4]));
-    check_debug_exceptions(
+    check_single_steps(
         "TF set by POPFQ (DR6.BS each)",
         &seen,
-        &steps(&after, 1, &["after AND", "after PUSH", "after POPFQ"]),
+        &after,
+        &["after AND", "after PUSH", "after POPFQ"],
     );
     in_user_mode(&seen);
 
     let (after, seen) = step(|| run_in_user_mode(single_step_cpuid).unwrap_or([0; 6]));
-    check_debug_exceptions(
+    check_single_steps(
         "CPUID (DR6.BS each)",
         &seen,
-        &steps(
-            &after,
-            1,
-            &[
-                "after AND",
-                "after PUSH",
-                "after XOR",
-                "after CPUID",
-                "after POPFQ",
-            ],
-        ),
+        &after,
+        &[
+            "after AND",
+            "after PUSH",
+            "after XOR",
+            "after CPUID",
+            "after POPFQ",
+        ],
     );
     in_user_mode(&seen);
 

@@ -76,7 +76,9 @@ fn main(_args: &[&str]) {
     // Last: checks that stop the VM (or hang the vCPU) on some hypervisors, skipped there
     // with the reason.
     if host().pvm {
-        report_skip!("#NM of WAIT with CR0.TS: this host's kvm_pvm stops the VM on it (KVM internal error)");
+        report_skip!(
+            "#NM of WAIT with CR0.TS: this host's kvm_pvm stops the VM on it (KVM internal error; reproduce-wait-device-not-available)"
+        );
     } else {
         wait_device_not_available();
     }
@@ -92,7 +94,7 @@ fn main(_args: &[&str]) {
     }
     if host().pvm {
         report_skip!(
-            "#BP of INT3, INT n to vectors 0, 1, 3, 4, 6, 32, #DB of INT1: this host's kvm_pvm stops the VM on software interrupts (KVM internal error)"
+            "#BP of INT3, INT n to vectors 0, 1, 3, 4, 6, 32, #DB of INT1: this host's kvm_pvm stops the VM on software interrupts (KVM internal error; reproduce-int3, reproduce-int-n)"
         );
     } else {
         breakpoint();
@@ -326,7 +328,7 @@ fn invalid_opcode() {
     check_fault("LOCK NOP", probes::try_locked_nop(), Vector::UD, 0);
     known_failure(
         host().tcg,
-        "QEMU's TCG executes INTO in 64-bit mode instead of raising #UD (its decoder lacks the i64 check)",
+        "QEMU's TCG executes INTO in 64-bit mode instead of raising #UD (target/i386/tcg/decode-new.c.inc: X86_OP_ENTRY0(INTO) lacks chk(i64); reproduce-into-64-bit-tcg)",
         || {
             check_fault(
                 "INTO (invalid in 64-bit mode)",
@@ -380,7 +382,7 @@ fn general_protection() {
         );
         known_failure(
             host().tcg,
-            "QEMU's TCG loads a null SS selector whose RPL differs from CPL 0 without #GP",
+            "QEMU's TCG loads a null SS selector whose RPL differs from CPL 0 without #GP (target/i386/tcg/seg_helper.c helper_load_seg checks a null SS's RPL only at CPL 3; reproduce-null-ss-rpl-tcg)",
             || {
                 check_fault(
                     "MOV SS, 3 at CPL 0 (null with RPL != CPL)",
@@ -424,13 +426,13 @@ fn general_protection() {
                 cr0 | (1 << 63),
                 "setting reserved CR0 bit 63",
                 host.tcg || host.pvm,
-                "QEMU's TCG and this host's kvm_pvm drop CR0 bits 63:32 instead of raising #GP(0)",
+                "QEMU's TCG (helper_write_crN, target/i386/tcg/system/misc_helper.c) and this host's kvm_pvm drop CR0 bits 63:32 instead of raising #GP(0) (reproduce-cr0-high-bit)",
             ),
             (
                 (cr0 | Cr0Flags::NOT_WRITE_THROUGH.bits()) & !Cr0Flags::CACHE_DISABLE.bits(),
                 "setting CR0.NW with CD clear",
                 host.tcg,
-                "QEMU's TCG accepts CR0.NW=1 with CD=0",
+                "QEMU's TCG accepts CR0.NW=1 with CD=0 (helper_write_crN checks no CR0 bit; reproduce-cr0-nw-tcg)",
             ),
         ] {
             let result = try_write_cr0(value);
@@ -468,7 +470,7 @@ fn general_protection() {
         let cr2 = read_cr2();
         known_failure(
             host().tcg,
-            "QEMU's TCG loads CR2 with the address of a non-canonical access's #GP",
+            "QEMU's TCG loads CR2 with the address of a non-canonical access's #GP (target/i386/tcg/system/excp_helper.c x86_cpu_tlb_fill; reproduce-general-protection-cr2-tcg)",
             || {
                 report!(
                     cr2 == MARKER,
@@ -490,7 +492,7 @@ fn check_cr4_reserved_bit(bit: u32) {
     let known = bit >= 32 && host().pvm;
     known_failure(
         known,
-        "this host's kvm_pvm drops CR4 bits 63:32 instead of raising #GP(0)",
+        "this host's kvm_pvm drops CR4 bits 63:32 instead of raising #GP(0) (reproduce-cr4-high-bits)",
         || {
             report!(
                 matches!(result, Err(e) if e.vector == Vector::GP && e.error_code == 0) && after == cr4,
@@ -503,7 +505,7 @@ fn check_cr4_reserved_bit(bit: u32) {
 
 fn stack_segment() {
     let _prefix = prefix("#SS");
-    let reason = "QEMU's TCG raises #GP(0), not #SS(0), for a non-canonical RBP-based access";
+    let reason = "QEMU's TCG raises #GP(0), not #SS(0), for a non-canonical RBP-based access (target/i386/tcg/system/excp_helper.c get_physical_address; reproduce-noncanonical-stack-tcg)";
     known_failure(host().tcg, reason, stack_segment_checks);
 }
 
@@ -687,7 +689,7 @@ fn page_fault() {
         if bits <= 51 {
             page.map(Protection::READ_WRITE);
             probes::set_reserved_address_bit(&page, bits);
-            let reason = "QEMU's TCG leaves P clear in the error code of a reserved-bit #PF";
+            let reason = "QEMU's TCG leaves P clear in the error code of a reserved-bit #PF (reproduce-reserved-bit-error-code-tcg)";
             let tcg = host().tcg;
             check_page_fault_known(
                 &format!("reading through a PTE with address bit {bits} (beyond MAXPHYADDR) set"),
@@ -810,7 +812,7 @@ fn user_mode() {
         let misaligned = ALIGNMENT_TARGET.as_ptr() as u64 + 1;
         let cr0 = read_cr0();
         let without = run_in_user_mode(|| read_with_alignment_check(misaligned));
-        let reason = "this host's kvm_pvm raises #AC with the guest's CR0.AM clear";
+        let reason = "this host's kvm_pvm raises #AC with the guest's CR0.AM clear (reproduce-alignment-check-without-cr0-am)";
         known_failure(host().pvm, reason, || {
             report!(
                 without.is_ok(),

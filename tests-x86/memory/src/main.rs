@@ -85,7 +85,7 @@ fn check_faults(instruction: MemoryInstruction) {
     let tcg = is_tcg();
     known_failure(
         tcg,
-        "QEMU's TCG never translates a cache-line instruction's address",
+        "QEMU's TCG never translates a cache-line instruction's address (gen_nop_modrm, target/i386/tcg; reproduce-clflush-unmapped-tcg)",
         || check_address_faults(instruction, target),
     );
 }

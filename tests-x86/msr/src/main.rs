@@ -7,11 +7,11 @@
 //! that MSR: it must take the value and give it back.
 //!
 //! QEMU's TCG does not raise #GP for most invalid MSR accesses (target/i386/tcg/system/
-//! misc_helper.c ignores unknown MSRs and unchecked values: "XXX: exception?"). Those checks
-//! report KFAIL when CPUID leaf 0x40000000 says TCG, and FAIL anywhere else. Likewise the
-//! software KVM `kvm_pvm` (told by the runner's guest environment) accepts invalid PAT memory
-//! types, ignores writes to IA32_TSC, and lets the unadvertised mitigation MSRs be accessed:
-//! KFAIL there.
+//! misc_helper.c ignores unknown MSRs and unchecked values: "XXX: exception?"); the software
+//! KVM `kvm_pvm` (told by the runner's guest environment) accepts invalid PAT memory types,
+//! ignores writes to IA32_TSC, and lets the unadvertised mitigation MSRs be accessed. Each
+//! such check names its defect (`Gap`: evidence and reproducer entry) and reports KFAIL on the
+//! host that has it, FAIL anywhere else.
 #![no_std]
 #![no_main]
 
@@ -39,15 +39,42 @@ struct Machine {
     pvm: bool,
 }
 
-/// Which hypervisors are known to miss a check (it reports KFAIL there, FAIL elsewhere).
+/// A known defect that makes a check fail on some hosts (KFAIL there, FAIL elsewhere): each
+/// names its evidence and its reproducer entry (group `reproducers`).
 #[derive(Clone, Copy)]
 enum Gap {
     /// None: the check must hold everywhere.
     None,
-    /// QEMU's TCG.
-    Tcg,
-    /// QEMU's TCG and kvm_pvm.
-    TcgAndPvm,
+    /// QEMU's TCG: `helper_rdmsr` and `helper_wrmsr` (target/i386/tcg/system/misc_helper.c)
+    /// have no case for the MSR (or, for a read-only one, no write case): the read gives 0 and
+    /// the write is dropped ("XXX: exception?") instead of #GP. Reproducer:
+    /// reproduce-unknown-msr-tcg.
+    TcgUnknownMsr,
+    /// QEMU's TCG: `helper_wrmsr` takes a value of an MSR it knows without checking reserved
+    /// bits (EFER: masks them off; TSC_AUX, MCi_STATUS: stores them). Reproducer:
+    /// reproduce-efer-reserved-bit-tcg.
+    TcgUncheckedValue,
+    /// QEMU's TCG: `helper_rdmsr` and `helper_wrmsr` answer for IA32_TSC_AUX whatever CPUID
+    /// says (their MSR_TSC_AUX case checks no feature). Reproducer:
+    /// reproduce-tsc-aux-unadvertised-tcg.
+    TcgUnadvertisedTscAux,
+    /// QEMU's TCG: `helper_wrmsr` stores non-canonical addresses in the FS/GS/KERNEL_GS base,
+    /// LSTAR and CSTAR MSRs. Reproducer: reproduce-noncanonical-msr-tcg.
+    TcgNoncanonical,
+    /// QEMU's TCG (`helper_wrmsr` stores PAT unchecked) and kvm_pvm accept the reserved PAT
+    /// memory types. Reproducer: reproduce-pat-invalid-type.
+    InvalidPatType,
+    /// QEMU's TCG (no IA32_TSC case in `helper_wrmsr`) and kvm_pvm (stores the value, RDTSC
+    /// ignores it) do not move the TSC on WRMSR. Reproducer: reproduce-tsc-write.
+    TscWrite,
+    /// kvm_pvm lets SPEC_CTRL be read and written without IBRS, STIBP or SSBD advertised;
+    /// QEMU's TCG has no case for it (as TcgUnknownMsr). Reproducers:
+    /// reproduce-spec-ctrl-unadvertised, reproduce-unknown-msr-tcg.
+    UnadvertisedSpecCtrl,
+    /// kvm_pvm takes a write of PRED_CMD, FLUSH_CMD without IBPB, FLUSH_L1D advertised; QEMU's TCG
+    /// has no case for them (as TcgUnknownMsr). Reproducers: reproduce-pred-cmd-unadvertised,
+    /// reproduce-flush-cmd-unadvertised, reproduce-unknown-msr-tcg.
+    UnadvertisedCommand,
 }
 
 impl Machine {
@@ -55,8 +82,13 @@ impl Machine {
     fn known(&self, gap: Gap) -> bool {
         match gap {
             Gap::None => false,
-            Gap::Tcg => self.tcg,
-            Gap::TcgAndPvm => self.tcg || self.pvm,
+            Gap::TcgUnknownMsr
+            | Gap::TcgUncheckedValue
+            | Gap::TcgUnadvertisedTscAux
+            | Gap::TcgNoncanonical => self.tcg,
+            Gap::InvalidPatType | Gap::TscWrite | Gap::UnadvertisedSpecCtrl | Gap::UnadvertisedCommand => {
+                self.tcg || self.pvm
+            }
         }
     }
 }
@@ -141,19 +173,38 @@ fn round_trip(name: &str, index: u32, value: u64) {
     }
 }
 
-/// Round trips of several values, reported as one check.
+/// Round trips of several values, reported as one check naming the first that failed.
 fn round_trips(name: &str, index: u32, values: &[u64]) {
     let failure = values.iter().find_map(|&value| {
         let read = try_wrmsr_briefly(index, value);
-        (read != Ok(value)).then_some((value, read))
+        (read != Ok(value)).then_some(ReadBack(value, read))
     });
-    match failure {
-        None => report!(true, "{name} ({index:#x}) round-trips {values:x?}"),
-        Some((value, read)) => report!(
-            false,
-            "{name} ({index:#x}) round-trips {values:x?} ({value:#x}: read {read:x?})"
-        ),
-    };
+    report!(
+        failure.is_none(),
+        "{name} ({index:#x}) round-trips {values:x?}{}",
+        Miss(failure)
+    );
+}
+
+/// A value written and what reading it back gave, for messages.
+struct ReadBack(u64, Result<u64, Exception>);
+
+impl core::fmt::Display for ReadBack {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(formatter, "{:#x}: read {:x?}", self.0, self.1)
+    }
+}
+
+/// What a check found wrong, shown in parentheses after its message; nothing when it passed.
+struct Miss<T>(Option<T>);
+
+impl<T: core::fmt::Display> core::fmt::Display for Miss<T> {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match &self.0 {
+            Some(miss) => write!(formatter, " ({miss})"),
+            None => Ok(()),
+        }
+    }
 }
 
 /// WRMSR of `value` must raise #GP; `gap` names the hypervisors known not to (KFAIL there).
@@ -272,7 +323,7 @@ fn test_syscall(machine: &Machine) {
     round_trip("SYSCALL_MASK", msr::IA32_FMASK, 0xffff_ffff);
     for (name, index) in [("LSTAR", msr::IA32_LSTAR), ("CSTAR", msr::IA32_CSTAR)] {
         round_trip(name, index, ADDRESS);
-        expect_write_gp(machine, Gap::Tcg, name, index, NONCANONICAL);
+        expect_write_gp(machine, Gap::TcgNoncanonical, name, index, NONCANONICAL);
     }
 }
 
@@ -284,7 +335,7 @@ fn test_segment_bases(machine: &Machine) {
         ("KERNEL_GS_BASE", msr::IA32_KERNEL_GS_BASE),
     ] {
         round_trip(name, index, ADDRESS);
-        expect_write_gp(machine, Gap::Tcg, name, index, NONCANONICAL);
+        expect_write_gp(machine, Gap::TcgNoncanonical, name, index, NONCANONICAL);
     }
 }
 
@@ -312,12 +363,18 @@ fn test_efer(machine: &Machine) {
     );
     // Bits 1-7, 9, 16, 19 and 22-63 are reserved for Intel and AMD alike.
     for bit in [1, 7, 63] {
-        expect_write_gp(machine, Gap::Tcg, "EFER", msr::IA32_EFER, original | (1 << bit));
+        expect_write_gp(
+            machine,
+            Gap::TcgUncheckedValue,
+            "EFER",
+            msr::IA32_EFER,
+            original | (1 << bit),
+        );
     }
     // SDM: changing LME while CR0.PG=1 raises #GP.
     expect_write_gp(
         machine,
-        Gap::Tcg,
+        Gap::TcgUncheckedValue,
         "EFER",
         msr::IA32_EFER,
         original & !EferFlags::LONG_MODE_ENABLE.bits(),
@@ -337,7 +394,7 @@ fn test_pat(machine: &Machine) {
     for (entry, bad_type) in [(1, 0x02u64), (3, 0x03), (7, 0x02), (5, 0x08), (2, 0x80)] {
         let shift = entry * 8;
         let value = (original & !(0xff << shift)) | (bad_type << shift);
-        expect_write_gp(machine, Gap::TcgAndPvm, "PAT", msr::IA32_PAT, value);
+        expect_write_gp(machine, Gap::InvalidPatType, "PAT", msr::IA32_PAT, value);
     }
 }
 
@@ -368,7 +425,7 @@ fn test_tsc(machine: &Machine) {
     let read = try_rdmsr(msr::IA32_TSC);
     let after = rdtsc();
     report_kfail!(
-        machine.known(Gap::Tcg),
+        machine.known(Gap::TcgUnknownMsr),
         matches!(read, Ok(value) if before <= value && value <= after),
         "RDMSR(TSC) lies between two RDTSCs {before:#x}..={after:#x} (got {:x?})",
         read
@@ -390,12 +447,12 @@ fn test_tsc(machine: &Machine) {
     match landed {
         Some(read) => {
             report_kfail!(
-                machine.known(Gap::TcgAndPvm),
+                machine.known(Gap::TscWrite),
                 read.wrapping_sub(target) < TOLERANCE,
                 "after WRMSR(TSC, {target:#x}) RDTSC reads at most {TOLERANCE:#x} more (got {read:#x})"
             );
             report_kfail!(
-                machine.known(Gap::TcgAndPvm),
+                machine.known(Gap::TscWrite),
                 matches!(moved_on, Ok(value) if value >= read && value.wrapping_sub(target) < TOLERANCE * 2),
                 "RDMSR(TSC) then counts on from {read:#x} (got {:x?})",
                 moved_on
@@ -420,8 +477,14 @@ fn test_tsc_aux(machine: &Machine) {
     let rdpid = Feature::Rdpid.supported();
     if !rdtscp && !rdpid {
         // The SDM lists IA32_TSC_AUX only where RDTSCP or RDPID exists.
-        expect_read_gp(machine, Gap::Tcg, "TSC_AUX", msr::IA32_TSC_AUX);
-        expect_write_gp(machine, Gap::Tcg, "TSC_AUX", msr::IA32_TSC_AUX, 0);
+        expect_read_gp(machine, Gap::TcgUnadvertisedTscAux, "TSC_AUX", msr::IA32_TSC_AUX);
+        expect_write_gp(
+            machine,
+            Gap::TcgUnadvertisedTscAux,
+            "TSC_AUX",
+            msr::IA32_TSC_AUX,
+            0,
+        );
         return;
     }
     let Ok(original) = try_rdmsr(msr::IA32_TSC_AUX) else {
@@ -449,12 +512,18 @@ fn test_tsc_aux(machine: &Machine) {
     // so for AMD either behaviour is right as long as the upper half does not stick.
     let high = value | (1 << 40);
     if machine.intel {
-        expect_write_gp(machine, Gap::Tcg, "TSC_AUX", msr::IA32_TSC_AUX, high);
+        expect_write_gp(
+            machine,
+            Gap::TcgUncheckedValue,
+            "TSC_AUX",
+            msr::IA32_TSC_AUX,
+            high,
+        );
     } else {
         let result = try_wrmsr(msr::IA32_TSC_AUX, high);
         let read = try_rdmsr(msr::IA32_TSC_AUX);
         report_kfail!(
-            machine.tcg,
+            machine.known(Gap::TcgUncheckedValue),
             is_gp(&result) || matches!(read, Ok(read) if read == value),
             "WRMSR(TSC_AUX, {high:#x}) raises #GP or drops bits 63:32 on AMD (WRMSR: {}, read {read:x?})",
             Outcome(result)
@@ -467,8 +536,8 @@ fn test_tsc_aux(machine: &Machine) {
 fn test_nonexistent(machine: &Machine) {
     let _prefix = prefix("nonexistent");
     for index in [0x0000_2fff_u32, 0x8000_0000, 0xdead_beef, 0xffff_ffff] {
-        expect_read_gp(machine, Gap::Tcg, "nonexistent MSR", index);
-        expect_write_gp(machine, Gap::Tcg, "nonexistent MSR", index, 0);
+        expect_read_gp(machine, Gap::TcgUnknownMsr, "nonexistent MSR", index);
+        expect_write_gp(machine, Gap::TcgUnknownMsr, "nonexistent MSR", index, 0);
     }
 }
 
@@ -820,27 +889,34 @@ fn test_mitigations(machine: &Machine) {
             }
         }
     } else {
-        expect_read_gp(machine, Gap::TcgAndPvm, "SPEC_CTRL", msr::IA32_SPEC_CTRL);
-        expect_write_gp(machine, Gap::TcgAndPvm, "SPEC_CTRL", msr::IA32_SPEC_CTRL, 0);
+        expect_read_gp(
+            machine,
+            Gap::UnadvertisedSpecCtrl,
+            "SPEC_CTRL",
+            msr::IA32_SPEC_CTRL,
+        );
+        expect_write_gp(
+            machine,
+            Gap::UnadvertisedSpecCtrl,
+            "SPEC_CTRL",
+            msr::IA32_SPEC_CTRL,
+            0,
+        );
     }
 
-    expect_read_gp(machine, Gap::TcgAndPvm, "PRED_CMD", msr::IA32_PRED_CMD);
     let ibpb = Feature::SpecCtrl.supported() || Feature::AmdIbpb.supported() || Feature::Sbpb.supported();
-    for value in [0, 1] {
-        if ibpb {
-            expect_write_ok("PRED_CMD", msr::IA32_PRED_CMD, value);
-        } else {
-            expect_write_gp(machine, Gap::TcgAndPvm, "PRED_CMD", msr::IA32_PRED_CMD, value);
-        }
-    }
-
-    expect_read_gp(machine, Gap::TcgAndPvm, "FLUSH_CMD", msr::IA32_FLUSH_CMD);
     let flush_l1d = Feature::FlushL1d.supported();
-    for value in [0, 1] {
-        if flush_l1d {
-            expect_write_ok("FLUSH_CMD", msr::IA32_FLUSH_CMD, value);
-        } else {
-            expect_write_gp(machine, Gap::TcgAndPvm, "FLUSH_CMD", msr::IA32_FLUSH_CMD, value);
+    for (name, index, advertised) in [
+        ("PRED_CMD", msr::IA32_PRED_CMD, ibpb),
+        ("FLUSH_CMD", msr::IA32_FLUSH_CMD, flush_l1d),
+    ] {
+        expect_read_gp(machine, Gap::TcgUnknownMsr, name, index);
+        for value in [0, 1] {
+            if advertised {
+                expect_write_ok(name, index, value);
+            } else {
+                expect_write_gp(machine, Gap::UnadvertisedCommand, name, index, value);
+            }
         }
     }
 }
@@ -871,7 +947,13 @@ fn test_machine_check(machine: &Machine) {
         "MCG_CAP[7:0] counts at most 32 banks, all below the VMX MSRs at 0x480 (got {banks})"
     );
     // SDM: IA32_MCG_CAP is read-only.
-    expect_write_gp(machine, Gap::Tcg, "MCG_CAP", msr::IA32_MCG_CAP, capabilities);
+    expect_write_gp(
+        machine,
+        Gap::TcgUnknownMsr,
+        "MCG_CAP",
+        msr::IA32_MCG_CAP,
+        capabilities,
+    );
     for bank in 0..banks.min(32) {
         let base = msr::IA32_MC0_CTL + 4 * bank;
         let _bank = vmunit::prefix!("MC{bank}");
@@ -889,31 +971,31 @@ fn test_machine_check(machine: &Machine) {
         round_trips("STATUS", base + 1, &[0]);
         // SDM 15.3.2.2: writing 1s to IA32_MCi_STATUS raises #GP (AMD: unless the
         // non-architectural HWCR.McStatusWrEn is set, which no VMM sets by default).
-        expect_write_gp(machine, Gap::Tcg, "STATUS", base + 1, 1);
+        expect_write_gp(machine, Gap::TcgUncheckedValue, "STATUS", base + 1, 1);
         round_trips("ADDR", base + 2, &[0, u64::MAX, NONCANONICAL]);
         round_trips("MISC", base + 3, &[0, u64::MAX, NONCANONICAL]);
     }
     for bank in banks..32 {
         let base = msr::IA32_MC0_CTL + 4 * bank;
-        let mut bad = None;
-        for index in base..base + 4 {
+        let bad = (base..base + 4).find_map(|index| {
             let read = try_rdmsr(index);
             let write = try_write_undone(index, 0);
-            if !is_gp(&read) || !is_gp(&write) {
-                bad = Some((index, Outcome(read), Outcome(write)));
-                break;
-            }
-        }
-        match bad {
-            None => report!(
-                true,
-                "bank {bank} beyond the count: RDMSR and WRMSR(0) of its 4 MSRs raise #GP"
-            ),
-            Some((index, read, write)) => report_kfail!(
-                machine.tcg,
-                false,
-                "bank {bank} beyond the count: RDMSR and WRMSR(0) of its 4 MSRs raise #GP (MSR {index:#x}: RDMSR {read}, WRMSR {write})"
-            ),
-        };
+            (!is_gp(&read) || !is_gp(&write)).then_some(BankMiss(index, Outcome(read), Outcome(write)))
+        });
+        report_kfail!(
+            machine.known(Gap::TcgUnknownMsr),
+            bad.is_none(),
+            "bank {bank} beyond the count: RDMSR and WRMSR(0) of its 4 MSRs raise #GP{}",
+            Miss(bad)
+        );
+    }
+}
+
+/// An MSR of a bank beyond the count that did not raise #GP, and how its accesses ended.
+struct BankMiss(u32, Outcome<u64>, Outcome<()>);
+
+impl core::fmt::Display for BankMiss {
+    fn fmt(&self, formatter: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(formatter, "MSR {:#x}: RDMSR {}, WRMSR {}", self.0, self.1, self.2)
     }
 }

@@ -6,7 +6,8 @@
 //!
 //! The `x2apic_*` subtests, and those whose comment names QEMU's TCG (the APIC page, relocation
 //! and timer modes, IA32_TSC and IA32_TSC_AUX), show defects of QEMU's TCG instead: they fail
-//! under TCG and pass under KVM.
+//! under TCG and pass under KVM. So do the subtests whose entry is named `reproduce-*-tcg` (each
+//! names the QEMU source it shows).
 //! `one_shot_timer_keeps_its_count_across_migration` shows a defect of QEMU's KVM APIC
 //! migration (hw/i386/kvm/apic.c): it fails under KVM, any KVM module, and passes under TCG.
 //!
@@ -157,6 +158,64 @@ fn unadvertised_spec_ctrl_raises_general_protection() {
     report!(
         matches!(result, Err(exception) if exception.vector == Vector::GP),
         "RDMSR(IA32_SPEC_CTRL) without the feature raises #GP (got {result:x?})"
+    );
+}
+
+/// WRMSR of IA32_PRED_CMD raises #GP when CPUID advertises no IBPB (kvm_pvm takes it; QEMU's
+/// TCG drops it: `helper_wrmsr` has no case for it).
+#[vmunit::test]
+fn unadvertised_pred_cmd_write_raises_general_protection() {
+    if Feature::SpecCtrl.supported() || Feature::AmdIbpb.supported() || Feature::Sbpb.supported() {
+        report_skip!("CPUID advertises IBPB");
+        return;
+    }
+    let result = try_wrmsr(msr::IA32_PRED_CMD, 1);
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::GP),
+        "WRMSR(IA32_PRED_CMD, 1) without IBPB raises #GP (got {result:x?})"
+    );
+}
+
+/// WRMSR of IA32_FLUSH_CMD raises #GP when CPUID.7.0:EDX[28] (L1D_FLUSH) is clear (kvm_pvm
+/// takes it; QEMU's TCG drops it: `helper_wrmsr` has no case for it).
+#[vmunit::test]
+fn unadvertised_flush_cmd_write_raises_general_protection() {
+    if Feature::FlushL1d.supported() {
+        report_skip!("CPUID advertises L1D_FLUSH");
+        return;
+    }
+    let result = try_wrmsr(msr::IA32_FLUSH_CMD, 1);
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::GP),
+        "WRMSR(IA32_FLUSH_CMD, 1) without L1D_FLUSH raises #GP (got {result:x?})"
+    );
+}
+
+/// RDMSR of an MSR index no processor has raises #GP (QEMU's TCG reads 0: `helper_rdmsr`,
+/// target/i386/tcg/system/misc_helper.c, has no case for it, "XXX: exception?").
+#[vmunit::test]
+fn unknown_msr_raises_general_protection() {
+    let index = 0x0000_2fff;
+    let result = try_rdmsr(index);
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::GP),
+        "RDMSR({index:#x}) of a nonexistent MSR raises #GP (got {result:x?})"
+    );
+}
+
+/// WRMSR of IA32_EFER with reserved bit 63 set raises #GP (QEMU's TCG masks the bit off and
+/// takes the write: `helper_wrmsr`, target/i386/tcg/system/misc_helper.c, `update_mask`).
+#[vmunit::test]
+fn efer_reserved_bit_raises_general_protection() {
+    let Ok(efer) = try_rdmsr(msr::IA32_EFER) else {
+        report!(false, "RDMSR(IA32_EFER) succeeds");
+        return;
+    };
+    let value = efer | 1 << 63;
+    let result = try_wrmsr_briefly(msr::IA32_EFER, value);
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::GP),
+        "WRMSR(IA32_EFER, {value:#x}) with reserved bit 63 raises #GP (got {result:x?})"
     );
 }
 
@@ -763,23 +822,6 @@ fn rdpmc_of_missing_counter_raises_general_protection() {
     );
 }
 
-/// RDMSR of an MSR the CPU does not have raises #GP(0): IA32_U_CET without CET (QEMU's TCG
-/// reads unknown MSRs as 0: helper_rdmsr, target/i386/tcg/system/misc_helper.c; the KFAILs of
-/// `msr`'s nonexistent MSRs and `cet`).
-#[vmunit::test]
-fn unknown_msr_read_raises_general_protection() {
-    if Feature::Shstk.supported() || Feature::Ibt.supported() {
-        report_skip!("IA32_U_CET exists: the CPU offers CET");
-        return;
-    }
-    let result = try_rdmsr(msr::IA32_U_CET);
-    report!(
-        matches!(result, Err(exception) if exception.vector == Vector::GP && exception.error_code == 0),
-        "RDMSR of IA32_U_CET ({:#x}) without CET raises #GP(0) (got {result:x?})",
-        msr::IA32_U_CET
-    );
-}
-
 /// The xAPIC page stops answering while IA32_APIC_BASE.EN is clear (SDM Vol. 3, 11.4.3: a
 /// disabled local APIC is as if absent): all ones written to VERSION and TPR read back as all
 /// ones, nothing there. QEMU's TCG keeps the page answering (hw/intc/apic.c: `apic_mem_read`
@@ -993,5 +1035,201 @@ fn edge_input_held_high_sends_once() {
         first && deliveries == 1,
         "line {LINE}'s rising edge is one interrupt, and setting it high again sends none (got {deliveries}, I/O APIC version {:#x})",
         ioapic::version()
+    );
+}
+
+/// INTO (0xCE) is invalid in 64-bit mode: #UD (SDM Vol. 2, INTO). QEMU 10.0's TCG executes it:
+/// its one-byte opcode table (target/i386/tcg/decode-new.c.inc) has `X86_OP_ENTRY0(INTO)`
+/// without `chk(i64)`.
+#[vmunit::test]
+fn into_in_64_bit_mode_raises_invalid_opcode() {
+    let result = probes::try_into_opcode().result;
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::UD),
+        "INTO in 64-bit mode raises #UD (got {result:x?})"
+    );
+}
+
+/// MOV SS of a null selector with RPL 3 at CPL 0 raises #GP(0): in 64-bit mode a null SS is
+/// legal only with RPL = CPL (SDM Vol. 2, MOV). QEMU 10.0's TCG loads it
+/// (target/i386/tcg/seg_helper.c `helper_load_seg`: its null-selector case checks RPL only
+/// at CPL 3).
+#[vmunit::test]
+fn null_ss_with_rpl_raises_general_protection() {
+    let result = probes::try_load_ss(3).result;
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::GP && exception.error_code == 0),
+        "MOV SS, 3 at CPL 0 raises #GP(0) (got {result:x?})"
+    );
+}
+
+/// Setting CR0 bit 63 (reserved) raises #GP(0) (SDM Vol. 3, 2.5). QEMU 10.0's TCG
+/// (target/i386/tcg/system/misc_helper.c `helper_write_crN` -> `cpu_x86_update_cr0`) and
+/// kvm_pvm drop the bit instead.
+#[vmunit::test]
+fn cr0_high_bit_raises_general_protection() {
+    let cr0 = read_cr0();
+    let result = try_write_cr0(cr0 | 1 << 63);
+    let after = read_cr0();
+    if after != cr0 {
+        let _ = try_write_cr0(cr0);
+    }
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::GP && exception.error_code == 0),
+        "setting CR0 bit 63 raises #GP(0) (got {result:x?}, CR0 {after:#x})"
+    );
+}
+
+/// Setting CR0.NW with CD clear raises #GP(0) (SDM Vol. 3, 2.5 and MOV CR). QEMU 10.0's TCG
+/// takes it (`helper_write_crN` checks nothing for CR0).
+#[vmunit::test]
+fn cr0_nw_without_cd_raises_general_protection() {
+    let cr0 = read_cr0();
+    let value = (cr0 | Cr0Flags::NOT_WRITE_THROUGH.bits()) & !Cr0Flags::CACHE_DISABLE.bits();
+    let result = try_write_cr0(value);
+    let after = read_cr0();
+    if after != cr0 {
+        let _ = try_write_cr0(cr0);
+    }
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::GP && exception.error_code == 0),
+        "setting CR0.NW with CD clear raises #GP(0) (got {result:x?}, CR0 {after:#x})"
+    );
+}
+
+/// A #GP for a non-canonical load leaves CR2 alone: only #PF loads it (SDM Vol. 3, 6.15,
+/// interrupt 13). QEMU 10.0's TCG writes the address there (target/i386/tcg/system/
+/// excp_helper.c `x86_cpu_tlb_fill` sets CR2 for every fault its page walk reports).
+#[vmunit::test]
+fn general_protection_leaves_cr2() {
+    const MARKER: u64 = 0xdeca_fbad_0000;
+    vmunit::arch::control::write_cr2(MARKER);
+    let _ = probes::try_load(1 << 63);
+    let cr2 = vmunit::arch::control::read_cr2();
+    report!(
+        cr2 == MARKER,
+        "a non-canonical load's #GP leaves CR2 {MARKER:#x} (got {cr2:#x})"
+    );
+}
+
+/// A non-canonical access through RBP (the SS segment) raises #SS(0), not #GP (SDM Vol. 3,
+/// 6.15, interrupt 12). QEMU 10.0's TCG raises #GP(0) for every non-canonical address
+/// (target/i386/tcg/system/excp_helper.c, `get_physical_address`).
+#[vmunit::test]
+fn noncanonical_stack_access_raises_stack_fault() {
+    let result = probes::try_stack_read(1 << 63).result;
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::SS && exception.error_code == 0),
+        "a read of non-canonical 0x8000000000000000 through RBP raises #SS(0) (got {result:x?})"
+    );
+}
+
+/// CLFLUSH of an unmapped page raises #PF like a byte load (SDM Vol. 2, CLFLUSH). QEMU 10.0's
+/// TCG never translates its address (target/i386/tcg: decoded as a no-op, `gen_nop_modrm`).
+#[vmunit::test]
+fn clflush_of_unmapped_page_raises_page_fault() {
+    use vmunit::arch::instructions::{MemoryInstruction, try_memory_instruction};
+    if !MemoryInstruction::Clflush.advertised() {
+        report_skip!("CLFLUSH is not advertised");
+        return;
+    }
+    let page = TestPage::new();
+    let target = page.address() + 0x40;
+    page.unmap();
+    let result = try_memory_instruction(MemoryInstruction::Clflush, target as *const u8).result;
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::PF && exception.address == target),
+        "CLFLUSH of unmapped {target:#x} raises #PF there (got {result:x?})"
+    );
+}
+
+/// Setting CR4.PCIDE where CPUID.1:ECX[17] (PCID) is clear raises #GP (SDM Vol. 3, 2.5).
+/// QEMU 10.0's TCG takes it: `helper_write_crN` checks CR4 against `cr4_reserved_bits`
+/// (target/i386/cpu.h), which leaves PCIDE out.
+#[vmunit::test]
+fn unadvertised_cr4_pcide_raises_general_protection() {
+    if Feature::Pcid.supported() {
+        report_skip!("CPUID advertises PCID");
+        return;
+    }
+    let cr4 = read_cr4();
+    let result = try_write_cr4(cr4 | Cr4Flags::PCID.bits());
+    if result.is_ok() {
+        let _ = try_write_cr4(cr4);
+    }
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::GP),
+        "setting CR4.PCIDE without PCID raises #GP (got {result:x?})"
+    );
+}
+
+/// On an Intel CPU, SYSRET to a non-canonical RCX raises #GP(0) at CPL 0 (SDM Vol. 2,
+/// SYSRET). QEMU 10.0's TCG follows AMD whatever the vendor: `helper_sysret`
+/// (target/i386/tcg/seg_helper.c) checks no address, and the fetch at CPL 3 faults.
+#[vmunit::test]
+fn intel_sysret_to_noncanonical_raises_general_protection() {
+    use vmunit::arch::cpuid::{Vendor, vendor};
+    use vmunit::arch::instructions::NON_CANONICAL_START;
+    if vendor() != Vendor::Intel {
+        report_skip!("the vendor is not GenuineIntel");
+        return;
+    }
+    report!(syscall::try_enable(1 << 9).is_ok(), "SYSCALL can be enabled");
+    syscall::set_sysret_target(NON_CANONICAL_START);
+    let result = run_in_user_mode(|| syscall::syscall(0, false));
+    syscall::set_sysret_target(0);
+    let _ = syscall::try_disable();
+    let sysret = syscall::sysret_address();
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::GP && exception.rip == sysret),
+        "SYSRET to {NON_CANONICAL_START:#x} raises #GP(0) at the SYSRET {sysret:#x} (got {result:x?})"
+    );
+}
+
+/// A read/write breakpoint on the word MOV SS loads SS from is held back by the MOV SS shadow:
+/// the one #DB comes after the next instruction (ICEBP here), none right after MOV SS (SDM
+/// Vol. 3, 6.8.3; kvm-unit-tests' debug.c "MOV SS + watchpoint + ICEBP"). QEMU 10.0's TCG
+/// delivers it right after MOV SS (target/i386/tcg/system/bpt_helper.c `breakpoint_handler`:
+/// FIXME). Skipped under kvm_pvm, which stops the VM on ICEBP (reproduce-int3) and never fires
+/// data breakpoints (reproduce-data-breakpoint).
+#[vmunit::test]
+fn mov_ss_holds_back_data_breakpoint() {
+    use vmunit::arch::debug::{
+        ShadowedInstruction, dr6, dr7, mov_ss_from_watched_then, store_watched, try_write_debug_register,
+        watched_address,
+    };
+    if vmunit::environment::instruction_emulating_kvm() {
+        report_skip!("kvm_pvm stops the VM on ICEBP (reproduce-int3)");
+        return;
+    }
+    store_watched(0, 2, u64::from(exceptions::selector::KERNEL_DATA));
+    let _ = try_write_debug_register(6, dr6::ACTIVE_LOW);
+    let _ = try_write_debug_register(0, watched_address(0));
+    let _ = try_write_debug_register(
+        7,
+        dr7::FIXED_1 | dr7::local(0) | dr7::condition(0, dr7::READ_WRITE, 4),
+    );
+    let (result, seen) = record_debug_exceptions(|| mov_ss_from_watched_then(ShadowedInstruction::Icebp));
+    let _ = try_write_debug_register(7, dr7::FIXED_1);
+    let _ = try_write_debug_register(0, 0);
+    report!(
+        matches!(result, Ok((_, after)) if seen.len() == 1 && seen[0].rip == after),
+        "MOV SS from a watched word, then ICEBP: one #DB, after the ICEBP (got {result:x?}, #DBs {seen:x?})"
+    );
+}
+
+/// RDMSR of IA32_TSC_AUX raises #GP where CPUID advertises neither RDTSCP nor RDPID (the SDM
+/// lists the MSR only with them). QEMU 10.0's TCG reads it anyway: `helper_rdmsr`
+/// (target/i386/tcg/system/misc_helper.c) checks no feature for MSR_TSC_AUX.
+#[vmunit::test]
+fn unadvertised_tsc_aux_raises_general_protection() {
+    if Feature::Rdtscp.supported() || Feature::Rdpid.supported() {
+        report_skip!("CPUID advertises RDTSCP or RDPID");
+        return;
+    }
+    let result = try_rdmsr(msr::IA32_TSC_AUX);
+    report!(
+        matches!(result, Err(exception) if exception.vector == Vector::GP),
+        "RDMSR(IA32_TSC_AUX) without RDTSCP and RDPID raises #GP (got {result:x?})"
     );
 }

@@ -239,9 +239,18 @@ fn heap_sieves(heap: u64, scale: &Scale) {
         .enumerate()
         .filter(|(index, buffer)| buffer.iter().all(|&byte| byte == *index as u8))
         .count();
+    // How many buffers there are follows from the sizes above (16 or more, unless a tiny
+    // `max` leaves room for fewer): a count, not a check.
+    if held.len() < 2 {
+        report_skip!(
+            "buffers live at once: {total} bytes hold {} buffer(s) of {size} bytes, too few to overlap",
+            held.len()
+        );
+        return;
+    }
     report!(
-        held.len() >= 8 && intact == held.len(),
-        "{intact} of {} buffers of {size} bytes live at once keep their own pattern (expected all, at least 8)",
+        intact == held.len(),
+        "{intact} of {} buffers of {size} bytes live at once keep their own pattern (expected all)",
         held.len()
     );
 }

@@ -260,7 +260,7 @@ fn check_sysret_rules(intel: bool) {
     if intel {
         known_failure(
             is_tcg(),
-            "QEMU's TCG follows AMD here, whatever the vendor",
+            "QEMU's TCG follows AMD here, whatever the vendor (target/i386/tcg/seg_helper.c helper_sysret checks no address; reproduce-sysret-noncanonical-intel-tcg)",
             || {
                 report!(
                     matches!(result, Err(e) if e.vector == Vector::GP && e.error_code == 0 && e.rip == sysret_address),
@@ -339,7 +339,7 @@ fn check_compatibility_mode(intel: bool) {
 fn check_msrs() {
     known_failure(
         is_tcg(),
-        "QEMU's TCG stores non-canonical LSTAR and CSTAR",
+        "QEMU's TCG stores non-canonical LSTAR and CSTAR (helper_wrmsr, target/i386/tcg/system/misc_helper.c; reproduce-noncanonical-msr-tcg)",
         || {
             for (name, msr) in [("LSTAR", IA32_LSTAR), ("CSTAR", IA32_CSTAR)] {
                 let result = try_wrmsr_briefly(msr, NON_CANONICAL_START);

@@ -33,6 +33,11 @@ fn main(_args: &[&str]) -> i32 {
         result.as_ref().is_err_and(is(Vector::UD)),
         "XGETBV with CR4.OSXSAVE clear raises #UD (got {result:x?})"
     );
+    let result = try_xsetbv(0, XCr0Flags::X87.bits() | XCr0Flags::SSE.bits());
+    report!(
+        result.as_ref().is_err_and(is(Vector::UD)),
+        "XSETBV with CR4.OSXSAVE clear raises #UD (got {result:x?})"
+    );
 
     report!(
         try_write_cr4(cr4 | Cr4Flags::OSXSAVE.bits()).is_ok(),
@@ -65,6 +70,11 @@ fn main(_args: &[&str]) -> i32 {
     report!(
         result.as_ref().is_err_and(is(Vector::GP)),
         "XGETBV of an unknown XCR raises #GP (got {result:x?})"
+    );
+    let result = try_xsetbv(0x7fff_ffff, XCr0Flags::X87.bits());
+    report!(
+        result.as_ref().is_err_and(is(Vector::GP)),
+        "XSETBV of an unknown XCR raises #GP (got {result:x?})"
     );
 
     report!(

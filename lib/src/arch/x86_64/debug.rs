@@ -537,6 +537,15 @@ pub fn general_detect_write_dr0(value: u64) -> u64 {
 // Each returns the address after every instruction from the POPFQ that sets TF on, in
 // order: the candidate RIPs of single-step traps. Run them under `record_debug_exceptions`.
 
+/// The assembly that stores the addresses of local labels `N:` (`lea {s}, [rip + Nb]`), one
+/// after the other, into consecutive `u64`s from `{out}` on (a pointer the block takes as
+/// `inout`; it ends past the last one): the single-step snippets' candidate RIPs.
+macro_rules! store_label_addresses {
+    ($($label:literal),+) => {
+        concat!($("lea {s}, [rip + ", $label, "b]\nmov [{out}], {s}\nadd {out}, 8\n"),+)
+    };
+}
+
 /// Single-steps AND, PUSH and POPFQ. Returns the addresses after: the POPFQ that sets TF,
 /// AND, PUSH, POPFQ.
 pub fn single_step_basic() -> [u64; 4] {
@@ -550,11 +559,8 @@ pub fn single_step_basic() -> [u64; 4] {
             "3: push rax",
             "4: popfq",
             "5:",
-            "lea {s}, [rip + 2b]", "mov [{out}], {s}",
-            "lea {s}, [rip + 3b]", "mov [{out} + 8], {s}",
-            "lea {s}, [rip + 4b]", "mov [{out} + 16], {s}",
-            "lea {s}, [rip + 5b]", "mov [{out} + 24], {s}",
-            tf = const RFLAGS_TF, out = in(reg) after.as_mut_ptr(), s = out(reg) _, out("rax") _,
+            store_label_addresses!(2, 3, 4, 5),
+            tf = const RFLAGS_TF, out = inout(reg) after.as_mut_ptr() => _, s = out(reg) _, out("rax") _,
         )
     };
     after
@@ -580,15 +586,8 @@ pub fn single_step_emulated_instructions() -> [u64; 8] {
             "8: popfq",
             "9:",
             "mov rbx, {saved}",
-            "lea {s}, [rip + 2b]", "mov [{out}], {s}",
-            "lea {s}, [rip + 3b]", "mov [{out} + 8], {s}",
-            "lea {s}, [rip + 4b]", "mov [{out} + 16], {s}",
-            "lea {s}, [rip + 5b]", "mov [{out} + 24], {s}",
-            "lea {s}, [rip + 6b]", "mov [{out} + 32], {s}",
-            "lea {s}, [rip + 7b]", "mov [{out} + 40], {s}",
-            "lea {s}, [rip + 8b]", "mov [{out} + 48], {s}",
-            "lea {s}, [rip + 9b]", "mov [{out} + 56], {s}",
-            tf = const RFLAGS_TF, out = in(reg) after.as_mut_ptr(), s = out(reg) _, saved = out(reg) _,
+            store_label_addresses!(2, 3, 4, 5, 6, 7, 8, 9),
+            tf = const RFLAGS_TF, out = inout(reg) after.as_mut_ptr() => _, s = out(reg) _, saved = out(reg) _,
             out("rax") _, out("rcx") _, out("rdx") _,
         )
     };
@@ -611,13 +610,8 @@ pub fn single_step_cpuid() -> [u64; 6] {
             "6: popfq",
             "7:",
             "mov rbx, {saved}",
-            "lea {s}, [rip + 2b]", "mov [{out}], {s}",
-            "lea {s}, [rip + 3b]", "mov [{out} + 8], {s}",
-            "lea {s}, [rip + 4b]", "mov [{out} + 16], {s}",
-            "lea {s}, [rip + 5b]", "mov [{out} + 24], {s}",
-            "lea {s}, [rip + 6b]", "mov [{out} + 32], {s}",
-            "lea {s}, [rip + 7b]", "mov [{out} + 40], {s}",
-            tf = const RFLAGS_TF, out = in(reg) after.as_mut_ptr(), s = out(reg) _, saved = out(reg) _,
+            store_label_addresses!(2, 3, 4, 5, 6, 7),
+            tf = const RFLAGS_TF, out = inout(reg) after.as_mut_ptr() => _, s = out(reg) _, saved = out(reg) _,
             out("rax") _, out("rcx") _, out("rdx") _,
         )
     };
@@ -640,12 +634,8 @@ pub fn single_step_sti() -> [u64; 5] {
             "4: push rax",
             "5: popfq",
             "6:",
-            "lea {s}, [rip + 2b]", "mov [{out}], {s}",
-            "lea {s}, [rip + 3b]", "mov [{out} + 8], {s}",
-            "lea {s}, [rip + 4b]", "mov [{out} + 16], {s}",
-            "lea {s}, [rip + 5b]", "mov [{out} + 24], {s}",
-            "lea {s}, [rip + 6b]", "mov [{out} + 32], {s}",
-            tf = const RFLAGS_TF, out = in(reg) after.as_mut_ptr(), s = out(reg) _, out("rax") _,
+            store_label_addresses!(2, 3, 4, 5, 6),
+            tf = const RFLAGS_TF, out = inout(reg) after.as_mut_ptr() => _, s = out(reg) _, out("rax") _,
         )
     };
     after
@@ -667,13 +657,8 @@ pub fn single_step_sti_hlt() -> [u64; 6] {
             "5: push rax",
             "6: popfq",
             "7:",
-            "lea {s}, [rip + 2b]", "mov [{out}], {s}",
-            "lea {s}, [rip + 3b]", "mov [{out} + 8], {s}",
-            "lea {s}, [rip + 4b]", "mov [{out} + 16], {s}",
-            "lea {s}, [rip + 5b]", "mov [{out} + 24], {s}",
-            "lea {s}, [rip + 6b]", "mov [{out} + 32], {s}",
-            "lea {s}, [rip + 7b]", "mov [{out} + 40], {s}",
-            tf = const RFLAGS_TF, out = in(reg) after.as_mut_ptr(), s = out(reg) _, out("rax") _,
+            store_label_addresses!(2, 3, 4, 5, 6, 7),
+            tf = const RFLAGS_TF, out = inout(reg) after.as_mut_ptr() => _, s = out(reg) _, out("rax") _,
         )
     };
     after
@@ -695,12 +680,8 @@ pub fn single_step_mov_ss() -> [u64; 5] {
             "4: push rax",
             "5: popfq",
             "6:",
-            "lea {s}, [rip + 2b]", "mov [{out}], {s}",
-            "lea {s}, [rip + 3b]", "mov [{out} + 8], {s}",
-            "lea {s}, [rip + 4b]", "mov [{out} + 16], {s}",
-            "lea {s}, [rip + 5b]", "mov [{out} + 24], {s}",
-            "lea {s}, [rip + 6b]", "mov [{out} + 32], {s}",
-            tf = const RFLAGS_TF, out = in(reg) after.as_mut_ptr(), s = out(reg) _,
+            store_label_addresses!(2, 3, 4, 5, 6),
+            tf = const RFLAGS_TF, out = inout(reg) after.as_mut_ptr() => _, s = out(reg) _,
             out("rax") _, out("rcx") _,
         )
     };
@@ -725,14 +706,8 @@ pub fn single_step_mov_ss_icebp() -> [u64; 7] {
             "6: push rax",
             "7: popfq",
             "8:",
-            "lea {s}, [rip + 2b]", "mov [{out}], {s}",
-            "lea {s}, [rip + 3b]", "mov [{out} + 8], {s}",
-            "lea {s}, [rip + 4b]", "mov [{out} + 16], {s}",
-            "lea {s}, [rip + 5b]", "mov [{out} + 24], {s}",
-            "lea {s}, [rip + 6b]", "mov [{out} + 32], {s}",
-            "lea {s}, [rip + 7b]", "mov [{out} + 40], {s}",
-            "lea {s}, [rip + 8b]", "mov [{out} + 48], {s}",
-            tf = const RFLAGS_TF, out = in(reg) after.as_mut_ptr(), s = out(reg) _,
+            store_label_addresses!(2, 3, 4, 5, 6, 7, 8),
+            tf = const RFLAGS_TF, out = inout(reg) after.as_mut_ptr() => _, s = out(reg) _,
             out("rax") _, out("rcx") _,
         )
     };
@@ -760,13 +735,8 @@ pub fn single_step_mov_ss_general_detect() -> [u64; 6] {
             "5: push rax",
             "6: popfq",
             "7:",
-            "lea {s}, [rip + 2b]", "mov [{out}], {s}",
-            "lea {s}, [rip + 3b]", "mov [{out} + 8], {s}",
-            "lea {s}, [rip + 4b]", "mov [{out} + 16], {s}",
-            "lea {s}, [rip + 5b]", "mov [{out} + 24], {s}",
-            "lea {s}, [rip + 6b]", "mov [{out} + 32], {s}",
-            "lea {s}, [rip + 7b]", "mov [{out} + 40], {s}",
-            gd = in(reg) dr7::FIXED_1 | dr7::GD, tf = const RFLAGS_TF, out = in(reg) after.as_mut_ptr(),
+            store_label_addresses!(2, 3, 4, 5, 6, 7),
+            gd = in(reg) dr7::FIXED_1 | dr7::GD, tf = const RFLAGS_TF, out = inout(reg) after.as_mut_ptr() => _,
             s = out(reg) _, out("rax") _, out("rcx") _, out("rdx") _,
         )
     };
