@@ -838,6 +838,11 @@ pub fn pending_migration() {
         });
     }
     let disabled = [pe0, pe1].map(|cpu| its::set_redistributor_lpis_enabled(cpu, false));
+    if disabled.contains(&None) {
+        report!(false, "PE0 and PE1 have redistributors ({disabled:?})");
+        vmunit::migrate_skip();
+        return;
+    }
     if disabled != [Some(false); 2] {
         // IHI0069: whether GICR_CTLR.EnableLPIs can be cleared once set is IMPLEMENTATION
         // DEFINED; without it the pending tables cannot be handed to software.
@@ -845,10 +850,8 @@ pub fn pending_migration() {
         vmunit::migrate_skip();
         return;
     }
-    report!(
-        true,
-        "GICR_CTLR.EnableLPIs clears on PE0 (cpu{pe0}) and PE1 (cpu{pe1})"
-    );
+    // Informational: the SKIP above is the other outcome, as IHI0069 allows either.
+    report_info!("GICR_CTLR.EnableLPIs clears on PE0 (cpu{pe0}) and PE1 (cpu{pe1})");
     let mut written = true;
     for event in 0..PENDING_LPIS {
         let intid = LPI_8192 + event;
