@@ -37,6 +37,26 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     matches(pattern.as_bytes(), name.as_bytes())
 }
 
+/// kvm-unit-tests' `test_wanted`: whether the case `name` (its spaces read as underscores)
+/// runs under `filters`, the arguments without `=`: a `-glob` one matching it excludes it,
+/// and where there are positive globs one of them must match it.
+pub fn test_wanted(name: &str, filters: &[&str]) -> bool {
+    let clean: alloc::string::String = name.chars().map(|c| if c == ' ' { '_' } else { c }).collect();
+    let mut positive = false;
+    let mut matched = false;
+    for filter in filters.iter().filter(|filter| !filter.contains('=')) {
+        if let Some(excluded) = filter.strip_prefix('-') {
+            if glob_match(excluded, &clean) {
+                return false;
+            }
+        } else {
+            positive = true;
+            matched |= glob_match(filter, &clean);
+        }
+    }
+    !positive || matched
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -39,7 +39,7 @@ use vmunit::arch::{apic, interrupts, run_in_user_mode, set_interrupt_handler};
 use vmunit::memory::TestPage;
 use vmunit::trap_exceptions;
 use vmunit::{
-    Vector, args::glob_match, known_failure, prefix, report, report_fail, report_info, report_skip,
+    Vector, args::test_wanted, known_failure, prefix, report, report_fail, report_info, report_skip,
 };
 
 mod cross_modified;
@@ -274,29 +274,7 @@ static REPRODUCERS: &[Reproducer] = &[
         "reproduce_init_with_gif_clear",
         init_intercept::reproduce_init_with_gif_clear,
     ),
-    reproducer(
-        "reproduce_pae_pdpte_reserved",
-        legacy_paging::reproduce_pae_pdpte_reserved,
-    ),
 ];
-
-/// kvm-unit-tests' `test_wanted`: with no positive filter every case runs; `-glob` excludes.
-fn wanted(name: &str, filters: &[&str]) -> bool {
-    let clean: alloc::string::String = name.chars().map(|c| if c == ' ' { '_' } else { c }).collect();
-    let mut positive = false;
-    let mut matched = false;
-    for filter in filters.iter().filter(|filter| !filter.contains('=')) {
-        if let Some(excluded) = filter.strip_prefix('-') {
-            if glob_match(excluded, &clean) {
-                return false;
-            }
-        } else {
-            positive = true;
-            matched |= glob_match(filter, &clean);
-        }
-    }
-    !positive || matched
-}
 
 fn main(args: &[&str]) {
     let mut svm = match Svm::new() {
@@ -320,7 +298,7 @@ fn main(args: &[&str]) {
         SvmFeature::Lbrv.supported()
     );
     let mut matched = 0;
-    for case in CASES.iter().filter(|case| wanted(case.name, args)) {
+    for case in CASES.iter().filter(|case| test_wanted(case.name, args)) {
         matched += 1;
         let _prefix = prefix(case.name);
         if let Some(reason) = (case.unsupported)() {
@@ -635,14 +613,7 @@ fn sel_cr0_write_nointercept(svm: &mut Svm) {
 /// sel cr0 lmsw intercept: LMSW is intercepted by the selective CR0 intercept whatever it changes
 /// (AMD APM Vol. 2, 15.9.1), even CR0.MP alone.
 fn sel_cr0_lmsw_intercept(svm: &mut Svm) {
-    known_failure(is_tcg(), LMSW_DEFECT, || {
-        cr0_write_case(
-            svm,
-            Cr0Write::Lmsw(Cr0Flags::MONITOR_COPROCESSOR),
-            false,
-            ExitCode::Cr0SelectiveWrite,
-        )
-    });
+    known_failure(is_tcg(), LMSW_DEFECT, || reproduce_lmsw_selective_cr0(svm));
 }
 
 /// The KFAIL reason of the LMSW check.
