@@ -23,18 +23,42 @@ pub fn value_of<'a>(word: &'a str, key: &str) -> Option<&'a str> {
 
 /// Whether `name` matches the glob `pattern`: `*` any run of characters, `?` one character.
 pub fn glob_match(pattern: &str, name: &str) -> bool {
-    fn matches(pattern: &[u8], name: &[u8]) -> bool {
-        match (pattern.first(), name.first()) {
-            (None, None) => true,
-            (Some(b'*'), _) => {
-                matches(&pattern[1..], name) || (!name.is_empty() && matches(pattern, &name[1..]))
+    glob(pattern.as_bytes(), name.as_bytes(), false)
+}
+
+/// [`glob_match`] on bytes; `spaces_as_underscores`: a space in `name` matches `_`.
+fn glob(pattern: &[u8], name: &[u8], spaces_as_underscores: bool) -> bool {
+    let again = |pattern: &[u8], name: &[u8]| glob(pattern, name, spaces_as_underscores);
+    match (pattern.first(), name.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => again(&pattern[1..], name) || (!name.is_empty() && again(pattern, &name[1..])),
+        (Some(b'?'), Some(_)) => again(&pattern[1..], &name[1..]),
+        (Some(&expected), Some(&found))
+            if expected == found || (spaces_as_underscores && found == b' ' && expected == b'_') =>
+        {
+            again(&pattern[1..], &name[1..])
+        }
+        _ => false,
+    }
+}
+
+/// kvm-unit-tests' `test_wanted`: whether the case `name` (its spaces read as underscores)
+/// runs under `filters`, the arguments without `=`: a `-glob` one matching it excludes it,
+/// and where there are positive globs one of them must match it.
+pub fn test_wanted(name: &str, filters: &[&str]) -> bool {
+    let mut positive = false;
+    let mut matched = false;
+    for filter in filters.iter().filter(|filter| !filter.contains('=')) {
+        if let Some(excluded) = filter.strip_prefix('-') {
+            if glob(excluded.as_bytes(), name.as_bytes(), true) {
+                return false;
             }
-            (Some(b'?'), Some(_)) => matches(&pattern[1..], &name[1..]),
-            (Some(expected), Some(found)) if expected == found => matches(&pattern[1..], &name[1..]),
-            _ => false,
+        } else {
+            positive = true;
+            matched |= glob(filter.as_bytes(), name.as_bytes(), true);
         }
     }
-    matches(pattern.as_bytes(), name.as_bytes())
+    !positive || matched
 }
 
 #[cfg(test)]
@@ -52,6 +76,16 @@ mod tests {
     fn keeps_at_most_the_maximum() {
         let line = "x ".repeat(MAX_ARGS + 5);
         assert_eq!(split(&line).len(), MAX_ARGS);
+    }
+
+    #[test]
+    fn test_wanted_is_kvm_unit_tests_filter() {
+        assert!(test_wanted("sel cr0 bug", &[]));
+        assert!(test_wanted("sel cr0 bug", &["smp=2"]));
+        assert!(test_wanted("sel cr0 bug", &["sel_cr0_*"]));
+        assert!(!test_wanted("sel cr0 bug", &["-sel_cr0_*"]));
+        assert!(!test_wanted("null", &["vmrun"]));
+        assert!(!test_wanted("vmrun", &["vmrun", "-vm*"]));
     }
 
     #[test]

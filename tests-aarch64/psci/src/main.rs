@@ -278,22 +278,15 @@ fn reproduce_cpu_on_race() {
         turned_off,
         "CPU {TARGET} turned off after each round's CPU_ON ({rounds} rounds)"
     );
-    match defect {
-        None => {
-            report!(
-                true,
-                "exactly one of {} racing CPU_ON calls returned SUCCESS in each of {rounds} rounds",
-                callers.len()
-            );
-        }
-        Some((round, statuses)) => {
-            report!(
-                false,
-                "exactly one of {} racing CPU_ON calls returned SUCCESS in each round (round {round}: {statuses:?})",
-                callers.len()
-            );
-        }
-    }
+    let outcome = match &defect {
+        None => alloc::format!("each of {rounds} rounds"),
+        Some((round, statuses)) => alloc::format!("each round (round {round}: {statuses:?})"),
+    };
+    report!(
+        defect.is_none(),
+        "exactly one of {} racing CPU_ON calls returned SUCCESS in {outcome}",
+        callers.len()
+    );
 }
 
 /// CPU_ON that PSCI must refuse, each a real call.

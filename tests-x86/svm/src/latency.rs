@@ -5,6 +5,10 @@ use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 use vmunit::arch::instructions::rdtsc;
 use vmunit::arch::interrupts;
+use vmunit::arch::msr::{
+    IA32_CSTAR, IA32_FS_BASE, IA32_GS_BASE, IA32_KERNEL_GS_BASE, IA32_LSTAR, IA32_STAR, IA32_SYSENTER_CS,
+    IA32_SYSENTER_ESP, try_rdmsr,
+};
 use vmunit::arch::svm::{ExitCode, Svm, VMCB_CLEAN_ALL, clgi, stgi, vmmcall};
 use vmunit::{report, report_info};
 
@@ -111,6 +115,19 @@ pub(crate) fn latency_svm_insn(svm: &mut Svm) {
         operation();
         latency.add(rdtsc().wrapping_sub(start));
     };
+    // The state VMLOAD and VMSAVE move: as `reset` saved the host's own, it must survive.
+    let moved = [
+        IA32_STAR,
+        IA32_LSTAR,
+        IA32_CSTAR,
+        IA32_KERNEL_GS_BASE,
+        IA32_FS_BASE,
+        IA32_GS_BASE,
+        IA32_SYSENTER_CS,
+        IA32_SYSENTER_ESP,
+    ];
+    let read_moved = || moved.map(|msr| try_rdmsr(msr).ok());
+    let before = read_moved();
     interrupts::disable();
     for _ in 0..LATENCY_RUNS {
         // SAFETY: `reset` saved the host's own FS, GS, TR, LDTR and MSRs into this VMCB:
@@ -126,9 +143,15 @@ pub(crate) fn latency_svm_insn(svm: &mut Svm) {
         time(&clear, &clgi);
     }
     stgi();
+    let after = read_moved();
+    let changed = moved
+        .iter()
+        .zip(before.iter().zip(after.iter()))
+        .find(|(_, (before, after))| before != after);
     report!(
-        true,
-        "{LATENCY_RUNS} rounds of VMLOAD, VMSAVE, STGI and CLGI completed"
+        changed.is_none(),
+        "{LATENCY_RUNS} rounds of VMLOAD, VMSAVE, STGI and CLGI completed, the host's STAR, LSTAR, \
+         CSTAR, KernelGSbase, FS/GS base and SYSENTER MSRs unchanged (first changed: {changed:x?})"
     );
     for (latency, name) in [
         (&load, "VMLOAD"),

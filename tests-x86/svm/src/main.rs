@@ -24,8 +24,8 @@ use vmunit::arch::debug::{try_read_debug_register, try_write_debug_register};
 use vmunit::arch::exceptions::wait_for_interrupt;
 use vmunit::arch::instructions::{
     NON_CANONICAL_START, halt, in_u8, in_u16, in_u32, int3, out_u8, out_u16, raise_invalid_opcode, rdtsc,
-    read_with_alignment_check, single_step_two_nops, try_divide, try_invpcid, try_rdpru, try_rdtscp,
-    try_read, try_ud2, try_xsetbv,
+    read_with_alignment_check, single_step_two_nops, try_divide, try_forced_emulation_nop, try_invpcid,
+    try_rdpru, try_rdtscp, try_read, try_ud2, try_xsetbv,
 };
 use vmunit::arch::msr::{IA32_TSC, IA32_TSC_ADJUST, try_rdmsr, try_wrmsr};
 use vmunit::arch::probes::{interrupt_window, try_fninit};
@@ -39,7 +39,7 @@ use vmunit::arch::{apic, interrupts, run_in_user_mode, set_interrupt_handler};
 use vmunit::memory::TestPage;
 use vmunit::trap_exceptions;
 use vmunit::{
-    Vector, args::glob_match, known_failure, prefix, report, report_fail, report_info, report_skip,
+    Vector, args::test_wanted, known_failure, prefix, report, report_fail, report_info, report_skip,
 };
 
 mod cross_modified;
@@ -96,8 +96,12 @@ const fn case_if(name: &'static str, unsupported: fn() -> Option<&'static str>, 
     }
 }
 
+/// kvm-unit-tests' fep_supported: the emulate variants need KVM's forced emulation prefix,
+/// which raises #UD where it is not honoured (always under TCG).
 fn forced_emulation() -> Option<&'static str> {
-    Some("needs KVM's forced emulation prefix")
+    try_forced_emulation_nop()
+        .is_err()
+        .then_some("KVM's forced emulation prefix raises #UD here (kvm-unit-tests' is_fep_available)")
 }
 
 fn next_rip_save() -> Option<&'static str> {
@@ -144,7 +148,7 @@ static CASES: &[Case] = &[
     case_if(
         "sel cr0 write intercept emulate",
         forced_emulation,
-        unreachable_case,
+        unoffered::not_ported,
     ),
     case(
         "sel cr0 write intercept priority",
@@ -153,19 +157,19 @@ static CASES: &[Case] = &[
     case_if(
         "sel cr0 write intercept priority emulate",
         forced_emulation,
-        unreachable_case,
+        unoffered::not_ported,
     ),
     case("sel cr0 write nointercept", sel_cr0_write_nointercept),
     case_if(
         "sel cr0 write nointercept emulate",
         forced_emulation,
-        unreachable_case,
+        unoffered::not_ported,
     ),
     case("sel cr0 lmsw intercept", sel_cr0_lmsw_intercept),
     case_if(
         "sel cr0 lmsw intercept emulate",
         forced_emulation,
-        unreachable_case,
+        unoffered::not_ported,
     ),
     case("cr3 read intercept", cr3_read_intercept),
     case("cr3 read nointercept", cr3_read_nointercept),
@@ -274,29 +278,7 @@ static REPRODUCERS: &[Reproducer] = &[
         "reproduce_init_with_gif_clear",
         init_intercept::reproduce_init_with_gif_clear,
     ),
-    reproducer(
-        "reproduce_pae_pdpte_reserved",
-        legacy_paging::reproduce_pae_pdpte_reserved,
-    ),
 ];
-
-/// kvm-unit-tests' `test_wanted`: with no positive filter every case runs; `-glob` excludes.
-fn wanted(name: &str, filters: &[&str]) -> bool {
-    let clean: alloc::string::String = name.chars().map(|c| if c == ' ' { '_' } else { c }).collect();
-    let mut positive = false;
-    let mut matched = false;
-    for filter in filters.iter().filter(|filter| !filter.contains('=')) {
-        if let Some(excluded) = filter.strip_prefix('-') {
-            if glob_match(excluded, &clean) {
-                return false;
-            }
-        } else {
-            positive = true;
-            matched |= glob_match(filter, &clean);
-        }
-    }
-    !positive || matched
-}
 
 fn main(args: &[&str]) {
     let mut svm = match Svm::new() {
@@ -320,7 +302,7 @@ fn main(args: &[&str]) {
         SvmFeature::Lbrv.supported()
     );
     let mut matched = 0;
-    for case in CASES.iter().filter(|case| wanted(case.name, args)) {
+    for case in CASES.iter().filter(|case| test_wanted(case.name, args)) {
         matched += 1;
         let _prefix = prefix(case.name);
         if let Some(reason) = (case.unsupported)() {
@@ -342,10 +324,6 @@ fn main(args: &[&str]) {
     if matched == 0 {
         report_fail!("command line didn't match any tests!");
     }
-}
-
-fn unreachable_case(_svm: &mut Svm) {
-    unreachable!("an unsupported case does not run");
 }
 
 /// null: a guest that does nothing ends with its VMMCALL.
@@ -635,14 +613,7 @@ fn sel_cr0_write_nointercept(svm: &mut Svm) {
 /// sel cr0 lmsw intercept: LMSW is intercepted by the selective CR0 intercept whatever it changes
 /// (AMD APM Vol. 2, 15.9.1), even CR0.MP alone.
 fn sel_cr0_lmsw_intercept(svm: &mut Svm) {
-    known_failure(is_tcg(), LMSW_DEFECT, || {
-        cr0_write_case(
-            svm,
-            Cr0Write::Lmsw(Cr0Flags::MONITOR_COPROCESSOR),
-            false,
-            ExitCode::Cr0SelectiveWrite,
-        )
-    });
+    known_failure(is_tcg(), LMSW_DEFECT, || reproduce_lmsw_selective_cr0(svm));
 }
 
 /// The KFAIL reason of the LMSW check.

@@ -19,7 +19,7 @@ use vmunit::arch::msr::{EferFlags, IA32_EFER, try_rdmsr};
 use vmunit::arch::probes::physical_address_bits;
 use vmunit::arch::svm::{ExitCode, NestedLevel, Svm, Unavailable, nested_entry, nested_fault};
 use vmunit::memory::TestPage;
-use vmunit::{args::glob_match, known_failure, prefix, report, report_fail, report_skip};
+use vmunit::{args::test_wanted, known_failure, prefix, report, report_fail, report_skip};
 
 vmunit::main!(main);
 
@@ -80,22 +80,6 @@ static REPRODUCERS: &[Case] = &[
     },
 ];
 
-fn wanted(name: &str, filters: &[&str]) -> bool {
-    let mut positive = false;
-    let mut matched = false;
-    for filter in filters.iter().filter(|filter| !filter.contains('=')) {
-        if let Some(excluded) = filter.strip_prefix('-') {
-            if glob_match(excluded, name) {
-                return false;
-            }
-        } else {
-            positive = true;
-            matched |= glob_match(filter, name);
-        }
-    }
-    !positive || matched
-}
-
 fn main(args: &[&str]) {
     let mut svm = match Svm::new() {
         Ok(svm) => svm,
@@ -113,7 +97,7 @@ fn main(args: &[&str]) {
         return;
     }
     let mut matched = 0;
-    for case in CASES.iter().filter(|case| wanted(case.name, args)) {
+    for case in CASES.iter().filter(|case| test_wanted(case.name, args)) {
         matched += 1;
         let _prefix = prefix(case.name);
         svm.reset();
