@@ -42,9 +42,7 @@ use vmunit::benchmark::{self, Sample};
 use vmunit::memory::{Protection, TestPage};
 use vmunit::pci::testdev::{self, TestDevice, Trigger};
 use vmunit::pci::{Bar, HostBridge, device, vendor};
-use vmunit::{
-    Vector, catch_exception, known_failure, prefix, report, report_fail, report_info, report_skip,
-};
+use vmunit::{Vector, catch_exception, known_failure, prefix, report, report_fail, report_info, report_skip};
 
 vmunit::main!(main);
 
@@ -840,7 +838,7 @@ fn ple_round_robin(_name: &str) -> Option<Sample> {
                 while turn.received.load(Ordering::SeqCst) == taken {
                     core::hint::spin_loop();
                     spins = spins.wrapping_add(1);
-                    if spins % 256 == 0 && rdtsc().wrapping_sub(start) > patience {
+                    if spins.is_multiple_of(256) && rdtsc().wrapping_sub(start) > patience {
                         stalls.fetch_add(1, Ordering::SeqCst);
                         return;
                     }
@@ -901,7 +899,9 @@ fn wr_tsx_ctrl_msr(_name: &str) -> Option<Sample> {
     }
     let capabilities = try_rdmsr(msr::IA32_ARCH_CAPABILITIES);
     if !matches!(capabilities, Ok(value) if value & msr::ARCH_CAPABILITIES_TSX_CTRL != 0) {
-        report_skip!("no IA32_TSX_CTRL: IA32_ARCH_CAPABILITIES bit 7 (TSX_CTRL) is clear (got {capabilities:x?})");
+        report_skip!(
+            "no IA32_TSX_CTRL: IA32_ARCH_CAPABILITIES bit 7 (TSX_CTRL) is clear (got {capabilities:x?})"
+        );
         return None;
     }
     let original = try_rdmsr(msr::IA32_TSX_CTRL);
