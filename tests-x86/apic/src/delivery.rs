@@ -1,14 +1,17 @@
 //! Where fixed IPIs land (kvm-unit-tests' apic.c: logical IPIs, physical broadcast): logical
 //! flat and cluster destinations to one CPU or two, the physical broadcast address and the
-//! all-including-self and all-excluding-self shorthands, and aliased xAPIC physical IDs. CPU 1
+//! all-including-self and all-excluding-self shorthands, aliased xAPIC physical IDs, and KVM's
+//! paravirtual send-IPI hypercall (kvm-unit-tests' test_pv_ipi, extended). CPU 1
 //! listens with interrupts enabled and applies the LDR/DFR (or ID) the test asks of it; each
 //! CPU counts what it receives.
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use vmunit::arch::apic::{self, register};
+use vmunit::arch::instructions::{HypercallInstruction, kvm};
+use vmunit::arch::kvmclock::{KvmFeature, has_kvm_feature, kvm_cpuid_base};
 use vmunit::arch::set_interrupt_handler;
-use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu_async};
+use vmunit::arch::smp::{apic_id_of, cpu_count, cpu_index, on_cpu_async};
 use vmunit::time::{delay, spin_until, wait_until};
 use vmunit::{prefix, report, report_info, report_skip};
 
@@ -323,4 +326,159 @@ pub fn check_aliased_ids() {
         ids == own,
         "both CPUs have their own xAPIC IDs {own:?} back (got {ids:?})"
     );
+}
+
+/// A KVM_HC_SEND_IPI hypercall: the bitmap's two halves, the lowest APIC ID and the ICR value.
+#[derive(Clone, Copy, Debug)]
+struct PvIpi {
+    low: u64,
+    high: u64,
+    min: u64,
+    icr: u64,
+}
+
+/// Makes the hypercall `ipi` and returns RAX and what CPU 0 and CPU 1 received: waits until
+/// `expected` arrived (or [`PATIENCE`] passed), then [`SETTLE`] / 10 more.
+fn pv_deliver(instruction: HypercallInstruction, ipi: PvIpi, expected: [u32; 2]) -> (u64, [u32; 2]) {
+    for counter in &RECEIVED {
+        counter.store(0, Ordering::SeqCst);
+    }
+    let returned = instruction.call_with(kvm::HC_SEND_IPI, [ipi.low, ipi.high, ipi.min, ipi.icr]);
+    let received = || RECEIVED.each_ref().map(|counter| counter.load(Ordering::SeqCst));
+    let _ = wait_until(PATIENCE, || received() == expected);
+    let _ = wait_until(SETTLE / 10, || received() != expected);
+    (returned, received())
+}
+
+/// KVM's paravirtual send-IPI (kvm-unit-tests' test_pv_ipi; Linux
+/// Documentation/virt/kvm/x86/hypercalls.rst, KVM_HC_SEND_IPI; `kvm_pv_send_ipi` in
+/// arch/x86/kvm/lapic.c): a fixed IPI to every APIC whose physical ID has its bit in the
+/// bitmap (RBX: IDs RDX..RDX+63, RCX: the 64 after), returning how many APICs took it.
+/// kvm-unit-tests' own case: a bitmap from ID 0xffffffff, where no APIC is, returns 0.
+/// Skips where KVM's CPUID leaves do not advertise KVM_FEATURE_PV_SEND_IPI, and under
+/// kvm_pvm, whose hypercalls never complete.
+pub fn check_pv_send_ipi() {
+    let _prefix = prefix("PV send IPI");
+    let Some(base) = kvm_cpuid_base() else {
+        report_skip!("no KVM CPUID leaves (no KVMKVMKVM signature in 0x40000000..), so no KVM_HC_SEND_IPI");
+        return;
+    };
+    if !has_kvm_feature(KvmFeature::PvSendIpi) {
+        report_skip!(
+            "KVM_FEATURE_PV_SEND_IPI (CPUID {:#x}:EAX[{}]) is clear",
+            base + 1,
+            KvmFeature::PvSendIpi as u32
+        );
+        return;
+    }
+    let instruction = HypercallInstruction::of_this_cpu();
+    if vmunit::environment::instruction_emulating_kvm() {
+        report_skip!(
+            "KVM_FEATURE_PV_SEND_IPI is set, but this host's kvm_pvm never completes {}: the vCPU would hang (reproduce-hypercall)",
+            instruction.name()
+        );
+        return;
+    }
+    // kvm-unit-tests: bitmap 0xffffffff from ID 0xffffffff, ICR 0: no APIC has such an ID.
+    let returned = instruction.call_with(kvm::HC_SEND_IPI, [0xffff_ffff, 0, 0xffff_ffff, 0]);
+    report!(
+        returned == 0,
+        "{} of KVM_HC_SEND_IPI to IDs from 0xffffffff (none exists) returns 0 (got {returned:#x})",
+        instruction.name()
+    );
+    if cpu_count() != 2 {
+        report_skip!(
+            "the delivery checks count on exactly 2 CPUs (got {})",
+            cpu_count()
+        );
+        return;
+    }
+    let ids = [apic_id_of(0), apic_id_of(1)];
+    if ids.iter().any(|&id| id >= 64) {
+        report_skip!("the delivery checks put both APIC IDs in one 64-bit half (got {ids:?})");
+        return;
+    }
+    let bit = |cpu: usize| 1u64 << ids[cpu];
+    let fixed = u64::from(VECTOR);
+    with_listener(count, || {
+        let one = PvIpi {
+            low: bit(1),
+            high: 0,
+            min: 0,
+            icr: fixed,
+        };
+        let (returned, got) = pv_deliver(instruction, one, [0, 1]);
+        report!(
+            returned == 1 && got == [0, 1],
+            "a bitmap naming CPU 1's APIC ID {} sends it one IPI and returns 1 (got {returned:#x}, received {got:?})",
+            ids[1]
+        );
+        let both = PvIpi {
+            low: bit(0) | bit(1),
+            high: 0,
+            min: 0,
+            icr: fixed,
+        };
+        let (returned, got) = pv_deliver(instruction, both, [1, 1]);
+        report!(
+            returned == 2 && got == [1, 1],
+            "a bitmap naming both APIC IDs {ids:?}, the sender's too, reaches each once and returns 2 (got {returned:#x}, received {got:?})"
+        );
+        // The bitmap counts from RDX: bit 0 is the APIC ID in RDX.
+        let offset = PvIpi {
+            low: 1,
+            high: 0,
+            min: u64::from(ids[1]),
+            icr: fixed,
+        };
+        let (returned, got) = pv_deliver(instruction, offset, [0, 1]);
+        report!(
+            returned == 1 && got == [0, 1],
+            "bit 0 with RDX = {} (the lowest ID) reaches CPU 1 only and returns 1 (got {returned:#x}, received {got:?})",
+            ids[1]
+        );
+        // RCX's bits continue RBX's: bit n of RCX is ID RDX + 64 + n, here none exists.
+        let high = PvIpi {
+            low: 0,
+            high: bit(0) | bit(1),
+            min: 0,
+            icr: fixed,
+        };
+        let (returned, got) = pv_deliver(instruction, high, [0, 0]);
+        report!(
+            returned == 0 && got == [0, 0],
+            "the same bits in RCX name IDs 64 and up, where no APIC is: returns 0, no IPI (got {returned:#x}, received {got:?})"
+        );
+        let absent = !(bit(0) | bit(1));
+        let nobody = PvIpi {
+            low: absent,
+            high: 0,
+            min: 0,
+            icr: fixed,
+        };
+        let (returned, got) = pv_deliver(instruction, nobody, [0, 0]);
+        report!(
+            returned == 0 && got == [0, 0],
+            "a bitmap of every other ID below 64 (no APIC there) returns 0, no IPI (got {returned:#x}, received {got:?})"
+        );
+        for (what, extra) in [
+            ("a logical destination", u64::from(apic::DESTINATION_LOGICAL)),
+            (
+                "the all-including-self shorthand",
+                u64::from(apic::TO_ALL_INCLUDING_SELF),
+            ),
+        ] {
+            let invalid = PvIpi {
+                low: bit(0) | bit(1),
+                high: 0,
+                min: 0,
+                icr: fixed | extra,
+            };
+            let (returned, got) = pv_deliver(instruction, invalid, [0, 0]);
+            report!(
+                returned == kvm::failure(kvm::EINVAL) && got == [0, 0],
+                "an ICR value with {what} returns -KVM_EINVAL, no IPI (got {returned:#x}, received {got:?})"
+            );
+        }
+    });
 }

@@ -1,6 +1,6 @@
 //! apic: the local APIC, checked as kvm-unit-tests' apic test does where it applies:
 //! IA32_APIC_BASE, the ID and version registers, a self-IPI, TPR masking, an IPI to another
-//! CPU (with smp >= 2), and the LVT timer in one-shot, periodic and TSC-deadline modes. Every wait is bounded: an
+//! CPU (with smp >= 2), KVM's PV send-IPI hypercall (where advertised), and the LVT timer in one-shot, periodic and TSC-deadline modes. Every wait is bounded: an
 //! interrupt that never comes is a FAIL, never a hang.
 //!
 //! With the argument `x2apic`, every CPU switches to x2APIC mode first and the same checks
@@ -76,6 +76,7 @@ fn main(args: &[&str]) -> i32 {
     check_timer_mode_change();
     delivery::check_broadcast();
     delivery::check_logical();
+    delivery::check_pv_send_ipi();
     delivery::check_aliased_ids();
     check_apic_id();
     check_base_transitions();

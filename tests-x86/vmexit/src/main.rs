@@ -1,11 +1,14 @@
 //! vmexit: kvm-unit-tests' vmexit microbenchmarks. Each argument names a benchmark (none: all
 //! of them); each times an operation that exits to the hypervisor (CPUID, VMCALL, CR8, port
-//! input, IPIs, the TSC-deadline timer, MSR, DR7, CR0 and CR4 writes, pci-testdev's MMIO and
-//! port triggers) and prints the TSC
+//! input and output, WBINVD and INVD, IPIs, the TSC-deadline timer, MSR, DR7, CR0 and CR4
+//! writes, pci-testdev's MMIO and port triggers; and the PAUSE loops of a token passed round
+//! the CPUs, for pause-loop exiting) and prints the TSC
 //! cycles per operation as `BENCH: <name>=<cycles> cycles` (`vmunit::benchmark`). Unlike
 //! kvm-unit-tests, every benchmark also checks that its operation really happened (CPUID
 //! returned the vendor, the IPI handler ran once per IPI on the other CPU, the PM timer
-//! advanced, VMCALL returned -KVM_ENOSYS or raised #UD, ...), so a broken hypervisor FAILs.
+//! advanced, VMCALL returned -KVM_ENOSYS or raised #UD, the PIC's ELCR read what was written
+//! to it, ...), so a broken hypervisor FAILs. The mitigation-MSR benchmarks skip, saying which
+//! CPUID or IA32_ARCH_CAPABILITIES bit is clear, where the MSR is not advertised.
 //!
 //! Batches double in size from 64 operations until one lasts 20 ms (kvm-unit-tests: 2^30
 //! cycles), so a run takes at most about a second, also under TCG and kvm_pvm.
@@ -27,16 +30,19 @@ use vmunit::arch::control::{
 use vmunit::arch::cpuid::{Feature, cpuid, hypervisor_signature, vendor_string};
 use vmunit::arch::debug::{dr7, read_dr7, write_dr7};
 use vmunit::arch::exceptions::wait_for_interrupt;
-use vmunit::arch::instructions::{HypercallInstruction, in_u8, in_u32, kvm, out_u8, out_u16, out_u32, rdtsc};
+use vmunit::arch::instructions::{
+    HypercallInstruction, in_u8, in_u32, invd, kvm, out_u8, out_u16, out_u32, rdtsc, wbinvd,
+};
+use vmunit::arch::ioapic::{ELCR_MASTER, ELCR_MASTER_WRITABLE};
 use vmunit::arch::msr::{self, try_rdmsr, try_wrmsr};
 use vmunit::arch::probes::interrupt_window;
-use vmunit::arch::smp::{cpu_count, cpu_index, on_cpu, on_cpu_async, on_cpus};
+use vmunit::arch::smp::{MAX_CPUS, cpu_count, cpu_index, on_cpu, on_cpu_async, on_cpus};
 use vmunit::arch::{interrupts, set_interrupt_handler};
 use vmunit::benchmark::{self, Sample};
 use vmunit::memory::{Protection, TestPage};
 use vmunit::pci::testdev::{self, TestDevice, Trigger};
 use vmunit::pci::{Bar, HostBridge, device, vendor};
-use vmunit::{Vector, catch_exception, known_failure, prefix, report, report_fail, report_skip};
+use vmunit::{Vector, catch_exception, known_failure, prefix, report, report_fail, report_info, report_skip};
 
 vmunit::main!(main);
 
@@ -68,10 +74,14 @@ type Benchmark = (&'static str, fn(&'static str) -> Option<Sample>);
 const BENCHMARKS: &[Benchmark] = &[
     ("cpuid", cpuid_benchmark),
     ("vmcall", hypercall_benchmark),
+    ("wbinvd", cache_flush),
+    ("invd", cache_flush),
     ("mov_from_cr8", mov_from_cr8),
     ("mov_to_cr8", mov_to_cr8),
     ("inl_from_pmtimer", inl_from_pmtimer),
     ("inl_from_qemu", inl_from_qemu),
+    ("inl_from_kernel", inl_from_kernel),
+    ("outl_to_kernel", outl_to_kernel),
     ("mov_dr", mov_dr),
     ("tscdeadline_immed", tsc_deadline),
     ("tscdeadline", tsc_deadline),
@@ -87,7 +97,11 @@ const BENCHMARKS: &[Benchmark] = &[
     ("x2apic_self_ipi_tpr_sti_hlt", self_ipi),
     ("ipi", ipi),
     ("ipi_halt", ipi),
+    ("ple_round_robin", ple_round_robin),
     ("wr_kernel_gs_base", wr_kernel_gs_base),
+    ("wr_tsx_ctrl_msr", wr_tsx_ctrl_msr),
+    ("wr_ibrs_msr", wr_ibrs_msr),
+    ("wr_ibpb_msr", wr_ibpb_msr),
     ("wr_tsc_adjust_msr", tsc_adjust),
     ("rd_tsc_adjust_msr", tsc_adjust),
     ("toggle_cr0_wp", toggle_cr0_wp),
@@ -245,6 +259,49 @@ fn hypercall_benchmark(_name: &str) -> Option<Sample> {
     Some(sample)
 }
 
+/// One slot per CPU for the WBINVD and INVD benchmarks' stores.
+static STORES: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// kvm-unit-tests' wbinvd and invd: the instruction on every CPU, each time right after a
+/// store to that CPU's slot, which must read back after it. WBINVD writes the store back;
+/// INVD would drop it on bare metal, but a hypervisor never lets a guest discard the host's
+/// caches: KVM skips INVD (`kvm_emulate_invd`, arch/x86/kvm/x86.c), QEMU's TCG models no
+/// cache.
+fn cache_flush(name: &str) -> Option<Sample> {
+    let write_back = name == "wbinvd";
+    let (sample, errors) = measure_parallel(|iterations| {
+        let slot = &STORES[cpu_index()];
+        let mut lost = 0;
+        for index in 1..=iterations {
+            slot.store(index, Ordering::SeqCst);
+            if write_back {
+                wbinvd();
+            } else {
+                invalidate_without_write_back();
+            }
+            lost += u64::from(slot.load(Ordering::SeqCst) != index);
+        }
+        lost
+    });
+    let instruction = if write_back { "WBINVD" } else { "INVD" };
+    report!(
+        errors == 0,
+        "each of {} {instruction} on {} CPUs completes and keeps the store made just before it (got {errors} lost)",
+        sample.iterations,
+        cpu_count()
+    );
+    Some(sample)
+}
+
+/// INVD, in a guest only.
+#[allow(unsafe_code)]
+fn invalidate_without_write_back() {
+    // SAFETY: the test runs in a virtual machine (KVM or QEMU's TCG), whose hypervisor never
+    // passes INVD to the hardware (see `cache_flush`); the store it would lose is what the
+    // benchmark checks.
+    unsafe { invd() };
+}
+
 fn mov_from_cr8(_name: &str) -> Option<Sample> {
     let (sample, errors) = measure_parallel(|iterations| {
         apic::write(register::TASK_PRIORITY, 0x50);
@@ -332,6 +389,72 @@ fn inl_from_qemu(_name: &str) -> Option<Sample> {
         "each of {} reads of the unassigned port {UNASSIGNED_PORT:#x} returns all ones (got {errors} other values)",
         sample.iterations
     );
+    Some(sample)
+}
+
+/// The ELCR value the port benchmarks write: IRQs 3, 5 and 7 level-triggered (not COM1's IRQ
+/// 4; the PIC's inputs stay masked, so no interrupt comes of it).
+const ELCR_PATTERN: u8 = 0xa8;
+
+/// kvm-unit-tests' inl_from_kernel: IN of the master PIC's ELCR (port 0x4d0), which KVM's
+/// in-kernel PIC answers without leaving the kernel (QEMU's i8259 under TCG). Each read must
+/// return the value written before the batch; a write of all ones reads back as only the
+/// writable bits (IRQs 0-2 are always edge-triggered).
+fn inl_from_kernel(_name: &str) -> Option<Sample> {
+    let original = in_u8(ELCR_MASTER);
+    report_info!("ELCR1 (port {ELCR_MASTER:#x}) holds {original:#04x}");
+    out_u8(ELCR_MASTER, ELCR_PATTERN);
+    let (sample, errors) = measure_parallel(|iterations| {
+        (0..iterations)
+            .filter(|_| in_u8(ELCR_MASTER) != ELCR_PATTERN)
+            .count() as u64
+    });
+    report!(
+        errors == 0,
+        "each of {} reads of ELCR1 on {} CPUs returns the {ELCR_PATTERN:#04x} written (got {errors} other values)",
+        sample.iterations,
+        cpu_count()
+    );
+    out_u8(ELCR_MASTER, 0xff);
+    let masked = in_u8(ELCR_MASTER);
+    report!(
+        masked == ELCR_MASTER_WRITABLE,
+        "ELCR1 written with 0xff reads {ELCR_MASTER_WRITABLE:#04x}: IRQs 0-2 stay edge-triggered (got {masked:#04x})"
+    );
+    out_u8(ELCR_MASTER, original);
+    let restored = in_u8(ELCR_MASTER);
+    report!(
+        restored == original,
+        "ELCR1 takes its value {original:#04x} back (got {restored:#04x})"
+    );
+    Some(sample)
+}
+
+/// kvm-unit-tests' outl_to_kernel: OUT of 0 to the master PIC's ELCR (port 0x4d0), served
+/// by KVM's in-kernel PIC. With the pattern written before the batch, ELCR1 reads 0 after
+/// it: the writes reached the device.
+fn outl_to_kernel(_name: &str) -> Option<Sample> {
+    let original = in_u8(ELCR_MASTER);
+    report_info!("ELCR1 (port {ELCR_MASTER:#x}) holds {original:#04x}");
+    let mut before = 0;
+    let mut after = 0;
+    let sample = measure(|iterations| {
+        out_u8(ELCR_MASTER, ELCR_PATTERN);
+        before = in_u8(ELCR_MASTER);
+        on_cpus(|| {
+            for _ in 0..iterations {
+                out_u8(ELCR_MASTER, 0);
+            }
+        });
+        after = in_u8(ELCR_MASTER);
+    });
+    let total = sample.iterations * cpu_count() as u64;
+    report!(
+        before == ELCR_PATTERN && after == 0,
+        "ELCR1 holds the {ELCR_PATTERN:#04x} written, then 0 after {total} writes of 0 on {} CPUs (got {before:#04x}, then {after:#04x})",
+        cpu_count()
+    );
+    out_u8(ELCR_MASTER, original);
     Some(sample)
 }
 
@@ -667,6 +790,85 @@ fn ipi(name: &str) -> Option<Sample> {
     Some(sample)
 }
 
+/// A CPU's place in the token ring of `ple_round_robin`, alone in its cache line.
+#[repr(align(64))]
+struct Turn {
+    /// Tokens passed to this CPU so far.
+    received: AtomicU64,
+    /// Tokens this CPU has taken (and passed on).
+    taken: AtomicU64,
+}
+
+static TURNS: [Turn; MAX_CPUS] = [const {
+    Turn {
+        received: AtomicU64::new(0),
+        taken: AtomicU64::new(0),
+    }
+}; MAX_CPUS];
+
+/// Milliseconds a CPU waits for the token before it gives up (a vCPU the host deschedules
+/// holds it up, so more than the interrupt patience).
+const TOKEN_PATIENCE_MILLISECONDS: u64 = 1000;
+
+/// kvm-unit-tests' ple_round_robin: a token goes round the CPUs; each waits for it in a
+/// PAUSE loop (`core::hint::spin_loop`), which is what pause-loop exiting (PLE, AMD's PAUSE
+/// filter) catches, then passes it to the next CPU. Each operation is one turn. Every CPU must
+/// take the token once per iteration, and none may wait in vain.
+fn ple_round_robin(_name: &str) -> Option<Sample> {
+    let cpus = cpu_count();
+    let stalls = AtomicU64::new(0);
+    let mut wrong_counts = 0;
+    let sample = benchmark::measure(BUDGET_MILLISECONDS, FIRST_BATCH, MAXIMUM_BATCH, |iterations| {
+        for turn in &TURNS {
+            turn.received.store(0, Ordering::SeqCst);
+            turn.taken.store(0, Ordering::SeqCst);
+        }
+        stalls.store(0, Ordering::SeqCst);
+        // CPU 0 holds the token first.
+        TURNS[0].received.store(1, Ordering::SeqCst);
+        let patience = vmunit::time::ticks_in(TOKEN_PATIENCE_MILLISECONDS);
+        on_cpus(|| {
+            let me = cpu_index();
+            let turn = &TURNS[me];
+            let next = &TURNS[(me + 1) % cpus];
+            for _ in 0..iterations {
+                let taken = turn.taken.load(Ordering::SeqCst);
+                let start = rdtsc();
+                let mut spins = 0u32;
+                while turn.received.load(Ordering::SeqCst) == taken {
+                    core::hint::spin_loop();
+                    spins = spins.wrapping_add(1);
+                    if spins.is_multiple_of(256) && rdtsc().wrapping_sub(start) > patience {
+                        stalls.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    }
+                }
+                turn.taken.store(taken + 1, Ordering::SeqCst);
+                next.received.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        // Each CPU took `iterations` tokens and received as many (CPU 0 one more: its first).
+        wrong_counts = (0..cpus)
+            .filter(|&cpu| {
+                let expected_received = iterations + u64::from(cpu == 0);
+                TURNS[cpu].taken.load(Ordering::SeqCst) != iterations
+                    || TURNS[cpu].received.load(Ordering::SeqCst) != expected_received
+            })
+            .count();
+    });
+    report!(
+        stalls.load(Ordering::SeqCst) == 0,
+        "no CPU waits {TOKEN_PATIENCE_MILLISECONDS} ms for the token in vain (got {} stalls)",
+        stalls.load(Ordering::SeqCst)
+    );
+    report!(
+        wrong_counts == 0,
+        "the token goes {} times round {cpus} CPUs: each takes it once per round (got {wrong_counts} CPUs with other counts)",
+        sample.iterations
+    );
+    Some(sample)
+}
+
 fn wr_kernel_gs_base(_name: &str) -> Option<Sample> {
     let (sample, errors) = measure_parallel(|iterations| {
         let mut faults = 0;
@@ -680,6 +882,103 @@ fn wr_kernel_gs_base(_name: &str) -> Option<Sample> {
     report!(
         errors == 0,
         "{} WRMSRs to IA32_KERNEL_GS_BASE succeed and it reads the last value (got {errors} faults or mismatches)",
+        sample.iterations
+    );
+    Some(sample)
+}
+
+/// kvm-unit-tests' wr_tsx_ctrl_msr: WRMSR of 0 to IA32_TSX_CTRL (TSX enabled, RTM and HLE in
+/// CPUID), where IA32_ARCH_CAPABILITIES.TSX_CTRL says it exists (kvm-unit-tests' `has_tsx_ctrl`).
+fn wr_tsx_ctrl_msr(_name: &str) -> Option<Sample> {
+    if !Feature::ArchCapabilities.supported() {
+        report_skip!(
+            "no IA32_ARCH_CAPABILITIES: {} is clear, so no IA32_TSX_CTRL",
+            Feature::ArchCapabilities.bit()
+        );
+        return None;
+    }
+    let capabilities = try_rdmsr(msr::IA32_ARCH_CAPABILITIES);
+    if !matches!(capabilities, Ok(value) if value & msr::ARCH_CAPABILITIES_TSX_CTRL != 0) {
+        report_skip!(
+            "no IA32_TSX_CTRL: IA32_ARCH_CAPABILITIES bit 7 (TSX_CTRL) is clear (got {capabilities:x?})"
+        );
+        return None;
+    }
+    let original = try_rdmsr(msr::IA32_TSX_CTRL);
+    report_info!("IA32_TSX_CTRL holds {original:x?}");
+    let (sample, errors) = measure_parallel(|iterations| {
+        let faults = (0..iterations)
+            .filter(|_| try_wrmsr(msr::IA32_TSX_CTRL, 0).is_err())
+            .count() as u64;
+        faults + u64::from(try_rdmsr(msr::IA32_TSX_CTRL) != Ok(0))
+    });
+    report!(
+        errors == 0,
+        "each of {} WRMSR of 0 to IA32_TSX_CTRL succeeds and it reads 0 (got {errors} faults or other values)",
+        sample.iterations
+    );
+    if let Ok(value) = original {
+        on_cpus(|| {
+            let _ = try_wrmsr(msr::IA32_TSX_CTRL, value);
+        });
+    }
+    Some(sample)
+}
+
+/// kvm-unit-tests' wr_ibrs_msr: IA32_SPEC_CTRL.IBRS set and cleared, where CPUID.7.0:EDX[26]
+/// advertises it (kvm-unit-tests' `has_spec_ctrl`); after each pair SPEC_CTRL reads 0.
+fn wr_ibrs_msr(_name: &str) -> Option<Sample> {
+    if !Feature::SpecCtrl.supported() {
+        report_skip!(
+            "no IA32_SPEC_CTRL.IBRS: {} (SPEC_CTRL) is clear",
+            Feature::SpecCtrl.bit()
+        );
+        return None;
+    }
+    let set = try_wrmsr(msr::IA32_SPEC_CTRL, msr::SPEC_CTRL_IBRS);
+    let read_set = try_rdmsr(msr::IA32_SPEC_CTRL);
+    let _ = try_wrmsr(msr::IA32_SPEC_CTRL, 0);
+    report!(
+        set.is_ok() && matches!(read_set, Ok(value) if value & msr::SPEC_CTRL_IBRS != 0),
+        "WRMSR of IBRS to IA32_SPEC_CTRL succeeds and IBRS reads back set (got {set:x?}, {read_set:x?})"
+    );
+    let (sample, errors) = measure_parallel(|iterations| {
+        let faults = (0..iterations)
+            .filter(|_| {
+                try_wrmsr(msr::IA32_SPEC_CTRL, msr::SPEC_CTRL_IBRS).is_err()
+                    || try_wrmsr(msr::IA32_SPEC_CTRL, 0).is_err()
+            })
+            .count() as u64;
+        faults + u64::from(try_rdmsr(msr::IA32_SPEC_CTRL) != Ok(0))
+    });
+    report!(
+        errors == 0,
+        "each of {} pairs of WRMSR (IBRS, then 0) to IA32_SPEC_CTRL succeeds and it reads 0 (got {errors} faults or other values)",
+        sample.iterations
+    );
+    Some(sample)
+}
+
+/// kvm-unit-tests' wr_ibpb_msr: the IBPB command written to IA32_PRED_CMD, where
+/// CPUID.7.0:EDX[26] (Intel) or CPUID.80000008H:EBX[12] (AMD) advertises it (kvm-unit-tests'
+/// `has_ibpb`). PRED_CMD is a write-only command: each write must succeed.
+fn wr_ibpb_msr(_name: &str) -> Option<Sample> {
+    if !Feature::SpecCtrl.supported() && !Feature::AmdIbpb.supported() {
+        report_skip!(
+            "no IBPB: {} (SPEC_CTRL) and {} (AMD_IBPB) are clear",
+            Feature::SpecCtrl.bit(),
+            Feature::AmdIbpb.bit()
+        );
+        return None;
+    }
+    let (sample, errors) = measure_parallel(|iterations| {
+        (0..iterations)
+            .filter(|_| try_wrmsr(msr::IA32_PRED_CMD, msr::PRED_CMD_IBPB).is_err())
+            .count() as u64
+    });
+    report!(
+        errors == 0,
+        "each of {} WRMSR of IBPB to IA32_PRED_CMD succeeds (got {errors} faults)",
         sample.iterations
     );
     Some(sample)

@@ -510,8 +510,18 @@ pub mod kvm {
     pub const ENOSYS: i64 = 1000;
     /// KVM_EPERM: not permitted (a hypercall from CPL 3).
     pub const EPERM: i64 = 1;
+    /// KVM_EINVAL: an invalid argument (KVM_HC_SEND_IPI with a logical destination or a
+    /// shorthand in its ICR value).
+    pub const EINVAL: i64 = 22;
     /// KVM_HC_VAPIC_POLL_IRQ: a hypercall that does nothing and returns 0.
     pub const HC_VAPIC_POLL_IRQ: u64 = 1;
+    /// KVM_HC_SEND_IPI (Linux Documentation/virt/kvm/x86/hypercalls.rst), offered where
+    /// KVM_FEATURE_PV_SEND_IPI is: RBX and RCX hold a bitmap of physical APIC IDs (in 64-bit
+    /// mode, bit `n` of RBX is ID `RDX + n`, bit `n` of RCX is ID `RDX + 64 + n`), RDX the
+    /// lowest ID, RSI the ICR value (vector, delivery mode, level, trigger: a logical
+    /// destination or a shorthand is -KVM_EINVAL). Returns how many local APICs took the IPI
+    /// (KVM's `kvm_pv_send_ipi`: one per existing, enabled target).
+    pub const HC_SEND_IPI: u64 = 10;
 
     /// RAX after a hypercall that failed with `error` (which KVM returns negated).
     pub const fn failure(error: i64) -> u64 {
@@ -809,6 +819,66 @@ impl HypercallInstruction {
         }
         result
     }
+}
+
+impl HypercallInstruction {
+    /// The instruction of this CPU's vendor, as kvm-unit-tests chooses it: VMMCALL on AMD and
+    /// Hygon, VMCALL elsewhere.
+    pub fn of_this_cpu() -> Self {
+        let vendor = super::cpuid::vendor_string();
+        if vendor == *b"AuthenticAMD" || vendor == *b"HygonGenuine" {
+            HypercallInstruction::Vmmcall
+        } else {
+            HypercallInstruction::Vmcall
+        }
+    }
+
+    /// Executes the instruction with hypercall `number` in RAX and `arguments` in RBX, RCX,
+    /// RDX and RSI (KVM's first four arguments); returns RAX. No catch, as [`Self::call`].
+    pub fn call_with(self, number: u64, arguments: [u64; 4]) -> u64 {
+        let mut result = number;
+        let [first, second, third, fourth] = arguments;
+        match self {
+            // SAFETY: a hypercall changes no guest memory: the hypervisor answers in RAX (the
+            // IPIs it may send are interrupts, taken by the handlers as any other); RBX is
+            // swapped in and out because the compiler reserves it.
+            HypercallInstruction::Vmcall => unsafe {
+                asm!(
+                    "xchg {first}, rbx", "vmcall", "xchg {first}, rbx",
+                    first = inout(reg) first => _, inout("rax") result, inout("rcx") second => _,
+                    inout("rdx") third => _, inout("rsi") fourth => _, options(nostack)
+                )
+            },
+            // SAFETY: as for VMCALL.
+            HypercallInstruction::Vmmcall => unsafe {
+                asm!(
+                    "xchg {first}, rbx", "vmmcall", "xchg {first}, rbx",
+                    first = inout(reg) first => _, inout("rax") result, inout("rcx") second => _,
+                    inout("rdx") third => _, inout("rsi") fourth => _, options(nostack)
+                )
+            },
+        }
+        result
+    }
+}
+
+/// WBINVD: writes the caches' modified lines back to memory and invalidates the caches (a
+/// CPL-0 instruction: #GP(0) elsewhere). Memory keeps every value written; under a hypervisor
+/// it exits (KVM: `kvm_emulate_wbinvd`).
+pub fn wbinvd() {
+    // SAFETY: WBINVD writes back before it invalidates, so memory holds what was written.
+    unsafe { asm!("wbinvd", options(nostack, preserves_flags)) };
+}
+
+/// INVD: invalidates the caches without writing modified lines back (a CPL-0 instruction).
+///
+/// # Safety
+/// On bare metal it loses every store still in a cache, which can corrupt any memory. Call it
+/// only under a hypervisor that does not pass it to the hardware: KVM skips it as a NOP
+/// (`kvm_emulate_invd`, arch/x86/kvm/x86.c); QEMU's TCG models no cache and does nothing.
+pub unsafe fn invd() {
+    // SAFETY: the caller runs under a hypervisor that keeps memory intact (see # Safety).
+    unsafe { asm!("invd", options(nostack, preserves_flags)) };
 }
 
 /// IN of a byte from `port` (a device access, never a memory access).

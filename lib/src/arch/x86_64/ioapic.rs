@@ -312,6 +312,18 @@ pub fn local_trigger_mode(vector: u8) -> bool {
     apic::vector_bit(apic::register::TRIGGER_MODE, vector)
 }
 
+/// The master 8259 PIC's edge/level control register (ELCR1, PIIX and ICH: I/O port 0x4d0;
+/// served by KVM's in-kernel PIC, `elcr_ioport_read`/`elcr_ioport_write` in
+/// arch/x86/kvm/i8259.c, and by QEMU's hw/intc/i8259.c): bit `n` set makes IRQ `n`
+/// level-triggered.
+pub const ELCR_MASTER: u16 = 0x4d0;
+/// The slave PIC's edge/level control register (ELCR2, port 0x4d1), IRQs 8-15.
+pub const ELCR_SLAVE: u16 = 0x4d1;
+/// The bits of [`ELCR_MASTER`] that take a write: IRQs 0, 1 and 2 (timer, keyboard, cascade)
+/// are always edge-triggered, so bits 2:0 read 0 whatever is written (the chipsets' ELCR1;
+/// `elcr_mask` 0xf8 of KVM's `kvm_pic_init` and of QEMU's `i8259_init_chip`).
+pub const ELCR_MASTER_WRITABLE: u8 = 0xf8;
+
 /// Masks every input of the legacy 8259 PICs (master and slave data ports 0x21 and 0xa1), so
 /// that ISA IRQs arrive only through the I/O APIC.
 pub fn mask_legacy_pic() {

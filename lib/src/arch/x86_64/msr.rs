@@ -19,8 +19,12 @@ pub const IA32_APIC_BASE: u32 = 0x1b;
 pub const IA32_TSC_ADJUST: u32 = 0x3b;
 /// IA32_SPEC_CTRL: IBRS (bit 0), STIBP (bit 1), SSBD (bit 2).
 pub const IA32_SPEC_CTRL: u32 = 0x48;
+/// IA32_SPEC_CTRL.IBRS (bit 0): indirect branch restricted speculation.
+pub const SPEC_CTRL_IBRS: u64 = 1 << 0;
 /// IA32_PRED_CMD: write-only; bit 0 is IBPB.
 pub const IA32_PRED_CMD: u32 = 0x49;
+/// IA32_PRED_CMD.IBPB (bit 0): an indirect branch prediction barrier, a command.
+pub const PRED_CMD_IBPB: u64 = 1 << 0;
 /// IA32_PMC0: general-purpose counter 0; counter `n` is `IA32_PMC0 + n`.
 pub const IA32_PMC0: u32 = 0xc1;
 /// IA32_ARCH_CAPABILITIES: read-only enumeration of capabilities (CPUID.7.0:EDX[29]).
