@@ -120,6 +120,9 @@ fn busy_cpu_across_migration() -> bool {
 static NMIS: AtomicU32 = AtomicU32::new(0);
 /// The count the first handler run saw after its self-NMI had time to arrive (1: latched).
 static NMIS_INSIDE: AtomicU32 = AtomicU32::new(0);
+/// The count the first handler run saw after the migration, still inside it (1: NMIs still
+/// blocked on the destination).
+static NMIS_AFTER_MIGRATION: AtomicU32 = AtomicU32::new(0);
 /// Whether the migration from inside the handler completed.
 static MIGRATED_IN_HANDLER: AtomicBool = AtomicBool::new(false);
 
@@ -131,6 +134,9 @@ fn nmi_handler(_vector: u8) {
     delay(20);
     NMIS_INSIDE.store(NMIS.load(Ordering::SeqCst), Ordering::SeqCst);
     let migration = vmunit::migrate();
+    // Time for the latched NMI to show if the destination lost NMI blocking.
+    delay(20);
+    NMIS_AFTER_MIGRATION.store(NMIS.load(Ordering::SeqCst), Ordering::SeqCst);
     MIGRATED_IN_HANDLER.store(migration == Migration::Completed, Ordering::SeqCst);
 }
 
@@ -148,6 +154,7 @@ fn pending_nmi_across_migration() {
     set_interrupt_handler(Vector::NMI.0, None);
     let migrated = MIGRATED_IN_HANDLER.load(Ordering::SeqCst);
     let inside = NMIS_INSIDE.load(Ordering::SeqCst);
+    let after_migration = NMIS_AFTER_MIGRATION.load(Ordering::SeqCst);
     let total = NMIS.load(Ordering::SeqCst);
     report!(
         migrated,
@@ -156,6 +163,10 @@ fn pending_nmi_across_migration() {
     report!(
         inside == 1,
         "the NMI sent from the NMI handler is held while the handler runs (handler runs seen inside it: expected 1, got {inside})"
+    );
+    report!(
+        after_migration == 1,
+        "NMIs stay blocked inside the handler on the destination: the latched NMI does not nest (handler runs seen after the migration: expected 1, got {after_migration})"
     );
     report!(
         total == 2,
