@@ -62,8 +62,8 @@ pub use arch::{Exception, Vector, catch_exception, trap_exceptions};
 pub use environment::env;
 #[cfg(target_os = "none")]
 pub use migration::{
-    Migration, begin_continuous_migration, end_continuous_migration, migrate, migrate_once, migrate_quiet,
-    migrate_skip,
+    Migration, begin_continuous_migration, end_continuous_migration, migrate, migrate_holding, migrate_once,
+    migrate_quiet, migrate_skip,
 };
 #[cfg(target_os = "none")]
 pub use reporting::{

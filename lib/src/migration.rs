@@ -119,6 +119,26 @@ pub fn migrate() -> Migration {
     Migration::Completed
 }
 
+/// Asks the runner to migrate now and runs `hold` while it does: `hold` must return only once
+/// the runner's byte is waiting on the serial input, and must leave it there (assembly that
+/// holds register values across the migration polls the UART's receive flag, as
+/// `arch::console::SerialInputWait` describes on aarch64). The byte is then taken and an
+/// `INFO:` line says the migration completed. For state no compiled code may touch while the
+/// VM moves (FP/SIMD, SVE and SME registers held by a round trip). Outside a migration run it
+/// reports `SKIP` and returns `Err(NotMigrationRun)` without running `hold`.
+pub fn migrate_holding<T>(hold: impl FnOnce() -> T) -> Result<T, Migration> {
+    if !is_migration_run() {
+        return Err(not_a_migration_run());
+    }
+    crate::println!("{}", MigrateLine::Now);
+    let value = hold();
+    while crate::console::read_byte().is_none() {
+        core::hint::spin_loop();
+    }
+    crate::report_info!("Migration complete");
+    Ok(value)
+}
+
 /// Like [`migrate`] without the `INFO:` line, for tests that migrate many times
 /// (kvm-unit-tests' `migrate_quiet()`).
 pub fn migrate_quiet() -> Migration {

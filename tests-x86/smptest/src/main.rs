@@ -2,7 +2,8 @@
 //! knows its own index and APIC ID, runs on its own stack, and catches its own exceptions; and
 //! `on_cpu_mask` (kvm-unit-tests' `on_cpumask`) runs work on exactly the CPUs of a set.
 //!
-//! `cpus=N` (the entry's smp count) says how many CPUs must come up.
+//! `cpus=N` (the entry's smp count) says how many CPUs must come up. test_args `migration`
+//! (entry `smp-migration`) runs instead the live-migration checks of [`migration`].
 #![no_std]
 #![no_main]
 
@@ -16,6 +17,8 @@ use vmunit::arch::msr::{self, ApicBaseFlags, try_rdmsr};
 use vmunit::arch::smp::{CpuSet, MAX_CPUS, apic_id_of, cpu_count, cpu_index, on_cpu, on_cpu_mask, on_cpus};
 use vmunit::{Vector, prefix, report, report_info};
 
+mod migration;
+
 vmunit::main!(main);
 
 /// The initial APIC ID (CPUID.1:EBX[31:24]) each CPU reported, plus one (0: none yet).
@@ -24,6 +27,10 @@ static APIC_IDS: [AtomicU32; MAX_CPUS] = [const { AtomicU32::new(0) }; MAX_CPUS]
 static INDICES: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
 
 fn main(args: &[&str]) {
+    if args.contains(&"migration") {
+        migration::checks();
+        return;
+    }
     let expected: usize = vmunit::args::value(args, "cpus")
         .and_then(|value| value.parse().ok())
         .unwrap_or(1);

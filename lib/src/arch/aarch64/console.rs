@@ -92,3 +92,28 @@ pub fn uart_identification() -> Option<(u32, u32)> {
     };
     Some((word(0xfe0), word(0xff0)))
 }
+
+/// The console UART's receive flag, for assembly that waits for a byte from the host while it
+/// holds register values (a live migration's answer: [`crate::migration::migrate_holding`])
+/// without running compiled code: its loop reads the PL011 flag register until RXFE (bit 4)
+/// clears, and leaves the byte in the receive FIFO.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SerialInputWait {
+    flags: u64,
+}
+
+impl SerialInputWait {
+    /// The device tree's PL011 (identity mapped as device memory), if it named one.
+    pub fn console() -> Option<SerialInputWait> {
+        let base = super::device_tree::platform().uart?;
+        Some(SerialInputWait { flags: base + FLAGS })
+    }
+
+    /// The flag register's address: an aligned 32-bit register whose reads have no side effect.
+    pub fn flags_address(&self) -> u64 {
+        self.flags
+    }
+
+    /// RXFE, the flag register bit that is set while the receive FIFO is empty.
+    pub const RECEIVE_EMPTY: u32 = RECEIVE_EMPTY;
+}

@@ -534,6 +534,10 @@ pub enum FpEvent<'a> {
     /// The registers are held across WFIs with IRQs masked ([`Handoff`]): no exception is
     /// taken, so only the hypervisor (which deschedules the waiting vCPU) can change them.
     Descheduled(Handoff<'a>),
+    /// A wait, no exception taken, until the console UART holds a byte from the host (left in
+    /// its receive FIFO): the registers are held across a live migration whose answer is that
+    /// byte ([`crate::migration::migrate_holding`]).
+    SerialInput(super::console::SerialInputWait),
 }
 
 /// A wait in WFI with IRQs masked while a CPU holds register values: it stores 1 to `loaded`
@@ -582,12 +586,15 @@ pub fn fp_state_round_trip(state: &FpState, event: FpEvent<'_>) -> FpState {
                 handoff.deadline,
             )
         }
+        // `polls` carries the flag register's address.
+        FpEvent::SerialInput(wait) => (5, core::ptr::null(), core::ptr::null(), wait.flags_address()),
     };
     let fpcr_after: u64;
     let fpsr_after: u64;
     // SAFETY: reads `state.vectors` and writes `out.vectors` (512 bytes each, live); `loaded`,
     // `done` and (Descheduled only) `waits` point at live atomics accessed with atomic
-    // instructions; DAIF is restored after the Descheduled wait; every vector
+    // instructions; SerialInput reads the PL011's flag register (aligned, identity mapped
+    // device memory, no side effect); DAIF is restored after the Descheduled wait; every vector
     // register is declared clobbered and FPCR/FPSR are restored; the BRK is resumed by
     // `trap_exceptions` and IRQ handlers return.
     unsafe {
@@ -611,6 +618,13 @@ pub fn fp_state_round_trip(state: &FpState, event: FpEvent<'_>) -> FpState {
             "b.eq 4f",
             "cmp {mode}, #4",
             "b.eq 7f",
+            "cmp {mode}, #5",
+            "b.eq 11f",
+            "b 3f",
+            // SerialInput: the UART flag register read until RXFE clears.
+            "11: ldr {scratch:w}, [{polls}]",
+            "tst {scratch:w}, #{receive_empty}",
+            "b.ne 11b",
             "b 3f",
             "6: brk #0x77",
             "b 3f",
@@ -671,6 +685,7 @@ pub fn fp_state_round_trip(state: &FpState, event: FpEvent<'_>) -> FpState {
             polls = inout(reg) polls => _,
             waits = in(reg) waits,
             scratch = out(reg) _,
+            receive_empty = const super::console::SerialInputWait::RECEIVE_EMPTY,
             fpcr = out(reg) fpcr_after,
             fpsr = out(reg) fpsr_after,
             out("v0") _, out("v1") _, out("v2") _, out("v3") _, out("v4") _, out("v5") _, out("v6") _,

@@ -23,6 +23,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 
 use super::boot::CPACR_SMEN;
+use super::console::SerialInputWait;
 use super::exceptions::{Exception, ExceptionClass};
 use super::instructions::{Handoff, fpsr, isb, set_fpsr};
 pub use super::sve::VectorLengths;
@@ -500,6 +501,10 @@ pub enum SmeEvent<'a> {
     /// The wait of [`Handoff`]: WFIs with IRQs masked, no exception taken, so only the
     /// hypervisor can change the registers.
     Descheduled(Handoff<'a>),
+    /// A wait, no exception taken, until the console UART holds a byte from the host (left in
+    /// its receive FIFO), in Streaming SVE mode with ZA on: the registers and SVCR are held
+    /// across a live migration whose answer is that byte ([`crate::migration::migrate_holding`]).
+    SerialInput(SerialInputWait),
 }
 
 /// What [`sme_state_round_trip`] read back.
@@ -560,6 +565,13 @@ pub fn sme_state_round_trip(state: &SmeState, event: SmeEvent<'_>) -> Result<Sme
             handoff.deadline,
             handoff.waits.as_ptr(),
         ),
+        SmeEvent::SerialInput(wait) => (
+            4,
+            core::ptr::null(),
+            core::ptr::null(),
+            wait.flags_address(),
+            core::ptr::null_mut(),
+        ),
     };
     let saved_fpsr = fpsr();
     let svcr_loaded: u64;
@@ -570,7 +582,8 @@ pub fn sme_state_round_trip(state: &SmeState, event: SmeEvent<'_>) -> Result<Sme
     // `state`'s and `out`'s vectors, whose sizes were checked (or made) above; in Streaming
     // SVE mode only SME, SVE, integer and system instructions run (no AdvSIMD); `loaded`,
     // `done` and `waits` are live atomics accessed with atomic instructions (Descheduled
-    // only); DAIF is restored after the Descheduled wait; Z0-Z31 (clobbering v0-v31) are
+    // only); SerialInput reads the PL011's flag register (aligned, identity mapped device
+    // memory, no side effect); DAIF is restored after the Descheduled wait; Z0-Z31 (clobbering v0-v31) are
     // declared clobbered, P0-P15, FFR and ZA are used by no compiled code; the block ends with
     // SMSTOP (SM and ZA clear) and FPSR is restored after; the only exceptions taken while the
     // values are held are Breakpoint's BRK (resumed after by `trap_exceptions`, as the caller
@@ -600,6 +613,8 @@ pub fn sme_state_round_trip(state: &SmeState, event: SmeEvent<'_>) -> Result<Sme
             "b.eq 4f",
             "cmp {mode}, #2",
             "b.eq 5f",
+            "cmp {mode}, #4",
+            "b.eq 9f",
             // Descheduled: IRQs masked, `cursor` counts the WFIs, `saved_daif` keeps DAIF.
             "mrs {saved_daif}, daif",
             "msr daifset, #2",
@@ -623,6 +638,11 @@ pub fn sme_state_round_trip(state: &SmeState, event: SmeEvent<'_>) -> Result<Sme
             "5: msr daifclr, #2",
             "isb",
             "msr daifset, #2",
+            "b 3f",
+            // SerialInput: the UART flag register read until RXFE clears.
+            "9: ldr {scratch:w}, [{deadline}]",
+            "tst {scratch:w}, #{receive_empty}",
+            "b.ne 9b",
             "3: mrs {svcr_after_event}, S3_3_C4_C2_2",
             ".irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31",
             "str z\\n, [{z_out}, #\\n, mul vl]",
@@ -653,6 +673,7 @@ pub fn sme_state_round_trip(state: &SmeState, event: SmeEvent<'_>) -> Result<Sme
             waits = in(reg) waits,
             cursor = out(reg) _,
             scratch = out(reg) _,
+            receive_empty = const SerialInputWait::RECEIVE_EMPTY,
             saved_daif = out(reg) _,
             svcr_loaded = out(reg) svcr_loaded,
             svcr_after_event = out(reg) svcr_after_event,

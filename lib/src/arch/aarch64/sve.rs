@@ -16,6 +16,7 @@ use aarch64_cpu::registers::{ID_AA64PFR0_EL1, Readable};
 
 use core::sync::atomic::AtomicU32;
 
+use super::console::SerialInputWait;
 use super::instructions::Handoff;
 use crate::mmio::DeviceWindow;
 
@@ -330,6 +331,10 @@ pub enum Event<'a> {
         /// Receives the value read.
         value: &'a AtomicU32,
     },
+    /// A wait, no exception taken, until the console UART holds a byte from the host (left in
+    /// its receive FIFO): the registers are held across a live migration whose answer is that
+    /// byte ([`crate::migration::migrate_holding`]).
+    SerialInput(SerialInputWait),
 }
 
 /// Why [`sve_state_round_trip`] did not run.
@@ -392,6 +397,13 @@ pub fn sve_state_round_trip(state: &SveState, event: Event<'_>) -> Result<SveSta
             handoff.deadline,
             handoff.waits.as_ptr().cast::<u8>(),
         ),
+        Event::SerialInput(wait) => (
+            5,
+            core::ptr::null(),
+            core::ptr::null(),
+            wait.flags_address(),
+            core::ptr::null_mut(),
+        ),
         Event::DeviceRead {
             window,
             offset,
@@ -415,7 +427,8 @@ pub fn sve_state_round_trip(state: &SveState, event: Event<'_>) -> Result<SveSta
     // SAFETY: SVE is implemented, enabled and at `length`, so the loads and stores (MUL VL)
     // stay inside `state`'s and `out`'s arrays (32 × length, 16 × length / 8 and length / 8
     // bytes, each within its array's size); `loaded`, `done` and `waits` are live atomics
-    // accessed with atomic instructions (Descheduled only); DeviceRead loads an aligned word
+    // accessed with atomic instructions (Descheduled only); SerialInput reads the PL011's
+    // flag register (aligned, identity mapped device memory, no side effect); DeviceRead loads an aligned word
     // inside a mapped device window (as `DeviceWindow::read_u32` does) and stores it to a live
     // AtomicU32 (an aligned single-copy atomic store); Z0-Z31 (clobbering v0-v31) are
     // declared clobbered, P0-P15 and FFR are used by no compiled code; FPCR, FPSR and DAIF are
@@ -442,11 +455,18 @@ pub fn sve_state_round_trip(state: &SveState, event: Event<'_>) -> Result<SveSta
             "b.eq 6f",
             "cmp {wait}, #4",
             "b.eq 7f",
+            "cmp {wait}, #5",
+            "b.eq 9f",
             "cmp {wait}, #2",
             "b.ne 5f",
             // DeviceRead: one 32-bit load of the register, its value stored.
             "ldr {scratch:w}, [{deadline}]",
             "str {scratch:w}, [{waits}]",
+            "b 3f",
+            // SerialInput: the UART flag register read until RXFE clears.
+            "9: ldr {scratch:w}, [{deadline}]",
+            "tst {scratch:w}, #{receive_empty}",
+            "b.ne 9b",
             "b 3f",
             // Breakpoint: resumed after by `trap_exceptions`.
             "6: brk #0x77",
@@ -504,6 +524,7 @@ pub fn sve_state_round_trip(state: &SveState, event: Event<'_>) -> Result<SveSta
             deadline = in(reg) deadline,
             waits = in(reg) waits,
             scratch = out(reg) _,
+            receive_empty = const SerialInputWait::RECEIVE_EMPTY,
             fpcr = out(reg) fpcr_after,
             fpsr = out(reg) fpsr_after,
             out("v0") _, out("v1") _, out("v2") _, out("v3") _, out("v4") _, out("v5") _, out("v6") _,
