@@ -590,6 +590,7 @@ impl Tester {
         } else {
             sandbox.try_read_with(address, privilege, emulation).map(|_| ())
         };
+        let mut rsvd_present_missing = false;
         let failure = |what: Mismatch| {
             Some(Failure {
                 flags,
@@ -614,22 +615,25 @@ impl Tester {
             Err(exception) if exception.error_code != expect.error_code => {
                 let rsvd = expect.error_code & page_fault::RESERVED != 0
                     && exception.error_code == expect.error_code & !page_fault::PRESENT;
-                return Some(Failure {
-                    flags,
-                    what: Mismatch::ErrorCode {
+                if !rsvd {
+                    return failure(Mismatch::ErrorCode {
                         observed: exception.error_code,
                         expected: expect.error_code,
-                    },
-                    rsvd_present_missing: rsvd,
-                });
-            }
-            Err(exception) if exception.address != address => {
-                return failure(Mismatch::FaultAddress {
-                    observed: exception.address,
-                    expected: address,
-                });
+                    });
+                }
+                // TCG's known defect (P missing beside RSVD) alone: the rest of this walk's
+                // checks (CR2, data, A/D bits) still run and count as real failures.
+                rsvd_present_missing = true;
             }
             _ => {}
+        }
+        if let Err(exception) = result
+            && exception.address != address
+        {
+            return failure(Mismatch::FaultAddress {
+                observed: exception.address,
+                expected: address,
+            });
         }
         if set(ACCESS_WRITE) {
             let after = sandbox.data(0);
@@ -657,7 +661,14 @@ impl Tester {
                 expected: expect.pde,
             });
         }
-        None
+        rsvd_present_missing.then_some(Failure {
+            flags,
+            what: Mismatch::ErrorCode {
+                observed: expect.error_code & !page_fault::PRESENT,
+                expected: expect.error_code,
+            },
+            rsvd_present_missing: true,
+        })
     }
 
     /// Sets up `flags` on `walk`, accesses and checks: kvm-unit-tests' `ac_test_exec`.
@@ -820,7 +831,16 @@ fn run_group(tester: &mut Tester, state: u32, invalid: u32, total: &mut Totals) 
                     }
                 }
             } else {
-                visit(tester, &mut tally, flags, pte_variants(flags, invalid));
+                // The walk stops at the PDE; its PTE (when the PDE names a table) is the most
+                // permissive member of the set, so that a host that still walked to it (a stale
+                // PDE) would complete the access or report other error bits, not hide behind
+                // a not-present PTE.
+                let pte = if flags & PDE_PSE == 0 {
+                    PTE_PRESENT | PTE_WRITABLE | PTE_USER | PTE_ACCESSED | PTE_DIRTY
+                } else {
+                    0
+                };
+                visit(tester, &mut tally, flags | pte, pte_variants(flags, invalid));
             }
         }
         if outer == outer_bits {
@@ -842,7 +862,12 @@ fn run_group(tester: &mut Tester, state: u32, invalid: u32, total: &mut Totals) 
             tester.stride, tally.left_out_combinations, tally.left_out_walks
         )
     };
-    if tally.failures == 0 {
+    if tally.walks == 0 {
+        report_skip!(
+            "4-level walks with {label}: no walk ran ({} combinations left out by the sample){sample}",
+            tally.left_out_combinations
+        );
+    } else if tally.failures == 0 {
         report!(
             true,
             "4-level walks with {label}: {} combinations ({} walks) as expected{sample}",
@@ -910,12 +935,21 @@ fn special(tester: &mut Tester, name: &str, steps: &[(Walk, u32, bool)]) {
             tester.expect(walk, flags, true)
         };
         expectations.push(expect);
-        if let Some(failure) = tester.access(walk, flags, &expect) {
-            rsvd |= failure.rsvd_present_missing;
-            failures.push(format!("[{}: {}]", names(failure.flags), failure.what));
-            break;
+        match tester.access(walk, flags, &expect) {
+            // TCG's known defect alone (the walk's other checks passed): the next steps run.
+            Some(failure) if failure.rsvd_present_missing => {
+                rsvd = true;
+                failures.push(format!("[{}: {}]", names(failure.flags), failure.what));
+            }
+            Some(failure) => {
+                rsvd = false;
+                failures.push(format!("[{}: {}]", names(failure.flags), failure.what));
+                break;
+            }
+            None => {}
         }
     }
+    // The known failure covers the line only when every failure is the P bit of an RSVD fault.
     known_failure(tester.tcg && rsvd, RSVD_REASON, || {
         report!(
             failures.is_empty(),

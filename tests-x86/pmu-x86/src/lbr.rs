@@ -61,10 +61,9 @@ pub fn run() {
     let entries = (0..MAX_LBR_ENTRIES)
         .find(|&index| !entry_exists(from, to, index))
         .unwrap_or(MAX_LBR_ENTRIES);
-    report!(
-        entries > 0,
-        "The number of guest LBR entries is good: {entries} at FROM {from:#x}, TO {to:#x}"
-    );
+    // At least 1 by construction (entry 0 took a write above; kvm-unit-tests' report of it
+    // cannot fail either): information, not a check.
+    report_info!("guest LBR entries: {entries} at FROM {from:#x}, TO {to:#x}");
 
     let enabled = try_wrmsr(IA32_DEBUGCTL, DEBUGCTL_LBR);
     count_loop(100_000);

@@ -277,7 +277,17 @@ impl Pebs {
         let base = self.buffer.physical_address();
         let index = self.store.read_u64(DS_PEBS_INDEX);
         let empty = index == base && self.buffer.read_u64(0) == 0;
-        let status = try_rdmsr(IA32_PERF_GLOBAL_STATUS).unwrap_or(0);
+        let status = match try_rdmsr(IA32_PERF_GLOBAL_STATUS) {
+            Ok(status) => status,
+            Err(exception) => {
+                // Not read as 0: that would take the "no overflow, no records" branch below.
+                report!(
+                    false,
+                    "IA32_PERF_GLOBAL_STATUS can be read after the workload (got {exception})"
+                );
+                return;
+            }
+        };
         if status & GLOBAL_STATUS_BUFFER_OVERFLOW == 0 {
             report!(
                 empty,

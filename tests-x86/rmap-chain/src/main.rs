@@ -2,7 +2,7 @@
 //! addresses as the guest has pages of RAM, each alias written, then one more alias added: in
 //! a shadow-paging hypervisor every alias is a shadow PTE on the same frame's reverse-map
 //! chain, so this builds the longest chains a guest can. Beyond kvm-unit-tests, which only
-//! has to survive, every alias is checked: it translates to the frame, a write through it
+//! has to survive, every alias is checked: a write through it
 //! lands in the frame, every alias sees a value written to the frame, and an unmapped alias
 //! faults with #PF while the others still see the frame.
 #![no_std]
@@ -45,9 +45,10 @@ fn main(args: &[&str]) {
     );
 
     let wrong_translation = (0..count).find(|&index| translate(page.address(index)) != Some(page.frame()));
-    report!(
-        wrong_translation.is_none(),
-        "all {count} aliases translate to the frame {:#x} (first that does not: {wrong_translation:?})",
+    // A software walk of the tables the runtime just wrote: its own bookkeeping, not the CPU's
+    // translation (the writes and reads below are), so it is information, not a check.
+    report_info!(
+        "the runtime's page tables map all {count} aliases to the frame {:#x} (first that does not: {wrong_translation:?})",
         page.frame()
     );
 
