@@ -400,7 +400,7 @@ enum Mismatch {
     ErrorCode { observed: u64, expected: u64 },
     /// CR2.
     FaultAddress { observed: u64, expected: u64 },
-    /// The data word after a write.
+    /// The data word a read returned, or held after a write.
     Data { observed: u64, expected: u64 },
     /// The PTE after the walk.
     Pte { observed: u64, expected: u64 },
@@ -427,10 +427,7 @@ impl core::fmt::Display for Mismatch {
                 write!(formatter, "CR2 {observed:#x} expected {expected:#x}")
             }
             Mismatch::Data { observed, expected } => {
-                write!(
-                    formatter,
-                    "data {observed:#x} expected {expected:#x} after the write"
-                )
+                write!(formatter, "data {observed:#x} expected {expected:#x}")
             }
             Mismatch::Pte { observed, expected } => {
                 write!(formatter, "pte {observed:#x} expected {expected:#x}")
@@ -578,6 +575,7 @@ impl Tester {
         self.unique += 1;
         let value = self.unique;
         let before = sandbox.data(0);
+        let mut read_value = None;
         let privilege = if set(ACCESS_USER) {
             Privilege::User
         } else {
@@ -588,7 +586,9 @@ impl Tester {
         } else if set(ACCESS_WRITE) {
             sandbox.try_write_with(address, value, privilege, emulation)
         } else {
-            sandbox.try_read_with(address, privilege, emulation).map(|_| ())
+            sandbox.try_read_with(address, privilege, emulation).map(|read| {
+                read_value = Some(read);
+            })
         };
         let mut rsvd_present_missing = false;
         let failure = |what: Mismatch| {
@@ -633,6 +633,14 @@ impl Tester {
             return failure(Mismatch::FaultAddress {
                 observed: exception.address,
                 expected: address,
+            });
+        }
+        if let Some(read) = read_value
+            && read != before
+        {
+            return failure(Mismatch::Data {
+                observed: read,
+                expected: before,
             });
         }
         if set(ACCESS_WRITE) {
