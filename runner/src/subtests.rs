@@ -4,13 +4,17 @@
 
 use std::path::Path;
 
+use object::read::ReadCache;
 use object::{Object, ObjectSection};
 use vmunit_protocol::{SUBTEST_NAMES_SECTION, SubtestRecord};
 
-/// The subtest names in `image`, in the order they run; empty when it declares none.
+/// The subtest names in `image`, in the order they run; empty when it declares none. Reads the
+/// headers and the one section, not the whole image (megabytes of debug information, read after
+/// every run).
 pub fn names(image: &Path) -> Result<Vec<String>, String> {
-    let bytes = std::fs::read(image).map_err(|error| format!("{}: {error}", image.display()))?;
-    let file = object::File::parse(&*bytes).map_err(|error| format!("{}: {error}", image.display()))?;
+    let opened = std::fs::File::open(image).map_err(|error| format!("{}: {error}", image.display()))?;
+    let cache = ReadCache::new(opened);
+    let file = object::File::parse(&cache).map_err(|error| format!("{}: {error}", image.display()))?;
     let Some(section) = file.section_by_name(SUBTEST_NAMES_SECTION) else {
         return Ok(Vec::new());
     };
