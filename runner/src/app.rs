@@ -306,11 +306,13 @@ pub fn build_runs(options: &Options, names: &[String]) -> Result<(), AppError> {
     build::build_guests(&options.workspace, &plan, options.verbose).map(drop)
 }
 
-/// The names of the runs a selection would run (for `-l`).
+/// The names of the runs a selection would run (for `-l`; no image is read).
 pub fn list(options: &Options) -> Result<Vec<String>, AppError> {
-    Ok(list_with_subtests(options)?
+    Ok(make_plan(options)?
+        .runs
         .into_iter()
-        .map(|(name, _)| name)
+        .filter(|planned| planned.decision != Decision::Nodefault)
+        .map(|planned| planned.entry.name)
         .collect())
 }
 

@@ -844,9 +844,12 @@ impl TestEntry {
     /// tests-aarch64/) that holds a crate named `file`. A crate that does not exist, or an
     /// `arch` key that disagrees with where it lives, is an error located in the file.
     pub fn resolve_arch(&self, workspace: &Path, config: &Config) -> Result<Arch, ConfigError> {
-        let found = Arch::ALL
-            .into_iter()
-            .find(|arch| workspace.join(arch.test_directory()).join(&self.file).is_dir());
+        self.check_arch(crate_arch(workspace, &self.file), config)
+    }
+
+    /// [`TestEntry::resolve_arch`] given where its crate lives (`found`, from [`crate_arch`]):
+    /// runs that share a crate look it up once.
+    pub fn check_arch(&self, found: Option<Arch>, config: &Config) -> Result<Arch, ConfigError> {
         match (self.arch, found) {
             (Some(given), Some(found)) if given != found => {
                 let offset = self.arch_span.as_ref().map_or(0, |span| span.start);
@@ -879,6 +882,14 @@ impl TestEntry {
             }
         }
     }
+}
+
+/// The architecture whose test directory (tests-x86/ or tests-aarch64/) holds a guest crate
+/// named `file`, if one does.
+pub fn crate_arch(workspace: &Path, file: &str) -> Option<Arch> {
+    Arch::ALL
+        .into_iter()
+        .find(|arch| workspace.join(arch.test_directory()).join(file).is_dir())
 }
 
 /// A parsed unittests.toml.
