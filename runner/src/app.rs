@@ -39,6 +39,9 @@ pub fn make_plan(options: &Options) -> Result<Plan, AppError> {
 
 /// Runs the selection: the whole invocation except `-l`. Reports a line per run and the totals.
 pub fn run(options: &Options) -> Result<Report, AppError> {
+    // The commit SUMMARY and results.json name: `git rev-parse` takes a few milliseconds, spent
+    // while the plan and the build check run rather than after them.
+    let mut commit = PendingCommit((!options.dry_run).then(|| summary::query_commit(&options.workspace)));
     let resolved = resolve_environment(&options.environment)?;
     let (plan, pairs) = differential::plan_of(options, make_plan(options)?)?;
     if let Some(junit) = &options.junit {
@@ -69,7 +72,8 @@ pub fn run(options: &Options) -> Result<Report, AppError> {
         eprintln!("vmunit: --rerun-failed: no run failed last time");
     }
     let live = interactive(options, &plan);
-    let fanout = Fanout::new(reporters(options, &plan, live, &failures));
+    let commit = commit.take();
+    let fanout = Fanout::new(reporters(options, &plan, live, &failures, commit));
     let reported = plan
         .runs
         .iter()
@@ -118,14 +122,35 @@ pub fn run(options: &Options) -> Result<Report, AppError> {
     Ok(report)
 }
 
+/// `git rev-parse` running (see [`summary::query_commit`]); waited for when dropped, so that
+/// git does not outlive an invocation that fails before it needs the commit.
+struct PendingCommit(Option<std::io::Result<std::process::Child>>);
+
+impl PendingCommit {
+    /// The commit, once git answered (`None` when it was not asked).
+    fn take(&mut self) -> Option<String> {
+        let pending = self.0.take()?;
+        Some(summary::commit_answered(
+            pending.and_then(std::process::Child::wait_with_output),
+        ))
+    }
+}
+
+impl Drop for PendingCommit {
+    fn drop(&mut self) {
+        drop(self.take());
+    }
+}
+
 /// The reporters of an invocation: its format on the console (none when quiet), then the
 /// files (each run's log, JUnit, SUMMARY, results.json, their write errors collected in
-/// `failures`); a dry run only prints.
+/// `failures`); a dry run only prints. `commit` is the one checked out, when already known.
 fn reporters(
     options: &Options,
     plan: &Plan,
     live: bool,
     failures: &Arc<WriteFailures>,
+    commit: Option<String>,
 ) -> Vec<Box<dyn Reporter>> {
     if options.dry_run {
         return vec![Box::new(DryRunReporter)];
@@ -151,7 +176,7 @@ fn reporters(
             .collect();
         reporters.push(Box::new(JunitReporter::new(path, arguments, failures)));
     }
-    let commit = summary::commit_of(&options.workspace);
+    let commit = commit.unwrap_or_else(|| summary::commit_of(&options.workspace));
     reporters.push(Box::new(SummaryReporter::new(
         &options.log_dir,
         &commit,
@@ -281,11 +306,13 @@ pub fn build_runs(options: &Options, names: &[String]) -> Result<(), AppError> {
     build::build_guests(&options.workspace, &plan, options.verbose).map(drop)
 }
 
-/// The names of the runs a selection would run (for `-l`).
+/// The names of the runs a selection would run (for `-l`; no image is read).
 pub fn list(options: &Options) -> Result<Vec<String>, AppError> {
-    Ok(list_with_subtests(options)?
+    Ok(make_plan(options)?
+        .runs
         .into_iter()
-        .map(|(name, _)| name)
+        .filter(|planned| planned.decision != Decision::Nodefault)
+        .map(|planned| planned.entry.name)
         .collect())
 }
 

@@ -1,5 +1,6 @@
 //! unittests.toml: one table per test run, with the keys of kvm-unit-tests' unittests.cfg sections.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -843,9 +844,12 @@ impl TestEntry {
     /// tests-aarch64/) that holds a crate named `file`. A crate that does not exist, or an
     /// `arch` key that disagrees with where it lives, is an error located in the file.
     pub fn resolve_arch(&self, workspace: &Path, config: &Config) -> Result<Arch, ConfigError> {
-        let found = Arch::ALL
-            .into_iter()
-            .find(|arch| workspace.join(arch.test_directory()).join(&self.file).is_dir());
+        self.check_arch(crate_arch(workspace, &self.file), config)
+    }
+
+    /// [`TestEntry::resolve_arch`] given where its crate lives (`found`, from [`crate_arch`]):
+    /// runs that share a crate look it up once.
+    pub fn check_arch(&self, found: Option<Arch>, config: &Config) -> Result<Arch, ConfigError> {
         match (self.arch, found) {
             (Some(given), Some(found)) if given != found => {
                 let offset = self.arch_span.as_ref().map_or(0, |span| span.start);
@@ -880,6 +884,14 @@ impl TestEntry {
     }
 }
 
+/// The architecture whose test directory (tests-x86/ or tests-aarch64/) holds a guest crate
+/// named `file`, if one does.
+pub fn crate_arch(workspace: &Path, file: &str) -> Option<Arch> {
+    Arch::ALL
+        .into_iter()
+        .find(|arch| workspace.join(arch.test_directory()).join(file).is_dir())
+}
+
 /// A parsed unittests.toml.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -890,24 +902,37 @@ pub struct Config {
     source: String,
 }
 
-/// The byte range of table `name`'s header (`[name]` or `["name"]`) in `source`, else of the
-/// file's start.
-fn header_span(source: &str, name: &str) -> Range<usize> {
-    let headers = [
-        format!("[{name}]"),
-        format!("[\"{name}\"]"),
-        format!("['{name}']"),
-    ];
+/// The byte range of each table header's line (`[name]`, `["name"]` or `['name']`, its text
+/// without the surrounding whitespace), keyed by the name, the first such line of a name: a
+/// table's `file` span when it has no `file` key. One pass over the file (a pass per run cost
+/// a few milliseconds for the project's few hundred runs); a name is looked up as a run name
+/// (no brackets or quotes in it, see [`is_run_name`]).
+fn header_spans(source: &str) -> HashMap<&str, Range<usize>> {
+    let mut spans = HashMap::new();
     let mut offset = 0;
     for line in source.split_inclusive('\n') {
         let text = line.trim();
-        if headers.iter().any(|header| text.starts_with(header.as_str())) {
+        if let Some(inner) = text.strip_prefix('[') {
             let start = offset + (line.len() - line.trim_start().len());
-            return start..start + text.len();
+            let span = start..start + text.len();
+            // `[name]...`: the name runs to the first ']'.
+            if let Some((name, _)) = inner.split_once(']') {
+                spans.entry(name).or_insert_with(|| span.clone());
+            }
+            // `["name"]...` or `['name']...`: to the first closing quote, then a ']'.
+            for quote in ['"', '\''] {
+                if let Some((name, rest)) = inner
+                    .strip_prefix(quote)
+                    .and_then(|quoted| quoted.split_once(quote))
+                    && rest.starts_with(']')
+                {
+                    spans.entry(name).or_insert_with(|| span.clone());
+                }
+            }
         }
         offset += line.len();
     }
-    0..0
+    spans
 }
 
 /// An error in unittests.toml, located at a line and column.
@@ -984,14 +1009,14 @@ impl Config {
                 ),
             ));
         }
-        config.entries = raw
+        let headers = header_spans(&config.source);
+        let entries = raw
             .into_iter()
             .map(|(name, raw)| TestEntry {
-                file_span: Some(
-                    raw.file
-                        .as_ref()
-                        .map_or_else(|| header_span(&config.source, &name), toml::Spanned::span),
-                ),
+                file_span: Some(raw.file.as_ref().map_or_else(
+                    || headers.get(name.as_str()).cloned().unwrap_or(0..0),
+                    toml::Spanned::span,
+                )),
                 file: raw.file.map_or_else(|| name.clone(), toml::Spanned::into_inner),
                 arch: raw.arch.as_ref().map(|arch| *arch.get_ref()),
                 arch_span: raw.arch.as_ref().map(toml::Spanned::span),
@@ -1011,6 +1036,7 @@ impl Config {
                 name,
             })
             .collect();
+        config.entries = entries;
         Ok(config)
     }
 
@@ -1283,6 +1309,79 @@ arch = "x86_64"
         let config = parse("[zeta]\n[alpha]\n[\"mid.dle\"]\n").unwrap();
         let names: Vec<_> = config.entries.iter().map(|entry| entry.name.as_str()).collect();
         assert_eq!(names, ["zeta", "alpha", "mid.dle"]);
+    }
+
+    /// The span `header_spans` must give `name`: the first line whose trimmed text starts
+    /// with one of its header forms (a pass per name, as the runner once did).
+    fn header_span_by_scan(source: &str, name: &str) -> Range<usize> {
+        let headers = [
+            format!("[{name}]"),
+            format!("[\"{name}\"]"),
+            format!("['{name}']"),
+        ];
+        let mut offset = 0;
+        for line in source.split_inclusive('\n') {
+            let text = line.trim();
+            if headers.iter().any(|header| text.starts_with(header.as_str())) {
+                let start = offset + (line.len() - line.trim_start().len());
+                return start..start + text.len();
+            }
+            offset += line.len();
+        }
+        0..0
+    }
+
+    #[test]
+    fn file_spans_are_the_headers() {
+        let source = "# [commented]\n  [plain]  # a comment\nsmp = 2\n[\"mid.dle\"]\n['single']\n\
+                      [a.b]\nx = 1\n[[array]]\ninline = { file = \"fixture\" }\n[plain]\n\
+                      [given]\nfile = \"fixture\"\n";
+        let spans = header_spans(source);
+        for name in [
+            "plain",
+            "mid.dle",
+            "single",
+            "a",
+            "array",
+            "inline",
+            "commented",
+            "absent",
+        ] {
+            let expected = header_span_by_scan(source, name);
+            assert_eq!(spans.get(name).cloned().unwrap_or(0..0), expected, "{name}");
+        }
+        assert_eq!(&source[spans["plain"].clone()], "[plain]  # a comment");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../unittests.toml");
+        let source = std::fs::read_to_string(&path).unwrap();
+        let config = Config::load(&path).unwrap();
+        let key = regex_free_file_key(&source);
+        for entry in &config.entries {
+            if !key.contains(&entry.name) {
+                assert_eq!(
+                    entry.file_span,
+                    Some(header_span_by_scan(&source, &entry.name)),
+                    "{}",
+                    entry.name
+                );
+            }
+        }
+    }
+
+    /// The runs of `source` whose table has a `file` key (their span is the key's value).
+    fn regex_free_file_key(source: &str) -> Vec<String> {
+        let mut table = None;
+        let mut with_file = Vec::new();
+        for line in source.lines() {
+            if let Some(name) = table_header(line) {
+                table = Some(name.to_owned());
+            } else if line.trim_start().starts_with("file")
+                && line.split_once('=').is_some_and(|(key, _)| key.trim() == "file")
+                && let Some(name) = &table
+            {
+                with_file.push(name.clone());
+            }
+        }
+        with_file
     }
 
     #[test]

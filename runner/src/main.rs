@@ -291,13 +291,18 @@ fn run(cli: Cli) -> Result<ExitStatus, AppError> {
         return Ok(ExitStatus::Success);
     }
     if cli.list {
-        // With -v, each run's subtests (read from its image) follow it, indented.
+        // With -v, each run's subtests (read from its image) follow it, indented; without,
+        // no image is read.
+        if !options.verbose {
+            for name in app::list(&options)? {
+                println!("{name}");
+            }
+            return Ok(ExitStatus::Success);
+        }
         for (name, subtests) in app::list_with_subtests(&options)? {
             println!("{name}");
-            if options.verbose {
-                for subtest in subtests {
-                    println!("    {subtest}");
-                }
+            for subtest in subtests {
+                println!("    {subtest}");
             }
         }
         return Ok(ExitStatus::Success);

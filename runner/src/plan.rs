@@ -2,9 +2,10 @@
 //! ([`Decision`]): run it, skip it and why, or leave it out (nodefault). Shards and
 //! `--rerun-failed` narrow the selection here. Nothing is built or booted.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use crate::config::{Accel, Arch, Config, KvmModule, Migrate, Requirement, TestEntry};
+use crate::config::{self, Accel, Arch, Config, KvmModule, Migrate, Requirement, TestEntry};
 use crate::error::AppError;
 use crate::options::{Kernel, Options, Shard, qemu_program};
 use crate::qemu::{self, ArchProfile};
@@ -121,9 +122,14 @@ pub fn plan(options: &Options, failed_last_time: Option<Vec<String>>) -> Result<
     }
     let choices = selection.choose(&config.entries)?;
     let mut planned = Vec::new();
+    // Where each crate lives, looked up once: a few hundred runs share a few dozen crates.
+    let mut crate_arches: HashMap<&str, Option<Arch>> = HashMap::new();
     for (entry, choice) in config.entries.iter().zip(choices) {
         // Every entry's crate and arch are checked, so a wrong one is found whatever is selected.
-        let arch = entry.resolve_arch(&options.workspace, &config)?;
+        let found = *crate_arches
+            .entry(entry.file.as_str())
+            .or_insert_with(|| config::crate_arch(&options.workspace, &entry.file));
+        let arch = entry.check_arch(found, &config)?;
         let explicit = match choice {
             Choice::Excluded => continue,
             Choice::Nodefault => {

@@ -4,20 +4,39 @@
 
 use std::path::Path;
 
-use object::{Object, ObjectSection};
+use object::elf::{FileHeader32, FileHeader64};
+use object::read::ReadCache;
+use object::read::elf::{FileHeader, SectionHeader};
+use object::{Endianness, FileKind};
 use vmunit_protocol::{SUBTEST_NAMES_SECTION, SubtestRecord};
 
-/// The subtest names in `image`, in the order they run; empty when it declares none.
+/// The subtest names in `image`, in the order they run; empty when it declares none. Reads the
+/// headers and the one section, not the whole image (megabytes of debug information) nor its
+/// symbol table: this runs after every run.
 pub fn names(image: &Path) -> Result<Vec<String>, String> {
-    let bytes = std::fs::read(image).map_err(|error| format!("{}: {error}", image.display()))?;
-    let file = object::File::parse(&*bytes).map_err(|error| format!("{}: {error}", image.display()))?;
-    let Some(section) = file.section_by_name(SUBTEST_NAMES_SECTION) else {
-        return Ok(Vec::new());
-    };
-    let data = section
-        .data()
-        .map_err(|error| format!("{}: {error}", image.display()))?;
-    Ok(parse(data))
+    let shown = |error: &dyn std::fmt::Display| format!("{}: {error}", image.display());
+    let opened = std::fs::File::open(image).map_err(|error| shown(&error))?;
+    let cache = ReadCache::new(opened);
+    let data = match FileKind::parse(&cache).map_err(|error| shown(&error))? {
+        FileKind::Elf64 => section_data::<FileHeader64<Endianness>>(&cache),
+        FileKind::Elf32 => section_data::<FileHeader32<Endianness>>(&cache),
+        other => return Err(shown(&format!("not an ELF image ({other:?})"))),
+    }
+    .map_err(|error| shown(&error))?;
+    Ok(data.map(parse).unwrap_or_default())
+}
+
+/// The contents of the image's subtest names section, if it has one.
+fn section_data<Elf: FileHeader<Endian = Endianness>>(
+    data: &ReadCache<std::fs::File>,
+) -> object::Result<Option<&[u8]>> {
+    let header = Elf::parse(data)?;
+    let endian = header.endian()?;
+    let sections = header.sections(endian, data)?;
+    match sections.section_by_name(endian, SUBTEST_NAMES_SECTION.as_bytes()) {
+        Some((_, section)) => section.data(endian, data).map(Some),
+        None => Ok(None),
+    }
 }
 
 /// Splits the NUL-terminated records (alignment padding yields empty pieces), orders them by

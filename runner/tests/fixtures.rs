@@ -135,6 +135,18 @@ fn check(report: &Report, kvm: bool) {
         .iter()
         .find(|result| result.name == "fixture-subtests")
         .unwrap();
+    // The subtests the image declares, read from its names section, in the order they run.
+    assert_eq!(
+        subtests.subtests.first().map(String::as_str),
+        Some("passes"),
+        "{:?}",
+        subtests.subtests
+    );
+    assert!(
+        subtests.subtests.len() >= 13 && subtests.subtests.iter().any(|name| name == "overruns_time_bound"),
+        "{:?}",
+        subtests.subtests
+    );
     let log = std::fs::read_to_string(subtests.log.as_ref().unwrap()).unwrap();
     let report_lines: Vec<&str> = log
         .lines()

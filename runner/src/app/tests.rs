@@ -64,6 +64,37 @@ groups = ["nodefault"]
     assert_eq!(decisions[2].1, "Skip(\"kvm only, but ACCEL=tcg\")");
     assert_eq!(decisions[3].1, "Nodefault");
     assert_eq!(list(&options).unwrap(), ["x", "a", "kvm-only"]);
+    // `-l -v` lists the same runs, each with its image's subtests (none built here).
+    let with_subtests = list_with_subtests(&options).unwrap();
+    assert!(with_subtests.iter().all(|(_, subtests)| subtests.is_empty()));
+    let names: Vec<String> = with_subtests.into_iter().map(|(name, _)| name).collect();
+    assert_eq!(names, list(&options).unwrap());
+}
+
+#[test]
+fn every_run_of_a_shared_crate_is_checked() {
+    // Runs that share a crate look it up once; each run's arch key is still checked, whatever
+    // is selected, and a missing crate is an error for each run that names it.
+    let (_directory, mut options) =
+        workspace_with("[one]\nfile = \"xguest\"\n[two]\nfile = \"xguest\"\narch = \"aarch64\"\n");
+    options.selection.names = vec!["one".to_owned()];
+    let error = make_plan(&options).unwrap_err().to_string();
+    assert!(
+        error.contains("[two] arch: 'aarch64' disagrees with where the crate lives"),
+        "{error}"
+    );
+    let (_directory, options) =
+        workspace_with("[one]\nfile = \"xguest\"\n[two]\nfile = \"absent\"\n[three]\nfile = \"xguest\"\n");
+    let error = make_plan(&options).unwrap_err().to_string();
+    assert!(error.contains("[two] file: no guest crate 'absent'"), "{error}");
+    let (_directory, options) =
+        workspace_with("[one]\nfile = \"xguest\"\n[two]\nfile = \"aguest\"\n[three]\nfile = \"xguest\"\n");
+    let decisions = decisions(&options);
+    assert!(
+        decisions[0].1.contains("X86_64") && decisions[2].1.contains("X86_64"),
+        "{decisions:?}"
+    );
+    assert!(decisions[1].1.contains("Aarch64"), "{decisions:?}");
 }
 
 #[test]

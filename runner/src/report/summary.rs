@@ -55,12 +55,25 @@ impl Reporter for SummaryReporter {
 
 /// The commit checked out in `workspace`, or "none".
 pub fn commit_of(workspace: &Path) -> String {
+    commit_answered(query_commit(workspace).and_then(std::process::Child::wait_with_output))
+}
+
+/// Starts `git rev-parse` on the commit checked out in `workspace` (its answer, to
+/// [`commit_answered`], is [`commit_of`]'s), so that the caller can work while git does.
+pub fn query_commit(workspace: &Path) -> std::io::Result<std::process::Child> {
     std::process::Command::new("git")
         .arg("-C")
         .arg(workspace)
         .args(["rev-parse", "--verify", "--quiet", "HEAD"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
-        .output()
+        .spawn()
+}
+
+/// The commit in the output of [`query_commit`]'s git, or "none".
+pub fn commit_answered(output: std::io::Result<std::process::Output>) -> String {
+    output
         .ok()
         .filter(|output| output.status.success())
         .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_owned())
