@@ -4,29 +4,12 @@
 //! cannot migrate skips saying why; `migrate = true` makes a migration run; a bad `migrate`
 //! value is a one-line config error.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod project;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use std::path::Path;
+use std::process::Output;
 
-/// The runner in the real workspace under TCG, its environment variables cleared, logging
-/// into `logs`.
-fn runner(logs: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_vmunit-runner"));
-    for variable in ["QEMU", "ACCEL", "TIMEOUT", "MAX_SMP", "MACHINE", "MIGRATION"] {
-        command.env_remove(variable);
-    }
-    command
-        .current_dir(workspace())
-        .args(["--accel", "tcg", "--log-dir"])
-        .arg(logs);
-    command
-}
+use project::runner;
 
 fn text(output: &Output) -> String {
     format!(

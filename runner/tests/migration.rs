@@ -3,29 +3,13 @@
 //! that cannot start fails the run with the reason, a timeout during a migration leaves no QEMU
 //! behind, and a guest that asks for a migration outside a migration run skips.
 
+mod project;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// The runner in the real workspace, its environment variables cleared, logging into `logs`.
-fn runner(logs: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_vmunit-runner"));
-    for variable in ["QEMU", "ACCEL", "TIMEOUT", "MAX_SMP", "MACHINE", "MIGRATION"] {
-        command.env_remove(variable);
-    }
-    command
-        .current_dir(workspace())
-        .args(["--accel", "tcg", "--log-dir"])
-        .arg(logs);
-    command
-}
+use project::runner;
 
 /// A QEMU wrapper: the real QEMU for the source; for a destination (`-incoming`), `destination`
 /// (shell words run before the real QEMU with the same arguments plus `"$extra"`).
