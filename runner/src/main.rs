@@ -21,7 +21,8 @@ Environment variables:
   ACCEL     accelerator, kvm or tcg, with optional QEMU properties: tcg,thread=multi
             (default: kvm when /dev/kvm is usable, else tcg)
   TIMEOUT   timeout for every test, overriding unittests.toml (\"90s\", \"2m\"; 0 disables)
-  MAX_SMP   CPU count for smp = \"max\" and upper bound for every smp value (default: nproc)
+  MAX_SMP   CPU count for smp = \"max\" (brought into a \"MIN-MAX\" range) and upper bound
+            for every smp value (default: nproc)
   MACHINE   QEMU machine type for every test (default: microvm on x86_64, virt on aarch64)
   MIGRATION yes: the same as --migrate (kvm-unit-tests' MIGRATION=yes; ignored by
             --standalone and --differential); no or empty: off
